@@ -1,0 +1,62 @@
+"""A durable local workflow orchestrator: pipelines of steps, journaled in SQLite.
+
+The public API is what `__all__` lists; every other module is private to the package.
+"""
+
+from .clock import Clock, FakeClock
+from .context import StepContext
+from .errors import (
+    DefinitionError,
+    DuplicateKey,
+    InvalidState,
+    JournalCorrupt,
+    JournalError,
+    JournalLocked,
+    OrchestratorError,
+    PipelineError,
+    RunNotActive,
+    RunNotFound,
+    RuntimeNotStarted,
+    RuntimeStopped,
+    StepTimeout,
+    TriggerNotFound,
+    ValidationError,
+    WorkflowNotFound,
+)
+from .model import Step, Workflow
+from .pipeline import run
+from .records import RunInfo, RunResult, TimelineEntry
+from .registry import RegisteredWorkflow
+from .runtime import Runtime
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Clock",
+    "DefinitionError",
+    "DuplicateKey",
+    "FakeClock",
+    "InvalidState",
+    "JournalCorrupt",
+    "JournalError",
+    "JournalLocked",
+    "OrchestratorError",
+    "PipelineError",
+    "RegisteredWorkflow",
+    "RunInfo",
+    "RunNotActive",
+    "RunNotFound",
+    "RunResult",
+    "Runtime",
+    "RuntimeNotStarted",
+    "RuntimeStopped",
+    "Step",
+    "StepContext",
+    "StepTimeout",
+    "TimelineEntry",
+    "TriggerNotFound",
+    "ValidationError",
+    "Workflow",
+    "WorkflowNotFound",
+    "run",
+]

@@ -1,0 +1,136 @@
+"""What a step sees as ``ctx``: who it is, a durable logger, and its idempotency key."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+import threading
+from typing import Any
+
+from .clock import Clock
+from .errors import JournalError
+from .journal import GroupCommitWriter, ops
+from .steps import describe_exception
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "error": logging.ERROR}
+
+
+class RunLogger:
+    """``ctx.log``: like a `logging.Logger`, and every line lands in the run's timeline.
+
+    Safe to call from a sync step running in a worker thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        writer: GroupCommitWriter,
+        clock: Clock,
+        loop: asyncio.AbstractEventLoop,
+        row: int,
+        position: int,
+        step: str,
+        logger: logging.Logger,
+    ) -> None:
+        self._writer, self._clock, self._loop = writer, clock, loop
+        self._loop_thread = threading.get_ident()
+        self._row, self._position, self._step = row, position, step
+        self._logger = logger
+
+    def debug(self, msg: str, *args: object) -> None:
+        """Log at DEBUG."""
+        self._log("debug", msg, args)
+
+    def info(self, msg: str, *args: object) -> None:
+        """Log at INFO."""
+        self._log("info", msg, args)
+
+    def warning(self, msg: str, *args: object) -> None:
+        """Log at WARNING."""
+        self._log("warning", msg, args)
+
+    def error(self, msg: str, *args: object) -> None:
+        """Log at ERROR."""
+        self._log("error", msg, args)
+
+    def exception(self, msg: str, *args: object) -> None:
+        """Log at ERROR with the exception being handled."""
+        exc = sys.exc_info()[1]
+        suffix = f": {describe_exception(exc)}" if exc is not None else ""
+        self._log("error", msg + suffix.replace("%", "%%"), args)
+
+    def _log(self, level: str, msg: str, args: tuple[object, ...]) -> None:
+        text = _format(msg, args)
+        self._logger.log(_LEVELS[level], "[%s] %s", self._step, text)
+        op = ops.add_timeline(self._row, self._clock.now_us(), "logger", level,
+                              position=self._position, step=self._step, message=text)
+        if threading.get_ident() == self._loop_thread:
+            self._submit(op)
+        else:
+            self._loop.call_soon_threadsafe(self._submit, op)
+
+    def _submit(self, op: ops.Op) -> None:
+        # A log line must never fail the step; a dead writer fails the run elsewhere.
+        with contextlib.suppress(JournalError):
+            self._writer.enqueue([op])
+
+
+def _format(msg: str, args: tuple[object, ...]) -> str:
+    if not args:
+        return str(msg)
+    try:
+        return str(msg) % args
+    except (TypeError, ValueError):
+        return " ".join([str(msg), *map(str, args)])
+
+
+class StepContext:
+    """The ``ctx`` passed to ``(state, ctx)`` steps run by the runtime.
+
+    Attributes:
+        run_id: The run's id.
+        workflow_id: Its workflow.
+        trigger_id: The trigger that started it.
+        step_name: This step's name.
+        step_index: This step's index in the pipeline.
+        attempt: 1 for the first attempt, 2 for the first retry, ...
+        idempotency_key: Stable across every re-execution of this step of this run
+            (retries and recovery after a crash): pass it to external systems to
+            de-duplicate effects.
+        log: A logger whose lines land in the run's timeline.
+    """
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        workflow_id: str,
+        trigger_id: str,
+        step_name: str,
+        step_index: int,
+        attempt: int,
+        log: RunLogger,
+    ) -> None:
+        self.run_id = run_id
+        self.workflow_id = workflow_id
+        self.trigger_id = trigger_id
+        self.step_name = step_name
+        self.step_index = step_index
+        self.attempt = attempt
+        self.idempotency_key = f"{run_id}:{step_name}"
+        self.log = log
+
+    def __repr__(self) -> str:
+        return f"StepContext(run_id={self.run_id!r}, step={self.step_name!r}, attempt={self.attempt})"
+
+
+def to_json_data(data: dict[str, Any] | None) -> str | None:
+    """Timeline data as compact JSON (never fails: unknown objects become their repr)."""
+    if data is None:
+        return None
+    return json.dumps(data, separators=(",", ":"), default=repr)
+

@@ -1,0 +1,147 @@
+"""The one error hierarchy of the orchestrator.
+
+Every error the package raises on purpose is an `OrchestratorError` with a stable `code`
+that scripts and the CLI can rely on. Foreign exceptions (sqlite3, OSError, a step's own
+exception) are translated at the boundary with ``raise ... from exc``::
+
+    OrchestratorError                      ORCHESTRATOR_ERROR
+    ├── ValidationError                    VALIDATION_ERROR
+    ├── DefinitionError                    INVALID_DEFINITION
+    │   └── DuplicateKey                   DUPLICATE_KEY
+    ├── PipelineError                      PIPELINE_ERROR
+    │   ├── StepTimeout                    STEP_TIMEOUT
+    │   └── InvalidState                   INVALID_STATE
+    ├── WorkflowNotFound                   WORKFLOW_NOT_FOUND
+    ├── TriggerNotFound                    TRIGGER_NOT_FOUND
+    ├── RunNotFound                        RUN_NOT_FOUND
+    ├── RunNotActive                       RUN_NOT_ACTIVE
+    ├── RuntimeNotStarted                  RUNTIME_NOT_STARTED
+    ├── RuntimeStopped                     RUNTIME_STOPPED
+    └── JournalError                       JOURNAL_ERROR
+        ├── JournalLocked                  JOURNAL_LOCKED
+        └── JournalCorrupt                 JOURNAL_CORRUPT
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class OrchestratorError(Exception):
+    """Root of every error the orchestrator raises on purpose."""
+
+    code: ClassVar[str] = "ORCHESTRATOR_ERROR"
+
+
+class ValidationError(OrchestratorError):
+    """Pipeline source text broke the import policy, or could not be parsed."""
+
+    code = "VALIDATION_ERROR"
+
+    def __init__(self, message: str, *, module: str | None = None, line: int | None = None):
+        super().__init__(message)
+        self.module = module
+        self.line = line
+
+
+class DefinitionError(OrchestratorError):
+    """A workflow, step or service definition is invalid."""
+
+    code = "INVALID_DEFINITION"
+
+
+class DuplicateKey(DefinitionError):
+    """An id is defined twice, or a reserved id is defined at all."""
+
+    code = "DUPLICATE_KEY"
+
+
+class PipelineError(OrchestratorError):
+    """A step failed; no later step ran.
+
+    Attributes:
+        step_index: Position of the failing step in its pipeline (0-based).
+        step_name: Name of the failing step.
+        state: The last good state, as the previous step returned it.
+    """
+
+    code = "PIPELINE_ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        step_index: int,
+        step_name: str,
+        state: dict[str, Any],
+    ):
+        super().__init__(message)
+        self.step_index = step_index
+        self.step_name = step_name
+        self.state = state
+
+
+class StepTimeout(PipelineError):
+    """A step ran longer than its `timeout`."""
+
+    code = "STEP_TIMEOUT"
+
+
+class InvalidState(PipelineError):
+    """A step returned something that is not a JSON object."""
+
+    code = "INVALID_STATE"
+
+
+class WorkflowNotFound(OrchestratorError):
+    """No workflow with that id is registered."""
+
+    code = "WORKFLOW_NOT_FOUND"
+
+
+class TriggerNotFound(OrchestratorError):
+    """The workflow has no trigger (pipeline) with that id."""
+
+    code = "TRIGGER_NOT_FOUND"
+
+
+class RunNotFound(OrchestratorError):
+    """No run with that id is in the journal."""
+
+    code = "RUN_NOT_FOUND"
+
+
+class RunNotActive(OrchestratorError):
+    """The run is in a status that does not allow the action (for example, it is final)."""
+
+    code = "RUN_NOT_ACTIVE"
+
+
+class RuntimeNotStarted(OrchestratorError):
+    """The runtime was used outside ``async with Runtime(...)`` (or after it stopped)."""
+
+    code = "RUNTIME_NOT_STARTED"
+
+
+class RuntimeStopped(OrchestratorError):
+    """The runtime stopped before the run finished; it continues when a runtime next opens the journal."""
+
+    code = "RUNTIME_STOPPED"
+
+
+class JournalError(OrchestratorError):
+    """The journal could not be read or written."""
+
+    code = "JOURNAL_ERROR"
+
+
+class JournalLocked(JournalError):
+    """Another live process holds the journal's lease."""
+
+    code = "JOURNAL_LOCKED"
+
+
+class JournalCorrupt(JournalError):
+    """The file is not a journal of this orchestrator, or it is damaged."""
+
+    code = "JOURNAL_CORRUPT"

@@ -1,0 +1,173 @@
+"""One run: its steps in series, a checkpoint after each, and how it ends.
+
+Checkpoints are pipelined: a step's checkpoint joins the writer's next batch and the next
+step starts at once, without waiting for the fsync. Only what is acknowledged to the
+outside (a run's end, which `invoke` returns) waits for its commit; after a crash the run
+continues from its last *committed* checkpoint, so a step whose checkpoint was lost runs
+again (steps are at-least-once; `ctx.idempotency_key` is stable across such re-runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+from .clock import Clock
+from .context import RunLogger, StepContext, to_json_data
+from .journal import GroupCommitWriter, ops
+from .model import BoundStep
+from .records import RunResult, is_ok
+from .registry import RegisteredWorkflow
+from .state import StateEncodingError, decode_state, encode_state
+from .steps import StepFailed, describe_exception, run_step
+
+# Past this many ops waiting for the writer, a step waits for its own checkpoint to commit.
+HIGH_WATER = 20_000
+
+Notify = Callable[[str, "ActiveRun", dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(eq=False)
+class ActiveRun:
+    """A run this process is executing (or about to)."""
+
+    row: int
+    run_id: str
+    workflow: RegisteredWorkflow
+    trigger_id: str
+    steps: list[BoundStep]
+    step_index: int
+    position: int
+    state_text: str
+    settled: asyncio.Future[RunResult]
+    abort_requested: bool = False
+    finishing: bool = False
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def next_step(self) -> str | None:
+        """Name of the step that runs next, or None when all have run."""
+        return self.steps[self.step_index].name if self.step_index < len(self.steps) else None
+
+
+@dataclass(frozen=True)
+class ExecutorEnv:
+    """What the executor needs from the runtime."""
+
+    writer: GroupCommitWriter
+    clock: Clock
+    threads: Executor
+    notify: Notify
+    wants: Callable[[str], bool]
+    logger: logging.Logger
+
+
+class _RunFailed(Exception):
+    def __init__(self, message: str, code: str, step: str | None) -> None:
+        super().__init__(message)
+        self.message, self.code, self.step = message, code, step
+
+
+async def execute(run: ActiveRun, env: ExecutorEnv, *, invalid_input: str | None = None) -> RunResult:
+    """Run the remaining steps of `run` and record how it ends.
+
+    `invalid_input` fails the run before any step: its input was not a JSON object.
+
+    Raises:
+        asyncio.CancelledError: On shutdown; the run stays ``running`` in the journal and
+            continues from its last committed checkpoint when the journal is next opened.
+    """
+    try:
+        if invalid_input is not None:
+            raise _RunFailed(invalid_input, "INVALID_STATE", None)
+        while run.step_index < len(run.steps):
+            await _run_step(run, run.steps[run.step_index], env)
+        return await _finish(run, env, "completed")
+    except _RunFailed as failure:
+        return await _finish(run, env, "failed", failure)
+    except asyncio.CancelledError:
+        if not run.abort_requested or run.finishing:
+            raise
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        return await finish_aborted(run, env)
+
+
+async def finish_aborted(run: ActiveRun, env: ExecutorEnv) -> RunResult:
+    """Record that `run` was aborted."""
+    return await _finish(run, env, "aborted", _RunFailed("aborted by request", "ABORTED", None))
+
+
+async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> None:
+    started = env.clock.now_us()
+    if env.wants("step.started"):
+        await env.notify("step.started", run, {"step": bound.name})
+    try:
+        result = await run_step(
+            bound, run.state_text, lambda attempt: _context(run, bound, attempt, env),
+            clock=env.clock, threads=env.threads,
+            on_retry=lambda attempt, exc, delay: _record_retry(run, bound, attempt, exc, delay, env),
+        )
+    except StepFailed as failed:
+        code = "STEP_TIMEOUT" if failed.timed_out else "STEP_FAILED"
+        raise _RunFailed(f"step {bound.name!r} failed: {failed}", code, bound.name) from failed
+    try:
+        text = encode_state(result)
+    except StateEncodingError as exc:
+        message = f"step {bound.name!r} returned an invalid state: {exc}"
+        raise _RunFailed(message, "INVALID_STATE", bound.name) from exc
+    run.position += 1
+    run.step_index += 1
+    run.state_text = text
+    committed = env.writer.enqueue(ops.checkpoint(
+        run.row, run.position, bound.name, started_at=started, ended_at=env.clock.now_us(),
+        state=text, next_step=run.next_step,
+    ))
+    if env.writer.backlog > HIGH_WATER:
+        await committed
+    if env.wants("step.completed"):
+        await env.notify("step.completed", run, {"step": bound.name})
+
+
+def _context(run: ActiveRun, bound: BoundStep, attempt: int, env: ExecutorEnv) -> StepContext:
+    log = RunLogger(writer=env.writer, clock=env.clock, loop=asyncio.get_running_loop(),
+                    row=run.row, position=run.position, step=bound.name, logger=env.logger)
+    return StepContext(run_id=run.run_id, workflow_id=run.workflow.id, trigger_id=run.trigger_id,
+                       step_name=bound.name, step_index=bound.index, attempt=attempt, log=log)
+
+
+def _record_retry(
+    run: ActiveRun, bound: BoundStep, attempt: int, exc: BaseException, delay: float,
+    env: ExecutorEnv,
+) -> None:
+    message = f"attempt {attempt} failed: {describe_exception(exc)}; retrying in {delay:g}s"
+    env.writer.enqueue([ops.add_timeline(
+        run.row, env.clock.now_us(), "runtime", "step.failed", position=run.position,
+        step=bound.name, message=message, data=to_json_data({"attempt": attempt, "retry": True}),
+    )])
+
+
+async def _finish(
+    run: ActiveRun, env: ExecutorEnv, status: str, failure: _RunFailed | None = None
+) -> RunResult:
+    run.finishing = True
+    now = env.clock.now_us()
+    error = failure.message if failure is not None else None
+    code = failure.code if failure is not None else None
+    writes = [ops.set_status(run.row, status, now, error=error, code=code)]
+    if failure is not None and failure.step is not None:
+        writes.append(ops.add_timeline(run.row, now, "runtime", "step.failed",
+                                       position=run.position, step=failure.step,
+                                       message=failure.message))
+    # Shielded: once the end is decided, an abort or shutdown must not split it.
+    await asyncio.shield(env.writer.enqueue(writes))
+    result = RunResult(ok=is_ok(status), status=status, run_id=run.run_id,
+                       state=decode_state(run.state_text), error=error, error_code=code)
+    if env.wants(f"run.{status}"):
+        await env.notify(f"run.{status}", run, {"status": status, "error": result.error})
+    return result

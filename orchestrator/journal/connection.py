@@ -1,0 +1,76 @@
+"""The one place that sets how the journal's SQLite connections behave.
+
+Writers run every transaction as ``BEGIN IMMEDIATE`` (a deferred read-then-write
+transaction fails at once with "database is locked" across processes, whatever the busy
+timeout), wait up to `BUSY_TIMEOUT_MS` for the lock, and keep WAL mode. Readers are
+``query_only`` and never hold a transaction between queries, so WAL checkpoints proceed.
+The file is created 0600 before SQLite opens it; SQLite gives -wal and -shm the same mode.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Literal
+
+import aiosqlite
+
+from ..errors import JournalCorrupt, JournalError
+
+Synchronous = Literal["FULL", "NORMAL"]
+BUSY_TIMEOUT_MS = 30_000
+
+
+def create_private(path: Path) -> None:
+    """Create the journal file with mode 0600 if it does not exist yet."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    except OSError as exc:
+        raise JournalError(f"cannot create journal {path}: {exc.strerror}") from exc
+    os.close(fd)
+
+
+def connect_writer(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
+    """Open the journal for writing; the caller owns the connection and its thread."""
+    create_private(path)
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.DatabaseError as exc:
+        raise JournalCorrupt(
+            f"{path} is not a journal (SQLite says: {exc}); pass the right --db or move the file"
+        ) from exc
+    if str(mode).lower() != "wal":
+        conn.close()
+        raise JournalError(f"{path}: cannot switch the journal to WAL mode (got {mode!r})")
+    return conn
+
+
+async def connect_reader(path: Path) -> aiosqlite.Connection:
+    """Open an existing journal for reading only; the file must exist."""
+    uri = f"{path.resolve().as_uri()}?mode=rw"
+    try:
+        conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+        await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        await conn.execute("PRAGMA query_only = ON")
+    except sqlite3.DatabaseError as exc:
+        raise JournalCorrupt(f"{path} is not a journal (SQLite says: {exc})") from exc
+    except sqlite3.Error as exc:
+        raise JournalError(f"cannot open journal {path}: {exc}") from exc
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def rollback_if_open(conn: sqlite3.Connection) -> None:
+    """Roll back a transaction left open by a failure.
+
+    After SQLITE_FULL or an I/O error SQLite may already have rolled back, and a blind
+    ROLLBACK would raise; so look first.
+    """
+    if conn.in_transaction:
+        conn.rollback()

@@ -1,0 +1,97 @@
+"""The journal's lease: which process owns it (pid, host, heartbeat).
+
+One process writes runs at a time. A lease is live while its heartbeat is younger than
+`STALE_AFTER_US` and, on this host, its process still exists; anything else is taken over.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import JournalLocked
+
+STALE_AFTER_US = 5_000_000
+HOST = socket.gethostname()
+
+# Invariant: holds the token of every lease a live writer in this process owns, so a lease
+# left by an abandoned (crashed) writer of this same process is known to be dead.
+LIVE_TOKENS: set[str] = set()
+
+
+@dataclass(frozen=True)
+class LeaseHolder:
+    """Who holds a journal's lease."""
+
+    pid: int
+    host: str
+    started_at: int
+    heartbeat_at: int
+    ready: bool
+    token: str
+
+
+def read_holder(conn: sqlite3.Connection) -> LeaseHolder | None:
+    """The lease row as it is, live or not."""
+    row = conn.execute(
+        "SELECT pid, host, started_at, heartbeat_at, ready, token FROM lease WHERE id = 1"
+    ).fetchone()
+    return None if row is None else LeaseHolder(row[0], row[1], row[2], row[3], bool(row[4]), row[5])
+
+
+def is_live(holder: LeaseHolder, now_us: int) -> bool:
+    """Whether `holder` still owns its lease at `now_us`."""
+    if now_us - holder.heartbeat_at > STALE_AFTER_US:
+        return False
+    if holder.host != HOST:
+        return True
+    if holder.pid == os.getpid():
+        return holder.token in LIVE_TOKENS
+    return pid_alive(holder.pid)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with `pid` exists on this host and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def acquire(conn: sqlite3.Connection, path: Path, token: str, now_us: int) -> None:
+    """Take the lease inside the caller's write transaction, or raise `JournalLocked`."""
+    holder = read_holder(conn)
+    if holder is not None and is_live(holder, now_us):
+        age = (now_us - holder.heartbeat_at) / 1_000_000
+        raise JournalLocked(
+            f"journal {path} is in use by pid {holder.pid} on {holder.host} (heartbeat "
+            f"{age:.1f}s ago); stop that process first, or pass another --db"
+        )
+    conn.execute(
+        "INSERT OR REPLACE INTO lease (id, token, pid, host, started_at, heartbeat_at, ready)"
+        " VALUES (1, ?, ?, ?, ?, ?, 0)",
+        (token, os.getpid(), HOST, now_us, now_us),
+    )
+    LIVE_TOKENS.add(token)
+
+
+def heartbeat(conn: sqlite3.Connection, token: str, now_us: int) -> bool:
+    """Refresh the lease; False if another process has taken it over."""
+    cur = conn.execute("UPDATE lease SET heartbeat_at = ? WHERE token = ?", (now_us, token))
+    return cur.rowcount == 1
+
+
+def release(conn: sqlite3.Connection, token: str) -> None:
+    """Give the lease up (inside the caller's transaction)."""
+    conn.execute("DELETE FROM lease WHERE token = ?", (token,))
+    LIVE_TOKENS.discard(token)

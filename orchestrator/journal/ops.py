@@ -1,0 +1,123 @@
+"""Write operations: every statement the group-commit writer may run, and their builders.
+
+An op is a statement and its parameters. The writer applies a batch in the order the
+`Stmt` members are declared, each statement once with ``executemany``.
+
+Invariant: ops for one run are submitted in causal order, and two statements that touch
+the same row and column are the same member (``updated_at`` is only ever raised with
+``max``), so applying a batch grouped by statement equals applying it op by op.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+
+class Stmt(enum.Enum):
+    """Statements, in the order a batch applies them."""
+
+    ADD_VERSION = (
+        "INSERT INTO workflow_versions (workflow_id, version, file, definition, created_at)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    )
+    INSERT_RUN = (
+        "INSERT INTO runs (id, run_id, workflow_id, trigger_id, version, status, step,"
+        " step_started_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+    INSERT_CHECKPOINT = (
+        "INSERT OR REPLACE INTO checkpoints (run, position, step, started_at, ended_at, state)"
+        " VALUES (?, ?, ?, ?, ?, ?)"
+    )
+    SET_PROGRESS = (
+        "UPDATE runs SET position = ?, step = ?, step_started_at = ?,"
+        " updated_at = max(updated_at, ?) WHERE id = ?"
+    )
+    SET_VERSION = "UPDATE runs SET version = ? WHERE id = ?"
+    SET_STATUS = (
+        "UPDATE runs SET status = ?, error = ?, error_code = ?,"
+        " updated_at = max(updated_at, ?) WHERE id = ?"
+    )
+    ADD_TIMELINE = (
+        "INSERT INTO timeline (run, position, at, source, kind, step, message, data)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+    MARK_READY = "UPDATE lease SET ready = 1 WHERE token = ?"
+
+
+Op = tuple[Stmt, tuple[Any, ...]]
+RANK = {stmt: rank for rank, stmt in enumerate(Stmt)}
+
+
+def add_version(workflow_id: str, version: str, file: str | None, definition: str, at: int) -> Op:
+    """Record a workflow version (a no-op if it is already known)."""
+    return Stmt.ADD_VERSION, (workflow_id, version, file, definition, at)
+
+
+def create_run(
+    row: int,
+    run_id: str,
+    workflow_id: str,
+    trigger_id: str,
+    version: str,
+    *,
+    status: str,
+    first_step: str,
+    state: str,
+    at: int,
+) -> list[Op]:
+    """A new run and its input as checkpoint 0."""
+    return [
+        (Stmt.INSERT_RUN, (row, run_id, workflow_id, trigger_id, version, status, first_step,
+                           at, at, at)),
+        (Stmt.INSERT_CHECKPOINT, (row, 0, None, at, at, state)),
+    ]
+
+
+def checkpoint(
+    row: int,
+    position: int,
+    step: str,
+    *,
+    started_at: int,
+    ended_at: int,
+    state: str,
+    next_step: str | None,
+) -> list[Op]:
+    """The state after `position` steps, and the run's pointer to the next step."""
+    return [
+        (Stmt.INSERT_CHECKPOINT, (row, position, step, started_at, ended_at, state)),
+        (Stmt.SET_PROGRESS, (position, next_step, ended_at, ended_at, row)),
+    ]
+
+
+def step_started(row: int, position: int, step: str, at: int) -> Op:
+    """A step (re)starts at `at`: after recovery or a resume."""
+    return Stmt.SET_PROGRESS, (position, step, at, at, row)
+
+
+def set_version(row: int, version: str) -> Op:
+    """Move a recovered run onto the workflow's current version."""
+    return Stmt.SET_VERSION, (version, row)
+
+
+def set_status(
+    row: int, status: str, at: int, *, error: str | None = None, code: str | None = None
+) -> Op:
+    """Move a run to `status`, with the error that ended it, if any."""
+    return Stmt.SET_STATUS, (status, error, code, at, row)
+
+
+def add_timeline(
+    row: int | None,
+    at: int,
+    source: str,
+    kind: str,
+    *,
+    position: int | None = None,
+    step: str | None = None,
+    message: str | None = None,
+    data: str | None = None,
+) -> Op:
+    """An explicit timeline entry (logs, retries, recoveries, ...)."""
+    return Stmt.ADD_TIMELINE, (row, position, at, source, kind, step, message, data)

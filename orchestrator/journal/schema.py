@@ -1,0 +1,122 @@
+"""The journal's schema: an append-only list of migrations keyed by ``PRAGMA user_version``.
+
+Never edit a migration that has shipped: append a new one. `migrate` runs on every open,
+under the write lock, and refuses a file that belongs to something else.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from ..errors import JournalCorrupt, JournalError
+
+APPLICATION_ID = 0x4F524348  # "ORCH": marks the file as ours.
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: runs, checkpoints, timeline, workflow versions, the lease.
+    """
+    CREATE TABLE lease (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        token TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        heartbeat_at INTEGER NOT NULL,
+        ready INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE workflow_versions (
+        workflow_id TEXT NOT NULL,
+        version TEXT NOT NULL,
+        file TEXT,
+        definition TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (workflow_id, version)
+    ) WITHOUT ROWID;
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        run_id TEXT NOT NULL UNIQUE,
+        workflow_id TEXT NOT NULL,
+        trigger_id TEXT NOT NULL,
+        version TEXT NOT NULL,
+        status TEXT NOT NULL,
+        position INTEGER NOT NULL DEFAULT 0,
+        step TEXT,
+        step_started_at INTEGER,
+        error TEXT,
+        error_code TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX runs_unfinished ON runs (status, id)
+        WHERE status IN ('queued', 'running', 'paused');
+    CREATE TABLE checkpoints (
+        run INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        step TEXT,
+        started_at INTEGER NOT NULL,
+        ended_at INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        PRIMARY KEY (run, position)
+    ) WITHOUT ROWID;
+    CREATE TABLE timeline (
+        id INTEGER PRIMARY KEY,
+        run INTEGER REFERENCES runs (id) ON DELETE CASCADE,
+        position INTEGER,
+        at INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        step TEXT,
+        message TEXT,
+        data TEXT
+    );
+    CREATE INDEX timeline_by_run ON timeline (run, id);
+    """,
+)
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the journal at `path` to the latest schema, or refuse a foreign file."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = _check_ownership(conn, path)
+        for number in range(version + 1, len(MIGRATIONS) + 1):
+            # executescript would COMMIT first; run statements one by one instead.
+            for statement in _statements(MIGRATIONS[number - 1]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _check_ownership(conn: sqlite3.Connection, path: Path) -> int:
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise JournalCorrupt(
+            f"{path} is not a journal (SQLite says: {exc}); pass the right --db or move the file"
+        ) from exc
+    if app_id == 0 and tables == 0:
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        return 0
+    if app_id != APPLICATION_ID:
+        raise JournalCorrupt(
+            f"{path} is a SQLite database of another application, not a journal; "
+            "pass the right --db or choose a new file"
+        )
+    if version > len(MIGRATIONS):
+        raise JournalError(
+            f"{path} was written by a newer orchestrator (schema {version}, this one knows "
+            f"{len(MIGRATIONS)}); upgrade the orchestrator"
+        )
+    return version
+
+
+def _statements(script: str) -> list[str]:
+    parts = [part.strip() for part in script.split(";")]
+    return [part for part in parts if part]

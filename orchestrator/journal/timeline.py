@@ -1,0 +1,70 @@
+"""A run's timeline, assembled from what the journal already holds.
+
+Step and run lifecycle entries are not stored twice: each committed checkpoint says when
+its step started and ended, and the run row says when the run began, where it is now and
+how it ended. Only what has no other home (logs, retries, recoveries, ...) is a timeline
+row. This module merges the three into one ordered list.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from ..clock import to_datetime
+from ..records import FINAL_STATUSES, TimelineEntry
+
+_END = 1 << 30  # position of entries that come after every step
+# Rank breaks ties between entries with the same timestamp and position.
+_STARTED, _ROW, _COMPLETED, _FINAL = 0, 1, 2, 3
+SortKey = tuple[int, int, int, int]
+
+
+def assemble_timeline(
+    run: sqlite3.Row, checkpoints: Sequence[sqlite3.Row], rows: Sequence[sqlite3.Row]
+) -> list[TimelineEntry]:
+    """Merge a run row, its checkpoints (position > 0) and its timeline rows, in order."""
+    keyed: list[tuple[SortKey, TimelineEntry]] = []
+    keyed.append(((run["created_at"], -1, _STARTED, 0), _entry(run["created_at"], "run.started")))
+    for ckpt in checkpoints:
+        index, name = ckpt["position"] - 1, ckpt["step"]
+        duration_ms = (ckpt["ended_at"] - ckpt["started_at"]) / 1000
+        keyed.append(((ckpt["started_at"], index, _STARTED, 0),
+                      _entry(ckpt["started_at"], "step.started", step=name)))
+        keyed.append(((ckpt["ended_at"], index, _COMPLETED, 0),
+                      _entry(ckpt["ended_at"], "step.completed", step=name,
+                             data={"duration_ms": duration_ms})))
+    if run["status"] == "running" and run["step"] is not None and run["step_started_at"]:
+        at = run["step_started_at"]
+        keyed.append(((at, run["position"], _STARTED, 0),
+                      _entry(at, "step.started", step=run["step"])))
+    for seq, row in enumerate(rows):
+        position = row["position"] if row["position"] is not None else _END
+        keyed.append(((row["at"], position, _ROW, seq), _row_entry(row)))
+    if run["status"] in FINAL_STATUSES:
+        at = run["updated_at"]
+        data = {"code": run["error_code"]} if run["error_code"] else None
+        keyed.append(((at, _END, _FINAL, 0),
+                      _entry(at, f"run.{run['status']}", message=run["error"], data=data)))
+    keyed.sort(key=lambda pair: pair[0])
+    return [entry for _, entry in keyed]
+
+
+def _entry(
+    at: int,
+    kind: str,
+    *,
+    step: str | None = None,
+    message: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> TimelineEntry:
+    return TimelineEntry(to_datetime(at), "runtime", kind, message, data, step)
+
+
+def _row_entry(row: sqlite3.Row) -> TimelineEntry:
+    data = json.loads(row["data"]) if row["data"] is not None else None
+    return TimelineEntry(
+        to_datetime(row["at"]), row["source"], row["kind"], row["message"], data, row["step"]
+    )

@@ -1,0 +1,48 @@
+"""In-process lifecycle notifications: ``rt.on("run.completed", handler)``.
+
+Handlers are called in order, awaited if they return an awaitable; one that raises is
+logged and never affects the run or other handlers. ``"*"`` subscribes to every name.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+Handler = Callable[[str, dict[str, Any]], Any]
+NAMES = frozenset({
+    "run.queued", "run.started", "step.started", "step.completed", "step.failed",
+    "run.paused", "run.resumed", "run.completed", "run.failed", "run.aborted",
+    "run.dropped", "run.rejected", "run.recovered",
+})
+_log = logging.getLogger("orchestrator.lifecycle")
+
+
+class Lifecycle:
+    """Subscriptions by event name."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, list[Handler]] = {}
+
+    def on(self, name: str, handler: Handler) -> Callable[[], None]:
+        """Subscribe `handler(name, payload)`; returns a function that unsubscribes it."""
+        if name != "*" and name not in NAMES:
+            raise ValueError(f"unknown lifecycle event {name!r}; known: {sorted(NAMES)} or '*'")
+        self._handlers.setdefault(name, []).append(handler)
+        return lambda: self._handlers.get(name, []).remove(handler)
+
+    def wants(self, name: str) -> bool:
+        """Whether anyone listens to `name` (so payloads are only built when needed)."""
+        return bool(self._handlers.get(name) or self._handlers.get("*"))
+
+    async def notify(self, name: str, payload: dict[str, Any]) -> None:
+        """Call every handler of `name` and of ``"*"``."""
+        for handler in [*self._handlers.get(name, ()), *self._handlers.get("*", ())]:
+            try:
+                result = handler(name, payload)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                _log.exception("lifecycle handler %r failed on %s", handler, name)

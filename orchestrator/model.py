@@ -1,0 +1,139 @@
+"""Workflow definitions: frozen data checked when it is built, with no I/O.
+
+What a user writes in a workflow file (`Workflow`, `Step`) lives here; how it runs lives in
+the executor and the pipeline runner.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import DefinitionError
+
+StepFn = Callable[..., Any]
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+@dataclass(frozen=True)
+class Step:
+    """A step with policy.
+
+    Attributes:
+        fn: ``fn(state)`` or ``fn(state, ctx)``, sync or async, returning the new state.
+        retries: Further attempts after a failure (0 means one attempt in all).
+        backoff: Seconds before the first retry; doubled before each later one.
+        timeout: Seconds one attempt may take; ``None`` for no limit.
+        name: The step's name; defaults to the function's ``__name__``.
+        inline: Run a sync step on the event loop instead of a worker thread. Only for
+            cheap transforms: a blocking inline step freezes the whole runtime.
+    """
+
+    fn: StepFn
+    retries: int = 0
+    backoff: float = 0.0
+    timeout: float | None = None
+    name: str | None = None
+    inline: bool = False
+
+    def __post_init__(self) -> None:
+        if not callable(self.fn):
+            raise DefinitionError(f"Step needs a callable, got {self.fn!r}")
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise DefinitionError(f"Step retries must be an int >= 0, got {self.retries!r}")
+        if not _is_number(self.backoff) or self.backoff < 0:
+            raise DefinitionError(f"Step backoff must be seconds >= 0, got {self.backoff!r}")
+        if self.timeout is not None and (not _is_number(self.timeout) or self.timeout <= 0):
+            raise DefinitionError(f"Step timeout must be seconds > 0, got {self.timeout!r}")
+        if self.name is not None and (not isinstance(self.name, str) or not self.name):
+            raise DefinitionError(f"Step name must be a non-empty string, got {self.name!r}")
+
+
+@dataclass(frozen=True)
+class BoundStep:
+    """A step resolved for execution: its unique name and how to call it."""
+
+    step: Step
+    name: str
+    index: int
+    takes_ctx: bool
+    is_async: bool
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def bind_pipeline(pipeline: Sequence[StepFn | Step], *, where: str = "pipeline") -> list[BoundStep]:
+    """Resolve a pipeline's operations to named steps; repeated names get ``#2``, ``#3``."""
+    if isinstance(pipeline, str | bytes) or not isinstance(pipeline, Sequence):
+        raise DefinitionError(f"{where} must be a list of steps, got {type(pipeline).__name__}")
+    bound: list[BoundStep] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(pipeline):
+        step = item if isinstance(item, Step) else _as_step(item, where, index)
+        base = step.name or getattr(step.fn, "__name__", None) or type(step.fn).__name__
+        seen[base] = seen.get(base, 0) + 1
+        name = base if seen[base] == 1 else f"{base}#{seen[base]}"
+        bound.append(BoundStep(step, name, index, _takes_ctx(step.fn, where, name), _is_async(step.fn)))
+    return bound
+
+
+def _as_step(item: object, where: str, index: int) -> Step:
+    if not callable(item):
+        raise DefinitionError(f"{where}[{index}] is not callable: {item!r}")
+    return Step(item)
+
+
+def _takes_ctx(fn: StepFn, where: str, name: str) -> bool:
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [
+        p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return True
+    if not positional:
+        raise DefinitionError(f"{where}: step {name!r} must accept (state) or (state, ctx)")
+    return len(positional) >= 2
+
+
+def _is_async(fn: StepFn) -> bool:
+    call = getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """A workflow: named pipelines, each started by the trigger of the same id.
+
+    Attributes:
+        id: Unique id, letters, digits, ``_``, ``.`` and ``-``.
+        pipelines: Trigger id -> list of steps (functions or `Step`).
+    """
+
+    id: str
+    pipelines: Mapping[str, Sequence[StepFn | Step]]
+    bound: Mapping[str, list[BoundStep]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not _ID.match(self.id):
+            raise DefinitionError(
+                f"workflow id {self.id!r} is invalid: use letters, digits, '_', '.', '-'"
+            )
+        if not isinstance(self.pipelines, Mapping) or not self.pipelines:
+            raise DefinitionError(f"workflow {self.id!r}: pipelines must be a non-empty dict")
+        bound: dict[str, list[BoundStep]] = {}
+        for trigger_id, pipeline in self.pipelines.items():
+            where = f"workflow {self.id!r} pipeline {trigger_id!r}"
+            if not isinstance(trigger_id, str) or not _ID.match(trigger_id):
+                raise DefinitionError(f"{where}: trigger id is invalid")
+            bound[trigger_id] = bind_pipeline(pipeline, where=where)
+            if not bound[trigger_id]:
+                raise DefinitionError(f"{where}: a pipeline needs at least one step")
+        object.__setattr__(self, "bound", bound)

@@ -1,0 +1,50 @@
+"""Start-up recovery: runs that were not final when the journal was last open.
+
+Runs left ``running`` wait, by workflow, until their workflow is registered; then each
+continues from its last committed checkpoint. On the version it started on the next step
+is found by position; on another version, by the next step's name, and a run whose next
+step no longer exists keeps its status with the reason in its ``error`` field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import TriggerNotFound
+from .journal import UnfinishedRun
+from .registry import RegisteredWorkflow
+
+
+@dataclass(frozen=True)
+class Resumption:
+    """Where a recovered run continues, or why it cannot."""
+
+    step_index: int | None
+    problem: str | None = None
+
+
+def plan(run: UnfinishedRun, workflow: RegisteredWorkflow) -> Resumption:
+    """Find the step at which `run` continues on `workflow`'s current version."""
+    try:
+        steps = workflow.steps(run.trigger_id)
+    except TriggerNotFound:
+        return Resumption(None, f"trigger {run.trigger_id!r} no longer exists in workflow "
+                                f"{workflow.id!r} (version {workflow.version})")
+    names = [step.name for step in steps]
+    if run.step is None:
+        return Resumption(len(steps))
+    if run.version == workflow.version and run.position < len(steps) \
+            and names[run.position] == run.step:
+        return Resumption(run.position)
+    if run.step in names:
+        return Resumption(names.index(run.step))
+    return Resumption(None, f"step {run.step!r} no longer exists in workflow {workflow.id!r} "
+                            f"(version {workflow.version}); the run waits for it to return")
+
+
+def by_workflow(runs: list[UnfinishedRun]) -> dict[str, list[UnfinishedRun]]:
+    """Group unfinished runs by workflow id, oldest first."""
+    grouped: dict[str, list[UnfinishedRun]] = {}
+    for run in runs:
+        grouped.setdefault(run.workflow_id, []).append(run)
+    return grouped

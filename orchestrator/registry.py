@@ -1,0 +1,100 @@
+"""Registered workflows: id -> the current version, with its content hash.
+
+A version is identified by a hash of what the workflow does (its pipelines' step names and
+code), so the same definition registered again is the same version across restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from dataclasses import dataclass
+
+from .errors import TriggerNotFound, WorkflowNotFound
+from .model import BoundStep, Workflow
+
+
+@dataclass(frozen=True)
+class RegisteredWorkflow:
+    """A workflow as registered: its definition, version and journaled description."""
+
+    workflow: Workflow
+    version: str
+    definition: str
+    file: str | None = None
+
+    @property
+    def id(self) -> str:
+        """The workflow's id."""
+        return self.workflow.id
+
+    def steps(self, trigger_id: str) -> list[BoundStep]:
+        """The bound steps of one pipeline, or `TriggerNotFound`."""
+        steps = self.workflow.bound.get(trigger_id)
+        if steps is None:
+            known = ", ".join(sorted(self.workflow.bound)) or "none"
+            raise TriggerNotFound(
+                f"workflow {self.id!r} has no trigger {trigger_id!r} (it has: {known})"
+            )
+        return steps
+
+
+def register(workflow: Workflow, *, file: str | None = None) -> RegisteredWorkflow:
+    """Describe and version a workflow for registration."""
+    pipelines = {tid: [step.name for step in steps] for tid, steps in workflow.bound.items()}
+    definition = json.dumps({"pipelines": pipelines}, sort_keys=True, separators=(",", ":"))
+    return RegisteredWorkflow(workflow, version_of(workflow), definition, file)
+
+
+def version_of(workflow: Workflow) -> str:
+    """A short content hash of the workflow's pipelines: step names and their code."""
+    digest = hashlib.sha256(workflow.id.encode())
+    for trigger_id in sorted(workflow.bound):
+        digest.update(b"\0" + trigger_id.encode())
+        for step in workflow.bound[trigger_id]:
+            digest.update(b"\1" + step.name.encode() + b"\2" + _code_of(step).encode())
+    return digest.hexdigest()[:12]
+
+
+def _code_of(step: BoundStep) -> str:
+    fn = step.step.fn
+    try:
+        return inspect.getsource(fn)
+    except (OSError, TypeError):
+        return getattr(fn, "__qualname__", repr(type(fn)))
+
+
+class Registry:
+    """The current version of each registered workflow."""
+
+    def __init__(self) -> None:
+        self._current: dict[str, RegisteredWorkflow] = {}
+
+    def add(self, registered: RegisteredWorkflow) -> None:
+        """Make `registered` the current version of its workflow."""
+        self._current[registered.id] = registered
+
+    def remove(self, workflow_id: str) -> RegisteredWorkflow:
+        """Deregister a workflow; `WorkflowNotFound` if it is not registered."""
+        registered = self.get(workflow_id)
+        del self._current[workflow_id]
+        return registered
+
+    def get(self, workflow_id: str) -> RegisteredWorkflow:
+        """The current version, or `WorkflowNotFound`."""
+        try:
+            return self._current[workflow_id]
+        except KeyError:
+            known = ", ".join(sorted(self._current)) or "none"
+            raise WorkflowNotFound(
+                f"no workflow {workflow_id!r} is registered (registered: {known})"
+            ) from None
+
+    def has(self, workflow_id: str) -> bool:
+        """Whether a workflow with that id is registered."""
+        return workflow_id in self._current
+
+    def ids(self) -> list[str]:
+        """Registered workflow ids, sorted."""
+        return sorted(self._current)
