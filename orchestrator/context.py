@@ -15,8 +15,12 @@ from .errors import JournalError
 from .journal import GroupCommitWriter, ops
 from .steps import describe_exception
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 class RunLogger:
@@ -66,8 +70,15 @@ class RunLogger:
     def _log(self, level: str, msg: str, args: tuple[object, ...]) -> None:
         text = _format(msg, args)
         self._logger.log(_LEVELS[level], "[%s] %s", self._step, text)
-        op = ops.add_timeline(self._row, self._clock.now_us(), "logger", level,
-                              position=self._position, step=self._step, message=text)
+        op = ops.add_timeline(
+            self._row,
+            self._clock.now_us(),
+            "logger",
+            level,
+            position=self._position,
+            step=self._step,
+            message=text,
+        )
         if threading.get_ident() == self._loop_thread:
             self._submit(op)
         else:
@@ -125,7 +136,9 @@ class StepContext:
         self.log = log
 
     def __repr__(self) -> str:
-        return f"StepContext(run_id={self.run_id!r}, step={self.step_name!r}, attempt={self.attempt})"
+        return (
+            f"StepContext(run_id={self.run_id!r}, step={self.step_name!r}, attempt={self.attempt})"
+        )
 
 
 def to_json_data(data: dict[str, Any] | None) -> str | None:
@@ -133,4 +146,3 @@ def to_json_data(data: dict[str, Any] | None) -> str | None:
     if data is None:
         return None
     return json.dumps(data, separators=(",", ":"), default=repr)
-

@@ -124,7 +124,10 @@ class RuntimeNotStarted(OrchestratorError):
 
 
 class RuntimeStopped(OrchestratorError):
-    """The runtime stopped before the run finished; it continues when a runtime next opens the journal."""
+    """The runtime stopped before the run finished.
+
+    The run continues from its last checkpoint when a runtime next opens the journal.
+    """
 
     code = "RUNTIME_STOPPED"
 

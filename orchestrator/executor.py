@@ -72,7 +72,9 @@ class _RunFailed(Exception):
         self.message, self.code, self.step = message, code, step
 
 
-async def execute(run: ActiveRun, env: ExecutorEnv, *, invalid_input: str | None = None) -> RunResult:
+async def execute(
+    run: ActiveRun, env: ExecutorEnv, *, invalid_input: str | None = None
+) -> RunResult:
     """Run the remaining steps of `run` and record how it ends.
 
     `invalid_input` fails the run before any step: its input was not a JSON object.
@@ -109,9 +111,14 @@ async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> None:
         await env.notify("step.started", run, {"step": bound.name})
     try:
         result = await run_step(
-            bound, run.state_text, lambda attempt: _context(run, bound, attempt, env),
-            clock=env.clock, threads=env.threads,
-            on_retry=lambda attempt, exc, delay: _record_retry(run, bound, attempt, exc, delay, env),
+            bound,
+            run.state_text,
+            lambda attempt: _context(run, bound, attempt, env),
+            clock=env.clock,
+            threads=env.threads,
+            on_retry=lambda attempt, exc, delay: _record_retry(
+                run, bound, attempt, exc, delay, env
+            ),
         )
     except StepFailed as failed:
         code = "STEP_TIMEOUT" if failed.timed_out else "STEP_FAILED"
@@ -124,10 +131,17 @@ async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> None:
     run.position += 1
     run.step_index += 1
     run.state_text = text
-    committed = env.writer.enqueue(ops.checkpoint(
-        run.row, run.position, bound.name, started_at=started, ended_at=env.clock.now_us(),
-        state=text, next_step=run.next_step,
-    ))
+    committed = env.writer.enqueue(
+        ops.checkpoint(
+            run.row,
+            run.position,
+            bound.name,
+            started_at=started,
+            ended_at=env.clock.now_us(),
+            state=text,
+            next_step=run.next_step,
+        )
+    )
     if env.writer.backlog > HIGH_WATER:
         await committed
     if env.wants("step.completed"):
@@ -135,21 +149,49 @@ async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> None:
 
 
 def _context(run: ActiveRun, bound: BoundStep, attempt: int, env: ExecutorEnv) -> StepContext:
-    log = RunLogger(writer=env.writer, clock=env.clock, loop=asyncio.get_running_loop(),
-                    row=run.row, position=run.position, step=bound.name, logger=env.logger)
-    return StepContext(run_id=run.run_id, workflow_id=run.workflow.id, trigger_id=run.trigger_id,
-                       step_name=bound.name, step_index=bound.index, attempt=attempt, log=log)
+    log = RunLogger(
+        writer=env.writer,
+        clock=env.clock,
+        loop=asyncio.get_running_loop(),
+        row=run.row,
+        position=run.position,
+        step=bound.name,
+        logger=env.logger,
+    )
+    return StepContext(
+        run_id=run.run_id,
+        workflow_id=run.workflow.id,
+        trigger_id=run.trigger_id,
+        step_name=bound.name,
+        step_index=bound.index,
+        attempt=attempt,
+        log=log,
+    )
 
 
 def _record_retry(
-    run: ActiveRun, bound: BoundStep, attempt: int, exc: BaseException, delay: float,
+    run: ActiveRun,
+    bound: BoundStep,
+    attempt: int,
+    exc: BaseException,
+    delay: float,
     env: ExecutorEnv,
 ) -> None:
     message = f"attempt {attempt} failed: {describe_exception(exc)}; retrying in {delay:g}s"
-    env.writer.enqueue([ops.add_timeline(
-        run.row, env.clock.now_us(), "runtime", "step.failed", position=run.position,
-        step=bound.name, message=message, data=to_json_data({"attempt": attempt, "retry": True}),
-    )])
+    env.writer.enqueue(
+        [
+            ops.add_timeline(
+                run.row,
+                env.clock.now_us(),
+                "runtime",
+                "step.failed",
+                position=run.position,
+                step=bound.name,
+                message=message,
+                data=to_json_data({"attempt": attempt, "retry": True}),
+            )
+        ]
+    )
 
 
 async def _finish(
@@ -161,13 +203,27 @@ async def _finish(
     code = failure.code if failure is not None else None
     writes = [ops.set_status(run.row, status, now, error=error, code=code)]
     if failure is not None and failure.step is not None:
-        writes.append(ops.add_timeline(run.row, now, "runtime", "step.failed",
-                                       position=run.position, step=failure.step,
-                                       message=failure.message))
+        writes.append(
+            ops.add_timeline(
+                run.row,
+                now,
+                "runtime",
+                "step.failed",
+                position=run.position,
+                step=failure.step,
+                message=failure.message,
+            )
+        )
     # Shielded: once the end is decided, an abort or shutdown must not split it.
     await asyncio.shield(env.writer.enqueue(writes))
-    result = RunResult(ok=is_ok(status), status=status, run_id=run.run_id,
-                       state=decode_state(run.state_text), error=error, error_code=code)
+    result = RunResult(
+        ok=is_ok(status),
+        status=status,
+        run_id=run.run_id,
+        state=decode_state(run.state_text),
+        error=error,
+        error_code=code,
+    )
     if env.wants(f"run.{status}"):
         await env.notify(f"run.{status}", run, {"status": status, "error": result.error})
     return result

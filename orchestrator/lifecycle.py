@@ -12,11 +12,23 @@ from collections.abc import Callable
 from typing import Any
 
 Handler = Callable[[str, dict[str, Any]], Any]
-NAMES = frozenset({
-    "run.queued", "run.started", "step.started", "step.completed", "step.failed",
-    "run.paused", "run.resumed", "run.completed", "run.failed", "run.aborted",
-    "run.dropped", "run.rejected", "run.recovered",
-})
+NAMES = frozenset(
+    {
+        "run.queued",
+        "run.started",
+        "step.started",
+        "step.completed",
+        "step.failed",
+        "run.paused",
+        "run.resumed",
+        "run.completed",
+        "run.failed",
+        "run.aborted",
+        "run.dropped",
+        "run.rejected",
+        "run.recovered",
+    }
+)
 _log = logging.getLogger("orchestrator.lifecycle")
 
 
@@ -44,5 +56,5 @@ class Lifecycle:
                 result = handler(name, payload)
                 if inspect.isawaitable(result):
                     await result
-            except Exception:
+            except Exception:  # noqa: BLE001 - user code; logged, never fatal
                 _log.exception("lifecycle handler %r failed on %s", handler, name)

@@ -67,7 +67,7 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def bind_pipeline(pipeline: Sequence[StepFn | Step], *, where: str = "pipeline") -> list[BoundStep]:
+def bind_pipeline(pipeline: object, *, where: str = "pipeline") -> list[BoundStep]:
     """Resolve a pipeline's operations to named steps; repeated names get ``#2``, ``#3``."""
     if isinstance(pipeline, str | bytes) or not isinstance(pipeline, Sequence):
         raise DefinitionError(f"{where} must be a list of steps, got {type(pipeline).__name__}")
@@ -78,7 +78,9 @@ def bind_pipeline(pipeline: Sequence[StepFn | Step], *, where: str = "pipeline")
         base = step.name or getattr(step.fn, "__name__", None) or type(step.fn).__name__
         seen[base] = seen.get(base, 0) + 1
         name = base if seen[base] == 1 else f"{base}#{seen[base]}"
-        bound.append(BoundStep(step, name, index, _takes_ctx(step.fn, where, name), _is_async(step.fn)))
+        bound.append(
+            BoundStep(step, name, index, _takes_ctx(step.fn, where, name), _is_async(step.fn))
+        )
     return bound
 
 
@@ -93,9 +95,7 @@ def _takes_ctx(fn: StepFn, where: str, name: str) -> bool:
         params = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):
         return False
-    positional = [
-        p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if any(p.kind is p.VAR_POSITIONAL for p in params):
         return True
     if not positional:

@@ -13,7 +13,14 @@ RunStatus = Literal[
     "queued", "running", "paused", "completed", "failed", "aborted", "dropped", "rejected"
 ]
 STATUSES: tuple[str, ...] = (
-    "queued", "running", "paused", "completed", "failed", "aborted", "dropped", "rejected"
+    "queued",
+    "running",
+    "paused",
+    "completed",
+    "failed",
+    "aborted",
+    "dropped",
+    "rejected",
 )
 FINAL_STATUSES = frozenset({"completed", "failed", "aborted", "dropped", "rejected"})
 ACTIVE_STATUSES = frozenset({"queued", "running", "paused"})

@@ -28,18 +28,27 @@ def plan(run: UnfinishedRun, workflow: RegisteredWorkflow) -> Resumption:
     try:
         steps = workflow.steps(run.trigger_id)
     except TriggerNotFound:
-        return Resumption(None, f"trigger {run.trigger_id!r} no longer exists in workflow "
-                                f"{workflow.id!r} (version {workflow.version})")
+        return Resumption(
+            None,
+            f"trigger {run.trigger_id!r} no longer exists in workflow "
+            f"{workflow.id!r} (version {workflow.version})",
+        )
     names = [step.name for step in steps]
     if run.step is None:
         return Resumption(len(steps))
-    if run.version == workflow.version and run.position < len(steps) \
-            and names[run.position] == run.step:
+    if (
+        run.version == workflow.version
+        and run.position < len(steps)
+        and names[run.position] == run.step
+    ):
         return Resumption(run.position)
     if run.step in names:
         return Resumption(names.index(run.step))
-    return Resumption(None, f"step {run.step!r} no longer exists in workflow {workflow.id!r} "
-                            f"(version {workflow.version}); the run waits for it to return")
+    return Resumption(
+        None,
+        f"step {run.step!r} no longer exists in workflow {workflow.id!r} "
+        f"(version {workflow.version}); the run waits for it to return",
+    )
 
 
 def by_workflow(runs: list[UnfinishedRun]) -> dict[str, list[UnfinishedRun]]:

@@ -78,8 +78,14 @@ class Runtime:
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._next_row = 0
         self._state = "new"
-        self._env = ExecutorEnv(self._writer, self._clock, self._threads, self._notify,
-                                self._lifecycle.wants, logging.getLogger("orchestrator.run"))
+        self._env = ExecutorEnv(
+            self._writer,
+            self._clock,
+            self._threads,
+            self._notify,
+            self._lifecycle.wants,
+            logging.getLogger("orchestrator.run"),
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -150,8 +156,17 @@ class Runtime:
         if not isinstance(workflow, Workflow):
             raise TypeError(f"register() takes a Workflow, got {type(workflow).__name__}")
         registered = register(workflow)
-        await self._writer.write([ops.add_version(registered.id, registered.version, registered.file,
-                                                  registered.definition, self._clock.now_us())])
+        await self._writer.write(
+            [
+                ops.add_version(
+                    registered.id,
+                    registered.version,
+                    registered.file,
+                    registered.definition,
+                    self._clock.now_us(),
+                )
+            ]
+        )
         self._registry.add(registered)
         await self._adopt(registered)
         return registered
@@ -178,9 +193,7 @@ class Runtime:
 
     # -- runs ------------------------------------------------------------------------------
 
-    async def invoke(
-        self, workflow_id: str, trigger_id: str, data: Any = None
-    ) -> RunResult:
+    async def invoke(self, workflow_id: str, trigger_id: str, data: Any = None) -> RunResult:
         """Start a run of a workflow's pipeline with `data` as its state; wait for its end.
 
         Returns when the run completes or fails (or is aborted). The run belongs to the
@@ -192,7 +205,7 @@ class Runtime:
         run = self._create_run(registered, trigger_id, steps, {} if data is None else data)
         return await asyncio.shield(run.settled)
 
-    async def wait(self, run_id: str, timeout: float | None = None) -> RunResult:
+    async def wait(self, run_id: str, timeout: float | None = None) -> RunResult:  # noqa: ASYNC109
         """Wait until a run is final (or paused) and return how it ended up."""
         self._require_started()
         async with asyncio.timeout(timeout):
@@ -222,21 +235,28 @@ class Runtime:
             run.settled.set_result(await finish_aborted(run, self._env))
 
     async def _abort_inactive(self, run_id: str) -> None:
-        found = await self._read().run_status(run_id)
+        found = await (await self._read()).run_status(run_id)
         if found is None:
             raise RunNotFound(f"no run {run_id!r} in journal {self.db}")
         row, status = found
         if status in FINAL_STATUSES:
-            raise RunNotActive(f"run {run_id} is already {status}; only unfinished runs can be aborted")
+            raise RunNotActive(
+                f"run {run_id} is already {status}; only unfinished runs can be aborted"
+            )
         for runs in self._orphans.values():
             runs[:] = [orphan for orphan in runs if orphan.run_id != run_id]
-        await self._writer.write([ops.set_status(row, "aborted", self._clock.now_us(),
-                                                 error="aborted by request", code="ABORTED")])
+        await self._writer.write(
+            [
+                ops.set_status(
+                    row, "aborted", self._clock.now_us(), error="aborted by request", code="ABORTED"
+                )
+            ]
+        )
 
     async def watch(self, workflow_id: str, run_id: str) -> RunInfo | None:
         """The run as the journal has it now, or None if there is no such run."""
         self._require_started()
-        info = await self._read().get_run(run_id)
+        info = await (await self._read()).get_run(run_id)
         return info if info is not None and info.workflow_id == workflow_id else None
 
     async def list_runs(
@@ -244,7 +264,7 @@ class Runtime:
     ) -> list[RunInfo]:
         """Runs, newest first."""
         self._require_started()
-        return await self._read().list_runs(status=status, workflow=workflow, limit=limit)
+        return await (await self._read()).list_runs(status=status, workflow=workflow, limit=limit)
 
     async def list_all_runs(self) -> list[RunInfo]:
         """Every run in the journal, newest first."""
@@ -253,7 +273,7 @@ class Runtime:
     async def timeline(self, run_id: str) -> list[TimelineEntry]:
         """Everything a run did, in order."""
         self._require_started()
-        entries = await self._read().timeline(run_id)
+        entries = await (await self._read()).timeline(run_id)
         if entries is None:
             raise RunNotFound(f"no run {run_id!r} in journal {self.db}")
         return entries
@@ -265,19 +285,48 @@ class Runtime:
     ) -> ActiveRun:
         self._next_row += 1
         now = self._clock.now_us()
-        run = ActiveRun(self._next_row, uuid.uuid4().hex, registered, trigger_id, steps, 0, 0,
-                        "{}", asyncio.get_running_loop().create_future())
+        run = ActiveRun(
+            self._next_row,
+            uuid.uuid4().hex,
+            registered,
+            trigger_id,
+            steps,
+            0,
+            0,
+            "{}",
+            asyncio.get_running_loop().create_future(),
+        )
         try:
             run.state_text = encode_state(data)
         except StateEncodingError as exc:
-            self._writer.enqueue(ops.create_run(
-                run.row, run.run_id, registered.id, trigger_id, registered.version,
-                status="running", first_step=steps[0].name, state="{}", at=now))
+            self._writer.enqueue(
+                ops.create_run(
+                    run.row,
+                    run.run_id,
+                    registered.id,
+                    trigger_id,
+                    registered.version,
+                    status="running",
+                    first_step=steps[0].name,
+                    state="{}",
+                    at=now,
+                )
+            )
             self._spawn(run, invalid_input=f"the run's input is invalid: {exc}")
             return run
-        self._writer.enqueue(ops.create_run(
-            run.row, run.run_id, registered.id, trigger_id, registered.version,
-            status="running", first_step=steps[0].name, state=run.state_text, at=now))
+        self._writer.enqueue(
+            ops.create_run(
+                run.row,
+                run.run_id,
+                registered.id,
+                trigger_id,
+                registered.version,
+                status="running",
+                first_step=steps[0].name,
+                state=run.state_text,
+                at=now,
+            )
+        )
         self._spawn(run)
         return run
 
@@ -285,7 +334,9 @@ class Runtime:
         if self._tasks is None:
             raise RuntimeNotStarted("the runtime is not started")
         self._active[run.run_id] = run
-        run.task = self._tasks.create_task(self._drive(run, invalid_input), name=f"run-{run.run_id}")
+        run.task = self._tasks.create_task(
+            self._drive(run, invalid_input), name=f"run-{run.run_id}"
+        )
         run.task.add_done_callback(lambda _: self._active.pop(run.run_id, None))
 
     async def _drive(self, run: ActiveRun, invalid_input: str | None) -> None:
@@ -295,11 +346,14 @@ class Runtime:
             result = await execute(run, self._env, invalid_input=invalid_input)
         except asyncio.CancelledError:
             if not run.settled.done():
-                run.settled.set_exception(RuntimeStopped(
-                    f"the runtime stopped before run {run.run_id} finished; it continues "
-                    "from its last checkpoint when the journal is next opened"))
+                run.settled.set_exception(
+                    RuntimeStopped(
+                        f"the runtime stopped before run {run.run_id} finished; it continues "
+                        "from its last checkpoint when the journal is next opened"
+                    )
+                )
             raise
-        except Exception as exc:  # a journal failure, or a bug: fail this call, keep serving
+        except Exception as exc:  # noqa: BLE001 - a journal failure or a bug: keep serving
             _log.exception("run %s could not be driven", run.run_id)
             if not run.settled.done():
                 run.settled.set_exception(exc)
@@ -314,8 +368,17 @@ class Runtime:
             now = self._clock.now_us()
             if resumption.step_index is None:
                 kept.append(unfinished)
-                self._writer.enqueue([ops.set_status(unfinished.row, unfinished.status, now,
-                                                     error=resumption.problem, code="STEP_MISSING")])
+                self._writer.enqueue(
+                    [
+                        ops.set_status(
+                            unfinished.row,
+                            unfinished.status,
+                            now,
+                            error=resumption.problem,
+                            code="STEP_MISSING",
+                        )
+                    ]
+                )
                 continue
             self._resume_recovered(unfinished, registered, resumption.step_index, now)
         if kept:
@@ -326,34 +389,58 @@ class Runtime:
         self, unfinished: UnfinishedRun, registered: RegisteredWorkflow, step_index: int, now: int
     ) -> None:
         steps = registered.steps(unfinished.trigger_id)
-        run = ActiveRun(unfinished.row, unfinished.run_id, registered, unfinished.trigger_id,
-                        steps, step_index, unfinished.position, unfinished.state,
-                        asyncio.get_running_loop().create_future())
+        run = ActiveRun(
+            unfinished.row,
+            unfinished.run_id,
+            registered,
+            unfinished.trigger_id,
+            steps,
+            step_index,
+            unfinished.position,
+            unfinished.state,
+            asyncio.get_running_loop().create_future(),
+        )
         message = f"recovered after a restart; continuing from checkpoint {unfinished.position}"
         if unfinished.version != registered.version:
             message += f" on version {registered.version} (started on {unfinished.version})"
-        writes = [ops.set_status(run.row, "running", now), ops.set_version(run.row, registered.version),
-                  ops.add_timeline(run.row, now, "runtime", "run.recovered", position=run.position,
-                                   step=run.next_step, message=message)]
+        writes = [
+            ops.set_status(run.row, "running", now),
+            ops.set_version(run.row, registered.version),
+            ops.add_timeline(
+                run.row,
+                now,
+                "runtime",
+                "run.recovered",
+                position=run.position,
+                step=run.next_step,
+                message=message,
+            ),
+        ]
         if run.next_step is not None:
             writes.append(ops.step_started(run.row, run.position, run.next_step, now))
         self._writer.enqueue(writes)
         self._spawn(run)
 
     async def _notify(self, name: str, run: ActiveRun, extra: dict[str, Any]) -> None:
-        payload = {"run_id": run.run_id, "workflow_id": run.workflow.id,
-                   "trigger_id": run.trigger_id, **extra}
+        payload = {
+            "run_id": run.run_id,
+            "workflow_id": run.workflow.id,
+            "trigger_id": run.trigger_id,
+            **extra,
+        }
         await self._lifecycle.notify(name, payload)
 
     async def _get(self, run_id: str) -> RunInfo:
-        info = await self._read().get_run(run_id)
+        info = await (await self._read()).get_run(run_id)
         if info is None:
             raise RunNotFound(f"no run {run_id!r} in journal {self.db}")
         return info
 
-    def _read(self) -> JournalReader:
+    async def _read(self) -> JournalReader:
+        """The reader, once this process's own writes so far have committed."""
         if self._reader is None:
             raise RuntimeNotStarted("the runtime is not started")
+        await self._writer.flush()
         return self._reader
 
     def _require_started(self) -> None:
@@ -364,6 +451,11 @@ class Runtime:
 
 
 def _result_of(info: RunInfo) -> RunResult:
-    return RunResult(ok=is_ok(info.status), status=info.status,
-                     run_id=info.run_id, state=info.state, error=info.error,
-                     error_code=info.error_code)
+    return RunResult(
+        ok=is_ok(info.status),
+        status=info.status,
+        run_id=info.run_id,
+        state=info.state,
+        error=info.error,
+        error_code=info.error_code,
+    )

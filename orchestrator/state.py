@@ -19,13 +19,29 @@ class StateEncodingError(ValueError):
 def encode_state(value: object) -> str:
     """Encode a state to compact JSON text, refusing anything that is not a JSON object."""
     if not isinstance(value, dict):
-        raise StateEncodingError(
-            f"state must be a JSON object (dict), got {type(value).__name__}"
-        )
+        raise StateEncodingError(f"state must be a JSON object (dict), got {type(value).__name__}")
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise StateEncodingError(f"state is not JSON-serializable: {exc}") from exc
+    _check_keys(value, "state")
+    return text
+
+
+def _check_keys(value: object, path: str) -> None:
+    # json.dumps turns 1, None and True keys into strings silently (and may merge two keys
+    # into one): refuse them instead of handing the next step a different object.
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise StateEncodingError(
+                    f"state is not JSON: key {key!r} at {path} is a {type(key).__name__}, "
+                    "JSON object keys must be strings"
+                )
+            _check_keys(item, f"{path}.{key}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_keys(item, f"{path}[{index}]")
 
 
 def decode_state(text: str) -> State:

@@ -18,7 +18,7 @@ from .clock import Clock
 from .model import BoundStep
 from .state import decode_state
 
-RetryHook = Callable[[int, BaseException, float], None]
+RetryHook = Callable[[int, BaseException, float], object]
 
 
 class StepFailed(Exception):
@@ -63,14 +63,16 @@ async def run_step(
         except _Timeout as exc:
             failure: BaseException = exc.cause
             timed_out = True
-        except (Exception, SystemExit) as exc:
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code
             # SystemExit from step code is that run's failure, never the process's exit.
             failure, timed_out = exc, False
         if attempt > bound.step.retries:
             raise StepFailed(failure, attempts=attempt, timed_out=timed_out) from failure
         delay = bound.step.backoff * 2 ** (attempt - 1)
         if on_retry is not None:
-            on_retry(attempt, failure, delay)
+            announced = on_retry(attempt, failure, delay)
+            if inspect.isawaitable(announced):
+                await announced
         await clock.sleep(delay)
 
 
@@ -80,7 +82,9 @@ class _Timeout(Exception):
         self.cause = cause
 
 
-async def _attempt(bound: BoundStep, state: dict[str, Any], ctx: Any, threads: Executor | None) -> object:
+async def _attempt(
+    bound: BoundStep, state: dict[str, Any], ctx: Any, threads: Executor | None
+) -> object:
     args = (state, ctx) if bound.takes_ctx else (state,)
     if bound.step.timeout is None:
         return await _call(bound, args, threads)

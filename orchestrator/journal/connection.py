@@ -53,7 +53,7 @@ def connect_writer(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
 
 async def connect_reader(path: Path) -> aiosqlite.Connection:
     """Open an existing journal for reading only; the file must exist."""
-    uri = f"{path.resolve().as_uri()}?mode=rw"
+    uri = _read_write_uri(path)
     try:
         conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
         await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -64,6 +64,11 @@ async def connect_reader(path: Path) -> aiosqlite.Connection:
         raise JournalError(f"cannot open journal {path}: {exc}") from exc
     conn.row_factory = sqlite3.Row
     return conn
+
+
+def _read_write_uri(path: Path) -> str:
+    # mode=rw: a reader must never create a missing journal.
+    return f"{path.resolve().as_uri()}?mode=rw"
 
 
 def rollback_if_open(conn: sqlite3.Connection) -> None:

@@ -14,7 +14,7 @@ AFTER_COMMIT = "writer.after_commit"
 POINTS = frozenset({BEFORE_COMMIT, AFTER_COMMIT})
 
 
-class SimulatedCrash(BaseException):  # noqa: N818 - it is a crash, not an error
+class SimulatedCrash(BaseException):
     """Raised at an armed fault point. A BaseException so no handler mistakes it for an error."""
 
 

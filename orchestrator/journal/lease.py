@@ -39,7 +39,9 @@ def read_holder(conn: sqlite3.Connection) -> LeaseHolder | None:
     row = conn.execute(
         "SELECT pid, host, started_at, heartbeat_at, ready, token FROM lease WHERE id = 1"
     ).fetchone()
-    return None if row is None else LeaseHolder(row[0], row[1], row[2], row[3], bool(row[4]), row[5])
+    return (
+        None if row is None else LeaseHolder(row[0], row[1], row[2], row[3], bool(row[4]), row[5])
+    )
 
 
 def is_live(holder: LeaseHolder, now_us: int) -> bool:

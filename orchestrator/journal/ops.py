@@ -68,8 +68,10 @@ def create_run(
 ) -> list[Op]:
     """A new run and its input as checkpoint 0."""
     return [
-        (Stmt.INSERT_RUN, (row, run_id, workflow_id, trigger_id, version, status, first_step,
-                           at, at, at)),
+        (
+            Stmt.INSERT_RUN,
+            (row, run_id, workflow_id, trigger_id, version, status, first_step, at, at, at),
+        ),
         (Stmt.INSERT_CHECKPOINT, (row, 0, None, at, at, state)),
     ]
 

@@ -17,9 +17,10 @@ from typing import Any
 import aiosqlite
 
 from ..clock import to_datetime
-from ..errors import JournalError
+from ..errors import JournalCorrupt, JournalError
 from ..records import Checkpoint, RunInfo, TimelineEntry
 from .connection import connect_reader
+from .schema import APPLICATION_ID, MIGRATIONS
 from .timeline import assemble_timeline
 
 _RUN_COLUMNS = """
@@ -55,8 +56,14 @@ class JournalReader:
 
     @classmethod
     async def open(cls, path: Path) -> JournalReader:
-        """Open a reader on an existing journal."""
-        return cls(await connect_reader(path), path)
+        """Open a reader on an existing journal; `JournalCorrupt` if the file is not one."""
+        conn = await connect_reader(path)
+        try:
+            await _check_readable(conn, path)
+        except BaseException:
+            await conn.close()
+            raise
+        return cls(conn, path)
 
     async def close(self) -> None:
         """Close the connection."""
@@ -144,6 +151,24 @@ class JournalReader:
             marks = ",".join("?" * len(wanted))
             rows = await self._fetch(f"SELECT count(*) FROM runs WHERE status IN ({marks})", wanted)
         return int(rows[0][0])
+
+
+async def _check_readable(conn: aiosqlite.Connection, path: Path) -> None:
+    try:
+        async with conn.execute("PRAGMA application_id") as cursor:
+            app_id = (await cursor.fetchone() or (0,))[0]
+        async with conn.execute("PRAGMA user_version") as cursor:
+            version = (await cursor.fetchone() or (0,))[0]
+    except sqlite3.DatabaseError as exc:
+        raise JournalCorrupt(
+            f"{path} is not a journal (SQLite says: {exc}); pass the right --db"
+        ) from exc
+    if app_id != APPLICATION_ID or version == 0:
+        raise JournalCorrupt(f"{path} is not a journal of this orchestrator; pass the right --db")
+    if version > len(MIGRATIONS):
+        raise JournalError(
+            f"{path} was written by a newer orchestrator (schema {version}); upgrade"
+        )
 
 
 def _run_info(row: sqlite3.Row) -> RunInfo:

@@ -31,23 +31,37 @@ def assemble_timeline(
     for ckpt in checkpoints:
         index, name = ckpt["position"] - 1, ckpt["step"]
         duration_ms = (ckpt["ended_at"] - ckpt["started_at"]) / 1000
-        keyed.append(((ckpt["started_at"], index, _STARTED, 0),
-                      _entry(ckpt["started_at"], "step.started", step=name)))
-        keyed.append(((ckpt["ended_at"], index, _COMPLETED, 0),
-                      _entry(ckpt["ended_at"], "step.completed", step=name,
-                             data={"duration_ms": duration_ms})))
+        keyed.append(
+            (
+                (ckpt["started_at"], index, _STARTED, 0),
+                _entry(ckpt["started_at"], "step.started", step=name),
+            )
+        )
+        keyed.append(
+            (
+                (ckpt["ended_at"], index, _COMPLETED, 0),
+                _entry(
+                    ckpt["ended_at"], "step.completed", step=name, data={"duration_ms": duration_ms}
+                ),
+            )
+        )
     if run["status"] == "running" and run["step"] is not None and run["step_started_at"]:
         at = run["step_started_at"]
-        keyed.append(((at, run["position"], _STARTED, 0),
-                      _entry(at, "step.started", step=run["step"])))
+        keyed.append(
+            ((at, run["position"], _STARTED, 0), _entry(at, "step.started", step=run["step"]))
+        )
     for seq, row in enumerate(rows):
         position = row["position"] if row["position"] is not None else _END
         keyed.append(((row["at"], position, _ROW, seq), _row_entry(row)))
     if run["status"] in FINAL_STATUSES:
         at = run["updated_at"]
         data = {"code": run["error_code"]} if run["error_code"] else None
-        keyed.append(((at, _END, _FINAL, 0),
-                      _entry(at, f"run.{run['status']}", message=run["error"], data=data)))
+        keyed.append(
+            (
+                (at, _END, _FINAL, 0),
+                _entry(at, f"run.{run['status']}", message=run["error"], data=data),
+            )
+        )
     keyed.sort(key=lambda pair: pair[0])
     return [entry for _, entry in keyed]
 

@@ -56,6 +56,7 @@ class GroupCommitWriter:
         self._conn: sqlite3.Connection | None = None
         self._pending: list[Op] = []
         self._batch: asyncio.Future[None] | None = None
+        self._inflight: asyncio.Future[None] | None = None
         self._wakeup = asyncio.Event()
         self._done = asyncio.Event()
         self._running = False
@@ -141,6 +142,12 @@ class GroupCommitWriter:
         """Write ops and return once they are committed."""
         await self.enqueue(ops)
 
+    async def flush(self) -> None:
+        """Return once everything enqueued so far has committed (at once if nothing is)."""
+        for batch in (self._inflight, self._batch):
+            if batch is not None:
+                await asyncio.shield(batch)
+
     async def mark_ready(self) -> None:
         """Record in the lease that recovery and loading are done."""
         await self.write([(Stmt.MARK_READY, (self._token,))])
@@ -157,9 +164,12 @@ class GroupCommitWriter:
                         return
                     continue
                 ops, batch = self._pending, self._batch
-                self._pending, self._batch = [], None
-                if not await self._commit(ops, batch):
-                    return
+                self._pending, self._batch, self._inflight = [], None, batch
+                try:
+                    if not await self._commit(ops, batch):
+                        return
+                finally:
+                    self._inflight = None
         finally:
             self._running = False
             self._done.set()

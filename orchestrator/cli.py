@@ -1,0 +1,226 @@
+"""The ``orchestrator`` command: argument parsing and output only.
+
+Commands read the journal through the journal layer's reader and never reach into a
+daemon's memory. Exit codes: 0 success, 1 the run or action failed, 2 bad usage or input.
+Heavy modules are imported inside the command that needs them, to keep start-up small.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from .errors import JournalError, OrchestratorError, PipelineError, ValidationError
+from .records import STATUSES
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input on the command line: exit 2 with this message."""
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point of the ``orchestrator`` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        code = asyncio.run(args.handler(args))
+    except UsageError as exc:
+        code = _fail(str(exc), EXIT_USAGE)
+    except (ValidationError, JournalError) as exc:
+        code = _fail(f"{exc} [{exc.code}]", EXIT_USAGE)
+    except OrchestratorError as exc:
+        code = _fail(f"{exc} [{exc.code}]", EXIT_FAILED)
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orchestrator", description="A durable local workflow orchestrator."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = _command(commands, "run", _cmd_run, "run one pipeline file once, in process")
+    run.add_argument("file", type=Path, help="a Python file that binds `pipeline`")
+    run.add_argument("--state", default="{}", help="the initial state, a JSON object")
+    run.add_argument(
+        "--allow",
+        action="append",
+        default=None,
+        metavar="RE",
+        help="only modules matching this regular expression may be imported",
+    )
+    run.add_argument(
+        "--block",
+        action="append",
+        default=[],
+        metavar="MOD",
+        help="also block this module (adds to the default list)",
+    )
+    run.add_argument(
+        "--module-home",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="a folder to import adaptor modules from, for this run only",
+    )
+
+    runs = _command(commands, "runs", _cmd_runs, "list runs, newest first")
+    _add_db(runs)
+    runs.add_argument("--status", choices=STATUSES, help="only runs with this status")
+    runs.add_argument("--workflow", metavar="W", help="only runs of this workflow")
+    runs.add_argument(
+        "--limit", type=_positive_int, default=100, metavar="N", help="at most N runs (default 100)"
+    )
+    runs.add_argument("--json", action="store_true", help="print JSON")
+
+    show = _command(commands, "show", _cmd_show, "one run: status, state, timeline")
+    _add_db(show)
+    show.add_argument("run_id", metavar="RUN_ID")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def _command(
+    commands: Any, name: str, handler: Callable[[argparse.Namespace], Awaitable[int]], help: str
+) -> argparse.ArgumentParser:
+    sub: argparse.ArgumentParser = commands.add_parser(name, help=help, description=help)
+    sub.set_defaults(handler=handler)
+    return sub
+
+
+def _add_db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="the journal (default: $ORCHESTRATOR_DB, else ./orchestrator.db)",
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def db_path(args: argparse.Namespace) -> Path:
+    """The journal a command works on: --db, else $ORCHESTRATOR_DB, else ./orchestrator.db."""
+    if args.db is not None:
+        return Path(args.db)
+    return Path(os.environ.get("ORCHESTRATOR_DB") or "orchestrator.db")
+
+
+def parse_json_object(text: str, what: str) -> dict[str, Any]:
+    """Parse a JSON object given on the command line, or raise `UsageError`."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"{what} is not valid JSON ({exc.msg} at column {exc.colno}): {text}"
+        ) from None
+    if not isinstance(value, dict):
+        raise UsageError(
+            f"{what} must be a JSON object like '{{\"n\": 1}}', got {type(value).__name__}"
+        )
+    return value
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+async def _cmd_run(args: argparse.Namespace) -> int:
+    from .pipeline import run
+
+    state = parse_json_object(args.state, "--state")
+    try:
+        source = args.file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"no such file: {args.file}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {args.file}: {exc}") from None
+    if args.module_home is not None and not args.module_home.is_dir():
+        raise UsageError(f"--module-home {args.module_home} is not a folder")
+    try:
+        final = await run(
+            source, state, allow=args.allow, block=args.block, module_home=args.module_home
+        )
+    except PipelineError as exc:
+        return _fail(f"{exc} [{exc.code}]\nlast good state: {_dumps(exc.state)}", EXIT_FAILED)
+    print(_dumps(final, indent=2))
+    return EXIT_OK
+
+
+async def _cmd_runs(args: argparse.Namespace) -> int:
+    from . import cli_output
+
+    reader = await _open_reader(db_path(args))
+    runs = (
+        []
+        if reader is None
+        else await _closing(
+            reader, reader.list_runs(status=args.status, workflow=args.workflow, limit=args.limit)
+        )
+    )
+    print(cli_output.runs_json(runs) if args.json else cli_output.runs_table(runs))
+    return EXIT_OK
+
+
+async def _cmd_show(args: argparse.Namespace) -> int:
+    from . import cli_output
+
+    path = db_path(args)
+    reader = await _open_reader(path)
+    if reader is None:
+        raise UsageError(f"no run {args.run_id!r}: journal {path} does not exist")
+    try:
+        info = await reader.get_run(args.run_id)
+        timeline = await reader.timeline(args.run_id) if info is not None else None
+    finally:
+        await reader.close()
+    if info is None or timeline is None:
+        raise UsageError(f"no run {args.run_id!r} in journal {path}")
+    print(cli_output.run_json(info, timeline) if args.json else cli_output.run_text(info, timeline))
+    return EXIT_OK
+
+
+async def _open_reader(path: Path) -> Any:
+    from .journal import JournalReader
+
+    if not _journal_exists(path):
+        return None
+    return await JournalReader.open(path)
+
+
+def _journal_exists(path: Path) -> bool:
+    return path.exists() and path.stat().st_size > 0
+
+
+async def _closing(reader: Any, work: Awaitable[Any]) -> Any:
+    try:
+        return await work
+    finally:
+        await reader.close()
+
+
+def _dumps(value: Any, indent: int | None = None) -> str:
+    return json.dumps(value, indent=indent, ensure_ascii=False)

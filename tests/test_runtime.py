@@ -1,0 +1,430 @@
+"""The runtime core: invoke, checkpoints, failures, timeouts, retries, abort, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator import (
+    FakeClock,
+    JournalCorrupt,
+    JournalLocked,
+    RunNotActive,
+    RunNotFound,
+    Runtime,
+    RuntimeNotStarted,
+    Step,
+    TriggerNotFound,
+    Workflow,
+    WorkflowNotFound,
+)
+from orchestrator.journal import JournalReader
+
+
+async def inc(state: dict[str, Any]) -> dict[str, Any]:
+    return {**state, "n": state["n"] + 1}
+
+
+def sync_inc(state: dict[str, Any]) -> dict[str, Any]:
+    return {**state, "n": state["n"] + 1}
+
+
+async def checkpoints(db: Path, run_id: str) -> list[dict[str, Any]]:
+    reader = await JournalReader.open(db)
+    try:
+        return [c.state for c in await reader.checkpoints(run_id)]
+    finally:
+        await reader.close()
+
+
+async def test_invoke_runs_steps_in_series_and_checkpoints_each(db: Path) -> None:
+    async with Runtime(db) as rt:
+        await rt.register(Workflow(id="w", pipelines={"go": [inc, sync_inc, inc]}))
+        result = await rt.invoke("w", "go", {"n": 0})
+        assert result.ok and result.status == "completed"
+        assert result.state == {"n": 3}
+        assert await checkpoints(db, result.run_id) == [{"n": 0}, {"n": 1}, {"n": 2}, {"n": 3}]
+        info = await rt.watch("w", result.run_id)
+        assert info is not None
+        assert (info.status, info.step, info.state, info.trigger_id) == (
+            "completed",
+            None,
+            {"n": 3},
+            "go",
+        )
+        assert info.version == rt.registry("w").version
+
+
+async def test_timeline_lists_run_and_step_lifecycle_and_logs_in_order(db: Path) -> None:
+    def noisy(state: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        ctx.log.info("working on %s", state["n"])
+        ctx.log.warning("careful")
+        return state
+
+    async with Runtime(db) as rt:
+        await rt.register(Workflow(id="w", pipelines={"go": [inc, noisy]}))
+        result = await rt.invoke("w", "go", {"n": 0})
+        entries = await rt.timeline(result.run_id)
+    kinds = [(e.source, e.kind, e.step) for e in entries]
+    assert kinds == [
+        ("runtime", "run.started", None),
+        ("runtime", "step.started", "inc"),
+        ("runtime", "step.completed", "inc"),
+        ("runtime", "step.started", "noisy"),
+        ("logger", "info", "noisy"),
+        ("logger", "warning", "noisy"),
+        ("runtime", "step.completed", "noisy"),
+        ("runtime", "run.completed", None),
+    ]
+    assert entries[4].message == "working on 1"
+    assert [e.at for e in entries] == sorted(e.at for e in entries)
+
+
+async def test_state_is_isolated_between_steps_and_checkpoints(db: Path) -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def first(state: dict[str, Any]) -> dict[str, Any]:
+        out = {"items": [1]}
+        seen.append(out)
+        return out
+
+    async def mutator(state: dict[str, Any]) -> dict[str, Any]:
+        state["items"].append(2)  # mutates its input in place
+        return state
+
+    async with Runtime(db) as rt:
+        await rt.register(Workflow(id="w", pipelines={"go": [first, mutator]}))
+        result = await rt.invoke("w", "go", {})
+    assert seen == [{"items": [1]}]  # what `first` returned is untouched
+    assert await checkpoints(db, result.run_id) == [{}, {"items": [1]}, {"items": [1, 2]}]
+
+
+async def test_failing_step_fails_the_run_and_names_the_step(db: Path) -> None:
+    ran: list[str] = []
+
+    async def boom(state: dict[str, Any]) -> dict[str, Any]:
+        raise ValueError("no stock")
+
+    async def after(state: dict[str, Any]) -> dict[str, Any]:
+        ran.append("after")
+        return state
+
+    async with Runtime(db) as rt:
+        await rt.register(Workflow(id="w", pipelines={"go": [inc, boom, after], "ok": [inc]}))
+        result = await rt.invoke("w", "go", {"n": 0})
+        assert not result.ok and result.status == "failed"
+        assert result.error is not None and "'boom'" in result.error and "no stock" in result.error
+        assert result.error_code == "STEP_FAILED"
+        assert result.state == {"n": 1}  # the last good state
+        assert ran == []
+        info = await rt.watch("w", result.run_id)
+        assert info is not None and info.status == "failed" and info.step == "boom"
+        # The runtime keeps serving other runs.
+        assert (await rt.invoke("w", "ok", {"n": 0})).state == {"n": 1}
+        kinds = [e.kind for e in await rt.timeline(result.run_id)]
+        assert kinds[-2:] == ["step.failed", "run.failed"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param(lambda s: [1, 2], id="list"),
+        pytest.param(lambda s: {"when": object()}, id="object"),
+        pytest.param(lambda s: {"x": float("nan")}, id="nan"),
+        pytest.param(lambda s: None, id="none"),
+    ],
+)
+async def test_non_json_state_fails_the_run_naming_the_step(db: Path, bad: Any) -> None:
+    async with Runtime(db) as rt:
+        await rt.register(Workflow(id="w", pipelines={"go": [Step(bad, name="shape")]}))
+        result = await rt.invoke("w", "go", {"n": 0})
+    assert result.status == "failed" and result.error_code == "INVALID_STATE"
+    assert result.error is not None and "'shape'" in result.error
+    assert result.state == {"n": 0}
+
+
+async def test_non_object_input_fails_the_run_clearly(db: Path) -> None:
+    async with Runtime(db) as rt:
+        await rt.register(Workflow(id="w", pipelines={"go": [inc]}))
+        result = await rt.invoke("w", "go", [1, 2])
+        assert result.status == "failed" and result.error_code == "INVALID_STATE"
+        assert result.error is not None and "JSON object" in result.error
+
+
+async def test_sys_exit_in_a_step_fails_only_that_run(db: Path) -> None:
+    def leave(state: dict[str, Any]) -> dict[str, Any]:
+        sys.exit(3)
+
+    async def leave_async(state: dict[str, Any]) -> dict[str, Any]:
+        sys.exit(4)
+
+    async with Runtime(db) as rt:
+        await rt.register(
+            Workflow(id="w", pipelines={"t": [leave], "a": [leave_async], "ok": [inc]})
+        )
+        for trigger in ("t", "a"):
+            result = await rt.invoke("w", trigger, {"n": 0})
+            assert result.status == "failed" and "SystemExit" in (result.error or "")
+        assert (await rt.invoke("w", "ok", {"n": 0})).ok
+
+
+async def test_sync_steps_run_in_a_worker_thread_unless_inline(db: Path) -> None:
+    threads: dict[str, bool] = {}
+
+    def where(key: str) -> Any:
+        def step(state: dict[str, Any]) -> dict[str, Any]:
+            threads[key] = threading.current_thread() is threading.main_thread()
+            return state
+
+        step.__name__ = key
+        return step
+
+    async with Runtime(db) as rt:
+        await rt.register(
+            Workflow(
+                id="w", pipelines={"go": [where("threaded"), Step(where("inline"), inline=True)]}
+            )
+        )
+        await rt.invoke("w", "go", {})
+    assert threads == {"threaded": False, "inline": True}
+
+
+async def test_a_blocking_sync_step_does_not_freeze_other_runs(db: Path) -> None:
+    release = threading.Event()
+
+    def blocking(state: dict[str, Any]) -> dict[str, Any]:
+        release.wait(5)
+        return state
+
+    async with Runtime(db) as rt:
+        await rt.register(Workflow(id="w", pipelines={"slow": [blocking], "fast": [inc]}))
+        slow = asyncio.ensure_future(rt.invoke("w", "slow", {}))
+        fast = await asyncio.wait_for(rt.invoke("w", "fast", {"n": 0}), timeout=2)
+        assert fast.ok and not slow.done()
+        release.set()
+        assert (await slow).ok
+
+
+async def test_step_timeout_fails_the_run_and_cancels_an_async_step(db: Path) -> None:
+    finished: list[str] = []
+
+    async def hang(state: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(10)
+        finished.append("hang")
+        return state
+
+    def hang_sync(state: dict[str, Any]) -> dict[str, Any]:
+        threading.Event().wait(0.5)
+        finished.append("hang_sync")
+        return {"discarded": True}
+
+    async with Runtime(db) as rt:
+        await rt.register(
+            Workflow(
+                id="w",
+                pipelines={"a": [Step(hang, timeout=0.05)], "s": [Step(hang_sync, timeout=0.05)]},
+            )
+        )
+        for trigger in ("a", "s"):
+            result = await rt.invoke("w", trigger, {"n": 0})
+            assert result.status == "failed" and result.error_code == "STEP_TIMEOUT"
+            assert result.state == {"n": 0}
+        await asyncio.sleep(0.6)
+    assert finished == ["hang_sync"]  # the thread ran on, its result was discarded
+
+
+async def test_retries_with_backoff_and_a_stable_idempotency_key(db: Path) -> None:
+    clock = FakeClock()
+    keys: list[str] = []
+
+    def flaky(state: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        keys.append(ctx.idempotency_key)
+        if ctx.attempt < 3:
+            raise ConnectionError(f"attempt {ctx.attempt}")
+        return {**state, "attempts": ctx.attempt}
+
+    async with Runtime(db, clock=clock) as rt:
+        await rt.register(Workflow(id="w", pipelines={"go": [Step(flaky, retries=3, backoff=10)]}))
+        pending = asyncio.ensure_future(rt.invoke("w", "go", {}))
+        for _ in range(50):
+            if len(keys) == 1:
+                break
+            await asyncio.sleep(0.01)
+        await clock.advance(9)
+        await asyncio.sleep(0.05)
+        assert len(keys) == 1  # the first backoff is 10 s
+        await clock.advance(1)
+        for _ in range(50):
+            if len(keys) == 2:
+                break
+            await asyncio.sleep(0.01)
+        await clock.advance(20)  # the second backoff doubles
+        result = await asyncio.wait_for(pending, 5)
+        assert result.ok and result.state == {"attempts": 3}
+        assert len(set(keys)) == 1 and keys[0] == f"{result.run_id}:flaky"
+        retries = [e for e in await rt.timeline(result.run_id) if e.kind == "step.failed"]
+        assert [e.data and e.data["attempt"] for e in retries] == [1, 2]
+
+
+async def test_retries_exhausted_fail_the_run(db: Path) -> None:
+    calls = 0
+
+    async def always(state: dict[str, Any]) -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("down")
+
+    async with Runtime(db) as rt:
+        await rt.register(Workflow(id="w", pipelines={"go": [Step(always, retries=2)]}))
+        result = await rt.invoke("w", "go", {})
+    assert calls == 3 and result.status == "failed" and "down" in (result.error or "")
+
+
+async def test_abort_ends_a_running_run_and_refuses_final_or_unknown_runs(db: Path) -> None:
+    started = asyncio.Event()
+
+    async def wait_forever(state: dict[str, Any]) -> dict[str, Any]:
+        started.set()
+        await asyncio.sleep(3600)
+        return state
+
+    async with Runtime(db) as rt:
+        await rt.register(Workflow(id="w", pipelines={"go": [inc, wait_forever, inc], "ok": [inc]}))
+        pending = asyncio.ensure_future(rt.invoke("w", "go", {"n": 0}))
+        await asyncio.wait_for(started.wait(), 2)
+        run_id = (await rt.list_runs(workflow="w"))[0].run_id
+        await rt.abort(run_id)
+        result = await asyncio.wait_for(pending, 2)
+        assert result.status == "aborted" and result.state == {"n": 1}
+        info = await rt.watch("w", run_id)
+        assert info is not None and info.status == "aborted" and info.error_code == "ABORTED"
+        with pytest.raises(RunNotActive):
+            await rt.abort(run_id)
+        with pytest.raises(RunNotFound):
+            await rt.abort("no-such-run")
+        assert (await rt.invoke("w", "ok", {"n": 0})).ok
+
+
+async def test_lifecycle_events_are_observable_in_order(db: Path) -> None:
+    seen: list[tuple[str, str | None]] = []
+    async with Runtime(db) as rt:
+        rt.on("*", lambda name, payload: seen.append((name, payload.get("step"))))
+        await rt.register(Workflow(id="w", pipelines={"go": [inc, inc]}))
+        await rt.invoke("w", "go", {"n": 0})
+    assert seen == [
+        ("run.started", None),
+        ("step.started", "inc"),
+        ("step.completed", "inc"),
+        ("step.started", "inc#2"),
+        ("step.completed", "inc#2"),
+        ("run.completed", None),
+    ]
+
+
+async def test_a_raising_lifecycle_handler_never_affects_the_run(db: Path, caplog: Any) -> None:
+    def bad(name: str, payload: dict[str, Any]) -> None:
+        raise RuntimeError("handler bug")
+
+    async with Runtime(db) as rt:
+        rt.on("step.completed", bad)
+        await rt.register(Workflow(id="w", pipelines={"go": [inc]}))
+        assert (await rt.invoke("w", "go", {"n": 0})).ok
+    assert "handler bug" in caplog.text
+
+
+async def test_unknown_names_are_clear_errors(db: Path) -> None:
+    async with Runtime(db) as rt:
+        await rt.register(Workflow(id="w", pipelines={"go": [inc]}))
+        with pytest.raises(WorkflowNotFound, match="'nope'"):
+            await rt.invoke("nope", "go", {})
+        with pytest.raises(TriggerNotFound, match="it has: go"):
+            await rt.invoke("w", "nope", {})
+        assert await rt.watch("w", "missing") is None
+        with pytest.raises(RunNotFound):
+            await rt.timeline("missing")
+        with pytest.raises(ValueError, match="unknown lifecycle event"):
+            rt.on("run.exploded", lambda n, p: None)
+
+
+async def test_register_deregister_and_list(db: Path) -> None:
+    async with Runtime(db) as rt:
+        await rt.register(Workflow(id="b", pipelines={"go": [inc]}))
+        await rt.register(Workflow(id="a", pipelines={"go": [inc]}))
+        assert rt.list_workflows() == ["a", "b"] and rt.has_workflow("a")
+        await rt.deregister("a")
+        assert rt.list_workflows() == ["b"] and not rt.has_workflow("a")
+        with pytest.raises(WorkflowNotFound):
+            await rt.deregister("a")
+
+
+async def test_list_runs_filters_newest_first(db: Path) -> None:
+    async def boom(state: dict[str, Any]) -> dict[str, Any]:
+        raise RuntimeError("x")
+
+    async with Runtime(db) as rt:
+        await rt.register(Workflow(id="a", pipelines={"go": [inc], "bad": [boom]}))
+        await rt.register(Workflow(id="b", pipelines={"go": [inc]}))
+        ids = [
+            (await rt.invoke(w, t, {"n": 0})).run_id
+            for w, t in [("a", "go"), ("b", "go"), ("a", "bad"), ("a", "go")]
+        ]
+        assert [r.run_id for r in await rt.list_all_runs()] == ids[::-1]
+        assert [r.run_id for r in await rt.list_runs(workflow="a")] == [ids[3], ids[2], ids[0]]
+        assert [r.run_id for r in await rt.list_runs(status="failed")] == [ids[2]]
+        assert [r.run_id for r in await rt.list_runs(limit=2)] == [ids[3], ids[2]]
+
+
+async def test_runtime_must_be_started(db: Path) -> None:
+    rt = Runtime(db)
+    with pytest.raises(RuntimeNotStarted):
+        await rt.invoke("w", "go", {})
+    async with rt:
+        pass
+    with pytest.raises(RuntimeNotStarted):
+        await rt.list_runs()
+
+
+async def test_journal_files_are_private(db: Path) -> None:
+    async with Runtime(db) as rt:
+        await rt.register(Workflow(id="w", pipelines={"go": [inc]}))
+        await rt.invoke("w", "go", {"n": 0})
+        for suffix in ("", "-wal", "-shm"):
+            path = Path(f"{db}{suffix}")
+            assert path.exists()
+            assert path.stat().st_mode & 0o777 == 0o600, suffix
+
+
+async def test_a_file_that_is_not_a_journal_is_refused_clearly(tmp_path: Path) -> None:
+    text = tmp_path / "notes.db"
+    text.write_text("these are my notes\n" * 100)
+    with pytest.raises(JournalCorrupt, match="not a journal"):
+        async with Runtime(text):
+            pass
+    assert text.read_text().startswith("these are my notes")
+    foreign = tmp_path / "other.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE customers (id INTEGER)")
+    with pytest.raises(JournalCorrupt, match="another application"):
+        async with Runtime(foreign):
+            pass
+
+
+async def test_second_runtime_on_a_live_journal_is_refused(db: Path) -> None:
+    async with Runtime(db):
+        with pytest.raises(JournalLocked, match=f"pid {os.getpid()}"):
+            async with Runtime(db):
+                pass
+    async with Runtime(db):  # released on a clean close
+        pass
+
+
+async def test_synchronous_level_is_validated() -> None:
+    with pytest.raises(ValueError, match="FULL"):
+        Runtime("x.db", synchronous="OFF")  # type: ignore[arg-type]
