@@ -1,0 +1,1 @@
+"""Adaptors imported by pipelines run with `--module-home examples/pipelines`."""
