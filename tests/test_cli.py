@@ -164,7 +164,9 @@ def test_run_executes_a_pipeline_file_and_prints_the_final_state() -> None:
 def test_run_exit_codes(tmp_path: Path) -> None:
     failing = tmp_path / "fail.py"
     failing.write_text(
-        "def a(s):\n    return s\n\ndef b(s):\n    raise ValueError('bad input')\n\npipeline = [a, b]\n"
+        "def a(s):\n    return s\n\n"
+        "def b(s):\n    raise ValueError('bad input')\n\n"
+        "pipeline = [a, b]\n"
     )
     out = cli("run", str(failing))
     assert out.returncode == 1 and "'b'" in out.stderr and "bad input" in out.stderr

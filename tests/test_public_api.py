@@ -59,6 +59,9 @@ def test_every_error_is_an_orchestrator_error_with_a_unique_code() -> None:
 
 
 def test_the_core_never_imports_textual() -> None:
-    code = "import sys, orchestrator, orchestrator.cli; print(any(m.split('.')[0] in ('textual', 'tui') for m in sys.modules))"
+    code = (
+        "import sys, orchestrator, orchestrator.cli\n"
+        "print(any(m.split('.')[0] in ('textual', 'tui') for m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -1,0 +1,180 @@
+"""Real crashes: a worker process SIGKILLed at random instants, then restarted.
+
+The worker (`tests/crash_worker.py`) starts one run per input and waits for them all; the
+test kills it again and again, then lets one run finish, and checks what users rely on:
+every input has exactly one run, every run completed with the right state and an unbroken
+chain of checkpoints, the file is intact, and every step ran at least once. A second test
+kills the worker while a slow step is mid-flight and proves the steps whose checkpoints had
+committed are not run again.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = ROOT / "tests" / "crash_worker.py"
+STEPS = ("a", "b", "c", "d", "e")
+RUNS = 200
+CYCLES = 20
+
+pytestmark = pytest.mark.slow
+
+
+def start_worker(db: Path, n: int, *extra: str) -> subprocess.Popen[bytes]:
+    err = (db.parent / "worker.err").open("ab")
+    try:
+        return subprocess.Popen(
+            [sys.executable, str(WORKER), str(db), str(n), *extra],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
+        )
+    finally:
+        err.close()
+
+
+def reap(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the worker if it still runs, and always wait for it (no zombie holds the lease)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def stderr_of(db: Path) -> str:
+    path = db.parent / "worker.err"
+    return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+
+def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def effects(db: Path) -> collections.Counter[tuple[str, str]]:
+    path = Path(f"{db}.effects")
+    lines = path.read_text().splitlines() if path.exists() else []
+    pairs = (line.split(" ") for line in lines)
+    return collections.Counter((run_id, step) for run_id, step in pairs)
+
+
+Chain = list[tuple[int, str | None, dict[str, Any]]]
+
+
+def checkpoint_chains(db: Path) -> dict[str, Chain]:
+    """Each run's committed checkpoints: (position, step, state), in order."""
+    chains: dict[str, Chain] = {}
+    rows = query(db, "SELECT r.run_id, c.position, c.step, c.state FROM checkpoints c"
+                     " JOIN runs r ON r.id = c.run ORDER BY r.id, c.position")
+    for run_id, position, step, state in rows:
+        chains.setdefault(run_id, []).append((position, step, json.loads(state)))
+    return chains
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        reap(proc)
+
+
+def test_random_sigkills_lose_nothing(db: Path, procs: list[subprocess.Popen[bytes]]) -> None:
+    seed = int(os.environ.get("CRASH_SEED", random.randrange(2**32)))
+    print(f"crash test seed: {seed} (rerun with CRASH_SEED={seed})")
+    rng = random.Random(seed)
+    killed = 0
+    for cycle in range(CYCLES):
+        proc = start_worker(db, RUNS)
+        procs.append(proc)
+        try:
+            rc = proc.wait(timeout=rng.uniform(0.05, 0.6))
+        except subprocess.TimeoutExpired:
+            reap(proc)
+            killed += 1
+        else:
+            assert rc == 0, f"seed {seed}, cycle {cycle}: worker exited {rc}\n{stderr_of(db)}"
+    final = start_worker(db, RUNS)
+    procs.append(final)
+    assert final.wait(timeout=60) == 0, f"seed {seed}: final run failed\n{stderr_of(db)}"
+
+    assert query(db, "PRAGMA integrity_check") == [("ok",)]
+    assert query(db, "PRAGMA foreign_key_check") == []
+    assert query(db, "SELECT count(*) FROM lease") == [(0,)], "a clean exit releases the lease"
+    runs = query(db, "SELECT run_id, status, position, step, error FROM runs")
+    chains = checkpoint_chains(db)
+    inputs = collections.Counter(chains[run[0]][0][2]["i"] for run in runs)
+    assert sorted(inputs) == list(range(RUNS)), f"seed {seed}: inputs without a run"
+    assert set(inputs.values()) == {1}, f"seed {seed}: inputs with two runs: {inputs}"
+    for run_id, status, position, step, error in runs:
+        chain = chains[run_id]
+        assert (status, position, step, error) == ("completed", len(STEPS), None, None), run_id
+        assert [(pos, name) for pos, name, _ in chain] == list(enumerate((None, *STEPS)))
+        assert [state["count"] for _, _, state in chain[1:]] == list(range(1, len(STEPS) + 1))
+        assert len({state["i"] for _, _, state in chain}) == 1, f"run {run_id} changed input"
+
+    seen = effects(db)
+    journaled = {run[0] for run in runs}
+    missing = [(run_id, step) for run_id in journaled for step in STEPS if not seen[run_id, step]]
+    assert not missing, f"seed {seed}: steps of completed runs never ran: {missing[:5]}"
+    reruns = sum(count - 1 for key, count in seen.items() if key[0] in journaled)
+    orphans = sum(count for key, count in seen.items() if key[0] not in journaled)
+    recovered = query(db, "SELECT count(*) FROM timeline WHERE kind = 'run.recovered'")[0][0]
+    print(f"{killed}/{CYCLES} cycles killed; {recovered} run recoveries; {reruns} step "
+          f"re-executions; {orphans} steps of runs whose creation never committed")
+
+
+def test_slow_step_killed_mid_flight_resumes_from_last_checkpoint(
+    db: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    proc = start_worker(db, 3, "--slow")
+    procs.append(proc)
+    deadline = time.monotonic() + 20
+    while True:
+        assert proc.poll() is None, f"the worker died early\n{stderr_of(db)}"
+        assert time.monotonic() < deadline, "the runs never reached the slow step"
+        if db.exists() and sum(1 for key in effects(db) if key[1] == "d") == 3:
+            positions = query(db, "SELECT position FROM runs")
+            if [p for (p,) in positions] == [3, 3, 3]:
+                break
+        time.sleep(0.02)
+    reap(proc)
+
+    # What committed before the kill: the input and steps a, b, c; d was mid-flight.
+    rows = query(db, "SELECT run_id, status, position, step FROM runs")
+    assert [row[1:] for row in rows] == [("running", 3, "d")] * 3
+    before = checkpoint_chains(db)
+    for run_id, *_ in rows:
+        assert [(pos, name) for pos, name, _ in before[run_id]] == list(
+            enumerate((None, "a", "b", "c")))
+    assert sorted(effects(db).values()) == [1] * 12
+
+    final = start_worker(db, 3)
+    procs.append(final)
+    assert final.wait(timeout=30) == 0, stderr_of(db)
+
+    seen = effects(db)
+    for run_id, *_ in rows:
+        assert [seen[run_id, step] for step in STEPS] == [1, 1, 1, 2, 1], run_id
+        chain = checkpoint_chains(db)[run_id]
+        assert chain[:4] == before[run_id], "committed checkpoints were rewritten"
+        assert [pos for pos, _, _ in chain] == list(range(len(STEPS) + 1))
+        assert chain[-1][2]["count"] == len(STEPS)
+    assert query(db, "SELECT status, count(*) FROM runs GROUP BY status") == [("completed", 3)]
+    recovered = query(db, "SELECT r.run_id, t.position, t.step FROM timeline t"
+                          " JOIN runs r ON r.id = t.run WHERE t.kind = 'run.recovered'")
+    assert sorted(recovered) == sorted((row[0], 3, "d") for row in rows)
