@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -287,7 +286,7 @@ class Runtime:
         now = self._clock.now_us()
         run = ActiveRun(
             self._next_row,
-            uuid.uuid4().hex,
+            os.urandom(16).hex(),
             registered,
             trigger_id,
             steps,

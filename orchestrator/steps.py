@@ -58,8 +58,14 @@ async def run_step(
     while True:
         attempt += 1
         try:
-            ctx = make_ctx(attempt) if bound.takes_ctx else None
-            return await _attempt(bound, decode_state(state_text), ctx, threads)
+            args = (
+                (decode_state(state_text), make_ctx(attempt))
+                if bound.takes_ctx
+                else (decode_state(state_text),)
+            )
+            if bound.step.timeout is None:
+                return await _call(bound, args, threads)
+            return await _with_timeout(bound, args, threads, bound.step.timeout)
         except _Timeout as exc:
             failure: BaseException = exc.cause
             timed_out = True
@@ -82,18 +88,15 @@ class _Timeout(Exception):
         self.cause = cause
 
 
-async def _attempt(
-    bound: BoundStep, state: dict[str, Any], ctx: Any, threads: Executor | None
+async def _with_timeout(
+    bound: BoundStep, args: tuple[Any, ...], threads: Executor | None, seconds: float
 ) -> object:
-    args = (state, ctx) if bound.takes_ctx else (state,)
-    if bound.step.timeout is None:
-        return await _call(bound, args, threads)
     try:
-        async with asyncio.timeout(bound.step.timeout) as scope:
+        async with asyncio.timeout(seconds) as scope:
             return await _call(bound, args, threads)
     except TimeoutError as exc:
         if scope.expired():
-            message = f"step {bound.name!r} timed out after {bound.step.timeout:g}s"
+            message = f"step {bound.name!r} timed out after {seconds:g}s"
             raise _Timeout(TimeoutError(message)) from exc
         raise
 

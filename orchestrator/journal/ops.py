@@ -46,7 +46,24 @@ class Stmt(enum.Enum):
 
 
 Op = tuple[Stmt, tuple[Any, ...]]
-RANK = {stmt: rank for rank, stmt in enumerate(Stmt)}
+# Updates that set absolute values of one run (its row id is the last parameter): within a
+# batch only the last one of each run matters.
+_LAST_WINS = frozenset({Stmt.SET_PROGRESS, Stmt.SET_STATUS, Stmt.SET_VERSION})
+
+
+def grouped(ops: list[Op]) -> list[tuple[Stmt, list[tuple[Any, ...]]]]:
+    """A batch as (statement, parameter rows) in statement order, last-wins updates merged."""
+    by_stmt: dict[Stmt, list[tuple[Any, ...]]] = {}
+    for stmt, params in ops:
+        by_stmt.setdefault(stmt, []).append(params)
+    result = []
+    for stmt in Stmt:
+        rows = by_stmt.get(stmt)
+        if rows:
+            if stmt in _LAST_WINS:
+                rows = list({params[-1]: params for params in rows}.values())
+            result.append((stmt, rows))
+    return result
 
 
 def add_version(workflow_id: str, version: str, file: str | None, definition: str, at: int) -> Op:

@@ -26,7 +26,7 @@ from ..errors import JournalError, JournalLocked
 from . import lease
 from .connection import Synchronous, connect_writer, rollback_if_open
 from .faults import AFTER_COMMIT, BEFORE_COMMIT, FaultPoints, SimulatedCrash
-from .ops import RANK, Op, Stmt
+from .ops import Op, Stmt, grouped
 from .schema import migrate
 
 
@@ -158,6 +158,9 @@ class GroupCommitWriter:
         try:
             while True:
                 await self._wakeup.wait()
+                # One turn of the loop lets tasks that are ready now join this batch (a run
+                # that just started usually finishes its quick steps in that turn).
+                await asyncio.sleep(0)
                 self._wakeup.clear()
                 if self._batch is None:
                     if self._closing:
@@ -223,9 +226,8 @@ class GroupCommitWriter:
                     f"journal {self.path}: another process took over the lease; "
                     "this runtime stops writing"
                 )
-            ops.sort(key=lambda op: RANK[op[0]])
-            for stmt, group in itertools.groupby(ops, key=lambda op: op[0]):
-                conn.executemany(stmt.value, [params for _, params in group])
+            for stmt, rows in grouped(ops):
+                conn.executemany(stmt.value, rows)
             self._fault(BEFORE_COMMIT)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
