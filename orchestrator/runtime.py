@@ -22,15 +22,14 @@ from .errors import (
     RunNotActive,
     RunNotFound,
     RuntimeNotStarted,
-    RuntimeStopped,
 )
-from .executor import ActiveRun, ExecutorEnv, execute, finish_aborted
-from .journal import FaultPoints, GroupCommitWriter, JournalReader, Synchronous, UnfinishedRun, ops
+from .executor import ActiveRun, ExecutorEnv
+from .journal import FaultPoints, GroupCommitWriter, JournalReader, Synchronous, ops
 from .lifecycle import Handler, Lifecycle
 from .model import Workflow
 from .records import FINAL_STATUSES, RunInfo, RunResult, TimelineEntry, is_ok
 from .registry import RegisteredWorkflow, Registry, register
-from .state import StateEncodingError, encode_state
+from .supervisor import Supervisor
 
 HEARTBEAT_SECONDS = 1.0
 _log = logging.getLogger("orchestrator.runtime")
@@ -69,13 +68,11 @@ class Runtime:
         self._threads = ThreadPoolExecutor(max_threads, thread_name_prefix="orchestrator-step")
         self._registry = Registry()
         self._lifecycle = Lifecycle()
-        self._active: dict[str, ActiveRun] = {}
-        self._orphans: dict[str, list[UnfinishedRun]] = {}
+        self._runs: Supervisor | None = None
         self._reader: JournalReader | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
-        self._next_row = 0
         self._state = "new"
         self._env = ExecutorEnv(
             self._writer,
@@ -99,15 +96,20 @@ class Runtime:
         """Open the journal under its lease and recover unfinished runs."""
         if self._state != "new":
             raise RuntimeNotStarted("a Runtime can be started once; create a new one")
-        opened = await self._writer.open()
-        self._next_row = opened.max_run_row
+        try:
+            opened = await self._writer.open()
+        except BaseException:
+            await self._writer.close()  # ends its thread; it holds no lease
+            self._threads.shutdown(wait=False)
+            raise
         self._stack = contextlib.AsyncExitStack()
         try:
-            self._tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
-            self._tasks.create_task(self._writer.run(), name="journal-writer")
-            self._heartbeat_task = self._tasks.create_task(self._heartbeat(), name="heartbeat")
+            tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
+            tasks.create_task(self._writer.run(), name="journal-writer")
+            self._heartbeat_task = tasks.create_task(self._heartbeat(), name="heartbeat")
+            self._runs = Supervisor(self._env, tasks, opened.max_run_row)
             self._reader = await JournalReader.open(self.db)
-            self._orphans = recovery.by_workflow(await self._reader.unfinished_runs())
+            self._runs.orphans = recovery.by_workflow(await self._reader.unfinished_runs())
             await self._writer.mark_ready()
         except BaseException:
             self._state = "started"
@@ -120,13 +122,8 @@ class Runtime:
         if self._state != "started":
             return
         self._state = "stopping"
-        running = [run.task for run in self._active.values() if run.task is not None]
-        if running:
-            await asyncio.wait(running, timeout=self._grace)
-        for run in list(self._active.values()):
-            if run.task is not None:
-                run.task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
+        if self._runs is not None:
+            await self._runs.stop(self._grace)
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
         await self._writer.close()
@@ -167,7 +164,7 @@ class Runtime:
             ]
         )
         self._registry.add(registered)
-        await self._adopt(registered)
+        await self._supervisor().adopt(registered)
         return registered
 
     async def deregister(self, workflow_id: str) -> None:
@@ -201,14 +198,16 @@ class Runtime:
         self._require_started()
         registered = self._registry.get(workflow_id)
         steps = registered.steps(trigger_id)
-        run = self._create_run(registered, trigger_id, steps, {} if data is None else data)
+        run = self._supervisor().start_run(
+            registered, trigger_id, steps, {} if data is None else data
+        )
         return await asyncio.shield(run.settled)
 
     async def wait(self, run_id: str, timeout: float | None = None) -> RunResult:  # noqa: ASYNC109
         """Wait until a run is final (or paused) and return how it ended up."""
         self._require_started()
         async with asyncio.timeout(timeout):
-            run = self._active.get(run_id)
+            run = self._supervisor().active.get(run_id)
             if run is not None:
                 return await asyncio.shield(run.settled)
             while True:
@@ -220,18 +219,11 @@ class Runtime:
     async def abort(self, run_id: str) -> None:
         """End a run that is not final; its status becomes ``aborted``."""
         self._require_started()
-        run = self._active.get(run_id)
+        run = self._supervisor().active.get(run_id)
         if run is None:
             await self._abort_inactive(run_id)
-            return
-        if run.finishing:
-            raise RunNotActive(f"run {run_id} is already finishing; it cannot be aborted")
-        run.abort_requested = True
-        if run.task is not None:
-            run.task.cancel()
-            await asyncio.wait([run.task])
-        if not run.settled.done():  # cancelled before its first step began
-            run.settled.set_result(await finish_aborted(run, self._env))
+        else:
+            await self._supervisor().abort(run)
 
     async def _abort_inactive(self, run_id: str) -> None:
         found = await (await self._read()).run_status(run_id)
@@ -242,8 +234,7 @@ class Runtime:
             raise RunNotActive(
                 f"run {run_id} is already {status}; only unfinished runs can be aborted"
             )
-        for runs in self._orphans.values():
-            runs[:] = [orphan for orphan in runs if orphan.run_id != run_id]
+        self._supervisor().forget_orphan(run_id)
         await self._writer.write(
             [
                 ops.set_status(
@@ -279,147 +270,6 @@ class Runtime:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _create_run(
-        self, registered: RegisteredWorkflow, trigger_id: str, steps: list[Any], data: Any
-    ) -> ActiveRun:
-        self._next_row += 1
-        now = self._clock.now_us()
-        run = ActiveRun(
-            self._next_row,
-            os.urandom(16).hex(),
-            registered,
-            trigger_id,
-            steps,
-            0,
-            0,
-            "{}",
-            asyncio.get_running_loop().create_future(),
-        )
-        try:
-            run.state_text = encode_state(data)
-        except StateEncodingError as exc:
-            self._writer.enqueue(
-                ops.create_run(
-                    run.row,
-                    run.run_id,
-                    registered.id,
-                    trigger_id,
-                    registered.version,
-                    status="running",
-                    first_step=steps[0].name,
-                    state="{}",
-                    at=now,
-                )
-            )
-            self._spawn(run, invalid_input=f"the run's input is invalid: {exc}")
-            return run
-        self._writer.enqueue(
-            ops.create_run(
-                run.row,
-                run.run_id,
-                registered.id,
-                trigger_id,
-                registered.version,
-                status="running",
-                first_step=steps[0].name,
-                state=run.state_text,
-                at=now,
-            )
-        )
-        self._spawn(run)
-        return run
-
-    def _spawn(self, run: ActiveRun, invalid_input: str | None = None) -> None:
-        if self._tasks is None:
-            raise RuntimeNotStarted("the runtime is not started")
-        self._active[run.run_id] = run
-        run.task = self._tasks.create_task(
-            self._drive(run, invalid_input), name=f"run-{run.run_id}"
-        )
-        run.task.add_done_callback(lambda _: self._active.pop(run.run_id, None))
-
-    async def _drive(self, run: ActiveRun, invalid_input: str | None) -> None:
-        try:
-            if self._lifecycle.wants("run.started"):
-                await self._notify("run.started", run, {})
-            result = await execute(run, self._env, invalid_input=invalid_input)
-        except asyncio.CancelledError:
-            if not run.settled.done():
-                run.settled.set_exception(
-                    RuntimeStopped(
-                        f"the runtime stopped before run {run.run_id} finished; it continues "
-                        "from its last checkpoint when the journal is next opened"
-                    )
-                )
-            raise
-        except Exception as exc:  # noqa: BLE001 - a journal failure or a bug: keep serving
-            _log.exception("run %s could not be driven", run.run_id)
-            if not run.settled.done():
-                run.settled.set_exception(exc)
-        else:
-            run.settled.set_result(result)
-
-    async def _adopt(self, registered: RegisteredWorkflow) -> None:
-        waiting = self._orphans.pop(registered.id, [])
-        kept: list[UnfinishedRun] = []
-        for unfinished in waiting:
-            resumption = recovery.plan(unfinished, registered)
-            now = self._clock.now_us()
-            if resumption.step_index is None:
-                kept.append(unfinished)
-                self._writer.enqueue(
-                    [
-                        ops.set_status(
-                            unfinished.row,
-                            unfinished.status,
-                            now,
-                            error=resumption.problem,
-                            code="STEP_MISSING",
-                        )
-                    ]
-                )
-                continue
-            self._resume_recovered(unfinished, registered, resumption.step_index, now)
-        if kept:
-            self._orphans[registered.id] = kept
-        await self._writer.write([])
-
-    def _resume_recovered(
-        self, unfinished: UnfinishedRun, registered: RegisteredWorkflow, step_index: int, now: int
-    ) -> None:
-        steps = registered.steps(unfinished.trigger_id)
-        run = ActiveRun(
-            unfinished.row,
-            unfinished.run_id,
-            registered,
-            unfinished.trigger_id,
-            steps,
-            step_index,
-            unfinished.position,
-            unfinished.state,
-            asyncio.get_running_loop().create_future(),
-        )
-        message = f"recovered after a restart; continuing from checkpoint {unfinished.position}"
-        if unfinished.version != registered.version:
-            message += f" on version {registered.version} (started on {unfinished.version})"
-        writes = [
-            ops.set_status(run.row, "running", now),
-            ops.set_version(run.row, registered.version),
-            ops.add_timeline(
-                run.row,
-                now,
-                "runtime",
-                "run.recovered",
-                position=run.position,
-                step=run.next_step,
-                message=message,
-            ),
-        ]
-        if run.next_step is not None:
-            writes.append(ops.step_started(run.row, run.position, run.next_step, now))
-        self._writer.enqueue(writes)
-        self._spawn(run)
-
     async def _notify(self, name: str, run: ActiveRun, extra: dict[str, Any]) -> None:
         payload = {
             "run_id": run.run_id,
@@ -441,6 +291,11 @@ class Runtime:
             raise RuntimeNotStarted("the runtime is not started")
         await self._writer.flush()
         return self._reader
+
+    def _supervisor(self) -> Supervisor:
+        if self._runs is None:
+            raise RuntimeNotStarted("the runtime is not started")
+        return self._runs
 
     def _require_started(self) -> None:
         if self._state != "started":

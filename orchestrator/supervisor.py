@@ -1,0 +1,187 @@
+"""The runs this process executes: starting them, driving them, adopting recovered ones.
+
+The supervisor owns every run task (inside the runtime's task group) and the bookkeeping
+of which runs are active here and which recovered runs wait for their workflow. It does
+not know what a run does (the executor does) nor the public API (the runtime does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+from . import recovery
+from .errors import RunNotActive, RuntimeStopped
+from .executor import ActiveRun, ExecutorEnv, execute, finish_aborted
+from .journal import UnfinishedRun, ops
+from .model import BoundStep
+from .records import RunResult
+from .registry import RegisteredWorkflow
+from .state import StateEncodingError, encode_state
+
+_log = logging.getLogger("orchestrator.runtime")
+
+
+class Supervisor:
+    """Active runs by id, and recovered runs waiting for their workflow."""
+
+    def __init__(self, env: ExecutorEnv, tasks: asyncio.TaskGroup, max_run_row: int) -> None:
+        self._env = env
+        self._writer = env.writer
+        self._tasks = tasks
+        self._next_row = max_run_row
+        self.active: dict[str, ActiveRun] = {}
+        # Invariant: a run id is in at most one of `active` and `orphans`.
+        self.orphans: dict[str, list[UnfinishedRun]] = {}
+
+    def start_run(
+        self, registered: RegisteredWorkflow, trigger_id: str, steps: list[BoundStep], data: Any
+    ) -> ActiveRun:
+        """Journal a new run (pipelined with its first steps) and start executing it."""
+        self._next_row += 1
+        run = ActiveRun(
+            self._next_row,
+            os.urandom(16).hex(),
+            registered,
+            trigger_id,
+            steps,
+            0,
+            0,
+            "{}",
+            asyncio.get_running_loop().create_future(),
+        )
+        invalid_input = None
+        try:
+            run.state_text = encode_state(data)
+        except StateEncodingError as exc:
+            invalid_input = f"the run's input is invalid: {exc}"
+        self._writer.enqueue(
+            ops.create_run(
+                run.row,
+                run.run_id,
+                registered.id,
+                trigger_id,
+                registered.version,
+                status="running",
+                first_step=steps[0].name,
+                state=run.state_text,
+                at=self._env.clock.now_us(),
+            )
+        )
+        self._spawn(run, invalid_input)
+        return run
+
+    async def abort(self, run: ActiveRun) -> None:
+        """Abort an active run and wait until its end is recorded."""
+        if run.finishing:
+            raise RunNotActive(f"run {run.run_id} is already finishing; it cannot be aborted")
+        run.abort_requested = True
+        if run.task is not None:
+            run.task.cancel()
+            await asyncio.wait([run.task])
+        if not run.settled.done():  # cancelled before its first step began
+            run.settled.set_result(await finish_aborted(run, self._env))
+
+    def forget_orphan(self, run_id: str) -> None:
+        """Drop a recovered run from the waiting list (it was aborted)."""
+        for waiting in self.orphans.values():
+            waiting[:] = [orphan for orphan in waiting if orphan.run_id != run_id]
+
+    async def stop(self, grace: float) -> None:
+        """Let running steps finish for up to `grace` seconds, then cancel the rest."""
+        running = [run.task for run in self.active.values() if run.task is not None]
+        if running:
+            await asyncio.wait(running, timeout=grace)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+    async def adopt(self, registered: RegisteredWorkflow) -> None:
+        """Continue the recovered runs of a workflow that has just been registered."""
+        kept: list[UnfinishedRun] = []
+        for unfinished in self.orphans.pop(registered.id, []):
+            resumption = recovery.plan(unfinished, registered)
+            now = self._env.clock.now_us()
+            if resumption.step_index is None:
+                kept.append(unfinished)
+                self._writer.enqueue(
+                    [
+                        ops.set_status(
+                            unfinished.row,
+                            unfinished.status,
+                            now,
+                            error=resumption.problem,
+                            code="STEP_MISSING",
+                        )
+                    ]
+                )
+            else:
+                self._continue(unfinished, registered, resumption.step_index, now)
+        if kept:
+            self.orphans[registered.id] = kept
+        await self._writer.flush()
+
+    def _continue(
+        self, unfinished: UnfinishedRun, registered: RegisteredWorkflow, step_index: int, now: int
+    ) -> None:
+        run = ActiveRun(
+            unfinished.row,
+            unfinished.run_id,
+            registered,
+            unfinished.trigger_id,
+            registered.steps(unfinished.trigger_id),
+            step_index,
+            unfinished.position,
+            unfinished.state,
+            asyncio.get_running_loop().create_future(),
+        )
+        message = f"recovered after a restart; continuing from checkpoint {unfinished.position}"
+        if unfinished.version != registered.version:
+            message += f" on version {registered.version} (started on {unfinished.version})"
+        writes = [
+            ops.set_status(run.row, "running", now),
+            ops.set_version(run.row, registered.version),
+            ops.add_timeline(
+                run.row,
+                now,
+                "runtime",
+                "run.recovered",
+                position=run.position,
+                step=run.next_step,
+                message=message,
+            ),
+        ]
+        if run.next_step is not None:
+            writes.append(ops.step_started(run.row, run.position, run.next_step, now))
+        self._writer.enqueue(writes)
+        self._spawn(run)
+
+    def _spawn(self, run: ActiveRun, invalid_input: str | None = None) -> None:
+        self.active[run.run_id] = run
+        run.task = self._tasks.create_task(
+            self._drive(run, invalid_input), name=f"run-{run.run_id}"
+        )
+        run.task.add_done_callback(lambda _: self.active.pop(run.run_id, None))
+
+    async def _drive(self, run: ActiveRun, invalid_input: str | None) -> None:
+        try:
+            if self._env.wants("run.started"):
+                await self._env.notify("run.started", run, {})
+            result: RunResult = await execute(run, self._env, invalid_input=invalid_input)
+        except asyncio.CancelledError:
+            if not run.settled.done():
+                run.settled.set_exception(
+                    RuntimeStopped(
+                        f"the runtime stopped before run {run.run_id} finished; it continues "
+                        "from its last checkpoint when the journal is next opened"
+                    )
+                )
+            raise
+        except Exception as exc:  # noqa: BLE001 - a journal failure or a bug: keep serving
+            _log.exception("run %s could not be driven", run.run_id)
+            if not run.settled.done():
+                run.settled.set_exception(exc)
+        else:
+            run.settled.set_result(result)
