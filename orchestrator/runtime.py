@@ -201,14 +201,16 @@ class Runtime:
         run = self._supervisor().start_run(
             registered, trigger_id, steps, {} if data is None else data
         )
-        return await asyncio.shield(run.settled)
+        # Not shielded: `settled` is this call's own future, and cancelling this call only
+        # cancels the wait; the run itself goes on (saves a shield per run).
+        return await run.settled
 
     async def wait(self, run_id: str, timeout: float | None = None) -> RunResult:  # noqa: ASYNC109
         """Wait until a run is final (or paused) and return how it ended up."""
         self._require_started()
         async with asyncio.timeout(timeout):
             run = self._supervisor().active.get(run_id)
-            if run is not None:
+            if run is not None and not run.settled.cancelled():
                 return await asyncio.shield(run.settled)
             while True:
                 info = await self._get(run_id)

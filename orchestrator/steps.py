@@ -40,7 +40,7 @@ def describe_exception(exc: BaseException) -> str:
 async def run_step(
     bound: BoundStep,
     state_text: str,
-    make_ctx: Callable[[int], Any],
+    make_ctx: Callable[[int], Any] | None,
     *,
     clock: Clock,
     threads: Executor | None = None,
@@ -60,7 +60,7 @@ async def run_step(
         try:
             args = (
                 (decode_state(state_text), make_ctx(attempt))
-                if bound.takes_ctx
+                if make_ctx is not None and bound.takes_ctx
                 else (decode_state(state_text),)
             )
             if bound.step.timeout is None:

@@ -81,8 +81,11 @@ class Supervisor:
         if run.task is not None:
             run.task.cancel()
             await asyncio.wait([run.task])
-        if not run.settled.done():  # cancelled before its first step began
-            run.settled.set_result(await finish_aborted(run, self._env))
+        if run.run_id in self.active:  # cancelled before its first step began
+            result = await finish_aborted(run, self._env)
+            self.active.pop(run.run_id, None)
+            if not run.settled.done():
+                run.settled.set_result(result)
 
     def forget_orphan(self, run_id: str) -> None:
         """Drop a recovered run from the waiting list (it was aborted)."""
@@ -163,7 +166,6 @@ class Supervisor:
         run.task = self._tasks.create_task(
             self._drive(run, invalid_input), name=f"run-{run.run_id}"
         )
-        run.task.add_done_callback(lambda _: self.active.pop(run.run_id, None))
 
     async def _drive(self, run: ActiveRun, invalid_input: str | None) -> None:
         try:
@@ -184,4 +186,7 @@ class Supervisor:
             if not run.settled.done():
                 run.settled.set_exception(exc)
         else:
-            run.settled.set_result(result)
+            if not run.settled.done():  # an `invoke` caller that was cancelled cancels it
+                run.settled.set_result(result)
+        finally:
+            self.active.pop(run.run_id, None)

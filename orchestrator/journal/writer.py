@@ -1,10 +1,14 @@
 """The single writer: one connection, one thread, many runs' writes in each commit.
 
-Callers `enqueue` ops and get the future of the batch they joined; the writer loop takes
-everything pending, applies it in one ``BEGIN IMMEDIATE`` transaction (one thread hop, one
-fsync) and resolves that future only after COMMIT returned. While a batch commits, the next
-one fills up: that is the group commit. Every batch also refreshes the lease and fails if
-another process has taken it over, so a writer that lost its lease can never write.
+Callers on the event loop `enqueue` ops and get the future of the batch they joined. The
+writer thread takes everything pending, applies it in one ``BEGIN IMMEDIATE`` transaction
+(one fsync) and resolves that future only after COMMIT returned. While it commits, the next
+batch fills up, and the event loop keeps running steps: that is the group commit.
+
+Ops nobody waits for (checkpoints, log lines) are committed within `LAZY_FLUSH_SECONDS`;
+a `write` or `flush` (someone waits: a run's end, an API call) wakes the thread at once.
+Every batch also refreshes the lease and fails if another process has taken it over, so a
+writer that lost its lease can never write.
 
 It must not: run SQL on any other thread, or time out a database call (an orphan BEGIN).
 """
@@ -13,11 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import sqlite3
+import threading
+import time
 import uuid
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +33,8 @@ from .faults import AFTER_COMMIT, BEFORE_COMMIT, FaultPoints, SimulatedCrash
 from .ops import Op, Stmt, grouped
 from .schema import migrate
 
+LAZY_FLUSH_SECONDS = 0.005
+
 
 @dataclass(frozen=True)
 class Opened:
@@ -38,7 +44,7 @@ class Opened:
 
 
 class GroupCommitWriter:
-    """Owns the journal's write connection and its lease."""
+    """Owns the journal's write connection, its writer thread and its lease."""
 
     def __init__(
         self,
@@ -52,25 +58,26 @@ class GroupCommitWriter:
         self._faults = faults
         self._wall = Clock()
         self._token = uuid.uuid4().hex
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="journal-writer")
         self._conn: sqlite3.Connection | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Invariant: the fields below are only touched with `_cond` held.
+        self._cond = threading.Condition()
         self._pending: list[Op] = []
         self._batch: asyncio.Future[None] | None = None
         self._inflight: asyncio.Future[None] | None = None
-        self._wakeup = asyncio.Event()
-        self._done = asyncio.Event()
-        self._running = False
+        self._urgent = False
         self._closing = False
         self._failure: JournalError | None = None
         self._crashed = False
+        self._stopped = False
+        self._thread: threading.Thread | None = None
         self.commits = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> Opened:
         """Connect, migrate, and take the lease; raises `JournalLocked` if it is held."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, self._open_sync)
+        return await asyncio.to_thread(self._open_sync)
 
     def _open_sync(self) -> Opened:
         conn = connect_writer(self.path, self._synchronous)
@@ -89,30 +96,35 @@ class GroupCommitWriter:
         self._conn = conn
         return Opened(max_run_row=int(max_row))
 
+    async def run(self) -> None:
+        """Run the writer thread until `close`; the caller's task owns it."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        done: asyncio.Future[None] = loop.create_future()
+        self._thread = threading.Thread(
+            target=self._thread_main, args=(done,), name="journal-writer", daemon=True
+        )
+        self._thread.start()
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            self._request_close()
+            with contextlib.suppress(BaseException):
+                await done
+            raise
+
     async def close(self) -> None:
         """Commit what is pending, release the lease, and close the connection."""
-        self._closing = True
-        self._wakeup.set()
-        if self._running:
-            await self._done.wait()
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._thread, self._close_sync)
-        self._thread.shutdown(wait=True)
+        self._request_close()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+        else:
+            await asyncio.to_thread(self._close_connection)
 
-    def _close_sync(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        try:
-            if not self._crashed:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("BEGIN IMMEDIATE")
-                    lease.release(conn, self._token)
-                    conn.execute("COMMIT")
-                rollback_if_open(conn)
-        finally:
-            lease.LIVE_TOKENS.discard(self._token)
-            conn.close()
+    def _request_close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -126,96 +138,112 @@ class GroupCommitWriter:
         """Why the writer stopped, if it did."""
         return self._failure
 
-    def enqueue(self, ops: Iterable[Op]) -> asyncio.Future[None]:
-        """Add ops to the next batch; the future resolves once that batch has committed."""
-        if self._failure is not None:
-            raise self._failure
-        if self._closing and self._batch is None:
-            raise JournalError("the journal is closed")
-        self._pending.extend(ops)
-        if self._batch is None:
-            self._batch = asyncio.get_running_loop().create_future()
-            self._wakeup.set()
-        return self._batch
+    def enqueue(self, ops: Iterable[Op], *, urgent: bool = False) -> asyncio.Future[None]:
+        """Add ops to the next batch; the future resolves once that batch has committed.
+
+        Call on the event loop. Without `urgent`, the batch commits within
+        `LAZY_FLUSH_SECONDS` (or sooner, with the next urgent write).
+        """
+        with self._cond:
+            if self._failure is not None:
+                raise self._failure
+            if self._stopped:
+                raise JournalError(f"journal {self.path} is closed")
+            self._pending.extend(ops)
+            batch = self._batch
+            if batch is None:
+                batch = self._batch = asyncio.get_running_loop().create_future()
+                self._cond.notify()
+            if urgent and not self._urgent:
+                self._urgent = True
+                self._cond.notify()
+            return batch
 
     async def write(self, ops: Iterable[Op]) -> None:
         """Write ops and return once they are committed."""
-        await self.enqueue(ops)
+        await asyncio.shield(self.enqueue(ops, urgent=True))
 
     async def flush(self) -> None:
         """Return once everything enqueued so far has committed (at once if nothing is)."""
-        for batch in (self._inflight, self._batch):
-            if batch is not None:
-                await asyncio.shield(batch)
+        with self._cond:
+            waiting = [batch for batch in (self._inflight, self._batch) if batch is not None]
+            if self._batch is not None:
+                self._urgent = True
+                self._cond.notify()
+        for batch in waiting:
+            await asyncio.shield(batch)
 
     async def mark_ready(self) -> None:
         """Record in the lease that recovery and loading are done."""
         await self.write([(Stmt.MARK_READY, (self._token,))])
 
-    async def run(self) -> None:
-        """The batch loop; returns after `close` once everything pending has committed."""
-        self._running = True
-        try:
-            while True:
-                await self._wakeup.wait()
-                # One turn of the loop lets tasks that are ready now join this batch (a run
-                # that just started usually finishes its quick steps in that turn).
-                await asyncio.sleep(0)
-                self._wakeup.clear()
-                if self._batch is None:
-                    if self._closing:
-                        return
-                    continue
-                ops, batch = self._pending, self._batch
-                self._pending, self._batch, self._inflight = [], None, batch
-                try:
-                    if not await self._commit(ops, batch):
-                        return
-                finally:
-                    self._inflight = None
-        finally:
-            self._running = False
-            self._done.set()
+    # -- the writer thread -----------------------------------------------------------------
 
-    async def _commit(self, ops: list[Op], batch: asyncio.Future[None]) -> bool:
-        loop = asyncio.get_running_loop()
-        work = loop.run_in_executor(self._thread, self._apply, ops)
+    def _thread_main(self, done: asyncio.Future[None]) -> None:
         try:
-            await asyncio.shield(work)
-        except asyncio.CancelledError:
-            # Let the commit in flight land so its waiters learn the truth, then stop.
-            with contextlib.suppress(BaseException):
-                await work
-            self._settle(batch, work)
-            self._stop(JournalError("the journal writer was stopped"))
-            raise
+            while self._commit_next():
+                pass
+        finally:
+            with self._cond:
+                self._stopped = True
+                leftover, self._batch, self._pending = self._batch, None, []
+            if leftover is not None:
+                self._call_soon(_resolve, leftover, JournalError("the journal writer stopped"))
+            self._close_connection()
+            self._call_soon(_resolve, done, None)
+
+    def _commit_next(self) -> bool:
+        """Commit one batch; False once the thread should stop."""
+        ops, batch, closing = self._take_batch()
+        if batch is None:
+            return not closing
+        error: BaseException | None = None
+        try:
+            self._apply(ops)
+            self.commits += 1
         except SimulatedCrash as exc:
             self._crashed = True
-            self._stop(JournalError(f"simulated crash at {exc}"), batch)
-            return False
+            error = JournalError(f"simulated crash at {exc}")
         except JournalError as exc:
-            self._stop(exc, batch)
-            return False
-        self.commits += 1
-        batch.set_result(None)
-        return True
+            error = exc
+        self._call_soon(self._settle, batch, error)
+        return error is None
 
-    def _settle(self, batch: asyncio.Future[None], work: asyncio.Future[None]) -> None:
-        if batch.done():
-            return
-        if work.cancelled() or work.exception() is not None:
-            batch.set_exception(JournalError("the journal writer stopped before committing"))
-        else:
-            batch.set_result(None)
+    def _take_batch(self) -> tuple[list[Op], asyncio.Future[None] | None, bool]:
+        with self._cond:
+            deadline: float | None = None
+            while not (self._urgent or self._closing):
+                if self._batch is None:
+                    self._cond.wait()
+                    continue
+                now = time.monotonic()
+                deadline = deadline or now + LAZY_FLUSH_SECONDS
+                if now >= deadline:
+                    break
+                self._cond.wait(deadline - now)
+            ops, batch = self._pending, self._batch
+            self._pending, self._batch, self._inflight = [], None, batch
+            self._urgent = False
+            return ops, batch, self._closing
 
-    def _stop(self, failure: JournalError, *batches: asyncio.Future[None]) -> None:
-        self._failure = failure
-        pending, self._batch = self._batch, None
-        self._pending = []
-        for future in itertools.chain(batches, [pending] if pending else []):
-            if not future.done():
-                future.set_exception(failure)
-                future.exception()  # a waiter may be gone; the failure is kept in `failure`
+    def _settle(self, batch: asyncio.Future[None], error: BaseException | None) -> None:
+        with self._cond:
+            if self._inflight is batch:
+                self._inflight = None
+            if error is None:
+                _resolve(batch, None)
+                return
+            failure = error if isinstance(error, JournalError) else JournalError(str(error))
+            self._failure = failure
+            waiting = [batch, *([self._batch] if self._batch is not None else [])]
+            self._pending, self._batch = [], None
+        for future in waiting:
+            _resolve(future, failure)
+
+    def _call_soon(self, callback: object, *args: object) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self._loop.call_soon_threadsafe(callback, *args)  # type: ignore[arg-type]
 
     def _apply(self, ops: list[Op]) -> None:
         conn = self._require_conn()
@@ -238,6 +266,21 @@ class GroupCommitWriter:
             raise
         self._fault(AFTER_COMMIT)
 
+    def _close_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if not self._crashed:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("BEGIN IMMEDIATE")
+                    lease.release(conn, self._token)
+                    conn.execute("COMMIT")
+                rollback_if_open(conn)
+        finally:
+            lease.LIVE_TOKENS.discard(self._token)
+            conn.close()
+
     def _fault(self, point: str) -> None:
         if self._faults is not None:
             self._faults.hit(point)
@@ -246,3 +289,13 @@ class GroupCommitWriter:
         if self._conn is None:
             raise JournalError("the journal is not open")
         return self._conn
+
+
+def _resolve(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+        future.exception()  # a waiter may be gone; the failure is kept in `failure`
