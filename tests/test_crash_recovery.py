@@ -39,7 +39,9 @@ def start_worker(db: Path, n: int, *extra: str) -> subprocess.Popen[bytes]:
     try:
         return subprocess.Popen(
             [sys.executable, str(WORKER), str(db), str(n), *extra],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
         )
     finally:
         err.close()
@@ -78,8 +80,11 @@ Chain = list[tuple[int, str | None, dict[str, Any]]]
 def checkpoint_chains(db: Path) -> dict[str, Chain]:
     """Each run's committed checkpoints: (position, step, state), in order."""
     chains: dict[str, Chain] = {}
-    rows = query(db, "SELECT r.run_id, c.position, c.step, c.state FROM checkpoints c"
-                     " JOIN runs r ON r.id = c.run ORDER BY r.id, c.position")
+    rows = query(
+        db,
+        "SELECT r.run_id, c.position, c.step, c.state FROM checkpoints c"
+        " JOIN runs r ON r.id = c.run ORDER BY r.id, c.position",
+    )
     for run_id, position, step, state in rows:
         chains.setdefault(run_id, []).append((position, step, json.loads(state)))
     return chains
@@ -108,6 +113,7 @@ def test_random_sigkills_lose_nothing(db: Path, procs: list[subprocess.Popen[byt
             killed += 1
         else:
             assert rc == 0, f"seed {seed}, cycle {cycle}: worker exited {rc}\n{stderr_of(db)}"
+    assert killed >= CYCLES // 2, f"seed {seed}: the work ended before most kills could land"
     final = start_worker(db, RUNS)
     procs.append(final)
     assert final.wait(timeout=60) == 0, f"seed {seed}: final run failed\n{stderr_of(db)}"
@@ -119,10 +125,13 @@ def test_random_sigkills_lose_nothing(db: Path, procs: list[subprocess.Popen[byt
     chains = checkpoint_chains(db)
     inputs = collections.Counter(chains[run[0]][0][2]["i"] for run in runs)
     assert sorted(inputs) == list(range(RUNS)), f"seed {seed}: inputs without a run"
-    assert set(inputs.values()) == {1}, f"seed {seed}: inputs with two runs: {inputs}"
+    twice = {k: n for k, n in inputs.items() if n > 1}
+    assert not twice, f"seed {seed}: inputs with more than one run: {twice}"
     for run_id, status, position, step, error in runs:
         chain = chains[run_id]
-        assert (status, position, step, error) == ("completed", len(STEPS), None, None), run_id
+        assert (status, position, step, error) == ("completed", len(STEPS), None, None), (
+            f"seed {seed}: run {run_id}"
+        )
         assert [(pos, name) for pos, name, _ in chain] == list(enumerate((None, *STEPS)))
         assert [state["count"] for _, _, state in chain[1:]] == list(range(1, len(STEPS) + 1))
         assert len({state["i"] for _, _, state in chain}) == 1, f"run {run_id} changed input"
@@ -134,8 +143,10 @@ def test_random_sigkills_lose_nothing(db: Path, procs: list[subprocess.Popen[byt
     reruns = sum(count - 1 for key, count in seen.items() if key[0] in journaled)
     orphans = sum(count for key, count in seen.items() if key[0] not in journaled)
     recovered = query(db, "SELECT count(*) FROM timeline WHERE kind = 'run.recovered'")[0][0]
-    print(f"{killed}/{CYCLES} cycles killed; {recovered} run recoveries; {reruns} step "
-          f"re-executions; {orphans} steps of runs whose creation never committed")
+    print(
+        f"{killed}/{CYCLES} cycles killed; {recovered} run recoveries; {reruns} step "
+        f"re-executions; {orphans} steps of runs whose creation never committed"
+    )
 
 
 def test_slow_step_killed_mid_flight_resumes_from_last_checkpoint(
@@ -160,7 +171,8 @@ def test_slow_step_killed_mid_flight_resumes_from_last_checkpoint(
     before = checkpoint_chains(db)
     for run_id, *_ in rows:
         assert [(pos, name) for pos, name, _ in before[run_id]] == list(
-            enumerate((None, "a", "b", "c")))
+            enumerate((None, "a", "b", "c"))
+        )
     assert sorted(effects(db).values()) == [1] * 12
 
     final = start_worker(db, 3)
@@ -175,6 +187,9 @@ def test_slow_step_killed_mid_flight_resumes_from_last_checkpoint(
         assert [pos for pos, _, _ in chain] == list(range(len(STEPS) + 1))
         assert chain[-1][2]["count"] == len(STEPS)
     assert query(db, "SELECT status, count(*) FROM runs GROUP BY status") == [("completed", 3)]
-    recovered = query(db, "SELECT r.run_id, t.position, t.step FROM timeline t"
-                          " JOIN runs r ON r.id = t.run WHERE t.kind = 'run.recovered'")
+    recovered = query(
+        db,
+        "SELECT r.run_id, t.position, t.step FROM timeline t"
+        " JOIN runs r ON r.id = t.run WHERE t.kind = 'run.recovered'",
+    )
     assert sorted(recovered) == sorted((row[0], 3, "d") for row in rows)

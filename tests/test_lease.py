@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -48,8 +49,9 @@ WORKFLOW = Workflow(id="echo", pipelines={"go": [echo]})
 @pytest.fixture
 def holder(db: Path) -> Iterator[subprocess.Popen[str]]:
     """Another live process that holds the journal's lease until it is killed."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(db)], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(db)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline() == "holding\n"
@@ -70,14 +72,14 @@ async def test_live_process_holds_lease_until_killed(
         async with Runtime(db):
             pytest.fail("a second runtime opened a journal held by a live process")
     assert caught.value.code == "JOURNAL_LOCKED"
-    assert lease_row(db) == (holder.pid, os.uname().nodename, 1)
+    assert lease_row(db) == (holder.pid, socket.gethostname(), 1)
 
     holder.send_signal(signal.SIGKILL)
     holder.wait(timeout=30)  # reaped: the pid is gone, not a zombie
     started = time.monotonic()
     async with Runtime(db) as rt:
         took = time.monotonic() - started
-        assert lease_row(db) == (os.getpid(), os.uname().nodename, 1)
+        assert lease_row(db) == (os.getpid(), socket.gethostname(), 1)
         await rt.register(WORKFLOW)
         result = await rt.invoke("echo", "go", {"n": 1})
         assert result.state == {"n": 1, "seen": True}
@@ -93,7 +95,7 @@ async def test_second_runtime_in_process_is_refused_until_the_first_closes(db: P
         # The refused runtime left the owner's lease alone: the owner still writes.
         await first.register(WORKFLOW)
         assert (await first.invoke("echo", "go", {})).status == "completed"
-        assert lease_row(db) == (os.getpid(), os.uname().nodename, 1)
+        assert lease_row(db) == (os.getpid(), socket.gethostname(), 1)
     assert lease_row(db) is None, "a clean close releases the lease"
     async with Runtime(db) as again:
         assert len(await again.list_all_runs()) == 1

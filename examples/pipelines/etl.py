@@ -1,4 +1,4 @@
-"""A pipeline for `orchestrator run`: parse, enrich through an adaptor, summarise.
+r"""A pipeline for `orchestrator run`: parse, enrich through an adaptor, summarise.
 
     orchestrator run examples/pipelines/etl.py --module-home examples/pipelines \
         --allow '^json$' --allow '^adaptors(\.|$)' --state '{"raw": "[3, 1, 2]"}'

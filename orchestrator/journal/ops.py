@@ -3,9 +3,10 @@
 An op is a statement and its parameters. The writer applies a batch in the order the
 `Stmt` members are declared, each statement once with ``executemany``.
 
-Invariant: ops for one run are submitted in causal order, and two statements that touch
-the same row and column are the same member (``updated_at`` is only ever raised with
-``max``), so applying a batch grouped by statement equals applying it op by op.
+Invariant: ops for one run are submitted in causal order with nondecreasing timestamps
+(the `Clock` guarantees it), and two statements that touch the same row and column are the
+same member (``updated_at`` is only ever raised with ``max``), so applying a batch grouped
+by statement, keeping the last of each run's absolute updates, equals applying it op by op.
 """
 
 from __future__ import annotations

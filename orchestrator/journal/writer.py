@@ -186,9 +186,13 @@ class GroupCommitWriter:
         finally:
             with self._cond:
                 self._stopped = True
-                leftover, self._batch, self._pending = self._batch, None, []
-            if leftover is not None:
-                self._call_soon(_resolve, leftover, JournalError("the journal writer stopped"))
+                stranded = [f for f in (self._inflight, self._batch) if f is not None]
+                self._inflight, self._batch, self._pending = None, None, []
+                if stranded and self._failure is None:  # only on a bug: it is re-raised below
+                    self._failure = JournalError("the journal writer stopped unexpectedly")
+            # Queued after any `_settle` already sent, so a settled batch stays settled.
+            for future in stranded:
+                self._call_soon(_resolve, future, JournalError("the journal writer stopped"))
             self._close_connection()
             self._call_soon(_resolve, done, None)
 

@@ -1,0 +1,103 @@
+"""A worker process for the crash tests: ``python tests/crash_worker.py DB N [--slow]``.
+
+It opens a `Runtime` on DB, registers a five-step workflow (four async steps and one sync
+step that runs in a worker thread), starts one run per input ``{"i": k}`` for every k in
+range(N) that has no run in the journal yet, waits for every unfinished run (new or
+recovered) to end, and exits 0. The test SIGKILLs it at random instants and starts it
+again; runs recovered from the journal continue by themselves once the workflow is
+registered.
+
+Each step appends ``run_id step_name`` to ``DB.effects`` with one unbuffered ``write``,
+so the line reaches the kernel before the step returns and survives a SIGKILL: the log is
+the outside world, and shows how often each step really ran.
+
+With ``--slow`` the thread step ``d`` sleeps for a minute, so the test can kill the
+process while that step is mid-flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import sys
+import time
+from typing import Any
+
+from orchestrator import Runtime, StepContext, Workflow
+
+STEP_NAMES = ("a", "b", "c", "d", "e")
+FINAL = frozenset({"completed", "failed", "aborted", "dropped", "rejected"})
+CONCURRENCY = 6  # new runs in flight at once, so the work spans several kill cycles
+_effects_fd = -1
+_slow = False
+
+
+def _effect(ctx: StepContext) -> None:
+    os.write(_effects_fd, f"{ctx.run_id} {ctx.step_name}\n".encode())
+
+
+def _next(state: dict[str, Any]) -> dict[str, Any]:
+    return {**state, "count": state.get("count", 0) + 1}
+
+
+async def a(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+    _effect(ctx)
+    await asyncio.sleep(random.uniform(0.01, 0.08))
+    return _next(state)
+
+
+async def b(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+    _effect(ctx)
+    await asyncio.sleep(random.uniform(0.01, 0.08))
+    return _next(state)
+
+
+async def c(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+    _effect(ctx)
+    await asyncio.sleep(random.uniform(0.01, 0.08))
+    return _next(state)
+
+
+def d(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+    _effect(ctx)
+    time.sleep(60.0 if _slow else random.uniform(0.0, 0.01))
+    return _next(state)
+
+
+async def e(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+    _effect(ctx)
+    await asyncio.sleep(random.uniform(0.01, 0.08))
+    return _next(state)
+
+
+WORKFLOW = Workflow(id="crashy", pipelines={"go": [a, b, c, d, e]})
+
+
+async def main(db: str, n: int) -> None:
+    async with Runtime(db, shutdown_grace=1.0) as rt:
+        await rt.register(WORKFLOW)
+        known = await rt.list_all_runs()
+        have = {run.state.get("i") for run in known}
+        recovered = [run.run_id for run in known if run.status not in FINAL]
+        gate = asyncio.Semaphore(CONCURRENCY)
+
+        async def start(k: int) -> None:
+            async with gate:
+                result = await rt.invoke("crashy", "go", {"i": k})
+            if result.status != "completed":
+                raise SystemExit(f"run for i={k} ended {result.status}: {result.error}")
+
+        async with asyncio.TaskGroup() as tasks:
+            for run_id in recovered:
+                tasks.create_task(rt.wait(run_id))
+            for k in range(n):
+                if k not in have:
+                    tasks.create_task(start(k))
+
+
+if __name__ == "__main__":
+    db_path, count = sys.argv[1], int(sys.argv[2])
+    _slow = "--slow" in sys.argv[3:]
+    _effects_fd = os.open(f"{db_path}.effects", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    asyncio.run(main(db_path, count))
