@@ -11,9 +11,10 @@ import threading
 from typing import Any
 
 from .clock import Clock
-from .errors import JournalError
+from .errors import JournalError, RuntimeNotStarted
 from .journal import GroupCommitWriter, ops
 from .steps import describe_exception
+from .waits import PauseRequest, PauseService, Wait, pause_request, sleep_request
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -125,6 +126,7 @@ class StepContext:
         step_index: int,
         attempt: int,
         log: RunLogger,
+        pause_service: PauseService | None = None,
     ) -> None:
         self.run_id = run_id
         self.workflow_id = workflow_id
@@ -134,6 +136,49 @@ class StepContext:
         self.attempt = attempt
         self.idempotency_key = f"{run_id}:{step_name}"
         self.log = log
+        self._pause_service = pause_service
+
+    @property
+    def pause_service(self) -> PauseService:
+        """Register waits before pausing, so matching events that arrive meanwhile are kept."""
+        if self._pause_service is None:
+            raise RuntimeNotStarted("this step runs without a runtime: pausing is not available")
+        return self._pause_service
+
+    def pause(
+        self,
+        event: str | None = None,
+        *,
+        where: Any = None,
+        into: str | None = None,
+        timeout: float | None = None,
+        on_timeout: str = "continue",
+        wait: Wait | None = None,
+    ) -> PauseRequest:
+        """Return this from the step to park the run until a matching event arrives.
+
+        Args:
+            event: The event type to wait for (or pass `wait` from the pause service).
+            where: Conditions on the event's data, ANDed.
+            into: The state key that receives the event's data when the run resumes.
+            timeout: Seconds to wait at most; ``None`` waits for ever.
+            on_timeout: ``"continue"`` (with ``state[into] = None``) or ``"fail"``.
+            wait: A wait registered earlier with ``ctx.pause_service.register``.
+        """
+        label = f"run {self.run_id} step {self.step_name!r}: ctx.pause"
+        return pause_request(
+            event=event,
+            where=where,
+            into=into,
+            timeout=timeout,
+            on_timeout=on_timeout,
+            wait=wait,
+            label=label,
+        )
+
+    def sleep(self, seconds: float) -> PauseRequest:
+        """Return this from the step to park the run for `seconds` (a durable timer)."""
+        return sleep_request(seconds, label=f"run {self.run_id} step {self.step_name!r}: ctx.sleep")
 
     def __repr__(self) -> str:
         return (

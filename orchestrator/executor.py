@@ -25,6 +25,7 @@ from .records import RunResult, is_ok
 from .registry import RegisteredWorkflow
 from .state import StateEncodingError, decode_state, encode_state
 from .steps import StepFailed, describe_exception, run_step
+from .waits import PauseRequest, PauseService, WaitRegistry
 
 # Past this many ops waiting for the writer, a step waits for its own checkpoint to commit.
 HIGH_WATER = 20_000
@@ -48,6 +49,8 @@ class ActiveRun:
     abort_requested: bool = False
     finishing: bool = False
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    # Signals received while a step runs: merged into what it returns (the signal is newer).
+    pending_patch: dict[str, Any] | None = None
 
     @property
     def next_step(self) -> str | None:
@@ -65,6 +68,7 @@ class ExecutorEnv:
     notify: Notify
     wants: Callable[[str], bool]
     logger: logging.Logger
+    waits: WaitRegistry | None = None
 
 
 class _RunFailed(Exception):
@@ -75,10 +79,12 @@ class _RunFailed(Exception):
 
 async def execute(
     run: ActiveRun, env: ExecutorEnv, *, invalid_input: str | None = None
-) -> RunResult:
-    """Run the remaining steps of `run` and record how it ends.
+) -> RunResult | PauseRequest:
+    """Run the remaining steps of `run` and record how it ends, or how it wants to pause.
 
-    `invalid_input` fails the run before any step: its input was not a JSON object.
+    `invalid_input` fails the run before any step: its input was not a JSON object. A
+    returned `PauseRequest` means a step asked to park the run at its boundary; the
+    step's checkpoint is already enqueued, and parking is the caller's job.
 
     Raises:
         asyncio.CancelledError: On shutdown; the run stays ``running`` in the journal and
@@ -88,7 +94,9 @@ async def execute(
         if invalid_input is not None:
             raise _RunFailed(invalid_input, "INVALID_STATE", None)
         while run.step_index < len(run.steps):
-            await _run_step(run, run.steps[run.step_index], env)
+            pause = await _run_step(run, run.steps[run.step_index], env)
+            if pause is not None:
+                return pause
         return await _finish(run, env, "completed")
     except _RunFailed as failure:
         return await _finish(run, env, "failed", failure)
@@ -106,7 +114,12 @@ async def finish_aborted(run: ActiveRun, env: ExecutorEnv) -> RunResult:
     return await _finish(run, env, "aborted", _RunFailed("aborted by request", "ABORTED", None))
 
 
-async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> None:
+async def finish_failed(run: ActiveRun, env: ExecutorEnv, message: str, code: str) -> RunResult:
+    """Record that `run` failed outside a step (a pause that timed out, ...)."""
+    return await _finish(run, env, "failed", _RunFailed(message, code, None))
+
+
+async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> PauseRequest | None:
     started = env.clock.now_us()
     if env.wants("step.started"):
         await env.notify("step.started", run, {"step": bound.name})
@@ -125,6 +138,12 @@ async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> None:
     except StepFailed as failed:
         code = "STEP_TIMEOUT" if failed.timed_out else "STEP_FAILED"
         raise _RunFailed(f"step {bound.name!r} failed: {failed}", code, bound.name) from failed
+    pause = result if isinstance(result, PauseRequest) else None
+    if pause is not None:
+        result = decode_state(run.state_text)  # a pausing step leaves the state as it was
+    if run.pending_patch is not None:
+        result = {**result, **run.pending_patch} if isinstance(result, dict) else result
+        run.pending_patch = None
     try:
         text = encode_state(result)
     except StateEncodingError as exc:
@@ -148,6 +167,7 @@ async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> None:
         await env.writer.flush()
     if env.wants("step.completed"):
         await env.notify("step.completed", run, {"step": bound.name})
+    return pause
 
 
 def _context(run: ActiveRun, bound: BoundStep, attempt: int, *, env: ExecutorEnv) -> StepContext:
@@ -168,6 +188,7 @@ def _context(run: ActiveRun, bound: BoundStep, attempt: int, *, env: ExecutorEnv
         step_index=bound.index,
         attempt=attempt,
         log=log,
+        pause_service=PauseService(env.waits, run.row, run.run_id) if env.waits else None,
     )
 
 
@@ -205,6 +226,8 @@ async def _finish(
     error = failure.message if failure is not None else None
     code = failure.code if failure is not None else None
     writes = [ops.set_status(run.row, status, now, error=error, code=code)]
+    if env.waits is not None:
+        writes += env.waits.release(run.row)
     if failure is not None and failure.step is not None:
         writes.append(
             ops.add_timeline(

@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import schedules
+from .conditions import Conditions
 from .errors import DefinitionError
 
 StepFn = Callable[..., Any]
@@ -109,16 +111,63 @@ def _is_async(fn: StepFn) -> bool:
 
 
 @dataclass(frozen=True)
+class Trigger:
+    """Start a run when an event of type `event` whose data matches `where` arrives.
+
+    The run's state starts as a copy of the event's data. `where` ANDs conditions
+    ``{"total": (">", 0), "customer.tier": ("==", "gold")}`` (see `conditions`).
+    """
+
+    event: str
+    where: Mapping[str, Any] | None = None
+    conditions: Conditions = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.event, str) or not self.event.strip():
+            raise DefinitionError(
+                f"Trigger needs an event type (a non-empty string), got {self.event!r}"
+            )
+        label = f"Trigger(event={self.event!r})"
+        object.__setattr__(self, "conditions", Conditions.parse(self.where, label=label))
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Start a run on a cron schedule, with ``{"scheduled_for": ..., "fired_at": ...}``.
+
+    Attributes:
+        cron: A five-field cron expression, e.g. ``"0 2 * * *"``.
+        tz: An IANA time zone name; ``None`` is the machine's local time.
+        catch_up: After downtime, fire once per missed tick instead of once in all.
+    """
+
+    cron: str
+    tz: str | None = None
+    catch_up: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.catch_up, bool):
+            raise DefinitionError(f"Schedule catch_up must be True or False, got {self.catch_up!r}")
+        schedules.validate(self.cron, self.tz, label=f"Schedule(cron={self.cron!r})")
+
+
+AnyTrigger = Trigger | Schedule
+
+
+@dataclass(frozen=True)
 class Workflow:
     """A workflow: named pipelines, each started by the trigger of the same id.
 
     Attributes:
         id: Unique id, letters, digits, ``_``, ``.`` and ``-``.
-        pipelines: Trigger id -> list of steps (functions or `Step`).
+        pipelines: Trigger id -> list of steps (functions or `Step`). A pipeline without a
+            trigger of its id can only be started with `Runtime.invoke`.
+        triggers: Trigger id -> `Trigger` (events) or `Schedule` (cron).
     """
 
     id: str
     pipelines: Mapping[str, Sequence[StepFn | Step]]
+    triggers: Mapping[str, AnyTrigger] = field(default_factory=dict)
     bound: Mapping[str, list[BoundStep]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -137,3 +186,16 @@ class Workflow:
             if not bound[trigger_id]:
                 raise DefinitionError(f"{where}: a pipeline needs at least one step")
         object.__setattr__(self, "bound", bound)
+        self._check_triggers()
+
+    def _check_triggers(self) -> None:
+        if not isinstance(self.triggers, Mapping):
+            raise DefinitionError(f"workflow {self.id!r}: triggers must be a dict of id -> Trigger")
+        for trigger_id, trigger in self.triggers.items():
+            where = f"workflow {self.id!r} trigger {trigger_id!r}"
+            if not isinstance(trigger, Trigger | Schedule):
+                raise DefinitionError(f"{where}: expected a Trigger or a Schedule, got {trigger!r}")
+            if trigger_id not in self.bound:
+                raise DefinitionError(
+                    f"{where} has no pipeline: add pipelines={{{trigger_id!r}: [...]}}"
+                )

@@ -8,11 +8,15 @@ step no longer exists keeps its status with the reason in its ``error`` field.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
+from .conditions import Conditions
 from .errors import TriggerNotFound
-from .journal import UnfinishedRun
+from .journal import UnfinishedRun, WaitRecord
+from .parking import ParkedRun
 from .registry import RegisteredWorkflow
+from .waits import BufferedEvent, Wait
 
 
 @dataclass(frozen=True)
@@ -57,3 +61,37 @@ def by_workflow(runs: list[UnfinishedRun]) -> dict[str, list[UnfinishedRun]]:
     for run in runs:
         grouped.setdefault(run.workflow_id, []).append(run)
     return grouped
+
+
+def wait_from(record: WaitRecord) -> Wait:
+    """A journaled wait, re-armed in memory with its buffered events."""
+    label = f"wait {record.id} of run {record.run_id}"
+    return Wait(
+        record.id,
+        record.row,
+        record.run_id,
+        record.event_type,
+        Conditions.from_json(record.conditions, label=label),
+        record.persistent,
+        "parked" if record.status == "parked" else "armed",
+        record.into,
+        record.timeout_at,
+        "fail" if record.on_timeout == "fail" else "continue",
+        deque(BufferedEvent(seq, event_id, data) for seq, event_id, data in record.buffer),
+        journaled=True,
+    )
+
+
+def parked_from(run: UnfinishedRun, wait: Wait) -> ParkedRun:
+    """A run found paused in the journal; it is not pinned to any version in memory."""
+    return ParkedRun(
+        run.row,
+        run.run_id,
+        run.workflow_id,
+        run.trigger_id,
+        run.version,
+        run.position,
+        run.step,
+        run.state,
+        wait,
+    )

@@ -10,26 +10,24 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from . import recovery
 from .clock import Clock
+from .control import Control
 from .errors import (
     JournalError,
-    RunNotActive,
     RunNotFound,
     RuntimeNotStarted,
 )
-from .executor import ActiveRun, ExecutorEnv
+from .inbox import InboxPoller
 from .journal import FaultPoints, GroupCommitWriter, JournalReader, Synchronous, ops
 from .lifecycle import Handler, Lifecycle
 from .model import Workflow
 from .records import FINAL_STATUSES, RunInfo, RunResult, TimelineEntry, is_ok
 from .registry import RegisteredWorkflow, Registry, register
-from .supervisor import Supervisor
 
 HEARTBEAT_SECONDS = 1.0
 _log = logging.getLogger("orchestrator.runtime")
@@ -53,6 +51,7 @@ class Runtime:
         self,
         db: str | os.PathLike[str] = "orchestrator.db",
         *,
+        workflows: Iterable[Workflow] = (),
         synchronous: Synchronous = "FULL",
         clock: Clock | None = None,
         shutdown_grace: float = 10.0,
@@ -62,26 +61,18 @@ class Runtime:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
         self.db = Path(db)
+        self._initial = list(workflows)
         self._clock = clock or Clock()
         self._grace = shutdown_grace
         self._writer = GroupCommitWriter(self.db, synchronous=synchronous, faults=faults)
         self._threads = ThreadPoolExecutor(max_threads, thread_name_prefix="orchestrator-step")
         self._registry = Registry()
         self._lifecycle = Lifecycle()
-        self._runs: Supervisor | None = None
+        self._control: Control | None = None
         self._reader: JournalReader | None = None
         self._stack: contextlib.AsyncExitStack | None = None
-        self._tasks: asyncio.TaskGroup | None = None
-        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
         self._state = "new"
-        self._env = ExecutorEnv(
-            self._writer,
-            self._clock,
-            self._threads,
-            self._notify,
-            self._lifecycle.wants,
-            logging.getLogger("orchestrator.run"),
-        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -93,7 +84,7 @@ class Runtime:
         await self.stop()
 
     async def start(self) -> None:
-        """Open the journal under its lease and recover unfinished runs."""
+        """Open the journal under its lease, recover, register `workflows`, start routing."""
         if self._state != "new":
             raise RuntimeNotStarted("a Runtime can be started once; create a new one")
         try:
@@ -103,29 +94,50 @@ class Runtime:
             self._threads.shutdown(wait=False)
             raise
         self._stack = contextlib.AsyncExitStack()
+        self._state = "started"
         try:
-            tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
-            tasks.create_task(self._writer.run(), name="journal-writer")
-            self._heartbeat_task = tasks.create_task(self._heartbeat(), name="heartbeat")
-            self._runs = Supervisor(self._env, tasks, opened.max_run_row)
-            self._reader = await JournalReader.open(self.db)
-            self._runs.orphans = recovery.by_workflow(await self._reader.unfinished_runs())
-            await self._writer.mark_ready()
+            await self._assemble(opened.max_run_row)
         except BaseException:
-            self._state = "started"
             await self.stop()
             raise
-        self._state = "started"
+
+    async def _assemble(self, max_run_row: int) -> None:
+        assert self._stack is not None
+        tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
+        tasks.create_task(self._writer.run(), name="journal-writer")
+        self._background.append(tasks.create_task(self._heartbeat(), name="heartbeat"))
+        reader = self._reader = await JournalReader.open(self.db)
+        max_wait, max_seq = await reader.max_ids()
+        control = self._control = Control(
+            writer=self._writer,
+            reader=reader,
+            clock=self._clock,
+            registry=self._registry,
+            lifecycle=self._lifecycle,
+            threads=self._threads,
+            tasks=tasks,
+            max_run_row=max_run_row,
+            max_wait_id=max_wait,
+            max_seq=max_seq,
+            last_ticks=await reader.schedule_ticks(),
+        )
+        await control.restore()
+        self._background.append(tasks.create_task(control.timers.run(), name="timers"))
+        for workflow in self._initial:
+            await self.register(workflow)
+        poller = InboxPoller(reader, control.bus, control.apply_command)
+        self._background.append(tasks.create_task(poller.run(), name="inbox"))
+        await self._writer.mark_ready()
 
     async def stop(self) -> None:
         """Stop: let running steps finish (up to the grace period), checkpoint, close."""
         if self._state != "started":
             return
         self._state = "stopping"
-        if self._runs is not None:
-            await self._runs.stop(self._grace)
-        if self._heartbeat_task is not None:
-            self._heartbeat_task.cancel()
+        for task in self._background:  # no new events, commands or timers from here on
+            task.cancel()
+        if self._control is not None:
+            await self._control.runs.stop(self._grace)
         await self._writer.close()
         if self._reader is not None:
             await self._reader.close()
@@ -147,12 +159,16 @@ class Runtime:
     # -- workflows -------------------------------------------------------------------------
 
     async def register(self, workflow: Workflow) -> RegisteredWorkflow:
-        """Register (or replace) a workflow; its unfinished runs from the journal continue."""
-        self._require_started()
+        """Register (or replace) a workflow; its unfinished runs from the journal continue.
+
+        Events written by other processes are routed from the moment the runtime starts:
+        pass workflows as ``Runtime(workflows=[...])`` to have their triggers in place then.
+        """
+        control = self._require_control()
         if not isinstance(workflow, Workflow):
             raise TypeError(f"register() takes a Workflow, got {type(workflow).__name__}")
         registered = register(workflow)
-        await self._writer.write(
+        self._writer.enqueue(
             [
                 ops.add_version(
                     registered.id,
@@ -164,12 +180,14 @@ class Runtime:
             ]
         )
         self._registry.add(registered)
-        await self._supervisor().adopt(registered)
+        await control.registered(registered)
         return registered
 
     async def deregister(self, workflow_id: str) -> None:
         """Stop new runs of a workflow; runs in progress finish on their version."""
+        control = self._require_control()
         self._registry.remove(workflow_id)
+        control.deregistered(workflow_id)
 
     def has_workflow(self, workflow_id: str) -> bool:
         """Whether a workflow with that id is registered."""
@@ -180,70 +198,66 @@ class Runtime:
         return self._registry.ids()
 
     def registry(self, workflow_id: str) -> RegisteredWorkflow:
-        """The registered version of a workflow: its pipelines and version."""
+        """The registered version of a workflow: its pipelines, triggers and version."""
         return self._registry.get(workflow_id)
 
     def on(self, name: str, handler: Handler) -> Callable[[], None]:
         """Call `handler(name, payload)` on a lifecycle event; returns an unsubscribe function."""
         return self._lifecycle.on(name, handler)
 
-    # -- runs ------------------------------------------------------------------------------
+    # -- runs and events -------------------------------------------------------------------
 
     async def invoke(self, workflow_id: str, trigger_id: str, data: Any = None) -> RunResult:
-        """Start a run of a workflow's pipeline with `data` as its state; wait for its end.
+        """Start a run of a workflow's pipeline with `data` as its state; wait for it.
 
-        Returns when the run completes or fails (or is aborted). The run belongs to the
-        runtime: cancelling this call does not cancel the run.
+        Returns when the run completes, fails, pauses or is aborted. A trigger's `where`
+        does not apply (it filters events). The run belongs to the runtime: cancelling
+        this call does not cancel the run.
         """
-        self._require_started()
-        registered = self._registry.get(workflow_id)
-        steps = registered.steps(trigger_id)
-        run = self._supervisor().start_run(
-            registered, trigger_id, steps, {} if data is None else data
-        )
+        run = self._require_control().invoke(workflow_id, trigger_id, data)
         # Not shielded: `settled` is this call's own future, and cancelling this call only
         # cancels the wait; the run itself goes on (saves a shield per run).
         return await run.settled
 
+    async def emit(self, event_type: str, data: Any = None) -> str:
+        """Journal an event and route it; returns its id once it is committed.
+
+        One event can start runs (matching triggers) and resume paused runs (matching
+        waits); events matching waits registered early are buffered for them.
+        """
+        event_id = self._require_control().emit(event_type, data)
+        await self._writer.flush()
+        return event_id
+
+    async def resume(self, run_id: str, patch: Any = None) -> None:
+        """Merge `patch` into a paused run's state and continue with its next step."""
+        writes = await self._require_control().resume_writes(run_id, patch)
+        await self._writer.write(writes)
+
+    async def signal(self, run_id: str, patch: Any) -> None:
+        """Merge `patch` into an active (running or paused) run without resuming it."""
+        writes = await self._require_control().signal_writes(run_id, patch)
+        await self._writer.write(writes)
+
+    async def abort(self, run_id: str) -> None:
+        """End a run that is not final; its status becomes ``aborted``."""
+        await self._require_control().abort(run_id)
+
     async def wait(self, run_id: str, timeout: float | None = None) -> RunResult:  # noqa: ASYNC109
-        """Wait until a run is final (or paused) and return how it ended up."""
-        self._require_started()
+        """Wait until a run is final or paused and return how it ended up."""
+        control = self._require_control()
         async with asyncio.timeout(timeout):
-            run = self._supervisor().active.get(run_id)
-            if run is not None and not run.settled.cancelled():
-                return await asyncio.shield(run.settled)
             while True:
+                run = control.runs.active.get(run_id)
+                if run is not None and not run.settled.cancelled():
+                    result = await asyncio.shield(run.settled)
+                    if result.status != "paused" or run_id in control.parking.paused:
+                        return result
+                    continue
                 info = await self._get(run_id)
                 if info.status in FINAL_STATUSES or info.status == "paused":
                     return _result_of(info)
                 await asyncio.sleep(0.05)
-
-    async def abort(self, run_id: str) -> None:
-        """End a run that is not final; its status becomes ``aborted``."""
-        self._require_started()
-        run = self._supervisor().active.get(run_id)
-        if run is None:
-            await self._abort_inactive(run_id)
-        else:
-            await self._supervisor().abort(run)
-
-    async def _abort_inactive(self, run_id: str) -> None:
-        found = await (await self._read()).run_status(run_id)
-        if found is None:
-            raise RunNotFound(f"no run {run_id!r} in journal {self.db}")
-        row, status = found
-        if status in FINAL_STATUSES:
-            raise RunNotActive(
-                f"run {run_id} is already {status}; only unfinished runs can be aborted"
-            )
-        self._supervisor().forget_orphan(run_id)
-        await self._writer.write(
-            [
-                ops.set_status(
-                    row, "aborted", self._clock.now_us(), error="aborted by request", code="ABORTED"
-                )
-            ]
-        )
 
     async def watch(self, workflow_id: str, run_id: str) -> RunInfo | None:
         """The run as the journal has it now, or None if there is no such run."""
@@ -272,15 +286,6 @@ class Runtime:
 
     # -- internals -------------------------------------------------------------------------
 
-    async def _notify(self, name: str, run: ActiveRun, extra: dict[str, Any]) -> None:
-        payload = {
-            "run_id": run.run_id,
-            "workflow_id": run.workflow.id,
-            "trigger_id": run.trigger_id,
-            **extra,
-        }
-        await self._lifecycle.notify(name, payload)
-
     async def _get(self, run_id: str) -> RunInfo:
         info = await (await self._read()).get_run(run_id)
         if info is None:
@@ -294,10 +299,12 @@ class Runtime:
         await self._writer.flush()
         return self._reader
 
-    def _supervisor(self) -> Supervisor:
-        if self._runs is None:
-            raise RuntimeNotStarted("the runtime is not started")
-        return self._runs
+    def _require_control(self) -> Control:
+        if self._state != "started" or self._control is None:
+            raise RuntimeNotStarted(
+                "the runtime is not running; use it inside `async with Runtime(db) as rt:`"
+            )
+        return self._control
 
     def _require_started(self) -> None:
         if self._state != "started":

@@ -10,16 +10,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from . import recovery
-from .errors import RunNotActive, RuntimeStopped
+from .errors import RunNotActive, RuntimeNotStarted, RuntimeStopped
 from .executor import ActiveRun, ExecutorEnv, execute, finish_aborted
 from .journal import UnfinishedRun, ops
 from .model import BoundStep
 from .records import RunResult
 from .registry import RegisteredWorkflow
-from .state import StateEncodingError, encode_state
+from .state import StateEncodingError, decode_state, encode_state
+from .waits import PauseRequest
+
+if TYPE_CHECKING:
+    from .parking import ParkedRun, Parking
 
 _log = logging.getLogger("orchestrator.runtime")
 
@@ -27,23 +32,36 @@ _log = logging.getLogger("orchestrator.runtime")
 class Supervisor:
     """Active runs by id, and recovered runs waiting for their workflow."""
 
-    def __init__(self, env: ExecutorEnv, tasks: asyncio.TaskGroup, max_run_row: int) -> None:
+    def __init__(
+        self,
+        env: ExecutorEnv,
+        tasks: asyncio.TaskGroup,
+        max_run_row: int,
+        lookup: Callable[[str], RegisteredWorkflow | None],
+    ) -> None:
         self._env = env
         self._writer = env.writer
         self._tasks = tasks
         self._next_row = max_run_row
+        self._lookup = lookup
+        self.parking: Parking | None = None
         self.active: dict[str, ActiveRun] = {}
         # Invariant: a run id is in at most one of `active` and `orphans`.
         self.orphans: dict[str, list[UnfinishedRun]] = {}
 
     def start_run(
-        self, registered: RegisteredWorkflow, trigger_id: str, steps: list[BoundStep], data: Any
+        self,
+        registered: RegisteredWorkflow,
+        trigger_id: str,
+        steps: list[BoundStep],
+        data: Any,
+        run_id: str | None = None,
     ) -> ActiveRun:
         """Journal a new run (pipelined with its first steps) and start executing it."""
         self._next_row += 1
         run = ActiveRun(
             self._next_row,
-            os.urandom(16).hex(),
+            run_id or os.urandom(16).hex(),
             registered,
             trigger_id,
             steps,
@@ -161,6 +179,40 @@ class Supervisor:
         self._writer.enqueue(writes)
         self._spawn(run)
 
+    def continue_parked(self, parked: ParkedRun) -> None:
+        """A parked run was resumed: run its next step, on its pinned version if held."""
+        unfinished = UnfinishedRun(
+            parked.row,
+            parked.run_id,
+            parked.workflow_id,
+            parked.trigger_id,
+            parked.version,
+            "running",
+            parked.position,
+            parked.next_step,
+            parked.state_text,
+            0,
+        )
+        registered = parked.pinned or self._lookup(parked.workflow_id)
+        resumption = recovery.plan(unfinished, registered) if registered else None
+        if registered is None or resumption is None or resumption.step_index is None:
+            self.orphans.setdefault(parked.workflow_id, []).append(unfinished)
+            return
+        run = ActiveRun(
+            parked.row,
+            parked.run_id,
+            registered,
+            parked.trigger_id,
+            registered.steps(parked.trigger_id),
+            resumption.step_index,
+            parked.position,
+            parked.state_text,
+            asyncio.get_running_loop().create_future(),
+        )
+        if registered.version != parked.version:
+            self._writer.enqueue([ops.set_version(run.row, registered.version)])
+        self._spawn(run)
+
     def _spawn(self, run: ActiveRun, invalid_input: str | None = None) -> None:
         self.active[run.run_id] = run
         run.task = self._tasks.create_task(
@@ -171,7 +223,7 @@ class Supervisor:
         try:
             if self._env.wants("run.started"):
                 await self._env.notify("run.started", run, {})
-            result: RunResult = await execute(run, self._env, invalid_input=invalid_input)
+            result = await self._execute(run, invalid_input)
         except asyncio.CancelledError:
             if not run.settled.done():
                 run.settled.set_exception(
@@ -189,4 +241,23 @@ class Supervisor:
             if not run.settled.done():  # an `invoke` caller that was cancelled cancels it
                 run.settled.set_result(result)
         finally:
-            self.active.pop(run.run_id, None)
+            if self.active.get(run.run_id) is run:  # a resumed run may have taken its place
+                del self.active[run.run_id]
+
+    async def _execute(self, run: ActiveRun, invalid_input: str | None) -> RunResult:
+        outcome = await execute(run, self._env, invalid_input=invalid_input)
+        while isinstance(outcome, PauseRequest):
+            if self.parking is None:
+                raise RuntimeNotStarted("pausing needs the runtime's parking")
+            parked = self.parking.park_or_drain(run, outcome)
+            if parked is None:  # a buffered event was waiting: go on at once
+                outcome = await execute(run, self._env)
+                continue
+            await self._writer.flush()  # `invoke` returns "paused" only once it is durable
+            result = RunResult(
+                ok=True, status="paused", run_id=run.run_id, state=decode_state(parked.state_text)
+            )
+            if self._env.wants("run.paused"):
+                await self._env.notify("run.paused", run, {"wait": parked.wait.describe()})
+            return result
+        return outcome

@@ -7,15 +7,18 @@ queries on its own read-only connection; `ops` builds the writes.
 from . import ops
 from .connection import Synchronous
 from .faults import FaultPoints, SimulatedCrash
-from .reader import JournalReader, UnfinishedRun
+from .reader import CommandRecord, EventRecord, JournalReader, UnfinishedRun, WaitRecord
 from .writer import GroupCommitWriter
 
 __all__ = [
+    "CommandRecord",
+    "EventRecord",
     "FaultPoints",
     "GroupCommitWriter",
     "JournalReader",
     "SimulatedCrash",
     "Synchronous",
     "UnfinishedRun",
+    "WaitRecord",
     "ops",
 ]

@@ -26,19 +26,47 @@ class Stmt(enum.Enum):
         "INSERT INTO runs (id, run_id, workflow_id, trigger_id, version, status, step,"
         " step_started_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
-    INSERT_CHECKPOINT = (
-        "INSERT OR REPLACE INTO checkpoints (run, position, step, started_at, ended_at, state)"
+    INSERT_EVENT = (
+        "INSERT INTO events (event_id, type, data, source, created_at, routed_at)"
         " VALUES (?, ?, ?, ?, ?, ?)"
     )
+    MARK_ROUTED = "UPDATE events SET routed_at = ? WHERE event_id = ?"
+    INSERT_WAIT = (
+        "INSERT INTO waits (id, run, event_type, conditions, persistent, status, into_key,"
+        " timeout_at, on_timeout, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+    INSERT_CHECKPOINT = (
+        "INSERT OR REPLACE INTO checkpoints"
+        " (run, position, step, started_at, ended_at, state, kind) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    )
     SET_PROGRESS = (
-        "UPDATE runs SET position = ?, step = ?, step_started_at = ?,"
+        "UPDATE runs SET position = max(position, ?), step = ?, step_started_at = ?,"
         " updated_at = max(updated_at, ?) WHERE id = ?"
+    )
+    SET_POSITION = (
+        "UPDATE runs SET position = max(position, ?), updated_at = max(updated_at, ?) WHERE id = ?"
     )
     SET_VERSION = "UPDATE runs SET version = ? WHERE id = ?"
     SET_STATUS = (
         "UPDATE runs SET status = ?, error = ?, error_code = ?,"
         " updated_at = max(updated_at, ?) WHERE id = ?"
     )
+    SET_WAIT = (
+        "UPDATE waits SET status = ?, timeout_at = ?, into_key = ?, on_timeout = ? WHERE id = ?"
+    )
+    ADD_BUFFERED = "INSERT INTO wait_buffer (wait, seq, event_id) VALUES (?, ?, ?)"
+    DROP_BUFFERED = "DELETE FROM wait_buffer WHERE wait = ? AND seq = ?"
+    ADD_ROUTE = (
+        "INSERT OR IGNORE INTO event_routes (event_id, run, action, wait) VALUES (?, ?, ?, ?)"
+    )
+    ARM_SCHEDULE = (
+        "INSERT OR IGNORE INTO schedule_state (workflow_id, trigger_id, last_tick) VALUES (?, ?, ?)"
+    )
+    SCHEDULE_FIRED = (
+        "UPDATE schedule_state SET last_tick = max(last_tick, ?)"
+        " WHERE workflow_id = ? AND trigger_id = ?"
+    )
+    INBOX_DONE = "UPDATE inbox SET done_at = ?, outcome = ? WHERE id = ?"
     ADD_TIMELINE = (
         "INSERT INTO timeline (run, position, at, source, kind, step, message, data)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -49,7 +77,9 @@ class Stmt(enum.Enum):
 Op = tuple[Stmt, tuple[Any, ...]]
 # Updates that set absolute values of one run (its row id is the last parameter): within a
 # batch only the last one of each run matters.
-_LAST_WINS = frozenset({Stmt.SET_PROGRESS, Stmt.SET_STATUS, Stmt.SET_VERSION})
+_LAST_WINS = frozenset(
+    {Stmt.SET_PROGRESS, Stmt.SET_POSITION, Stmt.SET_STATUS, Stmt.SET_VERSION, Stmt.SET_WAIT}
+)
 
 
 def grouped(ops: list[Op]) -> list[tuple[Stmt, list[tuple[Any, ...]]]]:
@@ -90,7 +120,7 @@ def create_run(
             Stmt.INSERT_RUN,
             (row, run_id, workflow_id, trigger_id, version, status, first_step, at, at, at),
         ),
-        (Stmt.INSERT_CHECKPOINT, (row, 0, None, at, at, state)),
+        (Stmt.INSERT_CHECKPOINT, (row, 0, None, at, at, state, "step")),
     ]
 
 
@@ -106,7 +136,7 @@ def checkpoint(
 ) -> list[Op]:
     """The state after `position` steps, and the run's pointer to the next step."""
     return [
-        (Stmt.INSERT_CHECKPOINT, (row, position, step, started_at, ended_at, state)),
+        (Stmt.INSERT_CHECKPOINT, (row, position, step, started_at, ended_at, state, "step")),
         (Stmt.SET_PROGRESS, (position, next_step, ended_at, ended_at, row)),
     ]
 
@@ -141,3 +171,86 @@ def add_timeline(
 ) -> Op:
     """An explicit timeline entry (logs, retries, recoveries, ...)."""
     return Stmt.ADD_TIMELINE, (row, position, at, source, kind, step, message, data)
+
+
+def state_change(row: int, position: int, kind: str, state: str, at: int) -> list[Op]:
+    """A checkpoint that is not a step's result: a resume's or a signal's patch."""
+    return [
+        (Stmt.INSERT_CHECKPOINT, (row, position, None, at, at, state, kind)),
+        (Stmt.SET_POSITION, (position, at, row)),
+    ]
+
+
+def add_event(event_id: str, type_: str, data: str, source: str, at: int) -> Op:
+    """An event accepted and routed by this process, in the same batch as its effects."""
+    return Stmt.INSERT_EVENT, (event_id, type_, data, source, at, at)
+
+
+def mark_routed(event_id: str, at: int) -> Op:
+    """An event written by another process has been routed (with its effects)."""
+    return Stmt.MARK_ROUTED, (at, event_id)
+
+
+def add_wait(
+    wait: int,
+    row: int,
+    event_type: str | None,
+    conditions: str,
+    *,
+    persistent: bool,
+    status: str,
+    into: str | None,
+    timeout_at: int | None,
+    on_timeout: str,
+    at: int,
+) -> Op:
+    """A wait: registered through the pause service (``armed``) or parked on at once."""
+    return Stmt.INSERT_WAIT, (
+        wait,
+        row,
+        event_type,
+        conditions,
+        int(persistent),
+        status,
+        into,
+        timeout_at,
+        on_timeout,
+        at,
+    )
+
+
+def set_wait(
+    wait: int, status: str, timeout_at: int | None, into: str | None, on_timeout: str
+) -> Op:
+    """Move a wait to ``armed``, ``parked``, ``done`` or ``cancelled`` (and how it parks)."""
+    return Stmt.SET_WAIT, (status, timeout_at, into, on_timeout, wait)
+
+
+def buffer_event(wait: int, seq: int, event_id: str) -> Op:
+    """Keep an event for a wait that is not parked yet (or between resumes)."""
+    return Stmt.ADD_BUFFERED, (wait, seq, event_id)
+
+
+def drain_event(wait: int, seq: int) -> Op:
+    """A buffered event was consumed."""
+    return Stmt.DROP_BUFFERED, (wait, seq)
+
+
+def add_route(event_id: str, row: int, action: str, wait: int | None = None) -> Op:
+    """What an event did to a run: ``started``, ``resumed``, ``buffered`` or ``signalled``."""
+    return Stmt.ADD_ROUTE, (event_id, row, action, wait)
+
+
+def arm_schedule(workflow_id: str, trigger_id: str, at: int) -> Op:
+    """Start counting a schedule's ticks from `at` (no-op if it already counts)."""
+    return Stmt.ARM_SCHEDULE, (workflow_id, trigger_id, at)
+
+
+def schedule_fired(workflow_id: str, trigger_id: str, tick: int) -> Op:
+    """A schedule fired for `tick`: with the run it started, so each tick fires once."""
+    return Stmt.SCHEDULE_FIRED, (tick, workflow_id, trigger_id)
+
+
+def inbox_done(command: int, outcome: str, at: int) -> Op:
+    """A command from another process was applied (or refused, with why)."""
+    return Stmt.INBOX_DONE, (at, outcome, command)

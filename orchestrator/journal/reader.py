@@ -47,6 +47,46 @@ class UnfinishedRun:
     created_at: int
 
 
+@dataclass(frozen=True)
+class WaitRecord:
+    """An armed or parked wait as journaled, with the events buffered for it."""
+
+    id: int
+    row: int
+    run_id: str
+    event_type: str | None
+    conditions: list[list[Any]]
+    persistent: bool
+    status: str
+    into: str | None
+    timeout_at: int | None
+    on_timeout: str
+    buffer: list[tuple[int, str, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """An event written by another process and not routed yet."""
+
+    id: int
+    event_id: str
+    type: str
+    data: dict[str, Any]
+    source: str
+
+
+@dataclass(frozen=True)
+class CommandRecord:
+    """A command from another process (the CLI, the dashboard) not applied yet."""
+
+    id: int
+    command: str
+    run_id: str | None
+    workflow_id: str | None
+    trigger_id: str | None
+    payload: Any
+
+
 class JournalReader:
     """Queries over one read-only connection."""
 
@@ -136,6 +176,84 @@ class JournalReader:
             " WHERE r.status IN ('queued', 'running', 'paused') ORDER BY r.id"
         )
         return [UnfinishedRun(*row) for row in rows]
+
+    async def live_waits(self) -> list[WaitRecord]:
+        """Armed and parked waits, oldest first, each with its buffered events in order."""
+        rows = await self._fetch(
+            "SELECT w.id, w.run, r.run_id, w.event_type, w.conditions, w.persistent, w.status,"
+            " w.into_key, w.timeout_at, w.on_timeout FROM waits w JOIN runs r ON r.id = w.run"
+            " WHERE w.status IN ('armed', 'parked') ORDER BY w.id"
+        )
+        buffered = await self._fetch(
+            "SELECT b.wait, b.seq, b.event_id, e.data FROM wait_buffer b"
+            " JOIN waits w ON w.id = b.wait AND w.status = 'armed'"
+            " JOIN events e ON e.event_id = b.event_id ORDER BY b.wait, b.seq"
+        )
+        by_wait: dict[int, list[tuple[int, str, dict[str, Any]]]] = {}
+        for wait, seq, event_id, data in buffered:
+            by_wait.setdefault(wait, []).append((seq, event_id, json.loads(data)))
+        return [
+            WaitRecord(
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                json.loads(row[4]),
+                bool(row[5]),
+                row[6],
+                row[7],
+                row[8],
+                row[9],
+                by_wait.get(row[0], []),
+            )
+            for row in rows
+        ]
+
+    async def max_ids(self) -> tuple[int, int]:
+        """The highest wait id and buffer sequence number in use."""
+        rows = await self._fetch(
+            "SELECT (SELECT coalesce(max(id), 0) FROM waits),"
+            " (SELECT coalesce(max(seq), 0) FROM wait_buffer)"
+        )
+        return int(rows[0][0]), int(rows[0][1])
+
+    async def schedule_ticks(self) -> dict[tuple[str, str], int]:
+        """Each schedule's last fired tick (or when it was first armed)."""
+        rows = await self._fetch("SELECT workflow_id, trigger_id, last_tick FROM schedule_state")
+        return {(row[0], row[1]): row[2] for row in rows}
+
+    async def unrouted_events(self, after: int, limit: int = 1000) -> list[EventRecord]:
+        """Events written by other processes and not routed yet, oldest first."""
+        rows = await self._fetch(
+            "SELECT id, event_id, type, data, source FROM events"
+            " WHERE routed_at IS NULL AND id > ? ORDER BY id LIMIT ?",
+            [after, limit],
+        )
+        return [EventRecord(row[0], row[1], row[2], json.loads(row[3]), row[4]) for row in rows]
+
+    async def pending_commands(self, after: int, limit: int = 1000) -> list[CommandRecord]:
+        """Commands not applied yet, oldest first."""
+        rows = await self._fetch(
+            "SELECT id, command, run_id, workflow_id, trigger_id, payload FROM inbox"
+            " WHERE done_at IS NULL AND id > ? ORDER BY id LIMIT ?",
+            [after, limit],
+        )
+        return [
+            CommandRecord(
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                row[4],
+                json.loads(row[5]) if row[5] is not None else None,
+            )
+            for row in rows
+        ]
+
+    async def data_version(self) -> int:
+        """Changes whenever another connection commits (cheap change detection)."""
+        rows = await self._fetch("PRAGMA data_version")
+        return int(rows[0][0])
 
     async def run_status(self, run_id: str) -> tuple[int, str] | None:
         """The run's row id and status, or None if unknown."""

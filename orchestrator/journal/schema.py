@@ -72,6 +72,65 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX timeline_by_run ON timeline (run, id);
     """,
+    # 2: events and how each was routed, waits and their buffers, schedules, the inbox.
+    """
+    ALTER TABLE checkpoints ADD COLUMN kind TEXT NOT NULL DEFAULT 'step';
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        data TEXT NOT NULL,
+        source TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        routed_at INTEGER
+    );
+    CREATE INDEX events_unrouted ON events (id) WHERE routed_at IS NULL;
+    CREATE TABLE event_routes (
+        event_id TEXT NOT NULL,
+        run INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        action TEXT NOT NULL,
+        wait INTEGER,
+        PRIMARY KEY (event_id, run, action)
+    ) WITHOUT ROWID;
+    CREATE INDEX event_routes_by_run ON event_routes (run);
+    CREATE TABLE waits (
+        id INTEGER PRIMARY KEY,
+        run INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        event_type TEXT,
+        conditions TEXT NOT NULL,
+        persistent INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        into_key TEXT,
+        timeout_at INTEGER,
+        on_timeout TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX waits_live ON waits (run) WHERE status IN ('armed', 'parked');
+    CREATE TABLE wait_buffer (
+        wait INTEGER NOT NULL REFERENCES waits (id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        event_id TEXT NOT NULL,
+        PRIMARY KEY (wait, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE schedule_state (
+        workflow_id TEXT NOT NULL,
+        trigger_id TEXT NOT NULL,
+        last_tick INTEGER NOT NULL,
+        PRIMARY KEY (workflow_id, trigger_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE inbox (
+        id INTEGER PRIMARY KEY,
+        command TEXT NOT NULL,
+        run_id TEXT,
+        workflow_id TEXT,
+        trigger_id TEXT,
+        payload TEXT,
+        created_at INTEGER NOT NULL,
+        done_at INTEGER,
+        outcome TEXT
+    );
+    CREATE INDEX inbox_pending ON inbox (id) WHERE done_at IS NULL;
+    """,
 )
 
 

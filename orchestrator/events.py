@@ -1,0 +1,88 @@
+"""The event bus: accept an event and route it, in one batch with everything it causes.
+
+An event is journaled together with its routing outcome (runs it started, runs it resumed,
+events it buffered for which waits), so a crash either loses both (an in-process `emit`
+that never returned) or keeps both; an event written by another process is marked routed
+in the same batch as its effects, so after a crash it is routed again once, never twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from .clock import Clock
+from .dispatcher import Dispatcher
+from .journal import GroupCommitWriter, ops
+from .parking import Parking
+from .registry import RegisteredWorkflow
+from .supervisor import Supervisor
+
+
+class EventBus:
+    """Routes events to triggers (new runs) and to waits (resume or buffer)."""
+
+    def __init__(
+        self,
+        writer: GroupCommitWriter,
+        clock: Clock,
+        dispatcher: Dispatcher,
+        parking: Parking,
+        supervisor: Supervisor,
+        lookup: Callable[[str], RegisteredWorkflow | None],
+    ) -> None:
+        self._writer, self._clock = writer, clock
+        self._dispatcher, self._parking, self._runs = dispatcher, parking, supervisor
+        self._lookup = lookup
+
+    def accept(
+        self,
+        event_id: str,
+        event_type: str,
+        data: dict[str, Any],
+        *,
+        source: str,
+        external: bool = False,
+    ) -> list[str]:
+        """Route one event and enqueue it with its effects; returns the started run ids.
+
+        Invariant: nothing here awaits, so the event and every write it causes join the
+        same batch (the runs it starts enqueue their creation first).
+        """
+        now = self._clock.now_us()
+        writes = [
+            ops.mark_routed(event_id, now)
+            if external
+            else ops.add_event(event_id, event_type, _json(data), source, now)
+        ]
+        routing = self._dispatcher.route(event_type, data)
+        started = []
+        for entry in routing.starts:
+            registered = self._lookup(entry.workflow_id)
+            if registered is None:
+                continue
+            run = self._runs.start_run(
+                registered, entry.trigger_id, registered.steps(entry.trigger_id), data
+            )
+            started.append(run.run_id)
+            writes.append(ops.add_route(event_id, run.row, "started"))
+            writes.append(
+                ops.add_timeline(
+                    run.row,
+                    now,
+                    "event",
+                    "event.received",
+                    position=0,
+                    message=f"started by {event_type} event {event_id}",
+                    data=json.dumps({"event_id": event_id, "type": event_type}),
+                )
+            )
+        for wait in routing.waits:
+            writes += self._parking.deliver(wait, event_id, data)
+        self._writer.enqueue(writes)
+        return started
+
+
+def _json(data: dict[str, Any]) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,65 @@
+"""What other processes write into the journal: events to route and commands to apply.
+
+The CLI and the dashboard never reach into the daemon's memory: they commit an event or a
+command row, and this poller picks it up. It asks SQLite for ``PRAGMA data_version``, which
+changes only when another connection commits, so an idle journal costs one tiny query per
+tick. Everything still pending when the runtime starts is picked up on its first tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from .errors import JournalError
+from .events import EventBus
+from .journal import CommandRecord, JournalReader
+
+POLL_SECONDS = 0.01
+_log = logging.getLogger("orchestrator.inbox")
+
+
+class InboxPoller:
+    """Routes events and applies commands written by other processes, in order."""
+
+    def __init__(
+        self,
+        reader: JournalReader,
+        bus: EventBus,
+        apply: Callable[[CommandRecord], Awaitable[None]],
+        *,
+        interval: float = POLL_SECONDS,
+    ) -> None:
+        self._reader, self._bus, self._apply = reader, bus, apply
+        self._interval = interval
+        # Invariant: rows up to these ids have been handed on (their writes may still be
+        # pending in the writer), so none is taken twice by this process.
+        self._last_event = 0
+        self._last_command = 0
+
+    async def run(self) -> None:
+        """Poll for ever (cancel to stop)."""
+        seen: int | None = None
+        while True:
+            try:
+                version = await self._reader.data_version()
+                if version != seen:
+                    seen = version
+                    await self.drain()
+            except JournalError as exc:  # a locked or busy journal: try again next tick
+                _log.warning("reading the inbox failed, retrying: %s", exc)
+            await asyncio.sleep(self._interval)
+
+    async def drain(self) -> None:
+        """Take every pending event and command once."""
+        while events := await self._reader.unrouted_events(self._last_event):
+            for event in events:
+                self._last_event = event.id
+                self._bus.accept(
+                    event.event_id, event.type, event.data, source=event.source, external=True
+                )
+        while commands := await self._reader.pending_commands(self._last_command):
+            for command in commands:
+                self._last_command = command.id
+                await self._apply(command)
