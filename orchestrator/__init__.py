@@ -23,11 +23,12 @@ from .errors import (
     ValidationError,
     WorkflowNotFound,
 )
-from .model import Step, Workflow
+from .model import Schedule, Step, Trigger, Workflow
 from .pipeline import run
 from .records import RunInfo, RunResult, TimelineEntry
 from .registry import RegisteredWorkflow
 from .runtime import Runtime
+from .waits import PauseRequest, PauseService, Wait
 
 __version__ = "0.1.0"
 
@@ -41,6 +42,8 @@ __all__ = [
     "JournalError",
     "JournalLocked",
     "OrchestratorError",
+    "PauseRequest",
+    "PauseService",
     "PipelineError",
     "RegisteredWorkflow",
     "RunInfo",
@@ -50,12 +53,15 @@ __all__ = [
     "Runtime",
     "RuntimeNotStarted",
     "RuntimeStopped",
+    "Schedule",
     "Step",
     "StepContext",
     "StepTimeout",
     "TimelineEntry",
+    "Trigger",
     "TriggerNotFound",
     "ValidationError",
+    "Wait",
     "Workflow",
     "WorkflowNotFound",
     "run",

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .errors import JournalError, OrchestratorError, PipelineError, ValidationError
+from .errors import JournalError, OrchestratorError, PipelineError, RunNotFound, ValidationError
 from .records import STATUSES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         code = asyncio.run(args.handler(args))
     except UsageError as exc:
         code = _fail(str(exc), EXIT_USAGE)
-    except (ValidationError, JournalError) as exc:
+    except (ValidationError, JournalError, RunNotFound) as exc:
         code = _fail(f"{exc} [{exc.code}]", EXIT_USAGE)
     except OrchestratorError as exc:
         code = _fail(f"{exc} [{exc.code}]", EXIT_FAILED)
@@ -87,6 +87,27 @@ def _parser() -> argparse.ArgumentParser:
         "--limit", type=_positive_int, default=100, metavar="N", help="at most N runs (default 100)"
     )
     runs.add_argument("--json", action="store_true", help="print JSON")
+
+    emit = _command(commands, "emit", _cmd_emit, "journal an event; print its id")
+    _add_db(emit)
+    emit.add_argument("type", metavar="TYPE", help="the event type, e.g. payment.received")
+    emit.add_argument("data", metavar="JSON", nargs="?", default="{}", help="the event's data")
+
+    resume = _command(commands, "resume", _cmd_resume, "resume a paused run")
+    _add_db(resume)
+    resume.add_argument("run_id", metavar="RUN_ID")
+    resume.add_argument(
+        "patch", metavar="JSON", nargs="?", default="{}", help="merged into the run's state"
+    )
+
+    signal = _command(commands, "signal", _cmd_signal, "patch an active run's state")
+    _add_db(signal)
+    signal.add_argument("run_id", metavar="RUN_ID")
+    signal.add_argument("patch", metavar="JSON", help="merged into the run's state")
+
+    abort = _command(commands, "abort", _cmd_abort, "end a run that is not final")
+    _add_db(abort)
+    abort.add_argument("run_id", metavar="RUN_ID")
 
     show = _command(commands, "show", _cmd_show, "one run: status, state, timeline")
     _add_db(show)
@@ -200,6 +221,37 @@ async def _cmd_show(args: argparse.Namespace) -> int:
     if info is None or timeline is None:
         raise UsageError(f"no run {args.run_id!r} in journal {path}")
     print(cli_output.run_json(info, timeline) if args.json else cli_output.run_text(info, timeline))
+    return EXIT_OK
+
+
+async def _cmd_emit(args: argparse.Namespace) -> int:
+    from .journal.commands import emit_event
+
+    data = parse_json_object(args.data, "the event data")
+    if not args.type.strip():
+        raise UsageError("the event type must not be empty")
+    print(await asyncio.to_thread(emit_event, db_path(args), args.type, data))
+    return EXIT_OK
+
+
+async def _cmd_resume(args: argparse.Namespace) -> int:
+    return await _queue(args, "resume", parse_json_object(args.patch, "the patch"))
+
+
+async def _cmd_signal(args: argparse.Namespace) -> int:
+    return await _queue(args, "signal", parse_json_object(args.patch, "the patch"))
+
+
+async def _cmd_abort(args: argparse.Namespace) -> int:
+    return await _queue(args, "abort", None)
+
+
+async def _queue(args: argparse.Namespace, command: str, payload: Any) -> int:
+    from .journal.commands import queue_command
+
+    path = db_path(args)
+    await asyncio.to_thread(queue_command, path, command, args.run_id, payload)
+    print(f"{command} of run {args.run_id} queued; the daemon applies it")
     return EXIT_OK
 
 

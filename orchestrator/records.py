@@ -106,10 +106,15 @@ class TimelineEntry:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """The committed state after `position` steps (0 is the run's input)."""
+    """A committed state of a run, in order (position 0 is its input).
+
+    `kind` is ``step`` (a step's result), ``resume`` (the state a resume or a consumed
+    event produced) or ``signal`` (a signal's patch merged in).
+    """
 
     position: int
     step: str | None
     started_at: datetime
     ended_at: datetime
     state: dict[str, Any] = field(repr=False)
+    kind: str = "step"

@@ -136,12 +136,15 @@ class JournalReader:
     async def checkpoints(self, run_id: str) -> list[Checkpoint]:
         """Every committed checkpoint of a run, in order (position 0 is its input)."""
         rows = await self._fetch(
-            "SELECT c.position, c.step, c.started_at, c.ended_at, c.state FROM checkpoints c"
+            "SELECT c.position, c.step, c.started_at, c.ended_at, c.state, c.kind"
+            " FROM checkpoints c"
             " JOIN runs r ON r.id = c.run WHERE r.run_id = ? ORDER BY c.position",
             [run_id],
         )
         return [
-            Checkpoint(row[0], row[1], to_datetime(row[2]), to_datetime(row[3]), json.loads(row[4]))
+            Checkpoint(
+                row[0], row[1], to_datetime(row[2]), to_datetime(row[3]), json.loads(row[4]), row[5]
+            )
             for row in rows
         ]
 
@@ -157,7 +160,7 @@ class JournalReader:
         run = runs[0]
         checkpoints = await self._fetch(
             "SELECT position, step, started_at, ended_at FROM checkpoints"
-            " WHERE run = ? AND position > 0 ORDER BY position",
+            " WHERE run = ? AND position > 0 AND kind = 'step' ORDER BY position",
             [run["id"]],
         )
         entries = await self._fetch(

@@ -1,0 +1,122 @@
+"""Writing events and commands from another process (the CLI, the dashboard).
+
+These writes go straight to the journal on a short-lived connection, whether or not a
+daemon runs: the daemon picks them up within a poll tick, or when it next starts. Each is
+one short ``BEGIN IMMEDIATE`` transaction, retried a bounded number of times if another
+writer holds the lock, so "database is locked" never reaches a user on a busy journal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..clock import Clock
+from ..errors import JournalError, RunNotActive, RunNotFound
+from .connection import connect_writer, rollback_if_open
+from .schema import migrate
+
+T = TypeVar("T")
+ATTEMPTS = 5
+BUSY_TIMEOUT_MS = 5_000
+_ALLOWED = {
+    "resume": ({"paused"}, "only a paused run can be resumed"),
+    "signal": ({"queued", "running", "paused"}, "only an active run can be signalled"),
+    "abort": ({"queued", "running", "paused"}, "only an unfinished run can be aborted"),
+}
+
+
+def emit_event(path: Path, event_type: str, data: dict[str, Any], *, source: str = "cli") -> str:
+    """Journal an event for the daemon to route; returns its id once committed."""
+    event_id = os.urandom(16).hex()
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+    def insert(conn: sqlite3.Connection) -> str:
+        conn.execute(
+            "INSERT INTO events (event_id, type, data, source, created_at) VALUES (?, ?, ?, ?, ?)",
+            (event_id, event_type, text, source, Clock().now_us()),
+        )
+        return event_id
+
+    return _transaction(path, insert)
+
+
+def queue_command(path: Path, command: str, run_id: str, payload: Any = None) -> int:
+    """Check the run, then queue `command` for the daemon; returns the command's id.
+
+    Raises:
+        RunNotFound: No such run in the journal.
+        RunNotActive: The run's status does not allow the command.
+    """
+    statuses, rule = _ALLOWED[command]
+
+    def insert(conn: sqlite3.Connection) -> int:
+        row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise RunNotFound(f"no run {run_id!r} in journal {path}")
+        if row[0] not in statuses:
+            raise RunNotActive(f"run {run_id} is {row[0]}; {rule}")
+        return _insert_command(conn, command, run_id, None, None, payload)
+
+    return _transaction(path, insert)
+
+
+def queue_invoke(path: Path, workflow_id: str, trigger_id: str, data: dict[str, Any]) -> str:
+    """Queue a run of a workflow's pipeline for the daemon; returns the new run's id."""
+    run_id = os.urandom(16).hex()
+    payload = {"data": data}
+    _transaction(
+        path, lambda conn: _insert_command(conn, "invoke", run_id, workflow_id, trigger_id, payload)
+    )
+    return run_id
+
+
+def _insert_command(
+    conn: sqlite3.Connection,
+    command: str,
+    run_id: str | None,
+    workflow_id: str | None,
+    trigger_id: str | None,
+    payload: Any,
+) -> int:
+    cur = conn.execute(
+        "INSERT INTO inbox (command, run_id, workflow_id, trigger_id, payload, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            command,
+            run_id,
+            workflow_id,
+            trigger_id,
+            None if payload is None else json.dumps(payload, ensure_ascii=False),
+            Clock().now_us(),
+        ),
+    )
+    return int(cur.lastrowid or 0)
+
+
+def _transaction(path: Path, work: Callable[[sqlite3.Connection], T]) -> T:
+    for attempt in range(1, ATTEMPTS + 1):
+        conn = connect_writer(path, "FULL")
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            migrate(conn, path)
+            conn.execute("BEGIN IMMEDIATE")
+            result = work(conn)
+            conn.execute("COMMIT")
+            return result
+        except sqlite3.OperationalError as exc:
+            rollback_if_open(conn)
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or attempt == ATTEMPTS:
+                raise JournalError(f"journal {path}: write failed: {exc}") from exc
+        except BaseException:
+            rollback_if_open(conn)
+            raise
+        finally:
+            conn.close()
+        time.sleep(0.05 * attempt)
+    raise JournalError(f"journal {path}: still locked after {ATTEMPTS} attempts")
