@@ -68,8 +68,9 @@ class Scheduler:
 
     def _arm_next(self, registered: RegisteredWorkflow, trigger_id: str, trigger: Schedule) -> None:
         key = (registered.id, trigger_id)
-        after = max(self._last[key], self._clock.now_us())
-        due = schedules.next_tick_us(trigger.cron, trigger.tz, after)
+        # From the last tick, not from now: a tick that fell due while this process was
+        # busy is overdue and fires at once (downtime is handled by `_arm_one`).
+        due = schedules.next_tick_us(trigger.cron, trigger.tz, self._last[key])
         self._timers.set(
             ("schedule", *key), due, lambda: self._on_tick(registered, trigger_id, trigger, due)
         )
