@@ -211,18 +211,20 @@ class Supervisor:
         )
         if registered.version != parked.version:
             self._writer.enqueue([ops.set_version(run.row, registered.version)])
-        self._spawn(run)
+        self._spawn(run, lifecycle="run.resumed")
 
-    def _spawn(self, run: ActiveRun, invalid_input: str | None = None) -> None:
+    def _spawn(
+        self, run: ActiveRun, invalid_input: str | None = None, lifecycle: str = "run.started"
+    ) -> None:
         self.active[run.run_id] = run
         run.task = self._tasks.create_task(
-            self._drive(run, invalid_input), name=f"run-{run.run_id}"
+            self._drive(run, invalid_input, lifecycle), name=f"run-{run.run_id}"
         )
 
-    async def _drive(self, run: ActiveRun, invalid_input: str | None) -> None:
+    async def _drive(self, run: ActiveRun, invalid_input: str | None, lifecycle: str) -> None:
         try:
-            if self._env.wants("run.started"):
-                await self._env.notify("run.started", run, {})
+            if self._env.wants(lifecycle):
+                await self._env.notify(lifecycle, run, {})
             result = await self._execute(run, invalid_input)
         except asyncio.CancelledError:
             if not run.settled.done():

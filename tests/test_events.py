@@ -251,3 +251,22 @@ async def test_events_for_a_paused_run_wait_for_its_workflow_after_a_restart(db:
         await rt.register(ORDERS)
         done = await rt.wait(paused.run_id, timeout=5)
         assert done.status == "completed"
+
+
+async def test_pause_and_resume_are_lifecycle_events(db: Path) -> None:
+    seen: list[str] = []
+    async with Runtime(db, workflows=[ORDERS]) as rt:
+        rt.on("*", lambda name, payload: seen.append(name))
+        paused = await rt.invoke("orders", "new", {"order_id": 1})
+        await rt.emit("payment.received", {"order_id": 1})
+        await rt.wait(paused.run_id, timeout=5)
+    assert seen == [
+        "run.started",
+        "step.started",
+        "step.completed",
+        "run.paused",
+        "run.resumed",
+        "step.started",
+        "step.completed",
+        "run.completed",
+    ]
