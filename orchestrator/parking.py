@@ -350,12 +350,13 @@ class Parking:
     def _find(
         self, row: int, event: str | None, conditions: Conditions, *, persistent: bool
     ) -> Wait | None:
-        wanted = conditions.to_json()
+        # JSON text, not ==: True == 1 in Python, but they are different conditions.
+        wanted = _key(conditions)
         for wait in self.waits.get(row, ()):
             if (
                 wait.persistent == persistent
                 and wait.event_type == event
-                and wait.conditions.to_json() == wanted
+                and _key(wait.conditions) == wanted
             ):
                 return wait
         return None
@@ -407,3 +408,7 @@ class Parking:
             message=message,
             data=json.dumps(data, default=repr),
         )
+
+
+def _key(conditions: Conditions) -> str:
+    return json.dumps(conditions.to_json(), sort_keys=True)

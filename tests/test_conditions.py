@@ -88,10 +88,11 @@ def test_clauses_are_anded_and_none_matches_everything() -> None:
     assert matches({"id": ("==", 7), "total": (">", 10)}, ORDER)
     assert not matches({"id": ("==", 7), "total": (">", 20)}, ORDER)
     assert not matches({"id": ("==", 8), "total": (">", 10)}, ORDER)
-    for empty in (None, {}):
+    anything: list[Any] = [ORDER, None, 5, [], "x"]
+    for empty in (None, dict[str, Any]()):
         conditions = Conditions.parse(empty, label=LABEL)
         assert conditions.clauses == ()
-        assert all(conditions.matches(data) for data in (ORDER, None, 5, [], "x"))
+        assert all(conditions.matches(data) for data in anything)
 
 
 # --- paths ----------------------------------------------------------------------------------
@@ -226,10 +227,28 @@ def test_cycles_and_deep_data_never_raise() -> None:
     assert matches({"self.self.self": ("exists", True)}, cycle)
     assert not matches({"self": ("==", {"self": {}})}, cycle)
     assert matches({"self": ("!=", {"self": {"self": 1}})}, cycle)
-    deep: list[Any] = []
-    for _ in range(50_000):
-        deep = [deep]
-    assert not matches({"v": ("==", [[[1]]])}, {"v": deep})
+    assert not matches({"v": ("==", [[[1]]])}, {"v": nested(50_000)})
+
+
+def nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_the_deepest_operand_json_allows_still_matches() -> None:
+    low, high = 1, 100_000  # parse accepts an operand this deep, and rejects one that deep
+    while high - low > 1:
+        middle = (low + high) // 2
+        try:
+            Conditions.parse({"v": ("==", nested(middle))}, label=LABEL)
+            low = middle
+        except DefinitionError:
+            high = middle
+    conditions = Conditions.parse({"v": ("==", nested(low))}, label=LABEL)
+    assert conditions.matches({"v": nested(low)})
+    assert not conditions.matches({"v": nested(low + 1)})
 
 
 # --- explain, keys, journal form, describe ---------------------------------------------------
@@ -385,10 +404,7 @@ def test_self_containing_and_too_deep_operands_are_errors() -> None:
     loop: list[Any] = []
     loop.append(loop)
     assert "Circular reference" in error({"a": ("==", loop)})
-    deep: list[Any] = []
-    for _ in range(50_000):
-        deep = [deep]
-    assert "is not JSON (maximum recursion depth" in error({"a": ("==", deep)})
+    assert "is not JSON (maximum recursion depth" in error({"a": ("==", nested(50_000))})
 
 
 def test_bools_are_fine_for_equality() -> None:
@@ -467,19 +483,23 @@ def ref_lookup(data: Any, path: str) -> tuple[bool, Any]:
 def ref_clause(path: str, op: str, operand: Any, data: Any) -> bool:
     present, value = ref_lookup(data, path)
     if op == "exists":
-        return present == operand
+        return present is operand
     kind = ref_class(value)
     if not present or kind is None or kind != ref_class(operand):
         return False
     if op in ("==", "!="):
-        return (tag(value) == tag(operand)) == (op == "==")
+        return (tag(value) == tag(operand)) is (op == "==")
+    left: Any
+    right: Any
     if kind == "number":
         left, right = Fraction(value), Fraction(operand)
     elif kind == "string":
-        left, right = [ord(c) for c in value], [ord(c) for c in operand]  # type: ignore[assignment]
+        left, right = [ord(c) for c in value], [ord(c) for c in operand]
     else:
         return False
-    return {">": left > right, ">=": left >= right, "<": left < right, "<=": left <= right}[op]
+    return bool(
+        {">": left > right, ">=": left >= right, "<": left < right, "<=": left <= right}[op]
+    )
 
 
 def ref_matches(where: dict[str, tuple[str, Any]], data: Any) -> bool:
@@ -498,7 +518,8 @@ NUMBERS = (
 )
 STRINGS = st.text(alphabet="ab1", max_size=2)
 JSON_SCALARS = st.none() | st.booleans() | NUMBERS | STRINGS
-ODD_SCALARS = st.sampled_from([math.nan, math.inf, -math.inf, b"a", frozenset(), datetime.date.min])
+NON_FINITE = st.sampled_from([math.nan, math.inf, -math.inf])
+ODD_SCALARS = st.sampled_from([b"a", frozenset(), datetime.date.min, object()])
 
 
 def values(scalars: st.SearchStrategy[Any], keys: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -514,13 +535,14 @@ def values(scalars: st.SearchStrategy[Any], keys: st.SearchStrategy[Any]) -> st.
 
 
 OPERANDS = values(JSON_SCALARS, KEYS)
-DATA = values(JSON_SCALARS | ODD_SCALARS, KEYS | st.sampled_from([0, 1]))
+DATA = values(JSON_SCALARS | NON_FINITE | ODD_SCALARS, KEYS | st.sampled_from([0, 1]))
 EVENTS = st.dictionaries(KEYS, DATA, min_size=1, max_size=4)  # what events mostly carry
 
 
 def parts(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
     """Every (path, value) inside `value`, so clauses can aim at what is there."""
     found = [(prefix, value)] if prefix else []
+    items: list[tuple[Any, Any]]
     if type(value) is dict:
         items = [(key, item) for key, item in value.items() if isinstance(key, str)]
     else:
@@ -534,7 +556,9 @@ def near(value: Any) -> list[Any]:
     """Operands that compare with `value` in interesting ways."""
     if ref_class(value) == "number":
         return [value, value + 1, value - 1, float(value) if abs(value) < 1e300 else value, True]
-    return [value, value + "a", value[:-1], "b"] if ref_class(value) == "string" else [value]
+    if ref_class(value) == "string":
+        return [value, value + "a", value[:-1], "b"]
+    return [value] if ref_valid(value) else [0, 1.5, "a", None]
 
 
 @st.composite
@@ -547,12 +571,14 @@ def cases(draw: st.DrawFn) -> tuple[dict[str, tuple[str, Any]], Any]:
         if op in ("==", "!=", "exists") or draw(st.booleans()):
             targets = inside
         else:
-            targets = [(p, v) for p, v in inside if ref_class(v) in ("number", "string")]
+            targets = [(p, v) for p, v in inside if ref_class(v) in ("number", "string", None)]
         aimed = targets and draw(st.integers(0, 3)) > 0
         path, there = draw(st.sampled_from(targets)) if aimed else (draw(PATHS), None)
+        near_misses = [path.replace("1", "01"), "0" + path, path + ".0"]
+        path = draw(st.sampled_from([path] * 4 + near_misses))
         if op == "exists":
             operand: Any = draw(st.booleans())
-        elif aimed and ref_valid(there) and draw(st.booleans()):
+        elif aimed and draw(st.booleans()):
             operand = draw(st.sampled_from(near(there)))
         else:
             operand = draw(OPERANDS if op in ("==", "!=") else NUMBERS | STRINGS)
@@ -572,6 +598,19 @@ def test_matches_agrees_with_the_reference_model(case: tuple[dict[str, Any], Any
     assert conditions.matches(data) == ref_matches(where, data)
     checks = conditions.explain(data)
     assert [c.matched for c in checks] == [ref_matches({p: w}, data) for p, w in where.items()]
+
+
+@given(EVENTS | DATA)
+def test_every_part_of_the_data_agrees_with_the_reference_model(data: Any) -> None:
+    for path, value in parts(data):
+        for variant in (path, path.replace("1", "01"), "0" + path, path + ".0"):
+            present, expected = ref_lookup(data, variant)
+            assert lookup(data, tuple(variant.split("."))) is (expected if present else MISSING)
+        for op in OPERATORS[:-1]:
+            for operand in near(value):
+                if op in ("==", "!=") or ref_class(operand) in ("number", "string"):
+                    where = {path: (op, operand)}
+                    assert matches(where, data) == ref_matches(where, data), where
 
 
 @given(cases(), DATA)
@@ -606,7 +645,7 @@ def test_conditions_are_anded(
 
 
 @settings(max_examples=400)
-@given(JSON_SCALARS, JSON_SCALARS | ODD_SCALARS | OPERANDS)
+@given(JSON_SCALARS, JSON_SCALARS | NON_FINITE | ODD_SCALARS | OPERANDS)
 def test_index_key_agrees_with_equality(operand: Any, value: Any) -> None:
     equal = Conditions.parse({"x": ("==", operand)}, label=LABEL).matches({"x": value})
     assert (index_key(operand) == index_key(value)) == equal
