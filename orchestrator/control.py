@@ -151,41 +151,53 @@ class Control:
 
     async def abort(self, run_id: str) -> None:
         """End a run that is not final."""
+        await self._writer.write(await self.abort_writes(run_id))
+
+    async def abort_writes(self, run_id: str) -> list[ops.Op]:
+        """End a run that is not final; returns the writes still to commit (if any)."""
         parked = self.parking.paused.get(run_id)
         if parked is not None:
-            await self._writer.write(
-                self.parking.fail_parked(parked, "aborted by request", "ABORTED", status="aborted")
+            writes = self.parking.fail_parked(
+                parked, "aborted by request", "ABORTED", status="aborted"
             )
             await self._notify_parked("run.aborted", parked)
-            return
+            return writes
         run = self.runs.active.get(run_id)
         if run is not None:
-            await self.runs.abort(run)
-            return
+            await self.runs.abort(run)  # the executor records the end itself
+            return []
         row, status = await self._status(run_id)
         if status in FINAL_STATUSES:
             raise RunNotActive(
                 f"run {run_id} is already {status}; only unfinished runs can be aborted"
             )
         self.runs.forget_orphan(run_id)
-        await self._writer.write(
-            [
-                ops.set_status(
-                    row, "aborted", self._clock.now_us(), error="aborted by request", code="ABORTED"
-                ),
-                *self.parking.release(row),
-            ]
-        )
+        now = self._clock.now_us()
+        return [
+            ops.set_status(row, "aborted", now, error="aborted by request", code="ABORTED"),
+            *self.parking.release(row),
+        ]
 
     async def apply_command(self, command: CommandRecord) -> None:
-        """Apply a command written by another process, recording how it went."""
-        writes: list[ops.Op] = []
+        """Apply a command written by another process, recording how it went.
+
+        Invariant: the command's effects and its ``done`` mark join one batch, so after a
+        crash a command is applied again only if none of it was committed.
+        """
         try:
+            if command.command == "invoke":
+                with self._writer.together():  # no await inside: the writer thread waits
+                    self._invoke_command(command)
+                    self._writer.enqueue([self._done(command, "ok")])
+                return
             writes = await self._command_writes(command)
-            outcome = "ok"
         except OrchestratorError as exc:
-            outcome = f"{exc.code}: {exc}"
-        self._writer.enqueue([*writes, ops.inbox_done(command.id, outcome, self._clock.now_us())])
+            self._writer.enqueue([self._done(command, f"{exc.code}: {exc}")])
+            return
+        self._writer.enqueue([*writes, self._done(command, "ok")])
+
+    def _done(self, command: CommandRecord, outcome: str) -> ops.Op:
+        return ops.inbox_done(command.id, outcome, self._clock.now_us())
 
     async def _command_writes(self, command: CommandRecord) -> list[ops.Op]:
         run_id = command.run_id or ""
@@ -194,17 +206,17 @@ class Control:
         if command.command == "signal":
             return await self.signal_writes(run_id, command.payload)
         if command.command == "abort":
-            await self.abort(run_id)
-            return []
-        if command.command == "invoke":
-            self.invoke(
-                command.workflow_id or "",
-                command.trigger_id or "",
-                (command.payload or {}).get("data"),
-                run_id=run_id or None,
-            )
-            return []
+            return await self.abort_writes(run_id)
         raise ValidationError(f"unknown command {command.command!r}")
+
+    def _invoke_command(self, command: CommandRecord) -> None:
+        payload = command.payload if isinstance(command.payload, dict) else {}
+        self.invoke(
+            command.workflow_id or "",
+            command.trigger_id or "",
+            payload.get("data"),
+            run_id=command.run_id or None,
+        )
 
     def invoke(
         self, workflow_id: str, trigger_id: str, data: Any, run_id: str | None = None

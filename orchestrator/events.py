@@ -47,9 +47,21 @@ class EventBus:
     ) -> list[str]:
         """Route one event and enqueue it with its effects; returns the started run ids.
 
-        Invariant: nothing here awaits, so the event and every write it causes join the
-        same batch (the runs it starts enqueue their creation first).
+        Invariant: the event and every write it causes join the same batch (the writer
+        holds it back until they are all enqueued): a crash keeps all or none of them.
         """
+        with self._writer.together():
+            return self._route(event_id, event_type, data, source=source, external=external)
+
+    def _route(
+        self,
+        event_id: str,
+        event_type: str,
+        data: dict[str, Any],
+        *,
+        source: str,
+        external: bool,
+    ) -> list[str]:
         now = self._clock.now_us()
         writes = [
             ops.mark_routed(event_id, now)

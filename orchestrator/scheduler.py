@@ -92,6 +92,7 @@ class Scheduler:
             "fired_at": schedules.to_iso(now, trigger.tz),
         }
         # Invariant: the run's creation and the tick's record join the same batch.
-        self._start_run(registered, trigger_id, data)
+        with self._writer.together():
+            self._start_run(registered, trigger_id, data)
+            self._writer.enqueue([ops.schedule_fired(registered.id, trigger_id, tick)])
         self._last[(registered.id, trigger_id)] = tick
-        self._writer.enqueue([ops.schedule_fired(registered.id, trigger_id, tick)])

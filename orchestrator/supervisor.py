@@ -228,17 +228,18 @@ class Supervisor:
             result = await self._execute(run, invalid_input)
         except asyncio.CancelledError:
             if not run.settled.done():
-                run.settled.set_exception(
+                _fail(
+                    run.settled,
                     RuntimeStopped(
                         f"the runtime stopped before run {run.run_id} finished; it continues "
                         "from its last checkpoint when the journal is next opened"
-                    )
+                    ),
                 )
             raise
         except Exception as exc:  # noqa: BLE001 - a journal failure or a bug: keep serving
             _log.exception("run %s could not be driven", run.run_id)
             if not run.settled.done():
-                run.settled.set_exception(exc)
+                _fail(run.settled, exc)
         else:
             if not run.settled.done():  # an `invoke` caller that was cancelled cancels it
                 run.settled.set_result(result)
@@ -263,3 +264,8 @@ class Supervisor:
                 await self._env.notify("run.paused", run, {"wait": parked.wait.describe()})
             return result
         return outcome
+
+
+def _fail(settled: asyncio.Future[RunResult], error: BaseException) -> None:
+    settled.set_exception(error)
+    settled.exception()  # runs started by events or recovery have no one awaiting them

@@ -7,9 +7,8 @@ recovered) to end, and exits 0. The test SIGKILLs it at random instants and star
 again; runs recovered from the journal continue by themselves once the workflow is
 registered.
 
-Each step appends ``run_id step_name`` to ``DB.effects`` with one unbuffered ``write``,
-so the line reaches the kernel before the step returns and survives a SIGKILL: the log is
-the outside world, and shows how often each step really ran.
+Each step appends ``run_id step_name`` to ``DB.effects`` (`procs.EffectLog`): the log is
+the outside world, and shows how often each step really ran, even across SIGKILLs.
 
 With ``--slow`` the thread step ``d`` sleeps for a minute, so the test can kill the
 process while that step is mid-flight.
@@ -18,23 +17,24 @@ process while that step is mid-flight.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import sys
 import time
 from typing import Any
+
+import procs
 
 from orchestrator import Runtime, StepContext, Workflow
 
 STEP_NAMES = ("a", "b", "c", "d", "e")
 FINAL = frozenset({"completed", "failed", "aborted", "dropped", "rejected"})
 CONCURRENCY = 6  # new runs in flight at once, so the work spans several kill cycles
-_effects_fd = -1
+_effects: procs.EffectLog
 _slow = False
 
 
 def _effect(ctx: StepContext) -> None:
-    os.write(_effects_fd, f"{ctx.run_id} {ctx.step_name}\n".encode())
+    _effects.record(ctx.run_id, ctx.step_name)
 
 
 def _next(state: dict[str, Any]) -> dict[str, Any]:
@@ -99,5 +99,5 @@ async def main(db: str, n: int) -> None:
 if __name__ == "__main__":
     db_path, count = sys.argv[1], int(sys.argv[2])
     _slow = "--slow" in sys.argv[3:]
-    _effects_fd = os.open(f"{db_path}.effects", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    _effects = procs.EffectLog(db_path)
     asyncio.run(main(db_path, count))

@@ -11,21 +11,16 @@ committed are not run again.
 from __future__ import annotations
 
 import collections
-import json
 import os
 import random
-import signal
-import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from procs import ROOT, Workers, checkpoint_chains, effects, query, reap
 
-ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "crash_worker.py"
 STEPS = ("a", "b", "c", "d", "e")
 RUNS = 200
@@ -34,96 +29,36 @@ CYCLES = 20
 pytestmark = pytest.mark.slow
 
 
-def start_worker(db: Path, n: int, *extra: str) -> subprocess.Popen[bytes]:
-    err = (db.parent / "worker.err").open("ab")
-    try:
-        return subprocess.Popen(
-            [sys.executable, str(WORKER), str(db), str(n), *extra],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    finally:
-        err.close()
-
-
-def reap(proc: subprocess.Popen[bytes]) -> None:
-    """Kill the worker if it still runs, and always wait for it (no zombie holds the lease)."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-
-
-def stderr_of(db: Path) -> str:
-    path = db.parent / "worker.err"
-    return path.read_text(errors="replace")[-4000:] if path.exists() else ""
-
-
-def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(db, timeout=30)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
-
-
-def effects(db: Path) -> collections.Counter[tuple[str, str]]:
-    path = Path(f"{db}.effects")
-    lines = path.read_text().splitlines() if path.exists() else []
-    pairs = (line.split(" ") for line in lines)
-    return collections.Counter((run_id, step) for run_id, step in pairs)
-
-
-Chain = list[tuple[int, str | None, dict[str, Any]]]
-
-
-def checkpoint_chains(db: Path) -> dict[str, Chain]:
-    """Each run's committed checkpoints: (position, step, state), in order."""
-    chains: dict[str, Chain] = {}
-    rows = query(
-        db,
-        "SELECT r.run_id, c.position, c.step, c.state FROM checkpoints c"
-        " JOIN runs r ON r.id = c.run ORDER BY r.id, c.position",
-    )
-    for run_id, position, step, state in rows:
-        chains.setdefault(run_id, []).append((position, step, json.loads(state)))
-    return chains
-
-
 @pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        reap(proc)
+def workers(db: Path) -> Iterator[Workers]:
+    with Workers(WORKER, db) as started:
+        yield started
 
 
-def test_random_sigkills_lose_nothing(db: Path, procs: list[subprocess.Popen[bytes]]) -> None:
+def test_random_sigkills_lose_nothing(db: Path, workers: Workers) -> None:
     seed = int(os.environ.get("CRASH_SEED", random.randrange(2**32)))
     print(f"crash test seed: {seed} (rerun with CRASH_SEED={seed})")
     rng = random.Random(seed)
     killed = 0
     for cycle in range(CYCLES):
-        proc = start_worker(db, RUNS)
-        procs.append(proc)
+        proc = workers.start(str(RUNS))
         try:
             rc = proc.wait(timeout=rng.uniform(0.05, 0.6))
         except subprocess.TimeoutExpired:
             reap(proc)
             killed += 1
         else:
-            assert rc == 0, f"seed {seed}, cycle {cycle}: worker exited {rc}\n{stderr_of(db)}"
+            assert rc == 0, f"seed {seed}, cycle {cycle}: worker exited {rc}\n{workers.stderr()}"
     assert killed >= CYCLES // 2, f"seed {seed}: the work ended before most kills could land"
-    final = start_worker(db, RUNS)
-    procs.append(final)
-    assert final.wait(timeout=60) == 0, f"seed {seed}: final run failed\n{stderr_of(db)}"
+    final = workers.start(str(RUNS))
+    assert final.wait(timeout=60) == 0, f"seed {seed}: final run failed\n{workers.stderr()}"
 
     assert query(db, "PRAGMA integrity_check") == [("ok",)]
     assert query(db, "PRAGMA foreign_key_check") == []
     assert query(db, "SELECT count(*) FROM lease") == [(0,)], "a clean exit releases the lease"
     runs = query(db, "SELECT run_id, status, position, step, error FROM runs")
     chains = checkpoint_chains(db)
-    inputs = collections.Counter(chains[run[0]][0][2]["i"] for run in runs)
+    inputs = collections.Counter(chains[run[0]][0].state["i"] for run in runs)
     assert sorted(inputs) == list(range(RUNS)), f"seed {seed}: inputs without a run"
     twice = {k: n for k, n in inputs.items() if n > 1}
     assert not twice, f"seed {seed}: inputs with more than one run: {twice}"
@@ -132,9 +67,9 @@ def test_random_sigkills_lose_nothing(db: Path, procs: list[subprocess.Popen[byt
         assert (status, position, step, error) == ("completed", len(STEPS), None, None), (
             f"seed {seed}: run {run_id}"
         )
-        assert [(pos, name) for pos, name, _ in chain] == list(enumerate((None, *STEPS)))
-        assert [state["count"] for _, _, state in chain[1:]] == list(range(1, len(STEPS) + 1))
-        assert len({state["i"] for _, _, state in chain}) == 1, f"run {run_id} changed input"
+        assert [(c.position, c.step) for c in chain] == list(enumerate((None, *STEPS)))
+        assert [c.state["count"] for c in chain[1:]] == list(range(1, len(STEPS) + 1))
+        assert len({c.state["i"] for c in chain}) == 1, f"run {run_id} changed input"
 
     seen = effects(db)
     journaled = {run[0] for run in runs}
@@ -150,13 +85,12 @@ def test_random_sigkills_lose_nothing(db: Path, procs: list[subprocess.Popen[byt
 
 
 def test_slow_step_killed_mid_flight_resumes_from_last_checkpoint(
-    db: Path, procs: list[subprocess.Popen[bytes]]
+    db: Path, workers: Workers
 ) -> None:
-    proc = start_worker(db, 3, "--slow")
-    procs.append(proc)
+    proc = workers.start("3", "--slow")
     deadline = time.monotonic() + 20
     while True:
-        assert proc.poll() is None, f"the worker died early\n{stderr_of(db)}"
+        assert proc.poll() is None, f"the worker died early\n{workers.stderr()}"
         assert time.monotonic() < deadline, "the runs never reached the slow step"
         if db.exists() and sum(1 for key in effects(db) if key[1] == "d") == 3:
             positions = query(db, "SELECT position FROM runs")
@@ -170,22 +104,21 @@ def test_slow_step_killed_mid_flight_resumes_from_last_checkpoint(
     assert [row[1:] for row in rows] == [("running", 3, "d")] * 3
     before = checkpoint_chains(db)
     for run_id, *_ in rows:
-        assert [(pos, name) for pos, name, _ in before[run_id]] == list(
+        assert [(c.position, c.step) for c in before[run_id]] == list(
             enumerate((None, "a", "b", "c"))
         )
     assert sorted(effects(db).values()) == [1] * 12
 
-    final = start_worker(db, 3)
-    procs.append(final)
-    assert final.wait(timeout=30) == 0, stderr_of(db)
+    final = workers.start("3")
+    assert final.wait(timeout=30) == 0, workers.stderr()
 
     seen = effects(db)
     for run_id, *_ in rows:
         assert [seen[run_id, step] for step in STEPS] == [1, 1, 1, 2, 1], run_id
         chain = checkpoint_chains(db)[run_id]
         assert chain[:4] == before[run_id], "committed checkpoints were rewritten"
-        assert [pos for pos, _, _ in chain] == list(range(len(STEPS) + 1))
-        assert chain[-1][2]["count"] == len(STEPS)
+        assert [c.position for c in chain] == list(range(len(STEPS) + 1))
+        assert chain[-1].state["count"] == len(STEPS)
     assert query(db, "SELECT status, count(*) FROM runs GROUP BY status") == [("completed", 3)]
     recovered = query(
         db,

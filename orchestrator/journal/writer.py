@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +61,8 @@ class GroupCommitWriter:
         self._conn: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         # Invariant: the fields below are only touched with `_cond` held.
-        self._cond = threading.Condition()
+        # Reentrant, so `together` can hold it around several `enqueue` calls.
+        self._cond = threading.Condition(threading.RLock())
         self._pending: list[Op] = []
         self._batch: asyncio.Future[None] | None = None
         self._inflight: asyncio.Future[None] | None = None
@@ -158,6 +159,17 @@ class GroupCommitWriter:
                 self._urgent = True
                 self._cond.notify()
             return batch
+
+    @contextlib.contextmanager
+    def together(self) -> Iterator[None]:
+        """Every `enqueue` made inside joins the same batch (the writer thread waits).
+
+        For writes that must commit atomically but are enqueued by different parts of
+        the code: an event with the runs it starts, a schedule tick with its run. Never
+        await inside: the writer thread is held back until the block ends.
+        """
+        with self._cond:
+            yield
 
     async def write(self, ops: Iterable[Op]) -> None:
         """Write ops and return once they are committed."""

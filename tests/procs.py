@@ -1,0 +1,216 @@
+"""Helpers for tests that use real processes: workers, the CLI, the journal file, effect logs.
+
+Shared by the crash and CLI tests and by the worker scripts they start (``crash_worker.py``,
+``event_worker.py``), which import it as ``procs``: pytest puts this folder on the path of
+the tests, and Python puts it on the path of a script run from it. It must not import
+pytest, so a worker can use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI_TIMEOUT = 60.0
+T = TypeVar("T")
+
+
+# -- the journal and the outside world, as the tests see them -------------------------------
+
+
+def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run one SQL statement on the journal file with plain sqlite3 (no orchestrator code)."""
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        rows = conn.execute(sql, params).fetchall()
+        conn.commit()
+        return rows
+    finally:
+        conn.close()
+
+
+class Checkpoint(NamedTuple):
+    """One committed checkpoint of a run."""
+
+    position: int
+    step: str | None
+    kind: str
+    state: dict[str, Any]
+
+
+def checkpoint_chains(db: Path) -> dict[str, list[Checkpoint]]:
+    """Each run's committed checkpoints, in order, by run id (the input is position 0)."""
+    chains: dict[str, list[Checkpoint]] = {}
+    rows = query(
+        db,
+        "SELECT r.run_id, c.position, c.step, c.kind, c.state FROM checkpoints c"
+        " JOIN runs r ON r.id = c.run ORDER BY r.id, c.position",
+    )
+    for run_id, position, step, kind, state in rows:
+        chains.setdefault(run_id, []).append(Checkpoint(position, step, kind, json.loads(state)))
+    return chains
+
+
+class EffectLog:
+    """A worker's outside world: one line per step execution, appended to ``DB.effects``.
+
+    Each line is one unbuffered ``write``, so it reaches the kernel before the step returns
+    and survives a SIGKILL: the log shows how often each step really ran.
+    """
+
+    def __init__(self, db: str | Path) -> None:
+        self._fd = os.open(f"{db}.effects", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def record(self, run_id: str, step: str) -> None:
+        """Note that `step` of run `run_id` ran (once more)."""
+        os.write(self._fd, f"{run_id} {step}\n".encode())
+
+
+def effects(db: Path) -> collections.Counter[tuple[str, str]]:
+    """How often each (run id, step) ran, from the ``DB.effects`` log."""
+    path = Path(f"{db}.effects")
+    lines = path.read_text().splitlines() if path.exists() else []
+    pairs = (line.split(" ") for line in lines)
+    return collections.Counter((run_id, step) for run_id, step in pairs)
+
+
+# -- worker processes ---------------------------------------------------------------------
+
+
+def announce_ready(db: str | Path) -> None:
+    """Called by a worker once it is set up: appends its pid to ``DB.ready``."""
+    with open(f"{db}.ready", "a") as file:
+        file.write(f"{os.getpid()}\n")
+
+
+def reap(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process if it still runs, and always wait for it (no zombie holds a lease)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+class Workers:
+    """The worker processes of one test, each ``python SCRIPT DB ARGS...`` from the root.
+
+    Their stderr goes to ``worker.err`` beside the journal. Use as a context manager: every
+    worker started is reaped at the end, whatever happens.
+    """
+
+    def __init__(self, script: Path, db: Path) -> None:
+        self.script, self.db = script, db
+        self.log = db.parent / "worker.err"
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for proc in self.started:
+            reap(proc)
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        """Start a worker on the journal with these arguments."""
+        with self.log.open("ab") as err:
+            proc = subprocess.Popen(
+                [sys.executable, str(self.script), str(self.db), *args],
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        self.started.append(proc)
+        return proc
+
+    def stderr(self) -> str:
+        """The end of what the workers wrote to stderr."""
+        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+
+    def wait_ready(self, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+        """Wait until `proc` has announced it is ready (see `announce_ready`)."""
+        path = Path(f"{self.db}.ready")
+        wait_until(
+            lambda: path.exists() and str(proc.pid) in path.read_text().split(),
+            timeout,
+            f"worker {proc.pid} to be ready",
+            proc=proc,
+            log=self.stderr,
+        )
+
+    def restart(self, proc: subprocess.Popen[bytes], *args: str) -> subprocess.Popen[bytes]:
+        """SIGKILL `proc` and start a new worker with `args` once it is gone."""
+        reap(proc)
+        return self.start(*args)
+
+
+def wait_until(
+    check: Callable[[], T | None],
+    timeout: float,
+    what: str,
+    *,
+    proc: subprocess.Popen[bytes] | None = None,
+    log: Callable[[], str] = lambda: "",
+    interval: float = 0.02,
+) -> T:
+    """Poll `check` until it returns something truthy; fail after `timeout` seconds.
+
+    With `proc`, fail at once if that process exits meanwhile.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(
+                f"waiting for {what}: the worker exited {proc.returncode}\n{log()}"
+            )
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waiting for {what}: timed out after {timeout} s\n{log()}")
+        time.sleep(interval)
+
+
+# -- the CLI ------------------------------------------------------------------------------
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m orchestrator ARGS...`` and wait for it (killed after a minute)."""
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=CLI_TIMEOUT,
+    )
+
+
+async def acli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Like `cli`, without blocking the event loop (a runtime in this process keeps going)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "orchestrator",
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(CLI_TIMEOUT):
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return subprocess.CompletedProcess(list(args), proc.returncode, out.decode(), err.decode())
