@@ -6,25 +6,32 @@ Every measurement opens a fresh journal (or DBOS system database) in a temporary
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import importlib.metadata
-import inspect
-import logging
-import os
-import platform
 import sqlite3
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from common import (
+    PoolWarnings,
+    dbos_launched,
+    dbos_sqlite_settings,
+    dbos_unavailable,
+    default_synchronous,
+    fmt,
+    fresh_dir,
+    import_dbos,
+    machine_line,
+    parse_args,
+    quiet_pool_warnings,
+    ratio,
+)
+
 from orchestrator import Runtime, Step, Workflow
-from orchestrator import __version__ as ours_version
 
 State = dict[str, int]
 
@@ -63,12 +70,6 @@ class Column:
     rates: dict[str, float] = field(default_factory=dict)  # "sequential" / "N=1,000" -> runs/s
     step_us: float | None = None
     bytes_per_run: float | None = None
-
-
-@contextlib.contextmanager
-def fresh_dir() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        yield Path(tmp)
 
 
 def bytes_per_run(path: Path, count_sql: str) -> float:
@@ -157,18 +158,6 @@ async def measure_ours(kind: str, counts: Counts) -> Column:
     return column
 
 
-class PoolWarnings(logging.Filter):
-    """Counts DBOS's "connection pool exhausted, retrying" warnings and keeps them quiet."""
-
-    count = 0
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if "QueuePool limit" in record.getMessage():
-            self.count += 1
-            return False
-        return True
-
-
 class Dbos(NamedTuple):
     cls: Any  # the DBOS class
     three: Any  # the bench workflow: an async workflow of three async @DBOS.step() steps
@@ -176,9 +165,8 @@ class Dbos(NamedTuple):
 
 
 def load_dbos() -> Dbos | None:
-    try:
-        from dbos import DBOS
-    except ImportError:
+    DBOS = import_dbos()
+    if DBOS is None:
         return None
 
     @DBOS.step()
@@ -189,30 +177,7 @@ def load_dbos() -> Dbos | None:
     async def dbos_three(state: State) -> State:
         return await dbos_inc(await dbos_inc(await dbos_inc(state)))
 
-    pool = PoolWarnings()
-    logging.getLogger("dbos").addFilter(pool)
-    return Dbos(DBOS, dbos_three, pool)
-
-
-@contextlib.contextmanager
-def dbos_launched(dbos: Dbos, path: Path) -> Iterator[Any]:
-    config = {"name": "bench", "system_database_url": f"sqlite:///{path}", "log_level": "WARNING"}
-    instance = dbos.cls(config=config)
-    dbos.cls.launch()
-    try:
-        yield instance
-    finally:
-        dbos.cls.destroy()
-
-
-def dbos_sqlite_settings(dbos: Dbos) -> str:
-    """The journal mode and synchronous level of DBOS's own pooled connections."""
-    with fresh_dir() as tmp, dbos_launched(dbos, tmp / "dbos.sqlite") as instance, \
-            instance._sys_db.engine.connect() as conn:
-        mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
-        sync = conn.exec_driver_sql("PRAGMA synchronous").scalar()
-    level = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}.get(sync, sync)
-    return f"journal_mode={mode}, synchronous={level}"
+    return Dbos(DBOS, dbos_three, quiet_pool_warnings())
 
 
 # Above this many DBOS workflows in flight, its 20-connection pool times out (30 s) and retries.
@@ -234,7 +199,7 @@ async def dbos_concurrent(dbos: Dbos, n: int, how: str) -> tuple[float, float]:
 
     with fresh_dir() as tmp:
         db = tmp / "dbos.sqlite"
-        with dbos_launched(dbos, db):
+        with dbos_launched(dbos.cls, db):
             check(await asyncio.gather(*(dbos.three({"n": 0}) for _ in range(50))))
             start = time.perf_counter()
             results = await asyncio.gather(*(one() for _ in range(n)))
@@ -247,7 +212,7 @@ async def dbos_concurrent(dbos: Dbos, n: int, how: str) -> tuple[float, float]:
 
 
 async def measure_dbos(dbos: Dbos, counts: Counts) -> Column:
-    with fresh_dir() as tmp, dbos_launched(dbos, tmp / "dbos.sqlite"):
+    with fresh_dir() as tmp, dbos_launched(dbos.cls, tmp / "dbos.sqlite"):
         sequential = await timed_sequential(lambda: dbos.three({"n": 0}), counts.warmup,
                                             counts.dbos_sequential)
     column = Column(rates={"sequential": sequential})
@@ -261,14 +226,6 @@ async def measure_dbos(dbos: Dbos, counts: Counts) -> Column:
     for n in rest:  # bytes per run: the largest N, measured last, is kept
         column.rates[f"N={n:,}"], column.bytes_per_run = await dbos_concurrent(dbos, n, how)
     return column
-
-
-def fmt(value: float | None, digits: int = 0) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
-
-
-def ratio(ours: float | None, theirs: float | None) -> str:
-    return "-" if ours is None or not theirs else f"{ours / theirs:,.2f}x"
 
 
 def print_table(columns: dict[str, Column], counts: Counts) -> None:
@@ -293,11 +250,9 @@ def print_table(columns: dict[str, Column], counts: Counts) -> None:
 
 
 def print_header(counts: Counts, quick: bool) -> None:
-    sync = inspect.signature(Runtime).parameters["synchronous"].default
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()}; "
-          f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
-          f"orchestrator {ours_version}")
-    print(f"ours: synchronous={sync} (the Runtime default), WAL; runs of 3 steps doing n += 1")
+    print(machine_line())
+    print(f"ours: synchronous={default_synchronous()} (the Runtime default), WAL; "
+          "runs of 3 steps doing n += 1")
     print("  async = async def steps, thread = sync steps in worker threads (the default),"
           " inline = Step(sync, inline=True)")
     concurrent = ", ".join(f"{n:,}" for n in counts.concurrent)
@@ -306,21 +261,18 @@ def print_header(counts: Counts, quick: bool) -> None:
 
 
 async def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description="Durable 3-step runs: ours against DBOS.")
-    parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
-    parser.add_argument("--no-dbos", action="store_true", help="skip the DBOS column")
-    args = parser.parse_args(argv)
+    args = parse_args("Durable 3-step runs: ours against DBOS.", argv)
     counts = QUICK if args.quick else FULL
     print_header(counts, args.quick)
     columns = {kind: await measure_ours(kind, counts) for kind in STEP_KINDS}
     dbos = None if args.no_dbos else load_dbos()
-    if args.no_dbos:
-        print("DBOS: skipped (--no-dbos)")
-    elif dbos is None:
-        print("DBOS: not importable, its column is skipped (pip install -e '.[bench]')")
+    skipped = dbos_unavailable(args.no_dbos, dbos)
+    if skipped:
+        print(skipped)
     else:
+        assert dbos is not None
         print(f"DBOS {importlib.metadata.version('dbos')}: SQLite system database with "
-              f"{dbos_sqlite_settings(dbos)} (its defaults); sequential "
+              f"{dbos_sqlite_settings(dbos.cls)} (its defaults); sequential "
               f"{counts.dbos_sequential:,} runs after {counts.warmup} warm-up")
         columns["DBOS"] = await measure_dbos(dbos, counts)
     print()

@@ -2,8 +2,9 @@
 
 The CLI and the dashboard never reach into the daemon's memory: they commit an event or a
 command row, and this poller picks it up. It asks SQLite for ``PRAGMA data_version``, which
-changes only when another connection commits, so an idle journal costs one tiny query per
-tick. Everything still pending when the runtime starts is picked up on its first tick.
+changes only when another connection commits (this process's own writer included), so an
+idle journal costs one tiny query per tick and a busy one two. Everything still pending
+when the runtime starts is picked up on its first tick.
 """
 
 from __future__ import annotations
@@ -44,9 +45,12 @@ class InboxPoller:
         while True:
             try:
                 version = await self._reader.data_version()
+                # data_version also moves on this process's own commits: one cheap query
+                # tells whether anything is really pending before reading rows.
                 if version != seen:
                     seen = version
-                    await self.drain()
+                    if await self._reader.has_pending(self._last_event, self._last_command):
+                        await self.drain()
             except JournalError as exc:  # a locked or busy journal: try again next tick
                 _log.warning("reading the inbox failed, retrying: %s", exc)
             await asyncio.sleep(self._interval)

@@ -118,7 +118,7 @@ class Parking:
         )
         now = self._clock.now_us()
         if wait is not None and wait.buffer:
-            event = wait.buffer.popleft()
+            event = wait.buffer.pop(0)
             patch = {request.into: event.data} if request.into else {}
             run.position += 1
             run.state_text = encode_state({**decode_state(run.state_text), **patch})

@@ -8,7 +8,6 @@ step no longer exists keeps its status with the reason in its ``error`` field.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 from .conditions import Conditions
@@ -77,7 +76,7 @@ def wait_from(record: WaitRecord) -> Wait:
         record.into,
         record.timeout_at,
         "fail" if record.on_timeout == "fail" else "continue",
-        deque(BufferedEvent(seq, event_id, data) for seq, event_id, data in record.buffer),
+        [BufferedEvent(seq, event_id, data) for seq, event_id, data in record.buffer],
         journaled=True,
     )
 

@@ -253,6 +253,15 @@ class JournalReader:
             for row in rows
         ]
 
+    async def has_pending(self, after_event: int, after_command: int) -> bool:
+        """Whether other processes wrote events or commands past these ids (one query)."""
+        rows = await self._fetch(
+            "SELECT EXISTS (SELECT 1 FROM events WHERE routed_at IS NULL AND id > ?)"
+            " OR EXISTS (SELECT 1 FROM inbox WHERE done_at IS NULL AND id > ?)",
+            [after_event, after_command],
+        )
+        return bool(rows[0][0])
+
     async def data_version(self) -> int:
         """Changes whenever another connection commits (cheap change detection)."""
         rows = await self._fetch("PRAGMA data_version")

@@ -1,0 +1,136 @@
+"""Helpers shared by the benchmark scripts in this folder (they print figures; not tests).
+
+The scripts are run as ``python bench/NAME.py``, so this module is imported as ``common``
+(the script's folder is first on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import logging
+import math
+import os
+import platform
+import sqlite3
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from orchestrator import Runtime
+from orchestrator import __version__ as ours_version
+
+
+def parse_args(description: str, argv: list[str]) -> argparse.Namespace:
+    """The flags every benchmark takes: ``--quick`` and ``--no-dbos``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
+    parser.add_argument("--no-dbos", action="store_true", help="skip the DBOS column")
+    return parser.parse_args(argv)
+
+
+@contextlib.contextmanager
+def fresh_dir() -> Iterator[Path]:
+    """A temporary folder for one measurement's journal (or DBOS system database)."""
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        yield Path(tmp)
+
+
+def default_synchronous() -> str:
+    """The Runtime's default `synchronous` level (the one every measurement uses)."""
+    return str(inspect.signature(Runtime).parameters["synchronous"].default)
+
+
+def machine_line() -> str:
+    """The header line naming what moves the figures: machine, Python, SQLite, our version."""
+    return (
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()}; "
+        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
+        f"orchestrator {ours_version}"
+    )
+
+
+def fmt(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def ratio(ours: float | None, theirs: float | None) -> str:
+    return "-" if ours is None or not theirs else f"{ours / theirs:,.2f}x"
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The nearest-rank p-th percentile (p in 0..100) of a non-empty sample."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+# -- DBOS Transact -------------------------------------------------------------------------
+
+
+def import_dbos() -> Any | None:
+    """The DBOS class, or None when the `bench` extra (dbos) is not installed."""
+    try:
+        from dbos import DBOS
+    except ImportError:
+        return None
+    return DBOS
+
+
+def dbos_unavailable(no_dbos: bool, dbos: Any | None, what: str = "its column") -> str | None:
+    """Why the DBOS side is skipped (a line to print), or None when it runs."""
+    if no_dbos:
+        return "DBOS: skipped (--no-dbos)"
+    if dbos is None:
+        return f"DBOS: not importable, {what} is skipped (pip install -e '.[bench]')"
+    return None
+
+
+class PoolWarnings(logging.Filter):
+    """Counts DBOS's "connection pool exhausted, retrying" warnings and keeps them quiet."""
+
+    count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "QueuePool limit" in record.getMessage():
+            self.count += 1
+            return False
+        return True
+
+
+def quiet_pool_warnings() -> PoolWarnings:
+    """Count (and hide) DBOS's pool-exhausted warnings from now on."""
+    pool = PoolWarnings()
+    logging.getLogger("dbos").addFilter(pool)
+    return pool
+
+
+@contextlib.contextmanager
+def dbos_launched(dbos: Any, path: Path, **settings: Any) -> Iterator[Any]:
+    """A launched DBOS over a SQLite system database at `path`; `settings` join its config."""
+    config = {
+        "name": "bench",
+        "system_database_url": f"sqlite:///{path}",
+        "log_level": "WARNING",
+        **settings,
+    }
+    instance = dbos(config=config)
+    dbos.launch()
+    try:
+        yield instance
+    finally:
+        dbos.destroy()
+
+
+def dbos_sqlite_settings(dbos: Any) -> str:
+    """The journal mode and synchronous level of DBOS's own pooled connections."""
+    with (
+        fresh_dir() as tmp,
+        dbos_launched(dbos, tmp / "dbos.sqlite") as instance,
+        instance._sys_db.engine.connect() as conn,
+    ):
+        mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+        sync = conn.exec_driver_sql("PRAGMA synchronous").scalar()
+    level = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}.get(sync, sync)
+    return f"journal_mode={mode}, synchronous={level}"
