@@ -182,8 +182,10 @@ def load_dbos() -> Dbos | None:
 
 # Above this many DBOS workflows in flight, its 20-connection pool times out (30 s) and retries.
 DBOS_IN_FLIGHT = 1_000
-HOW = {"gather": "asyncio.gather of async workflow calls",
-       "start_workflow_async": "DBOS.start_workflow_async, then await get_result()"}
+HOW = {
+    "gather": "asyncio.gather of async workflow calls",
+    "start_workflow_async": "DBOS.start_workflow_async, then await get_result()",
+}
 
 
 async def dbos_concurrent(dbos: Dbos, n: int, how: str) -> tuple[float, float]:
@@ -206,22 +208,27 @@ async def dbos_concurrent(dbos: Dbos, n: int, how: str) -> tuple[float, float]:
             rate = n / (time.perf_counter() - start)
         check(results)
         if dbos.pool.count > warned:
-            print(f"DBOS at N={n:,}: {dbos.pool.count - warned:,} 'connection pool exhausted' "
-                  "waits, each retried by DBOS (its warnings are not shown)")
+            print(
+                f"DBOS at N={n:,}: {dbos.pool.count - warned:,} 'connection pool exhausted' "
+                "waits, each retried by DBOS (its warnings are not shown)"
+            )
         return rate, bytes_per_run(db, "SELECT count(*) FROM workflow_status")
 
 
 async def measure_dbos(dbos: Dbos, counts: Counts) -> Column:
     with fresh_dir() as tmp, dbos_launched(dbos.cls, tmp / "dbos.sqlite"):
-        sequential = await timed_sequential(lambda: dbos.three({"n": 0}), counts.warmup,
-                                            counts.dbos_sequential)
+        sequential = await timed_sequential(
+            lambda: dbos.three({"n": 0}), counts.warmup, counts.dbos_sequential
+        )
     column = Column(rates={"sequential": sequential})
     first, *rest = counts.dbos_concurrent
     tried = {how: await dbos_concurrent(dbos, first, how) for how in HOW}
     how = max(tried, key=lambda k: tried[k][0])
-    print(f"DBOS concurrent: {HOW[how]}, the faster at N={first:,} (asyncio.gather "
-          f"{tried['gather'][0]:,.0f}/s, start_workflow_async "
-          f"{tried['start_workflow_async'][0]:,.0f}/s); at most {DBOS_IN_FLIGHT:,} in flight")
+    print(
+        f"DBOS concurrent: {HOW[how]}, the faster at N={first:,} (asyncio.gather "
+        f"{tried['gather'][0]:,.0f}/s, start_workflow_async "
+        f"{tried['start_workflow_async'][0]:,.0f}/s); at most {DBOS_IN_FLIGHT:,} in flight"
+    )
     column.rates[f"N={first:,}"], column.bytes_per_run = tried[how]
     for n in rest:  # bytes per run: the largest N, measured last, is kept
         column.rates[f"N={n:,}"], column.bytes_per_run = await dbos_concurrent(dbos, n, how)
@@ -235,29 +242,51 @@ def print_table(columns: dict[str, Column], counts: Counts) -> None:
     for key in ["sequential", *(f"N={n:,}" for n in counts.concurrent)]:
         label = "sequential runs/s" if key == "sequential" else f"concurrent {key} runs/s"
         theirs = dbos.rates.get(key) if dbos else None
-        rows.append((label, [fmt(columns[name].rates.get(key)) for name in names],
-                     ratio(columns["async"].rates.get(key), theirs)))
-    rows.append(("per-step overhead µs (sequential)",
-                 [fmt(columns[name].step_us, 1) for name in names], ""))
-    rows.append((f"bytes per run (N={counts.concurrent[-1]:,} journal)",
-                 [fmt(columns[name].bytes_per_run) for name in names],
-                 ratio(columns["async"].bytes_per_run, dbos.bytes_per_run if dbos else None)))
-    print(f"{'':34}" + "".join(f"{name:>10}" for name in names)
-          + (f"{'async/DBOS':>12}" if dbos else ""))
+        rows.append(
+            (
+                label,
+                [fmt(columns[name].rates.get(key)) for name in names],
+                ratio(columns["async"].rates.get(key), theirs),
+            )
+        )
+    rows.append(
+        ("per-step overhead µs (sequential)", [fmt(columns[name].step_us, 1) for name in names], "")
+    )
+    rows.append(
+        (
+            f"bytes per run (N={counts.concurrent[-1]:,} journal)",
+            [fmt(columns[name].bytes_per_run) for name in names],
+            ratio(columns["async"].bytes_per_run, dbos.bytes_per_run if dbos else None),
+        )
+    )
+    print(
+        f"{'':34}"
+        + "".join(f"{name:>10}" for name in names)
+        + (f"{'async/DBOS':>12}" if dbos else "")
+    )
     for label, cells, tail in rows:
-        print(f"{label:34}" + "".join(f"{cell:>10}" for cell in cells)
-              + (f"{tail:>12}" if dbos else ""))
+        print(
+            f"{label:34}"
+            + "".join(f"{cell:>10}" for cell in cells)
+            + (f"{tail:>12}" if dbos else "")
+        )
 
 
 def print_header(counts: Counts, quick: bool) -> None:
     print(machine_line())
-    print(f"ours: synchronous={default_synchronous()} (the Runtime default), WAL; "
-          "runs of 3 steps doing n += 1")
-    print("  async = async def steps, thread = sync steps in worker threads (the default),"
-          " inline = Step(sync, inline=True)")
+    print(
+        f"ours: synchronous={default_synchronous()} (the Runtime default), WAL; "
+        "runs of 3 steps doing n += 1"
+    )
+    print(
+        "  async = async def steps, thread = sync steps in worker threads (the default),"
+        " inline = Step(sync, inline=True)"
+    )
     concurrent = ", ".join(f"{n:,}" for n in counts.concurrent)
-    print(f"counts{' (--quick)' if quick else ''}: sequential {counts.sequential:,} runs after "
-          f"{counts.warmup} warm-up; concurrent N = {concurrent} after 50 warm-up")
+    print(
+        f"counts{' (--quick)' if quick else ''}: sequential {counts.sequential:,} runs after "
+        f"{counts.warmup} warm-up; concurrent N = {concurrent} after 50 warm-up"
+    )
 
 
 async def main(argv: list[str]) -> None:
@@ -271,9 +300,11 @@ async def main(argv: list[str]) -> None:
         print(skipped)
     else:
         assert dbos is not None
-        print(f"DBOS {importlib.metadata.version('dbos')}: SQLite system database with "
-              f"{dbos_sqlite_settings(dbos.cls)} (its defaults); sequential "
-              f"{counts.dbos_sequential:,} runs after {counts.warmup} warm-up")
+        print(
+            f"DBOS {importlib.metadata.version('dbos')}: SQLite system database with "
+            f"{dbos_sqlite_settings(dbos.cls)} (its defaults); sequential "
+            f"{counts.dbos_sequential:,} runs after {counts.warmup} warm-up"
+        )
         columns["DBOS"] = await measure_dbos(dbos, counts)
     print()
     print_table(columns, counts)
