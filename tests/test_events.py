@@ -270,3 +270,22 @@ async def test_pause_and_resume_are_lifecycle_events(db: Path) -> None:
         "step.completed",
         "run.completed",
     ]
+
+
+async def test_pause_on_a_wait_handle_and_cancel_a_registered_wait(db: Path) -> None:
+    def both(state: dict[str, Any], ctx: Any) -> Any:
+        ignored = ctx.pause_service.register(event="coupon", where={"id": ("==", 1)})
+        ctx.pause_service.cancel(ignored)  # events for it are no longer kept
+        wait = ctx.pause_service.register(event="approval", where={"id": ("==", state["id"])})
+        return ctx.pause(wait=wait, into="approval")
+
+    flow = Workflow(id="w", pipelines={"go": [both, ship]})
+    async with Runtime(db, workflows=[flow]) as rt:
+        paused = await rt.invoke("w", "go", {"id": 1})
+        assert paused.status == "paused"
+        await rt.emit("coupon", {"id": 1})
+        await rt.emit("approval", {"id": 1, "by": "ann"})
+        done = await rt.wait(paused.run_id, timeout=5)
+        assert done.state == {"id": 1, "approval": {"id": 1, "by": "ann"}, "shipped": True}
+        kinds = [e.kind for e in await rt.timeline(paused.run_id)]
+        assert "event.buffered" not in kinds  # the cancelled wait kept nothing
