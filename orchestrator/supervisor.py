@@ -147,17 +147,7 @@ class Supervisor:
     def _continue(
         self, unfinished: UnfinishedRun, registered: RegisteredWorkflow, step_index: int, now: int
     ) -> None:
-        run = ActiveRun(
-            unfinished.row,
-            unfinished.run_id,
-            registered,
-            unfinished.trigger_id,
-            registered.steps(unfinished.trigger_id),
-            step_index,
-            unfinished.position,
-            unfinished.state,
-            asyncio.get_running_loop().create_future(),
-        )
+        run = _active_from(unfinished, registered, step_index)
         message = f"recovered after a restart; continuing from checkpoint {unfinished.position}"
         if unfinished.version != registered.version:
             message += f" on version {registered.version} (started on {unfinished.version})"
@@ -198,17 +188,7 @@ class Supervisor:
         if registered is None or resumption is None or resumption.step_index is None:
             self.orphans.setdefault(parked.workflow_id, []).append(unfinished)
             return
-        run = ActiveRun(
-            parked.row,
-            parked.run_id,
-            registered,
-            parked.trigger_id,
-            registered.steps(parked.trigger_id),
-            resumption.step_index,
-            parked.position,
-            parked.state_text,
-            asyncio.get_running_loop().create_future(),
-        )
+        run = _active_from(unfinished, registered, resumption.step_index)
         if registered.version != parked.version:
             self._writer.enqueue([ops.set_version(run.row, registered.version)])
         self._spawn(run, lifecycle="run.resumed")
@@ -269,3 +249,20 @@ class Supervisor:
 def _fail(settled: asyncio.Future[RunResult], error: BaseException) -> None:
     settled.set_exception(error)
     settled.exception()  # runs started by events or recovery have no one awaiting them
+
+
+def _active_from(
+    unfinished: UnfinishedRun, registered: RegisteredWorkflow, index: int
+) -> ActiveRun:
+    """A journaled run made active again, at step `index` of `registered`."""
+    return ActiveRun(
+        unfinished.row,
+        unfinished.run_id,
+        registered,
+        unfinished.trigger_id,
+        registered.steps(unfinished.trigger_id),
+        index,
+        unfinished.position,
+        unfinished.state,
+        asyncio.get_running_loop().create_future(),
+    )
