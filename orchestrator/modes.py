@@ -1,0 +1,198 @@
+"""Execution modes: what happens when work arrives while a workflow is busy.
+
+A mode is frozen data on the workflow; a `Gate` applies it to one workflow's runs. The
+gate is pure bookkeeping (run ids in, decisions out); the supervisor acts on what it
+decides and journals it. Paused runs hold the slot of every mode but `Transient`, whose
+resumed runs wait for a slot at the front of its queue.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+from .errors import DefinitionError
+
+Action = Literal["start", "queue", "drop", "reject", "signal", "replace"]
+
+
+@dataclass(frozen=True)
+class Transient:
+    """At most `concurrency` runs executing; up to `capacity` wait; beyond that, dropped.
+
+    ``None`` means no limit. Paused runs do not hold a slot.
+    """
+
+    concurrency: int | None = None
+    capacity: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("concurrency", "capacity"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or value < (1 if name == "concurrency" else 0)
+            ):
+                raise DefinitionError(
+                    f"Transient {name} must be a whole number or None, got {value!r}"
+                )
+
+
+@dataclass(frozen=True)
+class Serialized:
+    """First in, first out, one run at a time; a paused run keeps the slot."""
+
+
+@dataclass(frozen=True)
+class SingletonLoop:
+    """At most one active run (running or paused).
+
+    A new dispatch is dropped, signalled into the active run (its data merged into that
+    run's state), or aborts the active run and replaces it.
+    """
+
+    on_busy: Literal["drop", "signal", "replace"] = "drop"
+
+    def __post_init__(self) -> None:
+        if self.on_busy not in ("drop", "signal", "replace"):
+            raise DefinitionError(
+                f"SingletonLoop on_busy must be 'drop', 'signal' or 'replace', got {self.on_busy!r}"
+            )
+
+
+@dataclass(frozen=True)
+class Exclusive:
+    """At most one active run (running or paused).
+
+    A new dispatch is rejected, or kept as the single pending run (the latest wins; the
+    one it supersedes ends dropped).
+    """
+
+    on_busy: Literal["reject", "queue_single"] = "reject"
+
+    def __post_init__(self) -> None:
+        if self.on_busy not in ("reject", "queue_single"):
+            raise DefinitionError(
+                f"Exclusive on_busy must be 'reject' or 'queue_single', got {self.on_busy!r}"
+            )
+
+
+Mode = Transient | Serialized | SingletonLoop | Exclusive
+
+
+def describe(mode: Mode) -> str:
+    """The mode as written in Python, for the journal and the dashboard."""
+    return repr(mode)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a dispatch gets: `action`, the run that held the slot, the run it superseded."""
+
+    action: Action
+    holder: str | None = None
+    superseded: str | None = None
+
+
+class Gate:
+    """One workflow's slots under its mode.
+
+    Invariant: `running`, `paused`, `queue` and `resuming` are disjoint; under every mode
+    but `Transient`, ``len(running) + len(paused) <= 1`` once recovery is over.
+    """
+
+    def __init__(self, mode: Mode) -> None:
+        self.mode: Mode = mode
+        self.running: set[str] = set()
+        self.paused: set[str] = set()
+        self.queue: deque[str] = deque()
+        self.resuming: deque[str] = deque()
+
+    def dispatch(self, run_id: str) -> Decision:
+        """Decide for a new run; on ``start`` or ``replace`` it now holds a slot."""
+        mode = self.mode
+        if isinstance(mode, Transient):
+            return self._dispatch_transient(mode, run_id)
+        holder = self._holder()
+        if holder is None and not self.queue:
+            self.running.add(run_id)
+            return Decision("start")
+        if isinstance(mode, Serialized):
+            self.queue.append(run_id)
+            return Decision("queue", holder)
+        if isinstance(mode, SingletonLoop):
+            return self._dispatch_singleton(mode, run_id, holder)
+        if mode.on_busy == "reject":
+            return Decision("reject", holder)
+        superseded = self.queue.pop() if self.queue else None
+        self.queue.append(run_id)
+        return Decision("queue", holder, superseded)
+
+    def _dispatch_transient(self, mode: Transient, run_id: str) -> Decision:
+        if self._has_slot() and not self.queue and not self.resuming:
+            self.running.add(run_id)
+            return Decision("start")
+        if mode.capacity is None or len(self.queue) < mode.capacity:
+            self.queue.append(run_id)
+            return Decision("queue", self._holder())
+        return Decision("drop", self._holder())
+
+    def _dispatch_singleton(self, mode: SingletonLoop, run_id: str, holder: str | None) -> Decision:
+        if mode.on_busy == "drop":
+            return Decision("drop", holder)
+        if mode.on_busy == "signal":
+            return Decision("signal", holder)
+        if holder is not None:
+            self.running.discard(holder)
+            self.paused.discard(holder)
+        self.running.add(run_id)
+        return Decision("replace", holder)
+
+    def paused_run(self, run_id: str) -> list[str]:
+        """A run paused; returns the runs that may start now."""
+        if run_id in self.running:
+            self.running.discard(run_id)
+            self.paused.add(run_id)
+        return self._fill() if isinstance(self.mode, Transient) else []
+
+    def resumed(self, run_id: str) -> bool:
+        """A paused run was resumed; False if it must wait for a slot (`Transient`)."""
+        self.paused.discard(run_id)
+        if isinstance(self.mode, Transient) and (not self._has_slot() or self.resuming):
+            self.resuming.append(run_id)
+            return False
+        self.running.add(run_id)
+        return True
+
+    def ended(self, run_id: str) -> list[str]:
+        """A run ended (or left the gate); returns the runs that may start now."""
+        self.running.discard(run_id)
+        self.paused.discard(run_id)
+        if run_id in self.queue:
+            self.queue.remove(run_id)
+        if run_id in self.resuming:
+            self.resuming.remove(run_id)
+        return self._fill()
+
+    def _fill(self) -> list[str]:
+        starting: list[str] = []
+        while self._has_slot() and (self.resuming or self.queue):
+            run_id = self.resuming.popleft() if self.resuming else self.queue.popleft()
+            self.running.add(run_id)
+            starting.append(run_id)
+        return starting
+
+    def _has_slot(self) -> bool:
+        mode = self.mode
+        if isinstance(mode, Transient):
+            return mode.concurrency is None or len(self.running) < mode.concurrency
+        return not self.running and not self.paused
+
+    def _holder(self) -> str | None:
+        """The run that holds the slot (the oldest executing one under `Transient`)."""
+        for group in (self.running, self.paused):
+            if group:
+                return min(group)
+        return None
