@@ -9,13 +9,13 @@ the public call returns.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 from concurrent.futures import Executor
 from typing import Any
 
 from . import recovery
+from .admission import Admission, Dispatched
 from .clock import Clock
 from .dispatcher import Dispatcher
 from .errors import OrchestratorError, RunNotActive, RunNotFound, ValidationError
@@ -28,7 +28,7 @@ from .parking import ParkedRun, Parking
 from .records import FINAL_STATUSES
 from .registry import RegisteredWorkflow, Registry
 from .scheduler import Scheduler
-from .state import StateEncodingError, copy_state, decode_state, encode_state
+from .state import StateEncodingError, copy_state
 from .supervisor import Supervisor
 from .timers import Timers
 
@@ -75,7 +75,12 @@ class Control:
         )
         self.runs = Supervisor(self.env, tasks, max_run_row, self.lookup)
         self.runs.parking = self.parking
-        self.bus = EventBus(writer, clock, self.dispatcher, self.parking, self.runs, self.lookup)
+        self.admission = Admission(writer, clock, self.runs, self.parking)
+        self.runs.admission = self.admission
+        self.parking.on_end = lambda parked: self.admission.ended(parked.workflow_id, parked.run_id)
+        self.bus = EventBus(
+            writer, clock, self.dispatcher, self.parking, self.admission, self.lookup
+        )
         self.scheduler = Scheduler(writer, clock, self.timers, self._start_scheduled, last_ticks)
 
     def lookup(self, workflow_id: str) -> RegisteredWorkflow | None:
@@ -147,7 +152,7 @@ class Control:
         run = self.runs.active.get(run_id)
         if run is None or run.finishing:
             raise await self._not_paused(run_id, "signalled", active_ok=True)
-        return _signal_active(run, changes, self._clock.now_us())
+        return self.runs.signal_active(run, changes)
 
     async def abort(self, run_id: str) -> None:
         """End a run that is not final."""
@@ -220,23 +225,23 @@ class Control:
 
     def invoke(
         self, workflow_id: str, trigger_id: str, data: Any, run_id: str | None = None
-    ) -> ActiveRun:
-        """Start a run of a workflow's pipeline (bypassing trigger conditions)."""
+    ) -> Dispatched:
+        """Dispatch a run of a workflow's pipeline (bypassing trigger conditions)."""
         registered = self._registry.get(workflow_id)
-        steps = registered.steps(trigger_id)
-        return self.runs.start_run(
-            registered, trigger_id, steps, {} if data is None else data, run_id=run_id
+        registered.steps(trigger_id)  # TriggerNotFound before anything is journaled
+        return self.admission.dispatch(
+            registered, trigger_id, {} if data is None else data, run_id=run_id
         )
 
     # -- internals -------------------------------------------------------------------------
 
-    def _continue(self, parked: ParkedRun) -> None:
-        self.runs.continue_parked(parked)
+    def _continue(self, parked: ParkedRun) -> list[ops.Op]:
+        return self.runs.continue_parked(parked)
 
     def _start_scheduled(
         self, registered: RegisteredWorkflow, trigger_id: str, data: dict[str, Any]
     ) -> object:
-        return self.runs.start_run(registered, trigger_id, registered.steps(trigger_id), data)
+        return self.admission.dispatch(registered, trigger_id, data)
 
     async def _notify(self, name: str, run: ActiveRun, extra: dict[str, Any]) -> None:
         await self._lifecycle.notify(
@@ -281,21 +286,3 @@ def _json_object(value: Any, what: str) -> dict[str, Any]:
         return copy_state({} if value is None else value)
     except StateEncodingError as exc:
         raise ValidationError(f"{what} must be a JSON object: {exc}") from exc
-
-
-def _signal_active(run: ActiveRun, patch: dict[str, Any], now: int) -> list[ops.Op]:
-    run.pending_patch = {**(run.pending_patch or {}), **patch}
-    run.position += 1
-    run.state_text = encode_state({**decode_state(run.state_text), **patch})
-    return [
-        *ops.state_change(run.row, run.position, "signal", run.state_text, now),
-        ops.add_timeline(
-            run.row,
-            now,
-            "runtime",
-            "run.signalled",
-            position=run.position,
-            message="state patched by a signal",
-            data=json.dumps({"patch": patch}),
-        ),
-    ]

@@ -12,12 +12,12 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from .admission import Admission
 from .clock import Clock
 from .dispatcher import Dispatcher
 from .journal import GroupCommitWriter, ops
 from .parking import Parking
 from .registry import RegisteredWorkflow
-from .supervisor import Supervisor
 
 
 class EventBus:
@@ -29,11 +29,11 @@ class EventBus:
         clock: Clock,
         dispatcher: Dispatcher,
         parking: Parking,
-        supervisor: Supervisor,
+        admission: Admission,
         lookup: Callable[[str], RegisteredWorkflow | None],
     ) -> None:
         self._writer, self._clock = writer, clock
-        self._dispatcher, self._parking, self._runs = dispatcher, parking, supervisor
+        self._dispatcher, self._parking, self._admission = dispatcher, parking, admission
         self._lookup = lookup
 
     def accept(
@@ -74,19 +74,18 @@ class EventBus:
             registered = self._lookup(entry.workflow_id)
             if registered is None:
                 continue
-            run = self._runs.start_run(
-                registered, entry.trigger_id, registered.steps(entry.trigger_id), data
-            )
-            started.append(run.run_id)
-            writes.append(ops.add_route(event_id, run.row, "started"))
+            dispatched = self._admission.dispatch(registered, entry.trigger_id, data)
+            action = _ROUTE_ACTIONS[dispatched.decision.action]
+            started.append(dispatched.run_id)
+            writes.append(ops.add_route(event_id, dispatched.row, action))
             writes.append(
                 ops.add_timeline(
-                    run.row,
+                    dispatched.row,
                     now,
                     "event",
                     "event.received",
                     position=0,
-                    message=f"started by {event_type} event {event_id}",
+                    message=f"{event_type} event {event_id}: {action} (trigger {entry.trigger_id})",
                     data=json.dumps({"event_id": event_id, "type": event_type}),
                 )
             )
@@ -94,6 +93,16 @@ class EventBus:
             writes += self._parking.deliver(wait, event_id, data)
         self._writer.enqueue(writes)
         return started
+
+
+_ROUTE_ACTIONS = {
+    "start": "started",
+    "replace": "started",
+    "queue": "queued",
+    "drop": "dropped",
+    "reject": "rejected",
+    "signal": "signalled",
+}
 
 
 def _json(data: dict[str, Any]) -> str:

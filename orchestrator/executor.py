@@ -51,6 +51,9 @@ class ActiveRun:
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     # Signals received while a step runs: merged into what it returns (the signal is newer).
     pending_patch: dict[str, Any] | None = None
+    # Why the run fails before its first step (its input is not a JSON object).
+    invalid_input: str | None = None
+    abort_reason: str = "aborted by request"
 
     @property
     def next_step(self) -> str | None:
@@ -111,7 +114,7 @@ async def execute(
 
 async def finish_aborted(run: ActiveRun, env: ExecutorEnv) -> RunResult:
     """Record that `run` was aborted."""
-    return await _finish(run, env, "aborted", _RunFailed("aborted by request", "ABORTED", None))
+    return await _finish(run, env, "aborted", _RunFailed(run.abort_reason, "ABORTED", None))
 
 
 async def finish_failed(run: ActiveRun, env: ExecutorEnv, message: str, code: str) -> RunResult:

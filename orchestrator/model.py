@@ -15,6 +15,7 @@ from typing import Any
 from . import schedules
 from .conditions import Conditions
 from .errors import DefinitionError
+from .modes import Mode
 
 StepFn = Callable[..., Any]
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -163,11 +164,14 @@ class Workflow:
         pipelines: Trigger id -> list of steps (functions or `Step`). A pipeline without a
             trigger of its id can only be started with `Runtime.invoke`.
         triggers: Trigger id -> `Trigger` (events) or `Schedule` (cron).
+        mode: What happens when work arrives while the workflow is busy (default
+            ``Transient()``, no limits); a mode given to `Runtime.register` wins.
     """
 
     id: str
     pipelines: Mapping[str, Sequence[StepFn | Step]]
     triggers: Mapping[str, AnyTrigger] = field(default_factory=dict)
+    mode: Mode | None = None
     bound: Mapping[str, list[BoundStep]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -187,6 +191,11 @@ class Workflow:
                 raise DefinitionError(f"{where}: a pipeline needs at least one step")
         object.__setattr__(self, "bound", bound)
         self._check_triggers()
+        if self.mode is not None and not isinstance(self.mode, Mode):
+            raise DefinitionError(
+                f"workflow {self.id!r}: mode must be Transient(), Serialized(), SingletonLoop() "
+                f"or Exclusive(), got {self.mode!r}"
+            )
 
     def _check_triggers(self) -> None:
         if not isinstance(self.triggers, Mapping):

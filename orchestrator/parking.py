@@ -43,7 +43,10 @@ class ParkedRun:
     pinned: RegisteredWorkflow | None = None
 
 
-Wake = Callable[[ParkedRun], None]
+# Continues a resumed run; returns writes that must follow the resume's own (a run that has
+# to wait for a slot is journaled ``queued`` after it is journaled ``running``).
+Wake = Callable[[ParkedRun], list[ops.Op]]
+Ended = Callable[[ParkedRun], None]
 
 
 class Parking:
@@ -62,6 +65,7 @@ class Parking:
     ) -> None:
         self._writer, self._clock = writer, clock
         self._dispatcher, self._timers, self._wake = dispatcher, timers, wake
+        self.on_end: Ended | None = None
         self._next_wait, self._next_seq = max_wait_id, max_seq
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
@@ -268,7 +272,7 @@ class Parking:
         ]
         if parked.next_step is not None:
             writes.append(ops.step_started(parked.row, parked.position, parked.next_step, now))
-        self._wake(parked)
+        writes += self._wake(parked)
         return writes
 
     def signal(self, parked: ParkedRun, patch: dict[str, Any]) -> list[ops.Op]:
@@ -292,6 +296,8 @@ class Parking:
         """A parked run is ended (aborted or failed) without resuming."""
         del self.paused[parked.run_id]
         self._timers.cancel(("wait", parked.wait.id))
+        if self.on_end is not None:
+            self.on_end(parked)
         return self.release(parked.row)
 
     # -- internals -------------------------------------------------------------------------

@@ -9,10 +9,11 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from .errors import TriggerNotFound, WorkflowNotFound
+from .errors import DefinitionError, TriggerNotFound, WorkflowNotFound
 from .model import BoundStep, Workflow
+from .modes import Mode, Transient, describe
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class RegisteredWorkflow:
     version: str
     definition: str
     file: str | None = None
+    mode: Mode = field(default_factory=Transient)
 
     @property
     def id(self) -> str:
@@ -40,11 +42,21 @@ class RegisteredWorkflow:
         return steps
 
 
-def register(workflow: Workflow, *, file: str | None = None) -> RegisteredWorkflow:
-    """Describe and version a workflow for registration."""
+def register(
+    workflow: Workflow, *, file: str | None = None, mode: Mode | None = None
+) -> RegisteredWorkflow:
+    """Describe and version a workflow for registration (`mode` wins over the workflow's)."""
+    if mode is not None and not isinstance(mode, Mode):
+        raise DefinitionError(f"register(mode=...) takes a mode such as Serialized(), got {mode!r}")
+    chosen = mode or workflow.mode or Transient()
     pipelines = {tid: [step.name for step in steps] for tid, steps in workflow.bound.items()}
-    definition = json.dumps({"pipelines": pipelines}, sort_keys=True, separators=(",", ":"))
-    return RegisteredWorkflow(workflow, version_of(workflow), definition, file)
+    description = {
+        "pipelines": pipelines,
+        "mode": describe(chosen),
+        "triggers": {tid: repr(t) for tid, t in workflow.triggers.items()},
+    }
+    definition = json.dumps(description, sort_keys=True, separators=(",", ":"))
+    return RegisteredWorkflow(workflow, version_of(workflow), definition, file, chosen)
 
 
 def version_of(workflow: Workflow) -> str:

@@ -26,6 +26,7 @@ from .inbox import InboxPoller
 from .journal import FaultPoints, GroupCommitWriter, JournalReader, Synchronous, ops
 from .lifecycle import Handler, Lifecycle
 from .model import Workflow
+from .modes import Mode
 from .records import FINAL_STATUSES, RunInfo, RunResult, TimelineEntry, is_ok
 from .registry import RegisteredWorkflow, Registry, register
 
@@ -158,7 +159,7 @@ class Runtime:
 
     # -- workflows -------------------------------------------------------------------------
 
-    async def register(self, workflow: Workflow) -> RegisteredWorkflow:
+    async def register(self, workflow: Workflow, *, mode: Mode | None = None) -> RegisteredWorkflow:
         """Register (or replace) a workflow; its unfinished runs from the journal continue.
 
         Events written by other processes are routed from the moment the runtime starts:
@@ -167,7 +168,7 @@ class Runtime:
         control = self._require_control()
         if not isinstance(workflow, Workflow):
             raise TypeError(f"register() takes a Workflow, got {type(workflow).__name__}")
-        registered = register(workflow)
+        registered = register(workflow, mode=mode)
         self._writer.enqueue(
             [
                 ops.add_version(
@@ -214,10 +215,10 @@ class Runtime:
         does not apply (it filters events). The run belongs to the runtime: cancelling
         this call does not cancel the run.
         """
-        run = self._require_control().invoke(workflow_id, trigger_id, data)
+        dispatched = self._require_control().invoke(workflow_id, trigger_id, data)
         # Not shielded: `settled` is this call's own future, and cancelling this call only
         # cancels the wait; the run itself goes on (saves a shield per run).
-        return await run.settled
+        return await dispatched.settled
 
     async def emit(self, event_type: str, data: Any = None) -> str:
         """Journal an event and route it; returns its id once it is committed.

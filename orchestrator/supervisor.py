@@ -8,6 +8,7 @@ not know what a run does (the executor does) nor the public API (the runtime doe
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from .state import StateEncodingError, decode_state, encode_state
 from .waits import PauseRequest
 
 if TYPE_CHECKING:
+    from .admission import Admission
     from .parking import ParkedRun, Parking
 
 _log = logging.getLogger("orchestrator.runtime")
@@ -45,6 +47,7 @@ class Supervisor:
         self._next_row = max_run_row
         self._lookup = lookup
         self.parking: Parking | None = None
+        self.admission: Admission | None = None
         self.active: dict[str, ActiveRun] = {}
         # Invariant: a run id is in at most one of `active` and `orphans`.
         self.orphans: dict[str, list[UnfinishedRun]] = {}
@@ -56,8 +59,10 @@ class Supervisor:
         steps: list[BoundStep],
         data: Any,
         run_id: str | None = None,
+        *,
+        status: str = "running",
     ) -> ActiveRun:
-        """Journal a new run (pipelined with its first steps) and start executing it."""
+        """Journal a new run (pipelined with its first steps); start it if ``running``."""
         self._next_row += 1
         run = ActiveRun(
             self._next_row,
@@ -70,11 +75,10 @@ class Supervisor:
             "{}",
             asyncio.get_running_loop().create_future(),
         )
-        invalid_input = None
         try:
             run.state_text = encode_state(data)
         except StateEncodingError as exc:
-            invalid_input = f"the run's input is invalid: {exc}"
+            run.invalid_input = f"the run's input is invalid: {exc}"
         self._writer.enqueue(
             ops.create_run(
                 run.row,
@@ -82,14 +86,43 @@ class Supervisor:
                 registered.id,
                 trigger_id,
                 registered.version,
-                status="running",
+                status=status,
                 first_step=steps[0].name,
                 state=run.state_text,
                 at=self._env.clock.now_us(),
             )
         )
-        self._spawn(run, invalid_input)
+        if status == "running":
+            self._spawn(run)
         return run
+
+    def signal_active(self, run: ActiveRun, patch: dict[str, Any]) -> list[ops.Op]:
+        """Merge `patch` into a running run: journaled now, and it wins over the step's result."""
+        now = self._env.clock.now_us()
+        run.pending_patch = {**(run.pending_patch or {}), **patch}
+        run.position += 1
+        run.state_text = encode_state({**decode_state(run.state_text), **patch})
+        return [
+            *ops.state_change(run.row, run.position, "signal", run.state_text, now),
+            ops.add_timeline(
+                run.row,
+                now,
+                "runtime",
+                "run.signalled",
+                position=run.position,
+                message="state patched by a signal",
+                data=json.dumps({"patch": patch}),
+            ),
+        ]
+
+    def start_queued(self, run: ActiveRun) -> None:
+        """A queued run got its slot: journal that it runs and start it."""
+        now = self._env.clock.now_us()
+        writes = [ops.set_status(run.row, "running", now)]
+        if run.next_step is not None:
+            writes.append(ops.step_started(run.row, run.position, run.next_step, now))
+        self._writer.enqueue(writes)
+        self._spawn(run, lifecycle="run.started")
 
     async def abort(self, run: ActiveRun) -> None:
         """Abort an active run and wait until its end is recorded."""
@@ -122,10 +155,14 @@ class Supervisor:
     async def adopt(self, registered: RegisteredWorkflow) -> None:
         """Continue the recovered runs of a workflow that has just been registered."""
         kept: list[UnfinishedRun] = []
+        queued: list[ActiveRun] = []
+        running: list[str] = []
         for unfinished in self.orphans.pop(registered.id, []):
             resumption = recovery.plan(unfinished, registered)
             now = self._env.clock.now_us()
-            if resumption.step_index is None:
+            if resumption.step_index is not None and unfinished.status == "queued":
+                queued.append(_active_from(unfinished, registered, resumption.step_index))
+            elif resumption.step_index is None:
                 kept.append(unfinished)
                 self._writer.enqueue(
                     [
@@ -139,9 +176,17 @@ class Supervisor:
                     ]
                 )
             else:
+                running.append(unfinished.run_id)
                 self._continue(unfinished, registered, resumption.step_index, now)
         if kept:
             self.orphans[registered.id] = kept
+        if self.admission is not None:
+            paused = [
+                p.run_id
+                for p in (self.parking.paused.values() if self.parking else ())
+                if p.workflow_id == registered.id
+            ]
+            self.admission.restore(registered, queued, running, paused)
         await self._writer.flush()
 
     def _continue(
@@ -169,7 +214,7 @@ class Supervisor:
         self._writer.enqueue(writes)
         self._spawn(run)
 
-    def continue_parked(self, parked: ParkedRun) -> None:
+    def continue_parked(self, parked: ParkedRun) -> list[ops.Op]:
         """A parked run was resumed: run its next step, on its pinned version if held."""
         unfinished = UnfinishedRun(
             parked.row,
@@ -187,25 +232,26 @@ class Supervisor:
         resumption = recovery.plan(unfinished, registered) if registered else None
         if registered is None or resumption is None or resumption.step_index is None:
             self.orphans.setdefault(parked.workflow_id, []).append(unfinished)
-            return
+            return []
         run = _active_from(unfinished, registered, resumption.step_index)
+        writes = []
         if registered.version != parked.version:
-            self._writer.enqueue([ops.set_version(run.row, registered.version)])
+            writes.append(ops.set_version(run.row, registered.version))
+        if self.admission is not None and not self.admission.resumed(run):
+            writes.append(ops.set_status(run.row, "queued", self._env.clock.now_us()))
+            return writes
         self._spawn(run, lifecycle="run.resumed")
+        return writes
 
-    def _spawn(
-        self, run: ActiveRun, invalid_input: str | None = None, lifecycle: str = "run.started"
-    ) -> None:
+    def _spawn(self, run: ActiveRun, lifecycle: str = "run.started") -> None:
         self.active[run.run_id] = run
-        run.task = self._tasks.create_task(
-            self._drive(run, invalid_input, lifecycle), name=f"run-{run.run_id}"
-        )
+        run.task = self._tasks.create_task(self._drive(run, lifecycle), name=f"run-{run.run_id}")
 
-    async def _drive(self, run: ActiveRun, invalid_input: str | None, lifecycle: str) -> None:
+    async def _drive(self, run: ActiveRun, lifecycle: str) -> None:
         try:
             if self._env.wants(lifecycle):
                 await self._env.notify(lifecycle, run, {})
-            result = await self._execute(run, invalid_input)
+            result = await self._execute(run)
         except asyncio.CancelledError:
             if not run.settled.done():
                 _fail(
@@ -223,12 +269,14 @@ class Supervisor:
         else:
             if not run.settled.done():  # an `invoke` caller that was cancelled cancels it
                 run.settled.set_result(result)
+            if result.status != "paused" and self.admission is not None:
+                self.admission.ended(run.workflow.id, run.run_id)
         finally:
             if self.active.get(run.run_id) is run:  # a resumed run may have taken its place
                 del self.active[run.run_id]
 
-    async def _execute(self, run: ActiveRun, invalid_input: str | None) -> RunResult:
-        outcome = await execute(run, self._env, invalid_input=invalid_input)
+    async def _execute(self, run: ActiveRun) -> RunResult:
+        outcome = await execute(run, self._env, invalid_input=run.invalid_input)
         while isinstance(outcome, PauseRequest):
             if self.parking is None:
                 raise RuntimeNotStarted("pausing needs the runtime's parking")
@@ -236,6 +284,8 @@ class Supervisor:
             if parked is None:  # a buffered event was waiting: go on at once
                 outcome = await execute(run, self._env)
                 continue
+            if self.admission is not None:  # before any await: a resume may come next
+                self.admission.paused(run.workflow.id, run.run_id)
             await self._writer.flush()  # `invoke` returns "paused" only once it is durable
             result = RunResult(
                 ok=True, status="paused", run_id=run.run_id, state=decode_state(parked.state_text)
