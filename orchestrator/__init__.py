@@ -24,6 +24,7 @@ from .errors import (
     WorkflowNotFound,
 )
 from .model import Schedule, Step, Trigger, Workflow
+from .modes import Exclusive, Serialized, SingletonLoop, Transient
 from .pipeline import run
 from .records import RunInfo, RunResult, TimelineEntry
 from .registry import RegisteredWorkflow
@@ -36,6 +37,7 @@ __all__ = [
     "Clock",
     "DefinitionError",
     "DuplicateKey",
+    "Exclusive",
     "FakeClock",
     "InvalidState",
     "JournalCorrupt",
@@ -54,10 +56,13 @@ __all__ = [
     "RuntimeNotStarted",
     "RuntimeStopped",
     "Schedule",
+    "Serialized",
+    "SingletonLoop",
     "Step",
     "StepContext",
     "StepTimeout",
     "TimelineEntry",
+    "Transient",
     "Trigger",
     "TriggerNotFound",
     "ValidationError",

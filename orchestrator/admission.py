@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .clock import Clock
+from .errors import RuntimeStopped
 from .executor import ActiveRun
 from .journal import GroupCommitWriter, ops
 from .modes import Decision, Gate
@@ -101,6 +102,18 @@ class Admission:
                 )
             )
         return Dispatched(decision, run.run_id, run.row, run.settled)
+
+    def stop(self) -> None:
+        """The runtime stops: queued runs stay queued in the journal; their callers learn."""
+        for run in self.queued.values():
+            if not run.settled.done():
+                run.settled.set_exception(
+                    RuntimeStopped(
+                        f"the runtime stopped while run {run.run_id} was queued; it stays queued "
+                        "and runs when the journal is next opened"
+                    )
+                )
+                run.settled.exception()
 
     def ended(self, workflow_id: str, run_id: str) -> None:
         """A run left its slot for good (completed, failed, aborted)."""

@@ -15,6 +15,8 @@ exception) are translated at the boundary with ``raise ... from exc``::
     ├── TriggerNotFound                    TRIGGER_NOT_FOUND
     ├── RunNotFound                        RUN_NOT_FOUND
     ├── RunNotActive                       RUN_NOT_ACTIVE
+    ├── ServiceNotFound                    SERVICE_NOT_FOUND
+    ├── ServiceError                       SERVICE_FAILED
     ├── RuntimeNotStarted                  RUNTIME_NOT_STARTED
     ├── RuntimeStopped                     RUNTIME_STOPPED
     └── JournalError                       JOURNAL_ERROR
@@ -115,6 +117,26 @@ class RunNotActive(OrchestratorError):
     """The run is in a status that does not allow the action (for example, it is final)."""
 
     code = "RUN_NOT_ACTIVE"
+
+
+class ServiceNotFound(OrchestratorError):
+    """No service with that id is available in the scope that asked for it."""
+
+    code = "SERVICE_NOT_FOUND"
+
+
+class ServiceError(OrchestratorError):
+    """A service could not be provided: its factory raised (chained), or its scope is closed.
+
+    Attributes:
+        service: The id of the service.
+    """
+
+    code = "SERVICE_FAILED"
+
+    def __init__(self, message: str, *, service: str) -> None:
+        super().__init__(message)
+        self.service = service
 
 
 class RuntimeNotStarted(OrchestratorError):

@@ -138,6 +138,7 @@ class Runtime:
         for task in self._background:  # no new events, commands or timers from here on
             task.cancel()
         if self._control is not None:
+            self._control.admission.stop()
             await self._control.runs.stop(self._grace)
         await self._writer.close()
         if self._reader is not None:

@@ -21,7 +21,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from .errors import DefinitionError, DuplicateKey, OrchestratorError
+from .errors import (
+    DefinitionError,
+    DuplicateKey,
+    OrchestratorError,
+    ServiceError,
+    ServiceNotFound,
+)
 
 Scope = Literal["global", "workflow", "run", "transient"]
 RESERVED = frozenset({"__pause_service__", "__env__"})
@@ -31,26 +37,6 @@ _SCOPES: tuple[str, ...] = get_args(Scope)
 _LIFETIME = {"global": 3, "workflow": 2, "run": 1}
 _LIFETIME_NAME = {3: "the runtime", 2: "its workflow", 1: "a run"}
 _RUNTIME_LABEL = "Runtime(services=[...])"
-
-
-class ServiceNotFound(OrchestratorError):
-    """No service with that id is available in the scope that asked for it."""
-
-    code = "SERVICE_NOT_FOUND"
-
-
-class ServiceError(OrchestratorError):
-    """A service could not be provided: its factory raised (chained), or its scope is closed.
-
-    Attributes:
-        service: The id of the service.
-    """
-
-    code = "SERVICE_FAILED"
-
-    def __init__(self, message: str, *, service: str) -> None:
-        super().__init__(message)
-        self.service = service
 
 
 @dataclass(frozen=True)
