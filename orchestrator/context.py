@@ -8,9 +8,11 @@ import json
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from .clock import Clock
+from .env import Env
 from .errors import JournalError, RuntimeNotStarted
 from .journal import GroupCommitWriter, ops
 from .steps import describe_exception
@@ -40,11 +42,13 @@ class RunLogger:
         position: int,
         step: str,
         logger: logging.Logger,
+        redact: Callable[[str], str] = str,
     ) -> None:
         self._writer, self._clock, self._loop = writer, clock, loop
         self._loop_thread = threading.get_ident()
         self._row, self._position, self._step = row, position, step
         self._logger = logger
+        self._redact = redact
 
     def debug(self, msg: str, *args: object) -> None:
         """Log at DEBUG."""
@@ -69,7 +73,7 @@ class RunLogger:
         self._log("error", msg + suffix.replace("%", "%%"), args)
 
     def _log(self, level: str, msg: str, args: tuple[object, ...]) -> None:
-        text = _format(msg, args)
+        text = self._redact(_format(msg, args))
         self._logger.log(_LEVELS[level], "[%s] %s", self._step, text)
         op = ops.add_timeline(
             self._row,
@@ -114,6 +118,7 @@ class StepContext:
             (retries and recovery after a crash): pass it to external systems to
             de-duplicate effects.
         log: A logger whose lines land in the run's timeline.
+        env: Read-only settings: the workflow's env, then the runtime's (``ctx.env.get``).
     """
 
     def __init__(
@@ -127,6 +132,7 @@ class StepContext:
         attempt: int,
         log: RunLogger,
         pause_service: PauseService | None = None,
+        env: Env | None = None,
     ) -> None:
         self.run_id = run_id
         self.workflow_id = workflow_id
@@ -137,6 +143,7 @@ class StepContext:
         self.idempotency_key = f"{run_id}:{step_name}"
         self.log = log
         self._pause_service = pause_service
+        self.env = env if env is not None else Env()
 
     @property
     def pause_service(self) -> PauseService:

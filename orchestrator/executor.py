@@ -54,6 +54,7 @@ class ActiveRun:
     # Why the run fails before its first step (its input is not a JSON object).
     invalid_input: str | None = None
     abort_reason: str = "aborted by request"
+    warned: set[str] = field(default_factory=set, repr=False)
 
     @property
     def next_step(self) -> str | None:
@@ -155,6 +156,8 @@ async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> Pause
     run.position += 1
     run.step_index += 1
     run.state_text = text
+    if run.workflow.redactor:
+        _warn_of_secrets(run, bound, text, env)
     env.writer.enqueue(
         ops.checkpoint(
             run.row,
@@ -173,6 +176,32 @@ async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> Pause
     return pause
 
 
+def _warn_of_secrets(run: ActiveRun, bound: BoundStep, text: str, env: ExecutorEnv) -> None:
+    """State is journaled as returned (documented); say so once per run and key."""
+    found = [key for key in run.workflow.redactor.find_in(text) if key not in run.warned]
+    if not found:
+        return
+    run.warned.update(found)
+    message = (
+        f"step {bound.name!r} put the value of secret {', '.join(found)} in the run's "
+        "state, which is journaled as is: keep secrets out of state"
+    )
+    env.logger.warning("run %s: %s", run.run_id, message)
+    env.writer.enqueue(
+        [
+            ops.add_timeline(
+                run.row,
+                env.clock.now_us(),
+                "runtime",
+                "warning",
+                position=run.position,
+                step=bound.name,
+                message=message,
+            )
+        ]
+    )
+
+
 def _context(run: ActiveRun, bound: BoundStep, attempt: int, *, env: ExecutorEnv) -> StepContext:
     log = RunLogger(
         writer=env.writer,
@@ -182,6 +211,7 @@ def _context(run: ActiveRun, bound: BoundStep, attempt: int, *, env: ExecutorEnv
         position=run.position,
         step=bound.name,
         logger=env.logger,
+        redact=run.workflow.redactor.redact,
     )
     return StepContext(
         run_id=run.run_id,
@@ -192,6 +222,7 @@ def _context(run: ActiveRun, bound: BoundStep, attempt: int, *, env: ExecutorEnv
         attempt=attempt,
         log=log,
         pause_service=PauseService(env.waits, run.row, run.run_id) if env.waits else None,
+        env=run.workflow.env,
     )
 
 
@@ -204,7 +235,9 @@ def _record_retry(
     *,
     env: ExecutorEnv,
 ) -> None:
-    message = f"attempt {attempt} failed: {describe_exception(exc)}; retrying in {delay:g}s"
+    message = run.workflow.redactor.redact(
+        f"attempt {attempt} failed: {describe_exception(exc)}; retrying in {delay:g}s"
+    )
     env.writer.enqueue(
         [
             ops.add_timeline(
@@ -226,7 +259,7 @@ async def _finish(
 ) -> RunResult:
     run.finishing = True
     now = env.clock.now_us()
-    error = failure.message if failure is not None else None
+    error = run.workflow.redactor.redact(failure.message) if failure is not None else None
     code = failure.code if failure is not None else None
     writes = [ops.set_status(run.row, status, now, error=error, code=code)]
     if env.waits is not None:
@@ -240,7 +273,7 @@ async def _finish(
                 "step.failed",
                 position=run.position,
                 step=failure.step,
-                message=failure.message,
+                message=error,
             )
         )
     # Shielded: once the end is decided, an abort or shutdown must not split it.

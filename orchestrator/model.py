@@ -166,12 +166,14 @@ class Workflow:
         triggers: Trigger id -> `Trigger` (events) or `Schedule` (cron).
         mode: What happens when work arrives while the workflow is busy (default
             ``Transient()``, no limits); a mode given to `Runtime.register` wins.
+        env: Values for ``ctx.env``; they win over the runtime's env.
     """
 
     id: str
     pipelines: Mapping[str, Sequence[StepFn | Step]]
     triggers: Mapping[str, AnyTrigger] = field(default_factory=dict)
     mode: Mode | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
     bound: Mapping[str, list[BoundStep]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -191,6 +193,10 @@ class Workflow:
                 raise DefinitionError(f"{where}: a pipeline needs at least one step")
         object.__setattr__(self, "bound", bound)
         self._check_triggers()
+        if not isinstance(self.env, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.env.items()
+        ):
+            raise DefinitionError(f"workflow {self.id!r}: env must map strings to strings")
         if self.mode is not None and not isinstance(self.mode, Mode):
             raise DefinitionError(
                 f"workflow {self.id!r}: mode must be Transient(), Serialized(), SingletonLoop() "

@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from .env import Env, Redactor
 from .errors import DefinitionError, TriggerNotFound, WorkflowNotFound
 from .model import BoundStep, Workflow
 from .modes import Mode, Transient, describe
@@ -25,6 +27,8 @@ class RegisteredWorkflow:
     definition: str
     file: str | None = None
     mode: Mode = field(default_factory=Transient)
+    env: Env = field(default_factory=Env)
+    redactor: Redactor = field(default_factory=lambda: Redactor({}))
 
     @property
     def id(self) -> str:
@@ -43,9 +47,18 @@ class RegisteredWorkflow:
 
 
 def register(
-    workflow: Workflow, *, file: str | None = None, mode: Mode | None = None
+    workflow: Workflow,
+    *,
+    file: str | None = None,
+    mode: Mode | None = None,
+    runtime_env: Mapping[str, str] | None = None,
+    secrets: Iterable[str] = (),
 ) -> RegisteredWorkflow:
-    """Describe and version a workflow for registration (`mode` wins over the workflow's)."""
+    """Describe and version a workflow for registration (`mode` wins over the workflow's).
+
+    Its ``ctx.env`` is the workflow's env over `runtime_env`; values of secret-looking keys
+    (and of `secrets`) are redacted from what its runs journal.
+    """
     if mode is not None and not isinstance(mode, Mode):
         raise DefinitionError(f"register(mode=...) takes a mode such as Serialized(), got {mode!r}")
     chosen = mode or workflow.mode or Transient()
@@ -56,7 +69,11 @@ def register(
         "triggers": {tid: repr(t) for tid, t in workflow.triggers.items()},
     }
     definition = json.dumps(description, sort_keys=True, separators=(",", ":"))
-    return RegisteredWorkflow(workflow, version_of(workflow), definition, file, chosen)
+    env = Env(workflow.env, runtime_env or {})
+    redactor = Redactor(env, extra_keys=secrets)
+    return RegisteredWorkflow(
+        workflow, version_of(workflow), definition, file, chosen, env, redactor
+    )
 
 
 def version_of(workflow: Workflow) -> str:

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,8 @@ class Runtime:
         db: str | os.PathLike[str] = "orchestrator.db",
         *,
         workflows: Iterable[Workflow] = (),
+        env: Mapping[str, str] | None = None,
+        secrets: Iterable[str] = (),
         synchronous: Synchronous = "FULL",
         clock: Clock | None = None,
         shutdown_grace: float = 10.0,
@@ -63,6 +65,9 @@ class Runtime:
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
         self.db = Path(db)
         self._initial = list(workflows)
+        # Read once: later changes to os.environ do not move a running runtime's env.
+        self._runtime_env = dict(os.environ if env is None else env)
+        self._secrets = tuple(secrets)
         self._clock = clock or Clock()
         self._grace = shutdown_grace
         self._writer = GroupCommitWriter(self.db, synchronous=synchronous, faults=faults)
@@ -169,7 +174,9 @@ class Runtime:
         control = self._require_control()
         if not isinstance(workflow, Workflow):
             raise TypeError(f"register() takes a Workflow, got {type(workflow).__name__}")
-        registered = register(workflow, mode=mode)
+        registered = register(
+            workflow, mode=mode, runtime_env=self._runtime_env, secrets=self._secrets
+        )
         self._writer.enqueue(
             [
                 ops.add_version(
