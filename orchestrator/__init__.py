@@ -23,6 +23,7 @@ from .errors import (
     ValidationError,
     WorkflowNotFound,
 )
+from .hooks import DispatchResult
 from .model import Schedule, Step, Trigger, Workflow
 from .modes import Exclusive, Serialized, SingletonLoop, Transient
 from .pipeline import run
@@ -36,6 +37,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Clock",
     "DefinitionError",
+    "DispatchResult",
     "DuplicateKey",
     "Exclusive",
     "FakeClock",

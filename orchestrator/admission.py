@@ -16,6 +16,7 @@ from typing import Any
 from .clock import Clock
 from .errors import RuntimeStopped
 from .executor import ActiveRun
+from .hooks import DispatchResult
 from .journal import GroupCommitWriter, ops
 from .modes import Decision, Gate
 from .parking import Parking
@@ -67,7 +68,19 @@ class Admission:
     ) -> Dispatched:
         """Admit one dispatch under the workflow's mode. Never awaits."""
         with self._writer.together():
-            return self._dispatch(registered, trigger_id, data, run_id)
+            dispatched = self._dispatch(registered, trigger_id, data, run_id)
+        hook = registered.hooks.on_dispatch
+        if hook is not None:
+            result = DispatchResult(
+                registered.id,
+                trigger_id,
+                dispatched.decision.action,
+                dispatched.run_id,
+                dispatched.decision.holder,
+            )
+            work = self._runs.hook(registered, dispatched.row, hook, result, name="on_dispatch")
+            self._runs.background(work, name=f"on_dispatch-{dispatched.run_id}")
+        return dispatched
 
     def _dispatch(
         self, registered: RegisteredWorkflow, trigger_id: str, data: Any, run_id: str | None

@@ -25,7 +25,7 @@ from .journal import CommandRecord, GroupCommitWriter, JournalReader, ops
 from .lifecycle import Lifecycle
 from .model import Trigger
 from .parking import ParkedRun, Parking
-from .records import FINAL_STATUSES
+from .records import FINAL_STATUSES, RunResult
 from .registry import RegisteredWorkflow, Registry
 from .scheduler import Scheduler
 from .state import StateEncodingError, copy_state
@@ -77,7 +77,7 @@ class Control:
         self.runs.parking = self.parking
         self.admission = Admission(writer, clock, self.runs, self.parking)
         self.runs.admission = self.admission
-        self.parking.on_end = lambda parked: self.admission.ended(parked.workflow_id, parked.run_id)
+        self.parking.on_end = self._parked_ended
         self.bus = EventBus(
             writer, clock, self.dispatcher, self.parking, self.admission, self.lookup
         )
@@ -234,6 +234,14 @@ class Control:
         )
 
     # -- internals -------------------------------------------------------------------------
+
+    def _parked_ended(self, parked: ParkedRun, result: RunResult) -> None:
+        registered = parked.pinned or self.lookup(parked.workflow_id)
+        if registered is None:
+            self.admission.ended(parked.workflow_id, parked.run_id)
+            return
+        work = self.runs.finished(registered, parked.row, parked.run_id, result)
+        self.runs.background(work, name=f"finished-{parked.run_id}")
 
     def _continue(self, parked: ParkedRun) -> list[ops.Op]:
         return self.runs.continue_parked(parked)

@@ -202,6 +202,13 @@ def _warn_of_secrets(run: ActiveRun, bound: BoundStep, text: str, env: ExecutorE
     )
 
 
+def context_for(run: ActiveRun, env: ExecutorEnv) -> StepContext | None:
+    """The ctx a hook gets: that of the run's next step (None once all have run)."""
+    if run.step_index >= len(run.steps):
+        return None
+    return _context(run, run.steps[run.step_index], 1, env=env)
+
+
 def _context(run: ActiveRun, bound: BoundStep, attempt: int, *, env: ExecutorEnv) -> StepContext:
     log = RunLogger(
         writer=env.writer,

@@ -167,6 +167,11 @@ class Workflow:
         mode: What happens when work arrives while the workflow is busy (default
             ``Transient()``, no limits); a mode given to `Runtime.register` wins.
         env: Values for ``ctx.env``; they win over the runtime's env.
+        on_prepare: ``on_prepare(ctx)`` before a run's first step.
+        on_complete: ``on_complete(result)`` for every finished run.
+        on_resume: ``on_resume(ctx)`` when a paused or recovered run continues.
+        on_cleanup: ``on_cleanup()`` after a finished run's bookkeeping.
+        on_dispatch: ``on_dispatch(result)`` for every trigger dispatch, accepted or not.
     """
 
     id: str
@@ -174,6 +179,11 @@ class Workflow:
     triggers: Mapping[str, AnyTrigger] = field(default_factory=dict)
     mode: Mode | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    on_prepare: Callable[..., Any] | None = None
+    on_complete: Callable[..., Any] | None = None
+    on_resume: Callable[..., Any] | None = None
+    on_cleanup: Callable[..., Any] | None = None
+    on_dispatch: Callable[..., Any] | None = None
     bound: Mapping[str, list[BoundStep]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

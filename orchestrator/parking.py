@@ -21,6 +21,7 @@ from .dispatcher import Dispatcher
 from .errors import RunNotActive
 from .executor import ActiveRun
 from .journal import GroupCommitWriter, ops
+from .records import RunResult
 from .registry import RegisteredWorkflow
 from .state import decode_state, encode_state
 from .timers import Timers
@@ -46,7 +47,7 @@ class ParkedRun:
 # Continues a resumed run; returns writes that must follow the resume's own (a run that has
 # to wait for a slot is journaled ``queued`` after it is journaled ``running``).
 Wake = Callable[[ParkedRun], list[ops.Op]]
-Ended = Callable[[ParkedRun], None]
+Ended = Callable[[ParkedRun, RunResult], None]
 
 
 class Parking:
@@ -296,8 +297,6 @@ class Parking:
         """A parked run is ended (aborted or failed) without resuming."""
         del self.paused[parked.run_id]
         self._timers.cancel(("wait", parked.wait.id))
-        if self.on_end is not None:
-            self.on_end(parked)
         return self.release(parked.row)
 
     # -- internals -------------------------------------------------------------------------
@@ -329,10 +328,18 @@ class Parking:
     ) -> list[ops.Op]:
         """End a parked run with `status` and the error that ended it."""
         now = self._clock.now_us()
-        return [
+        writes = [
             *self.end(parked),
             ops.set_status(parked.row, status, now, error=message, code=code),
         ]
+        if self.on_end is not None:
+            self.on_end(
+                parked,
+                RunResult(
+                    False, status, parked.run_id, decode_state(parked.state_text), message, code
+                ),
+            )
+        return writes
 
     def _new_wait(
         self,

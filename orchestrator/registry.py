@@ -11,9 +11,11 @@ import inspect
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from .env import Env, Redactor
 from .errors import DefinitionError, TriggerNotFound, WorkflowNotFound
+from .hooks import HOOK_NAMES, Hooks
 from .model import BoundStep, Workflow
 from .modes import Mode, Transient, describe
 
@@ -29,6 +31,7 @@ class RegisteredWorkflow:
     mode: Mode = field(default_factory=Transient)
     env: Env = field(default_factory=Env)
     redactor: Redactor = field(default_factory=lambda: Redactor({}))
+    hooks: Hooks = field(default_factory=Hooks)
 
     @property
     def id(self) -> str:
@@ -53,6 +56,7 @@ def register(
     mode: Mode | None = None,
     runtime_env: Mapping[str, str] | None = None,
     secrets: Iterable[str] = (),
+    hooks: Mapping[str, Any] | None = None,
 ) -> RegisteredWorkflow:
     """Describe and version a workflow for registration (`mode` wins over the workflow's).
 
@@ -71,8 +75,10 @@ def register(
     definition = json.dumps(description, sort_keys=True, separators=(",", ":"))
     env = Env(workflow.env, runtime_env or {})
     redactor = Redactor(env, extra_keys=secrets)
+    defined = {name: getattr(workflow, name) for name in HOOK_NAMES}
+    merged = Hooks.merge(defined, hooks or {}, label=f"workflow {workflow.id!r}")
     return RegisteredWorkflow(
-        workflow, version_of(workflow), definition, file, chosen, env, redactor
+        workflow, version_of(workflow), definition, file, chosen, env, redactor, merged
     )
 
 

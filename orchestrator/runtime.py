@@ -22,6 +22,7 @@ from .errors import (
     RunNotFound,
     RuntimeNotStarted,
 )
+from .hooks import Hook
 from .inbox import InboxPoller
 from .journal import FaultPoints, GroupCommitWriter, JournalReader, Synchronous, ops
 from .lifecycle import Handler, Lifecycle
@@ -165,7 +166,17 @@ class Runtime:
 
     # -- workflows -------------------------------------------------------------------------
 
-    async def register(self, workflow: Workflow, *, mode: Mode | None = None) -> RegisteredWorkflow:
+    async def register(
+        self,
+        workflow: Workflow,
+        *,
+        mode: Mode | None = None,
+        on_prepare: Hook | None = None,
+        on_complete: Hook | None = None,
+        on_resume: Hook | None = None,
+        on_cleanup: Hook | None = None,
+        on_dispatch: Hook | None = None,
+    ) -> RegisteredWorkflow:
         """Register (or replace) a workflow; its unfinished runs from the journal continue.
 
         Events written by other processes are routed from the moment the runtime starts:
@@ -174,8 +185,15 @@ class Runtime:
         control = self._require_control()
         if not isinstance(workflow, Workflow):
             raise TypeError(f"register() takes a Workflow, got {type(workflow).__name__}")
+        hooks = {
+            "on_prepare": on_prepare,
+            "on_complete": on_complete,
+            "on_resume": on_resume,
+            "on_cleanup": on_cleanup,
+            "on_dispatch": on_dispatch,
+        }
         registered = register(
-            workflow, mode=mode, runtime_env=self._runtime_env, secrets=self._secrets
+            workflow, mode=mode, runtime_env=self._runtime_env, secrets=self._secrets, hooks=hooks
         )
         self._writer.enqueue(
             [

@@ -11,12 +11,13 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from . import recovery
 from .errors import RunNotActive, RuntimeNotStarted, RuntimeStopped
-from .executor import ActiveRun, ExecutorEnv, execute, finish_aborted
+from .executor import ActiveRun, ExecutorEnv, context_for, execute, finish_aborted
+from .hooks import Hook, call_hook
 from .journal import UnfinishedRun, ops
 from .model import BoundStep
 from .records import RunResult
@@ -212,7 +213,7 @@ class Supervisor:
         if run.next_step is not None:
             writes.append(ops.step_started(run.row, run.position, run.next_step, now))
         self._writer.enqueue(writes)
-        self._spawn(run)
+        self._spawn(run, lifecycle="run.recovered")
 
     def continue_parked(self, parked: ParkedRun) -> list[ops.Op]:
         """A parked run was resumed: run its next step, on its pinned version if held."""
@@ -249,8 +250,7 @@ class Supervisor:
 
     async def _drive(self, run: ActiveRun, lifecycle: str) -> None:
         try:
-            if self._env.wants(lifecycle):
-                await self._env.notify(lifecycle, run, {})
+            await self._begin(run, lifecycle)
             result = await self._execute(run)
         except asyncio.CancelledError:
             if not run.settled.done():
@@ -269,11 +269,53 @@ class Supervisor:
         else:
             if not run.settled.done():  # an `invoke` caller that was cancelled cancels it
                 run.settled.set_result(result)
-            if result.status != "paused" and self.admission is not None:
-                self.admission.ended(run.workflow.id, run.run_id)
+            if result.status != "paused":
+                await self.finished(run.workflow, run.row, run.run_id, result)
         finally:
             if self.active.get(run.run_id) is run:  # a resumed run may have taken its place
                 del self.active[run.run_id]
+
+    async def finished(
+        self, registered: RegisteredWorkflow, row: int, run_id: str, result: RunResult
+    ) -> None:
+        """A run ended: `on_complete`, then the slot is freed, then `on_cleanup`."""
+        hooks = registered.hooks
+        await self.hook(registered, row, hooks.on_complete, result, name="on_complete")
+        if self.admission is not None:
+            self.admission.ended(registered.id, run_id)
+        await self.hook(registered, row, hooks.on_cleanup, name="on_cleanup")
+
+    def background(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run `work` as a task of the runtime's task group (owned, cancelled at stop)."""
+        self._tasks.create_task(work, name=name)
+
+    async def _begin(self, run: ActiveRun, lifecycle: str) -> None:
+        if self._env.wants(lifecycle):
+            await self._env.notify(lifecycle, run, {})
+        hooks = run.workflow.hooks
+        name, hook = (
+            ("on_prepare", hooks.on_prepare)
+            if lifecycle == "run.started"
+            else ("on_resume", hooks.on_resume)
+        )
+        if hook is not None:
+            ctx = context_for(run, self._env)
+            await self.hook(run.workflow, run.row, hook, ctx, name=name)
+
+    async def hook(
+        self, registered: RegisteredWorkflow, row: int, hook: Hook | None, *args: Any, name: str
+    ) -> None:
+        """Call a hook of `registered`; a failure is logged and recorded on the run."""
+        failure = await call_hook(hook, *args, name=name, where=f"workflow {registered.id!r}")
+        if failure is not None:
+            message = registered.redactor.redact(failure)
+            self._writer.enqueue(
+                [
+                    ops.add_timeline(
+                        row, self._env.clock.now_us(), "runtime", "hook.failed", message=message
+                    )
+                ]
+            )
 
     async def _execute(self, run: ActiveRun) -> RunResult:
         outcome = await execute(run, self._env, invalid_input=run.invalid_input)

@@ -10,6 +10,7 @@ import orchestrator
 EXPECTED = [
     "Clock",
     "DefinitionError",
+    "DispatchResult",
     "DuplicateKey",
     "Exclusive",
     "FakeClock",
