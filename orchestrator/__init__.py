@@ -18,6 +18,8 @@ from .errors import (
     RunNotFound,
     RuntimeNotStarted,
     RuntimeStopped,
+    ServiceError,
+    ServiceNotFound,
     StepTimeout,
     TriggerNotFound,
     ValidationError,
@@ -30,6 +32,7 @@ from .pipeline import run
 from .records import RunInfo, RunResult, TimelineEntry
 from .registry import RegisteredWorkflow
 from .runtime import Runtime
+from .services import Service, ServiceContext
 from .waits import PauseRequest, PauseService, Wait
 
 __version__ = "0.1.0"
@@ -59,6 +62,10 @@ __all__ = [
     "RuntimeStopped",
     "Schedule",
     "Serialized",
+    "Service",
+    "ServiceContext",
+    "ServiceError",
+    "ServiceNotFound",
     "SingletonLoop",
     "Step",
     "StepContext",

@@ -15,6 +15,7 @@ from .clock import Clock
 from .env import Env
 from .errors import JournalError, RuntimeNotStarted
 from .journal import GroupCommitWriter, ops
+from .services import ServiceScope
 from .steps import describe_exception
 from .waits import PauseRequest, PauseService, Wait, pause_request, sleep_request
 
@@ -133,6 +134,7 @@ class StepContext:
         log: RunLogger,
         pause_service: PauseService | None = None,
         env: Env | None = None,
+        scope: Callable[[], ServiceScope] | None = None,
     ) -> None:
         self.run_id = run_id
         self.workflow_id = workflow_id
@@ -144,6 +146,27 @@ class StepContext:
         self.log = log
         self._pause_service = pause_service
         self.env = env if env is not None else Env()
+        self._scope = scope
+
+    async def use(self, service_id: str) -> Any:
+        """The instance of a service, by id: run, workflow or runtime (global) scope.
+
+        The reserved ids ``__pause_service__`` and ``__env__`` give `pause_service` and `env`.
+        """
+        if service_id == "__pause_service__":
+            return self.pause_service
+        if service_id == "__env__":
+            return self.env
+        return await self._service_scope().get(service_id)
+
+    def on_cleanup(self, fn: Callable[[], Any]) -> None:
+        """Call `fn` (sync or async) once when this run's service scope ends."""
+        self._service_scope().add_cleanup(fn)
+
+    def _service_scope(self) -> ServiceScope:
+        if self._scope is None:
+            raise RuntimeNotStarted("this step runs without a runtime: services are not available")
+        return self._scope()
 
     @property
     def pause_service(self) -> PauseService:

@@ -23,6 +23,7 @@ from .journal import GroupCommitWriter, ops
 from .model import BoundStep
 from .records import RunResult, is_ok
 from .registry import RegisteredWorkflow
+from .services import ServiceScope
 from .state import StateEncodingError, decode_state, encode_state
 from .steps import StepFailed, describe_exception, run_step
 from .waits import PauseRequest, PauseService, WaitRegistry
@@ -55,6 +56,8 @@ class ActiveRun:
     invalid_input: str | None = None
     abort_reason: str = "aborted by request"
     warned: set[str] = field(default_factory=set, repr=False)
+    # Instances of its "run" services, made on first use, closed when its task ends.
+    service_scope: ServiceScope | None = field(default=None, repr=False)
 
     @property
     def next_step(self) -> str | None:
@@ -202,6 +205,20 @@ def _warn_of_secrets(run: ActiveRun, bound: BoundStep, text: str, env: ExecutorE
     )
 
 
+def run_scope(run: ActiveRun) -> ServiceScope:
+    """The run's service scope, made on first use (its state is the run's current state)."""
+    if run.service_scope is None:
+        services = {service.id: service for service in run.workflow.workflow.services}
+        run.service_scope = ServiceScope(
+            services,
+            parent=run.workflow.service_scope,
+            scope="run",
+            state=decode_state(run.state_text),
+            idempotency_key=f"{run.run_id}:services",
+        )
+    return run.service_scope
+
+
 def context_for(run: ActiveRun, env: ExecutorEnv) -> StepContext | None:
     """The ctx a hook gets: that of the run's next step (None once all have run)."""
     if run.step_index >= len(run.steps):
@@ -230,6 +247,7 @@ def _context(run: ActiveRun, bound: BoundStep, attempt: int, *, env: ExecutorEnv
         log=log,
         pause_service=PauseService(env.waits, run.row, run.run_id) if env.waits else None,
         env=run.workflow.env,
+        scope=functools.partial(run_scope, run),
     )
 
 

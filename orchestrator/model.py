@@ -16,6 +16,7 @@ from . import schedules
 from .conditions import Conditions
 from .errors import DefinitionError
 from .modes import Mode
+from .services import Service, check_graph
 
 StepFn = Callable[..., Any]
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -167,6 +168,7 @@ class Workflow:
         mode: What happens when work arrives while the workflow is busy (default
             ``Transient()``, no limits); a mode given to `Runtime.register` wins.
         env: Values for ``ctx.env``; they win over the runtime's env.
+        services: Services its steps reach with ``await ctx.use(id)``.
         on_prepare: ``on_prepare(ctx)`` before a run's first step.
         on_complete: ``on_complete(result)`` for every finished run.
         on_resume: ``on_resume(ctx)`` when a paused or recovered run continues.
@@ -179,6 +181,7 @@ class Workflow:
     triggers: Mapping[str, AnyTrigger] = field(default_factory=dict)
     mode: Mode | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    services: Sequence[Service] = ()
     on_prepare: Callable[..., Any] | None = None
     on_complete: Callable[..., Any] | None = None
     on_resume: Callable[..., Any] | None = None
@@ -207,11 +210,23 @@ class Workflow:
             isinstance(k, str) and isinstance(v, str) for k, v in self.env.items()
         ):
             raise DefinitionError(f"workflow {self.id!r}: env must map strings to strings")
+        self._check_services()
         if self.mode is not None and not isinstance(self.mode, Mode):
             raise DefinitionError(
                 f"workflow {self.id!r}: mode must be Transient(), Serialized(), SingletonLoop() "
                 f"or Exclusive(), got {self.mode!r}"
             )
+
+    def _check_services(self) -> None:
+        services: object = self.services
+        if not isinstance(services, list | tuple) or not all(
+            isinstance(service, Service) for service in services
+        ):
+            raise DefinitionError(f"workflow {self.id!r}: services must be a list of Service")
+        own = {service.id for service in self.services}
+        outside = {dep for service in self.services for dep in service.deps} - own
+        # Deps outside the workflow may be runtime services: checked again at registration.
+        check_graph(self.services, available=outside, label=f"workflow {self.id!r}")
 
     def _check_triggers(self) -> None:
         if not isinstance(self.triggers, Mapping):

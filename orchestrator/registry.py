@@ -18,6 +18,7 @@ from .errors import DefinitionError, TriggerNotFound, WorkflowNotFound
 from .hooks import HOOK_NAMES, Hooks
 from .model import BoundStep, Workflow
 from .modes import Mode, Transient, describe
+from .services import ServiceScope
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class RegisteredWorkflow:
     env: Env = field(default_factory=Env)
     redactor: Redactor = field(default_factory=lambda: Redactor({}))
     hooks: Hooks = field(default_factory=Hooks)
+    # Instances of its "workflow" services (set by the runtime at registration).
+    service_scope: ServiceScope | None = field(default=None, compare=False, repr=False)
 
     @property
     def id(self) -> str:

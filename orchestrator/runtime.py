@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from .model import Workflow
 from .modes import Mode
 from .records import FINAL_STATUSES, RunInfo, RunResult, TimelineEntry, is_ok
 from .registry import RegisteredWorkflow, Registry, register
+from .services import Service, ServiceScope, check_graph, runtime_services
 
 HEARTBEAT_SECONDS = 1.0
 _log = logging.getLogger("orchestrator.runtime")
@@ -55,6 +57,7 @@ class Runtime:
         *,
         workflows: Iterable[Workflow] = (),
         env: Mapping[str, str] | None = None,
+        services: Sequence[Service] = (),
         secrets: Iterable[str] = (),
         synchronous: Synchronous = "FULL",
         clock: Clock | None = None,
@@ -69,6 +72,10 @@ class Runtime:
         # Read once: later changes to os.environ do not move a running runtime's env.
         self._runtime_env = dict(os.environ if env is None else env)
         self._secrets = tuple(secrets)
+        self._global_services = ServiceScope(
+            runtime_services(services), parent=None, scope="global"
+        )
+        self._workflow_scopes: dict[str, ServiceScope] = {}
         self._clock = clock or Clock()
         self._grace = shutdown_grace
         self._writer = GroupCommitWriter(self.db, synchronous=synchronous, faults=faults)
@@ -146,6 +153,9 @@ class Runtime:
         if self._control is not None:
             self._control.admission.stop()
             await self._control.runs.stop(self._grace)
+        for scope in [*self._workflow_scopes.values(), self._global_services]:
+            for error in await scope.close():
+                _log.error("a service cleanup failed at stop: %r", error)
         await self._writer.close()
         if self._reader is not None:
             await self._reader.close()
@@ -195,6 +205,20 @@ class Runtime:
         registered = register(
             workflow, mode=mode, runtime_env=self._runtime_env, secrets=self._secrets, hooks=hooks
         )
+        check_graph(
+            workflow.services,
+            available=self._global_services.ids(),
+            label=f"workflow {workflow.id!r}",
+        )
+        scope = self._workflow_scopes.setdefault(
+            workflow.id,
+            ServiceScope(
+                {service.id: service for service in workflow.services},
+                parent=self._global_services,
+                scope="workflow",
+            ),
+        )
+        registered = dataclasses.replace(registered, service_scope=scope)
         self._writer.enqueue(
             [
                 ops.add_version(
@@ -215,6 +239,10 @@ class Runtime:
         control = self._require_control()
         self._registry.remove(workflow_id)
         control.deregistered(workflow_id)
+        scope = self._workflow_scopes.pop(workflow_id, None)
+        if scope is not None:
+            for error in await scope.close():
+                _log.error("a cleanup of workflow %s's services failed: %r", workflow_id, error)
 
     def has_workflow(self, workflow_id: str) -> bool:
         """Whether a workflow with that id is registered."""

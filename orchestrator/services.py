@@ -286,6 +286,17 @@ class ServiceScope:
         finally:
             ctx._seal()  # cleanups registered before a failure still run when the scope closes
 
+    def ids(self) -> set[str]:
+        """Every service id this scope or its ancestors can provide."""
+        inherited = self._parent.ids() if self._parent is not None else set()
+        return inherited | set(self._services)
+
+    def add_cleanup(self, fn: Cleanup) -> None:
+        """Call `fn` (sync or async) once when this scope ends (``ctx.on_cleanup``)."""
+        if not callable(fn):
+            raise TypeError(f"on_cleanup needs a callable, got {fn!r}")
+        self._cleanups.append(fn)
+
     async def close(self) -> list[BaseException]:
         """End the scope: run cleanups newest first, each once, and return what they raised.
 

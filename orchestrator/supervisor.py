@@ -274,6 +274,7 @@ class Supervisor:
         finally:
             if self.active.get(run.run_id) is run:  # a resumed run may have taken its place
                 del self.active[run.run_id]
+            await self._close_services(run)
 
     async def finished(
         self, registered: RegisteredWorkflow, row: int, run_id: str, result: RunResult
@@ -288,6 +289,24 @@ class Supervisor:
     def background(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Run `work` as a task of the runtime's task group (owned, cancelled at stop)."""
         self._tasks.create_task(work, name=name)
+
+    async def _close_services(self, run: ActiveRun) -> None:
+        scope, run.service_scope = run.service_scope, None
+        if scope is None:
+            return
+        for error in await scope.close():
+            message = run.workflow.redactor.redact(f"a service cleanup failed: {error!r}")
+            self._writer.enqueue(
+                [
+                    ops.add_timeline(
+                        run.row,
+                        self._env.clock.now_us(),
+                        "runtime",
+                        "cleanup.failed",
+                        message=message,
+                    )
+                ]
+            )
 
     async def _begin(self, run: ActiveRun, lifecycle: str) -> None:
         if self._env.wants(lifecycle):
