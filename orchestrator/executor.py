@@ -190,19 +190,7 @@ def _warn_of_secrets(run: ActiveRun, bound: BoundStep, text: str, env: ExecutorE
         "state, which is journaled as is: keep secrets out of state"
     )
     env.logger.warning("run %s: %s", run.run_id, message)
-    env.writer.enqueue(
-        [
-            ops.add_timeline(
-                run.row,
-                env.clock.now_us(),
-                "runtime",
-                "warning",
-                position=run.position,
-                step=bound.name,
-                message=message,
-            )
-        ]
-    )
+    _note(run, bound, env, "warning", message)
 
 
 def run_scope(run: ActiveRun) -> ServiceScope:
@@ -263,17 +251,29 @@ def _record_retry(
     message = run.workflow.redactor.redact(
         f"attempt {attempt} failed: {describe_exception(exc)}; retrying in {delay:g}s"
     )
+    _note(run, bound, env, "step.failed", message, {"attempt": attempt, "retry": True})
+
+
+def _note(
+    run: ActiveRun,
+    bound: BoundStep,
+    env: ExecutorEnv,
+    kind: str,
+    message: str,
+    data: dict[str, Any] | None = None,
+) -> None:
+    """A timeline entry about the step `bound` of `run` (not awaited: it is not an answer)."""
     env.writer.enqueue(
         [
             ops.add_timeline(
                 run.row,
                 env.clock.now_us(),
                 "runtime",
-                "step.failed",
+                kind,
                 position=run.position,
                 step=bound.name,
                 message=message,
-                data=to_json_data({"attempt": attempt, "retry": True}),
+                data=to_json_data(data),
             )
         ]
     )
