@@ -48,6 +48,7 @@ class Admission:
     ) -> None:
         self._writer, self._clock, self._runs, self._parking = writer, clock, runs, parking
         self._gates: dict[str, Gate] = {}
+        self._stopping = False
         # Invariant: holds exactly the runs in some gate's `queue` or `resuming`.
         self.queued: dict[str, ActiveRun] = {}
 
@@ -118,6 +119,7 @@ class Admission:
 
     def stop(self) -> None:
         """The runtime stops: queued runs stay queued in the journal; their callers learn."""
+        self._stopping = True  # slots freed from now on start nothing
         for run in self.queued.values():
             if not run.settled.done():
                 run.settled.set_exception(
@@ -165,6 +167,8 @@ class Admission:
         self._start(gate.ended(""))
 
     def _start(self, run_ids: list[str]) -> None:
+        if self._stopping:
+            return
         for run_id in run_ids:
             run = self.queued.pop(run_id, None)
             if run is not None:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from . import recovery
-from .errors import RunNotActive, RuntimeNotStarted, RuntimeStopped
+from .errors import JournalError, RunNotActive, RuntimeNotStarted, RuntimeStopped
 from .executor import ActiveRun, ExecutorEnv, context_for, execute, finish_aborted
 from .hooks import Hook, call_hook
 from .journal import UnfinishedRun, ops
@@ -270,7 +270,10 @@ class Supervisor:
             if not run.settled.done():  # an `invoke` caller that was cancelled cancels it
                 run.settled.set_result(result)
             if result.status != "paused":
-                await self.finished(run.workflow, run.row, run.run_id, result)
+                try:
+                    await self.finished(run.workflow, run.row, run.run_id, result)
+                except JournalError as exc:  # stopping: the end is committed, the rest waits
+                    _log.warning("run %s: bookkeeping after its end failed: %s", run.run_id, exc)
         finally:
             if self.active.get(run.run_id) is run:  # a resumed run may have taken its place
                 del self.active[run.run_id]

@@ -191,3 +191,17 @@ async def test_a_queue_survives_a_restart_in_order(db: Path) -> None:
     async with Runtime(db, workflows=[flow]) as rt:
         await until(rt, {n: "completed" for n in range(4)})
     assert order == [0, 1, 2, 3]
+
+
+async def test_stopping_while_a_slot_frees_up_starts_nothing_new(db: Path) -> None:
+    flow = Workflow(id="w", pipelines={"go": [hold]}, mode=Transient(concurrency=1))
+    async with asyncio.timeout(10):
+        async with Runtime(db, workflows=[flow], shutdown_grace=1) as rt:
+            pending = [start(rt, n) for n in range(3)]
+            await until(rt, {0: "running", 1: "queued", 2: "queued"})
+            release(0)  # run 0 ends during stop(): its slot must not start run 1
+        await asyncio.gather(*pending, return_exceptions=True)
+        release(1)
+        release(2)
+        async with Runtime(db, workflows=[flow]) as rt:
+            await until(rt, {0: "completed", 1: "completed", 2: "completed"})
