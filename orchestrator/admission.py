@@ -130,6 +130,27 @@ class Admission:
                 )
                 run.settled.exception()
 
+    def abort_queued(self, run_id: str) -> bool:
+        """Take a queued run out of its queue (it is being aborted); False if not queued."""
+        run = self.queued.pop(run_id, None)
+        if run is None:
+            return False
+        gate = self._gates.get(run.workflow.id)
+        if gate is not None:
+            self._start(gate.ended(run_id))
+        if not run.settled.done():
+            run.settled.set_result(
+                RunResult(
+                    False,
+                    "aborted",
+                    run_id,
+                    decode_state(run.state_text),
+                    "aborted by request",
+                    "ABORTED",
+                )
+            )
+        return True
+
     def ended(self, workflow_id: str, run_id: str) -> None:
         """A run left its slot for good (completed, failed, aborted)."""
         gate = self._gates.get(workflow_id)

@@ -177,6 +177,7 @@ class Control:
                 f"run {run_id} is already {status}; only unfinished runs can be aborted"
             )
         self.runs.forget_orphan(run_id)
+        self.admission.abort_queued(run_id)
         now = self._clock.now_us()
         return [
             ops.set_status(row, "aborted", now, error="aborted by request", code="ABORTED"),
