@@ -28,9 +28,12 @@ from .parking import ParkedRun, Parking
 from .records import FINAL_STATUSES, RunResult
 from .registry import RegisteredWorkflow, Registry
 from .scheduler import Scheduler
-from .state import StateEncodingError, copy_state
+from .services import ServiceScope
+from .state import StateEncodingError, copy_state, decode_state
 from .supervisor import Supervisor
 from .timers import Timers
+
+_log = logging.getLogger("orchestrator.runtime")
 
 
 class Control:
@@ -116,6 +119,31 @@ class Control:
         self.dispatcher.set_triggers(registered.id, triggers)
         self.scheduler.arm(registered)
         await self.runs.adopt(registered)
+        await self._clean_up_after_crash(registered)
+
+    async def _clean_up_after_crash(self, registered: RegisteredWorkflow) -> None:
+        """Build again, then clean up, run-scoped services a crash left open (at least once)."""
+        await self._writer.flush()
+        services = {service.id: service for service in registered.workflow.services}
+        for row, run_id, state, ids in await self._reader.unclosed_service_scopes(registered.id):
+            scope = ServiceScope(
+                services,
+                parent=registered.service_scope,
+                scope="run",
+                state=decode_state(state),
+                idempotency_key=f"{run_id}:services",
+            )
+            for service_id in dict.fromkeys(ids):
+                try:
+                    await scope.get(service_id)
+                except OrchestratorError as exc:
+                    _log.warning(
+                        "run %s: cannot rebuild service %s to clean it up: %s",
+                        run_id,
+                        service_id,
+                        exc,
+                    )
+            await self.runs.close_run_scope(registered, row, scope)
 
     def deregistered(self, workflow_id: str) -> None:
         """A workflow was deregistered: no new runs from its triggers and schedules."""

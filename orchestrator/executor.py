@@ -193,7 +193,7 @@ def _warn_of_secrets(run: ActiveRun, bound: BoundStep, text: str, env: ExecutorE
     _note(run, bound, env, "warning", message)
 
 
-def run_scope(run: ActiveRun) -> ServiceScope:
+def run_scope(run: ActiveRun, env: ExecutorEnv) -> ServiceScope:
     """The run's service scope, made on first use (its state is the run's current state)."""
     if run.service_scope is None:
         services = {service.id: service for service in run.workflow.workflow.services}
@@ -203,8 +203,21 @@ def run_scope(run: ActiveRun) -> ServiceScope:
             scope="run",
             state=decode_state(run.state_text),
             idempotency_key=f"{run.run_id}:services",
+            on_create=functools.partial(_service_opened, run, env),
         )
     return run.service_scope
+
+
+def _service_opened(run: ActiveRun, env: ExecutorEnv, service_id: str) -> None:
+    # Journaled so that, if the process dies before the run's scope is closed, recovery
+    # builds the service again and runs its cleanups: run-scoped cleanup is at least once.
+    env.writer.enqueue(
+        [
+            ops.add_timeline(
+                run.row, env.clock.now_us(), "runtime", "service.opened", message=service_id
+            )
+        ]
+    )
 
 
 def context_for(run: ActiveRun, env: ExecutorEnv) -> StepContext | None:
@@ -235,7 +248,7 @@ def _context(run: ActiveRun, bound: BoundStep, attempt: int, *, env: ExecutorEnv
         log=log,
         pause_service=PauseService(env.waits, run.row, run.run_id) if env.waits else None,
         env=run.workflow.env,
-        scope=functools.partial(run_scope, run),
+        scope=functools.partial(run_scope, run, env),
     )
 
 

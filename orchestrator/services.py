@@ -219,6 +219,7 @@ class ServiceScope:
         scope: Scope,
         state: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        on_create: Callable[[str], None] | None = None,
     ) -> None:
         if scope not in _LIFETIME:
             raise ValueError(f"a ServiceScope is 'global', 'workflow' or 'run', not {scope!r}")
@@ -236,6 +237,7 @@ class ServiceScope:
         # Invariant: a cleanup is popped before it is called, so each runs at most once.
         self._cleanups: list[Cleanup] = []
         self._closed = False
+        self._on_create = on_create
 
     async def get(self, id: str) -> Any:
         """Return the instance of service `id` for this scope, building it if needed.
@@ -275,7 +277,10 @@ class ServiceScope:
         ctx = ServiceContext(service, self, path)
         try:
             value = service.factory(ctx)
-            return await value if inspect.isawaitable(value) else value
+            instance = await value if inspect.isawaitable(value) else value
+            if self._on_create is not None:
+                self._on_create(service.id)
+            return instance
         except OrchestratorError:
             raise  # already names the service at fault (a dependency, a cycle, a closed scope)
         except Exception as exc:

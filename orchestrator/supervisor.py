@@ -22,6 +22,7 @@ from .journal import UnfinishedRun, ops
 from .model import BoundStep
 from .records import RunResult
 from .registry import RegisteredWorkflow
+from .services import ServiceScope
 from .state import StateEncodingError, decode_state, encode_state
 from .waits import PauseRequest
 
@@ -297,19 +298,19 @@ class Supervisor:
         scope, run.service_scope = run.service_scope, None
         if scope is None:
             return
+        await self.close_run_scope(run.workflow, run.row, scope)
+
+    async def close_run_scope(
+        self, registered: RegisteredWorkflow, row: int, scope: ServiceScope
+    ) -> None:
+        """Run a run scope's cleanups, record failures, and journal that it is closed."""
+        writes = []
+        now = self._env.clock.now_us()
         for error in await scope.close():
-            message = run.workflow.redactor.redact(f"a service cleanup failed: {error!r}")
-            self._writer.enqueue(
-                [
-                    ops.add_timeline(
-                        run.row,
-                        self._env.clock.now_us(),
-                        "runtime",
-                        "cleanup.failed",
-                        message=message,
-                    )
-                ]
-            )
+            message = registered.redactor.redact(f"a service cleanup failed: {error!r}")
+            writes.append(ops.add_timeline(row, now, "runtime", "cleanup.failed", message=message))
+        writes.append(ops.add_timeline(row, now, "runtime", "services.closed"))
+        self._writer.enqueue(writes)
 
     async def _begin(self, run: ActiveRun, lifecycle: str) -> None:
         if self._env.wants(lifecycle):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +89,35 @@ def test_reserved_ids_and_cycles_are_refused() -> None:
                 Service("b", factory("b"), deps=["a"]),
             ],
         )
+
+
+async def test_run_scoped_cleanup_runs_at_least_once_across_a_crash(db: Path) -> None:
+    keys: list[str] = []
+
+    async def make_lock(ctx: Any) -> str:
+        made.append("lock")
+        keys.append(ctx.idempotency_key)
+        ctx.on_cleanup(lambda: cleaned.append(ctx.idempotency_key))
+        return "lock"
+
+    async def take(state: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        return {**state, "lock": await ctx.use("lock")}
+
+    flow = Workflow(
+        id="w", pipelines={"go": [take]}, services=[Service("lock", make_lock, scope="run")]
+    )
+    async with Runtime(db, workflows=[flow]) as rt:
+        result = await rt.invoke("w", "go", {})
+    assert cleaned == [f"{result.run_id}:services"]
+    # A crash after the run's end committed but before its scope's cleanup was journaled:
+    # the same journal, without the "services.closed" entry.
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM timeline WHERE kind = 'services.closed'")
+    cleaned.clear()
+    async with Runtime(db, workflows=[flow]):
+        pass
+    assert cleaned == [f"{result.run_id}:services"]  # rebuilt with the same key, cleaned up
+    assert keys == [f"{result.run_id}:services"] * 2
+    async with Runtime(db, workflows=[flow]):
+        pass
+    assert len(cleaned) == 1  # and only once: now it is journaled as closed

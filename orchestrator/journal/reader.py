@@ -212,6 +212,29 @@ class JournalReader:
             for row in rows
         ]
 
+    async def unclosed_service_scopes(
+        self, workflow_id: str
+    ) -> list[tuple[int, str, str, list[str]]]:
+        """Ended runs whose run-scoped services were built but whose scope was never closed.
+
+        Each as (row, run id, last state, service ids), oldest first.
+        """
+        rows = await self._fetch(
+            "SELECT r.id, r.run_id, c.state, t.message FROM timeline t"
+            " JOIN runs r ON r.id = t.run"
+            " JOIN checkpoints c ON c.run = r.id AND c.position = r.position"
+            " WHERE t.kind = 'service.opened' AND r.workflow_id = ?"
+            " AND r.status IN ('completed', 'failed', 'aborted', 'dropped', 'rejected')"
+            " AND NOT EXISTS (SELECT 1 FROM timeline x WHERE x.run = t.run"
+            " AND x.kind = 'services.closed' AND x.id > t.id)"
+            " ORDER BY r.id, t.id",
+            [workflow_id],
+        )
+        found: dict[int, tuple[int, str, str, list[str]]] = {}
+        for row, run_id, state, service_id in rows:
+            found.setdefault(row, (row, run_id, state, []))[3].append(service_id)
+        return list(found.values())
+
     async def max_ids(self) -> tuple[int, int]:
         """The highest wait id and buffer sequence number in use."""
         rows = await self._fetch(

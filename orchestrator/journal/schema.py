@@ -131,6 +131,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX inbox_pending ON inbox (id) WHERE done_at IS NULL;
     """,
+    # 3: find run-scoped services opened but never closed (cleanup after a crash).
+    """
+    CREATE INDEX timeline_services ON timeline (run, id)
+        WHERE kind IN ('service.opened', 'services.closed');
+    """,
 )
 
 
