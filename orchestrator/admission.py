@@ -9,11 +9,11 @@ slots free up. Queued runs are ``queued`` rows, so queues survive a restart in o
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from .clock import Clock
+from .clock import new_id as make_id
 from .errors import RuntimeStopped
 from .executor import ActiveRun
 from .hooks import DispatchResult
@@ -88,7 +88,7 @@ class Admission:
     ) -> Dispatched:
         steps = registered.steps(trigger_id)
         gate = self.gate(registered)
-        new_id = run_id or _new_id()
+        new_id = run_id or make_id()
         decision = gate.dispatch(new_id)
         if decision.action == "signal" and decision.holder is not None:
             return self._signal(decision, data)
@@ -239,7 +239,7 @@ class Admission:
                     "runtime",
                     "run.dropped",
                     message=message,
-                    data=json.dumps({"superseded_by": new_id}),
+                    data={"superseded_by": new_id},
                 ),
             ]
         )
@@ -267,7 +267,7 @@ class Admission:
                 "runtime",
                 f"run.{status}",
                 message=_reason(decision),
-                data=json.dumps({"held_by": decision.holder, "mode": repr(run.workflow.mode)}),
+                data={"held_by": decision.holder, "mode": repr(run.workflow.mode)},
             )
         ]
         if decision.action in ("drop", "reject"):
@@ -288,9 +288,3 @@ def _reason(decision: Decision) -> str:
         "replace": "replaced the active run",
     }
     return words.get(decision.action, decision.action) + held
-
-
-def _new_id() -> str:
-    import os
-
-    return os.urandom(16).hex()

@@ -1,4 +1,4 @@
-"""The only reader of wall time, and the only place that sleeps on it.
+"""The only reader of wall time, the only place that sleeps on it, and the id source.
 
 Everything that needs the time or a delay takes a `Clock`, so tests pass a `FakeClock`
 they advance by hand: timer, backoff and timeout tests take milliseconds and never flake.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import os
 import time
 from datetime import UTC, datetime
 
@@ -68,6 +69,11 @@ class FakeClock(Clock):
                 waiter.set_result(None)
         for _ in range(5):
             await asyncio.sleep(0)
+
+
+def new_id() -> str:
+    """A fresh id for a run or an event: 32 hex digits, random."""
+    return os.urandom(16).hex()
 
 
 def to_datetime(us: int) -> datetime:

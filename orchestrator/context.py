@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import sys
 import threading
@@ -214,10 +213,3 @@ class StepContext:
         return (
             f"StepContext(run_id={self.run_id!r}, step={self.step_name!r}, attempt={self.attempt})"
         )
-
-
-def to_json_data(data: dict[str, Any] | None) -> str | None:
-    """Timeline data as compact JSON (never fails: unknown objects become their repr)."""
-    if data is None:
-        return None
-    return json.dumps(data, separators=(",", ":"), default=repr)

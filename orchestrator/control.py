@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from concurrent.futures import Executor
 from typing import Any
 
 from . import recovery
 from .admission import Admission, Dispatched
-from .clock import Clock
+from .clock import Clock, new_id
 from .dispatcher import Dispatcher
 from .errors import OrchestratorError, RunNotActive, RunNotFound, ValidationError
 from .events import EventBus
@@ -157,7 +156,7 @@ class Control:
         if not isinstance(event_type, str) or not event_type.strip():
             raise ValidationError(f"an event type must be a non-empty string, got {event_type!r}")
         event_data = _json_object(data, f"the data of event {event_type!r}")
-        event_id = os.urandom(16).hex()
+        event_id = new_id()
         self.bus.accept(event_id, event_type, event_data, source=source)
         return event_id
 

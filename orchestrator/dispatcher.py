@@ -130,10 +130,3 @@ class Dispatcher:
         )
         waits.sort(key=lambda wait: wait.id)
         return Routing(starts, waits)
-
-    def parked_count(self) -> int:
-        """How many waits are indexed (for diagnostics)."""
-        return sum(
-            len(index.unkeyed) + sum(len(b) for b in index.by_key.values())
-            for index in self._waits.values()
-        )

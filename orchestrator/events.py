@@ -8,7 +8,6 @@ in the same batch as its effects, so after a crash it is routed again once, neve
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ from .dispatcher import Dispatcher
 from .journal import GroupCommitWriter, ops
 from .parking import Parking
 from .registry import RegisteredWorkflow
+from .state import encode_state
 
 
 class EventBus:
@@ -66,7 +66,7 @@ class EventBus:
         writes = [
             ops.mark_routed(event_id, now)
             if external
-            else ops.add_event(event_id, event_type, _json(data), source, now)
+            else ops.add_event(event_id, event_type, encode_state(data), source, now)
         ]
         routing = self._dispatcher.route(event_type, data)
         started = []
@@ -86,7 +86,7 @@ class EventBus:
                     "event.received",
                     position=0,
                     message=f"{event_type} event {event_id}: {action} (trigger {entry.trigger_id})",
-                    data=json.dumps({"event_id": event_id, "type": event_type}),
+                    data={"event_id": event_id, "type": event_type},
                 )
             )
         for wait in routing.waits:
@@ -103,7 +103,3 @@ _ROUTE_ACTIONS = {
     "reject": "rejected",
     "signal": "signalled",
 }
-
-
-def _json(data: dict[str, Any]) -> str:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .clock import Clock
-from .context import RunLogger, StepContext, to_json_data
+from .context import RunLogger, StepContext
 from .journal import GroupCommitWriter, ops
 from .model import BoundStep
 from .records import RunResult, is_ok
@@ -286,7 +286,7 @@ def _note(
                 position=run.position,
                 step=bound.name,
                 message=message,
-                data=to_json_data(data),
+                data=data,
             )
         ]
     )

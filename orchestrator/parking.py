@@ -419,7 +419,7 @@ class Parking:
             kind,
             position=position,
             message=message,
-            data=json.dumps(data, default=repr),
+            data=data,
         )
 
 

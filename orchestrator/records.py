@@ -23,7 +23,6 @@ STATUSES: tuple[str, ...] = (
     "rejected",
 )
 FINAL_STATUSES = frozenset({"completed", "failed", "aborted", "dropped", "rejected"})
-ACTIVE_STATUSES = frozenset({"queued", "running", "paused"})
 
 
 def is_ok(status: str) -> bool:

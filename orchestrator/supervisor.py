@@ -8,13 +8,12 @@ not know what a run does (the executor does) nor the public API (the runtime doe
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from . import recovery
+from .clock import new_id
 from .errors import JournalError, RunNotActive, RuntimeNotStarted, RuntimeStopped
 from .executor import ActiveRun, ExecutorEnv, context_for, execute, finish_aborted
 from .hooks import Hook, call_hook
@@ -68,7 +67,7 @@ class Supervisor:
         self._next_row += 1
         run = ActiveRun(
             self._next_row,
-            run_id or os.urandom(16).hex(),
+            run_id or new_id(),
             registered,
             trigger_id,
             steps,
@@ -113,7 +112,7 @@ class Supervisor:
                 "run.signalled",
                 position=run.position,
                 message="state patched by a signal",
-                data=json.dumps({"patch": patch}),
+                data={"patch": patch},
             ),
         ]
 

@@ -74,11 +74,6 @@ class PauseRequest:
     on_timeout: OnTimeout
     wait: Wait | None = None
 
-    @property
-    def is_sleep(self) -> bool:
-        """A sleep: no event, resumed by its deadline or `resume`."""
-        return self.event is None and self.wait is None
-
 
 def pause_request(
     *,

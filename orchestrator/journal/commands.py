@@ -9,14 +9,13 @@ writer holds the lock, so "database is locked" never reaches a user on a busy jo
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..clock import Clock
+from ..clock import Clock, new_id
 from ..errors import JournalError, RunNotActive, RunNotFound
 from .connection import connect_writer, rollback_if_open
 from .schema import migrate
@@ -33,7 +32,7 @@ _ALLOWED = {
 
 def emit_event(path: Path, event_type: str, data: dict[str, Any], *, source: str = "cli") -> str:
     """Journal an event for the daemon to route; returns its id once committed."""
-    event_id = os.urandom(16).hex()
+    event_id = new_id()
     text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
     def insert(conn: sqlite3.Connection) -> str:
@@ -68,7 +67,7 @@ def queue_command(path: Path, command: str, run_id: str, payload: Any = None) ->
 
 def queue_invoke(path: Path, workflow_id: str, trigger_id: str, data: dict[str, Any]) -> str:
     """Queue a run of a workflow's pipeline for the daemon; returns the new run's id."""
-    run_id = os.urandom(16).hex()
+    run_id = new_id()
     payload = {"data": data}
     _transaction(
         path, lambda conn: _insert_command(conn, "invoke", run_id, workflow_id, trigger_id, payload)

@@ -12,6 +12,7 @@ by statement, keeping the last of each run's absolute updates, equals applying i
 from __future__ import annotations
 
 import enum
+import json
 from typing import Any
 
 
@@ -167,10 +168,15 @@ def add_timeline(
     position: int | None = None,
     step: str | None = None,
     message: str | None = None,
-    data: str | None = None,
+    data: dict[str, Any] | None = None,
 ) -> Op:
-    """An explicit timeline entry (logs, retries, recoveries, ...)."""
-    return Stmt.ADD_TIMELINE, (row, position, at, source, kind, step, message, data)
+    """An explicit timeline entry (logs, retries, recoveries, ...).
+
+    `data` is stored as compact JSON; what JSON cannot hold is stored as its repr, so a
+    timeline entry never fails to be written.
+    """
+    text = None if data is None else json.dumps(data, separators=(",", ":"), default=repr)
+    return Stmt.ADD_TIMELINE, (row, position, at, source, kind, step, message, text)
 
 
 def state_change(row: int, position: int, kind: str, state: str, at: int) -> list[Op]:

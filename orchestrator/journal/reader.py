@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -294,16 +294,6 @@ class JournalReader:
         """The run's row id and status, or None if unknown."""
         rows = await self._fetch("SELECT id, status FROM runs WHERE run_id = ?", [run_id])
         return (rows[0][0], rows[0][1]) if rows else None
-
-    async def count_runs(self, statuses: Iterable[str] = ()) -> int:
-        """How many runs there are (with one of `statuses`, if given)."""
-        wanted = list(statuses)
-        if not wanted:
-            rows = await self._fetch("SELECT count(*) FROM runs")
-        else:
-            marks = ",".join("?" * len(wanted))
-            rows = await self._fetch(f"SELECT count(*) FROM runs WHERE status IN ({marks})", wanted)
-        return int(rows[0][0])
 
 
 async def _check_readable(conn: aiosqlite.Connection, path: Path) -> None:
