@@ -109,6 +109,33 @@ def _parser() -> argparse.ArgumentParser:
     _add_db(abort)
     abort.add_argument("run_id", metavar="RUN_ID")
 
+    up = _command(commands, "up", _cmd_up, "load and watch a folder of workflows: the daemon")
+    up.add_argument("folder", type=Path, metavar="DIR", help="the folder of workflow files")
+    _add_db(up)
+    up.add_argument(
+        "--headless", action="store_true", help="no dashboard: log to stderr only"
+    )
+    up.add_argument(
+        "--grace",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="on SIGINT/SIGTERM, how long running steps may finish (default 10)",
+    )
+
+    invoke = _command(commands, "invoke", _cmd_invoke, "start a run through the daemon")
+    _add_db(invoke)
+    invoke.add_argument("workflow", metavar="WORKFLOW")
+    invoke.add_argument("trigger", metavar="TRIGGER", help="the pipeline's trigger id")
+    invoke.add_argument("data", metavar="JSON", nargs="?", default="{}", help="the run's state")
+    invoke.add_argument(
+        "--wait", action="store_true", help="wait until the run completes, pauses or fails"
+    )
+
+    workflows = _command(commands, "workflows", _cmd_workflows, "loaded workflows, load errors")
+    _add_db(workflows)
+    workflows.add_argument("--json", action="store_true", help="print JSON")
+
     show = _command(commands, "show", _cmd_show, "one run: status, state, timeline")
     _add_db(show)
     show.add_argument("run_id", metavar="RUN_ID")
@@ -141,6 +168,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {value:g}")
     return value
 
 
@@ -252,6 +289,76 @@ async def _queue(args: argparse.Namespace, command: str, payload: Any) -> int:
     path = db_path(args)
     await asyncio.to_thread(queue_command, path, command, args.run_id, payload)
     print(f"{command} of run {args.run_id} queued; the daemon applies it")
+    return EXIT_OK
+
+
+async def _cmd_up(args: argparse.Namespace) -> int:
+    from .daemon import configure_logging, serve
+
+    if not args.folder.is_dir():
+        raise UsageError(f"{args.folder} is not a folder of workflow files")
+    configure_logging()
+    return await serve(args.folder, db_path(args), grace=args.grace)
+
+
+async def _cmd_invoke(args: argparse.Namespace) -> int:
+    from .journal.commands import queue_invoke
+
+    path = db_path(args)
+    data = parse_json_object(args.data, "the run's state")
+    await _check_invocable(path, args.workflow, args.trigger)
+    run_id = await asyncio.to_thread(queue_invoke, path, args.workflow, args.trigger, data)
+    print(run_id, flush=True)
+    if not args.wait:
+        return EXIT_OK
+    from .invoking import wait_for_run
+
+    outcome = await wait_for_run(path, run_id)
+    print(outcome.message, file=sys.stderr)
+    return EXIT_OK if outcome.ok else EXIT_FAILED
+
+
+async def _check_invocable(path: Path, workflow_id: str, trigger_id: str) -> None:
+    """With a ready daemon, an unknown workflow or trigger is bad input (exit 2)."""
+    reader = await _open_reader(path)
+    if reader is None:
+        return
+    try:
+        daemon = await reader.daemon()
+        loaded = await reader.workflows() if daemon is not None and daemon.ready else None
+    finally:
+        await reader.close()
+    if loaded is None:
+        return
+    found = next((w for w in loaded if w.workflow_id == workflow_id), None)
+    if found is None:
+        known = ", ".join(w.workflow_id for w in loaded) or "none"
+        raise UsageError(f"the daemon has no workflow {workflow_id!r} (loaded: {known})")
+    triggers = [t["trigger_id"] for t in found.triggers]
+    if trigger_id not in triggers:
+        known = ", ".join(triggers)
+        raise UsageError(
+            f"workflow {workflow_id!r} has no trigger {trigger_id!r} (it has: {known})"
+        )
+
+
+async def _cmd_workflows(args: argparse.Namespace) -> int:
+    from . import cli_output
+
+    reader = await _open_reader(db_path(args))
+    if reader is None:
+        loaded, errors, daemon = [], [], None
+    else:
+        try:
+            loaded, errors, daemon = (
+                await reader.workflows(),
+                await reader.load_errors(),
+                await reader.daemon(),
+            )
+        finally:
+            await reader.close()
+    render = cli_output.workflows_json if args.json else cli_output.workflows_text
+    print(render(loaded, errors, daemon))
     return EXIT_OK
 
 

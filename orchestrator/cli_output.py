@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from .clock import to_iso
+from .journal.reader import DaemonRecord, LoadErrorRecord, WorkflowRecord
 from .records import RunInfo, TimelineEntry
 
 
@@ -119,3 +121,70 @@ def _duration(info: RunInfo) -> str:
     if seconds < 120:
         return f"{seconds:.1f}s"
     return f"{seconds / 60:.1f}m"
+
+
+def workflows_document(
+    loaded: Sequence[WorkflowRecord],
+    errors: Sequence[LoadErrorRecord],
+    daemon: DaemonRecord | None,
+) -> dict[str, Any]:
+    """`workflows --json`: what the daemon has loaded, what failed, and the daemon."""
+    return {
+        "workflows": [
+            {
+                "workflow_id": w.workflow_id,
+                "file": w.file,
+                "version": w.version,
+                "triggers": w.triggers,
+                "mode": w.mode,
+            }
+            for w in loaded
+        ],
+        "errors": [{"file": e.file, "line": e.line, "message": e.message} for e in errors],
+        "daemon": None
+        if daemon is None
+        else {"pid": daemon.pid, "started_at": to_iso(daemon.started_at), "ready": daemon.ready},
+    }
+
+
+def workflows_json(
+    loaded: Sequence[WorkflowRecord],
+    errors: Sequence[LoadErrorRecord],
+    daemon: DaemonRecord | None,
+) -> str:
+    """`workflows --json` as text."""
+    return json.dumps(workflows_document(loaded, errors, daemon), indent=2, ensure_ascii=False)
+
+
+def workflows_text(
+    loaded: Sequence[WorkflowRecord],
+    errors: Sequence[LoadErrorRecord],
+    daemon: DaemonRecord | None,
+) -> str:
+    """`workflows`: one line a workflow, then load errors, then the daemon."""
+    lines = []
+    if daemon is None:
+        lines.append("daemon: none running (this is what the last one had loaded)")
+    else:
+        state = "ready" if daemon.ready else "starting"
+        lines.append(f"daemon: pid {daemon.pid} on {daemon.host}, {state}")
+    if not loaded:
+        lines.append("no workflows loaded")
+    for w in loaded:
+        triggers = ", ".join(_trigger_text(t) for t in w.triggers)
+        lines.append(f"{w.workflow_id}  {w.version}  {w.file or '(registered in code)'}")
+        lines.append(f"    mode {w.mode}; triggers: {triggers}")
+    for e in errors:
+        where = f"{e.file}:{e.line}" if e.line else e.file
+        lines.append(f"error: {where}: {e.message}")
+    return "\n".join(lines)
+
+
+def _trigger_text(trigger: dict[str, Any]) -> str:
+    kind = trigger.get("type")
+    detail = {
+        "event": f"event {trigger.get('event')}",
+        "schedule": f"cron {trigger.get('cron')!r}",
+        "file": f"new {trigger.get('glob')} in {trigger.get('dir')}",
+    }.get(str(kind), "invoke only")
+    return f"{trigger.get('trigger_id')} ({detail})"

@@ -11,18 +11,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import Executor
+from pathlib import Path
 from typing import Any
 
 from . import recovery
 from .admission import Admission, Dispatched
 from .clock import Clock, new_id
+from .conditions import Conditions
 from .dispatcher import Dispatcher
 from .errors import OrchestratorError, RunNotActive, RunNotFound, ValidationError
 from .events import EventBus
 from .executor import ActiveRun, ExecutorEnv
 from .journal import CommandRecord, GroupCommitWriter, JournalReader, ops
 from .lifecycle import Lifecycle
-from .model import Trigger
+from .model import FILE_CREATED, Trigger
 from .parking import ParkedRun, Parking
 from .records import FINAL_STATUSES, RunResult
 from .registry import RegisteredWorkflow, Registry
@@ -115,6 +117,8 @@ class Control:
             for tid, t in registered.workflow.triggers.items()
             if isinstance(t, Trigger)
         }
+        for tid, (folder, glob) in registered.file_watches().items():
+            triggers[tid] = (FILE_CREATED, file_conditions(folder, glob))
         self.dispatcher.set_triggers(registered.id, triggers)
         self.scheduler.arm(registered)
         await self.runs.adopt(registered)
@@ -315,6 +319,12 @@ class Control:
             )
         _, status = await self._status(run_id)
         return RunNotActive(f"run {run_id} is {status}; it cannot be {action}")
+
+
+def file_conditions(folder: Path, glob: str) -> Conditions:
+    """What a ``file.created`` event must carry to start a `FileTrigger`'s run."""
+    where = {"dir": ("==", str(folder)), "glob": ("==", glob)}
+    return Conditions.parse(where, label=f"FileTrigger(dir={str(folder)!r}, glob={glob!r})")
 
 
 def _json_object(value: Any, what: str) -> dict[str, Any]:

@@ -7,9 +7,11 @@ the executor and the pipeline runner.
 from __future__ import annotations
 
 import inspect
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from . import schedules
@@ -153,7 +155,39 @@ class Schedule:
         schedules.validate(self.cron, self.tz, label=f"Schedule(cron={self.cron!r})")
 
 
-AnyTrigger = Trigger | Schedule
+FILE_CREATED = "file.created"
+
+
+@dataclass(frozen=True)
+class FileTrigger:
+    """Start a run for each new file in `dir` whose name matches `glob`.
+
+    Each new file becomes a ``file.created`` event, journaled like any other, with data
+    ``{"path": ..., "size": ..., "dir": ..., "glob": ...}`` (absolute paths). A relative
+    `dir` is relative to the workflow's file when loaded from a folder, else to the
+    current directory. Files present before the daemon starts are not events.
+    """
+
+    dir: str | os.PathLike[str]
+    glob: str = "*"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.dir, str | os.PathLike) or not os.fspath(self.dir).strip():
+            raise DefinitionError(f"FileTrigger needs a folder: dir=..., got {self.dir!r}")
+        if not isinstance(self.glob, str) or not self.glob or "/" in self.glob:
+            raise DefinitionError(
+                f"FileTrigger glob must be a file name pattern like '*.csv', got {self.glob!r}"
+            )
+
+    def folder(self, base: str | os.PathLike[str] | None) -> Path:
+        """The absolute folder watched, `dir` resolved against `base` (or the cwd)."""
+        path = Path(self.dir).expanduser()
+        if not path.is_absolute():
+            path = Path(base or Path.cwd()) / path
+        return Path(os.path.abspath(path))
+
+
+AnyTrigger = Trigger | Schedule | FileTrigger
 
 
 @dataclass(frozen=True)
@@ -164,7 +198,8 @@ class Workflow:
         id: Unique id, letters, digits, ``_``, ``.`` and ``-``.
         pipelines: Trigger id -> list of steps (functions or `Step`). A pipeline without a
             trigger of its id can only be started with `Runtime.invoke`.
-        triggers: Trigger id -> `Trigger` (events) or `Schedule` (cron).
+        triggers: Trigger id -> `Trigger` (events), `Schedule` (cron) or `FileTrigger`
+            (new files in a folder).
         mode: What happens when work arrives while the workflow is busy (default
             ``Transient()``, no limits); a mode given to `Runtime.register` wins.
         env: Values for ``ctx.env``; they win over the runtime's env.
@@ -233,8 +268,10 @@ class Workflow:
             raise DefinitionError(f"workflow {self.id!r}: triggers must be a dict of id -> Trigger")
         for trigger_id, trigger in self.triggers.items():
             where = f"workflow {self.id!r} trigger {trigger_id!r}"
-            if not isinstance(trigger, Trigger | Schedule):
-                raise DefinitionError(f"{where}: expected a Trigger or a Schedule, got {trigger!r}")
+            if not isinstance(trigger, Trigger | Schedule | FileTrigger):
+                raise DefinitionError(
+                    f"{where}: expected a Trigger, Schedule or FileTrigger, got {trigger!r}"
+                )
             if trigger_id not in self.bound:
                 raise DefinitionError(
                     f"{where} has no pipeline: add pipelines={{{trigger_id!r}: [...]}}"

@@ -11,12 +11,13 @@ import inspect
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .env import Env, Redactor
 from .errors import DefinitionError, TriggerNotFound, WorkflowNotFound
 from .hooks import HOOK_NAMES, Hooks
-from .model import BoundStep, Workflow
+from .model import BoundStep, FileTrigger, Schedule, Trigger, Workflow
 from .modes import Mode, Transient, describe
 from .services import ServiceScope
 
@@ -41,6 +42,45 @@ class RegisteredWorkflow:
         """The workflow's id."""
         return self.workflow.id
 
+    @property
+    def base_dir(self) -> Path | None:
+        """The folder of the workflow's file, against which relative paths resolve."""
+        return Path(self.file).parent if self.file else None
+
+    def file_watches(self) -> dict[str, tuple[Path, str]]:
+        """Trigger id -> (absolute folder, glob) for each `FileTrigger`."""
+        return {
+            tid: (trigger.folder(self.base_dir), trigger.glob)
+            for tid, trigger in self.workflow.triggers.items()
+            if isinstance(trigger, FileTrigger)
+        }
+
+    def describe_triggers(self) -> list[dict[str, Any]]:
+        """Its triggers as JSON objects, for the journal and `orchestrator workflows`."""
+        described: list[dict[str, Any]] = []
+        for tid, trigger in sorted(self.workflow.triggers.items()):
+            if isinstance(trigger, Trigger):
+                described.append(
+                    {
+                        "trigger_id": tid,
+                        "type": "event",
+                        "event": trigger.event,
+                        "where": trigger.conditions.to_json(),
+                    }
+                )
+            elif isinstance(trigger, Schedule):
+                described.append(
+                    {"trigger_id": tid, "type": "schedule", "cron": trigger.cron, "tz": trigger.tz}
+                )
+            else:
+                folder, glob = trigger.folder(self.base_dir), trigger.glob
+                described.append(
+                    {"trigger_id": tid, "type": "file", "dir": str(folder), "glob": glob}
+                )
+        for tid in sorted(set(self.workflow.bound) - set(self.workflow.triggers)):
+            described.append({"trigger_id": tid, "type": "invoke"})
+        return described
+
     def steps(self, trigger_id: str) -> list[BoundStep]:
         """The bound steps of one pipeline, or `TriggerNotFound`."""
         steps = self.workflow.bound.get(trigger_id)
@@ -60,11 +100,13 @@ def register(
     runtime_env: Mapping[str, str] | None = None,
     secrets: Iterable[str] = (),
     hooks: Mapping[str, Any] | None = None,
+    version: str | None = None,
 ) -> RegisteredWorkflow:
     """Describe and version a workflow for registration (`mode` wins over the workflow's).
 
     Its ``ctx.env`` is the workflow's env over `runtime_env`; values of secret-looking keys
-    (and of `secrets`) are redacted from what its runs journal.
+    (and of `secrets`) are redacted from what its runs journal. `version` is the content
+    hash of the file it was loaded from, if any; else one is made from its code.
     """
     if mode is not None and not isinstance(mode, Mode):
         raise DefinitionError(f"register(mode=...) takes a mode such as Serialized(), got {mode!r}")
@@ -81,7 +123,7 @@ def register(
     defined = {name: getattr(workflow, name) for name in HOOK_NAMES}
     merged = Hooks.merge(defined, hooks or {}, label=f"workflow {workflow.id!r}")
     return RegisteredWorkflow(
-        workflow, version_of(workflow), definition, file, chosen, env, redactor, merged
+        workflow, version or version_of(workflow), definition, file, chosen, env, redactor, merged
     )
 
 

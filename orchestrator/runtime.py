@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -22,16 +23,19 @@ from .errors import (
     JournalError,
     RunNotFound,
     RuntimeNotStarted,
+    ValidationError,
 )
+from .folder import WorkflowFolder
 from .hooks import Hook
 from .inbox import InboxPoller
 from .journal import FaultPoints, GroupCommitWriter, JournalReader, Synchronous, ops
 from .lifecycle import Handler, Lifecycle
 from .model import Workflow
-from .modes import Mode
+from .modes import Mode, describe
 from .records import FINAL_STATUSES, RunInfo, RunResult, TimelineEntry, is_ok
 from .registry import RegisteredWorkflow, Registry, register
 from .services import Service, ServiceScope, check_graph, runtime_services
+from .watcher import FileEvents, watch_folder
 
 HEARTBEAT_SECONDS = 1.0
 _log = logging.getLogger("orchestrator.runtime")
@@ -49,6 +53,7 @@ class Runtime:
         shutdown_grace: Seconds `stop()` lets running steps finish before cancelling them.
         max_threads: Worker threads for sync steps.
         faults: Fault points for crash tests.
+        workflows_dir: A folder of workflow files to load now and reload as they change.
     """
 
     def __init__(
@@ -64,6 +69,7 @@ class Runtime:
         shutdown_grace: float = 10.0,
         max_threads: int = 32,
         faults: FaultPoints | None = None,
+        workflows_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
@@ -87,6 +93,10 @@ class Runtime:
         self._stack: contextlib.AsyncExitStack | None = None
         self._background: list[asyncio.Task[None]] = []
         self._state = "new"
+        self._folder = (
+            None if workflows_dir is None else WorkflowFolder(Path(workflows_dir).resolve(), self)
+        )
+        self._file_events: FileEvents | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -135,13 +145,33 @@ class Runtime:
             max_seq=max_seq,
             last_ticks=await reader.schedule_ticks(),
         )
+        self._writer.enqueue(ops.reset_workflows())
         await control.restore()
         self._background.append(tasks.create_task(control.timers.run(), name="timers"))
+        self._file_events = FileEvents(self._file_created)
+        self._background.append(tasks.create_task(self._file_events.run(), name="file-events"))
         for workflow in self._initial:
             await self.register(workflow)
+        if self._folder is not None:
+            await self._load_folder(self._folder, tasks)
         poller = InboxPoller(reader, control.bus, control.apply_command)
         self._background.append(tasks.create_task(poller.run(), name="inbox"))
         await self._writer.mark_ready()
+
+    async def _load_folder(self, folder: WorkflowFolder, tasks: asyncio.TaskGroup) -> None:
+        if not folder.path.is_dir():
+            raise ValidationError(
+                f"workflows folder {folder.path} does not exist or is not a folder; "
+                "create it or pass another folder"
+            )
+        # Watch first, so a change made while the folder loads is not missed.
+        watch = tasks.create_task(watch_folder(folder.path, folder.sync), name="watch-folder")
+        self._background.append(watch)
+        await folder.sync()
+
+    def _file_created(self, event_type: str, data: dict[str, Any]) -> None:
+        if self._control is not None and self._state == "started":
+            self._control.emit(event_type, data, source="file")
 
     async def stop(self) -> None:
         """Stop: let running steps finish (up to the grace period), checkpoint, close."""
@@ -202,14 +232,38 @@ class Runtime:
             "on_cleanup": on_cleanup,
             "on_dispatch": on_dispatch,
         }
+        registered = self._prepare(workflow, mode=mode, hooks=hooks)
+        await self._activate(control, registered)
+        return registered
+
+    def _prepare(
+        self,
+        workflow: Workflow,
+        *,
+        mode: Mode | None = None,
+        hooks: Mapping[str, Hook | None] | None = None,
+        file: Path | None = None,
+        version: str | None = None,
+    ) -> RegisteredWorkflow:
+        """Check and describe a workflow for registration; nothing changes yet."""
         registered = register(
-            workflow, mode=mode, runtime_env=self._runtime_env, secrets=self._secrets, hooks=hooks
+            workflow,
+            mode=mode,
+            runtime_env=self._runtime_env,
+            secrets=self._secrets,
+            hooks=hooks,
+            file=None if file is None else str(file),
+            version=version,
         )
         check_graph(
             workflow.services,
             available=self._global_services.ids(),
             label=f"workflow {workflow.id!r}",
         )
+        return registered
+
+    async def _activate(self, control: Control, registered: RegisteredWorkflow) -> None:
+        workflow = registered.workflow
         scope = self._workflow_scopes.setdefault(
             workflow.id,
             ServiceScope(
@@ -219,26 +273,53 @@ class Runtime:
             ),
         )
         registered = dataclasses.replace(registered, service_scope=scope)
+        now = self._clock.now_us()
         self._writer.enqueue(
             [
                 ops.add_version(
+                    registered.id, registered.version, registered.file, registered.definition, now
+                ),
+                ops.workflow_loaded(
                     registered.id,
                     registered.version,
                     registered.file,
-                    registered.definition,
-                    self._clock.now_us(),
-                )
+                    json.dumps(registered.describe_triggers()),
+                    describe(registered.mode),
+                    now,
+                ),
             ]
         )
         self._registry.add(registered)
         await control.registered(registered)
-        return registered
+        self._refresh_file_events()
+
+    async def register_file(self, path: Path, version: str, workflows: list[Workflow]) -> None:
+        """Register every workflow of one version of a file, or none (raising why)."""
+        control = self._require_control()
+        prepared = [self._prepare(w, file=path, version=version) for w in workflows]
+        for registered in prepared:
+            await self._activate(control, registered)
+
+    def report_load(self, path: Path, line: int | None, message: str | None) -> None:
+        """Journal that a file failed to load (or, `message` None, that it loads again)."""
+        self._writer.enqueue([ops.load_error(str(path), line, message, self._clock.now_us())])
+
+    def _refresh_file_events(self) -> None:
+        if self._file_events is None:
+            return
+        watches: dict[Path, set[str]] = {}
+        for workflow_id in self._registry.ids():
+            for folder, glob in self._registry.get(workflow_id).file_watches().values():
+                watches.setdefault(folder, set()).add(glob)
+        self._file_events.update(watches)
 
     async def deregister(self, workflow_id: str) -> None:
         """Stop new runs of a workflow; runs in progress finish on their version."""
         control = self._require_control()
         self._registry.remove(workflow_id)
         control.deregistered(workflow_id)
+        self._writer.enqueue([ops.workflow_removed(workflow_id, self._clock.now_us())])
+        self._refresh_file_events()
         scope = self._workflow_scopes.pop(workflow_id, None)
         if scope is not None:
             for error in await scope.close():

@@ -19,6 +19,19 @@ from typing import Any
 class Stmt(enum.Enum):
     """Statements, in the order a batch applies them."""
 
+    RESET_WORKFLOWS = "UPDATE workflows SET present = 0"
+    RESET_LOAD_ERRORS = "DELETE FROM load_errors"
+    SET_WORKFLOW = (
+        "INSERT INTO workflows (workflow_id, version, file, triggers, mode, loaded_at, present)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (workflow_id) DO UPDATE SET"
+        " version = excluded.version, file = excluded.file, triggers = excluded.triggers,"
+        " mode = excluded.mode, loaded_at = excluded.loaded_at, present = excluded.present"
+    )
+    SET_LOAD_ERROR = (
+        "INSERT INTO load_errors (file, line, message, at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (file) DO UPDATE SET"
+        " line = excluded.line, message = excluded.message, at = excluded.at"
+    )
     ADD_VERSION = (
         "INSERT INTO workflow_versions (workflow_id, version, file, definition, created_at)"
         " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
@@ -101,6 +114,28 @@ def grouped(ops: list[Op]) -> list[tuple[Stmt, list[tuple[Any, ...]]]]:
 def add_version(workflow_id: str, version: str, file: str | None, definition: str, at: int) -> Op:
     """Record a workflow version (a no-op if it is already known)."""
     return Stmt.ADD_VERSION, (workflow_id, version, file, definition, at)
+
+
+def reset_workflows() -> list[Op]:
+    """A runtime starts with nothing registered and no load errors."""
+    return [(Stmt.RESET_WORKFLOWS, ()), (Stmt.RESET_LOAD_ERRORS, ())]
+
+
+def workflow_loaded(
+    workflow_id: str, version: str, file: str | None, triggers: str, mode: str, at: int
+) -> Op:
+    """A workflow is registered now (on this version, from this file)."""
+    return Stmt.SET_WORKFLOW, (workflow_id, version, file, triggers, mode, at, 1)
+
+
+def workflow_removed(workflow_id: str, at: int) -> Op:
+    """A workflow is no longer registered."""
+    return Stmt.SET_WORKFLOW, (workflow_id, "", None, "[]", "", at, 0)
+
+
+def load_error(file: str, line: int | None, message: str | None, at: int) -> Op:
+    """A file failed to load (or, with `message` None, loads again)."""
+    return Stmt.SET_LOAD_ERROR, (file, line, message, at)
 
 
 def create_run(

@@ -16,9 +16,10 @@ from typing import Any
 
 import aiosqlite
 
-from ..clock import to_datetime
+from ..clock import Clock, to_datetime
 from ..errors import JournalCorrupt, JournalError
 from ..records import Checkpoint, RunInfo, TimelineEntry
+from . import lease
 from .connection import connect_reader
 from .schema import APPLICATION_ID, MIGRATIONS
 from .timeline import assemble_timeline
@@ -85,6 +86,46 @@ class CommandRecord:
     workflow_id: str | None
     trigger_id: str | None
     payload: Any
+
+
+@dataclass(frozen=True)
+class WorkflowRecord:
+    """A workflow registered now by the process holding the lease."""
+
+    workflow_id: str
+    version: str
+    file: str | None
+    triggers: list[dict[str, Any]]
+    mode: str
+    loaded_at: int
+
+
+@dataclass(frozen=True)
+class LoadErrorRecord:
+    """A workflow file that failed to load, with where and why."""
+
+    file: str
+    line: int | None
+    message: str
+    at: int
+
+
+@dataclass(frozen=True)
+class DaemonRecord:
+    """The live process holding the journal's lease."""
+
+    pid: int
+    host: str
+    started_at: int
+    ready: bool
+
+
+@dataclass(frozen=True)
+class CommandOutcome:
+    """What became of a command: ``None`` while it is pending, else "ok" or the error."""
+
+    id: int
+    outcome: str | None
 
 
 class JournalReader:
@@ -289,6 +330,46 @@ class JournalReader:
         """Changes whenever another connection commits (cheap change detection)."""
         rows = await self._fetch("PRAGMA data_version")
         return int(rows[0][0])
+
+    async def workflows(self) -> list[WorkflowRecord]:
+        """Workflows registered now, by id."""
+        rows = await self._fetch(
+            "SELECT workflow_id, version, file, triggers, mode, loaded_at FROM workflows"
+            " WHERE present = 1 ORDER BY workflow_id"
+        )
+        return [
+            WorkflowRecord(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5])
+            for row in rows
+        ]
+
+    async def load_errors(self) -> list[LoadErrorRecord]:
+        """Files that failed to load and have not loaded since, by file."""
+        rows = await self._fetch(
+            "SELECT file, line, message, at FROM load_errors WHERE message IS NOT NULL"
+            " ORDER BY file"
+        )
+        return [LoadErrorRecord(row[0], row[1], row[2], row[3]) for row in rows]
+
+    async def daemon(self) -> DaemonRecord | None:
+        """The live holder of the lease, or None when no process holds it."""
+        rows = await self._fetch(
+            "SELECT pid, host, started_at, heartbeat_at, ready, token FROM lease WHERE id = 1"
+        )
+        if not rows:
+            return None
+        holder = lease.LeaseHolder(
+            rows[0][0], rows[0][1], rows[0][2], rows[0][3], bool(rows[0][4]), rows[0][5]
+        )
+        if not lease.is_live(holder, Clock().now_us()):
+            return None
+        return DaemonRecord(holder.pid, holder.host, holder.started_at, holder.ready)
+
+    async def command_outcome(self, run_id: str) -> CommandOutcome | None:
+        """The latest command about `run_id` (an invoke names its run), or None."""
+        rows = await self._fetch(
+            "SELECT id, outcome FROM inbox WHERE run_id = ? ORDER BY id DESC LIMIT 1", [run_id]
+        )
+        return CommandOutcome(rows[0][0], rows[0][1]) if rows else None
 
     async def run_status(self, run_id: str) -> tuple[int, str] | None:
         """The run's row id and status, or None if unknown."""

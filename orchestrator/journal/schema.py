@@ -136,6 +136,26 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX timeline_services ON timeline (run, id)
         WHERE kind IN ('service.opened', 'services.closed');
     """,
+    # 4: what the process holding the lease has registered now, and files that failed to
+    # load. Rows are upserted, never deleted one by one: a removal sets `present = 0` (or
+    # `message` NULL), so one statement keeps a batch's changes to a key in order.
+    """
+    CREATE TABLE workflows (
+        workflow_id TEXT PRIMARY KEY,
+        version TEXT NOT NULL,
+        file TEXT,
+        triggers TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        loaded_at INTEGER NOT NULL,
+        present INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE load_errors (
+        file TEXT PRIMARY KEY,
+        line INTEGER,
+        message TEXT,
+        at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 

@@ -1,0 +1,65 @@
+"""`orchestrator up`: a runtime over a folder of workflow files, until SIGINT or SIGTERM.
+
+The daemon is a `Runtime` with `workflows_dir`, plus what a long-running process needs:
+logging to stderr, signal handling, and a clean stop (running steps get the grace period,
+then are cancelled and run again after the next start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from .runtime import Runtime
+
+_log = logging.getLogger("orchestrator.daemon")
+
+
+def configure_logging() -> None:
+    """Log lines to stderr: time, level, source, message."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+    )
+    root = logging.getLogger("orchestrator")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+async def serve(folder: Path, db: Path, *, grace: float) -> int:
+    """Run the daemon until a stop signal; returns the exit code."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, _on_signal, stop, signum)
+    try:
+        async with Runtime(db, workflows_dir=folder, shutdown_grace=grace) as rt:
+            loaded = ", ".join(rt.list_workflows()) or "none yet"
+            _log.info(
+                "daemon pid %d ready: journal %s, folder %s, workflows: %s",
+                os.getpid(),
+                db,
+                folder,
+                loaded,
+            )
+            await stop.wait()
+            _log.info("stopping: running steps have %g s to finish", grace)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    _log.info("stopped cleanly")
+    return 0
+
+
+def _on_signal(stop: asyncio.Event, signum: int) -> None:
+    if stop.is_set():
+        _log.warning("%s again: still stopping, waiting for running steps", _name(signum))
+    stop.set()
+
+
+def _name(signum: int) -> str:
+    return signal.Signals(signum).name
