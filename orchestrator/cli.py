@@ -112,9 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     up = _command(commands, "up", _cmd_up, "load and watch a folder of workflows: the daemon")
     up.add_argument("folder", type=Path, metavar="DIR", help="the folder of workflow files")
     _add_db(up)
-    up.add_argument(
-        "--headless", action="store_true", help="no dashboard: log to stderr only"
-    )
+    up.add_argument("--headless", action="store_true", help="no dashboard: log to stderr only")
     up.add_argument(
         "--grace",
         type=_seconds,

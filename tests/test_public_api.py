@@ -14,6 +14,7 @@ EXPECTED = [
     "DuplicateKey",
     "Exclusive",
     "FakeClock",
+    "FileTrigger",
     "InvalidState",
     "JournalCorrupt",
     "JournalError",
