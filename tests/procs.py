@@ -214,3 +214,80 @@ async def acli(*args: str) -> subprocess.CompletedProcess[str]:
             await proc.wait()
     assert proc.returncode is not None
     return subprocess.CompletedProcess(list(args), proc.returncode, out.decode(), err.decode())
+
+
+# -- the daemon ---------------------------------------------------------------------------
+
+
+class Daemon:
+    """``orchestrator up DIR --headless`` as a real process; its stderr goes to ``DB.daemon``.
+
+    Use as a context manager: the process is always reaped (SIGKILL if still running).
+    """
+
+    def __init__(self, folder: Path, db: Path, *extra: str) -> None:
+        self.folder, self.db, self.extra = folder, db, extra
+        self.log_path = Path(f"{db}.daemon")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, ready: bool = True, timeout: float = 60.0) -> Daemon:
+        """Start the daemon; with `ready`, wait until it has recovered and loaded the folder."""
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "orchestrator",
+                    "up",
+                    str(self.folder),
+                    "--db",
+                    str(self.db),
+                    "--headless",
+                    *self.extra,
+                ],
+                cwd=ROOT,
+                stdout=log,
+                stderr=log,
+            )
+        if ready:
+            wait_until(
+                self.is_ready, timeout, "the daemon to be ready", proc=self.proc, log=self.log
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "the daemon was not started"
+        return self.proc.pid
+
+    def is_ready(self) -> bool:
+        """Whether this daemon holds the lease and is ready."""
+        if not self.db.exists():
+            return False
+        try:
+            rows = query(self.db, "SELECT pid, ready FROM lease WHERE id = 1")
+        except sqlite3.OperationalError:
+            return False
+        return bool(rows) and rows[0] == (self.pid, 1)
+
+    def log(self) -> str:
+        """What the daemon wrote to stderr so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        """Send `sig` and wait for the exit; returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the daemon and wait for it."""
+        if self.proc is not None:
+            reap(self.proc)
+
+    def __enter__(self) -> Daemon:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.kill()
