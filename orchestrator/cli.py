@@ -8,18 +8,18 @@ Heavy modules are imported inside the command that needs them, to keep start-up 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from .errors import JournalError, OrchestratorError, PipelineError, RunNotFound, ValidationError
 from .records import STATUSES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
 
 
 class UsageError(Exception):
@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        code = asyncio.run(args.handler(args))
+        code = args.handler(args)
     except UsageError as exc:
         code = _fail(str(exc), EXIT_USAGE)
     except (ValidationError, JournalError, RunNotFound) as exc:
@@ -41,6 +41,13 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except KeyboardInterrupt:
         code = 130
     sys.exit(code)
+
+
+def _run(work: Coroutine[Any, Any, T]) -> T:
+    """Run an async command (asyncio is imported only by commands that need it)."""
+    import asyncio
+
+    return asyncio.run(work)
 
 
 def _fail(message: str, code: int) -> int:
@@ -142,7 +149,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _command(
-    commands: Any, name: str, handler: Callable[[argparse.Namespace], Awaitable[int]], help: str
+    commands: Any, name: str, handler: Callable[[argparse.Namespace], int], help: str
 ) -> argparse.ArgumentParser:
     sub: argparse.ArgumentParser = commands.add_parser(name, help=help, description=help)
     sub.set_defaults(handler=handler)
@@ -204,7 +211,11 @@ def parse_json_object(text: str, what: str) -> dict[str, Any]:
 # -- commands ------------------------------------------------------------------------------
 
 
-async def _cmd_run(args: argparse.Namespace) -> int:
+def _cmd_run(args: argparse.Namespace) -> int:
+    return _run(_run_async(args))
+
+
+async def _run_async(args: argparse.Namespace) -> int:
     from .pipeline import run
 
     state = parse_json_object(args.state, "--state")
@@ -226,7 +237,11 @@ async def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _cmd_runs(args: argparse.Namespace) -> int:
+def _cmd_runs(args: argparse.Namespace) -> int:
+    return _run(_runs_async(args))
+
+
+async def _runs_async(args: argparse.Namespace) -> int:
     from . import cli_output
 
     reader = await _open_reader(db_path(args))
@@ -241,7 +256,11 @@ async def _cmd_runs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _cmd_show(args: argparse.Namespace) -> int:
+def _cmd_show(args: argparse.Namespace) -> int:
+    return _run(_show_async(args))
+
+
+async def _show_async(args: argparse.Namespace) -> int:
     from . import cli_output
 
     path = db_path(args)
@@ -259,38 +278,42 @@ async def _cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _cmd_emit(args: argparse.Namespace) -> int:
+def _cmd_emit(args: argparse.Namespace) -> int:
     from .journal.commands import emit_event
 
     data = parse_json_object(args.data, "the event data")
     if not args.type.strip():
         raise UsageError("the event type must not be empty")
-    print(await asyncio.to_thread(emit_event, db_path(args), args.type, data))
+    print(emit_event(db_path(args), args.type, data))
     return EXIT_OK
 
 
-async def _cmd_resume(args: argparse.Namespace) -> int:
-    return await _queue(args, "resume", parse_json_object(args.patch, "the patch"))
+def _cmd_resume(args: argparse.Namespace) -> int:
+    return _queue(args, "resume", parse_json_object(args.patch, "the patch"))
 
 
-async def _cmd_signal(args: argparse.Namespace) -> int:
-    return await _queue(args, "signal", parse_json_object(args.patch, "the patch"))
+def _cmd_signal(args: argparse.Namespace) -> int:
+    return _queue(args, "signal", parse_json_object(args.patch, "the patch"))
 
 
-async def _cmd_abort(args: argparse.Namespace) -> int:
-    return await _queue(args, "abort", None)
+def _cmd_abort(args: argparse.Namespace) -> int:
+    return _queue(args, "abort", None)
 
 
-async def _queue(args: argparse.Namespace, command: str, payload: Any) -> int:
+def _queue(args: argparse.Namespace, command: str, payload: Any) -> int:
     from .journal.commands import queue_command
 
     path = db_path(args)
-    await asyncio.to_thread(queue_command, path, command, args.run_id, payload)
+    queue_command(path, command, args.run_id, payload)
     print(f"{command} of run {args.run_id} queued; the daemon applies it")
     return EXIT_OK
 
 
-async def _cmd_up(args: argparse.Namespace) -> int:
+def _cmd_up(args: argparse.Namespace) -> int:
+    return _run(_up_async(args))
+
+
+async def _up_async(args: argparse.Namespace) -> int:
     from .daemon import configure_logging, serve
 
     if not args.folder.is_dir():
@@ -299,19 +322,20 @@ async def _cmd_up(args: argparse.Namespace) -> int:
     return await serve(args.folder, db_path(args), grace=args.grace)
 
 
-async def _cmd_invoke(args: argparse.Namespace) -> int:
+def _cmd_invoke(args: argparse.Namespace) -> int:
     from .journal.commands import queue_invoke
 
     path = db_path(args)
     data = parse_json_object(args.data, "the run's state")
-    await _check_invocable(path, args.workflow, args.trigger)
-    run_id = await asyncio.to_thread(queue_invoke, path, args.workflow, args.trigger, data)
+    if _journal_exists(path):
+        _run(_check_invocable(path, args.workflow, args.trigger))
+    run_id = queue_invoke(path, args.workflow, args.trigger, data)
     print(run_id, flush=True)
     if not args.wait:
         return EXIT_OK
     from .invoking import wait_for_run
 
-    outcome = await wait_for_run(path, run_id)
+    outcome = _run(wait_for_run(path, run_id))
     print(outcome.message, file=sys.stderr)
     return EXIT_OK if outcome.ok else EXIT_FAILED
 
@@ -340,7 +364,11 @@ async def _check_invocable(path: Path, workflow_id: str, trigger_id: str) -> Non
         )
 
 
-async def _cmd_workflows(args: argparse.Namespace) -> int:
+def _cmd_workflows(args: argparse.Namespace) -> int:
+    return _run(_workflows_async(args))
+
+
+async def _workflows_async(args: argparse.Namespace) -> int:
     from . import cli_output
 
     reader = await _open_reader(db_path(args))

@@ -7,12 +7,17 @@ Timestamps in the journal are integer microseconds since the Unix epoch.
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import itertools
 import os
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+# asyncio is imported where it is used: the CLI's small commands read the clock and never
+# need an event loop, and importing asyncio is most of their start-up time.
+if TYPE_CHECKING:
+    import asyncio
 
 
 class Clock:
@@ -33,6 +38,8 @@ class Clock:
 
     async def sleep(self, seconds: float) -> None:
         """Wait `seconds` of this clock's time."""
+        import asyncio
+
         await asyncio.sleep(max(0.0, seconds))
 
 
@@ -52,6 +59,8 @@ class FakeClock(Clock):
 
     async def sleep(self, seconds: float) -> None:
         """Wait until the fake time has been advanced past now + `seconds`."""
+        import asyncio
+
         if seconds <= 0:
             await asyncio.sleep(0)
             return
@@ -62,6 +71,8 @@ class FakeClock(Clock):
 
     async def advance(self, seconds: float) -> None:
         """Move time forward and let every sleeper that is now due run."""
+        import asyncio
+
         self._now_us += int(seconds * 1_000_000)
         while self._sleepers and self._sleepers[0][0] <= self._now_us:
             _, _, waiter = heapq.heappop(self._sleepers)

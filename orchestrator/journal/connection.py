@@ -12,9 +12,10 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import aiosqlite
+if TYPE_CHECKING:  # imported on use: the CLI's writing commands need no event loop
+    import aiosqlite
 
 from ..errors import JournalCorrupt, JournalError
 
@@ -53,6 +54,8 @@ def connect_writer(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
 
 async def connect_reader(path: Path) -> aiosqlite.Connection:
     """Open an existing journal for reading only; the file must exist."""
+    import aiosqlite
+
     uri = _read_write_uri(path)
     try:
         conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
