@@ -154,6 +154,7 @@ class Runtime:
             await self.register(workflow)
         if self._folder is not None:
             await self._load_folder(self._folder, tasks)
+            control.runs.note_missing(self._registry.has)
         poller = InboxPoller(reader, control.bus, control.apply_command)
         self._background.append(tasks.create_task(poller.run(), name="inbox"))
         await self._writer.mark_ready()

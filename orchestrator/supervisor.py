@@ -139,6 +139,20 @@ class Supervisor:
             if not run.settled.done():
                 run.settled.set_result(result)
 
+    def note_missing(self, registered: Callable[[str], bool]) -> None:
+        """Give recovered runs whose workflow is not registered the reason they wait."""
+        now = self._env.clock.now_us()
+        for workflow_id, waiting in self.orphans.items():
+            if registered(workflow_id):
+                continue
+            reason = _missing(workflow_id)
+            self._writer.enqueue(
+                [
+                    ops.set_status(run.row, run.status, now, error=reason, code="WORKFLOW_MISSING")
+                    for run in waiting
+                ]
+            )
+
     def forget_orphan(self, run_id: str) -> None:
         """Drop a recovered run from the waiting list (it was aborted)."""
         for waiting in self.orphans.values():
@@ -233,7 +247,12 @@ class Supervisor:
         resumption = recovery.plan(unfinished, registered) if registered else None
         if registered is None or resumption is None or resumption.step_index is None:
             self.orphans.setdefault(parked.workflow_id, []).append(unfinished)
-            return []
+            if resumption is not None and resumption.problem is not None:
+                reason, code = resumption.problem, "STEP_MISSING"
+            else:
+                reason, code = _missing(parked.workflow_id), "WORKFLOW_MISSING"
+            now = self._env.clock.now_us()
+            return [ops.set_status(parked.row, "running", now, error=reason, code=code)]
         run = _active_from(unfinished, registered, resumption.step_index)
         writes = []
         if registered.version != parked.version:
@@ -379,4 +398,11 @@ def _active_from(
         unfinished.position,
         unfinished.state,
         asyncio.get_running_loop().create_future(),
+    )
+
+
+def _missing(workflow_id: str) -> str:
+    return (
+        f"workflow {workflow_id!r} is not loaded (its file is gone or fails to load); "
+        "the run continues when it returns"
     )
