@@ -1,0 +1,365 @@
+"""The workflow files in examples/, loaded as a folder and driven end to end.
+
+Each test copies examples/ into its own tmp_path (the examples write files next to
+themselves), loads the copy with ``Runtime(workflows_dir=...)`` as the daemon does, and
+drives it through the public API only. The last test runs the real daemon and CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import os
+import shutil
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from procs import ROOT, Daemon, cli, wait_until
+
+from orchestrator import FakeClock, RunInfo, Runtime
+
+EXAMPLES = ROOT / "examples"
+WORKFLOWS = ["approval", "consumer", "deploy", "ingest", "nightly_report", "orders"]
+# What running the examples by hand leaves in examples/: never copied into a test.
+OUTPUTS = shutil.ignore_patterns(
+    "*.db", "*.db-*", "inbox", "outbox", "reports", "queue", "releases", "__pycache__"
+)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """A private copy of examples/."""
+    copy = tmp_path / "examples"
+    shutil.copytree(EXAMPLES, copy, ignore=OUTPUTS)
+    return copy
+
+
+async def until(check: Callable[[], Awaitable[Any]], what: str, seconds: float = 20) -> Any:
+    """Poll `check` until it returns something truthy (generous: the machine is shared)."""
+    try:
+        async with asyncio.timeout(seconds):
+            while not (result := await check()):  # noqa: ASYNC110 - polling the journal
+                await asyncio.sleep(0.02)
+            return result
+    except TimeoutError:
+        raise AssertionError(f"timed out after {seconds} s waiting for {what}") from None
+
+
+async def runs_of(rt: Runtime, workflow: str) -> list[RunInfo]:
+    """The workflow's runs, oldest first."""
+    return list(reversed(await rt.list_runs(workflow=workflow)))
+
+
+async def status_of(rt: Runtime, run_id: str, *wanted: str) -> RunInfo:
+    """Wait until the run has one of the `wanted` statuses; returns it."""
+
+    async def check() -> RunInfo | None:
+        (info,) = [run for run in await rt.list_runs() if run.run_id == run_id]
+        return info if info.status in wanted else None
+
+    return await until(check, f"run {run_id} to be {' or '.join(wanted)}")
+
+
+async def the_only_run(rt: Runtime, workflow: str, *wanted: str) -> RunInfo:
+    """Wait until the workflow has exactly one run, in one of the `wanted` statuses."""
+
+    async def check() -> RunInfo | None:
+        runs = await runs_of(rt, workflow)
+        return runs[0] if len(runs) == 1 and runs[0].status in wanted else None
+
+    return await until(check, f"one {workflow} run, {' or '.join(wanted)}")
+
+
+async def messages(rt: Runtime, run_id: str, kind: str | None = None) -> list[str]:
+    """The run's timeline messages (of one kind, or all)."""
+    return [e.message or "" for e in await rt.timeline(run_id) if kind in (None, e.kind)]
+
+
+def test_every_example_is_a_workflow_file_with_cli_instructions() -> None:
+    files = sorted(p.stem for p in EXAMPLES.glob("*.py") if not p.name.startswith(("_", ".")))
+    assert files == WORKFLOWS
+    for name in files:
+        doc = (EXAMPLES / f"{name}.py").read_text().split('"""')[1]
+        assert "orchestrator " in doc, f"{name}.py: its docstring says how to drive it"
+
+
+async def test_the_folder_loads_every_example(db: Path, folder: Path) -> None:
+    async with Runtime(db, workflows_dir=folder) as rt:
+        assert rt.list_workflows() == WORKFLOWS
+        assert sorted(rt.registry("nightly_report").workflow.pipelines) == ["nightly", "now"]
+
+
+# -- orders.py ------------------------------------------------------------------------------
+
+
+async def test_order_ships_once_paid(
+    db: Path, folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="orchestrator.examples.orders")
+    async with Runtime(db, workflows_dir=folder) as rt:
+        await rt.emit("order.created", {"order_id": 8, "total": 0})  # where total > 0: no run
+        await rt.emit("order.created", {"order_id": 7, "total": 12})
+        run = await the_only_run(rt, "orders", "paused")
+        assert run.state["reservation"] == "berlin-1/7"  # env WAREHOUSE, via the service
+        await rt.emit("payment.received", {"order_id": 99, "amount": 5})  # someone else's
+        await asyncio.sleep(0.2)
+        assert (
+            await status_of(rt, run.run_id, "paused")
+        ).step == "cancel_if_unpaid"  # the step after the pause
+
+        await rt.emit("payment.received", {"order_id": 7, "amount": 12})
+        done = await status_of(rt, run.run_id, "completed", "failed")
+        assert done.status == "completed", done.error
+        assert done.state["status"] == "shipped"
+        assert done.state["payment"] == {"order_id": 7, "amount": 12}
+        assert done.state["carrier"] == "parcel-post"
+        assert "order 7: reserved berlin-1/7" in await messages(rt, run.run_id, "info")
+        assert len(await runs_of(rt, "orders")) == 1
+    # The on_complete hook logged the outcome.
+    assert f"order 7: run {run.run_id} completed (shipped)" in caplog.messages
+
+
+async def test_unpaid_order_is_cancelled_when_the_payment_times_out(db: Path, folder: Path) -> None:
+    clock = FakeClock()
+    async with Runtime(db, workflows_dir=folder, clock=clock) as rt:
+        await rt.emit("order.created", {"order_id": 7, "total": 12})
+        run = await the_only_run(rt, "orders", "paused")
+        await clock.advance(3000)  # under the default hour: still waiting
+        await asyncio.sleep(0.2)
+        assert (
+            await status_of(rt, run.run_id, "paused")
+        ).step == "cancel_if_unpaid"  # the step after the pause
+
+        await clock.advance(600)
+        done = await status_of(rt, run.run_id, "completed", "failed")
+        assert done.status == "completed", done.error
+        assert done.state["status"] == "cancelled"
+        assert done.state["payment"] is None
+        assert done.state["reservation"] is None
+        warnings = await messages(rt, run.run_id, "warning")
+        assert "order 7: no payment in time, cancelled" in warnings
+
+
+# -- ingest.py ------------------------------------------------------------------------------
+
+
+async def test_a_csv_dropped_into_the_inbox_is_summarised_and_archived(
+    db: Path, folder: Path
+) -> None:
+    inbox, outbox = folder / "inbox", folder / "outbox"
+    async with Runtime(db, workflows_dir=folder) as rt:
+        assert inbox.is_dir()  # created for the FileTrigger
+        (inbox / "notes.txt").write_text("not a csv\n")
+        # As the example recommends: write under a dot-name, rename when complete.
+        partial = inbox / ".sales.csv"
+        partial.write_text("sku,qty,price\nA-1,2,9.5\nB-7,1,20\nC-3,4,0.25\n")
+        os.replace(partial, inbox / "sales.csv")
+
+        run = await the_only_run(rt, "ingest", "completed", "failed")
+        assert run.status == "completed", run.error
+        assert run.state["path"] == str(inbox / "sales.csv")
+        summary = json.loads((outbox / "sales.json").read_text())
+        assert summary == {
+            "file": "sales.csv",
+            "rows": 3,
+            "columns": ["sku", "qty", "price"],
+            "totals": {"qty": 7.0, "price": 29.75},
+        }
+        assert not (inbox / "sales.csv").exists()
+        assert (inbox / "done" / "sales.csv").read_text().startswith("sku,qty,price")
+        assert (inbox / "notes.txt").exists()  # *.csv only
+        assert len(await runs_of(rt, "ingest")) == 1  # neither the dot-name nor the move
+
+
+# -- nightly_report.py ----------------------------------------------------------------------
+
+
+def _summaries(folder: Path, **rows: int) -> None:
+    (folder / "outbox").mkdir()
+    for name, count in rows.items():
+        (folder / "outbox" / f"{name}.json").write_text(json.dumps({"rows": count}))
+
+
+async def test_nightly_report_can_be_invoked_now(db: Path, folder: Path) -> None:
+    _summaries(folder, sales=3, returns=4)
+    async with Runtime(db, workflows_dir=folder) as rt:
+        result = await rt.invoke("nightly_report", "now")
+        assert result.ok, result.error
+    assert (result.state["files"], result.state["rows"]) == (2, 7)
+    report = json.loads(Path(result.state["report"]).read_text())
+    assert report["files"] == 2
+    assert report["rows"] == 7
+    assert report["run"] == result.run_id
+    assert Path(result.state["report"]).parent == folder / "reports"
+
+
+async def test_nightly_report_runs_once_a_night_at_two(db: Path, folder: Path) -> None:
+    _summaries(folder, sales=5)
+    clock = FakeClock(datetime(2026, 3, 10, 12, 0, tzinfo=UTC))
+    async with Runtime(db, workflows_dir=folder, clock=clock) as rt:
+        await clock.advance(12 * 3600)
+        await clock.advance(12 * 3600)
+        run = await the_only_run(rt, "nightly_report", "completed", "failed")
+        assert run.status == "completed", run.error
+        assert run.trigger_id == "nightly"
+        night = datetime.fromisoformat(run.state["scheduled_for"])
+        assert night.strftime("%H:%M") == "02:00"
+        report = json.loads(Path(run.state["report"]).read_text())
+        assert report == {"day": night.date().isoformat(), "files": 1, "rows": 5, "run": run.run_id}
+        await asyncio.sleep(0.2)
+        assert len(await runs_of(rt, "nightly_report")) == 1
+
+
+# -- approval.py ----------------------------------------------------------------------------
+
+
+async def test_approval_is_decided_by_resume_by_event_or_by_timeout(db: Path, folder: Path) -> None:
+    clock = FakeClock()
+    async with Runtime(db, workflows_dir=folder, clock=clock) as rt:
+        await rt.emit("approval.requested", {"what": "refund"})  # no request_id: no run
+        await rt.emit("approval.requested", {"request_id": "r-1", "what": "refund", "amount": 80})
+        first = await the_only_run(rt, "approval", "paused")
+        assert "approval needed: refund of 80 (request r-1)" in await messages(rt, first.run_id)
+        await rt.resume(first.run_id, {"approved": True})
+        done = await status_of(rt, first.run_id, "completed", "failed")
+        assert done.state["outcome"] == "approved", done.error
+        assert "request r-1 approved: carrying it out" in await messages(rt, first.run_id, "info")
+
+        second = (await rt.invoke("approval", "request", {"request_id": "r-2"})).run_id
+        await rt.emit("approval.decided", {"request_id": "r-1", "approved": True})  # not r-2's
+        await rt.emit("approval.decided", {"request_id": "r-2", "approved": False, "by": "bo"})
+        done = await status_of(rt, second, "completed", "failed")
+        assert done.state["outcome"] == "rejected", done.error
+        assert done.state["decision"]["by"] == "bo"
+        assert "request r-2 rejected" in await messages(rt, second, "warning")
+
+        third = (await rt.invoke("approval", "request", {"request_id": "r-3"})).run_id
+        await clock.advance(3 * 24 * 3600)
+        done = await status_of(rt, third, "completed", "failed")
+        assert done.state["outcome"] == "expired", done.error
+
+
+# -- consumer.py ----------------------------------------------------------------------------
+
+
+def _jobs(folder: Path, *names: str) -> None:
+    (folder / "queue").mkdir(exist_ok=True)
+    for name in names:
+        (folder / "queue" / f"{name}.json").write_text(json.dumps({"task": name}))
+
+
+def _done(folder: Path) -> list[str]:
+    log = folder / "queue" / "done.log"
+    return [line.split()[0] for line in log.read_text().splitlines()] if log.exists() else []
+
+
+async def test_consumer_pokes_while_busy_join_the_active_loop(db: Path, folder: Path) -> None:
+    clock = FakeClock()
+    async with Runtime(db, workflows_dir=folder, clock=clock) as rt:
+        _jobs(folder, "job-1", "job-2")
+        await rt.emit("queue.poke", {"more": True})
+        loop = await the_only_run(rt, "consumer", "paused")  # drained, now lingering
+        assert loop.state["handled"] == 2
+        assert _done(folder) == ["job-1.json", "job-2.json"]
+
+        _jobs(folder, "job-3")
+        await rt.emit("queue.poke", {"more": True})  # busy: signalled, not a new run
+        loop = await the_only_run(rt, "consumer", "paused")
+        assert loop.state["more"] is True
+        assert any(e.kind == "run.signalled" for e in await rt.timeline(loop.run_id))
+
+        await clock.advance(5)  # the linger ends: the loop drains again, then ends
+        done = await status_of(rt, loop.run_id, "completed", "failed")
+        assert done.state["handled"] == 3, done.error
+        assert _done(folder) == ["job-1.json", "job-2.json", "job-3.json"]
+
+        await rt.emit("queue.poke", {"more": True})  # idle again: a new loop starts
+        runs = await until(lambda: _two_runs(rt), "a second consumer run")
+        assert runs[0].run_id == loop.run_id
+        assert runs[1].state["handled"] == 0
+
+
+async def _two_runs(rt: Runtime) -> list[RunInfo] | None:
+    runs = await runs_of(rt, "consumer")
+    return runs if len(runs) == 2 and runs[1].status == "paused" else None
+
+
+# -- deploy.py ------------------------------------------------------------------------------
+
+
+async def test_deploys_queue_up_and_never_overlap(db: Path, folder: Path) -> None:
+    versions = ["1.0.0", "1.0.1", "1.0.2"]
+    async with Runtime(db, workflows_dir=folder, env={"DEPLOY_BAKE_SECONDS": "0.3"}) as rt:
+        for version in versions:
+            flaky = version == "1.0.1"
+            await rt.emit(
+                "deploy.requested", {"service": "api", "version": version, "flaky": flaky}
+            )
+        runs = await runs_of(rt, "deploy")
+        assert [run.state["version"] for run in runs] == versions
+        for run in runs:
+            done = await status_of(rt, run.run_id, "completed", "failed")
+            assert done.status == "completed", done.error
+            assert done.state["live"] is True
+
+        spans = []
+        for run in runs:
+            timeline = await rt.timeline(run.run_id)
+            kinds = [entry.kind for entry in timeline]
+            started = next(e.at for e in timeline if e.kind == "step.started")
+            ended = next(e.at for e in timeline if e.kind == "run.completed")
+            spans.append((started, ended, kinds))
+        # The second and third waited their turn; each started after the previous ended.
+        assert "run.queued" not in spans[0][2]
+        assert "run.queued" in spans[1][2] and "run.queued" in spans[2][2]
+        for (_, ended, _), (started, _, _) in itertools.pairwise(spans):
+            assert started >= ended
+        assert all("run.paused" in kinds for *_, kinds in spans)  # the bake (ctx.sleep)
+
+        retries = [e for e in await rt.timeline(runs[1].run_id) if e.kind == "step.failed"]
+        assert [e.step for e in retries] == ["release"]
+        assert "registry answered 503" in (retries[0].message or "")
+
+    lines = (folder / "releases" / "api.log").read_text().splitlines()
+    assert [line.split()[1] for line in lines] == versions  # first in, first out, once each
+
+
+# -- the daemon and the CLI -----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_approval_through_the_daemon_and_the_cli(tmp_path: Path, folder: Path) -> None:
+    db = tmp_path / "daemon.db"
+    with Daemon(folder, db).start() as daemon:
+        request = {"request_id": "r-9", "what": "laptop", "amount": 1200}
+        emitted = cli("emit", "approval.requested", json.dumps(request), "--db", str(db))
+        assert emitted.returncode == 0, emitted.stderr
+
+        def paused() -> list[dict[str, Any]]:
+            out = cli(
+                "runs", "--workflow", "approval", "--status", "paused", "--json", "--db", str(db)
+            )
+            return json.loads(out.stdout) if out.returncode == 0 else []
+
+        (run,) = wait_until(paused, 30, "a paused approval run", proc=daemon.proc, log=daemon.log)
+        resumed = cli("resume", run["run_id"], '{"approved": true}', "--db", str(db))
+        assert resumed.returncode == 0, resumed.stderr
+
+        def finished() -> dict[str, Any] | None:
+            out = cli("show", run["run_id"], "--json", "--db", str(db))
+            shown = json.loads(out.stdout)
+            return shown if shown["status"] in ("completed", "failed") else None
+
+        shown = wait_until(
+            finished, 30, "the approval run to end", proc=daemon.proc, log=daemon.log
+        )
+        assert shown["status"] == "completed", shown["error"]
+        assert shown["state"]["outcome"] == "approved"
+        logged = [entry["message"] for entry in shown["timeline"] if entry["source"] == "logger"]
+        assert "request r-9 approved: carrying it out" in logged
+        assert daemon.stop() == 0
