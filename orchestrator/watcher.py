@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from fnmatch import fnmatchcase
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 from watchfiles import Change, awatch
@@ -21,6 +23,8 @@ from .loader import CONFIG_FILE
 
 DEBOUNCE_MS = 50
 STEP_MS = 10
+CATCH_UP_SECONDS = 0.2
+REMEMBERED = 10_000  # files already turned into events, to never emit one twice
 _log = logging.getLogger("orchestrator.watcher")
 
 
@@ -45,18 +49,29 @@ Emit = Callable[[str, dict[str, Any]], object]
 
 
 class FileEvents:
-    """Turns new files in the folders of `FileTrigger`s into ``file.created`` events."""
+    """Turns new files in the folders of `FileTrigger`s into ``file.created`` events.
+
+    A watch is live a moment after it is requested, and is restarted when the set of
+    folders changes; a file that arrives in between is found by a scan shortly after each
+    (re)start. Each file (path and inode) becomes one event, however it was found.
+    """
 
     def __init__(self, emit: Emit) -> None:
         self._emit = emit
         self._watches: dict[Path, set[str]] = {}
+        self._since: dict[tuple[Path, str], float] = {}  # when each watch was requested
+        self._emitted: dict[tuple[str, int, str], None] = {}
         self._changed = asyncio.Event()
 
     def update(self, watches: dict[Path, set[str]]) -> None:
         """Watch these folders, each for these globs (restarts the watch if it changed)."""
-        if watches != self._watches:
-            self._watches = {folder: set(globs) for folder, globs in watches.items()}
-            self._changed.set()
+        if watches == self._watches:
+            return
+        now = time.time()
+        self._watches = {folder: set(globs) for folder, globs in watches.items()}
+        pairs = {(folder, glob) for folder, globs in watches.items() for glob in globs}
+        self._since = {pair: self._since.get(pair, now) for pair in pairs}
+        self._changed.set()
 
     async def run(self) -> None:
         """Watch until cancelled, following `update`s."""
@@ -71,6 +86,7 @@ class FileEvents:
             restart = asyncio.Event()
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._forward(restart))
+                tasks.create_task(self._catch_up(watches))
                 async for changes in awatch(
                     *watches,
                     debounce=DEBOUNCE_MS,
@@ -85,17 +101,40 @@ class FileEvents:
         await self._changed.wait()
         restart.set()
 
-    def _emit_new(self, watches: dict[Path, set[str]], paths: set[Path]) -> None:
+    async def _catch_up(self, watches: dict[Path, set[str]]) -> None:
+        await asyncio.sleep(CATCH_UP_SECONDS)  # the watch is live by now
+        for folder, globs in watches.items():
+            try:
+                entries = list(folder.iterdir())
+            except OSError as exc:
+                _log.warning("cannot list %s for new files: %s", folder, exc)
+                continue
+            for glob in globs:
+                since = self._since.get((folder, glob), 0.0)
+                self._emit_new({folder: {glob}}, set(entries), since=since)
+
+    def _emit_new(
+        self, watches: dict[Path, set[str]], paths: set[Path], *, since: float = 0.0
+    ) -> None:
         for path in sorted(paths):
             try:
-                if not path.is_file():
-                    continue
-                size = path.stat().st_size
+                stat = path.stat()
             except OSError:
+                continue
+            # A rename into the folder keeps the file's mtime but sets its ctime.
+            if not S_ISREG(stat.st_mode) or stat.st_ctime < since:
                 continue
             for glob in sorted(watches.get(path.parent, ())):
                 # As in a shell, '*' does not match a leading dot (temporary files).
                 hidden = path.name.startswith(".") and not glob.startswith(".")
-                if fnmatchcase(path.name, glob) and not hidden:
-                    data = {"path": str(path), "size": size, "dir": str(path.parent), "glob": glob}
-                    self._emit("file.created", data)
+                key = (str(path), stat.st_ino, glob)
+                if hidden or not fnmatchcase(path.name, glob) or key in self._emitted:
+                    continue
+                self._remember(key)
+                data = {"path": str(path), "size": stat.st_size, "dir": str(path.parent)}
+                self._emit("file.created", {**data, "glob": glob})
+
+    def _remember(self, key: tuple[str, int, str]) -> None:
+        self._emitted[key] = None
+        if len(self._emitted) > REMEMBERED:
+            del self._emitted[next(iter(self._emitted))]
