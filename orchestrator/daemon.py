@@ -12,11 +12,17 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 from .runtime import Runtime
 
 _log = logging.getLogger("orchestrator.daemon")
+# The runtime's worker threads for sync steps (its ThreadPoolExecutor's name prefix).
+STEP_THREADS = "orchestrator-step"
+# How long a stopped daemon waits for idle worker threads to end before exiting anyway.
+THREADS_EXIT_SECONDS = 1.0
 
 
 def configure_logging() -> None:
@@ -52,7 +58,27 @@ async def serve(folder: Path, db: Path, *, grace: float) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
     _log.info("stopped cleanly")
+    _exit_if_steps_linger(0)
     return 0
+
+
+def _exit_if_steps_linger(code: int) -> None:
+    """Exit at once if a sync step still runs in a worker thread.
+
+    A sync step cannot be interrupted, and Python waits for every worker thread at exit:
+    a step sleeping for an hour would keep a stopped daemon (its lease released) alive for
+    an hour. Its run is checkpointed and runs the step again after the next start.
+    """
+    deadline = time.monotonic() + THREADS_EXIT_SECONDS
+    threads = [t for t in threading.enumerate() if t.name.startswith(STEP_THREADS)]
+    for thread in threads:  # idle workers end on their own once the pool is shut down
+        thread.join(max(0.0, deadline - time.monotonic()))
+    busy = [t.name for t in threads if t.is_alive()]
+    if busy:
+        _log.warning("exiting without waiting for sync steps still running in %s", busy)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _on_signal(stop: asyncio.Event, signum: int) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import linecache
@@ -139,7 +140,7 @@ async def load_file(path: Path, data: bytes, config: FolderConfig) -> LoadedFile
     digest = digest_of(data)
     source = decode(data)
     tree = check(source, path, config.policy)
-    await probe(path, data, config.probe_timeout)
+    await probe(path, data, config)
     module = execute(path, digest, source, tree, config.policy)
     return LoadedFile(path, digest, workflows_of(module, tree), module)
 
@@ -245,13 +246,20 @@ def _assignment_lines(tree: ast.Module) -> dict[str, int]:
 # -- the probe ------------------------------------------------------------------------------
 
 
-async def probe(path: Path, data: bytes, limit: float) -> None:
-    """Import the file once in a subprocess; `LoadFailed` if it fails, exits or hangs."""
+async def probe(path: Path, data: bytes, config: FolderConfig) -> None:
+    """Import the file once in a subprocess; `LoadFailed` if it fails, exits or hangs.
+
+    The probe gets the folder's settings from here, not from ``orchestrator.toml``: the
+    file is checked under the settings it is loaded with (an invalid or newer
+    ``orchestrator.toml`` is not the probe's business).
+    """
+    limit = config.probe_timeout
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "orchestrator.probe",
         str(path),
+        json.dumps(dataclasses.asdict(config)),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

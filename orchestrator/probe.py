@@ -1,7 +1,8 @@
 """The subprocess that imports a workflow file once before the daemon does.
 
-``python -m orchestrator.probe FILE`` reads the file's bytes on stdin (the exact version
-the daemon read), imports them as the daemon would and prints one JSON line: ``{"ok":
+``python -m orchestrator.probe FILE CONFIG`` reads the file's bytes on stdin (the exact
+version the daemon read) and the folder's settings as JSON in CONFIG (those the daemon
+loads the file with), imports them as the daemon would and prints one JSON line: ``{"ok":
 true}`` or ``{"ok": false, "line": ..., "message": ...}``. A file that hangs or exits at
 import ends this process, not the daemon.
 """
@@ -19,11 +20,12 @@ def main() -> None:
     from .loader import FolderConfig, LoadFailed, check, decode, digest_of, execute, workflows_of
 
     path = Path(sys.argv[1])
+    settings = json.loads(sys.argv[2]) if len(sys.argv) > 2 else None
     data = sys.stdin.buffer.read()
     # Keep stdout for the report: what the file prints goes to stderr.
     report_to, sys.stdout = sys.stdout, sys.stderr
     try:
-        config = FolderConfig.read(path.parent)
+        config = FolderConfig(**settings) if settings else FolderConfig.read(path.parent)
         source = decode(data)
         tree = check(source, path, config.policy)
         module = execute(path, digest_of(data), source, tree, config.policy)
