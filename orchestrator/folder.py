@@ -18,6 +18,7 @@ from typing import Protocol
 from .errors import OrchestratorError
 from .loader import (
     CONFIG_FILE,
+    MODULE_PREFIX,
     FolderConfig,
     LoadedFile,
     LoadFailed,
@@ -66,6 +67,7 @@ class WorkflowFolder:
         self._owner: dict[str, Path] = {}
         self._lock = asyncio.Lock()
         self._freed = False  # an id was given up in this sync: files that clashed retry
+        self._helpers: dict[str, str] | None = None  # ``_*.py`` helper files by content
 
     def candidates(self) -> list[Path]:
         """The folder's workflow files now: ``*.py`` not starting with ``_`` or ``.``."""
@@ -83,6 +85,7 @@ class WorkflowFolder:
         """Load what changed, unload what is gone."""
         async with self._lock:
             force = self._read_config()
+            force = self._refresh_helpers() or force
             present = self.candidates()
             for gone in [p for p in self._files if p not in present]:
                 await self._unload(gone)
@@ -91,6 +94,31 @@ class WorkflowFolder:
             if self._freed:
                 self._freed = False
                 await self._retry_clashes(present)
+
+    def _refresh_helpers(self) -> bool:
+        """Make ``_*.py`` helpers importable; True if one changed (every file loads again).
+
+        Workflow files import them by name (``from _shared import notify``), so the folder
+        is on ``sys.path``. A changed helper is dropped from ``sys.modules`` so the next
+        import reads it again; runs in progress keep the helper code they started with.
+        """
+        folder = str(self.path)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        helpers = {}
+        for path in sorted(self.path.glob("_*.py")):
+            try:
+                helpers[path.name] = digest_of(path.read_bytes())
+            except OSError:
+                continue
+        if helpers == self._helpers:
+            return False
+        first, self._helpers = self._helpers is None, helpers
+        for name, module in list(sys.modules.items()):
+            file = getattr(module, "__file__", None)
+            if file and Path(file).parent == self.path and not name.startswith(MODULE_PREFIX):
+                del sys.modules[name]
+        return not first
 
     def _read_config(self) -> bool:
         """Read ``orchestrator.toml``; True if it changed (every file loads again)."""

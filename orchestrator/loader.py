@@ -215,7 +215,7 @@ def workflows_of(module: types.ModuleType, tree: ast.Module) -> list[tuple[Workf
     workflows = sorted(found.values(), key=lambda item: item[1] or 0)
     if not workflows:
         raise LoadFailed(
-            "the file defines no module-level Workflow (helper modules start with '_')"
+            "the file defines no module-level Workflow (name helper modules _like_this.py)"
         )
     seen: dict[str, int | None] = {}
     for workflow, line in workflows:

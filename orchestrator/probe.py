@@ -20,6 +20,7 @@ def main() -> None:
     from .loader import FolderConfig, LoadFailed, check, decode, digest_of, execute, workflows_of
 
     path = Path(sys.argv[1])
+    sys.path.insert(0, str(path.parent))  # as in the daemon: helpers (`_*.py`) import by name
     settings = json.loads(sys.argv[2]) if len(sys.argv) > 2 else None
     data = sys.stdin.buffer.read()
     # Keep stdout for the report: what the file prints goes to stderr.

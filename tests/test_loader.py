@@ -605,3 +605,32 @@ async def test_load_file_raises_load_failed_with_the_line(folder: Path) -> None:
     with pytest.raises(LoadFailed) as caught:
         await load_file(path, data, FolderConfig())
     assert caught.value.line == 4 and caught.value.message == "ValueError: no"
+
+
+async def test_workflow_files_import_helpers_and_a_changed_helper_reloads_them(
+    folder: Path, db: Path
+) -> None:
+    write(folder / "_shared.py", 'GREETING = "hello"\n')
+    write(
+        folder / "greeter.py",
+        """\
+        from _shared import GREETING
+        from orchestrator import Workflow
+
+
+        def greet(state):
+            return {**state, "said": GREETING}
+
+
+        greeter = Workflow(id="greeter", pipelines={"go": [greet]})
+        """,
+    )
+    async with Runtime(db, workflows_dir=folder) as rt:
+        assert (await rt.invoke("greeter", "go", {})).state == {"said": "hello"}
+        write(folder / "_shared.py", 'GREETING = "bonjour"\n')
+
+        async def greets_anew() -> bool:
+            return (await rt.invoke("greeter", "go", {})).state == {"said": "bonjour"}
+
+        await eventually(greets_anew, "the workflow to pick up the changed helper")
+        assert (await journal(db))[1] == {}
