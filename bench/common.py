@@ -13,8 +13,12 @@ import logging
 import math
 import os
 import platform
+import signal
 import sqlite3
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,6 +68,53 @@ def percentile(values: Sequence[float], p: float) -> float:
     """The nearest-rank p-th percentile (p in 0..100) of a non-empty sample."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+# -- a daemon in its own process -------------------------------------------------------------
+
+
+def read_journal(db: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """One query on the journal with plain sqlite3, on a connection opened for it alone."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def daemon(folder: Path, db: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``orchestrator up FOLDER --db DB --headless`` until the block ends (then SIGTERM).
+
+    Yields once the daemon holds the journal's lease and is ready (its folder loaded). Its
+    log goes to ``DB.daemon``; a daemon that exits early raises with the end of that log.
+    """
+    log_path = Path(f"{db}.daemon")
+    command = [sys.executable, "-m", "orchestrator", "up", str(folder), "--db", str(db)]
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen([*command, "--headless"], stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 60
+        while not _ready(db, proc.pid):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the daemon did not start:\n{log_path.read_text()[-2000:]}")
+            time.sleep(0.02)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _ready(db: Path, pid: int) -> bool:
+    try:
+        return read_journal(db, "SELECT pid, ready FROM lease WHERE id = 1") == [(pid, 1)]
+    except sqlite3.Error:  # not created yet
+        return False
 
 
 # -- DBOS Transact -------------------------------------------------------------------------

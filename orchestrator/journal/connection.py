@@ -25,9 +25,17 @@ BUSY_TIMEOUT_MS = 30_000
 
 def create_private(path: Path) -> None:
     """Create the journal file with mode 0600 if it does not exist yet."""
+    # Invariant: never open an existing journal outside SQLite. Closing any descriptor of a
+    # file drops every POSIX lock this process holds on it, its SQLite connections' too;
+    # another process then believes it closes the last connection and deletes -wal and -shm
+    # under them (https://www.sqlite.org/howtocorrupt.html, section 2.2).
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        if not os.access(path, os.R_OK | os.W_OK):  # no descriptor: see above
+            raise JournalError(f"cannot open journal {path}: permission denied") from None
+        return
     except OSError as exc:
         raise JournalError(f"cannot create journal {path}: {exc.strerror}") from exc
     os.close(fd)
