@@ -15,9 +15,10 @@ from collections.abc import Awaitable, Callable
 
 from .errors import JournalError
 from .events import EventBus
-from .journal import CommandRecord, JournalReader
+from .journal import CommandRecord, EventRecord, JournalReader
 
 POLL_SECONDS = 0.01
+BATCH = 1000
 _log = logging.getLogger("orchestrator.inbox")
 
 
@@ -56,14 +57,31 @@ class InboxPoller:
             await asyncio.sleep(self._interval)
 
     async def drain(self) -> None:
-        """Take every pending event and command once."""
-        while events := await self._reader.unrouted_events(self._last_event):
-            for event in events:
-                self._last_event = event.id
-                self._bus.accept(
-                    event.event_id, event.type, event.data, source=event.source, external=True
-                )
-        while commands := await self._reader.pending_commands(self._last_command):
-            for command in commands:
-                self._last_command = command.id
-                await self._apply(command)
+        """Take every pending event and command once, in the order they were committed.
+
+        Events and commands are two tables; a signal written before an event must be
+        applied before that event resumes the run, so both are merged by commit time
+        (taken inside each writer's ``BEGIN IMMEDIATE``, so later commits have later times).
+        """
+        while True:
+            events = await self._reader.unrouted_events(self._last_event, BATCH)
+            commands = await self._reader.pending_commands(self._last_command, BATCH)
+            if not events and not commands:
+                return
+            # A full batch may have more rows behind it: go no further than its last one.
+            full = [batch[-1].created_at for batch in (events, commands) if len(batch) == BATCH]
+            horizon = min(full, default=None)
+            merged: list[EventRecord | CommandRecord] = [*events, *commands]
+            merged.sort(key=lambda row: row.created_at)
+            for row in merged:
+                if horizon is not None and row.created_at > horizon:
+                    break
+                await self._hand_on(row)
+
+    async def _hand_on(self, row: EventRecord | CommandRecord) -> None:
+        if isinstance(row, EventRecord):
+            self._last_event = row.id
+            self._bus.accept(row.event_id, row.type, row.data, source=row.source, external=True)
+        else:
+            self._last_command = row.id
+            await self._apply(row)

@@ -74,6 +74,7 @@ class EventRecord:
     type: str
     data: dict[str, Any]
     source: str
+    created_at: int = 0
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class CommandRecord:
     workflow_id: str | None
     trigger_id: str | None
     payload: Any
+    created_at: int = 0
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,10 @@ class JournalReader:
                 return list(await cursor.fetchall())
         except sqlite3.Error as exc:
             raise JournalError(f"journal {self.path}: read failed: {exc}") from exc
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Run one read query for another journal module (the dashboard's views)."""
+        return await self._fetch(sql, params)
 
     async def get_run(self, run_id: str) -> RunInfo | None:
         """One run, or None if the journal has no such run."""
@@ -292,16 +298,18 @@ class JournalReader:
     async def unrouted_events(self, after: int, limit: int = 1000) -> list[EventRecord]:
         """Events written by other processes and not routed yet, oldest first."""
         rows = await self._fetch(
-            "SELECT id, event_id, type, data, source FROM events"
+            "SELECT id, event_id, type, data, source, created_at FROM events"
             " WHERE routed_at IS NULL AND id > ? ORDER BY id LIMIT ?",
             [after, limit],
         )
-        return [EventRecord(row[0], row[1], row[2], json.loads(row[3]), row[4]) for row in rows]
+        return [
+            EventRecord(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5]) for row in rows
+        ]
 
     async def pending_commands(self, after: int, limit: int = 1000) -> list[CommandRecord]:
         """Commands not applied yet, oldest first."""
         rows = await self._fetch(
-            "SELECT id, command, run_id, workflow_id, trigger_id, payload FROM inbox"
+            "SELECT id, command, run_id, workflow_id, trigger_id, payload, created_at FROM inbox"
             " WHERE done_at IS NULL AND id > ? ORDER BY id LIMIT ?",
             [after, limit],
         )
@@ -313,6 +321,7 @@ class JournalReader:
                 row[3],
                 row[4],
                 json.loads(row[5]) if row[5] is not None else None,
+                row[6],
             )
             for row in rows
         ]
