@@ -156,6 +156,12 @@ MIGRATIONS: tuple[str, ...] = (
         at INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 5: the dashboard lists runs of one status or one workflow, newest first, and counts
+    # runs by status, on every change: with 100,000 runs these need indexes.
+    """
+    CREATE INDEX runs_by_status ON runs (status, id);
+    CREATE INDEX runs_by_workflow ON runs (workflow_id, id);
+    """,
 )
 
 

@@ -1,0 +1,417 @@
+"""What the dashboard reads: paged run lists, one run in detail, events and their routes.
+
+Every statement the dashboard runs lives here, over a `JournalReader`'s read-only
+connection. The dashboard re-queries whenever the journal changes, so each query is paged
+or bounded and served by an index (migration 5) to stay fast with 100,000 runs. Rows
+written by other versions, or damaged, are decoded defensively: a JSON column that does
+not parse comes back as its text, a timestamp that is not a number as ``None``, so one bad
+row never hides the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+from ..clock import to_datetime
+from ..records import Checkpoint, TimelineEntry
+from .reader import DaemonRecord, JournalReader, LoadErrorRecord
+from .timeline import assemble_timeline
+
+SORTS: Final = {
+    "newest": "r.id DESC",
+    "oldest": "r.id ASC",
+    "workflow": "r.workflow_id, r.id DESC",
+    "status": "r.status, r.id DESC",
+}
+"""How the run list can be ordered, by name."""
+
+TIMELINE_LIMIT: Final = 2_000  # rows of a run's timeline shown (the latest)
+CHECKPOINT_LIMIT: Final = 200  # checkpoints of a run shown (the latest)
+_RUN_COLUMNS = """
+    r.run_id, r.workflow_id, r.trigger_id, r.status, r.step, r.error, r.error_code,
+    r.version, r.created_at, r.updated_at
+"""
+# A JSON column as valid JSON: damaged text comes back as a JSON string of itself.
+_JSON = "CASE WHEN json_valid({0}) THEN {0} ELSE json_quote({0}) END"
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs the list shows, and in what order.
+
+    Attributes:
+        status: Only runs in this status, or all.
+        workflow: Only runs of this workflow, or all.
+        search: Text found in the run id, workflow, trigger or error (case-insensitive).
+        sort: A key of `SORTS`.
+    """
+
+    status: str | None = None
+    workflow: str | None = None
+    search: str = ""
+    sort: str = "newest"
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """A run as the list shows it (no state: that is the detail's)."""
+
+    run_id: str
+    workflow_id: str
+    trigger_id: str
+    status: str
+    step: str | None
+    error: str | None
+    error_code: str | None
+    version: str
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RunPage:
+    """One page of the run list and how many runs match in all."""
+
+    rows: list[RunRow]
+    total: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class EventView:
+    """An event, what it did to runs, and its data (any JSON value if damaged)."""
+
+    event_id: str
+    type: str
+    data: Any
+    source: str
+    created_at: datetime | None
+    routed_at: datetime | None
+    routes: list[RouteView] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RouteView:
+    """What one event did to one run: ``started``, ``resumed``, ``buffered``, ``signalled``."""
+
+    run_id: str
+    workflow_id: str
+    action: str
+
+
+@dataclass(frozen=True)
+class WaitView:
+    """A live wait of a run and the latest events of its type since it was registered.
+
+    `conditions` is the journaled ``[[path, op, operand], ...]`` (whatever it decodes to);
+    `event_type` is ``None`` for a sleep.
+    """
+
+    wait_id: int
+    event_type: str | None
+    conditions: Any
+    status: str
+    into: str | None
+    timeout_at: datetime | None
+    on_timeout: str
+    created_at: datetime | None
+    buffered: int
+    recent: list[EventView]
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    """Everything the run screen shows about one run."""
+
+    run: RunRow
+    timeline: list[TimelineEntry]
+    checkpoints: list[Checkpoint]
+    waits: list[WaitView]
+
+
+@dataclass(frozen=True)
+class WorkflowView:
+    """A workflow registered now; `triggers` is whatever the journaled JSON decodes to."""
+
+    workflow_id: str
+    version: str
+    file: str | None
+    triggers: Any
+    mode: str
+    loaded_at: datetime | None
+
+
+class DashboardQueries:
+    """The dashboard's queries over one reader."""
+
+    def __init__(self, reader: JournalReader) -> None:
+        self.reader = reader
+
+    async def set_busy_timeout(self, milliseconds: int) -> None:
+        """Wait at most this long for a lock, so a stuck writer shows as an error soon."""
+        await self.reader.fetch(f"PRAGMA busy_timeout = {int(milliseconds)}")
+
+    async def data_version(self) -> int:
+        """Changes whenever another connection commits."""
+        return await self.reader.data_version()
+
+    async def status_counts(self, workflow: str | None = None) -> dict[str, int]:
+        """How many runs are in each status (of one workflow, or all)."""
+        if workflow is None:
+            rows = await self.reader.fetch("SELECT status, count(*) FROM runs GROUP BY status")
+        else:
+            rows = await self.reader.fetch(
+                "SELECT status, count(*) FROM runs WHERE workflow_id = ? GROUP BY status",
+                [workflow],
+            )
+        return {str(row[0]): int(row[1]) for row in rows}
+
+    async def workflow_ids(self) -> list[str]:
+        """Workflows that have runs or are registered now, by id."""
+        rows = await self.reader.fetch(
+            "SELECT workflow_id FROM workflows WHERE present = 1"
+            " UNION SELECT DISTINCT workflow_id FROM runs ORDER BY 1"
+        )
+        return [str(row[0]) for row in rows]
+
+    async def runs_page(self, wanted: RunFilter, *, offset: int, limit: int) -> RunPage:
+        """One page of the runs `wanted` selects, in its order, and how many there are."""
+        where, params = _filter_sql(wanted)
+        order = SORTS.get(wanted.sort, SORTS["newest"])
+        rows = await self.reader.fetch(
+            f"SELECT {_RUN_COLUMNS} FROM runs r WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+            [*params, limit, max(0, offset)],
+        )
+        total = await self.reader.fetch(f"SELECT count(*) FROM runs r WHERE {where}", params)
+        return RunPage([_run_row(row) for row in rows], int(total[0][0]), max(0, offset))
+
+    async def run_fingerprint(self, run_id: str) -> tuple[Any, ...] | None:
+        """A cheap value that changes whenever what `run_detail` returns may have changed."""
+        rows = await self.reader.fetch(
+            "SELECT r.status, r.updated_at, r.position, r.step, r.error, r.version,"
+            " (SELECT max(t.id) FROM timeline t WHERE t.run = r.id),"
+            " (SELECT group_concat(w.id || w.status) FROM waits w WHERE w.run = r.id),"
+            " (SELECT max(e.id) FROM events e)"
+            " FROM runs r WHERE r.run_id = ?",
+            [run_id],
+        )
+        return tuple(rows[0]) if rows else None
+
+    async def run_detail(self, run_id: str, *, recent_events: int = 5) -> RunDetail | None:
+        """One run: its timeline, checkpoints and live waits; None if there is no such run."""
+        runs = await self.reader.fetch(
+            f"SELECT r.id, r.position, r.step_started_at, {_RUN_COLUMNS}"
+            " FROM runs r WHERE r.run_id = ?",
+            [run_id],
+        )
+        if not runs:
+            return None
+        row = runs[0]
+        return RunDetail(
+            _run_row(row),
+            await self._timeline(row),
+            await self._checkpoints(row["id"]),
+            await self._waits(row["id"], recent_events),
+        )
+
+    async def recent_events(self, *, limit: int = 200, type_contains: str = "") -> list[EventView]:
+        """The latest events, newest first, each with what it did to runs."""
+        where, params = "1", []
+        if type_contains:
+            where, params = "e.type LIKE ? ESCAPE '\\'", [_like(type_contains)]
+        rows = await self.reader.fetch(
+            f"SELECT e.event_id, e.type, {_JSON.format('e.data')} AS data, e.source,"
+            f" e.created_at, e.routed_at FROM events e WHERE {where} ORDER BY e.id DESC LIMIT ?",
+            [*params, limit],
+        )
+        events = [_event(row) for row in rows]
+        routes = await self._routes([event.event_id for event in events])
+        return [
+            EventView(
+                e.event_id,
+                e.type,
+                e.data,
+                e.source,
+                e.created_at,
+                e.routed_at,
+                routes.get(e.event_id, []),
+            )
+            for e in events
+        ]
+
+    async def workflows(self) -> list[WorkflowView]:
+        """Workflows registered now, by id."""
+        rows = await self.reader.fetch(
+            f"SELECT workflow_id, version, file, {_JSON.format('triggers')} AS triggers, mode,"
+            " loaded_at FROM workflows WHERE present = 1 ORDER BY workflow_id"
+        )
+        return [
+            WorkflowView(
+                str(row[0]), str(row[1]), row[2], _loads(row[3]), str(row[4]), _when(row[5])
+            )
+            for row in rows
+        ]
+
+    async def load_errors(self) -> list[LoadErrorRecord]:
+        """Files that failed to load, by file."""
+        return await self.reader.load_errors()
+
+    async def daemon(self) -> DaemonRecord | None:
+        """The live process holding the journal's lease, or None."""
+        return await self.reader.daemon()
+
+    async def _timeline(self, run: sqlite3.Row) -> list[TimelineEntry]:
+        checkpoints = await self.reader.fetch(
+            "SELECT * FROM (SELECT position, step, started_at, ended_at FROM checkpoints"
+            " WHERE run = ? AND position > 0 AND kind = 'step' ORDER BY position DESC LIMIT ?)"
+            " ORDER BY position",
+            [run["id"], CHECKPOINT_LIMIT],
+        )
+        entries = await self.reader.fetch(
+            "SELECT * FROM (SELECT id, position, at, source, kind, step, message,"
+            f" {_JSON.format('data')} AS data FROM timeline WHERE run = ? ORDER BY id DESC"
+            " LIMIT ?) ORDER BY id",
+            [run["id"], TIMELINE_LIMIT],
+        )
+        # Damaged data comes back as a JSON string, so an entry's data may be any JSON value.
+        return assemble_timeline(run, checkpoints, entries)
+
+    async def _checkpoints(self, row: int) -> list[Checkpoint]:
+        rows = await self.reader.fetch(
+            "SELECT * FROM (SELECT position, step, started_at, ended_at,"
+            f" {_JSON.format('state')} AS state, kind FROM checkpoints WHERE run = ?"
+            " ORDER BY position DESC LIMIT ?) ORDER BY position",
+            [row, CHECKPOINT_LIMIT],
+        )
+        return [
+            Checkpoint(
+                int(r[0]),
+                r[1],
+                to_datetime(int(r[2])),
+                to_datetime(int(r[3])),
+                _loads(r[4]),
+                str(r[5]),
+            )
+            for r in rows
+        ]
+
+    async def _waits(self, row: int, recent_events: int) -> list[WaitView]:
+        rows = await self.reader.fetch(
+            f"SELECT w.id, w.event_type, {_JSON.format('w.conditions')}, w.status, w.into_key,"
+            " w.timeout_at, w.on_timeout, w.created_at,"
+            " (SELECT count(*) FROM wait_buffer b WHERE b.wait = w.id)"
+            " FROM waits w WHERE w.run = ? AND w.status IN ('armed', 'parked')"
+            " ORDER BY w.status = 'parked' DESC, w.id DESC",
+            [row],
+        )
+        waits = []
+        for r in rows:
+            recent = await self._events_since(r[1], r[7], recent_events)
+            waits.append(
+                WaitView(
+                    int(r[0]),
+                    r[1],
+                    _loads(r[2]),
+                    str(r[3]),
+                    r[4],
+                    _when(r[5]),
+                    str(r[6]),
+                    _when(r[7]),
+                    int(r[8]),
+                    recent,
+                )
+            )
+        return waits
+
+    async def _events_since(
+        self, event_type: str | None, since: Any, limit: int
+    ) -> list[EventView]:
+        if event_type is None or not isinstance(since, int):
+            return []
+        rows = await self.reader.fetch(
+            f"SELECT event_id, type, {_JSON.format('data')} AS data, source, created_at,"
+            " routed_at FROM events WHERE type = ? AND created_at >= ? ORDER BY id DESC LIMIT ?",
+            [event_type, since, limit],
+        )
+        return [_event(row) for row in rows]
+
+    async def _routes(self, event_ids: list[str]) -> dict[str, list[RouteView]]:
+        if not event_ids:
+            return {}
+        marks = ", ".join("?" * len(event_ids))
+        rows = await self.reader.fetch(
+            "SELECT er.event_id, r.run_id, r.workflow_id, er.action FROM event_routes er"
+            f" JOIN runs r ON r.id = er.run WHERE er.event_id IN ({marks}) ORDER BY r.id",
+            event_ids,
+        )
+        routes: dict[str, list[RouteView]] = {}
+        for event_id, run_id, workflow_id, action in rows:
+            routes.setdefault(event_id, []).append(RouteView(run_id, workflow_id, action))
+        return routes
+
+
+def _filter_sql(wanted: RunFilter) -> tuple[str, list[Any]]:
+    """A WHERE clause (fixed fragments only) and its parameters."""
+    clauses: list[str] = ["1"]
+    params: list[Any] = []
+    if wanted.status is not None:
+        clauses.append("r.status = ?")
+        params.append(wanted.status)
+    if wanted.workflow is not None:
+        clauses.append("r.workflow_id = ?")
+        params.append(wanted.workflow)
+    if wanted.search.strip():
+        columns = ("r.run_id", "r.workflow_id", "r.trigger_id", "r.error", "r.error_code")
+        clauses.append("(" + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in columns) + ")")
+        params.extend([_like(wanted.search.strip())] * len(columns))
+    return " AND ".join(clauses), params
+
+
+def _like(text: str) -> str:
+    """A LIKE pattern that finds `text` literally anywhere."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _loads(text: Any) -> Any:
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return text
+
+
+def _when(value: Any) -> datetime | None:
+    """A journal timestamp as a datetime, or None when it is missing or not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return to_datetime(int(value))
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def _run_row(row: sqlite3.Row) -> RunRow:
+    return RunRow(
+        run_id=str(row["run_id"]),
+        workflow_id=str(row["workflow_id"]),
+        trigger_id=str(row["trigger_id"]),
+        status=str(row["status"]),
+        step=row["step"],
+        error=row["error"],
+        error_code=row["error_code"],
+        version=str(row["version"]),
+        created_at=_when(row["created_at"]),
+        updated_at=_when(row["updated_at"]),
+    )
+
+
+def _event(row: sqlite3.Row) -> EventView:
+    return EventView(
+        str(row[0]), str(row[1]), _loads(row[2]), str(row[3]), _when(row[4]), _when(row[5])
+    )

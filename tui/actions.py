@@ -1,0 +1,131 @@
+"""Acting on the journal from the dashboard: abort, resume, signal, emit, invoke, copy.
+
+Each action asks first (a confirmation, or a dialog to edit the JSON it sends), then
+writes through `orchestrator.journal.commands` in a worker thread (those writes are short
+blocking SQLite transactions). The daemon applies them, as it does the CLI's. Every
+outcome, including a refusal (an unknown run, a run that is not paused), is a notification:
+an action never raises into the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+
+from orchestrator.errors import OrchestratorError
+from orchestrator.journal import commands
+
+from .dialogs import ConfirmDialog, Field, JsonDialog
+from .format import join, literal
+
+if TYPE_CHECKING:
+    from .app import DashboardApp
+
+READ_ONLY = "read-only dashboard: actions are disabled"
+
+
+class Actions:
+    """The dashboard's actions; each runs as a worker so dialogs can be awaited."""
+
+    def __init__(self, app: DashboardApp) -> None:
+        self._app = app
+
+    def start(self, name: str, run_id: str | None = None, **options: str) -> None:
+        """Begin action `name` ("abort", "resume", "signal", "emit", "invoke")."""
+        if self._app.read_only:
+            self._app.notify(READ_ONLY, severity="warning")
+            return
+        flows: dict[str, Callable[[], Awaitable[None]]] = {
+            "emit": self._emit,
+            "invoke": lambda: self._invoke(options.get("workflow", "")),
+        }
+        if name in ("abort", "resume", "signal"):
+            if run_id is None:
+                self._app.notify("no run selected", severity="warning")
+                return
+            flows[name] = lambda: self._run_command(name, run_id)
+        flow = flows.get(name)
+        if flow is None:
+            self._app.notify(f"unknown action {name!r}", severity="error", markup=False)
+            return
+        self._app.run_worker(flow(), group="actions", exit_on_error=False)
+
+    def copy_run_id(self, run_id: str | None) -> None:
+        """Put `run_id` on the clipboard."""
+        if run_id is None:
+            self._app.notify("no run selected", severity="warning")
+            return
+        self._app.copy_to_clipboard(run_id)
+        self._app.notify(f"copied run id {run_id}", markup=False)
+
+    async def _run_command(self, command: str, run_id: str) -> None:
+        subject = join(literal(f"{command.capitalize()} run "), literal(run_id, "bold"))
+        payload: Any = None
+        if command == "abort":
+            if not await self._app.push_screen_wait(ConfirmDialog(join(subject, "?"))):
+                return
+        else:
+            what = "merged into its state" if command == "signal" else "merged, then it continues"
+            form = await self._app.push_screen_wait(
+                JsonDialog(
+                    subject, json_label=f"JSON patch ({what})", submit_label=command.capitalize()
+                )
+            )
+            if form is None:
+                return
+            payload = form.data
+        await self._write(
+            f"{command} of run {run_id}",
+            lambda: commands.queue_command(self._app.db_path, command, run_id, payload),
+        )
+
+    async def _emit(self) -> None:
+        form = await self._app.push_screen_wait(
+            JsonDialog(
+                Text("Emit an event", style="bold"),
+                fields=(Field("type", "Event type"),),
+                json_label="Event data",
+                submit_label="Emit",
+            )
+        )
+        if form is None:
+            return
+        event_type, data = form.fields["type"], form.data
+        await self._write(
+            f"event {event_type}",
+            lambda: commands.emit_event(self._app.db_path, event_type, data, source="dashboard"),
+            done="journaled",
+        )
+
+    async def _invoke(self, workflow: str) -> None:
+        form = await self._app.push_screen_wait(
+            JsonDialog(
+                Text("Invoke a trigger", style="bold"),
+                fields=(Field("workflow", "Workflow", workflow), Field("trigger", "Trigger")),
+                json_label="The run's state",
+                submit_label="Invoke",
+            )
+        )
+        if form is None:
+            return
+        workflow, trigger, data = form.fields["workflow"], form.fields["trigger"], form.data
+        await self._write(
+            f"run of {workflow}/{trigger}",
+            lambda: commands.queue_invoke(self._app.db_path, workflow, trigger, data),
+        )
+
+    async def _write(self, what: str, write: Callable[[], object], done: str = "queued") -> None:
+        try:
+            result = await asyncio.to_thread(write)
+        except OrchestratorError as exc:
+            self._app.notify(f"{what} refused: {exc}", severity="error", markup=False)
+            return
+        except Exception as exc:  # noqa: BLE001 - an action must never crash the dashboard
+            self._app.notify(f"{what} failed: {exc!r}", severity="error", markup=False)
+            return
+        suffix = f" as {result}" if isinstance(result, str) else ""
+        applies = "the daemon" if self._app.daemon else "no daemon runs now: the next one to start"
+        self._app.notify(f"{what} {done}{suffix}; {applies} takes it from here", markup=False)

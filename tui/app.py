@@ -1,0 +1,237 @@
+"""The dashboard app: screens as modes, the polling loop, global keys, the command palette.
+
+`DashboardApp` reads a journal through `JournalSource` and writes through the journal's
+command API; it never touches a daemon's memory, so it works in the daemon's process
+(``orchestrator up``) or in another (``orchestrator tui``). Every `poll_seconds` it asks the
+source whether anything was committed and, only then, reloads the visible screen; once a
+second it refreshes the banner (is a daemon alive?) and clock-driven cells.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.screen import ModalScreen, Screen
+
+from orchestrator.errors import OrchestratorError
+from orchestrator.journal.reader import DaemonRecord
+
+from .actions import Actions
+from .detail import RunDetailScreen
+from .dialogs import HelpScreen
+from .events import EventsScreen
+from .format import join, literal, short_id
+from .live import JournalBanner, LiveScreen, RunScreen
+from .runs import RunsScreen
+from .source import JournalSource
+from .workflows import WorkflowsScreen
+
+QuitHook = Callable[[], object | Awaitable[object]]
+_SCREEN_ACTIONS = frozenset({"switch_mode", "emit", "invoke", "help"})
+
+
+class DashboardApp(App[None]):
+    """A live view of one journal, with actions on its runs.
+
+    Args:
+        db_path: The journal file (it may not exist yet: the dashboard waits for it).
+        read_only: Show everything, change nothing (action keys hidden and refused).
+        on_quit: Called (and awaited, if it returns an awaitable) when the user quits.
+        now: The clock for durations and times (tests freeze it).
+        poll_seconds: How often to look for changes in the journal.
+    """
+
+    CSS_PATH = "dashboard.tcss"
+    TITLE = "orchestrator"
+    MODES: ClassVar[dict[str, str | Callable[[], Screen[None]]]] = {
+        "runs": RunsScreen,
+        "workflows": WorkflowsScreen,
+        "events": EventsScreen,
+    }
+    DEFAULT_MODE = "runs"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("1", "switch_mode('runs')", "Runs"),
+        Binding("2", "switch_mode('workflows')", "Workflows"),
+        Binding("3", "switch_mode('events')", "Events"),
+        Binding("e", "emit", "Emit"),
+        Binding("i", "invoke", "Invoke"),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(
+        self,
+        db_path: Path,
+        read_only: bool = False,
+        on_quit: QuitHook | None = None,
+        *,
+        now: Callable[[], datetime] | None = None,
+        poll_seconds: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.db_path = Path(db_path)
+        self.read_only = read_only
+        self.now: Callable[[], datetime] = now or (lambda: datetime.now(UTC))
+        self.source = JournalSource(self.db_path)
+        self.actions = Actions(self)
+        self.daemon: DaemonRecord | None = None
+        self._on_quit = on_quit
+        self._poll_seconds = poll_seconds
+        self._last_error: str | None = None
+        self._stale = False
+        self._quiet_until = 0.0
+        if read_only:
+            self.sub_title = "read-only"
+
+    async def on_mount(self) -> None:
+        """Start polling the journal."""
+        self.set_interval(self._poll_seconds, self._poll)
+        self.set_interval(1.0, self._tick)
+        await self._poll()
+
+    async def on_unmount(self) -> None:
+        """Close the journal connection."""
+        await self.source.close()
+
+    def open_run(self, run_id: str) -> None:
+        """Show one run (from the runs or the events screen)."""
+        if self.current_mode != "runs":
+            self.switch_mode("runs")
+        self.push_screen(RunDetailScreen(run_id))
+
+    def update_banner(self) -> None:
+        """Say which journal is shown, whether a daemon holds it, or what is wrong."""
+        text = self._banner_text()
+        for banner in self.screen.query(JournalBanner):
+            banner.show(text)
+
+    def report_error(self, exc: BaseException) -> None:
+        """An unexpected failure while drawing: tell the user (once per message), go on."""
+        message = f"could not show this screen: {exc!r}"
+        self.log.error(message)
+        if message != self._last_error:
+            self._last_error = message
+            self.notify(message, severity="error", markup=False, timeout=8)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """No emit or invoke when read-only; no leaving a dialog open behind another screen."""
+        if action in ("emit", "invoke") and self.read_only:
+            return False
+        return not (action in _SCREEN_ACTIONS and isinstance(self.screen, ModalScreen))
+
+    def action_emit(self) -> None:
+        """Journal an event (after a dialog)."""
+        self.actions.start("emit")
+
+    def action_invoke(self) -> None:
+        """Queue a run of a workflow's trigger (after a dialog)."""
+        workflow = ""
+        screen = self.screen
+        if isinstance(screen, RunDetailScreen) and screen.detail is not None:
+            workflow = screen.detail.run.workflow_id
+        self.actions.start("invoke", workflow=workflow)
+
+    def action_help(self) -> None:
+        """Show the keys."""
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    async def action_quit(self) -> None:
+        """Run the quit hook (``orchestrator up`` stops its daemon there), then exit."""
+        hook, self._on_quit = self._on_quit, None
+        if hook is not None:
+            result = hook()
+            if inspect.isawaitable(result):
+                await result
+        self.exit()
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        """The command palette: screens and actions, besides Textual's own commands."""
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Runs", "Show the runs", partial(self.switch_mode, "runs"))
+        yield SystemCommand(
+            "Workflows", "Loaded workflows and load errors", partial(self.switch_mode, "workflows")
+        )
+        yield SystemCommand(
+            "Events", "Recent events and what they did", partial(self.switch_mode, "events")
+        )
+        yield SystemCommand("Help", "The dashboard's keys", self.action_help)
+        yield SystemCommand("Emit an event", "Journal an event for the daemon", self.action_emit)
+        yield SystemCommand("Invoke a trigger", "Queue a run of a workflow", self.action_invoke)
+        run_id = screen.current_run_id() if isinstance(screen, RunScreen) else None
+        if run_id is not None:
+            short = short_id(run_id)
+            for name, help_text in (
+                ("abort", "End the run"),
+                ("resume", "Resume the paused run with a JSON patch"),
+                ("signal", "Merge a JSON patch into the run"),
+            ):
+                callback = partial(self.actions.start, name, run_id)
+                yield SystemCommand(f"{name.capitalize()} run {short}", help_text, callback)
+            copy = partial(self.actions.copy_run_id, run_id)
+            yield SystemCommand(f"Copy run id {short}", "Put the run id on the clipboard", copy)
+            if not isinstance(screen, RunDetailScreen):
+                yield SystemCommand(
+                    f"Open run {short}", "Show the run", partial(self.open_run, run_id)
+                )
+
+    async def _poll(self) -> None:
+        if await self.source.poll():
+            self._stale = True
+            await self._refresh_daemon()
+            self.update_banner()
+        # Invariant: on a journal that changes all the time, reloads take at most a third of
+        # the loop (it may be the daemon's loop too): after a reload, wait twice its time.
+        if self._stale and time.monotonic() >= self._quiet_until:
+            self._stale = False
+            started = time.monotonic()
+            await self._reload()
+            self._quiet_until = time.monotonic() + 2 * (time.monotonic() - started)
+
+    async def _reload(self) -> None:
+        screen = self.screen
+        if isinstance(screen, LiveScreen):
+            await screen.reload()
+
+    async def _tick(self) -> None:
+        await self._refresh_daemon()
+        self.update_banner()
+        screen = self.screen
+        if isinstance(screen, LiveScreen):
+            screen.tick()
+
+    async def _refresh_daemon(self) -> None:
+        queries = self.source.queries
+        if queries is None:
+            self.daemon = None
+            return
+        try:
+            self.daemon = await queries.daemon()
+        except OrchestratorError as exc:
+            await self.source.fail(exc)
+
+    def _banner_text(self) -> Text:
+        state = self.source.state
+        if state.kind != "ok":
+            style = "bold yellow" if state.kind in ("waiting", "connecting") else "bold red"
+            return literal(state.message, style)
+        parts = [literal("journal "), literal(str(self.db_path), "bold")]
+        if self.daemon is None:
+            parts.append(literal(" · no daemon holds it (actions wait for the next one)", "yellow"))
+        else:
+            ready = "ready" if self.daemon.ready else "starting"
+            parts.append(
+                literal(f" · daemon pid {self.daemon.pid} on {self.daemon.host}, {ready}", "green")
+            )
+        if self.read_only:
+            parts.append(literal(" · read-only", "bold cyan"))
+        return join(*parts)

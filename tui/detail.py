@@ -1,0 +1,195 @@
+"""One run: its summary and error, its timeline, its states and their diffs, its wait.
+
+The screen re-queries only when the run's fingerprint (status, progress, last timeline
+row, waits, last event) changed, so a busy journal costs one small query per change.
+The state tree is rebuilt only when another checkpoint is selected or that checkpoint
+changed, so expanding nodes survives refreshes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane, Tree
+
+from orchestrator.journal.views import DashboardQueries, RunDetail
+from orchestrator.records import Checkpoint
+
+from .format import join, literal, run_duration, status_text, timestamp
+from .jsonview import TREE_BUDGET, diff, diff_text, fill_tree
+from .live import JournalBanner, RunScreen
+from .tables import selected_key, sync_rows
+from .timeline import COLUMNS as TIMELINE_COLUMNS
+from .timeline import timeline_rows
+from .waits import explain_waits
+
+
+class RunDetailScreen(RunScreen):
+    """Everything about one run."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back"),
+        Binding("t", "tab('timeline')", "Timeline"),
+        Binding("s", "tab('state')", "State"),
+        Binding("v", "tab('wait')", "Wait"),
+    ]
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.detail: RunDetail | None = None
+        self._fingerprint: tuple[Any, ...] | None = None
+        self._shown_checkpoint: tuple[int, datetime, str] | None = None
+
+    def compose(self) -> ComposeResult:
+        """Summary on top, then tabs."""
+        yield JournalBanner(id="banner")
+        yield Static(literal(f"run {self.run_id}", "bold"), id="summary")
+        with TabbedContent(initial="timeline"):
+            with TabPane("Timeline", id="timeline"):
+                yield DataTable[Text](id="timeline-table", cursor_type="row", zebra_stripes=True)
+            with TabPane("State", id="state"), Horizontal():
+                yield DataTable[Text](id="checkpoints", cursor_type="row")
+                with Vertical(id="state-panes"):
+                    yield Tree[None](Text("state"), id="state-tree")
+                    with VerticalScroll(id="diff-scroll"):
+                        yield Static(id="diff")
+            with TabPane("Wait", id="wait"), VerticalScroll():
+                yield Static(id="wait-text")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        """Columns of the two tables."""
+        timeline = self.query_one("#timeline-table", DataTable)
+        for column in TIMELINE_COLUMNS:
+            timeline.add_column(column, key=column)
+        checkpoints = self.query_one("#checkpoints", DataTable)
+        for column in ("#", "kind", "step", "at"):
+            checkpoints.add_column(column, key=column)
+
+    def current_run_id(self) -> str | None:
+        """This run."""
+        return self.run_id
+
+    async def load(self, queries: DashboardQueries) -> None:
+        """Re-read the run if anything about it changed."""
+        fingerprint = await queries.run_fingerprint(self.run_id)
+        if fingerprint is None:
+            self._summary().update(literal(f"no run {self.run_id} in this journal", "bold red"))
+            return
+        if fingerprint == self._fingerprint:
+            return
+        detail = await queries.run_detail(self.run_id)
+        if detail is None:
+            return
+        self.detail, self._fingerprint = detail, fingerprint
+        self._draw(detail)
+
+    def tick(self) -> None:
+        """The duration of a run that has not ended grows."""
+        if self.detail is not None:
+            self._summary().update(_summary(self.detail, self.dashboard.now()))
+
+    def action_back(self) -> None:
+        """Back to the list."""
+        self.dismiss()
+
+    def action_tab(self, tab: str) -> None:
+        """Show a tab."""
+        self.query_one(TabbedContent).active = tab
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        """Another checkpoint: show its state and what changed."""
+        if event.data_table.id == "checkpoints":
+            self._show_state()
+
+    def _draw(self, detail: RunDetail) -> None:
+        now = self.dashboard.now()
+        self._summary().update(_summary(detail, now))
+        sync_rows(self.query_one("#timeline-table", DataTable), timeline_rows(detail.timeline, now))
+        table: DataTable[Text] = self.query_one("#checkpoints", DataTable)
+        first = table.row_count == 0
+        sync_rows(table, [(str(c.position), _checkpoint_cells(c, now)) for c in detail.checkpoints])
+        if first and table.row_count:
+            table.move_cursor(row=table.row_count - 1, animate=False)
+        self._show_state()
+        wait = explain_waits(detail.waits, detail.run.status, now)
+        self.query_one("#wait-text", Static).update(wait)
+
+    def _show_state(self) -> None:
+        if self.detail is None:
+            return
+        key = selected_key(self.query_one("#checkpoints", DataTable))
+        checkpoints = self.detail.checkpoints
+        index = next((i for i, c in enumerate(checkpoints) if str(c.position) == key), None)
+        if index is None:
+            return
+        current = checkpoints[index]
+        shown = (current.position, current.ended_at, current.kind)
+        if shown == self._shown_checkpoint:
+            return
+        self._shown_checkpoint = shown
+        tree: Tree[None] = self.query_one("#state-tree", Tree)
+        tree.clear()
+        tree.root.set_label(
+            literal(f"state after #{current.position} {current.step or current.kind}")
+        )
+        left = fill_tree(tree.root, current.state)
+        if left > TREE_BUDGET - 100:  # small: open it all
+            tree.root.expand_all()
+        else:
+            tree.root.expand()
+        self.query_one("#diff", Static).update(_diff_of(checkpoints, index))
+
+    def _summary(self) -> Static:
+        return self.query_one("#summary", Static)
+
+
+def _summary(detail: RunDetail, now: datetime) -> Text:
+    run = detail.run
+    lines = [
+        join(literal("run "), literal(run.run_id, "bold"), "  ", status_text(run.status)),
+        join(
+            literal("workflow "),
+            literal(run.workflow_id, "bold"),
+            literal(" · trigger "),
+            literal(run.trigger_id, "bold"),
+            literal(" · version "),
+            literal(run.version, "bold"),
+            literal(" · step "),
+            literal(run.step or "-", "bold"),
+        ),
+        literal(
+            f"started {timestamp(run.created_at, now)} · updated {timestamp(run.updated_at, now)}"
+            f" · duration {run_duration(run.created_at, run.updated_at, run.status, now)}",
+            "grey50",
+        ),
+    ]
+    if run.error:
+        code = literal(run.error_code or "ERROR", "bold red")
+        lines.append(join(literal("error "), code, ": ", literal(run.error, "red")))
+    return Text("\n").join(lines)
+
+
+def _checkpoint_cells(checkpoint: Checkpoint, now: datetime) -> list[Text]:
+    return [
+        literal(str(checkpoint.position)),
+        literal(checkpoint.kind, single_line=True),
+        literal(
+            checkpoint.step or ("input" if checkpoint.position == 0 else "-"), single_line=True
+        ),
+        literal(timestamp(checkpoint.ended_at, now)),
+    ]
+
+
+def _diff_of(checkpoints: list[Checkpoint], index: int) -> Text:
+    if index == 0:
+        return literal("the run's input", "grey50")
+    before, after = checkpoints[index - 1], checkpoints[index]
+    title = literal(f"changes from #{before.position} to #{after.position}:\n", "bold")
+    return join(title, diff_text(diff(before.state, after.state)))

@@ -1,0 +1,194 @@
+"""Modal dialogs: confirm an action, edit a JSON object (with a few named fields), help.
+
+Dialogs only collect and validate input; `actions` decides what to do with it. Text shown
+in them that may come from the journal (run ids, workflow ids) is passed as `Text`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static, TextArea
+
+from .format import literal
+
+
+class ConfirmDialog(ModalScreen[bool]):
+    """Yes or no to one action."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, question: Text, *, confirm_label: str = "Yes") -> None:
+        super().__init__()
+        self._question = question
+        self._confirm_label = confirm_label
+
+    def compose(self) -> ComposeResult:
+        """A question and two buttons."""
+        with Vertical(classes="dialog"):
+            yield Static(self._question, classes="dialog-title")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(self._confirm_label, id="yes", variant="error")
+                yield Button("No", id="no")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        """Answer with the button."""
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, answer: bool) -> None:
+        """Answer with a key."""
+        self.dismiss(answer)
+
+
+@dataclass(frozen=True)
+class Field:
+    """A one-line text field of a `JsonDialog`."""
+
+    name: str
+    label: str
+    value: str = ""
+
+
+@dataclass(frozen=True)
+class JsonForm:
+    """What a `JsonDialog` returns: its fields (stripped, never empty) and the JSON object."""
+
+    fields: dict[str, str]
+    data: dict[str, Any]
+
+
+class JsonDialog(ModalScreen[JsonForm | None]):
+    """Edit a JSON object (and some named fields); invalid input is shown inline."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+s", "submit", "Send"),
+        Binding("escape", "cancel", "Cancel"),
+    ]
+
+    def __init__(
+        self,
+        title: Text,
+        *,
+        fields: tuple[Field, ...] = (),
+        json_label: str = "JSON object",
+        initial: str = "{}",
+        submit_label: str = "Send",
+    ) -> None:
+        super().__init__()
+        self._title = title
+        self._fields = fields
+        self._json_label = json_label
+        self._initial = initial
+        self._submit_label = submit_label
+
+    def compose(self) -> ComposeResult:
+        """Title, fields, the JSON editor, the error line and the buttons."""
+        with Vertical(classes="dialog"):
+            yield Static(self._title, classes="dialog-title")
+            for field in self._fields:
+                yield Label(field.label)
+                yield Input(value=field.value, id=f"field-{field.name}")
+            yield Label(f"{self._json_label} (ctrl+s to send, escape to cancel)")
+            yield TextArea(self._initial, id="json", soft_wrap=True)
+            yield Static("", id="error", classes="dialog-error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(self._submit_label, id="submit", variant="primary")
+                yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        """Start in the first empty field, else in the editor."""
+        empty = [f for f in self._fields if not f.value]
+        target = f"#field-{empty[0].name}" if empty else "#json"
+        self.query_one(target).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        """Send or cancel."""
+        if event.button.id == "submit":
+            self.action_submit()
+        else:
+            self.dismiss(None)
+
+    def on_input_submitted(self) -> None:
+        """Enter in a field moves on to the editor."""
+        self.query_one("#json", TextArea).focus()
+
+    def action_submit(self) -> None:
+        """Validate; dismiss with the form, or say what is wrong and stay open."""
+        values = {
+            f.name: self.query_one(f"#field-{f.name}", Input).value.strip() for f in self._fields
+        }
+        missing = [f.label for f in self._fields if not values[f.name]]
+        if missing:
+            self._error(f"{missing[0]} must not be empty")
+            return
+        text = self.query_one("#json", TextArea).text
+        data, problem = parse_object(text)
+        if problem is not None or data is None:
+            self._error(problem or "invalid JSON")
+            return
+        self.dismiss(JsonForm(values, data))
+
+    def action_cancel(self) -> None:
+        """Close without sending."""
+        self.dismiss(None)
+
+    def _error(self, message: str) -> None:
+        self.query_one("#error", Static).update(literal(message, "bold red"))
+
+
+def parse_object(text: str) -> tuple[dict[str, Any] | None, str | None]:
+    """``(object, None)``, or ``(None, why not)`` when `text` is not one JSON object."""
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as exc:
+        return None, f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+    except RecursionError:
+        return None, "not valid JSON: nested too deeply"
+    if not isinstance(value, dict):
+        return None, f"must be a JSON object {{...}}, not {type(value).__name__}"
+    return value, None
+
+
+HELP = """\
+Screens     1 runs · 2 workflows · 3 events · ctrl+p command palette · ? this help · q quit
+
+Runs        enter open a run · / search (run id, workflow, trigger, error)
+            f status filter · w workflow filter · o sort · [ ] previous/next page
+            escape clear the search and filters
+Run         escape back · tabs: timeline, state (checkpoints, JSON tree, diff), wait
+Actions     a abort · r resume (JSON patch) · g signal (JSON patch) · c copy the run id
+            e emit an event · i invoke a trigger
+            (each asks first; a read-only dashboard has none)
+Events      enter open the first run the event started or resumed · / filter by type
+
+Actions are written into the journal; the daemon holding it applies them within
+milliseconds, or the next daemon to start does.
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    """The keys, on one page."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q,question_mark", "close", "Close"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        """The help text."""
+        with VerticalScroll(classes="dialog help"):
+            yield Static(Text("Dashboard keys", style="bold"), classes="dialog-title")
+            yield Static(Text(HELP))
+
+    def action_close(self) -> None:
+        """Close the help."""
+        self.dismiss(None)

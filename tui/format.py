@@ -1,0 +1,112 @@
+"""Turning journal values into literal, styled text: statuses, times, durations, JSON.
+
+Every piece of text that comes from the journal (ids, logs, state, errors) reaches the
+screen through `literal`, as a `rich.text.Text` built from the plain string: markup such as
+``[bold]`` or ``[link=...]`` is shown as typed, and control characters (ANSI escapes
+included) are replaced by visible escapes, so journal text can never restyle the screen.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from typing import Any, Final
+
+from rich.text import Text
+
+from orchestrator.records import FINAL_STATUSES
+
+STATUS_STYLES: Final = {
+    "queued": "cyan",
+    "running": "bold yellow",
+    "paused": "magenta",
+    "completed": "green",
+    "failed": "bold red",
+    "aborted": "dark_orange",
+    "dropped": "grey50",
+    "rejected": "grey50",
+}
+LEVEL_STYLES: Final = {"debug": "grey50", "info": "", "warning": "yellow", "error": "bold red"}
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_NEWLINES = re.compile(r"\r\n|\r|\n")
+
+
+def clean(text: str, *, single_line: bool = False) -> str:
+    """`text` with control characters shown as escapes (and newlines as ⏎ if single-line)."""
+    if single_line:
+        text = _NEWLINES.sub(" ⏎ ", text).replace("\t", " ")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def literal(
+    value: object, style: str = "", *, single_line: bool = False, limit: int | None = None
+) -> Text:
+    """`value` as text shown exactly as written (no markup), optionally one line and cut."""
+    text = clean(value if isinstance(value, str) else str(value), single_line=single_line)
+    if limit is not None and len(text) > limit:
+        text = text[: max(0, limit - 1)] + "…"
+    return Text(text, style=style, no_wrap=single_line, end="")
+
+
+def join(*parts: Text | str, sep: str = "") -> Text:
+    """Concatenate texts; plain `str` parts are taken literally too."""
+    return Text(sep).join(p if isinstance(p, Text) else Text(p) for p in parts)
+
+
+def status_text(status: str) -> Text:
+    """A run status, coloured, with a dot."""
+    return literal(f"● {status}", STATUS_STYLES.get(status, "white"), single_line=True)
+
+
+def short_id(ident: str) -> str:
+    """The first 8 characters of a run or event id (enough to tell runs apart)."""
+    return ident[:8]
+
+
+def duration(seconds: float) -> str:
+    """A compact duration: ``850ms``, ``12.3s``, ``4m05s``, ``2h03m``, ``3d04h``."""
+    seconds = max(0.0, seconds)
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def run_duration(
+    created: datetime | None, updated: datetime | None, status: str, now: datetime
+) -> str:
+    """How long a run took (final) or has been going (not final)."""
+    if created is None:
+        return "?"
+    end = updated if status in FINAL_STATUSES and updated is not None else now
+    return duration((end - created).total_seconds())
+
+
+def timestamp(when: datetime | None, now: datetime) -> str:
+    """Local time: ``14:03:07`` today, ``11-20 14:03`` another day; ``-`` if unknown."""
+    if when is None:
+        return "-"
+    local, today = when.astimezone(), now.astimezone()
+    if local.date() == today.date():
+        return local.strftime("%H:%M:%S")
+    return local.strftime("%m-%d %H:%M")
+
+
+def compact_json(value: Any, limit: int | None = None) -> str:
+    """`value` as one line of JSON (anything else by its repr), optionally cut."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=repr, separators=(", ", ": "))
+    except (ValueError, TypeError, RecursionError):
+        text = repr(value)
+    if limit is not None and len(text) > limit:
+        text = text[: max(0, limit - 1)] + "…"
+    return text

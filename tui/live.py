@@ -1,0 +1,99 @@
+"""What every dashboard screen shares: the journal banner, reloading, run actions.
+
+`LiveScreen.reload` runs one screen load at a time (a load is a few awaited queries, and
+two interleaved loads could draw old data over new). A load that fails because of the
+journal hands the error to the source (shown in the banner, retried); anything else, such
+as a row no decoder expected, becomes a notification: a screen never takes the app down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, ClassVar, cast
+
+from rich.text import Text
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import Static
+
+from orchestrator.errors import OrchestratorError
+from orchestrator.journal.views import DashboardQueries
+
+if TYPE_CHECKING:
+    from .app import DashboardApp
+
+RUN_ACTIONS: frozenset[str] = frozenset({"abort", "resume", "signal"})
+
+
+class JournalBanner(Static):
+    """One line at the top of each screen: the journal, the daemon, or what is wrong."""
+
+    def show(self, text: Text) -> None:
+        """Replace the banner's text."""
+        if self.content != text:
+            self.update(text)
+
+
+class LiveScreen(Screen[None]):
+    """A screen of journal data, reloaded by the app whenever the journal changes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = asyncio.Lock()
+
+    @property
+    def dashboard(self) -> DashboardApp:
+        """The app, typed."""
+        return cast("DashboardApp", self.app)
+
+    async def reload(self) -> None:
+        """Re-query and redraw (one load at a time); failures are shown, never raised."""
+        async with self._lock:
+            queries = self.dashboard.source.queries
+            if queries is None or not self.is_attached:
+                return
+            try:
+                await self.load(queries)
+            except OrchestratorError as exc:
+                await self.dashboard.source.fail(exc)
+                self.dashboard.update_banner()
+            except Exception as exc:  # noqa: BLE001 - a row nobody expected must not end the app
+                self.dashboard.report_error(exc)
+
+    async def load(self, queries: DashboardQueries) -> None:
+        """Query the journal and draw the result (screens override this)."""
+
+    def tick(self) -> None:
+        """Called every second: redraw what depends on the clock (durations)."""
+
+    async def on_screen_resume(self) -> None:
+        """Coming back to a screen shows fresh data at once."""
+        self.dashboard.update_banner()
+        await self.reload()
+
+
+class RunScreen(LiveScreen):
+    """A screen with a current run, and the actions on it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("a", "run_action('abort')", "Abort"),
+        Binding("r", "run_action('resume')", "Resume"),
+        Binding("g", "run_action('signal')", "Signal"),
+        Binding("c", "copy_run_id", "Copy id"),
+    ]
+
+    def current_run_id(self) -> str | None:
+        """The run the actions apply to, if any (screens override this)."""
+        return None
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """In a read-only dashboard the action keys are hidden (and refused)."""
+        return not (action == "run_action" and self.dashboard.read_only)
+
+    def action_run_action(self, name: str) -> None:
+        """Abort, resume or signal the current run (after a dialog)."""
+        self.dashboard.actions.start(name, self.current_run_id())
+
+    def action_copy_run_id(self) -> None:
+        """Put the current run's id on the clipboard."""
+        self.dashboard.actions.copy_run_id(self.current_run_id())

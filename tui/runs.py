@@ -1,0 +1,261 @@
+"""The main screen: runs, live, one page at a time, with counts, filters, search and sort.
+
+The table shows `PAGE_SIZE` runs; the journal does the filtering, sorting and paging
+(`DashboardQueries.runs_page`), so 100,000 runs cost what one page costs. Each reload
+updates the rows in place and keeps the cursor on the run it was on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any, ClassVar, Final
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.widgets import DataTable, Footer, Input, Select, Static
+
+from orchestrator.journal.views import SORTS, DashboardQueries, RunFilter, RunPage, RunRow
+from orchestrator.records import STATUSES
+
+from .format import (
+    STATUS_STYLES,
+    join,
+    literal,
+    run_duration,
+    short_id,
+    status_text,
+    timestamp,
+)
+from .live import JournalBanner, RunScreen
+from .tables import selected_key, sync_rows
+
+PAGE_SIZE: Final = 100
+COLUMNS: Final = (
+    ("run", "run"),
+    ("workflow", "workflow"),
+    ("trigger", "trigger"),
+    ("status", "status"),
+    ("step", "step"),
+    ("started", "started"),
+    ("duration", "duration"),
+    ("error", "error"),
+)
+
+
+class RunsScreen(RunScreen):
+    """Runs, newest first by default."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("slash", "focus_search", "Search"),
+        Binding("f", "cycle('status')", "Status"),
+        Binding("w", "cycle('workflow')", "Workflow"),
+        Binding("o", "cycle('sort')", "Sort"),
+        Binding("left_square_bracket", "page(-1)", "Prev page", show=False),
+        Binding("right_square_bracket", "page(1)", "Next page", show=False),
+        Binding("escape", "clear_filters", "Clear filters", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.run_filter = RunFilter()
+        self.page_offset = 0
+        self.run_page: RunPage | None = None
+        self.counts: dict[str, int] = {}
+        self._workflows: list[str] = []
+        self._workflows_seen_at = -1  # the run count when workflows were last listed
+        self._workflows_due = 0.0
+
+    def compose(self) -> ComposeResult:
+        """Banner, counts, filter bar, the table, the pager."""
+        yield JournalBanner(id="banner")
+        yield Static(id="counts")
+        with Horizontal(id="filters"):
+            yield Input(placeholder="search run id, workflow, trigger, error", id="search")
+            yield Select[str](
+                [(Text(s, style=STATUS_STYLES[s]), s) for s in STATUSES],
+                prompt="any status",
+                id="status",
+            )
+            yield Select[str]([], prompt="any workflow", id="workflow")
+            yield Select[str](
+                [(Text(f"sort: {name}"), name) for name in SORTS],
+                allow_blank=False,
+                value="newest",
+                id="sort",
+            )
+        yield DataTable[Text](id="runs", cursor_type="row", zebra_stripes=True)
+        yield Static(id="pager")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        """Set up the columns; the table has the focus."""
+        table = self._table()
+        for label, key in COLUMNS:
+            table.add_column(label, key=key)
+        table.focus()
+
+    def current_run_id(self) -> str | None:
+        """The run under the cursor."""
+        return selected_key(self._table())
+
+    async def load(self, queries: DashboardQueries) -> None:
+        """Counts, the current page (clamped to the last page), the workflows to filter by."""
+        counts = await queries.status_counts(self.run_filter.workflow)
+        page = await queries.runs_page(self.run_filter, offset=self.page_offset, limit=PAGE_SIZE)
+        if not page.rows and page.total and self.page_offset > 0:
+            self.page_offset = (page.total - 1) // PAGE_SIZE * PAGE_SIZE
+            page = await queries.runs_page(
+                self.run_filter, offset=self.page_offset, limit=PAGE_SIZE
+            )
+        self.counts, self.run_page = counts, page
+        self._draw()
+        total = sum(counts.values())
+        if total != self._workflows_seen_at or time.monotonic() > self._workflows_due:
+            # Only new runs (or, rarely, a reload) bring new workflows: look now and then.
+            self._workflows_seen_at, self._workflows_due = total, time.monotonic() + 5
+            self._set_workflows(await queries.workflow_ids())
+
+    def tick(self) -> None:
+        """Durations of runs that have not ended grow."""
+        if self.run_page is not None:
+            self._draw()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """Enter opens the run."""
+        if event.row_key.value is not None:
+            self.dashboard.open_run(event.row_key.value)
+
+    async def on_input_changed(self, event: Input.Changed) -> None:
+        """Search as you type."""
+        if event.input.id == "search":
+            await self._refilter(search=event.value)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Enter in the search box goes back to the table."""
+        self._table().focus()
+
+    async def on_select_changed(self, event: Select.Changed) -> None:
+        """A filter or the sort changed."""
+        value = event.select.selection
+        if event.select.id == "status":
+            await self._refilter(status=value)
+        elif event.select.id == "workflow":
+            await self._refilter(workflow=value)
+        elif event.select.id == "sort" and value is not None:
+            await self._refilter(sort=value)
+
+    def action_focus_search(self) -> None:
+        """Type to search."""
+        self.query_one("#search", Input).focus()
+
+    def action_cycle(self, which: str) -> None:
+        """Step the status, workflow or sort selector to its next value."""
+        select: Select[str] = self.query_one(f"#{which}", Select)
+        choices: list[str | None] = list(SORTS) if which == "sort" else [None]
+        if which == "status":
+            choices += STATUSES
+        elif which == "workflow":
+            choices += self._workflows
+        current = select.selection
+        following = (
+            choices[(choices.index(current) + 1) % len(choices)]
+            if current in choices
+            else choices[0]
+        )
+        if following is None:
+            select.clear()
+        else:
+            select.value = following
+
+    async def action_page(self, step: int) -> None:
+        """The previous or next page."""
+        total = self.run_page.total if self.run_page else 0
+        offset = min(
+            max(0, self.page_offset + step * PAGE_SIZE),
+            max(0, (total - 1) // PAGE_SIZE * PAGE_SIZE),
+        )
+        if offset != self.page_offset:
+            self.page_offset = offset
+            await self.reload()
+
+    def action_clear_filters(self) -> None:
+        """Back to every run, newest first."""
+        self.query_one("#search", Input).value = ""
+        self.query_one("#status", Select).clear()
+        self.query_one("#workflow", Select).clear()
+        self.query_one("#sort", Select).value = "newest"
+        self._table().focus()
+
+    async def _refilter(self, **changes: Any) -> None:
+        wanted = replace(self.run_filter, **changes)
+        if wanted != self.run_filter:
+            self.run_filter, self.page_offset = wanted, 0
+            await self.reload()
+
+    def _draw(self) -> None:
+        assert self.run_page is not None
+        now = self.dashboard.now()
+        sync_rows(self._table(), [(row.run_id, _cells(row, now)) for row in self.run_page.rows])
+        self.query_one("#counts", Static).update(
+            _counts_text(self.counts, self.run_filter.workflow)
+        )
+        self.query_one("#pager", Static).update(_pager_text(self.run_page, self.run_filter))
+
+    def _set_workflows(self, workflows: list[str]) -> None:
+        if workflows == self._workflows:
+            return
+        self._workflows = workflows
+        select: Select[str] = self.query_one("#workflow", Select)
+        current = select.selection
+        with self.prevent(Select.Changed):
+            select.set_options([(literal(w, single_line=True), w) for w in workflows])
+            if current in workflows:
+                select.value = current
+        if current is not None and current not in workflows:
+            self.run_filter = replace(self.run_filter, workflow=None)
+
+    def _table(self) -> DataTable[Text]:
+        return self.query_one("#runs", DataTable)
+
+
+def _cells(row: RunRow, now: Any) -> list[Text]:
+    return [
+        literal(short_id(row.run_id), "bold", single_line=True),
+        literal(row.workflow_id, single_line=True, limit=24),
+        literal(row.trigger_id, single_line=True, limit=16),
+        status_text(row.status),
+        literal(row.step or "", single_line=True, limit=24),
+        literal(timestamp(row.created_at, now), single_line=True),
+        literal(run_duration(row.created_at, row.updated_at, row.status, now), single_line=True),
+        literal(_error(row), "red", single_line=True, limit=60),
+    ]
+
+
+def _error(row: RunRow) -> str:
+    if not row.error:
+        return ""
+    return f"{row.error_code}: {row.error}" if row.error_code else row.error
+
+
+def _counts_text(counts: dict[str, int], workflow: str | None) -> Text:
+    total = sum(counts.values())
+    scope = join(literal("runs of "), literal(workflow, "bold")) if workflow else Text("all runs")
+    parts = [join(scope, f" {total:,}")]
+    for status in STATUSES:
+        if counts.get(status):
+            parts.append(join(status_text(status), f" {counts[status]:,}"))
+    return Text("   ").join(parts)
+
+
+def _pager_text(page: RunPage, wanted: RunFilter) -> Text:
+    if not page.total:
+        shown = "no run matches" if wanted != RunFilter(sort=wanted.sort) else "no runs yet"
+        return literal(shown, "grey50")
+    last = page.offset + len(page.rows)
+    pages = (page.total - 1) // PAGE_SIZE + 1
+    where = f"runs {page.offset + 1:,}-{last:,} of {page.total:,} · page "
+    where += f"{page.offset // PAGE_SIZE + 1}/{pages} ([ ] to turn) · sort {wanted.sort}"
+    return literal(where, "grey50")

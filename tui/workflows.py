@@ -1,0 +1,114 @@
+"""Workflows registered by the daemon, their triggers and modes, and files that failed to load."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.widgets import DataTable, Footer, Label, Static
+
+from orchestrator.clock import to_datetime
+from orchestrator.conditions import Conditions
+from orchestrator.errors import DefinitionError
+from orchestrator.journal.reader import LoadErrorRecord
+from orchestrator.journal.views import DashboardQueries, WorkflowView
+
+from .format import compact_json, literal, timestamp
+from .live import JournalBanner, LiveScreen
+from .tables import sync_rows
+
+
+class WorkflowsScreen(LiveScreen):
+    """What is loaded, and what is broken."""
+
+    def compose(self) -> ComposeResult:
+        """Banner, workflows, load errors."""
+        yield JournalBanner(id="banner")
+        yield Label("Workflows", classes="section")
+        yield DataTable[Text](id="workflows", cursor_type="row", zebra_stripes=True)
+        yield Label("Load errors", classes="section")
+        yield DataTable[Text](id="errors", cursor_type="row", zebra_stripes=True)
+        yield Static(id="errors-note")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        """Columns."""
+        workflows = self.query_one("#workflows", DataTable)
+        for column in ("workflow", "version", "mode", "triggers", "file"):
+            workflows.add_column(column, key=column)
+        errors = self.query_one("#errors", DataTable)
+        for column in ("file", "line", "message", "at"):
+            errors.add_column(column, key=column)
+        workflows.focus()
+
+    async def load(self, queries: DashboardQueries) -> None:
+        """Both lists."""
+        workflows = await queries.workflows()
+        errors = await queries.load_errors()
+        now = self.dashboard.now()
+        sync_rows(
+            self.query_one("#workflows", DataTable), [(w.workflow_id, _cells(w)) for w in workflows]
+        )
+        sync_rows(
+            self.query_one("#errors", DataTable), [(e.file, _error_cells(e, now)) for e in errors]
+        )
+        note = "no load errors" if not errors else f"{len(errors)} file(s) failed to load"
+        self.query_one("#errors-note", Static).update(literal(note, "grey50"))
+
+
+def _cells(workflow: WorkflowView) -> list[Text]:
+    return [
+        literal(workflow.workflow_id, "bold", single_line=True),
+        literal(workflow.version, single_line=True),
+        literal(workflow.mode, single_line=True, limit=50),
+        literal(triggers_text(workflow.triggers), single_line=True, limit=120),
+        literal(workflow.file or "-", single_line=True),
+    ]
+
+
+def _error_cells(error: LoadErrorRecord, now: datetime) -> list[Text]:
+    return [
+        literal(error.file, single_line=True),
+        literal("-" if error.line is None else str(error.line)),
+        literal(error.message, "red", single_line=True, limit=200),
+        literal(timestamp(_when(error.at), now)),
+    ]
+
+
+def triggers_text(triggers: Any) -> str:
+    """Triggers as one line: ``new: event order.created where total > 0; nightly: cron ...``."""
+    if not isinstance(triggers, list):
+        return compact_json(triggers)
+    return "; ".join(_trigger(t) for t in triggers) or "-"
+
+
+def _trigger(trigger: Any) -> str:
+    if not isinstance(trigger, dict):
+        return compact_json(trigger)
+    name, kind = trigger.get("trigger_id", "?"), trigger.get("type")
+    if kind == "event":
+        where = _where(trigger.get("where"))
+        return f"{name}: event {trigger.get('event')}" + (f" where {where}" if where else "")
+    if kind == "schedule":
+        tz = f" {trigger['tz']}" if trigger.get("tz") else ""
+        return f"{name}: cron {trigger.get('cron')}{tz}"
+    if kind == "file":
+        return f"{name}: files {trigger.get('dir')}/{trigger.get('glob')}"
+    if kind == "invoke":
+        return f"{name}: invoke"
+    return f"{name}: {compact_json(trigger)}"
+
+
+def _where(where: Any) -> str:
+    if not where:
+        return ""
+    try:
+        return Conditions.from_json(where, label="trigger").describe()
+    except DefinitionError:
+        return compact_json(where)
+
+
+def _when(value: Any) -> datetime | None:
+    return to_datetime(value) if isinstance(value, int) else None
