@@ -128,6 +128,10 @@ def _parser() -> argparse.ArgumentParser:
         help="on SIGINT/SIGTERM, how long running steps may finish (default 10)",
     )
 
+    tui = _command(commands, "tui", _cmd_tui, "the dashboard, attached to a journal")
+    _add_db(tui)
+    tui.add_argument("--read-only", action="store_true", help="show everything, change nothing")
+
     invoke = _command(commands, "invoke", _cmd_invoke, "start a run through the daemon")
     _add_db(invoke)
     invoke.add_argument("workflow", metavar="WORKFLOW")
@@ -318,8 +322,22 @@ async def _up_async(args: argparse.Namespace) -> int:
 
     if not args.folder.is_dir():
         raise UsageError(f"{args.folder} is not a folder of workflow files")
-    configure_logging()
-    return await serve(args.folder, db_path(args), grace=args.grace)
+    db = db_path(args)
+    dashboard = not args.headless and sys.stdin.isatty() and sys.stdout.isatty()
+    log_file = Path(f"{db}.log") if dashboard else None
+    configure_logging(log_file)
+    if log_file is not None:
+        print(f"orchestrator: the daemon logs to {log_file} while the dashboard runs")
+    return await serve(args.folder, db, grace=args.grace, dashboard=dashboard)
+
+
+def _cmd_tui(args: argparse.Namespace) -> int:
+    from tui.app import DashboardApp
+
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError("the dashboard needs a terminal; use `orchestrator runs` in scripts")
+    DashboardApp(db_path(args), read_only=args.read_only).run()
+    return EXIT_OK
 
 
 def _cmd_invoke(args: argparse.Namespace) -> int:

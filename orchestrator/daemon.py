@@ -25,9 +25,11 @@ STEP_THREADS = "orchestrator-step"
 THREADS_EXIT_SECONDS = 1.0
 
 
-def configure_logging() -> None:
-    """Log lines to stderr: time, level, source, message."""
-    handler = logging.StreamHandler(sys.stderr)
+def configure_logging(file: Path | None = None) -> None:
+    """Log lines to stderr (or to `file`, while the dashboard owns the terminal)."""
+    handler: logging.Handler = (
+        logging.StreamHandler(sys.stderr) if file is None else logging.FileHandler(file)
+    )
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
     )
@@ -36,8 +38,8 @@ def configure_logging() -> None:
     root.setLevel(logging.INFO)
 
 
-async def serve(folder: Path, db: Path, *, grace: float) -> int:
-    """Run the daemon until a stop signal; returns the exit code."""
+async def serve(folder: Path, db: Path, *, grace: float, dashboard: bool = False) -> int:
+    """Run the daemon until a stop signal (or, with the dashboard, until it quits)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -52,7 +54,10 @@ async def serve(folder: Path, db: Path, *, grace: float) -> int:
                 folder,
                 loaded,
             )
-            await stop.wait()
+            if dashboard:
+                await _run_dashboard(db, rt, stop)
+            else:
+                await stop.wait()
             _log.info("stopping: running steps have %g s to finish", grace)
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -60,6 +65,22 @@ async def serve(folder: Path, db: Path, *, grace: float) -> int:
     _log.info("stopped cleanly")
     _exit_if_steps_linger(0)
     return 0
+
+
+async def _run_dashboard(db: Path, rt: Runtime, stop: asyncio.Event) -> None:
+    """Show the dashboard in this process until it quits or a stop signal arrives."""
+    from tui.app import DashboardApp  # only `up` with a terminal needs Textual
+
+    app = DashboardApp(db, on_quit=stop.set, active_runs=rt.active_runs)
+
+    async def exit_on_stop() -> None:
+        await stop.wait()
+        app.exit()
+
+    async with asyncio.TaskGroup() as tasks:
+        watcher = tasks.create_task(exit_on_stop())
+        await app.run_async()
+        watcher.cancel()
 
 
 def _exit_if_steps_linger(code: int) -> None:

@@ -338,6 +338,10 @@ class Runtime:
         """The registered version of a workflow: its pipelines, triggers and version."""
         return self._registry.get(workflow_id)
 
+    def active_runs(self) -> int:
+        """How many runs this runtime is executing now (not paused or queued ones)."""
+        return len(self._control.runs.active) if self._control is not None else 0
+
     def on(self, name: str, handler: Handler) -> Callable[[], None]:
         """Call `handler(name, payload)` on a lifecycle event; returns an unsubscribe function."""
         return self._lifecycle.on(name, handler)

@@ -27,7 +27,7 @@ from orchestrator.journal.reader import DaemonRecord
 
 from .actions import Actions
 from .detail import RunDetailScreen
-from .dialogs import HelpScreen
+from .dialogs import ConfirmDialog, HelpScreen
 from .events import EventsScreen
 from .format import join, literal, short_id
 from .live import JournalBanner, LiveScreen, RunScreen
@@ -46,6 +46,8 @@ class DashboardApp(App[None]):
         db_path: The journal file (it may not exist yet: the dashboard waits for it).
         read_only: Show everything, change nothing (action keys hidden and refused).
         on_quit: Called (and awaited, if it returns an awaitable) when the user quits.
+        active_runs: How many runs the daemon in this process is executing; quitting asks
+            for confirmation first when there are any (``orchestrator up``).
         now: The clock for durations and times (tests freeze it).
         poll_seconds: How often to look for changes in the journal.
     """
@@ -74,6 +76,7 @@ class DashboardApp(App[None]):
         read_only: bool = False,
         on_quit: QuitHook | None = None,
         *,
+        active_runs: Callable[[], int] | None = None,
         now: Callable[[], datetime] | None = None,
         poll_seconds: float = 0.1,
     ) -> None:
@@ -85,6 +88,7 @@ class DashboardApp(App[None]):
         self.actions = Actions(self)
         self.daemon: DaemonRecord | None = None
         self._on_quit = on_quit
+        self._active_runs = active_runs
         self._poll_seconds = poll_seconds
         self._last_error: str | None = None
         self._stale = False
@@ -146,6 +150,23 @@ class DashboardApp(App[None]):
             self.push_screen(HelpScreen())
 
     async def action_quit(self) -> None:
+        """Quit; with runs active in this process's daemon, after a confirmation."""
+        active = self._active_runs() if self._active_runs is not None else 0
+        if active and not isinstance(self.screen, ConfirmDialog):
+            question = Text(
+                f"{active} run(s) are executing. Stop the daemon? Running steps get their "
+                "grace period; anything unfinished continues at the next start."
+            )
+
+            async def answered(stop: bool | None) -> None:
+                if stop:
+                    await self.quit_now()
+
+            self.push_screen(ConfirmDialog(question, confirm_label="Stop"), answered)
+            return
+        await self.quit_now()
+
+    async def quit_now(self) -> None:
         """Run the quit hook (``orchestrator up`` stops its daemon there), then exit."""
         hook, self._on_quit = self._on_quit, None
         if hook is not None:
