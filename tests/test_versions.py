@@ -45,18 +45,22 @@ async def until(check, what: str, limit: float = 20.0):  # type: ignore[no-untyp
     return result
 
 
-async def test_a_paused_run_of_a_deleted_file_waits_after_restart_then_finishes_on_its_return(
-    tmp_path: Path,
-) -> None:
+async def paused_then_deleted(tmp_path: Path) -> tuple[Path, Path, str]:
+    """A run paused on v1 of approval.py, which is then deleted while nothing runs."""
     folder, db = tmp_path / "flows", tmp_path / "journal.db"
     folder.mkdir()
     path = write(folder, "v1")
     async with Runtime(db, workflows_dir=folder) as rt:
         await rt.emit("ticket.opened", {"ticket": 7})
-        runs = await until(lambda: rt.list_runs(status="paused"), "the run to pause")
-        run_id = runs[0].run_id
-
+        run_id = (await until(lambda: rt.list_runs(status="paused"), "the run to pause"))[0].run_id
     path.unlink()
+    return folder, db, run_id
+
+
+async def test_a_paused_run_of_a_deleted_file_waits_after_restart_then_finishes_on_its_return(
+    tmp_path: Path,
+) -> None:
+    folder, db, run_id = await paused_then_deleted(tmp_path)
     async with Runtime(db, workflows_dir=folder) as rt:
         assert rt.list_workflows() == []
         await rt.emit("approval.decided", {"ticket": 7, "ok": True})
@@ -75,16 +79,10 @@ async def test_a_paused_run_of_a_deleted_file_waits_after_restart_then_finishes_
         assert result.state["decision"]["ok"] is True  # the event it waited for was kept
 
 
-async def test_a_running_run_whose_file_is_gone_at_restart_says_why_it_waits(
+async def test_a_paused_run_whose_file_is_gone_at_restart_waits_for_its_event_as_before(
     tmp_path: Path,
 ) -> None:
-    folder, db = tmp_path / "flows", tmp_path / "journal.db"
-    folder.mkdir()
-    path = write(folder, "v1")
-    async with Runtime(db, workflows_dir=folder) as rt:
-        await rt.emit("ticket.opened", {"ticket": 1})
-        run_id = (await until(lambda: rt.list_runs(status="paused"), "the run to pause"))[0].run_id
-    path.unlink()
+    folder, db, run_id = await paused_then_deleted(tmp_path)
     async with Runtime(db, workflows_dir=folder) as rt:
         info = await rt.watch("approval", run_id)
         assert info is not None and info.status == "paused"  # paused runs simply wait
