@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from datetime import datetime
 from typing import Any, ClassVar, Final
 
 from rich.text import Text
@@ -18,7 +19,7 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Input, Select, Static
 
 from orchestrator.journal.views import SORTS, DashboardQueries, RunFilter, RunPage, RunRow
-from orchestrator.records import STATUSES
+from orchestrator.records import FINAL_STATUSES, STATUSES
 
 from .format import (
     STATUS_STYLES,
@@ -64,6 +65,9 @@ class RunsScreen(RunScreen):
         self.page_offset = 0
         self.run_page: RunPage | None = None
         self.counts: dict[str, int] = {}
+        self._counted: tuple[int, str | None] | None = None  # (source.changes, workflow)
+        self._drawn: dict[str, tuple[object, list[Text]]] = {}  # run id -> (what it shows, cells)
+        self._clock_read: tuple[datetime, float] | None = None  # (now, monotonic) at a tick
         self._workflows: list[str] = []
         self._workflows_seen_at = -1  # the run count when workflows were last listed
         self._workflows_due = 0.0
@@ -103,14 +107,18 @@ class RunsScreen(RunScreen):
 
     async def load(self, queries: DashboardQueries) -> None:
         """Counts, the current page (clamped to the last page), the workflows to filter by."""
-        counts = await queries.status_counts(self.run_filter.workflow)
+        # Counts depend on the journal and the workflow only: a search or a sort reuses them.
+        counted = (self.dashboard.source.changes, self.run_filter.workflow)
+        counts = self.counts
+        if counted != self._counted:
+            counts = await queries.status_counts(self.run_filter.workflow)
         page = await queries.runs_page(self.run_filter, offset=self.page_offset, limit=PAGE_SIZE)
         if not page.rows and page.total and self.page_offset > 0:
             self.page_offset = (page.total - 1) // PAGE_SIZE * PAGE_SIZE
             page = await queries.runs_page(
                 self.run_filter, offset=self.page_offset, limit=PAGE_SIZE
             )
-        self.counts, self.run_page = counts, page
+        self.counts, self.run_page, self._counted = counts, page, counted
         self._draw()
         total = sum(counts.values())
         if total != self._workflows_seen_at or time.monotonic() > self._workflows_due:
@@ -120,6 +128,7 @@ class RunsScreen(RunScreen):
 
     def tick(self) -> None:
         """Durations of runs that have not ended grow."""
+        self._clock_read = None
         if self.run_page is not None:
             self._draw()
 
@@ -197,12 +206,33 @@ class RunsScreen(RunScreen):
 
     def _draw(self) -> None:
         assert self.run_page is not None
-        now = self.dashboard.now()
-        sync_rows(self._table(), [(row.run_id, _cells(row, now)) for row in self.run_page.rows])
-        self.query_one("#counts", Static).update(
-            _counts_text(self.counts, self.run_filter.workflow)
-        )
-        self.query_one("#pager", Static).update(_pager_text(self.run_page, self.run_filter))
+        now = self._now()
+        rows = [(row.run_id, self._cells(row, now)) for row in self.run_page.rows]
+        self._drawn = {run_id: self._drawn[run_id] for run_id, _ in rows}
+        sync_rows(self._table(), rows)
+        counts = _counts_text(self.counts, self.run_filter.workflow)
+        _show(self.query_one("#counts", Static), counts)
+        _show(self.query_one("#pager", Static), _pager_text(self.run_page, self.run_filter))
+
+    def _now(self) -> datetime:
+        """The clock as read at the last tick (within 1.5 s), else now.
+
+        Durations move once a second, on `tick`; a reload in between (a daemon commits its
+        lease heartbeat every second) draws with the same reading, so rows that did not
+        change keep their cells and the table is not repainted twice a second.
+        """
+        if self._clock_read is None or time.monotonic() - self._clock_read[1] > 1.5:
+            self._clock_read = (self.dashboard.now(), time.monotonic())
+        return self._clock_read[0]
+
+    def _cells(self, row: RunRow, now: datetime) -> list[Text]:
+        """The row's cells, made again only when they may differ (every tick while not final)."""
+        # A final run's cells change with the row or the local day (its start time's format).
+        shows = (row, now.astimezone().date() if row.status in FINAL_STATUSES else now)
+        drawn = self._drawn.get(row.run_id)
+        if drawn is None or drawn[0] != shows:
+            drawn = self._drawn[row.run_id] = (shows, _cells(row, now))
+        return drawn[1]
 
     def _set_workflows(self, workflows: list[str]) -> None:
         if workflows == self._workflows:
@@ -221,7 +251,17 @@ class RunsScreen(RunScreen):
         return self.query_one("#runs", DataTable)
 
 
-def _cells(row: RunRow, now: Any) -> list[Text]:
+def _show(line: Static, text: Text) -> None:
+    """Redraw a one-line Static only when its text changed, without a layout pass.
+
+    Both lines have a fixed height; a layout pass would repaint the whole screen (the table
+    included) every second, when `tick` redraws.
+    """
+    if line.content != text:
+        line.update(text, layout=False)
+
+
+def _cells(row: RunRow, now: datetime) -> list[Text]:
     return [
         literal(short_id(row.run_id), "bold", single_line=True),
         literal(row.workflow_id, single_line=True, limit=24),

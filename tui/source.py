@@ -52,9 +52,17 @@ class JournalSource:
         self._monotonic = monotonic
         self._next_attempt = 0.0
         self._version: int | None = None
+        # How many polls saw a change: equal values mean the same data (never repeats, even
+        # across reconnections, unlike data_version).
+        self.changes = 0
 
     async def poll(self) -> bool:
         """Connect if needed; True when the journal changed or the source's state did."""
+        changed = await self._poll()
+        self.changes += changed
+        return changed
+
+    async def _poll(self) -> bool:
         if self.queries is None:
             return await self._connect()
         try:
