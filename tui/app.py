@@ -210,15 +210,15 @@ class DashboardApp(App[None]):
             self._stale = True
             await self._refresh_daemon()
             self.update_banner()
-        # Invariant: on a journal that changes all the time, reloads take at most a third of
-        # the loop (it may be the daemon's loop too): after a reload, wait twice its time.
+        # Invariant: on a journal that changes all the time, reloads take at most half of the
+        # loop (it may be the daemon's loop too): after a reload, wait as long as it took.
         # Its time is the loop thread's CPU time: while a query runs (a search scans 100,000
         # runs in 50-90 ms) the loop only waits on the reader's thread, which costs it nothing.
         if self._stale and time.monotonic() >= self._quiet_until:
             self._stale = False
             started = time.thread_time()
             await self._reload()
-            self._quiet_until = time.monotonic() + 2 * (time.thread_time() - started)
+            self._quiet_until = time.monotonic() + (time.thread_time() - started)
 
     async def _reload(self) -> None:
         screen = self.screen
