@@ -31,7 +31,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        code = args.handler(args)
+        outcome = args.handler(args)
+        code = _run(outcome) if isinstance(outcome, Coroutine) else outcome
     except UsageError as exc:
         code = _fail(str(exc), EXIT_USAGE)
     except (ValidationError, JournalError, RunNotFound) as exc:
@@ -44,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
 
 def _run(work: Coroutine[Any, Any, T]) -> T:
-    """Run an async command (asyncio is imported only by commands that need it)."""
+    """Run async work (asyncio is imported only by the commands that need it)."""
     import asyncio
 
     return asyncio.run(work)
@@ -152,9 +153,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _command(
-    commands: Any, name: str, handler: Callable[[argparse.Namespace], int], help: str
-) -> argparse.ArgumentParser:
+Handler = Callable[[argparse.Namespace], int | Coroutine[Any, Any, int]]
+
+
+def _command(commands: Any, name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
     sub: argparse.ArgumentParser = commands.add_parser(name, help=help, description=help)
     sub.set_defaults(handler=handler)
     return sub
@@ -215,11 +217,7 @@ def parse_json_object(text: str, what: str) -> dict[str, Any]:
 # -- commands ------------------------------------------------------------------------------
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    return _run(_run_async(args))
-
-
-async def _run_async(args: argparse.Namespace) -> int:
+async def _cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import run
 
     state = parse_json_object(args.state, "--state")
@@ -241,11 +239,7 @@ async def _run_async(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_runs(args: argparse.Namespace) -> int:
-    return _run(_runs_async(args))
-
-
-async def _runs_async(args: argparse.Namespace) -> int:
+async def _cmd_runs(args: argparse.Namespace) -> int:
     from . import cli_output
 
     reader = await _open_reader(db_path(args))
@@ -260,11 +254,7 @@ async def _runs_async(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_show(args: argparse.Namespace) -> int:
-    return _run(_show_async(args))
-
-
-async def _show_async(args: argparse.Namespace) -> int:
+async def _cmd_show(args: argparse.Namespace) -> int:
     from . import cli_output
 
     path = db_path(args)
@@ -313,11 +303,7 @@ def _queue(args: argparse.Namespace, command: str, payload: Any) -> int:
     return EXIT_OK
 
 
-def _cmd_up(args: argparse.Namespace) -> int:
-    return _run(_up_async(args))
-
-
-async def _up_async(args: argparse.Namespace) -> int:
+async def _cmd_up(args: argparse.Namespace) -> int:
     from .daemon import configure_logging, serve
 
     if not args.folder.is_dir():
@@ -382,11 +368,7 @@ async def _check_invocable(path: Path, workflow_id: str, trigger_id: str) -> Non
         )
 
 
-def _cmd_workflows(args: argparse.Namespace) -> int:
-    return _run(_workflows_async(args))
-
-
-async def _workflows_async(args: argparse.Namespace) -> int:
+async def _cmd_workflows(args: argparse.Namespace) -> int:
     from . import cli_output
 
     reader = await _open_reader(db_path(args))

@@ -16,11 +16,9 @@ import threading
 import time
 from pathlib import Path
 
-from .runtime import Runtime
+from .runtime import STEP_THREADS, Runtime
 
 _log = logging.getLogger("orchestrator.daemon")
-# The runtime's worker threads for sync steps (its ThreadPoolExecutor's name prefix).
-STEP_THREADS = "orchestrator-step"
 # How long a stopped daemon waits for idle worker threads to end before exiting anyway.
 THREADS_EXIT_SECONDS = 1.0
 

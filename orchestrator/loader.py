@@ -14,6 +14,7 @@ import ast
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import linecache
@@ -58,9 +59,9 @@ class FolderConfig:
     block: list[str] = field(default_factory=list)
     probe_timeout: float = DEFAULT_PROBE_TIMEOUT
 
-    @property
+    @functools.cached_property
     def policy(self) -> ImportPolicy | None:
-        """The import policy, or None when the folder does not restrict imports."""
+        """The import policy, or None when the folder does not restrict imports (built once)."""
         if not self.restrict_imports:
             return None
         return ImportPolicy.build(allow=self.allow, block=self.block)

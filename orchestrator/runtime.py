@@ -38,6 +38,7 @@ from .services import Service, ServiceScope, check_graph, runtime_services
 from .watcher import FileEvents, watch_folder
 
 HEARTBEAT_SECONDS = 1.0
+STEP_THREADS = "orchestrator-step"  # the name prefix of the worker threads of sync steps
 _log = logging.getLogger("orchestrator.runtime")
 
 
@@ -85,7 +86,7 @@ class Runtime:
         self._clock = clock or Clock()
         self._grace = shutdown_grace
         self._writer = GroupCommitWriter(self.db, synchronous=synchronous, faults=faults)
-        self._threads = ThreadPoolExecutor(max_threads, thread_name_prefix="orchestrator-step")
+        self._threads = ThreadPoolExecutor(max_threads, thread_name_prefix=STEP_THREADS)
         self._registry = Registry()
         self._lifecycle = Lifecycle()
         self._control: Control | None = None

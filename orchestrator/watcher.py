@@ -103,32 +103,33 @@ class FileEvents:
 
     async def _catch_up(self, watches: dict[Path, set[str]]) -> None:
         await asyncio.sleep(CATCH_UP_SECONDS)  # the watch is live by now
-        for folder, globs in watches.items():
+        for folder in watches:
             try:
-                entries = list(folder.iterdir())
+                entries = set(folder.iterdir())
             except OSError as exc:
                 _log.warning("cannot list %s for new files: %s", folder, exc)
                 continue
-            for glob in globs:
-                since = self._since.get((folder, glob), 0.0)
-                self._emit_new({folder: {glob}}, set(entries), since=since)
+            self._emit_new(watches, entries, catch_up=True)
 
     def _emit_new(
-        self, watches: dict[Path, set[str]], paths: set[Path], *, since: float = 0.0
+        self, watches: dict[Path, set[str]], paths: set[Path], *, catch_up: bool = False
     ) -> None:
         for path in sorted(paths):
             try:
                 stat = path.stat()
             except OSError:
                 continue
-            # A rename into the folder keeps the file's mtime but sets its ctime.
-            if not S_ISREG(stat.st_mode) or stat.st_ctime < since:
+            if not S_ISREG(stat.st_mode):
                 continue
             for glob in sorted(watches.get(path.parent, ())):
                 # As in a shell, '*' does not match a leading dot (temporary files).
                 hidden = path.name.startswith(".") and not glob.startswith(".")
                 key = (str(path), stat.st_ino, glob)
                 if hidden or not fnmatchcase(path.name, glob) or key in self._emitted:
+                    continue
+                # A scan finds only files that arrived since the watch was requested; a
+                # rename into the folder keeps the file's mtime but sets its ctime.
+                if catch_up and stat.st_ctime < self._since.get((path.parent, glob), 0.0):
                     continue
                 self._remember(key)
                 data = {"path": str(path), "size": stat.st_size, "dir": str(path.parent)}

@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import JournalLocked
 
@@ -34,14 +36,19 @@ class LeaseHolder:
     token: str
 
 
-def read_holder(conn: sqlite3.Connection) -> LeaseHolder | None:
-    """The lease row as it is, live or not."""
-    row = conn.execute(
-        "SELECT pid, host, started_at, heartbeat_at, ready, token FROM lease WHERE id = 1"
-    ).fetchone()
+HOLDER_SQL = "SELECT pid, host, started_at, heartbeat_at, ready, token FROM lease WHERE id = 1"
+
+
+def holder_from(row: Sequence[Any] | None) -> LeaseHolder | None:
+    """The holder in a row of `HOLDER_SQL` (None for no row)."""
     return (
         None if row is None else LeaseHolder(row[0], row[1], row[2], row[3], bool(row[4]), row[5])
     )
+
+
+def read_holder(conn: sqlite3.Connection) -> LeaseHolder | None:
+    """The lease row as it is, live or not."""
+    return holder_from(conn.execute(HOLDER_SQL).fetchone())
 
 
 def is_live(holder: LeaseHolder, now_us: int) -> bool:

@@ -361,15 +361,9 @@ class JournalReader:
 
     async def daemon(self) -> DaemonRecord | None:
         """The live holder of the lease, or None when no process holds it."""
-        rows = await self._fetch(
-            "SELECT pid, host, started_at, heartbeat_at, ready, token FROM lease WHERE id = 1"
-        )
-        if not rows:
-            return None
-        holder = lease.LeaseHolder(
-            rows[0][0], rows[0][1], rows[0][2], rows[0][3], bool(rows[0][4]), rows[0][5]
-        )
-        if not lease.is_live(holder, Clock().now_us()):
+        rows = await self._fetch(lease.HOLDER_SQL)
+        holder = lease.holder_from(rows[0] if rows else None)
+        if holder is None or not lease.is_live(holder, Clock().now_us()):
             return None
         return DaemonRecord(holder.pid, holder.host, holder.started_at, holder.ready)
 
