@@ -12,8 +12,8 @@ Try it with the daemon running (``orchestrator up examples/``; it creates the fo
 
 Writing under a dot-name and renaming keeps a half-written file from being picked up
 (``*.csv`` does not match ``.sales.csv``). The file is moved to ``inbox/done/`` once it is
-summarised, so files still in ``inbox/`` are exactly the ones not processed yet: files
-already there when the daemon starts are not events, so re-drop them to process them.
+summarised, so files still in ``inbox/`` are the ones not processed yet. Each file is one
+event exactly once, even one dropped while the daemon is down: it is found at the next start.
 """
 
 import csv

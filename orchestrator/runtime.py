@@ -25,6 +25,7 @@ from .errors import (
     RuntimeNotStarted,
     ValidationError,
 )
+from .file_events import FileEvents, JournalFileLedger
 from .folder import WorkflowFolder
 from .hooks import Hook
 from .inbox import InboxPoller
@@ -35,7 +36,7 @@ from .modes import Mode, describe
 from .records import FINAL_STATUSES, RunInfo, RunResult, TimelineEntry, is_ok
 from .registry import RegisteredWorkflow, Registry, register
 from .services import Service, ServiceScope, check_graph, runtime_services
-from .watcher import FileEvents, watch_folder
+from .watcher import watch_folder
 
 HEARTBEAT_SECONDS = 1.0
 STEP_THREADS = "orchestrator-step"  # the name prefix of the worker threads of sync steps
@@ -149,7 +150,8 @@ class Runtime:
         self._writer.enqueue(ops.reset_workflows())
         await control.restore()
         self._background.append(tasks.create_task(control.timers.run(), name="timers"))
-        self._file_events = FileEvents(self._file_created)
+        ledger = JournalFileLedger(self._writer, reader, self._file_created, self._clock.now_us)
+        self._file_events = FileEvents(ledger)
         self._background.append(tasks.create_task(self._file_events.run(), name="file-events"))
         for workflow in self._initial:
             await self.register(workflow)
@@ -171,9 +173,11 @@ class Runtime:
         self._background.append(watch)
         await folder.sync()
 
-    def _file_created(self, event_type: str, data: dict[str, Any]) -> None:
-        if self._control is not None and self._state == "started":
-            self._control.emit(event_type, data, source="file")
+    def _file_created(self, event_type: str, data: dict[str, Any]) -> bool:
+        if self._control is None or self._state != "started":
+            return False
+        self._control.emit(event_type, data, source="file")
+        return True
 
     async def stop(self) -> None:
         """Stop: let running steps finish (up to the grace period), checkpoint, close."""

@@ -45,6 +45,10 @@ class Stmt(enum.Enum):
         " VALUES (?, ?, ?, ?, ?, ?)"
     )
     MARK_ROUTED = "UPDATE events SET routed_at = ? WHERE event_id = ?"
+    SET_FILE_SEEN = (
+        "INSERT INTO files_seen (dir, glob, name, inode, at) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (dir, glob, name) DO UPDATE SET inode = excluded.inode, at = excluded.at"
+    )
     INSERT_WAIT = (
         "INSERT INTO waits (id, run, event_type, conditions, persistent, status, into_key,"
         " timeout_at, on_timeout, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -136,6 +140,11 @@ def workflow_removed(workflow_id: str, at: int) -> Op:
 def load_error(file: str, line: int | None, message: str | None, at: int) -> Op:
     """A file failed to load (or, with `message` None, loads again)."""
     return Stmt.SET_LOAD_ERROR, (file, line, message, at)
+
+
+def file_seen(folder: str, glob: str, name: str, inode: int | None, at: int) -> Op:
+    """A file in a watched folder was an event (or, `inode` None, has left the folder)."""
+    return Stmt.SET_FILE_SEEN, (folder, glob, name, inode, at)
 
 
 def create_run(

@@ -295,6 +295,14 @@ class JournalReader:
         rows = await self._fetch("SELECT workflow_id, trigger_id, last_tick FROM schedule_state")
         return {(row[0], row[1]): row[2] for row in rows}
 
+    async def files_seen(self, folder: str, glob: str) -> dict[str, int]:
+        """Name -> inode of the files in `folder` that were events of this glob's watch."""
+        rows = await self._fetch(
+            "SELECT name, inode FROM files_seen WHERE dir = ? AND glob = ? AND inode IS NOT NULL",
+            [folder, glob],
+        )
+        return {row[0]: row[1] for row in rows}
+
     async def unrouted_events(self, after: int, limit: int = 1000) -> list[EventRecord]:
         """Events written by other processes and not routed yet, oldest first."""
         rows = await self._fetch(

@@ -162,6 +162,18 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX runs_by_status ON runs (status, id);
     CREATE INDEX runs_by_workflow ON runs (workflow_id, id);
     """,
+    # 6: the files each `FileTrigger` watch already turned into events, committed with each
+    # event, so a restart repeats none. Upserted like workflows: a file gone is inode NULL.
+    """
+    CREATE TABLE files_seen (
+        dir TEXT NOT NULL,
+        glob TEXT NOT NULL,
+        name TEXT NOT NULL,
+        inode INTEGER,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (dir, glob, name)
+    ) WITHOUT ROWID;
+    """,
 )
 
 
