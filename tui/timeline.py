@@ -69,7 +69,7 @@ class _Scale:
 
 
 def _bars(entries: list[TimelineEntry], scale: _Scale, end: datetime) -> dict[int, str]:
-    """Bars on completed steps (and on a step still running, to `end`)."""
+    """Bars on completed and failed steps (and on a step still running, to `end`)."""
     bars: dict[int, str] = {}
     started: dict[str | None, tuple[int, datetime]] = {}
     for index, entry in enumerate(entries):
@@ -81,10 +81,17 @@ def _bars(entries: list[TimelineEntry], scale: _Scale, end: datetime) -> dict[in
             if millis is not None:
                 begin = entry.at - timedelta(milliseconds=millis)
             bars[index] = scale.bar(begin, entry.at)
+        elif _failed_for_good(entry) and entry.step in started:
+            bars[index] = scale.bar(started.pop(entry.step)[1], entry.at)
     if _open(entries):
         for index, begin in started.values():
             bars[index] = scale.bar(begin, end, "▒")
     return bars
+
+
+def _failed_for_good(entry: TimelineEntry) -> bool:
+    """A step's last failure (not an attempt to be retried)."""
+    return entry.kind == "step.failed" and not (entry.data or {}).get("retry")
 
 
 def _open(entries: list[TimelineEntry]) -> bool:

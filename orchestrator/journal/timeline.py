@@ -45,7 +45,7 @@ def assemble_timeline(
                 ),
             )
         )
-    if run["status"] == "running" and run["step"] is not None and run["step_started_at"]:
+    if _step_began(run, rows):
         at = run["step_started_at"]
         keyed.append(
             ((at, run["position"], _STARTED, 0), _entry(at, "step.started", step=run["step"]))
@@ -64,6 +64,15 @@ def assemble_timeline(
         )
     keyed.sort(key=lambda pair: pair[0])
     return [entry for _, entry in keyed]
+
+
+def _step_began(run: sqlite3.Row, rows: Sequence[sqlite3.Row]) -> bool:
+    """Whether the run's current step began and has no checkpoint: it runs, or it failed."""
+    if run["step"] is None or not run["step_started_at"]:
+        return False
+    if run["status"] == "running":
+        return True
+    return any(row["kind"] == "step.failed" and row["position"] == run["position"] for row in rows)
 
 
 def _entry(
