@@ -9,6 +9,7 @@ registered; a workflow id defined in two files stays with the file that loaded f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from .loader import (
     FolderConfig,
     LoadedFile,
     LoadFailed,
+    ProbesAhead,
     digest_of,
     load_file,
     module_name,
@@ -89,8 +91,9 @@ class WorkflowFolder:
             present = self.candidates()
             for gone in [p for p in self._files if p not in present]:
                 await self._unload(gone)
+            ahead = await self._probe_ahead(present, force=force)
             for path in present:
-                await self._sync_file(path, force=force)
+                await self._sync_file(path, force=force, ahead=ahead)
             if self._freed:
                 self._freed = False
                 await self._retry_clashes(present)
@@ -141,7 +144,30 @@ class WorkflowFolder:
         self._config, self._config_text = config, text
         return changed
 
-    async def _sync_file(self, path: Path, *, force: bool = False) -> None:
+    async def _probe_ahead(self, present: list[Path], *, force: bool) -> ProbesAhead | None:
+        """Probe every file this sync will load at once (when there are several)."""
+        files = {}
+        for path in present:
+            with contextlib.suppress(OSError):
+                data = path.read_bytes()
+                if self._wanted(self._files.get(path, _FileState()), digest_of(data), force):
+                    files[path] = data
+        if len(files) < 2:
+            return None
+        ahead = ProbesAhead(self._config)
+        await ahead.run(files)
+        return ahead
+
+    @staticmethod
+    def _wanted(state: _FileState, digest: str, force: bool) -> bool:
+        """Whether this version of a file is to be loaded now."""
+        if force:
+            return True
+        return digest != state.loaded and (digest != state.failed or state.clash)
+
+    async def _sync_file(
+        self, path: Path, *, force: bool = False, ahead: ProbesAhead | None = None
+    ) -> None:
         state = self._files.setdefault(path, _FileState())
         for _ in range(REREADS):
             try:
@@ -153,10 +179,10 @@ class WorkflowFolder:
             if not force and digest == state.loaded:
                 self._clear_failure(path, state)
                 return
-            if not force and digest == state.failed and not state.clash:
+            if not self._wanted(state, digest, force):
                 return
             try:
-                loaded = await load_file(path, data, self._config)
+                loaded = await load_file(path, data, self._config, ahead)
                 await self._register(path, state, loaded)
             except LoadFailed as exc:
                 if _still_written(path, data):

@@ -35,6 +35,7 @@ from .validation import ImportPolicy, check_source
 CONFIG_FILE = "orchestrator.toml"
 MODULE_PREFIX = "orchestrator_workflows"
 DEFAULT_PROBE_TIMEOUT = 5.0
+PARALLEL_PROBES = min(8, os.cpu_count() or 1)
 
 
 class LoadFailed(Exception):
@@ -136,14 +137,59 @@ def module_name(path: Path, digest: str) -> str:
     return f"{MODULE_PREFIX}.{stem}_{digest}"
 
 
-async def load_file(path: Path, data: bytes, config: FolderConfig) -> LoadedFile:
-    """Check, probe and import one version of a file; `LoadFailed` says why it did not load."""
+async def load_file(
+    path: Path, data: bytes, config: FolderConfig, ahead: ProbesAhead | None = None
+) -> LoadedFile:
+    """Check, probe and import one version of a file; `LoadFailed` says why it did not load.
+
+    With `ahead`, a probe it already made of these bytes is used instead of a new one.
+    """
     digest = digest_of(data)
     source = decode(data)
     tree = check(source, path, config.policy)
-    await probe(path, data, config)
+    await (ahead.probe if ahead is not None else probe)(path, data, config)
     module = execute(path, digest, source, tree, config.policy)
     return LoadedFile(path, digest, workflows_of(module, tree), module)
+
+
+class ProbesAhead:
+    """Probes of several files at once, made before their imports (which stay in order).
+
+    A probe is a subprocess that spends most of its ~0.1 s importing Python, so a folder
+    of N files is ready in about N / `PARALLEL_PROBES` of the time one-by-one takes.
+    """
+
+    def __init__(self, config: FolderConfig) -> None:
+        self._config = config
+        self._outcomes: dict[tuple[Path, str], LoadFailed | None] = {}
+
+    async def run(self, files: dict[Path, bytes]) -> None:
+        """Check and probe each file, `PARALLEL_PROBES` at a time; keep the outcomes."""
+        limit = asyncio.Semaphore(PARALLEL_PROBES)
+
+        async def one(path: Path, data: bytes) -> None:
+            async with limit:
+                try:
+                    check(decode(data), path, self._config.policy)
+                    await probe(path, data, self._config)
+                    outcome = None
+                except LoadFailed as exc:
+                    outcome = exc
+            self._outcomes[path, digest_of(data)] = outcome
+
+        async with asyncio.TaskGroup() as tasks:
+            for path, data in files.items():
+                tasks.create_task(one(path, data))
+
+    async def probe(self, path: Path, data: bytes, config: FolderConfig) -> None:
+        """`probe`, answered from the probe made ahead when there is one for these bytes."""
+        key = (path, digest_of(data))
+        if config != self._config or key not in self._outcomes:
+            await probe(path, data, config)
+            return
+        outcome = self._outcomes.pop(key)
+        if outcome is not None:
+            raise LoadFailed(outcome.message, outcome.line)
 
 
 def decode(data: bytes) -> str:
