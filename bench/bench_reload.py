@@ -14,6 +14,10 @@ it. Each version is then checked end to end: a run invoked through the inbox (wh
 ``orchestrator invoke`` writes) must record the new version. Saves are 0.2-0.4 s apart,
 so each is its own burst for the watcher.
 
+Start-up is measured too: from starting ``orchestrator up`` to its ready flag in the
+lease, on a folder of one file and on a folder of many (their probes run in parallel,
+up to one per core; their imports in order).
+
 The daemon imports each version twice: once in a probe subprocess (``python -m
 orchestrator.probe``), so a file that hangs or exits at import cannot take the daemon
 down, then in process. The probe's cost alone is printed too, with the interpreter's bare
@@ -37,7 +41,7 @@ from pathlib import Path
 from common import daemon, fmt, fresh_dir, machine_line, percentile, read_journal
 
 from orchestrator.journal.commands import queue_invoke
-from orchestrator.loader import FolderConfig, digest_of, probe
+from orchestrator.loader import PARALLEL_PROBES, FolderConfig, digest_of, probe
 
 WORKFLOW = """\
 from orchestrator import Workflow
@@ -117,6 +121,21 @@ def measure_saves(
     return latencies, missed
 
 
+def startup_ms(tmp: Path, files: int, starts: int) -> list[float]:
+    """Milliseconds from starting a daemon on a folder of `files` files until it is ready."""
+    folder = tmp / f"start-{files}"
+    folder.mkdir()
+    for index in range(files):
+        source = WORKFLOW.format(version=index).replace('"reload"', f'"flow_{index}"')
+        (folder / f"flow_{index}.py").write_text(source)
+    times = []
+    for start in range(starts):
+        began = time.perf_counter()
+        with daemon(folder, tmp / f"start-{files}-{start}.db"):
+            times.append((time.perf_counter() - began) * 1000)
+    return times
+
+
 def probe_costs(folder: Path, n: int) -> list[float]:
     path = folder / "reload.py"
     data = path.read_bytes()
@@ -148,9 +167,12 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description="Save-to-live latency of a workflow file.")
     parser.add_argument("--saves", type=int, default=30, help="saves per kind (default 30)")
     parser.add_argument("--probes", type=int, default=20, help="probe runs (default 20)")
+    parser.add_argument("--files", type=int, default=20, help="files in a big folder (20)")
+    parser.add_argument("--starts", type=int, default=5, help="start-ups per folder (5)")
     parser.add_argument("--quick", action="store_true", help="10 saves per kind, 5 probes")
     args = parser.parse_args(argv)
     saves, probes = (10, 5) if args.quick else (args.saves, args.probes)
+    starts = 2 if args.quick else args.starts
 
     print(machine_line())
     print(
@@ -174,6 +196,11 @@ def main(argv: list[str]) -> None:
         print(f"{'cost alone (ms)':34}{'runs':>7}{'median':>11}{'p95':>9}{'max':>9}")
         print(row("probe subprocess (loader.probe)", probe_costs(folder, probes)))
         print(row("python -c pass (interpreter start)", bare_interpreter(probes)))
+        print()
+        print(f"{'start -> ready (ms)':34}{'starts':>7}{'median':>11}{'p95':>9}{'max':>9}")
+        for files in (1, args.files):
+            label = f"a folder of {files} file{'s' if files > 1 else ''}"
+            print(row(label, startup_ms(tmp, files, starts), f"parallel probes: {PARALLEL_PROBES}"))
 
 
 if __name__ == "__main__":

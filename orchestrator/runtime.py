@@ -377,21 +377,21 @@ class Runtime:
 
     async def resume(self, run_id: str, patch: Any = None) -> None:
         """Merge `patch` into a paused run's state and continue with its next step."""
-        writes = await self._require_control().resume_writes(run_id, patch)
+        writes = await self._require_control().resume_writes(_checked_run_id(run_id), patch)
         await self._writer.write(writes)
 
     async def signal(self, run_id: str, patch: Any) -> None:
         """Merge `patch` into an active (running or paused) run without resuming it."""
-        writes = await self._require_control().signal_writes(run_id, patch)
+        writes = await self._require_control().signal_writes(_checked_run_id(run_id), patch)
         await self._writer.write(writes)
 
     async def abort(self, run_id: str) -> None:
         """End a run that is not final; its status becomes ``aborted``."""
-        await self._require_control().abort(run_id)
+        await self._require_control().abort(_checked_run_id(run_id))
 
     async def wait(self, run_id: str, timeout: float | None = None) -> RunResult:  # noqa: ASYNC109
         """Wait until a run is final or paused and return how it ended up."""
-        control = self._require_control()
+        control, run_id = self._require_control(), _checked_run_id(run_id)
         async with asyncio.timeout(timeout):
             while True:
                 run = control.runs.active.get(run_id)
@@ -408,7 +408,7 @@ class Runtime:
     async def watch(self, workflow_id: str, run_id: str) -> RunInfo | None:
         """The run as the journal has it now, or None if there is no such run."""
         self._require_started()
-        info = await (await self._read()).get_run(run_id)
+        info = await (await self._read()).get_run(_checked_run_id(run_id))
         return info if info is not None and info.workflow_id == workflow_id else None
 
     async def list_runs(
@@ -425,7 +425,7 @@ class Runtime:
     async def timeline(self, run_id: str) -> list[TimelineEntry]:
         """Everything a run did, in order."""
         self._require_started()
-        entries = await (await self._read()).timeline(run_id)
+        entries = await (await self._read()).timeline(_checked_run_id(run_id))
         if entries is None:
             raise RunNotFound(f"no run {run_id!r} in journal {self.db}")
         return entries
@@ -468,3 +468,14 @@ def _result_of(info: RunInfo) -> RunResult:
         error=info.error,
         error_code=info.error_code,
     )
+
+
+def _checked_run_id(run_id: object) -> str:
+    """A run id, or a `ValidationError` that says what to pass instead."""
+    if isinstance(run_id, str):
+        return run_id
+    if isinstance(run_id, RunResult | RunInfo):
+        hint = f"; pass its .run_id ({run_id.run_id!r})"
+    else:
+        hint = " (the run_id of what invoke returns, or of list_runs)"
+    raise ValidationError(f"a run id must be a string, got {type(run_id).__name__}{hint}")

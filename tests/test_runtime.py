@@ -22,6 +22,7 @@ from orchestrator import (
     RuntimeNotStarted,
     Step,
     TriggerNotFound,
+    ValidationError,
     Workflow,
     WorkflowNotFound,
 )
@@ -433,3 +434,22 @@ async def test_second_runtime_on_a_live_journal_is_refused(db: Path) -> None:
 async def test_synchronous_level_is_validated() -> None:
     with pytest.raises(ValueError, match="FULL"):
         Runtime("x.db", synchronous="OFF")  # type: ignore[arg-type]
+
+
+async def test_a_run_result_passed_where_a_run_id_belongs_is_a_clear_error(db: Path) -> None:
+    async with Runtime(db) as rt:
+        await rt.register(Workflow(id="w", pipelines={"go": [inc]}))
+        result = await rt.invoke("w", "go", {"n": 0})
+        calls = [
+            rt.wait(result),  # type: ignore[arg-type]
+            rt.timeline(result),  # type: ignore[arg-type]
+            rt.watch("w", result),  # type: ignore[arg-type]
+            rt.abort(result),  # type: ignore[arg-type]
+            rt.resume(result, {}),  # type: ignore[arg-type]
+            rt.signal(result, {}),  # type: ignore[arg-type]
+        ]
+        for call in calls:
+            with pytest.raises(ValidationError, match=rf"pass its \.run_id \('{result.run_id}'\)"):
+                await call
+        with pytest.raises(ValidationError, match="a run id must be a string, got int"):
+            await rt.wait(7)  # type: ignore[arg-type]
