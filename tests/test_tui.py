@@ -28,6 +28,7 @@ from tui.detail import RunDetailScreen
 from tui.dialogs import ConfirmDialog, HelpScreen, JsonDialog, parse_object
 from tui.format import clean, duration, literal
 from tui.jsonview import diff
+from tui.keybar import KeyBar
 from tui.live import JournalBanner
 from tui.runs import RunsScreen
 from tui.workflows import WorkflowsScreen
@@ -567,6 +568,21 @@ async def test_copy_run_id_and_command_palette_entries(journal: Path, ids: dict[
         await _dialog(pilot, app, HelpScreen)
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, RunDetailScreen), "help closed")
+
+
+async def test_the_key_bar_follows_the_focus_and_a_click_presses_its_key(journal: Path) -> None:
+    app = DashboardApp(journal)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: len(keys(runs_table(app))) == 5, "five runs")
+        bar = app.screen.query_one(KeyBar)
+        await until(pilot, lambda: "a Abort" in rendered(bar), "the table's keys")
+        assert rendered(bar).rstrip().endswith("▏^p palette")
+        await pilot.press("slash")  # the search box takes the focus: the table's keys go
+        await until(pilot, lambda: "Abort" not in rendered(bar), "the search box's keys")
+        runs_table(app).focus()
+        await until(pilot, lambda: "a Abort" in rendered(bar), "the table's keys again")
+        await pilot.click(KeyBar, offset=(rendered(bar).index("e Emit"), 0))
+        await _dialog(pilot, app, JsonDialog)
 
 
 async def test_read_only_hides_and_refuses_actions(journal: Path, ids: dict[str, str]) -> None:

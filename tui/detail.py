@@ -15,13 +15,14 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane, Tree
+from textual.widgets import DataTable, Static, TabbedContent, TabPane, Tree
 
 from orchestrator.journal.views import DashboardQueries, RunDetail
 from orchestrator.records import Checkpoint
 
 from .format import join, literal, run_duration, status_text, timestamp
 from .jsonview import TREE_BUDGET, diff, diff_text, fill_tree
+from .keybar import KeyBar
 from .live import JournalBanner, RunScreen
 from .tables import selected_key, sync_rows
 from .timeline import COLUMNS as TIMELINE_COLUMNS
@@ -61,7 +62,7 @@ class RunDetailScreen(RunScreen):
                         yield Static(id="diff")
             with TabPane("Wait", id="wait"), VerticalScroll():
                 yield Static(id="wait-text")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         """Columns of the two tables."""

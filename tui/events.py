@@ -8,11 +8,12 @@ from typing import ClassVar, Final
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Footer, Input
+from textual.widgets import DataTable, Input
 
 from orchestrator.journal.views import DashboardQueries, EventView
 
 from .format import compact_json, literal, short_id, timestamp
+from .keybar import KeyBar
 from .live import JournalBanner, LiveScreen
 from .tables import selected_key, sync_rows
 
@@ -37,7 +38,7 @@ class EventsScreen(LiveScreen):
         yield JournalBanner(id="banner")
         yield Input(placeholder="filter by event type", id="event-search")
         yield DataTable[Text](id="events", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         """Columns."""

@@ -16,7 +16,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.widgets import DataTable, Footer, Input, Select, Static
+from textual.widgets import DataTable, Input, Select, Static
 
 from orchestrator.journal.views import SORTS, DashboardQueries, RunFilter, RunPage, RunRow
 from orchestrator.records import FINAL_STATUSES, STATUSES
@@ -30,6 +30,7 @@ from .format import (
     status_text,
     timestamp,
 )
+from .keybar import KeyBar
 from .live import JournalBanner, RunScreen
 from .tables import selected_key, sync_rows
 
@@ -92,7 +93,7 @@ class RunsScreen(RunScreen):
             )
         yield DataTable[Text](id="runs", cursor_type="row", zebra_stripes=True)
         yield Static(id="pager")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         """Set up the columns; the table has the focus."""

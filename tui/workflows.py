@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.widgets import DataTable, Footer, Label, Static
+from textual.widgets import DataTable, Label, Static
 
 from orchestrator.clock import to_datetime
 from orchestrator.conditions import Conditions
@@ -16,6 +16,7 @@ from orchestrator.journal.reader import LoadErrorRecord
 from orchestrator.journal.views import DashboardQueries, WorkflowView
 
 from .format import compact_json, literal, timestamp
+from .keybar import KeyBar
 from .live import JournalBanner, LiveScreen
 from .tables import sync_rows
 
@@ -31,7 +32,7 @@ class WorkflowsScreen(LiveScreen):
         yield Label("Load errors", classes="section")
         yield DataTable[Text](id="errors", cursor_type="row", zebra_stripes=True)
         yield Static(id="errors-note")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         """Columns."""
