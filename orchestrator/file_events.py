@@ -129,21 +129,28 @@ class FileEvents:
                 if _folder_inode(folder) != inodes[folder]:
                     stop.set()  # deleted or replaced: the watch follows the old folder
                     return
-                self._scan(folder, watches[folder])
+                await self._scan(folder, watches[folder])
             delay = RESCAN_SECONDS
 
-    def _scan(self, folder: Path, globs: set[str]) -> None:
+    async def _scan(self, folder: Path, globs: set[str]) -> None:
+        # The listing runs in a thread (a big folder must not stall the loop); what it
+        # suggests changed is checked again here, since live changes went on meanwhile.
         try:
-            files = {entry.name: entry.stat() for entry in os.scandir(folder) if entry.is_file()}
+            names = await asyncio.to_thread(_file_names, folder)
         except OSError as exc:
             _log.warning("cannot list %s for new files: %s", folder, exc)
             return
         for glob in sorted(globs):
             seen = self._seen[folder, glob]
-            for name in [name for name in seen if name not in files]:
-                self._forget((folder, glob), name)
-            for name, stat in sorted(files.items()):
-                if matches(name, glob) and seen.get(name) != stat.st_ino:
+            for name in [name for name in seen if name not in names]:
+                if _regular_file(folder / name) is None:
+                    self._forget((folder, glob), name)
+            for name, listed_inode in sorted(names.items()):
+                # An overlay file system may list another inode than stat gives: stat then.
+                if not matches(name, glob) or seen.get(name) == listed_inode:
+                    continue
+                stat = _regular_file(folder / name)
+                if stat is not None and seen.get(name) != stat.st_ino:
                     self._emit((folder, glob), name, stat)
 
     def _apply(self, watches: dict[Path, set[str]], changes: set[tuple[Change, str]]) -> None:
@@ -151,14 +158,10 @@ class FileEvents:
         for change, raw in changes:
             kinds.setdefault(Path(raw), set()).add(change)
         for path, changed in sorted(kinds.items()):
-            globs = watches.get(path.parent, set())
-            try:
-                stat = path.stat()
-            except OSError:
-                stat = None
-            for glob in sorted(globs):
+            stat = _regular_file(path)
+            for glob in sorted(watches.get(path.parent, set())):
                 watch, seen = (path.parent, glob), self._seen[path.parent, glob]
-                if stat is None or not S_ISREG(stat.st_mode):
+                if stat is None:
                     self._forget(watch, path.name)
                     continue
                 # Deleted and created again in one burst: a new file, even on the same inode.
@@ -211,6 +214,20 @@ class JournalFileLedger:
         """Record that the name is free again (a file created under it will be new)."""
         folder, glob = watch
         self._writer.enqueue([ops.file_seen(str(folder), glob, name, None, self._now_us())])
+
+
+def _file_names(folder: Path) -> dict[str, int]:
+    """Name -> inode as the directory lists it (no stat per file, on most file systems)."""
+    with os.scandir(folder) as entries:
+        return {entry.name: entry.inode() for entry in entries if entry.is_file()}
+
+
+def _regular_file(path: Path) -> os.stat_result | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat if S_ISREG(stat.st_mode) else None
 
 
 def _make_folder(folder: Path) -> int:
