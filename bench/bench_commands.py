@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common import daemon, fmt, fresh_dir, machine_line, percentile, read_journal
+from common import daemon, fresh_dir, latency_row, machine_line, read_journal, wall_ms
 
 from orchestrator.journal.commands import emit_event, queue_invoke
 
@@ -106,18 +106,6 @@ def latencies(
     return created, completed
 
 
-def wall_ms(
-    command: list[str], n: int, fresh: Callable[[], list[str]] | None = None
-) -> list[float]:
-    times = []
-    for _ in range(n):
-        extra = fresh() if fresh is not None else []
-        began = time.perf_counter()
-        subprocess.run([*command, *extra], check=True, capture_output=True)
-        times.append((time.perf_counter() - began) * 1000)
-    return times
-
-
 def import_times(n: int) -> tuple[list[float], list[float]]:
     """Per run, ms: the cumulative import of orchestrator.cli, and all imports of the run."""
     cli, total = [], []
@@ -161,10 +149,7 @@ def startup(n: int) -> None:
 
 
 def row(label: str, values: list[float]) -> str:
-    return (
-        f"{label:46}{len(values):>7}{fmt(percentile(values, 50), 1):>9}"
-        f"{fmt(percentile(values, 95), 1):>9}{fmt(max(values), 1):>9}"
-    )
+    return latency_row(label, values, label_width=46)
 
 
 def main(argv: list[str]) -> None:

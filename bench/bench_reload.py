@@ -31,14 +31,13 @@ import asyncio
 import functools
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common import daemon, fmt, fresh_dir, machine_line, percentile, read_journal
+from common import daemon, fresh_dir, latency_row, machine_line, read_journal, wall_ms
 
 from orchestrator.journal.commands import queue_invoke
 from orchestrator.loader import PARALLEL_PROBES, FolderConfig, digest_of, probe
@@ -147,20 +146,8 @@ def probe_costs(folder: Path, n: int) -> list[float]:
     return costs
 
 
-def bare_interpreter(n: int) -> list[float]:
-    costs = []
-    for _ in range(n):
-        began = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "pass"], check=True)
-        costs.append((time.perf_counter() - began) * 1000)
-    return costs
-
-
 def row(label: str, values: list[float], extra: str = "") -> str:
-    return (
-        f"{label:34}{len(values):>7}{fmt(percentile(values, 50), 1):>11}"
-        f"{fmt(percentile(values, 95), 1):>9}{fmt(max(values), 1):>9}  {extra}"
-    )
+    return f"{latency_row(label, values, label_width=34, median_width=11)}  {extra}"
 
 
 def main(argv: list[str]) -> None:
@@ -195,7 +182,12 @@ def main(argv: list[str]) -> None:
         print()
         print(f"{'cost alone (ms)':34}{'runs':>7}{'median':>11}{'p95':>9}{'max':>9}")
         print(row("probe subprocess (loader.probe)", probe_costs(folder, probes)))
-        print(row("python -c pass (interpreter start)", bare_interpreter(probes)))
+        print(
+            row(
+                "python -c pass (interpreter start)",
+                wall_ms([sys.executable, "-c", "pass"], probes),
+            )
+        )
         print()
         print(f"{'start -> ready (ms)':34}{'starts':>7}{'median':>11}{'p95':>9}{'max':>9}")
         for files in (1, args.files):

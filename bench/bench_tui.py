@@ -47,7 +47,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from common import fmt, machine_line, percentile
+from common import fmt, latency_row, machine_line
 from textual.css.query import NoMatches
 from textual.widgets import DataTable, Input, Select
 
@@ -388,10 +388,7 @@ async def whole_process(db: Path, seconds: float, with_writer: bool, paused: int
 
 def row(label: str, values: list[float], goal: int | None = None) -> str:
     over = "" if goal is None else f"{sum(v > goal for v in values):>7}"
-    return (
-        f"{label:44}{len(values):>5}{fmt(percentile(values, 50), 1):>9}"
-        f"{fmt(percentile(values, 95), 1):>9}{fmt(max(values), 1):>9}{over}"
-    )
+    return latency_row(label, values, label_width=44, count_width=5) + over
 
 
 async def measure(db: Path, args: argparse.Namespace) -> None:

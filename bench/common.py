@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,35 @@ def percentile(values: Sequence[float], p: float) -> float:
     """The nearest-rank p-th percentile (p in 0..100) of a non-empty sample."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def latency_row(
+    label: str,
+    values: Sequence[float],
+    *,
+    label_width: int,
+    count_width: int = 7,
+    median_width: int = 9,
+) -> str:
+    """A table row: the label, how many values, their median, p95 and max (ms, 1 digit)."""
+    return (
+        f"{label:{label_width}}{len(values):>{count_width}}"
+        f"{fmt(percentile(values, 50), 1):>{median_width}}"
+        f"{fmt(percentile(values, 95), 1):>9}{fmt(max(values), 1):>9}"
+    )
+
+
+def wall_ms(
+    command: list[str], n: int, fresh: Callable[[], list[str]] | None = None
+) -> list[float]:
+    """Wall milliseconds of `n` runs of `command` (each with `fresh()` arguments appended)."""
+    times = []
+    for _ in range(n):
+        extra = fresh() if fresh is not None else []
+        began = time.perf_counter()
+        subprocess.run([*command, *extra], check=True, capture_output=True)
+        times.append((time.perf_counter() - began) * 1000)
+    return times
 
 
 # -- a daemon in its own process -------------------------------------------------------------

@@ -250,10 +250,12 @@ class Daemon:
                 stderr=log,
             )
         if ready:
-            wait_until(
-                self.is_ready, timeout, "the daemon to be ready", proc=self.proc, log=self.log
-            )
+            self.wait_until(self.is_ready, timeout, "the daemon to be ready")
         return self
+
+    def wait_until(self, check: Callable[[], T | None], timeout: float, what: str) -> T:
+        """`wait_until`, failing at once, with this daemon's log, if the daemon exits."""
+        return wait_until(check, timeout, what, proc=self.proc, log=self.log)
 
     @property
     def pid(self) -> int:

@@ -196,9 +196,7 @@ def test_commands_and_readers_beside_hundreds_of_runs_a_second(
     load.workers = [report_of(f"worker {i}", proc) for i, proc in enumerate(workers)]
     load.fed = report_of("feeder", feeder)
     ended = time.time()
-    wait_until(
-        lambda: settled(db), 60, "every event and command applied", proc=daemon.proc, log=daemon.log
-    )
+    daemon.wait_until(lambda: settled(db), 60, "every event and command applied")
     drained = time.time()
     polls = report_of("reader", reader)["polls"]
     assert polls > 0

@@ -136,9 +136,7 @@ def test_hot_reload_keeps_the_last_good_version_through_every_kind_of_broken_edi
 
         v2 = write(path, value_flow("two", "v2"))
         # The new version and the cleared error may commit apart: wait for both.
-        reloaded(
-            "the fix", lambda d: versions(d).get("two") == digest_of(v2) and d["errors"] == []
-        )
+        reloaded("the fix", lambda d: versions(d).get("two") == digest_of(v2) and d["errors"] == [])
         runs_value("v2", digest_of(v2))
 
         path.unlink()
@@ -250,12 +248,10 @@ def test_a_step_longer_than_the_grace_is_cancelled_at_stop_and_runs_again_after_
 
     with Daemon(folder, db, "--grace", "1") as daemon:
         daemon.start()
-        wait_until(
+        daemon.wait_until(
             lambda: run_status(db, run_id) == "completed",
             TIMEOUT,
             "the run to complete after the restart",
-            proc=daemon.proc,
-            log=daemon.log,
         )
         assert show(db, run_id)["state"] == {"napped": True}
         assert marks_of(marks) == ["started", "started", "finished"]
@@ -296,12 +292,8 @@ def test_invoke_wait_without_a_daemon_says_so_and_the_run_starts_with_the_next_d
 
     with Daemon(folder, db) as daemon:
         daemon.start()
-        wait_until(
-            lambda: run_status(db, run_id) == "completed",
-            TIMEOUT,
-            "the queued run to complete",
-            proc=daemon.proc,
-            log=daemon.log,
+        daemon.wait_until(
+            lambda: run_status(db, run_id) == "completed", TIMEOUT, "the queued run to complete"
         )
         assert show(db, run_id)["state"] == {"n": 1, "value": "finally"}
 

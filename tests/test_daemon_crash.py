@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from procs import ROOT, Daemon, checkpoint_chains, effects, query, wait_until
+from procs import ROOT, Daemon, checkpoint_chains, effects, query
 
 from orchestrator.journal.commands import emit_event
 
@@ -207,9 +207,7 @@ def test_sigkilled_daemon_loses_and_repeats_no_event(
         unfinished = query(db, "SELECT count(*) FROM runs WHERE status != 'completed'")[0][0]
         return unrouted == 0 and unfinished == 0
 
-    wait_until(
-        drained, 60, "every event routed and every run completed", proc=final.proc, log=final.log
-    )
+    final.wait_until(drained, 60, "every event routed and every run completed")
     assert final.stop() == 0, final.log()
 
     assert query(db, "PRAGMA integrity_check") == [("ok",)]

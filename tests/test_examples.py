@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from procs import ROOT, Daemon, cli, wait_until
+from procs import ROOT, Daemon, cli
 
 from orchestrator import FakeClock, RunInfo, Runtime
 
@@ -346,7 +346,7 @@ def test_approval_through_the_daemon_and_the_cli(tmp_path: Path, folder: Path) -
             )
             return json.loads(out.stdout) if out.returncode == 0 else []
 
-        (run,) = wait_until(paused, 30, "a paused approval run", proc=daemon.proc, log=daemon.log)
+        (run,) = daemon.wait_until(paused, 30, "a paused approval run")
         resumed = cli("resume", run["run_id"], '{"approved": true}', "--db", str(db))
         assert resumed.returncode == 0, resumed.stderr
 
@@ -355,9 +355,7 @@ def test_approval_through_the_daemon_and_the_cli(tmp_path: Path, folder: Path) -
             shown = json.loads(out.stdout)
             return shown if shown["status"] in ("completed", "failed") else None
 
-        shown = wait_until(
-            finished, 30, "the approval run to end", proc=daemon.proc, log=daemon.log
-        )
+        shown = daemon.wait_until(finished, 30, "the approval run to end")
         assert shown["status"] == "completed", shown["error"]
         assert shown["state"]["outcome"] == "approved"
         logged = [entry["message"] for entry in shown["timeline"] if entry["source"] == "logger"]

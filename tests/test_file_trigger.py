@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from procs import Daemon, query, wait_until
+from procs import Daemon, query
 
 from orchestrator import FileTrigger, RunInfo, Runtime, Workflow
 
@@ -181,13 +181,13 @@ def test_every_file_dropped_while_the_daemon_is_killed_again_and_again_is_one_ev
                 time.sleep(random.uniform(0, 0.05))
             daemon.stop(signal.SIGKILL)
             daemon.start(ready=kill % 2 == 0)  # half the kills hit the start-up
-        wait_until(daemon.is_ready, 60, "the last daemon to be ready", log=daemon.log)
+        daemon.wait_until(daemon.is_ready, 60, "the last daemon to be ready")
 
         def all_runs_done() -> bool:
             rows = query(db, "SELECT count(*) FROM runs WHERE status = 'completed'")
             return rows[0][0] == 2 * len(dropped)
 
-        wait_until(all_runs_done, 60, "a completed run per file and workflow", log=daemon.log)
+        daemon.wait_until(all_runs_done, 60, "a completed run per file and workflow")
         assert daemon.stop() == 0
     events = query(db, "SELECT json_extract(data, '$.path') FROM events WHERE type = ?", (FC,))
     assert sorted(Path(path).name for (path,) in events) == dropped

@@ -12,12 +12,12 @@ import json
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pilots import copy_journal, until
 from rich.text import Text
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Select, Static, TextArea, Tree
@@ -105,28 +105,13 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
 @pytest.fixture
 def journal(template: tuple[Path, dict[str, str]], db: Path) -> Path:
     """A private copy of the seeded journal."""
-    src, dst = sqlite3.connect(template[0]), sqlite3.connect(db)
-    try:
-        src.backup(dst)
-    finally:
-        src.close()
-        dst.close()
+    copy_journal(template[0], db)
     return db
 
 
 @pytest.fixture
 def ids(template: tuple[Path, dict[str, str]]) -> dict[str, str]:
     return template[1]
-
-
-async def until(pilot: Pilot[Any], check: Callable[[], object], what: str = "") -> None:
-    """Let the app run until `check()` is true (bounded, so a bug fails instead of hanging)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        await pilot.pause(0.05)
 
 
 def keys(table: DataTable[Any]) -> list[str]:

@@ -19,13 +19,13 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from dashboard_seed import NOW, pinned_utc, seed
+from pilots import copy_journal, until
 from rich.console import Console
 from textual.pilot import Pilot
 from textual.widgets import DataTable
@@ -56,25 +56,10 @@ def app(
     seeded: tuple[Path, dict[str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[DashboardApp]:
     """The dashboard on a private copy of the journal, shown as ``journal.db``, in UTC."""
-    src, dst = sqlite3.connect(seeded[0]), sqlite3.connect(tmp_path / "journal.db")
-    try:
-        src.backup(dst)
-    finally:
-        src.close()
-        dst.close()
+    copy_journal(seeded[0], tmp_path / "journal.db")
     monkeypatch.chdir(tmp_path)
     with pinned_utc():
         yield DashboardApp(Path("journal.db"), now=lambda: NOW)
-
-
-async def until(pilot: Pilot[Any], check: Callable[[], object], what: str) -> None:
-    """Let the app run until `check()` holds (bounded, so a bug fails instead of hanging)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.05)
 
 
 def screen_text(app: DashboardApp) -> str:
