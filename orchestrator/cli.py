@@ -8,15 +8,19 @@ Heavy modules are imported inside the command that needs them, to keep start-up 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from .errors import JournalError, OrchestratorError, PipelineError, RunNotFound, ValidationError
 from .records import STATUSES
+
+if TYPE_CHECKING:
+    from .journal import JournalReader
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 T = TypeVar("T")
@@ -62,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = _command(commands, "run", _cmd_run, "run one pipeline file once, in process")
+    run = _command(commands, "run", _cmd_run, "run one pipeline file once, in process", db=False)
     run.add_argument("file", type=Path, help="a Python file that binds `pipeline`")
     run.add_argument("--state", default="{}", help="the initial state, a JSON object")
     run.add_argument(
@@ -88,7 +92,6 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     runs = _command(commands, "runs", _cmd_runs, "list runs, newest first")
-    _add_db(runs)
     runs.add_argument("--status", choices=STATUSES, help="only runs with this status")
     runs.add_argument("--workflow", metavar="W", help="only runs of this workflow")
     runs.add_argument(
@@ -97,29 +100,24 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_argument("--json", action="store_true", help="print JSON")
 
     emit = _command(commands, "emit", _cmd_emit, "journal an event; print its id")
-    _add_db(emit)
     emit.add_argument("type", metavar="TYPE", help="the event type, e.g. payment.received")
     emit.add_argument("data", metavar="JSON", nargs="?", default="{}", help="the event's data")
 
     resume = _command(commands, "resume", _cmd_resume, "resume a paused run")
-    _add_db(resume)
     resume.add_argument("run_id", metavar="RUN_ID")
     resume.add_argument(
         "patch", metavar="JSON", nargs="?", default="{}", help="merged into the run's state"
     )
 
     signal = _command(commands, "signal", _cmd_signal, "patch an active run's state")
-    _add_db(signal)
     signal.add_argument("run_id", metavar="RUN_ID")
     signal.add_argument("patch", metavar="JSON", help="merged into the run's state")
 
     abort = _command(commands, "abort", _cmd_abort, "end a run that is not final")
-    _add_db(abort)
     abort.add_argument("run_id", metavar="RUN_ID")
 
     up = _command(commands, "up", _cmd_up, "load and watch a folder of workflows: the daemon")
     up.add_argument("folder", type=Path, metavar="DIR", help="the folder of workflow files")
-    _add_db(up)
     up.add_argument("--headless", action="store_true", help="no dashboard: log to stderr only")
     up.add_argument(
         "--grace",
@@ -130,11 +128,9 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     tui = _command(commands, "tui", _cmd_tui, "the dashboard, attached to a journal")
-    _add_db(tui)
     tui.add_argument("--read-only", action="store_true", help="show everything, change nothing")
 
     invoke = _command(commands, "invoke", _cmd_invoke, "start a run through the daemon")
-    _add_db(invoke)
     invoke.add_argument("workflow", metavar="WORKFLOW")
     invoke.add_argument("trigger", metavar="TRIGGER", help="the pipeline's trigger id")
     invoke.add_argument("data", metavar="JSON", nargs="?", default="{}", help="the run's state")
@@ -143,11 +139,9 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     workflows = _command(commands, "workflows", _cmd_workflows, "loaded workflows, load errors")
-    _add_db(workflows)
     workflows.add_argument("--json", action="store_true", help="print JSON")
 
     show = _command(commands, "show", _cmd_show, "one run: status, state, timeline")
-    _add_db(show)
     show.add_argument("run_id", metavar="RUN_ID")
     show.add_argument("--json", action="store_true", help="print JSON")
     return parser
@@ -156,9 +150,14 @@ def _parser() -> argparse.ArgumentParser:
 Handler = Callable[[argparse.Namespace], int | Coroutine[Any, Any, int]]
 
 
-def _command(commands: Any, name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+def _command(
+    commands: Any, name: str, handler: Handler, help: str, *, db: bool = True
+) -> argparse.ArgumentParser:
+    """A subcommand; with `db`, it takes ``--db`` (every command but ``run`` does)."""
     sub: argparse.ArgumentParser = commands.add_parser(name, help=help, description=help)
     sub.set_defaults(handler=handler)
+    if db:
+        _add_db(sub)
     return sub
 
 
@@ -242,14 +241,14 @@ async def _cmd_run(args: argparse.Namespace) -> int:
 async def _cmd_runs(args: argparse.Namespace) -> int:
     from . import cli_output
 
-    reader = await _open_reader(db_path(args))
-    runs = (
-        []
-        if reader is None
-        else await _closing(
-            reader, reader.list_runs(status=args.status, workflow=args.workflow, limit=args.limit)
+    async with _reading(db_path(args)) as reader:
+        runs = (
+            []
+            if reader is None
+            else await reader.list_runs(
+                status=args.status, workflow=args.workflow, limit=args.limit
+            )
         )
-    )
     print(cli_output.runs_json(runs) if args.json else cli_output.runs_table(runs))
     return EXIT_OK
 
@@ -258,14 +257,11 @@ async def _cmd_show(args: argparse.Namespace) -> int:
     from . import cli_output
 
     path = db_path(args)
-    reader = await _open_reader(path)
-    if reader is None:
-        raise UsageError(f"no run {args.run_id!r}: journal {path} does not exist")
-    try:
+    async with _reading(path) as reader:
+        if reader is None:
+            raise UsageError(f"no run {args.run_id!r}: journal {path} does not exist")
         info = await reader.get_run(args.run_id)
         timeline = await reader.timeline(args.run_id) if info is not None else None
-    finally:
-        await reader.close()
     if info is None or timeline is None:
         raise UsageError(f"no run {args.run_id!r} in journal {path}")
     print(cli_output.run_json(info, timeline) if args.json else cli_output.run_text(info, timeline))
@@ -346,14 +342,9 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
 
 async def _check_invocable(path: Path, workflow_id: str, trigger_id: str) -> None:
     """With a ready daemon, an unknown workflow or trigger is bad input (exit 2)."""
-    reader = await _open_reader(path)
-    if reader is None:
-        return
-    try:
-        daemon = await reader.daemon()
-        loaded = await reader.workflows() if daemon is not None and daemon.ready else None
-    finally:
-        await reader.close()
+    async with _reading(path) as reader:
+        daemon = await reader.daemon() if reader is not None else None
+        loaded = await reader.workflows() if reader and daemon and daemon.ready else None
     if loaded is None:
         return
     found = next((w for w in loaded if w.workflow_id == workflow_id), None)
@@ -371,40 +362,37 @@ async def _check_invocable(path: Path, workflow_id: str, trigger_id: str) -> Non
 async def _cmd_workflows(args: argparse.Namespace) -> int:
     from . import cli_output
 
-    reader = await _open_reader(db_path(args))
-    if reader is None:
-        loaded, errors, daemon = [], [], None
-    else:
-        try:
+    async with _reading(db_path(args)) as reader:
+        if reader is None:
+            loaded, errors, daemon = [], [], None
+        else:
             loaded, errors, daemon = (
                 await reader.workflows(),
                 await reader.load_errors(),
                 await reader.daemon(),
             )
-        finally:
-            await reader.close()
     render = cli_output.workflows_json if args.json else cli_output.workflows_text
     print(render(loaded, errors, daemon))
     return EXIT_OK
 
 
-async def _open_reader(path: Path) -> Any:
+@contextlib.asynccontextmanager
+async def _reading(path: Path) -> AsyncIterator[JournalReader | None]:
+    """The journal's reader, closed after the block; None if there is no journal yet."""
     from .journal import JournalReader
 
     if not _journal_exists(path):
-        return None
-    return await JournalReader.open(path)
+        yield None
+        return
+    reader = await JournalReader.open(path)
+    try:
+        yield reader
+    finally:
+        await reader.close()
 
 
 def _journal_exists(path: Path) -> bool:
     return path.exists() and path.stat().st_size > 0
-
-
-async def _closing(reader: Any, work: Awaitable[Any]) -> Any:
-    try:
-        return await work
-    finally:
-        await reader.close()
 
 
 def _dumps(value: Any, indent: int | None = None) -> str:

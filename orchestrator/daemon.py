@@ -61,7 +61,7 @@ async def serve(folder: Path, db: Path, *, grace: float, dashboard: bool = False
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
     _log.info("stopped cleanly")
-    _exit_if_steps_linger(0)
+    _exit_if_steps_linger()
     return 0
 
 
@@ -81,7 +81,7 @@ async def _run_dashboard(db: Path, rt: Runtime, stop: asyncio.Event) -> None:
         watcher.cancel()
 
 
-def _exit_if_steps_linger(code: int) -> None:
+def _exit_if_steps_linger() -> None:
     """Exit at once if a sync step still runs in a worker thread.
 
     A sync step cannot be interrupted, and Python waits for every worker thread at exit:
@@ -97,7 +97,7 @@ def _exit_if_steps_linger(code: int) -> None:
         _log.warning("exiting without waiting for sync steps still running in %s", busy)
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(code)
+        os._exit(0)
 
 
 def _on_signal(stop: asyncio.Event, signum: int) -> None:

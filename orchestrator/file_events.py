@@ -23,9 +23,9 @@ from typing import Any, Protocol
 from watchfiles import Change, awatch
 
 from .journal import GroupCommitWriter, JournalReader, ops
+from .model import FILE_CREATED
 from .watcher import DEBOUNCE_MS, STEP_MS
 
-FILE_CREATED = "file.created"
 FIRST_SCAN_SECONDS = 0.2  # the watch is live by then, so nothing falls between the two
 RESCAN_SECONDS = 10.0
 RETRY_SECONDS = 2.0  # after a watch failed (its folder cannot be created or read)

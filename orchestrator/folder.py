@@ -91,9 +91,10 @@ class WorkflowFolder:
             present = self.candidates()
             for gone in [p for p in self._files if p not in present]:
                 await self._unload(gone)
-            ahead = await self._probe_ahead(present, force=force)
+            contents = _contents(present)
+            ahead = await self._probe_ahead(contents, force=force)
             for path in present:
-                await self._sync_file(path, force=force, ahead=ahead)
+                await self._sync_file(path, force=force, ahead=ahead, data=contents.get(path))
             if self._freed:
                 self._freed = False
                 await self._retry_clashes(present)
@@ -144,14 +145,13 @@ class WorkflowFolder:
         self._config, self._config_text = config, text
         return changed
 
-    async def _probe_ahead(self, present: list[Path], *, force: bool) -> ProbesAhead | None:
+    async def _probe_ahead(self, contents: dict[Path, bytes], *, force: bool) -> ProbesAhead | None:
         """Probe every file this sync will load at once (when there are several)."""
-        files = {}
-        for path in present:
-            with contextlib.suppress(OSError):
-                data = path.read_bytes()
-                if self._wanted(self._files.get(path, _FileState()), digest_of(data), force):
-                    files[path] = data
+        files = {
+            path: data
+            for path, data in contents.items()
+            if self._wanted(self._files.get(path, _FileState()), digest_of(data), force)
+        }
         if len(files) < 2:
             return None
         ahead = ProbesAhead(self._config)
@@ -163,18 +163,25 @@ class WorkflowFolder:
         """Whether this version of a file is to be loaded now."""
         if force:
             return True
-        return digest != state.loaded and (digest != state.failed or state.clash)
+        return digest not in (state.loaded, state.failed)
 
     async def _sync_file(
-        self, path: Path, *, force: bool = False, ahead: ProbesAhead | None = None
+        self,
+        path: Path,
+        *,
+        force: bool = False,
+        ahead: ProbesAhead | None = None,
+        data: bytes | None = None,
     ) -> None:
+        """Load the file if its bytes (`data`, else read now) are a version to load."""
         state = self._files.setdefault(path, _FileState())
         for _ in range(REREADS):
-            try:
-                data = path.read_bytes()  # noqa: ASYNC240 - a small local file
-            except OSError:
-                await self._unload(path)
-                return
+            if data is None:
+                try:
+                    data = path.read_bytes()  # noqa: ASYNC240 - a small local file
+                except OSError:
+                    await self._unload(path)
+                    return
             digest = digest_of(data)
             if not force and digest == state.loaded:
                 self._clear_failure(path, state)
@@ -185,7 +192,7 @@ class WorkflowFolder:
                 loaded = await load_file(path, data, self._config, ahead)
                 await self._register(path, state, loaded)
             except LoadFailed as exc:
-                if _still_written(path, data):
+                if (data := _changed_since(path, data)) is not None:
                     continue
                 self._fail(path, state, digest, exc)
             return
@@ -256,11 +263,22 @@ class WorkflowFolder:
                 await self._sync_file(path, force=True)
 
 
-def _still_written(path: Path, data: bytes) -> bool:
+def _contents(paths: list[Path]) -> dict[Path, bytes]:
+    """Each file's bytes, read once per sync (unreadable ones are left out)."""
+    contents = {}
+    for path in paths:
+        with contextlib.suppress(OSError):
+            contents[path] = path.read_bytes()
+    return contents
+
+
+def _changed_since(path: Path, data: bytes) -> bytes | None:
+    """The file's bytes now if they are not `data` (it is being written), else None."""
     try:
-        return path.read_bytes() != data
+        now = path.read_bytes()
     except OSError:
-        return False
+        return None
+    return now if now != data else None
 
 
 def _line_of(exc: OrchestratorError, loaded: LoadedFile) -> int | None:

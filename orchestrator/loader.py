@@ -120,7 +120,6 @@ def _string_list(value: object) -> bool:
 class LoadedFile:
     """A file that loaded: its content hash and its workflows, each with its line."""
 
-    path: Path
     digest: str
     workflows: list[tuple[Workflow, int | None]]
     module: types.ModuleType = field(repr=False)
@@ -147,9 +146,10 @@ async def load_file(
     digest = digest_of(data)
     source = decode(data)
     tree = check(source, path, config.policy)
-    await (ahead.probe if ahead is not None else probe)(path, data, config)
+    if ahead is None or not ahead.passed(path, digest):
+        await probe(path, data, config)
     module = execute(path, digest, source, tree, config.policy)
-    return LoadedFile(path, digest, workflows_of(module, tree), module)
+    return LoadedFile(digest, workflows_of(module, tree), module)
 
 
 class ProbesAhead:
@@ -164,13 +164,16 @@ class ProbesAhead:
         self._outcomes: dict[tuple[Path, str], LoadFailed | None] = {}
 
     async def run(self, files: dict[Path, bytes]) -> None:
-        """Check and probe each file, `PARALLEL_PROBES` at a time; keep the outcomes."""
+        """Probe each file that passes its checks, `PARALLEL_PROBES` at a time."""
         limit = asyncio.Semaphore(PARALLEL_PROBES)
 
         async def one(path: Path, data: bytes) -> None:
+            try:
+                check(decode(data), path, self._config.policy)
+            except LoadFailed:
+                return  # the load reports it, without a probe
             async with limit:
                 try:
-                    check(decode(data), path, self._config.policy)
                     await probe(path, data, self._config)
                     outcome = None
                 except LoadFailed as exc:
@@ -181,15 +184,14 @@ class ProbesAhead:
             for path, data in files.items():
                 tasks.create_task(one(path, data))
 
-    async def probe(self, path: Path, data: bytes, config: FolderConfig) -> None:
-        """`probe`, answered from the probe made ahead when there is one for these bytes."""
-        key = (path, digest_of(data))
-        if config != self._config or key not in self._outcomes:
-            await probe(path, data, config)
-            return
-        outcome = self._outcomes.pop(key)
+    def passed(self, path: Path, digest: str) -> bool:
+        """True if these bytes were probed and passed; `LoadFailed` if they failed."""
+        if (path, digest) not in self._outcomes:
+            return False
+        outcome = self._outcomes.pop((path, digest))
         if outcome is not None:
             raise LoadFailed(outcome.message, outcome.line)
+        return True
 
 
 def decode(data: bytes) -> str:

@@ -21,12 +21,11 @@ def main() -> None:
 
     path = Path(sys.argv[1])
     sys.path.insert(0, str(path.parent))  # as in the daemon: helpers (`_*.py`) import by name
-    settings = json.loads(sys.argv[2]) if len(sys.argv) > 2 else None
     data = sys.stdin.buffer.read()
     # Keep stdout for the report: what the file prints goes to stderr.
     report_to, sys.stdout = sys.stdout, sys.stderr
     try:
-        config = FolderConfig(**settings) if settings else FolderConfig.read(path.parent)
+        config = FolderConfig(**json.loads(sys.argv[2]))
         source = decode(data)
         tree = check(source, path, config.policy)
         module = execute(path, digest_of(data), source, tree, config.policy)
