@@ -77,8 +77,7 @@ class Control:
             logging.getLogger("orchestrator.run"),
             waits=self.parking,
         )
-        self.runs = Supervisor(self.env, tasks, max_run_row, self.lookup)
-        self.runs.parking = self.parking
+        self.runs = Supervisor(self.env, tasks, max_run_row, self.lookup, self.parking)
         self.admission = Admission(writer, clock, self.runs, self.parking)
         self.runs.admission = self.admission
         self.parking.on_end = self._parked_ended
@@ -93,14 +92,11 @@ class Control:
 
     async def restore(self) -> None:
         """Re-arm waits, buffers, timers and parked runs; queue running runs for adoption."""
-        waits = {
-            record.id: recovery.wait_from(record) for record in await self._reader.live_waits()
-        }
-        for wait in waits.values():
-            self.parking.adopt_wait(wait)
+        for record in await self._reader.live_waits():
+            self.parking.adopt_wait(recovery.wait_from(record))
         for unfinished in await self._reader.unfinished_runs():
             parked_on = next(
-                (w for w in waits.values() if w.row == unfinished.row and w.status == "parked"),
+                (w for w in self.parking.waits.get(unfinished.row, ()) if w.status == "parked"),
                 None,
             )
             if unfinished.status == "paused" and parked_on is not None:

@@ -84,12 +84,10 @@ class _RunFailed(Exception):
         self.message, self.code, self.step = message, code, step
 
 
-async def execute(
-    run: ActiveRun, env: ExecutorEnv, *, invalid_input: str | None = None
-) -> RunResult | PauseRequest:
+async def execute(run: ActiveRun, env: ExecutorEnv) -> RunResult | PauseRequest:
     """Run the remaining steps of `run` and record how it ends, or how it wants to pause.
 
-    `invalid_input` fails the run before any step: its input was not a JSON object. A
+    A run with `invalid_input` fails before any step: its input was not a JSON object. A
     returned `PauseRequest` means a step asked to park the run at its boundary; the
     step's checkpoint is already enqueued, and parking is the caller's job.
 
@@ -98,8 +96,8 @@ async def execute(
             continues from its last committed checkpoint when the journal is next opened.
     """
     try:
-        if invalid_input is not None:
-            raise _RunFailed(invalid_input, "INVALID_STATE", None)
+        if run.invalid_input is not None:
+            raise _RunFailed(run.invalid_input, "INVALID_STATE", None)
         while run.step_index < len(run.steps):
             pause = await _run_step(run, run.steps[run.step_index], env)
             if pause is not None:
@@ -119,11 +117,6 @@ async def execute(
 async def finish_aborted(run: ActiveRun, env: ExecutorEnv) -> RunResult:
     """Record that `run` was aborted."""
     return await _finish(run, env, "aborted", _RunFailed(run.abort_reason, "ABORTED", None))
-
-
-async def finish_failed(run: ActiveRun, env: ExecutorEnv, message: str, code: str) -> RunResult:
-    """Record that `run` failed outside a step (a pause that timed out, ...)."""
-    return await _finish(run, env, "failed", _RunFailed(message, code, None))
 
 
 async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> PauseRequest | None:

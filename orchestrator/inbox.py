@@ -77,6 +77,8 @@ class InboxPoller:
                 if horizon is not None and row.created_at > horizon:
                     break
                 await self._hand_on(row)
+            if horizon is None:
+                return  # neither batch was full; rows committed since move data_version
 
     async def _hand_on(self, row: EventRecord | CommandRecord) -> None:
         if isinstance(row, EventRecord):

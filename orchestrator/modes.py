@@ -168,11 +168,14 @@ class Gate:
 
     def ended(self, run_id: str) -> list[str]:
         """A run ended (or left the gate); returns the runs that may start now."""
-        self.running.discard(run_id)
-        self.paused.discard(run_id)
-        if run_id in self.queue:
+        # The groups are disjoint: the deques (linear to search) hold only runs that end
+        # without ever holding a slot (aborted while queued).
+        if run_id in self.running or run_id in self.paused:
+            self.running.discard(run_id)
+            self.paused.discard(run_id)
+        elif run_id in self.queue:
             self.queue.remove(run_id)
-        if run_id in self.resuming:
+        elif run_id in self.resuming:
             self.resuming.remove(run_id)
         return self._fill()
 

@@ -276,8 +276,8 @@ class Parking:
         writes += self._wake(parked)
         return writes
 
-    def signal(self, parked: ParkedRun, patch: dict[str, Any]) -> list[ops.Op]:
-        """Merge a patch into a parked run's state; it stays parked."""
+    def signal(self, parked: ParkedRun | ActiveRun, patch: dict[str, Any]) -> list[ops.Op]:
+        """Merge a patch into a parked (or running) run's state; it goes on as it was."""
         now = self._clock.now_us()
         parked.position += 1
         parked.state_text = encode_state({**decode_state(parked.state_text), **patch})

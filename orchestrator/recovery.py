@@ -54,14 +54,6 @@ def plan(run: UnfinishedRun, workflow: RegisteredWorkflow) -> Resumption:
     )
 
 
-def by_workflow(runs: list[UnfinishedRun]) -> dict[str, list[UnfinishedRun]]:
-    """Group unfinished runs by workflow id, oldest first."""
-    grouped: dict[str, list[UnfinishedRun]] = {}
-    for run in runs:
-        grouped.setdefault(run.workflow_id, []).append(run)
-    return grouped
-
-
 def wait_from(record: WaitRecord) -> Wait:
     """A journaled wait, re-armed in memory with its buffered events."""
     label = f"wait {record.id} of run {record.run_id}"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import recovery
 from .clock import new_id
-from .errors import JournalError, RunNotActive, RuntimeNotStarted, RuntimeStopped
+from .errors import JournalError, RunNotActive, RuntimeStopped
 from .executor import ActiveRun, ExecutorEnv, context_for, execute, finish_aborted
 from .hooks import Hook, call_hook
 from .journal import UnfinishedRun, ops
@@ -41,13 +41,14 @@ class Supervisor:
         tasks: asyncio.TaskGroup,
         max_run_row: int,
         lookup: Callable[[str], RegisteredWorkflow | None],
+        parking: Parking,
     ) -> None:
         self._env = env
         self._writer = env.writer
         self._tasks = tasks
         self._next_row = max_run_row
         self._lookup = lookup
-        self.parking: Parking | None = None
+        self.parking = parking
         self.admission: Admission | None = None
         self.active: dict[str, ActiveRun] = {}
         # Invariant: a run id is in at most one of `active` and `orphans`.
@@ -99,22 +100,8 @@ class Supervisor:
 
     def signal_active(self, run: ActiveRun, patch: dict[str, Any]) -> list[ops.Op]:
         """Merge `patch` into a running run: journaled now, and it wins over the step's result."""
-        now = self._env.clock.now_us()
         run.pending_patch = {**(run.pending_patch or {}), **patch}
-        run.position += 1
-        run.state_text = encode_state({**decode_state(run.state_text), **patch})
-        return [
-            *ops.state_change(run.row, run.position, "signal", run.state_text, now),
-            ops.add_timeline(
-                run.row,
-                now,
-                "runtime",
-                "run.signalled",
-                position=run.position,
-                message="state patched by a signal",
-                data={"patch": patch},
-            ),
-        ]
+        return self.parking.signal(run, patch)
 
     def start_queued(self, run: ActiveRun) -> None:
         """A queued run got its slot: journal that it runs and start it."""
@@ -197,9 +184,7 @@ class Supervisor:
             self.orphans[registered.id] = kept
         if self.admission is not None:
             paused = [
-                p.run_id
-                for p in (self.parking.paused.values() if self.parking else ())
-                if p.workflow_id == registered.id
+                p.run_id for p in self.parking.paused.values() if p.workflow_id == registered.id
             ]
             self.admission.restore(registered, queued, running, paused)
         await self._writer.flush()
@@ -359,10 +344,8 @@ class Supervisor:
             )
 
     async def _execute(self, run: ActiveRun) -> RunResult:
-        outcome = await execute(run, self._env, invalid_input=run.invalid_input)
+        outcome = await execute(run, self._env)
         while isinstance(outcome, PauseRequest):
-            if self.parking is None:
-                raise RuntimeNotStarted("pausing needs the runtime's parking")
             parked = self.parking.park_or_drain(run, outcome)
             if parked is None:  # a buffered event was waiting: go on at once
                 outcome = await execute(run, self._env)

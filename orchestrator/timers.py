@@ -42,12 +42,6 @@ class Timers:
         """Forget the deadline under `key`, if any."""
         self._due.pop(key, None)
 
-    def __contains__(self, key: Hashable) -> bool:
-        return key in self._due
-
-    def __len__(self) -> int:
-        return len(self._due)
-
     async def run(self) -> None:
         """Fire deadlines as they fall due, for ever (cancel to stop)."""
         while True:

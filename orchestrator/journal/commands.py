@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from ..clock import Clock, new_id
 from ..errors import JournalError, RunNotActive, RunNotFound
 from .connection import connect_writer, rollback_if_open
-from .schema import migrate
+from .schema import upgrade
 
 T = TypeVar("T")
 ATTEMPTS = 5
@@ -103,8 +103,8 @@ def _transaction(path: Path, work: Callable[[sqlite3.Connection], T]) -> T:
         conn = connect_writer(path, "FULL")
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            migrate(conn, path)
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE")  # one lock for the schema check and the write
+            upgrade(conn, path)
             result = work(conn)
             conn.execute("COMMIT")
             return result

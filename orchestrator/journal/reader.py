@@ -24,6 +24,7 @@ from .connection import connect_reader
 from .schema import APPLICATION_ID, MIGRATIONS
 from .timeline import assemble_timeline
 
+_SERVICE_KINDS = "('service.opened', 'services.closed')"  # the timeline_services index's
 _RUN_COLUMNS = """
     r.run_id, r.workflow_id, r.trigger_id, r.status, r.step, r.error, r.error_code,
     r.version, r.created_at, r.updated_at,
@@ -266,14 +267,17 @@ class JournalReader:
 
         Each as (row, run id, last state, service ids), oldest first.
         """
+        # `kind IN (...)` repeats the partial index's condition, so SQLite can use it: the
+        # scan reads only service rows, not every timeline row of the workflow's runs.
         rows = await self._fetch(
             "SELECT r.id, r.run_id, c.state, t.message FROM timeline t"
-            " JOIN runs r ON r.id = t.run"
+            " CROSS JOIN runs r ON r.id = t.run"
             " JOIN checkpoints c ON c.run = r.id AND c.position = r.position"
-            " WHERE t.kind = 'service.opened' AND r.workflow_id = ?"
+            f" WHERE t.kind IN {_SERVICE_KINDS} AND t.kind = 'service.opened'"
+            " AND r.workflow_id = ?"
             " AND r.status IN ('completed', 'failed', 'aborted', 'dropped', 'rejected')"
             " AND NOT EXISTS (SELECT 1 FROM timeline x WHERE x.run = t.run"
-            " AND x.kind = 'services.closed' AND x.id > t.id)"
+            f" AND x.kind IN {_SERVICE_KINDS} AND x.kind = 'services.closed' AND x.id > t.id)"
             " ORDER BY r.id, t.id",
             [workflow_id],
         )

@@ -181,17 +181,22 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
     """Bring the journal at `path` to the latest schema, or refuse a foreign file."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        version = _check_ownership(conn, path)
-        for number in range(version + 1, len(MIGRATIONS) + 1):
-            # executescript would COMMIT first; run statements one by one instead.
-            for statement in _statements(MIGRATIONS[number - 1]):
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {number}")
+        upgrade(conn, path)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def upgrade(conn: sqlite3.Connection, path: Path) -> None:
+    """`migrate` inside a write transaction the caller holds (and commits)."""
+    version = _check_ownership(conn, path)
+    for number in range(version + 1, len(MIGRATIONS) + 1):
+        # executescript would COMMIT first; run statements one by one instead.
+        for statement in _statements(MIGRATIONS[number - 1]):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {number}")
 
 
 def _check_ownership(conn: sqlite3.Connection, path: Path) -> int:

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from ..clock import to_datetime
 from ..records import Checkpoint, TimelineEntry
-from .reader import DaemonRecord, JournalReader, LoadErrorRecord
+from .reader import DaemonRecord, JournalReader
 from .timeline import assemble_timeline
 
 SORTS: Final = {
@@ -54,6 +54,16 @@ class RunFilter:
     workflow: str | None = None
     search: str = ""
     sort: str = "newest"
+
+
+@dataclass(frozen=True)
+class LoadErrorView:
+    """A file that failed to load: where, why, and when (None if the time is unreadable)."""
+
+    file: str
+    line: int | None
+    message: str
+    at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -205,7 +215,10 @@ class DashboardQueries:
             "SELECT r.status, r.updated_at, r.position, r.step, r.error, r.version,"
             " (SELECT max(t.id) FROM timeline t WHERE t.run = r.id),"
             " (SELECT group_concat(w.id || w.status) FROM waits w WHERE w.run = r.id),"
-            " (SELECT max(e.id) FROM events e)"
+            # Events reach the detail only through live waits: without one, new events
+            # elsewhere do not make the detail read again.
+            " CASE WHEN EXISTS (SELECT 1 FROM waits w WHERE w.run = r.id"
+            " AND w.status IN ('armed', 'parked')) THEN (SELECT max(e.id) FROM events e) END"
             " FROM runs r WHERE r.run_id = ?",
             [run_id],
         )
@@ -266,9 +279,12 @@ class DashboardQueries:
             for row in rows
         ]
 
-    async def load_errors(self) -> list[LoadErrorRecord]:
+    async def load_errors(self) -> list[LoadErrorView]:
         """Files that failed to load, by file."""
-        return await self.reader.load_errors()
+        return [
+            LoadErrorView(error.file, error.line, error.message, _when(error.at))
+            for error in await self.reader.load_errors()
+        ]
 
     async def daemon(self) -> DaemonRecord | None:
         """The live process holding the journal's lease, or None."""
