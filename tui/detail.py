@@ -23,7 +23,7 @@ from orchestrator.records import Checkpoint
 from .format import join, literal, run_duration, status_text, timestamp
 from .jsonview import TREE_BUDGET, diff, diff_text, fill_tree
 from .keybar import KeyBar
-from .live import JournalBanner, RunScreen
+from .live import JournalBanner, RunScreen, show
 from .tables import selected_key, sync_rows
 from .timeline import COLUMNS as TIMELINE_COLUMNS
 from .timeline import timeline_rows
@@ -94,7 +94,7 @@ class RunDetailScreen(RunScreen):
     def tick(self) -> None:
         """The duration of a run that has not ended grows."""
         if self.detail is not None:
-            self._summary().update(_summary(self.detail, self.dashboard.now()))
+            show(self._summary(), _summary(self.detail, self.dashboard.now()))
 
     def action_back(self) -> None:
         """Back to the list."""

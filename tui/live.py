@@ -22,7 +22,14 @@ from orchestrator.journal.views import DashboardQueries
 if TYPE_CHECKING:
     from .app import DashboardApp
 
-RUN_ACTIONS: frozenset[str] = frozenset({"abort", "resume", "signal"})
+
+def show(widget: Static, text: Text, *, layout: bool = True) -> None:
+    """Redraw a Static only when its text changed (each screen redraws every second).
+
+    A fixed-height one may skip the layout pass, which would repaint the whole screen.
+    """
+    if widget.content != text:
+        widget.update(text, layout=layout)
 
 
 class JournalBanner(Static):
@@ -30,8 +37,7 @@ class JournalBanner(Static):
 
     def show(self, text: Text) -> None:
         """Replace the banner's text."""
-        if self.content != text:
-            self.update(text)
+        show(self, text)
 
 
 class LiveScreen(Screen[None]):

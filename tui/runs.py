@@ -31,7 +31,7 @@ from .format import (
     timestamp,
 )
 from .keybar import KeyBar
-from .live import JournalBanner, RunScreen
+from .live import JournalBanner, RunScreen, show
 from .tables import selected_key, sync_rows
 
 PAGE_SIZE: Final = 100
@@ -212,8 +212,10 @@ class RunsScreen(RunScreen):
         self._drawn = {run_id: self._drawn[run_id] for run_id, _ in rows}
         sync_rows(self._table(), rows)
         counts = _counts_text(self.counts, self.run_filter.workflow)
-        _show(self.query_one("#counts", Static), counts)
-        _show(self.query_one("#pager", Static), _pager_text(self.run_page, self.run_filter))
+        # Both lines have a fixed height: no layout pass (it would repaint the table too).
+        show(self.query_one("#counts", Static), counts, layout=False)
+        pager = _pager_text(self.run_page, self.run_filter)
+        show(self.query_one("#pager", Static), pager, layout=False)
 
     def _now(self) -> datetime:
         """The clock as read at the last tick (within 1.5 s), else now.
@@ -250,16 +252,6 @@ class RunsScreen(RunScreen):
 
     def _table(self) -> DataTable[Text]:
         return self.query_one("#runs", DataTable)
-
-
-def _show(line: Static, text: Text) -> None:
-    """Redraw a one-line Static only when its text changed, without a layout pass.
-
-    Both lines have a fixed height; a layout pass would repaint the whole screen (the table
-    included) every second, when `tick` redraws.
-    """
-    if line.content != text:
-        line.update(text, layout=False)
 
 
 def _cells(row: RunRow, now: datetime) -> list[Text]:

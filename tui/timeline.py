@@ -13,12 +13,13 @@ from typing import Any, Final
 
 from rich.text import Text
 
-from orchestrator.records import TimelineEntry
+from orchestrator.records import FINAL_STATUSES, TimelineEntry
 
 from .format import LEVEL_STYLES, compact_json, duration, literal
 
 GANTT_WIDTH: Final = 24
 COLUMNS: Final = ("at", "kind", "step", "gantt", "message")
+_FINAL_KINDS: Final = frozenset(f"run.{status}" for status in FINAL_STATUSES)
 _KIND_STYLES: Final = {
     "step.failed": "bold red",
     "run.failed": "bold red",
@@ -37,9 +38,9 @@ def timeline_rows(entries: list[TimelineEntry], now: datetime) -> list[tuple[str
     if not entries:
         return []
     start = entries[0].at
-    end = max(entries[-1].at, now) if _open(entries) else entries[-1].at
-    scale = _Scale(start, end)
-    bars = _bars(entries, scale, end)
+    ended = entries[-1].kind in _FINAL_KINDS
+    end = entries[-1].at if ended else max(entries[-1].at, now)
+    bars = _bars(entries, _Scale(start, end), end, ended=ended)
     rows = []
     for index, entry in enumerate(entries):
         offset = (entry.at - start).total_seconds()
@@ -68,8 +69,10 @@ class _Scale:
         return " " * left + char * (right - left)
 
 
-def _bars(entries: list[TimelineEntry], scale: _Scale, end: datetime) -> dict[int, str]:
-    """Bars on completed and failed steps (and on a step still running, to `end`)."""
+def _bars(
+    entries: list[TimelineEntry], scale: _Scale, end: datetime, *, ended: bool
+) -> dict[int, str]:
+    """Bars on completed and failed steps, and on a step still running (to `end`)."""
     bars: dict[int, str] = {}
     started: dict[str | None, tuple[int, datetime]] = {}
     for index, entry in enumerate(entries):
@@ -83,7 +86,7 @@ def _bars(entries: list[TimelineEntry], scale: _Scale, end: datetime) -> dict[in
             bars[index] = scale.bar(begin, entry.at)
         elif _failed_for_good(entry) and entry.step in started:
             bars[index] = scale.bar(started.pop(entry.step)[1], entry.at)
-    if _open(entries):
+    if not ended:
         for index, begin in started.values():
             bars[index] = scale.bar(begin, end, "▒")
     return bars
@@ -92,12 +95,6 @@ def _bars(entries: list[TimelineEntry], scale: _Scale, end: datetime) -> dict[in
 def _failed_for_good(entry: TimelineEntry) -> bool:
     """A step's last failure (not an attempt to be retried)."""
     return entry.kind == "step.failed" and not (entry.data or {}).get("retry")
-
-
-def _open(entries: list[TimelineEntry]) -> bool:
-    """Whether the run has not ended (no final run.* entry last)."""
-    final = ("run.completed", "run.failed", "run.aborted", "run.dropped", "run.rejected")
-    return entries[-1].kind not in final
 
 
 def _kind(entry: TimelineEntry) -> Text:

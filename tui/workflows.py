@@ -9,11 +9,9 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Label, Static
 
-from orchestrator.clock import to_datetime
 from orchestrator.conditions import Conditions
 from orchestrator.errors import DefinitionError
-from orchestrator.journal.reader import LoadErrorRecord
-from orchestrator.journal.views import DashboardQueries, WorkflowView
+from orchestrator.journal.views import DashboardQueries, LoadErrorView, WorkflowView
 
 from .format import compact_json, literal, timestamp
 from .keybar import KeyBar
@@ -69,12 +67,12 @@ def _cells(workflow: WorkflowView) -> list[Text]:
     ]
 
 
-def _error_cells(error: LoadErrorRecord, now: datetime) -> list[Text]:
+def _error_cells(error: LoadErrorView, now: datetime) -> list[Text]:
     return [
         literal(error.file, single_line=True),
         literal("-" if error.line is None else str(error.line)),
         literal(error.message, "red", single_line=True, limit=200),
-        literal(timestamp(_when(error.at), now)),
+        literal(timestamp(error.at, now)),
     ]
 
 
@@ -109,7 +107,3 @@ def _where(where: Any) -> str:
         return Conditions.from_json(where, label="trigger").describe()
     except DefinitionError:
         return compact_json(where)
-
-
-def _when(value: Any) -> datetime | None:
-    return to_datetime(value) if isinstance(value, int) else None
