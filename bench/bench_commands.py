@@ -19,7 +19,7 @@ with the daemon's poll), never two in flight. Then the CLI's own start-up, with 
 the wall time of ``python -m orchestrator emit x {}`` into a new journal each time (which
 it creates) and into an existing one, of ``python -m orchestrator --help``, of the
 installed ``orchestrator`` script, of a bare ``python -c pass``, and the import times
-``python -X importtime -c "import orchestrator.cli"`` reports.
+``python -X importtime -c "import orchestrator.cli.main"`` reports.
 """
 
 from __future__ import annotations
@@ -107,17 +107,17 @@ def latencies(
 
 
 def import_times(n: int) -> tuple[list[float], list[float]]:
-    """Per run, ms: the cumulative import of orchestrator.cli, and all imports of the run."""
+    """Per run, ms: the cumulative import of orchestrator.cli.main, and all imports of the run."""
     cli, total = [], []
     for _ in range(n):
         out = subprocess.run(
-            [sys.executable, "-X", "importtime", "-c", "import orchestrator.cli"],
+            [sys.executable, "-X", "importtime", "-c", "import orchestrator.cli.main"],
             check=True,
             capture_output=True,
             text=True,
         ).stderr
         lines = [m for m in map(IMPORT_LINE.match, out.splitlines()) if m is not None]
-        cli.append(next(int(m[2]) for m in lines if m[4] == "orchestrator.cli") / 1000)
+        cli.append(next(int(m[2]) for m in lines if m[4] == "orchestrator.cli.main") / 1000)
         total.append(sum(int(m[1]) for m in lines) / 1000)
     return cli, total
 
@@ -144,7 +144,7 @@ def startup(n: int) -> None:
         print(row("orchestrator --help (installed script)", wall_ms([str(script), "--help"], n)))
     print(row("python -c pass (interpreter start)", wall_ms([*python, "-c", "pass"], n)))
     cli_import, all_imports = import_times(n)
-    print(row("-X importtime: orchestrator.cli, cumulative", cli_import))
+    print(row("-X importtime: orchestrator.cli.main, cumulative", cli_import))
     print(row("-X importtime: every import of the run", all_imports))
 
 

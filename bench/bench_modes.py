@@ -27,7 +27,7 @@ from typing import Any
 from common import default_synchronous, fmt, fresh_dir, machine_line, parse_args
 
 from orchestrator import Runtime, Trigger, Workflow
-from orchestrator.modes import Exclusive, Mode, Serialized, SingletonLoop, Transient
+from orchestrator.define.modes import Exclusive, Mode, Serialized, SingletonLoop, Transient
 
 CHUNK = 1_000  # emits per timed chunk; also the size of each concurrent gather batch
 FULL, QUICK = 10_000, 1_000

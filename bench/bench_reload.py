@@ -19,7 +19,7 @@ lease, on a folder of one file and on a folder of many (their probes run in para
 up to one per core; their imports in order).
 
 The daemon imports each version twice: once in a probe subprocess (``python -m
-orchestrator.probe``), so a file that hangs or exits at import cannot take the daemon
+orchestrator.folder.probe``), so a file that hangs or exits at import cannot take the daemon
 down, then in process. The probe's cost alone is printed too, with the interpreter's bare
 start-up beside it.
 """
@@ -39,8 +39,8 @@ from pathlib import Path
 
 from common import daemon, fresh_dir, latency_row, machine_line, read_journal, wall_ms
 
+from orchestrator.folder.loader import PARALLEL_PROBES, FolderConfig, digest_of, probe
 from orchestrator.journal.commands import queue_invoke
-from orchestrator.loader import PARALLEL_PROBES, FolderConfig, digest_of, probe
 
 WORKFLOW = """\
 from orchestrator import Workflow

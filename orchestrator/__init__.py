@@ -13,7 +13,14 @@ from .lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .clock import Clock, FakeClock
-    from .context import StepContext
+    from .define.hooks import DispatchResult
+    from .define.model import FileTrigger, Schedule, Step, Trigger, Workflow
+    from .define.modes import Exclusive, Serialized, SingletonLoop, Transient
+    from .define.services import Service, ServiceContext
+    from .define.waits import PauseRequest, PauseService, Wait
+    from .engine.context import StepContext
+    from .engine.registry import RegisteredWorkflow
+    from .engine.runtime import Runtime
     from .errors import (
         DefinitionError,
         DuplicateKey,
@@ -34,61 +41,54 @@ if TYPE_CHECKING:
         ValidationError,
         WorkflowNotFound,
     )
-    from .hooks import DispatchResult
-    from .model import FileTrigger, Schedule, Step, Trigger, Workflow
-    from .modes import Exclusive, Serialized, SingletonLoop, Transient
-    from .pipeline import run
+    from .pipeline.runner import run
     from .records import RunInfo, RunResult, TimelineEntry
-    from .registry import RegisteredWorkflow
-    from .runtime import Runtime
-    from .services import Service, ServiceContext
-    from .waits import PauseRequest, PauseService, Wait
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
     "Clock": ".clock",
     "DefinitionError": ".errors",
-    "DispatchResult": ".hooks",
+    "DispatchResult": ".define.hooks",
     "DuplicateKey": ".errors",
-    "Exclusive": ".modes",
+    "Exclusive": ".define.modes",
     "FakeClock": ".clock",
-    "FileTrigger": ".model",
+    "FileTrigger": ".define.model",
     "InvalidState": ".errors",
     "JournalCorrupt": ".errors",
     "JournalError": ".errors",
     "JournalLocked": ".errors",
     "OrchestratorError": ".errors",
-    "PauseRequest": ".waits",
-    "PauseService": ".waits",
+    "PauseRequest": ".define.waits",
+    "PauseService": ".define.waits",
     "PipelineError": ".errors",
-    "RegisteredWorkflow": ".registry",
+    "RegisteredWorkflow": ".engine.registry",
     "RunInfo": ".records",
     "RunNotActive": ".errors",
     "RunNotFound": ".errors",
     "RunResult": ".records",
-    "Runtime": ".runtime",
+    "Runtime": ".engine.runtime",
     "RuntimeNotStarted": ".errors",
     "RuntimeStopped": ".errors",
-    "Schedule": ".model",
-    "Serialized": ".modes",
-    "Service": ".services",
-    "ServiceContext": ".services",
+    "Schedule": ".define.model",
+    "Serialized": ".define.modes",
+    "Service": ".define.services",
+    "ServiceContext": ".define.services",
     "ServiceError": ".errors",
     "ServiceNotFound": ".errors",
-    "SingletonLoop": ".modes",
-    "Step": ".model",
-    "StepContext": ".context",
+    "SingletonLoop": ".define.modes",
+    "Step": ".define.model",
+    "StepContext": ".engine.context",
     "StepTimeout": ".errors",
     "TimelineEntry": ".records",
-    "Transient": ".modes",
-    "Trigger": ".model",
+    "Transient": ".define.modes",
+    "Trigger": ".define.model",
     "TriggerNotFound": ".errors",
     "ValidationError": ".errors",
-    "Wait": ".waits",
-    "Workflow": ".model",
+    "Wait": ".define.waits",
+    "Workflow": ".define.model",
     "WorkflowNotFound": ".errors",
-    "run": ".pipeline",
+    "run": ".pipeline.runner",
 }
 
 __all__ = [

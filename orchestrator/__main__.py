@@ -1,5 +1,5 @@
 """``python -m orchestrator``: the same as the ``orchestrator`` command."""
 
-from .cli import main
+from .cli.main import main
 
 main()

@@ -170,3 +170,9 @@ class JournalCorrupt(JournalError):
     """The file is not a journal of this orchestrator, or it is damaged."""
 
     code = "JOURNAL_CORRUPT"
+
+
+def describe_exception(exc: BaseException) -> str:
+    """One line naming the exception's type and message."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -40,9 +40,9 @@ NOW = START + timedelta(minutes=3)  # the dashboard's frozen clock
 SCREENSHOT_SIZE = (140, 20)
 # The modules that bind `orchestrator.clock.new_id` at import, under the names they use.
 _ID_SOURCES = (
-    "orchestrator.admission.make_id",
-    "orchestrator.supervisor.new_id",
-    "orchestrator.control.new_id",
+    "orchestrator.engine.admission.make_id",
+    "orchestrator.engine.supervisor.new_id",
+    "orchestrator.engine.control.new_id",
 )
 
 

@@ -19,7 +19,7 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given, settings
 
-from orchestrator.conditions import (
+from orchestrator.define.conditions import (
     MISSING,
     OPERATORS,
     Clause,

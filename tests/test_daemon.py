@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from procs import Daemon, cli, query, wait_until
 
-from orchestrator.loader import digest_of
+from orchestrator.folder.loader import digest_of
 
 TIMEOUT = 30.0
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.env import SECRET_MARKERS, Env, Redactor, is_secret_key
+from orchestrator.define.env import SECRET_MARKERS, Env, Redactor, is_secret_key
 from orchestrator.errors import DefinitionError
 
 # --- Env ----------------------------------------------------------------------------------

@@ -20,8 +20,8 @@ import pytest
 from procs import query
 
 from orchestrator import Runtime, WorkflowNotFound
+from orchestrator.folder.loader import FolderConfig, LoadFailed, digest_of, load_file
 from orchestrator.journal import JournalReader
-from orchestrator.loader import FolderConfig, LoadFailed, digest_of, load_file
 
 T = TypeVar("T")
 # Generous: a reload is a probe subprocess, and the machine is shared.

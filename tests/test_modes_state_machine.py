@@ -35,7 +35,7 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from orchestrator import Exclusive, Runtime, Serialized, SingletonLoop, Transient, Workflow
-from orchestrator.modes import Mode
+from orchestrator.define.modes import Mode
 from orchestrator.records import RunInfo
 
 T = TypeVar("T")

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from orchestrator.clock import FakeClock
+from orchestrator.define.model import Step
 from orchestrator.errors import (
     DefinitionError,
     InvalidState,
@@ -24,8 +25,7 @@ from orchestrator.errors import (
     StepTimeout,
     ValidationError,
 )
-from orchestrator.model import Step
-from orchestrator.pipeline import PipelineContext, run
+from orchestrator.pipeline.runner import PipelineContext, run
 
 Events = list[tuple[str, dict[str, Any]]]
 

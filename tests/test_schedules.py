@@ -11,9 +11,9 @@ import cronsim
 import pytest
 import tzlocal
 
-from orchestrator import schedules
+from orchestrator.define import schedules
+from orchestrator.define.schedules import due_ticks_us, next_tick_us, resolve_zone, to_iso, validate
 from orchestrator.errors import DefinitionError
-from orchestrator.schedules import due_ticks_us, next_tick_us, resolve_zone, to_iso, validate
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BERLIN = "Europe/Berlin"

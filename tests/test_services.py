@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.errors import DefinitionError, DuplicateKey, OrchestratorError
-from orchestrator.services import (
+from orchestrator.define.services import (
     RESERVED,
     Scope,
     Service,
@@ -21,6 +20,7 @@ from orchestrator.services import (
     check_graph,
     runtime_services,
 )
+from orchestrator.errors import DefinitionError, DuplicateKey, OrchestratorError
 
 
 def counter() -> tuple[list[ServiceContext], Callable[[ServiceContext], Any]]:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import ValidationError
-from orchestrator.sources import load_pipeline_source
-from orchestrator.validation import DEFAULT_BLOCKED, ImportPolicy, validate_source
+from orchestrator.pipeline.sources import load_pipeline_source
+from orchestrator.pipeline.validation import DEFAULT_BLOCKED, ImportPolicy, validate_source
 
 
 def check(source: str, *, allow: list[str] | None = None, block: list[str] | None = None) -> None:

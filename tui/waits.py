@@ -11,7 +11,7 @@ from datetime import datetime
 
 from rich.text import Text
 
-from orchestrator.conditions import MISSING, ClauseCheck, Conditions
+from orchestrator.define.conditions import MISSING, ClauseCheck, Conditions
 from orchestrator.errors import DefinitionError
 from orchestrator.journal.views import EventView, WaitView
 

@@ -9,7 +9,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Label, Static
 
-from orchestrator.conditions import Conditions
+from orchestrator.define.conditions import Conditions
 from orchestrator.errors import DefinitionError
 from orchestrator.journal.views import DashboardQueries, LoadErrorView, WorkflowView
 

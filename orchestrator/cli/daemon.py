@@ -1,0 +1,102 @@
+"""`orchestrator up`: a runtime over a folder of workflow files, until SIGINT or SIGTERM.
+
+The daemon is a `Runtime` with `workflows_dir`, plus what a long-running process needs:
+logging to stderr, signal handling, and a clean stop (running steps get the grace period,
+then are cancelled and run again after the next start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from ..engine.runtime import STEP_THREADS, Runtime
+
+_log = logging.getLogger("orchestrator.daemon")
+# How long a stopped daemon waits for idle worker threads to end before exiting anyway.
+THREADS_EXIT_SECONDS = 1.0
+
+
+def configure_logging(file: Path | None = None) -> None:
+    """Log lines to stderr (or to `file`, while the dashboard owns the terminal)."""
+    handler: logging.Handler = (
+        logging.StreamHandler(sys.stderr) if file is None else logging.FileHandler(file)
+    )
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+    )
+    root = logging.getLogger("orchestrator")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+# What runs in the foreground while the daemon serves (the dashboard); it returns when the
+# user quits, and must return soon after `stop` is set.
+Foreground = Callable[[Runtime, asyncio.Event], Awaitable[None]]
+
+
+async def serve(
+    folder: Path, db: Path, *, grace: float, foreground: Foreground | None = None
+) -> int:
+    """Run the daemon until a stop signal (or until `foreground` returns)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, _on_signal, stop, signum)
+    try:
+        async with Runtime(db, workflows_dir=folder, shutdown_grace=grace) as rt:
+            loaded = ", ".join(rt.list_workflows()) or "none yet"
+            _log.info(
+                "daemon pid %d ready: journal %s, folder %s, workflows: %s",
+                os.getpid(),
+                db,
+                folder,
+                loaded,
+            )
+            if foreground is not None:
+                await foreground(rt, stop)
+            else:
+                await stop.wait()
+            _log.info("stopping: running steps have %g s to finish", grace)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    _log.info("stopped cleanly")
+    _exit_if_steps_linger()
+    return 0
+
+
+def _exit_if_steps_linger() -> None:
+    """Exit at once if a sync step still runs in a worker thread.
+
+    A sync step cannot be interrupted, and Python waits for every worker thread at exit:
+    a step sleeping for an hour would keep a stopped daemon (its lease released) alive for
+    an hour. Its run is checkpointed and runs the step again after the next start.
+    """
+    deadline = time.monotonic() + THREADS_EXIT_SECONDS
+    threads = [t for t in threading.enumerate() if t.name.startswith(STEP_THREADS)]
+    for thread in threads:  # idle workers end on their own once the pool is shut down
+        thread.join(max(0.0, deadline - time.monotonic()))
+    busy = [t.name for t in threads if t.is_alive()]
+    if busy:
+        _log.warning("exiting without waiting for sync steps still running in %s", busy)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+def _on_signal(stop: asyncio.Event, signum: int) -> None:
+    if stop.is_set():
+        _log.warning("%s again: still stopping, waiting for running steps", _name(signum))
+    stop.set()
+
+
+def _name(signum: int) -> str:
+    return signal.Signals(signum).name

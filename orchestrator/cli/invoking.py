@@ -1,0 +1,66 @@
+"""`invoke --wait`: follow a run queued for the daemon until it settles, from another process.
+
+Only the journal is read: the run's row once the daemon created it, the command's outcome
+if the daemon refused it, and the lease to tell whether a daemon is there at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..journal import JournalReader
+from ..records import FINAL_STATUSES, RunInfo
+
+POLL_SECONDS = 0.05
+# How long to wait for a daemon to appear before saying that none runs.
+NO_DAEMON_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a waited-for run ended up, as the exit code and a line for the user."""
+
+    ok: bool
+    message: str
+
+
+async def wait_for_run(path: Path, run_id: str) -> Outcome:
+    """Wait until run `run_id` completes or pauses (ok), or fails, ends or is refused."""
+    reader = await JournalReader.open(path)
+    try:
+        return await _follow(reader, run_id)
+    finally:
+        await reader.close()
+
+
+async def _follow(reader: JournalReader, run_id: str) -> Outcome:
+    daemon_seen = time.monotonic()
+    while True:
+        info = await reader.get_run(run_id)
+        if info is not None and (info.status in FINAL_STATUSES or info.status == "paused"):
+            return _settled(info)
+        if info is None:
+            command = await reader.command_outcome(run_id)
+            if command is not None and command.outcome not in (None, "ok"):
+                return Outcome(False, f"the daemon did not start run {run_id}: {command.outcome}")
+        if await reader.daemon() is not None:
+            daemon_seen = time.monotonic()
+        elif time.monotonic() - daemon_seen > NO_DAEMON_SECONDS:
+            where = "queued" if info is None else info.status
+            return Outcome(
+                False,
+                f"no daemon is running on journal {reader.path}: run {run_id} is {where} and "
+                f"continues when `orchestrator up DIR --db {reader.path}` runs",
+            )
+        await asyncio.sleep(POLL_SECONDS)
+
+
+def _settled(info: RunInfo) -> Outcome:
+    if info.status in ("completed", "paused"):
+        step = f" at step {info.step}" if info.status == "paused" and info.step else ""
+        return Outcome(True, f"run {info.run_id} {info.status}{step}")
+    code = f" [{info.error_code}]" if info.error_code else ""
+    return Outcome(False, f"run {info.run_id} {info.status}: {info.error or ''}{code}")

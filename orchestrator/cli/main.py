@@ -1,0 +1,403 @@
+"""The ``orchestrator`` command: argument parsing and output only.
+
+Commands read the journal through the journal layer's reader and never reach into a
+daemon's memory. Exit codes: 0 success, 1 the run or action failed, 2 bad usage or input.
+Heavy modules are imported inside the command that needs them, to keep start-up small.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+from ..errors import JournalError, OrchestratorError, PipelineError, RunNotFound, ValidationError
+from ..records import STATUSES
+
+if TYPE_CHECKING:
+    from ..journal import JournalReader
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
+
+
+class UsageError(Exception):
+    """Bad input on the command line: exit 2 with this message."""
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point of the ``orchestrator`` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        outcome = args.handler(args)
+        code = _run(outcome) if isinstance(outcome, Coroutine) else outcome
+    except UsageError as exc:
+        code = _fail(str(exc), EXIT_USAGE)
+    except (ValidationError, JournalError, RunNotFound) as exc:
+        code = _fail(f"{exc} [{exc.code}]", EXIT_USAGE)
+    except OrchestratorError as exc:
+        code = _fail(f"{exc} [{exc.code}]", EXIT_FAILED)
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+def _run(work: Coroutine[Any, Any, T]) -> T:
+    """Run async work (asyncio is imported only by the commands that need it)."""
+    import asyncio
+
+    return asyncio.run(work)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orchestrator", description="A durable local workflow orchestrator."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = _command(commands, "run", _cmd_run, "run one pipeline file once, in process", db=False)
+    run.add_argument("file", type=Path, help="a Python file that binds `pipeline`")
+    run.add_argument("--state", default="{}", help="the initial state, a JSON object")
+    run.add_argument(
+        "--allow",
+        action="append",
+        default=None,
+        metavar="RE",
+        help="only modules matching this regular expression may be imported",
+    )
+    run.add_argument(
+        "--block",
+        action="append",
+        default=[],
+        metavar="MOD",
+        help="also block this module (adds to the default list)",
+    )
+    run.add_argument(
+        "--module-home",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="a folder to import adaptor modules from, for this run only",
+    )
+
+    runs = _command(commands, "runs", _cmd_runs, "list runs, newest first")
+    runs.add_argument("--status", choices=STATUSES, help="only runs with this status")
+    runs.add_argument("--workflow", metavar="W", help="only runs of this workflow")
+    runs.add_argument(
+        "--limit", type=_positive_int, default=100, metavar="N", help="at most N runs (default 100)"
+    )
+    runs.add_argument("--json", action="store_true", help="print JSON")
+
+    emit = _command(commands, "emit", _cmd_emit, "journal an event; print its id")
+    emit.add_argument("type", metavar="TYPE", help="the event type, e.g. payment.received")
+    emit.add_argument("data", metavar="JSON", nargs="?", default="{}", help="the event's data")
+
+    resume = _command(commands, "resume", _cmd_resume, "resume a paused run")
+    resume.add_argument("run_id", metavar="RUN_ID")
+    resume.add_argument(
+        "patch", metavar="JSON", nargs="?", default="{}", help="merged into the run's state"
+    )
+
+    signal = _command(commands, "signal", _cmd_signal, "patch an active run's state")
+    signal.add_argument("run_id", metavar="RUN_ID")
+    signal.add_argument("patch", metavar="JSON", help="merged into the run's state")
+
+    abort = _command(commands, "abort", _cmd_abort, "end a run that is not final")
+    abort.add_argument("run_id", metavar="RUN_ID")
+
+    up = _command(commands, "up", _cmd_up, "load and watch a folder of workflows: the daemon")
+    up.add_argument("folder", type=Path, metavar="DIR", help="the folder of workflow files")
+    up.add_argument("--headless", action="store_true", help="no dashboard: log to stderr only")
+    up.add_argument(
+        "--grace",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="on SIGINT/SIGTERM, how long running steps may finish (default 10)",
+    )
+
+    tui = _command(commands, "tui", _cmd_tui, "the dashboard, attached to a journal")
+    tui.add_argument("--read-only", action="store_true", help="show everything, change nothing")
+
+    invoke = _command(commands, "invoke", _cmd_invoke, "start a run through the daemon")
+    invoke.add_argument("workflow", metavar="WORKFLOW")
+    invoke.add_argument("trigger", metavar="TRIGGER", help="the pipeline's trigger id")
+    invoke.add_argument("data", metavar="JSON", nargs="?", default="{}", help="the run's state")
+    invoke.add_argument(
+        "--wait", action="store_true", help="wait until the run completes, pauses or fails"
+    )
+
+    workflows = _command(commands, "workflows", _cmd_workflows, "loaded workflows, load errors")
+    workflows.add_argument("--json", action="store_true", help="print JSON")
+
+    show = _command(commands, "show", _cmd_show, "one run: status, state, timeline")
+    show.add_argument("run_id", metavar="RUN_ID")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+Handler = Callable[[argparse.Namespace], int | Coroutine[Any, Any, int]]
+
+
+def _command(
+    commands: Any, name: str, handler: Handler, help: str, *, db: bool = True
+) -> argparse.ArgumentParser:
+    """A subcommand; with `db`, it takes ``--db`` (every command but ``run`` does)."""
+    sub: argparse.ArgumentParser = commands.add_parser(name, help=help, description=help)
+    sub.set_defaults(handler=handler)
+    if db:
+        _add_db(sub)
+    return sub
+
+
+def _add_db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="the journal (default: $ORCHESTRATOR_DB, else ./orchestrator.db)",
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {value:g}")
+    return value
+
+
+def db_path(args: argparse.Namespace) -> Path:
+    """The journal a command works on: --db, else $ORCHESTRATOR_DB, else ./orchestrator.db."""
+    if args.db is not None:
+        return Path(args.db)
+    return Path(os.environ.get("ORCHESTRATOR_DB") or "orchestrator.db")
+
+
+def parse_json_object(text: str, what: str) -> dict[str, Any]:
+    """Parse a JSON object given on the command line, or raise `UsageError`."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"{what} is not valid JSON ({exc.msg} at column {exc.colno}): {text}"
+        ) from None
+    if not isinstance(value, dict):
+        raise UsageError(
+            f"{what} must be a JSON object like '{{\"n\": 1}}', got {type(value).__name__}"
+        )
+    return value
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+async def _cmd_run(args: argparse.Namespace) -> int:
+    from ..pipeline.runner import run
+
+    state = parse_json_object(args.state, "--state")
+    try:
+        source = args.file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"no such file: {args.file}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {args.file}: {exc}") from None
+    if args.module_home is not None and not args.module_home.is_dir():
+        raise UsageError(f"--module-home {args.module_home} is not a folder")
+    try:
+        final = await run(
+            source, state, allow=args.allow, block=args.block, module_home=args.module_home
+        )
+    except PipelineError as exc:
+        return _fail(f"{exc} [{exc.code}]\nlast good state: {_dumps(exc.state)}", EXIT_FAILED)
+    print(_dumps(final, indent=2))
+    return EXIT_OK
+
+
+async def _cmd_runs(args: argparse.Namespace) -> int:
+    from . import output
+
+    async with _reading(db_path(args)) as reader:
+        runs = (
+            []
+            if reader is None
+            else await reader.list_runs(
+                status=args.status, workflow=args.workflow, limit=args.limit
+            )
+        )
+    print(output.runs_json(runs) if args.json else output.runs_table(runs))
+    return EXIT_OK
+
+
+async def _cmd_show(args: argparse.Namespace) -> int:
+    from . import output
+
+    path = db_path(args)
+    async with _reading(path) as reader:
+        if reader is None:
+            raise UsageError(f"no run {args.run_id!r}: journal {path} does not exist")
+        info = await reader.get_run(args.run_id)
+        timeline = await reader.timeline(args.run_id) if info is not None else None
+    if info is None or timeline is None:
+        raise UsageError(f"no run {args.run_id!r} in journal {path}")
+    print(output.run_json(info, timeline) if args.json else output.run_text(info, timeline))
+    return EXIT_OK
+
+
+def _cmd_emit(args: argparse.Namespace) -> int:
+    from ..journal.commands import emit_event
+
+    data = parse_json_object(args.data, "the event data")
+    if not args.type.strip():
+        raise UsageError("the event type must not be empty")
+    print(emit_event(db_path(args), args.type, data))
+    return EXIT_OK
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    return _queue(args, "resume", parse_json_object(args.patch, "the patch"))
+
+
+def _cmd_signal(args: argparse.Namespace) -> int:
+    return _queue(args, "signal", parse_json_object(args.patch, "the patch"))
+
+
+def _cmd_abort(args: argparse.Namespace) -> int:
+    return _queue(args, "abort", None)
+
+
+def _queue(args: argparse.Namespace, command: str, payload: Any) -> int:
+    from ..journal.commands import queue_command
+
+    path = db_path(args)
+    queue_command(path, command, args.run_id, payload)
+    print(f"{command} of run {args.run_id} queued; the daemon applies it")
+    return EXIT_OK
+
+
+async def _cmd_up(args: argparse.Namespace) -> int:
+    from .daemon import configure_logging, serve
+
+    if not args.folder.is_dir():
+        raise UsageError(f"{args.folder} is not a folder of workflow files")
+    db = db_path(args)
+    dashboard = not args.headless and sys.stdin.isatty() and sys.stdout.isatty()
+    log_file = Path(f"{db}.log") if dashboard else None
+    configure_logging(log_file)
+    if log_file is not None:
+        print(f"orchestrator: the daemon logs to {log_file} while the dashboard runs")
+    if not dashboard:
+        return await serve(args.folder, db, grace=args.grace)
+    from .dashboard import in_daemon  # only `up` on a terminal needs Textual
+
+    return await serve(args.folder, db, grace=args.grace, foreground=in_daemon(db))
+
+
+def _cmd_tui(args: argparse.Namespace) -> int:
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError("the dashboard needs a terminal; use `orchestrator runs` in scripts")
+    from .dashboard import show
+
+    show(db_path(args), read_only=args.read_only)
+    return EXIT_OK
+
+
+def _cmd_invoke(args: argparse.Namespace) -> int:
+    from ..journal.commands import queue_invoke
+
+    path = db_path(args)
+    data = parse_json_object(args.data, "the run's state")
+    if _journal_exists(path):
+        _run(_check_invocable(path, args.workflow, args.trigger))
+    run_id = queue_invoke(path, args.workflow, args.trigger, data)
+    print(run_id, flush=True)
+    if not args.wait:
+        return EXIT_OK
+    from .invoking import wait_for_run
+
+    outcome = _run(wait_for_run(path, run_id))
+    print(outcome.message, file=sys.stderr)
+    return EXIT_OK if outcome.ok else EXIT_FAILED
+
+
+async def _check_invocable(path: Path, workflow_id: str, trigger_id: str) -> None:
+    """With a ready daemon, an unknown workflow or trigger is bad input (exit 2)."""
+    async with _reading(path) as reader:
+        daemon = await reader.daemon() if reader is not None else None
+        loaded = await reader.workflows() if reader and daemon and daemon.ready else None
+    if loaded is None:
+        return
+    found = next((w for w in loaded if w.workflow_id == workflow_id), None)
+    if found is None:
+        known = ", ".join(w.workflow_id for w in loaded) or "none"
+        raise UsageError(f"the daemon has no workflow {workflow_id!r} (loaded: {known})")
+    triggers = [t["trigger_id"] for t in found.triggers]
+    if trigger_id not in triggers:
+        known = ", ".join(triggers)
+        raise UsageError(
+            f"workflow {workflow_id!r} has no trigger {trigger_id!r} (it has: {known})"
+        )
+
+
+async def _cmd_workflows(args: argparse.Namespace) -> int:
+    from . import output
+
+    async with _reading(db_path(args)) as reader:
+        if reader is None:
+            loaded, errors, daemon = [], [], None
+        else:
+            loaded, errors, daemon = (
+                await reader.workflows(),
+                await reader.load_errors(),
+                await reader.daemon(),
+            )
+    render = output.workflows_json if args.json else output.workflows_text
+    print(render(loaded, errors, daemon))
+    return EXIT_OK
+
+
+@contextlib.asynccontextmanager
+async def _reading(path: Path) -> AsyncIterator[JournalReader | None]:
+    """The journal's reader, closed after the block; None if there is no journal yet."""
+    from ..journal import JournalReader
+
+    if not _journal_exists(path):
+        yield None
+        return
+    reader = await JournalReader.open(path)
+    try:
+        yield reader
+    finally:
+        await reader.close()
+
+
+def _journal_exists(path: Path) -> bool:
+    return path.exists() and path.stat().st_size > 0
+
+
+def _dumps(value: Any, indent: int | None = None) -> str:
+    return json.dumps(value, indent=indent, ensure_ascii=False)

@@ -1,0 +1,190 @@
+"""How the CLI prints runs: the stable JSON documented in the README, and plain tables.
+
+JSON timestamps are ISO-8601 UTC strings; field names never change once released.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from ..clock import to_iso
+from ..journal.reader import DaemonRecord, LoadErrorRecord, WorkflowRecord
+from ..records import RunInfo, TimelineEntry
+
+
+def run_summary(info: RunInfo) -> dict[str, Any]:
+    """The fields `runs --json` prints for each run."""
+    return {
+        "run_id": info.run_id,
+        "workflow_id": info.workflow_id,
+        "trigger_id": info.trigger_id,
+        "status": info.status,
+        "step": info.step,
+        "created_at": _iso(info.created_at),
+        "updated_at": _iso(info.updated_at),
+        "error": info.error,
+    }
+
+
+def runs_json(runs: Sequence[RunInfo]) -> str:
+    """`runs --json`: a list, newest first."""
+    return json.dumps([run_summary(info) for info in runs], indent=2, ensure_ascii=False)
+
+
+def run_json(info: RunInfo, timeline: Sequence[TimelineEntry]) -> str:
+    """`show --json`: the summary plus state, version, error code and timeline."""
+    document = {
+        **run_summary(info),
+        "error_code": info.error_code,
+        "version": info.version,
+        "state": info.state,
+        "timeline": [_entry_json(entry) for entry in timeline],
+    }
+    return json.dumps(document, indent=2, ensure_ascii=False)
+
+
+def _entry_json(entry: TimelineEntry) -> dict[str, Any]:
+    return {
+        "at": _iso(entry.at),
+        "source": entry.source,
+        "kind": entry.kind,
+        "step": entry.step,
+        "message": entry.message,
+        "data": entry.data,
+    }
+
+
+def runs_table(runs: Sequence[RunInfo]) -> str:
+    """`runs`: one line a run."""
+    if not runs:
+        return "no runs"
+    header = ("RUN ID", "WORKFLOW", "TRIGGER", "STATUS", "STEP", "CREATED", "DURATION")
+    rows = [header] + [
+        (
+            info.run_id,
+            info.workflow_id,
+            info.trigger_id,
+            info.status,
+            info.step or "-",
+            _local(info.created_at),
+            _duration(info),
+        )
+        for info in runs
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def run_text(info: RunInfo, timeline: Sequence[TimelineEntry]) -> str:
+    """`show`: the run, its state and its timeline."""
+    lines = [
+        f"run       {info.run_id}",
+        f"workflow  {info.workflow_id} (trigger {info.trigger_id}, version {info.version})",
+        f"status    {info.status}" + (f" at step {info.step}" if info.step else ""),
+        f"created   {_local(info.created_at)}   updated {_local(info.updated_at)}",
+    ]
+    if info.error:
+        lines.append(
+            f"error     {info.error}" + (f" [{info.error_code}]" if info.error_code else "")
+        )
+    lines += ["", "state", json.dumps(info.state, indent=2, ensure_ascii=False), "", "timeline"]
+    for entry in timeline:
+        step = f" [{entry.step}]" if entry.step else ""
+        message = f" {entry.message}" if entry.message else ""
+        data = f" {json.dumps(entry.data, ensure_ascii=False)}" if entry.data else ""
+        lines.append(
+            f"  {_local(entry.at, ms=True)}  {entry.source:<8} {entry.kind}{step}{message}{data}"
+        )
+    return "\n".join(lines)
+
+
+def _iso(at: datetime) -> str:
+    return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _local(at: datetime, *, ms: bool = False) -> str:
+    return at.astimezone().strftime("%Y-%m-%d %H:%M:%S.%f" if ms else "%Y-%m-%d %H:%M:%S")[
+        : 23 if ms else 19
+    ]
+
+
+def _duration(info: RunInfo) -> str:
+    seconds = (info.updated_at - info.created_at).total_seconds()
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    return f"{seconds / 60:.1f}m"
+
+
+def workflows_document(
+    loaded: Sequence[WorkflowRecord],
+    errors: Sequence[LoadErrorRecord],
+    daemon: DaemonRecord | None,
+) -> dict[str, Any]:
+    """`workflows --json`: what the daemon has loaded, what failed, and the daemon."""
+    return {
+        "workflows": [
+            {
+                "workflow_id": w.workflow_id,
+                "file": w.file,
+                "version": w.version,
+                "triggers": w.triggers,
+                "mode": w.mode,
+            }
+            for w in loaded
+        ],
+        "errors": [{"file": e.file, "line": e.line, "message": e.message} for e in errors],
+        "daemon": None
+        if daemon is None
+        else {"pid": daemon.pid, "started_at": to_iso(daemon.started_at), "ready": daemon.ready},
+    }
+
+
+def workflows_json(
+    loaded: Sequence[WorkflowRecord],
+    errors: Sequence[LoadErrorRecord],
+    daemon: DaemonRecord | None,
+) -> str:
+    """`workflows --json` as text."""
+    return json.dumps(workflows_document(loaded, errors, daemon), indent=2, ensure_ascii=False)
+
+
+def workflows_text(
+    loaded: Sequence[WorkflowRecord],
+    errors: Sequence[LoadErrorRecord],
+    daemon: DaemonRecord | None,
+) -> str:
+    """`workflows`: one line a workflow, then load errors, then the daemon."""
+    lines = []
+    if daemon is None:
+        lines.append("daemon: none running (this is what the last one had loaded)")
+    else:
+        state = "ready" if daemon.ready else "starting"
+        lines.append(f"daemon: pid {daemon.pid} on {daemon.host}, {state}")
+    if not loaded:
+        lines.append("no workflows loaded")
+    for w in loaded:
+        triggers = ", ".join(_trigger_text(t) for t in w.triggers)
+        lines.append(f"{w.workflow_id}  {w.version}  {w.file or '(registered in code)'}")
+        lines.append(f"    mode {w.mode}; triggers: {triggers}")
+    for e in errors:
+        where = f"{e.file}:{e.line}" if e.line else e.file
+        lines.append(f"error: {where}: {e.message}")
+    return "\n".join(lines)
+
+
+def _trigger_text(trigger: dict[str, Any]) -> str:
+    kind = trigger.get("type")
+    detail = {
+        "event": f"event {trigger.get('event')}",
+        "schedule": f"cron {trigger.get('cron')!r}",
+        "file": f"new {trigger.get('glob')} in {trigger.get('dir')}",
+    }.get(str(kind), "invoke only")
+    return f"{trigger.get('trigger_id')} ({detail})"

@@ -1,0 +1,137 @@
+"""``ctx.env``: a layered, read-only view of the environment, and secret redaction.
+
+`Env` merges its layers once, first layer first (``Env(workflow_env, runtime_env)``), so a
+later change to ``os.environ`` does not reach a running workflow. `Redactor` replaces secret
+values with ``***`` in text and JSON-like data before the runtime journals them.
+
+Pure functions of their inputs: no journal, no logging, no reads of ``os.environ`` here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from ..errors import DefinitionError
+
+SECRET_MARKERS = ("SECRET", "TOKEN", "PASSWORD", "KEY")
+MASK = "***"
+
+
+def is_secret_key(name: str) -> bool:
+    """Whether an env key's name marks its value as a secret (a marker, any case).
+
+    Deliberately broad (``MONKEY`` counts): a value redacted for nothing costs less than a
+    secret written to the journal.
+    """
+    upper = name.upper()
+    return any(marker in upper for marker in SECRET_MARKERS)
+
+
+class Env(Mapping[str, str]):
+    """Read-only env: the first layer that has a key wins.
+
+    ``env.get(key, default=None)`` comes from `Mapping`. There is no way to change it: item
+    assignment raises `TypeError`, and `as_dict` returns a copy. Its repr names the keys
+    only, never the values.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, *layers: Mapping[str, str]) -> None:
+        values: dict[str, str] = {}
+        for layer in reversed(layers):
+            for key, value in layer.items():
+                if not isinstance(key, str) or not isinstance(value, str):
+                    raise DefinitionError(
+                        f"env {key!r} must map a string to a string, got {type(value).__name__}"
+                    )
+                values[key] = value
+        self._values = values
+
+    def __getitem__(self, key: str) -> str:
+        return self._values[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._values
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def as_dict(self) -> dict[str, str]:
+        """A copy of the merged env; changing it changes nothing here."""
+        return dict(self._values)
+
+    def __repr__(self) -> str:
+        return f"Env(keys={sorted(self._values)!r})"
+
+
+class Redactor:
+    """Replace secret values with ``***``.
+
+    Secrets are the values of env keys whose name contains a `SECRET_MARKERS` entry (any
+    case) or is listed in `extra_keys` (``Runtime(secrets=[...])``). Values shorter than
+    `min_length` are ignored: masking ``"1"`` or ``"on"`` everywhere would wreck every log
+    while protecting nothing a guess could not find.
+
+    Redaction works on exact text: a secret that was escaped or encoded (JSON-escaped quotes,
+    base64, URL quoting) is not found, which is why `redact_data` masks strings before
+    they are serialized.
+    """
+
+    def __init__(
+        self,
+        env: Env | Mapping[str, str],
+        *,
+        extra_keys: Iterable[str] = (),
+        min_length: int = 4,
+    ) -> None:
+        extra = set(extra_keys)
+        # Invariant: only names and values of real secrets, each value >= min_length.
+        self._names_by_value: dict[str, list[str]] = {}
+        for key, value in env.items():
+            if (key in extra or is_secret_key(key)) and len(value) >= min_length:
+                self._names_by_value.setdefault(value, []).append(key)
+        # Longest first: Python's alternation takes the first branch that matches, so a
+        # secret that contains another is masked whole, not leaving its tail in the text.
+        values = sorted(self._names_by_value, key=lambda value: (-len(value), value))
+        self._pattern = re.compile("|".join(map(re.escape, values))) if values else None
+
+    def __bool__(self) -> bool:
+        return self._pattern is not None
+
+    def redact(self, text: str) -> str:
+        """`text` with every occurrence of every secret value replaced by ``***``."""
+        if self._pattern is None:
+            return text
+        return self._pattern.sub(MASK, text)
+
+    def redact_data(self, value: Any) -> Any:
+        """A deep copy of JSON-like `value` with every string (keys too) redacted.
+
+        Tuples become lists; an object that is not JSON-like becomes its redacted ``repr``,
+        which is how the timeline would render it anyway.
+        """
+        if isinstance(value, str):
+            return self.redact(value)
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if isinstance(value, Mapping):
+            return {self.redact_data(key): self.redact_data(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.redact_data(item) for item in value]
+        return self.redact(repr(value))
+
+    def find_in(self, text: str) -> list[str]:
+        """Sorted names of the env keys whose values appear in `text`; never the values."""
+        if self._pattern is None or self._pattern.search(text) is None:
+            return []
+        found = (names for value, names in self._names_by_value.items() if value in text)
+        return sorted(name for names in found for name in names)
+
+    def __repr__(self) -> str:
+        return f"Redactor(secrets={len(self._names_by_value)})"

@@ -1,0 +1,214 @@
+"""What a step sees as ``ctx``: who it is, a durable logger, and its idempotency key."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ..clock import Clock
+from ..define.env import Env
+from ..define.services import ServiceScope
+from ..define.waits import PauseRequest, PauseService, Wait, pause_request, sleep_request
+from ..errors import JournalError, RuntimeNotStarted, describe_exception
+from ..journal import GroupCommitWriter, ops
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+class RunLogger:
+    """``ctx.log``: like a `logging.Logger`, and every line lands in the run's timeline.
+
+    Safe to call from a sync step running in a worker thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        writer: GroupCommitWriter,
+        clock: Clock,
+        loop: asyncio.AbstractEventLoop,
+        row: int,
+        position: int,
+        step: str,
+        logger: logging.Logger,
+        redact: Callable[[str], str] = str,
+    ) -> None:
+        self._writer, self._clock, self._loop = writer, clock, loop
+        self._loop_thread = threading.get_ident()
+        self._row, self._position, self._step = row, position, step
+        self._logger = logger
+        self._redact = redact
+
+    def debug(self, msg: str, *args: object) -> None:
+        """Log at DEBUG."""
+        self._log("debug", msg, args)
+
+    def info(self, msg: str, *args: object) -> None:
+        """Log at INFO."""
+        self._log("info", msg, args)
+
+    def warning(self, msg: str, *args: object) -> None:
+        """Log at WARNING."""
+        self._log("warning", msg, args)
+
+    def error(self, msg: str, *args: object) -> None:
+        """Log at ERROR."""
+        self._log("error", msg, args)
+
+    def exception(self, msg: str, *args: object) -> None:
+        """Log at ERROR with the exception being handled."""
+        exc = sys.exc_info()[1]
+        suffix = f": {describe_exception(exc)}" if exc is not None else ""
+        self._log("error", msg + suffix.replace("%", "%%"), args)
+
+    def _log(self, level: str, msg: str, args: tuple[object, ...]) -> None:
+        text = self._redact(_format(msg, args))
+        self._logger.log(_LEVELS[level], "[%s] %s", self._step, text)
+        op = ops.add_timeline(
+            self._row,
+            self._clock.now_us(),
+            "logger",
+            level,
+            position=self._position,
+            step=self._step,
+            message=text,
+        )
+        if threading.get_ident() == self._loop_thread:
+            self._submit(op)
+        else:
+            self._loop.call_soon_threadsafe(self._submit, op)
+
+    def _submit(self, op: ops.Op) -> None:
+        # A log line must never fail the step; a dead writer fails the run elsewhere.
+        with contextlib.suppress(JournalError):
+            self._writer.enqueue([op])
+
+
+def _format(msg: str, args: tuple[object, ...]) -> str:
+    if not args:
+        return str(msg)
+    try:
+        return str(msg) % args
+    except (TypeError, ValueError):
+        return " ".join([str(msg), *map(str, args)])
+
+
+class StepContext:
+    """The ``ctx`` passed to ``(state, ctx)`` steps run by the runtime.
+
+    Attributes:
+        run_id: The run's id.
+        workflow_id: Its workflow.
+        trigger_id: The trigger that started it.
+        step_name: This step's name.
+        step_index: This step's index in the pipeline.
+        attempt: 1 for the first attempt, 2 for the first retry, ...
+        idempotency_key: Stable across every re-execution of this step of this run
+            (retries and recovery after a crash): pass it to external systems to
+            de-duplicate effects.
+        log: A logger whose lines land in the run's timeline.
+        env: Read-only settings: the workflow's env, then the runtime's (``ctx.env.get``).
+    """
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        workflow_id: str,
+        trigger_id: str,
+        step_name: str,
+        step_index: int,
+        attempt: int,
+        log: RunLogger,
+        pause_service: PauseService | None = None,
+        env: Env | None = None,
+        scope: Callable[[], ServiceScope] | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.workflow_id = workflow_id
+        self.trigger_id = trigger_id
+        self.step_name = step_name
+        self.step_index = step_index
+        self.attempt = attempt
+        self.idempotency_key = f"{run_id}:{step_name}"
+        self.log = log
+        self._pause_service = pause_service
+        self.env = env if env is not None else Env()
+        self._scope = scope
+
+    async def use(self, service_id: str) -> Any:
+        """The instance of a service, by id: run, workflow or runtime (global) scope.
+
+        The reserved ids ``__pause_service__`` and ``__env__`` give `pause_service` and `env`.
+        """
+        if service_id == "__pause_service__":
+            return self.pause_service
+        if service_id == "__env__":
+            return self.env
+        return await self._service_scope().get(service_id)
+
+    def on_cleanup(self, fn: Callable[[], Any]) -> None:
+        """Call `fn` (sync or async) once when this run's service scope ends."""
+        self._service_scope().add_cleanup(fn)
+
+    def _service_scope(self) -> ServiceScope:
+        if self._scope is None:
+            raise RuntimeNotStarted("this step runs without a runtime: services are not available")
+        return self._scope()
+
+    @property
+    def pause_service(self) -> PauseService:
+        """Register waits before pausing, so matching events that arrive meanwhile are kept."""
+        if self._pause_service is None:
+            raise RuntimeNotStarted("this step runs without a runtime: pausing is not available")
+        return self._pause_service
+
+    def pause(
+        self,
+        event: str | None = None,
+        *,
+        where: Any = None,
+        into: str | None = None,
+        timeout: float | None = None,
+        on_timeout: str = "continue",
+        wait: Wait | None = None,
+    ) -> PauseRequest:
+        """Return this from the step to park the run until a matching event arrives.
+
+        Args:
+            event: The event type to wait for (or pass `wait` from the pause service).
+            where: Conditions on the event's data, ANDed.
+            into: The state key that receives the event's data when the run resumes.
+            timeout: Seconds to wait at most; ``None`` waits for ever.
+            on_timeout: ``"continue"`` (with ``state[into] = None``) or ``"fail"``.
+            wait: A wait registered earlier with ``ctx.pause_service.register``.
+        """
+        label = f"run {self.run_id} step {self.step_name!r}: ctx.pause"
+        return pause_request(
+            event=event,
+            where=where,
+            into=into,
+            timeout=timeout,
+            on_timeout=on_timeout,
+            wait=wait,
+            label=label,
+        )
+
+    def sleep(self, seconds: float) -> PauseRequest:
+        """Return this from the step to park the run for `seconds` (a durable timer)."""
+        return sleep_request(seconds, label=f"run {self.run_id} step {self.step_name!r}: ctx.sleep")
+
+    def __repr__(self) -> str:
+        return (
+            f"StepContext(run_id={self.run_id!r}, step={self.step_name!r}, attempt={self.attempt})"
+        )

@@ -1,0 +1,330 @@
+"""Acting on runs: events, resume, signal, abort and commands from other processes.
+
+`Control` is what the runtime assembles once the journal is open: the dispatcher, the
+timers, the parked runs, the supervisor of active runs, the event bus and the scheduler.
+Every action is checked against the run's state here, and its writes are committed before
+the public call returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Executor
+from pathlib import Path
+from typing import Any
+
+from ..clock import Clock, new_id
+from ..define.conditions import Conditions
+from ..define.model import FILE_CREATED, Trigger
+from ..define.services import ServiceScope
+from ..errors import OrchestratorError, RunNotActive, RunNotFound, ValidationError
+from ..journal import CommandRecord, GroupCommitWriter, JournalReader, ops
+from ..records import FINAL_STATUSES, RunResult
+from ..state import StateEncodingError, copy_state, decode_state
+from . import recovery
+from .admission import Admission, Dispatched
+from .dispatcher import Dispatcher
+from .events import EventBus
+from .executor import ActiveRun, ExecutorEnv
+from .lifecycle import Lifecycle
+from .parking import ParkedRun, Parking
+from .registry import RegisteredWorkflow, Registry
+from .scheduler import Scheduler
+from .supervisor import Supervisor
+from .timers import Timers
+
+_log = logging.getLogger("orchestrator.runtime")
+
+
+class Control:
+    """The run machinery of a started runtime."""
+
+    def __init__(
+        self,
+        *,
+        writer: GroupCommitWriter,
+        reader: JournalReader,
+        clock: Clock,
+        registry: Registry,
+        lifecycle: Lifecycle,
+        threads: Executor,
+        tasks: asyncio.TaskGroup,
+        max_run_row: int,
+        max_wait_id: int,
+        max_seq: int,
+        last_ticks: dict[tuple[str, str], int],
+    ) -> None:
+        self._writer, self._reader, self._clock = writer, reader, clock
+        self._registry, self._lifecycle = registry, lifecycle
+        self.dispatcher = Dispatcher()
+        self.timers = Timers(clock)
+        self.parking = Parking(
+            writer,
+            clock,
+            self.dispatcher,
+            self.timers,
+            self._continue,
+            max_wait_id=max_wait_id,
+            max_seq=max_seq,
+        )
+        self.env = ExecutorEnv(
+            writer,
+            clock,
+            threads,
+            self._notify,
+            lifecycle.wants,
+            logging.getLogger("orchestrator.run"),
+            waits=self.parking,
+        )
+        self.runs = Supervisor(self.env, tasks, max_run_row, self.lookup, self.parking)
+        self.admission = Admission(writer, clock, self.runs, self.parking)
+        self.runs.admission = self.admission
+        self.parking.on_end = self._parked_ended
+        self.bus = EventBus(
+            writer, clock, self.dispatcher, self.parking, self.admission, self.lookup
+        )
+        self.scheduler = Scheduler(writer, clock, self.timers, self._start_scheduled, last_ticks)
+
+    def lookup(self, workflow_id: str) -> RegisteredWorkflow | None:
+        """The registered version of a workflow, if any."""
+        return self._registry.get(workflow_id) if self._registry.has(workflow_id) else None
+
+    async def restore(self) -> None:
+        """Re-arm waits, buffers, timers and parked runs; queue running runs for adoption."""
+        for record in await self._reader.live_waits():
+            self.parking.adopt_wait(recovery.wait_from(record))
+        for unfinished in await self._reader.unfinished_runs():
+            parked_on = next(
+                (w for w in self.parking.waits.get(unfinished.row, ()) if w.status == "parked"),
+                None,
+            )
+            if unfinished.status == "paused" and parked_on is not None:
+                self.parking.adopt_parked(recovery.parked_from(unfinished, parked_on))
+            else:
+                self.runs.orphans.setdefault(unfinished.workflow_id, []).append(unfinished)
+
+    # -- workflows -------------------------------------------------------------------------
+
+    async def registered(self, registered: RegisteredWorkflow) -> None:
+        """A workflow was (re)registered: index its triggers, arm its schedules, adopt runs."""
+        triggers = {
+            tid: (t.event, t.conditions)
+            for tid, t in registered.workflow.triggers.items()
+            if isinstance(t, Trigger)
+        }
+        for tid, (folder, glob) in registered.file_watches().items():
+            triggers[tid] = (FILE_CREATED, file_conditions(folder, glob))
+        self.dispatcher.set_triggers(registered.id, triggers)
+        self.scheduler.arm(registered)
+        await self.runs.adopt(registered)
+        await self._clean_up_after_crash(registered)
+
+    async def _clean_up_after_crash(self, registered: RegisteredWorkflow) -> None:
+        """Build again, then clean up, run-scoped services a crash left open (at least once)."""
+        await self._writer.flush()
+        services = {service.id: service for service in registered.workflow.services}
+        for row, run_id, state, ids in await self._reader.unclosed_service_scopes(registered.id):
+            scope = ServiceScope(
+                services,
+                parent=registered.service_scope,
+                scope="run",
+                state=decode_state(state),
+                idempotency_key=f"{run_id}:services",
+            )
+            for service_id in dict.fromkeys(ids):
+                try:
+                    await scope.get(service_id)
+                except OrchestratorError as exc:
+                    _log.warning(
+                        "run %s: cannot rebuild service %s to clean it up: %s",
+                        run_id,
+                        service_id,
+                        exc,
+                    )
+            await self.runs.close_run_scope(registered, row, scope)
+
+    def deregistered(self, workflow_id: str) -> None:
+        """A workflow was deregistered: no new runs from its triggers and schedules."""
+        self.dispatcher.remove_triggers(workflow_id)
+        self.scheduler.disarm(workflow_id)
+
+    # -- events and commands ---------------------------------------------------------------
+
+    def emit(self, event_type: str, data: Any, *, source: str = "api") -> str:
+        """Accept and route an event (its writes are enqueued); returns its id."""
+        if not isinstance(event_type, str) or not event_type.strip():
+            raise ValidationError(f"an event type must be a non-empty string, got {event_type!r}")
+        event_data = _json_object(data, f"the data of event {event_type!r}")
+        event_id = new_id()
+        self.bus.accept(event_id, event_type, event_data, source=source)
+        return event_id
+
+    async def resume_writes(self, run_id: str, patch: Any) -> list[ops.Op]:
+        """The writes that resume a paused run with `patch` merged into its state."""
+        changes = _json_object(patch, "the resume patch")
+        parked = self.parking.paused.get(run_id)
+        if parked is None:
+            raise await self._not_paused(run_id, "resumed")
+        return self.parking.wake(
+            parked, changes, "resumed by request", source="command", extra={"by": "resume"}
+        )
+
+    async def signal_writes(self, run_id: str, patch: Any) -> list[ops.Op]:
+        """The writes that merge `patch` into an active run's state without resuming it."""
+        changes = _json_object(patch, "the signal patch")
+        parked = self.parking.paused.get(run_id)
+        if parked is not None:
+            return self.parking.signal(parked, changes)
+        run = self.runs.active.get(run_id)
+        if run is None or run.finishing:
+            raise await self._not_paused(run_id, "signalled", active_ok=True)
+        return self.runs.signal_active(run, changes)
+
+    async def abort(self, run_id: str) -> None:
+        """End a run that is not final."""
+        await self._writer.write(await self.abort_writes(run_id))
+
+    async def abort_writes(self, run_id: str) -> list[ops.Op]:
+        """End a run that is not final; returns the writes still to commit (if any)."""
+        parked = self.parking.paused.get(run_id)
+        if parked is not None:
+            writes = self.parking.fail_parked(
+                parked, "aborted by request", "ABORTED", status="aborted"
+            )
+            await self._notify_parked("run.aborted", parked)
+            return writes
+        run = self.runs.active.get(run_id)
+        if run is not None:
+            await self.runs.abort(run)  # the executor records the end itself
+            return []
+        row, status = await self._status(run_id)
+        if status in FINAL_STATUSES:
+            raise RunNotActive(
+                f"run {run_id} is already {status}; only unfinished runs can be aborted"
+            )
+        self.runs.forget_orphan(run_id)
+        self.admission.abort_queued(run_id)
+        now = self._clock.now_us()
+        return [
+            ops.set_status(row, "aborted", now, error="aborted by request", code="ABORTED"),
+            *self.parking.release(row),
+        ]
+
+    async def apply_command(self, command: CommandRecord) -> None:
+        """Apply a command written by another process, recording how it went.
+
+        Invariant: the command's effects and its ``done`` mark join one batch, so after a
+        crash a command is applied again only if none of it was committed.
+        """
+        try:
+            if command.command == "invoke":
+                with self._writer.together():  # no await inside: the writer thread waits
+                    self._invoke_command(command)
+                    self._writer.enqueue([self._done(command, "ok")])
+                return
+            writes = await self._command_writes(command)
+        except OrchestratorError as exc:
+            self._writer.enqueue([self._done(command, f"{exc.code}: {exc}")])
+            return
+        self._writer.enqueue([*writes, self._done(command, "ok")])
+
+    def _done(self, command: CommandRecord, outcome: str) -> ops.Op:
+        return ops.inbox_done(command.id, outcome, self._clock.now_us())
+
+    async def _command_writes(self, command: CommandRecord) -> list[ops.Op]:
+        run_id = command.run_id or ""
+        if command.command == "resume":
+            return await self.resume_writes(run_id, command.payload or {})
+        if command.command == "signal":
+            return await self.signal_writes(run_id, command.payload)
+        if command.command == "abort":
+            return await self.abort_writes(run_id)
+        raise ValidationError(f"unknown command {command.command!r}")
+
+    def _invoke_command(self, command: CommandRecord) -> None:
+        payload = command.payload if isinstance(command.payload, dict) else {}
+        self.invoke(
+            command.workflow_id or "",
+            command.trigger_id or "",
+            payload.get("data"),
+            run_id=command.run_id or None,
+        )
+
+    def invoke(
+        self, workflow_id: str, trigger_id: str, data: Any, run_id: str | None = None
+    ) -> Dispatched:
+        """Dispatch a run of a workflow's pipeline (bypassing trigger conditions)."""
+        registered = self._registry.get(workflow_id)
+        registered.steps(trigger_id)  # TriggerNotFound before anything is journaled
+        return self.admission.dispatch(
+            registered, trigger_id, {} if data is None else data, run_id=run_id
+        )
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _parked_ended(self, parked: ParkedRun, result: RunResult) -> None:
+        registered = parked.pinned or self.lookup(parked.workflow_id)
+        if registered is None:
+            self.admission.ended(parked.workflow_id, parked.run_id)
+            return
+        work = self.runs.finished(registered, parked.row, parked.run_id, result)
+        self.runs.background(work, name=f"finished-{parked.run_id}")
+
+    def _continue(self, parked: ParkedRun) -> list[ops.Op]:
+        return self.runs.continue_parked(parked)
+
+    def _start_scheduled(
+        self, registered: RegisteredWorkflow, trigger_id: str, data: dict[str, Any]
+    ) -> object:
+        return self.admission.dispatch(registered, trigger_id, data)
+
+    async def _notify(self, name: str, run: ActiveRun, extra: dict[str, Any]) -> None:
+        await self._lifecycle.notify(
+            name,
+            {
+                "run_id": run.run_id,
+                "workflow_id": run.workflow.id,
+                "trigger_id": run.trigger_id,
+                **extra,
+            },
+        )
+
+    async def _notify_parked(self, name: str, parked: ParkedRun) -> None:
+        if self._lifecycle.wants(name):
+            await self._lifecycle.notify(
+                name,
+                {
+                    "run_id": parked.run_id,
+                    "workflow_id": parked.workflow_id,
+                    "trigger_id": parked.trigger_id,
+                },
+            )
+
+    async def _status(self, run_id: str) -> tuple[int, str]:
+        await self._writer.flush()
+        found = await self._reader.run_status(run_id)
+        if found is None:
+            raise RunNotFound(f"no run {run_id!r} in journal {self._reader.path}")
+        return found
+
+    async def _not_paused(self, run_id: str, action: str, *, active_ok: bool = False) -> Exception:
+        if run_id in self.runs.active and not active_ok:
+            return RunNotActive(
+                f"run {run_id} is running, not paused; only a paused run can be {action}"
+            )
+        _, status = await self._status(run_id)
+        return RunNotActive(f"run {run_id} is {status}; it cannot be {action}")
+
+
+def file_conditions(folder: Path, glob: str) -> Conditions:
+    """What a ``file.created`` event must carry to start a `FileTrigger`'s run."""
+    where = {"dir": ("==", str(folder)), "glob": ("==", glob)}
+    return Conditions.parse(where, label=f"FileTrigger(dir={str(folder)!r}, glob={glob!r})")
+
+
+def _json_object(value: Any, what: str) -> dict[str, Any]:
+    try:
+        return copy_state({} if value is None else value)
+    except StateEncodingError as exc:
+        raise ValidationError(f"{what} must be a JSON object: {exc}") from exc

@@ -1,0 +1,132 @@
+"""Events -> the triggers they start and the waits they match, through an index.
+
+Triggers are few and kept per event type. Waits can be many (10,000 runs parked on one
+event type, each for its own ``order_id``), so each wait with an ``==`` condition is filed
+under that condition's (path, value); an event looks up, per distinct path, the one bucket
+its value selects, and only waits without an ``==`` condition are scanned. The cost of
+routing an event does not grow with the number of parked runs that cannot match it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..define.conditions import MISSING, Conditions, index_key, lookup
+from ..define.waits import Wait
+
+
+@dataclass(frozen=True)
+class TriggerEntry:
+    """A workflow trigger listening to one event type."""
+
+    workflow_id: str
+    trigger_id: str
+    conditions: Conditions
+
+
+@dataclass(frozen=True)
+class Routing:
+    """What one event matches: triggers to start and waits (in registration order)."""
+
+    starts: list[TriggerEntry]
+    waits: list[Wait]
+
+
+@dataclass
+class _WaitIndex:
+    by_key: dict[tuple[str, Hashable], dict[int, Wait]] = field(default_factory=dict)
+    paths: Counter[str] = field(default_factory=Counter)
+    keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    unkeyed: dict[int, Wait] = field(default_factory=dict)
+
+    def add(self, wait: Wait) -> None:
+        bucket = _bucket(wait)
+        if bucket is None:
+            self.unkeyed[wait.id] = wait
+            return
+        self.by_key.setdefault(bucket, {})[wait.id] = wait
+        self.paths[bucket[0]] += 1
+        self.keys.setdefault(bucket[0], _clause_keys(wait, bucket[0]))
+
+    def remove(self, wait: Wait) -> None:
+        bucket = _bucket(wait)
+        if bucket is None:
+            self.unkeyed.pop(wait.id, None)
+            return
+        waits = self.by_key.get(bucket)
+        if waits is None or waits.pop(wait.id, None) is None:
+            return
+        if not waits:
+            del self.by_key[bucket]
+        self.paths[bucket[0]] -= 1
+        if not self.paths[bucket[0]]:
+            del self.paths[bucket[0]]
+            del self.keys[bucket[0]]
+
+    def candidates(self, data: Any) -> Iterator[Wait]:
+        yield from self.unkeyed.values()
+        for path in self.paths:
+            value = lookup(data, self.keys[path])
+            key = None if value is MISSING else index_key(value)
+            if key is not None:
+                yield from self.by_key.get((path, key), {}).values()
+
+
+def _bucket(wait: Wait) -> tuple[str, Hashable] | None:
+    keys = wait.conditions.equality_keys()
+    return keys[0] if keys else None
+
+
+def _clause_keys(wait: Wait, path: str) -> tuple[str, ...]:
+    return next(clause.keys for clause in wait.conditions.clauses if clause.path == path)
+
+
+class Dispatcher:
+    """The trigger and wait index of this process."""
+
+    def __init__(self) -> None:
+        self._triggers: dict[str, dict[tuple[str, str], TriggerEntry]] = {}
+        self._waits: dict[str, _WaitIndex] = {}
+
+    def set_triggers(self, workflow_id: str, entries: dict[str, tuple[str, Conditions]]) -> None:
+        """Replace a workflow's event triggers: trigger id -> (event type, conditions)."""
+        self.remove_triggers(workflow_id)
+        for trigger_id, (event_type, conditions) in entries.items():
+            entry = TriggerEntry(workflow_id, trigger_id, conditions)
+            self._triggers.setdefault(event_type, {})[(workflow_id, trigger_id)] = entry
+
+    def remove_triggers(self, workflow_id: str) -> None:
+        """Stop routing events to a workflow's triggers."""
+        for by_id in self._triggers.values():
+            for key in [key for key in by_id if key[0] == workflow_id]:
+                del by_id[key]
+
+    def add_wait(self, wait: Wait) -> None:
+        """Start matching events against `wait` (a sleep matches none)."""
+        if wait.event_type is not None:
+            self._waits.setdefault(wait.event_type, _WaitIndex()).add(wait)
+
+    def remove_wait(self, wait: Wait) -> None:
+        """Stop matching events against `wait`."""
+        index = self._waits.get(wait.event_type or "")
+        if index is not None:
+            index.remove(wait)
+
+    def route(self, event_type: str, data: Any) -> Routing:
+        """The triggers and waits an event matches."""
+        starts = [
+            entry
+            for entry in self._triggers.get(event_type, {}).values()
+            if entry.conditions.matches(data)
+        ]
+        index = self._waits.get(event_type)
+        waits = (
+            []
+            if index is None
+            else [w for w in index.candidates(data) if w.conditions.matches(data)]
+        )
+        waits.sort(key=lambda wait: wait.id)
+        return Routing(starts, waits)

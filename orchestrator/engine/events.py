@@ -1,0 +1,105 @@
+"""The event bus: accept an event and route it, in one batch with everything it causes.
+
+An event is journaled together with its routing outcome (runs it started, runs it resumed,
+events it buffered for which waits), so a crash either loses both (an in-process `emit`
+that never returned) or keeps both; an event written by another process is marked routed
+in the same batch as its effects, so after a crash it is routed again once, never twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..clock import Clock
+from ..journal import GroupCommitWriter, ops
+from ..state import encode_state
+from .admission import Admission
+from .dispatcher import Dispatcher
+from .parking import Parking
+from .registry import RegisteredWorkflow
+
+
+class EventBus:
+    """Routes events to triggers (new runs) and to waits (resume or buffer)."""
+
+    def __init__(
+        self,
+        writer: GroupCommitWriter,
+        clock: Clock,
+        dispatcher: Dispatcher,
+        parking: Parking,
+        admission: Admission,
+        lookup: Callable[[str], RegisteredWorkflow | None],
+    ) -> None:
+        self._writer, self._clock = writer, clock
+        self._dispatcher, self._parking, self._admission = dispatcher, parking, admission
+        self._lookup = lookup
+
+    def accept(
+        self,
+        event_id: str,
+        event_type: str,
+        data: dict[str, Any],
+        *,
+        source: str,
+        external: bool = False,
+    ) -> list[str]:
+        """Route one event and enqueue it with its effects; returns the started run ids.
+
+        Invariant: the event and every write it causes join the same batch (the writer
+        holds it back until they are all enqueued): a crash keeps all or none of them.
+        """
+        with self._writer.together():
+            return self._route(event_id, event_type, data, source=source, external=external)
+
+    def _route(
+        self,
+        event_id: str,
+        event_type: str,
+        data: dict[str, Any],
+        *,
+        source: str,
+        external: bool,
+    ) -> list[str]:
+        now = self._clock.now_us()
+        writes = [
+            ops.mark_routed(event_id, now)
+            if external
+            else ops.add_event(event_id, event_type, encode_state(data), source, now)
+        ]
+        routing = self._dispatcher.route(event_type, data)
+        started = []
+        for entry in routing.starts:
+            registered = self._lookup(entry.workflow_id)
+            if registered is None:
+                continue
+            dispatched = self._admission.dispatch(registered, entry.trigger_id, data)
+            action = _ROUTE_ACTIONS[dispatched.decision.action]
+            started.append(dispatched.run_id)
+            writes.append(ops.add_route(event_id, dispatched.row, action))
+            writes.append(
+                ops.add_timeline(
+                    dispatched.row,
+                    now,
+                    "event",
+                    "event.received",
+                    position=0,
+                    message=f"{event_type} event {event_id}: {action} (trigger {entry.trigger_id})",
+                    data={"event_id": event_id, "type": event_type},
+                )
+            )
+        for wait in routing.waits:
+            writes += self._parking.deliver(wait, event_id, data)
+        self._writer.enqueue(writes)
+        return started
+
+
+_ROUTE_ACTIONS = {
+    "start": "started",
+    "replace": "started",
+    "queue": "queued",
+    "drop": "dropped",
+    "reject": "rejected",
+    "signal": "signalled",
+}

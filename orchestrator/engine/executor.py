@@ -1,0 +1,323 @@
+"""One run: its steps in series, a checkpoint after each, and how it ends.
+
+Checkpoints are pipelined: a step's checkpoint joins the writer's next batch and the next
+step starts at once, without waiting for the fsync. Only what is acknowledged to the
+outside (a run's end, which `invoke` returns) waits for its commit; after a crash the run
+continues from its last *committed* checkpoint, so a step whose checkpoint was lost runs
+again (steps are at-least-once; `ctx.idempotency_key` is stable across such re-runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..clock import Clock
+from ..define.model import BoundStep
+from ..define.services import ServiceScope
+from ..define.waits import PauseRequest, PauseService, WaitRegistry
+from ..errors import describe_exception
+from ..journal import GroupCommitWriter, ops
+from ..pipeline.steps import StepFailed, run_step
+from ..records import RunResult, is_ok
+from ..state import StateEncodingError, decode_state, encode_state
+from .context import RunLogger, StepContext
+from .registry import RegisteredWorkflow
+
+# Past this many ops waiting for the writer, a step waits for its own checkpoint to commit.
+HIGH_WATER = 20_000
+
+Notify = Callable[[str, "ActiveRun", dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(eq=False)
+class ActiveRun:
+    """A run this process is executing (or about to)."""
+
+    row: int
+    run_id: str
+    workflow: RegisteredWorkflow
+    trigger_id: str
+    steps: list[BoundStep]
+    step_index: int
+    position: int
+    state_text: str
+    settled: asyncio.Future[RunResult]
+    abort_requested: bool = False
+    finishing: bool = False
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+    # Signals received while a step runs: merged into what it returns (the signal is newer).
+    pending_patch: dict[str, Any] | None = None
+    # Why the run fails before its first step (its input is not a JSON object).
+    invalid_input: str | None = None
+    abort_reason: str = "aborted by request"
+    warned: set[str] = field(default_factory=set, repr=False)
+    # Instances of its "run" services, made on first use, closed when its task ends.
+    service_scope: ServiceScope | None = field(default=None, repr=False)
+
+    @property
+    def next_step(self) -> str | None:
+        """Name of the step that runs next, or None when all have run."""
+        return self.steps[self.step_index].name if self.step_index < len(self.steps) else None
+
+
+@dataclass(frozen=True)
+class ExecutorEnv:
+    """What the executor needs from the runtime."""
+
+    writer: GroupCommitWriter
+    clock: Clock
+    threads: Executor
+    notify: Notify
+    wants: Callable[[str], bool]
+    logger: logging.Logger
+    waits: WaitRegistry | None = None
+
+
+class _RunFailed(Exception):
+    def __init__(self, message: str, code: str, step: str | None) -> None:
+        super().__init__(message)
+        self.message, self.code, self.step = message, code, step
+
+
+async def execute(run: ActiveRun, env: ExecutorEnv) -> RunResult | PauseRequest:
+    """Run the remaining steps of `run` and record how it ends, or how it wants to pause.
+
+    A run with `invalid_input` fails before any step: its input was not a JSON object. A
+    returned `PauseRequest` means a step asked to park the run at its boundary; the
+    step's checkpoint is already enqueued, and parking is the caller's job.
+
+    Raises:
+        asyncio.CancelledError: On shutdown; the run stays ``running`` in the journal and
+            continues from its last committed checkpoint when the journal is next opened.
+    """
+    try:
+        if run.invalid_input is not None:
+            raise _RunFailed(run.invalid_input, "INVALID_STATE", None)
+        while run.step_index < len(run.steps):
+            pause = await _run_step(run, run.steps[run.step_index], env)
+            if pause is not None:
+                return pause
+        return await _finish(run, env, "completed")
+    except _RunFailed as failure:
+        return await _finish(run, env, "failed", failure)
+    except asyncio.CancelledError:
+        if not run.abort_requested or run.finishing:
+            raise
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        return await finish_aborted(run, env)
+
+
+async def finish_aborted(run: ActiveRun, env: ExecutorEnv) -> RunResult:
+    """Record that `run` was aborted."""
+    return await _finish(run, env, "aborted", _RunFailed(run.abort_reason, "ABORTED", None))
+
+
+async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> PauseRequest | None:
+    started = env.clock.now_us()
+    if env.wants("step.started"):
+        await env.notify("step.started", run, {"step": bound.name})
+    try:
+        # Closures only where a step needs them: fewer objects per step for the GC.
+        result = await run_step(
+            bound,
+            run.state_text,
+            functools.partial(_context, run, bound, env=env) if bound.takes_ctx else None,
+            clock=env.clock,
+            threads=env.threads,
+            on_retry=functools.partial(_record_retry, run, bound, env=env)
+            if bound.step.retries
+            else None,
+        )
+    except StepFailed as failed:
+        code = "STEP_TIMEOUT" if failed.timed_out else "STEP_FAILED"
+        raise _RunFailed(f"step {bound.name!r} failed: {failed}", code, bound.name) from failed
+    pause = result if isinstance(result, PauseRequest) else None
+    if pause is not None:
+        result = decode_state(run.state_text)  # a pausing step leaves the state as it was
+    if run.pending_patch is not None:
+        result = {**result, **run.pending_patch} if isinstance(result, dict) else result
+        run.pending_patch = None
+    try:
+        text = encode_state(result)
+    except StateEncodingError as exc:
+        message = f"step {bound.name!r} returned an invalid state: {exc}"
+        raise _RunFailed(message, "INVALID_STATE", bound.name) from exc
+    run.position += 1
+    run.step_index += 1
+    run.state_text = text
+    if run.workflow.redactor:
+        _warn_of_secrets(run, bound, text, env)
+    env.writer.enqueue(
+        ops.checkpoint(
+            run.row,
+            run.position,
+            bound.name,
+            started_at=started,
+            ended_at=env.clock.now_us(),
+            state=text,
+            next_step=run.next_step,
+        )
+    )
+    if env.writer.backlog > HIGH_WATER:
+        await env.writer.flush()
+    if env.wants("step.completed"):
+        await env.notify("step.completed", run, {"step": bound.name})
+    return pause
+
+
+def _warn_of_secrets(run: ActiveRun, bound: BoundStep, text: str, env: ExecutorEnv) -> None:
+    """State is journaled as returned (documented); say so once per run and key."""
+    found = [key for key in run.workflow.redactor.find_in(text) if key not in run.warned]
+    if not found:
+        return
+    run.warned.update(found)
+    message = (
+        f"step {bound.name!r} put the value of secret {', '.join(found)} in the run's "
+        "state, which is journaled as is: keep secrets out of state"
+    )
+    env.logger.warning("run %s: %s", run.run_id, message)
+    _note(run, bound, env, "warning", message)
+
+
+def run_scope(run: ActiveRun, env: ExecutorEnv) -> ServiceScope:
+    """The run's service scope, made on first use (its state is the run's current state)."""
+    if run.service_scope is None:
+        services = {service.id: service for service in run.workflow.workflow.services}
+        run.service_scope = ServiceScope(
+            services,
+            parent=run.workflow.service_scope,
+            scope="run",
+            state=decode_state(run.state_text),
+            idempotency_key=f"{run.run_id}:services",
+            on_create=functools.partial(_service_opened, run, env),
+        )
+    return run.service_scope
+
+
+def _service_opened(run: ActiveRun, env: ExecutorEnv, service_id: str) -> None:
+    # Journaled so that, if the process dies before the run's scope is closed, recovery
+    # builds the service again and runs its cleanups: run-scoped cleanup is at least once.
+    env.writer.enqueue(
+        [
+            ops.add_timeline(
+                run.row, env.clock.now_us(), "runtime", "service.opened", message=service_id
+            )
+        ]
+    )
+
+
+def context_for(run: ActiveRun, env: ExecutorEnv) -> StepContext | None:
+    """The ctx a hook gets: that of the run's next step (None once all have run)."""
+    if run.step_index >= len(run.steps):
+        return None
+    return _context(run, run.steps[run.step_index], 1, env=env)
+
+
+def _context(run: ActiveRun, bound: BoundStep, attempt: int, *, env: ExecutorEnv) -> StepContext:
+    log = RunLogger(
+        writer=env.writer,
+        clock=env.clock,
+        loop=asyncio.get_running_loop(),
+        row=run.row,
+        position=run.position,
+        step=bound.name,
+        logger=env.logger,
+        redact=run.workflow.redactor.redact,
+    )
+    return StepContext(
+        run_id=run.run_id,
+        workflow_id=run.workflow.id,
+        trigger_id=run.trigger_id,
+        step_name=bound.name,
+        step_index=bound.index,
+        attempt=attempt,
+        log=log,
+        pause_service=PauseService(env.waits, run.row, run.run_id) if env.waits else None,
+        env=run.workflow.env,
+        scope=functools.partial(run_scope, run, env),
+    )
+
+
+def _record_retry(
+    run: ActiveRun,
+    bound: BoundStep,
+    attempt: int,
+    exc: BaseException,
+    delay: float,
+    *,
+    env: ExecutorEnv,
+) -> None:
+    message = run.workflow.redactor.redact(
+        f"attempt {attempt} failed: {describe_exception(exc)}; retrying in {delay:g}s"
+    )
+    _note(run, bound, env, "step.failed", message, {"attempt": attempt, "retry": True})
+
+
+def _note(
+    run: ActiveRun,
+    bound: BoundStep,
+    env: ExecutorEnv,
+    kind: str,
+    message: str,
+    data: dict[str, Any] | None = None,
+) -> None:
+    """A timeline entry about the step `bound` of `run` (not awaited: it is not an answer)."""
+    env.writer.enqueue(
+        [
+            ops.add_timeline(
+                run.row,
+                env.clock.now_us(),
+                "runtime",
+                kind,
+                position=run.position,
+                step=bound.name,
+                message=message,
+                data=data,
+            )
+        ]
+    )
+
+
+async def _finish(
+    run: ActiveRun, env: ExecutorEnv, status: str, failure: _RunFailed | None = None
+) -> RunResult:
+    run.finishing = True
+    now = env.clock.now_us()
+    error = run.workflow.redactor.redact(failure.message) if failure is not None else None
+    code = failure.code if failure is not None else None
+    writes = [ops.set_status(run.row, status, now, error=error, code=code)]
+    if env.waits is not None:
+        writes += env.waits.release(run.row)
+    if failure is not None and failure.step is not None:
+        writes.append(
+            ops.add_timeline(
+                run.row,
+                now,
+                "runtime",
+                "step.failed",
+                position=run.position,
+                step=failure.step,
+                message=error,
+            )
+        )
+    # Shielded: once the end is decided, an abort or shutdown must not split it.
+    await env.writer.write(writes)
+    result = RunResult(
+        ok=is_ok(status),
+        status=status,
+        run_id=run.run_id,
+        state=decode_state(run.state_text),
+        error=error,
+        error_code=code,
+    )
+    if env.wants(f"run.{status}"):
+        await env.notify(f"run.{status}", run, {"status": status, "error": result.error})
+    return result

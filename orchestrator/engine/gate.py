@@ -1,0 +1,129 @@
+"""The mode gate: one workflow's slots, and the decision for each dispatch.
+
+Pure bookkeeping (run ids in, decisions out) with no I/O, so it is tested alone; admission
+acts on what it decides and journals it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+from ..define.modes import Mode, Serialized, SingletonLoop, Transient
+
+Action = Literal["start", "queue", "drop", "reject", "signal", "replace"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a dispatch gets: `action`, the run that held the slot, the run it superseded."""
+
+    action: Action
+    holder: str | None = None
+    superseded: str | None = None
+
+
+class Gate:
+    """One workflow's slots under its mode.
+
+    Invariant: `running`, `paused`, `queue` and `resuming` are disjoint; under every mode
+    but `Transient`, ``len(running) + len(paused) <= 1`` once recovery is over.
+    """
+
+    def __init__(self, mode: Mode) -> None:
+        self.mode: Mode = mode
+        self.running: set[str] = set()
+        self.paused: set[str] = set()
+        self.queue: deque[str] = deque()
+        self.resuming: deque[str] = deque()
+
+    def dispatch(self, run_id: str) -> Decision:
+        """Decide for a new run; on ``start`` or ``replace`` it now holds a slot."""
+        mode = self.mode
+        if isinstance(mode, Transient):
+            return self._dispatch_transient(mode, run_id)
+        holder = self._holder()
+        if holder is None and not self.queue:
+            self.running.add(run_id)
+            return Decision("start")
+        if isinstance(mode, Serialized):
+            self.queue.append(run_id)
+            return Decision("queue", holder)
+        if isinstance(mode, SingletonLoop):
+            return self._dispatch_singleton(mode, run_id, holder)
+        if mode.on_busy == "reject":
+            return Decision("reject", holder)
+        superseded = self.queue.pop() if self.queue else None
+        self.queue.append(run_id)
+        return Decision("queue", holder, superseded)
+
+    def _dispatch_transient(self, mode: Transient, run_id: str) -> Decision:
+        if self._has_slot() and not self.queue and not self.resuming:
+            self.running.add(run_id)
+            return Decision("start")
+        if mode.capacity is None or len(self.queue) < mode.capacity:
+            self.queue.append(run_id)
+            return Decision("queue", self._holder())
+        return Decision("drop", self._holder())
+
+    def _dispatch_singleton(self, mode: SingletonLoop, run_id: str, holder: str | None) -> Decision:
+        if mode.on_busy == "drop":
+            return Decision("drop", holder)
+        if mode.on_busy == "signal":
+            return Decision("signal", holder)
+        if holder is not None:
+            self.running.discard(holder)
+            self.paused.discard(holder)
+        self.running.add(run_id)
+        return Decision("replace", holder)
+
+    def paused_run(self, run_id: str) -> list[str]:
+        """A run paused; returns the runs that may start now."""
+        if run_id in self.running:
+            self.running.discard(run_id)
+            self.paused.add(run_id)
+        return self._fill() if isinstance(self.mode, Transient) else []
+
+    def resumed(self, run_id: str) -> bool:
+        """A paused run was resumed; False if it must wait for a slot (`Transient`)."""
+        self.paused.discard(run_id)
+        if isinstance(self.mode, Transient) and (not self._has_slot() or self.resuming):
+            self.resuming.append(run_id)
+            return False
+        self.running.add(run_id)
+        return True
+
+    def ended(self, run_id: str) -> list[str]:
+        """A run ended (or left the gate); returns the runs that may start now."""
+        # The groups are disjoint: the deques (linear to search) hold only runs that end
+        # without ever holding a slot (aborted while queued).
+        if run_id in self.running or run_id in self.paused:
+            self.running.discard(run_id)
+            self.paused.discard(run_id)
+        elif run_id in self.queue:
+            self.queue.remove(run_id)
+        elif run_id in self.resuming:
+            self.resuming.remove(run_id)
+        return self._fill()
+
+    def _fill(self) -> list[str]:
+        starting: list[str] = []
+        while self._has_slot() and (self.resuming or self.queue):
+            run_id = self.resuming.popleft() if self.resuming else self.queue.popleft()
+            self.running.add(run_id)
+            starting.append(run_id)
+        return starting
+
+    def _has_slot(self) -> bool:
+        mode = self.mode
+        if isinstance(mode, Transient):
+            return mode.concurrency is None or len(self.running) < mode.concurrency
+        return not self.running and not self.paused
+
+    def _holder(self) -> str | None:
+        """The run that holds the slot (the oldest executing one under `Transient`)."""
+        for group in (self.running, self.paused):
+            if group:
+                return min(group)
+        return None

@@ -1,0 +1,89 @@
+"""What other processes write into the journal: events to route and commands to apply.
+
+The CLI and the dashboard never reach into the daemon's memory: they commit an event or a
+command row, and this poller picks it up. It asks SQLite for ``PRAGMA data_version``, which
+changes only when another connection commits (this process's own writer included), so an
+idle journal costs one tiny query per tick and a busy one two. Everything still pending
+when the runtime starts is picked up on its first tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from ..errors import JournalError
+from ..journal import CommandRecord, EventRecord, JournalReader
+from .events import EventBus
+
+POLL_SECONDS = 0.01
+BATCH = 1000
+_log = logging.getLogger("orchestrator.inbox")
+
+
+class InboxPoller:
+    """Routes events and applies commands written by other processes, in order."""
+
+    def __init__(
+        self,
+        reader: JournalReader,
+        bus: EventBus,
+        apply: Callable[[CommandRecord], Awaitable[None]],
+        *,
+        interval: float = POLL_SECONDS,
+    ) -> None:
+        self._reader, self._bus, self._apply = reader, bus, apply
+        self._interval = interval
+        # Invariant: rows up to these ids have been handed on (their writes may still be
+        # pending in the writer), so none is taken twice by this process.
+        self._last_event = 0
+        self._last_command = 0
+
+    async def run(self) -> None:
+        """Poll for ever (cancel to stop)."""
+        seen: int | None = None
+        while True:
+            try:
+                version = await self._reader.data_version()
+                # data_version also moves on this process's own commits: one cheap query
+                # tells whether anything is really pending before reading rows.
+                if version != seen:
+                    seen = version
+                    if await self._reader.has_pending(self._last_event, self._last_command):
+                        await self.drain()
+            except JournalError as exc:  # a locked or busy journal: try again next tick
+                _log.warning("reading the inbox failed, retrying: %s", exc)
+            await asyncio.sleep(self._interval)
+
+    async def drain(self) -> None:
+        """Take every pending event and command once, in the order they were committed.
+
+        Events and commands are two tables; a signal written before an event must be
+        applied before that event resumes the run, so both are merged by commit time
+        (taken inside each writer's ``BEGIN IMMEDIATE``, so later commits have later times).
+        """
+        while True:
+            events = await self._reader.unrouted_events(self._last_event, BATCH)
+            commands = await self._reader.pending_commands(self._last_command, BATCH)
+            if not events and not commands:
+                return
+            # A full batch may have more rows behind it: go no further than its last one.
+            full = [batch[-1].created_at for batch in (events, commands) if len(batch) == BATCH]
+            horizon = min(full, default=None)
+            merged: list[EventRecord | CommandRecord] = [*events, *commands]
+            merged.sort(key=lambda row: row.created_at)
+            for row in merged:
+                if horizon is not None and row.created_at > horizon:
+                    break
+                await self._hand_on(row)
+            if horizon is None:
+                return  # neither batch was full; rows committed since move data_version
+
+    async def _hand_on(self, row: EventRecord | CommandRecord) -> None:
+        if isinstance(row, EventRecord):
+            self._last_event = row.id
+            self._bus.accept(row.event_id, row.type, row.data, source=row.source, external=True)
+        else:
+            self._last_command = row.id
+            await self._apply(row)

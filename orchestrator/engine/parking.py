@@ -1,0 +1,427 @@
+"""Paused runs and their waits: parking, event delivery, resume, signals and timeouts.
+
+A run that pauses leaves memory as a task and stays here as a `ParkedRun`, with the wait
+it is parked on in the dispatcher's index and its deadline in the timers. Everything that
+changes a wait or a parked run returns (or enqueues) the journal writes that record it,
+so the caller can commit them in the same batch as their cause (an event, a command).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..clock import Clock
+from ..define.conditions import Conditions
+from ..define.waits import BufferedEvent, PauseRequest, Wait
+from ..errors import RunNotActive
+from ..journal import GroupCommitWriter, ops
+from ..records import RunResult
+from ..state import decode_state, encode_state
+from .dispatcher import Dispatcher
+from .executor import ActiveRun
+from .registry import RegisteredWorkflow
+from .timers import Timers
+
+
+@dataclass(eq=False)
+class ParkedRun:
+    """A paused run: where it stands and what it waits on."""
+
+    row: int
+    run_id: str
+    workflow_id: str
+    trigger_id: str
+    version: str
+    position: int
+    next_step: str | None
+    state_text: str
+    wait: Wait
+    pinned: RegisteredWorkflow | None = None
+
+
+# Continues a resumed run; returns writes that must follow the resume's own (a run that has
+# to wait for a slot is journaled ``queued`` after it is journaled ``running``).
+Wake = Callable[[ParkedRun], list[ops.Op]]
+Ended = Callable[[ParkedRun, RunResult], None]
+
+
+class Parking:
+    """Waits by run, parked runs by id; implements the pause service's registry."""
+
+    def __init__(
+        self,
+        writer: GroupCommitWriter,
+        clock: Clock,
+        dispatcher: Dispatcher,
+        timers: Timers,
+        wake: Wake,
+        *,
+        max_wait_id: int,
+        max_seq: int,
+    ) -> None:
+        self._writer, self._clock = writer, clock
+        self._dispatcher, self._timers, self._wake = dispatcher, timers, wake
+        self.on_end: Ended | None = None
+        self._next_wait, self._next_seq = max_wait_id, max_seq
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self.paused: dict[str, ParkedRun] = {}
+        # Invariant: holds every armed or parked wait, by its run's row.
+        self.waits: dict[int, list[Wait]] = {}
+
+    # -- the pause service -----------------------------------------------------------------
+
+    def register_wait(self, row: int, run_id: str, event: str, conditions: Conditions) -> Wait:
+        """Arm a persistent wait (once per run, event and conditions: re-runs reuse it)."""
+        if threading.get_ident() != self._loop_thread:  # a sync step in a worker thread
+            return asyncio.run_coroutine_threadsafe(
+                self._register_async(row, run_id, event, conditions), self._loop
+            ).result(timeout=30)
+        existing = self._find(row, event, conditions, persistent=True)
+        if existing is not None:
+            return existing
+        wait = self._new_wait(row, run_id, event, conditions, persistent=True, status="armed")
+        self._writer.enqueue([self._wait_op(wait)])
+        return wait
+
+    async def _register_async(
+        self, row: int, run_id: str, event: str, conditions: Conditions
+    ) -> Wait:
+        return self.register_wait(row, run_id, event, conditions)
+
+    def cancel_wait(self, wait: Wait) -> None:
+        """Stop a wait and drop its buffer."""
+        if threading.get_ident() != self._loop_thread:
+            self._loop.call_soon_threadsafe(self.cancel_wait, wait)
+            return
+        if wait.status in ("done", "cancelled"):
+            return
+        if wait.status == "parked":
+            raise RunNotActive("a wait a run is parked on cannot be cancelled; abort the run")
+        self._writer.enqueue([self._retire(wait, "cancelled")])
+
+    def release(self, row: int) -> list[ops.Op]:
+        """The run ended: retire all its waits."""
+        return [self._retire(wait, "cancelled") for wait in list(self.waits.get(row, ()))]
+
+    # -- parking and waking ----------------------------------------------------------------
+
+    def park_or_drain(self, run: ActiveRun, request: PauseRequest) -> ParkedRun | None:
+        """Park `run` on its request's wait, or consume what that wait buffered.
+
+        Returns None when a buffered event was consumed: the run goes on at once.
+        """
+        wait = request.wait or (
+            self._find(run.row, request.event, request.conditions, persistent=True)
+            if request.event is not None
+            else None
+        )
+        now = self._clock.now_us()
+        if wait is not None and wait.buffer:
+            event = wait.buffer.pop(0)
+            patch = {request.into: event.data} if request.into else {}
+            run.position += 1
+            run.state_text = encode_state({**decode_state(run.state_text), **patch})
+            self._writer.enqueue(
+                [
+                    ops.drain_event(wait.id, event.seq),
+                    *ops.state_change(run.row, run.position, "resume", run.state_text, now),
+                    ops.add_route(event.event_id, run.row, "resumed", wait.id),
+                    self._timeline(
+                        run.row,
+                        run.position,
+                        "event",
+                        "event.consumed",
+                        f"{wait.describe()}: consumed buffered event {event.event_id}",
+                        {"event_id": event.event_id, "wait": wait.id},
+                    ),
+                ]
+            )
+            return None
+        if wait is None:
+            wait = self._new_wait(
+                run.row,
+                run.run_id,
+                request.event,
+                request.conditions,
+                persistent=False,
+                status="parked",
+            )
+        return self._park(run, wait, request, now)
+
+    def _park(self, run: ActiveRun, wait: Wait, request: PauseRequest, now: int) -> ParkedRun:
+        wait.status, wait.into, wait.on_timeout = "parked", request.into, request.on_timeout
+        wait.timeout_at = None if request.timeout is None else now + int(request.timeout * 1e6)
+        parked = ParkedRun(
+            run.row,
+            run.run_id,
+            run.workflow.id,
+            run.trigger_id,
+            run.workflow.version,
+            run.position,
+            run.next_step,
+            run.state_text,
+            wait,
+            pinned=run.workflow,
+        )
+        self.paused[run.run_id] = parked
+        data = {
+            "wait": wait.id,
+            "event": wait.event_type,
+            "where": wait.conditions.to_json(),
+            "timeout_at": wait.timeout_at,
+            "on_timeout": wait.on_timeout,
+        }
+        self._writer.enqueue(
+            [
+                self._wait_op(wait),
+                ops.set_status(run.row, "paused", now),
+                self._timeline(
+                    run.row,
+                    run.position,
+                    "runtime",
+                    "run.paused",
+                    f"waiting for {wait.describe()}",
+                    data,
+                ),
+            ]
+        )
+        self._arm_timeout(parked)
+        return parked
+
+    def adopt_parked(self, parked: ParkedRun) -> None:
+        """Track a run found paused in the journal at start-up."""
+        self.paused[parked.run_id] = parked
+        self._arm_timeout(parked)
+
+    def adopt_wait(self, wait: Wait) -> None:
+        """Track a wait found armed or parked in the journal at start-up."""
+        self._track(wait)
+        self._next_wait = max(self._next_wait, wait.id)
+        for event in wait.buffer:
+            self._next_seq = max(self._next_seq, event.seq)
+
+    def deliver(self, wait: Wait, event_id: str, data: dict[str, Any]) -> list[ops.Op]:
+        """An event matched `wait`: resume its parked run, or buffer the event."""
+        if wait.status == "parked":
+            parked = self.paused.get(wait.run_id)
+            if parked is not None:
+                patch = {wait.into: data} if wait.into else {}
+                return [
+                    ops.add_route(event_id, wait.row, "resumed", wait.id),
+                    *self.wake(
+                        parked,
+                        patch,
+                        f"{wait.describe()} matched event {event_id}",
+                        source="event",
+                        extra={"event_id": event_id},
+                    ),
+                ]
+        self._next_seq += 1
+        wait.buffer.append(BufferedEvent(self._next_seq, event_id, data))
+        return [
+            ops.buffer_event(wait.id, self._next_seq, event_id),
+            ops.add_route(event_id, wait.row, "buffered", wait.id),
+            self._timeline(
+                wait.row,
+                None,
+                "event",
+                "event.buffered",
+                f"kept for {wait.describe()}: event {event_id}",
+                {"event_id": event_id},
+            ),
+        ]
+
+    def wake(
+        self,
+        parked: ParkedRun,
+        patch: dict[str, Any],
+        reason: str,
+        *,
+        source: str = "runtime",
+        extra: dict[str, Any] | None = None,
+    ) -> list[ops.Op]:
+        """Resume a parked run with `patch` merged into its state."""
+        wait = parked.wait
+        del self.paused[parked.run_id]
+        self._timers.cancel(("wait", wait.id))
+        now = self._clock.now_us()
+        parked.position += 1
+        parked.state_text = encode_state({**decode_state(parked.state_text), **patch})
+        if wait.persistent:
+            wait.status, wait.timeout_at = "armed", None
+            wait_op = self._wait_op(wait)
+        else:
+            wait_op = self._retire(wait, "done")
+        writes = [
+            wait_op,
+            *ops.state_change(parked.row, parked.position, "resume", parked.state_text, now),
+            ops.set_status(parked.row, "running", now),
+            self._timeline(
+                parked.row,
+                parked.position,
+                source,
+                "run.resumed",
+                reason,
+                {"patch": patch, **(extra or {})},
+            ),
+        ]
+        if parked.next_step is not None:
+            writes.append(ops.step_started(parked.row, parked.position, parked.next_step, now))
+        writes += self._wake(parked)
+        return writes
+
+    def signal(self, parked: ParkedRun | ActiveRun, patch: dict[str, Any]) -> list[ops.Op]:
+        """Merge a patch into a parked (or running) run's state; it goes on as it was."""
+        now = self._clock.now_us()
+        parked.position += 1
+        parked.state_text = encode_state({**decode_state(parked.state_text), **patch})
+        return [
+            *ops.state_change(parked.row, parked.position, "signal", parked.state_text, now),
+            self._timeline(
+                parked.row,
+                parked.position,
+                "runtime",
+                "run.signalled",
+                "state patched by a signal",
+                {"patch": patch},
+            ),
+        ]
+
+    def end(self, parked: ParkedRun) -> list[ops.Op]:
+        """A parked run is ended (aborted or failed) without resuming."""
+        del self.paused[parked.run_id]
+        self._timers.cancel(("wait", parked.wait.id))
+        return self.release(parked.row)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _arm_timeout(self, parked: ParkedRun) -> None:
+        wait = parked.wait
+        if wait.timeout_at is not None:
+            self._timers.set(("wait", wait.id), wait.timeout_at, lambda: self._timed_out(parked))
+
+    def _timed_out(self, parked: ParkedRun) -> None:
+        if self.paused.get(parked.run_id) is not parked:
+            return
+        wait = parked.wait
+        if wait.is_sleep:
+            writes = self.wake(parked, {}, "the sleep is over", source="timer")
+        elif wait.on_timeout == "continue":
+            patch = {wait.into: None} if wait.into else {}
+            writes = self.wake(
+                parked, patch, f"timed out waiting for {wait.describe()}", source="timer"
+            )
+        else:
+            writes = self.fail_parked(
+                parked, f"timed out waiting for {wait.describe()}", "PAUSE_TIMEOUT"
+            )
+        self._writer.enqueue(writes, urgent=True)
+
+    def fail_parked(
+        self, parked: ParkedRun, message: str, code: str, *, status: str = "failed"
+    ) -> list[ops.Op]:
+        """End a parked run with `status` and the error that ended it."""
+        now = self._clock.now_us()
+        writes = [
+            *self.end(parked),
+            ops.set_status(parked.row, status, now, error=message, code=code),
+        ]
+        if self.on_end is not None:
+            self.on_end(
+                parked,
+                RunResult(
+                    False, status, parked.run_id, decode_state(parked.state_text), message, code
+                ),
+            )
+        return writes
+
+    def _new_wait(
+        self,
+        row: int,
+        run_id: str,
+        event: str | None,
+        conditions: Conditions,
+        *,
+        persistent: bool,
+        status: str,
+    ) -> Wait:
+        self._next_wait += 1
+        wait = Wait(self._next_wait, row, run_id, event, conditions, persistent, status)  # type: ignore[arg-type]
+        self._track(wait)
+        return wait
+
+    def _track(self, wait: Wait) -> None:
+        self.waits.setdefault(wait.row, []).append(wait)
+        self._dispatcher.add_wait(wait)
+
+    def _find(
+        self, row: int, event: str | None, conditions: Conditions, *, persistent: bool
+    ) -> Wait | None:
+        # JSON text, not ==: True == 1 in Python, but they are different conditions.
+        wanted = _key(conditions)
+        for wait in self.waits.get(row, ()):
+            if (
+                wait.persistent == persistent
+                and wait.event_type == event
+                and _key(wait.conditions) == wanted
+            ):
+                return wait
+        return None
+
+    def _retire(self, wait: Wait, status: str) -> ops.Op:
+        wait.status = status  # type: ignore[assignment]
+        wait.buffer.clear()
+        self._dispatcher.remove_wait(wait)
+        self._timers.cancel(("wait", wait.id))
+        waits = self.waits.get(wait.row, [])
+        if wait in waits:
+            waits.remove(wait)
+            if not waits:
+                del self.waits[wait.row]
+        return ops.set_wait(wait.id, status, wait.timeout_at, wait.into, wait.on_timeout)
+
+    def _wait_op(self, wait: Wait) -> ops.Op:
+        if not wait.journaled:
+            wait.journaled = True
+            return ops.add_wait(
+                wait.id,
+                wait.row,
+                wait.event_type,
+                json.dumps(wait.conditions.to_json()),
+                persistent=wait.persistent,
+                status=wait.status,
+                into=wait.into,
+                timeout_at=wait.timeout_at,
+                on_timeout=wait.on_timeout,
+                at=self._clock.now_us(),
+            )
+        return ops.set_wait(wait.id, wait.status, wait.timeout_at, wait.into, wait.on_timeout)
+
+    def _timeline(
+        self,
+        row: int,
+        position: int | None,
+        source: str,
+        kind: str,
+        message: str,
+        data: dict[str, Any],
+    ) -> ops.Op:
+        return ops.add_timeline(
+            row,
+            self._clock.now_us(),
+            source,
+            kind,
+            position=position,
+            message=message,
+            data=data,
+        )
+
+
+def _key(conditions: Conditions) -> str:
+    return json.dumps(conditions.to_json(), sort_keys=True)

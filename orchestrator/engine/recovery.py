@@ -1,0 +1,88 @@
+"""Start-up recovery: runs that were not final when the journal was last open.
+
+Runs left ``running`` wait, by workflow, until their workflow is registered; then each
+continues from its last committed checkpoint. On the version it started on the next step
+is found by position; on another version, by the next step's name, and a run whose next
+step no longer exists keeps its status with the reason in its ``error`` field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..define.conditions import Conditions
+from ..define.waits import BufferedEvent, Wait
+from ..errors import TriggerNotFound
+from ..journal import UnfinishedRun, WaitRecord
+from .parking import ParkedRun
+from .registry import RegisteredWorkflow
+
+
+@dataclass(frozen=True)
+class Resumption:
+    """Where a recovered run continues, or why it cannot."""
+
+    step_index: int | None
+    problem: str | None = None
+
+
+def plan(run: UnfinishedRun, workflow: RegisteredWorkflow) -> Resumption:
+    """Find the step at which `run` continues on `workflow`'s current version."""
+    try:
+        steps = workflow.steps(run.trigger_id)
+    except TriggerNotFound:
+        return Resumption(
+            None,
+            f"trigger {run.trigger_id!r} no longer exists in workflow "
+            f"{workflow.id!r} (version {workflow.version})",
+        )
+    names = [step.name for step in steps]
+    if run.step is None:
+        return Resumption(len(steps))
+    if (
+        run.version == workflow.version
+        and run.position < len(steps)
+        and names[run.position] == run.step
+    ):
+        return Resumption(run.position)
+    if run.step in names:
+        return Resumption(names.index(run.step))
+    return Resumption(
+        None,
+        f"step {run.step!r} no longer exists in workflow {workflow.id!r} "
+        f"(version {workflow.version}); the run waits for it to return",
+    )
+
+
+def wait_from(record: WaitRecord) -> Wait:
+    """A journaled wait, re-armed in memory with its buffered events."""
+    label = f"wait {record.id} of run {record.run_id}"
+    return Wait(
+        record.id,
+        record.row,
+        record.run_id,
+        record.event_type,
+        Conditions.from_json(record.conditions, label=label),
+        record.persistent,
+        "parked" if record.status == "parked" else "armed",
+        record.into,
+        record.timeout_at,
+        "fail" if record.on_timeout == "fail" else "continue",
+        [BufferedEvent(seq, event_id, data) for seq, event_id, data in record.buffer],
+        journaled=True,
+    )
+
+
+def parked_from(run: UnfinishedRun, wait: Wait) -> ParkedRun:
+    """A run found paused in the journal; it is not pinned to any version in memory."""
+    return ParkedRun(
+        run.row,
+        run.run_id,
+        run.workflow_id,
+        run.trigger_id,
+        run.version,
+        run.position,
+        run.step,
+        run.state,
+        wait,
+    )

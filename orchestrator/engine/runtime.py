@@ -1,0 +1,481 @@
+"""The composition root: `Runtime` wires the journal, registry, executor and recovery.
+
+It owns one task group: the writer loop, the lease heartbeat and every run are its tasks,
+so nothing outlives `stop()`. Runs are driven here; what a run does is the executor's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ..clock import Clock
+from ..define.hooks import Hook
+from ..define.model import Workflow
+from ..define.modes import Mode, describe
+from ..define.services import Service, ServiceScope, check_graph, runtime_services
+from ..errors import (
+    JournalError,
+    RunNotFound,
+    RuntimeNotStarted,
+    ValidationError,
+)
+from ..folder.sync import WorkflowFolder
+from ..folder.watcher import watch_folder
+from ..journal import FaultPoints, GroupCommitWriter, JournalReader, Synchronous, ops
+from ..records import FINAL_STATUSES, RunInfo, RunResult, TimelineEntry, is_ok
+from .control import Control
+from .file_events import FileEvents, JournalFileLedger
+from .inbox import InboxPoller
+from .lifecycle import Handler, Lifecycle
+from .registry import RegisteredWorkflow, Registry, register
+
+HEARTBEAT_SECONDS = 1.0
+STEP_THREADS = "orchestrator-step"  # the name prefix of the worker threads of sync steps
+_log = logging.getLogger("orchestrator.runtime")
+
+
+class Runtime:
+    """A durable runtime over one journal file; use it as ``async with Runtime(db) as rt``.
+
+    Args:
+        db: The journal file (created 0600 if missing).
+        synchronous: SQLite durability: ``"FULL"`` (the default: a commit survives power
+            loss) or ``"NORMAL"`` (survives a process crash; the last commits may be lost
+            on power loss).
+        clock: The clock (tests pass a `FakeClock`).
+        shutdown_grace: Seconds `stop()` lets running steps finish before cancelling them.
+        max_threads: Worker threads for sync steps.
+        faults: Fault points for crash tests.
+        workflows_dir: A folder of workflow files to load now and reload as they change.
+    """
+
+    def __init__(
+        self,
+        db: str | os.PathLike[str] = "orchestrator.db",
+        *,
+        workflows: Iterable[Workflow] = (),
+        env: Mapping[str, str] | None = None,
+        services: Sequence[Service] = (),
+        secrets: Iterable[str] = (),
+        synchronous: Synchronous = "FULL",
+        clock: Clock | None = None,
+        shutdown_grace: float = 10.0,
+        max_threads: int = 32,
+        faults: FaultPoints | None = None,
+        workflows_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
+        self.db = Path(db)
+        self._initial = list(workflows)
+        # Read once: later changes to os.environ do not move a running runtime's env.
+        self._runtime_env = dict(os.environ if env is None else env)
+        self._secrets = tuple(secrets)
+        self._global_services = ServiceScope(
+            runtime_services(services), parent=None, scope="global"
+        )
+        self._workflow_scopes: dict[str, ServiceScope] = {}
+        self._clock = clock or Clock()
+        self._grace = shutdown_grace
+        self._writer = GroupCommitWriter(self.db, synchronous=synchronous, faults=faults)
+        self._threads = ThreadPoolExecutor(max_threads, thread_name_prefix=STEP_THREADS)
+        self._registry = Registry()
+        self._lifecycle = Lifecycle()
+        self._control: Control | None = None
+        self._reader: JournalReader | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._state = "new"
+        self._folder = (
+            None if workflows_dir is None else WorkflowFolder(Path(workflows_dir).resolve(), self)
+        )
+        self._file_events: FileEvents | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Runtime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Open the journal under its lease, recover, register `workflows`, start routing."""
+        if self._state != "new":
+            raise RuntimeNotStarted("a Runtime can be started once; create a new one")
+        try:
+            opened = await self._writer.open()
+        except BaseException:
+            await self._writer.close()  # ends its thread; it holds no lease
+            self._threads.shutdown(wait=False)
+            raise
+        self._stack = contextlib.AsyncExitStack()
+        self._state = "started"
+        try:
+            await self._assemble(opened.max_run_row)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _assemble(self, max_run_row: int) -> None:
+        assert self._stack is not None
+        tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
+        tasks.create_task(self._writer.run(), name="journal-writer")
+        self._background.append(tasks.create_task(self._heartbeat(), name="heartbeat"))
+        reader = self._reader = await JournalReader.open(self.db)
+        max_wait, max_seq = await reader.max_ids()
+        control = self._control = Control(
+            writer=self._writer,
+            reader=reader,
+            clock=self._clock,
+            registry=self._registry,
+            lifecycle=self._lifecycle,
+            threads=self._threads,
+            tasks=tasks,
+            max_run_row=max_run_row,
+            max_wait_id=max_wait,
+            max_seq=max_seq,
+            last_ticks=await reader.schedule_ticks(),
+        )
+        self._writer.enqueue(ops.reset_workflows())
+        await control.restore()
+        self._background.append(tasks.create_task(control.timers.run(), name="timers"))
+        ledger = JournalFileLedger(self._writer, reader, self._file_created, self._clock.now_us)
+        self._file_events = FileEvents(ledger)
+        self._background.append(tasks.create_task(self._file_events.run(), name="file-events"))
+        for workflow in self._initial:
+            await self.register(workflow)
+        if self._folder is not None:
+            await self._load_folder(self._folder, tasks)
+            control.runs.note_missing(self._registry.has)
+        poller = InboxPoller(reader, control.bus, control.apply_command)
+        self._background.append(tasks.create_task(poller.run(), name="inbox"))
+        await self._writer.mark_ready()
+
+    async def _load_folder(self, folder: WorkflowFolder, tasks: asyncio.TaskGroup) -> None:
+        if not folder.path.is_dir():
+            raise ValidationError(
+                f"workflows folder {folder.path} does not exist or is not a folder; "
+                "create it or pass another folder"
+            )
+        # Watch first, so a change made while the folder loads is not missed.
+        watch = tasks.create_task(watch_folder(folder.path, folder.sync), name="watch-folder")
+        self._background.append(watch)
+        await folder.sync()
+
+    def _file_created(self, event_type: str, data: dict[str, Any]) -> bool:
+        if self._control is None or self._state != "started":
+            return False
+        self._control.emit(event_type, data, source="file")
+        return True
+
+    async def stop(self) -> None:
+        """Stop: let running steps finish (up to the grace period), checkpoint, close."""
+        if self._state != "started":
+            return
+        self._state = "stopping"
+        for task in self._background:  # no new events, commands or timers from here on
+            task.cancel()
+        if self._control is not None:
+            self._control.admission.stop()
+            await self._control.runs.stop(self._grace)
+        for scope in [*self._workflow_scopes.values(), self._global_services]:
+            for error in await scope.close():
+                _log.error("a service cleanup failed at stop: %r", error)
+        await self._writer.close()
+        if self._reader is not None:
+            await self._reader.close()
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        if self._stack is not None:
+            await self._stack.aclose()
+        self._state = "stopped"
+
+    async def _heartbeat(self) -> None:
+        # Real time on purpose: other processes judge the lease by the wall clock.
+        while self._writer.failure is None:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            try:
+                await self._writer.write([])
+            except JournalError as exc:
+                _log.error("journal heartbeat failed, runs cannot be recorded: %s", exc)
+                return
+
+    # -- workflows -------------------------------------------------------------------------
+
+    async def register(
+        self,
+        workflow: Workflow,
+        *,
+        mode: Mode | None = None,
+        on_prepare: Hook | None = None,
+        on_complete: Hook | None = None,
+        on_resume: Hook | None = None,
+        on_cleanup: Hook | None = None,
+        on_dispatch: Hook | None = None,
+    ) -> RegisteredWorkflow:
+        """Register (or replace) a workflow; its unfinished runs from the journal continue.
+
+        Events written by other processes are routed from the moment the runtime starts:
+        pass workflows as ``Runtime(workflows=[...])`` to have their triggers in place then.
+        """
+        control = self._require_control()
+        if not isinstance(workflow, Workflow):
+            raise TypeError(f"register() takes a Workflow, got {type(workflow).__name__}")
+        hooks = {
+            "on_prepare": on_prepare,
+            "on_complete": on_complete,
+            "on_resume": on_resume,
+            "on_cleanup": on_cleanup,
+            "on_dispatch": on_dispatch,
+        }
+        registered = self._prepare(workflow, mode=mode, hooks=hooks)
+        await self._activate(control, registered)
+        return registered
+
+    def _prepare(
+        self,
+        workflow: Workflow,
+        *,
+        mode: Mode | None = None,
+        hooks: Mapping[str, Hook | None] | None = None,
+        file: Path | None = None,
+        version: str | None = None,
+    ) -> RegisteredWorkflow:
+        """Check and describe a workflow for registration; nothing changes yet."""
+        registered = register(
+            workflow,
+            mode=mode,
+            runtime_env=self._runtime_env,
+            secrets=self._secrets,
+            hooks=hooks,
+            file=None if file is None else str(file),
+            version=version,
+        )
+        check_graph(
+            workflow.services,
+            available=self._global_services.ids(),
+            label=f"workflow {workflow.id!r}",
+        )
+        return registered
+
+    async def _activate(self, control: Control, registered: RegisteredWorkflow) -> None:
+        workflow = registered.workflow
+        scope = self._workflow_scopes.setdefault(
+            workflow.id,
+            ServiceScope(
+                {service.id: service for service in workflow.services},
+                parent=self._global_services,
+                scope="workflow",
+            ),
+        )
+        registered = dataclasses.replace(registered, service_scope=scope)
+        now = self._clock.now_us()
+        self._writer.enqueue(
+            [
+                ops.add_version(
+                    registered.id, registered.version, registered.file, registered.definition, now
+                ),
+                ops.workflow_loaded(
+                    registered.id,
+                    registered.version,
+                    registered.file,
+                    json.dumps(registered.describe_triggers()),
+                    describe(registered.mode),
+                    now,
+                ),
+            ]
+        )
+        self._registry.add(registered)
+        await control.registered(registered)
+        self._refresh_file_events()
+
+    async def register_file(self, path: Path, version: str, workflows: list[Workflow]) -> None:
+        """Register every workflow of one version of a file, or none (raising why)."""
+        control = self._require_control()
+        prepared = [self._prepare(w, file=path, version=version) for w in workflows]
+        for registered in prepared:
+            await self._activate(control, registered)
+
+    def report_load(self, path: Path, line: int | None, message: str | None) -> None:
+        """Journal that a file failed to load (or, `message` None, that it loads again)."""
+        self._writer.enqueue([ops.load_error(str(path), line, message, self._clock.now_us())])
+
+    def _refresh_file_events(self) -> None:
+        if self._file_events is None:
+            return
+        watches: dict[Path, set[str]] = {}
+        for workflow_id in self._registry.ids():
+            for folder, glob in self._registry.get(workflow_id).file_watches().values():
+                watches.setdefault(folder, set()).add(glob)
+        self._file_events.update(watches)
+
+    async def deregister(self, workflow_id: str) -> None:
+        """Stop new runs of a workflow; runs in progress finish on their version."""
+        control = self._require_control()
+        self._registry.remove(workflow_id)
+        control.deregistered(workflow_id)
+        self._writer.enqueue([ops.workflow_removed(workflow_id, self._clock.now_us())])
+        self._refresh_file_events()
+        scope = self._workflow_scopes.pop(workflow_id, None)
+        if scope is not None:
+            for error in await scope.close():
+                _log.error("a cleanup of workflow %s's services failed: %r", workflow_id, error)
+
+    def has_workflow(self, workflow_id: str) -> bool:
+        """Whether a workflow with that id is registered."""
+        return self._registry.has(workflow_id)
+
+    def list_workflows(self) -> list[str]:
+        """Ids of the registered workflows, sorted."""
+        return self._registry.ids()
+
+    def registry(self, workflow_id: str) -> RegisteredWorkflow:
+        """The registered version of a workflow: its pipelines, triggers and version."""
+        return self._registry.get(workflow_id)
+
+    def active_runs(self) -> int:
+        """How many runs this runtime is executing now (not paused or queued ones)."""
+        return len(self._control.runs.active) if self._control is not None else 0
+
+    def on(self, name: str, handler: Handler) -> Callable[[], None]:
+        """Call `handler(name, payload)` on a lifecycle event; returns an unsubscribe function."""
+        return self._lifecycle.on(name, handler)
+
+    # -- runs and events -------------------------------------------------------------------
+
+    async def invoke(self, workflow_id: str, trigger_id: str, data: Any = None) -> RunResult:
+        """Start a run of a workflow's pipeline with `data` as its state; wait for it.
+
+        Returns when the run completes, fails, pauses or is aborted. A trigger's `where`
+        does not apply (it filters events). The run belongs to the runtime: cancelling
+        this call does not cancel the run.
+        """
+        dispatched = self._require_control().invoke(workflow_id, trigger_id, data)
+        # Not shielded: `settled` is this call's own future, and cancelling this call only
+        # cancels the wait; the run itself goes on (saves a shield per run).
+        return await dispatched.settled
+
+    async def emit(self, event_type: str, data: Any = None) -> str:
+        """Journal an event and route it; returns its id once it is committed.
+
+        One event can start runs (matching triggers) and resume paused runs (matching
+        waits); events matching waits registered early are buffered for them.
+        """
+        event_id = self._require_control().emit(event_type, data)
+        await self._writer.flush()
+        return event_id
+
+    async def resume(self, run_id: str, patch: Any = None) -> None:
+        """Merge `patch` into a paused run's state and continue with its next step."""
+        writes = await self._require_control().resume_writes(_checked_run_id(run_id), patch)
+        await self._writer.write(writes)
+
+    async def signal(self, run_id: str, patch: Any) -> None:
+        """Merge `patch` into an active (running or paused) run without resuming it."""
+        writes = await self._require_control().signal_writes(_checked_run_id(run_id), patch)
+        await self._writer.write(writes)
+
+    async def abort(self, run_id: str) -> None:
+        """End a run that is not final; its status becomes ``aborted``."""
+        await self._require_control().abort(_checked_run_id(run_id))
+
+    async def wait(self, run_id: str, timeout: float | None = None) -> RunResult:  # noqa: ASYNC109
+        """Wait until a run is final or paused and return how it ended up."""
+        control, run_id = self._require_control(), _checked_run_id(run_id)
+        async with asyncio.timeout(timeout):
+            while True:
+                run = control.runs.active.get(run_id)
+                if run is not None and not run.settled.cancelled():
+                    result = await asyncio.shield(run.settled)
+                    if result.status != "paused" or run_id in control.parking.paused:
+                        return result
+                    continue
+                info = await self._get(run_id)
+                if info.status in FINAL_STATUSES or info.status == "paused":
+                    return _result_of(info)
+                await asyncio.sleep(0.05)
+
+    async def watch(self, workflow_id: str, run_id: str) -> RunInfo | None:
+        """The run as the journal has it now, or None if there is no such run."""
+        self._require_started()
+        info = await (await self._read()).get_run(_checked_run_id(run_id))
+        return info if info is not None and info.workflow_id == workflow_id else None
+
+    async def list_runs(
+        self, *, status: str | None = None, workflow: str | None = None, limit: int = 100
+    ) -> list[RunInfo]:
+        """Runs, newest first."""
+        self._require_started()
+        return await (await self._read()).list_runs(status=status, workflow=workflow, limit=limit)
+
+    async def list_all_runs(self) -> list[RunInfo]:
+        """Every run in the journal, newest first."""
+        return await self.list_runs(limit=-1)
+
+    async def timeline(self, run_id: str) -> list[TimelineEntry]:
+        """Everything a run did, in order."""
+        self._require_started()
+        entries = await (await self._read()).timeline(_checked_run_id(run_id))
+        if entries is None:
+            raise RunNotFound(f"no run {run_id!r} in journal {self.db}")
+        return entries
+
+    # -- internals -------------------------------------------------------------------------
+
+    async def _get(self, run_id: str) -> RunInfo:
+        info = await (await self._read()).get_run(run_id)
+        if info is None:
+            raise RunNotFound(f"no run {run_id!r} in journal {self.db}")
+        return info
+
+    async def _read(self) -> JournalReader:
+        """The reader, once this process's own writes so far have committed."""
+        if self._reader is None:
+            raise RuntimeNotStarted("the runtime is not started")
+        await self._writer.flush()
+        return self._reader
+
+    def _require_control(self) -> Control:
+        if self._state != "started" or self._control is None:
+            raise RuntimeNotStarted(
+                "the runtime is not running; use it inside `async with Runtime(db) as rt:`"
+            )
+        return self._control
+
+    def _require_started(self) -> None:
+        if self._state != "started":
+            raise RuntimeNotStarted(
+                "the runtime is not running; use it inside `async with Runtime(db) as rt:`"
+            )
+
+
+def _result_of(info: RunInfo) -> RunResult:
+    return RunResult(
+        ok=is_ok(info.status),
+        status=info.status,
+        run_id=info.run_id,
+        state=info.state,
+        error=info.error,
+        error_code=info.error_code,
+    )
+
+
+def _checked_run_id(run_id: object) -> str:
+    """A run id, or a `ValidationError` that says what to pass instead."""
+    if isinstance(run_id, str):
+        return run_id
+    if isinstance(run_id, RunResult | RunInfo):
+        hint = f"; pass its .run_id ({run_id.run_id!r})"
+    else:
+        hint = " (the run_id of what invoke returns, or of list_runs)"
+    raise ValidationError(f"a run id must be a string, got {type(run_id).__name__}{hint}")

@@ -1,0 +1,391 @@
+"""The runs this process executes: starting them, driving them, adopting recovered ones.
+
+The supervisor owns every run task (inside the runtime's task group) and the bookkeeping
+of which runs are active here and which recovered runs wait for their workflow. It does
+not know what a run does (the executor does) nor the public API (the runtime does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from ..clock import new_id
+from ..define.hooks import Hook, call_hook
+from ..define.model import BoundStep
+from ..define.services import ServiceScope
+from ..define.waits import PauseRequest
+from ..errors import JournalError, RunNotActive, RuntimeStopped
+from ..journal import UnfinishedRun, ops
+from ..records import RunResult
+from ..state import StateEncodingError, decode_state, encode_state
+from . import recovery
+from .executor import ActiveRun, ExecutorEnv, context_for, execute, finish_aborted
+from .registry import RegisteredWorkflow
+
+if TYPE_CHECKING:
+    from .admission import Admission
+    from .parking import ParkedRun, Parking
+
+_log = logging.getLogger("orchestrator.runtime")
+
+
+class Supervisor:
+    """Active runs by id, and recovered runs waiting for their workflow."""
+
+    def __init__(
+        self,
+        env: ExecutorEnv,
+        tasks: asyncio.TaskGroup,
+        max_run_row: int,
+        lookup: Callable[[str], RegisteredWorkflow | None],
+        parking: Parking,
+    ) -> None:
+        self._env = env
+        self._writer = env.writer
+        self._tasks = tasks
+        self._next_row = max_run_row
+        self._lookup = lookup
+        self.parking = parking
+        self.admission: Admission | None = None
+        self.active: dict[str, ActiveRun] = {}
+        # Invariant: a run id is in at most one of `active` and `orphans`.
+        self.orphans: dict[str, list[UnfinishedRun]] = {}
+
+    def start_run(
+        self,
+        registered: RegisteredWorkflow,
+        trigger_id: str,
+        steps: list[BoundStep],
+        data: Any,
+        run_id: str | None = None,
+        *,
+        status: str = "running",
+    ) -> ActiveRun:
+        """Journal a new run (pipelined with its first steps); start it if ``running``."""
+        self._next_row += 1
+        run = ActiveRun(
+            self._next_row,
+            run_id or new_id(),
+            registered,
+            trigger_id,
+            steps,
+            0,
+            0,
+            "{}",
+            asyncio.get_running_loop().create_future(),
+        )
+        try:
+            run.state_text = encode_state(data)
+        except StateEncodingError as exc:
+            run.invalid_input = f"the run's input is invalid: {exc}"
+        self._writer.enqueue(
+            ops.create_run(
+                run.row,
+                run.run_id,
+                registered.id,
+                trigger_id,
+                registered.version,
+                status=status,
+                first_step=steps[0].name,
+                state=run.state_text,
+                at=self._env.clock.now_us(),
+            )
+        )
+        if status == "running":
+            self._spawn(run)
+        return run
+
+    def signal_active(self, run: ActiveRun, patch: dict[str, Any]) -> list[ops.Op]:
+        """Merge `patch` into a running run: journaled now, and it wins over the step's result."""
+        run.pending_patch = {**(run.pending_patch or {}), **patch}
+        return self.parking.signal(run, patch)
+
+    def start_queued(self, run: ActiveRun) -> None:
+        """A queued run got its slot: journal that it runs and start it."""
+        now = self._env.clock.now_us()
+        writes = [ops.set_status(run.row, "running", now)]
+        if run.next_step is not None:
+            writes.append(ops.step_started(run.row, run.position, run.next_step, now))
+        self._writer.enqueue(writes)
+        self._spawn(run, lifecycle="run.started")
+
+    async def abort(self, run: ActiveRun) -> None:
+        """Abort an active run and wait until its end is recorded."""
+        if run.finishing:
+            raise RunNotActive(f"run {run.run_id} is already finishing; it cannot be aborted")
+        run.abort_requested = True
+        if run.task is not None:
+            run.task.cancel()
+            await asyncio.wait([run.task])
+        if run.run_id in self.active:  # cancelled before its first step began
+            result = await finish_aborted(run, self._env)
+            self.active.pop(run.run_id, None)
+            if not run.settled.done():
+                run.settled.set_result(result)
+
+    def note_missing(self, registered: Callable[[str], bool]) -> None:
+        """Give recovered runs whose workflow is not registered the reason they wait."""
+        now = self._env.clock.now_us()
+        for workflow_id, waiting in self.orphans.items():
+            if registered(workflow_id):
+                continue
+            reason = _missing(workflow_id)
+            self._writer.enqueue(
+                [
+                    ops.set_status(run.row, run.status, now, error=reason, code="WORKFLOW_MISSING")
+                    for run in waiting
+                ]
+            )
+
+    def forget_orphan(self, run_id: str) -> None:
+        """Drop a recovered run from the waiting list (it was aborted)."""
+        for waiting in self.orphans.values():
+            waiting[:] = [orphan for orphan in waiting if orphan.run_id != run_id]
+
+    async def stop(self, grace: float) -> None:
+        """Let running steps finish for up to `grace` seconds, then cancel the rest."""
+        running = [run.task for run in self.active.values() if run.task is not None]
+        if running:
+            await asyncio.wait(running, timeout=grace)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+    async def adopt(self, registered: RegisteredWorkflow) -> None:
+        """Continue the recovered runs of a workflow that has just been registered."""
+        kept: list[UnfinishedRun] = []
+        queued: list[ActiveRun] = []
+        running: list[str] = []
+        for unfinished in self.orphans.pop(registered.id, []):
+            resumption = recovery.plan(unfinished, registered)
+            now = self._env.clock.now_us()
+            if resumption.step_index is not None and unfinished.status == "queued":
+                queued.append(_active_from(unfinished, registered, resumption.step_index))
+            elif resumption.step_index is None:
+                kept.append(unfinished)
+                self._writer.enqueue(
+                    [
+                        ops.set_status(
+                            unfinished.row,
+                            unfinished.status,
+                            now,
+                            error=resumption.problem,
+                            code="STEP_MISSING",
+                        )
+                    ]
+                )
+            else:
+                running.append(unfinished.run_id)
+                self._continue(unfinished, registered, resumption.step_index, now)
+        if kept:
+            self.orphans[registered.id] = kept
+        if self.admission is not None:
+            paused = [
+                p.run_id for p in self.parking.paused.values() if p.workflow_id == registered.id
+            ]
+            self.admission.restore(registered, queued, running, paused)
+        await self._writer.flush()
+
+    def _continue(
+        self, unfinished: UnfinishedRun, registered: RegisteredWorkflow, step_index: int, now: int
+    ) -> None:
+        run = _active_from(unfinished, registered, step_index)
+        message = f"recovered after a restart; continuing from checkpoint {unfinished.position}"
+        if unfinished.version != registered.version:
+            message += f" on version {registered.version} (started on {unfinished.version})"
+        writes = [
+            ops.set_status(run.row, "running", now),
+            ops.set_version(run.row, registered.version),
+            ops.add_timeline(
+                run.row,
+                now,
+                "runtime",
+                "run.recovered",
+                position=run.position,
+                step=run.next_step,
+                message=message,
+            ),
+        ]
+        if run.next_step is not None:
+            writes.append(ops.step_started(run.row, run.position, run.next_step, now))
+        self._writer.enqueue(writes)
+        self._spawn(run, lifecycle="run.recovered")
+
+    def continue_parked(self, parked: ParkedRun) -> list[ops.Op]:
+        """A parked run was resumed: run its next step, on its pinned version if held."""
+        unfinished = UnfinishedRun(
+            parked.row,
+            parked.run_id,
+            parked.workflow_id,
+            parked.trigger_id,
+            parked.version,
+            "running",
+            parked.position,
+            parked.next_step,
+            parked.state_text,
+            0,
+        )
+        registered = parked.pinned or self._lookup(parked.workflow_id)
+        resumption = recovery.plan(unfinished, registered) if registered else None
+        if registered is None or resumption is None or resumption.step_index is None:
+            self.orphans.setdefault(parked.workflow_id, []).append(unfinished)
+            if resumption is not None and resumption.problem is not None:
+                reason, code = resumption.problem, "STEP_MISSING"
+            else:
+                reason, code = _missing(parked.workflow_id), "WORKFLOW_MISSING"
+            now = self._env.clock.now_us()
+            return [ops.set_status(parked.row, "running", now, error=reason, code=code)]
+        run = _active_from(unfinished, registered, resumption.step_index)
+        writes = []
+        if registered.version != parked.version:
+            writes.append(ops.set_version(run.row, registered.version))
+        if self.admission is not None and not self.admission.resumed(run):
+            writes.append(ops.set_status(run.row, "queued", self._env.clock.now_us()))
+            return writes
+        self._spawn(run, lifecycle="run.resumed")
+        return writes
+
+    def _spawn(self, run: ActiveRun, lifecycle: str = "run.started") -> None:
+        self.active[run.run_id] = run
+        run.task = self._tasks.create_task(self._drive(run, lifecycle), name=f"run-{run.run_id}")
+
+    async def _drive(self, run: ActiveRun, lifecycle: str) -> None:
+        try:
+            await self._begin(run, lifecycle)
+            result = await self._execute(run)
+        except asyncio.CancelledError:
+            if not run.settled.done():
+                _fail(
+                    run.settled,
+                    RuntimeStopped(
+                        f"the runtime stopped before run {run.run_id} finished; it continues "
+                        "from its last checkpoint when the journal is next opened"
+                    ),
+                )
+            raise
+        except Exception as exc:  # noqa: BLE001 - a journal failure or a bug: keep serving
+            _log.exception("run %s could not be driven", run.run_id)
+            if not run.settled.done():
+                _fail(run.settled, exc)
+        else:
+            if not run.settled.done():  # an `invoke` caller that was cancelled cancels it
+                run.settled.set_result(result)
+            if result.status != "paused":
+                try:
+                    await self.finished(run.workflow, run.row, run.run_id, result)
+                except JournalError as exc:  # stopping: the end is committed, the rest waits
+                    _log.warning("run %s: bookkeeping after its end failed: %s", run.run_id, exc)
+        finally:
+            if self.active.get(run.run_id) is run:  # a resumed run may have taken its place
+                del self.active[run.run_id]
+            await self._close_services(run)
+
+    async def finished(
+        self, registered: RegisteredWorkflow, row: int, run_id: str, result: RunResult
+    ) -> None:
+        """A run ended: `on_complete`, then the slot is freed, then `on_cleanup`."""
+        hooks = registered.hooks
+        await self.hook(registered, row, hooks.on_complete, result, name="on_complete")
+        if self.admission is not None:
+            self.admission.ended(registered.id, run_id)
+        await self.hook(registered, row, hooks.on_cleanup, name="on_cleanup")
+
+    def background(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run `work` as a task of the runtime's task group (owned, cancelled at stop)."""
+        self._tasks.create_task(work, name=name)
+
+    async def _close_services(self, run: ActiveRun) -> None:
+        scope, run.service_scope = run.service_scope, None
+        if scope is None:
+            return
+        await self.close_run_scope(run.workflow, run.row, scope)
+
+    async def close_run_scope(
+        self, registered: RegisteredWorkflow, row: int, scope: ServiceScope
+    ) -> None:
+        """Run a run scope's cleanups, record failures, and journal that it is closed."""
+        writes = []
+        now = self._env.clock.now_us()
+        for error in await scope.close():
+            message = registered.redactor.redact(f"a service cleanup failed: {error!r}")
+            writes.append(ops.add_timeline(row, now, "runtime", "cleanup.failed", message=message))
+        writes.append(ops.add_timeline(row, now, "runtime", "services.closed"))
+        self._writer.enqueue(writes)
+
+    async def _begin(self, run: ActiveRun, lifecycle: str) -> None:
+        if self._env.wants(lifecycle):
+            await self._env.notify(lifecycle, run, {})
+        hooks = run.workflow.hooks
+        name, hook = (
+            ("on_prepare", hooks.on_prepare)
+            if lifecycle == "run.started"
+            else ("on_resume", hooks.on_resume)
+        )
+        if hook is not None:
+            ctx = context_for(run, self._env)
+            await self.hook(run.workflow, run.row, hook, ctx, name=name)
+
+    async def hook(
+        self, registered: RegisteredWorkflow, row: int, hook: Hook | None, *args: Any, name: str
+    ) -> None:
+        """Call a hook of `registered`; a failure is logged and recorded on the run."""
+        failure = await call_hook(hook, *args, name=name, where=f"workflow {registered.id!r}")
+        if failure is not None:
+            message = registered.redactor.redact(failure)
+            self._writer.enqueue(
+                [
+                    ops.add_timeline(
+                        row, self._env.clock.now_us(), "runtime", "hook.failed", message=message
+                    )
+                ]
+            )
+
+    async def _execute(self, run: ActiveRun) -> RunResult:
+        outcome = await execute(run, self._env)
+        while isinstance(outcome, PauseRequest):
+            parked = self.parking.park_or_drain(run, outcome)
+            if parked is None:  # a buffered event was waiting: go on at once
+                outcome = await execute(run, self._env)
+                continue
+            if self.admission is not None:  # before any await: a resume may come next
+                self.admission.paused(run.workflow.id, run.run_id)
+            await self._writer.flush()  # `invoke` returns "paused" only once it is durable
+            result = RunResult(
+                ok=True, status="paused", run_id=run.run_id, state=decode_state(parked.state_text)
+            )
+            if self._env.wants("run.paused"):
+                await self._env.notify("run.paused", run, {"wait": parked.wait.describe()})
+            return result
+        return outcome
+
+
+def _fail(settled: asyncio.Future[RunResult], error: BaseException) -> None:
+    settled.set_exception(error)
+    settled.exception()  # runs started by events or recovery have no one awaiting them
+
+
+def _active_from(
+    unfinished: UnfinishedRun, registered: RegisteredWorkflow, index: int
+) -> ActiveRun:
+    """A journaled run made active again, at step `index` of `registered`."""
+    return ActiveRun(
+        unfinished.row,
+        unfinished.run_id,
+        registered,
+        unfinished.trigger_id,
+        registered.steps(unfinished.trigger_id),
+        index,
+        unfinished.position,
+        unfinished.state,
+        asyncio.get_running_loop().create_future(),
+    )
+
+
+def _missing(workflow_id: str) -> str:
+    return (
+        f"workflow {workflow_id!r} is not loaded (its file is gone or fails to load); "
+        "the run continues when it returns"
+    )

@@ -1,0 +1,351 @@
+"""Loading one workflow file: check it, probe it in a subprocess, then import it here.
+
+A file is read once as bytes; everything after works on those bytes, so a file changed
+while loading is loaded as it was read. Its module is named after its content hash, so two
+versions of one file never share a module. A file that hangs or exits at import would take
+the daemon with it, so it is first executed in a short-lived subprocess with a time limit
+(best effort: the import runs twice, and a file that behaves differently the second time
+is not caught).
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import json
+import linecache
+import os
+import signal
+import sys
+import tomllib
+import traceback
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..define.model import Workflow
+from ..pipeline.sources import ImportGuard
+from ..pipeline.validation import ImportPolicy, check_source
+
+CONFIG_FILE = "orchestrator.toml"
+MODULE_PREFIX = "orchestrator_workflows"
+DEFAULT_PROBE_TIMEOUT = 5.0
+PARALLEL_PROBES = min(8, os.cpu_count() or 1)
+
+
+class LoadFailed(Exception):
+    """A file did not load: why, and at which line when known."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
+@dataclass(frozen=True)
+class FolderConfig:
+    """A folder's ``orchestrator.toml``: the import policy and the probe's time limit.
+
+    ``[imports] restrict = true`` opts the folder into the import policy of pipeline
+    source text (the default block list; ``allow`` and ``block`` as for ``run``).
+    """
+
+    restrict_imports: bool = False
+    allow: list[str] | None = None
+    block: list[str] = field(default_factory=list)
+    probe_timeout: float = DEFAULT_PROBE_TIMEOUT
+
+    @functools.cached_property
+    def policy(self) -> ImportPolicy | None:
+        """The import policy, or None when the folder does not restrict imports (built once)."""
+        if not self.restrict_imports:
+            return None
+        return ImportPolicy.build(allow=self.allow, block=self.block)
+
+    @classmethod
+    def read(cls, folder: Path) -> FolderConfig:
+        """The folder's configuration (defaults without a file); `LoadFailed` if invalid."""
+        path = folder / CONFIG_FILE
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return cls()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise LoadFailed(f"cannot read {CONFIG_FILE}: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise LoadFailed(f"{CONFIG_FILE} is not valid TOML: {exc}") from None
+        return cls._from_toml(data)
+
+    @classmethod
+    def _from_toml(cls, data: dict[str, Any]) -> FolderConfig:
+        unknown = set(data) - {"imports", "probe_timeout"}
+        imports = data.get("imports", {})
+        if unknown or not isinstance(imports, dict):
+            raise LoadFailed(
+                f"{CONFIG_FILE}: unknown settings {sorted(unknown)}; "
+                "expected [imports] (restrict, allow, block) and probe_timeout"
+            )
+        restrict, allow, block = (
+            imports.get("restrict", False),
+            imports.get("allow"),
+            imports.get("block", []),
+        )
+        timeout = data.get("probe_timeout", DEFAULT_PROBE_TIMEOUT)
+        if not isinstance(restrict, bool):
+            raise LoadFailed(f"{CONFIG_FILE}: imports.restrict must be true or false")
+        if not _string_list(block) or (allow is not None and not _string_list(allow)):
+            raise LoadFailed(
+                f"{CONFIG_FILE}: imports.allow and imports.block take lists of strings"
+            )
+        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
+            raise LoadFailed(f"{CONFIG_FILE}: probe_timeout must be a number of seconds > 0")
+        config = cls(restrict, allow, block, float(timeout))
+        try:
+            _ = config.policy
+        except Exception as exc:  # noqa: BLE001 - a bad pattern: say which
+            raise LoadFailed(f"{CONFIG_FILE}: {exc}") from None
+        return config
+
+
+def _string_list(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+@dataclass(frozen=True)
+class LoadedFile:
+    """A file that loaded: its content hash and its workflows, each with its line."""
+
+    digest: str
+    workflows: list[tuple[Workflow, int | None]]
+    module: types.ModuleType = field(repr=False)
+
+
+def digest_of(data: bytes) -> str:
+    """The content hash that names a file's version."""
+    return hashlib.sha256(data).hexdigest()[:12]
+
+
+def module_name(path: Path, digest: str) -> str:
+    """The module a version of a file is imported as."""
+    stem = "".join(c if c.isalnum() else "_" for c in path.stem)
+    return f"{MODULE_PREFIX}.{stem}_{digest}"
+
+
+async def load_file(
+    path: Path, data: bytes, config: FolderConfig, ahead: ProbesAhead | None = None
+) -> LoadedFile:
+    """Check, probe and import one version of a file; `LoadFailed` says why it did not load.
+
+    With `ahead`, a probe it already made of these bytes is used instead of a new one.
+    """
+    digest = digest_of(data)
+    source = decode(data)
+    tree = check(source, path, config.policy)
+    if ahead is None or not ahead.passed(path, digest):
+        await probe(path, data, config)
+    module = execute(path, digest, source, tree, config.policy)
+    return LoadedFile(digest, workflows_of(module, tree), module)
+
+
+class ProbesAhead:
+    """Probes of several files at once, made before their imports (which stay in order).
+
+    A probe is a subprocess that spends most of its ~0.1 s importing Python, so a folder
+    of N files is ready in about N / `PARALLEL_PROBES` of the time one-by-one takes.
+    """
+
+    def __init__(self, config: FolderConfig) -> None:
+        self._config = config
+        self._outcomes: dict[tuple[Path, str], LoadFailed | None] = {}
+
+    async def run(self, files: dict[Path, bytes]) -> None:
+        """Probe each file that passes its checks, `PARALLEL_PROBES` at a time."""
+        limit = asyncio.Semaphore(PARALLEL_PROBES)
+
+        async def one(path: Path, data: bytes) -> None:
+            try:
+                check(decode(data), path, self._config.policy)
+            except LoadFailed:
+                return  # the load reports it, without a probe
+            async with limit:
+                try:
+                    await probe(path, data, self._config)
+                    outcome = None
+                except LoadFailed as exc:
+                    outcome = exc
+            self._outcomes[path, digest_of(data)] = outcome
+
+        async with asyncio.TaskGroup() as tasks:
+            for path, data in files.items():
+                tasks.create_task(one(path, data))
+
+    def passed(self, path: Path, digest: str) -> bool:
+        """True if these bytes were probed and passed; `LoadFailed` if they failed."""
+        if (path, digest) not in self._outcomes:
+            return False
+        outcome = self._outcomes.pop((path, digest))
+        if outcome is not None:
+            raise LoadFailed(outcome.message, outcome.line)
+        return True
+
+
+def decode(data: bytes) -> str:
+    """The file's text; `LoadFailed` if it is not UTF-8."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LoadFailed(f"the file is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def check(source: str, path: Path, policy: ImportPolicy | None) -> ast.Module:
+    """Parse the file (and check its imports under a policy) without running any of it."""
+    if policy is not None:
+        from ..errors import ValidationError
+
+        try:
+            return check_source(source, policy, filename=str(path))
+        except ValidationError as exc:
+            raise LoadFailed(_strip_location(str(exc), path), exc.line) from None
+    try:
+        return ast.parse(source, filename=str(path))
+    except SyntaxError as exc:
+        raise LoadFailed(f"syntax error: {exc.msg}", exc.lineno) from None
+
+
+def _strip_location(message: str, path: Path) -> str:
+    head, sep, rest = message.partition(": ")
+    return rest if sep and head.startswith(str(path)) else message
+
+
+def execute(
+    path: Path, digest: str, source: str, tree: ast.Module, policy: ImportPolicy | None
+) -> types.ModuleType:
+    """Run the file's code as a fresh module; `LoadFailed` names the line that raised."""
+    name = module_name(path, digest)
+    module = types.ModuleType(name)
+    module.__file__ = str(path)
+    if policy is not None:
+        module.__dict__["__builtins__"] = ImportGuard(policy, None).builtins
+    # Tracebacks and `inspect.getsource` show this version, even after the file changes.
+    lines = source.splitlines(keepends=True)
+    linecache.cache[str(path)] = (len(source), None, lines, str(path))
+    sys.modules.setdefault(MODULE_PREFIX, types.ModuleType(MODULE_PREFIX))
+    sys.modules[name] = module  # dataclasses and pickle look modules up by name
+    try:
+        exec(compile(tree, str(path), "exec"), module.__dict__)
+    except SystemExit as exc:
+        sys.modules.pop(name, None)
+        line = _line_in(exc, path)
+        raise LoadFailed(f"the file called sys.exit({exc.code!r}) at import", line) from None
+    except Exception as exc:  # noqa: BLE001 - whatever user code raises is its load error
+        sys.modules.pop(name, None)
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise LoadFailed(text, _line_in(exc, path)) from None
+    return module
+
+
+def _line_in(exc: BaseException, path: Path) -> int | None:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
+    return frames[-1].lineno if frames else getattr(exc, "line", None)
+
+
+def workflows_of(module: types.ModuleType, tree: ast.Module) -> list[tuple[Workflow, int | None]]:
+    """The module-level workflows, each with the line of the assignment that binds it."""
+    lines = _assignment_lines(tree)
+    found: dict[int, tuple[Workflow, int | None]] = {}
+    for name, value in vars(module).items():
+        if isinstance(value, Workflow) and id(value) not in found:
+            found[id(value)] = (value, lines.get(name))
+    workflows = sorted(found.values(), key=lambda item: item[1] or 0)
+    if not workflows:
+        raise LoadFailed(
+            "the file defines no module-level Workflow (name helper modules _like_this.py)"
+        )
+    seen: dict[str, int | None] = {}
+    for workflow, line in workflows:
+        if workflow.id in seen:
+            raise LoadFailed(
+                f"workflow id {workflow.id!r} is defined twice in this file "
+                f"(lines {seen[workflow.id]} and {line})",
+                line,
+            )
+        seen[workflow.id] = line
+    return workflows
+
+
+def _assignment_lines(tree: ast.Module) -> dict[str, int]:
+    lines: dict[str, int] = {}
+    for node in tree.body:
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AnnAssign):
+            targets = [node.target]
+        for target in targets:
+            if isinstance(target, ast.Name):
+                lines[target.id] = node.lineno
+    return lines
+
+
+# -- the probe ------------------------------------------------------------------------------
+
+
+async def probe(path: Path, data: bytes, config: FolderConfig) -> None:
+    """Import the file once in a subprocess; `LoadFailed` if it fails, exits or hangs.
+
+    The probe gets the folder's settings from here, not from ``orchestrator.toml``: the
+    file is checked under the settings it is loaded with (an invalid or newer
+    ``orchestrator.toml`` is not the probe's business).
+    """
+    limit = config.probe_timeout
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "orchestrator.folder.probe",
+        str(path),
+        json.dumps(dataclasses.asdict(config)),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,  # so a timeout kills whatever the import started too
+    )
+    try:
+        async with asyncio.timeout(limit):
+            out, err = await proc.communicate(data)
+    except TimeoutError:
+        raise LoadFailed(
+            f"importing the file did not finish within {limit:g} s (a loop or a blocking "
+            "call at import time?); set probe_timeout in orchestrator.toml if it needs longer"
+        ) from None
+    finally:
+        if proc.returncode is None:
+            _kill_group(proc.pid)
+            await proc.wait()
+    _check_probe_report(out, err, proc.returncode)
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _check_probe_report(out: bytes, err: bytes, returncode: int | None) -> None:
+    report: dict[str, Any] | None = None
+    with contextlib.suppress(ValueError):
+        last = out.strip().splitlines()[-1] if out.strip() else b""
+        parsed = json.loads(last) if last else None
+        report = parsed if isinstance(parsed, dict) else None
+    if report is None:
+        detail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+        raise LoadFailed(
+            f"the file ended the process at import (exit code {returncode})"
+            + (f": {detail[0]}" if detail[0] else "")
+        )
+    if not report.get("ok"):
+        line = report.get("line")
+        raise LoadFailed(str(report.get("message")), line if isinstance(line, int) else None)

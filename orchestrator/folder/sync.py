@@ -1,0 +1,289 @@
+"""A folder of workflow files, kept in step with the registry.
+
+`WorkflowFolder.sync` compares the folder with what is loaded and loads, reloads or
+unloads the files that differ, so a missed or reordered file-system event costs nothing:
+the next sync sees the folder as it is. A file that fails keeps its last good version
+registered; a workflow id defined in two files stays with the file that loaded first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from ..define.model import Workflow
+from ..errors import OrchestratorError
+from .loader import (
+    CONFIG_FILE,
+    MODULE_PREFIX,
+    FolderConfig,
+    LoadedFile,
+    LoadFailed,
+    ProbesAhead,
+    digest_of,
+    load_file,
+    module_name,
+)
+
+_log = logging.getLogger("orchestrator.loader")
+# A file whose bytes change while it fails to load is being written: read it again (a
+# bounded number of times; the watcher reports the next change anyway).
+REREADS = 3
+
+
+class FolderTarget(Protocol):
+    """Where a folder's workflows go (the runtime)."""
+
+    async def register_file(self, path: Path, version: str, workflows: list[Workflow]) -> None:
+        """Register every workflow of one file version, or none (raising why)."""
+
+    async def deregister(self, workflow_id: str) -> None:
+        """Stop new runs of a workflow."""
+
+    def report_load(self, path: Path, line: int | None, message: str | None) -> None:
+        """Journal a file's load error, or (`message` None) that it loads again."""
+
+
+@dataclass
+class _FileState:
+    loaded: str | None = None  # digest of the version registered now
+    ids: list[str] = field(default_factory=list)
+    failed: str | None = None  # digest of the version that failed last
+    clash: bool = False  # it failed because another file owns one of its ids
+
+
+class WorkflowFolder:
+    """The workflow files of one folder and what each registered."""
+
+    def __init__(self, path: Path, target: FolderTarget) -> None:
+        self.path = path
+        self._target = target
+        self._config = FolderConfig()
+        self._config_text: bytes | None = None
+        self._files: dict[Path, _FileState] = {}
+        self._owner: dict[str, Path] = {}
+        self._lock = asyncio.Lock()
+        self._freed = False  # an id was given up in this sync: files that clashed retry
+        self._helpers: dict[str, str] | None = None  # ``_*.py`` helper files by content
+
+    def candidates(self) -> list[Path]:
+        """The folder's workflow files now: ``*.py`` not starting with ``_`` or ``.``."""
+        try:
+            entries = sorted(self.path.iterdir())
+        except OSError:
+            return []
+        return [
+            p
+            for p in entries
+            if p.suffix == ".py" and not p.name.startswith(("_", ".")) and p.is_file()
+        ]
+
+    async def sync(self) -> None:
+        """Load what changed, unload what is gone."""
+        async with self._lock:
+            force = self._read_config()
+            force = self._refresh_helpers() or force
+            present = self.candidates()
+            for gone in [p for p in self._files if p not in present]:
+                await self._unload(gone)
+            contents = _contents(present)
+            ahead = await self._probe_ahead(contents, force=force)
+            for path in present:
+                await self._sync_file(path, force=force, ahead=ahead, data=contents.get(path))
+            if self._freed:
+                self._freed = False
+                await self._retry_clashes(present)
+
+    def _refresh_helpers(self) -> bool:
+        """Make ``_*.py`` helpers importable; True if one changed (every file loads again).
+
+        Workflow files import them by name (``from _shared import notify``), so the folder
+        is on ``sys.path``. A changed helper is dropped from ``sys.modules`` so the next
+        import reads it again; runs in progress keep the helper code they started with.
+        """
+        folder = str(self.path)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        helpers = {}
+        for path in sorted(self.path.glob("_*.py")):
+            try:
+                helpers[path.name] = digest_of(path.read_bytes())
+            except OSError:
+                continue
+        if helpers == self._helpers:
+            return False
+        first, self._helpers = self._helpers is None, helpers
+        for name, module in list(sys.modules.items()):
+            file = getattr(module, "__file__", None)
+            if file and Path(file).parent == self.path and not name.startswith(MODULE_PREFIX):
+                del sys.modules[name]
+        return not first
+
+    def _read_config(self) -> bool:
+        """Read ``orchestrator.toml``; True if it changed (every file loads again)."""
+        config_path = self.path / CONFIG_FILE
+        try:
+            text: bytes | None = config_path.read_bytes()
+        except OSError:
+            text = None
+        if text == self._config_text:
+            return False
+        try:
+            config = FolderConfig.read(self.path)
+        except LoadFailed as exc:
+            _log.error("%s: %s; the previous settings stay", config_path, exc.message)
+            self._target.report_load(config_path, exc.line, exc.message)
+            self._config_text = text
+            return False
+        self._target.report_load(config_path, None, None)
+        changed = config != self._config
+        self._config, self._config_text = config, text
+        return changed
+
+    async def _probe_ahead(self, contents: dict[Path, bytes], *, force: bool) -> ProbesAhead | None:
+        """Probe every file this sync will load at once (when there are several)."""
+        files = {
+            path: data
+            for path, data in contents.items()
+            if self._wanted(self._files.get(path, _FileState()), digest_of(data), force)
+        }
+        if len(files) < 2:
+            return None
+        ahead = ProbesAhead(self._config)
+        await ahead.run(files)
+        return ahead
+
+    @staticmethod
+    def _wanted(state: _FileState, digest: str, force: bool) -> bool:
+        """Whether this version of a file is to be loaded now."""
+        if force:
+            return True
+        return digest not in (state.loaded, state.failed)
+
+    async def _sync_file(
+        self,
+        path: Path,
+        *,
+        force: bool = False,
+        ahead: ProbesAhead | None = None,
+        data: bytes | None = None,
+    ) -> None:
+        """Load the file if its bytes (`data`, else read now) are a version to load."""
+        state = self._files.setdefault(path, _FileState())
+        for _ in range(REREADS):
+            if data is None:
+                try:
+                    data = path.read_bytes()  # noqa: ASYNC240 - a small local file
+                except OSError:
+                    await self._unload(path)
+                    return
+            digest = digest_of(data)
+            if not force and digest == state.loaded:
+                self._clear_failure(path, state)
+                return
+            if not self._wanted(state, digest, force):
+                return
+            try:
+                loaded = await load_file(path, data, self._config, ahead)
+                await self._register(path, state, loaded)
+            except LoadFailed as exc:
+                if (data := _changed_since(path, data)) is not None:
+                    continue
+                self._fail(path, state, digest, exc)
+            return
+
+    async def _register(self, path: Path, state: _FileState, loaded: LoadedFile) -> None:
+        for workflow, line in loaded.workflows:
+            owner = self._owner.get(workflow.id)
+            if owner is not None and owner != path:
+                state.clash = True
+                raise LoadFailed(
+                    f"workflow id {workflow.id!r} is already defined in {owner.name}; "
+                    "rename one of them",
+                    line,
+                )
+        state.clash = False
+        try:
+            await self._target.register_file(
+                path, loaded.digest, [workflow for workflow, _ in loaded.workflows]
+            )
+        except OrchestratorError as exc:
+            sys.modules.pop(loaded.module.__name__, None)
+            raise LoadFailed(f"{type(exc).__name__}: {exc}", _line_of(exc, loaded)) from None
+        ids = [workflow.id for workflow, _ in loaded.workflows]
+        for dropped in [i for i in state.ids if i not in ids]:
+            await self._drop(dropped)
+        if state.loaded is not None and state.loaded != loaded.digest:
+            sys.modules.pop(module_name(path, state.loaded), None)
+        state.loaded, state.ids = loaded.digest, ids
+        for workflow_id in ids:
+            self._owner[workflow_id] = path
+        self._clear_failure(path, state)
+        _log.info("loaded %s (version %s): %s", path.name, loaded.digest, ", ".join(ids))
+
+    def _fail(self, path: Path, state: _FileState, digest: str, exc: LoadFailed) -> None:
+        state.failed = digest
+        where = f"{path}:{exc.line}" if exc.line else str(path)
+        kept = " (its last good version stays registered)" if state.loaded else ""
+        _log.error("%s: %s%s", where, exc.message, kept)
+        self._target.report_load(path, exc.line, exc.message)
+
+    def _clear_failure(self, path: Path, state: _FileState) -> None:
+        if state.failed is not None or state.clash:
+            state.failed, state.clash = None, False
+            self._target.report_load(path, None, None)
+
+    async def _unload(self, path: Path) -> None:
+        state = self._files.pop(path, None)
+        if state is None:
+            return
+        for workflow_id in state.ids:
+            await self._drop(workflow_id)
+        if state.loaded is not None:
+            sys.modules.pop(module_name(path, state.loaded), None)
+            _log.info("unloaded %s: %s", path.name, ", ".join(state.ids) or "nothing")
+        if state.failed is not None or state.clash:
+            self._target.report_load(path, None, None)
+
+    async def _drop(self, workflow_id: str) -> None:
+        self._owner.pop(workflow_id, None)
+        self._freed = True
+        await self._target.deregister(workflow_id)
+
+    async def _retry_clashes(self, present: list[Path]) -> None:
+        """A file that clashed loads once the id it wanted is free."""
+        for path in present:
+            state = self._files.get(path)
+            if state is not None and state.clash:
+                await self._sync_file(path, force=True)
+
+
+def _contents(paths: list[Path]) -> dict[Path, bytes]:
+    """Each file's bytes, read once per sync (unreadable ones are left out)."""
+    contents = {}
+    for path in paths:
+        with contextlib.suppress(OSError):
+            contents[path] = path.read_bytes()
+    return contents
+
+
+def _changed_since(path: Path, data: bytes) -> bytes | None:
+    """The file's bytes now if they are not `data` (it is being written), else None."""
+    try:
+        now = path.read_bytes()
+    except OSError:
+        return None
+    return now if now != data else None
+
+
+def _line_of(exc: OrchestratorError, loaded: LoadedFile) -> int | None:
+    message = str(exc)
+    for workflow, line in loaded.workflows:
+        if repr(workflow.id) in message:
+            return line
+    return None

@@ -1,0 +1,111 @@
+"""Calling one step under its policy: sync or async, thread or inline, timeout, retries.
+
+Shared by the pipeline runner and the runtime's executor, so a step behaves the same in
+both. This module knows nothing of journals or runs; callers pass callbacks to record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any
+
+from ..clock import Clock
+from ..define.model import BoundStep
+from ..errors import describe_exception
+from ..state import decode_state
+
+RetryHook = Callable[[int, BaseException, float], object]
+
+
+class StepFailed(Exception):
+    """A step's last attempt failed; `cause` is what it raised (or `TimeoutError`)."""
+
+    def __init__(self, cause: BaseException, *, attempts: int, timed_out: bool) -> None:
+        super().__init__(describe_exception(cause))
+        self.cause = cause
+        self.attempts = attempts
+        self.timed_out = timed_out
+
+
+async def run_step(
+    bound: BoundStep,
+    state_text: str,
+    make_ctx: Callable[[int], Any] | None,
+    *,
+    clock: Clock,
+    threads: Executor | None = None,
+    on_retry: RetryHook | None = None,
+) -> object:
+    """Run `bound` until an attempt succeeds or its retries are spent.
+
+    Each attempt gets a fresh state decoded from `state_text`, so a failed attempt's
+    mutations never reach the next. Returns what the step returned (not yet validated).
+
+    Raises:
+        StepFailed: The last attempt raised, or timed out.
+    """
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            args = (
+                (decode_state(state_text), make_ctx(attempt))
+                if make_ctx is not None and bound.takes_ctx
+                else (decode_state(state_text),)
+            )
+            if bound.step.timeout is None:
+                return await _call(bound, args, threads)
+            return await _with_timeout(bound, args, threads, bound.step.timeout)
+        except _Timeout as exc:
+            failure: BaseException = exc.cause
+            timed_out = True
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code
+            # SystemExit from step code is that run's failure, never the process's exit.
+            failure, timed_out = exc, False
+        if attempt > bound.step.retries:
+            raise StepFailed(failure, attempts=attempt, timed_out=timed_out) from failure
+        delay = bound.step.backoff * 2 ** (attempt - 1)
+        if on_retry is not None:
+            announced = on_retry(attempt, failure, delay)
+            if inspect.isawaitable(announced):
+                await announced
+        await clock.sleep(delay)
+
+
+class _Timeout(Exception):
+    def __init__(self, cause: TimeoutError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+async def _with_timeout(
+    bound: BoundStep, args: tuple[Any, ...], threads: Executor | None, seconds: float
+) -> object:
+    try:
+        async with asyncio.timeout(seconds) as scope:
+            return await _call(bound, args, threads)
+    except TimeoutError as exc:
+        if scope.expired():
+            message = f"step {bound.name!r} timed out after {seconds:g}s"
+            raise _Timeout(TimeoutError(message)) from exc
+        raise
+
+
+async def _call(bound: BoundStep, args: tuple[Any, ...], threads: Executor | None) -> object:
+    fn = bound.step.fn
+    if bound.is_async:
+        result = await fn(*args)
+    elif bound.step.inline:
+        result = fn(*args)
+    else:
+        # The thread cannot be interrupted: on cancel its result is simply discarded.
+        call = functools.partial(contextvars.copy_context().run, fn, *args)
+        result = await asyncio.get_running_loop().run_in_executor(threads, call)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
