@@ -122,7 +122,11 @@ class Gate:
         return not self.running and not self.paused
 
     def _holder(self) -> str | None:
-        """The run that holds the slot (the oldest executing one under `Transient`)."""
+        """A run that holds a slot, executing before paused; ``None`` when none does.
+
+        Every mode but `Transient` has at most one. Under `Transient` it names one of
+        several (the smallest id, so the same groups always give the same answer).
+        """
         for group in (self.running, self.paused):
             if group:
                 return min(group)

@@ -1,7 +1,8 @@
-"""The composition root: `Runtime` wires the journal, registry, executor and recovery.
+"""The public `Runtime`: opens the journal, assembles the engine, and answers the API.
 
 It owns one task group: the writer loop, the lease heartbeat and every run are its tasks,
-so nothing outlives `stop()`. Runs are driven here; what a run does is the executor's.
+so nothing outlives `stop()`. `Control` holds the assembled machinery; runs are driven by
+the supervisor, and what a run does is the executor's.
 """
 
 from __future__ import annotations
