@@ -9,8 +9,9 @@ slots free up. Queued runs are ``queued`` rows, so queues survive a restart in o
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..clock import Clock
 from ..clock import new_id as make_id
@@ -23,7 +24,10 @@ from .executor import ActiveRun
 from .gate import Decision, Gate
 from .parking import Parking
 from .registry import RegisteredWorkflow
-from .supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from ..define.hooks import Hook
+    from ..define.model import BoundStep
 
 
 @dataclass(frozen=True)
@@ -40,11 +44,46 @@ class Dispatched:
     settled: asyncio.Future[RunResult]
 
 
+class Launcher(Protocol):
+    """What admission needs from whoever runs the runs it admits (the supervisor)."""
+
+    active: dict[str, ActiveRun]
+
+    def start_run(
+        self,
+        registered: RegisteredWorkflow,
+        trigger_id: str,
+        steps: list[BoundStep],
+        data: Any,
+        run_id: str | None = None,
+        *,
+        status: str = "running",
+    ) -> ActiveRun:
+        """Journal a new run; start it if ``running``."""
+
+    def start_queued(self, run: ActiveRun) -> None:
+        """A queued run got its slot."""
+
+    def signal_active(self, run: ActiveRun, patch: dict[str, Any]) -> list[ops.Op]:
+        """Merge `patch` into a running run."""
+
+    def replace(self, run: ActiveRun, reason: str) -> None:
+        """Abort a running run that a new dispatch replaces."""
+
+    async def hook(
+        self, registered: RegisteredWorkflow, row: int, hook: Hook | None, *args: Any, name: str
+    ) -> None:
+        """Call a hook of `registered`, recording a failure on the run."""
+
+    def background(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run `work` as an owned task."""
+
+
 class Admission:
     """The gates of the registered workflows and the runs waiting in their queues."""
 
     def __init__(
-        self, writer: GroupCommitWriter, clock: Clock, runs: Supervisor, parking: Parking
+        self, writer: GroupCommitWriter, clock: Clock, runs: Launcher, parking: Parking
     ) -> None:
         self._writer, self._clock, self._runs, self._parking = writer, clock, runs, parking
         self._gates: dict[str, Gate] = {}
@@ -219,10 +258,8 @@ class Admission:
             )
             return
         run = self._runs.active.get(holder)
-        if run is not None and not run.finishing:
-            run.abort_requested, run.abort_reason = True, reason
-            if run.task is not None:
-                run.task.cancel()
+        if run is not None:
+            self._runs.replace(run, reason)
 
     def _supersede(self, superseded: str, new_id: str) -> None:
         run = self.queued.pop(superseded, None)

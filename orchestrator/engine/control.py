@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from ..journal import CommandRecord, GroupCommitWriter, JournalReader, ops
 from ..records import FINAL_STATUSES, RunResult
 from ..state import StateEncodingError, copy_state, decode_state
 from . import recovery
-from .admission import Admission, Dispatched
+from .admission import Dispatched
 from .dispatcher import Dispatcher
 from .events import EventBus
 from .executor import ActiveRun, ExecutorEnv
@@ -35,6 +36,14 @@ from .supervisor import Supervisor
 from .timers import Timers
 
 _log = logging.getLogger("orchestrator.runtime")
+
+
+@dataclass(frozen=True)
+class Elsewhere:
+    """A run with no task or parking here: queued, waiting for its workflow, or final."""
+
+    row: int
+    status: str
 
 
 class Control:
@@ -59,12 +68,14 @@ class Control:
         self._registry, self._lifecycle = registry, lifecycle
         self.dispatcher = Dispatcher()
         self.timers = Timers(clock)
+        # Parking calls back into the supervisor (made below) only once a run is parked.
         self.parking = Parking(
             writer,
             clock,
             self.dispatcher,
             self.timers,
-            self._continue,
+            wake=self._continue,
+            ended=self._parked_ended,
             max_wait_id=max_wait_id,
             max_seq=max_seq,
         )
@@ -78,9 +89,7 @@ class Control:
             waits=self.parking,
         )
         self.runs = Supervisor(self.env, tasks, max_run_row, self.lookup, self.parking)
-        self.admission = Admission(writer, clock, self.runs, self.parking)
-        self.runs.admission = self.admission
-        self.parking.on_end = self._parked_ended
+        self.admission = self.runs.admission
         self.bus = EventBus(
             writer, clock, self.dispatcher, self.parking, self.admission, self.lookup
         )
@@ -102,7 +111,8 @@ class Control:
             if unfinished.status == "paused" and parked_on is not None:
                 self.parking.adopt_parked(recovery.parked_from(unfinished, parked_on))
             else:
-                self.runs.orphans.setdefault(unfinished.workflow_id, []).append(unfinished)
+                orphan = recovery.Resumable.from_journal(unfinished)
+                self.runs.orphans.setdefault(unfinished.workflow_id, []).append(orphan)
 
     # -- workflows -------------------------------------------------------------------------
 
@@ -160,26 +170,45 @@ class Control:
         self.bus.accept(event_id, event_type, event_data, source=source)
         return event_id
 
+    async def locate(self, run_id: str) -> ParkedRun | ActiveRun | Elsewhere:
+        """Where a run is: parked here, executing here, or elsewhere (as the journal says).
+
+        Raises:
+            RunNotFound: The journal has no such run.
+        """
+        parked = self.parking.paused.get(run_id)
+        if parked is not None:
+            return parked
+        active = self.runs.active.get(run_id)
+        if active is not None:
+            return active
+        row, status = await self._status(run_id)
+        return Elsewhere(row, status)
+
     async def resume_writes(self, run_id: str, patch: Any) -> list[ops.Op]:
         """The writes that resume a paused run with `patch` merged into its state."""
         changes = _json_object(patch, "the resume patch")
-        parked = self.parking.paused.get(run_id)
-        if parked is None:
-            raise await self._not_paused(run_id, "resumed")
+        run = await self.locate(run_id)
+        if isinstance(run, ActiveRun):
+            raise RunNotActive(
+                f"run {run_id} is running, not paused; only a paused run can be resumed"
+            )
+        if isinstance(run, Elsewhere):
+            raise RunNotActive(f"run {run_id} is {run.status}; it cannot be resumed")
         return self.parking.wake(
-            parked, changes, "resumed by request", source="command", extra={"by": "resume"}
+            run, changes, "resumed by request", source="command", extra={"by": "resume"}
         )
 
     async def signal_writes(self, run_id: str, patch: Any) -> list[ops.Op]:
         """The writes that merge `patch` into an active run's state without resuming it."""
         changes = _json_object(patch, "the signal patch")
-        parked = self.parking.paused.get(run_id)
-        if parked is not None:
-            return self.parking.signal(parked, changes)
-        run = self.runs.active.get(run_id)
-        if run is None or run.finishing:
-            raise await self._not_paused(run_id, "signalled", active_ok=True)
-        return self.runs.signal_active(run, changes)
+        run = await self.locate(run_id)
+        if isinstance(run, ParkedRun):
+            return self.parking.signal(run, changes)
+        if isinstance(run, ActiveRun) and not run.finishing:
+            return self.runs.signal_active(run, changes)
+        _, status = await self._status(run_id)
+        raise RunNotActive(f"run {run_id} is {status}; it cannot be signalled")
 
     async def abort(self, run_id: str) -> None:
         """End a run that is not final."""
@@ -187,28 +216,27 @@ class Control:
 
     async def abort_writes(self, run_id: str) -> list[ops.Op]:
         """End a run that is not final; returns the writes still to commit (if any)."""
-        parked = self.parking.paused.get(run_id)
-        if parked is not None:
+        run = await self.locate(run_id)
+        if isinstance(run, ParkedRun):
             writes = self.parking.fail_parked(
-                parked, "aborted by request", "ABORTED", status="aborted"
+                run, "aborted by request", "ABORTED", status="aborted"
             )
-            await self._notify_parked("run.aborted", parked)
+            await self._notify_parked("run.aborted", run)
             return writes
-        run = self.runs.active.get(run_id)
-        if run is not None:
+        if isinstance(run, ActiveRun):
             await self.runs.abort(run)  # the executor records the end itself
             return []
-        row, status = await self._status(run_id)
-        if status in FINAL_STATUSES:
+        if run.status in FINAL_STATUSES:
             raise RunNotActive(
-                f"run {run_id} is already {status}; only unfinished runs can be aborted"
+                f"run {run_id} is already {run.status}; only unfinished runs can be aborted"
             )
+        # Queued, or waiting for its workflow: it has no task, only its journal row.
         self.runs.forget_orphan(run_id)
         self.admission.abort_queued(run_id)
         now = self._clock.now_us()
         return [
-            ops.set_status(row, "aborted", now, error="aborted by request", code="ABORTED"),
-            *self.parking.release(row),
+            ops.set_status(run.row, "aborted", now, error="aborted by request", code="ABORTED"),
+            *self.parking.release(run.row),
         ]
 
     async def apply_command(self, command: CommandRecord) -> None:
@@ -307,14 +335,6 @@ class Control:
         if found is None:
             raise RunNotFound(f"no run {run_id!r} in journal {self._reader.path}")
         return found
-
-    async def _not_paused(self, run_id: str, action: str, *, active_ok: bool = False) -> Exception:
-        if run_id in self.runs.active and not active_ok:
-            return RunNotActive(
-                f"run {run_id} is running, not paused; only a paused run can be {action}"
-            )
-        _, status = await self._status(run_id)
-        return RunNotActive(f"run {run_id} is {status}; it cannot be {action}")
 
 
 def file_conditions(folder: Path, glob: str) -> Conditions:

@@ -59,14 +59,15 @@ class Parking:
         clock: Clock,
         dispatcher: Dispatcher,
         timers: Timers,
-        wake: Wake,
         *,
+        wake: Wake,
+        ended: Ended,
         max_wait_id: int,
         max_seq: int,
     ) -> None:
         self._writer, self._clock = writer, clock
-        self._dispatcher, self._timers, self._wake = dispatcher, timers, wake
-        self.on_end: Ended | None = None
+        self._dispatcher, self._timers = dispatcher, timers
+        self._wake, self._ended = wake, ended
         self._next_wait, self._next_seq = max_wait_id, max_seq
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
@@ -332,13 +333,10 @@ class Parking:
             *self.end(parked),
             ops.set_status(parked.row, status, now, error=message, code=code),
         ]
-        if self.on_end is not None:
-            self.on_end(
-                parked,
-                RunResult(
-                    False, status, parked.run_id, decode_state(parked.state_text), message, code
-                ),
-            )
+        self._ended(
+            parked,
+            RunResult(False, status, parked.run_id, decode_state(parked.state_text), message, code),
+        )
         return writes
 
     def _new_wait(

@@ -18,6 +18,55 @@ from .parking import ParkedRun
 from .registry import RegisteredWorkflow
 
 
+@dataclass(frozen=True, kw_only=True)
+class Resumable:
+    """A run that continues from its last checkpoint once its workflow is registered.
+
+    Found unfinished in the journal at start-up, or a parked run woken while its workflow
+    is not loaded (then it is ``running``: its resume is committed).
+    """
+
+    row: int
+    run_id: str
+    workflow_id: str
+    trigger_id: str
+    version: str
+    status: str
+    position: int
+    step: str | None
+    state: str
+
+    @classmethod
+    def from_journal(cls, run: UnfinishedRun) -> Resumable:
+        """A run the journal has as not final."""
+        return cls(
+            row=run.row,
+            run_id=run.run_id,
+            workflow_id=run.workflow_id,
+            trigger_id=run.trigger_id,
+            version=run.version,
+            status=run.status,
+            position=run.position,
+            step=run.step,
+            state=run.state,
+        )
+
+    @classmethod
+    def woken(cls, parked: ParkedRun) -> Resumable:
+        """A parked run whose resume is committed: it runs its next step."""
+        return cls(
+            row=parked.row,
+            run_id=parked.run_id,
+            workflow_id=parked.workflow_id,
+            trigger_id=parked.trigger_id,
+            version=parked.version,
+            status="running",
+            position=parked.position,
+            step=parked.next_step,
+            state=parked.state_text,
+        )
+
+
 @dataclass(frozen=True)
 class Resumption:
     """Where a recovered run continues, or why it cannot."""
@@ -26,7 +75,7 @@ class Resumption:
     problem: str | None = None
 
 
-def plan(run: UnfinishedRun, workflow: RegisteredWorkflow) -> Resumption:
+def plan(run: Resumable, workflow: RegisteredWorkflow) -> Resumption:
     """Find the step at which `run` continues on `workflow`'s current version."""
     try:
         steps = workflow.steps(run.trigger_id)

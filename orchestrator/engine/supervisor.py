@@ -18,22 +18,26 @@ from ..define.model import BoundStep
 from ..define.services import ServiceScope
 from ..define.waits import PauseRequest
 from ..errors import JournalError, RunNotActive, RuntimeStopped
-from ..journal import UnfinishedRun, ops
+from ..journal import ops
 from ..records import RunResult
 from ..state import StateEncodingError, decode_state, encode_state
-from . import recovery
+from .admission import Admission
 from .executor import ActiveRun, ExecutorEnv, context_for, execute, finish_aborted
+from .recovery import Resumable, plan
 from .registry import RegisteredWorkflow
 
 if TYPE_CHECKING:
-    from .admission import Admission
     from .parking import ParkedRun, Parking
 
 _log = logging.getLogger("orchestrator.runtime")
 
 
 class Supervisor:
-    """Active runs by id, and recovered runs waiting for their workflow."""
+    """Active runs by id, recovered runs waiting for their workflow, and the gates.
+
+    It owns the `Admission` that admits its runs under their workflows' modes: admission
+    decides and journals decisions, the supervisor starts and stops the runs.
+    """
 
     def __init__(
         self,
@@ -49,10 +53,10 @@ class Supervisor:
         self._next_row = max_run_row
         self._lookup = lookup
         self.parking = parking
-        self.admission: Admission | None = None
+        self.admission = Admission(env.writer, env.clock, self, parking)
         self.active: dict[str, ActiveRun] = {}
         # Invariant: a run id is in at most one of `active` and `orphans`.
-        self.orphans: dict[str, list[UnfinishedRun]] = {}
+        self.orphans: dict[str, list[Resumable]] = {}
 
     def start_run(
         self,
@@ -112,6 +116,14 @@ class Supervisor:
         self._writer.enqueue(writes)
         self._spawn(run, lifecycle="run.started")
 
+    def replace(self, run: ActiveRun, reason: str) -> None:
+        """Abort an active run that a new dispatch replaces; its task records the end."""
+        if run.finishing:
+            return
+        run.abort_requested, run.abort_reason = True, reason
+        if run.task is not None:
+            run.task.cancel()
+
     async def abort(self, run: ActiveRun) -> None:
         """Abort an active run and wait until its end is recorded."""
         if run.finishing:
@@ -156,11 +168,11 @@ class Supervisor:
 
     async def adopt(self, registered: RegisteredWorkflow) -> None:
         """Continue the recovered runs of a workflow that has just been registered."""
-        kept: list[UnfinishedRun] = []
+        kept: list[Resumable] = []
         queued: list[ActiveRun] = []
         running: list[str] = []
         for unfinished in self.orphans.pop(registered.id, []):
-            resumption = recovery.plan(unfinished, registered)
+            resumption = plan(unfinished, registered)
             now = self._env.clock.now_us()
             if resumption.step_index is not None and unfinished.status == "queued":
                 queued.append(_active_from(unfinished, registered, resumption.step_index))
@@ -182,15 +194,12 @@ class Supervisor:
                 self._continue(unfinished, registered, resumption.step_index, now)
         if kept:
             self.orphans[registered.id] = kept
-        if self.admission is not None:
-            paused = [
-                p.run_id for p in self.parking.paused.values() if p.workflow_id == registered.id
-            ]
-            self.admission.restore(registered, queued, running, paused)
+        paused = [p.run_id for p in self.parking.paused.values() if p.workflow_id == registered.id]
+        self.admission.restore(registered, queued, running, paused)
         await self._writer.flush()
 
     def _continue(
-        self, unfinished: UnfinishedRun, registered: RegisteredWorkflow, step_index: int, now: int
+        self, unfinished: Resumable, registered: RegisteredWorkflow, step_index: int, now: int
     ) -> None:
         run = _active_from(unfinished, registered, step_index)
         message = f"recovered after a restart; continuing from checkpoint {unfinished.position}"
@@ -216,20 +225,9 @@ class Supervisor:
 
     def continue_parked(self, parked: ParkedRun) -> list[ops.Op]:
         """A parked run was resumed: run its next step, on its pinned version if held."""
-        unfinished = UnfinishedRun(
-            parked.row,
-            parked.run_id,
-            parked.workflow_id,
-            parked.trigger_id,
-            parked.version,
-            "running",
-            parked.position,
-            parked.next_step,
-            parked.state_text,
-            0,
-        )
+        unfinished = Resumable.woken(parked)
         registered = parked.pinned or self._lookup(parked.workflow_id)
-        resumption = recovery.plan(unfinished, registered) if registered else None
+        resumption = plan(unfinished, registered) if registered else None
         if registered is None or resumption is None or resumption.step_index is None:
             self.orphans.setdefault(parked.workflow_id, []).append(unfinished)
             if resumption is not None and resumption.problem is not None:
@@ -242,7 +240,7 @@ class Supervisor:
         writes = []
         if registered.version != parked.version:
             writes.append(ops.set_version(run.row, registered.version))
-        if self.admission is not None and not self.admission.resumed(run):
+        if not self.admission.resumed(run):
             writes.append(ops.set_status(run.row, "queued", self._env.clock.now_us()))
             return writes
         self._spawn(run, lifecycle="run.resumed")
@@ -289,8 +287,7 @@ class Supervisor:
         """A run ended: `on_complete`, then the slot is freed, then `on_cleanup`."""
         hooks = registered.hooks
         await self.hook(registered, row, hooks.on_complete, result, name="on_complete")
-        if self.admission is not None:
-            self.admission.ended(registered.id, run_id)
+        self.admission.ended(registered.id, run_id)
         await self.hook(registered, row, hooks.on_cleanup, name="on_cleanup")
 
     def background(self, work: Coroutine[Any, Any, None], name: str) -> None:
@@ -350,8 +347,8 @@ class Supervisor:
             if parked is None:  # a buffered event was waiting: go on at once
                 outcome = await execute(run, self._env)
                 continue
-            if self.admission is not None:  # before any await: a resume may come next
-                self.admission.paused(run.workflow.id, run.run_id)
+            # Before any await: a resume may come next.
+            self.admission.paused(run.workflow.id, run.run_id)
             await self._writer.flush()  # `invoke` returns "paused" only once it is durable
             result = RunResult(
                 ok=True, status="paused", run_id=run.run_id, state=decode_state(parked.state_text)
@@ -367,9 +364,7 @@ def _fail(settled: asyncio.Future[RunResult], error: BaseException) -> None:
     settled.exception()  # runs started by events or recovery have no one awaiting them
 
 
-def _active_from(
-    unfinished: UnfinishedRun, registered: RegisteredWorkflow, index: int
-) -> ActiveRun:
+def _active_from(unfinished: Resumable, registered: RegisteredWorkflow, index: int) -> ActiveRun:
     """A journaled run made active again, at step `index` of `registered`."""
     return ActiveRun(
         unfinished.row,
