@@ -17,7 +17,7 @@ from ..clock import new_id as make_id
 from ..define.hooks import DispatchResult
 from ..errors import RuntimeStopped
 from ..journal import GroupCommitWriter, ops
-from ..records import RunResult
+from ..records import FINAL_STATUSES, RunCode, RunResult, RunStatus
 from ..state import decode_state
 from .executor import ActiveRun
 from .gate import Decision, Gate
@@ -92,27 +92,32 @@ class Admission:
         decision = gate.dispatch(new_id)
         if decision.action == "signal" and decision.holder is not None:
             return self._signal(decision, data)
-        status = {"start": "running", "replace": "running", "queue": "queued"}.get(
-            decision.action, "dropped" if decision.action == "drop" else "rejected"
+        status = {
+            "start": RunStatus.RUNNING,
+            "replace": RunStatus.RUNNING,
+            "queue": RunStatus.QUEUED,
+        }.get(
+            decision.action,
+            RunStatus.DROPPED if decision.action == "drop" else RunStatus.REJECTED,
         )
         if decision.action == "replace" and decision.holder is not None:
             self._replace(decision.holder, new_id)
         run = self._runs.start_run(registered, trigger_id, steps, data, new_id, status=status)
         if decision.superseded is not None:
             self._supersede(decision.superseded, new_id)
-        if status == "queued":
+        if status == RunStatus.QUEUED:
             self.queued[run.run_id] = run
         if decision.action != "start":
             self._record(run, decision)
-        if status in ("dropped", "rejected"):
+        if status in FINAL_STATUSES:
             run.settled.set_result(
                 RunResult(
-                    False,
-                    status,
-                    run.run_id,
-                    decode_state(run.state_text),
-                    _reason(decision),
-                    status.upper(),
+                    ok=False,
+                    status=status,
+                    run_id=run.run_id,
+                    state=decode_state(run.state_text),
+                    error=_reason(decision),
+                    error_code=RunCode(status.upper()),
                 )
             )
         return Dispatched(decision, run.run_id, run.row, run.settled)
@@ -141,12 +146,12 @@ class Admission:
         if not run.settled.done():
             run.settled.set_result(
                 RunResult(
-                    False,
-                    "aborted",
-                    run_id,
-                    decode_state(run.state_text),
-                    "aborted by request",
-                    "ABORTED",
+                    ok=False,
+                    status=RunStatus.ABORTED,
+                    run_id=run_id,
+                    state=decode_state(run.state_text),
+                    error="aborted by request",
+                    error_code=RunCode.ABORTED,
                 )
             )
         return True
@@ -202,12 +207,13 @@ class Admission:
         settled: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
         if parked is not None:
             self._writer.enqueue(self._parking.signal(parked, patch))
-            state, status, row = parked.state_text, "paused", parked.row
+            state, status, row = parked.state_text, RunStatus.PAUSED, parked.row
         else:
             run = self._runs.active[holder]
             self._writer.enqueue(self._runs.signal_active(run, patch))
-            state, status, row = run.state_text, "running", run.row
-        settled.set_result(RunResult(True, status, holder, decode_state(state)))
+            state, status, row = run.state_text, RunStatus.RUNNING, run.row
+        result = RunResult(ok=True, status=status, run_id=holder, state=decode_state(state))
+        settled.set_result(result)
         return Dispatched(decision, holder, row, settled)
 
     def _replace(self, holder: str, new_id: str) -> None:
@@ -215,7 +221,9 @@ class Admission:
         parked = self._parking.paused.get(holder)
         if parked is not None:
             self._writer.enqueue(
-                self._parking.fail_parked(parked, reason, "REPLACED", status="aborted")
+                self._parking.fail_parked(
+                    parked, reason, RunCode.REPLACED, status=RunStatus.ABORTED
+                )
             )
             return
         run = self._runs.active.get(holder)
@@ -232,7 +240,9 @@ class Admission:
         now = self._clock.now_us()
         self._writer.enqueue(
             [
-                ops.set_status(run.row, "dropped", now, error=message, code="SUPERSEDED"),
+                ops.set_status(
+                    run.row, RunStatus.DROPPED, now, error=message, code=RunCode.SUPERSEDED
+                ),
                 ops.add_timeline(
                     run.row,
                     now,
@@ -246,12 +256,12 @@ class Admission:
         if not run.settled.done():
             run.settled.set_result(
                 RunResult(
-                    False,
-                    "dropped",
-                    run.run_id,
-                    decode_state(run.state_text),
-                    message,
-                    "SUPERSEDED",
+                    ok=False,
+                    status=RunStatus.DROPPED,
+                    run_id=run.run_id,
+                    state=decode_state(run.state_text),
+                    error=message,
+                    error_code=RunCode.SUPERSEDED,
                 )
             )
 
@@ -273,7 +283,11 @@ class Admission:
         if decision.action in ("drop", "reject"):
             writes.append(
                 ops.set_status(
-                    run.row, f"{status}", now, error=_reason(decision), code=status.upper()
+                    run.row,
+                    RunStatus(status),
+                    now,
+                    error=_reason(decision),
+                    code=RunCode(status.upper()),
                 )
             )
         self._writer.enqueue(writes)

@@ -20,7 +20,7 @@ from ..define.model import FILE_CREATED, Trigger
 from ..define.services import ServiceScope
 from ..errors import OrchestratorError, RunNotActive, RunNotFound, ValidationError
 from ..journal import CommandRecord, GroupCommitWriter, JournalReader, ops
-from ..records import FINAL_STATUSES, RunResult
+from ..records import FINAL_STATUSES, RunCode, RunResult, RunStatus
 from ..state import StateEncodingError, copy_state, decode_state
 from . import recovery
 from .admission import Admission, Dispatched
@@ -99,7 +99,7 @@ class Control:
                 (w for w in self.parking.waits.get(unfinished.row, ()) if w.status == "parked"),
                 None,
             )
-            if unfinished.status == "paused" and parked_on is not None:
+            if unfinished.status == RunStatus.PAUSED and parked_on is not None:
                 self.parking.adopt_parked(recovery.parked_from(unfinished, parked_on))
             else:
                 self.runs.orphans.setdefault(unfinished.workflow_id, []).append(unfinished)
@@ -190,7 +190,7 @@ class Control:
         parked = self.parking.paused.get(run_id)
         if parked is not None:
             writes = self.parking.fail_parked(
-                parked, "aborted by request", "ABORTED", status="aborted"
+                parked, "aborted by request", RunCode.ABORTED, status=RunStatus.ABORTED
             )
             await self._notify_parked("run.aborted", parked)
             return writes
@@ -207,7 +207,9 @@ class Control:
         self.admission.abort_queued(run_id)
         now = self._clock.now_us()
         return [
-            ops.set_status(row, "aborted", now, error="aborted by request", code="ABORTED"),
+            ops.set_status(
+                row, RunStatus.ABORTED, now, error="aborted by request", code=RunCode.ABORTED
+            ),
             *self.parking.release(row),
         ]
 
@@ -301,7 +303,7 @@ class Control:
                 },
             )
 
-    async def _status(self, run_id: str) -> tuple[int, str]:
+    async def _status(self, run_id: str) -> tuple[int, RunStatus]:
         await self._writer.flush()
         found = await self._reader.run_status(run_id)
         if found is None:

@@ -20,7 +20,7 @@ from ..define.conditions import Conditions
 from ..define.waits import BufferedEvent, PauseRequest, Wait
 from ..errors import RunNotActive
 from ..journal import GroupCommitWriter, ops
-from ..records import RunResult
+from ..records import RunCode, RunResult, RunStatus
 from ..state import decode_state, encode_state
 from .dispatcher import Dispatcher
 from .executor import ActiveRun
@@ -180,7 +180,7 @@ class Parking:
         self._writer.enqueue(
             [
                 self._wait_op(wait),
-                ops.set_status(run.row, "paused", now),
+                ops.set_status(run.row, RunStatus.PAUSED, now),
                 self._timeline(
                     run.row,
                     run.position,
@@ -261,7 +261,7 @@ class Parking:
         writes = [
             wait_op,
             *ops.state_change(parked.row, parked.position, "resume", parked.state_text, now),
-            ops.set_status(parked.row, "running", now),
+            ops.set_status(parked.row, RunStatus.RUNNING, now),
             self._timeline(
                 parked.row,
                 parked.position,
@@ -319,12 +319,17 @@ class Parking:
             )
         else:
             writes = self.fail_parked(
-                parked, f"timed out waiting for {wait.describe()}", "PAUSE_TIMEOUT"
+                parked, f"timed out waiting for {wait.describe()}", RunCode.PAUSE_TIMEOUT
             )
         self._writer.enqueue(writes, urgent=True)
 
     def fail_parked(
-        self, parked: ParkedRun, message: str, code: str, *, status: str = "failed"
+        self,
+        parked: ParkedRun,
+        message: str,
+        code: RunCode,
+        *,
+        status: RunStatus = RunStatus.FAILED,
     ) -> list[ops.Op]:
         """End a parked run with `status` and the error that ended it."""
         now = self._clock.now_us()
@@ -336,7 +341,12 @@ class Parking:
             self.on_end(
                 parked,
                 RunResult(
-                    False, status, parked.run_id, decode_state(parked.state_text), message, code
+                    ok=False,
+                    status=status,
+                    run_id=parked.run_id,
+                    state=decode_state(parked.state_text),
+                    error=message,
+                    error_code=code,
                 ),
             )
         return writes

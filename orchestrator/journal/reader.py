@@ -18,7 +18,7 @@ import aiosqlite
 
 from ..clock import Clock, to_datetime
 from ..errors import JournalCorrupt, JournalError
-from ..records import Checkpoint, RunInfo, TimelineEntry
+from ..records import Checkpoint, RunCode, RunInfo, RunStatus, TimelineEntry
 from . import lease
 from .connection import connect_reader
 from .schema import APPLICATION_ID, MIGRATIONS
@@ -42,7 +42,7 @@ class UnfinishedRun:
     workflow_id: str
     trigger_id: str
     version: str
-    status: str
+    status: RunStatus
     position: int
     step: str | None
     state: str
@@ -226,7 +226,21 @@ class JournalReader:
             " JOIN checkpoints c ON c.run = r.id AND c.position = r.position"
             " WHERE r.status IN ('queued', 'running', 'paused') ORDER BY r.id"
         )
-        return [UnfinishedRun(*row) for row in rows]
+        return [
+            UnfinishedRun(
+                row=row[0],
+                run_id=row[1],
+                workflow_id=row[2],
+                trigger_id=row[3],
+                version=row[4],
+                status=RunStatus(row[5]),
+                position=row[6],
+                step=row[7],
+                state=row[8],
+                created_at=row[9],
+            )
+            for row in rows
+        ]
 
     async def live_waits(self) -> list[WaitRecord]:
         """Armed and parked waits, oldest first, each with its buffered events in order."""
@@ -386,10 +400,10 @@ class JournalReader:
         )
         return CommandOutcome(rows[0][0], rows[0][1]) if rows else None
 
-    async def run_status(self, run_id: str) -> tuple[int, str] | None:
+    async def run_status(self, run_id: str) -> tuple[int, RunStatus] | None:
         """The run's row id and status, or None if unknown."""
         rows = await self._fetch("SELECT id, status FROM runs WHERE run_id = ?", [run_id])
-        return (rows[0][0], rows[0][1]) if rows else None
+        return (rows[0][0], RunStatus(rows[0][1])) if rows else None
 
 
 async def _check_readable(conn: aiosqlite.Connection, path: Path) -> None:
@@ -415,12 +429,12 @@ def _run_info(row: sqlite3.Row) -> RunInfo:
         run_id=row["run_id"],
         workflow_id=row["workflow_id"],
         trigger_id=row["trigger_id"],
-        status=row["status"],
+        status=RunStatus(row["status"]),
         step=row["step"],
         state=json.loads(row["state"]) if row["state"] is not None else {},
         error=row["error"],
         version=row["version"],
         created_at=to_datetime(row["created_at"]),
         updated_at=to_datetime(row["updated_at"]),
-        error_code=row["error_code"],
+        error_code=RunCode(row["error_code"]) if row["error_code"] is not None else None,
     )

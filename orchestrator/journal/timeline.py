@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..clock import to_datetime
-from ..records import FINAL_STATUSES, TimelineEntry
+from ..records import FINAL_STATUSES, RunStatus, TimelineEntry
 
 _END = 1 << 30  # position of entries that come after every step
 # Rank breaks ties between entries with the same timestamp and position.
@@ -70,7 +70,7 @@ def _step_began(run: sqlite3.Row, rows: Sequence[sqlite3.Row]) -> bool:
     """Whether the run's current step began and has no checkpoint: it runs, or it failed."""
     if run["step"] is None or not run["step_started_at"]:
         return False
-    if run["status"] == "running":
+    if run["status"] == RunStatus.RUNNING:
         return True
     return any(row["kind"] == "step.failed" and row["position"] == run["position"] for row in rows)
 

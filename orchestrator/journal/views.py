@@ -14,10 +14,11 @@ import json
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final
+from enum import StrEnum
+from typing import Any, Final, TypeVar
 
 from ..clock import to_datetime
-from ..records import Checkpoint, TimelineEntry
+from ..records import Checkpoint, RunCode, RunStatus, TimelineEntry
 from .reader import DaemonRecord, JournalReader
 from .timeline import assemble_timeline
 
@@ -35,6 +36,7 @@ _RUN_COLUMNS = """
     r.run_id, r.workflow_id, r.trigger_id, r.status, r.step, r.error, r.error_code,
     r.version, r.created_at, r.updated_at
 """
+_Member = TypeVar("_Member", bound=StrEnum)
 # A JSON column as valid JSON: damaged text comes back as a JSON string of itself.
 _JSON = "CASE WHEN json_valid({0}) THEN {0} ELSE json_quote({0}) END"
 
@@ -50,7 +52,7 @@ class RunFilter:
         sort: A key of `SORTS`.
     """
 
-    status: str | None = None
+    status: RunStatus | None = None
     workflow: str | None = None
     search: str = ""
     sort: str = "newest"
@@ -68,15 +70,19 @@ class LoadErrorView:
 
 @dataclass(frozen=True)
 class RunRow:
-    """A run as the list shows it (no state: that is the detail's)."""
+    """A run as the list shows it (no state: that is the detail's).
+
+    `status` and `error_code` are the enums, or the journaled text when it is not one of
+    their values (a row written by another version, or damaged).
+    """
 
     run_id: str
     workflow_id: str
     trigger_id: str
-    status: str
+    status: RunStatus | str
     step: str | None
     error: str | None
-    error_code: str | None
+    error_code: RunCode | str | None
     version: str
     created_at: datetime | None
     updated_at: datetime | None
@@ -422,15 +428,23 @@ def _when(value: Any) -> datetime | None:
         return None
 
 
+def _member(vocabulary: type[_Member], value: Any) -> _Member | str:
+    """`value` as a member of `vocabulary`, or as text if it is not one of its values."""
+    try:
+        return vocabulary(value)
+    except ValueError:
+        return str(value)
+
+
 def _run_row(row: sqlite3.Row) -> RunRow:
     return RunRow(
         run_id=str(row["run_id"]),
         workflow_id=str(row["workflow_id"]),
         trigger_id=str(row["trigger_id"]),
-        status=str(row["status"]),
+        status=_member(RunStatus, str(row["status"])),
         step=row["step"],
         error=row["error"],
-        error_code=row["error_code"],
+        error_code=None if row["error_code"] is None else _member(RunCode, row["error_code"]),
         version=str(row["version"]),
         created_at=_when(row["created_at"]),
         updated_at=_when(row["updated_at"]),
