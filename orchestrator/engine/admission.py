@@ -4,13 +4,15 @@ Triggers, `invoke`, schedules and commands all dispatch through here. The workfl
 `Gate` decides; this module journals the decision (queued, dropped, rejected, signalled,
 replaced, superseded: each with the run that held the slot) and starts queued runs as
 slots free up. Queued runs are ``queued`` rows, so queues survive a restart in order.
+What each decision journals is one table, `CONSEQUENCES`.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from ..clock import Clock
 from ..clock import new_id as make_id
@@ -20,10 +22,72 @@ from ..journal import GroupCommitWriter, ops
 from ..records import FINAL_STATUSES, RunCode, RunResult, RunStatus
 from ..state import decode_state
 from .executor import ActiveRun
-from .gate import Decision, Gate
+from .gate import Action, Decision, Gate
 from .parking import Parking
 from .registry import RegisteredWorkflow
 from .supervisor import Supervisor
+
+
+@dataclass(frozen=True, kw_only=True)
+class Consequence:
+    """What admission journals for one `Action` of the gate, about the dispatched run.
+
+    Attributes:
+        status: The new run's status; None for a signal (no new run: the data goes to the
+            run holding the slot).
+        kind: The timeline entry recorded on the new run, if any (a plain start has none).
+        code: The run code it ends with when the mode refuses it.
+        route: What an event that dispatched it did, as its route records (``started``...).
+        reason: The message of its timeline entry (and error), before who held the slot.
+    """
+
+    status: RunStatus | None
+    kind: str | None
+    code: RunCode | None
+    route: str
+    reason: str | None
+
+
+CONSEQUENCES: Final[Mapping[Action, Consequence]] = {
+    Action.START: Consequence(
+        status=RunStatus.RUNNING, kind=None, code=None, route="started", reason=None
+    ),
+    Action.REPLACE: Consequence(
+        status=RunStatus.RUNNING,
+        kind="run.started",
+        code=None,
+        route="started",
+        reason="replaced the active run",
+    ),
+    Action.QUEUE: Consequence(
+        status=RunStatus.QUEUED,
+        kind="run.queued",
+        code=None,
+        route="queued",
+        reason="queued: the workflow is busy",
+    ),
+    Action.DROP: Consequence(
+        status=RunStatus.DROPPED,
+        kind="run.dropped",
+        code=RunCode.DROPPED,
+        route="dropped",
+        reason="dropped: the workflow is busy",
+    ),
+    Action.REJECT: Consequence(
+        status=RunStatus.REJECTED,
+        kind="run.rejected",
+        code=RunCode.REJECTED,
+        route="rejected",
+        reason="rejected: the workflow is busy",
+    ),
+    Action.SIGNAL: Consequence(status=None, kind=None, code=None, route="signalled", reason=None),
+}
+"""Each gate action's consequences for the dispatched run, in one place.
+
+The runs it displaces are `Admission._replace`'s (a paused holder ends ``aborted`` with
+``REPLACED``) and `Admission._supersede`'s (the queued run ends ``dropped`` with
+``SUPERSEDED``).
+"""
 
 
 @dataclass(frozen=True)
@@ -73,11 +137,11 @@ class Admission:
         hook = registered.hooks.on_dispatch
         if hook is not None:
             result = DispatchResult(
-                registered.id,
-                trigger_id,
-                dispatched.decision.action,
-                dispatched.run_id,
-                dispatched.decision.holder,
+                workflow_id=registered.id,
+                trigger_id=trigger_id,
+                action=dispatched.decision.action,
+                run_id=dispatched.run_id,
+                held_by=dispatched.decision.holder,
             )
             work = self._runs.hook(registered, dispatched.row, hook, result, name="on_dispatch")
             self._runs.background(work, name=f"on_dispatch-{dispatched.run_id}")
@@ -90,26 +154,20 @@ class Admission:
         gate = self.gate(registered)
         new_id = run_id or make_id()
         decision = gate.dispatch(new_id)
-        if decision.action == "signal" and decision.holder is not None:
+        consequence = CONSEQUENCES[decision.action]
+        status = consequence.status
+        if status is None:  # a signal: the gate always names the holder
             return self._signal(decision, data)
-        status = {
-            "start": RunStatus.RUNNING,
-            "replace": RunStatus.RUNNING,
-            "queue": RunStatus.QUEUED,
-        }.get(
-            decision.action,
-            RunStatus.DROPPED if decision.action == "drop" else RunStatus.REJECTED,
-        )
-        if decision.action == "replace" and decision.holder is not None:
+        if decision.action is Action.REPLACE and decision.holder is not None:
             self._replace(decision.holder, new_id)
         run = self._runs.start_run(registered, trigger_id, steps, data, new_id, status=status)
         if decision.superseded is not None:
             self._supersede(decision.superseded, new_id)
-        if status == RunStatus.QUEUED:
+        if status is RunStatus.QUEUED:
             self.queued[run.run_id] = run
-        if decision.action != "start":
-            self._record(run, decision)
-        if status in FINAL_STATUSES:
+        if consequence.kind is not None:
+            self._record(run, decision, consequence.kind, status, consequence.code)
+        if status in FINAL_STATUSES:  # refused: it ends here
             run.settled.set_result(
                 RunResult(
                     ok=False,
@@ -117,7 +175,7 @@ class Admission:
                     run_id=run.run_id,
                     state=decode_state(run.state_text),
                     error=_reason(decision),
-                    error_code=RunCode(status.upper()),
+                    error_code=consequence.code,
                 )
             )
         return Dispatched(decision, run.run_id, run.row, run.settled)
@@ -265,40 +323,30 @@ class Admission:
                 )
             )
 
-    def _record(self, run: ActiveRun, decision: Decision) -> None:
+    def _record(
+        self,
+        run: ActiveRun,
+        decision: Decision,
+        kind: str,
+        status: RunStatus,
+        code: RunCode | None,
+    ) -> None:
         now = self._clock.now_us()
-        status = {"queue": "queued", "drop": "dropped", "reject": "rejected", "replace": "started"}[
-            decision.action
-        ]
         writes = [
             ops.add_timeline(
                 run.row,
                 now,
                 "runtime",
-                f"run.{status}",
+                kind,
                 message=_reason(decision),
                 data={"held_by": decision.holder, "mode": repr(run.workflow.mode)},
             )
         ]
-        if decision.action in ("drop", "reject"):
-            writes.append(
-                ops.set_status(
-                    run.row,
-                    RunStatus(status),
-                    now,
-                    error=_reason(decision),
-                    code=RunCode(status.upper()),
-                )
-            )
+        if code is not None:
+            writes.append(ops.set_status(run.row, status, now, error=_reason(decision), code=code))
         self._writer.enqueue(writes)
 
 
 def _reason(decision: Decision) -> str:
     held = f" (the slot is held by run {decision.holder})" if decision.holder else ""
-    words = {
-        "queue": "queued: the workflow is busy",
-        "drop": "dropped: the workflow is busy",
-        "reject": "rejected: the workflow is busy",
-        "replace": "replaced the active run",
-    }
-    return words.get(decision.action, decision.action) + held
+    return (CONSEQUENCES[decision.action].reason or decision.action.value) + held
