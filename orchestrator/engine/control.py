@@ -69,12 +69,12 @@ class Control:
             max_seq=max_seq,
         )
         self.env = ExecutorEnv(
-            writer,
-            clock,
-            threads,
-            self._notify,
-            lifecycle.wants,
-            logging.getLogger("orchestrator.run"),
+            writer=writer,
+            clock=clock,
+            threads=threads,
+            notify=self._notify,
+            wants=lifecycle.wants,
+            logger=logging.getLogger("orchestrator.run"),
             waits=self.parking,
         )
         self.runs = Supervisor(self.env, tasks, max_run_row, self.lookup, self.parking)

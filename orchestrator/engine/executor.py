@@ -35,7 +35,7 @@ HIGH_WATER = 20_000
 Notify = Callable[[str, "ActiveRun", dict[str, Any]], Awaitable[None]]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class ActiveRun:
     """A run this process is executing (or about to)."""
 
@@ -66,7 +66,7 @@ class ActiveRun:
         return self.steps[self.step_index].name if self.step_index < len(self.steps) else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ExecutorEnv:
     """What the executor needs from the runtime."""
 

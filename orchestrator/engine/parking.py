@@ -28,7 +28,7 @@ from .registry import RegisteredWorkflow
 from .timers import Timers
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class ParkedRun:
     """A paused run: where it stands and what it waits on."""
 
@@ -158,15 +158,15 @@ class Parking:
         wait.status, wait.into, wait.on_timeout = "parked", request.into, request.on_timeout
         wait.timeout_at = None if request.timeout is None else now + int(request.timeout * 1e6)
         parked = ParkedRun(
-            run.row,
-            run.run_id,
-            run.workflow.id,
-            run.trigger_id,
-            run.workflow.version,
-            run.position,
-            run.next_step,
-            run.state_text,
-            wait,
+            row=run.row,
+            run_id=run.run_id,
+            workflow_id=run.workflow.id,
+            trigger_id=run.trigger_id,
+            version=run.workflow.version,
+            position=run.position,
+            next_step=run.next_step,
+            state_text=run.state_text,
+            wait=wait,
             pinned=run.workflow,
         )
         self.paused[run.run_id] = parked
@@ -362,7 +362,15 @@ class Parking:
         status: str,
     ) -> Wait:
         self._next_wait += 1
-        wait = Wait(self._next_wait, row, run_id, event, conditions, persistent, status)  # type: ignore[arg-type]
+        wait = Wait(
+            id=self._next_wait,
+            row=row,
+            run_id=run_id,
+            event_type=event,
+            conditions=conditions,
+            persistent=persistent,
+            status=status,  # type: ignore[arg-type]
+        )
         self._track(wait)
         return wait
 

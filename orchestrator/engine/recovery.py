@@ -58,17 +58,17 @@ def wait_from(record: WaitRecord) -> Wait:
     """A journaled wait, re-armed in memory with its buffered events."""
     label = f"wait {record.id} of run {record.run_id}"
     return Wait(
-        record.id,
-        record.row,
-        record.run_id,
-        record.event_type,
-        Conditions.from_json(record.conditions, label=label),
-        record.persistent,
-        "parked" if record.status == "parked" else "armed",
-        record.into,
-        record.timeout_at,
-        "fail" if record.on_timeout == "fail" else "continue",
-        [BufferedEvent(seq, event_id, data) for seq, event_id, data in record.buffer],
+        id=record.id,
+        row=record.row,
+        run_id=record.run_id,
+        event_type=record.event_type,
+        conditions=Conditions.from_json(record.conditions, label=label),
+        persistent=record.persistent,
+        status="parked" if record.status == "parked" else "armed",
+        into=record.into,
+        timeout_at=record.timeout_at,
+        on_timeout="fail" if record.on_timeout == "fail" else "continue",
+        buffer=[BufferedEvent(seq, event_id, data) for seq, event_id, data in record.buffer],
         journaled=True,
     )
 
@@ -76,13 +76,13 @@ def wait_from(record: WaitRecord) -> Wait:
 def parked_from(run: UnfinishedRun, wait: Wait) -> ParkedRun:
     """A run found paused in the journal; it is not pinned to any version in memory."""
     return ParkedRun(
-        run.row,
-        run.run_id,
-        run.workflow_id,
-        run.trigger_id,
-        run.version,
-        run.position,
-        run.step,
-        run.state,
-        wait,
+        row=run.row,
+        run_id=run.run_id,
+        workflow_id=run.workflow_id,
+        trigger_id=run.trigger_id,
+        version=run.version,
+        position=run.position,
+        next_step=run.step,
+        state_text=run.state,
+        wait=wait,
     )

@@ -67,15 +67,15 @@ class Supervisor:
         """Journal a new run (pipelined with its first steps); start it if ``running``."""
         self._next_row += 1
         run = ActiveRun(
-            self._next_row,
-            run_id or new_id(),
-            registered,
-            trigger_id,
-            steps,
-            0,
-            0,
-            "{}",
-            asyncio.get_running_loop().create_future(),
+            row=self._next_row,
+            run_id=run_id or new_id(),
+            workflow=registered,
+            trigger_id=trigger_id,
+            steps=steps,
+            step_index=0,
+            position=0,
+            state_text="{}",
+            settled=asyncio.get_running_loop().create_future(),
         )
         try:
             run.state_text = encode_state(data)
@@ -377,15 +377,15 @@ def _active_from(
 ) -> ActiveRun:
     """A journaled run made active again, at step `index` of `registered`."""
     return ActiveRun(
-        unfinished.row,
-        unfinished.run_id,
-        registered,
-        unfinished.trigger_id,
-        registered.steps(unfinished.trigger_id),
-        index,
-        unfinished.position,
-        unfinished.state,
-        asyncio.get_running_loop().create_future(),
+        row=unfinished.row,
+        run_id=unfinished.run_id,
+        workflow=registered,
+        trigger_id=unfinished.trigger_id,
+        steps=registered.steps(unfinished.trigger_id),
+        step_index=index,
+        position=unfinished.position,
+        state_text=unfinished.state,
+        settled=asyncio.get_running_loop().create_future(),
     )
 
 
