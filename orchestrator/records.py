@@ -151,7 +151,7 @@ class TimelineEntry:
     step: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Checkpoint:
     """A committed state of a run, in order (position 0 is its input).
 

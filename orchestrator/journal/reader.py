@@ -33,7 +33,7 @@ _RUN_COLUMNS = """
 """
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class UnfinishedRun:
     """A run that was not final when its journal was last closed (or its process died)."""
 
@@ -49,7 +49,7 @@ class UnfinishedRun:
     created_at: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class WaitRecord:
     """An armed or parked wait as journaled, with the events buffered for it."""
 
@@ -66,7 +66,7 @@ class WaitRecord:
     buffer: list[tuple[int, str, dict[str, Any]]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EventRecord:
     """An event written by another process and not routed yet."""
 
@@ -78,7 +78,7 @@ class EventRecord:
     created_at: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CommandRecord:
     """A command from another process (the CLI, the dashboard) not applied yet."""
 
@@ -91,7 +91,7 @@ class CommandRecord:
     created_at: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class WorkflowRecord:
     """A workflow registered now by the process holding the lease."""
 
@@ -191,7 +191,12 @@ class JournalReader:
         )
         return [
             Checkpoint(
-                row[0], row[1], to_datetime(row[2]), to_datetime(row[3]), json.loads(row[4]), row[5]
+                position=row[0],
+                step=row[1],
+                started_at=to_datetime(row[2]),
+                ended_at=to_datetime(row[3]),
+                state=json.loads(row[4]),
+                kind=row[5],
             )
             for row in rows
         ]
@@ -259,17 +264,17 @@ class JournalReader:
             by_wait.setdefault(wait, []).append((seq, event_id, json.loads(data)))
         return [
             WaitRecord(
-                row[0],
-                row[1],
-                row[2],
-                row[3],
-                json.loads(row[4]),
-                bool(row[5]),
-                row[6],
-                row[7],
-                row[8],
-                row[9],
-                by_wait.get(row[0], []),
+                id=row[0],
+                row=row[1],
+                run_id=row[2],
+                event_type=row[3],
+                conditions=json.loads(row[4]),
+                persistent=bool(row[5]),
+                status=row[6],
+                into=row[7],
+                timeout_at=row[8],
+                on_timeout=row[9],
+                buffer=by_wait.get(row[0], []),
             )
             for row in rows
         ]
@@ -329,7 +334,15 @@ class JournalReader:
             [after, limit],
         )
         return [
-            EventRecord(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5]) for row in rows
+            EventRecord(
+                id=row[0],
+                event_id=row[1],
+                type=row[2],
+                data=json.loads(row[3]),
+                source=row[4],
+                created_at=row[5],
+            )
+            for row in rows
         ]
 
     async def pending_commands(self, after: int, limit: int = 1000) -> list[CommandRecord]:
@@ -341,13 +354,13 @@ class JournalReader:
         )
         return [
             CommandRecord(
-                row[0],
-                row[1],
-                row[2],
-                row[3],
-                row[4],
-                json.loads(row[5]) if row[5] is not None else None,
-                row[6],
+                id=row[0],
+                command=row[1],
+                run_id=row[2],
+                workflow_id=row[3],
+                trigger_id=row[4],
+                payload=json.loads(row[5]) if row[5] is not None else None,
+                created_at=row[6],
             )
             for row in rows
         ]
@@ -373,7 +386,14 @@ class JournalReader:
             " WHERE present = 1 ORDER BY workflow_id"
         )
         return [
-            WorkflowRecord(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5])
+            WorkflowRecord(
+                workflow_id=row[0],
+                version=row[1],
+                file=row[2],
+                triggers=json.loads(row[3]),
+                mode=row[4],
+                loaded_at=row[5],
+            )
             for row in rows
         ]
 

@@ -83,11 +83,18 @@ def _entry(
     message: str | None = None,
     data: dict[str, Any] | None = None,
 ) -> TimelineEntry:
-    return TimelineEntry(to_datetime(at), "runtime", kind, message, data, step)
+    return TimelineEntry(
+        at=to_datetime(at), source="runtime", kind=kind, message=message, data=data, step=step
+    )
 
 
 def _row_entry(row: sqlite3.Row) -> TimelineEntry:
     data = json.loads(row["data"]) if row["data"] is not None else None
     return TimelineEntry(
-        to_datetime(row["at"]), row["source"], row["kind"], row["message"], data, row["step"]
+        at=to_datetime(row["at"]),
+        source=row["source"],
+        kind=row["kind"],
+        message=row["message"],
+        data=data,
+        step=row["step"],
     )

@@ -68,7 +68,7 @@ class LoadErrorView:
     at: datetime | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunRow:
     """A run as the list shows it (no state: that is the detail's).
 
@@ -97,7 +97,7 @@ class RunPage:
     offset: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EventView:
     """An event, what it did to runs, and its data (any JSON value if damaged)."""
 
@@ -119,7 +119,7 @@ class RouteView:
     action: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class WaitView:
     """A live wait of a run and the latest events of its type since it was registered.
 
@@ -149,7 +149,7 @@ class RunDetail:
     waits: list[WaitView]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class WorkflowView:
     """A workflow registered now; `triggers` is whatever the journaled JSON decodes to."""
 
@@ -261,13 +261,13 @@ class DashboardQueries:
         routes = await self._routes([event.event_id for event in events])
         return [
             EventView(
-                e.event_id,
-                e.type,
-                e.data,
-                e.source,
-                e.created_at,
-                e.routed_at,
-                routes.get(e.event_id, []),
+                event_id=e.event_id,
+                type=e.type,
+                data=e.data,
+                source=e.source,
+                created_at=e.created_at,
+                routed_at=e.routed_at,
+                routes=routes.get(e.event_id, []),
             )
             for e in events
         ]
@@ -280,7 +280,12 @@ class DashboardQueries:
         )
         return [
             WorkflowView(
-                str(row[0]), str(row[1]), row[2], _loads(row[3]), str(row[4]), _when(row[5])
+                workflow_id=str(row[0]),
+                version=str(row[1]),
+                file=row[2],
+                triggers=_loads(row[3]),
+                mode=str(row[4]),
+                loaded_at=_when(row[5]),
             )
             for row in rows
         ]
@@ -321,12 +326,12 @@ class DashboardQueries:
         )
         return [
             Checkpoint(
-                int(r[0]),
-                r[1],
-                to_datetime(int(r[2])),
-                to_datetime(int(r[3])),
-                _loads(r[4]),
-                str(r[5]),
+                position=int(r[0]),
+                step=r[1],
+                started_at=to_datetime(int(r[2])),
+                ended_at=to_datetime(int(r[3])),
+                state=_loads(r[4]),
+                kind=str(r[5]),
             )
             for r in rows
         ]
@@ -345,16 +350,16 @@ class DashboardQueries:
             recent = await self._events_since(r[1], r[7], recent_events)
             waits.append(
                 WaitView(
-                    int(r[0]),
-                    r[1],
-                    _loads(r[2]),
-                    str(r[3]),
-                    r[4],
-                    _when(r[5]),
-                    str(r[6]),
-                    _when(r[7]),
-                    int(r[8]),
-                    recent,
+                    wait_id=int(r[0]),
+                    event_type=r[1],
+                    conditions=_loads(r[2]),
+                    status=str(r[3]),
+                    into=r[4],
+                    timeout_at=_when(r[5]),
+                    on_timeout=str(r[6]),
+                    created_at=_when(r[7]),
+                    buffered=int(r[8]),
+                    recent=recent,
                 )
             )
         return waits
@@ -453,5 +458,10 @@ def _run_row(row: sqlite3.Row) -> RunRow:
 
 def _event(row: sqlite3.Row) -> EventView:
     return EventView(
-        str(row[0]), str(row[1]), _loads(row[2]), str(row[3]), _when(row[4]), _when(row[5])
+        event_id=str(row[0]),
+        type=str(row[1]),
+        data=_loads(row[2]),
+        source=str(row[3]),
+        created_at=_when(row[4]),
+        routed_at=_when(row[5]),
     )
