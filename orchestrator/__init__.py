@@ -42,7 +42,7 @@ if TYPE_CHECKING:
         WorkflowNotFound,
     )
     from .pipeline.runner import run
-    from .records import RunInfo, RunResult, TimelineEntry
+    from .records import RunCode, RunInfo, RunResult, RunStatus, TimelineEntry
 
 __version__ = "0.1.0"
 
@@ -63,10 +63,12 @@ _EXPORTS = {
     "PauseService": ".define.waits",
     "PipelineError": ".errors",
     "RegisteredWorkflow": ".engine.registry",
+    "RunCode": ".records",
     "RunInfo": ".records",
     "RunNotActive": ".errors",
     "RunNotFound": ".errors",
     "RunResult": ".records",
+    "RunStatus": ".records",
     "Runtime": ".engine.runtime",
     "RuntimeNotStarted": ".errors",
     "RuntimeStopped": ".errors",
@@ -108,10 +110,12 @@ __all__ = [
     "PauseService",
     "PipelineError",
     "RegisteredWorkflow",
+    "RunCode",
     "RunInfo",
     "RunNotActive",
     "RunNotFound",
     "RunResult",
+    "RunStatus",
     "Runtime",
     "RuntimeNotStarted",
     "RuntimeStopped",

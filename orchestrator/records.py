@@ -1,33 +1,81 @@
 """What the journal tells about runs: frozen records shared by the runtime, CLI and dashboard.
 
-Plain data with no I/O, so the dashboard can read runs without importing the runtime.
+The run vocabulary lives here too: `RunStatus` and `RunCode`, string enums whose values are
+what the journal stores and the CLI prints. Plain data with no I/O, so the dashboard can read
+runs without importing the runtime.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-RunStatus = Literal[
-    "queued", "running", "paused", "completed", "failed", "aborted", "dropped", "rejected"
-]
-STATUSES: tuple[str, ...] = (
-    "queued",
-    "running",
-    "paused",
-    "completed",
-    "failed",
-    "aborted",
-    "dropped",
-    "rejected",
+
+class RunStatus(enum.StrEnum):
+    """Where a run stands. The journal, the CLI and JSON hold its value (``"queued"``, ...)."""
+
+    QUEUED = "queued"
+    """Waiting for a slot under its workflow's mode."""
+    RUNNING = "running"
+    """Executing its steps (or about to)."""
+    PAUSED = "paused"
+    """Parked until an event, a resume, a timeout or the end of a sleep."""
+    COMPLETED = "completed"
+    """Every step ran."""
+    FAILED = "failed"
+    """A step failed, or the run could not go on; its `RunCode` says why."""
+    ABORTED = "aborted"
+    """Ended by `abort` (or by a newer run that replaced it)."""
+    DROPPED = "dropped"
+    """Refused by its mode while the workflow was busy, or superseded in its queue."""
+    REJECTED = "rejected"
+    """Refused by an ``Exclusive(on_busy="reject")`` workflow that was busy."""
+
+
+STATUSES: tuple[RunStatus, ...] = tuple(RunStatus)
+FINAL_STATUSES: frozenset[RunStatus] = frozenset(
+    {
+        RunStatus.COMPLETED,
+        RunStatus.FAILED,
+        RunStatus.ABORTED,
+        RunStatus.DROPPED,
+        RunStatus.REJECTED,
+    }
 )
-FINAL_STATUSES = frozenset({"completed", "failed", "aborted", "dropped", "rejected"})
 
 
-def is_ok(status: str) -> bool:
+class RunCode(enum.StrEnum):
+    """The stable code of a run's error (``error_code``): why it ended, or why it waits."""
+
+    STEP_FAILED = "STEP_FAILED"
+    """A step raised, on its last attempt."""
+    STEP_TIMEOUT = "STEP_TIMEOUT"
+    """A step overran its timeout, on its last attempt."""
+    INVALID_STATE = "INVALID_STATE"
+    """The run's input, or what a step returned, is not a JSON object the journal can hold."""
+    PAUSE_TIMEOUT = "PAUSE_TIMEOUT"
+    """A pause with ``on_timeout="fail"`` timed out."""
+    ABORTED = "ABORTED"
+    """Aborted by request."""
+    REPLACED = "REPLACED"
+    """Aborted while paused, replaced by a newer run (``SingletonLoop(on_busy="replace")``)."""
+    DROPPED = "DROPPED"
+    """Dropped by its mode: the workflow was busy."""
+    REJECTED = "REJECTED"
+    """Rejected by its mode: the workflow was busy."""
+    SUPERSEDED = "SUPERSEDED"
+    """Dropped from its queue by a newer run (``Exclusive(on_busy="queue_single")``)."""
+    WORKFLOW_MISSING = "WORKFLOW_MISSING"
+    """Not final: it waits for its workflow, which is not loaded."""
+    STEP_MISSING = "STEP_MISSING"
+    """Not final: it waits for its next step, which its workflow no longer has."""
+
+
+def is_ok(status: RunStatus) -> bool:
     """Whether a run in `status` has not failed: it completed, or it waits (paused)."""
-    return status in ("completed", "paused")
+    return status in (RunStatus.COMPLETED, RunStatus.PAUSED)
 
 
 @dataclass(frozen=True)
@@ -38,7 +86,7 @@ class RunInfo:
         run_id: The run's id.
         workflow_id: The workflow it belongs to.
         trigger_id: The trigger (pipeline) that started it.
-        status: One of `STATUSES`.
+        status: Where it stands.
         step: The next or current step's name (``None`` once it has finished).
         state: The state at its last committed checkpoint.
         error: Why it failed, or why it cannot continue.
@@ -51,14 +99,14 @@ class RunInfo:
     run_id: str
     workflow_id: str
     trigger_id: str
-    status: str
+    status: RunStatus
     step: str | None
     state: dict[str, Any]
     error: str | None
     version: str
     created_at: datetime
     updated_at: datetime
-    error_code: str | None = None
+    error_code: RunCode | None = None
 
 
 @dataclass(frozen=True)
@@ -75,11 +123,11 @@ class RunResult:
     """
 
     ok: bool
-    status: str
+    status: RunStatus
     run_id: str
     state: dict[str, Any]
     error: str | None = None
-    error_code: str | None = None
+    error_code: RunCode | None = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +151,7 @@ class TimelineEntry:
     step: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Checkpoint:
     """A committed state of a run, in order (position 0 is its input).
 

@@ -15,17 +15,17 @@ from typing import Any, Final
 
 from rich.text import Text
 
-from orchestrator.records import FINAL_STATUSES
+from orchestrator.records import FINAL_STATUSES, RunStatus
 
-STATUS_STYLES: Final = {
-    "queued": "cyan",
-    "running": "bold yellow",
-    "paused": "magenta",
-    "completed": "green",
-    "failed": "bold red",
-    "aborted": "dark_orange",
-    "dropped": "grey50",
-    "rejected": "grey50",
+STATUS_STYLES: Final[dict[str, str]] = {
+    RunStatus.QUEUED: "cyan",
+    RunStatus.RUNNING: "bold yellow",
+    RunStatus.PAUSED: "magenta",
+    RunStatus.COMPLETED: "green",
+    RunStatus.FAILED: "bold red",
+    RunStatus.ABORTED: "dark_orange",
+    RunStatus.DROPPED: "grey50",
+    RunStatus.REJECTED: "grey50",
 }
 LEVEL_STYLES: Final = {"debug": "grey50", "info": "", "warning": "yellow", "error": "bold red"}
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")

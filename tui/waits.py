@@ -14,6 +14,7 @@ from rich.text import Text
 from orchestrator.define.conditions import MISSING, ClauseCheck, Conditions
 from orchestrator.errors import DefinitionError
 from orchestrator.journal.views import EventView, WaitView
+from orchestrator.records import RunStatus
 
 from .format import compact_json, join, literal, short_id, timestamp
 
@@ -21,7 +22,7 @@ from .format import compact_json, join, literal, short_id, timestamp
 def explain_waits(waits: list[WaitView], status: str, now: datetime) -> Text:
     """What the run waits for and why no event has matched, or why there is no wait."""
     if not waits:
-        if status == "paused":
+        if status == RunStatus.PAUSED:
             return literal("paused, but no live wait is journaled for this run", "yellow")
         return literal(f"not waiting: the run is {status}", "grey50")
     return Text("\n\n").join(explain_wait(wait, now) for wait in waits)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..journal import JournalReader
-from ..records import FINAL_STATUSES, RunInfo
+from ..records import FINAL_STATUSES, RunInfo, RunStatus
 
 POLL_SECONDS = 0.05
 # How long to wait for a daemon to appear before saying that none runs.
@@ -40,7 +40,7 @@ async def _follow(reader: JournalReader, run_id: str) -> Outcome:
     daemon_seen = time.monotonic()
     while True:
         info = await reader.get_run(run_id)
-        if info is not None and (info.status in FINAL_STATUSES or info.status == "paused"):
+        if info is not None and (info.status in FINAL_STATUSES or info.status == RunStatus.PAUSED):
             return _settled(info)
         if info is None:
             command = await reader.command_outcome(run_id)
@@ -49,7 +49,7 @@ async def _follow(reader: JournalReader, run_id: str) -> Outcome:
         if await reader.daemon() is not None:
             daemon_seen = time.monotonic()
         elif time.monotonic() - daemon_seen > NO_DAEMON_SECONDS:
-            where = "queued" if info is None else info.status
+            where = RunStatus.QUEUED if info is None else info.status
             return Outcome(
                 False,
                 f"no daemon is running on journal {reader.path}: run {run_id} is {where} and "
@@ -59,8 +59,8 @@ async def _follow(reader: JournalReader, run_id: str) -> Outcome:
 
 
 def _settled(info: RunInfo) -> Outcome:
-    if info.status in ("completed", "paused"):
-        step = f" at step {info.step}" if info.status == "paused" and info.step else ""
+    if info.status in (RunStatus.COMPLETED, RunStatus.PAUSED):
+        step = f" at step {info.step}" if info.status == RunStatus.PAUSED and info.step else ""
         return Outcome(True, f"run {info.run_id} {info.status}{step}")
     code = f" [{info.error_code}]" if info.error_code else ""
     return Outcome(False, f"run {info.run_id} {info.status}: {info.error or ''}{code}")

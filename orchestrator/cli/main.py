@@ -92,7 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     runs = _command(commands, "runs", _cmd_runs, "list runs, newest first")
-    runs.add_argument("--status", choices=STATUSES, help="only runs with this status")
+    # Plain strings: argparse's "invalid choice" message shows each choice's repr.
+    statuses = [status.value for status in STATUSES]
+    runs.add_argument("--status", choices=statuses, help="only runs with this status")
     runs.add_argument("--workflow", metavar="W", help="only runs of this workflow")
     runs.add_argument(
         "--limit", type=_positive_int, default=100, metavar="N", help="at most N runs (default 100)"

@@ -4,30 +4,93 @@ Triggers, `invoke`, schedules and commands all dispatch through here. The workfl
 `Gate` decides; this module journals the decision (queued, dropped, rejected, signalled,
 replaced, superseded: each with the run that held the slot) and starts queued runs as
 slots free up. Queued runs are ``queued`` rows, so queues survive a restart in order.
+What each decision journals is one table, `CONSEQUENCES`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..clock import Clock
 from ..clock import new_id as make_id
 from ..define.hooks import DispatchResult
 from ..errors import RuntimeStopped
 from ..journal import GroupCommitWriter, ops
-from ..records import RunResult
+from ..records import FINAL_STATUSES, RunCode, RunResult, RunStatus
 from ..state import decode_state
 from .executor import ActiveRun
-from .gate import Decision, Gate
+from .gate import Action, Decision, Gate
 from .parking import Parking
 from .registry import RegisteredWorkflow
 
 if TYPE_CHECKING:
     from ..define.hooks import Hook
     from ..define.model import BoundStep
+
+
+@dataclass(frozen=True, kw_only=True)
+class Consequence:
+    """What admission journals for one `Action` of the gate, about the dispatched run.
+
+    Attributes:
+        status: The new run's status; None for a signal (no new run: the data goes to the
+            run holding the slot).
+        kind: The timeline entry recorded on the new run, if any (a plain start has none).
+        code: The run code it ends with when the mode refuses it.
+        route: What an event that dispatched it did, as its route records (``started``...).
+        reason: The message of its timeline entry (and error), before who held the slot.
+    """
+
+    status: RunStatus | None
+    kind: str | None
+    code: RunCode | None
+    route: str
+    reason: str | None
+
+
+CONSEQUENCES: Final[Mapping[Action, Consequence]] = {
+    Action.START: Consequence(
+        status=RunStatus.RUNNING, kind=None, code=None, route="started", reason=None
+    ),
+    Action.REPLACE: Consequence(
+        status=RunStatus.RUNNING,
+        kind="run.started",
+        code=None,
+        route="started",
+        reason="replaced the active run",
+    ),
+    Action.QUEUE: Consequence(
+        status=RunStatus.QUEUED,
+        kind="run.queued",
+        code=None,
+        route="queued",
+        reason="queued: the workflow is busy",
+    ),
+    Action.DROP: Consequence(
+        status=RunStatus.DROPPED,
+        kind="run.dropped",
+        code=RunCode.DROPPED,
+        route="dropped",
+        reason="dropped: the workflow is busy",
+    ),
+    Action.REJECT: Consequence(
+        status=RunStatus.REJECTED,
+        kind="run.rejected",
+        code=RunCode.REJECTED,
+        route="rejected",
+        reason="rejected: the workflow is busy",
+    ),
+    Action.SIGNAL: Consequence(status=None, kind=None, code=None, route="signalled", reason=None),
+}
+"""Each gate action's consequences for the dispatched run, in one place.
+
+The runs it displaces are `Admission._replace`'s (a paused holder ends ``aborted`` with
+``REPLACED``) and `Admission._supersede`'s (the queued run ends ``dropped`` with
+``SUPERSEDED``).
+"""
 
 
 @dataclass(frozen=True)
@@ -57,7 +120,7 @@ class Launcher(Protocol):
         data: Any,
         run_id: str | None = None,
         *,
-        status: str = "running",
+        status: RunStatus = RunStatus.RUNNING,
     ) -> ActiveRun:
         """Journal a new run; start it if ``running``."""
 
@@ -112,11 +175,11 @@ class Admission:
         hook = registered.hooks.on_dispatch
         if hook is not None:
             result = DispatchResult(
-                registered.id,
-                trigger_id,
-                dispatched.decision.action,
-                dispatched.run_id,
-                dispatched.decision.holder,
+                workflow_id=registered.id,
+                trigger_id=trigger_id,
+                action=dispatched.decision.action,
+                run_id=dispatched.run_id,
+                held_by=dispatched.decision.holder,
             )
             work = self._runs.hook(registered, dispatched.row, hook, result, name="on_dispatch")
             self._runs.background(work, name=f"on_dispatch-{dispatched.run_id}")
@@ -129,29 +192,28 @@ class Admission:
         gate = self.gate(registered)
         new_id = run_id or make_id()
         decision = gate.dispatch(new_id)
-        if decision.action == "signal" and decision.holder is not None:
+        consequence = CONSEQUENCES[decision.action]
+        status = consequence.status
+        if status is None:  # a signal: the gate always names the holder
             return self._signal(decision, data)
-        status = {"start": "running", "replace": "running", "queue": "queued"}.get(
-            decision.action, "dropped" if decision.action == "drop" else "rejected"
-        )
-        if decision.action == "replace" and decision.holder is not None:
+        if decision.action is Action.REPLACE and decision.holder is not None:
             self._replace(decision.holder, new_id)
         run = self._runs.start_run(registered, trigger_id, steps, data, new_id, status=status)
         if decision.superseded is not None:
             self._supersede(decision.superseded, new_id)
-        if status == "queued":
+        if status is RunStatus.QUEUED:
             self.queued[run.run_id] = run
-        if decision.action != "start":
-            self._record(run, decision)
-        if status in ("dropped", "rejected"):
+        if consequence.kind is not None:
+            self._record(run, decision, consequence.kind, status, consequence.code)
+        if status in FINAL_STATUSES:  # refused: it ends here
             run.settled.set_result(
                 RunResult(
-                    False,
-                    status,
-                    run.run_id,
-                    decode_state(run.state_text),
-                    _reason(decision),
-                    status.upper(),
+                    ok=False,
+                    status=status,
+                    run_id=run.run_id,
+                    state=decode_state(run.state_text),
+                    error=_reason(decision),
+                    error_code=consequence.code,
                 )
             )
         return Dispatched(decision, run.run_id, run.row, run.settled)
@@ -180,12 +242,12 @@ class Admission:
         if not run.settled.done():
             run.settled.set_result(
                 RunResult(
-                    False,
-                    "aborted",
-                    run_id,
-                    decode_state(run.state_text),
-                    "aborted by request",
-                    "ABORTED",
+                    ok=False,
+                    status=RunStatus.ABORTED,
+                    run_id=run_id,
+                    state=decode_state(run.state_text),
+                    error="aborted by request",
+                    error_code=RunCode.ABORTED,
                 )
             )
         return True
@@ -241,12 +303,13 @@ class Admission:
         settled: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
         if parked is not None:
             self._writer.enqueue(self._parking.signal(parked, patch))
-            state, status, row = parked.state_text, "paused", parked.row
+            state, status, row = parked.state_text, RunStatus.PAUSED, parked.row
         else:
             run = self._runs.active[holder]
             self._writer.enqueue(self._runs.signal_active(run, patch))
-            state, status, row = run.state_text, "running", run.row
-        settled.set_result(RunResult(True, status, holder, decode_state(state)))
+            state, status, row = run.state_text, RunStatus.RUNNING, run.row
+        result = RunResult(ok=True, status=status, run_id=holder, state=decode_state(state))
+        settled.set_result(result)
         return Dispatched(decision, holder, row, settled)
 
     def _replace(self, holder: str, new_id: str) -> None:
@@ -254,7 +317,9 @@ class Admission:
         parked = self._parking.paused.get(holder)
         if parked is not None:
             self._writer.enqueue(
-                self._parking.fail_parked(parked, reason, "REPLACED", status="aborted")
+                self._parking.fail_parked(
+                    parked, reason, RunCode.REPLACED, status=RunStatus.ABORTED
+                )
             )
             return
         run = self._runs.active.get(holder)
@@ -269,7 +334,9 @@ class Admission:
         now = self._clock.now_us()
         self._writer.enqueue(
             [
-                ops.set_status(run.row, "dropped", now, error=message, code="SUPERSEDED"),
+                ops.set_status(
+                    run.row, RunStatus.DROPPED, now, error=message, code=RunCode.SUPERSEDED
+                ),
                 ops.add_timeline(
                     run.row,
                     now,
@@ -283,45 +350,39 @@ class Admission:
         if not run.settled.done():
             run.settled.set_result(
                 RunResult(
-                    False,
-                    "dropped",
-                    run.run_id,
-                    decode_state(run.state_text),
-                    message,
-                    "SUPERSEDED",
+                    ok=False,
+                    status=RunStatus.DROPPED,
+                    run_id=run.run_id,
+                    state=decode_state(run.state_text),
+                    error=message,
+                    error_code=RunCode.SUPERSEDED,
                 )
             )
 
-    def _record(self, run: ActiveRun, decision: Decision) -> None:
+    def _record(
+        self,
+        run: ActiveRun,
+        decision: Decision,
+        kind: str,
+        status: RunStatus,
+        code: RunCode | None,
+    ) -> None:
         now = self._clock.now_us()
-        status = {"queue": "queued", "drop": "dropped", "reject": "rejected", "replace": "started"}[
-            decision.action
-        ]
         writes = [
             ops.add_timeline(
                 run.row,
                 now,
                 "runtime",
-                f"run.{status}",
+                kind,
                 message=_reason(decision),
                 data={"held_by": decision.holder, "mode": repr(run.workflow.mode)},
             )
         ]
-        if decision.action in ("drop", "reject"):
-            writes.append(
-                ops.set_status(
-                    run.row, f"{status}", now, error=_reason(decision), code=status.upper()
-                )
-            )
+        if code is not None:
+            writes.append(ops.set_status(run.row, status, now, error=_reason(decision), code=code))
         self._writer.enqueue(writes)
 
 
 def _reason(decision: Decision) -> str:
     held = f" (the slot is held by run {decision.holder})" if decision.holder else ""
-    words = {
-        "queue": "queued: the workflow is busy",
-        "drop": "dropped: the workflow is busy",
-        "reject": "rejected: the workflow is busy",
-        "replace": "replaced the active run",
-    }
-    return words.get(decision.action, decision.action) + held
+    return (CONSEQUENCES[decision.action].reason or decision.action.value) + held

@@ -21,7 +21,7 @@ from ..define.model import FILE_CREATED, Trigger
 from ..define.services import ServiceScope
 from ..errors import OrchestratorError, RunNotActive, RunNotFound, ValidationError
 from ..journal import CommandRecord, GroupCommitWriter, JournalReader, ops
-from ..records import FINAL_STATUSES, RunResult
+from ..records import FINAL_STATUSES, RunCode, RunResult, RunStatus
 from ..state import StateEncodingError, copy_state, decode_state
 from . import recovery
 from .admission import Dispatched
@@ -80,12 +80,12 @@ class Control:
             max_seq=max_seq,
         )
         self.env = ExecutorEnv(
-            writer,
-            clock,
-            threads,
-            self._notify,
-            lifecycle.wants,
-            logging.getLogger("orchestrator.run"),
+            writer=writer,
+            clock=clock,
+            threads=threads,
+            notify=self._notify,
+            wants=lifecycle.wants,
+            logger=logging.getLogger("orchestrator.run"),
             waits=self.parking,
         )
         self.runs = Supervisor(self.env, tasks, max_run_row, self.lookup, self.parking)
@@ -108,7 +108,7 @@ class Control:
                 (w for w in self.parking.waits.get(unfinished.row, ()) if w.status == "parked"),
                 None,
             )
-            if unfinished.status == "paused" and parked_on is not None:
+            if unfinished.status == RunStatus.PAUSED and parked_on is not None:
                 self.parking.adopt_parked(recovery.parked_from(unfinished, parked_on))
             else:
                 orphan = recovery.Resumable.from_journal(unfinished)
@@ -219,7 +219,7 @@ class Control:
         run = await self.locate(run_id)
         if isinstance(run, ParkedRun):
             writes = self.parking.fail_parked(
-                run, "aborted by request", "ABORTED", status="aborted"
+                run, "aborted by request", RunCode.ABORTED, status=RunStatus.ABORTED
             )
             await self._notify_parked("run.aborted", run)
             return writes
@@ -235,7 +235,9 @@ class Control:
         self.admission.abort_queued(run_id)
         now = self._clock.now_us()
         return [
-            ops.set_status(run.row, "aborted", now, error="aborted by request", code="ABORTED"),
+            ops.set_status(
+                run.row, RunStatus.ABORTED, now, error="aborted by request", code=RunCode.ABORTED
+            ),
             *self.parking.release(run.row),
         ]
 
@@ -329,7 +331,7 @@ class Control:
                 },
             )
 
-    async def _status(self, run_id: str) -> tuple[int, str]:
+    async def _status(self, run_id: str) -> tuple[int, RunStatus]:
         await self._writer.flush()
         found = await self._reader.run_status(run_id)
         if found is None:

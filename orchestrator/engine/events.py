@@ -14,7 +14,7 @@ from typing import Any
 from ..clock import Clock
 from ..journal import GroupCommitWriter, ops
 from ..state import encode_state
-from .admission import Admission
+from .admission import CONSEQUENCES, Admission
 from .dispatcher import Dispatcher
 from .parking import Parking
 from .registry import RegisteredWorkflow
@@ -75,7 +75,7 @@ class EventBus:
             if registered is None:
                 continue
             dispatched = self._admission.dispatch(registered, entry.trigger_id, data)
-            action = _ROUTE_ACTIONS[dispatched.decision.action]
+            action = CONSEQUENCES[dispatched.decision.action].route
             started.append(dispatched.run_id)
             writes.append(ops.add_route(event_id, dispatched.row, action))
             writes.append(
@@ -93,13 +93,3 @@ class EventBus:
             writes += self._parking.deliver(wait, event_id, data)
         self._writer.enqueue(writes)
         return started
-
-
-_ROUTE_ACTIONS = {
-    "start": "started",
-    "replace": "started",
-    "queue": "queued",
-    "drop": "dropped",
-    "reject": "rejected",
-    "signal": "signalled",
-}

@@ -24,7 +24,7 @@ from ..define.waits import PauseRequest, PauseService, WaitRegistry
 from ..errors import describe_exception
 from ..journal import GroupCommitWriter, ops
 from ..pipeline.steps import StepFailed, run_step
-from ..records import RunResult, is_ok
+from ..records import RunCode, RunResult, RunStatus, is_ok
 from ..state import StateEncodingError, decode_state, encode_state
 from .context import RunLogger, StepContext
 from .registry import RegisteredWorkflow
@@ -35,7 +35,7 @@ HIGH_WATER = 20_000
 Notify = Callable[[str, "ActiveRun", dict[str, Any]], Awaitable[None]]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class ActiveRun:
     """A run this process is executing (or about to)."""
 
@@ -66,7 +66,7 @@ class ActiveRun:
         return self.steps[self.step_index].name if self.step_index < len(self.steps) else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ExecutorEnv:
     """What the executor needs from the runtime."""
 
@@ -80,7 +80,7 @@ class ExecutorEnv:
 
 
 class _RunFailed(Exception):
-    def __init__(self, message: str, code: str, step: str | None) -> None:
+    def __init__(self, message: str, code: RunCode, step: str | None) -> None:
         super().__init__(message)
         self.message, self.code, self.step = message, code, step
 
@@ -98,14 +98,14 @@ async def execute(run: ActiveRun, env: ExecutorEnv) -> RunResult | PauseRequest:
     """
     try:
         if run.invalid_input is not None:
-            raise _RunFailed(run.invalid_input, "INVALID_STATE", None)
+            raise _RunFailed(run.invalid_input, RunCode.INVALID_STATE, None)
         while run.step_index < len(run.steps):
             pause = await _run_step(run, run.steps[run.step_index], env)
             if pause is not None:
                 return pause
-        return await _finish(run, env, "completed")
+        return await _finish(run, env, RunStatus.COMPLETED)
     except _RunFailed as failure:
-        return await _finish(run, env, "failed", failure)
+        return await _finish(run, env, RunStatus.FAILED, failure)
     except asyncio.CancelledError:
         if not run.abort_requested or run.finishing:
             raise
@@ -117,7 +117,8 @@ async def execute(run: ActiveRun, env: ExecutorEnv) -> RunResult | PauseRequest:
 
 async def finish_aborted(run: ActiveRun, env: ExecutorEnv) -> RunResult:
     """Record that `run` was aborted."""
-    return await _finish(run, env, "aborted", _RunFailed(run.abort_reason, "ABORTED", None))
+    failure = _RunFailed(run.abort_reason, RunCode.ABORTED, None)
+    return await _finish(run, env, RunStatus.ABORTED, failure)
 
 
 async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> PauseRequest | None:
@@ -137,7 +138,7 @@ async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> Pause
             else None,
         )
     except StepFailed as failed:
-        code = "STEP_TIMEOUT" if failed.timed_out else "STEP_FAILED"
+        code = RunCode.STEP_TIMEOUT if failed.timed_out else RunCode.STEP_FAILED
         raise _RunFailed(f"step {bound.name!r} failed: {failed}", code, bound.name) from failed
     pause = result if isinstance(result, PauseRequest) else None
     if pause is not None:
@@ -149,7 +150,7 @@ async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> Pause
         text = encode_state(result)
     except StateEncodingError as exc:
         message = f"step {bound.name!r} returned an invalid state: {exc}"
-        raise _RunFailed(message, "INVALID_STATE", bound.name) from exc
+        raise _RunFailed(message, RunCode.INVALID_STATE, bound.name) from exc
     run.position += 1
     run.step_index += 1
     run.state_text = text
@@ -287,7 +288,7 @@ def _note(
 
 
 async def _finish(
-    run: ActiveRun, env: ExecutorEnv, status: str, failure: _RunFailed | None = None
+    run: ActiveRun, env: ExecutorEnv, status: RunStatus, failure: _RunFailed | None = None
 ) -> RunResult:
     run.finishing = True
     now = env.clock.now_us()

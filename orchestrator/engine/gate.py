@@ -6,13 +6,28 @@ acts on what it decides and journals it.
 
 from __future__ import annotations
 
+import enum
 from collections import deque
 from dataclasses import dataclass
-from typing import Literal
 
 from ..define.modes import Mode, Serialized, SingletonLoop, Transient
 
-Action = Literal["start", "queue", "drop", "reject", "signal", "replace"]
+
+class Action(enum.StrEnum):
+    """What the gate decides for one dispatch (what `on_dispatch` sees as ``action``)."""
+
+    START = "start"
+    """The new run takes a free slot and starts."""
+    QUEUE = "queue"
+    """The new run waits in the workflow's queue."""
+    DROP = "drop"
+    """The new run is dropped: the workflow is busy (under `Transient`, its queue is full)."""
+    REJECT = "reject"
+    """The new run is rejected: the workflow is busy."""
+    SIGNAL = "signal"
+    """No new run: the dispatch's data is merged into the active run."""
+    REPLACE = "replace"
+    """The active run is aborted and the new run takes its slot."""
 
 
 @dataclass(frozen=True)
@@ -46,37 +61,37 @@ class Gate:
         holder = self._holder()
         if holder is None and not self.queue:
             self.running.add(run_id)
-            return Decision("start")
+            return Decision(Action.START)
         if isinstance(mode, Serialized):
             self.queue.append(run_id)
-            return Decision("queue", holder)
+            return Decision(Action.QUEUE, holder)
         if isinstance(mode, SingletonLoop):
             return self._dispatch_singleton(mode, run_id, holder)
         if mode.on_busy == "reject":
-            return Decision("reject", holder)
+            return Decision(Action.REJECT, holder)
         superseded = self.queue.pop() if self.queue else None
         self.queue.append(run_id)
-        return Decision("queue", holder, superseded)
+        return Decision(Action.QUEUE, holder, superseded)
 
     def _dispatch_transient(self, mode: Transient, run_id: str) -> Decision:
         if self._has_slot() and not self.queue and not self.resuming:
             self.running.add(run_id)
-            return Decision("start")
+            return Decision(Action.START)
         if mode.capacity is None or len(self.queue) < mode.capacity:
             self.queue.append(run_id)
-            return Decision("queue", self._holder())
-        return Decision("drop", self._holder())
+            return Decision(Action.QUEUE, self._holder())
+        return Decision(Action.DROP, self._holder())
 
     def _dispatch_singleton(self, mode: SingletonLoop, run_id: str, holder: str | None) -> Decision:
         if mode.on_busy == "drop":
-            return Decision("drop", holder)
+            return Decision(Action.DROP, holder)
         if mode.on_busy == "signal":
-            return Decision("signal", holder)
+            return Decision(Action.SIGNAL, holder)
         if holder is not None:
             self.running.discard(holder)
             self.paused.discard(holder)
         self.running.add(run_id)
-        return Decision("replace", holder)
+        return Decision(Action.REPLACE, holder)
 
     def paused_run(self, run_id: str) -> list[str]:
         """A run paused; returns the runs that may start now."""

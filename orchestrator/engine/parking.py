@@ -20,7 +20,7 @@ from ..define.conditions import Conditions
 from ..define.waits import BufferedEvent, PauseRequest, Wait
 from ..errors import RunNotActive
 from ..journal import GroupCommitWriter, ops
-from ..records import RunResult
+from ..records import RunCode, RunResult, RunStatus
 from ..state import decode_state, encode_state
 from .dispatcher import Dispatcher
 from .executor import ActiveRun
@@ -28,7 +28,7 @@ from .registry import RegisteredWorkflow
 from .timers import Timers
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class ParkedRun:
     """A paused run: where it stands and what it waits on."""
 
@@ -159,15 +159,15 @@ class Parking:
         wait.status, wait.into, wait.on_timeout = "parked", request.into, request.on_timeout
         wait.timeout_at = None if request.timeout is None else now + int(request.timeout * 1e6)
         parked = ParkedRun(
-            run.row,
-            run.run_id,
-            run.workflow.id,
-            run.trigger_id,
-            run.workflow.version,
-            run.position,
-            run.next_step,
-            run.state_text,
-            wait,
+            row=run.row,
+            run_id=run.run_id,
+            workflow_id=run.workflow.id,
+            trigger_id=run.trigger_id,
+            version=run.workflow.version,
+            position=run.position,
+            next_step=run.next_step,
+            state_text=run.state_text,
+            wait=wait,
             pinned=run.workflow,
         )
         self.paused[run.run_id] = parked
@@ -181,7 +181,7 @@ class Parking:
         self._writer.enqueue(
             [
                 self._wait_op(wait),
-                ops.set_status(run.row, "paused", now),
+                ops.set_status(run.row, RunStatus.PAUSED, now),
                 self._timeline(
                     run.row,
                     run.position,
@@ -262,7 +262,7 @@ class Parking:
         writes = [
             wait_op,
             *ops.state_change(parked.row, parked.position, "resume", parked.state_text, now),
-            ops.set_status(parked.row, "running", now),
+            ops.set_status(parked.row, RunStatus.RUNNING, now),
             self._timeline(
                 parked.row,
                 parked.position,
@@ -320,12 +320,17 @@ class Parking:
             )
         else:
             writes = self.fail_parked(
-                parked, f"timed out waiting for {wait.describe()}", "PAUSE_TIMEOUT"
+                parked, f"timed out waiting for {wait.describe()}", RunCode.PAUSE_TIMEOUT
             )
         self._writer.enqueue(writes, urgent=True)
 
     def fail_parked(
-        self, parked: ParkedRun, message: str, code: str, *, status: str = "failed"
+        self,
+        parked: ParkedRun,
+        message: str,
+        code: RunCode,
+        *,
+        status: RunStatus = RunStatus.FAILED,
     ) -> list[ops.Op]:
         """End a parked run with `status` and the error that ended it."""
         now = self._clock.now_us()
@@ -335,7 +340,14 @@ class Parking:
         ]
         self._ended(
             parked,
-            RunResult(False, status, parked.run_id, decode_state(parked.state_text), message, code),
+            RunResult(
+                ok=False,
+                status=status,
+                run_id=parked.run_id,
+                state=decode_state(parked.state_text),
+                error=message,
+                error_code=code,
+            ),
         )
         return writes
 
@@ -350,7 +362,15 @@ class Parking:
         status: str,
     ) -> Wait:
         self._next_wait += 1
-        wait = Wait(self._next_wait, row, run_id, event, conditions, persistent, status)  # type: ignore[arg-type]
+        wait = Wait(
+            id=self._next_wait,
+            row=row,
+            run_id=run_id,
+            event_type=event,
+            conditions=conditions,
+            persistent=persistent,
+            status=status,  # type: ignore[arg-type]
+        )
         self._track(wait)
         return wait
 

@@ -14,6 +14,7 @@ from ..define.conditions import Conditions
 from ..define.waits import BufferedEvent, Wait
 from ..errors import TriggerNotFound
 from ..journal import UnfinishedRun, WaitRecord
+from ..records import RunStatus
 from .parking import ParkedRun
 from .registry import RegisteredWorkflow
 
@@ -31,7 +32,7 @@ class Resumable:
     workflow_id: str
     trigger_id: str
     version: str
-    status: str
+    status: RunStatus
     position: int
     step: str | None
     state: str
@@ -60,7 +61,7 @@ class Resumable:
             workflow_id=parked.workflow_id,
             trigger_id=parked.trigger_id,
             version=parked.version,
-            status="running",
+            status=RunStatus.RUNNING,
             position=parked.position,
             step=parked.next_step,
             state=parked.state_text,
@@ -107,17 +108,17 @@ def wait_from(record: WaitRecord) -> Wait:
     """A journaled wait, re-armed in memory with its buffered events."""
     label = f"wait {record.id} of run {record.run_id}"
     return Wait(
-        record.id,
-        record.row,
-        record.run_id,
-        record.event_type,
-        Conditions.from_json(record.conditions, label=label),
-        record.persistent,
-        "parked" if record.status == "parked" else "armed",
-        record.into,
-        record.timeout_at,
-        "fail" if record.on_timeout == "fail" else "continue",
-        [BufferedEvent(seq, event_id, data) for seq, event_id, data in record.buffer],
+        id=record.id,
+        row=record.row,
+        run_id=record.run_id,
+        event_type=record.event_type,
+        conditions=Conditions.from_json(record.conditions, label=label),
+        persistent=record.persistent,
+        status="parked" if record.status == "parked" else "armed",
+        into=record.into,
+        timeout_at=record.timeout_at,
+        on_timeout="fail" if record.on_timeout == "fail" else "continue",
+        buffer=[BufferedEvent(seq, event_id, data) for seq, event_id, data in record.buffer],
         journaled=True,
     )
 
@@ -125,13 +126,13 @@ def wait_from(record: WaitRecord) -> Wait:
 def parked_from(run: UnfinishedRun, wait: Wait) -> ParkedRun:
     """A run found paused in the journal; it is not pinned to any version in memory."""
     return ParkedRun(
-        run.row,
-        run.run_id,
-        run.workflow_id,
-        run.trigger_id,
-        run.version,
-        run.position,
-        run.step,
-        run.state,
-        wait,
+        row=run.row,
+        run_id=run.run_id,
+        workflow_id=run.workflow_id,
+        trigger_id=run.trigger_id,
+        version=run.version,
+        position=run.position,
+        next_step=run.step,
+        state_text=run.state,
+        wait=wait,
     )

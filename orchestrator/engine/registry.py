@@ -123,7 +123,14 @@ def register(
     defined = {name: getattr(workflow, name) for name in HOOK_NAMES}
     merged = Hooks.merge(defined, hooks or {}, label=f"workflow {workflow.id!r}")
     return RegisteredWorkflow(
-        workflow, version or version_of(workflow), definition, file, chosen, env, redactor, merged
+        workflow=workflow,
+        version=version or version_of(workflow),
+        definition=definition,
+        file=file,
+        mode=chosen,
+        env=env,
+        redactor=redactor,
+        hooks=merged,
     )
 
 

@@ -32,7 +32,7 @@ from ..errors import (
 from ..folder.sync import WorkflowFolder
 from ..folder.watcher import watch_folder
 from ..journal import FaultPoints, GroupCommitWriter, JournalReader, Synchronous, ops
-from ..records import FINAL_STATUSES, RunInfo, RunResult, TimelineEntry, is_ok
+from ..records import FINAL_STATUSES, RunInfo, RunResult, RunStatus, TimelineEntry, is_ok
 from .control import Control
 from .file_events import FileEvents, JournalFileLedger
 from .inbox import InboxPoller
@@ -398,11 +398,11 @@ class Runtime:
                 run = control.runs.active.get(run_id)
                 if run is not None and not run.settled.cancelled():
                     result = await asyncio.shield(run.settled)
-                    if result.status != "paused" or run_id in control.parking.paused:
+                    if result.status != RunStatus.PAUSED or run_id in control.parking.paused:
                         return result
                     continue
                 info = await self._get(run_id)
-                if info.status in FINAL_STATUSES or info.status == "paused":
+                if info.status in FINAL_STATUSES or info.status == RunStatus.PAUSED:
                     return _result_of(info)
                 await asyncio.sleep(0.05)
 

@@ -19,7 +19,7 @@ from ..define.services import ServiceScope
 from ..define.waits import PauseRequest
 from ..errors import JournalError, RunNotActive, RuntimeStopped
 from ..journal import ops
-from ..records import RunResult
+from ..records import RunCode, RunResult, RunStatus
 from ..state import StateEncodingError, decode_state, encode_state
 from .admission import Admission
 from .executor import ActiveRun, ExecutorEnv, context_for, execute, finish_aborted
@@ -66,20 +66,20 @@ class Supervisor:
         data: Any,
         run_id: str | None = None,
         *,
-        status: str = "running",
+        status: RunStatus = RunStatus.RUNNING,
     ) -> ActiveRun:
         """Journal a new run (pipelined with its first steps); start it if ``running``."""
         self._next_row += 1
         run = ActiveRun(
-            self._next_row,
-            run_id or new_id(),
-            registered,
-            trigger_id,
-            steps,
-            0,
-            0,
-            "{}",
-            asyncio.get_running_loop().create_future(),
+            row=self._next_row,
+            run_id=run_id or new_id(),
+            workflow=registered,
+            trigger_id=trigger_id,
+            steps=steps,
+            step_index=0,
+            position=0,
+            state_text="{}",
+            settled=asyncio.get_running_loop().create_future(),
         )
         try:
             run.state_text = encode_state(data)
@@ -98,7 +98,7 @@ class Supervisor:
                 at=self._env.clock.now_us(),
             )
         )
-        if status == "running":
+        if status == RunStatus.RUNNING:
             self._spawn(run)
         return run
 
@@ -110,7 +110,7 @@ class Supervisor:
     def start_queued(self, run: ActiveRun) -> None:
         """A queued run got its slot: journal that it runs and start it."""
         now = self._env.clock.now_us()
-        writes = [ops.set_status(run.row, "running", now)]
+        writes = [ops.set_status(run.row, RunStatus.RUNNING, now)]
         if run.next_step is not None:
             writes.append(ops.step_started(run.row, run.position, run.next_step, now))
         self._writer.enqueue(writes)
@@ -147,7 +147,9 @@ class Supervisor:
             reason = _missing(workflow_id)
             self._writer.enqueue(
                 [
-                    ops.set_status(run.row, run.status, now, error=reason, code="WORKFLOW_MISSING")
+                    ops.set_status(
+                        run.row, run.status, now, error=reason, code=RunCode.WORKFLOW_MISSING
+                    )
                     for run in waiting
                 ]
             )
@@ -174,7 +176,7 @@ class Supervisor:
         for unfinished in self.orphans.pop(registered.id, []):
             resumption = plan(unfinished, registered)
             now = self._env.clock.now_us()
-            if resumption.step_index is not None and unfinished.status == "queued":
+            if resumption.step_index is not None and unfinished.status == RunStatus.QUEUED:
                 queued.append(_active_from(unfinished, registered, resumption.step_index))
             elif resumption.step_index is None:
                 kept.append(unfinished)
@@ -185,7 +187,7 @@ class Supervisor:
                             unfinished.status,
                             now,
                             error=resumption.problem,
-                            code="STEP_MISSING",
+                            code=RunCode.STEP_MISSING,
                         )
                     ]
                 )
@@ -206,7 +208,7 @@ class Supervisor:
         if unfinished.version != registered.version:
             message += f" on version {registered.version} (started on {unfinished.version})"
         writes = [
-            ops.set_status(run.row, "running", now),
+            ops.set_status(run.row, RunStatus.RUNNING, now),
             ops.set_version(run.row, registered.version),
             ops.add_timeline(
                 run.row,
@@ -231,17 +233,17 @@ class Supervisor:
         if registered is None or resumption is None or resumption.step_index is None:
             self.orphans.setdefault(parked.workflow_id, []).append(unfinished)
             if resumption is not None and resumption.problem is not None:
-                reason, code = resumption.problem, "STEP_MISSING"
+                reason, code = resumption.problem, RunCode.STEP_MISSING
             else:
-                reason, code = _missing(parked.workflow_id), "WORKFLOW_MISSING"
+                reason, code = _missing(parked.workflow_id), RunCode.WORKFLOW_MISSING
             now = self._env.clock.now_us()
-            return [ops.set_status(parked.row, "running", now, error=reason, code=code)]
+            return [ops.set_status(parked.row, RunStatus.RUNNING, now, error=reason, code=code)]
         run = _active_from(unfinished, registered, resumption.step_index)
         writes = []
         if registered.version != parked.version:
             writes.append(ops.set_version(run.row, registered.version))
         if not self.admission.resumed(run):
-            writes.append(ops.set_status(run.row, "queued", self._env.clock.now_us()))
+            writes.append(ops.set_status(run.row, RunStatus.QUEUED, self._env.clock.now_us()))
             return writes
         self._spawn(run, lifecycle="run.resumed")
         return writes
@@ -271,7 +273,7 @@ class Supervisor:
         else:
             if not run.settled.done():  # an `invoke` caller that was cancelled cancels it
                 run.settled.set_result(result)
-            if result.status != "paused":
+            if result.status != RunStatus.PAUSED:
                 try:
                     await self.finished(run.workflow, run.row, run.run_id, result)
                 except JournalError as exc:  # stopping: the end is committed, the rest waits
@@ -351,7 +353,10 @@ class Supervisor:
             self.admission.paused(run.workflow.id, run.run_id)
             await self._writer.flush()  # `invoke` returns "paused" only once it is durable
             result = RunResult(
-                ok=True, status="paused", run_id=run.run_id, state=decode_state(parked.state_text)
+                ok=True,
+                status=RunStatus.PAUSED,
+                run_id=run.run_id,
+                state=decode_state(parked.state_text),
             )
             if self._env.wants("run.paused"):
                 await self._env.notify("run.paused", run, {"wait": parked.wait.describe()})
@@ -367,15 +372,15 @@ def _fail(settled: asyncio.Future[RunResult], error: BaseException) -> None:
 def _active_from(unfinished: Resumable, registered: RegisteredWorkflow, index: int) -> ActiveRun:
     """A journaled run made active again, at step `index` of `registered`."""
     return ActiveRun(
-        unfinished.row,
-        unfinished.run_id,
-        registered,
-        unfinished.trigger_id,
-        registered.steps(unfinished.trigger_id),
-        index,
-        unfinished.position,
-        unfinished.state,
-        asyncio.get_running_loop().create_future(),
+        row=unfinished.row,
+        run_id=unfinished.run_id,
+        workflow=registered,
+        trigger_id=unfinished.trigger_id,
+        steps=registered.steps(unfinished.trigger_id),
+        step_index=index,
+        position=unfinished.position,
+        state_text=unfinished.state,
+        settled=asyncio.get_running_loop().create_future(),
     )
 
 

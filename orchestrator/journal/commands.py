@@ -17,16 +17,18 @@ from typing import Any, TypeVar
 
 from ..clock import Clock, new_id
 from ..errors import JournalError, RunNotActive, RunNotFound
+from ..records import RunStatus
 from .connection import connect_writer, rollback_if_open
 from .schema import upgrade
 
 T = TypeVar("T")
 ATTEMPTS = 5
 BUSY_TIMEOUT_MS = 5_000
+_UNFINISHED = {RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED}
 _ALLOWED = {
-    "resume": ({"paused"}, "only a paused run can be resumed"),
-    "signal": ({"queued", "running", "paused"}, "only an active run can be signalled"),
-    "abort": ({"queued", "running", "paused"}, "only an unfinished run can be aborted"),
+    "resume": ({RunStatus.PAUSED}, "only a paused run can be resumed"),
+    "signal": (_UNFINISHED, "only an active run can be signalled"),
+    "abort": (_UNFINISHED, "only an unfinished run can be aborted"),
 }
 
 

@@ -24,7 +24,7 @@ HOST = socket.gethostname()
 LIVE_TOKENS: set[str] = set()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LeaseHolder:
     """Who holds a journal's lease."""
 
@@ -41,8 +41,15 @@ HOLDER_SQL = "SELECT pid, host, started_at, heartbeat_at, ready, token FROM leas
 
 def holder_from(row: Sequence[Any] | None) -> LeaseHolder | None:
     """The holder in a row of `HOLDER_SQL` (None for no row)."""
-    return (
-        None if row is None else LeaseHolder(row[0], row[1], row[2], row[3], bool(row[4]), row[5])
+    if row is None:
+        return None
+    return LeaseHolder(
+        pid=row[0],
+        host=row[1],
+        started_at=row[2],
+        heartbeat_at=row[3],
+        ready=bool(row[4]),
+        token=row[5],
     )
 
 

@@ -15,6 +15,8 @@ import enum
 import json
 from typing import Any
 
+from ..records import RunCode, RunStatus
+
 
 class Stmt(enum.Enum):
     """Statements, in the order a batch applies them."""
@@ -154,7 +156,7 @@ def create_run(
     trigger_id: str,
     version: str,
     *,
-    status: str,
+    status: RunStatus,
     first_step: str,
     state: str,
     at: int,
@@ -197,7 +199,7 @@ def set_version(row: int, version: str) -> Op:
 
 
 def set_status(
-    row: int, status: str, at: int, *, error: str | None = None, code: str | None = None
+    row: int, status: RunStatus, at: int, *, error: str | None = None, code: RunCode | None = None
 ) -> Op:
     """Move a run to `status`, with the error that ended it, if any."""
     return Stmt.SET_STATUS, (status, error, code, at, row)

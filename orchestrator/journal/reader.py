@@ -18,7 +18,7 @@ import aiosqlite
 
 from ..clock import Clock, to_datetime
 from ..errors import JournalCorrupt, JournalError
-from ..records import Checkpoint, RunInfo, TimelineEntry
+from ..records import Checkpoint, RunCode, RunInfo, RunStatus, TimelineEntry
 from . import lease
 from .connection import connect_reader
 from .schema import APPLICATION_ID, MIGRATIONS
@@ -33,7 +33,7 @@ _RUN_COLUMNS = """
 """
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class UnfinishedRun:
     """A run that was not final when its journal was last closed (or its process died)."""
 
@@ -42,14 +42,14 @@ class UnfinishedRun:
     workflow_id: str
     trigger_id: str
     version: str
-    status: str
+    status: RunStatus
     position: int
     step: str | None
     state: str
     created_at: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class WaitRecord:
     """An armed or parked wait as journaled, with the events buffered for it."""
 
@@ -66,7 +66,7 @@ class WaitRecord:
     buffer: list[tuple[int, str, dict[str, Any]]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EventRecord:
     """An event written by another process and not routed yet."""
 
@@ -78,7 +78,7 @@ class EventRecord:
     created_at: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CommandRecord:
     """A command from another process (the CLI, the dashboard) not applied yet."""
 
@@ -91,7 +91,7 @@ class CommandRecord:
     created_at: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class WorkflowRecord:
     """A workflow registered now by the process holding the lease."""
 
@@ -191,7 +191,12 @@ class JournalReader:
         )
         return [
             Checkpoint(
-                row[0], row[1], to_datetime(row[2]), to_datetime(row[3]), json.loads(row[4]), row[5]
+                position=row[0],
+                step=row[1],
+                started_at=to_datetime(row[2]),
+                ended_at=to_datetime(row[3]),
+                state=json.loads(row[4]),
+                kind=row[5],
             )
             for row in rows
         ]
@@ -226,7 +231,21 @@ class JournalReader:
             " JOIN checkpoints c ON c.run = r.id AND c.position = r.position"
             " WHERE r.status IN ('queued', 'running', 'paused') ORDER BY r.id"
         )
-        return [UnfinishedRun(*row) for row in rows]
+        return [
+            UnfinishedRun(
+                row=row[0],
+                run_id=row[1],
+                workflow_id=row[2],
+                trigger_id=row[3],
+                version=row[4],
+                status=RunStatus(row[5]),
+                position=row[6],
+                step=row[7],
+                state=row[8],
+                created_at=row[9],
+            )
+            for row in rows
+        ]
 
     async def live_waits(self) -> list[WaitRecord]:
         """Armed and parked waits, oldest first, each with its buffered events in order."""
@@ -245,17 +264,17 @@ class JournalReader:
             by_wait.setdefault(wait, []).append((seq, event_id, json.loads(data)))
         return [
             WaitRecord(
-                row[0],
-                row[1],
-                row[2],
-                row[3],
-                json.loads(row[4]),
-                bool(row[5]),
-                row[6],
-                row[7],
-                row[8],
-                row[9],
-                by_wait.get(row[0], []),
+                id=row[0],
+                row=row[1],
+                run_id=row[2],
+                event_type=row[3],
+                conditions=json.loads(row[4]),
+                persistent=bool(row[5]),
+                status=row[6],
+                into=row[7],
+                timeout_at=row[8],
+                on_timeout=row[9],
+                buffer=by_wait.get(row[0], []),
             )
             for row in rows
         ]
@@ -315,7 +334,15 @@ class JournalReader:
             [after, limit],
         )
         return [
-            EventRecord(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5]) for row in rows
+            EventRecord(
+                id=row[0],
+                event_id=row[1],
+                type=row[2],
+                data=json.loads(row[3]),
+                source=row[4],
+                created_at=row[5],
+            )
+            for row in rows
         ]
 
     async def pending_commands(self, after: int, limit: int = 1000) -> list[CommandRecord]:
@@ -327,13 +354,13 @@ class JournalReader:
         )
         return [
             CommandRecord(
-                row[0],
-                row[1],
-                row[2],
-                row[3],
-                row[4],
-                json.loads(row[5]) if row[5] is not None else None,
-                row[6],
+                id=row[0],
+                command=row[1],
+                run_id=row[2],
+                workflow_id=row[3],
+                trigger_id=row[4],
+                payload=json.loads(row[5]) if row[5] is not None else None,
+                created_at=row[6],
             )
             for row in rows
         ]
@@ -359,7 +386,14 @@ class JournalReader:
             " WHERE present = 1 ORDER BY workflow_id"
         )
         return [
-            WorkflowRecord(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5])
+            WorkflowRecord(
+                workflow_id=row[0],
+                version=row[1],
+                file=row[2],
+                triggers=json.loads(row[3]),
+                mode=row[4],
+                loaded_at=row[5],
+            )
             for row in rows
         ]
 
@@ -386,10 +420,10 @@ class JournalReader:
         )
         return CommandOutcome(rows[0][0], rows[0][1]) if rows else None
 
-    async def run_status(self, run_id: str) -> tuple[int, str] | None:
+    async def run_status(self, run_id: str) -> tuple[int, RunStatus] | None:
         """The run's row id and status, or None if unknown."""
         rows = await self._fetch("SELECT id, status FROM runs WHERE run_id = ?", [run_id])
-        return (rows[0][0], rows[0][1]) if rows else None
+        return (rows[0][0], RunStatus(rows[0][1])) if rows else None
 
 
 async def _check_readable(conn: aiosqlite.Connection, path: Path) -> None:
@@ -415,12 +449,12 @@ def _run_info(row: sqlite3.Row) -> RunInfo:
         run_id=row["run_id"],
         workflow_id=row["workflow_id"],
         trigger_id=row["trigger_id"],
-        status=row["status"],
+        status=RunStatus(row["status"]),
         step=row["step"],
         state=json.loads(row["state"]) if row["state"] is not None else {},
         error=row["error"],
         version=row["version"],
         created_at=to_datetime(row["created_at"]),
         updated_at=to_datetime(row["updated_at"]),
-        error_code=row["error_code"],
+        error_code=RunCode(row["error_code"]) if row["error_code"] is not None else None,
     )

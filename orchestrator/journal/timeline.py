@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..clock import to_datetime
-from ..records import FINAL_STATUSES, TimelineEntry
+from ..records import FINAL_STATUSES, RunStatus, TimelineEntry
 
 _END = 1 << 30  # position of entries that come after every step
 # Rank breaks ties between entries with the same timestamp and position.
@@ -70,7 +70,7 @@ def _step_began(run: sqlite3.Row, rows: Sequence[sqlite3.Row]) -> bool:
     """Whether the run's current step began and has no checkpoint: it runs, or it failed."""
     if run["step"] is None or not run["step_started_at"]:
         return False
-    if run["status"] == "running":
+    if run["status"] == RunStatus.RUNNING:
         return True
     return any(row["kind"] == "step.failed" and row["position"] == run["position"] for row in rows)
 
@@ -83,11 +83,18 @@ def _entry(
     message: str | None = None,
     data: dict[str, Any] | None = None,
 ) -> TimelineEntry:
-    return TimelineEntry(to_datetime(at), "runtime", kind, message, data, step)
+    return TimelineEntry(
+        at=to_datetime(at), source="runtime", kind=kind, message=message, data=data, step=step
+    )
 
 
 def _row_entry(row: sqlite3.Row) -> TimelineEntry:
     data = json.loads(row["data"]) if row["data"] is not None else None
     return TimelineEntry(
-        to_datetime(row["at"]), row["source"], row["kind"], row["message"], data, row["step"]
+        at=to_datetime(row["at"]),
+        source=row["source"],
+        kind=row["kind"],
+        message=row["message"],
+        data=data,
+        step=row["step"],
     )

@@ -14,10 +14,11 @@ import json
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final
+from enum import StrEnum
+from typing import Any, Final, TypeVar
 
 from ..clock import to_datetime
-from ..records import Checkpoint, TimelineEntry
+from ..records import Checkpoint, RunCode, RunStatus, TimelineEntry
 from .reader import DaemonRecord, JournalReader
 from .timeline import assemble_timeline
 
@@ -35,6 +36,7 @@ _RUN_COLUMNS = """
     r.run_id, r.workflow_id, r.trigger_id, r.status, r.step, r.error, r.error_code,
     r.version, r.created_at, r.updated_at
 """
+_Member = TypeVar("_Member", bound=StrEnum)
 # A JSON column as valid JSON: damaged text comes back as a JSON string of itself.
 _JSON = "CASE WHEN json_valid({0}) THEN {0} ELSE json_quote({0}) END"
 
@@ -50,7 +52,7 @@ class RunFilter:
         sort: A key of `SORTS`.
     """
 
-    status: str | None = None
+    status: RunStatus | None = None
     workflow: str | None = None
     search: str = ""
     sort: str = "newest"
@@ -66,17 +68,21 @@ class LoadErrorView:
     at: datetime | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunRow:
-    """A run as the list shows it (no state: that is the detail's)."""
+    """A run as the list shows it (no state: that is the detail's).
+
+    `status` and `error_code` are the enums, or the journaled text when it is not one of
+    their values (a row written by another version, or damaged).
+    """
 
     run_id: str
     workflow_id: str
     trigger_id: str
-    status: str
+    status: RunStatus | str
     step: str | None
     error: str | None
-    error_code: str | None
+    error_code: RunCode | str | None
     version: str
     created_at: datetime | None
     updated_at: datetime | None
@@ -91,7 +97,7 @@ class RunPage:
     offset: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EventView:
     """An event, what it did to runs, and its data (any JSON value if damaged)."""
 
@@ -113,7 +119,7 @@ class RouteView:
     action: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class WaitView:
     """A live wait of a run and the latest events of its type since it was registered.
 
@@ -143,7 +149,7 @@ class RunDetail:
     waits: list[WaitView]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class WorkflowView:
     """A workflow registered now; `triggers` is whatever the journaled JSON decodes to."""
 
@@ -255,13 +261,13 @@ class DashboardQueries:
         routes = await self._routes([event.event_id for event in events])
         return [
             EventView(
-                e.event_id,
-                e.type,
-                e.data,
-                e.source,
-                e.created_at,
-                e.routed_at,
-                routes.get(e.event_id, []),
+                event_id=e.event_id,
+                type=e.type,
+                data=e.data,
+                source=e.source,
+                created_at=e.created_at,
+                routed_at=e.routed_at,
+                routes=routes.get(e.event_id, []),
             )
             for e in events
         ]
@@ -274,7 +280,12 @@ class DashboardQueries:
         )
         return [
             WorkflowView(
-                str(row[0]), str(row[1]), row[2], _loads(row[3]), str(row[4]), _when(row[5])
+                workflow_id=str(row[0]),
+                version=str(row[1]),
+                file=row[2],
+                triggers=_loads(row[3]),
+                mode=str(row[4]),
+                loaded_at=_when(row[5]),
             )
             for row in rows
         ]
@@ -315,12 +326,12 @@ class DashboardQueries:
         )
         return [
             Checkpoint(
-                int(r[0]),
-                r[1],
-                to_datetime(int(r[2])),
-                to_datetime(int(r[3])),
-                _loads(r[4]),
-                str(r[5]),
+                position=int(r[0]),
+                step=r[1],
+                started_at=to_datetime(int(r[2])),
+                ended_at=to_datetime(int(r[3])),
+                state=_loads(r[4]),
+                kind=str(r[5]),
             )
             for r in rows
         ]
@@ -339,16 +350,16 @@ class DashboardQueries:
             recent = await self._events_since(r[1], r[7], recent_events)
             waits.append(
                 WaitView(
-                    int(r[0]),
-                    r[1],
-                    _loads(r[2]),
-                    str(r[3]),
-                    r[4],
-                    _when(r[5]),
-                    str(r[6]),
-                    _when(r[7]),
-                    int(r[8]),
-                    recent,
+                    wait_id=int(r[0]),
+                    event_type=r[1],
+                    conditions=_loads(r[2]),
+                    status=str(r[3]),
+                    into=r[4],
+                    timeout_at=_when(r[5]),
+                    on_timeout=str(r[6]),
+                    created_at=_when(r[7]),
+                    buffered=int(r[8]),
+                    recent=recent,
                 )
             )
         return waits
@@ -422,15 +433,23 @@ def _when(value: Any) -> datetime | None:
         return None
 
 
+def _member(vocabulary: type[_Member], value: Any) -> _Member | str:
+    """`value` as a member of `vocabulary`, or as text if it is not one of its values."""
+    try:
+        return vocabulary(value)
+    except ValueError:
+        return str(value)
+
+
 def _run_row(row: sqlite3.Row) -> RunRow:
     return RunRow(
         run_id=str(row["run_id"]),
         workflow_id=str(row["workflow_id"]),
         trigger_id=str(row["trigger_id"]),
-        status=str(row["status"]),
+        status=_member(RunStatus, str(row["status"])),
         step=row["step"],
         error=row["error"],
-        error_code=row["error_code"],
+        error_code=None if row["error_code"] is None else _member(RunCode, row["error_code"]),
         version=str(row["version"]),
         created_at=_when(row["created_at"]),
         updated_at=_when(row["updated_at"]),
@@ -439,5 +458,10 @@ def _run_row(row: sqlite3.Row) -> RunRow:
 
 def _event(row: sqlite3.Row) -> EventView:
     return EventView(
-        str(row[0]), str(row[1]), _loads(row[2]), str(row[3]), _when(row[4]), _when(row[5])
+        event_id=str(row[0]),
+        type=str(row[1]),
+        data=_loads(row[2]),
+        source=str(row[3]),
+        created_at=_when(row[4]),
+        routed_at=_when(row[5]),
     )
