@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from rich.text import Text
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.journal import commands
+from orchestrator.journal.sqlite import commands
 
 from .dialogs import ConfirmDialog, Field, JsonDialog
 from .format import join, literal

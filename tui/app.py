@@ -23,7 +23,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen, Screen
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.journal.reader import DaemonRecord
+from orchestrator.journal.sqlite.reader import DaemonRecord
 
 from .actions import Actions
 from .detail import RunDetailScreen

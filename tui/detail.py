@@ -17,7 +17,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Static, TabbedContent, TabPane, Tree
 
-from orchestrator.journal.views import DashboardQueries, RunDetail
+from orchestrator.journal.sqlite.views import DashboardQueries, RunDetail
 from orchestrator.records import Checkpoint
 
 from .format import join, literal, run_duration, status_text, timestamp

@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Input
 
-from orchestrator.journal.views import DashboardQueries, EventView
+from orchestrator.journal.sqlite.views import DashboardQueries, EventView
 
 from .format import compact_json, literal, short_id, timestamp
 from .keybar import KeyBar

@@ -17,7 +17,7 @@ from textual.screen import Screen
 from textual.widgets import Static
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.journal.views import DashboardQueries
+from orchestrator.journal.sqlite.views import DashboardQueries
 
 if TYPE_CHECKING:
     from .app import DashboardApp

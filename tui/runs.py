@@ -18,7 +18,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Input, Select, Static
 
-from orchestrator.journal.views import SORTS, DashboardQueries, RunFilter, RunPage, RunRow
+from orchestrator.journal.sqlite.views import SORTS, DashboardQueries, RunFilter, RunPage, RunRow
 from orchestrator.records import FINAL_STATUSES, STATUSES
 
 from .format import (

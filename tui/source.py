@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Literal
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.journal.reader import JournalReader
-from orchestrator.journal.views import DashboardQueries
+from orchestrator.journal.sqlite.reader import JournalReader
+from orchestrator.journal.sqlite.views import DashboardQueries
 
 StateKind = Literal["connecting", "waiting", "error", "ok"]
 READ_BUSY_TIMEOUT_MS = 1_000  # a read waits this long for a lock before it is an error

@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Label, Static
 
 from orchestrator.define.conditions import Conditions
 from orchestrator.errors import DefinitionError
-from orchestrator.journal.views import DashboardQueries, LoadErrorView, WorkflowView
+from orchestrator.journal.sqlite.views import DashboardQueries, LoadErrorView, WorkflowView
 
 from .format import compact_json, literal, timestamp
 from .keybar import KeyBar

@@ -269,7 +269,7 @@ async def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_emit(args: argparse.Namespace) -> int:
-    from ..journal.commands import emit_event
+    from ..journal.sqlite.commands import emit_event
 
     data = parse_json_object(args.data, "the event data")
     if not args.type.strip():
@@ -291,7 +291,7 @@ def _cmd_abort(args: argparse.Namespace) -> int:
 
 
 def _queue(args: argparse.Namespace, command: str, payload: Any) -> int:
-    from ..journal.commands import queue_command
+    from ..journal.sqlite.commands import queue_command
 
     path = db_path(args)
     queue_command(path, command, args.run_id, payload)
@@ -327,7 +327,7 @@ def _cmd_tui(args: argparse.Namespace) -> int:
 
 
 def _cmd_invoke(args: argparse.Namespace) -> int:
-    from ..journal.commands import queue_invoke
+    from ..journal.sqlite.commands import queue_invoke
 
     path = db_path(args)
     data = parse_json_object(args.data, "the run's state")

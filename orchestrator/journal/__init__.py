@@ -13,9 +13,9 @@ from ..lazy import lazy_exports
 
 if TYPE_CHECKING:
     from . import ops
-    from .connection import Synchronous
     from .faults import FaultPoints, SimulatedCrash
-    from .reader import (
+    from .sqlite.connection import Synchronous
+    from .sqlite.reader import (
         CommandOutcome,
         CommandRecord,
         DaemonRecord,
@@ -26,22 +26,22 @@ if TYPE_CHECKING:
         WaitRecord,
         WorkflowRecord,
     )
-    from .writer import GroupCommitWriter
+    from .sqlite.writer import GroupCommitWriter
 
 _EXPORTS = {
-    "CommandOutcome": ".reader",
-    "CommandRecord": ".reader",
-    "DaemonRecord": ".reader",
-    "EventRecord": ".reader",
+    "CommandOutcome": ".sqlite.reader",
+    "CommandRecord": ".sqlite.reader",
+    "DaemonRecord": ".sqlite.reader",
+    "EventRecord": ".sqlite.reader",
     "FaultPoints": ".faults",
-    "GroupCommitWriter": ".writer",
-    "JournalReader": ".reader",
-    "LoadErrorRecord": ".reader",
+    "GroupCommitWriter": ".sqlite.writer",
+    "JournalReader": ".sqlite.reader",
+    "LoadErrorRecord": ".sqlite.reader",
     "SimulatedCrash": ".faults",
-    "Synchronous": ".connection",
-    "UnfinishedRun": ".reader",
-    "WaitRecord": ".reader",
-    "WorkflowRecord": ".reader",
+    "Synchronous": ".sqlite.connection",
+    "UnfinishedRun": ".sqlite.reader",
+    "WaitRecord": ".sqlite.reader",
+    "WorkflowRecord": ".sqlite.reader",
 }
 
 __all__ = [

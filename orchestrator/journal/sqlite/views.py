@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from ..clock import to_datetime
-from ..records import Checkpoint, TimelineEntry
+from ...clock import to_datetime
+from ...records import Checkpoint, TimelineEntry
+from ..timeline import assemble_timeline
 from .reader import DaemonRecord, JournalReader
-from .timeline import assemble_timeline
 
 SORTS: Final = {
     "newest": "r.id DESC",

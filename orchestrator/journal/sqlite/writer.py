@@ -25,12 +25,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..clock import Clock
-from ..errors import JournalError, JournalLocked
+from ...clock import Clock
+from ...errors import JournalError, JournalLocked
+from ..faults import AFTER_COMMIT, BEFORE_COMMIT, FaultPoints, SimulatedCrash
+from ..ops import Op, Stmt, grouped
 from . import lease
 from .connection import Synchronous, connect_writer, rollback_if_open
-from .faults import AFTER_COMMIT, BEFORE_COMMIT, FaultPoints, SimulatedCrash
-from .ops import Op, Stmt, grouped
 from .schema import migrate
 
 LAZY_FLUSH_SECONDS = 0.005

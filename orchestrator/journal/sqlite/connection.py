@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:  # imported on use: the CLI's writing commands need no event loop
     import aiosqlite
 
-from ..errors import JournalCorrupt, JournalError
+from ...errors import JournalCorrupt, JournalError
 
 Synchronous = Literal["FULL", "NORMAL"]
 BUSY_TIMEOUT_MS = 30_000

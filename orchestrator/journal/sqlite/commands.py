@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..clock import Clock, new_id
-from ..errors import JournalError, RunNotActive, RunNotFound
+from ...clock import Clock, new_id
+from ...errors import JournalError, RunNotActive, RunNotFound
 from .connection import connect_writer, rollback_if_open
 from .schema import upgrade
 

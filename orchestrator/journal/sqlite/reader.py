@@ -16,13 +16,13 @@ from typing import Any
 
 import aiosqlite
 
-from ..clock import Clock, to_datetime
-from ..errors import JournalCorrupt, JournalError
-from ..records import Checkpoint, RunInfo, TimelineEntry
+from ...clock import Clock, to_datetime
+from ...errors import JournalCorrupt, JournalError
+from ...records import Checkpoint, RunInfo, TimelineEntry
+from ..timeline import assemble_timeline
 from . import lease
 from .connection import connect_reader
 from .schema import APPLICATION_ID, MIGRATIONS
-from .timeline import assemble_timeline
 
 _SERVICE_KINDS = "('service.opened', 'services.closed')"  # the timeline_services index's
 _RUN_COLUMNS = """
