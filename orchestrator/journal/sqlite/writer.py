@@ -32,6 +32,7 @@ from ..ops import Op, Stmt, grouped
 from . import lease
 from .connection import Synchronous, connect_writer, rollback_if_open
 from .schema import migrate
+from .statements import SQL
 
 LAZY_FLUSH_SECONDS = 0.005
 
@@ -271,7 +272,7 @@ class GroupCommitWriter:
                     "this runtime stops writing"
                 )
             for stmt, rows in grouped(ops):
-                conn.executemany(stmt.value, rows)
+                conn.executemany(SQL[stmt], rows)
             self._fault(BEFORE_COMMIT)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
