@@ -16,7 +16,7 @@ from ..clock import Clock
 from ..clock import new_id as make_id
 from ..define.hooks import DispatchResult
 from ..errors import RuntimeStopped
-from ..journal import GroupCommitWriter, ops
+from ..journal import JournalWriter, ops
 from ..records import RunResult
 from ..state import decode_state
 from .executor import ActiveRun
@@ -44,7 +44,7 @@ class Admission:
     """The gates of the registered workflows and the runs waiting in their queues."""
 
     def __init__(
-        self, writer: GroupCommitWriter, clock: Clock, runs: Supervisor, parking: Parking
+        self, writer: JournalWriter, clock: Clock, runs: Supervisor, parking: Parking
     ) -> None:
         self._writer, self._clock, self._runs, self._parking = writer, clock, runs, parking
         self._gates: dict[str, Gate] = {}
