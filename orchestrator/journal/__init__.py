@@ -12,6 +12,7 @@ package's API, never a backend (an import-linter contract checks it):
 - `ops` builds the writes as statement keys and parameters; each backend holds the
   statements themselves.
 - `records` and `view_records` are what reads return, the same for every backend.
+- `recording.RecordingJournal` is an in-memory `JournalWriter` for unit tests.
 
 `GroupCommitWriter` and `JournalReader`, the SQLite backend's classes, stay exported for
 tests and tools. Names are imported on first use, so the CLI's writing commands load
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
         JournalWriter,
         Synchronous,
     )
+    from .recording import RecordingJournal
     from .records import (
         CommandOutcome,
         CommandRecord,
@@ -81,6 +83,7 @@ _EXPORTS = {
     "LoadErrorRecord": ".records",
     "LoadErrorView": ".view_records",
     "Opened": ".records",
+    "RecordingJournal": ".recording",
     "RouteView": ".view_records",
     "RunDetail": ".view_records",
     "RunFilter": ".view_records",
@@ -116,6 +119,7 @@ __all__ = [
     "LoadErrorRecord",
     "LoadErrorView",
     "Opened",
+    "RecordingJournal",
     "RouteView",
     "RunDetail",
     "RunFilter",
