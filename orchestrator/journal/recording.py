@@ -19,11 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import JournalError
 from .ops import Op, Stmt
 from .records import Opened
+
+if TYPE_CHECKING:
+    from .protocol import JournalWriter
 
 READY_TOKEN = "recording"  # the parameter of the MARK_READY op `mark_ready` records
 
@@ -154,3 +157,7 @@ class RecordingJournal:
     async def mark_ready(self) -> None:
         """Record the MARK_READY op, as the real writer writes it."""
         await self.write([(Stmt.MARK_READY, (READY_TOKEN,))])
+
+
+if TYPE_CHECKING:  # mypy checks the double against the protocol it stands in for
+    _IS_A_WRITER: type[JournalWriter] = RecordingJournal
