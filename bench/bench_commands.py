@@ -35,7 +35,7 @@ from pathlib import Path
 
 from common import daemon, fresh_dir, latency_row, machine_line, read_journal, wall_ms
 
-from orchestrator.journal.commands import emit_event, queue_invoke
+from orchestrator.journal.sqlite.commands import emit_event, queue_invoke
 
 WORKFLOW = """\
 from orchestrator import Trigger, Workflow

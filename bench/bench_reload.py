@@ -40,7 +40,7 @@ from pathlib import Path
 from common import daemon, fresh_dir, latency_row, machine_line, read_journal, wall_ms
 
 from orchestrator.folder.loader import PARALLEL_PROBES, FolderConfig, digest_of, probe
-from orchestrator.journal.commands import queue_invoke
+from orchestrator.journal.sqlite.commands import queue_invoke
 
 WORKFLOW = """\
 from orchestrator import Workflow

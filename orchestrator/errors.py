@@ -21,7 +21,8 @@ exception) are translated at the boundary with ``raise ... from exc``::
     ├── RuntimeStopped                     RUNTIME_STOPPED
     └── JournalError                       JOURNAL_ERROR
         ├── JournalLocked                  JOURNAL_LOCKED
-        └── JournalCorrupt                 JOURNAL_CORRUPT
+        ├── JournalCorrupt                 JOURNAL_CORRUPT
+        └── JournalBackendUnavailable      JOURNAL_BACKEND_UNAVAILABLE
 """
 
 from __future__ import annotations
@@ -170,6 +171,12 @@ class JournalCorrupt(JournalError):
     """The file is not a journal of this orchestrator, or it is damaged."""
 
     code = "JOURNAL_CORRUPT"
+
+
+class JournalBackendUnavailable(JournalError):
+    """The journal's ``db`` names a backend this orchestrator cannot open (yet)."""
+
+    code = "JOURNAL_BACKEND_UNAVAILABLE"
 
 
 def describe_exception(exc: BaseException) -> str:

@@ -1,7 +1,7 @@
 """Other processes on a daemon's journal: ``python tests/journal_clients.py ROLE DB ARGS...``.
 
-Each role calls what the CLI calls (`orchestrator.journal.commands`, `JournalReader`), so a
-test can put hundreds of writes a second on a journal a daemon holds without starting a
+Each role calls what the CLI calls (the SQLite backend's `commands` and `JournalReader`), so
+a test can put hundreds of writes a second on a journal a daemon holds without starting a
 process per write. A role prints one JSON object on stdout when it is done and exits 0;
 any error is printed to stderr and ends it with exit 1, so a test checks both. Roles:
 
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.journal import JournalReader
-from orchestrator.journal.commands import emit_event, queue_command, queue_invoke
+from orchestrator.journal.sqlite.commands import emit_event, queue_command, queue_invoke
 
 
 def feed(db: Path, rate: float, seconds: float, threads: int) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 from procs import ROOT, Daemon, checkpoint_chains, cli, query, wait_until
 
-from orchestrator.journal.commands import emit_event, queue_invoke
+from orchestrator.journal.sqlite.commands import emit_event, queue_invoke
 
 pytestmark = pytest.mark.slow
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 from procs import ROOT, Daemon, checkpoint_chains, effects, query
 
-from orchestrator.journal.commands import emit_event
+from orchestrator.journal.sqlite.commands import emit_event
 
 pytestmark = pytest.mark.slow
 

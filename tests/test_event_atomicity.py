@@ -27,9 +27,9 @@ from procs import checkpoint_chains, query
 
 from orchestrator import JournalError, Runtime, Schedule, Trigger, Workflow
 from orchestrator.journal import GroupCommitWriter
-from orchestrator.journal.commands import emit_event
 from orchestrator.journal.faults import SimulatedCrash
 from orchestrator.journal.ops import Op, Stmt
+from orchestrator.journal.sqlite.commands import emit_event
 
 
 def step(state: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 from procs import query
 
 from orchestrator import Runtime, Trigger, Workflow
-from orchestrator.journal.commands import emit_event, queue_command
+from orchestrator.journal.sqlite.commands import emit_event, queue_command
 
 
 def hold(state: dict[str, Any], ctx: Any) -> Any:

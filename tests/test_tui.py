@@ -636,7 +636,7 @@ def test_the_dashboard_imports_no_runtime_module() -> None:
     code = (
         "import sys, tui.app\n"
         "core = ['runtime', 'executor', 'loader', 'watcher', 'control', 'supervisor',"
-        " 'dispatcher', 'journal.writer']\n"
+        " 'dispatcher', 'journal.sqlite.writer']\n"
         "print([m for m in core if 'orchestrator.' + m in sys.modules])\n"
     )
     out = subprocess.run(

@@ -30,8 +30,9 @@ from rich.console import Console
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
-from orchestrator.journal.reader import JournalReader
-from orchestrator.journal.views import DashboardQueries, RunFilter
+from orchestrator.journal import RunFilter
+from orchestrator.journal.sqlite.reader import JournalReader
+from orchestrator.journal.sqlite.views import DashboardQueries
 from tui.app import DashboardApp
 from tui.detail import RunDetailScreen
 from tui.dialogs import HelpScreen

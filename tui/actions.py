@@ -1,7 +1,7 @@
 """Acting on the journal from the dashboard: abort, resume, signal, emit, invoke, copy.
 
 Each action asks first (a confirmation, or a dialog to edit the JSON it sends), then
-writes through `orchestrator.journal.commands` in a worker thread (those writes are short
+writes through the journal's `JournalCommands` in a worker thread (those writes are short
 blocking SQLite transactions). The daemon applies them, as it does the CLI's. Every
 outcome, including a refusal (an unknown run, a run that is not paused), is a notification:
 an action never raises into the app.
@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from rich.text import Text
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.journal import commands
 
 from .dialogs import ConfirmDialog, Field, JsonDialog
 from .format import join, literal
@@ -79,7 +78,7 @@ class Actions:
             payload = form.data
         await self._write(
             f"{command} of run {run_id}",
-            lambda: commands.queue_command(self._app.db_path, command, run_id, payload),
+            lambda: self._app.journal.commands.queue_command(command, run_id, payload),
         )
 
     async def _emit(self) -> None:
@@ -96,7 +95,7 @@ class Actions:
         event_type, data = form.fields["type"], form.data
         await self._write(
             f"event {event_type}",
-            lambda: commands.emit_event(self._app.db_path, event_type, data, source="dashboard"),
+            lambda: self._app.journal.commands.emit_event(event_type, data, source="dashboard"),
             done="journaled",
         )
 
@@ -114,7 +113,7 @@ class Actions:
         workflow, trigger, data = form.fields["workflow"], form.fields["trigger"], form.data
         await self._write(
             f"run of {workflow}/{trigger}",
-            lambda: commands.queue_invoke(self._app.db_path, workflow, trigger, data),
+            lambda: self._app.journal.commands.queue_invoke(workflow, trigger, data),
         )
 
     async def _write(self, what: str, write: Callable[[], object], done: str = "queued") -> None:

@@ -23,7 +23,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen, Screen
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.journal.reader import DaemonRecord
+from orchestrator.journal import DaemonRecord, open_journal
 
 from .actions import Actions
 from .detail import RunDetailScreen
@@ -82,9 +82,10 @@ class DashboardApp(App[None]):
     ) -> None:
         super().__init__()
         self.db_path = Path(db_path)
+        self.journal = open_journal(db_path)
         self.read_only = read_only
         self.now: Callable[[], datetime] = now or (lambda: datetime.now(UTC))
-        self.source = JournalSource(self.db_path)
+        self.source = JournalSource(self.journal)
         self.actions = Actions(self)
         self.daemon: DaemonRecord | None = None
         self._on_quit = on_quit

@@ -17,7 +17,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Static, TabbedContent, TabPane, Tree
 
-from orchestrator.journal.views import DashboardQueries, RunDetail
+from orchestrator.journal import DashboardViews, RunDetail
 from orchestrator.records import Checkpoint
 
 from .format import join, literal, run_duration, status_text, timestamp
@@ -77,7 +77,7 @@ class RunDetailScreen(RunScreen):
         """This run."""
         return self.run_id
 
-    async def load(self, queries: DashboardQueries) -> None:
+    async def load(self, queries: DashboardViews) -> None:
         """Re-read the run if anything about it changed."""
         fingerprint = await queries.run_fingerprint(self.run_id)
         if fingerprint is None:

@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Input
 
-from orchestrator.journal.views import DashboardQueries, EventView
+from orchestrator.journal import DashboardViews, EventView
 
 from .format import compact_json, literal, short_id, timestamp
 from .keybar import KeyBar
@@ -47,7 +47,7 @@ class EventsScreen(LiveScreen):
             table.add_column(column, key=column)
         table.focus()
 
-    async def load(self, queries: DashboardQueries) -> None:
+    async def load(self, queries: DashboardViews) -> None:
         """The latest events and their routes."""
         self.recent = await queries.recent_events(
             limit=EVENT_LIMIT, type_contains=self._type_filter

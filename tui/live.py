@@ -17,7 +17,7 @@ from textual.screen import Screen
 from textual.widgets import Static
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.journal.views import DashboardQueries
+from orchestrator.journal import DashboardViews
 
 if TYPE_CHECKING:
     from .app import DashboardApp
@@ -66,7 +66,7 @@ class LiveScreen(Screen[None]):
             except Exception as exc:  # noqa: BLE001 - a row nobody expected must not end the app
                 self.dashboard.report_error(exc)
 
-    async def load(self, queries: DashboardQueries) -> None:
+    async def load(self, queries: DashboardViews) -> None:
         """Query the journal and draw the result (screens override this)."""
 
     def tick(self) -> None:

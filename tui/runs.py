@@ -1,7 +1,7 @@
 """The main screen: runs, live, one page at a time, with counts, filters, search and sort.
 
 The table shows `PAGE_SIZE` runs; the journal does the filtering, sorting and paging
-(`DashboardQueries.runs_page`), so 100,000 runs cost what one page costs. Each reload
+(`DashboardViews.runs_page`), so 100,000 runs cost what one page costs. Each reload
 updates the rows in place and keeps the cursor on the run it was on.
 """
 
@@ -18,7 +18,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Input, Select, Static
 
-from orchestrator.journal.views import SORTS, DashboardQueries, RunFilter, RunPage, RunRow
+from orchestrator.journal import SORTS, DashboardViews, RunFilter, RunPage, RunRow
 from orchestrator.records import FINAL_STATUSES, STATUSES
 
 from .format import (
@@ -106,7 +106,7 @@ class RunsScreen(RunScreen):
         """The run under the cursor."""
         return selected_key(self._table())
 
-    async def load(self, queries: DashboardQueries) -> None:
+    async def load(self, queries: DashboardViews) -> None:
         """Counts, the current page (clamped to the last page), the workflows to filter by."""
         # Counts depend on the journal and the workflow only: a search or a sort reuses them.
         counted = (self.dashboard.source.changes, self.run_filter.workflow)

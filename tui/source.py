@@ -1,25 +1,23 @@
 """The dashboard's connection to a journal: open it, notice changes, recover from failures.
 
-No Textual here. The app calls `JournalSource.poll` every ~100 ms; it reads
-``PRAGMA data_version`` (one cheap statement) and says whether anything was committed
-since the last poll, so screens re-query only when something changed. A journal that does
-not exist yet, is locked, is not a journal, or fails mid-read is a *state* shown to the user
-(`SourceState`), and the source tries again after `retry_seconds`: the dashboard never
-dies because of its journal.
+No Textual here. The app calls `JournalSource.poll` every ~100 ms; it asks the journal's
+change feed (on SQLite ``PRAGMA data_version``, one cheap statement) whether anything was
+committed since the last poll, so screens re-query only when something changed. A journal
+that does not exist yet, is locked, is not a journal, or fails mid-read is a *state* shown
+to the user (`SourceState`), and the source tries again after `retry_seconds`: the
+dashboard never dies because of its journal.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.journal.reader import JournalReader
-from orchestrator.journal.views import DashboardQueries
+from orchestrator.journal import DashboardViews, JournalBackend
 
 StateKind = Literal["connecting", "waiting", "error", "ok"]
 READ_BUSY_TIMEOUT_MS = 1_000  # a read waits this long for a lock before it is an error
@@ -34,21 +32,19 @@ class SourceState:
 
 
 class JournalSource:
-    """One read-only connection to the journal at `path`, reopened after failures."""
+    """One read-only connection to `journal`, reopened after failures."""
 
     def __init__(
         self,
-        path: Path,
+        journal: JournalBackend,
         *,
         retry_seconds: float = 0.5,
-        opener: Callable[[Path], Awaitable[JournalReader]] = JournalReader.open,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.path = path
-        self.queries: DashboardQueries | None = None
-        self.state = SourceState("connecting", f"opening journal {path}")
+        self.journal = journal
+        self.queries: DashboardViews | None = None
+        self.state = SourceState("connecting", f"opening journal {journal.location}")
         self._retry = retry_seconds
-        self._opener = opener
         self._monotonic = monotonic
         self._next_attempt = 0.0
         self._version: int | None = None
@@ -88,30 +84,30 @@ class JournalSource:
             return False
         self._next_attempt = self._monotonic() + self._retry
         before = self.state
-        if not self.path.exists():
+        where = self.journal.location
+        if not self.journal.exists():
             self.state = SourceState(
-                "waiting", f"waiting for journal {self.path} (start a daemon or a runtime on it)"
+                "waiting", f"waiting for journal {where} (start a daemon or a runtime on it)"
             )
             return self.state != before
         try:
-            reader = await self._opener(self.path)
+            queries = await self.journal.open_views()
         except OrchestratorError as exc:
             self.state = SourceState("error", f"{exc}; retrying")
             return self.state != before
-        queries = DashboardQueries(reader)
         try:
             await queries.set_busy_timeout(READ_BUSY_TIMEOUT_MS)
             self._version = await queries.data_version()
         except OrchestratorError as exc:
-            await reader.close()
+            await queries.close()
             self.state = SourceState("error", f"{exc}; retrying")
             return self.state != before
         self.queries = queries
-        self.state = SourceState("ok", f"journal {self.path}")
+        self.state = SourceState("ok", f"journal {where}")
         return True
 
     async def _drop(self) -> None:
         queries, self.queries, self._version = self.queries, None, None
         if queries is not None:
             with contextlib.suppress(Exception):  # a broken connection may fail to close too
-                await queries.reader.close()
+                await queries.close()

@@ -13,7 +13,7 @@ from rich.text import Text
 
 from orchestrator.define.conditions import MISSING, ClauseCheck, Conditions
 from orchestrator.errors import DefinitionError
-from orchestrator.journal.views import EventView, WaitView
+from orchestrator.journal import EventView, WaitView
 from orchestrator.records import RunStatus
 
 from .format import compact_json, join, literal, short_id, timestamp

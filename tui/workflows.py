@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Label, Static
 
 from orchestrator.define.conditions import Conditions
 from orchestrator.errors import DefinitionError
-from orchestrator.journal.views import DashboardQueries, LoadErrorView, WorkflowView
+from orchestrator.journal import DashboardViews, LoadErrorView, WorkflowView
 
 from .format import compact_json, literal, timestamp
 from .keybar import KeyBar
@@ -42,7 +42,7 @@ class WorkflowsScreen(LiveScreen):
             errors.add_column(column, key=column)
         workflows.focus()
 
-    async def load(self, queries: DashboardQueries) -> None:
+    async def load(self, queries: DashboardViews) -> None:
         """Both lists."""
         workflows = await queries.workflows()
         errors = await queries.load_errors()

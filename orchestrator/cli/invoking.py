@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from ..journal import JournalReader
+from ..journal import JournalBackend, JournalQueries
 from ..records import FINAL_STATUSES, RunInfo, RunStatus
 
 POLL_SECONDS = 0.05
@@ -27,16 +26,16 @@ class Outcome:
     message: str
 
 
-async def wait_for_run(path: Path, run_id: str) -> Outcome:
+async def wait_for_run(journal: JournalBackend, run_id: str) -> Outcome:
     """Wait until run `run_id` completes or pauses (ok), or fails, ends or is refused."""
-    reader = await JournalReader.open(path)
+    reader = await journal.open_reader()
     try:
         return await _follow(reader, run_id)
     finally:
         await reader.close()
 
 
-async def _follow(reader: JournalReader, run_id: str) -> Outcome:
+async def _follow(reader: JournalQueries, run_id: str) -> Outcome:
     daemon_seen = time.monotonic()
     while True:
         info = await reader.get_run(run_id)
@@ -52,8 +51,8 @@ async def _follow(reader: JournalReader, run_id: str) -> Outcome:
             where = RunStatus.QUEUED if info is None else info.status
             return Outcome(
                 False,
-                f"no daemon is running on journal {reader.path}: run {run_id} is {where} and "
-                f"continues when `orchestrator up DIR --db {reader.path}` runs",
+                f"no daemon is running on journal {reader.location}: run {run_id} is {where} and "
+                f"continues when `orchestrator up DIR --db {reader.location}` runs",
             )
         await asyncio.sleep(POLL_SECONDS)
 

@@ -20,7 +20,7 @@ from ..errors import JournalError, OrchestratorError, PipelineError, RunNotFound
 from ..records import STATUSES
 
 if TYPE_CHECKING:
-    from ..journal import JournalReader
+    from ..journal import JournalBackend, JournalQueries
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 T = TypeVar("T")
@@ -166,7 +166,6 @@ def _command(
 def _add_db(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db",
-        type=Path,
         default=None,
         metavar="PATH",
         help="the journal (default: $ORCHESTRATOR_DB, else ./orchestrator.db)",
@@ -193,11 +192,26 @@ def _seconds(text: str) -> float:
     return value
 
 
-def db_path(args: argparse.Namespace) -> Path:
-    """The journal a command works on: --db, else $ORCHESTRATOR_DB, else ./orchestrator.db."""
+def db_target(args: argparse.Namespace) -> str:
+    """The journal a command works on: --db, else $ORCHESTRATOR_DB, else ./orchestrator.db.
+
+    As given: a file path, or a URL naming another backend.
+    """
     if args.db is not None:
-        return Path(args.db)
-    return Path(os.environ.get("ORCHESTRATOR_DB") or "orchestrator.db")
+        return str(args.db)
+    return os.environ.get("ORCHESTRATOR_DB") or "orchestrator.db"
+
+
+def db_path(args: argparse.Namespace) -> Path:
+    """The journal a command works on, as a path (once `journal_of` accepted it)."""
+    return Path(db_target(args))
+
+
+def journal_of(args: argparse.Namespace) -> JournalBackend:
+    """The journal a command works on (`JournalBackendUnavailable` for an unknown kind)."""
+    from ..journal import open_journal
+
+    return open_journal(db_target(args))
 
 
 def parse_json_object(text: str, what: str) -> dict[str, Any]:
@@ -243,7 +257,7 @@ async def _cmd_run(args: argparse.Namespace) -> int:
 async def _cmd_runs(args: argparse.Namespace) -> int:
     from . import output
 
-    async with _reading(db_path(args)) as reader:
+    async with _reading(journal_of(args)) as reader:
         runs = (
             []
             if reader is None
@@ -258,25 +272,23 @@ async def _cmd_runs(args: argparse.Namespace) -> int:
 async def _cmd_show(args: argparse.Namespace) -> int:
     from . import output
 
-    path = db_path(args)
-    async with _reading(path) as reader:
+    journal = journal_of(args)
+    async with _reading(journal) as reader:
         if reader is None:
-            raise UsageError(f"no run {args.run_id!r}: journal {path} does not exist")
+            raise UsageError(f"no run {args.run_id!r}: journal {journal.location} does not exist")
         info = await reader.get_run(args.run_id)
         timeline = await reader.timeline(args.run_id) if info is not None else None
     if info is None or timeline is None:
-        raise UsageError(f"no run {args.run_id!r} in journal {path}")
+        raise UsageError(f"no run {args.run_id!r} in journal {journal.location}")
     print(output.run_json(info, timeline) if args.json else output.run_text(info, timeline))
     return EXIT_OK
 
 
 def _cmd_emit(args: argparse.Namespace) -> int:
-    from ..journal.commands import emit_event
-
     data = parse_json_object(args.data, "the event data")
     if not args.type.strip():
         raise UsageError("the event type must not be empty")
-    print(emit_event(db_path(args), args.type, data))
+    print(journal_of(args).commands.emit_event(args.type, data))
     return EXIT_OK
 
 
@@ -293,10 +305,7 @@ def _cmd_abort(args: argparse.Namespace) -> int:
 
 
 def _queue(args: argparse.Namespace, command: str, payload: Any) -> int:
-    from ..journal.commands import queue_command
-
-    path = db_path(args)
-    queue_command(path, command, args.run_id, payload)
+    journal_of(args).commands.queue_command(command, args.run_id, payload)
     print(f"{command} of run {args.run_id} queued; the daemon applies it")
     return EXIT_OK
 
@@ -306,6 +315,7 @@ async def _cmd_up(args: argparse.Namespace) -> int:
 
     if not args.folder.is_dir():
         raise UsageError(f"{args.folder} is not a folder of workflow files")
+    journal_of(args)  # a backend that is not available is bad input, before logging starts
     db = db_path(args)
     dashboard = not args.headless and sys.stdin.isatty() and sys.stdout.isatty()
     log_file = Path(f"{db}.log") if dashboard else None
@@ -324,31 +334,30 @@ def _cmd_tui(args: argparse.Namespace) -> int:
         raise UsageError("the dashboard needs a terminal; use `orchestrator runs` in scripts")
     from .dashboard import show
 
+    journal_of(args)  # a backend that is not available is bad input, before Textual starts
     show(db_path(args), read_only=args.read_only)
     return EXIT_OK
 
 
 def _cmd_invoke(args: argparse.Namespace) -> int:
-    from ..journal.commands import queue_invoke
-
-    path = db_path(args)
+    journal = journal_of(args)
     data = parse_json_object(args.data, "the run's state")
-    if _journal_exists(path):
-        _run(_check_invocable(path, args.workflow, args.trigger))
-    run_id = queue_invoke(path, args.workflow, args.trigger, data)
+    if journal.exists():
+        _run(_check_invocable(journal, args.workflow, args.trigger))
+    run_id = journal.commands.queue_invoke(args.workflow, args.trigger, data)
     print(run_id, flush=True)
     if not args.wait:
         return EXIT_OK
     from .invoking import wait_for_run
 
-    outcome = _run(wait_for_run(path, run_id))
+    outcome = _run(wait_for_run(journal, run_id))
     print(outcome.message, file=sys.stderr)
     return EXIT_OK if outcome.ok else EXIT_FAILED
 
 
-async def _check_invocable(path: Path, workflow_id: str, trigger_id: str) -> None:
+async def _check_invocable(journal: JournalBackend, workflow_id: str, trigger_id: str) -> None:
     """With a ready daemon, an unknown workflow or trigger is bad input (exit 2)."""
-    async with _reading(path) as reader:
+    async with _reading(journal) as reader:
         daemon = await reader.daemon() if reader is not None else None
         loaded = await reader.workflows() if reader and daemon and daemon.ready else None
     if loaded is None:
@@ -368,7 +377,7 @@ async def _check_invocable(path: Path, workflow_id: str, trigger_id: str) -> Non
 async def _cmd_workflows(args: argparse.Namespace) -> int:
     from . import output
 
-    async with _reading(db_path(args)) as reader:
+    async with _reading(journal_of(args)) as reader:
         if reader is None:
             loaded, errors, daemon = [], [], None
         else:
@@ -383,22 +392,16 @@ async def _cmd_workflows(args: argparse.Namespace) -> int:
 
 
 @contextlib.asynccontextmanager
-async def _reading(path: Path) -> AsyncIterator[JournalReader | None]:
+async def _reading(journal: JournalBackend) -> AsyncIterator[JournalQueries | None]:
     """The journal's reader, closed after the block; None if there is no journal yet."""
-    from ..journal import JournalReader
-
-    if not _journal_exists(path):
+    if not journal.exists():
         yield None
         return
-    reader = await JournalReader.open(path)
+    reader = await journal.open_reader()
     try:
         yield reader
     finally:
         await reader.close()
-
-
-def _journal_exists(path: Path) -> bool:
-    return path.exists() and path.stat().st_size > 0
 
 
 def _dumps(value: Any, indent: int | None = None) -> str:

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from ..clock import to_iso
-from ..journal.reader import DaemonRecord, LoadErrorRecord, WorkflowRecord
+from ..journal import DaemonRecord, LoadErrorRecord, WorkflowRecord
 from ..records import RunInfo, TimelineEntry
 
 

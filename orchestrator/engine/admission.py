@@ -18,7 +18,7 @@ from ..clock import Clock
 from ..clock import new_id as make_id
 from ..define.hooks import DispatchResult
 from ..errors import RuntimeStopped
-from ..journal import GroupCommitWriter, ops
+from ..journal import JournalWriter, ops
 from ..records import FINAL_STATUSES, RunCode, RunResult, RunStatus
 from ..state import decode_state
 from .executor import ActiveRun
@@ -146,7 +146,7 @@ class Admission:
     """The gates of the registered workflows and the runs waiting in their queues."""
 
     def __init__(
-        self, writer: GroupCommitWriter, clock: Clock, runs: Launcher, parking: Parking
+        self, writer: JournalWriter, clock: Clock, runs: Launcher, parking: Parking
     ) -> None:
         self._writer, self._clock, self._runs, self._parking = writer, clock, runs, parking
         self._gates: dict[str, Gate] = {}

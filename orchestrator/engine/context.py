@@ -15,7 +15,7 @@ from ..define.env import Env
 from ..define.services import ServiceScope
 from ..define.waits import PauseRequest, PauseService, Wait, pause_request, sleep_request
 from ..errors import JournalError, RuntimeNotStarted, describe_exception
-from ..journal import GroupCommitWriter, ops
+from ..journal import JournalWriter, ops
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -34,7 +34,7 @@ class RunLogger:
     def __init__(
         self,
         *,
-        writer: GroupCommitWriter,
+        writer: JournalWriter,
         clock: Clock,
         loop: asyncio.AbstractEventLoop,
         row: int,

@@ -20,7 +20,7 @@ from ..define.conditions import Conditions
 from ..define.model import FILE_CREATED, Trigger
 from ..define.services import ServiceScope
 from ..errors import OrchestratorError, RunNotActive, RunNotFound, ValidationError
-from ..journal import CommandRecord, GroupCommitWriter, JournalReader, ops
+from ..journal import CommandRecord, JournalQueries, JournalWriter, ops
 from ..records import FINAL_STATUSES, RunCode, RunResult, RunStatus
 from ..state import StateEncodingError, copy_state, decode_state
 from . import recovery
@@ -52,8 +52,8 @@ class Control:
     def __init__(
         self,
         *,
-        writer: GroupCommitWriter,
-        reader: JournalReader,
+        writer: JournalWriter,
+        reader: JournalQueries,
         clock: Clock,
         registry: Registry,
         lifecycle: Lifecycle,
@@ -335,7 +335,7 @@ class Control:
         await self._writer.flush()
         found = await self._reader.run_status(run_id)
         if found is None:
-            raise RunNotFound(f"no run {run_id!r} in journal {self._reader.path}")
+            raise RunNotFound(f"no run {run_id!r} in journal {self._reader.location}")
         return found
 
 

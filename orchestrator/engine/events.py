@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..clock import Clock
-from ..journal import GroupCommitWriter, ops
+from ..journal import JournalWriter, ops
 from ..state import encode_state
 from .admission import CONSEQUENCES, Admission
 from .dispatcher import Dispatcher
@@ -25,7 +25,7 @@ class EventBus:
 
     def __init__(
         self,
-        writer: GroupCommitWriter,
+        writer: JournalWriter,
         clock: Clock,
         dispatcher: Dispatcher,
         parking: Parking,

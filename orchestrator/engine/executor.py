@@ -22,7 +22,7 @@ from ..define.model import BoundStep
 from ..define.services import ServiceScope
 from ..define.waits import PauseRequest, PauseService, WaitRegistry
 from ..errors import describe_exception
-from ..journal import GroupCommitWriter, ops
+from ..journal import JournalWriter, ops
 from ..pipeline.steps import StepFailed, run_step
 from ..records import RunCode, RunResult, RunStatus, is_ok
 from ..state import StateEncodingError, decode_state, encode_state
@@ -70,7 +70,7 @@ class ActiveRun:
 class ExecutorEnv:
     """What the executor needs from the runtime."""
 
-    writer: GroupCommitWriter
+    writer: JournalWriter
     clock: Clock
     threads: Executor
     notify: Notify

@@ -24,7 +24,7 @@ from watchfiles import Change, awatch
 
 from ..define.model import FILE_CREATED
 from ..folder.watcher import DEBOUNCE_MS, STEP_MS
-from ..journal import GroupCommitWriter, JournalReader, ops
+from ..journal import JournalQueries, JournalWriter, ops
 
 FIRST_SCAN_SECONDS = 0.2  # the watch is live by then, so nothing falls between the two
 RESCAN_SECONDS = 10.0
@@ -185,8 +185,8 @@ class JournalFileLedger:
 
     def __init__(
         self,
-        writer: GroupCommitWriter,
-        reader: JournalReader,
+        writer: JournalWriter,
+        reader: JournalQueries,
         emit: Callable[[str, dict[str, Any]], bool],
         now_us: Callable[[], int],
     ) -> None:

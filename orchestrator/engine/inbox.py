@@ -1,10 +1,10 @@
 """What other processes write into the journal: events to route and commands to apply.
 
 The CLI and the dashboard never reach into the daemon's memory: they commit an event or a
-command row, and this poller picks it up. It asks SQLite for ``PRAGMA data_version``, which
-changes only when another connection commits (this process's own writer included), so an
-idle journal costs one tiny query per tick and a busy one two. Everything still pending
-when the runtime starts is picked up on its first tick.
+command row, and this poller picks it up. It asks the journal's change feed (on SQLite,
+``PRAGMA data_version``), which moves only when a commit lands (this process's own writer's
+included), so an idle journal costs one tiny query per tick and a busy one two. Everything
+still pending when the runtime starts is picked up on its first tick.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from ..errors import JournalError
-from ..journal import CommandRecord, EventRecord, JournalReader
+from ..journal import CommandRecord, EventRecord, JournalQueries
 from .events import EventBus
 
 POLL_SECONDS = 0.01
@@ -27,7 +27,7 @@ class InboxPoller:
 
     def __init__(
         self,
-        reader: JournalReader,
+        reader: JournalQueries,
         bus: EventBus,
         apply: Callable[[CommandRecord], Awaitable[None]],
         *,

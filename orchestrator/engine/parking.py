@@ -19,7 +19,7 @@ from ..clock import Clock
 from ..define.conditions import Conditions
 from ..define.waits import BufferedEvent, PauseRequest, Wait
 from ..errors import RunNotActive
-from ..journal import GroupCommitWriter, ops
+from ..journal import JournalWriter, ops
 from ..records import RunCode, RunResult, RunStatus
 from ..state import decode_state, encode_state
 from .dispatcher import Dispatcher
@@ -55,7 +55,7 @@ class Parking:
 
     def __init__(
         self,
-        writer: GroupCommitWriter,
+        writer: JournalWriter,
         clock: Clock,
         dispatcher: Dispatcher,
         timers: Timers,

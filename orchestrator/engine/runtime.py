@@ -31,7 +31,14 @@ from ..errors import (
 )
 from ..folder.sync import WorkflowFolder
 from ..folder.watcher import watch_folder
-from ..journal import FaultPoints, GroupCommitWriter, JournalReader, Synchronous, ops
+from ..journal import (
+    FaultPoints,
+    JournalQueries,
+    JournalWriter,
+    Synchronous,
+    open_journal,
+    ops,
+)
 from ..records import FINAL_STATUSES, RunInfo, RunResult, RunStatus, TimelineEntry, is_ok
 from .control import Control
 from .file_events import FileEvents, JournalFileLedger
@@ -48,7 +55,8 @@ class Runtime:
     """A durable runtime over one journal file; use it as ``async with Runtime(db) as rt``.
 
     Args:
-        db: The journal file (created 0600 if missing).
+        db: The journal file (created 0600 if missing); a ``postgresql://`` URL raises
+            `JournalBackendUnavailable` until that backend exists.
         synchronous: SQLite durability: ``"FULL"`` (the default: a commit survives power
             loss) or ``"NORMAL"`` (survives a process crash; the last commits may be lost
             on power loss).
@@ -76,6 +84,7 @@ class Runtime:
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
+        self._journal = open_journal(db)  # a backend that is not available fails here
         self.db = Path(db)
         self._initial = list(workflows)
         # Read once: later changes to os.environ do not move a running runtime's env.
@@ -87,12 +96,12 @@ class Runtime:
         self._workflow_scopes: dict[str, ServiceScope] = {}
         self._clock = clock or Clock()
         self._grace = shutdown_grace
-        self._writer = GroupCommitWriter(self.db, synchronous=synchronous, faults=faults)
+        self._writer: JournalWriter = self._journal.writer(synchronous=synchronous, faults=faults)
         self._threads = ThreadPoolExecutor(max_threads, thread_name_prefix=STEP_THREADS)
         self._registry = Registry()
         self._lifecycle = Lifecycle()
         self._control: Control | None = None
-        self._reader: JournalReader | None = None
+        self._reader: JournalQueries | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._background: list[asyncio.Task[None]] = []
         self._state = "new"
@@ -133,7 +142,7 @@ class Runtime:
         tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
         tasks.create_task(self._writer.run(), name="journal-writer")
         self._background.append(tasks.create_task(self._heartbeat(), name="heartbeat"))
-        reader = self._reader = await JournalReader.open(self.db)
+        reader = self._reader = await self._journal.open_reader()
         max_wait, max_seq = await reader.max_ids()
         control = self._control = Control(
             writer=self._writer,
@@ -439,7 +448,7 @@ class Runtime:
             raise RunNotFound(f"no run {run_id!r} in journal {self.db}")
         return info
 
-    async def _read(self) -> JournalReader:
+    async def _read(self) -> JournalQueries:
         """The reader, once this process's own writes so far have committed."""
         if self._reader is None:
             raise RuntimeNotStarted("the runtime is not started")

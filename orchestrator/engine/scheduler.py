@@ -14,7 +14,7 @@ from typing import Any
 from ..clock import Clock
 from ..define import schedules
 from ..define.model import Schedule
-from ..journal import GroupCommitWriter, ops
+from ..journal import JournalWriter, ops
 from .registry import RegisteredWorkflow
 from .timers import Timers
 
@@ -27,7 +27,7 @@ class Scheduler:
 
     def __init__(
         self,
-        writer: GroupCommitWriter,
+        writer: JournalWriter,
         clock: Clock,
         timers: Timers,
         start_run: StartRun,

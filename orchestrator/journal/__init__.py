@@ -1,8 +1,22 @@
-"""The journal: the one home of SQL and of the only aiosqlite import.
+"""The journal: the one home of SQL, behind one seam that every backend implements.
 
-`GroupCommitWriter` owns the write connection and the lease; `JournalReader` answers
-queries on its own read-only connection; `ops` builds the writes. Names are imported on
-first use, so the CLI's writing commands (`commands`) load neither aiosqlite nor asyncio.
+Layers above the journal (the engine, the CLI, the folder, the dashboard) import only this
+package's API, never a backend (an import-linter contract checks it):
+
+- `open_journal` (in `backends`) turns ``db`` into a `JournalBackend`: a file path gives
+  the SQLite backend (`sqlite/`, the only aiosqlite import); a ``postgresql://`` URL is
+  refused with `JournalBackendUnavailable` until that backend exists.
+- `protocol` says what a backend offers: the runtime's `JournalWriter` (group commit under
+  the lease), `JournalQueries` for the engine and the CLI, `DashboardViews`, the
+  `JournalCommands` another process writes, and the `ChangeFeed` both readers poll.
+- `ops` builds the writes as statement keys and parameters; each backend holds the
+  statements themselves.
+- `records` and `view_records` are what reads return, the same for every backend.
+- `recording.RecordingJournal` is an in-memory `JournalWriter` for unit tests.
+
+`GroupCommitWriter` and `JournalReader`, the SQLite backend's classes, stay exported for
+tests and tools. Names are imported on first use, so the CLI's writing commands load
+neither aiosqlite nor asyncio.
 """
 
 from __future__ import annotations
@@ -13,51 +27,112 @@ from ..lazy import lazy_exports
 
 if TYPE_CHECKING:
     from . import ops
-    from .connection import Synchronous
+    from .backends import open_journal
     from .faults import FaultPoints, SimulatedCrash
-    from .reader import (
+    from .protocol import (
+        ChangeFeed,
+        DashboardViews,
+        JournalBackend,
+        JournalCommands,
+        JournalQueries,
+        JournalWriter,
+        Synchronous,
+    )
+    from .recording import RecordingJournal
+    from .records import (
         CommandOutcome,
         CommandRecord,
         DaemonRecord,
         EventRecord,
-        JournalReader,
         LoadErrorRecord,
+        Opened,
         UnfinishedRun,
         WaitRecord,
         WorkflowRecord,
     )
-    from .writer import GroupCommitWriter
+    from .sqlite.reader import JournalReader
+    from .sqlite.writer import GroupCommitWriter
+    from .view_records import (
+        SORTS,
+        EventView,
+        LoadErrorView,
+        RouteView,
+        RunDetail,
+        RunFilter,
+        RunPage,
+        RunRow,
+        WaitView,
+        WorkflowView,
+    )
 
 _EXPORTS = {
-    "CommandOutcome": ".reader",
-    "CommandRecord": ".reader",
-    "DaemonRecord": ".reader",
-    "EventRecord": ".reader",
+    "ChangeFeed": ".protocol",
+    "CommandOutcome": ".records",
+    "CommandRecord": ".records",
+    "DaemonRecord": ".records",
+    "DashboardViews": ".protocol",
+    "EventRecord": ".records",
+    "EventView": ".view_records",
     "FaultPoints": ".faults",
-    "GroupCommitWriter": ".writer",
-    "JournalReader": ".reader",
-    "LoadErrorRecord": ".reader",
+    "GroupCommitWriter": ".sqlite.writer",
+    "JournalBackend": ".protocol",
+    "JournalCommands": ".protocol",
+    "JournalQueries": ".protocol",
+    "JournalReader": ".sqlite.reader",
+    "JournalWriter": ".protocol",
+    "LoadErrorRecord": ".records",
+    "LoadErrorView": ".view_records",
+    "Opened": ".records",
+    "RecordingJournal": ".recording",
+    "RouteView": ".view_records",
+    "RunDetail": ".view_records",
+    "RunFilter": ".view_records",
+    "RunPage": ".view_records",
+    "RunRow": ".view_records",
+    "SORTS": ".view_records",
     "SimulatedCrash": ".faults",
-    "Synchronous": ".connection",
-    "UnfinishedRun": ".reader",
-    "WaitRecord": ".reader",
-    "WorkflowRecord": ".reader",
+    "Synchronous": ".protocol",
+    "UnfinishedRun": ".records",
+    "WaitRecord": ".records",
+    "WaitView": ".view_records",
+    "WorkflowRecord": ".records",
+    "WorkflowView": ".view_records",
+    "open_journal": ".backends",
 }
 
 __all__ = [
+    "SORTS",
+    "ChangeFeed",
     "CommandOutcome",
     "CommandRecord",
     "DaemonRecord",
+    "DashboardViews",
     "EventRecord",
+    "EventView",
     "FaultPoints",
     "GroupCommitWriter",
+    "JournalBackend",
+    "JournalCommands",
+    "JournalQueries",
     "JournalReader",
+    "JournalWriter",
     "LoadErrorRecord",
+    "LoadErrorView",
+    "Opened",
+    "RecordingJournal",
+    "RouteView",
+    "RunDetail",
+    "RunFilter",
+    "RunPage",
+    "RunRow",
     "SimulatedCrash",
     "Synchronous",
     "UnfinishedRun",
     "WaitRecord",
+    "WaitView",
     "WorkflowRecord",
+    "WorkflowView",
+    "open_journal",
     "ops",
 ]
 

@@ -1,12 +1,15 @@
-"""Write operations: every statement the group-commit writer may run, and their builders.
+"""Write operations: every write a journal writer may apply, and their builders.
 
-An op is a statement and its parameters. The writer applies a batch in the order the
-`Stmt` members are declared, each statement once with ``executemany``.
+An op is a statement key and its parameters: it says what to write, never how, so ops are
+the same for every backend. Each backend maps every `Stmt` key to its own statement (for
+SQLite, `sqlite.statements.SQL`) and applies a batch in the order the keys are declared,
+each statement once over all its rows (SQLite: ``executemany``).
 
 Invariant: ops for one run are submitted in causal order with nondecreasing timestamps
 (the `Clock` guarantees it), and two statements that touch the same row and column are the
-same member (``updated_at`` is only ever raised with ``max``), so applying a batch grouped
-by statement, keeping the last of each run's absolute updates, equals applying it op by op.
+same key (a backend's statements only ever raise ``updated_at``, with ``max``), so applying
+a batch grouped by statement, keeping the last of each run's absolute updates, equals
+applying it op by op.
 """
 
 from __future__ import annotations
@@ -19,79 +22,32 @@ from ..records import RunCode, RunStatus
 
 
 class Stmt(enum.Enum):
-    """Statements, in the order a batch applies them."""
+    """Statements, as keys (each backend holds their text); a batch applies them in this order."""
 
-    RESET_WORKFLOWS = "UPDATE workflows SET present = 0"
-    RESET_LOAD_ERRORS = "DELETE FROM load_errors"
-    SET_WORKFLOW = (
-        "INSERT INTO workflows (workflow_id, version, file, triggers, mode, loaded_at, present)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (workflow_id) DO UPDATE SET"
-        " version = excluded.version, file = excluded.file, triggers = excluded.triggers,"
-        " mode = excluded.mode, loaded_at = excluded.loaded_at, present = excluded.present"
-    )
-    SET_LOAD_ERROR = (
-        "INSERT INTO load_errors (file, line, message, at) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (file) DO UPDATE SET"
-        " line = excluded.line, message = excluded.message, at = excluded.at"
-    )
-    ADD_VERSION = (
-        "INSERT INTO workflow_versions (workflow_id, version, file, definition, created_at)"
-        " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
-    )
-    INSERT_RUN = (
-        "INSERT INTO runs (id, run_id, workflow_id, trigger_id, version, status, step,"
-        " step_started_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    )
-    INSERT_EVENT = (
-        "INSERT INTO events (event_id, type, data, source, created_at, routed_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)"
-    )
-    MARK_ROUTED = "UPDATE events SET routed_at = ? WHERE event_id = ?"
-    SET_FILE_SEEN = (
-        "INSERT INTO files_seen (dir, glob, name, inode, at) VALUES (?, ?, ?, ?, ?)"
-        " ON CONFLICT (dir, glob, name) DO UPDATE SET inode = excluded.inode, at = excluded.at"
-    )
-    INSERT_WAIT = (
-        "INSERT INTO waits (id, run, event_type, conditions, persistent, status, into_key,"
-        " timeout_at, on_timeout, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    )
-    INSERT_CHECKPOINT = (
-        "INSERT OR REPLACE INTO checkpoints"
-        " (run, position, step, started_at, ended_at, state, kind) VALUES (?, ?, ?, ?, ?, ?, ?)"
-    )
-    SET_PROGRESS = (
-        "UPDATE runs SET position = max(position, ?), step = ?, step_started_at = ?,"
-        " updated_at = max(updated_at, ?) WHERE id = ?"
-    )
-    SET_POSITION = (
-        "UPDATE runs SET position = max(position, ?), updated_at = max(updated_at, ?) WHERE id = ?"
-    )
-    SET_VERSION = "UPDATE runs SET version = ? WHERE id = ?"
-    SET_STATUS = (
-        "UPDATE runs SET status = ?, error = ?, error_code = ?,"
-        " updated_at = max(updated_at, ?) WHERE id = ?"
-    )
-    SET_WAIT = (
-        "UPDATE waits SET status = ?, timeout_at = ?, into_key = ?, on_timeout = ? WHERE id = ?"
-    )
-    ADD_BUFFERED = "INSERT INTO wait_buffer (wait, seq, event_id) VALUES (?, ?, ?)"
-    DROP_BUFFERED = "DELETE FROM wait_buffer WHERE wait = ? AND seq = ?"
-    ADD_ROUTE = (
-        "INSERT OR IGNORE INTO event_routes (event_id, run, action, wait) VALUES (?, ?, ?, ?)"
-    )
-    ARM_SCHEDULE = (
-        "INSERT OR IGNORE INTO schedule_state (workflow_id, trigger_id, last_tick) VALUES (?, ?, ?)"
-    )
-    SCHEDULE_FIRED = (
-        "UPDATE schedule_state SET last_tick = max(last_tick, ?)"
-        " WHERE workflow_id = ? AND trigger_id = ?"
-    )
-    INBOX_DONE = "UPDATE inbox SET done_at = ?, outcome = ? WHERE id = ?"
-    ADD_TIMELINE = (
-        "INSERT INTO timeline (run, position, at, source, kind, step, message, data)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-    )
-    MARK_READY = "UPDATE lease SET ready = 1 WHERE token = ?"
+    RESET_WORKFLOWS = enum.auto()
+    RESET_LOAD_ERRORS = enum.auto()
+    SET_WORKFLOW = enum.auto()
+    SET_LOAD_ERROR = enum.auto()
+    ADD_VERSION = enum.auto()
+    INSERT_RUN = enum.auto()
+    INSERT_EVENT = enum.auto()
+    MARK_ROUTED = enum.auto()
+    SET_FILE_SEEN = enum.auto()
+    INSERT_WAIT = enum.auto()
+    INSERT_CHECKPOINT = enum.auto()
+    SET_PROGRESS = enum.auto()
+    SET_POSITION = enum.auto()
+    SET_VERSION = enum.auto()
+    SET_STATUS = enum.auto()
+    SET_WAIT = enum.auto()
+    ADD_BUFFERED = enum.auto()
+    DROP_BUFFERED = enum.auto()
+    ADD_ROUTE = enum.auto()
+    ARM_SCHEDULE = enum.auto()
+    SCHEDULE_FIRED = enum.auto()
+    INBOX_DONE = enum.auto()
+    ADD_TIMELINE = enum.auto()
+    MARK_READY = enum.auto()
 
 
 Op = tuple[Stmt, tuple[Any, ...]]

@@ -9,9 +9,8 @@ row. This module merges the three into one ordered list.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from ..clock import to_datetime
 from ..records import FINAL_STATUSES, RunStatus, TimelineEntry
@@ -22,8 +21,14 @@ _STARTED, _ROW, _COMPLETED, _FINAL = 0, 1, 2, 3
 SortKey = tuple[int, int, int, int]
 
 
+class Row(Protocol):
+    """A row whose columns are read by name (a backend's row type, e.g. ``sqlite3.Row``)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
 def assemble_timeline(
-    run: sqlite3.Row, checkpoints: Sequence[sqlite3.Row], rows: Sequence[sqlite3.Row]
+    run: Row, checkpoints: Sequence[Row], rows: Sequence[Row]
 ) -> list[TimelineEntry]:
     """Merge a run row, its checkpoints (position > 0) and its timeline rows, in order."""
     keyed: list[tuple[SortKey, TimelineEntry]] = []
@@ -66,7 +71,7 @@ def assemble_timeline(
     return [entry for _, entry in keyed]
 
 
-def _step_began(run: sqlite3.Row, rows: Sequence[sqlite3.Row]) -> bool:
+def _step_began(run: Row, rows: Sequence[Row]) -> bool:
     """Whether the run's current step began and has no checkpoint: it runs, or it failed."""
     if run["step"] is None or not run["step_started_at"]:
         return False
@@ -88,7 +93,7 @@ def _entry(
     )
 
 
-def _row_entry(row: sqlite3.Row) -> TimelineEntry:
+def _row_entry(row: Row) -> TimelineEntry:
     data = json.loads(row["data"]) if row["data"] is not None else None
     return TimelineEntry(
         at=to_datetime(row["at"]),

@@ -12,23 +12,33 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final, TypeVar
 
-from ..clock import to_datetime
-from ..records import Checkpoint, RunCode, RunStatus, TimelineEntry
-from .reader import DaemonRecord, JournalReader
-from .timeline import assemble_timeline
+from ...clock import to_datetime
+from ...records import Checkpoint, RunCode, RunStatus, TimelineEntry
+from ..records import DaemonRecord
+from ..timeline import assemble_timeline
+from ..view_records import (
+    EventView,
+    LoadErrorView,
+    RouteView,
+    RunDetail,
+    RunFilter,
+    RunPage,
+    RunRow,
+    WaitView,
+    WorkflowView,
+)
+from .reader import JournalReader
 
-SORTS: Final = {
+_ORDER_BY: Final = {
     "newest": "r.id DESC",
     "oldest": "r.id ASC",
     "workflow": "r.workflow_id, r.id DESC",
     "status": "r.status, r.id DESC",
 }
-"""How the run list can be ordered, by name."""
 
 TIMELINE_LIMIT: Final = 2_000  # rows of a run's timeline shown (the latest)
 CHECKPOINT_LIMIT: Final = 200  # checkpoints of a run shown (the latest)
@@ -41,131 +51,15 @@ _Member = TypeVar("_Member", bound=StrEnum)
 _JSON = "CASE WHEN json_valid({0}) THEN {0} ELSE json_quote({0}) END"
 
 
-@dataclass(frozen=True)
-class RunFilter:
-    """Which runs the list shows, and in what order.
-
-    Attributes:
-        status: Only runs in this status, or all.
-        workflow: Only runs of this workflow, or all.
-        search: Text found in the run id, workflow, trigger or error (case-insensitive).
-        sort: A key of `SORTS`.
-    """
-
-    status: RunStatus | None = None
-    workflow: str | None = None
-    search: str = ""
-    sort: str = "newest"
-
-
-@dataclass(frozen=True)
-class LoadErrorView:
-    """A file that failed to load: where, why, and when (None if the time is unreadable)."""
-
-    file: str
-    line: int | None
-    message: str
-    at: datetime | None
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunRow:
-    """A run as the list shows it (no state: that is the detail's).
-
-    `status` and `error_code` are the enums, or the journaled text when it is not one of
-    their values (a row written by another version, or damaged).
-    """
-
-    run_id: str
-    workflow_id: str
-    trigger_id: str
-    status: RunStatus | str
-    step: str | None
-    error: str | None
-    error_code: RunCode | str | None
-    version: str
-    created_at: datetime | None
-    updated_at: datetime | None
-
-
-@dataclass(frozen=True)
-class RunPage:
-    """One page of the run list and how many runs match in all."""
-
-    rows: list[RunRow]
-    total: int
-    offset: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class EventView:
-    """An event, what it did to runs, and its data (any JSON value if damaged)."""
-
-    event_id: str
-    type: str
-    data: Any
-    source: str
-    created_at: datetime | None
-    routed_at: datetime | None
-    routes: list[RouteView] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class RouteView:
-    """What one event did to one run: ``started``, ``resumed``, ``buffered``, ``signalled``."""
-
-    run_id: str
-    workflow_id: str
-    action: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class WaitView:
-    """A live wait of a run and the latest events of its type since it was registered.
-
-    `conditions` is the journaled ``[[path, op, operand], ...]`` (whatever it decodes to);
-    `event_type` is ``None`` for a sleep.
-    """
-
-    wait_id: int
-    event_type: str | None
-    conditions: Any
-    status: str
-    into: str | None
-    timeout_at: datetime | None
-    on_timeout: str
-    created_at: datetime | None
-    buffered: int
-    recent: list[EventView]
-
-
-@dataclass(frozen=True)
-class RunDetail:
-    """Everything the run screen shows about one run."""
-
-    run: RunRow
-    timeline: list[TimelineEntry]
-    checkpoints: list[Checkpoint]
-    waits: list[WaitView]
-
-
-@dataclass(frozen=True, kw_only=True)
-class WorkflowView:
-    """A workflow registered now; `triggers` is whatever the journaled JSON decodes to."""
-
-    workflow_id: str
-    version: str
-    file: str | None
-    triggers: Any
-    mode: str
-    loaded_at: datetime | None
-
-
 class DashboardQueries:
     """The dashboard's queries over one reader."""
 
     def __init__(self, reader: JournalReader) -> None:
         self.reader = reader
+
+    async def close(self) -> None:
+        """Close the reader's connection."""
+        await self.reader.close()
 
     async def set_busy_timeout(self, milliseconds: int) -> None:
         """Wait at most this long for a lock, so a stuck writer shows as an error soon."""
@@ -202,7 +96,7 @@ class DashboardQueries:
     async def runs_page(self, wanted: RunFilter, *, offset: int, limit: int) -> RunPage:
         """One page of the runs `wanted` selects, in its order, and how many there are."""
         where, params = _filter_sql(wanted)
-        order = SORTS.get(wanted.sort, SORTS["newest"])
+        order = _ORDER_BY.get(wanted.sort, _ORDER_BY["newest"])
         offset = max(0, offset)
         rows = await self.reader.fetch(
             f"SELECT {_RUN_COLUMNS} FROM runs r WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",

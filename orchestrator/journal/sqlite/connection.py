@@ -12,14 +12,14 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported on use: the CLI's writing commands need no event loop
     import aiosqlite
 
-from ..errors import JournalCorrupt, JournalError
+from ...errors import JournalCorrupt, JournalError
+from ..protocol import Synchronous
 
-Synchronous = Literal["FULL", "NORMAL"]
 BUSY_TIMEOUT_MS = 30_000
 
 

@@ -10,19 +10,28 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from ..clock import Clock, to_datetime
-from ..errors import JournalCorrupt, JournalError
-from ..records import Checkpoint, RunCode, RunInfo, RunStatus, TimelineEntry
+from ...clock import Clock, to_datetime
+from ...errors import JournalCorrupt, JournalError
+from ...records import Checkpoint, RunCode, RunInfo, RunStatus, TimelineEntry
+from ..records import (
+    CommandOutcome,
+    CommandRecord,
+    DaemonRecord,
+    EventRecord,
+    LoadErrorRecord,
+    UnfinishedRun,
+    WaitRecord,
+    WorkflowRecord,
+)
+from ..timeline import assemble_timeline
 from . import lease
 from .connection import connect_reader
 from .schema import APPLICATION_ID, MIGRATIONS
-from .timeline import assemble_timeline
 
 _SERVICE_KINDS = "('service.opened', 'services.closed')"  # the timeline_services index's
 _RUN_COLUMNS = """
@@ -33,110 +42,17 @@ _RUN_COLUMNS = """
 """
 
 
-@dataclass(frozen=True, kw_only=True)
-class UnfinishedRun:
-    """A run that was not final when its journal was last closed (or its process died)."""
-
-    row: int
-    run_id: str
-    workflow_id: str
-    trigger_id: str
-    version: str
-    status: RunStatus
-    position: int
-    step: str | None
-    state: str
-    created_at: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class WaitRecord:
-    """An armed or parked wait as journaled, with the events buffered for it."""
-
-    id: int
-    row: int
-    run_id: str
-    event_type: str | None
-    conditions: list[list[Any]]
-    persistent: bool
-    status: str
-    into: str | None
-    timeout_at: int | None
-    on_timeout: str
-    buffer: list[tuple[int, str, dict[str, Any]]]
-
-
-@dataclass(frozen=True, kw_only=True)
-class EventRecord:
-    """An event written by another process and not routed yet."""
-
-    id: int
-    event_id: str
-    type: str
-    data: dict[str, Any]
-    source: str
-    created_at: int = 0
-
-
-@dataclass(frozen=True, kw_only=True)
-class CommandRecord:
-    """A command from another process (the CLI, the dashboard) not applied yet."""
-
-    id: int
-    command: str
-    run_id: str | None
-    workflow_id: str | None
-    trigger_id: str | None
-    payload: Any
-    created_at: int = 0
-
-
-@dataclass(frozen=True, kw_only=True)
-class WorkflowRecord:
-    """A workflow registered now by the process holding the lease."""
-
-    workflow_id: str
-    version: str
-    file: str | None
-    triggers: list[dict[str, Any]]
-    mode: str
-    loaded_at: int
-
-
-@dataclass(frozen=True)
-class LoadErrorRecord:
-    """A workflow file that failed to load, with where and why."""
-
-    file: str
-    line: int | None
-    message: str
-    at: int
-
-
-@dataclass(frozen=True)
-class DaemonRecord:
-    """The live process holding the journal's lease."""
-
-    pid: int
-    host: str
-    started_at: int
-    ready: bool
-
-
-@dataclass(frozen=True)
-class CommandOutcome:
-    """What became of a command: ``None`` while it is pending, else "ok" or the error."""
-
-    id: int
-    outcome: str | None
-
-
 class JournalReader:
     """Queries over one read-only connection."""
 
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self._conn = conn
         self.path = path
+
+    @property
+    def location(self) -> str:
+        """The file's path, as given."""
+        return str(self.path)
 
     @classmethod
     async def open(cls, path: Path) -> JournalReader:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from ..errors import JournalCorrupt, JournalError
+from ...errors import JournalCorrupt, JournalError
 
 APPLICATION_ID = 0x4F524348  # "ORCH": marks the file as ours.
 

@@ -22,25 +22,20 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from ..clock import Clock
-from ..errors import JournalError, JournalLocked
+from ...clock import Clock
+from ...errors import JournalError, JournalLocked
+from ..faults import AFTER_COMMIT, BEFORE_COMMIT, FaultPoints, SimulatedCrash
+from ..ops import Op, Stmt, grouped
+from ..protocol import Synchronous
+from ..records import Opened
 from . import lease
-from .connection import Synchronous, connect_writer, rollback_if_open
-from .faults import AFTER_COMMIT, BEFORE_COMMIT, FaultPoints, SimulatedCrash
-from .ops import Op, Stmt, grouped
+from .connection import connect_writer, rollback_if_open
 from .schema import migrate
+from .statements import SQL
 
 LAZY_FLUSH_SECONDS = 0.005
-
-
-@dataclass(frozen=True)
-class Opened:
-    """What the writer learned when it opened the journal under its lease."""
-
-    max_run_row: int
 
 
 class GroupCommitWriter:
@@ -271,7 +266,7 @@ class GroupCommitWriter:
                     "this runtime stops writing"
                 )
             for stmt, rows in grouped(ops):
-                conn.executemany(stmt.value, rows)
+                conn.executemany(SQL[stmt], rows)
             self._fault(BEFORE_COMMIT)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:

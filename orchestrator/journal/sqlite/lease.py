@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import JournalLocked
+from ...errors import JournalLocked
 
 STALE_AFTER_US = 5_000_000
 HOST = socket.gethostname()

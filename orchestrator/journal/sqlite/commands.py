@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..clock import Clock, new_id
-from ..errors import JournalError, RunNotActive, RunNotFound
-from ..records import RunStatus
+from ...clock import Clock, new_id
+from ...errors import JournalError, RunNotActive, RunNotFound
+from ...records import RunStatus
 from .connection import connect_writer, rollback_if_open
 from .schema import upgrade
 
@@ -121,3 +121,22 @@ def _transaction(path: Path, work: Callable[[sqlite3.Connection], T]) -> T:
             conn.close()
         time.sleep(0.05 * attempt)
     raise JournalError(f"journal {path}: still locked after {ATTEMPTS} attempts")
+
+
+class SqliteCommands:
+    """The writes above, bound to one journal file (`JournalCommands`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def emit_event(self, event_type: str, data: dict[str, Any], *, source: str = "cli") -> str:
+        """Journal an event for the daemon to route; returns its id once committed."""
+        return emit_event(self.path, event_type, data, source=source)
+
+    def queue_command(self, command: str, run_id: str, payload: Any = None) -> int:
+        """Check the run, then queue `command` for the daemon; returns the command's id."""
+        return queue_command(self.path, command, run_id, payload)
+
+    def queue_invoke(self, workflow_id: str, trigger_id: str, data: dict[str, Any]) -> str:
+        """Queue a run of a workflow's pipeline for the daemon; returns the new run's id."""
+        return queue_invoke(self.path, workflow_id, trigger_id, data)

@@ -1,0 +1,250 @@
+"""The journal seam: what the engine, the CLI and the dashboard may ask of a journal.
+
+Every layer above the journal holds these protocols, never a backend's classes. A backend
+(SQLite, in `sqlite/`) implements them, and `open_journal` picks one from ``db``. What
+flows through them is backend-neutral: writes are `ops` (statement keys and parameters),
+answers are the dataclasses of `records` and `view_records`. Nothing here knows SQL.
+
+    JournalBackend       one journal: makes its writer, opens readers, writes commands
+    ├── JournalWriter    the runtime's only writer: group commit under the lease
+    ├── JournalQueries   what the engine and the CLI read (a ChangeFeed too)
+    ├── DashboardViews   what the dashboard reads (a ChangeFeed too)
+    └── JournalCommands  events and commands from another process (the CLI, the dashboard)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:  # the CLI's small commands must not load asyncio
+    import asyncio
+
+    from ..errors import JournalError
+    from ..records import RunInfo, RunStatus, TimelineEntry
+    from .faults import FaultPoints
+    from .ops import Op
+    from .records import (
+        CommandOutcome,
+        CommandRecord,
+        DaemonRecord,
+        EventRecord,
+        LoadErrorRecord,
+        Opened,
+        UnfinishedRun,
+        WaitRecord,
+        WorkflowRecord,
+    )
+    from .view_records import EventView, LoadErrorView, RunDetail, RunFilter, RunPage, WorkflowView
+
+Synchronous = Literal["FULL", "NORMAL"]
+"""How durable a commit is: ``FULL`` survives a power loss, ``NORMAL`` a process crash."""
+
+
+class ChangeFeed(Protocol):
+    """Says cheaply whether anything was committed since the last look.
+
+    Polled, not pushed: the inbox poller and the dashboard ask every tick and read rows
+    only when the value moved.
+    """
+
+    async def data_version(self) -> int:
+        """A value that changes whenever a commit lands (this process's own writer's too)."""
+
+
+class JournalWriter(Protocol):
+    """The runtime's one writer: batches of ops committed together, under the journal's lease.
+
+    The runtime calls `open` (which takes the lease), runs `run` as a task of its own, and
+    ends with `close`. Everything else is called on the event loop.
+    """
+
+    @property
+    def backlog(self) -> int:
+        """Ops waiting for the next batch."""
+
+    @property
+    def failure(self) -> JournalError | None:
+        """Why the writer stopped, if it did; it writes nothing more after that."""
+
+    async def open(self) -> Opened:
+        """Connect, bring the schema up to date and take the lease (`JournalLocked` if held)."""
+
+    async def run(self) -> None:
+        """Commit batches until `close` (or cancellation); the caller's task owns it."""
+
+    async def close(self) -> None:
+        """Commit what is pending, release the lease and disconnect."""
+
+    def enqueue(self, ops: Iterable[Op], *, urgent: bool = False) -> asyncio.Future[None]:
+        """Add ops to the next batch; the future resolves once that batch has committed.
+
+        Raises:
+            JournalError: The writer has failed or is closed.
+        """
+
+    def together(self) -> AbstractContextManager[None]:
+        """Every `enqueue` made inside the block joins the same batch (never await inside)."""
+
+    async def write(self, ops: Iterable[Op]) -> None:
+        """Write ops and return once they are committed."""
+
+    async def flush(self) -> None:
+        """Return once everything enqueued so far has committed."""
+
+    async def mark_ready(self) -> None:
+        """Record in the lease that recovery and loading are done."""
+
+
+class JournalQueries(ChangeFeed, Protocol):
+    """What the engine and the CLI read, on a connection of their own.
+
+    No call leaves a read transaction open behind it.
+    """
+
+    @property
+    def location(self) -> str:
+        """Where the journal is, for messages (a file path, or a URL without its password)."""
+
+    async def close(self) -> None:
+        """Disconnect."""
+
+    async def get_run(self, run_id: str) -> RunInfo | None:
+        """One run, or None if the journal has no such run."""
+
+    async def list_runs(
+        self, *, status: str | None = None, workflow: str | None = None, limit: int = 100
+    ) -> list[RunInfo]:
+        """Runs, newest first, optionally of one status and/or workflow (`limit` -1: all)."""
+
+    async def timeline(self, run_id: str) -> list[TimelineEntry] | None:
+        """Everything a run did, in order; None if the journal has no such run."""
+
+    async def run_status(self, run_id: str) -> tuple[int, RunStatus] | None:
+        """The run's row id and status, or None if unknown."""
+
+    async def unfinished_runs(self) -> list[UnfinishedRun]:
+        """Runs that are queued, running or paused, oldest first, with their last state."""
+
+    async def live_waits(self) -> list[WaitRecord]:
+        """Armed and parked waits, oldest first, each with its buffered events in order."""
+
+    async def unclosed_service_scopes(
+        self, workflow_id: str
+    ) -> list[tuple[int, str, str, list[str]]]:
+        """Ended runs whose run-scoped services were never closed: (row, run id, state, ids)."""
+
+    async def max_ids(self) -> tuple[int, int]:
+        """The highest wait id and buffer sequence number in use."""
+
+    async def schedule_ticks(self) -> dict[tuple[str, str], int]:
+        """Each schedule's last fired tick (or when it was first armed)."""
+
+    async def files_seen(self, folder: str, glob: str) -> dict[str, int]:
+        """Name -> inode of the files in `folder` that were events of this glob's watch."""
+
+    async def unrouted_events(self, after: int, limit: int = 1000) -> list[EventRecord]:
+        """Events written by other processes and not routed yet, oldest first."""
+
+    async def pending_commands(self, after: int, limit: int = 1000) -> list[CommandRecord]:
+        """Commands not applied yet, oldest first."""
+
+    async def has_pending(self, after_event: int, after_command: int) -> bool:
+        """Whether other processes wrote events or commands past these ids."""
+
+    async def workflows(self) -> list[WorkflowRecord]:
+        """Workflows registered now, by id."""
+
+    async def load_errors(self) -> list[LoadErrorRecord]:
+        """Files that failed to load and have not loaded since, by file."""
+
+    async def daemon(self) -> DaemonRecord | None:
+        """The live holder of the lease, or None when no process holds it."""
+
+    async def command_outcome(self, run_id: str) -> CommandOutcome | None:
+        """The latest command about `run_id` (an invoke names its run), or None."""
+
+
+class DashboardViews(ChangeFeed, Protocol):
+    """What the dashboard reads: each query paged or bounded, damaged rows decoded anyway."""
+
+    async def close(self) -> None:
+        """Disconnect."""
+
+    async def set_busy_timeout(self, milliseconds: int) -> None:
+        """Wait at most this long for a lock, so a stuck writer shows as an error soon."""
+
+    async def status_counts(self, workflow: str | None = None) -> dict[str, int]:
+        """How many runs are in each status (of one workflow, or all)."""
+
+    async def workflow_ids(self) -> list[str]:
+        """Workflows that have runs or are registered now, by id."""
+
+    async def runs_page(self, wanted: RunFilter, *, offset: int, limit: int) -> RunPage:
+        """One page of the runs `wanted` selects, in its order, and how many there are."""
+
+    async def run_fingerprint(self, run_id: str) -> tuple[Any, ...] | None:
+        """A cheap value that changes whenever what `run_detail` returns may have changed."""
+
+    async def run_detail(self, run_id: str, *, recent_events: int = 5) -> RunDetail | None:
+        """One run: its timeline, checkpoints and live waits; None if there is no such run."""
+
+    async def recent_events(self, *, limit: int = 200, type_contains: str = "") -> list[EventView]:
+        """The latest events, newest first, each with what it did to runs."""
+
+    async def workflows(self) -> list[WorkflowView]:
+        """Workflows registered now, by id."""
+
+    async def load_errors(self) -> list[LoadErrorView]:
+        """Files that failed to load, by file."""
+
+    async def daemon(self) -> DaemonRecord | None:
+        """The live process holding the journal's lease, or None."""
+
+
+class JournalCommands(Protocol):
+    """Writes from another process, blocking and short: the daemon picks them up.
+
+    Each commits before it returns, whether or not a daemon runs.
+    """
+
+    def emit_event(self, event_type: str, data: dict[str, Any], *, source: str = "cli") -> str:
+        """Journal an event for the daemon to route; returns its id once committed."""
+
+    def queue_command(self, command: str, run_id: str, payload: Any = None) -> int:
+        """Check the run, then queue `command` for the daemon; returns the command's id.
+
+        Raises:
+            RunNotFound: No such run in the journal.
+            RunNotActive: The run's status does not allow the command.
+        """
+
+    def queue_invoke(self, workflow_id: str, trigger_id: str, data: dict[str, Any]) -> str:
+        """Queue a run of a workflow's pipeline for the daemon; returns the new run's id."""
+
+
+class JournalBackend(Protocol):
+    """One journal, named by ``db``: made by `open_journal`, which connects nothing yet."""
+
+    @property
+    def location(self) -> str:
+        """Where the journal is, for messages (a file path, or a URL without its password)."""
+
+    @property
+    def commands(self) -> JournalCommands:
+        """Writes for the CLI and the dashboard (each call connects, commits, disconnects)."""
+
+    def exists(self) -> bool:
+        """Whether there is a journal to read (readers never create one)."""
+
+    def writer(
+        self, *, synchronous: Synchronous = "FULL", faults: FaultPoints | None = None
+    ) -> JournalWriter:
+        """The runtime's writer, not open yet."""
+
+    async def open_reader(self) -> JournalQueries:
+        """A reader on an existing journal (`JournalCorrupt` if it is not one)."""
+
+    async def open_views(self) -> DashboardViews:
+        """The dashboard's views on an existing journal (`JournalCorrupt` if it is not one)."""

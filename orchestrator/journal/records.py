@@ -1,0 +1,117 @@
+"""What a journal returns to the engine and the CLI: plain records, the same for every backend.
+
+Each is a frozen dataclass of plain values (ids, JSON already decoded, timestamps in
+microseconds), so nothing here knows how a backend stores them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..records import RunStatus
+
+
+@dataclass(frozen=True)
+class Opened:
+    """What the writer learned when it opened the journal under its lease."""
+
+    max_run_row: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnfinishedRun:
+    """A run that was not final when its journal was last closed (or its process died)."""
+
+    row: int
+    run_id: str
+    workflow_id: str
+    trigger_id: str
+    version: str
+    status: RunStatus
+    position: int
+    step: str | None
+    state: str
+    created_at: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class WaitRecord:
+    """An armed or parked wait as journaled, with the events buffered for it."""
+
+    id: int
+    row: int
+    run_id: str
+    event_type: str | None
+    conditions: list[list[Any]]
+    persistent: bool
+    status: str
+    into: str | None
+    timeout_at: int | None
+    on_timeout: str
+    buffer: list[tuple[int, str, dict[str, Any]]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventRecord:
+    """An event written by another process and not routed yet."""
+
+    id: int
+    event_id: str
+    type: str
+    data: dict[str, Any]
+    source: str
+    created_at: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandRecord:
+    """A command from another process (the CLI, the dashboard) not applied yet."""
+
+    id: int
+    command: str
+    run_id: str | None
+    workflow_id: str | None
+    trigger_id: str | None
+    payload: Any
+    created_at: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkflowRecord:
+    """A workflow registered now by the process holding the lease."""
+
+    workflow_id: str
+    version: str
+    file: str | None
+    triggers: list[dict[str, Any]]
+    mode: str
+    loaded_at: int
+
+
+@dataclass(frozen=True)
+class LoadErrorRecord:
+    """A workflow file that failed to load, with where and why."""
+
+    file: str
+    line: int | None
+    message: str
+    at: int
+
+
+@dataclass(frozen=True)
+class DaemonRecord:
+    """The live process holding the journal's lease."""
+
+    pid: int
+    host: str
+    started_at: int
+    ready: bool
+
+
+@dataclass(frozen=True)
+class CommandOutcome:
+    """What became of a command: ``None`` while it is pending, else "ok" or the error."""
+
+    id: int
+    outcome: str | None

@@ -1,0 +1,62 @@
+"""A journal in one SQLite file: where its writer, readers and commands come from.
+
+Importing this module loads neither asyncio nor aiosqlite: each part is imported when it
+is asked for, so the CLI's writing commands start fast.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..faults import FaultPoints
+    from ..protocol import Synchronous
+    from .commands import SqliteCommands
+    from .reader import JournalReader
+    from .views import DashboardQueries
+    from .writer import GroupCommitWriter
+
+
+class SqliteJournal:
+    """The SQLite backend of one journal file (`JournalBackend`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @property
+    def location(self) -> str:
+        """The file's path, as given."""
+        return str(self.path)
+
+    @cached_property
+    def commands(self) -> SqliteCommands:
+        """Writes for the CLI and the dashboard, each one short transaction."""
+        from .commands import SqliteCommands
+
+        return SqliteCommands(self.path)
+
+    def exists(self) -> bool:
+        """Whether the file is there with something in it (an empty file is no journal yet)."""
+        return self.path.exists() and self.path.stat().st_size > 0
+
+    def writer(
+        self, *, synchronous: Synchronous = "FULL", faults: FaultPoints | None = None
+    ) -> GroupCommitWriter:
+        """The runtime's group-commit writer on this file, not open yet."""
+        from .writer import GroupCommitWriter
+
+        return GroupCommitWriter(self.path, synchronous=synchronous, faults=faults)
+
+    async def open_reader(self) -> JournalReader:
+        """A read-only connection to the existing file."""
+        from .reader import JournalReader
+
+        return await JournalReader.open(self.path)
+
+    async def open_views(self) -> DashboardQueries:
+        """The dashboard's queries over a read-only connection to the existing file."""
+        from .views import DashboardQueries
+
+        return DashboardQueries(await self.open_reader())

@@ -1,0 +1,85 @@
+"""The SQL of every write statement, keyed by `Stmt`: the one map a SQLite batch runs from.
+
+`ops` names the writes; this module says what each one is in SQLite. A key without SQL here
+would fail a batch at commit time, so a test checks that every `Stmt` has its statement.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from ..ops import Stmt
+
+SQL: Final[dict[Stmt, str]] = {
+    Stmt.RESET_WORKFLOWS: "UPDATE workflows SET present = 0",
+    Stmt.RESET_LOAD_ERRORS: "DELETE FROM load_errors",
+    Stmt.SET_WORKFLOW: (
+        "INSERT INTO workflows (workflow_id, version, file, triggers, mode, loaded_at, present)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (workflow_id) DO UPDATE SET"
+        " version = excluded.version, file = excluded.file, triggers = excluded.triggers,"
+        " mode = excluded.mode, loaded_at = excluded.loaded_at, present = excluded.present"
+    ),
+    Stmt.SET_LOAD_ERROR: (
+        "INSERT INTO load_errors (file, line, message, at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (file) DO UPDATE SET"
+        " line = excluded.line, message = excluded.message, at = excluded.at"
+    ),
+    Stmt.ADD_VERSION: (
+        "INSERT INTO workflow_versions (workflow_id, version, file, definition, created_at)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    ),
+    Stmt.INSERT_RUN: (
+        "INSERT INTO runs (id, run_id, workflow_id, trigger_id, version, status, step,"
+        " step_started_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ),
+    Stmt.INSERT_EVENT: (
+        "INSERT INTO events (event_id, type, data, source, created_at, routed_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)"
+    ),
+    Stmt.MARK_ROUTED: "UPDATE events SET routed_at = ? WHERE event_id = ?",
+    Stmt.SET_FILE_SEEN: (
+        "INSERT INTO files_seen (dir, glob, name, inode, at) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (dir, glob, name) DO UPDATE SET inode = excluded.inode, at = excluded.at"
+    ),
+    Stmt.INSERT_WAIT: (
+        "INSERT INTO waits (id, run, event_type, conditions, persistent, status, into_key,"
+        " timeout_at, on_timeout, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ),
+    Stmt.INSERT_CHECKPOINT: (
+        "INSERT OR REPLACE INTO checkpoints"
+        " (run, position, step, started_at, ended_at, state, kind) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    ),
+    Stmt.SET_PROGRESS: (
+        "UPDATE runs SET position = max(position, ?), step = ?, step_started_at = ?,"
+        " updated_at = max(updated_at, ?) WHERE id = ?"
+    ),
+    Stmt.SET_POSITION: (
+        "UPDATE runs SET position = max(position, ?), updated_at = max(updated_at, ?) WHERE id = ?"
+    ),
+    Stmt.SET_VERSION: "UPDATE runs SET version = ? WHERE id = ?",
+    Stmt.SET_STATUS: (
+        "UPDATE runs SET status = ?, error = ?, error_code = ?,"
+        " updated_at = max(updated_at, ?) WHERE id = ?"
+    ),
+    Stmt.SET_WAIT: (
+        "UPDATE waits SET status = ?, timeout_at = ?, into_key = ?, on_timeout = ? WHERE id = ?"
+    ),
+    Stmt.ADD_BUFFERED: "INSERT INTO wait_buffer (wait, seq, event_id) VALUES (?, ?, ?)",
+    Stmt.DROP_BUFFERED: "DELETE FROM wait_buffer WHERE wait = ? AND seq = ?",
+    Stmt.ADD_ROUTE: (
+        "INSERT OR IGNORE INTO event_routes (event_id, run, action, wait) VALUES (?, ?, ?, ?)"
+    ),
+    Stmt.ARM_SCHEDULE: (
+        "INSERT OR IGNORE INTO schedule_state (workflow_id, trigger_id, last_tick) VALUES (?, ?, ?)"
+    ),
+    Stmt.SCHEDULE_FIRED: (
+        "UPDATE schedule_state SET last_tick = max(last_tick, ?)"
+        " WHERE workflow_id = ? AND trigger_id = ?"
+    ),
+    Stmt.INBOX_DONE: "UPDATE inbox SET done_at = ?, outcome = ? WHERE id = ?",
+    Stmt.ADD_TIMELINE: (
+        "INSERT INTO timeline (run, position, at, source, kind, step, message, data)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    ),
+    Stmt.MARK_READY: "UPDATE lease SET ready = 1 WHERE token = ?",
+}
