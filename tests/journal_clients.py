@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.journal import JournalReader
 from orchestrator.journal.sqlite.commands import emit_event, queue_command, queue_invoke
+from orchestrator.journal.sqlite.reader import JournalReader
 
 
 def feed(db: Path, rate: float, seconds: float, threads: int) -> dict[str, Any]:

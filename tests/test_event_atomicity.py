@@ -26,10 +26,10 @@ import pytest
 from procs import checkpoint_chains, query
 
 from orchestrator import JournalError, Runtime, Schedule, Trigger, Workflow
-from orchestrator.journal import GroupCommitWriter
 from orchestrator.journal.faults import SimulatedCrash
 from orchestrator.journal.ops import Op, Stmt
 from orchestrator.journal.sqlite.commands import emit_event
+from orchestrator.journal.sqlite.writer import GroupCommitWriter
 
 
 def step(state: dict[str, Any]) -> dict[str, Any]:

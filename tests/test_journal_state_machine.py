@@ -33,7 +33,9 @@ from hypothesis import Phase, event, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from orchestrator.errors import JournalError
-from orchestrator.journal import FaultPoints, GroupCommitWriter, JournalReader, faults, ops
+from orchestrator.journal import FaultPoints, faults, ops
+from orchestrator.journal.sqlite.reader import JournalReader
+from orchestrator.journal.sqlite.writer import GroupCommitWriter
 
 T = TypeVar("T")
 WORKFLOW, TRIGGER, VERSION = "wf", "go", "v1"

@@ -21,7 +21,7 @@ from procs import query
 
 from orchestrator import Runtime, WorkflowNotFound
 from orchestrator.folder.loader import FolderConfig, LoadFailed, digest_of, load_file
-from orchestrator.journal import JournalReader
+from orchestrator.journal.sqlite.reader import JournalReader
 
 T = TypeVar("T")
 # Generous: a reload is a probe subprocess, and the machine is shared.

@@ -26,7 +26,7 @@ from orchestrator import (
     Workflow,
     WorkflowNotFound,
 )
-from orchestrator.journal import JournalReader
+from orchestrator.journal.sqlite.reader import JournalReader
 
 
 async def inc(state: dict[str, Any]) -> dict[str, Any]:

@@ -14,9 +14,9 @@ package's API, never a backend (an import-linter contract checks it):
 - `records` and `view_records` are what reads return, the same for every backend.
 - `recording.RecordingJournal` is an in-memory `JournalWriter` for unit tests.
 
-`GroupCommitWriter` and `JournalReader`, the SQLite backend's classes, stay exported for
-tests and tools. Names are imported on first use, so the CLI's writing commands load
-neither aiosqlite nor asyncio.
+The SQLite backend's classes (`GroupCommitWriter`, `JournalReader`) are not exported here:
+code above the journal gets a backend from `open_journal` and cannot name them. Names are
+imported on first use, so the CLI's writing commands load neither aiosqlite nor asyncio.
 """
 
 from __future__ import annotations
@@ -50,8 +50,6 @@ if TYPE_CHECKING:
         WaitRecord,
         WorkflowRecord,
     )
-    from .sqlite.reader import JournalReader
-    from .sqlite.writer import GroupCommitWriter
     from .view_records import (
         SORTS,
         EventView,
@@ -74,11 +72,9 @@ _EXPORTS = {
     "EventRecord": ".records",
     "EventView": ".view_records",
     "FaultPoints": ".faults",
-    "GroupCommitWriter": ".sqlite.writer",
     "JournalBackend": ".protocol",
     "JournalCommands": ".protocol",
     "JournalQueries": ".protocol",
-    "JournalReader": ".sqlite.reader",
     "JournalWriter": ".protocol",
     "LoadErrorRecord": ".records",
     "LoadErrorView": ".view_records",
@@ -110,11 +106,9 @@ __all__ = [
     "EventRecord",
     "EventView",
     "FaultPoints",
-    "GroupCommitWriter",
     "JournalBackend",
     "JournalCommands",
     "JournalQueries",
-    "JournalReader",
     "JournalWriter",
     "LoadErrorRecord",
     "LoadErrorView",
