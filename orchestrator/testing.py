@@ -25,7 +25,7 @@ from .clock import FakeClock
 __all__ = ["FakeClock", "eventually", "eventually_blocking"]
 
 T = TypeVar("T")
-INTERVAL_SECONDS = 0.01
+INTERVAL_SECONDS = 0.02
 
 
 @overload
