@@ -6,10 +6,11 @@ command from another process that it has not routed or applied yet. Runs paused 
 event or a later time, runs queued behind their mode and recovered runs waiting for their
 workflow are idle: only something outside moves them (an event, a command, time, a file).
 A task asleep on a `FakeClock` waits for the test to move time, so it counts as idle.
+Watched files are outside it (a file written a moment ago may not have been noticed yet),
+except that each `FileTrigger` watch, once (re)started, must have scanned its folders.
 
 Tests wait on this (`Runtime.idle`, `FakeClock.advance`) instead of sleeping. It only
-looks and waits: it must never change what the runtime does. Watched files are outside
-it: a file written a moment ago may not have been noticed yet.
+looks and waits: it must never change what the runtime does.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 from ..clock import Clock, to_iso
 from ..journal import GroupCommitWriter
 from .control import Control
+from .file_events import FileEvents
 from .inbox import InboxPoller
 
 # How often `wait` looks again while only timers or the inbox keep the runtime busy (the
@@ -30,9 +32,15 @@ class Idleness:
     """Looks at the parts of a started runtime that can be busy."""
 
     def __init__(
-        self, control: Control, inbox: InboxPoller, writer: GroupCommitWriter, clock: Clock
+        self,
+        control: Control,
+        inbox: InboxPoller,
+        files: FileEvents,
+        writer: GroupCommitWriter,
+        clock: Clock,
     ) -> None:
-        self._control, self._inbox, self._writer, self._clock = control, inbox, writer, clock
+        self._control, self._inbox, self._files = control, inbox, files
+        self._writer, self._clock = writer, clock
 
     async def busy(self) -> list[str]:
         """What keeps the runtime busy now; empty when it is idle."""
@@ -46,6 +54,8 @@ class Idleness:
         due = self._control.timers.next_due()
         if due is not None and due <= self._clock.now_us():
             reasons.append(f"a timer due at {to_iso(due)} has not fired yet")
+        if self._files.scan_pending:
+            reasons.append("a FileTrigger watch has not scanned its folders yet")
         return reasons
 
     async def wait(self, timeout: float) -> None:  # noqa: ASYNC109

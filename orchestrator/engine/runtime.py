@@ -163,7 +163,7 @@ class Runtime:
             control.runs.note_missing(self._registry.has)
         poller = InboxPoller(reader, control.bus, control.apply_command)
         self._background.append(tasks.create_task(poller.run(), name="inbox"))
-        self._idleness = Idleness(control, poller, self._writer, self._clock)
+        self._idleness = Idleness(control, poller, self._file_events, self._writer, self._clock)
         self._detach_clock = self._clock.attach(self.idle)  # a fake clock's advance settles us
         await self._writer.mark_ready()
 
@@ -420,7 +420,8 @@ class Runtime:
         timer is due, and every event or command written by another process has been
         routed or applied. Paused runs, runs queued behind their mode and recovered runs
         waiting for their workflow are idle. Watched files (workflow files, `FileTrigger`
-        folders) are outside this: a file written a moment ago may not have been seen yet.
+        folders) are outside this: a file written a moment ago may not have been seen yet;
+        but a `FileTrigger` watch that has just started has scanned its folder.
 
         Raises:
             TimeoutError: Still busy after `timeout` seconds; the message says with what.
