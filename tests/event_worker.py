@@ -55,7 +55,7 @@ def ship(state: State, ctx: StepContext) -> State:
 
 async def work(state: State, ctx: StepContext) -> State:
     _effects.record(ctx.run_id, ctx.step_name)
-    await asyncio.sleep(random.uniform(0.0, 0.05))
+    await asyncio.sleep(random.uniform(0.0, 0.05))  # so kills land mid-step too
     return {**state, "worked": True}
 
 

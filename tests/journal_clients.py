@@ -39,7 +39,7 @@ def feed(db: Path, rate: float, seconds: float, threads: int) -> dict[str, Any]:
         due = start + index * interval / threads
         try:  # behind schedule (a busy machine), it emits fewer: the time is what is fixed
             while due < start + seconds and time.monotonic() < start + seconds:
-                time.sleep(max(0.0, due - time.monotonic()))
+                time.sleep(max(0.0, due - time.monotonic()))  # paced: RATE per second
                 emit_event(db, "tick", {"lane": index, "n": acked[index]}, source="feeder")
                 acked[index] += 1
                 due += interval
