@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from orchestrator.clock import FakeClock
 from orchestrator.define.model import Step
 from orchestrator.errors import (
     DefinitionError,
@@ -26,6 +25,7 @@ from orchestrator.errors import (
     ValidationError,
 )
 from orchestrator.pipeline.runner import PipelineContext, run
+from orchestrator.testing import FakeClock
 
 Events = list[tuple[str, dict[str, Any]]]
 
