@@ -66,8 +66,9 @@ class Clock:
 class FakeClock(Clock):
     """A clock that moves only when `advance` is called.
 
-    Its public home is `orchestrator.testing`; it is defined here, beside `Clock`, because
-    this module cannot import the layers above it.
+    Its public home is `orchestrator.testing`. It is defined here, beside `Clock`, so that
+    ``orchestrator.clock.FakeClock`` keeps working: this module may not import the layers
+    above it.
     """
 
     def __init__(self, start: datetime | None = None) -> None:
