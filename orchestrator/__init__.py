@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from .lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .clock import Clock, FakeClock
+    from .clock import Clock
     from .define.hooks import DispatchResult
     from .define.model import FileTrigger, Schedule, Step, Trigger, Workflow
     from .define.modes import Exclusive, Serialized, SingletonLoop, Transient
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     )
     from .pipeline.runner import run
     from .records import RunCode, RunInfo, RunResult, RunStatus, TimelineEntry
+    from .testing import FakeClock
 
 __version__ = "0.1.0"
 
@@ -52,7 +53,7 @@ _EXPORTS = {
     "DispatchResult": ".define.hooks",
     "DuplicateKey": ".errors",
     "Exclusive": ".define.modes",
-    "FakeClock": ".clock",
+    "FakeClock": ".testing",
     "FileTrigger": ".define.model",
     "InvalidState": ".errors",
     "JournalCorrupt": ".errors",
@@ -141,7 +142,8 @@ __all__ = [
 ]
 
 
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+if not TYPE_CHECKING:  # mypy sees the imports above, so a name not exported is an error
+    __getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 def __dir__() -> list[str]:

@@ -11,13 +11,19 @@ import heapq
 import itertools
 import os
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 # asyncio is imported where it is used: the CLI's small commands read the clock and never
 # need an event loop, and importing asyncio is most of their start-up time.
 if TYPE_CHECKING:
     import asyncio
+
+# Called with a timeout after time was moved by hand; returns once its owner has settled.
+Settle = Callable[[float], Awaitable[None]]
+# How often `FakeClock.advance` looks again at a woken task that neither ended nor slept.
+SETTLE_POLL_SECONDS = 0.002
 
 
 class Clock:
@@ -42,16 +48,38 @@ class Clock:
 
         await asyncio.sleep(max(0.0, seconds))
 
+    def waiting(self, task: asyncio.Task[Any]) -> bool:
+        """Whether `task` sleeps on this clock until time is moved by hand.
+
+        Real time moves by itself, so a task sleeping on it is busy: always False here.
+        """
+        return False
+
+    def attach(self, settle: Settle) -> Callable[[], None]:
+        """Have moving time by hand wait for `settle`; returns the function that detaches it.
+
+        Real time is never moved by hand, so this does nothing here (see `FakeClock`).
+        """
+        return _nothing
+
 
 class FakeClock(Clock):
-    """A clock that moves only when a test calls `advance`."""
+    """A clock that moves only when `advance` is called.
+
+    Its public home is `orchestrator.testing`. It is defined here, beside `Clock`, so that
+    ``orchestrator.clock.FakeClock`` keeps working: this module may not import the layers
+    above it.
+    """
 
     def __init__(self, start: datetime | None = None) -> None:
         super().__init__()
         start = start or datetime(2026, 1, 1, tzinfo=UTC)
         self._now_us = int(start.timestamp() * 1_000_000)
-        self._sleepers: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._sleepers: list[tuple[int, int, asyncio.Future[None], asyncio.Task[Any] | None]] = []
+        # Invariant: a task is here while it is blocked in `sleep` and not yet woken.
+        self._asleep: dict[asyncio.Task[Any], asyncio.Future[None]] = {}
         self._order = itertools.count()
+        self._settlers: dict[int, Settle] = {}
 
     def now_us(self) -> int:
         """The fake time, in microseconds since the epoch."""
@@ -66,20 +94,80 @@ class FakeClock(Clock):
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         due = self._now_us + int(seconds * 1_000_000)
-        heapq.heappush(self._sleepers, (due, next(self._order), waiter))
-        await waiter
+        task = asyncio.current_task()
+        heapq.heappush(self._sleepers, (due, next(self._order), waiter, task))
+        if task is not None:
+            self._asleep[task] = waiter
+        try:
+            await waiter
+        finally:
+            if task is not None and self._asleep.get(task) is waiter:
+                del self._asleep[task]
 
-    async def advance(self, seconds: float) -> None:
-        """Move time forward and let every sleeper that is now due run."""
+    def waiting(self, task: asyncio.Task[Any]) -> bool:
+        """Whether `task` is asleep on this clock until `advance` moves time past its end."""
+        return task in self._asleep
+
+    def attach(self, settle: Settle) -> Callable[[], None]:
+        """Have `advance` await `settle(timeout)` before it returns; returns the detacher."""
+        key = next(self._order)
+        self._settlers[key] = settle
+
+        def detach() -> None:
+            self._settlers.pop(key, None)
+
+        return detach
+
+    async def advance(self, seconds: float, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Move time forward; return once everything that fell due has been handled.
+
+        First, at the current time, the tasks that are ready run, and each runtime on this
+        clock becomes idle (see `Runtime.idle`): a run just started reaches its sleep before
+        time moves. Then every sleeper due by the new time is woken, and `advance` returns
+        once each task it woke has finished or sleeps on this clock again, and each runtime
+        is idle again: the timers due by now have fired, and the runs they resumed or
+        started have gone as far as they can without more time, an event or a free slot.
+
+        Raises:
+            TimeoutError: Something was still busy after `timeout` seconds of real time;
+                the message says what.
+        """
         import asyncio
 
+        await asyncio.sleep(0)  # a checkpoint: what is ready runs before time moves
+        await self._settle_runtimes(timeout)
         self._now_us += int(seconds * 1_000_000)
+        woken: list[asyncio.Task[Any]] = []
         while self._sleepers and self._sleepers[0][0] <= self._now_us:
-            _, _, waiter = heapq.heappop(self._sleepers)
-            if not waiter.done():
-                waiter.set_result(None)
-        for _ in range(5):
-            await asyncio.sleep(0)
+            _, _, waiter, task = heapq.heappop(self._sleepers)
+            if waiter.done():  # its sleep was cancelled
+                continue
+            if task is not None and self._asleep.pop(task, None) is waiter:
+                woken.append(task)
+            waiter.set_result(None)
+        await self._settle_woken(woken, timeout)
+        await self._settle_runtimes(timeout)
+
+    async def _settle_runtimes(self, timeout: float) -> None:  # noqa: ASYNC109
+        for settle in list(self._settlers.values()):
+            await settle(timeout)
+
+    async def _settle_woken(self, woken: list[asyncio.Task[Any]], limit: float) -> None:
+        """Wait until every task in `woken` is done or asleep on this clock again."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        while busy := [t for t in woken if not t.done() and t not in self._asleep]:
+            if loop.time() >= deadline:
+                names = ", ".join(sorted(task.get_name() for task in busy))
+                raise TimeoutError(f"tasks advance() woke still busy after {limit:g} s: {names}")
+            # Bounded polling: a woken task may go back to sleep here without finishing.
+            await asyncio.wait(busy, timeout=SETTLE_POLL_SECONDS)
+
+
+def _nothing() -> None:
+    return None
 
 
 def new_id() -> str:

@@ -41,6 +41,10 @@ def _next(state: dict[str, Any]) -> dict[str, Any]:
     return {**state, "count": state.get("count", 0) + 1}
 
 
+# Each step takes a random few milliseconds (the sleeps below), so the test's SIGKILLs land
+# before, during and after steps and their checkpoints.
+
+
 async def a(state: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
     _effect(ctx)
     await asyncio.sleep(random.uniform(0.01, 0.08))

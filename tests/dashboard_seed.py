@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+from pilots import until
 from textual.widgets import DataTable
 
 from orchestrator import Runtime, Schedule, Serialized, Transient, Trigger, Workflow
-from orchestrator.clock import FakeClock
+from orchestrator.testing import FakeClock
 from tui.app import DashboardApp
 
 START = datetime(2026, 11, 22, 9, 30, tzinfo=UTC)
@@ -205,12 +206,11 @@ async def screenshot(target: Path, size: tuple[int, int] = SCREENSHOT_SIZE) -> N
         runs = len(await seed(db))
         app = DashboardApp(db, now=lambda: NOW)
         async with app.run_test(size=size) as pilot:
-            for _ in range(200):  # at most 10 s
-                if app.screen.query_one("#runs", DataTable).row_count == runs:
-                    break
-                await pilot.pause(0.05)
-            else:
-                raise RuntimeError("the runs did not show")
+            await until(
+                pilot,
+                lambda: app.screen.query_one("#runs", DataTable).row_count == runs,
+                "the runs to show",
+            )
             await pilot.pause()
             app.save_screenshot(target.name, str(target.parent))
 

@@ -2,8 +2,10 @@
 
 It opens ``Runtime(DB, workflows=[...])``, so its workflows are registered before any event
 or command written by another process is routed, does ACTION, announces that it is ready
-(its pid, appended to ``DB.ready``) and then serves for ever (events and commands from the
-journal's inbox, timers, schedules) until the test SIGKILLs it. ACTION is one of:
+(its pid, appended to ``DB.ready``) once its runtime is idle (what it recovered has run,
+every pending event is routed, every overdue deadline has fired), and then serves for ever
+(events and commands from the journal's inbox, timers, schedules) until the test SIGKILLs
+it. ACTION is one of:
 
 - ``serve``: nothing more.
 - ``pause N``: start an ``orders`` run for each order id in range(N) that has no run yet,
@@ -53,7 +55,7 @@ def ship(state: State, ctx: StepContext) -> State:
 
 async def work(state: State, ctx: StepContext) -> State:
     _effects.record(ctx.run_id, ctx.step_name)
-    await asyncio.sleep(random.uniform(0.0, 0.05))
+    await asyncio.sleep(random.uniform(0.0, 0.05))  # so kills land mid-step too
     return {**state, "worked": True}
 
 
@@ -148,6 +150,7 @@ async def main(db: str, action: str, n: int) -> None:
             await start_timers(rt)
         elif action not in ("serve", "schedules"):
             raise SystemExit(f"unknown action {action!r}")
+        await rt.idle(timeout=60)
         procs.announce_ready(db)
         await asyncio.Event().wait()  # serve until killed
 

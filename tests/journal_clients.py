@@ -39,7 +39,7 @@ def feed(db: Path, rate: float, seconds: float, threads: int) -> dict[str, Any]:
         due = start + index * interval / threads
         try:  # behind schedule (a busy machine), it emits fewer: the time is what is fixed
             while due < start + seconds and time.monotonic() < start + seconds:
-                time.sleep(max(0.0, due - time.monotonic()))
+                time.sleep(max(0.0, due - time.monotonic()))  # paced: RATE per second
                 emit_event(db, "tick", {"lane": index, "n": acked[index]}, source="feeder")
                 acked[index] += 1
                 due += interval
@@ -70,7 +70,7 @@ def commands(db: Path, plan_path: Path) -> dict[str, Any]:
         else:  # resume, signal, abort: run id, then the payload if any
             queue_command(db, name, args[0], args[1] if len(args) > 1 else None)
             queued += 1
-        time.sleep(plan["pause"])
+        time.sleep(plan["pause"])  # paced: the plan spreads its commands over the load
     return {"emitted": emitted, "invoked": invoked, "queued": queued}
 
 
@@ -87,7 +87,7 @@ async def read(db: Path, seconds: float) -> dict[str, Any]:
             if polls % 10 == 0:
                 await reader.workflows()
             polls += 1
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # a dashboard's refresh rate: the load under test
     finally:
         await reader.close()
     return {"polls": polls}

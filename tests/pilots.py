@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from textual.pilot import Pilot
+
+from orchestrator.testing import eventually
 
 
 def copy_journal(source: Path, target: Path) -> None:
@@ -23,9 +24,9 @@ def copy_journal(source: Path, target: Path) -> None:
 
 async def until(pilot: Pilot[Any], check: Callable[[], object], what: str = "") -> None:
     """Let the app run until `check()` is true (bounded, so a bug fails instead of hanging)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        await pilot.pause(0.05)
+
+    async def settled() -> object:
+        await pilot.pause()  # the app handles what is pending before each look
+        return check()
+
+    await eventually(settled, what=what or repr(check), timeout=10, interval=0.05)

@@ -16,10 +16,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
+
+from orchestrator.testing import eventually_blocking
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI_TIMEOUT = 60.0
@@ -139,12 +140,23 @@ class Workers:
     def wait_ready(self, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
         """Wait until `proc` has announced it is ready (see `announce_ready`)."""
         path = Path(f"{self.db}.ready")
-        wait_until(
+        self.wait_until(
+            proc,
             lambda: path.exists() and str(proc.pid) in path.read_text().split(),
             timeout,
             f"worker {proc.pid} to be ready",
-            proc=proc,
-            log=self.stderr,
+        )
+
+    def wait_until(
+        self,
+        proc: subprocess.Popen[bytes],
+        check: Callable[[], T | None],
+        timeout: float,
+        what: str,
+    ) -> T:
+        """`eventually_blocking`, failing at once, with the workers' stderr, if `proc` exits."""
+        return eventually_blocking(
+            alive(proc, check, what, self.stderr), what=what, timeout=timeout, details=self.stderr
         )
 
     def restart(self, proc: subprocess.Popen[bytes], *args: str) -> subprocess.Popen[bytes]:
@@ -153,31 +165,23 @@ class Workers:
         return self.start(*args)
 
 
-def wait_until(
+def alive(
+    proc: subprocess.Popen[bytes] | None,
     check: Callable[[], T | None],
-    timeout: float,
     what: str,
-    *,
-    proc: subprocess.Popen[bytes] | None = None,
     log: Callable[[], str] = lambda: "",
-    interval: float = 0.02,
-) -> T:
-    """Poll `check` until it returns something truthy; fail after `timeout` seconds.
+) -> Callable[[], T | None]:
+    """`check`, failing at once (with `log`) if `proc` has exited: for `eventually_blocking`."""
 
-    With `proc`, fail at once if that process exits meanwhile.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
+    def checked() -> T | None:
         result = check()
-        if result:
-            return result
-        if proc is not None and proc.poll() is not None:
+        if not result and proc is not None and proc.poll() is not None:
             raise AssertionError(
-                f"waiting for {what}: the worker exited {proc.returncode}\n{log()}"
+                f"waiting for {what}: the process exited {proc.returncode}\n{log()}"
             )
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waiting for {what}: timed out after {timeout} s\n{log()}")
-        time.sleep(interval)
+        return result
+
+    return checked
 
 
 # -- the CLI ------------------------------------------------------------------------------
@@ -254,8 +258,10 @@ class Daemon:
         return self
 
     def wait_until(self, check: Callable[[], T | None], timeout: float, what: str) -> T:
-        """`wait_until`, failing at once, with this daemon's log, if the daemon exits."""
-        return wait_until(check, timeout, what, proc=self.proc, log=self.log)
+        """`eventually_blocking`, failing at once, with this daemon's log, if the daemon exits."""
+        return eventually_blocking(
+            alive(self.proc, check, what, self.log), what=what, timeout=timeout, details=self.log
+        )
 
     @property
     def pid(self) -> int:

@@ -8,7 +8,6 @@ effect is printed, not asserted ("within 100 ms" is the aim on an idle machine).
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -39,14 +38,15 @@ ORDERS = Workflow(
 )
 
 
-async def effect(what: str, check: Callable[[], Awaitable[Any]]) -> Any:
-    """Poll `check` until it returns something truthy (5 s at most); print how long it took."""
+async def effect(rt: Runtime, what: str, check: Callable[[], Awaitable[Any]]) -> Any:
+    """What `check` finds once the runtime has applied the CLI's writes; print how long it took.
+
+    The runtime is idle only once its inbox holds nothing it has not applied (5 s at most).
+    """
     started = time.monotonic()
-    async with asyncio.timeout(5):
-        while True:
-            if result := await check():
-                break
-            await asyncio.sleep(0.005)
+    await rt.idle(timeout=5)
+    result = await check()
+    assert result, f"{what}: not applied once the runtime was idle"
     print(f"{what}: applied {1000 * (time.monotonic() - started):.0f} ms after the CLI exited")
     return result
 
@@ -73,7 +73,7 @@ async def test_emit_prints_only_the_event_id_and_the_event_starts_a_run(db: Path
         async def started() -> list[RunInfo]:
             return [run for run in await rt.list_runs() if run.status == "paused"]
 
-        [run] = await effect("emit", started)
+        [run] = await effect(rt, "emit", started)
         assert run.state == {"order_id": 7} and run.trigger_id == "new"
         assert query(db, "SELECT type, routed_at IS NOT NULL FROM events") == [("order.created", 1)]
         assert query(db, "SELECT event_id, action FROM event_routes") == [(event_id, "started")]
@@ -85,7 +85,7 @@ async def test_resume_continues_a_paused_run_with_the_patch_in_its_state(db: Pat
         assert paused.status == "paused"
         out = await acli("resume", paused.run_id, '{"x": 1}', "--db", str(db))
         assert out.returncode == 0, out.stderr
-        done = await effect("resume", in_status(rt, paused.run_id, "completed"))
+        done = await effect(rt, "resume", in_status(rt, paused.run_id, "completed"))
         assert done.state == {"order_id": 1, "x": 1, "shipped": True}
         [(command, run_id, payload, applied, outcome)] = inbox(db)
         assert (command, run_id, payload) == ("resume", paused.run_id, '{"x": 1}')
@@ -114,7 +114,7 @@ async def test_signal_patches_a_paused_run_which_stays_paused(db: Path) -> None:
             info = await rt.watch("orders", paused.run_id)
             return info if info is not None and "note" in info.state else None
 
-        info = await effect("signal", patched)
+        info = await effect(rt, "signal", patched)
         assert info.status == "paused" and info.state == {"order_id": 2, "note": "gift"}
         await rt.emit("payment.received", {"order_id": 2})
         done = await rt.wait(paused.run_id, timeout=5)
@@ -127,11 +127,11 @@ async def test_abort_ends_a_paused_run(db: Path) -> None:
         paused = await rt.invoke("orders", "new", {"order_id": 3})
         out = await acli("abort", paused.run_id, "--db", str(db))
         assert out.returncode == 0, out.stderr
-        info = await effect("abort", in_status(rt, paused.run_id, "aborted"))
+        info = await effect(rt, "abort", in_status(rt, paused.run_id, "aborted"))
         assert info.error_code == "ABORTED"
         assert query(db, "SELECT status FROM waits") == [("cancelled",)]
         await rt.emit("payment.received", {"order_id": 3})  # too late: nothing resumes
-        await asyncio.sleep(0.05)
+        await rt.idle()
         assert await in_status(rt, paused.run_id, "aborted")()
 
 
@@ -167,14 +167,14 @@ async def test_commands_written_while_no_runtime_runs_are_applied_when_one_start
     assert [row[3] for row in inbox(db)] == [0, 0, 0], "nothing applies them yet"
 
     async with Runtime(db, workflows=[ORDERS]) as rt:
-        done = await effect("queued resume", in_status(rt, first.run_id, "completed"))
+        done = await effect(rt, "queued resume", in_status(rt, first.run_id, "completed"))
         assert done.state == {"order_id": 5, "x": 5, "shipped": True}
-        await effect("queued abort", in_status(rt, second.run_id, "aborted"))
+        await effect(rt, "queued abort", in_status(rt, second.run_id, "aborted"))
 
         async def all_done() -> list[tuple[Any, ...]] | None:
             rows = inbox(db)
             return rows if all(row[3] for row in rows) else None
 
-        rows = await effect("outcomes", all_done)
+        rows = await effect(rt, "outcomes", all_done)
     assert [row[4] for row in rows[:2]] == ["ok", "ok"]
     assert rows[2][4].startswith("RUN_NOT_ACTIVE: ") and "aborted" in rows[2][4]

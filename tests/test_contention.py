@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from procs import ROOT, Daemon, checkpoint_chains, cli, query, wait_until
+from procs import ROOT, Daemon, checkpoint_chains, cli, query
 
 from orchestrator.journal.sqlite.commands import emit_event, queue_invoke
+from orchestrator.testing import eventually_blocking
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +94,9 @@ def report_of(name: str, proc: subprocess.Popen[str]) -> dict[str, Any]:
 def hold_runs(db: Path, count: int) -> list[str]:
     """Start `count` hold runs through the inbox; their ids once all are paused."""
     run_ids = [queue_invoke(db, "hold", "start", {"key": k}) for k in range(count)]
-    wait_until(lambda: statuses(db, "hold") == {"paused": count}, 60, "the hold runs to pause")
+    eventually_blocking(
+        lambda: statuses(db, "hold") == {"paused": count}, what="the hold runs to pause", timeout=60
+    )
     return run_ids
 
 
@@ -190,7 +193,11 @@ def test_commands_and_readers_beside_hundreds_of_runs_a_second(
     began = time.time()
     feeder = client("feed", str(db), str(RATE), str(FEED_SECONDS), str(FEED_THREADS))
     reader = client("read", str(db), str(FEED_SECONDS + 1))
-    time.sleep(0.5)  # the load is on before the commands start
+    eventually_blocking(  # the load is on before the commands start
+        lambda: query(db, "SELECT count(*) FROM events WHERE source = 'feeder'")[0][0] > 0,
+        what="the feeder's first events",
+        timeout=60,
+    )
     workers = [client("commands", str(db), str(plan)) for plan in plans]
     load.cli_invoked = cli_lane(db, load.cli_signalled, load.cli_aborted)
     load.workers = [report_of(f"worker {i}", proc) for i, proc in enumerate(workers)]

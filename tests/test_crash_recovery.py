@@ -14,7 +14,6 @@ import collections
 import os
 import random
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,15 +87,13 @@ def test_slow_step_killed_mid_flight_resumes_from_last_checkpoint(
     db: Path, workers: Workers
 ) -> None:
     proc = workers.start("3", "--slow")
-    deadline = time.monotonic() + 20
-    while True:
-        assert proc.poll() is None, f"the worker died early\n{workers.stderr()}"
-        assert time.monotonic() < deadline, "the runs never reached the slow step"
-        if db.exists() and sum(1 for key in effects(db) if key[1] == "d") == 3:
-            positions = query(db, "SELECT position FROM runs")
-            if [p for (p,) in positions] == [3, 3, 3]:
-                break
-        time.sleep(0.02)
+
+    def in_the_slow_step() -> bool:
+        if not db.exists() or sum(1 for key in effects(db) if key[1] == "d") != 3:
+            return False
+        return [p for (p,) in query(db, "SELECT position FROM runs")] == [3, 3, 3]
+
+    workers.wait_until(proc, in_the_slow_step, 20, "the runs to reach the slow step")
     reap(proc)
 
     # What committed before the kill: the input and steps a, b, c; d was mid-flight.

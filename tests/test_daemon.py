@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from procs import Daemon, cli, query, wait_until
+from procs import Daemon, alive, cli, query
 
 from orchestrator.folder.loader import digest_of
+from orchestrator.testing import eventually_blocking
 
 TIMEOUT = 30.0
 
@@ -97,8 +98,12 @@ def test_hot_reload_keeps_the_last_good_version_through_every_kind_of_broken_edi
                 document = workflows(db)
                 return document if check(document) else None
 
-            result: dict[str, Any] = wait_until(
-                poll, TIMEOUT, what, proc=daemon.proc, log=daemon.log, interval=0.1
+            result: dict[str, Any] = eventually_blocking(
+                alive(daemon.proc, poll, what, daemon.log),
+                what=what,
+                timeout=TIMEOUT,
+                interval=0.1,  # each look is a CLI process
+                details=daemon.log,
             )
             return result
 
@@ -195,6 +200,7 @@ def test_a_stop_signal_stops_cleanly_and_releases_the_lease(
 
 def napping_flow(marks: Path, *, seconds: float, sync: bool, first_only: bool) -> str:
     """A workflow whose step notes each start in `marks`, sleeps, then notes its end."""
+    # Slow on purpose: a step longer or shorter than the grace period is what is tested.
     sleep = f"time.sleep({seconds})" if sync else f"await asyncio.sleep({seconds})"
     condition = 'marks.read_text().count("started") == 1' if first_only else "True"
     return textwrap.dedent(
@@ -237,7 +243,7 @@ def test_a_step_longer_than_the_grace_is_cancelled_at_stop_and_runs_again_after_
         out = invoke(db, "nap")
         assert out.returncode == 0, out.stderr
         run_id = out.stdout.strip()
-        wait_until(lambda: marks_of(marks) == ["started"], TIMEOUT, "the step to start")
+        daemon.wait_until(lambda: marks_of(marks) == ["started"], TIMEOUT, "the step to start")
         started = time.monotonic()
         assert daemon.stop() == 0, daemon.log()
         # 30 s of sleep against a 1 s grace: well under 30 s means the step was not awaited.
@@ -267,7 +273,7 @@ def test_a_step_shorter_than_the_grace_finishes_before_the_daemon_exits(
         daemon.start()
         out = invoke(db, "nap")
         run_id = out.stdout.strip()
-        wait_until(lambda: marks_of(marks) == ["started"], TIMEOUT, "the step to start")
+        daemon.wait_until(lambda: marks_of(marks) == ["started"], TIMEOUT, "the step to start")
         assert daemon.stop(signal.SIGINT) == 0, daemon.log()
     assert marks_of(marks) == ["started", "finished"]
     assert run_status(db, run_id) == "completed"

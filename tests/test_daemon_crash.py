@@ -58,7 +58,7 @@ def record(ctx):
 
 async def work(state, ctx):
     record(ctx)
-    await asyncio.sleep(random.uniform(0.0, 0.03))
+    await asyncio.sleep(random.uniform(0.0, 0.03))  # so kills land mid-step too
     return {{**state, "worked": True}}
 
 
@@ -100,7 +100,7 @@ class Stream(threading.Thread):
             except Exception as exc:
                 self.errors.append(exc)
             job += 1
-            time.sleep(0.02)
+            time.sleep(0.02)  # a steady stream: events arrive before, during and after kills
 
 
 class CliStream(threading.Thread):
@@ -139,7 +139,7 @@ class CliStream(threading.Thread):
             text=True,
         )
         if kill_after is not None:
-            time.sleep(kill_after)
+            time.sleep(kill_after)  # a kill at a random moment of the CLI's write
             proc.send_signal(signal.SIGKILL)
         out, err = proc.communicate(timeout=60)
         if proc.returncode == -signal.SIGKILL:
@@ -180,11 +180,11 @@ def test_sigkilled_daemon_loses_and_repeats_no_event(
             daemons.append(daemon)
             if kill % 3 == 1:  # during start-up, recovery or the folder's first load
                 daemon.start(ready=False)
-                time.sleep(rng.uniform(0.05, 0.5))
+                time.sleep(rng.uniform(0.05, 0.5))  # a kill at a random moment of start-up
                 before_ready += not daemon.is_ready()
             else:
                 daemon.start()
-                time.sleep(rng.uniform(0.05, 1.5))
+                time.sleep(rng.uniform(0.05, 1.5))  # a kill at a random moment of serving
             daemon.kill()
     finally:
         stop.set()

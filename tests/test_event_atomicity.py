@@ -30,6 +30,7 @@ from orchestrator.journal.faults import SimulatedCrash
 from orchestrator.journal.ops import Op, Stmt
 from orchestrator.journal.sqlite.commands import emit_event
 from orchestrator.journal.sqlite.writer import GroupCommitWriter
+from orchestrator.testing import eventually
 
 
 def step(state: dict[str, Any]) -> dict[str, Any]:
@@ -93,11 +94,8 @@ async def crash_once(db: Path, monkeypatch: pytest.MonkeyPatch, workflow: Workfl
     crashed = preempt_then_crash(monkeypatch)
     # A crash while the runtime starts (a schedule fires then) fails the start itself.
     with contextlib.suppress(JournalError), unlogged():
-        async with Runtime(db, workflows=[workflow], shutdown_grace=0.1), asyncio.timeout(5):
-            while True:
-                if crashed:
-                    break
-                await asyncio.sleep(0.01)
+        async with Runtime(db, workflows=[workflow], shutdown_grace=0.1):
+            await eventually(lambda: crashed, what="the simulated crash", timeout=5)
     monkeypatch.undo()
     assert crashed
     # The crashed runtime's runs hold futures whose exception nobody retrieved; collect them
@@ -108,10 +106,8 @@ async def crash_once(db: Path, monkeypatch: pytest.MonkeyPatch, workflow: Workfl
 
 async def restart_and_settle(db: Path, workflow: Workflow) -> None:
     async with Runtime(db, workflows=[workflow]) as rt, asyncio.timeout(5):
-        while True:
-            if query(db, "SELECT count(*) FROM events WHERE routed_at IS NULL") == [(0,)]:
-                break
-            await asyncio.sleep(0.01)
+        await rt.idle()  # every event routed (the inbox included), every run settled
+        assert query(db, "SELECT count(*) FROM events WHERE routed_at IS NULL") == [(0,)]
         for run in await rt.list_all_runs():
             await rt.wait(run.run_id)
 

@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from procs import ROOT, Workers, checkpoint_chains, cli, effects, query, reap, wait_until
+from procs import ROOT, Workers, checkpoint_chains, cli, effects, query, reap
+
+from orchestrator.testing import eventually_blocking
 
 WORKER = ROOT / "tests" / "event_worker.py"
 EVENT_ID = re.compile(r"[0-9a-f]{32}\n")
@@ -187,12 +189,8 @@ def test_paused_runs_resume_after_a_restart_on_events_emitted_after_it(
     started = time.monotonic()
     ids = emit_all(db, [("payment.received", f'{{"order_id": {k}}}') for k in range(n)])
     print(f"{n} CLI emits took {time.monotonic() - started:.2f} s")
-    wait_until(
-        lambda: statuses(db, "orders") == {"completed": n},
-        30,
-        "every run to complete",
-        proc=second,
-        log=workers.stderr,
+    workers.wait_until(
+        second, lambda: statuses(db, "orders") == {"completed": n}, 30, "every run to complete"
     )
 
     assert_ended_once(db, set(runs.values()), ORDER_CHAIN)
@@ -236,11 +234,11 @@ def test_events_emitted_while_no_runtime_runs_are_routed_once_it_starts(
 
     second = workers.start("serve")
     workers.wait_ready(second)
-    wait_until(settled, 20, "the events to be routed", proc=second, log=workers.stderr)
-    wait_until(  # the new runs are parked too (their waits committed)
+    workers.wait_until(second, settled, 20, "the events to be routed")
+    eventually_blocking(  # the new runs are parked too (their waits committed)
         lambda: query(db, "SELECT count(*) FROM waits WHERE status = 'parked'") == [(18,)],
-        5,
-        "the new runs to park",
+        what="the new runs to park",
+        timeout=5,
     )
 
     runs = runs_by_input(db, "orders", "order_id")
@@ -260,8 +258,7 @@ def test_events_emitted_while_no_runtime_runs_are_routed_once_it_starts(
     # Once routed, never again: another crash and restart changes nothing.
     before = (routed, checkpoint_chains(db), query(db, "SELECT * FROM waits ORDER BY id"))
     third = workers.restart(second, "serve")
-    workers.wait_ready(third)
-    time.sleep(0.3)
+    workers.wait_ready(third)  # ready once idle: anything it would route again, it has
     after = (routes(db), checkpoint_chains(db), query(db, "SELECT * FROM waits ORDER BY id"))
     assert after == before
 
@@ -287,7 +284,7 @@ def test_sigkills_during_a_stream_of_emits_lose_and_repeat_no_event(
     kills = 0
     try:
         while emitter.is_alive() or kills < 5:
-            time.sleep(rng.uniform(0.1, 1.0))
+            time.sleep(rng.uniform(0.1, 1.0))  # a kill at a random moment of the stream
             worker = workers.restart(worker, "serve")
             kills += 1
     finally:
@@ -303,7 +300,7 @@ def test_sigkills_during_a_stream_of_emits_lose_and_repeat_no_event(
         )
 
     try:
-        wait_until(settled, 30, "every event routed and every run ended", proc=worker)
+        workers.wait_until(worker, settled, 30, "every event routed and every run ended")
     except AssertionError as exc:
         counts = f"jobs {statuses(db, 'jobs')}, orders {statuses(db, 'orders')}"
         raise AssertionError(f"seed {seed}: {counts}, unrouted {unrouted(db)}") from exc
@@ -343,11 +340,10 @@ def test_deadlines_that_pass_while_nothing_runs_fire_once_on_restart(
         return statuses(db, "timers") == {"completed": 2, "failed": 1}
 
     worker = workers.start("serve")
-    wait_until(settled, 20, "the overdue deadlines to fire", proc=worker, log=workers.stderr)
+    workers.wait_until(worker, settled, 20, "the overdue deadlines to fire")
     for _ in range(2):  # and later restarts fire nothing again
         worker = workers.restart(worker, "serve")
-        workers.wait_ready(worker)
-        time.sleep(0.3)
+        workers.wait_ready(worker)  # ready once idle: an overdue deadline has fired by then
 
     for pipeline in ("nap", "continue"):
         steps = [(None, "step"), (pipeline, "step"), (None, "resume"), ("after", "step")]
@@ -375,7 +371,7 @@ def test_deadlines_that_pass_while_nothing_runs_fire_once_on_restart(
 def test_schedule_ticks_missed_during_downtime_fire_once(db: Path, workers: Workers) -> None:
     # Every run below must fire within one wall-clock minute: start early in a minute.
     if time.time() % 60 > 48:
-        time.sleep(60.2 - time.time() % 60)
+        time.sleep(60.2 - time.time() % 60)  # schedules fire on the wall clock's minutes
     minute = int(time.time() // 60)
 
     first = workers.start("schedules")
@@ -395,17 +391,12 @@ def test_schedule_ticks_missed_during_downtime_fire_once(db: Path, workers: Work
 
     worker = workers.start("schedules")
     workers.wait_ready(worker)
-    wait_until(
-        lambda: statuses(db, "ticks") == {"completed": 4},
-        10,
-        "the missed ticks to fire",
-        proc=worker,
-        log=workers.stderr,
+    workers.wait_until(
+        worker, lambda: statuses(db, "ticks") == {"completed": 4}, 10, "the missed ticks to fire"
     )
     before = checkpoint_chains(db)
     worker = workers.restart(worker, "schedules")
-    workers.wait_ready(worker)
-    time.sleep(0.3)
+    workers.wait_ready(worker)  # ready once idle: a tick it would fire again, it has
     assert checkpoint_chains(db) == before, "a restart fired the ticks again"
 
     fired: dict[str, list[float]] = collections.defaultdict(list)

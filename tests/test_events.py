@@ -19,19 +19,6 @@ from orchestrator import (
 )
 
 
-async def settle(rt: Runtime, run_id: str, status: str, seconds: float = 5) -> Any:
-    async with asyncio.timeout(seconds):
-        while True:
-            info = await rt.watch(_workflow_of(rt, run_id), run_id)
-            if info is not None and info.status == status:
-                return info
-            await asyncio.sleep(0.01)
-
-
-def _workflow_of(rt: Runtime, run_id: str) -> str:
-    return next(iter(rt.list_workflows()))
-
-
 def wait_for_payment(state: dict[str, Any], ctx: Any) -> Any:
     return ctx.pause(
         event="payment.received", where={"order_id": ("==", state["order_id"])}, into="payment"
@@ -57,7 +44,9 @@ async def test_an_event_starts_a_run_of_each_matching_trigger(db: Path) -> None:
         assert isinstance(event_id, str) and event_id
         runs = await rt.list_runs()
         assert len(runs) == 1
-        info = await settle(rt, runs[0].run_id, "paused")
+        await rt.idle()
+        info = await rt.watch("orders", runs[0].run_id)
+        assert info is not None and info.status == "paused"
         assert info.state == {"order_id": 3, "total": 5} and info.trigger_id == "new"
         kinds = [e.kind for e in await rt.timeline(runs[0].run_id)]
         assert "event.received" in kinds and "run.paused" in kinds
@@ -79,7 +68,7 @@ async def test_a_paused_run_resumes_on_its_matching_event_only(db: Path) -> None
         info = await rt.watch("orders", seven.run_id)
         assert info is not None and info.status == "paused" and info.step == "ship"
         await rt.emit("payment.received", {"order_id": "7"})  # a string is not 7
-        await asyncio.sleep(0.05)
+        await rt.idle()
         assert (await rt.watch("orders", seven.run_id)).status == "paused"  # type: ignore[union-attr]
 
 
@@ -104,9 +93,10 @@ def reserve_and_register(state: dict[str, Any], ctx: Any) -> dict[str, Any]:
 
 
 async def test_the_pause_service_keeps_an_event_that_arrives_before_the_pause(db: Path) -> None:
-    gate = asyncio.Event()
+    gate, reached = asyncio.Event(), asyncio.Event()
 
     async def slow_step(state: dict[str, Any]) -> dict[str, Any]:
+        reached.set()
         await gate.wait()  # the payment arrives while this step still runs
         return state
 
@@ -115,7 +105,7 @@ async def test_the_pause_service_keeps_an_event_that_arrives_before_the_pause(db
     )
     async with Runtime(db, workflows=[flow]) as rt:
         pending = asyncio.ensure_future(rt.invoke("orders", "new", {"order_id": 5}))
-        await asyncio.sleep(0.05)
+        await asyncio.wait_for(reached.wait(), 5)
         await rt.emit("payment.received", {"order_id": 5, "amount": 10})
         gate.set()
         result = await asyncio.wait_for(pending, 5)
@@ -203,7 +193,7 @@ async def test_abort_ends_a_paused_run_and_its_wait(db: Path) -> None:
         info = await rt.watch("orders", paused.run_id)
         assert info is not None and info.status == "aborted"
         await rt.emit("payment.received", {"order_id": 4})
-        await asyncio.sleep(0.05)
+        await rt.idle()
         assert (await rt.watch("orders", paused.run_id)).status == "aborted"  # type: ignore[union-attr]
 
 
@@ -245,7 +235,7 @@ async def test_events_for_a_paused_run_wait_for_its_workflow_after_a_restart(db:
         paused = await rt.invoke("orders", "new", {"order_id": 2})
     async with Runtime(db) as rt:  # the workflow is not registered yet
         await rt.emit("payment.received", {"order_id": 2})
-        await asyncio.sleep(0.05)
+        await rt.idle()
         info = await rt.watch("orders", paused.run_id)
         assert info is not None and info.status == "running" and info.step == "ship"
         await rt.register(ORDERS)

@@ -7,13 +7,11 @@ drives it through the public API only. The last test runs the real daemon and CL
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import logging
 import os
 import shutil
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import pytest
 from procs import ROOT, Daemon, cli
 
 from orchestrator import FakeClock, RunInfo, Runtime
+from orchestrator.testing import eventually
 
 EXAMPLES = ROOT / "examples"
 WORKFLOWS = ["approval", "consumer", "deploy", "ingest", "nightly_report", "orders"]
@@ -39,15 +38,8 @@ def folder(tmp_path: Path) -> Path:
     return copy
 
 
-async def until(check: Callable[[], Awaitable[Any]], what: str, seconds: float = 20) -> Any:
-    """Poll `check` until it returns something truthy (generous: the machine is shared)."""
-    try:
-        async with asyncio.timeout(seconds):
-            while not (result := await check()):  # noqa: ASYNC110 - polling the journal
-                await asyncio.sleep(0.02)
-            return result
-    except TimeoutError:
-        raise AssertionError(f"timed out after {seconds} s waiting for {what}") from None
+# Generous: the machine is shared. Only what a real timer or a file watcher moves is polled.
+TIMEOUT = 20.0
 
 
 async def runs_of(rt: Runtime, workflow: str) -> list[RunInfo]:
@@ -55,24 +47,32 @@ async def runs_of(rt: Runtime, workflow: str) -> list[RunInfo]:
     return list(reversed(await rt.list_runs(workflow=workflow)))
 
 
+async def run_in(rt: Runtime, run_id: str, *wanted: str) -> RunInfo | None:
+    """The run, if it has one of the `wanted` statuses."""
+    (info,) = [run for run in await rt.list_runs() if run.run_id == run_id]
+    return info if info.status in wanted else None
+
+
+async def only_run_in(rt: Runtime, workflow: str, *wanted: str) -> RunInfo | None:
+    """The workflow's run, if it has exactly one, in one of the `wanted` statuses."""
+    runs = await runs_of(rt, workflow)
+    return runs[0] if len(runs) == 1 and runs[0].status in wanted else None
+
+
 async def status_of(rt: Runtime, run_id: str, *wanted: str) -> RunInfo:
-    """Wait until the run has one of the `wanted` statuses; returns it."""
-
-    async def check() -> RunInfo | None:
-        (info,) = [run for run in await rt.list_runs() if run.run_id == run_id]
-        return info if info.status in wanted else None
-
-    return await until(check, f"run {run_id} to be {' or '.join(wanted)}")
+    """The run once the runtime is idle; it has one of the `wanted` statuses."""
+    await rt.idle()
+    info = await run_in(rt, run_id, *wanted)
+    assert info is not None, f"run {run_id} is not {' or '.join(wanted)}"
+    return info
 
 
 async def the_only_run(rt: Runtime, workflow: str, *wanted: str) -> RunInfo:
-    """Wait until the workflow has exactly one run, in one of the `wanted` statuses."""
-
-    async def check() -> RunInfo | None:
-        runs = await runs_of(rt, workflow)
-        return runs[0] if len(runs) == 1 and runs[0].status in wanted else None
-
-    return await until(check, f"one {workflow} run, {' or '.join(wanted)}")
+    """Once the runtime is idle: the workflow's only run, in one of the `wanted` statuses."""
+    await rt.idle()
+    run = await only_run_in(rt, workflow, *wanted)
+    assert run is not None, f"not one {workflow} run, {' or '.join(wanted)}"
+    return run
 
 
 async def messages(rt: Runtime, run_id: str, kind: str | None = None) -> list[str]:
@@ -107,7 +107,6 @@ async def test_order_ships_once_paid(
         run = await the_only_run(rt, "orders", "paused")
         assert run.state["reservation"] == "berlin-1/7"  # env WAREHOUSE, via the service
         await rt.emit("payment.received", {"order_id": 99, "amount": 5})  # someone else's
-        await asyncio.sleep(0.2)
         assert (
             await status_of(rt, run.run_id, "paused")
         ).step == "cancel_if_unpaid"  # the step after the pause
@@ -130,7 +129,6 @@ async def test_unpaid_order_is_cancelled_when_the_payment_times_out(db: Path, fo
         await rt.emit("order.created", {"order_id": 7, "total": 12})
         run = await the_only_run(rt, "orders", "paused")
         await clock.advance(3000)  # under the default hour: still waiting
-        await asyncio.sleep(0.2)
         assert (
             await status_of(rt, run.run_id, "paused")
         ).step == "cancel_if_unpaid"  # the step after the pause
@@ -160,7 +158,11 @@ async def test_a_csv_dropped_into_the_inbox_is_summarised_and_archived(
         partial.write_text("sku,qty,price\nA-1,2,9.5\nB-7,1,20\nC-3,4,0.25\n")
         os.replace(partial, inbox / "sales.csv")
 
-        run = await the_only_run(rt, "ingest", "completed", "failed")
+        run = await eventually(  # the file watcher's event: polled
+            lambda: only_run_in(rt, "ingest", "completed", "failed"),
+            what="one ingest run to end",
+            timeout=TIMEOUT,
+        )
         assert run.status == "completed", run.error
         assert run.state["path"] == str(inbox / "sales.csv")
         summary = json.loads((outbox / "sales.json").read_text())
@@ -211,7 +213,7 @@ async def test_nightly_report_runs_once_a_night_at_two(db: Path, folder: Path) -
         assert night.strftime("%H:%M") == "02:00"
         report = json.loads(Path(run.state["report"]).read_text())
         assert report == {"day": night.date().isoformat(), "files": 1, "rows": 5, "run": run.run_id}
-        await asyncio.sleep(0.2)
+        await rt.idle()
         assert len(await runs_of(rt, "nightly_report")) == 1
 
 
@@ -279,7 +281,9 @@ async def test_consumer_pokes_while_busy_join_the_active_loop(db: Path, folder: 
         assert _done(folder) == ["job-1.json", "job-2.json", "job-3.json"]
 
         await rt.emit("queue.poke", {"more": True})  # idle again: a new loop starts
-        runs = await until(lambda: _two_runs(rt), "a second consumer run")
+        await rt.idle()
+        runs = await _two_runs(rt)
+        assert runs is not None, "a second consumer run"
         assert runs[0].run_id == loop.run_id
         assert runs[1].state["handled"] == 0
 
@@ -303,7 +307,11 @@ async def test_deploys_queue_up_and_never_overlap(db: Path, folder: Path) -> Non
         runs = await runs_of(rt, "deploy")
         assert [run.state["version"] for run in runs] == versions
         for run in runs:
-            done = await status_of(rt, run.run_id, "completed", "failed")
+            done = await eventually(  # the bake is a real 0.3 s timer: polled
+                lambda run=run: run_in(rt, run.run_id, "completed", "failed"),
+                what=f"deploy {run.state['version']} to end",
+                timeout=TIMEOUT,
+            )
             assert done.status == "completed", done.error
             assert done.state["live"] is True
 

@@ -33,7 +33,7 @@ async def test_hooks_run_in_order_around_a_run_and_its_resume(db: Path) -> None:
         paused = await rt.invoke("w", "go", {})
         await rt.emit("go", {})
         await rt.wait(paused.run_id, timeout=5)
-        await asyncio.sleep(0.05)
+        await rt.idle()  # on_complete and on_cleanup run after the run's result is out
     assert calls == [
         ("prepare", "wait_for_go"),
         ("resume", "step"),
@@ -43,16 +43,17 @@ async def test_hooks_run_in_order_around_a_run_and_its_resume(db: Path) -> None:
 
 
 async def test_on_resume_fires_for_a_recovered_run_and_register_hooks_win(db: Path) -> None:
-    gate = asyncio.Event()
+    gate, reached = asyncio.Event(), asyncio.Event()
 
     async def slow(state: dict[str, Any]) -> dict[str, Any]:
+        reached.set()
         await gate.wait()
         return state
 
     flow = Workflow(id="w", pipelines={"go": [step, slow]})
     async with Runtime(db, workflows=[flow], shutdown_grace=0.01) as rt:
         pending = asyncio.ensure_future(rt.invoke("w", "go", {}))
-        await asyncio.sleep(0.05)
+        await asyncio.wait_for(reached.wait(), 5)
     await asyncio.gather(pending, return_exceptions=True)
     calls: list[Any] = []
     defined = Workflow(
@@ -84,8 +85,8 @@ async def test_on_dispatch_sees_every_dispatch_accepted_or_not(db: Path) -> None
     async with Runtime(db, workflows=[flow]) as rt:
         await rt.emit("job", {"n": 1})
         await rt.emit("job", {"n": 2})
-        await asyncio.sleep(0.05)
         gate.set()
+        await rt.idle()  # the on_dispatch hooks run in tasks of their own
     assert [(d.action, d.workflow_id, d.trigger_id) for d in seen] == [
         ("start", "w", "go"),
         ("reject", "w", "go"),
@@ -103,7 +104,7 @@ async def test_a_raising_hook_is_recorded_and_never_breaks_the_run(db: Path) -> 
     async with Runtime(db, workflows=[flow]) as rt:
         first = await rt.invoke("w", "go", {})
         second = await rt.invoke("w", "go", {})
-        await asyncio.sleep(0.05)
+        await rt.idle()
         failures = [e for e in await rt.timeline(first.run_id) if e.kind == "hook.failed"]
     assert first.status == second.status == "completed" and first.state == {"ran": True}
     assert sorted(f.message.split(" hook")[0] for f in failures if f.message) == [

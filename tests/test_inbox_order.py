@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +27,17 @@ async def test_a_signal_written_before_the_event_that_resumes_the_run_is_applied
 ) -> None:
     async with Runtime(db, workflows=[HELD]) as rt:
         await rt.emit("go", {"key": 1})
-        async with asyncio.timeout(20):
-            while not (paused := await rt.list_runs(status="paused")):  # noqa: ASYNC110
-                await asyncio.sleep(0.02)
-        run_id = paused[0].run_id
+        await rt.idle()
+        (paused,) = await rt.list_runs(status="paused")
+        run_id = paused.run_id
 
     # Written while no daemon runs, as two CLI calls would: the signal, then the event.
     queue_command(db, "signal", run_id, {"priority": "high"})
     emit_event(db, "release", {"key": 1})
 
     async with Runtime(db, workflows=[HELD]) as rt:
-        async with asyncio.timeout(20):
-            while (info := await rt.watch("held", run_id)) and info.status == "paused":  # noqa: ASYNC110
-                await asyncio.sleep(0.02)
+        await rt.idle()  # the signal and the event are taken from the inbox and applied
+        info = await rt.watch("held", run_id)
         assert info is not None and info.status == "completed"
         assert info.state["priority"] == "high"  # the signal was not lost
         assert info.state["release"] == {"key": 1}

@@ -309,7 +309,7 @@ class JournalMachine(RuleBasedStateMachine):
         assert opened.max_run_row == max(self.acked, default=0)
         self.next_row = opened.max_run_row + 1
         self.loop_task = asyncio.create_task(writer.run(), name="journal-writer")
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # a yield, not a wait: the writer task starts its thread now
 
     async def _abandon(self) -> None:
         writer, task, self.writer, self.loop_task = self.writer, self.loop_task, None, None

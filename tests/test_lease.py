@@ -25,7 +25,7 @@ from orchestrator import Runtime
 async def main():
     async with Runtime(sys.argv[1]):
         print("holding", flush=True)
-        await asyncio.sleep(120)
+        await asyncio.sleep(120)  # holds the lease until the test kills it
 
 asyncio.run(main())
 """

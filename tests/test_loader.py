@@ -12,9 +12,8 @@ import asyncio
 import os
 import textwrap
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from procs import query
@@ -22,8 +21,8 @@ from procs import query
 from orchestrator import Runtime, WorkflowNotFound
 from orchestrator.folder.loader import FolderConfig, LoadFailed, digest_of, load_file
 from orchestrator.journal.sqlite.reader import JournalReader
+from orchestrator.testing import eventually
 
-T = TypeVar("T")
 # Generous: a reload is a probe subprocess, and the machine is shared.
 TIMEOUT = 30.0
 
@@ -52,19 +51,6 @@ def write(path: Path, text: str) -> bytes:
     return data
 
 
-async def eventually(check: Callable[[], Awaitable[T | None]], what: str) -> T:
-    """Poll `check` until it returns something truthy; fail after `TIMEOUT` seconds."""
-    try:
-        async with asyncio.timeout(TIMEOUT):
-            while True:
-                if result := await check():
-                    break
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
-    return result
-
-
 async def journal(db: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """The journal's registered workflows by id and its load errors by file name."""
     reader = await JournalReader.open(db)
@@ -83,7 +69,9 @@ async def journal_error(db: Path, name: str, needle: str = "") -> Any:
         error = (await journal(db))[1].get(name)
         return error if error is not None and needle in error.message else None
 
-    return await eventually(check, f"a load error for {name} mentioning {needle!r}")
+    return await eventually(
+        check, what=f"a load error for {name} mentioning {needle!r}", timeout=TIMEOUT
+    )
 
 
 async def journal_clean(db: Path, name: str) -> None:
@@ -92,7 +80,7 @@ async def journal_clean(db: Path, name: str) -> None:
     async def check() -> bool:
         return name not in (await journal(db))[1]
 
-    await eventually(check, f"no load error for {name}")
+    await eventually(check, what=f"no load error for {name}", timeout=TIMEOUT)
 
 
 async def registered_version(rt: Runtime, workflow_id: str, version: str) -> None:
@@ -104,7 +92,7 @@ async def registered_version(rt: Runtime, workflow_id: str, version: str) -> Non
         record = (await journal(rt.db))[0].get(workflow_id)
         return record is not None and record.version == version
 
-    await eventually(check, f"{workflow_id} at version {version}")
+    await eventually(check, what=f"{workflow_id} at version {version}", timeout=TIMEOUT)
 
 
 async def gone(rt: Runtime, workflow_id: str) -> None:
@@ -113,7 +101,7 @@ async def gone(rt: Runtime, workflow_id: str) -> None:
     async def check() -> bool:
         return not rt.has_workflow(workflow_id) and workflow_id not in (await journal(rt.db))[0]
 
-    await eventually(check, f"{workflow_id} to be deregistered")
+    await eventually(check, what=f"{workflow_id} to be deregistered", timeout=TIMEOUT)
 
 
 @pytest.fixture
@@ -154,11 +142,9 @@ async def test_a_good_file_registers_each_workflow_with_its_file_and_content_has
         assert result.status == "completed" and result.state == {"n": 42}
         assert (await rt.watch("first", result.run_id)).version == digest_of(data)  # type: ignore[union-attr]
 
-        async def both_journaled() -> dict[str, Any]:
-            workflows, errors = await journal(db)
-            return workflows if len(workflows) == 2 and not errors else {}
-
-        workflows = await eventually(both_journaled, "both workflows in the journal")
+        await rt.idle()  # both workflows are in the journal
+        workflows, errors = await journal(db)
+        assert len(workflows) == 2 and not errors
         assert {w.version for w in workflows.values()} == {digest_of(data)}
         assert {w.file for w in workflows.values()} == {str(folder / "pair.py")}
         assert workflows["second"].triggers[0]["event"] == "tick"
@@ -439,7 +425,7 @@ async def test_renaming_a_file_moves_its_workflows_to_the_new_name(folder: Path,
                 record is not None and record.file == str(folder / "new_name.py")
             )
 
-        await eventually(moved, "the workflow to move to new_name.py")
+        await eventually(moved, what="the workflow to move to new_name.py", timeout=TIMEOUT)
         assert rt.registry("moving").version == digest_of(data)
         assert (await rt.invoke("moving", "go", {})).state == {"value": "m"}
         assert (await journal(db))[1] == {}
@@ -568,10 +554,8 @@ async def test_a_paused_run_of_a_deleted_file_resumes_and_new_events_start_nothi
     async with Runtime(db, workflows_dir=folder) as rt:
         await rt.emit("order", {"n": 1})
 
-        async def paused() -> list[Any]:
-            return await rt.list_runs(status="paused")
-
-        [run] = await eventually(paused, "the run to pause")
+        await rt.idle()
+        [run] = await rt.list_runs(status="paused")
         path.unlink()
         await gone(rt, "pinned")
 
@@ -588,11 +572,9 @@ async def test_a_paused_run_of_a_deleted_file_resumes_and_new_events_start_nothi
 
         event_id = await rt.emit("order", {"n": 2})
 
-        async def routed() -> bool:
-            rows = query(db, "SELECT routed_at FROM events WHERE event_id = ?", (event_id,))
-            return bool(rows) and rows[0][0] is not None
-
-        await eventually(routed, "the second order event to be routed")
+        await rt.idle()
+        rows = query(db, "SELECT routed_at FROM events WHERE event_id = ?", (event_id,))
+        assert rows and rows[0][0] is not None, "the second order event is routed"
         assert [r.run_id for r in await rt.list_runs()] == [run.run_id]
         assert query(db, "SELECT count(*) FROM event_routes WHERE event_id = ?", (event_id,)) == [
             (0,)
@@ -632,5 +614,7 @@ async def test_workflow_files_import_helpers_and_a_changed_helper_reloads_them(
         async def greets_anew() -> bool:
             return (await rt.invoke("greeter", "go", {})).state == {"said": "bonjour"}
 
-        await eventually(greets_anew, "the workflow to pick up the changed helper")
+        await eventually(
+            greets_anew, what="the workflow to pick up the changed helper", timeout=TIMEOUT
+        )
         assert (await journal(db))[1] == {}

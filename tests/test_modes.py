@@ -17,6 +17,7 @@ from orchestrator import (
     Transient,
     Workflow,
 )
+from orchestrator.testing import eventually
 
 gates: dict[int, asyncio.Event] = {}
 order: list[int] = []
@@ -48,9 +49,12 @@ async def statuses(rt: Runtime) -> dict[int, str]:
 
 
 async def until(rt: Runtime, expected: dict[int, str]) -> None:
-    async with asyncio.timeout(5):
-        while await statuses(rt) != expected:  # noqa: ASYNC110 - polling the journal
-            await asyncio.sleep(0.01)
+    """Wait until the journal shows these statuses (runs held at a gate keep it busy)."""
+
+    async def reached() -> bool:
+        return await statuses(rt) == expected
+
+    await eventually(reached, what=f"the statuses {expected}", timeout=5)
 
 
 def start(rt: Runtime, n: int, trigger: str = "go") -> asyncio.Future[Any]:
@@ -189,7 +193,8 @@ async def test_a_queue_survives_a_restart_in_order(db: Path) -> None:
     for n in range(4):
         release(n)
     async with Runtime(db, workflows=[flow]) as rt:
-        await until(rt, {n: "completed" for n in range(4)})
+        await rt.idle()
+        assert await statuses(rt) == {n: "completed" for n in range(4)}
     assert order == [0, 1, 2, 3]
 
 
@@ -204,4 +209,5 @@ async def test_stopping_while_a_slot_frees_up_starts_nothing_new(db: Path) -> No
         release(1)
         release(2)
         async with Runtime(db, workflows=[flow]) as rt:
-            await until(rt, {0: "completed", 1: "completed", 2: "completed"})
+            await rt.idle()
+            assert await statuses(rt) == {0: "completed", 1: "completed", 2: "completed"}

@@ -4,8 +4,10 @@ One `RuleBasedStateMachine` per mode drives a real `Runtime` on a fresh journal 
 Rules dispatch ``go`` runs (one step that holds until the test releases it) and ``pause``
 runs (pause until an event ``go`` with the run's ``n``, then hold), release, resume and
 abort runs, and restart the runtime on the same file (running steps are cut off after a
-short grace and recovered). After every rule the machine waits until the journal stops
-changing, then checks it against a model of the mode written independently of `Gate`:
+short grace and recovered). After every rule the machine waits until the runtime has
+settled (every run finished, paused, queued or holding: `hold` waits on the machine's
+`FakeClock`, so `advance` wakes it and returns once the runtime is idle again), then checks
+the journal against a model of the mode written independently of `Gate`:
 
 * every run the model created is in the journal exactly once, no other run is, and each
   has exactly the status the model gives it (so nothing is lost across a restart);
@@ -37,20 +39,26 @@ from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 from orchestrator import Exclusive, Runtime, Serialized, SingletonLoop, Transient, Workflow
 from orchestrator.define.modes import Mode
 from orchestrator.records import RunInfo
+from orchestrator.testing import FakeClock
 
 T = TypeVar("T")
 BOUND = 10.0  # seconds any one rule may take before the test calls it a hang
-SETTLE = 2.0  # seconds to wait for the journal to stop changing
-QUIET_POLLS = 3  # consecutive identical polls that count as settled
 
 GATES: dict[int, asyncio.Event] = {}
 HELD: list[int] = []  # the `n` of each run as its `hold` step begins (again after recovery)
+CLOCK: list[FakeClock] = []  # the machine's clock, which `hold` waits on
 
 
 async def hold(state: dict[str, Any]) -> dict[str, Any]:
-    """Runs until the test sets the event of this run's `n`."""
+    """Runs until the test sets the event of this run's `n`.
+
+    It waits on the runtime's fake clock, so the runtime counts it as waiting (idle), and
+    each `advance` lets it look at its event again.
+    """
     HELD.append(state["n"])
-    await GATES.setdefault(state["n"], asyncio.Event()).wait()
+    gate = GATES.setdefault(state["n"], asyncio.Event())
+    while not gate.is_set():
+        await CLOCK[0].sleep(1)
     return {**state, "done": True}
 
 
@@ -257,6 +265,7 @@ class ModeMachine(RuleBasedStateMachine):
         super().__init__()
         GATES.clear()
         HELD.clear()
+        CLOCK[:] = [FakeClock()]
         self.folder = Path(tempfile.mkdtemp(prefix="modes-machine-"))
         self.db = self.folder / "journal.db"
         self.flow = Workflow(
@@ -280,7 +289,13 @@ class ModeMachine(RuleBasedStateMachine):
         return self.runner.run(asyncio.wait_for(work, BOUND))
 
     async def _open(self) -> Runtime:
-        rt = Runtime(self.db, workflows=[self.flow], shutdown_grace=0.01, synchronous="NORMAL")
+        rt = Runtime(
+            self.db,
+            workflows=[self.flow],
+            shutdown_grace=0.01,
+            synchronous="NORMAL",
+            clock=CLOCK[0],
+        )
         await rt.start()
         return rt
 
@@ -378,19 +393,9 @@ class ModeMachine(RuleBasedStateMachine):
         ]
 
     async def settle(self) -> list[RunInfo]:
-        """The journal once it has stopped changing (bounded by `SETTLE`)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + SETTLE
-        last: tuple[Any, ...] | None = None
-        quiet = 0
-        while True:
-            await asyncio.sleep(0.005)
-            runs = await self.rt.list_runs(limit=10_000)
-            snapshot = (tuple((info.run_id, info.status) for info in runs), len(HELD))
-            quiet = quiet + 1 if snapshot == last else 0
-            last = snapshot
-            if quiet >= QUIET_POLLS or loop.time() > deadline:
-                return runs
+        """The journal once the runtime is idle, every held run having seen its event."""
+        await CLOCK[0].advance(1)  # wakes each `hold`; returns once the runtime is idle
+        return await self.rt.list_runs(limit=10_000)
 
     def check(self, runs: list[RunInfo]) -> None:
         model = self.model

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from orchestrator.clock import FakeClock
 from orchestrator.define.model import Step
 from orchestrator.errors import (
     DefinitionError,
@@ -26,6 +25,7 @@ from orchestrator.errors import (
     ValidationError,
 )
 from orchestrator.pipeline.runner import PipelineContext, run
+from orchestrator.testing import FakeClock
 
 Events = list[tuple[str, dict[str, Any]]]
 
@@ -274,7 +274,7 @@ async def test_retries_exhausted_raise_with_the_attempt_count() -> None:
 
 async def test_async_step_timeout() -> None:
     async def slow(state: dict[str, Any]) -> dict[str, Any]:
-        await asyncio.sleep(10)
+        await asyncio.sleep(10)  # far past its timeout: it must be cancelled
         return state
 
     started = time.monotonic()
@@ -323,7 +323,7 @@ async def test_sys_exit_in_a_sync_step_is_a_pipeline_error(inline: bool) -> None
 
 async def test_sys_exit_in_an_async_step_is_a_pipeline_error() -> None:
     async def leave(state: dict[str, Any]) -> dict[str, Any]:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # a step that really awaits before it exits
         raise SystemExit("bye")
 
     with pytest.raises(PipelineError, match="SystemExit: bye") as info:
@@ -354,7 +354,7 @@ async def test_event_order_on_failure_and_async_handler_is_awaited() -> None:
     events: Events = []
 
     async def on_event(name: str, payload: dict[str, Any]) -> None:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # a handler that really awaits: the runner must await it
         events.append((name, payload))
 
     def boom(state: dict[str, Any]) -> dict[str, Any]:
@@ -383,7 +383,7 @@ async def test_async_handler_sees_retry_events_before_the_retry_runs() -> None:
     log: list[str] = []
 
     async def on_event(name: str, payload: dict[str, Any]) -> None:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # a handler that really awaits: the runner must await it
         log.append(f"{name}:{payload.get('attempt', '')}")
 
     def flaky(state: dict[str, Any], ctx: PipelineContext) -> dict[str, Any]:
@@ -505,7 +505,7 @@ async def test_dynamic_import_inside_a_step_fails_the_step() -> None:
 def write_adaptor(home: Path, greeting: str) -> Path:
     (home / "adaptors").mkdir(parents=True)
     (home / "adaptors" / "__init__.py").write_text("")
-    (home / "adaptors" / "greet.py").write_text(
+    (home / "adaptors" / "greet.py").write_text(  # an async adaptor that really awaits
         f"import asyncio\n\nasync def greet(name):\n    await asyncio.sleep(0.01)\n"
         f"    return {greeting!r} + name\n"
     )

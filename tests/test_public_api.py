@@ -6,6 +6,8 @@ import subprocess
 import sys
 
 import orchestrator
+import orchestrator.clock
+import orchestrator.testing
 
 EXPECTED = [
     "Clock",
@@ -55,11 +57,18 @@ EXPECTED = [
 ]
 
 
+TESTING = ["FakeClock", "eventually", "eventually_blocking"]
+
+
 def test_all_is_sorted_and_pinned() -> None:
     assert orchestrator.__all__ == sorted(orchestrator.__all__)
     assert orchestrator.__all__ == EXPECTED
     for name in orchestrator.__all__:
         assert getattr(orchestrator, name) is not None
+    assert orchestrator.testing.__all__ == sorted(orchestrator.testing.__all__) == TESTING
+    for name in orchestrator.testing.__all__:
+        assert getattr(orchestrator.testing, name) is not None
+    assert orchestrator.FakeClock is orchestrator.testing.FakeClock is orchestrator.clock.FakeClock
 
 
 def test_every_error_is_an_orchestrator_error_with_a_unique_code() -> None:

@@ -11,13 +11,15 @@ import pytest
 from orchestrator import Runtime, RuntimeStopped, Workflow
 
 calls: list[str] = []
+hanging: dict[str, asyncio.Event] = {}  # by step name: set when a hanging step starts
 
 
 def step(name: str, *, hang: bool = False) -> Any:
     async def fn(state: dict[str, Any]) -> dict[str, Any]:
         calls.append(name)
         if hang:
-            await asyncio.sleep(3600)
+            hanging.setdefault(name, asyncio.Event()).set()
+            await asyncio.sleep(3600)  # until the runtime stops
         return {**state, "done": [*state.get("done", []), name]}
 
     fn.__name__ = name
@@ -27,6 +29,7 @@ def step(name: str, *, hang: bool = False) -> Any:
 @pytest.fixture(autouse=True)
 def _reset_calls() -> None:
     calls.clear()
+    hanging.clear()
 
 
 async def leave_running(db: Path, pipeline: list[Any]) -> str:
@@ -34,8 +37,7 @@ async def leave_running(db: Path, pipeline: list[Any]) -> str:
     async with Runtime(db, shutdown_grace=0.05) as rt:
         await rt.register(Workflow(id="w", pipelines={"go": pipeline}))
         pending = asyncio.ensure_future(rt.invoke("w", "go", {}))
-        while not calls or calls[-1] != "hang":  # noqa: ASYNC110 - polling a plain list
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(hanging.setdefault("hang", asyncio.Event()).wait(), 5)
         run_id = (await rt.list_runs())[0].run_id
     with pytest.raises(RuntimeStopped):
         await pending
@@ -43,14 +45,17 @@ async def leave_running(db: Path, pipeline: list[Any]) -> str:
 
 
 async def test_shutdown_grace_lets_a_short_step_finish(db: Path) -> None:
+    started = asyncio.Event()
+
     async def short(state: dict[str, Any]) -> dict[str, Any]:
-        await asyncio.sleep(0.1)
+        started.set()
+        await asyncio.sleep(0.1)  # still running when the runtime stops; well within the grace
         return {"finished": True}
 
     async with Runtime(db, shutdown_grace=5) as rt:
         await rt.register(Workflow(id="w", pipelines={"go": [short]}))
         pending = asyncio.ensure_future(rt.invoke("w", "go", {}))
-        await asyncio.sleep(0.02)
+        await asyncio.wait_for(started.wait(), 5)
     assert (await pending).state == {"finished": True}
 
 
@@ -104,7 +109,7 @@ async def test_a_recovered_run_can_be_aborted_before_its_workflow_returns(db: Pa
     async with Runtime(db) as rt:
         await rt.abort(run_id)
         await rt.register(Workflow(id="w", pipelines={"go": [step("hang")]}))
-        await asyncio.sleep(0.05)
+        await rt.idle()
         info = await rt.watch("w", run_id)
         assert info is not None and info.status == "aborted"
     assert calls == ["hang"]  # never re-run after the abort
@@ -116,5 +121,5 @@ async def test_completed_runs_never_run_again(db: Path) -> None:
         await rt.invoke("w", "go", {})
     async with Runtime(db) as rt:
         await rt.register(Workflow(id="w", pipelines={"go": [step("a")]}))
-        await asyncio.sleep(0.05)
+        await rt.idle()
     assert calls == ["a"]

@@ -221,14 +221,17 @@ async def test_a_blocking_sync_step_does_not_freeze_other_runs(db: Path) -> None
 async def test_step_timeout_fails_the_run_and_cancels_an_async_step(db: Path) -> None:
     finished: list[str] = []
 
+    thread_done = threading.Event()
+
     async def hang(state: dict[str, Any]) -> dict[str, Any]:
-        await asyncio.sleep(10)
+        await asyncio.sleep(10)  # far past its timeout: it must be cancelled
         finished.append("hang")
         return state
 
     def hang_sync(state: dict[str, Any]) -> dict[str, Any]:
         threading.Event().wait(0.5)
         finished.append("hang_sync")
+        thread_done.set()
         return {"discarded": True}
 
     async with Runtime(db) as rt:
@@ -242,7 +245,7 @@ async def test_step_timeout_fails_the_run_and_cancels_an_async_step(db: Path) ->
             result = await rt.invoke("w", trigger, {"n": 0})
             assert result.status == "failed" and result.error_code == "STEP_TIMEOUT"
             assert result.state == {"n": 0}
-        await asyncio.sleep(0.6)
+        assert await asyncio.to_thread(thread_done.wait, 10)
     assert finished == ["hang_sync"]  # the thread ran on, its result was discarded
 
 
@@ -259,18 +262,10 @@ async def test_retries_with_backoff_and_a_stable_idempotency_key(db: Path) -> No
     async with Runtime(db, clock=clock) as rt:
         await rt.register(Workflow(id="w", pipelines={"go": [Step(flaky, retries=3, backoff=10)]}))
         pending = asyncio.ensure_future(rt.invoke("w", "go", {}))
-        for _ in range(50):
-            if len(keys) == 1:
-                break
-            await asyncio.sleep(0.01)
-        await clock.advance(9)
-        await asyncio.sleep(0.05)
+        await clock.advance(9)  # the first attempt fails, then its backoff begins, then 9 s
         assert len(keys) == 1  # the first backoff is 10 s
         await clock.advance(1)
-        for _ in range(50):
-            if len(keys) == 2:
-                break
-            await asyncio.sleep(0.01)
+        assert len(keys) == 2
         await clock.advance(20)  # the second backoff doubles
         result = await asyncio.wait_for(pending, 5)
         assert result.ok and result.state == {"attempts": 3}
@@ -298,7 +293,7 @@ async def test_abort_ends_a_running_run_and_refuses_final_or_unknown_runs(db: Pa
 
     async def wait_forever(state: dict[str, Any]) -> dict[str, Any]:
         started.set()
-        await asyncio.sleep(3600)
+        await asyncio.sleep(3600)  # until aborted
         return state
 
     async with Runtime(db) as rt:

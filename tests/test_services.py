@@ -230,7 +230,7 @@ async def test_unknown_id_is_service_not_found() -> None:
 
 async def test_async_factory_and_deps_through_use() -> None:
     async def make_db(ctx: ServiceContext) -> str:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # a factory that really awaits
         return "db"
 
     async def make_repo(ctx: ServiceContext) -> str:
@@ -278,7 +278,7 @@ async def test_concurrent_gets_create_exactly_one_instance() -> None:
     async def slow(ctx: ServiceContext) -> object:
         nonlocal calls
         calls += 1
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # slow: the other gets arrive while it runs
         return object()
 
     scope = ServiceScope({"s": Service("s", slow)}, parent=None, scope="workflow")
@@ -326,7 +326,7 @@ async def test_cancellation_is_not_wrapped() -> None:
 
     async def hang(ctx: ServiceContext) -> object:
         started.set()
-        await asyncio.sleep(60)
+        await asyncio.sleep(60)  # until cancelled
 
     scope = ServiceScope({"s": Service("s", hang)}, parent=None, scope="workflow")
     task = asyncio.ensure_future(scope.get("s"))

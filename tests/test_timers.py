@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from orchestrator import FakeClock, Runtime, Schedule, Workflow
-
-
-async def until(predicate: Any, seconds: float = 5) -> None:
-    async with asyncio.timeout(seconds):
-        while not await predicate():  # noqa: ASYNC110 - polling the journal
-            await asyncio.sleep(0.01)
 
 
 def nap(state: dict[str, Any], ctx: Any) -> Any:
@@ -44,8 +37,7 @@ async def test_a_sleeping_run_wakes_when_its_time_comes(db: Path) -> None:
     ) as rt:
         paused = await rt.invoke("w", "go", {})
         assert paused.status == "paused"
-        await clock.advance(59)
-        await asyncio.sleep(0.05)
+        await clock.advance(59)  # returns once what fell due is handled: nothing did
         assert (await rt.watch("w", paused.run_id)).status == "paused"  # type: ignore[union-attr]
         await clock.advance(1)
         done = await rt.wait(paused.run_id, timeout=5)
@@ -64,7 +56,6 @@ async def test_resume_wakes_a_sleeping_run_early(db: Path) -> None:
         done = await rt.wait(paused.run_id, timeout=5)
         assert done.state == {"early": True, "woke": True}
         await clock.advance(120)  # the old deadline passes: nothing happens twice
-        await asyncio.sleep(0.05)
         kinds = [e.kind for e in await rt.timeline(paused.run_id)]
         assert kinds.count("run.resumed") == 1
 
@@ -78,7 +69,7 @@ async def test_a_pause_timeout_continues_with_none(db: Path) -> None:
         done = await rt.wait(paused.run_id, timeout=5)
         assert done.status == "completed" and done.state == {"payment": None, "woke": True}
         await rt.emit("payment.received", {"order_id": 1})  # too late: nothing waits
-        await asyncio.sleep(0.05)
+        await rt.idle()
         assert (await rt.wait(paused.run_id)).state["payment"] is None
 
 
@@ -88,7 +79,7 @@ async def test_a_pause_timeout_can_fail_the_run(db: Path) -> None:
     async with Runtime(db, clock=clock, workflows=[flow]) as rt:
         paused = await rt.invoke("w", "go", {})
         await clock.advance(31)
-        await until(lambda: _status_is(rt, paused.run_id, "failed"))
+        assert await _status_is(rt, paused.run_id, "failed")
         info = await rt.watch("w", paused.run_id)
         assert info is not None and info.error_code == "PAUSE_TIMEOUT"
         assert "payment.received" in (info.error or "")
@@ -129,9 +120,9 @@ async def test_a_schedule_fires_on_each_tick(db: Path) -> None:
     async with Runtime(db, clock=clock, workflows=[report("*/5 * * * *")]) as rt:
         assert await _scheduled(rt) == []
         await clock.advance(5 * 60)
-        await until(lambda: _count(rt, 1))
+        assert await _count(rt, 1)
         await clock.advance(10 * 60)
-        await until(lambda: _count(rt, 3))
+        assert await _count(rt, 3)
         assert await _scheduled(rt) == [
             "2026-01-01T00:05:00.000+00:00",
             "2026-01-01T00:10:00.000+00:00",
@@ -141,7 +132,6 @@ async def test_a_schedule_fires_on_each_tick(db: Path) -> None:
         assert run.state["fired_at"].startswith("2026-01-01T00:15") and run.state["woke"]
         await rt.deregister("report")
         await clock.advance(10 * 60)
-        await asyncio.sleep(0.05)
         assert len(await _scheduled(rt)) == 3
 
 
@@ -159,11 +149,12 @@ async def test_after_downtime_a_schedule_fires_once_or_catches_up(tmp_path: Path
         async with Runtime(
             db, clock=clock, workflows=[report("*/5 * * * *", catch_up=catch_up)]
         ) as rt:
-            await until(lambda n=expected: _count(rt, n))  # type: ignore[misc]
+            await rt.idle()
+            assert await _count(rt, expected)
             ticks = await _scheduled(rt)
             assert ticks[-1] == "2026-01-01T00:30:00.000+00:00" and len(ticks) == expected
         async with Runtime(
             db, clock=clock, workflows=[report("*/5 * * * *", catch_up=catch_up)]
         ) as rt:
-            await asyncio.sleep(0.05)
+            await rt.idle()
             assert len(await _scheduled(rt)) == expected  # each tick fired once, not again

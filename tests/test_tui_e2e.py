@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from procs import ROOT, Daemon, cli, query, reap, wait_until
-from textual.pilot import Pilot
+from pilots import until
+from procs import ROOT, Daemon, alive, cli, query, reap
 
+from orchestrator.testing import eventually_blocking
 from tui.app import DashboardApp
 from tui.dialogs import ConfirmDialog
 
@@ -122,11 +123,11 @@ def run_of(db: Path, workflow_id: str, status: str | None = None) -> str | None:
 
 def wait_for_run(db: Path, workflow_id: str, status: str, log: Callable[[], str]) -> str:
     """Wait until the workflow's run has `status` in the journal; returns its id."""
-    return wait_until(
+    return eventually_blocking(
         lambda: db.exists() and run_of(db, workflow_id, status),
-        TIMEOUT,
-        f"a {status} run of {workflow_id}",
-        log=log,
+        what=f"a {status} run of {workflow_id}",
+        timeout=TIMEOUT,
+        details=log,
     )
 
 
@@ -195,11 +196,11 @@ class Tmux:
 
     def wait_for(self, name: str, check: Callable[[str], bool], what: str, log: Path) -> str:
         """Wait until `check` accepts the session's screen; returns that screen."""
-        return wait_until(
+        return eventually_blocking(
             lambda: (screen := self.screen(name)) and check(screen) and screen,
-            TIMEOUT,
-            f"{what} in tmux session {name!r}",
-            log=lambda: f"screen:\n{self.screen(name)}\nlog:\n{_read(log)}",
+            what=f"{what} in tmux session {name!r}",
+            timeout=TIMEOUT,
+            details=lambda: f"screen:\n{self.screen(name)}\nlog:\n{_read(log)}",
         )
 
     def kill(self) -> None:
@@ -254,7 +255,9 @@ def test_up_and_a_read_only_tui_in_tmux(tmux: Tmux, folder: Path, tmp_path: Path
         assert "orders" in row_of(screen, run_id)
 
     tmux("send-keys", "-t", "up", "q")  # no run is executing: no confirmation
-    wait_until(up_exit.exists, TIMEOUT, "`up` to exit", log=lambda: _read(log))
+    eventually_blocking(
+        up_exit.exists, what="`up` to exit", timeout=TIMEOUT, details=lambda: _read(log)
+    )
     assert up_exit.read_text().strip() == "0", _read(log)
     assert_stopped_cleanly(db)
     tmux.wait_for("ro", lambda s: "no daemon holds it" in s, "the daemon gone", log)
@@ -319,12 +322,15 @@ class Terminal:
             text = self.text(since)
             return [needle for needle in needles if needle not in text]
 
-        wait_until(
-            lambda: not missing(),
-            TIMEOUT,
-            f"{needles} on the terminal",
-            proc=self.proc,
-            log=lambda: f"missing {missing()}\nlog:\n{_read(log) if log else ''}",
+        def details() -> str:
+            return f"missing {missing()}\nlog:\n{_read(log) if log else ''}"
+
+        what = f"{needles} on the terminal"
+        eventually_blocking(
+            alive(self.proc, lambda: not missing(), what, details),
+            what=what,
+            timeout=TIMEOUT,
+            details=details,
         )
 
     def press(self, keys: str) -> None:
@@ -433,24 +439,16 @@ async def test_the_quit_confirmation_in_process(tmp_path: Path) -> None:
     )
     async with app.run_test(size=(COLUMNS, LINES)) as pilot:
         await pilot.press("q")
-        await _until(pilot, lambda: isinstance(app.screen, ConfirmDialog), "the dialog")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), "the dialog")
         assert CONFIRM_TEXT in str(app.screen.query_one(".dialog-title").render())
         await pilot.press("n")
-        await _until(pilot, lambda: not isinstance(app.screen, ConfirmDialog), "no dialog")
+        await until(pilot, lambda: not isinstance(app.screen, ConfirmDialog), "no dialog")
         assert app.is_running and quits == []
         await pilot.press("q")
-        await _until(pilot, lambda: isinstance(app.screen, ConfirmDialog), "the dialog again")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), "the dialog again")
         await pilot.press("y")
-        await _until(pilot, lambda: not app.is_running, "the app to exit")
+        await until(pilot, lambda: not app.is_running, "the app to exit")
     assert quits == ["x"]
-
-
-async def _until(pilot: Pilot[Any], check: Callable[[], object], what: str) -> None:
-    deadline = 200  # polls of 0.05 s at least: a bug fails instead of hanging
-    while not check():
-        deadline -= 1
-        assert deadline > 0, f"timed out waiting for {what}"
-        await pilot.pause(0.05)
 
 
 # -- no terminal ----------------------------------------------------------------------------
@@ -478,7 +476,11 @@ def test_up_without_a_terminal_runs_headless(folder: Path, tmp_path: Path, tty_s
                 env=terminal_env(),
             )
         try:
-            wait_until(lambda: lease_pid(db) == proc.pid, TIMEOUT, "the daemon", proc=proc)
+            eventually_blocking(
+                alive(proc, lambda: lease_pid(db) == proc.pid, "the daemon"),
+                what="the daemon",
+                timeout=TIMEOUT,
+            )
             emit(db, "hold.start", {})
             wait_for_run(db, "hold", "completed", lambda: _read(out_path))
             proc.send_signal(signal.SIGTERM)

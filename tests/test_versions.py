@@ -36,15 +36,6 @@ def write(folder: Path, version: str) -> Path:
     return path
 
 
-async def until(check, what: str, limit: float = 20.0):  # type: ignore[no-untyped-def]
-    """Poll the journal through `check` until it returns something truthy."""
-    async with asyncio.timeout(limit):
-        while not (result := await check()):  # noqa: ASYNC110 - polling the journal
-            await asyncio.sleep(0.02)
-    assert result, what
-    return result
-
-
 async def paused_then_deleted(tmp_path: Path) -> tuple[Path, Path, str]:
     """A run paused on v1 of approval.py, which is then deleted while nothing runs."""
     folder, db = tmp_path / "flows", tmp_path / "journal.db"
@@ -52,7 +43,9 @@ async def paused_then_deleted(tmp_path: Path) -> tuple[Path, Path, str]:
     path = write(folder, "v1")
     async with Runtime(db, workflows_dir=folder) as rt:
         await rt.emit("ticket.opened", {"ticket": 7})
-        run_id = (await until(lambda: rt.list_runs(status="paused"), "the run to pause"))[0].run_id
+        await rt.idle()
+        (paused,) = await rt.list_runs(status="paused")
+        run_id = paused.run_id
     path.unlink()
     return folder, db, run_id
 
@@ -64,9 +57,9 @@ async def test_a_paused_run_of_a_deleted_file_waits_after_restart_then_finishes_
     async with Runtime(db, workflows_dir=folder) as rt:
         assert rt.list_workflows() == []
         await rt.emit("approval.decided", {"ticket": 7, "ok": True})
-        info = await until(
-            lambda: _with_code(rt, run_id, "WORKFLOW_MISSING"), "the reason the run waits"
-        )
+        await rt.idle()
+        info = await _with_code(rt, run_id, "WORKFLOW_MISSING")
+        assert info is not None, "the reason the run waits"
         assert info.status == "running"
         assert "approval" in (info.error or "") and "returns" in (info.error or "")
         assert await rt.list_runs(status="completed") == []

@@ -65,11 +65,20 @@ class FileEvents:
         self._watches: dict[Path, set[str]] = {}
         self._seen: dict[Watch, dict[str, int]] = {}  # loaded from the ledger on first use
         self._changed = asyncio.Event()
+        # Invariant: True from a change of the watches, or the start of a watch, until the
+        # first scan of that watch is over (or the watch failed).
+        self._unscanned = False
+
+    @property
+    def scan_pending(self) -> bool:
+        """Whether a watch is (re)starting and has not scanned its folders yet."""
+        return self._unscanned
 
     def update(self, watches: dict[Path, set[str]]) -> None:
         """Watch these folders, each for these globs (restarts the watch if it changed)."""
         if watches != self._watches:
             self._watches = {folder: set(globs) for folder, globs in watches.items()}
+            self._unscanned = bool(watches)
             self._changed.set()
 
     async def run(self) -> None:
@@ -83,12 +92,14 @@ class FileEvents:
             try:
                 await self._watch(watches)
             except* OSError as failures:
+                self._unscanned = False  # nothing scans before the retry
                 folders = ", ".join(map(str, watches))
                 for exc in failures.exceptions:
                     _log.error("cannot watch %s for new files: %s", folders, exc)
                 await _wait_for(self._changed, RETRY_SECONDS)
 
     async def _watch(self, watches: dict[Path, set[str]]) -> None:
+        self._unscanned = True
         inodes = {folder: _make_folder(folder) for folder in watches}
         for folder, globs in watches.items():
             for glob in globs:
@@ -130,6 +141,7 @@ class FileEvents:
                     stop.set()  # deleted or replaced: the watch follows the old folder
                     return
                 await self._scan(folder, watches[folder])
+            self._unscanned = False
             delay = RESCAN_SECONDS
 
     async def _scan(self, folder: Path, globs: set[str]) -> None:

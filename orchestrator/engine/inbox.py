@@ -39,6 +39,7 @@ class InboxPoller:
         # pending in the writer), so none is taken twice by this process.
         self._last_event = 0
         self._last_command = 0
+        self._draining = False
 
     async def run(self) -> None:
         """Poll for ever (cancel to stop)."""
@@ -51,10 +52,19 @@ class InboxPoller:
                 if version != seen:
                     seen = version
                     if await self._reader.has_pending(self._last_event, self._last_command):
-                        await self.drain()
+                        self._draining = True
+                        try:
+                            await self.drain()
+                        finally:
+                            self._draining = False
             except JournalError as exc:  # a locked or busy journal: try again next tick
                 _log.warning("reading the inbox failed, retrying: %s", exc)
             await asyncio.sleep(self._interval)
+
+    async def pending(self) -> bool:
+        """Whether events or commands from other processes wait to be routed or applied."""
+        waiting = await self._reader.has_pending(self._last_event, self._last_command)
+        return waiting or self._draining  # read after the query: a drain begun meanwhile counts
 
     async def drain(self) -> None:
         """Take every pending event and command once, in the order they were committed.

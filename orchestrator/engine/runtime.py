@@ -42,6 +42,7 @@ from ..journal import (
 from ..records import FINAL_STATUSES, RunInfo, RunResult, RunStatus, TimelineEntry, is_ok
 from .control import Control
 from .file_events import FileEvents, JournalFileLedger
+from .idle import Idleness
 from .inbox import InboxPoller
 from .lifecycle import Handler, Lifecycle
 from .registry import RegisteredWorkflow, Registry, register
@@ -109,6 +110,8 @@ class Runtime:
             None if workflows_dir is None else WorkflowFolder(Path(workflows_dir).resolve(), self)
         )
         self._file_events: FileEvents | None = None
+        self._idleness: Idleness | None = None
+        self._detach_clock: Callable[[], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -170,6 +173,8 @@ class Runtime:
             control.runs.note_missing(self._registry.has)
         poller = InboxPoller(reader, control.bus, control.apply_command)
         self._background.append(tasks.create_task(poller.run(), name="inbox"))
+        self._idleness = Idleness(control, poller, self._file_events, self._writer, self._clock)
+        self._detach_clock = self._clock.attach(self.idle)  # a fake clock's advance settles us
         await self._writer.mark_ready()
 
     async def _load_folder(self, folder: WorkflowFolder, tasks: asyncio.TaskGroup) -> None:
@@ -194,6 +199,8 @@ class Runtime:
         if self._state != "started":
             return
         self._state = "stopping"
+        if self._detach_clock is not None:
+            self._detach_clock()
         for task in self._background:  # no new events, commands or timers from here on
             task.cancel()
         if self._control is not None:
@@ -414,6 +421,24 @@ class Runtime:
                 if info.status in FINAL_STATUSES or info.status == RunStatus.PAUSED:
                     return _result_of(info)
                 await asyncio.sleep(0.05)
+
+    async def idle(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Return once this runtime has nothing left to do until something outside happens.
+
+        Idle means: no step or hook is running (one asleep on a `FakeClock` waits for the
+        test to move time, so it counts as idle), every journal write is committed, no
+        timer is due, and every event or command written by another process has been
+        routed or applied. Paused runs, runs queued behind their mode and recovered runs
+        waiting for their workflow are idle. Watched files (workflow files, `FileTrigger`
+        folders) are outside this: a file written a moment ago may not have been seen yet;
+        but a `FileTrigger` watch that has just started has scanned its folder.
+
+        Raises:
+            TimeoutError: Still busy after `timeout` seconds; the message says with what.
+        """
+        self._require_control()
+        assert self._idleness is not None  # set before the runtime is ready
+        await self._idleness.wait(timeout)
 
     async def watch(self, workflow_id: str, run_id: str) -> RunInfo | None:
         """The run as the journal has it now, or None if there is no such run."""

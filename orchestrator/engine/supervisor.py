@@ -57,6 +57,8 @@ class Supervisor:
         self.active: dict[str, ActiveRun] = {}
         # Invariant: a run id is in at most one of `active` and `orphans`.
         self.orphans: dict[str, list[Resumable]] = {}
+        # Invariant: every task started here (runs, hooks) that has not finished yet.
+        self.working: set[asyncio.Task[None]] = set()
 
     def start_run(
         self,
@@ -250,7 +252,7 @@ class Supervisor:
 
     def _spawn(self, run: ActiveRun, lifecycle: str = "run.started") -> None:
         self.active[run.run_id] = run
-        run.task = self._tasks.create_task(self._drive(run, lifecycle), name=f"run-{run.run_id}")
+        run.task = self._own(self._drive(run, lifecycle), name=f"run-{run.run_id}")
 
     async def _drive(self, run: ActiveRun, lifecycle: str) -> None:
         try:
@@ -294,7 +296,13 @@ class Supervisor:
 
     def background(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Run `work` as a task of the runtime's task group (owned, cancelled at stop)."""
-        self._tasks.create_task(work, name=name)
+        self._own(work, name=name)
+
+    def _own(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = self._tasks.create_task(work, name=name)
+        self.working.add(task)
+        task.add_done_callback(self.working.discard)
+        return task
 
     async def _close_services(self, run: ActiveRun) -> None:
         scope, run.service_scope = run.service_scope, None

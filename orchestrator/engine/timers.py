@@ -42,6 +42,16 @@ class Timers:
         """Forget the deadline under `key`, if any."""
         self._due.pop(key, None)
 
+    def next_due(self) -> int | None:
+        """When the earliest deadline falls due (microseconds), or None if there is none."""
+        while self._heap:
+            due, seq, key = self._heap[0]
+            entry = self._due.get(key)
+            if entry is not None and entry[1] == seq:
+                return due
+            heapq.heappop(self._heap)  # replaced or cancelled
+        return None
+
     async def run(self) -> None:
         """Fire deadlines as they fall due, for ever (cancel to stop)."""
         while True:

@@ -131,4 +131,5 @@ __all__ = [
 ]
 
 
-__getattr__ = lazy_exports(__name__, {**_EXPORTS, "ops": ".ops"})
+if not TYPE_CHECKING:  # mypy sees the imports above, so a name not exported is an error
+    __getattr__ = lazy_exports(__name__, {**_EXPORTS, "ops": ".ops"})

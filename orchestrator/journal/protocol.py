@@ -65,6 +65,10 @@ class JournalWriter(Protocol):
         """Ops waiting for the next batch."""
 
     @property
+    def committed(self) -> bool:
+        """Whether everything enqueued so far has committed (or failed): nothing in flight."""
+
+    @property
     def failure(self) -> JournalError | None:
         """Why the writer stopped, if it did; it writes nothing more after that."""
 

@@ -101,6 +101,11 @@ class RecordingJournal:
         return len(self._pending)
 
     @property
+    def committed(self) -> bool:
+        """Whether nothing waits for a commit."""
+        return self._batch is None
+
+    @property
     def failure(self) -> JournalError | None:
         """The error of the failed commit, once one failed."""
         return self._failure

@@ -130,6 +130,12 @@ class GroupCommitWriter:
         return len(self._pending)
 
     @property
+    def committed(self) -> bool:
+        """Whether everything enqueued so far has committed (or failed): nothing in flight."""
+        with self._cond:
+            return self._batch is None and self._inflight is None
+
+    @property
     def failure(self) -> JournalError | None:
         """Why the writer stopped, if it did."""
         return self._failure
