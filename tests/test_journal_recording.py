@@ -51,9 +51,9 @@ async def test_without_auto_commit_writes_wait_for_an_explicit_commit() -> None:
     journal = RecordingJournal(auto_commit=False)
     writer = as_writer(journal)
     write = asyncio.create_task(writer.write([ops.inbox_done(7, "ok", 3)]))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # a yield, not a wait: the task runs to its await (no threads here)
     flush = asyncio.create_task(writer.flush())
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the same for the flush
     assert not write.done() and not flush.done()
     assert journal.batches == [] and writer.backlog == 1
     journal.commit()
