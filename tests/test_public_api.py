@@ -18,6 +18,7 @@ EXPECTED = [
     "FakeClock",
     "FileTrigger",
     "InvalidState",
+    "JournalBackendUnavailable",
     "JournalCorrupt",
     "JournalError",
     "JournalLocked",
