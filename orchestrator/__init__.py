@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     )
     from .pipeline.runner import run
     from .records import RunCode, RunInfo, RunResult, RunStatus, TimelineEntry
+    from .state import MAX_DEPTH
     from .testing import FakeClock
 
 __version__ = "0.1.0"
@@ -61,6 +62,7 @@ _EXPORTS = {
     "JournalCorrupt": ".errors",
     "JournalError": ".errors",
     "JournalLocked": ".errors",
+    "MAX_DEPTH": ".state",
     "OrchestratorError": ".errors",
     "PauseRequest": ".define.waits",
     "PauseService": ".define.waits",
@@ -109,6 +111,7 @@ __all__ = [
     "JournalCorrupt",
     "JournalError",
     "JournalLocked",
+    "MAX_DEPTH",
     "OrchestratorError",
     "PauseRequest",
     "PauseService",

@@ -2,6 +2,8 @@
 
 A step receives a fresh object decoded from the previous step's checkpoint text, so
 nothing a step mutates can reach what an earlier step returned or what a checkpoint holds.
+Every payload the journal stores passes `encode_state`, so what it accepts the journal can
+always write: a JSON object, nested at most `MAX_DEPTH` levels, its strings valid Unicode.
 """
 
 from __future__ import annotations
@@ -11,37 +13,64 @@ from typing import Any
 
 State = dict[str, Any]
 
+MAX_DEPTH = 64  # levels of objects and lists in a state or event data, the top object included
+
 
 class StateEncodingError(ValueError):
     """The value is not a JSON object; the message says what is wrong."""
+
+
+class StateBoundsError(StateEncodingError):
+    """The value nests deeper than `MAX_DEPTH`, or holds a string that is not valid Unicode."""
 
 
 def encode_state(value: object) -> str:
     """Encode a state to compact JSON text, refusing anything that is not a JSON object."""
     if not isinstance(value, dict):
         raise StateEncodingError(f"state must be a JSON object (dict), got {type(value).__name__}")
+    _check_shape(value)  # before json.dumps, whose recursion a deep value would exhaust
     try:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise StateEncodingError(f"state is not JSON-serializable: {exc}") from exc
-    _check_keys(value, "state")
+    if not text.isascii():
+        _check_unicode(text)
     return text
 
 
-def _check_keys(value: object, path: str) -> None:
+def _check_shape(value: dict[Any, Any]) -> None:
+    # Iterative, so a value of any depth is refused without exhausting the stack.
     # json.dumps turns 1, None and True keys into strings silently (and may merge two keys
     # into one): refuse them instead of handing the next step a different object.
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise StateEncodingError(
-                    f"state is not JSON: key {key!r} at {path} is a {type(key).__name__}, "
-                    "JSON object keys must be strings"
-                )
-            _check_keys(item, f"{path}.{key}")
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            _check_keys(item, f"{path}[{index}]")
+    # Invariant: each item of `pending` is a container at the depth paired with it.
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:
+        container, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise StateBoundsError(
+                f"state nests deeper than {MAX_DEPTH} levels of objects and lists"
+            )
+        if isinstance(container, dict):
+            for key in container:
+                if not isinstance(key, str):
+                    raise StateEncodingError(
+                        f"state is not JSON: key {key!r} is a {type(key).__name__}, "
+                        "JSON object keys must be strings"
+                    )
+            items: Any = container.values()
+        else:
+            items = container
+        pending.extend((item, depth + 1) for item in items if isinstance(item, dict | list | tuple))
+
+
+def _check_unicode(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start : exc.end]
+        raise StateBoundsError(
+            f"state is not valid Unicode: a string holds the lone surrogate {bad!r}"
+        ) from None
 
 
 def decode_state(text: str) -> State:

@@ -22,6 +22,7 @@ EXPECTED = [
     "JournalCorrupt",
     "JournalError",
     "JournalLocked",
+    "MAX_DEPTH",
     "OrchestratorError",
     "PauseRequest",
     "PauseService",

@@ -22,7 +22,13 @@ from ..define.services import ServiceScope
 from ..errors import OrchestratorError, RunNotActive, RunNotFound, ValidationError
 from ..journal import CommandRecord, JournalQueries, JournalWriter, ops
 from ..records import FINAL_STATUSES, RunCode, RunResult, RunStatus
-from ..state import StateEncodingError, copy_state, decode_state
+from ..state import (
+    StateBoundsError,
+    StateEncodingError,
+    copy_state,
+    decode_state,
+    encode_state,
+)
 from . import recovery
 from .admission import Dispatched
 from .dispatcher import Dispatcher
@@ -165,6 +171,8 @@ class Control:
         """Accept and route an event (its writes are enqueued); returns its id."""
         if not isinstance(event_type, str) or not event_type.strip():
             raise ValidationError(f"an event type must be a non-empty string, got {event_type!r}")
+        if not event_type.isascii() and ops.valid_text(event_type) != event_type:
+            raise ValidationError(f"an event type must be valid Unicode, got {event_type!r}")
         event_data = _json_object(data, f"the data of event {event_type!r}")
         event_id = new_id()
         self.bus.accept(event_id, event_type, event_data, source=source)
@@ -287,6 +295,7 @@ class Control:
         """Dispatch a run of a workflow's pipeline (bypassing trigger conditions)."""
         registered = self._registry.get(workflow_id)
         registered.steps(trigger_id)  # TriggerNotFound before anything is journaled
+        _bounded(data, "the run's input")
         return self.admission.dispatch(
             registered, trigger_id, {} if data is None else data, run_id=run_id
         )
@@ -343,6 +352,17 @@ def file_conditions(folder: Path, glob: str) -> Conditions:
     """What a ``file.created`` event must carry to start a `FileTrigger`'s run."""
     where = {"dir": ("==", str(folder)), "glob": ("==", glob)}
     return Conditions.parse(where, label=f"FileTrigger(dir={str(folder)!r}, glob={glob!r})")
+
+
+def _bounded(value: Any, what: str) -> None:
+    # Too deep or not Unicode is refused where it enters; any other shape fails the run.
+    try:
+        if isinstance(value, dict):
+            encode_state(value)
+    except StateBoundsError as exc:
+        raise ValidationError(f"{what} is refused: {exc}") from exc
+    except StateEncodingError:
+        pass
 
 
 def _json_object(value: Any, what: str) -> dict[str, Any]:

@@ -158,7 +158,7 @@ def set_status(
     row: int, status: RunStatus, at: int, *, error: str | None = None, code: RunCode | None = None
 ) -> Op:
     """Move a run to `status`, with the error that ended it, if any."""
-    return Stmt.SET_STATUS, (status, error, code, at, row)
+    return Stmt.SET_STATUS, (status, valid_text(error), code, at, row)
 
 
 def add_timeline(
@@ -178,7 +178,7 @@ def add_timeline(
     timeline entry never fails to be written.
     """
     text = None if data is None else json.dumps(data, separators=(",", ":"), default=repr)
-    return Stmt.ADD_TIMELINE, (row, position, at, source, kind, step, message, text)
+    return Stmt.ADD_TIMELINE, (row, position, at, source, kind, step, valid_text(message), text)
 
 
 def state_change(row: int, position: int, kind: str, state: str, at: int) -> list[Op]:
@@ -262,3 +262,13 @@ def schedule_fired(workflow_id: str, trigger_id: str, tick: int) -> Op:
 def inbox_done(command: int, outcome: str, at: int) -> Op:
     """A command from another process was applied (or refused, with why)."""
     return Stmt.INBOX_DONE, (at, outcome, command)
+
+
+def valid_text(text: str | None) -> str | None:
+    """`text` as valid Unicode: a lone surrogate (say, in a step's exception) is escaped.
+
+    Free text comes from user code; one invalid string must not fail its whole batch.
+    """
+    if text is None or text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
