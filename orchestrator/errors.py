@@ -183,3 +183,27 @@ def describe_exception(exc: BaseException) -> str:
     """One line naming the exception's type and message."""
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def raise_if_cancelled(exc: BaseException) -> None:
+    """Propagate the current task's own cancellation; return if `exc` is user code's failure.
+
+    Where everything user code raises is caught (steps, hooks, service factories), this
+    comes first: a `CancelledError` the user code raised itself is its failure like any
+    other, but a cancellation the task received (an abort, a timeout, shutdown) must
+    propagate, even when the user code turned it into another exception.
+
+    Raises:
+        asyncio.CancelledError: The current task is being cancelled.
+    """
+    import asyncio  # here: the CLI's writing commands never load asyncio
+
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running loop: nothing to cancel
+        return
+    if task is None or task.cancelling() == 0:
+        return
+    if isinstance(exc, asyncio.CancelledError):
+        raise exc
+    raise asyncio.CancelledError from exc

@@ -3,8 +3,9 @@
 `on_prepare(ctx)` before a run's first step, `on_resume(ctx)` when a paused or recovered
 run continues, `on_complete(result)` for every finished run (completed, failed, aborted),
 then the runtime's own bookkeeping, then `on_cleanup()`; `on_dispatch(result)` for every
-trigger dispatch, accepted or not. Hooks may be sync or async. A hook that raises is
-logged and recorded in the run's timeline; it never changes the run or its bookkeeping.
+trigger dispatch, accepted or not. Hooks may be sync or async. A hook that raises anything
+(a `BaseException` subclass, `KeyboardInterrupt`, `SystemExit` included) is logged and
+recorded in the run's timeline; it never changes the run or its bookkeeping.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import DefinitionError, describe_exception
+from ..errors import DefinitionError, describe_exception, raise_if_cancelled
 
 HOOK_NAMES = ("on_prepare", "on_complete", "on_resume", "on_cleanup", "on_dispatch")
 Hook = Callable[..., Any]
@@ -71,7 +72,8 @@ async def call_hook(hook: Hook | None, *args: Any, name: str, where: str) -> str
         result = hook(*args)
         if inspect.isawaitable(result):
             await result
-    except Exception as exc:  # noqa: BLE001 - user code: recorded, never fatal
+    except BaseException as exc:  # noqa: BLE001 - user code: recorded, never fatal
+        raise_if_cancelled(exc)
         _log.exception("%s hook of %s failed", name, where)
         return f"{name} hook failed: {describe_exception(exc)}"
     return None

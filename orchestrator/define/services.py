@@ -27,6 +27,7 @@ from ..errors import (
     OrchestratorError,
     ServiceError,
     ServiceNotFound,
+    raise_if_cancelled,
 )
 
 Scope = Literal["global", "workflow", "run", "transient"]
@@ -283,7 +284,8 @@ class ServiceScope:
             return instance
         except OrchestratorError:
             raise  # already names the service at fault (a dependency, a cycle, a closed scope)
-        except Exception as exc:
+        except BaseException as exc:  # user code: whatever it raises fails the service
+            raise_if_cancelled(exc)
             what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             raise ServiceError(
                 f"service {service.id!r} failed: {what}", service=service.id
@@ -317,6 +319,7 @@ class ServiceScope:
                 result = cleanup()
                 if inspect.isawaitable(result):
                     await result
-            except Exception as exc:  # noqa: BLE001 - user code; the runtime records these
+            except BaseException as exc:  # noqa: BLE001 - user code; the runtime records these
+                raise_if_cancelled(exc)
                 errors.append(exc)
         return errors

@@ -11,6 +11,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import raise_if_cancelled
+
 Handler = Callable[[str, dict[str, Any]], Any]
 NAMES = frozenset(
     {
@@ -56,5 +58,6 @@ class Lifecycle:
                 result = handler(name, payload)
                 if inspect.isawaitable(result):
                     await result
-            except Exception:  # noqa: BLE001 - user code; logged, never fatal
+            except BaseException as exc:  # noqa: BLE001 - user code; logged, never fatal
+                raise_if_cancelled(exc)
                 _log.exception("lifecycle handler %r failed on %s", handler, name)

@@ -2,6 +2,10 @@
 
 Shared by the pipeline runner and the runtime's executor, so a step behaves the same in
 both. This module knows nothing of journals or runs; callers pass callbacks to record.
+
+Whatever a step raises (a `BaseException` subclass, `KeyboardInterrupt`, `SystemExit`, a
+`CancelledError` of its own) is that step's failure; only the cancellation of the task
+that awaits the step (an abort, a replace, shutdown) propagates.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 
 from ..clock import Clock
 from ..define.model import BoundStep
-from ..errors import describe_exception
+from ..errors import describe_exception, raise_if_cancelled
 from ..state import decode_state
 
 RetryHook = Callable[[int, BaseException, float], object]
@@ -64,8 +68,10 @@ async def run_step(
         except _Timeout as exc:
             failure: BaseException = exc.cause
             timed_out = True
-        except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code
-            # SystemExit from step code is that run's failure, never the process's exit.
+        except BaseException as exc:  # noqa: BLE001 - user code: whatever it raises fails it
+            # SystemExit, KeyboardInterrupt, a CancelledError of its own: that run's failure,
+            # never the process's exit nor the end of the loop.
+            raise_if_cancelled(exc)
             failure, timed_out = exc, False
         if attempt > bound.step.retries:
             raise StepFailed(failure, attempts=attempt, timed_out=timed_out) from failure
@@ -103,9 +109,35 @@ async def _call(bound: BoundStep, args: tuple[Any, ...], threads: Executor | Non
     elif bound.step.inline:
         result = fn(*args)
     else:
-        # The thread cannot be interrupted: on cancel its result is simply discarded.
-        call = functools.partial(contextvars.copy_context().run, fn, *args)
-        result = await asyncio.get_running_loop().run_in_executor(threads, call)
+        result = await _in_thread(fn, args, threads)
     if inspect.isawaitable(result):
         result = await result
     return result
+
+
+async def _in_thread(
+    fn: Callable[..., object], args: tuple[Any, ...], threads: Executor | None
+) -> object:
+    # The thread cannot be interrupted: on cancel its result is simply discarded.
+    call = functools.partial(_guarded, contextvars.copy_context().run, fn, *args)
+    try:
+        return await asyncio.get_running_loop().run_in_executor(threads, call)
+    except _Carried as carried:
+        raise carried.exc from None
+
+
+class _Carried(Exception):
+    """Carries out of a worker thread what a future must not hold."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__(describe_exception(exc))
+        self.exc = exc
+
+
+def _guarded(run: Callable[..., object], fn: Callable[..., object], *args: Any) -> object:
+    # A future holding GeneratorExit would close the awaiting coroutine instead of raising
+    # in it, and one holding StopIteration never resolves: carry them out wrapped.
+    try:
+        return run(fn, *args)
+    except (GeneratorExit, StopIteration) as exc:
+        raise _Carried(exc) from None
