@@ -11,6 +11,7 @@ import asyncio
 import signal
 import sys
 import textwrap
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,63 @@ async def test_the_pipeline_runner_turns_anything_into_a_pipeline_error(
 ) -> None:
     with pytest.raises(PipelineError, match=NAMES[raised]):
         await orchestrator.run([step_of(kind, RAISERS[raised])], {})
+
+
+# -- sync steps that overrun their timeout ----------------------------------------------
+
+
+async def test_sync_steps_that_time_out_do_not_starve_the_others(db: Path) -> None:
+    release = threading.Event()
+    stuck = threading.Semaphore(0)
+
+    def overrun(state: dict[str, Any]) -> dict[str, Any]:
+        stuck.release()
+        release.wait(60)
+        return state
+
+    try:
+        async with Runtime(db, max_threads=32) as rt:
+            await rt.register(
+                Workflow(
+                    id="w", pipelines={"slow": [Step(overrun, timeout=0.05)], "ok": [sync_inc]}
+                )
+            )
+            results = await asyncio.gather(*(rt.invoke("w", "slow", {}) for _ in range(32)))
+            assert {r.error_code for r in results} == {"STEP_TIMEOUT"}
+            for _ in range(32):  # every thread of the pool is still stuck in its step
+                assert await asyncio.to_thread(stuck.acquire, True, 10)
+            result = await asyncio.wait_for(rt.invoke("w", "ok", {"n": 0}), 10)
+            assert result.ok and result.state == {"n": 1}
+    finally:
+        release.set()
+
+
+async def test_a_step_queued_behind_overrunning_steps_starts_once_they_time_out(
+    db: Path,
+) -> None:
+    release = threading.Event()
+    stuck = threading.Semaphore(0)
+
+    def overrun(state: dict[str, Any]) -> dict[str, Any]:
+        stuck.release()
+        release.wait(60)
+        return state
+
+    try:
+        async with Runtime(db, max_threads=2) as rt:
+            await rt.register(
+                Workflow(id="w", pipelines={"slow": [Step(overrun, timeout=0.5)], "ok": [sync_inc]})
+            )
+            slow = [asyncio.ensure_future(rt.invoke("w", "slow", {})) for _ in range(2)]
+            for _ in range(2):
+                assert await asyncio.to_thread(stuck.acquire, True, 10)
+            # Both threads are busy: this step waits in the pool's queue, and starts once
+            # they are abandoned, with no further step submitted to make room.
+            result = await asyncio.wait_for(rt.invoke("w", "ok", {"n": 0}), 10)
+            assert result.ok
+            assert {(await run).error_code for run in slow} == {"STEP_TIMEOUT"}
+    finally:
+        release.set()
 
 
 # -- the daemon -----------------------------------------------------------------------

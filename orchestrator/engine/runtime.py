@@ -14,7 +14,6 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from ..journal import (
     open_journal,
     ops,
 )
+from ..pipeline.steps import StepThreads
 from ..records import FINAL_STATUSES, RunInfo, RunResult, RunStatus, TimelineEntry, is_ok
 from .control import Control
 from .file_events import FileEvents, JournalFileLedger
@@ -98,7 +98,7 @@ class Runtime:
         self._clock = clock or Clock()
         self._grace = shutdown_grace
         self._writer: JournalWriter = self._journal.writer(synchronous=synchronous, faults=faults)
-        self._threads = ThreadPoolExecutor(max_threads, thread_name_prefix=STEP_THREADS)
+        self._threads = StepThreads(max_threads, STEP_THREADS)
         self._registry = Registry()
         self._lifecycle = Lifecycle()
         self._control: Control | None = None

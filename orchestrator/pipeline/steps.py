@@ -15,7 +15,7 @@ import contextvars
 import functools
 import inspect
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
 from ..clock import Clock
@@ -118,10 +118,18 @@ async def _call(bound: BoundStep, args: tuple[Any, ...], threads: Executor | Non
 async def _in_thread(
     fn: Callable[..., object], args: tuple[Any, ...], threads: Executor | None
 ) -> object:
-    # The thread cannot be interrupted: on cancel its result is simply discarded.
     call = functools.partial(_guarded, contextvars.copy_context().run, fn, *args)
     try:
-        return await asyncio.get_running_loop().run_in_executor(threads, call)
+        if not isinstance(threads, StepThreads):
+            return await asyncio.get_running_loop().run_in_executor(threads, call)
+        future = threads.submit(call)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            # The thread cannot be interrupted: its result is discarded and it is abandoned.
+            if not future.cancel():
+                threads.abandon(future)
+            raise
     except _Carried as carried:
         raise carried.exc from None
 
@@ -141,3 +149,28 @@ def _guarded(run: Callable[..., object], fn: Callable[..., object], *args: Any) 
         return run(fn, *args)
     except (GeneratorExit, StopIteration) as exc:
         raise _Carried(exc) from None
+
+
+class StepThreads(ThreadPoolExecutor):
+    """The threads of sync steps: at most `max_threads` of them run steps still awaited.
+
+    A thread cannot be killed. When the step it runs is given up (a timeout, an abort,
+    shutdown), the thread runs on, abandoned, and the pool may start one more thread in
+    its place until it returns: steps that overrun never starve the others. A step that
+    is never given up costs nothing more than in a plain `ThreadPoolExecutor`.
+    """
+
+    def __init__(self, max_threads: int, name: str) -> None:
+        super().__init__(max_threads, thread_name_prefix=name)
+
+    def abandon(self, future: Future[Any]) -> None:
+        """`future`'s step is no longer awaited: one more thread until it returns."""
+        with self._shutdown_lock:
+            self._max_workers += 1
+            if not self._shutdown and not self._work_queue.empty():
+                self._adjust_thread_count()  # steps already queued need not wait for it
+        future.add_done_callback(self._returned)
+
+    def _returned(self, _future: Future[Any]) -> None:
+        with self._shutdown_lock:
+            self._max_workers -= 1
