@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import orchestrator
 from orchestrator.errors import ValidationError
 from orchestrator.pipeline.sources import load_pipeline_source
 from orchestrator.pipeline.validation import DEFAULT_BLOCKED, ImportPolicy, validate_source
@@ -198,6 +199,14 @@ def test_exception_while_loading_names_the_line() -> None:
 def test_system_exit_while_loading_is_a_validation_error() -> None:
     with pytest.raises(ValidationError, match="SystemExit"):
         load("raise SystemExit(3)\n")
+
+
+@pytest.mark.parametrize("raised", ["KeyboardInterrupt", "GeneratorExit"])
+async def test_any_base_exception_while_loading_is_a_validation_error(raised: str) -> None:
+    with pytest.raises(ValidationError, match=f"line 1: {raised}"):
+        load(f"raise {raised}\n")
+    with pytest.raises(ValidationError, match=raised):
+        await orchestrator.run(f"raise {raised}\npipeline = []\n", {})
 
 
 def test_nothing_runs_when_validation_fails(tmp_path: Path) -> None:

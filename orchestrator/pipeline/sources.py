@@ -23,7 +23,7 @@ from importlib.util import decode_source, module_from_spec
 from pathlib import Path
 from typing import Any
 
-from ..errors import ValidationError
+from ..errors import ValidationError, raise_if_cancelled
 from .validation import ESCAPE_BUILTINS, ImportPolicy, check_source, location, resolve_relative
 
 SOURCE_MODULE = "__pipeline__"
@@ -51,7 +51,8 @@ def load_pipeline_source(
         if exc.line is not None:
             raise  # An adaptor broke the policy: the error names its file and line.
         raise _load_error(exc, filename) from exc
-    except (Exception, SystemExit) as exc:
+    except BaseException as exc:  # its code: whatever it raises is a load error
+        raise_if_cancelled(exc)
         raise _load_error(exc, filename) from exc
     pipeline = namespace.get("pipeline")
     if not isinstance(pipeline, list):
