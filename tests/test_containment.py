@@ -106,6 +106,20 @@ async def test_anything_a_step_raises_fails_only_its_run(db: Path, kind: str, ra
 
 
 @pytest.mark.parametrize("kind", ["thread", "inline", "async"])
+async def test_a_cancelled_error_of_its_own_under_a_timeout_is_a_failure(
+    db: Path, kind: str
+) -> None:
+    bound = step_of(kind, raise_cancelled)
+    timed = Step(bound.fn, name="boom", inline=bound.inline, timeout=30)
+    async with Runtime(db) as rt:
+        await rt.register(Workflow(id="w", pipelines={"go": [timed], "ok": [inc]}))
+        result = await rt.invoke("w", "go", {})
+        assert (result.status, result.error_code) == ("failed", "STEP_FAILED")
+        assert "CancelledError" in (result.error or "")
+        assert (await rt.invoke("w", "ok", {})).ok
+
+
+@pytest.mark.parametrize("kind", ["thread", "inline", "async"])
 async def test_retries_apply_to_a_base_exception(db: Path, kind: str) -> None:
     attempts: list[int] = []
 
