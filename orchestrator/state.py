@@ -14,6 +14,7 @@ from typing import Any
 State = dict[str, Any]
 
 MAX_DEPTH = 64  # levels of objects and lists in a state or event data, the top object included
+_CONTAINERS = (dict, list, tuple)
 
 
 class StateEncodingError(ValueError):
@@ -39,13 +40,16 @@ def encode_state(value: object) -> str:
 
 
 def _check_shape(value: dict[Any, Any]) -> None:
-    # Iterative, so a value of any depth is refused without exhausting the stack.
-    # json.dumps turns 1, None and True keys into strings silently (and may merge two keys
-    # into one): refuse them instead of handing the next step a different object.
-    # Invariant: each item of `pending` is a container at the depth paired with it.
-    pending: list[tuple[object, int]] = [(value, 1)]
+    # Depth first, without recursion: a value of any depth is refused without exhausting
+    # the stack, and a cycle within MAX_DEPTH steps (level by level, a cycle through two
+    # keys would double each level). json.dumps turns 1, None and True keys into strings
+    # silently (and may merge two keys into one): refuse them instead of handing the next
+    # step a different object.
+    # Invariant: depths[i] is the depth of the container pending[i].
+    pending: list[Any] = [value]
+    depths = [1]
     while pending:
-        container, depth = pending.pop()
+        container, depth = pending.pop(), depths.pop()
         if depth > MAX_DEPTH:
             raise StateBoundsError(
                 f"state nests deeper than {MAX_DEPTH} levels of objects and lists"
@@ -57,10 +61,11 @@ def _check_shape(value: dict[Any, Any]) -> None:
                         f"state is not JSON: key {key!r} is a {type(key).__name__}, "
                         "JSON object keys must be strings"
                     )
-            items: Any = container.values()
-        else:
-            items = container
-        pending.extend((item, depth + 1) for item in items if isinstance(item, dict | list | tuple))
+            container = container.values()
+        for item in container:
+            if isinstance(item, _CONTAINERS):
+                pending.append(item)
+                depths.append(depth + 1)
 
 
 def _check_unicode(text: str) -> None:

@@ -37,12 +37,19 @@ def lists(levels: int) -> dict[str, Any]:
     return {"a": value}
 
 
+def cycle() -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    value["a"] = value["b"] = value
+    return value
+
+
 @pytest.mark.parametrize(
     "bad",
     [
         pytest.param(lambda: nested(10_000), id="deep-objects"),
         pytest.param(lambda: lists(10_000), id="deep-lists"),
         pytest.param(lambda: nested(MAX_DEPTH + 1), id="one-too-deep"),
+        pytest.param(cycle, id="cycle-through-two-keys"),
         pytest.param(lambda: {"s": "\udc80"}, id="surrogate"),
         pytest.param(lambda: {"\udc80": 1}, id="surrogate-key"),
     ],
