@@ -136,3 +136,21 @@ async def test_the_pipeline_runner_refuses_a_deep_state() -> None:
 def test_the_cli_refuses_such_data_with_exit_2(db: Path, text: str) -> None:
     out = cli("emit", "thing.happened", text, "--db", str(db))
     assert out.returncode == 2 and "error:" in out.stderr, out.stderr
+
+
+async def test_resume_and_signal_refuse_such_data_and_the_run_goes_on(db: Path) -> None:
+    def wait(state: dict[str, Any], ctx: Any) -> Any:
+        return ctx.pause(event="never")
+
+    async with Runtime(db) as rt:
+        await rt.register(Workflow(id="w", pipelines={"go": [wait, inc]}))
+        paused = await rt.invoke("w", "go", {"n": 0})
+        assert paused.status == "paused"
+        for bad in (nested(100), {"s": "\udc80"}):
+            with pytest.raises(ValidationError):
+                await rt.signal(paused.run_id, bad)
+            with pytest.raises(ValidationError):
+                await rt.resume(paused.run_id, bad)
+        await rt.resume(paused.run_id, {"deep": nested(MAX_DEPTH - 1)})
+        result = await rt.wait(paused.run_id)
+        assert result.ok and result.state == {"n": 1, "deep": nested(MAX_DEPTH - 1)}
