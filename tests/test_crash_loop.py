@@ -1,5 +1,6 @@
 """The crash-loop guard, with real processes: a step that kills its process is not restarted
-for ever.
+for ever, and commands written while no process runs are applied before recovery starts
+anything.
 
 The worker (`tests/crash_loop_worker.py`) runs a two-step workflow whose steps call
 ``os._exit(1)`` a chosen number of times; each start of a step is a line in ``DB.effects``,
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from procs import ROOT, Workers, effects, query
+from procs import ROOT, Workers, cli, effects, query
 
 WORKER = ROOT / "tests" / "crash_loop_worker.py"
 ALWAYS = 1000  # crash this many times: for ever, as far as the guard is concerned
@@ -82,3 +83,19 @@ def test_a_run_that_crashes_twice_then_succeeds_completes(db: Path, workers: Wor
     assert [run_worker(workers, data) for _ in range(3)] == [1, 1, 0], workers.stderr()
     assert the_run(db)[1:3] == ("completed", None)
     assert starts(db, "boom") == 3 and starts(db, "after") == 1
+
+
+@pytest.mark.parametrize("later", [False, True], ids=["workflows-at-start", "register-later"])
+def test_an_abort_written_while_down_applies_before_the_step_restarts(
+    db: Path, workers: Workers, later: bool
+) -> None:
+    extra = ("--register-later",) if later else ()
+    assert run_worker(workers, json.dumps({"crash": {"boom": ALWAYS}}), *extra) == 1
+    run_id = the_run(db)[0]
+    done = cli("abort", run_id, "--db", str(db))
+    assert done.returncode == 0, done.stderr
+
+    assert run_worker(workers, *extra) == 0, workers.stderr()
+    assert the_run(db)[1:3] == ("aborted", "ABORTED")
+    assert starts(db, "boom") == 1, "the aborted run's step started again"
+    assert query(db, "SELECT outcome FROM inbox") == [("ok",)]

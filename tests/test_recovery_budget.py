@@ -16,6 +16,7 @@ from procs import query
 
 from orchestrator import Runtime, Step, Workflow
 from orchestrator.journal.sqlite import schema
+from orchestrator.journal.sqlite.commands import queue_command
 
 starts: list[str] = []
 started = asyncio.Event()
@@ -129,3 +130,16 @@ async def test_a_journal_of_the_previous_schema_migrates_and_recovers(
     assert result.status == "completed" and result.state == {"finished": True}
     assert query(db, "PRAGMA user_version") == [(7,)]
     assert query(db, "SELECT step, count FROM recoveries") == [("hang", 1)]
+
+
+async def test_a_signal_written_while_down_reaches_the_recovered_step(db: Path) -> None:
+    await session(db, invoke=True)  # a run left running in step "hang"
+    [(run_id, *_)] = query(db, "SELECT run_id FROM runs")
+    queue_command(db, "signal", run_id, {"signalled": True})
+    fixed = Workflow(id="w", pipelines={"go": [Step(finish, name="hang")]})
+    async with Runtime(db, workflows=[fixed]) as rt:
+        result = await rt.wait(run_id, timeout=5)
+    # Applied before the step started again: the signal wins over what the step returns.
+    assert result.status == "completed"
+    assert result.state == {"finished": True, "signalled": True}
+    assert query(db, "SELECT outcome FROM inbox") == [("ok",)]

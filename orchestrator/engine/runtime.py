@@ -175,6 +175,7 @@ class Runtime:
         )
         self._writer.enqueue(ops.reset_workflows())
         await control.restore()
+        control.runs.hold_recovered()
         self._background.append(tasks.create_task(control.timers.run(), name="timers"))
         ledger = JournalFileLedger(self._writer, reader, self._file_created, self._clock.now_us)
         self._file_events = FileEvents(ledger)
@@ -185,10 +186,23 @@ class Runtime:
             await self._load_folder(self._folder, tasks)
             control.runs.note_missing(self._registry.has)
         poller = InboxPoller(reader, control.bus, control.apply_command)
+        await self._apply_inbox(poller)
+        control.runs.release_recovered()
         self._background.append(tasks.create_task(poller.run(), name="inbox"))
         self._idleness = Idleness(control, poller, self._file_events, self._writer, self._clock)
         self._detach_clock = self._clock.attach(self.idle)  # a fake clock's advance settles us
         await self._writer.mark_ready()
+
+    async def _apply_inbox(self, poller: InboxPoller) -> None:
+        """Route events and apply commands written while no process held the journal.
+
+        Recovered runs are held until then: an abort written while the daemon was down ends
+        its run before that run's step starts again.
+        """
+        try:
+            await poller.drain()
+        except JournalError as exc:  # the poller takes what is left on its first tick
+            _log.warning("reading the inbox at start failed, retrying later: %s", exc)
 
     async def _load_folder(self, folder: WorkflowFolder, tasks: asyncio.TaskGroup) -> None:
         if not folder.path.is_dir():

@@ -53,6 +53,8 @@ class Supervisor:
     ) -> None:
         self._env = env
         self._max_recoveries = max_recoveries
+        # Recovered runs adopted while start-up holds them back (see `hold_recovered`).
+        self._held: list[ActiveRun] | None = None
         self._writer = env.writer
         self._tasks = tasks
         self._next_row = max_run_row
@@ -141,7 +143,7 @@ class Supervisor:
         if run.task is not None:
             run.task.cancel()
             await asyncio.wait([run.task])
-        if run.run_id in self.active:  # cancelled before its first step began
+        if run.run_id in self.active:  # cancelled, or held, before its first step began
             result = await finish_aborted(run, self._env)
             self.active.pop(run.run_id, None)
             if not run.settled.done():
@@ -178,6 +180,19 @@ class Supervisor:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
 
+    def hold_recovered(self) -> None:
+        """Until `release_recovered`, adopted runs are made active but their steps wait.
+
+        Start-up holds them while it applies the commands other processes wrote while no
+        process ran, so an abort written then ends a run before its step starts again.
+        """
+        self._held = []
+
+    def release_recovered(self) -> None:
+        """Start the recovered runs held since `hold_recovered` (those still to start)."""
+        held, self._held = self._held or [], None
+        self._start_recovered(held)
+
     async def adopt(self, registered: RegisteredWorkflow) -> None:
         """Continue the recovered runs of a workflow that has just been registered."""
         kept: list[Resumable] = []
@@ -211,11 +226,14 @@ class Supervisor:
         # Invariant: a recovery is committed before its step starts again, so no crash can
         # let a step start more often than `max_recoveries` allows.
         await self._writer.flush()
-        self._start_recovered(recovered)
+        if self._held is not None:
+            self._held.extend(recovered)
+        else:
+            self._start_recovered(recovered)
 
     def _start_recovered(self, recovered: list[ActiveRun]) -> None:
         for run in recovered:
-            # An abort may have ended it while its recovery was being committed.
+            # An abort may have ended it while its recovery was being committed or held.
             if self.active.get(run.run_id) is run and run.task is None and not run.finishing:
                 self._spawn(run, lifecycle="run.recovered")
 
