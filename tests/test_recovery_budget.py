@@ -1,7 +1,8 @@
 """The recovery budget in process, and a journal of the previous schema migrating to it.
 
-A runtime stopped while a step hangs leaves its run ``running``, as a crash does: the next
-runtime's recovery counts it. Crashes with real processes are in `test_crash_loop.py`.
+A runtime stopped while a step hangs leaves its run ``running``, as a crash does, but the
+next runtime's recovery does not count it as a crash; these tests write the count a crash
+would have left into the journal. Crashes with real processes are in `test_crash_loop.py`.
 """
 
 from __future__ import annotations
@@ -66,27 +67,45 @@ async def only_run(db: Path) -> tuple[Any, ...]:
     return run
 
 
-async def test_a_step_starts_at_most_1_plus_max_recoveries_times(db: Path) -> None:
+def crashed(db: Path, times: int) -> None:
+    """Make the journal say recovery already continued its run at "hang" `times` times."""
+    query(db, "DELETE FROM recoveries")
+    query(db, "INSERT INTO recoveries (run, step, count) SELECT id, 'hang', ? FROM runs", (times,))
+
+
+async def test_a_stop_that_cancels_a_step_is_not_a_crash(db: Path) -> None:
+    await session(db, invoke=True, max_recoveries=1)
+    for _ in range(4):
+        await session(db, max_recoveries=1)
+    assert starts == ["hang"] * 5 and (await only_run(db))[1] == "running"
+    assert query(db, "SELECT step, count FROM recoveries") == [("hang", -1)]
+
+
+async def test_the_last_recovery_in_the_budget_starts_the_step(db: Path) -> None:
     await session(db, invoke=True, max_recoveries=2)
+    crashed(db, 1)
     await session(db, max_recoveries=2)
-    await session(db, max_recoveries=2)
-    assert starts == ["hang"] * 3
-    assert (await only_run(db))[1] == "running"
+    assert starts == ["hang"] * 2 and (await only_run(db))[1] == "running"
+
+
+async def test_past_the_budget_recovery_fails_the_run_with_crash_loop(db: Path) -> None:
+    await session(db, invoke=True, max_recoveries=2)
+    crashed(db, 2)  # the step started 3 times, and the process died each time
     await session(db, starts_step=False, max_recoveries=2)
-    assert starts == ["hang"] * 3
+    assert starts == ["hang"]
     run_id, status, code, error = await only_run(db)
     assert (status, code) == ("failed", "CRASH_LOOP")
     assert error is not None and "step 'hang'" in error and "3 times" in error
     async with Runtime(db) as rt:
         kinds = [entry.kind for entry in await rt.timeline(run_id)]
-    assert kinds.count("run.recovered") == 2 and "run.crash_loop" in kinds
+    assert "run.crash_loop" in kinds and "run.recovered" not in kinds
 
 
 async def test_no_limit_with_none(db: Path) -> None:
     await session(db, invoke=True, max_recoveries=None)
-    for _ in range(5):
-        await session(db, max_recoveries=None)
-    assert starts == ["hang"] * 6 and (await only_run(db))[1] == "running"
+    crashed(db, 1000)
+    await session(db, max_recoveries=None)
+    assert starts == ["hang"] * 2 and (await only_run(db))[1] == "running"
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, True, "3"])

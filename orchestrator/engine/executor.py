@@ -60,6 +60,8 @@ class ActiveRun:
     # A recovered step's checkpoint commits before the next step starts: a crash in that
     # next step must not count as one more crash of the recovered step.
     commit_next_checkpoint: bool = False
+    # The step start-up recovery continued this run at, and its count of recoveries then.
+    recovered_at: tuple[str, int] | None = None
     abort_reason: str = "aborted by request"
     warned: set[str] = field(default_factory=set, repr=False)
     # Instances of its "run" services, made on first use, closed when its task ends.

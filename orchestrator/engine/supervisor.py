@@ -172,13 +172,28 @@ class Supervisor:
             waiting[:] = [orphan for orphan in waiting if orphan.run_id != run_id]
 
     async def stop(self, grace: float) -> None:
-        """Let running steps finish for up to `grace` seconds, then cancel the rest."""
+        """Let running steps finish for up to `grace` seconds, then cancel the rest.
+
+        A run cancelled in a step stays ``running`` for the next start-up's recovery, which
+        must not count it as a crash: its count for that step is lowered by one first.
+        """
         running = [run.task for run in self.active.values() if run.task is not None]
         if running:
             await asyncio.wait(running, timeout=grace)
+        interrupted = [
+            run
+            for run in self.active.values()
+            if run.task is not None and not run.task.done() and not run.finishing
+        ]
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
+        uncounted = [_not_a_crash(run, step) for run in interrupted if (step := run.next_step)]
+        if uncounted:
+            try:
+                self._writer.enqueue(uncounted)
+            except JournalError as exc:  # the journal failed: recovery counts them as crashes
+                _log.warning("cannot record that stopping interrupted runs: %s", exc)
 
     def hold_recovered(self) -> None:
         """Until `release_recovered`, adopted runs are made active but their steps wait.
@@ -280,6 +295,7 @@ class Supervisor:
                 count = unfinished.recoveries + 1
                 data = {"recoveries": count}
                 run.commit_next_checkpoint = True
+                run.recovered_at = (run.next_step, count)
                 writes.append(ops.set_recoveries(run.row, run.next_step, count))
         timeline = ops.add_timeline(
             run.row,
@@ -463,6 +479,16 @@ def _active_from(unfinished: Resumable, registered: RegisteredWorkflow, index: i
         state_text=unfinished.state,
         settled=asyncio.get_running_loop().create_future(),
     )
+
+
+def _not_a_crash(run: ActiveRun, step: str) -> ops.Op:
+    """The count that makes the next recovery of `run` at `step` leave it as it was.
+
+    The count may go to -1 (a step never recovered before): that recovery brings it to 0.
+    """
+    at = run.recovered_at
+    count = at[1] if at is not None and at[0] == step else 0
+    return ops.set_recoveries(run.row, step, count - 1)
 
 
 def _missing(workflow_id: str) -> str:
