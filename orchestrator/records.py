@@ -71,6 +71,9 @@ class RunCode(enum.StrEnum):
     """Not final: it waits for its workflow, which is not loaded."""
     STEP_MISSING = "STEP_MISSING"
     """Not final: it waits for its next step, which its workflow no longer has."""
+    CRASH_LOOP = "CRASH_LOOP"
+    """Its process died in the same step more often than ``Runtime(max_recoveries=...)``
+    allows; start-up recovery failed it instead of starting that step again."""
 
 
 def is_ok(status: RunStatus) -> bool:

@@ -69,6 +69,7 @@ class Control:
         max_wait_id: int,
         max_seq: int,
         last_ticks: dict[tuple[str, str], int],
+        max_recoveries: int | None = None,
     ) -> None:
         self._writer, self._reader, self._clock = writer, reader, clock
         self._registry, self._lifecycle = registry, lifecycle
@@ -94,7 +95,14 @@ class Control:
             logger=logging.getLogger("orchestrator.run"),
             waits=self.parking,
         )
-        self.runs = Supervisor(self.env, tasks, max_run_row, self.lookup, self.parking)
+        self.runs = Supervisor(
+            self.env,
+            tasks,
+            max_run_row,
+            self.lookup,
+            self.parking,
+            max_recoveries=max_recoveries,
+        )
         self.admission = self.runs.admission
         self.bus = EventBus(
             writer, clock, self.dispatcher, self.parking, self.admission, self.lookup

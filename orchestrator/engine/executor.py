@@ -55,6 +55,13 @@ class ActiveRun:
     pending_patch: dict[str, Any] | None = None
     # Why the run fails before its first step (its input is not a JSON object).
     invalid_input: str | None = None
+    # Why a recovered run fails instead of starting its next step (its process kept dying).
+    crash_loop: str | None = None
+    # A recovered step's checkpoint commits before the next step starts: a crash in that
+    # next step must not count as one more crash of the recovered step.
+    commit_next_checkpoint: bool = False
+    # The step start-up recovery continued this run at, and its count of recoveries then.
+    recovered_at: tuple[str, int] | None = None
     abort_reason: str = "aborted by request"
     warned: set[str] = field(default_factory=set, repr=False)
     # Instances of its "run" services, made on first use, closed when its task ends.
@@ -88,7 +95,8 @@ class _RunFailed(Exception):
 async def execute(run: ActiveRun, env: ExecutorEnv) -> RunResult | PauseRequest:
     """Run the remaining steps of `run` and record how it ends, or how it wants to pause.
 
-    A run with `invalid_input` fails before any step: its input was not a JSON object. A
+    A run with `invalid_input` fails before any step: its input was not a JSON object; one
+    with `crash_loop`, before its next step: its process kept dying in that step. A
     returned `PauseRequest` means a step asked to park the run at its boundary; the
     step's checkpoint is already enqueued, and parking is the caller's job.
 
@@ -99,6 +107,8 @@ async def execute(run: ActiveRun, env: ExecutorEnv) -> RunResult | PauseRequest:
     try:
         if run.invalid_input is not None:
             raise _RunFailed(run.invalid_input, RunCode.INVALID_STATE, None)
+        if run.crash_loop is not None:
+            raise _RunFailed(run.crash_loop, RunCode.CRASH_LOOP, run.next_step)
         while run.step_index < len(run.steps):
             pause = await _run_step(run, run.steps[run.step_index], env)
             if pause is not None:
@@ -167,7 +177,8 @@ async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> Pause
             next_step=run.next_step,
         )
     )
-    if env.writer.backlog > HIGH_WATER:
+    if run.commit_next_checkpoint or env.writer.backlog > HIGH_WATER:
+        run.commit_next_checkpoint = False
         await env.writer.flush()
     if env.wants("step.completed"):
         await env.notify("step.completed", run, {"step": bound.name})

@@ -25,6 +25,10 @@ class Resumable:
 
     Found unfinished in the journal at start-up, or a parked run woken while its workflow
     is not loaded (then it is ``running``: its resume is committed).
+
+    Attributes:
+        recoveries: How often start-up recovery already continued the run at `step`; None
+            for a woken run, whose step was never interrupted.
     """
 
     row: int
@@ -36,6 +40,7 @@ class Resumable:
     position: int
     step: str | None
     state: str
+    recoveries: int | None = None
 
     @classmethod
     def from_journal(cls, run: UnfinishedRun) -> Resumable:
@@ -50,6 +55,7 @@ class Resumable:
             position=run.position,
             step=run.step,
             state=run.state,
+            recoveries=run.recoveries,
         )
 
     @classmethod
@@ -101,6 +107,21 @@ def plan(run: Resumable, workflow: RegisteredWorkflow) -> Resumption:
         None,
         f"step {run.step!r} no longer exists in workflow {workflow.id!r} "
         f"(version {workflow.version}); the run waits for it to return",
+    )
+
+
+def crash_loop(run: Resumable, step: str, max_recoveries: int | None) -> str | None:
+    """Why `run` must not start `step` again (its process keeps dying there), or None.
+
+    A run found ``running`` at `step` was executing it when its process died: the step has
+    started ``run.recoveries + 1`` times, and each recovery starts it once more.
+    """
+    if max_recoveries is None or run.recoveries is None or run.recoveries < max_recoveries:
+        return None
+    starts = run.recoveries + 1
+    return (
+        f"crash loop: the process died {starts} times while step {step!r} ran (it started "
+        f"{starts} times; max_recoveries={max_recoveries}); it is not started again"
     )
 
 

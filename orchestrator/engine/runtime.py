@@ -66,6 +66,10 @@ class Runtime:
         max_threads: Worker threads for sync steps.
         faults: Fault points for crash tests.
         workflows_dir: A folder of workflow files to load now and reload as they change.
+        max_recoveries: How often start-up recovery continues a run at the step its process
+            died in (so that step starts at most ``1 + max_recoveries`` times across
+            crashes); the next recovery fails the run with code ``CRASH_LOOP`` instead.
+            None: no limit.
     """
 
     def __init__(
@@ -82,9 +86,17 @@ class Runtime:
         max_threads: int = 32,
         faults: FaultPoints | None = None,
         workflows_dir: str | os.PathLike[str] | None = None,
+        max_recoveries: int | None = 3,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
+        if max_recoveries is not None and (
+            isinstance(max_recoveries, bool)
+            or not isinstance(max_recoveries, int)
+            or max_recoveries < 0
+        ):
+            raise ValueError(f"max_recoveries must be an int >= 0 or None, got {max_recoveries!r}")
+        self._max_recoveries = max_recoveries
         self._journal = open_journal(db)  # a backend that is not available fails here
         self.db = Path(db)
         self._initial = list(workflows)
@@ -159,9 +171,11 @@ class Runtime:
             max_wait_id=max_wait,
             max_seq=max_seq,
             last_ticks=await reader.schedule_ticks(),
+            max_recoveries=self._max_recoveries,
         )
         self._writer.enqueue(ops.reset_workflows())
         await control.restore()
+        control.runs.hold_recovered()
         self._background.append(tasks.create_task(control.timers.run(), name="timers"))
         ledger = JournalFileLedger(self._writer, reader, self._file_created, self._clock.now_us)
         self._file_events = FileEvents(ledger)
@@ -172,10 +186,23 @@ class Runtime:
             await self._load_folder(self._folder, tasks)
             control.runs.note_missing(self._registry.has)
         poller = InboxPoller(reader, control.bus, control.apply_command)
+        await self._apply_inbox(poller)
+        control.runs.release_recovered()
         self._background.append(tasks.create_task(poller.run(), name="inbox"))
         self._idleness = Idleness(control, poller, self._file_events, self._writer, self._clock)
         self._detach_clock = self._clock.attach(self.idle)  # a fake clock's advance settles us
         await self._writer.mark_ready()
+
+    async def _apply_inbox(self, poller: InboxPoller) -> None:
+        """Route events and apply commands written while no process held the journal.
+
+        Recovered runs are held until then: an abort written while the daemon was down ends
+        its run before that run's step starts again.
+        """
+        try:
+            await poller.drain()
+        except JournalError as exc:  # the poller takes what is left on its first tick
+            _log.warning("reading the inbox at start failed, retrying later: %s", exc)
 
     async def _load_folder(self, folder: WorkflowFolder, tasks: asyncio.TaskGroup) -> None:
         if not folder.path.is_dir():

@@ -23,7 +23,7 @@ from ..records import RunCode, RunResult, RunStatus
 from ..state import StateEncodingError, decode_state, encode_state
 from .admission import Admission
 from .executor import ActiveRun, ExecutorEnv, context_for, execute, finish_aborted
-from .recovery import Resumable, plan
+from .recovery import Resumable, crash_loop, plan
 from .registry import RegisteredWorkflow
 
 if TYPE_CHECKING:
@@ -48,8 +48,13 @@ class Supervisor:
         max_run_row: int,
         lookup: Callable[[str], RegisteredWorkflow | None],
         parking: Parking,
+        *,
+        max_recoveries: int | None = None,
     ) -> None:
         self._env = env
+        self._max_recoveries = max_recoveries
+        # Recovered runs adopted while start-up holds them back (see `hold_recovered`).
+        self._held: list[ActiveRun] | None = None
         self._writer = env.writer
         self._tasks = tasks
         self._next_row = max_run_row
@@ -138,11 +143,12 @@ class Supervisor:
         if run.task is not None:
             run.task.cancel()
             await asyncio.wait([run.task])
-        if run.run_id in self.active:  # cancelled before its first step began
+        if run.run_id in self.active:  # cancelled, or held, before its first step began
             result = await finish_aborted(run, self._env)
             self.active.pop(run.run_id, None)
             if not run.settled.done():
                 run.settled.set_result(result)
+            await self.finished(run.workflow, run.row, run.run_id, result)
 
     def note_missing(self, registered: Callable[[str], bool]) -> None:
         """Give recovered runs whose workflow is not registered the reason they wait."""
@@ -166,19 +172,47 @@ class Supervisor:
             waiting[:] = [orphan for orphan in waiting if orphan.run_id != run_id]
 
     async def stop(self, grace: float) -> None:
-        """Let running steps finish for up to `grace` seconds, then cancel the rest."""
+        """Let running steps finish for up to `grace` seconds, then cancel the rest.
+
+        A run cancelled in a step stays ``running`` for the next start-up's recovery, which
+        must not count it as a crash: its count for that step is lowered by one first.
+        """
         running = [run.task for run in self.active.values() if run.task is not None]
         if running:
             await asyncio.wait(running, timeout=grace)
+        interrupted = [
+            run
+            for run in self.active.values()
+            if run.task is not None and not run.task.done() and not run.finishing
+        ]
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
+        uncounted = [_not_a_crash(run, step) for run in interrupted if (step := run.next_step)]
+        if uncounted:
+            try:
+                self._writer.enqueue(uncounted)
+            except JournalError as exc:  # the journal failed: recovery counts them as crashes
+                _log.warning("cannot record that stopping interrupted runs: %s", exc)
+
+    def hold_recovered(self) -> None:
+        """Until `release_recovered`, adopted runs are made active but their steps wait.
+
+        Start-up holds them while it applies the commands other processes wrote while no
+        process ran, so an abort written then ends a run before its step starts again.
+        """
+        self._held = []
+
+    def release_recovered(self) -> None:
+        """Start the recovered runs held since `hold_recovered` (those still to start)."""
+        held, self._held = self._held or [], None
+        self._start_recovered(held)
 
     async def adopt(self, registered: RegisteredWorkflow) -> None:
         """Continue the recovered runs of a workflow that has just been registered."""
         kept: list[Resumable] = []
         queued: list[ActiveRun] = []
-        running: list[str] = []
+        recovered: list[ActiveRun] = []
         for unfinished in self.orphans.pop(registered.id, []):
             resumption = plan(unfinished, registered)
             now = self._env.clock.now_us()
@@ -198,38 +232,82 @@ class Supervisor:
                     ]
                 )
             else:
-                running.append(unfinished.run_id)
-                self._continue(unfinished, registered, resumption.step_index, now)
+                recovered.append(self._continue(unfinished, registered, resumption.step_index, now))
         if kept:
             self.orphans[registered.id] = kept
         paused = [p.run_id for p in self.parking.paused.values() if p.workflow_id == registered.id]
+        running = [run.run_id for run in recovered]
         self.admission.restore(registered, queued, running, paused)
+        # Invariant: a recovery is committed before its step starts again, so no crash can
+        # let a step start more often than `max_recoveries` allows.
         await self._writer.flush()
+        if self._held is not None:
+            self._held.extend(recovered)
+        else:
+            self._start_recovered(recovered)
+
+    def _start_recovered(self, recovered: list[ActiveRun]) -> None:
+        for run in recovered:
+            # An abort may have ended it while its recovery was being committed or held.
+            if self.active.get(run.run_id) is run and run.task is None and not run.finishing:
+                self._spawn(run, lifecycle="run.recovered")
 
     def _continue(
         self, unfinished: Resumable, registered: RegisteredWorkflow, step_index: int, now: int
-    ) -> None:
+    ) -> ActiveRun:
+        """Make a recovered run active at `step_index` and enqueue its recovery (not started)."""
         run = _active_from(unfinished, registered, step_index)
-        message = f"recovered after a restart; continuing from checkpoint {unfinished.position}"
-        if unfinished.version != registered.version:
-            message += f" on version {registered.version} (started on {unfinished.version})"
         writes = [
             ops.set_status(run.row, RunStatus.RUNNING, now),
             ops.set_version(run.row, registered.version),
-            ops.add_timeline(
-                run.row,
-                now,
-                "runtime",
-                "run.recovered",
-                position=run.position,
-                step=run.next_step,
-                message=message,
-            ),
         ]
+        step = run.next_step
+        if step is not None:
+            run.crash_loop = crash_loop(unfinished, step, self._max_recoveries)
+        if step is not None and run.crash_loop is not None:
+            writes.append(
+                ops.add_timeline(
+                    run.row,
+                    now,
+                    "runtime",
+                    "run.crash_loop",
+                    position=run.position,
+                    step=step,
+                    message=run.crash_loop,
+                    data={"recoveries": unfinished.recoveries},
+                )
+            )
+        else:
+            writes += self._recovery_writes(unfinished, run, now)
+        self._writer.enqueue(writes)
+        self.active[run.run_id] = run
+        return run
+
+    def _recovery_writes(self, unfinished: Resumable, run: ActiveRun, now: int) -> list[ops.Op]:
+        message = f"recovered after a restart; continuing from checkpoint {unfinished.position}"
+        if unfinished.version != run.workflow.version:
+            message += f" on version {run.workflow.version} (started on {unfinished.version})"
+        data = None
+        writes = []
         if run.next_step is not None:
             writes.append(ops.step_started(run.row, run.position, run.next_step, now))
-        self._writer.enqueue(writes)
-        self._spawn(run, lifecycle="run.recovered")
+            if unfinished.recoveries is not None:  # it was in this step when its process died
+                count = unfinished.recoveries + 1
+                data = {"recoveries": count}
+                run.commit_next_checkpoint = True
+                run.recovered_at = (run.next_step, count)
+                writes.append(ops.set_recoveries(run.row, run.next_step, count))
+        timeline = ops.add_timeline(
+            run.row,
+            now,
+            "runtime",
+            "run.recovered",
+            position=run.position,
+            step=run.next_step,
+            message=message,
+            data=data,
+        )
+        return [timeline, *writes]
 
     def continue_parked(self, parked: ParkedRun) -> list[ops.Op]:
         """A parked run was resumed: run its next step, on its pinned version if held."""
@@ -332,6 +410,8 @@ class Supervisor:
         self._writer.enqueue(writes)
 
     async def _begin(self, run: ActiveRun, lifecycle: str) -> None:
+        if run.crash_loop is not None:  # recovery fails it: it neither prepares nor resumes
+            return
         if self._env.wants(lifecycle):
             await self._env.notify(lifecycle, run, {})
         hooks = run.workflow.hooks
@@ -399,6 +479,16 @@ def _active_from(unfinished: Resumable, registered: RegisteredWorkflow, index: i
         state_text=unfinished.state,
         settled=asyncio.get_running_loop().create_future(),
     )
+
+
+def _not_a_crash(run: ActiveRun, step: str) -> ops.Op:
+    """The count that makes the next recovery of `run` at `step` leave it as it was.
+
+    The count may go to -1 (a step never recovered before): that recovery brings it to 0.
+    """
+    at = run.recovered_at
+    count = at[1] if at is not None and at[0] == step else 0
+    return ops.set_recoveries(run.row, step, count - 1)
 
 
 def _missing(workflow_id: str) -> str:

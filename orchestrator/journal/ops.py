@@ -38,6 +38,7 @@ class Stmt(enum.Enum):
     SET_PROGRESS = enum.auto()
     SET_POSITION = enum.auto()
     SET_VERSION = enum.auto()
+    SET_RECOVERIES = enum.auto()
     SET_STATUS = enum.auto()
     SET_WAIT = enum.auto()
     ADD_BUFFERED = enum.auto()
@@ -152,6 +153,11 @@ def step_started(row: int, position: int, step: str, at: int) -> Op:
 def set_version(row: int, version: str) -> Op:
     """Move a recovered run onto the workflow's current version."""
     return Stmt.SET_VERSION, (version, row)
+
+
+def set_recoveries(row: int, step: str, count: int) -> Op:
+    """Start-up recovery has continued run `row` at `step` `count` times in all."""
+    return Stmt.SET_RECOVERIES, (row, step, count)
 
 
 def set_status(

@@ -33,6 +33,8 @@ class UnfinishedRun:
     step: str | None
     state: str
     created_at: int
+    # How often start-up recovery already continued this run at `step` (the crash-loop guard).
+    recoveries: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)

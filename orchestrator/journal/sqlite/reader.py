@@ -143,8 +143,9 @@ class JournalReader:
         """Runs that are queued, running or paused, oldest first, with their last state."""
         rows = await self._fetch(
             "SELECT r.id, r.run_id, r.workflow_id, r.trigger_id, r.version, r.status,"
-            " r.position, r.step, c.state, r.created_at FROM runs r"
+            " r.position, r.step, c.state, r.created_at, coalesce(v.count, 0) FROM runs r"
             " JOIN checkpoints c ON c.run = r.id AND c.position = r.position"
+            " LEFT JOIN recoveries v ON v.run = r.id AND v.step = r.step"
             " WHERE r.status IN ('queued', 'running', 'paused') ORDER BY r.id"
         )
         return [
@@ -159,6 +160,7 @@ class JournalReader:
                 step=row[7],
                 state=row[8],
                 created_at=row[9],
+                recoveries=row[10],
             )
             for row in rows
         ]

@@ -174,6 +174,16 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (dir, glob, name)
     ) WITHOUT ROWID;
     """,
+    # 7: how often start-up recovery continued each run at each step (the crash-loop guard).
+    # Committed before the step starts again, so a crash can never make it undercount.
+    """
+    CREATE TABLE recoveries (
+        run INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        step TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (run, step)
+    ) WITHOUT ROWID;
+    """,
 )
 
 

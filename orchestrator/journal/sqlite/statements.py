@@ -57,6 +57,10 @@ SQL: Final[dict[Stmt, str]] = {
         "UPDATE runs SET position = max(position, ?), updated_at = max(updated_at, ?) WHERE id = ?"
     ),
     Stmt.SET_VERSION: "UPDATE runs SET version = ? WHERE id = ?",
+    Stmt.SET_RECOVERIES: (
+        "INSERT INTO recoveries (run, step, count) VALUES (?, ?, ?)"
+        " ON CONFLICT (run, step) DO UPDATE SET count = excluded.count"
+    ),
     Stmt.SET_STATUS: (
         "UPDATE runs SET status = ?, error = ?, error_code = ?,"
         " updated_at = max(updated_at, ?) WHERE id = ?"
