@@ -273,9 +273,7 @@ class Supervisor:
                 )
             raise
         except Exception as exc:  # noqa: BLE001 - a journal failure or a bug: keep serving
-            _log.exception("run %s could not be driven", run.run_id)
-            if not run.settled.done():
-                _fail(run.settled, exc)
+            self._not_driven(run, exc)
         else:
             if not run.settled.done():  # an `invoke` caller that was cancelled cancels it
                 run.settled.set_result(result)
@@ -289,6 +287,12 @@ class Supervisor:
                 del self.active[run.run_id]
             await self._close_services(run)
             self.working.discard(asyncio.current_task())
+
+    def _not_driven(self, run: ActiveRun, exc: Exception) -> None:
+        if self._writer.failure is None:  # else the runtime reports it, once, not per run
+            _log.error("run %s could not be driven", run.run_id, exc_info=exc)
+        if not run.settled.done():
+            _fail(run.settled, exc)
 
     async def finished(
         self, registered: RegisteredWorkflow, row: int, run_id: str, result: RunResult

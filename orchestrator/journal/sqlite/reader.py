@@ -30,7 +30,7 @@ from ..records import (
 )
 from ..timeline import assemble_timeline
 from . import lease
-from .connection import connect_reader
+from .connection import connect_reader, is_corrupt
 from .schema import APPLICATION_ID, MIGRATIONS
 
 _SERVICE_KINDS = "('service.opened', 'services.closed')"  # the timeline_services index's
@@ -74,7 +74,8 @@ class JournalReader:
             async with self._conn.execute(sql, params) as cursor:
                 return list(await cursor.fetchall())
         except sqlite3.Error as exc:
-            raise JournalError(f"journal {self.path}: read failed: {exc}") from exc
+            kind = JournalCorrupt if is_corrupt(exc) else JournalError
+            raise kind(f"journal {self.path}: read failed: {exc}") from exc
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """Run one read query for another journal module (the dashboard's views)."""

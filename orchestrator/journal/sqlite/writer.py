@@ -262,6 +262,7 @@ class GroupCommitWriter:
         """Commit `ops`, retrying transient failures; the error that stops the writer, if any."""
         delay = RETRY_FIRST
         while True:
+            began = time.monotonic()  # the lease's new heartbeat is no newer than this
             try:
                 self._apply(ops)
             except SimulatedCrash as exc:
@@ -284,7 +285,7 @@ class GroupCommitWriter:
             except JournalError as exc:
                 return exc
             self.commits += 1
-            self._renewed_at = time.monotonic()
+            self._renewed_at = began
             self._recover()
             return None
 
@@ -308,6 +309,7 @@ class GroupCommitWriter:
             JournalLocked: Another process has taken the lease over.
         """
         conn = self._require_conn()
+        began = time.monotonic()
         try:
             conn.execute("BEGIN IMMEDIATE")
             renewed = lease.heartbeat(conn, self._token, self._wall.now_us())
@@ -319,7 +321,7 @@ class GroupCommitWriter:
         _rollback_quietly(conn)
         if not renewed:
             raise self._lost()
-        self._renewed_at = time.monotonic()
+        self._renewed_at = began
 
     def _lost(self) -> JournalLocked:
         return JournalLocked(
