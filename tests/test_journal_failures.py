@@ -7,7 +7,12 @@ what it acknowledged is in the journal, and nothing is acknowledged before it co
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
+import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +76,65 @@ async def test_the_writer_says_it_is_degraded_while_it_retries(tmp_path: Path) -
         await emitted
         assert writer.degraded is None
         await rt.idle()
+
+
+@contextlib.contextmanager
+def _small_disk(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `where` (skips the test where mounting is not allowed)."""
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def _fill(disk: Path) -> Path:
+    """Write a file until the disk is full; returns it (delete it to free the space)."""
+    filler = disk / "filler"
+    chunk = b"\0" * 65536
+    with open(filler, "wb") as file:
+        while True:
+            try:
+                file.write(chunk)
+                file.flush()
+                os.fsync(file.fileno())
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+                return filler
+
+
+async def test_a_full_disk_pauses_writes_and_the_runtime_carries_on_once_freed(
+    tmp_path: Path,
+) -> None:
+    with _small_disk(tmp_path / "disk", "8m") as disk:
+        db = disk / "j.db"
+        async with Runtime(db, workflows=[_workflow()]) as rt:
+            await rt.idle()
+            writer = rt._writer
+            filler = _fill(disk)
+            pad = "x" * 10_000  # so each event needs new pages
+            emits = [
+                asyncio.ensure_future(rt.emit("tick", {"i": i, "pad": pad})) for i in range(30)
+            ]
+            reason = await eventually(lambda: writer.degraded, what="writes to fail", timeout=30)
+            assert "full" in reason
+            acknowledged = [e.result() for e in emits if e.done() and not e.exception()]
+            assert len(acknowledged) < len(emits), "every event was acknowledged on a full disk"
+            filler.unlink()
+            event_ids = await asyncio.gather(*emits)
+            await rt.idle(timeout=30)
+            assert writer.degraded is None and rt.failure is None
+            result = await rt.invoke("counter", "go", {})
+            assert result.ok and result.state == {"n": 2}
+        found = {row[0] for row in query(db, "SELECT event_id FROM events")}
+        assert set(event_ids) <= found
+        statuses = query(db, "SELECT status, count(*) FROM runs GROUP BY status")
+        assert statuses == [("completed", 31)]
