@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import logging
 import os
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from procs import query
+from procs import acli, query
 
 from orchestrator import Runtime, Step, Trigger, Workflow
 from orchestrator.journal.faults import FaultPoints
@@ -64,7 +65,8 @@ async def test_failing_commits_are_retried_and_nothing_acknowledged_is_lost(
 
 async def test_the_writer_says_it_is_degraded_while_it_retries(tmp_path: Path) -> None:
     faults = FaultPoints()
-    async with Runtime(tmp_path / "j.db", workflows=[_workflow()], faults=faults) as rt:
+    db = tmp_path / "j.db"
+    async with Runtime(db, workflows=[_workflow()], faults=faults) as rt:
         await rt.idle()
         writer = rt._writer
         faults.fail(1_000_000)
@@ -72,10 +74,24 @@ async def test_the_writer_says_it_is_degraded_while_it_retries(tmp_path: Path) -
         reason = await eventually(lambda: writer.degraded, what="the writer to degrade")
         assert "database or disk is full" in reason
         assert writer.lease_fresh()  # the lease alone is still renewed
+
+        async def degraded() -> str | None:
+            return (await _daemon_json(db)).get("degraded")
+
+        shown = await eventually(degraded, what="workflows --json to say so")
+        assert "database or disk is full" in shown
         faults.fail(0)
         await emitted
         assert writer.degraded is None
         await rt.idle()
+        assert (await _daemon_json(db))["degraded"] is None
+
+
+async def _daemon_json(db: Path) -> dict[str, Any]:
+    out = await acli("workflows", "--json", "--db", str(db))
+    assert out.returncode == 0, out.stderr
+    daemon: dict[str, Any] = json.loads(out.stdout)["daemon"]
+    return daemon
 
 
 @contextlib.contextmanager

@@ -324,11 +324,13 @@ class JournalReader:
 
     async def daemon(self) -> DaemonRecord | None:
         """The live holder of the lease, or None when no process holds it."""
-        rows = await self._fetch(lease.HOLDER_SQL)
-        holder = lease.holder_from(rows[0] if rows else None)
+        rows = await self._fetch("SELECT * FROM lease WHERE id = 1")
+        holder = lease.holder_from_named(rows[0] if rows else None)
         if holder is None or not lease.is_live(holder, Clock().now_us()):
             return None
-        return DaemonRecord(holder.pid, holder.host, holder.started_at, holder.ready)
+        return DaemonRecord(
+            holder.pid, holder.host, holder.started_at, holder.ready, holder.degraded
+        )
 
     async def command_outcome(self, run_id: str) -> CommandOutcome | None:
         """The latest command about `run_id` (an invoke names its run), or None."""

@@ -174,6 +174,11 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (dir, glob, name)
     ) WITHOUT ROWID;
     """,
+    # 7: why the lease holder's journal writes are failing (it retries them), NULL while
+    # they succeed: written with the lease's heartbeat when that much can be written.
+    """
+    ALTER TABLE lease ADD COLUMN degraded TEXT;
+    """,
 )
 
 

@@ -312,7 +312,7 @@ class GroupCommitWriter:
         began = time.monotonic()
         try:
             conn.execute("BEGIN IMMEDIATE")
-            renewed = lease.heartbeat(conn, self._token, self._wall.now_us())
+            renewed = lease.heartbeat(conn, self._token, self._wall.now_us(), self._degraded)
             if renewed:
                 conn.execute("COMMIT")
         except sqlite3.Error:
