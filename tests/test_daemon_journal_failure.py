@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from procs import Daemon, cli
+from procs import Daemon, cli, fill_disk, small_disk
 
 from orchestrator.testing import eventually_blocking
 
@@ -174,3 +174,24 @@ def test_a_daemon_frozen_past_its_lease_starts_no_step_once_resumed(tmp_path: Pa
     assert code == EXIT_JOURNAL_FAILED, first.log()
     assert "another process took over the lease" in first.log()
     assert "stopped cleanly" not in first.log()
+
+
+def test_sigterm_while_writes_fail_exits_3_not_cleanly(tmp_path: Path) -> None:
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    counter = tmp_path / "counter"
+    (folder / "counted.py").write_text(_COUNTED.format(counter=str(counter)))
+    with small_disk(tmp_path / "disk", "8m") as disk, Daemon(folder, disk / "j.db") as daemon:
+        daemon.log_path = tmp_path / "daemon.log"  # not on the full disk
+        daemon.start()
+        assert cli("invoke", "counted", "go", "--db", str(disk / "j.db")).returncode == 0
+        daemon.wait_until(lambda: _starts_by(counter, daemon.pid) >= 3, TIMEOUT, "steps to run")
+        fill_disk(disk)
+        daemon.wait_until(
+            lambda: "journal writes failing" in daemon.log(), TIMEOUT, "writes to fail"
+        )
+        code = daemon.stop()
+    log = daemon.log()
+    assert code == EXIT_JOURNAL_FAILED, log
+    assert "stopped cleanly" not in log
+    assert len([line for line in log.splitlines() if "the journal failed" in line]) == 1, log

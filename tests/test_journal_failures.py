@@ -7,18 +7,13 @@ what it acknowledged is in the journal, and nothing is acknowledged before it co
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
 import json
 import logging
-import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from procs import acli, query
+from procs import acli, fill_disk, query, small_disk
 
 from orchestrator import Runtime, Step, Trigger, Workflow
 from orchestrator.journal.faults import FaultPoints
@@ -94,48 +89,15 @@ async def _daemon_json(db: Path) -> dict[str, Any]:
     return daemon
 
 
-@contextlib.contextmanager
-def _small_disk(where: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of `size` mounted at `where` (skips the test where mounting is not allowed)."""
-    where.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
-def _fill(disk: Path) -> Path:
-    """Write a file until the disk is full; returns it (delete it to free the space)."""
-    filler = disk / "filler"
-    chunk = b"\0" * 65536
-    with open(filler, "wb") as file:
-        while True:
-            try:
-                file.write(chunk)
-                file.flush()
-                os.fsync(file.fileno())
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
-                return filler
-
-
 async def test_a_full_disk_pauses_writes_and_the_runtime_carries_on_once_freed(
     tmp_path: Path,
 ) -> None:
-    with _small_disk(tmp_path / "disk", "8m") as disk:
+    with small_disk(tmp_path / "disk", "8m") as disk:
         db = disk / "j.db"
         async with Runtime(db, workflows=[_workflow()]) as rt:
             await rt.idle()
             writer = rt._writer
-            filler = _fill(disk)
+            filler = fill_disk(disk)
             pad = "x" * 10_000  # so each event needs new pages
             emits = [
                 asyncio.ensure_future(rt.emit("tick", {"i": i, "pad": pad})) for i in range(30)

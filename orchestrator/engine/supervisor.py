@@ -333,7 +333,8 @@ class Supervisor:
             message = registered.redactor.redact(f"a service cleanup failed: {error!r}")
             writes.append(ops.add_timeline(row, now, "runtime", "cleanup.failed", message=message))
         writes.append(ops.add_timeline(row, now, "runtime", "services.closed"))
-        self._writer.enqueue(writes)
+        if self._writer.failure is None:  # else recovery closes them again, at least once
+            self._writer.enqueue(writes)
 
     async def _begin(self, run: ActiveRun, lifecycle: str) -> None:
         if self._env.wants(lifecycle):
