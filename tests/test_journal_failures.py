@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from procs import acli, fill_disk, query, small_disk
 
-from orchestrator import Runtime, Step, Trigger, Workflow
+from orchestrator import Runtime, RuntimeStopped, Step, Trigger, Workflow
 from orchestrator.journal.faults import FaultPoints
 from orchestrator.testing import eventually
 
@@ -116,3 +116,27 @@ async def test_a_full_disk_pauses_writes_and_the_runtime_carries_on_once_freed(
         assert set(event_ids) <= found
         statuses = query(db, "SELECT status, count(*) FROM runs GROUP BY status")
         assert statuses == [("completed", 31)]
+
+
+async def test_a_lost_lease_stops_the_runtime_from_starting_steps(tmp_path: Path) -> None:
+    started: list[int] = []
+    release = asyncio.Event()
+
+    async def slow(state: dict[str, Any]) -> dict[str, Any]:
+        started.append(1)
+        await release.wait()
+        return state
+
+    db = tmp_path / "j.db"
+    workflow = Workflow(id="slow", pipelines={"go": [Step(slow, name="a"), Step(slow, name="b")]})
+    async with Runtime(db, workflows=[workflow]) as rt:
+        invoked = asyncio.ensure_future(rt.invoke("slow", "go", {}))
+        await eventually(lambda: started, what="the first step to start")
+        query(db, "UPDATE lease SET token = 'another process'")  # taken over
+        failure = await asyncio.wait_for(rt.failed(), 30)
+        assert "another process took over the lease" in str(failure)
+        release.set()
+        with pytest.raises(RuntimeStopped):
+            await invoked
+        assert started == [1], "a step started after the lease was lost"
+        assert rt.failure is failure
