@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import errno
 import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
+
+import pytest
 
 from orchestrator.testing import eventually_blocking
 
@@ -299,3 +303,39 @@ class Daemon:
 
     def __exit__(self, *exc_info: object) -> None:
         self.kill()
+
+
+# -- a small disk --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def small_disk(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `where` (skips the test where mounting is not allowed)."""
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill_disk(disk: Path) -> Path:
+    """Write a file until the disk is full; returns it (delete it to free the space)."""
+    filler = disk / "filler"
+    chunk = b"\0" * 65536
+    with open(filler, "wb") as file:
+        while True:
+            try:
+                file.write(chunk)
+                file.flush()
+                os.fsync(file.fileno())
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+                return filler

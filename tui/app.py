@@ -258,6 +258,12 @@ class DashboardApp(App[None]):
             parts.append(
                 literal(f" · daemon pid {self.daemon.pid} on {self.daemon.host}, {ready}", "green")
             )
+            if self.daemon.degraded is not None:
+                parts.append(
+                    literal(
+                        f" · journal writes failing, retrying: {self.daemon.degraded}", "bold red"
+                    )
+                )
         if self.read_only:
             parts.append(literal(" · read-only", "bold cyan"))
         return join(*parts)

@@ -2,12 +2,15 @@
 
 The daemon is a `Runtime` with `workflows_dir`, plus what a long-running process needs:
 logging to stderr, signal handling, and a clean stop (running steps get the grace period,
-then are cancelled and run again after the next start).
+then are cancelled and run again after the next start). A journal that fails for good (a
+damaged file, a lost lease, writes still failing at the stop) stops it with one line and
+`EXIT_JOURNAL_FAILED`: it never reports a clean stop after losing writes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -18,10 +21,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from ..engine.runtime import STEP_THREADS, Runtime
+from ..errors import JournalError
 
 _log = logging.getLogger("orchestrator.daemon")
 # How long a stopped daemon waits for idle worker threads to end before exiting anyway.
 THREADS_EXIT_SECONDS = 1.0
+# The exit code of a daemon whose journal failed (0: a clean stop; 1 and 2: see the CLI).
+EXIT_JOURNAL_FAILED = 3
 
 
 def configure_logging(file: Path | None = None) -> None:
@@ -60,20 +66,45 @@ async def serve(
                 folder,
                 loaded,
             )
-            if foreground is not None:
-                await foreground(rt, stop)
-            else:
-                await stop.wait()
-            _log.info("stopping: running steps have %g s to finish", grace)
+            watch = asyncio.create_task(_stop_on_failure(rt, stop), name="journal-failure")
+            try:
+                if foreground is not None:
+                    await foreground(rt, stop)
+                else:
+                    await stop.wait()
+            finally:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
+            if rt.failure is None:
+                _log.info("stopping: running steps have %g s to finish", grace)
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
-    _log.info("stopped cleanly")
-    _exit_if_steps_linger()
-    return 0
+    code = _report(rt.failure)
+    _exit_if_steps_linger(code)
+    return code
 
 
-def _exit_if_steps_linger() -> None:
+async def _stop_on_failure(rt: Runtime, stop: asyncio.Event) -> None:
+    await rt.failed()
+    stop.set()
+
+
+def _report(failure: JournalError | None) -> int:
+    """Say how the daemon stopped, in one line; the exit code."""
+    if failure is None:
+        _log.info("stopped cleanly")
+        return 0
+    _log.error(
+        "stopped: the journal failed, runs can no longer be recorded (exit %d): %s",
+        EXIT_JOURNAL_FAILED,
+        failure,
+    )
+    return EXIT_JOURNAL_FAILED
+
+
+def _exit_if_steps_linger(code: int) -> None:
     """Exit at once if a sync step still runs in a worker thread.
 
     A sync step cannot be interrupted, and Python waits for every worker thread at exit:
@@ -89,7 +120,7 @@ def _exit_if_steps_linger() -> None:
         _log.warning("exiting without waiting for sync steps still running in %s", busy)
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
+        os._exit(code)
 
 
 def _on_signal(stop: asyncio.Event, signum: int) -> None:

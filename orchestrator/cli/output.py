@@ -143,7 +143,12 @@ def workflows_document(
         "errors": [{"file": e.file, "line": e.line, "message": e.message} for e in errors],
         "daemon": None
         if daemon is None
-        else {"pid": daemon.pid, "started_at": to_iso(daemon.started_at), "ready": daemon.ready},
+        else {
+            "pid": daemon.pid,
+            "started_at": to_iso(daemon.started_at),
+            "ready": daemon.ready,
+            "degraded": daemon.degraded,
+        },
     }
 
 
@@ -168,6 +173,8 @@ def workflows_text(
     else:
         state = "ready" if daemon.ready else "starting"
         lines.append(f"daemon: pid {daemon.pid} on {daemon.host}, {state}")
+        if daemon.degraded is not None:
+            lines.append(f"daemon: journal writes failing, retrying: {daemon.degraded}")
     if not loaded:
         lines.append("no workflows loaded")
     for w in loaded:

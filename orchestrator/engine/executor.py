@@ -135,6 +135,11 @@ async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> Pause
     started = env.clock.now_us()
     if env.wants("step.started"):
         await env.notify("step.started", run, {"step": bound.name})
+    while not env.writer.lease_fresh():
+        # Not renewed within its timeout (this process was frozen, or the journal cannot
+        # be written): another process may own the runs now. Start nothing until a
+        # renewal commits; if another process took the lease, this raises.
+        await env.writer.write([])
     try:
         # Closures only where a step needs them: fewer objects per step for the GC.
         result = await run_step(

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from ..errors import JournalError
+from ..errors import JournalCorrupt, JournalError
 from ..journal import CommandRecord, EventRecord, JournalQueries
 from .events import EventBus
 
@@ -32,8 +32,10 @@ class InboxPoller:
         apply: Callable[[CommandRecord], Awaitable[None]],
         *,
         interval: float = POLL_SECONDS,
+        on_corrupt: Callable[[JournalError], None] | None = None,
     ) -> None:
         self._reader, self._bus, self._apply = reader, bus, apply
+        self._on_corrupt = on_corrupt
         self._interval = interval
         # Invariant: rows up to these ids have been handed on (their writes may still be
         # pending in the writer), so none is taken twice by this process.
@@ -44,6 +46,7 @@ class InboxPoller:
     async def run(self) -> None:
         """Poll for ever (cancel to stop)."""
         seen: int | None = None
+        failing: str | None = None  # logged once per change, not once per tick
         while True:
             try:
                 version = await self._reader.data_version()
@@ -57,8 +60,19 @@ class InboxPoller:
                             await self.drain()
                         finally:
                             self._draining = False
+            except JournalCorrupt as exc:  # no retry will help: the runtime stops
+                if self._on_corrupt is None:
+                    raise
+                self._on_corrupt(exc)
+                return
             except JournalError as exc:  # a locked or busy journal: try again next tick
-                _log.warning("reading the inbox failed, retrying: %s", exc)
+                if str(exc) != failing:
+                    _log.warning("reading the inbox failed, retrying: %s", exc)
+                failing = str(exc)
+            else:
+                if failing is not None:
+                    _log.warning("reading the inbox works again")
+                failing = None
             await asyncio.sleep(self._interval)
 
     async def pending(self) -> bool:

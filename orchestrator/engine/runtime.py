@@ -1,8 +1,10 @@
 """The public `Runtime`: opens the journal, assembles the engine, and answers the API.
 
 It owns one task group: the writer loop, the lease heartbeat and every run are its tasks,
-so nothing outlives `stop()`. `Control` holds the assembled machinery; runs are driven by
-the supervisor, and what a run does is the executor's.
+so nothing outlives `stop()`. A journal that fails for good (a damaged file, a lost lease)
+stops the runtime's work at once: `failure` says why, and `failed()` returns it. `Control`
+holds the assembled machinery; runs are driven by the supervisor, and what a run does is
+the executor's.
 """
 
 from __future__ import annotations
@@ -124,6 +126,8 @@ class Runtime:
         self._file_events: FileEvents | None = None
         self._idleness: Idleness | None = None
         self._detach_clock: Callable[[], None] | None = None
+        self._failure: JournalError | None = None
+        self._failed = asyncio.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -155,7 +159,7 @@ class Runtime:
     async def _assemble(self, max_run_row: int) -> None:
         assert self._stack is not None
         tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
-        tasks.create_task(self._writer.run(), name="journal-writer")
+        tasks.create_task(self._write(), name="journal-writer")
         self._background.append(tasks.create_task(self._heartbeat(), name="heartbeat"))
         reader = self._reader = await self._journal.open_reader()
         max_wait, max_seq = await reader.max_ids()
@@ -185,7 +189,7 @@ class Runtime:
         if self._folder is not None:
             await self._load_folder(self._folder, tasks)
             control.runs.note_missing(self._registry.has)
-        poller = InboxPoller(reader, control.bus, control.apply_command)
+        poller = InboxPoller(reader, control.bus, control.apply_command, on_corrupt=self._fail)
         await self._apply_inbox(poller)
         control.runs.release_recovered()
         self._background.append(tasks.create_task(poller.run(), name="inbox"))
@@ -226,17 +230,16 @@ class Runtime:
         if self._state != "started":
             return
         self._state = "stopping"
-        if self._detach_clock is not None:
-            self._detach_clock()
-        for task in self._background:  # no new events, commands or timers from here on
-            task.cancel()
+        self._halt()
         if self._control is not None:
-            self._control.admission.stop()
-            await self._control.runs.stop(self._grace)
+            # After a journal failure nothing a step does can be recorded: no grace.
+            await self._control.runs.stop(self._grace if self._failure is None else 0)
         for scope in [*self._workflow_scopes.values(), self._global_services]:
             for error in await scope.close():
                 _log.error("a service cleanup failed at stop: %r", error)
         await self._writer.close()
+        if self._failure is None and self._writer.failure is not None:
+            self._failure = self._writer.failure  # the last writes could not be committed
         if self._reader is not None:
             await self._reader.close()
         self._threads.shutdown(wait=False, cancel_futures=True)
@@ -244,15 +247,54 @@ class Runtime:
             await self._stack.aclose()
         self._state = "stopped"
 
+    def _halt(self) -> None:
+        """Start nothing more: no new events, commands, timers or queued runs."""
+        if self._detach_clock is not None:
+            self._detach_clock()
+            self._detach_clock = None
+        for task in self._background:
+            task.cancel()
+        if self._control is not None:
+            self._control.admission.stop()
+
+    @property
+    def failure(self) -> JournalError | None:
+        """Why the journal failed for good (this runtime then stops working), or None."""
+        return self._failure
+
+    async def failed(self) -> JournalError:
+        """Wait until the journal fails for good (a damaged file, a lost lease); say why."""
+        await self._failed.wait()
+        assert self._failure is not None
+        return self._failure
+
+    def _fail(self, error: JournalError) -> None:
+        """The journal failed for good: start no step, cancel running ones; `stop` follows."""
+        if self._failure is not None:
+            return
+        self._failure = error
+        self._failed.set()
+        if self._state != "started":
+            return
+        self._halt()
+        if self._control is not None:
+            for run in list(self._control.runs.active.values()):
+                if run.task is not None:
+                    run.task.cancel()
+
+    async def _write(self) -> None:
+        await self._writer.run()
+        if self._writer.failure is not None:
+            self._fail(self._writer.failure)
+
     async def _heartbeat(self) -> None:
         # Real time on purpose: other processes judge the lease by the wall clock.
         while self._writer.failure is None:
             await asyncio.sleep(HEARTBEAT_SECONDS)
             try:
                 await self._writer.write([])
-            except JournalError as exc:
-                _log.error("journal heartbeat failed, runs cannot be recorded: %s", exc)
-                return
+            except JournalError:
+                return  # the writer has failed: `_write` reports it
 
     # -- workflows -------------------------------------------------------------------------
 

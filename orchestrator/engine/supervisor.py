@@ -351,9 +351,7 @@ class Supervisor:
                 )
             raise
         except Exception as exc:  # noqa: BLE001 - a journal failure or a bug: keep serving
-            _log.exception("run %s could not be driven", run.run_id)
-            if not run.settled.done():
-                _fail(run.settled, exc)
+            self._not_driven(run, exc)
         else:
             if not run.settled.done():  # an `invoke` caller that was cancelled cancels it
                 run.settled.set_result(result)
@@ -367,6 +365,12 @@ class Supervisor:
                 del self.active[run.run_id]
             await self._close_services(run)
             self.working.discard(asyncio.current_task())
+
+    def _not_driven(self, run: ActiveRun, exc: Exception) -> None:
+        if self._writer.failure is None:  # else the runtime reports it, once, not per run
+            _log.error("run %s could not be driven", run.run_id, exc_info=exc)
+        if not run.settled.done():
+            _fail(run.settled, exc)
 
     async def finished(
         self, registered: RegisteredWorkflow, row: int, run_id: str, result: RunResult
@@ -407,7 +411,8 @@ class Supervisor:
             message = registered.redactor.redact(f"a service cleanup failed: {error!r}")
             writes.append(ops.add_timeline(row, now, "runtime", "cleanup.failed", message=message))
         writes.append(ops.add_timeline(row, now, "runtime", "services.closed"))
-        self._writer.enqueue(writes)
+        if self._writer.failure is None:  # else recovery closes them again, at least once
+            self._writer.enqueue(writes)
 
     async def _begin(self, run: ActiveRun, lifecycle: str) -> None:
         if run.crash_loop is not None:  # recovery fails it: it neither prepares nor resumes

@@ -72,6 +72,17 @@ class JournalWriter(Protocol):
     def failure(self) -> JournalError | None:
         """Why the writer stopped, if it did; it writes nothing more after that."""
 
+    @property
+    def degraded(self) -> str | None:
+        """Why writes are failing now (they are kept and retried), or None while they succeed."""
+
+    def lease_fresh(self) -> bool:
+        """Whether the lease was renewed within its timeout (no one can have taken it over).
+
+        Cheap (a monotonic comparison): checked before each step starts. False once the
+        writer has failed.
+        """
+
     async def open(self) -> Opened:
         """Connect, bring the schema up to date and take the lease (`JournalLocked` if held)."""
 

@@ -110,6 +110,15 @@ class RecordingJournal:
         """The error of the failed commit, once one failed."""
         return self._failure
 
+    @property
+    def degraded(self) -> str | None:
+        """Always None: the double's commits fail for good or not at all."""
+        return None
+
+    def lease_fresh(self) -> bool:
+        """True until a commit has failed: the double holds its lease for ever."""
+        return self._failure is None
+
     async def open(self) -> Opened:
         """Nothing to connect: report `max_run_row`."""
         self.opened = True

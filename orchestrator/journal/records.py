@@ -109,6 +109,8 @@ class DaemonRecord:
     host: str
     started_at: int
     ready: bool
+    # Why its journal writes are failing (it keeps retrying them), or None while they work.
+    degraded: str | None = None
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,22 @@ from ..protocol import Synchronous
 
 BUSY_TIMEOUT_MS = 30_000
 
+# Primary result codes (https://www.sqlite.org/rescode.html) of failures that may pass: a
+# full disk, an I/O error, a lock held past the busy timeout. The file is sound; try again.
+TRANSIENT_CODES = frozenset({5, 6, 10, 13})  # BUSY, LOCKED, IOERR, FULL
+# The file is damaged or not a database: no retry will help.
+CORRUPT_CODES = frozenset({11, 26})  # CORRUPT, NOTADB
+
+
+def is_transient(exc: sqlite3.Error) -> bool:
+    """Whether `exc` is a failure that may pass (disk full, I/O error, locked)."""
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in TRANSIENT_CODES
+
+
+def is_corrupt(exc: sqlite3.Error) -> bool:
+    """Whether `exc` says the file is damaged or is not a database."""
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in CORRUPT_CODES
+
 
 def create_private(path: Path) -> None:
     """Create the journal file with mode 0600 if it does not exist yet."""

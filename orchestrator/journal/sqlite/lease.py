@@ -34,9 +34,12 @@ class LeaseHolder:
     heartbeat_at: int
     ready: bool
     token: str
+    degraded: str | None = None
 
 
-HOLDER_SQL = "SELECT pid, host, started_at, heartbeat_at, ready, token FROM lease WHERE id = 1"
+HOLDER_SQL = (
+    "SELECT pid, host, started_at, heartbeat_at, ready, token, degraded FROM lease WHERE id = 1"
+)
 
 
 def holder_from(row: Sequence[Any] | None) -> LeaseHolder | None:
@@ -50,7 +53,17 @@ def holder_from(row: Sequence[Any] | None) -> LeaseHolder | None:
         heartbeat_at=row[3],
         ready=bool(row[4]),
         token=row[5],
+        degraded=row[6],
     )
+
+
+def holder_from_named(row: sqlite3.Row | None) -> LeaseHolder | None:
+    """The holder in a named row of ``SELECT * FROM lease`` (a reader may see schema < 7)."""
+    if row is None:
+        return None
+    values = [row[name] for name in ("pid", "host", "started_at", "heartbeat_at", "ready")]
+    degraded = row["degraded"] if "degraded" in row.keys() else None  # noqa: SIM118
+    return holder_from([*values, row["token"], degraded])
 
 
 def read_holder(conn: sqlite3.Connection) -> LeaseHolder | None:
@@ -101,9 +114,14 @@ def acquire(conn: sqlite3.Connection, path: Path, token: str, now_us: int) -> No
     LIVE_TOKENS.add(token)
 
 
-def heartbeat(conn: sqlite3.Connection, token: str, now_us: int) -> bool:
-    """Refresh the lease; False if another process has taken it over."""
-    cur = conn.execute("UPDATE lease SET heartbeat_at = ? WHERE token = ?", (now_us, token))
+def heartbeat(
+    conn: sqlite3.Connection, token: str, now_us: int, degraded: str | None = None
+) -> bool:
+    """Refresh the lease (and say why writes fail, if they do); False if it was taken over."""
+    cur = conn.execute(
+        "UPDATE lease SET heartbeat_at = ?, degraded = ? WHERE token = ?",
+        (now_us, degraded, token),
+    )
     return cur.rowcount == 1
 
 

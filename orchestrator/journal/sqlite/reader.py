@@ -30,7 +30,7 @@ from ..records import (
 )
 from ..timeline import assemble_timeline
 from . import lease
-from .connection import connect_reader
+from .connection import connect_reader, is_corrupt
 from .schema import APPLICATION_ID, MIGRATIONS
 
 _SERVICE_KINDS = "('service.opened', 'services.closed')"  # the timeline_services index's
@@ -74,7 +74,8 @@ class JournalReader:
             async with self._conn.execute(sql, params) as cursor:
                 return list(await cursor.fetchall())
         except sqlite3.Error as exc:
-            raise JournalError(f"journal {self.path}: read failed: {exc}") from exc
+            kind = JournalCorrupt if is_corrupt(exc) else JournalError
+            raise kind(f"journal {self.path}: read failed: {exc}") from exc
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """Run one read query for another journal module (the dashboard's views)."""
@@ -325,11 +326,13 @@ class JournalReader:
 
     async def daemon(self) -> DaemonRecord | None:
         """The live holder of the lease, or None when no process holds it."""
-        rows = await self._fetch(lease.HOLDER_SQL)
-        holder = lease.holder_from(rows[0] if rows else None)
+        rows = await self._fetch("SELECT * FROM lease WHERE id = 1")
+        holder = lease.holder_from_named(rows[0] if rows else None)
         if holder is None or not lease.is_live(holder, Clock().now_us()):
             return None
-        return DaemonRecord(holder.pid, holder.host, holder.started_at, holder.ready)
+        return DaemonRecord(
+            holder.pid, holder.host, holder.started_at, holder.ready, holder.degraded
+        )
 
     async def command_outcome(self, run_id: str) -> CommandOutcome | None:
         """The latest command about `run_id` (an invoke names its run), or None."""

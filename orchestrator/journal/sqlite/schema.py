@@ -184,6 +184,11 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (run, step)
     ) WITHOUT ROWID;
     """,
+    # 8: why the lease holder's journal writes are failing (it retries them), NULL while
+    # they succeed: written with the lease's heartbeat when that much can be written.
+    """
+    ALTER TABLE lease ADD COLUMN degraded TEXT;
+    """,
 )
 
 

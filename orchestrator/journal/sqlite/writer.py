@@ -10,6 +10,12 @@ a `write` or `flush` (someone waits: a run's end, an API call) wakes the thread 
 Every batch also refreshes the lease and fails if another process has taken it over, so a
 writer that lost its lease can never write.
 
+A transient failure (a full disk, an I/O error, a lock held past the busy timeout) keeps
+the batch: its futures stay pending, and the thread retries it with backoff, refreshing
+the lease alone meanwhile where it can, and logging once as it degrades and once as it
+recovers. A permanent one (a damaged file, a lost lease) stops the writer: `failure` says
+why, and every waiting future gets it.
+
 It must not: run SQL on any other thread, or time out a database call (an orphan BEGIN).
 """
 
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 import threading
 import time
@@ -25,17 +32,27 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ...clock import Clock
-from ...errors import JournalError, JournalLocked
-from ..faults import AFTER_COMMIT, BEFORE_COMMIT, FaultPoints, SimulatedCrash
+from ...errors import JournalCorrupt, JournalError, JournalLocked
+from ..faults import AFTER_COMMIT, BEFORE_COMMIT, FaultPoints, SimulatedCrash, SimulatedDiskFull
 from ..ops import Op, Stmt, grouped
 from ..protocol import Synchronous
 from ..records import Opened
 from . import lease
-from .connection import connect_writer, rollback_if_open
+from .connection import connect_writer, is_corrupt, is_transient, rollback_if_open
 from .schema import migrate
 from .statements import SQL
 
 LAZY_FLUSH_SECONDS = 0.005
+# A failing batch is tried again after RETRY_FIRST seconds, doubling up to RETRY_MAX.
+RETRY_FIRST = 0.05
+RETRY_MAX = 5.0
+# How long `close` keeps retrying a failing batch before giving it up (and failing).
+CLOSE_PATIENCE = 5.0
+_log = logging.getLogger("orchestrator.journal")
+
+
+class _Transient(JournalError):
+    """A write failed in a way that may pass; the batch is kept and tried again."""
 
 
 class GroupCommitWriter:
@@ -67,6 +84,14 @@ class GroupCommitWriter:
         self._crashed = False
         self._stopped = False
         self._thread: threading.Thread | None = None
+        # Set on close: wakes a retry's backoff sleep.
+        self._wake = threading.Event()
+        self._closing_at: float | None = None
+        # Why writes fail now (None while they succeed), and since when (monotonic).
+        self._degraded: str | None = None
+        self._degraded_at = 0.0
+        # Monotonic time of the last commit that refreshed the lease.
+        self._renewed_at = time.monotonic()
         self.commits = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -90,6 +115,7 @@ class GroupCommitWriter:
             conn.close()
             raise
         self._conn = conn
+        self._renewed_at = time.monotonic()
         return Opened(max_run_row=int(max_row))
 
     async def run(self) -> None:
@@ -120,6 +146,9 @@ class GroupCommitWriter:
     def _request_close(self) -> None:
         with self._cond:
             self._closing = True
+            if self._closing_at is None:
+                self._closing_at = time.monotonic()
+            self._wake.set()
             self._cond.notify()
 
     # -- writing ---------------------------------------------------------------------------
@@ -139,6 +168,17 @@ class GroupCommitWriter:
     def failure(self) -> JournalError | None:
         """Why the writer stopped, if it did."""
         return self._failure
+
+    @property
+    def degraded(self) -> str | None:
+        """Why writes are failing now (they are being retried), or None while they succeed."""
+        return self._degraded
+
+    def lease_fresh(self) -> bool:
+        """Whether the lease was refreshed recently enough that no one can have taken it."""
+        if self._failure is not None:
+            return False
+        return time.monotonic() - self._renewed_at < lease.STALE_AFTER_US / 1_000_000
 
     def enqueue(self, ops: Iterable[Op], *, urgent: bool = False) -> asyncio.Future[None]:
         """Add ops to the next batch; the future resolves once that batch has committed.
@@ -214,17 +254,79 @@ class GroupCommitWriter:
         ops, batch, closing = self._take_batch()
         if batch is None:
             return not closing
-        error: BaseException | None = None
-        try:
-            self._apply(ops)
-            self.commits += 1
-        except SimulatedCrash as exc:
-            self._crashed = True
-            error = JournalError(f"simulated crash at {exc}")
-        except JournalError as exc:
-            error = exc
+        error = self._apply_retrying(ops)
         self._call_soon(self._settle, batch, error)
         return error is None
+
+    def _apply_retrying(self, ops: list[Op]) -> JournalError | None:
+        """Commit `ops`, retrying transient failures; the error that stops the writer, if any."""
+        delay = RETRY_FIRST
+        while True:
+            began = time.monotonic()  # the lease's new heartbeat is no newer than this
+            try:
+                self._apply(ops)
+            except SimulatedCrash as exc:
+                self._crashed = True
+                return JournalError(f"simulated crash at {exc}")
+            except _Transient as exc:
+                self._degrade(str(exc))
+                if self._closing_at is not None and (
+                    time.monotonic() - self._closing_at > CLOSE_PATIENCE
+                ):
+                    return JournalError(f"{exc}; closing with writes not committed")
+                try:
+                    self._heartbeat_alone()
+                except JournalError as lost:
+                    return lost
+                self._wake.wait(delay)  # close wakes it once, to try again at once
+                self._wake.clear()
+                delay = min(delay * 2, RETRY_MAX)
+                continue
+            except JournalError as exc:
+                return exc
+            self.commits += 1
+            self._renewed_at = began
+            self._recover()
+            return None
+
+    def _degrade(self, reason: str) -> None:
+        if self._degraded is None:
+            self._degraded_at = time.monotonic()
+        if reason != self._degraded:
+            _log.error("journal writes failing: %s; retrying", reason)
+        self._degraded = reason
+
+    def _recover(self) -> None:
+        if self._degraded is None:
+            return
+        self._degraded = None
+        _log.warning("journal writes recovered after %.1f s", time.monotonic() - self._degraded_at)
+
+    def _heartbeat_alone(self) -> None:
+        """Refresh the lease in a transaction of its own, if the journal takes that much.
+
+        Raises:
+            JournalLocked: Another process has taken the lease over.
+        """
+        conn = self._require_conn()
+        began = time.monotonic()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            renewed = lease.heartbeat(conn, self._token, self._wall.now_us(), self._degraded)
+            if renewed:
+                conn.execute("COMMIT")
+        except sqlite3.Error:
+            _rollback_quietly(conn)
+            return  # the lease may go stale; the next successful batch finds out
+        _rollback_quietly(conn)
+        if not renewed:
+            raise self._lost()
+        self._renewed_at = began
+
+    def _lost(self) -> JournalLocked:
+        return JournalLocked(
+            f"journal {self.path}: another process took over the lease; this runtime stops writing"
+        )
 
     def _take_batch(self) -> tuple[list[Op], asyncio.Future[None] | None, bool]:
         with self._cond:
@@ -265,21 +367,22 @@ class GroupCommitWriter:
     def _apply(self, ops: list[Op]) -> None:
         conn = self._require_conn()
         try:
+            rollback_if_open(conn)  # a rollback that failed last time
             conn.execute("BEGIN IMMEDIATE")
             if not lease.heartbeat(conn, self._token, self._wall.now_us()):
-                raise JournalLocked(
-                    f"journal {self.path}: another process took over the lease; "
-                    "this runtime stops writing"
-                )
+                raise self._lost()
             for stmt, rows in grouped(ops):
                 conn.executemany(SQL[stmt], rows)
             self._fault(BEFORE_COMMIT)
             conn.execute("COMMIT")
+        except SimulatedDiskFull as exc:
+            _rollback_quietly(conn)
+            raise _Transient(f"journal {self.path}: write failed: {exc}") from exc
         except sqlite3.Error as exc:
-            rollback_if_open(conn)
-            raise JournalError(f"journal {self.path}: write failed: {exc}") from exc
+            _rollback_quietly(conn)
+            raise _translate(self.path, exc) from exc
         except BaseException:
-            rollback_if_open(conn)
+            _rollback_quietly(conn)
             raise
         self._fault(AFTER_COMMIT)
 
@@ -306,6 +409,21 @@ class GroupCommitWriter:
         if self._conn is None:
             raise JournalError("the journal is not open")
         return self._conn
+
+
+def _rollback_quietly(conn: sqlite3.Connection) -> None:
+    # A rollback that fails too (an I/O error) is tried again before the next BEGIN.
+    with contextlib.suppress(sqlite3.Error):
+        rollback_if_open(conn)
+
+
+def _translate(path: Path, exc: sqlite3.Error) -> JournalError:
+    message = f"journal {path}: write failed: {exc}"
+    if is_transient(exc):
+        return _Transient(message)
+    if is_corrupt(exc):
+        return JournalCorrupt(message)
+    return JournalError(message)
 
 
 def _resolve(future: asyncio.Future[None], error: BaseException | None) -> None:
