@@ -215,7 +215,8 @@ async def test_the_pipeline_runner_turns_anything_into_a_pipeline_error(
 # -- sync steps that overrun their timeout ----------------------------------------------
 
 
-async def test_sync_steps_that_time_out_do_not_starve_the_others(db: Path) -> None:
+def overrunning_step() -> tuple[threading.Event, threading.Semaphore, Any]:
+    """A sync step that holds its thread until `release` is set; `stuck` counts entries."""
     release = threading.Event()
     stuck = threading.Semaphore(0)
 
@@ -224,6 +225,11 @@ async def test_sync_steps_that_time_out_do_not_starve_the_others(db: Path) -> No
         release.wait(60)
         return state
 
+    return release, stuck, overrun
+
+
+async def test_sync_steps_that_time_out_do_not_starve_the_others(db: Path) -> None:
+    release, stuck, overrun = overrunning_step()
     try:
         async with Runtime(db, max_threads=32) as rt:
             await rt.register(
@@ -244,14 +250,7 @@ async def test_sync_steps_that_time_out_do_not_starve_the_others(db: Path) -> No
 async def test_a_step_queued_behind_overrunning_steps_starts_once_they_time_out(
     db: Path,
 ) -> None:
-    release = threading.Event()
-    stuck = threading.Semaphore(0)
-
-    def overrun(state: dict[str, Any]) -> dict[str, Any]:
-        stuck.release()
-        release.wait(60)
-        return state
-
+    release, stuck, overrun = overrunning_step()
     try:
         async with Runtime(db, max_threads=2) as rt:
             await rt.register(

@@ -8,7 +8,7 @@ step no longer exists keeps its status with the reason in its ``error`` field.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from ..define.conditions import Conditions
 from ..define.waits import BufferedEvent, Wait
@@ -44,19 +44,8 @@ class Resumable:
 
     @classmethod
     def from_journal(cls, run: UnfinishedRun) -> Resumable:
-        """A run the journal has as not final."""
-        return cls(
-            row=run.row,
-            run_id=run.run_id,
-            workflow_id=run.workflow_id,
-            trigger_id=run.trigger_id,
-            version=run.version,
-            status=run.status,
-            position=run.position,
-            step=run.step,
-            state=run.state,
-            recoveries=run.recoveries,
-        )
+        """A run the journal has as not final (every field is the record's, by name)."""
+        return cls(**{field.name: getattr(run, field.name) for field in fields(cls)})
 
     @classmethod
     def woken(cls, parked: ParkedRun) -> Resumable:
