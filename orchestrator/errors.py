@@ -179,10 +179,19 @@ class JournalBackendUnavailable(JournalError):
     code = "JOURNAL_BACKEND_UNAVAILABLE"
 
 
+class RemoteError(Exception):
+    """What step code raised in another process (a worker), carried back as text."""
+
+    def __init__(self, type_name: str, message: str, trace: str) -> None:
+        super().__init__(message)
+        self.type_name, self.message, self.trace = type_name, message, trace
+
+
 def describe_exception(exc: BaseException) -> str:
-    """One line naming the exception's type and message."""
+    """One line naming the exception's type and message (where it was raised)."""
+    name = exc.type_name if isinstance(exc, RemoteError) else type(exc).__name__
     text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return f"{name}: {text}" if text else name
 
 
 def raise_if_cancelled(exc: BaseException) -> None:

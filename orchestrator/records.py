@@ -53,6 +53,8 @@ class RunCode(enum.StrEnum):
     """A step raised, on its last attempt."""
     STEP_TIMEOUT = "STEP_TIMEOUT"
     """A step overran its timeout, on its last attempt."""
+    STEP_CRASHED = "STEP_CRASHED"
+    """The worker process of an isolated step died (an exit, a signal, its memory limit)."""
     INVALID_STATE = "INVALID_STATE"
     """The run's input, or what a step returned, is not a JSON object the journal can hold."""
     PAUSE_TIMEOUT = "PAUSE_TIMEOUT"

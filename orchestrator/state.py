@@ -9,12 +9,27 @@ always write: a JSON object, nested at most `MAX_DEPTH` levels, its strings vali
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 State = dict[str, Any]
 
 MAX_DEPTH = 64  # levels of objects and lists in a state or event data, the top object included
 _CONTAINERS = (dict, list, tuple)
+
+
+@dataclass(frozen=True)
+class EncodedState:
+    """A step's new state, already encoded (by `encode_state`, in a worker process)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Unencodable:
+    """A step returned what `encode_state` refuses (found in a worker process): why."""
+
+    message: str
 
 
 class StateEncodingError(ValueError):

@@ -57,7 +57,7 @@ async def serve(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, _on_signal, stop, signum)
     try:
-        async with Runtime(db, workflows_dir=folder, shutdown_grace=grace) as rt:
+        async with Runtime(db, workflows_dir=folder, shutdown_grace=grace, isolate=True) as rt:
             loaded = ", ".join(rt.list_workflows()) or "none yet"
             _log.info(
                 "daemon pid %d ready: journal %s, folder %s, workflows: %s",

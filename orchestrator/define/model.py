@@ -36,6 +36,10 @@ class Step:
         name: The step's name; defaults to the function's ``__name__``.
         inline: Run a sync step on the event loop instead of a worker thread. Only for
             cheap transforms: a blocking inline step freezes the whole runtime.
+        isolate: Run the step in a worker process (sync or async): whatever it does to
+            its process (``os._exit``, a segfault, a memory bomb, a hang past its timeout)
+            fails the step with ``STEP_CRASHED`` or ``STEP_TIMEOUT``, never the runtime.
+            ``None`` follows the workflow's ``isolate``, then the folder's and runtime's.
     """
 
     fn: StepFn
@@ -44,6 +48,7 @@ class Step:
     timeout: float | None = None
     name: str | None = None
     inline: bool = False
+    isolate: bool | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.fn):
@@ -56,6 +61,13 @@ class Step:
             raise DefinitionError(f"Step timeout must be seconds > 0, got {self.timeout!r}")
         if self.name is not None and (not isinstance(self.name, str) or not self.name):
             raise DefinitionError(f"Step name must be a non-empty string, got {self.name!r}")
+        if self.isolate is not None and not isinstance(self.isolate, bool):
+            raise DefinitionError(f"Step isolate must be True, False or None, got {self.isolate!r}")
+        if self.isolate and self.inline:
+            raise DefinitionError(
+                "Step cannot be both inline (on the event loop) and isolate (in a worker "
+                "process): choose one"
+            )
 
 
 @dataclass(frozen=True)
@@ -209,6 +221,9 @@ class Workflow:
         on_resume: ``on_resume(ctx)`` when a paused or recovered run continues.
         on_cleanup: ``on_cleanup()`` after a finished run's bookkeeping.
         on_dispatch: ``on_dispatch(result)`` for every trigger dispatch, accepted or not.
+        isolate: Run its sync steps in worker processes (``True``) or in threads
+            (``False``); ``None`` follows the folder's ``[steps] isolate`` and the
+            runtime's ``isolate``. A step's own ``isolate`` wins.
     """
 
     id: str
@@ -222,6 +237,7 @@ class Workflow:
     on_resume: Callable[..., Any] | None = None
     on_cleanup: Callable[..., Any] | None = None
     on_dispatch: Callable[..., Any] | None = None
+    isolate: bool | None = None
     bound: Mapping[str, list[BoundStep]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -246,6 +262,10 @@ class Workflow:
         ):
             raise DefinitionError(f"workflow {self.id!r}: env must map strings to strings")
         self._check_services()
+        if self.isolate is not None and not isinstance(self.isolate, bool):
+            raise DefinitionError(
+                f"workflow {self.id!r}: isolate must be True, False or None, got {self.isolate!r}"
+            )
         if self.mode is not None and not isinstance(self.mode, Mode):
             raise DefinitionError(
                 f"workflow {self.id!r}: mode must be Transient(), Serialized(), SingletonLoop() "

@@ -25,8 +25,38 @@ _LEVELS = {
 }
 
 
-class RunLogger:
-    """``ctx.log``: like a `logging.Logger`, and every line lands in the run's timeline.
+class StepLogger:
+    """``ctx.log``: like a `logging.Logger`; where its lines go is the subclass's `line`."""
+
+    def debug(self, msg: str, *args: object) -> None:
+        """Log at DEBUG."""
+        self.line("debug", _format(msg, args))
+
+    def info(self, msg: str, *args: object) -> None:
+        """Log at INFO."""
+        self.line("info", _format(msg, args))
+
+    def warning(self, msg: str, *args: object) -> None:
+        """Log at WARNING."""
+        self.line("warning", _format(msg, args))
+
+    def error(self, msg: str, *args: object) -> None:
+        """Log at ERROR."""
+        self.line("error", _format(msg, args))
+
+    def exception(self, msg: str, *args: object) -> None:
+        """Log at ERROR with the exception being handled."""
+        exc = sys.exc_info()[1]
+        suffix = f": {describe_exception(exc)}" if exc is not None else ""
+        self.line("error", _format(msg, args) + suffix)
+
+    def line(self, level: str, text: str) -> None:
+        """Record one formatted line at `level` (``debug``, ``info``, ``warning``, ``error``)."""
+        raise NotImplementedError
+
+
+class RunLogger(StepLogger):
+    """The runtime's ``ctx.log``: every line lands in the run's timeline.
 
     Safe to call from a sync step running in a worker thread.
     """
@@ -49,30 +79,11 @@ class RunLogger:
         self._logger = logger
         self._redact = redact
 
-    def debug(self, msg: str, *args: object) -> None:
-        """Log at DEBUG."""
-        self._log("debug", msg, args)
-
-    def info(self, msg: str, *args: object) -> None:
-        """Log at INFO."""
-        self._log("info", msg, args)
-
-    def warning(self, msg: str, *args: object) -> None:
-        """Log at WARNING."""
-        self._log("warning", msg, args)
-
-    def error(self, msg: str, *args: object) -> None:
-        """Log at ERROR."""
-        self._log("error", msg, args)
-
-    def exception(self, msg: str, *args: object) -> None:
-        """Log at ERROR with the exception being handled."""
-        exc = sys.exc_info()[1]
-        suffix = f": {describe_exception(exc)}" if exc is not None else ""
-        self._log("error", msg + suffix.replace("%", "%%"), args)
-
-    def _log(self, level: str, msg: str, args: tuple[object, ...]) -> None:
-        text = self._redact(_format(msg, args))
+    def line(self, level: str, text: str) -> None:
+        """Journal one line in the run's timeline (secrets redacted) and log it."""
+        if level not in _LEVELS:
+            level = "info"
+        text = self._redact(text)
         self._logger.log(_LEVELS[level], "[%s] %s", self._step, text)
         op = ops.add_timeline(
             self._row,
@@ -129,7 +140,7 @@ class StepContext:
         step_name: str,
         step_index: int,
         attempt: int,
-        log: RunLogger,
+        log: StepLogger,
         pause_service: PauseService | None = None,
         env: Env | None = None,
         scope: Callable[[], ServiceScope] | None = None,

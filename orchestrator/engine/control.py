@@ -40,6 +40,7 @@ from .registry import RegisteredWorkflow, Registry
 from .scheduler import Scheduler
 from .supervisor import Supervisor
 from .timers import Timers
+from .workers import WorkerPool
 
 _log = logging.getLogger("orchestrator.runtime")
 
@@ -70,6 +71,7 @@ class Control:
         max_seq: int,
         last_ticks: dict[tuple[str, str], int],
         max_recoveries: int | None = None,
+        workers: WorkerPool | None = None,
     ) -> None:
         self._writer, self._reader, self._clock = writer, reader, clock
         self._registry, self._lifecycle = registry, lifecycle
@@ -94,6 +96,7 @@ class Control:
             wants=lifecycle.wants,
             logger=logging.getLogger("orchestrator.run"),
             waits=self.parking,
+            workers=workers,
         )
         self.runs = Supervisor(
             self.env,

@@ -25,9 +25,10 @@ from ..errors import describe_exception
 from ..journal import JournalWriter, ops
 from ..pipeline.steps import StepFailed, run_step
 from ..records import RunCode, RunResult, RunStatus, is_ok
-from ..state import StateEncodingError, decode_state, encode_state
+from ..state import EncodedState, StateEncodingError, Unencodable, decode_state, encode_state
 from .context import RunLogger, StepContext
 from .registry import RegisteredWorkflow
+from .workers import WorkerCrashed, WorkerPool
 
 # Past this many ops waiting for the writer, a step waits for its own checkpoint to commit.
 HIGH_WATER = 20_000
@@ -84,6 +85,7 @@ class ExecutorEnv:
     wants: Callable[[str], bool]
     logger: logging.Logger
     waits: WaitRegistry | None = None
+    workers: WorkerPool | None = None
 
 
 class _RunFailed(Exception):
@@ -140,6 +142,7 @@ async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> Pause
         # be written): another process may own the runs now. Start nothing until a
         # renewal commits; if another process took the lease, this raises.
         await env.writer.write([])
+    isolated = run.workflow.isolated.get((run.trigger_id, bound.index))
     try:
         # Closures only where a step needs them: fewer objects per step for the GC.
         result = await run_step(
@@ -151,21 +154,17 @@ async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> Pause
             on_retry=functools.partial(_record_retry, run, bound, env=env)
             if bound.step.retries
             else None,
+            isolated=None
+            if isolated is None or env.workers is None
+            else functools.partial(env.workers.call, isolated),
         )
     except StepFailed as failed:
-        code = RunCode.STEP_TIMEOUT if failed.timed_out else RunCode.STEP_FAILED
-        raise _RunFailed(f"step {bound.name!r} failed: {failed}", code, bound.name) from failed
+        code = _code_of(failed)
+        what = f"crashed: {failed.cause}" if code is RunCode.STEP_CRASHED else f"failed: {failed}"
+        raise _RunFailed(f"step {bound.name!r} {what}", code, bound.name) from failed
     pause = result if isinstance(result, PauseRequest) else None
-    if pause is not None:
-        result = decode_state(run.state_text)  # a pausing step leaves the state as it was
-    if run.pending_patch is not None:
-        result = {**result, **run.pending_patch} if isinstance(result, dict) else result
-        run.pending_patch = None
-    try:
-        text = encode_state(result)
-    except StateEncodingError as exc:
-        message = f"step {bound.name!r} returned an invalid state: {exc}"
-        raise _RunFailed(message, RunCode.INVALID_STATE, bound.name) from exc
+    # A pausing step leaves the state as it was.
+    text = _state_text(run, bound, EncodedState(run.state_text) if pause is not None else result)
     run.position += 1
     run.step_index += 1
     run.state_text = text
@@ -188,6 +187,33 @@ async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> Pause
     if env.wants("step.completed"):
         await env.notify("step.completed", run, {"step": bound.name})
     return pause
+
+
+def _code_of(failed: StepFailed) -> RunCode:
+    if failed.timed_out:
+        return RunCode.STEP_TIMEOUT
+    if isinstance(failed.cause, WorkerCrashed):
+        return RunCode.STEP_CRASHED
+    return RunCode.STEP_FAILED
+
+
+def _state_text(run: ActiveRun, bound: BoundStep, result: object) -> str:
+    """The new state as journaled: what the step returned, with signals merged in."""
+    if isinstance(result, EncodedState) and run.pending_patch is None:
+        return result.text  # a worker process encoded it already
+    if isinstance(result, Unencodable):
+        message = f"step {bound.name!r} returned an invalid state: {result.message}"
+        raise _RunFailed(message, RunCode.INVALID_STATE, bound.name)
+    if isinstance(result, EncodedState):
+        result = decode_state(result.text)  # decoded again only to merge a signal in
+    if run.pending_patch is not None:
+        result = {**result, **run.pending_patch} if isinstance(result, dict) else result
+        run.pending_patch = None
+    try:
+        return encode_state(result)
+    except StateEncodingError as exc:
+        message = f"step {bound.name!r} returned an invalid state: {exc}"
+        raise _RunFailed(message, RunCode.INVALID_STATE, bound.name) from exc
 
 
 def _warn_of_secrets(run: ActiveRun, bound: BoundStep, text: str, env: ExecutorEnv) -> None:

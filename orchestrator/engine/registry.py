@@ -20,6 +20,7 @@ from ..define.model import BoundStep, FileTrigger, Schedule, Trigger, Workflow
 from ..define.modes import Mode, Transient, describe
 from ..define.services import ServiceScope
 from ..errors import DefinitionError, TriggerNotFound, WorkflowNotFound
+from .workers import Plan
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class RegisteredWorkflow:
     hooks: Hooks = field(default_factory=Hooks)
     # Instances of its "workflow" services (set by the runtime at registration).
     service_scope: ServiceScope | None = field(default=None, compare=False, repr=False)
+    # Its steps that run in worker processes, by (trigger id, step index).
+    isolated: Plan = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def id(self) -> str:
@@ -181,6 +184,10 @@ class Registry:
     def has(self, workflow_id: str) -> bool:
         """Whether a workflow with that id is registered."""
         return workflow_id in self._current
+
+    def isolates(self) -> bool:
+        """Whether any registered workflow has a step that runs in a worker process."""
+        return any(registered.isolated for registered in self._current.values())
 
     def ids(self) -> list[str]:
         """Registered workflow ids, sorted."""

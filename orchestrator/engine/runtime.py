@@ -30,6 +30,7 @@ from ..errors import (
     RuntimeNotStarted,
     ValidationError,
 )
+from ..folder.loader import FileSource
 from ..folder.sync import WorkflowFolder
 from ..folder.watcher import watch_folder
 from ..journal import (
@@ -48,6 +49,7 @@ from .idle import Idleness
 from .inbox import InboxPoller
 from .lifecycle import Handler, Lifecycle
 from .registry import RegisteredWorkflow, Registry, register
+from .workers import WorkerPool, Workers, plan_isolation
 
 HEARTBEAT_SECONDS = 1.0
 STEP_THREADS = "orchestrator-step"  # the name prefix of the worker threads of sync steps
@@ -72,6 +74,9 @@ class Runtime:
             died in (so that step starts at most ``1 + max_recoveries`` times across
             crashes); the next recovery fails the run with code ``CRASH_LOOP`` instead.
             None: no limit.
+        isolate: Run sync steps in worker processes unless a step, its workflow or its
+            folder's ``orchestrator.toml`` says otherwise (``orchestrator up`` passes True).
+        workers: How the worker processes of isolated steps are kept (`Workers`).
     """
 
     def __init__(
@@ -89,6 +94,8 @@ class Runtime:
         faults: FaultPoints | None = None,
         workflows_dir: str | os.PathLike[str] | None = None,
         max_recoveries: int | None = 3,
+        isolate: bool = False,
+        workers: Workers | None = None,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
@@ -113,6 +120,12 @@ class Runtime:
         self._grace = shutdown_grace
         self._writer: JournalWriter = self._journal.writer(synchronous=synchronous, faults=faults)
         self._threads = StepThreads(max_threads, STEP_THREADS)
+        if not isinstance(isolate, bool):
+            raise ValueError(f"isolate must be True or False, got {isolate!r}")
+        if workers is not None and not isinstance(workers, Workers):
+            raise ValueError(f"workers takes Workers(...), got {workers!r}")
+        self._isolate = isolate
+        self._workers = WorkerPool(workers or Workers())
         self._registry = Registry()
         self._lifecycle = Lifecycle()
         self._control: Control | None = None
@@ -176,6 +189,7 @@ class Runtime:
             max_seq=max_seq,
             last_ticks=await reader.schedule_ticks(),
             max_recoveries=self._max_recoveries,
+            workers=self._workers,
         )
         self._writer.enqueue(ops.reset_workflows())
         await control.restore()
@@ -195,6 +209,8 @@ class Runtime:
         self._background.append(tasks.create_task(poller.run(), name="inbox"))
         self._idleness = Idleness(control, poller, self._file_events, self._writer, self._clock)
         self._detach_clock = self._clock.attach(self.idle)  # a fake clock's advance settles us
+        if self._isolate or self._registry.isolates():
+            self._background.append(tasks.create_task(self._workers.warm(), name="warm-workers"))
         await self._writer.mark_ready()
 
     async def _apply_inbox(self, poller: InboxPoller) -> None:
@@ -237,6 +253,7 @@ class Runtime:
         for scope in [*self._workflow_scopes.values(), self._global_services]:
             for error in await scope.close():
                 _log.error("a service cleanup failed at stop: %r", error)
+        await self._workers.close()
         await self._writer.close()
         if self._failure is None and self._writer.failure is not None:
             self._failure = self._writer.failure  # the last writes could not be committed
@@ -334,8 +351,7 @@ class Runtime:
         *,
         mode: Mode | None = None,
         hooks: Mapping[str, Hook | None] | None = None,
-        file: Path | None = None,
-        version: str | None = None,
+        source: FileSource | None = None,
     ) -> RegisteredWorkflow:
         """Check and describe a workflow for registration; nothing changes yet."""
         registered = register(
@@ -344,9 +360,17 @@ class Runtime:
             runtime_env=self._runtime_env,
             secrets=self._secrets,
             hooks=hooks,
-            file=None if file is None else str(file),
-            version=version,
+            file=None if source is None else str(source.path),
+            version=None if source is None else source.digest,
         )
+        isolated = plan_isolation(
+            workflow,
+            version=registered.version,
+            env=registered.env,
+            source=source,
+            default=self._isolate,
+        )
+        registered = dataclasses.replace(registered, isolated=isolated)
         check_graph(
             workflow.services,
             available=self._global_services.ids(),
@@ -385,10 +409,10 @@ class Runtime:
         await control.registered(registered)
         self._refresh_file_events()
 
-    async def register_file(self, path: Path, version: str, workflows: list[Workflow]) -> None:
+    async def register_file(self, source: FileSource, workflows: list[Workflow]) -> None:
         """Register every workflow of one version of a file, or none (raising why)."""
         control = self._require_control()
-        prepared = [self._prepare(w, file=path, version=version) for w in workflows]
+        prepared = [self._prepare(w, source=source) for w in workflows]
         for registered in prepared:
             await self._activate(control, registered)
 

@@ -53,12 +53,15 @@ class FolderConfig:
 
     ``[imports] restrict = true`` opts the folder into the import policy of pipeline
     source text (the default block list; ``allow`` and ``block`` as for ``run``).
+    ``[steps] isolate = true`` (or ``false``) runs its workflows' sync steps in worker
+    processes (or threads) unless a workflow or step says otherwise.
     """
 
     restrict_imports: bool = False
     allow: list[str] | None = None
     block: list[str] = field(default_factory=list)
     probe_timeout: float = DEFAULT_PROBE_TIMEOUT
+    isolate: bool | None = None
 
     @functools.cached_property
     def policy(self) -> ImportPolicy | None:
@@ -83,13 +86,21 @@ class FolderConfig:
 
     @classmethod
     def _from_toml(cls, data: dict[str, Any]) -> FolderConfig:
-        unknown = set(data) - {"imports", "probe_timeout"}
-        imports = data.get("imports", {})
-        if unknown or not isinstance(imports, dict):
+        unknown = set(data) - {"imports", "probe_timeout", "steps"}
+        imports, steps = data.get("imports", {}), data.get("steps", {})
+        if (
+            unknown
+            or not isinstance(imports, dict)
+            or not isinstance(steps, dict)
+            or set(steps) - {"isolate"}
+        ):
             raise LoadFailed(
-                f"{CONFIG_FILE}: unknown settings {sorted(unknown)}; "
-                "expected [imports] (restrict, allow, block) and probe_timeout"
+                f"{CONFIG_FILE}: unknown settings {sorted(unknown)}; expected [imports] "
+                "(restrict, allow, block), [steps] (isolate) and probe_timeout"
             )
+        isolate = steps.get("isolate")
+        if isolate is not None and not isinstance(isolate, bool):
+            raise LoadFailed(f"{CONFIG_FILE}: steps.isolate must be true or false")
         restrict, allow, block = (
             imports.get("restrict", False),
             imports.get("allow"),
@@ -104,7 +115,7 @@ class FolderConfig:
             )
         if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
             raise LoadFailed(f"{CONFIG_FILE}: probe_timeout must be a number of seconds > 0")
-        config = cls(restrict, allow, block, float(timeout))
+        config = cls(restrict, allow, block, float(timeout), isolate)
         try:
             _ = config.policy
         except Exception as exc:  # noqa: BLE001 - a bad pattern: say which
@@ -117,12 +128,34 @@ def _string_list(value: object) -> bool:
 
 
 @dataclass(frozen=True)
+class FileSource:
+    """One version of a workflow file, as read: what a worker process loads it from."""
+
+    path: Path
+    digest: str
+    text: str = field(repr=False)
+    config: FolderConfig
+
+    def load(self) -> dict[str, Workflow]:
+        """Import this version here, without a probe (a worker process is its own probe)."""
+        sys.path.insert(0, str(self.path.parent))  # helpers (`_*.py`) import by name
+        tree = check(self.text, self.path, self.config.policy)
+        module = execute(self.path, self.digest, self.text, tree, self.config.policy)
+        return {workflow.id: workflow for workflow, _ in workflows_of(module, tree)}
+
+
+@dataclass(frozen=True)
 class LoadedFile:
     """A file that loaded: its content hash and its workflows, each with its line."""
 
-    digest: str
+    source: FileSource
     workflows: list[tuple[Workflow, int | None]]
     module: types.ModuleType = field(repr=False)
+
+    @property
+    def digest(self) -> str:
+        """The content hash of the version that loaded."""
+        return self.source.digest
 
 
 def digest_of(data: bytes) -> str:
@@ -149,7 +182,7 @@ async def load_file(
     if ahead is None or not ahead.passed(path, digest):
         await probe(path, data, config)
     module = execute(path, digest, source, tree, config.policy)
-    return LoadedFile(digest, workflows_of(module, tree), module)
+    return LoadedFile(FileSource(path, digest, source, config), workflows_of(module, tree), module)
 
 
 class ProbesAhead:

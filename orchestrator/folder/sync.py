@@ -21,6 +21,7 @@ from ..errors import OrchestratorError
 from .loader import (
     CONFIG_FILE,
     MODULE_PREFIX,
+    FileSource,
     FolderConfig,
     LoadedFile,
     LoadFailed,
@@ -39,7 +40,7 @@ REREADS = 3
 class FolderTarget(Protocol):
     """Where a folder's workflows go (the runtime)."""
 
-    async def register_file(self, path: Path, version: str, workflows: list[Workflow]) -> None:
+    async def register_file(self, source: FileSource, workflows: list[Workflow]) -> None:
         """Register every workflow of one file version, or none (raising why)."""
 
     async def deregister(self, workflow_id: str) -> None:
@@ -210,7 +211,7 @@ class WorkflowFolder:
         state.clash = False
         try:
             await self._target.register_file(
-                path, loaded.digest, [workflow for workflow, _ in loaded.workflows]
+                loaded.source, [workflow for workflow, _ in loaded.workflows]
             )
         except OrchestratorError as exc:
             sys.modules.pop(loaded.module.__name__, None)

@@ -14,7 +14,7 @@ import asyncio
 import contextvars
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
@@ -24,6 +24,8 @@ from ..errors import describe_exception, raise_if_cancelled
 from ..state import decode_state
 
 RetryHook = Callable[[int, BaseException, float], object]
+# One attempt of a step in another process: (state text, ctx or None) -> what it returned.
+Isolated = Callable[[str, Any], Awaitable[object]]
 
 
 class StepFailed(Exception):
@@ -44,11 +46,13 @@ async def run_step(
     clock: Clock,
     threads: Executor | None = None,
     on_retry: RetryHook | None = None,
+    isolated: Isolated | None = None,
 ) -> object:
     """Run `bound` until an attempt succeeds or its retries are spent.
 
     Each attempt gets a fresh state decoded from `state_text`, so a failed attempt's
     mutations never reach the next. Returns what the step returned (not yet validated).
+    With `isolated`, each attempt is that call instead (a worker process decodes there).
 
     Raises:
         StepFailed: The last attempt raised, or timed out.
@@ -57,14 +61,15 @@ async def run_step(
     while True:
         attempt += 1
         try:
-            args = (
-                (decode_state(state_text), make_ctx(attempt))
-                if make_ctx is not None and bound.takes_ctx
-                else (decode_state(state_text),)
-            )
+            ctx = make_ctx(attempt) if make_ctx is not None and bound.takes_ctx else None
+            if isolated is not None:
+                call = isolated(state_text, ctx)
+            else:
+                state = decode_state(state_text)
+                call = _call(bound, (state,) if ctx is None else (state, ctx), threads)
             if bound.step.timeout is None:
-                return await _call(bound, args, threads)
-            return await _with_timeout(bound, args, threads, bound.step.timeout)
+                return await call
+            return await _with_timeout(bound, call, bound.step.timeout)
         except _Timeout as exc:
             failure: BaseException = exc.cause
             timed_out = True
@@ -89,12 +94,10 @@ class _Timeout(Exception):
         self.cause = cause
 
 
-async def _with_timeout(
-    bound: BoundStep, args: tuple[Any, ...], threads: Executor | None, seconds: float
-) -> object:
+async def _with_timeout(bound: BoundStep, call: Awaitable[object], seconds: float) -> object:
     try:
         async with asyncio.timeout(seconds) as scope:
-            return await _call(bound, args, threads)
+            return await call
     except TimeoutError as exc:
         if scope.expired():
             message = f"step {bound.name!r} timed out after {seconds:g}s"

@@ -1,0 +1,318 @@
+"""A worker process: runs isolated steps one at a time for the daemon that started it.
+
+``python -m orchestrator.engine.workers.child DAEMON_PID [MEMORY_LIMIT_MB]`` speaks the framing of
+`wire` on its stdin and stdout, which it keeps for itself: what step code prints goes to
+stderr, and step code reading stdin reads nothing. It loads each workflow module once, by
+file and version (the exact text the daemon loaded) or by module name, and keeps it for
+later steps. Whatever a step raises is reported, never the end of this process; what ends
+it (``os._exit``, a signal, a segfault, its memory limit) is reported by the daemon, which
+sees the pipe close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import importlib
+import importlib.util
+import os
+import resource
+import signal
+import sys
+import threading
+import traceback
+import types
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from ...define.env import Env
+from ...define.model import Workflow
+from ...define.services import ServiceScope
+from ...define.waits import PauseRequest
+from ...errors import RuntimeNotStarted
+from ...folder.loader import FileSource, FolderConfig
+from ...state import StateEncodingError, decode_state, encode_state
+from ..context import StepContext, StepLogger
+from . import wire
+
+_MAX_TEXT = 64 * 1024  # of an exception's message or traceback sent back
+_PR_SET_PDEATHSIG = 1
+
+
+class _Channel:
+    """This process's end of the pipes; writes are whole messages, from any thread."""
+
+    def __init__(self, reader: BinaryIO, writer: BinaryIO) -> None:
+        self._reader, self._writer = reader, writer
+        self._lock = threading.Lock()
+
+    def send(self, header: dict[str, Any], payload: str | None = None) -> None:
+        with self._lock:
+            self._writer.write(wire.frame(header, payload))
+            self._writer.flush()
+
+    def receive(self) -> tuple[dict[str, Any], str | None] | None:
+        line = self._reader.readline()
+        if not line:
+            return None
+        header = wire.parse_header(line)
+        size = header.get("size")
+        payload = self._reader.read(size).decode("utf-8") if isinstance(size, int) else None
+        return header, payload
+
+
+class _ChildLogger(StepLogger):
+    """``ctx.log`` in a worker: each line goes to the daemon, which journals it."""
+
+    def __init__(self, channel: _Channel) -> None:
+        self._channel = channel
+
+    def line(self, level: str, text: str) -> None:
+        self._channel.send({"log": level, "text": _clean(text)})
+
+
+class _WorkerContext(StepContext):
+    @property
+    def pause_service(self) -> Any:
+        raise RuntimeNotStarted(
+            "ctx.pause_service is not available in an isolated step (it runs in a worker "
+            "process): register the wait in a step with isolate=False, or use ctx.pause"
+        )
+
+
+class _Worker:
+    """The loaded modules, envs and workflow-scope services of this process."""
+
+    def __init__(self, channel: _Channel) -> None:
+        self._channel = channel
+        self._sources: dict[str, dict[str, Workflow] | types.ModuleType] = {}
+        self._envs: dict[str, Env] = {}
+        self._global = ServiceScope({}, parent=None, scope="global")
+        self._scopes: dict[str, ServiceScope] = {}
+        self._loop = asyncio.Runner()
+
+    def serve(self) -> None:
+        self._channel.send({"ready": os.getpid()})
+        while (message := self._channel.receive()) is not None:
+            header, state_text = message
+            self._step(header, state_text or "{}")
+        self._close()
+
+    def _step(self, header: dict[str, Any], state_text: str) -> None:
+        if "load" in header:
+            self._load(header["ref"]["key"], header["load"])
+        if "env" in header:
+            self._envs[header["ctx"]["env_key"]] = Env(header["env"])
+        run_scope: ServiceScope | None = None
+        try:
+            fn, workflow = self._resolve(header["ref"])
+            ctx_spec = header.get("ctx")
+            args: tuple[Any, ...] = (decode_state(state_text),)
+            if header["takes_ctx"] and ctx_spec is not None:
+                run_scope = self._run_scope(header["ref"], workflow, ctx_spec, args[0])
+                args = (args[0], self._context(ctx_spec, run_scope))
+            result = self._call(fn, args, header["is_async"])
+        except MemoryError as exc:
+            self._report_raised(exc, memory=True)
+            os._exit(wire.EXIT_OUT_OF_MEMORY)  # this process may be unusable now
+        except BaseException as exc:  # noqa: BLE001 - whatever step code raises is its failure
+            self._report_raised(exc)
+            return
+        finally:
+            if run_scope is not None:
+                self._close_scope(run_scope)
+        self._report_result(result)
+
+    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], is_async: bool) -> Any:
+        if is_async:
+            return self._loop.run(fn(*args))
+        result = fn(*args)
+        if asyncio.iscoroutine(result):
+            result = self._loop.run(result)
+        return result
+
+    def _report_result(self, result: object) -> None:
+        usage = {"rss": _rss()}
+        if isinstance(result, PauseRequest):
+            self._channel.send({**usage, "pause": wire.pause_to_json(result)})
+            return
+        try:
+            text = encode_state(result)
+        except StateEncodingError as exc:
+            self._channel.send({**usage, "invalid": _clean(str(exc))})
+            return
+        self._channel.send({**usage, "ok": True}, text)
+
+    def _report_raised(self, exc: BaseException, *, memory: bool = False) -> None:
+        try:
+            message = str(exc)
+        except Exception:  # noqa: BLE001 - a __str__ that raises still fails only its step
+            message = "<the exception's message could not be read>"
+        try:
+            trace = "".join(traceback.format_exception(exc))
+        except Exception:  # noqa: BLE001
+            trace = ""
+        self._channel.send(
+            {
+                "raised": type(exc).__name__,
+                "message": _clean(message[:_MAX_TEXT]),
+                "traceback": _clean(trace[-_MAX_TEXT:]),
+                "memory": memory,
+                "rss": _rss(),
+            }
+        )
+
+    def _load(self, key: str, load: dict[str, Any]) -> None:
+        if key in self._sources:
+            return
+        if load["kind"] == "file":
+            config = FolderConfig(**load["config"])
+            source = FileSource(Path(load["path"]), load["digest"], load["text"], config)
+            self._sources[key] = source.load()
+            return
+        for entry in reversed(load["sys_path"]):
+            if entry not in sys.path:
+                sys.path.insert(0, entry)
+        self._sources[key] = _import(load["module"], load.get("main"))
+
+    def _resolve(self, ref: dict[str, Any]) -> tuple[Callable[..., Any], Workflow | None]:
+        loaded = self._sources[ref["key"]]
+        if isinstance(loaded, types.ModuleType):
+            target: Any = loaded
+            for part in ref["qualname"].split("."):
+                target = getattr(target, part)
+            return target, _find_workflow(loaded, ref["workflow"])
+        workflow = loaded[ref["workflow"]]
+        for bound in workflow.bound[ref["trigger"]]:
+            if bound.name == ref["step"]:
+                return bound.step.fn, workflow
+        raise LookupError(f"step {ref['step']!r} is not in this version of the workflow")
+
+    def _run_scope(
+        self,
+        ref: dict[str, Any],
+        workflow: Workflow | None,
+        ctx: dict[str, Any],
+        state: dict[str, Any],
+    ) -> ServiceScope:
+        services = {s.id: s for s in workflow.services} if workflow is not None else {}
+        scope_key = f"{ref['key']}/{ref['workflow']}"
+        parent = self._scopes.get(scope_key)
+        if parent is None:
+            parent = self._scopes[scope_key] = ServiceScope(
+                services, parent=self._global, scope="workflow"
+            )
+        return ServiceScope(
+            services,
+            parent=parent,
+            scope="run",
+            state=state,
+            idempotency_key=f"{ctx['run_id']}:services",
+        )
+
+    def _context(self, spec: dict[str, Any], scope: ServiceScope) -> StepContext:
+        return _WorkerContext(
+            run_id=spec["run_id"],
+            workflow_id=spec["workflow_id"],
+            trigger_id=spec["trigger_id"],
+            step_name=spec["step_name"],
+            step_index=spec["step_index"],
+            attempt=spec["attempt"],
+            log=_ChildLogger(self._channel),
+            env=self._envs.get(spec["env_key"], Env()),
+            scope=lambda: scope,
+        )
+
+    def _close_scope(self, scope: ServiceScope) -> None:
+        with contextlib.suppress(BaseException):
+            for error in self._loop.run(scope.close()):
+                print(f"a run service cleanup failed: {error!r}", file=sys.stderr)
+
+    def _close(self) -> None:
+        for scope in [*self._scopes.values(), self._global]:
+            self._close_scope(scope)
+        with contextlib.suppress(BaseException):
+            self._loop.close()
+
+
+def _import(module_name: str, main_file: str | None) -> types.ModuleType:
+    if module_name != "__main__":
+        return importlib.import_module(module_name)
+    # The daemon's own script: imported under another name, so its `if __name__ ==
+    # "__main__":` block does not run again here (as multiprocessing does).
+    if main_file is None:
+        raise LookupError("the step is defined in __main__, which has no file to import")
+    spec = importlib.util.spec_from_file_location("__mp_main__", main_file)
+    if spec is None or spec.loader is None:
+        raise LookupError(f"cannot import {main_file}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["__mp_main__"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _find_workflow(module: types.ModuleType, workflow_id: str) -> Workflow | None:
+    for value in vars(module).values():
+        if isinstance(value, Workflow) and value.id == workflow_id:
+            return value
+    return None
+
+
+def _clean(text: str) -> str:
+    """Text the daemon can journal: lone surrogates replaced."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _rss() -> int:
+    """This process's resident memory in bytes (its peak where /proc is missing)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _die_with_parent() -> None:
+    # A worker must not outlive a daemon killed with -9, even in the middle of a step.
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _take_stdio() -> _Channel:
+    """Keep stdin and stdout for the daemon; step code gets /dev/null and stderr."""
+    reader = os.fdopen(os.dup(0), "rb")
+    writer = os.fdopen(os.dup(1), "wb")
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return _Channel(reader, writer)
+
+
+def _limit_memory(megabytes: int) -> None:
+    limit = megabytes * 1024 * 1024
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+
+def main() -> None:
+    """Serve steps until stdin closes."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when a worker stops
+    if os.getppid() != int(sys.argv[1]):
+        return  # the daemon died before this process could follow it
+    channel = _take_stdio()
+    if len(sys.argv) > 2:
+        _limit_memory(int(sys.argv[2]))
+    _Worker(channel).serve()
+    sys.stdout.flush()
+    # Threads step code started must not keep a retired worker alive.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
