@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .engine.context import StepContext
     from .engine.registry import RegisteredWorkflow
     from .engine.runtime import Runtime
+    from .engine.workers import Workers
     from .errors import (
         DefinitionError,
         DuplicateKey,
@@ -93,6 +94,7 @@ _EXPORTS = {
     "TriggerNotFound": ".errors",
     "ValidationError": ".errors",
     "Wait": ".define.waits",
+    "Workers": ".engine.workers",
     "Workflow": ".define.model",
     "WorkflowNotFound": ".errors",
     "run": ".pipeline.runner",
@@ -142,6 +144,7 @@ __all__ = [
     "TriggerNotFound",
     "ValidationError",
     "Wait",
+    "Workers",
     "Workflow",
     "WorkflowNotFound",
     "run",

@@ -53,6 +53,7 @@ EXPECTED = [
     "TriggerNotFound",
     "ValidationError",
     "Wait",
+    "Workers",
     "Workflow",
     "WorkflowNotFound",
     "run",
