@@ -18,9 +18,11 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine.runtime import STEP_THREADS, Runtime
+from ..engine.workers import Workers
 from ..errors import JournalError
 
 _log = logging.getLogger("orchestrator.daemon")
@@ -48,16 +50,35 @@ def configure_logging(file: Path | None = None) -> None:
 Foreground = Callable[[Runtime, asyncio.Event], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class DaemonSettings:
+    """What `orchestrator up` takes on its command line."""
+
+    grace: float = 10.0
+    max_recoveries: int | None = 3
+    isolate: bool = True  # sync steps run in worker processes
+    workers: int | None = None  # worker processes at most; None: `Workers`' default
+
+
 async def serve(
-    folder: Path, db: Path, *, grace: float, foreground: Foreground | None = None
+    folder: Path, db: Path, settings: DaemonSettings, *, foreground: Foreground | None = None
 ) -> int:
     """Run the daemon until a stop signal (or until `foreground` returns)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, _on_signal, stop, signum)
+    grace = settings.grace
+    runtime = Runtime(
+        db,
+        workflows_dir=folder,
+        shutdown_grace=grace,
+        max_recoveries=settings.max_recoveries,
+        isolate=settings.isolate,
+        workers=Workers() if settings.workers is None else Workers(max=settings.workers),
+    )
     try:
-        async with Runtime(db, workflows_dir=folder, shutdown_grace=grace, isolate=True) as rt:
+        async with runtime as rt:
             loaded = ", ".join(rt.list_workflows()) or "none yet"
             _log.info(
                 "daemon pid %d ready: journal %s, folder %s, workflows: %s",

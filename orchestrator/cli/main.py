@@ -128,6 +128,25 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="on SIGINT/SIGTERM, how long running steps may finish (default 10)",
     )
+    up.add_argument(
+        "--max-recoveries",
+        type=_count(0),
+        default=3,
+        metavar="N",
+        help="restarts a run's step may die in before its run fails CRASH_LOOP (default 3)",
+    )
+    up.add_argument(
+        "--workers",
+        type=_count(1),
+        default=None,
+        metavar="N",
+        help="worker processes of isolated steps at most (default: 2 per core, at least 4)",
+    )
+    up.add_argument(
+        "--no-isolate",
+        action="store_true",
+        help="run sync steps in threads, not worker processes (unless they ask otherwise)",
+    )
 
     tui = _command(commands, "tui", _cmd_tui, "the dashboard, attached to a journal")
     tui.add_argument("--read-only", action="store_true", help="show everything, change nothing")
@@ -180,6 +199,19 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
     return value
+
+
+def _count(least: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < least or value > 1_000_000:
+            raise argparse.ArgumentTypeError(f"expected {least} to 1000000, got {value}")
+        return value
+
+    return parse
 
 
 def _seconds(text: str) -> float:
@@ -319,7 +351,7 @@ def _queue(args: argparse.Namespace, command: str, payload: Any) -> int:
 
 
 async def _cmd_up(args: argparse.Namespace) -> int:
-    from .daemon import configure_logging, serve
+    from .daemon import DaemonSettings, configure_logging, serve
 
     if not args.folder.is_dir():
         raise UsageError(f"{args.folder} is not a folder of workflow files")
@@ -330,11 +362,17 @@ async def _cmd_up(args: argparse.Namespace) -> int:
     configure_logging(log_file)
     if log_file is not None:
         print(f"orchestrator: the daemon logs to {log_file} while the dashboard runs")
+    settings = DaemonSettings(
+        grace=args.grace,
+        max_recoveries=args.max_recoveries,
+        isolate=not args.no_isolate,
+        workers=args.workers,
+    )
     if not dashboard:
-        return await serve(args.folder, db, grace=args.grace)
+        return await serve(args.folder, db, settings)
     from .dashboard import in_daemon  # only `up` on a terminal needs Textual
 
-    return await serve(args.folder, db, grace=args.grace, foreground=in_daemon(db))
+    return await serve(args.folder, db, settings, foreground=in_daemon(db))
 
 
 def _cmd_tui(args: argparse.Namespace) -> int:

@@ -31,7 +31,10 @@ _HEADER_LIMIT = 8 * 1024 * 1024  # a message header line: logs and tracebacks ar
 _CLOSE_GRACE = 2.0  # seconds a retired worker has to exit before it is killed
 _MB = 1024 * 1024
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])
+_RELAY_CHUNK = 64 * 1024
+_RELAY_LINE = 4096  # characters of one line of a worker's output that reach the log
 _log = logging.getLogger("orchestrator.workers")
+_output = logging.getLogger("orchestrator.workers.output")
 
 
 def _default_max() -> int:
@@ -258,6 +261,8 @@ class WorkerPool:
         self._waiters: collections.deque[asyncio.Future[_Process | None]] = collections.deque()
         # Retired workers until their exit is seen (`close` waits for those left).
         self._reaping: set[_Process] = set()
+        # The tasks that log what each worker writes to stderr, until it exits.
+        self._relays: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @property
@@ -336,6 +341,7 @@ class WorkerPool:
                 *self._command(),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,  # a timeout kills what the step started too
                 limit=_HEADER_LIMIT,
                 env=_child_env(),
@@ -346,6 +352,9 @@ class WorkerPool:
         worker = _Process(proc, self.settings)
         self._live.add(worker)
         self._starting -= 1
+        relay = asyncio.get_running_loop().create_task(_relay_output(proc), name="worker-stderr")
+        self._relays.add(relay)
+        relay.add_done_callback(self._relays.discard)
         try:
             async with asyncio.timeout(self.settings.start_timeout):
                 await worker.ready()
@@ -406,6 +415,29 @@ class WorkerPool:
                 worker.kill()
                 await worker.proc.wait()
         self._reaping.clear()
+        if self._relays:
+            await asyncio.wait(self._relays, timeout=_CLOSE_GRACE)
+        for relay in self._relays:
+            relay.cancel()
+
+
+async def _relay_output(proc: asyncio.subprocess.Process) -> None:
+    """Log what a worker writes to stderr (what step code prints).
+
+    So the daemon's log keeps it, and a dashboard on the terminal is not overwritten.
+    """
+    stream = proc.stderr
+    assert stream is not None
+    pending = b""
+    while chunk := await stream.read(_RELAY_CHUNK):
+        *lines, pending = (pending + chunk).split(b"\n")
+        if len(pending) > _RELAY_LINE:  # a line without end: cut it
+            lines, pending = [*lines, pending], b""
+        for line in lines:
+            text = line[:_RELAY_LINE].decode("utf-8", "replace").rstrip()
+            _output.info("[worker %d] %s", proc.pid, text)
+    if pending:
+        _output.info("[worker %d] %s", proc.pid, pending.decode("utf-8", "replace").rstrip())
 
 
 def _child_env() -> dict[str, str]:
