@@ -24,8 +24,10 @@ from ..errors import describe_exception, raise_if_cancelled
 from ..state import decode_state
 
 RetryHook = Callable[[int, BaseException, float], object]
-# One attempt of a step in another process: (state text, ctx or None) -> what it returned.
-Isolated = Callable[[str, Any], Awaitable[object]]
+# One attempt of a step in another process: (state text, ctx or None, timeout) -> what it
+# returned; `TimeoutError` once it ran for `timeout` seconds (waiting for a process to
+# run in does not count).
+Isolated = Callable[[str, Any, float | None], Awaitable[object]]
 
 
 class StepFailed(Exception):
@@ -63,10 +65,9 @@ async def run_step(
         try:
             ctx = make_ctx(attempt) if make_ctx is not None and bound.takes_ctx else None
             if isolated is not None:
-                call = isolated(state_text, ctx)
-            else:
-                state = decode_state(state_text)
-                call = _call(bound, (state,) if ctx is None else (state, ctx), threads)
+                return await _isolated(bound, isolated, state_text, ctx)
+            state = decode_state(state_text)
+            call = _call(bound, (state,) if ctx is None else (state, ctx), threads)
             if bound.step.timeout is None:
                 return await call
             return await _with_timeout(bound, call, bound.step.timeout)
@@ -94,14 +95,25 @@ class _Timeout(Exception):
         self.cause = cause
 
 
+async def _isolated(bound: BoundStep, isolated: Isolated, state_text: str, ctx: Any) -> object:
+    seconds = bound.step.timeout
+    try:
+        return await isolated(state_text, ctx, seconds)
+    except TimeoutError as exc:
+        raise _Timeout(_timed_out(bound, seconds or 0)) from exc
+
+
+def _timed_out(bound: BoundStep, seconds: float) -> TimeoutError:
+    return TimeoutError(f"step {bound.name!r} timed out after {seconds:g}s")
+
+
 async def _with_timeout(bound: BoundStep, call: Awaitable[object], seconds: float) -> object:
     try:
         async with asyncio.timeout(seconds) as scope:
             return await call
     except TimeoutError as exc:
         if scope.expired():
-            message = f"step {bound.name!r} timed out after {seconds:g}s"
-            raise _Timeout(TimeoutError(message)) from exc
+            raise _Timeout(_timed_out(bound, seconds)) from exc
         raise
 
 

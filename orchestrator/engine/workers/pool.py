@@ -286,17 +286,22 @@ class WorkerPool:
             elif isinstance(result, WorkerCrashed):
                 _log.error("a warm worker did not start: %s", result)
 
-    async def call(self, step: StepRef, state_text: str, ctx: StepContext | None) -> object:
+    async def call(
+        self, step: StepRef, state_text: str, ctx: StepContext | None, time_limit: float | None
+    ) -> object:
         """Run one attempt of `step` in a worker: the new state (encoded) or a pause.
 
         Raises:
             RemoteError: The step raised.
             WorkerCrashed: Its worker died, or none could start.
+            TimeoutError: The step ran for `time_limit` seconds (its worker is killed);
+                waiting for a worker does not count.
         """
         worker = await self._acquire(step.key)
         healthy = False
         try:
-            result = await worker.run(step, state_text, ctx)
+            async with asyncio.timeout(time_limit):
+                result = await worker.run(step, state_text, ctx)
             healthy = True
             return result
         except RemoteError:
