@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     )
     from .pipeline.runner import run
     from .records import RunCode, RunInfo, RunResult, RunStatus, TimelineEntry
-    from .state import MAX_DEPTH
+    from .state import MAX_DEPTH, MAX_PAYLOAD_BYTES
     from .testing import FakeClock
 
 __version__ = "0.1.0"
@@ -64,6 +64,7 @@ _EXPORTS = {
     "JournalError": ".errors",
     "JournalLocked": ".errors",
     "MAX_DEPTH": ".state",
+    "MAX_PAYLOAD_BYTES": ".state",
     "OrchestratorError": ".errors",
     "PauseRequest": ".define.waits",
     "PauseService": ".define.waits",
@@ -114,6 +115,7 @@ __all__ = [
     "JournalError",
     "JournalLocked",
     "MAX_DEPTH",
+    "MAX_PAYLOAD_BYTES",
     "OrchestratorError",
     "PauseRequest",
     "PauseService",

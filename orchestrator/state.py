@@ -3,19 +3,44 @@
 A step receives a fresh object decoded from the previous step's checkpoint text, so
 nothing a step mutates can reach what an earlier step returned or what a checkpoint holds.
 Every payload the journal stores passes `encode_state`, so what it accepts the journal can
-always write: a JSON object, nested at most `MAX_DEPTH` levels, its strings valid Unicode.
+always write and every process can read back: a JSON object, nested at most `MAX_DEPTH`
+levels, at most `MAX_PAYLOAD_BYTES` encoded, its strings valid Unicode, its integers within
+64 bits. `parse_payload` applies the same bounds to text that comes from outside or from a
+journal row no process should have written.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
 State = dict[str, Any]
 
 MAX_DEPTH = 64  # levels of objects and lists in a state or event data, the top object included
+PAYLOAD_BYTES_VARIABLE = "ORCHESTRATOR_MAX_PAYLOAD_BYTES"
+_DEFAULT_PAYLOAD_BYTES = 16 * 1024 * 1024
 _CONTAINERS = (dict, list, tuple)
+_INT_BOUND = 2**63  # integers in [-2**63, 2**63): what SQLite's JSON and most readers keep
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _max_payload_bytes() -> int:
+    """The size bound: `ORCHESTRATOR_MAX_PAYLOAD_BYTES` (read once at import), else 16 MiB."""
+    text = os.environ.get(PAYLOAD_BYTES_VARIABLE, "").strip()
+    try:
+        value = int(text) if text else _DEFAULT_PAYLOAD_BYTES
+    except ValueError:
+        value = _DEFAULT_PAYLOAD_BYTES
+    return value if value > 0 else _DEFAULT_PAYLOAD_BYTES
+
+
+# Bytes of one encoded state or event data at most. Every process that writes or reads a
+# journal should agree on it (set the variable for all, or for none).
+MAX_PAYLOAD_BYTES = _max_payload_bytes()
 
 
 @dataclass(frozen=True)
@@ -37,7 +62,7 @@ class StateEncodingError(ValueError):
 
 
 class StateBoundsError(StateEncodingError):
-    """The value nests deeper than `MAX_DEPTH`, or holds a string that is not valid Unicode."""
+    """The value is out of bounds: too deep, too big, not valid Unicode, or a huge integer."""
 
 
 def encode_state(value: object) -> str:
@@ -49,9 +74,58 @@ def encode_state(value: object) -> str:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
         raise StateEncodingError(f"state is not JSON-serializable: {exc}") from exc
-    if not text.isascii():
-        _check_unicode(text)
+    _check_size(len(text) if text.isascii() else _utf8_size(text))
     return text
+
+
+def parse_payload(text: str) -> State:
+    """Decode JSON text from outside (or a journal row) under the bounds `encode_state` keeps.
+
+    Raises:
+        StateEncodingError: It is not JSON, or not an object (the message says why).
+        StateBoundsError: It is too deep, too big, or holds a lone surrogate or an integer
+            beyond 64 bits.
+    """
+    size = len(text) if text.isascii() else _utf8_size(text, lenient=True)
+    _check_size(size)
+    try:
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise StateBoundsError(
+            f"state nests deeper than {MAX_DEPTH} levels of objects and lists"
+        ) from None
+    except ValueError as exc:  # not JSON, or an integer of more digits than Python reads
+        if "integer string conversion" in str(exc):
+            raise StateBoundsError(_INT_MESSAGE) from None
+        raise StateEncodingError(f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise StateEncodingError(f"must be a JSON object, got {type(value).__name__}")
+    _check_shape(value)
+    if _SURROGATE_ESCAPE.search(text):  # an escaped lone surrogate decodes to one
+        _utf8_size(json.dumps(value, ensure_ascii=False))
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON (JSON has no NaN or infinities)")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise ValueError(f"the number {text[:40]} is too large for a float")
+    return value
+
+
+def _check_size(size: int) -> None:
+    if size > MAX_PAYLOAD_BYTES:
+        raise StateBoundsError(
+            f"state is {size:,} bytes as JSON, over the limit of {MAX_PAYLOAD_BYTES:,} bytes "
+            f"(set {PAYLOAD_BYTES_VARIABLE} to change it, for every process using the journal)"
+        )
+
+
+_INT_MESSAGE = "state holds an integer beyond 64 bits (from -2**63 to 2**63 - 1): use a string"
 
 
 def _check_shape(value: dict[Any, Any]) -> None:
@@ -81,12 +155,17 @@ def _check_shape(value: dict[Any, Any]) -> None:
             if isinstance(item, _CONTAINERS):
                 pending.append(item)
                 depths.append(depth + 1)
+            elif isinstance(item, int) and not -_INT_BOUND <= item < _INT_BOUND:
+                raise StateBoundsError(_INT_MESSAGE)
 
 
-def _check_unicode(text: str) -> None:
+def _utf8_size(text: str, *, lenient: bool = False) -> int:
+    """Bytes of `text` as UTF-8; a lone surrogate is a `StateBoundsError` unless `lenient`."""
     try:
-        text.encode("utf-8")
+        return len(text.encode("utf-8"))
     except UnicodeEncodeError as exc:
+        if lenient:
+            return len(text.encode("utf-8", "surrogatepass"))
         bad = text[exc.start : exc.end]
         raise StateBoundsError(
             f"state is not valid Unicode: a string holds the lone surrogate {bad!r}"
@@ -95,7 +174,10 @@ def _check_unicode(text: str) -> None:
 
 def decode_state(text: str) -> State:
     """Decode checkpoint text to a new, unshared state object."""
-    value = json.loads(text)
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # a row no process should have written
+        raise StateEncodingError(f"checkpoint is not readable JSON: {exc}") from None
     if not isinstance(value, dict):
         raise StateEncodingError(f"checkpoint holds {type(value).__name__}, not an object")
     return value

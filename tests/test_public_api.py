@@ -23,6 +23,7 @@ EXPECTED = [
     "JournalError",
     "JournalLocked",
     "MAX_DEPTH",
+    "MAX_PAYLOAD_BYTES",
     "OrchestratorError",
     "PauseRequest",
     "PauseService",

@@ -20,7 +20,7 @@ from ..define.conditions import Conditions
 from ..define.model import FILE_CREATED, Trigger
 from ..define.services import ServiceScope
 from ..errors import OrchestratorError, RunNotActive, RunNotFound, ValidationError
-from ..journal import CommandRecord, JournalQueries, JournalWriter, ops
+from ..journal import CommandRecord, JournalQueries, JournalWriter, UnfinishedRun, ops
 from ..records import FINAL_STATUSES, RunCode, RunResult, RunStatus
 from ..state import (
     StateBoundsError,
@@ -28,6 +28,7 @@ from ..state import (
     copy_state,
     decode_state,
     encode_state,
+    parse_payload,
 )
 from . import recovery
 from .admission import Dispatched
@@ -121,6 +122,8 @@ class Control:
         for record in await self._reader.live_waits():
             self.parking.adopt_wait(recovery.wait_from(record))
         for unfinished in await self._reader.unfinished_runs():
+            if not self._readable(unfinished):
+                continue
             parked_on = next(
                 (w for w in self.parking.waits.get(unfinished.row, ()) if w.status == "parked"),
                 None,
@@ -130,6 +133,28 @@ class Control:
             else:
                 orphan = recovery.Resumable.from_journal(unfinished)
                 self.runs.orphans.setdefault(unfinished.workflow_id, []).append(orphan)
+
+    def _readable(self, run: UnfinishedRun) -> bool:
+        """Fail a run whose state in the journal cannot be read, or say it can.
+
+        Such a row is one no process of this version writes: it alone fails, instead of
+        every start of the runtime.
+        """
+        try:
+            parse_payload(run.state)
+        except StateEncodingError as exc:
+            message = f"its state in the journal cannot be read at recovery: {exc}"
+            _log.error("run %s fails: %s", run.run_id, message)
+            now = self._clock.now_us()
+            writes = [
+                ops.set_status(
+                    run.row, RunStatus.FAILED, now, error=message, code=RunCode.INVALID_STATE
+                ),
+                *self.parking.release(run.row),
+            ]
+            self._writer.enqueue(writes)
+            return False
+        return True
 
     # -- workflows -------------------------------------------------------------------------
 
@@ -267,6 +292,8 @@ class Control:
         crash a command is applied again only if none of it was committed.
         """
         try:
+            if command.problem is not None:
+                raise ValidationError(f"the command's payload cannot be read: {command.problem}")
             if command.command == "invoke":
                 with self._writer.together():  # no await inside: the writer thread waits
                     self._invoke_command(command)

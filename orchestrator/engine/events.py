@@ -53,6 +53,10 @@ class EventBus:
         with self._writer.together():
             return self._route(event_id, event_type, data, source=source, external=external)
 
+    def skip(self, event_id: str) -> None:
+        """Mark an event from another process routed without routing it (it is unreadable)."""
+        self._writer.enqueue([ops.mark_routed(event_id, self._clock.now_us())])
+
     def _route(
         self,
         event_id: str,

@@ -107,6 +107,10 @@ class InboxPoller:
     async def _hand_on(self, row: EventRecord | CommandRecord) -> None:
         if isinstance(row, EventRecord):
             self._last_event = row.id
+            if row.problem is not None:
+                _log.error("event %s (%s) is skipped: %s", row.event_id, row.type, row.problem)
+                self._bus.skip(row.event_id)
+                return
             self._bus.accept(row.event_id, row.type, row.data, source=row.source, external=True)
         else:
             self._last_command = row.id

@@ -64,6 +64,8 @@ class EventRecord:
     data: dict[str, Any]
     source: str
     created_at: int = 0
+    # Why its data cannot be routed (a row no process should have written), or None.
+    problem: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +79,8 @@ class CommandRecord:
     trigger_id: str | None
     payload: Any
     created_at: int = 0
+    # Why its payload cannot be read (a row no process should have written), or None.
+    problem: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

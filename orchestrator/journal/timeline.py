@@ -94,7 +94,7 @@ def _entry(
 
 
 def _row_entry(row: Row) -> TimelineEntry:
-    data = json.loads(row["data"]) if row["data"] is not None else None
+    data = _data(row["data"])
     return TimelineEntry(
         at=to_datetime(row["at"]),
         source=row["source"],
@@ -103,3 +103,12 @@ def _row_entry(row: Row) -> TimelineEntry:
         data=data,
         step=row["step"],
     )
+
+
+def _data(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return text  # a row no process should have written: shown as its text

@@ -18,6 +18,7 @@ import aiosqlite
 from ...clock import Clock, to_datetime
 from ...errors import JournalCorrupt, JournalError
 from ...records import Checkpoint, RunCode, RunInfo, RunStatus, TimelineEntry
+from ...state import StateEncodingError, parse_payload
 from ..records import (
     CommandOutcome,
     CommandRecord,
@@ -112,7 +113,7 @@ class JournalReader:
                 step=row[1],
                 started_at=to_datetime(row[2]),
                 ended_at=to_datetime(row[3]),
-                state=json.loads(row[4]),
+                state=_shown_state(row[4]),
                 kind=row[5],
             )
             for row in rows
@@ -180,7 +181,8 @@ class JournalReader:
         )
         by_wait: dict[int, list[tuple[int, str, dict[str, Any]]]] = {}
         for wait, seq, event_id, data in buffered:
-            by_wait.setdefault(wait, []).append((seq, event_id, json.loads(data)))
+            value, _ = _payload(data)  # unreadable: an empty event, not a crash at start
+            by_wait.setdefault(wait, []).append((seq, event_id, value or {}))
         return [
             WaitRecord(
                 id=row[0],
@@ -252,17 +254,21 @@ class JournalReader:
             " WHERE routed_at IS NULL AND id > ? ORDER BY id LIMIT ?",
             [after, limit],
         )
-        return [
-            EventRecord(
-                id=row[0],
-                event_id=row[1],
-                type=row[2],
-                data=json.loads(row[3]),
-                source=row[4],
-                created_at=row[5],
+        events = []
+        for row in rows:
+            data, problem = _payload(row[3])
+            events.append(
+                EventRecord(
+                    id=row[0],
+                    event_id=row[1],
+                    type=row[2],
+                    data=data if isinstance(data, dict) else {},
+                    source=row[4],
+                    created_at=row[5],
+                    problem=problem,
+                )
             )
-            for row in rows
-        ]
+        return events
 
     async def pending_commands(self, after: int, limit: int = 1000) -> list[CommandRecord]:
         """Commands not applied yet, oldest first."""
@@ -271,18 +277,22 @@ class JournalReader:
             " WHERE done_at IS NULL AND id > ? ORDER BY id LIMIT ?",
             [after, limit],
         )
-        return [
-            CommandRecord(
-                id=row[0],
-                command=row[1],
-                run_id=row[2],
-                workflow_id=row[3],
-                trigger_id=row[4],
-                payload=json.loads(row[5]) if row[5] is not None else None,
-                created_at=row[6],
+        commands = []
+        for row in rows:
+            payload, problem = _payload(row[5], wrapped=True)
+            commands.append(
+                CommandRecord(
+                    id=row[0],
+                    command=row[1],
+                    run_id=row[2],
+                    workflow_id=row[3],
+                    trigger_id=row[4],
+                    payload=payload,
+                    created_at=row[6],
+                    problem=problem,
+                )
             )
-            for row in rows
-        ]
+        return commands
 
     async def has_pending(self, after_event: int, after_command: int) -> bool:
         """Whether other processes wrote events or commands past these ids (one query)."""
@@ -372,10 +382,38 @@ def _run_info(row: sqlite3.Row) -> RunInfo:
         trigger_id=row["trigger_id"],
         status=RunStatus(row["status"]),
         step=row["step"],
-        state=json.loads(row["state"]) if row["state"] is not None else {},
+        state=_shown_state(row["state"]),
         error=row["error"],
         version=row["version"],
         created_at=to_datetime(row["created_at"]),
         updated_at=to_datetime(row["updated_at"]),
         error_code=RunCode(row["error_code"]) if row["error_code"] is not None else None,
     )
+
+
+def _payload(text: str | None, *, wrapped: bool = False) -> tuple[Any, str | None]:
+    """A payload row decoded under the state bounds, or (None, why it cannot be).
+
+    Rows that no process of this version writes (too deep, too big, not JSON) must fail
+    only their event or command, never the process reading them. `wrapped`: any JSON
+    value, not only an object.
+    """
+    if text is None:
+        return None, None
+    try:
+        if wrapped:
+            return parse_payload(f'{{"value":{text}}}')["value"], None
+        return parse_payload(text), None
+    except StateEncodingError as exc:
+        return None, str(exc)
+
+
+def _shown_state(text: str | None) -> dict[str, Any]:
+    """A state to show; one that cannot be read says why instead of failing the reader."""
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        return {"unreadable_state": f"the journal holds a state that is not readable JSON: {exc}"}
+    return value if isinstance(value, dict) else {"unreadable_state": f"not an object: {text[:80]}"}
