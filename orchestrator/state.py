@@ -101,9 +101,20 @@ def parse_payload(text: str) -> State:
     if not isinstance(value, dict):
         raise StateEncodingError(f"must be a JSON object, got {type(value).__name__}")
     _check_shape(value)
-    if _SURROGATE_ESCAPE.search(text):  # an escaped lone surrogate decodes to one
-        _utf8_size(json.dumps(value, ensure_ascii=False))
+    if holds_lone_surrogate(text, value):  # an escaped lone surrogate decodes to one
+        raise StateBoundsError("state is not valid Unicode: a string holds a lone surrogate")
     return value
+
+
+def holds_lone_surrogate(text: str, value: object) -> bool:
+    """Whether `value`, decoded from JSON `text`, holds a lone surrogate (text cannot)."""
+    if not _SURROGATE_ESCAPE.search(text):
+        return False
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _no_constant(name: str) -> float:

@@ -154,3 +154,108 @@ async def test_resume_and_signal_refuse_such_data_and_the_run_goes_on(db: Path) 
         await rt.resume(paused.run_id, {"deep": nested(MAX_DEPTH - 1)})
         result = await rt.wait(paused.run_id)
         assert result.ok and result.state == {"n": 1, "deep": nested(MAX_DEPTH - 1)}
+
+
+async def test_a_payload_over_the_size_limit_is_refused_naming_the_limit(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(orchestrator.state, "MAX_PAYLOAD_BYTES", 1000)
+
+    async def grows(state: dict[str, Any]) -> dict[str, Any]:
+        return {"blob": "x" * 2000}
+
+    async with Runtime(db) as rt:
+        await rt.register(Workflow(id="w", pipelines={"go": [inc], "grow": [grows]}))
+        with pytest.raises(ValidationError, match="over the limit of 1,000 bytes"):
+            await rt.emit("thing.happened", {"blob": "é" * 600})  # 1,200 bytes as UTF-8
+        assert (await rt.invoke("w", "go", {"blob": "x" * 900})).ok
+        grown = await rt.invoke("w", "grow", {})
+        assert grown.error_code == "INVALID_STATE"
+        assert "ORCHESTRATOR_MAX_PAYLOAD_BYTES" in (grown.error or "")
+
+
+async def test_integers_beyond_64_bits_and_nan_are_refused(db: Path) -> None:
+    async def huge(state: dict[str, Any]) -> dict[str, Any]:
+        return {"n": 2**64}
+
+    async with Runtime(db) as rt:
+        await rt.register(Workflow(id="w", pipelines={"go": [inc], "huge": [huge]}))
+        for bad in ({"n": 2**63}, {"n": [-(2**63) - 1]}, {"n": float("nan")}):
+            with pytest.raises(ValidationError):
+                await rt.emit("thing.happened", bad)
+        assert (await rt.invoke("w", "go", {"n": 2**63 - 2})).state == {"n": 2**63 - 1}
+        assert (await rt.invoke("w", "huge", {})).error_code == "INVALID_STATE"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param('{"a": ' + "9" * 5000 + "}", id="5000-digit-integer"),
+        pytest.param('{"a": 1e999}', id="infinite-float"),
+        pytest.param('{"a": NaN}', id="nan"),
+        pytest.param('{"a": 18446744073709551616}', id="beyond-64-bits"),
+    ],
+)
+def test_the_cli_refuses_numbers_json_cannot_carry(db: Path, text: str) -> None:
+    out = cli("emit", "thing.happened", text, "--db", str(db))
+    assert out.returncode == 2 and "error:" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+
+
+POISON = [
+    pytest.param("[" * 100_000 + "]" * 100_000, id="too-deep-to-parse"),
+    pytest.param('{"a": ' + "9" * 5000 + "}", id="5000-digit-integer"),
+    pytest.param('{"a": ', id="not-json"),
+    pytest.param('{"a": "\\udc80"}', id="lone-surrogate"),
+]
+
+
+@pytest.mark.parametrize("poison", POISON)
+async def test_an_unreadable_event_row_fails_only_that_event(db: Path, poison: str) -> None:
+    """A row no process of this version writes (an older version, a hand edit) is skipped
+    with an error at every start, not the end of the daemon at every start."""
+    import sqlite3
+
+    flow = Workflow(id="w", pipelines={"go": [inc]}, triggers={"go": orchestrator.Trigger("t")})
+    async with Runtime(db, workflows=[flow]) as rt:
+        pass
+    with sqlite3.connect(db) as conn:
+        for n, data in enumerate([poison, '{"n": 1}']):
+            conn.execute(
+                "INSERT INTO events (event_id, type, data, source, created_at)"
+                " VALUES (?, 't', ?, 'cli', ?)",
+                (f"e{n}", data, n + 1),
+            )
+    for _ in range(2):  # and again after a restart
+        async with Runtime(db, workflows=[flow]) as rt:
+            await rt.idle()
+            runs = await rt.list_runs()
+        assert [(run.status, run.state) for run in runs] == [("completed", {"n": 2})]
+
+
+@pytest.mark.parametrize("poison", POISON)
+async def test_an_unreadable_run_state_fails_that_run_at_recovery(db: Path, poison: str) -> None:
+    import sqlite3
+
+    def wait(state: dict[str, Any], ctx: Any) -> Any:
+        return ctx.pause(event="go.on")
+
+    flow = Workflow(id="w", pipelines={"go": [wait, inc]})
+    async with Runtime(db, workflows=[flow]) as rt:
+        spoiled = await rt.invoke("w", "go", {"n": 0})
+        healthy = await rt.invoke("w", "go", {"n": 5})
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE checkpoints SET state = ? WHERE run = (SELECT id FROM runs WHERE run_id = ?)",
+            (poison, spoiled.run_id),
+        )
+    async with Runtime(db, workflows=[flow]) as rt:
+        await rt.emit("go.on", {})
+        done = await rt.wait(healthy.run_id, timeout=10)
+        failed = await rt.wait(spoiled.run_id, timeout=10)
+        assert done.ok and done.state == {"n": 6}
+        assert (failed.status, failed.error_code) == ("failed", "INVALID_STATE")
+        assert "cannot be read at recovery" in (failed.error or "")
+        shown = cli("show", spoiled.run_id, "--json", "--db", str(db))
+        assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
+        assert '"INVALID_STATE"' in shown.stdout

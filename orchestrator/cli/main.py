@@ -248,25 +248,13 @@ def journal_of(args: argparse.Namespace) -> JournalBackend:
 
 def parse_json_object(text: str, what: str) -> dict[str, Any]:
     """Parse a JSON object given on the command line, or raise `UsageError`."""
-    from ..state import StateEncodingError, encode_state
+    from ..state import StateEncodingError, parse_payload
 
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(
-            f"{what} is not valid JSON ({exc.msg} at column {exc.colno}): {text}"
-        ) from None
-    except RecursionError:
-        raise UsageError(f"{what} nests too deep") from None
-    if not isinstance(value, dict):
-        raise UsageError(
-            f"{what} must be a JSON object like '{{\"n\": 1}}', got {type(value).__name__}"
-        )
-    try:
-        encode_state(value)  # too deep, or a lone surrogate (JSON can escape one)
+        return parse_payload(text)  # the bounds the journal keeps: depth, size, Unicode, ...
     except StateEncodingError as exc:
-        raise UsageError(f"{what} is refused: {exc}") from None
-    return value
+        shown = text if len(text) <= 80 else f"{text[:77]}..."
+        raise UsageError(f"{what} is refused: {exc}: {shown}") from None
 
 
 # -- commands ------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import aiosqlite
 from ...clock import Clock, to_datetime
 from ...errors import JournalCorrupt, JournalError
 from ...records import Checkpoint, RunCode, RunInfo, RunStatus, TimelineEntry
-from ...state import StateEncodingError, parse_payload
+from ...state import StateEncodingError, holds_lone_surrogate, parse_payload
 from ..records import (
     CommandOutcome,
     CommandRecord,
@@ -416,4 +416,6 @@ def _shown_state(text: str | None) -> dict[str, Any]:
         value = json.loads(text)
     except (ValueError, RecursionError) as exc:
         return {"unreadable_state": f"the journal holds a state that is not readable JSON: {exc}"}
-    return value if isinstance(value, dict) else {"unreadable_state": f"not an object: {text[:80]}"}
+    if not isinstance(value, dict) or holds_lone_surrogate(text, value):
+        return {"unreadable_state": f"not a valid state: {text[:80]}"}
+    return value
