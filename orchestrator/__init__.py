@@ -44,7 +44,7 @@ if TYPE_CHECKING:
         WorkflowNotFound,
     )
     from .pipeline.runner import run
-    from .records import RunCode, RunInfo, RunResult, RunStatus, TimelineEntry
+    from .records import EventSource, RunCode, RunInfo, RunResult, RunStatus, TimelineEntry
     from .state import MAX_DEPTH, MAX_PAYLOAD_BYTES
     from .testing import FakeClock
 
@@ -55,6 +55,7 @@ _EXPORTS = {
     "DefinitionError": ".errors",
     "DispatchResult": ".define.hooks",
     "DuplicateKey": ".errors",
+    "EventSource": ".records",
     "Exclusive": ".define.modes",
     "FakeClock": ".testing",
     "FileTrigger": ".define.model",
@@ -106,6 +107,7 @@ __all__ = [
     "DefinitionError",
     "DispatchResult",
     "DuplicateKey",
+    "EventSource",
     "Exclusive",
     "FakeClock",
     "FileTrigger",

@@ -46,6 +46,23 @@ FINAL_STATUSES: frozenset[RunStatus] = frozenset(
 )
 
 
+class EventSource(enum.StrEnum):
+    """Where an event came from; journaled with it, and a `Trigger` may filter on it."""
+
+    API = "api"
+    """`Runtime.emit` in the process that holds the journal."""
+    CLI = "cli"
+    """`orchestrator emit` (or another process writing through the journal's commands)."""
+    DASHBOARD = "dashboard"
+    """The dashboard's emit action."""
+    FILE = "file"
+    """A `FileTrigger` folder's watch: ``file.created``."""
+    SCHEDULE = "schedule"
+    """A schedule's tick."""
+    SYSTEM = "system"
+    """The runtime itself."""
+
+
 class RunCode(enum.StrEnum):
     """The stable code of a run's error (``error_code``): why it ended, or why it waits."""
 

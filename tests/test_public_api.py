@@ -14,6 +14,7 @@ EXPECTED = [
     "DefinitionError",
     "DispatchResult",
     "DuplicateKey",
+    "EventSource",
     "Exclusive",
     "FakeClock",
     "FileTrigger",

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DefinitionError
+from ..records import EventSource
 from . import schedules
 from .conditions import Conditions
 from .modes import Mode
@@ -131,12 +132,16 @@ class Trigger:
     """Start a run when an event of type `event` whose data matches `where` arrives.
 
     The run's state starts as a copy of the event's data. `where` ANDs conditions
-    ``{"total": (">", 0), "customer.tier": ("==", "gold")}`` (see `conditions`).
+    ``{"total": (">", 0), "customer.tier": ("==", "gold")}`` (see `conditions`). `source`
+    limits it to events from one source or several (``"cli"``, ``"api"``, ``"dashboard"``,
+    ``"file"``, ``"schedule"``, ``"system"``: see `EventSource`); None takes any.
     """
 
     event: str
     where: Mapping[str, Any] | None = None
+    source: str | Sequence[str] | None = None
     conditions: Conditions = field(init=False, repr=False, compare=False)
+    sources: frozenset[EventSource] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.event, str) or not self.event.strip():
@@ -145,6 +150,22 @@ class Trigger:
             )
         label = f"Trigger(event={self.event!r})"
         object.__setattr__(self, "conditions", Conditions.parse(self.where, label=label))
+        object.__setattr__(self, "sources", _sources(self.source, label))
+
+
+def _sources(source: object, label: str) -> frozenset[EventSource] | None:
+    if source is None:
+        return None
+    names = [source] if isinstance(source, str) else source
+    known = ", ".join(repr(s.value) for s in EventSource)
+    if not isinstance(names, list | tuple | set | frozenset) or not names:
+        raise DefinitionError(f"{label}: source takes one of {known}, or a list of them")
+    try:
+        return frozenset(EventSource(name) for name in names)
+    except ValueError:
+        raise DefinitionError(
+            f"{label}: source {source!r} is unknown; the sources are {known}"
+        ) from None
 
 
 @dataclass(frozen=True)

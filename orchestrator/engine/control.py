@@ -21,7 +21,7 @@ from ..define.model import FILE_CREATED, Trigger
 from ..define.services import ServiceScope
 from ..errors import OrchestratorError, RunNotActive, RunNotFound, ValidationError
 from ..journal import CommandRecord, JournalQueries, JournalWriter, UnfinishedRun, ops
-from ..records import FINAL_STATUSES, RunCode, RunResult, RunStatus
+from ..records import FINAL_STATUSES, EventSource, RunCode, RunResult, RunStatus
 from ..state import (
     StateBoundsError,
     StateEncodingError,
@@ -160,13 +160,14 @@ class Control:
 
     async def registered(self, registered: RegisteredWorkflow) -> None:
         """A workflow was (re)registered: index its triggers, arm its schedules, adopt runs."""
-        triggers = {
-            tid: (t.event, t.conditions)
+        triggers: dict[str, tuple[str, Conditions, frozenset[str] | None]] = {
+            tid: (t.event, t.conditions, t.sources)
             for tid, t in registered.workflow.triggers.items()
             if isinstance(t, Trigger)
         }
         for tid, (folder, glob) in registered.file_watches().items():
-            triggers[tid] = (FILE_CREATED, file_conditions(folder, glob))
+            # Only the runtime's own watch: a file.created emitted by hand names any path.
+            triggers[tid] = (FILE_CREATED, file_conditions(folder, glob), _FROM_FILES)
         self.dispatcher.set_triggers(registered.id, triggers)
         self.scheduler.arm(registered)
         await self.runs.adopt(registered)
@@ -384,6 +385,9 @@ class Control:
         if found is None:
             raise RunNotFound(f"no run {run_id!r} in journal {self._reader.location}")
         return found
+
+
+_FROM_FILES = frozenset({EventSource.FILE.value})
 
 
 def file_conditions(folder: Path, glob: str) -> Conditions:

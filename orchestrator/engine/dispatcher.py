@@ -25,6 +25,8 @@ class TriggerEntry:
     workflow_id: str
     trigger_id: str
     conditions: Conditions
+    # The sources whose events it takes; None: any.
+    sources: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -91,11 +93,18 @@ class Dispatcher:
         self._triggers: dict[str, dict[tuple[str, str], TriggerEntry]] = {}
         self._waits: dict[str, _WaitIndex] = {}
 
-    def set_triggers(self, workflow_id: str, entries: dict[str, tuple[str, Conditions]]) -> None:
-        """Replace a workflow's event triggers: trigger id -> (event type, conditions)."""
+    def set_triggers(
+        self,
+        workflow_id: str,
+        entries: dict[str, tuple[str, Conditions, frozenset[str] | None]],
+    ) -> None:
+        """Replace a workflow's event triggers.
+
+        `entries`: trigger id -> (event type, conditions, the sources it takes or None).
+        """
         self.remove_triggers(workflow_id)
-        for trigger_id, (event_type, conditions) in entries.items():
-            entry = TriggerEntry(workflow_id, trigger_id, conditions)
+        for trigger_id, (event_type, conditions, sources) in entries.items():
+            entry = TriggerEntry(workflow_id, trigger_id, conditions, sources)
             self._triggers.setdefault(event_type, {})[(workflow_id, trigger_id)] = entry
 
     def remove_triggers(self, workflow_id: str) -> None:
@@ -115,12 +124,12 @@ class Dispatcher:
         if index is not None:
             index.remove(wait)
 
-    def route(self, event_type: str, data: Any) -> Routing:
-        """The triggers and waits an event matches."""
+    def route(self, event_type: str, data: Any, source: str) -> Routing:
+        """The triggers and waits an event from `source` matches."""
         starts = [
             entry
             for entry in self._triggers.get(event_type, {}).values()
-            if entry.conditions.matches(data)
+            if (entry.sources is None or source in entry.sources) and entry.conditions.matches(data)
         ]
         index = self._waits.get(event_type)
         waits = (

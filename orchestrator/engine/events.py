@@ -72,7 +72,7 @@ class EventBus:
             if external
             else ops.add_event(event_id, event_type, encode_state(data), source, now)
         ]
-        routing = self._dispatcher.route(event_type, data)
+        routing = self._dispatcher.route(event_type, data, source)
         started = []
         for entry in routing.starts:
             registered = self._lookup(entry.workflow_id)

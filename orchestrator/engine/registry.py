@@ -69,6 +69,7 @@ class RegisteredWorkflow:
                         "type": "event",
                         "event": trigger.event,
                         "where": trigger.conditions.to_json(),
+                        "source": sorted(trigger.sources) if trigger.sources else None,
                     }
                 )
             elif isinstance(trigger, Schedule):
