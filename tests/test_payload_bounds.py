@@ -259,3 +259,20 @@ async def test_an_unreadable_run_state_fails_that_run_at_recovery(db: Path, pois
         shown = cli("show", spoiled.run_id, "--json", "--db", str(db))
         assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
         assert '"INVALID_STATE"' in shown.stdout
+
+
+async def test_huge_free_text_from_user_code_is_journaled_cut(db: Path) -> None:
+    def noisy(state: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        ctx.log.info("x" * 1_000_000)
+        raise ValueError("y" * 1_000_000)
+
+    async with Runtime(db) as rt:
+        await rt.register(Workflow(id="w", pipelines={"go": [noisy]}))
+        with pytest.raises(ValidationError, match="at most 1024 characters"):
+            await rt.emit("t" * 2000, {})
+        result = await rt.invoke("w", "go", {})
+        timeline = await rt.timeline(result.run_id)
+    assert result.error_code == "STEP_FAILED"
+    info_line = next(entry for entry in timeline if entry.kind == "info")
+    for text in (result.error or "", info_line.message or ""):
+        assert len(text) < 70_000 and text.endswith("more characters cut)")

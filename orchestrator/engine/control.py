@@ -208,6 +208,10 @@ class Control:
         """Accept and route an event (its writes are enqueued); returns its id."""
         if not isinstance(event_type, str) or not event_type.strip():
             raise ValidationError(f"an event type must be a non-empty string, got {event_type!r}")
+        if len(event_type) > MAX_EVENT_TYPE:
+            raise ValidationError(
+                f"an event type is at most {MAX_EVENT_TYPE} characters, got {len(event_type):,}"
+            )
         if not event_type.isascii() and ops.valid_text(event_type) != event_type:
             raise ValidationError(f"an event type must be valid Unicode, got {event_type!r}")
         event_data = _json_object(data, f"the data of event {event_type!r}")
@@ -387,6 +391,7 @@ class Control:
         return found
 
 
+MAX_EVENT_TYPE = 1024  # characters: an event type names a kind of event, not its data
 _FROM_FILES = frozenset({EventSource.FILE.value})
 
 

@@ -334,7 +334,8 @@ async def _finish(
 ) -> RunResult:
     run.finishing = True
     now = env.clock.now_us()
-    error = run.workflow.redactor.redact(failure.message) if failure is not None else None
+    # As journaled: a huge message is cut, a lone surrogate escaped.
+    error = ops.valid_text(run.workflow.redactor.redact(failure.message)) if failure else None
     code = failure.code if failure is not None else None
     writes = [ops.set_status(run.row, status, now, error=error, code=code)]
     if env.waits is not None:

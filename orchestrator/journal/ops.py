@@ -270,11 +270,19 @@ def inbox_done(command: int, outcome: str, at: int) -> Op:
     return Stmt.INBOX_DONE, (at, outcome, command)
 
 
-def valid_text(text: str | None) -> str | None:
-    """`text` as valid Unicode: a lone surrogate (say, in a step's exception) is escaped.
+MAX_TEXT = 64 * 1024  # characters of one free-text field (a log line, an error) journaled
 
-    Free text comes from user code; one invalid string must not fail its whole batch.
+
+def valid_text(text: str | None) -> str | None:
+    """`text` as valid Unicode and at most `MAX_TEXT` characters (cut, saying how much).
+
+    Free text comes from user code (a log line, an exception's message, a hook's failure);
+    one invalid or huge string must not fail, or bloat, its whole batch.
     """
-    if text is None or text.isascii():
+    if text is None:
+        return None
+    if len(text) > MAX_TEXT:
+        text = f"{text[:MAX_TEXT]}... ({len(text) - MAX_TEXT:,} more characters cut)"
+    if text.isascii():
         return text
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
