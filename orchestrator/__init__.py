@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         JournalCorrupt,
         JournalError,
         JournalLocked,
+        JournalNotPrivate,
         OrchestratorError,
         PipelineError,
         RunNotActive,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     )
     from .pipeline.runner import run
     from .records import RunCode, RunInfo, RunResult, RunStatus, TimelineEntry
+    from .redaction import RedactSecrets
     from .state import MAX_DEPTH
     from .testing import FakeClock
 
@@ -63,11 +65,13 @@ _EXPORTS = {
     "JournalCorrupt": ".errors",
     "JournalError": ".errors",
     "JournalLocked": ".errors",
+    "JournalNotPrivate": ".errors",
     "MAX_DEPTH": ".state",
     "OrchestratorError": ".errors",
     "PauseRequest": ".define.waits",
     "PauseService": ".define.waits",
     "PipelineError": ".errors",
+    "RedactSecrets": ".redaction",
     "RegisteredWorkflow": ".engine.registry",
     "RunCode": ".records",
     "RunInfo": ".records",
@@ -113,11 +117,13 @@ __all__ = [
     "JournalCorrupt",
     "JournalError",
     "JournalLocked",
+    "JournalNotPrivate",
     "MAX_DEPTH",
     "OrchestratorError",
     "PauseRequest",
     "PauseService",
     "PipelineError",
+    "RedactSecrets",
     "RegisteredWorkflow",
     "RunCode",
     "RunInfo",
