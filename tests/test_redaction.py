@@ -85,3 +85,16 @@ def test_guard_handlers_covers_the_handlers_a_logger_reaches_once() -> None:
     finally:
         root.removeHandler(handler)
     assert "guarded-secret" not in stream.getvalue() and "x ***" in stream.getvalue()
+
+
+def test_the_dashboard_masks_every_secret_this_process_knows_even_in_state() -> None:
+    from tui.format import literal
+    from tui.jsonview import scalar_text
+
+    token = SECRETS.add({"screen-secret"})
+    try:
+        assert literal("auth: screen-secret").plain == "auth: ***"
+        assert scalar_text({"auth": "screen-secret"}).plain == '{"auth": "***"}'
+    finally:
+        SECRETS.discard(token)
+    assert literal("auth: screen-secret").plain == "auth: screen-secret"
