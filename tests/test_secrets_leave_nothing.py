@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from procs import Daemon, cli
 
-from orchestrator import Runtime
+from orchestrator import Runtime, Workflow
 from orchestrator.cli.daemon import configure_logging
 from orchestrator.testing import eventually, eventually_blocking
 
@@ -208,3 +208,23 @@ def test_the_daemon_log_redacts_what_a_worker_prints(
         )
         assert daemon.stop() == 0
     assert_no_secret("the daemon's log", daemon.log().encode())
+
+
+async def test_an_embedded_runtime_masks_the_handlers_it_finds_at_start(
+    db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse(ctx: object) -> None:
+        raise RuntimeError(f"hook refused {PASSWORD}")
+
+    def step(state: dict[str, object]) -> dict[str, object]:
+        logging.getLogger("orchestrator.user").error("step saw %s", PASSWORD)
+        return state
+
+    flow = Workflow(
+        id="w", pipelines={"go": [step]}, env={"DB_PASSWORD": PASSWORD}, on_prepare=refuse
+    )
+    async with Runtime(db, env={}, workflows=[flow]) as rt:
+        await rt.invoke("w", "go", {})
+        await rt.idle()
+    assert "hook refused ***" in caplog.text and "step saw ***" in caplog.text
+    assert PASSWORD not in caplog.text
