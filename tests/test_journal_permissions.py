@@ -60,6 +60,12 @@ async def test_a_journal_pre_created_0666_is_refused_with_the_chmod_to_run(
         assert not path.exists() or _mode(path) == 0o600, suffix
 
 
+async def test_a_folder_made_for_the_journal_is_private(tmp_path: Path, umask_000: None) -> None:
+    db = tmp_path / "new" / "journal.db"
+    await _seed(db)
+    assert _mode(db.parent) == 0o700 and _mode(db) == 0o600
+
+
 async def test_a_loose_wal_beside_a_private_journal_is_refused(db: Path, umask_000: None) -> None:
     await _seed(db)
     wal = Path(f"{db}-wal")
@@ -123,7 +129,7 @@ def test_a_log_that_is_a_symlink_or_another_users_is_refused(tmp_path: Path) -> 
     target.write_text("")
     link = tmp_path / "journal.db.log"
     link.symlink_to(target)
-    with pytest.raises(JournalNotPrivate, match="cannot open the log file"):
+    with pytest.raises(JournalNotPrivate, match=r"cannot open the log file .*symbolic link"):
         PrivateFileHandler(link)
     _needs_root()
     theirs = tmp_path / "theirs.log"

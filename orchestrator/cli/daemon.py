@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import io
 import logging
 import os
@@ -65,8 +66,10 @@ class PrivateFileHandler(logging.FileHandler):
         try:
             fd = os.open(self.baseFilename, flags, 0o600)
         except OSError as exc:
+            why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
             raise JournalNotPrivate(
-                f"cannot open the log file {self.baseFilename}: {exc.strerror}"
+                f"cannot open the log file {self.baseFilename}: {why}; remove it or pass "
+                "another --db"
             ) from exc
         try:
             owner = os.fstat(fd).st_uid

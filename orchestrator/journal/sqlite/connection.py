@@ -52,7 +52,7 @@ def create_private(path: Path) -> None:
     # another process then believes it closes the last connection and deletes -wal and -shm
     # under them (https://www.sqlite.org/howtocorrupt.html, section 2.2).
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # a folder made for it
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
         if not os.access(path, os.R_OK | os.W_OK):  # no descriptor: see above
