@@ -43,6 +43,7 @@ class SecretValues:
         self._lock = threading.Lock()
         self._sources: dict[int, frozenset[str]] = {}
         self._next = 0
+        self._any = False  # whether any source has a value (read without the lock)
         # Invariant: patterns of the current sources (plus an extra set), cleared on change.
         self._patterns: dict[frozenset[str], re.Pattern[str] | None] = {}
 
@@ -51,17 +52,21 @@ class SecretValues:
         with self._lock:
             self._next += 1
             self._sources[self._next] = frozenset(values)
-            self._patterns = {}
+            self._changed()
             return self._next
 
     def discard(self, token: int) -> None:
         """Forget the values added under `token` (unless another source has them too)."""
         with self._lock:
             if self._sources.pop(token, None) is not None:
-                self._patterns = {}
+                self._changed()
+
+    def _changed(self) -> None:
+        self._patterns = {}
+        self._any = any(self._sources.values())
 
     def __bool__(self) -> bool:
-        return any(self._sources.values())
+        return self._any
 
     def pattern(self, also: frozenset[str] = frozenset()) -> re.Pattern[str] | None:
         """The pattern of every known value and of `also`."""
