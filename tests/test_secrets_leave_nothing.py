@@ -119,7 +119,8 @@ def test_a_daemon_writes_no_secret_to_its_journal_log_or_the_cli(
         document = daemon.wait_until(loaded, TIMEOUT, "leaky.py loaded, broken.py failed")
         out = cli("invoke", "leaky", "order", "--wait", "--db", str(db))
         assert out.returncode == 1, out.stderr
-        run_id = out.stdout.strip() or out.stderr.split()[1]
+        run_id = out.stdout.strip()  # printed at once; how the run ended goes to stderr
+        assert_no_secret("invoke --wait", (out.stdout + out.stderr).encode())
         daemon.wait_until(lambda: "hook refused ***" in daemon.log() or None, TIMEOUT, "hook log")
         running = {**journal_bytes(db), **cli_outputs(db, run_id), "log": daemon.log().encode()}
         assert daemon.stop() == 0
