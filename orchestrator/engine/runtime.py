@@ -419,7 +419,7 @@ class Runtime:
                     registered.version,
                     registered.file,
                     json.dumps(registered.describe_triggers()),
-                    describe(registered.mode),
+                    registered.redactor.redact(describe(registered.mode)),
                     now,
                 ),
             ]
