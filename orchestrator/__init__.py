@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         JournalCorrupt,
         JournalError,
         JournalLocked,
+        JournalNotPrivate,
         OrchestratorError,
         PipelineError,
         RunNotActive,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     )
     from .pipeline.runner import run
     from .records import EventSource, RunCode, RunInfo, RunResult, RunStatus, TimelineEntry
+    from .redaction import RedactSecrets
     from .state import MAX_DEPTH, MAX_PAYLOAD_BYTES
     from .testing import FakeClock
 
@@ -64,12 +66,14 @@ _EXPORTS = {
     "JournalCorrupt": ".errors",
     "JournalError": ".errors",
     "JournalLocked": ".errors",
+    "JournalNotPrivate": ".errors",
     "MAX_DEPTH": ".state",
     "MAX_PAYLOAD_BYTES": ".state",
     "OrchestratorError": ".errors",
     "PauseRequest": ".define.waits",
     "PauseService": ".define.waits",
     "PipelineError": ".errors",
+    "RedactSecrets": ".redaction",
     "RegisteredWorkflow": ".engine.registry",
     "RunCode": ".records",
     "RunInfo": ".records",
@@ -116,12 +120,14 @@ __all__ = [
     "JournalCorrupt",
     "JournalError",
     "JournalLocked",
+    "JournalNotPrivate",
     "MAX_DEPTH",
     "MAX_PAYLOAD_BYTES",
     "OrchestratorError",
     "PauseRequest",
     "PauseService",
     "PipelineError",
+    "RedactSecrets",
     "RegisteredWorkflow",
     "RunCode",
     "RunInfo",

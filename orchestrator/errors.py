@@ -22,6 +22,7 @@ exception) are translated at the boundary with ``raise ... from exc``::
     └── JournalError                       JOURNAL_ERROR
         ├── JournalLocked                  JOURNAL_LOCKED
         ├── JournalCorrupt                 JOURNAL_CORRUPT
+        ├── JournalNotPrivate              JOURNAL_NOT_PRIVATE
         └── JournalBackendUnavailable      JOURNAL_BACKEND_UNAVAILABLE
 """
 
@@ -171,6 +172,17 @@ class JournalCorrupt(JournalError):
     """The file is not a journal of this orchestrator, or it is damaged."""
 
     code = "JOURNAL_CORRUPT"
+
+
+class JournalNotPrivate(JournalError):
+    """A journal file (or its -wal, -shm, or the daemon's log) is not private to its user.
+
+    Another user owns it, or its group or others may read or write it: they could read
+    the runs or write events the daemon would run. Like ssh with a loose key, the journal
+    is refused rather than adopted; the message says which ``chmod`` or ``chown`` fixes it.
+    """
+
+    code = "JOURNAL_NOT_PRIVATE"
 
 
 class JournalBackendUnavailable(JournalError):

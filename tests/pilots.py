@@ -20,6 +20,7 @@ def copy_journal(source: Path, target: Path) -> None:
     finally:
         src.close()
         dst.close()
+    target.chmod(0o600)  # as the orchestrator creates it: a loose journal is refused
 
 
 async def until(pilot: Pilot[Any], check: Callable[[], object], what: str = "") -> None:

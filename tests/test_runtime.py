@@ -412,6 +412,7 @@ async def test_a_file_that_is_not_a_journal_is_refused_clearly(tmp_path: Path) -
     foreign = tmp_path / "other.db"
     with sqlite3.connect(foreign) as conn:
         conn.execute("CREATE TABLE customers (id INTEGER)")
+    foreign.chmod(0o600)  # else it is refused first as a journal open to other users
     with pytest.raises(JournalCorrupt, match="another application"):
         async with Runtime(foreign):
             pass

@@ -4,6 +4,9 @@ Every piece of text that comes from the journal (ids, logs, state, errors) reach
 screen through `literal`, as a `rich.text.Text` built from the plain string: markup such as
 ``[bold]`` or ``[link=...]`` is shown as typed, and control characters (ANSI escapes
 included) are replaced by visible escapes, so journal text can never restyle the screen.
+It also masks every secret this process knows (`orchestrator.redaction.SECRETS`: under
+``orchestrator up``, the daemon's), state included: the screen may be shared even when the
+journal is not.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any, Final
 from rich.text import Text
 
 from orchestrator.records import FINAL_STATUSES, RunStatus
+from orchestrator.redaction import SECRETS
 
 STATUS_STYLES: Final[dict[str, str]] = {
     RunStatus.QUEUED: "cyan",
@@ -33,7 +37,8 @@ _NEWLINES = re.compile(r"\r\n|\r|\n")
 
 
 def clean(text: str, *, single_line: bool = False) -> str:
-    """`text` with control characters shown as escapes (and newlines as ⏎ if single-line)."""
+    """Secrets masked, control characters escaped (and newlines as ⏎ if single-line)."""
+    text = SECRETS.redact(text)
     if single_line:
         text = _NEWLINES.sub(" ⏎ ", text).replace("\t", " ")
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)

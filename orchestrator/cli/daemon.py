@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import io
 import logging
 import os
 import signal
@@ -23,7 +25,8 @@ from pathlib import Path
 
 from ..engine.runtime import STEP_THREADS, Runtime
 from ..engine.workers import Workers
-from ..errors import JournalError
+from ..errors import JournalError, JournalNotPrivate
+from ..redaction import RedactSecrets
 
 _log = logging.getLogger("orchestrator.daemon")
 # How long a stopped daemon waits for idle worker threads to end before exiting anyway.
@@ -33,16 +36,53 @@ EXIT_JOURNAL_FAILED = 3
 
 
 def configure_logging(file: Path | None = None) -> None:
-    """Log lines to stderr (or to `file`, while the dashboard owns the terminal)."""
+    """Log lines to stderr (or to `file`, while the dashboard owns the terminal).
+
+    Every line passes `RedactSecrets` on the handler, so whichever ``orchestrator.*``
+    logger it comes from (a worker's relayed output included), a known secret is masked.
+    `file` is the daemon's own: 0600, and refused if another user owns it.
+    """
     handler: logging.Handler = (
-        logging.StreamHandler(sys.stderr) if file is None else logging.FileHandler(file)
+        logging.StreamHandler(sys.stderr) if file is None else PrivateFileHandler(file)
     )
+    handler.addFilter(RedactSecrets())
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
     )
     root = logging.getLogger("orchestrator")
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+
+
+class PrivateFileHandler(logging.FileHandler):
+    """A log file only its owner can read.
+
+    Created 0600 whatever the umask, never followed through a symlink, made 0600 if it was
+    looser, refused if another user owns it.
+    """
+
+    def _open(self) -> io.TextIOWrapper:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(self.baseFilename, flags, 0o600)
+        except OSError as exc:
+            why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+            raise JournalNotPrivate(
+                f"cannot open the log file {self.baseFilename}: {why}; remove it or pass "
+                "another --db"
+            ) from exc
+        try:
+            owner = os.fstat(fd).st_uid
+            if owner != os.geteuid():
+                raise JournalNotPrivate(
+                    f"the log file {self.baseFilename} belongs to uid {owner}, not to this "
+                    f"user (uid {os.geteuid()}): remove it or pass another --db"
+                )
+            os.fchmod(fd, 0o600)  # it was ours already: a looser mode is only ours to fix
+        except BaseException:
+            os.close(fd)
+            raise
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
 
 
 # What runs in the foreground while the daemon serves (the dashboard); it returns when the

@@ -7,16 +7,24 @@ command starts without Textual.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from tui.app import DashboardApp
 
+from ..define.env import Redactor
 from ..engine.runtime import Runtime
+from ..redaction import SECRETS
 
 
 def show(db: Path, *, read_only: bool) -> None:
-    """The dashboard on a journal another process may be running, until it quits."""
+    """The dashboard on a journal another process may be running, until it quits.
+
+    It masks on screen the secrets of this process's env, as a runtime started here would
+    (the daemon's workflows' own are masked in the journal already, state aside).
+    """
+    SECRETS.add(Redactor(os.environ).values)  # for the life of this process
     DashboardApp(db, read_only=read_only).run()
 
 

@@ -1,22 +1,23 @@
 """``ctx.env``: a layered, read-only view of the environment, and secret redaction.
 
 `Env` merges its layers once, first layer first (``Env(workflow_env, runtime_env)``), so a
-later change to ``os.environ`` does not reach a running workflow. `Redactor` replaces secret
-values with ``***`` in text and JSON-like data before the runtime journals them.
+later change to ``os.environ`` does not reach a running workflow. `Redactor` finds the
+secret values of an env and replaces them, and every other secret the process knows
+(``orchestrator/redaction.py``), with ``***`` in text and JSON-like data before the
+runtime journals or logs them.
 
-Pure functions of their inputs: no journal, no logging, no reads of ``os.environ`` here.
+No journal, no logging, no reads of ``os.environ`` here.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from ..errors import DefinitionError
+from ..redaction import SECRETS, SecretValues, compile_secrets
 
 SECRET_MARKERS = ("SECRET", "TOKEN", "PASSWORD", "KEY")
-MASK = "***"
 
 
 def is_secret_key(name: str) -> bool:
@@ -71,12 +72,14 @@ class Env(Mapping[str, str]):
 
 
 class Redactor:
-    """Replace secret values with ``***``.
+    """Replace secret values with ``***``: this env's, and every other the process knows.
 
-    Secrets are the values of env keys whose name contains a `SECRET_MARKERS` entry (any
-    case) or is listed in `extra_keys` (``Runtime(secrets=[...])``). Values shorter than
-    `min_length` are ignored: masking ``"1"`` or ``"on"`` everywhere would wreck every log
-    while protecting nothing a guess could not find.
+    Its own secrets are the values of env keys whose name contains a `SECRET_MARKERS`
+    entry (any case) or is listed in `extra_keys` (``Runtime(secrets=[...])``). Values
+    shorter than `min_length` are ignored: masking ``"1"`` or ``"on"`` everywhere would
+    wreck every log while protecting nothing a guess could not find. `redact` also masks
+    the values of `known` (the process-wide `SECRETS`, to which a runtime adds `values`),
+    so text from one workflow never carries another's secret either.
 
     Redaction works on exact text: a secret that was escaped or encoded (JSON-escaped quotes,
     base64, URL quoting) is not found, which is why `redact_data` masks strings before
@@ -89,26 +92,25 @@ class Redactor:
         *,
         extra_keys: Iterable[str] = (),
         min_length: int = 4,
+        known: SecretValues = SECRETS,
     ) -> None:
         extra = set(extra_keys)
+        self._known = known
         # Invariant: only names and values of real secrets, each value >= min_length.
         self._names_by_value: dict[str, list[str]] = {}
         for key, value in env.items():
             if (key in extra or is_secret_key(key)) and len(value) >= min_length:
                 self._names_by_value.setdefault(value, []).append(key)
-        # Longest first: Python's alternation takes the first branch that matches, so a
-        # secret that contains another is masked whole, not leaving its tail in the text.
-        values = sorted(self._names_by_value, key=lambda value: (-len(value), value))
-        self._pattern = re.compile("|".join(map(re.escape, values))) if values else None
+        self.values = frozenset(self._names_by_value)
+        self._pattern = compile_secrets(self.values)
 
     def __bool__(self) -> bool:
+        """Whether this env has secrets of its own."""
         return self._pattern is not None
 
     def redact(self, text: str) -> str:
         """`text` with every occurrence of every secret value replaced by ``***``."""
-        if self._pattern is None:
-            return text
-        return self._pattern.sub(MASK, text)
+        return self._known.redact(text, self.values)
 
     def redact_data(self, value: Any) -> Any:
         """A deep copy of JSON-like `value` with every string (keys too) redacted.
@@ -116,15 +118,7 @@ class Redactor:
         Tuples become lists; an object that is not JSON-like becomes its redacted ``repr``,
         which is how the timeline would render it anyway.
         """
-        if isinstance(value, str):
-            return self.redact(value)
-        if value is None or isinstance(value, bool | int | float):
-            return value
-        if isinstance(value, Mapping):
-            return {self.redact_data(key): self.redact_data(item) for key, item in value.items()}
-        if isinstance(value, list | tuple):
-            return [self.redact_data(item) for item in value]
-        return self.redact(repr(value))
+        return self._known.redact_data(value, self.values)
 
     def find_in(self, text: str) -> list[str]:
         """Sorted names of the env keys whose values appear in `text`; never the values."""

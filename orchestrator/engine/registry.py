@@ -59,7 +59,10 @@ class RegisteredWorkflow:
         }
 
     def describe_triggers(self) -> list[dict[str, Any]]:
-        """Its triggers as JSON objects, for the journal and `orchestrator workflows`."""
+        """Its triggers as JSON objects, for the journal and `orchestrator workflows`.
+
+        Secrets are masked: a `where` may compare with a secret value.
+        """
         described: list[dict[str, Any]] = []
         for tid, trigger in sorted(self.workflow.triggers.items()):
             if isinstance(trigger, Trigger):
@@ -83,7 +86,8 @@ class RegisteredWorkflow:
                 )
         for tid in sorted(set(self.workflow.bound) - set(self.workflow.triggers)):
             described.append({"trigger_id": tid, "type": "invoke"})
-        return described
+        redacted: list[dict[str, Any]] = self.redactor.redact_data(described)
+        return redacted
 
     def steps(self, trigger_id: str) -> list[BoundStep]:
         """The bound steps of one pipeline, or `TriggerNotFound`."""
@@ -109,21 +113,23 @@ def register(
     """Describe and version a workflow for registration (`mode` wins over the workflow's).
 
     Its ``ctx.env`` is the workflow's env over `runtime_env`; values of secret-looking keys
-    (and of `secrets`) are redacted from what its runs journal. `version` is the content
-    hash of the file it was loaded from, if any; else one is made from its code.
+    (and of `secrets`) are redacted from what its runs journal, and from its journaled
+    definition. `version` is the content hash of the file it was loaded from, if any; else
+    one is made from its code.
     """
     if mode is not None and not isinstance(mode, Mode):
         raise DefinitionError(f"register(mode=...) takes a mode such as Serialized(), got {mode!r}")
     chosen = mode or workflow.mode or Transient()
+    env = Env(workflow.env, runtime_env or {})
+    redactor = Redactor(env, extra_keys=secrets)
     pipelines = {tid: [step.name for step in steps] for tid, steps in workflow.bound.items()}
     description = {
         "pipelines": pipelines,
         "mode": describe(chosen),
         "triggers": {tid: repr(t) for tid, t in workflow.triggers.items()},
     }
-    definition = json.dumps(description, sort_keys=True, separators=(",", ":"))
-    env = Env(workflow.env, runtime_env or {})
-    redactor = Redactor(env, extra_keys=secrets)
+    described = redactor.redact_data(description)  # a `where` may hold a secret
+    definition = json.dumps(described, sort_keys=True, separators=(",", ":"))
     defined = {name: getattr(workflow, name) for name in HOOK_NAMES}
     merged = Hooks.merge(defined, hooks or {}, label=f"workflow {workflow.id!r}")
     return RegisteredWorkflow(

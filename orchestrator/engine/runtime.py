@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..clock import Clock
+from ..define.env import Redactor
 from ..define.hooks import Hook
 from ..define.model import Workflow
 from ..define.modes import Mode, describe
@@ -43,6 +44,7 @@ from ..journal import (
 )
 from ..pipeline.steps import StepThreads
 from ..records import FINAL_STATUSES, RunInfo, RunResult, RunStatus, TimelineEntry, is_ok
+from ..redaction import SECRETS, guard_handlers
 from .control import Control
 from .file_events import FileEvents, JournalFileLedger
 from .idle import Idleness
@@ -112,6 +114,8 @@ class Runtime:
         # Read once: later changes to os.environ do not move a running runtime's env.
         self._runtime_env = dict(os.environ if env is None else env)
         self._secrets = tuple(secrets)
+        # What this runtime added to `SECRETS` (each set once: reloads add nothing new).
+        self._secret_tokens: dict[frozenset[str], int] = {}
         self._global_services = ServiceScope(
             runtime_services(services), parent=None, scope="global"
         )
@@ -155,11 +159,14 @@ class Runtime:
         """Open the journal under its lease, recover, register `workflows`, start routing."""
         if self._state != "new":
             raise RuntimeNotStarted("a Runtime can be started once; create a new one")
+        self._know_secrets(Redactor(self._runtime_env, extra_keys=self._secrets).values)
+        guard_handlers(logging.getLogger("orchestrator"))
         try:
             opened = await self._writer.open()
         except BaseException:
             await self._writer.close()  # ends its thread; it holds no lease
             self._threads.shutdown(wait=False)
+            self._forget_secrets()
             raise
         self._stack = contextlib.AsyncExitStack()
         self._state = "started"
@@ -262,7 +269,18 @@ class Runtime:
         self._threads.shutdown(wait=False, cancel_futures=True)
         if self._stack is not None:
             await self._stack.aclose()
+        self._forget_secrets()
         self._state = "stopped"
+
+    def _know_secrets(self, values: frozenset[str]) -> None:
+        """Mask `values` everywhere (journal, logs) while this runtime runs."""
+        if values and values not in self._secret_tokens:
+            self._secret_tokens[values] = SECRETS.add(values)
+
+    def _forget_secrets(self) -> None:
+        for token in self._secret_tokens.values():
+            SECRETS.discard(token)
+        self._secret_tokens.clear()
 
     def _halt(self) -> None:
         """Start nothing more: no new events, commands, timers or queued runs."""
@@ -363,6 +381,7 @@ class Runtime:
             file=None if source is None else str(source.path),
             version=None if source is None else source.digest,
         )
+        self._know_secrets(registered.redactor.values)  # before anything about it is written
         isolated = plan_isolation(
             workflow,
             version=registered.version,
@@ -400,7 +419,7 @@ class Runtime:
                     registered.version,
                     registered.file,
                     json.dumps(registered.describe_triggers()),
-                    describe(registered.mode),
+                    registered.redactor.redact(describe(registered.mode)),
                     now,
                 ),
             ]
@@ -418,7 +437,8 @@ class Runtime:
 
     def report_load(self, path: Path, line: int | None, message: str | None) -> None:
         """Journal that a file failed to load (or, `message` None, that it loads again)."""
-        self._writer.enqueue([ops.load_error(str(path), line, message, self._clock.now_us())])
+        text = None if message is None else SECRETS.redact(message)
+        self._writer.enqueue([ops.load_error(str(path), line, text, self._clock.now_us())])
 
     def _refresh_file_events(self) -> None:
         if self._file_events is None:

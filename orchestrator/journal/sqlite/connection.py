@@ -5,11 +5,17 @@ transaction fails at once with "database is locked" across processes, whatever t
 timeout), wait up to `BUSY_TIMEOUT_MS` for the lock, and keep WAL mode. Readers are
 ``query_only`` and never hold a transaction between queries, so WAL checkpoints proceed.
 The file is created 0600 before SQLite opens it; SQLite gives -wal and -shm the same mode.
+
+A writer refuses a journal that is not private (`check_private`): another user's file is
+never opened, and a file (or -wal, -shm) that group or others may read or write is refused
+once SQLite has shown it is a database, as ssh refuses a loose key. Readers do not check:
+they only read what the file system already lets them read, and create nothing.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,7 +23,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # imported on use: the CLI's writing commands need no event loop
     import aiosqlite
 
-from ...errors import JournalCorrupt, JournalError
+from ...errors import JournalCorrupt, JournalError, JournalNotPrivate
 from ..protocol import Synchronous
 
 BUSY_TIMEOUT_MS = 30_000
@@ -46,7 +52,7 @@ def create_private(path: Path) -> None:
     # another process then believes it closes the last connection and deletes -wal and -shm
     # under them (https://www.sqlite.org/howtocorrupt.html, section 2.2).
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # a folder made for it
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
         if not os.access(path, os.R_OK | os.W_OK):  # no descriptor: see above
@@ -57,9 +63,54 @@ def create_private(path: Path) -> None:
     os.close(fd)
 
 
+def check_private(path: Path, *, modes: bool = True) -> None:
+    """Refuse a journal whose file, -wal or -shm another user owns or (`modes`) may use.
+
+    Group or other users who can read it see every run's state and errors; who can write
+    it can queue events and commands the daemon runs. Only `os.stat`: see `create_private`.
+
+    Raises:
+        JournalNotPrivate: Says which file, why, and the ``chown``/``chmod`` that fixes it.
+    """
+    me = os.geteuid()
+    loose: list[str] = []
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            info = os.stat(file)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise JournalError(f"cannot open journal {file}: {exc.strerror}") from exc
+        if info.st_uid != me:
+            raise JournalNotPrivate(
+                f"journal {file} belongs to uid {info.st_uid}, not to this user (uid {me}): "
+                "whoever owns it can read the runs and write events this process would run; "
+                f"use a journal of your own (--db), or have it handed over with "
+                f"`chown {me} {shlex.quote(str(file))}`"
+            )
+        if modes and info.st_mode & 0o077:
+            loose.append(f"{file} ({info.st_mode & 0o777:04o})")
+    if loose:
+        files = [path, *(Path(f"{path}{s}") for s in ("-wal", "-shm"))]
+        fix = " ".join(shlex.quote(str(f)) for f in files if f.exists())
+        raise JournalNotPrivate(
+            f"journal not private: group or other users may read or write {', '.join(loose)}, "
+            f"so they could read the runs and write events this process would run; "
+            f"run `chmod 600 {fix}` and start again"
+        )
+
+
 def connect_writer(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
-    """Open the journal for writing; the caller owns the connection and its thread."""
+    """Open the journal for writing; the caller owns the connection and its thread.
+
+    Raises:
+        JournalNotPrivate: See `check_private`.
+    """
     create_private(path)
+    # Another user's file is refused before SQLite opens it, and so is a loose empty one
+    # (SQLite would create -wal and -shm as loose beside it); a loose file with content
+    # once SQLite has shown it is a database.
+    check_private(path, modes=os.stat(path).st_size == 0)
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -73,6 +124,11 @@ def connect_writer(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
     if str(mode).lower() != "wal":
         conn.close()
         raise JournalError(f"{path}: cannot switch the journal to WAL mode (got {mode!r})")
+    try:  # now -wal and -shm exist too: SQLite adopted any that were there
+        check_private(path)
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
