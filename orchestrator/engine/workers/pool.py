@@ -305,7 +305,11 @@ class WorkerPool:
             if self._closed:
                 raise WorkerCrashed("the runtime is stopping: no worker process to run it")
             if self._idle:
-                return self._take_idle(key)
+                idle = self._take_idle(key)
+                if idle.proc.returncode is None:
+                    return idle
+                self._discard(idle, kill=False)  # it died while idle (the OOM killer, say)
+                continue
             if self.size < self.settings.max:
                 return await self._start()
             waiter: asyncio.Future[_Process | None] = asyncio.get_running_loop().create_future()
