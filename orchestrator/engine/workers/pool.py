@@ -207,9 +207,10 @@ class _Process:
 
     def kill(self) -> None:
         """Kill the worker and whatever its step started (its own process group)."""
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signal.SIGKILL)
+        # Also once the worker itself has died: what its step started may live on. Its
+        # process group keeps its id while any of them does (killpg finds none otherwise).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
 
     def retire(self) -> None:
         """Ask an idle worker to exit: it does when its stdin closes."""
