@@ -48,6 +48,18 @@ class _Channel:
         self._reader, self._writer = reader, writer
         self._lock = threading.Lock()
 
+    def forget_after_fork(self) -> None:
+        """In a process a step forks, point these pipes at /dev/null.
+
+        A fork (``os.fork``, multiprocessing) that held them would keep the daemon from
+        seeing the pipe close when this worker dies, for as long as the fork lives.
+        """
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for pipe in (self._reader, self._writer):
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(devnull, pipe.fileno(), inheritable=False)
+        os.close(devnull)
+
     def send(self, header: dict[str, Any], payload: str | None = None) -> None:
         with self._lock:
             self._writer.write(wire.frame(header, payload))
@@ -306,6 +318,7 @@ def main() -> None:
     if os.getppid() != int(sys.argv[1]):
         return  # the daemon died before this process could follow it
     channel = _take_stdio()
+    os.register_at_fork(after_in_child=channel.forget_after_fork)
     if len(sys.argv) > 2:
         _limit_memory(int(sys.argv[2]))
     _Worker(channel).serve()
