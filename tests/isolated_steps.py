@@ -71,6 +71,23 @@ def block_with_child(state: State) -> State:
     return block(state)
 
 
+def spawn_then_exit(state: State) -> State:
+    """Start a process (``state["childfile"]``) that would run for a minute, then die."""
+    child = subprocess.Popen(["sleep", "60"])
+    Path(state["childfile"]).write_text(str(child.pid))
+    os._exit(1)
+
+
+def fork_then_exit(state: State) -> State:
+    """Fork a copy of the worker that lives on for a minute, then die."""
+    child = os.fork()
+    if child == 0:
+        time.sleep(60)
+        os._exit(0)
+    Path(state["childfile"]).write_text(str(child))
+    os._exit(1)
+
+
 def crash_once(state: State) -> State:
     """Kill its process the first time (``state["marker"]`` says it did), then succeed."""
     marker = Path(state["marker"])

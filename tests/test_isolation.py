@@ -147,6 +147,41 @@ async def test_a_worker_killed_from_outside_fails_its_step_with_the_signal(
     assert os.getpid() == ME
 
 
+async def test_an_idle_worker_that_died_is_not_lent_to_a_step(db: Path) -> None:
+    async with runtime(db, isolate=True, workers=Workers(warm=1, max=1)) as rt:
+        await rt.register(Workflow(id="w", pipelines={"go": [steps.pid]}))
+        first = (await rt.invoke("w", "go", {})).state["pid"]
+        os.kill(first, signal.SIGKILL)  # the OOM killer, say, while it waits for work
+        pool = rt._workers
+        await eventually(
+            lambda: all(w.proc.returncode is not None for w in pool._idle if w.pid == first),
+            what=f"the pool to see worker {first} die",
+        )
+        result = await rt.invoke("w", "go", {})
+    assert result.ok, result.error
+    assert result.state["pid"] not in (first, ME)
+
+
+@pytest.mark.parametrize("how", ["spawn", "fork"])
+async def test_a_worker_that_dies_takes_what_its_step_started_with_it(
+    db: Path, tmp_path: Path, how: str
+) -> None:
+    fn = steps.spawn_then_exit if how == "spawn" else steps.fork_then_exit
+    childfile = tmp_path / "child"
+    try:
+        async with runtime(db) as rt:
+            await rt.register(Workflow(id="w", pipelines={"go": [Step(fn, isolate=True)]}))
+            async with asyncio.timeout(20):  # a forked copy holds the worker's pipes a minute
+                result = await rt.invoke("w", "go", {"childfile": str(childfile)})
+            failed_with(result, "STEP_CRASHED", "exited with code 1")
+            child = int(childfile.read_text())
+            await eventually(lambda: gone(child), what=f"the step's process {child} to be killed")
+    finally:
+        if childfile.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(childfile.read_text()), signal.SIGKILL)
+
+
 # -- retries --------------------------------------------------------------------------------
 
 
