@@ -38,6 +38,9 @@ from ..context import StepContext, StepLogger
 from . import wire
 
 _MAX_TEXT = 64 * 1024  # of an exception's message or traceback sent back
+# Of a ctx.log line, in characters: as JSON (``\uXXXX`` escapes, up to 12 bytes a
+# character) it stays below the daemon's limit on a message header (8 MiB).
+_MAX_LOG = 512 * 1024
 _PR_SET_PDEATHSIG = 1
 
 
@@ -82,6 +85,8 @@ class _ChildLogger(StepLogger):
         self._channel = channel
 
     def line(self, level: str, text: str) -> None:
+        if len(text) > _MAX_LOG:
+            text = text[:_MAX_LOG] + f" [cut: {len(text) - _MAX_LOG} more characters]"
         self._channel.send({"log": level, "text": _clean(text)})
 
 
