@@ -115,6 +115,33 @@ def with_ctx(state: State, ctx: StepContext) -> State:
     }
 
 
+def raise_value_error(state: State) -> State:
+    raise ValueError(f"bad input in pid {os.getpid()}")
+
+
+def not_json(state: State) -> State:
+    return {**state, "when": {1, 2}}
+
+
+def log_9_mb(state: State, ctx: StepContext) -> State:
+    ctx.log.info("x" * (9 * MB))
+    return {**state, "pid": os.getpid()}
+
+
+def wait_for_release(state: State) -> State:
+    """Say which process runs it, then return once ``state["release"]`` exists."""
+    _note_pid(state)
+    release = Path(state["release"])
+    deadline = time.monotonic() + 60
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return {**state, "released": release.exists()}
+
+
+def ask_for_payment(state: State, ctx: StepContext) -> Any:
+    return ctx.pause("order.paid", where={"order": ("==", state["order"])}, into="payment")
+
+
 def ask(state: State, ctx: StepContext) -> Any:
     return ctx.pause("reply.sent", into="reply")
 

@@ -33,7 +33,7 @@ from orchestrator import (
     Workers,
     Workflow,
 )
-from orchestrator.testing import eventually
+from orchestrator.testing import eventually, eventually_blocking
 
 ME = os.getpid()
 SMALL = Workers(warm=1, max=2)
@@ -182,6 +182,37 @@ async def test_a_worker_that_dies_takes_what_its_step_started_with_it(
                 os.kill(int(childfile.read_text()), signal.SIGKILL)
 
 
+async def test_an_exception_fails_the_step_and_keeps_its_worker(db: Path) -> None:
+    async with runtime(db, isolate=True, workers=Workers(warm=1, max=1)) as rt:
+        pipelines = {"raise": [steps.raise_value_error], "ok": [steps.pid]}
+        await rt.register(Workflow(id="w", pipelines=pipelines))
+        before = (await rt.invoke("w", "ok", {})).state["pid"]
+        result = await rt.invoke("w", "raise", {"n": 1})
+        after = (await rt.invoke("w", "ok", {})).state["pid"]
+    failed_with(
+        result, "STEP_FAILED", "'raise_value_error'", f"ValueError: bad input in pid {before}"
+    )
+    assert result.state == {"n": 1}
+    assert after == before  # raising costs no process
+
+
+async def test_what_is_not_a_state_is_invalid_state_from_a_worker(db: Path) -> None:
+    async with runtime(db, isolate=True) as rt:
+        await rt.register(Workflow(id="w", pipelines={"go": [steps.not_json]}))
+        result = await rt.invoke("w", "go", {})
+    failed_with(result, "INVALID_STATE", "'not_json'", "set")
+
+
+async def test_a_log_line_too_long_for_the_pipe_is_cut_not_a_crash(db: Path) -> None:
+    async with runtime(db, isolate=True) as rt:
+        await rt.register(Workflow(id="w", pipelines={"go": [steps.log_9_mb]}))
+        result = await rt.invoke("w", "go", {})
+        assert result.ok, result.error
+        timeline = await rt.timeline(result.run_id)
+    [line] = [e.message or "" for e in timeline if e.source == "logger"]
+    assert line.startswith("xxxx") and "cut" in line and len(line) < 9 * steps.MB
+
+
 # -- retries --------------------------------------------------------------------------------
 
 
@@ -295,6 +326,34 @@ async def test_an_isolated_step_pauses_and_an_event_resumes_the_run(db: Path) ->
         info = await rt.watch("w", paused.run_id)
     assert info is not None and info.status == "completed", info
     assert info.state["reply"] == {"answer": 42} and info.state["pid"] != ME
+
+
+async def test_an_isolated_steps_pause_keeps_its_conditions(db: Path) -> None:
+    workflow = Workflow(id="w", pipelines={"go": [steps.ask_for_payment, steps.pid]}, isolate=True)
+    async with runtime(db) as rt:
+        await rt.register(workflow)
+        first, second = [await rt.invoke("w", "go", {"order": n}) for n in (1, 2)]
+        assert first.status == second.status == "paused"
+        await rt.emit("order.paid", {"order": 2, "amount": 5})
+        await rt.idle()
+        infos = [await rt.watch("w", run.run_id) for run in (first, second)]
+    assert [info.status for info in infos if info] == ["paused", "completed"]
+    assert infos[1] is not None and infos[1].state["payment"] == {"order": 2, "amount": 5}
+
+
+async def test_a_signal_during_an_isolated_step_is_merged_into_what_it_returns(
+    db: Path, tmp_path: Path
+) -> None:
+    data = {"pidfile": str(tmp_path / "pid"), "release": str(tmp_path / "release")}
+    async with runtime(db, isolate=True) as rt:
+        await rt.register(Workflow(id="w", pipelines={"go": [steps.wait_for_release]}))
+        running = asyncio.ensure_future(rt.invoke("w", "go", data))
+        await pid_in(tmp_path / "pid")
+        await rt.signal(await running_run(rt), {"flag": "signalled"})
+        (tmp_path / "release").touch()
+        result = await running
+    assert result.ok, result.error
+    assert result.state == {**data, "released": True, "flag": "signalled"}
 
 
 async def test_an_isolated_step_sleeps_on_the_runtime_clock(db: Path) -> None:
@@ -562,6 +621,42 @@ def show(db: Path, run_id: str) -> dict[str, Any]:
     assert out.returncode == 0, out.stderr
     shown: dict[str, Any] = json.loads(out.stdout)
     return shown
+
+
+BLOCKING = """\
+import os
+import time
+
+from orchestrator import Workflow
+
+
+def block(state):
+    with open(state["pidfile"], "w") as file:
+        file.write(str(os.getpid()))
+    time.sleep(60)
+    return state
+
+
+workflow = Workflow(id="blocking", pipelines={"go": [block]})
+"""
+
+
+@pytest.mark.slow
+def test_a_worker_does_not_outlive_a_daemon_killed_with_sigkill(tmp_path: Path) -> None:
+    folder, db, pidfile = tmp_path / "workflows", tmp_path / "journal.db", tmp_path / "pid"
+    folder.mkdir()
+    (folder / "blocking.py").write_text(BLOCKING)
+    with Daemon(folder, db) as daemon:
+        daemon.start()
+        data = json.dumps({"pidfile": str(pidfile)})
+        started = cli("invoke", "blocking", "go", data, "--db", str(db))
+        assert started.returncode == 0, started.stderr + daemon.log()
+        worker = int(
+            daemon.wait_until(lambda: pidfile.exists() and pidfile.read_text(), 30, "the step")
+        )
+        assert worker != daemon.pid
+        daemon.kill()
+    eventually_blocking(lambda: gone(worker), what=f"worker {worker} to die with the daemon")
 
 
 @pytest.mark.slow
