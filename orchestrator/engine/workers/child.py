@@ -31,7 +31,7 @@ from ...define.env import Env
 from ...define.model import Workflow
 from ...define.services import ServiceScope
 from ...define.waits import PauseRequest
-from ...errors import RuntimeNotStarted
+from ...errors import RuntimeNotStarted, ServiceNotFound
 from ...folder.loader import FileSource, FolderConfig
 from ...state import StateEncodingError, decode_state, encode_state
 from ..context import StepContext, StepLogger
@@ -91,6 +91,16 @@ class _ChildLogger(StepLogger):
 
 
 class _WorkerContext(StepContext):
+    async def use(self, service_id: str) -> Any:
+        try:
+            return await super().use(service_id)
+        except ServiceNotFound as exc:
+            raise ServiceNotFound(
+                f"{exc} (this step is isolated: its worker process builds only the services "
+                "of its workflow, which it finds in the workflow's file, or at the top level "
+                "of the step's module; runtime services are not available there)"
+            ) from None
+
     @property
     def pause_service(self) -> Any:
         raise RuntimeNotStarted(
