@@ -29,6 +29,7 @@ from orchestrator import (
     FakeClock,
     RunResult,
     Runtime,
+    Service,
     Step,
     Workers,
     Workflow,
@@ -399,6 +400,22 @@ async def test_a_run_service_is_closed_at_the_end_of_the_isolated_step(
         result = await rt.invoke("services", "per_run", {"cleanups": str(cleanups)})
     assert result.ok, result.error
     assert result.state["seen"] == ["opened", "closed"]  # read by the step after it
+
+
+@pytest.mark.parametrize("owner", ["runtime", "local workflow"])
+async def test_a_service_a_worker_cannot_build_is_a_clear_failure(db: Path, owner: str) -> None:
+    service = Service("shared", lambda ctx: object())
+    step = Step(steps.use_shared, isolate=True)
+    if owner == "runtime":  # built in the daemon: it cannot cross to a worker
+        workflow, options = Workflow(id="w", pipelines={"go": [step]}), {"services": [service]}
+    else:  # not at the top level of the step's module: the worker cannot find it
+        workflow, options = Workflow(id="w", pipelines={"go": [step]}, services=[service]), {}
+    async with runtime(db, **options) as rt:
+        await rt.register(workflow)
+        result = await rt.invoke("w", "go", {})
+    failed_with(result, "STEP_FAILED", "no service 'shared'", "this step is isolated")
+    assert "top level of the step's module" in (result.error or "")
+    assert "runtime services are not available" in (result.error or "")
 
 
 async def test_the_pause_service_is_a_clear_failure_in_a_worker(db: Path) -> None:
