@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,26 @@ def with_ctx(state: State, ctx: StepContext) -> State:
 
 def raise_value_error(state: State) -> State:
     raise ValueError(f"bad input in pid {os.getpid()}")
+
+
+def system_exit(state: State) -> State:
+    sys.exit(3)
+
+
+def keyboard_interrupt(state: State) -> State:
+    raise KeyboardInterrupt
+
+
+def prints(state: State) -> State:
+    print("printed by the step")
+    sys.stdout.write("written to stdout\n")
+    sys.stdout.flush()
+    os.write(1, b"written to fd 1\n")
+    return {**state, "printed": True}
+
+
+def big_state(state: State) -> State:
+    return {**state, "blob": "y" * (9 * MB)}
 
 
 def not_json(state: State) -> State:

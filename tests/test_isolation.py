@@ -197,6 +197,36 @@ async def test_an_exception_fails_the_step_and_keeps_its_worker(db: Path) -> Non
     assert after == before  # raising costs no process
 
 
+@pytest.mark.parametrize(
+    ("fn", "name"),
+    [(steps.system_exit, "SystemExit"), (steps.keyboard_interrupt, "KeyboardInterrupt")],
+)
+async def test_a_base_exception_in_a_worker_is_a_failure_not_a_crash(
+    db: Path, fn: Any, name: str
+) -> None:
+    async with runtime(db, isolate=True) as rt:
+        await rt.register(Workflow(id="w", pipelines={"go": [fn], "ok": [steps.pid]}))
+        result = await rt.invoke("w", "go", {})
+        assert (await rt.invoke("w", "ok", {})).ok
+    failed_with(result, "STEP_FAILED", name)
+
+
+async def test_what_a_step_prints_does_not_disturb_its_worker(db: Path) -> None:
+    async with runtime(db, isolate=True, workers=Workers(warm=1, max=1)) as rt:
+        await rt.register(Workflow(id="w", pipelines={"go": [steps.prints, steps.pid]}))
+        results = [await rt.invoke("w", "go", {}) for _ in range(2)]
+    assert all(r.ok and r.state["printed"] for r in results), [r.error for r in results]
+    assert results[0].state["pid"] == results[1].state["pid"] != ME
+
+
+async def test_a_state_larger_than_a_message_header_comes_back_whole(db: Path) -> None:
+    async with runtime(db, isolate=True) as rt:
+        await rt.register(Workflow(id="w", pipelines={"go": [steps.big_state]}))
+        result = await rt.invoke("w", "go", {"n": 1})
+    assert result.ok, result.error
+    assert result.state["n"] == 1 and result.state["blob"] == "y" * (9 * steps.MB)
+
+
 async def test_what_is_not_a_state_is_invalid_state_from_a_worker(db: Path) -> None:
     async with runtime(db, isolate=True) as rt:
         await rt.register(Workflow(id="w", pipelines={"go": [steps.not_json]}))
@@ -511,6 +541,44 @@ async def test_a_folder_without_the_setting_is_not_isolated(db: Path, tmp_path: 
     async with runtime(db, workflows_dir=folder) as rt:
         result = await rt.invoke("plain", "go", {})
     assert result.ok and result.state == {"sync": ME, "async": ME}
+
+
+async def test_a_folder_that_says_isolate_false_wins_over_the_runtime(
+    db: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    (folder / "orchestrator.toml").write_text("[steps]\nisolate = false\n")
+    (folder / "plain.py").write_text(pid_flow("plain"))
+    (folder / "opted_in.py").write_text(pid_flow("opted_in", ", isolate=True"))
+    async with runtime(db, workflows_dir=folder, isolate=True) as rt:
+        plain = await rt.invoke("plain", "go", {})
+        opted_in = await rt.invoke("opted_in", "go", {})
+    assert plain.ok and plain.state == {"sync": ME, "async": ME}
+    assert opted_in.ok and opted_in.state["sync"] != ME and opted_in.state["async"] == ME
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"max": 0},
+        {"warm": -1},
+        {"memory_limit_mb": 32},
+        {"recycle_after_steps": 0},
+        {"recycle_above_mb": True},
+    ],
+)
+def test_workers_settings_are_checked(settings: dict[str, Any]) -> None:
+    [name] = settings
+    with pytest.raises(ValueError, match=f"Workers {name}"):
+        Workers(**settings)
+
+
+def test_runtime_isolate_and_workers_are_checked(db: Path) -> None:
+    with pytest.raises(ValueError, match="isolate"):
+        Runtime(db, isolate="yes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="Workers"):
+        Runtime(db, workers={"max": 2})  # type: ignore[arg-type]
 
 
 def test_a_step_cannot_be_inline_and_isolated() -> None:
