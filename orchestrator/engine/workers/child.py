@@ -50,6 +50,7 @@ class _Channel:
     def __init__(self, reader: BinaryIO, writer: BinaryIO) -> None:
         self._reader, self._writer = reader, writer
         self._lock = threading.Lock()
+        self._logging: object | None = None  # the logger of the step running now
 
     def forget_after_fork(self) -> None:
         """In a process a step forks, point these pipes at /dev/null.
@@ -65,8 +66,27 @@ class _Channel:
 
     def send(self, header: dict[str, Any], payload: str | None = None) -> None:
         with self._lock:
-            self._writer.write(wire.frame(header, payload))
-            self._writer.flush()
+            self._write(header, payload)
+
+    def _write(self, header: dict[str, Any], payload: str | None = None) -> None:
+        self._writer.write(wire.frame(header, payload))
+        self._writer.flush()
+
+    def logging(self, logger: object | None) -> None:
+        """Send the lines of `logger` from now on, and no other's (None: no step runs)."""
+        with self._lock:
+            self._logging = logger
+
+    def send_log(self, logger: object, header: dict[str, Any]) -> bool:
+        """Send a ``ctx.log`` line if its step still runs; whether it was sent.
+
+        A line sent later would be journaled in the timeline of whatever run comes next.
+        """
+        with self._lock:
+            if self._logging is not logger:
+                return False
+            self._write(header)
+            return True
 
     def receive(self) -> tuple[dict[str, Any], str | None] | None:
         line = self._reader.readline()
@@ -87,7 +107,8 @@ class _ChildLogger(StepLogger):
     def line(self, level: str, text: str) -> None:
         if len(text) > _MAX_LOG:
             text = text[:_MAX_LOG] + f" [cut: {len(text) - _MAX_LOG} more characters]"
-        self._channel.send({"log": level, "text": _clean(text)})
+        if not self._channel.send_log(self, {"log": level, "text": _clean(text)}):
+            print(f"a ctx.log line after its step ended (not journaled): {text}", file=sys.stderr)
 
 
 class _WorkerContext(StepContext):
@@ -148,6 +169,7 @@ class _Worker:
             self._report_raised(exc)
             return
         finally:
+            self._channel.logging(None)  # a thread the step left behind logs to no run
             if run_scope is not None:
                 self._close_scope(run_scope)
         self._report_result(result)
@@ -240,6 +262,8 @@ class _Worker:
         )
 
     def _context(self, spec: dict[str, Any], scope: ServiceScope) -> StepContext:
+        logger = _ChildLogger(self._channel)
+        self._channel.logging(logger)
         return _WorkerContext(
             run_id=spec["run_id"],
             workflow_id=spec["workflow_id"],
@@ -247,7 +271,7 @@ class _Worker:
             step_name=spec["step_name"],
             step_index=spec["step_index"],
             attempt=spec["attempt"],
-            log=_ChildLogger(self._channel),
+            log=logger,
             env=self._envs.get(spec["env_key"], Env()),
             scope=lambda: scope,
         )
