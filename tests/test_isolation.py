@@ -346,6 +346,28 @@ async def test_ctx_log_env_and_idempotency_key_in_a_worker(db: Path) -> None:
     ]
 
 
+async def test_a_log_line_after_its_step_ended_never_lands_in_another_run(
+    db: Path, tmp_path: Path
+) -> None:
+    release, logged = tmp_path / "release", tmp_path / "logged"
+    data = {"release": str(release), "logged": str(logged)}
+    async with runtime(db, isolate=True, workers=Workers(warm=1, max=1)) as rt:
+        pipelines = {"late": [steps.log_later], "ok": [steps.pid_with_ctx]}
+        await rt.register(Workflow(id="w", pipelines=pipelines))
+        first = await rt.invoke("w", "late", data)
+        release.touch()
+        await eventually(logged.exists, what="the step's thread to log")
+        second = await rt.invoke("w", "ok", {})
+        assert first.ok and second.ok and first.state["pid"] == second.state["pid"]
+        lines = [
+            e.message
+            for run in (first, second)
+            for e in await rt.timeline(run.run_id)
+            if e.source == "logger"
+        ]
+    assert lines == []
+
+
 async def test_an_isolated_step_pauses_and_an_event_resumes_the_run(db: Path) -> None:
     workflow = Workflow(id="w", pipelines={"go": [steps.ask, steps.pid]}, isolate=True)
     async with runtime(db) as rt:
