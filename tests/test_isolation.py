@@ -738,6 +738,8 @@ from orchestrator import Workflow
 
 
 def block(state):
+    if os.path.exists(state["release"]):
+        return {**state, "pid": os.getpid()}
     with open(state["pidfile"], "w") as file:
         file.write(str(os.getpid()))
     time.sleep(60)
@@ -751,19 +753,27 @@ workflow = Workflow(id="blocking", pipelines={"go": [block]})
 @pytest.mark.slow
 def test_a_worker_does_not_outlive_a_daemon_killed_with_sigkill(tmp_path: Path) -> None:
     folder, db, pidfile = tmp_path / "workflows", tmp_path / "journal.db", tmp_path / "pid"
+    release = tmp_path / "release"
     folder.mkdir()
     (folder / "blocking.py").write_text(BLOCKING)
     with Daemon(folder, db) as daemon:
         daemon.start()
-        data = json.dumps({"pidfile": str(pidfile)})
+        data = json.dumps({"pidfile": str(pidfile), "release": str(release)})
         started = cli("invoke", "blocking", "go", data, "--db", str(db))
         assert started.returncode == 0, started.stderr + daemon.log()
+        run_id = started.stdout.strip()
         worker = int(
             daemon.wait_until(lambda: pidfile.exists() and pidfile.read_text(), 30, "the step")
         )
         assert worker != daemon.pid
         daemon.kill()
     eventually_blocking(lambda: gone(worker), what=f"worker {worker} to die with the daemon")
+    release.touch()
+    with Daemon(folder, db) as daemon:  # the run is recovered, its step runs in a new worker
+        daemon.start()
+        daemon.wait_until(lambda: show(db, run_id)["status"] == "completed", 30, "the run")
+        assert show(db, run_id)["state"]["pid"] not in (worker, daemon.pid)
+        assert daemon.stop(signal.SIGTERM) == 0, daemon.log()
 
 
 @pytest.mark.slow
