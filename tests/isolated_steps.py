@@ -175,6 +175,11 @@ def log_later(state: State, ctx: StepContext) -> State:
     return {**state, "pid": os.getpid()}
 
 
+def leaky(state: State, ctx: StepContext) -> State:
+    ctx.log.info("calling with token %s and %s", ctx.env.get("API_TOKEN"), ctx.env.get("PLAIN"))
+    raise PermissionError(f"denied for {ctx.env.get('API_TOKEN')} / {ctx.env.get('DB_PASS')}")
+
+
 def ask_for_payment(state: State, ctx: StepContext) -> Any:
     return ctx.pause("order.paid", where={"order": ("==", state["order"])}, into="payment")
 

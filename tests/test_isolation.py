@@ -366,6 +366,21 @@ async def test_a_log_line_after_its_step_ended_never_lands_in_another_run(
     assert lines == []
 
 
+async def test_secrets_are_redacted_from_what_a_worker_logs_and_raises(db: Path) -> None:
+    env = {"API_TOKEN": "tok-123456", "PLAIN": "visible-value", "DB_PASS": "hunter22"}
+    flow = Workflow(id="w", pipelines={"go": [Step(steps.leaky, retries=1, isolate=True)]})
+    async with runtime(db, env=env, secrets=["DB_PASS"]) as rt:
+        await rt.register(flow)
+        result = await rt.invoke("w", "go", {})
+        entries = await rt.timeline(result.run_id)
+    failed_with(result, "STEP_FAILED", "PermissionError")
+    journaled = " ".join(f"{e.message} {e.data}" for e in entries) + (result.error or "")
+    assert "tok-123456" not in journaled and "hunter22" not in journaled
+    assert "visible-value" in journaled and "***" in journaled
+    raw = db.read_bytes()  # the WAL was checkpointed into it at close
+    assert b"tok-123456" not in raw and b"hunter22" not in raw
+
+
 async def test_an_isolated_step_pauses_and_an_event_resumes_the_run(db: Path) -> None:
     workflow = Workflow(id="w", pipelines={"go": [steps.ask, steps.pid]}, isolate=True)
     async with runtime(db) as rt:
