@@ -345,9 +345,12 @@ class WorkerPool:
                 limit=_HEADER_LIMIT,
                 env=_child_env(),
             )
-        except OSError as exc:
+        except BaseException as exc:  # it could not start, or its step was given up meanwhile
             self._starting -= 1
-            raise WorkerCrashed(f"a worker process could not start: {exc}") from None
+            self._wake(None)  # a waiter may start one in its place
+            if isinstance(exc, OSError):
+                raise WorkerCrashed(f"a worker process could not start: {exc}") from None
+            raise
         worker = _Process(proc, self.settings)
         self._live.add(worker)
         self._starting -= 1
@@ -356,6 +359,7 @@ class WorkerPool:
                 await worker.ready()
         except BaseException as exc:
             self._discard(worker)
+            self._wake(None)
             if isinstance(exc, TimeoutError):
                 raise WorkerCrashed(
                     f"a worker process did not start within {self.settings.start_timeout:g} s"
