@@ -35,6 +35,8 @@ from orchestrator import (
     Workers,
     Workflow,
 )
+from orchestrator.define.env import Env
+from orchestrator.engine.workers import StepRef, WorkerPool, plan_isolation
 from orchestrator.testing import eventually, eventually_blocking
 
 ME = os.getpid()
@@ -243,6 +245,31 @@ async def test_a_log_line_too_long_for_the_pipe_is_cut_not_a_crash(db: Path) -> 
         timeline = await rt.timeline(result.run_id)
     [line] = [e.message or "" for e in timeline if e.source == "logger"]
     assert line.startswith("xxxx") and "cut" in line and len(line) < 9 * steps.MB
+
+
+def pool_step() -> StepRef:
+    """How a worker finds `steps.pid`, as the runtime plans it."""
+    workflow = Workflow(id="w", pipelines={"go": [Step(steps.pid, isolate=True)]})
+    plan = plan_isolation(workflow, version="v1", env=Env({}), source=None, default=False)
+    [step] = plan.values()
+    return step
+
+
+async def test_a_step_given_up_while_its_worker_starts_frees_its_place() -> None:
+    pool, step = WorkerPool(Workers(warm=0, max=1)), pool_step()
+    try:
+        first = asyncio.create_task(pool.call(step, "{}", None))
+        await asyncio.sleep(0)  # one turn: `first` is in the middle of starting the one worker
+        second = asyncio.create_task(pool.call(step, "{}", None))
+        await asyncio.sleep(0)  # one turn: `second` waits for a worker, there is room for none
+        first.cancel()  # an abort, a timeout
+        async with asyncio.timeout(10):
+            results = [await second, await pool.call(step, "{}", None)]
+        assert first.cancelled()
+        pids = {json.loads(result.text)["pid"] for result in results}  # type: ignore[attr-defined]
+        assert len(pids) == 1 and pool.size == 1
+    finally:
+        await pool.close()
 
 
 # -- retries --------------------------------------------------------------------------------
