@@ -99,6 +99,15 @@ def crash_once(state: State) -> State:
     return {**state, "pid": os.getpid()}
 
 
+def hang_once(state: State) -> State:
+    """Hang the first time (``state["marker"]`` says it did, with its pid), then succeed."""
+    marker = Path(state["marker"])
+    if not marker.exists():
+        marker.write_text(str(os.getpid()))
+        time.sleep(60)
+    return {**state, "pid": os.getpid()}
+
+
 def keep_100_mb(state: State) -> State:
     _kept.append(b"x" * (100 * MB))
     return {**state, "pid": os.getpid()}

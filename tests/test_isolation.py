@@ -263,7 +263,7 @@ async def test_a_step_given_up_while_its_worker_starts_frees_its_place() -> None
         second = asyncio.create_task(pool.call(step, "{}", None))
         await asyncio.sleep(0)  # one turn: `second` waits for a worker, there is room for none
         first.cancel()  # an abort, a timeout
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(30):
             results = [await second, await pool.call(step, "{}", None)]
         assert first.cancelled()
         pids = {json.loads(result.text)["pid"] for result in results}  # type: ignore[attr-defined]
@@ -291,6 +291,23 @@ async def test_retries_apply_to_a_crash(db: Path, tmp_path: Path) -> None:
     assert "retrying" in (retry.message or "")
 
 
+async def test_retries_apply_to_a_timeout_in_a_new_worker(db: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "hung"
+    # A step's timeout includes waiting for a worker, and a cold one takes a moment to start
+    # on a busy machine: the retry gets the second warm worker, and time to spare.
+    async with runtime(db, workers=Workers(warm=2, max=2)) as rt:
+        retried = Step(steps.hang_once, timeout=2, retries=1, backoff=0, isolate=True)
+        await rt.register(Workflow(id="w", pipelines={"go": [retried]}))
+        result = await rt.invoke("w", "go", {"marker": str(marker)})
+        assert result.ok, result.error
+        hung = int(marker.read_text())
+        assert result.state["pid"] not in (ME, hung)
+        await eventually(lambda: gone(hung), what=f"the hung worker {hung} to be killed")
+        timeline = await rt.timeline(result.run_id)
+    [retry] = [e for e in timeline if e.kind == "step.failed"]
+    assert "timed out" in (retry.message or "") and retry.data == {"attempt": 1, "retry": True}
+
+
 async def test_a_crash_on_every_attempt_fails_after_its_retries(db: Path) -> None:
     async with runtime(db) as rt:
         crashing = Step(steps.exit_1, retries=1, backoff=0, isolate=True)
@@ -309,12 +326,14 @@ async def test_a_timeout_kills_the_worker_and_what_its_step_started(
     db: Path, tmp_path: Path
 ) -> None:
     data = {"pidfile": str(tmp_path / "pid"), "childfile": str(tmp_path / "child")}
-    async with runtime(db) as rt:
-        hung = Step(steps.block_with_child, timeout=TIMEOUT, isolate=True)
-        await rt.register(Workflow(id="w", pipelines={"go": [hung]}))
+    async with runtime(db, isolate=True, workers=Workers(warm=1, max=1)) as rt:
+        hung = Step(steps.block_with_child, timeout=TIMEOUT)
+        await rt.register(Workflow(id="w", pipelines={"go": [hung], "warm": [steps.pid]}))
+        warm = await rt.invoke("w", "warm", {})  # the step below starts at once in this worker
         result = await rt.invoke("w", "go", data)
         failed_with(result, "STEP_TIMEOUT", "timed out")
         worker, child = int((tmp_path / "pid").read_text()), int((tmp_path / "child").read_text())
+        assert worker == warm.state["pid"]
         await eventually(lambda: gone(worker), what=f"worker {worker} to be killed")
         await eventually(lambda: gone(child), what=f"the step's process {child} to be killed")
         assert worker not in rt._workers.pids()
