@@ -31,13 +31,16 @@ from ...define.env import Env
 from ...define.model import Workflow
 from ...define.services import ServiceScope
 from ...define.waits import PauseRequest
-from ...errors import RuntimeNotStarted
+from ...errors import RuntimeNotStarted, ServiceNotFound
 from ...folder.loader import FileSource, FolderConfig
 from ...state import StateEncodingError, decode_state, encode_state
 from ..context import StepContext, StepLogger
 from . import wire
 
 _MAX_TEXT = 64 * 1024  # of an exception's message or traceback sent back
+# Of a ctx.log line, in characters: as JSON (``\uXXXX`` escapes, up to 12 bytes a
+# character) it stays below the daemon's limit on a message header (8 MiB).
+_MAX_LOG = 512 * 1024
 _PR_SET_PDEATHSIG = 1
 
 
@@ -47,11 +50,43 @@ class _Channel:
     def __init__(self, reader: BinaryIO, writer: BinaryIO) -> None:
         self._reader, self._writer = reader, writer
         self._lock = threading.Lock()
+        self._logging: object | None = None  # the logger of the step running now
+
+    def forget_after_fork(self) -> None:
+        """In a process a step forks, point these pipes at /dev/null.
+
+        A fork (``os.fork``, multiprocessing) that held them would keep the daemon from
+        seeing the pipe close when this worker dies, for as long as the fork lives.
+        """
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for pipe in (self._reader, self._writer):
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(devnull, pipe.fileno(), inheritable=False)
+        os.close(devnull)
 
     def send(self, header: dict[str, Any], payload: str | None = None) -> None:
         with self._lock:
-            self._writer.write(wire.frame(header, payload))
-            self._writer.flush()
+            self._write(header, payload)
+
+    def _write(self, header: dict[str, Any], payload: str | None = None) -> None:
+        self._writer.write(wire.frame(header, payload))
+        self._writer.flush()
+
+    def logging(self, logger: object | None) -> None:
+        """Send the lines of `logger` from now on, and no other's (None: no step runs)."""
+        with self._lock:
+            self._logging = logger
+
+    def send_log(self, logger: object, header: dict[str, Any]) -> bool:
+        """Send a ``ctx.log`` line if its step still runs; whether it was sent.
+
+        A line sent later would be journaled in the timeline of whatever run comes next.
+        """
+        with self._lock:
+            if self._logging is not logger:
+                return False
+            self._write(header)
+            return True
 
     def receive(self) -> tuple[dict[str, Any], str | None] | None:
         line = self._reader.readline()
@@ -70,10 +105,23 @@ class _ChildLogger(StepLogger):
         self._channel = channel
 
     def line(self, level: str, text: str) -> None:
-        self._channel.send({"log": level, "text": _clean(text)})
+        if len(text) > _MAX_LOG:
+            text = text[:_MAX_LOG] + f" [cut: {len(text) - _MAX_LOG} more characters]"
+        if not self._channel.send_log(self, {"log": level, "text": _clean(text)}):
+            print(f"a ctx.log line after its step ended (not journaled): {text}", file=sys.stderr)
 
 
 class _WorkerContext(StepContext):
+    async def use(self, service_id: str) -> Any:
+        try:
+            return await super().use(service_id)
+        except ServiceNotFound as exc:
+            raise ServiceNotFound(
+                f"{exc} (this step is isolated: its worker process builds only the services "
+                "of its workflow, which it finds in the workflow's file, or at the top level "
+                "of the step's module; runtime services are not available there)"
+            ) from None
+
     @property
     def pause_service(self) -> Any:
         raise RuntimeNotStarted(
@@ -121,6 +169,7 @@ class _Worker:
             self._report_raised(exc)
             return
         finally:
+            self._channel.logging(None)  # a thread the step left behind logs to no run
             if run_scope is not None:
                 self._close_scope(run_scope)
         self._report_result(result)
@@ -213,6 +262,8 @@ class _Worker:
         )
 
     def _context(self, spec: dict[str, Any], scope: ServiceScope) -> StepContext:
+        logger = _ChildLogger(self._channel)
+        self._channel.logging(logger)
         return _WorkerContext(
             run_id=spec["run_id"],
             workflow_id=spec["workflow_id"],
@@ -220,7 +271,7 @@ class _Worker:
             step_name=spec["step_name"],
             step_index=spec["step_index"],
             attempt=spec["attempt"],
-            log=_ChildLogger(self._channel),
+            log=logger,
             env=self._envs.get(spec["env_key"], Env()),
             scope=lambda: scope,
         )
@@ -306,6 +357,7 @@ def main() -> None:
     if os.getppid() != int(sys.argv[1]):
         return  # the daemon died before this process could follow it
     channel = _take_stdio()
+    os.register_at_fork(after_in_child=channel.forget_after_fork)
     if len(sys.argv) > 2:
         _limit_memory(int(sys.argv[2]))
     _Worker(channel).serve()

@@ -210,9 +210,10 @@ class _Process:
 
     def kill(self) -> None:
         """Kill the worker and whatever its step started (its own process group)."""
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signal.SIGKILL)
+        # Also once the worker itself has died: what its step started may live on. Its
+        # process group keeps its id while any of them does (killpg finds none otherwise).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
 
     def retire(self) -> None:
         """Ask an idle worker to exit: it does when its stdin closes."""
@@ -315,7 +316,11 @@ class WorkerPool:
             if self._closed:
                 raise WorkerCrashed("the runtime is stopping: no worker process to run it")
             if self._idle:
-                return self._take_idle(key)
+                idle = self._take_idle(key)
+                if idle.proc.returncode is None:
+                    return idle
+                self._discard(idle, kill=False)  # it died while idle (the OOM killer, say)
+                continue
             if self.size < self.settings.max:
                 return await self._start()
             waiter: asyncio.Future[_Process | None] = asyncio.get_running_loop().create_future()
@@ -351,9 +356,12 @@ class WorkerPool:
                 limit=_HEADER_LIMIT,
                 env=_child_env(),
             )
-        except OSError as exc:
+        except BaseException as exc:  # it could not start, or its step was given up meanwhile
             self._starting -= 1
-            raise WorkerCrashed(f"a worker process could not start: {exc}") from None
+            self._wake(None)  # a waiter may start one in its place
+            if isinstance(exc, OSError):
+                raise WorkerCrashed(f"a worker process could not start: {exc}") from None
+            raise
         worker = _Process(proc, self.settings)
         self._live.add(worker)
         self._starting -= 1
@@ -365,6 +373,7 @@ class WorkerPool:
                 await worker.ready()
         except BaseException as exc:
             self._discard(worker)
+            self._wake(None)
             if isinstance(exc, TimeoutError):
                 raise WorkerCrashed(
                     f"a worker process did not start within {self.settings.start_timeout:g} s"
