@@ -52,6 +52,7 @@ async def test_a_trigger_takes_events_from_its_sources_only(db: Path, tmp_path: 
         assert await started(rt) == ["any"]
         out = await acli("emit", "order.placed", '{"n": 2}', "--db", str(db))
         assert out.returncode == 0, out.stderr
+
         async def both() -> bool:
             return await started(rt) == ["any", "any", "manual"]
 
@@ -70,6 +71,7 @@ async def test_a_file_created_event_from_outside_never_starts_a_file_trigger(
         await rt.idle()
         assert await started(rt) == []
         (inbox / "real.csv").write_text("a,b\n")
+
         async def one_run() -> list[Any]:
             return await rt.list_runs()
 

@@ -258,13 +258,13 @@ def pool_step() -> StepRef:
 async def test_a_step_given_up_while_its_worker_starts_frees_its_place() -> None:
     pool, step = WorkerPool(Workers(warm=0, max=1)), pool_step()
     try:
-        first = asyncio.create_task(pool.call(step, "{}", None))
+        first = asyncio.create_task(pool.call(step, "{}", None, None))
         await asyncio.sleep(0)  # one turn: `first` is in the middle of starting the one worker
-        second = asyncio.create_task(pool.call(step, "{}", None))
+        second = asyncio.create_task(pool.call(step, "{}", None, None))
         await asyncio.sleep(0)  # one turn: `second` waits for a worker, there is room for none
         first.cancel()  # an abort, a timeout
         async with asyncio.timeout(30):
-            results = [await second, await pool.call(step, "{}", None)]
+            results = [await second, await pool.call(step, "{}", None, None)]
         assert first.cancelled()
         pids = {json.loads(result.text)["pid"] for result in results}  # type: ignore[attr-defined]
         assert len(pids) == 1 and pool.size == 1
@@ -854,3 +854,35 @@ def test_the_daemon_survives_a_step_that_exits_its_process(tmp_path: Path) -> No
         assert state["pid"] not in (pid, ME)  # `up` isolates sync steps
         assert daemon.proc is not None and daemon.proc.poll() is None and daemon.pid == pid
         assert daemon.stop(signal.SIGTERM) == 0, daemon.log()
+
+
+FLAKY_IMPORT = """
+from pathlib import Path
+
+from orchestrator import Workflow
+
+if Path(__file__).with_name("poisoned").exists():
+    raise RuntimeError("this file cannot be imported here")
+
+
+def step(state):
+    return {**state, "ran": True}
+
+
+workflow = Workflow(id="flaky", pipelines={"go": [step]})
+"""
+
+
+async def test_a_file_that_fails_to_load_in_the_worker_fails_the_step_not_the_worker(
+    db: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    (folder / "flaky.py").write_text(FLAKY_IMPORT)
+    async with runtime(db, workflows_dir=folder, isolate=True) as rt:
+        (folder / "poisoned").write_text("")  # after the daemon loaded it: only workers see it
+        failed = await rt.invoke("flaky", "go", {})
+        failed_with(failed, "STEP_FAILED", "RuntimeError: this file cannot be imported here")
+        (folder / "poisoned").unlink()
+        again = await rt.invoke("flaky", "go", {})  # the same worker loads it this time
+    assert again.ok and again.state == {"ran": True}, again.error

@@ -149,12 +149,12 @@ class _Worker:
         self._close()
 
     def _step(self, header: dict[str, Any], state_text: str) -> None:
-        if "load" in header:
-            self._load(header["ref"]["key"], header["load"])
         if "env" in header:
             self._envs[header["ctx"]["env_key"]] = Env(header["env"])
         run_scope: ServiceScope | None = None
         try:
+            if "load" in header:  # a file that fails to load here fails its step, not us
+                self._load(header["ref"]["key"], header["load"])
             fn, workflow = self._resolve(header["ref"])
             ctx_spec = header.get("ctx")
             args: tuple[Any, ...] = (decode_state(state_text),)
@@ -166,7 +166,7 @@ class _Worker:
             self._report_raised(exc, memory=True)
             os._exit(wire.EXIT_OUT_OF_MEMORY)  # this process may be unusable now
         except BaseException as exc:  # noqa: BLE001 - whatever step code raises is its failure
-            self._report_raised(exc)
+            self._report_raised(exc, loaded=header["ref"]["key"] in self._sources)
             return
         finally:
             self._channel.logging(None)  # a thread the step left behind logs to no run
@@ -194,7 +194,9 @@ class _Worker:
             return
         self._channel.send({**usage, "ok": True}, text)
 
-    def _report_raised(self, exc: BaseException, *, memory: bool = False) -> None:
+    def _report_raised(
+        self, exc: BaseException, *, memory: bool = False, loaded: bool = True
+    ) -> None:
         try:
             message = str(exc)
         except Exception:  # noqa: BLE001 - a __str__ that raises still fails only its step
@@ -209,6 +211,7 @@ class _Worker:
                 "message": _clean(message[:_MAX_TEXT]),
                 "traceback": _clean(trace[-_MAX_TEXT:]),
                 "memory": memory,
+                "loaded": loaded,  # False: the daemon sends what to load again next time
                 "rss": _rss(),
             }
         )

@@ -157,7 +157,7 @@ class _Process:
                 continue
             self.steps += 1
             self.rss = int(reply.get("rss", 0))
-            if "raised" not in reply or not reply.get("memory"):
+            if reply.get("loaded", True) and not reply.get("memory"):
                 self.loaded.add(step.key)
             return await self._result(reply)
 
