@@ -1,15 +1,21 @@
 """The ``orchestrator`` command: argument parsing and output only.
 
 Commands read the journal through the journal layer's reader and never reach into a
-daemon's memory. Exit codes: 0 success, 1 the run or action failed, 2 bad usage or input.
+daemon's memory. Exit codes: 0 success, 1 the run or action failed, 2 bad usage or input,
+141 stdout closed before everything was written (what a process killed by SIGPIPE returns).
 Heavy modules are imported inside the command that needs them, to keep start-up small.
+
+Bad input is one line on stderr, ``error:`` then what is wrong, where, and how to fix it;
+never a traceback. Every line printed for a human goes through `output.escape`.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
+import math
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -23,6 +29,9 @@ if TYPE_CHECKING:
     from ..journal import JournalBackend, JournalQueries
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# stdout was closed before everything was written (`orchestrator runs | head -1`): what a
+# shell reports for a process killed by SIGPIPE (128 + 13), as `cat` or `seq` would give.
+EXIT_STDOUT_CLOSED = 141
 T = TypeVar("T")
 
 
@@ -32,20 +41,98 @@ class UsageError(Exception):
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the ``orchestrator`` console script."""
-    parser = _parser()
-    args = parser.parse_args(argv)
     try:
-        outcome = args.handler(args)
-        code = _run(outcome) if isinstance(outcome, Coroutine) else outcome
-    except UsageError as exc:
-        code = _fail(str(exc), EXIT_USAGE)
-    except (ValidationError, JournalError, RunNotFound) as exc:
-        code = _fail(f"{exc} [{exc.code}]", EXIT_USAGE)
-    except OrchestratorError as exc:
-        code = _fail(f"{exc} [{exc.code}]", EXIT_FAILED)
-    except KeyboardInterrupt:
-        code = 130
+        try:
+            code = _main(argv)
+        finally:  # a reader that went away fails here, not in the interpreter's exit
+            if sys.stdout is not None:
+                sys.stdout.flush()
+    except BrokenPipeError:
+        code = _stdout_closed()
     sys.exit(code)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        _check_text(args)
+        outcome = args.handler(args)
+        code: int = _run(outcome) if isinstance(outcome, Coroutine) else outcome
+        return code
+    except UsageError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except (ValidationError, JournalError, RunNotFound) as exc:
+        return _fail(f"{exc} [{exc.code}]", EXIT_USAGE)
+    except OrchestratorError as exc:
+        return _fail(f"{exc} [{exc.code}]", EXIT_FAILED)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _stdout_closed() -> int:
+    """Stay quiet once stdout's reader is gone; the exit code that says so."""
+    # Python flushes stdout again at exit and would print "Exception ignored ...
+    # BrokenPipeError": point the descriptor at /dev/null first.
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return EXIT_STDOUT_CLOSED
+
+
+def _out(text: str) -> None:
+    """Print a command's result on stdout (`BrokenPipeError` if stdout is closed)."""
+    if sys.stdout is None:  # started with descriptor 1 closed: print would drop the text
+        raise BrokenPipeError(errno.EPIPE, "stdout is closed")
+    print(text)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line like every other input error."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print one line (what is wrong, and where to see the usage), exit 2."""
+        from .output import escape
+
+        self.exit(EXIT_USAGE, f"error: {self.prog}: {escape(message)} (see {self.prog} --help)\n")
+
+
+# How `_check_text` names each argument (its metavar, or its option).
+_SHOWN = {"run_id": "RUN_ID", "type": "TYPE", "data": "JSON", "patch": "JSON", "trigger": "TRIGGER"}
+
+
+def _check_text(args: argparse.Namespace) -> None:
+    """Refuse an argument that is not text: undecodable bytes, or a NUL.
+
+    On Linux an argument that is not valid UTF-8 arrives with each bad byte as a lone
+    surrogate ("surrogateescape"), which neither SQLite nor JSON can store. File and folder
+    arguments (`Path`) may hold any bytes, as file names do.
+    """
+    for name, value in vars(args).items():
+        for text in value if isinstance(value, list) else [value]:
+            if not isinstance(text, str):
+                continue
+            problem = _not_text(text)
+            if problem is not None:
+                raise UsageError(f"{_shown(name, args.command)} {problem}; pass UTF-8 text")
+
+
+def _shown(name: str, command: str) -> str:
+    if name == "workflow":
+        return "--workflow" if command == "runs" else "WORKFLOW"
+    return _SHOWN.get(name) or f"--{name.replace('_', '-')}"
+
+
+def _not_text(text: str) -> str | None:
+    for index, char in enumerate(text):
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:
+            return f"is not valid UTF-8 (byte 0x{code - 0xDC00:02x} at character {index + 1})"
+        if 0xD800 <= code <= 0xDFFF:
+            return f"holds a lone surrogate U+{code:04X} at character {index + 1}"
+        if code == 0:
+            return f"holds a NUL character at character {index + 1}"
+    return None
 
 
 def _run(work: Coroutine[Any, Any, T]) -> T:
@@ -55,15 +142,24 @@ def _run(work: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(work)
 
 
-def _fail(message: str, code: int) -> int:
-    print(f"error: {message}", file=sys.stderr)
+def _fail(message: str, code: int, *more: str) -> int:
+    """Print `message` (then `more` lines) on stderr, each escaped; return `code`."""
+    from .output import escape
+
+    for line in (f"error: {message}", *more):
+        print(escape(line), file=sys.stderr)
     return code
 
 
+def _excerpt(text: str, most: int = 60) -> str:
+    """`text` for an error line: its repr, cut to about `most` characters."""
+    if len(text) <= most:
+        return repr(text)
+    return f"{text[:most]!r}... ({len(text)} characters)"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="orchestrator", description="A durable local workflow orchestrator."
-    )
+    parser = _Parser(prog="orchestrator", description="A durable local workflow orchestrator.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = _command(commands, "run", _cmd_run, "run one pipeline file once, in process", db=False)
@@ -192,13 +288,15 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
 
 
 def _positive_int(text: str) -> int:
+    if text.strip().isdecimal() and len(text.strip().lstrip("0")) > 18:
+        return sys.maxsize  # more than any journal holds (and more digits than int() may read)
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {_excerpt(text)}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {_excerpt(text)}")
+    return min(value, sys.maxsize)  # the most SQLite takes
 
 
 def _count(least: int) -> Callable[[str], int]:
@@ -206,9 +304,11 @@ def _count(least: int) -> Callable[[str], int]:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number, got {_excerpt(text)}"
+            ) from None
         if value < least or value > 1_000_000:
-            raise argparse.ArgumentTypeError(f"expected {least} to 1000000, got {value}")
+            raise argparse.ArgumentTypeError(f"expected {least} to 1000000, got {_excerpt(text)}")
         return value
 
     return parse
@@ -218,9 +318,11 @@ def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {value:g}")
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds, got {_excerpt(text)}"
+        ) from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {_excerpt(text)}")
     return value
 
 
@@ -253,11 +355,19 @@ def parse_json_object(text: str, what: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
+        where = f"column {exc.colno}"
+        if exc.lineno > 1:
+            where = f"line {exc.lineno} {where}"
         raise UsageError(
-            f"{what} is not valid JSON ({exc.msg} at column {exc.colno}): {text}"
+            f"{what} is not valid JSON ({exc.msg} at {where}): {_excerpt(text)}"
+        ) from None
+    except ValueError:  # the only other: an integer longer than int() reads
+        raise UsageError(
+            f"{what} holds a number of more than {sys.get_int_max_str_digits()} digits; "
+            "pass it as a string"
         ) from None
     except RecursionError:
-        raise UsageError(f"{what} nests too deep") from None
+        raise UsageError(f"{what} nests too deep; pass a flatter JSON object") from None
     if not isinstance(value, dict):
         raise UsageError(
             f"{what} must be a JSON object like '{{\"n\": 1}}', got {type(value).__name__}"
@@ -289,8 +399,8 @@ async def _cmd_run(args: argparse.Namespace) -> int:
             source, state, allow=args.allow, block=args.block, module_home=args.module_home
         )
     except PipelineError as exc:
-        return _fail(f"{exc} [{exc.code}]\nlast good state: {_dumps(exc.state)}", EXIT_FAILED)
-    print(_dumps(final, indent=2))
+        return _fail(f"{exc} [{exc.code}]", EXIT_FAILED, f"last good state: {_dumps(exc.state)}")
+    _out(_dumps(final, indent=2))
     return EXIT_OK
 
 
@@ -305,7 +415,7 @@ async def _cmd_runs(args: argparse.Namespace) -> int:
                 status=args.status, workflow=args.workflow, limit=args.limit
             )
         )
-    print(output.runs_json(runs) if args.json else output.runs_table(runs))
+    _out(output.runs_json(runs) if args.json else output.runs_table(runs))
     return EXIT_OK
 
 
@@ -320,7 +430,7 @@ async def _cmd_show(args: argparse.Namespace) -> int:
         timeline = await reader.timeline(args.run_id) if info is not None else None
     if info is None or timeline is None:
         raise UsageError(f"no run {args.run_id!r} in journal {journal.location}")
-    print(output.run_json(info, timeline) if args.json else output.run_text(info, timeline))
+    _out(output.run_json(info, timeline) if args.json else output.run_text(info, timeline))
     return EXIT_OK
 
 
@@ -328,7 +438,7 @@ def _cmd_emit(args: argparse.Namespace) -> int:
     data = parse_json_object(args.data, "the event data")
     if not args.type.strip():
         raise UsageError("the event type must not be empty")
-    print(journal_of(args).commands.emit_event(args.type, data))
+    _out(journal_of(args).commands.emit_event(args.type, data))
     return EXIT_OK
 
 
@@ -346,7 +456,7 @@ def _cmd_abort(args: argparse.Namespace) -> int:
 
 def _queue(args: argparse.Namespace, command: str, payload: Any) -> int:
     journal_of(args).commands.queue_command(command, args.run_id, payload)
-    print(f"{command} of run {args.run_id} queued; the daemon applies it")
+    _out(f"{command} of run {args.run_id} queued; the daemon applies it")
     return EXIT_OK
 
 
@@ -391,13 +501,15 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
     if journal.exists():
         _run(_check_invocable(journal, args.workflow, args.trigger))
     run_id = journal.commands.queue_invoke(args.workflow, args.trigger, data)
-    print(run_id, flush=True)
+    _out(run_id)
+    sys.stdout.flush()
     if not args.wait:
         return EXIT_OK
     from .invoking import wait_for_run
+    from .output import escape
 
     outcome = _run(wait_for_run(journal, run_id))
-    print(outcome.message, file=sys.stderr)
+    print(escape(outcome.message), file=sys.stderr)
     return EXIT_OK if outcome.ok else EXIT_FAILED
 
 
@@ -433,7 +545,7 @@ async def _cmd_workflows(args: argparse.Namespace) -> int:
                 await reader.daemon(),
             )
     render = output.workflows_json if args.json else output.workflows_text
-    print(render(loaded, errors, daemon))
+    _out(render(loaded, errors, daemon))
     return EXIT_OK
 
 
