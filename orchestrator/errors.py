@@ -22,6 +22,8 @@ exception) are translated at the boundary with ``raise ... from exc``::
     └── JournalError                       JOURNAL_ERROR
         ├── JournalLocked                  JOURNAL_LOCKED
         ├── JournalCorrupt                 JOURNAL_CORRUPT
+        ├── JournalPermissionDenied        JOURNAL_PERMISSION_DENIED
+        ├── JournalPathInvalid             JOURNAL_PATH_INVALID
         └── JournalBackendUnavailable      JOURNAL_BACKEND_UNAVAILABLE
 """
 
@@ -171,6 +173,22 @@ class JournalCorrupt(JournalError):
     """The file is not a journal of this orchestrator, or it is damaged."""
 
     code = "JOURNAL_CORRUPT"
+
+
+class JournalPermissionDenied(JournalError):
+    """This process may not read or write the journal: the file, or the folder SQLite needs.
+
+    SQLite keeps ``-wal`` and ``-shm`` files beside the journal, so its folder must be
+    writable too, or the file system is read-only.
+    """
+
+    code = "JOURNAL_PERMISSION_DENIED"
+
+
+class JournalPathInvalid(JournalError):
+    """The journal's path cannot hold a journal: a directory, or a folder that does not exist."""
+
+    code = "JOURNAL_PATH_INVALID"
 
 
 class JournalBackendUnavailable(JournalError):

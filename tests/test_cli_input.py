@@ -8,6 +8,7 @@ bad byte as a lone surrogate.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ from pathlib import Path
 import pytest
 from procs import query
 from test_cli import ROOT, seed
+
+from orchestrator import JournalPathInvalid, Runtime
 
 DEEP = b"[" * 100_000
 LONG_NUMBER = b'{"n": ' + b"1" * 5000 + b"}"
@@ -114,3 +117,91 @@ def test_a_reader_that_stops_early_is_no_error(db: Path) -> None:
         check=False,
     )
     assert pipeline.returncode == 0 and pipeline.stderr == b""
+
+
+# -- the journal's path: each storage error named for what it is ----------------------------
+
+
+def cli_as_user(*args: str) -> subprocess.CompletedProcess[bytes]:
+    """The CLI without the power to ignore file permissions (root keeps its uid, not that)."""
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        drop = [f"{setpriv}", "--bounding-set=-dac_override,-dac_read_search", "--"]
+        if setpriv is None or subprocess.run([*drop, "true"], check=False).returncode != 0:
+            pytest.skip("running as root, and cannot drop the capability to bypass permissions")
+        prefix = drop
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "orchestrator", *args],
+        capture_output=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+
+
+WRITING = [["emit", "t", "{}"], ["invoke", "w", "go"], ["abort", "r"], ["resume", "r"]]
+READING = [["runs"], ["runs", "--json"], ["show", "r"], ["workflows"]]
+
+
+@pytest.mark.parametrize("args", WRITING + READING)
+def test_a_directory_is_no_journal(tmp_path: Path, args: list[str]) -> None:
+    for _ in range(3):  # the aiosqlite traceback ("Event loop is closed") came now and then
+        err = refused(run(*args, "--db", str(tmp_path)))
+        assert "is a directory, not a file" in err and "JOURNAL_PATH_INVALID" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", WRITING)
+def test_writing_commands_create_no_missing_folder(tmp_path: Path, args: list[str]) -> None:
+    db = tmp_path / "nodir" / "deeper" / "j.db"
+    err = refused(run(*args, "--db", str(db)))
+    assert f"its folder {db.parent} does not exist" in err and "JOURNAL_PATH_INVALID" in err
+    assert list(tmp_path.iterdir()) == []
+    assert run("runs", "--db", str(db)).stdout == b"no runs\n", "reading: an empty result"
+
+
+async def test_a_runtime_creates_no_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(JournalPathInvalid, match="does not exist"):
+        async with Runtime(tmp_path / "nodir" / "j.db"):
+            pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_read_only_folder_is_permission_denied_not_corruption(tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    db = folder / "j.db"
+    seed(db)
+    folder.chmod(0o555)
+    try:
+        for args in (["runs"], ["show", "r"], ["emit", "t"], ["abort", "r"]):
+            out = cli_as_user(*args, "--db", str(db))
+            err = refused(out)
+            assert "JOURNAL_PERMISSION_DENIED" in err and f"its folder {folder} is not" in err
+        out = cli_as_user("emit", "t", "--db", str(folder / "new.db"))
+        assert "JOURNAL_PERMISSION_DENIED" in refused(out)
+    finally:
+        folder.chmod(0o755)
+
+
+def test_an_unreadable_journal_is_permission_denied(tmp_path: Path) -> None:
+    db = tmp_path / "j.db"
+    seed(db)
+    db.chmod(0o000)
+    try:
+        for args in (["runs"], ["show", "r"], ["emit", "t"]):
+            for _ in range(3):
+                err = refused(cli_as_user(*args, "--db", str(db)))
+                assert "JOURNAL_PERMISSION_DENIED" in err and f"journal {db}" in err
+    finally:
+        db.chmod(0o600)
+
+
+def test_a_damaged_journal_says_how_to_recover(tmp_path: Path) -> None:
+    db = tmp_path / "j.db"
+    db.write_bytes(b"not a database at all\n" * 50)
+    for args in (["runs"], ["emit", "t"]):
+        err = refused(run(*args, "--db", str(db)))
+        assert "JOURNAL_CORRUPT" in err and "restore the journal from a backup" in err
+        assert f"sqlite3 {db} .recover" in err

@@ -22,6 +22,8 @@ EXPECTED = [
     "JournalCorrupt",
     "JournalError",
     "JournalLocked",
+    "JournalPathInvalid",
+    "JournalPermissionDenied",
     "MAX_DEPTH",
     "OrchestratorError",
     "PauseRequest",

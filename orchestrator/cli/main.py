@@ -469,7 +469,13 @@ async def _cmd_up(args: argparse.Namespace) -> int:
     db = db_path(args)
     dashboard = not args.headless and sys.stdin.isatty() and sys.stdout.isatty()
     log_file = Path(f"{db}.log") if dashboard else None
-    configure_logging(log_file)
+    try:
+        configure_logging(log_file)
+    except OSError as exc:  # the journal's folder is missing or not writable
+        raise UsageError(
+            f"cannot write the daemon's log {log_file}: {exc.strerror} (its folder must exist "
+            "and be writable)"
+        ) from None
     if log_file is not None:
         print(f"orchestrator: the daemon logs to {log_file} while the dashboard runs")
     settings = DaemonSettings(
