@@ -288,15 +288,19 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
 
 
 def _positive_int(text: str) -> int:
-    if text.strip().isdecimal() and len(text.strip().lstrip("0")) > 18:
-        return sys.maxsize  # more than any journal holds (and more digits than int() may read)
+    number = text.strip()
+    body = number[1:] if number[:1] in ("+", "-") else number
+    if body.isdecimal() and len(body.lstrip("0")) > 18:  # past SQLite's range, maybe int()'s
+        if number.startswith("-"):
+            raise argparse.ArgumentTypeError(f"expected a number >= 1, got {_excerpt(text)}")
+        return sys.maxsize  # the most SQLite takes: more than any journal holds
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {_excerpt(text)}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, got {_excerpt(text)}")
-    return min(value, sys.maxsize)  # the most SQLite takes
+    return value
 
 
 def _count(least: int) -> Callable[[str], int]:
