@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,7 @@ from procs import query
 from test_cli import cli
 
 from orchestrator import Runtime, Workflow
+from orchestrator.cli.daemon import _EscapingFormatter
 from orchestrator.cli.output import escape
 
 TITLE = "\x1b]0;pwned\x07"  # OSC: retitles the terminal
@@ -27,7 +32,7 @@ RAW = ("\x1b", "\x07", "\x9b", "\r", "\u202e")
 async def hostile(state: dict[str, Any], ctx: Any) -> dict[str, Any]:
     ctx.log.info("title %s clear %s", TITLE, CLEAR)
     ctx.log.warning("two\nlines\rand a\tcarriage return")
-    return {**state, "note": f"{TITLE}\x9b\u202e"}
+    return {**state, "note": f"{TITLE}\x9b\u202e", "x": "日本"}
 
 
 async def fails(state: dict[str, Any]) -> dict[str, Any]:
@@ -98,3 +103,30 @@ def test_an_error_line_is_escaped_too(tmp_path: Path) -> None:
     out = cli("show", f"x{TITLE}\n", "--db", str(db))
     assert out.returncode == 2 and out.stderr.count("\n") == 1
     assert "\x1b" not in out.stderr and "\x07" not in out.stderr
+
+
+def test_the_daemons_log_lines_are_escaped() -> None:
+    formatter = _EscapingFormatter("%(levelname)s %(message)s")
+    try:
+        raise ValueError(f"bad {TITLE}")
+    except ValueError:
+        record = logging.LogRecord("o", logging.ERROR, "f", 1, "load %s", (CLEAR,), sys.exc_info())
+    line = formatter.format(record)
+    assert line.startswith(r"ERROR load \x1b[2J") and "\x1b" not in line and "\x07" not in line
+    assert r"ValueError: bad \x1b]0;pwned\x07" in line
+
+
+def test_a_terminal_that_cannot_encode_a_character_gets_an_escape(tmp_path: Path) -> None:
+    db = tmp_path / "j.db"
+    ok, _ = seed(db)
+    latin = {"PYTHONIOENCODING": "latin-1"}
+    out = cli("show", ok, "--db", str(db), env=latin)
+    assert out.returncode == 0 and r'"x": "\u65e5\u672c"' in out.stdout, out.stderr
+    doc = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "show", ok, "--db", str(db), "--json"],
+        capture_output=True,
+        env={**os.environ, **latin},
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(doc.stdout.decode("latin-1"))["state"]["x"] == "日本"

@@ -53,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    # A terminal whose encoding cannot show a character (LANG=en_US.ISO-8859-1) gets an
+    # escape, as stderr does, not a UnicodeEncodeError; in JSON strings it is valid JSON.
+    with contextlib.suppress(AttributeError, ValueError):  # not a TextIOWrapper, or closed
+        sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     args = _parser().parse_args(argv)
     try:
         _check_text(args)
