@@ -24,19 +24,16 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from ..errors import JournalError, OrchestratorError, PipelineError, RunNotFound, ValidationError
 from ..records import STATUSES
+from .arguments import EXIT_USAGE, Parser, UsageError, check_text, excerpt
 
 if TYPE_CHECKING:
     from ..journal import JournalBackend, JournalQueries
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED = 0, 1  # EXIT_USAGE (2) comes with the argument checks
 # stdout was closed before everything was written (`orchestrator runs | head -1`): what a
 # shell reports for a process killed by SIGPIPE (128 + 13), as `cat` or `seq` would give.
 EXIT_STDOUT_CLOSED = 141
 T = TypeVar("T")
-
-
-class UsageError(Exception):
-    """Bad input on the command line: exit 2 with this message."""
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
@@ -59,7 +56,7 @@ def _main(argv: Sequence[str] | None) -> int:
         sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     args = _parser().parse_args(argv)
     try:
-        _check_text(args)
+        check_text(args)
         outcome = args.handler(args)
         code: int = _run(outcome) if isinstance(outcome, Coroutine) else outcome
         return code
@@ -91,54 +88,6 @@ def _out(text: str) -> None:
     print(text)
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, with its errors as one line like every other input error."""
-
-    def error(self, message: str) -> NoReturn:
-        """Print one line (what is wrong, and where to see the usage), exit 2."""
-        from .output import escape
-
-        self.exit(EXIT_USAGE, f"error: {self.prog}: {escape(message)} (see {self.prog} --help)\n")
-
-
-# How `_check_text` names each argument (its metavar, or its option).
-_SHOWN = {"run_id": "RUN_ID", "type": "TYPE", "data": "JSON", "patch": "JSON", "trigger": "TRIGGER"}
-
-
-def _check_text(args: argparse.Namespace) -> None:
-    """Refuse an argument that is not text: undecodable bytes, or a NUL.
-
-    On Linux an argument that is not valid UTF-8 arrives with each bad byte as a lone
-    surrogate ("surrogateescape"), which neither SQLite nor JSON can store. File and folder
-    arguments (`Path`) may hold any bytes, as file names do.
-    """
-    for name, value in vars(args).items():
-        for text in value if isinstance(value, list) else [value]:
-            if not isinstance(text, str):
-                continue
-            problem = _not_text(text)
-            if problem is not None:
-                raise UsageError(f"{_shown(name, args.command)} {problem}; pass UTF-8 text")
-
-
-def _shown(name: str, command: str) -> str:
-    if name == "workflow":
-        return "--workflow" if command == "runs" else "WORKFLOW"
-    return _SHOWN.get(name) or f"--{name.replace('_', '-')}"
-
-
-def _not_text(text: str) -> str | None:
-    for index, char in enumerate(text):
-        code = ord(char)
-        if 0xDC80 <= code <= 0xDCFF:
-            return f"is not valid UTF-8 (byte 0x{code - 0xDC00:02x} at character {index + 1})"
-        if 0xD800 <= code <= 0xDFFF:
-            return f"holds a lone surrogate U+{code:04X} at character {index + 1}"
-        if code == 0:
-            return f"holds a NUL character at character {index + 1}"
-    return None
-
-
 def _run(work: Coroutine[Any, Any, T]) -> T:
     """Run async work (asyncio is imported only by the commands that need it)."""
     import asyncio
@@ -155,15 +104,8 @@ def _fail(message: str, code: int, *more: str) -> int:
     return code
 
 
-def _excerpt(text: str, most: int = 60) -> str:
-    """`text` for an error line: its repr, cut to about `most` characters."""
-    if len(text) <= most:
-        return repr(text)
-    return f"{text[:most]!r}... ({len(text)} characters)"
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="orchestrator", description="A durable local workflow orchestrator.")
+    parser = Parser(prog="orchestrator", description="A durable local workflow orchestrator.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = _command(commands, "run", _cmd_run, "run one pipeline file once, in process", db=False)
@@ -296,14 +238,14 @@ def _positive_int(text: str) -> int:
     body = number[1:] if number[:1] in ("+", "-") else number
     if body.isdecimal() and len(body.lstrip("0")) > 18:  # past SQLite's range, maybe int()'s
         if number.startswith("-"):
-            raise argparse.ArgumentTypeError(f"expected a number >= 1, got {_excerpt(text)}")
+            raise argparse.ArgumentTypeError(f"expected a number >= 1, got {excerpt(text)}")
         return sys.maxsize  # the most SQLite takes: more than any journal holds
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {_excerpt(text)}") from None
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {excerpt(text)}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {_excerpt(text)}")
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {excerpt(text)}")
     return value
 
 
@@ -313,10 +255,10 @@ def _count(least: int) -> Callable[[str], int]:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"expected a whole number, got {_excerpt(text)}"
+                f"expected a whole number, got {excerpt(text)}"
             ) from None
         if value < least or value > 1_000_000:
-            raise argparse.ArgumentTypeError(f"expected {least} to 1000000, got {_excerpt(text)}")
+            raise argparse.ArgumentTypeError(f"expected {least} to 1000000, got {excerpt(text)}")
         return value
 
     return parse
@@ -327,10 +269,10 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected a number of seconds, got {_excerpt(text)}"
+            f"expected a number of seconds, got {excerpt(text)}"
         ) from None
     if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {_excerpt(text)}")
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {excerpt(text)}")
     return value
 
 
@@ -367,7 +309,7 @@ def parse_json_object(text: str, what: str) -> dict[str, Any]:
         if exc.lineno > 1:
             where = f"line {exc.lineno} {where}"
         raise UsageError(
-            f"{what} is not valid JSON ({exc.msg} at {where}): {_excerpt(text)}"
+            f"{what} is not valid JSON ({exc.msg} at {where}): {excerpt(text)}"
         ) from None
     except ValueError:  # the only other: an integer longer than int() reads
         raise UsageError(
