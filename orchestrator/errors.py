@@ -23,6 +23,8 @@ exception) are translated at the boundary with ``raise ... from exc``::
         ├── JournalLocked                  JOURNAL_LOCKED
         ├── JournalCorrupt                 JOURNAL_CORRUPT
         ├── JournalNotPrivate              JOURNAL_NOT_PRIVATE
+        ├── JournalPermissionDenied        JOURNAL_PERMISSION_DENIED
+        ├── JournalPathInvalid             JOURNAL_PATH_INVALID
         └── JournalBackendUnavailable      JOURNAL_BACKEND_UNAVAILABLE
 """
 
@@ -183,6 +185,22 @@ class JournalNotPrivate(JournalError):
     """
 
     code = "JOURNAL_NOT_PRIVATE"
+
+
+class JournalPermissionDenied(JournalError):
+    """This process may not read or write the journal: the file, or the folder SQLite needs.
+
+    SQLite keeps ``-wal`` and ``-shm`` files beside the journal, so its folder must be
+    writable too, or the file system is read-only.
+    """
+
+    code = "JOURNAL_PERMISSION_DENIED"
+
+
+class JournalPathInvalid(JournalError):
+    """The journal's path cannot hold a journal: a directory, or a folder that does not exist."""
+
+    code = "JOURNAL_PATH_INVALID"
 
 
 class JournalBackendUnavailable(JournalError):

@@ -24,6 +24,8 @@ EXPECTED = [
     "JournalError",
     "JournalLocked",
     "JournalNotPrivate",
+    "JournalPathInvalid",
+    "JournalPermissionDenied",
     "MAX_DEPTH",
     "MAX_PAYLOAD_BYTES",
     "OrchestratorError",

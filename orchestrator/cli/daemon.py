@@ -22,11 +22,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..engine.runtime import STEP_THREADS, Runtime
 from ..engine.workers import Workers
 from ..errors import JournalError, JournalNotPrivate
 from ..redaction import RedactSecrets
+from .output import escape
 
 _log = logging.getLogger("orchestrator.daemon")
 # How long a stopped daemon waits for idle worker threads to end before exiting anyway.
@@ -47,7 +49,7 @@ def configure_logging(file: Path | None = None) -> None:
     )
     handler.addFilter(RedactSecrets())
     handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+        _EscapingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
     )
     root = logging.getLogger("orchestrator")
     root.addHandler(handler)
@@ -83,6 +85,22 @@ class PrivateFileHandler(logging.FileHandler):
             os.close(fd)
             raise
         return open(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
+class _EscapingFormatter(logging.Formatter):
+    """Log lines with control characters escaped (`output.escape`).
+
+    A message may quote a workflow file's error or a step's output, which must not drive
+    the terminal or split a log line.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """The line, its message escaped."""
+        return escape(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        """A traceback, one escaped line per line."""
+        return "\n".join(escape(line) for line in super().formatException(ei).split("\n"))
 
 
 # What runs in the foreground while the daemon serves (the dashboard); it returns when the

@@ -1,15 +1,21 @@
 """The ``orchestrator`` command: argument parsing and output only.
 
 Commands read the journal through the journal layer's reader and never reach into a
-daemon's memory. Exit codes: 0 success, 1 the run or action failed, 2 bad usage or input.
+daemon's memory. Exit codes: 0 success, 1 the run or action failed, 2 bad usage or input,
+141 stdout closed before everything was written (what a process killed by SIGPIPE returns).
 Heavy modules are imported inside the command that needs them, to keep start-up small.
+
+Bad input is one line on stderr, ``error:`` then what is wrong, where, and how to fix it;
+never a traceback. Every line printed for a human goes through `output.escape`.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
+import math
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -18,34 +24,68 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from ..errors import JournalError, OrchestratorError, PipelineError, RunNotFound, ValidationError
 from ..records import STATUSES
+from .arguments import EXIT_USAGE, Parser, UsageError, check_text, excerpt
 
 if TYPE_CHECKING:
     from ..journal import JournalBackend, JournalQueries
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED = 0, 1  # EXIT_USAGE (2) comes with the argument checks
+# stdout was closed before everything was written (`orchestrator runs | head -1`): what a
+# shell reports for a process killed by SIGPIPE (128 + 13), as `cat` or `seq` would give.
+EXIT_STDOUT_CLOSED = 141
 T = TypeVar("T")
-
-
-class UsageError(Exception):
-    """Bad input on the command line: exit 2 with this message."""
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the ``orchestrator`` console script."""
-    parser = _parser()
-    args = parser.parse_args(argv)
     try:
-        outcome = args.handler(args)
-        code = _run(outcome) if isinstance(outcome, Coroutine) else outcome
-    except UsageError as exc:
-        code = _fail(str(exc), EXIT_USAGE)
-    except (ValidationError, JournalError, RunNotFound) as exc:
-        code = _fail(f"{exc} [{exc.code}]", EXIT_USAGE)
-    except OrchestratorError as exc:
-        code = _fail(f"{exc} [{exc.code}]", EXIT_FAILED)
-    except KeyboardInterrupt:
-        code = 130
+        try:
+            code = _main(argv)
+        finally:  # a reader that went away fails here, not in the interpreter's exit
+            if sys.stdout is not None:
+                sys.stdout.flush()
+    except BrokenPipeError:
+        code = _stdout_closed()
     sys.exit(code)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    # A terminal whose encoding cannot show a character (LANG=en_US.ISO-8859-1) gets an
+    # escape, as stderr does, not a UnicodeEncodeError; in JSON strings it is valid JSON.
+    with contextlib.suppress(AttributeError, ValueError):  # not a TextIOWrapper, or closed
+        sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+    args = _parser().parse_args(argv)
+    try:
+        check_text(args)
+        outcome = args.handler(args)
+        code: int = _run(outcome) if isinstance(outcome, Coroutine) else outcome
+        return code
+    except UsageError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except (ValidationError, JournalError, RunNotFound) as exc:
+        return _fail(f"{exc} [{exc.code}]", EXIT_USAGE)
+    except OrchestratorError as exc:
+        return _fail(f"{exc} [{exc.code}]", EXIT_FAILED)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _stdout_closed() -> int:
+    """Stay quiet once stdout's reader is gone; the exit code that says so."""
+    # Python flushes stdout again at exit and would print "Exception ignored ...
+    # BrokenPipeError": point the descriptor at /dev/null first.
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return EXIT_STDOUT_CLOSED
+
+
+def _out(text: str) -> None:
+    """Print a command's result on stdout (`BrokenPipeError` if stdout is closed)."""
+    if sys.stdout is None:  # started with descriptor 1 closed: print would drop the text
+        raise BrokenPipeError(errno.EPIPE, "stdout is closed")
+    print(text)
 
 
 def _run(work: Coroutine[Any, Any, T]) -> T:
@@ -55,15 +95,17 @@ def _run(work: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(work)
 
 
-def _fail(message: str, code: int) -> int:
-    print(f"error: {message}", file=sys.stderr)
+def _fail(message: str, code: int, *more: str) -> int:
+    """Print `message` (then `more` lines) on stderr, each escaped; return `code`."""
+    from .output import escape
+
+    for line in (f"error: {message}", *more):
+        print(escape(line), file=sys.stderr)
     return code
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="orchestrator", description="A durable local workflow orchestrator."
-    )
+    parser = Parser(prog="orchestrator", description="A durable local workflow orchestrator.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = _command(commands, "run", _cmd_run, "run one pipeline file once, in process", db=False)
@@ -192,12 +234,18 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
 
 
 def _positive_int(text: str) -> int:
+    number = text.strip()
+    body = number[1:] if number[:1] in ("+", "-") else number
+    if body.isdecimal() and len(body.lstrip("0")) > 18:  # past SQLite's range, maybe int()'s
+        if number.startswith("-"):
+            raise argparse.ArgumentTypeError(f"expected a number >= 1, got {excerpt(text)}")
+        return sys.maxsize  # the most SQLite takes: more than any journal holds
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {excerpt(text)}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {excerpt(text)}")
     return value
 
 
@@ -206,9 +254,11 @@ def _count(least: int) -> Callable[[str], int]:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number, got {excerpt(text)}"
+            ) from None
         if value < least or value > 1_000_000:
-            raise argparse.ArgumentTypeError(f"expected {least} to 1000000, got {value}")
+            raise argparse.ArgumentTypeError(f"expected {least} to 1000000, got {excerpt(text)}")
         return value
 
     return parse
@@ -218,9 +268,11 @@ def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {value:g}")
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds, got {excerpt(text)}"
+        ) from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {excerpt(text)}")
     return value
 
 
@@ -277,8 +329,8 @@ async def _cmd_run(args: argparse.Namespace) -> int:
             source, state, allow=args.allow, block=args.block, module_home=args.module_home
         )
     except PipelineError as exc:
-        return _fail(f"{exc} [{exc.code}]\nlast good state: {_dumps(exc.state)}", EXIT_FAILED)
-    print(_dumps(final, indent=2))
+        return _fail(f"{exc} [{exc.code}]", EXIT_FAILED, f"last good state: {_dumps(exc.state)}")
+    _out(_dumps(final, indent=2))
     return EXIT_OK
 
 
@@ -293,7 +345,7 @@ async def _cmd_runs(args: argparse.Namespace) -> int:
                 status=args.status, workflow=args.workflow, limit=args.limit
             )
         )
-    print(output.runs_json(runs) if args.json else output.runs_table(runs))
+    _out(output.runs_json(runs) if args.json else output.runs_table(runs))
     return EXIT_OK
 
 
@@ -308,7 +360,7 @@ async def _cmd_show(args: argparse.Namespace) -> int:
         timeline = await reader.timeline(args.run_id) if info is not None else None
     if info is None or timeline is None:
         raise UsageError(f"no run {args.run_id!r} in journal {journal.location}")
-    print(output.run_json(info, timeline) if args.json else output.run_text(info, timeline))
+    _out(output.run_json(info, timeline) if args.json else output.run_text(info, timeline))
     return EXIT_OK
 
 
@@ -316,7 +368,7 @@ def _cmd_emit(args: argparse.Namespace) -> int:
     data = parse_json_object(args.data, "the event data")
     if not args.type.strip():
         raise UsageError("the event type must not be empty")
-    print(journal_of(args).commands.emit_event(args.type, data))
+    _out(journal_of(args).commands.emit_event(args.type, data))
     return EXIT_OK
 
 
@@ -334,7 +386,7 @@ def _cmd_abort(args: argparse.Namespace) -> int:
 
 def _queue(args: argparse.Namespace, command: str, payload: Any) -> int:
     journal_of(args).commands.queue_command(command, args.run_id, payload)
-    print(f"{command} of run {args.run_id} queued; the daemon applies it")
+    _out(f"{command} of run {args.run_id} queued; the daemon applies it")
     return EXIT_OK
 
 
@@ -347,7 +399,13 @@ async def _cmd_up(args: argparse.Namespace) -> int:
     db = db_path(args)
     dashboard = not args.headless and sys.stdin.isatty() and sys.stdout.isatty()
     log_file = Path(f"{db}.log") if dashboard else None
-    configure_logging(log_file)
+    try:
+        configure_logging(log_file)
+    except OSError as exc:  # the journal's folder is missing or not writable
+        raise UsageError(
+            f"cannot write the daemon's log {log_file}: {exc.strerror} (its folder must exist "
+            "and be writable)"
+        ) from None
     if log_file is not None:
         print(f"orchestrator: the daemon logs to {log_file} while the dashboard runs")
     settings = DaemonSettings(
@@ -379,13 +437,15 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
     if journal.exists():
         _run(_check_invocable(journal, args.workflow, args.trigger))
     run_id = journal.commands.queue_invoke(args.workflow, args.trigger, data)
-    print(run_id, flush=True)
+    _out(run_id)
+    sys.stdout.flush()
     if not args.wait:
         return EXIT_OK
     from .invoking import wait_for_run
+    from .output import escape
 
     outcome = _run(wait_for_run(journal, run_id))
-    print(outcome.message, file=sys.stderr)
+    print(escape(outcome.message), file=sys.stderr)
     return EXIT_OK if outcome.ok else EXIT_FAILED
 
 
@@ -421,7 +481,7 @@ async def _cmd_workflows(args: argparse.Namespace) -> int:
                 await reader.daemon(),
             )
     render = output.workflows_json if args.json else output.workflows_text
-    print(render(loaded, errors, daemon))
+    _out(render(loaded, errors, daemon))
     return EXIT_OK
 
 

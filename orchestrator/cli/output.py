@@ -1,11 +1,18 @@
-"""How the CLI prints runs: the stable JSON documented in the README, and plain tables.
+r"""How the CLI prints runs: the stable JSON documented in the README, and plain tables.
 
 JSON timestamps are ISO-8601 UTC strings; field names never change once released.
+
+Human output (tables, `show`, `workflows`, error lines) goes through `escape`: text from
+the journal (log lines, errors, state, ids, file paths) is written by steps, workflow files
+and other processes, and a raw ESC, BEL or carriage return in it would drive the user's
+terminal (retitle it, clear it, hide lines). Such characters are printed as visible escapes
+(``\x1b``) instead. JSON output stays exact: `json.dumps` escapes what JSON must.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -13,6 +20,34 @@ from typing import Any
 from ..clock import to_iso
 from ..journal import DaemonRecord, LoadErrorRecord, WorkflowRecord
 from ..records import RunInfo, TimelineEntry
+
+# C0 and C1 controls, DEL, lone surrogates (undecodable bytes), and the Unicode line
+# separators and bidirectional overrides that reorder or split what a terminal shows.
+_UNSAFE = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+    r"\ud800-\udfff]"
+)
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape(text: str) -> str:
+    r"""`text` as one safe line for a terminal: each control character as a visible escape.
+
+    Newlines and tabs are escaped too (``\n``, ``\t``): a value never splits a line or
+    shifts a column. Every human printer (and the CLI's error lines) goes through here.
+    """
+    return _UNSAFE.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def _text(lines: Sequence[str]) -> str:
+    """Human output made of `lines`: each escaped, then joined (the only newlines kept)."""
+    return "\n".join(escape(line) for line in lines)
 
 
 def run_summary(info: RunInfo) -> dict[str, Any]:
@@ -74,10 +109,11 @@ def runs_table(runs: Sequence[RunInfo]) -> str:
         )
         for info in runs
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    cells = [[escape(cell) for cell in row] for row in rows]  # widths of what is shown
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
+        for row in cells
     )
 
 
@@ -93,7 +129,9 @@ def run_text(info: RunInfo, timeline: Sequence[TimelineEntry]) -> str:
         lines.append(
             f"error     {info.error}" + (f" [{info.error_code}]" if info.error_code else "")
         )
-    lines += ["", "state", json.dumps(info.state, indent=2, ensure_ascii=False), "", "timeline"]
+    # json.dumps escapes newlines inside strings: the lines it makes are the layout's own.
+    state = json.dumps(info.state, indent=2, ensure_ascii=False).split("\n")
+    lines += ["", "state", *state, "", "timeline"]
     for entry in timeline:
         step = f" [{entry.step}]" if entry.step else ""
         message = f" {entry.message}" if entry.message else ""
@@ -101,7 +139,7 @@ def run_text(info: RunInfo, timeline: Sequence[TimelineEntry]) -> str:
         lines.append(
             f"  {_local(entry.at, ms=True)}  {entry.source:<8} {entry.kind}{step}{message}{data}"
         )
-    return "\n".join(lines)
+    return _text(lines)
 
 
 def _iso(at: datetime) -> str:
@@ -184,7 +222,7 @@ def workflows_text(
     for e in errors:
         where = f"{e.file}:{e.line}" if e.line else e.file
         lines.append(f"error: {where}: {e.message}")
-    return "\n".join(lines)
+    return _text(lines)
 
 
 def _trigger_text(trigger: dict[str, Any]) -> str:

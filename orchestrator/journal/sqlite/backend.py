@@ -10,6 +10,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...errors import JournalPathInvalid
+
 if TYPE_CHECKING:
     from ..faults import FaultPoints
     from ..protocol import Synchronous
@@ -38,8 +40,22 @@ class SqliteJournal:
         return SqliteCommands(self.path)
 
     def exists(self) -> bool:
-        """Whether the file is there with something in it (an empty file is no journal yet)."""
-        return self.path.exists() and self.path.stat().st_size > 0
+        """Whether the file is there with something in it (an empty file is no journal yet).
+
+        Raises:
+            JournalPermissionDenied: A folder on the way may not be searched.
+            JournalPathInvalid: The path cannot name a file (too long, a NUL).
+        """
+        from .connection import path_error
+
+        try:
+            return self.path.stat().st_size > 0
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as exc:
+            raise path_error(self.path, exc, "reach") from exc
+        except ValueError as exc:  # a NUL in the path
+            raise JournalPathInvalid(f"journal path {self.path!r} cannot be used: {exc}") from exc
 
     def writer(
         self, *, synchronous: Synchronous = "FULL", faults: FaultPoints | None = None

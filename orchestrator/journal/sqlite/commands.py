@@ -18,7 +18,14 @@ from typing import Any, TypeVar
 from ...clock import Clock, new_id
 from ...errors import JournalError, RunNotActive, RunNotFound
 from ...records import RunStatus
-from .connection import connect_writer, rollback_if_open
+from .connection import (
+    ACCESS_CODES,
+    connect_writer,
+    is_corrupt,
+    not_a_journal,
+    open_error,
+    rollback_if_open,
+)
 from .schema import upgrade
 
 T = TypeVar("T")
@@ -113,7 +120,10 @@ def _transaction(path: Path, work: Callable[[sqlite3.Connection], T]) -> T:
         except sqlite3.OperationalError as exc:
             rollback_if_open(conn)
             if ("locked" not in str(exc) and "busy" not in str(exc)) or attempt == ATTEMPTS:
-                raise JournalError(f"journal {path}: write failed: {exc}") from exc
+                raise _write_error(path, exc) from exc
+        except sqlite3.Error as exc:  # a damaged file, met past the header
+            rollback_if_open(conn)
+            raise _write_error(path, exc) from exc
         except BaseException:
             rollback_if_open(conn)
             raise
@@ -121,6 +131,14 @@ def _transaction(path: Path, work: Callable[[sqlite3.Connection], T]) -> T:
             conn.close()
         time.sleep(0.05 * attempt)
     raise JournalError(f"journal {path}: still locked after {ATTEMPTS} attempts")
+
+
+def _write_error(path: Path, exc: sqlite3.Error) -> JournalError:
+    if is_corrupt(exc):
+        return not_a_journal(path, exc)
+    if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in ACCESS_CODES:
+        return open_error(path, exc, write=True)
+    return JournalError(f"journal {path}: write failed: {exc}")
 
 
 class SqliteCommands:

@@ -10,10 +10,16 @@ A writer refuses a journal that is not private (`check_private`): another user's
 never opened, and a file (or -wal, -shm) that group or others may read or write is refused
 once SQLite has shown it is a database, as ssh refuses a loose key. Readers do not check:
 they only read what the file system already lets them read, and create nothing.
+
+A journal that cannot be opened is named for what it is: a path that cannot hold one (a
+directory, a folder that does not exist: never created here), permission denied (the file,
+or the folder where SQLite keeps -wal and -shm), or a damaged file or one that is no
+journal (`JournalCorrupt`, with how to recover it).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shlex
 import sqlite3
@@ -23,7 +29,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # imported on use: the CLI's writing commands need no event loop
     import aiosqlite
 
-from ...errors import JournalCorrupt, JournalError, JournalNotPrivate
+from ...errors import (
+    JournalCorrupt,
+    JournalError,
+    JournalNotPrivate,
+    JournalPathInvalid,
+    JournalPermissionDenied,
+)
 from ..protocol import Synchronous
 
 BUSY_TIMEOUT_MS = 30_000
@@ -33,6 +45,8 @@ BUSY_TIMEOUT_MS = 30_000
 TRANSIENT_CODES = frozenset({5, 6, 10, 13})  # BUSY, LOCKED, IOERR, FULL
 # The file is damaged or not a database: no retry will help.
 CORRUPT_CODES = frozenset({11, 26})  # CORRUPT, NOTADB
+# SQLite may not open or write the file: often permission denied (see `open_error`).
+ACCESS_CODES = frozenset({3, 8, 14, 23})  # PERM, READONLY, CANTOPEN, AUTH
 
 
 def is_transient(exc: sqlite3.Error) -> bool:
@@ -45,21 +59,99 @@ def is_corrupt(exc: sqlite3.Error) -> bool:
     return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in CORRUPT_CODES
 
 
+def check_path(path: Path) -> None:
+    """Refuse a path that cannot hold a journal, before SQLite sees it.
+
+    Raises:
+        JournalPathInvalid: `path` is a directory, or its folder does not exist.
+        JournalPermissionDenied: A folder on the way may not be searched.
+    """
+    try:
+        if path.is_dir():
+            raise JournalPathInvalid(
+                f"journal {path} is a directory, not a file; pass a file path, "
+                f"e.g. {path / 'orchestrator.db'}"
+            )
+        if not path.parent.is_dir():
+            missing = "is not a folder" if path.parent.exists() else "does not exist"
+            raise JournalPathInvalid(
+                f"cannot use journal {path}: its folder {path.parent} {missing}; "
+                "create the folder first, or pass another path"
+            )
+    except OSError as exc:
+        raise path_error(path, exc, "reach") from exc
+    except ValueError as exc:  # a NUL in the path
+        raise JournalPathInvalid(f"journal path {path!r} cannot be used: {exc}") from exc
+
+
+def path_error(path: Path, exc: OSError, doing: str) -> JournalError:
+    """`exc`, met while trying to `doing` journal `path`, as the journal error it is."""
+    if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
+        return JournalPermissionDenied(
+            f"cannot {doing} journal {path}: {exc.strerror or exc} (check the permissions "
+            f"of the file and of its folder {path.parent})"
+        )
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG, errno.EISDIR):
+        return JournalPathInvalid(f"cannot {doing} journal {path}: {exc.strerror or exc}")
+    return JournalError(f"cannot {doing} journal {path}: {exc.strerror or exc}")
+
+
+def open_error(path: Path, exc: sqlite3.Error, *, write: bool) -> JournalError:
+    """A failure of SQLite to open (or first query) journal `path`, named for what it is."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code in CORRUPT_CODES:
+        return not_a_journal(path, exc)
+    if code in ACCESS_CODES:
+        problem = _access_problem(path, write=write)
+        if problem is not None:
+            doing = "write" if write else "read"
+            return JournalPermissionDenied(f"cannot {doing} journal {path}: {problem}")
+    return JournalError(f"cannot open journal {path}: {exc}")
+
+
+def not_a_journal(path: Path, exc: sqlite3.Error) -> JournalCorrupt:
+    """`JournalCorrupt` for `path`, with what to do about it."""
+    return JournalCorrupt(
+        f"{path} is not a journal, or it is damaged (SQLite says: {exc}); pass the right "
+        f"--db, or restore the journal from a backup (`sqlite3 {path} .recover` salvages "
+        "what it can)"
+    )
+
+
+def _access_problem(path: Path, *, write: bool) -> str | None:
+    """Why this process may not open `path` (read, or `write`), if permissions say so."""
+    wanted = os.R_OK | (os.W_OK if write else 0)
+    if path.exists() and not os.access(path, wanted):
+        return f"permission denied on the file ({'read and write' if write else 'read'})"
+    side = [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm")]
+    if not all(p.exists() for p in side) and not os.access(path.parent, os.W_OK | os.X_OK):
+        return (
+            f"its folder {path.parent} is not writable, and SQLite keeps {path.name}-wal "
+            "and -shm beside the journal; make the folder writable, or move the journal"
+        )
+    return None
+
+
 def create_private(path: Path) -> None:
-    """Create the journal file with mode 0600 if it does not exist yet."""
+    """Create the journal file with mode 0600 if it does not exist yet.
+
+    Its folder must exist: a mistyped path is an error, not a new tree of folders.
+    """
     # Invariant: never open an existing journal outside SQLite. Closing any descriptor of a
     # file drops every POSIX lock this process holds on it, its SQLite connections' too;
     # another process then believes it closes the last connection and deletes -wal and -shm
     # under them (https://www.sqlite.org/howtocorrupt.html, section 2.2).
+    check_path(path)
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # a folder made for it
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
         if not os.access(path, os.R_OK | os.W_OK):  # no descriptor: see above
-            raise JournalError(f"cannot open journal {path}: permission denied") from None
+            raise JournalPermissionDenied(
+                f"cannot open journal {path}: permission denied on the file (read and write)"
+            ) from None
         return
     except OSError as exc:
-        raise JournalError(f"cannot create journal {path}: {exc.strerror}") from exc
+        raise path_error(path, exc, "create") from exc
     os.close(fd)
 
 
@@ -113,14 +205,16 @@ def connect_writer(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
     check_private(path, modes=os.stat(path).st_size == 0)
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise open_error(path, exc, write=True) from exc
+    try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
-    except sqlite3.DatabaseError as exc:
-        raise JournalCorrupt(
-            f"{path} is not a journal (SQLite says: {exc}); pass the right --db or move the file"
-        ) from exc
+    except sqlite3.Error as exc:
+        conn.close()
+        raise open_error(path, exc, write=True) from exc
     if str(mode).lower() != "wal":
         conn.close()
         raise JournalError(f"{path}: cannot switch the journal to WAL mode (got {mode!r})")
@@ -136,17 +230,36 @@ async def connect_reader(path: Path) -> aiosqlite.Connection:
     """Open an existing journal for reading only; the file must exist."""
     import aiosqlite
 
+    check_path(path)
     uri = _read_write_uri(path)
+    pending = aiosqlite.connect(uri, uri=True, isolation_level=None)
     try:
-        conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+        conn = await pending
+    except sqlite3.Error as exc:
+        await _thread_stopped(pending)
+        raise open_error(path, exc, write=False) from exc
+    try:
         await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         await conn.execute("PRAGMA query_only = ON")
-    except sqlite3.DatabaseError as exc:
-        raise JournalCorrupt(f"{path} is not a journal (SQLite says: {exc})") from exc
     except sqlite3.Error as exc:
-        raise JournalError(f"cannot open journal {path}: {exc}") from exc
+        # Closed here, or its thread outlives the event loop and prints a traceback.
+        await conn.close()
+        raise open_error(path, exc, write=False) from exc
     conn.row_factory = sqlite3.Row
     return conn
+
+
+async def _thread_stopped(conn: aiosqlite.Connection) -> None:
+    """Wait for the thread of a connection that failed to open to end.
+
+    aiosqlite stops it without waiting; if the event loop closes first, the thread prints
+    an "Event loop is closed" traceback under the user's one-line error.
+    """
+    import asyncio
+
+    thread = getattr(conn, "_thread", None)  # private to aiosqlite: wait only if it is there
+    if thread is not None and thread.is_alive():
+        await asyncio.to_thread(thread.join, 5.0)
 
 
 def _read_write_uri(path: Path) -> str:

@@ -31,7 +31,7 @@ from ..records import (
 )
 from ..timeline import assemble_timeline
 from . import lease
-from .connection import connect_reader, is_corrupt
+from .connection import connect_reader, is_corrupt, open_error
 from .schema import APPLICATION_ID, MIGRATIONS
 
 _SERVICE_KINDS = "('service.opened', 'services.closed')"  # the timeline_services index's
@@ -363,10 +363,8 @@ async def _check_readable(conn: aiosqlite.Connection, path: Path) -> None:
             app_id = (await cursor.fetchone() or (0,))[0]
         async with conn.execute("PRAGMA user_version") as cursor:
             version = (await cursor.fetchone() or (0,))[0]
-    except sqlite3.DatabaseError as exc:
-        raise JournalCorrupt(
-            f"{path} is not a journal (SQLite says: {exc}); pass the right --db"
-        ) from exc
+    except sqlite3.Error as exc:
+        raise open_error(path, exc, write=False) from exc
     if app_id != APPLICATION_ID or version == 0:
         raise JournalCorrupt(f"{path} is not a journal of this orchestrator; pass the right --db")
     if version > len(MIGRATIONS):
