@@ -66,7 +66,7 @@ class Harness:
 
     def deliver(self, event_id: str, data: dict[str, Any]) -> None:
         """Route an event as the bus does: to every wait the dispatcher matches."""
-        for wait in self.dispatcher.route("paid", data).waits:
+        for wait in self.dispatcher.route("paid", data, "api").waits:
             self.journal.enqueue(self.parking.deliver(wait, event_id, data))
 
 
