@@ -39,6 +39,7 @@ from . import wire
 
 _MAX_TEXT = 64 * 1024  # of an exception's message or traceback sent back
 _PR_SET_PDEATHSIG = 1
+_Found = tuple[Callable[..., Any], Workflow | None]  # a step's function and its workflow
 
 
 class _Channel:
@@ -88,6 +89,7 @@ class _Worker:
     def __init__(self, channel: _Channel) -> None:
         self._channel = channel
         self._sources: dict[str, dict[str, Workflow] | types.ModuleType] = {}
+        self._found: dict[tuple[str | None, ...], _Found] = {}
         self._envs: dict[str, Env] = {}
         self._global = ServiceScope({}, parent=None, scope="global")
         self._scopes: dict[str, ServiceScope] = {}
@@ -178,7 +180,21 @@ class _Worker:
                 sys.path.insert(0, entry)
         self._sources[key] = _import(load["module"], load.get("main"))
 
-    def _resolve(self, ref: dict[str, Any]) -> tuple[Callable[..., Any], Workflow | None]:
+    def _resolve(self, ref: dict[str, Any]) -> _Found:
+        # A loaded source is kept as it is: a step found once is found the same way again.
+        name = (
+            ref["key"],
+            ref["workflow"],
+            ref.get("qualname"),
+            ref.get("trigger"),
+            ref.get("step"),
+        )
+        found = self._found.get(name)
+        if found is None:
+            found = self._found[name] = self._find(ref)
+        return found
+
+    def _find(self, ref: dict[str, Any]) -> _Found:
         loaded = self._sources[ref["key"]]
         if isinstance(loaded, types.ModuleType):
             target: Any = loaded
