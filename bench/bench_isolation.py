@@ -20,9 +20,14 @@ name, and the pool passes this process's ``sys.path`` (which holds this folder) 
      ``invoke`` to its return: what one more step adds to a run, commits included.
 2. **Runs/s, 100 concurrent runs** of 3 steps, each ``time.sleep(0.001)`` (1 ms of
    blocking I/O) then ``n += 1``: 100 ``invoke`` calls gathered, awaited, 10 times over
-   (after one warm-up batch). Threaded: ``max_threads=32`` (the default); isolated:
-   ``Workers(max=N, warm=N)`` for several N. *iso/thread* is how many times slower isolated
-   is than threaded (the goal: at most 2x).
+   (after one warm-up batch), the setups' repetitions interleaved. Threaded:
+   ``max_threads=32`` (the default); isolated: ``Workers(max=N, warm=N)``. *iso/thread*
+   is how many times slower isolated is than the default threads (the goal: at most 2x);
+   *iso/N threads* compares with ``max_threads=N``, the same number of steps at once:
+   what a step costs in a process rather than a thread, parallelism aside. In these
+   repetitions a worker runs about 3,300/N steps, so few reach ``recycle_after_steps``
+   (1,000 by default); the *sustained* line runs long enough for every worker to be
+   replaced about once, with that default and with recycling practically off.
 3. **Pool start-up**: ``Runtime(isolate=True, workers=Workers(max=N, warm=N))`` from the
    call to ``start()`` until N workers have said they are ready (polled every ms), and
    ``start()`` alone; then one cold worker: spawning ``python -m
@@ -40,6 +45,7 @@ pids: nothing public says when a warm worker is ready.
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import sys
 import time
@@ -63,10 +69,11 @@ class Counts:
     overhead_runs: int  # sequential 10-step runs per repetition (as many 1-step runs)
     batches: int  # batches of 100 concurrent runs per repetition
     workers: tuple[int, ...]  # Workers(max=N) tried in figure 2
+    sustained: tuple[int, int]  # Workers(max=N), batches: a long run, workers recycled
 
 
-FULL = Counts(300, 10, (4, 8, 12, 16, 32))
-QUICK = Counts(50, 3, (4, 16))
+FULL = Counts(300, 10, (4, 8, 12, 16, 32), (8, 40))
+QUICK = Counts(50, 3, (4, 16), (4, 20))
 
 KINDS: dict[str, Callable[[], Any]] = {
     "async": lambda: astep,
@@ -86,12 +93,16 @@ async def invoke(rt: Runtime, trigger: str, data: dict[str, Any]) -> dict[str, A
     return result.state
 
 
-def runtime(db: Path, workflow: Workflow, *, warm: int = 1, workers: int = 4) -> Runtime:
+def runtime(
+    db: Path, workflow: Workflow, *, warm: int = 1, workers: int = 4, **options: Any
+) -> Runtime:
+    recycle = options.pop("recycle_after_steps", Workers.recycle_after_steps)
     return Runtime(
         db,
         workflows=[workflow],
         synchronous=SYNC,
-        workers=Workers(max=workers, warm=warm),
+        workers=Workers(max=workers, warm=warm, recycle_after_steps=recycle),
+        **options,
     )
 
 
@@ -146,10 +157,21 @@ async def overhead(kind: str, counts: Counts) -> Overhead:
 # -- 2. concurrent runs of blocking I/O ----------------------------------------------------
 
 
-async def io_rate_once(isolated: bool, workers: int, batches: int) -> float:
-    wf = Workflow(id="bench", pipelines={"three": [Step(io_step, isolate=isolated)] * 3})
+@dataclass(frozen=True)
+class IoSetup:
+    """One column of figure 2: threads or workers, and how many."""
+
+    isolated: bool
+    n: int  # max_threads, or Workers(max=n)
+    recycle_after_steps: int = Workers.recycle_after_steps  # the default
+
+
+async def io_rate_once(setup: IoSetup, batches: int) -> float:
+    wf = Workflow(id="bench", pipelines={"three": [Step(io_step, isolate=setup.isolated)] * 3})
+    options: dict[str, Any] = {"max_threads": setup.n, "workers": setup.n, "warm": setup.n}
+    options["recycle_after_steps"] = setup.recycle_after_steps
     with fresh_dir() as tmp:
-        async with runtime(tmp / "journal.db", wf, warm=workers, workers=workers) as rt:
+        async with runtime(tmp / "journal.db", wf, **options) as rt:
             await batch(rt)  # warm-up: every worker spawned and has loaded the module
             began = time.perf_counter()
             for _ in range(batches):
@@ -163,8 +185,13 @@ async def batch(rt: Runtime, n: int = 100) -> None:
         raise RuntimeError("a run ended with a wrong state")
 
 
-async def io_rate(isolated: bool, workers: int, counts: Counts) -> float:
-    return median([await io_rate_once(isolated, workers, counts.batches) for _ in range(REPEAT)])
+async def io_rates(setups: list[IoSetup], batches: int) -> dict[IoSetup, float]:
+    """Median runs/s of each setup; repetitions interleaved, so load drift hits all alike."""
+    rates: dict[IoSetup, list[float]] = {setup: [] for setup in setups}
+    for _ in range(REPEAT):
+        for setup in setups:
+            rates[setup].append(await io_rate_once(setup, batches))
+    return {setup: median(values) for setup, values in rates.items()}
 
 
 # -- 3. pool start-up ----------------------------------------------------------------------
@@ -297,12 +324,26 @@ async def print_io(counts: Counts) -> None:
         f"2. runs/s: 100 concurrent runs of 3 steps of time.sleep(0.001), "
         f"{counts.batches} batches after 1 warm-up"
     )
-    threaded = await io_rate(False, 4, counts)
-    print(f"{'thread (max_threads=32)':28}{fmt(threaded):>10}")
-    print(f"{'':28}{'runs/s':>10}{'iso/thread':>12}")
+    default = IoSetup(False, 32)
+    setups = [default]
     for n in counts.workers:
-        rate = await io_rate(True, n, counts)
-        print(f"{f'isolated Workers(max={n})':28}{fmt(rate):>10}{threaded / rate:>11.2f}x")
+        setups += [IoSetup(True, n)] + ([IoSetup(False, n)] if n != default.n else [])
+    rates = await io_rates(setups, counts.batches)
+    threaded = rates[default]
+    print(f"threads, max_threads=32 (the default): {fmt(threaded)} runs/s")
+    print(f"{'N':>4}{'isolated':>10}{'iso/thread':>12}{'N threads':>11}{'iso/N threads':>15}")
+    for n in counts.workers:
+        iso, same = rates[IoSetup(True, n)], rates[IoSetup(False, n)]
+        print(f"{n:>4}{fmt(iso):>10}{threaded / iso:>11.2f}x{fmt(same):>11}{same / iso:>14.2f}x")
+    n, batches = counts.sustained
+    recycled = [IoSetup(True, n), IoSetup(True, n, 1_000_000)]
+    sustained = await io_rates(recycled, batches)
+    steps = 300 * batches // n
+    print(
+        f"sustained, {batches} batches at Workers(max={n}) (~{steps:,} steps a worker): "
+        f"{fmt(sustained[recycled[0]])} runs/s with recycle_after_steps=1000 (the default), "
+        f"{fmt(sustained[recycled[1]])} with 1,000,000"
+    )
 
 
 async def print_startup() -> None:
@@ -347,6 +388,7 @@ async def main(argv: list[str]) -> None:
     counts = QUICK if "--quick" in argv else FULL
     print(machine_line())
     print(f"synchronous={SYNC}, WAL; medians of {REPEAT} repetitions, each on a fresh journal")
+    print(load_line("at the start"))
     sections: list[Callable[[], Awaitable[None]]] = [
         lambda: print_overhead(counts),
         lambda: print_io(counts),
@@ -355,6 +397,14 @@ async def main(argv: list[str]) -> None:
     ]
     for section in sections:
         await section()
+    print()
+    print(load_line("at the end"))
+
+
+def load_line(when: str) -> str:
+    """The machine's load average: other work on it moves every figure here."""
+    one, five, _ = os.getloadavg()
+    return f"load average {when}: {one:.2f} (1 min), {five:.2f} (5 min)"
 
 
 if __name__ == "__main__":
