@@ -886,3 +886,29 @@ async def test_a_file_that_fails_to_load_in_the_worker_fails_the_step_not_the_wo
         (folder / "poisoned").unlink()
         again = await rt.invoke("flaky", "go", {})  # the same worker loads it this time
     assert again.ok and again.state == {"ran": True}, again.error
+
+
+async def test_workers_beyond_warm_exit_once_idle_after_a_burst(db: Path, tmp_path: Path) -> None:
+    workers = Workers(warm=1, max=3, idle_seconds=0.3)
+    release = tmp_path / "release"
+    async with runtime(db, isolate=True, workers=workers) as rt:
+        await rt.register(Workflow(id="w", pipelines={"go": [steps.wait_for_release]}))
+        burst = [
+            asyncio.ensure_future(
+                rt.invoke(
+                    "w", "go", {"pidfile": str(tmp_path / f"pid{n}"), "release": str(release)}
+                )
+            )
+            for n in range(3)
+        ]
+        pids = {await pid_in(tmp_path / f"pid{n}") for n in range(3)}
+        assert len(pids) == 3  # the burst took three workers
+        release.touch()
+        assert all(result.ok for result in await asyncio.gather(*burst))
+        await eventually(
+            lambda: sum(map(gone, pids)) == 2, what="the workers beyond warm to exit", timeout=10
+        )
+        again = await rt.invoke(
+            "w", "go", {"pidfile": str(tmp_path / "pid"), "release": str(release)}
+        )
+        assert again.ok and await pid_in(tmp_path / "pid") in pids  # the warm one stayed

@@ -182,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_count(1),
         default=None,
         metavar="N",
-        help="worker processes of isolated steps at most (default: 2 per core, at least 4)",
+        help="worker processes of isolated steps at most (default: 2 per core, at least 16)",
     )
     up.add_argument(
         "--no-isolate",

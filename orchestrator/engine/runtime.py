@@ -218,6 +218,7 @@ class Runtime:
         self._detach_clock = self._clock.attach(self.idle)  # a fake clock's advance settles us
         if self._isolate or self._registry.isolates():
             self._background.append(tasks.create_task(self._workers.warm(), name="warm-workers"))
+        self._background.append(tasks.create_task(self._workers.tend(), name="tend-workers"))
         await self._writer.mark_ready()
 
     async def _apply_inbox(self, poller: InboxPoller) -> None:
