@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from fnmatch import fnmatchcase
 from pathlib import Path
 from stat import S_ISREG
@@ -62,7 +63,9 @@ class FileEvents:
 
     def __init__(self, ledger: FileLedger) -> None:
         self._ledger = ledger
+        # Invariant: `_watches` holds exactly the (folder, glob) pairs counted in `_counts`.
         self._watches: dict[Path, set[str]] = {}
+        self._counts: Counter[Watch] = Counter()
         self._seen: dict[Watch, dict[str, int]] = {}  # loaded from the ledger on first use
         self._changed = asyncio.Event()
         # Invariant: True from a change of the watches, or the start of a watch, until the
@@ -74,12 +77,35 @@ class FileEvents:
         """Whether a watch is (re)starting and has not scanned its folders yet."""
         return self._unscanned
 
-    def update(self, watches: dict[Path, set[str]]) -> None:
-        """Watch these folders, each for these globs (restarts the watch if it changed)."""
-        if watches != self._watches:
-            self._watches = {folder: set(globs) for folder, globs in watches.items()}
-            self._unscanned = bool(watches)
-            self._changed.set()
+    def watch(self, watches: Iterable[Watch]) -> None:
+        """Watch each folder for its glob, once more (restarts the watch if one is new).
+
+        Watches are counted: one lasts until `unwatch` has been called as often.
+        """
+        for watch in watches:
+            self._counts[watch] += 1
+            if self._counts[watch] == 1:
+                folder, glob = watch
+                self._watches.setdefault(folder, set()).add(glob)
+                self._restart()
+
+    def unwatch(self, watches: Iterable[Watch]) -> None:
+        """Undo one `watch` of each (restarts the watch if one is no longer wanted)."""
+        for watch in watches:
+            if self._counts[watch] <= 0:
+                continue
+            self._counts[watch] -= 1
+            if not self._counts[watch]:
+                del self._counts[watch]
+                folder, glob = watch
+                self._watches[folder].discard(glob)
+                if not self._watches[folder]:
+                    del self._watches[folder]
+                self._restart()
+
+    def _restart(self) -> None:
+        self._unscanned = bool(self._watches)
+        self._changed.set()
 
     async def run(self) -> None:
         """Watch until cancelled, following `update`s."""

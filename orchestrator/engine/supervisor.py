@@ -239,8 +239,10 @@ class Supervisor:
         running = [run.run_id for run in recovered]
         self.admission.restore(registered, queued, running, paused)
         # Invariant: a recovery is committed before its step starts again, so no crash can
-        # let a step start more often than `max_recoveries` allows.
-        await self._writer.flush()
+        # let a step start more often than `max_recoveries` allows. (Only then: a flush per
+        # registration would make registering N workflows cost N commits.)
+        if recovered:
+            await self._writer.flush()
         if self._held is not None:
             self._held.extend(recovered)
         else:

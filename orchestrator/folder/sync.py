@@ -217,7 +217,8 @@ class WorkflowFolder:
             sys.modules.pop(loaded.module.__name__, None)
             raise LoadFailed(f"{type(exc).__name__}: {exc}", _line_of(exc, loaded)) from None
         ids = [workflow.id for workflow, _ in loaded.workflows]
-        for dropped in [i for i in state.ids if i not in ids]:
+        kept = set(ids)
+        for dropped in [i for i in state.ids if i not in kept]:
             await self._drop(dropped)
         if state.loaded is not None and state.loaded != loaded.digest:
             sys.modules.pop(module_name(path, state.loaded), None)
