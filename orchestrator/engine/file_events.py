@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from fnmatch import fnmatchcase
@@ -24,12 +25,14 @@ from typing import Any, Protocol
 from watchfiles import Change, awatch
 
 from ..define.model import FILE_CREATED
+from ..folder.names import is_text, shown
 from ..folder.watcher import DEBOUNCE_MS, STEP_MS
 from ..journal import JournalQueries, JournalWriter, ops
 
 FIRST_SCAN_SECONDS = 0.2  # the watch is live by then, so nothing falls between the two
 RESCAN_SECONDS = 10.0
 RETRY_SECONDS = 2.0  # after a watch failed (its folder cannot be created or read)
+UNNAMED = "the file name is not valid UTF-8, so the file starts no run: rename it"
 _log = logging.getLogger("orchestrator.files")
 
 Watch = tuple[Path, str]  # a folder and a glob
@@ -50,6 +53,10 @@ class FileLedger(Protocol):
         """A file that was an event has left the folder."""
         ...
 
+    def unnamed(self, path: Path, present: bool) -> None:
+        """A file whose name is not UTF-8 (so it is no event) appeared, or (False) left."""
+        ...
+
 
 def matches(name: str, glob: str) -> bool:
     """As in a shell, a leading dot (a temporary file) is matched only by a dot."""
@@ -68,6 +75,8 @@ class FileEvents:
         self._counts: Counter[Watch] = Counter()
         self._seen: dict[Watch, dict[str, int]] = {}  # loaded from the ledger on first use
         self._changed = asyncio.Event()
+        self._failed_at = float("-inf")  # when watchfiles last ended a watch
+        self._unnamed: set[Path] = set()  # files whose names are not UTF-8, reported
         # Invariant: True from a change of the watches, or the start of a watch, until the
         # first scan of that watch is over (or the watch failed).
         self._unscanned = False
@@ -119,10 +128,28 @@ class FileEvents:
                 await self._watch(watches)
             except* OSError as failures:
                 self._unscanned = False  # nothing scans before the retry
-                folders = ", ".join(map(str, watches))
+                folders = ", ".join(map(shown, watches))
                 for exc in failures.exceptions:
                     _log.error("cannot watch %s for new files: %s", folders, exc)
                 await _wait_for(self._changed, RETRY_SECONDS)
+            except* Exception as failures:  # noqa: BLE001 - watchfiles' own errors
+                await self._watch_failed(watches, failures)
+
+    async def _watch_failed(self, watches: dict[Path, set[str]], failure: BaseException) -> None:
+        """The watch ended by an error of watchfiles (a name not UTF-8): watch again.
+
+        The burst it failed on is lost, so the new watch scans its folders at once (as
+        every watch does when it starts). It is logged once; a watch that fails again
+        within `RETRY_SECONDS` waits that long before it starts again.
+        """
+        again = time.monotonic() - self._failed_at < RETRY_SECONDS
+        log = _log.debug if self._failed_at > float("-inf") else _log.warning
+        folders = ", ".join(map(shown, watches))
+        log("watching %s for new files failed (%s); watching again", folders, _reason(failure))
+        self._failed_at = time.monotonic()
+        if again:
+            self._unscanned = False  # nothing scans before the retry
+            await _wait_for(self._changed, RETRY_SECONDS)
 
     async def _watch(self, watches: dict[Path, set[str]]) -> None:
         self._unscanned = True
@@ -178,6 +205,7 @@ class FileEvents:
         except OSError as exc:
             _log.warning("cannot list %s for new files: %s", folder, exc)
             return
+        self._note_unnamed(folder, globs, names)
         for glob in sorted(globs):
             seen = self._seen[folder, glob]
             for name in [name for name in seen if name not in names]:
@@ -190,6 +218,21 @@ class FileEvents:
                 stat = _regular_file(folder / name)
                 if stat is not None and seen.get(name) != stat.st_ino:
                     self._emit((folder, glob), name, stat)
+
+    def _note_unnamed(self, folder: Path, globs: set[str], names: dict[str, int]) -> None:
+        """Report each file whose name is not UTF-8 and matches a glob (once), and its leaving."""
+        here = {
+            folder / name
+            for name in names
+            if not is_text(name) and any(matches(name, glob) for glob in globs)
+        }
+        known = {path for path in self._unnamed if path.parent == folder}
+        for path in sorted(here - known):
+            _log.warning("%s: %s", shown(path), UNNAMED)
+            self._ledger.unnamed(path, True)
+        for path in sorted(known - here):
+            self._ledger.unnamed(path, False)
+        self._unnamed = (self._unnamed - known) | here
 
     def _apply(self, watches: dict[Path, set[str]], changes: set[tuple[Change, str]]) -> None:
         kinds: dict[Path, set[Change]] = {}
@@ -209,6 +252,8 @@ class FileEvents:
 
     def _emit(self, watch: Watch, name: str, stat: os.stat_result) -> None:
         folder, glob = watch
+        if not is_text(name):
+            return  # no event can carry its path: the scan reports it (`_note_unnamed`)
         data = {"path": str(folder / name), "size": stat.st_size, "dir": str(folder), "glob": glob}
         if self._ledger.created(watch, name, stat.st_ino, data):
             self._seen[watch][name] = stat.st_ino
@@ -252,6 +297,18 @@ class JournalFileLedger:
         """Record that the name is free again (a file created under it will be new)."""
         folder, glob = watch
         self._writer.enqueue([ops.file_seen(str(folder), glob, name, None, self._now_us())])
+
+    def unnamed(self, path: Path, present: bool) -> None:
+        """Journal it as a load error of that (escaped) path, or clear that error."""
+        message = UNNAMED if present else None
+        self._writer.enqueue([ops.load_error(shown(path), None, message, self._now_us())])
+
+
+def _reason(exc: BaseException) -> str:
+    """The first error inside an exception group (watchfiles raises from a task group)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return shown(f"{type(exc).__name__}: {exc}")
 
 
 def _file_names(folder: Path) -> dict[str, int]:

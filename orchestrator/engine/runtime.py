@@ -31,6 +31,7 @@ from ..errors import (
     ValidationError,
 )
 from ..folder.loader import FileSource
+from ..folder.names import shown
 from ..folder.sync import WorkflowFolder
 from ..folder.watcher import watch_folder
 from ..journal import (
@@ -424,7 +425,7 @@ class Runtime:
 
     def report_load(self, path: Path, line: int | None, message: str | None) -> None:
         """Journal that a file failed to load (or, `message` None, that it loads again)."""
-        self._writer.enqueue([ops.load_error(str(path), line, message, self._clock.now_us())])
+        self._writer.enqueue([ops.load_error(shown(path), line, message, self._clock.now_us())])
 
     async def deregister(self, workflow_id: str) -> None:
         """Stop new runs of a workflow; runs in progress finish on their version."""
