@@ -235,7 +235,7 @@ class Supervisor:
                 recovered.append(self._continue(unfinished, registered, resumption.step_index, now))
         if kept:
             self.orphans[registered.id] = kept
-        paused = [p.run_id for p in self.parking.paused.values() if p.workflow_id == registered.id]
+        paused = self.parking.paused_of(registered.id)
         running = [run.run_id for run in recovered]
         self.admission.restore(registered, queued, running, paused)
         # Invariant: a recovery is committed before its step starts again, so no crash can
