@@ -7,6 +7,11 @@ before a watch is live, is found by the scan made when a watch starts and every
 by its name and inode while it stays: once it is deleted or moved away, a file created
 under its name is new. Deletions are seen while watched; a file deleted and created again
 with the same inode while the daemon is down is taken for the one that was there.
+
+A file whose name is not UTF-8 cannot be an event (no journal or JSON text holds its
+name): it is reported once, escaped, as a load error of its path, and cleared when it
+goes. watchfiles ends its watch on such a name, losing that burst; the watch starts again
+and its first scan finds what the burst held.
 """
 
 from __future__ import annotations
@@ -117,7 +122,7 @@ class FileEvents:
         self._changed.set()
 
     async def run(self) -> None:
-        """Watch until cancelled, following `update`s."""
+        """Watch until cancelled, following `watch` and `unwatch`."""
         while True:
             self._changed.clear()
             watches = {folder: set(globs) for folder, globs in self._watches.items()}
