@@ -104,3 +104,34 @@ async def test_loading_and_reloading_many_workflows_is_linear_work(tmp_path: Pat
     # Linear: about 4x (plus what does not depend on N); quadratic would be about 16x.
     assert big_start < 6 * small_start, (small_start, big_start)
     assert big_reload < 6 * small_reload, (small_reload, big_reload)
+
+
+async def test_a_folder_stays_watched_while_any_registered_workflow_watches_it(
+    tmp_path: Path,
+) -> None:
+    inbox = tmp_path / "inbox"
+
+    def watching(workflow_id: str) -> orchestrator.Workflow:
+        return orchestrator.Workflow(
+            id=workflow_id,
+            triggers={"drop": orchestrator.FileTrigger(dir=inbox, glob="*.csv")},
+            pipelines={"drop": [lambda state: state]},
+        )
+
+    async with Runtime(tmp_path / "journal.db") as rt:
+        await rt.register(watching("a"))
+        await rt.register(watching("b"))
+        await rt.register(watching("a"))  # replaced: its new version keeps the watch
+        await rt.deregister("b")
+        (inbox / "one.csv").write_text("1")
+        await eventually(rt.list_runs, what="a run of one.csv", timeout=20)
+        await rt.deregister("a")  # now no one watches it
+        await rt.idle()
+        (inbox / "two.csv").write_text("2")
+        await rt.register(watching("c"))  # watched again: its first scan finds two.csv
+        await rt.idle()
+        runs = await rt.list_runs()
+    assert sorted((run.workflow_id, Path(run.state["path"]).name) for run in runs) == [
+        ("a", "one.csv"),
+        ("c", "two.csv"),
+    ]
