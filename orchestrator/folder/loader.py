@@ -178,32 +178,11 @@ async def load_file(
     """
     digest = digest_of(data)
     source = decode(data)
-    if ahead is not None and ahead.passed(path, digest):  # it probed only checked files
-        tree = await asyncio.to_thread(check, source, path, config.policy)
-    else:
-        tree = await _checked_while_probed(path, data, source, config)
+    tree = check(source, path, config.policy)
+    if ahead is None or not ahead.passed(path, digest):
+        await probe(path, data, config)
     module = execute(path, digest, source, tree, config.policy)
     return LoadedFile(FileSource(path, digest, source, config), workflows_of(module, tree), module)
-
-
-async def _checked_while_probed(
-    path: Path, data: bytes, source: str, config: FolderConfig
-) -> ast.Module:
-    """Parse the file in a thread while its probe runs (a big file parses for a while).
-
-    The check's failure wins: the probe of a file that does not parse is stopped.
-    """
-    probing = asyncio.ensure_future(probe(path, data, config))
-    try:
-        tree = await asyncio.to_thread(check, source, path, config.policy)
-    except BaseException:
-        probing.cancel()
-        await asyncio.wait([probing])
-        if not probing.cancelled():
-            probing.exception()  # retrieved: the check's error is the one to report
-        raise
-    await probing
-    return tree
 
 
 class ProbesAhead:
