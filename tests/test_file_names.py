@@ -193,6 +193,31 @@ async def test_a_file_whose_name_is_not_utf8_starts_no_run_and_is_a_journaled_wa
         await errors_for(db, [escaped(inbox, b"while-down-\xe9.txt")])
 
 
+async def test_the_warning_goes_with_the_file_or_with_the_last_trigger_on_its_folder(
+    tmp_path: Path,
+) -> None:
+    inbox, db = tmp_path / "inbox", tmp_path / "journal.db"
+    inbox.mkdir()
+    make(inbox, b"one-\xe9.csv")
+    make(inbox, b"two-\xe9.csv")
+    workflow = Workflow(
+        id="csv",
+        triggers={"drop": FileTrigger(dir=inbox, glob="*.csv")},
+        pipelines={"drop": [lambda state: state]},
+    )
+    async with Runtime(db, workflows=[workflow]) as rt:
+        await errors_for(db, [escaped(inbox, b"one-\xe9.csv"), escaped(inbox, b"two-\xe9.csv")])
+        os.remove(os.fsencode(inbox) + b"/one-\xe9.csv")
+
+        async def one_cleared() -> bool:
+            return escaped(inbox, b"one-\xe9.csv") not in await load_errors(db)
+
+        await eventually(one_cleared, what="the removed file's warning to go", timeout=TIMEOUT)
+        await rt.deregister("csv")
+        await rt.idle()
+        assert await load_errors(db) == {}
+
+
 def run_file_trigger(names: list[bytes], before: int) -> None:
     """Create files with these names in a FileTrigger folder (`before` of them at start)."""
 

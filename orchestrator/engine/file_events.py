@@ -115,6 +115,7 @@ class FileEvents:
                 self._watches[folder].discard(glob)
                 if not self._watches[folder]:
                     del self._watches[folder]
+                    self._note_unnamed(folder, set(), {})  # its warnings go with it
                 self._restart()
 
     def _restart(self) -> None:
