@@ -230,7 +230,7 @@ class FileEvents:
         here = {
             folder / name
             for name in names
-            if not is_text(name) and any(matches(name, glob) for glob in globs)
+            if not is_text(str(folder / name)) and any(matches(name, glob) for glob in globs)
         }
         known = {path for path in self._unnamed if path.parent == folder}
         for path in sorted(here - known):
@@ -258,7 +258,7 @@ class FileEvents:
 
     def _emit(self, watch: Watch, name: str, stat: os.stat_result) -> None:
         folder, glob = watch
-        if not is_text(name):
+        if not is_text(str(folder / name)):
             return  # no event can carry its path: the scan reports it (`_note_unnamed`)
         data = {"path": str(folder / name), "size": stat.st_size, "dir": str(folder), "glob": glob}
         if self._ledger.created(watch, name, stat.st_ino, data):

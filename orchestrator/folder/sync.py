@@ -92,7 +92,7 @@ class WorkflowFolder:
 
     def _refuse_names(self, present: list[Path]) -> list[Path]:
         """The files whose names are valid UTF-8; each other one is a load error (once)."""
-        named = [path for path in present if is_text(path.name)]
+        named = [path for path in present if is_text(str(path))]
         unnamed = set(present) - set(named)
         for path in sorted(unnamed - self._unnamed):
             _log.error("%s: %s", shown(path), UNNAMED)
