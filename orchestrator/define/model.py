@@ -9,6 +9,8 @@ from __future__ import annotations
 import inspect
 import os
 import re
+import types
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,17 +111,37 @@ def _as_step(item: object, where: str, index: int) -> Step:
     return Step(item)
 
 
+# A plain function's positional parameters (None: no signature; -1: it takes *args), found
+# once: a file that defines 10,000 workflows sharing a step would otherwise read its
+# signature 10,000 times.
+_POSITIONAL: weakref.WeakKeyDictionary[types.FunctionType, int | None] = weakref.WeakKeyDictionary()
+
+
 def _takes_ctx(fn: StepFn, where: str, name: str) -> bool:
-    try:
-        params = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):
+    if isinstance(fn, types.FunctionType):
+        if fn not in _POSITIONAL:
+            _POSITIONAL[fn] = _positional(fn)
+        positional = _POSITIONAL[fn]
+    else:
+        positional = _positional(fn)
+    if positional is None:
         return False
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if any(p.kind is p.VAR_POSITIONAL for p in params):
+    if positional < 0:
         return True
     if not positional:
         raise DefinitionError(f"{where}: step {name!r} must accept (state) or (state, ctx)")
-    return len(positional) >= 2
+    return positional >= 2
+
+
+def _positional(fn: StepFn) -> int | None:
+    """How many positional parameters `fn` takes; -1 with ``*args``; None if unknown."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return -1
+    return len([p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)])
 
 
 def _is_async(fn: StepFn) -> bool:

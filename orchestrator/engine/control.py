@@ -112,6 +112,9 @@ class Control:
             writer, clock, self.dispatcher, self.parking, self.admission, self.lookup
         )
         self.scheduler = Scheduler(writer, clock, self.timers, self._start_scheduled, last_ticks)
+        # Workflows with run-scoped services a crash left open, found once at `restore`
+        # (None: not looked for; every registration then asks the journal).
+        self._unclosed: set[str] | None = None
 
     def lookup(self, workflow_id: str) -> RegisteredWorkflow | None:
         """The registered version of a workflow, if any."""
@@ -119,6 +122,7 @@ class Control:
 
     async def restore(self) -> None:
         """Re-arm waits, buffers, timers and parked runs; queue running runs for adoption."""
+        self._unclosed = await self._reader.workflows_with_unclosed_service_scopes()
         for record in await self._reader.live_waits():
             self.parking.adopt_wait(recovery.wait_from(record))
         for unfinished in await self._reader.unfinished_runs():
@@ -174,7 +178,16 @@ class Control:
         await self._clean_up_after_crash(registered)
 
     async def _clean_up_after_crash(self, registered: RegisteredWorkflow) -> None:
-        """Build again, then clean up, run-scoped services a crash left open (at least once)."""
+        """Build again, then clean up, run-scoped services a crash left open (at least once).
+
+        Only runs of an earlier process can have left them open, so the journal is asked
+        only for the workflows `restore` found some for (a flush and a query per
+        registration would make registering N workflows cost N round trips).
+        """
+        if self._unclosed is not None:
+            if registered.id not in self._unclosed:
+                return
+            self._unclosed.discard(registered.id)
         await self._writer.flush()
         services = {service.id: service for service in registered.workflow.services}
         for row, run_id, state, ids in await self._reader.unclosed_service_scopes(registered.id):

@@ -91,6 +91,9 @@ class Dispatcher:
 
     def __init__(self) -> None:
         self._triggers: dict[str, dict[tuple[str, str], TriggerEntry]] = {}
+        # Invariant: where each workflow's entries are in `_triggers` (event type and key),
+        # so replacing one workflow's triggers costs its own triggers, not everyone's.
+        self._entries_of: dict[str, list[tuple[str, tuple[str, str]]]] = {}
         self._waits: dict[str, _WaitIndex] = {}
 
     def set_triggers(
@@ -106,12 +109,17 @@ class Dispatcher:
         for trigger_id, (event_type, conditions, sources) in entries.items():
             entry = TriggerEntry(workflow_id, trigger_id, conditions, sources)
             self._triggers.setdefault(event_type, {})[(workflow_id, trigger_id)] = entry
+            self._entries_of.setdefault(workflow_id, []).append(
+                (event_type, (workflow_id, trigger_id))
+            )
 
     def remove_triggers(self, workflow_id: str) -> None:
         """Stop routing events to a workflow's triggers."""
-        for by_id in self._triggers.values():
-            for key in [key for key in by_id if key[0] == workflow_id]:
-                del by_id[key]
+        for event_type, key in self._entries_of.pop(workflow_id, ()):
+            by_id = self._triggers[event_type]
+            del by_id[key]
+            if not by_id:
+                del self._triggers[event_type]
 
     def add_wait(self, wait: Wait) -> None:
         """Start matching events against `wait` (a sleep matches none)."""

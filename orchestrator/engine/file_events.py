@@ -7,6 +7,11 @@ before a watch is live, is found by the scan made when a watch starts and every
 by its name and inode while it stays: once it is deleted or moved away, a file created
 under its name is new. Deletions are seen while watched; a file deleted and created again
 with the same inode while the daemon is down is taken for the one that was there.
+
+A file whose name is not UTF-8 cannot be an event (no journal or JSON text holds its
+name): it is reported once, escaped, as a load error of its path, and cleared when it
+goes. watchfiles ends its watch on such a name, losing that burst; the watch starts again
+and its first scan finds what the burst held.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
 from fnmatch import fnmatchcase
 from pathlib import Path
 from stat import S_ISREG
@@ -23,12 +30,14 @@ from typing import Any, Protocol
 from watchfiles import Change, awatch
 
 from ..define.model import FILE_CREATED
+from ..folder.names import is_text, shown
 from ..folder.watcher import DEBOUNCE_MS, STEP_MS
 from ..journal import JournalQueries, JournalWriter, ops
 
 FIRST_SCAN_SECONDS = 0.2  # the watch is live by then, so nothing falls between the two
 RESCAN_SECONDS = 10.0
 RETRY_SECONDS = 2.0  # after a watch failed (its folder cannot be created or read)
+UNNAMED = "the file name is not valid UTF-8, so the file starts no run: rename it"
 _log = logging.getLogger("orchestrator.files")
 
 Watch = tuple[Path, str]  # a folder and a glob
@@ -49,6 +58,10 @@ class FileLedger(Protocol):
         """A file that was an event has left the folder."""
         ...
 
+    def unnamed(self, path: Path, present: bool) -> None:
+        """A file whose name is not UTF-8 (so it is no event) appeared, or (False) left."""
+        ...
+
 
 def matches(name: str, glob: str) -> bool:
     """As in a shell, a leading dot (a temporary file) is matched only by a dot."""
@@ -62,9 +75,13 @@ class FileEvents:
 
     def __init__(self, ledger: FileLedger) -> None:
         self._ledger = ledger
+        # Invariant: `_watches` holds exactly the (folder, glob) pairs counted in `_counts`.
         self._watches: dict[Path, set[str]] = {}
+        self._counts: Counter[Watch] = Counter()
         self._seen: dict[Watch, dict[str, int]] = {}  # loaded from the ledger on first use
         self._changed = asyncio.Event()
+        self._failed_at = float("-inf")  # when watchfiles last ended a watch
+        self._unnamed: set[Path] = set()  # files whose names are not UTF-8, reported
         # Invariant: True from a change of the watches, or the start of a watch, until the
         # first scan of that watch is over (or the watch failed).
         self._unscanned = False
@@ -74,15 +91,39 @@ class FileEvents:
         """Whether a watch is (re)starting and has not scanned its folders yet."""
         return self._unscanned
 
-    def update(self, watches: dict[Path, set[str]]) -> None:
-        """Watch these folders, each for these globs (restarts the watch if it changed)."""
-        if watches != self._watches:
-            self._watches = {folder: set(globs) for folder, globs in watches.items()}
-            self._unscanned = bool(watches)
-            self._changed.set()
+    def watch(self, watches: Iterable[Watch]) -> None:
+        """Watch each folder for its glob, once more (restarts the watch if one is new).
+
+        Watches are counted: one lasts until `unwatch` has been called as often.
+        """
+        for watch in watches:
+            self._counts[watch] += 1
+            if self._counts[watch] == 1:
+                folder, glob = watch
+                self._watches.setdefault(folder, set()).add(glob)
+                self._restart()
+
+    def unwatch(self, watches: Iterable[Watch]) -> None:
+        """Undo one `watch` of each (restarts the watch if one is no longer wanted)."""
+        for watch in watches:
+            if self._counts[watch] <= 0:
+                continue
+            self._counts[watch] -= 1
+            if not self._counts[watch]:
+                del self._counts[watch]
+                folder, glob = watch
+                self._watches[folder].discard(glob)
+                if not self._watches[folder]:
+                    del self._watches[folder]
+                    self._note_unnamed(folder, set(), {})  # its warnings go with it
+                self._restart()
+
+    def _restart(self) -> None:
+        self._unscanned = bool(self._watches)
+        self._changed.set()
 
     async def run(self) -> None:
-        """Watch until cancelled, following `update`s."""
+        """Watch until cancelled, following `watch` and `unwatch`."""
         while True:
             self._changed.clear()
             watches = {folder: set(globs) for folder, globs in self._watches.items()}
@@ -93,10 +134,28 @@ class FileEvents:
                 await self._watch(watches)
             except* OSError as failures:
                 self._unscanned = False  # nothing scans before the retry
-                folders = ", ".join(map(str, watches))
+                folders = ", ".join(map(shown, watches))
                 for exc in failures.exceptions:
                     _log.error("cannot watch %s for new files: %s", folders, exc)
                 await _wait_for(self._changed, RETRY_SECONDS)
+            except* Exception as failures:  # noqa: BLE001 - watchfiles' own errors
+                await self._watch_failed(watches, failures)
+
+    async def _watch_failed(self, watches: dict[Path, set[str]], failure: BaseException) -> None:
+        """The watch ended by an error of watchfiles (a name not UTF-8): watch again.
+
+        The burst it failed on is lost, so the new watch scans its folders at once (as
+        every watch does when it starts). It is logged once; a watch that fails again
+        within `RETRY_SECONDS` waits that long before it starts again.
+        """
+        again = time.monotonic() - self._failed_at < RETRY_SECONDS
+        log = _log.debug if self._failed_at > float("-inf") else _log.warning
+        folders = ", ".join(map(shown, watches))
+        log("watching %s for new files failed (%s); watching again", folders, _reason(failure))
+        self._failed_at = time.monotonic()
+        if again:
+            self._unscanned = False  # nothing scans before the retry
+            await _wait_for(self._changed, RETRY_SECONDS)
 
     async def _watch(self, watches: dict[Path, set[str]]) -> None:
         self._unscanned = True
@@ -152,6 +211,7 @@ class FileEvents:
         except OSError as exc:
             _log.warning("cannot list %s for new files: %s", folder, exc)
             return
+        self._note_unnamed(folder, globs, names)
         for glob in sorted(globs):
             seen = self._seen[folder, glob]
             for name in [name for name in seen if name not in names]:
@@ -164,6 +224,21 @@ class FileEvents:
                 stat = _regular_file(folder / name)
                 if stat is not None and seen.get(name) != stat.st_ino:
                     self._emit((folder, glob), name, stat)
+
+    def _note_unnamed(self, folder: Path, globs: set[str], names: dict[str, int]) -> None:
+        """Report each file whose name is not UTF-8 and matches a glob (once), and its leaving."""
+        here = {
+            folder / name
+            for name in names
+            if not is_text(str(folder / name)) and any(matches(name, glob) for glob in globs)
+        }
+        known = {path for path in self._unnamed if path.parent == folder}
+        for path in sorted(here - known):
+            _log.warning("%s: %s", shown(path), UNNAMED)
+            self._ledger.unnamed(path, True)
+        for path in sorted(known - here):
+            self._ledger.unnamed(path, False)
+        self._unnamed = (self._unnamed - known) | here
 
     def _apply(self, watches: dict[Path, set[str]], changes: set[tuple[Change, str]]) -> None:
         kinds: dict[Path, set[Change]] = {}
@@ -183,6 +258,8 @@ class FileEvents:
 
     def _emit(self, watch: Watch, name: str, stat: os.stat_result) -> None:
         folder, glob = watch
+        if not is_text(str(folder / name)):
+            return  # no event can carry its path: the scan reports it (`_note_unnamed`)
         data = {"path": str(folder / name), "size": stat.st_size, "dir": str(folder), "glob": glob}
         if self._ledger.created(watch, name, stat.st_ino, data):
             self._seen[watch][name] = stat.st_ino
@@ -226,6 +303,18 @@ class JournalFileLedger:
         """Record that the name is free again (a file created under it will be new)."""
         folder, glob = watch
         self._writer.enqueue([ops.file_seen(str(folder), glob, name, None, self._now_us())])
+
+    def unnamed(self, path: Path, present: bool) -> None:
+        """Journal it as a load error of that (escaped) path, or clear that error."""
+        message = UNNAMED if present else None
+        self._writer.enqueue([ops.load_error(shown(path), None, message, self._now_us())])
+
+
+def _reason(exc: BaseException) -> str:
+    """The first error inside an exception group (watchfiles raises from a task group)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return shown(f"{type(exc).__name__}: {exc}")
 
 
 def _file_names(folder: Path) -> dict[str, int]:

@@ -72,6 +72,9 @@ class Parking:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self.paused: dict[str, ParkedRun] = {}
+        # Invariant: workflow id -> the run ids of its runs in `paused` (changed only by
+        # `_hold` and `_let_go`), so a registration need not scan every paused run.
+        self._paused_of: dict[str, set[str]] = {}
         # Invariant: holds every armed or parked wait, by its run's row.
         self.waits: dict[int, list[Wait]] = {}
 
@@ -170,7 +173,7 @@ class Parking:
             wait=wait,
             pinned=run.workflow,
         )
-        self.paused[run.run_id] = parked
+        self._hold(parked)
         data = {
             "wait": wait.id,
             "event": wait.event_type,
@@ -195,9 +198,25 @@ class Parking:
         self._arm_timeout(parked)
         return parked
 
+    def paused_of(self, workflow_id: str) -> list[str]:
+        """The run ids of a workflow's paused runs."""
+        return list(self._paused_of.get(workflow_id, ()))
+
+    def _hold(self, parked: ParkedRun) -> None:
+        self.paused[parked.run_id] = parked
+        self._paused_of.setdefault(parked.workflow_id, set()).add(parked.run_id)
+
+    def _let_go(self, parked: ParkedRun) -> None:
+        del self.paused[parked.run_id]
+        runs = self._paused_of.get(parked.workflow_id)
+        if runs is not None:
+            runs.discard(parked.run_id)
+            if not runs:
+                del self._paused_of[parked.workflow_id]
+
     def adopt_parked(self, parked: ParkedRun) -> None:
         """Track a run found paused in the journal at start-up."""
-        self.paused[parked.run_id] = parked
+        self._hold(parked)
         self._arm_timeout(parked)
 
     def adopt_wait(self, wait: Wait) -> None:
@@ -249,7 +268,7 @@ class Parking:
     ) -> list[ops.Op]:
         """Resume a parked run with `patch` merged into its state."""
         wait = parked.wait
-        del self.paused[parked.run_id]
+        self._let_go(parked)
         self._timers.cancel(("wait", wait.id))
         now = self._clock.now_us()
         parked.position += 1
@@ -296,7 +315,7 @@ class Parking:
 
     def end(self, parked: ParkedRun) -> list[ops.Op]:
         """A parked run is ended (aborted or failed) without resuming."""
-        del self.paused[parked.run_id]
+        self._let_go(parked)
         self._timers.cancel(("wait", parked.wait.id))
         return self.release(parked.row)
 

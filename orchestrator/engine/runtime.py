@@ -32,6 +32,7 @@ from ..errors import (
     ValidationError,
 )
 from ..folder.loader import FileSource
+from ..folder.names import shown
 from ..folder.sync import WorkflowFolder
 from ..folder.watcher import watch_folder
 from ..journal import (
@@ -362,6 +363,7 @@ class Runtime:
         }
         registered = self._prepare(workflow, mode=mode, hooks=hooks)
         await self._activate(control, registered)
+        await self._writer.flush()  # its version and triggers are in the journal
         return registered
 
     def _prepare(
@@ -425,9 +427,13 @@ class Runtime:
                 ),
             ]
         )
+        previous = control.lookup(registered.id)
         self._registry.add(registered)
+        if self._file_events is not None:  # the new version's watches first: a kept one stays
+            self._file_events.watch(registered.file_watches().values())
+            if previous is not None:
+                self._file_events.unwatch(previous.file_watches().values())
         await control.registered(registered)
-        self._refresh_file_events()
 
     async def register_file(self, source: FileSource, workflows: list[Workflow]) -> None:
         """Register every workflow of one version of a file, or none (raising why)."""
@@ -435,28 +441,21 @@ class Runtime:
         prepared = [self._prepare(w, source=source) for w in workflows]
         for registered in prepared:
             await self._activate(control, registered)
+        await self._writer.flush()  # one commit for the file's versions and triggers
 
     def report_load(self, path: Path, line: int | None, message: str | None) -> None:
         """Journal that a file failed to load (or, `message` None, that it loads again)."""
         text = None if message is None else SECRETS.redact(message)
-        self._writer.enqueue([ops.load_error(str(path), line, text, self._clock.now_us())])
-
-    def _refresh_file_events(self) -> None:
-        if self._file_events is None:
-            return
-        watches: dict[Path, set[str]] = {}
-        for workflow_id in self._registry.ids():
-            for folder, glob in self._registry.get(workflow_id).file_watches().values():
-                watches.setdefault(folder, set()).add(glob)
-        self._file_events.update(watches)
+        self._writer.enqueue([ops.load_error(shown(path), line, text, self._clock.now_us())])
 
     async def deregister(self, workflow_id: str) -> None:
         """Stop new runs of a workflow; runs in progress finish on their version."""
         control = self._require_control()
-        self._registry.remove(workflow_id)
+        removed = self._registry.remove(workflow_id)
         control.deregistered(workflow_id)
         self._writer.enqueue([ops.workflow_removed(workflow_id, self._clock.now_us())])
-        self._refresh_file_events()
+        if self._file_events is not None:
+            self._file_events.unwatch(removed.file_watches().values())
         scope = self._workflow_scopes.pop(workflow_id, None)
         if scope is not None:
             for error in await scope.close():

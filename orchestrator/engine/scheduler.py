@@ -38,6 +38,7 @@ class Scheduler:
         # Invariant: mirrors the journal's schedule_state (plus what is enqueued).
         self._last = dict(last_ticks)
         self._armed: set[Key] = set()
+        self._armed_of: dict[str, set[str]] = {}  # workflow id -> its armed trigger ids
 
     def arm(self, registered: RegisteredWorkflow) -> None:
         """Fire what a workflow's schedules missed, then arm their next ticks."""
@@ -48,9 +49,9 @@ class Scheduler:
 
     def disarm(self, workflow_id: str) -> None:
         """Stop a workflow's schedules (its last ticks stay journaled)."""
-        for key in [key for key in self._armed if key[0] == workflow_id]:
-            self._timers.cancel(("schedule", *key))
-            self._armed.discard(key)
+        for trigger_id in self._armed_of.pop(workflow_id, ()):
+            self._timers.cancel(("schedule", workflow_id, trigger_id))
+            self._armed.discard((workflow_id, trigger_id))
 
     def _arm_one(self, registered: RegisteredWorkflow, trigger_id: str, trigger: Schedule) -> None:
         key = (registered.id, trigger_id)
@@ -64,6 +65,7 @@ class Scheduler:
         for tick in missed:
             self._fire(registered, trigger_id, trigger, tick)
         self._armed.add(key)
+        self._armed_of.setdefault(registered.id, set()).add(trigger_id)
         self._arm_next(registered, trigger_id, trigger)
 
     def _arm_next(self, registered: RegisteredWorkflow, trigger_id: str, trigger: Schedule) -> None:

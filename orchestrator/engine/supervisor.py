@@ -235,12 +235,14 @@ class Supervisor:
                 recovered.append(self._continue(unfinished, registered, resumption.step_index, now))
         if kept:
             self.orphans[registered.id] = kept
-        paused = [p.run_id for p in self.parking.paused.values() if p.workflow_id == registered.id]
+        paused = self.parking.paused_of(registered.id)
         running = [run.run_id for run in recovered]
         self.admission.restore(registered, queued, running, paused)
         # Invariant: a recovery is committed before its step starts again, so no crash can
-        # let a step start more often than `max_recoveries` allows.
-        await self._writer.flush()
+        # let a step start more often than `max_recoveries` allows. (Only then: a flush per
+        # registration would make registering N workflows cost N commits.)
+        if recovered:
+            await self._writer.flush()
         if self._held is not None:
             self._held.extend(recovered)
         else:

@@ -188,8 +188,11 @@ async def load_file(
 class ProbesAhead:
     """Probes of several files at once, made before their imports (which stay in order).
 
-    A probe is a subprocess that spends most of its ~0.1 s importing Python, so a folder
-    of N files is ready in about N / `PARALLEL_PROBES` of the time one-by-one takes.
+    A probe is a subprocess that spends most of its ~0.1 s starting Python and importing
+    the orchestrator, so the files are split into `PARALLEL_PROBES` batches, each probed
+    in one subprocess, file after file. A batch that a file ends (it exits or hangs) or
+    whose report cannot be read leaves its files not reported yet to single probes, so
+    each file's outcome is what its own probe would say.
     """
 
     def __init__(self, config: FolderConfig) -> None:
@@ -197,25 +200,31 @@ class ProbesAhead:
         self._outcomes: dict[tuple[Path, str], LoadFailed | None] = {}
 
     async def run(self, files: dict[Path, bytes]) -> None:
-        """Probe each file that passes its checks, `PARALLEL_PROBES` at a time."""
-        limit = asyncio.Semaphore(PARALLEL_PROBES)
-
-        async def one(path: Path, data: bytes) -> None:
+        """Probe each file that passes its checks, in `PARALLEL_PROBES` batches."""
+        checked = []
+        for path, data in files.items():
             try:
                 check(decode(data), path, self._config.policy)
             except LoadFailed:
-                return  # the load reports it, without a probe
-            async with limit:
+                continue  # the load reports it, without a probe
+            checked.append((path, data))
+        batches = [checked[i::PARALLEL_PROBES] for i in range(PARALLEL_PROBES)]
+        async with asyncio.TaskGroup() as tasks:
+            for batch in batches:
+                if batch:
+                    tasks.create_task(self._run_batch(batch))
+
+    async def _run_batch(self, batch: list[tuple[Path, bytes]]) -> None:
+        reported = await _probe_batch(batch, self._config) if len(batch) > 1 else {}
+        for index, (path, data) in enumerate(batch):
+            outcome = reported.get(index, _UNREPORTED)
+            if outcome is _UNREPORTED:
                 try:
                     await probe(path, data, self._config)
                     outcome = None
                 except LoadFailed as exc:
                     outcome = exc
             self._outcomes[path, digest_of(data)] = outcome
-
-        async with asyncio.TaskGroup() as tasks:
-            for path, data in files.items():
-                tasks.create_task(one(path, data))
 
     def passed(self, path: Path, digest: str) -> bool:
         """True if these bytes were probed and passed; `LoadFailed` if they failed."""
@@ -360,6 +369,64 @@ async def probe(path: Path, data: bytes, config: FolderConfig) -> None:
             _kill_group(proc.pid)
             await proc.wait()
     _check_probe_report(out, err, proc.returncode)
+
+
+_UNREPORTED = LoadFailed("not reported by its batch")
+
+
+async def _probe_batch(
+    batch: list[tuple[Path, bytes]], config: FolderConfig
+) -> dict[int, LoadFailed | None]:
+    """Probe files in one subprocess; the outcome of each file it reported, by index."""
+    listing = json.dumps([[str(path), len(data)] for path, data in batch]).encode()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "orchestrator.folder.probe",
+        "--batch",
+        json.dumps(dataclasses.asdict(config)),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        start_new_session=True,  # so a kill ends whatever the imports started too
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    stdin = proc.stdin
+
+    async def feed() -> None:  # while the reports are read: neither pipe fills up
+        stdin.write(listing + b"\n" + b"".join(data for _, data in batch))
+        with contextlib.suppress(OSError):  # it may have ended: what it reported counts
+            await stdin.drain()
+            stdin.close()
+
+    feeding = asyncio.ensure_future(feed())
+    reported: dict[int, LoadFailed | None] = {}
+    try:
+        while len(reported) < len(batch):
+            async with asyncio.timeout(config.probe_timeout):
+                line = await proc.stdout.readline()
+            report = json.loads(line) if line.startswith(b"{") else None
+            if not isinstance(report, dict) or report.get("index") != len(reported):
+                break  # it ended, or printed what is not its report: the rest alone
+            line_no = report.get("line")
+            reported[len(reported)] = (
+                None
+                if report.get("ok")
+                else LoadFailed(
+                    str(report.get("message")), line_no if isinstance(line_no, int) else None
+                )
+            )
+    except (TimeoutError, ValueError):
+        pass  # a file hung, or a report was cut: the files after it are probed alone
+    finally:
+        feeding.cancel()
+        if proc.returncode is None:
+            _kill_group(proc.pid)
+        await proc.wait()
+        await asyncio.wait([feeding])
+        if not feeding.cancelled():
+            feeding.exception()  # a batch that ended early is not an error here
+    return reported
 
 
 def _kill_group(pid: int) -> None:

@@ -30,8 +30,10 @@ from .loader import (
     load_file,
     module_name,
 )
+from .names import is_text, shown
 
 _log = logging.getLogger("orchestrator.loader")
+UNNAMED = "the file name is not valid UTF-8, so the file is not loaded: rename it"
 # A file whose bytes change while it fails to load is being written: read it again (a
 # bounded number of times; the watcher reports the next change anyway).
 REREADS = 3
@@ -71,9 +73,13 @@ class WorkflowFolder:
         self._lock = asyncio.Lock()
         self._freed = False  # an id was given up in this sync: files that clashed retry
         self._helpers: dict[str, str] | None = None  # ``_*.py`` helper files by content
+        self._unnamed: set[Path] = set()  # workflow files whose names are not UTF-8
 
     def candidates(self) -> list[Path]:
-        """The folder's workflow files now: ``*.py`` not starting with ``_`` or ``.``."""
+        """The folder's workflow files now: ``*.py`` not starting with ``_`` or ``.``.
+
+        Files whose names are not UTF-8 are among them: `sync` reports each as a load error.
+        """
         try:
             entries = sorted(self.path.iterdir())
         except OSError:
@@ -84,12 +90,24 @@ class WorkflowFolder:
             if p.suffix == ".py" and not p.name.startswith(("_", ".")) and p.is_file()
         ]
 
+    def _refuse_names(self, present: list[Path]) -> list[Path]:
+        """The files whose names are valid UTF-8; each other one is a load error (once)."""
+        named = [path for path in present if is_text(str(path))]
+        unnamed = set(present) - set(named)
+        for path in sorted(unnamed - self._unnamed):
+            _log.error("%s: %s", shown(path), UNNAMED)
+            self._target.report_load(path, None, UNNAMED)
+        for path in sorted(self._unnamed - unnamed):
+            self._target.report_load(path, None, None)
+        self._unnamed = unnamed
+        return named
+
     async def sync(self) -> None:
         """Load what changed, unload what is gone."""
         async with self._lock:
             force = self._read_config()
             force = self._refresh_helpers() or force
-            present = self.candidates()
+            present = self._refuse_names(self.candidates())
             for gone in [p for p in self._files if p not in present]:
                 await self._unload(gone)
             contents = _contents(present)
@@ -217,7 +235,8 @@ class WorkflowFolder:
             sys.modules.pop(loaded.module.__name__, None)
             raise LoadFailed(f"{type(exc).__name__}: {exc}", _line_of(exc, loaded)) from None
         ids = [workflow.id for workflow, _ in loaded.workflows]
-        for dropped in [i for i in state.ids if i not in ids]:
+        kept = set(ids)
+        for dropped in [i for i in state.ids if i not in kept]:
             await self._drop(dropped)
         if state.loaded is not None and state.loaded != loaded.digest:
             sys.modules.pop(module_name(path, state.loaded), None)

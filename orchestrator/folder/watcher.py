@@ -4,19 +4,31 @@ watchfiles waits 1.6 s for changes to settle by default; a saved file should be 
 within a second, so changes are collected for `DEBOUNCE_MS` only. Editors that save by
 writing a temporary file and renaming it over the original produce a burst of changes:
 the folder is compared as a whole after each burst, so the order of the burst is moot.
+
+watchfiles raises, and ends its watch, on a change to a file whose name is not UTF-8
+(``WatchfilesRustInternalError``), and the other changes of that burst are lost with it.
+A failed watch is therefore started again, and the folder compared as a whole once the
+new watch is live, so nothing is missed; the failure is logged once per watch.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from watchfiles import Change, awatch
 
 from .loader import CONFIG_FILE
+from .names import shown
 
 DEBOUNCE_MS = 50
 STEP_MS = 10
+LIVE_SECONDS = 0.2  # a watch started this long ago is live: a sync then misses nothing
+RETRY_SECONDS = 2.0  # between restarts of a watch that keeps failing
+_log = logging.getLogger("orchestrator.loader")
 
 
 def _workflow_related(change: Change, path: str) -> bool:
@@ -25,12 +37,45 @@ def _workflow_related(change: Change, path: str) -> bool:
 
 
 async def watch_folder(folder: Path, on_change: Callable[[], Awaitable[None]]) -> None:
-    """Call `on_change` after each burst of changes to the folder's files (until cancelled)."""
-    async for _ in awatch(
-        folder,
-        watch_filter=_workflow_related,
-        debounce=DEBOUNCE_MS,
-        step=STEP_MS,
-        recursive=False,
-    ):
-        await on_change()
+    """Call `on_change` after each burst of changes to the folder's files (until cancelled).
+
+    A watch that fails is started again (at once, or after `RETRY_SECONDS` if it failed
+    within them already), and `on_change` is called once the new watch is live.
+    """
+    failed_at: float | None = None
+    while True:
+        try:
+            await _watch(folder, on_change, resync=failed_at is not None)
+        except Exception as exc:  # noqa: BLE001 - watchfiles' own errors; logged, watched again
+            again = failed_at is not None and time.monotonic() - failed_at < RETRY_SECONDS
+            log = _log.warning if failed_at is None else _log.debug
+            log("watching %s failed (%s); watching it again", shown(folder), _reason(exc))
+            failed_at = time.monotonic()
+            if again:
+                await asyncio.sleep(RETRY_SECONDS)
+
+
+async def _watch(folder: Path, on_change: Callable[[], Awaitable[None]], *, resync: bool) -> None:
+    async with asyncio.TaskGroup() as tasks:
+        if resync:  # what the failed watch lost: compare the folder once this one is live
+            tasks.create_task(_later(LIVE_SECONDS, on_change))
+        async for _ in awatch(
+            folder,
+            watch_filter=_workflow_related,
+            debounce=DEBOUNCE_MS,
+            step=STEP_MS,
+            recursive=False,
+        ):
+            await on_change()
+
+
+async def _later(seconds: float, work: Callable[[], Awaitable[None]]) -> None:
+    await asyncio.sleep(seconds)
+    await work()
+
+
+def _reason(exc: BaseException) -> str:
+    """The first error inside an exception group (watchfiles raises from a task group)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return shown(f"{type(exc).__name__}: {exc}")

@@ -150,6 +150,9 @@ class JournalQueries(ChangeFeed, Protocol):
     ) -> list[tuple[int, str, str, list[str]]]:
         """Ended runs whose run-scoped services were never closed: (row, run id, state, ids)."""
 
+    async def workflows_with_unclosed_service_scopes(self) -> set[str]:
+        """Ids of the workflows that have ended runs with run-scoped services never closed."""
+
     async def max_ids(self) -> tuple[int, int]:
         """The highest wait id and buffer sequence number in use."""
 

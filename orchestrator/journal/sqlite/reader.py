@@ -226,6 +226,23 @@ class JournalReader:
             found.setdefault(row, (row, run_id, state, []))[3].append(service_id)
         return list(found.values())
 
+    async def workflows_with_unclosed_service_scopes(self) -> set[str]:
+        """Ids of the workflows that have ended runs with run-scoped services never closed.
+
+        One scan of the service rows for all workflows, so registering N workflows does not
+        scan them N times.
+        """
+        rows = await self._fetch(
+            "SELECT DISTINCT r.workflow_id FROM timeline t"
+            " CROSS JOIN runs r ON r.id = t.run"
+            f" WHERE t.kind IN {_SERVICE_KINDS} AND t.kind = 'service.opened'"
+            " AND r.status IN ('completed', 'failed', 'aborted', 'dropped', 'rejected')"
+            " AND NOT EXISTS (SELECT 1 FROM timeline x WHERE x.run = t.run"
+            f" AND x.kind IN {_SERVICE_KINDS} AND x.kind = 'services.closed' AND x.id > t.id)",
+            [],
+        )
+        return {workflow_id for (workflow_id,) in rows}
+
     async def max_ids(self) -> tuple[int, int]:
         """The highest wait id and buffer sequence number in use."""
         rows = await self._fetch(
