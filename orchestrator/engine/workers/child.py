@@ -42,14 +42,26 @@ _PR_SET_PDEATHSIG = 1
 
 
 class _Channel:
-    """This process's end of the pipes; writes are whole messages, from any thread."""
+    """This process's end of the pipes; writes are whole messages, from any thread.
+
+    Only the process that opened it speaks: a copy a step forked (and that returned from
+    the step instead of exiting) must not answer for this worker.
+    """
 
     def __init__(self, reader: BinaryIO, writer: BinaryIO) -> None:
         self._reader, self._writer = reader, writer
         self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    @property
+    def forked(self) -> bool:
+        """Whether this is a copy of the worker that a step forked."""
+        return os.getpid() != self._pid
 
     def send(self, header: dict[str, Any], payload: str | None = None) -> None:
         with self._lock:
+            if self.forked:
+                return
             self._writer.write(wire.frame(header, payload))
             self._writer.flush()
 
@@ -98,6 +110,8 @@ class _Worker:
         while (message := self._channel.receive()) is not None:
             header, state_text = message
             self._step(header, state_text or "{}")
+            if self._channel.forked:
+                os._exit(0)  # a copy a step forked that returned from it: it serves nothing
         self._close()
 
     def _step(self, header: dict[str, Any], state_text: str) -> None:
