@@ -90,3 +90,15 @@ async def test_a_step_that_forks_and_returns_twice_does_not_answer_for_the_next_
         for n in range(3):
             result = await rt.invoke("attack", "go", {"kind": "echo", "n": n})
             assert result.state == {"echo": n}, result
+
+
+async def test_a_line_logged_after_its_step_ended_never_lands_in_another_run(
+    tmp_path: Path,
+) -> None:
+    async with runtime(tmp_path) as rt:
+        leaker = await rt.invoke("attack", "go", {"kind": "log_later"})
+        assert leaker.ok, leaker.error
+        victim = await rt.invoke("attack", "go", {"kind": "let_it_log"})
+        assert victim.ok, victim.error
+        messages = [entry.message or "" for entry in await rt.timeline(victim.run_id)]
+        assert not [m for m in messages if leaker.run_id in m], messages

@@ -52,18 +52,36 @@ class _Channel:
         self._reader, self._writer = reader, writer
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        self._steps = 0  # steps begun so far
+        self._open = 0  # the step under way (its number), 0 between steps
 
     @property
     def forked(self) -> bool:
         """Whether this is a copy of the worker that a step forked."""
         return os.getpid() != self._pid
 
-    def send(self, header: dict[str, Any], payload: str | None = None) -> None:
+    def begin(self) -> int:
+        """A step begins: its number, for the lines it logs."""
         with self._lock:
-            if self.forked:
-                return
+            self._steps += 1
+            self._open = self._steps
+            return self._open
+
+    def end(self) -> None:
+        """The step has ended: no line it logs from now on is sent."""
+        with self._lock:
+            self._open = 0
+
+    def send(
+        self, header: dict[str, Any], payload: str | None = None, *, step: int | None = None
+    ) -> bool:
+        """Send one message; a log line (of `step`) only while that step runs."""
+        with self._lock:
+            if self.forked or (step is not None and step != self._open):
+                return False
             self._writer.write(wire.frame(header, payload))
             self._writer.flush()
+            return True
 
     def receive(self) -> tuple[dict[str, Any], str | None] | None:
         line = self._reader.readline()
@@ -78,11 +96,15 @@ class _Channel:
 class _ChildLogger(StepLogger):
     """``ctx.log`` in a worker: each line goes to the daemon, which journals it."""
 
-    def __init__(self, channel: _Channel) -> None:
-        self._channel = channel
+    def __init__(self, channel: _Channel, step: int, label: str) -> None:
+        self._channel, self._step, self._label = channel, step, label
 
     def line(self, level: str, text: str) -> None:
-        self._channel.send({"log": level, "text": _clean(text)})
+        text = _clean(text)
+        if not self._channel.send({"log": level, "text": text}, step=self._step):
+            # Its step has ended (a thread it left logs on): the daemon reads the lines of
+            # the step under way now, maybe another run's; this line goes to stderr.
+            print(f"[{self._label}, after its step ended] {level}: {text}", file=sys.stderr)
 
 
 class _WorkerContext(StepContext):
@@ -148,6 +170,7 @@ class _Worker:
         return result
 
     def _report_result(self, result: object) -> None:
+        self._channel.end()
         usage = {"rss": _rss()}
         if isinstance(result, PauseRequest):
             self._channel.send({**usage, "pause": wire.pause_to_json(result)})
@@ -160,6 +183,7 @@ class _Worker:
         self._channel.send({**usage, "ok": True}, text)
 
     def _report_raised(self, exc: BaseException, *, memory: bool = False) -> None:
+        self._channel.end()
         try:
             message = str(exc)
         except Exception:  # noqa: BLE001 - a __str__ that raises still fails only its step
@@ -234,7 +258,11 @@ class _Worker:
             step_name=spec["step_name"],
             step_index=spec["step_index"],
             attempt=spec["attempt"],
-            log=_ChildLogger(self._channel),
+            log=_ChildLogger(
+                self._channel,
+                self._channel.begin(),
+                f"run {spec['run_id']} step {spec['step_name']!r}",
+            ),
             env=self._envs.get(spec["env_key"], Env()),
             scope=lambda: scope,
         )
