@@ -22,7 +22,7 @@ FLOW = textwrap.dedent(
     import os
     import threading
 
-    from orchestrator import Workflow
+    from orchestrator import PauseRequest, Workflow
 
     # Set by a step of one run, used by a step of a later run in the same worker.
     handoff = {}
@@ -56,6 +56,23 @@ FLOW = textwrap.dedent(
         go.set()
         done.wait()
         return {}
+
+
+    def log_huge_line(state, ctx):
+        ctx.log.info("z" * 20_000_000)
+        return {}
+
+
+    def return_huge_key(state, ctx):
+        return {("k" * 10_000_000,): 1}
+
+
+    def raise_huge_type(state, ctx):
+        raise type("E" * 10_000_000, (Exception,), {})("boom")
+
+
+    def pause_by_hand(state, ctx):
+        return PauseRequest(object(), None, None, None, "continue")
 
 
     def step(state, ctx):
@@ -102,3 +119,27 @@ async def test_a_line_logged_after_its_step_ended_never_lands_in_another_run(
         assert victim.ok, victim.error
         messages = [entry.message or "" for entry in await rt.timeline(victim.run_id)]
         assert not [m for m in messages if leaker.run_id in m], messages
+
+
+async def test_what_a_step_sends_back_too_big_for_a_message_fails_only_as_its_own_fault(
+    tmp_path: Path,
+) -> None:
+    async with runtime(tmp_path) as rt:
+        logged = await rt.invoke("attack", "go", {"kind": "log_huge_line"})
+        assert logged.ok, logged.error
+        lines = [e.message or "" for e in await rt.timeline(logged.run_id) if e.source == "logger"]
+        assert len(lines) == 1 and lines[0].startswith("z" * 1000), lines
+        assert "20000000 characters" in lines[0]
+        invalid = await rt.invoke("attack", "go", {"kind": "return_huge_key"})
+        assert invalid.error_code == "INVALID_STATE", invalid.error
+        raised = await rt.invoke("attack", "go", {"kind": "raise_huge_type"})
+        assert raised.error_code == "STEP_FAILED", raised.error
+
+
+async def test_a_pause_request_built_by_hand_wrong_fails_its_step_with_a_clear_error(
+    tmp_path: Path,
+) -> None:
+    async with runtime(tmp_path) as rt:
+        result = await rt.invoke("attack", "go", {"kind": "pause_by_hand"})
+        assert result.error_code == "STEP_FAILED", result.error
+        assert "return ctx.pause(...) or ctx.sleep(...)" in (result.error or "")

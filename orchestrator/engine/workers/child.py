@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import importlib
 import importlib.util
+import json
 import os
 import resource
 import signal
@@ -31,13 +32,16 @@ from ...define.env import Env
 from ...define.model import Workflow
 from ...define.services import ServiceScope
 from ...define.waits import PauseRequest
-from ...errors import RuntimeNotStarted
+from ...errors import RuntimeNotStarted, describe_exception
 from ...folder.loader import FileSource, FolderConfig
 from ...state import StateEncodingError, decode_state, encode_state
 from ..context import StepContext, StepLogger
 from . import wire
 
 _MAX_TEXT = 64 * 1024  # of an exception's message or traceback sent back
+# Of one ctx.log line: escaped as JSON (at most 12 bytes a character), it must fit in the
+# daemon's limit of a header line, or the daemon takes the worker for a broken one.
+_MAX_LOG = 512 * 1024
 _PR_SET_PDEATHSIG = 1
 
 
@@ -100,7 +104,7 @@ class _ChildLogger(StepLogger):
         self._channel, self._step, self._label = channel, step, label
 
     def line(self, level: str, text: str) -> None:
-        text = _clean(text)
+        text = _cap(_clean(text), _MAX_LOG)
         if not self._channel.send({"log": level, "text": text}, step=self._step):
             # Its step has ended (a thread it left logs on): the daemon reads the lines of
             # the step under way now, maybe another run's; this line goes to stderr.
@@ -173,12 +177,22 @@ class _Worker:
         self._channel.end()
         usage = {"rss": _rss()}
         if isinstance(result, PauseRequest):
-            self._channel.send({**usage, "pause": wire.pause_to_json(result)})
+            try:
+                pause = wire.pause_to_json(result)
+                json.dumps(pause)
+            except Exception as exc:  # noqa: BLE001 - a PauseRequest built by hand, wrong
+                problem = TypeError(
+                    "the step returned a PauseRequest that is not one ctx.pause or ctx.sleep "
+                    f"builds ({describe_exception(exc)}): return ctx.pause(...) or ctx.sleep(...)"
+                )
+                self._report_raised(problem)
+                return
+            self._channel.send({**usage, "pause": pause})
             return
         try:
             text = encode_state(result)
         except StateEncodingError as exc:
-            self._channel.send({**usage, "invalid": _clean(str(exc))})
+            self._channel.send({**usage, "invalid": _cap(_clean(str(exc)), _MAX_TEXT)})
             return
         self._channel.send({**usage, "ok": True}, text)
 
@@ -194,7 +208,7 @@ class _Worker:
             trace = ""
         self._channel.send(
             {
-                "raised": type(exc).__name__,
+                "raised": _cap(type(exc).__name__, _MAX_TEXT),
                 "message": _clean(message[:_MAX_TEXT]),
                 "traceback": _clean(trace[-_MAX_TEXT:]),
                 "memory": memory,
@@ -300,6 +314,12 @@ def _find_workflow(module: types.ModuleType, workflow_id: str) -> Workflow | Non
         if isinstance(value, Workflow) and value.id == workflow_id:
             return value
     return None
+
+
+def _cap(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... (cut: {len(text)} characters in all)"
 
 
 def _clean(text: str) -> str:
