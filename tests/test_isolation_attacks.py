@@ -8,7 +8,10 @@ worker the next run gets. Nothing sleeps: a test waits for what it needs to see.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
+import signal
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,10 +19,13 @@ from typing import Any
 
 from orchestrator import Runtime
 from orchestrator.engine.workers import Workers
+from orchestrator.engine.workers.pool import _CLOSE_GRACE
+from orchestrator.testing import eventually
 
 FLOW = textwrap.dedent(
     '''\
     import os
+    import signal
     import threading
 
     from orchestrator import PauseRequest, Workflow
@@ -73,6 +79,33 @@ FLOW = textwrap.dedent(
 
     def pause_by_hand(state, ctx):
         return PauseRequest(object(), None, None, None, "continue")
+
+
+    def whoami(state, ctx):
+        return {"pid": os.getpid()}
+
+
+    def fork_and_die(state, ctx):
+        """A child that outlives this worker holds its stdout open; the worker dies."""
+        written, write = os.pipe()
+        if os.fork() == 0:
+            if state["leave_group"]:
+                os.setsid()
+            with open(state["pidfile"], "w") as file:
+                file.write(str(os.getpid()))
+            os.close(write)
+            signal.pause()
+        os.close(write)
+        os.read(written, 1)  # the pid is written (the test ends the fork that left the group)
+        os._exit(5)
+
+
+    def fork_and_keep(state, ctx):
+        """A child that outlives the step and holds the worker's pipes."""
+        pid = os.fork()
+        if pid == 0:
+            signal.pause()
+        return {"child": pid}
 
 
     def step(state, ctx):
@@ -143,3 +176,47 @@ async def test_a_pause_request_built_by_hand_wrong_fails_its_step_with_a_clear_e
         result = await rt.invoke("attack", "go", {"kind": "pause_by_hand"})
         assert result.error_code == "STEP_FAILED", result.error
         assert "return ctx.pause(...) or ctx.sleep(...)" in (result.error or "")
+
+
+async def test_a_worker_that_died_while_idle_does_not_fail_the_next_step(tmp_path: Path) -> None:
+    async with runtime(tmp_path) as rt:
+        first = await rt.invoke("attack", "go", {"kind": "whoami"})
+        pid = first.state["pid"]
+        os.kill(pid, signal.SIGKILL)  # the OOM killer, say, picks the idle worker
+        await eventually(lambda: pid not in rt._workers.pids(), what="the pool to see it die")
+        second = await rt.invoke("attack", "go", {"kind": "whoami"})
+        assert second.ok, second.error
+        assert second.state["pid"] != pid
+
+
+async def test_a_worker_that_dies_while_its_fork_holds_its_pipe_fails_its_step_at_once(
+    tmp_path: Path,
+) -> None:
+    async with runtime(tmp_path) as rt:
+        for leave_group in (False, True):
+            pidfile = tmp_path / f"grandchild-{leave_group}"
+            data = {"kind": "fork_and_die", "leave_group": leave_group, "pidfile": str(pidfile)}
+            try:
+                async with asyncio.timeout(20):  # not until the fork exits: it never does
+                    result = await rt.invoke("attack", "go", data)
+            finally:
+                if leave_group and pidfile.exists():  # out of the worker's group: ours to end
+                    with contextlib.suppress(ProcessLookupError, ValueError):
+                        os.kill(int(pidfile.read_text()), signal.SIGKILL)
+            assert result.error_code == "STEP_CRASHED", result.error
+            assert "exited with code 5" in (result.error or "")
+
+
+async def test_stopping_does_not_wait_for_a_process_a_step_left_holding_the_pipes(
+    tmp_path: Path,
+) -> None:
+    async with runtime(tmp_path) as rt:
+        kept = await rt.invoke("attack", "go", {"kind": "fork_and_keep"})
+        assert kept.ok, kept.error
+        child = kept.state["child"]
+        try:
+            # The retired worker exits at once; its fork holds its pipes for ever.
+            async with asyncio.timeout(_CLOSE_GRACE * 0.75):
+                await rt.stop()
+        finally:
+            os.kill(child, signal.SIGKILL)  # a process the step left is not the pool's

@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,16 +95,64 @@ class StepRef:
         return str(self.ref["key"])
 
 
+class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """Tells when the process exits, which `Process.wait` does not.
+
+    On Python 3.11 `Process.wait` waits for the pipes to close too, and a process a step
+    forked may hold them open for ever.
+    """
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.exited = asyncio.Event()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        self.exited.set()
+
+
 class _Process:
     """One worker process and what it has loaded."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, settings: Workers) -> None:
+    def __init__(
+        self,
+        proc: asyncio.subprocess.Process,
+        transport: asyncio.SubprocessTransport,
+        exited: asyncio.Event,
+        settings: Workers,
+        on_idle_exit: Callable[[_Process], None],
+    ) -> None:
         self.proc = proc
+        self.transport = transport
+        self.exited = exited  # set once the process has exited
         self._settings = settings
         self.loaded: set[str] = set()
         self.envs: set[str] = set()
         self.steps = 0
         self.rss = 0
+        self.busy = False  # running a step
+        self._eof = asyncio.Event()  # its stdout ended
+        self.watcher = asyncio.get_running_loop().create_task(
+            self._watch(on_idle_exit), name=f"worker-{proc.pid}"
+        )
+
+    async def _watch(self, on_idle_exit: Callable[[_Process], None]) -> None:
+        """Once the process exits: drop it if idle; if busy, make sure its step sees it."""
+        await self.exited.wait()
+        if self.busy:
+            # What its step started (a fork) may hold its stdout open: the end of the
+            # step must not wait for theirs. Those that left its process group are waited
+            # for a moment, then no longer.
+            self._kill_group()
+            try:
+                async with asyncio.timeout(_CLOSE_GRACE):
+                    await self._eof.wait()
+            except TimeoutError:
+                if self.proc.stdout is not None:
+                    self.proc.stdout.feed_eof()
+        else:
+            on_idle_exit(self)  # a worker that died idle must not fail the next step
+        self.transport.close()  # our ends of the pipes, which its forks may still hold
 
     @property
     def pid(self) -> int:
@@ -122,6 +171,13 @@ class _Process:
             raise WorkerCrashed(f"a worker process could not start: {await self._death()}")
 
     async def run(self, step: StepRef, state_text: str, ctx: StepContext | None) -> object:
+        self.busy = True
+        try:
+            return await self._run(step, state_text, ctx)
+        finally:
+            self.busy = False
+
+    async def _run(self, step: StepRef, state_text: str, ctx: StepContext | None) -> object:
         header: dict[str, Any] = {
             "ref": step.ref,
             "takes_ctx": step.takes_ctx,
@@ -181,7 +237,10 @@ class _Process:
         assert stdout is not None
         try:
             line = await stdout.readline()
-            return wire.parse_header(line) if line else None
+            if not line:
+                self._eof.set()
+                return None
+            return wire.parse_header(line)
         except (ValueError, asyncio.LimitOverrunError) as exc:
             _log.error("worker %d sent what is not a message (%s): retiring it", self.pid, exc)
             self.kill()
@@ -197,19 +256,28 @@ class _Process:
 
     async def _death(self) -> str:
         """How the process ended, once it has (killed if it has not within a moment)."""
+        await self.wait_exit()
+        code = self.proc.returncode
+        assert code is not None
+        return describe_exit(code, self.pid)
+
+    async def wait_exit(self) -> None:
+        """Until the process has exited; killed if it has not within a moment."""
         try:
             async with asyncio.timeout(_CLOSE_GRACE):
-                code = await self.proc.wait()
+                await self.exited.wait()
         except TimeoutError:
             self.kill()
-            code = await self.proc.wait()
-        return describe_exit(code, self.pid)
+            await self.exited.wait()
 
     def kill(self) -> None:
         """Kill the worker and whatever its step started (its own process group)."""
         if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signal.SIGKILL)
+            self._kill_group()
+
+    def _kill_group(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
 
     def retire(self) -> None:
         """Ask an idle worker to exit: it does when its stdin closes."""
@@ -332,18 +400,21 @@ class WorkerPool:
     async def _start(self) -> _Process:
         self._starting += 1
         try:
-            proc = await asyncio.create_subprocess_exec(
+            loop = asyncio.get_running_loop()
+            transport, protocol = await loop.subprocess_exec(
+                lambda: _Protocol(_HEADER_LIMIT, loop),
                 *self._command(),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
+                stderr=None,
                 start_new_session=True,  # a timeout kills what the step started too
-                limit=_HEADER_LIMIT,
                 env=_child_env(),
             )
         except OSError as exc:
             self._starting -= 1
             raise WorkerCrashed(f"a worker process could not start: {exc}") from None
-        worker = _Process(proc, self.settings)
+        proc = asyncio.subprocess.Process(transport, protocol, loop)
+        worker = _Process(proc, transport, protocol.exited, self.settings, self._exited_idle)
         self._live.add(worker)
         self._starting -= 1
         try:
@@ -379,6 +450,11 @@ class WorkerPool:
                 return True
         return False
 
+    def _exited_idle(self, worker: _Process) -> None:
+        if worker in self._idle:
+            self._idle.remove(worker)
+            self._live.discard(worker)
+
     def _discard(self, worker: _Process, *, kill: bool = True) -> None:
         self._live.discard(worker)
         if kill:
@@ -399,12 +475,11 @@ class WorkerPool:
             self._discard(worker, kill=worker not in self._idle)
         self._idle.clear()
         for worker in list(self._reaping):
-            try:
-                async with asyncio.timeout(_CLOSE_GRACE):
-                    await worker.proc.wait()
-            except TimeoutError:
-                worker.kill()
-                await worker.proc.wait()
+            await worker.wait_exit()
+            worker.watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker.watcher
+            worker.transport.close()
         self._reaping.clear()
 
 
