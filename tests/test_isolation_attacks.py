@@ -118,11 +118,14 @@ FLOW = textwrap.dedent(
 
 
 @contextlib.asynccontextmanager
-async def runtime(tmp_path: Path, **workers: Any) -> AsyncIterator[Runtime]:
-    """A runtime that isolates the steps of `FLOW` (one worker unless told)."""
+async def runtime(
+    tmp_path: Path, files: dict[str, str] | None = None, **workers: Any
+) -> AsyncIterator[Runtime]:
+    """A runtime that isolates the steps of `FLOW` and `files` (one worker unless told)."""
     folder = tmp_path / "flows"
     folder.mkdir()
-    (folder / "attack.py").write_text(FLOW)
+    for name, text in {"attack.py": FLOW, **(files or {})}.items():
+        (folder / name).write_text(text)
     settings = Workers(**{"max": 1, "warm": 0, **workers})
     async with Runtime(
         tmp_path / "journal.db", workflows_dir=folder, isolate=True, workers=settings
@@ -220,3 +223,32 @@ async def test_stopping_does_not_wait_for_a_process_a_step_left_holding_the_pipe
                 await rt.stop()
         finally:
             os.kill(child, signal.SIGKILL)  # a process the step left is not the pool's
+
+
+PICKY = textwrap.dedent(
+    """\
+    import sys
+
+    from orchestrator import Workflow
+
+    if sys.argv[0].endswith("child.py"):  # in a worker process
+        raise RuntimeError("this file does not load in a worker")
+
+
+    def step(state):
+        return state
+
+
+    workflow = Workflow(id="picky", pipelines={"go": [step]})
+    """
+)
+
+
+async def test_a_file_that_loads_in_the_daemon_but_not_in_a_worker_fails_its_step_clearly(
+    tmp_path: Path,
+) -> None:
+    async with runtime(tmp_path, {"picky.py": PICKY}) as rt:
+        for _ in range(2):  # the same worker, again: the same clear error
+            result = await rt.invoke("picky", "go", {})
+            assert result.error_code == "STEP_FAILED", result.error
+            assert "this file does not load in a worker" in (result.error or ""), result.error

@@ -126,6 +126,9 @@ class _Worker:
     def __init__(self, channel: _Channel) -> None:
         self._channel = channel
         self._sources: dict[str, dict[str, Workflow] | types.ModuleType] = {}
+        # How to load each, as the daemon said once: loaded by the first step that needs it
+        # (again by the next one if loading failed: it fails that step, not this process).
+        self._loads: dict[str, dict[str, Any]] = {}
         self._envs: dict[str, Env] = {}
         self._global = ServiceScope({}, parent=None, scope="global")
         self._scopes: dict[str, ServiceScope] = {}
@@ -142,7 +145,7 @@ class _Worker:
 
     def _step(self, header: dict[str, Any], state_text: str) -> None:
         if "load" in header:
-            self._load(header["ref"]["key"], header["load"])
+            self._loads[header["ref"]["key"]] = header["load"]
         if "env" in header:
             self._envs[header["ctx"]["env_key"]] = Env(header["env"])
         run_scope: ServiceScope | None = None
@@ -216,9 +219,8 @@ class _Worker:
             }
         )
 
-    def _load(self, key: str, load: dict[str, Any]) -> None:
-        if key in self._sources:
-            return
+    def _load(self, key: str) -> None:
+        load = self._loads[key]
         if load["kind"] == "file":
             config = FolderConfig(**load["config"])
             source = FileSource(Path(load["path"]), load["digest"], load["text"], config)
@@ -230,6 +232,8 @@ class _Worker:
         self._sources[key] = _import(load["module"], load.get("main"))
 
     def _resolve(self, ref: dict[str, Any]) -> tuple[Callable[..., Any], Workflow | None]:
+        if ref["key"] not in self._sources:
+            self._load(ref["key"])
         loaded = self._sources[ref["key"]]
         if isinstance(loaded, types.ModuleType):
             target: Any = loaded
