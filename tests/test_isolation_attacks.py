@@ -252,3 +252,17 @@ async def test_a_file_that_loads_in_the_daemon_but_not_in_a_worker_fails_its_ste
             result = await rt.invoke("picky", "go", {})
             assert result.error_code == "STEP_FAILED", result.error
             assert "this file does not load in a worker" in (result.error or ""), result.error
+
+
+async def test_runs_waiting_for_a_worker_that_cannot_start_fail_instead_of_hanging(
+    tmp_path: Path,
+) -> None:
+    # No worker starts within its time: every step that waited for one must fail too.
+    async with runtime(tmp_path, max=2, start_timeout=0.001) as rt:
+        async with asyncio.timeout(30):
+            results = await asyncio.gather(
+                *(rt.invoke("attack", "go", {"kind": "echo", "n": n}) for n in range(10))
+            )
+        for result in results:
+            assert result.error_code == "STEP_CRASHED", result.error
+            assert "did not start within" in (result.error or ""), result.error

@@ -412,6 +412,7 @@ class WorkerPool:
             )
         except OSError as exc:
             self._starting -= 1
+            self._wake(None)  # a step waiting for a worker tries to start one in its place
             raise WorkerCrashed(f"a worker process could not start: {exc}") from None
         proc = asyncio.subprocess.Process(transport, protocol, loop)
         worker = _Process(proc, transport, protocol.exited, self.settings, self._exited_idle)
@@ -422,6 +423,7 @@ class WorkerPool:
                 await worker.ready()
         except BaseException as exc:
             self._discard(worker)
+            self._wake(None)  # a step waiting for a worker tries to start one in its place
             if isinstance(exc, TimeoutError):
                 raise WorkerCrashed(
                     f"a worker process did not start within {self.settings.start_timeout:g} s"
