@@ -108,6 +108,17 @@ FLOW = textwrap.dedent(
         return {"child": pid}
 
 
+    def return_generator(state, ctx):
+        return (n for n in range(3))
+
+
+    def return_awaitable(state, ctx):
+        async def later():
+            return {"awaited": True}
+
+        return later()
+
+
     def step(state, ctx):
         return globals()[state["kind"]](state, ctx)
 
@@ -266,3 +277,12 @@ async def test_runs_waiting_for_a_worker_that_cannot_start_fail_instead_of_hangi
         for result in results:
             assert result.error_code == "STEP_CRASHED", result.error
             assert "did not start within" in (result.error or ""), result.error
+
+
+async def test_what_a_sync_step_returns_is_taken_as_in_a_thread(tmp_path: Path) -> None:
+    async with runtime(tmp_path) as rt:
+        generator = await rt.invoke("attack", "go", {"kind": "return_generator"})
+        assert generator.error_code == "INVALID_STATE", generator.error
+        assert "got generator" in (generator.error or ""), generator.error
+        awaited = await rt.invoke("attack", "go", {"kind": "return_awaitable"})
+        assert awaited.state == {"awaited": True}, awaited.error

@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import importlib
 import importlib.util
+import inspect
 import json
 import os
 import resource
@@ -24,7 +25,7 @@ import sys
 import threading
 import traceback
 import types
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -172,8 +173,10 @@ class _Worker:
         if is_async:
             return self._loop.run(fn(*args))
         result = fn(*args)
-        if asyncio.iscoroutine(result):
-            result = self._loop.run(result)
+        # As in a thread: an awaitable is awaited; a generator is what it returned (on
+        # Python 3.11 `asyncio.iscoroutine` takes a generator for a coroutine).
+        if inspect.isawaitable(result):
+            result = self._loop.run(_awaited(result))
         return result
 
     def _report_result(self, result: object) -> None:
@@ -295,6 +298,10 @@ class _Worker:
             self._close_scope(scope)
         with contextlib.suppress(BaseException):
             self._loop.close()
+
+
+async def _awaited(value: Awaitable[Any]) -> Any:
+    return await value
 
 
 def _import(module_name: str, main_file: str | None) -> types.ModuleType:
