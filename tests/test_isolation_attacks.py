@@ -26,6 +26,7 @@ FLOW = textwrap.dedent(
     '''\
     import os
     import signal
+    import sys
     import threading
 
     from orchestrator import PauseRequest, Workflow
@@ -117,6 +118,28 @@ FLOW = textwrap.dedent(
             return {"awaited": True}
 
         return later()
+
+
+    def close_stdout(state, ctx):
+        sys.stdout.close()  # here the same object as sys.stderr: fd 2 closes too
+        return {}
+
+
+    def close_fds(state, ctx):
+        os.close(1)
+        os.close(2)
+        return {}
+
+
+    def move_cwd(state, ctx):
+        os.chdir(state["to"])
+        return {}
+
+
+    def print_where(state, ctx):
+        print("a line on stdout")
+        print("a line on stderr", file=sys.stderr)
+        return {"pid": os.getpid(), "cwd": os.getcwd()}
 
 
     def step(state, ctx):
@@ -286,3 +309,17 @@ async def test_what_a_sync_step_returns_is_taken_as_in_a_thread(tmp_path: Path) 
         assert "got generator" in (generator.error or ""), generator.error
         awaited = await rt.invoke("attack", "go", {"kind": "return_awaitable"})
         assert awaited.state == {"awaited": True}, awaited.error
+
+
+async def test_a_step_that_breaks_its_worker_s_stdio_or_cwd_does_not_break_the_next_run(
+    tmp_path: Path,
+) -> None:
+    async with runtime(tmp_path) as rt:
+        before = await rt.invoke("attack", "go", {"kind": "print_where"})
+        assert before.ok, before.error
+        for kind in ("close_stdout", "close_fds", "move_cwd"):
+            breaker = await rt.invoke("attack", "go", {"kind": kind, "to": str(tmp_path)})
+            assert breaker.ok, breaker.error
+            after = await rt.invoke("attack", "go", {"kind": "print_where"})
+            assert after.ok, (kind, after.error)
+            assert after.state["cwd"] == before.state["cwd"], kind

@@ -134,6 +134,7 @@ class _Worker:
         self._global = ServiceScope({}, parent=None, scope="global")
         self._scopes: dict[str, ServiceScope] = {}
         self._loop = asyncio.Runner()
+        self._sound = _soundness()
 
     def serve(self) -> None:
         self._channel.send({"ready": os.getpid()})
@@ -181,7 +182,7 @@ class _Worker:
 
     def _report_result(self, result: object) -> None:
         self._channel.end()
-        usage = {"rss": _rss()}
+        usage = self._usage()
         if isinstance(result, PauseRequest):
             try:
                 pause = wire.pause_to_json(result)
@@ -202,6 +203,11 @@ class _Worker:
             return
         self._channel.send({**usage, "ok": True}, text)
 
+    def _usage(self) -> dict[str, Any]:
+        # A step that closed or replaced this process's stdio, or moved its working
+        # directory, would break the steps of other runs after it: the worker is spent.
+        return {"rss": _rss(), "spent": _soundness() != self._sound}
+
     def _report_raised(self, exc: BaseException, *, memory: bool = False) -> None:
         self._channel.end()
         try:
@@ -218,7 +224,7 @@ class _Worker:
                 "message": _clean(message[:_MAX_TEXT]),
                 "traceback": _clean(trace[-_MAX_TEXT:]),
                 "memory": memory,
-                "rss": _rss(),
+                **self._usage(),
             }
         )
 
@@ -336,6 +342,23 @@ def _cap(text: str, limit: int) -> str:
 def _clean(text: str) -> str:
     """Text the daemon can journal: lone surrogates replaced."""
     return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _soundness() -> tuple[object, ...]:
+    """What a step must leave as it found it: stdio (fds and objects), working directory."""
+    fds: list[tuple[int, int] | None] = []
+    for fd in (0, 1, 2):
+        try:
+            stat = os.fstat(fd)
+            fds.append((stat.st_dev, stat.st_ino))
+        except OSError:
+            fds.append(None)
+    streams = tuple((s, getattr(s, "closed", True)) for s in (sys.stdin, sys.stdout, sys.stderr))
+    try:
+        cwd: str | None = os.getcwd()
+    except OSError:
+        cwd = None
+    return (*fds, *streams, cwd)
 
 
 def _rss() -> int:

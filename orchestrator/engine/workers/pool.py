@@ -130,6 +130,7 @@ class _Process:
         self.envs: set[str] = set()
         self.steps = 0
         self.rss = 0
+        self.spent = False  # a step left it unfit for other steps (its stdio, its cwd)
         self.busy = False  # running a step
         self._eof = asyncio.Event()  # its stdout ended
         self.watcher = asyncio.get_running_loop().create_task(
@@ -162,7 +163,9 @@ class _Process:
     def worn(self) -> bool:
         settings = self._settings
         return (
-            self.steps >= settings.recycle_after_steps or self.rss > settings.recycle_above_mb * _MB
+            self.spent
+            or self.steps >= settings.recycle_after_steps
+            or self.rss > settings.recycle_above_mb * _MB
         )
 
     async def ready(self) -> None:
@@ -210,6 +213,7 @@ class _Process:
                 continue
             self.steps += 1
             self.rss = int(reply.get("rss", 0))
+            self.spent = bool(reply.get("spent"))
             if "raised" not in reply or not reply.get("memory"):
                 self.loaded.add(step.key)
             return await self._result(reply)

@@ -7,7 +7,8 @@ Daemon to worker: ``{"ref", "takes_ctx", "is_async", "ctx"?, "load"?, "env"?, "s
 and the state. Worker to daemon: ``{"ready": pid}`` once; during a step any number of
 ``{"log", "text"}``; then one of ``{"ok", "size"}`` and the new state, ``{"pause"}``,
 ``{"invalid"}`` (the step returned what is not a state) or ``{"raised", "message",
-"traceback", "memory"}``; each of these carries the worker's ``rss`` in bytes.
+"traceback", "memory"}``; each of these carries the worker's ``rss`` in bytes and
+``spent``: whether the step left the worker unfit for more steps.
 """
 
 from __future__ import annotations
