@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import textwrap
@@ -17,10 +18,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+from procs import Daemon, cli
+
 from orchestrator import Runtime
 from orchestrator.engine.workers import Workers
 from orchestrator.engine.workers.pool import _CLOSE_GRACE
-from orchestrator.testing import eventually
+from orchestrator.testing import eventually, eventually_blocking
 
 FLOW = textwrap.dedent(
     '''\
@@ -323,3 +327,52 @@ async def test_a_step_that_breaks_its_worker_s_stdio_or_cwd_does_not_break_the_n
             after = await rt.invoke("attack", "go", {"kind": "print_where"})
             assert after.ok, (kind, after.error)
             assert after.state["cwd"] == before.state["cwd"], kind
+
+
+BLOCKER = textwrap.dedent(
+    """\
+    import os
+    import signal
+    import threading
+
+    from orchestrator import Workflow
+
+
+    def block(state):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        with open(state["pidfile"], "w") as file:
+            file.write(str(os.getpid()))
+        threading.Event().wait()
+
+
+    workflow = Workflow(id="blocker", pipelines={"go": [block]})
+    """
+)
+
+
+def gone(pid: int) -> bool:
+    """Whether process `pid` has exited (a zombie nobody reaped yet has)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_no_worker_outlives_the_daemon_whatever_its_step_ignores(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    (folder / "blocker.py").write_text(BLOCKER)
+    db, pidfile = tmp_path / "journal.db", tmp_path / "worker.pid"
+    with Daemon(folder, db, "--grace", "1") as daemon:
+        daemon.start()
+        out = cli("invoke", "blocker", "go", json.dumps({"pidfile": str(pidfile)}), "--db", str(db))
+        assert out.returncode == 0, out.stderr
+        daemon.wait_until(lambda: pidfile.exists() and pidfile.read_text(), 30, "the step")
+        worker = int(pidfile.read_text())
+        code = daemon.stop(sig, timeout=30)
+        assert code == (0 if sig == signal.SIGTERM else -signal.SIGKILL), daemon.log()
+    eventually_blocking(lambda: gone(worker), what=f"worker {worker} to exit", timeout=10)
