@@ -376,3 +376,9 @@ def test_no_worker_outlives_the_daemon_whatever_its_step_ignores(
         code = daemon.stop(sig, timeout=30)
         assert code == (0 if sig == signal.SIGTERM else -signal.SIGKILL), daemon.log()
     eventually_blocking(lambda: gone(worker), what=f"worker {worker} to exit", timeout=10)
+
+
+@pytest.mark.parametrize("value", ["30", -1, 0, float("nan"), True, None])
+def test_a_start_timeout_that_is_not_seconds_is_refused_where_it_is_given(value: Any) -> None:
+    with pytest.raises(ValueError, match="start_timeout must be seconds > 0"):
+        Workers(start_timeout=value)

@@ -68,6 +68,9 @@ class Workers:
                 raise ValueError(f"Workers {name} must be an int >= 1, got {value!r}")
         if isinstance(self.warm, bool) or not isinstance(self.warm, int) or self.warm < 0:
             raise ValueError(f"Workers warm must be an int >= 0, got {self.warm!r}")
+        timeout = self.start_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+            raise ValueError(f"Workers start_timeout must be seconds > 0, got {timeout!r}")
         limit = self.memory_limit_mb
         bad = isinstance(limit, bool) or not isinstance(limit, int) or limit < 64
         if limit is not None and bad:
