@@ -33,7 +33,7 @@ FLOW = textwrap.dedent(
     import sys
     import threading
 
-    from orchestrator import PauseRequest, Workflow
+    from orchestrator import PauseRequest, Step, Workflow
 
     # Set by a step of one run, used by a step of a later run in the same worker.
     handoff = {}
@@ -146,11 +146,31 @@ FLOW = textwrap.dedent(
         return {"pid": os.getpid(), "cwd": os.getcwd()}
 
 
+    class Unprintable:
+        def __repr__(self):
+            raise RuntimeError("no repr")
+
+
+    class Unreadable(dict):
+        def __iter__(self):
+            raise RuntimeError("no iter")
+
+
+    def return_unprintable_key(state, ctx):
+        return {Unprintable(): 1}
+
+
+    def return_unreadable_dict(state, ctx):
+        return Unreadable(a=1)
+
+
     def step(state, ctx):
         return globals()[state["kind"]](state, ctx)
 
 
-    workflow = Workflow(id="attack", pipelines={"go": [step]})
+    workflow = Workflow(
+        id="attack", pipelines={"go": [step], "in_thread": [Step(step, isolate=False)]}
+    )
     '''
 )
 
@@ -382,3 +402,15 @@ def test_no_worker_outlives_the_daemon_whatever_its_step_ignores(
 def test_a_start_timeout_that_is_not_seconds_is_refused_where_it_is_given(value: Any) -> None:
     with pytest.raises(ValueError, match="start_timeout must be seconds > 0"):
         Workers(start_timeout=value)
+
+
+@pytest.mark.parametrize("trigger", ["go", "in_thread"], ids=["isolated", "in a thread"])
+async def test_a_state_that_cannot_even_be_read_is_an_invalid_state(
+    tmp_path: Path, trigger: str
+) -> None:
+    async with runtime(tmp_path) as rt:
+        for kind in ("return_unprintable_key", "return_unreadable_dict"):
+            async with asyncio.timeout(20):
+                result = await rt.invoke("attack", trigger, {"kind": kind})
+            assert result.error_code == "INVALID_STATE", result.error
+            assert "state could not be read: RuntimeError: no" in (result.error or "")
