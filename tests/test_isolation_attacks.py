@@ -164,6 +164,13 @@ FLOW = textwrap.dedent(
         return Unreadable(a=1)
 
 
+    def close_all_fds_and_open_files(state, ctx):
+        """Daemonizing code, clumsy: every fd from 3 up is closed; its files reuse them."""
+        os.closerange(3, 1024)
+        handoff["files"] = [open(f"{state['dir']}/file{n}", "w") for n in range(4)]
+        return {}
+
+
     def step(state, ctx):
         return globals()[state["kind"]](state, ctx)
 
@@ -414,3 +421,16 @@ async def test_a_state_that_cannot_even_be_read_is_an_invalid_state(
                 result = await rt.invoke("attack", trigger, {"kind": kind})
             assert result.error_code == "INVALID_STATE", result.error
             assert "state could not be read: RuntimeError: no" in (result.error or "")
+
+
+async def test_a_step_that_closes_the_worker_s_pipes_never_gets_messages_in_its_files(
+    tmp_path: Path,
+) -> None:
+    async with runtime(tmp_path) as rt:
+        data = {"kind": "close_all_fds_and_open_files", "dir": str(tmp_path)}
+        result = await rt.invoke("attack", "go", data)
+        assert result.error_code == "STEP_CRASHED", result.error
+        assert "its step closed the pipes it speaks to the daemon on" in (result.error or "")
+        assert [(tmp_path / f"file{n}").read_text() for n in range(4)] == [""] * 4
+        after = await rt.invoke("attack", "go", {"kind": "echo", "n": 1})
+        assert after.state == {"echo": 1}, after.error

@@ -57,8 +57,20 @@ class _Channel:
         self._reader, self._writer = reader, writer
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        self._pipes = self._identify()
         self._steps = 0  # steps begun so far
         self._open = 0  # the step under way (its number), 0 between steps
+
+    def _identify(self) -> tuple[object, ...]:
+        return (_file_id(self._reader.fileno()), _file_id(self._writer.fileno()))
+
+    def _check_pipes(self) -> None:
+        # A step that closed them (os.closerange) may have opened its own files on the
+        # same fds since: never write the daemon's messages into those, nor read them.
+        if self._identify() != self._pipes:
+            with contextlib.suppress(BaseException):
+                print("this worker's step closed its pipes to the daemon", file=sys.stderr)
+            os._exit(wire.EXIT_PIPES_LOST)
 
     @property
     def forked(self) -> bool:
@@ -84,11 +96,13 @@ class _Channel:
         with self._lock:
             if self.forked or (step is not None and step != self._open):
                 return False
+            self._check_pipes()
             self._writer.write(wire.frame(header, payload))
             self._writer.flush()
             return True
 
     def receive(self) -> tuple[dict[str, Any], str | None] | None:
+        self._check_pipes()
         line = self._reader.readline()
         if not line:
             return None
@@ -359,6 +373,14 @@ def _soundness() -> tuple[object, ...]:
     except OSError:
         cwd = None
     return (*fds, *streams, cwd)
+
+
+def _file_id(fd: int) -> tuple[int, int] | None:
+    try:
+        stat = os.fstat(fd)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def _rss() -> int:

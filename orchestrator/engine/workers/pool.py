@@ -296,6 +296,8 @@ def describe_exit(code: int, pid: int) -> str:
     """``died (pid N): exit code 1`` / ``killed by signal SIGSEGV (11)``, with a hint."""
     if code == wire.EXIT_OUT_OF_MEMORY:
         return f"(pid {pid}) ran out of memory and exited"
+    if code == wire.EXIT_PIPES_LOST:
+        return f"(pid {pid}) exited: its step closed the pipes it speaks to the daemon on"
     if code >= 0:
         return f"(pid {pid}) exited with code {code}"
     try:

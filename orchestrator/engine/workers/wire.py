@@ -20,6 +20,7 @@ from ...define.conditions import Conditions
 from ...define.waits import OnTimeout, PauseRequest
 
 EXIT_OUT_OF_MEMORY = 86  # a worker that hit its memory limit reports it, then exits so
+EXIT_PIPES_LOST = 87  # a worker whose step closed (or replaced) its pipes to the daemon
 
 
 def frame(header: dict[str, Any], payload: str | None = None) -> bytes:
