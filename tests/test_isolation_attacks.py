@@ -171,6 +171,12 @@ FLOW = textwrap.dedent(
         return {}
 
 
+    def block_forever(state, ctx):
+        with open(state["pidfile"], "w") as file:
+            file.write(str(os.getpid()))
+        threading.Event().wait()
+
+
     def step(state, ctx):
         return globals()[state["kind"]](state, ctx)
 
@@ -434,3 +440,49 @@ async def test_a_step_that_closes_the_worker_s_pipes_never_gets_messages_in_its_
         assert [(tmp_path / f"file{n}").read_text() for n in range(4)] == [""] * 4
         after = await rt.invoke("attack", "go", {"kind": "echo", "n": 1})
         assert after.state == {"echo": 1}, after.error
+
+
+async def test_many_runs_queued_for_two_workers_neither_deadlock_nor_outlive_their_abort(
+    tmp_path: Path,
+) -> None:
+    async with runtime(tmp_path, max=2) as rt:
+        pidfiles = [tmp_path / f"blocker{n}" for n in range(2)]
+        blocked = [
+            asyncio.create_task(
+                rt.invoke("attack", "go", {"kind": "block_forever", "pidfile": str(path)})
+            )
+            for path in pidfiles
+        ]
+        await eventually(lambda: all(p.exists() for p in pidfiles), what="both workers busy")
+        queued = [
+            asyncio.create_task(rt.invoke("attack", "go", {"kind": "echo", "n": n}))
+            for n in range(100)
+        ]
+        runs = await eventually(
+            lambda: _runs_of(rt, 102), what="every run to be journaled", timeout=30
+        )
+        echoes = sorted((r for r in runs if r.state.get("kind") == "echo"), key=_n)
+        for run in echoes[::2]:  # half of those waiting for a worker
+            await rt.abort(run.run_id)
+        for run in runs:
+            if run.state.get("kind") == "block_forever":
+                await rt.abort(run.run_id)
+        async with asyncio.timeout(60):
+            ends = await asyncio.gather(*blocked, *queued)
+        statuses = [end.status for end in ends]
+        assert statuses[:2] == ["aborted", "aborted"]
+        for n, end in enumerate(ends[2:]):
+            if n % 2:
+                assert end.state == {"echo": n}, end.error
+            else:
+                assert end.status == "aborted", end.error
+        assert len(rt._workers.pids()) <= 2
+
+
+async def _runs_of(rt: Runtime, count: int) -> list[Any] | None:
+    runs = await rt.list_all_runs()
+    return runs if len(runs) == count else None
+
+
+def _n(run: Any) -> int:
+    return int(run.state["n"])
