@@ -263,6 +263,18 @@ async def test_a_worker_that_died_while_idle_does_not_fail_the_next_step(tmp_pat
         assert second.state["pid"] != pid
 
 
+async def test_a_worker_that_died_idle_just_before_its_next_step_runs_it_in_another(
+    tmp_path: Path,
+) -> None:
+    async with runtime(tmp_path) as rt:
+        first = await rt.invoke("attack", "go", {"kind": "whoami"})
+        pid = first.state["pid"]
+        os.kill(pid, signal.SIGKILL)  # and the next step comes before the pool saw it die
+        second = await rt.invoke("attack", "go", {"kind": "whoami"})
+        assert second.ok, second.error
+        assert second.state["pid"] != pid
+
+
 async def test_a_worker_that_dies_while_its_fork_holds_its_pipe_fails_its_step_at_once(
     tmp_path: Path,
 ) -> None:

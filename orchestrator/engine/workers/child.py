@@ -160,6 +160,7 @@ class _Worker:
         self._close()
 
     def _step(self, header: dict[str, Any], state_text: str) -> None:
+        self._channel.send({"accepted": True})  # a death from now on is this step's
         if "load" in header:
             self._loads[header["ref"]["key"]] = header["load"]
         if "env" in header:

@@ -81,6 +81,10 @@ class WorkerCrashed(Exception):
     """The worker process running a step died, or could not start: the step's failure."""
 
 
+class _DiedIdle(WorkerCrashed):
+    """A worker died before it took the step: it died idle, the step never began."""
+
+
 @dataclass(frozen=True, eq=False)
 class StepRef:
     """How a worker finds one step: what to load, and the step within it."""
@@ -200,16 +204,20 @@ class _Process:
             stdin.write(wire.frame(header, state_text))
             await stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
-            raise WorkerCrashed(f"its worker process {await self._death()}") from None
+            raise self._crashed(await self._death(), accepted=False) from None
         if ctx is not None:
             self.envs.add(step.env_key)
         return await self._outcome(step, ctx)
 
     async def _outcome(self, step: StepRef, ctx: StepContext | None) -> object:
+        accepted = False
         while True:
             reply = await self._read()
             if reply is None:
-                raise WorkerCrashed(f"its worker process {await self._death()}")
+                raise self._crashed(await self._death(), accepted=accepted)
+            if "accepted" in reply:
+                accepted = True
+                continue
             if "log" in reply:
                 if ctx is not None:
                     ctx.log.line(str(reply["log"]), str(reply.get("text", "")))
@@ -220,6 +228,12 @@ class _Process:
             if "raised" not in reply or not reply.get("memory"):
                 self.loaded.add(step.key)
             return await self._result(reply)
+
+    def _crashed(self, death: str, *, accepted: bool) -> WorkerCrashed:
+        # A worker that ran steps before and died before it took this one died idle (the
+        # OOM killer, a thread a step left): the step can run in another worker.
+        died_idle = not accepted and self.steps > 0
+        return (_DiedIdle if died_idle else WorkerCrashed)(f"its worker process {death}")
 
     async def _result(self, reply: dict[str, Any]) -> object:
         if "ok" in reply:
@@ -365,17 +379,22 @@ class WorkerPool:
             RemoteError: The step raised.
             WorkerCrashed: Its worker died, or none could start.
         """
-        worker = await self._acquire(step.key)
-        healthy = False
-        try:
-            result = await worker.run(step, state_text, ctx)
-            healthy = True
-            return result
-        except RemoteError:
-            healthy = True
-            raise
-        finally:
-            self._release(worker, healthy=healthy)
+        while True:
+            worker = await self._acquire(step.key)
+            healthy = False
+            try:
+                result = await worker.run(step, state_text, ctx)
+                healthy = True
+                return result
+            except _DiedIdle as died:
+                _log.warning(
+                    "worker %d died idle (%s): its next step runs in another", worker.pid, died
+                )
+            except RemoteError:
+                healthy = True
+                raise
+            finally:
+                self._release(worker, healthy=healthy)
 
     async def _acquire(self, key: str) -> _Process:
         while True:

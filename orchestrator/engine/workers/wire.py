@@ -4,8 +4,9 @@ A message is one line of JSON (its header); a header with ``size`` is followed b
 many bytes of UTF-8 text, a run's state, sent as is rather than escaped inside the JSON.
 
 Daemon to worker: ``{"ref", "takes_ctx", "is_async", "ctx"?, "load"?, "env"?, "size"}``
-and the state. Worker to daemon: ``{"ready": pid}`` once; during a step any number of
-``{"log", "text"}``; then one of ``{"ok", "size"}`` and the new state, ``{"pause"}``,
+and the state. Worker to daemon: ``{"ready": pid}`` once; for each step ``{"accepted"}``
+first (a worker that dies before it died idle: the step runs in another), any number
+of ``{"log", "text"}``; then one of ``{"ok", "size"}`` and the new state, ``{"pause"}``,
 ``{"invalid"}`` (the step returned what is not a state) or ``{"raised", "message",
 "traceback", "memory"}``; each of these carries the worker's ``rss`` in bytes and
 ``spent``: whether the step left the worker unfit for more steps.
