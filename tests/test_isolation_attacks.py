@@ -28,6 +28,7 @@ from orchestrator.testing import eventually, eventually_blocking
 
 FLOW = textwrap.dedent(
     '''\
+    import contextlib
     import os
     import signal
     import sys
@@ -175,6 +176,14 @@ FLOW = textwrap.dedent(
         with open(state["pidfile"], "w") as file:
             file.write(str(os.getpid()))
         threading.Event().wait()
+
+
+    def write_on_the_protocol_pipe(state, ctx):
+        for fd in range(3, 10):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:"):
+                    os.write(fd, b"this is not a message\\n")
+        return {}
 
 
     def step(state, ctx):
@@ -498,3 +507,12 @@ async def _runs_of(rt: Runtime, count: int) -> list[Any] | None:
 
 def _n(run: Any) -> int:
     return int(run.state["n"])
+
+
+async def test_a_step_that_writes_on_the_worker_s_pipe_is_told_so(tmp_path: Path) -> None:
+    async with runtime(tmp_path) as rt:
+        result = await rt.invoke("attack", "go", {"kind": "write_on_the_protocol_pipe"})
+        assert result.error_code == "STEP_CRASHED", result.error
+        assert "sent what is not a message" in (result.error or ""), result.error
+        after = await rt.invoke("attack", "go", {"kind": "echo", "n": 2})
+        assert after.state == {"echo": 2}, after.error

@@ -137,6 +137,7 @@ class _Process:
         self.envs: set[str] = set()
         self.steps = 0
         self.rss = 0
+        self.garbled = False  # it sent what is not a message: killed for it
         self.spent = False  # a step left it unfit for other steps (its stdio, its cwd)
         self.busy = False  # running a step
         self._eof = asyncio.Event()  # its stdout ended
@@ -264,6 +265,7 @@ class _Process:
             return wire.parse_header(line)
         except (ValueError, asyncio.LimitOverrunError) as exc:
             _log.error("worker %d sent what is not a message (%s): retiring it", self.pid, exc)
+            self.garbled = True
             self.kill()
             return None
 
@@ -280,6 +282,8 @@ class _Process:
         await self.wait_exit()
         code = self.proc.returncode
         assert code is not None
+        if self.garbled:
+            return f"(pid {self.pid}) sent what is not a message (did its step write on its pipe?)"
         return describe_exit(code, self.pid)
 
     async def wait_exit(self) -> None:
