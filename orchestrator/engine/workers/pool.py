@@ -2,11 +2,13 @@
 
 A step borrows a worker, sends it the state, relays its ``ctx.log`` lines to the run's
 timeline and takes back the new state. A worker that dies (an exit, a signal, a segfault,
-its memory limit) fails that step with `WorkerCrashed`; one whose step is given up (its
-timeout, an abort, shutdown) is killed with everything it started, so a timeout is real.
-Healthy workers go back to the pool until they have run `Workers.recycle_after_steps`
-steps or grown past `Workers.recycle_above_mb`; new ones start on demand, up to
-`Workers.max`.
+its memory limit) fails that step with `WorkerCrashed`, at once even if a process it
+forked holds its pipes; one that died idle (before it accepted a step) fails no step;
+one whose step is given up (its timeout, an abort, shutdown) is killed with everything
+it started, so a timeout is real. Healthy workers go back to the pool until they have
+run `Workers.recycle_after_steps` steps, grown past `Workers.recycle_above_mb`, or been
+left unfit by a step (its stdio or working directory changed); new ones start on
+demand, up to `Workers.max`.
 """
 
 from __future__ import annotations
