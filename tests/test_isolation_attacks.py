@@ -186,6 +186,14 @@ FLOW = textwrap.dedent(
         return {}
 
 
+    def lower_a_limit(state, ctx):
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (16, hard))
+        return {"pid": os.getpid()}
+
+
     def step(state, ctx):
         return globals()[state["kind"]](state, ctx)
 
@@ -369,7 +377,7 @@ async def test_what_a_sync_step_returns_is_taken_as_in_a_thread(tmp_path: Path) 
         assert awaited.state == {"awaited": True}, awaited.error
 
 
-async def test_a_step_that_breaks_its_worker_s_stdio_or_cwd_does_not_break_the_next_run(
+async def test_a_step_that_breaks_its_worker_s_stdio_cwd_or_limits_does_not_break_the_next_run(
     tmp_path: Path,
 ) -> None:
     async with runtime(tmp_path) as rt:
@@ -381,6 +389,9 @@ async def test_a_step_that_breaks_its_worker_s_stdio_or_cwd_does_not_break_the_n
             after = await rt.invoke("attack", "go", {"kind": "print_where"})
             assert after.ok, (kind, after.error)
             assert after.state["cwd"] == before.state["cwd"], kind
+        limited = await rt.invoke("attack", "go", {"kind": "lower_a_limit"})
+        after = await rt.invoke("attack", "go", {"kind": "print_where"})
+        assert after.state["pid"] != limited.state["pid"], "a worker with lower limits"
 
 
 BLOCKER = textwrap.dedent(

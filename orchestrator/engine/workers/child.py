@@ -44,6 +44,15 @@ _MAX_TEXT = 64 * 1024  # of an exception's message or traceback sent back
 # daemon's limit of a header line, or the daemon takes the worker for a broken one.
 _MAX_LOG = 512 * 1024
 _PR_SET_PDEATHSIG = 1
+_LIMITS = (
+    resource.RLIMIT_CPU,
+    resource.RLIMIT_DATA,
+    resource.RLIMIT_AS,
+    resource.RLIMIT_NOFILE,
+    resource.RLIMIT_NPROC,
+    resource.RLIMIT_FSIZE,
+    resource.RLIMIT_STACK,
+)
 
 
 class _Channel:
@@ -360,7 +369,7 @@ def _clean(text: str) -> str:
 
 
 def _soundness() -> tuple[object, ...]:
-    """What a step must leave as it found it: stdio (fds and objects), working directory."""
+    """What a step must leave as it found it: stdio (fds, objects), cwd, resource limits."""
     fds: list[tuple[int, int] | None] = []
     for fd in (0, 1, 2):
         try:
@@ -373,7 +382,9 @@ def _soundness() -> tuple[object, ...]:
         cwd: str | None = os.getcwd()
     except OSError:
         cwd = None
-    return (*fds, *streams, cwd)
+    # A lower limit (CPU seconds, open files, ...) would fail or kill another run's step.
+    limits = tuple(resource.getrlimit(limit) for limit in _LIMITS)
+    return (*fds, *streams, cwd, limits)
 
 
 def _file_id(fd: int) -> tuple[int, int] | None:
