@@ -194,6 +194,20 @@ FLOW = textwrap.dedent(
         return {"pid": os.getpid()}
 
 
+    class OddStream:
+        @property
+        def closed(self):
+            raise RuntimeError("no closed")
+
+        def write(self, text):
+            return len(text)
+
+
+    def replace_stdout_with_an_odd_stream(state, ctx):
+        sys.stdout = OddStream()
+        return {"pid": os.getpid()}
+
+
     def step(state, ctx):
         return globals()[state["kind"]](state, ctx)
 
@@ -389,6 +403,10 @@ async def test_a_step_that_breaks_its_worker_s_stdio_cwd_or_limits_does_not_brea
             after = await rt.invoke("attack", "go", {"kind": "print_where"})
             assert after.ok, (kind, after.error)
             assert after.state["cwd"] == before.state["cwd"], kind
+        odd = await rt.invoke("attack", "go", {"kind": "replace_stdout_with_an_odd_stream"})
+        assert odd.ok, odd.error
+        after = await rt.invoke("attack", "go", {"kind": "print_where"})
+        assert after.ok and after.state["pid"] != odd.state["pid"], after.error
         limited = await rt.invoke("attack", "go", {"kind": "lower_a_limit"})
         after = await rt.invoke("attack", "go", {"kind": "print_where"})
         assert after.state["pid"] != limited.state["pid"], "a worker with lower limits"

@@ -132,7 +132,8 @@ class _ChildLogger(StepLogger):
         if not self._channel.send({"log": level, "text": text}, step=self._step):
             # Its step has ended (a thread it left logs on): the daemon reads the lines of
             # the step under way now, maybe another run's; this line goes to stderr.
-            print(f"[{self._label}, after its step ended] {level}: {text}", file=sys.stderr)
+            with contextlib.suppress(Exception):
+                print(f"[{self._label}, after its step ended] {level}: {text}", file=sys.stderr)
 
 
 class _WorkerContext(StepContext):
@@ -230,7 +231,11 @@ class _Worker:
     def _usage(self) -> dict[str, Any]:
         # A step that closed or replaced this process's stdio, or moved its working
         # directory, would break the steps of other runs after it: the worker is spent.
-        return {"rss": _rss(), "spent": _soundness() != self._sound}
+        try:
+            spent = _soundness() != self._sound
+        except Exception:  # noqa: BLE001 - a stream the step put there that cannot be read
+            spent = True
+        return {"rss": _rss(), "spent": spent}
 
     def _report_raised(self, exc: BaseException, *, memory: bool = False) -> None:
         self._channel.end()
@@ -439,7 +444,8 @@ def main() -> None:
     if len(sys.argv) > 2:
         _limit_memory(int(sys.argv[2]))
     _Worker(channel).serve()
-    sys.stdout.flush()
+    with contextlib.suppress(Exception):  # whatever a step put there
+        sys.stdout.flush()
     # Threads step code started must not keep a retired worker alive.
     os._exit(0)
 
