@@ -545,3 +545,15 @@ async def test_a_step_that_writes_on_the_worker_s_pipe_is_told_so(tmp_path: Path
         assert "sent what is not a message" in (result.error or ""), result.error
         after = await rt.invoke("attack", "go", {"kind": "echo", "n": 2})
         assert after.state == {"echo": 2}, after.error
+
+
+async def test_a_warm_worker_that_died_before_its_first_step_fails_no_step(
+    tmp_path: Path,
+) -> None:
+    async with runtime(tmp_path, warm=1) as rt:
+        idle = await eventually(lambda: list(rt._workers._idle), what="the warm worker, idle")
+        pids = [worker.pid for worker in idle]
+        os.kill(pids[0], signal.SIGKILL)
+        result = await rt.invoke("attack", "go", {"kind": "whoami"})
+        assert result.ok, result.error
+        assert result.state["pid"] != pids[0]

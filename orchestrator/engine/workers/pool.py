@@ -142,6 +142,7 @@ class _Process:
         self.garbled = False  # it sent what is not a message: killed for it
         self.spent = False  # a step left it unfit for other steps (its stdio, its cwd)
         self.busy = False  # running a step
+        self.reused = False  # back from the pool's idle workers (or warm) at least once
         self._eof = asyncio.Event()  # its stdout ended
         self.watcher = asyncio.get_running_loop().create_task(
             self._watch(on_idle_exit), name=f"worker-{proc.pid}"
@@ -233,9 +234,10 @@ class _Process:
             return await self._result(reply)
 
     def _crashed(self, death: str, *, accepted: bool) -> WorkerCrashed:
-        # A worker that ran steps before and died before it took this one died idle (the
-        # OOM killer, a thread a step left): the step can run in another worker.
-        died_idle = not accepted and self.steps > 0
+        # A worker that waited idle (warm, or after steps) and died before it took this
+        # one died idle (the OOM killer, a thread a step left): the step can run in
+        # another worker. One started for this step is not tried again (it may never start).
+        died_idle = not accepted and self.reused
         return (_DiedIdle if died_idle else WorkerCrashed)(f"its worker process {death}")
 
     async def _result(self, reply: dict[str, Any]) -> object:
@@ -475,6 +477,7 @@ class WorkerPool:
             self._discard(worker, kill=not healthy)
             self._wake(None)  # a waiter may start one in its place
             return
+        worker.reused = True
         if not self._wake(worker):
             self._idle.append(worker)
 
