@@ -13,16 +13,18 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from procs import Daemon, cli
+from procs import Daemon, cli, reap
 
 from orchestrator import Runtime
-from orchestrator.engine.workers import Workers
+from orchestrator.engine.workers import Workers, wire
 from orchestrator.engine.workers.pool import _CLOSE_GRACE
 from orchestrator.testing import eventually, eventually_blocking
 
@@ -557,3 +559,24 @@ async def test_a_warm_worker_that_died_before_its_first_step_fails_no_step(
         result = await rt.invoke("attack", "go", {"kind": "whoami"})
         assert result.ok, result.error
         assert result.state["pid"] != pids[0]
+
+
+def test_a_worker_whose_daemon_is_gone_exits_without_a_traceback() -> None:
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.engine.workers.child", str(os.getpid())],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert worker.stdout is not None and worker.stderr is not None
+    worker.stdout.close()  # as a daemon killed before the worker said it is ready
+    try:
+        code = worker.wait(timeout=30)
+        errors = worker.stderr.read().decode()
+    finally:
+        reap(worker)
+        worker.stderr.close()
+        if worker.stdin is not None:
+            worker.stdin.close()
+    assert "Traceback" not in errors, errors
+    assert code == wire.EXIT_PIPES_LOST, errors

@@ -443,7 +443,10 @@ def main() -> None:
     channel = _take_stdio()
     if len(sys.argv) > 2:
         _limit_memory(int(sys.argv[2]))
-    _Worker(channel).serve()
+    try:
+        _Worker(channel).serve()
+    except BrokenPipeError:  # the daemon is gone (killed, say): no one to tell, no traceback
+        os._exit(wire.EXIT_PIPES_LOST)
     with contextlib.suppress(Exception):  # whatever a step put there
         sys.stdout.flush()
     # Threads step code started must not keep a retired worker alive.
