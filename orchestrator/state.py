@@ -69,11 +69,15 @@ def encode_state(value: object) -> str:
     """Encode a state to compact JSON text, refusing anything that is not a JSON object."""
     if not isinstance(value, dict):
         raise StateEncodingError(f"state must be a JSON object (dict), got {type(value).__name__}")
-    _check_shape(value)  # before json.dumps, whose recursion a deep value would exhaust
     try:
+        _check_shape(value)  # before json.dumps, whose recursion a deep value would exhaust
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except StateEncodingError:
+        raise
     except (TypeError, ValueError, RecursionError) as exc:
         raise StateEncodingError(f"state is not JSON-serializable: {exc}") from exc
+    except Exception as exc:  # a key whose repr raises, a dict that cannot be read
+        raise StateEncodingError(f"state could not be read: {_name(exc)}") from exc
     _check_size(len(text) if text.isascii() else _utf8_size(text))
     return text
 
@@ -137,6 +141,14 @@ def _check_size(size: int) -> None:
 
 
 _INT_MESSAGE = "state holds an integer beyond 64 bits (from -2**63 to 2**63 - 1): use a string"
+
+
+def _name(exc: Exception) -> str:
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - its message cannot be read either
+        text = ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _check_shape(value: dict[Any, Any]) -> None:

@@ -16,6 +16,8 @@ import contextlib
 import ctypes
 import importlib
 import importlib.util
+import inspect
+import json
 import os
 import resource
 import signal
@@ -23,7 +25,7 @@ import sys
 import threading
 import traceback
 import types
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -31,65 +33,85 @@ from ...define.env import Env
 from ...define.model import Workflow
 from ...define.services import ServiceScope
 from ...define.waits import PauseRequest
-from ...errors import RuntimeNotStarted, ServiceNotFound
+from ...errors import RuntimeNotStarted, ServiceNotFound, describe_exception
 from ...folder.loader import FileSource, FolderConfig
 from ...state import StateEncodingError, decode_state, encode_state
 from ..context import StepContext, StepLogger
 from . import wire
 
 _MAX_TEXT = 64 * 1024  # of an exception's message or traceback sent back
-# Of a ctx.log line, in characters: as JSON (``\uXXXX`` escapes, up to 12 bytes a
-# character) it stays below the daemon's limit on a message header (8 MiB).
+# Of one ctx.log line: escaped as JSON (at most 12 bytes a character), it must fit in the
+# daemon's limit of a header line, or the daemon takes the worker for a broken one.
 _MAX_LOG = 512 * 1024
 _PR_SET_PDEATHSIG = 1
-_Found = tuple[Callable[..., Any], Workflow | None]  # a step's function and its workflow
+_LIMITS = (
+    resource.RLIMIT_CPU,
+    resource.RLIMIT_DATA,
+    resource.RLIMIT_AS,
+    resource.RLIMIT_NOFILE,
+    resource.RLIMIT_NPROC,
+    resource.RLIMIT_FSIZE,
+    resource.RLIMIT_STACK,
+)
 
 
 class _Channel:
-    """This process's end of the pipes; writes are whole messages, from any thread."""
+    """This process's end of the pipes; writes are whole messages, from any thread.
+
+    Only the process that opened it speaks: a copy a step forked (and that returned from
+    the step instead of exiting) must not answer for this worker.
+    """
 
     def __init__(self, reader: BinaryIO, writer: BinaryIO) -> None:
         self._reader, self._writer = reader, writer
         self._lock = threading.Lock()
-        self._logging: object | None = None  # the logger of the step running now
+        self._pid = os.getpid()
+        self._pipes = self._identify()
+        self._steps = 0  # steps begun so far
+        self._open = 0  # the step under way (its number), 0 between steps
 
-    def forget_after_fork(self) -> None:
-        """In a process a step forks, point these pipes at /dev/null.
+    def _identify(self) -> tuple[object, ...]:
+        return (_file_id(self._reader.fileno()), _file_id(self._writer.fileno()))
 
-        A fork (``os.fork``, multiprocessing) that held them would keep the daemon from
-        seeing the pipe close when this worker dies, for as long as the fork lives.
-        """
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for pipe in (self._reader, self._writer):
-            with contextlib.suppress(OSError, ValueError):
-                os.dup2(devnull, pipe.fileno(), inheritable=False)
-        os.close(devnull)
+    def _check_pipes(self) -> None:
+        # A step that closed them (os.closerange) may have opened its own files on the
+        # same fds since: never write the daemon's messages into those, nor read them.
+        if self._identify() != self._pipes:
+            with contextlib.suppress(BaseException):
+                print("this worker's step closed its pipes to the daemon", file=sys.stderr)
+            os._exit(wire.EXIT_PIPES_LOST)
 
-    def send(self, header: dict[str, Any], payload: str | None = None) -> None:
+    @property
+    def forked(self) -> bool:
+        """Whether this is a copy of the worker that a step forked."""
+        return os.getpid() != self._pid
+
+    def begin(self) -> int:
+        """A step begins: its number, for the lines it logs."""
         with self._lock:
-            self._write(header, payload)
+            self._steps += 1
+            self._open = self._steps
+            return self._open
 
-    def _write(self, header: dict[str, Any], payload: str | None = None) -> None:
-        self._writer.write(wire.frame(header, payload))
-        self._writer.flush()
-
-    def logging(self, logger: object | None) -> None:
-        """Send the lines of `logger` from now on, and no other's (None: no step runs)."""
+    def end(self) -> None:
+        """The step has ended: no line it logs from now on is sent."""
         with self._lock:
-            self._logging = logger
+            self._open = 0
 
-    def send_log(self, logger: object, header: dict[str, Any]) -> bool:
-        """Send a ``ctx.log`` line if its step still runs; whether it was sent.
-
-        A line sent later would be journaled in the timeline of whatever run comes next.
-        """
+    def send(
+        self, header: dict[str, Any], payload: str | None = None, *, step: int | None = None
+    ) -> bool:
+        """Send one message; a log line (of `step`) only while that step runs."""
         with self._lock:
-            if self._logging is not logger:
+            if self.forked or (step is not None and step != self._open):
                 return False
-            self._write(header)
+            self._check_pipes()
+            self._writer.write(wire.frame(header, payload))
+            self._writer.flush()
             return True
 
     def receive(self) -> tuple[dict[str, Any], str | None] | None:
+        self._check_pipes()
         line = self._reader.readline()
         if not line:
             return None
@@ -102,14 +124,16 @@ class _Channel:
 class _ChildLogger(StepLogger):
     """``ctx.log`` in a worker: each line goes to the daemon, which journals it."""
 
-    def __init__(self, channel: _Channel) -> None:
-        self._channel = channel
+    def __init__(self, channel: _Channel, step: int, label: str) -> None:
+        self._channel, self._step, self._label = channel, step, label
 
     def line(self, level: str, text: str) -> None:
-        if len(text) > _MAX_LOG:
-            text = text[:_MAX_LOG] + f" [cut: {len(text) - _MAX_LOG} more characters]"
-        if not self._channel.send_log(self, {"log": level, "text": _clean(text)}):
-            print(f"a ctx.log line after its step ended (not journaled): {text}", file=sys.stderr)
+        text = _cap(_clean(text), _MAX_LOG)
+        if not self._channel.send({"log": level, "text": text}, step=self._step):
+            # Its step has ended (a thread it left logs on): the daemon reads the lines of
+            # the step under way now, maybe another run's; this line goes to stderr.
+            with contextlib.suppress(Exception):
+                print(f"[{self._label}, after its step ended] {level}: {text}", file=sys.stderr)
 
 
 class _WorkerContext(StepContext):
@@ -137,27 +161,33 @@ class _Worker:
     def __init__(self, channel: _Channel) -> None:
         self._channel = channel
         self._sources: dict[str, dict[str, Workflow] | types.ModuleType] = {}
-        self._found: dict[tuple[str | None, ...], _Found] = {}
+        # How to load each, as the daemon said once: loaded by the first step that needs it
+        # (again by the next one if loading failed: it fails that step, not this process).
+        self._loads: dict[str, dict[str, Any]] = {}
         self._envs: dict[str, Env] = {}
         self._global = ServiceScope({}, parent=None, scope="global")
         self._scopes: dict[str, ServiceScope] = {}
         self._loop = asyncio.Runner()
         self._statm = _open_statm()
+        self._sound = _soundness()
 
     def serve(self) -> None:
         self._channel.send({"ready": os.getpid()})
         while (message := self._channel.receive()) is not None:
             header, state_text = message
             self._step(header, state_text or "{}")
+            if self._channel.forked:
+                os._exit(0)  # a copy a step forked that returned from it: it serves nothing
         self._close()
 
     def _step(self, header: dict[str, Any], state_text: str) -> None:
+        self._channel.send({"accepted": True})  # a death from now on is this step's
+        if "load" in header:
+            self._loads[header["ref"]["key"]] = header["load"]
         if "env" in header:
             self._envs[header["ctx"]["env_key"]] = Env(header["env"])
         run_scope: ServiceScope | None = None
         try:
-            if "load" in header:  # a file that fails to load here fails its step, not us
-                self._load(header["ref"]["key"], header["load"])
             fn, workflow = self._resolve(header["ref"])
             ctx_spec = header.get("ctx")
             args: tuple[Any, ...] = (decode_state(state_text),)
@@ -169,10 +199,9 @@ class _Worker:
             self._report_raised(exc, memory=True)
             os._exit(wire.EXIT_OUT_OF_MEMORY)  # this process may be unusable now
         except BaseException as exc:  # noqa: BLE001 - whatever step code raises is its failure
-            self._report_raised(exc, loaded=header["ref"]["key"] in self._sources)
+            self._report_raised(exc)
             return
         finally:
-            self._channel.logging(None)  # a thread the step left behind logs to no run
             if run_scope is not None:
                 self._close_scope(run_scope)
         self._report_result(result)
@@ -181,25 +210,46 @@ class _Worker:
         if is_async:
             return self._loop.run(fn(*args))
         result = fn(*args)
-        if asyncio.iscoroutine(result):
-            result = self._loop.run(result)
+        # As in a thread: an awaitable is awaited; a generator is what it returned (on
+        # Python 3.11 `asyncio.iscoroutine` takes a generator for a coroutine).
+        if inspect.isawaitable(result):
+            result = self._loop.run(_awaited(result))
         return result
 
     def _report_result(self, result: object) -> None:
-        usage = {"rss": _rss(self._statm)}
+        self._channel.end()
+        usage = self._usage()
         if isinstance(result, PauseRequest):
-            self._channel.send({**usage, "pause": wire.pause_to_json(result)})
+            try:
+                pause = wire.pause_to_json(result)
+                json.dumps(pause)
+            except Exception as exc:  # noqa: BLE001 - a PauseRequest built by hand, wrong
+                problem = TypeError(
+                    "the step returned a PauseRequest that is not one ctx.pause or ctx.sleep "
+                    f"builds ({describe_exception(exc)}): return ctx.pause(...) or ctx.sleep(...)"
+                )
+                self._report_raised(problem)
+                return
+            self._channel.send({**usage, "pause": pause})
             return
         try:
             text = encode_state(result)
         except StateEncodingError as exc:
-            self._channel.send({**usage, "invalid": _clean(str(exc))})
+            self._channel.send({**usage, "invalid": _cap(_clean(str(exc)), _MAX_TEXT)})
             return
         self._channel.send({**usage, "ok": True}, text)
 
-    def _report_raised(
-        self, exc: BaseException, *, memory: bool = False, loaded: bool = True
-    ) -> None:
+    def _usage(self) -> dict[str, Any]:
+        # A step that closed or replaced this process's stdio, or moved its working
+        # directory, would break the steps of other runs after it: the worker is spent.
+        try:
+            spent = _soundness() != self._sound
+        except Exception:  # noqa: BLE001 - a stream the step put there that cannot be read
+            spent = True
+        return {"rss": _rss(self._statm), "spent": spent}
+
+    def _report_raised(self, exc: BaseException, *, memory: bool = False) -> None:
+        self._channel.end()
         try:
             message = str(exc)
         except Exception:  # noqa: BLE001 - a __str__ that raises still fails only its step
@@ -210,18 +260,16 @@ class _Worker:
             trace = ""
         self._channel.send(
             {
-                "raised": type(exc).__name__,
+                "raised": _cap(type(exc).__name__, _MAX_TEXT),
                 "message": _clean(message[:_MAX_TEXT]),
                 "traceback": _clean(trace[-_MAX_TEXT:]),
                 "memory": memory,
-                "loaded": loaded,  # False: the daemon sends what to load again next time
-                "rss": _rss(self._statm),
+                **self._usage(),
             }
         )
 
-    def _load(self, key: str, load: dict[str, Any]) -> None:
-        if key in self._sources:
-            return
+    def _load(self, key: str) -> None:
+        load = self._loads[key]
         if load["kind"] == "file":
             config = FolderConfig(**load["config"])
             source = FileSource(Path(load["path"]), load["digest"], load["text"], config)
@@ -232,21 +280,9 @@ class _Worker:
                 sys.path.insert(0, entry)
         self._sources[key] = _import(load["module"], load.get("main"))
 
-    def _resolve(self, ref: dict[str, Any]) -> _Found:
-        # A loaded source is kept as it is: a step found once is found the same way again.
-        name = (
-            ref["key"],
-            ref["workflow"],
-            ref.get("qualname"),
-            ref.get("trigger"),
-            ref.get("step"),
-        )
-        found = self._found.get(name)
-        if found is None:
-            found = self._found[name] = self._find(ref)
-        return found
-
-    def _find(self, ref: dict[str, Any]) -> _Found:
+    def _resolve(self, ref: dict[str, Any]) -> tuple[Callable[..., Any], Workflow | None]:
+        if ref["key"] not in self._sources:
+            self._load(ref["key"])
         loaded = self._sources[ref["key"]]
         if isinstance(loaded, types.ModuleType):
             target: Any = loaded
@@ -282,8 +318,6 @@ class _Worker:
         )
 
     def _context(self, spec: dict[str, Any], scope: ServiceScope) -> StepContext:
-        logger = _ChildLogger(self._channel)
-        self._channel.logging(logger)
         return _WorkerContext(
             run_id=spec["run_id"],
             workflow_id=spec["workflow_id"],
@@ -291,7 +325,11 @@ class _Worker:
             step_name=spec["step_name"],
             step_index=spec["step_index"],
             attempt=spec["attempt"],
-            log=logger,
+            log=_ChildLogger(
+                self._channel,
+                self._channel.begin(),
+                f"run {spec['run_id']} step {spec['step_name']!r}",
+            ),
             env=self._envs.get(spec["env_key"], Env()),
             scope=lambda: scope,
         )
@@ -306,6 +344,10 @@ class _Worker:
             self._close_scope(scope)
         with contextlib.suppress(BaseException):
             self._loop.close()
+
+
+async def _awaited(value: Awaitable[Any]) -> Any:
+    return await value
 
 
 def _import(module_name: str, main_file: str | None) -> types.ModuleType:
@@ -331,9 +373,42 @@ def _find_workflow(module: types.ModuleType, workflow_id: str) -> Workflow | Non
     return None
 
 
+def _cap(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... (cut: {len(text)} characters in all)"
+
+
 def _clean(text: str) -> str:
     """Text the daemon can journal: lone surrogates replaced."""
     return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _soundness() -> tuple[object, ...]:
+    """What a step must leave as it found it: stdio (fds, objects), cwd, resource limits."""
+    fds: list[tuple[int, int] | None] = []
+    for fd in (0, 1, 2):
+        try:
+            stat = os.fstat(fd)
+            fds.append((stat.st_dev, stat.st_ino))
+        except OSError:
+            fds.append(None)
+    streams = tuple((s, getattr(s, "closed", True)) for s in (sys.stdin, sys.stdout, sys.stderr))
+    try:
+        cwd: str | None = os.getcwd()
+    except OSError:
+        cwd = None
+    # A lower limit (CPU seconds, open files, ...) would fail or kill another run's step.
+    limits = tuple(resource.getrlimit(limit) for limit in _LIMITS)
+    return (*fds, *streams, cwd, limits)
+
+
+def _file_id(fd: int) -> tuple[int, int] | None:
+    try:
+        stat = os.fstat(fd)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def _open_statm() -> int | None:
@@ -385,11 +460,14 @@ def main() -> None:
     if os.getppid() != int(sys.argv[1]):
         return  # the daemon died before this process could follow it
     channel = _take_stdio()
-    os.register_at_fork(after_in_child=channel.forget_after_fork)
     if len(sys.argv) > 2:
         _limit_memory(int(sys.argv[2]))
-    _Worker(channel).serve()
-    sys.stdout.flush()
+    try:
+        _Worker(channel).serve()
+    except BrokenPipeError:  # the daemon is gone (killed, say): no one to tell, no traceback
+        os._exit(wire.EXIT_PIPES_LOST)
+    with contextlib.suppress(Exception):  # whatever a step put there
+        sys.stdout.flush()
     # Threads step code started must not keep a retired worker alive.
     os._exit(0)
 

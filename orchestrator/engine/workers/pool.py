@@ -2,11 +2,13 @@
 
 A step borrows a worker, sends it the state, relays its ``ctx.log`` lines to the run's
 timeline and takes back the new state. A worker that dies (an exit, a signal, a segfault,
-its memory limit) fails that step with `WorkerCrashed`; one whose step is given up (its
-timeout, an abort, shutdown) is killed with everything it started, so a timeout is real.
-Healthy workers go back to the pool until they have run `Workers.recycle_after_steps`
-steps or grown past `Workers.recycle_above_mb`; new ones start on demand, up to
-`Workers.max`.
+its memory limit) fails that step with `WorkerCrashed`, at once even if a process it
+forked holds its pipes; one that died idle (before it accepted a step) fails no step;
+one whose step is given up (its timeout, an abort, shutdown) is killed with everything
+it started, so a timeout is real. Healthy workers go back to the pool until they have
+run `Workers.recycle_after_steps` steps, grown past `Workers.recycle_above_mb`, or been
+left unfit by a step (its stdio or working directory changed); new ones start on
+demand, up to `Workers.max`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,7 +81,7 @@ class Workers:
             raise ValueError(f"Workers warm must be an int >= 0, got {self.warm!r}")
         for name in ("idle_seconds", "start_timeout"):
             seconds = getattr(self, name)
-            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
                 raise ValueError(f"Workers {name} must be seconds > 0, got {seconds!r}")
         limit = self.memory_limit_mb
         bad = isinstance(limit, bool) or not isinstance(limit, int) or limit < 64
@@ -88,6 +91,10 @@ class Workers:
 
 class WorkerCrashed(Exception):
     """The worker process running a step died, or could not start: the step's failure."""
+
+
+class _DiedIdle(WorkerCrashed):
+    """A worker died before it took the step: it died idle, the step never began."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,17 +114,68 @@ class StepRef:
         return str(self.ref["key"])
 
 
+class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """Tells when the process exits, which `Process.wait` does not.
+
+    On Python 3.11 `Process.wait` waits for the pipes to close too, and a process a step
+    forked may hold them open for ever.
+    """
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.exited = asyncio.Event()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        self.exited.set()
+
+
 class _Process:
     """One worker process and what it has loaded."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, settings: Workers) -> None:
+    def __init__(
+        self,
+        proc: asyncio.subprocess.Process,
+        transport: asyncio.SubprocessTransport,
+        exited: asyncio.Event,
+        settings: Workers,
+        on_idle_exit: Callable[[_Process], None],
+    ) -> None:
         self.proc = proc
+        self.transport = transport
+        self.exited = exited  # set once the process has exited
         self._settings = settings
         self.loaded: set[str] = set()
         self.envs: set[str] = set()
         self.steps = 0
         self.rss = 0
         self.idle_since = 0.0  # time.monotonic() when it last went idle
+        self.garbled = False  # it sent what is not a message: killed for it
+        self.spent = False  # a step left it unfit for other steps (its stdio, its cwd)
+        self.busy = False  # running a step
+        self.reused = False  # back from the pool's idle workers (or warm) at least once
+        self._eof = asyncio.Event()  # its stdout ended
+        self.watcher = asyncio.get_running_loop().create_task(
+            self._watch(on_idle_exit), name=f"worker-{proc.pid}"
+        )
+
+    async def _watch(self, on_idle_exit: Callable[[_Process], None]) -> None:
+        """Once the process exits: drop it if idle; if busy, make sure its step sees it."""
+        await self.exited.wait()
+        if self.busy:
+            # What its step started (a fork) may hold its stdout open: the end of the
+            # step must not wait for theirs. Those that left its process group are waited
+            # for a moment, then no longer.
+            self._kill_group()
+            try:
+                async with asyncio.timeout(_CLOSE_GRACE):
+                    await self._eof.wait()
+            except TimeoutError:
+                if self.proc.stdout is not None:
+                    self.proc.stdout.feed_eof()
+        else:
+            on_idle_exit(self)  # a worker that died idle must not fail the next step
+        self.transport.close()  # our ends of the pipes, which its forks may still hold
 
     @property
     def pid(self) -> int:
@@ -127,7 +185,9 @@ class _Process:
     def worn(self) -> bool:
         settings = self._settings
         return (
-            self.steps >= settings.recycle_after_steps or self.rss > settings.recycle_above_mb * _MB
+            self.spent
+            or self.steps >= settings.recycle_after_steps
+            or self.rss > settings.recycle_above_mb * _MB
         )
 
     async def ready(self) -> None:
@@ -136,6 +196,13 @@ class _Process:
             raise WorkerCrashed(f"a worker process could not start: {await self._death()}")
 
     async def run(self, step: StepRef, state_text: str, ctx: StepContext | None) -> object:
+        self.busy = True
+        try:
+            return await self._run(step, state_text, ctx)
+        finally:
+            self.busy = False
+
+    async def _run(self, step: StepRef, state_text: str, ctx: StepContext | None) -> object:
         header: dict[str, Any] = {
             "ref": step.ref,
             "takes_ctx": step.takes_ctx,
@@ -152,25 +219,37 @@ class _Process:
             stdin.write(wire.frame(header, state_text))
             await stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
-            raise WorkerCrashed(f"its worker process {await self._death()}") from None
+            raise self._crashed(await self._death(), accepted=False) from None
         if ctx is not None:
             self.envs.add(step.env_key)
         return await self._outcome(step, ctx)
 
     async def _outcome(self, step: StepRef, ctx: StepContext | None) -> object:
+        accepted = False
         while True:
             reply = await self._read()
             if reply is None:
-                raise WorkerCrashed(f"its worker process {await self._death()}")
+                raise self._crashed(await self._death(), accepted=accepted)
+            if "accepted" in reply:
+                accepted = True
+                continue
             if "log" in reply:
                 if ctx is not None:
                     ctx.log.line(str(reply["log"]), str(reply.get("text", "")))
                 continue
             self.steps += 1
             self.rss = int(reply.get("rss", 0))
+            self.spent = bool(reply.get("spent"))
             if reply.get("loaded", True) and not reply.get("memory"):
                 self.loaded.add(step.key)
             return await self._result(reply)
+
+    def _crashed(self, death: str, *, accepted: bool) -> WorkerCrashed:
+        # A worker that waited idle (warm, or after steps) and died before it took this
+        # one died idle (the OOM killer, a thread a step left): the step can run in
+        # another worker. One started for this step is not tried again (it may never start).
+        died_idle = not accepted and self.reused
+        return (_DiedIdle if died_idle else WorkerCrashed)(f"its worker process {death}")
 
     async def _result(self, reply: dict[str, Any]) -> object:
         if "ok" in reply:
@@ -195,9 +274,13 @@ class _Process:
         assert stdout is not None
         try:
             line = await stdout.readline()
-            return wire.parse_header(line) if line else None
+            if not line:
+                self._eof.set()
+                return None
+            return wire.parse_header(line)
         except (ValueError, asyncio.LimitOverrunError) as exc:
             _log.error("worker %d sent what is not a message (%s): retiring it", self.pid, exc)
+            self.garbled = True
             self.kill()
             return None
 
@@ -211,18 +294,29 @@ class _Process:
 
     async def _death(self) -> str:
         """How the process ended, once it has (killed if it has not within a moment)."""
+        await self.wait_exit()
+        code = self.proc.returncode
+        assert code is not None
+        if self.garbled:
+            return f"(pid {self.pid}) sent what is not a message (did its step write on its pipe?)"
+        return describe_exit(code, self.pid)
+
+    async def wait_exit(self) -> None:
+        """Until the process has exited; killed if it has not within a moment."""
         try:
             async with asyncio.timeout(_CLOSE_GRACE):
-                code = await self.proc.wait()
+                await self.exited.wait()
         except TimeoutError:
             self.kill()
-            code = await self.proc.wait()
-        return describe_exit(code, self.pid)
+            await self.exited.wait()
 
     def kill(self) -> None:
         """Kill the worker and whatever its step started (its own process group)."""
         # Also once the worker itself has died: what its step started may live on. Its
         # process group keeps its id while any of them does (killpg finds none otherwise).
+        self._kill_group()
+
+    def _kill_group(self) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
 
@@ -236,6 +330,8 @@ def describe_exit(code: int, pid: int) -> str:
     """``died (pid N): exit code 1`` / ``killed by signal SIGSEGV (11)``, with a hint."""
     if code == wire.EXIT_OUT_OF_MEMORY:
         return f"(pid {pid}) ran out of memory and exited"
+    if code == wire.EXIT_PIPES_LOST:
+        return f"(pid {pid}) exited: its step closed the pipes it speaks to the daemon on"
     if code >= 0:
         return f"(pid {pid}) exited with code {code}"
     try:
@@ -309,18 +405,23 @@ class WorkerPool:
             TimeoutError: The step ran for `time_limit` seconds (its worker is killed);
                 waiting for a worker does not count.
         """
-        worker = await self._acquire(step.key)
-        healthy = False
-        try:
-            async with asyncio.timeout(time_limit):
-                result = await worker.run(step, state_text, ctx)
-            healthy = True
-            return result
-        except RemoteError:
-            healthy = True
-            raise
-        finally:
-            self._release(worker, healthy=healthy)
+        while True:
+            worker = await self._acquire(step.key)
+            healthy = False
+            try:
+                async with asyncio.timeout(time_limit):
+                    result = await worker.run(step, state_text, ctx)
+                healthy = True
+                return result
+            except _DiedIdle as died:
+                _log.warning(
+                    "worker %d died idle (%s): its next step runs in another", worker.pid, died
+                )
+            except RemoteError:
+                healthy = True
+                raise
+            finally:
+                self._release(worker, healthy=healthy)
 
     async def _acquire(self, key: str) -> _Process:
         while True:
@@ -358,22 +459,24 @@ class WorkerPool:
     async def _start(self) -> _Process:
         self._starting += 1
         try:
-            proc = await asyncio.create_subprocess_exec(
+            loop = asyncio.get_running_loop()
+            transport, protocol = await loop.subprocess_exec(
+                lambda: _Protocol(_HEADER_LIMIT, loop),
                 *self._command(),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,  # a timeout kills what the step started too
-                limit=_HEADER_LIMIT,
                 env=_child_env(),
             )
         except BaseException as exc:  # it could not start, or its step was given up meanwhile
             self._starting -= 1
-            self._wake(None)  # a waiter may start one in its place
+            self._wake(None)  # a step waiting for a worker tries to start one in its place
             if isinstance(exc, OSError):
                 raise WorkerCrashed(f"a worker process could not start: {exc}") from None
             raise
-        worker = _Process(proc, self.settings)
+        proc = asyncio.subprocess.Process(transport, protocol, loop)
+        worker = _Process(proc, transport, protocol.exited, self.settings, self._exited_idle)
         self._live.add(worker)
         self._starting -= 1
         relay = asyncio.get_running_loop().create_task(_relay_output(proc), name="worker-stderr")
@@ -384,7 +487,7 @@ class WorkerPool:
                 await worker.ready()
         except BaseException as exc:
             self._discard(worker)
-            self._wake(None)
+            self._wake(None)  # a step waiting for a worker tries to start one in its place
             if isinstance(exc, TimeoutError):
                 raise WorkerCrashed(
                     f"a worker process did not start within {self.settings.start_timeout:g} s"
@@ -402,6 +505,7 @@ class WorkerPool:
             self._discard(worker, kill=not healthy)
             self._wake(None)  # a waiter may start one in its place
             return
+        worker.reused = True
         if not self._wake(worker):
             worker.idle_since = time.monotonic()
             self._idle.append(worker)
@@ -426,6 +530,11 @@ class WorkerPool:
                 return True
         return False
 
+    def _exited_idle(self, worker: _Process) -> None:
+        if worker in self._idle:
+            self._idle.remove(worker)
+            self._live.discard(worker)
+
     def _discard(self, worker: _Process, *, kill: bool = True) -> None:
         self._live.discard(worker)
         if kill:
@@ -446,12 +555,11 @@ class WorkerPool:
             self._discard(worker, kill=worker not in self._idle)
         self._idle.clear()
         for worker in list(self._reaping):
-            try:
-                async with asyncio.timeout(_CLOSE_GRACE):
-                    await worker.proc.wait()
-            except TimeoutError:
-                worker.kill()
-                await worker.proc.wait()
+            await worker.wait_exit()
+            worker.watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker.watcher
+            worker.transport.close()
         self._reaping.clear()
         if self._relays:
             await asyncio.wait(self._relays, timeout=_CLOSE_GRACE)

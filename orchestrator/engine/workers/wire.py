@@ -4,10 +4,12 @@ A message is one line of JSON (its header); a header with ``size`` is followed b
 many bytes of UTF-8 text, a run's state, sent as is rather than escaped inside the JSON.
 
 Daemon to worker: ``{"ref", "takes_ctx", "is_async", "ctx"?, "load"?, "env"?, "size"}``
-and the state. Worker to daemon: ``{"ready": pid}`` once; during a step any number of
-``{"log", "text"}``; then one of ``{"ok", "size"}`` and the new state, ``{"pause"}``,
+and the state. Worker to daemon: ``{"ready": pid}`` once; for each step ``{"accepted"}``
+first (a worker that dies before it died idle: the step runs in another), any number
+of ``{"log", "text"}``; then one of ``{"ok", "size"}`` and the new state, ``{"pause"}``,
 ``{"invalid"}`` (the step returned what is not a state) or ``{"raised", "message",
-"traceback", "memory"}``; each of these carries the worker's ``rss`` in bytes.
+"traceback", "memory"}``; each of these carries the worker's ``rss`` in bytes and
+``spent``: whether the step left the worker unfit for more steps.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ...define.conditions import Conditions
 from ...define.waits import OnTimeout, PauseRequest
 
 EXIT_OUT_OF_MEMORY = 86  # a worker that hit its memory limit reports it, then exits so
+EXIT_PIPES_LOST = 87  # a worker whose step closed (or replaced) its pipes to the daemon
 
 
 def frame(header: dict[str, Any], payload: str | None = None) -> bytes:
