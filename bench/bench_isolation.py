@@ -25,9 +25,10 @@ name, and the pool passes this process's ``sys.path`` (which holds this folder) 
    is how many times slower isolated is than the default threads (the goal: at most 2x);
    *iso/N threads* compares with ``max_threads=N``, the same number of steps at once:
    what a step costs in a process rather than a thread, parallelism aside. In these
-   repetitions a worker runs about 3,300/N steps, so few reach ``recycle_after_steps``
-   (1,000 by default); the *sustained* line runs long enough for every worker to be
-   replaced about once, with that default and with recycling practically off.
+   repetitions a worker runs about 3,300/N steps, so none reaches ``recycle_after_steps``
+   (10,000 by default); the *sustained* line runs long enough for every worker to be
+   replaced about once at ``recycle_after_steps=1,000`` (the old default), next to the
+   default.
 3. **Pool start-up**: ``Runtime(isolate=True, workers=Workers(max=N, warm=N))`` from the
    call to ``start()`` until N workers have said they are ready (polled every ms), and
    ``start()`` alone; then one cold worker: spawning ``python -m
@@ -336,13 +337,13 @@ async def print_io(counts: Counts) -> None:
         iso, same = rates[IoSetup(True, n)], rates[IoSetup(False, n)]
         print(f"{n:>4}{fmt(iso):>10}{threaded / iso:>11.2f}x{fmt(same):>11}{same / iso:>14.2f}x")
     n, batches = counts.sustained
-    recycled = [IoSetup(True, n), IoSetup(True, n, 1_000_000)]
+    recycled = [IoSetup(True, n, 1_000), IoSetup(True, n)]
     sustained = await io_rates(recycled, batches)
     steps = 300 * batches // n
     print(
         f"sustained, {batches} batches at Workers(max={n}) (~{steps:,} steps a worker): "
-        f"{fmt(sustained[recycled[0]])} runs/s with recycle_after_steps=1000 (the default), "
-        f"{fmt(sustained[recycled[1]])} with 1,000,000"
+        f"{fmt(sustained[recycled[0]])} runs/s with recycle_after_steps=1,000, "
+        f"{fmt(sustained[recycled[1]])} with the default {Workers.recycle_after_steps:,}"
     )
 
 
