@@ -205,3 +205,26 @@ def test_a_damaged_journal_says_how_to_recover(tmp_path: Path) -> None:
         err = refused(run(*args, "--db", str(db)))
         assert "JOURNAL_CORRUPT" in err and "restore the journal from a backup" in err
         assert f"sqlite3 {db} .recover" in err
+
+
+def test_a_damaged_schema_page_is_corruption_not_a_traceback(tmp_path: Path) -> None:
+    """A table's name in the schema turned into bytes that are not UTF-8: SQLite quotes it
+    in its error message, which Python cannot decode."""
+    import sqlite3
+
+    db = tmp_path / "j.db"
+    assert run("emit", "t", "--db", str(db)).returncode == 0
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("PRAGMA journal_mode = DELETE")
+    data = bytearray(db.read_bytes())
+    at = data.find(b"tableevents")
+    assert at > 0
+    data[at + len(b"table") + 1] = 0xFF
+    db.write_bytes(bytes(data))
+    for args in (["runs"], ["emit", "t"], ["workflows"], ["show", "abc"]):
+        err = refused(run(*args, "--db", str(db)))
+        assert "JOURNAL_CORRUPT" in err and "not UTF-8" in err, err
+    (tmp_path / "flows").mkdir()
+    err = refused(run("up", str(tmp_path / "flows"), "--headless", "--db", str(db)))
+    assert "JOURNAL_CORRUPT" in err, err

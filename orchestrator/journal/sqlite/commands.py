@@ -20,6 +20,7 @@ from ...errors import JournalError, RunNotActive, RunNotFound
 from ...records import RunStatus
 from .connection import (
     ACCESS_CODES,
+    SQLITE_ERRORS,
     connect_writer,
     is_corrupt,
     not_a_journal,
@@ -121,7 +122,7 @@ def _transaction(path: Path, work: Callable[[sqlite3.Connection], T]) -> T:
             rollback_if_open(conn)
             if ("locked" not in str(exc) and "busy" not in str(exc)) or attempt == ATTEMPTS:
                 raise _write_error(path, exc) from exc
-        except sqlite3.Error as exc:  # a damaged file, met past the header
+        except SQLITE_ERRORS as exc:  # a damaged file, met past the header
             rollback_if_open(conn)
             raise _write_error(path, exc) from exc
         except BaseException:
@@ -133,7 +134,7 @@ def _transaction(path: Path, work: Callable[[sqlite3.Connection], T]) -> T:
     raise JournalError(f"journal {path}: still locked after {ATTEMPTS} attempts")
 
 
-def _write_error(path: Path, exc: sqlite3.Error) -> JournalError:
+def _write_error(path: Path, exc: Exception) -> JournalError:
     if is_corrupt(exc):
         return not_a_journal(path, exc)
     if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in ACCESS_CODES:

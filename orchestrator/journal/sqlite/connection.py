@@ -49,13 +49,21 @@ CORRUPT_CODES = frozenset({11, 26})  # CORRUPT, NOTADB
 ACCESS_CODES = frozenset({3, 8, 14, 23})  # PERM, READONLY, CANTOPEN, AUTH
 
 
-def is_transient(exc: sqlite3.Error) -> bool:
+# What a call into sqlite3 raises when the file is at fault: its own errors, and
+# UnicodeDecodeError when SQLite hands back text that is not UTF-8 (a damaged schema page
+# names its tables in garbage, and SQLite quotes them in its error message).
+SQLITE_ERRORS = (sqlite3.Error, UnicodeDecodeError)
+
+
+def is_transient(exc: Exception) -> bool:
     """Whether `exc` is a failure that may pass (disk full, I/O error, locked)."""
     return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in TRANSIENT_CODES
 
 
-def is_corrupt(exc: sqlite3.Error) -> bool:
+def is_corrupt(exc: Exception) -> bool:
     """Whether `exc` says the file is damaged or is not a database."""
+    if isinstance(exc, UnicodeDecodeError):
+        return True
     return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in CORRUPT_CODES
 
 
@@ -96,10 +104,10 @@ def path_error(path: Path, exc: OSError, doing: str) -> JournalError:
     return JournalError(f"cannot {doing} journal {path}: {exc.strerror or exc}")
 
 
-def open_error(path: Path, exc: sqlite3.Error, *, write: bool) -> JournalError:
+def open_error(path: Path, exc: Exception, *, write: bool) -> JournalError:
     """A failure of SQLite to open (or first query) journal `path`, named for what it is."""
     code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-    if code in CORRUPT_CODES:
+    if is_corrupt(exc):
         return not_a_journal(path, exc)
     if code in ACCESS_CODES:
         problem = _access_problem(path, write=write)
@@ -109,10 +117,11 @@ def open_error(path: Path, exc: sqlite3.Error, *, write: bool) -> JournalError:
     return JournalError(f"cannot open journal {path}: {exc}")
 
 
-def not_a_journal(path: Path, exc: sqlite3.Error) -> JournalCorrupt:
+def not_a_journal(path: Path, exc: Exception) -> JournalCorrupt:
     """`JournalCorrupt` for `path`, with what to do about it."""
+    said = "text that is not UTF-8" if isinstance(exc, UnicodeDecodeError) else exc
     return JournalCorrupt(
-        f"{path} is not a journal, or it is damaged (SQLite says: {exc}); pass the right "
+        f"{path} is not a journal, or it is damaged (SQLite says: {said}); pass the right "
         f"--db, or restore the journal from a backup (`sqlite3 {path} .recover` salvages "
         "what it can)"
     )
@@ -205,14 +214,14 @@ def connect_writer(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
     check_private(path, modes=os.stat(path).st_size == 0)
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    except sqlite3.Error as exc:
+    except SQLITE_ERRORS as exc:
         raise open_error(path, exc, write=True) from exc
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
-    except sqlite3.Error as exc:
+    except SQLITE_ERRORS as exc:
         conn.close()
         raise open_error(path, exc, write=True) from exc
     if str(mode).lower() != "wal":
@@ -235,13 +244,13 @@ async def connect_reader(path: Path) -> aiosqlite.Connection:
     pending = aiosqlite.connect(uri, uri=True, isolation_level=None)
     try:
         conn = await pending
-    except sqlite3.Error as exc:
+    except SQLITE_ERRORS as exc:
         await _thread_stopped(pending)
         raise open_error(path, exc, write=False) from exc
     try:
         await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         await conn.execute("PRAGMA query_only = ON")
-    except sqlite3.Error as exc:
+    except SQLITE_ERRORS as exc:
         # Closed here, or its thread outlives the event loop and prints a traceback.
         await conn.close()
         raise open_error(path, exc, write=False) from exc

@@ -31,7 +31,7 @@ from ..records import (
 )
 from ..timeline import assemble_timeline
 from . import lease
-from .connection import connect_reader, is_corrupt, open_error
+from .connection import SQLITE_ERRORS, connect_reader, is_corrupt, not_a_journal, open_error
 from .schema import APPLICATION_ID, MIGRATIONS
 
 _SERVICE_KINDS = "('service.opened', 'services.closed')"  # the timeline_services index's
@@ -74,9 +74,10 @@ class JournalReader:
         try:
             async with self._conn.execute(sql, params) as cursor:
                 return list(await cursor.fetchall())
-        except sqlite3.Error as exc:
-            kind = JournalCorrupt if is_corrupt(exc) else JournalError
-            raise kind(f"journal {self.path}: read failed: {exc}") from exc
+        except SQLITE_ERRORS as exc:
+            if is_corrupt(exc):
+                raise not_a_journal(self.path, exc) from exc
+            raise JournalError(f"journal {self.path}: read failed: {exc}") from exc
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """Run one read query for another journal module (the dashboard's views)."""
@@ -380,7 +381,7 @@ async def _check_readable(conn: aiosqlite.Connection, path: Path) -> None:
             app_id = (await cursor.fetchone() or (0,))[0]
         async with conn.execute("PRAGMA user_version") as cursor:
             version = (await cursor.fetchone() or (0,))[0]
-    except sqlite3.Error as exc:
+    except SQLITE_ERRORS as exc:
         raise open_error(path, exc, write=False) from exc
     if app_id != APPLICATION_ID or version == 0:
         raise JournalCorrupt(f"{path} is not a journal of this orchestrator; pass the right --db")

@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 
 from ...errors import JournalCorrupt, JournalError
-from .connection import open_error
+from .connection import SQLITE_ERRORS, open_error
 
 APPLICATION_ID = 0x4F524348  # "ORCH": marks the file as ours.
 
@@ -220,7 +220,7 @@ def _check_ownership(conn: sqlite3.Connection, path: Path) -> int:
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
-    except sqlite3.Error as exc:
+    except SQLITE_ERRORS as exc:
         raise open_error(path, exc, write=True) from exc
     if app_id == 0 and tables == 0:
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")

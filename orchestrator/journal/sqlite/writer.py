@@ -38,7 +38,13 @@ from ..ops import Op, Stmt, grouped
 from ..protocol import Synchronous
 from ..records import Opened
 from . import lease
-from .connection import connect_writer, is_corrupt, is_transient, rollback_if_open
+from .connection import (
+    SQLITE_ERRORS,
+    connect_writer,
+    is_corrupt,
+    is_transient,
+    rollback_if_open,
+)
 from .schema import migrate
 from .statements import SQL
 
@@ -315,7 +321,7 @@ class GroupCommitWriter:
             renewed = lease.heartbeat(conn, self._token, self._wall.now_us(), self._degraded)
             if renewed:
                 conn.execute("COMMIT")
-        except sqlite3.Error:
+        except SQLITE_ERRORS:
             _rollback_quietly(conn)
             return  # the lease may go stale; the next successful batch finds out
         _rollback_quietly(conn)
@@ -378,7 +384,7 @@ class GroupCommitWriter:
         except SimulatedDiskFull as exc:
             _rollback_quietly(conn)
             raise _Transient(f"journal {self.path}: write failed: {exc}") from exc
-        except sqlite3.Error as exc:
+        except SQLITE_ERRORS as exc:
             _rollback_quietly(conn)
             raise _translate(self.path, exc) from exc
         except BaseException:
@@ -417,7 +423,7 @@ def _rollback_quietly(conn: sqlite3.Connection) -> None:
         rollback_if_open(conn)
 
 
-def _translate(path: Path, exc: sqlite3.Error) -> JournalError:
+def _translate(path: Path, exc: Exception) -> JournalError:
     message = f"journal {path}: write failed: {exc}"
     if is_transient(exc):
         return _Transient(message)
