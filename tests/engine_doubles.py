@@ -39,6 +39,7 @@ class Launcher:
         self.started: list[str] = []  # queued runs that got their slot, in order
         self.replaced: list[tuple[str, str]] = []
         self.signalled: list[tuple[str, dict[str, Any]]] = []
+        self.announced: list[tuple[str, str]] = []  # (lifecycle event, run id)
         self._rows = 0
 
     def start_run(
@@ -83,6 +84,9 @@ class Launcher:
         self, registered: RegisteredWorkflow, row: int, hook: Hook | None, *args: Any, name: str
     ) -> None:
         return None
+
+    def announce(self, name: str, run: ActiveRun, extra: dict[str, Any]) -> None:
+        self.announced.append((name, run.run_id))
 
     def background(self, work: Coroutine[Any, Any, None], name: str) -> None:
         work.close()

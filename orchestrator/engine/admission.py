@@ -138,6 +138,9 @@ class Launcher(Protocol):
     ) -> None:
         """Call a hook of `registered`, recording a failure on the run."""
 
+    def announce(self, name: str, run: ActiveRun, extra: dict[str, Any]) -> None:
+        """Tell `rt.on` subscribers of `name` (in the background: admission never awaits)."""
+
     def background(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Run `work` as an owned task."""
 
@@ -205,6 +208,10 @@ class Admission:
             self.queued[run.run_id] = run
         if consequence.kind is not None:
             self._record(run, decision, consequence.kind, status, consequence.code)
+        if consequence.kind in _ANNOUNCED:
+            self._runs.announce(
+                str(consequence.kind), run, {"status": status, "error": _reason(decision)}
+            )
         if status in FINAL_STATUSES:  # refused: it ends here
             run.settled.set_result(
                 RunResult(
@@ -347,6 +354,7 @@ class Admission:
                 ),
             ]
         )
+        self._runs.announce("run.dropped", run, {"status": RunStatus.DROPPED, "error": message})
         if not run.settled.done():
             run.settled.set_result(
                 RunResult(
@@ -381,6 +389,10 @@ class Admission:
         if code is not None:
             writes.append(ops.set_status(run.row, status, now, error=_reason(decision), code=code))
         self._writer.enqueue(writes)
+
+
+# The gate's decisions `rt.on` hears of at once (a start is announced as its run begins).
+_ANNOUNCED = frozenset({"run.queued", "run.dropped", "run.rejected"})
 
 
 def _reason(decision: Decision) -> str:

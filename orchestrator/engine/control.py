@@ -280,11 +280,9 @@ class Control:
         """End a run that is not final; returns the writes still to commit (if any)."""
         run = await self.locate(run_id)
         if isinstance(run, ParkedRun):
-            writes = self.parking.fail_parked(
+            return self.parking.fail_parked(  # `_parked_ended` announces the end
                 run, "aborted by request", RunCode.ABORTED, status=RunStatus.ABORTED
             )
-            await self._notify_parked("run.aborted", run)
-            return writes
         if isinstance(run, ActiveRun):
             await self.runs.abort(run)  # the executor records the end itself
             return []
@@ -359,6 +357,10 @@ class Control:
     # -- internals -------------------------------------------------------------------------
 
     def _parked_ended(self, parked: ParkedRun, result: RunResult) -> None:
+        name = f"run.{result.status}"  # failed (a pause timed out), aborted, replaced
+        if self._lifecycle.wants(name):
+            extra = {"status": result.status, "error": result.error}
+            self.runs.background(self._notify_parked(name, parked, extra), name=name)
         registered = parked.pinned or self.lookup(parked.workflow_id)
         if registered is None:
             self.admission.ended(parked.workflow_id, parked.run_id)
@@ -385,7 +387,9 @@ class Control:
             },
         )
 
-    async def _notify_parked(self, name: str, parked: ParkedRun) -> None:
+    async def _notify_parked(
+        self, name: str, parked: ParkedRun, extra: dict[str, Any] | None = None
+    ) -> None:
         if self._lifecycle.wants(name):
             await self._lifecycle.notify(
                 name,
@@ -393,6 +397,7 @@ class Control:
                     "run_id": parked.run_id,
                     "workflow_id": parked.workflow_id,
                     "trigger_id": parked.trigger_id,
+                    **(extra or {}),
                 },
             )
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +33,7 @@ from .workers import WorkerCrashed, WorkerPool
 # Past this many ops waiting for the writer, a step waits for its own checkpoint to commit.
 HIGH_WATER = 20_000
 
-Notify = Callable[[str, "ActiveRun", dict[str, Any]], Awaitable[None]]
+Notify = Callable[[str, "ActiveRun", dict[str, Any]], Coroutine[Any, Any, None]]
 
 
 @dataclass(eq=False, kw_only=True)
@@ -297,11 +297,15 @@ def _record_retry(
     delay: float,
     *,
     env: ExecutorEnv,
-) -> None:
+) -> Awaitable[None] | None:
     message = run.workflow.redactor.redact(
         f"attempt {attempt} failed: {describe_exception(exc)}; retrying in {delay:g}s"
     )
-    _note(run, bound, env, "step.failed", message, {"attempt": attempt, "retry": True})
+    data = {"attempt": attempt, "retry": True}
+    _note(run, bound, env, "step.failed", message, data)
+    if not env.wants("step.failed"):
+        return None
+    return env.notify("step.failed", run, {"step": bound.name, "error": message, **data})
 
 
 def _note(
@@ -362,6 +366,9 @@ async def _finish(
         error=error,
         error_code=code,
     )
+    if failure is not None and failure.step is not None and env.wants("step.failed"):
+        extra = {"step": failure.step, "error": error, "retry": False}
+        await env.notify("step.failed", run, extra)
     if env.wants(f"run.{status}"):
         await env.notify(f"run.{status}", run, {"status": status, "error": result.error})
     return result

@@ -121,7 +121,11 @@ class Supervisor:
     def start_queued(self, run: ActiveRun) -> None:
         """A queued run got its slot: journal that it runs and start it."""
         now = self._env.clock.now_us()
-        writes = [ops.set_status(run.row, RunStatus.RUNNING, now)]
+        writes = [
+            ops.set_status(run.row, RunStatus.RUNNING, now),
+            # Its timeline says when it really started (it was created queued).
+            ops.add_timeline(run.row, now, "runtime", "run.started", message="its turn came"),
+        ]
         if run.next_step is not None:
             writes.append(ops.step_started(run.row, run.position, run.next_step, now))
         self._writer.enqueue(writes)
@@ -382,6 +386,11 @@ class Supervisor:
         await self.hook(registered, row, hooks.on_complete, result, name="on_complete")
         self.admission.ended(registered.id, run_id)
         await self.hook(registered, row, hooks.on_cleanup, name="on_cleanup")
+
+    def announce(self, name: str, run: ActiveRun, extra: dict[str, Any]) -> None:
+        """Tell `rt.on` subscribers of `name` about `run`, from a task of the runtime's."""
+        if self._env.wants(name):
+            self.background(self._env.notify(name, run, extra), name=f"{name}-{run.run_id}")
 
     def background(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Run `work` as a task of the runtime's task group (owned, cancelled at stop)."""

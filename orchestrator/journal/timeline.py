@@ -19,6 +19,9 @@ _END = 1 << 30  # position of entries that come after every step
 # Rank breaks ties between entries with the same timestamp and position.
 _STARTED, _ROW, _COMPLETED, _FINAL = 0, 1, 2, 3
 SortKey = tuple[int, int, int, int]
+# Rows that say how a run was admitted when it did not simply start: queued (its own
+# run.started row comes when its turn does), refused, or started in another's place.
+_ADMITTED_OTHERWISE = frozenset({"run.started", "run.queued", "run.dropped", "run.rejected"})
 
 
 class Row(Protocol):
@@ -32,7 +35,11 @@ def assemble_timeline(
 ) -> list[TimelineEntry]:
     """Merge a run row, its checkpoints (position > 0) and its timeline rows, in order."""
     keyed: list[tuple[SortKey, TimelineEntry]] = []
-    keyed.append(((run["created_at"], -1, _STARTED, 0), _entry(run["created_at"], "run.started")))
+    recorded = {row["kind"] for row in rows}
+    if not recorded & _ADMITTED_OTHERWISE:  # it started as it was created
+        keyed.append(
+            ((run["created_at"], -1, _STARTED, 0), _entry(run["created_at"], "run.started"))
+        )
     for ckpt in checkpoints:
         index, name = ckpt["position"] - 1, ckpt["step"]
         duration_ms = (ckpt["ended_at"] - ckpt["started_at"]) / 1000
@@ -58,7 +65,7 @@ def assemble_timeline(
     for seq, row in enumerate(rows):
         position = row["position"] if row["position"] is not None else _END
         keyed.append(((row["at"], position, _ROW, seq), _row_entry(row)))
-    if run["status"] in FINAL_STATUSES:
+    if run["status"] in FINAL_STATUSES and f"run.{run['status']}" not in recorded:
         at = run["updated_at"]
         data = {"code": run["error_code"]} if run["error_code"] else None
         keyed.append(
