@@ -179,3 +179,21 @@ def test_run_exit_codes(tmp_path: Path) -> None:
     assert bad_json.returncode == 2 and "not valid JSON" in bad_json.stderr
     assert cli("run", str(failing), "--state", "[1]").returncode == 2
     assert "Traceback" not in out.stderr + bad_json.stderr
+
+
+def test_every_command_takes_db(tmp_path: Path) -> None:
+    """DESIGN: every command takes --db; `run` (not journaled) takes it and leaves it alone."""
+    import argparse
+
+    from orchestrator.cli.main import _parser
+
+    parser = _parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in commands.choices.items():
+        assert any("--db" in action.option_strings for action in sub._actions), name
+    pipeline = tmp_path / "p.py"
+    pipeline.write_text("def inc(state):\n    return {'n': state['n'] + 1}\n\npipeline = [inc]\n")
+    db = tmp_path / "untouched.db"
+    out = cli("run", str(pipeline), "--state", '{"n": 1}', "--db", str(db))
+    assert out.returncode == 0 and json.loads(out.stdout) == {"n": 2}, out.stderr
+    assert not db.exists()

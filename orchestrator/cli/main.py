@@ -108,7 +108,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = Parser(prog="orchestrator", description="A durable local workflow orchestrator.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = _command(commands, "run", _cmd_run, "run one pipeline file once, in process", db=False)
+    # Not journaled: it takes --db (as every command does) and leaves the journal alone.
+    run = _command(commands, "run", _cmd_run, "run one pipeline file once, in process")
     run.add_argument("file", type=Path, help="a Python file that binds `pipeline`")
     run.add_argument("--state", default="{}", help="the initial state, a JSON object")
     run.add_argument(
@@ -213,14 +214,11 @@ def _parser() -> argparse.ArgumentParser:
 Handler = Callable[[argparse.Namespace], int | Coroutine[Any, Any, int]]
 
 
-def _command(
-    commands: Any, name: str, handler: Handler, help: str, *, db: bool = True
-) -> argparse.ArgumentParser:
-    """A subcommand; with `db`, it takes ``--db`` (every command but ``run`` does)."""
+def _command(commands: Any, name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+    """A subcommand; it takes ``--db``, as every command does."""
     sub: argparse.ArgumentParser = commands.add_parser(name, help=help, description=help)
     sub.set_defaults(handler=handler)
-    if db:
-        _add_db(sub)
+    _add_db(sub)
     return sub
 
 
