@@ -18,6 +18,7 @@ import enum
 import json
 from typing import Any
 
+from ..errors import ValidationError
 from ..records import RunCode, RunStatus
 
 
@@ -31,6 +32,7 @@ class Stmt(enum.Enum):
     ADD_VERSION = enum.auto()
     INSERT_RUN = enum.auto()
     INSERT_EVENT = enum.auto()
+    ADD_KEY = enum.auto()
     MARK_ROUTED = enum.auto()
     SET_FILE_SEEN = enum.auto()
     INSERT_WAIT = enum.auto()
@@ -200,6 +202,14 @@ def add_event(event_id: str, type_: str, data: str, source: str, at: int) -> Op:
     return Stmt.INSERT_EVENT, (event_id, type_, data, source, at, at)
 
 
+def add_key(kind: str, key: str, target: str, at: int) -> Op:
+    """An idempotency key of `kind` (``emit``, ``invoke``) and the event or run it made first.
+
+    A key already journaled keeps its first target (another process won the race).
+    """
+    return Stmt.ADD_KEY, (kind, key, target, at)
+
+
 def mark_routed(event_id: str, at: int) -> Op:
     """An event written by another process has been routed (with its effects)."""
     return Stmt.MARK_ROUTED, (at, event_id)
@@ -286,3 +296,24 @@ def valid_text(text: str | None) -> str | None:
     if text.isascii():
         return text
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+MAX_KEY = 256  # characters of an idempotency key: it names a request, it carries no data
+KEY_KINDS = ("emit", "invoke")
+
+
+def checked_key(key: object) -> str:
+    """`key` if it is a usable idempotency key: a non-empty, bounded, valid Unicode string.
+
+    Raises:
+        ValidationError: It is not.
+    """
+    if not isinstance(key, str) or not key:
+        raise ValidationError(f"an idempotency key must be a non-empty string, got {key!r}")
+    if len(key) > MAX_KEY:
+        raise ValidationError(
+            f"an idempotency key is at most {MAX_KEY} characters, got {len(key):,}"
+        )
+    if not key.isascii() and valid_text(key) != key:
+        raise ValidationError(f"an idempotency key must be valid Unicode, got {key!r}")
+    return key
