@@ -112,6 +112,10 @@ class Control:
             writer, clock, self.dispatcher, self.parking, self.admission, self.lookup
         )
         self.scheduler = Scheduler(writer, clock, self.timers, self._start_scheduled, last_ticks)
+        # Idempotency keys claimed or looked up here: (kind, key) -> event or run id, and
+        # how the runs invoked with a key settle (a repeated `invoke` waits on the same).
+        self._keys: dict[tuple[str, str], str] = {}
+        self.settling: dict[str, asyncio.Future[RunResult]] = {}
         # Workflows with run-scoped services a crash left open, found once at `restore`
         # (None: not looked for; every registration then asks the journal).
         self._unclosed: set[str] | None = None
@@ -217,8 +221,14 @@ class Control:
 
     # -- events and commands ---------------------------------------------------------------
 
-    def emit(self, event_type: str, data: Any, *, source: str = "api") -> str:
-        """Accept and route an event (its writes are enqueued); returns its id."""
+    def emit(
+        self, event_type: str, data: Any, *, source: str = "api", key: str | None = None
+    ) -> str:
+        """Accept and route an event (its writes are enqueued); returns its id.
+
+        With `key` already claimed in this process, nothing is emitted and the first
+        event's id is returned (`keyed` looks in the journal first).
+        """
         if not isinstance(event_type, str) or not event_type.strip():
             raise ValidationError(f"an event type must be a non-empty string, got {event_type!r}")
         if len(event_type) > MAX_EVENT_TYPE:
@@ -228,9 +238,38 @@ class Control:
         if not event_type.isascii() and ops.valid_text(event_type) != event_type:
             raise ValidationError(f"an event type must be valid Unicode, got {event_type!r}")
         event_data = _json_object(data, f"the data of event {event_type!r}")
+        first = self.claimed("emit", key)
+        if first is not None:
+            return first
         event_id = new_id()
-        self.bus.accept(event_id, event_type, event_data, source=source)
+        with self._writer.together():  # the key commits with its event, or neither does
+            self.bus.accept(event_id, event_type, event_data, source=source)
+            self._claim("emit", key, event_id)
         return event_id
+
+    async def keyed(self, kind: str, key: str) -> str | None:
+        """What idempotency `key` of `kind` made first, here or in the journal, or None.
+
+        Keys this process claimed are remembered (their batch may not have committed yet);
+        others are looked up once everything enqueued has committed.
+        """
+        ops.checked_key(key)
+        found = self._keys.get((kind, key))
+        if found is None:
+            await self._writer.flush()
+            found = self._keys.get((kind, key)) or await self._reader.keyed(kind, key)
+            if found is not None:
+                self._keys[kind, key] = found
+        return found
+
+    def claimed(self, kind: str, key: str | None) -> str | None:
+        """What `key` made first as far as this process knows (see `keyed`), or None."""
+        return None if key is None else self._keys.get((kind, key))
+
+    def _claim(self, kind: str, key: str | None, target: str) -> None:
+        if key is not None:
+            self._keys[kind, key] = target
+            self._writer.enqueue([ops.add_key(kind, key, target, self._clock.now_us())])
 
     async def locate(self, run_id: str) -> ParkedRun | ActiveRun | Elsewhere:
         """Where a run is: parked here, executing here, or elsewhere (as the journal says).
@@ -346,15 +385,30 @@ class Control:
         )
 
     def invoke(
-        self, workflow_id: str, trigger_id: str, data: Any, run_id: str | None = None
+        self,
+        workflow_id: str,
+        trigger_id: str,
+        data: Any,
+        run_id: str | None = None,
+        *,
+        key: str | None = None,
     ) -> Dispatched:
-        """Dispatch a run of a workflow's pipeline (bypassing trigger conditions)."""
+        """Dispatch a run of a workflow's pipeline (bypassing trigger conditions).
+
+        With `key`, the key is journaled in the run's batch (the caller has checked that
+        it is new, with `keyed`).
+        """
         registered = self._registry.get(workflow_id)
         registered.steps(trigger_id)  # TriggerNotFound before anything is journaled
         _bounded(data, "the run's input")
-        return self.admission.dispatch(
-            registered, trigger_id, {} if data is None else data, run_id=run_id
-        )
+        with self._writer.together():  # the key commits with its run, or neither does
+            dispatched = self.admission.dispatch(
+                registered, trigger_id, {} if data is None else data, run_id=run_id
+            )
+            self._claim("invoke", key, dispatched.run_id)
+        if key is not None:
+            self.settling[dispatched.run_id] = dispatched.settled
+        return dispatched
 
     # -- internals -------------------------------------------------------------------------
 

@@ -483,25 +483,54 @@ class Runtime:
 
     # -- runs and events -------------------------------------------------------------------
 
-    async def invoke(self, workflow_id: str, trigger_id: str, data: Any = None) -> RunResult:
+    async def invoke(
+        self, workflow_id: str, trigger_id: str, data: Any = None, *, key: str | None = None
+    ) -> RunResult:
         """Start a run of a workflow's pipeline with `data` as its state; wait for it.
 
         Returns when the run completes, fails, pauses or is aborted. A trigger's `where`
         does not apply (it filters events). The run belongs to the runtime: cancelling
         this call does not cancel the run.
+
+        With an idempotency `key` (at most 256 characters) that an earlier `invoke` used,
+        here, in another process or before a restart, no run starts: this waits for the
+        first run and returns its result. The key is journaled with the run it started.
         """
-        dispatched = self._require_control().invoke(workflow_id, trigger_id, data)
+        control = self._require_control()
+        if key is not None:
+            await control.keyed("invoke", key)
+            first = control.claimed("invoke", key)  # no await since: no one claimed it since
+            if first is not None:
+                return await self._first_run(control, first)
+        dispatched = control.invoke(workflow_id, trigger_id, data, key=key)
+        if key is not None:  # shared with repeated calls: one caller's cancel is not theirs
+            return await asyncio.shield(dispatched.settled)
         # Not shielded: `settled` is this call's own future, and cancelling this call only
         # cancels the wait; the run itself goes on (saves a shield per run).
         return await dispatched.settled
 
-    async def emit(self, event_type: str, data: Any = None) -> str:
+    async def _first_run(self, control: Control, run_id: str) -> RunResult:
+        settling = control.settling.get(run_id)
+        if settling is not None and not settling.cancelled():
+            return await asyncio.shield(settling)
+        return await self.wait(run_id)
+
+    async def emit(self, event_type: str, data: Any = None, *, key: str | None = None) -> str:
         """Journal an event and route it; returns its id once it is committed.
 
         One event can start runs (matching triggers) and resume paused runs (matching
         waits); events matching waits registered early are buffered for them.
+
+        With an idempotency `key` (at most 256 characters) that an earlier `emit` used,
+        here, in another process or before a restart, nothing is emitted: the first
+        event's id is returned. The key is journaled with its event.
         """
-        event_id = self._require_control().emit(event_type, data)
+        control = self._require_control()
+        if key is not None:
+            first = await control.keyed("emit", key)
+            if first is not None:
+                return first
+        event_id = control.emit(event_type, data, key=key)
         await self._writer.flush()
         return event_id
 
