@@ -32,7 +32,6 @@ class Stmt(enum.Enum):
     ADD_VERSION = enum.auto()
     INSERT_RUN = enum.auto()
     INSERT_EVENT = enum.auto()
-    ADD_KEY = enum.auto()
     MARK_ROUTED = enum.auto()
     SET_FILE_SEEN = enum.auto()
     INSERT_WAIT = enum.auto()
@@ -200,14 +199,6 @@ def state_change(row: int, position: int, kind: str, state: str, at: int) -> lis
 def add_event(event_id: str, type_: str, data: str, source: str, at: int) -> Op:
     """An event accepted and routed by this process, in the same batch as its effects."""
     return Stmt.INSERT_EVENT, (event_id, type_, data, source, at, at)
-
-
-def add_key(kind: str, key: str, target: str, at: int) -> Op:
-    """An idempotency key of `kind` (``emit``, ``invoke``) and the event or run it made first.
-
-    A key already journaled keeps its first target (another process won the race).
-    """
-    return Stmt.ADD_KEY, (kind, key, target, at)
 
 
 def mark_routed(event_id: str, at: int) -> Op:

@@ -237,11 +237,13 @@ class JournalCommands(Protocol):
         *,
         source: str = "cli",
         key: str | None = None,
+        event_id: str | None = None,
     ) -> str:
         """Journal an event for the daemon to route; returns its id once committed.
 
         With an idempotency `key` seen before (kind ``emit``), nothing is written and the
         first event's id is returned; the key is checked and claimed in one transaction.
+        `event_id` is the new event's id (default: a new one).
         """
 
     def queue_command(self, command: str, run_id: str, payload: Any = None) -> int:
@@ -259,6 +261,14 @@ class JournalCommands(Protocol):
 
         With an idempotency `key` seen before (kind ``invoke``), nothing is queued and the
         first run's id is returned.
+        """
+
+    def claim_invoke(
+        self, run_id: str, workflow_id: str, trigger_id: str, data: Any, *, key: str | None
+    ) -> tuple[str, int | None]:
+        """Queue an invoke of run `run_id`; returns its run id and the command's id.
+
+        With a `key` seen before nothing is queued: the first run's id and None.
         """
 
 

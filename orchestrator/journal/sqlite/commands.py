@@ -47,14 +47,16 @@ def emit_event(
     *,
     source: str = "cli",
     key: str | None = None,
+    event_id: str | None = None,
 ) -> str:
     """Journal an event for the daemon to route; returns its id once committed.
 
     With `key`, an event journaled before under the same key is not written again: its id
     is returned. The key is looked up and claimed in the event's own transaction (taken
     with ``BEGIN IMMEDIATE``), so processes racing on one key write exactly one event.
+    `event_id` is the new event's id (default: a new one).
     """
-    event_id = new_id()
+    event_id = event_id or new_id()
     text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
     def insert(conn: sqlite3.Connection) -> str:
@@ -105,16 +107,30 @@ def queue_invoke(
     With `key`, a run invoked before under the same key (by any process) is not queued
     again: its id is returned, claimed in the command's own transaction like `emit_event`.
     """
-    run_id = new_id()
+    return claim_invoke(path, new_id(), workflow_id, trigger_id, data, key=key)[0]
+
+
+def claim_invoke(
+    path: Path,
+    run_id: str,
+    workflow_id: str,
+    trigger_id: str,
+    data: Any,
+    *,
+    key: str | None,
+) -> tuple[str, int | None]:
+    """Queue an invoke of run `run_id`; returns its run id and command id.
+
+    With a `key` seen before, nothing is queued: returns the first run's id and None.
+    """
     payload = {"data": data}
 
-    def insert(conn: sqlite3.Connection) -> str:
+    def insert(conn: sqlite3.Connection) -> tuple[str, int | None]:
         if key is not None:
             first = _claim(conn, "invoke", key, run_id, Clock().now_us())
             if first != run_id:
-                return first
-        _insert_command(conn, "invoke", run_id, workflow_id, trigger_id, payload)
-        return run_id
+                return first, None
+        return run_id, _insert_command(conn, "invoke", run_id, workflow_id, trigger_id, payload)
 
     return _transaction(path, insert)
 
@@ -203,9 +219,10 @@ class SqliteCommands:
         *,
         source: str = "cli",
         key: str | None = None,
+        event_id: str | None = None,
     ) -> str:
         """Journal an event for the daemon to route; returns its id (the first one's, `key`)."""
-        return emit_event(self.path, event_type, data, source=source, key=key)
+        return emit_event(self.path, event_type, data, source=source, key=key, event_id=event_id)
 
     def queue_command(self, command: str, run_id: str, payload: Any = None) -> int:
         """Check the run, then queue `command` for the daemon; returns the command's id."""
@@ -216,3 +233,12 @@ class SqliteCommands:
     ) -> str:
         """Queue a run for the daemon; returns its id (the first run's, with a `key` seen)."""
         return queue_invoke(self.path, workflow_id, trigger_id, data, key=key)
+
+    def claim_invoke(
+        self, run_id: str, workflow_id: str, trigger_id: str, data: Any, *, key: str | None
+    ) -> tuple[str, int | None]:
+        """Queue an invoke of run `run_id`; returns its run id and the command's id.
+
+        With a `key` seen before nothing is queued: the first run's id and None.
+        """
+        return claim_invoke(self.path, run_id, workflow_id, trigger_id, data, key=key)

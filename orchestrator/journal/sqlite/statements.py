@@ -36,10 +36,6 @@ SQL: Final[dict[Stmt, str]] = {
         "INSERT INTO events (event_id, type, data, source, created_at, routed_at)"
         " VALUES (?, ?, ?, ?, ?, ?)"
     ),
-    Stmt.ADD_KEY: (
-        "INSERT INTO idempotency_keys (kind, key, target, created_at) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT DO NOTHING"
-    ),
     Stmt.MARK_ROUTED: "UPDATE events SET routed_at = ? WHERE event_id = ?",
     Stmt.SET_FILE_SEEN: (
         "INSERT INTO files_seen (dir, glob, name, inode, at) VALUES (?, ?, ?, ?, ?)"
