@@ -20,7 +20,14 @@ from ..define.conditions import Conditions
 from ..define.model import FILE_CREATED, Trigger
 from ..define.services import ServiceScope
 from ..errors import OrchestratorError, RunNotActive, RunNotFound, ValidationError
-from ..journal import CommandRecord, JournalQueries, JournalWriter, UnfinishedRun, ops
+from ..journal import (
+    CommandRecord,
+    JournalCommands,
+    JournalQueries,
+    JournalWriter,
+    UnfinishedRun,
+    ops,
+)
 from ..records import FINAL_STATUSES, EventSource, RunCode, RunResult, RunStatus
 from ..state import (
     StateBoundsError,
@@ -35,6 +42,7 @@ from .admission import Dispatched
 from .dispatcher import Dispatcher
 from .events import EventBus
 from .executor import ActiveRun, ExecutorEnv
+from .keys import Keys
 from .lifecycle import Lifecycle
 from .parking import ParkedRun, Parking
 from .registry import RegisteredWorkflow, Registry
@@ -73,6 +81,7 @@ class Control:
         last_ticks: dict[tuple[str, str], int],
         max_recoveries: int | None = None,
         workers: WorkerPool | None = None,
+        commands: JournalCommands,
     ) -> None:
         self._writer, self._reader, self._clock = writer, reader, clock
         self._registry, self._lifecycle = registry, lifecycle
@@ -112,9 +121,9 @@ class Control:
             writer, clock, self.dispatcher, self.parking, self.admission, self.lookup
         )
         self.scheduler = Scheduler(writer, clock, self.timers, self._start_scheduled, last_ticks)
-        # Idempotency keys claimed or looked up here: (kind, key) -> event or run id, and
-        # how the runs invoked with a key settle (a repeated `invoke` waits on the same).
-        self._keys: dict[tuple[str, str], str] = {}
+        self._tasks = tasks
+        self.keys = Keys(commands, reader)
+        # How the runs invoked here with a key settle (a repeated `invoke` waits on them).
         self.settling: dict[str, asyncio.Future[RunResult]] = {}
         # Workflows with run-scoped services a crash left open, found once at `restore`
         # (None: not looked for; every registration then asks the journal).
@@ -221,55 +230,66 @@ class Control:
 
     # -- events and commands ---------------------------------------------------------------
 
-    def emit(
-        self, event_type: str, data: Any, *, source: str = "api", key: str | None = None
-    ) -> str:
-        """Accept and route an event (its writes are enqueued); returns its id.
-
-        With `key` already claimed in this process, nothing is emitted and the first
-        event's id is returned (`keyed` looks in the journal first).
-        """
-        if not isinstance(event_type, str) or not event_type.strip():
-            raise ValidationError(f"an event type must be a non-empty string, got {event_type!r}")
-        if len(event_type) > MAX_EVENT_TYPE:
-            raise ValidationError(
-                f"an event type is at most {MAX_EVENT_TYPE} characters, got {len(event_type):,}"
-            )
-        if not event_type.isascii() and ops.valid_text(event_type) != event_type:
-            raise ValidationError(f"an event type must be valid Unicode, got {event_type!r}")
-        event_data = _json_object(data, f"the data of event {event_type!r}")
-        first = self.claimed("emit", key)
-        if first is not None:
-            return first
+    def emit(self, event_type: str, data: Any, *, source: str = "api") -> str:
+        """Accept and route an event (its writes are enqueued); returns its id."""
+        event_data = _checked_event(event_type, data)
         event_id = new_id()
-        with self._writer.together():  # the key commits with its event, or neither does
-            self.bus.accept(event_id, event_type, event_data, source=source)
-            self._claim("emit", key, event_id)
+        self.bus.accept(event_id, event_type, event_data, source=source)
         return event_id
 
-    async def keyed(self, kind: str, key: str) -> str | None:
-        """What idempotency `key` of `kind` made first, here or in the journal, or None.
+    async def emit_keyed(self, event_type: str, data: Any, *, key: str, source: str = "api") -> str:
+        """Emit an event under an idempotency key, or return the id of the first one.
 
-        Keys this process claimed are remembered (their batch may not have committed yet);
-        others are looked up once everything enqueued has committed.
+        The key and the event commit together (`Keys`); the event is then routed here and
+        `emit_keyed` returns once its effects are committed. Shielded: a cancelled caller
+        leaves no event committed but unrouted.
+        """
+        event_data = _checked_event(event_type, data)
+        ops.checked_key(key)
+        work = self._emit_keyed(event_type, event_data, source, key)
+        return await asyncio.shield(self._tasks.create_task(work, name="emit-keyed"))
+
+    async def _emit_keyed(
+        self, event_type: str, data: dict[str, Any], source: str, key: str
+    ) -> str:
+        event_id, new = await self.keys.claim_event(event_type, data, source, key)
+        if new:
+            self.bus.accept(event_id, event_type, data, source=source, external=True)
+            await self._writer.flush()
+        return event_id
+
+    async def invoke_keyed(self, workflow_id: str, trigger_id: str, data: Any, key: str) -> str:
+        """Start a run under an idempotency key, or name the first one; returns its run id.
+
+        The key and an invoke command commit together (`Keys`); the command is applied
+        here at once, its run and its done mark in one batch. Shielded like `emit_keyed`.
         """
         ops.checked_key(key)
-        found = self._keys.get((kind, key))
-        if found is None:
-            await self._writer.flush()
-            found = self._keys.get((kind, key)) or await self._reader.keyed(kind, key)
-            if found is not None:
-                self._keys[kind, key] = found
-        return found
+        first = await self.keys.lookup("invoke", key)
+        if first is not None:
+            return first
+        self._registry.get(workflow_id).steps(trigger_id)  # refused before anything is written
+        state = _json_object(data, "the run's input")
+        _bounded(state, "the run's input")
+        work = self._invoke_keyed(workflow_id, trigger_id, state, key)
+        return await asyncio.shield(self._tasks.create_task(work, name="invoke-keyed"))
 
-    def claimed(self, kind: str, key: str | None) -> str | None:
-        """What `key` made first as far as this process knows (see `keyed`), or None."""
-        return None if key is None else self._keys.get((kind, key))
-
-    def _claim(self, kind: str, key: str | None, target: str) -> None:
-        if key is not None:
-            self._keys[kind, key] = target
-            self._writer.enqueue([ops.add_key(kind, key, target, self._clock.now_us())])
+    async def _invoke_keyed(
+        self, workflow_id: str, trigger_id: str, state: dict[str, Any], key: str
+    ) -> str:
+        run_id, command = await self.keys.claim_invoke(workflow_id, trigger_id, state, key)
+        if command is None:
+            return run_id
+        try:
+            with self._writer.together():  # no await inside: the writer thread waits
+                dispatched = self.invoke(workflow_id, trigger_id, state, run_id=run_id)
+                self.settling[run_id] = dispatched.settled
+                self._writer.enqueue([ops.inbox_done(command, "ok", self._clock.now_us())])
+        except OrchestratorError as exc:  # deregistered meanwhile: the command says why
+            outcome = f"{exc.code}: {exc}"
+            self._writer.enqueue([ops.inbox_done(command, outcome, self._clock.now_us())])
+            raise
+        return run_id
 
     async def locate(self, run_id: str) -> ParkedRun | ActiveRun | Elsewhere:
         """Where a run is: parked here, executing here, or elsewhere (as the journal says).
@@ -348,6 +368,8 @@ class Control:
         Invariant: the command's effects and its ``done`` mark join one batch, so after a
         crash a command is applied again only if none of it was committed.
         """
+        if command.command == "invoke" and command.run_id in self.keys.here:
+            return  # claimed under a key by this process, which applies it itself
         try:
             if command.problem is not None:
                 raise ValidationError(f"the command's payload cannot be read: {command.problem}")
@@ -385,30 +407,15 @@ class Control:
         )
 
     def invoke(
-        self,
-        workflow_id: str,
-        trigger_id: str,
-        data: Any,
-        run_id: str | None = None,
-        *,
-        key: str | None = None,
+        self, workflow_id: str, trigger_id: str, data: Any, run_id: str | None = None
     ) -> Dispatched:
-        """Dispatch a run of a workflow's pipeline (bypassing trigger conditions).
-
-        With `key`, the key is journaled in the run's batch (the caller has checked that
-        it is new, with `keyed`).
-        """
+        """Dispatch a run of a workflow's pipeline (bypassing trigger conditions)."""
         registered = self._registry.get(workflow_id)
         registered.steps(trigger_id)  # TriggerNotFound before anything is journaled
         _bounded(data, "the run's input")
-        with self._writer.together():  # the key commits with its run, or neither does
-            dispatched = self.admission.dispatch(
-                registered, trigger_id, {} if data is None else data, run_id=run_id
-            )
-            self._claim("invoke", key, dispatched.run_id)
-        if key is not None:
-            self.settling[dispatched.run_id] = dispatched.settled
-        return dispatched
+        return self.admission.dispatch(
+            registered, trigger_id, {} if data is None else data, run_id=run_id
+        )
 
     # -- internals -------------------------------------------------------------------------
 
@@ -466,6 +473,19 @@ def file_conditions(folder: Path, glob: str) -> Conditions:
     """What a ``file.created`` event must carry to start a `FileTrigger`'s run."""
     where = {"dir": ("==", str(folder)), "glob": ("==", glob)}
     return Conditions.parse(where, label=f"FileTrigger(dir={str(folder)!r}, glob={glob!r})")
+
+
+def _checked_event(event_type: Any, data: Any) -> dict[str, Any]:
+    """An event's data, once its type and data are fit to journal; else `ValidationError`."""
+    if not isinstance(event_type, str) or not event_type.strip():
+        raise ValidationError(f"an event type must be a non-empty string, got {event_type!r}")
+    if len(event_type) > MAX_EVENT_TYPE:
+        raise ValidationError(
+            f"an event type is at most {MAX_EVENT_TYPE} characters, got {len(event_type):,}"
+        )
+    if not event_type.isascii() and ops.valid_text(event_type) != event_type:
+        raise ValidationError(f"an event type must be valid Unicode, got {event_type!r}")
+    return _json_object(data, f"the data of event {event_type!r}")
 
 
 def _bounded(value: Any, what: str) -> None:

@@ -198,6 +198,7 @@ class Runtime:
             last_ticks=await reader.schedule_ticks(),
             max_recoveries=self._max_recoveries,
             workers=self._workers,
+            commands=self._journal.commands,
         )
         self._writer.enqueue(ops.reset_workflows())
         await control.restore()
@@ -211,7 +212,13 @@ class Runtime:
         if self._folder is not None:
             await self._load_folder(self._folder, tasks)
             control.runs.note_missing(self._registry.has)
-        poller = InboxPoller(reader, control.bus, control.apply_command, on_corrupt=self._fail)
+        poller = InboxPoller(
+            reader,
+            control.bus,
+            control.apply_command,
+            on_corrupt=self._fail,
+            here=control.keys.here,
+        )
         await self._apply_inbox(poller)
         control.runs.release_recovered()
         self._background.append(tasks.create_task(poller.run(), name="inbox"))
@@ -498,21 +505,25 @@ class Runtime:
         """
         control = self._require_control()
         if key is not None:
-            await control.keyed("invoke", key)
-            first = control.claimed("invoke", key)  # no await since: no one claimed it since
-            if first is not None:
-                return await self._first_run(control, first)
-        dispatched = control.invoke(workflow_id, trigger_id, data, key=key)
-        if key is not None:  # shared with repeated calls: one caller's cancel is not theirs
-            return await asyncio.shield(dispatched.settled)
+            run_id = await control.invoke_keyed(workflow_id, trigger_id, data, key)
+            return await self._first_run(control, run_id)
+        dispatched = control.invoke(workflow_id, trigger_id, data)
         # Not shielded: `settled` is this call's own future, and cancelling this call only
         # cancels the wait; the run itself goes on (saves a shield per run).
         return await dispatched.settled
 
     async def _first_run(self, control: Control, run_id: str) -> RunResult:
+        """How the run an idempotency key named settles, wherever it was invoked."""
         settling = control.settling.get(run_id)
         if settling is not None and not settling.cancelled():
+            # Shared by every call with the key: one caller's cancel is not the others'.
             return await asyncio.shield(settling)
+        reader = await self._read()
+        while await reader.get_run(run_id) is None:  # queued by another process, not applied
+            command = await reader.command_outcome(run_id)
+            if command is not None and command.outcome not in (None, "ok"):
+                raise ValidationError(f"run {run_id} was never started: {command.outcome}")
+            await asyncio.sleep(0.05)
         return await self.wait(run_id)
 
     async def emit(self, event_type: str, data: Any = None, *, key: str | None = None) -> str:
@@ -527,10 +538,8 @@ class Runtime:
         """
         control = self._require_control()
         if key is not None:
-            first = await control.keyed("emit", key)
-            if first is not None:
-                return first
-        event_id = control.emit(event_type, data, key=key)
+            return await control.emit_keyed(event_type, data, key=key)
+        event_id = control.emit(event_type, data)
         await self._writer.flush()
         return event_id
 
