@@ -284,6 +284,8 @@ class Control:
             with self._writer.together():  # no await inside: the writer thread waits
                 dispatched = self.invoke(workflow_id, trigger_id, state, run_id=run_id)
                 self.settling[run_id] = dispatched.settled
+                # Once settled the journal answers (`Runtime._first_run`): nothing piles up.
+                dispatched.settled.add_done_callback(lambda _: self.settling.pop(run_id, None))
                 self._writer.enqueue([ops.inbox_done(command, "ok", self._clock.now_us())])
         except OrchestratorError as exc:  # deregistered meanwhile: the command says why
             outcome = f"{exc.code}: {exc}"
