@@ -17,7 +17,14 @@ from typing import Any
 import pytest
 from procs import ROOT, Daemon, acli, cli, query
 
-from orchestrator import Runtime, Trigger, ValidationError, Workflow, WorkflowNotFound
+from orchestrator import (
+    JournalError,
+    Runtime,
+    Trigger,
+    ValidationError,
+    Workflow,
+    WorkflowNotFound,
+)
 from orchestrator.testing import eventually
 
 TIMEOUT = 30.0
@@ -170,6 +177,25 @@ async def test_an_unknown_workflow_with_a_key_claims_nothing(db: Path) -> None:
             await rt.invoke("nope", "go", {}, key="k")
         result = await rt.invoke("counter", "go", {}, key="k")
         assert result.status == "completed"
+
+
+async def test_a_failed_claim_is_the_callers_error_and_the_runtime_goes_on(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with Runtime(db, workflows=[COUNTER]) as rt:
+        commands = rt._require_control().keys._commands
+
+        def locked(*args: Any, **kwargs: Any) -> str:
+            raise JournalError("journal: still locked")
+
+        monkeypatch.setattr(commands, "emit_event", locked)
+        with pytest.raises(JournalError, match="still locked"):
+            await rt.emit("tick", {}, key="k")
+        monkeypatch.undo()
+        event_id = await rt.emit("tick", {}, key="k")  # nothing was claimed
+        assert (await rt.invoke("counter", "go", {})).status == "completed"
+        await rt.idle()
+    assert events_of(db, "tick") == [event_id]
 
 
 @pytest.mark.parametrize("key", ["", "x" * 257])

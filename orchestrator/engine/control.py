@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,8 +247,7 @@ class Control:
         """
         event_data = _checked_event(event_type, data)
         ops.checked_key(key)
-        work = self._emit_keyed(event_type, event_data, source, key)
-        return await asyncio.shield(self._tasks.create_task(work, name="emit-keyed"))
+        return await self._to_the_end(self._emit_keyed(event_type, event_data, source, key))
 
     async def _emit_keyed(
         self, event_type: str, data: dict[str, Any], source: str, key: str
@@ -271,8 +271,7 @@ class Control:
         self._registry.get(workflow_id).steps(trigger_id)  # refused before anything is written
         state = _json_object(data, "the run's input")
         _bounded(state, "the run's input")
-        work = self._invoke_keyed(workflow_id, trigger_id, state, key)
-        return await asyncio.shield(self._tasks.create_task(work, name="invoke-keyed"))
+        return await self._to_the_end(self._invoke_keyed(workflow_id, trigger_id, state, key))
 
     async def _invoke_keyed(
         self, workflow_id: str, trigger_id: str, state: dict[str, Any], key: str
@@ -292,6 +291,23 @@ class Control:
             self._writer.enqueue([ops.inbox_done(command, outcome, self._clock.now_us())])
             raise
         return run_id
+
+    async def _to_the_end(self, work: Coroutine[Any, Any, str]) -> str:
+        """Run `work` as a task of the runtime, finished even if the caller is cancelled.
+
+        Its error is the caller's, never the task group's (which would stop the runtime).
+        """
+
+        async def guarded() -> str | Exception:
+            try:
+                return await work
+            except Exception as exc:  # noqa: BLE001 - handed to the caller below
+                return exc
+
+        outcome = await asyncio.shield(self._tasks.create_task(guarded(), name="keyed"))
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
     async def locate(self, run_id: str) -> ParkedRun | ActiveRun | Elsewhere:
         """Where a run is: parked here, executing here, or elsewhere (as the journal says).
