@@ -133,10 +133,11 @@ def _schema_of(conn: sqlite3.Connection) -> list[tuple[str, str]]:
 async def test_a_journal_of_the_previous_schema_migrates_and_recovers(
     db: Path, tmp_path: Path
 ) -> None:
-    assert len(schema.MIGRATIONS) == 8  # this test is about migrations 7 and 8
+    assert len(schema.MIGRATIONS) == 9  # this test is about migrations 7 to 9
     await session(db, invoke=True)  # a run left running in step "hang"
-    # The same journal as the previous release wrote it: without what migrations 7 and 8 add.
+    # The same journal as the previous release wrote it: without what migrations 7 to 9 add.
     conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("DROP TABLE idempotency_keys")
     conn.execute("DROP TABLE recoveries")
     conn.execute("ALTER TABLE lease DROP COLUMN degraded")
     conn.execute("PRAGMA user_version = 6")
@@ -148,7 +149,7 @@ async def test_a_journal_of_the_previous_schema_migrates_and_recovers(
         [run] = await rt.list_all_runs()
         result = await rt.wait(run.run_id, timeout=5)
     assert result.status == "completed" and result.state == {"finished": True}
-    assert query(db, "PRAGMA user_version") == [(8,)]
+    assert query(db, "PRAGMA user_version") == [(9,)]
     assert query(db, "SELECT step, count FROM recoveries") == [("hang", 1)]
 
 

@@ -147,6 +147,11 @@ def _parser() -> argparse.ArgumentParser:
     emit = _command(commands, "emit", _cmd_emit, "journal an event; print its id")
     emit.add_argument("type", metavar="TYPE", help="the event type, e.g. payment.received")
     emit.add_argument("data", metavar="JSON", nargs="?", default="{}", help="the event's data")
+    emit.add_argument(
+        "--key",
+        metavar="K",
+        help="idempotency key: an emit with a key seen before prints the first event's id",
+    )
 
     resume = _command(commands, "resume", _cmd_resume, "resume a paused run")
     resume.add_argument("run_id", metavar="RUN_ID")
@@ -200,6 +205,11 @@ def _parser() -> argparse.ArgumentParser:
     invoke.add_argument("data", metavar="JSON", nargs="?", default="{}", help="the run's state")
     invoke.add_argument(
         "--wait", action="store_true", help="wait until the run completes, pauses or fails"
+    )
+    invoke.add_argument(
+        "--key",
+        metavar="K",
+        help="idempotency key: an invoke with a key seen before starts nothing (the first run's)",
     )
 
     workflows = _command(commands, "workflows", _cmd_workflows, "loaded workflows, load errors")
@@ -366,8 +376,16 @@ def _cmd_emit(args: argparse.Namespace) -> int:
     data = parse_json_object(args.data, "the event data")
     if not args.type.strip():
         raise UsageError("the event type must not be empty")
-    _out(journal_of(args).commands.emit_event(args.type, data))
+    key = _key(args)
+    _out(journal_of(args).commands.emit_event(args.type, data, key=key))
     return EXIT_OK
+
+
+def _key(args: argparse.Namespace) -> str | None:
+    """The ``--key`` given, checked (a `ValidationError` is a usage error), or None."""
+    from ..journal import ops
+
+    return None if args.key is None else ops.checked_key(args.key)
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
@@ -431,10 +449,10 @@ def _cmd_tui(args: argparse.Namespace) -> int:
 
 def _cmd_invoke(args: argparse.Namespace) -> int:
     journal = journal_of(args)
-    data = parse_json_object(args.data, "the run's state")
+    data, key = parse_json_object(args.data, "the run's state"), _key(args)
     if journal.exists():
         _run(_check_invocable(journal, args.workflow, args.trigger))
-    run_id = journal.commands.queue_invoke(args.workflow, args.trigger, data)
+    run_id = journal.commands.queue_invoke(args.workflow, args.trigger, data, key=key)
     _out(run_id)
     sys.stdout.flush()
     if not args.wait:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,14 @@ from ..define.conditions import Conditions
 from ..define.model import FILE_CREATED, Trigger
 from ..define.services import ServiceScope
 from ..errors import OrchestratorError, RunNotActive, RunNotFound, ValidationError
-from ..journal import CommandRecord, JournalQueries, JournalWriter, UnfinishedRun, ops
+from ..journal import (
+    CommandRecord,
+    JournalCommands,
+    JournalQueries,
+    JournalWriter,
+    UnfinishedRun,
+    ops,
+)
 from ..records import FINAL_STATUSES, EventSource, RunCode, RunResult, RunStatus
 from ..state import (
     StateBoundsError,
@@ -35,6 +43,7 @@ from .admission import Dispatched
 from .dispatcher import Dispatcher
 from .events import EventBus
 from .executor import ActiveRun, ExecutorEnv
+from .keys import Keys
 from .lifecycle import Lifecycle
 from .parking import ParkedRun, Parking
 from .registry import RegisteredWorkflow, Registry
@@ -73,6 +82,7 @@ class Control:
         last_ticks: dict[tuple[str, str], int],
         max_recoveries: int | None = None,
         workers: WorkerPool | None = None,
+        commands: JournalCommands,
     ) -> None:
         self._writer, self._reader, self._clock = writer, reader, clock
         self._registry, self._lifecycle = registry, lifecycle
@@ -112,6 +122,10 @@ class Control:
             writer, clock, self.dispatcher, self.parking, self.admission, self.lookup
         )
         self.scheduler = Scheduler(writer, clock, self.timers, self._start_scheduled, last_ticks)
+        self._tasks = tasks
+        self.keys = Keys(commands, reader)
+        # How the runs invoked here with a key settle (a repeated `invoke` waits on them).
+        self.settling: dict[str, asyncio.Future[RunResult]] = {}
         # Workflows with run-scoped services a crash left open, found once at `restore`
         # (None: not looked for; every registration then asks the journal).
         self._unclosed: set[str] | None = None
@@ -219,18 +233,81 @@ class Control:
 
     def emit(self, event_type: str, data: Any, *, source: str = "api") -> str:
         """Accept and route an event (its writes are enqueued); returns its id."""
-        if not isinstance(event_type, str) or not event_type.strip():
-            raise ValidationError(f"an event type must be a non-empty string, got {event_type!r}")
-        if len(event_type) > MAX_EVENT_TYPE:
-            raise ValidationError(
-                f"an event type is at most {MAX_EVENT_TYPE} characters, got {len(event_type):,}"
-            )
-        if not event_type.isascii() and ops.valid_text(event_type) != event_type:
-            raise ValidationError(f"an event type must be valid Unicode, got {event_type!r}")
-        event_data = _json_object(data, f"the data of event {event_type!r}")
+        event_data = _checked_event(event_type, data)
         event_id = new_id()
         self.bus.accept(event_id, event_type, event_data, source=source)
         return event_id
+
+    async def emit_keyed(self, event_type: str, data: Any, *, key: str, source: str = "api") -> str:
+        """Emit an event under an idempotency key, or return the id of the first one.
+
+        The key and the event commit together (`Keys`); the event is then routed here and
+        `emit_keyed` returns once its effects are committed. Shielded: a cancelled caller
+        leaves no event committed but unrouted.
+        """
+        event_data = _checked_event(event_type, data)
+        ops.checked_key(key)
+        return await self._to_the_end(self._emit_keyed(event_type, event_data, source, key))
+
+    async def _emit_keyed(
+        self, event_type: str, data: dict[str, Any], source: str, key: str
+    ) -> str:
+        event_id, new = await self.keys.claim_event(event_type, data, source, key)
+        if new:
+            self.bus.accept(event_id, event_type, data, source=source, external=True)
+            await self._writer.flush()
+        return event_id
+
+    async def invoke_keyed(self, workflow_id: str, trigger_id: str, data: Any, key: str) -> str:
+        """Start a run under an idempotency key, or name the first one; returns its run id.
+
+        The key and an invoke command commit together (`Keys`); the command is applied
+        here at once, its run and its done mark in one batch. Shielded like `emit_keyed`.
+        """
+        ops.checked_key(key)
+        first = await self.keys.lookup("invoke", key)
+        if first is not None:
+            return first
+        self._registry.get(workflow_id).steps(trigger_id)  # refused before anything is written
+        state = _json_object(data, "the run's input")
+        _bounded(state, "the run's input")
+        return await self._to_the_end(self._invoke_keyed(workflow_id, trigger_id, state, key))
+
+    async def _invoke_keyed(
+        self, workflow_id: str, trigger_id: str, state: dict[str, Any], key: str
+    ) -> str:
+        run_id, command = await self.keys.claim_invoke(workflow_id, trigger_id, state, key)
+        if command is None:
+            return run_id
+        try:
+            with self._writer.together():  # no await inside: the writer thread waits
+                dispatched = self.invoke(workflow_id, trigger_id, state, run_id=run_id)
+                self.settling[run_id] = dispatched.settled
+                # Once settled the journal answers (`Runtime._first_run`): nothing piles up.
+                dispatched.settled.add_done_callback(lambda _: self.settling.pop(run_id, None))
+                self._writer.enqueue([ops.inbox_done(command, "ok", self._clock.now_us())])
+        except OrchestratorError as exc:  # deregistered meanwhile: the command says why
+            outcome = f"{exc.code}: {exc}"
+            self._writer.enqueue([ops.inbox_done(command, outcome, self._clock.now_us())])
+            raise
+        return run_id
+
+    async def _to_the_end(self, work: Coroutine[Any, Any, str]) -> str:
+        """Run `work` as a task of the runtime, finished even if the caller is cancelled.
+
+        Its error is the caller's, never the task group's (which would stop the runtime).
+        """
+
+        async def guarded() -> str | Exception:
+            try:
+                return await work
+            except Exception as exc:  # noqa: BLE001 - handed to the caller below
+                return exc
+
+        outcome = await asyncio.shield(self._tasks.create_task(guarded(), name="keyed"))
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
     async def locate(self, run_id: str) -> ParkedRun | ActiveRun | Elsewhere:
         """Where a run is: parked here, executing here, or elsewhere (as the journal says).
@@ -307,6 +384,8 @@ class Control:
         Invariant: the command's effects and its ``done`` mark join one batch, so after a
         crash a command is applied again only if none of it was committed.
         """
+        if command.command == "invoke" and command.run_id in self.keys.here:
+            return  # claimed under a key by this process, which applies it itself
         try:
             if command.problem is not None:
                 raise ValidationError(f"the command's payload cannot be read: {command.problem}")
@@ -417,6 +496,19 @@ def file_conditions(folder: Path, glob: str) -> Conditions:
     """What a ``file.created`` event must carry to start a `FileTrigger`'s run."""
     where = {"dir": ("==", str(folder)), "glob": ("==", glob)}
     return Conditions.parse(where, label=f"FileTrigger(dir={str(folder)!r}, glob={glob!r})")
+
+
+def _checked_event(event_type: Any, data: Any) -> dict[str, Any]:
+    """An event's data, once its type and data are fit to journal; else `ValidationError`."""
+    if not isinstance(event_type, str) or not event_type.strip():
+        raise ValidationError(f"an event type must be a non-empty string, got {event_type!r}")
+    if len(event_type) > MAX_EVENT_TYPE:
+        raise ValidationError(
+            f"an event type is at most {MAX_EVENT_TYPE} characters, got {len(event_type):,}"
+        )
+    if not event_type.isascii() and ops.valid_text(event_type) != event_type:
+        raise ValidationError(f"an event type must be valid Unicode, got {event_type!r}")
+    return _json_object(data, f"the data of event {event_type!r}")
 
 
 def _bounded(value: Any, what: str) -> None:

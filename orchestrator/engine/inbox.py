@@ -33,8 +33,11 @@ class InboxPoller:
         *,
         interval: float = POLL_SECONDS,
         on_corrupt: Callable[[JournalError], None] | None = None,
+        here: set[str] | None = None,
     ) -> None:
         self._reader, self._bus, self._apply = reader, bus, apply
+        # Events this process wrote under an idempotency key and routes itself (`Keys`).
+        self._here = set() if here is None else here
         self._on_corrupt = on_corrupt
         self._interval = interval
         # Invariant: rows up to these ids have been handed on (their writes may still be
@@ -107,6 +110,8 @@ class InboxPoller:
     async def _hand_on(self, row: EventRecord | CommandRecord) -> None:
         if isinstance(row, EventRecord):
             self._last_event = row.id
+            if row.event_id in self._here:
+                return
             if row.problem is not None:
                 _log.error("event %s (%s) is skipped: %s", row.event_id, row.type, row.problem)
                 self._bus.skip(row.event_id)

@@ -198,6 +198,7 @@ class Runtime:
             last_ticks=await reader.schedule_ticks(),
             max_recoveries=self._max_recoveries,
             workers=self._workers,
+            commands=self._journal.commands,
         )
         self._writer.enqueue(ops.reset_workflows())
         await control.restore()
@@ -211,7 +212,13 @@ class Runtime:
         if self._folder is not None:
             await self._load_folder(self._folder, tasks)
             control.runs.note_missing(self._registry.has)
-        poller = InboxPoller(reader, control.bus, control.apply_command, on_corrupt=self._fail)
+        poller = InboxPoller(
+            reader,
+            control.bus,
+            control.apply_command,
+            on_corrupt=self._fail,
+            here=control.keys.here,
+        )
         await self._apply_inbox(poller)
         control.runs.release_recovered()
         self._background.append(tasks.create_task(poller.run(), name="inbox"))
@@ -483,25 +490,56 @@ class Runtime:
 
     # -- runs and events -------------------------------------------------------------------
 
-    async def invoke(self, workflow_id: str, trigger_id: str, data: Any = None) -> RunResult:
+    async def invoke(
+        self, workflow_id: str, trigger_id: str, data: Any = None, *, key: str | None = None
+    ) -> RunResult:
         """Start a run of a workflow's pipeline with `data` as its state; wait for it.
 
         Returns when the run completes, fails, pauses or is aborted. A trigger's `where`
         does not apply (it filters events). The run belongs to the runtime: cancelling
         this call does not cancel the run.
+
+        With an idempotency `key` (at most 256 characters) that an earlier `invoke` used,
+        here, in another process or before a restart, no run starts: this waits for the
+        first run and returns its result. The key is journaled with the run it started.
         """
-        dispatched = self._require_control().invoke(workflow_id, trigger_id, data)
+        control = self._require_control()
+        if key is not None:
+            run_id = await control.invoke_keyed(workflow_id, trigger_id, data, key)
+            return await self._first_run(control, run_id)
+        dispatched = control.invoke(workflow_id, trigger_id, data)
         # Not shielded: `settled` is this call's own future, and cancelling this call only
         # cancels the wait; the run itself goes on (saves a shield per run).
         return await dispatched.settled
 
-    async def emit(self, event_type: str, data: Any = None) -> str:
+    async def _first_run(self, control: Control, run_id: str) -> RunResult:
+        """How the run an idempotency key named settles, wherever it was invoked."""
+        settling = control.settling.get(run_id)
+        if settling is not None and not settling.cancelled():
+            # Shared by every call with the key: one caller's cancel is not the others'.
+            return await asyncio.shield(settling)
+        reader = await self._read()
+        while await reader.get_run(run_id) is None:  # queued by another process, not applied
+            command = await reader.command_outcome(run_id)
+            if command is not None and command.outcome not in (None, "ok"):
+                raise ValidationError(f"run {run_id} was never started: {command.outcome}")
+            await asyncio.sleep(0.05)
+        return await self.wait(run_id)
+
+    async def emit(self, event_type: str, data: Any = None, *, key: str | None = None) -> str:
         """Journal an event and route it; returns its id once it is committed.
 
         One event can start runs (matching triggers) and resume paused runs (matching
         waits); events matching waits registered early are buffered for them.
+
+        With an idempotency `key` (at most 256 characters) that an earlier `emit` used,
+        here, in another process or before a restart, nothing is emitted: the first
+        event's id is returned. The key is journaled with its event.
         """
-        event_id = self._require_control().emit(event_type, data)
+        control = self._require_control()
+        if key is not None:
+            return await control.emit_keyed(event_type, data, key=key)
+        event_id = control.emit(event_type, data)
         await self._writer.flush()
         return event_id
 

@@ -18,6 +18,7 @@ import enum
 import json
 from typing import Any
 
+from ..errors import ValidationError
 from ..records import RunCode, RunStatus
 
 
@@ -286,3 +287,24 @@ def valid_text(text: str | None) -> str | None:
     if text.isascii():
         return text
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+MAX_KEY = 256  # characters of an idempotency key: it names a request, it carries no data
+KEY_KINDS = ("emit", "invoke")
+
+
+def checked_key(key: object) -> str:
+    """`key` if it is a usable idempotency key: a non-empty, bounded, valid Unicode string.
+
+    Raises:
+        ValidationError: It is not.
+    """
+    if not isinstance(key, str) or not key:
+        raise ValidationError(f"an idempotency key must be a non-empty string, got {key!r}")
+    if len(key) > MAX_KEY:
+        raise ValidationError(
+            f"an idempotency key is at most {MAX_KEY} characters, got {len(key):,}"
+        )
+    if not key.isascii() and valid_text(key) != key:
+        raise ValidationError(f"an idempotency key must be valid Unicode, got {key!r}")
+    return key

@@ -183,6 +183,9 @@ class JournalQueries(ChangeFeed, Protocol):
     async def command_outcome(self, run_id: str) -> CommandOutcome | None:
         """The latest command about `run_id` (an invoke names its run), or None."""
 
+    async def keyed(self, kind: str, key: str) -> str | None:
+        """What the idempotency `key` of `kind` (``emit``, ``invoke``) made first, or None."""
+
 
 class DashboardViews(ChangeFeed, Protocol):
     """What the dashboard reads: each query paged or bounded, damaged rows decoded anyway."""
@@ -227,8 +230,21 @@ class JournalCommands(Protocol):
     Each commits before it returns, whether or not a daemon runs.
     """
 
-    def emit_event(self, event_type: str, data: dict[str, Any], *, source: str = "cli") -> str:
-        """Journal an event for the daemon to route; returns its id once committed."""
+    def emit_event(
+        self,
+        event_type: str,
+        data: dict[str, Any],
+        *,
+        source: str = "cli",
+        key: str | None = None,
+        event_id: str | None = None,
+    ) -> str:
+        """Journal an event for the daemon to route; returns its id once committed.
+
+        With an idempotency `key` seen before (kind ``emit``), nothing is written and the
+        first event's id is returned; the key is checked and claimed in one transaction.
+        `event_id` is the new event's id (default: a new one).
+        """
 
     def queue_command(self, command: str, run_id: str, payload: Any = None) -> int:
         """Check the run, then queue `command` for the daemon; returns the command's id.
@@ -238,8 +254,22 @@ class JournalCommands(Protocol):
             RunNotActive: The run's status does not allow the command.
         """
 
-    def queue_invoke(self, workflow_id: str, trigger_id: str, data: dict[str, Any]) -> str:
-        """Queue a run of a workflow's pipeline for the daemon; returns the new run's id."""
+    def queue_invoke(
+        self, workflow_id: str, trigger_id: str, data: dict[str, Any], *, key: str | None = None
+    ) -> str:
+        """Queue a run of a workflow's pipeline for the daemon; returns the new run's id.
+
+        With an idempotency `key` seen before (kind ``invoke``), nothing is queued and the
+        first run's id is returned.
+        """
+
+    def claim_invoke(
+        self, run_id: str, workflow_id: str, trigger_id: str, data: Any, *, key: str | None
+    ) -> tuple[str, int | None]:
+        """Queue an invoke of run `run_id`; returns its run id and the command's id.
+
+        With a `key` seen before nothing is queued: the first run's id and None.
+        """
 
 
 class JournalBackend(Protocol):

@@ -40,15 +40,34 @@ _ALLOWED = {
 }
 
 
-def emit_event(path: Path, event_type: str, data: dict[str, Any], *, source: str = "cli") -> str:
-    """Journal an event for the daemon to route; returns its id once committed."""
-    event_id = new_id()
+def emit_event(
+    path: Path,
+    event_type: str,
+    data: dict[str, Any],
+    *,
+    source: str = "cli",
+    key: str | None = None,
+    event_id: str | None = None,
+) -> str:
+    """Journal an event for the daemon to route; returns its id once committed.
+
+    With `key`, an event journaled before under the same key is not written again: its id
+    is returned. The key is looked up and claimed in the event's own transaction (taken
+    with ``BEGIN IMMEDIATE``), so processes racing on one key write exactly one event.
+    `event_id` is the new event's id (default: a new one).
+    """
+    event_id = event_id or new_id()
     text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
     def insert(conn: sqlite3.Connection) -> str:
+        now = Clock().now_us()
+        if key is not None:
+            first = _claim(conn, "emit", key, event_id, now)
+            if first != event_id:
+                return first
         conn.execute(
             "INSERT INTO events (event_id, type, data, source, created_at) VALUES (?, ?, ?, ?, ?)",
-            (event_id, event_type, text, source, Clock().now_us()),
+            (event_id, event_type, text, source, now),
         )
         return event_id
 
@@ -75,14 +94,59 @@ def queue_command(path: Path, command: str, run_id: str, payload: Any = None) ->
     return _transaction(path, insert)
 
 
-def queue_invoke(path: Path, workflow_id: str, trigger_id: str, data: dict[str, Any]) -> str:
-    """Queue a run of a workflow's pipeline for the daemon; returns the new run's id."""
-    run_id = new_id()
+def queue_invoke(
+    path: Path,
+    workflow_id: str,
+    trigger_id: str,
+    data: dict[str, Any],
+    *,
+    key: str | None = None,
+) -> str:
+    """Queue a run of a workflow's pipeline for the daemon; returns the new run's id.
+
+    With `key`, a run invoked before under the same key (by any process) is not queued
+    again: its id is returned, claimed in the command's own transaction like `emit_event`.
+    """
+    return claim_invoke(path, new_id(), workflow_id, trigger_id, data, key=key)[0]
+
+
+def claim_invoke(
+    path: Path,
+    run_id: str,
+    workflow_id: str,
+    trigger_id: str,
+    data: Any,
+    *,
+    key: str | None,
+) -> tuple[str, int | None]:
+    """Queue an invoke of run `run_id`; returns its run id and command id.
+
+    With a `key` seen before, nothing is queued: returns the first run's id and None.
+    """
     payload = {"data": data}
-    _transaction(
-        path, lambda conn: _insert_command(conn, "invoke", run_id, workflow_id, trigger_id, payload)
+
+    def insert(conn: sqlite3.Connection) -> tuple[str, int | None]:
+        if key is not None:
+            first = _claim(conn, "invoke", key, run_id, Clock().now_us())
+            if first != run_id:
+                return first, None
+        return run_id, _insert_command(conn, "invoke", run_id, workflow_id, trigger_id, payload)
+
+    return _transaction(path, insert)
+
+
+def _claim(conn: sqlite3.Connection, kind: str, key: str, target: str, at: int) -> str:
+    """The target `key` already names, or `target` once the key is claimed for it."""
+    row = conn.execute(
+        "SELECT target FROM idempotency_keys WHERE kind = ? AND key = ?", (kind, key)
+    ).fetchone()
+    if row is not None:
+        return str(row[0])
+    conn.execute(
+        "INSERT INTO idempotency_keys (kind, key, target, created_at) VALUES (?, ?, ?, ?)",
+        (kind, key, target, at),
     )
-    return run_id
+    return target
 
 
 def _insert_command(
@@ -148,14 +212,33 @@ class SqliteCommands:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def emit_event(self, event_type: str, data: dict[str, Any], *, source: str = "cli") -> str:
-        """Journal an event for the daemon to route; returns its id once committed."""
-        return emit_event(self.path, event_type, data, source=source)
+    def emit_event(
+        self,
+        event_type: str,
+        data: dict[str, Any],
+        *,
+        source: str = "cli",
+        key: str | None = None,
+        event_id: str | None = None,
+    ) -> str:
+        """Journal an event for the daemon to route; returns its id (the first one's, `key`)."""
+        return emit_event(self.path, event_type, data, source=source, key=key, event_id=event_id)
 
     def queue_command(self, command: str, run_id: str, payload: Any = None) -> int:
         """Check the run, then queue `command` for the daemon; returns the command's id."""
         return queue_command(self.path, command, run_id, payload)
 
-    def queue_invoke(self, workflow_id: str, trigger_id: str, data: dict[str, Any]) -> str:
-        """Queue a run of a workflow's pipeline for the daemon; returns the new run's id."""
-        return queue_invoke(self.path, workflow_id, trigger_id, data)
+    def queue_invoke(
+        self, workflow_id: str, trigger_id: str, data: dict[str, Any], *, key: str | None = None
+    ) -> str:
+        """Queue a run for the daemon; returns its id (the first run's, with a `key` seen)."""
+        return queue_invoke(self.path, workflow_id, trigger_id, data, key=key)
+
+    def claim_invoke(
+        self, run_id: str, workflow_id: str, trigger_id: str, data: Any, *, key: str | None
+    ) -> tuple[str, int | None]:
+        """Queue an invoke of run `run_id`; returns its run id and the command's id.
+
+        With a `key` seen before nothing is queued: the first run's id and None.
+        """
+        return claim_invoke(self.path, run_id, workflow_id, trigger_id, data, key=key)

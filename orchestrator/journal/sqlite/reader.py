@@ -369,6 +369,13 @@ class JournalReader:
         )
         return CommandOutcome(rows[0][0], rows[0][1]) if rows else None
 
+    async def keyed(self, kind: str, key: str) -> str | None:
+        """What the idempotency `key` of `kind` (``emit``, ``invoke``) made first, or None."""
+        rows = await self._fetch(
+            "SELECT target FROM idempotency_keys WHERE kind = ? AND key = ?", [kind, key]
+        )
+        return str(rows[0][0]) if rows else None
+
     async def run_status(self, run_id: str) -> tuple[int, RunStatus] | None:
         """The run's row id and status, or None if unknown."""
         rows = await self._fetch("SELECT id, status FROM runs WHERE run_id = ?", [run_id])

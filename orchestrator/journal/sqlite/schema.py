@@ -190,6 +190,18 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE lease ADD COLUMN degraded TEXT;
     """,
+    # 9: idempotency keys of `emit` and `invoke` (kind 'emit' or 'invoke', one namespace
+    # each) and what each produced first (an event id, a run id); committed with that event
+    # or run. The primary key is what makes two processes racing on one key write one row.
+    """
+    CREATE TABLE idempotency_keys (
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        target TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (kind, key)
+    ) WITHOUT ROWID;
+    """,
 )
 
 
