@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # the CLI's small commands must not load asyncio
         EventRecord,
         LoadErrorRecord,
         Opened,
+        RunMatches,
         UnfinishedRun,
         WaitRecord,
         WorkflowRecord,
@@ -127,6 +128,12 @@ class JournalQueries(ChangeFeed, Protocol):
 
     async def get_run(self, run_id: str) -> RunInfo | None:
         """One run, or None if the journal has no such run."""
+
+    async def match_runs(self, prefix: str, *, limit: int = 5) -> RunMatches:
+        """The runs whose id starts with `prefix`: the first `limit` by id, and how many.
+
+        One range of the run id index, fast however many runs the journal holds.
+        """
 
     async def list_runs(
         self, *, status: str | None = None, workflow: str | None = None, limit: int = 100
@@ -240,6 +247,12 @@ class JournalCommands(Protocol):
 
     def queue_invoke(self, workflow_id: str, trigger_id: str, data: dict[str, Any]) -> str:
         """Queue a run of a workflow's pipeline for the daemon; returns the new run's id."""
+
+    def match_runs(self, prefix: str, *, limit: int = 5) -> RunMatches:
+        """`JournalQueries.match_runs` without an event loop, for the writing commands.
+
+        Creates the journal if there is none, as the writes do.
+        """
 
 
 class JournalBackend(Protocol):
