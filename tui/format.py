@@ -65,7 +65,10 @@ def status_text(status: str) -> Text:
 
 
 def short_id(ident: str) -> str:
-    """The first 8 characters of a run or event id (enough to tell runs apart)."""
+    """The first 8 characters of a run or event id (enough to tell runs apart).
+
+    The CLI takes a run's as a prefix (`orchestrator show 3f9a61c2`): it needs 4 or more.
+    """
     return ident[:8]
 
 

@@ -14,7 +14,11 @@ EXIT_USAGE = 2
 
 
 class UsageError(Exception):
-    """Bad input on the command line: exit 2 with this message."""
+    """Bad input on the command line: exit 2 with this message (then `more` lines, if any)."""
+
+    def __init__(self, message: str, *more: str) -> None:
+        super().__init__(message)
+        self.more = more
 
 
 class Parser(argparse.ArgumentParser):

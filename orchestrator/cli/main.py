@@ -6,7 +6,9 @@ daemon's memory. Exit codes: 0 success, 1 the run or action failed, 2 bad usage 
 Heavy modules are imported inside the command that needs them, to keep start-up small.
 
 Bad input is one line on stderr, ``error:`` then what is wrong, where, and how to fix it;
-never a traceback. Every line printed for a human goes through `output.escape`.
+never a traceback (an ambiguous run id prefix adds its candidates, one a line). Every line
+printed for a human goes through `output.escape`. Every command that takes a RUN_ID takes a
+unique prefix of it too (`run_ids`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from ..errors import JournalError, OrchestratorError, PipelineError, RunNotFound, ValidationError
 from ..records import STATUSES
 from .arguments import EXIT_USAGE, Parser, UsageError, check_text, excerpt
+from .run_ids import SHOWN, resolved
 
 if TYPE_CHECKING:
     from ..journal import JournalBackend, JournalQueries
@@ -61,7 +64,7 @@ def _main(argv: Sequence[str] | None) -> int:
         code: int = _run(outcome) if isinstance(outcome, Coroutine) else outcome
         return code
     except UsageError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return _fail(str(exc), EXIT_USAGE, *exc.more)
     except (ValidationError, JournalError, RunNotFound) as exc:
         return _fail(f"{exc} [{exc.code}]", EXIT_USAGE)
     except OrchestratorError as exc:
@@ -364,10 +367,12 @@ async def _cmd_show(args: argparse.Namespace) -> int:
     async with _reading(journal) as reader:
         if reader is None:
             raise UsageError(f"no run {args.run_id!r}: journal {journal.location} does not exist")
-        info = await reader.get_run(args.run_id)
-        timeline = await reader.timeline(args.run_id) if info is not None else None
-    if info is None or timeline is None:
-        raise UsageError(f"no run {args.run_id!r} in journal {journal.location}")
+        found = await reader.match_runs(args.run_id, limit=SHOWN)
+        run_id = resolved(args.run_id, found, journal.location)
+        info = await reader.get_run(run_id)
+        timeline = await reader.timeline(run_id) if info is not None else None
+    if info is None or timeline is None:  # pruned meanwhile
+        raise RunNotFound(f"no run {run_id!r} in journal {journal.location}")
     _out(output.run_json(info, timeline) if args.json else output.run_text(info, timeline))
     return EXIT_OK
 
@@ -401,8 +406,12 @@ def _cmd_abort(args: argparse.Namespace) -> int:
 
 
 def _queue(args: argparse.Namespace, command: str, payload: Any) -> int:
-    journal_of(args).commands.queue_command(command, args.run_id, payload)
-    _out(f"{command} of run {args.run_id} queued; the daemon applies it")
+    journal = journal_of(args)
+    # Resolved before anything is written: the inbox holds whole run ids only.
+    found = journal.commands.match_runs(args.run_id, limit=SHOWN)
+    run_id = resolved(args.run_id, found, journal.location)
+    journal.commands.queue_command(command, run_id, payload)
+    _out(f"{command} of run {run_id} queued; the daemon applies it")
     return EXIT_OK
 
 

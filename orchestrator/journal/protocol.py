@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # the CLI's small commands must not load asyncio
         EventRecord,
         LoadErrorRecord,
         Opened,
+        RunMatches,
         UnfinishedRun,
         WaitRecord,
         WorkflowRecord,
@@ -127,6 +128,12 @@ class JournalQueries(ChangeFeed, Protocol):
 
     async def get_run(self, run_id: str) -> RunInfo | None:
         """One run, or None if the journal has no such run."""
+
+    async def match_runs(self, prefix: str, *, limit: int = 5) -> RunMatches:
+        """The runs whose id starts with `prefix`: the first `limit` by id, and how many.
+
+        One range of the run id index, fast however many runs the journal holds.
+        """
 
     async def list_runs(
         self, *, status: str | None = None, workflow: str | None = None, limit: int = 100
@@ -269,6 +276,12 @@ class JournalCommands(Protocol):
         """Queue an invoke of run `run_id`; returns its run id and the command's id.
 
         With a `key` seen before nothing is queued: the first run's id and None.
+        """
+
+    def match_runs(self, prefix: str, *, limit: int = 5) -> RunMatches:
+        """`JournalQueries.match_runs` without an event loop, for the writing commands.
+
+        Creates the journal if there is none, as the writes do.
         """
 
 

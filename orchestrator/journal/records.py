@@ -123,3 +123,20 @@ class CommandOutcome:
 
     id: int
     outcome: str | None
+
+
+@dataclass(frozen=True)
+class RunMatch:
+    """A run whose id starts with a prefix the user typed: enough to tell it apart."""
+
+    run_id: str
+    workflow_id: str
+    status: str
+
+
+@dataclass(frozen=True)
+class RunMatches:
+    """The runs whose id starts with a prefix: the first few, by id, and how many in all."""
+
+    runs: tuple[RunMatch, ...]
+    total: int

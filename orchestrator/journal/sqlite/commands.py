@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 from ...clock import Clock, new_id
 from ...errors import JournalError, RunNotActive, RunNotFound
 from ...records import RunStatus
+from ..records import RunMatches
+from . import prefixes
 from .connection import (
     ACCESS_CODES,
     SQLITE_ERRORS,
@@ -92,6 +94,14 @@ def queue_command(path: Path, command: str, run_id: str, payload: Any = None) ->
         return _insert_command(conn, command, run_id, None, None, payload)
 
     return _transaction(path, insert)
+
+
+def match_runs(path: Path, prefix: str, limit: int = 5) -> RunMatches:
+    """The runs whose id starts with `prefix`: the first `limit` by id, and how many."""
+    return _transaction(
+        path,
+        lambda conn: prefixes.matches(conn.execute(prefixes.SQL, prefixes.params(prefix, limit))),
+    )
 
 
 def queue_invoke(
@@ -227,6 +237,10 @@ class SqliteCommands:
     def queue_command(self, command: str, run_id: str, payload: Any = None) -> int:
         """Check the run, then queue `command` for the daemon; returns the command's id."""
         return queue_command(self.path, command, run_id, payload)
+
+    def match_runs(self, prefix: str, *, limit: int = 5) -> RunMatches:
+        """The runs whose id starts with `prefix`: the first `limit` by id, and how many."""
+        return match_runs(self.path, prefix, limit)
 
     def queue_invoke(
         self, workflow_id: str, trigger_id: str, data: dict[str, Any], *, key: str | None = None

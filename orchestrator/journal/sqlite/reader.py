@@ -25,12 +25,13 @@ from ..records import (
     DaemonRecord,
     EventRecord,
     LoadErrorRecord,
+    RunMatches,
     UnfinishedRun,
     WaitRecord,
     WorkflowRecord,
 )
 from ..timeline import assemble_timeline
-from . import lease
+from . import lease, prefixes
 from .connection import SQLITE_ERRORS, connect_reader, is_corrupt, not_a_journal, open_error
 from .schema import APPLICATION_ID, MIGRATIONS
 
@@ -87,6 +88,10 @@ class JournalReader:
         """One run, or None if the journal has no such run."""
         rows = await self._fetch(f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.run_id = ?", [run_id])
         return _run_info(rows[0]) if rows else None
+
+    async def match_runs(self, prefix: str, *, limit: int = 5) -> RunMatches:
+        """The runs whose id starts with `prefix`: the first `limit` by id, and how many."""
+        return prefixes.matches(await self._fetch(prefixes.SQL, prefixes.params(prefix, limit)))
 
     async def list_runs(
         self, *, status: str | None = None, workflow: str | None = None, limit: int = 100
