@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -159,3 +159,33 @@ class SqliteCommands:
     def queue_invoke(self, workflow_id: str, trigger_id: str, data: dict[str, Any]) -> str:
         """Queue a run of a workflow's pipeline for the daemon; returns the new run's id."""
         return queue_invoke(self.path, workflow_id, trigger_id, data)
+
+    def prune(
+        self,
+        cutoffs: Mapping[str, int],
+        *,
+        events_before: int | None = None,
+        dry_run: bool = False,
+        between: Callable[[], None] | None = None,
+    ) -> dict[str, int]:
+        """Delete old final runs in small transactions; see `JournalCommands.prune`."""
+        from .prune import prune
+
+        return prune(
+            self.path, cutoffs, events_before=events_before, dry_run=dry_run, between=between
+        )
+
+    def vacuum(self, *, between: Callable[[], None] | None = None) -> int:
+        """Give free pages back in small incremental-vacuum steps; returns how many."""
+        from .prune import vacuum
+
+        return vacuum(self.path, between=between)
+
+    def make_vacuumable(self) -> bool:
+        """Switch an older journal to ``auto_vacuum = INCREMENTAL`` (a ``VACUUM``)."""
+        from .prune import auto_vacuum_mode, convert_to_incremental
+
+        if auto_vacuum_mode(self.path) == 2:
+            return False
+        convert_to_incremental(self.path)
+        return True
