@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from ...clock import Clock, new_id
 from ...errors import JournalError, RunNotActive, RunNotFound
 from ...records import RunStatus
+from ..protocol import Synchronous
 from .connection import (
     ACCESS_CODES,
     SQLITE_ERRORS,
@@ -108,9 +109,11 @@ def _insert_command(
     return int(cur.lastrowid or 0)
 
 
-def _transaction(path: Path, work: Callable[[sqlite3.Connection], T]) -> T:
+def _transaction(
+    path: Path, work: Callable[[sqlite3.Connection], T], synchronous: Synchronous = "FULL"
+) -> T:
     for attempt in range(1, ATTEMPTS + 1):
-        conn = connect_writer(path, "FULL")
+        conn = connect_writer(path, synchronous)
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("BEGIN IMMEDIATE")  # one lock for the schema check and the write

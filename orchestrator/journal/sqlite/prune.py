@@ -18,16 +18,23 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
+from ..protocol import Synchronous
 from .commands import _transaction, _write_error
 from .connection import SQLITE_ERRORS, connect_writer, rollback_if_open
 
 T = TypeVar("T")
-BATCH = 200
-"""Runs per transaction: a few milliseconds of the write lock."""
+BATCH = 100
+"""Runs in the first transaction; later ones grow or shrink to take about `TARGET_SECONDS`."""
+MAX_BATCH = 500
+TARGET_SECONDS = 0.02
+"""How long one prune transaction should hold the write lock."""
+DURABILITY: Synchronous = "NORMAL"
+"""A prune's commits are not flushed to disk one by one (WAL keeps them consistent): a
+power loss may undo the last deletions, which the next prune repeats."""
 PAUSE_SECONDS = 0.002
 """The least time between two write transactions of a prune."""
-VACUUM_PAGES = 256
-"""Pages freed per incremental-vacuum step (1 MiB at 4 KiB pages)."""
+VACUUM_PAGES = 64
+"""Pages freed by the first incremental-vacuum step; later ones adapt like batches."""
 
 COUNTS = ("runs", "checkpoints", "timeline", "waits", "wait_buffer", "routes", "recoveries")
 _CHILDREN = (  # (count, table): rows keyed by run, deleted before their run
@@ -60,6 +67,7 @@ def prune(
     """
     counts = dict.fromkeys((*COUNTS, "events"), 0)
     seen: set[int] = set()  # a dry run's runs so far: their routes count as gone
+    size = Size(batch)
     for status, cutoff in sorted(cutoffs.items()):
         after = (-1, -1)
         while True:
@@ -68,15 +76,15 @@ def prune(
                 status=status,
                 cutoff=cutoff,
                 after=after,
-                limit=batch,
+                limit=size.now,
                 counts=counts,
                 seen=seen if dry_run else None,
             )
             started = time.monotonic()
-            done = _transaction(path, work)
+            done = _transaction(path, work, DURABILITY)
             if done is None:
                 break
-            _pace(started)
+            size.took(_pace(started))
             after = done
             if between is not None:
                 between()
@@ -100,7 +108,7 @@ def _sweep_events(
             gone += len(ids)
         elif ids:
             started = time.monotonic()
-            gone += _transaction(path, partial(_drop_events, event_ids=ids))
+            gone += _transaction(path, partial(_drop_events, event_ids=ids), DURABILITY)
             _pace(started)
         if between is not None:
             between()
@@ -115,26 +123,29 @@ def vacuum(
     or converted by `convert_to_incremental`) can; on others this frees nothing.
     """
     freed = 0
-    while True:
-        conn = connect_writer(path, "FULL")
-        try:
+    size = Size(pages, most=16 * VACUUM_PAGES)
+    conn = connect_writer(path, DURABILITY)
+    try:
+        if int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) != 2:
+            return 0
+        while True:
             before = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
-            if before == 0 or int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) != 2:
+            if before == 0:
                 return freed
-            # One short write transaction; Python steps a pragma once, executescript to the end.
             started = time.monotonic()
-            conn.executescript(f"PRAGMA incremental_vacuum({int(pages)});")
+            # One short write transaction; Python steps a pragma once, executescript to the end.
+            conn.executescript(f"PRAGMA incremental_vacuum({size.now});")
             step = before - int(conn.execute("PRAGMA freelist_count").fetchone()[0])
-        except SQLITE_ERRORS as exc:
-            raise _write_error(path, exc) from exc
-        finally:
-            conn.close()
-        _pace(started)
-        if step <= 0:
-            return freed
-        freed += step
-        if between is not None:
-            between()
+            size.took(_pace(started))
+            if step <= 0:
+                return freed
+            freed += step
+            if between is not None:
+                between()
+    except SQLITE_ERRORS as exc:
+        raise _write_error(path, exc) from exc
+    finally:
+        conn.close()
 
 
 def auto_vacuum_mode(path: Path) -> int:
@@ -241,13 +252,35 @@ def _drop_events(conn: sqlite3.Connection, *, event_ids: list[str]) -> int:
     return sum(conn.execute(_EVENT_GONE, (e,)).rowcount for e in event_ids)
 
 
-def _pace(started: float) -> None:
+class Size:
+    """How much the next transaction takes on: halved when one ran long, doubled when short.
+
+    Rows differ in size (a run's checkpoints hold its state) and pages may have to be read
+    from disk first, so a fixed count of runs can hold the lock for 2 ms or 200 ms.
+    """
+
+    def __init__(self, start: int, most: int = MAX_BATCH) -> None:
+        self.now = start
+        self._most = most
+
+    def took(self, seconds: float) -> None:
+        """The last transaction took `seconds`: size the next one."""
+        if seconds > TARGET_SECONDS and self.now > 1:
+            self.now = max(1, self.now // 2)
+        elif seconds < TARGET_SECONDS / 4:
+            self.now = min(self._most, self.now * 2)
+
+
+def _pace(started: float) -> float:
     """Leave the write lock free at least as long as the last transaction held it.
 
     SQLite's locks are not fair: a writer waiting in its busy handler retries at growing
-    intervals, and back-to-back transactions could keep missing it.
+    intervals, and back-to-back transactions could keep missing it. Returns how long the
+    transaction took.
     """
-    time.sleep(max(PAUSE_SECONDS, time.monotonic() - started))
+    took = time.monotonic() - started
+    time.sleep(max(PAUSE_SECONDS, took))
+    return took
 
 
 def _read(path: Path, work: Callable[[sqlite3.Connection], T]) -> T:
