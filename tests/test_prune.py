@@ -334,3 +334,23 @@ async def test_the_daemon_applies_retention_continuously(
             return [r.run_id for r in await rt.list_runs()] == [failed.run_id]
 
         await eventually(only_the_failed_run, what="completed runs pruned by retention")
+
+
+async def test_applied_commands_from_other_processes_go_too(db: Path) -> None:
+    from orchestrator.journal import open_journal
+
+    async with Runtime(db, workflows=FLOWS) as rt:
+        paused = await rt.invoke("orders", "new", {"order_id": 5})
+        open_journal(db).commands.queue_command("abort", paused.run_id)
+
+        def applied() -> bool:
+            return query(db, "SELECT count(*) FROM inbox WHERE done_at IS NOT NULL") == [(1,)]
+
+        await eventually(applied, what="the abort applied")
+        assert (await rt.watch("orders", paused.run_id)).status == "aborted"  # type: ignore[union-attr]
+        dry = await rt.prune(older_than=0, dry_run=True)
+        assert dry["commands"] == 1 and dry["runs"] == 1
+        assert (await rt.prune(older_than=0, statuses=["aborted"]))["commands"] == 0
+        report = await rt.prune(older_than=0)
+        assert report["commands"] == 1 and report["runs"] == 0
+        assert query(db, "SELECT count(*) FROM inbox") == [(0,)]

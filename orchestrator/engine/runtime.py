@@ -596,12 +596,13 @@ class Runtime:
         """Delete final runs that ended more than `older_than` seconds ago; the counts.
 
         `older_than` is seconds, or a duration such as ``"30d"``. `statuses` limits it to
-        some final statuses (default: all; events routed to no run are then swept too).
+        some final statuses (default: all; events routed to no run, and commands other
+        processes wrote that were applied, are then swept too).
         With each run go its checkpoints, timeline, waits, routes and the events no
         remaining run needs; runs that have not ended are never touched. It deletes in
         small transactions beside this runtime's writer, then gives the space back.
         Returns counts: ``runs``, ``events``, ``checkpoints``, ``timeline``, ``waits``,
-        ``wait_buffer``, ``routes``, ``recoveries`` (and ``pages_freed``).
+        ``wait_buffer``, ``routes``, ``recoveries``, ``commands`` (and ``pages_freed``).
 
         Raises:
             ValidationError: A bad duration, or a status that is not final.

@@ -254,8 +254,9 @@ class JournalCommands(Protocol):
         Each in small transactions (a few hundred runs) that interleave with a daemon's
         writer; with them their checkpoints, timeline, waits, buffers, routes and recovery
         counts, and events no remaining run was routed or buffers. `events_before` also
-        deletes events routed to no run created before it. `between` runs between
-        transactions. A dry run deletes nothing. Returns counts: ``runs``, ``events``, ...
+        deletes events routed to no run created before it, and commands applied before it.
+        `between` runs between transactions. A dry run deletes nothing. Returns counts:
+        ``runs``, ``events``, ...
         """
 
     def vacuum(self, *, between: Callable[[], None] | None = None) -> int:

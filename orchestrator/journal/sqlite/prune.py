@@ -65,7 +65,7 @@ def prune(
     created before it. `between` is called between transactions (a daemon yields there).
     Returns counts per kind of row: ``runs``, ``events``, ``checkpoints``, ...
     """
-    counts = dict.fromkeys((*COUNTS, "events"), 0)
+    counts = dict.fromkeys((*COUNTS, "events", "commands"), 0)
     seen: set[int] = set()  # a dry run's runs so far: their routes count as gone
     size = Size(batch)
     for status, cutoff in sorted(cutoffs.items()):
@@ -90,7 +90,35 @@ def prune(
                 between()
     if events_before is not None:
         counts["events"] += _sweep_events(path, events_before, dry_run, batch, between)
+        counts["commands"] += _sweep_commands(path, events_before, dry_run, batch, between)
     return counts
+
+
+def _sweep_commands(
+    path: Path, before: int, dry_run: bool, batch: int, between: Callable[[], None] | None
+) -> int:
+    """Delete commands from other processes (the inbox) applied before `before`."""
+    done = "SELECT id FROM inbox WHERE done_at IS NOT NULL AND done_at < ?"
+    if dry_run:
+        return _read(path, lambda conn: _count(conn, f"({done})", [before]))
+    gone = 0
+    while True:
+        started = time.monotonic()
+        step = _transaction(
+            path,
+            lambda conn: (
+                conn.execute(
+                    f"DELETE FROM inbox WHERE id IN ({done} LIMIT ?)", (before, batch)
+                ).rowcount
+            ),
+            DURABILITY,
+        )
+        _pace(started)
+        gone += step
+        if step < batch:
+            return gone
+        if between is not None:
+            between()
 
 
 def _sweep_events(
