@@ -6,7 +6,8 @@ them. A run goes with its checkpoints, timeline, waits and their buffers, routes
 recovery counts; an event goes once no remaining run was routed it, no wait buffers it,
 and it has been routed. Non-final runs are never selected.
 
-A dry run reads the same batches without the write lock and counts what would go.
+A dry run reads the same batches, in read transactions (no write lock), and counts what
+would go.
 """
 
 from __future__ import annotations
@@ -80,11 +81,16 @@ def prune(
                 counts=counts,
                 seen=seen if dry_run else None,
             )
-            started = time.monotonic()
-            done = _transaction(path, work, DURABILITY)
-            if done is None:
-                break
-            size.took(_pace(started))
+            if dry_run:  # reads alone: no write lock taken
+                done = _read(path, work)
+                if done is None:
+                    break
+            else:
+                started = time.monotonic()
+                done = _transaction(path, work, DURABILITY)
+                if done is None:
+                    break
+                size.took(_pace(started))
             after = done
             if between is not None:
                 between()
@@ -228,8 +234,6 @@ def _batch(
         for name, table in _CHILDREN:
             counts[name] += _count(conn, f"{table} WHERE run IN ({marks})", ids)
         counts["events"] += sum(1 for event_id in events if _would_go(conn, event_id, seen))
-        conn.execute("ROLLBACK")
-        conn.execute("BEGIN")  # the caller commits
     else:
         counts["wait_buffer"] += conn.execute(
             f"DELETE FROM wait_buffer WHERE wait IN ({waits})", ids
