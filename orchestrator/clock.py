@@ -183,3 +183,31 @@ def to_datetime(us: int) -> datetime:
 def to_iso(us: int) -> str:
     """Journal timestamp to ISO-8601 (UTC, millisecond precision)."""
     return to_datetime(us).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str | float) -> float:
+    """Seconds from ``45s``, ``90m``, ``12h``, ``30d`` or a number of seconds (>= 0).
+
+    Raises:
+        ValueError: Anything else, with what is accepted.
+    """
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        seconds = float(text)
+    elif isinstance(text, str):
+        value = text.strip().lower()
+        unit = _UNITS.get(value[-1:], 0) if value else 0
+        number = value[:-1] if unit else value
+        try:
+            seconds = float(number) * (unit or 1)
+        except ValueError:
+            seconds = -1.0
+    else:
+        seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):  # NaN, negative, junk
+        raise ValueError(
+            f"invalid duration {text!r}: use 45s, 90m, 12h, 30d or a number of seconds >= 0"
+        )
+    return seconds

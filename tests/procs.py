@@ -330,7 +330,7 @@ def fill_disk(disk: Path) -> Path:
     """Write a file until the disk is full; returns it (delete it to free the space)."""
     filler = disk / "filler"
     chunk = b"\0" * 65536
-    with open(filler, "wb") as file:
+    with open(filler, "wb", buffering=0) as file:  # unbuffered: nothing left to flush at close
         while True:
             try:
                 file.write(chunk)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from ..errors import JournalError, OrchestratorError, PipelineError, RunNotFound, ValidationError
-from ..records import STATUSES
+from ..records import FINAL_STATUSES, STATUSES
 from .arguments import EXIT_USAGE, Parser, UsageError, check_text, excerpt
 from .run_ids import SHOWN, resolved
 
@@ -218,6 +218,31 @@ def _parser() -> argparse.ArgumentParser:
     workflows = _command(commands, "workflows", _cmd_workflows, "loaded workflows, load errors")
     workflows.add_argument("--json", action="store_true", help="print JSON")
 
+    prune = _command(
+        commands, "prune", _cmd_prune, "delete final runs that ended long ago; prints counts"
+    )
+    prune.add_argument(
+        "--older-than",
+        type=_duration,
+        default=30 * 86400.0,
+        metavar="AGE",
+        help="runs that ended longer ago than this: 45s, 90m, 12h, 30d or seconds (30d)",
+    )
+    prune.add_argument(
+        "--status",
+        action="append",
+        choices=sorted(str(status) for status in FINAL_STATUSES),
+        help="only runs with this final status (repeatable; default: every final status)",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="count, delete nothing")
+    prune.add_argument(
+        "--vacuum",
+        action="store_true",
+        help="first convert an older journal (made before prune existed) to give space back "
+        "(rewrites the file: stop the daemon first)",
+    )
+    prune.add_argument("--json", action="store_true", help="print JSON")
+
     show = _command(commands, "show", _cmd_show, "one run: status, state, timeline")
     show.add_argument("run_id", metavar="RUN_ID")
     show.add_argument("--json", action="store_true", help="print JSON")
@@ -273,6 +298,15 @@ def _count(least: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _duration(text: str) -> float:
+    from ..clock import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _seconds(text: str) -> float:
@@ -391,6 +425,28 @@ def _key(args: argparse.Namespace) -> str | None:
     from ..journal import ops
 
     return None if args.key is None else ops.checked_key(args.key)
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    from ..clock import Clock
+    from ..journal.retention import cutoffs_for
+
+    journal = journal_of(args)
+    if not journal.exists():
+        raise UsageError(f"no journal at {journal.location}; nothing to prune")
+    if args.vacuum and not args.dry_run and journal.commands.make_vacuumable():
+        print("converted the journal to give space back (a one-time VACUUM)", file=sys.stderr)
+    cutoffs, events = cutoffs_for(Clock().now_us(), args.older_than, args.status)
+    counts = journal.commands.prune(cutoffs, events_before=events, dry_run=args.dry_run)
+    if not args.dry_run and counts["runs"] + counts["events"]:
+        counts["pages_freed"] = journal.commands.vacuum()
+    if args.json:
+        _out(json.dumps({"dry_run": args.dry_run, **counts}, sort_keys=True))
+        return EXIT_OK
+    verb = "would prune" if args.dry_run else "pruned"
+    rest = ", ".join(f"{name} {n}" for name, n in counts.items() if name not in ("runs", "events"))
+    _out(f"{verb} {counts['runs']} runs and {counts['events']} events ({rest})")
+    return EXIT_OK
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:

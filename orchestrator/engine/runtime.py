@@ -43,6 +43,7 @@ from ..journal import (
     open_journal,
     ops,
 )
+from ..journal.retention import cutoffs_for
 from ..pipeline.steps import StepThreads
 from ..records import FINAL_STATUSES, RunInfo, RunResult, RunStatus, TimelineEntry, is_ok
 from ..redaction import SECRETS, guard_handlers
@@ -52,6 +53,7 @@ from .idle import Idleness
 from .inbox import InboxPoller
 from .lifecycle import Handler, Lifecycle
 from .registry import RegisteredWorkflow, Registry, register
+from .retention import Pruner
 from .workers import WorkerPool, Workers, plan_isolation
 
 HEARTBEAT_SECONDS = 1.0
@@ -131,6 +133,7 @@ class Runtime:
             raise ValueError(f"workers takes Workers(...), got {workers!r}")
         self._isolate = isolate
         self._workers = WorkerPool(workers or Workers())
+        self._pruner = Pruner(self._journal, self._clock)
         self._registry = Registry()
         self._lifecycle = Lifecycle()
         self._control: Control | None = None
@@ -227,6 +230,10 @@ class Runtime:
         if self._isolate or self._registry.isolates():
             self._background.append(tasks.create_task(self._workers.warm(), name="warm-workers"))
         self._background.append(tasks.create_task(self._workers.tend(), name="tend-workers"))
+        if self._folder is not None:
+            folder = self._folder
+            keep = self._pruner.keep(lambda: folder.retention)
+            self._background.append(tasks.create_task(keep, name="retention"))
         await self._writer.mark_ready()
 
     async def _apply_inbox(self, poller: InboxPoller) -> None:
@@ -298,6 +305,7 @@ class Runtime:
             self._detach_clock = None
         for task in self._background:
             task.cancel()
+        self._pruner.stop()
         if self._control is not None:
             self._control.admission.stop()
 
@@ -615,6 +623,35 @@ class Runtime:
         if entries is None:
             raise RunNotFound(f"no run {run_id!r} in journal {self.db}")
         return entries
+
+    async def prune(
+        self,
+        older_than: float | str,
+        statuses: Iterable[str] | None = None,
+        *,
+        dry_run: bool = False,
+    ) -> dict[str, int]:
+        """Delete final runs that ended more than `older_than` seconds ago; the counts.
+
+        `older_than` is seconds, or a duration such as ``"30d"``. `statuses` limits it to
+        some final statuses (default: all; events routed to no run, and commands other
+        processes wrote that were applied, are then swept too).
+        With each run go its checkpoints, timeline, waits, routes and the events no
+        remaining run needs; runs that have not ended are never touched. It deletes in
+        small transactions beside this runtime's writer, then gives the space back.
+        Returns counts: ``runs``, ``events``, ``checkpoints``, ``timeline``, ``waits``,
+        ``wait_buffer``, ``routes``, ``recoveries``, ``commands`` (and ``pages_freed``).
+
+        Raises:
+            ValidationError: A bad duration, or a status that is not final.
+        """
+        self._require_started()
+        try:
+            cutoffs, events = cutoffs_for(self._clock.now_us(), older_than, statuses)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+        await self._writer.flush()  # what this runtime ended so far is in the journal
+        return await self._pruner.prune(cutoffs, events, dry_run=dry_run)
 
     # -- internals -------------------------------------------------------------------------
 

@@ -28,9 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..clock import parse_duration
 from ..define.model import Workflow
 from ..pipeline.sources import ImportGuard
 from ..pipeline.validation import ImportPolicy, check_source
+from ..records import FINAL_STATUSES
 
 CONFIG_FILE = "orchestrator.toml"
 MODULE_PREFIX = "orchestrator_workflows"
@@ -62,6 +64,8 @@ class FolderConfig:
     block: list[str] = field(default_factory=list)
     probe_timeout: float = DEFAULT_PROBE_TIMEOUT
     isolate: bool | None = None
+    retention: dict[str, float] = field(default_factory=dict)
+    """``[retention]``: seconds to keep final runs, by status or ``default``."""
 
     @functools.cached_property
     def policy(self) -> ImportPolicy | None:
@@ -86,7 +90,7 @@ class FolderConfig:
 
     @classmethod
     def _from_toml(cls, data: dict[str, Any]) -> FolderConfig:
-        unknown = set(data) - {"imports", "probe_timeout", "steps"}
+        unknown = set(data) - {"imports", "probe_timeout", "steps", "retention"}
         imports, steps = data.get("imports", {}), data.get("steps", {})
         if (
             unknown
@@ -96,8 +100,9 @@ class FolderConfig:
         ):
             raise LoadFailed(
                 f"{CONFIG_FILE}: unknown settings {sorted(unknown)}; expected [imports] "
-                "(restrict, allow, block), [steps] (isolate) and probe_timeout"
+                "(restrict, allow, block), [steps] (isolate), [retention] and probe_timeout"
             )
+        retention = _retention(data.get("retention", {}))
         isolate = steps.get("isolate")
         if isolate is not None and not isinstance(isolate, bool):
             raise LoadFailed(f"{CONFIG_FILE}: steps.isolate must be true or false")
@@ -115,12 +120,32 @@ class FolderConfig:
             )
         if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
             raise LoadFailed(f"{CONFIG_FILE}: probe_timeout must be a number of seconds > 0")
-        config = cls(restrict, allow, block, float(timeout), isolate)
+        config = cls(restrict, allow, block, float(timeout), isolate, retention)
         try:
             _ = config.policy
         except Exception as exc:  # noqa: BLE001 - a bad pattern: say which
             raise LoadFailed(f"{CONFIG_FILE}: {exc}") from None
         return config
+
+
+def _retention(table: object) -> dict[str, float]:
+    """``[retention]``: a duration per final status (or ``default``), in seconds."""
+    if not isinstance(table, dict):
+        raise LoadFailed(f"{CONFIG_FILE}: [retention] must be a table of durations")
+    known = sorted(str(status) for status in FINAL_STATUSES)
+    unknown = sorted(set(table) - {*known, "default"})
+    if unknown:
+        raise LoadFailed(
+            f"{CONFIG_FILE}: [retention] has unknown keys {unknown}; "
+            f"expected final statuses ({', '.join(known)}) or default"
+        )
+    seconds: dict[str, float] = {}
+    for status, value in table.items():
+        try:
+            seconds[status] = parse_duration(value)
+        except ValueError as exc:
+            raise LoadFailed(f"{CONFIG_FILE}: retention.{status}: {exc}") from None
+    return seconds
 
 
 def _string_list(value: object) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -74,6 +75,11 @@ class WorkflowFolder:
         self._freed = False  # an id was given up in this sync: files that clashed retry
         self._helpers: dict[str, str] | None = None  # ``_*.py`` helper files by content
         self._unnamed: set[Path] = set()  # workflow files whose names are not UTF-8
+
+    @property
+    def retention(self) -> dict[str, float]:
+        """``[retention]`` of the folder's ``orchestrator.toml``: seconds by final status."""
+        return dict(self._config.retention)
 
     def candidates(self) -> list[Path]:
         """The folder's workflow files now: ``*.py`` not starting with ``_`` or ``.``.
@@ -160,7 +166,10 @@ class WorkflowFolder:
             self._config_text = text
             return False
         self._target.report_load(config_path, None, None)
-        changed = config != self._config
+        # Retention is read by the runtime as it prunes: no file loads again for it.
+        changed = dataclasses.replace(config, retention={}) != dataclasses.replace(
+            self._config, retention={}
+        )
         self._config, self._config_text = config, text
         return changed
 

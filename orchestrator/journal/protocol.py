@@ -14,7 +14,7 @@ answers are the dataclasses of `records` and `view_records`. Nothing here knows 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -283,6 +283,30 @@ class JournalCommands(Protocol):
 
         Creates the journal if there is none, as the writes do.
         """
+
+    def prune(
+        self,
+        cutoffs: Mapping[str, int],
+        *,
+        events_before: int | None = None,
+        dry_run: bool = False,
+        between: Callable[[], None] | None = None,
+    ) -> dict[str, int]:
+        """Delete final runs of each status last updated before its cutoff (µs since epoch).
+
+        Each in small transactions (a few hundred runs) that interleave with a daemon's
+        writer; with them their checkpoints, timeline, waits, buffers, routes and recovery
+        counts, and events no remaining run was routed or buffers. `events_before` also
+        deletes events routed to no run created before it, and commands applied before it.
+        `between` runs between transactions. A dry run deletes nothing. Returns counts:
+        ``runs``, ``events``, ...
+        """
+
+    def vacuum(self, *, between: Callable[[], None] | None = None) -> int:
+        """Give free space back to the file system in small steps; returns pages freed."""
+
+    def make_vacuumable(self) -> bool:
+        """Convert a journal that cannot `vacuum` (rewrites it: no daemon); True if it did."""
 
 
 class JournalBackend(Protocol):

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ...clock import Clock, new_id
 from ...errors import JournalError, RunNotActive, RunNotFound
 from ...records import RunStatus
+from ..protocol import Synchronous
 from ..records import RunMatches
 from . import prefixes
 from .connection import (
@@ -182,9 +183,11 @@ def _insert_command(
     return int(cur.lastrowid or 0)
 
 
-def _transaction(path: Path, work: Callable[[sqlite3.Connection], T]) -> T:
+def _transaction(
+    path: Path, work: Callable[[sqlite3.Connection], T], synchronous: Synchronous = "FULL"
+) -> T:
     for attempt in range(1, ATTEMPTS + 1):
-        conn = connect_writer(path, "FULL")
+        conn = connect_writer(path, synchronous)
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("BEGIN IMMEDIATE")  # one lock for the schema check and the write
@@ -256,3 +259,33 @@ class SqliteCommands:
         With a `key` seen before nothing is queued: the first run's id and None.
         """
         return claim_invoke(self.path, run_id, workflow_id, trigger_id, data, key=key)
+
+    def prune(
+        self,
+        cutoffs: Mapping[str, int],
+        *,
+        events_before: int | None = None,
+        dry_run: bool = False,
+        between: Callable[[], None] | None = None,
+    ) -> dict[str, int]:
+        """Delete old final runs in small transactions; see `JournalCommands.prune`."""
+        from .prune import prune
+
+        return prune(
+            self.path, cutoffs, events_before=events_before, dry_run=dry_run, between=between
+        )
+
+    def vacuum(self, *, between: Callable[[], None] | None = None) -> int:
+        """Give free pages back in small incremental-vacuum steps; returns how many."""
+        from .prune import vacuum
+
+        return vacuum(self.path, between=between)
+
+    def make_vacuumable(self) -> bool:
+        """Switch an older journal to ``auto_vacuum = INCREMENTAL`` (a ``VACUUM``)."""
+        from .prune import auto_vacuum_mode, convert_to_incremental
+
+        if auto_vacuum_mode(self.path) == 2:
+            return False
+        convert_to_incremental(self.path)
+        return True

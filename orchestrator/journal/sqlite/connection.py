@@ -211,13 +211,16 @@ def connect_writer(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
     # Another user's file is refused before SQLite opens it, and so is a loose empty one
     # (SQLite would create -wal and -shm as loose beside it); a loose file with content
     # once SQLite has shown it is a database.
-    check_private(path, modes=os.stat(path).st_size == 0)
+    new = os.stat(path).st_size == 0
+    check_private(path, modes=new)
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     except SQLITE_ERRORS as exc:
         raise open_error(path, exc, write=True) from exc
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if new:  # only before the first page is written: prune can give space back
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")

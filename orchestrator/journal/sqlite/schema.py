@@ -202,6 +202,16 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (kind, key)
     ) WITHOUT ROWID;
     """,
+    # 10: prune finds final runs by status and end, deletes a run's waits, and asks whether
+    # an event is buffered, each through an index. Journals created from now on are in
+    # auto_vacuum = INCREMENTAL (set before their first page); older ones stay as they are
+    # until `orchestrator prune --vacuum` converts them (a VACUUM: no migration holds the
+    # write lock that long).
+    """
+    CREATE INDEX runs_by_end ON runs (status, updated_at);
+    CREATE INDEX waits_by_run ON waits (run);
+    CREATE INDEX wait_buffer_by_event ON wait_buffer (event_id);
+    """,
 )
 
 
