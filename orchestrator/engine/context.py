@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
@@ -25,7 +26,7 @@ _LEVELS = {
 }
 
 
-class StepLogger:
+class StepLogger(abc.ABC):
     """``ctx.log``: like a `logging.Logger`; where its lines go is the subclass's `line`."""
 
     def debug(self, msg: str, *args: object) -> None:
@@ -50,9 +51,9 @@ class StepLogger:
         suffix = f": {describe_exception(exc)}" if exc is not None else ""
         self.line("error", _format(msg, args) + suffix)
 
+    @abc.abstractmethod
     def line(self, level: str, text: str) -> None:
         """Record one formatted line at `level` (``debug``, ``info``, ``warning``, ``error``)."""
-        raise NotImplementedError
 
 
 class RunLogger(StepLogger):

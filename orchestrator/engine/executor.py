@@ -202,8 +202,7 @@ def _state_text(run: ActiveRun, bound: BoundStep, result: object) -> str:
     if isinstance(result, EncodedState) and run.pending_patch is None:
         return result.text  # a worker process encoded it already
     if isinstance(result, Unencodable):
-        message = f"step {bound.name!r} returned an invalid state: {result.message}"
-        raise _RunFailed(message, RunCode.INVALID_STATE, bound.name)
+        raise _invalid_state(bound, result.message)
     if isinstance(result, EncodedState):
         result = decode_state(result.text)  # decoded again only to merge a signal in
     if run.pending_patch is not None:
@@ -212,8 +211,12 @@ def _state_text(run: ActiveRun, bound: BoundStep, result: object) -> str:
     try:
         return encode_state(result)
     except StateEncodingError as exc:
-        message = f"step {bound.name!r} returned an invalid state: {exc}"
-        raise _RunFailed(message, RunCode.INVALID_STATE, bound.name) from exc
+        raise _invalid_state(bound, str(exc)) from exc
+
+
+def _invalid_state(bound: BoundStep, why: str) -> _RunFailed:
+    message = f"step {bound.name!r} returned an invalid state: {why}"
+    return _RunFailed(message, RunCode.INVALID_STATE, bound.name)
 
 
 def _warn_of_secrets(run: ActiveRun, bound: BoundStep, text: str, env: ExecutorEnv) -> None:

@@ -101,7 +101,7 @@ def _entry(
 
 
 def _row_entry(row: Row) -> TimelineEntry:
-    data = _data(row["data"])
+    data = loads_or_text(row["data"])
     return TimelineEntry(
         at=to_datetime(row["at"]),
         source=row["source"],
@@ -112,10 +112,14 @@ def _row_entry(row: Row) -> TimelineEntry:
     )
 
 
-def _data(text: str | None) -> Any:
-    if text is None:
-        return None
+def loads_or_text(text: Any) -> Any:
+    """JSON text decoded; anything else (None), or text that does not decode, as it is.
+
+    For what is shown: a row no process should have written is shown as its text.
+    """
+    if not isinstance(text, str):
+        return text
     try:
         return json.loads(text)
     except (ValueError, RecursionError):
-        return text  # a row no process should have written: shown as its text
+        return text

@@ -44,6 +44,7 @@ _MAX_TEXT = 64 * 1024  # of an exception's message or traceback sent back
 # daemon's limit of a header line, or the daemon takes the worker for a broken one.
 _MAX_LOG = 512 * 1024
 _PR_SET_PDEATHSIG = 1
+_Found = tuple[Callable[..., Any], Workflow | None]  # a step's function and its workflow
 _LIMITS = (
     resource.RLIMIT_CPU,
     resource.RLIMIT_DATA,
@@ -164,6 +165,7 @@ class _Worker:
         # How to load each, as the daemon said once: loaded by the first step that needs it
         # (again by the next one if loading failed: it fails that step, not this process).
         self._loads: dict[str, dict[str, Any]] = {}
+        self._found: dict[tuple[str | None, ...], _Found] = {}
         self._envs: dict[str, Env] = {}
         self._global = ServiceScope({}, parent=None, scope="global")
         self._scopes: dict[str, ServiceScope] = {}
@@ -280,7 +282,22 @@ class _Worker:
                 sys.path.insert(0, entry)
         self._sources[key] = _import(load["module"], load.get("main"))
 
-    def _resolve(self, ref: dict[str, Any]) -> tuple[Callable[..., Any], Workflow | None]:
+    def _resolve(self, ref: dict[str, Any]) -> _Found:
+        # A loaded source is kept as it is: a step found once is found the same way again
+        # (no walk of a module's globals for its workflow at every step).
+        name = (
+            ref["key"],
+            ref["workflow"],
+            ref.get("qualname"),
+            ref.get("trigger"),
+            ref.get("step"),
+        )
+        found = self._found.get(name)
+        if found is None:
+            found = self._found[name] = self._find(ref)
+        return found
+
+    def _find(self, ref: dict[str, Any]) -> _Found:
         if ref["key"] not in self._sources:
             self._load(ref["key"])
         loaded = self._sources[ref["key"]]

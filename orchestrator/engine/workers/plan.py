@@ -32,6 +32,7 @@ def plan_isolation(
 ) -> Plan:
     """The isolated steps of `workflow`; `DefinitionError` for one a worker cannot load."""
     folder_default = source.config.isolate if source is not None else None
+    env_key, env_values = f"{workflow.id}@{version}", env.as_dict()
     plan: Plan = {}
     for trigger_id, steps in workflow.bound.items():
         for bound in steps:
@@ -46,8 +47,8 @@ def plan_isolation(
                 load=load,
                 takes_ctx=bound.takes_ctx,
                 is_async=bound.is_async,
-                env_key=f"{workflow.id}@{version}",
-                env=env.as_dict(),
+                env_key=env_key,
+                env=env_values,
             )
     return plan
 

@@ -166,7 +166,7 @@ class _Process:
             # What its step started (a fork) may hold its stdout open: the end of the
             # step must not wait for theirs. Those that left its process group are waited
             # for a moment, then no longer.
-            self._kill_group()
+            self.kill()
             try:
                 async with asyncio.timeout(_CLOSE_GRACE):
                     await self._eof.wait()
@@ -240,8 +240,7 @@ class _Process:
             self.steps += 1
             self.rss = int(reply.get("rss", 0))
             self.spent = bool(reply.get("spent"))
-            if reply.get("loaded", True) and not reply.get("memory"):
-                self.loaded.add(step.key)
+            self.loaded.add(step.key)  # it keeps how to load it, told once
             return await self._result(reply)
 
     def _crashed(self, death: str, *, accepted: bool) -> WorkerCrashed:
@@ -314,9 +313,6 @@ class _Process:
         """Kill the worker and whatever its step started (its own process group)."""
         # Also once the worker itself has died: what its step started may live on. Its
         # process group keeps its id while any of them does (killpg finds none otherwise).
-        self._kill_group()
-
-    def _kill_group(self) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
 
@@ -428,11 +424,8 @@ class WorkerPool:
             if self._closed:
                 raise WorkerCrashed("the runtime is stopping: no worker process to run it")
             if self._idle:
-                idle = self._take_idle(key)
-                if idle.proc.returncode is None:
-                    return idle
-                self._discard(idle, kill=False)  # it died while idle (the OOM killer, say)
-                continue
+                # One that died idle and is not dropped yet is `_DiedIdle`: `call` tries again.
+                return self._take_idle(key)
             if self.size < self.settings.max:
                 return await self._start()
             waiter: asyncio.Future[_Process | None] = asyncio.get_running_loop().create_future()

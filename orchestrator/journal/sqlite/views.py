@@ -10,7 +10,6 @@ row never hides the rest.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from datetime import datetime
 from enum import StrEnum
@@ -19,7 +18,7 @@ from typing import Any, Final, TypeVar
 from ...clock import to_datetime
 from ...records import Checkpoint, RunCode, RunStatus, TimelineEntry
 from ..records import DaemonRecord
-from ..timeline import assemble_timeline
+from ..timeline import assemble_timeline, loads_or_text
 from ..view_records import (
     EventView,
     LoadErrorView,
@@ -177,7 +176,7 @@ class DashboardQueries:
                 workflow_id=str(row[0]),
                 version=str(row[1]),
                 file=row[2],
-                triggers=_loads(row[3]),
+                triggers=loads_or_text(row[3]),
                 mode=str(row[4]),
                 loaded_at=_when(row[5]),
             )
@@ -224,7 +223,7 @@ class DashboardQueries:
                 step=r[1],
                 started_at=to_datetime(int(r[2])),
                 ended_at=to_datetime(int(r[3])),
-                state=_loads(r[4]),
+                state=loads_or_text(r[4]),
                 kind=str(r[5]),
             )
             for r in rows
@@ -246,7 +245,7 @@ class DashboardQueries:
                 WaitView(
                     wait_id=int(r[0]),
                     event_type=r[1],
-                    conditions=_loads(r[2]),
+                    conditions=loads_or_text(r[2]),
                     status=str(r[3]),
                     into=r[4],
                     timeout_at=_when(r[5]),
@@ -308,15 +307,6 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _loads(text: Any) -> Any:
-    if not isinstance(text, str):
-        return text
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
-        return text
-
-
 def _when(value: Any) -> datetime | None:
     """A journal timestamp as a datetime, or None when it is missing or not a number."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -354,7 +344,7 @@ def _event(row: sqlite3.Row) -> EventView:
     return EventView(
         event_id=str(row[0]),
         type=str(row[1]),
-        data=_loads(row[2]),
+        data=loads_or_text(row[2]),
         source=str(row[3]),
         created_at=_when(row[4]),
         routed_at=_when(row[5]),
