@@ -41,9 +41,11 @@ if TYPE_CHECKING:
         RuntimeStopped,
         ServiceError,
         ServiceNotFound,
+        StepNotFound,
         StepTimeout,
         TriggerNotFound,
         ValidationError,
+        WorkflowBusy,
         WorkflowNotFound,
     )
     from .pipeline.runner import run
@@ -97,6 +99,7 @@ _EXPORTS = {
     "SingletonLoop": ".define.modes",
     "Step": ".define.model",
     "StepContext": ".engine.context",
+    "StepNotFound": ".errors",
     "StepTimeout": ".errors",
     "TimelineEntry": ".records",
     "Transient": ".define.modes",
@@ -106,6 +109,7 @@ _EXPORTS = {
     "Wait": ".define.waits",
     "Workers": ".engine.workers",
     "Workflow": ".define.model",
+    "WorkflowBusy": ".errors",
     "WorkflowNotFound": ".errors",
     "run": ".pipeline.runner",
 }
@@ -153,6 +157,7 @@ __all__ = [
     "SingletonLoop",
     "Step",
     "StepContext",
+    "StepNotFound",
     "StepTimeout",
     "TimelineEntry",
     "Transient",
@@ -162,6 +167,7 @@ __all__ = [
     "Wait",
     "Workers",
     "Workflow",
+    "WorkflowBusy",
     "WorkflowNotFound",
     "run",
 ]

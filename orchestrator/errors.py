@@ -6,6 +6,7 @@ exception) are translated at the boundary with ``raise ... from exc``::
 
     OrchestratorError                      ORCHESTRATOR_ERROR
     ├── ValidationError                    VALIDATION_ERROR
+    │   └── StepNotFound                   STEP_NOT_FOUND
     ├── DefinitionError                    INVALID_DEFINITION
     │   └── DuplicateKey                   DUPLICATE_KEY
     ├── PipelineError                      PIPELINE_ERROR
@@ -15,6 +16,7 @@ exception) are translated at the boundary with ``raise ... from exc``::
     ├── TriggerNotFound                    TRIGGER_NOT_FOUND
     ├── RunNotFound                        RUN_NOT_FOUND
     ├── RunNotActive                       RUN_NOT_ACTIVE
+    ├── WorkflowBusy                       WORKFLOW_BUSY
     ├── ServiceNotFound                    SERVICE_NOT_FOUND
     ├── ServiceError                       SERVICE_FAILED
     ├── RuntimeNotStarted                  RUNTIME_NOT_STARTED
@@ -48,6 +50,27 @@ class ValidationError(OrchestratorError):
         super().__init__(message)
         self.module = module
         self.line = line
+
+
+class StepNotFound(ValidationError):
+    """A step name that the workflow's pipeline does not have (now, on its current version).
+
+    Raised by `fork` for a ``from_step`` it does not know, and by `retry` when the step a
+    run failed at is gone from the workflow's current version; the message lists the steps.
+    """
+
+    code = "STEP_NOT_FOUND"
+
+    @classmethod
+    def unknown(
+        cls, step: str, workflow_id: str, trigger_id: str, steps: list[str]
+    ) -> StepNotFound:
+        """A step the pipeline does not have, with the steps it has."""
+        known = ", ".join(repr(name) for name in steps) or "none"
+        return cls(
+            f"workflow {workflow_id!r} (trigger {trigger_id!r}) has no step {step!r}; "
+            f"its steps: {known}"
+        )
 
 
 class DefinitionError(OrchestratorError):
@@ -121,6 +144,15 @@ class RunNotActive(OrchestratorError):
     """The run is in a status that does not allow the action (for example, it is final)."""
 
     code = "RUN_NOT_ACTIVE"
+
+
+class WorkflowBusy(OrchestratorError):
+    """The workflow's mode refused a retried run now (it would drop, reject or signal it).
+
+    The run keeps its status; retry it once the workflow is free.
+    """
+
+    code = "WORKFLOW_BUSY"
 
 
 class ServiceNotFound(OrchestratorError):

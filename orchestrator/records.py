@@ -112,10 +112,13 @@ class RunInfo:
         step: The next or current step's name (``None`` once it has finished).
         state: The state at its last committed checkpoint.
         error: Why it failed, or why it cannot continue.
-        version: The workflow version it started on.
+        version: The workflow version it runs on (it started on it, or moved to the current
+            one at a recovery or a retry).
         created_at: When it was created (UTC).
         updated_at: When it last changed (UTC).
         error_code: The stable code of `error`, if any.
+        forked_from: For a run made by `fork`, ``{"run_id", "step"}``: the run it was
+            forked from and the step it started at; None for every other run.
     """
 
     run_id: str
@@ -129,6 +132,7 @@ class RunInfo:
     created_at: datetime
     updated_at: datetime
     error_code: RunCode | None = None
+    forked_from: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)

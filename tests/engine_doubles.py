@@ -15,6 +15,7 @@ from orchestrator.clock import FakeClock
 from orchestrator.define.hooks import Hook
 from orchestrator.define.model import BoundStep
 from orchestrator.define.modes import Mode
+from orchestrator.engine.admission import Origin
 from orchestrator.engine.executor import ActiveRun
 from orchestrator.engine.registry import RegisteredWorkflow, register
 from orchestrator.journal import ops
@@ -51,6 +52,7 @@ class Launcher:
         run_id: str | None = None,
         *,
         status: RunStatus = RunStatus.RUNNING,
+        origin: Origin | None = None,
     ) -> ActiveRun:
         self._rows += 1
         run = ActiveRun(
@@ -59,7 +61,7 @@ class Launcher:
             workflow=registered,
             trigger_id=trigger_id,
             steps=steps,
-            step_index=0,
+            step_index=origin.start if origin is not None else 0,
             position=0,
             state_text="{}",
             settled=asyncio.get_running_loop().create_future(),

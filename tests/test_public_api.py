@@ -52,6 +52,7 @@ EXPECTED = [
     "SingletonLoop",
     "Step",
     "StepContext",
+    "StepNotFound",
     "StepTimeout",
     "TimelineEntry",
     "Transient",
@@ -61,6 +62,7 @@ EXPECTED = [
     "Wait",
     "Workers",
     "Workflow",
+    "WorkflowBusy",
     "WorkflowNotFound",
     "run",
 ]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from ..clock import Clock
 from ..clock import new_id as make_id
 from ..define.hooks import DispatchResult
-from ..errors import RuntimeStopped
+from ..errors import RuntimeStopped, WorkflowBusy
 from ..journal import JournalWriter, ops
 from ..records import FINAL_STATUSES, RunCode, RunResult, RunStatus
 from ..state import decode_state
@@ -107,6 +107,15 @@ class Dispatched:
     settled: asyncio.Future[RunResult]
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Where a forked run comes from: its source run, and the step index it starts at."""
+
+    run_id: str
+    step: str
+    start: int
+
+
 class Launcher(Protocol):
     """What admission needs from whoever runs the runs it admits (the supervisor)."""
 
@@ -121,6 +130,7 @@ class Launcher(Protocol):
         run_id: str | None = None,
         *,
         status: RunStatus = RunStatus.RUNNING,
+        origin: Origin | None = None,
     ) -> ActiveRun:
         """Journal a new run; start it if ``running``."""
 
@@ -171,10 +181,11 @@ class Admission:
         trigger_id: str,
         data: Any,
         run_id: str | None = None,
+        origin: Origin | None = None,
     ) -> Dispatched:
-        """Admit one dispatch under the workflow's mode. Never awaits."""
+        """Admit one dispatch under the workflow's mode (a fork: from `origin`). Never awaits."""
         with self._writer.together():
-            dispatched = self._dispatch(registered, trigger_id, data, run_id)
+            dispatched = self._dispatch(registered, trigger_id, data, run_id, origin)
         hook = registered.hooks.on_dispatch
         if hook is not None:
             result = DispatchResult(
@@ -189,7 +200,12 @@ class Admission:
         return dispatched
 
     def _dispatch(
-        self, registered: RegisteredWorkflow, trigger_id: str, data: Any, run_id: str | None
+        self,
+        registered: RegisteredWorkflow,
+        trigger_id: str,
+        data: Any,
+        run_id: str | None,
+        origin: Origin | None,
     ) -> Dispatched:
         steps = registered.steps(trigger_id)
         gate = self.gate(registered)
@@ -201,7 +217,9 @@ class Admission:
             return self._signal(decision, data)
         if decision.action is Action.REPLACE and decision.holder is not None:
             self._replace(decision.holder, new_id)
-        run = self._runs.start_run(registered, trigger_id, steps, data, new_id, status=status)
+        run = self._runs.start_run(
+            registered, trigger_id, steps, data, new_id, status=status, origin=origin
+        )
         if decision.superseded is not None:
             self._supersede(decision.superseded, new_id)
         if status is RunStatus.QUEUED:
@@ -224,6 +242,42 @@ class Admission:
                 )
             )
         return Dispatched(decision, run.run_id, run.row, run.settled)
+
+    def readmit(self, run: ActiveRun) -> Decision:
+        """Decide for a run that ended and is retried, under its workflow's mode.
+
+        Nothing is journaled yet (`readmitted` does it once the retry's own entries are
+        enqueued). Never awaits.
+
+        Raises:
+            WorkflowBusy: The mode would drop, reject or signal it: it keeps its status.
+        """
+        decision = self.gate(run.workflow).dispatch(run.run_id)
+        if decision.action in (Action.DROP, Action.REJECT, Action.SIGNAL):
+            held = f" (the slot is held by run {decision.holder})" if decision.holder else ""
+            raise WorkflowBusy(
+                f"workflow {run.workflow.id!r} is busy under {run.workflow.mode!r}{held}; "
+                f"run {run.run_id} keeps its status: retry it once the workflow is free"
+            )
+        return decision
+
+    def readmitted(self, run: ActiveRun, decision: Decision) -> None:
+        """Journal what `readmit` decided: a replaced holder, a superseded run, the queue."""
+        if decision.action is Action.REPLACE and decision.holder is not None:
+            self._replace(decision.holder, run.run_id)
+        if decision.superseded is not None:
+            self._supersede(decision.superseded, run.run_id)
+        if decision.action is Action.QUEUE:
+            self.queued[run.run_id] = run
+            self._record(run, decision, "run.queued", RunStatus.QUEUED, None)
+            self._runs.announce(
+                "run.queued", run, {"status": RunStatus.QUEUED, "error": _reason(decision)}
+            )
+
+    def holds(self, workflow_id: str, run_id: str) -> bool:
+        """Whether the workflow's gate still counts `run_id` (its end is being handled)."""
+        gate = self._gates.get(workflow_id)
+        return gate is not None and (run_id in gate.running or run_id in gate.paused)
 
     def stop(self) -> None:
         """The runtime stops: queued runs stay queued in the journal; their callers learn."""

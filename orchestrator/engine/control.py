@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..clock import Clock, new_id
 from ..define.conditions import Conditions
@@ -38,8 +38,8 @@ from ..state import (
     encode_state,
     parse_payload,
 )
-from . import recovery
-from .admission import Dispatched
+from . import recovery, restart
+from .admission import Dispatched, Origin
 from .dispatcher import Dispatcher
 from .events import EventBus
 from .executor import ActiveRun, ExecutorEnv
@@ -53,6 +53,7 @@ from .timers import Timers
 from .workers import WorkerPool
 
 _log = logging.getLogger("orchestrator.runtime")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -378,6 +379,108 @@ class Control:
             *self.parking.release(run.row),
         ]
 
+    # -- retry and fork --------------------------------------------------------------------
+
+    async def retry(
+        self, run_id: str, patch: Any, command: CommandRecord | None = None
+    ) -> asyncio.Future[RunResult]:
+        """Continue a failed or aborted run at the step it stopped at; how it settles.
+
+        On the workflow's current version, from its last checkpoint with `patch` merged,
+        through the workflow's mode. With `command`, its done mark joins the retry's batch.
+
+        Raises:
+            RunNotFound: No such run.
+            RunNotActive: The run is not failed or aborted.
+            WorkflowNotFound, TriggerNotFound, StepNotFound: Where it stopped is gone.
+            WorkflowBusy: The workflow's mode refuses it now.
+        """
+        changes = _json_object(patch, "the retry patch")
+        ending = self.runs.active.get(run_id)
+        if ending is not None and ending.finishing and ending.task is not None:
+            await asyncio.wait([ending.task])  # its end is committed; its hooks still run
+        await self._writer.flush()
+        stored = await self._reader.stored_run(run_id)
+        if stored is None:
+            raise RunNotFound(f"no run {run_id!r} in journal {self._reader.location}")
+        if stored.status not in (RunStatus.FAILED, RunStatus.ABORTED):
+            raise RunNotActive(
+                f"run {run_id} is {stored.status}; only a failed or aborted run can be retried"
+            )
+        for _ in range(ENDING_POLLS):  # a parked run's end is handled in the background
+            if not self.admission.holds(stored.workflow_id, run_id):
+                break
+            await asyncio.sleep(0.01)
+        run = _checked(lambda: restart.retried(stored, self.lookup(stored.workflow_id), changes))
+        # No await from here: the checks and the admission see the same memory.
+        if run_id in self.runs.active or run_id in self.admission.queued:
+            raise RunNotActive(f"run {run_id} is already retried; it cannot be retried again")
+        writes = restart.retry_writes(stored, run, changes, self._clock.now_us())
+        with self._writer.together():  # no await inside: the writer thread waits
+            self.runs.retry(run, writes)
+            if command is not None:
+                self._writer.enqueue([self._done(command, "ok")])
+        return run.settled
+
+    async def fork(
+        self,
+        run_id: str,
+        from_step: str | None,
+        patch: Any,
+        *,
+        new_run_id: str | None = None,
+        command: CommandRecord | None = None,
+    ) -> Dispatched:
+        """Start a new run of a run's workflow and trigger at `from_step` (default: the first).
+
+        Its state is the one the run had before that step, with `patch` merged; it runs on
+        the workflow's current version, through its mode. With `command`, its done mark
+        joins the new run's batch.
+
+        Raises:
+            RunNotFound: No such run.
+            WorkflowNotFound, TriggerNotFound: The workflow or its trigger is gone.
+            StepNotFound: No such step now, or the run never reached it.
+        """
+        changes = _json_object(patch, "the fork patch")
+        if from_step is not None and not isinstance(from_step, str):
+            raise ValidationError(f"from_step must be a step name, got {from_step!r}")
+        await self._writer.flush()
+        stored = await self._reader.stored_run(run_id)
+        if stored is None:
+            raise RunNotFound(f"no run {run_id!r} in journal {self._reader.location}")
+        checkpoints = await self._reader.stored_checkpoints(run_id)
+        registered = self.lookup(stored.workflow_id)
+        point = _checked(
+            lambda: restart.fork_point(stored, registered, checkpoints, from_step, changes)
+        )
+        assert registered is not None  # fork_point refuses a missing workflow
+        _bounded(point.state, "the fork's state")
+        origin = Origin(run_id, point.step, point.index)
+        with self._writer.together():  # no await inside: the writer thread waits
+            dispatched = self.admission.dispatch(
+                registered, stored.trigger_id, point.state, run_id=new_run_id, origin=origin
+            )
+            if command is not None:
+                self._writer.enqueue([self._done(command, "ok")])
+        return dispatched
+
+    async def _restart_command(self, command: CommandRecord) -> None:
+        """Apply a ``retry`` or ``fork`` command (its done mark joins its batch)."""
+        payload = command.payload if isinstance(command.payload, dict) else {}
+        run_id = command.run_id or ""
+        if command.command == "retry":
+            await self.retry(run_id, command.payload, command)
+            return
+        new_run_id = payload.get("new_run_id")
+        await self.fork(
+            run_id,
+            payload.get("from_step"),
+            payload.get("patch"),
+            new_run_id=new_run_id if isinstance(new_run_id, str) and new_run_id else None,
+            command=command,
+        )
+
     async def apply_command(self, command: CommandRecord) -> None:
         """Apply a command written by another process, recording how it went.
 
@@ -393,6 +496,9 @@ class Control:
                 with self._writer.together():  # no await inside: the writer thread waits
                     self._invoke_command(command)
                     self._writer.enqueue([self._done(command, "ok")])
+                return
+            if command.command in ("retry", "fork"):
+                await self._restart_command(command)
                 return
             writes = await self._command_writes(command)
         except OrchestratorError as exc:
@@ -488,6 +594,7 @@ class Control:
         return found
 
 
+ENDING_POLLS = 500  # of 10 ms: how long a retry waits for a run's end to be handled here
 MAX_EVENT_TYPE = 1024  # characters: an event type names a kind of event, not its data
 _FROM_FILES = frozenset({EventSource.FILE.value})
 
@@ -509,6 +616,14 @@ def _checked_event(event_type: Any, data: Any) -> dict[str, Any]:
     if not event_type.isascii() and ops.valid_text(event_type) != event_type:
         raise ValidationError(f"an event type must be valid Unicode, got {event_type!r}")
     return _json_object(data, f"the data of event {event_type!r}")
+
+
+def _checked(plan: Callable[[], T]) -> T:
+    """`plan()`, with a state that cannot be encoded (a patch too big) as `ValidationError`."""
+    try:
+        return plan()
+    except StateEncodingError as exc:
+        raise ValidationError(f"the run's state with the patch is refused: {exc}") from exc
 
 
 def _bounded(value: Any, what: str) -> None:

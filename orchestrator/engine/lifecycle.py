@@ -29,6 +29,7 @@ NAMES = frozenset(
         "run.dropped",
         "run.rejected",
         "run.recovered",
+        "run.retried",
     }
 )
 _log = logging.getLogger("orchestrator.lifecycle")

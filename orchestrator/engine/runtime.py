@@ -565,6 +565,48 @@ class Runtime:
         """End a run that is not final; its status becomes ``aborted``."""
         await self._require_control().abort(_checked_run_id(run_id))
 
+    async def retry(self, run_id: str, patch: Any = None) -> RunResult:
+        """Continue a failed or aborted run at the step it stopped at; wait for it.
+
+        The same run goes on from its last checkpoint (`patch` merged into its state) on
+        the workflow's current version, so a run that failed on a bug finishes on the
+        fixed file; the steps before are not run again. It passes through the workflow's
+        mode like any start (it may be queued), its crash-loop count starts again, and its
+        timeline keeps the attempt that ended, then ``run.retried``. Returns as `invoke`
+        does: when the run completes, fails, pauses or is aborted.
+
+        Raises:
+            RunNotFound: No such run.
+            RunNotActive: The run is not ``failed`` or ``aborted``.
+            WorkflowNotFound: Its workflow is not loaded now.
+            StepNotFound: Its workflow no longer has the step it stopped at.
+            WorkflowBusy: The workflow's mode would drop, reject or signal it now.
+        """
+        control = self._require_control()
+        settled = await control.retry(_checked_run_id(run_id), patch)
+        return await settled
+
+    async def fork(self, run_id: str, from_step: str | None = None, patch: Any = None) -> str:
+        """Start a new run from a run's state before `from_step`; returns the new run's id.
+
+        The new run has the same workflow and trigger, starts at `from_step` (a step name;
+        default the first step) with the state the run had before that step (`patch`
+        merged), runs on the workflow's current version through its mode, and records
+        ``forked_from`` (``{"run_id", "step"}``). Any run may be forked, in any status.
+        Returns once the new run is journaled (under ``SingletonLoop(on_busy="signal")`` a
+        busy workflow takes the state as a signal instead: the active run's id is returned).
+
+        Raises:
+            RunNotFound: No such run.
+            WorkflowNotFound: Its workflow is not loaded now.
+            StepNotFound: The pipeline has no such step (the message lists its steps), or
+                the run never reached it.
+        """
+        control = self._require_control()
+        dispatched = await control.fork(_checked_run_id(run_id), from_step, patch)
+        await self._writer.flush()
+        return dispatched.run_id
+
     async def wait(self, run_id: str, timeout: float | None = None) -> RunResult:  # noqa: ASYNC109
         """Wait until a run is final or paused and return how it ended up."""
         control, run_id = self._require_control(), _checked_run_id(run_id)

@@ -21,7 +21,7 @@ from ..errors import JournalError, RunNotActive, RuntimeStopped
 from ..journal import ops
 from ..records import RunCode, RunResult, RunStatus
 from ..state import StateEncodingError, decode_state, encode_state
-from .admission import Admission
+from .admission import Admission, Origin
 from .executor import ActiveRun, ExecutorEnv, context_for, execute, finish_aborted
 from .recovery import Resumable, crash_loop, plan
 from .registry import RegisteredWorkflow
@@ -78,16 +78,21 @@ class Supervisor:
         run_id: str | None = None,
         *,
         status: RunStatus = RunStatus.RUNNING,
+        origin: Origin | None = None,
     ) -> ActiveRun:
-        """Journal a new run (pipelined with its first steps); start it if ``running``."""
+        """Journal a new run (pipelined with its first steps); start it if ``running``.
+
+        A fork (`origin`) starts at its step, and its row says where it comes from.
+        """
         self._next_row += 1
+        start = origin.start if origin is not None else 0
         run = ActiveRun(
             row=self._next_row,
             run_id=run_id or new_id(),
             workflow=registered,
             trigger_id=trigger_id,
             steps=steps,
-            step_index=0,
+            step_index=start,
             position=0,
             state_text="{}",
             settled=asyncio.get_running_loop().create_future(),
@@ -104,14 +109,39 @@ class Supervisor:
                 trigger_id,
                 registered.version,
                 status=status,
-                first_step=steps[0].name,
+                first_step=steps[start].name,
                 state=run.state_text,
                 at=self._env.clock.now_us(),
             )
         )
+        if origin is not None:
+            self._writer.enqueue(_forked(run, origin, self._env.clock.now_us()))
         if status == RunStatus.RUNNING:
             self._spawn(run)
         return run
+
+    def retry(self, run: ActiveRun, writes: list[ops.Op]) -> None:
+        """Admit a retried run again under its mode, then start it (or queue it).
+
+        `writes` (what the retry journals first) join the batch of its new status. Never
+        awaits.
+
+        Raises:
+            WorkflowBusy: Its mode refuses it now; nothing was enqueued.
+        """
+        decision = self.admission.readmit(run)
+        now = self._env.clock.now_us()
+        self._writer.enqueue(writes)
+        self.admission.readmitted(run, decision)
+        if run.run_id in self.admission.queued:
+            self._writer.enqueue([ops.set_status(run.row, RunStatus.QUEUED, now)])
+            self.announce("run.retried", run, {"step": run.next_step})
+            return
+        started = [ops.set_status(run.row, RunStatus.RUNNING, now)]
+        if run.next_step is not None:
+            started.append(ops.step_started(run.row, run.position, run.next_step, now))
+        self._writer.enqueue(started)
+        self._spawn(run, lifecycle="run.retried")
 
     def signal_active(self, run: ActiveRun, patch: dict[str, Any]) -> list[ops.Op]:
         """Merge `patch` into a running run: journaled now, and it wins over the step's result."""
@@ -495,6 +525,16 @@ def _active_from(unfinished: Resumable, registered: RegisteredWorkflow, index: i
         state_text=unfinished.state,
         settled=asyncio.get_running_loop().create_future(),
     )
+
+
+def _forked(run: ActiveRun, origin: Origin, now: int) -> list[ops.Op]:
+    """What a fork journals besides its run: where it comes from (row and timeline)."""
+    message = f"forked from run {origin.run_id} at step {origin.step!r}"
+    data = {"run_id": origin.run_id, "step": origin.step}
+    return [
+        ops.set_forked(run.row, origin.run_id, origin.step),
+        ops.add_timeline(run.row, now, "runtime", "run.forked", message=message, data=data),
+    ]
 
 
 def _not_a_crash(run: ActiveRun, step: str) -> ops.Op:

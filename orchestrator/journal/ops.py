@@ -31,6 +31,7 @@ class Stmt(enum.Enum):
     SET_LOAD_ERROR = enum.auto()
     ADD_VERSION = enum.auto()
     INSERT_RUN = enum.auto()
+    SET_FORKED = enum.auto()
     INSERT_EVENT = enum.auto()
     MARK_ROUTED = enum.auto()
     SET_FILE_SEEN = enum.auto()
@@ -39,6 +40,7 @@ class Stmt(enum.Enum):
     SET_PROGRESS = enum.auto()
     SET_POSITION = enum.auto()
     SET_VERSION = enum.auto()
+    CLEAR_RECOVERIES = enum.auto()
     SET_RECOVERIES = enum.auto()
     SET_STATUS = enum.auto()
     SET_WAIT = enum.auto()
@@ -129,6 +131,11 @@ def create_run(
     ]
 
 
+def set_forked(row: int, run_id: str, step: str) -> Op:
+    """A new run was forked from run `run_id`, starting at `step` (with its run row)."""
+    return Stmt.SET_FORKED, (run_id, step, row)
+
+
 def checkpoint(
     row: int,
     position: int,
@@ -159,6 +166,11 @@ def set_version(row: int, version: str) -> Op:
 def set_recoveries(row: int, step: str, count: int) -> Op:
     """Start-up recovery has continued run `row` at `step` `count` times in all."""
     return Stmt.SET_RECOVERIES, (row, step, count)
+
+
+def clear_recoveries(row: int) -> Op:
+    """A retried run starts counting its recoveries again (the crash-loop guard restarts)."""
+    return Stmt.CLEAR_RECOVERIES, (row,)
 
 
 def set_status(

@@ -33,6 +33,8 @@ if TYPE_CHECKING:  # the CLI's small commands must not load asyncio
         LoadErrorRecord,
         Opened,
         RunMatches,
+        StoredCheckpoint,
+        StoredRun,
         UnfinishedRun,
         WaitRecord,
         WorkflowRecord,
@@ -148,6 +150,12 @@ class JournalQueries(ChangeFeed, Protocol):
 
     async def unfinished_runs(self) -> list[UnfinishedRun]:
         """Runs that are queued, running or paused, oldest first, with their last state."""
+
+    async def stored_run(self, run_id: str) -> StoredRun | None:
+        """One run whatever its status, with its last state and how it ended; None if unknown."""
+
+    async def stored_checkpoints(self, run_id: str) -> list[StoredCheckpoint]:
+        """A run's checkpoints in order, with their state as journaled (position 0: input)."""
 
     async def live_waits(self) -> list[WaitRecord]:
         """Armed and parked waits, oldest first, each with its buffered events in order."""
@@ -268,6 +276,19 @@ class JournalCommands(Protocol):
 
         With an idempotency `key` seen before (kind ``invoke``), nothing is queued and the
         first run's id is returned.
+        """
+
+    def queue_fork(
+        self, run_id: str, new_run_id: str, from_step: str | None, patch: dict[str, Any]
+    ) -> int:
+        """Check the run and the step, then queue a fork of it as run `new_run_id`.
+
+        Returns the command's id; the daemon creates the run under that id.
+
+        Raises:
+            RunNotFound: No such run in the journal.
+            StepNotFound: The workflow's pipeline (as the journal last saw it) has no
+                step `from_step`; the message lists its steps.
         """
 
     def claim_invoke(

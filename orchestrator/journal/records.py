@@ -38,6 +38,32 @@ class UnfinishedRun:
 
 
 @dataclass(frozen=True, kw_only=True)
+class StoredRun(UnfinishedRun):
+    """A run as the journal has it, whatever its status: where a retry continues from.
+
+    `state` is that of its last checkpoint; `error`, `error_code` and `updated_at` say how
+    it ended, if it did.
+    """
+
+    error: str | None = None
+    error_code: str | None = None
+    updated_at: int = 0
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    """One checkpoint of a run as journaled: where a fork finds the state before a step.
+
+    `step` names the step whose result it is, None for the input and for patches (resume,
+    signal, retry).
+    """
+
+    position: int
+    step: str | None
+    state: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class WaitRecord:
     """An armed or parked wait as journaled, with the events buffered for it."""
 

@@ -35,8 +35,11 @@ def assemble_timeline(
 ) -> list[TimelineEntry]:
     """Merge a run row, its checkpoints (position > 0) and its timeline rows, in order."""
     keyed: list[tuple[SortKey, TimelineEntry]] = []
-    recorded = {row["kind"] for row in rows}
-    if not recorded & _ADMITTED_OTHERWISE:  # it started as it was created
+    # A retried run: how it was admitted is its first attempt's; how it ended, its last's.
+    retries = [seq for seq, row in enumerate(rows) if row["kind"] == "run.retried"]
+    first = rows[: retries[0]] if retries else rows
+    recorded = {row["kind"] for row in (rows[retries[-1] + 1 :] if retries else rows)}
+    if not {row["kind"] for row in first} & _ADMITTED_OTHERWISE:  # it started as created
         keyed.append(
             ((run["created_at"], -1, _STARTED, 0), _entry(run["created_at"], "run.started"))
         )

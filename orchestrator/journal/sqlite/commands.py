@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ...clock import Clock, new_id
-from ...errors import JournalError, RunNotActive, RunNotFound
+from ...errors import JournalError, RunNotActive, RunNotFound, StepNotFound
 from ...records import RunStatus
 from ..protocol import Synchronous
 from ..records import RunMatches
@@ -40,7 +40,15 @@ _ALLOWED = {
     "resume": ({RunStatus.PAUSED}, "only a paused run can be resumed"),
     "signal": (_UNFINISHED, "only an active run can be signalled"),
     "abort": (_UNFINISHED, "only an unfinished run can be aborted"),
+    "retry": ({RunStatus.FAILED, RunStatus.ABORTED}, "only a failed or aborted run can be retried"),
 }
+# The step names of a run's pipeline: on its workflow's version registered now (as the
+# journal last saw it), else on the version the run has. ?1 workflow, ?2 its version.
+PIPELINE_SQL = (
+    "SELECT v.definition FROM workflow_versions v WHERE v.workflow_id = ?1 AND v.version ="
+    " coalesce((SELECT w.version FROM workflows w WHERE w.workflow_id = ?1 AND w.present = 1"
+    " AND w.version != ''), ?2)"
+)
 
 
 def emit_event(
@@ -95,6 +103,45 @@ def queue_command(path: Path, command: str, run_id: str, payload: Any = None) ->
         return _insert_command(conn, command, run_id, None, None, payload)
 
     return _transaction(path, insert)
+
+
+def queue_fork(
+    path: Path, run_id: str, new_run_id: str, from_step: str | None, patch: dict[str, Any]
+) -> int:
+    """Check the run and `from_step`, then queue a fork of the run as `new_run_id`.
+
+    The step is checked against the pipeline as the journal last saw it (`PIPELINE_SQL`);
+    the daemon checks it again on the version it holds when it applies the command.
+
+    Raises:
+        RunNotFound: No such run in the journal.
+        StepNotFound: The pipeline has no step `from_step` (the message lists its steps).
+    """
+    payload = {"new_run_id": new_run_id, "from_step": from_step, "patch": patch}
+
+    def insert(conn: sqlite3.Connection) -> int:
+        row = conn.execute(
+            "SELECT workflow_id, trigger_id, version FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        if row is None:
+            raise RunNotFound(f"no run {run_id!r} in journal {path}")
+        if from_step is not None:
+            found = conn.execute(PIPELINE_SQL, (row[0], row[2])).fetchone()
+            steps = pipeline_steps(found[0] if found else None, row[1])
+            if steps is not None and from_step not in steps:
+                raise StepNotFound.unknown(from_step, row[0], row[1], steps)
+        return _insert_command(conn, "fork", run_id, None, None, payload)
+
+    return _transaction(path, insert)
+
+
+def pipeline_steps(definition: str | None, trigger_id: str) -> list[str] | None:
+    """The step names of one pipeline in a journaled definition; None if it does not say."""
+    try:
+        steps = json.loads(definition or "null")["pipelines"][trigger_id]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return [str(step) for step in steps] if isinstance(steps, list) else None
 
 
 def match_runs(path: Path, prefix: str, limit: int = 5) -> RunMatches:
@@ -240,6 +287,12 @@ class SqliteCommands:
     def queue_command(self, command: str, run_id: str, payload: Any = None) -> int:
         """Check the run, then queue `command` for the daemon; returns the command's id."""
         return queue_command(self.path, command, run_id, payload)
+
+    def queue_fork(
+        self, run_id: str, new_run_id: str, from_step: str | None, patch: dict[str, Any]
+    ) -> int:
+        """Check the run and the step, then queue a fork of it as run `new_run_id`."""
+        return queue_fork(self.path, run_id, new_run_id, from_step, patch)
 
     def match_runs(self, prefix: str, *, limit: int = 5) -> RunMatches:
         """The runs whose id starts with `prefix`: the first `limit` by id, and how many."""

@@ -26,6 +26,8 @@ from ..records import (
     EventRecord,
     LoadErrorRecord,
     RunMatches,
+    StoredCheckpoint,
+    StoredRun,
     UnfinishedRun,
     WaitRecord,
     WorkflowRecord,
@@ -38,10 +40,20 @@ from .schema import APPLICATION_ID, MIGRATIONS
 _SERVICE_KINDS = "('service.opened', 'services.closed')"  # the timeline_services index's
 _RUN_COLUMNS = """
     r.run_id, r.workflow_id, r.trigger_id, r.status, r.step, r.error, r.error_code,
-    r.version, r.created_at, r.updated_at,
+    r.version, r.created_at, r.updated_at, r.forked_from_run, r.forked_from_step,
     (SELECT c.state FROM checkpoints c WHERE c.run = r.id ORDER BY c.position DESC LIMIT 1)
         AS state
 """
+
+
+# A run with the state of its last checkpoint and its count of recoveries at its step.
+_STORED_RUN = (
+    "SELECT r.id, r.run_id, r.workflow_id, r.trigger_id, r.version, r.status, r.position,"
+    " r.step, c.state, r.created_at, coalesce(v.count, 0) AS recoveries, r.error,"
+    " r.error_code, r.updated_at FROM runs r"
+    " JOIN checkpoints c ON c.run = r.id AND c.position = r.position"
+    " LEFT JOIN recoveries v ON v.run = r.id AND v.step = r.step"
+)
 
 
 class JournalReader:
@@ -150,28 +162,32 @@ class JournalReader:
     async def unfinished_runs(self) -> list[UnfinishedRun]:
         """Runs that are queued, running or paused, oldest first, with their last state."""
         rows = await self._fetch(
-            "SELECT r.id, r.run_id, r.workflow_id, r.trigger_id, r.version, r.status,"
-            " r.position, r.step, c.state, r.created_at, coalesce(v.count, 0) FROM runs r"
-            " JOIN checkpoints c ON c.run = r.id AND c.position = r.position"
-            " LEFT JOIN recoveries v ON v.run = r.id AND v.step = r.step"
-            " WHERE r.status IN ('queued', 'running', 'paused') ORDER BY r.id"
+            f"{_STORED_RUN} WHERE r.status IN ('queued', 'running', 'paused') ORDER BY r.id"
         )
-        return [
-            UnfinishedRun(
-                row=row[0],
-                run_id=row[1],
-                workflow_id=row[2],
-                trigger_id=row[3],
-                version=row[4],
-                status=RunStatus(row[5]),
-                position=row[6],
-                step=row[7],
-                state=row[8],
-                created_at=row[9],
-                recoveries=row[10],
-            )
-            for row in rows
-        ]
+        return [UnfinishedRun(**_stored_fields(row)) for row in rows]
+
+    async def stored_run(self, run_id: str) -> StoredRun | None:
+        """One run whatever its status, with its last state and how it ended; None if unknown."""
+        rows = await self._fetch(f"{_STORED_RUN} WHERE r.run_id = ?", [run_id])
+        if not rows:
+            return None
+        row = rows[0]
+        return StoredRun(
+            **_stored_fields(row),
+            error=row["error"],
+            error_code=row["error_code"],
+            updated_at=row["updated_at"],
+        )
+
+    async def stored_checkpoints(self, run_id: str) -> list[StoredCheckpoint]:
+        """A run's checkpoints in order, with their state as journaled (position 0: input)."""
+        rows = await self._fetch(
+            "SELECT c.position, CASE WHEN c.kind = 'step' THEN c.step END, c.state"
+            " FROM checkpoints c JOIN runs r ON r.id = c.run WHERE r.run_id = ?"
+            " ORDER BY c.position",
+            [run_id],
+        )
+        return [StoredCheckpoint(row[0], row[1], row[2]) for row in rows]
 
     async def live_waits(self) -> list[WaitRecord]:
         """Armed and parked waits, oldest first, each with its buffered events in order."""
@@ -403,6 +419,23 @@ async def _check_readable(conn: aiosqlite.Connection, path: Path) -> None:
         )
 
 
+def _stored_fields(row: sqlite3.Row) -> dict[str, Any]:
+    """The fields of an `UnfinishedRun` from a row of `_STORED_RUN`."""
+    return {
+        "row": row[0],
+        "run_id": row[1],
+        "workflow_id": row[2],
+        "trigger_id": row[3],
+        "version": row[4],
+        "status": RunStatus(row[5]),
+        "position": row[6],
+        "step": row[7],
+        "state": row[8],
+        "created_at": row[9],
+        "recoveries": row[10],
+    }
+
+
 def _run_info(row: sqlite3.Row) -> RunInfo:
     return RunInfo(
         run_id=row["run_id"],
@@ -416,7 +449,13 @@ def _run_info(row: sqlite3.Row) -> RunInfo:
         created_at=to_datetime(row["created_at"]),
         updated_at=to_datetime(row["updated_at"]),
         error_code=RunCode(row["error_code"]) if row["error_code"] is not None else None,
+        forked_from=forked_from(row["forked_from_run"], row["forked_from_step"]),
     )
+
+
+def forked_from(run_id: str | None, step: str | None) -> dict[str, str] | None:
+    """A run's ``forked_from`` as shown: ``{"run_id", "step"}``, or None (not a fork)."""
+    return None if run_id is None else {"run_id": run_id, "step": step or ""}
 
 
 def _payload(text: str | None, *, wrapped: bool = False) -> tuple[Any, str | None]:

@@ -212,6 +212,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX waits_by_run ON waits (run);
     CREATE INDEX wait_buffer_by_event ON wait_buffer (event_id);
     """,
+    # 11: where a forked run came from: the run it was forked from and the step it started
+    # at (both NULL for every other run). Ids, not row references: the source may be pruned.
+    """
+    ALTER TABLE runs ADD COLUMN forked_from_run TEXT;
+    ALTER TABLE runs ADD COLUMN forked_from_step TEXT;
+    """,
 )
 
 

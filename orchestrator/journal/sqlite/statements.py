@@ -32,6 +32,7 @@ SQL: Final[dict[Stmt, str]] = {
         "INSERT INTO runs (id, run_id, workflow_id, trigger_id, version, status, step,"
         " step_started_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ),
+    Stmt.SET_FORKED: "UPDATE runs SET forked_from_run = ?, forked_from_step = ? WHERE id = ?",
     Stmt.INSERT_EVENT: (
         "INSERT INTO events (event_id, type, data, source, created_at, routed_at)"
         " VALUES (?, ?, ?, ?, ?, ?)"
@@ -57,6 +58,7 @@ SQL: Final[dict[Stmt, str]] = {
         "UPDATE runs SET position = max(position, ?), updated_at = max(updated_at, ?) WHERE id = ?"
     ),
     Stmt.SET_VERSION: "UPDATE runs SET version = ? WHERE id = ?",
+    Stmt.CLEAR_RECOVERIES: "DELETE FROM recoveries WHERE run = ?",
     Stmt.SET_RECOVERIES: (
         "INSERT INTO recoveries (run, step, count) VALUES (?, ?, ?)"
         " ON CONFLICT (run, step) DO UPDATE SET count = excluded.count"
