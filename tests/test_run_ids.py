@@ -69,6 +69,9 @@ def inbox(db: Path) -> list[tuple[Any, ...]]:
 
 WRITING = [["resume", "{}"], ["signal", '{"a": 1}'], ["abort"]]
 COMMANDS = [["show"], ["show", "--json"], *WRITING]
+# Every command that takes a RUN_ID; retry and fork, besides, refuse what these runs are
+# or print a new run's id (tests/test_cli_retry_fork.py).
+PREFIXED = [*COMMANDS, ["retry"], ["fork", "--from", "ship"]]
 
 
 def argv(command: list[str], run_id: str, db: Path) -> list[str]:
@@ -103,7 +106,7 @@ def test_the_dashboards_short_ids_are_prefixes_the_cli_takes() -> None:
     assert len(short_id(LONE)) >= MIN_PREFIX
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("command", PREFIXED, ids=" ".join)
 def test_a_prefix_under_4_characters_is_one_line_saying_the_minimum(
     journal: Path, command: list[str]
 ) -> None:
@@ -117,7 +120,7 @@ def test_a_prefix_under_4_characters_is_one_line_saying_the_minimum(
     assert inbox(journal) == []
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("command", PREFIXED, ids=" ".join)
 def test_an_ambiguous_prefix_lists_candidates_and_writes_nothing(
     journal: Path, command: list[str]
 ) -> None:
@@ -137,7 +140,7 @@ def test_an_ambiguous_prefix_lists_candidates_and_writes_nothing(
     assert inbox(journal) == []
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("command", PREFIXED, ids=" ".join)
 def test_no_match_is_run_not_found(journal: Path, command: list[str]) -> None:
     out = cli(*argv(command, "dead", journal))
     assert out.returncode == 2 and out.stdout == ""

@@ -8,6 +8,7 @@ that are not UTF-8, a NUL). No command code here: `main` owns the commands.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import NoReturn
 
 EXIT_USAGE = 2
@@ -22,7 +23,26 @@ class UsageError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, with its errors as one line like every other input error."""
+    """argparse, with its errors as one line like every other input error.
+
+    A command whose optional positional follows an option (``fork RUN_ID --from STEP
+    JSON``) sets `intermixed`: argparse alone leaves such a positional unrecognized.
+    """
+
+    intermixed = False
+    _mixing = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """Parse, with options and positionals in any order where `intermixed`."""
+        if not self.intermixed or self._mixing:
+            return super().parse_known_args(args, namespace)
+        self._mixing = True  # the intermixed parse calls back in here
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._mixing = False
 
     def error(self, message: str) -> NoReturn:
         """Print one line (what is wrong, and where to see the usage), exit 2."""

@@ -169,6 +169,25 @@ def _parser() -> argparse.ArgumentParser:
     abort = _command(commands, "abort", _cmd_abort, "end a run that is not final")
     abort.add_argument("run_id", metavar="RUN_ID")
 
+    retry = _command(commands, "retry", _cmd_retry, "continue a failed or aborted run")
+    retry.add_argument("run_id", metavar="RUN_ID")
+    retry.add_argument(
+        "patch", metavar="JSON", nargs="?", default="{}", help="merged into the run's state"
+    )
+
+    fork = _command(commands, "fork", _cmd_fork, "start a new run from a run's state; print its id")
+    fork.add_argument("run_id", metavar="RUN_ID")
+    fork.add_argument(
+        "--from",
+        dest="from_step",
+        metavar="STEP",
+        help="the step it starts at, with the state before it (default: the first step)",
+    )
+    fork.add_argument(
+        "patch", metavar="JSON", nargs="?", default="{}", help="merged into the new run's state"
+    )
+    fork.intermixed = True
+
     up = _command(commands, "up", _cmd_up, "load and watch a folder of workflows: the daemon")
     up.add_argument("folder", type=Path, metavar="DIR", help="the folder of workflow files")
     up.add_argument("--headless", action="store_true", help="no dashboard: log to stderr only")
@@ -252,9 +271,9 @@ def _parser() -> argparse.ArgumentParser:
 Handler = Callable[[argparse.Namespace], int | Coroutine[Any, Any, int]]
 
 
-def _command(commands: Any, name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
-    """A subcommand; it takes ``--db``, as every command does."""
-    sub: argparse.ArgumentParser = commands.add_parser(name, help=help, description=help)
+def _command(commands: Any, name: str, handler: Handler, help: str) -> Parser:
+    """A subcommand (a `Parser`, as its parent is); it takes ``--db``, as every command does."""
+    sub: Parser = commands.add_parser(name, help=help, description=help)
     sub.set_defaults(handler=handler)
     _add_db(sub)
     return sub
@@ -461,14 +480,34 @@ def _cmd_abort(args: argparse.Namespace) -> int:
     return _queue(args, "abort", None)
 
 
+def _cmd_retry(args: argparse.Namespace) -> int:
+    return _queue(args, "retry", parse_json_object(args.patch, "the patch") or None)
+
+
+def _cmd_fork(args: argparse.Namespace) -> int:
+    from ..clock import new_id
+
+    patch = parse_json_object(args.patch, "the patch")
+    journal = journal_of(args)
+    run_id = _resolve(journal, args.run_id)
+    new_run_id = new_id()  # chosen here: the daemon creates the run under it
+    journal.commands.queue_fork(run_id, new_run_id, args.from_step, patch)
+    _out(new_run_id)
+    return EXIT_OK
+
+
 def _queue(args: argparse.Namespace, command: str, payload: Any) -> int:
     journal = journal_of(args)
-    # Resolved before anything is written: the inbox holds whole run ids only.
-    found = journal.commands.match_runs(args.run_id, limit=SHOWN)
-    run_id = resolved(args.run_id, found, journal.location)
+    run_id = _resolve(journal, args.run_id)
     journal.commands.queue_command(command, run_id, payload)
     _out(f"{command} of run {run_id} queued; the daemon applies it")
     return EXIT_OK
+
+
+def _resolve(journal: JournalBackend, text: str) -> str:
+    """The whole run id `text` names (the inbox holds whole run ids only)."""
+    found = journal.commands.match_runs(text, limit=SHOWN)
+    return resolved(text, found, journal.location)
 
 
 async def _cmd_up(args: argparse.Namespace) -> int:

@@ -75,6 +75,7 @@ def run_json(info: RunInfo, timeline: Sequence[TimelineEntry]) -> str:
         **run_summary(info),
         "error_code": info.error_code,
         "version": info.version,
+        "forked_from": info.forked_from,
         "state": info.state,
         "timeline": [_entry_json(entry) for entry in timeline],
     }
@@ -125,6 +126,9 @@ def run_text(info: RunInfo, timeline: Sequence[TimelineEntry]) -> str:
         f"status    {info.status}" + (f" at step {info.step}" if info.step else ""),
         f"created   {_local(info.created_at)}   updated {_local(info.updated_at)}",
     ]
+    if info.forked_from is not None:
+        origin = info.forked_from
+        lines.append(f"forked    from run {origin['run_id']} at step {origin['step']}")
     if info.error:
         lines.append(
             f"error     {info.error}" + (f" [{info.error_code}]" if info.error_code else "")
