@@ -202,6 +202,14 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def show(db: Path, run_id: str) -> dict[str, Any]:
+    """``orchestrator show RUN_ID --json`` (it must succeed)."""
+    out = cli("show", run_id, "--json", "--db", str(db))
+    assert out.returncode == 0, out.stderr
+    shown: dict[str, Any] = json.loads(out.stdout)
+    return shown
+
+
 async def acli(*args: str) -> subprocess.CompletedProcess[str]:
     """Like `cli`, without blocking the event loop (a runtime in this process keeps going)."""
     proc = await asyncio.create_subprocess_exec(

@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from procs import Daemon, acli, alive, cli, query
+from procs import Daemon, acli, alive, cli, query, show
 
 from orchestrator import Runtime, Step, Workflow
 from orchestrator.folder.loader import digest_of
@@ -54,13 +54,6 @@ def flaky_flow(broken: bool) -> str:
         workflow = Workflow(id="flaky", pipelines={{"go": [a, b, c]}})
         """
     )
-
-
-def show(db: Path, run_id: str) -> dict[str, Any]:
-    out = cli("show", run_id, "--json", "--db", str(db))
-    assert out.returncode == 0, out.stderr
-    shown: dict[str, Any] = json.loads(out.stdout)
-    return shown
 
 
 def version_of(db: Path, workflow_id: str) -> str | None:
