@@ -8,6 +8,7 @@ started, resumed or matched nothing); each test works on its own copy. Waits pol
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sqlite3
 import subprocess
@@ -20,12 +21,12 @@ import pytest
 from pilots import copy_journal, until
 from rich.text import Text
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Input, Select, Static, TextArea, Tree
+from textual.widgets import DataTable, Input, OptionList, Select, Static, TextArea, Tree
 
 from orchestrator import Runtime, Trigger, Workflow
 from tui.app import DashboardApp
 from tui.detail import RunDetailScreen
-from tui.dialogs import ConfirmDialog, HelpScreen, JsonDialog, parse_object
+from tui.dialogs import ConfirmDialog, ForkDialog, HelpScreen, JsonDialog, parse_object
 from tui.format import clean, duration, literal
 from tui.jsonview import diff
 from tui.keybar import KeyBar
@@ -482,7 +483,9 @@ async def test_refused_commands_are_notifications(journal: Path, ids: dict[str, 
     app = DashboardApp(journal)
     async with app.run_test(size=SIZE) as pilot:
         await open_run(pilot, app, ids["done"])
-        await pilot.press("r")  # the run is completed: the journal refuses the resume
+        # A completed run is not offered a resume; one started anyway (from a screen that
+        # showed the run paused a moment ago) is refused by the journal.
+        app.actions.start("resume", ids["done"])
         dialog = await _dialog(pilot, app, JsonDialog)
         dialog.query_one("#json", TextArea).text = "{}"
         await pilot.press("ctrl+s")
@@ -671,3 +674,88 @@ def _walk(node: Any) -> list[Any]:
     for child in node.children:
         found.extend(_walk(child))
     return found
+
+
+def offers(app: DashboardApp, actions: set[str]) -> bool:
+    return offered(app) == actions
+
+
+def offered(app: DashboardApp) -> set[str]:
+    """The run actions the key bar offers now (abort, resume, signal, retry, fork)."""
+    return {
+        str(active.binding.action).split("'")[1]
+        for active in app.screen.active_bindings.values()
+        if active.binding.action.startswith("run_action(")
+    }
+
+
+async def test_the_actions_offered_fit_the_runs_status(journal: Path, ids: dict[str, str]) -> None:
+    app = DashboardApp(journal)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: ids["done"] in keys(runs_table(app)), "the runs")
+        table = runs_table(app)
+        expected = {
+            "done": {"fork"},
+            "failed": {"retry", "fork"},
+            "paused": {"abort", "resume", "signal", "fork"},
+        }
+        for name, actions in expected.items():  # in the list, as the cursor moves
+            table.move_cursor(row=keys(table).index(ids[name]))
+            await until(pilot, functools.partial(offers, app, actions), name)
+        screen = await open_run(pilot, app, ids["done"])  # and on the run's own screen
+        await until(pilot, lambda: offered(app) == {"fork"}, "a completed run's actions")
+        await pilot.press("a", "r")  # not offered: nothing happens
+        await pilot.pause()
+        assert app.screen is screen and rows_of(journal, "SELECT * FROM inbox") == []
+
+
+async def test_retry_from_the_dashboard_writes_the_command(
+    journal: Path, ids: dict[str, str]
+) -> None:
+    app = DashboardApp(journal)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_run(pilot, app, ids["failed"])
+        await pilot.press("y")
+        dialog = await _dialog(pilot, app, JsonDialog)
+        dialog.query_one("#json", TextArea).text = '{"card": "new"}'
+        await pilot.press("ctrl+s")
+        [row] = await _inbox(pilot, journal, 1)
+        assert row[:2] == ("retry", ids["failed"]) and json.loads(row[4]) == {"card": "new"}
+
+
+async def test_fork_from_the_dashboard_picks_a_step_and_shows_where_a_fork_came_from(
+    journal: Path, ids: dict[str, str]
+) -> None:
+    app = DashboardApp(journal)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_run(pilot, app, ids["done"])
+        await pilot.press("k")
+        dialog = await _dialog(pilot, app, ForkDialog)
+        steps = dialog.query_one("#steps", OptionList)
+        assert [str(steps.get_option_at_index(i).prompt) for i in range(steps.option_count)] == [
+            "reserve",
+            "wait_for_payment",
+            "ship",
+        ]
+        await pilot.press("down", "down")  # ship
+        dialog.query_one("#json", TextArea).text = '{"express": true}'
+        await pilot.press("ctrl+s")
+        [row] = await _inbox(pilot, journal, 1)
+        payload = json.loads(row[4])
+        assert row[:2] == ("fork", ids["done"]) and payload["from_step"] == "ship"
+        assert payload["patch"] == {"express": True}
+        await until(
+            pilot,
+            lambda: any(payload["new_run_id"] in n.message for n in app._notifications),
+            "the new run's id",
+        )
+
+    async with Runtime(journal, workflows=[ORDERS, LABELS]) as rt:  # the daemon applies it
+        await rt.idle(timeout=10)
+        forked = await rt.wait(payload["new_run_id"], timeout=10)
+        assert forked.state["express"] is True and forked.state["shipped"] is True
+    app = DashboardApp(journal)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_run(pilot, app, payload["new_run_id"])
+        summary = _plain(screen.query_one("#summary", Static).render())
+        assert f"forked from run {ids['done']} at step ship" in summary

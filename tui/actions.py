@@ -1,4 +1,4 @@
-"""Acting on the journal from the dashboard: abort, resume, signal, emit, invoke, copy.
+"""Acting on the journal from the dashboard: abort, resume, signal, retry, fork, emit, invoke.
 
 Each action asks first (a confirmation, or a dialog to edit the JSON it sends), then
 writes through the journal's `JournalCommands` in a worker thread (those writes are short
@@ -17,13 +17,27 @@ from rich.text import Text
 
 from orchestrator.errors import OrchestratorError
 
-from .dialogs import ConfirmDialog, Field, JsonDialog
+from .dialogs import ConfirmDialog, Field, ForkDialog, JsonDialog
 from .format import join, literal
 
 if TYPE_CHECKING:
     from .app import DashboardApp
 
 READ_ONLY = "read-only dashboard: actions are disabled"
+RUN_ACTIONS = ("abort", "resume", "signal", "retry", "fork")
+# The statuses each run action fits (fork fits every run).
+FITS: dict[str, frozenset[str]] = {
+    "abort": frozenset({"queued", "running", "paused"}),
+    "resume": frozenset({"paused"}),
+    "signal": frozenset({"running", "paused"}),
+    "retry": frozenset({"failed", "aborted"}),
+}
+
+
+def fits(action: str, status: str | None) -> bool:
+    """Whether run action `action` fits a run in `status` (None: not known, so offered)."""
+    allowed = FITS.get(action)
+    return status is None or allowed is None or status in allowed
 
 
 class Actions:
@@ -41,11 +55,15 @@ class Actions:
             "emit": self._emit,
             "invoke": lambda: self._invoke(options.get("workflow", "")),
         }
-        if name in ("abort", "resume", "signal"):
+        if name in RUN_ACTIONS:
             if run_id is None:
                 self._app.notify("no run selected", severity="warning")
                 return
-            flows[name] = lambda: self._run_command(name, run_id)
+            flows[name] = (
+                (lambda: self._fork(run_id))
+                if name == "fork"
+                else (lambda: self._run_command(name, run_id))
+            )
         flow = flows.get(name)
         if flow is None:
             self._app.notify(f"unknown action {name!r}", severity="error", markup=False)
@@ -67,7 +85,10 @@ class Actions:
             if not await self._app.push_screen_wait(ConfirmDialog(join(subject, "?"))):
                 return
         else:
-            what = "merged into its state" if command == "signal" else "merged, then it continues"
+            what = {
+                "signal": "merged into its state",
+                "retry": "merged, then it continues at the step it stopped at",
+            }.get(command, "merged, then it continues")
             form = await self._app.push_screen_wait(
                 JsonDialog(
                     subject, json_label=f"JSON patch ({what})", submit_label=command.capitalize()
@@ -75,10 +96,22 @@ class Actions:
             )
             if form is None:
                 return
-            payload = form.data
+            payload = form.data if form.data or command != "retry" else None
         await self._write(
             f"{command} of run {run_id}",
             lambda: self._app.journal.commands.queue_command(command, run_id, payload),
+        )
+
+    async def _fork(self, run_id: str) -> None:
+        queries = self._app.source.queries
+        detail = await queries.run_detail(run_id, recent_events=0) if queries else None
+        title = join(literal("Fork run "), literal(run_id, "bold"))
+        form = await self._app.push_screen_wait(ForkDialog(title, detail.steps if detail else []))
+        if form is None:
+            return
+        await self._write(
+            f"fork of run {run_id}",
+            lambda: self._app.journal.commands.queue_fork(run_id, form.step, form.data),
         )
 
     async def _emit(self) -> None:

@@ -25,7 +25,7 @@ from textual.screen import ModalScreen, Screen
 from orchestrator.errors import OrchestratorError
 from orchestrator.journal import DaemonRecord, open_journal
 
-from .actions import Actions
+from .actions import Actions, fits
 from .detail import RunDetailScreen
 from .dialogs import ConfirmDialog, HelpScreen
 from .events import EventsScreen
@@ -192,11 +192,16 @@ class DashboardApp(App[None]):
         run_id = screen.current_run_id() if isinstance(screen, RunScreen) else None
         if run_id is not None:
             short = short_id(run_id)
+            status = screen.current_run_status() if isinstance(screen, RunScreen) else None
             for name, help_text in (
                 ("abort", "End the run"),
                 ("resume", "Resume the paused run with a JSON patch"),
                 ("signal", "Merge a JSON patch into the run"),
+                ("retry", "Continue the failed or aborted run at the step it stopped at"),
+                ("fork", "Start a new run from this run's state before a step"),
             ):
+                if not fits(name, status):
+                    continue
                 callback = partial(self.actions.start, name, run_id)
                 yield SystemCommand(f"{name.capitalize()} run {short}", help_text, callback)
             copy = partial(self.actions.copy_run_id, run_id)

@@ -77,6 +77,10 @@ class RunDetailScreen(RunScreen):
         """This run."""
         return self.run_id
 
+    def current_run_status(self) -> str | None:
+        """This run's status, once it is read."""
+        return str(self.detail.run.status) if self.detail is not None else None
+
     async def load(self, queries: DashboardViews) -> None:
         """Re-read the run if anything about it changed."""
         fingerprint = await queries.run_fingerprint(self.run_id)
@@ -121,6 +125,7 @@ class RunDetailScreen(RunScreen):
         self._show_state()
         wait = explain_waits(detail.waits, detail.run.status, now)
         self.query_one("#wait-text", Static).update(wait)
+        self.offer_actions()
 
     def _show_state(self) -> None:
         if self.detail is None:
@@ -171,6 +176,16 @@ def _summary(detail: RunDetail, now: datetime) -> Text:
             "grey50",
         ),
     ]
+    if detail.forked_from is not None:
+        origin = detail.forked_from
+        lines.append(
+            join(
+                literal("forked from run "),
+                literal(origin["run_id"], "bold"),
+                literal(" at step "),
+                literal(origin["step"], "bold"),
+            )
+        )
     if run.error:
         code = literal(run.error_code or "ERROR", "bold red")
         lines.append(join(literal("error "), code, ": ", literal(run.error, "red")))

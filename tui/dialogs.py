@@ -15,7 +15,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Static, TextArea
+from textual.widgets import Button, Input, Label, OptionList, Static, TextArea
 
 from .format import literal
 
@@ -146,6 +146,78 @@ class JsonDialog(ModalScreen[JsonForm | None]):
         self.query_one("#error", Static).update(literal(message, "bold red"))
 
 
+@dataclass(frozen=True)
+class ForkForm:
+    """What a `ForkDialog` returns: the step the new run starts at and the patch."""
+
+    step: str | None
+    data: dict[str, Any]
+
+
+class ForkDialog(ModalScreen[ForkForm | None]):
+    """Fork a run: pick the step the new run starts at, and a JSON patch for its state."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+s", "submit", "Fork"),
+        Binding("escape", "cancel", "Cancel"),
+    ]
+
+    def __init__(self, title: Text, steps: list[str]) -> None:
+        super().__init__()
+        self._title = title
+        self._steps = steps
+
+    def compose(self) -> ComposeResult:
+        """Title, the steps, the JSON editor, the error line and the buttons."""
+        with Vertical(classes="dialog"):
+            yield Static(self._title, classes="dialog-title")
+            if self._steps:
+                yield Label("Start at step (with the state the run had before it)")
+                yield OptionList(*[literal(step) for step in self._steps], id="steps")
+            else:
+                yield Label("The journal does not know this run's steps: it starts at the first")
+            yield Label("JSON patch, merged into its state (ctrl+s to fork, escape to cancel)")
+            yield TextArea("{}", id="json", soft_wrap=True)
+            yield Static("", id="error", classes="dialog-error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Fork", id="submit", variant="primary")
+                yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        """The first step is chosen; the list has the focus."""
+        if self._steps:
+            steps = self.query_one("#steps", OptionList)
+            steps.highlighted = 0
+            steps.focus()
+
+    def on_option_list_option_selected(self) -> None:
+        """Enter on a step moves on to the editor."""
+        self.query_one("#json", TextArea).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        """Fork or cancel."""
+        if event.button.id == "submit":
+            self.action_submit()
+        else:
+            self.dismiss(None)
+
+    def action_submit(self) -> None:
+        """Validate; dismiss with the form, or say what is wrong and stay open."""
+        data, problem = parse_object(self.query_one("#json", TextArea).text)
+        if problem is not None or data is None:
+            self.query_one("#error", Static).update(literal(problem or "invalid JSON", "bold red"))
+            return
+        step = None
+        if self._steps:
+            index = self.query_one("#steps", OptionList).highlighted
+            step = self._steps[index or 0]
+        self.dismiss(ForkForm(step, data))
+
+    def action_cancel(self) -> None:
+        """Close without forking."""
+        self.dismiss(None)
+
+
 def parse_object(text: str) -> tuple[dict[str, Any] | None, str | None]:
     """``(object, None)``, or ``(None, why not)`` when `text` is not one JSON object."""
     try:
@@ -167,8 +239,10 @@ Runs        enter open a run · / search (run id, workflow, trigger, error)
             escape clear the search and filters
 Run         escape back · tabs: timeline, state (checkpoints, JSON tree, diff), wait
 Actions     a abort · r resume (JSON patch) · g signal (JSON patch) · c copy the run id
+            y retry a failed or aborted run (JSON patch) · k fork a run from a step
             e emit an event · i invoke a trigger
-            (each asks first; a read-only dashboard has none)
+            (each asks first, and only those that fit the run's status are offered;
+            a read-only dashboard has none)
 Events      enter open the first run the event started or resumed · / filter by type
 
 Actions are written into the journal; the daemon holding it applies them within

@@ -19,6 +19,8 @@ from textual.widgets import Static
 from orchestrator.errors import OrchestratorError
 from orchestrator.journal import DashboardViews
 
+from .actions import fits
+
 if TYPE_CHECKING:
     from .app import DashboardApp
 
@@ -85,16 +87,37 @@ class RunScreen(LiveScreen):
         Binding("a", "run_action('abort')", "Abort"),
         Binding("r", "run_action('resume')", "Resume"),
         Binding("g", "run_action('signal')", "Signal"),
+        Binding("y", "run_action('retry')", "Retry"),
+        Binding("k", "run_action('fork')", "Fork"),
         Binding("c", "copy_run_id", "Copy id"),
     ]
+
+    # The run and status whose actions the key bar offers now.
+    _offered: tuple[str | None, str | None] | None = None
 
     def current_run_id(self) -> str | None:
         """The run the actions apply to, if any (screens override this)."""
         return None
 
+    def current_run_status(self) -> str | None:
+        """That run's status as shown, if known (screens override this)."""
+        return None
+
+    def offer_actions(self) -> None:
+        """Show the run actions that fit the current run, once its status changed."""
+        status = (self.current_run_id(), self.current_run_status())
+        if status != self._offered:
+            self._offered = status
+            self.refresh_bindings()
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """In a read-only dashboard the action keys are hidden (and refused)."""
-        return not (action == "run_action" and self.dashboard.read_only)
+        """Only the run actions that fit the run's status are offered (none when read-only)."""
+        if action != "run_action":
+            return True
+        if self.dashboard.read_only:
+            return False
+        name = str(parameters[0]) if parameters else ""
+        return fits(name, self.current_run_status())
 
     def action_run_action(self, name: str) -> None:
         """Abort, resume or signal the current run (after a dialog)."""

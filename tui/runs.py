@@ -106,6 +106,16 @@ class RunsScreen(RunScreen):
         """The run under the cursor."""
         return selected_key(self._table())
 
+    def current_run_status(self) -> str | None:
+        """The status of the run under the cursor, as the page shows it."""
+        run_id = self.current_run_id()
+        rows = self.run_page.rows if self.run_page is not None else []
+        return next((str(row.status) for row in rows if row.run_id == run_id), None)
+
+    def on_data_table_row_highlighted(self) -> None:
+        """Another run under the cursor: offer the actions that fit it."""
+        self.offer_actions()
+
     async def load(self, queries: DashboardViews) -> None:
         """Counts, the current page (clamped to the last page), the workflows to filter by."""
         # Counts depend on the journal and the workflow only: a search or a sort reuses them.
@@ -216,6 +226,7 @@ class RunsScreen(RunScreen):
         show(self.query_one("#counts", Static), counts, layout=False)
         pager = _pager_text(self.run_page, self.run_filter)
         show(self.query_one("#pager", Static), pager, layout=False)
+        self.offer_actions()
 
     def _now(self) -> datetime:
         """The clock as read at the last tick (within 1.5 s), else now.

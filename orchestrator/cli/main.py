@@ -485,14 +485,11 @@ def _cmd_retry(args: argparse.Namespace) -> int:
 
 
 def _cmd_fork(args: argparse.Namespace) -> int:
-    from ..clock import new_id
-
     patch = parse_json_object(args.patch, "the patch")
     journal = journal_of(args)
     run_id = _resolve(journal, args.run_id)
-    new_run_id = new_id()  # chosen here: the daemon creates the run under it
-    journal.commands.queue_fork(run_id, new_run_id, args.from_step, patch)
-    _out(new_run_id)
+    # Chosen as the command is written: the daemon creates the run under this id.
+    _out(journal.commands.queue_fork(run_id, args.from_step, patch))
     return EXIT_OK
 
 

@@ -279,11 +279,16 @@ class JournalCommands(Protocol):
         """
 
     def queue_fork(
-        self, run_id: str, new_run_id: str, from_step: str | None, patch: dict[str, Any]
-    ) -> int:
-        """Check the run and the step, then queue a fork of it as run `new_run_id`.
+        self,
+        run_id: str,
+        from_step: str | None,
+        patch: dict[str, Any],
+        *,
+        new_run_id: str | None = None,
+    ) -> str:
+        """Check the run and the step, then queue a fork of it; returns the new run's id.
 
-        Returns the command's id; the daemon creates the run under that id.
+        The daemon creates the run under that id (`new_run_id`, default a new one).
 
         Raises:
             RunNotFound: No such run in the journal.

@@ -122,6 +122,11 @@ class RunDetail:
     timeline: list[TimelineEntry]
     checkpoints: list[Checkpoint]
     waits: list[WaitView]
+    # A forked run's ``{"run_id", "step"}``: where it comes from; None for other runs.
+    forked_from: dict[str, str] | None = None
+    # The step names of its pipeline (on the version registered now, else its own): where
+    # a fork of it may start. Empty when the journal does not know them.
+    steps: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -106,9 +106,14 @@ def queue_command(path: Path, command: str, run_id: str, payload: Any = None) ->
 
 
 def queue_fork(
-    path: Path, run_id: str, new_run_id: str, from_step: str | None, patch: dict[str, Any]
-) -> int:
-    """Check the run and `from_step`, then queue a fork of the run as `new_run_id`.
+    path: Path,
+    run_id: str,
+    from_step: str | None,
+    patch: dict[str, Any],
+    *,
+    new_run_id: str | None = None,
+) -> str:
+    """Check the run and `from_step`, then queue a fork of the run; returns the new run's id.
 
     The step is checked against the pipeline as the journal last saw it (`PIPELINE_SQL`);
     the daemon checks it again on the version it holds when it applies the command.
@@ -117,9 +122,10 @@ def queue_fork(
         RunNotFound: No such run in the journal.
         StepNotFound: The pipeline has no step `from_step` (the message lists its steps).
     """
+    new_run_id = new_run_id or new_id()
     payload = {"new_run_id": new_run_id, "from_step": from_step, "patch": patch}
 
-    def insert(conn: sqlite3.Connection) -> int:
+    def insert(conn: sqlite3.Connection) -> str:
         row = conn.execute(
             "SELECT workflow_id, trigger_id, version FROM runs WHERE run_id = ?", (run_id,)
         ).fetchone()
@@ -130,7 +136,8 @@ def queue_fork(
             steps = pipeline_steps(found[0] if found else None, row[1])
             if steps is not None and from_step not in steps:
                 raise StepNotFound.unknown(from_step, row[0], row[1], steps)
-        return _insert_command(conn, "fork", run_id, None, None, payload)
+        _insert_command(conn, "fork", run_id, None, None, payload)
+        return new_run_id
 
     return _transaction(path, insert)
 
@@ -289,10 +296,15 @@ class SqliteCommands:
         return queue_command(self.path, command, run_id, payload)
 
     def queue_fork(
-        self, run_id: str, new_run_id: str, from_step: str | None, patch: dict[str, Any]
-    ) -> int:
-        """Check the run and the step, then queue a fork of it as run `new_run_id`."""
-        return queue_fork(self.path, run_id, new_run_id, from_step, patch)
+        self,
+        run_id: str,
+        from_step: str | None,
+        patch: dict[str, Any],
+        *,
+        new_run_id: str | None = None,
+    ) -> str:
+        """Check the run and the step, then queue a fork of it; returns the new run's id."""
+        return queue_fork(self.path, run_id, from_step, patch, new_run_id=new_run_id)
 
     def match_runs(self, prefix: str, *, limit: int = 5) -> RunMatches:
         """The runs whose id starts with `prefix`: the first `limit` by id, and how many."""

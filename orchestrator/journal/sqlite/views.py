@@ -30,7 +30,8 @@ from ..view_records import (
     WaitView,
     WorkflowView,
 )
-from .reader import JournalReader
+from .commands import PIPELINE_SQL, pipeline_steps
+from .reader import JournalReader, forked_from
 
 _ORDER_BY: Final = {
     "newest": "r.id DESC",
@@ -126,18 +127,22 @@ class DashboardQueries:
     async def run_detail(self, run_id: str, *, recent_events: int = 5) -> RunDetail | None:
         """One run: its timeline, checkpoints and live waits; None if there is no such run."""
         runs = await self.reader.fetch(
-            f"SELECT r.id, r.position, r.step_started_at, {_RUN_COLUMNS}"
-            " FROM runs r WHERE r.run_id = ?",
+            f"SELECT r.id, r.position, r.step_started_at, r.forked_from_run,"
+            f" r.forked_from_step, {_RUN_COLUMNS} FROM runs r WHERE r.run_id = ?",
             [run_id],
         )
         if not runs:
             return None
         row = runs[0]
+        pipeline = await self.reader.fetch(PIPELINE_SQL, [row["workflow_id"], row["version"]])
+        steps = pipeline_steps(pipeline[0][0] if pipeline else None, row["trigger_id"])
         return RunDetail(
             _run_row(row),
             await self._timeline(row),
             await self._checkpoints(row["id"]),
             await self._waits(row["id"], recent_events),
+            forked_from=forked_from(row["forked_from_run"], row["forked_from_step"]),
+            steps=steps or [],
         )
 
     async def recent_events(self, *, limit: int = 200, type_contains: str = "") -> list[EventView]:
