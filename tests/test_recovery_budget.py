@@ -170,3 +170,21 @@ async def test_a_signal_written_while_down_reaches_the_recovered_step(db: Path) 
     assert result.status == "completed"
     assert result.state == {"finished": True, "signalled": True}
     assert query(db, "SELECT outcome FROM inbox") == [("ok",)]
+
+
+async def test_a_retry_of_a_crash_looped_run_starts_its_count_again(db: Path) -> None:
+    await session(db, invoke=True, max_recoveries=2)
+    crashed(db, 2)
+    await session(db, starts_step=False, max_recoveries=2)
+    run_id, status, code, _ = await only_run(db)
+    assert (status, code) == ("failed", "CRASH_LOOP")
+    assert query(db, "SELECT step, count FROM recoveries") == [("hang", 2)]
+    async with Runtime(db, workflows=[HANGING], shutdown_grace=0.01, max_recoveries=2) as rt:
+        retrying = asyncio.ensure_future(rt.retry(run_id))
+        retrying.add_done_callback(lambda task: task.exception())  # RuntimeStopped
+        await asyncio.wait_for(started.wait(), 5)
+        await rt.list_runs()  # after what this runtime wrote so far has committed
+        # The retried attempt starts with no crash counted: its budget is whole again.
+        assert query(db, "SELECT step, count FROM recoveries") == []
+        assert (await only_run(db))[1:3] == ("running", None)
+    assert starts == ["hang", "hang"]
