@@ -182,3 +182,19 @@ async def test_retry_from_the_cli_checks_the_run_first(db: Path) -> None:
         info = await eventually(ended, what="the retried run to complete")
         assert info.state == {"done": ["a", "b", "c"], "fixed": True}
         assert query(db, "SELECT command, outcome FROM inbox") == [("retry", "ok")]
+
+
+async def test_a_retry_written_while_no_daemon_runs_is_applied_at_the_next_start(
+    db: Path,
+) -> None:
+    calls: Calls = {}
+    broken = [True]
+    async with Runtime(db, workflows=[flow(calls, broken)]) as rt:
+        failed = await rt.invoke("w", "go", {})
+    out = await acli("retry", failed.run_id, "--db", str(db))
+    assert out.returncode == 0, out.stderr
+    broken[0] = False  # the next daemon has the fix
+    async with Runtime(db, workflows=[flow(calls, broken)]) as rt:
+        result = await rt.wait(failed.run_id, timeout=10)
+    assert result.status == "completed" and calls == {"a": 1, "b": 2, "c": 1}
+    assert query(db, "SELECT command, outcome FROM inbox") == [("retry", "ok")]

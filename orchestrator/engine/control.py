@@ -502,6 +502,8 @@ class Control:
                 return
             writes = await self._command_writes(command)
         except OrchestratorError as exc:
+            if command.command in ("retry", "fork"):  # the CLI returned before this check
+                _log.warning("%s of run %s refused: %s", command.command, command.run_id, exc)
             self._writer.enqueue([self._done(command, f"{exc.code}: {exc}")])
             return
         self._writer.enqueue([*writes, self._done(command, "ok")])
