@@ -223,3 +223,30 @@ def _status(db: Path, run_id: str) -> str:
     finally:
         conn.close()
     return str(row[0]) if row else ""
+
+
+async def test_a_failure_handler_can_retry_its_run_from_a_task_of_its_own(db: Path) -> None:
+    calls: Calls = {}
+    broken = [True]
+    refused: list[str] = []
+    retried: list[asyncio.Task[Any]] = []
+    async with Runtime(db) as rt:
+
+        async def on_failed(_: str, payload: dict[str, Any]) -> None:
+            if retried:
+                return
+            try:
+                await rt.retry(payload["run_id"])  # inside its own end: refused, not a hang
+            except RunNotActive as exc:
+                refused.append(str(exc))
+            broken[0] = False
+            retried.append(asyncio.create_task(rt.retry(payload["run_id"])))
+
+        rt.on("run.failed", on_failed)
+        await rt.register(pipeline(calls, broken))
+        failed = await rt.invoke("w", "go", {})
+        assert failed.status == "failed"
+        await eventually(lambda: retried, what="the handler's retry")
+        result = await retried[0]
+    assert result.status == "completed" and calls == {"a": 1, "b": 2, "c": 1}
+    assert refused and "still finishing" in refused[0]

@@ -398,6 +398,11 @@ class Control:
         changes = _json_object(patch, "the retry patch")
         ending = self.runs.active.get(run_id)
         if ending is not None and ending.finishing and ending.task is not None:
+            if ending.task is asyncio.current_task():  # a hook or handler of its own end
+                raise RunNotActive(
+                    f"run {run_id} is still finishing: retry it from another task than its "
+                    "own hooks and lifecycle handlers (e.g. asyncio.create_task)"
+                )
             await asyncio.wait([ending.task])  # its end is committed; its hooks still run
         await self._writer.flush()
         stored = await self._reader.stored_run(run_id)
@@ -414,7 +419,7 @@ class Control:
         run = _checked(lambda: restart.retried(stored, self.lookup(stored.workflow_id), changes))
         # No await from here: the checks and the admission see the same memory.
         if run_id in self.runs.active or run_id in self.admission.queued:
-            raise RunNotActive(f"run {run_id} is already retried; it cannot be retried again")
+            raise RunNotActive(f"run {run_id} is already retried and active again")
         writes = restart.retry_writes(stored, run, changes, self._clock.now_us())
         with self._writer.together():  # no await inside: the writer thread waits
             self.runs.retry(run, writes)

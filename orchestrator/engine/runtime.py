@@ -573,11 +573,14 @@ class Runtime:
         fixed file; the steps before are not run again. It passes through the workflow's
         mode like any start (it may be queued), its crash-loop count starts again, and its
         timeline keeps the attempt that ended, then ``run.retried``. Returns as `invoke`
-        does: when the run completes, fails, pauses or is aborted.
+        does: when the run completes, fails, pauses or is aborted. It first waits until
+        this runtime has handled the end of the run (its hooks), so a hook or an `on`
+        handler of that end must call it from a task of its own (`asyncio.create_task`).
 
         Raises:
             RunNotFound: No such run.
-            RunNotActive: The run is not ``failed`` or ``aborted``.
+            RunNotActive: The run is not ``failed`` or ``aborted`` (or, called from its own
+                end's hook or handler, still finishing).
             WorkflowNotFound: Its workflow is not loaded now.
             StepNotFound: Its workflow no longer has the step it stopped at.
             WorkflowBusy: The workflow's mode would drop, reject or signal it now.
