@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         StepTimeout,
         TriggerNotFound,
         ValidationError,
+        WorkflowDisabled,
         WorkflowNotFound,
     )
     from .pipeline.runner import run
@@ -106,6 +107,7 @@ _EXPORTS = {
     "Wait": ".define.waits",
     "Workers": ".engine.workers",
     "Workflow": ".define.model",
+    "WorkflowDisabled": ".errors",
     "WorkflowNotFound": ".errors",
     "run": ".pipeline.runner",
 }
@@ -162,6 +164,7 @@ __all__ = [
     "Wait",
     "Workers",
     "Workflow",
+    "WorkflowDisabled",
     "WorkflowNotFound",
     "run",
 ]

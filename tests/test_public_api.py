@@ -61,6 +61,7 @@ EXPECTED = [
     "Wait",
     "Workers",
     "Workflow",
+    "WorkflowDisabled",
     "WorkflowNotFound",
     "run",
 ]

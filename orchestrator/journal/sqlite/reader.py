@@ -26,6 +26,7 @@ from ..records import (
     EventRecord,
     LoadErrorRecord,
     RunMatches,
+    SwitchRecord,
     UnfinishedRun,
     WaitRecord,
     WorkflowRecord,
@@ -332,19 +333,75 @@ class JournalReader:
         return int(rows[0][0])
 
     async def workflows(self) -> list[WorkflowRecord]:
-        """Workflows registered now, by id."""
+        """Workflows registered now, by id, with their switches and next schedule ticks."""
         rows = await self._fetch(
             "SELECT workflow_id, version, file, triggers, mode, loaded_at FROM workflows"
             " WHERE present = 1 ORDER BY workflow_id"
         )
+        off = await self.disabled()
+        ticks: dict[str, dict[str, int]] = {}
+        for workflow_id, trigger_id, tick in await self._fetch(
+            "SELECT workflow_id, trigger_id, next_tick FROM schedule_state"
+            " WHERE next_tick IS NOT NULL"
+        ):
+            ticks.setdefault(workflow_id, {})[trigger_id] = tick
+        records = []
+        for row in rows:
+            disabled = dict(off.get(row[0], {}))
+            records.append(
+                WorkflowRecord(
+                    workflow_id=row[0],
+                    version=row[1],
+                    file=row[2],
+                    triggers=json.loads(row[3]),
+                    mode=row[4],
+                    loaded_at=row[5],
+                    disabled_at=disabled.pop("", None),
+                    disabled_triggers=disabled,
+                    next_ticks=ticks.get(row[0], {}),
+                )
+            )
+        return records
+
+    async def switches(self) -> list[SwitchRecord]:
+        """Every disable or enable the daemon applied (the latest per key), by key."""
+        rows = await self._fetch(
+            "SELECT workflow_id, trigger_id, enabled, changed_at FROM switches"
+            " ORDER BY workflow_id, trigger_id"
+        )
         return [
-            WorkflowRecord(
+            SwitchRecord(
                 workflow_id=row[0],
-                version=row[1],
-                file=row[2],
-                triggers=json.loads(row[3]),
-                mode=row[4],
-                loaded_at=row[5],
+                trigger_id=row[1] or None,
+                enabled=bool(row[2]),
+                changed_at=row[3],
+            )
+            for row in rows
+        ]
+
+    async def disabled(self) -> dict[str, dict[str, int]]:
+        """Workflow id -> key ('' for the whole workflow, else a trigger id) -> disabled since."""
+        off: dict[str, dict[str, int]] = {}
+        for switch in await self.switches():
+            if not switch.enabled:
+                off.setdefault(switch.workflow_id, {})[switch.trigger_id or ""] = switch.changed_at
+        return off
+
+    async def pending_switches(self) -> list[CommandRecord]:
+        """Disable and enable commands not applied yet, oldest first."""
+        rows = await self._fetch(
+            "SELECT id, command, workflow_id, trigger_id, created_at FROM inbox"
+            " WHERE done_at IS NULL AND command IN ('disable', 'enable') ORDER BY id"
+        )
+        return [
+            CommandRecord(
+                id=row[0],
+                command=row[1],
+                run_id=None,
+                workflow_id=row[2],
+                trigger_id=row[3],
+                payload=None,
+                created_at=row[4],
             )
             for row in rows
         ]
