@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from procs import acli
 
 from orchestrator import (
     FakeClock,
@@ -20,6 +22,7 @@ from orchestrator import (
     WorkflowDisabled,
 )
 from orchestrator.engine.context import StepContext
+from orchestrator.journal import open_journal
 
 START = datetime(2026, 1, 5, 10, 0, 30, tzinfo=UTC)
 
@@ -52,6 +55,16 @@ def query(db: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         conn.close()
 
 
+async def schedule_shown(db: Path) -> dict[str, Any]:
+    """The ``tick`` trigger as ``orchestrator workflows --json`` shows it."""
+    out = await acli("workflows", "--json", "--db", str(db))
+    assert out.returncode == 0, out.stderr
+    [workflow] = json.loads(out.stdout)["workflows"]
+    [trigger] = workflow["triggers"]
+    assert trigger["trigger_id"] == "tick"
+    return {"workflow_enabled": workflow["enabled"], **trigger}
+
+
 async def runs_of(rt: Runtime, trigger: str | None = None) -> int:
     return sum(1 for r in await rt.list_all_runs() if trigger is None or r.trigger_id == trigger)
 
@@ -74,9 +87,7 @@ async def test_a_disabled_workflow_starts_no_run_from_events_and_never_later(db:
         await rt.idle()
         assert await runs_of(rt) == 2
     assert query(db, "SELECT count(*) FROM events") == [(4,)]  # every event is journaled
-    assert query(db, "SELECT workflow_id, trigger_id, enabled FROM switches") == [
-        ("orders", "", 1)
-    ]
+    assert query(db, "SELECT workflow_id, trigger_id, enabled FROM switches") == [("orders", "", 1)]
 
 
 async def test_one_trigger_disabled_leaves_the_other_running(db: Path) -> None:
@@ -163,17 +174,23 @@ async def test_schedule_ticks_while_disabled_are_skipped_not_caught_up(db: Path)
     async with Runtime(db, clock=clock, workflows=[nightly()]) as rt:
         await clock.advance(60)
         assert await runs_of(rt) == 1
-        assert query(db, "SELECT next_tick IS NOT NULL FROM schedule_state") == [(1,)]
+        shown = await schedule_shown(db)
+        assert shown["enabled"] is True and shown["next_fire_at"] == "2026-01-05T10:02:00.000Z"
         await rt.disable("cron", "tick")
-        assert query(db, "SELECT next_tick FROM schedule_state") == [(None,)]
+        shown = await schedule_shown(db)
+        assert (shown["workflow_enabled"], shown["enabled"], shown["next_fire_at"]) == (
+            True,
+            False,
+            None,
+        )
         await clock.advance(600)
         assert await runs_of(rt) == 1
         await rt.enable("cron")  # the workflow was never disabled: nothing changes
         await rt.enable("cron", "tick")
         await rt.idle()
         assert await runs_of(rt) == 1  # no catch-up of the ten ticks it missed
-        [(next_tick,)] = query(db, "SELECT next_tick FROM schedule_state")
-        assert next_tick > clock.now_us()
+        shown = await schedule_shown(db)
+        assert shown["enabled"] is True and shown["next_fire_at"] == "2026-01-05T10:12:00.000Z"
         await clock.advance(60)
         assert await runs_of(rt) == 2
 
@@ -182,6 +199,9 @@ async def test_a_schedule_enabled_while_down_does_not_catch_up(db: Path) -> None
     clock = FakeClock(START)
     async with Runtime(db, clock=clock, workflows=[nightly()]) as rt:
         await rt.disable("cron")
+        shown = await schedule_shown(db)
+        assert shown["workflow_enabled"] is False and shown["enabled"] is False
+        assert shown["next_fire_at"] is None
     await clock.advance(3600)
     async with Runtime(db, clock=clock, workflows=[nightly()]) as rt:
         await rt.idle()
@@ -193,3 +213,16 @@ async def test_a_schedule_enabled_while_down_does_not_catch_up(db: Path) -> None
     async with Runtime(db, clock=clock, workflows=[nightly()]) as rt:
         await rt.idle()
         assert await runs_of(rt) == 1  # enabled: downtime is caught up as usual (the latest)
+
+
+async def test_a_disable_written_while_down_is_in_force_before_the_catch_up(db: Path) -> None:
+    clock = FakeClock(START)
+    async with Runtime(db, clock=clock, workflows=[nightly()]) as rt:
+        await clock.advance(60)
+        assert await runs_of(rt) == 1
+    await clock.advance(3600)
+    open_journal(db).commands.queue_switch("disable", "cron")  # as the CLI does, no daemon
+    async with Runtime(db, clock=clock, workflows=[nightly()]) as rt:
+        await rt.idle()
+        assert await runs_of(rt) == 1  # the missed ticks were not caught up at start
+        assert query(db, "SELECT command, outcome FROM inbox") == [("disable", "ok")]
