@@ -176,6 +176,15 @@ class JournalQueries(ChangeFeed, Protocol):
     async def pending_commands(self, after: int, limit: int = 1000) -> list[CommandRecord]:
         """Commands not applied yet, oldest first."""
 
+    async def inbox(
+        self, after_event: int, after_command: int, limit: int = 1000
+    ) -> tuple[list[EventRecord], list[CommandRecord]]:
+        """`unrouted_events` and `pending_commands` as of one moment, in one read.
+
+        Two reads would each see their own moment: a command committed between them would
+        come without the events committed before it, and be applied ahead of them.
+        """
+
     async def has_pending(self, after_event: int, after_command: int) -> bool:
         """Whether other processes wrote events or commands past these ids."""
 
