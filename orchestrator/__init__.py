@@ -46,6 +46,7 @@ if TYPE_CHECKING:
         TriggerNotFound,
         ValidationError,
         WorkflowBusy,
+        WorkflowDisabled,
         WorkflowNotFound,
     )
     from .pipeline.runner import run
@@ -110,6 +111,7 @@ _EXPORTS = {
     "Workers": ".engine.workers",
     "Workflow": ".define.model",
     "WorkflowBusy": ".errors",
+    "WorkflowDisabled": ".errors",
     "WorkflowNotFound": ".errors",
     "run": ".pipeline.runner",
 }
@@ -168,6 +170,7 @@ __all__ = [
     "Workers",
     "Workflow",
     "WorkflowBusy",
+    "WorkflowDisabled",
     "WorkflowNotFound",
     "run",
 ]

@@ -14,6 +14,7 @@ exception) are translated at the boundary with ``raise ... from exc``::
     │   └── InvalidState                   INVALID_STATE
     ├── WorkflowNotFound                   WORKFLOW_NOT_FOUND
     ├── TriggerNotFound                    TRIGGER_NOT_FOUND
+    ├── WorkflowDisabled                   DISABLED
     ├── RunNotFound                        RUN_NOT_FOUND
     ├── RunNotActive                       RUN_NOT_ACTIVE
     ├── WorkflowBusy                       WORKFLOW_BUSY
@@ -132,6 +133,12 @@ class TriggerNotFound(OrchestratorError):
     """The workflow has no trigger (pipeline) with that id."""
 
     code = "TRIGGER_NOT_FOUND"
+
+
+class WorkflowDisabled(OrchestratorError):
+    """The workflow, or the trigger invoked, is disabled (`Runtime.disable`): no run starts."""
+
+    code = "DISABLED"
 
 
 class RunNotFound(OrchestratorError):

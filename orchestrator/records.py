@@ -84,6 +84,8 @@ class RunCode(enum.StrEnum):
     """Dropped by its mode: the workflow was busy."""
     REJECTED = "REJECTED"
     """Rejected by its mode: the workflow was busy."""
+    DISABLED = "DISABLED"
+    """Refused: its workflow or trigger was disabled when the daemon applied its invoke."""
     SUPERSEDED = "SUPERSEDED"
     """Dropped from its queue by a newer run (``Exclusive(on_busy="queue_single")``)."""
     WORKFLOW_MISSING = "WORKFLOW_MISSING"

@@ -8,6 +8,7 @@ from typing import Any
 from procs import query
 
 from orchestrator import Runtime, Trigger, Workflow
+from orchestrator.journal import open_journal
 from orchestrator.journal.sqlite.commands import emit_event, queue_command
 
 
@@ -42,3 +43,20 @@ async def test_a_signal_written_before_the_event_that_resumes_the_run_is_applied
         assert info.state["priority"] == "high"  # the signal was not lost
         assert info.state["release"] == {"key": 1}
     assert query(db, "SELECT command, outcome FROM inbox") == [("signal", "ok")]
+
+
+async def test_the_inbox_is_read_as_of_one_moment(db: Path) -> None:
+    journal = open_journal(db)
+    first = journal.commands.emit_event("a", {"n": 1})
+    journal.commands.queue_switch("disable", "w")
+    second = journal.commands.emit_event("b", {"n": 2})
+    reader = await journal.open_reader()
+    try:
+        events, commands = await reader.inbox(0, 0, 10)
+        assert [e.event_id for e in events] == [first, second]
+        assert [(c.command, c.workflow_id) for c in commands] == [("disable", "w")]
+        assert events[0].created_at < commands[0].created_at < events[1].created_at
+        events, commands = await reader.inbox(events[0].id, 0, 1)  # past ids, and a limit
+        assert ([e.event_id for e in events], len(commands)) == ([second], 1)
+    finally:
+        await reader.close()

@@ -63,6 +63,7 @@ EXPECTED = [
     "Workers",
     "Workflow",
     "WorkflowBusy",
+    "WorkflowDisabled",
     "WorkflowNotFound",
     "run",
 ]

@@ -23,7 +23,7 @@ from rich.text import Text
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, OptionList, Select, Static, TextArea, Tree
 
-from orchestrator import Runtime, Trigger, Workflow
+from orchestrator import Runtime, Trigger, Workflow, WorkflowDisabled
 from tui.app import DashboardApp
 from tui.detail import RunDetailScreen
 from tui.dialogs import ConfirmDialog, ForkDialog, HelpScreen, JsonDialog, parse_object
@@ -407,6 +407,37 @@ async def test_workflows_screen_shows_workflows_and_load_errors(tmp_path: Path) 
         assert "| 2 |" in broken and "syntax" in broken.lower()
         good = row_text(app.screen.query_one("#workflows", DataTable), "good")
         assert "go: event go where n > 1" in good and str(folder / "good.py") in good
+
+
+async def test_disable_and_enable_from_the_workflows_screen(tmp_path: Path) -> None:
+    db = tmp_path / "switch.db"
+    async with Runtime(db, workflows=[ORDERS, LABELS]) as rt:
+        app = DashboardApp(db)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("2")
+            await until(pilot, lambda: isinstance(app.screen, WorkflowsScreen), "workflows")
+            table = app.screen.query_one("#workflows", DataTable)
+            await until(pilot, lambda: keys(table) == ["labels", "orders"], "two workflows")
+            await pilot.press("down", "d")
+            await _dialog(pilot, app, ConfirmDialog)
+            await pilot.press("y")
+            rows = await _inbox(pilot, db, 1)
+            assert rows == [("disable", None, "orders", None, None)]
+            await until(pilot, lambda: "| disabled |" in row_text(table, "orders"), "disabled")
+            assert "| enabled |" in row_text(table, "labels")
+            with pytest.raises(WorkflowDisabled):
+                await rt.invoke("orders", "new", {"order_id": 1})
+            await pilot.press("d")
+            await _dialog(pilot, app, ConfirmDialog)
+            await pilot.press("y")
+            rows = await _inbox(pilot, db, 2)
+            assert rows[1] == ("enable", None, "orders", None, None)
+            await until(pilot, lambda: "| enabled |" in row_text(table, "orders"), "enabled")
+            await rt.disable("orders", "charge")
+            await until(
+                pilot, lambda: "charge: invoke (disabled)" in row_text(table, "orders"), "trigger"
+            )
+            assert "1 trigger(s) disabled" in row_text(table, "orders")
 
 
 async def test_events_screen_shows_what_each_event_did(journal: Path, ids: dict[str, str]) -> None:

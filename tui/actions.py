@@ -1,4 +1,4 @@
-"""Acting on the journal from the dashboard: abort, resume, signal, retry, fork, emit, invoke.
+"""Acting on the journal from the dashboard: run actions, emit, invoke, switches, copy.
 
 Each action asks first (a confirmation, or a dialog to edit the JSON it sends), then
 writes through the journal's `JournalCommands` in a worker thread (those writes are short
@@ -47,7 +47,10 @@ class Actions:
         self._app = app
 
     def start(self, name: str, run_id: str | None = None, **options: str) -> None:
-        """Begin action `name` ("abort", "resume", "signal", "emit", "invoke")."""
+        """Begin action `name`: abort, resume, signal, emit, invoke, disable or enable.
+
+        `workflow` (in `options`) names the workflow to invoke, disable or enable.
+        """
         if self._app.read_only:
             self._app.notify(READ_ONLY, severity="warning")
             return
@@ -55,6 +58,8 @@ class Actions:
             "emit": self._emit,
             "invoke": lambda: self._invoke(options.get("workflow", "")),
         }
+        if name in ("disable", "enable"):
+            flows[name] = lambda: self._switch(name, options.get("workflow", ""))
         if name in RUN_ACTIONS:
             if run_id is None:
                 self._app.notify("no run selected", severity="warning")
@@ -112,6 +117,20 @@ class Actions:
         await self._write(
             f"fork of run {run_id}",
             lambda: self._app.journal.commands.queue_fork(run_id, form.step, form.data),
+        )
+
+    async def _switch(self, command: str, workflow: str) -> None:
+        effect = "it starts no runs" if command == "disable" else "it starts runs again"
+        question = join(
+            literal(f"{command.capitalize()} workflow "),
+            literal(workflow, "bold"),
+            literal(f"? ({effect})"),
+        )
+        if not await self._app.push_screen_wait(ConfirmDialog(question)):
+            return
+        await self._write(
+            f"{command} of workflow {workflow}",
+            lambda: self._app.journal.commands.queue_switch(command, workflow),
         )
 
     async def _emit(self) -> None:

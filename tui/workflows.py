@@ -1,12 +1,17 @@
-"""Workflows registered by the daemon, their triggers and modes, and files that failed to load."""
+"""Workflows registered by the daemon, their triggers and modes, and files that failed to load.
+
+A disabled workflow (or trigger) says so; ``d`` disables the selected workflow, or enables
+it again, through the journal's commands (the daemon applies it).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Label, Static
 
 from orchestrator.define.conditions import Conditions
@@ -16,11 +21,19 @@ from orchestrator.journal import DashboardViews, LoadErrorView, WorkflowView
 from .format import compact_json, literal, timestamp
 from .keybar import KeyBar
 from .live import JournalBanner, LiveScreen
-from .tables import sync_rows
+from .tables import selected_key, sync_rows
 
 
 class WorkflowsScreen(LiveScreen):
     """What is loaded, and what is broken."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("d", "switch", "Disable/Enable"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._disabled: set[str] = set()  # the workflows shown disabled, by id
 
     def compose(self) -> ComposeResult:
         """Banner, workflows, load errors."""
@@ -35,7 +48,7 @@ class WorkflowsScreen(LiveScreen):
     def on_mount(self) -> None:
         """Columns."""
         workflows = self.query_one("#workflows", DataTable)
-        for column in ("workflow", "version", "mode", "triggers", "file"):
+        for column in ("workflow", "state", "version", "mode", "triggers", "file"):
             workflows.add_column(column, key=column)
         errors = self.query_one("#errors", DataTable)
         for column in ("file", "line", "message", "at"):
@@ -47,6 +60,7 @@ class WorkflowsScreen(LiveScreen):
         workflows = await queries.workflows()
         errors = await queries.load_errors()
         now = self.dashboard.now()
+        self._disabled = {w.workflow_id for w in workflows if w.disabled_at is not None}
         sync_rows(
             self.query_one("#workflows", DataTable), [(w.workflow_id, _cells(w)) for w in workflows]
         )
@@ -56,15 +70,41 @@ class WorkflowsScreen(LiveScreen):
         note = "no load errors" if not errors else f"{len(errors)} file(s) failed to load"
         self.query_one("#errors-note", Static).update(literal(note, "grey50"))
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """In a read-only dashboard the switch key is hidden (and refused)."""
+        return not (action == "switch" and self.dashboard.read_only)
+
+    def action_switch(self) -> None:
+        """Disable the selected workflow, or enable it if it is disabled (after a question)."""
+        workflow = selected_key(self.query_one("#workflows", DataTable))
+        if workflow is None:
+            self.dashboard.notify("no workflow selected", severity="warning")
+            return
+        command = "enable" if workflow in self._disabled else "disable"
+        self.dashboard.actions.start(command, workflow=workflow)
+
 
 def _cells(workflow: WorkflowView) -> list[Text]:
     return [
         literal(workflow.workflow_id, "bold", single_line=True),
+        _state(workflow),
         literal(workflow.version, single_line=True),
         literal(workflow.mode, single_line=True, limit=50),
-        literal(triggers_text(workflow.triggers), single_line=True, limit=120),
+        literal(
+            triggers_text(workflow.triggers, workflow.disabled_triggers),
+            single_line=True,
+            limit=120,
+        ),
         literal(workflow.file or "-", single_line=True),
     ]
+
+
+def _state(workflow: WorkflowView) -> Text:
+    if workflow.disabled_at is not None:
+        return literal("disabled", "bold red")
+    if workflow.disabled_triggers:
+        return literal(f"{len(workflow.disabled_triggers)} trigger(s) disabled", "yellow")
+    return literal("enabled", "green")
 
 
 def _error_cells(error: LoadErrorView, now: datetime) -> list[Text]:
@@ -76,11 +116,20 @@ def _error_cells(error: LoadErrorView, now: datetime) -> list[Text]:
     ]
 
 
-def triggers_text(triggers: Any) -> str:
-    """Triggers as one line: ``new: event order.created where total > 0; nightly: cron ...``."""
+def triggers_text(triggers: Any, disabled: frozenset[str] = frozenset()) -> str:
+    """Triggers as one line: ``new: event order.created where total > 0; nightly: cron ...``.
+
+    A trigger in `disabled` ends with `` (disabled)``.
+    """
     if not isinstance(triggers, list):
         return compact_json(triggers)
-    return "; ".join(_trigger(t) for t in triggers) or "-"
+    shown = []
+    for trigger in triggers:
+        text = _trigger(trigger)
+        if isinstance(trigger, dict) and trigger.get("trigger_id") in disabled:
+            text += " (disabled)"
+        shown.append(text)
+    return "; ".join(shown) or "-"
 
 
 def _trigger(trigger: Any) -> str:

@@ -188,6 +188,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     fork.intermixed = True
 
+    for name, handler, does in (
+        ("disable", _cmd_disable, "stop a workflow (or one trigger) from starting runs"),
+        ("enable", _cmd_enable, "let a disabled workflow (or trigger) start runs again"),
+    ):
+        switch = _command(commands, name, handler, does)
+        switch.add_argument("workflow", metavar="WORKFLOW", help="a workflow id (loaded or not)")
+        switch.add_argument(
+            "trigger", metavar="TRIGGER", nargs="?", default=None, help="only this trigger"
+        )
+
     up = _command(commands, "up", _cmd_up, "load and watch a folder of workflows: the daemon")
     up.add_argument("folder", type=Path, metavar="DIR", help="the folder of workflow files")
     up.add_argument("--headless", action="store_true", help="no dashboard: log to stderr only")
@@ -493,6 +503,29 @@ def _cmd_fork(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_disable(args: argparse.Namespace) -> int:
+    return _switch(args, "disable")
+
+
+def _cmd_enable(args: argparse.Namespace) -> int:
+    return _switch(args, "enable")
+
+
+def _switch(args: argparse.Namespace, command: str) -> int:
+    from ..errors import TriggerNotFound
+
+    journal = journal_of(args)
+    try:
+        journal.commands.queue_switch(command, args.workflow, args.trigger)
+    except TriggerNotFound as exc:
+        raise UsageError(str(exc)) from None
+    what = f"workflow {args.workflow}"
+    if args.trigger is not None:
+        what = f"trigger {args.trigger} of {what}"
+    _out(f"{command} of {what} queued; the daemon applies it")
+    return EXIT_OK
+
+
 def _queue(args: argparse.Namespace, command: str, payload: Any) -> int:
     journal = journal_of(args)
     run_id = _resolve(journal, args.run_id)
@@ -567,10 +600,20 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
 
 
 async def _check_invocable(journal: JournalBackend, workflow_id: str, trigger_id: str) -> None:
-    """With a ready daemon, an unknown workflow or trigger is bad input (exit 2)."""
+    """With a ready daemon, an unknown workflow or trigger is bad input (exit 2).
+
+    A disabled one (as the daemon applied it) is refused with `WorkflowDisabled` (exit 1).
+    """
+    from ..engine.switches import Switches
+    from ..errors import WorkflowDisabled
+
     async with _reading(journal) as reader:
         daemon = await reader.daemon() if reader is not None else None
         loaded = await reader.workflows() if reader and daemon and daemon.ready else None
+        switches = Switches(await reader.switches() if reader is not None else ())
+    why = switches.why(workflow_id, trigger_id)
+    if why is not None:
+        raise WorkflowDisabled(f"run not queued: {why}")
     if loaded is None:
         return
     found = next((w for w in loaded if w.workflow_id == workflow_id), None)

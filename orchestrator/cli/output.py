@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from ..clock import to_iso
+from ..clock import to_datetime, to_iso
 from ..journal import DaemonRecord, LoadErrorRecord, WorkflowRecord
 from ..records import RunInfo, TimelineEntry
 
@@ -177,8 +177,9 @@ def workflows_document(
                 "workflow_id": w.workflow_id,
                 "file": w.file,
                 "version": w.version,
-                "triggers": w.triggers,
+                "triggers": [_trigger_object(w, t) for t in w.triggers],
                 "mode": w.mode,
+                "enabled": w.enabled(),
             }
             for w in loaded
         ],
@@ -192,6 +193,17 @@ def workflows_document(
             "degraded": daemon.degraded,
         },
     }
+
+
+def _trigger_object(workflow: WorkflowRecord, trigger: dict[str, Any]) -> dict[str, Any]:
+    """A trigger as journaled, with ``enabled`` (and a schedule's ``next_fire_at``)."""
+    trigger_id = str(trigger.get("trigger_id"))
+    enabled = workflow.enabled(trigger_id)
+    shown = {**trigger, "enabled": enabled}
+    if trigger.get("type") == "schedule":
+        tick = workflow.next_ticks.get(trigger_id) if enabled else None
+        shown["next_fire_at"] = None if tick is None else to_iso(tick)
+    return shown
 
 
 def workflows_json(
@@ -220,8 +232,10 @@ def workflows_text(
     if not loaded:
         lines.append("no workflows loaded")
     for w in loaded:
-        triggers = ", ".join(_trigger_text(t) for t in w.triggers)
+        triggers = ", ".join(_trigger_text(_trigger_object(w, t)) for t in w.triggers)
         lines.append(f"{w.workflow_id}  {w.version}  {w.file or '(registered in code)'}")
+        if w.disabled_at is not None:
+            lines.append(f"    DISABLED since {_local(to_datetime(w.disabled_at))}")
         lines.append(f"    mode {w.mode}; triggers: {triggers}")
     for e in errors:
         where = f"{e.file}:{e.line}" if e.line else e.file
@@ -236,4 +250,8 @@ def _trigger_text(trigger: dict[str, Any]) -> str:
         "schedule": f"cron {trigger.get('cron')!r}",
         "file": f"new {trigger.get('glob')} in {trigger.get('dir')}",
     }.get(str(kind), "invoke only")
+    if not trigger.get("enabled", True):
+        detail += ", disabled"
+    elif trigger.get("next_fire_at"):
+        detail += f", next {trigger['next_fire_at']}"
     return f"{trigger.get('trigger_id')} ({detail})"

@@ -1,4 +1,4 @@
-"""Acting on runs: events, resume, signal, abort and commands from other processes.
+"""Acting on runs: events, resume, signal, abort, switches and commands from other processes.
 
 `Control` is what the runtime assembles once the journal is open: the dispatcher, the
 timers, the parked runs, the supervisor of active runs, the event bus and the scheduler.
@@ -20,12 +20,19 @@ from ..clock import Clock, new_id
 from ..define.conditions import Conditions
 from ..define.model import FILE_CREATED, Trigger
 from ..define.services import ServiceScope
-from ..errors import OrchestratorError, RunNotActive, RunNotFound, ValidationError
+from ..errors import (
+    OrchestratorError,
+    RunNotActive,
+    RunNotFound,
+    ValidationError,
+    WorkflowDisabled,
+)
 from ..journal import (
     CommandRecord,
     JournalCommands,
     JournalQueries,
     JournalWriter,
+    SwitchRecord,
     UnfinishedRun,
     ops,
 )
@@ -49,6 +56,7 @@ from .parking import ParkedRun, Parking
 from .registry import RegisteredWorkflow, Registry
 from .scheduler import Scheduler
 from .supervisor import Supervisor
+from .switches import Switches
 from .timers import Timers
 from .workers import WorkerPool
 
@@ -84,8 +92,10 @@ class Control:
         max_recoveries: int | None = None,
         workers: WorkerPool | None = None,
         commands: JournalCommands,
+        switches: list[SwitchRecord] | None = None,
     ) -> None:
         self._writer, self._reader, self._clock = writer, reader, clock
+        self.switches = Switches(switches or ())
         self._registry, self._lifecycle = registry, lifecycle
         self.dispatcher = Dispatcher()
         self.timers = Timers(clock)
@@ -120,9 +130,11 @@ class Control:
         )
         self.admission = self.runs.admission
         self.bus = EventBus(
-            writer, clock, self.dispatcher, self.parking, self.admission, self.lookup
+            writer, clock, self.dispatcher, self.parking, self.admission, self.lookup, self.switches
         )
-        self.scheduler = Scheduler(writer, clock, self.timers, self._start_scheduled, last_ticks)
+        self.scheduler = Scheduler(
+            writer, clock, self.timers, self._start_scheduled, last_ticks, self.switches
+        )
         self._tasks = tasks
         self.keys = Keys(commands, reader)
         # How the runs invoked here with a key settle (a repeated `invoke` waits on them).
@@ -230,6 +242,43 @@ class Control:
         self.dispatcher.remove_triggers(workflow_id)
         self.scheduler.disarm(workflow_id)
 
+    def switch_writes(
+        self, workflow_id: str, trigger_id: str | None, enabled: bool
+    ) -> list[ops.Op]:
+        """Disable or enable a workflow (or one trigger of it); the writes that record it.
+
+        Idempotent: a switch already in that position writes nothing. A workflow that is
+        not registered is fine (the switch applies when it is).
+
+        Raises:
+            TriggerNotFound: The workflow is registered and has no such trigger.
+        """
+        registered = self.lookup(workflow_id)
+        if registered is not None and trigger_id is not None:
+            registered.steps(trigger_id)
+        now = self._clock.now_us()
+        if not self.switches.set(workflow_id, trigger_id, enabled, now):
+            return []
+        what = (
+            f"workflow {workflow_id}"
+            if trigger_id is None
+            else (f"trigger {trigger_id} of workflow {workflow_id}")
+        )
+        _log.info("%s %s", what, "enabled" if enabled else "disabled: it starts no runs")
+        if registered is not None:  # schedules stop, or start again from the next tick
+            self.scheduler.arm(registered)
+        return [ops.set_switch(workflow_id, trigger_id, enabled, now)]
+
+    def check_enabled(self, workflow_id: str, trigger_id: str) -> None:
+        """Refuse to start a run of a disabled workflow or trigger.
+
+        Raises:
+            WorkflowDisabled: It is disabled.
+        """
+        why = self.switches.why(workflow_id, trigger_id)
+        if why is not None:
+            raise WorkflowDisabled(f"cannot start a run: {why}")
+
     # -- events and commands ---------------------------------------------------------------
 
     def emit(self, event_type: str, data: Any, *, source: str = "api") -> str:
@@ -270,6 +319,7 @@ class Control:
         if first is not None:
             return first
         self._registry.get(workflow_id).steps(trigger_id)  # refused before anything is written
+        self.check_enabled(workflow_id, trigger_id)
         state = _json_object(data, "the run's input")
         _bounded(state, "the run's input")
         return await self._to_the_end(self._invoke_keyed(workflow_id, trigger_id, state, key))
@@ -506,6 +556,11 @@ class Control:
                 await self._restart_command(command)
                 return
             writes = await self._command_writes(command)
+        except WorkflowDisabled as exc:  # an invoke: its run ends rejected, visibly
+            with self._writer.together():  # the run and the done mark, or neither
+                refused = self._refused(command, str(exc))
+                self._writer.enqueue([*refused, self._done(command, f"{exc.code}: {exc}")])
+            return
         except OrchestratorError as exc:
             if command.command in ("retry", "fork"):  # the CLI returned before this check
                 _log.warning("%s of run %s refused: %s", command.command, command.run_id, exc)
@@ -524,6 +579,9 @@ class Control:
             return await self.signal_writes(run_id, command.payload)
         if command.command == "abort":
             return await self.abort_writes(run_id)
+        if command.command in ("disable", "enable"):
+            enabled = command.command == "enable"
+            return self.switch_writes(command.workflow_id or "", command.trigger_id, enabled)
         raise ValidationError(f"unknown command {command.command!r}")
 
     def _invoke_command(self, command: CommandRecord) -> None:
@@ -535,12 +593,41 @@ class Control:
             run_id=command.run_id or None,
         )
 
+    def _refused(self, command: CommandRecord, why: str) -> list[ops.Op]:
+        """An invoke queued by another process for a disabled trigger: a ``rejected`` run.
+
+        The CLI printed its run id: `runs` and `show` know it, ended with code DISABLED.
+        """
+        registered = self._registry.get(command.workflow_id or "")
+        trigger_id = command.trigger_id or ""
+        payload = command.payload if isinstance(command.payload, dict) else {}
+        run = self.runs.start_run(
+            registered,
+            trigger_id,
+            registered.steps(trigger_id),
+            payload.get("data") or {},
+            command.run_id or None,
+            status=RunStatus.REJECTED,
+        )
+        now = self._clock.now_us()
+        return [
+            ops.add_timeline(run.row, now, "runtime", "run.rejected", message=why),
+            ops.set_status(run.row, RunStatus.REJECTED, now, error=why, code=RunCode.DISABLED),
+        ]
+
     def invoke(
         self, workflow_id: str, trigger_id: str, data: Any, run_id: str | None = None
     ) -> Dispatched:
-        """Dispatch a run of a workflow's pipeline (bypassing trigger conditions)."""
+        """Dispatch a run of a workflow's pipeline (bypassing trigger conditions).
+
+        Raises:
+            WorkflowNotFound: No such workflow is registered.
+            TriggerNotFound: It has no such trigger.
+            WorkflowDisabled: The workflow, or that trigger, is disabled.
+        """
         registered = self._registry.get(workflow_id)
         registered.steps(trigger_id)  # TriggerNotFound before anything is journaled
+        self.check_enabled(workflow_id, trigger_id)
         _bounded(data, "the run's input")
         return self.admission.dispatch(
             registered, trigger_id, {} if data is None else data, run_id=run_id

@@ -4,6 +4,8 @@ An event is journaled together with its routing outcome (runs it started, runs i
 events it buffered for which waits), so a crash either loses both (an in-process `emit`
 that never returned) or keeps both; an event written by another process is marked routed
 in the same batch as its effects, so after a crash it is routed again once, never twice.
+A disabled workflow or trigger (`Switches`) starts no run: its event is journaled all the
+same, and never starts one later.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from .admission import CONSEQUENCES, Admission
 from .dispatcher import Dispatcher
 from .parking import Parking
 from .registry import RegisteredWorkflow
+from .switches import Switches
 
 
 class EventBus:
@@ -31,10 +34,11 @@ class EventBus:
         parking: Parking,
         admission: Admission,
         lookup: Callable[[str], RegisteredWorkflow | None],
+        switches: Switches,
     ) -> None:
         self._writer, self._clock = writer, clock
         self._dispatcher, self._parking, self._admission = dispatcher, parking, admission
-        self._lookup = lookup
+        self._lookup, self._switches = lookup, switches
 
     def accept(
         self,
@@ -76,7 +80,9 @@ class EventBus:
         started = []
         for entry in routing.starts:
             registered = self._lookup(entry.workflow_id)
-            if registered is None:
+            if registered is None or not self._switches.enabled(
+                entry.workflow_id, entry.trigger_id
+            ):
                 continue
             dispatched = self._admission.dispatch(registered, entry.trigger_id, data)
             action = CONSEQUENCES[dispatched.decision.action].route

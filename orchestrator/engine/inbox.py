@@ -91,8 +91,8 @@ class InboxPoller:
         (taken inside each writer's ``BEGIN IMMEDIATE``, so later commits have later times).
         """
         while True:
-            events = await self._reader.unrouted_events(self._last_event, BATCH)
-            commands = await self._reader.pending_commands(self._last_command, BATCH)
+            # One snapshot of both: merged by commit time, they are in commit order.
+            events, commands = await self._reader.inbox(self._last_event, self._last_command, BATCH)
             if not events and not commands:
                 return
             # A full batch may have more rows behind it: go no further than its last one.

@@ -202,8 +202,10 @@ class Runtime:
             max_recoveries=self._max_recoveries,
             workers=self._workers,
             commands=self._journal.commands,
+            switches=await reader.switches(),
         )
         self._writer.enqueue(ops.reset_workflows())
+        await self._apply_switches(control, reader)
         await control.restore()
         control.runs.hold_recovered()
         self._background.append(tasks.create_task(control.timers.run(), name="timers"))
@@ -246,6 +248,17 @@ class Runtime:
             await poller.drain()
         except JournalError as exc:  # the poller takes what is left on its first tick
             _log.warning("reading the inbox at start failed, retrying later: %s", exc)
+
+    async def _apply_switches(self, control: Control, reader: JournalQueries) -> None:
+        """Apply the disables and enables written while no process held the journal.
+
+        Before any workflow is registered: a workflow disabled while the daemon was down
+        starts nothing once it loads (no schedule catch-up, no run from the events written
+        meanwhile, even those written before the disable).
+        """
+        for command in await reader.pending_switches():
+            await control.apply_command(command)
+        await self._writer.flush()
 
     async def _load_folder(self, folder: WorkflowFolder, tasks: asyncio.TaskGroup) -> None:
         if not folder.path.is_dir():
@@ -495,6 +508,39 @@ class Runtime:
     def on(self, name: str, handler: Handler) -> Callable[[], None]:
         """Call `handler(name, payload)` on a lifecycle event; returns an unsubscribe function."""
         return self._lifecycle.on(name, handler)
+
+    async def disable(self, workflow_id: str, trigger: str | None = None) -> None:
+        """Stop a workflow (or one trigger of it) from starting runs, until `enable`.
+
+        Journaled: it holds across restarts and reloads of the workflow's file, and a
+        workflow not registered (yet) may be disabled. While disabled, events still are
+        journaled but start no run of it (not even later), schedule ticks are skipped, and
+        `invoke` raises `WorkflowDisabled`. Paused runs still resume, and runs already
+        queued behind the workflow's mode still run. Disabling twice is fine.
+
+        Raises:
+            TriggerNotFound: The workflow is registered and has no trigger `trigger`.
+        """
+        await self._switch(workflow_id, trigger, enabled=False)
+
+    async def enable(self, workflow_id: str, trigger: str | None = None) -> None:
+        """Let a disabled workflow (or one trigger of it) start runs again.
+
+        A schedule resumes at its next tick after now: ticks missed while disabled are not
+        caught up. Enabling what is enabled is fine.
+
+        Raises:
+            TriggerNotFound: The workflow is registered and has no trigger `trigger`.
+        """
+        await self._switch(workflow_id, trigger, enabled=True)
+
+    async def _switch(self, workflow_id: str, trigger: str | None, *, enabled: bool) -> None:
+        control = self._require_control()
+        if not isinstance(workflow_id, str) or not workflow_id:
+            raise ValidationError(f"a workflow id must be a non-empty string, got {workflow_id!r}")
+        if trigger is not None and (not isinstance(trigger, str) or not trigger):
+            raise ValidationError(f"a trigger id must be a non-empty string, got {trigger!r}")
+        await self._writer.write(control.switch_writes(workflow_id, trigger, enabled))
 
     # -- runs and events -------------------------------------------------------------------
 

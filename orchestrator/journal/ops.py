@@ -49,6 +49,8 @@ class Stmt(enum.Enum):
     ADD_ROUTE = enum.auto()
     ARM_SCHEDULE = enum.auto()
     SCHEDULE_FIRED = enum.auto()
+    SCHEDULE_NEXT = enum.auto()
+    SET_SWITCH = enum.auto()
     INBOX_DONE = enum.auto()
     ADD_TIMELINE = enum.auto()
     MARK_READY = enum.auto()
@@ -276,6 +278,16 @@ def arm_schedule(workflow_id: str, trigger_id: str, at: int) -> Op:
 def schedule_fired(workflow_id: str, trigger_id: str, tick: int) -> Op:
     """A schedule fired for `tick`: with the run it started, so each tick fires once."""
     return Stmt.SCHEDULE_FIRED, (tick, workflow_id, trigger_id)
+
+
+def schedule_next(workflow_id: str, trigger_id: str, tick: int | None) -> Op:
+    """A schedule's next tick as armed now (None: not armed, e.g. while disabled)."""
+    return Stmt.SCHEDULE_NEXT, (tick, workflow_id, trigger_id)
+
+
+def set_switch(workflow_id: str, trigger_id: str | None, enabled: bool, at: int) -> Op:
+    """A workflow (`trigger_id` None) or one trigger of it was disabled or enabled at `at`."""
+    return Stmt.SET_SWITCH, (workflow_id, trigger_id or "", int(enabled), at)
 
 
 def inbox_done(command: int, outcome: str, at: int) -> Op:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # the CLI's small commands must not load asyncio
         RunMatches,
         StoredCheckpoint,
         StoredRun,
+        SwitchRecord,
         UnfinishedRun,
         WaitRecord,
         WorkflowRecord,
@@ -183,11 +184,26 @@ class JournalQueries(ChangeFeed, Protocol):
     async def pending_commands(self, after: int, limit: int = 1000) -> list[CommandRecord]:
         """Commands not applied yet, oldest first."""
 
+    async def inbox(
+        self, after_event: int, after_command: int, limit: int = 1000
+    ) -> tuple[list[EventRecord], list[CommandRecord]]:
+        """`unrouted_events` and `pending_commands` as of one moment, in one read.
+
+        Two reads would each see their own moment: a command committed between them would
+        come without the events committed before it, and be applied ahead of them.
+        """
+
     async def has_pending(self, after_event: int, after_command: int) -> bool:
         """Whether other processes wrote events or commands past these ids."""
 
     async def workflows(self) -> list[WorkflowRecord]:
-        """Workflows registered now, by id."""
+        """Workflows registered now, by id, with their switches and next schedule ticks."""
+
+    async def switches(self) -> list[SwitchRecord]:
+        """Every disable or enable the daemon applied (the latest per key), by key."""
+
+    async def pending_switches(self) -> list[CommandRecord]:
+        """Disable and enable commands not applied yet, oldest first."""
 
     async def load_errors(self) -> list[LoadErrorRecord]:
         """Files that failed to load and have not loaded since, by file."""
@@ -302,6 +318,16 @@ class JournalCommands(Protocol):
         """Queue an invoke of run `run_id`; returns its run id and the command's id.
 
         With a `key` seen before nothing is queued: the first run's id and None.
+        """
+
+    def queue_switch(self, command: str, workflow_id: str, trigger_id: str | None = None) -> int:
+        """Queue ``disable`` or ``enable`` of a workflow (or one trigger); the command's id.
+
+        A workflow that is not loaded (yet) is fine: the switch applies when it loads.
+
+        Raises:
+            ValidationError: Not a switch command, or an empty workflow id.
+            TriggerNotFound: The workflow is loaded and has no such trigger.
         """
 
     def match_runs(self, prefix: str, *, limit: int = 5) -> RunMatches:

@@ -6,7 +6,7 @@ microseconds), so nothing here knows how a backend stores them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..records import RunStatus
@@ -119,6 +119,26 @@ class WorkflowRecord:
     triggers: list[dict[str, Any]]
     mode: str
     loaded_at: int
+    # Since when (µs) the whole workflow is disabled; None while it is enabled.
+    disabled_at: int | None = None
+    # Trigger id -> since when that one trigger is disabled.
+    disabled_triggers: dict[str, int] = field(default_factory=dict)
+    # Schedule trigger id -> its next tick (µs) as the daemon armed it (none while disabled).
+    next_ticks: dict[str, int] = field(default_factory=dict)
+
+    def enabled(self, trigger_id: str | None = None) -> bool:
+        """Whether the workflow (and, given one, that trigger of it) is enabled."""
+        return self.disabled_at is None and trigger_id not in self.disabled_triggers
+
+
+@dataclass(frozen=True, kw_only=True)
+class SwitchRecord:
+    """A disable or enable the daemon applied, to a workflow (`trigger_id` None) or a trigger."""
+
+    workflow_id: str
+    trigger_id: str | None
+    enabled: bool
+    changed_at: int
 
 
 @dataclass(frozen=True)

@@ -139,3 +139,7 @@ class WorkflowView:
     triggers: Any
     mode: str
     loaded_at: datetime | None
+    # Since when the whole workflow is disabled; None while it is enabled.
+    disabled_at: datetime | None = None
+    # The ids of its triggers disabled one by one.
+    disabled_triggers: frozenset[str] = frozenset()

@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ...clock import Clock, new_id
-from ...errors import JournalError, RunNotActive, RunNotFound, StepNotFound
+from ...errors import (
+    JournalError,
+    RunNotActive,
+    RunNotFound,
+    StepNotFound,
+    TriggerNotFound,
+    ValidationError,
+)
 from ...records import RunStatus
 from ..protocol import Synchronous
 from ..records import RunMatches
@@ -200,6 +207,48 @@ def claim_invoke(
     return _transaction(path, insert)
 
 
+SWITCHES = ("disable", "enable")
+
+
+def queue_switch(path: Path, command: str, workflow_id: str, trigger_id: str | None) -> int:
+    """Queue a disable or enable of a workflow (or one trigger) for the daemon; its id.
+
+    A workflow not loaded is fine (the switch applies when it loads).
+
+    Raises:
+        ValidationError: `command` is neither ``disable`` nor ``enable``, or no workflow id.
+        TriggerNotFound: The loaded workflow has no such trigger.
+    """
+    if command not in SWITCHES:
+        raise ValidationError(f"a switch is 'disable' or 'enable', got {command!r}")
+    if not workflow_id:
+        raise ValidationError("a workflow id must be a non-empty string")
+
+    def insert(conn: sqlite3.Connection) -> int:
+        if trigger_id is not None:
+            _check_trigger(conn, workflow_id, trigger_id)
+        return _insert_command(conn, command, None, workflow_id, trigger_id, None)
+
+    return _transaction(path, insert)
+
+
+def _check_trigger(conn: sqlite3.Connection, workflow_id: str, trigger_id: str) -> None:
+    row = conn.execute(
+        "SELECT triggers FROM workflows WHERE workflow_id = ? AND present = 1", (workflow_id,)
+    ).fetchone()
+    if row is None:
+        return  # not loaded (yet): any trigger id is taken at its word
+    try:
+        known = [str(t.get("trigger_id")) for t in json.loads(row[0]) if isinstance(t, dict)]
+    except (ValueError, TypeError, AttributeError):
+        return
+    if trigger_id not in known:
+        raise TriggerNotFound(
+            f"workflow {workflow_id!r} has no trigger {trigger_id!r} (it has: "
+            f"{', '.join(known) or 'none'})"
+        )
+
+
 def _claim(conn: sqlite3.Connection, kind: str, key: str, target: str, at: int) -> str:
     """The target `key` already names, or `target` once the key is claimed for it."""
     row = conn.execute(
@@ -309,6 +358,10 @@ class SqliteCommands:
     def match_runs(self, prefix: str, *, limit: int = 5) -> RunMatches:
         """The runs whose id starts with `prefix`: the first `limit` by id, and how many."""
         return match_runs(self.path, prefix, limit)
+
+    def queue_switch(self, command: str, workflow_id: str, trigger_id: str | None = None) -> int:
+        """Queue a disable or enable for the daemon; returns the command's id."""
+        return queue_switch(self.path, command, workflow_id, trigger_id)
 
     def queue_invoke(
         self, workflow_id: str, trigger_id: str, data: dict[str, Any], *, key: str | None = None

@@ -28,6 +28,7 @@ from ..records import (
     RunMatches,
     StoredCheckpoint,
     StoredRun,
+    SwitchRecord,
     UnfinishedRun,
     WaitRecord,
     WorkflowRecord,
@@ -288,50 +289,30 @@ class JournalReader:
 
     async def unrouted_events(self, after: int, limit: int = 1000) -> list[EventRecord]:
         """Events written by other processes and not routed yet, oldest first."""
-        rows = await self._fetch(
-            "SELECT id, event_id, type, data, source, created_at FROM events"
-            " WHERE routed_at IS NULL AND id > ? ORDER BY id LIMIT ?",
-            [after, limit],
-        )
-        events = []
-        for row in rows:
-            data, problem = _payload(row[3])
-            events.append(
-                EventRecord(
-                    id=row[0],
-                    event_id=row[1],
-                    type=row[2],
-                    data=data if isinstance(data, dict) else {},
-                    source=row[4],
-                    created_at=row[5],
-                    problem=problem,
-                )
-            )
-        return events
+        rows = await self._fetch(f"SELECT {_EVENT_COLUMNS} {_UNROUTED}", [after, limit])
+        return [_event_record(row) for row in rows]
 
     async def pending_commands(self, after: int, limit: int = 1000) -> list[CommandRecord]:
         """Commands not applied yet, oldest first."""
+        rows = await self._fetch(f"SELECT {_COMMAND_COLUMNS} {_PENDING}", [after, limit])
+        return [_command_record(row) for row in rows]
+
+    async def inbox(
+        self, after_event: int, after_command: int, limit: int = 1000
+    ) -> tuple[list[EventRecord], list[CommandRecord]]:
+        """`unrouted_events` and `pending_commands` as of one moment (one statement).
+
+        Two queries would each see the journal as of their own start: a command committed
+        between them would be seen without the events committed before it.
+        """
         rows = await self._fetch(
-            "SELECT id, command, run_id, workflow_id, trigger_id, payload, created_at FROM inbox"
-            " WHERE done_at IS NULL AND id > ? ORDER BY id LIMIT ?",
-            [after, limit],
+            f"SELECT * FROM (SELECT 0, NULL, {_EVENT_COLUMNS} {_UNROUTED})"
+            f" UNION ALL SELECT * FROM (SELECT 1, {_COMMAND_COLUMNS} {_PENDING})",
+            [after_event, limit, after_command, limit],
         )
-        commands = []
-        for row in rows:
-            payload, problem = _payload(row[5], wrapped=True)
-            commands.append(
-                CommandRecord(
-                    id=row[0],
-                    command=row[1],
-                    run_id=row[2],
-                    workflow_id=row[3],
-                    trigger_id=row[4],
-                    payload=payload,
-                    created_at=row[6],
-                    problem=problem,
-                )
-            )
-        return commands
+        events = [_event_record(row[2:]) for row in rows if row[0] == 0]
+        commands = [_command_record(row[1:]) for row in rows if row[0] == 1]
+        return events, commands
 
     async def has_pending(self, after_event: int, after_command: int) -> bool:
         """Whether other processes wrote events or commands past these ids (one query)."""
@@ -348,19 +329,75 @@ class JournalReader:
         return int(rows[0][0])
 
     async def workflows(self) -> list[WorkflowRecord]:
-        """Workflows registered now, by id."""
+        """Workflows registered now, by id, with their switches and next schedule ticks."""
         rows = await self._fetch(
             "SELECT workflow_id, version, file, triggers, mode, loaded_at FROM workflows"
             " WHERE present = 1 ORDER BY workflow_id"
         )
+        off = await self.disabled()
+        ticks: dict[str, dict[str, int]] = {}
+        for workflow_id, trigger_id, tick in await self._fetch(
+            "SELECT workflow_id, trigger_id, next_tick FROM schedule_state"
+            " WHERE next_tick IS NOT NULL"
+        ):
+            ticks.setdefault(workflow_id, {})[trigger_id] = tick
+        records = []
+        for row in rows:
+            disabled = dict(off.get(row[0], {}))
+            records.append(
+                WorkflowRecord(
+                    workflow_id=row[0],
+                    version=row[1],
+                    file=row[2],
+                    triggers=json.loads(row[3]),
+                    mode=row[4],
+                    loaded_at=row[5],
+                    disabled_at=disabled.pop("", None),
+                    disabled_triggers=disabled,
+                    next_ticks=ticks.get(row[0], {}),
+                )
+            )
+        return records
+
+    async def switches(self) -> list[SwitchRecord]:
+        """Every disable or enable the daemon applied (the latest per key), by key."""
+        rows = await self._fetch(
+            "SELECT workflow_id, trigger_id, enabled, changed_at FROM switches"
+            " ORDER BY workflow_id, trigger_id"
+        )
         return [
-            WorkflowRecord(
+            SwitchRecord(
                 workflow_id=row[0],
-                version=row[1],
-                file=row[2],
-                triggers=json.loads(row[3]),
-                mode=row[4],
-                loaded_at=row[5],
+                trigger_id=row[1] or None,
+                enabled=bool(row[2]),
+                changed_at=row[3],
+            )
+            for row in rows
+        ]
+
+    async def disabled(self) -> dict[str, dict[str, int]]:
+        """Workflow id -> key ('' for the whole workflow, else a trigger id) -> disabled since."""
+        off: dict[str, dict[str, int]] = {}
+        for switch in await self.switches():
+            if not switch.enabled:
+                off.setdefault(switch.workflow_id, {})[switch.trigger_id or ""] = switch.changed_at
+        return off
+
+    async def pending_switches(self) -> list[CommandRecord]:
+        """Disable and enable commands not applied yet, oldest first."""
+        rows = await self._fetch(
+            "SELECT id, command, workflow_id, trigger_id, created_at FROM inbox"
+            " WHERE done_at IS NULL AND command IN ('disable', 'enable') ORDER BY id"
+        )
+        return [
+            CommandRecord(
+                id=row[0],
+                command=row[1],
+                run_id=None,
+                workflow_id=row[2],
+                trigger_id=row[3],
+                payload=None,
+                created_at=row[4],
             )
             for row in rows
         ]
@@ -486,3 +523,36 @@ def _shown_state(text: str | None) -> dict[str, Any]:
     if not isinstance(value, dict) or holds_lone_surrogate(text, value):
         return {"unreadable_state": f"not a valid state: {text[:80]}"}
     return value
+
+
+_EVENT_COLUMNS = "id, event_id, type, data, source, created_at"
+_UNROUTED = "FROM events WHERE routed_at IS NULL AND id > ? ORDER BY id LIMIT ?"
+_COMMAND_COLUMNS = "id, command, run_id, workflow_id, trigger_id, payload, created_at"
+_PENDING = "FROM inbox WHERE done_at IS NULL AND id > ? ORDER BY id LIMIT ?"
+
+
+def _event_record(row: Sequence[Any]) -> EventRecord:
+    data, problem = _payload(row[3])
+    return EventRecord(
+        id=row[0],
+        event_id=row[1],
+        type=row[2],
+        data=data if isinstance(data, dict) else {},
+        source=row[4],
+        created_at=row[5],
+        problem=problem,
+    )
+
+
+def _command_record(row: Sequence[Any]) -> CommandRecord:
+    payload, problem = _payload(row[5], wrapped=True)
+    return CommandRecord(
+        id=row[0],
+        command=row[1],
+        run_id=row[2],
+        workflow_id=row[3],
+        trigger_id=row[4],
+        payload=payload,
+        created_at=row[6],
+        problem=problem,
+    )

@@ -218,6 +218,20 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE runs ADD COLUMN forked_from_run TEXT;
     ALTER TABLE runs ADD COLUMN forked_from_step TEXT;
     """,
+    # 12: disable / enable switches, keyed by workflow id and trigger id ('' for the whole
+    # workflow), written when the daemon applies the command (kept when enabled again: the
+    # time a schedule was enabled is where its ticks start again, with no catch-up); and
+    # each armed schedule's next tick (NULL while disabled or disarmed).
+    """
+    CREATE TABLE switches (
+        workflow_id TEXT NOT NULL,
+        trigger_id TEXT NOT NULL,
+        enabled INTEGER NOT NULL,
+        changed_at INTEGER NOT NULL,
+        PRIMARY KEY (workflow_id, trigger_id)
+    ) WITHOUT ROWID;
+    ALTER TABLE schedule_state ADD COLUMN next_tick INTEGER;
+    """,
 )
 
 

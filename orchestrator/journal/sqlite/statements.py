@@ -82,6 +82,14 @@ SQL: Final[dict[Stmt, str]] = {
         "UPDATE schedule_state SET last_tick = max(last_tick, ?)"
         " WHERE workflow_id = ? AND trigger_id = ?"
     ),
+    Stmt.SCHEDULE_NEXT: (
+        "UPDATE schedule_state SET next_tick = ? WHERE workflow_id = ? AND trigger_id = ?"
+    ),
+    Stmt.SET_SWITCH: (
+        "INSERT INTO switches (workflow_id, trigger_id, enabled, changed_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (workflow_id, trigger_id) DO UPDATE SET"
+        " enabled = excluded.enabled, changed_at = excluded.changed_at"
+    ),
     Stmt.INBOX_DONE: "UPDATE inbox SET done_at = ?, outcome = ? WHERE id = ?",
     Stmt.ADD_TIMELINE: (
         "INSERT INTO timeline (run, position, at, source, kind, step, message, data)"

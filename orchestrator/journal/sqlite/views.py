@@ -171,22 +171,29 @@ class DashboardQueries:
         ]
 
     async def workflows(self) -> list[WorkflowView]:
-        """Workflows registered now, by id."""
+        """Workflows registered now, by id, with what is disabled of each."""
         rows = await self.reader.fetch(
             f"SELECT workflow_id, version, file, {_JSON.format('triggers')} AS triggers, mode,"
             " loaded_at FROM workflows WHERE present = 1 ORDER BY workflow_id"
         )
-        return [
-            WorkflowView(
-                workflow_id=str(row[0]),
-                version=str(row[1]),
-                file=row[2],
-                triggers=loads_or_text(row[3]),
-                mode=str(row[4]),
-                loaded_at=_when(row[5]),
+        off = await self.reader.disabled()
+        views = []
+        for row in rows:
+            disabled = dict(off.get(str(row[0]), {}))
+            since = disabled.pop("", None)
+            views.append(
+                WorkflowView(
+                    workflow_id=str(row[0]),
+                    version=str(row[1]),
+                    file=row[2],
+                    triggers=loads_or_text(row[3]),
+                    mode=str(row[4]),
+                    loaded_at=_when(row[5]),
+                    disabled_at=None if since is None else _when(since),
+                    disabled_triggers=frozenset(disabled),
+                )
             )
-            for row in rows
-        ]
+        return views
 
     async def load_errors(self) -> list[LoadErrorView]:
         """Files that failed to load, by file."""
