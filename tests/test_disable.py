@@ -226,3 +226,26 @@ async def test_a_disable_written_while_down_is_in_force_before_the_catch_up(db: 
         await rt.idle()
         assert await runs_of(rt) == 1  # the missed ticks were not caught up at start
         assert query(db, "SELECT command, outcome FROM inbox") == [("disable", "ok")]
+
+
+def fails(state: dict[str, Any]) -> dict[str, Any]:
+    if not state.get("fixed"):
+        raise ValueError("boom")
+    return state
+
+
+async def test_a_disabled_workflow_forks_nothing_but_its_failed_runs_can_be_retried(
+    db: Path,
+) -> None:
+    flaky = Workflow(id="flaky", pipelines={"go": [Step(mark), Step(fails)]})
+    async with Runtime(db, workflows=[flaky]) as rt:
+        failed = await rt.invoke("flaky", "go", {})
+        assert failed.status == "failed"
+        await rt.disable("flaky")
+        # A fork is a new run, refused like an invoke; a retry continues a run, like a resume.
+        with pytest.raises(WorkflowDisabled) as refused:
+            await rt.fork(failed.run_id)
+        assert refused.value.code == "DISABLED"
+        retried = await rt.retry(failed.run_id, patch={"fixed": True})
+        assert (retried.run_id, retried.status) == (failed.run_id, "completed")
+        assert await runs_of(rt) == 1

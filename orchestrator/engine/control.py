@@ -496,6 +496,7 @@ class Control:
             RunNotFound: No such run.
             WorkflowNotFound, TriggerNotFound: The workflow or its trigger is gone.
             StepNotFound: No such step now, or the run never reached it.
+            WorkflowDisabled: The workflow, or its trigger, is disabled.
         """
         changes = _json_object(patch, "the fork patch")
         if from_step is not None and not isinstance(from_step, str):
@@ -510,6 +511,7 @@ class Control:
             lambda: restart.fork_point(stored, registered, checkpoints, from_step, changes)
         )
         assert registered is not None  # fork_point refuses a missing workflow
+        self.check_enabled(registered.id, stored.trigger_id)  # a new run, as by invoke
         _bounded(point.state, "the fork's state")
         origin = Origin(run_id, point.step, point.index)
         with self._writer.together():  # no await inside: the writer thread waits
