@@ -79,7 +79,7 @@ class RunCode(enum.StrEnum):
     ABORTED = "ABORTED"
     """Aborted by request."""
     REPLACED = "REPLACED"
-    """Aborted while paused, replaced by a newer run (``SingletonLoop(on_busy="replace")``)."""
+    """Aborted, replaced by a newer run (``SingletonLoop(on_busy="replace")``)."""
     DROPPED = "DROPPED"
     """Dropped by its mode: the workflow was busy."""
     REJECTED = "REJECTED"

@@ -49,10 +49,21 @@ from .parking import ParkedRun, Parking
 from .registry import RegisteredWorkflow, Registry
 from .scheduler import Scheduler
 from .supervisor import Supervisor
+from .system_events import SystemEvents
 from .timers import Timers
 from .workers import WorkerPool
 
 _log = logging.getLogger("orchestrator.runtime")
+
+
+@dataclass(frozen=True)
+class _Unstarted:
+    """A run to abort that has no task or parking here: queued, or waiting for its workflow."""
+
+    row: int
+    run_id: str
+    workflow_id: str
+    trigger_id: str
 
 
 @dataclass(frozen=True)
@@ -108,6 +119,7 @@ class Control:
             logger=logging.getLogger("orchestrator.run"),
             waits=self.parking,
             workers=workers,
+            ended=self._run_ended,
         )
         self.runs = Supervisor(
             self.env,
@@ -121,6 +133,7 @@ class Control:
         self.bus = EventBus(
             writer, clock, self.dispatcher, self.parking, self.admission, self.lookup
         )
+        self.system = SystemEvents(self.dispatcher, self.bus)
         self.scheduler = Scheduler(writer, clock, self.timers, self._start_scheduled, last_ticks)
         self._tasks = tasks
         self.keys = Keys(commands, reader)
@@ -170,7 +183,16 @@ class Control:
                 ),
                 *self.parking.release(run.row),
             ]
-            self._writer.enqueue(writes)
+            with self._writer.together():
+                self._writer.enqueue(writes)
+                self.system.ended(
+                    run.run_id,
+                    run.workflow_id,
+                    run.trigger_id,
+                    RunStatus.FAILED,
+                    message,
+                    RunCode.INVALID_STATE,
+                )
             return False
         return True
 
@@ -351,31 +373,50 @@ class Control:
 
     async def abort(self, run_id: str) -> None:
         """End a run that is not final."""
-        await self._writer.write(await self.abort_writes(run_id))
+        target = await self._abortable(run_id)
+        if target is None:
+            return
+        with self._writer.together():  # the end and its system event: one batch
+            committed = self._writer.enqueue(self._abort_now(target), urgent=True)
+        await asyncio.shield(committed)
 
-    async def abort_writes(self, run_id: str) -> list[ops.Op]:
-        """End a run that is not final; returns the writes still to commit (if any)."""
+    async def _abortable(self, run_id: str) -> ParkedRun | _Unstarted | None:
+        """Where the run to abort is; an active run is aborted here (None: it is done).
+
+        Raises:
+            RunNotFound: The journal has no such run.
+            RunNotActive: The run is final already.
+        """
         run = await self.locate(run_id)
-        if isinstance(run, ParkedRun):
-            return self.parking.fail_parked(  # `_parked_ended` announces the end
-                run, "aborted by request", RunCode.ABORTED, status=RunStatus.ABORTED
-            )
         if isinstance(run, ActiveRun):
             await self.runs.abort(run)  # the executor records the end itself
-            return []
+            return None
+        if isinstance(run, ParkedRun):
+            return run
         if run.status in FINAL_STATUSES:
             raise RunNotActive(
                 f"run {run_id} is already {run.status}; only unfinished runs can be aborted"
             )
+        info = await self._reader.get_run(run_id)
+        workflow_id, trigger_id = (info.workflow_id, info.trigger_id) if info else ("", "")
+        return _Unstarted(run.row, run_id, workflow_id, trigger_id)
+
+    def _abort_now(self, target: ParkedRun | _Unstarted) -> list[ops.Op]:
+        """The writes that end `target` aborted; call inside `together` with their enqueue."""
+        if isinstance(target, ParkedRun):
+            return self.parking.fail_parked(  # `_parked_ended` announces the end
+                target, "aborted by request", RunCode.ABORTED, status=RunStatus.ABORTED
+            )
         # Queued, or waiting for its workflow: it has no task, only its journal row.
-        self.runs.forget_orphan(run_id)
-        self.admission.abort_queued(run_id)
+        self.runs.forget_orphan(target.run_id)
+        self.admission.abort_queued(target.run_id)
         now = self._clock.now_us()
+        error = "aborted by request"
+        status, code = RunStatus.ABORTED, RunCode.ABORTED
+        self.system.ended(target.run_id, target.workflow_id, target.trigger_id, status, error, code)
         return [
-            ops.set_status(
-                run.row, RunStatus.ABORTED, now, error="aborted by request", code=RunCode.ABORTED
-            ),
-            *self.parking.release(run.row),
+            ops.set_status(target.row, status, now, error=error, code=code),
+            *self.parking.release(target.row),
         ]
 
     async def apply_command(self, command: CommandRecord) -> None:
@@ -394,6 +435,12 @@ class Control:
                     self._invoke_command(command)
                     self._writer.enqueue([self._done(command, "ok")])
                 return
+            if command.command == "abort":
+                target = await self._abortable(command.run_id or "")
+                with self._writer.together():  # the end, its system event and the mark
+                    writes = [] if target is None else self._abort_now(target)
+                    self._writer.enqueue([*writes, self._done(command, "ok")])
+                return
             writes = await self._command_writes(command)
         except OrchestratorError as exc:
             self._writer.enqueue([self._done(command, f"{exc.code}: {exc}")])
@@ -409,8 +456,6 @@ class Control:
             return await self.resume_writes(run_id, command.payload or {})
         if command.command == "signal":
             return await self.signal_writes(run_id, command.payload)
-        if command.command == "abort":
-            return await self.abort_writes(run_id)
         raise ValidationError(f"unknown command {command.command!r}")
 
     def _invoke_command(self, command: CommandRecord) -> None:
@@ -435,7 +480,27 @@ class Control:
 
     # -- internals -------------------------------------------------------------------------
 
+    def _run_ended(
+        self,
+        run_id: str,
+        workflow_id: str,
+        trigger_id: str,
+        status: RunStatus,
+        error: str | None,
+        code: RunCode | None,
+    ) -> None:
+        self.system.ended(run_id, workflow_id, trigger_id, status, error, code)
+
     def _parked_ended(self, parked: ParkedRun, result: RunResult) -> None:
+        # Called inside the `together` block that enqueues the parked run's end.
+        self.system.ended(
+            parked.run_id,
+            parked.workflow_id,
+            parked.trigger_id,
+            result.status,
+            result.error,
+            result.error_code,
+        )
         name = f"run.{result.status}"  # failed (a pause timed out), aborted, replaced
         if self._lifecycle.wants(name):
             extra = {"status": result.status, "error": result.error}

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..clock import Clock
 from ..journal import JournalWriter, ops
+from ..records import EventSource
 from ..state import encode_state
 from .admission import CONSEQUENCES, Admission
 from .dispatcher import Dispatcher
@@ -72,7 +73,9 @@ class EventBus:
             if external
             else ops.add_event(event_id, event_type, encode_state(data), source, now)
         ]
-        routing = self._dispatcher.route(event_type, data, source)
+        # A system event never starts a run of the workflow whose run it tells of.
+        origin = data.get("workflow_id") if source == EventSource.SYSTEM else None
+        routing = self._dispatcher.route(event_type, data, source, origin)
         started = []
         for entry in routing.starts:
             registered = self._lookup(entry.workflow_id)

@@ -136,6 +136,7 @@ class Supervisor:
         if run.finishing:
             return
         run.abort_requested, run.abort_reason = True, reason
+        run.abort_code = RunCode.REPLACED  # as a paused run it replaces ends
         if run.task is not None:
             run.task.cancel()
 

@@ -1,0 +1,80 @@
+"""System events: ``run.completed``, ``run.failed`` and ``run.aborted``, one per run end.
+
+When a run ends, an event telling of it (`payload`) is journaled with source ``system`` in
+the same batch as the run's end, and routed like any event: triggers of other workflows
+start runs, waits of paused runs match. Two rules keep it cheap and loop-free:
+
+- It is journaled only when some trigger or wait listens to its type at that moment (an
+  event never starts runs later, so one nothing could match changes nothing); a workflow
+  registered or reloaded later hears the ends that come after.
+- It never starts a run of the workflow whose run ended (`Dispatcher.route`'s origin), so
+  a workflow cannot trigger itself; chains across workflows (A's failure starts B, B's
+  failure starts A) are possible, each hop a new run of another workflow.
+
+Every path that ends a run calls `SystemEvents.ended` inside the writer's `together`
+block that enqueues the end, so both commit in one batch. Dropped and rejected runs never
+began and emit none.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from ..clock import new_id
+from ..records import EventSource, RunCode, RunStatus
+from .dispatcher import Dispatcher
+from .events import EventBus
+
+TYPES: Final[dict[str, str]] = {
+    RunStatus.COMPLETED: "run.completed",
+    RunStatus.FAILED: "run.failed",
+    RunStatus.ABORTED: "run.aborted",
+}
+"""The system event of each final status that has one."""
+
+
+def payload(
+    run_id: str,
+    workflow_id: str,
+    trigger_id: str,
+    status: str,
+    error: str | None,
+    code: str | None,
+) -> dict[str, Any]:
+    """The data of the system event telling that a run ended."""
+    return {
+        "run_id": run_id,
+        "workflow_id": workflow_id,
+        "trigger_id": trigger_id,
+        "status": str(status),
+        "error": error,
+        "error_code": None if code is None else str(code),
+    }
+
+
+class SystemEvents:
+    """Emits the system event of each run end that something listens to."""
+
+    def __init__(self, dispatcher: Dispatcher, bus: EventBus) -> None:
+        self._dispatcher, self._bus = dispatcher, bus
+
+    def ended(
+        self,
+        run_id: str,
+        workflow_id: str,
+        trigger_id: str,
+        status: RunStatus,
+        error: str | None = None,
+        code: RunCode | None = None,
+    ) -> str | None:
+        """Journal and route the event of a run's end, if anything listens; its id or None.
+
+        Call inside the `together` block that enqueues the run's end (never awaits).
+        """
+        event_type = TYPES.get(status)
+        if event_type is None or not self._dispatcher.listens(event_type, workflow_id):
+            return None
+        event_id = new_id()
+        data = payload(run_id, workflow_id, trigger_id, status, error, code)
+        self._bus.accept(event_id, event_type, data, source=EventSource.SYSTEM)
+        return event_id
