@@ -466,6 +466,9 @@ def _queue(args: argparse.Namespace, command: str, payload: Any) -> int:
     # Resolved before anything is written: the inbox holds whole run ids only.
     found = journal.commands.match_runs(args.run_id, limit=SHOWN)
     run_id = resolved(args.run_id, found, journal.location)
+    if command == "abort" and journal.commands.abort_unapplied(run_id):
+        _out(f"run {run_id} aborted (no daemon had started it)")
+        return EXIT_OK
     journal.commands.queue_command(command, run_id, payload)
     _out(f"{command} of run {run_id} queued; the daemon applies it")
     return EXIT_OK

@@ -431,9 +431,7 @@ class Control:
             if command.problem is not None:
                 raise ValidationError(f"the command's payload cannot be read: {command.problem}")
             if command.command == "invoke":
-                with self._writer.together():  # no await inside: the writer thread waits
-                    self._invoke_command(command)
-                    self._writer.enqueue([self._done(command, "ok")])
+                await self._apply_invoke(command)
                 return
             if command.command == "abort":
                 target = await self._abortable(command.run_id or "")
@@ -458,24 +456,72 @@ class Control:
             return await self.signal_writes(run_id, command.payload)
         raise ValidationError(f"unknown command {command.command!r}")
 
-    def _invoke_command(self, command: CommandRecord) -> None:
+    async def _apply_invoke(self, command: CommandRecord) -> None:
+        """Start the run an invoke command asks for, adopting the row the CLI queued, if any.
+
+        A queued row (written while no daemon ran) goes through the mode gate like any
+        dispatch; one aborted meanwhile stays aborted; one naming a workflow or trigger
+        this daemon does not have fails, with its system event.
+        """
+        found = await self._reader.run_status(command.run_id) if command.run_id else None
+        if found is not None and found[1] != RunStatus.QUEUED:
+            outcome = f"not started: run {command.run_id} is {found[1]} already"
+            self._writer.enqueue([self._done(command, outcome)])
+            return
+        row = None if found is None else found[0]
+        with self._writer.together():  # no await inside: the writer thread waits
+            try:
+                self._invoke_command(command, row)
+            except OrchestratorError as exc:
+                if row is None:
+                    raise
+                self._not_invocable(command, row, exc)
+                self._writer.enqueue([self._done(command, f"{exc.code}: {exc}")])
+                return
+            self._writer.enqueue([self._done(command, "ok")])
+
+    def _not_invocable(self, command: CommandRecord, row: int, exc: OrchestratorError) -> None:
+        """Fail a queued run whose workflow or trigger this daemon does not have."""
+        error = f"{exc}; load it (or fix the name) and invoke it again"
+        code = RunCode.NOT_INVOCABLE
+        now = self._clock.now_us()
+        self._writer.enqueue([ops.set_status(row, RunStatus.FAILED, now, error=error, code=code)])
+        self.system.ended(
+            command.run_id or "",
+            command.workflow_id or "",
+            command.trigger_id or "",
+            RunStatus.FAILED,
+            error,
+            code,
+        )
+
+    def _invoke_command(self, command: CommandRecord, row: int | None) -> None:
         payload = command.payload if isinstance(command.payload, dict) else {}
         self.invoke(
             command.workflow_id or "",
             command.trigger_id or "",
             payload.get("data"),
             run_id=command.run_id or None,
+            row=row,
         )
 
     def invoke(
-        self, workflow_id: str, trigger_id: str, data: Any, run_id: str | None = None
+        self,
+        workflow_id: str,
+        trigger_id: str,
+        data: Any,
+        run_id: str | None = None,
+        row: int | None = None,
     ) -> Dispatched:
-        """Dispatch a run of a workflow's pipeline (bypassing trigger conditions)."""
+        """Dispatch a run of a workflow's pipeline (bypassing trigger conditions).
+
+        `row`: the run's ``queued`` row, written by the CLI while no daemon ran, to adopt.
+        """
         registered = self._registry.get(workflow_id)
         registered.steps(trigger_id)  # TriggerNotFound before anything is journaled
         _bounded(data, "the run's input")
         return self.admission.dispatch(
-            registered, trigger_id, {} if data is None else data, run_id=run_id
+            registered, trigger_id, {} if data is None else data, run_id=run_id, row=row
         )
 
     # -- internals -------------------------------------------------------------------------

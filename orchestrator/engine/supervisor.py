@@ -78,11 +78,17 @@ class Supervisor:
         run_id: str | None = None,
         *,
         status: RunStatus = RunStatus.RUNNING,
+        row: int | None = None,
     ) -> ActiveRun:
-        """Journal a new run (pipelined with its first steps); start it if ``running``."""
-        self._next_row += 1
+        """Journal a new run (pipelined with its first steps); start it if ``running``.
+
+        `row`: the run's row exists already (queued by the CLI while no daemon ran): it is
+        adopted, moved to `status` on this version, instead of inserted.
+        """
+        if row is None:
+            self._next_row += 1
         run = ActiveRun(
-            row=self._next_row,
+            row=self._next_row if row is None else row,
             run_id=run_id or new_id(),
             workflow=registered,
             trigger_id=trigger_id,
@@ -96,12 +102,32 @@ class Supervisor:
             run.state_text = encode_state(data)
         except StateEncodingError as exc:
             run.invalid_input = f"the run's input is invalid: {exc}"
+        if row is not None:
+            self._writer.enqueue(self._adopted(run, status))
+        else:
+            self._enqueue_new(run, status)
+        if status == RunStatus.RUNNING:
+            self._spawn(run)
+        return run
+
+    def _adopted(self, run: ActiveRun, status: RunStatus) -> list[ops.Op]:
+        now = self._env.clock.now_us()
+        version = run.workflow.version
+        writes = [ops.set_status(run.row, status, now), ops.set_version(run.row, version)]
+        if status == RunStatus.RUNNING and run.next_step is not None:
+            writes.append(ops.step_started(run.row, 0, run.next_step, now))
+            message = "a daemon applied its invoke"
+            writes.append(ops.add_timeline(run.row, now, "runtime", "run.started", message=message))
+        return writes
+
+    def _enqueue_new(self, run: ActiveRun, status: RunStatus) -> None:
+        registered, steps = run.workflow, run.steps
         self._writer.enqueue(
             ops.create_run(
                 run.row,
                 run.run_id,
                 registered.id,
-                trigger_id,
+                run.trigger_id,
                 registered.version,
                 status=status,
                 first_step=steps[0].name,
@@ -109,9 +135,6 @@ class Supervisor:
                 at=self._env.clock.now_us(),
             )
         )
-        if status == RunStatus.RUNNING:
-            self._spawn(run)
-        return run
 
     def signal_active(self, run: ActiveRun, patch: dict[str, Any]) -> list[ops.Op]:
         """Merge `patch` into a running run: journaled now, and it wins over the step's result."""

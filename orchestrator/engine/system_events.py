@@ -18,38 +18,10 @@ began and emit none.
 
 from __future__ import annotations
 
-from typing import Any, Final
-
 from ..clock import new_id
-from ..records import EventSource, RunCode, RunStatus
+from ..records import SYSTEM_EVENTS, EventSource, RunCode, RunStatus, system_event_data
 from .dispatcher import Dispatcher
 from .events import EventBus
-
-TYPES: Final[dict[str, str]] = {
-    RunStatus.COMPLETED: "run.completed",
-    RunStatus.FAILED: "run.failed",
-    RunStatus.ABORTED: "run.aborted",
-}
-"""The system event of each final status that has one."""
-
-
-def payload(
-    run_id: str,
-    workflow_id: str,
-    trigger_id: str,
-    status: str,
-    error: str | None,
-    code: str | None,
-) -> dict[str, Any]:
-    """The data of the system event telling that a run ended."""
-    return {
-        "run_id": run_id,
-        "workflow_id": workflow_id,
-        "trigger_id": trigger_id,
-        "status": str(status),
-        "error": error,
-        "error_code": None if code is None else str(code),
-    }
 
 
 class SystemEvents:
@@ -71,10 +43,10 @@ class SystemEvents:
 
         Call inside the `together` block that enqueues the run's end (never awaits).
         """
-        event_type = TYPES.get(status)
+        event_type = SYSTEM_EVENTS.get(status)
         if event_type is None or not self._dispatcher.listens(event_type, workflow_id):
             return None
         event_id = new_id()
-        data = payload(run_id, workflow_id, trigger_id, status, error, code)
+        data = system_event_data(run_id, workflow_id, trigger_id, status, error, code)
         self._bus.accept(event_id, event_type, data, source=EventSource.SYSTEM)
         return event_id

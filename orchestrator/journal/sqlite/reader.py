@@ -154,7 +154,11 @@ class JournalReader:
             " r.position, r.step, c.state, r.created_at, coalesce(v.count, 0) FROM runs r"
             " JOIN checkpoints c ON c.run = r.id AND c.position = r.position"
             " LEFT JOIN recoveries v ON v.run = r.id AND v.step = r.step"
-            " WHERE r.status IN ('queued', 'running', 'paused') ORDER BY r.id"
+            " WHERE r.status IN ('queued', 'running', 'paused')"
+            # A row the CLI queued while no daemon ran is its invoke command's to start.
+            " AND NOT (r.status = 'queued' AND r.run_id IN (SELECT i.run_id FROM inbox i"
+            " WHERE i.done_at IS NULL AND i.command = 'invoke'))"
+            " ORDER BY r.id"
         )
         return [
             UnfinishedRun(
