@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from procs import query
+from procs import Daemon, cli, query
 
 from orchestrator import (
     Exclusive,
@@ -295,3 +295,69 @@ async def test_runs_the_mode_refuses_emit_nothing(db: Path, status: str) -> None
         await settle(rt, seen, 1)
         assert about(seen, refused.run_id) == []
         assert [s["status"] for s in seen] == ["completed"]
+
+
+# -- a real daemon ---------------------------------------------------------------------------
+
+PING_PONG = """
+import asyncio
+
+from orchestrator import Trigger, Workflow
+
+
+async def hop(state):
+    await asyncio.sleep(0.005)
+    return {{"hops": state.get("hops", 0) + 1}}
+
+
+workflow = Workflow(
+    id="{me}",
+    triggers={{
+        "next": Trigger(
+            event="run.completed", where={{"workflow_id": ("==", "{other}")}}, source="system"
+        ),
+        "start": Trigger(event="{me}.start"),
+    }},
+    pipelines={{"next": [hop], "start": [hop]}},
+)
+"""
+
+
+def completed_without_one_event(db: Path) -> list[tuple[Any, ...]]:
+    """Completed runs that do not have exactly one system event, and events of unended runs."""
+    return query(
+        db,
+        "SELECT r.run_id, r.status, (SELECT count(*) FROM events e WHERE e.source = 'system'"
+        " AND json_extract(e.data, '$.run_id') = r.run_id) AS n FROM runs r"
+        " WHERE (r.status = 'completed') != (n = 1)",
+    )
+
+
+@pytest.mark.slow
+def test_a_killed_daemon_keeps_each_run_end_and_its_system_event_together(
+    tmp_path: Path, db: Path
+) -> None:
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    (folder / "ping.py").write_text(PING_PONG.format(me="ping", other="pong"))
+    (folder / "pong.py").write_text(PING_PONG.format(me="pong", other="ping"))
+
+    def runs() -> int:
+        return int(query(db, "SELECT count(*) FROM runs")[0][0])
+
+    with Daemon(folder, db).start() as daemon:
+        emitted = cli("emit", "ping.start", "{}", "--db", str(db))
+        assert emitted.returncode == 0, emitted.stderr
+        daemon.wait_until(lambda: runs() >= 60 or None, 60, "60 hops")
+        daemon.kill()  # SIGKILL, mid-stream
+    assert completed_without_one_event(db) == []
+    before = runs()
+    with Daemon(folder, db).start() as daemon:  # the chain goes on from where it was
+        daemon.wait_until(lambda: runs() >= before + 20 or None, 60, "20 more hops")
+        assert daemon.stop() == 0
+    assert completed_without_one_event(db) == []
+    # Each hop is a run of the other workflow, started by one system event.
+    starts = query(db, "SELECT count(*) FROM runs WHERE trigger_id = 'start'")
+    assert starts == [(1,)]
+    routed = query(db, "SELECT count(*) FROM events WHERE source = 'system' AND routed_at IS NULL")
+    assert routed == [(0,)]

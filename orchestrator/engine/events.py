@@ -93,7 +93,7 @@ class EventBus:
                     "event.received",
                     position=0,
                     message=f"{event_type} event {event_id}: {action} (trigger {entry.trigger_id})",
-                    data={"event_id": event_id, "type": event_type},
+                    data={"event_id": event_id, "type": event_type, "source": source},
                 )
             )
         for wait in routing.waits:
