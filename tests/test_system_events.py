@@ -361,3 +361,17 @@ def test_a_killed_daemon_keeps_each_run_end_and_its_system_event_together(
     assert starts == [(1,)]
     routed = query(db, "SELECT count(*) FROM events WHERE source = 'system' AND routed_at IS NULL")
     assert routed == [(0,)]
+
+
+async def test_a_cli_queued_run_of_an_unknown_workflow_fails_with_its_event(db: Path) -> None:
+    from orchestrator.journal import open_journal
+
+    seen: Seen = []
+    queued = open_journal(db).commands.queue_invoke("gone", "go", {"n": 1})  # no runtime
+    async with Runtime(db, workflows=[watcher(seen, "run.failed")]) as rt:
+        await settle(rt, seen, 1)
+        info = await rt.watch("gone", queued)
+        assert info is not None and info.status == "failed"
+        assert info.error_code == "NOT_INVOCABLE"
+        assert "'gone'" in (info.error or "")
+        assert about(seen, queued) == [("failed", "NOT_INVOCABLE")]
