@@ -51,10 +51,11 @@ class Launcher:
         run_id: str | None = None,
         *,
         status: RunStatus = RunStatus.RUNNING,
+        row: int | None = None,
     ) -> ActiveRun:
         self._rows += 1
         run = ActiveRun(
-            row=self._rows,
+            row=self._rows if row is None else row,
             run_id=run_id or f"run-{self._rows}",
             workflow=registered,
             trigger_id=trigger_id,
