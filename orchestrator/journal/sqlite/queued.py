@@ -53,7 +53,7 @@ def insert_queued(
     conn.execute(
         "INSERT INTO timeline (run, position, at, source, kind, message) VALUES"
         " (?, NULL, ?, 'cli', 'run.queued', ?)",
-        (row, at, "queued by the CLI while no daemon runs: it starts when a daemon applies it"),
+        (row, at, "queued while no daemon runs: it starts when a daemon applies its invoke"),
     )
 
 
