@@ -535,6 +535,7 @@ class Control:
         error: str | None,
         code: RunCode | None,
     ) -> None:
+        # The executor's `ended`: bound before `self.system` exists (it needs the bus).
         self.system.ended(run_id, workflow_id, trigger_id, status, error, code)
 
     def _parked_ended(self, parked: ParkedRun, result: RunResult) -> None:

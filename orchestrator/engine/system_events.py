@@ -1,12 +1,13 @@
 """System events: ``run.completed``, ``run.failed`` and ``run.aborted``, one per run end.
 
-When a run ends, an event telling of it (`payload`) is journaled with source ``system`` in
-the same batch as the run's end, and routed like any event: triggers of other workflows
-start runs, waits of paused runs match. Two rules keep it cheap and loop-free:
+When a run ends, an event telling of it (`records.system_event_data`) is journaled with
+source ``system`` in the same batch as the run's end, and routed like any event: triggers
+of other workflows start runs, waits of paused runs match. Two rules keep it cheap and
+loop-free:
 
-- It is journaled only when some trigger or wait listens to its type at that moment (an
-  event never starts runs later, so one nothing could match changes nothing); a workflow
-  registered or reloaded later hears the ends that come after.
+- It is journaled only when a trigger of another workflow, or any wait, listens to its
+  type at that moment (an event never starts runs later, so one nothing could match
+  changes nothing); a workflow registered or reloaded later hears the ends after that.
 - It never starts a run of the workflow whose run ended (`Dispatcher.route`'s origin), so
   a workflow cannot trigger itself; chains across workflows (A's failure starts B, B's
   failure starts A) are possible, each hop a new run of another workflow.
