@@ -220,8 +220,8 @@ async def test_a_run_aborted_by_a_cli_command_emits(db: Path) -> None:
         assert about(seen, paused.run_id) == [("aborted", "ABORTED")]
 
 
-async def test_a_crash_loop_at_recovery_emits_run_failed(db: Path) -> None:
-    seen: Seen = []
+async def left_running(db: Path, flow: Workflow) -> str:
+    """A run of `flow` that the runtime stopped in its step: ``running`` in the journal."""
     started = asyncio.Event()
 
     async def stuck(state: dict[str, Any]) -> dict[str, Any]:
@@ -229,17 +229,39 @@ async def test_a_crash_loop_at_recovery_emits_run_failed(db: Path) -> None:
         await asyncio.Event().wait()
         return state
 
-    flow = Workflow(id="loop", pipelines={"go": [Step(stuck)]})
-    async with Runtime(db, workflows=[flow], shutdown_grace=0) as rt:
-        task = asyncio.ensure_future(rt.invoke("loop", "go", {}))
+    with_stuck = Workflow(id=flow.id, pipelines={"go": [Step(stuck)]})
+    async with Runtime(db, workflows=[with_stuck], shutdown_grace=0) as rt:
+        task = asyncio.ensure_future(rt.invoke(flow.id, "go", {}))
         await started.wait()
+        [run] = await rt.list_runs()
     task.cancel()
+    return run.run_id
+
+
+async def test_a_crash_loop_at_recovery_emits_run_failed(db: Path) -> None:
+    seen: Seen = []
+
+    def stuck(state: dict[str, Any]) -> dict[str, Any]:  # the step it was left in, by name
+        return state
+
+    flow = Workflow(id="loop", pipelines={"go": [stuck]})
+    await left_running(db, flow)
     # As if its process had died in the step once: the next recovery is one too many.
     query(db, "UPDATE recoveries SET count = 0")
     async with Runtime(db, workflows=[watcher(seen), flow], max_recoveries=0) as rt:
         await settle(rt, seen, 1)
         [(status, code)] = [(s["status"], s["error_code"]) for s in seen]
         assert (status, code) == ("failed", "CRASH_LOOP")
+
+
+async def test_aborting_a_run_whose_workflow_is_not_loaded_emits(db: Path) -> None:
+    seen: Seen = []
+    run_id = await left_running(db, Workflow(id="gone", pipelines={"go": [lambda s: s]}))
+    async with Runtime(db, workflows=[watcher(seen, "run.aborted")]) as rt:  # no "gone"
+        await rt.abort(run_id)  # it waits for its workflow: only its row is here
+        await settle(rt, seen, 1)
+    assert seen[0]["run_id"] == run_id
+    assert (seen[0]["workflow_id"], seen[0]["trigger_id"]) == ("gone", "go")
 
 
 async def test_only_journaled_while_something_listens_and_a_new_listener_hears_at_once(
@@ -375,3 +397,45 @@ async def test_a_cli_queued_run_of_an_unknown_workflow_fails_with_its_event(db: 
         assert info.error_code == "NOT_INVOCABLE"
         assert "'gone'" in (info.error or "")
         assert about(seen, queued) == [("failed", "NOT_INVOCABLE")]
+
+
+ALERT_FILE = """
+from orchestrator import Trigger, Workflow
+
+
+def note(state):
+    return state
+
+
+workflow = Workflow(
+    id="alert", triggers={"failed": Trigger(event="run.failed")}, pipelines={"failed": [note]}
+)
+"""
+BAD_FILE = """
+from orchestrator import Workflow
+
+
+def boom(state):
+    raise RuntimeError("boom")
+
+
+workflow = Workflow(id="bad", pipelines={"go": [boom]})
+"""
+
+
+async def test_a_workflow_file_added_to_a_running_folder_hears_the_next_end(
+    tmp_path: Path, db: Path
+) -> None:
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    (folder / "bad.py").write_text(BAD_FILE)
+    async with Runtime(db, workflows_dir=folder) as rt:
+        before = await rt.invoke("bad", "go", {})
+        (folder / "alert.py").write_text(ALERT_FILE)
+        await eventually(lambda: rt.has_workflow("alert") or None, what="alert.py loaded")
+        after = await rt.invoke("bad", "go", {})
+        await rt.idle()
+        alerted = [r.state["run_id"] for r in await rt.list_runs(workflow="alert")]
+        assert alerted == [after.run_id]  # at once; the end before it was not journaled
+    assert before.status == "failed"
+    assert system_events(db) == [("run.failed", "system")]
