@@ -4,6 +4,7 @@ runs it, fails it if its workflow is unknown, or leaves it aborted."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,8 @@ from typing import Any
 import pytest
 from procs import Daemon, cli, query
 
-pytestmark = pytest.mark.slow
+from orchestrator import Runtime, Serialized, Workflow
+from orchestrator.journal import open_journal
 
 HELLO = """
 from orchestrator import Workflow
@@ -44,6 +46,7 @@ def show(db: Path, run_id: str) -> dict[str, Any]:
     return shown
 
 
+@pytest.mark.slow
 def test_invoke_with_no_daemon_is_a_queued_run_a_later_daemon_adopts(
     db: Path, folder: Path
 ) -> None:
@@ -101,6 +104,7 @@ def test_invoke_with_no_daemon_is_a_queued_run_a_later_daemon_adopts(
     assert events == [("run.aborted", "system", 1)]
 
 
+@pytest.mark.slow
 def test_invoke_wait_and_keys_with_a_queued_run(db: Path, folder: Path) -> None:
     first = ok("invoke", "hello", "go", "{}", "--key", "k1", "--db", str(db)).strip()
     again = ok("invoke", "hello", "go", "{}", "--key", "k1", "--db", str(db)).strip()
@@ -117,3 +121,24 @@ def test_invoke_wait_and_keys_with_a_queued_run(db: Path, folder: Path) -> None:
         )
         assert daemon.stop() == 0
     assert query(db, "SELECT count(*) FROM runs") == [(3,)]
+
+
+async def test_queued_rows_go_through_the_mode_gate_when_adopted(db: Path) -> None:
+    release = asyncio.Event()
+
+    async def hold(state: dict[str, Any]) -> dict[str, Any]:
+        await release.wait()
+        return state
+
+    commands = open_journal(db).commands
+    first, second = (commands.queue_invoke("s", "go", {"n": n}) for n in (1, 2))
+    flow = Workflow(id="s", pipelines={"go": [hold]}, mode=Serialized())
+    async with Runtime(db, workflows=[flow]) as rt:
+        statuses = {r.run_id: r.status for r in await rt.list_runs()}
+        assert statuses == {first: "running", second: "queued"}  # one slot: the second waits
+        release.set()
+        await rt.idle()
+        kinds = [e.kind for e in await rt.timeline(second)]
+        assert kinds[:3] == ["run.queued", "run.queued", "run.started"]
+        assert kinds[-1] == "run.completed"
+        assert len(await rt.list_runs()) == 2
