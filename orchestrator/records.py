@@ -79,7 +79,7 @@ class RunCode(enum.StrEnum):
     ABORTED = "ABORTED"
     """Aborted by request."""
     REPLACED = "REPLACED"
-    """Aborted while paused, replaced by a newer run (``SingletonLoop(on_busy="replace")``)."""
+    """Aborted, replaced by a newer run (``SingletonLoop(on_busy="replace")``)."""
     DROPPED = "DROPPED"
     """Dropped by its mode: the workflow was busy."""
     REJECTED = "REJECTED"
@@ -92,6 +92,9 @@ class RunCode(enum.StrEnum):
     """Not final: it waits for its workflow, which is not loaded."""
     STEP_MISSING = "STEP_MISSING"
     """Not final: it waits for its next step, which its workflow no longer has."""
+    NOT_INVOCABLE = "NOT_INVOCABLE"
+    """Queued by ``orchestrator invoke`` while no daemon ran, it names a workflow or trigger
+    the daemon that applied it does not have (its error says which)."""
     CRASH_LOOP = "CRASH_LOOP"
     """Its process died in the same step more often than ``Runtime(max_recoveries=...)``
     allows; start-up recovery failed it instead of starting that step again."""
@@ -193,3 +196,30 @@ class Checkpoint:
     ended_at: datetime
     state: dict[str, Any] = field(repr=False)
     kind: str = "step"
+
+
+SYSTEM_EVENTS: dict[str, str] = {
+    RunStatus.COMPLETED: "run.completed",
+    RunStatus.FAILED: "run.failed",
+    RunStatus.ABORTED: "run.aborted",
+}
+"""The system event of each final status that has one (dropped and rejected runs never ran)."""
+
+
+def system_event_data(
+    run_id: str,
+    workflow_id: str,
+    trigger_id: str,
+    status: str,
+    error: str | None,
+    code: str | None,
+) -> dict[str, Any]:
+    """The data of the system event that tells a run ended (source ``system``)."""
+    return {
+        "run_id": run_id,
+        "workflow_id": workflow_id,
+        "trigger_id": trigger_id,
+        "status": str(status),
+        "error": error,
+        "error_code": None if code is None else str(code),
+    }

@@ -53,10 +53,11 @@ class Launcher:
         *,
         status: RunStatus = RunStatus.RUNNING,
         origin: Origin | None = None,
+        row: int | None = None,
     ) -> ActiveRun:
         self._rows += 1
         run = ActiveRun(
-            row=self._rows,
+            row=self._rows if row is None else row,
             run_id=run_id or f"run-{self._rows}",
             workflow=registered,
             trigger_id=trigger_id,

@@ -294,7 +294,8 @@ def test_invoke_wait_without_a_daemon_says_so_and_the_run_starts_with_the_next_d
     assert "no daemon" in out.stderr
     assert elapsed < 20, f"took {elapsed:.1f} s to notice that no daemon runs"
     run_id = out.stdout.strip()
-    assert run_id and run_status(db, run_id) is None, "queued in the inbox, not started"
+    # A queued run the journal knows at once, not started until a daemon applies it.
+    assert run_id and run_status(db, run_id) == "queued"
 
     with Daemon(folder, db) as daemon:
         daemon.start()

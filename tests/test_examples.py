@@ -23,10 +23,10 @@ from orchestrator import FakeClock, RunInfo, Runtime
 from orchestrator.testing import eventually
 
 EXAMPLES = ROOT / "examples"
-WORKFLOWS = ["approval", "consumer", "deploy", "ingest", "nightly_report", "orders"]
+WORKFLOWS = ["alerts", "approval", "consumer", "deploy", "ingest", "nightly_report", "orders"]
 # What running the examples by hand leaves in examples/: never copied into a test.
 OUTPUTS = shutil.ignore_patterns(
-    "*.db", "*.db-*", "inbox", "outbox", "reports", "queue", "releases", "__pycache__"
+    "*.db", "*.db-*", "alerts", "inbox", "outbox", "reports", "queue", "releases", "__pycache__"
 )
 
 
@@ -337,6 +337,33 @@ async def test_deploys_queue_up_and_never_overlap(db: Path, folder: Path) -> Non
     assert [line.split()[1] for line in lines] == versions  # first in, first out, once each
 
 
+# -- alerts.py ------------------------------------------------------------------------------
+
+
+async def test_alerts_note_every_failed_or_aborted_run_once(db: Path, folder: Path) -> None:
+    async with Runtime(db, workflows_dir=folder) as rt:
+        failed = await rt.invoke("deploy", "request", {})  # no service: the build fails
+        assert failed.status == "failed"
+        await rt.emit("order.created", {"order_id": 9, "total": 5})
+        order = await the_only_run(rt, "orders", "paused")
+        await rt.abort(order.run_id)
+        # Forged by hand (source "api"): the alert takes system events only.
+        await rt.emit("run.failed", {"run_id": "x", "workflow_id": "y", "status": "failed"})
+        await rt.idle()
+        alerts = await runs_of(rt, "alerts")
+        assert [(a.trigger_id, a.status) for a in alerts] == [
+            ("failed", "completed"),
+            ("aborted", "completed"),
+        ]
+        assert alerts[0].state["run_id"] == failed.run_id
+        logged = await messages(rt, alerts[1].run_id, "warning")
+        assert logged == [f"orders run {order.run_id} aborted [ABORTED]: aborted by request"]
+    lines = (folder / "alerts" / "alerts.log").read_text().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith(f"deploy run {failed.run_id} failed [STEP_FAILED]: step 'build'")
+    assert lines[1] == f"orders run {order.run_id} aborted [ABORTED]: aborted by request"
+
+
 # -- the daemon and the CLI -----------------------------------------------------------------
 
 
@@ -368,4 +395,29 @@ def test_approval_through_the_daemon_and_the_cli(tmp_path: Path, folder: Path) -
         assert shown["state"]["outcome"] == "approved"
         logged = [entry["message"] for entry in shown["timeline"] if entry["source"] == "logger"]
         assert "request r-9 approved: carrying it out" in logged
+        assert daemon.stop() == 0
+
+
+@pytest.mark.slow
+def test_alerts_through_the_daemon_and_the_cli(tmp_path: Path, folder: Path) -> None:
+    db = tmp_path / "alerts.db"
+    alerts = folder / "alerts" / "alerts.log"
+    with Daemon(folder, db).start() as daemon:
+        invoked = cli("invoke", "deploy", "request", "{}", "--wait", "--db", str(db))
+        assert invoked.returncode == 1, invoked.stderr  # no service: the build failed
+        run_id = invoked.stdout.strip()
+        line = daemon.wait_until(
+            lambda: alerts.read_text() if alerts.exists() else None, 30, "an alert line"
+        )
+        assert line.startswith(f"deploy run {run_id} failed [STEP_FAILED]: ")
+
+        def alert_run() -> dict[str, Any] | None:
+            out = cli("runs", "--workflow", "alerts", "--json", "--db", str(db))
+            runs = json.loads(out.stdout) if out.returncode == 0 else []
+            return runs[0] if runs and runs[0]["status"] == "completed" else None
+
+        done = daemon.wait_until(alert_run, 30, "the alert run to complete")
+        shown = json.loads(cli("show", done["run_id"], "--json", "--db", str(db)).stdout)
+        [received] = [e for e in shown["timeline"] if e["kind"] == "event.received"]
+        assert (received["data"]["type"], received["data"]["source"]) == ("run.failed", "system")
         assert daemon.stop() == 0

@@ -233,22 +233,23 @@ def folder(tmp_path: Path) -> Path:
     return path
 
 
+def start_emit(db: Path, data: str, key: str) -> subprocess.Popen[str]:
+    """``orchestrator emit tick DATA --key KEY`` as a process of its own, not waited for."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "emit", "tick", data, "--key", key, "--db", str(db)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def test_ten_processes_emitting_one_key_with_a_daemon_make_one_event(
     folder: Path, db: Path
 ) -> None:
     with Daemon(folder, db) as daemon:
         daemon.start()
-        command = [sys.executable, "-m", "orchestrator", "emit", "tick"]
-        procs = [
-            subprocess.Popen(
-                [*command, f'{{"n": {n}}}', "--key", "race", "--db", str(db)],
-                cwd=ROOT,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for n in range(10)
-        ]
+        procs = [start_emit(db, f'{{"n": {n}}}', "race") for n in range(10)]
         outs = [proc.communicate(timeout=TIMEOUT) for proc in procs]
         assert all(proc.returncode == 0 for proc in procs), [err for _, err in outs]
         printed = {out.strip() for out, _ in outs}
@@ -295,3 +296,40 @@ async def test_an_invoke_key_the_api_used_starts_nothing_from_the_cli(db: Path) 
         assert repeated.run_id == run_id and repeated.state == {"n": 2, "counted": True}
         await rt.idle()
     assert run_count(db) == 2
+
+
+ROUNDS = 8
+
+
+def emit_in_pairs(db: Path, rounds: int) -> dict[str, str]:
+    """Per round, two CLI processes started together emit one key; key -> the id both print."""
+    ids = {}
+    for n in range(rounds):
+        key = f"pair-{n}"
+        pair = [start_emit(db, f'{{"n": {n}, "by": {p}}}', key) for p in range(2)]
+        outs = [proc.communicate(timeout=TIMEOUT) for proc in pair]
+        assert [proc.returncode for proc in pair] == [0, 0], [err for _, err in outs]
+        printed = {out.strip() for out, _ in outs}
+        assert len(printed) == 1, f"{key}: the two processes printed {printed}"
+        ids[key] = printed.pop()
+    return ids
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("daemon_first", [True, False], ids=["daemon", "no-daemon"])
+def test_two_processes_emitting_the_same_keys_at_once_make_one_event_and_run_each(
+    folder: Path, db: Path, daemon_first: bool
+) -> None:
+    with Daemon(folder, db) as daemon:
+        if daemon_first:
+            daemon.start()
+        ids = emit_in_pairs(db, ROUNDS)
+        assert sorted(events_of(db, "tick")) == sorted(ids.values())  # one event per key
+        if not daemon_first:
+            assert run_count(db) == 0  # nothing routes them until a daemon runs
+            daemon.start()
+        daemon.wait_until(lambda: run_count(db) == ROUNDS or None, TIMEOUT, "a run per key")
+        assert daemon.stop() == 0
+    assert run_count(db) == ROUNDS
+    started = rows(db, "SELECT event_id, count(*) FROM event_routes GROUP BY event_id")
+    assert sorted(started) == sorted((event_id, 1) for event_id in ids.values())

@@ -486,6 +486,25 @@ async def test_abort_asks_then_queues_the_command(journal: Path, ids: dict[str, 
         assert rows == [("abort", ids["paused"], None, None, None)]
 
 
+async def test_abort_of_a_run_queued_while_no_daemon_runs_ends_it_at_once(
+    journal: Path, ids: dict[str, str]
+) -> None:
+    from orchestrator.journal import open_journal
+
+    queued = open_journal(journal).commands.queue_invoke("orders", "new", {"order_id": 3})
+    app = DashboardApp(journal)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_run(pilot, app, queued)
+        await pilot.press("a")
+        await _dialog(pilot, app, ConfirmDialog)
+        await pilot.press("y")
+        status = "SELECT status FROM runs WHERE run_id = ?"
+        await until(pilot, lambda: rows_of(journal, status, (queued,)) == [("aborted",)], "abort")
+    # Ended here, in its own transaction: no abort command for a daemon to apply.
+    commands = rows_of(journal, "SELECT command FROM inbox")
+    assert commands == [("invoke",)]
+
+
 async def test_resume_validates_the_patch_inline_then_queues_it(
     journal: Path, ids: dict[str, str]
 ) -> None:

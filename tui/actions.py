@@ -102,6 +102,8 @@ class Actions:
             if form is None:
                 return
             payload = form.data if form.data or command != "retry" else None
+        if command == "abort" and await self._aborted_at_once(run_id):
+            return
         await self._write(
             f"{command} of run {run_id}",
             lambda: self._app.journal.commands.queue_command(command, run_id, payload),
@@ -132,6 +134,19 @@ class Actions:
             f"{command} of workflow {workflow}",
             lambda: self._app.journal.commands.queue_switch(command, workflow),
         )
+
+    async def _aborted_at_once(self, run_id: str) -> bool:
+        """Abort a run queued while no daemon runs, here; False if it is not one.
+
+        Any error is left to the queued command that follows, which reports it.
+        """
+        try:
+            aborted = await asyncio.to_thread(self._app.journal.commands.abort_unapplied, run_id)
+        except Exception:  # noqa: BLE001 - reported by the command written next
+            return False
+        if aborted:
+            self._app.notify(f"run {run_id} aborted: no daemon had started it", markup=False)
+        return aborted
 
     async def _emit(self) -> None:
         form = await self._app.push_screen_wait(

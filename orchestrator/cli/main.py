@@ -529,6 +529,9 @@ def _switch(args: argparse.Namespace, command: str) -> int:
 def _queue(args: argparse.Namespace, command: str, payload: Any) -> int:
     journal = journal_of(args)
     run_id = _resolve(journal, args.run_id)
+    if command == "abort" and journal.commands.abort_unapplied(run_id):
+        _out(f"run {run_id} aborted (no daemon had started it)")
+        return EXIT_OK
     journal.commands.queue_command(command, run_id, payload)
     _out(f"{command} of run {run_id} queued; the daemon applies it")
     return EXIT_OK

@@ -122,7 +122,7 @@ def run_text(info: RunInfo, timeline: Sequence[TimelineEntry]) -> str:
     """`show`: the run, its state and its timeline."""
     lines = [
         f"run       {info.run_id}",
-        f"workflow  {info.workflow_id} (trigger {info.trigger_id}, version {info.version})",
+        f"workflow  {info.workflow_id} (trigger {info.trigger_id}, version {info.version or '-'})",
         f"status    {info.status}" + (f" at step {info.step}" if info.step else ""),
         f"created   {_local(info.created_at)}   updated {_local(info.updated_at)}",
     ]

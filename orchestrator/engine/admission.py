@@ -131,8 +131,9 @@ class Launcher(Protocol):
         *,
         status: RunStatus = RunStatus.RUNNING,
         origin: Origin | None = None,
+        row: int | None = None,
     ) -> ActiveRun:
-        """Journal a new run; start it if ``running``."""
+        """Journal a new run (or adopt its `row`); start it if ``running``."""
 
     def start_queued(self, run: ActiveRun) -> None:
         """A queued run got its slot."""
@@ -182,10 +183,14 @@ class Admission:
         data: Any,
         run_id: str | None = None,
         origin: Origin | None = None,
+        row: int | None = None,
     ) -> Dispatched:
-        """Admit one dispatch under the workflow's mode (a fork: from `origin`). Never awaits."""
+        """Admit one dispatch under the workflow's mode (a fork: from `origin`). Never awaits.
+
+        `row`: the run's ``queued`` row, written by the CLI while no daemon ran, to adopt.
+        """
         with self._writer.together():
-            dispatched = self._dispatch(registered, trigger_id, data, run_id, origin)
+            dispatched = self._dispatch(registered, trigger_id, data, run_id, origin, row)
         hook = registered.hooks.on_dispatch
         if hook is not None:
             result = DispatchResult(
@@ -206,6 +211,7 @@ class Admission:
         data: Any,
         run_id: str | None,
         origin: Origin | None,
+        row: int | None,
     ) -> Dispatched:
         steps = registered.steps(trigger_id)
         gate = self.gate(registered)
@@ -214,11 +220,13 @@ class Admission:
         consequence = CONSEQUENCES[decision.action]
         status = consequence.status
         if status is None:  # a signal: the gate always names the holder
+            if row is not None:  # its own row ends here: its data went to the holder
+                self._signalled_instead(row, decision.holder or "")
             return self._signal(decision, data)
         if decision.action is Action.REPLACE and decision.holder is not None:
             self._replace(decision.holder, new_id)
         run = self._runs.start_run(
-            registered, trigger_id, steps, data, new_id, status=status, origin=origin
+            registered, trigger_id, steps, data, new_id, status=status, origin=origin, row=row
         )
         if decision.superseded is not None:
             self._supersede(decision.superseded, new_id)
@@ -372,6 +380,16 @@ class Admission:
         result = RunResult(ok=True, status=status, run_id=holder, state=decode_state(state))
         settled.set_result(result)
         return Dispatched(decision, holder, row, settled)
+
+    def _signalled_instead(self, row: int, holder: str) -> None:
+        now = self._clock.now_us()
+        message = f"signalled into the active run {holder} instead (the workflow is busy)"
+        self._writer.enqueue(
+            [
+                ops.set_status(row, RunStatus.DROPPED, now, error=message, code=RunCode.DROPPED),
+                ops.add_timeline(row, now, "runtime", "run.dropped", message=message),
+            ]
+        )
 
     def _replace(self, holder: str, new_id: str) -> None:
         reason = f"replaced by run {new_id}"

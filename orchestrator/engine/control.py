@@ -57,11 +57,22 @@ from .registry import RegisteredWorkflow, Registry
 from .scheduler import Scheduler
 from .supervisor import Supervisor
 from .switches import Switches
+from .system_events import SystemEvents
 from .timers import Timers
 from .workers import WorkerPool
 
 _log = logging.getLogger("orchestrator.runtime")
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Unstarted:
+    """A run to abort that has no task or parking here: queued, or waiting for its workflow."""
+
+    row: int
+    run_id: str
+    workflow_id: str
+    trigger_id: str
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,7 @@ class Control:
             logger=logging.getLogger("orchestrator.run"),
             waits=self.parking,
             workers=workers,
+            ended=self._run_ended,
         )
         self.runs = Supervisor(
             self.env,
@@ -135,6 +147,7 @@ class Control:
         self.scheduler = Scheduler(
             writer, clock, self.timers, self._start_scheduled, last_ticks, self.switches
         )
+        self.system = SystemEvents(self.dispatcher, self.bus)
         self._tasks = tasks
         self.keys = Keys(commands, reader)
         # How the runs invoked here with a key settle (a repeated `invoke` waits on them).
@@ -183,7 +196,16 @@ class Control:
                 ),
                 *self.parking.release(run.row),
             ]
-            self._writer.enqueue(writes)
+            with self._writer.together():
+                self._writer.enqueue(writes)
+                self.system.ended(
+                    run.run_id,
+                    run.workflow_id,
+                    run.trigger_id,
+                    RunStatus.FAILED,
+                    message,
+                    RunCode.INVALID_STATE,
+                )
             return False
         return True
 
@@ -402,31 +424,50 @@ class Control:
 
     async def abort(self, run_id: str) -> None:
         """End a run that is not final."""
-        await self._writer.write(await self.abort_writes(run_id))
+        target = await self._abortable(run_id)
+        if target is None:
+            return
+        with self._writer.together():  # the end and its system event: one batch
+            committed = self._writer.enqueue(self._abort_now(target), urgent=True)
+        await asyncio.shield(committed)
 
-    async def abort_writes(self, run_id: str) -> list[ops.Op]:
-        """End a run that is not final; returns the writes still to commit (if any)."""
+    async def _abortable(self, run_id: str) -> ParkedRun | _Unstarted | None:
+        """Where the run to abort is; an active run is aborted here (None: it is done).
+
+        Raises:
+            RunNotFound: The journal has no such run.
+            RunNotActive: The run is final already.
+        """
         run = await self.locate(run_id)
-        if isinstance(run, ParkedRun):
-            return self.parking.fail_parked(  # `_parked_ended` announces the end
-                run, "aborted by request", RunCode.ABORTED, status=RunStatus.ABORTED
-            )
         if isinstance(run, ActiveRun):
             await self.runs.abort(run)  # the executor records the end itself
-            return []
+            return None
+        if isinstance(run, ParkedRun):
+            return run
         if run.status in FINAL_STATUSES:
             raise RunNotActive(
                 f"run {run_id} is already {run.status}; only unfinished runs can be aborted"
             )
+        info = await self._reader.get_run(run_id)
+        workflow_id, trigger_id = (info.workflow_id, info.trigger_id) if info else ("", "")
+        return _Unstarted(run.row, run_id, workflow_id, trigger_id)
+
+    def _abort_now(self, target: ParkedRun | _Unstarted) -> list[ops.Op]:
+        """The writes that end `target` aborted; call inside `together` with their enqueue."""
+        if isinstance(target, ParkedRun):
+            return self.parking.fail_parked(  # `_parked_ended` announces the end
+                target, "aborted by request", RunCode.ABORTED, status=RunStatus.ABORTED
+            )
         # Queued, or waiting for its workflow: it has no task, only its journal row.
-        self.runs.forget_orphan(run_id)
-        self.admission.abort_queued(run_id)
+        self.runs.forget_orphan(target.run_id)
+        self.admission.abort_queued(target.run_id)
         now = self._clock.now_us()
+        error = "aborted by request"
+        status, code = RunStatus.ABORTED, RunCode.ABORTED
+        self.system.ended(target.run_id, target.workflow_id, target.trigger_id, status, error, code)
         return [
-            ops.set_status(
-                run.row, RunStatus.ABORTED, now, error="aborted by request", code=RunCode.ABORTED
-            ),
-            *self.parking.release(run.row),
+            ops.set_status(target.row, status, now, error=error, code=code),
+            *self.parking.release(target.row),
         ]
 
     # -- retry and fork --------------------------------------------------------------------
@@ -550,19 +591,18 @@ class Control:
             if command.problem is not None:
                 raise ValidationError(f"the command's payload cannot be read: {command.problem}")
             if command.command == "invoke":
-                with self._writer.together():  # no await inside: the writer thread waits
-                    self._invoke_command(command)
-                    self._writer.enqueue([self._done(command, "ok")])
+                await self._apply_invoke(command)
+                return
+            if command.command == "abort":
+                target = await self._abortable(command.run_id or "")
+                with self._writer.together():  # the end, its system event and the mark
+                    writes = [] if target is None else self._abort_now(target)
+                    self._writer.enqueue([*writes, self._done(command, "ok")])
                 return
             if command.command in ("retry", "fork"):
                 await self._restart_command(command)
                 return
             writes = await self._command_writes(command)
-        except WorkflowDisabled as exc:  # an invoke: its run ends rejected, visibly
-            with self._writer.together():  # the run and the done mark, or neither
-                refused = self._refused(command, str(exc))
-                self._writer.enqueue([*refused, self._done(command, f"{exc.code}: {exc}")])
-            return
         except OrchestratorError as exc:
             if command.command in ("retry", "fork"):  # the CLI returned before this check
                 _log.warning("%s of run %s refused: %s", command.command, command.run_id, exc)
@@ -579,48 +619,99 @@ class Control:
             return await self.resume_writes(run_id, command.payload or {})
         if command.command == "signal":
             return await self.signal_writes(run_id, command.payload)
-        if command.command == "abort":
-            return await self.abort_writes(run_id)
         if command.command in ("disable", "enable"):
             enabled = command.command == "enable"
             return self.switch_writes(command.workflow_id or "", command.trigger_id, enabled)
         raise ValidationError(f"unknown command {command.command!r}")
 
-    def _invoke_command(self, command: CommandRecord) -> None:
+    async def _apply_invoke(self, command: CommandRecord) -> None:
+        """Start the run an invoke command asks for, adopting the row the CLI queued, if any.
+
+        A queued row (written while no daemon ran) goes through the mode gate like any
+        dispatch; one aborted meanwhile stays aborted; one naming a workflow or trigger
+        this daemon does not have fails, with its system event.
+        """
+        found = await self._reader.run_status(command.run_id) if command.run_id else None
+        if found is not None and found[1] != RunStatus.QUEUED:
+            outcome = f"not started: run {command.run_id} is {found[1]} already"
+            self._writer.enqueue([self._done(command, outcome)])
+            return
+        row = None if found is None else found[0]
+        with self._writer.together():  # no await inside: the writer thread waits
+            try:
+                self._invoke_command(command, row)
+            except WorkflowDisabled as exc:  # its run ends rejected, visibly
+                refused = self._refused(command, str(exc), row)
+                self._writer.enqueue([*refused, self._done(command, f"{exc.code}: {exc}")])
+                return
+            except OrchestratorError as exc:
+                if row is None:
+                    raise
+                self._not_invocable(command, row, exc)
+                self._writer.enqueue([self._done(command, f"{exc.code}: {exc}")])
+                return
+            self._writer.enqueue([self._done(command, "ok")])
+
+    def _not_invocable(self, command: CommandRecord, row: int, exc: OrchestratorError) -> None:
+        """Fail a queued run whose workflow or trigger this daemon does not have."""
+        error = f"{exc}; load it (or fix the name) and invoke it again"
+        code = RunCode.NOT_INVOCABLE
+        now = self._clock.now_us()
+        self._writer.enqueue([ops.set_status(row, RunStatus.FAILED, now, error=error, code=code)])
+        self.system.ended(
+            command.run_id or "",
+            command.workflow_id or "",
+            command.trigger_id or "",
+            RunStatus.FAILED,
+            error,
+            code,
+        )
+
+    def _invoke_command(self, command: CommandRecord, row: int | None) -> None:
         payload = command.payload if isinstance(command.payload, dict) else {}
         self.invoke(
             command.workflow_id or "",
             command.trigger_id or "",
             payload.get("data"),
             run_id=command.run_id or None,
+            row=row,
         )
 
-    def _refused(self, command: CommandRecord, why: str) -> list[ops.Op]:
+    def _refused(self, command: CommandRecord, why: str, row: int | None) -> list[ops.Op]:
         """An invoke queued by another process for a disabled trigger: a ``rejected`` run.
 
-        The CLI printed its run id: `runs` and `show` know it, ended with code DISABLED.
+        The CLI printed its run id: `runs` and `show` know it, ended with code DISABLED. Its
+        `row` exists if the CLI queued it while no daemon ran.
         """
-        registered = self._registry.get(command.workflow_id or "")
-        trigger_id = command.trigger_id or ""
-        payload = command.payload if isinstance(command.payload, dict) else {}
-        run = self.runs.start_run(
-            registered,
-            trigger_id,
-            registered.steps(trigger_id),
-            payload.get("data") or {},
-            command.run_id or None,
-            status=RunStatus.REJECTED,
-        )
+        if row is None:
+            registered = self._registry.get(command.workflow_id or "")
+            trigger_id = command.trigger_id or ""
+            payload = command.payload if isinstance(command.payload, dict) else {}
+            row = self.runs.start_run(
+                registered,
+                trigger_id,
+                registered.steps(trigger_id),
+                payload.get("data") or {},
+                command.run_id or None,
+                status=RunStatus.REJECTED,
+            ).row
         now = self._clock.now_us()
         return [
-            ops.add_timeline(run.row, now, "runtime", "run.rejected", message=why),
-            ops.set_status(run.row, RunStatus.REJECTED, now, error=why, code=RunCode.DISABLED),
+            ops.add_timeline(row, now, "runtime", "run.rejected", message=why),
+            ops.set_status(row, RunStatus.REJECTED, now, error=why, code=RunCode.DISABLED),
         ]
 
     def invoke(
-        self, workflow_id: str, trigger_id: str, data: Any, run_id: str | None = None
+        self,
+        workflow_id: str,
+        trigger_id: str,
+        data: Any,
+        run_id: str | None = None,
+        row: int | None = None,
     ) -> Dispatched:
         """Dispatch a run of a workflow's pipeline (bypassing trigger conditions).
+
+        `row`: the run's ``queued`` row, written by the CLI while no daemon ran, to adopt.
 
         Raises:
             WorkflowNotFound: No such workflow is registered.
@@ -632,12 +723,33 @@ class Control:
         self.check_enabled(workflow_id, trigger_id)
         _bounded(data, "the run's input")
         return self.admission.dispatch(
-            registered, trigger_id, {} if data is None else data, run_id=run_id
+            registered, trigger_id, {} if data is None else data, run_id=run_id, row=row
         )
 
     # -- internals -------------------------------------------------------------------------
 
+    def _run_ended(
+        self,
+        run_id: str,
+        workflow_id: str,
+        trigger_id: str,
+        status: RunStatus,
+        error: str | None,
+        code: RunCode | None,
+    ) -> None:
+        # The executor's `ended`: bound before `self.system` exists (it needs the bus).
+        self.system.ended(run_id, workflow_id, trigger_id, status, error, code)
+
     def _parked_ended(self, parked: ParkedRun, result: RunResult) -> None:
+        # Called inside the `together` block that enqueues the parked run's end.
+        self.system.ended(
+            parked.run_id,
+            parked.workflow_id,
+            parked.trigger_id,
+            result.status,
+            result.error,
+            result.error_code,
+        )
         name = f"run.{result.status}"  # failed (a pause timed out), aborted, replaced
         if self._lifecycle.wants(name):
             extra = {"status": result.status, "error": result.error}

@@ -132,12 +132,29 @@ class Dispatcher:
         if index is not None:
             index.remove(wait)
 
-    def route(self, event_type: str, data: Any, source: str) -> Routing:
-        """The triggers and waits an event from `source` matches."""
+    def listens(self, event_type: str, origin: str | None = None) -> bool:
+        """Whether a trigger or wait could match an event of `event_type` (its data aside).
+
+        `origin`: as for `route`, a workflow whose own triggers do not count.
+        """
+        triggers = self._triggers.get(event_type, {})
+        if any(workflow_id != origin for workflow_id, _ in triggers):
+            return True
+        index = self._waits.get(event_type)
+        return index is not None and bool(index.unkeyed or index.by_key)
+
+    def route(self, event_type: str, data: Any, source: str, origin: str | None = None) -> Routing:
+        """The triggers and waits an event from `source` matches.
+
+        `origin`: the workflow a system event is about; none of its own triggers match it
+        (a workflow never triggers itself through its runs' ends; its waits still match).
+        """
         starts = [
             entry
             for entry in self._triggers.get(event_type, {}).values()
-            if (entry.sources is None or source in entry.sources) and entry.conditions.matches(data)
+            if (entry.sources is None or source in entry.sources)
+            and entry.workflow_id != origin
+            and entry.conditions.matches(data)
         ]
         index = self._waits.get(event_type)
         waits = (

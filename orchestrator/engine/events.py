@@ -15,6 +15,7 @@ from typing import Any
 
 from ..clock import Clock
 from ..journal import JournalWriter, ops
+from ..records import EventSource
 from ..state import encode_state
 from .admission import CONSEQUENCES, Admission
 from .dispatcher import Dispatcher
@@ -76,7 +77,9 @@ class EventBus:
             if external
             else ops.add_event(event_id, event_type, encode_state(data), source, now)
         ]
-        routing = self._dispatcher.route(event_type, data, source)
+        # A system event never starts a run of the workflow whose run it tells of.
+        origin = data.get("workflow_id") if source == EventSource.SYSTEM else None
+        routing = self._dispatcher.route(event_type, data, source, origin)
         started = []
         for entry in routing.starts:
             registered = self._lookup(entry.workflow_id)
@@ -96,7 +99,7 @@ class EventBus:
                     "event.received",
                     position=0,
                     message=f"{event_type} event {event_id}: {action} (trigger {entry.trigger_id})",
-                    data={"event_id": event_id, "type": event_type},
+                    data={"event_id": event_id, "type": event_type, "source": source},
                 )
             )
         for wait in routing.waits:

@@ -34,6 +34,8 @@ from .workers import WorkerCrashed, WorkerPool
 HIGH_WATER = 20_000
 
 Notify = Callable[[str, "ActiveRun", dict[str, Any]], Coroutine[Any, Any, None]]
+# A run ended: (run id, workflow id, trigger id, status, error, code); its system event.
+Ended = Callable[[str, str, str, RunStatus, str | None, RunCode | None], object]
 
 
 @dataclass(eq=False, kw_only=True)
@@ -64,6 +66,7 @@ class ActiveRun:
     # The step start-up recovery continued this run at, and its count of recoveries then.
     recovered_at: tuple[str, int] | None = None
     abort_reason: str = "aborted by request"
+    abort_code: RunCode = RunCode.ABORTED
     warned: set[str] = field(default_factory=set, repr=False)
     # Instances of its "run" services, made on first use, closed when its task ends.
     service_scope: ServiceScope | None = field(default=None, repr=False)
@@ -86,6 +89,8 @@ class ExecutorEnv:
     logger: logging.Logger
     waits: WaitRegistry | None = None
     workers: WorkerPool | None = None
+    # Called in the batch of each run's end (the system events); None: none are emitted.
+    ended: Ended | None = None
 
 
 class _RunFailed(Exception):
@@ -129,7 +134,7 @@ async def execute(run: ActiveRun, env: ExecutorEnv) -> RunResult | PauseRequest:
 
 async def finish_aborted(run: ActiveRun, env: ExecutorEnv) -> RunResult:
     """Record that `run` was aborted."""
-    failure = _RunFailed(run.abort_reason, RunCode.ABORTED, None)
+    failure = _RunFailed(run.abort_reason, run.abort_code, None)
     return await _finish(run, env, RunStatus.ABORTED, failure)
 
 
@@ -359,8 +364,12 @@ async def _finish(
                 message=error,
             )
         )
+    with env.writer.together():  # the end and its system event commit in one batch
+        committed = env.writer.enqueue(writes, urgent=True)
+        if env.ended is not None:
+            env.ended(run.run_id, run.workflow.id, run.trigger_id, status, error, code)
     # Shielded: once the end is decided, an abort or shutdown must not split it.
-    await env.writer.write(writes)
+    await asyncio.shield(committed)
     result = RunResult(
         ok=is_ok(status),
         status=status,

@@ -338,9 +338,12 @@ class Parking:
                 parked, patch, f"timed out waiting for {wait.describe()}", source="timer"
             )
         else:
-            writes = self.fail_parked(
-                parked, f"timed out waiting for {wait.describe()}", RunCode.PAUSE_TIMEOUT
-            )
+            with self._writer.together():  # the end and its system event: one batch
+                writes = self.fail_parked(
+                    parked, f"timed out waiting for {wait.describe()}", RunCode.PAUSE_TIMEOUT
+                )
+                self._writer.enqueue(writes, urgent=True)
+            return
         self._writer.enqueue(writes, urgent=True)
 
     def fail_parked(
@@ -351,7 +354,11 @@ class Parking:
         *,
         status: RunStatus = RunStatus.FAILED,
     ) -> list[ops.Op]:
-        """End a parked run with `status` and the error that ended it."""
+        """End a parked run with `status` and the error that ended it.
+
+        Call inside the writer's `together` block that enqueues the returned writes: the
+        `ended` callback enqueues the run's system event, which joins their batch.
+        """
         now = self._clock.now_us()
         writes = [
             *self.end(parked),

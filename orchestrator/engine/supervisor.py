@@ -79,20 +79,23 @@ class Supervisor:
         *,
         status: RunStatus = RunStatus.RUNNING,
         origin: Origin | None = None,
+        row: int | None = None,
     ) -> ActiveRun:
         """Journal a new run (pipelined with its first steps); start it if ``running``.
 
         A fork (`origin`) starts at its step, and its row says where it comes from.
+        `row`: the run's row exists already (queued by the CLI while no daemon ran): it is
+        adopted, moved to `status` on this version, instead of inserted.
         """
-        self._next_row += 1
-        start = origin.start if origin is not None else 0
+        if row is None:
+            self._next_row += 1
         run = ActiveRun(
-            row=self._next_row,
+            row=self._next_row if row is None else row,
             run_id=run_id or new_id(),
             workflow=registered,
             trigger_id=trigger_id,
             steps=steps,
-            step_index=start,
+            step_index=origin.start if origin is not None else 0,
             position=0,
             state_text="{}",
             settled=asyncio.get_running_loop().create_future(),
@@ -101,24 +104,41 @@ class Supervisor:
             run.state_text = encode_state(data)
         except StateEncodingError as exc:
             run.invalid_input = f"the run's input is invalid: {exc}"
-        self._writer.enqueue(
-            ops.create_run(
-                run.row,
-                run.run_id,
-                registered.id,
-                trigger_id,
-                registered.version,
-                status=status,
-                first_step=steps[start].name,
-                state=run.state_text,
-                at=self._env.clock.now_us(),
-            )
-        )
+        if row is not None:
+            self._writer.enqueue(self._adopted(run, status))
+        else:
+            self._enqueue_new(run, status)
         if origin is not None:
             self._writer.enqueue(_forked(run, origin, self._env.clock.now_us()))
         if status == RunStatus.RUNNING:
             self._spawn(run)
         return run
+
+    def _adopted(self, run: ActiveRun, status: RunStatus) -> list[ops.Op]:
+        now = self._env.clock.now_us()
+        version = run.workflow.version
+        writes = [ops.set_status(run.row, status, now), ops.set_version(run.row, version)]
+        if status == RunStatus.RUNNING and run.next_step is not None:
+            writes.append(ops.step_started(run.row, 0, run.next_step, now))
+            message = "a daemon applied its invoke"
+            writes.append(ops.add_timeline(run.row, now, "runtime", "run.started", message=message))
+        return writes
+
+    def _enqueue_new(self, run: ActiveRun, status: RunStatus) -> None:
+        registered = run.workflow
+        self._writer.enqueue(
+            ops.create_run(
+                run.row,
+                run.run_id,
+                registered.id,
+                run.trigger_id,
+                registered.version,
+                status=status,
+                first_step=run.steps[run.step_index].name,
+                state=run.state_text,
+                at=self._env.clock.now_us(),
+            )
+        )
 
     def retry(self, run: ActiveRun, writes: list[ops.Op]) -> None:
         """Admit a retried run again under its mode, then start it (or queue it).
@@ -166,6 +186,7 @@ class Supervisor:
         if run.finishing:
             return
         run.abort_requested, run.abort_reason = True, reason
+        run.abort_code = RunCode.REPLACED  # as a paused run it replaces ends
         if run.task is not None:
             run.task.cancel()
 

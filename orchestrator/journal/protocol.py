@@ -317,7 +317,16 @@ class JournalCommands(Protocol):
     ) -> tuple[str, int | None]:
         """Queue an invoke of run `run_id`; returns its run id and the command's id.
 
-        With a `key` seen before nothing is queued: the first run's id and None.
+        With a `key` seen before nothing is queued: the first run's id and None. While
+        no daemon runs, a ``queued`` run row is written with the command (``runs``,
+        ``show`` and ``abort`` know it at once); the daemon applying it adopts that row.
+        """
+
+    def abort_unapplied(self, run_id: str) -> bool:
+        """Abort at once a run queued while no daemon runs, whose invoke none applied yet.
+
+        Its ``run.aborted`` system event is journaled with it, for the next daemon to
+        route. False (nothing written) for any other run, or while a daemon runs.
         """
 
     def queue_switch(self, command: str, workflow_id: str, trigger_id: str | None = None) -> int:

@@ -25,9 +25,10 @@ from ...errors import (
     ValidationError,
 )
 from ...records import RunStatus
+from ...state import StateEncodingError, encode_state
 from ..protocol import Synchronous
 from ..records import RunMatches
-from . import prefixes
+from . import prefixes, queued
 from .connection import (
     ACCESS_CODES,
     SQLITE_ERRORS,
@@ -198,11 +199,15 @@ def claim_invoke(
     payload = {"data": data}
 
     def insert(conn: sqlite3.Connection) -> tuple[str, int | None]:
+        now = Clock().now_us()
         if key is not None:
-            first = _claim(conn, "invoke", key, run_id, Clock().now_us())
+            first = _claim(conn, "invoke", key, run_id, now)
             if first != run_id:
                 return first, None
-        return run_id, _insert_command(conn, "invoke", run_id, workflow_id, trigger_id, payload)
+        command = _insert_command(conn, "invoke", run_id, workflow_id, trigger_id, payload)
+        if queued.no_daemon(conn):  # else the daemon makes the row within a tick
+            queued.insert_queued(conn, run_id, workflow_id, trigger_id, _state(data), now)
+        return run_id, command
 
     return _transaction(path, insert)
 
@@ -247,6 +252,21 @@ def _check_trigger(conn: sqlite3.Connection, workflow_id: str, trigger_id: str) 
             f"workflow {workflow_id!r} has no trigger {trigger_id!r} (it has: "
             f"{', '.join(known) or 'none'})"
         )
+
+
+def abort_unapplied(path: Path, run_id: str) -> bool:
+    """Abort at once a run queued while no daemon runs (see `queued.abort_unapplied`)."""
+    return _transaction(
+        path, lambda conn: queued.abort_unapplied(conn, run_id, new_id(), Clock().now_us())
+    )
+
+
+def _state(data: Any) -> str:
+    """A queued run's input as its first checkpoint (what the daemon will refuse, as text)."""
+    try:
+        return encode_state({} if data is None else data)
+    except StateEncodingError:
+        return json.dumps(data, default=repr)
 
 
 def _claim(conn: sqlite3.Connection, kind: str, key: str, target: str, at: int) -> str:
@@ -377,6 +397,10 @@ class SqliteCommands:
         With a `key` seen before nothing is queued: the first run's id and None.
         """
         return claim_invoke(self.path, run_id, workflow_id, trigger_id, data, key=key)
+
+    def abort_unapplied(self, run_id: str) -> bool:
+        """Abort a run queued while no daemon runs, at once; False if it is not one."""
+        return abort_unapplied(self.path, run_id)
 
     def prune(
         self,

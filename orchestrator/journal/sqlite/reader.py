@@ -163,7 +163,11 @@ class JournalReader:
     async def unfinished_runs(self) -> list[UnfinishedRun]:
         """Runs that are queued, running or paused, oldest first, with their last state."""
         rows = await self._fetch(
-            f"{_STORED_RUN} WHERE r.status IN ('queued', 'running', 'paused') ORDER BY r.id"
+            f"{_STORED_RUN} WHERE r.status IN ('queued', 'running', 'paused')"
+            # A row the CLI queued while no daemon ran is its invoke command's to start.
+            " AND NOT (r.status = 'queued' AND r.run_id IN (SELECT i.run_id FROM inbox i"
+            " WHERE i.done_at IS NULL AND i.command = 'invoke'))"
+            " ORDER BY r.id"
         )
         return [UnfinishedRun(**_stored_fields(row)) for row in rows]
 
