@@ -140,3 +140,39 @@ async def test_a_lost_lease_stops_the_runtime_from_starting_steps(tmp_path: Path
             await invoked
         assert started == [1], "a step started after the lease was lost"
         assert rt.failure is failure
+
+
+def test_a_journal_being_created_by_another_process_is_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two CLI commands creating one journal together: the second met "database is locked"
+    # from the pragmas at once (SQLite skips its busy handler there) and exited 2.
+    import sqlite3
+
+    from orchestrator.journal.sqlite import connection
+
+    path = tmp_path / "new.db"
+    connection.create_private(path)
+    creator = sqlite3.connect(path, isolation_level=None)
+    creator.execute("BEGIN IMMEDIATE")
+    creator.execute("CREATE TABLE made_first (x)")
+    waits: list[float] = []
+    real_sleep = connection.time.sleep
+
+    def creator_finishes_while_we_wait(seconds: float) -> None:
+        if not waits:
+            creator.execute("COMMIT")
+        waits.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(connection.time, "sleep", creator_finishes_while_we_wait)
+    # The creator is in this thread: its lock cannot go while SQLite's busy handler waits.
+    monkeypatch.setattr(connection, "BUSY_TIMEOUT_MS", 50)
+    conn = connection.connect_writer(path, "FULL")
+    try:
+        assert waits, "the locked file was never waited for"
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT name FROM sqlite_schema").fetchall() == [("made_first",)]
+    finally:
+        conn.close()
+        creator.close()

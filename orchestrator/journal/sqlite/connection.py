@@ -23,6 +23,7 @@ import errno
 import os
 import shlex
 import sqlite3
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -218,12 +219,7 @@ def connect_writer(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
     except SQLITE_ERRORS as exc:
         raise open_error(path, exc, write=True) from exc
     try:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        if new:  # only before the first page is written: prune can give space back
-            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        conn.execute(f"PRAGMA synchronous = {synchronous}")
-        conn.execute("PRAGMA foreign_keys = ON")
+        mode = _configure(conn, new=new, synchronous=synchronous)
     except SQLITE_ERRORS as exc:
         conn.close()
         raise open_error(path, exc, write=True) from exc
@@ -236,6 +232,32 @@ def connect_writer(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _configure(conn: sqlite3.Connection, *, new: bool, synchronous: Synchronous) -> str:
+    """Set the writer's pragmas; the journal mode they leave (``wal`` unless refused).
+
+    On a file another process is creating at the same moment (two CLI commands on a new
+    journal), SQLite reports ``database is locked`` at once from these pragmas, without
+    its busy handler: they are tried again for up to about 5 seconds.
+    """
+    for attempt in range(_CONFIGURE_ATTEMPTS):
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if new:  # only before the first page is written: prune can give space back
+                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            conn.execute(f"PRAGMA synchronous = {synchronous}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            return mode
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == _CONFIGURE_ATTEMPTS - 1:
+                raise
+        time.sleep(min(0.005 * (attempt + 1), 0.1))
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+_CONFIGURE_ATTEMPTS = 60
 
 
 async def connect_reader(path: Path) -> aiosqlite.Connection:
