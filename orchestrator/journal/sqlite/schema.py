@@ -212,6 +212,18 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX waits_by_run ON waits (run);
     CREATE INDEX wait_buffer_by_event ON wait_buffer (event_id);
     """,
+    # 11: prune takes idempotency keys with the run or event each names, finds timeline
+    # rows of no run without a scan, and remembers how far its sweep of events has come
+    # (`prune_marks`: below the mark every event is swept or named by a run, so a pass
+    # costs what it deletes).
+    """
+    CREATE INDEX idempotency_keys_by_target ON idempotency_keys (kind, target);
+    CREATE INDEX timeline_no_run ON timeline (at) WHERE run IS NULL;
+    CREATE TABLE prune_marks (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 
