@@ -21,8 +21,8 @@ from functools import partial
 from pathlib import Path
 
 from .commands import _write_error
-from .connection import SQLITE_ERRORS, connect_writer
-from .pacing import DURABILITY, Size, count, marks, pace, paced, read
+from .connection import SQLITE_ERRORS, connect_writer, rollback_if_open
+from .pacing import DURABILITY, Pacer, Size, count, marks, read
 from .sweeps import drop_events, sweep_commands, sweep_events, sweep_orphans, would_go
 
 BATCH = 100
@@ -58,6 +58,7 @@ def prune(
     counts = dict.fromkeys((*COUNTS, "events", "keys", "commands"), 0)
     seen: set[int] = set()  # a dry run's runs so far: their routes count as gone
     size = Size(batch)
+    pacer = Pacer()
     for status, cutoff in sorted(cutoffs.items()):
         after = (-1, -1)
         while True:
@@ -70,17 +71,19 @@ def prune(
                 counts=counts,
                 seen=seen if dry_run else None,
             )
-            done = read(path, work) if dry_run else paced(path, work, size)  # dry: no lock
+            done = read(path, work) if dry_run else pacer.paced(path, work, size)  # dry: no lock
             if done is None:
                 break
             after = done
             if between is not None:
                 between()
     if events_before is not None:
-        for name, step in sweep_events(path, events_before, dry_run, batch, between).items():
+        for name, step in sweep_events(path, events_before, dry_run, batch, between, pacer).items():
             counts[name] += step
-        counts["commands"] += sweep_commands(path, events_before, dry_run, batch, between)
-        for name, step in sweep_orphans(path, events_before, dry_run, batch, between).items():
+        counts["commands"] += sweep_commands(path, events_before, dry_run, batch, between, pacer)
+        for name, step in sweep_orphans(
+            path, events_before, dry_run, batch, between, pacer
+        ).items():
             counts["routes" if name == "event_routes" else name] += step
     return counts
 
@@ -95,28 +98,38 @@ def vacuum(
     """
     freed = 0
     size = Size(pages, most=16 * VACUUM_PAGES)
+    pacer = Pacer()
     conn = connect_writer(path, DURABILITY)
     try:
         if int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) != 2:
             return 0
         while True:
-            before = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
-            if before == 0:
-                return freed
-            started = time.monotonic()
-            # One short write transaction; Python steps a pragma once, executescript to the end.
-            conn.executescript(f"PRAGMA incremental_vacuum({size.now});")
-            step = before - int(conn.execute("PRAGMA freelist_count").fetchone()[0])
-            size.took(pace(started))
+            step = _vacuum_step(conn, size, pacer)
             if step <= 0:
                 return freed
             freed += step
             if between is not None:
                 between()
     except SQLITE_ERRORS as exc:
+        rollback_if_open(conn)
         raise _write_error(path, exc) from exc
     finally:
         conn.close()
+
+
+def _vacuum_step(conn: sqlite3.Connection, size: Size, pacer: Pacer) -> int:
+    """Free up to `size.now` pages in one write transaction, timed from holding the lock."""
+    pacer.wait()
+    conn.execute("BEGIN IMMEDIATE")
+    held = time.monotonic()
+    before = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+    # Python steps a statement once, and one step of this pragma frees one page.
+    for _ in range(min(size.now, before)):
+        conn.execute("PRAGMA incremental_vacuum(1)")
+    after = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+    conn.execute("COMMIT")
+    size.took(pacer.held_since(held))
+    return before - after
 
 
 def auto_vacuum_mode(path: Path) -> int:

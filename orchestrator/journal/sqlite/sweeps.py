@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 
-from .pacing import Size, count, marks, paced, read
+from .pacing import Pacer, Size, count, marks, read
 
 ORPHAN_WALK = 50_000
 """Runs of the timeline one pass checks for a missing run (the walk wraps around)."""
@@ -79,7 +79,12 @@ def would_go(conn: sqlite3.Connection, event_id: str, seen: set[int]) -> bool:
 
 
 def sweep_events(
-    path: Path, before: int, dry_run: bool, batch: int, between: Callable[[], None] | None
+    path: Path,
+    before: int,
+    dry_run: bool,
+    batch: int,
+    between: Callable[[], None] | None,
+    pacer: Pacer,
 ) -> dict[str, int]:
     """Delete routed events created before `before` that no run names, from the mark on."""
     counts = {"events": 0, "keys": 0}
@@ -92,7 +97,7 @@ def sweep_events(
             if ids:
                 counts["keys"] += read(path, partial(_emit_keys, ids=ids))
         elif last > after:
-            gone, keys = paced(path, partial(_drop_and_mark, ids=ids, last=last))
+            gone, keys = pacer.paced(path, partial(_drop_and_mark, ids=ids, last=last))
             counts["events"] += gone
             counts["keys"] += keys
         after = max(after, last)
@@ -148,7 +153,12 @@ def _drop_and_mark(conn: sqlite3.Connection, *, ids: list[str], last: int) -> tu
 
 
 def sweep_commands(
-    path: Path, before: int, dry_run: bool, batch: int, between: Callable[[], None] | None
+    path: Path,
+    before: int,
+    dry_run: bool,
+    batch: int,
+    between: Callable[[], None] | None,
+    pacer: Pacer,
 ) -> int:
     """Delete commands from other processes (the inbox) applied before `before`.
 
@@ -158,7 +168,7 @@ def sweep_commands(
     after = 0
     while True:
         work = partial(_applied, after=after, before=before, limit=batch, delete=not dry_run)
-        found = read(path, work) if dry_run else paced(path, work)
+        found = read(path, work) if dry_run else pacer.paced(path, work)
         ids, finished = found
         gone += len(ids)
         if finished:
@@ -188,11 +198,16 @@ def _applied(
 
 
 def sweep_orphans(
-    path: Path, before: int, dry_run: bool, batch: int, between: Callable[[], None] | None
+    path: Path,
+    before: int,
+    dry_run: bool,
+    batch: int,
+    between: Callable[[], None] | None,
+    pacer: Pacer,
 ) -> dict[str, int]:
     """Delete timeline rows of no run created before `before`, and rows of missing runs."""
     counts = dict.fromkeys((*_RUN_ROWS, "waits", "wait_buffer"), 0)
-    counts["timeline"] = _sweep_no_run(path, before, dry_run, batch, between)
+    counts["timeline"] = _sweep_no_run(path, before, dry_run, batch, between, pacer)
     after = read(path, partial(_mark, name="orphans"))
     walked = 0
     while walked < ORPHAN_WALK:
@@ -202,7 +217,7 @@ def sweep_orphans(
         if missing and dry_run:
             found = read(path, partial(_count_run_rows, rows=missing))
         elif missing:
-            found = paced(path, partial(_drop_run_rows, rows=missing))
+            found = pacer.paced(path, partial(_drop_run_rows, rows=missing))
         for name, step in found.items():
             counts[name] += step
         after = runs[-1] if len(runs) == _WALK_STEP else 0  # at the end: wrap around
@@ -211,12 +226,17 @@ def sweep_orphans(
         if between is not None:
             between()
     if not dry_run:
-        paced(path, partial(_set_mark, name="orphans", value=after))
+        pacer.paced(path, partial(_set_mark, name="orphans", value=after))
     return counts
 
 
 def _sweep_no_run(
-    path: Path, before: int, dry_run: bool, batch: int, between: Callable[[], None] | None
+    path: Path,
+    before: int,
+    dry_run: bool,
+    batch: int,
+    between: Callable[[], None] | None,
+    pacer: Pacer,
 ) -> int:
     if dry_run:
         return read(path, partial(_count_no_run, before=before))
@@ -224,7 +244,7 @@ def _sweep_no_run(
     size = Size(batch, most=10 * batch)
     while True:
         limit = size.now
-        step = paced(path, partial(_drop_no_run, before=before, limit=limit), size)
+        step = pacer.paced(path, partial(_drop_no_run, before=before, limit=limit), size)
         gone += step
         if step < limit:
             return gone
