@@ -656,13 +656,14 @@ class Runtime:
         """Delete final runs that ended more than `older_than` seconds ago; the counts.
 
         `older_than` is seconds, or a duration such as ``"30d"``. `statuses` limits it to
-        some final statuses (default: all; events routed to no run, and commands other
-        processes wrote that were applied, are then swept too).
-        With each run go its checkpoints, timeline, waits, routes and the events no
-        remaining run needs; runs that have not ended are never touched. It deletes in
-        small transactions beside this runtime's writer, then gives the space back.
-        Returns counts: ``runs``, ``events``, ``checkpoints``, ``timeline``, ``waits``,
-        ``wait_buffer``, ``routes``, ``recoveries``, ``commands`` (and ``pages_freed``).
+        some final statuses (default: all; events routed to no run, commands other
+        processes wrote that were applied, and timeline rows of no run are then swept too).
+        With each run go its checkpoints, timeline, waits, routes, its idempotency key
+        (which may then start a new run) and the events no remaining run needs; runs that
+        have not ended are never touched. It deletes in small transactions beside this
+        runtime's writer, then gives the space back. Returns counts: ``runs``,
+        ``events``, ``checkpoints``, ``timeline``, ``waits``, ``wait_buffer``, ``routes``,
+        ``recoveries``, ``keys``, ``commands`` (and ``pages_freed``).
 
         Raises:
             ValidationError: A bad duration, or a status that is not final.
