@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from procs import cli, query
 
 from orchestrator import Runtime, Trigger, Workflow
 from orchestrator.journal import open_journal
+from orchestrator.journal.sqlite import pacing
 from orchestrator.testing import eventually
 
 
@@ -196,3 +198,18 @@ async def test_ids_never_go_back_so_the_daemon_sees_every_new_event_and_command(
             return len(await rt.list_runs(status="paused")) == 1
 
         await eventually(paused_again, what="a run started by an event after the prune")
+
+
+def test_waiting_for_the_lock_does_not_shrink_a_prune_batch(db: Path) -> None:
+    open_journal(db).commands.emit_event("nothing", {})  # creates the journal
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # another writer, busy well past the target
+    release = threading.Timer(10 * pacing.TARGET_SECONDS, holder.execute, ["COMMIT"])
+    release.start()
+    try:
+        size = pacing.Size(100)
+        pacing.Pacer().paced(db, lambda conn: conn.execute("SELECT 1").fetchall(), size)
+    finally:
+        release.join()
+        holder.close()
+    assert size.now == 200  # held briefly: grows (timed from the request, it would shrink)

@@ -43,24 +43,16 @@ _RUN_ROWS = ("checkpoints", "timeline", "event_routes", "recoveries")
 def drop_events(conn: sqlite3.Connection, event_ids: Iterable[str]) -> tuple[int, int]:
     """Delete these events where nothing names them any more, with their emit keys.
 
-    Returns how many events and keys went. The newest event stays (see the module), and
-    the sweep's mark is put back below it, so a later sweep takes it.
+    Returns how many events and keys went. The newest event stays (see the module); the
+    sweep never passes it either, so one kept here is still ahead of the sweep's mark.
     """
     gone = keys = 0
-    kept = False
     for event_id in event_ids:
         if conn.execute(_EVENT_GONE, (event_id,)).rowcount:
             gone += 1
             keys += conn.execute(
                 "DELETE FROM idempotency_keys WHERE kind = 'emit' AND target = ?", (event_id,)
             ).rowcount
-        else:
-            kept = True
-    if kept:
-        newest = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
-        conn.execute(
-            "UPDATE prune_marks SET value = min(value, ?) WHERE name = 'events'", (newest - 1,)
-        )
     return gone, keys
 
 
