@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ serial = Workflow(id="serial", pipelines={"go": [wait_for_gate, inc]}, mode=Seri
 # file appears; prints how many it emitted. Any error (a "database is locked") fails it.
 EMITTER = """\
 import sys
+from functools import partial
 from pathlib import Path
 from orchestrator.journal import open_journal
 commands, stop, sent = open_journal(sys.argv[1]).commands, Path(sys.argv[2]), 0
@@ -95,6 +97,10 @@ def test_prune_beside_a_daemon_at_full_speed(db: Path, tmp_path: Path) -> None:
     folder = tmp_path / "flows"
     folder.mkdir()
     (folder / "flow.py").write_text(FLOW)
+
+    def paused(run_id: str) -> bool:
+        return query(db, "SELECT status FROM runs WHERE run_id = ?", (run_id,)) == [("paused",)]
+
     with Daemon(folder, db) as daemon:
         daemon.start()
         for n in range(3):
@@ -173,14 +179,7 @@ def test_prune_beside_a_daemon_at_full_speed(db: Path, tmp_path: Path) -> None:
         for n in range(3):
             ok(cli("emit", "payment.received", json.dumps({"order_id": n}), "--db", str(db)))
         for run_id in serial:
-            daemon.wait_until(
-                lambda run_id=run_id: (
-                    query(db, "SELECT status FROM runs WHERE run_id = ?", (run_id,))
-                    == [("paused",)]
-                ),
-                TIMEOUT,
-                "the serialized run's turn",
-            )
+            daemon.wait_until(partial(paused, run_id), TIMEOUT, "the serialized run's turn")
             ok(cli("resume", run_id, "--db", str(db)))
         daemon.wait_until(
             lambda: (
