@@ -340,17 +340,19 @@ async def test_applied_commands_from_other_processes_go_too(db: Path) -> None:
     from orchestrator.journal import open_journal
 
     async with Runtime(db, workflows=FLOWS) as rt:
-        paused = await rt.invoke("orders", "new", {"order_id": 5})
-        open_journal(db).commands.queue_command("abort", paused.run_id)
+        paused = [await rt.invoke("orders", "new", {"order_id": n}) for n in (5, 6)]
+        for run in paused:
+            open_journal(db).commands.queue_command("abort", run.run_id)
 
         def applied() -> bool:
-            return query(db, "SELECT count(*) FROM inbox WHERE done_at IS NOT NULL") == [(1,)]
+            return query(db, "SELECT count(*) FROM inbox WHERE done_at IS NOT NULL") == [(2,)]
 
-        await eventually(applied, what="the abort applied")
-        assert (await rt.watch("orders", paused.run_id)).status == "aborted"  # type: ignore[union-attr]
+        await eventually(applied, what="the aborts applied")
+        assert (await rt.watch("orders", paused[0].run_id)).status == "aborted"  # type: ignore[union-attr]
         dry = await rt.prune(older_than=0, dry_run=True)
-        assert dry["commands"] == 1 and dry["runs"] == 1
+        assert dry["commands"] == 1 and dry["runs"] == 2
         assert (await rt.prune(older_than=0, statuses=["aborted"]))["commands"] == 0
         report = await rt.prune(older_than=0)
         assert report["commands"] == 1 and report["runs"] == 0
-        assert query(db, "SELECT count(*) FROM inbox") == [(0,)]
+        # The newest command stays: a new one must never take an id the daemon has seen.
+        assert query(db, "SELECT run_id FROM inbox") == [(paused[1].run_id,)]

@@ -133,13 +133,15 @@ def _schema_of(conn: sqlite3.Connection) -> list[tuple[str, str]]:
 async def test_a_journal_of_the_previous_schema_migrates_and_recovers(
     db: Path, tmp_path: Path
 ) -> None:
-    assert len(schema.MIGRATIONS) >= 12  # this test is about migrations 7 to 12
+    assert len(schema.MIGRATIONS) >= 13  # this test is about migrations 7 to 13
     await session(db, invoke=True)  # a run left running in step "hang"
-    # The same journal as the previous release wrote it: without what migrations 7 to 12 add.
+    # The same journal as the previous release wrote it: without what migrations 7 to 13 add.
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("DROP TABLE switches")
     conn.execute("ALTER TABLE schedule_state DROP COLUMN next_tick")
-    conn.execute("DROP TABLE idempotency_keys")
+    conn.execute("DROP TABLE idempotency_keys")  # and its index of migration 13
+    conn.execute("DROP TABLE prune_marks")
+    conn.execute("DROP INDEX timeline_no_run")
     conn.execute("DROP TABLE recoveries")
     conn.execute("ALTER TABLE lease DROP COLUMN degraded")
     conn.execute("ALTER TABLE runs DROP COLUMN forked_from_run")
@@ -158,7 +160,8 @@ async def test_a_journal_of_the_previous_schema_migrates_and_recovers(
     assert query(db, "PRAGMA user_version") == [(len(schema.MIGRATIONS),)]
     assert query(db, "SELECT step, count FROM recoveries") == [("hang", 1)]
     indexes = {row[0] for row in query(db, "SELECT name FROM sqlite_schema WHERE type = 'index'")}
-    assert {"runs_by_end", "waits_by_run", "wait_buffer_by_event"} <= indexes
+    assert {"runs_by_end", "waits_by_run", "wait_buffer_by_event", "timeline_no_run"} <= indexes
+    assert "idempotency_keys_by_target" in indexes
 
 
 async def test_a_signal_written_while_down_reaches_the_recovered_step(db: Path) -> None:

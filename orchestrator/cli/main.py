@@ -467,7 +467,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         print("converted the journal to give space back (a one-time VACUUM)", file=sys.stderr)
     cutoffs, events = cutoffs_for(Clock().now_us(), args.older_than, args.status)
     counts = journal.commands.prune(cutoffs, events_before=events, dry_run=args.dry_run)
-    if not args.dry_run and counts["runs"] + counts["events"]:
+    if not args.dry_run and any(counts.values()):
         counts["pages_freed"] = journal.commands.vacuum()
     if args.json:
         _out(json.dumps({"dry_run": args.dry_run, **counts}, sort_keys=True))

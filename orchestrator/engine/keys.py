@@ -6,6 +6,10 @@ transaction, so any number of processes racing on one key write one row, and a c
 keeps both or neither. The runtime then routes that event, or applies that command, itself
 (its effects and the routed or done mark in one batch); the inbox poller leaves the ids in
 `here` alone. After a crash in between, the poller of the next start takes the row once.
+
+A key lives as long as what it made: a prune deletes the key with its run or event, and
+the key may then start a new one. So keys are looked up in the journal every time, never
+remembered here.
 """
 
 from __future__ import annotations
@@ -22,19 +26,13 @@ class Keys:
 
     def __init__(self, commands: JournalCommands, reader: JournalQueries) -> None:
         self._commands, self._reader = commands, reader
-        self._known: dict[tuple[str, str], str] = {}
         # Invariant: an event or run id claimed here is in `here` before its row commits,
         # and stays (a poller read begun before its routing committed may return it late).
         self.here: set[str] = set()
 
     async def lookup(self, kind: str, key: str) -> str | None:
-        """What `key` of `kind` made first (remembered, or in the journal), or None."""
-        found = self._known.get((kind, key))
-        if found is None:
-            found = await self._reader.keyed(kind, key)
-            if found is not None:
-                self._known[kind, key] = found
-        return found
+        """What `key` of `kind` made first, as the journal says now, or None."""
+        return await self._reader.keyed(kind, key)
 
     async def claim_event(
         self, event_type: str, data: dict[str, Any], source: str, key: str
@@ -51,7 +49,6 @@ class Keys:
             ),
             event_id,
         )
-        self._known["emit", key] = first
         return first, first == event_id
 
     async def claim_invoke(
@@ -73,7 +70,6 @@ class Keys:
             return first
 
         first = await self._claim(write, run_id)
-        self._known["invoke", key] = first
         return first, claimed[0]
 
     async def _claim(self, write: Any, target: str) -> str:

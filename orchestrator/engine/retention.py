@@ -54,7 +54,7 @@ class Pruner:
         counts = commands.prune(
             cutoffs, events_before=events_before, dry_run=dry_run, between=self._between
         )
-        if vacuum and not dry_run and counts["runs"] + counts["events"]:
+        if vacuum and not dry_run and any(counts.values()):
             counts["pages_freed"] = commands.vacuum(between=self._between)
         return counts
 

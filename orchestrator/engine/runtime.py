@@ -559,15 +559,35 @@ class Runtime:
         """
         control = self._require_control()
         if key is not None:
-            run_id = await control.invoke_keyed(workflow_id, trigger_id, data, key)
-            return await self._first_run(control, run_id)
+            return await self._invoke_keyed(control, workflow_id, trigger_id, data, key)
         dispatched = control.invoke(workflow_id, trigger_id, data)
         # Not shielded: `settled` is this call's own future, and cancelling this call only
         # cancels the wait; the run itself goes on (saves a shield per run).
         return await dispatched.settled
 
-    async def _first_run(self, control: Control, run_id: str) -> RunResult:
-        """How the run an idempotency key named settles, wherever it was invoked."""
+    async def _invoke_keyed(
+        self, control: Control, workflow_id: str, trigger_id: str, data: Any, key: str
+    ) -> RunResult:
+        """`invoke` with a key: the first run's result, or a new run's if it was pruned."""
+        pruned = None
+        while True:
+            run_id = await control.invoke_keyed(workflow_id, trigger_id, data, key)
+            result = await self._first_run(control, run_id)
+            if result is not None:
+                return result
+            if run_id == pruned:  # a key left by an older prune, without its run
+                raise ValidationError(
+                    f"idempotency key {key!r} names run {run_id}, which is no longer in the "
+                    "journal; use another key"
+                )
+            pruned = run_id  # the prune took the key with its run: claim it again
+
+    async def _first_run(self, control: Control, run_id: str) -> RunResult | None:
+        """How the run an idempotency key named settles, wherever it was invoked.
+
+        None when the run was pruned meanwhile (it ended, and neither it nor its
+        command is left).
+        """
         settling = control.settling.get(run_id)
         if settling is not None and not settling.cancelled():
             # Shared by every call with the key: one caller's cancel is not the others'.
@@ -575,7 +595,9 @@ class Runtime:
         reader = await self._read()
         while await reader.get_run(run_id) is None:  # queued by another process, not applied
             command = await reader.command_outcome(run_id)
-            if command is not None and command.outcome not in (None, "ok"):
+            if command is None or command.outcome == "ok":
+                return None
+            if command.outcome is not None:
                 raise ValidationError(f"run {run_id} was never started: {command.outcome}")
             await asyncio.sleep(0.05)
         return await self.wait(run_id)
@@ -725,13 +747,14 @@ class Runtime:
         """Delete final runs that ended more than `older_than` seconds ago; the counts.
 
         `older_than` is seconds, or a duration such as ``"30d"``. `statuses` limits it to
-        some final statuses (default: all; events routed to no run, and commands other
-        processes wrote that were applied, are then swept too).
-        With each run go its checkpoints, timeline, waits, routes and the events no
-        remaining run needs; runs that have not ended are never touched. It deletes in
-        small transactions beside this runtime's writer, then gives the space back.
-        Returns counts: ``runs``, ``events``, ``checkpoints``, ``timeline``, ``waits``,
-        ``wait_buffer``, ``routes``, ``recoveries``, ``commands`` (and ``pages_freed``).
+        some final statuses (default: all; events routed to no run, commands other
+        processes wrote that were applied, and timeline rows of no run are then swept too).
+        With each run go its checkpoints, timeline, waits, routes, its idempotency key
+        (which may then start a new run) and the events no remaining run needs; runs that
+        have not ended are never touched. It deletes in small transactions beside this
+        runtime's writer, then gives the space back. Returns counts: ``runs``,
+        ``events``, ``checkpoints``, ``timeline``, ``waits``, ``wait_buffer``, ``routes``,
+        ``recoveries``, ``keys``, ``commands`` (and ``pages_freed``).
 
         Raises:
             ValidationError: A bad duration, or a status that is not final.

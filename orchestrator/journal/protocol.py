@@ -356,11 +356,13 @@ class JournalCommands(Protocol):
         """Delete final runs of each status last updated before its cutoff (µs since epoch).
 
         Each in small transactions (a few hundred runs) that interleave with a daemon's
-        writer; with them their checkpoints, timeline, waits, buffers, routes and recovery
-        counts, and events no remaining run was routed or buffers. `events_before` also
-        deletes events routed to no run created before it, and commands applied before it.
-        `between` runs between transactions. A dry run deletes nothing. Returns counts:
-        ``runs``, ``events``, ...
+        writer; with them their checkpoints, timeline, waits, buffers, routes, recovery
+        counts and idempotency keys, and events no remaining run was routed or buffers
+        (with their keys). `events_before` also deletes events routed to no run created
+        before it, commands applied before it, and timeline rows of no run; never the
+        newest event or command (ids must not go back). `between` runs between
+        transactions. A dry run deletes nothing. Returns counts: ``runs``, ``events``,
+        ``keys``, ...
         """
 
     def vacuum(self, *, between: Callable[[], None] | None = None) -> int:

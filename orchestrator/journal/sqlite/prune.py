@@ -3,8 +3,10 @@
 Each batch is one ``BEGIN IMMEDIATE`` transaction over at most `BATCH` runs (a few ms), on
 a connection of its own: the daemon's group-commit writer, if one runs, interleaves with
 them. A run goes with its checkpoints, timeline, waits and their buffers, routes and
-recovery counts; an event goes once no remaining run was routed it, no wait buffers it,
-and it has been routed. Non-final runs are never selected.
+recovery counts and the idempotency key that started it; an event goes (with its key)
+once no remaining run was routed it, no wait buffers it, and it has been routed. Non-final
+runs are never selected. What a full prune sweeps besides is in `sweeps`, how it paces
+its transactions in `pacing`.
 
 A dry run reads the same batches, in read transactions (no write lock), and counts what
 would go.
@@ -14,26 +16,17 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
-from ..protocol import Synchronous
-from .commands import _transaction, _write_error
+from .commands import _write_error
 from .connection import SQLITE_ERRORS, connect_writer, rollback_if_open
+from .pacing import DURABILITY, Pacer, Size, count, marks, read
+from .sweeps import drop_events, sweep_commands, sweep_events, sweep_orphans, would_go
 
-T = TypeVar("T")
 BATCH = 100
 """Runs in the first transaction; later ones grow or shrink to take about `TARGET_SECONDS`."""
-MAX_BATCH = 500
-TARGET_SECONDS = 0.02
-"""How long one prune transaction should hold the write lock."""
-DURABILITY: Synchronous = "NORMAL"
-"""A prune's commits are not flushed to disk one by one (WAL keeps them consistent): a
-power loss may undo the last deletions, which the next prune repeats."""
-PAUSE_SECONDS = 0.002
-"""The least time between two write transactions of a prune."""
 VACUUM_PAGES = 64
 """Pages freed by the first incremental-vacuum step; later ones adapt like batches."""
 
@@ -43,11 +36,6 @@ _CHILDREN = (  # (count, table): rows keyed by run, deleted before their run
     ("timeline", "timeline"),
     ("routes", "event_routes"),
     ("recoveries", "recoveries"),
-)
-_EVENT_GONE = (
-    "DELETE FROM events WHERE event_id = ? AND routed_at IS NOT NULL"
-    " AND NOT EXISTS (SELECT 1 FROM event_routes WHERE event_id = events.event_id)"
-    " AND NOT EXISTS (SELECT 1 FROM wait_buffer WHERE event_id = events.event_id)"
 )
 
 
@@ -63,12 +51,14 @@ def prune(
     """Delete final runs of each status whose last update is before its cutoff (µs).
 
     `events_before` (µs) also sweeps events that were routed to no run at all and were
-    created before it. `between` is called between transactions (a daemon yields there).
-    Returns counts per kind of row: ``runs``, ``events``, ``checkpoints``, ...
+    created before it, applied commands, and timeline rows of no run (`sweeps`). `between`
+    is called between transactions (a daemon yields there). Returns counts per kind of
+    row: ``runs``, ``events``, ``checkpoints``, ``keys``, ...
     """
-    counts = dict.fromkeys((*COUNTS, "events", "commands"), 0)
+    counts = dict.fromkeys((*COUNTS, "events", "keys", "commands"), 0)
     seen: set[int] = set()  # a dry run's runs so far: their routes count as gone
     size = Size(batch)
+    pacer = Pacer()
     for status, cutoff in sorted(cutoffs.items()):
         after = (-1, -1)
         while True:
@@ -81,71 +71,21 @@ def prune(
                 counts=counts,
                 seen=seen if dry_run else None,
             )
-            if dry_run:  # reads alone: no write lock taken
-                done = _read(path, work)
-                if done is None:
-                    break
-            else:
-                started = time.monotonic()
-                done = _transaction(path, work, DURABILITY)
-                if done is None:
-                    break
-                size.took(_pace(started))
+            done = read(path, work) if dry_run else pacer.paced(path, work, size)  # dry: no lock
+            if done is None:
+                break
             after = done
             if between is not None:
                 between()
     if events_before is not None:
-        counts["events"] += _sweep_events(path, events_before, dry_run, batch, between)
-        counts["commands"] += _sweep_commands(path, events_before, dry_run, batch, between)
+        for name, step in sweep_events(path, events_before, dry_run, batch, between, pacer).items():
+            counts[name] += step
+        counts["commands"] += sweep_commands(path, events_before, dry_run, batch, between, pacer)
+        for name, step in sweep_orphans(
+            path, events_before, dry_run, batch, between, pacer
+        ).items():
+            counts["routes" if name == "event_routes" else name] += step
     return counts
-
-
-def _sweep_commands(
-    path: Path, before: int, dry_run: bool, batch: int, between: Callable[[], None] | None
-) -> int:
-    """Delete commands from other processes (the inbox) applied before `before`."""
-    done = "SELECT id FROM inbox WHERE done_at IS NOT NULL AND done_at < ?"
-    if dry_run:
-        return _read(path, lambda conn: _count(conn, f"({done})", [before]))
-    gone = 0
-    while True:
-        started = time.monotonic()
-        step = _transaction(
-            path,
-            lambda conn: (
-                conn.execute(
-                    f"DELETE FROM inbox WHERE id IN ({done} LIMIT ?)", (before, batch)
-                ).rowcount
-            ),
-            DURABILITY,
-        )
-        _pace(started)
-        gone += step
-        if step < batch:
-            return gone
-        if between is not None:
-            between()
-
-
-def _sweep_events(
-    path: Path, before: int, dry_run: bool, batch: int, between: Callable[[], None] | None
-) -> int:
-    """Delete routed events created before `before` that no run was routed or buffers."""
-    gone = 0
-    after_id = 0
-    while True:
-        found = _read(path, partial(_unrouted, after=after_id, before=before, limit=batch))
-        if found is None:
-            return gone
-        after_id, ids = found
-        if ids and dry_run:
-            gone += len(ids)
-        elif ids:
-            started = time.monotonic()
-            gone += _transaction(path, partial(_drop_events, event_ids=ids), DURABILITY)
-            _pace(started)
-        if between is not None:
-            between()
 
 
 def vacuum(
@@ -158,33 +98,43 @@ def vacuum(
     """
     freed = 0
     size = Size(pages, most=16 * VACUUM_PAGES)
+    pacer = Pacer()
     conn = connect_writer(path, DURABILITY)
     try:
         if int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) != 2:
             return 0
         while True:
-            before = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
-            if before == 0:
-                return freed
-            started = time.monotonic()
-            # One short write transaction; Python steps a pragma once, executescript to the end.
-            conn.executescript(f"PRAGMA incremental_vacuum({size.now});")
-            step = before - int(conn.execute("PRAGMA freelist_count").fetchone()[0])
-            size.took(_pace(started))
+            step = _vacuum_step(conn, size, pacer)
             if step <= 0:
                 return freed
             freed += step
             if between is not None:
                 between()
     except SQLITE_ERRORS as exc:
+        rollback_if_open(conn)
         raise _write_error(path, exc) from exc
     finally:
         conn.close()
 
 
+def _vacuum_step(conn: sqlite3.Connection, size: Size, pacer: Pacer) -> int:
+    """Free up to `size.now` pages in one write transaction, timed from holding the lock."""
+    pacer.wait()
+    conn.execute("BEGIN IMMEDIATE")
+    held = time.monotonic()
+    before = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+    # Python steps a statement once, and one step of this pragma frees one page.
+    for _ in range(min(size.now, before)):
+        conn.execute("PRAGMA incremental_vacuum(1)")
+    after = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+    conn.execute("COMMIT")
+    size.took(pacer.held_since(held))
+    return before - after
+
+
 def auto_vacuum_mode(path: Path) -> int:
     """The journal's ``auto_vacuum``: 0 none, 1 full, 2 incremental."""
-    return int(_read(path, lambda conn: conn.execute("PRAGMA auto_vacuum").fetchone()[0]))
+    return int(read(path, lambda conn: conn.execute("PRAGMA auto_vacuum").fetchone()[0]))
 
 
 def convert_to_incremental(path: Path) -> None:
@@ -211,120 +161,45 @@ def _batch(
     seen: set[int] | None,
 ) -> tuple[int, int] | None:
     rows = conn.execute(
-        "SELECT id, updated_at FROM runs WHERE status = ? AND updated_at < ?"
+        "SELECT id, updated_at, run_id FROM runs WHERE status = ? AND updated_at < ?"
         " AND (updated_at, id) > (?, ?) ORDER BY updated_at, id LIMIT ?",
         (status, cutoff, after[1], after[0], limit),
     ).fetchall()
     if not rows:
         return None
     ids = [row[0] for row in rows]
-    marks = ",".join("?" * len(ids))
+    run_ids = [row[2] for row in rows]
+    these = marks(ids)
     events = [
         row[0]
         for row in conn.execute(
-            f"SELECT DISTINCT event_id FROM event_routes WHERE run IN ({marks})", ids
+            f"SELECT DISTINCT event_id FROM event_routes WHERE run IN ({these})", ids
         )
     ]
-    waits = f"SELECT id FROM waits WHERE run IN ({marks})"
+    tables = [
+        ("wait_buffer", f"wait_buffer WHERE wait IN (SELECT id FROM waits WHERE run IN ({these}))"),
+        ("waits", f"waits WHERE run IN ({these})"),
+        *((name, f"{table} WHERE run IN ({these})") for name, table in _CHILDREN),
+    ]
+    keys = f"idempotency_keys WHERE kind = 'invoke' AND target IN ({these})"
     if seen is not None:  # a dry run: count, delete nothing
         seen.update(ids)
         counts["runs"] += len(ids)
-        counts["wait_buffer"] += _count(conn, f"wait_buffer WHERE wait IN ({waits})", ids)
-        counts["waits"] += _count(conn, f"waits WHERE run IN ({marks})", ids)
-        for name, table in _CHILDREN:
-            counts[name] += _count(conn, f"{table} WHERE run IN ({marks})", ids)
-        counts["events"] += sum(1 for event_id in events if _would_go(conn, event_id, seen))
+        for name, where in tables:
+            counts[name] += count(conn, where, ids)
+        counts["keys"] += count(conn, keys, run_ids)
+        going = [event_id for event_id in events if would_go(conn, event_id, seen)]
+        counts["events"] += len(going)
+        counts["keys"] += count(
+            conn, f"idempotency_keys WHERE kind = 'emit' AND target IN ({marks(going)})", going
+        )
     else:
-        counts["wait_buffer"] += conn.execute(
-            f"DELETE FROM wait_buffer WHERE wait IN ({waits})", ids
-        ).rowcount
-        counts["waits"] += conn.execute(f"DELETE FROM waits WHERE run IN ({marks})", ids).rowcount
-        for name, table in _CHILDREN:
-            gone = conn.execute(f"DELETE FROM {table} WHERE run IN ({marks})", ids)
-            counts[name] += gone.rowcount
-        counts["runs"] += conn.execute(f"DELETE FROM runs WHERE id IN ({marks})", ids).rowcount
-        counts["events"] += sum(conn.execute(_EVENT_GONE, (e,)).rowcount for e in events)
+        for name, where in tables:
+            counts[name] += conn.execute(f"DELETE FROM {where}", ids).rowcount
+        counts["keys"] += conn.execute(f"DELETE FROM {keys}", run_ids).rowcount
+        counts["runs"] += conn.execute(f"DELETE FROM runs WHERE id IN ({these})", ids).rowcount
+        gone, emit_keys = drop_events(conn, events)
+        counts["events"] += gone
+        counts["keys"] += emit_keys
     last = rows[-1]
     return (last[0], last[1])
-
-
-def _count(conn: sqlite3.Connection, where: str, params: Iterable[object]) -> int:
-    return int(conn.execute(f"SELECT count(*) FROM {where}", list(params)).fetchone()[0])
-
-
-def _would_go(conn: sqlite3.Connection, event_id: str, seen: set[int]) -> bool:
-    routed = conn.execute(
-        "SELECT routed_at IS NOT NULL FROM events WHERE event_id = ?", (event_id,)
-    ).fetchone()
-    if routed is None or not routed[0]:
-        return False
-    if conn.execute("SELECT 1 FROM wait_buffer WHERE event_id = ?", (event_id,)).fetchone():
-        return False
-    runs = conn.execute("SELECT run FROM event_routes WHERE event_id = ?", (event_id,))
-    return all(row[0] in seen for row in runs)
-
-
-def _unrouted(
-    conn: sqlite3.Connection, *, after: int, before: int, limit: int
-) -> tuple[int, list[str]] | None:
-    rows = conn.execute(
-        "SELECT id, event_id, created_at, routed_at IS NOT NULL"
-        " AND NOT EXISTS (SELECT 1 FROM event_routes WHERE event_id = events.event_id)"
-        " AND NOT EXISTS (SELECT 1 FROM wait_buffer WHERE event_id = events.event_id)"
-        " FROM events WHERE id > ? ORDER BY id LIMIT ?",
-        (after, limit),
-    ).fetchall()
-    rows = [row for row in rows if row[2] < before]  # ids grow with time: stop at the cutoff
-    if not rows:
-        return None
-    return rows[-1][0], [row[1] for row in rows if row[3]]
-
-
-def _drop_events(conn: sqlite3.Connection, *, event_ids: list[str]) -> int:
-    return sum(conn.execute(_EVENT_GONE, (e,)).rowcount for e in event_ids)
-
-
-class Size:
-    """How much the next transaction takes on: halved when one ran long, doubled when short.
-
-    Rows differ in size (a run's checkpoints hold its state) and pages may have to be read
-    from disk first, so a fixed count of runs can hold the lock for 2 ms or 200 ms.
-    """
-
-    def __init__(self, start: int, most: int = MAX_BATCH) -> None:
-        self.now = start
-        self._most = most
-
-    def took(self, seconds: float) -> None:
-        """The last transaction took `seconds`: size the next one."""
-        if seconds > TARGET_SECONDS and self.now > 1:
-            self.now = max(1, self.now // 2)
-        elif seconds < TARGET_SECONDS / 4:
-            self.now = min(self._most, self.now * 2)
-
-
-def _pace(started: float) -> float:
-    """Leave the write lock free at least as long as the last transaction held it.
-
-    SQLite's locks are not fair: a writer waiting in its busy handler retries at growing
-    intervals, and back-to-back transactions could keep missing it. Returns how long the
-    transaction took.
-    """
-    took = time.monotonic() - started
-    time.sleep(max(PAUSE_SECONDS, took))
-    return took
-
-
-def _read(path: Path, work: Callable[[sqlite3.Connection], T]) -> T:
-    """`work` in a read transaction of its own: takes no lock the writer waits for."""
-    conn = connect_writer(path, "FULL")
-    try:
-        conn.execute("BEGIN")
-        try:
-            return work(conn)
-        finally:
-            rollback_if_open(conn)
-    except SQLITE_ERRORS as exc:
-        raise _write_error(path, exc) from exc
-    finally:
-        conn.close()

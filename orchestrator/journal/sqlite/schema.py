@@ -232,6 +232,18 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     ALTER TABLE schedule_state ADD COLUMN next_tick INTEGER;
     """,
+    # 13: prune takes idempotency keys with the run or event each names, finds timeline
+    # rows of no run without a scan, and remembers how far its sweep of events has come
+    # (`prune_marks`: below the mark every event is swept or named by a run, so a pass
+    # costs what it deletes).
+    """
+    CREATE INDEX idempotency_keys_by_target ON idempotency_keys (kind, target);
+    CREATE INDEX timeline_no_run ON timeline (at) WHERE run IS NULL;
+    CREATE TABLE prune_marks (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 
