@@ -8,9 +8,32 @@ runs without importing the runtime.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+MAX_ID_LENGTH = 200
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+
+
+def is_valid_id(value: object) -> bool:
+    """Whether `value` can name a workflow or a trigger: letters, digits, ``_ . -``.
+
+    It starts with a letter or digit and has at most `MAX_ID_LENGTH` characters.
+    """
+    return isinstance(value, str) and len(value) <= MAX_ID_LENGTH and bool(_ID.fullmatch(value))
+
+
+def id_problem(value: object, what: str) -> str | None:
+    """Why `value` cannot be a `what` id (a message saying how to fix it); None if it can."""
+    if is_valid_id(value):
+        return None
+    shown = repr(value) if len(repr(value)) <= 60 else f"{repr(value)[:57]}..."
+    return (
+        f"{what} id {shown} is invalid: use letters, digits, '_', '.', '-' (starting with a "
+        f"letter or digit, at most {MAX_ID_LENGTH} characters)"
+    )
 
 
 class RunStatus(enum.StrEnum):

@@ -158,6 +158,8 @@ async def test_fork_from_a_middle_step_from_the_cli(db: Path) -> None:
         assert "has no step 'nope'; its steps: 'a', 'b', 'c' [STEP_NOT_FOUND]" in out.stderr
         out = await acli("fork", "0000dead", "--db", str(db))
         assert out.returncode == 2 and "RUN_NOT_FOUND" in out.stderr
+        out = await acli("fork", source.run_id, "--from", "", "--db", str(db))
+        assert out.returncode == 2 and "--from names a step" in out.stderr
     assert query(db, "SELECT count(*) FROM inbox WHERE command = 'fork'") == [(1,)]
 
 

@@ -18,6 +18,7 @@ from orchestrator import (
     Step,
     Trigger,
     TriggerNotFound,
+    ValidationError,
     Workflow,
     WorkflowDisabled,
 )
@@ -249,3 +250,25 @@ async def test_a_disabled_workflow_forks_nothing_but_its_failed_runs_can_be_retr
         retried = await rt.retry(failed.run_id, patch={"fixed": True})
         assert (retried.run_id, retried.status) == (failed.run_id, "completed")
         assert await runs_of(rt) == 1
+
+
+@pytest.mark.parametrize(
+    ("workflow", "trigger", "named"),
+    [
+        ("", None, "workflow"),
+        ("a b", None, "workflow"),
+        ("x" * 201, None, "workflow"),
+        ("orders", "bad/", "trigger"),
+        ("orders", "", "trigger"),
+    ],
+)
+async def test_a_switch_names_a_valid_workflow_and_trigger(
+    db: Path, workflow: str, trigger: str | None, named: str
+) -> None:
+    out = await acli("disable", workflow, *([] if trigger is None else [trigger]), "--db", str(db))
+    assert out.returncode == 2, out
+    assert f"{named} id" in out.stderr and "is invalid" in out.stderr
+    async with Runtime(db, workflows=[orders()]) as rt:
+        with pytest.raises(ValidationError, match=f"{named} id .* is invalid"):
+            await rt.disable(workflow, trigger)
+    assert query(db, "SELECT count(*) FROM inbox WHERE command = 'disable'") == [(0,)]

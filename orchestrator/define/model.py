@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import re
 import types
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -17,14 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DefinitionError
-from ..records import EventSource
+from ..records import EventSource, id_problem
 from . import schedules
 from .conditions import Conditions
 from .modes import Mode
 from .services import Service, check_graph
 
 StepFn = Callable[..., Any]
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 @dataclass(frozen=True)
@@ -284,17 +282,17 @@ class Workflow:
     bound: Mapping[str, list[BoundStep]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or not _ID.match(self.id):
-            raise DefinitionError(
-                f"workflow id {self.id!r} is invalid: use letters, digits, '_', '.', '-'"
-            )
+        problem = id_problem(self.id, "workflow")
+        if problem is not None:
+            raise DefinitionError(problem)
         if not isinstance(self.pipelines, Mapping) or not self.pipelines:
             raise DefinitionError(f"workflow {self.id!r}: pipelines must be a non-empty dict")
         bound: dict[str, list[BoundStep]] = {}
         for trigger_id, pipeline in self.pipelines.items():
             where = f"workflow {self.id!r} pipeline {trigger_id!r}"
-            if not isinstance(trigger_id, str) or not _ID.match(trigger_id):
-                raise DefinitionError(f"{where}: trigger id is invalid")
+            problem = id_problem(trigger_id, "trigger")
+            if problem is not None:
+                raise DefinitionError(f"{where}: {problem}")
             bound[trigger_id] = bind_pipeline(pipeline, where=where)
             if not bound[trigger_id]:
                 raise DefinitionError(f"{where}: a pipeline needs at least one step")

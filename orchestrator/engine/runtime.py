@@ -45,7 +45,15 @@ from ..journal import (
 )
 from ..journal.retention import cutoffs_for
 from ..pipeline.steps import StepThreads
-from ..records import FINAL_STATUSES, RunInfo, RunResult, RunStatus, TimelineEntry, is_ok
+from ..records import (
+    FINAL_STATUSES,
+    RunInfo,
+    RunResult,
+    RunStatus,
+    TimelineEntry,
+    id_problem,
+    is_ok,
+)
 from ..redaction import SECRETS, guard_handlers
 from .control import Control
 from .file_events import FileEvents, JournalFileLedger
@@ -536,10 +544,10 @@ class Runtime:
 
     async def _switch(self, workflow_id: str, trigger: str | None, *, enabled: bool) -> None:
         control = self._require_control()
-        if not isinstance(workflow_id, str) or not workflow_id:
-            raise ValidationError(f"a workflow id must be a non-empty string, got {workflow_id!r}")
-        if trigger is not None and (not isinstance(trigger, str) or not trigger):
-            raise ValidationError(f"a trigger id must be a non-empty string, got {trigger!r}")
+        for value, what in ((workflow_id, "workflow"), (trigger, "trigger")):
+            problem = None if value is None and what == "trigger" else id_problem(value, what)
+            if problem is not None:
+                raise ValidationError(problem)
         await self._writer.write(control.switch_writes(workflow_id, trigger, enabled))
 
     # -- runs and events -------------------------------------------------------------------

@@ -24,7 +24,7 @@ from ...errors import (
     TriggerNotFound,
     ValidationError,
 )
-from ...records import RunStatus
+from ...records import RunStatus, id_problem
 from ...state import StateEncodingError, encode_state
 from ..protocol import Synchronous
 from ..records import RunMatches
@@ -129,7 +129,10 @@ def queue_fork(
     Raises:
         RunNotFound: No such run in the journal.
         StepNotFound: The pipeline has no step `from_step` (the message lists its steps).
+        ValidationError: `from_step` is empty.
     """
+    if from_step is not None and not from_step:
+        raise ValidationError("--from names a step: give its name, or leave --from out")
     new_run_id = new_run_id or new_id()
     payload = {"new_run_id": new_run_id, "from_step": from_step, "patch": patch}
 
@@ -226,8 +229,10 @@ def queue_switch(path: Path, command: str, workflow_id: str, trigger_id: str | N
     """
     if command not in SWITCHES:
         raise ValidationError(f"a switch is 'disable' or 'enable', got {command!r}")
-    if not workflow_id:
-        raise ValidationError("a workflow id must be a non-empty string")
+    for value, what in ((workflow_id, "workflow"), (trigger_id, "trigger")):
+        problem = None if value is None else id_problem(value, what)
+        if problem is not None:
+            raise ValidationError(problem)
 
     def insert(conn: sqlite3.Connection) -> int:
         if trigger_id is not None:
