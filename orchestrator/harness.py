@@ -144,6 +144,7 @@ async def harness(
     timeout: float = IDLE_TIMEOUT,  # noqa: ASYNC109 - a bound in real time
     isolate: bool = False,
     probe: bool = False,
+    grace: float = 10.0,
 ) -> AsyncIterator[Harness]:
     """Load workflow files or workflows into a runtime on a `FakeClock`; stop it after.
 
@@ -161,6 +162,8 @@ async def harness(
         isolate: Run sync steps in worker processes, as ``orchestrator up`` does.
         probe: First import each file in a subprocess, as the daemon does (it catches a
             file that exits or hangs at import, at ~0.2 s a file).
+        grace: Real seconds a step still running at the end may take to finish before it
+            is cancelled (`Runtime`'s ``shutdown_grace``).
 
     Raises:
         LoadError: A file did not load; the message has the file, the line and why.
@@ -180,6 +183,7 @@ async def harness(
                 services=services,
                 clock=clock,
                 isolate=isolate,
+                shutdown_grace=grace,
             )
             async with runtime:
                 for file in loaded:

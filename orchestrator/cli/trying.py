@@ -51,7 +51,7 @@ async def try_file(
     """
     _check_file(path)
     async with harness(
-        path, env=os.environ, start=datetime.now(UTC), probe=True, timeout=timeout
+        path, env=os.environ, start=datetime.now(UTC), probe=True, timeout=timeout, grace=0
     ) as h:
         workflow_id, trigger_id = _pick(h, names, path)
         started = asyncio.ensure_future(h.runtime.invoke(workflow_id, trigger_id, data))
