@@ -115,10 +115,11 @@ class Harness:
         Raises:
             RunNotFound: No such run.
         """
-        found = [info for info in await self._runtime.list_all_runs() if info.run_id == run_id]
-        if not found:
-            raise RunNotFound(f"no run {run_id!r}")
-        return found[0]
+        for workflow_id in self._runtime.list_workflows():  # one indexed read each
+            info = await self._runtime.watch(workflow_id, run_id)
+            if info is not None:
+                return info
+        raise RunNotFound(f"no run {run_id!r} of the workflows loaded")
 
     async def timeline(self, run_id: str) -> list[TimelineEntry]:
         """Everything the run did, in order (what ``orchestrator show`` prints)."""
@@ -169,8 +170,11 @@ async def harness(
         LoadError: A file did not load; the message has the file, the line and why.
     """
     files, workflows = _split(source)
+    if start is not None and start.utcoffset() is None:
+        raise ValueError(f"start must be an aware datetime (tzinfo=UTC), got {start!r}")
     clock = FakeClock(start)
-    added = _on_path({path.parent for path in files})
+    folders = {path.parent for path in files}
+    added = _on_path(folders)
     loaded: list[LoadedFile] = []
     try:
         loaded = [await load_path(path, probe=probe) for path in files]
@@ -190,11 +194,20 @@ async def harness(
                     await _register(runtime, file)
                 yield Harness(runtime, clock, timeout)
     finally:
-        for file in loaded:
-            sys.modules.pop(file.module.__name__, None)
-        for folder in added:
-            with contextlib.suppress(ValueError):
-                sys.path.remove(folder)
+        _forget(loaded, folders, added)
+
+
+def _forget(loaded: list[LoadedFile], folders: set[Path], added: list[str]) -> None:
+    """Undo the imports: the next harness reads the files and their helpers again."""
+    for file in loaded:
+        sys.modules.pop(file.module.__name__, None)
+    for name, module in list(sys.modules.items()):
+        file_name = getattr(module, "__file__", None)
+        if file_name and Path(file_name).parent in folders and Path(file_name).stem == name:
+            del sys.modules[name]  # a ``_helper.py`` the files imported by name
+    for folder in added:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(folder)
 
 
 def _split(source: Source | Iterable[Source]) -> tuple[list[Path], list[Workflow]]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import LoadError, OrchestratorError, RunNotFound, Trigger, Workflow
+from orchestrator import LoadError, OrchestratorError, RunNotFound, Service, Trigger, Workflow
 from orchestrator.testing import Harness, harness
 
 
@@ -93,6 +93,12 @@ async def test_workflows_and_files_together_on_a_journal_kept(examples: Path, db
     assert db.exists()  # given: kept for a look afterwards
 
 
+async def test_start_must_be_an_aware_datetime(examples: Path) -> None:
+    with pytest.raises(ValueError, match="start must be an aware datetime"):
+        async with harness(examples / "approval.py", start=datetime(2026, 3, 10)):
+            pytest.fail("must not start")
+
+
 async def test_the_throwaway_journal_is_gone_after(examples: Path) -> None:
     async with harness(examples / "approval.py") as h:
         journal = h.runtime.db
@@ -162,7 +168,10 @@ async def test_a_file_imports_its_folder_helpers_and_leaves_sys_path_as_it_was(
     async with harness(path) as h:
         assert (await h.invoke("hello", "go", {})).state == {"hi": True}
     assert sys.path == before
-    sys.modules.pop("_shared", None)
+    assert "_shared" not in sys.modules  # an edited helper is read again next time
+    _write(tmp_path / "_shared.py", "def greet(state):\n    return {**state, 'hi': 2}\n")
+    async with harness(path) as h:
+        assert (await h.invoke("hello", "go", {})).state == {"hi": 2}
 
 
 def test_importing_orchestrator_testing_does_not_load_the_runtime() -> None:
@@ -176,3 +185,39 @@ def test_importing_orchestrator_testing_does_not_load_the_runtime() -> None:
     before, after = out.stdout.splitlines()
     assert before == "['orchestrator.clock', 'orchestrator.lazy', 'orchestrator.testing']"
     assert after == "True"
+
+
+SERVICE_USER = """\
+from orchestrator import Service, Workflow
+
+
+async def repo(ctx):
+    return "repo on " + await ctx.use("db")
+
+
+async def use(state, ctx):
+    return {**state, "repo": await ctx.use("repo")}
+
+
+w = Workflow(
+    id="w",
+    pipelines={"go": [use]},
+    services=[Service("repo", repo, deps=["db"])],
+)
+"""
+
+
+async def test_global_services_are_given_and_a_missing_one_fails_the_load(
+    tmp_path: Path,
+) -> None:
+    path = _write(tmp_path / "repo.py", SERVICE_USER)
+    with pytest.raises(LoadError) as raised:  # as the daemon reports it: at registration
+        async with harness(path):
+            pytest.fail("must not load")
+    assert (raised.value.line, raised.value.reason) == (
+        12,
+        "DefinitionError: workflow 'w': service 'repo' needs 'db': not defined",
+    )
+    db_service = Service("db", lambda ctx: "sqlite", scope="global")
+    async with harness(path, services=[db_service]) as h:
+        assert (await h.invoke("w", "go", {})).state == {"repo": "repo on sqlite"}
