@@ -159,6 +159,9 @@ def _parser() -> argparse.ArgumentParser:
         help="stop a run still running after this long (default 60)",
     )
     trial.add_argument("--json", action="store_true", help="print the run as `show --json` does")
+    trial.usage = (  # argparse would show NAMES as "... [[WORKFLOW] TRIGGER [JSON] ...]"
+        "orchestrator try [-h] [--timeout SECONDS] [--json] FILE [WORKFLOW] TRIGGER [JSON]"
+    )
 
     runs = _command(commands, "runs", _cmd_runs, "list runs, newest first")
     # Plain strings: argparse's "invalid choice" message shows each choice's repr.
