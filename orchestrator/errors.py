@@ -8,7 +8,8 @@ exception) are translated at the boundary with ``raise ... from exc``::
     ├── ValidationError                    VALIDATION_ERROR
     │   └── StepNotFound                   STEP_NOT_FOUND
     ├── DefinitionError                    INVALID_DEFINITION
-    │   └── DuplicateKey                   DUPLICATE_KEY
+    │   ├── DuplicateKey                   DUPLICATE_KEY
+    │   └── LoadError                      LOAD_FAILED
     ├── PipelineError                      PIPELINE_ERROR
     │   ├── StepTimeout                    STEP_TIMEOUT
     │   └── InvalidState                   INVALID_STATE
@@ -84,6 +85,25 @@ class DuplicateKey(DefinitionError):
     """An id is defined twice, or a reserved id is defined at all."""
 
     code = "DUPLICATE_KEY"
+
+
+class LoadError(DefinitionError):
+    """A workflow file did not load: the error the daemon would report for it.
+
+    Attributes:
+        path: The file.
+        line: The line the error points at, when known.
+        reason: Why, without the location.
+    """
+
+    code = "LOAD_FAILED"
+
+    def __init__(self, path: str, line: int | None, reason: str) -> None:
+        where = f"{path}:{line}" if line else path
+        super().__init__(f"{where}: {reason}")
+        self.path = path
+        self.line = line
+        self.reason = reason
 
 
 class PipelineError(OrchestratorError):

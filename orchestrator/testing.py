@@ -6,10 +6,14 @@
   something outside happens. Use it before asserting that something did *not* happen.
 - `eventually` (async) and `eventually_blocking`: poll a condition, with a clear failure,
   for what no signal reaches this process: another process, a file watcher, a screen.
+- `harness` (``async with harness("workflows/orders.py") as h:``): workflow files or
+  workflows in a runtime on a temporary journal and a `FakeClock`; `Harness` is what it
+  gives. Imported on first use: it brings the whole runtime.
 
 A sleep in a test either waits too long or, on a busy machine, not long enough; the
 helpers here wait exactly as long as needed and fail with what was awaited. This module
-imports no more than the clock, so a test's helper processes can use it cheaply.
+imports no more than the clock (the harness comes on first use), so a test's helper
+processes can use it cheaply.
 """
 
 from __future__ import annotations
@@ -18,14 +22,29 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .clock import FakeClock
 
-__all__ = ["FakeClock", "eventually", "eventually_blocking"]
+if TYPE_CHECKING:
+    from .harness import Harness, harness
+
+__all__ = ["FakeClock", "Harness", "eventually", "eventually_blocking", "harness"]
+_HARNESS = ("Harness", "harness")
 
 T = TypeVar("T")
 INTERVAL_SECONDS = 0.02
+
+
+def __getattr__(name: str) -> Any:
+    """`harness` and `Harness`, imported on first use (PEP 562)."""
+    if name not in _HARNESS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import harness as module
+
+    value = getattr(module, name)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
 
 @overload

@@ -1,8 +1,10 @@
-"""The workflow files in examples/, loaded as a folder and driven end to end.
+"""The workflow files in examples/, each tested as a user tests theirs: with the harness.
 
-Each test copies examples/ into its own tmp_path (the examples write files next to
-themselves), loads the copy with ``Runtime(workflows_dir=...)`` as the daemon does, and
-drives it through the public API only. The last test runs the real daemon and CLI.
+Each test gets a private copy of examples/ (the `examples` fixture: they write files next
+to themselves) and loads the file it is about with `orchestrator.testing.harness`: a
+runtime on a throwaway journal and a `FakeClock`, each action returning once the runtime
+is idle. One test loads the copy as a folder, as the daemon does; the last ones run the
+real daemon and CLI.
 """
 
 from __future__ import annotations
@@ -11,73 +13,36 @@ import itertools
 import json
 import logging
 import os
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from procs import ROOT, Daemon, cli
+from conftest import EXAMPLES
+from procs import Daemon, cli
 
-from orchestrator import FakeClock, RunInfo, Runtime
-from orchestrator.testing import eventually
+from orchestrator import RunInfo, Runtime
+from orchestrator.testing import Harness, eventually, harness
 
-EXAMPLES = ROOT / "examples"
 WORKFLOWS = ["alerts", "approval", "consumer", "deploy", "ingest", "nightly_report", "orders"]
-# What running the examples by hand leaves in examples/: never copied into a test.
-OUTPUTS = shutil.ignore_patterns(
-    "*.db", "*.db-*", "alerts", "inbox", "outbox", "reports", "queue", "releases", "__pycache__"
-)
 
 
-@pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    """A private copy of examples/."""
-    copy = tmp_path / "examples"
-    shutil.copytree(EXAMPLES, copy, ignore=OUTPUTS)
-    return copy
-
-
-# Generous: the machine is shared. Only what a real timer or a file watcher moves is polled.
+# Generous: the machine is shared. Only what a file watcher moves is polled.
 TIMEOUT = 20.0
 
 
-async def runs_of(rt: Runtime, workflow: str) -> list[RunInfo]:
-    """The workflow's runs, oldest first."""
-    return list(reversed(await rt.list_runs(workflow=workflow)))
+async def the_only_run(h: Harness, workflow: str, *wanted: str) -> RunInfo:
+    """The workflow's only run, in one of the `wanted` statuses."""
+    runs = await h.runs(workflow)
+    assert [run.status for run in runs] in [[status] for status in wanted], runs
+    return runs[0]
 
 
-async def run_in(rt: Runtime, run_id: str, *wanted: str) -> RunInfo | None:
-    """The run, if it has one of the `wanted` statuses."""
-    (info,) = [run for run in await rt.list_runs() if run.run_id == run_id]
-    return info if info.status in wanted else None
-
-
-async def only_run_in(rt: Runtime, workflow: str, *wanted: str) -> RunInfo | None:
-    """The workflow's run, if it has exactly one, in one of the `wanted` statuses."""
-    runs = await runs_of(rt, workflow)
-    return runs[0] if len(runs) == 1 and runs[0].status in wanted else None
-
-
-async def status_of(rt: Runtime, run_id: str, *wanted: str) -> RunInfo:
-    """The run once the runtime is idle; it has one of the `wanted` statuses."""
-    await rt.idle()
-    info = await run_in(rt, run_id, *wanted)
-    assert info is not None, f"run {run_id} is not {' or '.join(wanted)}"
+async def status_of(h: Harness, run_id: str, *wanted: str) -> RunInfo:
+    """The run; it has one of the `wanted` statuses."""
+    info = await h.run(run_id)
+    assert info.status in wanted, f"run {run_id} is {info.status}, not {' or '.join(wanted)}"
     return info
-
-
-async def the_only_run(rt: Runtime, workflow: str, *wanted: str) -> RunInfo:
-    """Once the runtime is idle: the workflow's only run, in one of the `wanted` statuses."""
-    await rt.idle()
-    run = await only_run_in(rt, workflow, *wanted)
-    assert run is not None, f"not one {workflow} run, {' or '.join(wanted)}"
-    return run
-
-
-async def messages(rt: Runtime, run_id: str, kind: str | None = None) -> list[str]:
-    """The run's timeline messages (of one kind, or all)."""
-    return [e.message or "" for e in await rt.timeline(run_id) if kind in (None, e.kind)]
 
 
 def test_every_example_is_a_workflow_file_with_cli_instructions() -> None:
@@ -88,8 +53,8 @@ def test_every_example_is_a_workflow_file_with_cli_instructions() -> None:
         assert "orchestrator " in doc, f"{name}.py: its docstring says how to drive it"
 
 
-async def test_the_folder_loads_every_example(db: Path, folder: Path) -> None:
-    async with Runtime(db, workflows_dir=folder) as rt:
+async def test_the_folder_loads_every_example(db: Path, examples: Path) -> None:
+    async with Runtime(db, workflows_dir=examples) as rt:
         assert rt.list_workflows() == WORKFLOWS
         assert sorted(rt.registry("nightly_report").workflow.pipelines) == ["nightly", "now"]
 
@@ -97,61 +62,61 @@ async def test_the_folder_loads_every_example(db: Path, folder: Path) -> None:
 # -- orders.py ------------------------------------------------------------------------------
 
 
-async def test_order_ships_once_paid(
-    db: Path, folder: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_order_ships_once_paid(examples: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="orchestrator.examples.orders")
-    async with Runtime(db, workflows_dir=folder) as rt:
-        await rt.emit("order.created", {"order_id": 8, "total": 0})  # where total > 0: no run
-        await rt.emit("order.created", {"order_id": 7, "total": 12})
-        run = await the_only_run(rt, "orders", "paused")
+    async with harness(examples / "orders.py") as h:
+        await h.emit("order.created", {"order_id": 8, "total": 0})  # where total > 0: no run
+        await h.emit("order.created", {"order_id": 7, "total": 12})
+        run = await the_only_run(h, "orders", "paused")
         assert run.state["reservation"] == "berlin-1/7"  # env WAREHOUSE, via the service
-        await rt.emit("payment.received", {"order_id": 99, "amount": 5})  # someone else's
+        await h.emit("payment.received", {"order_id": 99, "amount": 5})  # someone else's
         assert (
-            await status_of(rt, run.run_id, "paused")
+            await status_of(h, run.run_id, "paused")
         ).step == "cancel_if_unpaid"  # the step after the pause
 
-        await rt.emit("payment.received", {"order_id": 7, "amount": 12})
-        done = await status_of(rt, run.run_id, "completed", "failed")
+        await h.emit("payment.received", {"order_id": 7, "amount": 12})
+        done = await status_of(h, run.run_id, "completed", "failed")
         assert done.status == "completed", done.error
         assert done.state["status"] == "shipped"
         assert done.state["payment"] == {"order_id": 7, "amount": 12}
         assert done.state["carrier"] == "parcel-post"
-        assert "order 7: reserved berlin-1/7" in await messages(rt, run.run_id, "info")
-        assert len(await runs_of(rt, "orders")) == 1
+        assert "order 7: reserved berlin-1/7" in await h.logs(run.run_id, "info")
+        assert len(await h.runs("orders")) == 1
     # The on_complete hook logged the outcome.
     assert f"order 7: run {run.run_id} completed (shipped)" in caplog.messages
 
 
-async def test_unpaid_order_is_cancelled_when_the_payment_times_out(db: Path, folder: Path) -> None:
-    clock = FakeClock()
-    async with Runtime(db, workflows_dir=folder, clock=clock) as rt:
-        await rt.emit("order.created", {"order_id": 7, "total": 12})
-        run = await the_only_run(rt, "orders", "paused")
-        await clock.advance(3000)  # under the default hour: still waiting
+async def test_unpaid_order_is_cancelled_when_the_payment_times_out(examples: Path) -> None:
+    async with harness(examples / "orders.py") as h:
+        await h.emit("order.created", {"order_id": 7, "total": 12})
+        run = await the_only_run(h, "orders", "paused")
+        await h.advance(3000)  # under the default hour: still waiting
         assert (
-            await status_of(rt, run.run_id, "paused")
+            await status_of(h, run.run_id, "paused")
         ).step == "cancel_if_unpaid"  # the step after the pause
 
-        await clock.advance(600)
-        done = await status_of(rt, run.run_id, "completed", "failed")
+        await h.advance(600)
+        done = await status_of(h, run.run_id, "completed", "failed")
         assert done.status == "completed", done.error
         assert done.state["status"] == "cancelled"
         assert done.state["payment"] is None
         assert done.state["reservation"] is None
-        warnings = await messages(rt, run.run_id, "warning")
+        warnings = await h.logs(run.run_id, "warning")
         assert "order 7: no payment in time, cancelled" in warnings
 
 
 # -- ingest.py ------------------------------------------------------------------------------
 
 
-async def test_a_csv_dropped_into_the_inbox_is_summarised_and_archived(
-    db: Path, folder: Path
-) -> None:
-    inbox, outbox = folder / "inbox", folder / "outbox"
-    async with Runtime(db, workflows_dir=folder) as rt:
-        assert inbox.is_dir()  # created for the FileTrigger
+async def _one_ended(h: Harness, workflow: str) -> RunInfo | None:
+    runs = await h.runs(workflow)
+    return runs[0] if len(runs) == 1 and runs[0].status in ("completed", "failed") else None
+
+
+async def test_a_csv_dropped_into_the_inbox_is_summarised_and_archived(examples: Path) -> None:
+    inbox, outbox = examples / "inbox", examples / "outbox"
+    async with harness(examples / "ingest.py") as h:
+        assert inbox.is_dir()  # created for the FileTrigger, next to the file
         (inbox / "notes.txt").write_text("not a csv\n")
         # As the example recommends: write under a dot-name, rename when complete.
         partial = inbox / ".sales.csv"
@@ -159,9 +124,7 @@ async def test_a_csv_dropped_into_the_inbox_is_summarised_and_archived(
         os.replace(partial, inbox / "sales.csv")
 
         run = await eventually(  # the file watcher's event: polled
-            lambda: only_run_in(rt, "ingest", "completed", "failed"),
-            what="one ingest run to end",
-            timeout=TIMEOUT,
+            lambda: _one_ended(h, "ingest"), what="one ingest run to end", timeout=TIMEOUT
         )
         assert run.status == "completed", run.error
         assert run.state["path"] == str(inbox / "sales.csv")
@@ -175,149 +138,141 @@ async def test_a_csv_dropped_into_the_inbox_is_summarised_and_archived(
         assert not (inbox / "sales.csv").exists()
         assert (inbox / "done" / "sales.csv").read_text().startswith("sku,qty,price")
         assert (inbox / "notes.txt").exists()  # *.csv only
-        assert len(await runs_of(rt, "ingest")) == 1  # neither the dot-name nor the move
+        await h.idle()
+        assert len(await h.runs("ingest")) == 1  # neither the dot-name nor the move
 
 
 # -- nightly_report.py ----------------------------------------------------------------------
 
 
-def _summaries(folder: Path, **rows: int) -> None:
-    (folder / "outbox").mkdir()
+def _summaries(examples: Path, **rows: int) -> None:
+    (examples / "outbox").mkdir()
     for name, count in rows.items():
-        (folder / "outbox" / f"{name}.json").write_text(json.dumps({"rows": count}))
+        (examples / "outbox" / f"{name}.json").write_text(json.dumps({"rows": count}))
 
 
-async def test_nightly_report_can_be_invoked_now(db: Path, folder: Path) -> None:
-    _summaries(folder, sales=3, returns=4)
-    async with Runtime(db, workflows_dir=folder) as rt:
-        result = await rt.invoke("nightly_report", "now")
+async def test_nightly_report_can_be_invoked_now(examples: Path) -> None:
+    _summaries(examples, sales=3, returns=4)
+    async with harness(examples / "nightly_report.py") as h:
+        result = await h.invoke("nightly_report", "now")
         assert result.ok, result.error
     assert (result.state["files"], result.state["rows"]) == (2, 7)
     report = json.loads(Path(result.state["report"]).read_text())
     assert report["files"] == 2
     assert report["rows"] == 7
     assert report["run"] == result.run_id
-    assert Path(result.state["report"]).parent == folder / "reports"
+    assert Path(result.state["report"]).parent == examples / "reports"
 
 
-async def test_nightly_report_runs_once_a_night_at_two(db: Path, folder: Path) -> None:
-    _summaries(folder, sales=5)
-    clock = FakeClock(datetime(2026, 3, 10, 12, 0, tzinfo=UTC))
-    async with Runtime(db, workflows_dir=folder, clock=clock) as rt:
-        await clock.advance(12 * 3600)
-        await clock.advance(12 * 3600)
-        run = await the_only_run(rt, "nightly_report", "completed", "failed")
+async def test_nightly_report_runs_once_a_night_at_two(examples: Path) -> None:
+    _summaries(examples, sales=5)
+    async with harness(
+        examples / "nightly_report.py", start=datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+    ) as h:
+        await h.advance("12h")
+        await h.advance("12h")
+        run = await the_only_run(h, "nightly_report", "completed", "failed")
         assert run.status == "completed", run.error
         assert run.trigger_id == "nightly"
         night = datetime.fromisoformat(run.state["scheduled_for"])
         assert night.strftime("%H:%M") == "02:00"
         report = json.loads(Path(run.state["report"]).read_text())
         assert report == {"day": night.date().isoformat(), "files": 1, "rows": 5, "run": run.run_id}
-        await rt.idle()
-        assert len(await runs_of(rt, "nightly_report")) == 1
+        await h.idle()
+        assert len(await h.runs("nightly_report")) == 1
 
 
 # -- approval.py ----------------------------------------------------------------------------
 
 
-async def test_approval_is_decided_by_resume_by_event_or_by_timeout(db: Path, folder: Path) -> None:
-    clock = FakeClock()
-    async with Runtime(db, workflows_dir=folder, clock=clock) as rt:
-        await rt.emit("approval.requested", {"what": "refund"})  # no request_id: no run
-        await rt.emit("approval.requested", {"request_id": "r-1", "what": "refund", "amount": 80})
-        first = await the_only_run(rt, "approval", "paused")
-        assert "approval needed: refund of 80 (request r-1)" in await messages(rt, first.run_id)
-        await rt.resume(first.run_id, {"approved": True})
-        done = await status_of(rt, first.run_id, "completed", "failed")
+async def test_approval_is_decided_by_resume_by_event_or_by_timeout(examples: Path) -> None:
+    async with harness(examples / "approval.py") as h:
+        await h.emit("approval.requested", {"what": "refund"})  # no request_id: no run
+        await h.emit("approval.requested", {"request_id": "r-1", "what": "refund", "amount": 80})
+        first = await the_only_run(h, "approval", "paused")
+        assert "approval needed: refund of 80 (request r-1)" in await h.logs(first.run_id)
+        done = await h.resume(first.run_id, {"approved": True})
         assert done.state["outcome"] == "approved", done.error
-        assert "request r-1 approved: carrying it out" in await messages(rt, first.run_id, "info")
+        assert "request r-1 approved: carrying it out" in await h.logs(first.run_id, "info")
 
-        second = (await rt.invoke("approval", "request", {"request_id": "r-2"})).run_id
-        await rt.emit("approval.decided", {"request_id": "r-1", "approved": True})  # not r-2's
-        await rt.emit("approval.decided", {"request_id": "r-2", "approved": False, "by": "bo"})
-        done = await status_of(rt, second, "completed", "failed")
+        second = (await h.invoke("approval", "request", {"request_id": "r-2"})).run_id
+        await h.emit("approval.decided", {"request_id": "r-1", "approved": True})  # not r-2's
+        await h.emit("approval.decided", {"request_id": "r-2", "approved": False, "by": "bo"})
+        done = await status_of(h, second, "completed", "failed")
         assert done.state["outcome"] == "rejected", done.error
         assert done.state["decision"]["by"] == "bo"
-        assert "request r-2 rejected" in await messages(rt, second, "warning")
+        assert "request r-2 rejected" in await h.logs(second, "warning")
 
-        third = (await rt.invoke("approval", "request", {"request_id": "r-3"})).run_id
-        await clock.advance(3 * 24 * 3600)
-        done = await status_of(rt, third, "completed", "failed")
+        third = (await h.invoke("approval", "request", {"request_id": "r-3"})).run_id
+        await h.advance("3d")
+        done = await status_of(h, third, "completed", "failed")
         assert done.state["outcome"] == "expired", done.error
 
 
 # -- consumer.py ----------------------------------------------------------------------------
 
 
-def _jobs(folder: Path, *names: str) -> None:
-    (folder / "queue").mkdir(exist_ok=True)
+def _jobs(examples: Path, *names: str) -> None:
+    (examples / "queue").mkdir(exist_ok=True)
     for name in names:
-        (folder / "queue" / f"{name}.json").write_text(json.dumps({"task": name}))
+        (examples / "queue" / f"{name}.json").write_text(json.dumps({"task": name}))
 
 
-def _done(folder: Path) -> list[str]:
-    log = folder / "queue" / "done.log"
+def _done(examples: Path) -> list[str]:
+    log = examples / "queue" / "done.log"
     return [line.split()[0] for line in log.read_text().splitlines()] if log.exists() else []
 
 
-async def test_consumer_pokes_while_busy_join_the_active_loop(db: Path, folder: Path) -> None:
-    clock = FakeClock()
-    async with Runtime(db, workflows_dir=folder, clock=clock) as rt:
-        _jobs(folder, "job-1", "job-2")
-        await rt.emit("queue.poke", {"more": True})
-        loop = await the_only_run(rt, "consumer", "paused")  # drained, now lingering
+async def test_consumer_pokes_while_busy_join_the_active_loop(examples: Path) -> None:
+    async with harness(examples / "consumer.py") as h:
+        _jobs(examples, "job-1", "job-2")
+        await h.emit("queue.poke", {"more": True})
+        loop = await the_only_run(h, "consumer", "paused")  # drained, now lingering
         assert loop.state["handled"] == 2
-        assert _done(folder) == ["job-1.json", "job-2.json"]
+        assert _done(examples) == ["job-1.json", "job-2.json"]
 
-        _jobs(folder, "job-3")
-        await rt.emit("queue.poke", {"more": True})  # busy: signalled, not a new run
-        loop = await the_only_run(rt, "consumer", "paused")
+        _jobs(examples, "job-3")
+        await h.emit("queue.poke", {"more": True})  # busy: signalled, not a new run
+        loop = await the_only_run(h, "consumer", "paused")
         assert loop.state["more"] is True
-        assert any(e.kind == "run.signalled" for e in await rt.timeline(loop.run_id))
+        assert any(e.kind == "run.signalled" for e in await h.timeline(loop.run_id))
 
-        await clock.advance(5)  # the linger ends: the loop drains again, then ends
-        done = await status_of(rt, loop.run_id, "completed", "failed")
+        await h.advance(5)  # the linger ends: the loop drains again, then ends
+        done = await status_of(h, loop.run_id, "completed", "failed")
         assert done.state["handled"] == 3, done.error
-        assert _done(folder) == ["job-1.json", "job-2.json", "job-3.json"]
+        assert _done(examples) == ["job-1.json", "job-2.json", "job-3.json"]
 
-        await rt.emit("queue.poke", {"more": True})  # idle again: a new loop starts
-        await rt.idle()
-        runs = await _two_runs(rt)
-        assert runs is not None, "a second consumer run"
+        await h.emit("queue.poke", {"more": True})  # idle again: a new loop starts
+        runs = await h.runs("consumer")
+        assert [run.status for run in runs] == ["completed", "paused"], "a second consumer run"
         assert runs[0].run_id == loop.run_id
         assert runs[1].state["handled"] == 0
-
-
-async def _two_runs(rt: Runtime) -> list[RunInfo] | None:
-    runs = await runs_of(rt, "consumer")
-    return runs if len(runs) == 2 and runs[1].status == "paused" else None
 
 
 # -- deploy.py ------------------------------------------------------------------------------
 
 
-async def test_deploys_queue_up_and_never_overlap(db: Path, folder: Path) -> None:
+async def test_deploys_queue_up_and_never_overlap(examples: Path) -> None:
     versions = ["1.0.0", "1.0.1", "1.0.2"]
-    async with Runtime(db, workflows_dir=folder, env={"DEPLOY_BAKE_SECONDS": "0.3"}) as rt:
+    async with harness(examples / "deploy.py") as h:
         for version in versions:
             flaky = version == "1.0.1"
-            await rt.emit(
-                "deploy.requested", {"service": "api", "version": version, "flaky": flaky}
-            )
-        runs = await runs_of(rt, "deploy")
+            await h.emit("deploy.requested", {"service": "api", "version": version, "flaky": flaky})
+        runs = await h.runs("deploy")
         assert [run.state["version"] for run in runs] == versions
+        assert [run.status for run in runs] == ["paused", "queued", "queued"]  # the first bakes
+        # The first bake (3 s by default), the second deploy's retry backoff (1 s), its bake,
+        # then the third's bake.
+        for seconds in (3, 1, 3, 3):
+            await h.advance(seconds)
         for run in runs:
-            done = await eventually(  # the bake is a real 0.3 s timer: polled
-                lambda run=run: run_in(rt, run.run_id, "completed", "failed"),
-                what=f"deploy {run.state['version']} to end",
-                timeout=TIMEOUT,
-            )
+            done = await status_of(h, run.run_id, "completed", "failed")
             assert done.status == "completed", done.error
             assert done.state["live"] is True
 
         spans = []
         for run in runs:
-            timeline = await rt.timeline(run.run_id)
+            timeline = await h.timeline(run.run_id)
             kinds = [entry.kind for entry in timeline]
             started = next(e.at for e in timeline if e.kind == "step.started")
             ended = next(e.at for e in timeline if e.kind == "run.completed")
@@ -329,36 +284,36 @@ async def test_deploys_queue_up_and_never_overlap(db: Path, folder: Path) -> Non
             assert started >= ended
         assert all("run.paused" in kinds for *_, kinds in spans)  # the bake (ctx.sleep)
 
-        retries = [e for e in await rt.timeline(runs[1].run_id) if e.kind == "step.failed"]
+        retries = [e for e in await h.timeline(runs[1].run_id) if e.kind == "step.failed"]
         assert [e.step for e in retries] == ["release"]
         assert "registry answered 503" in (retries[0].message or "")
 
-    lines = (folder / "releases" / "api.log").read_text().splitlines()
+    lines = (examples / "releases" / "api.log").read_text().splitlines()
     assert [line.split()[1] for line in lines] == versions  # first in, first out, once each
 
 
 # -- alerts.py ------------------------------------------------------------------------------
 
 
-async def test_alerts_note_every_failed_or_aborted_run_once(db: Path, folder: Path) -> None:
-    async with Runtime(db, workflows_dir=folder) as rt:
-        failed = await rt.invoke("deploy", "request", {})  # no service: the build fails
+async def test_alerts_note_every_failed_or_aborted_run_once(examples: Path) -> None:
+    files = [examples / "alerts.py", examples / "deploy.py", examples / "orders.py"]
+    async with harness(files) as h:
+        failed = await h.invoke("deploy", "request", {})  # no service: the build fails
         assert failed.status == "failed"
-        await rt.emit("order.created", {"order_id": 9, "total": 5})
-        order = await the_only_run(rt, "orders", "paused")
-        await rt.abort(order.run_id)
+        await h.emit("order.created", {"order_id": 9, "total": 5})
+        order = await the_only_run(h, "orders", "paused")
+        await h.runtime.abort(order.run_id)
         # Forged by hand (source "api"): the alert takes system events only.
-        await rt.emit("run.failed", {"run_id": "x", "workflow_id": "y", "status": "failed"})
-        await rt.idle()
-        alerts = await runs_of(rt, "alerts")
+        await h.emit("run.failed", {"run_id": "x", "workflow_id": "y", "status": "failed"})
+        alerts = await h.runs("alerts")
         assert [(a.trigger_id, a.status) for a in alerts] == [
             ("failed", "completed"),
             ("aborted", "completed"),
         ]
         assert alerts[0].state["run_id"] == failed.run_id
-        logged = await messages(rt, alerts[1].run_id, "warning")
+        logged = await h.logs(alerts[1].run_id, "warning")
         assert logged == [f"orders run {order.run_id} aborted [ABORTED]: aborted by request"]
-    lines = (folder / "alerts" / "alerts.log").read_text().splitlines()
+    lines = (examples / "alerts" / "alerts.log").read_text().splitlines()
     assert len(lines) == 2
     assert lines[0].startswith(f"deploy run {failed.run_id} failed [STEP_FAILED]: step 'build'")
     assert lines[1] == f"orders run {order.run_id} aborted [ABORTED]: aborted by request"
@@ -368,9 +323,9 @@ async def test_alerts_note_every_failed_or_aborted_run_once(db: Path, folder: Pa
 
 
 @pytest.mark.slow
-def test_approval_through_the_daemon_and_the_cli(tmp_path: Path, folder: Path) -> None:
+def test_approval_through_the_daemon_and_the_cli(tmp_path: Path, examples: Path) -> None:
     db = tmp_path / "daemon.db"
-    with Daemon(folder, db).start() as daemon:
+    with Daemon(examples, db).start() as daemon:
         request = {"request_id": "r-9", "what": "laptop", "amount": 1200}
         emitted = cli("emit", "approval.requested", json.dumps(request), "--db", str(db))
         assert emitted.returncode == 0, emitted.stderr
@@ -399,10 +354,10 @@ def test_approval_through_the_daemon_and_the_cli(tmp_path: Path, folder: Path) -
 
 
 @pytest.mark.slow
-def test_alerts_through_the_daemon_and_the_cli(tmp_path: Path, folder: Path) -> None:
+def test_alerts_through_the_daemon_and_the_cli(tmp_path: Path, examples: Path) -> None:
     db = tmp_path / "alerts.db"
-    alerts = folder / "alerts" / "alerts.log"
-    with Daemon(folder, db).start() as daemon:
+    alerts = examples / "alerts" / "alerts.log"
+    with Daemon(examples, db).start() as daemon:
         invoked = cli("invoke", "deploy", "request", "{}", "--wait", "--db", str(db))
         assert invoked.returncode == 1, invoked.stderr  # no service: the build failed
         run_id = invoked.stdout.strip()

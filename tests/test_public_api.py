@@ -26,6 +26,7 @@ EXPECTED = [
     "JournalNotPrivate",
     "JournalPathInvalid",
     "JournalPermissionDenied",
+    "LoadError",
     "MAX_DEPTH",
     "MAX_PAYLOAD_BYTES",
     "OrchestratorError",
@@ -69,7 +70,7 @@ EXPECTED = [
 ]
 
 
-TESTING = ["FakeClock", "eventually", "eventually_blocking"]
+TESTING = ["FakeClock", "Harness", "eventually", "eventually_blocking", "harness"]
 
 
 def test_all_is_sorted_and_pinned() -> None:

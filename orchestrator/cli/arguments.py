@@ -52,7 +52,14 @@ class Parser(argparse.ArgumentParser):
 
 
 # How `check_text` names each argument (its metavar, or its option).
-_SHOWN = {"run_id": "RUN_ID", "type": "TYPE", "data": "JSON", "patch": "JSON", "trigger": "TRIGGER"}
+_SHOWN = {
+    "run_id": "RUN_ID",
+    "type": "TYPE",
+    "data": "JSON",
+    "patch": "JSON",
+    "trigger": "TRIGGER",
+    "names": "[WORKFLOW] TRIGGER [JSON]",
+}
 
 
 def check_text(args: argparse.Namespace) -> None:

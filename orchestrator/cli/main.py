@@ -137,6 +137,32 @@ def _parser() -> argparse.ArgumentParser:
         help="a folder to import adaptor modules from, for this run only",
     )
 
+    # Not journaled either: `run` takes a pipeline file, `try` a workflow file.
+    trial = _command(
+        commands,
+        "try",
+        _cmd_try,
+        "run one trigger of a workflow file once, in process, on a throwaway journal",
+    )
+    trial.add_argument("file", type=Path, metavar="FILE", help="a workflow file")
+    trial.add_argument(
+        "names",
+        nargs="+",
+        metavar="[WORKFLOW] TRIGGER [JSON]",
+        help="the trigger (and its workflow, if the file has several), then the run's state",
+    )
+    trial.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="stop a run still running after this long (default 60)",
+    )
+    trial.add_argument("--json", action="store_true", help="print the run as `show --json` does")
+    trial.usage = (  # argparse would show NAMES as "... [[WORKFLOW] TRIGGER [JSON] ...]"
+        "orchestrator try [-h] [--timeout SECONDS] [--json] FILE [WORKFLOW] TRIGGER [JSON]"
+    )
+
     runs = _command(commands, "runs", _cmd_runs, "list runs, newest first")
     # Plain strings: argparse's "invalid choice" message shows each choice's repr.
     statuses = [status.value for status in STATUSES]
@@ -406,6 +432,61 @@ async def _cmd_run(args: argparse.Namespace) -> int:
         return _fail(f"{exc} [{exc.code}]", EXIT_FAILED, f"last good state: {_dumps(exc.state)}")
     _out(_dumps(final, indent=2))
     return EXIT_OK
+
+
+def _cmd_try(args: argparse.Namespace) -> int:
+    from ..errors import LoadError
+    from .output import run_json, trial_text
+    from .trying import try_file
+
+    names, data = _trial_names(args.names)
+    try:
+        trial = _run(try_file(args.file, names, data, timeout=args.timeout))
+    except LoadError as exc:
+        raise UsageError(f"{exc} [{exc.code}]") from None
+    info, ending, code = trial.info, *_verdict(trial, args.timeout)
+    _out(run_json(info, trial.timeline) if args.json else trial_text(info, trial.timeline, ending))
+    if trial.timed_out:  # its thread cannot be stopped, and would hold the exit
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _trial_names(values: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """``[WORKFLOW] TRIGGER [JSON]``: the names, and the state (``{}`` if not given).
+
+    An id is letters, digits, ``_``, ``.`` and ``-``: a last value that is not one is the
+    JSON (so ``try FILE TRIGGER '{...}'`` and ``try FILE WORKFLOW TRIGGER`` both read).
+    """
+    import re
+
+    if len(values) > 3:
+        raise UsageError(f"try takes [WORKFLOW] TRIGGER [JSON], got {len(values)} values")
+    names, text = values, "{}"
+    if len(values) == 3 or (len(values) == 2 and not re.fullmatch(r"[\w.\-]+", values[-1])):
+        names, text = values[:-1], values[-1]
+    return names, parse_json_object(text, "the run's state")
+
+
+def _verdict(trial: Any, timeout: float) -> tuple[list[str], int]:
+    """The lines after the timeline, and the exit code."""
+    from .trying import waiting_for
+
+    info = trial.info
+    at = f" at step {info.step}" if info.step else ""
+    if trial.timed_out:
+        return [f"still {info.status}{at} after {timeout:g} s: stopped (see --timeout)"], 1
+    if info.status == "completed":
+        return ["completed"], EXIT_OK
+    if info.status == "paused":
+        after = f" (its next step: {info.step})" if info.step else ""
+        return [
+            f"paused{after}, waiting for {waiting_for(trial.timeline)}",
+            "try stops here: nothing can resume a run on its throwaway journal",
+        ], EXIT_OK
+    code = f" [{info.error_code}]" if info.error_code else ""
+    return [f"{info.status}{at}: {info.error or 'no error recorded'}{code}"], EXIT_FAILED
 
 
 async def _cmd_runs(args: argparse.Namespace) -> int:

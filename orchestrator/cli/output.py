@@ -135,15 +135,22 @@ def run_text(info: RunInfo, timeline: Sequence[TimelineEntry]) -> str:
         )
     # json.dumps escapes newlines inside strings: the lines it makes are the layout's own.
     state = json.dumps(info.state, indent=2, ensure_ascii=False).split("\n")
-    lines += ["", "state", *state, "", "timeline"]
-    for entry in timeline:
-        step = f" [{entry.step}]" if entry.step else ""
-        message = f" {entry.message}" if entry.message else ""
-        data = f" {json.dumps(entry.data, ensure_ascii=False)}" if entry.data else ""
-        lines.append(
-            f"  {_local(entry.at, ms=True)}  {entry.source:<8} {entry.kind}{step}{message}{data}"
-        )
+    lines += ["", "state", *state, "", "timeline", *map(_entry_line, timeline)]
     return _text(lines)
+
+
+def _entry_line(entry: TimelineEntry) -> str:
+    step = f" [{entry.step}]" if entry.step else ""
+    message = f" {entry.message}" if entry.message else ""
+    data = f" {json.dumps(entry.data, ensure_ascii=False)}" if entry.data else ""
+    return f"  {_local(entry.at, ms=True)}  {entry.source:<8} {entry.kind}{step}{message}{data}"
+
+
+def trial_text(info: RunInfo, timeline: Sequence[TimelineEntry], ending: Sequence[str]) -> str:
+    """`try`: the run's timeline, one line an entry, then `ending` and the final state."""
+    head = f"run {info.run_id} of {info.workflow_id} (trigger {info.trigger_id}), timeline:"
+    state = json.dumps(info.state, indent=2, ensure_ascii=False).split("\n")
+    return _text([head, *map(_entry_line, timeline), "", *ending, "state", *state])
 
 
 def _iso(at: datetime) -> str:

@@ -195,16 +195,23 @@ def module_name(path: Path, digest: str) -> str:
 
 
 async def load_file(
-    path: Path, data: bytes, config: FolderConfig, ahead: ProbesAhead | None = None
+    path: Path,
+    data: bytes,
+    config: FolderConfig,
+    ahead: ProbesAhead | None = None,
+    *,
+    probed: bool = True,
 ) -> LoadedFile:
     """Check, probe and import one version of a file; `LoadFailed` says why it did not load.
 
     With `ahead`, a probe it already made of these bytes is used instead of a new one.
+    With `probed` False there is no probe: the test harness imports the file under test
+    in its own process, as a test imports the code it tests.
     """
     digest = digest_of(data)
     source = decode(data)
     tree = check(source, path, config.policy)
-    if ahead is None or not ahead.passed(path, digest):
+    if probed and (ahead is None or not ahead.passed(path, digest)):
         await probe(path, data, config)
     module = execute(path, digest, source, tree, config.policy)
     return LoadedFile(FileSource(path, digest, source, config), workflows_of(module, tree), module)
