@@ -27,6 +27,10 @@ class Keys:
         # and stays (a poller read begun before its routing committed may return it late).
         self.here: set[str] = set()
 
+    def known(self, kind: str, key: str) -> str | None:
+        """What `key` of `kind` made first, if this process remembers it (never waits)."""
+        return self._known.get((kind, key))
+
     async def lookup(self, kind: str, key: str) -> str | None:
         """What `key` of `kind` made first (remembered, or in the journal), or None."""
         found = self._known.get((kind, key))
