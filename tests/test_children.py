@@ -27,11 +27,17 @@ async def status_of(rt: Runtime, workflow: str, run_id: str) -> str:
     return str(info.status)
 
 
-async def until_status(rt: Runtime, workflow: str, run_id: str, status: str) -> None:
+async def until_status(
+    rt: Runtime,
+    workflow: str,
+    run_id: str,
+    status: str,
+    timeout: float = 10,  # noqa: ASYNC109
+) -> None:
     async def reached() -> bool:
         return await status_of(rt, workflow, run_id) == status
 
-    await eventually(reached, what=f"run {run_id} is {status}")
+    await eventually(reached, what=f"run {run_id} is {status}", timeout=timeout)
 
 
 def children_of(db: Path, parent: str) -> list[str]:
@@ -260,3 +266,25 @@ def test_a_sigkill_around_the_fan_out_starts_each_child_once(db: Path, where: st
     assert query(db, "SELECT count(*) FROM events WHERE type = 'batch.split'") == [(1,)]
     assert query(db, "SELECT count(*) FROM inbox WHERE command = 'invoke'") == [(20,)]
     assert query(db, "SELECT count(*) FROM inbox WHERE done_at IS NULL") == [(0,)]
+
+
+async def test_ten_thousand_children(db: Path) -> None:
+    async def one(state: State) -> State:
+        return {"i": state["i"], "done": True}
+
+    def fan(state: State, ctx: StepContext) -> Any:
+        ids = [ctx.start("child", "one", {"i": i}) for i in range(10_000)]
+        return ctx.join(ids, into="results")
+
+    def summary(state: State) -> State:
+        return {"done": [r["state"]["i"] for r in state["results"] if r["status"] == "completed"]}
+
+    parent = Workflow(id="parent", pipelines={"go": [Step(fan, inline=True), Step(summary)]})
+    child = Workflow(id="child", pipelines={"one": [one]})
+    async with Runtime(db, workflows=[parent, child]) as rt:
+        run_id = (await rt.invoke("parent", "go")).run_id
+        await until_status(rt, "parent", run_id, "completed", timeout=120)
+        result = await rt.wait(run_id)
+    assert result.state == {"done": list(range(10_000))}
+    assert query(db, "SELECT count(*) FROM runs WHERE workflow_id = 'child'") == [(10_000,)]
+    assert query(db, "SELECT count(*) FROM children WHERE parent = ?", (run_id,)) == [(10_000,)]
