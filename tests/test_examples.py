@@ -23,10 +23,28 @@ from orchestrator import FakeClock, RunInfo, Runtime
 from orchestrator.testing import eventually
 
 EXAMPLES = ROOT / "examples"
-WORKFLOWS = ["alerts", "approval", "consumer", "deploy", "ingest", "nightly_report", "orders"]
+WORKFLOWS = [
+    "alerts",
+    "approval",
+    "batch",
+    "consumer",
+    "deploy",
+    "ingest",
+    "nightly_report",
+    "orders",
+]
 # What running the examples by hand leaves in examples/: never copied into a test.
 OUTPUTS = shutil.ignore_patterns(
-    "*.db", "*.db-*", "alerts", "inbox", "outbox", "reports", "queue", "releases", "__pycache__"
+    "*.db",
+    "*.db-*",
+    "alerts",
+    "batches",
+    "inbox",
+    "outbox",
+    "reports",
+    "queue",
+    "releases",
+    "__pycache__",
 )
 
 
@@ -179,6 +197,37 @@ async def test_a_csv_dropped_into_the_inbox_is_summarised_and_archived(
 
 
 # -- nightly_report.py ----------------------------------------------------------------------
+
+
+# -- batch.py -------------------------------------------------------------------------------
+
+
+async def test_a_csv_fans_out_one_child_run_per_row_joined_into_a_summary(
+    db: Path, folder: Path
+) -> None:
+    batches = folder / "batches"
+    batches.mkdir()
+    partial = batches / ".prices.csv"
+    partial.write_text("sku,qty,price\nA-1,2,9.5\nB-7,1,20\nC-3,x,1\n", encoding="utf-8")
+    async with Runtime(db, workflows_dir=folder) as rt:
+        partial.rename(batches / "prices.csv")
+
+        async def summarised() -> RunInfo | None:
+            runs = [r for r in await runs_of(rt, "batch") if r.trigger_id == "csv"]
+            return runs[0] if runs and runs[0].status == "completed" else None
+
+        parent = await eventually(summarised, what="the csv run completes", timeout=TIMEOUT)
+        rows = [r for r in await runs_of(rt, "batch") if r.trigger_id == "row"]
+    assert sorted(str(r.status) for r in rows) == ["completed", "completed", "failed"]
+    assert {r.parent for r in rows} == {parent.run_id}
+    summary = json.loads((batches / "done" / "prices.json").read_text())
+    assert (summary["rows"], summary["priced"], summary["total"]) == (3, 2, 39.0)
+    [failed] = summary["failed"]
+    assert "could not convert string to float: 'x'" in failed["error"]
+    assert (batches / "done" / "prices.csv").exists()
+    assert not (batches / "prices.csv").exists()
+    shown = cli("show", parent.run_id, "--db", str(db))
+    assert "children  3, 3 of them final (2 completed, 1 failed)" in shown.stdout
 
 
 def _summaries(folder: Path, **rows: int) -> None:
