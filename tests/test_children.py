@@ -12,11 +12,16 @@ from typing import Any
 
 import fanout_steps
 import pytest
+from pilots import until
 from procs import ROOT, Workers, query, show
+from rich.text import Text
+from textual.widgets import DataTable, Static
 
 from orchestrator import Runtime, Step, StepContext, Transient, Workflow
 from orchestrator.journal.sqlite.commands import emit_event
 from orchestrator.testing import eventually
+from tui.app import DashboardApp
+from tui.detail import RunDetailScreen
 
 State = dict[str, Any]
 
@@ -288,3 +293,45 @@ async def test_ten_thousand_children(db: Path) -> None:
     assert result.state == {"done": list(range(10_000))}
     assert query(db, "SELECT count(*) FROM runs WHERE workflow_id = 'child'") == [(10_000,)]
     assert query(db, "SELECT count(*) FROM children WHERE parent = ?", (run_id,)) == [(10_000,)]
+
+
+# -- the dashboard ------------------------------------------------------------------------
+
+
+def _plain(value: object) -> str:
+    return value.plain if isinstance(value, Text) else str(value)
+
+
+def _summary(screen: RunDetailScreen) -> str:
+    return _plain(screen.query_one("#summary", Static).content)
+
+
+async def test_the_dashboard_shows_a_fan_outs_progress_and_links_both_ways(db: Path) -> None:
+    async with Runtime(db, workflows=fanout_steps.workflows()) as rt:
+        parent = (await rt.invoke("parent", "go", {"count": 5})).run_id
+        await until_status(rt, "parent", parent, "completed")
+    children = children_of(db, parent)
+    app = DashboardApp(db)
+    async with app.run_test(size=(140, 40)) as pilot:
+        app.open_run(parent)
+        await until(pilot, lambda: isinstance(app.screen, RunDetailScreen), "the parent")
+        screen = app.screen
+        assert isinstance(screen, RunDetailScreen)
+        await until(pilot, lambda: screen.detail is not None, "the parent's detail")
+        assert "children 5 of 5 final · 1 failed or aborted" in _summary(screen)
+        await pilot.press("h")
+        table = screen.query_one("#children-table", DataTable)
+        await until(pilot, lambda: table.row_count == 5, "the children listed")
+        assert [row.key.value for row in table.ordered_rows] == children
+        table.focus()
+        table.move_cursor(row=4)
+        await pilot.press("enter")
+        await until(pilot, lambda: app.screen is not screen, "the child's screen")
+        child = app.screen
+        assert isinstance(child, RunDetailScreen) and child.run_id == children[4]
+        await until(pilot, lambda: child.detail is not None, "the child's detail")
+        assert f"started by run {parent}" in _summary(child)
+        await pilot.press("p")
+        await until(pilot, lambda: app.screen is not child, "the parent again")
+        again = app.screen
+        assert isinstance(again, RunDetailScreen) and again.run_id == parent
