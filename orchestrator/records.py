@@ -61,6 +61,8 @@ class EventSource(enum.StrEnum):
     """A schedule's tick."""
     SYSTEM = "system"
     """The runtime itself."""
+    RUN = "run"
+    """``ctx.emit`` in a step of a run (journaled with the step's checkpoint)."""
 
 
 class RunCode(enum.StrEnum):

@@ -243,7 +243,10 @@ class StepContext:
         trigger = checked_name(trigger, "the trigger id", label)
         payload = checked_data(data, label)
         checked = checked_key(key, label)
-        run_id = self._first("invoke", checked) or new_id()
+        first = self._first("invoke", checked)
+        if first is not None:  # started under this key before: nothing new
+            return first
+        run_id = new_id()
         self.outbox.starts.append(Start(run_id, workflow, trigger, payload, checked))
         return run_id
 
@@ -253,7 +256,10 @@ class StepContext:
         event_type = checked_name(type, "the event type", label)
         payload = checked_data(data, label)
         checked = checked_key(key, label)
-        event_id = self._first("emit", checked) or new_id()
+        first = self._first("emit", checked)
+        if first is not None:  # emitted under this key before: nothing new
+            return first
+        event_id = new_id()
         self.outbox.emits.append(Emit(event_id, event_type, payload, checked))
         return event_id
 

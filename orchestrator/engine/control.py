@@ -659,6 +659,9 @@ class Control:
                 self._writer.enqueue([*refused, self._done(command, f"{exc.code}: {exc}")])
                 return
             except OrchestratorError as exc:
+                if row is None and self._is_child(command):  # a row, so a join of it ends
+                    self._writer.enqueue(self._unstartable(command))
+                    row = self.runs.last_row
                 if row is None:
                     raise
                 self._not_invocable(command, row, exc)
@@ -674,6 +677,20 @@ class Control:
             return None
         found = await self._reader.run_status(parent)
         return parent if found is not None and found[1] == RunStatus.ABORTED else None
+
+    @staticmethod
+    def _is_child(command: CommandRecord) -> bool:
+        return isinstance(command.payload, dict) and isinstance(command.payload.get("parent"), str)
+
+    def _unstartable(self, command: CommandRecord) -> list[ops.Op]:
+        payload = command.payload if isinstance(command.payload, dict) else {}
+        try:
+            state = encode_state(payload.get("data") or {})
+        except StateEncodingError:
+            state = "{}"
+        return self.runs.unstartable_row(
+            command.run_id or "", command.workflow_id or "", command.trigger_id or "", state
+        )
 
     def _keyed(self, kind: str, key: str) -> str | None:
         """What `key` made first, for ``ctx.start``/``ctx.emit`` (memory only on the loop)."""

@@ -19,7 +19,7 @@ import json
 from typing import Any
 
 from ..errors import ValidationError
-from ..records import RunCode, RunStatus
+from ..records import EventSource, RunCode, RunStatus
 
 
 class Stmt(enum.Enum):
@@ -243,7 +243,8 @@ def outbox_event(
 ) -> list[Op]:
     """A step's ``ctx.emit``: an unrouted event for the inbox (once per `key`, if any)."""
     claim = [] if key is None else [(Stmt.CLAIM_KEY, ("emit", key, event_id, at))]
-    return [*claim, (Stmt.OUTBOX_EVENT, (event_id, type_, data, "run", at, key))]
+    source = EventSource.RUN.value
+    return [*claim, (Stmt.OUTBOX_EVENT, (event_id, type_, data, source, at, key))]
 
 
 def add_child(child: str, parent: str, at: int, n: int, *, key: str | None = None) -> Op:

@@ -104,6 +104,7 @@ SQL: Final[dict[Stmt, str]] = {
         "INSERT INTO events (event_id, type, data, source, created_at)"
         " SELECT ?1, ?2, ?3, ?4, ?5 WHERE ?6 IS NULL OR (SELECT target FROM"
         " idempotency_keys WHERE kind = 'emit' AND key = ?6) = ?1"
+        " ON CONFLICT DO NOTHING"
     ),
     Stmt.ADD_CHILD: (
         "INSERT OR IGNORE INTO children (child, parent, created_at, n)"
