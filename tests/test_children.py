@@ -367,3 +367,34 @@ async def test_the_dashboard_shows_a_fan_outs_progress_and_links_both_ways(db: P
         await until(pilot, lambda: app.screen is not child, "the parent again")
         again = app.screen
         assert isinstance(again, RunDetailScreen) and again.run_id == parent
+
+
+async def test_a_retried_parent_does_not_start_its_children_again(db: Path) -> None:
+    broken = [True]
+
+    def fan(state: State, ctx: StepContext) -> State:
+        return {"ids": [ctx.start("child", "one", {"n": n}) for n in (1, 2)]}
+
+    def boom(state: State) -> State:
+        if broken[0]:
+            raise RuntimeError("not yet")
+        return state
+
+    parent = Workflow(id="parent", pipelines={"go": [Step(fan), Step(boom)]})
+    async with Runtime(db, workflows=[parent, fanout_steps.workflows()[1]]) as rt:
+        failed = await rt.invoke("parent", "go")
+        assert failed.status == "failed"
+        broken[0] = False
+        retried = await rt.retry(failed.run_id)
+        assert retried.status == "completed"
+        await rt.idle()
+    assert query(db, "SELECT count(*) FROM runs WHERE workflow_id = 'child'") == [(2,)]
+    assert sorted(children_of(db, failed.run_id)) == sorted(retried.state["ids"])
+
+
+async def test_pruning_a_child_takes_it_off_its_parents_list(db: Path) -> None:
+    async with Runtime(db, workflows=fanout_steps.workflows()) as rt:
+        parent = (await rt.invoke("parent", "go", {"count": 2})).run_id
+        await until_status(rt, "parent", parent, "completed")
+        await rt.prune(0)
+    assert query(db, "SELECT count(*) FROM children") == [(0,)]

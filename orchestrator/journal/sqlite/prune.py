@@ -242,6 +242,11 @@ def _batch(
         for name, table in _CHILDREN:
             gone = conn.execute(f"DELETE FROM {table} WHERE run IN ({marks})", ids)
             counts[name] += gone.rowcount
+        # A pruned child leaves its parent's list (by id: a parent may be pruned first).
+        conn.execute(
+            f"DELETE FROM children WHERE child IN (SELECT run_id FROM runs WHERE id IN ({marks}))",
+            ids,
+        )
         counts["runs"] += conn.execute(f"DELETE FROM runs WHERE id IN ({marks})", ids).rowcount
         counts["events"] += sum(conn.execute(_EVENT_GONE, (e,)).rowcount for e in events)
     last = rows[-1]
