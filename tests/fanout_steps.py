@@ -61,3 +61,16 @@ def workflows(*, isolate: bool = False, concurrency: int | None = None) -> list[
     mode = Transient() if concurrency is None else Transient(concurrency=concurrency)
     child = Workflow(id="child", pipelines={"one": [Step(square, isolate=isolate)]}, mode=mode)
     return [parent, child]
+
+
+def keyed_split(state: State, ctx: StepContext) -> Any:
+    """Start the child of key ``state["key"]`` (once, whoever asks) and join it."""
+    child = ctx.start("child", "one", {"n": state["n"]}, key=state["key"])
+    ctx.emit("keyed.event", {"n": state["n"]}, key=state["key"])
+    return ctx.join([child], into="got")
+
+
+def keyed_workflows(*, isolate: bool) -> list[Workflow]:
+    """A parent (``keyed``/``go``) whose step starts a child under a key, and the child."""
+    keyed = Workflow(id="keyed", pipelines={"go": [Step(keyed_split, isolate=isolate)]})
+    return [keyed, workflows()[1]]

@@ -309,18 +309,14 @@ async def test_a_child_of_a_workflow_not_loaded_fails_and_its_join_ends(db: Path
     assert show(db, got["run_id"])["parent"] == run_id
 
 
-async def test_a_key_starts_and_emits_once_across_runs(db: Path) -> None:
-    def fan(state: State, ctx: StepContext) -> Any:
-        child = ctx.start("child", "one", {"n": state["n"]}, key="the-child")
-        ctx.emit("keyed.event", {"n": state["n"]}, key="the-event")
-        return ctx.join([child], into="got")
-
-    parent = Workflow(id="parent", pipelines={"go": [Step(fan)]})
-    async with Runtime(db, workflows=[parent, fanout_steps.workflows()[1]]) as rt:
-        first = (await rt.invoke("parent", "go", {"n": 2})).run_id
-        await until_status(rt, "parent", first, "completed")
-        second = (await rt.invoke("parent", "go", {"n": 3})).run_id
-        await until_status(rt, "parent", second, "completed")
+@pytest.mark.parametrize("isolate", [False, True])
+async def test_a_key_starts_and_emits_once_across_runs(db: Path, isolate: bool) -> None:
+    workflows = fanout_steps.keyed_workflows(isolate=isolate)
+    async with Runtime(db, workflows=workflows) as rt:
+        first = (await rt.invoke("keyed", "go", {"n": 2, "key": "k"})).run_id
+        await until_status(rt, "keyed", first, "completed")
+        second = (await rt.invoke("keyed", "go", {"n": 3, "key": "k"})).run_id
+        await until_status(rt, "keyed", second, "completed")
         got = [(await rt.wait(r)).state["got"][0] for r in (first, second)]
     assert got[0] == got[1] and got[0]["state"] == {"n": 2, "square": 4}  # the first child
     assert query(db, "SELECT count(*) FROM runs WHERE workflow_id = 'child'") == [(1,)]

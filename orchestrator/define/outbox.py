@@ -9,6 +9,7 @@ is dropped with it, and a step that crashed before its checkpoint committed left
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,6 +80,15 @@ class Outbox:
             [Start(*item) for item in value.get("starts", [])],
             [Emit(*item) for item in value.get("emits", [])],
         )
+
+
+def keyed_id(kind: str, key: str) -> str:
+    """The id a key names when no process can tell of an earlier one (32 hex digits).
+
+    The same in every process (a worker cannot look keys up), so a step that runs again,
+    here or elsewhere, names the same run or event; the journal keeps the first.
+    """
+    return hashlib.sha256(f"{kind}\0{key}".encode()).hexdigest()[:32]
 
 
 def checked_name(value: Any, what: str, label: str) -> str:

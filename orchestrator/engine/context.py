@@ -13,7 +13,15 @@ from typing import Any
 
 from ..clock import Clock, new_id
 from ..define.env import Env
-from ..define.outbox import Emit, Outbox, Start, checked_data, checked_key, checked_name
+from ..define.outbox import (
+    Emit,
+    Outbox,
+    Start,
+    checked_data,
+    checked_key,
+    checked_name,
+    keyed_id,
+)
 from ..define.services import ServiceScope
 from ..define.waits import (
     PauseRequest,
@@ -246,7 +254,7 @@ class StepContext:
         first = self._first("invoke", checked)
         if first is not None:  # started under this key before: nothing new
             return first
-        run_id = new_id()
+        run_id = keyed_id("invoke", checked) if checked is not None else new_id()
         self.outbox.starts.append(Start(run_id, workflow, trigger, payload, checked))
         return run_id
 
@@ -259,7 +267,7 @@ class StepContext:
         first = self._first("emit", checked)
         if first is not None:  # emitted under this key before: nothing new
             return first
-        event_id = new_id()
+        event_id = keyed_id("emit", checked) if checked is not None else new_id()
         self.outbox.emits.append(Emit(event_id, event_type, payload, checked))
         return event_id
 

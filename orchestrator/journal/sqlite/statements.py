@@ -90,15 +90,17 @@ SQL: Final[dict[Stmt, str]] = {
         " ON CONFLICT (workflow_id, trigger_id) DO UPDATE SET"
         " enabled = excluded.enabled, changed_at = excluded.changed_at"
     ),
-    # A step's outbox: each row only if its key (?6 or ?5; NULL: none) names this target.
+    # A step's outbox: each row only if its key (?6 or ?5; NULL: none) names this target;
+    # an invoke only once per run id (a keyed start again: its `children` row is there).
     Stmt.CLAIM_KEY: (
         "INSERT INTO idempotency_keys (kind, key, target, created_at) VALUES (?, ?, ?, ?)"
         " ON CONFLICT DO NOTHING"
     ),
     Stmt.OUTBOX_INVOKE: (
         "INSERT INTO inbox (command, run_id, workflow_id, trigger_id, payload, created_at)"
-        " SELECT 'invoke', ?1, ?2, ?3, ?4, ?5 WHERE ?6 IS NULL OR (SELECT target FROM"
-        " idempotency_keys WHERE kind = 'invoke' AND key = ?6) = ?1"
+        " SELECT 'invoke', ?1, ?2, ?3, ?4, ?5 WHERE (?6 IS NULL OR (SELECT target FROM"
+        " idempotency_keys WHERE kind = 'invoke' AND key = ?6) = ?1)"
+        " AND NOT EXISTS (SELECT 1 FROM children WHERE child = ?1)"
     ),
     Stmt.OUTBOX_EVENT: (
         "INSERT INTO events (event_id, type, data, source, created_at)"
