@@ -675,6 +675,8 @@ class Control:
         parent = payload.get("parent")
         if not isinstance(parent, str) or parent in self.runs.active:
             return None
+        if parent in self.parking.paused:  # joining its children, most likely
+            return None
         found = await self._reader.run_status(parent)
         return parent if found is not None and found[1] == RunStatus.ABORTED else None
 
