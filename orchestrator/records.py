@@ -84,6 +84,8 @@ class EventSource(enum.StrEnum):
     """A schedule's tick."""
     SYSTEM = "system"
     """The runtime itself."""
+    RUN = "run"
+    """``ctx.emit`` in a step of a run (journaled with the step's checkpoint)."""
 
 
 class RunCode(enum.StrEnum):
@@ -147,6 +149,7 @@ class RunInfo:
         error_code: The stable code of `error`, if any.
         forked_from: For a run made by `fork`, ``{"run_id", "step"}``: the run it was
             forked from and the step it started at; None for every other run.
+        parent: For a run a step started (`ctx.start`), that step's run id; else None.
     """
 
     run_id: str
@@ -161,6 +164,7 @@ class RunInfo:
     updated_at: datetime
     error_code: RunCode | None = None
     forked_from: dict[str, str] | None = None
+    parent: str | None = None
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,16 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # What running the examples by hand leaves in examples/: never copied into a test.
 OUTPUTS = shutil.ignore_patterns(
-    "*.db", "*.db-*", "alerts", "inbox", "outbox", "reports", "queue", "releases", "__pycache__"
+    "*.db",
+    "*.db-*",
+    "alerts",
+    "batches",
+    "inbox",
+    "outbox",
+    "reports",
+    "queue",
+    "releases",
+    "__pycache__",
 )
 
 

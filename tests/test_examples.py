@@ -24,7 +24,16 @@ from procs import Daemon, cli
 from orchestrator import RunInfo, Runtime
 from orchestrator.testing import Harness, eventually, harness
 
-WORKFLOWS = ["alerts", "approval", "consumer", "deploy", "ingest", "nightly_report", "orders"]
+WORKFLOWS = [
+    "alerts",
+    "approval",
+    "batch",
+    "consumer",
+    "deploy",
+    "ingest",
+    "nightly_report",
+    "orders",
+]
 
 
 # Generous: the machine is shared. Only what a file watcher moves is polled.
@@ -140,6 +149,38 @@ async def test_a_csv_dropped_into_the_inbox_is_summarised_and_archived(examples:
         assert (inbox / "notes.txt").exists()  # *.csv only
         await h.idle()
         assert len(await h.runs("ingest")) == 1  # neither the dot-name nor the move
+
+
+# -- batch.py -------------------------------------------------------------------------------
+
+
+async def _csv_run_completed(h: Harness) -> RunInfo | None:
+    runs = [r for r in await h.runs("batch") if r.trigger_id == "csv"]
+    return runs[0] if runs and runs[0].status == "completed" else None
+
+
+async def test_a_csv_fans_out_one_child_run_per_row_joined_into_a_summary(
+    db: Path, examples: Path
+) -> None:
+    batches = examples / "batches"
+    async with harness(examples / "batch.py", db=db) as h:
+        partial = batches / ".prices.csv"
+        partial.write_text("sku,qty,price\nA-1,2,9.5\nB-7,1,20\nC-3,x,1\n", encoding="utf-8")
+        partial.rename(batches / "prices.csv")
+        parent = await eventually(  # the file watcher's event: polled
+            lambda: _csv_run_completed(h), what="the csv run completes", timeout=TIMEOUT
+        )
+        rows = [r for r in await h.runs("batch") if r.trigger_id == "row"]
+        assert sorted(str(r.status) for r in rows) == ["completed", "completed", "failed"]
+        assert {r.parent for r in rows} == {parent.run_id}
+        summary = json.loads((batches / "done" / "prices.json").read_text())
+        assert (summary["rows"], summary["priced"], summary["total"]) == (3, 2, 39.0)
+        [failed] = summary["failed"]
+        assert "could not convert string to float: 'x'" in failed["error"]
+        assert (batches / "done" / "prices.csv").exists()
+        assert not (batches / "prices.csv").exists()
+    shown = cli("show", parent.run_id, "--db", str(db))
+    assert "children  3, 3 of them final (2 completed, 1 failed)" in shown.stdout
 
 
 # -- nightly_report.py ----------------------------------------------------------------------

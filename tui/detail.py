@@ -1,7 +1,11 @@
-"""One run: its summary and error, its timeline, its states and their diffs, its wait.
+"""One run: its summary and error, its timeline, states and diffs, wait, parent and children.
+
+A fan-out's progress (how many children are final, how many failed) is in the summary and
+the Children tab; Enter on a child opens it, ``p`` opens the parent.
 
 The screen re-queries only when the run's fingerprint (status, progress, last timeline
-row, waits, last event) changed, so a busy journal costs one small query per change.
+row, waits, last event, its children's last change) changed, so a busy journal costs one
+small query per change.
 The state tree is rebuilt only when another checkpoint is selected or that checkpoint
 changed, so expanding nodes survives refreshes.
 """
@@ -17,8 +21,8 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Static, TabbedContent, TabPane, Tree
 
-from orchestrator.journal import DashboardViews, RunDetail
-from orchestrator.records import Checkpoint
+from orchestrator.journal import DashboardViews, RunDetail, RunRow
+from orchestrator.records import FINAL_STATUSES, Checkpoint
 
 from .format import join, literal, run_duration, status_text, timestamp
 from .jsonview import TREE_BUDGET, diff, diff_text, fill_tree
@@ -38,6 +42,8 @@ class RunDetailScreen(RunScreen):
         Binding("t", "tab('timeline')", "Timeline"),
         Binding("s", "tab('state')", "State"),
         Binding("v", "tab('wait')", "Wait"),
+        Binding("h", "tab('children')", "Children"),
+        Binding("p", "parent", "Parent"),
     ]
 
     def __init__(self, run_id: str) -> None:
@@ -62,6 +68,9 @@ class RunDetailScreen(RunScreen):
                         yield Static(id="diff")
             with TabPane("Wait", id="wait"), VerticalScroll():
                 yield Static(id="wait-text")
+            with TabPane("Children", id="children"), Vertical():
+                yield Static(id="children-text")
+                yield DataTable[Text](id="children-table", cursor_type="row", zebra_stripes=True)
         yield KeyBar()
 
     def on_mount(self) -> None:
@@ -72,6 +81,9 @@ class RunDetailScreen(RunScreen):
         checkpoints = self.query_one("#checkpoints", DataTable)
         for column in ("#", "kind", "step", "at"):
             checkpoints.add_column(column, key=column)
+        children = self.query_one("#children-table", DataTable)
+        for column in CHILD_COLUMNS:
+            children.add_column(column, key=column)
 
     def current_run_id(self) -> str | None:
         """This run."""
@@ -108,6 +120,22 @@ class RunDetailScreen(RunScreen):
         """Show a tab."""
         self.query_one(TabbedContent).active = tab
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """``p`` is offered only for a run a step started."""
+        if action == "parent":
+            return self.detail is not None and self.detail.parent is not None
+        return super().check_action(action, parameters)
+
+    def action_parent(self) -> None:
+        """Open the run whose step started this one."""
+        if self.detail is not None and self.detail.parent is not None:
+            self.app.push_screen(RunDetailScreen(self.detail.parent))
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """Enter on a child: open it."""
+        if event.data_table.id == "children-table" and event.row_key.value is not None:
+            self.app.push_screen(RunDetailScreen(event.row_key.value))
+
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         """Another checkpoint: show its state and what changed."""
         if event.data_table.id == "checkpoints":
@@ -125,6 +153,11 @@ class RunDetailScreen(RunScreen):
         self._show_state()
         wait = explain_waits(detail.waits, detail.run.status, now)
         self.query_one("#wait-text", Static).update(wait)
+        self.query_one("#children-text", Static).update(_children_text(detail))
+        sync_rows(
+            self.query_one("#children-table", DataTable),
+            [(child.run_id, _child_cells(child, now)) for child in detail.children],
+        )
         self.offer_actions()
 
     def _show_state(self) -> None:
@@ -186,10 +219,54 @@ def _summary(detail: RunDetail, now: datetime) -> Text:
                 literal(origin["step"], "bold"),
             )
         )
+    if detail.parent is not None:
+        lines.append(
+            join(literal("started by run "), literal(detail.parent, "bold"), literal(" (p)"))
+        )
+    if detail.children_total:
+        lines.append(join(literal("children "), progress(detail), literal(" (h)")))
     if run.error:
         code = literal(run.error_code or "ERROR", "bold red")
         lines.append(join(literal("error "), code, ": ", literal(run.error, "red")))
     return Text("\n").join(lines)
+
+
+CHILD_COLUMNS = ("run", "workflow", "trigger", "status", "step", "updated")
+
+
+def progress(detail: RunDetail) -> Text:
+    """A fan-out's progress: how many children are final, and how many did not complete."""
+    counts = detail.children_by_status
+    final = sum(n for status, n in counts.items() if status in FINAL_STATUSES)
+    failed = sum(
+        n for status, n in counts.items() if status in FINAL_STATUSES and status != "completed"
+    )
+    text = literal(f"{final} of {detail.children_total} final", "bold")
+    if failed:
+        text = join(text, literal(" · "), literal(f"{failed} failed or aborted", "bold red"))
+    return text
+
+
+def _children_text(detail: RunDetail) -> Text:
+    if not detail.children_total:
+        return literal("no step of this run started a child run (ctx.start)", "grey50")
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(detail.children_by_status.items()))
+    lines = [join(progress(detail), literal(f" ({counts}) · Enter opens a child", "grey50"))]
+    if detail.children_total > len(detail.children):
+        shown = f"the first {len(detail.children)} of {detail.children_total} are listed"
+        lines.append(literal(shown, "grey50"))
+    return Text("\n").join(lines)
+
+
+def _child_cells(child: RunRow, now: datetime) -> list[Text]:
+    return [
+        literal(child.run_id),
+        literal(child.workflow_id, single_line=True),
+        literal(child.trigger_id, single_line=True),
+        status_text(str(child.status)),
+        literal(child.step or "-", single_line=True),
+        literal(timestamp(child.updated_at, now)),
+    ]
 
 
 def _checkpoint_cells(checkpoint: Checkpoint, now: datetime) -> list[Text]:

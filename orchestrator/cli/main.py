@@ -515,10 +515,21 @@ async def _cmd_show(args: argparse.Namespace) -> int:
         run_id = resolved(args.run_id, found, journal.location)
         info = await reader.get_run(run_id)
         timeline = await reader.timeline(run_id) if info is not None else None
+        children = await reader.children(run_id)
+        statuses = {} if args.json else await _statuses(reader, children)
     if info is None or timeline is None:  # pruned meanwhile
         raise RunNotFound(f"no run {run_id!r} in journal {journal.location}")
-    _out(output.run_json(info, timeline) if args.json else output.run_text(info, timeline))
+    if args.json:
+        _out(output.run_json(info, timeline, children))
+    else:
+        _out(output.run_text(info, timeline, [(c, statuses.get(c)) for c in children]))
     return EXIT_OK
+
+
+async def _statuses(reader: JournalQueries, run_ids: list[str]) -> dict[str, str]:
+    """The status of each run of `run_ids` the journal has (a run's children)."""
+    outcomes = await reader.outcomes(run_ids)
+    return {run_id: str(outcome.status) for run_id, outcome in outcomes.items()}
 
 
 def _cmd_emit(args: argparse.Namespace) -> int:

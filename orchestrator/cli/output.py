@@ -19,7 +19,7 @@ from typing import Any
 
 from ..clock import to_datetime, to_iso
 from ..journal import DaemonRecord, LoadErrorRecord, WorkflowRecord
-from ..records import RunInfo, TimelineEntry
+from ..records import FINAL_STATUSES, RunInfo, TimelineEntry
 
 # C0 and C1 controls, DEL, lone surrogates (undecodable bytes), and the Unicode line
 # separators and bidirectional overrides that reorder or split what a terminal shows.
@@ -69,17 +69,34 @@ def runs_json(runs: Sequence[RunInfo]) -> str:
     return json.dumps([run_summary(info) for info in runs], indent=2, ensure_ascii=False)
 
 
-def run_json(info: RunInfo, timeline: Sequence[TimelineEntry]) -> str:
-    """`show --json`: the summary plus state, version, error code and timeline."""
+def run_json(info: RunInfo, timeline: Sequence[TimelineEntry], children: Sequence[str] = ()) -> str:
+    """`show --json`: the summary plus state, version, error code, family and timeline."""
     document = {
         **run_summary(info),
         "error_code": info.error_code,
         "version": info.version,
         "forked_from": info.forked_from,
+        "parent": info.parent,
+        "children": list(children),
         "state": info.state,
         "timeline": [_entry_json(entry) for entry in timeline],
     }
     return json.dumps(document, indent=2, ensure_ascii=False)
+
+
+def _children_lines(children: Sequence[tuple[str, str | None]]) -> list[str]:
+    """A fan-out's progress, then its first children with their statuses."""
+    counts: dict[str, int] = {}
+    for _, status in children:
+        counts[status or "not started"] = counts.get(status or "not started", 0) + 1
+    final = sum(n for status, n in counts.items() if status in FINAL_STATUSES)
+    parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    lines = [f"children  {len(children)}, {final} of them final ({parts})"]
+    for run_id, status in children[:SHOWN_CHILDREN]:
+        lines.append(f"  {run_id}  {status or 'not started'}")
+    if len(children) > SHOWN_CHILDREN:
+        lines.append(f"  ... and {len(children) - SHOWN_CHILDREN} more (show --json lists all)")
+    return lines
 
 
 def _entry_json(entry: TimelineEntry) -> dict[str, Any]:
@@ -118,8 +135,15 @@ def runs_table(runs: Sequence[RunInfo]) -> str:
     )
 
 
-def run_text(info: RunInfo, timeline: Sequence[TimelineEntry]) -> str:
-    """`show`: the run, its state and its timeline."""
+SHOWN_CHILDREN = 20  # children listed by `show`; the rest are counted
+
+
+def run_text(
+    info: RunInfo,
+    timeline: Sequence[TimelineEntry],
+    children: Sequence[tuple[str, str | None]] = (),
+) -> str:
+    """`show`: the run, its parent and children, its state and its timeline."""
     lines = [
         f"run       {info.run_id}",
         f"workflow  {info.workflow_id} (trigger {info.trigger_id}, version {info.version or '-'})",
@@ -129,6 +153,10 @@ def run_text(info: RunInfo, timeline: Sequence[TimelineEntry]) -> str:
     if info.forked_from is not None:
         origin = info.forked_from
         lines.append(f"forked    from run {origin['run_id']} at step {origin['step']}")
+    if info.parent is not None:
+        lines.append(f"parent    run {info.parent}")
+    if children:
+        lines += _children_lines(children)
     if info.error:
         lines.append(
             f"error     {info.error}" + (f" [{info.error_code}]" if info.error_code else "")

@@ -49,14 +49,18 @@ class Wait:
     # A list, not a deque: most waits never buffer, and an empty deque costs 600 bytes.
     buffer: list[BufferedEvent] = field(default_factory=list)
     journaled: bool = False
+    # A join's run ids (`ctx.join`): it waits for no event, until each of them is final.
+    joins: tuple[str, ...] | None = None
 
     @property
     def is_sleep(self) -> bool:
         """A sleep waits for no event, only for its deadline (or a resume)."""
-        return self.event_type is None
+        return self.event_type is None and self.joins is None
 
     def describe(self) -> str:
         """What the wait waits for, in words."""
+        if self.joins is not None:
+            return f"{len(self.joins)} run(s) to end (join)"
         if self.event_type is None:
             return "sleeping"
         where = self.conditions.describe()
@@ -73,6 +77,34 @@ class PauseRequest:
     timeout: float | None
     on_timeout: OnTimeout
     wait: Wait | None = None
+    joins: tuple[str, ...] | None = None
+
+
+def join_request(
+    run_ids: Any, *, into: Any, timeout: float | None, on_timeout: str, label: str
+) -> PauseRequest:
+    """Check `ctx.join` arguments and build its request; `DefinitionError` when wrong."""
+    if isinstance(run_ids, str) or not isinstance(run_ids, list | tuple):
+        raise DefinitionError(f"{label}: run_ids must be a list of run ids, got {run_ids!r}")
+    for run_id in run_ids:
+        if not isinstance(run_id, str) or not run_id:
+            raise DefinitionError(f"{label}: a run id must be a non-empty string, got {run_id!r}")
+    if not isinstance(into, str) or not into:
+        raise DefinitionError(
+            f"{label}: into must be a state key (a non-empty string), got {into!r}"
+        )
+    checked = pause_request(
+        event="join",
+        where=None,
+        into=into,
+        timeout=timeout,
+        on_timeout=on_timeout,
+        wait=None,
+        label=label,
+    )
+    return PauseRequest(
+        None, checked.conditions, into, timeout, checked.on_timeout, joins=tuple(run_ids)
+    )
 
 
 def pause_request(

@@ -11,10 +11,26 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..clock import Clock
+from ..clock import Clock, new_id
 from ..define.env import Env
+from ..define.outbox import (
+    Emit,
+    Outbox,
+    Start,
+    checked_data,
+    checked_key,
+    checked_name,
+    keyed_id,
+)
 from ..define.services import ServiceScope
-from ..define.waits import PauseRequest, PauseService, Wait, pause_request, sleep_request
+from ..define.waits import (
+    PauseRequest,
+    PauseService,
+    Wait,
+    join_request,
+    pause_request,
+    sleep_request,
+)
 from ..errors import JournalError, RuntimeNotStarted, describe_exception
 from ..journal import JournalWriter, ops
 
@@ -130,6 +146,8 @@ class StepContext:
             de-duplicate effects.
         log: A logger whose lines land in the run's timeline.
         env: Read-only settings: the workflow's env, then the runtime's (``ctx.env.get``).
+        outbox: What this attempt of the step started and emitted (`start`, `emit`),
+            journaled with its checkpoint.
     """
 
     def __init__(
@@ -145,7 +163,11 @@ class StepContext:
         pause_service: PauseService | None = None,
         env: Env | None = None,
         scope: Callable[[], ServiceScope] | None = None,
+        keyed: Callable[[str, str], str | None] | None = None,
     ) -> None:
+        self.outbox = Outbox()
+        # What a key of a kind ("invoke", "emit") made first, if this process can tell.
+        self._keyed = keyed
         self.run_id = run_id
         self.workflow_id = workflow_id
         self.trigger_id = trigger_id
@@ -215,6 +237,64 @@ class StepContext:
             wait=wait,
             label=label,
         )
+
+    def start(self, workflow: str, trigger: str, data: Any = None, key: str | None = None) -> str:
+        """Start a child run of `workflow`'s `trigger` with `data`; returns its run id at once.
+
+        The run is started once the step completes: its start commits with the step's
+        checkpoint (exactly once per completed step; never for a failed attempt). It runs
+        under its own workflow's mode. With `key`, a run started under that key before (by
+        any process) is not started again.
+        """
+        label = f"run {self.run_id} step {self.step_name!r}: ctx.start"
+        workflow = checked_name(workflow, "the workflow id", label)
+        trigger = checked_name(trigger, "the trigger id", label)
+        payload = checked_data(data, label)
+        checked = checked_key(key, label)
+        first = self._first("invoke", checked)
+        if first is not None:  # started under this key before: nothing new
+            return first
+        run_id = keyed_id("invoke", checked) if checked is not None else new_id()
+        self.outbox.starts.append(Start(run_id, workflow, trigger, payload, checked))
+        return run_id
+
+    def emit(self, type: str, data: Any = None, key: str | None = None) -> str:
+        """Emit an event once the step completes (with its checkpoint); returns its id."""
+        label = f"run {self.run_id} step {self.step_name!r}: ctx.emit"
+        event_type = checked_name(type, "the event type", label)
+        payload = checked_data(data, label)
+        checked = checked_key(key, label)
+        first = self._first("emit", checked)
+        if first is not None:  # emitted under this key before: nothing new
+            return first
+        event_id = keyed_id("emit", checked) if checked is not None else new_id()
+        self.outbox.emits.append(Emit(event_id, event_type, payload, checked))
+        return event_id
+
+    def _first(self, kind: str, key: str | None) -> str | None:
+        if key is None:
+            return None
+        for item in self.outbox.starts if kind == "invoke" else self.outbox.emits:
+            if item.key == key:
+                return item.run_id if isinstance(item, Start) else item.event_id
+        return self._keyed(kind, key) if self._keyed is not None else None
+
+    def join(
+        self,
+        run_ids: Any,
+        *,
+        into: str,
+        timeout: float | None = None,
+        on_timeout: str = "continue",
+    ) -> PauseRequest:
+        """Return this from the step to park the run until every run of `run_ids` is final.
+
+        Then ``state[into]`` is a list, in the order of `run_ids`, of ``{"run_id",
+        "status", "state", "error", "error_code"}``. A timeout works like `pause`'s:
+        ``"continue"`` (with ``state[into] = None``) or ``"fail"``.
+        """
+        label = f"run {self.run_id} step {self.step_name!r}: ctx.join"
+        return join_request(run_ids, into=into, timeout=timeout, on_timeout=on_timeout, label=label)
 
     def sleep(self, seconds: float) -> PauseRequest:
         """Return this from the step to park the run for `seconds` (a durable timer)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from ..state import (
 )
 from . import recovery, restart
 from .admission import Dispatched, Origin
+from .children import Children
 from .dispatcher import Dispatcher
 from .events import EventBus
 from .executor import ActiveRun, ExecutorEnv
@@ -131,6 +133,7 @@ class Control:
             waits=self.parking,
             workers=workers,
             ended=self._run_ended,
+            keyed=self._keyed,
         )
         self.runs = Supervisor(
             self.env,
@@ -150,6 +153,11 @@ class Control:
         self.system = SystemEvents(self.dispatcher, self.bus)
         self._tasks = tasks
         self.keys = Keys(commands, reader)
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self.children = Children(writer, reader, self.parking, self.runs.background, self.abort)
+        self.system.on_end.append(self.children.ended)
+        self.parking.on_join = self.children.watch
         # How the runs invoked here with a key settle (a repeated `invoke` waits on them).
         self.settling: dict[str, asyncio.Future[RunResult]] = {}
         # Workflows with run-scoped services a crash left open, found once at `restore`
@@ -637,7 +645,13 @@ class Control:
             self._writer.enqueue([self._done(command, outcome)])
             return
         row = None if found is None else found[0]
+        parent = await self._aborted_parent(command)
         with self._writer.together():  # no await inside: the writer thread waits
+            if parent is not None:  # started by a step of a run aborted since
+                why = f"not started: its parent run {parent} was aborted"
+                aborted = self._refused(command, why, row, status=RunStatus.ABORTED)
+                self._writer.enqueue([*aborted, self._done(command, why)])
+                return
             try:
                 self._invoke_command(command, row)
             except WorkflowDisabled as exc:  # its run ends rejected, visibly
@@ -645,12 +659,51 @@ class Control:
                 self._writer.enqueue([*refused, self._done(command, f"{exc.code}: {exc}")])
                 return
             except OrchestratorError as exc:
+                if row is None and self._is_child(command):  # a row, so a join of it ends
+                    self._writer.enqueue(self._unstartable(command))
+                    row = self.runs.last_row
                 if row is None:
                     raise
                 self._not_invocable(command, row, exc)
                 self._writer.enqueue([self._done(command, f"{exc.code}: {exc}")])
                 return
             self._writer.enqueue([self._done(command, "ok")])
+
+    async def _aborted_parent(self, command: CommandRecord) -> str | None:
+        """The parent of a child run's invoke (`ctx.start`), if that parent is aborted."""
+        payload = command.payload if isinstance(command.payload, dict) else {}
+        parent = payload.get("parent")
+        if not isinstance(parent, str) or parent in self.runs.active:
+            return None
+        if parent in self.parking.paused:  # joining its children, most likely
+            return None
+        found = await self._reader.run_status(parent)
+        return parent if found is not None and found[1] == RunStatus.ABORTED else None
+
+    @staticmethod
+    def _is_child(command: CommandRecord) -> bool:
+        return isinstance(command.payload, dict) and isinstance(command.payload.get("parent"), str)
+
+    def _unstartable(self, command: CommandRecord) -> list[ops.Op]:
+        payload = command.payload if isinstance(command.payload, dict) else {}
+        try:
+            state = encode_state(payload.get("data") or {})
+        except StateEncodingError:
+            state = "{}"
+        return self.runs.unstartable_row(
+            command.run_id or "", command.workflow_id or "", command.trigger_id or "", state
+        )
+
+    def _keyed(self, kind: str, key: str) -> str | None:
+        """What `key` made first, for ``ctx.start``/``ctx.emit``; None on the loop.
+
+        A step on the loop cannot wait for the journal: its keyed start or emit names the
+        id derived from the key, which the journal keeps if the key is new.
+        """
+        if threading.get_ident() == self._loop_thread:
+            return None
+        lookup = asyncio.run_coroutine_threadsafe(self.keys.lookup(kind, key), self._loop)
+        return lookup.result(timeout=30)
 
     def _not_invocable(self, command: CommandRecord, row: int, exc: OrchestratorError) -> None:
         """Fail a queued run whose workflow or trigger this daemon does not have."""
@@ -677,11 +730,19 @@ class Control:
             row=row,
         )
 
-    def _refused(self, command: CommandRecord, why: str, row: int | None) -> list[ops.Op]:
+    def _refused(
+        self,
+        command: CommandRecord,
+        why: str,
+        row: int | None,
+        *,
+        status: RunStatus = RunStatus.REJECTED,
+    ) -> list[ops.Op]:
         """An invoke queued by another process for a disabled trigger: a ``rejected`` run.
 
         The CLI printed its run id: `runs` and `show` know it, ended with code DISABLED. Its
-        `row` exists if the CLI queued it while no daemon ran.
+        `row` exists if the CLI queued it while no daemon ran. With `status` ``aborted``: a
+        child run whose parent was aborted before its start was applied (code ABORTED).
         """
         if row is None:
             registered = self._registry.get(command.workflow_id or "")
@@ -693,12 +754,14 @@ class Control:
                 registered.steps(trigger_id),
                 payload.get("data") or {},
                 command.run_id or None,
-                status=RunStatus.REJECTED,
+                status=status,
             ).row
         now = self._clock.now_us()
+        code = RunCode.DISABLED if status == RunStatus.REJECTED else RunCode.ABORTED
+        self.children.ended(command.run_id or "", status)  # a join of it ends
         return [
-            ops.add_timeline(row, now, "runtime", "run.rejected", message=why),
-            ops.set_status(row, RunStatus.REJECTED, now, error=why, code=RunCode.DISABLED),
+            ops.add_timeline(row, now, "runtime", f"run.{status}", message=why),
+            ops.set_status(row, status, now, error=why, code=code),
         ]
 
     def invoke(

@@ -91,6 +91,8 @@ class ExecutorEnv:
     workers: WorkerPool | None = None
     # Called in the batch of each run's end (the system events); None: none are emitted.
     ended: Ended | None = None
+    # What a key of a kind made first, as far as this process can tell without waiting.
+    keyed: Callable[[str, str], str | None] | None = None
 
 
 class _RunFailed(Exception):
@@ -148,12 +150,16 @@ async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> Pause
         # renewal commits; if another process took the lease, this raises.
         await env.writer.write([])
     isolated = run.workflow.isolated.get((run.trigger_id, bound.index))
+    # The ctx of each attempt: the last one's outbox commits with the checkpoint.
+    made: list[StepContext] = []
     try:
         # Closures only where a step needs them: fewer objects per step for the GC.
         result = await run_step(
             bound,
             run.state_text,
-            functools.partial(_context, run, bound, env=env) if bound.takes_ctx else None,
+            functools.partial(_context, run, bound, env=env, made=made)
+            if bound.takes_ctx
+            else None,
             clock=env.clock,
             threads=env.threads,
             on_retry=functools.partial(_record_retry, run, bound, env=env)
@@ -175,16 +181,22 @@ async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> Pause
     run.state_text = text
     if run.workflow.redactor:
         _warn_of_secrets(run, bound, text, env)
+    ended = env.clock.now_us()
+    outbox = made[-1].outbox if made else None
     env.writer.enqueue(
-        ops.checkpoint(
-            run.row,
-            run.position,
-            bound.name,
-            started_at=started,
-            ended_at=env.clock.now_us(),
-            state=text,
-            next_step=run.next_step,
-        )
+        [
+            *ops.checkpoint(
+                run.row,
+                run.position,
+                bound.name,
+                started_at=started,
+                ended_at=ended,
+                state=text,
+                next_step=run.next_step,
+            ),
+            # What the step started and emitted: in the checkpoint's batch, so exactly once.
+            *(outbox.writes(run.run_id, ended) if outbox else ()),
+        ]
     )
     if run.commit_next_checkpoint or env.writer.backlog > HIGH_WATER:
         run.commit_next_checkpoint = False
@@ -272,7 +284,14 @@ def context_for(run: ActiveRun, env: ExecutorEnv) -> StepContext | None:
     return _context(run, run.steps[run.step_index], 1, env=env)
 
 
-def _context(run: ActiveRun, bound: BoundStep, attempt: int, *, env: ExecutorEnv) -> StepContext:
+def _context(
+    run: ActiveRun,
+    bound: BoundStep,
+    attempt: int,
+    *,
+    env: ExecutorEnv,
+    made: list[StepContext] | None = None,
+) -> StepContext:
     log = RunLogger(
         writer=env.writer,
         clock=env.clock,
@@ -283,7 +302,7 @@ def _context(run: ActiveRun, bound: BoundStep, attempt: int, *, env: ExecutorEnv
         logger=env.logger,
         redact=run.workflow.redactor.redact,
     )
-    return StepContext(
+    ctx = StepContext(
         run_id=run.run_id,
         workflow_id=run.workflow.id,
         trigger_id=run.trigger_id,
@@ -294,7 +313,11 @@ def _context(run: ActiveRun, bound: BoundStep, attempt: int, *, env: ExecutorEnv
         pause_service=PauseService(env.waits, run.row, run.run_id) if env.waits else None,
         env=run.workflow.env,
         scope=functools.partial(run_scope, run, env),
+        keyed=env.keyed,
     )
+    if made is not None:
+        made.append(ctx)
+    return ctx
 
 
 def _record_retry(

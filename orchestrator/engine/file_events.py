@@ -17,6 +17,7 @@ and its first scan finds what the burst held.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -100,6 +101,10 @@ class FileEvents:
             self._counts[watch] += 1
             if self._counts[watch] == 1:
                 folder, glob = watch
+                # Made now, not when the watch task next runs: a folder a workflow watches
+                # exists once it is registered (a failure is the watch's to report).
+                with contextlib.suppress(OSError):
+                    folder.mkdir(parents=True, exist_ok=True)
                 self._watches.setdefault(folder, set()).add(glob)
                 self._restart()
 

@@ -77,6 +77,8 @@ class Parking:
         self._paused_of: dict[str, set[str]] = {}
         # Invariant: holds every armed or parked wait, by its run's row.
         self.waits: dict[int, list[Wait]] = {}
+        # Told of each run parked on a join (`ctx.join`), here or found at start-up.
+        self.on_join: Callable[[Wait], None] | None = None
 
     # -- the pause service -----------------------------------------------------------------
 
@@ -120,6 +122,12 @@ class Parking:
 
         Returns None when a buffered event was consumed: the run goes on at once.
         """
+        if request.joins is not None:
+            joined = self._new_wait(
+                run.row, run.run_id, None, request.conditions, persistent=False, status="parked"
+            )
+            joined.joins = request.joins
+            return self._park(run, joined, request, self._clock.now_us())
         wait = request.wait or (
             self._find(run.row, request.event, request.conditions, persistent=True)
             if request.event is not None
@@ -181,6 +189,8 @@ class Parking:
             "timeout_at": wait.timeout_at,
             "on_timeout": wait.on_timeout,
         }
+        if wait.joins is not None:
+            data["joins"] = len(wait.joins)
         self._writer.enqueue(
             [
                 self._wait_op(wait),
@@ -196,6 +206,8 @@ class Parking:
             ]
         )
         self._arm_timeout(parked)
+        if wait.joins is not None and self.on_join is not None:
+            self.on_join(wait)
         return parked
 
     def paused_of(self, workflow_id: str) -> list[str]:
@@ -218,6 +230,8 @@ class Parking:
         """Track a run found paused in the journal at start-up."""
         self._hold(parked)
         self._arm_timeout(parked)
+        if parked.wait.joins is not None and self.on_join is not None:
+            self.on_join(parked.wait)
 
     def adopt_wait(self, wait: Wait) -> None:
         """Track a wait found armed or parked in the journal at start-up."""
@@ -265,8 +279,12 @@ class Parking:
         *,
         source: str = "runtime",
         extra: dict[str, Any] | None = None,
+        show_patch: bool = True,
     ) -> list[ops.Op]:
-        """Resume a parked run with `patch` merged into its state."""
+        """Resume a parked run with `patch` merged into its state.
+
+        `show_patch` False: the timeline entry leaves the patch out (a join's results).
+        """
         wait = parked.wait
         self._let_go(parked)
         self._timers.cancel(("wait", wait.id))
@@ -288,7 +306,7 @@ class Parking:
                 source,
                 "run.resumed",
                 reason,
-                {"patch": patch, **(extra or {})},
+                {**({"patch": patch} if show_patch else {}), **(extra or {})},
             ),
         ]
         if parked.next_step is not None:
@@ -444,6 +462,7 @@ class Parking:
                 timeout_at=wait.timeout_at,
                 on_timeout=wait.on_timeout,
                 at=self._clock.now_us(),
+                joins=None if wait.joins is None else json.dumps(list(wait.joins)),
             )
         return ops.set_wait(wait.id, wait.status, wait.timeout_at, wait.into, wait.on_timeout)
 

@@ -130,6 +130,7 @@ def wait_from(record: WaitRecord) -> Wait:
         on_timeout="fail" if record.on_timeout == "fail" else "continue",
         buffer=[BufferedEvent(seq, event_id, data) for seq, event_id, data in record.buffer],
         journaled=True,
+        joins=None if record.joins is None else tuple(record.joins),
     )
 
 

@@ -114,6 +114,32 @@ class Supervisor:
             self._spawn(run)
         return run
 
+    def unstartable_row(
+        self, run_id: str, workflow_id: str, trigger_id: str, state: str
+    ) -> list[ops.Op]:
+        """A ``queued`` row for a child run whose workflow or trigger is not here (it fails).
+
+        Its row is then failed like a CLI-queued run's, so a join of it ends.
+        """
+        self._next_row += 1
+        now = self._env.clock.now_us()
+        return ops.create_run(
+            self._next_row,
+            run_id,
+            workflow_id,
+            trigger_id,
+            "",
+            status=RunStatus.QUEUED,
+            first_step="",
+            state=state,
+            at=now,
+        )
+
+    @property
+    def last_row(self) -> int:
+        """The row id given out last."""
+        return self._next_row
+
     def _adopted(self, run: ActiveRun, status: RunStatus) -> list[ops.Op]:
         now = self._env.clock.now_us()
         version = run.workflow.version

@@ -19,6 +19,8 @@ began and emit none.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..clock import new_id
 from ..records import SYSTEM_EVENTS, EventSource, RunCode, RunStatus, system_event_data
 from .dispatcher import Dispatcher
@@ -30,6 +32,8 @@ class SystemEvents:
 
     def __init__(self, dispatcher: Dispatcher, bus: EventBus) -> None:
         self._dispatcher, self._bus = dispatcher, bus
+        # Told of every run end first, listened to or not (joins, a parent's children).
+        self.on_end: list[Callable[[str, RunStatus], None]] = []
 
     def ended(
         self,
@@ -44,6 +48,8 @@ class SystemEvents:
 
         Call inside the `together` block that enqueues the run's end (never awaits).
         """
+        for hook in self.on_end:
+            hook(run_id, status)
         event_type = SYSTEM_EVENTS.get(status)
         if event_type is None or not self._dispatcher.listens(event_type, workflow_id):
             return None

@@ -19,7 +19,7 @@ import json
 from typing import Any
 
 from ..errors import ValidationError
-from ..records import RunCode, RunStatus
+from ..records import EventSource, RunCode, RunStatus
 
 
 class Stmt(enum.Enum):
@@ -51,6 +51,10 @@ class Stmt(enum.Enum):
     SCHEDULE_FIRED = enum.auto()
     SCHEDULE_NEXT = enum.auto()
     SET_SWITCH = enum.auto()
+    CLAIM_KEY = enum.auto()
+    OUTBOX_INVOKE = enum.auto()
+    OUTBOX_EVENT = enum.auto()
+    ADD_CHILD = enum.auto()
     INBOX_DONE = enum.auto()
     ADD_TIMELINE = enum.auto()
     MARK_READY = enum.auto()
@@ -220,6 +224,34 @@ def mark_routed(event_id: str, at: int) -> Op:
     return Stmt.MARK_ROUTED, (at, event_id)
 
 
+def outbox_invoke(
+    run_id: str,
+    workflow_id: str,
+    trigger_id: str,
+    payload: str,
+    at: int,
+    *,
+    key: str | None = None,
+) -> list[Op]:
+    """A step's ``ctx.start``: an invoke command for the inbox (once per `key`, if any)."""
+    claim = [] if key is None else [(Stmt.CLAIM_KEY, ("invoke", key, run_id, at))]
+    return [*claim, (Stmt.OUTBOX_INVOKE, (run_id, workflow_id, trigger_id, payload, at, key))]
+
+
+def outbox_event(
+    event_id: str, type_: str, data: str, at: int, *, key: str | None = None
+) -> list[Op]:
+    """A step's ``ctx.emit``: an unrouted event for the inbox (once per `key`, if any)."""
+    claim = [] if key is None else [(Stmt.CLAIM_KEY, ("emit", key, event_id, at))]
+    source = EventSource.RUN.value
+    return [*claim, (Stmt.OUTBOX_EVENT, (event_id, type_, data, source, at, key))]
+
+
+def add_child(child: str, parent: str, at: int, n: int, *, key: str | None = None) -> Op:
+    """Run `child` was started by a step of run `parent` (the `n`-th start of that step)."""
+    return Stmt.ADD_CHILD, (child, parent, at, n, key)
+
+
 def add_wait(
     wait: int,
     row: int,
@@ -232,8 +264,12 @@ def add_wait(
     timeout_at: int | None,
     on_timeout: str,
     at: int,
+    joins: str | None = None,
 ) -> Op:
-    """A wait: registered through the pause service (``armed``) or parked on at once."""
+    """A wait: registered through the pause service (``armed``) or parked on at once.
+
+    `joins`: a join's run ids as a JSON list (None for other waits).
+    """
     return Stmt.INSERT_WAIT, (
         wait,
         row,
@@ -245,6 +281,7 @@ def add_wait(
         timeout_at,
         on_timeout,
         at,
+        joins,
     )
 
 

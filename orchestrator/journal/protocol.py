@@ -14,7 +14,7 @@ answers are the dataclasses of `records` and `view_records`. Nothing here knows 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the CLI's small commands must not load asyncio
         LoadErrorRecord,
         Opened,
         RunMatches,
+        RunOutcome,
         StoredCheckpoint,
         StoredRun,
         SwitchRecord,
@@ -148,6 +149,15 @@ class JournalQueries(ChangeFeed, Protocol):
 
     async def run_status(self, run_id: str) -> tuple[int, RunStatus] | None:
         """The run's row id and status, or None if unknown."""
+
+    async def children(self, run_id: str) -> list[str]:
+        """The ids of the runs a run's steps started (`ctx.start`), in the order started."""
+
+    async def outcomes(self, run_ids: Sequence[str]) -> dict[str, RunOutcome]:
+        """Status, last state and error of each of `run_ids` the journal has (a join's)."""
+
+    async def pending_invokes(self) -> set[str]:
+        """The run ids of invoke commands not applied yet (runs that will exist)."""
 
     async def unfinished_runs(self) -> list[UnfinishedRun]:
         """Runs that are queued, running or paused, oldest first, with their last state."""

@@ -64,6 +64,27 @@ class StoredCheckpoint:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RunOutcome:
+    """Where one run of a join stands: ``{"run_id", "status", "state", "error", "error_code"}``."""
+
+    run_id: str
+    status: RunStatus
+    state: dict[str, Any]
+    error: str | None
+    error_code: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """As a join puts it in the joining run's state."""
+        return {
+            "run_id": self.run_id,
+            "status": str(self.status),
+            "state": self.state,
+            "error": self.error,
+            "error_code": self.error_code,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
 class WaitRecord:
     """An armed or parked wait as journaled, with the events buffered for it."""
 
@@ -78,6 +99,7 @@ class WaitRecord:
     timeout_at: int | None
     on_timeout: str
     buffer: list[tuple[int, str, dict[str, Any]]]
+    joins: list[str] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -127,6 +127,20 @@ class RunDetail:
     # The step names of its pipeline (on the version registered now, else its own): where
     # a fork of it may start. Empty when the journal does not know them.
     steps: list[str] = field(default_factory=list)
+    # The run whose step started it (`ctx.start`), if any.
+    parent: str | None = None
+    # Its children (the first `CHILDREN_SHOWN`, in the order started), and how many it has
+    # by status (``"not started"``: the start is journaled, its run not made yet).
+    children: list[RunRow] = field(default_factory=list)
+    children_by_status: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def children_total(self) -> int:
+        """How many children it started."""
+        return sum(self.children_by_status.values())
+
+
+CHILDREN_SHOWN = 500  # children a run's detail lists; the rest are counted
 
 
 @dataclass(frozen=True, kw_only=True)

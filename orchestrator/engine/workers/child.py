@@ -31,6 +31,7 @@ from typing import Any, BinaryIO
 
 from ...define.env import Env
 from ...define.model import Workflow
+from ...define.outbox import Outbox
 from ...define.services import ServiceScope
 from ...define.waits import PauseRequest
 from ...errors import RuntimeNotStarted, ServiceNotFound, describe_exception
@@ -193,9 +194,11 @@ class _Worker:
             fn, workflow = self._resolve(header["ref"])
             ctx_spec = header.get("ctx")
             args: tuple[Any, ...] = (decode_state(state_text),)
+            ctx: StepContext | None = None
             if header["takes_ctx"] and ctx_spec is not None:
                 run_scope = self._run_scope(header["ref"], workflow, ctx_spec, args[0])
-                args = (args[0], self._context(ctx_spec, run_scope))
+                ctx = self._context(ctx_spec, run_scope)
+                args = (args[0], ctx)
             result = self._call(fn, args, header["is_async"])
         except MemoryError as exc:
             self._report_raised(exc, memory=True)
@@ -206,7 +209,7 @@ class _Worker:
         finally:
             if run_scope is not None:
                 self._close_scope(run_scope)
-        self._report_result(result)
+        self._report_result(result, ctx.outbox if ctx is not None else None)
 
     def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], is_async: bool) -> Any:
         if is_async:
@@ -218,9 +221,11 @@ class _Worker:
             result = self._loop.run(_awaited(result))
         return result
 
-    def _report_result(self, result: object) -> None:
+    def _report_result(self, result: object, outbox: Outbox | None) -> None:
         self._channel.end()
         usage = self._usage()
+        if outbox:  # what the step started and emitted: journaled with its checkpoint
+            usage["outbox"] = outbox.to_json()
         if isinstance(result, PauseRequest):
             try:
                 pause = wire.pause_to_json(result)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...define.outbox import Outbox
 from ...errors import RemoteError, describe_exception
 from ...state import EncodedState, Unencodable
 from ..context import StepContext
@@ -241,6 +242,8 @@ class _Process:
             self.rss = int(reply.get("rss", 0))
             self.spent = bool(reply.get("spent"))
             self.loaded.add(step.key)  # it keeps how to load it, told once
+            if ctx is not None and "outbox" in reply:
+                ctx.outbox = Outbox.from_json(reply["outbox"])
             return await self._result(reply)
 
     def _crashed(self, death: str, *, accepted: bool) -> WorkerCrashed:

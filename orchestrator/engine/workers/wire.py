@@ -6,7 +6,8 @@ many bytes of UTF-8 text, a run's state, sent as is rather than escaped inside t
 Daemon to worker: ``{"ref", "takes_ctx", "is_async", "ctx"?, "load"?, "env"?, "size"}``
 and the state. Worker to daemon: ``{"ready": pid}`` once; for each step ``{"accepted"}``
 first (a worker that dies before it died idle: the step runs in another), any number
-of ``{"log", "text"}``; then one of ``{"ok", "size"}`` and the new state, ``{"pause"}``,
+of ``{"log", "text"}``; then one of ``{"ok", "size"}`` and the new state, ``{"pause"}``
+(each with the step's ``outbox``, what it started and emitted, if anything),
 ``{"invalid"}`` (the step returned what is not a state) or ``{"raised", "message",
 "traceback", "memory"}``; each of these carries the worker's ``rss`` in bytes and
 ``spent``: whether the step left the worker unfit for more steps.
@@ -49,6 +50,7 @@ def pause_to_json(request: PauseRequest) -> dict[str, Any]:
         "into": request.into,
         "timeout": request.timeout,
         "on_timeout": request.on_timeout,
+        "joins": None if request.joins is None else list(request.joins),
     }
 
 
@@ -62,4 +64,5 @@ def pause_from_json(value: dict[str, Any]) -> PauseRequest:
         value["into"],
         value["timeout"],
         on_timeout,
+        joins=None if value.get("joins") is None else tuple(map(str, value["joins"])),
     )

@@ -197,6 +197,11 @@ def _batch(
         for name, where in tables:
             counts[name] += conn.execute(f"DELETE FROM {where}", ids).rowcount
         counts["keys"] += conn.execute(f"DELETE FROM {keys}", run_ids).rowcount
+        # A pruned child leaves its parent's list (by id: a parent may be pruned first).
+        conn.execute(
+            f"DELETE FROM children WHERE child IN (SELECT run_id FROM runs WHERE id IN ({these}))",
+            ids,
+        )
         counts["runs"] += conn.execute(f"DELETE FROM runs WHERE id IN ({these})", ids).rowcount
         gone, emit_keys = drop_events(conn, events)
         counts["events"] += gone

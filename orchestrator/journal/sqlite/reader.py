@@ -26,6 +26,7 @@ from ..records import (
     EventRecord,
     LoadErrorRecord,
     RunMatches,
+    RunOutcome,
     StoredCheckpoint,
     StoredRun,
     SwitchRecord,
@@ -38,10 +39,12 @@ from . import lease, prefixes
 from .connection import SQLITE_ERRORS, connect_reader, is_corrupt, not_a_journal, open_error
 from .schema import APPLICATION_ID, MIGRATIONS
 
+_CHUNK = 500  # run ids in one IN (...) list
 _SERVICE_KINDS = "('service.opened', 'services.closed')"  # the timeline_services index's
 _RUN_COLUMNS = """
     r.run_id, r.workflow_id, r.trigger_id, r.status, r.step, r.error, r.error_code,
     r.version, r.created_at, r.updated_at, r.forked_from_run, r.forked_from_step,
+    (SELECT p.parent FROM children p WHERE p.child = r.run_id) AS parent,
     (SELECT c.state FROM checkpoints c WHERE c.run = r.id ORDER BY c.position DESC LIMIT 1)
         AS state
 """
@@ -198,7 +201,8 @@ class JournalReader:
         """Armed and parked waits, oldest first, each with its buffered events in order."""
         rows = await self._fetch(
             "SELECT w.id, w.run, r.run_id, w.event_type, w.conditions, w.persistent, w.status,"
-            " w.into_key, w.timeout_at, w.on_timeout FROM waits w JOIN runs r ON r.id = w.run"
+            " w.into_key, w.timeout_at, w.on_timeout, w.joins"
+            " FROM waits w JOIN runs r ON r.id = w.run"
             " WHERE w.status IN ('armed', 'parked') ORDER BY w.id"
         )
         buffered = await self._fetch(
@@ -223,6 +227,7 @@ class JournalReader:
                 timeout_at=row[8],
                 on_timeout=row[9],
                 buffer=by_wait.get(row[0], []),
+                joins=None if row[10] is None else [str(i) for i in json.loads(row[10])],
             )
             for row in rows
         ]
@@ -438,6 +443,44 @@ class JournalReader:
         )
         return str(rows[0][0]) if rows else None
 
+    async def children(self, run_id: str) -> list[str]:
+        """The ids of the runs a run's steps started (`ctx.start`), in the order started."""
+        rows = await self._fetch(
+            "SELECT child FROM children WHERE parent = ? ORDER BY created_at, n", [run_id]
+        )
+        return [row[0] for row in rows]
+
+    async def outcomes(self, run_ids: Sequence[str]) -> dict[str, RunOutcome]:
+        """Status, last state and error of each of `run_ids` the journal has (a join's)."""
+        found: dict[str, RunOutcome] = {}
+        unique = list(dict.fromkeys(run_ids))
+        for start in range(0, len(unique), _CHUNK):
+            chunk = unique[start : start + _CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            rows = await self._fetch(
+                "SELECT r.run_id, r.status, r.error, r.error_code, c.state FROM runs r"
+                " JOIN checkpoints c ON c.run = r.id AND c.position = r.position"
+                f" WHERE r.run_id IN ({marks})",
+                chunk,
+            )
+            for row in rows:
+                found[row[0]] = RunOutcome(
+                    run_id=row[0],
+                    status=RunStatus(row[1]),
+                    state=_shown_state(row[4]),
+                    error=row[2],
+                    error_code=row[3],
+                )
+        return found
+
+    async def pending_invokes(self) -> set[str]:
+        """The run ids of invoke commands not applied yet (runs that will exist)."""
+        rows = await self._fetch(
+            "SELECT run_id FROM inbox WHERE done_at IS NULL AND command = 'invoke'"
+            " AND run_id IS NOT NULL"
+        )
+        return {row[0] for row in rows}
+
     async def run_status(self, run_id: str) -> tuple[int, RunStatus] | None:
         """The run's row id and status, or None if unknown."""
         rows = await self._fetch("SELECT id, status FROM runs WHERE run_id = ?", [run_id])
@@ -491,6 +534,7 @@ def _run_info(row: sqlite3.Row) -> RunInfo:
         updated_at=to_datetime(row["updated_at"]),
         error_code=RunCode(row["error_code"]) if row["error_code"] is not None else None,
         forked_from=forked_from(row["forked_from_run"], row["forked_from_step"]),
+        parent=row["parent"],
     )
 
 

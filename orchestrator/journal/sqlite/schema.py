@@ -244,6 +244,19 @@ MIGRATIONS: tuple[str, ...] = (
         value INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 14: child runs: which run's step started each (`ctx.start`), in the order it started
+    # them (ids, not row references: either may be pruned first); and a join's run ids
+    # (a JSON list) on its wait (NULL for every other wait).
+    """
+    CREATE TABLE children (
+        child TEXT PRIMARY KEY,
+        parent TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        n INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX children_by_parent ON children (parent, created_at, n);
+    ALTER TABLE waits ADD COLUMN joins TEXT;
+    """,
 )
 
 

@@ -44,7 +44,7 @@ SQL: Final[dict[Stmt, str]] = {
     ),
     Stmt.INSERT_WAIT: (
         "INSERT INTO waits (id, run, event_type, conditions, persistent, status, into_key,"
-        " timeout_at, on_timeout, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " timeout_at, on_timeout, created_at, joins) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ),
     Stmt.INSERT_CHECKPOINT: (
         "INSERT OR REPLACE INTO checkpoints"
@@ -89,6 +89,29 @@ SQL: Final[dict[Stmt, str]] = {
         "INSERT INTO switches (workflow_id, trigger_id, enabled, changed_at) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (workflow_id, trigger_id) DO UPDATE SET"
         " enabled = excluded.enabled, changed_at = excluded.changed_at"
+    ),
+    # A step's outbox: each row only if its key (?6 or ?5; NULL: none) names this target;
+    # an invoke only once per run id (a keyed start again: its `children` row is there).
+    Stmt.CLAIM_KEY: (
+        "INSERT INTO idempotency_keys (kind, key, target, created_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT DO NOTHING"
+    ),
+    Stmt.OUTBOX_INVOKE: (
+        "INSERT INTO inbox (command, run_id, workflow_id, trigger_id, payload, created_at)"
+        " SELECT 'invoke', ?1, ?2, ?3, ?4, ?5 WHERE (?6 IS NULL OR (SELECT target FROM"
+        " idempotency_keys WHERE kind = 'invoke' AND key = ?6) = ?1)"
+        " AND NOT EXISTS (SELECT 1 FROM children WHERE child = ?1)"
+    ),
+    Stmt.OUTBOX_EVENT: (
+        "INSERT INTO events (event_id, type, data, source, created_at)"
+        " SELECT ?1, ?2, ?3, ?4, ?5 WHERE ?6 IS NULL OR (SELECT target FROM"
+        " idempotency_keys WHERE kind = 'emit' AND key = ?6) = ?1"
+        " ON CONFLICT DO NOTHING"
+    ),
+    Stmt.ADD_CHILD: (
+        "INSERT OR IGNORE INTO children (child, parent, created_at, n)"
+        " SELECT ?1, ?2, ?3, ?4 WHERE ?5 IS NULL OR (SELECT target FROM"
+        " idempotency_keys WHERE kind = 'invoke' AND key = ?5) = ?1"
     ),
     Stmt.INBOX_DONE: "UPDATE inbox SET done_at = ?, outcome = ? WHERE id = ?",
     Stmt.ADD_TIMELINE: (

@@ -20,6 +20,7 @@ from ...records import Checkpoint, RunCode, RunStatus, TimelineEntry
 from ..records import DaemonRecord
 from ..timeline import assemble_timeline, loads_or_text
 from ..view_records import (
+    CHILDREN_SHOWN,
     EventView,
     LoadErrorView,
     RouteView,
@@ -118,7 +119,10 @@ class DashboardQueries:
             # Events reach the detail only through live waits: without one, new events
             # elsewhere do not make the detail read again.
             " CASE WHEN EXISTS (SELECT 1 FROM waits w WHERE w.run = r.id"
-            " AND w.status IN ('armed', 'parked')) THEN (SELECT max(e.id) FROM events e) END"
+            " AND w.status IN ('armed', 'parked')) THEN (SELECT max(e.id) FROM events e) END,"
+            # A fan-out's progress: its children change without touching its own rows.
+            " (SELECT count(k.run_id) || ':' || max(k.updated_at) FROM children c"
+            " LEFT JOIN runs k ON k.run_id = c.child WHERE c.parent = r.run_id)"
             " FROM runs r WHERE r.run_id = ?",
             [run_id],
         )
@@ -143,7 +147,30 @@ class DashboardQueries:
             await self._waits(row["id"], recent_events),
             forked_from=forked_from(row["forked_from_run"], row["forked_from_step"]),
             steps=steps or [],
+            parent=await self._parent(run_id),
+            children=await self._children(run_id),
+            children_by_status=await self._children_by_status(run_id),
         )
+
+    async def _parent(self, run_id: str) -> str | None:
+        rows = await self.reader.fetch("SELECT parent FROM children WHERE child = ?", [run_id])
+        return str(rows[0][0]) if rows else None
+
+    async def _children(self, run_id: str) -> list[RunRow]:
+        rows = await self.reader.fetch(
+            f"SELECT {_RUN_COLUMNS} FROM children c JOIN runs r ON r.run_id = c.child"
+            " WHERE c.parent = ? ORDER BY c.created_at, c.n LIMIT ?",
+            [run_id, CHILDREN_SHOWN],
+        )
+        return [_run_row(row) for row in rows]
+
+    async def _children_by_status(self, run_id: str) -> dict[str, int]:
+        rows = await self.reader.fetch(
+            "SELECT coalesce(r.status, 'not started'), count(*) FROM children c"
+            " LEFT JOIN runs r ON r.run_id = c.child WHERE c.parent = ? GROUP BY 1",
+            [run_id],
+        )
+        return {str(row[0]): int(row[1]) for row in rows}
 
     async def recent_events(self, *, limit: int = 200, type_contains: str = "") -> list[EventView]:
         """The latest events, newest first, each with what it did to runs."""
