@@ -34,6 +34,9 @@ exception) are translated at the boundary with ``raise ... from exc``::
 
 from __future__ import annotations
 
+import sys
+import traceback
+from pathlib import Path
 from typing import Any, ClassVar
 
 
@@ -281,6 +284,67 @@ def describe_exception(exc: BaseException) -> str:
     name = exc.type_name if isinstance(exc, RemoteError) else type(exc).__name__
     text = str(exc)
     return f"{name}: {text}" if text else name
+
+
+TRACEBACK_LIMIT = 8 * 1024  # characters of a journaled traceback: its head and its tail
+_PACKAGE = str(Path(__file__).resolve().parent)
+# The machinery a step runs under: asyncio, a thread pool, the orchestrator's own frames.
+_MACHINERY = tuple(
+    str(Path(path).resolve().parent)
+    for path in (
+        sys.modules["asyncio"].__file__ if "asyncio" in sys.modules else None,
+        sys.modules["concurrent.futures"].__file__ if "concurrent.futures" in sys.modules else None,
+    )
+    if path
+)
+
+
+def _is_machinery(filename: str) -> bool:
+    try:
+        resolved = str(Path(filename).resolve())
+    except (OSError, ValueError):
+        return False
+    return any(
+        resolved == root or resolved.startswith(root + "/") for root in (_PACKAGE, *_MACHINERY)
+    ) or resolved.endswith(("/threading.py", "/contextvars.py"))
+
+
+def format_traceback(exc: BaseException, limit: int = TRACEBACK_LIMIT) -> str:
+    """`exc`'s traceback as the user needs it: their frames only, at most `limit` characters.
+
+    Each frame names its file, line, function and source line; the orchestrator's own
+    frames (and asyncio's, a thread pool's) are cut, in chained exceptions too. What a
+    worker process raised (`RemoteError`) keeps the text it sent, cut there already.
+    A longer text keeps its head and its tail. Not redacted: redact before journaling.
+    """
+    if isinstance(exc, RemoteError):
+        return bound_text(exc.trace, limit)
+    try:
+        summary = traceback.TracebackException.from_exception(exc, capture_locals=False)
+        seen: set[int] = set()
+        pending: list[traceback.TracebackException | None] = [summary]
+        while pending:
+            current = pending.pop()
+            if current is None or id(current) in seen:
+                continue
+            seen.add(id(current))
+            kept = [frame for frame in current.stack if not _is_machinery(frame.filename)]
+            current.stack = traceback.StackSummary.from_list(kept)
+            pending += [current.__cause__, current.__context__]
+        text = "".join(summary.format())
+    except Exception:  # noqa: BLE001 - a broken exception still fails only its step
+        text = describe_exception(exc)
+    return bound_text(text, limit)
+
+
+def bound_text(text: str, limit: int = TRACEBACK_LIMIT) -> str:
+    """`text` if it is at most `limit` characters, else its head and tail with a mark between."""
+    if len(text) <= limit:
+        return text
+    head = limit // 4
+    tail = limit - head - 64
+    cut = len(text) - head - tail
+    return f"{text[:head]}\n... ({cut} characters cut) ...\n{text[-tail:]}"
 
 
 def raise_if_cancelled(exc: BaseException) -> None:

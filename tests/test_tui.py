@@ -21,7 +21,16 @@ import pytest
 from pilots import copy_journal, until
 from rich.text import Text
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Input, OptionList, Select, Static, TextArea, Tree
+from textual.widgets import (
+    DataTable,
+    Input,
+    OptionList,
+    Select,
+    Static,
+    TabbedContent,
+    TextArea,
+    Tree,
+)
 
 from orchestrator import Runtime, Trigger, Workflow, WorkflowDisabled
 from tui.app import DashboardApp
@@ -314,6 +323,25 @@ async def test_detail_shows_summary_error_timeline_states_and_diff(
         )
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, RunsScreen), "back to the list")
+
+
+async def test_a_failed_run_shows_its_traceback(journal: Path, ids: dict[str, str]) -> None:
+    app = DashboardApp(journal)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_run(pilot, app, ids["failed"])
+        assert "traceback (b)" in static_text(screen.query_one("#summary", Static))
+        await pilot.press("b")
+        assert screen.query_one(TabbedContent).active == "traceback"
+        text = static_text(screen.query_one("#traceback-text", Static))
+        assert f'{Path(__file__).name}", line' in text and "in boom" in text
+        assert 'raise ValueError("card [red]declined[/red]")' in text  # the source, literally
+        assert "orchestrator/engine" not in text
+
+    app = DashboardApp(journal)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_run(pilot, app, ids["done"])
+        text = static_text(screen.query_one("#traceback-text", Static))
+        assert "no traceback" in text
 
 
 async def test_detail_explains_why_the_wait_has_not_matched(

@@ -43,6 +43,7 @@ class RunDetailScreen(RunScreen):
         Binding("s", "tab('state')", "State"),
         Binding("v", "tab('wait')", "Wait"),
         Binding("h", "tab('children')", "Children"),
+        Binding("b", "tab('traceback')", "Traceback"),
         Binding("p", "parent", "Parent"),
     ]
 
@@ -71,6 +72,8 @@ class RunDetailScreen(RunScreen):
             with TabPane("Children", id="children"), Vertical():
                 yield Static(id="children-text")
                 yield DataTable[Text](id="children-table", cursor_type="row", zebra_stripes=True)
+            with TabPane("Traceback", id="traceback"), VerticalScroll():
+                yield Static(id="traceback-text")
         yield KeyBar()
 
     def on_mount(self) -> None:
@@ -154,6 +157,7 @@ class RunDetailScreen(RunScreen):
         wait = explain_waits(detail.waits, detail.run.status, now)
         self.query_one("#wait-text", Static).update(wait)
         self.query_one("#children-text", Static).update(_children_text(detail))
+        self.query_one("#traceback-text", Static).update(traceback_text(detail))
         sync_rows(
             self.query_one("#children-table", DataTable),
             [(child.run_id, _child_cells(child, now)) for child in detail.children],
@@ -228,7 +232,26 @@ def _summary(detail: RunDetail, now: datetime) -> Text:
     if run.error:
         code = literal(run.error_code or "ERROR", "bold red")
         lines.append(join(literal("error "), code, ": ", literal(run.error, "red")))
+        if last_traceback(detail) is not None:
+            lines.append(literal("traceback (b)", "grey50"))
     return Text("\n").join(lines)
+
+
+def last_traceback(detail: RunDetail) -> str | None:
+    """The traceback of the run's last failed step (``data["traceback"]``), if any."""
+    for entry in reversed(detail.timeline):
+        trace = (entry.data or {}).get("traceback") if entry.kind == "step.failed" else None
+        if isinstance(trace, str) and trace:
+            return trace
+    return None
+
+
+def traceback_text(detail: RunDetail) -> Text:
+    """The Traceback tab: where the failed step raised (the user's frames), or why none."""
+    trace = last_traceback(detail)
+    if trace is None:
+        return literal("no traceback: no step of this run raised", "grey50")
+    return literal(trace.rstrip("\n"), "red")
 
 
 CHILD_COLUMNS = ("run", "workflow", "trigger", "status", "step", "updated")

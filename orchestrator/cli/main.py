@@ -298,6 +298,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     prune.add_argument("--json", action="store_true", help="print JSON")
 
+    logs = _command(
+        commands, "logs", _cmd_logs, "timeline entries of one run or of all, oldest first"
+    )
+    logs.add_argument("run_id", metavar="RUN_ID", nargs="?", help="only this run (or a prefix)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new entries")
+    logs.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=100,
+        metavar="N",
+        help="the last N entries (default 100)",
+    )
+
     show = _command(commands, "show", _cmd_show, "one run: status, state, timeline")
     show.add_argument("run_id", metavar="RUN_ID")
     show.add_argument("--json", action="store_true", help="print JSON")
@@ -523,6 +536,15 @@ async def _cmd_show(args: argparse.Namespace) -> int:
         _out(output.run_json(info, timeline, children))
     else:
         _out(output.run_text(info, timeline, [(c, statuses.get(c)) for c in children]))
+    return EXIT_OK
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from .logs import print_logs
+
+    work = print_logs(journal_of(args), args.run_id, follow=args.follow, limit=args.limit, out=_out)
+    with contextlib.suppress(KeyboardInterrupt):  # how `-f` is meant to end
+        _run(work)
     return EXIT_OK
 
 

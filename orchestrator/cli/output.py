@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from ..clock import to_datetime, to_iso
-from ..journal import DaemonRecord, LoadErrorRecord, WorkflowRecord
+from ..journal import DaemonRecord, LoadErrorRecord, LogEntry, WorkflowRecord
 from ..records import FINAL_STATUSES, RunInfo, TimelineEntry
 
 # C0 and C1 controls, DEL, lone surrogates (undecodable bytes), and the Unicode line
@@ -163,22 +163,52 @@ def run_text(
         )
     # json.dumps escapes newlines inside strings: the lines it makes are the layout's own.
     state = json.dumps(info.state, indent=2, ensure_ascii=False).split("\n")
-    lines += ["", "state", *state, "", "timeline", *map(_entry_line, timeline)]
+    lines += ["", "state", *state, "", "timeline", *_entry_lines(timeline)]
     return _text(lines)
+
+
+def _entry_lines(timeline: Sequence[TimelineEntry]) -> list[str]:
+    return [line for entry in timeline for line in (_entry_line(entry), *traceback_lines(entry))]
 
 
 def _entry_line(entry: TimelineEntry) -> str:
     step = f" [{entry.step}]" if entry.step else ""
     message = f" {entry.message}" if entry.message else ""
-    data = f" {json.dumps(entry.data, ensure_ascii=False)}" if entry.data else ""
+    shown = {k: v for k, v in (entry.data or {}).items() if k != "traceback"}
+    data = f" {json.dumps(shown, ensure_ascii=False)}" if shown else ""
     return f"  {_local(entry.at, ms=True)}  {entry.source:<8} {entry.kind}{step}{message}{data}"
+
+
+def traceback_of(entry: TimelineEntry) -> str | None:
+    """The traceback a failed step's entry carries (``data["traceback"]``), if any."""
+    trace = (entry.data or {}).get("traceback")
+    return trace if isinstance(trace, str) and trace else None
+
+
+def traceback_lines(entry: TimelineEntry, indent: str = "      ") -> list[str]:
+    """The entry's traceback, one indented line a line (each escaped when printed)."""
+    trace = traceback_of(entry)
+    return [] if trace is None else [f"{indent}{line}" for line in trace.rstrip("\n").split("\n")]
+
+
+def log_lines(entries: Sequence[LogEntry]) -> list[str]:
+    """`logs`: one line an entry (time, short run id, kind, step, message), tracebacks under."""
+    lines: list[str] = []
+    for item in entries:
+        entry = item.entry
+        run = (item.run_id or "-")[:8]
+        step = f" [{entry.step}]" if entry.step else ""
+        message = f" {entry.message}" if entry.message else ""
+        lines.append(f"{_local(entry.at, ms=True)}  {run:<8}  {entry.kind}{step}{message}")
+        lines += traceback_lines(entry, "    ")
+    return [escape(line) for line in lines]
 
 
 def trial_text(info: RunInfo, timeline: Sequence[TimelineEntry], ending: Sequence[str]) -> str:
     """`try`: the run's timeline, one line an entry, then `ending` and the final state."""
     head = f"run {info.run_id} of {info.workflow_id} (trigger {info.trigger_id}), timeline:"
     state = json.dumps(info.state, indent=2, ensure_ascii=False).split("\n")
-    return _text([head, *map(_entry_line, timeline), "", *ending, "state", *state])
+    return _text([head, *_entry_lines(timeline), "", *ending, "state", *state])
 
 
 def _iso(at: datetime) -> str:

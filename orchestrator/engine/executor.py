@@ -21,7 +21,7 @@ from ..clock import Clock
 from ..define.model import BoundStep
 from ..define.services import ServiceScope
 from ..define.waits import PauseRequest, PauseService, WaitRegistry
-from ..errors import describe_exception
+from ..errors import describe_exception, format_traceback
 from ..journal import JournalWriter, ops
 from ..pipeline.steps import StepFailed, run_step
 from ..records import RunCode, RunResult, RunStatus, is_ok
@@ -29,6 +29,8 @@ from ..state import EncodedState, StateEncodingError, Unencodable, decode_state,
 from .context import RunLogger, StepContext
 from .registry import RegisteredWorkflow
 from .workers import WorkerCrashed, WorkerPool
+
+_log = logging.getLogger("orchestrator.runtime")
 
 # Past this many ops waiting for the writer, a step waits for its own checkpoint to commit.
 HIGH_WATER = 20_000
@@ -96,9 +98,11 @@ class ExecutorEnv:
 
 
 class _RunFailed(Exception):
-    def __init__(self, message: str, code: RunCode, step: str | None) -> None:
+    def __init__(
+        self, message: str, code: RunCode, step: str | None, trace: str | None = None
+    ) -> None:
         super().__init__(message)
-        self.message, self.code, self.step = message, code, step
+        self.message, self.code, self.step, self.trace = message, code, step, trace
 
 
 async def execute(run: ActiveRun, env: ExecutorEnv) -> RunResult | PauseRequest:
@@ -172,7 +176,9 @@ async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> Pause
     except StepFailed as failed:
         code = _code_of(failed)
         what = f"crashed: {failed.cause}" if code is RunCode.STEP_CRASHED else f"failed: {failed}"
-        raise _RunFailed(f"step {bound.name!r} {what}", code, bound.name) from failed
+        # A timeout or a crash has no user frames to show: only what the step raised has.
+        trace = format_traceback(failed.cause) if code is RunCode.STEP_FAILED else None
+        raise _RunFailed(f"step {bound.name!r} {what}", code, bound.name, trace) from failed
     pause = result if isinstance(result, PauseRequest) else None
     # A pausing step leaves the state as it was.
     text = _state_text(run, bound, EncodedState(run.state_text) if pause is not None else result)
@@ -376,6 +382,7 @@ async def _finish(
     if env.waits is not None:
         writes += env.waits.release(run.row)
     if failure is not None and failure.step is not None:
+        trace = failure.trace and run.workflow.redactor.redact(failure.trace)
         writes.append(
             ops.add_timeline(
                 run.row,
@@ -385,7 +392,17 @@ async def _finish(
                 position=run.position,
                 step=failure.step,
                 message=error,
+                data={"traceback": trace} if trace else None,
             )
+        )
+    if failure is not None:
+        _log.warning(
+            "run %s of %s failed at step %s: %s: %s",
+            run.run_id,
+            run.workflow.id,
+            failure.step or "-",
+            code,
+            error,
         )
     with env.writer.together():  # the end and its system event commit in one batch
         committed = env.writer.enqueue(writes, urgent=True)

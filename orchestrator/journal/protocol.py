@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # the CLI's small commands must not load asyncio
         DaemonRecord,
         EventRecord,
         LoadErrorRecord,
+        LogEntry,
         Opened,
         RunMatches,
         RunOutcome,
@@ -146,6 +147,16 @@ class JournalQueries(ChangeFeed, Protocol):
 
     async def timeline(self, run_id: str) -> list[TimelineEntry] | None:
         """Everything a run did, in order; None if the journal has no such run."""
+
+    async def log_entries(
+        self, *, run_id: str | None = None, after: int = 0, limit: int = 100
+    ) -> list[LogEntry]:
+        """Journaled timeline rows (of one run, or of all) with a row id above `after`.
+
+        The last `limit` of them (-1: all), oldest first. Only what is stored as a row:
+        logs, failures (with their tracebacks), retries, waits, recoveries; not the step
+        starts and ends a run's checkpoints say (`timeline` assembles those).
+        """
 
     async def run_status(self, run_id: str) -> tuple[int, RunStatus] | None:
         """The run's row id and status, or None if unknown."""

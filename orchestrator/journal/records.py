@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..records import RunStatus
+from ..records import RunStatus, TimelineEntry
 
 
 @dataclass(frozen=True)
@@ -208,3 +208,12 @@ class RunMatches:
 
     runs: tuple[RunMatch, ...]
     total: int
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One journaled timeline row as `logs` prints it: its row id orders and resumes reads."""
+
+    id: int
+    run_id: str | None
+    entry: TimelineEntry

@@ -67,7 +67,7 @@ def assemble_timeline(
         )
     for seq, row in enumerate(rows):
         position = row["position"] if row["position"] is not None else _END
-        keyed.append(((row["at"], position, _ROW, seq), _row_entry(row)))
+        keyed.append(((row["at"], position, _ROW, seq), row_entry(row)))
     if run["status"] in FINAL_STATUSES and f"run.{run['status']}" not in recorded:
         at = run["updated_at"]
         data = {"code": run["error_code"]} if run["error_code"] else None
@@ -103,7 +103,8 @@ def _entry(
     )
 
 
-def _row_entry(row: Row) -> TimelineEntry:
+def row_entry(row: Row) -> TimelineEntry:
+    """A stored timeline row as an entry (its data decoded)."""
     data = loads_or_text(row["data"])
     return TimelineEntry(
         at=to_datetime(row["at"]),

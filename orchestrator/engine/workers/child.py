@@ -23,7 +23,6 @@ import resource
 import signal
 import sys
 import threading
-import traceback
 import types
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -34,7 +33,7 @@ from ...define.model import Workflow
 from ...define.outbox import Outbox
 from ...define.services import ServiceScope
 from ...define.waits import PauseRequest
-from ...errors import RuntimeNotStarted, ServiceNotFound, describe_exception
+from ...errors import RuntimeNotStarted, ServiceNotFound, describe_exception, format_traceback
 from ...folder.loader import FileSource, FolderConfig
 from ...state import StateEncodingError, decode_state, encode_state
 from ..context import StepContext, StepLogger
@@ -261,15 +260,12 @@ class _Worker:
             message = str(exc)
         except Exception:  # noqa: BLE001 - a __str__ that raises still fails only its step
             message = "<the exception's message could not be read>"
-        try:
-            trace = "".join(traceback.format_exception(exc))
-        except Exception:  # noqa: BLE001
-            trace = ""
+        trace = format_traceback(exc, _MAX_TEXT)  # the step's frames, not this module's
         self._channel.send(
             {
                 "raised": _cap(type(exc).__name__, _MAX_TEXT),
                 "message": _clean(message[:_MAX_TEXT]),
-                "traceback": _clean(trace[-_MAX_TEXT:]),
+                "traceback": _clean(trace),
                 "memory": memory,
                 **self._usage(),
             }

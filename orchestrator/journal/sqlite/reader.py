@@ -25,6 +25,7 @@ from ..records import (
     DaemonRecord,
     EventRecord,
     LoadErrorRecord,
+    LogEntry,
     RunMatches,
     RunOutcome,
     StoredCheckpoint,
@@ -34,7 +35,7 @@ from ..records import (
     WaitRecord,
     WorkflowRecord,
 )
-from ..timeline import assemble_timeline
+from ..timeline import assemble_timeline, row_entry
 from . import lease, prefixes
 from .connection import SQLITE_ERRORS, connect_reader, is_corrupt, not_a_journal, open_error
 from .schema import APPLICATION_ID, MIGRATIONS
@@ -162,6 +163,22 @@ class JournalReader:
             [run["id"]],
         )
         return assemble_timeline(run, checkpoints, entries)
+
+    async def log_entries(
+        self, *, run_id: str | None = None, after: int = 0, limit: int = 100
+    ) -> list[LogEntry]:
+        """Journaled timeline rows above `after`: the last `limit` (-1: all), oldest first."""
+        where, params = "t.id > ?", list[object]([after])
+        if run_id is not None:
+            where += " AND t.run = (SELECT id FROM runs WHERE run_id = ?)"
+            params.append(run_id)
+        rows = await self._fetch(
+            "SELECT * FROM (SELECT t.id, r.run_id, t.position, t.at, t.source, t.kind, t.step,"
+            " t.message, t.data FROM timeline t LEFT JOIN runs r ON r.id = t.run"
+            f" WHERE {where} ORDER BY t.id DESC LIMIT ?) ORDER BY id",
+            [*params, limit],
+        )
+        return [LogEntry(row["id"], row["run_id"], row_entry(row)) for row in rows]
 
     async def unfinished_runs(self) -> list[UnfinishedRun]:
         """Runs that are queued, running or paused, oldest first, with their last state."""

@@ -1,0 +1,70 @@
+"""``orchestrator logs``: the journaled timeline entries of one run or of all, and following them.
+
+One line an entry (time, short run id, kind, step, message), oldest first, with a failed
+step's traceback under its line. ``-f`` then follows: it asks the journal's change feed
+(one cheap ``data_version`` a poll) and reads rows only past the last row id printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+
+from ..journal import JournalBackend, JournalQueries
+from .output import log_lines
+from .run_ids import SHOWN, resolved
+
+POLL_SECONDS = 0.2  # how often `-f` asks whether anything was committed
+
+
+async def print_logs(
+    journal: JournalBackend,
+    run_text: str | None,
+    *,
+    follow: bool,
+    limit: int,
+    out: Callable[[str], None],
+) -> None:
+    """Print the last `limit` entries (of the run `run_text` names, or of all runs).
+
+    With `follow`, keep printing new ones until cancelled (Ctrl-C); a journal that does
+    not exist yet is waited for. Without it, a missing journal prints nothing.
+    """
+    while not journal.exists():
+        if not follow:
+            return
+        await asyncio.sleep(POLL_SECONDS)
+    reader = await journal.open_reader()
+    try:
+        await _print(reader, journal.location, run_text, follow=follow, limit=limit, out=out)
+    finally:
+        await reader.close()
+
+
+async def _print(
+    reader: JournalQueries,
+    location: str,
+    run_text: str | None,
+    *,
+    follow: bool,
+    limit: int,
+    out: Callable[[str], None],
+) -> None:
+    run_id = None
+    if run_text is not None:
+        run_id = resolved(run_text, await reader.match_runs(run_text, limit=SHOWN), location)
+    last, version, batch = 0, None, limit
+    while True:
+        seen = await reader.data_version()
+        if seen != version:
+            version = seen
+            entries = await reader.log_entries(run_id=run_id, after=last, limit=batch)
+            if entries:
+                last = entries[-1].id
+                out("\n".join(log_lines(entries)))
+                sys.stdout.flush()
+        if not follow:
+            return
+        batch = -1  # once following, every new entry
+        await asyncio.sleep(POLL_SECONDS)
