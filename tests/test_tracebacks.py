@@ -15,6 +15,7 @@ import traceback_steps
 from procs import ROOT, cli, show
 
 from orchestrator import Runtime, Workers
+from orchestrator.errors import format_traceback
 
 SECRET = "tok-S3CRET-4471"
 STEPS_FILE = Path(traceback_steps.__file__).name
@@ -107,3 +108,28 @@ def test_logs_follow_sees_an_entry_committed_after_it_started(db: Path) -> None:
             watchdog.cancel()
             proc.send_signal(signal.SIGINT)  # Ctrl-C
             assert proc.wait(timeout=30) == 0
+
+
+def test_a_long_traceback_keeps_its_head_and_tail() -> None:
+    try:
+        traceback_steps._check("long " * 1000)
+    except ValueError as exc:
+        text = format_traceback(exc, limit=2000)
+    assert len(text) <= 2000
+    assert text.startswith("Traceback (most recent call last):") and "in _check" in text
+    assert "characters cut" in text and text.rstrip().endswith("long long")
+
+
+def test_chained_exceptions_keep_the_users_frames_only() -> None:
+    def outer() -> None:
+        try:
+            traceback_steps._check("x")
+        except ValueError as exc:
+            raise RuntimeError("wrapped") from exc
+
+    try:
+        asyncio.run(asyncio.to_thread(outer))
+    except RuntimeError as exc:
+        text = format_traceback(exc)
+    assert "in _check" in text and "in outer" in text and "direct cause" in text
+    assert "asyncio/" not in text and "concurrent/" not in text and "threading.py" not in text
