@@ -51,7 +51,7 @@ from .admission import Dispatched, Origin
 from .children import Children
 from .dispatcher import Dispatcher
 from .events import EventBus
-from .executor import ActiveRun, ExecutorEnv
+from .executor import ActiveRun, ExecutorEnv, log_failed
 from .keys import Keys
 from .lifecycle import Lifecycle
 from .parking import ParkedRun, Parking
@@ -711,6 +711,7 @@ class Control:
         code = RunCode.NOT_INVOCABLE
         now = self._clock.now_us()
         self._writer.enqueue([ops.set_status(row, RunStatus.FAILED, now, error=error, code=code)])
+        log_failed(command.run_id or "", command.workflow_id or "", None, code, error)
         self.system.ended(
             command.run_id or "",
             command.workflow_id or "",

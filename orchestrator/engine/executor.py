@@ -370,6 +370,15 @@ def _note(
     )
 
 
+def log_failed(
+    run_id: str, workflow_id: str, step: str | None, code: RunCode, error: str | None
+) -> None:
+    """The daemon log's one line for a failed run (`error` redacted by the caller)."""
+    _log.warning(
+        "run %s of %s failed at step %s: %s: %s", run_id, workflow_id, step or "-", code, error
+    )
+
+
 async def _finish(
     run: ActiveRun, env: ExecutorEnv, status: RunStatus, failure: _RunFailed | None = None
 ) -> RunResult:
@@ -396,14 +405,7 @@ async def _finish(
             )
         )
     if failure is not None:
-        _log.warning(
-            "run %s of %s failed at step %s: %s: %s",
-            run.run_id,
-            run.workflow.id,
-            failure.step or "-",
-            code,
-            error,
-        )
+        log_failed(run.run_id, run.workflow.id, failure.step, failure.code, error)
     with env.writer.together():  # the end and its system event commit in one batch
         committed = env.writer.enqueue(writes, urgent=True)
         if env.ended is not None:

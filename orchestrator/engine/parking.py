@@ -23,7 +23,7 @@ from ..journal import JournalWriter, ops
 from ..records import RunCode, RunResult, RunStatus
 from ..state import decode_state, encode_state
 from .dispatcher import Dispatcher
-from .executor import ActiveRun
+from .executor import ActiveRun, log_failed
 from .registry import RegisteredWorkflow
 from .timers import Timers
 
@@ -382,6 +382,8 @@ class Parking:
             *self.end(parked),
             ops.set_status(parked.row, status, now, error=message, code=code),
         ]
+        if status is RunStatus.FAILED:
+            log_failed(parked.run_id, parked.workflow_id, parked.next_step, code, message)
         self._ended(
             parked,
             RunResult(
