@@ -338,7 +338,16 @@ def test_invoke_exit_codes_with_a_ready_daemon(folder: Path, db: Path) -> None:
         failed = invoke(db, "failing", "--wait")
         assert failed.returncode == 1
         assert "failed" in failed.stderr and "the warehouse is on fire" in failed.stderr
-        assert run_status(db, failed.stdout.strip()) == "failed"
+        failed_id = failed.stdout.strip()
+        assert run_status(db, failed_id) == "failed"
+        # One line in the daemon's log, and the step's own frame in the journal.
+        line = f"run {failed_id} of failing failed at step explode: STEP_FAILED: "
+        daemon.wait_until(lambda: line in daemon.log(), TIMEOUT, "the failed run's log line")
+        assert daemon.log().count(f"run {failed_id} of failing failed") == 1
+        entry = next(e for e in show(db, failed_id)["timeline"] if e["kind"] == "step.failed")
+        trace = entry["data"]["traceback"]
+        assert f'{folder / "broken_step.py"}", line 5, in explode' in trace
+        assert 'raise ValueError("the warehouse is on fire")' in trace
 
         unknown = invoke(db, "nope", "--wait")
         assert unknown.returncode == 2
