@@ -7,7 +7,8 @@ FOLDER --headless`` on an empty folder, then ``orchestrator tui --db JOURNAL`` (
 pseudo-terminal, 120x40) on that daemon's journal while the daemon runs. After a warm-up
 (the daemon's lease marked ready; 3 s for the dashboard's first paint) the script reads the
 process's user + system CPU time from ``/proc/PID/stat``, sleeps N seconds (60 by default),
-reads it again and prints the difference as a percentage of one core. Linux only.
+reads it again and prints the difference as a percentage of one core. Last, ``orchestrator
+up FOLDER`` in a pseudo-terminal: the daemon and its dashboard in one process. Linux only.
 
 Then the price of idling: with the daemon idle (its inbox poller backed off), the script
 emits an event (as `orchestrator emit` does) after a random 0.2-1 s pause, 20 times, and
@@ -51,17 +52,13 @@ def measure(pid: int, seconds: float) -> float:
     return 100 * (cpu_seconds(pid) - before) / (time.monotonic() - started)
 
 
-def orchestrator_command() -> list[str]:
-    return [sys.executable, "-m", "orchestrator"]
-
-
-def start_dashboard(db: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """`orchestrator tui` in a 120x40 pseudo-terminal; returns it and the terminal's master end."""
+def start_on_terminal(*args: str) -> tuple[subprocess.Popen[bytes], int]:
+    """`orchestrator ARGS` in a 120x40 pseudo-terminal; returns it and the terminal's end."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
     proc = subprocess.Popen(
-        [*orchestrator_command(), "tui", "--db", str(db)],
+        [sys.executable, "-m", "orchestrator", *args],
         stdin=slave,
         stdout=slave,
         stderr=slave,
@@ -140,7 +137,7 @@ def main(argv: list[str]) -> None:
                 f"{statistics.median(latencies):.1f}, max {max(latencies):.1f} "
                 f"({len(latencies)} events)"
             )
-            dashboard, master = start_dashboard(db)
+            dashboard, master = start_on_terminal("tui", "--db", str(db))
             try:
                 dash_pct = measure_dashboard(dashboard.pid, master, seconds)
             finally:
@@ -148,6 +145,18 @@ def main(argv: list[str]) -> None:
                 dashboard.wait()
                 os.close(master)
             print(f"  dashboard (tui), idle journal   {dash_pct:6.2f}%")
+        both, master = start_on_terminal("up", str(folder), "--db", str(Path(tmp, "up.db")))
+        try:
+            both_pct = measure_dashboard(both.pid, master, seconds)
+        finally:
+            both.terminate()
+            try:
+                both.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                both.kill()
+                both.wait()
+            os.close(master)
+        print(f"  up on a terminal (daemon + dashboard, one process) {both_pct:6.2f}%")
 
 
 if __name__ == "__main__":
