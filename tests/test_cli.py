@@ -5,14 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import pytest
+from procs import query
 
-from orchestrator import Runtime, Workflow
+from orchestrator import RunInfo, RunStatus, Runtime, Workflow
+from orchestrator.cli.output import runs_table
+from orchestrator.clock import Clock
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -197,3 +203,72 @@ def test_every_command_takes_db(tmp_path: Path) -> None:
     out = cli("run", str(pipeline), "--state", '{"n": 1}', "--db", str(db))
     assert out.returncode == 0 and json.loads(out.stdout) == {"n": 2}, out.stderr
     assert not db.exists()
+
+
+def test_version_prints_the_installed_package_version() -> None:
+    out = cli("--version")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"orchestrator {version('durable-orchestrator')}\n"
+
+
+def backdate(db: Path, run_id: str, seconds: float, *, status: str | None = None) -> None:
+    """Move a run's creation (and its last update) `seconds` into the past."""
+    at = Clock().now_us() - int(seconds * 1e6)
+    query(db, "UPDATE runs SET created_at = ?, updated_at = ? WHERE run_id = ?", (at, at, run_id))
+    if status is not None:
+        query(db, "UPDATE runs SET status = ? WHERE run_id = ?", (status, run_id))
+
+
+def test_runs_since_lists_the_runs_created_within_the_window(tmp_path: Path) -> None:
+    db = tmp_path / "j.db"
+    ok, bad = seed(db)
+    backdate(db, ok, 2 * 3600)
+
+    def listed(*args: str) -> list[str]:
+        out = cli("runs", "--db", str(db), "--json", *args)
+        assert out.returncode == 0, out.stderr
+        return [r["run_id"] for r in json.loads(out.stdout)]
+
+    assert listed("--since", "1h") == [bad]
+    assert listed("--since", "3h") == [bad, ok]
+    assert listed("--since", "90m", "--status", "completed") == []
+    assert listed("--since", "100000d") == [bad, ok]  # past the epoch: every run
+    assert bad in cli("runs", "--db", str(db), "--since", "1h").stdout
+    out = cli("runs", "--db", str(db), "--since", "yesterday")
+    assert out.returncode == 2 and "invalid duration 'yesterday'" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_runs_shows_how_long_an_unfinished_run_has_been_going(tmp_path: Path) -> None:
+    db = tmp_path / "j.db"
+    ok, bad = seed(db)
+    backdate(db, bad, 3600, status="running")  # created an hour ago, not updated since
+    rows = {
+        line.split()[0]: line.split()[-1]
+        for line in cli("runs", "--db", str(db)).stdout.splitlines()
+    }
+    assert re.fullmatch(r"6\d\.\dm", rows[bad]), rows[bad]  # not 0ms
+    assert rows[ok].endswith("ms") or rows[ok].endswith("s"), rows[ok]
+
+
+def test_runs_table_durations_end_now_for_runs_not_final() -> None:
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    now = created + timedelta(seconds=18)
+
+    def info(status: str) -> RunInfo:
+        return RunInfo(
+            run_id=f"r-{status}",
+            workflow_id="w",
+            trigger_id="t",
+            status=RunStatus(status),
+            step=None,
+            state={},
+            error=None,
+            version="1",
+            created_at=created,
+            updated_at=created + timedelta(milliseconds=250),
+        )
+
+    table = runs_table([info("running"), info("paused"), info("completed")], now)
+    durations = {line.split()[0]: line.split()[-1] for line in table.splitlines()[1:]}
+    assert durations == {"r-running": "18.0s", "r-paused": "18.0s", "r-completed": "250ms"}

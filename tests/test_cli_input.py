@@ -152,9 +152,21 @@ def test_a_directory_is_no_journal(tmp_path: Path, args: list[str]) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("args", WRITING)
+# Every other command that writes to the journal (`up` takes the folder of workflows too).
+ALSO_WRITING = [
+    ["signal", "r", "{}"],
+    ["retry", "r"],
+    ["fork", "r"],
+    ["disable", "w"],
+    ["enable", "w", "t"],
+    ["up", "FOLDER", "--headless"],
+]
+
+
+@pytest.mark.parametrize("args", WRITING + ALSO_WRITING)
 def test_writing_commands_create_no_missing_folder(tmp_path: Path, args: list[str]) -> None:
     db = tmp_path / "nodir" / "deeper" / "j.db"
+    args = [str(tmp_path) if arg == "FOLDER" else arg for arg in args]
     err = refused(run(*args, "--db", str(db)))
     assert f"its folder {db.parent} does not exist" in err and "JOURNAL_PATH_INVALID" in err
     assert list(tmp_path.iterdir()) == []

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
+import pytest
 from procs import query
 
 from orchestrator import Runtime, Trigger, Workflow
-from orchestrator.journal import open_journal
+from orchestrator.engine import inbox
+from orchestrator.engine.events import EventBus
+from orchestrator.engine.inbox import InboxPoller
+from orchestrator.journal import JournalQueries, open_journal
 from orchestrator.journal.sqlite.commands import emit_event, queue_command
+from orchestrator.journal.sqlite.reader import JournalReader
 
 
 def hold(state: dict[str, Any], ctx: Any) -> Any:
@@ -60,3 +67,68 @@ async def test_the_inbox_is_read_as_of_one_moment(db: Path) -> None:
         assert ([e.event_id for e in events], len(commands)) == ([second], 1)
     finally:
         await reader.close()
+
+
+async def test_data_version_moves_on_each_commit_elsewhere_and_when_its_probe_is_dropped(
+    db: Path,
+) -> None:
+    async with Runtime(db):
+        pass
+    reader = await JournalReader.open(db)
+    try:
+        first = await reader.data_version()
+        assert await reader.data_version() == first, "no commit: no change"
+        emit_event(db, "go", {"key": 1})  # another connection commits
+        second = await reader.data_version()
+        assert second != first
+        reader._close_probe()  # as when the probe cannot answer: a new one counts afresh
+        third = await reader.data_version()
+        assert third not in (first, second)
+        assert await reader.data_version() == third
+    finally:
+        await reader.close()
+
+
+class QuietReader:
+    """An inbox with nothing in it, then (at the tick `pending_at`) one pending row."""
+
+    def __init__(self, pending_at: int) -> None:
+        self.ticks = 0
+        self.pending_at = pending_at
+
+    async def data_version(self) -> int:
+        self.ticks += 1
+        return self.ticks if self.ticks == self.pending_at else 0
+
+    async def has_pending(self, after_event: int, after_command: int) -> bool:
+        return self.ticks == self.pending_at
+
+    async def inbox(
+        self, after_event: int, after_command: int, limit: int
+    ) -> tuple[list[Any], ...]:
+        return [], []
+
+
+async def test_the_inbox_poller_backs_off_when_idle_and_speeds_up_on_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gaps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        gaps.append(seconds)
+        if len(gaps) == 40:
+            raise asyncio.CancelledError
+
+    async def apply(command: Any) -> None:
+        raise AssertionError("no command is pending")
+
+    monkeypatch.setattr(inbox, "asyncio", SimpleNamespace(sleep=sleep))
+    bus = cast(EventBus, None)  # nothing reaches it: no row is ever taken
+    poller = InboxPoller(cast(JournalQueries, QuietReader(pending_at=20)), bus, apply)
+    with pytest.raises(asyncio.CancelledError):
+        await poller.run()
+    assert gaps[0] == pytest.approx(inbox.POLL_SECONDS * 1.25)
+    assert gaps[:19] == sorted(gaps[:19]) and gaps[18] == inbox.IDLE_POLL_SECONDS
+    assert max(gaps) == inbox.IDLE_POLL_SECONDS  # the worst-case delay of a row
+    assert gaps[19] == pytest.approx(inbox.POLL_SECONDS), "a row found: fast again"
+    assert gaps[20] > gaps[19] and gaps[-1] == inbox.IDLE_POLL_SECONDS

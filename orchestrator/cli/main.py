@@ -109,6 +109,7 @@ def _fail(message: str, code: int, *more: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = Parser(prog="orchestrator", description="A durable local workflow orchestrator.")
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     # Not journaled: it takes --db (as every command does) and leaves the journal alone.
@@ -170,6 +171,13 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_argument("--workflow", metavar="W", help="only runs of this workflow")
     runs.add_argument(
         "--limit", type=_positive_int, default=100, metavar="N", help="at most N runs (default 100)"
+    )
+    runs.add_argument(
+        "--since",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="only runs created within this long ago: 45s, 90m, 12h, 30d or seconds",
     )
     runs.add_argument("--json", action="store_true", help="print JSON")
 
@@ -315,6 +323,23 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("run_id", metavar="RUN_ID")
     show.add_argument("--json", action="store_true", help="print JSON")
     return parser
+
+
+class _Version(argparse.Action):
+    """``--version``: the installed package's version (looked up only when asked for)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> NoReturn:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("durable-orchestrator")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            found = "(not installed)"
+        _out(f"orchestrator {found}")
+        parser.exit()
 
 
 Handler = Callable[[argparse.Namespace], int | Coroutine[Any, Any, int]]
@@ -503,14 +528,20 @@ def _verdict(trial: Any, timeout: float) -> tuple[list[str], int]:
 
 
 async def _cmd_runs(args: argparse.Namespace) -> int:
+    from ..clock import Clock
     from . import output
 
+    # Whole microseconds back from now; a window past the epoch means every run.
+    since = None if args.since is None else max(0, Clock().now_us() - int(args.since * 1e6))
     async with _reading(journal_of(args)) as reader:
         runs = (
             []
             if reader is None
             else await reader.list_runs(
-                status=args.status, workflow=args.workflow, limit=args.limit
+                status=args.status,
+                workflow=args.workflow,
+                limit=args.limit,
+                created_since=since,
             )
         )
     _out(output.runs_json(runs) if args.json else output.runs_table(runs))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from ..clock import to_datetime, to_iso
@@ -110,10 +110,11 @@ def _entry_json(entry: TimelineEntry) -> dict[str, Any]:
     }
 
 
-def runs_table(runs: Sequence[RunInfo]) -> str:
-    """`runs`: one line a run."""
+def runs_table(runs: Sequence[RunInfo], now: datetime | None = None) -> str:
+    """`runs`: one line a run; a run not final yet shows how long it has been going."""
     if not runs:
         return "no runs"
+    now = datetime.now(UTC) if now is None else now
     header = ("RUN ID", "WORKFLOW", "TRIGGER", "STATUS", "STEP", "CREATED", "DURATION")
     rows = [header] + [
         (
@@ -123,7 +124,7 @@ def runs_table(runs: Sequence[RunInfo]) -> str:
             info.status,
             info.step or "-",
             _local(info.created_at),
-            _duration(info),
+            _duration(info, now),
         )
         for info in runs
     ]
@@ -221,8 +222,9 @@ def _local(at: datetime, *, ms: bool = False) -> str:
     ]
 
 
-def _duration(info: RunInfo) -> str:
-    seconds = (info.updated_at - info.created_at).total_seconds()
+def _duration(info: RunInfo, now: datetime) -> str:
+    end = info.updated_at if info.status in FINAL_STATUSES else now
+    seconds = max(0.0, (end - info.created_at).total_seconds())
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"
     if seconds < 120:

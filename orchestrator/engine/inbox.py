@@ -5,6 +5,11 @@ command row, and this poller picks it up. It asks the journal's change feed (on 
 ``PRAGMA data_version``), which moves only when a commit lands (this process's own writer's
 included), so an idle journal costs one tiny query per tick and a busy one two. Everything
 still pending when the runtime starts is picked up on its first tick.
+
+Ticks are 10 ms apart while rows arrive; each tick that finds nothing to take stretches the
+gap by a quarter, up to 50 ms, and the next row found brings it back to 10 ms. So an event
+or command from another process waits at most about 50 ms (plus its own handling) before
+it is routed, and an idle daemon wakes 20 times a second instead of 100.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from ..errors import JournalCorrupt, JournalError
 from ..journal import CommandRecord, EventRecord, JournalQueries
 from .events import EventBus
 
-POLL_SECONDS = 0.01
+POLL_SECONDS = 0.01  # between ticks while rows arrive
+IDLE_POLL_SECONDS = 0.05  # the longest gap, reached after a few quiet ticks
+_STRETCH = 1.25
 BATCH = 1000
 _log = logging.getLogger("orchestrator.inbox")
 
@@ -32,6 +39,7 @@ class InboxPoller:
         apply: Callable[[CommandRecord], Awaitable[None]],
         *,
         interval: float = POLL_SECONDS,
+        idle_interval: float = IDLE_POLL_SECONDS,
         on_corrupt: Callable[[JournalError], None] | None = None,
         here: set[str] | None = None,
     ) -> None:
@@ -40,6 +48,7 @@ class InboxPoller:
         self._here = set() if here is None else here
         self._on_corrupt = on_corrupt
         self._interval = interval
+        self._idle_interval = max(interval, idle_interval)
         # Invariant: rows up to these ids have been handed on (their writes may still be
         # pending in the writer), so none is taken twice by this process.
         self._last_event = 0
@@ -50,6 +59,7 @@ class InboxPoller:
         """Poll for ever (cancel to stop)."""
         seen: int | None = None
         failing: str | None = None  # logged once per change, not once per tick
+        gap = self._interval
         while True:
             try:
                 version = await self._reader.data_version()
@@ -58,6 +68,7 @@ class InboxPoller:
                 if version != seen:
                     seen = version
                     if await self._reader.has_pending(self._last_event, self._last_command):
+                        gap = self._interval / _STRETCH  # stretched back to the interval below
                         self._draining = True
                         try:
                             await self.drain()
@@ -76,7 +87,8 @@ class InboxPoller:
                 if failing is not None:
                     _log.warning("reading the inbox works again")
                 failing = None
-            await asyncio.sleep(self._interval)
+            gap = min(self._idle_interval, gap * _STRETCH)
+            await asyncio.sleep(gap)
 
     async def pending(self) -> bool:
         """Whether events or commands from other processes wait to be routed or applied."""

@@ -141,9 +141,17 @@ class JournalQueries(ChangeFeed, Protocol):
         """
 
     async def list_runs(
-        self, *, status: str | None = None, workflow: str | None = None, limit: int = 100
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        limit: int = 100,
+        created_since: int | None = None,
     ) -> list[RunInfo]:
-        """Runs, newest first, optionally of one status and/or workflow (`limit` -1: all)."""
+        """Runs, newest first, optionally of one status and/or workflow (`limit` -1: all).
+
+        `created_since` (epoch microseconds): only runs created at or after it.
+        """
 
     async def timeline(self, run_id: str) -> list[TimelineEntry] | None:
         """Everything a run did, in order; None if the journal has no such run."""

@@ -265,7 +265,7 @@ async def connect_reader(path: Path) -> aiosqlite.Connection:
     import aiosqlite
 
     check_path(path)
-    uri = _read_write_uri(path)
+    uri = read_write_uri(path)
     pending = aiosqlite.connect(uri, uri=True, isolation_level=None)
     try:
         conn = await pending
@@ -296,8 +296,8 @@ async def _thread_stopped(conn: aiosqlite.Connection) -> None:
         await asyncio.to_thread(thread.join, 5.0)
 
 
-def _read_write_uri(path: Path) -> str:
-    # mode=rw: a reader must never create a missing journal.
+def read_write_uri(path: Path) -> str:
+    """The URI that opens an existing journal only (mode=rw: a reader never creates one)."""
     return f"{path.resolve().as_uri()}?mode=rw"
 
 

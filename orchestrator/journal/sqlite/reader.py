@@ -37,7 +37,14 @@ from ..records import (
 )
 from ..timeline import assemble_timeline, row_entry
 from . import lease, prefixes
-from .connection import SQLITE_ERRORS, connect_reader, is_corrupt, not_a_journal, open_error
+from .connection import (
+    SQLITE_ERRORS,
+    connect_reader,
+    is_corrupt,
+    not_a_journal,
+    open_error,
+    read_write_uri,
+)
 from .schema import APPLICATION_ID, MIGRATIONS
 
 _CHUNK = 500  # run ids in one IN (...) list
@@ -67,6 +74,10 @@ class JournalReader:
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self._conn = conn
         self.path = path
+        # `data_version`'s own connection, used on the event loop's thread (see there), and
+        # how many times it was dropped (each one restarts its counter).
+        self._probe: sqlite3.Connection | None = None
+        self._probe_drops = 0
 
     @property
     def location(self) -> str:
@@ -86,7 +97,14 @@ class JournalReader:
 
     async def close(self) -> None:
         """Close the connection."""
+        self._close_probe()
         await self._conn.close()
+
+    def _close_probe(self) -> None:
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            self._probe_drops += 1
+            probe.close()
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         try:
@@ -111,14 +129,20 @@ class JournalReader:
         return prefixes.matches(await self._fetch(prefixes.SQL, prefixes.params(prefix, limit)))
 
     async def list_runs(
-        self, *, status: str | None = None, workflow: str | None = None, limit: int = 100
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        limit: int = 100,
+        created_since: int | None = None,
     ) -> list[RunInfo]:
-        """Runs, newest first, optionally of one status and/or workflow."""
+        """Runs, newest first, optionally of one status and/or workflow, created since."""
         rows = await self._fetch(
             f"SELECT {_RUN_COLUMNS} FROM runs r"
             " WHERE (?1 IS NULL OR r.status = ?1) AND (?2 IS NULL OR r.workflow_id = ?2)"
+            " AND (?4 IS NULL OR r.created_at >= ?4)"
             " ORDER BY r.id DESC LIMIT ?3",
-            [status, workflow, limit],
+            [status, workflow, limit, created_since],
         )
         return [_run_info(row) for row in rows]
 
@@ -350,9 +374,35 @@ class JournalReader:
         return bool(rows[0][0])
 
     async def data_version(self) -> int:
-        """Changes whenever another connection commits (cheap change detection)."""
+        """Changes whenever another connection commits (cheap change detection).
+
+        Pollers (the runtime's inbox, the dashboard) call this many times a second, so it
+        runs on a plain connection of its own, in the caller's thread: a few microseconds,
+        where a round trip through the reader's thread costs a hundred and wakes two
+        threads. It never waits for a lock (busy timeout 0); if that connection cannot
+        answer (busy, or it failed to open), it is dropped and the reader's own answers.
+        Each connection counts on its own, so the value also encodes which one answered
+        (and how many probes came before): a switch reads as a change, never as no change.
+        Compare only values from one reader.
+        """
+        epoch = self._probe_drops << 40
+        try:
+            if self._probe is None:
+                self._probe = sqlite3.connect(
+                    read_write_uri(self.path),
+                    uri=True,
+                    isolation_level=None,
+                    timeout=0,
+                    check_same_thread=False,
+                )
+                self._probe.execute("PRAGMA query_only = ON")
+            # fetchall: the statement runs to its end, so no read transaction stays open.
+            (row,) = self._probe.execute("PRAGMA data_version").fetchall()
+            return epoch + int(row[0])
+        except SQLITE_ERRORS:
+            self._close_probe()
         rows = await self._fetch("PRAGMA data_version")
-        return int(rows[0][0])
+        return -1 - (epoch + int(rows[0][0]))
 
     async def workflows(self) -> list[WorkflowRecord]:
         """Workflows registered now, by id, with their switches and next schedule ticks."""
