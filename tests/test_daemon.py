@@ -330,6 +330,7 @@ def test_invoke_exit_codes_with_a_ready_daemon(folder: Path, db: Path) -> None:
 
         ok = invoke(db, "one", '{"n": 1}', "--wait")
         assert ok.returncode == 0 and "completed" in ok.stderr, ok.stderr
+        assert 'state {"n": 1, "value": "one"}' in ok.stderr.splitlines()
         assert show(db, ok.stdout.strip())["state"] == {"n": 1, "value": "one"}
 
         paused = invoke(db, "waiting", "--wait")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from ..journal import JournalBackend, JournalQueries
 from ..records import FINAL_STATUSES, RunInfo, RunStatus
@@ -24,6 +25,8 @@ class Outcome:
 
     ok: bool
     message: str
+    state: dict[str, Any] | None = None
+    """The run's state where it settled (None if it never ran)."""
 
 
 async def wait_for_run(journal: JournalBackend, run_id: str) -> Outcome:
@@ -60,6 +63,6 @@ async def _follow(reader: JournalQueries, run_id: str) -> Outcome:
 def _settled(info: RunInfo) -> Outcome:
     if info.status in (RunStatus.COMPLETED, RunStatus.PAUSED):
         step = f" at step {info.step}" if info.status == RunStatus.PAUSED and info.step else ""
-        return Outcome(True, f"run {info.run_id} {info.status}{step}")
+        return Outcome(True, f"run {info.run_id} {info.status}{step}", info.state)
     code = f" [{info.error_code}]" if info.error_code else ""
-    return Outcome(False, f"run {info.run_id} {info.status}: {info.error or ''}{code}")
+    return Outcome(False, f"run {info.run_id} {info.status}: {info.error or ''}{code}", info.state)

@@ -744,6 +744,9 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
 
     outcome = _run(wait_for_run(journal, run_id))
     print(escape(outcome.message), file=sys.stderr)
+    if outcome.state is not None:  # stdout keeps the run id alone, for scripts
+        shown = json.dumps(outcome.state, ensure_ascii=False, sort_keys=True)
+        print(escape(f"state {shown}"), file=sys.stderr)
     return EXIT_OK if outcome.ok else EXIT_FAILED
 
 
