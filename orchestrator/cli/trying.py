@@ -131,6 +131,7 @@ def waiting_for(timeline: list[TimelineEntry]) -> str:
     message = (entry.message if entry else None) or "waiting for a resume"
     until = (entry.data or {}).get("timeout_at") if entry else None
     when = to_datetime(until).isoformat(timespec="seconds") if isinstance(until, int) else None
-    if message == "waiting for sleeping" and when is not None:
+    # "sleeping": what journals written before this wording say
+    if message in ("waiting for the end of its sleep", "waiting for sleeping") and when:
         return f"its sleep to end at {when}"
     return message.removeprefix("waiting for ") + (f" (or a timeout at {when})" if when else "")

@@ -62,7 +62,7 @@ class Wait:
         if self.joins is not None:
             return f"{len(self.joins)} run(s) to end (join)"
         if self.event_type is None:
-            return "sleeping"
+            return "the end of its sleep"
         where = self.conditions.describe()
         return f"{self.event_type} where {where}" if where else self.event_type
 
