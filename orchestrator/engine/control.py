@@ -660,8 +660,7 @@ class Control:
                 return
             except OrchestratorError as exc:
                 if row is None and self._is_child(command):  # a row, so a join of it ends
-                    self._writer.enqueue(self._unstartable(command))
-                    row = self.runs.last_row
+                    row = self._unstartable(command)
                 if row is None:
                     raise
                 self._not_invocable(command, row, exc)
@@ -684,15 +683,18 @@ class Control:
     def _is_child(command: CommandRecord) -> bool:
         return isinstance(command.payload, dict) and isinstance(command.payload.get("parent"), str)
 
-    def _unstartable(self, command: CommandRecord) -> list[ops.Op]:
+    def _unstartable(self, command: CommandRecord) -> int:
+        """Enqueue a ``queued`` row for a child run that cannot start here; its row id."""
         payload = command.payload if isinstance(command.payload, dict) else {}
         try:
             state = encode_state(payload.get("data") or {})
         except StateEncodingError:
             state = "{}"
-        return self.runs.unstartable_row(
+        row, writes = self.runs.unstartable_row(
             command.run_id or "", command.workflow_id or "", command.trigger_id or "", state
         )
+        self._writer.enqueue(writes)
+        return row
 
     def _keyed(self, kind: str, key: str) -> str | None:
         """What `key` made first, for ``ctx.start``/``ctx.emit``; None on the loop.

@@ -116,14 +116,15 @@ class Supervisor:
 
     def unstartable_row(
         self, run_id: str, workflow_id: str, trigger_id: str, state: str
-    ) -> list[ops.Op]:
+    ) -> tuple[int, list[ops.Op]]:
         """A ``queued`` row for a child run whose workflow or trigger is not here (it fails).
 
-        Its row is then failed like a CLI-queued run's, so a join of it ends.
+        Its row is then failed like a CLI-queued run's, so a join of it ends. Returns the
+        row id and its writes.
         """
         self._next_row += 1
         now = self._env.clock.now_us()
-        return ops.create_run(
+        return self._next_row, ops.create_run(
             self._next_row,
             run_id,
             workflow_id,
@@ -134,11 +135,6 @@ class Supervisor:
             state=state,
             at=now,
         )
-
-    @property
-    def last_row(self) -> int:
-        """The row id given out last."""
-        return self._next_row
 
     def _adopted(self, run: ActiveRun, status: RunStatus) -> list[ops.Op]:
         now = self._env.clock.now_us()
