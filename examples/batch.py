@@ -1,4 +1,4 @@
-"""Batch: each CSV dropped into batches/ fans out, one child run per row, joined into a summary.
+r"""Batch: each CSV dropped into batches/ fans out, one child run per row, joined into a summary.
 
 What it shows: child runs. The first step starts one run of the ``row`` pipeline per row
 (`ctx.start`), tells of it (`ctx.emit`) and parks until every child is final
@@ -8,7 +8,7 @@ mode lets at most four rows run at once; a parent waiting on its join holds no s
 
 Try it with the daemon running (``orchestrator up examples/``; it creates the folder)::
 
-    printf 'sku,qty,price\\nA-1,2,9.5\\nB-7,1,20\\nC-3,x,1\\n' > examples/batches/.prices.csv
+    printf 'sku,qty,price\nA-1,2,9.5\nB-7,1,20\nC-3,x,1\n' > examples/batches/.prices.csv
     mv examples/batches/.prices.csv examples/batches/prices.csv    # complete files only
     orchestrator runs --workflow batch
     orchestrator show RUN_ID      # the csv run: its children, how many are final, failures

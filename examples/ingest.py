@@ -1,11 +1,11 @@
-"""Ingest: every CSV dropped into inbox/ is summarised into outbox/, then filed away.
+r"""Ingest: every CSV dropped into inbox/ is summarised into outbox/, then filed away.
 
 What it shows: a `FileTrigger`, sync steps that read and write files (they run in a worker
 thread, so a big file never stalls the daemon), and steps that are safe to run twice.
 
 Try it with the daemon running (``orchestrator up examples/``; it creates the folders)::
 
-    printf 'sku,qty,price\\nA-1,2,9.5\\nB-7,1,20\\n' > examples/inbox/.sales.csv
+    printf 'sku,qty,price\nA-1,2,9.5\nB-7,1,20\n' > examples/inbox/.sales.csv
     mv examples/inbox/.sales.csv examples/inbox/sales.csv    # complete files only
     cat examples/outbox/sales.json
     ls examples/inbox/done/

@@ -1,6 +1,6 @@
 """Every fenced code block of the README runs as written, or shows what a real command prints.
 
-The blocks are found by position (`readme_blocks.blocks`); each is checked by its kind, and
+The blocks are found by position (`documented.blocks`); each is checked by its kind, and
 a block no check claims fails `test_every_block_is_checked`:
 
 - ``python``: a file, run with this Python in a folder of its own. One whose first line is
@@ -17,7 +17,7 @@ a block no check claims fails `test_every_block_is_checked`:
 - ``json``: a real command's ``--json`` output (`JSON_OUTPUT`) has the documented shape:
   the same keys, at every level.
 - ``text``: what a real command prints (`TEXT_OUTPUT`) reads as documented (see
-  `readme_blocks.mismatch`).
+  `documented.mismatch`).
 - `NOT_RUN`: the quick start, with the reason.
 """
 
@@ -29,8 +29,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import sqlite3
 import subprocess
 import sys
 import tomllib
@@ -40,9 +38,8 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from conftest import EXAMPLES, OUTPUTS
-from procs import CLI_TIMEOUT, ROOT, query, reap
-from readme_blocks import Block, blocks, mismatch
+from documented import Block, Shell, blocks, mismatch
+from procs import ROOT
 
 from orchestrator import Runtime, Workflow
 from orchestrator.folder.loader import FolderConfig
@@ -69,98 +66,6 @@ def of(info: str, *, tests: bool | None = None) -> list[Block]:
 
 def ids(block: Block) -> str:
     return f"line-{block.line}"
-
-
-# -- the scratch folder the shell blocks run in ---------------------------------------------
-
-
-class Shell:
-    """A folder standing in for the repository's root, with `orchestrator` on PATH.
-
-    Daemons started there (``orchestrator up`` lines) run until `close`, which sends them
-    SIGINT, as Ctrl-C does, and returns their exit codes.
-    """
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        shutil.copytree(EXAMPLES, root / "examples", ignore=OUTPUTS)
-        self.env = {k: v for k, v in os.environ.items() if k != "ORCHESTRATOR_DB"}
-        self.env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{self.env['PATH']}"
-        self.daemons: dict[str, subprocess.Popen[bytes]] = {}
-
-    def run(self, line: str) -> subprocess.CompletedProcess[str]:
-        """Run `line` with bash and wait for it."""
-        return subprocess.run(
-            ["bash", "-c", line],
-            cwd=self.root,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=CLI_TIMEOUT,
-            check=False,
-        )
-
-    def start(self, line: str, out: Path) -> subprocess.Popen[bytes]:
-        """Start `line` in the background, its output to `out`."""
-        with out.open("ab") as file:
-            return subprocess.Popen(
-                ["bash", "-c", f"exec {line}"],
-                cwd=self.root,
-                env=self.env,
-                stdout=file,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-
-    def daemon(self, line: str) -> Path:
-        """Start the daemon of an ``orchestrator up`` line (once) and wait until it is ready.
-
-        Returns its journal.
-        """
-        args = shlex.split(line, comments=True)
-        db = self.root / (args[args.index("--db") + 1] if "--db" in args else "orchestrator.db")
-        log = self.root / "up.log"
-        if line not in self.daemons or self.daemons[line].poll() is not None:
-            self.daemons[line] = self.start(line, log)
-        proc = self.daemons[line]
-
-        def ready() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"{line!r} exited {proc.returncode}:\n{log.read_text()}")
-            try:
-                return db.exists() and query(db, "SELECT pid, ready FROM lease") == [(proc.pid, 1)]
-            except sqlite3.OperationalError:  # a journal still being created
-                return False
-
-        eventually_blocking(ready, what=f"the daemon of {line!r} to be ready", timeout=TIMEOUT)
-        return db
-
-    def until_first_line(self, line: str) -> None:
-        """Run `line` until it printed a line, then Ctrl-C it: it exits 0."""
-        out = self.root / "follow.out"
-        out.unlink(missing_ok=True)
-        proc = self.start(line, out)
-        try:
-            eventually_blocking(
-                lambda: proc.poll() is None and out.exists() and b"\n" in out.read_bytes(),
-                what=f"{line!r} to print a line",
-                timeout=TIMEOUT,
-            )
-            proc.send_signal(signal.SIGINT)
-            assert proc.wait(timeout=TIMEOUT) == 0, out.read_text()
-        finally:
-            reap(proc)
-
-    def close(self) -> dict[str, int]:
-        """Ctrl-C every daemon; their exit codes."""
-        for proc in self.daemons.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        try:
-            return {line: proc.wait(timeout=TIMEOUT) for line, proc in self.daemons.items()}
-        finally:
-            for proc in self.daemons.values():
-                reap(proc)
 
 
 @pytest.fixture(scope="module")
