@@ -120,6 +120,7 @@ class Shell:
     def __init__(self, root: Path) -> None:
         self.root = root
         shutil.copytree(EXAMPLES, root / "examples", ignore=OUTPUTS)
+        (root / ".venv").symlink_to(sys.prefix)  # for a `source .venv/bin/activate` line
         self.env = {k: v for k, v in os.environ.items() if k != "ORCHESTRATOR_DB"}
         self.env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{self.env['PATH']}"
         self.daemons: dict[str, subprocess.Popen[bytes]] = {}

@@ -216,18 +216,20 @@ def test_deploys_queue_up(session: Session) -> None:
     printed = session.type(
         lines,
         {
-            "runs --workflow deploy": lambda out: (
-                statuses(out)
-                in (
-                    ["paused", "queued"],
-                    ["queued", "running"],
-                )
-            ),
+            "runs --workflow deploy": lambda out: len(rows(out)) == 2 and rows(out)[0]["RUN ID"],
             "cat examples/releases/api.log": lambda out: len(out.splitlines()) == 2,
         },
     )
     released = printed["cat examples/releases/api.log"].splitlines()
     assert [line.split()[1] for line in released] == ["1.4.2", "1.4.3"]
+    # "one running (or paused), the other queued": the newer one waited its turn.
+    second = session.final(session.run_id)
+    assert second["state"]["version"] == "1.4.3"
+    kinds = [entry["kind"] for entry in second["timeline"]]
+    assert kinds.index("run.queued") < kinds.index("run.started"), kinds
+    assert "step.failed" in kinds  # "flaky": its first push failed, and was retried
+    first = session.final(rows(printed["runs --workflow deploy"])[1]["RUN ID"])
+    assert "run.queued" not in [entry["kind"] for entry in first["timeline"]]
 
 
 def test_the_consumer_drains_the_queue(session: Session) -> None:
