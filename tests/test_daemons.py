@@ -16,7 +16,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from procs import Daemon, cli
+from procs import Daemon, cli, fill_disk, small_disk
 
 from orchestrator.cli.arguments import UsageError
 from orchestrator.cli.daemons import live_daemons, register, registry_dir
@@ -99,6 +99,22 @@ def test_a_registry_that_cannot_be_used_is_a_warning(
     with register(tmp_path, "/j/one.db") as first:
         assert "cannot be used" in first.warning and "running anyway" in first.warning
     assert live_daemons() == []
+
+
+def test_a_full_disk_under_the_registry_is_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with small_disk(tmp_path / "disk", "64k") as disk:
+        (disk / "orchestrator").mkdir(mode=0o700)
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(disk))
+        filler = fill_disk(disk)
+        try:
+            with register(tmp_path, "/j/one.db") as first:
+                assert "cannot be used" in first.warning, first.warning
+            assert live_daemons() == []
+            assert sorted(p.name for p in (disk / "orchestrator").iterdir()) in ([], [".lock"])
+        finally:
+            filler.unlink()
 
 
 def test_a_loose_registry_folder_is_made_private(tmp_path: Path, registry: Path) -> None:

@@ -39,9 +39,10 @@ UNREACHABLE = (
 OFFLINE = {"PIP_NO_INDEX": "1", "PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_FIND_LINKS": ""}
 
 
-@pytest.fixture
-def clone(tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A clean clone of this repository's HEAD, set up as the quick start does."""
+    tmp_path = tmp_path_factory.mktemp("newcomer")
     git = shutil.which("git")
     if git is None:
         pytest.skip("git is not installed: no clean clone to follow the quick start on")
@@ -146,3 +147,31 @@ def test_the_quick_start_daemon_and_a_second_shell_share_one_journal(
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(timeout=TIMEOUT) == 0, output()
     assert "stopped cleanly" in output()
+
+
+def test_an_interrupted_setup_is_done_again(clone: Path, tmp_path: Path) -> None:
+    """Without its stamp (an install cut short), `.venv` is installed again, not trusted."""
+    stamp = clone / ".venv" / ".setup-stamp"
+    stamp.unlink()
+
+    def setup(**extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["scripts/setup"],
+            cwd=clone,
+            env=newcomer_env(tmp_path, **extra),
+            capture_output=True,
+            text=True,
+            timeout=SETUP_TIMEOUT,
+            check=False,
+        )
+
+    offline = setup(**OFFLINE)  # it tries, and says why it cannot
+    assert offline.returncode == 1
+    assert "scripts/setup: the install failed" in offline.stderr
+    assert not stamp.exists()
+    again = setup()
+    if again.returncode != 0 and any(why in again.stderr for why in UNREACHABLE):
+        pytest.skip(f"the package index cannot be reached: {again.stderr.strip()[-600:]}")
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert stamp.exists()
+    assert setup(**OFFLINE).returncode == 0  # set up again: no pip
