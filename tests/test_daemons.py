@@ -135,7 +135,7 @@ def test_a_second_daemon_on_the_folder_with_another_journal_exits_2(
         other = cli("up", str(folder), "--db", str(tmp_path / "two.db"), "--headless")
         assert other.returncode == 2, other.stderr
         assert f"a daemon (pid {first.pid}" in other.stderr
-        assert str(tmp_path / "one.db") in other.stderr and "kill" in other.stderr
+        assert str((tmp_path / "one.db").resolve()) in other.stderr and "kill" in other.stderr
         assert not (tmp_path / "two.db").exists()
         same = cli("up", str(folder), "--db", str(tmp_path / "one.db"), "--headless")
         assert same.returncode == 2, same.stderr
@@ -205,7 +205,8 @@ def test_a_write_names_the_daemon_that_runs_on_another_journal(
         assert out.returncode == 0
         (line,) = note_lines(out.stderr)
         assert line.startswith(f"note: no daemon is running on {mine}, but a daemon ")
-        assert f"(pid {daemon.pid}) runs {folder}/ on {theirs}: pass --db {theirs}" in line
+        real, held_by = folder.resolve(), theirs.resolve()  # the registry keeps real paths
+        assert f"(pid {daemon.pid}) runs {real}/ on {held_by}: pass --db {held_by}" in line
         waited = cli("invoke", "flow", "go", "--wait", "--db", str(mine))
         assert waited.returncode == 1
         assert f"but a daemon (pid {daemon.pid}) runs" in waited.stderr
