@@ -202,6 +202,11 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def quiet(stderr: str) -> bool:
+    """Nothing on stderr but the note a writing command prints when no daemon runs."""
+    return all(line.startswith("note: no daemon is running on ") for line in stderr.splitlines())
+
+
 def show(db: Path, run_id: str) -> dict[str, Any]:
     """``orchestrator show RUN_ID --json`` (it must succeed)."""
     out = cli("show", run_id, "--json", "--db", str(db))

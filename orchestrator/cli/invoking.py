@@ -13,6 +13,7 @@ from typing import Any
 
 from ..journal import JournalBackend, JournalQueries
 from ..records import FINAL_STATUSES, RunInfo, RunStatus
+from .daemons import other_daemon
 
 POLL_SECONDS = 0.05
 # How long to wait for a daemon to appear before saying that none runs.
@@ -33,12 +34,12 @@ async def wait_for_run(journal: JournalBackend, run_id: str) -> Outcome:
     """Wait until run `run_id` completes or pauses (ok), or fails, ends or is refused."""
     reader = await journal.open_reader()
     try:
-        return await _follow(reader, run_id)
+        return await _follow(reader, run_id, journal.identity)
     finally:
         await reader.close()
 
 
-async def _follow(reader: JournalQueries, run_id: str) -> Outcome:
+async def _follow(reader: JournalQueries, run_id: str, identity: str) -> Outcome:
     daemon_seen = time.monotonic()
     while True:
         info = await reader.get_run(run_id)
@@ -51,13 +52,17 @@ async def _follow(reader: JournalQueries, run_id: str) -> Outcome:
         if await reader.daemon() is not None:
             daemon_seen = time.monotonic()
         elif time.monotonic() - daemon_seen > NO_DAEMON_SECONDS:
-            where = RunStatus.QUEUED if info is None else info.status
-            return Outcome(
-                False,
-                f"no daemon is running on journal {reader.location}: run {run_id} is {where} and "
-                f"continues when `orchestrator up DIR --db {reader.location}` runs",
-            )
+            return Outcome(False, _no_daemon(reader.location, identity, run_id, info))
         await asyncio.sleep(POLL_SECONDS)
+
+
+def _no_daemon(location: str, identity: str, run_id: str, info: RunInfo | None) -> str:
+    where = RunStatus.QUEUED if info is None else info.status
+    said = f"no daemon is running on journal {location}: run {run_id} is {where}"
+    elsewhere = other_daemon(identity)
+    if elsewhere is not None:
+        return f"{said} there, but {elsewhere}"
+    return f"{said} and continues when `orchestrator up DIR --db {location}` runs"
 
 
 def _settled(info: RunInfo) -> Outcome:

@@ -31,6 +31,7 @@ from .run_ids import SHOWN, resolved
 
 if TYPE_CHECKING:
     from ..journal import JournalBackend, JournalQueries
+    from .daemons import Registration
 
 EXIT_OK, EXIT_FAILED = 0, 1  # EXIT_USAGE (2) comes with the argument checks
 # stdout was closed before everything was written (`orchestrator runs | head -1`): what a
@@ -590,8 +591,23 @@ def _cmd_emit(args: argparse.Namespace) -> int:
     if not args.type.strip():
         raise UsageError("the event type must not be empty")
     key = _key(args)
-    _out(journal_of(args).commands.emit_event(args.type, data, key=key))
+    journal = journal_of(args)
+    _out(journal.commands.emit_event(args.type, data, key=key))
+    _note_if_no_daemon(journal, "the event")
     return EXIT_OK
+
+
+def _note_if_no_daemon(journal: JournalBackend, waiting: str) -> None:
+    """After a write: one line on stderr if no daemon holds the journal (and where one runs)."""
+    from .daemons import no_daemon_note
+    from .output import escape
+
+    try:
+        if journal.commands.daemon() is not None:
+            return
+    except JournalError:  # the write went through; the note is only a help
+        return
+    print(escape(no_daemon_note(journal.location, journal.identity, waiting)), file=sys.stderr)
 
 
 def _key(args: argparse.Namespace) -> str | None:
@@ -645,6 +661,7 @@ def _cmd_fork(args: argparse.Namespace) -> int:
     run_id = _resolve(journal, args.run_id)
     # Chosen as the command is written: the daemon creates the run under this id.
     _out(journal.commands.queue_fork(run_id, args.from_step, patch))
+    _note_if_no_daemon(journal, "the fork")
     return EXIT_OK
 
 
@@ -668,6 +685,7 @@ def _switch(args: argparse.Namespace, command: str) -> int:
     if args.trigger is not None:
         what = f"trigger {args.trigger} of {what}"
     _out(f"{command} of {what} queued; the daemon applies it")
+    _note_if_no_daemon(journal, f"the {command}")
     return EXIT_OK
 
 
@@ -679,6 +697,7 @@ def _queue(args: argparse.Namespace, command: str, payload: Any) -> int:
         return EXIT_OK
     journal.commands.queue_command(command, run_id, payload)
     _out(f"{command} of run {run_id} queued; the daemon applies it")
+    _note_if_no_daemon(journal, f"the {command}")
     return EXIT_OK
 
 
@@ -689,11 +708,20 @@ def _resolve(journal: JournalBackend, text: str) -> str:
 
 
 async def _cmd_up(args: argparse.Namespace) -> int:
-    from .daemon import DaemonSettings, configure_logging, serve
-
     if not args.folder.is_dir():
         raise UsageError(f"{args.folder} is not a folder of workflow files")
-    journal_of(args)  # a backend that is not available is bad input, before logging starts
+    from .daemons import register
+
+    # A backend that is not available is bad input, before logging starts; so is a folder
+    # another daemon runs on another journal.
+    journal = journal_of(args)
+    with register(args.folder, journal.identity) as registration:
+        return await _serve(args, registration)
+
+
+async def _serve(args: argparse.Namespace, registration: Registration) -> int:
+    from .daemon import DaemonSettings, configure_logging, serve
+
     db = db_path(args)
     dashboard = not args.headless and sys.stdin.isatty() and sys.stdout.isatty()
     log_file = Path(f"{db}.log") if dashboard else None
@@ -706,6 +734,7 @@ async def _cmd_up(args: argparse.Namespace) -> int:
         ) from None
     if log_file is not None:
         print(f"orchestrator: the daemon logs to {log_file} while the dashboard runs")
+    registration.report()
     settings = DaemonSettings(
         grace=args.grace,
         max_recoveries=args.max_recoveries,
@@ -737,7 +766,8 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
     run_id = journal.commands.queue_invoke(args.workflow, args.trigger, data, key=key)
     _out(run_id)
     sys.stdout.flush()
-    if not args.wait:
+    if not args.wait:  # with --wait, `wait_for_run` says so within seconds
+        _note_if_no_daemon(journal, "the run")
         return EXIT_OK
     from .invoking import wait_for_run
     from .output import escape

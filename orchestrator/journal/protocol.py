@@ -400,6 +400,9 @@ class JournalCommands(Protocol):
     def make_vacuumable(self) -> bool:
         """Convert a journal that cannot `vacuum` (rewrites it: no daemon); True if it did."""
 
+    def daemon(self) -> DaemonRecord | None:
+        """The live process holding the journal's lease, or None (on an existing journal)."""
+
 
 class JournalBackend(Protocol):
     """One journal, named by ``db``: made by `open_journal`, which connects nothing yet."""
@@ -407,6 +410,13 @@ class JournalBackend(Protocol):
     @property
     def location(self) -> str:
         """Where the journal is, for messages (a file path, or a URL without its password)."""
+
+    @property
+    def identity(self) -> str:
+        """The same text for every name of this journal: daemons on one folder agree on it.
+
+        A file's real path; for a server (to come), its URL without the password.
+        """
 
     @property
     def commands(self) -> JournalCommands:

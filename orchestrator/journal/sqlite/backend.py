@@ -6,6 +6,7 @@ is asked for, so the CLI's writing commands start fast.
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +32,11 @@ class SqliteJournal:
     def location(self) -> str:
         """The file's path, as given."""
         return str(self.path)
+
+    @property
+    def identity(self) -> str:
+        """The file's real path (symbolic links resolved), whether or not it exists yet."""
+        return os.path.realpath(self.path)
 
     @cached_property
     def commands(self) -> SqliteCommands:

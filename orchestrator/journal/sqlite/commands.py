@@ -27,8 +27,8 @@ from ...errors import (
 from ...records import RunStatus, id_problem
 from ...state import StateEncodingError, encode_state
 from ..protocol import Synchronous
-from ..records import RunMatches
-from . import prefixes, queued
+from ..records import DaemonRecord, RunMatches
+from . import lease, prefixes, queued
 from .connection import (
     ACCESS_CODES,
     SQLITE_ERRORS,
@@ -311,6 +311,14 @@ def _insert_command(
     return int(cur.lastrowid or 0)
 
 
+def live_holder(conn: sqlite3.Connection) -> DaemonRecord | None:
+    """The live holder of the journal's lease, as `JournalQueries.daemon` tells it."""
+    holder = lease.read_holder(conn)
+    if holder is None or not lease.is_live(holder, Clock().now_us()):
+        return None
+    return DaemonRecord(holder.pid, holder.host, holder.started_at, holder.ready, holder.degraded)
+
+
 def _transaction(
     path: Path, work: Callable[[sqlite3.Connection], T], synchronous: Synchronous = "FULL"
 ) -> T:
@@ -387,6 +395,10 @@ class SqliteCommands:
     def queue_switch(self, command: str, workflow_id: str, trigger_id: str | None = None) -> int:
         """Queue a disable or enable for the daemon; returns the command's id."""
         return queue_switch(self.path, command, workflow_id, trigger_id)
+
+    def daemon(self) -> DaemonRecord | None:
+        """The live process holding the journal's lease, or None."""
+        return _transaction(self.path, live_holder)
 
     def queue_invoke(
         self, workflow_id: str, trigger_id: str, data: dict[str, Any], *, key: str | None = None

@@ -104,7 +104,8 @@ def acquire(conn: sqlite3.Connection, path: Path, token: str, now_us: int) -> No
         age = (now_us - holder.heartbeat_at) / 1_000_000
         raise JournalLocked(
             f"journal {path} is in use by pid {holder.pid} on {holder.host} (heartbeat "
-            f"{age:.1f}s ago); stop that process first, or pass another --db"
+            f"{age:.1f}s ago): one process runs a journal at a time, and commands reach it "
+            "through the journal; stop that process first to start another, or pass another --db"
         )
     conn.execute(
         "INSERT OR REPLACE INTO lease (id, token, pid, host, started_at, heartbeat_at, ready)"
