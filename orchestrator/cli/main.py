@@ -518,9 +518,9 @@ def _verdict(trial: Any, timeout: float) -> tuple[list[str], int]:
     if info.status == "completed":
         return ["completed"], EXIT_OK
     if info.status == "paused":
-        after = f" (its next step: {info.step})" if info.step else ""
+        within = f" in step {info.step}" if info.step else ""
         return [
-            f"paused{after}, waiting for {waiting_for(trial.timeline)}",
+            f"paused{within}, waiting for {waiting_for(trial.timeline)}",
             "try stops here: nothing can resume a run on its throwaway journal",
         ], EXIT_OK
     code = f" [{info.error_code}]" if info.error_code else ""

@@ -67,6 +67,7 @@ SQL: Final[dict[Stmt, str]] = {
         "UPDATE runs SET status = ?, error = ?, error_code = ?,"
         " updated_at = max(updated_at, ?) WHERE id = ?"
     ),
+    Stmt.SET_PAUSED_IN: "UPDATE runs SET paused_in = ? WHERE id = ?",
     Stmt.SET_WAIT: (
         "UPDATE waits SET status = ?, timeout_at = ?, into_key = ?, on_timeout = ? WHERE id = ?"
     ),
