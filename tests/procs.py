@@ -191,6 +191,11 @@ def alive(
 # -- the CLI ------------------------------------------------------------------------------
 
 
+def no_error(stderr: str) -> bool:
+    """Whether a command's stderr holds no error (`emit` reports what its event did there)."""
+    return not any(line.startswith("error") or "Traceback" in line for line in stderr.splitlines())
+
+
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     """Run ``python -m orchestrator ARGS...`` and wait for it (killed after a minute)."""
     return subprocess.run(

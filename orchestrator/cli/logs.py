@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from ..journal import JournalBackend, JournalQueries
-from .output import log_lines
+from ..journal import JournalBackend, JournalQueries, LogEntry
+from .output import log_json_lines, log_lines
 from .run_ids import SHOWN, resolved
 
 POLL_SECONDS = 0.2  # how often `-f` asks whether anything was committed
@@ -25,11 +25,13 @@ async def print_logs(
     follow: bool,
     limit: int,
     out: Callable[[str], None],
+    as_json: bool = False,
 ) -> None:
     """Print the last `limit` entries (of the run `run_text` names, or of all runs).
 
     With `follow`, keep printing new ones until cancelled (Ctrl-C); a journal that does
-    not exist yet is waited for. Without it, a missing journal prints nothing.
+    not exist yet is waited for. Without it, a missing journal prints nothing. With
+    `as_json`, one JSON object a line.
     """
     while not journal.exists():
         if not follow:
@@ -37,7 +39,10 @@ async def print_logs(
         await asyncio.sleep(POLL_SECONDS)
     reader = await journal.open_reader()
     try:
-        await _print(reader, journal.location, run_text, follow=follow, limit=limit, out=out)
+        render = log_json_lines if as_json else log_lines
+        await _print(
+            reader, journal.location, run_text, follow=follow, limit=limit, out=out, render=render
+        )
     finally:
         await reader.close()
 
@@ -50,6 +55,7 @@ async def _print(
     follow: bool,
     limit: int,
     out: Callable[[str], None],
+    render: Callable[[Sequence[LogEntry]], list[str]],
 ) -> None:
     run_id = None
     if run_text is not None:
@@ -62,7 +68,7 @@ async def _print(
             entries = await reader.log_entries(run_id=run_id, after=last, limit=batch)
             if entries:
                 last = entries[-1].id
-                out("\n".join(log_lines(entries)))
+                out("\n".join(render(entries)))
                 sys.stdout.flush()
         if not follow:
             return

@@ -30,7 +30,7 @@ from .arguments import EXIT_USAGE, Parser, UsageError, check_text, excerpt
 from .run_ids import SHOWN, resolved
 
 if TYPE_CHECKING:
-    from ..journal import JournalBackend, JournalQueries
+    from ..journal import JournalBackend, JournalCommands, JournalQueries
 
 EXIT_OK, EXIT_FAILED = 0, 1  # EXIT_USAGE (2) comes with the argument checks
 # stdout was closed before everything was written (`orchestrator runs | head -1`): what a
@@ -181,13 +181,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     runs.add_argument("--json", action="store_true", help="print JSON")
 
-    emit = _command(commands, "emit", _cmd_emit, "journal an event; print its id")
+    emit = _command(
+        commands,
+        "emit",
+        _cmd_emit,
+        "journal an event; print its id, and on stderr what it started or resumed",
+    )
     emit.add_argument("type", metavar="TYPE", help="the event type, e.g. payment.received")
     emit.add_argument("data", metavar="JSON", nargs="?", default="{}", help="the event's data")
     emit.add_argument(
         "--key",
         metavar="K",
         help="idempotency key: an emit with a key seen before prints the first event's id",
+    )
+    emit.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="do not wait for the daemon to route it; say only whether anything listens",
+    )
+    emit.add_argument(
+        "--json", action="store_true", help="print the event id and what routing did as JSON"
     )
 
     resume = _command(commands, "resume", _cmd_resume, "resume a paused run")
@@ -318,6 +331,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="the last N entries (default 100)",
     )
+    logs.add_argument("--json", action="store_true", help="one JSON object a line")
 
     show = _command(commands, "show", _cmd_show, "one run: status, state, timeline")
     show.add_argument("run_id", metavar="RUN_ID")
@@ -573,7 +587,14 @@ async def _cmd_show(args: argparse.Namespace) -> int:
 def _cmd_logs(args: argparse.Namespace) -> int:
     from .logs import print_logs
 
-    work = print_logs(journal_of(args), args.run_id, follow=args.follow, limit=args.limit, out=_out)
+    work = print_logs(
+        journal_of(args),
+        args.run_id,
+        follow=args.follow,
+        limit=args.limit,
+        out=_out,
+        as_json=args.json,
+    )
     with contextlib.suppress(KeyboardInterrupt):  # how `-f` is meant to end
         _run(work)
     return EXIT_OK
@@ -590,8 +611,33 @@ def _cmd_emit(args: argparse.Namespace) -> int:
     if not args.type.strip():
         raise UsageError("the event type must not be empty")
     key = _key(args)
-    _out(journal_of(args).commands.emit_event(args.type, data, key=key))
+    commands = journal_of(args).commands
+    event_id = commands.emit_event(args.type, data, key=key)
+    if not args.json:  # the id first: a script reading stdout has it before the report
+        _out(event_id)
+        sys.stdout.flush()
+    _report_emit(commands, event_id, args)
     return EXIT_OK
+
+
+def _report_emit(commands: JournalCommands, event_id: str, args: argparse.Namespace) -> None:
+    """What the event started, resumed or buffered (stderr; stdout with --json)."""
+    from .emitting import ROUTING_WAIT, report
+    from .output import escape
+
+    wait = 0.0 if args.no_wait else ROUTING_WAIT
+    try:
+        found = report(commands, event_id, args.type, wait=wait)
+    except JournalError as exc:  # the event is journaled: only the report failed
+        if args.json:
+            _out(json.dumps({"event_id": event_id, "routed": False}))
+        print(escape(f"note: cannot tell what routing did with it: {exc}"), file=sys.stderr)
+        return
+    if args.json:
+        _out(json.dumps(found.document(), ensure_ascii=False, sort_keys=True))
+        return
+    for line in found.lines():
+        print(escape(line), file=sys.stderr)
 
 
 def _key(args: argparse.Namespace) -> str | None:

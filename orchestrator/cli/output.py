@@ -210,6 +210,17 @@ def log_lines(entries: Sequence[LogEntry]) -> list[str]:
     return [escape(line) for line in lines]
 
 
+def log_json_lines(entries: Sequence[LogEntry]) -> list[str]:
+    """`logs --json`: one JSON object a line, `show --json`'s timeline entry plus ids."""
+    return [
+        json.dumps(
+            {"id": item.id, "run_id": item.run_id, **_entry_json(item.entry)},
+            ensure_ascii=False,
+        )
+        for item in entries
+    ]
+
+
 def trial_text(info: RunInfo, timeline: Sequence[TimelineEntry], ending: Sequence[str]) -> str:
     """`try`: the run's timeline, one line an entry, then `ending` and the final state."""
     head = f"run {info.run_id} of {info.workflow_id} (trigger {info.trigger_id}), timeline:"
