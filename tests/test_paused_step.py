@@ -89,6 +89,19 @@ async def test_the_cli_shows_the_step_a_paused_run_waits_in(db: Path) -> None:
     assert "status    paused in step await_approval" in shown
 
 
+async def test_a_run_aborted_while_paused_shows_the_step_it_waited_in_until_retried(
+    db: Path,
+) -> None:
+    ran.clear()
+    async with Runtime(db, workflows=[WORKFLOW]) as rt:
+        run_id = (await rt.invoke("w", "go", {})).run_id
+        await rt.abort(run_id)
+        assert await shown_step(db, run_id) == ("await_approval", "await_approval")
+        retried = await rt.retry(run_id, {"approval": "by hand"})
+    assert retried.status == "completed" and ran == ["prepare", "await_approval", "ship"]
+    assert await shown_step(db, run_id) == (None, None)
+
+
 async def test_recovery_of_a_paused_run_continues_at_the_step_after_the_pause(db: Path) -> None:
     ran.clear()
     async with Runtime(db, workflows=[WORKFLOW]) as rt:
