@@ -139,7 +139,8 @@ class RunInfo:
         workflow_id: The workflow it belongs to.
         trigger_id: The trigger (pipeline) that started it.
         status: Where it stands.
-        step: The next or current step's name (``None`` once it has finished).
+        step: The current or next step's name; for a paused run, the step it waits in
+            (the one that paused it). ``None`` once it has finished.
         state: The state at its last committed checkpoint.
         error: Why it failed, or why it cannot continue.
         version: The workflow version it runs on (it started on it, or moved to the current

@@ -191,6 +191,11 @@ def alive(
 # -- the CLI ------------------------------------------------------------------------------
 
 
+def no_error(stderr: str) -> bool:
+    """Whether a command's stderr holds no error (`emit` reports what its event did there)."""
+    return not any(line.startswith("error") or "Traceback" in line for line in stderr.splitlines())
+
+
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     """Run ``python -m orchestrator ARGS...`` and wait for it (killed after a minute)."""
     return subprocess.run(
@@ -200,11 +205,6 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
         cwd=ROOT,
         timeout=CLI_TIMEOUT,
     )
-
-
-def quiet(stderr: str) -> bool:
-    """Nothing on stderr but the note a writing command prints when no daemon runs."""
-    return all(line.startswith("note: no daemon is running on ") for line in stderr.splitlines())
 
 
 def show(db: Path, run_id: str) -> dict[str, Any]:

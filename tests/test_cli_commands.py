@@ -66,14 +66,15 @@ def inbox(db: Path) -> list[tuple[Any, ...]]:
 async def test_emit_prints_only_the_event_id_and_the_event_starts_a_run(db: Path) -> None:
     async with Runtime(db, workflows=[ORDERS]) as rt:
         out = await acli("emit", "order.created", '{"order_id": 7}', "--db", str(db))
-        assert out.returncode == 0 and out.stderr == ""
-        assert EVENT_ID.fullmatch(out.stdout), repr(out.stdout)
+        assert out.returncode == 0, out.stderr
+        assert EVENT_ID.fullmatch(out.stdout), repr(out.stdout)  # the report is on stderr
         event_id = out.stdout.strip()
 
         async def started() -> list[RunInfo]:
             return [run for run in await rt.list_runs() if run.status == "paused"]
 
         [run] = await effect(rt, "emit", started)
+        assert out.stderr == f"started run {run.run_id} (orders/new)\n"
         assert run.state == {"order_id": 7} and run.trigger_id == "new"
         assert query(db, "SELECT type, routed_at IS NOT NULL FROM events") == [("order.created", 1)]
         assert query(db, "SELECT event_id, action FROM event_routes") == [(event_id, "started")]

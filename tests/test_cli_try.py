@@ -61,21 +61,25 @@ def test_a_paused_run_says_what_it_waits_for_and_stops(examples: Path) -> None:
     out = tried(examples / "approval.py", "request", '{"request_id": "r-1"}')
     assert out.returncode == 0, out.stderr
     assert (
-        'paused (its next step: act), waiting for approval.decided where request_id == "r-1" '
+        'paused in step wait_for_decision, waiting for approval.decided where request_id == "r-1" '
         "(or a timeout at "
     ) in out.stdout
     assert "try stops here: nothing can resume a run on its throwaway journal" in out.stdout
 
     slept = tried(examples / "deploy.py", "deploy", "request", '{"service": "a", "version": "1"}')
     assert slept.returncode == 0, slept.stderr
-    assert "paused (its next step: verify), waiting for its sleep to end at " in slept.stdout
+    assert "paused in step bake, waiting for its sleep to end at " in slept.stdout
 
 
 def test_json_prints_the_run_as_show_does(examples: Path) -> None:
     out = tried(examples / "approval.py", "approval", "request", '{"request_id": "r-1"}', "--json")
     assert out.returncode == 0, out.stderr
     shown = json.loads(out.stdout)
-    assert (shown["workflow_id"], shown["status"], shown["step"]) == ("approval", "paused", "act")
+    assert (shown["workflow_id"], shown["status"], shown["step"]) == (
+        "approval",
+        "paused",
+        "wait_for_decision",
+    )
     assert shown["timeline"][-1]["kind"] == "run.paused"
 
 

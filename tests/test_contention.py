@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from procs import ROOT, Daemon, checkpoint_chains, cli, query
+from procs import ROOT, Daemon, checkpoint_chains, cli, no_error, query
 
 from orchestrator.journal.sqlite.commands import emit_event, queue_invoke
 from orchestrator.testing import eventually_blocking
@@ -135,7 +135,7 @@ def cli_lane(db: Path, signalled: list[str], aborted: list[str]) -> list[str]:
             ["resume", signalled[k], json.dumps({"resumed_by": "cli"})],
         ):
             out = cli(*args, "--db", str(db))
-            assert out.returncode == 0 and not out.stderr, f"{args}: {out.stderr}"
+            assert out.returncode == 0 and no_error(out.stderr), f"{args}: {out.stderr}"
             if args[0] == "runs":
                 assert len(json.loads(out.stdout)) == 50
             if args[0] == "invoke":

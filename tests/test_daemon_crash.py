@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from procs import ROOT, Daemon, checkpoint_chains, effects, query, quiet
+from procs import ROOT, Daemon, checkpoint_chains, effects, no_error, query
 
 from orchestrator.journal.sqlite.commands import emit_event
 
@@ -148,7 +148,7 @@ class CliStream(threading.Thread):
         out, err = proc.communicate(timeout=60)
         if proc.returncode == -signal.SIGKILL:
             self.killed.append(job)
-        elif proc.returncode == 0 and EVENT_ID.fullmatch(out) and quiet(err):
+        elif proc.returncode == 0 and EVENT_ID.fullmatch(out) and no_error(err):
             self.acked[job] = out.strip()
         else:
             self.failed.append((job, out, err))

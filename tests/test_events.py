@@ -66,7 +66,7 @@ async def test_a_paused_run_resumes_on_its_matching_event_only(db: Path) -> None
             "shipped": True,
         }
         info = await rt.watch("orders", seven.run_id)
-        assert info is not None and info.status == "paused" and info.step == "ship"
+        assert info is not None and info.status == "paused" and info.step == "wait_for_payment"
         await rt.emit("payment.received", {"order_id": "7"})  # a string is not 7
         await rt.idle()
         assert (await rt.watch("orders", seven.run_id)).status == "paused"  # type: ignore[union-attr]

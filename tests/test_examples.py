@@ -81,7 +81,7 @@ async def test_order_ships_once_paid(examples: Path, caplog: pytest.LogCaptureFi
         await h.emit("payment.received", {"order_id": 99, "amount": 5})  # someone else's
         assert (
             await status_of(h, run.run_id, "paused")
-        ).step == "cancel_if_unpaid"  # the step after the pause
+        ).step == "wait_for_payment"  # the step it waits in
 
         await h.emit("payment.received", {"order_id": 7, "amount": 12})
         done = await status_of(h, run.run_id, "completed", "failed")
@@ -102,7 +102,7 @@ async def test_unpaid_order_is_cancelled_when_the_payment_times_out(examples: Pa
         await h.advance(3000)  # under the default hour: still waiting
         assert (
             await status_of(h, run.run_id, "paused")
-        ).step == "cancel_if_unpaid"  # the step after the pause
+        ).step == "wait_for_payment"  # the step it waits in
 
         await h.advance(600)
         done = await status_of(h, run.run_id, "completed", "failed")

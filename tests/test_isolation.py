@@ -106,7 +106,7 @@ FAULTS: dict[str, tuple[Step, str, tuple[str, ...]]] = {
     "hang": (
         Step(steps.block, timeout=TIMEOUT),
         "STEP_TIMEOUT",
-        ("'block'", f"timed out after {TIMEOUT:g}s"),
+        ("step 'block' timed out after", f"{TIMEOUT:g} s (timeout={TIMEOUT:g})"),
     ),
 }
 

@@ -249,6 +249,39 @@ async def test_step_timeout_fails_the_run_and_cancels_an_async_step(db: Path) ->
     assert finished == ["hang_sync"]  # the thread ran on, its result was discarded
 
 
+async def test_a_step_timeout_reads_in_plain_words_in_the_run_and_its_retries(db: Path) -> None:
+    async def hang(state: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(10)
+        return state
+
+    async def mine(state: dict[str, Any]) -> dict[str, Any]:
+        raise TimeoutError("the API did not answer")  # the step's own: a failure, not a timeout
+
+    async with Runtime(db) as rt:
+        pipelines = {
+            "once": [Step(hang, name="charge", timeout=0.05)],
+            "twice": [Step(hang, name="charge", timeout=0.05, retries=1, backoff=0)],
+            "own": [Step(mine, name="call", timeout=5)],
+        }
+        await rt.register(Workflow(id="w", pipelines=pipelines))
+        once = await rt.invoke("w", "once", {})
+        twice = await rt.invoke("w", "twice", {})
+        own = await rt.invoke("w", "own", {})
+        retried = [e.message for e in await rt.timeline(twice.run_id) if e.kind == "step.failed"]
+    assert (once.error_code, once.error) == (
+        "STEP_TIMEOUT",
+        "step 'charge' timed out after 0.05 s (timeout=0.05)",
+    )
+    assert twice.error == (
+        "step 'charge' timed out after 0.05 s (timeout=0.05), on its last attempt of 2"
+    )
+    assert retried[0] == "attempt 1 timed out after 0.05 s (timeout=0.05); retrying in 0s"
+    assert (own.error_code, own.error) == (
+        "STEP_FAILED",
+        "step 'call' failed: TimeoutError: the API did not answer",
+    )
+
+
 async def test_retries_with_backoff_and_a_stable_idempotency_key(db: Path) -> None:
     clock = FakeClock()
     keys: list[str] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import subprocess
@@ -79,6 +80,25 @@ async def test_logs_prints_one_run_or_all_with_tracebacks(db: Path) -> None:
     assert cli("logs", "--limit", "1", "--db", str(db)).stdout.count("step.failed") == 1
     missing = cli("logs", "--db", str(db.with_name("none.db")))
     assert missing.returncode == 0 and missing.stdout == ""
+
+
+async def test_logs_json_prints_one_object_a_line_with_the_traceback_in_its_data(
+    db: Path,
+) -> None:
+    async with runtime(db) as rt:
+        failed = await rt.invoke("tb", "thread", {"token": "a"})
+    out = cli("logs", failed.run_id, "--json", "--db", str(db))
+    assert out.returncode == 0, out.stderr
+    entries = [json.loads(line) for line in out.stdout.splitlines()]
+    assert all(
+        set(entry) == {"id", "run_id", "at", "source", "kind", "step", "message", "data"}
+        for entry in entries
+    )
+    [entry] = [entry for entry in entries if entry["kind"] == "step.failed"]
+    assert entry["run_id"] == failed.run_id and entry["step"] == "parse"
+    assert entry["data"]["traceback"].startswith("Traceback (most recent call last):")
+    assert [e["id"] for e in entries] == sorted(e["id"] for e in entries)  # oldest first
+    assert entry["at"].endswith("Z")
 
 
 async def fail_once(db: Path, token: str) -> str:

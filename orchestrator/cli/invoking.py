@@ -67,7 +67,7 @@ def _no_daemon(location: str, identity: str, run_id: str, info: RunInfo | None) 
 
 def _settled(info: RunInfo) -> Outcome:
     if info.status in (RunStatus.COMPLETED, RunStatus.PAUSED):
-        step = f" at step {info.step}" if info.status == RunStatus.PAUSED and info.step else ""
+        step = f" in step {info.step}" if info.status == RunStatus.PAUSED and info.step else ""
         return Outcome(True, f"run {info.run_id} {info.status}{step}", info.state)
     code = f" [{info.error_code}]" if info.error_code else ""
     return Outcome(False, f"run {info.run_id} {info.status}: {info.error or ''}{code}", info.state)

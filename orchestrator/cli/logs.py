@@ -1,21 +1,26 @@
 """``orchestrator logs``: the journaled timeline entries of one run or of all, and following them.
 
 One line an entry (time, short run id, kind, step, message), oldest first, with a failed
-step's traceback under its line. ``-f`` then follows: it asks the journal's change feed
-(one cheap ``data_version`` a poll) and reads rows only past the last row id printed.
+step's traceback under its line (``--json``: one object a line). ``-f`` then follows: it
+asks the journal's change feed (one cheap ``data_version`` a poll) and reads rows only past
+the last row id printed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from ..journal import JournalBackend, JournalQueries
-from .output import log_lines
+from ..journal import JournalBackend, JournalQueries, LogEntry
+from .output import log_json_lines, log_lines
 from .run_ids import SHOWN, resolved
 
-POLL_SECONDS = 0.2  # how often `-f` asks whether anything was committed
+# `-f` asks whether anything was committed (one cheap `data_version`) every FAST seconds
+# after it printed, backing off by BACKOFF a quiet poll to SLOW: lines of a busy run print
+# within a few tens of ms, and an idle follower polls no more often than before.
+FAST_POLL, SLOW_POLL, BACKOFF = 0.02, 0.2, 1.5
+POLL_SECONDS = SLOW_POLL  # how long a missing journal is waited for between looks
 
 
 async def print_logs(
@@ -25,11 +30,13 @@ async def print_logs(
     follow: bool,
     limit: int,
     out: Callable[[str], None],
+    as_json: bool = False,
 ) -> None:
     """Print the last `limit` entries (of the run `run_text` names, or of all runs).
 
     With `follow`, keep printing new ones until cancelled (Ctrl-C); a journal that does
-    not exist yet is waited for. Without it, a missing journal prints nothing.
+    not exist yet is waited for. Without it, a missing journal prints nothing. With
+    `as_json`, one JSON object a line.
     """
     while not journal.exists():
         if not follow:
@@ -37,7 +44,10 @@ async def print_logs(
         await asyncio.sleep(POLL_SECONDS)
     reader = await journal.open_reader()
     try:
-        await _print(reader, journal.location, run_text, follow=follow, limit=limit, out=out)
+        render = log_json_lines if as_json else log_lines
+        await _print(
+            reader, journal.location, run_text, follow=follow, limit=limit, out=out, render=render
+        )
     finally:
         await reader.close()
 
@@ -50,21 +60,23 @@ async def _print(
     follow: bool,
     limit: int,
     out: Callable[[str], None],
+    render: Callable[[Sequence[LogEntry]], list[str]],
 ) -> None:
     run_id = None
     if run_text is not None:
         run_id = resolved(run_text, await reader.match_runs(run_text, limit=SHOWN), location)
-    last, version, batch = 0, None, limit
+    last, version, batch, pause = 0, None, limit, SLOW_POLL
     while True:
         seen = await reader.data_version()
+        pause = min(pause * BACKOFF, SLOW_POLL)
         if seen != version:
             version = seen
             entries = await reader.log_entries(run_id=run_id, after=last, limit=batch)
             if entries:
-                last = entries[-1].id
-                out("\n".join(log_lines(entries)))
+                last, pause = entries[-1].id, FAST_POLL
+                out("\n".join(render(entries)))
                 sys.stdout.flush()
         if not follow:
             return
         batch = -1  # once following, every new entry
-        await asyncio.sleep(POLL_SECONDS)
+        await asyncio.sleep(pause)

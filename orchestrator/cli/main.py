@@ -30,7 +30,7 @@ from .arguments import EXIT_USAGE, Parser, UsageError, check_text, excerpt
 from .run_ids import SHOWN, resolved
 
 if TYPE_CHECKING:
-    from ..journal import JournalBackend, JournalQueries
+    from ..journal import JournalBackend, JournalCommands, JournalQueries
     from .daemons import Registration
 
 EXIT_OK, EXIT_FAILED = 0, 1  # EXIT_USAGE (2) comes with the argument checks
@@ -182,13 +182,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     runs.add_argument("--json", action="store_true", help="print JSON")
 
-    emit = _command(commands, "emit", _cmd_emit, "journal an event; print its id")
+    emit = _command(
+        commands,
+        "emit",
+        _cmd_emit,
+        "journal an event; print its id, and on stderr what it started or resumed",
+    )
     emit.add_argument("type", metavar="TYPE", help="the event type, e.g. payment.received")
     emit.add_argument("data", metavar="JSON", nargs="?", default="{}", help="the event's data")
     emit.add_argument(
         "--key",
         metavar="K",
         help="idempotency key: an emit with a key seen before prints the first event's id",
+    )
+    emit.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="do not wait for the daemon to route it; say only whether anything listens",
+    )
+    emit.add_argument(
+        "--json", action="store_true", help="print the event id and what routing did as JSON"
     )
 
     resume = _command(commands, "resume", _cmd_resume, "resume a paused run")
@@ -319,6 +332,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="the last N entries (default 100)",
     )
+    logs.add_argument("--json", action="store_true", help="one JSON object a line")
 
     show = _command(commands, "show", _cmd_show, "one run: status, state, timeline")
     show.add_argument("run_id", metavar="RUN_ID")
@@ -519,9 +533,9 @@ def _verdict(trial: Any, timeout: float) -> tuple[list[str], int]:
     if info.status == "completed":
         return ["completed"], EXIT_OK
     if info.status == "paused":
-        after = f" (its next step: {info.step})" if info.step else ""
+        within = f" in step {info.step}" if info.step else ""
         return [
-            f"paused{after}, waiting for {waiting_for(trial.timeline)}",
+            f"paused{within}, waiting for {waiting_for(trial.timeline)}",
             "try stops here: nothing can resume a run on its throwaway journal",
         ], EXIT_OK
     code = f" [{info.error_code}]" if info.error_code else ""
@@ -574,7 +588,14 @@ async def _cmd_show(args: argparse.Namespace) -> int:
 def _cmd_logs(args: argparse.Namespace) -> int:
     from .logs import print_logs
 
-    work = print_logs(journal_of(args), args.run_id, follow=args.follow, limit=args.limit, out=_out)
+    work = print_logs(
+        journal_of(args),
+        args.run_id,
+        follow=args.follow,
+        limit=args.limit,
+        out=_out,
+        as_json=args.json,
+    )
     with contextlib.suppress(KeyboardInterrupt):  # how `-f` is meant to end
         _run(work)
     return EXIT_OK
@@ -592,8 +613,12 @@ def _cmd_emit(args: argparse.Namespace) -> int:
         raise UsageError("the event type must not be empty")
     key = _key(args)
     journal = journal_of(args)
-    _out(journal.commands.emit_event(args.type, data, key=key))
+    event_id = journal.commands.emit_event(args.type, data, key=key)
+    if not args.json:  # the id first: a script reading stdout has it before the report
+        _out(event_id)
+        sys.stdout.flush()
     _note_if_no_daemon(journal, "the event")
+    _report_emit(journal.commands, event_id, args)
     return EXIT_OK
 
 
@@ -608,6 +633,26 @@ def _note_if_no_daemon(journal: JournalBackend, waiting: str) -> None:
     except JournalError:  # the write went through; the note is only a help
         return
     print(escape(no_daemon_note(journal.location, journal.identity, waiting)), file=sys.stderr)
+
+
+def _report_emit(commands: JournalCommands, event_id: str, args: argparse.Namespace) -> None:
+    """What the event started, resumed or buffered (stderr; stdout with --json)."""
+    from .emitting import ROUTING_WAIT, report
+    from .output import escape
+
+    wait = 0.0 if args.no_wait else ROUTING_WAIT
+    try:
+        found = report(commands, event_id, args.type, wait=wait)
+    except JournalError as exc:  # the event is journaled: only the report failed
+        if args.json:
+            _out(json.dumps({"event_id": event_id, "routed": False}))
+        print(escape(f"note: cannot tell what routing did with it: {exc}"), file=sys.stderr)
+        return
+    if args.json:
+        _out(json.dumps(found.document(), ensure_ascii=False, sort_keys=True))
+        return
+    for line in found.lines():
+        print(escape(line), file=sys.stderr)
 
 
 def _key(args: argparse.Namespace) -> str | None:

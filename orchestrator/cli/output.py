@@ -139,6 +139,11 @@ def runs_table(runs: Sequence[RunInfo], now: datetime | None = None) -> str:
 SHOWN_CHILDREN = 20  # children listed by `show`; the rest are counted
 
 
+def _at_step(info: RunInfo) -> str:
+    """How a run's step reads after its status: a paused run waits *in* its step."""
+    return "in step" if info.status == "paused" else "at step"
+
+
 def run_text(
     info: RunInfo,
     timeline: Sequence[TimelineEntry],
@@ -148,7 +153,7 @@ def run_text(
     lines = [
         f"run       {info.run_id}",
         f"workflow  {info.workflow_id} (trigger {info.trigger_id}, version {info.version or '-'})",
-        f"status    {info.status}" + (f" at step {info.step}" if info.step else ""),
+        f"status    {info.status}" + (f" {_at_step(info)} {info.step}" if info.step else ""),
         f"created   {_local(info.created_at)}   updated {_local(info.updated_at)}",
     ]
     if info.forked_from is not None:
@@ -203,6 +208,17 @@ def log_lines(entries: Sequence[LogEntry]) -> list[str]:
         lines.append(f"{_local(entry.at, ms=True)}  {run:<8}  {entry.kind}{step}{message}")
         lines += traceback_lines(entry, "    ")
     return [escape(line) for line in lines]
+
+
+def log_json_lines(entries: Sequence[LogEntry]) -> list[str]:
+    """`logs --json`: one JSON object a line, `show --json`'s timeline entry plus ids."""
+    return [
+        json.dumps(
+            {"id": item.id, "run_id": item.run_id, **_entry_json(item.entry)},
+            ensure_ascii=False,
+        )
+        for item in entries
+    ]
 
 
 def trial_text(info: RunInfo, timeline: Sequence[TimelineEntry], ending: Sequence[str]) -> str:

@@ -23,7 +23,7 @@ from ..define.services import ServiceScope
 from ..define.waits import PauseRequest, PauseService, WaitRegistry
 from ..errors import describe_exception, format_traceback
 from ..journal import JournalWriter, ops
-from ..pipeline.steps import StepFailed, run_step
+from ..pipeline.steps import StepFailed, StepTimedOut, run_step
 from ..records import RunCode, RunResult, RunStatus, is_ok
 from ..state import EncodedState, StateEncodingError, Unencodable, decode_state, encode_state
 from .context import RunLogger, StepContext
@@ -175,10 +175,10 @@ async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> Pause
         )
     except StepFailed as failed:
         code = _code_of(failed)
-        what = f"crashed: {failed.cause}" if code is RunCode.STEP_CRASHED else f"failed: {failed}"
         # A timeout or a crash has no user frames to show: only what the step raised has.
         trace = format_traceback(failed.cause) if code is RunCode.STEP_FAILED else None
-        raise _RunFailed(f"step {bound.name!r} {what}", code, bound.name, trace) from failed
+        message = _failure_message(bound, code, failed)
+        raise _RunFailed(message, code, bound.name, trace) from failed
     pause = result if isinstance(result, PauseRequest) else None
     # A pausing step leaves the state as it was.
     text = _state_text(run, bound, EncodedState(run.state_text) if pause is not None else result)
@@ -210,6 +210,15 @@ async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> Pause
     if env.wants("step.completed"):
         await env.notify("step.completed", run, {"step": bound.name})
     return pause
+
+
+def _failure_message(bound: BoundStep, code: RunCode, failed: StepFailed) -> str:
+    """The run's error, in words: ``step 'charge' timed out after 30 s (timeout=30)``."""
+    if code is RunCode.STEP_TIMEOUT:
+        tries = f", on its last attempt of {failed.attempts}" if failed.attempts > 1 else ""
+        return f"{failed}{tries}"
+    what = f"crashed: {failed.cause}" if code is RunCode.STEP_CRASHED else f"failed: {failed}"
+    return f"step {bound.name!r} {what}"
 
 
 def _code_of(failed: StepFailed) -> RunCode:
@@ -335,9 +344,12 @@ def _record_retry(
     *,
     env: ExecutorEnv,
 ) -> Awaitable[None] | None:
-    message = run.workflow.redactor.redact(
-        f"attempt {attempt} failed: {describe_exception(exc)}; retrying in {delay:g}s"
+    what = (
+        f"timed out after {exc.seconds:g} s (timeout={exc.seconds:g})"
+        if isinstance(exc, StepTimedOut)
+        else f"failed: {describe_exception(exc)}"
     )
+    message = run.workflow.redactor.redact(f"attempt {attempt} {what}; retrying in {delay:g}s")
     data = {"attempt": attempt, "retry": True}
     _note(run, bound, env, "step.failed", message, data)
     if not env.wants("step.failed"):

@@ -195,6 +195,7 @@ class Parking:
             [
                 self._wait_op(wait),
                 ops.set_status(run.row, RunStatus.PAUSED, now),
+                ops.set_paused_in(run.row, _pausing_step(run)),
                 self._timeline(
                     run.row,
                     run.position,
@@ -300,6 +301,7 @@ class Parking:
             wait_op,
             *ops.state_change(parked.row, parked.position, "resume", parked.state_text, now),
             ops.set_status(parked.row, RunStatus.RUNNING, now),
+            ops.set_paused_in(parked.row, None),
             self._timeline(
                 parked.row,
                 parked.position,
@@ -490,3 +492,9 @@ class Parking:
 
 def _key(conditions: Conditions) -> str:
     return json.dumps(conditions.to_json(), sort_keys=True)
+
+
+def _pausing_step(run: ActiveRun) -> str | None:
+    """The step that asked `run` to wait (it has just ended: `step_index` is past it)."""
+    index = run.step_index - 1
+    return run.steps[index].name if 0 <= index < len(run.steps) else None

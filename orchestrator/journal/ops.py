@@ -43,6 +43,7 @@ class Stmt(enum.Enum):
     CLEAR_RECOVERIES = enum.auto()
     SET_RECOVERIES = enum.auto()
     SET_STATUS = enum.auto()
+    SET_PAUSED_IN = enum.auto()
     SET_WAIT = enum.auto()
     ADD_BUFFERED = enum.auto()
     DROP_BUFFERED = enum.auto()
@@ -64,7 +65,14 @@ Op = tuple[Stmt, tuple[Any, ...]]
 # Updates that set absolute values of one run (its row id is the last parameter): within a
 # batch only the last one of each run matters.
 _LAST_WINS = frozenset(
-    {Stmt.SET_PROGRESS, Stmt.SET_POSITION, Stmt.SET_STATUS, Stmt.SET_VERSION, Stmt.SET_WAIT}
+    {
+        Stmt.SET_PROGRESS,
+        Stmt.SET_POSITION,
+        Stmt.SET_STATUS,
+        Stmt.SET_PAUSED_IN,
+        Stmt.SET_VERSION,
+        Stmt.SET_WAIT,
+    }
 )
 
 
@@ -184,6 +192,11 @@ def set_status(
 ) -> Op:
     """Move a run to `status`, with the error that ended it, if any."""
     return Stmt.SET_STATUS, (status, valid_text(error), code, at, row)
+
+
+def set_paused_in(row: int, step: str | None) -> Op:
+    """Run `row` pauses in `step` (the step that asked to wait); None: it woke."""
+    return Stmt.SET_PAUSED_IN, (step, row)
 
 
 def add_timeline(

@@ -9,7 +9,8 @@ answers are the dataclasses of `records` and `view_records`. Nothing here knows 
     ├── JournalWriter    the runtime's only writer: group commit under the lease
     ├── JournalQueries   what the engine and the CLI read (a ChangeFeed too)
     ├── DashboardViews   what the dashboard reads (a ChangeFeed too)
-    └── JournalCommands  events and commands from another process (the CLI, the dashboard)
+    ├── JournalCommands  events and commands from another process (the CLI, the dashboard)
+    └── RoutingReads     what routing did with an event (`orchestrator emit`), without asyncio
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ if TYPE_CHECKING:  # the CLI's small commands must not load asyncio
         CommandOutcome,
         CommandRecord,
         DaemonRecord,
+        EventListeners,
         EventRecord,
+        EventRouting,
         LoadErrorRecord,
         LogEntry,
         Opened,
@@ -402,6 +405,40 @@ class JournalCommands(Protocol):
 
     def daemon(self) -> DaemonRecord | None:
         """The live process holding the journal's lease, or None (on an existing journal)."""
+
+    def routing_reads(self) -> RoutingReads:
+        """Reads of what routing did with events, on an existing journal (a context manager).
+
+        Raises:
+            JournalError: The journal cannot be opened (`JournalCorrupt` if not a journal).
+        """
+
+
+class RoutingReads(Protocol):
+    """Blocking reads on one read-only connection: what routing did with an event.
+
+    For `orchestrator emit`, which reports what its event started or resumed and must not
+    load asyncio. Used as a context manager (the connection closes at its end); no call
+    leaves a read transaction open.
+    """
+
+    def __enter__(self) -> RoutingReads:
+        """The reads, connected."""
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Disconnect."""
+
+    def data_version(self) -> int:
+        """A value that changes whenever a commit lands in the journal."""
+
+    def daemon_live(self) -> bool:
+        """Whether a live process holds the journal's lease (a daemon that routes events)."""
+
+    def event_routing(self, event_id: str) -> EventRouting | None:
+        """Whether the event is routed and what that did to runs; None if it is unknown."""
+
+    def event_listeners(self) -> EventListeners:
+        """The event types the registered workflows' triggers and the waiting runs take."""
 
 
 class JournalBackend(Protocol):

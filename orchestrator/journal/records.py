@@ -217,3 +217,52 @@ class LogEntry:
     id: int
     run_id: str | None
     entry: TimelineEntry
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventRoute:
+    """What routing one event did to one run (a row of the event's routes).
+
+    `action` is ``started``, ``queued``, ``dropped``, ``rejected`` or ``signalled`` for a
+    trigger's dispatch (`trigger_id` is that trigger), ``resumed`` or ``buffered`` for a
+    waiting run (`trigger_id` is the run's).
+    """
+
+    action: str
+    run_id: str
+    workflow_id: str
+    trigger_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventRouting:
+    """One event as the journal has it: whether the daemon has routed it, and what that did.
+
+    Routes commit in the same transaction as the event's routed mark: once `routed`,
+    `routes` is complete (empty: nothing took it).
+    """
+
+    event_id: str
+    event_type: str
+    routed: bool
+    routes: list[EventRoute]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventListeners:
+    """The event types the loaded workflows' triggers and the waiting runs listen to.
+
+    Attributes:
+        triggers: Event type -> the ``workflow/trigger`` names of the enabled triggers on
+            it, as the daemon last registered them (kept while no daemon runs).
+        disabled: Event type -> the disabled ones (a workflow's or a trigger's switch).
+        waits: Event type -> how many runs wait for it (paused on it, or registered early).
+    """
+
+    triggers: dict[str, list[str]] = field(default_factory=dict)
+    disabled: dict[str, list[str]] = field(default_factory=dict)
+    waits: dict[str, int] = field(default_factory=dict)
+
+    def types(self) -> set[str]:
+        """Every event type something listens to (a disabled trigger's too)."""
+        return {*self.triggers, *self.disabled, *self.waits}

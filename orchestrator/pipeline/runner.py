@@ -25,7 +25,7 @@ from ..define.model import BoundStep, Step, StepFn, bind_pipeline
 from ..errors import InvalidState, PipelineError, StepTimeout, describe_exception
 from ..state import State, StateEncodingError, decode_state, encode_state
 from .sources import load_pipeline_source
-from .steps import StepFailed, run_step
+from .steps import StepFailed, StepTimedOut, run_step
 from .validation import ImportPolicy
 
 EventHandler = Callable[[str, dict[str, Any]], object]
@@ -176,7 +176,10 @@ def _describe_failure(
     if isinstance(exc, StateEncodingError):
         return InvalidState, f"{step} returned bad state: {exc}"
     tries = f" after {exc.attempts} attempts" if exc.attempts > 1 else ""
-    return (StepTimeout if exc.timed_out else PipelineError), f"{step} failed{tries}: {error}"
+    if isinstance(exc.cause, StepTimedOut):  # in words: timed out after 30 s (timeout=30)
+        seconds = exc.cause.seconds
+        return StepTimeout, f"{step} timed out after {seconds:g} s (timeout={seconds:g}){tries}"
+    return PipelineError, f"{step} failed{tries}: {error}"
 
 
 def _cause(exc: StepFailed | StateEncodingError) -> BaseException:

@@ -30,11 +30,23 @@ RetryHook = Callable[[int, BaseException, float], object]
 Isolated = Callable[[str, Any, float | None], Awaitable[object]]
 
 
+class StepTimedOut(TimeoutError):
+    """An attempt of a step ran for its whole `timeout` and was given up.
+
+    Its message says so in words (``step 'charge' timed out after 30 s (timeout=30)``);
+    a `TimeoutError` the step raised itself stays a failure of that step.
+    """
+
+    def __init__(self, step: str, seconds: float) -> None:
+        super().__init__(f"step {step!r} timed out after {seconds:g} s (timeout={seconds:g})")
+        self.step, self.seconds = step, seconds
+
+
 class StepFailed(Exception):
-    """A step's last attempt failed; `cause` is what it raised (or `TimeoutError`)."""
+    """A step's last attempt failed; `cause` is what it raised (or `StepTimedOut`)."""
 
     def __init__(self, cause: BaseException, *, attempts: int, timed_out: bool) -> None:
-        super().__init__(describe_exception(cause))
+        super().__init__(str(cause) if timed_out else describe_exception(cause))
         self.cause = cause
         self.attempts = attempts
         self.timed_out = timed_out
@@ -90,7 +102,7 @@ async def run_step(
 
 
 class _Timeout(Exception):
-    def __init__(self, cause: TimeoutError) -> None:
+    def __init__(self, cause: StepTimedOut) -> None:
         super().__init__(str(cause))
         self.cause = cause
 
@@ -103,8 +115,8 @@ async def _isolated(bound: BoundStep, isolated: Isolated, state_text: str, ctx: 
         raise _Timeout(_timed_out(bound, seconds or 0)) from exc
 
 
-def _timed_out(bound: BoundStep, seconds: float) -> TimeoutError:
-    return TimeoutError(f"step {bound.name!r} timed out after {seconds:g}s")
+def _timed_out(bound: BoundStep, seconds: float) -> StepTimedOut:
+    return StepTimedOut(bound.name, seconds)
 
 
 async def _with_timeout(bound: BoundStep, call: Awaitable[object], seconds: float) -> object:

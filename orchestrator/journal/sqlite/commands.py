@@ -13,7 +13,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...clock import Clock, new_id
 from ...errors import (
@@ -39,6 +39,9 @@ from .connection import (
     rollback_if_open,
 )
 from .schema import upgrade
+
+if TYPE_CHECKING:
+    from .routing import SqliteRoutingReads
 
 T = TypeVar("T")
 ATTEMPTS = 5
@@ -448,3 +451,9 @@ class SqliteCommands:
             return False
         convert_to_incremental(self.path)
         return True
+
+    def routing_reads(self) -> SqliteRoutingReads:
+        """What routing did with events, on one read-only connection (a context manager)."""
+        from .routing import SqliteRoutingReads
+
+        return SqliteRoutingReads(self.path)

@@ -49,9 +49,15 @@ from .schema import APPLICATION_ID, MIGRATIONS
 
 _CHUNK = 500  # run ids in one IN (...) list
 _SERVICE_KINDS = "('service.opened', 'services.closed')"  # the timeline_services index's
-_RUN_COLUMNS = """
-    r.run_id, r.workflow_id, r.trigger_id, r.status, r.step, r.error, r.error_code,
-    r.version, r.created_at, r.updated_at, r.forked_from_run, r.forked_from_step,
+# A run's step as shown: the step a paused run waits in (`step` names the one it goes on
+# at), also once it ended there (aborted, or failed by its wait's timeout).
+SHOWN_STEP = (
+    "CASE WHEN r.status IN ('paused', 'failed', 'aborted') THEN coalesce(r.paused_in, r.step)"
+    " ELSE r.step END"
+)
+_RUN_COLUMNS = f"""
+    r.run_id, r.workflow_id, r.trigger_id, r.status, {SHOWN_STEP} AS step, r.error,
+    r.error_code, r.version, r.created_at, r.updated_at, r.forked_from_run, r.forked_from_step,
     (SELECT p.parent FROM children p WHERE p.child = r.run_id) AS parent,
     (SELECT c.state FROM checkpoints c WHERE c.run = r.id ORDER BY c.position DESC LIMIT 1)
         AS state

@@ -257,6 +257,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX children_by_parent ON children (parent, created_at, n);
     ALTER TABLE waits ADD COLUMN joins TEXT;
     """,
+    # 15: the step a paused run waits in (the one that called `ctx.pause`, `ctx.sleep` or
+    # `ctx.join`), written when it pauses and cleared when it wakes or a step starts or
+    # ends; `step` keeps naming the step it continues at. Readers show it as the step of a
+    # run paused (or aborted or failed while it waited).
+    """
+    ALTER TABLE runs ADD COLUMN paused_in TEXT;
+    """,
 )
 
 

@@ -50,9 +50,10 @@ SQL: Final[dict[Stmt, str]] = {
         "INSERT OR REPLACE INTO checkpoints"
         " (run, position, step, started_at, ended_at, state, kind) VALUES (?, ?, ?, ?, ?, ?, ?)"
     ),
+    # A step ends or (re)starts: the run no longer waits in a step (`paused_in`).
     Stmt.SET_PROGRESS: (
         "UPDATE runs SET position = max(position, ?), step = ?, step_started_at = ?,"
-        " updated_at = max(updated_at, ?) WHERE id = ?"
+        " updated_at = max(updated_at, ?), paused_in = NULL WHERE id = ?"
     ),
     Stmt.SET_POSITION: (
         "UPDATE runs SET position = max(position, ?), updated_at = max(updated_at, ?) WHERE id = ?"
@@ -67,6 +68,7 @@ SQL: Final[dict[Stmt, str]] = {
         "UPDATE runs SET status = ?, error = ?, error_code = ?,"
         " updated_at = max(updated_at, ?) WHERE id = ?"
     ),
+    Stmt.SET_PAUSED_IN: "UPDATE runs SET paused_in = ? WHERE id = ?",
     Stmt.SET_WAIT: (
         "UPDATE waits SET status = ?, timeout_at = ?, into_key = ?, on_timeout = ? WHERE id = ?"
     ),

@@ -32,7 +32,7 @@ from ..view_records import (
     WorkflowView,
 )
 from .commands import PIPELINE_SQL, pipeline_steps
-from .reader import JournalReader, forked_from
+from .reader import SHOWN_STEP, JournalReader, forked_from
 
 _ORDER_BY: Final = {
     "newest": "r.id DESC",
@@ -43,9 +43,9 @@ _ORDER_BY: Final = {
 
 TIMELINE_LIMIT: Final = 2_000  # rows of a run's timeline shown (the latest)
 CHECKPOINT_LIMIT: Final = 200  # checkpoints of a run shown (the latest)
-_RUN_COLUMNS = """
-    r.run_id, r.workflow_id, r.trigger_id, r.status, r.step, r.error, r.error_code,
-    r.version, r.created_at, r.updated_at
+_RUN_COLUMNS = f"""
+    r.run_id, r.workflow_id, r.trigger_id, r.status, {SHOWN_STEP} AS step, r.error,
+    r.error_code, r.version, r.created_at, r.updated_at
 """
 _Member = TypeVar("_Member", bound=StrEnum)
 # A JSON column as valid JSON: damaged text comes back as a JSON string of itself.

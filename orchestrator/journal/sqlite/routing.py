@@ -1,0 +1,125 @@
+"""What routing did with an event, and what listens to which event types: blocking reads.
+
+`orchestrator emit` reports what its event started or resumed, and must not load asyncio
+(the writing commands start in well under 100 ms): plain `sqlite3`, one read-only
+connection (``mode=rw`` and ``query_only``: it never creates a journal nor writes one),
+polled while the daemon routes. Routing commits an event's routes in the same transaction
+as its ``routed_at`` mark (`engine.events`), so a routed event's routes are complete.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from ...clock import Clock
+from ...errors import JournalError
+from ..records import EventListeners, EventRoute, EventRouting
+from . import lease
+from .connection import SQLITE_ERRORS, open_error, read_write_uri
+
+_BUSY_TIMEOUT_MS = 1_000
+_ROUTES_SQL = (
+    "SELECT er.action, r.run_id, r.workflow_id, r.trigger_id FROM event_routes er"
+    " JOIN runs r ON r.id = er.run WHERE er.event_id = ? ORDER BY r.id, er.action"
+)
+# The partial index `waits_live` holds exactly these waits.
+_WAITED_SQL = (
+    "SELECT event_type, count(DISTINCT run) FROM waits"
+    " WHERE status IN ('armed', 'parked') AND event_type IS NOT NULL GROUP BY event_type"
+)
+
+
+class SqliteRoutingReads:
+    """`RoutingReads` over one read-only connection to the journal file at `path`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+
+    def __enter__(self) -> SqliteRoutingReads:
+        try:
+            conn = sqlite3.connect(
+                read_write_uri(self.path), uri=True, isolation_level=None, timeout=0
+            )
+            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA query_only = ON")
+        except SQLITE_ERRORS as exc:
+            raise open_error(self.path, exc, write=False) from exc
+        self._conn = conn
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def data_version(self) -> int:
+        """`PRAGMA data_version`: it moves whenever another connection commits."""
+        return int(self._rows("PRAGMA data_version")[0][0])
+
+    def daemon_live(self) -> bool:
+        """Whether a live process holds the lease."""
+        rows = self._rows(lease.HOLDER_SQL)
+        holder = lease.holder_from(rows[0] if rows else None)
+        return holder is not None and lease.is_live(holder, Clock().now_us())
+
+    def event_routing(self, event_id: str) -> EventRouting | None:
+        """The event's type, whether it is routed, and its routes (by run row, then action)."""
+        found = self._rows("SELECT type, routed_at FROM events WHERE event_id = ?", (event_id,))
+        if not found:
+            return None
+        routes = [
+            EventRoute(action=row[0], run_id=row[1], workflow_id=row[2], trigger_id=row[3])
+            for row in self._rows(_ROUTES_SQL, (event_id,))
+        ]
+        return EventRouting(
+            event_id=event_id,
+            event_type=str(found[0][0]),
+            routed=found[0][1] is not None,
+            routes=routes,
+        )
+
+    def event_listeners(self) -> EventListeners:
+        """The registered workflows' event triggers (split by switch) and the waited types."""
+        off = {
+            (row[0], row[1])
+            for row in self._rows("SELECT workflow_id, trigger_id FROM switches WHERE enabled = 0")
+        }
+        listeners = EventListeners()
+        for workflow_id, triggers in self._rows(
+            "SELECT workflow_id, triggers FROM workflows WHERE present = 1 ORDER BY workflow_id"
+        ):
+            for trigger_id, event_type in _event_triggers(triggers):
+                disabled = (workflow_id, "") in off or (workflow_id, trigger_id) in off
+                into = listeners.disabled if disabled else listeners.triggers
+                into.setdefault(event_type, []).append(f"{workflow_id}/{trigger_id}")
+        for event_type, runs in self._rows(_WAITED_SQL):
+            listeners.waits[str(event_type)] = int(runs)
+        return listeners
+
+    def _rows(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        if self._conn is None:
+            raise JournalError(f"journal {self.path}: routing reads used outside their `with`")
+        try:
+            # fetchall: the statement runs to its end, so no read transaction stays open.
+            return list(self._conn.execute(sql, params).fetchall())
+        except SQLITE_ERRORS as exc:
+            raise JournalError(f"journal {self.path}: read failed: {exc}") from exc
+
+
+def _event_triggers(text: object) -> list[tuple[str, str]]:
+    """(trigger id, event type) of each event trigger in a `workflows.triggers` JSON list."""
+    try:
+        triggers = json.loads(str(text))
+    except ValueError:  # a damaged row: no triggers, not a failed command
+        return []
+    if not isinstance(triggers, list):
+        return []
+    return [
+        (str(t.get("trigger_id")), str(t["event"]))
+        for t in triggers
+        if isinstance(t, dict) and t.get("type") == "event" and "event" in t
+    ]
