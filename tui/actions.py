@@ -80,8 +80,7 @@ class Actions:
         if run_id is None:
             self._app.notify("no run selected", severity="warning")
             return
-        self._app.copy_to_clipboard(run_id)
-        self._app.notify(f"copied run id {run_id}", markup=False)
+        self._app.copy_text(run_id, what=f"run id {run_id}")
 
     async def _run_command(self, command: str, run_id: str) -> None:
         subject = join(literal(f"{command.capitalize()} run "), literal(run_id, "bold"))

@@ -33,6 +33,7 @@ from .format import join, literal, short_id
 from .live import JournalBanner, LiveScreen, RunScreen
 from .runs import RunsScreen
 from .source import JournalSource
+from .terminal import in_tmux, osc52, screenshot_dir, tmux_passthrough
 from .workflows import WorkflowsScreen
 
 QuitHook = Callable[[], object | Awaitable[object]]
@@ -60,6 +61,7 @@ class DashboardApp(App[None]):
         "events": EventsScreen,
     }
     DEFAULT_MODE = "runs"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # noqa: RUF012 - typed by App
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("1", "switch_mode('runs')", "Runs"),
         Binding("2", "switch_mode('workflows')", "Workflows"),
@@ -68,6 +70,9 @@ class DashboardApp(App[None]):
         Binding("i", "invoke", "Invoke"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
+        # Textual binds ctrl+c to "copy" in inputs and to a hint ("press ctrl+q") elsewhere:
+        # here it quits, as q does, from anywhere.
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
     ]
 
     def __init__(
@@ -163,7 +168,8 @@ class DashboardApp(App[None]):
                 if stop:
                     await self.quit_now()
 
-            self.push_screen(ConfirmDialog(question, confirm_label="Stop"), answered)
+            dialog = ConfirmDialog(question, confirm_label="Stop", cancel_label="Cancel")
+            self.push_screen(dialog, answered)
             return
         await self.quit_now()
 
@@ -175,6 +181,43 @@ class DashboardApp(App[None]):
             if inspect.isawaitable(result):
                 await result
         self.exit()
+
+    def copy_to_clipboard(self, text: str) -> None:
+        """Textual's OSC 52, and inside tmux the same wrapped for tmux to pass on."""
+        super().copy_to_clipboard(text)
+        if self._driver is not None and in_tmux():
+            self._driver.write(tmux_passthrough(osc52(text)))
+
+    def copy_text(self, text: str, *, what: str) -> None:
+        """Send `text` to the terminal's clipboard and say so (honestly: it may ignore it)."""
+        self.copy_to_clipboard(text)
+        how = "OSC 52, wrapped for tmux too" if in_tmux() else "OSC 52"
+        self.notify(
+            f"{what} sent to the terminal's clipboard ({how}); if it does not arrive, "
+            "select it on screen (v shows a value in full)",
+            markup=False,
+        )
+
+    def deliver_screenshot(
+        self,
+        filename: str | None = None,
+        path: str | None = None,
+        time_format: str | None = None,
+    ) -> str | None:
+        """Save an SVG screenshot in a folder that exists (`terminal.screenshot_dir`).
+
+        Textual's own saves to ~/Downloads and fails where there is none. The full path is
+        notified; a place that cannot be written is notified too, never raised.
+        """
+        folder = Path(path) if path else screenshot_dir()
+        try:
+            saved = self.save_screenshot(filename, str(folder), time_format)
+        except OSError as exc:
+            self.notify(f"screenshot not saved in {folder}: {exc}", severity="error", markup=False)
+            return None
+        saved = str(Path(saved).resolve())
+        self.notify(f"screenshot saved: {saved}", markup=False, timeout=8)
+        return saved
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         """The command palette: screens and actions, besides Textual's own commands."""

@@ -20,6 +20,7 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.journal import DashboardViews
 
 from .actions import fits
+from .values import Value, ValueScreen
 
 if TYPE_CHECKING:
     from .app import DashboardApp
@@ -44,6 +45,10 @@ class JournalBanner(Static):
 
 class LiveScreen(Screen[None]):
     """A screen of journal data, reloaded by the app whenever the journal changes."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("v", "view", "View"),
+    ]
 
     def __init__(self) -> None:
         super().__init__()
@@ -74,6 +79,18 @@ class LiveScreen(Screen[None]):
     def tick(self) -> None:
         """Called every second: redraw what depends on the clock (durations)."""
 
+    def current_value(self) -> Value | None:
+        """What ``v`` shows in full: the highlighted row or node (screens override this)."""
+        return None
+
+    def action_view(self) -> None:
+        """Open the highlighted row or node in full (long values are cut in tables)."""
+        value = self.current_value()
+        if value is None:
+            self.notify("nothing selected to view", severity="warning")
+            return
+        self.app.push_screen(ValueScreen(*value))
+
     async def on_screen_resume(self) -> None:
         """Coming back to a screen shows fresh data at once."""
         self.dashboard.update_banner()
@@ -86,9 +103,9 @@ class RunScreen(LiveScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "run_action('abort')", "Abort"),
         Binding("r", "run_action('resume')", "Resume"),
-        Binding("g", "run_action('signal')", "Signal"),
+        Binding("S", "run_action('signal')", "Signal"),
         Binding("y", "run_action('retry')", "Retry"),
-        Binding("k", "run_action('fork')", "Fork"),
+        Binding("F", "run_action('fork')", "Fork"),
         Binding("c", "copy_run_id", "Copy id"),
     ]
 
