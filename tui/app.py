@@ -9,6 +9,7 @@ second it refreshes the banner (is a daemon alive?) and clock-driven cells.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -30,7 +31,7 @@ from .detail import RunDetailScreen
 from .dialogs import ConfirmDialog, HelpScreen
 from .events import EventsScreen
 from .format import join, literal, short_id
-from .live import JournalBanner, LiveScreen, RunScreen
+from .live import JournalBanner, LiveScreen, RunScreen, typing
 from .runs import RunsScreen
 from .source import JournalSource
 from .terminal import in_tmux, osc52, screenshot_dir, tmux_passthrough
@@ -66,10 +67,11 @@ class DashboardApp(App[None]):
         Binding("1", "switch_mode('runs')", "Runs"),
         Binding("2", "switch_mode('workflows')", "Workflows"),
         Binding("3", "switch_mode('events')", "Events"),
-        Binding("e", "emit", "Emit"),
-        Binding("i", "invoke", "Invoke"),
+        # Priority, as the run actions (live.RunScreen): their dialog gets the keys that follow.
+        Binding("e", "emit", "Emit", priority=True),
+        Binding("i", "invoke", "Invoke", priority=True),
         Binding("question_mark", "help", "Help"),
-        Binding("q", "quit", "Quit"),
+        Binding("q", "quit", "Quit", priority=True),
         # Textual binds ctrl+c to "copy" in inputs and to a hint ("press ctrl+q") elsewhere:
         # here it quits, as q does, from anywhere.
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
@@ -99,6 +101,7 @@ class DashboardApp(App[None]):
         self._last_error: str | None = None
         self._stale = False
         self._quiet_until = 0.0
+        self.dialog_ready = asyncio.Event()  # set by a dialog once it has the focus
         if read_only:
             self.sub_title = "read-only"
 
@@ -136,24 +139,26 @@ class DashboardApp(App[None]):
         """No emit or invoke when read-only; no leaving a dialog open behind another screen."""
         if action in ("emit", "invoke") and self.read_only:
             return False
+        if action in ("emit", "invoke", "quit") and typing(self.screen):
+            return None  # the letter is text here (ctrl+c still quits)
         return not (action in _SCREEN_ACTIONS and isinstance(self.screen, ModalScreen))
 
-    def action_emit(self) -> None:
+    async def action_emit(self) -> None:
         """Journal an event (after a dialog)."""
-        self.actions.start("emit")
+        await self.actions.run("emit")
 
-    def action_invoke(self) -> None:
+    async def action_invoke(self) -> None:
         """Queue a run of a workflow's trigger (after a dialog)."""
         workflow = ""
         screen = self.screen
         if isinstance(screen, RunDetailScreen) and screen.detail is not None:
             workflow = screen.detail.run.workflow_id
-        self.actions.start("invoke", workflow=workflow)
+        await self.actions.run("invoke", workflow=workflow)
 
-    def action_help(self) -> None:
+    async def action_help(self) -> None:
         """Show the keys."""
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            await self.push_screen(HelpScreen())
 
     async def action_quit(self) -> None:
         """Quit; with runs active in this process's daemon, after a confirmation."""
@@ -169,7 +174,7 @@ class DashboardApp(App[None]):
                     await self.quit_now()
 
             dialog = ConfirmDialog(question, confirm_label="Stop", cancel_label="Cancel")
-            self.push_screen(dialog, answered)
+            await self.push_screen(dialog, answered)  # mounted, focused: keys go to it
             return
         await self.quit_now()
 

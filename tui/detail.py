@@ -172,10 +172,10 @@ class RunDetailScreen(RunScreen):
             text += "\n\n" + trace
         return f"run {detail.run.run_id}", text
 
-    def on_tree_node_selected(self, event: Tree.NodeSelected[Any]) -> None:
+    async def on_tree_node_selected(self, event: Tree.NodeSelected[Any]) -> None:
         """Enter on a leaf of the state: its value in full."""
         if not event.node.children and event.node.parent is not None:
-            self.action_view()
+            await self.action_view()
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         """Another checkpoint: show its state and what changed."""

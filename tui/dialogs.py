@@ -8,16 +8,34 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
+from textual.widget import Widget
 from textual.widgets import Button, Input, Label, OptionList, Static, TextArea
 
 from .format import literal, status_legend
+
+if TYPE_CHECKING:
+    from .app import DashboardApp
+
+
+def opened(dialog: ModalScreen[Any], target: Widget) -> None:
+    """Give `target` the focus now and say the dialog is ready for keys.
+
+    `Widget.focus` goes through the app's message queue, behind keys already typed: those
+    would reach the dialog before any widget has the focus, and be lost. `Screen.set_focus`
+    is immediate; the app's `dialog_ready` lets an action that opened the dialog hold the
+    app's queue (the keys typed meanwhile) until here, so they arrive in order.
+    """
+    dialog.set_focus(target)
+    ready = getattr(dialog.app, "dialog_ready", None)
+    if ready is not None:
+        cast("DashboardApp", dialog.app).dialog_ready.set()
 
 
 class ConfirmDialog(ModalScreen[bool]):
@@ -46,7 +64,7 @@ class ConfirmDialog(ModalScreen[bool]):
 
     def on_mount(self) -> None:
         """The safe answer has the focus: Enter right away does nothing it cannot undo."""
-        self.query_one("#no", Button).focus()
+        opened(self, self.query_one("#no", Button))
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         """Answer with the button."""
@@ -113,10 +131,11 @@ class JsonDialog(ModalScreen[JsonForm | None]):
                 yield Button("Cancel", id="cancel")
 
     def on_mount(self) -> None:
-        """Start in the first empty field, else in the editor."""
+        """Start in the first empty field, else in the editor; typing there replaces `{}`."""
+        self.query_one("#json", TextArea).select_all()
         empty = [f for f in self._fields if not f.value]
         target = f"#field-{empty[0].name}" if empty else "#json"
-        self.query_one(target).focus()
+        opened(self, self.query_one(target))
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         """Send or cancel."""
@@ -191,11 +210,14 @@ class ForkDialog(ModalScreen[ForkForm | None]):
                 yield Button("Cancel", id="cancel")
 
     def on_mount(self) -> None:
-        """The first step is chosen; the list has the focus."""
+        """The first step is chosen; the list has the focus (else the editor)."""
+        self.query_one("#json", TextArea).select_all()
         if self._steps:
             steps = self.query_one("#steps", OptionList)
             steps.highlighted = 0
-            steps.focus()
+            opened(self, steps)
+        else:
+            opened(self, self.query_one("#json", TextArea))
 
     def on_option_list_option_selected(self) -> None:
         """Enter on a step moves on to the editor."""

@@ -73,7 +73,7 @@ class ValueScreen(ModalScreen[None]):
 
     def on_mount(self) -> None:
         """The value has the focus (select with shift and the arrows, or the mouse)."""
-        self.query_one("#value", TextArea).focus()
+        self.set_focus(self.query_one("#value", TextArea))
 
     def action_close(self) -> None:
         """Back to the screen."""

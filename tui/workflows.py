@@ -30,7 +30,7 @@ class WorkflowsScreen(LiveScreen):
     """What is loaded, and what is broken."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("d", "switch", "Disable/Enable"),
+        Binding("d", "switch", "Disable/Enable", priority=True),  # see live.RunScreen
     ]
 
     def __init__(self) -> None:
@@ -104,14 +104,14 @@ class WorkflowsScreen(LiveScreen):
         """In a read-only dashboard the switch key is hidden (and refused)."""
         return not (action == "switch" and self.dashboard.read_only)
 
-    def action_switch(self) -> None:
+    async def action_switch(self) -> None:
         """Disable the selected workflow, or enable it if it is disabled (after a question)."""
         workflow = selected_key(self.query_one("#workflows", DataTable))
         if workflow is None:
             self.dashboard.notify("no workflow selected", severity="warning")
             return
         command = "enable" if workflow in self._disabled else "disable"
-        self.dashboard.actions.start(command, workflow=workflow)
+        await self.dashboard.actions.run(command, workflow=workflow)
 
 
 def _cells(workflow: WorkflowView) -> list[Text]:
