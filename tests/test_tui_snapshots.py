@@ -122,7 +122,9 @@ async def test_runs(app: DashboardApp, size: tuple[int, int]) -> None:
 
 
 @SIZES
-async def test_run_detail_timeline_of_a_failed_run(app: DashboardApp, ids: dict[str, str], size: tuple[int, int]) -> None:
+async def test_run_detail_timeline_of_a_failed_run(
+    app: DashboardApp, ids: dict[str, str], size: tuple[int, int]
+) -> None:
     async with app.run_test(size=size) as pilot:
         await open_run(pilot, app, ids["failed"])
         await until(pilot, lambda: row_count(app, "#timeline-table") > 0, "the timeline")

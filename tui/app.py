@@ -71,7 +71,7 @@ class DashboardApp(App[None]):
         Binding("e", "emit", "Emit", priority=True),
         Binding("i", "invoke", "Invoke", priority=True),
         Binding("question_mark", "help", "Help"),
-        Binding("q", "quit", "Quit", priority=True),
+        Binding("q", "quit_key", "Quit", priority=True),
         # Textual binds ctrl+c to "copy" in inputs and to a hint ("press ctrl+q") elsewhere:
         # here it quits, as q does, from anywhere.
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
@@ -139,7 +139,7 @@ class DashboardApp(App[None]):
         """No emit or invoke when read-only; no leaving a dialog open behind another screen."""
         if action in ("emit", "invoke") and self.read_only:
             return False
-        if action in ("emit", "invoke", "quit") and typing(self.screen):
+        if action in ("emit", "invoke", "quit_key") and typing(self.screen):
             return None  # the letter is text here (ctrl+c still quits)
         return not (action in _SCREEN_ACTIONS and isinstance(self.screen, ModalScreen))
 
@@ -177,6 +177,10 @@ class DashboardApp(App[None]):
             await self.push_screen(dialog, answered)  # mounted, focused: keys go to it
             return
         await self.quit_now()
+
+    async def action_quit_key(self) -> None:
+        """q: quit, unless typing (then it is the letter)."""
+        await self.action_quit()
 
     async def quit_now(self) -> None:
         """Run the quit hook (``orchestrator up`` stops its daemon there), then exit."""
