@@ -30,12 +30,12 @@ from test_tui import (
 from textual import events
 from textual.containers import VerticalScroll
 from textual.pilot import Pilot
-from textual.widgets import Button, DataTable, Input, Static, TextArea, Tree
+from textual.widgets import Button, DataTable, Input, OptionList, Static, TextArea, Tree
 
 from orchestrator.records import STATUSES, RunStatus
 from tui.app import DashboardApp
 from tui.detail import RunDetailScreen
-from tui.dialogs import ConfirmDialog, HelpScreen, JsonDialog
+from tui.dialogs import ConfirmDialog, ForkDialog, HelpScreen, JsonDialog
 from tui.format import STATUS_STYLES, kind_style, status_style
 from tui.keybar import KeyBar
 from tui.runs import RunsScreen
@@ -161,6 +161,10 @@ async def test_ctrl_c_asks_first_while_runs_execute_as_q_does(journal: Path) -> 
 # --- 3. j/k/g/G/home/end -----------------------------------------------------------------
 
 
+def is_highlighted(options: OptionList, index: int) -> bool:
+    return options.highlighted == index
+
+
 def at_row(table: DataTable[Any], row: int) -> bool:
     return table.cursor_row == row
 
@@ -203,6 +207,22 @@ async def test_j_k_g_G_home_end_move_in_every_table(journal: Path, ids: dict[str
         await until(pilot, lambda: tree.cursor_line == tree.last_line, "G in the tree")
         await pilot.press("g")
         await until(pilot, lambda: tree.cursor_line == 0, "g in the tree")
+
+
+async def test_j_k_g_G_move_in_the_fork_dialogs_list_of_steps(
+    journal: Path, ids: dict[str, str]
+) -> None:
+    app = DashboardApp(journal)
+    async with app.run_test(size=WIDE) as pilot:
+        await open_run(pilot, app, ids["done"])
+        await pilot.press("F")
+        dialog = await _dialog(pilot, app, ForkDialog)
+        steps = dialog.query_one("#steps", OptionList)
+        last = steps.option_count - 1
+        assert last >= 2
+        for key, index in (("j", 1), ("j", 2), ("k", 1), ("G", last), ("g", 0)):
+            await pilot.press(key)
+            await until(pilot, functools.partial(is_highlighted, steps, index), f"{key} to {index}")
 
 
 async def test_help_names_the_moves(journal: Path) -> None:

@@ -19,6 +19,7 @@ from textual.widget import Widget
 from textual.widgets import Button, Input, Label, OptionList, Static, TextArea
 
 from .format import literal, status_legend
+from .tables import Choices
 
 if TYPE_CHECKING:
     from .app import DashboardApp
@@ -199,7 +200,7 @@ class ForkDialog(ModalScreen[ForkForm | None]):
             yield Static(self._title, classes="dialog-title")
             if self._steps:
                 yield Label("Start at step (with the state the run had before it)")
-                yield OptionList(*[literal(step) for step in self._steps], id="steps")
+                yield Choices(*[literal(step) for step in self._steps], id="steps")
             else:
                 yield Label("The journal does not know this run's steps: it starts at the first")
             yield Label("JSON patch, merged into its state (ctrl+s to fork, escape to cancel)")
