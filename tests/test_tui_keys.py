@@ -317,6 +317,14 @@ async def test_the_help_scrolls_at_80x24(journal: Path) -> None:
         await until(pilot, lambda: scroll.scroll_y == scroll.max_scroll_y, "the end of the help")
         await pilot.press("g")
         await until(pilot, lambda: scroll.scroll_y == 0, "the top of the help")
+        await pilot.press("q")  # closes the help, as escape does; the dashboard stays
+        await until(pilot, lambda: isinstance(app.screen, RunsScreen), "the help closed")
+        await until(pilot, lambda: keys(runs_table(app)), "the runs")
+        await pilot.press("v")
+        await _dialog(pilot, app, ValueScreen)
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, RunsScreen), "the view closed")
+        assert app.is_running
 
 
 # --- 6. the quit dialog defaults to Cancel -----------------------------------------------------

@@ -38,7 +38,8 @@ from .terminal import in_tmux, osc52, screenshot_dir, tmux_passthrough
 from .workflows import WorkflowsScreen
 
 QuitHook = Callable[[], object | Awaitable[object]]
-_SCREEN_ACTIONS = frozenset({"switch_mode", "emit", "invoke", "help"})
+# Not from a dialog (q there is the dialog's: the help and the value view close on it).
+_SCREEN_ACTIONS = frozenset({"switch_mode", "emit", "invoke", "help", "quit_key"})
 
 
 class DashboardApp(App[None]):
