@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -83,5 +83,5 @@ class ValueScreen(ModalScreen[None]):
         """Send the whole value (or the selection) to the terminal's clipboard."""
         area = self.query_one("#value", TextArea)
         text = area.selected_text or self.value
-        app: DashboardApp = self.app  # type: ignore[assignment]
-        app.copy_text(text, what="the selection" if area.selected_text else self._title)
+        what = "the selection" if area.selected_text else self._title
+        cast("DashboardApp", self.app).copy_text(text, what=what)
