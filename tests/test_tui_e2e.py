@@ -148,8 +148,8 @@ def assert_stopped_cleanly(db: Path) -> None:
 
 
 def footer(screen: str) -> str:
-    """The last non-blank line of a screen: the dashboard's footer."""
-    return [line for line in screen.splitlines() if line.strip()][-1]
+    """The last three non-blank lines of a screen: the dashboard's key bar (1 to 3 lines)."""
+    return "\n".join([line for line in screen.splitlines() if line.strip()][-3:])
 
 
 def row_of(screen: str, run_id: str) -> str:

@@ -37,7 +37,9 @@ from tui.app import DashboardApp
 from tui.detail import RunDetailScreen
 from tui.dialogs import HelpScreen
 
-SIZE = (140, 45)
+SIZE = (160, 48)
+# The screens a newcomer sees first, at 80x24 (the least the dashboard is made for) too.
+SIZES = pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
 SNAPSHOTS = Path(__file__).parent / "__snapshots__" / "test_tui_snapshots"
 
 
@@ -86,7 +88,8 @@ async def assert_snapshot(pilot: Pilot[Any], name: str) -> None:
     await pilot.pause()  # let pending refreshes land
     assert isinstance(pilot.app, DashboardApp)
     text = screen_text(pilot.app)
-    path = SNAPSHOTS / f"{name}.txt"
+    width, height = pilot.app.size
+    path = SNAPSHOTS / f"{name}_{width}x{height}.txt"
     if os.environ.get("UPDATE_SNAPSHOTS"):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
@@ -111,14 +114,18 @@ async def open_run(pilot: Pilot[Any], app: DashboardApp, run_id: str) -> RunDeta
     return screen
 
 
-async def test_runs(app: DashboardApp) -> None:
-    async with app.run_test(size=SIZE) as pilot:
+@SIZES
+async def test_runs(app: DashboardApp, size: tuple[int, int]) -> None:
+    async with app.run_test(size=size) as pilot:
         await until(pilot, lambda: row_count(app, "#runs") == 8, "the runs")
         await assert_snapshot(pilot, "runs")
 
 
-async def test_run_detail_timeline_of_a_failed_run(app: DashboardApp, ids: dict[str, str]) -> None:
-    async with app.run_test(size=SIZE) as pilot:
+@SIZES
+async def test_run_detail_timeline_of_a_failed_run(
+    app: DashboardApp, ids: dict[str, str], size: tuple[int, int]
+) -> None:
+    async with app.run_test(size=size) as pilot:
         await open_run(pilot, app, ids["failed"])
         await until(pilot, lambda: row_count(app, "#timeline-table") > 0, "the timeline")
         await assert_snapshot(pilot, "run_detail_timeline")
@@ -135,12 +142,13 @@ async def test_run_detail_state_and_diff(app: DashboardApp, ids: dict[str, str])
 async def test_run_detail_wait(app: DashboardApp, ids: dict[str, str]) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await open_run(pilot, app, ids["waiting"])
-        await pilot.press("v")
+        await pilot.press("w")
         await assert_snapshot(pilot, "run_detail_wait")
 
 
-async def test_workflows(app: DashboardApp) -> None:
-    async with app.run_test(size=SIZE) as pilot:
+@SIZES
+async def test_workflows(app: DashboardApp, size: tuple[int, int]) -> None:
+    async with app.run_test(size=size) as pilot:
         await pilot.press("2")
         await until(pilot, lambda: row_count(app, "#workflows") == 4, "the workflows")
         await until(pilot, lambda: row_count(app, "#errors") == 1, "the load error")
@@ -154,8 +162,9 @@ async def test_events(app: DashboardApp) -> None:
         await assert_snapshot(pilot, "events")
 
 
-async def test_help(app: DashboardApp) -> None:
-    async with app.run_test(size=SIZE) as pilot:
+@SIZES
+async def test_help(app: DashboardApp, size: tuple[int, int]) -> None:
+    async with app.run_test(size=size) as pilot:
         await until(pilot, lambda: row_count(app, "#runs") == 8, "the runs")
         await pilot.press("question_mark")
         await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help")

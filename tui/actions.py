@@ -40,20 +40,36 @@ def fits(action: str, status: str | None) -> bool:
     return status is None or allowed is None or status in allowed
 
 
+async def _then(flow: Awaitable[None], finished: asyncio.Event | None) -> None:
+    try:
+        await flow
+    finally:
+        if finished is not None:
+            finished.set()
+
+
 class Actions:
     """The dashboard's actions; each runs as a worker so dialogs can be awaited."""
 
     def __init__(self, app: DashboardApp) -> None:
         self._app = app
 
-    def start(self, name: str, run_id: str | None = None, **options: str) -> None:
+    def start(
+        self,
+        name: str,
+        run_id: str | None = None,
+        *,
+        finished: asyncio.Event | None = None,
+        **options: str,
+    ) -> bool:
         """Begin action `name`: abort, resume, signal, emit, invoke, disable or enable.
 
-        `workflow` (in `options`) names the workflow to invoke, disable or enable.
+        `workflow` (in `options`) names the workflow to invoke, disable or enable. False
+        if refused at once; else `finished` (if given) is set when the action ends.
         """
         if self._app.read_only:
             self._app.notify(READ_ONLY, severity="warning")
-            return
+            return False
         flows: dict[str, Callable[[], Awaitable[None]]] = {
             "emit": self._emit,
             "invoke": lambda: self._invoke(options.get("workflow", "")),
@@ -63,7 +79,7 @@ class Actions:
         if name in RUN_ACTIONS:
             if run_id is None:
                 self._app.notify("no run selected", severity="warning")
-                return
+                return False
             flows[name] = (
                 (lambda: self._fork(run_id))
                 if name == "fork"
@@ -72,16 +88,35 @@ class Actions:
         flow = flows.get(name)
         if flow is None:
             self._app.notify(f"unknown action {name!r}", severity="error", markup=False)
+            return False
+        self._app.run_worker(_then(flow(), finished), group="actions", exit_on_error=False)
+        return True
+
+    async def run(self, name: str, run_id: str | None = None, **options: str) -> None:
+        """`start`, from a key: hold the app's keys until the action's dialog has the focus.
+
+        The dialog opens in a worker; without this, keys typed right after the action's key
+        reach the screen below (a ``{"approved": false}`` typed at once would abort, emit,
+        view... there) or an unfocused dialog. Bounded: a dialog that never opens (an
+        action refused at once) frees the keys when its worker ends, or after 2 s.
+        """
+        ready, finished = self._app.dialog_ready, asyncio.Event()
+        ready.clear()
+        if not self.start(name, run_id, finished=finished, **options):
             return
-        self._app.run_worker(flow(), group="actions", exit_on_error=False)
+        waits = [asyncio.ensure_future(ready.wait()), asyncio.ensure_future(finished.wait())]
+        try:
+            await asyncio.wait(waits, timeout=2, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     def copy_run_id(self, run_id: str | None) -> None:
         """Put `run_id` on the clipboard."""
         if run_id is None:
             self._app.notify("no run selected", severity="warning")
             return
-        self._app.copy_to_clipboard(run_id)
-        self._app.notify(f"copied run id {run_id}", markup=False)
+        self._app.copy_text(run_id, what=f"run id {run_id}")
 
     async def _run_command(self, command: str, run_id: str) -> None:
         subject = join(literal(f"{command.capitalize()} run "), literal(run_id, "bold"))

@@ -9,6 +9,7 @@ second it refreshes the banner (is a daemon alive?) and clock-driven cells.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -30,13 +31,15 @@ from .detail import RunDetailScreen
 from .dialogs import ConfirmDialog, HelpScreen
 from .events import EventsScreen
 from .format import join, literal, short_id
-from .live import JournalBanner, LiveScreen, RunScreen
+from .live import JournalBanner, LiveScreen, RunScreen, typing
 from .runs import RunsScreen
 from .source import JournalSource
+from .terminal import in_tmux, osc52, screenshot_dir, tmux_passthrough
 from .workflows import WorkflowsScreen
 
 QuitHook = Callable[[], object | Awaitable[object]]
-_SCREEN_ACTIONS = frozenset({"switch_mode", "emit", "invoke", "help"})
+# Not from a dialog (q there is the dialog's: the help and the value view close on it).
+_SCREEN_ACTIONS = frozenset({"switch_mode", "emit", "invoke", "help", "quit_key"})
 
 
 class DashboardApp(App[None]):
@@ -60,14 +63,19 @@ class DashboardApp(App[None]):
         "events": EventsScreen,
     }
     DEFAULT_MODE = "runs"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # noqa: RUF012 - typed by App
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("1", "switch_mode('runs')", "Runs"),
         Binding("2", "switch_mode('workflows')", "Workflows"),
         Binding("3", "switch_mode('events')", "Events"),
-        Binding("e", "emit", "Emit"),
-        Binding("i", "invoke", "Invoke"),
+        # Priority, as the run actions (live.RunScreen): their dialog gets the keys that follow.
+        Binding("e", "emit", "Emit", priority=True),
+        Binding("i", "invoke", "Invoke", priority=True),
         Binding("question_mark", "help", "Help"),
-        Binding("q", "quit", "Quit"),
+        Binding("q", "quit_key", "Quit", priority=True),
+        # Textual binds ctrl+c to "copy" in inputs and to a hint ("press ctrl+q") elsewhere:
+        # here it quits, as q does, from anywhere.
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
     ]
 
     def __init__(
@@ -94,6 +102,7 @@ class DashboardApp(App[None]):
         self._last_error: str | None = None
         self._stale = False
         self._quiet_until = 0.0
+        self.dialog_ready = asyncio.Event()  # set by a dialog once it has the focus
         if read_only:
             self.sub_title = "read-only"
 
@@ -131,24 +140,26 @@ class DashboardApp(App[None]):
         """No emit or invoke when read-only; no leaving a dialog open behind another screen."""
         if action in ("emit", "invoke") and self.read_only:
             return False
+        if action in ("emit", "invoke", "quit_key") and typing(self.screen):
+            return None  # the letter is text here (ctrl+c still quits)
         return not (action in _SCREEN_ACTIONS and isinstance(self.screen, ModalScreen))
 
-    def action_emit(self) -> None:
+    async def action_emit(self) -> None:
         """Journal an event (after a dialog)."""
-        self.actions.start("emit")
+        await self.actions.run("emit")
 
-    def action_invoke(self) -> None:
+    async def action_invoke(self) -> None:
         """Queue a run of a workflow's trigger (after a dialog)."""
         workflow = ""
         screen = self.screen
         if isinstance(screen, RunDetailScreen) and screen.detail is not None:
             workflow = screen.detail.run.workflow_id
-        self.actions.start("invoke", workflow=workflow)
+        await self.actions.run("invoke", workflow=workflow)
 
-    def action_help(self) -> None:
+    async def action_help(self) -> None:
         """Show the keys."""
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            await self.push_screen(HelpScreen())
 
     async def action_quit(self) -> None:
         """Quit; with runs active in this process's daemon, after a confirmation."""
@@ -163,9 +174,14 @@ class DashboardApp(App[None]):
                 if stop:
                     await self.quit_now()
 
-            self.push_screen(ConfirmDialog(question, confirm_label="Stop"), answered)
+            dialog = ConfirmDialog(question, confirm_label="Stop", cancel_label="Cancel")
+            await self.push_screen(dialog, answered)  # mounted, focused: keys go to it
             return
         await self.quit_now()
+
+    async def action_quit_key(self) -> None:
+        """q: quit, unless typing (then it is the letter)."""
+        await self.action_quit()
 
     async def quit_now(self) -> None:
         """Run the quit hook (``orchestrator up`` stops its daemon there), then exit."""
@@ -175,6 +191,43 @@ class DashboardApp(App[None]):
             if inspect.isawaitable(result):
                 await result
         self.exit()
+
+    def copy_to_clipboard(self, text: str) -> None:
+        """Textual's OSC 52, and inside tmux the same wrapped for tmux to pass on."""
+        super().copy_to_clipboard(text)
+        if self._driver is not None and in_tmux():
+            self._driver.write(tmux_passthrough(osc52(text)))
+
+    def copy_text(self, text: str, *, what: str) -> None:
+        """Send `text` to the terminal's clipboard and say so (honestly: it may ignore it)."""
+        self.copy_to_clipboard(text)
+        how = "OSC 52, wrapped for tmux too" if in_tmux() else "OSC 52"
+        self.notify(
+            f"{what} sent to the terminal's clipboard ({how}); if it does not arrive, "
+            "select it on screen (v shows a value in full)",
+            markup=False,
+        )
+
+    def deliver_screenshot(
+        self,
+        filename: str | None = None,
+        path: str | None = None,
+        time_format: str | None = None,
+    ) -> str | None:
+        """Save an SVG screenshot in a folder that exists (`terminal.screenshot_dir`).
+
+        Textual's own saves to ~/Downloads and fails where there is none. The full path is
+        notified; a place that cannot be written is notified too, never raised.
+        """
+        folder = Path(path) if path else screenshot_dir()
+        try:
+            saved = self.save_screenshot(filename, str(folder), time_format)
+        except OSError as exc:
+            self.notify(f"screenshot not saved in {folder}: {exc}", severity="error", markup=False)
+            return None
+        saved = str(Path(saved).resolve())
+        self.notify(f"screenshot saved: {saved}", markup=False, timeout=8)
+        return saved
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         """The command palette: screens and actions, besides Textual's own commands."""

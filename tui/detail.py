@@ -22,15 +22,17 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Static, TabbedContent, TabPane, Tree
 
 from orchestrator.journal import DashboardViews, RunDetail, RunRow
-from orchestrator.records import FINAL_STATUSES, Checkpoint
+from orchestrator.records import FINAL_STATUSES, Checkpoint, TimelineEntry
 
 from .format import join, literal, run_duration, status_text, timestamp
 from .jsonview import TREE_BUDGET, diff, diff_text, fill_tree
 from .keybar import KeyBar
 from .live import JournalBanner, RunScreen, show
-from .tables import selected_key, sync_rows
+from .runs import run_record
+from .tables import Table, ValueTree, selected_key, sync_rows
 from .timeline import COLUMNS as TIMELINE_COLUMNS
 from .timeline import timeline_rows
+from .values import Value, pretty, record, when
 from .waits import explain_waits
 
 
@@ -41,7 +43,7 @@ class RunDetailScreen(RunScreen):
         Binding("escape", "back", "Back"),
         Binding("t", "tab('timeline')", "Timeline"),
         Binding("s", "tab('state')", "State"),
-        Binding("v", "tab('wait')", "Wait"),
+        Binding("w", "tab('wait')", "Wait"),
         Binding("h", "tab('children')", "Children"),
         Binding("b", "tab('traceback')", "Traceback"),
         Binding("p", "parent", "Parent"),
@@ -60,18 +62,18 @@ class RunDetailScreen(RunScreen):
         yield Static(literal(f"run {self.run_id}", "bold"), id="summary")
         with TabbedContent(initial="timeline"):
             with TabPane("Timeline", id="timeline"):
-                yield DataTable[Text](id="timeline-table", cursor_type="row", zebra_stripes=True)
+                yield Table(id="timeline-table", cursor_type="row", zebra_stripes=True)
             with TabPane("State", id="state"), Horizontal():
-                yield DataTable[Text](id="checkpoints", cursor_type="row")
+                yield Table(id="checkpoints", cursor_type="row")
                 with Vertical(id="state-panes"):
-                    yield Tree[None](Text("state"), id="state-tree")
+                    yield ValueTree(Text("state"), id="state-tree")
                     with VerticalScroll(id="diff-scroll"):
                         yield Static(id="diff")
             with TabPane("Wait", id="wait"), VerticalScroll():
                 yield Static(id="wait-text")
             with TabPane("Children", id="children"), Vertical():
                 yield Static(id="children-text")
-                yield DataTable[Text](id="children-table", cursor_type="row", zebra_stripes=True)
+                yield Table(id="children-table", cursor_type="row", zebra_stripes=True)
             with TabPane("Traceback", id="traceback"), VerticalScroll():
                 yield Static(id="traceback-text")
         yield KeyBar()
@@ -139,6 +141,42 @@ class RunDetailScreen(RunScreen):
         if event.data_table.id == "children-table" and event.row_key.value is not None:
             self.app.push_screen(RunDetailScreen(event.row_key.value))
 
+    def current_value(self) -> Value | None:
+        """What has the focus, in full.
+
+        A timeline row, a state node, a checkpoint or a child; else the run itself (its
+        error and traceback whole).
+        """
+        detail, focused = self.detail, self.focused
+        if detail is None:
+            return None
+        where = focused.id if focused is not None else None
+        if isinstance(focused, ValueTree) and focused.cursor_node is not None:
+            node = focused.cursor_node
+            return str(node.label)[:200], pretty(node.data)
+        if isinstance(focused, DataTable):
+            key = selected_key(focused)
+            if where == "timeline-table" and key is not None:
+                return _entry_value(detail.timeline[int(key)])
+            if where == "checkpoints" and key is not None:
+                point = next(c for c in detail.checkpoints if str(c.position) == key)
+                return f"state after #{point.position} {point.step or point.kind}", pretty(
+                    point.state
+                )
+            child = next((c for c in detail.children if c.run_id == key), None)
+            if where == "children-table" and child is not None:
+                return f"run {child.run_id}", run_record(child)
+        text = run_record(detail.run)
+        trace = last_traceback(detail)
+        if trace is not None:
+            text += "\n\n" + trace
+        return f"run {detail.run.run_id}", text
+
+    async def on_tree_node_selected(self, event: Tree.NodeSelected[Any]) -> None:
+        """Enter on a leaf of the state: its value in full."""
+        if not event.node.children and event.node.parent is not None:
+            await self.action_view()
+
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         """Another checkpoint: show its state and what changed."""
         if event.data_table.id == "checkpoints":
@@ -177,8 +215,9 @@ class RunDetailScreen(RunScreen):
         if shown == self._shown_checkpoint:
             return
         self._shown_checkpoint = shown
-        tree: Tree[None] = self.query_one("#state-tree", Tree)
+        tree: ValueTree = self.query_one("#state-tree", ValueTree)
         tree.clear()
+        tree.root.data = current.state
         tree.root.set_label(
             literal(f"state after #{current.position} {current.step or current.kind}")
         )
@@ -235,6 +274,18 @@ def _summary(detail: RunDetail, now: datetime) -> Text:
         if last_traceback(detail) is not None:
             lines.append(literal("traceback (b)", "grey50"))
     return Text("\n").join(lines)
+
+
+def _entry_value(entry: TimelineEntry) -> Value:
+    text = record(
+        ("at", when(entry.at)),
+        ("kind", entry.kind),
+        ("source", entry.source),
+        ("step", entry.step),
+        ("message", entry.message),
+        ("data", pretty(entry.data) if entry.data is not None else None),
+    )
+    return f"{entry.kind} at {when(entry.at)}", text
 
 
 def last_traceback(detail: RunDetail) -> str | None:

@@ -8,30 +8,52 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
+from textual.widget import Widget
 from textual.widgets import Button, Input, Label, OptionList, Static, TextArea
 
-from .format import literal
+from .format import literal, status_legend
+from .tables import Choices
+
+if TYPE_CHECKING:
+    from .app import DashboardApp
+
+
+def opened(dialog: ModalScreen[Any], target: Widget) -> None:
+    """Give `target` the focus now and say the dialog is ready for keys.
+
+    `Widget.focus` goes through the app's message queue, behind keys already typed: those
+    would reach the dialog before any widget has the focus, and be lost. `Screen.set_focus`
+    is immediate; the app's `dialog_ready` lets an action that opened the dialog hold the
+    app's queue (the keys typed meanwhile) until here, so they arrive in order.
+    """
+    dialog.set_focus(target)
+    ready = getattr(dialog.app, "dialog_ready", None)
+    if ready is not None:
+        cast("DashboardApp", dialog.app).dialog_ready.set()
 
 
 class ConfirmDialog(ModalScreen[bool]):
-    """Yes or no to one action."""
+    """Yes or no to one action; Enter and escape say no unless the focus moved to yes."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "answer(True)", "Yes"),
         Binding("n,escape", "answer(False)", "No"),
     ]
 
-    def __init__(self, question: Text, *, confirm_label: str = "Yes") -> None:
+    def __init__(
+        self, question: Text, *, confirm_label: str = "Yes", cancel_label: str = "No"
+    ) -> None:
         super().__init__()
         self._question = question
         self._confirm_label = confirm_label
+        self._cancel_label = cancel_label
 
     def compose(self) -> ComposeResult:
         """A question and two buttons."""
@@ -39,7 +61,11 @@ class ConfirmDialog(ModalScreen[bool]):
             yield Static(self._question, classes="dialog-title")
             with Horizontal(classes="dialog-buttons"):
                 yield Button(self._confirm_label, id="yes", variant="error")
-                yield Button("No", id="no")
+                yield Button(self._cancel_label, id="no")
+
+    def on_mount(self) -> None:
+        """The safe answer has the focus: Enter right away does nothing it cannot undo."""
+        opened(self, self.query_one("#no", Button))
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         """Answer with the button."""
@@ -106,10 +132,11 @@ class JsonDialog(ModalScreen[JsonForm | None]):
                 yield Button("Cancel", id="cancel")
 
     def on_mount(self) -> None:
-        """Start in the first empty field, else in the editor."""
+        """Start in the first empty field, else in the editor; typing there replaces `{}`."""
+        self.query_one("#json", TextArea).select_all()
         empty = [f for f in self._fields if not f.value]
         target = f"#field-{empty[0].name}" if empty else "#json"
-        self.query_one(target).focus()
+        opened(self, self.query_one(target))
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         """Send or cancel."""
@@ -173,7 +200,7 @@ class ForkDialog(ModalScreen[ForkForm | None]):
             yield Static(self._title, classes="dialog-title")
             if self._steps:
                 yield Label("Start at step (with the state the run had before it)")
-                yield OptionList(*[literal(step) for step in self._steps], id="steps")
+                yield Choices(*[literal(step) for step in self._steps], id="steps")
             else:
                 yield Label("The journal does not know this run's steps: it starts at the first")
             yield Label("JSON patch, merged into its state (ctrl+s to fork, escape to cancel)")
@@ -184,11 +211,14 @@ class ForkDialog(ModalScreen[ForkForm | None]):
                 yield Button("Cancel", id="cancel")
 
     def on_mount(self) -> None:
-        """The first step is chosen; the list has the focus."""
+        """The first step is chosen; the list has the focus (else the editor)."""
+        self.query_one("#json", TextArea).select_all()
         if self._steps:
             steps = self.query_one("#steps", OptionList)
             steps.highlighted = 0
-            steps.focus()
+            opened(self, steps)
+        else:
+            opened(self, self.query_one("#json", TextArea))
 
     def on_option_list_option_selected(self) -> None:
         """Enter on a step moves on to the editor."""
@@ -232,36 +262,58 @@ def parse_object(text: str) -> tuple[dict[str, Any] | None, str | None]:
 
 
 HELP = """\
-Screens     1 runs · 2 workflows · 3 events · ctrl+p command palette · ? this help · q quit
+Screens  1 runs · 2 workflows · 3 events · ? this help
+         ctrl+p command palette (screens, actions, screenshot)
+         q or ctrl+c quit (asks first while this process's daemon runs
+         steps; Enter or escape then cancels)
+Move     j/k or up/down · g or home: first row · G or end: last row
+         (on the runs screen, of the page shown) · tab: next pane
+View     v the highlighted row or state node in full, scrollable;
+         c there copies it · enter on a state leaf shows it too
+Runs     enter open a run · / search (run id, workflow, trigger, error)
+         f status · w workflow · o sort · [ ] previous/next page
+         escape clear the search and filters
+Run      escape back · t timeline · s state (checkpoints, tree, diff)
+         w wait · h children · b traceback · p parent run
+Actions  a abort · r resume (JSON patch) · S signal (JSON patch)
+         y retry a failed or aborted run (JSON patch)
+         F fork a run from a step · c copy the run id
+         e emit an event · i invoke a trigger
+         Each asks first; only those that fit the run's status are
+         offered; a read-only dashboard has none.
+Events   enter open the first run the event started or resumed
+         / filter by type
 
-Runs        enter open a run · / search (run id, workflow, trigger, error)
-            f status filter · w workflow filter · o sort · [ ] previous/next page
-            escape clear the search and filters
-Run         escape back · tabs: timeline, state (checkpoints, JSON tree, diff), wait
-Actions     a abort · r resume (JSON patch) · g signal (JSON patch) · c copy the run id
-            y retry a failed or aborted run (JSON patch) · k fork a run from a step
-            e emit an event · i invoke a trigger
-            (each asks first, and only those that fit the run's status are offered;
-            a read-only dashboard has none)
-Events      enter open the first run the event started or resumed · / filter by type
-
-Actions are written into the journal; the daemon holding it applies them within
-milliseconds, or the next daemon to start does.
+Actions are written into the journal; the daemon holding it applies
+them within milliseconds, or the next daemon to start does. Copying
+sends the text to the terminal's clipboard (OSC 52; inside tmux,
+wrapped for tmux too): where that does not arrive, select it on screen.
 """
 
 
 class HelpScreen(ModalScreen[None]):
-    """The keys, on one page."""
+    """The keys and the colours of the statuses, scrollable (it is long at 80x24)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q,question_mark", "close", "Close"),
+        Binding("j,down", "scroll(1)", "Down", show=False),
+        Binding("k,up", "scroll(-1)", "Up", show=False),
+        Binding("g,home", "scroll(-1000)", "Top", show=False),
+        Binding("G,end", "scroll(1000)", "Bottom", show=False),
     ]
 
     def compose(self) -> ComposeResult:
-        """The help text."""
+        """The help text, then the legend."""
         with VerticalScroll(classes="dialog help"):
             yield Static(Text("Dashboard keys", style="bold"), classes="dialog-title")
             yield Static(Text(HELP))
+            yield Static(Text("Colours of the statuses", style="bold"), classes="dialog-title")
+            yield Static(status_legend(), id="legend")
+
+    def action_scroll(self, lines: int) -> None:
+        """Scroll the help by `lines`."""
+        scroll = self.query_one(VerticalScroll)
+        scroll.scroll_to(y=scroll.scroll_y + lines, animate=False)
 
     def action_close(self) -> None:
         """Close the help."""

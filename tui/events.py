@@ -15,7 +15,8 @@ from orchestrator.journal import DashboardViews, EventView
 from .format import compact_json, literal, short_id, timestamp
 from .keybar import KeyBar
 from .live import JournalBanner, LiveScreen
-from .tables import selected_key, sync_rows
+from .tables import Table, selected_key, sync_rows
+from .values import Value, pretty, record, when
 
 EVENT_LIMIT: Final = 200
 COLUMNS: Final = ("at", "type", "event", "source", "outcome", "data")
@@ -37,7 +38,7 @@ class EventsScreen(LiveScreen):
         """Banner, the type filter, the table."""
         yield JournalBanner(id="banner")
         yield Input(placeholder="filter by event type", id="event-search")
-        yield DataTable[Text](id="events", cursor_type="row", zebra_stripes=True)
+        yield Table(id="events", cursor_type="row", zebra_stripes=True)
         yield KeyBar()
 
     def on_mount(self) -> None:
@@ -68,6 +69,23 @@ class EventsScreen(LiveScreen):
     def action_focus_search(self) -> None:
         """Type to filter."""
         self.query_one("#event-search", Input).focus()
+
+    def current_value(self) -> Value | None:
+        """The event under the cursor, in full, data included."""
+        key = selected_key(self.query_one("#events", DataTable))
+        chosen = next((e for e in self.recent if e.event_id == key), None)
+        if chosen is None:
+            return None
+        text = record(
+            ("event", chosen.event_id),
+            ("type", chosen.type),
+            ("source", chosen.source),
+            ("at", when(chosen.created_at)),
+            ("routed", when(chosen.routed_at)),
+            ("outcome", "\n".join(outcome(chosen).split("; "))),
+            ("data", pretty(chosen.data)),
+        )
+        return f"event {chosen.type}", text
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         """Enter opens the first run this event started or resumed."""

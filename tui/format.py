@@ -21,15 +21,41 @@ from rich.text import Text
 from orchestrator.records import FINAL_STATUSES, RunStatus
 from orchestrator.redaction import SECRETS
 
+# The one mapping from meaning to colour: every screen (runs, run detail, timeline, children,
+# workflows, the help's legend) styles a status or a timeline kind through these.
 STATUS_STYLES: Final[dict[str, str]] = {
     RunStatus.QUEUED: "cyan",
-    RunStatus.RUNNING: "bold yellow",
-    RunStatus.PAUSED: "magenta",
+    RunStatus.RUNNING: "bold dodger_blue1",
+    RunStatus.PAUSED: "bold yellow",
     RunStatus.COMPLETED: "green",
     RunStatus.FAILED: "bold red",
     RunStatus.ABORTED: "dark_orange",
     RunStatus.DROPPED: "grey50",
-    RunStatus.REJECTED: "grey50",
+    RunStatus.REJECTED: "plum3",
+}
+STATUS_MEANINGS: Final[dict[str, str]] = {
+    RunStatus.QUEUED: "waits for a slot",
+    RunStatus.RUNNING: "executing a step",
+    RunStatus.PAUSED: "waits for an event, a resume or a timer",
+    RunStatus.COMPLETED: "every step ran",
+    RunStatus.FAILED: "a step failed",
+    RunStatus.ABORTED: "ended by abort",
+    RunStatus.DROPPED: "not run: its workflow was busy",
+    RunStatus.REJECTED: "refused: its workflow was busy",
+}
+RETRIED_STYLE: Final = "yellow"  # a failed attempt that will be retried: not the failure yet
+EVENT_STYLE: Final = "blue"
+# Timeline kinds that are not ``run.<status>``, by the status whose colour they take.
+_KIND_AS_STATUS: Final[dict[str, str]] = {
+    "run.started": RunStatus.RUNNING,
+    "run.resumed": RunStatus.RUNNING,
+    "run.retried": RunStatus.RUNNING,
+    "run.signalled": RunStatus.RUNNING,
+    "run.recovered": RunStatus.RUNNING,
+    "run.forked": RunStatus.QUEUED,
+    "run.crash_loop": RunStatus.FAILED,
+    "step.completed": RunStatus.COMPLETED,
+    "step.failed": RunStatus.FAILED,
 }
 LEVEL_STYLES: Final = {"debug": "grey50", "info": "", "warning": "yellow", "error": "bold red"}
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -59,9 +85,37 @@ def join(*parts: Text | str, sep: str = "") -> Text:
     return Text(sep).join(p if isinstance(p, Text) else Text(p) for p in parts)
 
 
+def status_style(status: str) -> str:
+    """The colour of a run status (white for one this dashboard does not know)."""
+    return STATUS_STYLES.get(status, "white")
+
+
+def kind_style(kind: str) -> str:
+    """The colour of a timeline kind, by meaning (others, such as ``step.started``, plain).
+
+    ``run.<status>`` takes that status's colour; failures are red, completions green,
+    resumptions and retries the colour of running.
+    """
+    if kind.startswith("run.") and kind[4:] in STATUS_STYLES:
+        return STATUS_STYLES[kind[4:]]
+    if kind.startswith("event."):
+        return EVENT_STYLE
+    status = _KIND_AS_STATUS.get(kind)
+    return STATUS_STYLES[status] if status is not None else ""
+
+
+def status_legend() -> Text:
+    """Each status in its colour, with what it means (the help's legend)."""
+    lines = [
+        join(literal(f"● {status:<10}", status_style(status)), literal(meaning))
+        for status, meaning in STATUS_MEANINGS.items()
+    ]
+    return Text("\n").join(lines)
+
+
 def status_text(status: str) -> Text:
     """A run status, coloured, with a dot."""
-    return literal(f"● {status}", STATUS_STYLES.get(status, "white"), single_line=True)
+    return literal(f"● {status}", status_style(status), single_line=True)
 
 
 def short_id(ident: str) -> str:

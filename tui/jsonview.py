@@ -20,8 +20,11 @@ DIFF_LIMIT: Final = 200  # changes listed at most
 _SCALAR_STYLE: Final = {str: "green", bool: "magenta", int: "cyan", float: "cyan"}
 
 
-def fill_tree(node: TreeNode[None], value: Any, *, budget: int = TREE_BUDGET) -> int:
-    """Add `value`'s members under `node` (objects and arrays expandable); returns nodes left."""
+def fill_tree(node: TreeNode[Any], value: Any, *, budget: int = TREE_BUDGET) -> int:
+    """Add `value`'s members under `node` (objects and arrays expandable); returns nodes left.
+
+    Each node's data is the value it shows (whole, where its label cuts it).
+    """
     for key, child in _members(value):
         if budget <= 0:
             node.add_leaf(literal("… (more not shown)", "italic grey50"))
@@ -30,10 +33,10 @@ def fill_tree(node: TreeNode[None], value: Any, *, budget: int = TREE_BUDGET) ->
         label = join(literal(key, "bold"), ": ")
         if isinstance(child, dict | list) and child:
             size = f"{{{len(child)}}}" if isinstance(child, dict) else f"[{len(child)}]"
-            branch = node.add(join(label, literal(size, "grey50")))
+            branch = node.add(join(label, literal(size, "grey50")), data=child)
             budget = fill_tree(branch, child, budget=budget)
         else:
-            node.add_leaf(join(label, scalar_text(child)))
+            node.add_leaf(join(label, scalar_text(child)), data=child)
     return budget
 
 

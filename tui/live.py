@@ -9,17 +9,18 @@ as a row no decoder expected, becomes a notification: a screen never takes the a
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import Static
+from textual.widgets import Input, Static, TextArea
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.journal import DashboardViews
 
 from .actions import fits
+from .values import Value, ValueScreen
 
 if TYPE_CHECKING:
     from .app import DashboardApp
@@ -34,6 +35,11 @@ def show(widget: Static, text: Text, *, layout: bool = True) -> None:
         widget.update(text, layout=layout)
 
 
+def typing(screen: Screen[Any]) -> bool:
+    """Whether keys go to a text box now (so letters are text, not actions)."""
+    return isinstance(screen.focused, Input | TextArea)
+
+
 class JournalBanner(Static):
     """One line at the top of each screen: the journal, the daemon, or what is wrong."""
 
@@ -44,6 +50,10 @@ class JournalBanner(Static):
 
 class LiveScreen(Screen[None]):
     """A screen of journal data, reloaded by the app whenever the journal changes."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("v", "view", "View"),
+    ]
 
     def __init__(self) -> None:
         super().__init__()
@@ -74,6 +84,18 @@ class LiveScreen(Screen[None]):
     def tick(self) -> None:
         """Called every second: redraw what depends on the clock (durations)."""
 
+    def current_value(self) -> Value | None:
+        """What ``v`` shows in full: the highlighted row or node (screens override this)."""
+        return None
+
+    async def action_view(self) -> None:
+        """Open the highlighted row or node in full (long values are cut in tables)."""
+        value = self.current_value()
+        if value is None:
+            self.notify("nothing selected to view", severity="warning")
+            return
+        await self.app.push_screen(ValueScreen(*value))
+
     async def on_screen_resume(self) -> None:
         """Coming back to a screen shows fresh data at once."""
         self.dashboard.update_banner()
@@ -84,11 +106,13 @@ class RunScreen(LiveScreen):
     """A screen with a current run, and the actions on it."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("a", "run_action('abort')", "Abort"),
-        Binding("r", "run_action('resume')", "Resume"),
-        Binding("g", "run_action('signal')", "Signal"),
-        Binding("y", "run_action('retry')", "Retry"),
-        Binding("k", "run_action('fork')", "Fork"),
+        # Priority (taken before the focused widget sees them, except while typing): the
+        # dialog each opens has the focus before the app reads the next key.
+        Binding("a", "run_action('abort')", "Abort", priority=True),
+        Binding("r", "run_action('resume')", "Resume", priority=True),
+        Binding("S", "run_action('signal')", "Signal", priority=True),
+        Binding("y", "run_action('retry')", "Retry", priority=True),
+        Binding("F", "run_action('fork')", "Fork", priority=True),
         Binding("c", "copy_run_id", "Copy id"),
     ]
 
@@ -114,14 +138,14 @@ class RunScreen(LiveScreen):
         """Only the run actions that fit the run's status are offered (none when read-only)."""
         if action != "run_action":
             return True
-        if self.dashboard.read_only:
+        if self.dashboard.read_only or typing(self):
             return False
         name = str(parameters[0]) if parameters else ""
         return fits(name, self.current_run_status())
 
-    def action_run_action(self, name: str) -> None:
+    async def action_run_action(self, name: str) -> None:
         """Abort, resume or signal the current run (after a dialog)."""
-        self.dashboard.actions.start(name, self.current_run_id())
+        await self.dashboard.actions.run(name, self.current_run_id())
 
     def action_copy_run_id(self) -> None:
         """Put the current run's id on the clipboard."""

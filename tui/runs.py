@@ -32,7 +32,8 @@ from .format import (
 )
 from .keybar import KeyBar
 from .live import JournalBanner, RunScreen, show
-from .tables import selected_key, sync_rows
+from .tables import Table, selected_key, sync_rows
+from .values import Value, record, when
 
 PAGE_SIZE: Final = 100
 COLUMNS: Final = (
@@ -45,6 +46,8 @@ COLUMNS: Final = (
     ("duration", "duration"),
     ("error", "error"),
 )
+NARROW: Final = 100  # below this width, the columns in `NARROW_DROPS` are not shown
+NARROW_DROPS: Final = frozenset({"trigger", "started"})
 
 
 class RunsScreen(RunScreen):
@@ -72,6 +75,8 @@ class RunsScreen(RunScreen):
         self._workflows: list[str] = []
         self._workflows_seen_at = -1  # the run count when workflows were last listed
         self._workflows_due = 0.0
+        self._narrow: bool | None = None
+        self._shown: list[int] = []  # the indexes in COLUMNS of the columns shown
 
     def compose(self) -> ComposeResult:
         """Banner, counts, filter bar, the table, the pager."""
@@ -91,16 +96,35 @@ class RunsScreen(RunScreen):
                 value="newest",
                 id="sort",
             )
-        yield DataTable[Text](id="runs", cursor_type="row", zebra_stripes=True)
+        yield Table(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static(id="pager")
         yield KeyBar()
 
     def on_mount(self) -> None:
         """Set up the columns; the table has the focus."""
+        self._set_columns(self.app.size.width)
+        self._table().focus()
+
+    def on_resize(self) -> None:
+        """Narrow or wide again: the columns that fit."""
+        if self._set_columns(self.app.size.width) and self.run_page is not None:
+            self._draw()
+
+    def _set_columns(self, width: int) -> bool:
+        """Drop the least needed columns below `NARROW` (rather than cut ids); True if changed."""
+        narrow = width < NARROW
+        if narrow == self._narrow:
+            return False
+        self._narrow = narrow
+        self._shown = [
+            i for i, (_, key) in enumerate(COLUMNS) if not (narrow and key in NARROW_DROPS)
+        ]
         table = self._table()
-        for label, key in COLUMNS:
+        table.clear(columns=True)
+        for index in self._shown:
+            label, key = COLUMNS[index]
             table.add_column(label, key=key)
-        table.focus()
+        return True
 
     def current_run_id(self) -> str | None:
         """The run under the cursor."""
@@ -111,6 +135,13 @@ class RunsScreen(RunScreen):
         run_id = self.current_run_id()
         rows = self.run_page.rows if self.run_page is not None else []
         return next((str(row.status) for row in rows if row.run_id == run_id), None)
+
+    def current_value(self) -> Value | None:
+        """The run under the cursor, every field in full."""
+        run_id = self.current_run_id()
+        rows = self.run_page.rows if self.run_page is not None else []
+        row = next((row for row in rows if row.run_id == run_id), None)
+        return (f"run {row.run_id}", run_record(row)) if row is not None else None
 
     def on_data_table_row_highlighted(self) -> None:
         """Another run under the cursor: offer the actions that fit it."""
@@ -219,6 +250,8 @@ class RunsScreen(RunScreen):
         assert self.run_page is not None
         now = self._now()
         rows = [(row.run_id, self._cells(row, now)) for row in self.run_page.rows]
+        if len(self._shown) < len(COLUMNS):
+            rows = [(key, [cells[i] for i in self._shown]) for key, cells in rows]
         self._drawn = {run_id: self._drawn[run_id] for run_id, _ in rows}
         sync_rows(self._table(), rows)
         counts = _counts_text(self.counts, self.run_filter.workflow)
@@ -278,6 +311,21 @@ def _cells(row: RunRow, now: datetime) -> list[Text]:
     ]
 
 
+def run_record(row: RunRow) -> str:
+    """A run's row, every field in full (the long-value view)."""
+    return record(
+        ("run", row.run_id),
+        ("workflow", row.workflow_id),
+        ("trigger", row.trigger_id),
+        ("version", row.version),
+        ("status", row.status),
+        ("step", row.step),
+        ("started", when(row.created_at)),
+        ("updated", when(row.updated_at)),
+        ("error", _error(row)),
+    )
+
+
 def _error(row: RunRow) -> str:
     if not row.error:
         return ""
@@ -291,7 +339,7 @@ def _counts_text(counts: dict[str, int], workflow: str | None) -> Text:
     for status in STATUSES:
         if counts.get(status):
             parts.append(join(status_text(status), f" {counts[status]:,}"))
-    return Text("   ").join(parts)
+    return Text("  ").join(parts)
 
 
 def _pager_text(page: RunPage, wanted: RunFilter) -> Text:

@@ -15,22 +15,19 @@ from rich.text import Text
 
 from orchestrator.records import FINAL_STATUSES, TimelineEntry
 
-from .format import LEVEL_STYLES, compact_json, duration, literal
+from .format import (
+    EVENT_STYLE,
+    LEVEL_STYLES,
+    RETRIED_STYLE,
+    compact_json,
+    duration,
+    kind_style,
+    literal,
+)
 
 GANTT_WIDTH: Final = 24
 COLUMNS: Final = ("at", "kind", "step", "gantt", "message")
 _FINAL_KINDS: Final = frozenset(f"run.{status}" for status in FINAL_STATUSES)
-_KIND_STYLES: Final = {
-    "step.failed": "bold red",
-    "run.failed": "bold red",
-    "run.aborted": "dark_orange",
-    "run.completed": "green",
-    "run.paused": "magenta",
-    "run.resumed": "magenta",
-    "run.dropped": "grey50",
-    "run.rejected": "grey50",
-    "step.completed": "green",
-}
 
 
 def timeline_rows(entries: list[TimelineEntry], now: datetime) -> list[tuple[str, list[Text]]]:
@@ -100,10 +97,12 @@ def _failed_for_good(entry: TimelineEntry) -> bool:
 def _kind(entry: TimelineEntry) -> Text:
     if entry.source == "logger":
         style = LEVEL_STYLES.get(entry.kind, "")
-    elif entry.source == "event" or entry.kind.startswith("event."):
-        style = "blue"
+    elif entry.source == "event":
+        style = EVENT_STYLE
+    elif entry.kind == "step.failed" and (entry.data or {}).get("retry"):
+        style = RETRIED_STYLE
     else:
-        style = _KIND_STYLES.get(entry.kind, "")
+        style = kind_style(entry.kind)
     return literal(entry.kind, style, single_line=True, limit=20)
 
 

@@ -16,7 +16,7 @@ from orchestrator.errors import DefinitionError
 from orchestrator.journal import EventView, WaitView
 from orchestrator.records import RunStatus
 
-from .format import compact_json, join, literal, short_id, timestamp
+from .format import compact_json, join, literal, short_id, status_style, timestamp
 
 
 def explain_waits(waits: list[WaitView], status: str, now: datetime) -> Text:
@@ -32,7 +32,8 @@ def explain_wait(wait: WaitView, now: datetime) -> Text:
     """One wait: what it matches, its timeout, and how the latest candidate events fared."""
     if wait.event_type is None:
         until = timestamp(wait.timeout_at, now) if wait.timeout_at else "?"
-        return literal(f"sleeping until {until} (wait #{wait.wait_id})", "magenta")
+        paused = status_style(RunStatus.PAUSED)
+        return literal(f"sleeping until {until} (wait #{wait.wait_id})", paused)
     try:
         conditions = Conditions.from_json(wait.conditions, label=f"wait #{wait.wait_id}")
     except DefinitionError as exc:
@@ -54,7 +55,7 @@ def _header(wait: WaitView, conditions: Conditions, now: datetime) -> Text:
     if wait.timeout_at is not None:
         timeout = f"{timestamp(wait.timeout_at, now)}, then {wait.on_timeout}"
     parts = [
-        literal(f"{state}: ", "bold magenta"),
+        literal(f"{state}: ", status_style(RunStatus.PAUSED)),
         literal(f"{wait.event_type} where {conditions.describe()}", "bold"),
         literal(f"\ninto {wait.into!r} · timeout {timeout} · wait #{wait.wait_id}", "grey50"),
     ]

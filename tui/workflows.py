@@ -17,31 +17,35 @@ from textual.widgets import DataTable, Label, Static
 from orchestrator.define.conditions import Conditions
 from orchestrator.errors import DefinitionError
 from orchestrator.journal import DashboardViews, LoadErrorView, WorkflowView
+from orchestrator.records import RunStatus
 
-from .format import compact_json, literal, timestamp
+from .format import compact_json, literal, status_style, timestamp
 from .keybar import KeyBar
 from .live import JournalBanner, LiveScreen
-from .tables import selected_key, sync_rows
+from .tables import Table, selected_key, sync_rows
+from .values import Value, record, when
 
 
 class WorkflowsScreen(LiveScreen):
     """What is loaded, and what is broken."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("d", "switch", "Disable/Enable"),
+        Binding("d", "switch", "Disable/Enable", priority=True),  # see live.RunScreen
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self._disabled: set[str] = set()  # the workflows shown disabled, by id
+        self._workflows: list[WorkflowView] = []
+        self._errors: list[LoadErrorView] = []
 
     def compose(self) -> ComposeResult:
         """Banner, workflows, load errors."""
         yield JournalBanner(id="banner")
         yield Label("Workflows", classes="section")
-        yield DataTable[Text](id="workflows", cursor_type="row", zebra_stripes=True)
+        yield Table(id="workflows", cursor_type="row", zebra_stripes=True)
         yield Label("Load errors", classes="section")
-        yield DataTable[Text](id="errors", cursor_type="row", zebra_stripes=True)
+        yield Table(id="errors", cursor_type="row", zebra_stripes=True)
         yield Static(id="errors-note")
         yield KeyBar()
 
@@ -61,6 +65,7 @@ class WorkflowsScreen(LiveScreen):
         errors = await queries.load_errors()
         now = self.dashboard.now()
         self._disabled = {w.workflow_id for w in workflows if w.disabled_at is not None}
+        self._workflows, self._errors = workflows, errors
         sync_rows(
             self.query_one("#workflows", DataTable), [(w.workflow_id, _cells(w)) for w in workflows]
         )
@@ -70,18 +75,43 @@ class WorkflowsScreen(LiveScreen):
         note = "no load errors" if not errors else f"{len(errors)} file(s) failed to load"
         self.query_one("#errors-note", Static).update(literal(note, "grey50"))
 
+    def current_value(self) -> Value | None:
+        """The workflow, or the load error, under the cursor, in full."""
+        if self.focused is not None and self.focused.id == "errors":
+            key = selected_key(self.query_one("#errors", DataTable))
+            error = next((e for e in self._errors if e.file == key), None)
+            if error is None:
+                return None
+            fields = (("file", error.file), ("line", error.line), ("at", when(error.at)))
+            return f"load error in {error.file}", record(*fields, ("message", error.message))
+        key = selected_key(self.query_one("#workflows", DataTable))
+        flow = next((w for w in self._workflows if w.workflow_id == key), None)
+        if flow is None:
+            return None
+        triggers = triggers_text(flow.triggers, flow.disabled_triggers).replace("; ", "\n")
+        text = record(
+            ("workflow", flow.workflow_id),
+            ("version", flow.version),
+            ("mode", flow.mode),
+            ("file", flow.file),
+            ("loaded", when(flow.loaded_at)),
+            ("disabled", when(flow.disabled_at) if flow.disabled_at else "no"),
+            ("triggers", triggers),
+        )
+        return f"workflow {flow.workflow_id}", text
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """In a read-only dashboard the switch key is hidden (and refused)."""
         return not (action == "switch" and self.dashboard.read_only)
 
-    def action_switch(self) -> None:
+    async def action_switch(self) -> None:
         """Disable the selected workflow, or enable it if it is disabled (after a question)."""
         workflow = selected_key(self.query_one("#workflows", DataTable))
         if workflow is None:
             self.dashboard.notify("no workflow selected", severity="warning")
             return
         command = "enable" if workflow in self._disabled else "disable"
-        self.dashboard.actions.start(command, workflow=workflow)
+        await self.dashboard.actions.run(command, workflow=workflow)
 
 
 def _cells(workflow: WorkflowView) -> list[Text]:
@@ -101,17 +131,17 @@ def _cells(workflow: WorkflowView) -> list[Text]:
 
 def _state(workflow: WorkflowView) -> Text:
     if workflow.disabled_at is not None:
-        return literal("disabled", "bold red")
+        return literal("disabled", status_style(RunStatus.DROPPED))  # off, not a failure
     if workflow.disabled_triggers:
         return literal(f"{len(workflow.disabled_triggers)} trigger(s) disabled", "yellow")
-    return literal("enabled", "green")
+    return literal("enabled", status_style(RunStatus.COMPLETED))
 
 
 def _error_cells(error: LoadErrorView, now: datetime) -> list[Text]:
     return [
         literal(error.file, single_line=True),
         literal("-" if error.line is None else str(error.line)),
-        literal(error.message, "red", single_line=True, limit=200),
+        literal(error.message, status_style(RunStatus.FAILED), single_line=True, limit=200),
         literal(timestamp(error.at, now)),
     ]
 
