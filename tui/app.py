@@ -31,6 +31,7 @@ from .dialogs import ConfirmDialog, HelpScreen
 from .events import EventsScreen
 from .format import join, literal, short_id
 from .live import JournalBanner, LiveScreen, RunScreen
+from .logs import LogsScreen
 from .runs import RunsScreen
 from .source import JournalSource
 from .workflows import WorkflowsScreen
@@ -58,12 +59,14 @@ class DashboardApp(App[None]):
         "runs": RunsScreen,
         "workflows": WorkflowsScreen,
         "events": EventsScreen,
+        "logs": LogsScreen,
     }
     DEFAULT_MODE = "runs"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("1", "switch_mode('runs')", "Runs"),
         Binding("2", "switch_mode('workflows')", "Workflows"),
         Binding("3", "switch_mode('events')", "Events"),
+        Binding("4", "switch_mode('logs')", "Logs"),
         Binding("e", "emit", "Emit"),
         Binding("i", "invoke", "Invoke"),
         Binding("question_mark", "help", "Help"),
@@ -185,6 +188,9 @@ class DashboardApp(App[None]):
         )
         yield SystemCommand(
             "Events", "Recent events and what they did", partial(self.switch_mode, "events")
+        )
+        yield SystemCommand(
+            "Logs", "Every run's log entries as they come", partial(self.switch_mode, "logs")
         )
         yield SystemCommand("Help", "The dashboard's keys", self.action_help)
         yield SystemCommand("Emit an event", "Journal an event for the daemon", self.action_emit)

@@ -7,6 +7,7 @@ in them that may come from the journal (run ids, workflow ids) is passed as `Tex
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -15,6 +16,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
+from textual.suggester import SuggestFromList
 from textual.widgets import Button, Input, Label, OptionList, Static, TextArea
 
 from .format import literal
@@ -59,6 +61,25 @@ class Field:
     value: str = ""
 
 
+Values = Mapping[str, str]  # a dialog's fields by name, as typed (stripped)
+Completions = Callable[[Values], Mapping[str, Sequence[str]]]
+"""The names each field completes to, given what the fields hold now."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What is wrong with a dialog's fields: an error it refuses, or a warning.
+
+    A warning is shown and the dialog stays open; sending the same fields again sends them.
+    """
+
+    message: str
+    refused: bool = True
+
+
+Check = Callable[[Values], Problem | None]
+
+
 @dataclass(frozen=True)
 class JsonForm:
     """What a `JsonDialog` returns: its fields (stripped, never empty) and the JSON object."""
@@ -83,6 +104,8 @@ class JsonDialog(ModalScreen[JsonForm | None]):
         json_label: str = "JSON object",
         initial: str = "{}",
         submit_label: str = "Send",
+        completions: Completions | None = None,
+        check: Check | None = None,
     ) -> None:
         super().__init__()
         self._title = title
@@ -90,6 +113,10 @@ class JsonDialog(ModalScreen[JsonForm | None]):
         self._json_label = json_label
         self._initial = initial
         self._submit_label = submit_label
+        self._completions = completions
+        self._check = check
+        self._offered: dict[str, tuple[str, ...]] = {}  # field -> the names it completes to
+        self._warned: dict[str, str] | None = None  # the fields a warning was shown for
 
     def compose(self) -> ComposeResult:
         """Title, fields, the JSON editor, the error line and the buttons."""
@@ -98,6 +125,8 @@ class JsonDialog(ModalScreen[JsonForm | None]):
             for field in self._fields:
                 yield Label(field.label)
                 yield Input(value=field.value, id=f"field-{field.name}")
+                if self._completions is not None:
+                    yield Static("", id=f"known-{field.name}", classes="dialog-known")
             yield Label(f"{self._json_label} (ctrl+s to send, escape to cancel)")
             yield TextArea(self._initial, id="json", soft_wrap=True)
             yield Static("", id="error", classes="dialog-error")
@@ -107,6 +136,7 @@ class JsonDialog(ModalScreen[JsonForm | None]):
 
     def on_mount(self) -> None:
         """Start in the first empty field, else in the editor."""
+        self._complete()
         empty = [f for f in self._fields if not f.value]
         target = f"#field-{empty[0].name}" if empty else "#json"
         self.query_one(target).focus()
@@ -118,32 +148,70 @@ class JsonDialog(ModalScreen[JsonForm | None]):
         else:
             self.dismiss(None)
 
+    def on_input_changed(self) -> None:
+        """A field changed: what the others complete to may have too (a workflow's triggers)."""
+        self._complete()
+
     def on_input_submitted(self) -> None:
         """Enter in a field moves on to the editor."""
         self.query_one("#json", TextArea).focus()
 
     def action_submit(self) -> None:
         """Validate; dismiss with the form, or say what is wrong and stay open."""
-        values = {
-            f.name: self.query_one(f"#field-{f.name}", Input).value.strip() for f in self._fields
-        }
+        values = self._values()
         missing = [f.label for f in self._fields if not values[f.name]]
         if missing:
             self._error(f"{missing[0]} must not be empty")
             return
+        problem = self._check(values) if self._check is not None else None
+        if problem is not None and (problem.refused or values != self._warned):
+            self._warned = None if problem.refused else values
+            self._error(problem.message, "bold red" if problem.refused else "bold yellow")
+            label = f"{self._submit_label} anyway" if not problem.refused else self._submit_label
+            self.query_one("#submit", Button).label = label
+            return
         text = self.query_one("#json", TextArea).text
-        data, problem = parse_object(text)
-        if problem is not None or data is None:
-            self._error(problem or "invalid JSON")
+        data, invalid = parse_object(text)
+        if invalid is not None or data is None:
+            self._error(invalid or "invalid JSON")
             return
         self.dismiss(JsonForm(values, data))
+
+    def _values(self) -> dict[str, str]:
+        return {
+            f.name: self.query_one(f"#field-{f.name}", Input).value.strip() for f in self._fields
+        }
+
+    def _complete(self) -> None:
+        """Give each field the names it completes to now, and list them under it."""
+        if self._completions is None:
+            return
+        offered = self._completions(self._values())
+        for field in self._fields:
+            names = tuple(offered.get(field.name, ()))
+            if self._offered.get(field.name) == names:
+                continue
+            self._offered[field.name] = names
+            box = self.query_one(f"#field-{field.name}", Input)
+            box.suggester = SuggestFromList(names) if names else None
+            known = self.query_one(f"#known-{field.name}", Static)
+            known.update(_known(names))
 
     def action_cancel(self) -> None:
         """Close without sending."""
         self.dismiss(None)
 
-    def _error(self, message: str) -> None:
-        self.query_one("#error", Static).update(literal(message, "bold red"))
+    def _error(self, message: str, style: str = "bold red") -> None:
+        self.query_one("#error", Static).update(literal(message, style))
+
+
+def _known(names: Sequence[str], limit: int = 100) -> Text:
+    """``known: a, b, c (→ completes)``, cut at `limit` characters; nothing without names."""
+    if not names:
+        return Text("")
+    return literal(f"known: {', '.join(names)}", "grey50", single_line=True, limit=limit).append(
+        " (→ completes)", "grey50"
+    )
 
 
 @dataclass(frozen=True)
@@ -232,7 +300,7 @@ def parse_object(text: str) -> tuple[dict[str, Any] | None, str | None]:
 
 
 HELP = """\
-Screens     1 runs · 2 workflows · 3 events · ctrl+p command palette · ? this help · q quit
+Screens     1 runs · 2 workflows · 3 events · 4 logs · ctrl+p palette · ? this help · q quit
 
 Runs        enter open a run · / search (run id, workflow, trigger, error)
             f status filter · w workflow filter · o sort · [ ] previous/next page
@@ -244,6 +312,8 @@ Actions     a abort · r resume (JSON patch) · g signal (JSON patch) · c copy 
             (each asks first, and only those that fit the run's status are offered;
             a read-only dashboard has none)
 Events      enter open the first run the event started or resumed · / filter by type
+Logs        every run's entries as written; on the last line it follows new ones, moved up
+            it stays put (f follows again) · enter open the line's run
 
 Actions are written into the journal; the daemon holding it applies them within
 milliseconds, or the next daemon to start does.

@@ -58,6 +58,8 @@ if TYPE_CHECKING:
         WorkflowRecord,
     )
     from .view_records import (
+        FIGURES_CAP,
+        FIGURES_RECENT,
         SORTS,
         EventView,
         LoadErrorView,
@@ -67,6 +69,7 @@ if TYPE_CHECKING:
         RunPage,
         RunRow,
         WaitView,
+        WorkflowFigures,
         WorkflowView,
     )
 
@@ -78,6 +81,8 @@ _EXPORTS = {
     "DashboardViews": ".protocol",
     "EventRecord": ".records",
     "EventView": ".view_records",
+    "FIGURES_CAP": ".view_records",
+    "FIGURES_RECENT": ".view_records",
     "FaultPoints": ".faults",
     "JournalBackend": ".protocol",
     "JournalCommands": ".protocol",
@@ -105,12 +110,15 @@ _EXPORTS = {
     "UnfinishedRun": ".records",
     "WaitRecord": ".records",
     "WaitView": ".view_records",
+    "WorkflowFigures": ".view_records",
     "WorkflowRecord": ".records",
     "WorkflowView": ".view_records",
     "open_journal": ".backends",
 }
 
 __all__ = [
+    "FIGURES_CAP",
+    "FIGURES_RECENT",
     "SORTS",
     "ChangeFeed",
     "CommandOutcome",
@@ -145,6 +153,7 @@ __all__ = [
     "UnfinishedRun",
     "WaitRecord",
     "WaitView",
+    "WorkflowFigures",
     "WorkflowRecord",
     "WorkflowView",
     "open_journal",

@@ -257,6 +257,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX children_by_parent ON children (parent, created_at, n);
     ALTER TABLE waits ADD COLUMN joins TEXT;
     """,
+    # 15: the dashboard's per-workflow figures: runs and failures of one workflow since a
+    # time, and its latest completed runs, each one range of this index (bounded reads).
+    """
+    CREATE INDEX runs_by_workflow_status ON runs (workflow_id, status, created_at);
+    """,
 )
 
 
