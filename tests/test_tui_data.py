@@ -175,10 +175,10 @@ async def test_invoke_completes_names_and_refuses_unknown_ones(journal: Path) ->
     async with app.run_test(size=SIZE) as pilot:
         dialog = await open_dialog(pilot, app, "i")
         known = dialog.query_one("#known-workflow", Static)
-        await until(pilot, lambda: "labels, orders" in static_text(known), "the workflows")
+        await until(pilot, lambda: "completes: labels, orders" in static_text(known), "workflows")
         assert await complete(pilot, dialog, "workflow", "ord") == "orders"
         triggers = dialog.query_one("#known-trigger", Static)
-        await until(pilot, lambda: "new, charge" in static_text(triggers), "its triggers")
+        await until(pilot, lambda: "completes: new, charge" in static_text(triggers), "triggers")
 
         field(dialog, "trigger").value = "chrage"
         await pilot.press("ctrl+s")

@@ -19,7 +19,7 @@ from textual.screen import ModalScreen
 from textual.suggester import SuggestFromList
 from textual.widgets import Button, Input, Label, OptionList, Static, TextArea
 
-from .format import literal
+from .format import join, literal
 
 
 class ConfirmDialog(ModalScreen[bool]):
@@ -123,10 +123,11 @@ class JsonDialog(ModalScreen[JsonForm | None]):
         with Vertical(classes="dialog"):
             yield Static(self._title, classes="dialog-title")
             for field in self._fields:
-                yield Label(field.label)
+                if self._completions is None:
+                    yield Label(field.label)
+                else:  # the label says what the field completes to
+                    yield Static(field.label, id=f"known-{field.name}", classes="dialog-known")
                 yield Input(value=field.value, id=f"field-{field.name}")
-                if self._completions is not None:
-                    yield Static("", id=f"known-{field.name}", classes="dialog-known")
             yield Label(f"{self._json_label} (ctrl+s to send, escape to cancel)")
             yield TextArea(self._initial, id="json", soft_wrap=True)
             yield Static("", id="error", classes="dialog-error")
@@ -195,7 +196,7 @@ class JsonDialog(ModalScreen[JsonForm | None]):
             box = self.query_one(f"#field-{field.name}", Input)
             box.suggester = SuggestFromList(names) if names else None
             known = self.query_one(f"#known-{field.name}", Static)
-            known.update(_known(names))
+            known.update(_known(field.label, names))
 
     def action_cancel(self) -> None:
         """Close without sending."""
@@ -205,13 +206,13 @@ class JsonDialog(ModalScreen[JsonForm | None]):
         self.query_one("#error", Static).update(literal(message, style))
 
 
-def _known(names: Sequence[str], limit: int = 100) -> Text:
-    """``known: a, b, c (→ completes)``, cut at `limit` characters; nothing without names."""
+def _known(label: str, names: Sequence[str]) -> Text:
+    """``Workflow · → completes: a, b, c`` on one line (cut at the dialog's edge)."""
     if not names:
-        return Text("")
-    return literal(f"known: {', '.join(names)}", "grey50", single_line=True, limit=limit).append(
-        " (→ completes)", "grey50"
-    )
+        return Text(label)
+    text = join(label, literal(f" · → completes: {', '.join(names)}", "grey50", single_line=True))
+    text.no_wrap, text.overflow = True, "ellipsis"
+    return text
 
 
 @dataclass(frozen=True)
