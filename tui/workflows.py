@@ -34,7 +34,7 @@ from .keybar import KeyBar
 from .live import JournalBanner, LiveScreen
 from .tables import selected_key, sync_rows
 
-FIGURES_SECONDS: Final = 2.0  # the figures are read again at most this often
+FIGURES_SECONDS: Final = 5.0  # the figures are read again at most this often
 WINDOW: Final = timedelta(hours=24)  # runs and failures are counted over this much time
 COLUMNS: Final = (
     ("workflow", "workflow"),
