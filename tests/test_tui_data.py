@@ -29,6 +29,7 @@ from test_tui import (
 from textual.widgets import Button, DataTable, Input, Static
 
 import tui.logs
+import tui.workflows
 from orchestrator import Runtime, Schedule, Workflow
 from orchestrator.journal import WorkflowFigures
 from orchestrator.journal.sqlite import views
@@ -285,6 +286,22 @@ async def test_the_workflows_screen_shows_runs_failures_p95_and_next_fire(
         reports_row = row_text(table, "reports").split(" | ")
         assert reports_row[2:5] == ["0", "0", "-"]
         assert "(in " in reports_row[5]  # the next 02:00 UTC
+
+
+async def test_the_figures_follow_new_runs(journal: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tui.workflows, "FIGURES_SECONDS", 0.5)
+    app = DashboardApp(journal)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await until(pilot, lambda: isinstance(app.screen, WorkflowsScreen), "workflows")
+        table = app.screen.query_one("#workflows", DataTable)
+        await until(pilot, lambda: "labels" in keys(table), "labels")
+        assert row_text(table, "labels").split(" | ")[2:4] == ["1", "0"]
+        async with Runtime(journal, workflows=[ORDERS, LABELS]) as rt:  # then quiet again
+            await rt.invoke("labels", "print", {"order_id": 8})
+            await rt.invoke("orders", "charge", {"order_id": 9})
+        await until(pilot, lambda: row_text(table, "labels").split(" | ")[2] == "2", "the new run")
+        assert row_text(table, "orders").split(" | ")[2:4] == ["5", "2"]
 
 
 async def test_workflow_figures_count_a_bounded_window(
