@@ -231,6 +231,7 @@ async def test_emit_completes_event_types_and_warns_about_unknown_ones(journal: 
         assert rows_of(journal, query) == []
 
         field(dialog, "type").value = "order.created"  # fixed: sent at once
+        await until(pilot, lambda: str(dialog.query_one("#submit", Button).label) == "Emit", "")
         await pilot.press("ctrl+s")
         await until(pilot, lambda: rows_of(journal, query), "the event")
         assert rows_of(journal, query) == [("order.created",)]

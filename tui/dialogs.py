@@ -150,8 +150,11 @@ class JsonDialog(ModalScreen[JsonForm | None]):
             self.dismiss(None)
 
     def on_input_changed(self) -> None:
-        """A field changed: what the others complete to may have too (a workflow's triggers)."""
+        """A field changed: completions follow (a workflow's triggers), a warning is undone."""
         self._complete()
+        if self._warned is not None and self._warned != self._values():
+            self._warned = None
+            self.query_one("#submit", Button).label = self._submit_label
 
     def on_input_submitted(self) -> None:
         """Enter in a field moves on to the editor."""
@@ -184,7 +187,7 @@ class JsonDialog(ModalScreen[JsonForm | None]):
         }
 
     def _complete(self) -> None:
-        """Give each field the names it completes to now, and list them under it."""
+        """Give each field the names it completes to now, and list them on its label line."""
         if self._completions is None:
             return
         offered = self._completions(self._values())
