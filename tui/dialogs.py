@@ -306,7 +306,8 @@ def parse_object(text: str) -> tuple[dict[str, Any] | None, str | None]:
 HELP = """\
 Screens     1 runs · 2 workflows · 3 events · 4 logs · ctrl+p palette · ? this help · q quit
 
-Runs        enter open a run · / search (run id, workflow, trigger, error)
+Runs        enter open a run · / search (run id, workflow, trigger, error); enter in the
+            search box on a run id or 4+ of its first characters opens that run
             f status filter · w workflow filter · o sort · [ ] previous/next page
             escape clear the search and filters
 Run         escape back · tabs: timeline, state (checkpoints, JSON tree, diff), wait
