@@ -1,6 +1,7 @@
 """Idle CPU of the headless daemon and of the dashboard: % of one core over N seconds.
 
-Prints figures; it is not a test. Run: ``python bench/bench_idle.py [--seconds N] [--quick]``.
+Prints figures; it is not a test. Run: ``python bench/bench_idle.py [--seconds N] [--quick]
+[--keys K]`` (`--keys 4`: the dashboards show the log pane; ``2``: the workflows and figures).
 
 Each program is started as its own process, exactly as a user would: ``orchestrator up
 FOLDER --headless`` on an empty folder, then ``orchestrator tui --db JOURNAL`` (inside a
@@ -86,9 +87,12 @@ def drain(master: int, seconds: float) -> int:
     return painted
 
 
-def measure_dashboard(pid: int, master: int, seconds: float) -> float:
+def measure_dashboard(pid: int, master: int, seconds: float, keys: str = "") -> float:
     if not drain(master, WARM_UP):
         raise SystemExit("the dashboard painted nothing: it did not start")
+    if keys:  # another screen (4: the log pane), shown before the window opens
+        os.write(master, keys.encode())
+        drain(master, 1.0)
     before, started = cpu_seconds(pid), time.monotonic()
     drain(master, seconds)
     return 100 * (cpu_seconds(pid) - before) / (time.monotonic() - started)
@@ -121,6 +125,9 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=60.0, help="measuring window (60)")
     parser.add_argument("--quick", action="store_true", help="10 s windows, for a smoke run")
+    parser.add_argument(
+        "--keys", default="", help="keys typed into each dashboard first (4: the log pane)"
+    )
     args = parser.parse_args(argv)
     seconds = 10.0 if args.quick else args.seconds
     print(machine_line())
@@ -139,7 +146,7 @@ def main(argv: list[str]) -> None:
             )
             dashboard, master = start_on_terminal("tui", "--db", str(db))
             try:
-                dash_pct = measure_dashboard(dashboard.pid, master, seconds)
+                dash_pct = measure_dashboard(dashboard.pid, master, seconds, args.keys)
             finally:
                 dashboard.kill()  # it holds no lease: nothing to leave behind
                 dashboard.wait()
@@ -147,7 +154,7 @@ def main(argv: list[str]) -> None:
             print(f"  dashboard (tui), idle journal   {dash_pct:6.2f}%")
         both, master = start_on_terminal("up", str(folder), "--db", str(Path(tmp, "up.db")))
         try:
-            both_pct = measure_dashboard(both.pid, master, seconds)
+            both_pct = measure_dashboard(both.pid, master, seconds, args.keys)
         finally:
             both.terminate()
             try:

@@ -133,11 +133,12 @@ def _schema_of(conn: sqlite3.Connection) -> list[tuple[str, str]]:
 async def test_a_journal_of_the_previous_schema_migrates_and_recovers(
     db: Path, tmp_path: Path
 ) -> None:
-    assert len(schema.MIGRATIONS) >= 15  # this test is about migrations 7 to 15
+    assert len(schema.MIGRATIONS) >= 16  # this test is about migrations 7 to 16
     await session(db, invoke=True)  # a run left running in step "hang"
-    # The same journal as the previous release wrote it: without what migrations 7 to 15 add.
+    # The same journal as the previous release wrote it: without what migrations 7 to 16 add.
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("ALTER TABLE runs DROP COLUMN paused_in")
+    conn.execute("DROP INDEX runs_by_workflow_status")
     conn.execute("DROP TABLE children")
     conn.execute("ALTER TABLE waits DROP COLUMN joins")
     conn.execute("DROP TABLE switches")
@@ -164,7 +165,7 @@ async def test_a_journal_of_the_previous_schema_migrates_and_recovers(
     assert query(db, "SELECT step, count FROM recoveries") == [("hang", 1)]
     indexes = {row[0] for row in query(db, "SELECT name FROM sqlite_schema WHERE type = 'index'")}
     assert {"runs_by_end", "waits_by_run", "wait_buffer_by_event", "timeline_no_run"} <= indexes
-    assert "idempotency_keys_by_target" in indexes
+    assert {"idempotency_keys_by_target", "runs_by_workflow_status"} <= indexes
 
 
 async def test_a_signal_written_while_down_reaches_the_recovered_step(db: Path) -> None:

@@ -240,7 +240,7 @@ def test_up_and_a_read_only_tui_in_tmux(tmux: Tmux, folder: Path, tmp_path: Path
     run_id = wait_for_run(db, "orders", "paused", lambda: _read(log))
     screen = tmux.wait_for("up", lambda s: "paused" in row_of(s, run_id), "the paused run", log)
     assert "orders" in row_of(screen, run_id)
-    assert all(label in footer(screen) for label in ("Abort", "Emit")), footer(screen)
+    assert all(label in footer(screen) for label in ("Abort", "Signal")), footer(screen)
 
     tmux.start("ro", orchestrator("tui", "--db", db, "--read-only"), tmp_path / "ro.exit")
     screen = tmux.wait_for("ro", lambda s: "paused" in row_of(s, run_id), "the run", log)

@@ -19,6 +19,7 @@ from orchestrator.errors import OrchestratorError
 
 from .dialogs import ConfirmDialog, Field, ForkDialog, JsonDialog
 from .format import join, literal
+from .names import Names
 
 if TYPE_CHECKING:
     from .app import DashboardApp
@@ -184,12 +185,15 @@ class Actions:
         return aborted
 
     async def _emit(self) -> None:
+        names = await self._names()
         form = await self._app.push_screen_wait(
             JsonDialog(
                 Text("Emit an event", style="bold"),
                 fields=(Field("type", "Event type"),),
                 json_label="Event data",
                 submit_label="Emit",
+                completions=lambda _: {"type": names.event_types},
+                check=names.check_emit,
             )
         )
         if form is None:
@@ -202,12 +206,15 @@ class Actions:
         )
 
     async def _invoke(self, workflow: str) -> None:
+        names = await self._names()
         form = await self._app.push_screen_wait(
             JsonDialog(
                 Text("Invoke a trigger", style="bold"),
                 fields=(Field("workflow", "Workflow", workflow), Field("trigger", "Trigger")),
                 json_label="The run's state",
                 submit_label="Invoke",
+                completions=names.invoke_completions,
+                check=names.check_invoke,
             )
         )
         if form is None:
@@ -217,6 +224,16 @@ class Actions:
             f"run of {workflow}/{trigger}",
             lambda: self._app.journal.commands.queue_invoke(workflow, trigger, data),
         )
+
+    async def _names(self) -> Names:
+        """What the daemon loaded (the journal's workflows) and what paused runs wait for."""
+        queries = self._app.source.queries
+        if queries is None:
+            return Names([], [])
+        try:
+            return Names(await queries.workflows(), await queries.waited_event_types())
+        except OrchestratorError:  # the dialog still opens; the write reports the journal
+            return Names([], [])
 
     async def _write(self, what: str, write: Callable[[], object], done: str = "queued") -> None:
         try:

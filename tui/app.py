@@ -32,6 +32,7 @@ from .dialogs import ConfirmDialog, HelpScreen
 from .events import EventsScreen
 from .format import join, literal, short_id
 from .live import JournalBanner, LiveScreen, RunScreen, typing
+from .logs import LogsScreen
 from .runs import RunsScreen
 from .source import JournalSource
 from .terminal import in_tmux, osc52, screenshot_dir, tmux_passthrough
@@ -61,6 +62,7 @@ class DashboardApp(App[None]):
         "runs": RunsScreen,
         "workflows": WorkflowsScreen,
         "events": EventsScreen,
+        "logs": LogsScreen,
     }
     DEFAULT_MODE = "runs"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # noqa: RUF012 - typed by App
@@ -68,6 +70,7 @@ class DashboardApp(App[None]):
         Binding("1", "switch_mode('runs')", "Runs"),
         Binding("2", "switch_mode('workflows')", "Workflows"),
         Binding("3", "switch_mode('events')", "Events"),
+        Binding("4", "switch_mode('logs')", "Logs"),
         # Priority, as the run actions (live.RunScreen): their dialog gets the keys that follow.
         Binding("e", "emit", "Emit", priority=True),
         Binding("i", "invoke", "Invoke", priority=True),
@@ -238,6 +241,9 @@ class DashboardApp(App[None]):
         )
         yield SystemCommand(
             "Events", "Recent events and what they did", partial(self.switch_mode, "events")
+        )
+        yield SystemCommand(
+            "Logs", "Every run's log entries as they come", partial(self.switch_mode, "logs")
         )
         yield SystemCommand("Help", "The dashboard's keys", self.action_help)
         yield SystemCommand("Emit an event", "Journal an event for the daemon", self.action_emit)

@@ -7,6 +7,7 @@ in them that may come from the journal (run ids, workflow ids) is passed as `Tex
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
@@ -15,10 +16,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
+from textual.suggester import SuggestFromList
 from textual.widget import Widget
 from textual.widgets import Button, Input, Label, OptionList, Static, TextArea
 
-from .format import literal, status_legend
+from .format import join, literal, status_legend
 from .tables import Choices
 
 if TYPE_CHECKING:
@@ -85,6 +87,25 @@ class Field:
     value: str = ""
 
 
+Values = Mapping[str, str]  # a dialog's fields by name, as typed (stripped)
+Completions = Callable[[Values], Mapping[str, Sequence[str]]]
+"""The names each field completes to, given what the fields hold now."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What is wrong with a dialog's fields: an error it refuses, or a warning.
+
+    A warning is shown and the dialog stays open; sending the same fields again sends them.
+    """
+
+    message: str
+    refused: bool = True
+
+
+Check = Callable[[Values], Problem | None]
+
+
 @dataclass(frozen=True)
 class JsonForm:
     """What a `JsonDialog` returns: its fields (stripped, never empty) and the JSON object."""
@@ -109,6 +130,8 @@ class JsonDialog(ModalScreen[JsonForm | None]):
         json_label: str = "JSON object",
         initial: str = "{}",
         submit_label: str = "Send",
+        completions: Completions | None = None,
+        check: Check | None = None,
     ) -> None:
         super().__init__()
         self._title = title
@@ -116,13 +139,20 @@ class JsonDialog(ModalScreen[JsonForm | None]):
         self._json_label = json_label
         self._initial = initial
         self._submit_label = submit_label
+        self._completions = completions
+        self._check = check
+        self._offered: dict[str, tuple[str, ...]] = {}  # field -> the names it completes to
+        self._warned: dict[str, str] | None = None  # the fields a warning was shown for
 
     def compose(self) -> ComposeResult:
         """Title, fields, the JSON editor, the error line and the buttons."""
         with Vertical(classes="dialog"):
             yield Static(self._title, classes="dialog-title")
             for field in self._fields:
-                yield Label(field.label)
+                if self._completions is None:
+                    yield Label(field.label)
+                else:  # the label says what the field completes to
+                    yield Static(field.label, id=f"known-{field.name}", classes="dialog-known")
                 yield Input(value=field.value, id=f"field-{field.name}")
             yield Label(f"{self._json_label} (ctrl+s to send, escape to cancel)")
             yield TextArea(self._initial, id="json", soft_wrap=True)
@@ -133,6 +163,7 @@ class JsonDialog(ModalScreen[JsonForm | None]):
 
     def on_mount(self) -> None:
         """Start in the first empty field, else in the editor; typing there replaces `{}`."""
+        self._complete()
         self.query_one("#json", TextArea).select_all()
         empty = [f for f in self._fields if not f.value]
         target = f"#field-{empty[0].name}" if empty else "#json"
@@ -145,32 +176,73 @@ class JsonDialog(ModalScreen[JsonForm | None]):
         else:
             self.dismiss(None)
 
+    def on_input_changed(self) -> None:
+        """A field changed: completions follow (a workflow's triggers), a warning is undone."""
+        self._complete()
+        if self._warned is not None and self._warned != self._values():
+            self._warned = None
+            self.query_one("#submit", Button).label = self._submit_label
+
     def on_input_submitted(self) -> None:
         """Enter in a field moves on to the editor."""
         self.query_one("#json", TextArea).focus()
 
     def action_submit(self) -> None:
         """Validate; dismiss with the form, or say what is wrong and stay open."""
-        values = {
-            f.name: self.query_one(f"#field-{f.name}", Input).value.strip() for f in self._fields
-        }
+        values = self._values()
         missing = [f.label for f in self._fields if not values[f.name]]
         if missing:
             self._error(f"{missing[0]} must not be empty")
             return
+        problem = self._check(values) if self._check is not None else None
+        if problem is not None and (problem.refused or values != self._warned):
+            self._warned = None if problem.refused else values
+            self._error(problem.message, "bold red" if problem.refused else "bold yellow")
+            label = f"{self._submit_label} anyway" if not problem.refused else self._submit_label
+            self.query_one("#submit", Button).label = label
+            return
         text = self.query_one("#json", TextArea).text
-        data, problem = parse_object(text)
-        if problem is not None or data is None:
-            self._error(problem or "invalid JSON")
+        data, invalid = parse_object(text)
+        if invalid is not None or data is None:
+            self._error(invalid or "invalid JSON")
             return
         self.dismiss(JsonForm(values, data))
+
+    def _values(self) -> dict[str, str]:
+        return {
+            f.name: self.query_one(f"#field-{f.name}", Input).value.strip() for f in self._fields
+        }
+
+    def _complete(self) -> None:
+        """Give each field the names it completes to now, and list them on its label line."""
+        if self._completions is None:
+            return
+        offered = self._completions(self._values())
+        for field in self._fields:
+            names = tuple(offered.get(field.name, ()))
+            if self._offered.get(field.name) == names:
+                continue
+            self._offered[field.name] = names
+            box = self.query_one(f"#field-{field.name}", Input)
+            box.suggester = SuggestFromList(names) if names else None
+            known = self.query_one(f"#known-{field.name}", Static)
+            known.update(_known(field.label, names))
 
     def action_cancel(self) -> None:
         """Close without sending."""
         self.dismiss(None)
 
-    def _error(self, message: str) -> None:
-        self.query_one("#error", Static).update(literal(message, "bold red"))
+    def _error(self, message: str, style: str = "bold red") -> None:
+        self.query_one("#error", Static).update(literal(message, style))
+
+
+def _known(label: str, names: Sequence[str]) -> Text:
+    """``Workflow · → completes: a, b, c`` on one line (cut at the dialog's edge)."""
+    if not names:
+        return Text(label)
+    text = join(label, literal(f" · → completes: {', '.join(names)}", "grey50", single_line=True))
+    text.no_wrap, text.overflow = True, "ellipsis"
+    return text
 
 
 @dataclass(frozen=True)
@@ -262,7 +334,7 @@ def parse_object(text: str) -> tuple[dict[str, Any] | None, str | None]:
 
 
 HELP = """\
-Screens  1 runs · 2 workflows · 3 events · ? this help
+Screens  1 runs · 2 workflows · 3 events · 4 logs · ? this help
          ctrl+p command palette (screens, actions, screenshot)
          q or ctrl+c quit (asks first while this process's daemon runs
          steps; Enter or escape then cancels)
@@ -270,7 +342,9 @@ Move     j/k or up/down · g or home: first row · G or end: last row
          (on the runs screen, of the page shown) · tab: next pane
 View     v the highlighted row or state node in full, scrollable;
          c there copies it · enter on a state leaf shows it too
-Runs     enter open a run · / search (run id, workflow, trigger, error)
+Runs     enter open a run · / search (run id, workflow, trigger, error);
+         enter in the search box on a run id or 4+ of its first
+         characters opens that run
          f status · w workflow · o sort · [ ] previous/next page
          escape clear the search and filters
 Run      escape back · t timeline · s state (checkpoints, tree, diff)
@@ -283,6 +357,9 @@ Actions  a abort · r resume (JSON patch) · S signal (JSON patch)
          offered; a read-only dashboard has none.
 Events   enter open the first run the event started or resumed
          / filter by type
+Logs     every run's entries as written; on the last line it follows
+         new ones, moved up it stays put (f follows again)
+         enter open the line's run
 
 Actions are written into the journal; the daemon holding it applies
 them within milliseconds, or the next daemon to start does. Copying

@@ -18,6 +18,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Input, Select, Static
 
+from orchestrator.errors import OrchestratorError
 from orchestrator.journal import SORTS, DashboardViews, RunFilter, RunPage, RunRow
 from orchestrator.records import FINAL_STATUSES, STATUSES
 
@@ -36,6 +37,7 @@ from .tables import Table, selected_key, sync_rows
 from .values import Value, record, when
 
 PAGE_SIZE: Final = 100
+MIN_PREFIX: Final = 4  # characters of a run id that name it (as `orchestrator show` takes)
 COLUMNS: Final = (
     ("run", "run"),
     ("workflow", "workflow"),
@@ -184,9 +186,23 @@ class RunsScreen(RunScreen):
         if event.input.id == "search":
             await self._refilter(search=event.value)
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        """Enter in the search box goes back to the table."""
+    async def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Enter in the search box goes back to the table, or opens the run its text names.
+
+        It names one when it is a whole run id, or a prefix of `MIN_PREFIX` or more
+        characters that one run's id starts with (as the CLI takes them).
+        """
         self._table().focus()
+        text, queries = event.value.strip(), self.dashboard.source.queries
+        if len(text) < MIN_PREFIX or queries is None:
+            return
+        try:
+            found = await queries.match_runs(text, limit=1)
+        except OrchestratorError as exc:
+            await self.dashboard.source.fail(exc)
+            return
+        if found.runs and (found.total == 1 or found.runs[0].run_id == text):
+            self.dashboard.open_run(found.runs[0].run_id)
 
     async def on_select_changed(self, event: Select.Changed) -> None:
         """A filter or the sort changed."""

@@ -1,13 +1,17 @@
 """Workflows registered by the daemon, their triggers and modes, and files that failed to load.
 
 A disabled workflow (or trigger) says so; ``d`` disables the selected workflow, or enables
-it again, through the journal's commands (the daemon applies it).
+it again, through the journal's commands (the daemon applies it). Each workflow's figures
+(runs and failures in the last 24 hours, the p95 duration of its last 100 completed runs,
+its next scheduled fire) are bounded reads of the journal (`workflow_figures`), read again
+after the journal changed, at most every `FIGURES_SECONDS`.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, ClassVar
+import time
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Final
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -16,14 +20,36 @@ from textual.widgets import DataTable, Label, Static
 
 from orchestrator.define.conditions import Conditions
 from orchestrator.errors import DefinitionError
-from orchestrator.journal import DashboardViews, LoadErrorView, WorkflowView
+from orchestrator.journal import (
+    FIGURES_CAP,
+    FIGURES_RECENT,
+    DashboardViews,
+    LoadErrorView,
+    WorkflowFigures,
+    WorkflowView,
+)
 from orchestrator.records import RunStatus
 
-from .format import compact_json, literal, status_style, timestamp
+from .format import compact_json, duration, literal, status_style, timestamp
 from .keybar import KeyBar
 from .live import JournalBanner, LiveScreen
 from .tables import Table, selected_key, sync_rows
 from .values import Value, record, when
+
+FIGURES_SECONDS: Final = 5.0  # the figures are read again at most this often
+WINDOW: Final = timedelta(hours=24)  # runs and failures are counted over this much time
+COLUMNS: Final = (
+    ("workflow", "workflow"),
+    ("state", "state"),
+    ("runs 24h", "runs"),
+    ("failed 24h", "failed"),
+    (f"p95 last {FIGURES_RECENT}", "p95"),
+    ("next fire", "next"),
+    ("triggers", "triggers"),
+    ("mode", "mode"),
+    ("version", "version"),
+    ("file", "file"),
+)
 
 
 class WorkflowsScreen(LiveScreen):
@@ -38,6 +64,9 @@ class WorkflowsScreen(LiveScreen):
         self._disabled: set[str] = set()  # the workflows shown disabled, by id
         self._workflows: list[WorkflowView] = []
         self._errors: list[LoadErrorView] = []
+        self.figures: dict[str, WorkflowFigures] = {}
+        self._figured = -1  # the source's change count when the figures were read
+        self._figures_due = 0.0  # monotonic time before which they are not read again
 
     def compose(self) -> ComposeResult:
         """Banner, workflows, load errors."""
@@ -52,8 +81,8 @@ class WorkflowsScreen(LiveScreen):
     def on_mount(self) -> None:
         """Columns."""
         workflows = self.query_one("#workflows", DataTable)
-        for column in ("workflow", "state", "version", "mode", "triggers", "file"):
-            workflows.add_column(column, key=column)
+        for label, key in COLUMNS:
+            workflows.add_column(label, key=key)
         errors = self.query_one("#errors", DataTable)
         for column in ("file", "line", "message", "at"):
             errors.add_column(column, key=column)
@@ -64,11 +93,15 @@ class WorkflowsScreen(LiveScreen):
         workflows = await queries.workflows()
         errors = await queries.load_errors()
         now = self.dashboard.now()
+        changes = self.dashboard.source.changes
+        if changes != self._figured and time.monotonic() >= self._figures_due:
+            self._figured, self._figures_due = changes, time.monotonic() + FIGURES_SECONDS
+            found = await queries.workflow_figures(now - WINDOW)
+            self.figures = {f.workflow_id: f for f in found}
         self._disabled = {w.workflow_id for w in workflows if w.disabled_at is not None}
         self._workflows, self._errors = workflows, errors
-        sync_rows(
-            self.query_one("#workflows", DataTable), [(w.workflow_id, _cells(w)) for w in workflows]
-        )
+        rows = [(w.workflow_id, _cells(w, self.figures.get(w.workflow_id), now)) for w in workflows]
+        sync_rows(self.query_one("#workflows", DataTable), rows)
         sync_rows(
             self.query_one("#errors", DataTable), [(e.file, _error_cells(e, now)) for e in errors]
         )
@@ -100,6 +133,11 @@ class WorkflowsScreen(LiveScreen):
         )
         return f"workflow {flow.workflow_id}", text
 
+    def tick(self) -> None:
+        """Figures held back by `FIGURES_SECONDS` after a change are read once it passed."""
+        if self.dashboard.source.changes != self._figured and time.monotonic() >= self._figures_due:
+            self.run_worker(self.reload(), group="figures", exclusive=True)
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """In a read-only dashboard the switch key is hidden (and refused)."""
         return not (action == "switch" and self.dashboard.read_only)
@@ -114,19 +152,46 @@ class WorkflowsScreen(LiveScreen):
         await self.dashboard.actions.run(command, workflow=workflow)
 
 
-def _cells(workflow: WorkflowView) -> list[Text]:
+def _cells(workflow: WorkflowView, figures: WorkflowFigures | None, now: datetime) -> list[Text]:
     return [
         literal(workflow.workflow_id, "bold", single_line=True),
         _state(workflow),
-        literal(workflow.version, single_line=True),
-        literal(workflow.mode, single_line=True, limit=50),
+        *_figure_cells(figures, now),
         literal(
             triggers_text(workflow.triggers, workflow.disabled_triggers),
             single_line=True,
             limit=120,
         ),
+        literal(workflow.mode, single_line=True, limit=50),
+        literal(workflow.version, single_line=True),
         literal(workflow.file or "-", single_line=True),
     ]
+
+
+def _figure_cells(figures: WorkflowFigures | None, now: datetime) -> list[Text]:
+    """Runs and failures in the window, p95 duration, next fire (``…`` until read)."""
+    if figures is None:
+        return [literal("…", "grey50") for _ in range(4)]
+    p95 = figures.p95
+    return [
+        literal(_count(figures.runs)),
+        literal(_count(figures.failed), "bold red" if figures.failed else "grey50"),
+        literal("-" if p95 is None else duration(p95), "" if p95 is not None else "grey50"),
+        literal(next_fire(figures.next_fire, now)),
+    ]
+
+
+def _count(count: int) -> str:
+    return f"{FIGURES_CAP:,}+" if count > FIGURES_CAP else f"{count:,}"
+
+
+def next_fire(when: datetime | None, now: datetime) -> str:
+    """``14:05:00 (in 3m12s)``; ``due`` once passed; ``-`` without an armed schedule."""
+    if when is None:
+        return "-"
+    if when <= now:
+        return f"{timestamp(when, now)} (due)"
+    return f"{timestamp(when, now)} (in {duration((when - now).total_seconds())})"
 
 
 def _state(workflow: WorkflowView) -> Text:

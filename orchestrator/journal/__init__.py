@@ -62,6 +62,8 @@ if TYPE_CHECKING:
         WorkflowRecord,
     )
     from .view_records import (
+        FIGURES_CAP,
+        FIGURES_RECENT,
         SORTS,
         EventView,
         LoadErrorView,
@@ -71,6 +73,7 @@ if TYPE_CHECKING:
         RunPage,
         RunRow,
         WaitView,
+        WorkflowFigures,
         WorkflowView,
     )
 
@@ -85,6 +88,8 @@ _EXPORTS = {
     "EventRoute": ".records",
     "EventRouting": ".records",
     "EventView": ".view_records",
+    "FIGURES_CAP": ".view_records",
+    "FIGURES_RECENT": ".view_records",
     "FaultPoints": ".faults",
     "JournalBackend": ".protocol",
     "JournalCommands": ".protocol",
@@ -113,12 +118,15 @@ _EXPORTS = {
     "UnfinishedRun": ".records",
     "WaitRecord": ".records",
     "WaitView": ".view_records",
+    "WorkflowFigures": ".view_records",
     "WorkflowRecord": ".records",
     "WorkflowView": ".view_records",
     "open_journal": ".backends",
 }
 
 __all__ = [
+    "FIGURES_CAP",
+    "FIGURES_RECENT",
     "SORTS",
     "ChangeFeed",
     "CommandOutcome",
@@ -157,6 +165,7 @@ __all__ = [
     "UnfinishedRun",
     "WaitRecord",
     "WaitView",
+    "WorkflowFigures",
     "WorkflowRecord",
     "WorkflowView",
     "open_journal",

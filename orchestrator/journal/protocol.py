@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:  # the CLI's small commands must not load asyncio
     import asyncio
+    from datetime import datetime
 
     from ..errors import JournalError
     from ..records import RunInfo, RunStatus, TimelineEntry
@@ -45,7 +46,15 @@ if TYPE_CHECKING:  # the CLI's small commands must not load asyncio
         WaitRecord,
         WorkflowRecord,
     )
-    from .view_records import EventView, LoadErrorView, RunDetail, RunFilter, RunPage, WorkflowView
+    from .view_records import (
+        EventView,
+        LoadErrorView,
+        RunDetail,
+        RunFilter,
+        RunPage,
+        WorkflowFigures,
+        WorkflowView,
+    )
 
 Synchronous = Literal["FULL", "NORMAL"]
 """How durable a commit is: ``FULL`` survives a power loss, ``NORMAL`` a process crash."""
@@ -279,6 +288,23 @@ class DashboardViews(ChangeFeed, Protocol):
 
     async def workflows(self) -> list[WorkflowView]:
         """Workflows registered now, by id."""
+
+    async def workflow_figures(self, since: datetime) -> list[WorkflowFigures]:
+        """Per workflow registered now, by id: what it did since `since`, and its next tick.
+
+        Its runs and failures since then (capped), its latest completed runs' durations,
+        its schedules' earliest next tick. Each figure is one bounded range of an index,
+        however many runs the journal holds.
+        """
+
+    async def waited_event_types(self) -> list[str]:
+        """The event types armed or parked waits of runs wait for, sorted."""
+
+    async def log_entries(self, *, after: int = 0, limit: int = 100) -> list[LogEntry]:
+        """Journaled timeline rows of all runs above row id `after`, the last `limit`."""
+
+    async def match_runs(self, prefix: str, *, limit: int = 5) -> RunMatches:
+        """The runs whose id starts with `prefix`: the first `limit` by id, and how many."""
 
     async def load_errors(self) -> list[LoadErrorView]:
         """Files that failed to load, by file."""

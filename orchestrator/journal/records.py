@@ -217,6 +217,8 @@ class LogEntry:
     id: int
     run_id: str | None
     entry: TimelineEntry
+    workflow_id: str | None = None
+    """The run's workflow (None for a row of no run)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -157,3 +157,36 @@ class WorkflowView:
     disabled_at: datetime | None = None
     # The ids of its triggers disabled one by one.
     disabled_triggers: frozenset[str] = frozenset()
+
+
+FIGURES_CAP: Final = 10_000
+"""Runs counted per workflow at most (a count above it is shown as ``10,000+``)."""
+FIGURES_RECENT: Final = 100
+"""How many of a workflow's latest completed runs its p95 duration is taken from."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkflowFigures:
+    """What a loaded workflow did lately: each figure a bounded read of the journal.
+
+    Attributes:
+        runs: Runs created since the window's start, at most `FIGURES_CAP` + 1 counted.
+        failed: Those of them that failed, counted the same way.
+        durations: How long its latest completed runs took, in seconds (at most
+            `FIGURES_RECENT`, newest first).
+        next_fire: The earliest next tick of its schedules (None: it has none armed).
+    """
+
+    workflow_id: str
+    runs: int
+    failed: int
+    durations: tuple[float, ...]
+    next_fire: datetime | None
+
+    @property
+    def p95(self) -> float | None:
+        """The 95th percentile of `durations` (nearest rank), None without any."""
+        if not self.durations:
+            return None
+        ordered = sorted(self.durations)
+        return ordered[max(0, -(-95 * len(ordered) // 100) - 1)]

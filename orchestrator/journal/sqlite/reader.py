@@ -203,12 +203,14 @@ class JournalReader:
             where += " AND t.run = (SELECT id FROM runs WHERE run_id = ?)"
             params.append(run_id)
         rows = await self._fetch(
-            "SELECT * FROM (SELECT t.id, r.run_id, t.position, t.at, t.source, t.kind, t.step,"
-            " t.message, t.data FROM timeline t LEFT JOIN runs r ON r.id = t.run"
+            "SELECT * FROM (SELECT t.id, r.run_id, r.workflow_id, t.position, t.at, t.source,"
+            " t.kind, t.step, t.message, t.data FROM timeline t LEFT JOIN runs r ON r.id = t.run"
             f" WHERE {where} ORDER BY t.id DESC LIMIT ?) ORDER BY id",
             [*params, limit],
         )
-        return [LogEntry(row["id"], row["run_id"], row_entry(row)) for row in rows]
+        return [
+            LogEntry(row["id"], row["run_id"], row_entry(row), row["workflow_id"]) for row in rows
+        ]
 
     async def unfinished_runs(self) -> list[UnfinishedRun]:
         """Runs that are queued, running or paused, oldest first, with their last state."""

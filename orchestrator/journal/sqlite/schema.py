@@ -264,6 +264,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE runs ADD COLUMN paused_in TEXT;
     """,
+    # 16: the dashboard's per-workflow figures: runs and failures of one workflow since a
+    # time, and its latest completed runs, each one range of this index (bounded reads).
+    """
+    CREATE INDEX runs_by_workflow_status ON runs (workflow_id, status, created_at);
+    """,
 )
 
 

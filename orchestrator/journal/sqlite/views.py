@@ -16,11 +16,13 @@ from enum import StrEnum
 from typing import Any, Final, TypeVar
 
 from ...clock import to_datetime
-from ...records import Checkpoint, RunCode, RunStatus, TimelineEntry
-from ..records import DaemonRecord
+from ...records import STATUSES, Checkpoint, RunCode, RunStatus, TimelineEntry
+from ..records import DaemonRecord, LogEntry, RunMatches
 from ..timeline import assemble_timeline, loads_or_text
 from ..view_records import (
     CHILDREN_SHOWN,
+    FIGURES_CAP,
+    FIGURES_RECENT,
     EventView,
     LoadErrorView,
     RouteView,
@@ -29,6 +31,7 @@ from ..view_records import (
     RunPage,
     RunRow,
     WaitView,
+    WorkflowFigures,
     WorkflowView,
 )
 from .commands import PIPELINE_SQL, pipeline_steps
@@ -48,6 +51,22 @@ _RUN_COLUMNS = f"""
     r.error_code, r.version, r.created_at, r.updated_at
 """
 _Member = TypeVar("_Member", bound=StrEnum)
+# Per loaded workflow, ranges of runs_by_workflow_status (migration 15) only: its runs since
+# a time (every status, one range each), its failures since then, its latest completed runs
+# (their durations as a JSON list); each count stops at FIGURES_CAP + 1 rows.
+_STATUS_LIST = ", ".join(f"'{status}'" for status in STATUSES)
+_FIGURES_SQL = f"""
+    SELECT w.workflow_id,
+        (SELECT count(*) FROM (SELECT 1 FROM runs r WHERE r.workflow_id = w.workflow_id
+            AND r.status IN ({_STATUS_LIST}) AND r.created_at >= ?1 LIMIT ?2)),
+        (SELECT count(*) FROM (SELECT 1 FROM runs r WHERE r.workflow_id = w.workflow_id
+            AND r.status = 'failed' AND r.created_at >= ?1 LIMIT ?2)),
+        (SELECT json_group_array(d) FROM (SELECT r.updated_at - r.created_at AS d FROM runs r
+            WHERE r.workflow_id = w.workflow_id AND r.status = 'completed'
+            ORDER BY r.created_at DESC LIMIT ?3)),
+        (SELECT min(s.next_tick) FROM schedule_state s WHERE s.workflow_id = w.workflow_id)
+    FROM workflows w WHERE w.present = 1 ORDER BY w.workflow_id
+"""
 # A JSON column as valid JSON: damaged text comes back as a JSON string of itself.
 _JSON = "CASE WHEN json_valid({0}) THEN {0} ELSE json_quote({0}) END"
 
@@ -221,6 +240,46 @@ class DashboardQueries:
                 )
             )
         return views
+
+    async def workflow_figures(self, since: datetime) -> list[WorkflowFigures]:
+        """Per loaded workflow: runs and failures since `since`, recent durations, next tick."""
+        rows = await self.reader.fetch(
+            _FIGURES_SQL,
+            [int(since.timestamp() * 1_000_000), FIGURES_CAP + 1, FIGURES_RECENT],
+        )
+        figures = []
+        for workflow_id, runs, failed, durations, next_tick in rows:
+            taken = loads_or_text(durations)
+            figures.append(
+                WorkflowFigures(
+                    workflow_id=str(workflow_id),
+                    runs=int(runs),
+                    failed=int(failed),
+                    durations=tuple(
+                        max(0.0, d / 1_000_000)
+                        for d in (taken if isinstance(taken, list) else [])
+                        if isinstance(d, int | float) and not isinstance(d, bool)
+                    ),
+                    next_fire=_when(next_tick),
+                )
+            )
+        return figures
+
+    async def waited_event_types(self) -> list[str]:
+        """The event types armed or parked waits of runs wait for, sorted."""
+        rows = await self.reader.fetch(
+            "SELECT DISTINCT event_type FROM waits WHERE status IN ('armed', 'parked')"
+            " AND event_type IS NOT NULL ORDER BY 1"
+        )
+        return [str(row[0]) for row in rows]
+
+    async def log_entries(self, *, after: int = 0, limit: int = 100) -> list[LogEntry]:
+        """Journaled timeline rows of all runs above row id `after`, the last `limit`."""
+        return await self.reader.log_entries(after=after, limit=limit)
+
+    async def match_runs(self, prefix: str, *, limit: int = 5) -> RunMatches:
+        """The runs whose id starts with `prefix`: the first `limit` by id, and how many."""
+        return await self.reader.match_runs(prefix, limit=limit)
 
     async def load_errors(self) -> list[LoadErrorView]:
         """Files that failed to load, by file."""
