@@ -133,10 +133,11 @@ def _schema_of(conn: sqlite3.Connection) -> list[tuple[str, str]]:
 async def test_a_journal_of_the_previous_schema_migrates_and_recovers(
     db: Path, tmp_path: Path
 ) -> None:
-    assert len(schema.MIGRATIONS) >= 14  # this test is about migrations 7 to 14
+    assert len(schema.MIGRATIONS) >= 15  # this test is about migrations 7 to 15
     await session(db, invoke=True)  # a run left running in step "hang"
-    # The same journal as the previous release wrote it: without what migrations 7 to 14 add.
+    # The same journal as the previous release wrote it: without what migrations 7 to 15 add.
     conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("ALTER TABLE checkpoints DROP COLUMN base")  # its states are small: whole
     conn.execute("DROP TABLE children")
     conn.execute("ALTER TABLE waits DROP COLUMN joins")
     conn.execute("DROP TABLE switches")

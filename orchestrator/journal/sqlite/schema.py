@@ -257,6 +257,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX children_by_parent ON children (parent, created_at, n);
     ALTER TABLE waits ADD COLUMN joins TEXT;
     """,
+    # 15: checkpoints as deltas. `base` NULL: `state` is the whole state (every checkpoint
+    # written before this migration). Else `state` is a JSON merge patch (RFC 7396) against
+    # the same run's checkpoint at position `base`, itself whole (`sqlite/deltas.py`).
+    """
+    ALTER TABLE checkpoints ADD COLUMN base INTEGER;
+    """,
 )
 
 

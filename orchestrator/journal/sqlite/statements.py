@@ -46,9 +46,11 @@ SQL: Final[dict[Stmt, str]] = {
         "INSERT INTO waits (id, run, event_type, conditions, persistent, status, into_key,"
         " timeout_at, on_timeout, created_at, joins) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ),
+    # `base`: the writer's last parameter (`deltas.Deltas.encode`), not the op's.
     Stmt.INSERT_CHECKPOINT: (
         "INSERT OR REPLACE INTO checkpoints"
-        " (run, position, step, started_at, ended_at, state, kind) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        " (run, position, step, started_at, ended_at, state, kind, base)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
     ),
     Stmt.SET_PROGRESS: (
         "UPDATE runs SET position = max(position, ?), step = ?, step_started_at = ?,"

@@ -32,6 +32,7 @@ from ..view_records import (
     WorkflowView,
 )
 from .commands import PIPELINE_SQL, pipeline_steps
+from .deltas import state_of
 from .reader import JournalReader, forked_from
 
 _ORDER_BY: Final = {
@@ -251,9 +252,10 @@ class DashboardQueries:
 
     async def _checkpoints(self, row: int) -> list[Checkpoint]:
         rows = await self.reader.fetch(
-            "SELECT * FROM (SELECT position, step, started_at, ended_at,"
-            f" {_JSON.format('state')} AS state, kind FROM checkpoints WHERE run = ?"
-            " ORDER BY position DESC LIMIT ?) ORDER BY position",
+            "SELECT position, step, started_at, ended_at,"
+            f" {_JSON.format('state')} AS state, kind FROM (SELECT c.position, c.step,"
+            f" c.started_at, c.ended_at, {state_of('c')} AS state, c.kind FROM checkpoints c"
+            " WHERE c.run = ? ORDER BY c.position DESC LIMIT ?) ORDER BY position",
             [row, CHECKPOINT_LIMIT],
         )
         return [
