@@ -25,6 +25,7 @@ from orchestrator.journal.sqlite import deltas, schema
 from orchestrator.journal.sqlite.deltas import Deltas, merge_patch
 from orchestrator.journal.sqlite.reader import JournalReader
 from orchestrator.journal.sqlite.writer import GroupCommitWriter
+from orchestrator.records import RunStatus
 from orchestrator.state import encode_state
 
 BIG = "x" * 2000  # makes a state large enough to be written as patches
@@ -34,7 +35,7 @@ scalars = (
     | st.booleans()
     | st.integers(-(2**63), 2**63 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(st.characters(exclude_categories=("Cs",)), max_size=8)
+    | st.text(st.characters(exclude_categories=["Cs"]), max_size=8)
 )
 keys = st.sampled_from(["a", "b", "c", "d", "é", "日本", "k\n", ""])
 values = st.recursive(
@@ -80,7 +81,15 @@ async def write_and_read(path: Path, states: list[dict[str, Any]]) -> list[str]:
     try:
         await writer.write(
             ops.create_run(
-                1, "r1", "w", "go", "v", status="running", first_step="s1", state=texts[0], at=1
+                1,
+                "r1",
+                "w",
+                "go",
+                "v",
+                status=RunStatus.RUNNING,
+                first_step="s1",
+                state=texts[0],
+                at=1,
             )
         )
         for position, text in enumerate(texts[1:], 1):
