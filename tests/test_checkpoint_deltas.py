@@ -135,7 +135,8 @@ def test_every_checkpoint_reads_back_as_exactly_its_state(states: list[dict[str,
         rows = query(
             path,
             "SELECT c.base FROM checkpoints c JOIN checkpoints b"
-            " ON b.run = c.run AND b.position = c.base WHERE b.base IS NOT NULL",
+            " ON b.run = c.run AND b.position = c.base WHERE c.base < c.position"
+            " AND b.base IS NOT NULL AND b.base != b.position",
         )
         assert rows == []
 
@@ -154,14 +155,16 @@ def test_a_patch_gives_back_the_state_or_none_is_made() -> None:
 
 def test_a_batch_that_does_not_commit_leaves_no_snapshot_behind() -> None:
     cache = Deltas()
-    row = (1, 0, None, 1, 1, json.dumps({"pad": BIG}), "step")
-    assert cache.encode([row])[0][-1] is None
+    text = json.dumps({"pad": BIG})
+    row = (1, 0, None, 1, 1, text, "step")
+    whole = ([(1, 0, None, 1, 1, "", "step", 0)], [(deltas.snapshot_id(1, 0), text)])
+    assert cache.encode([row]) == whole  # a snapshot, in `snapshots`
     cache.discard()
     assert len(cache) == 0
-    assert cache.encode([row])[0][-1] is None
+    assert cache.encode([row]) == whole
     cache.commit()
-    patch = cache.encode([(1, 1, "s1", 2, 2, json.dumps({"pad": BIG, "n": 1}), "step")])[0]
-    assert patch[5] == '{"n":1}' and patch[-1] == 0
+    [patch], spilled = cache.encode([(1, 1, "s1", 2, 2, json.dumps({"pad": BIG, "n": 1}), "step")])
+    assert patch[5] == '{"n":1}' and patch[-1] == 0 and spilled == []
     cache.forget([1])
     cache.commit()
     assert len(cache) == 0
@@ -214,7 +217,10 @@ async def test_a_run_over_a_large_state_journals_what_its_steps_change(db: Path)
         assert result.status == "completed"
         assert result.state == {**big_input(), "a": 80, "b": 1, "c": 82}
     rows = checkpoint_bytes(db)
-    assert rows[0][0] > 2000 and rows[0][1] is None  # the input, whole
+    assert rows[0] == (0, 0)  # the input, whole in `snapshots`
+    assert [len(text) for (text,) in query(db, "SELECT state FROM snapshots")] == [
+        len(encode_state(big_input()))
+    ]
     assert all(base == 0 and size < 40 for size, base in rows[1:])  # then patches on it
     reader = await JournalReader.open(db)
     try:
@@ -281,8 +287,10 @@ async def test_a_journal_written_before_deltas_recovers_shows_and_forks(db: Path
         await asyncio.wait_for(hold.wait(), 10)
     # The journal as the previous release wrote it: whole states, no `base` column.
     conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute(f"UPDATE checkpoints SET state = ({deltas.state_of('checkpoints')})")
+    conn.execute(f"UPDATE checkpoints SET state = ({deltas.state_of('checkpoints')}), base = NULL")
     conn.execute("ALTER TABLE checkpoints DROP COLUMN base")
+    conn.execute("DROP TRIGGER runs_snapshots")
+    conn.execute("DROP TABLE snapshots")
     conn.execute(f"PRAGMA user_version = {len(schema.MIGRATIONS) - 1}")
     conn.close()
 
@@ -295,7 +303,7 @@ async def test_a_journal_written_before_deltas_recovers_shows_and_forks(db: Path
     assert query(db, "PRAGMA user_version") == [(len(schema.MIGRATIONS),)]
     rows = query(db, "SELECT position, base FROM checkpoints WHERE run = 1 ORDER BY position")
     # Written before: whole; after recovery: the first checkpoint whole, then patches.
-    assert rows == [(0, None), (1, None), (2, None), (3, 2)]
+    assert rows == [(0, None), (1, None), (2, 2), (3, 2)]
 
 
 @pytest.mark.parametrize("size", [100, 600])
@@ -304,5 +312,5 @@ def test_small_states_are_written_whole(size: int) -> None:
     first = (1, 0, None, 1, 1, json.dumps({"pad": "p" * size}), "step")
     cache.encode([first])
     cache.commit()
-    second = cache.encode([(1, 1, "s", 2, 2, json.dumps({"pad": "p" * size, "n": 1}), "step")])
-    assert (second[0][-1] is None) == (size < deltas.MIN_DELTA_CHARS)
+    [second], _ = cache.encode([(1, 1, "s", 2, 2, json.dumps({"pad": "p" * size, "n": 1}), "step")])
+    assert (second[-1] is None) == (size < deltas.MIN_DELTA_CHARS)

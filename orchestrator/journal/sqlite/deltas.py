@@ -1,7 +1,15 @@
 """Checkpoints as deltas: a run's journal grows with what its steps change, not its state.
 
-A checkpoint row holds either a whole state (``base`` NULL: a snapshot) or a JSON merge
-patch (RFC 7396) against one snapshot of the same run, the checkpoint at position ``base``.
+A checkpoint row holds either a whole state (a snapshot) or a JSON merge patch (RFC 7396)
+against one snapshot of the same run, the checkpoint at position ``base``:
+
+- ``base`` NULL: ``state`` is the whole state (every checkpoint written before deltas);
+- ``base`` = its own position: a snapshot too large for the row, kept whole in
+  ``snapshots`` under id `snapshot_id` (run, position); ``state`` is empty. Checkpoints
+  are a WITHOUT ROWID table, whose rows keep about 1 KB on their page and move the rest to
+  an overflow page of its own: a 2 KB state cost 4 KB there, 2 KB in ``snapshots``;
+- ``base`` < its position: ``state`` is a patch against that checkpoint, itself whole.
+
 Reading any checkpoint is one snapshot and one patch, in SQL (`state_of`, SQLite's
 ``json_patch``): no chain of deltas, so `show`, the dashboard, recovery, retry and fork read
 a checkpoint at once, and every reader shares one expression.
@@ -10,11 +18,12 @@ The writer thread makes the patches (`Deltas`): it keeps the text of each run's 
 snapshot it committed, and writes a new checkpoint as a patch against it when the patch is
 much smaller than the state; otherwise the checkpoint is a new snapshot. A patch is only
 written when applying it gives back exactly the state's text (same keys in the same order,
-same number literals), so a reader sees what was journaled before this change. What the
-cache lacks (a restart, a run evicted, a small state) is written whole: a miss costs bytes,
-never correctness. Snapshots are never rewritten while patches name them: checkpoint
-positions of a run only grow (`ops.checkpoint`, `ops.state_change`), and a row written at
-or below the cached snapshot's position is written whole.
+same number literals: states are written in the compact encoding of `state.encode_state`),
+so a reader sees what was journaled before this change. What the cache lacks (a restart, a
+run evicted, a small state) is written whole: a miss costs bytes, never correctness.
+Snapshots are never rewritten while patches name them: checkpoint positions of a run only
+grow (`ops.checkpoint`, `ops.state_change`), and a row written at or below the cached
+snapshot's position is written whole. A run's snapshots go with its row (a trigger).
 """
 
 from __future__ import annotations
@@ -22,25 +31,48 @@ from __future__ import annotations
 import json
 from typing import Any
 
-# States shorter than this (characters of their JSON) are always written whole: a patch
-# could save little, and small states cost the writer no parsing and no cache.
+# States shorter than this (characters of their JSON) are always written whole, in their
+# row: a patch could save little, and small states cost the writer no parsing and no cache.
 MIN_DELTA_CHARS = 512
+# Whole states at least this long go to `snapshots` (a row keeps ~1,000 bytes on its page).
+SPILL_CHARS = 800
 # A patch is written only if it is at most this fraction of the state's length.
 MAX_DELTA_RATIO = 0.5
 # The writer keeps at most this many characters of snapshot text (oldest runs evicted).
 CACHE_CHARS = 64 * 1024 * 1024
+# Snapshot ids: the run's row times this, plus the position (positions below it spill).
+_SPAN = 1 << 24
 # What a checkpoint whose snapshot is missing or damaged reads as: not JSON, so readers
 # show it as unreadable instead of failing.
 _UNREADABLE = "'unreadable: a delta checkpoint whose snapshot is missing or damaged'"
+
+SNAPSHOT_SQL = "INSERT OR REPLACE INTO snapshots (id, state) VALUES (?, ?)"
+
+
+def snapshot_id(run: int, position: int) -> int:
+    """The id in ``snapshots`` of the whole state of a run's checkpoint."""
+    return run * _SPAN + position
+
+
+def _whole(alias: str) -> str:
+    """The whole state of `alias`, a checkpoint row known to be a snapshot."""
+    return (
+        f"CASE WHEN {alias}.base IS NULL THEN {alias}.state ELSE (SELECT s.state FROM"
+        f" snapshots s WHERE s.id = {alias}.run * {_SPAN} + {alias}.position) END"
+    )
 
 
 def state_of(alias: str) -> str:
     """The SQL expression of the whole state of checkpoint row `alias` (snapshot or patch)."""
     return (
-        f"CASE WHEN {alias}.base IS NULL THEN {alias}.state ELSE coalesce("
-        f"(SELECT json_patch(b.state, {alias}.state) FROM checkpoints b"
-        f" WHERE b.run = {alias}.run AND b.position = {alias}.base AND b.base IS NULL"
-        f" AND json_valid(b.state) AND json_valid({alias}.state)), {_UNREADABLE}) END"
+        f"CASE WHEN {alias}.base IS NULL THEN {alias}.state"
+        f" WHEN {alias}.base = {alias}.position THEN coalesce(({_whole(alias)}), {_UNREADABLE})"
+        " ELSE coalesce((SELECT CASE WHEN json_valid(w.state) AND"
+        f" json_valid({alias}.state) THEN json_patch(w.state, {alias}.state) END"
+        f" FROM (SELECT {_whole('b')} AS state FROM checkpoints b"
+        f" WHERE b.run = {alias}.run AND b.position = {alias}.base"
+        " AND (b.base IS NULL OR b.base = b.position)) w),"
+        f" {_UNREADABLE}) END"
     )
 
 
@@ -118,26 +150,34 @@ class Deltas:
         # What the batch being applied changes: run row -> new snapshot (None: dropped).
         self._staged: dict[int, tuple[int, str] | None] = {}
 
-    def encode(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    def encode(
+        self, rows: list[tuple[Any, ...]]
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[int, str]]]:
         """Checkpoint rows ``(run, position, step, started, ended, state, kind)`` as written.
 
-        Each comes back with its ``base`` appended: None with its state whole, or the
-        position of the snapshot its state is a patch against.
+        Each comes back with its ``base`` appended (see the module), and with the
+        ``snapshots`` rows ``(id, state)`` to write beside them.
         """
-        return [self._encode_row(row) for row in rows]
-
-    def _encode_row(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
-        run, position, state = row[0], row[1], row[5]
-        base = self._staged[run] if run in self._staged else self._bases.get(run)
-        if len(state) < MIN_DELTA_CHARS:
-            self._staged[run] = None
-            return (*row, None)
-        if base is not None and base[0] < position:
-            patch = _patch_text(base[1], state)
-            if patch is not None:
-                return (*row[:5], patch, row[6], base[0])
-        self._staged[run] = (position, state)
-        return (*row, None)
+        written, spilled = [], []
+        for row in rows:
+            run, position, state = row[0], row[1], row[5]
+            base = self._staged[run] if run in self._staged else self._bases.get(run)
+            if len(state) < MIN_DELTA_CHARS:
+                self._staged[run] = None
+                written.append((*row, None))
+                continue
+            if base is not None and base[0] < position:
+                patch = _patch_text(base[1], state)
+                if patch is not None:
+                    written.append((*row[:5], patch, row[6], base[0]))
+                    continue
+            self._staged[run] = (position, state)
+            if len(state) >= SPILL_CHARS and 0 <= position < _SPAN:
+                spilled.append((snapshot_id(run, position), state))
+                written.append((*row[:5], "", row[6], position))
+            else:
+                written.append((*row, None))
+        return written, spilled
 
     def forget(self, runs: list[int]) -> None:
         """Runs that ended: their snapshots leave the cache when this batch commits."""

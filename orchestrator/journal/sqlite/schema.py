@@ -257,11 +257,21 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX children_by_parent ON children (parent, created_at, n);
     ALTER TABLE waits ADD COLUMN joins TEXT;
     """,
-    # 15: checkpoints as deltas. `base` NULL: `state` is the whole state (every checkpoint
-    # written before this migration). Else `state` is a JSON merge patch (RFC 7396) against
-    # the same run's checkpoint at position `base`, itself whole (`sqlite/deltas.py`).
+    # 15: checkpoints as deltas (`sqlite/deltas.py`). `base` NULL: `state` is the whole
+    # state (every checkpoint written before this migration); `base` = the row's position:
+    # the whole state is in `snapshots` (id: run * 2^24 + position), a rowid table, whose
+    # rows stay on their page up to ~4 KB; else `state` is a JSON merge patch (RFC 7396)
+    # against the same run's checkpoint at position `base`, itself whole. A run's
+    # snapshots go with it.
     """
     ALTER TABLE checkpoints ADD COLUMN base INTEGER;
+    CREATE TABLE snapshots (
+        id INTEGER PRIMARY KEY,
+        state TEXT NOT NULL
+    );
+    CREATE TRIGGER runs_snapshots AFTER DELETE ON runs BEGIN
+        DELETE FROM snapshots WHERE id >= old.id * 16777216 AND id < (old.id + 1) * 16777216;
+    END;
     """,
 )
 
@@ -312,5 +322,12 @@ def _check_ownership(conn: sqlite3.Connection, path: Path) -> int:
 
 
 def _statements(script: str) -> list[str]:
-    parts = [part.strip() for part in script.split(";")]
-    return [part for part in parts if part]
+    """The statements of a migration, each whole (a trigger's body holds semicolons)."""
+    statements, pending = [], ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                statements.append(pending.strip().removesuffix(";").strip())
+            pending = ""
+    return statements

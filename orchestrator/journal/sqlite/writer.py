@@ -46,7 +46,7 @@ from .connection import (
     is_transient,
     rollback_if_open,
 )
-from .deltas import Deltas
+from .deltas import SNAPSHOT_SQL, Deltas
 from .schema import migrate
 from .statements import SQL
 
@@ -383,7 +383,8 @@ class GroupCommitWriter:
                 raise self._lost()
             for stmt, rows in grouped(ops):
                 if stmt is Stmt.INSERT_CHECKPOINT:
-                    rows = self._deltas.encode(rows)
+                    rows, snapshots = self._deltas.encode(rows)
+                    conn.executemany(SNAPSHOT_SQL, snapshots)
                 elif stmt is Stmt.SET_STATUS:
                     self._deltas.forget([row[-1] for row in rows if row[0] in FINAL_STATUSES])
                 conn.executemany(SQL[stmt], rows)
