@@ -119,6 +119,7 @@ def big_journal(runs: int, fresh: bool) -> Path:
     """A journal of `runs` final runs, made with direct SQL (see the module docstring)."""
     path = Path(tempfile.gettempdir()) / f"bench-journal-{runs}.db"
     if path.exists() and not fresh:
+        asyncio.run(_schema(path))  # migrated to this version's schema (once)
         return path
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)

@@ -291,7 +291,11 @@ async def test_a_journal_written_before_deltas_recovers_shows_and_forks(db: Path
     conn.execute("ALTER TABLE checkpoints DROP COLUMN base")
     conn.execute("DROP TRIGGER runs_snapshots")
     conn.execute("DROP TABLE snapshots")
-    conn.execute(f"PRAGMA user_version = {len(schema.MIGRATIONS) - 1}")
+    conn.execute("PRAGMA user_version = 14")
+    for trigger in ("run_counts_insert", "run_counts_update", "run_counts_delete"):
+        conn.execute(f"DROP TRIGGER {trigger}")
+    conn.execute("DROP TABLE run_counts")
+    conn.execute("DROP INDEX runs_errors")
     conn.close()
 
     async with Runtime(db, workflows=[three_steps()]) as rt:

@@ -138,12 +138,21 @@ class JournalReader:
         created_since: int | None = None,
     ) -> list[RunInfo]:
         """Runs, newest first, optionally of one status and/or workflow, created since."""
+        # Only the conditions given, so SQLite reads the index of the status or workflow
+        # (`x IS NULL OR ...` hides it: a rare status scanned every run, newest first).
+        where, params = ["1"], list[Any]()
+        for condition, value in (
+            ("r.status = ?", status),
+            ("r.workflow_id = ?", workflow),
+            ("r.created_at >= ?", created_since),
+        ):
+            if value is not None:
+                where.append(condition)
+                params.append(value)
         rows = await self._fetch(
-            f"SELECT {_RUN_COLUMNS} FROM runs r"
-            " WHERE (?1 IS NULL OR r.status = ?1) AND (?2 IS NULL OR r.workflow_id = ?2)"
-            " AND (?4 IS NULL OR r.created_at >= ?4)"
-            " ORDER BY r.id DESC LIMIT ?3",
-            [status, workflow, limit, created_since],
+            f"SELECT {_RUN_COLUMNS} FROM runs r WHERE {' AND '.join(where)}"
+            " ORDER BY r.id DESC LIMIT ?",
+            [*params, limit],
         )
         return [_run_info(row) for row in rows]
 
