@@ -8,6 +8,7 @@ the status index.
 
 from __future__ import annotations
 
+import itertools
 import re
 import sqlite3
 from pathlib import Path
@@ -17,10 +18,12 @@ import pytest
 from procs import query
 
 from orchestrator import Runtime, Step, Workflow
+from orchestrator.clock import new_id
 from orchestrator.journal.sqlite import run_search
 from orchestrator.journal.sqlite.reader import JournalReader
 from orchestrator.journal.sqlite.views import DashboardQueries
 from orchestrator.journal.view_records import RunFilter
+from orchestrator.records import id_problem
 
 
 def ok(state: dict[str, Any]) -> dict[str, Any]:
@@ -182,3 +185,16 @@ async def test_runs_of_a_status_are_read_through_its_index(
         conn.close()
     assert re.search(r"SEARCH r USING (COVERING )?INDEX runs_by_status", plans[0]), plans[0]
     assert re.search(r"SEARCH r USING (COVERING )?INDEX runs_by_workflow", plans[1]), plans[1]
+
+
+def test_ids_are_unique_valid_and_made_close_in_time_sort_close() -> None:
+    ids = [new_id() for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) and id_problem(i, "run") is None for i in ids)
+    burst = [new_id() for _ in range(1_000)]  # a fan-out's children, made at once
+    assert len({i[:8] for i in burst}) >= 995  # their short ids still tell them apart
+    # Made one after another: their first 3 digits (a wrapping count of 16 ms ticks) move
+    # by small steps, where random ids would jump anywhere (one wrap of 65.5 s allowed).
+    ticks = [int(i[:3], 16) for i in ids]
+    steps = [(b - a) % 0x1000 for a, b in itertools.pairwise(ticks)]
+    assert sum(step > 100 for step in steps) <= 1
