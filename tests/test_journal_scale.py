@@ -23,7 +23,7 @@ from orchestrator.journal.sqlite import run_search
 from orchestrator.journal.sqlite.reader import JournalReader
 from orchestrator.journal.sqlite.views import DashboardQueries
 from orchestrator.journal.view_records import RunFilter
-from orchestrator.records import id_problem
+from orchestrator.records import RunStatus, id_problem
 
 
 def ok(state: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +89,7 @@ async def test_run_counts_follow_every_write_and_prune(journal: Path) -> None:
         views = DashboardQueries(reader)
         assert await views.status_counts() == {"completed": 8, "aborted": 1}
         assert await views.status_counts("reports") == {"completed": 5, "aborted": 1}
-        page = await views.runs_page(RunFilter(status="completed"), offset=0, limit=2)
+        page = await views.runs_page(RunFilter(status=RunStatus.COMPLETED), offset=0, limit=2)
         assert page.total == 8 and len(page.rows) == 2
     finally:
         await reader.close()
@@ -138,7 +138,7 @@ async def test_search_finds_what_its_rule_says_either_way(
     try:
         views = DashboardQueries(reader)
         for text in searches:
-            for status in (None, "completed", "failed"):
+            for status in (None, RunStatus.COMPLETED, RunStatus.FAILED):
                 for workflow in (None, "orders"):
                     wanted = RunFilter(status=status, workflow=workflow, search=text)
                     expected = reference(journal, wanted)
