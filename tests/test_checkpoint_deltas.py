@@ -318,3 +318,16 @@ def test_small_states_are_written_whole(size: int) -> None:
     cache.commit()
     [second], _ = cache.encode([(1, 1, "s", 2, 2, json.dumps({"pad": "p" * size, "n": 1}), "step")])
     assert (second[-1] is None) == (size < deltas.MIN_DELTA_CHARS)
+
+
+def test_states_too_large_to_parse_quickly_are_written_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(deltas, "MAX_DELTA_CHARS", 1_000)
+    cache = Deltas()
+    text = json.dumps({"pad": BIG})
+    cache.encode([(1, 0, None, 1, 1, text, "step")])
+    cache.commit()
+    assert len(cache) == 0  # not kept: nothing will be a patch against it
+    written, spilled = cache.encode([(1, 1, "s", 2, 2, json.dumps({"pad": BIG, "n": 1}), "step")])
+    assert written[0][-1] == 1 and len(spilled) == 1  # whole, in `snapshots`

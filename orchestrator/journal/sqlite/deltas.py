@@ -34,6 +34,9 @@ from typing import Any
 # States shorter than this (characters of their JSON) are always written whole, in their
 # row: a patch could save little, and small states cost the writer no parsing and no cache.
 MIN_DELTA_CHARS = 512
+# States longer than this are written whole: parsing them for a patch would hold the
+# writer's thread longer than writing them does.
+MAX_DELTA_CHARS = 4 * 1024 * 1024
 # Whole states at least this long go to `snapshots` (a row keeps ~1,000 bytes on its page).
 SPILL_CHARS = 800
 # A patch is written only if it is at most this fraction of the state's length.
@@ -162,16 +165,14 @@ class Deltas:
         for row in rows:
             run, position, state = row[0], row[1], row[5]
             base = self._staged[run] if run in self._staged else self._bases.get(run)
-            if len(state) < MIN_DELTA_CHARS:
-                self._staged[run] = None
-                written.append((*row, None))
-                continue
-            if base is not None and base[0] < position:
+            patchable = MIN_DELTA_CHARS <= len(state) <= MAX_DELTA_CHARS
+            if patchable and base is not None and base[0] < position:
                 patch = _patch_text(base[1], state)
                 if patch is not None:
                     written.append((*row[:5], patch, row[6], base[0]))
                     continue
-            self._staged[run] = (position, state)
+            # Whole: the run's next snapshot, if its next states may be patches against it.
+            self._staged[run] = (position, state) if patchable else None
             if len(state) >= SPILL_CHARS and 0 <= position < _SPAN:
                 spilled.append((snapshot_id(run, position), state))
                 written.append((*row[:5], "", row[6], position))
