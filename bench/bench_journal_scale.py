@@ -94,8 +94,9 @@ def file_bytes(db: Path) -> int:
 async def bytes_per_run(runs: int, size: int, *, whole: bool) -> tuple[float, float]:
     """File bytes per run of `runs` big-state runs; and checkpoint state bytes per run."""
     with fresh_dir() as tmp, contextlib.ExitStack() as stack:
-        if whole:  # every checkpoint whole, as before deltas
-            stack.enter_context(mock.patch.object(deltas, "MIN_DELTA_CHARS", 1 << 62))
+        if whole:  # every checkpoint whole and in its row, as before deltas
+            stack.enter_context(mock.patch.object(deltas, "MAX_DELTA_CHARS", -1))
+            stack.enter_context(mock.patch.object(deltas, "SPILL_CHARS", 1 << 62))
         db = tmp / "journal.db"
         async with Runtime(db, workflows=[BIG]) as rt:
             empty = file_bytes(db)
@@ -203,6 +204,8 @@ def copy_of(path: Path) -> Iterator[Path]:
     with fresh_dir() as tmp:
         target = tmp / "journal.db"
         shutil.copyfile(path, target)
+        # Written back before measuring: else the first fsyncs also flush the copy's pages.
+        os.sync()
         yield target
 
 
