@@ -263,6 +263,8 @@ async def test_prune_takes_a_run_with_its_snapshots_and_patches(db: Path) -> Non
         kept = await rt.invoke("w", "go", big_input())
         assert (await rt.wait(kept.run_id)).state == kept.state
         assert query(db, "SELECT count(*) FROM checkpoints") == [(4,)]
+        # The pruned run's snapshot went with it (a trigger); the kept run's is there.
+        assert query(db, "SELECT id FROM snapshots") == [(deltas.snapshot_id(2, 0),)]
         assert first.run_id not in {run.run_id for run in await rt.list_all_runs()}
 
 
@@ -304,6 +306,17 @@ async def test_a_journal_written_before_deltas_recovers_shows_and_forks(db: Path
         assert result.state == {**big_input(), "a": 80, "b": 1, "c": 82}
         fork = await rt.wait(await rt.fork(run.run_id, from_step="b"), timeout=10)
         assert fork.state == result.state
+    reader = await JournalReader.open(db)  # what `show` reads
+    try:
+        shown = await reader.checkpoints(run.run_id)
+    finally:
+        await reader.close()
+    assert [c.state for c in shown] == [
+        big_input(),
+        {**big_input(), "a": 80},
+        {**big_input(), "a": 80, "b": 1},
+        result.state,
+    ]
     assert query(db, "PRAGMA user_version") == [(len(schema.MIGRATIONS),)]
     rows = query(db, "SELECT position, base FROM checkpoints WHERE run = 1 ORDER BY position")
     # Written before: whole; after recovery: the first checkpoint whole, then patches.
