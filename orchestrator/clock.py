@@ -170,9 +170,23 @@ def _nothing() -> None:
     return None
 
 
+# The first 3 hex digits of an id count 16 ms ticks of wall time (wrapping every 65.5 s).
+_ID_TICK_NS = 16_000_000
+_ID_TICKS = 1 << 12
+
+
 def new_id() -> str:
-    """A fresh id for a run or an event: 32 hex digits, random."""
-    return os.urandom(16).hex()
+    """A fresh id for a run or an event: 32 hex digits, the last 29 random.
+
+    The first 3 count 16 ms ticks of wall time, wrapping every 65.5 seconds: ids made close
+    in time sort close together, so each index of ids (runs, events) takes a batch's new
+    ones on a few pages, where random ids put each on a page of its own (at 1,000,000 runs
+    in the journal, a page written per run). The first 8 digits still tell runs made at
+    once apart (5 random), and a prefix of 4 is as selective as a random one. Nothing
+    reads the time back: ids stay opaque, and older journals' random ids work the same.
+    """
+    tick = (time.time_ns() // _ID_TICK_NS) % _ID_TICKS
+    return f"{tick:03x}{os.urandom(15).hex()[1:]}"
 
 
 def to_datetime(us: int) -> datetime:

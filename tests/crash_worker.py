@@ -8,7 +8,8 @@ again; runs recovered from the journal continue by themselves once the workflow 
 registered.
 
 Each step appends ``run_id step_name`` to ``DB.effects`` (`procs.EffectLog`): the log is
-the outside world, and shows how often each step really ran, even across SIGKILLs.
+the outside world, and shows how often each step really ran, even across SIGKILLs. Every
+other input carries a large field, so its checkpoints are patches against a snapshot.
 
 With ``--slow`` the thread step ``d`` sleeps for a minute, so the test can kill the
 process while that step is mid-flight.
@@ -90,7 +91,7 @@ async def main(db: str, n: int) -> None:
 
         async def start(k: int) -> None:
             async with gate:
-                result = await rt.invoke("crashy", "go", {"i": k})
+                result = await rt.invoke("crashy", "go", procs.crash_input(k))
             if result.status != "completed":
                 raise SystemExit(f"run for i={k} ended {result.status}: {result.error}")
 

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import pytest
 
+from orchestrator.journal.sqlite.deltas import state_of
 from orchestrator.testing import eventually_blocking
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,12 +55,20 @@ class Checkpoint(NamedTuple):
     state: dict[str, Any]
 
 
+PAD = "p" * 1500  # makes a state large enough to be journaled as patches (`deltas`)
+
+
+def crash_input(k: int) -> dict[str, Any]:
+    """The crash worker's input `k`: every other one with a large field."""
+    return {"i": k, "pad": PAD} if k % 2 else {"i": k}
+
+
 def checkpoint_chains(db: Path) -> dict[str, list[Checkpoint]]:
     """Each run's committed checkpoints, in order, by run id (the input is position 0)."""
     chains: dict[str, list[Checkpoint]] = {}
     rows = query(
         db,
-        "SELECT r.run_id, c.position, c.step, c.kind, c.state FROM checkpoints c"
+        f"SELECT r.run_id, c.position, c.step, c.kind, {state_of('c')} FROM checkpoints c"
         " JOIN runs r ON r.id = c.run ORDER BY r.id, c.position",
     )
     for run_id, position, step, kind, state in rows:

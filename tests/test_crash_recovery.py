@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from procs import ROOT, Workers, checkpoint_chains, effects, query, reap
+from procs import ROOT, Workers, checkpoint_chains, crash_input, effects, query, reap
 
 WORKER = ROOT / "tests" / "crash_worker.py"
 STEPS = ("a", "b", "c", "d", "e")
@@ -69,6 +69,9 @@ def test_random_sigkills_lose_nothing(db: Path, workers: Workers) -> None:
         assert [(c.position, c.step) for c in chain] == list(enumerate((None, *STEPS)))
         assert [c.state["count"] for c in chain[1:]] == list(range(1, len(STEPS) + 1))
         assert len({c.state["i"] for c in chain}) == 1, f"run {run_id} changed input"
+        assert all(c.state.get("pad") == crash_input(c.state["i"]).get("pad") for c in chain)
+    patches = query(db, "SELECT count(*) FROM checkpoints WHERE base < position")[0][0]
+    assert patches >= RUNS, f"seed {seed}: large states journaled whole ({patches} patches)"
 
     seen = effects(db)
     journaled = {run[0] for run in runs}

@@ -34,8 +34,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from orchestrator.errors import JournalError
 from orchestrator.journal import FaultPoints, faults, ops
+from orchestrator.journal.sqlite.deltas import state_of
 from orchestrator.journal.sqlite.reader import JournalReader
 from orchestrator.journal.sqlite.writer import GroupCommitWriter
+from orchestrator.state import encode_state
 
 T = TypeVar("T")
 WORKFLOW, TRIGGER, VERSION = "wf", "go", "v1"
@@ -242,9 +244,10 @@ def snapshot(path: Path) -> tuple[Rows, Rows, Rows]:
             "SELECT id, run_id, workflow_id, trigger_id, version, status, position, step,"
             " step_started_at, error, error_code, created_at, updated_at FROM runs ORDER BY id"
         ).fetchall()
+        # Whole states, read as every reader reads them: snapshots and patches alike.
         checkpoints = conn.execute(
-            "SELECT run, position, step, started_at, ended_at, state FROM checkpoints"
-            " ORDER BY run, position"
+            f"SELECT run, position, step, started_at, ended_at, {state_of('c')}"
+            " FROM checkpoints c ORDER BY run, position"
         ).fetchall()
         timeline = conn.execute(
             "SELECT run, position, at, source, kind, step, message FROM timeline ORDER BY run, id"
@@ -263,7 +266,11 @@ def pragma(path: Path, sql: str) -> Rows:
         conn.close()
 
 
-STATES = st.fixed_dictionaries({"n": st.integers(-(2**53), 2**53), "s": st.text(max_size=4)})
+# Some states are large enough to be written as patches against a snapshot (`deltas`).
+STATES = st.fixed_dictionaries(
+    {"n": st.integers(-(2**53), 2**53), "s": st.text(max_size=4)},
+    optional={"pad": st.sampled_from(["p" * 600, "q" * 900])},
+)
 TICKS = st.integers(min_value=0, max_value=5_000)  # the runtime's clock never goes back
 PICKS = st.integers(min_value=0, max_value=1_000)
 
@@ -370,7 +377,7 @@ class JournalMachine(RuleBasedStateMachine):
     def start_run(self, state: dict[str, Any], ticks: int) -> None:
         self.serial += 1
         row, self.next_row = self.next_row, self.next_row + 1
-        self.submit(CreateRun(row, f"run-{self.serial}", json.dumps(state), self.now(ticks)))
+        self.submit(CreateRun(row, f"run-{self.serial}", encode_state(state), self.now(ticks)))
 
     # No preconditions: which batches beat a crash is up to timing, so the model's runs are
     # too, and Hypothesis needs the same draws whatever they are. A rule with no run to act
@@ -384,7 +391,9 @@ class JournalMachine(RuleBasedStateMachine):
             return
         started = self.now(ticks)
         self.submit(
-            Checkpoint(run.row, run.position + 1, json.dumps(state), started, self.now(took), last)
+            Checkpoint(
+                run.row, run.position + 1, encode_state(state), started, self.now(took), last
+            )
         )
 
     @rule(pick=PICKS, status=st.sampled_from(["completed", "failed", "aborted"]), ticks=TICKS)
@@ -424,7 +433,9 @@ class JournalMachine(RuleBasedStateMachine):
         for state in doomed:
             self.serial += 1
             row, self.next_row = self.next_row, self.next_row + 1
-            actions.append(CreateRun(row, f"run-{self.serial}", json.dumps(state), self.now(ticks)))
+            actions.append(
+                CreateRun(row, f"run-{self.serial}", encode_state(state), self.now(ticks))
+            )
         run = self.pick_running(pick)
         if end and run is not None:
             actions.append(SetStatus(run.row, "completed", self.now(ticks)))

@@ -23,7 +23,8 @@ class RunFilter:
     Attributes:
         status: Only runs in this status, or all.
         workflow: Only runs of this workflow, or all.
-        search: Text found in the run id, workflow, trigger or error (case-insensitive).
+        search: Text the run id starts with, or found in the workflow, trigger, error or
+            error code (ASCII case-insensitive).
         sort: A key of `SORTS`.
     """
 

@@ -45,6 +45,7 @@ from .connection import (
     open_error,
     read_write_uri,
 )
+from .deltas import state_of
 from .schema import APPLICATION_ID, MIGRATIONS
 
 _CHUNK = 500  # run ids in one IN (...) list
@@ -59,15 +60,15 @@ _RUN_COLUMNS = f"""
     r.run_id, r.workflow_id, r.trigger_id, r.status, {SHOWN_STEP} AS step, r.error,
     r.error_code, r.version, r.created_at, r.updated_at, r.forked_from_run, r.forked_from_step,
     (SELECT p.parent FROM children p WHERE p.child = r.run_id) AS parent,
-    (SELECT c.state FROM checkpoints c WHERE c.run = r.id ORDER BY c.position DESC LIMIT 1)
-        AS state
+    (SELECT {state_of("c")} FROM checkpoints c WHERE c.run = r.id
+        ORDER BY c.position DESC LIMIT 1) AS state
 """
 
 
 # A run with the state of its last checkpoint and its count of recoveries at its step.
 _STORED_RUN = (
     "SELECT r.id, r.run_id, r.workflow_id, r.trigger_id, r.version, r.status, r.position,"
-    " r.step, c.state, r.created_at, coalesce(v.count, 0) AS recoveries, r.error,"
+    f" r.step, {state_of('c')} AS state, r.created_at, coalesce(v.count, 0) AS recoveries, r.error,"
     " r.error_code, r.updated_at FROM runs r"
     " JOIN checkpoints c ON c.run = r.id AND c.position = r.position"
     " LEFT JOIN recoveries v ON v.run = r.id AND v.step = r.step"
@@ -143,19 +144,28 @@ class JournalReader:
         created_since: int | None = None,
     ) -> list[RunInfo]:
         """Runs, newest first, optionally of one status and/or workflow, created since."""
+        # Only the conditions given, so SQLite reads the index of the status or workflow
+        # (`x IS NULL OR ...` hides it: a rare status scanned every run, newest first).
+        where, params = ["1"], list[Any]()
+        for condition, value in (
+            ("r.status = ?", status),
+            ("r.workflow_id = ?", workflow),
+            ("r.created_at >= ?", created_since),
+        ):
+            if value is not None:
+                where.append(condition)
+                params.append(value)
         rows = await self._fetch(
-            f"SELECT {_RUN_COLUMNS} FROM runs r"
-            " WHERE (?1 IS NULL OR r.status = ?1) AND (?2 IS NULL OR r.workflow_id = ?2)"
-            " AND (?4 IS NULL OR r.created_at >= ?4)"
-            " ORDER BY r.id DESC LIMIT ?3",
-            [status, workflow, limit, created_since],
+            f"SELECT {_RUN_COLUMNS} FROM runs r WHERE {' AND '.join(where)}"
+            " ORDER BY r.id DESC LIMIT ?",
+            [*params, limit],
         )
         return [_run_info(row) for row in rows]
 
     async def checkpoints(self, run_id: str) -> list[Checkpoint]:
         """Every committed checkpoint of a run, in order (position 0 is its input)."""
         rows = await self._fetch(
-            "SELECT c.position, c.step, c.started_at, c.ended_at, c.state, c.kind"
+            f"SELECT c.position, c.step, c.started_at, c.ended_at, {state_of('c')}, c.kind"
             " FROM checkpoints c"
             " JOIN runs r ON r.id = c.run WHERE r.run_id = ? ORDER BY c.position",
             [run_id],
@@ -239,7 +249,8 @@ class JournalReader:
     async def stored_checkpoints(self, run_id: str) -> list[StoredCheckpoint]:
         """A run's checkpoints in order, with their state as journaled (position 0: input)."""
         rows = await self._fetch(
-            "SELECT c.position, CASE WHEN c.kind = 'step' THEN c.step END, c.state"
+            "SELECT c.position, CASE WHEN c.kind = 'step' THEN c.step END,"
+            f" {state_of('c')}"
             " FROM checkpoints c JOIN runs r ON r.id = c.run WHERE r.run_id = ?"
             " ORDER BY c.position",
             [run_id],
@@ -291,7 +302,7 @@ class JournalReader:
         # `kind IN (...)` repeats the partial index's condition, so SQLite can use it: the
         # scan reads only service rows, not every timeline row of the workflow's runs.
         rows = await self._fetch(
-            "SELECT r.id, r.run_id, c.state, t.message FROM timeline t"
+            f"SELECT r.id, r.run_id, {state_of('c')}, t.message FROM timeline t"
             " CROSS JOIN runs r ON r.id = t.run"
             " JOIN checkpoints c ON c.run = r.id AND c.position = r.position"
             f" WHERE t.kind IN {_SERVICE_KINDS} AND t.kind = 'service.opened'"
@@ -533,7 +544,8 @@ class JournalReader:
             chunk = unique[start : start + _CHUNK]
             marks = ", ".join("?" * len(chunk))
             rows = await self._fetch(
-                "SELECT r.run_id, r.status, r.error, r.error_code, c.state FROM runs r"
+                "SELECT r.run_id, r.status, r.error, r.error_code,"
+                f" {state_of('c')} FROM runs r"
                 " JOIN checkpoints c ON c.run = r.id AND c.position = r.position"
                 f" WHERE r.run_id IN ({marks})",
                 chunk,

@@ -269,6 +269,57 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX runs_by_workflow_status ON runs (workflow_id, status, created_at);
     """,
+    # 17: checkpoints as deltas (`sqlite/deltas.py`). `base` NULL: `state` is the whole
+    # state (every checkpoint written before this migration); `base` = the row's position:
+    # the whole state is in `snapshots` (id: run * 2^24 + position), a rowid table, whose
+    # rows stay on their page up to ~4 KB; else `state` is a JSON merge patch (RFC 7396)
+    # against the same run's checkpoint at position `base`, itself whole. A run's
+    # snapshots go with it.
+    """
+    ALTER TABLE checkpoints ADD COLUMN base INTEGER;
+    CREATE TABLE snapshots (
+        id INTEGER PRIMARY KEY,
+        state TEXT NOT NULL
+    );
+    CREATE TRIGGER runs_snapshots AFTER DELETE ON runs BEGIN
+        DELETE FROM snapshots WHERE id >= old.id * 16777216 AND id < (old.id + 1) * 16777216;
+    END;
+    """,
+    # 18: a journal of 1,000,000 runs reads as fast as a small one. `run_counts`: how many
+    # runs each workflow and trigger has in each status, kept by triggers in the writes'
+    # own transactions (the dashboard counts runs on every change: a scan of every run
+    # before). `runs_errors`: the runs that have an error, for the dashboard's search.
+    """
+    CREATE TABLE run_counts (
+        workflow_id TEXT NOT NULL,
+        trigger_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (workflow_id, trigger_id, status)
+    ) WITHOUT ROWID;
+    INSERT INTO run_counts (workflow_id, trigger_id, status, n)
+        SELECT workflow_id, trigger_id, status, count(*) FROM runs GROUP BY 1, 2, 3;
+    CREATE TRIGGER run_counts_insert AFTER INSERT ON runs BEGIN
+        INSERT INTO run_counts (workflow_id, trigger_id, status, n)
+            VALUES (new.workflow_id, new.trigger_id, new.status, 1)
+            ON CONFLICT DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER run_counts_update AFTER UPDATE OF workflow_id, trigger_id, status ON runs
+        WHEN old.status IS NOT new.status OR old.workflow_id IS NOT new.workflow_id
+            OR old.trigger_id IS NOT new.trigger_id
+    BEGIN
+        UPDATE run_counts SET n = n - 1 WHERE workflow_id = old.workflow_id
+            AND trigger_id = old.trigger_id AND status = old.status;
+        INSERT INTO run_counts (workflow_id, trigger_id, status, n)
+            VALUES (new.workflow_id, new.trigger_id, new.status, 1)
+            ON CONFLICT DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER run_counts_delete AFTER DELETE ON runs BEGIN
+        UPDATE run_counts SET n = n - 1 WHERE workflow_id = old.workflow_id
+            AND trigger_id = old.trigger_id AND status = old.status;
+    END;
+    CREATE INDEX runs_errors ON runs (error, error_code) WHERE error IS NOT NULL;
+    """,
 )
 
 
@@ -318,5 +369,12 @@ def _check_ownership(conn: sqlite3.Connection, path: Path) -> int:
 
 
 def _statements(script: str) -> list[str]:
-    parts = [part.strip() for part in script.split(";")]
-    return [part for part in parts if part]
+    """The statements of a migration, each whole (a trigger's body holds semicolons)."""
+    statements, pending = [], ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                statements.append(pending.strip().removesuffix(";").strip())
+            pending = ""
+    return statements

@@ -46,9 +46,11 @@ SQL: Final[dict[Stmt, str]] = {
         "INSERT INTO waits (id, run, event_type, conditions, persistent, status, into_key,"
         " timeout_at, on_timeout, created_at, joins) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ),
+    # `base`: the writer's last parameter (`deltas.Deltas.encode`), not the op's.
     Stmt.INSERT_CHECKPOINT: (
         "INSERT OR REPLACE INTO checkpoints"
-        " (run, position, step, started_at, ended_at, state, kind) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        " (run, position, step, started_at, ended_at, state, kind, base)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
     ),
     # A step ends or (re)starts: the run no longer waits in a step (`paused_in`).
     Stmt.SET_PROGRESS: (

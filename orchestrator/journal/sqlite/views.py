@@ -34,7 +34,9 @@ from ..view_records import (
     WorkflowFigures,
     WorkflowView,
 )
+from . import run_search
 from .commands import PIPELINE_SQL, pipeline_steps
+from .deltas import state_of
 from .reader import SHOWN_STEP, JournalReader, forked_from
 
 _ORDER_BY: Final = {
@@ -51,7 +53,7 @@ _RUN_COLUMNS = f"""
     r.error_code, r.version, r.created_at, r.updated_at
 """
 _Member = TypeVar("_Member", bound=StrEnum)
-# Per loaded workflow, ranges of runs_by_workflow_status (migration 15) only: its runs since
+# Per loaded workflow, ranges of runs_by_workflow_status (migration 16) only: its runs since
 # a time (every status, one range each), its failures since then, its latest completed runs
 # (their durations as a JSON list); each count stops at FIGURES_CAP + 1 rows.
 _STATUS_LIST = ", ".join(f"'{status}'" for status in STATUSES)
@@ -91,14 +93,7 @@ class DashboardQueries:
 
     async def status_counts(self, workflow: str | None = None) -> dict[str, int]:
         """How many runs are in each status (of one workflow, or all)."""
-        if workflow is None:
-            rows = await self.reader.fetch("SELECT status, count(*) FROM runs GROUP BY status")
-        else:
-            rows = await self.reader.fetch(
-                "SELECT status, count(*) FROM runs WHERE workflow_id = ? GROUP BY status",
-                [workflow],
-            )
-        return {str(row[0]): int(row[1]) for row in rows}
+        return await run_search.status_counts(self.reader, workflow)
 
     async def workflow_ids(self) -> list[str]:
         """Workflows that have runs or are registered now, by id."""
@@ -118,15 +113,23 @@ class DashboardQueries:
         where, params = _filter_sql(wanted)
         order = _ORDER_BY.get(wanted.sort, _ORDER_BY["newest"])
         offset = max(0, offset)
+        if wanted.search.strip():  # by index: `run_search`
+            rows, total = await run_search.search(
+                self.reader,
+                wanted,
+                select=_RUN_COLUMNS,
+                where=where,
+                params=params,
+                order=order,
+                offset=offset,
+                limit=limit,
+            )
+            return RunPage([_run_row(row) for row in rows], total, offset)
         rows = await self.reader.fetch(
             f"SELECT {_RUN_COLUMNS} FROM runs r WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
             [*params, limit, offset],
         )
-        if (rows and len(rows) < limit) or (not rows and offset == 0):
-            total = offset + len(rows)  # the last page: no second scan to count (a search)
-        else:
-            counted = await self.reader.fetch(f"SELECT count(*) FROM runs r WHERE {where}", params)
-            total = int(counted[0][0])
+        total = await run_search.total(self.reader, wanted.status, wanted.workflow)
         return RunPage([_run_row(row) for row in rows], total, offset)
 
     async def run_fingerprint(self, run_id: str) -> tuple[Any, ...] | None:
@@ -195,7 +198,7 @@ class DashboardQueries:
         """The latest events, newest first, each with what it did to runs."""
         where, params = "1", []
         if type_contains:
-            where, params = "e.type LIKE ? ESCAPE '\\'", [_like(type_contains)]
+            where, params = "e.type LIKE ? ESCAPE '\\'", [run_search.like(type_contains)]
         rows = await self.reader.fetch(
             f"SELECT e.event_id, e.type, {_JSON.format('e.data')} AS data, e.source,"
             f" e.created_at, e.routed_at FROM events e WHERE {where} ORDER BY e.id DESC LIMIT ?",
@@ -310,9 +313,10 @@ class DashboardQueries:
 
     async def _checkpoints(self, row: int) -> list[Checkpoint]:
         rows = await self.reader.fetch(
-            "SELECT * FROM (SELECT position, step, started_at, ended_at,"
-            f" {_JSON.format('state')} AS state, kind FROM checkpoints WHERE run = ?"
-            " ORDER BY position DESC LIMIT ?) ORDER BY position",
+            "SELECT position, step, started_at, ended_at,"
+            f" {_JSON.format('state')} AS state, kind FROM (SELECT c.position, c.step,"
+            f" c.started_at, c.ended_at, {state_of('c')} AS state, c.kind FROM checkpoints c"
+            " WHERE c.run = ? ORDER BY c.position DESC LIMIT ?) ORDER BY position",
             [row, CHECKPOINT_LIMIT],
         )
         return [
@@ -392,17 +396,7 @@ def _filter_sql(wanted: RunFilter) -> tuple[str, list[Any]]:
     if wanted.workflow is not None:
         clauses.append("r.workflow_id = ?")
         params.append(wanted.workflow)
-    if wanted.search.strip():
-        columns = ("r.run_id", "r.workflow_id", "r.trigger_id", "r.error", "r.error_code")
-        clauses.append("(" + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in columns) + ")")
-        params.extend([_like(wanted.search.strip())] * len(columns))
     return " AND ".join(clauses), params
-
-
-def _like(text: str) -> str:
-    """A LIKE pattern that finds `text` literally anywhere."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
 def _when(value: Any) -> datetime | None:

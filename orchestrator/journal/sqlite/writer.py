@@ -33,6 +33,7 @@ from pathlib import Path
 
 from ...clock import Clock
 from ...errors import JournalCorrupt, JournalError, JournalLocked
+from ...records import FINAL_STATUSES
 from ..faults import AFTER_COMMIT, BEFORE_COMMIT, FaultPoints, SimulatedCrash, SimulatedDiskFull
 from ..ops import Op, Stmt, grouped
 from ..protocol import Synchronous
@@ -45,6 +46,7 @@ from .connection import (
     is_transient,
     rollback_if_open,
 )
+from .deltas import SNAPSHOT_SQL, Deltas
 from .schema import migrate
 from .statements import SQL
 
@@ -99,6 +101,8 @@ class GroupCommitWriter:
         # Monotonic time of the last commit that refreshed the lease.
         self._renewed_at = time.monotonic()
         self.commits = 0
+        # Each run's last snapshot, so its next checkpoints are written as patches.
+        self._deltas = Deltas()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -378,18 +382,27 @@ class GroupCommitWriter:
             if not lease.heartbeat(conn, self._token, self._wall.now_us()):
                 raise self._lost()
             for stmt, rows in grouped(ops):
+                if stmt is Stmt.INSERT_CHECKPOINT:
+                    rows, snapshots = self._deltas.encode(rows)
+                    conn.executemany(SNAPSHOT_SQL, snapshots)
+                elif stmt is Stmt.SET_STATUS:
+                    self._deltas.forget([row[-1] for row in rows if row[0] in FINAL_STATUSES])
                 conn.executemany(SQL[stmt], rows)
             self._fault(BEFORE_COMMIT)
             conn.execute("COMMIT")
         except SimulatedDiskFull as exc:
+            self._deltas.discard()
             _rollback_quietly(conn)
             raise _Transient(f"journal {self.path}: write failed: {exc}") from exc
         except SQLITE_ERRORS as exc:
+            self._deltas.discard()
             _rollback_quietly(conn)
             raise _translate(self.path, exc) from exc
         except BaseException:
+            self._deltas.discard()
             _rollback_quietly(conn)
             raise
+        self._deltas.commit()
         self._fault(AFTER_COMMIT)
 
     def _close_connection(self) -> None:
