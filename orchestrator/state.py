@@ -65,13 +65,18 @@ class StateBoundsError(StateEncodingError):
     """The value is out of bounds: too deep, too big, not valid Unicode, or a huge integer."""
 
 
+# One encoder for every state (`json.dumps` with options builds one per call), one decoder.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_DECODER = json.JSONDecoder()
+
+
 def encode_state(value: object) -> str:
     """Encode a state to compact JSON text, refusing anything that is not a JSON object."""
     if not isinstance(value, dict):
         raise StateEncodingError(f"state must be a JSON object (dict), got {type(value).__name__}")
     try:
         _check_shape(value)  # before json.dumps, whose recursion a deep value would exhaust
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = _ENCODER.encode(value)
     except StateEncodingError:
         raise
     except (TypeError, ValueError, RecursionError) as exc:
@@ -198,7 +203,7 @@ def _utf8_size(text: str, *, lenient: bool = False) -> int:
 def decode_state(text: str) -> State:
     """Decode checkpoint text to a new, unshared state object."""
     try:
-        value = json.loads(text)
+        value = _DECODER.decode(text)
     except (ValueError, RecursionError) as exc:  # a row no process should have written
         raise StateEncodingError(f"checkpoint is not readable JSON: {exc}") from None
     if not isinstance(value, dict):

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from procs import Daemon, alive, cli, query
 
+from orchestrator.cli.daemon import GC_THRESHOLDS
 from orchestrator.folder.loader import digest_of
 from orchestrator.testing import eventually_blocking
 
@@ -373,3 +374,32 @@ def test_workflows_on_a_missing_journal_prints_an_empty_result(db: Path) -> None
     assert text.returncode == 0
     assert "daemon: none running" in text.stdout and "no workflows loaded" in text.stdout
     assert not db.exists(), "a reading command creates no journal"
+
+
+# -- the garbage collector ----------------------------------------------------------------
+
+
+def test_the_daemon_tunes_its_own_garbage_collector(folder: Path, db: Path) -> None:
+    write(
+        folder / "gc_probe.py",
+        """\
+        import gc
+
+        from orchestrator import Workflow
+
+
+        async def probe(state):  # async: it runs in the daemon's own process
+            return {"threshold": list(gc.get_threshold()), "frozen": gc.get_freeze_count()}
+
+
+        workflow = Workflow(id="gc_probe", pipelines={"go": [probe]})
+        """,
+    )
+    with Daemon(folder, db) as daemon:
+        daemon.start()
+        out = invoke(db, "gc_probe", "--wait")
+        assert out.returncode == 0, out.stderr
+        state = show(db, out.stdout.strip())["state"]
+        assert daemon.stop() == 0
+    assert state["threshold"] == list(GC_THRESHOLDS)
+    assert state["frozen"] > 0  # what was loaded at start is out of every collection

@@ -482,3 +482,18 @@ async def test_a_run_result_passed_where_a_run_id_belongs_is_a_clear_error(db: P
                 await call
         with pytest.raises(ValidationError, match="a run id must be a string, got int"):
             await rt.wait(7)  # type: ignore[arg-type]
+
+
+async def test_a_runtime_leaves_the_garbage_collector_of_its_program_as_it_was(
+    db: Path,
+) -> None:
+    # Only `orchestrator up`, whose process is ours, tunes it (cli/daemon.py, tune_gc).
+    import gc
+
+    before = (gc.isenabled(), gc.get_threshold(), gc.get_freeze_count())
+    wf = Workflow(id="w", pipelines={"go": [inc, Step(sync_inc), inc]})
+    async with Runtime(db, workflows=[wf]) as rt:
+        result = await rt.invoke("w", "go", {"n": 0})
+        assert result.state == {"n": 3}
+        assert (gc.isenabled(), gc.get_threshold(), gc.get_freeze_count()) == before
+    assert (gc.isenabled(), gc.get_threshold(), gc.get_freeze_count()) == before

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import io
 import logging
 import os
@@ -35,6 +36,12 @@ _log = logging.getLogger("orchestrator.daemon")
 THREADS_EXIT_SECONDS = 1.0
 # The exit code of a daemon whose journal failed (0: a clean stop; 1 and 2: see the CLI).
 EXIT_JOURNAL_FAILED = 3
+# The garbage collector's thresholds in the daemon's process (Python's: 700, 10, 10). With
+# thousands of runs in flight, each a few dozen container objects, a young collection
+# every 700 allocations and a full one every 100 young ones spent a third to a half of the
+# CPU time scanning runs that are all still alive (a finished run leaves no cycle behind:
+# reference counting frees it, so collecting less often keeps no more memory).
+GC_THRESHOLDS = (100_000, 100, 100)
 
 
 def configure_logging(file: Path | None = None) -> None:
@@ -103,6 +110,19 @@ class _EscapingFormatter(logging.Formatter):
         return "\n".join(escape(line) for line in super().formatException(ei).split("\n"))
 
 
+def tune_gc() -> None:
+    """The garbage collector's policy of a process that is ours alone (`orchestrator up`).
+
+    What is alive once the folder is loaded (modules, workflows, the runtime) lives as
+    long as the daemon: it is frozen out of every later collection, and collections come
+    less often (`GC_THRESHOLDS`). Never called by `Runtime`: a program that embeds one
+    keeps its own garbage collector settings.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 # What runs in the foreground while the daemon serves (the dashboard); it returns when the
 # user quits, and must return soon after `stop` is set.
 Foreground = Callable[[Runtime, asyncio.Event], Awaitable[None]]
@@ -138,6 +158,7 @@ async def serve(
     try:
         async with runtime as rt:
             loaded = ", ".join(rt.list_workflows()) or "none yet"
+            tune_gc()
             _log.info(
                 "daemon pid %d ready: journal %s, folder %s, workflows: %s",
                 os.getpid(),

@@ -93,7 +93,7 @@ The runs it displaces are `Admission._replace`'s (a paused holder ends ``aborted
 """
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Dispatched:
     """What one dispatch got.
 

@@ -40,9 +40,9 @@ Notify = Callable[[str, "ActiveRun", dict[str, Any]], Coroutine[Any, Any, None]]
 Ended = Callable[[str, str, str, RunStatus, str | None, RunCode | None], object]
 
 
-@dataclass(eq=False, kw_only=True)
+@dataclass(eq=False, kw_only=True, slots=True)
 class ActiveRun:
-    """A run this process is executing (or about to)."""
+    """A run this process is executing (or about to); slots: one per run in flight."""
 
     row: int
     run_id: str
@@ -69,7 +69,8 @@ class ActiveRun:
     recovered_at: tuple[str, int] | None = None
     abort_reason: str = "aborted by request"
     abort_code: RunCode = RunCode.ABORTED
-    warned: set[str] = field(default_factory=set, repr=False)
+    # Secrets found in its state and warned of (made on the first: most runs have none).
+    warned: set[str] | None = field(default=None, repr=False)
     # Instances of its "run" services, made on first use, closed when its task ends.
     service_scope: ServiceScope | None = field(default=None, repr=False)
 
@@ -253,10 +254,11 @@ def _invalid_state(bound: BoundStep, why: str) -> _RunFailed:
 
 def _warn_of_secrets(run: ActiveRun, bound: BoundStep, text: str, env: ExecutorEnv) -> None:
     """State is journaled as returned (documented); say so once per run and key."""
-    found = [key for key in run.workflow.redactor.find_in(text) if key not in run.warned]
+    warned = run.warned or set()
+    found = [key for key in run.workflow.redactor.find_in(text) if key not in warned]
     if not found:
         return
-    run.warned.update(found)
+    run.warned = warned | set(found)
     message = (
         f"step {bound.name!r} put the value of secret {', '.join(found)} in the run's "
         "state, which is journaled as is: keep secrets out of state"

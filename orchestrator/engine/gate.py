@@ -30,13 +30,16 @@ class Action(enum.StrEnum):
     """The active run is aborted and the new run takes its slot."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     """What a dispatch gets: `action`, the run that held the slot, the run it superseded."""
 
     action: Action
     holder: str | None = None
     superseded: str | None = None
+
+
+_START = Decision(Action.START)  # frozen: one for every dispatch that starts at once
 
 
 class Gate:
@@ -61,7 +64,7 @@ class Gate:
         holder = self._holder()
         if holder is None and not self.queue:
             self.running.add(run_id)
-            return Decision(Action.START)
+            return _START
         if isinstance(mode, Serialized):
             self.queue.append(run_id)
             return Decision(Action.QUEUE, holder)
@@ -76,7 +79,7 @@ class Gate:
     def _dispatch_transient(self, mode: Transient, run_id: str) -> Decision:
         if self._has_slot() and not self.queue and not self.resuming:
             self.running.add(run_id)
-            return Decision(Action.START)
+            return _START
         if mode.capacity is None or len(self.queue) < mode.capacity:
             self.queue.append(run_id)
             return Decision(Action.QUEUE, self._holder())

@@ -117,7 +117,7 @@ class JournalWriter(Protocol):
             JournalError: The writer has failed or is closed.
         """
 
-    def together(self) -> AbstractContextManager[None]:
+    def together(self) -> AbstractContextManager[object]:
         """Every `enqueue` made inside the block joins the same batch (never await inside)."""
 
     async def write(self, ops: Iterable[Op]) -> None:

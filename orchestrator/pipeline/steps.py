@@ -11,6 +11,7 @@ that awaits the step (an abort, a replace, shutdown) propagates.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -79,10 +80,13 @@ async def run_step(
             if isolated is not None:
                 return await _isolated(bound, isolated, state_text, ctx)
             state = decode_state(state_text)
-            call = _call(bound, (state,) if ctx is None else (state, ctx), threads)
-            if bound.step.timeout is None:
-                return await call
-            return await _with_timeout(bound, call, bound.step.timeout)
+            args = (state,) if ctx is None else (state, ctx)
+            if bound.step.timeout is not None:
+                return await _with_timeout(bound, _call(bound, args, threads), bound.step.timeout)
+            if bound.is_async:  # awaited here: one coroutine less per run in flight
+                result = await bound.step.fn(*args)
+                return (await result) if inspect.isawaitable(result) else result
+            return await _call(bound, args, threads)
         except _Timeout as exc:
             failure: BaseException = exc.cause
             timed_out = True
@@ -149,14 +153,7 @@ async def _in_thread(
     try:
         if not isinstance(threads, StepThreads):
             return await asyncio.get_running_loop().run_in_executor(threads, call)
-        future = threads.submit(call)
-        try:
-            return await asyncio.wrap_future(future)
-        except asyncio.CancelledError:
-            # The thread cannot be interrupted: its result is discarded and it is abandoned.
-            if not future.cancel():
-                threads.abandon(future)
-            raise
+        return await threads.run(call)
     except _Carried as carried:
         raise carried.exc from None
 
@@ -190,6 +187,25 @@ class StepThreads(ThreadPoolExecutor):
     def __init__(self, max_threads: int, name: str) -> None:
         super().__init__(max_threads, thread_name_prefix=name)
 
+    async def run(self, call: Callable[[], object]) -> object:
+        """`call()` in one of the threads; what it returns or raises.
+
+        One hop each way: the thread hands its future back to the loop with a single
+        `call_soon_threadsafe` (no chain of futures, as `asyncio.wrap_future` makes).
+        Cancelled, the call is dropped if no thread took it yet, else abandoned.
+        """
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[object] = loop.create_future()
+        future = self.submit(call)
+        future.add_done_callback(functools.partial(_hand_back, loop, waiter))
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            # The thread cannot be interrupted: its result is discarded and it is abandoned.
+            if not future.cancel():
+                self.abandon(future)
+            raise
+
     def abandon(self, future: Future[Any]) -> None:
         """`future`'s step is no longer awaited: one more thread until it returns."""
         with self._shutdown_lock:
@@ -201,3 +217,23 @@ class StepThreads(ThreadPoolExecutor):
     def _returned(self, _future: Future[Any]) -> None:
         with self._shutdown_lock:
             self._max_workers -= 1
+
+
+def _hand_back(
+    loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[object], future: Future[Any]
+) -> None:
+    """In the thread that ran a step: wake the loop with its outcome (unless cancelled)."""
+    if future.cancelled():
+        return  # the waiter was cancelled first: nobody waits
+    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (shutdown)
+        loop.call_soon_threadsafe(_settle, waiter, future)
+
+
+def _settle(waiter: asyncio.Future[object], future: Future[Any]) -> None:
+    if waiter.done():
+        return
+    exc = future.exception()
+    if exc is None:
+        waiter.set_result(future.result())
+    else:
+        waiter.set_exception(exc)

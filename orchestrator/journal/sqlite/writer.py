@@ -28,7 +28,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 from ...clock import Clock
@@ -211,16 +211,16 @@ class GroupCommitWriter:
                 self._cond.notify()
             return batch
 
-    @contextlib.contextmanager
-    def together(self) -> Iterator[None]:
+    def together(self) -> contextlib.AbstractContextManager[object]:
         """Every `enqueue` made inside joins the same batch (the writer thread waits).
 
         For writes that must commit atomically but are enqueued by different parts of
         the code: an event with the runs it starts, a schedule tick with its run. Never
-        await inside: the writer thread is held back until the block ends.
+        await inside: the writer thread is held back until the block ends. The block
+        holds the writer's (reentrant) lock itself: no generator per call, as a run
+        passes here at least twice.
         """
-        with self._cond:
-            yield
+        return self._cond
 
     async def write(self, ops: Iterable[Op]) -> None:
         """Write ops and return once they are committed."""
