@@ -1,7 +1,8 @@
 """Routing as workflows multiply: 1 to 1,000 workflows sharing event types.
 
-Prints figures; it is not a test. Run: ``python bench/bench_routing.py [--quick]``
-(``--counts 1,10,100,1000`` to choose).
+Prints figures; it is not a test. Run: ``python bench/bench_routing.py [--quick] [--daemon]``
+(``--counts 1,10,100,1000`` to choose, ``--repeat 3``: each figure is the median of the
+repetitions, and each ratio the median of the ratios within each repetition).
 
 The scenario (the realistic one): N workflows, one per tenant, each with two event triggers
 on the same two event types, filtered by tenant:
@@ -24,7 +25,9 @@ durability: WAL, ``synchronous=FULL``):
   emit is acknowledged (committed) and its run has started (``run.started``).
 - **emits/s**: `EMITTERS` concurrent emitters, each emitting in a loop; emits acknowledged
   per second (the runs they start run meanwhile).
-- **route µs**: ``Dispatcher.route`` alone, per event (no I/O).
+- **cpu µs**: process CPU (every thread) per concurrent emit, its run included, until idle:
+  the work, whatever else loads the machine.
+- **route µs**: ``Dispatcher.route`` alone, per event (no I/O; the best of 5 rounds).
 - **raw**: the ceiling from the same run: the writes each acknowledged emit committed (its
   event, run row, route and timeline rows, as our writer enqueued them), replayed through
   plain ``sqlite3`` (WAL, ``synchronous=FULL``) on a copy of the journal as it was after
@@ -38,13 +41,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
+import math
 import sqlite3
 import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 from common import daemon, fmt, fresh_dir, machine_line, percentile
@@ -156,6 +160,7 @@ class Figures:
     restart: float  # seconds
     latency: list[float]  # seconds, emit -> acknowledged and started
     rate: float  # emits/s, concurrent
+    cpu_us: float  # process CPU (all threads) per concurrent emit and its run, until idle
     route_us: float
     raw_latency: list[float]
     raw_rate: float
@@ -201,13 +206,14 @@ async def measure(tmp: Path, n: int, counts: Counts) -> Figures:
             for j in range(per):
                 await rt.emit(CREATED, event(first + e * per + j, n))
 
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         async with asyncio.TaskGroup() as group:
             for e in range(EMITTERS):
                 group.create_task(emitter(e))
         rate = per * EMITTERS / (time.perf_counter() - t0)
         concurrent_batches = list(capture.batches)
         await rt.idle(timeout=120)
+        cpu_us = (time.process_time() - cpu0) / (per * EMITTERS) * 1e6
         route_us = time_route(rt, n)
         completed = await rt.list_runs(status="completed", limit=-1)
         expected = counts.warmup + counts.sequential + per * EMITTERS
@@ -219,18 +225,21 @@ async def measure(tmp: Path, n: int, counts: Counts) -> Figures:
     async with Runtime(db, workflows=flows):
         restart = time.perf_counter() - began
     raw_latency, raw_rate = replay(tmp / "raw.db", sequential_batches, concurrent_batches)
-    return Figures(n, ready, restart, latency, rate, route_us, raw_latency, raw_rate)
+    return Figures(n, ready, restart, latency, rate, cpu_us, route_us, raw_latency, raw_rate)
 
 
-def time_route(rt: Runtime, n: int, events: int = 2_000) -> float:
-    """µs per `Dispatcher.route` (internal) for events each matching one trigger."""
+def time_route(rt: Runtime, n: int, events: int = 2_000, rounds: int = 5) -> float:
+    """µs per `Dispatcher.route` (internal) for events each matching one trigger (best round)."""
     assert rt._control is not None
     route = rt._control.dispatcher.route
     datas = [event(i, n) for i in range(events)]
-    start = time.perf_counter()
-    for data in datas:
-        route(CREATED, data, "api")
-    return (time.perf_counter() - start) / events * 1e6
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for data in datas:
+            route(CREATED, data, "api")
+        best = min(best, time.perf_counter() - start)
+    return best / events * 1e6
 
 
 def snapshot(db: Path, copy: Path) -> None:
@@ -297,6 +306,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--counts", default="1,10,100,1000", help="workflow counts")
     parser.add_argument("--quick", action="store_true", help="fewer emits, for a smoke run")
     parser.add_argument("--daemon", action="store_true", help="also time `orchestrator up`")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions (medians printed)")
     args = parser.parse_args(argv)
     counts = QUICK if args.quick else FULL
     ns = [int(c) for c in args.counts.split(",")]
@@ -304,52 +314,74 @@ def main(argv: list[str]) -> None:
     print(
         f"N workflows (one per tenant, 2 triggers each on shared event types); "
         f"{counts.sequential:,} sequential emits after {counts.warmup:,}, "
-        f"{counts.concurrent:,} from {EMITTERS} concurrent emitters; each emit starts one run"
+        f"{counts.concurrent:,} from {EMITTERS} concurrent emitters; each emit starts one run; "
+        f"median of {args.repeat} repetitions (ratios within each)"
     )
     print()
-    rows = []
+    reps: list[dict[int, dict[str, float]]] = []
+    for _ in range(args.repeat):
+        reps.append({})
+        for n in ns:
+            with fresh_dir() as tmp:
+                figures = asyncio.run(measure(tmp, n, counts))
+                if args.daemon:
+                    figures.daemon_ready = daemon_ready(tmp, n)
+            reps[-1][n] = summary(figures)
+    print(HEADER)
     for n in ns:
-        with fresh_dir() as tmp:
-            figures = asyncio.run(measure(tmp, n, counts))
-            if args.daemon:
-                figures.daemon_ready = daemon_ready(tmp, n)
-            rows.append(figures)
-            shutil.rmtree(tmp / "flows", ignore_errors=True)
-        print_row(figures, rows[0])
+        print_row(n, {key: median([rep[n][key] for rep in reps]) for key in reps[0][n]})
     print()
     print("ratios: each N's figure / the 1-workflow figure (goal: within 1.5x)")
-    print_ratios(rows)
+    print(f"{'N':>6}{'p50':>8}{'p99':>8}{'emits/s':>9}{'cpu':>8}{'ready':>8}")
+    for n in ns:
+        ratios = [ratio_row(rep[n], rep[ns[0]]) for rep in reps]
+        print(f"{n:>6,}" + "".join(f"{median([r[i] for r in ratios]):>7.2f}x" for i in range(5)))
+
+
+def summary(f: Figures) -> dict[str, float]:
+    return {
+        "ready": f.ready,
+        "restart": f.restart,
+        "p50": percentile(f.latency, 50),
+        "p99": percentile(f.latency, 99),
+        "raw_p50": percentile(f.raw_latency, 50),
+        "raw_p99": percentile(f.raw_latency, 99),
+        "rate": f.rate,
+        "raw_rate": f.raw_rate,
+        "ours_raw": f.rate / f.raw_rate,
+        "cpu": f.cpu_us,
+        "route": f.route_us,
+        "daemon": math.nan if f.daemon_ready is None else f.daemon_ready,
+    }
+
+
+def ratio_row(row: dict[str, float], base: dict[str, float]) -> list[float]:
+    """p50, p99, emits/s (as a slowdown), CPU per emit and ready, each against `base`."""
+    return [
+        row["p50"] / base["p50"],
+        row["p99"] / base["p99"],
+        base["rate"] / row["rate"],
+        row["cpu"] / base["cpu"],
+        row["ready"] / base["ready"],
+    ]
 
 
 HEADER = (
     f"{'N':>6}{'ready s':>9}{'restart s':>10}{'p50 ms':>8}{'p99 ms':>8}{'raw p50':>8}"
-    f"{'raw p99':>8}{'emits/s':>9}{'raw/s':>8}{'ours/raw':>9}{'route µs':>9}{'daemon s':>9}"
+    f"{'raw p99':>8}{'emits/s':>9}{'raw/s':>8}{'ours/raw':>9}{'cpu µs':>8}{'route µs':>9}"
+    f"{'daemon s':>9}"
 )
 
 
-def print_row(f: Figures, _first: Figures) -> None:
-    if f is _first:
-        print(HEADER)
+def print_row(n: int, row: dict[str, float]) -> None:
+    daemon_s = None if math.isnan(row["daemon"]) else row["daemon"]
     print(
-        f"{f.n:>6,}{f.ready:>9.2f}{f.restart:>10.2f}"
-        f"{ms(percentile(f.latency, 50)):>8}{ms(percentile(f.latency, 99)):>8}"
-        f"{ms(percentile(f.raw_latency, 50)):>8}{ms(percentile(f.raw_latency, 99)):>8}"
-        f"{fmt(f.rate):>9}{fmt(f.raw_rate):>8}{f.rate / f.raw_rate:>9.2f}"
-        f"{f.route_us:>9.1f}{fmt(f.daemon_ready, 2):>9}",
+        f"{n:>6,}{row['ready']:>9.2f}{row['restart']:>10.2f}"
+        f"{ms(row['p50']):>8}{ms(row['p99']):>8}{ms(row['raw_p50']):>8}{ms(row['raw_p99']):>8}"
+        f"{fmt(row['rate']):>9}{fmt(row['raw_rate']):>8}{row['ours_raw']:>9.2f}"
+        f"{fmt(row['cpu']):>8}{row['route']:>9.1f}{fmt(daemon_s, 2):>9}",
         flush=True,
     )
-
-
-def print_ratios(rows: list[Figures]) -> None:
-    base = rows[0]
-    print(f"{'N':>6}{'p50':>8}{'p99':>8}{'emits/s':>9}{'ready':>8}")
-    for f in rows:
-        p50 = percentile(f.latency, 50) / percentile(base.latency, 50)
-        p99 = percentile(f.latency, 99) / percentile(base.latency, 99)
-        print(
-            f"{f.n:>6,}{p50:>7.2f}x{p99:>7.2f}x{base.rate / f.rate:>8.2f}x"
-            f"{f.ready / base.ready:>7.2f}x"
-        )
 
 
 if __name__ == "__main__":
