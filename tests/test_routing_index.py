@@ -26,7 +26,7 @@ WORKFLOWS = ("w0", "w1", "w2", "w3", "w4")
 SOURCES = st.none() | st.sampled_from([frozenset({"api"}), frozenset({"file", "cli"})])
 # Values that are equal across Python types or only look alike: the index must tell them
 # apart exactly as `==` in conditions does.
-TRICKY = st.sampled_from(
+TRICKY: st.SearchStrategy[Any] = st.sampled_from(
     [1, 1.0, True, "1", 0, 0.0, -0.0, False, "", None, 2**53, float(2**53), 2**53 + 1, [1], {}]
 )
 INDEXED_PATHS = st.sampled_from(["tenant", "a.b", "a.0", "items.1.sku", "0"])
