@@ -90,18 +90,21 @@ class SecretValues:
 
         Tuples become lists; an object that is not JSON-like becomes its redacted ``repr``.
         """
-        if isinstance(value, str):
-            return self.redact(value, also)
-        if value is None or isinstance(value, bool | int | float):
-            return value
-        if isinstance(value, Mapping):
-            return {
-                self.redact_data(key, also): self.redact_data(item, also)
-                for key, item in value.items()
-            }
-        if isinstance(value, list | tuple):
-            return [self.redact_data(item, also) for item in value]
-        return self.redact(repr(value), also)
+        return _redacted(value, self.pattern(also))
+
+
+def _redacted(value: Any, pattern: re.Pattern[str] | None) -> Any:
+    """`SecretValues.redact_data`, its pattern looked up once for the whole value."""
+    if isinstance(value, str):
+        return value if pattern is None else pattern.sub(MASK, value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, Mapping):
+        return {_redacted(key, pattern): _redacted(item, pattern) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(item, pattern) for item in value]
+    text = repr(value)
+    return text if pattern is None else pattern.sub(MASK, text)
 
 
 SECRETS = SecretValues()

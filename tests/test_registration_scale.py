@@ -55,8 +55,8 @@ def many_workflows(n: int, version: int) -> str:
 
 
 @contextmanager
-def counting_lines() -> Iterator[list[int]]:
-    """Count the lines of the engine and the folder layer that run on this thread."""
+def counting_lines(traced: tuple[str, ...] = TRACED) -> Iterator[list[int]]:
+    """Count the lines of the `traced` modules (the engine and the folder layer) run here."""
     count = [0]
 
     def local(frame: FrameType, event: str, arg: Any) -> Any:
@@ -65,7 +65,7 @@ def counting_lines() -> Iterator[list[int]]:
         return local
 
     def calls(frame: FrameType, event: str, arg: Any) -> Any:
-        return local if frame.f_code.co_filename.startswith(TRACED) else None
+        return local if frame.f_code.co_filename.startswith(traced) else None
 
     previous = sys.gettrace()
     sys.settrace(calls)

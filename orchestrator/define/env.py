@@ -11,6 +11,7 @@ No journal, no logging, no reads of ``os.environ`` here.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -20,6 +21,7 @@ from ..redaction import SECRETS, SecretValues, compile_secrets
 SECRET_MARKERS = ("SECRET", "TOKEN", "PASSWORD", "KEY")
 
 
+@functools.lru_cache(maxsize=4096)  # every workflow's env is the runtime's env and more
 def is_secret_key(name: str) -> bool:
     """Whether an env key's name marks its value as a secret (a marker, any case).
 

@@ -1,21 +1,26 @@
 """Events -> the triggers they start and the waits they match, through an index.
 
-Triggers are few and kept per event type. Waits can be many (10,000 runs parked on one
-event type, each for its own ``order_id``), so each wait with an ``==`` condition is filed
-under that condition's (path, value); an event looks up, per distinct path, the one bucket
-its value selects, and only waits without an ``==`` condition are scanned. The cost of
-routing an event does not grow with the number of parked runs that cannot match it.
+Triggers and waits can both be many: 1,000 workflows (one per tenant) listening to the
+same event types, each for its own ``tenant``; 10,000 runs parked on one event type, each
+for its own ``order_id``. So each one with ``==`` clauses on scalars is filed under those
+clauses' paths and values (`ConditionIndex`); an event looks up, per distinct set of such
+paths, the one bucket its values select, and only the entries without such a clause are
+scanned. The candidates' full conditions are then checked, so the outcome is the linear
+scan's (a property test compares them): the cost of routing an event does not grow with
+the triggers and waits that cannot match it.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from ..define.conditions import MISSING, Conditions, index_key, lookup
+from ..define.conditions import Conditions, index_key, lookup
 from ..define.waits import Wait
+
+K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,8 @@ class TriggerEntry:
     conditions: Conditions
     # The sources whose events it takes; None: any.
     sources: frozenset[str] | None = None
+    # When it was indexed: routing lists triggers in this order.
+    seq: int = 0
 
 
 @dataclass(frozen=True)
@@ -38,63 +45,95 @@ class Routing:
 
 
 @dataclass
-class _WaitIndex:
-    by_key: dict[tuple[str, Hashable], dict[int, Wait]] = field(default_factory=dict)
-    paths: Counter[str] = field(default_factory=Counter)
-    keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    unkeyed: dict[int, Wait] = field(default_factory=dict)
+class _Group:
+    """The entries whose scalar ``==`` clauses are on one tuple of paths."""
 
-    def add(self, wait: Wait) -> None:
-        bucket = _bucket(wait)
-        if bucket is None:
-            self.unkeyed[wait.id] = wait
+    keys: tuple[tuple[str, ...], ...]  # each path's segments
+    by_values: dict[tuple[Hashable, ...], dict[Any, Any]] = field(default_factory=dict)
+
+
+class ConditionIndex(Generic[K, T]):
+    """Items under conditions, so that an event's candidates are found without a scan.
+
+    An item whose conditions have ``==`` clauses with scalar operands is filed under all of
+    them: its group is the sorted tuple of their paths, its bucket the tuple of their
+    `index_key`s. An event's candidates are the items of no such clause, and for each group
+    the one bucket of the event's own values there (none when a value is missing or not a
+    scalar: no ``==`` on a scalar can match it). Every item that matches an event is a
+    candidate (equal index keys exactly when ``==`` matches); the caller checks the rest.
+
+    Invariant: `_filed` holds each item's key with the group and bucket it is in (None:
+    in `_unkeyed`), and no group or bucket is left empty.
+    """
+
+    def __init__(self) -> None:
+        self._groups: dict[tuple[str, ...], _Group] = {}
+        self._unkeyed: dict[K, T] = {}
+        self._filed: dict[K, tuple[tuple[str, ...], tuple[Hashable, ...]] | None] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._filed)
+
+    def __len__(self) -> int:
+        return len(self._filed)
+
+    def add(self, key: K, conditions: Conditions, item: T) -> None:
+        """File `item` under `key` (replacing what `key` held)."""
+        self.remove(key)
+        clauses = sorted(conditions.equality_keys(), key=lambda clause: clause[0])
+        if not clauses:
+            self._unkeyed[key] = item
+            self._filed[key] = None
             return
-        self.by_key.setdefault(bucket, {})[wait.id] = wait
-        self.paths[bucket[0]] += 1
-        self.keys.setdefault(bucket[0], _clause_keys(wait, bucket[0]))
+        paths = tuple(path for path, _ in clauses)
+        values = tuple(index for _, index in clauses)
+        group = self._groups.get(paths)
+        if group is None:  # a clause's keys are its path split at dots
+            group = self._groups[paths] = _Group(tuple(tuple(p.split(".")) for p in paths))
+        group.by_values.setdefault(values, {})[key] = item
+        self._filed[key] = (paths, values)
 
-    def remove(self, wait: Wait) -> None:
-        bucket = _bucket(wait)
-        if bucket is None:
-            self.unkeyed.pop(wait.id, None)
+    def remove(self, key: K) -> None:
+        """Stop filing whatever `key` held (nothing if it held nothing)."""
+        if key not in self._filed:
             return
-        waits = self.by_key.get(bucket)
-        if waits is None or waits.pop(wait.id, None) is None:
+        filed = self._filed.pop(key)
+        if filed is None:
+            del self._unkeyed[key]
             return
-        if not waits:
-            del self.by_key[bucket]
-        self.paths[bucket[0]] -= 1
-        if not self.paths[bucket[0]]:
-            del self.paths[bucket[0]]
-            del self.keys[bucket[0]]
+        paths, values = filed
+        group = self._groups[paths]
+        bucket = group.by_values[values]
+        del bucket[key]
+        if not bucket:
+            del group.by_values[values]
+            if not group.by_values:
+                del self._groups[paths]
 
-    def candidates(self, data: Any) -> Iterator[Wait]:
-        yield from self.unkeyed.values()
-        for path in self.paths:
-            value = lookup(data, self.keys[path])
-            key = None if value is MISSING else index_key(value)
-            if key is not None:
-                yield from self.by_key.get((path, key), {}).values()
-
-
-def _bucket(wait: Wait) -> tuple[str, Hashable] | None:
-    keys = wait.conditions.equality_keys()
-    return keys[0] if keys else None
-
-
-def _clause_keys(wait: Wait, path: str) -> tuple[str, ...]:
-    return next(clause.keys for clause in wait.conditions.clauses if clause.path == path)
+    def candidates(self, data: Any) -> Iterator[T]:
+        """Every item that could match `data`: the unkeyed ones, then the selected buckets."""
+        yield from self._unkeyed.values()
+        for group in self._groups.values():
+            values = []
+            for keys in group.keys:
+                index = index_key(lookup(data, keys))
+                if index is None:
+                    break
+                values.append(index)
+            else:
+                yield from group.by_values.get(tuple(values), {}).values()
 
 
 class Dispatcher:
     """The trigger and wait index of this process."""
 
     def __init__(self) -> None:
-        self._triggers: dict[str, dict[tuple[str, str], TriggerEntry]] = {}
+        self._triggers: dict[str, ConditionIndex[tuple[str, str], TriggerEntry]] = {}
         # Invariant: where each workflow's entries are in `_triggers` (event type and key),
         # so replacing one workflow's triggers costs its own triggers, not everyone's.
         self._entries_of: dict[str, list[tuple[str, tuple[str, str]]]] = {}
-        self._waits: dict[str, _WaitIndex] = {}
+        self._waits: dict[str, ConditionIndex[int, Wait]] = {}
+        self._seq = 0
 
     def set_triggers(
         self,
@@ -107,41 +146,49 @@ class Dispatcher:
         """
         self.remove_triggers(workflow_id)
         for trigger_id, (event_type, conditions, sources) in entries.items():
-            entry = TriggerEntry(workflow_id, trigger_id, conditions, sources)
-            self._triggers.setdefault(event_type, {})[(workflow_id, trigger_id)] = entry
-            self._entries_of.setdefault(workflow_id, []).append(
-                (event_type, (workflow_id, trigger_id))
-            )
+            self._seq += 1
+            entry = TriggerEntry(workflow_id, trigger_id, conditions, sources, self._seq)
+            key = (workflow_id, trigger_id)
+            self._triggers.setdefault(event_type, ConditionIndex()).add(key, conditions, entry)
+            self._entries_of.setdefault(workflow_id, []).append((event_type, key))
 
     def remove_triggers(self, workflow_id: str) -> None:
         """Stop routing events to a workflow's triggers."""
         for event_type, key in self._entries_of.pop(workflow_id, ()):
-            by_id = self._triggers[event_type]
-            del by_id[key]
-            if not by_id:
+            index = self._triggers[event_type]
+            index.remove(key)
+            if not index:
                 del self._triggers[event_type]
 
     def add_wait(self, wait: Wait) -> None:
         """Start matching events against `wait` (a sleep matches none)."""
         if wait.event_type is not None:
-            self._waits.setdefault(wait.event_type, _WaitIndex()).add(wait)
+            self._waits.setdefault(wait.event_type, ConditionIndex()).add(
+                wait.id, wait.conditions, wait
+            )
 
     def remove_wait(self, wait: Wait) -> None:
         """Stop matching events against `wait`."""
         index = self._waits.get(wait.event_type or "")
         if index is not None:
-            index.remove(wait)
+            index.remove(wait.id)
+            if not index:
+                del self._waits[wait.event_type or ""]
 
     def listens(self, event_type: str, origin: str | None = None) -> bool:
         """Whether a trigger or wait could match an event of `event_type` (its data aside).
 
         `origin`: as for `route`, a workflow whose own triggers do not count.
         """
-        triggers = self._triggers.get(event_type, {})
-        if any(workflow_id != origin for workflow_id, _ in triggers):
+        if event_type in self._waits:
             return True
-        index = self._waits.get(event_type)
-        return index is not None and bool(index.unkeyed or index.by_key)
+        triggers = self._triggers.get(event_type)
+        if triggers is None:
+            return False
+        if origin is None:
+            return True
+        own = sum(1 for event, _ in self._entries_of.get(origin, ()) if event == event_type)
+        return len(triggers) > own
 
     def route(self, event_type: str, data: Any, source: str, origin: str | None = None) -> Routing:
         """The triggers and waits an event from `source` matches.
@@ -149,13 +196,19 @@ class Dispatcher:
         `origin`: the workflow a system event is about; none of its own triggers match it
         (a workflow never triggers itself through its runs' ends; its waits still match).
         """
-        starts = [
-            entry
-            for entry in self._triggers.get(event_type, {}).values()
-            if (entry.sources is None or source in entry.sources)
-            and entry.workflow_id != origin
-            and entry.conditions.matches(data)
-        ]
+        triggers = self._triggers.get(event_type)
+        starts = (
+            []
+            if triggers is None
+            else [
+                entry
+                for entry in triggers.candidates(data)
+                if (entry.sources is None or source in entry.sources)
+                and entry.workflow_id != origin
+                and entry.conditions.matches(data)
+            ]
+        )
+        starts.sort(key=lambda entry: entry.seq)
         index = self._waits.get(event_type)
         waits = (
             []

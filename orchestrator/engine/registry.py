@@ -6,9 +6,11 @@ code), so the same definition registered again is the same version across restar
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,9 +159,22 @@ def version_of(workflow: Workflow) -> str:
 def _code_of(step: BoundStep) -> str:
     fn = step.step.fn
     try:
-        return inspect.getsource(fn)
+        return _SOURCES[fn]
+    except (KeyError, TypeError):  # not seen yet; or not hashable or weakly referable
+        pass
+    try:
+        code = inspect.getsource(fn)
     except (OSError, TypeError):
-        return getattr(fn, "__qualname__", repr(type(fn)))
+        code = getattr(fn, "__qualname__", repr(type(fn)))
+    with contextlib.suppress(TypeError):
+        _SOURCES[fn] = code
+    return code
+
+
+# Each step function's source, read once: 1,000 workflows sharing a step would otherwise
+# read and tokenize its file 1,000 times at start (a function's code never changes; an
+# edited file is imported again as new functions).
+_SOURCES: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
 class Registry:

@@ -221,7 +221,8 @@ class Runtime:
         self._file_events = FileEvents(ledger)
         self._background.append(tasks.create_task(self._file_events.run(), name="file-events"))
         for workflow in self._initial:
-            await self.register(workflow)
+            await self._register(control, workflow)
+        await self._writer.flush()  # one commit for all their versions and triggers
         if self._folder is not None:
             await self._load_folder(self._folder, tasks)
             control.runs.note_missing(self._registry.has)
@@ -387,9 +388,6 @@ class Runtime:
         Events written by other processes are routed from the moment the runtime starts:
         pass workflows as ``Runtime(workflows=[...])`` to have their triggers in place then.
         """
-        control = self._require_control()
-        if not isinstance(workflow, Workflow):
-            raise TypeError(f"register() takes a Workflow, got {type(workflow).__name__}")
         hooks = {
             "on_prepare": on_prepare,
             "on_complete": on_complete,
@@ -397,9 +395,22 @@ class Runtime:
             "on_cleanup": on_cleanup,
             "on_dispatch": on_dispatch,
         }
+        registered = await self._register(self._require_control(), workflow, mode, hooks)
+        await self._writer.flush()  # its version and triggers are in the journal
+        return registered
+
+    async def _register(
+        self,
+        control: Control,
+        workflow: Workflow,
+        mode: Mode | None = None,
+        hooks: Mapping[str, Hook | None] | None = None,
+    ) -> RegisteredWorkflow:
+        """Register a workflow; its writes are enqueued, not yet committed."""
+        if not isinstance(workflow, Workflow):
+            raise TypeError(f"register() takes a Workflow, got {type(workflow).__name__}")
         registered = self._prepare(workflow, mode=mode, hooks=hooks)
         await self._activate(control, registered)
-        await self._writer.flush()  # its version and triggers are in the journal
         return registered
 
     def _prepare(
