@@ -6,21 +6,20 @@ Pilot tests on a copy of the journal `test_tui` seeds (its fixtures and helpers 
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pilots import copy_journal, until
+import test_tui
+from pilots import until
 from rich.style import Style
 from rich.text import Text
 from test_tui import (
     MARKUP_STATE,
     _dialog,
     _inbox,
-    _seed,
     keys,
     open_run,
     rendered,
@@ -53,22 +52,8 @@ KEY_NAMES = {
 }
 
 
-@pytest.fixture(scope="module")
-def seeded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    db = tmp_path_factory.mktemp("tuikeys") / "template.db"
-    return db, asyncio.run(_seed(db))
-
-
-@pytest.fixture
-def journal(seeded: tuple[Path, dict[str, str]], db: Path) -> Path:
-    """A private copy of the journal `test_tui` seeds."""
-    copy_journal(seeded[0], db)
-    return db
-
-
-@pytest.fixture
-def ids(seeded: tuple[Path, dict[str, str]]) -> dict[str, str]:
-    return seeded[1]
+# The seeded journal's fixtures, as `test_tui` defines them.
+template, journal, ids = test_tui.template, test_tui.journal, test_tui.ids
 
 
 def notes(app: DashboardApp) -> list[str]:
