@@ -36,6 +36,23 @@ def id_problem(value: object, what: str) -> str | None:
     )
 
 
+MAX_EVENT_TYPE = 1024  # characters: an event type names a kind of event, not its data
+
+
+def event_type_problem(value: object) -> str | None:
+    """Why `value` cannot be an event type (a message saying how to fix it); None if it can."""
+    if not isinstance(value, str) or not value.strip():
+        return f"an event type must be a non-empty string, got {value!r}"
+    if len(value) > MAX_EVENT_TYPE:
+        return f"an event type is at most {MAX_EVENT_TYPE} characters, got {len(value):,}"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"an event type must be valid Unicode (no lone surrogates), got {value!r}"
+    return None
+
+
 class RunStatus(enum.StrEnum):
     """Where a run stands. The journal, the CLI and JSON hold its value (``"queued"``, ...)."""
 

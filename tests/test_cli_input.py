@@ -57,6 +57,7 @@ def refused(out: subprocess.CompletedProcess[bytes]) -> str:
         (["runs", "--workflow", b"w\xff"], "--workflow is not valid UTF-8"),
         (["emit", "t", r'{"a": "\udc80"}'], "lone surrogate"),
         (["emit", "t", LONG_NUMBER], "integer beyond 64 bits"),
+        (["emit", "t" * 100_000], "an event type is at most 1024 characters, got 100,000"),
         (["emit", "t", DEEP], "nests deeper than 64 levels"),
         (["emit", "t", b'{"a": 1,\n,}'], "not valid JSON: Expecting property name"),
         (["runs", "--limit", b"1" * 5000 + b"x"], "argument --limit: expected a whole number"),

@@ -37,7 +37,14 @@ from ..journal import (
     UnfinishedRun,
     ops,
 )
-from ..records import FINAL_STATUSES, EventSource, RunCode, RunResult, RunStatus
+from ..records import (
+    FINAL_STATUSES,
+    EventSource,
+    RunCode,
+    RunResult,
+    RunStatus,
+    event_type_problem,
+)
 from ..state import (
     StateBoundsError,
     StateEncodingError,
@@ -869,7 +876,6 @@ class Control:
 
 
 ENDING_POLLS = 500  # of 10 ms: how long a retry waits for a run's end to be handled here
-MAX_EVENT_TYPE = 1024  # characters: an event type names a kind of event, not its data
 _FROM_FILES = frozenset({EventSource.FILE.value})
 
 
@@ -881,14 +887,9 @@ def file_conditions(folder: Path, glob: str) -> Conditions:
 
 def _checked_event(event_type: Any, data: Any) -> dict[str, Any]:
     """An event's data, once its type and data are fit to journal; else `ValidationError`."""
-    if not isinstance(event_type, str) or not event_type.strip():
-        raise ValidationError(f"an event type must be a non-empty string, got {event_type!r}")
-    if len(event_type) > MAX_EVENT_TYPE:
-        raise ValidationError(
-            f"an event type is at most {MAX_EVENT_TYPE} characters, got {len(event_type):,}"
-        )
-    if not event_type.isascii() and ops.valid_text(event_type) != event_type:
-        raise ValidationError(f"an event type must be valid Unicode, got {event_type!r}")
+    problem = event_type_problem(event_type)
+    if problem is not None:
+        raise ValidationError(problem)
     return _json_object(data, f"the data of event {event_type!r}")
 
 

@@ -24,7 +24,7 @@ from ...errors import (
     TriggerNotFound,
     ValidationError,
 )
-from ...records import RunStatus, id_problem
+from ...records import RunStatus, event_type_problem, id_problem
 from ...state import StateEncodingError, encode_state
 from ..protocol import Synchronous
 from ..records import DaemonRecord, RunMatches
@@ -77,7 +77,13 @@ def emit_event(
     is returned. The key is looked up and claimed in the event's own transaction (taken
     with ``BEGIN IMMEDIATE``), so processes racing on one key write exactly one event.
     `event_id` is the new event's id (default: a new one).
+
+    Raises:
+        ValidationError: `event_type` cannot be an event type (empty, too long, not text).
     """
+    problem = event_type_problem(event_type)
+    if problem is not None:
+        raise ValidationError(problem)
     event_id = event_id or new_id()
     text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
