@@ -78,9 +78,10 @@ def cli(*args: str) -> subprocess.Popen[str]:
 # -- the throwaway server ------------------------------------------------------------------
 
 
-def test_the_server_binaries_are_found_without_a_hard_coded_version() -> None:
+def test_the_server_binaries_are_found_without_a_hard_coded_version(pg_cluster: Cluster) -> None:
     bindir = find_bindir()
-    assert bindir is not None and (bindir / "initdb").is_file() and (bindir / "pg_ctl").is_file()
+    assert bindir == pg_cluster.bindir
+    assert (bindir / "initdb").is_file() and (bindir / "pg_ctl").is_file()
 
 
 def test_each_test_database_is_new_and_apart(pg_cluster: Cluster, pg_url: str) -> None:
