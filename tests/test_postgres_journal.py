@@ -239,10 +239,20 @@ async def test_migrate_takes_only_a_postgresql_url(tmp_path: Path) -> None:
 
 def test_without_psycopg_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg: ImportError
-    with pytest.raises(JournalBackendUnavailable) as caught:
-        connection.load_psycopg()
-    assert "pip install 'durable-orchestrator[postgres]'" in str(caught.value)
-    assert caught.value.code == "JOURNAL_BACKEND_UNAVAILABLE"
+    for attempt in (
+        connection.load_psycopg,
+        lambda: open_journal("postgresql://me:s3cret@db.example/orch"),
+    ):
+        with pytest.raises(JournalBackendUnavailable) as caught:
+            attempt()
+        assert "pip install 'durable-orchestrator[postgres]'" in str(caught.value)
+        assert caught.value.code == "JOURNAL_BACKEND_UNAVAILABLE"
+        assert "s3cret" not in str(caught.value)
+
+
+def test_a_runtime_on_a_url_that_is_not_valid_says_so() -> None:
+    with pytest.raises(JournalPathInvalid, match="URL is not valid"):
+        Runtime("postgresql://h/d?no_such_option=1")
 
 
 def test_a_runtime_on_a_postgresql_url_says_the_backend_is_not_complete(pg_url: str) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import JournalBackendUnavailable, ValidationError
+from ..errors import ValidationError
 from .sqlite.backend import SqliteJournal
 
 if TYPE_CHECKING:
@@ -27,18 +27,26 @@ def is_postgres_url(db: str | os.PathLike[str]) -> bool:
     return os.fspath(db).lower().startswith(_POSTGRES_SCHEMES)
 
 
+def postgres_url(db: str | os.PathLike[str]) -> str:
+    """`db` as libpq reads it: the scheme in lower case, the slash a `Path` dropped put back."""
+    scheme, _, rest = os.fspath(db).partition(":")
+    if rest.startswith("/") and not rest.startswith("//"):
+        rest = "/" + rest  # Path("postgresql://h/d") is "postgresql:/h/d"
+    return f"{scheme.lower()}:{rest}"
+
+
 def open_journal(db: str | os.PathLike[str]) -> JournalBackend:
     """The journal `db` names; nothing is connected or created until it is used.
 
     Raises:
-        JournalBackendUnavailable: `db` is a PostgreSQL URL; that backend is not complete yet.
+        JournalBackendUnavailable: `db` is a PostgreSQL URL; that backend is not complete
+            yet (or psycopg is not installed).
+        JournalPathInvalid: `db` is a PostgreSQL URL that is not valid.
     """
     if is_postgres_url(db):
-        # The URL is not repeated: it may carry a password.
-        raise JournalBackendUnavailable(
-            "the PostgreSQL journal is not complete yet: only `orchestrator journal migrate` "
-            "works on a postgresql:// URL for now; pass a file path to use a SQLite journal"
-        )
+        from .postgres.backend import open_postgres
+
+        open_postgres(postgres_url(db))  # refuses it, for now; no message repeats the URL
     return SqliteJournal(Path(os.fspath(db)))
 
 
@@ -67,6 +75,6 @@ async def migrate_journal(db: str | os.PathLike[str]) -> Migrated:
         )
     from .postgres import connection, schema
 
-    url = os.fspath(db)
+    url = postgres_url(db)
     done = await schema.migrate(url)
     return Migrated(connection.describe(url), done.before, done.after)
