@@ -16,6 +16,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -55,13 +56,19 @@ def _version_key(folder: Path) -> tuple[int, ...]:
 
 @dataclass
 class Cluster:
-    """A running server: its folder, port and how long it took to start."""
+    """A running server: its folder, port and how long it took to start.
+
+    A watchdog process (`watch`) stops and removes it if this process dies without
+    `stop` (SIGKILL, SIGTERM, a CI time-out): it waits for the end of a pipe only this
+    process holds, which the kernel closes however the process ends.
+    """
 
     bindir: Path
     folder: Path
     port: int
     start_seconds: float
     _databases: int = field(default=0)
+    _watchdog: subprocess.Popen[bytes] | None = field(default=None)
 
     @property
     def data(self) -> Path:
@@ -90,6 +97,17 @@ class Cluster:
                 stop = [pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop"]
                 _as_server_user(stop, timeout=START_TIMEOUT)
         shutil.rmtree(self.folder, ignore_errors=True)
+        if self._watchdog is not None:
+            self._watchdog.communicate(timeout=START_TIMEOUT)  # closes its pipe: it ends
+            self._watchdog = None
+
+    def watch(self) -> None:
+        """Start the watchdog that removes this cluster once this process is gone."""
+        self._watchdog = subprocess.Popen(
+            [sys.executable, __file__, str(self.bindir), str(self.folder)],
+            stdin=subprocess.PIPE,
+            start_new_session=True,  # a Ctrl-C reaches the tests, which stop the cluster
+        )
 
 
 def start_cluster() -> Cluster:
@@ -109,7 +127,9 @@ def start_cluster() -> Cluster:
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    return Cluster(bindir, folder, port, time.monotonic() - began)
+    cluster = Cluster(bindir, folder, port, time.monotonic() - began)
+    cluster.watch()
+    return cluster
 
 
 def _start(bindir: Path, folder: Path) -> int:
@@ -157,3 +177,8 @@ def _as_server_user(command: list[str], timeout: float) -> None:
         cwd="/",  # the server user may not enter the test's folder
         stdin=subprocess.DEVNULL,
     )
+
+
+if __name__ == "__main__":  # the watchdog: BINDIR FOLDER, stdin a pipe from the test process
+    sys.stdin.buffer.read()  # returns at EOF: the test process closed it, or is gone
+    Cluster(Path(sys.argv[1]), Path(sys.argv[2]), port=0, start_seconds=0.0).stop()
