@@ -29,7 +29,8 @@ exception) are translated at the boundary with ``raise ... from exc``::
         ├── JournalNotPrivate              JOURNAL_NOT_PRIVATE
         ├── JournalPermissionDenied        JOURNAL_PERMISSION_DENIED
         ├── JournalPathInvalid             JOURNAL_PATH_INVALID
-        └── JournalBackendUnavailable      JOURNAL_BACKEND_UNAVAILABLE
+        ├── JournalBackendUnavailable      JOURNAL_BACKEND_UNAVAILABLE
+        └── JournalUnreachable             JOURNAL_UNREACHABLE
 """
 
 from __future__ import annotations
@@ -269,6 +270,15 @@ class JournalBackendUnavailable(JournalError):
     """The journal's ``db`` names a backend this orchestrator cannot open (yet)."""
 
     code = "JOURNAL_BACKEND_UNAVAILABLE"
+
+
+class JournalUnreachable(JournalError):
+    """The journal's database server cannot be reached or refused the connection.
+
+    The message names the host, port, database and user, never the password.
+    """
+
+    code = "JOURNAL_UNREACHABLE"
 
 
 class RemoteError(Exception):

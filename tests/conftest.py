@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import atexit
+import importlib.util
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from postgres import Cluster, NoPostgres, start_cluster
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # What running the examples by hand leaves in examples/: never copied into a test.
@@ -33,3 +38,47 @@ def examples(tmp_path: Path) -> Path:
     copy = tmp_path / "examples"
     shutil.copytree(EXAMPLES, copy, ignore=OUTPUTS)
     return copy
+
+
+_started: list[Cluster] = []
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """One throwaway PostgreSQL server for the session (see tests/postgres.py).
+
+    Skipped only where no PostgreSQL is installed, and never in CI (``CI=true``), which
+    must run these tests: `.ci/run` installs the server.
+    """
+    missing = None
+    if importlib.util.find_spec("psycopg") is None:
+        missing = "psycopg is not installed (pip install -e '.[dev,postgres]')"
+    else:
+        try:
+            cluster = start_cluster()
+        except NoPostgres as exc:
+            missing = f"{exc}: install Debian's postgresql package"
+    if missing is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{missing}; CI must run the PostgreSQL tests")
+        pytest.skip(missing)
+    _started.append(cluster)
+    atexit.register(cluster.stop)  # also when the session ends by Ctrl-C
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Cluster, request: pytest.FixtureRequest) -> str:
+    """A new, empty database of the session's PostgreSQL, for this test alone: its URL."""
+    return pg_cluster.create_database(request.node.name)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for cluster in _started:
+        terminalreporter.write_line(
+            f"PostgreSQL for the tests: started in {cluster.start_seconds:.1f} s "
+            f"({cluster.bindir.parent.name}, port {cluster.port})"
+        )

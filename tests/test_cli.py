@@ -193,9 +193,16 @@ def test_every_command_takes_db(tmp_path: Path) -> None:
 
     from orchestrator.cli.main import _parser
 
-    parser = _parser()
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    for name, sub in commands.choices.items():
+    def leaves(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.ArgumentParser]]:
+        """The commands under `parser`: a group (`journal`) gives its own commands."""
+        groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not groups:
+            return [(parser.prog, parser)]
+        return [leaf for sub in groups[0].choices.values() for leaf in leaves(sub)]
+
+    commands = leaves(_parser())
+    assert "orchestrator journal migrate" in [name for name, _ in commands]
+    for name, sub in commands:
         assert any("--db" in action.option_strings for action in sub._actions), name
     pipeline = tmp_path / "p.py"
     pipeline.write_text("def inc(state):\n    return {'n': state['n'] + 1}\n\npipeline = [inc]\n")

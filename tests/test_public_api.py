@@ -26,6 +26,7 @@ EXPECTED = [
     "JournalNotPrivate",
     "JournalPathInvalid",
     "JournalPermissionDenied",
+    "JournalUnreachable",
     "LoadError",
     "MAX_DEPTH",
     "MAX_PAYLOAD_BYTES",

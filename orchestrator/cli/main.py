@@ -337,6 +337,19 @@ def _parser() -> argparse.ArgumentParser:
     show = _command(commands, "show", _cmd_show, "one run: status, state, timeline")
     show.add_argument("run_id", metavar="RUN_ID")
     show.add_argument("--json", action="store_true", help="print JSON")
+
+    journal_help = "administer the journal itself (a PostgreSQL journal's schema)"
+    journal = commands.add_parser("journal", help=journal_help, description=journal_help)
+    journal_commands = journal.add_subparsers(
+        dest="journal_command", required=True, metavar="COMMAND"
+    )
+    migrate = _command(
+        journal_commands,
+        "migrate",
+        _cmd_journal_migrate,
+        "create or upgrade a PostgreSQL journal's schema (--db postgresql://...)",
+    )
+    migrate.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -852,6 +865,19 @@ async def _check_invocable(journal: JournalBackend, workflow_id: str, trigger_id
         raise UsageError(
             f"workflow {workflow_id!r} has no trigger {trigger_id!r} (it has: {known})"
         )
+
+
+async def _cmd_journal_migrate(args: argparse.Namespace) -> int:
+    from ..journal.backends import migrate_journal
+
+    done = await migrate_journal(db_target(args))
+    if args.json:
+        _out(_dumps({"journal": done.where, "before": done.before, "after": done.after}))
+    elif done.before == done.after:
+        _out(f"the journal ({done.where}) is up to date: schema {done.after}")
+    else:
+        _out(f"migrated the journal ({done.where}) from schema {done.before} to {done.after}")
+    return 0
 
 
 async def _cmd_workflows(args: argparse.Namespace) -> int:

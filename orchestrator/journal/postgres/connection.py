@@ -1,0 +1,77 @@
+"""Connecting to PostgreSQL: psycopg 3 loaded on demand, failures as `JournalError`s.
+
+A URL may carry a password: no message, log or error repeats it. `describe` names the
+host, port, database and user instead.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ...errors import JournalBackendUnavailable, JournalPathInvalid, JournalUnreachable
+
+if TYPE_CHECKING:
+    import psycopg
+
+INSTALL_HINT = "pip install 'durable-orchestrator[postgres]'"
+CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise: an unreachable host never hangs
+SCHEMA = "orchestrator"  # the journal's tables live in this schema of the database
+
+
+def load_psycopg() -> Any:
+    """The psycopg module, or `JournalBackendUnavailable` saying how to install it."""
+    try:
+        import psycopg
+    except ImportError as exc:
+        raise JournalBackendUnavailable(
+            f"a PostgreSQL journal needs psycopg 3, which is not installed: {INSTALL_HINT}"
+        ) from exc
+    return psycopg
+
+
+def parse_url(url: str) -> dict[str, str]:
+    """The connection parameters of `url` (`JournalPathInvalid` if it is not a valid URL)."""
+    pg = load_psycopg()
+    try:
+        params: dict[str, str] = pg.conninfo.conninfo_to_dict(url)
+    except pg.ProgrammingError:
+        raise JournalPathInvalid(
+            "the journal's PostgreSQL URL is not valid; expected "
+            "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+        ) from None
+    return params
+
+
+def describe(url: str) -> str:
+    """Where `url` points, without its password: ``database D on HOST:PORT as USER``."""
+    params = parse_url(url)
+    host = params.get("host") or params.get("hostaddr") or "the local socket"
+    port = params.get("port") or "5432"
+    where = f"database {params.get('dbname') or '(the user name)'} on {host}:{port}"
+    return f"{where} as {params['user']}" if params.get("user") else where
+
+
+async def connect(url: str, *, autocommit: bool = False) -> psycopg.AsyncConnection[Any]:
+    """An async connection to `url` (`JournalUnreachable` if it cannot be made)."""
+    pg = load_psycopg()
+    params = parse_url(url)
+    timeout = {} if "connect_timeout" in params else {"connect_timeout": CONNECT_TIMEOUT}
+    try:
+        conn: psycopg.AsyncConnection[Any] = await pg.AsyncConnection.connect(
+            url, autocommit=autocommit, **timeout
+        )
+    except pg.OperationalError as exc:
+        raise unreachable(url, params, exc) from None
+    return conn
+
+
+def unreachable(url: str, params: dict[str, str], exc: BaseException) -> JournalUnreachable:
+    """The error for a connection to `url` that failed with `exc`, the password masked."""
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    password = params.get("password")
+    if password:
+        reason = reason.replace(password, "***")
+    return JournalUnreachable(
+        f"cannot connect to the PostgreSQL journal ({describe(url)}): {reason}; "
+        "check that the server runs and the URL (--db or $ORCHESTRATOR_DB) is right"
+    )
