@@ -33,7 +33,7 @@ from .workers import WorkerCrashed, WorkerPool
 _log = logging.getLogger("orchestrator.runtime")
 
 # Past this many ops waiting for the writer, a step waits for its own checkpoint to commit.
-HIGH_WATER = 20_000
+HIGH_WATER = 100_000
 
 Notify = Callable[[str, "ActiveRun", dict[str, Any]], Coroutine[Any, Any, None]]
 # A run ended: (run id, workflow id, trigger id, status, error, code); its system event.
