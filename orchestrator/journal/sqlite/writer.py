@@ -86,9 +86,11 @@ class GroupCommitWriter:
         self._token = uuid.uuid4().hex
         self._conn: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Invariant: the fields below are only touched with `_cond` held.
-        # Reentrant, so `together` can hold it around several `enqueue` calls.
-        self._cond = threading.Condition(threading.RLock())
+        # Invariant: the fields below are only touched with `_lock` held.
+        # Reentrant, so `together` can hold it around several `enqueue` calls. Blocks hold
+        # the lock itself: `Condition.__enter__` is a Python call, 7 per run.
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
         self._pending: list[Op] = []
         self._batch: asyncio.Future[None] | None = None
         self._inflight: asyncio.Future[None] | None = None
@@ -160,7 +162,7 @@ class GroupCommitWriter:
             await asyncio.to_thread(self._close_connection)
 
     def _request_close(self) -> None:
-        with self._cond:
+        with self._lock:
             self._closing = True
             if self._closing_at is None:
                 self._closing_at = time.monotonic()
@@ -177,7 +179,7 @@ class GroupCommitWriter:
     @property
     def committed(self) -> bool:
         """Whether everything enqueued so far has committed (or failed): nothing in flight."""
-        with self._cond:
+        with self._lock:
             return self._batch is None and self._inflight is None
 
     @property
@@ -202,7 +204,7 @@ class GroupCommitWriter:
         Call on the event loop. Without `urgent`, the batch commits within
         `LAZY_FLUSH_SECONDS` (or sooner, with the next urgent write).
         """
-        with self._cond:
+        with self._lock:
             if self._failure is not None:
                 raise self._failure
             if self._stopped:
@@ -226,7 +228,7 @@ class GroupCommitWriter:
         holds the writer's (reentrant) lock itself: no generator per call, as a run
         passes here at least twice.
         """
-        return self._cond
+        return self._lock
 
     async def write(self, ops: Iterable[Op]) -> None:
         """Write ops and return once they are committed."""
@@ -234,7 +236,7 @@ class GroupCommitWriter:
 
     async def flush(self) -> None:
         """Return once everything enqueued so far has committed (at once if nothing is)."""
-        with self._cond:
+        with self._lock:
             # Batches commit in order, and a failure fails the pending batch with the one
             # in flight (`_settle`): the newest one settles last, so it is the one to await.
             newest = self._batch or self._inflight
@@ -255,7 +257,7 @@ class GroupCommitWriter:
             while self._commit_next():
                 pass
         finally:
-            with self._cond:
+            with self._lock:
                 self._stopped = True
                 stranded = [f for f in (self._inflight, self._batch) if f is not None]
                 self._inflight, self._batch, self._pending = None, None, []
@@ -347,7 +349,7 @@ class GroupCommitWriter:
         )
 
     def _take_batch(self) -> tuple[list[Op], asyncio.Future[None] | None, bool]:
-        with self._cond:
+        with self._lock:
             deadline: float | None = None
             while not (self._urgent or self._closing):
                 if self._batch is None:
@@ -364,7 +366,7 @@ class GroupCommitWriter:
             return ops, batch, self._closing
 
     def _settle(self, batch: asyncio.Future[None], error: BaseException | None) -> None:
-        with self._cond:
+        with self._lock:
             if self._inflight is batch:
                 self._inflight = None
             if error is None:
