@@ -189,22 +189,19 @@ async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> Pause
     if run.workflow.redactor:
         _warn_of_secrets(run, bound, text, env)
     ended = env.clock.now_us()
-    outbox = made[-1].outbox if made else None
-    env.writer.enqueue(
-        [
-            *ops.checkpoint(
-                run.row,
-                run.position,
-                bound.name,
-                started_at=started,
-                ended_at=ended,
-                state=text,
-                next_step=run.next_step,
-            ),
-            # What the step started and emitted: in the checkpoint's batch, so exactly once.
-            *(outbox.writes(run.run_id, ended) if outbox else ()),
-        ]
+    writes = ops.checkpoint(
+        run.row,
+        run.position,
+        bound.name,
+        started_at=started,
+        ended_at=ended,
+        state=text,
+        next_step=run.next_step,
     )
+    outbox = made[-1].outbox if made else None
+    if outbox:  # what the step started and emitted: in the checkpoint's batch, exactly once
+        writes += outbox.writes(run.run_id, ended)
+    env.writer.enqueue(writes)
     if run.commit_next_checkpoint or env.writer.backlog > HIGH_WATER:
         run.commit_next_checkpoint = False
         await env.writer.flush()
