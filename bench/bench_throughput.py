@@ -24,7 +24,8 @@ ours/raw ratio is taken inside one repetition (ours and raw back to back) before
   CPU time; **peak RSS**: the child
   process's ``ru_maxrss``.
 - ``--gc daemon`` runs ours under the garbage-collector policy that ``orchestrator up``
-  sets for its own process (`orchestrator.cli.daemon.tune_gc`); the default is the
+  sets for its own process (`orchestrator.cli.daemon.tune_process`: its garbage collector
+  and the interpreter's thread switch interval); the default is the
   interpreter's, which is what a program embedding a `Runtime` keeps.
 - **sync-step overhead**: `bench_isolation.py`'s first figure (``step.started`` to
   ``step.completed`` of a trivial step, p50/p99 µs, at ``synchronous="NORMAL"``) for
@@ -121,9 +122,9 @@ class Meter:
 
 async def ours(n: int, sequential: int, gc_policy: str) -> dict[str, float]:
     if gc_policy == "daemon":
-        from orchestrator.cli.daemon import tune_gc
+        from orchestrator.cli.daemon import tune_process
 
-        tune_gc()
+        tune_process()
     meter = Meter()
     with fresh_dir() as tmp:
         async with Runtime(tmp / "journal.db", workflows=[workflow()]) as rt:

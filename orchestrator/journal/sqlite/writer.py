@@ -394,7 +394,8 @@ class GroupCommitWriter:
             for stmt, rows in grouped(ops):
                 if stmt is Stmt.INSERT_CHECKPOINT:
                     rows, snapshots = self._deltas.encode(rows)
-                    conn.executemany(SNAPSHOT_SQL, snapshots)
+                    if snapshots:  # each call gives the GIL up, for nothing if empty
+                        conn.executemany(SNAPSHOT_SQL, snapshots)
                 elif stmt is Stmt.SET_STATUS:
                     self._deltas.forget([row[-1] for row in rows if row[0] in FINAL_STATUSES])
                 execute_rows(conn, stmt, rows)
