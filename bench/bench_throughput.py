@@ -11,9 +11,10 @@ ours/raw ratio is taken inside one repetition (ours and raw back to back) before
   run after the other (sequential), or N invokes gathered at once (N in flight).
 - **raw**: the statements our writer committed for one such run (recorded from a real
   runtime), with fresh row and run ids for each run, replayed through plain `sqlite3` on a
-  journal of the same schema, WAL, ``synchronous=FULL``, grouped and run with
-  ``executemany`` as the writer runs a batch: sequential, one transaction per run (a run is
-  acknowledged once committed); N in flight, one transaction per 1,000 runs. **raw1**: the
+  journal of the same schema, WAL, ``synchronous=FULL``, grouped and run as the writer
+  runs a batch (`writer.execute_rows`: a statement's many rows as one bulk statement,
+  else ``executemany``): sequential, one transaction per run (a run is acknowledged once
+  committed); N in flight, one transaction per 1,000 runs. **raw1**: the
   same transactions, each statement run on its own (``execute`` per op, in op order), a
   lower ceiling that does not group.
 - **CPU µs/run**: `time.process_time` (every thread of the process) over the timed part,
@@ -23,7 +24,8 @@ ours/raw ratio is taken inside one repetition (ours and raw back to back) before
   CPU time; **peak RSS**: the child
   process's ``ru_maxrss``.
 - ``--gc daemon`` runs ours under the garbage-collector policy that ``orchestrator up``
-  sets for its own process (`orchestrator.cli.daemon.tune_gc`); the default is the
+  sets for its own process (`orchestrator.cli.daemon.tune_process`: its garbage collector
+  and the interpreter's thread switch interval); the default is the
   interpreter's, which is what a program embedding a `Runtime` keeps.
 - **sync-step overhead**: `bench_isolation.py`'s first figure (``step.started`` to
   ``step.completed`` of a trivial step, p50/p99 µs, at ``synchronous="NORMAL"``) for
@@ -52,8 +54,9 @@ from common import fmt, fresh_dir, machine_line
 
 from orchestrator import Runtime, Workflow
 from orchestrator.clock import new_id
-from orchestrator.journal.ops import Op, grouped
+from orchestrator.journal.ops import Op, Stmt, grouped
 from orchestrator.journal.sqlite import writer as sqlite_writer
+from orchestrator.journal.sqlite.deltas import Deltas
 from orchestrator.journal.sqlite.statements import SQL
 
 State = dict[str, int]
@@ -119,9 +122,9 @@ class Meter:
 
 async def ours(n: int, sequential: int, gc_policy: str) -> dict[str, float]:
     if gc_policy == "daemon":
-        from orchestrator.cli.daemon import tune_gc
+        from orchestrator.cli.daemon import tune_process
 
-        tune_gc()
+        tune_process()
     meter = Meter()
     with fresh_dir() as tmp:
         async with Runtime(tmp / "journal.db", workflows=[workflow()]) as rt:
@@ -170,12 +173,25 @@ def renamed(ops: list[Op], row: int, run_id: str, new_row: int, new_run_id: str)
     return [(stmt, tuple(swap(value) for value in params)) for stmt, params in ops]
 
 
+def as_written(ops: list[Op]) -> list[Op]:
+    """Checkpoint rows as the writer writes them: a small state is whole (``base`` NULL)."""
+    rows = [params for stmt, params in ops if stmt is Stmt.INSERT_CHECKPOINT]
+    written, spilled = Deltas().encode(rows)
+    if spilled or any(row[-1] is not None for row in written):
+        raise RuntimeError("the bench's state is small: every checkpoint should be whole")
+    whole = iter(written)
+    return [
+        (stmt, next(whole) if stmt is Stmt.INSERT_CHECKPOINT else params) for stmt, params in ops
+    ]
+
+
 def raw(n: int, sequential: int, *, one_by_one: bool = False) -> dict[str, float]:
     runs = n or sequential
     meter = Meter()
     with fresh_dir() as tmp:
         db = tmp / "journal.db"
         template, row, run_id = asyncio.run(one_run_ops(db))
+        template = as_written(template)
         first = row + 1
         per_run = [renamed(template, row, run_id, first + i, new_id()) for i in range(runs)]
         size = 1 if not n else RAW_RUNS_PER_COMMIT
@@ -192,7 +208,7 @@ def raw(n: int, sequential: int, *, one_by_one: bool = False) -> dict[str, float
                             conn.execute(SQL[stmt], params)
                     else:
                         for stmt, rows in grouped(chunk):
-                            conn.executemany(SQL[stmt], rows)
+                            sqlite_writer.execute_rows(conn, stmt, rows)
                     conn.execute("COMMIT")
         finally:
             conn.close()

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,24 @@ class StateBoundsError(StateEncodingError):
 # One encoder for every state (`json.dumps` with options builds one per call), one decoder.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _DECODER = json.JSONDecoder()
+# Its C core, made once (`JSONEncoder.encode` makes it again on every call). No check for
+# cycles (`markers` None): `_check_shape` has refused any value nested too deep, cycles too.
+_MAKE_ENCODER: Callable[..., Callable[[object, int], Iterable[str]]] | None = getattr(
+    json.encoder, "c_make_encoder", None
+)
+_ENCODE_CHUNKS = (
+    None
+    if _MAKE_ENCODER is None
+    else _MAKE_ENCODER(
+        None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+)
+
+
+def _encode(value: dict[Any, Any]) -> str:
+    if _ENCODE_CHUNKS is None:  # an interpreter without the C accelerator
+        return _ENCODER.encode(value)
+    return "".join(_ENCODE_CHUNKS(value, 0))
 
 
 def encode_state(value: object) -> str:
@@ -76,7 +95,7 @@ def encode_state(value: object) -> str:
         raise StateEncodingError(f"state must be a JSON object (dict), got {type(value).__name__}")
     try:
         _check_shape(value)  # before json.dumps, whose recursion a deep value would exhaust
-        text = _ENCODER.encode(value)
+        text = _encode(value)
     except StateEncodingError:
         raise
     except (TypeError, ValueError, RecursionError) as exc:

@@ -54,6 +54,7 @@ class Launcher:
         status: RunStatus = RunStatus.RUNNING,
         origin: Origin | None = None,
         row: int | None = None,
+        encoded: str | None = None,
     ) -> ActiveRun:
         self._rows += 1
         run = ActiveRun(

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from procs import Daemon, alive, cli, query
 
-from orchestrator.cli.daemon import GC_THRESHOLDS
+from orchestrator.cli.daemon import GC_THRESHOLDS, SWITCH_INTERVAL
 from orchestrator.folder.loader import digest_of
 from orchestrator.testing import eventually_blocking
 
@@ -379,17 +379,24 @@ def test_workflows_on_a_missing_journal_prints_an_empty_result(db: Path) -> None
 # -- the garbage collector ----------------------------------------------------------------
 
 
-def test_the_daemon_tunes_its_own_garbage_collector(folder: Path, db: Path) -> None:
+def test_the_daemon_tunes_its_own_garbage_collector_and_switch_interval(
+    folder: Path, db: Path
+) -> None:
     write(
         folder / "gc_probe.py",
         """\
         import gc
+        import sys
 
         from orchestrator import Workflow
 
 
         async def probe(state):  # async: it runs in the daemon's own process
-            return {"threshold": list(gc.get_threshold()), "frozen": gc.get_freeze_count()}
+            return {
+                "threshold": list(gc.get_threshold()),
+                "frozen": gc.get_freeze_count(),
+                "switch": sys.getswitchinterval(),
+            }
 
 
         workflow = Workflow(id="gc_probe", pipelines={"go": [probe]})
@@ -403,3 +410,4 @@ def test_the_daemon_tunes_its_own_garbage_collector(folder: Path, db: Path) -> N
         assert daemon.stop() == 0
     assert state["threshold"] == list(GC_THRESHOLDS)
     assert state["frozen"] > 0  # what was loaded at start is out of every collection
+    assert state["switch"] == SWITCH_INTERVAL

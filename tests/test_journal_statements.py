@@ -5,12 +5,16 @@ from __future__ import annotations
 import re
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from orchestrator.journal.ops import Stmt, grouped
+from orchestrator.journal import ops
+from orchestrator.journal.ops import Op, Stmt, grouped
 from orchestrator.journal.sqlite.schema import migrate
-from orchestrator.journal.sqlite.statements import SQL
+from orchestrator.journal.sqlite.statements import BULK, SQL
+from orchestrator.journal.sqlite.writer import BULK_ROWS, execute_rows
+from orchestrator.records import RunCode, RunStatus
 
 
 def test_every_statement_key_has_sqlite_sql() -> None:
@@ -35,3 +39,81 @@ def test_each_statement_compiles_against_the_latest_schema(tmp_path: Path, stmt:
 def test_a_batch_applies_statements_in_the_order_the_keys_are_declared() -> None:
     ops = [(stmt, (1,)) for stmt in reversed(list(Stmt))]
     assert [stmt for stmt, _ in grouped(ops)] == list(Stmt)
+
+
+def _bulk_rows(run_ids: list[str]) -> list[Op]:
+    """Rows of every `BULK` statement, with values JSON could bend: text, NUL, big ints."""
+    texts = ["é€😀", 'q"\\/\n\t\x01\x1f\u2028', "", "a\x00b", '{"n":"\\u0000"}']
+    writes: list[Op] = []
+    for i, run_id in enumerate(run_ids, start=1):
+        text = texts[i % len(texts)]
+        at = 2**62 + i
+        writes += ops.create_run(
+            i, run_id, "wf", "t", "v1", status=RunStatus.RUNNING, first_step="a", state="{}", at=at
+        )
+        writes += ops.checkpoint(
+            i, 1, text, started_at=at, ended_at=at, state='{"s":1}', next_step=text
+        )
+        writes.append(
+            ops.set_status(
+                i, RunStatus.FAILED, at + 1, error=text or None, code=RunCode.STEP_FAILED
+            )
+        )
+    return writes
+
+
+def _apply(path: Path, writes: list[Op], *, bulk: bool) -> list[Any]:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        migrate(conn, path)
+        conn.execute("BEGIN IMMEDIATE")
+        for stmt, rows in grouped(writes):
+            if stmt is Stmt.INSERT_CHECKPOINT:
+                rows = [(*row, None) for row in rows]  # the writer's `base`: whole states
+            if bulk:
+                execute_rows(conn, stmt, rows)
+            else:
+                conn.executemany(SQL[stmt], rows)
+        conn.execute("COMMIT")
+        runs = conn.execute("SELECT * FROM runs ORDER BY id").fetchall()
+        checkpoints = conn.execute("SELECT * FROM checkpoints ORDER BY run, position").fetchall()
+        return [runs, checkpoints]
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("count", [BULK_ROWS - 1, BULK_ROWS, 3 * BULK_ROWS])
+def test_bulk_statements_write_what_row_by_row_statements_write(tmp_path: Path, count: int) -> None:
+    assert set(BULK) <= set(Stmt)
+    writes = _bulk_rows([f"{i:032x}" for i in range(count)])
+    expected = _apply(tmp_path / "rows.db", writes, bulk=False)
+    written = _apply(tmp_path / "bulk.db", writes, bulk=True)
+    assert written == expected
+    conn = sqlite3.connect(tmp_path / "bulk.db")
+    try:
+        ends = conn.execute("SELECT updated_at, position, status FROM runs").fetchall()
+    finally:
+        conn.close()
+    assert sorted(ends) == [(2**62 + i + 1, 1, "failed") for i in range(1, count + 1)]
+
+
+def test_bulk_rows_run_as_one_statement_unless_a_nul_is_in_them(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    statements: list[str] = []
+    try:
+        migrate(conn, path)
+        conn.set_trace_callback(statements.append)
+        rows = [(i, f"{i:032x}", "wf", "t", "v", "running", "a", 1, 1, 1) for i in range(1, 40)]
+        execute_rows(conn, Stmt.INSERT_RUN, rows)
+        inserts = [sql for sql in statements if sql.startswith("INSERT INTO runs")]
+        assert inserts and all("json_each" in sql for sql in inserts)
+        statements.clear()
+        nul = [(i, f"{i:032x}", "wf", "t", "v", "run\x00", "a", 1, 1, 1) for i in range(40, 80)]
+        execute_rows(conn, Stmt.INSERT_RUN, nul)
+        inserts = [sql for sql in statements if sql.startswith("INSERT INTO runs")]
+        assert inserts and not any("json_each" in sql for sql in inserts)
+        nuls = "SELECT count(*) FROM runs WHERE status = 'run' || char(0)"
+        assert conn.execute(nuls).fetchone() == (len(nul),)
+    finally:
+        conn.close()

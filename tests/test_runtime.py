@@ -487,13 +487,16 @@ async def test_a_run_result_passed_where_a_run_id_belongs_is_a_clear_error(db: P
 async def test_a_runtime_leaves_the_garbage_collector_of_its_program_as_it_was(
     db: Path,
 ) -> None:
-    # Only `orchestrator up`, whose process is ours, tunes it (cli/daemon.py, tune_gc).
+    # Only `orchestrator up`, whose process is ours, tunes it (cli/daemon.py, tune_process).
     import gc
+    import sys
 
     before = (gc.isenabled(), gc.get_threshold(), gc.get_freeze_count())
+    switch = sys.getswitchinterval()
     wf = Workflow(id="w", pipelines={"go": [inc, Step(sync_inc), inc]})
     async with Runtime(db, workflows=[wf]) as rt:
         result = await rt.invoke("w", "go", {"n": 0})
         assert result.state == {"n": 3}
         assert (gc.isenabled(), gc.get_threshold(), gc.get_freeze_count()) == before
     assert (gc.isenabled(), gc.get_threshold(), gc.get_freeze_count()) == before
+    assert sys.getswitchinterval() == switch

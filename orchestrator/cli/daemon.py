@@ -42,6 +42,11 @@ EXIT_JOURNAL_FAILED = 3
 # CPU time scanning runs that are all still alive (a finished run leaves no cycle behind:
 # reference counting frees it, so collecting less often keeps no more memory).
 GC_THRESHOLDS = (100_000, 100, 100)
+# Seconds a thread may hold the GIL while another waits for it (the interpreter's default
+# is 0.005). The journal writer gives it up for each statement and waits to take it back
+# while the event loop runs steps: at 1 ms a batch waits less, and many runs in flight
+# commit about 10% faster.
+SWITCH_INTERVAL = 0.001
 
 
 def configure_logging(file: Path | None = None) -> None:
@@ -123,6 +128,15 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def tune_process() -> None:
+    """The policies of a process that is ours alone: `tune_gc`, and `SWITCH_INTERVAL`.
+
+    Never called by `Runtime`: a program that embeds one keeps its own settings.
+    """
+    tune_gc()
+    sys.setswitchinterval(SWITCH_INTERVAL)
+
+
 # What runs in the foreground while the daemon serves (the dashboard); it returns when the
 # user quits, and must return soon after `stop` is set.
 Foreground = Callable[[Runtime, asyncio.Event], Awaitable[None]]
@@ -158,7 +172,7 @@ async def serve(
     try:
         async with runtime as rt:
             loaded = ", ".join(rt.list_workflows()) or "none yet"
-            tune_gc()
+            tune_process()
             _log.info(
                 "daemon pid %d ready: journal %s, folder %s, workflows: %s",
                 os.getpid(),

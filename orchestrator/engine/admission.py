@@ -132,6 +132,7 @@ class Launcher(Protocol):
         status: RunStatus = RunStatus.RUNNING,
         origin: Origin | None = None,
         row: int | None = None,
+        encoded: str | None = None,
     ) -> ActiveRun:
         """Journal a new run (or adopt its `row`); start it if ``running``."""
 
@@ -184,13 +185,15 @@ class Admission:
         run_id: str | None = None,
         origin: Origin | None = None,
         row: int | None = None,
+        encoded: str | None = None,
     ) -> Dispatched:
         """Admit one dispatch under the workflow's mode (a fork: from `origin`). Never awaits.
 
         `row`: the run's ``queued`` row, written by the CLI while no daemon ran, to adopt.
+        `encoded`: `data` encoded already (`encode_state`), so a new run need not again.
         """
         with self._writer.together():
-            dispatched = self._dispatch(registered, trigger_id, data, run_id, origin, row)
+            dispatched = self._dispatch(registered, trigger_id, data, run_id, origin, row, encoded)
         hook = registered.hooks.on_dispatch
         if hook is not None:
             result = DispatchResult(
@@ -212,6 +215,7 @@ class Admission:
         run_id: str | None,
         origin: Origin | None,
         row: int | None,
+        encoded: str | None = None,
     ) -> Dispatched:
         steps = registered.steps(trigger_id)
         gate = self.gate(registered)
@@ -226,7 +230,15 @@ class Admission:
         if decision.action is Action.REPLACE and decision.holder is not None:
             self._replace(decision.holder, new_id)
         run = self._runs.start_run(
-            registered, trigger_id, steps, data, new_id, status=status, origin=origin, row=row
+            registered,
+            trigger_id,
+            steps,
+            data,
+            new_id,
+            status=status,
+            origin=origin,
+            row=row,
+            encoded=encoded,
         )
         if decision.superseded is not None:
             self._supersede(decision.superseded, new_id)

@@ -794,9 +794,14 @@ class Control:
         registered = self._registry.get(workflow_id)
         registered.steps(trigger_id)  # TriggerNotFound before anything is journaled
         self.check_enabled(workflow_id, trigger_id)
-        _bounded(data, "the run's input")
+        encoded = _bounded(data, "the run's input")
         return self.admission.dispatch(
-            registered, trigger_id, {} if data is None else data, run_id=run_id, row=row
+            registered,
+            trigger_id,
+            {} if data is None else data,
+            run_id=run_id,
+            row=row,
+            encoded=encoded,
         )
 
     # -- internals -------------------------------------------------------------------------
@@ -901,15 +906,19 @@ def _checked(plan: Callable[[], T]) -> T:
         raise ValidationError(f"the run's state with the patch is refused: {exc}") from exc
 
 
-def _bounded(value: Any, what: str) -> None:
-    # Too deep or not Unicode is refused where it enters; any other shape fails the run.
+def _bounded(value: Any, what: str) -> str | None:
+    """`value` encoded, if it is a JSON object (its run starts from this text), else None.
+
+    Too deep or not Unicode is refused where it enters; any other shape fails the run.
+    """
     try:
         if isinstance(value, dict):
-            encode_state(value)
+            return encode_state(value)
     except StateBoundsError as exc:
         raise ValidationError(f"{what} is refused: {exc}") from exc
     except StateEncodingError:
         pass
+    return None
 
 
 def _json_object(value: Any, what: str) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from .workers import WorkerCrashed, WorkerPool
 _log = logging.getLogger("orchestrator.runtime")
 
 # Past this many ops waiting for the writer, a step waits for its own checkpoint to commit.
-HIGH_WATER = 20_000
+HIGH_WATER = 100_000
 
 Notify = Callable[[str, "ActiveRun", dict[str, Any]], Coroutine[Any, Any, None]]
 # A run ended: (run id, workflow id, trigger id, status, error, code); its system event.
@@ -189,22 +189,19 @@ async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> Pause
     if run.workflow.redactor:
         _warn_of_secrets(run, bound, text, env)
     ended = env.clock.now_us()
-    outbox = made[-1].outbox if made else None
-    env.writer.enqueue(
-        [
-            *ops.checkpoint(
-                run.row,
-                run.position,
-                bound.name,
-                started_at=started,
-                ended_at=ended,
-                state=text,
-                next_step=run.next_step,
-            ),
-            # What the step started and emitted: in the checkpoint's batch, so exactly once.
-            *(outbox.writes(run.run_id, ended) if outbox else ()),
-        ]
+    writes = ops.checkpoint(
+        run.row,
+        run.position,
+        bound.name,
+        started_at=started,
+        ended_at=ended,
+        state=text,
+        next_step=run.next_step,
     )
+    outbox = made[-1].outbox if made else None
+    if outbox:  # what the step started and emitted: in the checkpoint's batch, exactly once
+        writes += outbox.writes(run.run_id, ended)
+    env.writer.enqueue(writes)
     if run.commit_next_checkpoint or env.writer.backlog > HIGH_WATER:
         run.commit_next_checkpoint = False
         await env.writer.flush()

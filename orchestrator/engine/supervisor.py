@@ -80,12 +80,14 @@ class Supervisor:
         status: RunStatus = RunStatus.RUNNING,
         origin: Origin | None = None,
         row: int | None = None,
+        encoded: str | None = None,
     ) -> ActiveRun:
         """Journal a new run (pipelined with its first steps); start it if ``running``.
 
         A fork (`origin`) starts at its step, and its row says where it comes from.
         `row`: the run's row exists already (queued by the CLI while no daemon ran): it is
-        adopted, moved to `status` on this version, instead of inserted.
+        adopted, moved to `status` on this version, instead of inserted. `encoded`: `data`
+        as `encode_state` encoded it already (an invoke's input, checked as it came in).
         """
         if row is None:
             self._next_row += 1
@@ -97,13 +99,14 @@ class Supervisor:
             steps=steps,
             step_index=origin.start if origin is not None else 0,
             position=0,
-            state_text="{}",
+            state_text="{}" if encoded is None else encoded,
             settled=asyncio.get_running_loop().create_future(),
         )
-        try:
-            run.state_text = encode_state(data)
-        except StateEncodingError as exc:
-            run.invalid_input = f"the run's input is invalid: {exc}"
+        if encoded is None:
+            try:
+                run.state_text = encode_state(data)
+            except StateEncodingError as exc:
+                run.invalid_input = f"the run's input is invalid: {exc}"
         if row is not None:
             self._writer.enqueue(self._adopted(run, status))
         else:
@@ -442,7 +445,8 @@ class Supervisor:
         finally:
             if self.active.get(run.run_id) is run:  # a resumed run may have taken its place
                 del self.active[run.run_id]
-            await self._close_services(run)
+            if run.service_scope is not None:
+                await self._close_services(run)
             self.working.discard(asyncio.current_task())
 
     def _not_driven(self, run: ActiveRun, exc: Exception) -> None:
@@ -456,9 +460,11 @@ class Supervisor:
     ) -> None:
         """A run ended: `on_complete`, then the slot is freed, then `on_cleanup`."""
         hooks = registered.hooks
-        await self.hook(registered, row, hooks.on_complete, result, name="on_complete")
+        if hooks.on_complete is not None:  # awaited only if there is one: most have none
+            await self.hook(registered, row, hooks.on_complete, result, name="on_complete")
         self.admission.ended(registered.id, run_id)
-        await self.hook(registered, row, hooks.on_cleanup, name="on_cleanup")
+        if hooks.on_cleanup is not None:
+            await self.hook(registered, row, hooks.on_cleanup, name="on_cleanup")
 
     def announce(self, name: str, run: ActiveRun, extra: dict[str, Any]) -> None:
         """Tell `rt.on` subscribers of `name` about `run`, from a task of the runtime's."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections import defaultdict
 from typing import Any
 
 from ..errors import ValidationError
@@ -24,6 +25,10 @@ from ..records import EventSource, RunCode, RunStatus
 
 class Stmt(enum.Enum):
     """Statements, as keys (each backend holds their text); a batch applies them in this order."""
+
+    # Members are singletons: hashed by identity, in C. `Enum.__hash__` is a Python call
+    # per lookup, and a batch looks every op's statement up (about 9 per run).
+    __hash__ = object.__hash__
 
     RESET_WORKFLOWS = enum.auto()
     RESET_LOAD_ERRORS = enum.auto()
@@ -78,9 +83,9 @@ _LAST_WINS = frozenset(
 
 def grouped(ops: list[Op]) -> list[tuple[Stmt, list[tuple[Any, ...]]]]:
     """A batch as (statement, parameter rows) in statement order, last-wins updates merged."""
-    by_stmt: dict[Stmt, list[tuple[Any, ...]]] = {}
+    by_stmt: defaultdict[Stmt, list[tuple[Any, ...]]] = defaultdict(list)
     for stmt, params in ops:
-        by_stmt.setdefault(stmt, []).append(params)
+        by_stmt[stmt].append(params)
     result = []
     for stmt in Stmt:
         rows = by_stmt.get(stmt)

@@ -124,3 +124,41 @@ SQL: Final[dict[Stmt, str]] = {
     ),
     Stmt.MARK_READY: "UPDATE lease SET ready = 1 WHERE token = ?",
 }
+
+
+def _at(i: int) -> str:
+    """Parameter `i` of a row in `BULK`'s array (the rows are ``json_each``'s values)."""
+    return f"json_extract(j.value, '$[{i}]')"
+
+
+def _each(count: int) -> str:
+    return ", ".join(_at(i) for i in range(count))
+
+
+# The statements a batch runs many rows of (runs, their checkpoints, progress and ends),
+# over all their rows at once: one parameter, the rows as a JSON array of arrays, each
+# with the parameters of the `SQL` statement of the same key, in its order. One statement
+# is one step of SQLite for the whole batch, so the writer thread takes the GIL back a few
+# times per batch instead of once per row (the event loop's thread holds it meanwhile).
+BULK: Final[dict[Stmt, str]] = {
+    Stmt.INSERT_RUN: (
+        "INSERT INTO runs (id, run_id, workflow_id, trigger_id, version, status, step,"
+        f" step_started_at, created_at, updated_at) SELECT {_each(10)} FROM json_each(?) AS j"
+    ),
+    Stmt.INSERT_CHECKPOINT: (
+        "INSERT OR REPLACE INTO checkpoints"
+        " (run, position, step, started_at, ended_at, state, kind, base)"
+        f" SELECT {_each(8)} FROM json_each(?) AS j"
+    ),
+    # Each run once per batch: `ops.grouped` keeps the last of each run's updates.
+    Stmt.SET_PROGRESS: (
+        f"UPDATE runs SET position = max(position, {_at(0)}), step = {_at(1)},"
+        f" step_started_at = {_at(2)}, updated_at = max(updated_at, {_at(3)}),"
+        f" paused_in = NULL FROM json_each(?) AS j WHERE runs.id = {_at(4)}"
+    ),
+    Stmt.SET_STATUS: (
+        f"UPDATE runs SET status = {_at(0)}, error = {_at(1)}, error_code = {_at(2)},"
+        f" updated_at = max(updated_at, {_at(3)}) FROM json_each(?) AS j"
+        f" WHERE runs.id = {_at(4)}"
+    ),
+}
