@@ -171,9 +171,11 @@ class Control:
     async def restore(self) -> None:
         """Re-arm waits, buffers, timers and parked runs; queue running runs for adoption."""
         self._unclosed = await self._reader.workflows_with_unclosed_service_scopes()
-        for record in await self._reader.live_waits():
+        for record in await self._reader.live_waits(dormant=False):
             self.parking.adopt_wait(recovery.wait_from(record))
-        for unfinished in await self._reader.unfinished_runs():
+        for dormant in await self._reader.dormant_waits():
+            self.parking.adopt_dormant(dormant)
+        for unfinished in await self._reader.unfinished_runs(dormant=False):
             if not self._readable(unfinished):
                 continue
             parked_on = next(
