@@ -30,6 +30,7 @@ from ..errors import (
 )
 from ..journal import (
     CommandRecord,
+    DormantWait,
     JournalCommands,
     JournalQueries,
     JournalWriter,
@@ -158,6 +159,7 @@ class Control:
         self.children = Children(writer, reader, self.parking, self.runs.background, self.abort)
         self.system.on_end.append(self.children.ended)
         self.parking.on_join = self.children.watch
+        self.parking.readable = self._dormant_readable
         # How the runs invoked here with a key settle (a repeated `invoke` waits on them).
         self.settling: dict[str, asyncio.Future[RunResult]] = {}
         # Workflows with run-scoped services a crash left open, found once at `restore`
@@ -188,7 +190,14 @@ class Control:
                 orphan = recovery.Resumable.from_journal(unfinished)
                 self.runs.orphans.setdefault(unfinished.workflow_id, []).append(orphan)
 
-    def _readable(self, run: UnfinishedRun) -> bool:
+    def _dormant_readable(self, run: DormantWait) -> bool:
+        """A dormant run's state, checked when it is first needed (`_readable`)."""
+        if self._readable(run):
+            return True
+        self.admission.ended(run.workflow_id, run.run_id)  # `restore` counted it paused
+        return False
+
+    def _readable(self, run: UnfinishedRun | DormantWait) -> bool:
         """Fail a run whose state in the journal cannot be read, or say it can.
 
         Such a row is one no process of this version writes: it alone fails, instead of

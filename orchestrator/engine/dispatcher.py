@@ -147,7 +147,8 @@ class Dispatcher:
         # made a `Wait` by `materialize` when an event is a candidate for it.
         self._waits: dict[str, ConditionIndex[int, Wait | DormantWait]] = {}
         self._seq = 0
-        self.materialize: Callable[[DormantWait], Wait] | None = None
+        # None: the run was failed instead (its state cannot be read).
+        self.materialize: Callable[[DormantWait], Wait | None] | None = None
 
     def set_triggers(
         self,
@@ -244,4 +245,5 @@ class Dispatcher:
         if self.materialize is None:
             return [w for w in candidates if isinstance(w, Wait)]
         materialize = self.materialize
-        return [w if isinstance(w, Wait) else materialize(w) for w in candidates]
+        woken = [w if isinstance(w, Wait) else materialize(w) for w in candidates]
+        return [w for w in woken if w is not None]

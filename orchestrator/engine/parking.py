@@ -68,7 +68,7 @@ class PausedRuns(Mapping[str, ParkedRun]):
     builds no object per run. ``in`` and `len` leave it dormant.
     """
 
-    def __init__(self, materialize: Callable[[DormantWait], ParkedRun]) -> None:
+    def __init__(self, materialize: Callable[[DormantWait], ParkedRun | None]) -> None:
         self.live: dict[str, ParkedRun] = {}
         self.dormant: dict[str, DormantWait] = {}
         self._materialize = materialize
@@ -78,9 +78,9 @@ class PausedRuns(Mapping[str, ParkedRun]):
         parked = self.live.get(run_id)
         if parked is None:
             dormant = self.dormant.get(run_id)
-            if dormant is None:
+            parked = None if dormant is None else self._materialize(dormant)
+            if parked is None:
                 raise KeyError(run_id)
-            parked = self._materialize(dormant)
         return parked
 
     def __iter__(self) -> Iterator[str]:
@@ -123,7 +123,9 @@ class Parking:
         self.paused = PausedRuns(self._materialize)
         # Invariant: the run id of each dormant run in `paused`, by its row.
         self._dormant_rows: dict[int, str] = {}
-        dispatcher.materialize = lambda dormant: self._materialize(dormant).wait
+        dispatcher.materialize = self._materialize_wait
+        # Whether a dormant run's state can be read; if not, it has failed the run.
+        self.readable: Callable[[DormantWait], bool] | None = None
         # Invariant: workflow id -> the run ids of its runs in `paused` (changed only by
         # `_hold` and `_let_go`), so a registration need not scan every paused run.
         self._paused_of: dict[str, set[str]] = {}
@@ -306,8 +308,22 @@ class Parking:
         self._dispatcher.add_dormant(dormant, keys)
         self._next_wait = max(self._next_wait, dormant.wait_id)
 
-    def _materialize(self, dormant: DormantWait) -> ParkedRun:
-        """Make a dormant run a `ParkedRun`, its wait a `Wait` in the dispatcher's index."""
+    def _materialize(self, dormant: DormantWait) -> ParkedRun | None:
+        """Make a dormant run a `ParkedRun`, its wait a `Wait` in the dispatcher's index.
+
+        None when `readable` says its state cannot be read (it has failed the run): the
+        check start-up makes of every other unfinished run, made here once.
+        """
+        if self.paused.dormant.pop(dormant.run_id, None) is not None:
+            del self._dormant_rows[dormant.row]
+            self._dispatcher.remove_wait(dormant)
+        if self.readable is not None and not self.readable(dormant):
+            runs = self._paused_of.get(dormant.workflow_id)
+            if runs is not None:
+                runs.discard(dormant.run_id)
+                if not runs:
+                    del self._paused_of[dormant.workflow_id]
+            return None
         label = f"wait {dormant.wait_id} of run {dormant.run_id}"
         wait = Wait(
             id=dormant.wait_id,
@@ -321,13 +337,14 @@ class Parking:
             on_timeout="fail" if dormant.on_timeout == "fail" else "continue",
             journaled=True,
         )
-        if self.paused.dormant.pop(dormant.run_id, None) is not None:
-            del self._dormant_rows[dormant.row]
-            self._dispatcher.remove_wait(dormant)
         parked = ParkedRun.found(dormant, wait)
         self.adopt_wait(wait)
         self.adopt_parked(parked)
         return parked
+
+    def _materialize_wait(self, dormant: DormantWait) -> Wait | None:
+        parked = self._materialize(dormant)
+        return None if parked is None else parked.wait
 
     def adopt_wait(self, wait: Wait) -> None:
         """Track a wait found armed or parked in the journal at start-up."""
