@@ -254,7 +254,7 @@ def time_route(rt: Runtime, n: int) -> float:
     events = [{"order_id": f"nobody-{i}", "amount": 10} for i in range(n)]
     start = time.perf_counter()
     for data in events:
-        route(PAYMENT, data)
+        route(PAYMENT, data, "bench")
     return (time.perf_counter() - start) / n * 1e6
 
 

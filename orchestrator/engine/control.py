@@ -30,6 +30,7 @@ from ..errors import (
 )
 from ..journal import (
     CommandRecord,
+    DormantWait,
     JournalCommands,
     JournalQueries,
     JournalWriter,
@@ -165,6 +166,7 @@ class Control:
         self.children = Children(writer, reader, self.parking, self.runs.background, self.abort)
         self.system.on_end.append(self.children.ended)
         self.parking.on_join = self.children.watch
+        self.parking.readable = self._dormant_readable
         # How the runs invoked here with a key settle (a repeated `invoke` waits on them).
         self.settling: dict[str, asyncio.Future[RunResult]] = {}
         # Workflows with run-scoped services a crash left open, found once at `restore`
@@ -178,9 +180,11 @@ class Control:
     async def restore(self) -> None:
         """Re-arm waits, buffers, timers and parked runs; queue running runs for adoption."""
         self._unclosed = await self._reader.workflows_with_unclosed_service_scopes()
-        for record in await self._reader.live_waits():
+        for record in await self._reader.live_waits(dormant=False):
             self.parking.adopt_wait(recovery.wait_from(record))
-        for unfinished in await self._reader.unfinished_runs():
+        for dormant in await self._reader.dormant_waits():
+            self.parking.adopt_dormant(dormant)
+        for unfinished in await self._reader.unfinished_runs(dormant=False):
             if not self._readable(unfinished):
                 continue
             parked_on = next(
@@ -193,7 +197,14 @@ class Control:
                 orphan = recovery.Resumable.from_journal(unfinished)
                 self.runs.orphans.setdefault(unfinished.workflow_id, []).append(orphan)
 
-    def _readable(self, run: UnfinishedRun) -> bool:
+    def _dormant_readable(self, run: DormantWait) -> bool:
+        """A dormant run's state, checked when it is first needed (`_readable`)."""
+        if self._readable(run):
+            return True
+        self.admission.ended(run.workflow_id, run.run_id)  # `restore` counted it paused
+        return False
+
+    def _readable(self, run: UnfinishedRun | DormantWait) -> bool:
         """Fail a run whose state in the journal cannot be read, or say it can.
 
         Such a row is one no process of this version writes: it alone fails, instead of

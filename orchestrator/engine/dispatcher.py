@@ -12,12 +12,13 @@ the triggers and waits that cannot match it.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from ..define.conditions import Conditions, index_key, lookup
 from ..define.waits import Wait
+from ..journal import DormantWait
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
@@ -79,14 +80,24 @@ class ConditionIndex(Generic[K, T]):
 
     def add(self, key: K, conditions: Conditions, item: T) -> None:
         """File `item` under `key` (replacing what `key` held)."""
-        self.remove(key)
-        clauses = sorted(conditions.equality_keys(), key=lambda clause: clause[0])
+        self.add_keyed(key, conditions.equality_keys(), item)
+
+    def add_keyed(self, key: K, equality_keys: Iterable[tuple[str, Hashable]], item: T) -> None:
+        """File `item` under `key`, given its conditions' `equality_keys` (not the conditions)."""
+        if key in self._filed:
+            self.remove(key)
+        clauses = sorted(equality_keys, key=lambda clause: clause[0])
         if not clauses:
             self._unkeyed[key] = item
             self._filed[key] = None
             return
-        paths = tuple(path for path, _ in clauses)
-        values = tuple(index for _, index in clauses)
+        paths: tuple[str, ...]
+        values: tuple[Hashable, ...]
+        if len(clauses) == 1:  # the common case, without building generators
+            paths, values = (clauses[0][0],), (clauses[0][1],)
+        else:
+            paths = tuple(path for path, _ in clauses)
+            values = tuple(index for _, index in clauses)
         group = self._groups.get(paths)
         if group is None:  # a clause's keys are its path split at dots
             group = self._groups[paths] = _Group(tuple(tuple(p.split(".")) for p in paths))
@@ -132,8 +143,12 @@ class Dispatcher:
         # Invariant: where each workflow's entries are in `_triggers` (event type and key),
         # so replacing one workflow's triggers costs its own triggers, not everyone's.
         self._entries_of: dict[str, list[tuple[str, tuple[str, str]]]] = {}
-        self._waits: dict[str, ConditionIndex[int, Wait]] = {}
+        # Waits by event type; a `DormantWait` stands for a wait re-armed lazily at start-up,
+        # made a `Wait` by `materialize` when an event is a candidate for it.
+        self._waits: dict[str, ConditionIndex[int, Wait | DormantWait]] = {}
         self._seq = 0
+        # None: the run was failed instead (its state cannot be read).
+        self.materialize: Callable[[DormantWait], Wait | None] | None = None
 
     def set_triggers(
         self,
@@ -167,13 +182,23 @@ class Dispatcher:
                 wait.id, wait.conditions, wait
             )
 
-    def remove_wait(self, wait: Wait) -> None:
+    def add_dormant(self, dormant: DormantWait, equality_keys: list[tuple[str, Hashable]]) -> None:
+        """Start matching events against a lazily re-armed wait, filed by its `equality_keys`."""
+        index = self._waits.setdefault(dormant.event_type, ConditionIndex())
+        index.add_keyed(dormant.wait_id, equality_keys, dormant)
+
+    def remove_wait(self, wait: Wait | DormantWait) -> None:
         """Stop matching events against `wait`."""
-        index = self._waits.get(wait.event_type or "")
+        event_type, wait_id = (
+            (wait.event_type or "", wait.id)
+            if isinstance(wait, Wait)
+            else (wait.event_type, wait.wait_id)
+        )
+        index = self._waits.get(event_type)
         if index is not None:
-            index.remove(wait.id)
+            index.remove(wait_id)
             if not index:
-                del self._waits[wait.event_type or ""]
+                del self._waits[event_type]
 
     def listens(self, event_type: str, origin: str | None = None) -> bool:
         """Whether a trigger or wait could match an event of `event_type` (its data aside).
@@ -210,10 +235,15 @@ class Dispatcher:
         )
         starts.sort(key=lambda entry: entry.seq)
         index = self._waits.get(event_type)
-        waits = (
-            []
-            if index is None
-            else [w for w in index.candidates(data) if w.conditions.matches(data)]
-        )
+        waits = [] if index is None else self._woken(list(index.candidates(data)))
+        waits = [w for w in waits if w.conditions.matches(data)]
         waits.sort(key=lambda wait: wait.id)
         return Routing(starts, waits)
+
+    def _woken(self, candidates: list[Wait | DormantWait]) -> list[Wait]:
+        """The candidates, each dormant one made a `Wait` (it is then filed as one)."""
+        if self.materialize is None:
+            return [w for w in candidates if isinstance(w, Wait)]
+        materialize = self.materialize
+        woken = [w if isinstance(w, Wait) else materialize(w) for w in candidates]
+        return [w for w in woken if w is not None]

@@ -11,15 +11,15 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..clock import Clock
-from ..define.conditions import Conditions
+from ..define.conditions import Conditions, index_key
 from ..define.waits import BufferedEvent, PauseRequest, Wait
 from ..errors import RunNotActive
-from ..journal import JournalWriter, ops
+from ..journal import DormantWait, JournalWriter, UnfinishedRun, ops
 from ..records import RunCode, RunResult, RunStatus
 from ..state import decode_state, encode_state
 from .dispatcher import Dispatcher
@@ -42,6 +42,55 @@ class ParkedRun:
     state_text: str
     wait: Wait
     pinned: RegisteredWorkflow | None = None
+
+    @classmethod
+    def found(cls, run: UnfinishedRun | DormantWait, wait: Wait) -> ParkedRun:
+        """A run found paused in the journal; it is not pinned to any version in memory."""
+        return cls(
+            row=run.row,
+            run_id=run.run_id,
+            workflow_id=run.workflow_id,
+            trigger_id=run.trigger_id,
+            version=run.version,
+            position=run.position,
+            next_step=run.step,
+            state_text=run.state,
+            wait=wait,
+        )
+
+
+class PausedRuns(Mapping[str, ParkedRun]):
+    """Parked runs by run id: those in memory, and those start-up left dormant.
+
+    A dormant run (`DormantWait`: parked on a plain event wait when the journal was opened)
+    becomes a `ParkedRun` the first time it is looked up (`get`, ``[]``, or iterating the
+    values), or when an event is a candidate for its wait: a restart with many paused runs
+    builds no object per run. ``in`` and `len` leave it dormant.
+    """
+
+    def __init__(self, materialize: Callable[[DormantWait], ParkedRun | None]) -> None:
+        self.live: dict[str, ParkedRun] = {}
+        self.dormant: dict[str, DormantWait] = {}
+        self._materialize = materialize
+
+    def __getitem__(self, run_id: str) -> ParkedRun:
+        """The parked run `run_id`, made live if dormant."""
+        parked = self.live.get(run_id)
+        if parked is None:
+            dormant = self.dormant.get(run_id)
+            parked = None if dormant is None else self._materialize(dormant)
+            if parked is None:
+                raise KeyError(run_id)
+        return parked
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self.live, *self.dormant])
+
+    def __contains__(self, run_id: object) -> bool:
+        return run_id in self.live or run_id in self.dormant
+
+    def __len__(self) -> int:
+        return len(self.live) + len(self.dormant)
 
 
 # Continues a resumed run; returns writes that must follow the resume's own (a run that has
@@ -71,7 +120,12 @@ class Parking:
         self._next_wait, self._next_seq = max_wait_id, max_seq
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        self.paused: dict[str, ParkedRun] = {}
+        self.paused = PausedRuns(self._materialize)
+        # Invariant: the run id of each dormant run in `paused`, by its row.
+        self._dormant_rows: dict[int, str] = {}
+        dispatcher.materialize = self._materialize_wait
+        # Whether a dormant run's state can be read; if not, it has failed the run.
+        self.readable: Callable[[DormantWait], bool] | None = None
         # Invariant: workflow id -> the run ids of its runs in `paused` (changed only by
         # `_hold` and `_let_go`), so a registration need not scan every paused run.
         self._paused_of: dict[str, set[str]] = {}
@@ -113,6 +167,8 @@ class Parking:
 
     def release(self, row: int) -> list[ops.Op]:
         """The run ended: retire all its waits."""
+        if row in self._dormant_rows:
+            self.paused.get(self._dormant_rows[row])
         return [self._retire(wait, "cancelled") for wait in list(self.waits.get(row, ()))]
 
     # -- parking and waking ----------------------------------------------------------------
@@ -216,11 +272,11 @@ class Parking:
         return list(self._paused_of.get(workflow_id, ()))
 
     def _hold(self, parked: ParkedRun) -> None:
-        self.paused[parked.run_id] = parked
+        self.paused.live[parked.run_id] = parked
         self._paused_of.setdefault(parked.workflow_id, set()).add(parked.run_id)
 
     def _let_go(self, parked: ParkedRun) -> None:
-        del self.paused[parked.run_id]
+        del self.paused.live[parked.run_id]
         runs = self._paused_of.get(parked.workflow_id)
         if runs is not None:
             runs.discard(parked.run_id)
@@ -233,6 +289,62 @@ class Parking:
         self._arm_timeout(parked)
         if parked.wait.joins is not None and self.on_join is not None:
             self.on_join(parked.wait)
+
+    def adopt_dormant(self, dormant: DormantWait) -> None:
+        """Track a run found parked on a plain event wait at start-up, without objects.
+
+        Its wait is filed in the dispatcher by its ``==`` clauses, read from the journaled
+        JSON; the wait and the run are built (`_materialize`) when first needed. A wait
+        whose conditions do not read as clauses is built at once, checked as `wait_from`
+        checks it.
+        """
+        keys = _equality_keys(dormant.conditions)
+        if keys is None:
+            self._materialize(dormant)
+            return
+        self.paused.dormant[dormant.run_id] = dormant
+        self._dormant_rows[dormant.row] = dormant.run_id
+        self._paused_of.setdefault(dormant.workflow_id, set()).add(dormant.run_id)
+        self._dispatcher.add_dormant(dormant, keys)
+        self._next_wait = max(self._next_wait, dormant.wait_id)
+
+    def _materialize(self, dormant: DormantWait) -> ParkedRun | None:
+        """Make a dormant run a `ParkedRun`, its wait a `Wait` in the dispatcher's index.
+
+        None when `readable` says its state cannot be read (it has failed the run): the
+        check start-up makes of every other unfinished run, made here once.
+        """
+        if self.paused.dormant.pop(dormant.run_id, None) is not None:
+            del self._dormant_rows[dormant.row]
+            self._dispatcher.remove_wait(dormant)
+        if self.readable is not None and not self.readable(dormant):
+            runs = self._paused_of.get(dormant.workflow_id)
+            if runs is not None:
+                runs.discard(dormant.run_id)
+                if not runs:
+                    del self._paused_of[dormant.workflow_id]
+            return None
+        label = f"wait {dormant.wait_id} of run {dormant.run_id}"
+        wait = Wait(
+            id=dormant.wait_id,
+            row=dormant.row,
+            run_id=dormant.run_id,
+            event_type=dormant.event_type,
+            conditions=Conditions.from_json(json.loads(dormant.conditions), label=label),
+            persistent=bool(dormant.persistent),
+            status="parked",
+            into=dormant.into,
+            on_timeout="fail" if dormant.on_timeout == "fail" else "continue",
+            journaled=True,
+        )
+        parked = ParkedRun.found(dormant, wait)
+        self.adopt_wait(wait)
+        self.adopt_parked(parked)
+        return parked
+
+    def _materialize_wait(self, dormant: DormantWait) -> Wait | None:
+        parked = self._materialize(dormant)
+        return None if parked is None else parked.wait
 
     def adopt_wait(self, wait: Wait) -> None:
         """Track a wait found armed or parked in the journal at start-up."""
@@ -488,6 +600,32 @@ class Parking:
             message=message,
             data=data,
         )
+
+
+def _equality_keys(text: str) -> list[tuple[str, Hashable]] | None:
+    """`Conditions.equality_keys` of journaled conditions, without building them.
+
+    None when the text is not a list of ``[path, "==", operand]`` clauses: such a wait is
+    built (and checked) at once instead.
+    """
+    try:
+        clauses = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(clauses, list):
+        return None
+    keys = []
+    for clause in clauses:
+        if not (isinstance(clause, list) and len(clause) == 3):
+            return None
+        path, op, operand = clause
+        # Only ``==`` clauses on valid paths: `Conditions.from_json` accepts any JSON
+        # operand for them, so building the wait later cannot fail.
+        if op != "==" or not isinstance(path, str) or "" in path.split("."):
+            return None
+        if (key := index_key(operand)) is not None:
+            keys.append((path, key))
+    return keys
 
 
 def _key(conditions: Conditions) -> str:

@@ -136,14 +136,4 @@ def wait_from(record: WaitRecord) -> Wait:
 
 def parked_from(run: UnfinishedRun, wait: Wait) -> ParkedRun:
     """A run found paused in the journal; it is not pinned to any version in memory."""
-    return ParkedRun(
-        row=run.row,
-        run_id=run.run_id,
-        workflow_id=run.workflow_id,
-        trigger_id=run.trigger_id,
-        version=run.version,
-        position=run.position,
-        next_step=run.step,
-        state_text=run.state,
-        wait=wait,
-    )
+    return ParkedRun.found(run, wait)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # the CLI's small commands must not load asyncio
         CommandOutcome,
         CommandRecord,
         DaemonRecord,
+        DormantWait,
         EventListeners,
         EventRecord,
         EventRouting,
@@ -190,8 +191,11 @@ class JournalQueries(ChangeFeed, Protocol):
     async def pending_invokes(self) -> set[str]:
         """The run ids of invoke commands not applied yet (runs that will exist)."""
 
-    async def unfinished_runs(self) -> list[UnfinishedRun]:
-        """Runs that are queued, running or paused, oldest first, with their last state."""
+    async def unfinished_runs(self, *, dormant: bool = True) -> list[UnfinishedRun]:
+        """Runs that are queued, running or paused, oldest first, with their last state.
+
+        `dormant` False: without the runs `dormant_waits` returns.
+        """
 
     async def stored_run(self, run_id: str) -> StoredRun | None:
         """One run whatever its status, with its last state and how it ended; None if unknown."""
@@ -199,8 +203,19 @@ class JournalQueries(ChangeFeed, Protocol):
     async def stored_checkpoints(self, run_id: str) -> list[StoredCheckpoint]:
         """A run's checkpoints in order, with their state as journaled (position 0: input)."""
 
-    async def live_waits(self) -> list[WaitRecord]:
-        """Armed and parked waits, oldest first, each with its buffered events in order."""
+    async def live_waits(self, *, dormant: bool = True) -> list[WaitRecord]:
+        """Armed and parked waits, oldest first, each with its buffered events in order.
+
+        `dormant` False: without the waits `dormant_waits` returns.
+        """
+
+    async def dormant_waits(self) -> list[DormantWait]:
+        """Paused runs parked on their only live wait, an event wait with no timeout or join.
+
+        In any order, each with its run's last state: one read at start-up, so that
+        these runs are re-armed without an object per run until an event or a command
+        needs one.
+        """
 
     async def unclosed_service_scopes(
         self, workflow_id: str

@@ -7,7 +7,7 @@ microseconds), so nothing here knows how a backend stores them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..records import RunStatus, TimelineEntry
 
@@ -100,6 +100,30 @@ class WaitRecord:
     on_timeout: str
     buffer: list[tuple[int, str, dict[str, Any]]]
     joins: list[str] | None = None
+
+
+class DormantWait(NamedTuple):
+    """A paused run parked on a plain event wait, as one row (start-up re-arms it lazily).
+
+    Plain: its run's only live wait, on an event type, with no timeout and no join; its
+    conditions still as journaled JSON text. A tuple, not an object per field: a restart
+    with 100,000 paused runs keeps 100,000 of them.
+    """
+
+    wait_id: int
+    row: int
+    run_id: str
+    workflow_id: str
+    trigger_id: str
+    version: str
+    position: int
+    step: str | None
+    state: str
+    event_type: str
+    conditions: str
+    persistent: bool
+    into: str | None
+    on_timeout: str
 
 
 @dataclass(frozen=True, kw_only=True)

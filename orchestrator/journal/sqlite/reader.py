@@ -23,6 +23,7 @@ from ..records import (
     CommandOutcome,
     CommandRecord,
     DaemonRecord,
+    DormantWait,
     EventRecord,
     LoadErrorRecord,
     LogEntry,
@@ -72,6 +73,15 @@ _STORED_RUN = (
     " r.error_code, r.updated_at FROM runs r"
     " JOIN checkpoints c ON c.run = r.id AND c.position = r.position"
     " LEFT JOIN recoveries v ON v.run = r.id AND v.step = r.step"
+)
+
+
+# A wait `dormant_waits` returns, as a condition on wait `w` (its run `r` is paused): parked
+# on an event, with no timeout and no join, its run's only live wait.
+_DORMANT = (
+    "w.status = 'parked' AND w.event_type IS NOT NULL AND w.timeout_at IS NULL"
+    " AND w.joins IS NULL AND NOT EXISTS (SELECT 1 FROM waits o WHERE o.run = w.run"
+    " AND o.id != w.id AND o.status IN ('armed', 'parked'))"
 )
 
 
@@ -222,10 +232,19 @@ class JournalReader:
             LogEntry(row["id"], row["run_id"], row_entry(row), row["workflow_id"]) for row in rows
         ]
 
-    async def unfinished_runs(self) -> list[UnfinishedRun]:
-        """Runs that are queued, running or paused, oldest first, with their last state."""
+    async def unfinished_runs(self, *, dormant: bool = True) -> list[UnfinishedRun]:
+        """Runs that are queued, running or paused, oldest first, with their last state.
+
+        `dormant` False: without the runs `dormant_waits` returns.
+        """
+        skip = (
+            ""
+            if dormant
+            else " AND NOT (r.status = 'paused' AND EXISTS (SELECT 1 FROM waits w"
+            f" WHERE w.run = r.id AND {_DORMANT}))"
+        )
         rows = await self._fetch(
-            f"{_STORED_RUN} WHERE r.status IN ('queued', 'running', 'paused')"
+            f"{_STORED_RUN} WHERE r.status IN ('queued', 'running', 'paused'){skip}"
             # A row the CLI queued while no daemon ran is its invoke command's to start.
             " AND NOT (r.status = 'queued' AND r.run_id IN (SELECT i.run_id FROM inbox i"
             " WHERE i.done_at IS NULL AND i.command = 'invoke'))"
@@ -257,13 +276,17 @@ class JournalReader:
         )
         return [StoredCheckpoint(row[0], row[1], row[2]) for row in rows]
 
-    async def live_waits(self) -> list[WaitRecord]:
-        """Armed and parked waits, oldest first, each with its buffered events in order."""
+    async def live_waits(self, *, dormant: bool = True) -> list[WaitRecord]:
+        """Armed and parked waits, oldest first, each with its buffered events in order.
+
+        `dormant` False: without the waits `dormant_waits` returns.
+        """
+        skip = "" if dormant else f" AND NOT (r.status = 'paused' AND {_DORMANT})"
         rows = await self._fetch(
             "SELECT w.id, w.run, r.run_id, w.event_type, w.conditions, w.persistent, w.status,"
             " w.into_key, w.timeout_at, w.on_timeout, w.joins"
             " FROM waits w JOIN runs r ON r.id = w.run"
-            " WHERE w.status IN ('armed', 'parked') ORDER BY w.id"
+            f" WHERE w.status IN ('armed', 'parked'){skip} ORDER BY w.id"
         )
         buffered = await self._fetch(
             "SELECT b.wait, b.seq, b.event_id, e.data FROM wait_buffer b"
@@ -291,6 +314,21 @@ class JournalReader:
             )
             for row in rows
         ]
+
+    async def dormant_waits(self) -> list[DormantWait]:
+        """Paused runs parked on their only live wait, an event wait with no timeout or join.
+
+        In no particular order (sorting 100,000 rows costs more than the rest of the read):
+        routing orders the waits an event matches itself.
+        """
+        rows = await self._fetch(
+            "SELECT w.id, r.id, r.run_id, r.workflow_id, r.trigger_id, r.version, r.position,"
+            f" r.step, {state_of('c')}, w.event_type, w.conditions, w.persistent, w.into_key,"
+            " w.on_timeout FROM waits w JOIN runs r ON r.id = w.run"
+            " JOIN checkpoints c ON c.run = r.id AND c.position = r.position"
+            f" WHERE w.status = 'parked' AND r.status = 'paused' AND {_DORMANT}"
+        )
+        return [DormantWait(*row) for row in rows]
 
     async def unclosed_service_scopes(
         self, workflow_id: str
