@@ -374,3 +374,13 @@ async def test_the_search_box_takes_the_short_ids_the_dashboard_shows(
         await pilot.press("enter")
         await until(pilot, lambda: runs_table(app).has_focus, "the table")
         assert isinstance(app.screen, RunsScreen)
+
+
+async def test_a_poll_that_ends_while_the_app_closes_draws_nothing(journal: Path) -> None:
+    # The poll awaits the journal; the app may close meanwhile (its screens are gone): the
+    # banner and the reload that follow must not raise (found in CI: ScreenStackError).
+    app = DashboardApp(journal)
+    async with app.run_test(size=SIZE):
+        pass
+    app.update_banner()
+    await app._reload()

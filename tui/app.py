@@ -127,6 +127,8 @@ class DashboardApp(App[None]):
 
     def update_banner(self) -> None:
         """Say which journal is shown, whether a daemon holds it, or what is wrong."""
+        if not self._showing():
+            return
         text = self._banner_text()
         for banner in self.screen.query(JournalBanner):
             banner.show(text)
@@ -285,14 +287,20 @@ class DashboardApp(App[None]):
             await self._reload()
             self._quiet_until = time.monotonic() + (time.thread_time() - started)
 
+    def _showing(self) -> bool:
+        """Whether the app shows a screen: not while it closes (its screens are removed)."""
+        return self.is_running and bool(self.screen_stack)
+
     async def _reload(self) -> None:
+        if not self._showing():
+            return
         screen = self.screen
-        if isinstance(screen, LiveScreen) and self.is_running:
+        if isinstance(screen, LiveScreen):
             await screen.reload()
 
     async def _tick(self) -> None:
         await self._refresh_daemon()
-        if not self.is_running:  # closing: its screens' widgets are being removed
+        if not self._showing():
             return
         self.update_banner()
         screen = self.screen
