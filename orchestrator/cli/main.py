@@ -32,6 +32,7 @@ from .run_ids import SHOWN, resolved
 if TYPE_CHECKING:
     from ..journal import JournalBackend, JournalCommands, JournalQueries
     from .daemons import Registration
+    from .emitting import EmitReport
 
 EXIT_OK, EXIT_FAILED = 0, 1  # EXIT_USAGE (2) comes with the argument checks
 # stdout was closed before everything was written (`orchestrator runs | head -1`): what a
@@ -630,36 +631,51 @@ def _cmd_emit(args: argparse.Namespace) -> int:
     if not args.json:  # the id first: a script reading stdout has it before the report
         _out(event_id)
         sys.stdout.flush()
-    _note_if_no_daemon(journal, "the event")
-    _report_emit(journal.commands, event_id, args)
+    found = _emit_report(journal.commands, event_id, args)
+    # The report read the lease already: no second read for the note.
+    live = None if isinstance(found, str) else found.daemon
+    _note_if_no_daemon(journal, "the event", live=live)
+    _print_emit_report(found, event_id, args)
     return EXIT_OK
 
 
-def _note_if_no_daemon(journal: JournalBackend, waiting: str) -> None:
-    """After a write: one line on stderr if no daemon holds the journal (and where one runs)."""
+def _note_if_no_daemon(journal: JournalBackend, waiting: str, *, live: bool | None = None) -> None:
+    """After a write: one line on stderr if no daemon holds the journal (and where one runs).
+
+    `live`: whether a daemon holds it, when the caller knows (else the lease is read).
+    """
     from .daemons import no_daemon_note
     from .output import escape
 
-    try:
-        if journal.commands.daemon() is not None:
+    if live is None:
+        try:
+            live = journal.commands.daemon() is not None
+        except JournalError:  # the write went through; the note is only a help
             return
-    except JournalError:  # the write went through; the note is only a help
-        return
-    print(escape(no_daemon_note(journal.location, journal.identity, waiting)), file=sys.stderr)
+    if not live:
+        print(escape(no_daemon_note(journal.location, journal.identity, waiting)), file=sys.stderr)
 
 
-def _report_emit(commands: JournalCommands, event_id: str, args: argparse.Namespace) -> None:
-    """What the event started, resumed or buffered (stderr; stdout with --json)."""
+def _emit_report(
+    commands: JournalCommands, event_id: str, args: argparse.Namespace
+) -> EmitReport | str:
+    """What the event started, resumed or buffered; else why the journal cannot tell."""
     from .emitting import ROUTING_WAIT, report
+
+    try:
+        return report(commands, event_id, args.type, wait=0.0 if args.no_wait else ROUTING_WAIT)
+    except JournalError as exc:  # the event is journaled: only the report failed
+        return str(exc)
+
+
+def _print_emit_report(found: EmitReport | str, event_id: str, args: argparse.Namespace) -> None:
+    """The report on stderr (stdout with --json)."""
     from .output import escape
 
-    wait = 0.0 if args.no_wait else ROUTING_WAIT
-    try:
-        found = report(commands, event_id, args.type, wait=wait)
-    except JournalError as exc:  # the event is journaled: only the report failed
+    if isinstance(found, str):
         if args.json:
             _out(json.dumps({"event_id": event_id, "routed": False}))
-        print(escape(f"note: cannot tell what routing did with it: {exc}"), file=sys.stderr)
+        print(escape(f"note: cannot tell what routing did with it: {found}"), file=sys.stderr)
         return
     if args.json:
         _out(json.dumps(found.document(), ensure_ascii=False, sort_keys=True))
