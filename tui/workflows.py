@@ -93,9 +93,9 @@ class WorkflowsScreen(LiveScreen):
         workflows = await queries.workflows()
         errors = await queries.load_errors()
         now = self.dashboard.now()
-        changes = self.dashboard.source.changes
-        if changes != self._figured and time.monotonic() >= self._figures_due:
-            self._figured, self._figures_due = changes, time.monotonic() + FIGURES_SECONDS
+        if self._figures_stale():
+            self._figured = self.dashboard.source.changes
+            self._figures_due = time.monotonic() + FIGURES_SECONDS
             found = await queries.workflow_figures(now - WINDOW)
             self.figures = {f.workflow_id: f for f in found}
         self._disabled = {w.workflow_id for w in workflows if w.disabled_at is not None}
@@ -135,8 +135,13 @@ class WorkflowsScreen(LiveScreen):
 
     def tick(self) -> None:
         """Figures held back by `FIGURES_SECONDS` after a change are read once it passed."""
-        if self.dashboard.source.changes != self._figured and time.monotonic() >= self._figures_due:
+        if self._figures_stale():
             self.run_worker(self.reload(), group="figures", exclusive=True)
+
+    def _figures_stale(self) -> bool:
+        """The journal changed since the figures were read, and `FIGURES_SECONDS` passed."""
+        changed = self.dashboard.source.changes != self._figured
+        return changed and time.monotonic() >= self._figures_due
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """In a read-only dashboard the switch key is hidden (and refused)."""
