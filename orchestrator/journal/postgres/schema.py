@@ -36,7 +36,7 @@ MIGRATIONS: tuple[str, ...] = (
         epoch BIGINT NOT NULL DEFAULT 1,
         started_at BIGINT NOT NULL,
         heartbeat_at BIGINT NOT NULL,
-        ready BOOLEAN NOT NULL DEFAULT false,
+        ready SMALLINT NOT NULL DEFAULT 0 CHECK (ready IN (0, 1)),
         degraded TEXT,
         fenced_at BIGINT,
         stopped_at BIGINT
@@ -140,7 +140,7 @@ MIGRATIONS: tuple[str, ...] = (
         run BIGINT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
         event_type TEXT,
         conditions TEXT NOT NULL,
-        persistent BOOLEAN NOT NULL,
+        persistent SMALLINT NOT NULL CHECK (persistent IN (0, 1)),
         status TEXT NOT NULL,
         into_key TEXT,
         timeout_at BIGINT,
@@ -197,7 +197,7 @@ MIGRATIONS: tuple[str, ...] = (
         triggers TEXT NOT NULL,
         mode TEXT NOT NULL,
         loaded_at BIGINT NOT NULL,
-        present BOOLEAN NOT NULL
+        present SMALLINT NOT NULL CHECK (present IN (0, 1))
     );
     CREATE TABLE load_errors (
         file TEXT PRIMARY KEY,
@@ -230,7 +230,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE switches (
         workflow_id TEXT NOT NULL,
         trigger_id TEXT NOT NULL,
-        enabled BOOLEAN NOT NULL,
+        enabled SMALLINT NOT NULL CHECK (enabled IN (0, 1)),
         changed_at BIGINT NOT NULL,
         PRIMARY KEY (workflow_id, trigger_id)
     );
