@@ -260,3 +260,21 @@ def test_a_runtime_on_a_postgresql_url_says_the_backend_is_not_complete(pg_url: 
         Runtime(pg_url)
     with pytest.raises(JournalBackendUnavailable, match="journal migrate"):
         open_journal(pg_url)
+
+
+async def test_a_reader_reads_rows_by_position_and_by_column_name(pg_url: str) -> None:
+    from orchestrator.journal.postgres.reader import PostgresReader
+
+    await migrate_journal(pg_url)
+    reader = await PostgresReader.open(pg_url)
+    try:
+        (row,) = await reader.fetch(
+            "SELECT %s::text AS a, 2 AS b, version FROM schema_version", ["x"]
+        )
+        assert (row[0], row["a"], row[1], row["b"]) == ("x", "x", 2, 2)
+        assert row.keys() == ["a", "b", "version"]
+        with pytest.raises(JournalError, match="read failed"):
+            await reader.fetch("SELECT no_such_column FROM runs")
+    finally:
+        await reader.close()
+    assert "s3cret" not in reader.location

@@ -55,14 +55,26 @@ async def connect(url: str, *, autocommit: bool = False) -> psycopg.AsyncConnect
     """An async connection to `url` (`JournalUnreachable` if it cannot be made)."""
     pg = load_psycopg()
     params = parse_url(url)
-    timeout = {} if "connect_timeout" in params else {"connect_timeout": CONNECT_TIMEOUT}
     try:
         conn: psycopg.AsyncConnection[Any] = await pg.AsyncConnection.connect(
-            url, autocommit=autocommit, **timeout
+            url, autocommit=autocommit, **connect_options(params)
         )
     except pg.OperationalError as exc:
         raise unreachable(url, params, exc) from None
     return conn
+
+
+def connect_options(params: dict[str, str]) -> dict[str, Any]:
+    """What every connection adds to its URL: a connect timeout, the journal's schema first.
+
+    The URL's own ``connect_timeout`` or ``options`` win: they are the user's.
+    """
+    extra: dict[str, Any] = {}
+    if "connect_timeout" not in params:
+        extra["connect_timeout"] = CONNECT_TIMEOUT
+    if "options" not in params:
+        extra["options"] = f"-c search_path={SCHEMA},pg_catalog"
+    return extra
 
 
 def unreachable(url: str, params: dict[str, str], exc: BaseException) -> JournalUnreachable:
