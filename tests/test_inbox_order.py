@@ -10,7 +10,7 @@ from typing import Any, cast
 import pytest
 from procs import query
 
-from orchestrator import Runtime, Trigger, Workflow
+from orchestrator import JournalError, Runtime, Trigger, Workflow
 from orchestrator.engine import inbox
 from orchestrator.engine.events import EventBus
 from orchestrator.engine.inbox import InboxPoller
@@ -87,6 +87,17 @@ async def test_data_version_moves_on_each_commit_elsewhere_and_when_its_probe_is
         assert await reader.data_version() == third
     finally:
         await reader.close()
+
+
+async def test_a_closed_reader_opens_no_probe_again_so_it_holds_no_file_open(db: Path) -> None:
+    async with Runtime(db):
+        pass
+    reader = await JournalReader.open(db)
+    await reader.data_version()  # its probe is open: the -wal and -shm files are in use
+    await reader.close()
+    with pytest.raises(JournalError, match="the reader is closed"):
+        await reader.data_version()
+    assert sorted(p.name for p in db.parent.iterdir()) == [db.name]  # the last one out
 
 
 class QuietReader:
