@@ -143,3 +143,37 @@ async def test_the_inbox_poller_backs_off_when_idle_and_speeds_up_on_rows(
     assert max(gaps) == inbox.IDLE_POLL_SECONDS  # the worst-case delay of a row
     assert gaps[19] == pytest.approx(inbox.POLL_SECONDS), "a row found: fast again"
     assert gaps[20] > gaps[19] and gaps[-1] == inbox.IDLE_POLL_SECONDS
+
+
+def _open_files(path: Path) -> list[str]:
+    fds = Path("/proc/self/fd")
+    links = []
+    for fd in fds.iterdir():
+        try:
+            links.append(str(fd.readlink()))
+        except OSError:
+            continue
+    return [link for link in links if link.startswith(str(path))]
+
+
+async def test_a_query_cancelled_after_it_ran_leaves_nothing_open(db: Path) -> None:
+    """The inbox poller is cancelled when a runtime stops, maybe just as its query answered.
+
+    Its statement must not outlive it: an unfinished one keeps a read transaction (holding
+    WAL checkpoints back), and the reader's `close` could not close the file until the
+    garbage collector freed it.
+    """
+    async with Runtime(db):
+        pass
+    reader = await JournalReader.open(db)
+    query = asyncio.create_task(reader.fetch("SELECT * FROM sqlite_schema"))
+    await asyncio.sleep(0)  # the task now awaits the connection thread's answer
+    answer = query._fut_waiter  # type: ignore[attr-defined]  # asyncio's: what it awaits
+    while not answer.done():
+        await asyncio.sleep(0)
+    assert not query.done()  # answered, and the task has not run since: cancel it now
+    query.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await query
+    await reader.close()
+    assert _open_files(db) == []

@@ -126,9 +126,12 @@ class JournalReader:
             probe.close()
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        # Executed and fetched in one call on the connection's thread: the cursor never
+        # reaches this task. A cursor handed back to a task cancelled before it closes it
+        # keeps its statement unfinished: its read transaction holds WAL checkpoints back,
+        # and `close` cannot close the file until the garbage collector frees it.
         try:
-            async with self._conn.execute(sql, params) as cursor:
-                return list(await cursor.fetchall())
+            return list(await self._conn.execute_fetchall(sql, params))
         except SQLITE_ERRORS as exc:
             if is_corrupt(exc):
                 raise not_a_journal(self.path, exc) from exc
