@@ -169,7 +169,9 @@ async def test_a_query_cancelled_after_it_ran_leaves_nothing_open(db: Path) -> N
     query = asyncio.create_task(reader.fetch("SELECT * FROM sqlite_schema"))
     await asyncio.sleep(0)  # the task now awaits the connection thread's answer
     answer = query._fut_waiter  # type: ignore[attr-defined]  # asyncio's: what it awaits
-    while not answer.done():
+    # Polled, not awaited through a done callback: that would run after the task's own
+    # wake-up, and the task would take its answer before it could be cancelled.
+    while not answer.done():  # noqa: ASYNC110
         await asyncio.sleep(0)
     assert not query.done()  # answered, and the task has not run since: cancel it now
     query.cancel()
