@@ -157,11 +157,12 @@ def _open_files(path: Path) -> list[str]:
 
 
 async def test_a_query_cancelled_after_it_ran_leaves_nothing_open(db: Path) -> None:
-    """The inbox poller is cancelled when a runtime stops, maybe just as its query answered.
+    """A query's task may be cancelled just as the query answered (a runtime stopping).
 
-    Its statement must not outlive it: an unfinished one keeps a read transaction (holding
-    WAL checkpoints back), and the reader's `close` could not close the file until the
-    garbage collector freed it.
+    Its statement must not outlive it: an unfinished one keeps the connection's read
+    transaction, so every later query of that reader reads the old snapshot (a join read
+    a child as still running), WAL checkpoints are held back, and `close` cannot close
+    the file until the garbage collector frees the cursor.
     """
     async with Runtime(db):
         pass
@@ -177,5 +178,8 @@ async def test_a_query_cancelled_after_it_ran_leaves_nothing_open(db: Path) -> N
     query.cancel()
     with pytest.raises(asyncio.CancelledError):
         await query
+    # Nothing of it holds a read transaction: the reader sees what commits next.
+    emit_event(db, "go", {"n": 1})
+    assert [tuple(r) for r in await reader.fetch("SELECT type FROM events")] == [("go",)]
     await reader.close()
     assert _open_files(db) == []

@@ -623,10 +623,8 @@ class JournalReader:
 
 async def _check_readable(conn: aiosqlite.Connection, path: Path) -> None:
     try:
-        async with conn.execute("PRAGMA application_id") as cursor:
-            app_id = (await cursor.fetchone() or (0,))[0]
-        async with conn.execute("PRAGMA user_version") as cursor:
-            version = (await cursor.fetchone() or (0,))[0]
+        (app_id,), *_ = [*await conn.execute_fetchall("PRAGMA application_id"), (0,)]
+        (version,), *_ = [*await conn.execute_fetchall("PRAGMA user_version"), (0,)]
     except SQLITE_ERRORS as exc:
         raise open_error(path, exc, write=False) from exc
     if app_id != APPLICATION_ID or version == 0:
