@@ -17,8 +17,15 @@ import aiosqlite
 
 from ...clock import Clock, to_datetime
 from ...errors import JournalCorrupt, JournalError
-from ...records import Checkpoint, RunCode, RunInfo, RunStatus, TimelineEntry
-from ...state import StateEncodingError, holds_lone_surrogate, parse_payload
+from ...records import Checkpoint, RunInfo, RunStatus, TimelineEntry
+from ..decoding import (
+    command_record,
+    decode_payload,
+    event_record,
+    run_info,
+    shown_state,
+    stored_fields,
+)
 from ..records import (
     CommandOutcome,
     CommandRecord,
@@ -139,7 +146,7 @@ class JournalReader:
     async def get_run(self, run_id: str) -> RunInfo | None:
         """One run, or None if the journal has no such run."""
         rows = await self._fetch(f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.run_id = ?", [run_id])
-        return _run_info(rows[0]) if rows else None
+        return run_info(rows[0]) if rows else None
 
     async def match_runs(self, prefix: str, *, limit: int = 5) -> RunMatches:
         """The runs whose id starts with `prefix`: the first `limit` by id, and how many."""
@@ -170,7 +177,7 @@ class JournalReader:
             " ORDER BY r.id DESC LIMIT ?",
             [*params, limit],
         )
-        return [_run_info(row) for row in rows]
+        return [run_info(row) for row in rows]
 
     async def checkpoints(self, run_id: str) -> list[Checkpoint]:
         """Every committed checkpoint of a run, in order (position 0 is its input)."""
@@ -186,7 +193,7 @@ class JournalReader:
                 step=row[1],
                 started_at=to_datetime(row[2]),
                 ended_at=to_datetime(row[3]),
-                state=_shown_state(row[4]),
+                state=shown_state(row[4]),
                 kind=row[5],
             )
             for row in rows
@@ -250,7 +257,7 @@ class JournalReader:
             " WHERE i.done_at IS NULL AND i.command = 'invoke'))"
             " ORDER BY r.id"
         )
-        return [UnfinishedRun(**_stored_fields(row)) for row in rows]
+        return [UnfinishedRun(**stored_fields(row)) for row in rows]
 
     async def stored_run(self, run_id: str) -> StoredRun | None:
         """One run whatever its status, with its last state and how it ended; None if unknown."""
@@ -259,7 +266,7 @@ class JournalReader:
             return None
         row = rows[0]
         return StoredRun(
-            **_stored_fields(row),
+            **stored_fields(row),
             error=row["error"],
             error_code=row["error_code"],
             updated_at=row["updated_at"],
@@ -295,7 +302,7 @@ class JournalReader:
         )
         by_wait: dict[int, list[tuple[int, str, dict[str, Any]]]] = {}
         for wait, seq, event_id, data in buffered:
-            value, _ = _payload(data)  # unreadable: an empty event, not a crash at start
+            value, _ = decode_payload(data)  # unreadable: an empty event, not a crash at start
             by_wait.setdefault(wait, []).append((seq, event_id, value or {}))
         return [
             WaitRecord(
@@ -397,12 +404,12 @@ class JournalReader:
     async def unrouted_events(self, after: int, limit: int = 1000) -> list[EventRecord]:
         """Events written by other processes and not routed yet, oldest first."""
         rows = await self._fetch(f"SELECT {_EVENT_COLUMNS} {_UNROUTED}", [after, limit])
-        return [_event_record(row) for row in rows]
+        return [event_record(row) for row in rows]
 
     async def pending_commands(self, after: int, limit: int = 1000) -> list[CommandRecord]:
         """Commands not applied yet, oldest first."""
         rows = await self._fetch(f"SELECT {_COMMAND_COLUMNS} {_PENDING}", [after, limit])
-        return [_command_record(row) for row in rows]
+        return [command_record(row) for row in rows]
 
     async def inbox(
         self, after_event: int, after_command: int, limit: int = 1000
@@ -417,8 +424,8 @@ class JournalReader:
             f" UNION ALL SELECT * FROM (SELECT 1, {_COMMAND_COLUMNS} {_PENDING})",
             [after_event, limit, after_command, limit],
         )
-        events = [_event_record(row[2:]) for row in rows if row[0] == 0]
-        commands = [_command_record(row[1:]) for row in rows if row[0] == 1]
+        events = [event_record(row[2:]) for row in rows if row[0] == 0]
+        commands = [command_record(row[1:]) for row in rows if row[0] == 1]
         return events, commands
 
     async def has_pending(self, after_event: int, after_command: int) -> bool:
@@ -592,7 +599,7 @@ class JournalReader:
                 found[row[0]] = RunOutcome(
                     run_id=row[0],
                     status=RunStatus(row[1]),
-                    state=_shown_state(row[4]),
+                    state=shown_state(row[4]),
                     error=row[2],
                     error_code=row[3],
                 )
@@ -628,104 +635,7 @@ async def _check_readable(conn: aiosqlite.Connection, path: Path) -> None:
         )
 
 
-def _stored_fields(row: sqlite3.Row) -> dict[str, Any]:
-    """The fields of an `UnfinishedRun` from a row of `_STORED_RUN`."""
-    return {
-        "row": row[0],
-        "run_id": row[1],
-        "workflow_id": row[2],
-        "trigger_id": row[3],
-        "version": row[4],
-        "status": RunStatus(row[5]),
-        "position": row[6],
-        "step": row[7],
-        "state": row[8],
-        "created_at": row[9],
-        "recoveries": row[10],
-    }
-
-
-def _run_info(row: sqlite3.Row) -> RunInfo:
-    return RunInfo(
-        run_id=row["run_id"],
-        workflow_id=row["workflow_id"],
-        trigger_id=row["trigger_id"],
-        status=RunStatus(row["status"]),
-        step=row["step"],
-        state=_shown_state(row["state"]),
-        error=row["error"],
-        version=row["version"],
-        created_at=to_datetime(row["created_at"]),
-        updated_at=to_datetime(row["updated_at"]),
-        error_code=RunCode(row["error_code"]) if row["error_code"] is not None else None,
-        forked_from=forked_from(row["forked_from_run"], row["forked_from_step"]),
-        parent=row["parent"],
-    )
-
-
-def forked_from(run_id: str | None, step: str | None) -> dict[str, str] | None:
-    """A run's ``forked_from`` as shown: ``{"run_id", "step"}``, or None (not a fork)."""
-    return None if run_id is None else {"run_id": run_id, "step": step or ""}
-
-
-def _payload(text: str | None, *, wrapped: bool = False) -> tuple[Any, str | None]:
-    """A payload row decoded under the state bounds, or (None, why it cannot be).
-
-    Rows that no process of this version writes (too deep, too big, not JSON) must fail
-    only their event or command, never the process reading them. `wrapped`: any JSON
-    value, not only an object.
-    """
-    if text is None:
-        return None, None
-    try:
-        if wrapped:
-            return parse_payload(f'{{"value":{text}}}')["value"], None
-        return parse_payload(text), None
-    except StateEncodingError as exc:
-        return None, str(exc)
-
-
-def _shown_state(text: str | None) -> dict[str, Any]:
-    """A state to show; one that cannot be read says why instead of failing the reader."""
-    if text is None:
-        return {}
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        return {"unreadable_state": f"the journal holds a state that is not readable JSON: {exc}"}
-    if not isinstance(value, dict) or holds_lone_surrogate(text, value):
-        return {"unreadable_state": f"not a valid state: {text[:80]}"}
-    return value
-
-
 _EVENT_COLUMNS = "id, event_id, type, data, source, created_at"
 _UNROUTED = "FROM events WHERE routed_at IS NULL AND id > ? ORDER BY id LIMIT ?"
 _COMMAND_COLUMNS = "id, command, run_id, workflow_id, trigger_id, payload, created_at"
 _PENDING = "FROM inbox WHERE done_at IS NULL AND id > ? ORDER BY id LIMIT ?"
-
-
-def _event_record(row: Sequence[Any]) -> EventRecord:
-    data, problem = _payload(row[3])
-    return EventRecord(
-        id=row[0],
-        event_id=row[1],
-        type=row[2],
-        data=data if isinstance(data, dict) else {},
-        source=row[4],
-        created_at=row[5],
-        problem=problem,
-    )
-
-
-def _command_record(row: Sequence[Any]) -> CommandRecord:
-    payload, problem = _payload(row[5], wrapped=True)
-    return CommandRecord(
-        id=row[0],
-        command=row[1],
-        run_id=row[2],
-        workflow_id=row[3],
-        trigger_id=row[4],
-        payload=payload,
-        created_at=row[6],
-        problem=problem,
-    )
