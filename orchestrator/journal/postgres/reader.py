@@ -48,7 +48,7 @@ from ..records import (
 from ..timeline import assemble_timeline, row_entry
 from . import prefixes
 from .connection import SCHEMA, connect, describe, load_psycopg
-from .feed import POLL_SQL, ChangeFeed
+from .feed import POLL_SECONDS, POLL_SQL, RETRY_SECONDS, ChangeFeed
 from .schema import MIGRATIONS
 from .states import parts, state_text
 
@@ -129,10 +129,19 @@ _PENDING = "FROM inbox WHERE done_at IS NULL AND id > %s ORDER BY id LIMIT %s"
 class PostgresReader:
     """Queries over one autocommit connection, and the journal's change feed."""
 
-    def __init__(self, conn: psycopg.AsyncConnection[Any], url: str) -> None:
+    def __init__(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        url: str,
+        *,
+        poll_seconds: float = POLL_SECONDS,
+        retry_seconds: tuple[float, float] = RETRY_SECONDS,
+    ) -> None:
         self._conn = conn
         self.url = url  # may hold a password: `location` is what is shown
-        self.feed = ChangeFeed(url, self._poll)
+        self.feed = ChangeFeed(
+            url, self._poll, poll_seconds=poll_seconds, retry_seconds=retry_seconds
+        )
 
     @property
     def location(self) -> str:
@@ -140,8 +149,14 @@ class PostgresReader:
         return describe(self.url)
 
     @classmethod
-    async def open(cls, url: str) -> PostgresReader:
-        """Open a reader on the journal at `url`.
+    async def open(
+        cls,
+        url: str,
+        *,
+        poll_seconds: float = POLL_SECONDS,
+        retry_seconds: tuple[float, float] = RETRY_SECONDS,
+    ) -> PostgresReader:
+        """Open a reader on the journal at `url` (the change feed's timings: `feed.py`).
 
         Raises:
             JournalUnreachable: no connection could be made.
@@ -151,7 +166,7 @@ class PostgresReader:
         """
         conn = await connect(url, autocommit=True)
         conn.row_factory = row_factory
-        reader = cls(conn, url)
+        reader = cls(conn, url, poll_seconds=poll_seconds, retry_seconds=retry_seconds)
         try:
             await reader._check_readable()
         except BaseException:
