@@ -10,10 +10,9 @@ No psycopg here: the same SQL serves the reader and the CLI's synchronous comman
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..records import RunMatch, RunMatches
+from ..decoding import run_matches, text_after
 
 _RANGE = 'run_id COLLATE "C" >= %(prefix)s AND run_id COLLATE "C" < %(past)s'
 _FROM = 'run_id COLLATE "C" >= %(prefix)s'
@@ -40,23 +39,8 @@ def params(prefix: str, limit: int) -> dict[str, Any]:
 
 
 def past(prefix: str) -> str | None:
-    """The least text above every text that starts with `prefix`, by code points.
-
-    The prefix with its last character one higher (after dropping trailing U+10FFFF, which
-    has none higher); None when there is none (a prefix of U+10FFFF alone, or empty):
-    every id from the prefix on matches.
-    """
-    stem = prefix.rstrip("\U0010ffff")
-    if not stem:
-        return None
-    code = ord(stem[-1]) + 1
-    if 0xD800 <= code <= 0xDFFF:  # surrogates are no characters: the next one is U+E000
-        code = 0xE000
-    return stem[:-1] + chr(code)
+    """The least text above every text that starts with `prefix` (None: no text is)."""
+    return text_after(prefix)
 
 
-def matches(rows: Iterable[Sequence[Any]]) -> RunMatches:
-    """`sql`'s rows as `RunMatches` (no rows: no run starts with the prefix)."""
-    found = tuple(rows)
-    runs = tuple(RunMatch(row[0], row[1], row[2]) for row in found)
-    return RunMatches(runs, int(found[0][3]) if found else 0)
+matches = run_matches  # `sql`'s rows as `RunMatches`

@@ -13,20 +13,24 @@ names nothing in the journal, and a lookup of it finds nothing, as on SQLite.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ...clock import Clock, to_datetime
+from ...clock import Clock
 from ...errors import JournalCorrupt, JournalError
 from ...records import Checkpoint, RunInfo, RunStatus, TimelineEntry
 from ..decoding import (
+    checkpoint_of,
     command_record,
-    decode_payload,
+    disabled_of,
     event_record,
+    outcome_of,
     run_info,
-    shown_state,
     stored_fields,
+    switch_commands,
+    switch_records,
+    wait_records,
+    workflow_records,
 )
 from ..records import (
     CommandOutcome,
@@ -266,17 +270,7 @@ class PostgresReader:
             " JOIN runs r ON r.id = c.run WHERE r.run_id = %s ORDER BY c.position",
             [run_id],
         )
-        return [
-            Checkpoint(
-                position=row[0],
-                step=row[1],
-                started_at=to_datetime(row[2]),
-                ended_at=to_datetime(row[3]),
-                state=shown_state(state_text(row[4], row[5])),
-                kind=row[6],
-            )
-            for row in rows
-        ]
+        return [checkpoint_of(row, state_text(row[4], row[5])) for row in rows]
 
     async def timeline(self, run_id: str) -> list[TimelineEntry] | None:
         """Everything a run did, in order; None if the journal has no such run."""
@@ -387,27 +381,7 @@ class PostgresReader:
             " JOIN waits w ON w.id = b.wait AND w.status = 'armed'"
             " JOIN events e ON e.event_id = b.event_id ORDER BY b.wait, b.seq"
         )
-        by_wait: dict[int, list[tuple[int, str, dict[str, Any]]]] = {}
-        for wait, seq, event_id, data in buffered:
-            value, _ = decode_payload(data)  # unreadable: an empty event, not a crash at start
-            by_wait.setdefault(wait, []).append((seq, event_id, value or {}))
-        return [
-            WaitRecord(
-                id=row[0],
-                row=row[1],
-                run_id=row[2],
-                event_type=row[3],
-                conditions=json.loads(row[4]),
-                persistent=bool(row[5]),
-                status=row[6],
-                into=row[7],
-                timeout_at=row[8],
-                on_timeout=row[9],
-                buffer=by_wait.get(row[0], []),
-                joins=None if row[10] is None else [str(i) for i in json.loads(row[10])],
-            )
-            for row in rows
-        ]
+        return wait_records(rows, buffered)
 
     async def dormant_waits(self) -> list[DormantWait]:
         """Paused runs parked on their only live wait, an event wait with no timeout or join.
@@ -522,30 +496,11 @@ class PostgresReader:
             "SELECT workflow_id, version, file, triggers, mode, loaded_at FROM workflows"
             ' WHERE present = 1 ORDER BY workflow_id COLLATE "C"'
         )
-        off = await self.disabled()
-        ticks: dict[str, dict[str, int]] = {}
-        for workflow_id, trigger_id, tick in await self.fetch(
+        ticks = await self.fetch(
             "SELECT workflow_id, trigger_id, next_tick FROM schedule_state"
             " WHERE next_tick IS NOT NULL"
-        ):
-            ticks.setdefault(workflow_id, {})[trigger_id] = tick
-        records = []
-        for row in rows:
-            disabled = dict(off.get(row[0], {}))
-            records.append(
-                WorkflowRecord(
-                    workflow_id=row[0],
-                    version=row[1],
-                    file=row[2],
-                    triggers=json.loads(row[3]),
-                    mode=row[4],
-                    loaded_at=row[5],
-                    disabled_at=disabled.pop("", None),
-                    disabled_triggers=disabled,
-                    next_ticks=ticks.get(row[0], {}),
-                )
-            )
-        return records
+        )
+        return workflow_records(rows, await self.disabled(), ticks)
 
     async def switches(self) -> list[SwitchRecord]:
         """Every disable or enable the daemon applied (the latest per key), by key."""
@@ -553,23 +508,11 @@ class PostgresReader:
             "SELECT workflow_id, trigger_id, enabled, changed_at FROM switches"
             ' ORDER BY workflow_id COLLATE "C", trigger_id COLLATE "C"'
         )
-        return [
-            SwitchRecord(
-                workflow_id=row[0],
-                trigger_id=row[1] or None,
-                enabled=bool(row[2]),
-                changed_at=row[3],
-            )
-            for row in rows
-        ]
+        return switch_records(rows)
 
     async def disabled(self) -> dict[str, dict[str, int]]:
         """Workflow id -> key ('' for the whole workflow, else a trigger id) -> disabled since."""
-        off: dict[str, dict[str, int]] = {}
-        for switch in await self.switches():
-            if not switch.enabled:
-                off.setdefault(switch.workflow_id, {})[switch.trigger_id or ""] = switch.changed_at
-        return off
+        return disabled_of(await self.switches())
 
     async def pending_switches(self) -> list[CommandRecord]:
         """Disable and enable commands not applied yet, oldest first."""
@@ -577,18 +520,7 @@ class PostgresReader:
             "SELECT id, command, workflow_id, trigger_id, created_at FROM inbox"
             " WHERE done_at IS NULL AND command IN ('disable', 'enable') ORDER BY id"
         )
-        return [
-            CommandRecord(
-                id=row[0],
-                command=row[1],
-                run_id=None,
-                workflow_id=row[2],
-                trigger_id=row[3],
-                payload=None,
-                created_at=row[4],
-            )
-            for row in rows
-        ]
+        return switch_commands(rows)
 
     async def load_errors(self) -> list[LoadErrorRecord]:
         """Files that failed to load and have not loaded since, by file."""
@@ -649,16 +581,7 @@ class PostgresReader:
             " WHERE r.run_id = ANY(%s)",
             [wanted],
         )
-        return {
-            row[0]: RunOutcome(
-                run_id=row[0],
-                status=RunStatus(row[1]),
-                state=shown_state(state_text(row[4], row[5])),
-                error=row[2],
-                error_code=row[3],
-            )
-            for row in rows
-        }
+        return {row[0]: outcome_of(row, state_text(row[4], row[5])) for row in rows}
 
     async def pending_invokes(self) -> set[str]:
         """The run ids of invoke commands not applied yet (runs that will exist)."""

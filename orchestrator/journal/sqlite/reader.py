@@ -7,7 +7,6 @@ checkpoints).
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,16 +14,22 @@ from typing import Any
 
 import aiosqlite
 
-from ...clock import Clock, to_datetime
+from ...clock import Clock
 from ...errors import JournalCorrupt, JournalError
 from ...records import Checkpoint, RunInfo, RunStatus, TimelineEntry
 from ..decoding import (
+    checkpoint_of,
     command_record,
-    decode_payload,
+    disabled_of,
     event_record,
+    outcome_of,
     run_info,
-    shown_state,
+    service_scopes,
     stored_fields,
+    switch_commands,
+    switch_records,
+    wait_records,
+    workflow_records,
 )
 from ..records import (
     CommandOutcome,
@@ -187,17 +192,7 @@ class JournalReader:
             " JOIN runs r ON r.id = c.run WHERE r.run_id = ? ORDER BY c.position",
             [run_id],
         )
-        return [
-            Checkpoint(
-                position=row[0],
-                step=row[1],
-                started_at=to_datetime(row[2]),
-                ended_at=to_datetime(row[3]),
-                state=shown_state(row[4]),
-                kind=row[5],
-            )
-            for row in rows
-        ]
+        return [checkpoint_of(row, row[4]) for row in rows]
 
     async def timeline(self, run_id: str) -> list[TimelineEntry] | None:
         """Everything a run did, in order; None if the journal has no such run."""
@@ -300,27 +295,7 @@ class JournalReader:
             " JOIN waits w ON w.id = b.wait AND w.status = 'armed'"
             " JOIN events e ON e.event_id = b.event_id ORDER BY b.wait, b.seq"
         )
-        by_wait: dict[int, list[tuple[int, str, dict[str, Any]]]] = {}
-        for wait, seq, event_id, data in buffered:
-            value, _ = decode_payload(data)  # unreadable: an empty event, not a crash at start
-            by_wait.setdefault(wait, []).append((seq, event_id, value or {}))
-        return [
-            WaitRecord(
-                id=row[0],
-                row=row[1],
-                run_id=row[2],
-                event_type=row[3],
-                conditions=json.loads(row[4]),
-                persistent=bool(row[5]),
-                status=row[6],
-                into=row[7],
-                timeout_at=row[8],
-                on_timeout=row[9],
-                buffer=by_wait.get(row[0], []),
-                joins=None if row[10] is None else [str(i) for i in json.loads(row[10])],
-            )
-            for row in rows
-        ]
+        return wait_records(rows, buffered)
 
     async def dormant_waits(self) -> list[DormantWait]:
         """Paused runs parked on their only live wait, an event wait with no timeout or join.
@@ -358,10 +333,7 @@ class JournalReader:
             " ORDER BY r.id, t.id",
             [workflow_id],
         )
-        found: dict[int, tuple[int, str, str, list[str]]] = {}
-        for row, run_id, state, service_id in rows:
-            found.setdefault(row, (row, run_id, state, []))[3].append(service_id)
-        return list(found.values())
+        return service_scopes(rows)
 
     async def workflows_with_unclosed_service_scopes(self) -> set[str]:
         """Ids of the workflows that have ended runs with run-scoped services never closed.
@@ -474,30 +446,11 @@ class JournalReader:
             "SELECT workflow_id, version, file, triggers, mode, loaded_at FROM workflows"
             " WHERE present = 1 ORDER BY workflow_id"
         )
-        off = await self.disabled()
-        ticks: dict[str, dict[str, int]] = {}
-        for workflow_id, trigger_id, tick in await self._fetch(
+        ticks = await self._fetch(
             "SELECT workflow_id, trigger_id, next_tick FROM schedule_state"
             " WHERE next_tick IS NOT NULL"
-        ):
-            ticks.setdefault(workflow_id, {})[trigger_id] = tick
-        records = []
-        for row in rows:
-            disabled = dict(off.get(row[0], {}))
-            records.append(
-                WorkflowRecord(
-                    workflow_id=row[0],
-                    version=row[1],
-                    file=row[2],
-                    triggers=json.loads(row[3]),
-                    mode=row[4],
-                    loaded_at=row[5],
-                    disabled_at=disabled.pop("", None),
-                    disabled_triggers=disabled,
-                    next_ticks=ticks.get(row[0], {}),
-                )
-            )
-        return records
+        )
+        return workflow_records(rows, await self.disabled(), ticks)
 
     async def switches(self) -> list[SwitchRecord]:
         """Every disable or enable the daemon applied (the latest per key), by key."""
@@ -505,23 +458,11 @@ class JournalReader:
             "SELECT workflow_id, trigger_id, enabled, changed_at FROM switches"
             " ORDER BY workflow_id, trigger_id"
         )
-        return [
-            SwitchRecord(
-                workflow_id=row[0],
-                trigger_id=row[1] or None,
-                enabled=bool(row[2]),
-                changed_at=row[3],
-            )
-            for row in rows
-        ]
+        return switch_records(rows)
 
     async def disabled(self) -> dict[str, dict[str, int]]:
         """Workflow id -> key ('' for the whole workflow, else a trigger id) -> disabled since."""
-        off: dict[str, dict[str, int]] = {}
-        for switch in await self.switches():
-            if not switch.enabled:
-                off.setdefault(switch.workflow_id, {})[switch.trigger_id or ""] = switch.changed_at
-        return off
+        return disabled_of(await self.switches())
 
     async def pending_switches(self) -> list[CommandRecord]:
         """Disable and enable commands not applied yet, oldest first."""
@@ -529,18 +470,7 @@ class JournalReader:
             "SELECT id, command, workflow_id, trigger_id, created_at FROM inbox"
             " WHERE done_at IS NULL AND command IN ('disable', 'enable') ORDER BY id"
         )
-        return [
-            CommandRecord(
-                id=row[0],
-                command=row[1],
-                run_id=None,
-                workflow_id=row[2],
-                trigger_id=row[3],
-                payload=None,
-                created_at=row[4],
-            )
-            for row in rows
-        ]
+        return switch_commands(rows)
 
     async def load_errors(self) -> list[LoadErrorRecord]:
         """Files that failed to load and have not loaded since, by file."""
@@ -595,14 +525,7 @@ class JournalReader:
                 f" WHERE r.run_id IN ({marks})",
                 chunk,
             )
-            for row in rows:
-                found[row[0]] = RunOutcome(
-                    run_id=row[0],
-                    status=RunStatus(row[1]),
-                    state=shown_state(row[4]),
-                    error=row[2],
-                    error_code=row[3],
-                )
+            found.update((row[0], outcome_of(row, row[4])) for row in rows)
         return found
 
     async def pending_invokes(self) -> set[str]:
