@@ -87,6 +87,8 @@ WORKFLOWS = [
     ),
     Workflow(id="parents", pipelines={"go": [spawn, gather, tally]}),
     Workflow(id="kids", pipelines={"go": [kid]}),
+    # Upper case sorts first by bytes (SQLite), last in most locales.
+    Workflow(id="Zeta", triggers={"z": Trigger(event="zeta")}, pipelines={"z": [grow]}),
     Workflow(
         id="reports",
         triggers={"nightly": Schedule(cron="0 2 * * *", tz="UTC")},
@@ -128,7 +130,9 @@ async def seed(db: Path) -> dict[str, str]:
         await rt.disable("reports")
         await rt.enable("reports")
         await rt.disable("kids")
+        await rt.disable("Zeta", "z")
         rt.report_load(Path("workflows/broken ☃.py"), 3, "SyntaxError: invalid syntax")
+        rt.report_load(Path("workflows/Zed.py"), None, "ImportError: no module named zed")
         await rt.emit("nobody.listens", {"ping": 1})
         await rt.idle()
     _after_stop(db, ids)

@@ -9,8 +9,10 @@ through a notification, and through the poll when the listener is killed.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pg_reader_seed import seed
+from postgres import Cluster
 
 from orchestrator.errors import JournalCorrupt, JournalError
 from orchestrator.journal.backends import migrate_journal, open_journal
@@ -28,7 +31,6 @@ from orchestrator.journal.postgres.backend import PostgresJournal
 from orchestrator.journal.postgres.reader import STALE_AFTER_US, PostgresReader
 from orchestrator.journal.postgres.states import UNREADABLE, merge, state_text
 from orchestrator.journal.sqlite import lease
-from orchestrator.journal.sqlite import prefixes as sqlite_prefixes
 from orchestrator.journal.sqlite.reader import JournalReader
 from orchestrator.testing import eventually
 
@@ -42,13 +44,20 @@ def query(url: str, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any
         return cursor.fetchall() if cursor.description is not None else []
 
 
-@pytest.fixture
-async def readers(db: Path, pg_url: str) -> AsyncIterator[tuple[JournalReader, PostgresReader]]:
-    """The seeded journal on SQLite and its copy on PostgreSQL, a reader on each."""
+@pytest.fixture(params=["default", "icu"])
+async def readers(
+    db: Path, pg_url: str, icu_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[JournalReader, PostgresReader]]:
+    """The seeded journal on SQLite and its copy on PostgreSQL, a reader on each.
+
+    The copy is in a database of the cluster's collation (byte order here), then in one
+    that sorts otherwise (ICU en-US).
+    """
+    url = pg_url if request.param == "default" else icu_url
     await seed(db)
-    await copy_journal(db, pg_url)
+    await copy_journal(db, url)
     old = await JournalReader.open(db)
-    new = await PostgresReader.open(pg_url)
+    new = await PostgresReader.open(url)
     try:
         yield old, new
     finally:
@@ -71,24 +80,25 @@ class Compare:
 
 
 async def test_every_query_answers_what_sqlite_answers(
-    readers: tuple[JournalReader, PostgresReader], db: Path, pg_url: str
+    readers: tuple[JournalReader, PostgresReader], db: Path
 ) -> None:
     old, new = readers
+    url = new.url
     same = Compare(old, new)
     runs = await same("list_runs", limit=-1)
     run_ids = [run.run_id for run in runs]
     assert len(run_ids) == 18 and {run.status for run in runs} >= {"queued", "paused", "failed"}
     # The copy holds merge patches, whose states the PostgreSQL reader puts together.
-    (patches,) = query(pg_url, "SELECT count(*) FROM checkpoints WHERE base < position")[0]
+    (patches,) = query(url, "SELECT count(*) FROM checkpoints WHERE base < position")[0]
     assert patches > 10
     await _per_run(same, [*run_ids, "nope", "a\x00b"])
     await _lists(same, runs)
     await _global(same)
     # A delta whose snapshot is gone reads as unreadable on both.
-    sid, state = query(pg_url, "SELECT id, state FROM snapshots ORDER BY id LIMIT 1")[0]
+    sid, state = query(url, "SELECT id, state FROM snapshots ORDER BY id LIMIT 1")[0]
     with sqlite3.connect(db) as conn:
         conn.execute("DELETE FROM snapshots WHERE id = ?", [sid])
-    query(pg_url, "DELETE FROM snapshots WHERE id = %s", (sid,))
+    query(url, "DELETE FROM snapshots WHERE id = %s", (sid,))
     assert state  # a whole state was there
     damaged = [(await same("stored_checkpoints", run_id)) for run_id in run_ids]
     assert any(c.state == UNREADABLE for cs in damaged for c in cs)
@@ -156,6 +166,10 @@ async def _global(same: Compare) -> None:
         "daemon",
     ):
         await same(name)
+    # Sorted by bytes, as SQLite sorts: upper case first, in any database's collation.
+    assert (await same("workflows"))[0].workflow_id == "Zeta"
+    assert (await same("switches"))[0].workflow_id == "Zeta"
+    assert (await same("load_errors"))[0].file.endswith("Zed.py")
     for folder, glob in (("/in", "*.csv"), ("/in", "*.txt"), ("/out", "*.csv")):
         await same("files_seen", folder, glob)
     for after in (0, 2, 10_000):
@@ -235,48 +249,78 @@ def test_states_are_put_together_as_sqlite_json_patch_does() -> None:
 
 
 @pytest.fixture
-async def journal_url(pg_url: str) -> str:
-    """`pg_url`, migrated: a PostgreSQL journal with no rows."""
-    await migrate_journal(pg_url)
-    return pg_url
+def icu_url(pg_cluster: Cluster) -> Iterator[str]:
+    """A migrated, empty journal in a database that does not sort text by bytes (ICU en-US).
+
+    ``B`` sorts after ``a`` there, and ``a-b`` next to ``ab``: a range of run ids compared
+    under the database's collation would not be a prefix.
+    """
+    name = f"icu_{uuid.uuid4().hex}"
+    with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
+        conn.execute(
+            f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8'"
+            " LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+        )
+    url = pg_cluster.url(name)
+    assert query(url, "SELECT 'B' > 'a', 'B' COLLATE \"C\" > 'a'") == [(True, False)]
+    asyncio.run(migrate_journal(url))
+    yield url
+    with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 # Run ids from an alphabet where byte order and a locale's order differ.
 RUN_IDS = st.text(st.sampled_from("aAbB-_.0é日\U0010ffff"), min_size=1, max_size=5)
+WORKFLOWS = ["Wa", "wb", "w-c"]
+RUNS = st.dictionaries(
+    RUN_IDS,
+    st.tuples(
+        st.sampled_from(["Wa", "wb", "w-c"]), st.sampled_from(STATUSES[:6]), st.integers(0, 9)
+    ),
+    max_size=12,
+)
 
 
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(ids=st.sets(RUN_IDS, max_size=12), wanted=st.lists(RUN_IDS, max_size=4))
-def test_prefixes_match_the_runs_sqlite_matches(
-    journal_url: str, tmp_path: Path, ids: set[str], wanted: list[str]
+@given(runs=RUNS, wanted=st.lists(RUN_IDS, max_size=4))
+def test_prefixes_and_filters_answer_what_sqlite_answers(
+    icu_url: str, tmp_path: Path, runs: dict[str, tuple[str, str, int]], wanted: list[str]
 ) -> None:
     db = tmp_path / "prefixes.db"
-    commands = open_journal(db).commands
-    commands.match_runs("x")  # creates the journal
-    rows = [(run_id, "w", "t", "v", "completed", 0, 0) for run_id in ids]
+    open_journal(db).commands.match_runs("x")  # creates the journal
+    rows = [(run_id, w, "t", "v", status, at, at) for run_id, (w, status, at) in runs.items()]
     insert = "INSERT INTO runs (run_id, workflow_id, trigger_id, version, status, created_at,"
     insert += " updated_at) VALUES "
     with sqlite3.connect(db) as conn:
         conn.execute("DELETE FROM runs")
         conn.executemany(insert + "(?, ?, ?, ?, ?, ?, ?)", rows)
-    with psycopg.connect(journal_url, autocommit=True) as conn:
+    with psycopg.connect(icu_url, autocommit=True) as conn:
         conn.execute("DELETE FROM orchestrator.runs")
         with conn.cursor() as cursor:
-            cursor.executemany(
-                insert.replace("runs", "orchestrator.runs") + "(%s, %s, %s, %s, %s, %s, %s)", rows
-            )
-        conn.execute("SET search_path = orchestrator")
-        probes = {"", *wanted, *(run_id[:n] for run_id in ids for n in (1, 2))}
+            values = "(%s, %s, %s, %s, %s, %s, %s)"
+            cursor.executemany(insert.replace("runs", "orchestrator.runs") + values, rows)
+    probes = {"", *wanted, *(run_id[:n] for run_id in runs for n in (1, 2))}
+    asyncio.run(_compare_runs(db, icu_url, sorted(probes)))
+
+
+async def _compare_runs(db: Path, url: str, probes: list[str]) -> None:
+    old = await JournalReader.open(db)
+    new = await PostgresReader.open(url)
+    try:
+        same = Compare(old, new)
         for prefix in probes:
             for limit in (1, 3, 100):
-                expected = commands.match_runs(prefix, limit=limit)
-                sql = prefixes.sql(prefix)
-                assert sql is not None
-                got = prefixes.matches(conn.execute(sql, prefixes.params(prefix, limit)))
-                assert got == expected, (prefix, limit)
-    assert sqlite_prefixes.past("a") == prefixes.past("a")
+                await same("match_runs", prefix, limit=limit)
+        for status in STATUSES:
+            for workflow in (*WORKFLOWS, None):
+                for since in (None, 5):
+                    await same("list_runs", status=status, workflow=workflow, created_since=since)
+                await same("list_runs", status=status, workflow=workflow, limit=2)
+    finally:
+        await old.close()
+        await new.close()
 
 
 async def test_a_prefix_is_a_range_of_the_byte_ordered_index(pg_url: str) -> None:
@@ -381,3 +425,19 @@ async def test_the_listener_reconnects_and_closes_with_the_reader(pg_url: str) -
     assert not reader.feed.listening
     gone = "SELECT count(*) FROM pg_stat_activity WHERE pid = %s"
     await eventually(lambda: query(pg_url, gone, (second,))[0][0] == 0, what="its backend gone")
+
+
+async def test_a_reader_whose_connection_was_lost_opens_another(pg_url: str) -> None:
+    await migrate_journal(pg_url)
+    reader = await PostgresReader.open(pg_url)
+    try:
+        lost = reader.backend_pid
+        query(pg_url, "SELECT pg_terminate_backend(%s)", (lost,))
+        gone = "SELECT count(*) FROM pg_stat_activity WHERE pid = %s"
+        await eventually(lambda: query(pg_url, gone, (lost,))[0][0] == 0, what="it to be gone")
+        assert await reader.list_runs() == []
+        assert reader.backend_pid != lost
+    finally:
+        await reader.close()
+    with pytest.raises(JournalError, match="read failed"):
+        await reader.list_runs()  # closed by its owner: not opened again

@@ -103,10 +103,10 @@ _RUN_COLUMNS = f"""
     r.run_id, r.workflow_id, r.trigger_id, r.status, {SHOWN_STEP} AS step, r.error,
     r.error_code, r.version, r.created_at, r.updated_at, r.forked_from_run, r.forked_from_step,
     (SELECT p.parent FROM children p WHERE p.child = r.run_id) AS parent,
-    l.state_whole, l.state_patch
+    l.position AS last_position, l.state_whole, l.state_patch
 """
 _LAST_STATE = (
-    f" LEFT JOIN LATERAL (SELECT {parts('c')} FROM checkpoints c WHERE c.run = r.id"
+    f" LEFT JOIN LATERAL (SELECT c.position, {parts('c')} FROM checkpoints c WHERE c.run = r.id"
     " ORDER BY c.position DESC LIMIT 1) l ON TRUE"
 )
 # A run with its last checkpoint's state (columns 8, 9) and its recoveries at its step.
@@ -143,6 +143,7 @@ class PostgresReader:
     ) -> None:
         self._conn = conn
         self.url = url  # may hold a password: `location` is what is shown
+        self._closed = False
         self.feed = ChangeFeed(
             url, self._poll, poll_seconds=poll_seconds, retry_seconds=retry_seconds
         )
@@ -194,18 +195,52 @@ class PostgresReader:
 
     async def close(self) -> None:
         """Stop the change feed and close the connection."""
+        self._closed = True
         await self.feed.close()
         await self._conn.close()
 
     async def fetch(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Row]:
-        """Run one read query (``%s`` placeholders) and return all its rows."""
+        """Run one read query (``%s`` placeholders) and return all its rows.
+
+        A connection that was lost (the server restarted, an idle timeout) is opened again
+        and the query run once more: reads change nothing, so running one twice is safe.
+
+        Raises:
+            JournalUnreachable: the connection was lost and cannot be made again.
+            JournalError: the query failed.
+        """
+        pg = load_psycopg()
+        try:
+            return await self._execute(sql, params)
+        except pg.OperationalError as exc:
+            if not self._conn.closed or self._closed:
+                raise _read_failed(self.location, exc) from exc
+        await self._reconnect()
+        try:
+            return await self._execute(sql, params)
+        except pg.Error as exc:
+            raise _read_failed(self.location, exc) from exc
+
+    async def _execute(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> list[Row]:
         pg = load_psycopg()
         try:
             cursor = await self._conn.execute(sql, params)
             return await cursor.fetchall()
+        except pg.OperationalError:
+            raise  # `fetch` tells a lost connection from a failed query
         except pg.Error as exc:
-            reason = " ".join(str(exc).split())
-            raise JournalError(f"journal {self.location}: read failed: {reason}") from exc
+            raise _read_failed(self.location, exc) from exc
+
+    async def _reconnect(self) -> None:
+        """A new connection in place of the lost one (`JournalUnreachable` if none can be made)."""
+        conn = await connect(self.url, autocommit=True)
+        conn.row_factory = row_factory
+        self._conn = conn
+
+    @property
+    def backend_pid(self) -> int:
+        """The server process of the reader's connection (tests end it to lose it)."""
+        return int(self._conn.info.backend_pid)
 
     async def _poll(self) -> tuple[Any, ...]:
         return tuple((await self.fetch(POLL_SQL))[0])
@@ -608,6 +643,11 @@ _UNCLOSED = (
 )
 
 
+def _read_failed(location: str, exc: BaseException) -> JournalError:
+    reason = " ".join(str(exc).split())
+    return JournalError(f"journal {location}: read failed: {reason}")
+
+
 def _nul(*values: str | None) -> bool:
     """Whether any of `values` holds a NUL, which no text of a PostgreSQL journal holds."""
     return any(value is not None and "\x00" in value for value in values)
@@ -621,7 +661,10 @@ def _limit(limit: int) -> int | None:
 def _run_info(row: Row) -> RunInfo:
     """`run_info` of a row of `_RUN_COLUMNS`, its state put together."""
     named = dict(zip(row.keys(), row, strict=True))
-    named["state"] = state_text(row["state_whole"], row["state_patch"])
+    if row["last_position"] is not None:  # a run with no checkpoint has no state
+        named["state"] = state_text(row["state_whole"], row["state_patch"])
+    else:
+        named["state"] = None
     return run_info(named)
 
 
