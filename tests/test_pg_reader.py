@@ -10,6 +10,7 @@ through a notification, and through the poll when the listener is killed.
 from __future__ import annotations
 
 import asyncio
+import socket
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 from pg_reader_seed import seed
 from postgres import Cluster
 
-from orchestrator.errors import JournalCorrupt, JournalError
+from orchestrator.errors import JournalCorrupt, JournalError, JournalUnreachable
 from orchestrator.journal.backends import migrate_journal, open_journal
 from orchestrator.journal.copy import copy_journal
 from orchestrator.journal.postgres import prefixes
@@ -441,3 +442,22 @@ async def test_a_reader_whose_connection_was_lost_opens_another(pg_url: str) -> 
         await reader.close()
     with pytest.raises(JournalError, match="read failed"):
         await reader.list_runs()  # closed by its owner: not opened again
+
+
+async def test_a_lost_connection_that_cannot_be_made_again_is_unreachable(pg_url: str) -> None:
+    await migrate_journal(pg_url)
+    reader = await PostgresReader.open(pg_url)
+    try:
+        with socket.socket() as sock:  # a port nothing listens on once it is closed
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        lost = reader.backend_pid
+        reader.url = f"postgresql://postgres:s3cret@127.0.0.1:{port}/gone?connect_timeout=2"
+        query(pg_url, "SELECT pg_terminate_backend(%s)", (lost,))
+        gone = "SELECT count(*) FROM pg_stat_activity WHERE pid = %s"
+        await eventually(lambda: query(pg_url, gone, (lost,))[0][0] == 0, what="it to be gone")
+        with pytest.raises(JournalUnreachable, match="cannot connect") as caught:
+            await reader.get_run("r")
+        assert "s3cret" not in str(caught.value)
+    finally:
+        await reader.close()
