@@ -153,6 +153,31 @@ def _after_stop(db: Path, ids: dict[str, str]) -> None:
             " ('/in', '*.csv', 'a.csv', 11, 1), ('/in', '*.csv', 'b.csv', NULL, 2),"
             " ('/in', '*.txt', 'ö.txt', 12, 3)"
         )
+        # An event and a command no process of this version writes: unreadable payloads.
+        conn.execute(
+            "INSERT INTO events (event_id, type, data, source, created_at)"
+            " VALUES ('bad-1', 'weird', 'not json', 'cli', 10)"
+        )
+        conn.execute(
+            "INSERT INTO inbox (command, run_id, payload, created_at)"
+            " VALUES ('signal', ?, '{\"deep\": ', 11)",
+            [ids["napping"]],
+        )
+        # An armed wait (registered before its step paused) with two buffered events.
+        (napping,) = conn.execute(
+            "SELECT id FROM runs WHERE run_id = ?", [ids["napping"]]
+        ).fetchone()
+        wait = conn.execute(
+            "INSERT INTO waits (run, event_type, conditions, persistent, status, into_key,"
+            " timeout_at, on_timeout, created_at) VALUES (?, 'paid', '[]', 1, 'armed', 'p',"
+            " NULL, 'continue', 9) RETURNING id",
+            [napping],
+        ).fetchone()[0]
+        events = [e for (e,) in conn.execute("SELECT event_id FROM events ORDER BY id LIMIT 2")]
+        conn.executemany(
+            "INSERT INTO wait_buffer (wait, seq, event_id) VALUES (?, ?, ?)",
+            [(wait, seq, event_id) for seq, event_id in enumerate(reversed(events), 1)],
+        )
         row = conn.execute("SELECT id FROM runs WHERE run_id = ?", [ids["completed"]]).fetchone()
         conn.execute(
             "INSERT INTO timeline (run, position, at, source, kind, step, message)"

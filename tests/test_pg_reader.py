@@ -151,7 +151,8 @@ async def _lists(same: Compare, runs: list[Any]) -> None:
 async def _global(same: Compare) -> None:
     for dormant in (True, False):
         assert await same("unfinished_runs", dormant=dormant)
-        assert await same("live_waits", dormant=dormant)
+        waits = await same("live_waits", dormant=dormant)
+        assert [len(w.buffer) for w in waits if w.status == "armed"] == [2]
     dormant_old = await same.old.dormant_waits()
     assert dormant_old and sorted(dormant_old) == sorted(await same.new.dormant_waits())
     assert await same("workflows_with_unclosed_service_scopes")
@@ -180,7 +181,7 @@ async def _global(same: Compare) -> None:
             await same("inbox", after, after, limit)
         await same("has_pending", after, after)
     events, commands = await same("inbox", 0, 0)
-    assert events and commands
+    assert any(e.problem for e in events) and any(c.problem for c in commands)
     for kind, key in (("emit", "once"), ("emit", "late"), ("invoke", "k1"), ("invoke", "no")):
         await same("keyed", kind, key)
 
