@@ -13,6 +13,7 @@ names nothing in the journal, and a lookup of it finds nothing, as on SQLite.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -144,6 +145,7 @@ class PostgresReader:
         self._conn = conn
         self.url = url  # may hold a password: `location` is what is shown
         self._closed = False
+        self._reconnecting = asyncio.Lock()
         self.feed = ChangeFeed(
             url, self._poll, poll_seconds=poll_seconds, retry_seconds=retry_seconds
         )
@@ -210,12 +212,13 @@ class PostgresReader:
             JournalError: the query failed.
         """
         pg = load_psycopg()
+        conn = self._conn
         try:
             return await self._execute(sql, params)
         except pg.OperationalError as exc:
-            if not self._conn.closed or self._closed:
+            if not conn.closed or self._closed:
                 raise _read_failed(self.location, exc) from exc
-        await self._reconnect()
+        await self._reconnect(conn)
         try:
             return await self._execute(sql, params)
         except pg.Error as exc:
@@ -231,11 +234,17 @@ class PostgresReader:
         except pg.Error as exc:
             raise _read_failed(self.location, exc) from exc
 
-    async def _reconnect(self) -> None:
-        """A new connection in place of the lost one (`JournalUnreachable` if none can be made)."""
-        conn = await connect(self.url, autocommit=True)
-        conn.row_factory = row_factory
-        self._conn = conn
+    async def _reconnect(self, lost: psycopg.AsyncConnection[Any]) -> None:
+        """A new connection in place of `lost` (`JournalUnreachable` if none can be made).
+
+        Queries that lost it together make one new connection: the first one replaces it.
+        """
+        async with self._reconnecting:
+            if self._conn is not lost:
+                return
+            conn = await connect(self.url, autocommit=True)
+            conn.row_factory = row_factory
+            self._conn = conn
 
     @property
     def backend_pid(self) -> int:
