@@ -400,8 +400,9 @@ async def test_with_the_listener_killed_the_poll_still_sees_commits(pg_url: str)
         query(pg_url, "SELECT pg_terminate_backend(%s)", (pid,))
         await eventually(lambda: not reader.feed.listening, what="the listener to die")
         for write in (EVENT, "UPDATE runs SET status = 'running'", "DELETE FROM daemons"):
+            # (No "unchanged" check here: the horizon also moves with the cluster's other
+            # write transactions, autovacuum's analyze among them.)
             before = await reader.data_version()
-            assert await reader.data_version() == before  # nothing committed: no change
             await commit(pg_url, write, notify=True)  # notified, but no one listens
             await eventually(await moved(reader, before), what=f"the poll to see {write}")
     finally:
