@@ -70,7 +70,9 @@ class PostgresJournal:
 
     async def open_reader(self) -> JournalQueries:
         """A reader on the existing journal (`postgres.reader.PostgresReader`)."""
-        _not_complete()
+        from .reader import PostgresReader
+
+        return await PostgresReader.open(self.url)
 
     async def open_views(self) -> DashboardViews:
         """The dashboard's queries over a reader."""

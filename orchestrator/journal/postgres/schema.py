@@ -84,6 +84,8 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE status IN ('queued', 'running', 'paused');
     CREATE INDEX runs_by_status ON runs (status, id);
     CREATE INDEX runs_by_workflow ON runs (workflow_id, id);
+    -- Prefix search compares bytes, as SQLite does (postgres/prefixes.py).
+    CREATE INDEX runs_by_run_id ON runs (run_id COLLATE "C");
     CREATE INDEX runs_by_end ON runs (status, updated_at);
     CREATE INDEX runs_by_workflow_status ON runs (workflow_id, status, created_at);
     CREATE INDEX runs_errors ON runs (error, error_code) WHERE error IS NOT NULL;

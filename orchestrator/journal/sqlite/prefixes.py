@@ -9,10 +9,9 @@ without an event loop.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..records import RunMatch, RunMatches
+from ..decoding import run_matches, text_after
 
 # The first `?3` runs of the range, by id, each with how many the range holds in all (an
 # uncorrelated subquery: counted once, on the index alone).
@@ -31,21 +30,10 @@ def params(prefix: str, limit: int) -> tuple[Any, ...]:
 def past(prefix: str) -> str | bytes:
     """The least value above every text that starts with `prefix`, in SQLite's order.
 
-    SQLite compares text as UTF-8 bytes, which sort as code points do: the prefix with its
-    last character one higher (after dropping trailing U+10FFFF, which has none higher).
+    SQLite compares text as UTF-8 bytes, which sort as code points do (`text_after`).
     Past a prefix of U+10FFFF alone, a BLOB: SQLite sorts every BLOB after every text.
     """
-    stem = prefix.rstrip("\U0010ffff")
-    if not stem:
-        return b"\xff"
-    code = ord(stem[-1]) + 1
-    if 0xD800 <= code <= 0xDFFF:  # surrogates are no characters: the next one is U+E000
-        code = 0xE000
-    return stem[:-1] + chr(code)
+    return text_after(prefix) or b"\xff"
 
 
-def matches(rows: Iterable[Sequence[Any]]) -> RunMatches:
-    """`SQL`'s rows as `RunMatches` (no rows: no run starts with the prefix)."""
-    found = tuple(rows)
-    runs = tuple(RunMatch(row[0], row[1], row[2]) for row in found)
-    return RunMatches(runs, int(found[0][3]) if found else 0)
+matches = run_matches  # `SQL`'s rows as `RunMatches`

@@ -7,7 +7,6 @@ checkpoints).
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,10 +14,23 @@ from typing import Any
 
 import aiosqlite
 
-from ...clock import Clock, to_datetime
+from ...clock import Clock
 from ...errors import JournalCorrupt, JournalError
-from ...records import Checkpoint, RunCode, RunInfo, RunStatus, TimelineEntry
-from ...state import StateEncodingError, holds_lone_surrogate, parse_payload
+from ...records import Checkpoint, RunInfo, RunStatus, TimelineEntry
+from ..decoding import (
+    checkpoint_of,
+    command_record,
+    disabled_of,
+    event_record,
+    outcome_of,
+    run_info,
+    service_scopes,
+    stored_fields,
+    switch_commands,
+    switch_records,
+    wait_records,
+    workflow_records,
+)
 from ..records import (
     CommandOutcome,
     CommandRecord,
@@ -144,7 +156,7 @@ class JournalReader:
     async def get_run(self, run_id: str) -> RunInfo | None:
         """One run, or None if the journal has no such run."""
         rows = await self._fetch(f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.run_id = ?", [run_id])
-        return _run_info(rows[0]) if rows else None
+        return run_info(rows[0]) if rows else None
 
     async def match_runs(self, prefix: str, *, limit: int = 5) -> RunMatches:
         """The runs whose id starts with `prefix`: the first `limit` by id, and how many."""
@@ -175,7 +187,7 @@ class JournalReader:
             " ORDER BY r.id DESC LIMIT ?",
             [*params, limit],
         )
-        return [_run_info(row) for row in rows]
+        return [run_info(row) for row in rows]
 
     async def checkpoints(self, run_id: str) -> list[Checkpoint]:
         """Every committed checkpoint of a run, in order (position 0 is its input)."""
@@ -185,17 +197,7 @@ class JournalReader:
             " JOIN runs r ON r.id = c.run WHERE r.run_id = ? ORDER BY c.position",
             [run_id],
         )
-        return [
-            Checkpoint(
-                position=row[0],
-                step=row[1],
-                started_at=to_datetime(row[2]),
-                ended_at=to_datetime(row[3]),
-                state=_shown_state(row[4]),
-                kind=row[5],
-            )
-            for row in rows
-        ]
+        return [checkpoint_of(row, row[4]) for row in rows]
 
     async def timeline(self, run_id: str) -> list[TimelineEntry] | None:
         """Everything a run did, in order; None if the journal has no such run."""
@@ -255,7 +257,7 @@ class JournalReader:
             " WHERE i.done_at IS NULL AND i.command = 'invoke'))"
             " ORDER BY r.id"
         )
-        return [UnfinishedRun(**_stored_fields(row)) for row in rows]
+        return [UnfinishedRun(**stored_fields(row)) for row in rows]
 
     async def stored_run(self, run_id: str) -> StoredRun | None:
         """One run whatever its status, with its last state and how it ended; None if unknown."""
@@ -264,7 +266,7 @@ class JournalReader:
             return None
         row = rows[0]
         return StoredRun(
-            **_stored_fields(row),
+            **stored_fields(row),
             error=row["error"],
             error_code=row["error_code"],
             updated_at=row["updated_at"],
@@ -298,27 +300,7 @@ class JournalReader:
             " JOIN waits w ON w.id = b.wait AND w.status = 'armed'"
             " JOIN events e ON e.event_id = b.event_id ORDER BY b.wait, b.seq"
         )
-        by_wait: dict[int, list[tuple[int, str, dict[str, Any]]]] = {}
-        for wait, seq, event_id, data in buffered:
-            value, _ = _payload(data)  # unreadable: an empty event, not a crash at start
-            by_wait.setdefault(wait, []).append((seq, event_id, value or {}))
-        return [
-            WaitRecord(
-                id=row[0],
-                row=row[1],
-                run_id=row[2],
-                event_type=row[3],
-                conditions=json.loads(row[4]),
-                persistent=bool(row[5]),
-                status=row[6],
-                into=row[7],
-                timeout_at=row[8],
-                on_timeout=row[9],
-                buffer=by_wait.get(row[0], []),
-                joins=None if row[10] is None else [str(i) for i in json.loads(row[10])],
-            )
-            for row in rows
-        ]
+        return wait_records(rows, buffered)
 
     async def dormant_waits(self) -> list[DormantWait]:
         """Paused runs parked on their only live wait, an event wait with no timeout or join.
@@ -356,10 +338,7 @@ class JournalReader:
             " ORDER BY r.id, t.id",
             [workflow_id],
         )
-        found: dict[int, tuple[int, str, str, list[str]]] = {}
-        for row, run_id, state, service_id in rows:
-            found.setdefault(row, (row, run_id, state, []))[3].append(service_id)
-        return list(found.values())
+        return service_scopes(rows)
 
     async def workflows_with_unclosed_service_scopes(self) -> set[str]:
         """Ids of the workflows that have ended runs with run-scoped services never closed.
@@ -402,12 +381,12 @@ class JournalReader:
     async def unrouted_events(self, after: int, limit: int = 1000) -> list[EventRecord]:
         """Events written by other processes and not routed yet, oldest first."""
         rows = await self._fetch(f"SELECT {_EVENT_COLUMNS} {_UNROUTED}", [after, limit])
-        return [_event_record(row) for row in rows]
+        return [event_record(row) for row in rows]
 
     async def pending_commands(self, after: int, limit: int = 1000) -> list[CommandRecord]:
         """Commands not applied yet, oldest first."""
         rows = await self._fetch(f"SELECT {_COMMAND_COLUMNS} {_PENDING}", [after, limit])
-        return [_command_record(row) for row in rows]
+        return [command_record(row) for row in rows]
 
     async def inbox(
         self, after_event: int, after_command: int, limit: int = 1000
@@ -422,8 +401,8 @@ class JournalReader:
             f" UNION ALL SELECT * FROM (SELECT 1, {_COMMAND_COLUMNS} {_PENDING})",
             [after_event, limit, after_command, limit],
         )
-        events = [_event_record(row[2:]) for row in rows if row[0] == 0]
-        commands = [_command_record(row[1:]) for row in rows if row[0] == 1]
+        events = [event_record(row[2:]) for row in rows if row[0] == 0]
+        commands = [command_record(row[1:]) for row in rows if row[0] == 1]
         return events, commands
 
     async def has_pending(self, after_event: int, after_command: int) -> bool:
@@ -476,30 +455,11 @@ class JournalReader:
             "SELECT workflow_id, version, file, triggers, mode, loaded_at FROM workflows"
             " WHERE present = 1 ORDER BY workflow_id"
         )
-        off = await self.disabled()
-        ticks: dict[str, dict[str, int]] = {}
-        for workflow_id, trigger_id, tick in await self._fetch(
+        ticks = await self._fetch(
             "SELECT workflow_id, trigger_id, next_tick FROM schedule_state"
             " WHERE next_tick IS NOT NULL"
-        ):
-            ticks.setdefault(workflow_id, {})[trigger_id] = tick
-        records = []
-        for row in rows:
-            disabled = dict(off.get(row[0], {}))
-            records.append(
-                WorkflowRecord(
-                    workflow_id=row[0],
-                    version=row[1],
-                    file=row[2],
-                    triggers=json.loads(row[3]),
-                    mode=row[4],
-                    loaded_at=row[5],
-                    disabled_at=disabled.pop("", None),
-                    disabled_triggers=disabled,
-                    next_ticks=ticks.get(row[0], {}),
-                )
-            )
-        return records
+        )
+        return workflow_records(rows, await self.disabled(), ticks)
 
     async def switches(self) -> list[SwitchRecord]:
         """Every disable or enable the daemon applied (the latest per key), by key."""
@@ -507,23 +467,11 @@ class JournalReader:
             "SELECT workflow_id, trigger_id, enabled, changed_at FROM switches"
             " ORDER BY workflow_id, trigger_id"
         )
-        return [
-            SwitchRecord(
-                workflow_id=row[0],
-                trigger_id=row[1] or None,
-                enabled=bool(row[2]),
-                changed_at=row[3],
-            )
-            for row in rows
-        ]
+        return switch_records(rows)
 
     async def disabled(self) -> dict[str, dict[str, int]]:
         """Workflow id -> key ('' for the whole workflow, else a trigger id) -> disabled since."""
-        off: dict[str, dict[str, int]] = {}
-        for switch in await self.switches():
-            if not switch.enabled:
-                off.setdefault(switch.workflow_id, {})[switch.trigger_id or ""] = switch.changed_at
-        return off
+        return disabled_of(await self.switches())
 
     async def pending_switches(self) -> list[CommandRecord]:
         """Disable and enable commands not applied yet, oldest first."""
@@ -531,18 +479,7 @@ class JournalReader:
             "SELECT id, command, workflow_id, trigger_id, created_at FROM inbox"
             " WHERE done_at IS NULL AND command IN ('disable', 'enable') ORDER BY id"
         )
-        return [
-            CommandRecord(
-                id=row[0],
-                command=row[1],
-                run_id=None,
-                workflow_id=row[2],
-                trigger_id=row[3],
-                payload=None,
-                created_at=row[4],
-            )
-            for row in rows
-        ]
+        return switch_commands(rows)
 
     async def load_errors(self) -> list[LoadErrorRecord]:
         """Files that failed to load and have not loaded since, by file."""
@@ -597,14 +534,7 @@ class JournalReader:
                 f" WHERE r.run_id IN ({marks})",
                 chunk,
             )
-            for row in rows:
-                found[row[0]] = RunOutcome(
-                    run_id=row[0],
-                    status=RunStatus(row[1]),
-                    state=_shown_state(row[4]),
-                    error=row[2],
-                    error_code=row[3],
-                )
+            found.update((row[0], outcome_of(row, row[4])) for row in rows)
         return found
 
     async def pending_invokes(self) -> set[str]:
@@ -635,104 +565,7 @@ async def _check_readable(conn: aiosqlite.Connection, path: Path) -> None:
         )
 
 
-def _stored_fields(row: sqlite3.Row) -> dict[str, Any]:
-    """The fields of an `UnfinishedRun` from a row of `_STORED_RUN`."""
-    return {
-        "row": row[0],
-        "run_id": row[1],
-        "workflow_id": row[2],
-        "trigger_id": row[3],
-        "version": row[4],
-        "status": RunStatus(row[5]),
-        "position": row[6],
-        "step": row[7],
-        "state": row[8],
-        "created_at": row[9],
-        "recoveries": row[10],
-    }
-
-
-def _run_info(row: sqlite3.Row) -> RunInfo:
-    return RunInfo(
-        run_id=row["run_id"],
-        workflow_id=row["workflow_id"],
-        trigger_id=row["trigger_id"],
-        status=RunStatus(row["status"]),
-        step=row["step"],
-        state=_shown_state(row["state"]),
-        error=row["error"],
-        version=row["version"],
-        created_at=to_datetime(row["created_at"]),
-        updated_at=to_datetime(row["updated_at"]),
-        error_code=RunCode(row["error_code"]) if row["error_code"] is not None else None,
-        forked_from=forked_from(row["forked_from_run"], row["forked_from_step"]),
-        parent=row["parent"],
-    )
-
-
-def forked_from(run_id: str | None, step: str | None) -> dict[str, str] | None:
-    """A run's ``forked_from`` as shown: ``{"run_id", "step"}``, or None (not a fork)."""
-    return None if run_id is None else {"run_id": run_id, "step": step or ""}
-
-
-def _payload(text: str | None, *, wrapped: bool = False) -> tuple[Any, str | None]:
-    """A payload row decoded under the state bounds, or (None, why it cannot be).
-
-    Rows that no process of this version writes (too deep, too big, not JSON) must fail
-    only their event or command, never the process reading them. `wrapped`: any JSON
-    value, not only an object.
-    """
-    if text is None:
-        return None, None
-    try:
-        if wrapped:
-            return parse_payload(f'{{"value":{text}}}')["value"], None
-        return parse_payload(text), None
-    except StateEncodingError as exc:
-        return None, str(exc)
-
-
-def _shown_state(text: str | None) -> dict[str, Any]:
-    """A state to show; one that cannot be read says why instead of failing the reader."""
-    if text is None:
-        return {}
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        return {"unreadable_state": f"the journal holds a state that is not readable JSON: {exc}"}
-    if not isinstance(value, dict) or holds_lone_surrogate(text, value):
-        return {"unreadable_state": f"not a valid state: {text[:80]}"}
-    return value
-
-
 _EVENT_COLUMNS = "id, event_id, type, data, source, created_at"
 _UNROUTED = "FROM events WHERE routed_at IS NULL AND id > ? ORDER BY id LIMIT ?"
 _COMMAND_COLUMNS = "id, command, run_id, workflow_id, trigger_id, payload, created_at"
 _PENDING = "FROM inbox WHERE done_at IS NULL AND id > ? ORDER BY id LIMIT ?"
-
-
-def _event_record(row: Sequence[Any]) -> EventRecord:
-    data, problem = _payload(row[3])
-    return EventRecord(
-        id=row[0],
-        event_id=row[1],
-        type=row[2],
-        data=data if isinstance(data, dict) else {},
-        source=row[4],
-        created_at=row[5],
-        problem=problem,
-    )
-
-
-def _command_record(row: Sequence[Any]) -> CommandRecord:
-    payload, problem = _payload(row[5], wrapped=True)
-    return CommandRecord(
-        id=row[0],
-        command=row[1],
-        run_id=row[2],
-        workflow_id=row[3],
-        trigger_id=row[4],
-        payload=payload,
-        created_at=row[6],
-        problem=problem,
-    )

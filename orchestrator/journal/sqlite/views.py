@@ -17,6 +17,7 @@ from typing import Any, Final, TypeVar
 
 from ...clock import to_datetime
 from ...records import STATUSES, Checkpoint, RunCode, RunStatus, TimelineEntry
+from ..decoding import forked_from
 from ..records import DaemonRecord, LogEntry, RunMatches
 from ..timeline import assemble_timeline, loads_or_text
 from ..view_records import (
@@ -37,7 +38,7 @@ from ..view_records import (
 from . import run_search
 from .commands import PIPELINE_SQL, pipeline_steps
 from .deltas import state_of
-from .reader import SHOWN_STEP, JournalReader, forked_from
+from .reader import SHOWN_STEP, JournalReader
 
 _ORDER_BY: Final = {
     "newest": "r.id DESC",
