@@ -122,6 +122,14 @@ async def write_journal(db: Path) -> dict[str, str]:
     }
 
 
+@pytest.fixture(autouse=True)
+def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registry of live daemons of this test's own: other suites' daemons change no note."""
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+
+
 @pytest.fixture
 def pair(db: Path, pg_url: str) -> Iterator[tuple[SqliteJournal, PostgresJournal, dict[str, str]]]:
     """The same journal on SQLite and on PostgreSQL (copied), and its run ids by role."""
@@ -739,3 +747,49 @@ def test_a_daemon_on_a_postgresql_journal_logs_where_it_runs_never_its_password(
     finally:
         reap(proc)
     assert "s3cret" not in log.read_text()
+
+
+def test_text_postgresql_cannot_hold_is_refused_in_one_line_and_nothing_is_written(
+    pg_url: str,
+) -> None:
+    """A NUL in a plain text column (a key, a workflow id): SQLite keeps it, PostgreSQL not."""
+    import asyncio
+
+    asyncio.run(migrate_journal(pg_url))
+    commands = PostgresJournal(with_password(pg_url)).commands
+    for work in (
+        lambda: commands.emit_event("x", {}, key="a\x00b"),
+        lambda: commands.queue_invoke("w\x00", "t", {}),
+    ):
+        with pytest.raises(JournalError, match="NUL") as caught:
+            work()
+        assert "\n" not in str(caught.value) and "s3cret" not in str(caught.value)
+    with psycopg.connect(pg_url, options="-c search_path=orchestrator") as conn:
+        counts = conn.execute(
+            "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM inbox),"
+            " (SELECT count(*) FROM runs), (SELECT count(*) FROM idempotency_keys)"
+        ).fetchone()
+    assert counts == (0, 0, 0, 0)
+
+
+def test_daemons_on_one_folder_and_one_postgresql_journal_agree_on_its_identity(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Two URLs of one database (another user, a password) are one journal to the registry.
+
+    A second daemon there is the journal's to refuse (the daemon record), not the
+    registry's; a daemon of the folder on a SQLite journal is refused, no password shown.
+    """
+    from orchestrator.cli.arguments import UsageError
+    from orchestrator.cli.daemons import register
+
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    one = PostgresJournal(pg_url)
+    other = PostgresJournal(with_password(pg_url).replace("postgres:s3cret@", "someone:s3cret@"))
+    assert one.identity == other.identity and "s3cret" not in other.identity
+    with register(folder, one.identity) as first, register(folder, other.identity) as second:
+        assert not first.warning and not second.warning
+        with pytest.raises(UsageError) as caught:
+            register(folder, SqliteJournal(tmp_path / "j.db").identity)
+    assert one.identity in str(caught.value) and "s3cret" not in str(caught.value)
