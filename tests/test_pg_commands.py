@@ -576,7 +576,8 @@ def test_the_writing_commands_on_a_postgresql_journal(
     assert note in err and "s3cret" not in out + err
     assert f"--db {pg.identity}" in err  # a --db to pass, without user or password
     code, out, _ = cli_on_postgres("emit", "paid", '{"order": 1}', "--key", "k", "--json", *db)
-    assert json.loads(out)["event_id"] == emitted["event_id"]
+    again = json.loads(out)
+    assert again["event_id"] == emitted["event_id"] and again["reused"] is True
     paused, completed, failed = roles["paused"], roles["completed"], roles["failed"]
     for args in (
         ("resume", paused[:8], '{"ok": true}'),
@@ -793,3 +794,38 @@ def test_daemons_on_one_folder_and_one_postgresql_journal_agree_on_its_identity(
         with pytest.raises(UsageError) as caught:
             register(folder, SqliteJournal(tmp_path / "j.db").identity)
     assert one.identity in str(caught.value) and "s3cret" not in str(caught.value)
+
+
+def test_a_conflict_is_retried_a_bounded_number_of_times(pg_url: str) -> None:
+    """Another transaction won a race (a serialization failure, a deadlock): try again."""
+    import asyncio
+
+    import psycopg.errors
+
+    from orchestrator.journal.postgres.blocking import ATTEMPTS, Tx, transaction
+
+    asyncio.run(migrate_journal(pg_url))
+    tries: list[int] = []
+    names = itertools.count(1)
+
+    def conflicting(times: int) -> Callable[[Tx], str]:
+        lost = psycopg.errors.DeadlockDetected if times % 2 else psycopg.errors.SerializationFailure
+
+        def work(tx: Tx) -> str:
+            tries.append(1)
+            tx.run("INSERT INTO prune_marks (name, value) VALUES (%s, 1)", (f"try{next(names)}",))
+            if len(tries) <= times:
+                raise lost("another transaction won")
+            return "done"
+
+        return work
+
+    assert transaction(pg_url, conflicting(ATTEMPTS - 1)) == "done"
+    assert len(tries) == ATTEMPTS
+    with psycopg.connect(pg_url, options="-c search_path=orchestrator") as conn:
+        marks = conn.execute("SELECT name FROM prune_marks").fetchall()
+    assert marks == [(f"try{ATTEMPTS}",)]  # the failed tries were rolled back
+    tries.clear()
+    with pytest.raises(JournalError, match=f"after {ATTEMPTS} attempts") as caught:
+        transaction(pg_url, conflicting(ATTEMPTS))
+    assert len(tries) == ATTEMPTS and "\n" not in str(caught.value)
