@@ -303,11 +303,16 @@ def test_prune_deletes_the_same_runs_and_events(
     both = Both(sqlite, pg)
     for _, step in steps(roles):  # commands, done and pending, as prune finds them
         both.apply(step)
-    # Half the commands applied, a third of the events routed, a timeline row of no run.
+    # Half the commands applied, a third of the events and the newest routed, a timeline
+    # row of no run.
     applied = (
         "UPDATE inbox SET done_at = 5, outcome = 'ok' WHERE id % 2 = 0",
-        "UPDATE events SET routed_at = 5 WHERE routed_at IS NULL AND id % 3 = 0",
+        "UPDATE events SET routed_at = 5 WHERE routed_at IS NULL"
+        " AND (id % 3 = 0 OR id = (SELECT max(id) FROM events))",  # the newest stays anyway
         "INSERT INTO timeline (run, at, source, kind) VALUES (NULL, 1, 'x', 'y')",
+        # The newest event routed to a run that goes: the event stays (ids never go back).
+        "INSERT INTO event_routes (event_id, run, action) VALUES ((SELECT event_id FROM events"
+        " ORDER BY id DESC LIMIT 1), (SELECT min(id) FROM runs WHERE status = 'completed'), 'x')",
     )
     with sqlite3.connect(sqlite.path) as lite:
         for sql in applied:
