@@ -28,6 +28,7 @@ from typing import Any
 from ..engine.runtime import STEP_THREADS, Runtime
 from ..engine.workers import Workers
 from ..errors import JournalError, JournalNotPrivate
+from ..journal import open_journal
 from ..redaction import RedactSecrets
 from .output import escape
 
@@ -153,9 +154,9 @@ class DaemonSettings:
 
 
 async def serve(
-    folder: Path, db: Path, settings: DaemonSettings, *, foreground: Foreground | None = None
+    folder: Path, db: str | Path, settings: DaemonSettings, *, foreground: Foreground | None = None
 ) -> int:
-    """Run the daemon until a stop signal (or until `foreground` returns)."""
+    """Run the daemon on journal `db` (a path or a URL) until a stop signal (or `foreground`)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -176,7 +177,7 @@ async def serve(
             _log.info(
                 "daemon pid %d ready: journal %s, folder %s, workflows: %s",
                 os.getpid(),
-                db,
+                open_journal(db).location,  # a URL's password is never logged
                 folder,
                 loaded,
             )

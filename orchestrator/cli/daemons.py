@@ -140,14 +140,27 @@ def other_daemon(journal: str) -> str | None:
 
 
 def no_daemon_note(db: str, journal: str, waiting: str) -> str:
-    """The line for a command that wrote `waiting` to journal `db`, which no daemon holds."""
+    """The line for a command that wrote `waiting` to journal `db`, which no daemon holds.
+
+    `db` is the journal's `location`, `journal` its `identity`.
+    """
     elsewhere = other_daemon(journal)
     if elsewhere is not None:
         return f"note: no daemon is running on {db}, but {elsewhere}"
     return (
         f"note: no daemon is running on {db}; {waiting} waits in the journal until one starts:"
-        f" orchestrator up DIR --db {shlex.quote(db)}"
+        f" orchestrator up DIR --db {db_argument(db, journal)}"
     )
+
+
+def db_argument(location: str, identity: str) -> str:
+    """What to pass to ``--db`` to name a journal again, quoted for a shell.
+
+    A file's path as given; a server's URL as its `identity` has it, without the user and
+    the password (which no message repeats): the user adds theirs, or libpq takes
+    ``$PGUSER`` and ``~/.pgpass``.
+    """
+    return shlex.quote(identity if "://" in identity else location)
 
 
 def shown(path: str) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..journal import JournalBackend, JournalQueries
 from ..records import FINAL_STATUSES, RunInfo, RunStatus
-from .daemons import other_daemon
+from .daemons import db_argument, other_daemon
 
 POLL_SECONDS = 0.05
 # How long to wait for a daemon to appear before saying that none runs.
@@ -62,7 +62,8 @@ def _no_daemon(location: str, identity: str, run_id: str, info: RunInfo | None) 
     elsewhere = other_daemon(identity)
     if elsewhere is not None:
         return f"{said} there, but {elsewhere}"
-    return f"{said} and continues when `orchestrator up DIR --db {location}` runs"
+    db = db_argument(location, identity)
+    return f"{said} and continues when `orchestrator up DIR --db {db}` runs"
 
 
 def _settled(info: RunInfo) -> Outcome:

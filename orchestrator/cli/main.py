@@ -38,6 +38,7 @@ EXIT_OK, EXIT_FAILED = 0, 1  # EXIT_USAGE (2) comes with the argument checks
 # stdout was closed before everything was written (`orchestrator runs | head -1`): what a
 # shell reports for a process killed by SIGPIPE (128 + 13), as `cat` or `seq` would give.
 EXIT_STDOUT_CLOSED = 141
+DAEMON_LOG = "orchestrator.log"  # `up` with the dashboard on a server's journal logs here
 T = TypeVar("T")
 
 
@@ -351,6 +352,15 @@ def _parser() -> argparse.ArgumentParser:
         "create or upgrade a PostgreSQL journal's schema (--db postgresql://...)",
     )
     migrate.add_argument("--json", action="store_true", help="print JSON")
+    copy = _command(
+        journal_commands,
+        "copy",
+        _cmd_journal_copy,
+        "copy a SQLite journal into a new PostgreSQL one, ids kept (no daemon may run on SRC)",
+    )
+    copy.add_argument("source", metavar="SRC", help="the SQLite journal file")
+    copy.add_argument("destination", metavar="DST", help="a postgresql:// URL, holding no journal")
+    copy.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -801,11 +811,14 @@ async def _cmd_up(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace, registration: Registration) -> int:
+    from ..journal.backends import is_postgres_url
     from .daemon import DaemonSettings, configure_logging, serve
 
-    db = db_path(args)
+    db = db_target(args)
     dashboard = not args.headless and sys.stdin.isatty() and sys.stdout.isatty()
-    log_file = Path(f"{db}.log") if dashboard else None
+    # Beside a journal file; for a server's journal, in the current folder (never a URL).
+    log_name = DAEMON_LOG if is_postgres_url(db) else f"{db}.log"
+    log_file = Path(log_name) if dashboard else None
     try:
         configure_logging(log_file)
     except OSError as exc:  # the journal's folder is missing or not writable
@@ -826,7 +839,7 @@ async def _serve(args: argparse.Namespace, registration: Registration) -> int:
         return await serve(args.folder, db, settings)
     from .dashboard import in_daemon  # only `up` on a terminal needs Textual
 
-    return await serve(args.folder, db, settings, foreground=in_daemon(db))
+    return await serve(args.folder, db, settings, foreground=in_daemon(Path(db)))
 
 
 def _cmd_tui(args: argparse.Namespace) -> int:
@@ -901,6 +914,29 @@ async def _cmd_journal_migrate(args: argparse.Namespace) -> int:
     else:
         _out(f"migrated the journal ({done.where}) from schema {done.before} to {done.after}")
     return 0
+
+
+async def _cmd_journal_copy(args: argparse.Namespace) -> int:
+    from ..journal.copy import copy_journal
+
+    if args.db is not None:
+        raise UsageError("journal copy names its journals as SRC and DST: leave --db out")
+    done = await copy_journal(args.source, args.destination)
+    if args.json:
+        shown = {"source": done.source, "destination": done.destination, "rows": done.rows}
+        _out(_dumps({**shown, "seconds": round(done.seconds, 3)}))
+        return EXIT_OK
+    from .output import escape
+
+    total = sum(done.rows.values())
+    _out(
+        escape(
+            f"copied {total} rows from {done.source} to {done.destination} in {done.seconds:.1f} s:"
+        )
+    )
+    for table, rows in done.rows.items():
+        _out(f"  {table:<18} {rows}")
+    return EXIT_OK
 
 
 async def _cmd_workflows(args: argparse.Namespace) -> int:

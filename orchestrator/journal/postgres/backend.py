@@ -10,20 +10,21 @@ halfway (docs/POSTGRES.md).
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import TYPE_CHECKING, NoReturn
 
 from ...errors import JournalBackendUnavailable
-from .connection import describe, parse_url
+from .connection import describe, load_psycopg, parse_url, unreachable
 
 if TYPE_CHECKING:
     from ..faults import FaultPoints
     from ..protocol import (
         DashboardViews,
-        JournalCommands,
         JournalQueries,
         JournalWriter,
         Synchronous,
     )
+    from .commands import PostgresCommands
 
 NOT_COMPLETE = (
     "the PostgreSQL journal is not complete yet: only `orchestrator journal migrate` "
@@ -53,14 +54,28 @@ class PostgresJournal:
         host = params.get("host") or params.get("hostaddr") or "localhost"
         return f"postgresql://{host}:{params.get('port') or '5432'}/{params.get('dbname', '')}"
 
-    @property
-    def commands(self) -> JournalCommands:
+    @cached_property
+    def commands(self) -> PostgresCommands:
         """Writes for the CLI and the dashboard, each one short transaction."""
-        _not_complete()
+        from .commands import PostgresCommands
+
+        return PostgresCommands(self.url)
 
     def exists(self) -> bool:
-        """Whether the database holds a journal yet (its schema is migrated)."""
-        _not_complete()
+        """Whether the database holds a journal yet (its schema is migrated).
+
+        Raises:
+            JournalUnreachable: The server cannot be reached.
+        """
+        from .blocking import Tx, connect_blocking, journal_version
+
+        conn = connect_blocking(self.url, autocommit=True)
+        try:
+            return journal_version(Tx(conn)) > 0
+        except load_psycopg().Error as exc:
+            raise unreachable(self.url, parse_url(self.url), exc) from None
+        finally:
+            conn.close()
 
     def writer(
         self, *, synchronous: Synchronous = "FULL", faults: FaultPoints | None = None

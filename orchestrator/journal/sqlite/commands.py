@@ -16,16 +16,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...clock import Clock, new_id
-from ...errors import (
-    JournalError,
-    RunNotActive,
-    RunNotFound,
-    StepNotFound,
-    TriggerNotFound,
-    ValidationError,
+from ...errors import JournalError, RunNotActive, RunNotFound, ValidationError
+from ...records import event_type_problem
+from ..command_rules import (
+    ALLOWED,
+    check_fork_step,
+    check_switch,
+    check_trigger,
+    payload_text,
+    queued_state,
 )
-from ...records import RunStatus, event_type_problem, id_problem
-from ...state import StateEncodingError, encode_state
 from ..protocol import Synchronous
 from ..records import DaemonRecord, RunMatches
 from . import lease, prefixes, queued
@@ -46,13 +46,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 ATTEMPTS = 5
 BUSY_TIMEOUT_MS = 5_000
-_UNFINISHED = {RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED}
-_ALLOWED = {
-    "resume": ({RunStatus.PAUSED}, "only a paused run can be resumed"),
-    "signal": (_UNFINISHED, "only an active run can be signalled"),
-    "abort": (_UNFINISHED, "only an unfinished run can be aborted"),
-    "retry": ({RunStatus.FAILED, RunStatus.ABORTED}, "only a failed or aborted run can be retried"),
-}
 # The step names of a run's pipeline: on its workflow's version registered now (as the
 # journal last saw it), else on the version the run has. ?1 workflow, ?2 its version.
 PIPELINE_SQL = (
@@ -109,7 +102,7 @@ def queue_command(path: Path, command: str, run_id: str, payload: Any = None) ->
         RunNotFound: No such run in the journal.
         RunNotActive: The run's status does not allow the command.
     """
-    statuses, rule = _ALLOWED[command]
+    statuses, rule = ALLOWED[command]
 
     def insert(conn: sqlite3.Connection) -> int:
         row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
@@ -153,22 +146,11 @@ def queue_fork(
             raise RunNotFound(f"no run {run_id!r} in journal {path}")
         if from_step is not None:
             found = conn.execute(PIPELINE_SQL, (row[0], row[2])).fetchone()
-            steps = pipeline_steps(found[0] if found else None, row[1])
-            if steps is not None and from_step not in steps:
-                raise StepNotFound.unknown(from_step, row[0], row[1], steps)
+            check_fork_step(from_step, found[0] if found else None, row[0], row[1])
         _insert_command(conn, "fork", run_id, None, None, payload)
         return new_run_id
 
     return _transaction(path, insert)
-
-
-def pipeline_steps(definition: str | None, trigger_id: str) -> list[str] | None:
-    """The step names of one pipeline in a journaled definition; None if it does not say."""
-    try:
-        steps = json.loads(definition or "null")["pipelines"][trigger_id]
-    except (ValueError, TypeError, KeyError):
-        return None
-    return [str(step) for step in steps] if isinstance(steps, list) else None
 
 
 def match_runs(path: Path, prefix: str, limit: int = 5) -> RunMatches:
@@ -218,13 +200,10 @@ def claim_invoke(
                 return first, None
         command = _insert_command(conn, "invoke", run_id, workflow_id, trigger_id, payload)
         if queued.no_daemon(conn):  # else the daemon makes the row within a tick
-            queued.insert_queued(conn, run_id, workflow_id, trigger_id, _state(data), now)
+            queued.insert_queued(conn, run_id, workflow_id, trigger_id, queued_state(data), now)
         return run_id, command
 
     return _transaction(path, insert)
-
-
-SWITCHES = ("disable", "enable")
 
 
 def queue_switch(path: Path, command: str, workflow_id: str, trigger_id: str | None) -> int:
@@ -236,12 +215,7 @@ def queue_switch(path: Path, command: str, workflow_id: str, trigger_id: str | N
         ValidationError: `command` is neither ``disable`` nor ``enable``, or no workflow id.
         TriggerNotFound: The loaded workflow has no such trigger.
     """
-    if command not in SWITCHES:
-        raise ValidationError(f"a switch is 'disable' or 'enable', got {command!r}")
-    for value, what in ((workflow_id, "workflow"), (trigger_id, "trigger")):
-        problem = None if value is None else id_problem(value, what)
-        if problem is not None:
-            raise ValidationError(problem)
+    check_switch(command, workflow_id, trigger_id)
 
     def insert(conn: sqlite3.Connection) -> int:
         if trigger_id is not None:
@@ -255,17 +229,7 @@ def _check_trigger(conn: sqlite3.Connection, workflow_id: str, trigger_id: str) 
     row = conn.execute(
         "SELECT triggers FROM workflows WHERE workflow_id = ? AND present = 1", (workflow_id,)
     ).fetchone()
-    if row is None:
-        return  # not loaded (yet): any trigger id is taken at its word
-    try:
-        known = [str(t.get("trigger_id")) for t in json.loads(row[0]) if isinstance(t, dict)]
-    except (ValueError, TypeError, AttributeError):
-        return
-    if trigger_id not in known:
-        raise TriggerNotFound(
-            f"workflow {workflow_id!r} has no trigger {trigger_id!r} (it has: "
-            f"{', '.join(known) or 'none'})"
-        )
+    check_trigger(None if row is None else row[0], workflow_id, trigger_id)
 
 
 def abort_unapplied(path: Path, run_id: str) -> bool:
@@ -273,14 +237,6 @@ def abort_unapplied(path: Path, run_id: str) -> bool:
     return _transaction(
         path, lambda conn: queued.abort_unapplied(conn, run_id, new_id(), Clock().now_us())
     )
-
-
-def _state(data: Any) -> str:
-    """A queued run's input as its first checkpoint (what the daemon will refuse, as text)."""
-    try:
-        return encode_state({} if data is None else data)
-    except StateEncodingError:
-        return json.dumps(data, default=repr)
 
 
 def _claim(conn: sqlite3.Connection, kind: str, key: str, target: str, at: int) -> str:
@@ -313,7 +269,7 @@ def _insert_command(
             run_id,
             workflow_id,
             trigger_id,
-            None if payload is None else json.dumps(payload, ensure_ascii=False),
+            payload_text(payload),
             Clock().now_us(),
         ),
     )

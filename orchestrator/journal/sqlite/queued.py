@@ -14,9 +14,8 @@ import json
 import sqlite3
 
 from ...records import SYSTEM_EVENTS, RunCode, RunStatus, system_event_data
+from ..command_rules import ABORTED_UNAPPLIED, QUEUED_MESSAGE
 from . import lease
-
-_ABORTED = "aborted by request (before a daemon applied its invoke)"
 
 
 def no_daemon(conn: sqlite3.Connection) -> bool:
@@ -53,7 +52,7 @@ def insert_queued(
     conn.execute(
         "INSERT INTO timeline (run, position, at, source, kind, message) VALUES"
         " (?, NULL, ?, 'cli', 'run.queued', ?)",
-        (row, at, "queued while no daemon runs: it starts when a daemon applies its invoke"),
+        (row, at, QUEUED_MESSAGE),
     )
 
 
@@ -75,10 +74,10 @@ def abort_unapplied(conn: sqlite3.Connection, run_id: str, event_id: str, at: in
     conn.execute(
         "UPDATE runs SET status = ?, error = ?, error_code = ?, updated_at = max(updated_at, ?)"
         " WHERE id = ?",
-        (RunStatus.ABORTED, _ABORTED, RunCode.ABORTED, at, row),
+        (RunStatus.ABORTED, ABORTED_UNAPPLIED, RunCode.ABORTED, at, row),
     )
     status, code = RunStatus.ABORTED, RunCode.ABORTED
-    data = system_event_data(run_id, workflow_id, trigger_id, status, _ABORTED, code)
+    data = system_event_data(run_id, workflow_id, trigger_id, status, ABORTED_UNAPPLIED, code)
     conn.execute(
         "INSERT INTO events (event_id, type, data, source, created_at) VALUES (?, ?, ?, ?, ?)",
         (event_id, SYSTEM_EVENTS[status], json.dumps(data, separators=(",", ":")), "system", at),

@@ -9,14 +9,14 @@ as its ``routed_at`` mark (`engine.events`), so a routed event's routes are comp
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 from ...clock import Clock
 from ...errors import JournalError
-from ..records import EventListeners, EventRoute, EventRouting
+from ..command_rules import listeners_of, routing_of
+from ..records import EventListeners, EventRouting
 from . import lease
 from .connection import SQLITE_ERRORS, open_error, read_write_uri
 
@@ -71,34 +71,17 @@ class SqliteRoutingReads:
         found = self._rows("SELECT type, routed_at FROM events WHERE event_id = ?", (event_id,))
         if not found:
             return None
-        routes = [
-            EventRoute(action=row[0], run_id=row[1], workflow_id=row[2], trigger_id=row[3])
-            for row in self._rows(_ROUTES_SQL, (event_id,))
-        ]
-        return EventRouting(
-            event_id=event_id,
-            event_type=str(found[0][0]),
-            routed=found[0][1] is not None,
-            routes=routes,
-        )
+        return routing_of(event_id, found[0], self._rows(_ROUTES_SQL, (event_id,)))
 
     def event_listeners(self) -> EventListeners:
         """The registered workflows' event triggers (split by switch) and the waited types."""
-        off = {
-            (row[0], row[1])
-            for row in self._rows("SELECT workflow_id, trigger_id FROM switches WHERE enabled = 0")
-        }
-        listeners = EventListeners()
-        for workflow_id, triggers in self._rows(
-            "SELECT workflow_id, triggers FROM workflows WHERE present = 1 ORDER BY workflow_id"
-        ):
-            for trigger_id, event_type in _event_triggers(triggers):
-                disabled = (workflow_id, "") in off or (workflow_id, trigger_id) in off
-                into = listeners.disabled if disabled else listeners.triggers
-                into.setdefault(event_type, []).append(f"{workflow_id}/{trigger_id}")
-        for event_type, runs in self._rows(_WAITED_SQL):
-            listeners.waits[str(event_type)] = int(runs)
-        return listeners
+        return listeners_of(
+            self._rows("SELECT workflow_id, trigger_id FROM switches WHERE enabled = 0"),
+            self._rows(
+                "SELECT workflow_id, triggers FROM workflows WHERE present = 1 ORDER BY workflow_id"
+            ),
+            self._rows(_WAITED_SQL),
+        )
 
     def _rows(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         if self._conn is None:
@@ -108,18 +91,3 @@ class SqliteRoutingReads:
             return list(self._conn.execute(sql, params).fetchall())
         except SQLITE_ERRORS as exc:
             raise JournalError(f"journal {self.path}: read failed: {exc}") from exc
-
-
-def _event_triggers(text: object) -> list[tuple[str, str]]:
-    """(trigger id, event type) of each event trigger in a `workflows.triggers` JSON list."""
-    try:
-        triggers = json.loads(str(text))
-    except ValueError:  # a damaged row: no triggers, not a failed command
-        return []
-    if not isinstance(triggers, list):
-        return []
-    return [
-        (str(t.get("trigger_id")), str(t["event"]))
-        for t in triggers
-        if isinstance(t, dict) and t.get("type") == "event" and "event" in t
-    ]

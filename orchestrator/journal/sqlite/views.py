@@ -17,6 +17,7 @@ from typing import Any, Final, TypeVar
 
 from ...clock import to_datetime
 from ...records import STATUSES, Checkpoint, RunCode, RunStatus, TimelineEntry
+from ..command_rules import pipeline_steps
 from ..decoding import forked_from
 from ..records import DaemonRecord, LogEntry, RunMatches
 from ..timeline import assemble_timeline, loads_or_text
@@ -36,7 +37,7 @@ from ..view_records import (
     WorkflowView,
 )
 from . import run_search
-from .commands import PIPELINE_SQL, pipeline_steps
+from .commands import PIPELINE_SQL
 from .deltas import state_of
 from .reader import SHOWN_STEP, JournalReader
 
