@@ -18,6 +18,8 @@ from typing import Any
 import psycopg
 import pytest
 from dashboard_seed import seed
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from orchestrator.errors import JournalError, JournalLocked, JournalUnreachable
 from orchestrator.journal import deltas, ops
@@ -537,3 +539,94 @@ async def test_a_connection_that_does_not_come_back_fails_the_writer(pg_url: str
 
 def test_snapshot_ids_are_shared_by_both_backends() -> None:
     assert deltas.snapshot_id(2, 3) == 2 * (1 << 24) + 3
+
+
+# -- any sequence of ops -------------------------------------------------------------------
+
+_TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=12)
+_STATE = st.dictionaries(
+    st.sampled_from(["a", "b", "é", "big"]),
+    st.one_of(st.integers(-5, 5), _TEXT, st.just("x" * 700), st.lists(st.integers(), max_size=3)),
+    max_size=4,
+).map(lambda value: json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+
+
+@st.composite
+def op_batches(draw: st.DrawFn) -> list[list[Op]]:
+    """Batches over three runs: progress, states of any size, statuses, logs, switches."""
+    at = 1_000
+    batches: list[list[Op]] = [
+        [
+            op
+            for row in (1, 2, 3)
+            for op in ops.create_run(
+                row,
+                f"r{row}",
+                "wf",
+                "t",
+                "v",
+                status=RunStatus.RUNNING,
+                first_step="a",
+                state=draw(_STATE),
+                at=at,
+            )
+        ]
+    ]
+    positions = {1: 0, 2: 0, 3: 0}
+    for _ in range(draw(st.integers(1, 5))):
+        batch: list[Op] = []
+        for _ in range(draw(st.integers(0, 6))):
+            at += 1
+            row = draw(st.sampled_from([1, 2, 3]))
+            kind = draw(st.sampled_from(["checkpoint", "status", "log", "switch", "error"]))
+            if kind == "checkpoint":
+                positions[row] += 1
+                batch += ops.checkpoint(
+                    row,
+                    positions[row],
+                    draw(_TEXT),
+                    started_at=at,
+                    ended_at=at,
+                    state=draw(_STATE),
+                    next_step=draw(st.none() | _TEXT),
+                )
+            elif kind == "status":
+                status = draw(st.sampled_from(list(RunStatus)))
+                batch.append(ops.set_status(row, status, at, error=draw(st.none() | _TEXT)))
+            elif kind == "log":
+                batch.append(ops.add_timeline(row, at, "run", "log", message=draw(_TEXT)))
+            elif kind == "switch":
+                batch.append(ops.set_switch("wf", draw(st.none() | _TEXT), draw(st.booleans()), at))
+            else:
+                batch.append(
+                    ops.load_error(
+                        draw(_TEXT),
+                        draw(st.none() | st.integers(0, 9)),
+                        draw(st.none() | _TEXT),
+                        at,
+                    )
+                )
+        batches.append(batch)
+    return batches
+
+
+def _empty(url: str) -> None:
+    names = [
+        n
+        for (n,) in query(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'orchestrator'")
+        if n != "schema_version"
+    ]
+    query(url, f"TRUNCATE {', '.join(names)} RESTART IDENTITY CASCADE")
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(batches=op_batches(), together=st.booleans())
+async def test_any_op_sequence_writes_the_rows_sqlite_writes(
+    tmp_path_factory: pytest.TempPathFactory, pg_url: str, batches: list[list[Op]], together: bool
+) -> None:
+    await migrate_journal(pg_url)
+    _empty(pg_url)
+    path = await both(tmp_path_factory.mktemp("any"), pg_url, batches, together=together)
+    assert_same_rows(path, pg_url)
