@@ -510,8 +510,44 @@ async def test_a_connection_killed_mid_batch_loses_nothing_and_doubles_nothing(
     assert query(pg_url, "SELECT event_id FROM events ORDER BY id") == [("e1",), ("e2",)]
 
 
-async def test_a_batch_cut_off_after_its_commit_is_not_sent_again(pg_url: str) -> None:
-    """After reconnecting, the writer reads its heartbeat back: the batch had landed."""
+async def test_a_batch_cut_off_after_its_commit_is_acknowledged_not_sent_again(
+    pg_url: str,
+) -> None:
+    """A COMMIT that landed but whose answer was lost: the writer finds its heartbeat.
+
+    A synchronous standby that does not exist makes COMMIT wait after the commit is durable
+    locally; killing the connection there is a commit whose client never heard of it. Sent
+    again, the batch's event would be a duplicate key, and the writer would fail.
+    """
+    admin = pg_url.rsplit("/", 1)[0] + "/postgres"
+    async with running(PostgresWriter(pg_url)) as writer:
+        await writer.write([])
+        backend = writer_backend(writer)
+        query(admin, "ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
+        try:
+            query(admin, "SELECT pg_reload_conf()")
+            write = asyncio.ensure_future(writer.write([ops.add_event("e1", "t", "{}", "api", 1)]))
+
+            def in_commit() -> bool | None:
+                rows = query(
+                    pg_url, "SELECT wait_event FROM pg_stat_activity WHERE pid = %s", (backend,)
+                )
+                return rows == [("SyncRep",)] or None
+
+            await eventually(in_commit, what="the COMMIT waits for the standby")
+            query(pg_url, "SELECT pg_terminate_backend(%s)", (backend,))
+            await write
+        finally:
+            query(admin, "ALTER SYSTEM RESET synchronous_standby_names")
+            query(admin, "SELECT pg_reload_conf()")
+        assert writer.failure is None and writer_backend(writer) != backend
+        await writer.write([ops.add_event("e2", "t", "{}", "api", 2)])
+    assert query(pg_url, "SELECT event_id FROM events ORDER BY id") == [("e1",), ("e2",)]
+
+
+async def test_after_reconnecting_the_heartbeat_says_whether_the_last_batch_landed(
+    pg_url: str,
+) -> None:
     async with running(PostgresWriter(pg_url)) as writer:
         await writer.write([ops.add_event("e1", "t", "{}", "api", 1)])
         assert await writer._reconnect() is True  # the last batch's heartbeat is there
@@ -630,3 +666,34 @@ async def test_any_op_sequence_writes_the_rows_sqlite_writes(
     _empty(pg_url)
     path = await both(tmp_path_factory.mktemp("any"), pg_url, batches, together=together)
     assert_same_rows(path, pg_url)
+
+
+async def test_backlog_and_committed_follow_a_lazy_batch_and_close_commits_it(
+    pg_url: str,
+) -> None:
+    writer = PostgresWriter(pg_url)
+    await writer.open()
+    task = asyncio.create_task(writer.run())
+    assert (writer.committed, writer.backlog) == (True, 0)
+    lazy = writer.enqueue([ops.add_event("e1", "t", "{}", "api", 1)])
+    assert (writer.committed, writer.backlog, lazy.done()) == (False, 1, False)
+    await writer.close()
+    await task
+    assert lazy.done() and lazy.exception() is None and writer.committed
+    with pytest.raises(JournalError, match="is closed"):
+        writer.enqueue([])
+    assert query(pg_url, "SELECT event_id FROM events") == [("e1",)]
+    assert query(pg_url, "SELECT stopped_at IS NOT NULL FROM daemons") == [(True,)]
+
+
+async def test_a_cancelled_writer_task_commits_what_is_pending_first(pg_url: str) -> None:
+    writer = PostgresWriter(pg_url)
+    await writer.open()
+    task = asyncio.create_task(writer.run())
+    await writer.write([])
+    lazy = writer.enqueue([ops.add_event("e1", "t", "{}", "api", 1)])
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert lazy.done() and lazy.exception() is None
+    assert query(pg_url, "SELECT event_id FROM events") == [("e1",)]
