@@ -95,6 +95,7 @@ class JournalReader:
         # how many times it was dropped (each one restarts its counter).
         self._probe: sqlite3.Connection | None = None
         self._probe_drops = 0
+        self._closed = False
 
     @property
     def location(self) -> str:
@@ -113,7 +114,8 @@ class JournalReader:
         return cls(conn, path)
 
     async def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (a `data_version` after this opens none again)."""
+        self._closed = True
         self._close_probe()
         await self._conn.close()
 
@@ -124,9 +126,12 @@ class JournalReader:
             probe.close()
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        # Executed and fetched in one call on the connection's thread: the cursor never
+        # reaches this task. A cursor handed back to a task cancelled before it closes it
+        # keeps its statement unfinished: its read transaction holds WAL checkpoints back,
+        # and `close` cannot close the file until the garbage collector frees it.
         try:
-            async with self._conn.execute(sql, params) as cursor:
-                return list(await cursor.fetchall())
+            return list(await self._conn.execute_fetchall(sql, params))
         except SQLITE_ERRORS as exc:
             if is_corrupt(exc):
                 raise not_a_journal(self.path, exc) from exc
@@ -443,6 +448,10 @@ class JournalReader:
         Compare only values from one reader.
         """
         epoch = self._probe_drops << 40
+        if self._closed:
+            # A poller that outlives the reader by a moment (a runtime stopping) must not
+            # open a probe nobody closes: it would hold the -wal and -shm files open.
+            raise JournalError(f"journal {self.path}: the reader is closed")
         try:
             if self._probe is None:
                 self._probe = sqlite3.connect(
