@@ -624,6 +624,53 @@ _STATE = st.dictionaries(
 ).map(lambda value: json.dumps(value, separators=(",", ":"), ensure_ascii=False))
 
 
+_KEYS = st.none() | st.sampled_from(["k1", "k2"])
+
+
+def _some_ops(draw: st.DrawFn, row: int, at: int, positions: dict[int, int]) -> list[Op]:
+    """The ops of one thing a run does at `at`, drawn."""
+    kind = draw(
+        st.sampled_from(
+            ["checkpoint", "status", "log", "switch", "error", "event", "emit", "start"]
+        )
+    )
+    if kind == "checkpoint":
+        positions[row] += 1
+        return ops.checkpoint(
+            row,
+            positions[row],
+            draw(_TEXT),
+            started_at=at,
+            ended_at=at,
+            state=draw(_STATE),
+            next_step=draw(st.none() | _TEXT),
+        )
+    if kind == "status":
+        status = draw(st.sampled_from(list(RunStatus)))
+        return [ops.set_status(row, status, at, error=draw(st.none() | _TEXT))]
+    if kind == "log":
+        return [ops.add_timeline(row, at, "run", "log", message=draw(_TEXT))]
+    if kind == "switch":
+        return [ops.set_switch("wf", draw(st.none() | _TEXT), draw(st.booleans()), at)]
+    if kind == "event":
+        event = f"ev-{at}"
+        return [
+            ops.add_event(event, draw(_TEXT), draw(_STATE), "api", at),
+            ops.add_route(event, row, draw(st.sampled_from(["started", "resumed"]))),
+        ]
+    if kind == "emit":
+        target = draw(st.sampled_from(["emit-1", "emit-2", f"emit-{at}"]))
+        return ops.outbox_event(target, draw(_TEXT), draw(_STATE), at, key=draw(_KEYS))
+    if kind == "start":
+        child, key = draw(st.sampled_from(["child-1", "child-2"])), draw(_KEYS)
+        return [
+            *ops.outbox_invoke(child, "wf", "go", draw(_STATE), at, key=key),
+            ops.add_child(child, f"r{row}", at, positions[row], key=key),
+        ]
+    line, message = draw(st.none() | st.integers(0, 9)), draw(st.none() | _TEXT)
+    return [ops.load_error(draw(_TEXT), line, message, at)]
+
+
 @st.composite
 def op_batches(draw: st.DrawFn) -> list[list[Op]]:
     """Batches over three runs: progress, states of any size, statuses, logs, switches."""
@@ -651,34 +698,7 @@ def op_batches(draw: st.DrawFn) -> list[list[Op]]:
         for _ in range(draw(st.integers(0, 6))):
             at += 1
             row = draw(st.sampled_from([1, 2, 3]))
-            kind = draw(st.sampled_from(["checkpoint", "status", "log", "switch", "error"]))
-            if kind == "checkpoint":
-                positions[row] += 1
-                batch += ops.checkpoint(
-                    row,
-                    positions[row],
-                    draw(_TEXT),
-                    started_at=at,
-                    ended_at=at,
-                    state=draw(_STATE),
-                    next_step=draw(st.none() | _TEXT),
-                )
-            elif kind == "status":
-                status = draw(st.sampled_from(list(RunStatus)))
-                batch.append(ops.set_status(row, status, at, error=draw(st.none() | _TEXT)))
-            elif kind == "log":
-                batch.append(ops.add_timeline(row, at, "run", "log", message=draw(_TEXT)))
-            elif kind == "switch":
-                batch.append(ops.set_switch("wf", draw(st.none() | _TEXT), draw(st.booleans()), at))
-            else:
-                batch.append(
-                    ops.load_error(
-                        draw(_TEXT),
-                        draw(st.none() | st.integers(0, 9)),
-                        draw(st.none() | _TEXT),
-                        at,
-                    )
-                )
+            batch += _some_ops(draw, row, at, positions)
         batches.append(batch)
     return batches
 

@@ -107,7 +107,9 @@ SQL: Final[dict[Stmt, str]] = {
         " enabled = excluded.enabled, changed_at = excluded.changed_at"
     ),
     # A step's outbox: each row only if its key (NULL: none) names this target; an invoke
-    # only once per run id (a keyed start again: its `children` row is there).
+    # only once per run id (a keyed start again: its `children` row is there). An event
+    # already there is skipped before the insert, not by its conflict: a conflicting insert
+    # still takes an id from the identity sequence, and ids would drift from SQLite's.
     Stmt.CLAIM_KEY: (
         "INSERT INTO idempotency_keys (kind, key, target, created_at) VALUES (%s, %s, %s, %s)"
         " ON CONFLICT DO NOTHING"
@@ -126,8 +128,9 @@ SQL: Final[dict[Stmt, str]] = {
         " SELECT v.event_id, v.type, v.data, v.source, v.at"
         " FROM (VALUES (%s::text, %s::text, %s::text, %s::text, %s::bigint, %s::text))"
         " AS v (event_id, type, data, source, at, key)"
-        " WHERE v.key IS NULL OR (SELECT target FROM idempotency_keys"
-        " WHERE kind = 'emit' AND key = v.key) = v.event_id"
+        " WHERE (v.key IS NULL OR (SELECT target FROM idempotency_keys"
+        " WHERE kind = 'emit' AND key = v.key) = v.event_id)"
+        " AND NOT EXISTS (SELECT 1 FROM events WHERE event_id = v.event_id)"
         " ON CONFLICT DO NOTHING"
     ),
     Stmt.ADD_CHILD: (
