@@ -12,6 +12,8 @@ import contextlib
 import json
 import shutil
 import sqlite3
+import sys
+import time
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.errors import JournalError, JournalLocked, JournalUnreachable
-from orchestrator.journal import deltas, ops
+from orchestrator.journal import deltas, liveness, ops
 from orchestrator.journal.backends import migrate_journal
 from orchestrator.journal.copy import copy_journal
 from orchestrator.journal.faults import FaultPoints
@@ -286,8 +288,9 @@ async def test_every_statement_writes_the_rows_sqlite_writes(
     assert len(rows["event_routes"]) == 1 and len(rows["timeline"]) == 2
 
 
+@pytest.mark.parametrize("together", [False, True], ids=["batch-each", "coalesced"])
 async def test_a_runtimes_writes_give_the_same_rows_on_both_backends(
-    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch, together: bool
 ) -> None:
     recorded: list[list[Op]] = []
     enqueue = GroupCommitWriter.enqueue
@@ -304,7 +307,7 @@ async def test_a_runtimes_writes_give_the_same_rows_on_both_backends(
     monkeypatch.setattr(GroupCommitWriter, "enqueue", enqueue)
     kinds = {stmt for batch in recorded for stmt, _ in batch}
     assert {Stmt.INSERT_RUN, Stmt.INSERT_WAIT, Stmt.ADD_ROUTE, Stmt.SET_LOAD_ERROR} <= kinds
-    path = await both(tmp_path, pg_url, recorded, together=False)
+    path = await both(tmp_path, pg_url, recorded, together=together)
     rows = assert_same_rows(path, pg_url)
     assert len(rows["runs"]) >= 6 and rows["events"] and rows["waits"]
 
@@ -754,3 +757,22 @@ async def test_a_cancelled_writer_task_commits_what_is_pending_first(pg_url: str
         await task
     assert lazy.done() and lazy.exception() is None
     assert query(pg_url, "SELECT event_id FROM events") == [("e1",)]
+
+
+async def test_liveness_is_judged_as_the_sqlite_lease_judges_it(pg_url: str) -> None:
+    """A fresh row of a dead process on this host is taken over; of another host, refused."""
+    await migrate_journal(pg_url)
+    exited = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await exited.wait()  # its pid names no process now
+    now = time.time_ns() // 1000
+    insert = (
+        "INSERT INTO daemons (token, pid, host, started_at, heartbeat_at)"
+        " VALUES (%s, %s, %s, %s, %s)"
+    )
+    query(pg_url, insert, ("dead", exited.pid, liveness.HOST, now, now))
+    async with running(PostgresWriter(pg_url)) as writer:
+        rows = query(pg_url, "SELECT token, epoch, fenced_at IS NOT NULL FROM daemons ORDER BY id")
+        assert rows == [("dead", 2, True), (writer._token, 1, False)]
+    query(pg_url, insert, ("elsewhere", 1, "another-host", now, now))
+    with pytest.raises(JournalLocked, match="in use by pid 1 on another-host"):
+        await PostgresWriter(pg_url).open()
