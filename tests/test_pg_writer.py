@@ -776,3 +776,31 @@ async def test_liveness_is_judged_as_the_sqlite_lease_judges_it(pg_url: str) -> 
     query(pg_url, insert, ("elsewhere", 1, "another-host", now, now))
     with pytest.raises(JournalLocked, match="in use by pid 1 on another-host"):
         await PostgresWriter(pg_url).open()
+
+
+async def test_a_statement_cancelled_by_the_server_is_retried_until_it_passes(
+    pg_url: str,
+) -> None:
+    """A real transient SQLSTATE (57014, the statement timeout) keeps the batch: no loss."""
+    async with running(PostgresWriter(pg_url)) as writer:
+        await writer.write([ops.workflow_loaded("wf", "v1", None, "[]", "", 1)])
+        assert writer._conn is not None
+        await writer._conn.execute("SET statement_timeout = 100")
+        locker = await connect(pg_url)
+        try:
+            await locker.execute("SELECT 1 FROM workflows FOR UPDATE")
+            batch = [ops.workflow_loaded("wf", "v2", None, "[]", "", 2)]
+            write = asyncio.ensure_future(writer.write(batch))
+            reason = await eventually(lambda: writer.degraded, what="the writer degraded")
+            assert "statement timeout" in reason and not write.done()
+            degraded = await eventually(
+                lambda: query(pg_url, "SELECT degraded FROM daemons")[0][0],
+                what="the daemon row says why",
+            )
+            assert "statement timeout" in degraded
+        finally:
+            await locker.rollback()
+            await locker.close()
+        await write
+        assert writer.failure is None and writer.degraded is None
+    assert query(pg_url, "SELECT version FROM workflows") == [("v2",)]
