@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from procs import query
 
 from orchestrator import Runtime, Step, Workflow
+from orchestrator.journal import deltas as neutral_deltas
 from orchestrator.journal import ops
 from orchestrator.journal.sqlite import deltas, schema
 from orchestrator.journal.sqlite.deltas import Deltas, merge_patch
@@ -336,7 +337,7 @@ def test_small_states_are_written_whole(size: int) -> None:
 def test_states_too_large_to_parse_quickly_are_written_whole(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(deltas, "MAX_DELTA_CHARS", 1_000)
+    monkeypatch.setattr(neutral_deltas, "MAX_DELTA_CHARS", 1_000)
     cache = Deltas()
     text = json.dumps({"pad": BIG})
     cache.encode([(1, 0, None, 1, 1, text, "step")])

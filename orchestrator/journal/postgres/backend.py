@@ -81,7 +81,9 @@ class PostgresJournal:
         self, *, synchronous: Synchronous = "FULL", faults: FaultPoints | None = None
     ) -> JournalWriter:
         """The runtime's group-commit writer on this database, not open yet."""
-        _not_complete()
+        from .writer import PostgresWriter
+
+        return PostgresWriter(self.url, synchronous=synchronous, faults=faults)
 
     async def open_reader(self) -> JournalQueries:
         """A reader on the existing journal (`postgres.reader.PostgresReader`)."""

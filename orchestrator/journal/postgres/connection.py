@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 INSTALL_HINT = "pip install 'durable-orchestrator[postgres]'"
 CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise: an unreachable host never hangs
 SCHEMA = "orchestrator"  # the journal's tables live in this schema of the database
+NOTIFY_CHANNEL = "orchestrator"  # each writer commit ends with one pg_notify on it
 
 
 def load_psycopg() -> Any:

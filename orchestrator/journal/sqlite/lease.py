@@ -7,54 +7,40 @@ One process writes runs at a time. A lease is live while its heartbeat is younge
 from __future__ import annotations
 
 import os
-import socket
 import sqlite3
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ...errors import JournalLocked
+from ..liveness import (
+    HOST,
+    LIVE_TOKENS,
+    STALE_AFTER_US,
+    LeaseHolder,
+    holder_from,
+    in_use,
+    is_live,
+    pid_alive,
+)
 
-STALE_AFTER_US = 5_000_000
-HOST = socket.gethostname()
-
-# Invariant: holds the token of every lease a live writer in this process owns, so a lease
-# left by an abandoned (crashed) writer of this same process is known to be dead.
-LIVE_TOKENS: set[str] = set()
-
-
-@dataclass(frozen=True, kw_only=True)
-class LeaseHolder:
-    """Who holds a journal's lease."""
-
-    pid: int
-    host: str
-    started_at: int
-    heartbeat_at: int
-    ready: bool
-    token: str
-    degraded: str | None = None
-
+__all__ = [
+    "HOLDER_SQL",
+    "HOST",
+    "LIVE_TOKENS",
+    "STALE_AFTER_US",
+    "LeaseHolder",
+    "acquire",
+    "heartbeat",
+    "holder_from",
+    "holder_from_named",
+    "in_use",
+    "is_live",
+    "pid_alive",
+    "read_holder",
+    "release",
+]
 
 HOLDER_SQL = (
     "SELECT pid, host, started_at, heartbeat_at, ready, token, degraded FROM lease WHERE id = 1"
 )
-
-
-def holder_from(row: Sequence[Any] | None) -> LeaseHolder | None:
-    """The holder in a row of `HOLDER_SQL` (None for no row)."""
-    if row is None:
-        return None
-    return LeaseHolder(
-        pid=row[0],
-        host=row[1],
-        started_at=row[2],
-        heartbeat_at=row[3],
-        ready=bool(row[4]),
-        token=row[5],
-        degraded=row[6],
-    )
 
 
 def holder_from_named(row: sqlite3.Row | None) -> LeaseHolder | None:
@@ -71,42 +57,11 @@ def read_holder(conn: sqlite3.Connection) -> LeaseHolder | None:
     return holder_from(conn.execute(HOLDER_SQL).fetchone())
 
 
-def is_live(holder: LeaseHolder, now_us: int) -> bool:
-    """Whether `holder` still owns its lease at `now_us`."""
-    if now_us - holder.heartbeat_at > STALE_AFTER_US:
-        return False
-    if holder.host != HOST:
-        return True
-    if holder.pid == os.getpid():
-        return holder.token in LIVE_TOKENS
-    return pid_alive(holder.pid)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with `pid` exists on this host and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
 def acquire(conn: sqlite3.Connection, path: Path, token: str, now_us: int) -> None:
     """Take the lease inside the caller's write transaction, or raise `JournalLocked`."""
     holder = read_holder(conn)
     if holder is not None and is_live(holder, now_us):
-        age = (now_us - holder.heartbeat_at) / 1_000_000
-        raise JournalLocked(
-            f"journal {path} is in use by pid {holder.pid} on {holder.host} (heartbeat "
-            f"{age:.1f}s ago): one process runs a journal at a time, and commands reach it "
-            "through the journal; stop that process first to start another, or pass another --db"
-        )
+        raise in_use(str(path), holder, now_us)
     conn.execute(
         "INSERT OR REPLACE INTO lease (id, token, pid, host, started_at, heartbeat_at, ready)"
         " VALUES (1, ?, ?, ?, ?, ?, 0)",

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import sqlite3
 import threading
 import time
@@ -36,10 +35,19 @@ from typing import Any
 from ...clock import Clock
 from ...errors import JournalCorrupt, JournalError, JournalLocked
 from ...records import FINAL_STATUSES
+from ..deltas import Deltas
 from ..faults import AFTER_COMMIT, BEFORE_COMMIT, FaultPoints, SimulatedCrash, SimulatedDiskFull
 from ..ops import Op, Stmt, grouped
 from ..protocol import Synchronous
 from ..records import Opened
+from ..writing import (
+    CLOSE_PATIENCE,
+    LAZY_FLUSH_SECONDS,
+    RETRY_FIRST,
+    RETRY_MAX,
+    WriterStatus,
+    resolve,
+)
 from . import lease
 from .connection import (
     SQLITE_ERRORS,
@@ -48,28 +56,21 @@ from .connection import (
     is_transient,
     rollback_if_open,
 )
-from .deltas import SNAPSHOT_SQL, Deltas
+from .deltas import SNAPSHOT_SQL
 from .schema import migrate
 from .statements import BULK, SQL
 
-LAZY_FLUSH_SECONDS = 0.005
 # From this many rows of a statement in a batch, they run as one `BULK` statement.
 BULK_ROWS = 16
 # The rows of a `BULK` statement, as JSON (a NUL is kept out: see `execute_rows`).
 _ROWS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-# A failing batch is tried again after RETRY_FIRST seconds, doubling up to RETRY_MAX.
-RETRY_FIRST = 0.05
-RETRY_MAX = 5.0
-# How long `close` keeps retrying a failing batch before giving it up (and failing).
-CLOSE_PATIENCE = 5.0
-_log = logging.getLogger("orchestrator.journal")
 
 
 class _Transient(JournalError):
     """A write failed in a way that may pass; the batch is kept and tried again."""
 
 
-class GroupCommitWriter:
+class GroupCommitWriter(WriterStatus):
     """Owns the journal's write connection, its writer thread and its lease."""
 
     def __init__(
@@ -79,6 +80,7 @@ class GroupCommitWriter:
         synchronous: Synchronous = "FULL",
         faults: FaultPoints | None = None,
     ) -> None:
+        super().__init__()
         self.path = path
         self._synchronous: Synchronous = synchronous
         self._faults = faults
@@ -91,23 +93,16 @@ class GroupCommitWriter:
         # the lock itself: `Condition.__enter__` is a Python call, 7 per run.
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
-        self._pending: list[Op] = []
         self._batch: asyncio.Future[None] | None = None
         self._inflight: asyncio.Future[None] | None = None
         self._urgent = False
         self._closing = False
-        self._failure: JournalError | None = None
         self._crashed = False
         self._stopped = False
         self._thread: threading.Thread | None = None
         # Set on close: wakes a retry's backoff sleep.
         self._wake = threading.Event()
         self._closing_at: float | None = None
-        # Why writes fail now (None while they succeed), and since when (monotonic).
-        self._degraded: str | None = None
-        self._degraded_at = 0.0
-        # Monotonic time of the last commit that refreshed the lease.
-        self._renewed_at = time.monotonic()
         self.commits = 0
         # Each run's last snapshot, so its next checkpoints are written as patches.
         self._deltas = Deltas()
@@ -172,31 +167,10 @@ class GroupCommitWriter:
     # -- writing ---------------------------------------------------------------------------
 
     @property
-    def backlog(self) -> int:
-        """Ops waiting for the next batch."""
-        return len(self._pending)
-
-    @property
     def committed(self) -> bool:
         """Whether everything enqueued so far has committed (or failed): nothing in flight."""
         with self._lock:
             return self._batch is None and self._inflight is None
-
-    @property
-    def failure(self) -> JournalError | None:
-        """Why the writer stopped, if it did."""
-        return self._failure
-
-    @property
-    def degraded(self) -> str | None:
-        """Why writes are failing now (they are being retried), or None while they succeed."""
-        return self._degraded
-
-    def lease_fresh(self) -> bool:
-        """Whether the lease was refreshed recently enough that no one can have taken it."""
-        if self._failure is not None:
-            return False
-        return time.monotonic() - self._renewed_at < lease.STALE_AFTER_US / 1_000_000
 
     def enqueue(self, ops: Iterable[Op], *, urgent: bool = False) -> asyncio.Future[None]:
         """Add ops to the next batch; the future resolves once that batch has committed.
@@ -265,9 +239,9 @@ class GroupCommitWriter:
                     self._failure = JournalError("the journal writer stopped unexpectedly")
             # Queued after any `_settle` already sent, so a settled batch stays settled.
             for future in stranded:
-                self._call_soon(_resolve, future, JournalError("the journal writer stopped"))
+                self._call_soon(resolve, future, JournalError("the journal writer stopped"))
             self._close_connection()
-            self._call_soon(_resolve, done, None)
+            self._call_soon(resolve, done, None)
 
     def _commit_next(self) -> bool:
         """Commit one batch; False once the thread should stop."""
@@ -308,19 +282,6 @@ class GroupCommitWriter:
             self._renewed_at = began
             self._recover()
             return None
-
-    def _degrade(self, reason: str) -> None:
-        if self._degraded is None:
-            self._degraded_at = time.monotonic()
-        if reason != self._degraded:
-            _log.error("journal writes failing: %s; retrying", reason)
-        self._degraded = reason
-
-    def _recover(self) -> None:
-        if self._degraded is None:
-            return
-        self._degraded = None
-        _log.warning("journal writes recovered after %.1f s", time.monotonic() - self._degraded_at)
 
     def _heartbeat_alone(self) -> None:
         """Refresh the lease in a transaction of its own, if the journal takes that much.
@@ -370,14 +331,14 @@ class GroupCommitWriter:
             if self._inflight is batch:
                 self._inflight = None
             if error is None:
-                _resolve(batch, None)
+                resolve(batch, None)
                 return
             failure = error if isinstance(error, JournalError) else JournalError(str(error))
             self._failure = failure
             waiting = [batch, *([self._batch] if self._batch is not None else [])]
             self._pending, self._batch = [], None
         for future in waiting:
-            _resolve(future, failure)
+            resolve(future, failure)
 
     def _call_soon(self, callback: object, *args: object) -> None:
         if self._loop is not None and not self._loop.is_closed():
@@ -474,13 +435,3 @@ def _translate(path: Path, exc: Exception) -> JournalError:
     if is_corrupt(exc):
         return JournalCorrupt(message)
     return JournalError(message)
-
-
-def _resolve(future: asyncio.Future[None], error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)
-        future.exception()  # a waiter may be gone; the failure is kept in `failure`

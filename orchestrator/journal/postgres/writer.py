@@ -1,0 +1,546 @@
+r"""The runtime's writer on PostgreSQL: one connection, one task, many runs' writes per commit.
+
+It behaves as the SQLite writer (`sqlite.writer.GroupCommitWriter`) does: callers on the
+event loop `enqueue` ops and get the future of the batch they joined; one task takes
+everything pending and commits it as **one transaction per batch**, resolving that future
+only after COMMIT returned. The statements of a batch are sent pipelined (one round trip
+for the batch, ``executemany`` per statement key in `Stmt` order), then one
+``pg_notify`` tells readers a commit landed.
+
+Every batch starts with ``SELECT epoch ... FROM daemons WHERE id = me FOR SHARE`` and
+renews this daemon's heartbeat: a batch of a daemon whose row another daemon fenced (its
+epoch moved, or ``fenced_at`` set) rolls back, whole, and the writer stops with
+`JournalLocked` (docs/POSTGRES.md, "Epoch fencing"). The fencer's UPDATE waits for the
+row's share lock, so a batch in flight either committed before the fence or sees it.
+
+Failures, as on SQLite: a transient one (a serialization failure, a full disk) keeps the
+batch and retries it with backoff; a lost connection reconnects with backoff for
+`RECONNECT_PATIENCE` seconds, then the writer fails with `JournalUnreachable`. A batch
+whose COMMIT was cut off may have landed: each batch writes a heartbeat no other batch
+writes, so after reconnecting the writer reads it back to know, and never applies a batch
+twice or acknowledges one that did not land. Anything else stops the writer: `failure`
+says why, and every waiting future gets it.
+
+Text: PostgreSQL's TEXT cannot hold a NUL character. JSON columns never carry one (the
+encoder writes ``\u0000``); a batch refused for one in plain text (a step name, an event
+type) is sent again with each NUL written as the four characters ``\x00``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from ...clock import Clock
+from ...errors import JournalError, JournalLocked, JournalUnreachable
+from ...records import FINAL_STATUSES
+from .. import liveness as lease
+from ..deltas import Deltas
+from ..faults import AFTER_COMMIT, BEFORE_COMMIT, FaultPoints, SimulatedCrash, SimulatedDiskFull
+from ..ops import Op, Stmt, grouped
+from ..protocol import Synchronous
+from ..records import Opened
+from ..writing import (
+    CLOSE_PATIENCE,
+    LAZY_FLUSH_SECONDS,
+    RETRY_FIRST,
+    RETRY_MAX,
+    WriterStatus,
+    resolve,
+)
+from . import schema
+from .connection import NOTIFY_CHANNEL, connect, describe, load_psycopg
+from .statements import SNAPSHOT_SQL, SQL
+
+if TYPE_CHECKING:
+    import psycopg
+
+# How long a lost connection is tried again before the writer fails (`JournalUnreachable`).
+RECONNECT_PATIENCE = 30.0
+# Daemons register one at a time under this advisory lock ("ORCH" and 2).
+DAEMONS_LOCK = 0x4F524348_00000002
+_log = logging.getLogger("orchestrator.journal")
+
+_LIVE = (
+    "SELECT id, pid, host, started_at, heartbeat_at, ready, token, degraded FROM daemons"
+    " WHERE fenced_at IS NULL AND stopped_at IS NULL ORDER BY id FOR UPDATE"
+)
+_FENCE = (
+    "UPDATE daemons SET epoch = epoch + 1, fenced_at = %s WHERE id = ANY(%s) AND fenced_at IS NULL"
+)
+# A fenced daemon's unfinished runs are free for another daemon to claim.
+_RELEASE_RUNS = "UPDATE runs SET daemon = NULL WHERE daemon = ANY(%s)"
+_REGISTER = (
+    "INSERT INTO daemons (token, pid, host, started_at, heartbeat_at) VALUES (%s, %s, %s, %s, %s)"
+    " RETURNING id, epoch"
+)
+# The first statement of every batch: the row this daemon writes under, share-locked.
+_CHECK = "SELECT epoch, fenced_at FROM daemons WHERE id = %s FOR SHARE"
+_BEAT = "UPDATE daemons SET heartbeat_at = %s, degraded = NULL WHERE id = %s"
+_BEAT_ALONE = (
+    "UPDATE daemons SET heartbeat_at = %s, degraded = %s"
+    " WHERE id = %s AND epoch = %s AND fenced_at IS NULL"
+)
+_STOP = "UPDATE daemons SET stopped_at = %s WHERE id = %s AND epoch = %s AND fenced_at IS NULL"
+_NOTIFY = "SELECT pg_notify(%s, '')"
+# SQLSTATE classes and codes that may pass: a batch failing so is kept and tried again.
+_TRANSIENT_CLASSES = ("40", "53", "58")  # serialization/deadlock, resources, system I/O
+_TRANSIENT_CODES = frozenset({"55P03", "57014"})  # lock not available, statement cancelled
+_LOST_CLASSES = ("08", "57P")  # connection exceptions, the server shutting down
+
+
+class _Transient(JournalError):
+    """A write failed in a way that may pass; the batch is kept and tried again."""
+
+
+class _Lost(JournalError):
+    """The connection broke; the batch is kept, the writer reconnects."""
+
+
+class _HasNul(JournalError):
+    """A parameter holds a NUL character, which PostgreSQL text cannot hold."""
+
+
+class PostgresWriter(WriterStatus):
+    """Owns the journal's write connection, its writer task and this daemon's row."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        synchronous: Synchronous = "FULL",
+        faults: FaultPoints | None = None,
+    ) -> None:
+        super().__init__()
+        self.url = url  # may hold a password: `location` is what is shown
+        self.location = describe(url)
+        self._synchronous: Synchronous = synchronous
+        self._faults = faults
+        self._wall = Clock()
+        self._token = uuid.uuid4().hex
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        # This daemon's row in `daemons`, and the epoch it writes under.
+        self.daemon_id = 0
+        self._epoch = 0
+        # The last heartbeat written: each batch writes a new one (see the module).
+        self._beat = 0
+        self._attempt_beat = 0
+        self._batch: asyncio.Future[None] | None = None
+        self._inflight: asyncio.Future[None] | None = None
+        self._urgent = False
+        self._closing = False
+        self._closing_at: float | None = None
+        self._crashed = False
+        self._stopped = False
+        self._task: asyncio.Task[None] | None = None
+        # Set when a batch is enqueued or urgent, or on close: wakes the writer task.
+        self._wake = asyncio.Event()
+        # Set on close: cuts a retry's backoff short.
+        self._close_requested = asyncio.Event()
+        self.commits = 0
+        self.reconnect_patience = RECONNECT_PATIENCE
+        self._lost_at: float | None = None  # when the connection was lost (monotonic)
+        self._deltas = Deltas()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> Opened:
+        """Migrate, connect and register this daemon; `JournalLocked` if another one runs."""
+        await schema.migrate(self.url)
+        conn = await self._connect()
+        try:
+            max_row = await self._register(conn)
+        except BaseException:
+            await conn.close()
+            raise
+        lease.LIVE_TOKENS.add(self._token)
+        self._conn = conn
+        self._renewed_at = time.monotonic()
+        return Opened(max_run_row=max_row)
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        conn = await connect(self.url, autocommit=True)
+        level = "on" if self._synchronous == "FULL" else "off"
+        try:
+            await conn.execute(f"SET synchronous_commit = {level}")
+        except load_psycopg().Error as exc:
+            await conn.close()
+            raise JournalUnreachable(f"journal {self.location}: {_reason(exc)}") from None
+        return conn
+
+    async def _register(self, conn: psycopg.AsyncConnection[Any]) -> int:
+        """Fence stale daemons, refuse a live one, add this one's row; the highest run row."""
+        now = self._next_beat()
+        try:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (DAEMONS_LOCK,))
+                stale = []
+                for row in await (await conn.execute(_LIVE)).fetchall():
+                    holder = lease.holder_from(row[1:])
+                    assert holder is not None
+                    if lease.is_live(holder, now):
+                        raise lease.in_use(self.location, holder, now)
+                    stale.append(row[0])
+                if stale:
+                    await conn.execute(_FENCE, (now, stale))
+                    await conn.execute(_RELEASE_RUNS, (stale,))
+                cursor = await conn.execute(
+                    _REGISTER, (self._token, os.getpid(), lease.HOST, now, now)
+                )
+                registered = await cursor.fetchone()
+                assert registered is not None
+                self.daemon_id, self._epoch = int(registered[0]), int(registered[1])
+                cursor = await conn.execute("SELECT coalesce(max(id), 0) FROM runs")
+                top = await cursor.fetchone()
+                assert top is not None
+        except load_psycopg().Error as exc:
+            raise JournalError(f"journal {self.location}: opening failed: {_reason(exc)}") from None
+        return int(top[0])
+
+    async def run(self) -> None:
+        """Commit batches until `close`; the caller's task owns it."""
+        task = self._task = asyncio.get_running_loop().create_task(
+            self._main(), name="journal-writer-postgres"
+        )
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            self._request_close()
+            with contextlib.suppress(BaseException):
+                await task
+            raise
+
+    async def close(self) -> None:
+        """Commit what is pending, mark this daemon stopped, and close the connection."""
+        self._request_close()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._task)
+        else:
+            await self._close_connection()
+
+    def _request_close(self) -> None:
+        self._closing = True
+        if self._closing_at is None:
+            self._closing_at = time.monotonic()
+        self._close_requested.set()
+        self._wake.set()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    @property
+    def committed(self) -> bool:
+        """Whether everything enqueued so far has committed (or failed): nothing in flight."""
+        return self._batch is None and self._inflight is None
+
+    def enqueue(self, ops: Iterable[Op], *, urgent: bool = False) -> asyncio.Future[None]:
+        """Add ops to the next batch; the future resolves once that batch has committed.
+
+        Call on the event loop. Without `urgent`, the batch commits within
+        `LAZY_FLUSH_SECONDS` (or sooner, with the next urgent write).
+        """
+        if self._failure is not None:
+            raise self._failure
+        if self._stopped:
+            raise JournalError(f"journal {self.location} is closed")
+        self._pending.extend(ops)
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = asyncio.get_running_loop().create_future()
+            self._wake.set()
+        if urgent and not self._urgent:
+            self._urgent = True
+            self._wake.set()
+        return batch
+
+    def together(self) -> contextlib.AbstractContextManager[object]:
+        """Every `enqueue` made inside joins the same batch.
+
+        The writer is a task of the same event loop: it cannot take a batch while a block
+        without an await runs, so the block needs no lock.
+        """
+        return contextlib.nullcontext()
+
+    async def write(self, ops: Iterable[Op]) -> None:
+        """Write ops and return once they are committed."""
+        await asyncio.shield(self.enqueue(ops, urgent=True))
+
+    async def flush(self) -> None:
+        """Return once everything enqueued so far has committed (at once if nothing is)."""
+        newest = self._batch or self._inflight
+        if self._batch is not None:
+            self._urgent = True
+            self._wake.set()
+        if newest is not None:
+            await asyncio.shield(newest)
+
+    async def mark_ready(self) -> None:
+        """Record in this daemon's row that recovery and loading are done."""
+        await self.write([(Stmt.MARK_READY, (self._token,))])
+
+    # -- the writer task -------------------------------------------------------------------
+
+    async def _main(self) -> None:
+        try:
+            while await self._commit_next():
+                pass
+        finally:
+            self._stopped = True
+            stranded = [f for f in (self._inflight, self._batch) if f is not None]
+            self._inflight, self._batch, self._pending = None, None, []
+            if stranded and self._failure is None:  # only on a bug: it is re-raised
+                self._failure = JournalError("the journal writer stopped unexpectedly")
+            for future in stranded:
+                resolve(future, JournalError("the journal writer stopped"))
+            await self._close_connection()
+
+    async def _commit_next(self) -> bool:
+        """Commit one batch; False once the task should stop."""
+        ops, batch, closing = await self._take_batch()
+        if batch is None:
+            return not closing
+        error = await self._apply_retrying(ops)
+        self._settle(batch, error)
+        return error is None
+
+    async def _take_batch(self) -> tuple[list[Op], asyncio.Future[None] | None, bool]:
+        deadline: float | None = None
+        while not (self._urgent or self._closing):
+            self._wake.clear()
+            if self._batch is None:
+                await self._wake.wait()
+                continue
+            now = time.monotonic()
+            deadline = deadline or now + LAZY_FLUSH_SECONDS
+            if now >= deadline:
+                break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(deadline - now):
+                    await self._wake.wait()
+        ops, batch = self._pending, self._batch
+        self._pending, self._batch, self._inflight = [], None, batch
+        self._urgent = False
+        return ops, batch, self._closing
+
+    def _settle(self, batch: asyncio.Future[None], error: JournalError | None) -> None:
+        if self._inflight is batch:
+            self._inflight = None
+        if error is None:
+            resolve(batch, None)
+            return
+        self._failure = error
+        waiting = [batch, *([self._batch] if self._batch is not None else [])]
+        self._pending, self._batch = [], None
+        for future in waiting:
+            resolve(future, error)
+
+    async def _apply_retrying(self, ops: list[Op]) -> JournalError | None:
+        """Commit `ops`, retrying what may pass; the error that stops the writer, if any."""
+        delay = RETRY_FIRST
+        escaped = False
+        while True:
+            began = time.monotonic()  # the new heartbeat is no newer than this
+            try:
+                await self._apply(ops)
+            except SimulatedCrash as exc:
+                self._crashed = True
+                return JournalError(f"simulated crash at {exc}")
+            except _HasNul as exc:
+                if escaped:
+                    return JournalError(str(exc))
+                ops, escaped = _without_nul(ops), True
+                continue
+            except (_Lost, _Transient) as exc:
+                try:
+                    landed = await self._after_failure(exc, delay)
+                except JournalError as stop:
+                    return stop
+                delay = min(delay * 2, RETRY_MAX)
+                if not landed:
+                    continue
+            except JournalError as exc:
+                return exc
+            self.commits += 1
+            self._renewed_at = began
+            self._recover()
+            return None
+
+    async def _after_failure(self, exc: JournalError, delay: float) -> bool:
+        """Get ready to try a failed batch again; whether it had committed after all.
+
+        Raises:
+            JournalError: The writer stops: fenced, or the connection did not come back.
+        """
+        self._degrade(str(exc))
+        if isinstance(exc, _Lost):
+            if self._lost_at is None:
+                self._lost_at = time.monotonic()
+            try:
+                landed = await self._reconnect()
+            except JournalUnreachable as unreachable:
+                if self._past_patience(self._lost_at):
+                    raise JournalUnreachable(
+                        f"journal {self.location}: the connection was lost and could not be"
+                        f" made again: {unreachable}"
+                    ) from None
+                await self._backoff(delay)
+                return False
+            self._lost_at = None
+            return landed
+        if self._closing_at is not None and time.monotonic() - self._closing_at > CLOSE_PATIENCE:
+            raise JournalError(f"{exc}; closing with writes not committed")
+        await self._heartbeat_alone()
+        await self._backoff(delay)
+        return False
+
+    def _past_patience(self, lost_at: float) -> bool:
+        now = time.monotonic()
+        if now - lost_at > self.reconnect_patience:
+            return True
+        return self._closing_at is not None and now - self._closing_at > CLOSE_PATIENCE
+
+    async def _backoff(self, seconds: float) -> None:
+        """Wait `seconds` before trying again (at once, once, if `close` is asked meanwhile)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._close_requested.wait()
+        self._close_requested.clear()
+
+    def _next_beat(self) -> int:
+        """A heartbeat time (microseconds) newer than every one this writer wrote before."""
+        self._beat = max(self._wall.now_us(), self._beat + 1)
+        return self._beat
+
+    async def _apply(self, ops: list[Op]) -> None:
+        pg = load_psycopg()
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            raise _Lost(f"journal {self.location}: not connected")
+        beat = self._attempt_beat = self._next_beat()
+        try:
+            async with conn.transaction():
+                async with conn.pipeline():
+                    check = conn.cursor()
+                    await check.execute(_CHECK, (self.daemon_id,))
+                    cursor = conn.cursor()
+                    await cursor.execute(_BEAT, (beat, self.daemon_id))
+                    for stmt, rows in grouped(ops):
+                        if stmt is Stmt.INSERT_CHECKPOINT:
+                            rows, snapshots = self._deltas.encode(rows)
+                            if snapshots:
+                                await cursor.executemany(SNAPSHOT_SQL, snapshots)
+                        elif stmt is Stmt.SET_STATUS:
+                            self._deltas.forget([r[-1] for r in rows if r[0] in FINAL_STATUSES])
+                        await cursor.executemany(SQL[stmt], rows)
+                    await cursor.execute(_NOTIFY, (NOTIFY_CHANNEL,))
+                row = await check.fetchone()
+                if row is None or row[0] != self._epoch or row[1] is not None:
+                    raise self._fenced()
+                self._fault(BEFORE_COMMIT)
+        except SimulatedDiskFull as exc:
+            self._deltas.discard()
+            raise _Transient(f"journal {self.location}: write failed: {exc}") from exc
+        except pg.Error as exc:
+            self._deltas.discard()
+            raise self._translate(exc, conn) from None
+        except BaseException:
+            self._deltas.discard()
+            raise
+        self._deltas.commit()
+        self._fault(AFTER_COMMIT)
+
+    def _translate(self, exc: Exception, conn: psycopg.AsyncConnection[Any]) -> JournalError:
+        message = f"journal {self.location}: write failed: {_reason(exc)}"
+        state = getattr(exc, "sqlstate", None) or ""
+        if conn.closed or conn.broken or state.startswith(_LOST_CLASSES):
+            return _Lost(message)
+        if state.startswith(_TRANSIENT_CLASSES) or state in _TRANSIENT_CODES:
+            return _Transient(message)
+        if not state and "NUL" in str(exc):  # psycopg refuses it before sending anything
+            return _HasNul(message)
+        return JournalError(message)
+
+    async def _reconnect(self) -> bool:
+        """A new connection; whether the batch cut off with the old one had committed.
+
+        Raises:
+            JournalUnreachable: No connection could be made (yet).
+        """
+        old, self._conn = self._conn, None
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.close()
+        conn = await self._connect()
+        try:
+            cursor = await conn.execute(
+                "SELECT heartbeat_at FROM daemons WHERE id = %s", (self.daemon_id,)
+            )
+            row = await cursor.fetchone()
+        except load_psycopg().Error as exc:
+            await conn.close()
+            raise JournalUnreachable(f"journal {self.location}: {_reason(exc)}") from None
+        self._conn = conn
+        _log.warning("journal connection made again")
+        return row is not None and row[0] == self._attempt_beat
+
+    async def _heartbeat_alone(self) -> None:
+        """Renew the heartbeat in a statement of its own, saying why writes fail, if it can.
+
+        Raises:
+            JournalLocked: Another daemon fenced this one.
+        """
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            return
+        began = time.monotonic()
+        params = (self._next_beat(), self._degraded, self.daemon_id, self._epoch)
+        try:
+            cursor = await conn.execute(_BEAT_ALONE, params)
+        except load_psycopg().Error:
+            return  # the heartbeat may go stale; the next successful batch finds out
+        if cursor.rowcount != 1:
+            raise self._fenced()
+        self._renewed_at = began
+
+    def _fenced(self) -> JournalLocked:
+        return JournalLocked(
+            f"journal {self.location}: another daemon fenced this one (took its runs over);"
+            " this runtime stops writing"
+        )
+
+    async def _close_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if not self._crashed and not (conn.closed or conn.broken):
+                with contextlib.suppress(load_psycopg().Error):
+                    await conn.execute(_STOP, (self._wall.now_us(), self.daemon_id, self._epoch))
+        finally:
+            lease.LIVE_TOKENS.discard(self._token)
+            await conn.close()
+
+    def _fault(self, point: str) -> None:
+        if self._faults is not None:
+            self._faults.hit(point)
+
+
+def _reason(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _without_nul(ops: list[Op]) -> list[Op]:
+    r"""`ops` with every NUL in a text parameter written as the four characters ``\x00``."""
+    return [
+        (
+            stmt,
+            tuple(p.replace("\x00", "\\x00") if isinstance(p, str) else p for p in params),
+        )
+        for stmt, params in ops
+    ]
