@@ -27,11 +27,11 @@ from postgres import Cluster
 from orchestrator.errors import JournalCorrupt, JournalError, JournalUnreachable
 from orchestrator.journal.backends import migrate_journal, open_journal
 from orchestrator.journal.copy import copy_journal
+from orchestrator.journal.liveness import STALE_AFTER_US
 from orchestrator.journal.postgres import prefixes
 from orchestrator.journal.postgres.backend import PostgresJournal
-from orchestrator.journal.postgres.reader import STALE_AFTER_US, PostgresReader
+from orchestrator.journal.postgres.reader import PostgresReader
 from orchestrator.journal.postgres.states import UNREADABLE, merge, state_text
-from orchestrator.journal.sqlite import lease
 from orchestrator.journal.sqlite.reader import JournalReader
 from orchestrator.testing import eventually
 
@@ -210,7 +210,6 @@ async def test_a_database_that_holds_no_journal_is_refused_saying_how_to_make_on
 async def test_the_live_daemon_is_the_newest_one_not_fenced_stopped_or_stale(
     pg_url: str,
 ) -> None:
-    assert STALE_AFTER_US == lease.STALE_AFTER_US
     await migrate_journal(pg_url)
     reader = await PostgresReader.open(pg_url)
     try:

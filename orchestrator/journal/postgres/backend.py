@@ -105,4 +105,4 @@ def open_postgres(url: str) -> PostgresJournal:
         JournalPathInvalid: `url` is not a valid PostgreSQL URL.
     """
     parse_url(url)
-    _not_complete()  # the last line to go: `return PostgresJournal(url)`
+    return PostgresJournal(url)

@@ -18,7 +18,15 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...errors import JournalError
-from .connection import SCHEMA, connect_options, describe, load_psycopg, parse_url, unreachable
+from .connection import (
+    NOTIFY_CHANNEL,
+    SCHEMA,
+    connect_options,
+    describe,
+    load_psycopg,
+    parse_url,
+    unreachable,
+)
 from .reader import row_factory
 from .schema import MIGRATIONS
 
@@ -27,7 +35,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 ATTEMPTS = 5
-NOTIFY_CHANNEL = "orchestrator"  # postgres/connection.py's, once the writer's part is merged
 RETRIED = ("40001", "40P01")  # serialization_failure, deadlock_detected
 
 

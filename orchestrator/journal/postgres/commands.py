@@ -33,6 +33,7 @@ from ..command_rules import (
     payload_text,
     queued_state,
 )
+from ..liveness import STALE_AFTER_US
 from ..records import DaemonRecord, RunMatch, RunMatches
 from .blocking import Tx, transaction
 from .connection import describe
@@ -40,8 +41,6 @@ from .connection import describe
 if TYPE_CHECKING:
     from .routing import PostgresRoutingReads
 
-STALE_AFTER_US = 5_000_000
-"""A daemon whose heartbeat is older is not live: the SQLite lease's `STALE_AFTER_US`."""
 LIVE_DAEMON_SQL = (
     "SELECT pid, host, started_at, ready, degraded FROM daemons WHERE fenced_at IS NULL"
     " AND stopped_at IS NULL AND heartbeat_at > %s ORDER BY started_at DESC, id DESC LIMIT 1"

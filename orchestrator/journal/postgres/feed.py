@@ -27,13 +27,11 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ...errors import JournalError
-from .connection import connect, load_psycopg
+from .connection import NOTIFY_CHANNEL, connect, load_psycopg
 
 if TYPE_CHECKING:
     import psycopg
 
-# The channel every writer notifies after each commit (pgwriter's `NOTIFY_CHANNEL`).
-NOTIFY_CHANNEL = "orchestrator"
 POLL_SECONDS = 1.0
 RETRY_SECONDS = (0.1, 5.0)
 

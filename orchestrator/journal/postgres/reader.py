@@ -33,6 +33,7 @@ from ..decoding import (
     wait_records,
     workflow_records,
 )
+from ..liveness import STALE_AFTER_US
 from ..records import (
     CommandOutcome,
     CommandRecord,
@@ -88,9 +89,6 @@ def row_factory(cursor: Any) -> Any:
     return lambda values: made(values)
 
 
-# The SQLite lease's `STALE_AFTER_US` (sqlite/lease.py; a test keeps them equal): a daemon
-# whose heartbeat is older is not live.
-STALE_AFTER_US = 5_000_000
 _SERVICE_KINDS = "('service.opened', 'services.closed')"  # the timeline_services index's
 _FINAL = "('completed', 'failed', 'aborted', 'dropped', 'rejected')"
 # A run's step as shown (the SQLite reader's SHOWN_STEP): the step a paused run waits in,

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 from ...clock import Clock
 from ...errors import JournalError
 from ..command_rules import listeners_of, routing_of
+from ..liveness import STALE_AFTER_US
 from ..records import EventListeners, EventRouting
 from .blocking import Tx, connect_blocking, journal_version
-from .commands import LIVE_DAEMON_SQL, STALE_AFTER_US
+from .commands import LIVE_DAEMON_SQL
 from .connection import describe, load_psycopg, parse_url, unreachable
 
 if TYPE_CHECKING:
