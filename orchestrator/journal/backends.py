@@ -39,14 +39,13 @@ def open_journal(db: str | os.PathLike[str]) -> JournalBackend:
     """The journal `db` names; nothing is connected or created until it is used.
 
     Raises:
-        JournalBackendUnavailable: `db` is a PostgreSQL URL; that backend is not complete
-            yet (or psycopg is not installed).
+        JournalBackendUnavailable: `db` is a PostgreSQL URL and psycopg is not installed.
         JournalPathInvalid: `db` is a PostgreSQL URL that is not valid.
     """
     if is_postgres_url(db):
         from .postgres.backend import open_postgres
 
-        open_postgres(postgres_url(db))  # refuses it, for now; no message repeats the URL
+        return open_postgres(postgres_url(db))
     return SqliteJournal(Path(os.fspath(db)))
 
 
