@@ -35,8 +35,18 @@ T = TypeVar("T")
 # -- the journal and the outside world, as the tests see them -------------------------------
 
 
-def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Run one SQL statement on the journal file with plain sqlite3 (no orchestrator code)."""
+def query(db: Path | str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run one SQL statement on the journal with plain sqlite3 or psycopg (no orchestrator code).
+
+    A ``postgresql://`` journal runs it in the journal's schema, ``?`` placeholders as
+    ``%s``: the tests' statements are written in the SQL both databases share.
+    """
+    if str(db).startswith("postgresql:"):
+        import psycopg
+
+        with psycopg.connect(str(db), options="-c search_path=orchestrator") as pg:
+            cursor = pg.execute(sql.replace("?", "%s"), params)  # type: ignore[arg-type]
+            return cursor.fetchall() if cursor.description else []
     conn = sqlite3.connect(db, timeout=30)
     try:
         rows = conn.execute(sql, params).fetchall()
@@ -257,7 +267,9 @@ class Daemon:
 
     def __init__(self, folder: Path, db: Path, *extra: str) -> None:
         self.folder, self.db, self.extra = folder, db, extra
-        self.log_path = Path(f"{db}.daemon")
+        # Beside the journal file, or in the folder's parent for a PostgreSQL journal.
+        where = folder.parent / "journal" if str(db).startswith("postgresql:") else db
+        self.log_path = Path(f"{where}.daemon")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *, ready: bool = True, timeout: float = 60.0) -> Daemon:

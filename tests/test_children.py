@@ -23,6 +23,8 @@ from orchestrator.testing import eventually
 from tui.app import DashboardApp
 from tui.detail import RunDetailScreen
 
+pytestmark = pytest.mark.both_backends  # each test taking `db` runs on SQLite and PostgreSQL
+
 State = dict[str, Any]
 
 

@@ -18,6 +18,8 @@ from orchestrator import (
     Workflow,
 )
 
+pytestmark = pytest.mark.both_backends  # each test taking `db` runs on SQLite and PostgreSQL
+
 
 def wait_for_payment(state: dict[str, Any], ctx: Any) -> Any:
     return ctx.pause(

@@ -27,6 +27,8 @@ from orchestrator import (
 )
 from orchestrator.testing import eventually
 
+pytestmark = pytest.mark.both_backends  # each test taking `db` runs on SQLite and PostgreSQL
+
 TIMEOUT = 30.0
 
 

@@ -19,6 +19,8 @@ from orchestrator import (
 )
 from orchestrator.testing import eventually
 
+pytestmark = pytest.mark.both_backends  # each test taking `db` runs on SQLite and PostgreSQL
+
 gates: dict[int, asyncio.Event] = {}
 order: list[int] = []
 

@@ -10,6 +10,8 @@ import pytest
 
 from orchestrator import Runtime, RuntimeStopped, Workflow
 
+pytestmark = pytest.mark.both_backends  # each test taking `db` runs on SQLite and PostgreSQL
+
 calls: list[str] = []
 hanging: dict[str, asyncio.Event] = {}  # by step name: set when a hanging step starts
 

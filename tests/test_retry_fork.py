@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from procs import query
 
 from orchestrator import (
     RunNotActive,
@@ -21,6 +22,8 @@ from orchestrator import (
     WorkflowNotFound,
 )
 from orchestrator.testing import eventually
+
+pytestmark = pytest.mark.both_backends  # each test taking `db` runs on SQLite and PostgreSQL
 
 Calls = dict[str, int]
 
@@ -215,14 +218,8 @@ async def test_fork_of_a_failed_run_from_its_failed_step(db: Path) -> None:
 
 
 def _status(db: Path, run_id: str) -> str:
-    import sqlite3
-
-    conn = sqlite3.connect(db)
-    try:
-        row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-    finally:
-        conn.close()
-    return str(row[0]) if row else ""
+    rows = query(db, "SELECT status FROM runs WHERE run_id = ?", (run_id,))
+    return str(rows[0][0]) if rows else ""
 
 
 async def test_a_failure_handler_can_retry_its_run_from_a_task_of_its_own(db: Path) -> None:

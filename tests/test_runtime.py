@@ -26,7 +26,9 @@ from orchestrator import (
     Workflow,
     WorkflowNotFound,
 )
-from orchestrator.journal.sqlite.reader import JournalReader
+from orchestrator.journal import open_journal
+
+pytestmark = pytest.mark.both_backends  # each test taking `db` runs on SQLite and PostgreSQL
 
 
 async def inc(state: dict[str, Any]) -> dict[str, Any]:
@@ -38,7 +40,7 @@ def sync_inc(state: dict[str, Any]) -> dict[str, Any]:
 
 
 async def checkpoints(db: Path, run_id: str) -> list[dict[str, Any]]:
-    reader = await JournalReader.open(db)
+    reader = await open_journal(db).open_reader()
     try:
         return [c.state for c in await reader.checkpoints(run_id)]
     finally:
@@ -425,6 +427,7 @@ async def test_runtime_must_be_started(db: Path) -> None:
         await rt.list_runs()
 
 
+@pytest.mark.sqlite_only  # file modes: PostgreSQL keeps its own files
 async def test_journal_files_are_private(db: Path) -> None:
     async with Runtime(db) as rt:
         await rt.register(Workflow(id="w", pipelines={"go": [inc]}))

@@ -6,7 +6,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from orchestrator import FakeClock, Runtime, Schedule, Workflow
+
+pytestmark = pytest.mark.both_backends  # each test taking `db` runs on SQLite and PostgreSQL
 
 
 def nap(state: dict[str, Any], ctx: Any) -> Any:
