@@ -28,6 +28,7 @@ from ...records import RunStatus, event_type_problem, id_problem
 from ...state import StateEncodingError, encode_state
 from ..protocol import Synchronous
 from ..records import DaemonRecord, RunMatches
+from ..view_rows import pipeline_steps
 from . import lease, prefixes, queued
 from .connection import (
     ACCESS_CODES,
@@ -160,15 +161,6 @@ def queue_fork(
         return new_run_id
 
     return _transaction(path, insert)
-
-
-def pipeline_steps(definition: str | None, trigger_id: str) -> list[str] | None:
-    """The step names of one pipeline in a journaled definition; None if it does not say."""
-    try:
-        steps = json.loads(definition or "null")["pipelines"][trigger_id]
-    except (ValueError, TypeError, KeyError):
-        return None
-    return [str(step) for step in steps] if isinstance(steps, list) else None
 
 
 def match_runs(path: Path, prefix: str, limit: int = 5) -> RunMatches:

@@ -37,6 +37,7 @@ from ..records import (
     WorkflowRecord,
 )
 from ..timeline import assemble_timeline, row_entry
+from ..view_rows import disabled, forked_from
 from . import lease, prefixes
 from .connection import (
     SQLITE_ERRORS,
@@ -510,11 +511,7 @@ class JournalReader:
 
     async def disabled(self) -> dict[str, dict[str, int]]:
         """Workflow id -> key ('' for the whole workflow, else a trigger id) -> disabled since."""
-        off: dict[str, dict[str, int]] = {}
-        for switch in await self.switches():
-            if not switch.enabled:
-                off.setdefault(switch.workflow_id, {})[switch.trigger_id or ""] = switch.changed_at
-        return off
+        return disabled(await self.switches())
 
     async def pending_switches(self) -> list[CommandRecord]:
         """Disable and enable commands not applied yet, oldest first."""
@@ -661,11 +658,6 @@ def _run_info(row: sqlite3.Row) -> RunInfo:
         forked_from=forked_from(row["forked_from_run"], row["forked_from_step"]),
         parent=row["parent"],
     )
-
-
-def forked_from(run_id: str | None, step: str | None) -> dict[str, str] | None:
-    """A run's ``forked_from`` as shown: ``{"run_id", "step"}``, or None (not a fork)."""
-    return None if run_id is None else {"run_id": run_id, "step": step or ""}
 
 
 def _payload(text: str | None, *, wrapped: bool = False) -> tuple[Any, str | None]:

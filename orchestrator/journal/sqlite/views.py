@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import datetime
-from enum import StrEnum
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 from ...clock import to_datetime
-from ...records import STATUSES, Checkpoint, RunCode, RunStatus, TimelineEntry
+from ...records import STATUSES, Checkpoint, TimelineEntry
 from ..records import DaemonRecord, LogEntry, RunMatches
 from ..timeline import assemble_timeline, loads_or_text
 from ..view_records import (
@@ -34,10 +33,19 @@ from ..view_records import (
     WorkflowFigures,
     WorkflowView,
 )
+from ..view_rows import (
+    event_view,
+    forked_from,
+    pipeline_steps,
+    run_row,
+    when,
+    workflow_figures,
+    workflow_view,
+)
 from . import run_search
-from .commands import PIPELINE_SQL, pipeline_steps
+from .commands import PIPELINE_SQL
 from .deltas import state_of
-from .reader import SHOWN_STEP, JournalReader, forked_from
+from .reader import SHOWN_STEP, JournalReader
 
 _ORDER_BY: Final = {
     "newest": "r.id DESC",
@@ -52,7 +60,6 @@ _RUN_COLUMNS = f"""
     r.run_id, r.workflow_id, r.trigger_id, r.status, {SHOWN_STEP} AS step, r.error,
     r.error_code, r.version, r.created_at, r.updated_at
 """
-_Member = TypeVar("_Member", bound=StrEnum)
 # Per loaded workflow, ranges of runs_by_workflow_status (migration 16) only: its runs since
 # a time (every status, one range each), its failures since then, its latest completed runs
 # (their durations as a JSON list); each count stops at FIGURES_CAP + 1 rows.
@@ -124,13 +131,13 @@ class DashboardQueries:
                 offset=offset,
                 limit=limit,
             )
-            return RunPage([_run_row(row) for row in rows], total, offset)
+            return RunPage([run_row(row) for row in rows], total, offset)
         rows = await self.reader.fetch(
             f"SELECT {_RUN_COLUMNS} FROM runs r WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
             [*params, limit, offset],
         )
         total = await run_search.total(self.reader, wanted.status, wanted.workflow)
-        return RunPage([_run_row(row) for row in rows], total, offset)
+        return RunPage([run_row(row) for row in rows], total, offset)
 
     async def run_fingerprint(self, run_id: str) -> tuple[Any, ...] | None:
         """A cheap value that changes whenever what `run_detail` returns may have changed."""
@@ -163,7 +170,7 @@ class DashboardQueries:
         pipeline = await self.reader.fetch(PIPELINE_SQL, [row["workflow_id"], row["version"]])
         steps = pipeline_steps(pipeline[0][0] if pipeline else None, row["trigger_id"])
         return RunDetail(
-            _run_row(row),
+            run_row(row),
             await self._timeline(row),
             await self._checkpoints(row["id"]),
             await self._waits(row["id"], recent_events),
@@ -184,7 +191,7 @@ class DashboardQueries:
             " WHERE c.parent = ? ORDER BY c.created_at, c.n LIMIT ?",
             [run_id, CHILDREN_SHOWN],
         )
-        return [_run_row(row) for row in rows]
+        return [run_row(row) for row in rows]
 
     async def _children_by_status(self, run_id: str) -> dict[str, int]:
         rows = await self.reader.fetch(
@@ -204,7 +211,7 @@ class DashboardQueries:
             f" e.created_at, e.routed_at FROM events e WHERE {where} ORDER BY e.id DESC LIMIT ?",
             [*params, limit],
         )
-        events = [_event(row) for row in rows]
+        events = [event_view(row) for row in rows]
         routes = await self._routes([event.event_id for event in events])
         return [
             EventView(
@@ -226,23 +233,7 @@ class DashboardQueries:
             " loaded_at FROM workflows WHERE present = 1 ORDER BY workflow_id"
         )
         off = await self.reader.disabled()
-        views = []
-        for row in rows:
-            disabled = dict(off.get(str(row[0]), {}))
-            since = disabled.pop("", None)
-            views.append(
-                WorkflowView(
-                    workflow_id=str(row[0]),
-                    version=str(row[1]),
-                    file=row[2],
-                    triggers=loads_or_text(row[3]),
-                    mode=str(row[4]),
-                    loaded_at=_when(row[5]),
-                    disabled_at=None if since is None else _when(since),
-                    disabled_triggers=frozenset(disabled),
-                )
-            )
-        return views
+        return [workflow_view(row, off) for row in rows]
 
     async def workflow_figures(self, since: datetime) -> list[WorkflowFigures]:
         """Per loaded workflow: runs and failures since `since`, recent durations, next tick."""
@@ -250,23 +241,7 @@ class DashboardQueries:
             _FIGURES_SQL,
             [int(since.timestamp() * 1_000_000), FIGURES_CAP + 1, FIGURES_RECENT],
         )
-        figures = []
-        for workflow_id, runs, failed, durations, next_tick in rows:
-            taken = loads_or_text(durations)
-            figures.append(
-                WorkflowFigures(
-                    workflow_id=str(workflow_id),
-                    runs=int(runs),
-                    failed=int(failed),
-                    durations=tuple(
-                        max(0.0, d / 1_000_000)
-                        for d in (taken if isinstance(taken, list) else [])
-                        if isinstance(d, int | float) and not isinstance(d, bool)
-                    ),
-                    next_fire=_when(next_tick),
-                )
-            )
-        return figures
+        return [workflow_figures(row) for row in rows]
 
     async def waited_event_types(self) -> list[str]:
         """The event types armed or parked waits of runs wait for, sorted."""
@@ -287,7 +262,7 @@ class DashboardQueries:
     async def load_errors(self) -> list[LoadErrorView]:
         """Files that failed to load, by file."""
         return [
-            LoadErrorView(error.file, error.line, error.message, _when(error.at))
+            LoadErrorView(error.file, error.line, error.message, when(error.at))
             for error in await self.reader.load_errors()
         ]
 
@@ -350,9 +325,9 @@ class DashboardQueries:
                     conditions=loads_or_text(r[2]),
                     status=str(r[3]),
                     into=r[4],
-                    timeout_at=_when(r[5]),
+                    timeout_at=when(r[5]),
                     on_timeout=str(r[6]),
-                    created_at=_when(r[7]),
+                    created_at=when(r[7]),
                     buffered=int(r[8]),
                     recent=recent,
                 )
@@ -369,7 +344,7 @@ class DashboardQueries:
             " routed_at FROM events WHERE type = ? AND created_at >= ? ORDER BY id DESC LIMIT ?",
             [event_type, since, limit],
         )
-        return [_event(row) for row in rows]
+        return [event_view(row) for row in rows]
 
     async def _routes(self, event_ids: list[str]) -> dict[str, list[RouteView]]:
         if not event_ids:
@@ -397,47 +372,3 @@ def _filter_sql(wanted: RunFilter) -> tuple[str, list[Any]]:
         clauses.append("r.workflow_id = ?")
         params.append(wanted.workflow)
     return " AND ".join(clauses), params
-
-
-def _when(value: Any) -> datetime | None:
-    """A journal timestamp as a datetime, or None when it is missing or not a number."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        return to_datetime(int(value))
-    except (ValueError, OverflowError, OSError):
-        return None
-
-
-def _member(vocabulary: type[_Member], value: Any) -> _Member | str:
-    """`value` as a member of `vocabulary`, or as text if it is not one of its values."""
-    try:
-        return vocabulary(value)
-    except ValueError:
-        return str(value)
-
-
-def _run_row(row: sqlite3.Row) -> RunRow:
-    return RunRow(
-        run_id=str(row["run_id"]),
-        workflow_id=str(row["workflow_id"]),
-        trigger_id=str(row["trigger_id"]),
-        status=_member(RunStatus, str(row["status"])),
-        step=row["step"],
-        error=row["error"],
-        error_code=None if row["error_code"] is None else _member(RunCode, row["error_code"]),
-        version=str(row["version"]),
-        created_at=_when(row["created_at"]),
-        updated_at=_when(row["updated_at"]),
-    )
-
-
-def _event(row: sqlite3.Row) -> EventView:
-    return EventView(
-        event_id=str(row[0]),
-        type=str(row[1]),
-        data=loads_or_text(row[2]),
-        source=str(row[3]),
-        created_at=_when(row[4]),
-        routed_at=_when(row[5]),
-    )
