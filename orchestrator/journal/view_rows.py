@@ -8,6 +8,7 @@ that is not one of the enums as its text, JSON that does not parse as its text.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable
 from datetime import datetime
@@ -18,7 +19,14 @@ from ..clock import to_datetime
 from ..records import RunCode, RunStatus
 from .records import SwitchRecord
 from .timeline import loads_or_text
-from .view_records import EventView, RunRow, WorkflowFigures, WorkflowView
+from .view_records import (
+    EventView,
+    RouteView,
+    RunRow,
+    WaitView,
+    WorkflowFigures,
+    WorkflowView,
+)
 
 _Member = TypeVar("_Member", bound=StrEnum)
 
@@ -135,3 +143,36 @@ def workflow_figures(row: Row) -> WorkflowFigures:
         ),
         next_fire=when(next_tick),
     )
+
+
+def wait_view(row: Row, recent: list[EventView]) -> WaitView:
+    """A live wait, with the `recent` events of its type.
+
+    Its columns: id, event_type, conditions, status, into_key, timeout_at, on_timeout,
+    created_at, and how many events it buffered.
+    """
+    return WaitView(
+        wait_id=int(row[0]),
+        event_type=row[1],
+        conditions=loads_or_text(row[2]),
+        status=str(row[3]),
+        into=row[4],
+        timeout_at=when(row[5]),
+        on_timeout=str(row[6]),
+        created_at=when(row[7]),
+        buffered=int(row[8]),
+        recent=recent,
+    )
+
+
+def routes_by_event(rows: Iterable[Row]) -> dict[str, list[RouteView]]:
+    """Rows (event_id, run_id, workflow_id, action) grouped by event, in their order."""
+    routes: dict[str, list[RouteView]] = {}
+    for row in rows:
+        routes.setdefault(row[0], []).append(RouteView(row[1], row[2], row[3]))
+    return routes
+
+
+def with_routes(events: list[EventView], routes: dict[str, list[RouteView]]) -> list[EventView]:
+    """`events`, each with what it did to runs."""
+    return [dataclasses.replace(e, routes=routes.get(e.event_id, [])) for e in events]

@@ -46,8 +46,11 @@ from ..view_rows import (
     event_view,
     forked_from,
     pipeline_steps,
+    routes_by_event,
     run_row,
+    wait_view,
     when,
+    with_routes,
     workflow_figures,
     workflow_view,
 )
@@ -251,19 +254,7 @@ class PostgresViews:
             [*params, None if limit < 0 else limit],
         )
         events = [event_view(row) for row in rows]
-        routes = await self._routes([event.event_id for event in events])
-        return [
-            EventView(
-                event_id=e.event_id,
-                type=e.type,
-                data=e.data,
-                source=e.source,
-                created_at=e.created_at,
-                routed_at=e.routed_at,
-                routes=routes.get(e.event_id, []),
-            )
-            for e in events
-        ]
+        return with_routes(events, await self._routes([event.event_id for event in events]))
 
     async def workflows(self) -> list[WorkflowView]:
         """Workflows registered now, by id, with what is disabled of each."""
@@ -361,24 +352,7 @@ class PostgresViews:
             " ORDER BY w.status = 'parked' DESC, w.id DESC",
             [row],
         )
-        waits = []
-        for r in rows:
-            recent = await self._events_since(r[1], r[7], recent_events)
-            waits.append(
-                WaitView(
-                    wait_id=int(r[0]),
-                    event_type=r[1],
-                    conditions=loads_or_text(r[2]),
-                    status=str(r[3]),
-                    into=r[4],
-                    timeout_at=when(r[5]),
-                    on_timeout=str(r[6]),
-                    created_at=when(r[7]),
-                    buffered=int(r[8]),
-                    recent=recent,
-                )
-            )
-        return waits
+        return [wait_view(r, await self._events_since(r[1], r[7], recent_events)) for r in rows]
 
     async def _events_since(
         self, event_type: str | None, since: Any, limit: int
@@ -400,10 +374,7 @@ class PostgresViews:
             " JOIN runs r ON r.id = er.run WHERE er.event_id = ANY(%s) ORDER BY r.id",
             [event_ids],
         )
-        routes: dict[str, list[RouteView]] = {}
-        for event_id, run_id, workflow_id, action in rows:
-            routes.setdefault(event_id, []).append(RouteView(run_id, workflow_id, action))
-        return routes
+        return routes_by_event(rows)
 
 
 def _filter_sql(wanted: RunFilter) -> tuple[str, list[Any]]:
