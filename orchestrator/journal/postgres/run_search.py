@@ -99,6 +99,8 @@ async def search(
     and workflow filters over ``runs r``.
     """
     text = wanted.search.strip()
+    if "\x00" in text:  # PostgreSQL's text holds no NUL (`journal copy` refuses one): no match
+        return [], 0
     pattern = like(text)
     # Matched (workflow, trigger) pairs, with their runs of the filters' status and workflow.
     pairs = await reader.fetch(

@@ -246,6 +246,8 @@ class PostgresViews:
     async def recent_events(self, *, limit: int = 200, type_contains: str = "") -> list[EventView]:
         """The latest events, newest first, each with what it did to runs."""
         where, params = "TRUE", []
+        if "\x00" in type_contains:  # no text holds a NUL on PostgreSQL: no event matches
+            return []
         if type_contains:
             where, params = run_search.contains("e.type"), [run_search.like(type_contains)]
         rows = await self.reader.fetch(
