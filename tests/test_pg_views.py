@@ -37,7 +37,7 @@ from orchestrator.journal.copy import copy_journal
 from orchestrator.journal.postgres import run_search as pg_search
 from orchestrator.journal.postgres.backend import PostgresJournal
 from orchestrator.journal.postgres.reader import PostgresReader
-from orchestrator.journal.postgres.views import PostgresViews, merge
+from orchestrator.journal.postgres.views import BYTE_ORDER, PostgresViews, merge
 from orchestrator.journal.records import LoadErrorRecord, RunMatches, SwitchRecord
 from orchestrator.journal.sqlite import run_search as sqlite_search
 from orchestrator.journal.view_records import SORTS
@@ -352,6 +352,21 @@ async def test_the_readers_views_match(both: tuple[DashboardViews, PostgresViews
         )
     for prefix in ("", "9", "0", "zz"):
         assert await pg.match_runs(prefix) == await lite.match_runs(prefix)
+
+
+async def test_byte_order_is_written_only_where_the_columns_lack_it(
+    both: tuple[DashboardViews, PostgresViews], pg_journal: str
+) -> None:
+    """On a C database the indexes serve the run list as it is; under ICU it says COLLATE."""
+    _, pg = both
+    icu = "icu" in pg_journal
+    assert await pg.collate() == (BYTE_ORDER if icu else "")
+    await pg.reader.fetch("SELECT set_config('enable_seqscan', 'off', false)")  # few rows
+    plan = await pg.reader.fetch(
+        "EXPLAIN SELECT id FROM runs r WHERE " + pg_search.prefix("r.run_id", await pg.collate()),
+        pg_search.bounds("ab"),
+    )
+    assert ("runs_run_id_key" in "\n".join(str(row[0]) for row in plan)) is not icu
 
 
 async def test_the_busy_timeout_is_a_lock_timeout(

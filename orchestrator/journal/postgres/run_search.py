@@ -16,9 +16,10 @@ Text is compared as SQLite compares it, whatever the database's locale:
   errors of a journal of 1,000,000 runs);
 - an id prefix is a range in byte order (``COLLATE "C"``: SQLite's BINARY), so a
   database whose default collation is a language's still finds exactly the ids that
-  start with the text. The ``run_id`` index serves that range only if the column is
-  declared ``COLLATE "C"`` (docs/POSTGRES.md, "The dashboard's views"); until then it is
-  a scan of the runs.
+  start with the text. The ``run_id`` index serves that range where the column sorts in
+  byte order already (a database in libc's C or C.UTF-8, or the column declared ``COLLATE
+  "C"``): no COLLATE is written then; elsewhere the range is a scan of the runs
+  (docs/POSTGRES.md, "The dashboard's views").
 """
 
 from __future__ import annotations
@@ -48,9 +49,12 @@ def like(text: str) -> str:
     return f"%{escaped}%"
 
 
-def prefix(column: str) -> str:
-    """SQL: `column` starts with the text whose two bounds (`bounds`) are bound next."""
-    return f'({column} COLLATE "C" >= %s AND {column} COLLATE "C" < %s)'
+def prefix(column: str, collate: str) -> str:
+    """SQL: `column` starts with the text whose two bounds (`bounds`) are bound next.
+
+    `collate` makes `column` compare in byte order (nothing if it does already).
+    """
+    return f"({column}{collate} >= %s AND {column}{collate} < %s)"
 
 
 def bounds(text: str) -> list[str]:
@@ -93,11 +97,12 @@ async def search(
     order: str,
     offset: int,
     limit: int,
+    collate: str,
 ) -> tuple[list[Row], int]:
     """One page of the runs `wanted.search` matches among those `where` selects, and how many.
 
     `select` is the column list over ``runs r``; `where` and `params` say `wanted`'s status
-    and workflow filters over ``runs r``.
+    and workflow filters over ``runs r``; `collate` makes run ids compare in byte order.
     """
     text = wanted.search.strip()
     if "\x00" in text:  # PostgreSQL's text holds no NUL (`journal copy` refuses one): no match
@@ -115,7 +120,7 @@ async def search(
     # runs with an error that matches (the partial index `runs_errors`).
     starts = sorted({text, text.lower()})
     sparse: list[tuple[str, list[Any]]] = [
-        *((f"SELECT id FROM runs WHERE {prefix('run_id')}", bounds(s)) for s in starts),
+        *((f"SELECT id FROM runs WHERE {prefix('run_id', collate)}", bounds(s)) for s in starts),
         (
             "SELECT id FROM runs WHERE error IS NOT NULL"
             f" AND ({contains('error')} OR {contains('error_code')})",
@@ -143,7 +148,7 @@ async def search(
     # Dense: read in order until the page is full; count the pairs' runs from run_counts.
     predicate = " OR ".join(
         [
-            *(prefix("r.run_id") for _ in starts),
+            *(prefix("r.run_id", collate) for _ in starts),
             contains("r.workflow_id"),
             contains("r.trigger_id"),
             contains("r.error"),

@@ -6,7 +6,9 @@ decoded by the same Python as SQLite's (``journal/view_rows.py``, ``journal/time
 so both backends show the same records. Differences that are not spelling:
 
 - Orders that SQLite takes in BINARY collation (workflow ids, statuses, event types) are
-  ``COLLATE "C"`` here: the same order whatever the database's default collation.
+  ``COLLATE "C"`` here: the same order whatever the database's default collation. On the
+  run list, where an index must serve the order, only where the runs' columns do not sort
+  in byte order already (`collate`).
 - JSON columns are text holding the exact bytes SQLite keeps; where SQLite wraps them in
   ``json_valid``/``json_quote``, this module reads the text and `loads_or_text` decodes
   it (damaged text comes back as itself either way).
@@ -63,9 +65,22 @@ if TYPE_CHECKING:
 _ORDER_BY: Final = {
     "newest": "r.id DESC",
     "oldest": "r.id ASC",
-    "workflow": 'r.workflow_id COLLATE "C", r.id DESC',
-    "status": 'r.status COLLATE "C", r.id DESC',
+    "workflow": "r.workflow_id{collate}, r.id DESC",
+    "status": "r.status{collate}, r.id DESC",
 }
+BYTE_ORDER: Final = ' COLLATE "C"'  # SQLite's BINARY: text in byte (code point) order
+# Whether the runs' text columns sort in byte order already: then a sort or a range needs no
+# COLLATE "C", and their indexes serve it (an index serves its column's collation only).
+# Libc's C and C.UTF-8 sort by code point; ICU collations and languages' do not.
+_BYTE_ORDER_SQL = """
+    SELECT CASE WHEN co.collname IN ('C', 'POSIX', 'ucs_basic') THEN true
+        WHEN co.collname = 'default' THEN coalesce(to_jsonb(d) ->> 'datlocprovider', 'c') = 'c'
+            AND d.datcollate IN ('C', 'POSIX', 'C.UTF-8', 'C.utf8')
+        ELSE false END
+    FROM pg_attribute a JOIN pg_collation co ON co.oid = a.attcollation, pg_database d
+    WHERE a.attrelid = 'runs'::regclass AND a.attname = 'run_id'
+        AND d.datname = current_database()
+"""
 
 TIMELINE_LIMIT: Final = 2_000  # rows of a run's timeline shown (the latest)
 CHECKPOINT_LIMIT: Final = 200  # checkpoints of a run shown (the latest)
@@ -110,6 +125,7 @@ class PostgresViews:
 
     def __init__(self, reader: PostgresReader) -> None:
         self.reader = reader
+        self._collate: str | None = None  # "" or BYTE_ORDER, once read (`collate`)
         # The reader's own queries (pgreader's part: `JournalQueries`), which some views are.
         self.queries = cast("JournalQueries", reader)
 
@@ -121,6 +137,13 @@ class PostgresViews:
     async def close(self) -> None:
         """Close the reader's connection."""
         await self.reader.close()
+
+    async def collate(self) -> str:
+        """What makes the runs' text sort in byte order: nothing if they do already."""
+        if self._collate is None:
+            rows = await self.reader.fetch(_BYTE_ORDER_SQL)
+            self._collate = "" if rows and rows[0][0] else BYTE_ORDER
+        return self._collate
 
     async def set_busy_timeout(self, milliseconds: int) -> None:
         """Wait at most this long for a lock, so a stuck writer shows as an error soon.
@@ -157,7 +180,8 @@ class PostgresViews:
     async def runs_page(self, wanted: RunFilter, *, offset: int, limit: int) -> RunPage:
         """One page of the runs `wanted` selects, in its order, and how many there are."""
         where, params = _filter_sql(wanted)
-        order = _ORDER_BY.get(wanted.sort, _ORDER_BY["newest"])
+        collate = await self.collate()
+        order = _ORDER_BY.get(wanted.sort, _ORDER_BY["newest"]).format(collate=collate)
         offset = max(0, offset)
         if wanted.search.strip():  # by index: `run_search`
             rows, total = await run_search.search(
@@ -169,6 +193,7 @@ class PostgresViews:
                 order=order,
                 offset=offset,
                 limit=limit,
+                collate=collate,
             )
             return RunPage([run_row(row) for row in rows], total, offset)
         rows = await self.reader.fetch(
