@@ -137,11 +137,15 @@ async def search(
         ids = " UNION ".join(sql for sql, _ in parts)
         ids_params = [value for _, part in parts for value in part]
         chosen = f"r.id IN ({ids}) AND {where}"
+        # The page and the total in one reading of the matches (SQLite reads them twice).
         rows = await reader.fetch(
-            f"SELECT {select} FROM runs r WHERE {chosen} ORDER BY {order} LIMIT %s OFFSET %s",
+            f"SELECT {select}, count(*) OVER () AS matched FROM runs r WHERE {chosen}"
+            f" ORDER BY {order} LIMIT %s OFFSET %s",
             [*ids_params, *params, _limit(limit), offset],
         )
-        counted = await reader.fetch(
+        if rows:
+            return rows, int(rows[0]["matched"])
+        counted = await reader.fetch(  # a page past the end: the total alone
             f"SELECT count(*) FROM runs r WHERE {chosen}", [*ids_params, *params]
         )
         return rows, int(counted[0][0])
