@@ -187,11 +187,13 @@ def quiet_pool_warnings() -> PoolWarnings:
 
 
 @contextlib.contextmanager
-def dbos_launched(dbos: Any, path: Path, **settings: Any) -> Iterator[Any]:
-    """A launched DBOS over a SQLite system database at `path`; `settings` join its config."""
+def dbos_launched(dbos: Any, path: Path | str, **settings: Any) -> Iterator[Any]:
+    """A launched DBOS over a SQLite system database at `path` (or a ``postgresql://`` URL);
+    `settings` join its config."""
+    url = path if isinstance(path, str) else f"sqlite:///{path}"
     config = {
         "name": "bench",
-        "system_database_url": f"sqlite:///{path}",
+        "system_database_url": url,
         "log_level": "WARNING",
         **settings,
     }

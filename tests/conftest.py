@@ -27,8 +27,32 @@ OUTPUTS = shutil.ignore_patterns(
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    """A fresh journal path in the test's own folder."""
+def backend() -> str:
+    """The journal backend of `db`: SQLite, unless the module runs on both (below)."""
+    return "sqlite"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module marked ``both_backends`` runs each test taking `db` on SQLite and PostgreSQL.
+
+    A test that reads the SQLite file itself (``sqlite3``, `procs.query`) is marked
+    ``sqlite_only`` and keeps one backend.
+    """
+    node = metafunc.definition
+    if (
+        "db" in metafunc.fixturenames
+        and node.get_closest_marker("both_backends") is not None
+        and node.get_closest_marker("sqlite_only") is None
+    ):
+        metafunc.parametrize("backend", ["sqlite", "postgres"])
+
+
+@pytest.fixture
+def db(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Path | str:
+    """A fresh journal: a path in the test's own folder, or a new PostgreSQL database's URL."""
+    if backend == "postgres":
+        cluster: Cluster = request.getfixturevalue("pg_cluster")
+        return cluster.create_database(request.node.name)
     return tmp_path / "journal.db"
 
 

@@ -24,8 +24,10 @@ from pathlib import Path
 
 SERVER_USER = "postgres"
 START_TIMEOUT = 60.0
-# Throwaway data: no fsync (a test kills daemons, never the server); room for many daemons.
-SERVER_OPTIONS = ("-c fsync=off", "-c full_page_writes=off", "-c max_connections=200")
+# Room for many daemons; FAST_OPTIONS below for the tests.
+SERVER_OPTIONS = ("-c max_connections=200",)
+# The tests kill daemons, never the server: its durability is not what they test.
+FAST_OPTIONS = ("-c fsync=off", "-c full_page_writes=off")
 
 
 class NoPostgres(Exception):
@@ -110,8 +112,12 @@ class Cluster:
         )
 
 
-def start_cluster() -> Cluster:
-    """Start a new cluster (`NoPostgres` when no server is installed); the caller stops it."""
+def start_cluster(*, durable: bool = False) -> Cluster:
+    """Start a new cluster (`NoPostgres` when no server is installed); the caller stops it.
+
+    `durable`: fsync and full-page writes on, as a production server (the benchmarks);
+    the tests run without them.
+    """
     bindir = find_bindir()
     if bindir is None:
         raise NoPostgres("no PostgreSQL server binaries (pg_config --bindir, /usr/lib/postgresql)")
@@ -123,7 +129,7 @@ def start_cluster() -> Cluster:
             os.chown(folder, entry.pw_uid, entry.pw_gid)
         initdb = [str(bindir / "initdb"), "-D", str(folder / "data"), "-U", SERVER_USER]
         _as_server_user([*initdb, "--auth=trust", "-E", "UTF8", "--no-sync"], START_TIMEOUT)
-        port = _start(bindir, folder)
+        port = _start(bindir, folder, () if durable else FAST_OPTIONS)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -132,12 +138,12 @@ def start_cluster() -> Cluster:
     return cluster
 
 
-def _start(bindir: Path, folder: Path) -> int:
+def _start(bindir: Path, folder: Path, extra: tuple[str, ...]) -> int:
     """Start the server on a free port (tried again if another process took it first)."""
     for attempt in range(3):
         port = _free_port()
         options = " ".join(
-            ("-c listen_addresses=127.0.0.1", f"-p {port}", f"-k {folder}", *SERVER_OPTIONS)
+            ("-c listen_addresses=127.0.0.1", f"-p {port}", f"-k {folder}", *SERVER_OPTIONS, *extra)
         )
         command = [str(bindir / "pg_ctl"), "-D", str(folder / "data"), "-l"]
         command += [str(folder / "server.log"), "-o", options, "-w", "-t", "60", "start"]

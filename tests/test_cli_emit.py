@@ -122,6 +122,7 @@ def test_emit_reports_what_its_event_started_resumed_or_that_nothing_matched(
             "matched": True,
             "listened": True,
             "suggestions": [],
+            "reused": False,
         }
         typo = json.loads(cli("emit", "order.craeted", "--json", "--db", str(db)).stdout)
         assert (typo["routed"], typo["matched"], typo["suggestions"]) == (
@@ -129,6 +130,29 @@ def test_emit_reports_what_its_event_started_resumed_or_that_nothing_matched(
             False,
             ["order.created"],
         )
+
+
+def test_a_reused_key_says_nothing_new_was_emitted_and_reports_the_first_event(
+    folder: Path, db: Path
+) -> None:
+    with Daemon(folder, db) as daemon:
+        daemon.start()
+        first, report = emit(db, "order.created", '{"order_id": 7, "total": 5}', "--key", "k7")
+        run_id = run_of(db, first.strip())
+        assert report == [f"started run {run_id} (orders/new)"]
+        # Another type under the same key: the first event is what the key names.
+        again, report = emit(db, "order.craeted", '{"order_id": 8}', "--key", "k7")
+        assert again == first
+        assert report == [
+            f"key 'k7' was used before, by event {first.strip()} ('order.created'): nothing "
+            "new was emitted; what that event did:",
+            f"started run {run_id} (orders/new)",
+        ]
+        out = cli("emit", "order.created", "{}", "--key", "k7", "--json", "--db", str(db))
+        document = json.loads(out.stdout)
+        assert (document["event_id"], document["reused"]) == (first.strip(), True)
+        assert document["started"][0]["run_id"] == run_id
+    assert query(db, "SELECT count(*) FROM events") == [(1,)]
 
 
 def test_without_a_daemon_emit_says_whether_the_loaded_workflows_listen(

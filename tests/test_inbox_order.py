@@ -10,7 +10,7 @@ from typing import Any, cast
 import pytest
 from procs import query
 
-from orchestrator import Runtime, Trigger, Workflow
+from orchestrator import JournalError, Runtime, Trigger, Workflow
 from orchestrator.engine import inbox
 from orchestrator.engine.events import EventBus
 from orchestrator.engine.inbox import InboxPoller
@@ -89,6 +89,17 @@ async def test_data_version_moves_on_each_commit_elsewhere_and_when_its_probe_is
         await reader.close()
 
 
+async def test_a_closed_reader_opens_no_probe_again_so_it_holds_no_file_open(db: Path) -> None:
+    async with Runtime(db):
+        pass
+    reader = await JournalReader.open(db)
+    await reader.data_version()  # its probe is open: the -wal and -shm files are in use
+    await reader.close()
+    with pytest.raises(JournalError, match="the reader is closed"):
+        await reader.data_version()
+    assert sorted(p.name for p in db.parent.iterdir()) == [db.name]  # the last one out
+
+
 class QuietReader:
     """An inbox with nothing in it, then (at the tick `pending_at`) one pending row."""
 
@@ -132,3 +143,43 @@ async def test_the_inbox_poller_backs_off_when_idle_and_speeds_up_on_rows(
     assert max(gaps) == inbox.IDLE_POLL_SECONDS  # the worst-case delay of a row
     assert gaps[19] == pytest.approx(inbox.POLL_SECONDS), "a row found: fast again"
     assert gaps[20] > gaps[19] and gaps[-1] == inbox.IDLE_POLL_SECONDS
+
+
+def _open_files(path: Path) -> list[str]:
+    fds = Path("/proc/self/fd")
+    links = []
+    for fd in fds.iterdir():
+        try:
+            links.append(str(fd.readlink()))
+        except OSError:
+            continue
+    return [link for link in links if link.startswith(str(path))]
+
+
+async def test_a_query_cancelled_after_it_ran_leaves_nothing_open(db: Path) -> None:
+    """A query's task may be cancelled just as the query answered (a runtime stopping).
+
+    Its statement must not outlive it: an unfinished one keeps the connection's read
+    transaction, so every later query of that reader reads the old snapshot (a join read
+    a child as still running), WAL checkpoints are held back, and `close` cannot close
+    the file until the garbage collector frees the cursor.
+    """
+    async with Runtime(db):
+        pass
+    reader = await JournalReader.open(db)
+    query = asyncio.create_task(reader.fetch("SELECT * FROM sqlite_schema"))
+    await asyncio.sleep(0)  # the task now awaits the connection thread's answer
+    answer = query._fut_waiter  # type: ignore[attr-defined]  # asyncio's: what it awaits
+    # Polled, not awaited through a done callback: that would run after the task's own
+    # wake-up, and the task would take its answer before it could be cancelled.
+    while not answer.done():  # noqa: ASYNC110
+        await asyncio.sleep(0)
+    assert not query.done()  # answered, and the task has not run since: cancel it now
+    query.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await query
+    # Nothing of it holds a read transaction: the reader sees what commits next.
+    emit_event(db, "go", {"n": 1})
+    assert [tuple(r) for r in await reader.fetch("SELECT type FROM events")] == [("go",)]
+    await reader.close()
+    assert _open_files(db) == []

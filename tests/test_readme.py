@@ -50,6 +50,8 @@ README = blocks((ROOT / "README.md").read_text())
 NOT_RUN = {
     "./scripts/up": "the quick start sets up .venv, then runs the daemon with its dashboard "
     "(scripts/up) and this whole suite (scripts/test, which is what CI runs)",
+    "litestream": "the disaster-recovery recipe needs the litestream program and an object "
+    "store; test_a_journal_survives_what_litestream_does_to_it checks what it relies on",
 }
 # The first key of a json block -> the command whose --json output it shows.
 JSON_OUTPUT = {
@@ -85,6 +87,7 @@ def daemon_line() -> str:
     (line,) = [
         line
         for block in of("bash")
+        if checked_by(block) not in NOT_RUN.values()
         for line in block.text.splitlines()
         if line.startswith("orchestrator up ")
     ]
@@ -99,7 +102,7 @@ def checked_by(block: Block) -> str | None:
     first_command = block.first.split()[0] if block.first.strip() else ""
     if first_command in NOT_RUN:
         return NOT_RUN[first_command]
-    if block.info in ("python", "bash", "toml"):
+    if block.info in ("python", "bash", "toml", "yaml"):
         return block.info
     if block.info == "json":
         return " ".join(JSON_OUTPUT.get(next(iter(json.loads(block.text))), [])) or None
@@ -132,7 +135,7 @@ def test_a_broken_block_fails(tmp_path: Path) -> None:
 
 
 def test_the_quick_start_names_the_scripts_it_runs() -> None:
-    (quick_start,) = [block for block in README if checked_by(block) in NOT_RUN.values()]
+    (quick_start,) = [block for block in README if block.first.startswith("./scripts/up")]
     scripts = [line.split()[0] for line in quick_start.text.splitlines()]
     for script in [ROOT / name for name in scripts if name.startswith("./scripts/")]:
         assert script.is_file() and os.access(script, os.X_OK), script
@@ -230,6 +233,21 @@ def test_the_bash_blocks_run_in_sequence(shell: Shell) -> None:
             else:
                 out = shell.run(line)
                 assert out.returncode == 0, f"{block}: {line!r} exited {out.returncode}:\n{out}"
+
+
+# -- yaml: the Litestream recipe's configuration ---------------------------------------------
+
+
+def test_the_yaml_block_replicates_the_journal_the_recipe_restores() -> None:
+    (config,) = of("yaml")
+    assert config.text.startswith("dbs:\n") and "    replicas:\n" in config.text
+    paths = re.findall(r"^\s*- path: (\S+)$", config.text, re.MULTILINE)
+    urls = re.findall(r"^\s*- url: (\S+)$", config.text, re.MULTILINE)
+    assert paths == ["orchestrator.db"] and len(urls) == 1, config.text  # the default journal
+    (recipe,) = [block for block in of("bash") if block.first.startswith("litestream restore ")]
+    restore, *_, daemon = recipe.text.splitlines()
+    assert restore.endswith(f"-o {paths[0]} {paths[0]}"), restore
+    assert daemon.startswith("orchestrator up ") and "--db" not in daemon, daemon
 
 
 # -- json: the shape of real output --------------------------------------------------------

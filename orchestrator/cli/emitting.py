@@ -40,6 +40,8 @@ class EmitReport:
         routed: Whether the daemon has routed it; `routes` is then complete.
         routes: What routing did to runs.
         listeners: The event types the loaded triggers and the waiting runs listen to.
+        reused_key: The ``--key`` given, when an earlier event holds it: nothing new was
+            written, and this is that event (its type, its routes).
     """
 
     event_id: str
@@ -49,6 +51,7 @@ class EmitReport:
     routed: bool
     routes: list[EventRoute]
     listeners: EventListeners
+    reused_key: str | None = None
 
     @property
     def listened(self) -> bool:
@@ -71,6 +74,15 @@ class EmitReport:
 
     def lines(self) -> list[str]:
         """The report for a human: one line per effect, or one saying why there is none."""
+        if self.reused_key is None:
+            return self._effects()
+        said = (
+            f"key {self.reused_key!r} was used before, by event {self.event_id} "
+            f"({self.event_type!r}): nothing new was emitted; what that event did:"
+        )
+        return [said, *self._effects()]
+
+    def _effects(self) -> list[str]:
         if self.routed:
             return [_route_line(route) for route in self.routes] or [self._unmatched()]
         if self.daemon and self.waited > 0:
@@ -94,6 +106,7 @@ class EmitReport:
             "matched": self.matched,
             "listened": self.listened,
             "suggestions": self.suggestions,
+            "reused": self.reused_key is not None,
         }
 
     def _unmatched(self) -> str:
@@ -126,8 +139,18 @@ class EmitReport:
         return " (not waiting for the daemon to route it)"
 
 
-def report(commands: JournalCommands, event_id: str, event_type: str, *, wait: float) -> EmitReport:
-    """What the journal says about the event: waits up to `wait` s for a live daemon."""
+def report(
+    commands: JournalCommands,
+    event_id: str,
+    event_type: str,
+    *,
+    wait: float,
+    reused_key: str | None = None,
+) -> EmitReport:
+    """What the journal says about the event: waits up to `wait` s for a live daemon.
+
+    `reused_key`: the event is an earlier one, which holds that key (its type may differ).
+    """
     with commands.routing_reads() as reads:
         daemon = reads.daemon_live()
         waited = wait if daemon else 0.0
@@ -137,12 +160,13 @@ def report(commands: JournalCommands, event_id: str, event_type: str, *, wait: f
         listeners = reads.event_listeners()
     return EmitReport(
         event_id=event_id,
-        event_type=event_type,
+        event_type=routing.event_type if routing is not None else event_type,
         daemon=daemon,
         waited=waited,
         routed=routing is not None and routing.routed,
         routes=routing.routes if routing is not None else [],
         listeners=listeners,
+        reused_key=reused_key,
     )
 
 

@@ -625,17 +625,21 @@ def _cmd_emit(args: argparse.Namespace) -> int:
     data = parse_json_object(args.data, "the event data")
     if not args.type.strip():
         raise UsageError("the event type must not be empty")
+    from ..clock import new_id
+
     key = _key(args)
     journal = journal_of(args)
-    event_id = journal.commands.emit_event(args.type, data, key=key)
+    fresh = new_id()
+    event_id = journal.commands.emit_event(args.type, data, key=key, event_id=fresh)
+    reused_key = key if event_id != fresh else None  # an earlier event holds the key
     if not args.json:  # the id first: a script reading stdout has it before the report
         _out(event_id)
         sys.stdout.flush()
-    found = _emit_report(journal.commands, event_id, args)
+    found = _emit_report(journal.commands, event_id, args, reused_key)
     # The report read the lease already: no second read for the note.
     live = None if isinstance(found, str) else found.daemon
     _note_if_no_daemon(journal, "the event", live=live)
-    _print_emit_report(found, event_id, args)
+    _print_emit_report(found, event_id, args, reused=reused_key is not None)
     return EXIT_OK
 
 
@@ -657,24 +661,27 @@ def _note_if_no_daemon(journal: JournalBackend, waiting: str, *, live: bool | No
 
 
 def _emit_report(
-    commands: JournalCommands, event_id: str, args: argparse.Namespace
+    commands: JournalCommands, event_id: str, args: argparse.Namespace, reused_key: str | None
 ) -> EmitReport | str:
     """What the event started, resumed or buffered; else why the journal cannot tell."""
     from .emitting import ROUTING_WAIT, report
 
+    wait = 0.0 if args.no_wait else ROUTING_WAIT
     try:
-        return report(commands, event_id, args.type, wait=0.0 if args.no_wait else ROUTING_WAIT)
+        return report(commands, event_id, args.type, wait=wait, reused_key=reused_key)
     except JournalError as exc:  # the event is journaled: only the report failed
         return str(exc)
 
 
-def _print_emit_report(found: EmitReport | str, event_id: str, args: argparse.Namespace) -> None:
+def _print_emit_report(
+    found: EmitReport | str, event_id: str, args: argparse.Namespace, *, reused: bool
+) -> None:
     """The report on stderr (stdout with --json)."""
     from .output import escape
 
     if isinstance(found, str):
         if args.json:
-            _out(json.dumps({"event_id": event_id, "routed": False}))
+            _out(json.dumps({"event_id": event_id, "routed": False, "reused": reused}))
         print(escape(f"note: cannot tell what routing did with it: {found}"), file=sys.stderr)
         return
     if args.json:

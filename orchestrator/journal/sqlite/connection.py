@@ -273,8 +273,8 @@ async def connect_reader(path: Path) -> aiosqlite.Connection:
         await _thread_stopped(pending)
         raise open_error(path, exc, write=False) from exc
     try:
-        await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        await conn.execute("PRAGMA query_only = ON")
+        await conn.execute_fetchall(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        await conn.execute_fetchall("PRAGMA query_only = ON")
     except SQLITE_ERRORS as exc:
         # Closed here, or its thread outlives the event loop and prints a traceback.
         await conn.close()

@@ -96,6 +96,7 @@ class JournalReader:
         # how many times it was dropped (each one restarts its counter).
         self._probe: sqlite3.Connection | None = None
         self._probe_drops = 0
+        self._closed = False
 
     @property
     def location(self) -> str:
@@ -114,7 +115,8 @@ class JournalReader:
         return cls(conn, path)
 
     async def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (a `data_version` after this opens none again)."""
+        self._closed = True
         self._close_probe()
         await self._conn.close()
 
@@ -125,9 +127,12 @@ class JournalReader:
             probe.close()
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        # Executed and fetched in one call on the connection's thread: the cursor never
+        # reaches this task. A cursor handed back to a task cancelled before it closes it
+        # keeps its statement unfinished: its read transaction holds WAL checkpoints back,
+        # and `close` cannot close the file until the garbage collector frees it.
         try:
-            async with self._conn.execute(sql, params) as cursor:
-                return list(await cursor.fetchall())
+            return list(await self._conn.execute_fetchall(sql, params))
         except SQLITE_ERRORS as exc:
             if is_corrupt(exc):
                 raise not_a_journal(self.path, exc) from exc
@@ -444,6 +449,10 @@ class JournalReader:
         Compare only values from one reader.
         """
         epoch = self._probe_drops << 40
+        if self._closed:
+            # A poller that outlives the reader by a moment (a runtime stopping) must not
+            # open a probe nobody closes: it would hold the -wal and -shm files open.
+            raise JournalError(f"journal {self.path}: the reader is closed")
         try:
             if self._probe is None:
                 self._probe = sqlite3.connect(
@@ -611,10 +620,8 @@ class JournalReader:
 
 async def _check_readable(conn: aiosqlite.Connection, path: Path) -> None:
     try:
-        async with conn.execute("PRAGMA application_id") as cursor:
-            app_id = (await cursor.fetchone() or (0,))[0]
-        async with conn.execute("PRAGMA user_version") as cursor:
-            version = (await cursor.fetchone() or (0,))[0]
+        (app_id,), *_ = [*await conn.execute_fetchall("PRAGMA application_id"), (0,)]
+        (version,), *_ = [*await conn.execute_fetchall("PRAGMA user_version"), (0,)]
     except SQLITE_ERRORS as exc:
         raise open_error(path, exc, write=False) from exc
     if app_id != APPLICATION_ID or version == 0:

@@ -1,0 +1,279 @@
+"""Durable runs on each journal backend, and DBOS Transact on the same PostgreSQL.
+
+Prints figures; it is not a test. Run: ``python bench/bench_postgres.py [--quick] [--no-dbos]``.
+
+One throwaway PostgreSQL server (``tests/postgres.py``, started durable: fsync and full-page
+writes on, as in production) serves every PostgreSQL column. Columns:
+
+- SQLite: our runtime on a journal file (WAL, synchronous=FULL).
+- PostgreSQL, 1 daemon: our runtime on a ``postgresql://`` journal (synchronous_commit=on).
+- DBOS on PostgreSQL: DBOS Transact with its system database in another database of the
+  same server (an async workflow of three async steps; recv/send for event -> resume).
+
+Rows: 3-step runs/s one at a time and with N in flight; event -> resume p50/p99 (a run
+paused on an event, resumed by `emit`, timed to its completion's commit). For PostgreSQL
+it also prints the server's own limit: WAL flushes per second (one-row autocommit INSERTs
+from one connection) and our runs per commit (transactions counted by the server), whose
+product is the ceiling group commit can reach.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench_events import ORDERS, PAYMENT, Completions, Dbos, order, park
+from bench_runs import check, load_dbos, ours_invoke, timed_sequential, workflow
+from common import (
+    dbos_launched,
+    dbos_unavailable,
+    fmt,
+    fresh_dir,
+    import_dbos,
+    machine_line,
+    parse_args,
+    percentile,
+)
+
+from orchestrator import Runtime
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from postgres import Cluster, find_bindir, start_cluster  # the suite's throwaway server
+
+
+@dataclass(frozen=True)
+class Counts:
+    sequential: int
+    in_flight: tuple[int, ...]
+    parked: int  # runs paused, then resumed one at a time (each one a latency sample)
+    warmup: int
+    flushes: int  # one-row autocommit INSERTs timed for the WAL-flush rate
+
+
+FULL = Counts(500, (1_000, 5_000), 500, 50, 2_000)
+QUICK = Counts(100, (500,), 100, 10, 500)
+
+
+@dataclass
+class Column:
+    rates: dict[str, float | None] = field(default_factory=dict)
+    latency: list[float] = field(default_factory=list)  # seconds, emit -> completion
+    per_commit: float = 0.0  # runs per commit at the largest N (PostgreSQL: server's count)
+    note: str = ""
+
+
+# -- the server ----------------------------------------------------------------------------
+
+
+@contextmanager
+def server() -> Iterator[Cluster]:
+    cluster = start_cluster(durable=True)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def wal_flushes_per_second(url: str, n: int) -> float:
+    """One-row INSERTs/s, each its own transaction: one WAL flush per commit."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS flushes (id BIGSERIAL PRIMARY KEY, at BIGINT)")
+        start = time.perf_counter()
+        for i in range(n):
+            conn.execute("INSERT INTO flushes (at) VALUES (%s)", (i,))
+        rate = n / (time.perf_counter() - start)
+        conn.execute("DROP TABLE flushes")
+    return rate
+
+
+def commits(url: str) -> int:
+    """Transactions committed in `url`'s database so far (the server's own count)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+# -- ours ----------------------------------------------------------------------------------
+
+
+async def ours(db: str | Path, counts: Counts, url: str | None) -> Column:
+    column = Column()
+    async with Runtime(db) as rt:
+        await rt.register(workflow("async"))
+        column.rates["sequential"] = await timed_sequential(
+            lambda: ours_invoke(rt), counts.warmup, counts.sequential
+        )
+        for n in counts.in_flight:
+            before = commits(url) if url else 0
+            start = time.perf_counter()
+            check(list(await asyncio.gather(*(ours_invoke(rt) for _ in range(n)))))
+            column.rates[f"N={n:,}"] = n / (time.perf_counter() - start)
+            if url:
+                column.per_commit = n / max(commits(url) - before, 1)
+                column.note = f"{column.per_commit:.1f} runs per commit at N={n:,}"
+    async with Runtime(db, workflows=[ORDERS]) as rt:
+        column.latency = await resume_latency(rt, counts)
+    return column
+
+
+async def resume_latency(rt: Runtime, counts: Counts) -> list[float]:
+    done_at = Completions(rt)
+    runs = await park(rt, 0, counts.warmup + counts.parked)
+    samples = []
+    for i, (order_id, run_id) in enumerate(runs.items()):
+        finished = done_at.of(run_id)
+        start = time.perf_counter()
+        await rt.emit(PAYMENT, {"order_id": order_id, "amount": 10})
+        end = await finished
+        if i >= counts.warmup:
+            samples.append(end - start)
+    return samples
+
+
+async def guarded(what: str, measure: Callable[[], Awaitable[Column]]) -> Column:
+    """The column, or an empty one saying why it could not be measured."""
+    try:
+        return await measure()
+    except Exception as exc:  # a backend that cannot run here yet: say so, go on
+        print(f"{what}: not measured: {type(exc).__name__}: {exc}")
+        return Column(note="not measured")
+
+
+# -- DBOS ----------------------------------------------------------------------------------
+
+
+async def dbos_column(url: str, counts: Counts) -> Column:
+    runs, events = load_dbos(), Dbos(_dbos_class())
+    assert runs is not None
+    column = Column()
+    with dbos_launched(runs.cls, url):
+        column.rates["sequential"] = await timed_sequential(
+            lambda: runs.three({"n": 0}), counts.warmup, counts.sequential
+        )
+        gate = asyncio.Semaphore(1_000)  # as bench_runs: its pool times out beyond
+
+        async def one() -> Any:
+            async with gate:
+                return await runs.three({"n": 0})
+
+        for n in counts.in_flight:
+            start = time.perf_counter()
+            check(list(await asyncio.gather(*(one() for _ in range(n)))))
+            column.rates[f"N={n:,}"] = n / (time.perf_counter() - start)
+        column.latency = await dbos_resume_latency(events, counts)
+    return column
+
+
+def _dbos_class() -> Any:
+    cls = import_dbos()
+    assert cls is not None
+    return cls
+
+
+async def dbos_resume_latency(dbos: Dbos, counts: Counts) -> list[float]:
+    """Workflows blocked in recv, sent their message one at a time, timed to their result."""
+    from dbos import SetWorkflowID
+
+    n = counts.warmup + counts.parked
+    gate = asyncio.Semaphore(20)
+
+    async def start(i: int) -> Any:
+        async with gate:
+            with SetWorkflowID(f"order-{i}"):
+                return await dbos.cls.start_workflow_async(dbos.workflow, f"order-{i}")
+
+    handles = await asyncio.gather(*(start(i) for i in range(n)))
+    await asyncio.sleep(1.0)  # a bench, not a test: let every workflow reach its recv
+    samples = []
+    for i, handle in enumerate(handles):
+        began = time.perf_counter()
+        await dbos.cls.send_async(handle.get_workflow_id(), order(i), PAYMENT)
+        await handle.get_result()
+        if i >= counts.warmup:
+            samples.append(time.perf_counter() - began)
+    return samples
+
+
+# -- printing ------------------------------------------------------------------------------
+
+
+def print_table(columns: dict[str, Column], counts: Counts) -> None:
+    names = list(columns)
+    print(f"{'':28}" + "".join(f"{name:>24}" for name in names))
+    rows = ["sequential", *(f"N={n:,}" for n in counts.in_flight)]
+    for row in rows:
+        cells = [fmt(columns[name].rates.get(row)) for name in names]
+        print(f"{'runs/s ' + row:28}" + "".join(f"{cell:>24}" for cell in cells))
+    for p in (50, 99):
+        cells = [
+            f"{percentile(c.latency, p) * 1000:.1f}" if c.latency else "-" for c in columns.values()
+        ]
+        print(f"{f'event -> resume p{p} ms':28}" + "".join(f"{cell:>24}" for cell in cells))
+    for name, column in columns.items():
+        if column.note:
+            print(f"{name}: {column.note}")
+
+
+async def main(argv: list[str]) -> None:
+    args = parse_args("Durable runs per journal backend, and DBOS on the same PostgreSQL.", argv)
+    counts = QUICK if args.quick else FULL
+    print(machine_line())
+    print(
+        f"3-step async runs; {counts.sequential} one at a time, then N in flight; "
+        f"{counts.parked} runs resumed one at a time (after {counts.warmup} warm-up)"
+    )
+    columns: dict[str, Column] = {}
+    with fresh_dir() as tmp:
+        columns["SQLite"] = await ours(tmp / "journal.db", counts, None)
+    if find_bindir() is None:
+        print("PostgreSQL: not installed here; its columns are skipped")
+        print_table(columns, counts)
+        return
+    with server() as cluster:
+        flushes = wal_flushes_per_second(cluster.create_database("flushes"), counts.flushes)
+        print(
+            f"PostgreSQL {cluster.bindir.parent.name} on 127.0.0.1 (fsync on): "
+            f"{flushes:,.0f} WAL flushes/s (one-row autocommit INSERTs, one connection)"
+        )
+        url = cluster.create_database("ours")
+        columns["PostgreSQL, 1 daemon"] = await guarded(
+            "PostgreSQL, 1 daemon", lambda: ours(url, counts, url)
+        )
+        skip = dbos_unavailable(args.no_dbos, import_dbos())
+        if skip:
+            print(skip)
+        else:
+            version = importlib.metadata.version("dbos")
+            dbos_url = cluster.create_database("dbos")
+            columns[f"DBOS {version}, PostgreSQL"] = await guarded(
+                "DBOS", lambda: dbos_column(dbos_url, counts)
+            )
+        print(
+            "PostgreSQL, 3 daemons and take-over time: not measured yet (several daemons on "
+            "one journal are the next step of the PostgreSQL backend)"
+        )
+    print_table(columns, counts)
+    ours_pg = columns.get("PostgreSQL, 1 daemon")
+    if ours_pg is not None and ours_pg.per_commit:
+        print(
+            f"group-commit ceiling: {flushes:,.0f} flushes/s x {ours_pg.per_commit:.1f} runs "
+            f"per commit = {flushes * ours_pg.per_commit:,.0f} runs/s"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1:]))
