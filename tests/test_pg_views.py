@@ -219,7 +219,7 @@ async def test_every_filter_sort_and_page_matches(
     lite, pg = both
     compared = 0
     for wanted in _filters(await lite.workflow_ids()):
-        for offset, limit in ((0, 7), (5, 7), (35, 10), (0, 200)):
+        for offset, limit in ((0, 7), (5, 7), (35, 10), (0, 200), (3, -1)):
             page = await pg.runs_page(wanted, offset=offset, limit=limit)
             assert page == await lite.runs_page(wanted, offset=offset, limit=limit), wanted
             compared += len(page.rows)
@@ -310,7 +310,7 @@ async def test_a_detail_shows_the_parent_children_waits_and_routes(
 
 async def test_events_match(both: tuple[DashboardViews, PostgresViews]) -> None:
     lite, pg = both
-    for limit in (1, 3, 200):
+    for limit in (1, 3, 200, -1):
         for text in ("", "order", "ORDER", "ü", "Ü", "é", "É", "%", "_", ".", "nothing"):
             events = await pg.recent_events(limit=limit, type_contains=text)
             assert events == await lite.recent_events(limit=limit, type_contains=text), text
