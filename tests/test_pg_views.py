@@ -37,7 +37,13 @@ from orchestrator.journal.copy import copy_journal
 from orchestrator.journal.postgres import run_search as pg_search
 from orchestrator.journal.postgres.backend import PostgresJournal
 from orchestrator.journal.postgres.reader import PostgresReader
-from orchestrator.journal.postgres.views import BYTE_ORDER, PostgresViews, merge
+from orchestrator.journal.postgres.views import (
+    BYTE_ORDER,
+    UNREADABLE,
+    PostgresViews,
+    merge,
+    state_text,
+)
 from orchestrator.journal.records import LoadErrorRecord, RunMatches, SwitchRecord
 from orchestrator.journal.sqlite import run_search as sqlite_search
 from orchestrator.journal.view_records import SORTS
@@ -387,6 +393,11 @@ def test_merge_patches_as_sqlite_json_patch() -> None:
     assert list(merge({"x": 1, "y": 2}, {"z": 3, "x": 5})) == ["x", "y", "z"]
     assert merge([1], {"a": {"b": None}}) == {"a": {}}
     assert merge({"a": 1}, [2]) == [2]
+    # The state's text as SQLite's `state_of` gives it, damaged rows as UNREADABLE.
+    assert state_text('{"a":1,"b":2}', '{"a":null,"c":"ü"}') == '{"b":2,"c":"ü"}'
+    assert state_text('{"a":1}', None) == '{"a":1}'
+    assert state_text(None, None) == state_text(None, "{}") == UNREADABLE
+    assert state_text('{"a":NaN}', "{}") == state_text("{}", "{oops") == UNREADABLE
 
 
 # --- the dashboard on a PostgreSQL journal -------------------------------------------------

@@ -343,19 +343,10 @@ class PostgresViews:
         return assemble_timeline(run, checkpoints, entries)
 
     async def _checkpoints(self, row: int) -> list[Checkpoint]:
-        # Each checkpoint with what `state_of` reads: its own text, its spilled snapshot,
-        # and for a patch its base's whole text (NULL unless the base is a snapshot).
-        whole = (
-            "CASE WHEN {0}.base IS NULL THEN {0}.state ELSE (SELECT s.state FROM snapshots s"
-            f" WHERE s.id = {{0}}.run * {_SPAN} + {{0}}.position) END"
-        )
         rows = await self.reader.fetch(
             "SELECT * FROM (SELECT c.position, c.step, c.started_at, c.ended_at, c.kind,"
-            f" c.base, c.state, {whole.format('c')} AS whole,"
-            f" (SELECT {whole.format('b')} FROM checkpoints b WHERE b.run = c.run"
-            " AND b.position = c.base AND (b.base IS NULL OR b.base = b.position)) AS patched"
-            " FROM checkpoints c WHERE c.run = %s ORDER BY c.position DESC LIMIT %s) x"
-            " ORDER BY position",
+            f" {parts('c')} FROM checkpoints c WHERE c.run = %s"
+            " ORDER BY c.position DESC LIMIT %s) x ORDER BY position",
             [row, CHECKPOINT_LIMIT],
         )
         return [
@@ -364,7 +355,7 @@ class PostgresViews:
                 step=r["step"],
                 started_at=to_datetime(int(r["started_at"])),
                 ended_at=to_datetime(int(r["ended_at"])),
-                state=_state(r),
+                state=loads_or_text(state_text(r["state_whole"], r["state_patch"])),
                 kind=str(r["kind"]),
             )
             for r in rows
@@ -417,17 +408,55 @@ def _filter_sql(wanted: RunFilter) -> tuple[str, list[Any]]:
     return " AND ".join(clauses), params
 
 
-def _state(row: Row) -> Any:
-    """A checkpoint's whole state, decoded, as SQLite's ``state_of`` and views read it."""
-    base, position = row["base"], row["position"]
-    if base is None:
-        return loads_or_text(row["state"])
-    if base == position:
-        return loads_or_text(row["whole"] if row["whole"] is not None else UNREADABLE)
-    try:
-        return merge(json.loads(row["patched"]), json.loads(row["state"]))
-    except (TypeError, ValueError, RecursionError):  # no base snapshot, or damaged JSON
+# Checkpoint states as SQLite's `state_of` reads them, the merge patch applied in Python.
+# The same as the PostgreSQL reader's `postgres/states.py` (pgreader's branch): once merged,
+# these four go and the views import `parts` and `state_text` from there.
+
+
+def _whole(alias: str) -> str:
+    """The whole state of `alias`, a checkpoint row known to be a snapshot (NULL: missing)."""
+    return (
+        f"CASE WHEN {alias}.base IS NULL THEN {alias}.state ELSE (SELECT s.state FROM"
+        f" snapshots s WHERE s.id = {alias}.run * {_SPAN} + {alias}.position) END"
+    )
+
+
+def parts(alias: str, name: str = "state") -> str:
+    """Two columns of checkpoint row `alias`: ``{name}_whole`` and ``{name}_patch``.
+
+    ``_whole`` is the state the checkpoint rests on: its own, or its base's (NULL when
+    missing); ``_patch`` is its merge patch, NULL when the checkpoint is whole.
+    """
+    return (
+        f"CASE WHEN {alias}.base IS NULL THEN {alias}.state"
+        f" WHEN {alias}.base = {alias}.position THEN ({_whole(alias)})"
+        f" ELSE (SELECT {_whole('b')} FROM checkpoints b"
+        f" WHERE b.run = {alias}.run AND b.position = {alias}.base"
+        f" AND (b.base IS NULL OR b.base = b.position)) END AS {name}_whole,"
+        f" CASE WHEN {alias}.base <> {alias}.position THEN {alias}.state END AS {name}_patch"
+    )
+
+
+def state_text(whole: str | None, patch: str | None) -> str:
+    """The state's text from the two columns of `parts` (`UNREADABLE` if it cannot be made)."""
+    if patch is None:
+        return UNREADABLE if whole is None else whole
+    if whole is None:
         return UNREADABLE
+    try:
+        merged = merge(_strict(whole), _strict(patch))
+    except (ValueError, RecursionError):
+        return UNREADABLE  # as json_valid() refusing either text
+    return json.dumps(merged, separators=(",", ":"), ensure_ascii=False)
+
+
+def _strict(text: str) -> Any:
+    """`text` parsed as strict JSON (no NaN or Infinity, as SQLite's ``json_valid``)."""
+    return json.loads(text, parse_constant=_refuse)
+
+
+def _refuse(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def merge(target: Any, patch: Any) -> Any:
