@@ -21,6 +21,10 @@ timeline rows, run ids made by the orchestrator's own id function, in batches of
 It is kept between runs of this script in ``$TMPDIR/bench-journal-1m.db`` (``--fresh`` to
 make it again). ``--runs N`` changes its size.
 
+``--postgres URL`` measures only the dashboard's queries, on SQLite and on the same journal
+copied into PostgreSQL (`copy_journal` into the empty database URL names, kept there for
+the next run), side by side.
+
 Run: ``python bench/bench_journal_scale.py`` (``--quick`` for a smoke run).
 """
 
@@ -46,10 +50,13 @@ from common import fresh_dir, machine_line
 
 from orchestrator import Runtime, Workflow
 from orchestrator.clock import Clock, new_id
+from orchestrator.errors import OrchestratorError
+from orchestrator.journal import DashboardViews
 from orchestrator.journal.sqlite import deltas
 from orchestrator.journal.sqlite.reader import JournalReader
 from orchestrator.journal.sqlite.views import DashboardQueries
 from orchestrator.journal.view_records import RunFilter
+from orchestrator.records import RunStatus
 
 State = dict[str, Any]
 FIELDS = 64  # fields of the big state, each of ~30 bytes of JSON
@@ -298,47 +305,117 @@ async def query_ms(db: Path, runs: int, samples: int) -> dict[str, list[float]]:
     reader = await JournalReader.open(db)
     views = DashboardQueries(reader)
     times: dict[str, list[float]] = {}
+    try:
+        prefix = (await reader.list_runs(limit=1))[0].run_id[:6]
+        for _ in range(samples):
+            rare = await _timed(
+                times,
+                "runs --status rejected",
+                lambda: reader.list_runs(status="rejected", limit=100),
+            )
+            assert len(rare) == len(range(7, runs + 1, 100_000)), len(rare)
+            await _timed(
+                times, "runs --status failed (common)", lambda: reader.list_runs(status="failed")
+            )
+            await dashboard_ms(views, runs, prefix, times)
+    finally:
+        await reader.close()
+    return times
 
-    async def timed(name: str, work: Callable[[], Any]) -> Any:
-        began = time.perf_counter()
-        result = await work()
-        times.setdefault(name, []).append((time.perf_counter() - began) * 1000)
-        return result
+
+async def _timed(times: dict[str, list[float]], name: str, work: Callable[[], Any]) -> Any:
+    began = time.perf_counter()
+    result = await work()
+    times.setdefault(name, []).append((time.perf_counter() - began) * 1000)
+    return result
+
+
+async def dashboard_ms(
+    views: DashboardViews, runs: int, prefix: str, times: dict[str, list[float]]
+) -> None:
+    """One sample of each dashboard query, added to `times` (ms)."""
 
     async def paint() -> None:
         await views.status_counts()
         await views.workflow_ids()
         await views.runs_page(RunFilter(), offset=0, limit=50)
 
+    await _timed(times, "dashboard first paint queries", paint)
+    page = await _timed(
+        times,
+        "dashboard search 'order 123' (a few match)",
+        lambda: views.runs_page(RunFilter(search="order 123"), offset=0, limit=50),
+    )
+    assert page.total >= 1, page.total
+    page = await _timed(
+        times,
+        "dashboard search 'wf0' (half the runs: dense)",
+        lambda: views.runs_page(RunFilter(search="wf0"), offset=0, limit=50),
+    )
+    assert page.total == runs // 2, page.total
+    await _timed(
+        times,
+        "dashboard search: a run id's first 6",
+        lambda: views.runs_page(RunFilter(search=prefix), offset=0, limit=50),
+    )
+    await _timed(
+        times,
+        "dashboard search, no match",
+        lambda: views.runs_page(RunFilter(search="nothing-like-this"), offset=0, limit=50),
+    )
+    await _timed(
+        times,
+        "dashboard runs --status failed, page 2",
+        lambda: views.runs_page(RunFilter(status=RunStatus.FAILED), offset=50, limit=50),
+    )
+
+
+async def postgres_ms(big: Path, url: str, runs: int, samples: int) -> dict[str, list[float]]:
+    """The dashboard's queries on the big journal copied into PostgreSQL at `url`.
+
+    The copy is made once (`copy_journal` into the empty database `url` names) and kept:
+    a database already holding `runs` runs is measured as it is.
+    """
+    from orchestrator.journal.backends import migrate_journal
+    from orchestrator.journal.copy import copy_journal
+    from orchestrator.journal.postgres.views import PostgresViews
+
+    views = await PostgresViews.open(url)
     try:
-        prefix = (await reader.list_runs(limit=1))[0].run_id[:6]
+        held = (await views.reader.fetch("SELECT count(*) FROM runs"))[0][0]
+    except OrchestratorError:  # not migrated yet: copy_journal migrates it
+        held = 0
+    await views.close()
+    import psycopg
+
+    if held != runs:
+        began = time.perf_counter()
+        await migrate_journal(url)
+        # The runs go in with run_counts' triggers off, then are counted at once: kept on,
+        # each run updates one of the same few rows of run_counts in the copy's one
+        # transaction, and every update steps over all the versions before it (a copy of
+        # 1,000,000 runs had not ended after 17 minutes).
+        with psycopg.connect(url, autocommit=True, options="-c search_path=orchestrator") as conn:
+            conn.execute("ALTER TABLE runs DISABLE TRIGGER USER")
+        await copy_journal(big, url)
+        with psycopg.connect(url, autocommit=True, options="-c search_path=orchestrator") as conn:
+            conn.execute("ALTER TABLE runs ENABLE TRIGGER USER")
+            conn.execute(
+                "INSERT INTO run_counts (workflow_id, trigger_id, status, n) SELECT workflow_id,"
+                " trigger_id, status, count(*) FROM runs GROUP BY 1, 2, 3"
+            )
+        print(f"  (copied the journal into PostgreSQL in {time.perf_counter() - began:.0f} s)")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")  # what autovacuum does after a copy: statistics, and
+        # the visibility map index-only scans need
+    views = await PostgresViews.open(url)
+    times: dict[str, list[float]] = {}
+    try:
+        prefix = (await views.runs_page(RunFilter(), offset=0, limit=1)).rows[0].run_id[:6]
         for _ in range(samples):
-            rare = await timed(
-                "runs --status rejected", lambda: reader.list_runs(status="rejected", limit=100)
-            )
-            assert len(rare) == len(range(7, runs + 1, 100_000)), len(rare)
-            await timed("runs --status failed (common)", lambda: reader.list_runs(status="failed"))
-            await timed("dashboard first paint queries", paint)
-            page = await timed(
-                "dashboard search 'order 123' (a few match)",
-                lambda: views.runs_page(RunFilter(search="order 123"), offset=0, limit=50),
-            )
-            assert page.total >= 1, page.total
-            page = await timed(
-                "dashboard search 'wf0' (half the runs: dense)",
-                lambda: views.runs_page(RunFilter(search="wf0"), offset=0, limit=50),
-            )
-            assert page.total == runs // 2, page.total
-            await timed(
-                "dashboard search: a run id's first 6",
-                lambda: views.runs_page(RunFilter(search=prefix), offset=0, limit=50),
-            )
-            await timed(
-                "dashboard search, no match",
-                lambda: views.runs_page(RunFilter(search="nothing-like-this"), offset=0, limit=50),
-            )
+            await dashboard_ms(views, runs, prefix, times)
     finally:
-        await reader.close()
+        await views.close()
     return times
 
 
@@ -354,11 +431,20 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     parser.add_argument("--runs", type=int, default=1_000_000, help="runs in the big journal")
     parser.add_argument("--fresh", action="store_true", help="make the big journal again")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="only the dashboard's queries, on SQLite and on the big journal copied into the"
+        " empty PostgreSQL database URL names (kept there for the next run)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.runs = min(args.runs, 20_000)
     os.umask(0o077)  # journals are private (the runtime refuses others)
     print(machine_line())
+    if args.postgres:
+        compare_backends(args)
+        return
 
     per = 50 if args.quick else 300
     print(f"\nbytes per run: {per} runs of 3 steps, each step changing one field of the state")
@@ -400,6 +486,33 @@ def main(argv: list[str]) -> None:
     print(f"\nqueries on the journal of {args.runs:,} runs (ms, median of {samples}; max)")
     for name, values in asyncio.run(query_ms(big, args.runs, samples)).items():
         print(f"  {name:48}{statistics.median(values):>8.1f}{max(values):>8.1f}")
+
+
+def compare_backends(args: argparse.Namespace) -> None:
+    """`--postgres URL`: the dashboard's queries on the big journal, SQLite beside PostgreSQL."""
+    samples = 3 if args.quick else 7
+    big = big_journal(args.runs, args.fresh)
+    lite: dict[str, list[float]] = {}
+
+    async def on_sqlite() -> None:
+        views = DashboardQueries(await JournalReader.open(big))
+        try:
+            prefix = (await views.runs_page(RunFilter(), offset=0, limit=1)).rows[0].run_id[:6]
+            for _ in range(samples):
+                await dashboard_ms(views, args.runs, prefix, lite)
+        finally:
+            await views.close()
+
+    asyncio.run(on_sqlite())
+    pg = asyncio.run(postgres_ms(big, args.postgres, args.runs, samples))
+    print(f"\nthe dashboard's queries on {args.runs:,} runs (ms, median of {samples}; max)")
+    print(f"  {'':48}{'SQLite':>16}{'PostgreSQL':>16}")
+    for name, values in lite.items():
+        theirs = pg[name]
+        print(
+            f"  {name:48}{statistics.median(values):>8.1f}{max(values):>8.1f}"
+            f"{statistics.median(theirs):>8.1f}{max(theirs):>8.1f}"
+        )
 
 
 if __name__ == "__main__":

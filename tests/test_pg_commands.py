@@ -36,14 +36,13 @@ from procs import ROOT
 from orchestrator import Runtime, Trigger, Workflow
 from orchestrator.clock import Clock
 from orchestrator.errors import (
-    JournalBackendUnavailable,
     JournalError,
     JournalUnreachable,
     OrchestratorError,
 )
 from orchestrator.journal.backends import migrate_journal
 from orchestrator.journal.copy import COPIED, copy_journal
-from orchestrator.journal.postgres.backend import PostgresJournal, open_postgres
+from orchestrator.journal.postgres.backend import PostgresJournal
 from orchestrator.journal.protocol import JournalCommands
 from orchestrator.journal.sqlite.backend import SqliteJournal
 
@@ -539,23 +538,11 @@ def with_password(url: str) -> str:
 
 
 @pytest.fixture
-def cli_on_postgres() -> Iterator[Callable[..., tuple[int, str, str]]]:
-    """The CLI's `main` in this process, with `open_journal` giving URLs a `PostgresJournal`.
-
-    Until the merge, `open_postgres` refuses every URL; lifting that here, in the test and
-    nowhere in the product, runs the CLI's own code on the PostgreSQL commands today.
-    """
+def cli_on_postgres() -> Callable[..., tuple[int, str, str]]:
+    """The CLI's `main` in this process (its exit code, stdout and stderr)."""
     import io
 
     from orchestrator.cli.main import _main
-    from orchestrator.journal import backends
-
-    opened = backends.open_journal
-
-    def open_journal(db: str | os.PathLike[str]) -> Any:
-        if backends.is_postgres_url(db):
-            return PostgresJournal(backends.postgres_url(db))
-        return opened(db)
 
     def run(*args: str) -> tuple[int, str, str]:
         out, err = io.StringIO(), io.StringIO()
@@ -563,8 +550,7 @@ def cli_on_postgres() -> Iterator[Callable[..., tuple[int, str, str]]]:
             code = _main(list(args))
         return code, out.getvalue(), err.getvalue()
 
-    with mock.patch("orchestrator.journal.open_journal", open_journal):
-        yield run
+    return run
 
 
 def test_the_writing_commands_on_a_postgresql_journal(
@@ -676,22 +662,6 @@ async def test_journal_copy_refuses_a_journal_a_daemon_runs(db: Path, pg_url: st
     assert runs == (False,)
 
 
-def postgres_opens() -> bool:
-    """Whether `open_journal` gives a URL its backend (the merge flips `open_postgres`)."""
-    try:
-        open_postgres("postgresql://u@127.0.0.1/d")
-    except JournalBackendUnavailable:
-        return False
-    return True
-
-
-after_the_merge = pytest.mark.skipif(
-    not postgres_opens(),
-    reason="open_postgres refuses URLs until the four PostgreSQL parts are merged",
-)
-
-
-@after_the_merge
 def test_every_command_through_the_real_cli_on_a_postgresql_journal(
     pair: tuple[SqliteJournal, PostgresJournal, dict[str, str]],
 ) -> None:
@@ -721,7 +691,6 @@ def test_every_command_through_the_real_cli_on_a_postgresql_journal(
         assert "Traceback" not in done.stderr, args
 
 
-@after_the_merge
 def test_a_daemon_on_a_postgresql_journal_logs_where_it_runs_never_its_password(
     tmp_path: Path, pg_url: str
 ) -> None:

@@ -2,9 +2,9 @@
 
 Each action asks first (a confirmation, or a dialog to edit the JSON it sends), then
 writes through the journal's `JournalCommands` in a worker thread (those writes are short
-blocking SQLite transactions). The daemon applies them, as it does the CLI's. Every
-outcome, including a refusal (an unknown run, a run that is not paused), is a notification:
-an action never raises into the app.
+blocking transactions, on SQLite or PostgreSQL). The daemon applies them, as it does the
+CLI's. Every outcome, including a refusal (an unknown run, a run that is not paused), is a
+notification: an action never raises into the app.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
@@ -47,7 +48,9 @@ class DashboardApp(App[None]):
     """A live view of one journal, with actions on its runs.
 
     Args:
-        db_path: The journal file (it may not exist yet: the dashboard waits for it).
+        db: The journal: a file path (it may not exist yet: the dashboard waits for it) or
+            a ``postgresql://`` URL (`open_journal`); the banner shows its `location`,
+            never a password.
         read_only: Show everything, change nothing (action keys hidden and refused).
         on_quit: Called (and awaited, if it returns an awaitable) when the user quits.
         active_runs: How many runs the daemon in this process is executing; quitting asks
@@ -83,7 +86,7 @@ class DashboardApp(App[None]):
 
     def __init__(
         self,
-        db_path: Path,
+        db: str | os.PathLike[str],
         read_only: bool = False,
         on_quit: QuitHook | None = None,
         *,
@@ -92,8 +95,7 @@ class DashboardApp(App[None]):
         poll_seconds: float = 0.1,
     ) -> None:
         super().__init__()
-        self.db_path = Path(db_path)
-        self.journal = open_journal(db_path)
+        self.journal = open_journal(db)
         self.read_only = read_only
         self.now: Callable[[], datetime] = now or (lambda: datetime.now(UTC))
         self.source = JournalSource(self.journal)
@@ -322,7 +324,7 @@ class DashboardApp(App[None]):
         if state.kind != "ok":
             style = "bold yellow" if state.kind in ("waiting", "connecting") else "bold red"
             return literal(state.message, style)
-        parts = [literal("journal "), literal(str(self.db_path), "bold")]
+        parts = [literal("journal "), literal(self.journal.location, "bold")]
         if self.daemon is None:
             parts.append(literal(" · no daemon holds it (actions wait for the next one)", "yellow"))
         else:

@@ -92,8 +92,10 @@ class PostgresJournal:
         return await PostgresReader.open(self.url)
 
     async def open_views(self) -> DashboardViews:
-        """The dashboard's queries over a reader."""
-        _not_complete()
+        """The dashboard's queries over a reader of their own (`postgres.views`)."""
+        from .views import PostgresViews
+
+        return await PostgresViews.open(self.url)
 
 
 def open_postgres(url: str) -> PostgresJournal:

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import datetime
-from enum import StrEnum
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 from ...clock import to_datetime
-from ...records import STATUSES, Checkpoint, RunCode, RunStatus, TimelineEntry
+from ...records import STATUSES, Checkpoint, TimelineEntry
 from ..command_rules import pipeline_steps
 from ..decoding import forked_from
 from ..records import DaemonRecord, LogEntry, RunMatches
@@ -36,6 +35,16 @@ from ..view_records import (
     WorkflowFigures,
     WorkflowView,
 )
+from ..view_rows import (
+    event_view,
+    routes_by_event,
+    run_row,
+    wait_view,
+    when,
+    with_routes,
+    workflow_figures,
+    workflow_view,
+)
 from . import run_search
 from .commands import PIPELINE_SQL
 from .deltas import state_of
@@ -54,7 +63,6 @@ _RUN_COLUMNS = f"""
     r.run_id, r.workflow_id, r.trigger_id, r.status, {SHOWN_STEP} AS step, r.error,
     r.error_code, r.version, r.created_at, r.updated_at
 """
-_Member = TypeVar("_Member", bound=StrEnum)
 # Per loaded workflow, ranges of runs_by_workflow_status (migration 16) only: its runs since
 # a time (every status, one range each), its failures since then, its latest completed runs
 # (their durations as a JSON list); each count stops at FIGURES_CAP + 1 rows.
@@ -126,13 +134,13 @@ class DashboardQueries:
                 offset=offset,
                 limit=limit,
             )
-            return RunPage([_run_row(row) for row in rows], total, offset)
+            return RunPage([run_row(row) for row in rows], total, offset)
         rows = await self.reader.fetch(
             f"SELECT {_RUN_COLUMNS} FROM runs r WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
             [*params, limit, offset],
         )
         total = await run_search.total(self.reader, wanted.status, wanted.workflow)
-        return RunPage([_run_row(row) for row in rows], total, offset)
+        return RunPage([run_row(row) for row in rows], total, offset)
 
     async def run_fingerprint(self, run_id: str) -> tuple[Any, ...] | None:
         """A cheap value that changes whenever what `run_detail` returns may have changed."""
@@ -165,7 +173,7 @@ class DashboardQueries:
         pipeline = await self.reader.fetch(PIPELINE_SQL, [row["workflow_id"], row["version"]])
         steps = pipeline_steps(pipeline[0][0] if pipeline else None, row["trigger_id"])
         return RunDetail(
-            _run_row(row),
+            run_row(row),
             await self._timeline(row),
             await self._checkpoints(row["id"]),
             await self._waits(row["id"], recent_events),
@@ -186,7 +194,7 @@ class DashboardQueries:
             " WHERE c.parent = ? ORDER BY c.created_at, c.n LIMIT ?",
             [run_id, CHILDREN_SHOWN],
         )
-        return [_run_row(row) for row in rows]
+        return [run_row(row) for row in rows]
 
     async def _children_by_status(self, run_id: str) -> dict[str, int]:
         rows = await self.reader.fetch(
@@ -206,20 +214,8 @@ class DashboardQueries:
             f" e.created_at, e.routed_at FROM events e WHERE {where} ORDER BY e.id DESC LIMIT ?",
             [*params, limit],
         )
-        events = [_event(row) for row in rows]
-        routes = await self._routes([event.event_id for event in events])
-        return [
-            EventView(
-                event_id=e.event_id,
-                type=e.type,
-                data=e.data,
-                source=e.source,
-                created_at=e.created_at,
-                routed_at=e.routed_at,
-                routes=routes.get(e.event_id, []),
-            )
-            for e in events
-        ]
+        events = [event_view(row) for row in rows]
+        return with_routes(events, await self._routes([event.event_id for event in events]))
 
     async def workflows(self) -> list[WorkflowView]:
         """Workflows registered now, by id, with what is disabled of each."""
@@ -228,23 +224,7 @@ class DashboardQueries:
             " loaded_at FROM workflows WHERE present = 1 ORDER BY workflow_id"
         )
         off = await self.reader.disabled()
-        views = []
-        for row in rows:
-            disabled = dict(off.get(str(row[0]), {}))
-            since = disabled.pop("", None)
-            views.append(
-                WorkflowView(
-                    workflow_id=str(row[0]),
-                    version=str(row[1]),
-                    file=row[2],
-                    triggers=loads_or_text(row[3]),
-                    mode=str(row[4]),
-                    loaded_at=_when(row[5]),
-                    disabled_at=None if since is None else _when(since),
-                    disabled_triggers=frozenset(disabled),
-                )
-            )
-        return views
+        return [workflow_view(row, off) for row in rows]
 
     async def workflow_figures(self, since: datetime) -> list[WorkflowFigures]:
         """Per loaded workflow: runs and failures since `since`, recent durations, next tick."""
@@ -252,23 +232,7 @@ class DashboardQueries:
             _FIGURES_SQL,
             [int(since.timestamp() * 1_000_000), FIGURES_CAP + 1, FIGURES_RECENT],
         )
-        figures = []
-        for workflow_id, runs, failed, durations, next_tick in rows:
-            taken = loads_or_text(durations)
-            figures.append(
-                WorkflowFigures(
-                    workflow_id=str(workflow_id),
-                    runs=int(runs),
-                    failed=int(failed),
-                    durations=tuple(
-                        max(0.0, d / 1_000_000)
-                        for d in (taken if isinstance(taken, list) else [])
-                        if isinstance(d, int | float) and not isinstance(d, bool)
-                    ),
-                    next_fire=_when(next_tick),
-                )
-            )
-        return figures
+        return [workflow_figures(row) for row in rows]
 
     async def waited_event_types(self) -> list[str]:
         """The event types armed or parked waits of runs wait for, sorted."""
@@ -289,7 +253,7 @@ class DashboardQueries:
     async def load_errors(self) -> list[LoadErrorView]:
         """Files that failed to load, by file."""
         return [
-            LoadErrorView(error.file, error.line, error.message, _when(error.at))
+            LoadErrorView(error.file, error.line, error.message, when(error.at))
             for error in await self.reader.load_errors()
         ]
 
@@ -342,24 +306,7 @@ class DashboardQueries:
             " ORDER BY w.status = 'parked' DESC, w.id DESC",
             [row],
         )
-        waits = []
-        for r in rows:
-            recent = await self._events_since(r[1], r[7], recent_events)
-            waits.append(
-                WaitView(
-                    wait_id=int(r[0]),
-                    event_type=r[1],
-                    conditions=loads_or_text(r[2]),
-                    status=str(r[3]),
-                    into=r[4],
-                    timeout_at=_when(r[5]),
-                    on_timeout=str(r[6]),
-                    created_at=_when(r[7]),
-                    buffered=int(r[8]),
-                    recent=recent,
-                )
-            )
-        return waits
+        return [wait_view(r, await self._events_since(r[1], r[7], recent_events)) for r in rows]
 
     async def _events_since(
         self, event_type: str | None, since: Any, limit: int
@@ -371,7 +318,7 @@ class DashboardQueries:
             " routed_at FROM events WHERE type = ? AND created_at >= ? ORDER BY id DESC LIMIT ?",
             [event_type, since, limit],
         )
-        return [_event(row) for row in rows]
+        return [event_view(row) for row in rows]
 
     async def _routes(self, event_ids: list[str]) -> dict[str, list[RouteView]]:
         if not event_ids:
@@ -382,10 +329,7 @@ class DashboardQueries:
             f" JOIN runs r ON r.id = er.run WHERE er.event_id IN ({marks}) ORDER BY r.id",
             event_ids,
         )
-        routes: dict[str, list[RouteView]] = {}
-        for event_id, run_id, workflow_id, action in rows:
-            routes.setdefault(event_id, []).append(RouteView(run_id, workflow_id, action))
-        return routes
+        return routes_by_event(rows)
 
 
 def _filter_sql(wanted: RunFilter) -> tuple[str, list[Any]]:
@@ -399,47 +343,3 @@ def _filter_sql(wanted: RunFilter) -> tuple[str, list[Any]]:
         clauses.append("r.workflow_id = ?")
         params.append(wanted.workflow)
     return " AND ".join(clauses), params
-
-
-def _when(value: Any) -> datetime | None:
-    """A journal timestamp as a datetime, or None when it is missing or not a number."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        return to_datetime(int(value))
-    except (ValueError, OverflowError, OSError):
-        return None
-
-
-def _member(vocabulary: type[_Member], value: Any) -> _Member | str:
-    """`value` as a member of `vocabulary`, or as text if it is not one of its values."""
-    try:
-        return vocabulary(value)
-    except ValueError:
-        return str(value)
-
-
-def _run_row(row: sqlite3.Row) -> RunRow:
-    return RunRow(
-        run_id=str(row["run_id"]),
-        workflow_id=str(row["workflow_id"]),
-        trigger_id=str(row["trigger_id"]),
-        status=_member(RunStatus, str(row["status"])),
-        step=row["step"],
-        error=row["error"],
-        error_code=None if row["error_code"] is None else _member(RunCode, row["error_code"]),
-        version=str(row["version"]),
-        created_at=_when(row["created_at"]),
-        updated_at=_when(row["updated_at"]),
-    )
-
-
-def _event(row: sqlite3.Row) -> EventView:
-    return EventView(
-        event_id=str(row[0]),
-        type=str(row[1]),
-        data=loads_or_text(row[2]),
-        source=str(row[3]),
-        created_at=_when(row[4]),
-        routed_at=_when(row[5]),
-    )
