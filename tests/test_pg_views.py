@@ -32,13 +32,8 @@ from textual.widgets import DataTable, Static
 from orchestrator.journal import DashboardViews, RunFilter, open_journal
 from orchestrator.journal.copy import copy_journal
 from orchestrator.journal.postgres import run_search as pg_search
-from orchestrator.journal.postgres.views import (
-    BYTE_ORDER,
-    UNREADABLE,
-    PostgresViews,
-    merge,
-    state_text,
-)
+from orchestrator.journal.postgres.states import UNREADABLE, merge, state_text
+from orchestrator.journal.postgres.views import BYTE_ORDER, PostgresViews
 from orchestrator.journal.sqlite import run_search as sqlite_search
 from orchestrator.journal.view_records import SORTS
 from tui.app import DashboardApp

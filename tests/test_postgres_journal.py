@@ -19,7 +19,7 @@ import pytest
 from postgres import Cluster, find_bindir
 from procs import ROOT
 
-from orchestrator import JournalUnreachable, Runtime
+from orchestrator import JournalUnreachable, Runtime, Workflow
 from orchestrator.errors import (
     JournalBackendUnavailable,
     JournalCorrupt,
@@ -255,11 +255,17 @@ def test_a_runtime_on_a_url_that_is_not_valid_says_so() -> None:
         Runtime("postgresql://h/d?no_such_option=1")
 
 
-def test_a_runtime_on_a_postgresql_url_says_the_backend_is_not_complete(pg_url: str) -> None:
-    with pytest.raises(JournalBackendUnavailable, match="not complete yet"):
-        Runtime(pg_url)
-    with pytest.raises(JournalBackendUnavailable, match="journal migrate"):
-        open_journal(pg_url)
+async def test_a_runtime_on_a_new_database_creates_its_journal_and_runs(pg_url: str) -> None:
+    async def inc(state: dict[str, int]) -> dict[str, int]:
+        return {"n": state.get("n", 0) + 1}
+
+    flow = Workflow(id="w", pipelines={"go": [inc, inc]})
+    async with Runtime(pg_url, workflows=[flow]) as rt:
+        assert (await rt.invoke("w", "go", {})).state == {"n": 2}
+    assert open_journal(pg_url).exists()
+    async with Runtime(pg_url, workflows=[flow]) as rt:  # the same journal, reopened
+        [run] = await rt.list_runs()
+        assert run.state == {"n": 2}
 
 
 async def test_a_reader_reads_rows_by_position_and_by_column_name(pg_url: str) -> None:

@@ -2,18 +2,13 @@
 
 `open_journal` sends a ``postgresql://`` URL here. Importing this module loads neither
 asyncio nor psycopg: each part is imported when it is asked for, as on SQLite.
-
-Parts not ported yet refuse with `JournalBackendUnavailable` (`NOT_COMPLETE`), so a runtime,
-a daemon, a command or the dashboard on a URL fails at once with one clear line, never
-halfway (docs/POSTGRES.md).
 """
 
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
-from ...errors import JournalBackendUnavailable
 from .connection import describe, load_psycopg, parse_url, unreachable
 
 if TYPE_CHECKING:
@@ -25,15 +20,6 @@ if TYPE_CHECKING:
         Synchronous,
     )
     from .commands import PostgresCommands
-
-NOT_COMPLETE = (
-    "the PostgreSQL journal is not complete yet: only `orchestrator journal migrate` "
-    "works on a postgresql:// URL for now; pass a file path to use a SQLite journal"
-)
-
-
-def _not_complete() -> NoReturn:
-    raise JournalBackendUnavailable(NOT_COMPLETE)
 
 
 class PostgresJournal:
@@ -102,8 +88,7 @@ def open_postgres(url: str) -> PostgresJournal:
     """The journal at `url`, checked (psycopg installed, the URL valid), not connected yet.
 
     Raises:
-        JournalBackendUnavailable: psycopg is not installed (saying how to install it), or,
-            until every part is ported, the backend is not complete.
+        JournalBackendUnavailable: psycopg is not installed (saying how to install it).
         JournalPathInvalid: `url` is not a valid PostgreSQL URL.
     """
     parse_url(url)

@@ -115,8 +115,6 @@ _FIGURES_SQL = f"""
 """
 # Snapshot ids: a run's row times this, plus the position (``sqlite/deltas.py``).
 _SPAN: Final = 1 << 24
-# What a checkpoint whose snapshot is missing or damaged reads as (as on SQLite).
-UNREADABLE: Final = "unreadable: a delta checkpoint whose snapshot is missing or damaged"
 
 
 class PostgresViews:
