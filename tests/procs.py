@@ -132,9 +132,9 @@ class Workers:
     worker started is reaped at the end, whatever happens.
     """
 
-    def __init__(self, script: Path, db: Path) -> None:
+    def __init__(self, script: Path, db: Path | str, folder: Path | None = None) -> None:
         self.script, self.db = script, db
-        self.log = db.parent / "worker.err"
+        self.log = (folder or Path(db).parent) / "worker.err"  # `folder`: for a URL journal
         self.started: list[subprocess.Popen[bytes]] = []
 
     def __enter__(self) -> Workers:
@@ -308,6 +308,15 @@ class Daemon:
 
     def is_ready(self) -> bool:
         """Whether this daemon holds the lease and is ready."""
+        if str(self.db).startswith("postgresql:"):
+            from orchestrator import JournalError
+            from orchestrator.journal import open_journal
+
+            try:
+                record = open_journal(self.db).commands.daemon()
+            except JournalError:  # no journal yet: the daemon has not migrated it
+                return False
+            return record is not None and record.pid == self.pid and record.ready
         if not self.db.exists():
             return False
         try:

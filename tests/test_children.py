@@ -18,7 +18,7 @@ from rich.text import Text
 from textual.widgets import DataTable, Static
 
 from orchestrator import Runtime, Step, StepContext, Transient, Workflow
-from orchestrator.journal.sqlite.commands import emit_event
+from orchestrator.journal import open_journal
 from orchestrator.testing import eventually
 from tui.app import DashboardApp
 from tui.detail import RunDetailScreen
@@ -242,7 +242,7 @@ async def test_a_join_parked_across_a_restart_completes(db: Path) -> None:
 
         await eventually(all_paused, what="every child paused")
     # While no runtime runs, an event every child waits for is journaled.
-    emit_event(db, "go.on", {"ok": 1})
+    open_journal(db).commands.emit_event("go.on", {"ok": 1})
     async with Runtime(db, workflows=[fanning(3), waiting_child()]) as rt:
         await until_status(rt, "parent", run_id, "completed")
         got = (await rt.wait(run_id)).state["got"]
@@ -262,9 +262,12 @@ async def test_isolated_steps_start_emit_and_join(db: Path) -> None:
 
 
 @pytest.mark.parametrize("where", ["child", "split"])
-def test_a_sigkill_around_the_fan_out_starts_each_child_once(db: Path, where: str) -> None:
+@pytest.mark.sqlite_only  # its worker signals through files beside the journal
+def test_a_sigkill_around_the_fan_out_starts_each_child_once(
+    db: Path, where: str, tmp_path: Path
+) -> None:
     """SIGKILL in the first child (the fan-out committed) or in the step (it did not)."""
-    with Workers(ROOT / "tests" / "fanout_worker.py", db) as workers:
+    with Workers(ROOT / "tests" / "fanout_worker.py", db, tmp_path) as workers:
         killed = workers.start("20", where)
         assert killed.wait(timeout=60) == -9, workers.stderr()
         committed = query(db, "SELECT count(*) FROM children")[0][0]

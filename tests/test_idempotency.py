@@ -129,6 +129,7 @@ async def test_a_bad_key_is_a_validation_error(db: Path, key: Any) -> None:
 # -- the CLI -------------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only  # the CLI makes a SQLite file, not a PostgreSQL schema
 def test_cli_emit_with_a_key_twice_prints_the_first_id(db: Path) -> None:
     first = cli("emit", "tick", '{"n": 1}', "--key", "k1", "--db", str(db))
     again = cli("emit", "tick", '{"n": 2}', "--key", "k1", "--db", str(db))
@@ -319,6 +320,7 @@ def emit_in_pairs(db: Path, rounds: int) -> dict[str, str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("daemon_first", [True, False], ids=["daemon", "no-daemon"])
+@pytest.mark.sqlite_only  # the CLI makes a SQLite file, not a PostgreSQL schema
 def test_two_processes_emitting_the_same_keys_at_once_make_one_event_and_run_each(
     folder: Path, db: Path, daemon_first: bool
 ) -> None:
