@@ -27,6 +27,10 @@ ours/raw ratio is taken inside one repetition (ours and raw back to back) before
   sets for its own process (`orchestrator.cli.daemon.tune_process`: its garbage collector
   and the interpreter's thread switch interval); the default is the
   interpreter's, which is what a program embedding a `Runtime` keeps.
+- ``--phases``: where one sequential run's time goes (median µs between its moments, from
+  `invoke` called to `invoke` returned: the run's first op enqueued, its end enqueued (the
+  urgent write), the writer thread beginning the batch's transaction, COMMIT returned,
+  the event loop told (`_settle`), and the commits per run); one child, daemon policy.
 - **sync-step overhead**: `bench_isolation.py`'s first figure (``step.started`` to
   ``step.completed`` of a trivial step, p50/p99 µs, at ``synchronous="NORMAL"``) for
   async, threaded and isolated steps.
@@ -37,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
 import json
 import os
 import resource
@@ -215,9 +220,83 @@ def raw(n: int, sequential: int, *, one_by_one: bool = False) -> dict[str, float
     return meter.figures
 
 
+# The moments of one sequential run, in order (see `phases`).
+MOMENTS = (
+    "invoke called",
+    "first op enqueued",
+    "end enqueued",
+    "commit began",
+    "commit returned",
+    "loop told",
+    "invoke returned",
+)
+
+
+async def phases(runs: int) -> dict[str, float]:
+    """Median µs between consecutive `MOMENTS` of sequential runs, and commits per run."""
+    from orchestrator.cli.daemon import tune_process
+
+    tune_process()
+    writer_class = sqlite_writer.GroupCommitWriter
+    enqueue, apply, settle = writer_class.enqueue, writer_class._apply, writer_class._settle
+    marks: dict[str, float] = {}
+
+    def mark(moment: str) -> None:
+        marks.setdefault(moment, time.perf_counter())
+
+    def enqueue_marked(self: Any, ops: Any, *, urgent: bool = False) -> Any:
+        mark("end enqueued" if urgent else "first op enqueued")
+        return enqueue(self, ops, urgent=urgent)
+
+    def apply_marked(self: Any, ops: list[Op]) -> None:
+        mark("commit began")
+        apply(self, ops)
+        mark("commit returned")
+
+    def settle_marked(self: Any, batch: Any, error: Any) -> None:
+        mark("loop told")
+        settle(self, batch, error)
+
+    writer_class.enqueue = enqueue_marked  # type: ignore[method-assign]
+    writer_class._apply = apply_marked  # type: ignore[method-assign]
+    writer_class._settle = settle_marked  # type: ignore[method-assign]
+    samples: list[dict[str, float]] = []
+    with fresh_dir() as tmp:
+        async with Runtime(tmp / "journal.db", workflows=[workflow()]) as rt:
+            for _ in range(WARMUP):
+                await invoke(rt)
+            commits = rt._writer.commits  # type: ignore[attr-defined]
+            for _ in range(runs):
+                marks.clear()
+                mark("invoke called")
+                await invoke(rt)
+                mark("invoke returned")
+                samples.append(dict(marks))
+            commits = rt._writer.commits - commits  # type: ignore[attr-defined]
+    figures = {"commits per run": commits / runs}
+    for before, after in itertools.pairwise(MOMENTS):
+        gaps = [(m[after] - m[before]) * 1e6 for m in samples if before in m and after in m]
+        figures[f"{before} -> {after}"] = median(gaps) if gaps else float("nan")
+    figures["total"] = median([(m["invoke returned"] - m["invoke called"]) * 1e6 for m in samples])
+    return figures
+
+
+def print_phases(runs: int) -> None:
+    command = [sys.executable, __file__, "--child", "phases", "0", "--sequential", str(runs)]
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    print()
+    print(f"one sequential run, step by step ({runs:,} runs, median µs; daemon policy):")
+    for name, value in figures.items():
+        digits = 2 if name == "commits per run" else 1
+        print(f"  {name:40}{value:>9.{digits}f}")
+
+
 def child(args: argparse.Namespace) -> None:
     kind, n = args.child
-    if kind == "ours":
+    if kind == "phases":
+        figures = asyncio.run(phases(args.sequential))
+    elif kind == "ours":
         figures = asyncio.run(ours(int(n), args.sequential, args.gc))
     else:
         figures = raw(int(n), args.sequential, one_by_one=kind == "raw1")
@@ -294,6 +373,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--repeat", type=int, default=3, help="repetitions (default 3)")
     parser.add_argument("--gc", choices=("default", "daemon"), default="default")
     parser.add_argument("--no-overhead", action="store_true", help="skip the step overhead")
+    parser.add_argument("--phases", action="store_true", help="a sequential run, step by step")
     parser.add_argument("--only", type=int, action="append", help="just these N (0: sequential)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--sequential", type=int, default=0, help=argparse.SUPPRESS)
@@ -311,6 +391,8 @@ def main(argv: list[str]) -> None:
     )
     print(load_line("at the start"))
     print_runs(counts, args.repeat, args.gc)
+    if args.phases:
+        print_phases(counts["sequential"])
     if not args.no_overhead:
         print_overhead(counts["overhead_runs"])
     print(load_line("at the end"))

@@ -12,6 +12,7 @@ journal row no process should have written.
 from __future__ import annotations
 
 import json
+import json.scanner
 import math
 import os
 import re
@@ -69,6 +70,9 @@ class StateBoundsError(StateEncodingError):
 # One encoder for every state (`json.dumps` with options builds one per call), one decoder.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _DECODER = json.JSONDecoder()
+# Its scanner alone (what `decode` calls between two regex matches). The stub wants a
+# scanner as the context; the decoder holds the very attributes it reads.
+_SCAN = json.scanner.make_scanner(_DECODER)  # type: ignore[arg-type]
 # Its C core, made once (`JSONEncoder.encode` makes it again on every call). No check for
 # cycles (`markers` None): `_check_shape` has refused any value nested too deep, cycles too.
 _MAKE_ENCODER: Callable[..., Callable[[object, int], Iterable[str]]] | None = getattr(
@@ -222,7 +226,14 @@ def _utf8_size(text: str, *, lenient: bool = False) -> int:
 def decode_state(text: str) -> State:
     """Decode checkpoint text to a new, unshared state object."""
     try:
-        value = _DECODER.decode(text)
+        # The scanner alone when it reads the whole text (as any text `encode_state` made):
+        # `decode` around it adds two regex matches and two Python frames, per step.
+        try:
+            value, end = _SCAN(text, 0)
+        except StopIteration:  # leading whitespace, or not JSON: `decode` says which
+            end = -1
+        if end != len(text):
+            value = _DECODER.decode(text)
     except (ValueError, RecursionError) as exc:  # a row no process should have written
         raise StateEncodingError(f"checkpoint is not readable JSON: {exc}") from None
     if not isinstance(value, dict):

@@ -141,3 +141,21 @@ async def test_a_paused_run_that_times_out_or_is_aborted_is_heard_ending_once(db
         assert names_for(heard, brief.run_id)[-1] == "run.failed"
         assert names_for(heard, long.run_id).count("run.aborted") == 1
         assert (await kinds(rt, brief.run_id)).count("run.failed") == 1
+
+
+def test_wants_follows_subscriptions_by_name_and_by_star() -> None:
+    from orchestrator.engine.lifecycle import NAMES, Lifecycle
+
+    lifecycle = Lifecycle()
+    wants = lifecycle.wants  # held, as the executor holds it: must stay current
+    assert not any(wants(name) for name in NAMES)
+    off_completed = lifecycle.on("run.completed", lambda name, payload: None)
+    assert wants("run.completed")
+    assert not wants("run.failed")
+    off_star = lifecycle.on("*", lambda name, payload: None)
+    assert all(wants(name) for name in NAMES)
+    off_completed()
+    assert all(wants(name) for name in NAMES)  # "*" still hears them all
+    off_star()
+    assert not any(wants(name) for name in NAMES)
+    assert not wants("*")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import hypothesis.strategies as st
 from hypothesis import HealthCheck, given, settings
 
 from orchestrator import Runtime, Trigger, ValidationError, Workflow
-from orchestrator.state import StateEncodingError, encode_state, parse_payload
+from orchestrator.state import StateEncodingError, decode_state, encode_state, parse_payload
 
 scalars = st.one_of(
     st.none(),
@@ -76,6 +77,26 @@ def test_encoding_and_parsing_agree_on_every_value(value: Any) -> None:
     except StateEncodingError:
         return
     assert _same(value, parse_payload(text))
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(payloads, st.sampled_from(["", " ", "\n", " x", "}", ",1"]))
+def test_a_checkpoint_decodes_as_json_reads_it(value: Any, around: str) -> None:
+    """`decode_state` (the scanner alone on a whole text) reads what `json.loads` reads."""
+    try:
+        text = encode_state(value)
+    except StateEncodingError:
+        return
+    for candidate in (text, around + text, text + around):
+        try:
+            expected: Any = json.loads(candidate)
+        except ValueError:
+            expected = StateEncodingError
+        try:
+            got: Any = decode_state(candidate)
+        except StateEncodingError:
+            got = StateEncodingError
+        assert expected is got is StateEncodingError or _same(expected, got), candidate
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -503,3 +503,34 @@ async def test_a_runtime_leaves_the_garbage_collector_of_its_program_as_it_was(
         assert (gc.isenabled(), gc.get_threshold(), gc.get_freeze_count()) == before
     assert (gc.isenabled(), gc.get_threshold(), gc.get_freeze_count()) == before
     assert sys.getswitchinterval() == switch
+
+
+async def test_a_run_end_given_up_leaves_its_batch_to_the_other_runs_in_it() -> None:
+    """A run's end waits for its batch through `_relay` (a light shield): cancelling one
+    run's wait never cancels the batch the other runs' ends are in, and a failed batch
+    fails every wait still on it."""
+    import functools
+
+    from orchestrator.engine.executor import _relay
+    from orchestrator.errors import JournalError
+
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []  # a callback that raises is only logged: catch it
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    for outcome in (None, JournalError("disk full")):
+        batch: asyncio.Future[None] = loop.create_future()
+        waiters: list[asyncio.Future[None]] = [loop.create_future() for _ in range(3)]
+        for waiter in waiters:
+            batch.add_done_callback(functools.partial(_relay, waiter))
+        waiters[0].cancel()  # its run's task was cancelled (an abort, a shutdown)
+        if outcome is None:
+            batch.set_result(None)
+        else:
+            batch.set_exception(outcome)
+        await asyncio.sleep(0)  # the batch's callbacks run
+        assert not batch.cancelled()
+        assert waiters[0].cancelled()
+        for waiter in waiters[1:]:
+            assert waiter.done()
+            assert waiter.exception() is outcome
+    assert errors == []

@@ -381,6 +381,20 @@ def _note(
     )
 
 
+def _relay(waiter: asyncio.Future[None], batch: asyncio.Future[None]) -> None:
+    """Settle `waiter` as its batch settled, unless its run's task gave it up meanwhile."""
+    if waiter.done():
+        return
+    if batch.cancelled():
+        waiter.cancel()
+        return
+    error = batch.exception()
+    if error is None:
+        waiter.set_result(None)
+    else:
+        waiter.set_exception(error)
+
+
 def log_failed(
     run_id: str, workflow_id: str, step: str | None, code: RunCode, error: str | None
 ) -> None:
@@ -421,8 +435,12 @@ async def _finish(
         committed = env.writer.enqueue(writes, urgent=True)
         if env.ended is not None:
             env.ended(run.run_id, run.workflow.id, run.trigger_id, status, error, code)
-    # Shielded: once the end is decided, an abort or shutdown must not split it.
-    await asyncio.shield(committed)
+    # Shielded: once the end is decided, an abort or shutdown must not split it. Cancelling
+    # the task cancels `waiter`, never the batch (`asyncio.shield`, lighter: one callback
+    # a run instead of two and their closures; a run's end passes here).
+    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    committed.add_done_callback(functools.partial(_relay, waiter))
+    await waiter
     result = RunResult(
         ok=is_ok(status),
         status=status,

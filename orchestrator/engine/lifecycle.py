@@ -40,17 +40,30 @@ class Lifecycle:
 
     def __init__(self) -> None:
         self._handlers: dict[str, list[Handler]] = {}
+        # Invariant: the names that have a handler (every name while ``"*"`` has one).
+        # Kept in place, so `wants` stays the same bound method for whoever holds it.
+        self._wanted: set[str] = set()
+        # Whether anyone listens to `name` (so payloads are only built when needed). A set
+        # lookup in C: a run asks about 8 times, a Python method made that 3% of its CPU.
+        self.wants: Callable[[str], bool] = self._wanted.__contains__
 
     def on(self, name: str, handler: Handler) -> Callable[[], None]:
         """Subscribe `handler(name, payload)`; returns a function that unsubscribes it."""
         if name != "*" and name not in NAMES:
             raise ValueError(f"unknown lifecycle event {name!r}; known: {sorted(NAMES)} or '*'")
         self._handlers.setdefault(name, []).append(handler)
-        return lambda: self._handlers.get(name, []).remove(handler)
+        self._refresh()
 
-    def wants(self, name: str) -> bool:
-        """Whether anyone listens to `name` (so payloads are only built when needed)."""
-        return bool(self._handlers.get(name) or self._handlers.get("*"))
+        def off() -> None:
+            self._handlers.get(name, []).remove(handler)
+            self._refresh()
+
+        return off
+
+    def _refresh(self) -> None:
+        listened = {name for name, handlers in self._handlers.items() if handlers}
+        self._wanted.clear()
+        self._wanted.update(NAMES if "*" in listened else listened - {"*"})
 
     async def notify(self, name: str, payload: dict[str, Any]) -> None:
         """Call every handler of `name` and of ``"*"``."""

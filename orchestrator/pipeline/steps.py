@@ -85,7 +85,7 @@ async def run_step(
                 return await _with_timeout(bound, _call(bound, args, threads), bound.step.timeout)
             if bound.is_async:  # awaited here: one coroutine less per run in flight
                 result = await bound.step.fn(*args)
-                return (await result) if inspect.isawaitable(result) else result
+                return (await result) if _awaitable(result) else result
             return await _call(bound, args, threads)
         except _Timeout as exc:
             failure: BaseException = exc.cause
@@ -103,6 +103,12 @@ async def run_step(
             if inspect.isawaitable(announced):
                 await announced
         await clock.sleep(delay)
+
+
+def _awaitable(result: object) -> bool:
+    """Whether what an async step returned is to be awaited once more."""
+    # A dict first: `isawaitable` ends in an ABC check, and nearly every step returns one.
+    return type(result) is not dict and inspect.isawaitable(result)
 
 
 class _Timeout(Exception):
