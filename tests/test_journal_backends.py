@@ -1,8 +1,9 @@
-"""`open_journal`: a path is a SQLite journal, a PostgreSQL URL a clear error (for now)."""
+"""`open_journal`: a path is a SQLite journal, a PostgreSQL URL a PostgreSQL one."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import Runtime, Workflow
-from orchestrator.errors import JournalBackendUnavailable, JournalError
+from orchestrator.errors import JournalUnreachable
 from orchestrator.journal import SORTS, open_journal
 from orchestrator.journal.sqlite import views
 
@@ -22,36 +23,55 @@ def echo(state: dict[str, object]) -> dict[str, object]:
     return state
 
 
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])  # closed once the probe is
+
+
 @pytest.mark.parametrize("url", [*URLS, Path("postgresql://h/d")])
-def test_a_postgresql_url_is_refused_with_a_stable_code(url: str | Path) -> None:
-    with pytest.raises(JournalBackendUnavailable, match="PostgreSQL") as caught:
-        open_journal(url)
-    assert isinstance(caught.value, JournalError)
-    assert caught.value.code == "JOURNAL_BACKEND_UNAVAILABLE"
-    assert "s3cret" not in str(caught.value)
+def test_a_postgresql_url_is_a_postgresql_journal_shown_without_its_password(
+    url: str | Path,
+) -> None:
+    journal = open_journal(url)  # nothing is connected yet
+    assert journal.location.startswith("database ") and "s3cret" not in journal.location
+    assert journal.identity.startswith("postgresql://") and "s3cret" not in journal.identity
 
 
-def test_a_runtime_on_a_postgresql_url_fails_at_once_and_creates_nothing(
+def test_two_urls_of_one_database_are_one_journal() -> None:
+    a = open_journal("postgresql://me:s3cret@db.example:5432/orch")
+    b = open_journal("postgresql://other@db.example/orch")
+    assert a.identity == b.identity
+
+
+async def test_a_runtime_on_an_unreachable_server_fails_at_start_and_creates_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(JournalBackendUnavailable):
-        Runtime(URLS[0])
+    url = f"postgresql://me:s3cret@127.0.0.1:{closed_port()}/orch"
+    with pytest.raises(JournalUnreachable, match="cannot connect") as caught:
+        async with Runtime(url):
+            pass
+    assert "s3cret" not in str(caught.value)
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("command", [["runs"], ["emit", "x", "{}"], ["show", "r"]])
-def test_the_cli_refuses_a_postgresql_url_as_bad_input(tmp_path: Path, command: list[str]) -> None:
+def test_the_cli_on_an_unreachable_server_says_so_in_one_line(
+    tmp_path: Path, command: list[str]
+) -> None:
+    url = f"postgresql://me:s3cret@127.0.0.1:{closed_port()}/orch"
     out = subprocess.run(
         [sys.executable, "-m", "orchestrator", *command],
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env={**os.environ, "ORCHESTRATOR_DB": URLS[0], "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "ORCHESTRATOR_DB": url, "PYTHONPATH": str(ROOT)},
         timeout=60,
     )
-    assert out.returncode == 2
-    assert "[JOURNAL_BACKEND_UNAVAILABLE]" in out.stderr and "s3cret" not in out.stderr
+    assert out.returncode == 2, out.stderr
+    assert "[JOURNAL_UNREACHABLE]" in out.stderr and "s3cret" not in out.stderr
+    assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1, out.stderr
     assert list(tmp_path.iterdir()) == []
 
 
