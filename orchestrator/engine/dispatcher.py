@@ -182,7 +182,9 @@ class Dispatcher:
                 wait.id, wait.conditions, wait
             )
 
-    def add_dormant(self, dormant: DormantWait, equality_keys: list[tuple[str, Hashable]]) -> None:
+    def add_dormant(
+        self, dormant: DormantWait, equality_keys: Iterable[tuple[str, Hashable]]
+    ) -> None:
         """Start matching events against a lazily re-armed wait, filed by its `equality_keys`."""
         index = self._waits.setdefault(dormant.event_type, ConditionIndex())
         index.add_keyed(dormant.wait_id, equality_keys, dormant)

@@ -1,7 +1,9 @@
 """Paused runs and their waits: parking, event delivery, resume, signals and timeouts.
 
 A run that pauses leaves memory as a task and stays here as a `ParkedRun`, with the wait
-it is parked on in the dispatcher's index and its deadline in the timers. Everything that
+it is parked on in the dispatcher's index and its deadline in the timers; on a plain event
+wait it stays as one `DormantWait` tuple instead, made a `ParkedRun` when needed (100,000
+paused runs must not be 100,000 object graphs for the garbage collector). Everything that
 changes a wait or a parked run returns (or enqueues) the journal writes that record it,
 so the caller can commit them in the same batch as their cause (an event, a command).
 """
@@ -11,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..clock import Clock
 from ..define.conditions import Conditions, index_key
-from ..define.waits import BufferedEvent, PauseRequest, Wait
+from ..define.waits import BufferedEvent, PauseRequest, Wait, describe_wait
 from ..errors import RunNotActive
 from ..journal import DormantWait, JournalWriter, UnfinishedRun, ops
 from ..records import RunCode, RunResult, RunStatus
@@ -60,12 +62,12 @@ class ParkedRun:
 
 
 class PausedRuns(Mapping[str, ParkedRun]):
-    """Parked runs by run id: those in memory, and those start-up left dormant.
+    """Parked runs by run id: those in memory, and the dormant ones.
 
-    A dormant run (`DormantWait`: parked on a plain event wait when the journal was opened)
-    becomes a `ParkedRun` the first time it is looked up (`get`, ``[]``, or iterating the
-    values), or when an event is a candidate for its wait: a restart with many paused runs
-    builds no object per run. ``in`` and `len` leave it dormant.
+    A dormant run (`DormantWait`: parked on a plain event wait, here or when the journal
+    was opened) becomes a `ParkedRun` the first time it is looked up (`get`, ``[]``, or
+    iterating the values), or when an event is a candidate for its wait: many paused runs
+    keep no object graph per run. ``in`` and `len` leave it dormant.
     """
 
     def __init__(self, materialize: Callable[[DormantWait], ParkedRun | None]) -> None:
@@ -123,6 +125,8 @@ class Parking:
         self.paused = PausedRuns(self._materialize)
         # Invariant: the run id of each dormant run in `paused`, by its row.
         self._dormant_rows: dict[int, str] = {}
+        # The version each run parked dormant here is pinned to (found ones have none).
+        self._pinned: dict[str, RegisteredWorkflow] = {}
         dispatcher.materialize = self._materialize_wait
         # Whether a dormant run's state can be read; if not, it has failed the run.
         self.readable: Callable[[DormantWait], bool] | None = None
@@ -173,23 +177,29 @@ class Parking:
 
     # -- parking and waking ----------------------------------------------------------------
 
-    def park_or_drain(self, run: ActiveRun, request: PauseRequest) -> ParkedRun | None:
+    def park_or_drain(self, run: ActiveRun, request: PauseRequest) -> str | None:
         """Park `run` on its request's wait, or consume what that wait buffered.
 
-        Returns None when a buffered event was consumed: the run goes on at once.
+        Returns what the run now waits for, in words; None when a buffered event was
+        consumed: the run goes on at once. A plain event wait (`_plain`) is parked dormant,
+        as a restart finds it: a tuple filed in the dispatcher, not a `ParkedRun` and a
+        `Wait` (built when an event is a candidate or a command looks the run up).
         """
         if request.joins is not None:
             joined = self._new_wait(
                 run.row, run.run_id, None, request.conditions, persistent=False, status="parked"
             )
             joined.joins = request.joins
-            return self._park(run, joined, request, self._clock.now_us())
+            return self._park(run, joined, request, self._clock.now_us()).wait.describe()
+        now = self._clock.now_us()
+        keys = self._plain(run.row, request)
+        if keys is not None:
+            return self._park_dormant(run, request, keys, now)
         wait = request.wait or (
             self._find(run.row, request.event, request.conditions, persistent=True)
             if request.event is not None
             else None
         )
-        now = self._clock.now_us()
         if wait is not None and wait.buffer:
             event = wait.buffer.pop(0)
             patch = {request.into: event.data} if request.into else {}
@@ -220,7 +230,86 @@ class Parking:
                 persistent=False,
                 status="parked",
             )
-        return self._park(run, wait, request, now)
+        return self._park(run, wait, request, now).wait.describe()
+
+    def _plain(self, row: int, request: PauseRequest) -> tuple[tuple[str, Hashable], ...] | None:
+        """The ``==`` keys of a request a run can park on dormant, or None if it cannot.
+
+        Plain as `dormant_waits` defines it (on an event, no timeout, no join, its run's
+        only live wait), a new wait (not one registered early), and only ``==`` clauses on
+        scalars: the wait built from the journaled JSON later is then the one asked for.
+        """
+        if (
+            request.event is None
+            or request.wait is not None
+            or request.timeout is not None
+            or row in self.waits
+        ):
+            return None
+        keys = request.conditions.equality_keys()
+        return keys if len(keys) == len(request.conditions.clauses) else None
+
+    def _park_dormant(
+        self,
+        run: ActiveRun,
+        request: PauseRequest,
+        keys: tuple[tuple[str, Hashable], ...],
+        now: int,
+    ) -> str:
+        """Park `run` on a plain event wait as a `DormantWait`; what it waits for, in words."""
+        event = request.event or ""
+        self._next_wait += 1
+        where = request.conditions.to_json()
+        text = json.dumps(where)
+        dormant = DormantWait(
+            wait_id=self._next_wait,
+            row=run.row,
+            run_id=run.run_id,
+            workflow_id=run.workflow.id,
+            trigger_id=run.trigger_id,
+            version=run.workflow.version,
+            position=run.position,
+            step=run.next_step,
+            state=run.state_text,
+            event_type=event,
+            conditions=text,
+            persistent=False,
+            into=request.into,
+            on_timeout=request.on_timeout,
+        )
+        self._file_dormant(dormant, keys)
+        self._pinned[run.run_id] = run.workflow
+        waiting = describe_wait(event, request.conditions)
+        data = {
+            "wait": dormant.wait_id,
+            "event": event,
+            "where": where,
+            "timeout_at": None,
+            "on_timeout": request.on_timeout,
+        }
+        self._writer.enqueue(
+            [
+                ops.add_wait(
+                    dormant.wait_id,
+                    run.row,
+                    event,
+                    text,
+                    persistent=False,
+                    status="parked",
+                    into=request.into,
+                    timeout_at=None,
+                    on_timeout=request.on_timeout,
+                    at=now,
+                    joins=None,
+                ),
+                ops.set_status(run.row, RunStatus.PAUSED, now),
+                ops.set_paused_in(run.row, _pausing_step(run)),
+                self._timeline(
+                    run.row, run.position, "runtime", "run.paused", f"waiting for {waiting}", data
+                ),
+            ]
+        )
+        return waiting
 
     def _park(self, run: ActiveRun, wait: Wait, request: PauseRequest, now: int) -> ParkedRun:
         wait.status, wait.into, wait.on_timeout = "parked", request.into, request.on_timeout
@@ -302,11 +391,14 @@ class Parking:
         if keys is None:
             self._materialize(dormant)
             return
+        self._file_dormant(dormant, keys)
+        self._next_wait = max(self._next_wait, dormant.wait_id)
+
+    def _file_dormant(self, dormant: DormantWait, keys: Iterable[tuple[str, Hashable]]) -> None:
         self.paused.dormant[dormant.run_id] = dormant
         self._dormant_rows[dormant.row] = dormant.run_id
         self._paused_of.setdefault(dormant.workflow_id, set()).add(dormant.run_id)
         self._dispatcher.add_dormant(dormant, keys)
-        self._next_wait = max(self._next_wait, dormant.wait_id)
 
     def _materialize(self, dormant: DormantWait) -> ParkedRun | None:
         """Make a dormant run a `ParkedRun`, its wait a `Wait` in the dispatcher's index.
@@ -317,6 +409,7 @@ class Parking:
         if self.paused.dormant.pop(dormant.run_id, None) is not None:
             del self._dormant_rows[dormant.row]
             self._dispatcher.remove_wait(dormant)
+        pinned = self._pinned.pop(dormant.run_id, None)
         if self.readable is not None and not self.readable(dormant):
             runs = self._paused_of.get(dormant.workflow_id)
             if runs is not None:
@@ -338,6 +431,7 @@ class Parking:
             journaled=True,
         )
         parked = ParkedRun.found(dormant, wait)
+        parked.pinned = pinned
         self.adopt_wait(wait)
         self.adopt_parked(parked)
         return parked

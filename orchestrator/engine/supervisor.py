@@ -537,8 +537,8 @@ class Supervisor:
     async def _execute(self, run: ActiveRun) -> RunResult:
         outcome = await execute(run, self._env)
         while isinstance(outcome, PauseRequest):
-            parked = self.parking.park_or_drain(run, outcome)
-            if parked is None:  # a buffered event was waiting: go on at once
+            waiting = self.parking.park_or_drain(run, outcome)
+            if waiting is None:  # a buffered event was waiting: go on at once
                 outcome = await execute(run, self._env)
                 continue
             # Before any await: a resume may come next.
@@ -548,10 +548,10 @@ class Supervisor:
                 ok=True,
                 status=RunStatus.PAUSED,
                 run_id=run.run_id,
-                state=decode_state(parked.state_text),
+                state=decode_state(run.state_text),
             )
             if self._env.wants("run.paused"):
-                await self._env.notify("run.paused", run, {"wait": parked.wait.describe()})
+                await self._env.notify("run.paused", run, {"wait": waiting})
             return result
         return outcome
 
