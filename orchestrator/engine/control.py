@@ -336,6 +336,21 @@ class Control:
         self.bus.accept(event_id, event_type, event_data, source=source)
         return event_id
 
+    async def emit_committed(self, event_type: str, data: Any) -> str:
+        """`emit`, returning once the event and its routing are committed.
+
+        The runs it started or resumed get one turn of the loop first: what their first
+        step enqueues before it awaits anything (a short step's checkpoint, even the run's
+        end) joins the event's commit instead of waiting for a commit of its own. The
+        event is still acknowledged only once committed.
+        """
+        spawned = self.runs.spawned
+        event_id = self.emit(event_type, data)
+        if self.runs.spawned != spawned:
+            await asyncio.sleep(0)
+        await self._writer.flush()
+        return event_id
+
     async def emit_keyed(self, event_type: str, data: Any, *, key: str, source: str = "api") -> str:
         """Emit an event under an idempotency key, or return the id of the first one.
 

@@ -68,6 +68,8 @@ class Supervisor:
         # and maybe some that have (see `_own`).
         self.working: set[asyncio.Task[None]] = set()
         self._sweep_at = SWEEP_MIN
+        # How many run tasks were started so far (so a caller can tell whether it started any).
+        self.spawned = 0
 
     def start_run(
         self,
@@ -415,6 +417,7 @@ class Supervisor:
         return writes
 
     def _spawn(self, run: ActiveRun, lifecycle: str = "run.started") -> None:
+        self.spawned += 1
         self.active[run.run_id] = run
         run.task = self._own(self._drive(run, lifecycle), name=f"run-{run.run_id}")
 
