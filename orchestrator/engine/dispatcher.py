@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from ..define.conditions import Conditions, index_key, lookup
 from ..define.waits import Wait
-from ..journal import DormantWait
+from ..journal import DormantRow
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
@@ -50,7 +50,12 @@ class _Group:
     """The entries whose scalar ``==`` clauses are on one tuple of paths."""
 
     keys: tuple[tuple[str, ...], ...]  # each path's segments
-    by_values: dict[tuple[Hashable, ...], dict[Any, Any]] = field(default_factory=dict)
+    # Each bucket: its items by key, or while it holds one item that (key, item) pair:
+    # 100,000 waits each on its own key are then tuples, which the garbage collector stops
+    # tracking (a dict stays tracked until a full collection, which it makes come sooner).
+    by_values: dict[tuple[Hashable, ...], dict[Any, Any] | tuple[Any, Any]] = field(
+        default_factory=dict
+    )
 
 
 class ConditionIndex(Generic[K, T]):
@@ -101,7 +106,13 @@ class ConditionIndex(Generic[K, T]):
         group = self._groups.get(paths)
         if group is None:  # a clause's keys are its path split at dots
             group = self._groups[paths] = _Group(tuple(tuple(p.split(".")) for p in paths))
-        group.by_values.setdefault(values, {})[key] = item
+        bucket = group.by_values.get(values)
+        if bucket is None:
+            group.by_values[values] = (key, item)
+        elif isinstance(bucket, dict):
+            bucket[key] = item
+        else:
+            group.by_values[values] = {bucket[0]: bucket[1], key: item}
         self._filed[key] = (paths, values)
 
     def remove(self, key: K) -> None:
@@ -115,11 +126,13 @@ class ConditionIndex(Generic[K, T]):
         paths, values = filed
         group = self._groups[paths]
         bucket = group.by_values[values]
-        del bucket[key]
-        if not bucket:
-            del group.by_values[values]
-            if not group.by_values:
-                del self._groups[paths]
+        if isinstance(bucket, dict):
+            del bucket[key]
+            if bucket:
+                return
+        del group.by_values[values]  # it held `key` alone
+        if not group.by_values:
+            del self._groups[paths]
 
     def candidates(self, data: Any) -> Iterator[T]:
         """Every item that could match `data`: the unkeyed ones, then the selected buckets."""
@@ -132,7 +145,11 @@ class ConditionIndex(Generic[K, T]):
                     break
                 values.append(index)
             else:
-                yield from group.by_values.get(tuple(values), {}).values()
+                bucket = group.by_values.get(tuple(values))
+                if isinstance(bucket, dict):
+                    yield from bucket.values()
+                elif bucket is not None:
+                    yield bucket[1]
 
 
 class Dispatcher:
@@ -143,12 +160,12 @@ class Dispatcher:
         # Invariant: where each workflow's entries are in `_triggers` (event type and key),
         # so replacing one workflow's triggers costs its own triggers, not everyone's.
         self._entries_of: dict[str, list[tuple[str, tuple[str, str]]]] = {}
-        # Waits by event type; a `DormantWait` stands for a wait re-armed lazily at start-up,
+        # Waits by event type; a `DormantRow` stands for a wait armed lazily (`Parking`),
         # made a `Wait` by `materialize` when an event is a candidate for it.
-        self._waits: dict[str, ConditionIndex[int, Wait | DormantWait]] = {}
+        self._waits: dict[str, ConditionIndex[int, Wait | DormantRow]] = {}
         self._seq = 0
         # None: the run was failed instead (its state cannot be read).
-        self.materialize: Callable[[DormantWait], Wait | None] | None = None
+        self.materialize: Callable[[DormantRow], Wait | None] | None = None
 
     def set_triggers(
         self,
@@ -183,18 +200,16 @@ class Dispatcher:
             )
 
     def add_dormant(
-        self, dormant: DormantWait, equality_keys: Iterable[tuple[str, Hashable]]
+        self, dormant: DormantRow, equality_keys: Iterable[tuple[str, Hashable]]
     ) -> None:
-        """Start matching events against a lazily re-armed wait, filed by its `equality_keys`."""
-        index = self._waits.setdefault(dormant.event_type, ConditionIndex())
-        index.add_keyed(dormant.wait_id, equality_keys, dormant)
+        """Start matching events against a lazily armed wait, filed by its `equality_keys`."""
+        index = self._waits.setdefault(dormant[9], ConditionIndex())  # by its event type
+        index.add_keyed(dormant[0], equality_keys, dormant)  # under its wait id
 
-    def remove_wait(self, wait: Wait | DormantWait) -> None:
+    def remove_wait(self, wait: Wait | DormantRow) -> None:
         """Stop matching events against `wait`."""
         event_type, wait_id = (
-            (wait.event_type or "", wait.id)
-            if isinstance(wait, Wait)
-            else (wait.event_type, wait.wait_id)
+            (wait.event_type or "", wait.id) if isinstance(wait, Wait) else (wait[9], wait[0])
         )
         index = self._waits.get(event_type)
         if index is not None:
@@ -242,7 +257,7 @@ class Dispatcher:
         waits.sort(key=lambda wait: wait.id)
         return Routing(starts, waits)
 
-    def _woken(self, candidates: list[Wait | DormantWait]) -> list[Wait]:
+    def _woken(self, candidates: list[Wait | DormantRow]) -> list[Wait]:
         """The candidates, each dormant one made a `Wait` (it is then filed as one)."""
         if self.materialize is None:
             return [w for w in candidates if isinstance(w, Wait)]

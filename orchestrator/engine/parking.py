@@ -21,7 +21,7 @@ from ..clock import Clock
 from ..define.conditions import Conditions, index_key
 from ..define.waits import BufferedEvent, PauseRequest, Wait, describe_wait
 from ..errors import RunNotActive
-from ..journal import DormantWait, JournalWriter, UnfinishedRun, ops
+from ..journal import DormantRow, DormantWait, JournalWriter, UnfinishedRun, ops
 from ..records import RunCode, RunResult, RunStatus
 from ..state import decode_state, encode_state
 from .dispatcher import Dispatcher
@@ -64,15 +64,15 @@ class ParkedRun:
 class PausedRuns(Mapping[str, ParkedRun]):
     """Parked runs by run id: those in memory, and the dormant ones.
 
-    A dormant run (`DormantWait`: parked on a plain event wait, here or when the journal
+    A dormant run (a `DormantRow`: parked on a plain event wait, here or when the journal
     was opened) becomes a `ParkedRun` the first time it is looked up (`get`, ``[]``, or
     iterating the values), or when an event is a candidate for its wait: many paused runs
     keep no object graph per run. ``in`` and `len` leave it dormant.
     """
 
-    def __init__(self, materialize: Callable[[DormantWait], ParkedRun | None]) -> None:
+    def __init__(self, materialize: Callable[[DormantRow], ParkedRun | None]) -> None:
         self.live: dict[str, ParkedRun] = {}
-        self.dormant: dict[str, DormantWait] = {}
+        self.dormant: dict[str, DormantRow] = {}
         self._materialize = materialize
 
     def __getitem__(self, run_id: str) -> ParkedRun:
@@ -256,32 +256,33 @@ class Parking:
         keys: tuple[tuple[str, Hashable], ...],
         now: int,
     ) -> str:
-        """Park `run` on a plain event wait as a `DormantWait`; what it waits for, in words."""
+        """Park `run` on a plain event wait as a `DormantRow`; what it waits for, in words."""
         event = request.event or ""
         self._next_wait += 1
+        wait_id = self._next_wait
         where = request.conditions.to_json()
         text = json.dumps(where)
-        dormant = DormantWait(
-            wait_id=self._next_wait,
-            row=run.row,
-            run_id=run.run_id,
-            workflow_id=run.workflow.id,
-            trigger_id=run.trigger_id,
-            version=run.workflow.version,
-            position=run.position,
-            step=run.next_step,
-            state=run.state_text,
-            event_type=event,
-            conditions=text,
-            persistent=False,
-            into=request.into,
-            on_timeout=request.on_timeout,
+        dormant: DormantRow = (  # `DormantWait`'s fields
+            wait_id,
+            run.row,
+            run.run_id,
+            run.workflow.id,
+            run.trigger_id,
+            run.workflow.version,
+            run.position,
+            run.next_step,
+            run.state_text,
+            event,
+            text,
+            False,
+            request.into,
+            request.on_timeout,
         )
         self._file_dormant(dormant, keys)
         self._pinned[run.run_id] = run.workflow
         waiting = describe_wait(event, request.conditions)
         data = {
-            "wait": dormant.wait_id,
+            "wait": wait_id,
             "event": event,
             "where": where,
             "timeout_at": None,
@@ -290,7 +291,7 @@ class Parking:
         self._writer.enqueue(
             [
                 ops.add_wait(
-                    dormant.wait_id,
+                    wait_id,
                     run.row,
                     event,
                     text,
@@ -379,7 +380,7 @@ class Parking:
         if parked.wait.joins is not None and self.on_join is not None:
             self.on_join(parked.wait)
 
-    def adopt_dormant(self, dormant: DormantWait) -> None:
+    def adopt_dormant(self, dormant: DormantRow) -> None:
         """Track a run found parked on a plain event wait at start-up, without objects.
 
         Its wait is filed in the dispatcher by its ``==`` clauses, read from the journaled
@@ -387,28 +388,52 @@ class Parking:
         whose conditions do not read as clauses is built at once, checked as `wait_from`
         checks it.
         """
-        keys = _equality_keys(dormant.conditions)
+        keys = _equality_keys(dormant[10])  # its conditions
         if keys is None:
             self._materialize(dormant)
             return
         self._file_dormant(dormant, keys)
-        self._next_wait = max(self._next_wait, dormant.wait_id)
+        self._next_wait = max(self._next_wait, dormant[0])
 
-    def _file_dormant(self, dormant: DormantWait, keys: Iterable[tuple[str, Hashable]]) -> None:
-        self.paused.dormant[dormant.run_id] = dormant
-        self._dormant_rows[dormant.row] = dormant.run_id
-        self._paused_of.setdefault(dormant.workflow_id, set()).add(dormant.run_id)
+    def adopt_dormant_many(self, rows: Iterable[DormantRow]) -> None:
+        """`adopt_dormant` for each of `rows`, in one call (a restart may bring 100,000)."""
+        dormant, by_row, paused_of = self.paused.dormant, self._dormant_rows, self._paused_of
+        add = self._dispatcher.add_dormant
+        most = self._next_wait
+        for row in rows:
+            keys = _equality_keys(row[10])
+            if keys is None:
+                self._materialize(row)
+                continue
+            run_id = row[2]
+            dormant[run_id] = row
+            by_row[row[1]] = run_id
+            runs = paused_of.get(row[3])
+            if runs is None:
+                runs = paused_of[row[3]] = set()
+            runs.add(run_id)
+            add(row, keys)
+            if row[0] > most:
+                most = row[0]
+        self._next_wait = max(self._next_wait, most)
+
+    def _file_dormant(self, dormant: DormantRow, keys: Iterable[tuple[str, Hashable]]) -> None:
+        run_id = dormant[2]
+        self.paused.dormant[run_id] = dormant
+        self._dormant_rows[dormant[1]] = run_id
+        self._paused_of.setdefault(dormant[3], set()).add(run_id)
         self._dispatcher.add_dormant(dormant, keys)
 
-    def _materialize(self, dormant: DormantWait) -> ParkedRun | None:
+    def _materialize(self, row: DormantRow) -> ParkedRun | None:
         """Make a dormant run a `ParkedRun`, its wait a `Wait` in the dispatcher's index.
 
         None when `readable` says its state cannot be read (it has failed the run): the
         check start-up makes of every other unfinished run, made here once.
         """
+        dormant = DormantWait._make(row)
         if self.paused.dormant.pop(dormant.run_id, None) is not None:
             del self._dormant_rows[dormant.row]
-            self._dispatcher.remove_wait(dormant)
+            self._dispatcher.remove_wait(row)
         pinned = self._pinned.pop(dormant.run_id, None)
         if self.readable is not None and not self.readable(dormant):
             runs = self._paused_of.get(dormant.workflow_id)
@@ -436,7 +461,7 @@ class Parking:
         self.adopt_parked(parked)
         return parked
 
-    def _materialize_wait(self, dormant: DormantWait) -> Wait | None:
+    def _materialize_wait(self, dormant: DormantRow) -> Wait | None:
         parked = self._materialize(dormant)
         return None if parked is None else parked.wait
 
@@ -702,10 +727,7 @@ def _equality_keys(text: str) -> list[tuple[str, Hashable]] | None:
     None when the text is not a list of ``[path, "==", operand]`` clauses: such a wait is
     built (and checked) at once instead.
     """
-    try:
-        clauses = json.loads(text)
-    except ValueError:
-        return None
+    clauses = _parse(text)
     if not isinstance(clauses, list):
         return None
     keys = []
@@ -720,6 +742,24 @@ def _equality_keys(text: str) -> list[tuple[str, Hashable]] | None:
         if (key := index_key(operand)) is not None:
             keys.append((path, key))
     return keys
+
+
+# One C call: what `json.loads` does through three Python layers (not in typeshed).
+_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _parse(text: str) -> Any:
+    """`json.loads(text)`, or None if it is not JSON (a journaled row no process wrote)."""
+    try:
+        value, end = _scan(text, 0)
+        if end == len(text):
+            return value
+    except (StopIteration, ValueError):
+        pass
+    try:  # leading or trailing spaces, or not JSON at all
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 def _key(conditions: Conditions) -> str:

@@ -23,7 +23,7 @@ from ..records import (
     CommandOutcome,
     CommandRecord,
     DaemonRecord,
-    DormantWait,
+    DormantRow,
     EventRecord,
     LoadErrorRecord,
     LogEntry,
@@ -123,9 +123,14 @@ class JournalReader:
             self._probe_drops += 1
             probe.close()
 
-    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    async def _fetch(
+        self, sql: str, params: Sequence[Any] = (), *, plain: bool = False
+    ) -> list[sqlite3.Row]:
+        """The rows of one query; `plain`: each a plain tuple instead (typed as a row)."""
         try:
             async with self._conn.execute(sql, params) as cursor:
+                if plain:
+                    cursor.row_factory = None
                 return list(await cursor.fetchall())
         except SQLITE_ERRORS as exc:
             if is_corrupt(exc):
@@ -315,20 +320,22 @@ class JournalReader:
             for row in rows
         ]
 
-    async def dormant_waits(self) -> list[DormantWait]:
+    async def dormant_waits(self) -> list[DormantRow]:
         """Paused runs parked on their only live wait, an event wait with no timeout or join.
 
         In no particular order (sorting 100,000 rows costs more than the rest of the read):
-        routing orders the waits an event matches itself.
+        routing orders the waits an event matches itself. Plain tuples, not `sqlite3.Row`s:
+        the garbage collector stops tracking them (see `DormantWait`).
         """
-        rows = await self._fetch(
+        rows: list[Any] = await self._fetch(
             "SELECT w.id, r.id, r.run_id, r.workflow_id, r.trigger_id, r.version, r.position,"
             f" r.step, {state_of('c')}, w.event_type, w.conditions, w.persistent, w.into_key,"
             " w.on_timeout FROM waits w JOIN runs r ON r.id = w.run"
             " JOIN checkpoints c ON c.run = r.id AND c.position = r.position"
-            f" WHERE w.status = 'parked' AND r.status = 'paused' AND {_DORMANT}"
+            f" WHERE w.status = 'parked' AND r.status = 'paused' AND {_DORMANT}",
+            plain=True,
         )
-        return [DormantWait(*row) for row in rows]
+        return rows
 
     async def unclosed_service_scopes(
         self, workflow_id: str
