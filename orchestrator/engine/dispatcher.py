@@ -12,7 +12,7 @@ the triggers and waits that cannot match it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -87,11 +87,15 @@ class ConditionIndex(Generic[K, T]):
         """File `item` under `key` (replacing what `key` held)."""
         self.add_keyed(key, conditions.equality_keys(), item)
 
-    def add_keyed(self, key: K, equality_keys: Iterable[tuple[str, Hashable]], item: T) -> None:
+    def add_keyed(self, key: K, equality_keys: Sequence[tuple[str, Hashable]], item: T) -> None:
         """File `item` under `key`, given its conditions' `equality_keys` (not the conditions)."""
         if key in self._filed:
             self.remove(key)
-        clauses = sorted(equality_keys, key=lambda clause: clause[0])
+        clauses = (
+            equality_keys
+            if len(equality_keys) < 2
+            else sorted(equality_keys, key=lambda clause: clause[0])
+        )
         if not clauses:
             self._unkeyed[key] = item
             self._filed[key] = None
@@ -195,16 +199,21 @@ class Dispatcher:
     def add_wait(self, wait: Wait) -> None:
         """Start matching events against `wait` (a sleep matches none)."""
         if wait.event_type is not None:
-            self._waits.setdefault(wait.event_type, ConditionIndex()).add(
-                wait.id, wait.conditions, wait
-            )
+            self._wait_index(wait.event_type).add(wait.id, wait.conditions, wait)
 
     def add_dormant(
-        self, dormant: DormantRow, equality_keys: Iterable[tuple[str, Hashable]]
+        self, dormant: DormantRow, equality_keys: Sequence[tuple[str, Hashable]]
     ) -> None:
         """Start matching events against a lazily armed wait, filed by its `equality_keys`."""
-        index = self._waits.setdefault(dormant[9], ConditionIndex())  # by its event type
-        index.add_keyed(dormant[0], equality_keys, dormant)  # under its wait id
+        # By its event type, under its wait id.
+        self._wait_index(dormant[9]).add_keyed(dormant[0], equality_keys, dormant)
+
+    def _wait_index(self, event_type: str) -> ConditionIndex[int, Wait | DormantRow]:
+        """The waits on `event_type` (no index made per call, as `setdefault` would)."""
+        index = self._waits.get(event_type)
+        if index is None:
+            index = self._waits[event_type] = ConditionIndex()
+        return index
 
     def remove_wait(self, wait: Wait | DormantRow) -> None:
         """Stop matching events against `wait`."""

@@ -11,9 +11,10 @@ so the caller can commit them in the same batch as their cause (an event, a comm
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -417,7 +418,7 @@ class Parking:
                 most = row[0]
         self._next_wait = max(self._next_wait, most)
 
-    def _file_dormant(self, dormant: DormantRow, keys: Iterable[tuple[str, Hashable]]) -> None:
+    def _file_dormant(self, dormant: DormantRow, keys: Sequence[tuple[str, Hashable]]) -> None:
         run_id = dormant[2]
         self.paused.dormant[run_id] = dormant
         self._dormant_rows[dormant[1]] = run_id
@@ -737,11 +738,17 @@ def _equality_keys(text: str) -> list[tuple[str, Hashable]] | None:
         path, op, operand = clause
         # Only ``==`` clauses on valid paths: `Conditions.from_json` accepts any JSON
         # operand for them, so building the wait later cannot fail.
-        if op != "==" or not isinstance(path, str) or "" in path.split("."):
+        if op != "==" or not isinstance(path, str) or not _valid_path(path):
             return None
         if (key := index_key(operand)) is not None:
             keys.append((path, key))
     return keys
+
+
+@functools.lru_cache(maxsize=256)
+def _valid_path(path: str) -> bool:
+    """Whether `path` is a dotted path with no empty segment (a few distinct ones recur)."""
+    return "" not in path.split(".")
 
 
 # One C call: what `json.loads` does through three Python layers (not in typeshed).
