@@ -301,7 +301,7 @@ class Parking:
                     into=request.into,
                     timeout_at=None,
                     on_timeout=request.on_timeout,
-                    at=now,
+                    at=self._clock.now_us(),  # read as the live path reads it (`_wait_op`)
                     joins=None,
                 ),
                 ops.set_status(run.row, RunStatus.PAUSED, now),
