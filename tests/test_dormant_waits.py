@@ -275,3 +275,37 @@ async def test_a_restart_leaves_plain_waits_dormant_and_they_resume(db: Path) ->
             **{run: "completed" for run in runs},
             runs[2]: "aborted",
         }
+
+
+async def test_a_run_that_pauses_on_a_plain_wait_parks_dormant_and_resumes(db: Path) -> None:
+    async with Runtime(db, workflows=[FLOW]) as rt:
+        assert rt._control is not None
+        paused = rt._control.parking.paused
+        runs = [
+            (await rt.invoke("shop", "pay", {"order": i, "timeout": i == 3})).run_id
+            for i in range(5)
+        ]
+        assert sorted(paused.dormant) == sorted(runs[:3] + runs[4:])  # 3 has a timeout
+        assert list(paused.live) == [runs[3]]
+        await rt.emit("paid", {"order": 0, "amount": 5})
+        result = await rt.wait(runs[0], timeout=10)
+        assert result.state == {
+            "order": 0,
+            "timeout": False,
+            "payment": {"order": 0, "amount": 5},
+            "done": True,
+        }
+        await rt.resume(runs[1], {"payment": "by hand"})  # a command wakes a dormant run
+        assert (await rt.wait(runs[1], timeout=10)).state["payment"] == "by hand"
+        await rt.abort(runs[2])
+        assert (await rt.wait(runs[2], timeout=10)).status == "aborted"
+        await rt.emit("paid", {"order": "4"})  # a string is not 4: nothing wakes
+        await rt.idle()
+        assert sorted(paused) == sorted(runs[3:])
+        kinds = [entry.kind for entry in await rt.timeline(runs[4])]
+        assert kinds[-1] == "run.paused"
+    async with Runtime(db, workflows=[FLOW]) as rt:  # journaled as the live path does
+        assert rt._control is not None
+        assert sorted(rt._control.parking.paused.dormant) == [runs[4]]
+        await rt.emit("paid", {"order": 4})
+        assert (await rt.wait(runs[4], timeout=10)).status == "completed"

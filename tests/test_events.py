@@ -74,6 +74,27 @@ async def test_a_paused_run_resumes_on_its_matching_event_only(db: Path) -> None
         assert (await rt.watch("orders", seven.run_id)).status == "paused"  # type: ignore[union-attr]
 
 
+async def settle(state: dict[str, Any]) -> dict[str, Any]:
+    return {**state, "settled": True}
+
+
+async def test_emit_commits_with_what_the_run_it_resumes_writes_before_awaiting(db: Path) -> None:
+    # `settle` awaits nothing: the resumed run's end joins the event's commit (one fsync
+    # per event -> resume, not two), so nothing is left to commit when `emit` returns.
+    flow = Workflow(
+        id="orders",
+        triggers={"new": Trigger(event="order.created")},
+        pipelines={"new": [wait_for_payment, settle]},
+    )
+    async with Runtime(db, workflows=[flow]) as rt:
+        for order_id in range(20):
+            run = await rt.invoke("orders", "new", {"order_id": order_id})
+            await rt.emit("payment.received", {"order_id": order_id})
+            assert rt._writer.committed
+            [done] = await rt.list_runs(status="completed", limit=1)
+            assert done.run_id == run.run_id
+
+
 async def test_invoke_bypasses_the_trigger_conditions(db: Path) -> None:
     async with Runtime(db, workflows=[ORDERS]) as rt:
         result = await rt.invoke("orders", "new", {"order_id": 1, "total": -5})

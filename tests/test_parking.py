@@ -88,8 +88,8 @@ def routes(journal: RecordingJournal) -> list[tuple[str, str]]:
 
 async def test_an_event_for_a_parked_run_wakes_it_with_the_data_in_its_state() -> None:
     h = Harness()
-    parked = h.parking.park_or_drain(h.run(7), paid(7))
-    assert parked is not None and h.parking.paused == {"run-1": parked}
+    waiting = h.parking.park_or_drain(h.run(7), paid(7))
+    assert waiting == "paid where order == 7" and list(h.parking.paused) == ["run-1"]
     h.deliver("e-other", {"order": 8})
     assert h.woken == []
     h.deliver("e-1", {"order": 7, "amount": 12})
@@ -143,8 +143,8 @@ async def test_a_timeout_that_continues_wakes_the_run_with_none() -> None:
 
 async def test_a_signal_patches_a_parked_run_without_waking_it() -> None:
     h = Harness()
-    parked = h.parking.park_or_drain(h.run(7), paid(7))
-    assert parked is not None
+    h.parking.park_or_drain(h.run(7), paid(7))
+    parked = h.parking.paused["run-1"]
     h.journal.enqueue(h.parking.signal(parked, {"note": "hi"}))
     assert h.woken == [] and h.parking.paused == {"run-1": parked}
     assert json.loads(parked.state_text) == {"order": 7, "note": "hi"}
@@ -153,7 +153,7 @@ async def test_a_signal_patches_a_parked_run_without_waking_it() -> None:
 
 async def test_the_wait_a_run_is_parked_on_cannot_be_cancelled() -> None:
     h = Harness()
-    parked = h.parking.park_or_drain(h.run(7), paid(7))
-    assert parked is not None
+    h.parking.park_or_drain(h.run(7), paid(7))
+    parked = h.parking.paused["run-1"]
     with pytest.raises(RunNotActive, match="abort the run"):
         h.parking.cancel_wait(parked.wait)

@@ -253,8 +253,19 @@ def _parse_clause(path: object, spec: object, label: str) -> Clause:
     return Clause(path, keys, op, operand)
 
 
+# An int below this in size is plain JSON as it is (a huge one cannot be written as text).
+_SMALL_INT = 2**63
+
+
 def _plain(value: object, where: str) -> Any:
     """A plain JSON copy of an operand, or a `DefinitionError` saying what is not JSON."""
+    # Most operands are plain as they are: no round trip through JSON text. Exact types:
+    # a subclass (an enum) may be written otherwise.
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return value
+    if kind is int and -_SMALL_INT < value < _SMALL_INT:  # type: ignore[operator]
+        return value
     try:
         plain = json.loads(json.dumps(value, allow_nan=False))
     except (TypeError, ValueError, RecursionError) as exc:

@@ -63,8 +63,13 @@ class Wait:
             return f"{len(self.joins)} run(s) to end (join)"
         if self.event_type is None:
             return "the end of its sleep"
-        where = self.conditions.describe()
-        return f"{self.event_type} where {where}" if where else self.event_type
+        return describe_wait(self.event_type, self.conditions)
+
+
+def describe_wait(event_type: str, conditions: Conditions) -> str:
+    """What a wait for `event_type` under `conditions` waits for, in words."""
+    where = conditions.describe()
+    return f"{event_type} where {where}" if where else event_type
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,13 @@ the triggers and waits that cannot match it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from ..define.conditions import Conditions, index_key, lookup
 from ..define.waits import Wait
-from ..journal import DormantWait
+from ..journal import DormantRow
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
@@ -50,7 +50,12 @@ class _Group:
     """The entries whose scalar ``==`` clauses are on one tuple of paths."""
 
     keys: tuple[tuple[str, ...], ...]  # each path's segments
-    by_values: dict[tuple[Hashable, ...], dict[Any, Any]] = field(default_factory=dict)
+    # Each bucket: its items by key, or while it holds one item that (key, item) pair:
+    # 100,000 waits each on its own key are then tuples, which the garbage collector stops
+    # tracking (a dict stays tracked until a full collection, which it makes come sooner).
+    by_values: dict[tuple[Hashable, ...], dict[Any, Any] | tuple[Any, Any]] = field(
+        default_factory=dict
+    )
 
 
 class ConditionIndex(Generic[K, T]):
@@ -82,11 +87,15 @@ class ConditionIndex(Generic[K, T]):
         """File `item` under `key` (replacing what `key` held)."""
         self.add_keyed(key, conditions.equality_keys(), item)
 
-    def add_keyed(self, key: K, equality_keys: Iterable[tuple[str, Hashable]], item: T) -> None:
+    def add_keyed(self, key: K, equality_keys: Sequence[tuple[str, Hashable]], item: T) -> None:
         """File `item` under `key`, given its conditions' `equality_keys` (not the conditions)."""
         if key in self._filed:
             self.remove(key)
-        clauses = sorted(equality_keys, key=lambda clause: clause[0])
+        clauses = (
+            equality_keys
+            if len(equality_keys) < 2
+            else sorted(equality_keys, key=lambda clause: clause[0])
+        )
         if not clauses:
             self._unkeyed[key] = item
             self._filed[key] = None
@@ -101,7 +110,13 @@ class ConditionIndex(Generic[K, T]):
         group = self._groups.get(paths)
         if group is None:  # a clause's keys are its path split at dots
             group = self._groups[paths] = _Group(tuple(tuple(p.split(".")) for p in paths))
-        group.by_values.setdefault(values, {})[key] = item
+        bucket = group.by_values.get(values)
+        if bucket is None:
+            group.by_values[values] = (key, item)
+        elif isinstance(bucket, dict):
+            bucket[key] = item
+        else:
+            group.by_values[values] = {bucket[0]: bucket[1], key: item}
         self._filed[key] = (paths, values)
 
     def remove(self, key: K) -> None:
@@ -115,11 +130,13 @@ class ConditionIndex(Generic[K, T]):
         paths, values = filed
         group = self._groups[paths]
         bucket = group.by_values[values]
-        del bucket[key]
-        if not bucket:
-            del group.by_values[values]
-            if not group.by_values:
-                del self._groups[paths]
+        if isinstance(bucket, dict):
+            del bucket[key]
+            if bucket:
+                return
+        del group.by_values[values]  # it held `key` alone
+        if not group.by_values:
+            del self._groups[paths]
 
     def candidates(self, data: Any) -> Iterator[T]:
         """Every item that could match `data`: the unkeyed ones, then the selected buckets."""
@@ -132,7 +149,11 @@ class ConditionIndex(Generic[K, T]):
                     break
                 values.append(index)
             else:
-                yield from group.by_values.get(tuple(values), {}).values()
+                bucket = group.by_values.get(tuple(values))
+                if isinstance(bucket, dict):
+                    yield from bucket.values()
+                elif bucket is not None:
+                    yield bucket[1]
 
 
 class Dispatcher:
@@ -143,12 +164,12 @@ class Dispatcher:
         # Invariant: where each workflow's entries are in `_triggers` (event type and key),
         # so replacing one workflow's triggers costs its own triggers, not everyone's.
         self._entries_of: dict[str, list[tuple[str, tuple[str, str]]]] = {}
-        # Waits by event type; a `DormantWait` stands for a wait re-armed lazily at start-up,
+        # Waits by event type; a `DormantRow` stands for a wait armed lazily (`Parking`),
         # made a `Wait` by `materialize` when an event is a candidate for it.
-        self._waits: dict[str, ConditionIndex[int, Wait | DormantWait]] = {}
+        self._waits: dict[str, ConditionIndex[int, Wait | DormantRow]] = {}
         self._seq = 0
         # None: the run was failed instead (its state cannot be read).
-        self.materialize: Callable[[DormantWait], Wait | None] | None = None
+        self.materialize: Callable[[DormantRow], Wait | None] | None = None
 
     def set_triggers(
         self,
@@ -178,21 +199,26 @@ class Dispatcher:
     def add_wait(self, wait: Wait) -> None:
         """Start matching events against `wait` (a sleep matches none)."""
         if wait.event_type is not None:
-            self._waits.setdefault(wait.event_type, ConditionIndex()).add(
-                wait.id, wait.conditions, wait
-            )
+            self._wait_index(wait.event_type).add(wait.id, wait.conditions, wait)
 
-    def add_dormant(self, dormant: DormantWait, equality_keys: list[tuple[str, Hashable]]) -> None:
-        """Start matching events against a lazily re-armed wait, filed by its `equality_keys`."""
-        index = self._waits.setdefault(dormant.event_type, ConditionIndex())
-        index.add_keyed(dormant.wait_id, equality_keys, dormant)
+    def add_dormant(
+        self, dormant: DormantRow, equality_keys: Sequence[tuple[str, Hashable]]
+    ) -> None:
+        """Start matching events against a lazily armed wait, filed by its `equality_keys`."""
+        # By its event type, under its wait id.
+        self._wait_index(dormant[9]).add_keyed(dormant[0], equality_keys, dormant)
 
-    def remove_wait(self, wait: Wait | DormantWait) -> None:
+    def _wait_index(self, event_type: str) -> ConditionIndex[int, Wait | DormantRow]:
+        """The waits on `event_type` (no index made per call, as `setdefault` would)."""
+        index = self._waits.get(event_type)
+        if index is None:
+            index = self._waits[event_type] = ConditionIndex()
+        return index
+
+    def remove_wait(self, wait: Wait | DormantRow) -> None:
         """Stop matching events against `wait`."""
         event_type, wait_id = (
-            (wait.event_type or "", wait.id)
-            if isinstance(wait, Wait)
-            else (wait.event_type, wait.wait_id)
+            (wait.event_type or "", wait.id) if isinstance(wait, Wait) else (wait[9], wait[0])
         )
         index = self._waits.get(event_type)
         if index is not None:
@@ -240,7 +266,7 @@ class Dispatcher:
         waits.sort(key=lambda wait: wait.id)
         return Routing(starts, waits)
 
-    def _woken(self, candidates: list[Wait | DormantWait]) -> list[Wait]:
+    def _woken(self, candidates: list[Wait | DormantRow]) -> list[Wait]:
         """The candidates, each dormant one made a `Wait` (it is then filed as one)."""
         if self.materialize is None:
             return [w for w in candidates if isinstance(w, Wait)]

@@ -1,7 +1,9 @@
 """Paused runs and their waits: parking, event delivery, resume, signals and timeouts.
 
 A run that pauses leaves memory as a task and stays here as a `ParkedRun`, with the wait
-it is parked on in the dispatcher's index and its deadline in the timers. Everything that
+it is parked on in the dispatcher's index and its deadline in the timers; on a plain event
+wait it stays as one `DormantWait` tuple instead, made a `ParkedRun` when needed (100,000
+paused runs must not be 100,000 object graphs for the garbage collector). Everything that
 changes a wait or a parked run returns (or enqueues) the journal writes that record it,
 so the caller can commit them in the same batch as their cause (an event, a command).
 """
@@ -9,17 +11,18 @@ so the caller can commit them in the same batch as their cause (an event, a comm
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..clock import Clock
 from ..define.conditions import Conditions, index_key
-from ..define.waits import BufferedEvent, PauseRequest, Wait
+from ..define.waits import BufferedEvent, PauseRequest, Wait, describe_wait
 from ..errors import RunNotActive
-from ..journal import DormantWait, JournalWriter, UnfinishedRun, ops
+from ..journal import DormantRow, DormantWait, JournalWriter, UnfinishedRun, ops
 from ..records import RunCode, RunResult, RunStatus
 from ..state import decode_state, encode_state
 from .dispatcher import Dispatcher
@@ -60,17 +63,17 @@ class ParkedRun:
 
 
 class PausedRuns(Mapping[str, ParkedRun]):
-    """Parked runs by run id: those in memory, and those start-up left dormant.
+    """Parked runs by run id: those in memory, and the dormant ones.
 
-    A dormant run (`DormantWait`: parked on a plain event wait when the journal was opened)
-    becomes a `ParkedRun` the first time it is looked up (`get`, ``[]``, or iterating the
-    values), or when an event is a candidate for its wait: a restart with many paused runs
-    builds no object per run. ``in`` and `len` leave it dormant.
+    A dormant run (a `DormantRow`: parked on a plain event wait, here or when the journal
+    was opened) becomes a `ParkedRun` the first time it is looked up (`get`, ``[]``, or
+    iterating the values), or when an event is a candidate for its wait: many paused runs
+    keep no object graph per run. ``in`` and `len` leave it dormant.
     """
 
-    def __init__(self, materialize: Callable[[DormantWait], ParkedRun | None]) -> None:
+    def __init__(self, materialize: Callable[[DormantRow], ParkedRun | None]) -> None:
         self.live: dict[str, ParkedRun] = {}
-        self.dormant: dict[str, DormantWait] = {}
+        self.dormant: dict[str, DormantRow] = {}
         self._materialize = materialize
 
     def __getitem__(self, run_id: str) -> ParkedRun:
@@ -123,6 +126,8 @@ class Parking:
         self.paused = PausedRuns(self._materialize)
         # Invariant: the run id of each dormant run in `paused`, by its row.
         self._dormant_rows: dict[int, str] = {}
+        # The version each run parked dormant here is pinned to (found ones have none).
+        self._pinned: dict[str, RegisteredWorkflow] = {}
         dispatcher.materialize = self._materialize_wait
         # Whether a dormant run's state can be read; if not, it has failed the run.
         self.readable: Callable[[DormantWait], bool] | None = None
@@ -173,23 +178,29 @@ class Parking:
 
     # -- parking and waking ----------------------------------------------------------------
 
-    def park_or_drain(self, run: ActiveRun, request: PauseRequest) -> ParkedRun | None:
+    def park_or_drain(self, run: ActiveRun, request: PauseRequest) -> str | None:
         """Park `run` on its request's wait, or consume what that wait buffered.
 
-        Returns None when a buffered event was consumed: the run goes on at once.
+        Returns what the run now waits for, in words; None when a buffered event was
+        consumed: the run goes on at once. A plain event wait (`_plain`) is parked dormant,
+        as a restart finds it: a tuple filed in the dispatcher, not a `ParkedRun` and a
+        `Wait` (built when an event is a candidate or a command looks the run up).
         """
         if request.joins is not None:
             joined = self._new_wait(
                 run.row, run.run_id, None, request.conditions, persistent=False, status="parked"
             )
             joined.joins = request.joins
-            return self._park(run, joined, request, self._clock.now_us())
+            return self._park(run, joined, request, self._clock.now_us()).wait.describe()
+        now = self._clock.now_us()
+        keys = self._plain(run.row, request)
+        if keys is not None:
+            return self._park_dormant(run, request, keys, now)
         wait = request.wait or (
             self._find(run.row, request.event, request.conditions, persistent=True)
             if request.event is not None
             else None
         )
-        now = self._clock.now_us()
         if wait is not None and wait.buffer:
             event = wait.buffer.pop(0)
             patch = {request.into: event.data} if request.into else {}
@@ -220,7 +231,87 @@ class Parking:
                 persistent=False,
                 status="parked",
             )
-        return self._park(run, wait, request, now)
+        return self._park(run, wait, request, now).wait.describe()
+
+    def _plain(self, row: int, request: PauseRequest) -> tuple[tuple[str, Hashable], ...] | None:
+        """The ``==`` keys of a request a run can park on dormant, or None if it cannot.
+
+        Plain as `dormant_waits` defines it (on an event, no timeout, no join, its run's
+        only live wait), a new wait (not one registered early), and only ``==`` clauses on
+        scalars: the wait built from the journaled JSON later is then the one asked for.
+        """
+        if (
+            request.event is None
+            or request.wait is not None
+            or request.timeout is not None
+            or row in self.waits
+        ):
+            return None
+        keys = request.conditions.equality_keys()
+        return keys if len(keys) == len(request.conditions.clauses) else None
+
+    def _park_dormant(
+        self,
+        run: ActiveRun,
+        request: PauseRequest,
+        keys: tuple[tuple[str, Hashable], ...],
+        now: int,
+    ) -> str:
+        """Park `run` on a plain event wait as a `DormantRow`; what it waits for, in words."""
+        event = request.event or ""
+        self._next_wait += 1
+        wait_id = self._next_wait
+        where = request.conditions.to_json()
+        text = json.dumps(where)
+        dormant: DormantRow = (  # `DormantWait`'s fields
+            wait_id,
+            run.row,
+            run.run_id,
+            run.workflow.id,
+            run.trigger_id,
+            run.workflow.version,
+            run.position,
+            run.next_step,
+            run.state_text,
+            event,
+            text,
+            False,
+            request.into,
+            request.on_timeout,
+        )
+        self._file_dormant(dormant, keys)
+        self._pinned[run.run_id] = run.workflow
+        waiting = describe_wait(event, request.conditions)
+        data = {
+            "wait": wait_id,
+            "event": event,
+            "where": where,
+            "timeout_at": None,
+            "on_timeout": request.on_timeout,
+        }
+        self._writer.enqueue(
+            [
+                ops.add_wait(
+                    wait_id,
+                    run.row,
+                    event,
+                    text,
+                    persistent=False,
+                    status="parked",
+                    into=request.into,
+                    timeout_at=None,
+                    on_timeout=request.on_timeout,
+                    at=self._clock.now_us(),  # read as the live path reads it (`_wait_op`)
+                    joins=None,
+                ),
+                ops.set_status(run.row, RunStatus.PAUSED, now),
+                ops.set_paused_in(run.row, _pausing_step(run)),
+                self._timeline(
+                    run.row, run.position, "runtime", "run.paused", f"waiting for {waiting}", data
+                ),
+            ]
+        )
+        return waiting
 
     def _park(self, run: ActiveRun, wait: Wait, request: PauseRequest, now: int) -> ParkedRun:
         wait.status, wait.into, wait.on_timeout = "parked", request.into, request.on_timeout
@@ -290,7 +381,7 @@ class Parking:
         if parked.wait.joins is not None and self.on_join is not None:
             self.on_join(parked.wait)
 
-    def adopt_dormant(self, dormant: DormantWait) -> None:
+    def adopt_dormant(self, dormant: DormantRow) -> None:
         """Track a run found parked on a plain event wait at start-up, without objects.
 
         Its wait is filed in the dispatcher by its ``==`` clauses, read from the journaled
@@ -298,25 +389,53 @@ class Parking:
         whose conditions do not read as clauses is built at once, checked as `wait_from`
         checks it.
         """
-        keys = _equality_keys(dormant.conditions)
+        keys = _equality_keys(dormant[10])  # its conditions
         if keys is None:
             self._materialize(dormant)
             return
-        self.paused.dormant[dormant.run_id] = dormant
-        self._dormant_rows[dormant.row] = dormant.run_id
-        self._paused_of.setdefault(dormant.workflow_id, set()).add(dormant.run_id)
-        self._dispatcher.add_dormant(dormant, keys)
-        self._next_wait = max(self._next_wait, dormant.wait_id)
+        self._file_dormant(dormant, keys)
+        self._next_wait = max(self._next_wait, dormant[0])
 
-    def _materialize(self, dormant: DormantWait) -> ParkedRun | None:
+    def adopt_dormant_many(self, rows: Iterable[DormantRow]) -> None:
+        """`adopt_dormant` for each of `rows`, in one call (a restart may bring 100,000)."""
+        dormant, by_row, paused_of = self.paused.dormant, self._dormant_rows, self._paused_of
+        add = self._dispatcher.add_dormant
+        most = self._next_wait
+        for row in rows:
+            keys = _equality_keys(row[10])
+            if keys is None:
+                self._materialize(row)
+                continue
+            run_id = row[2]
+            dormant[run_id] = row
+            by_row[row[1]] = run_id
+            runs = paused_of.get(row[3])
+            if runs is None:
+                runs = paused_of[row[3]] = set()
+            runs.add(run_id)
+            add(row, keys)
+            if row[0] > most:
+                most = row[0]
+        self._next_wait = max(self._next_wait, most)
+
+    def _file_dormant(self, dormant: DormantRow, keys: Sequence[tuple[str, Hashable]]) -> None:
+        run_id = dormant[2]
+        self.paused.dormant[run_id] = dormant
+        self._dormant_rows[dormant[1]] = run_id
+        self._paused_of.setdefault(dormant[3], set()).add(run_id)
+        self._dispatcher.add_dormant(dormant, keys)
+
+    def _materialize(self, row: DormantRow) -> ParkedRun | None:
         """Make a dormant run a `ParkedRun`, its wait a `Wait` in the dispatcher's index.
 
         None when `readable` says its state cannot be read (it has failed the run): the
         check start-up makes of every other unfinished run, made here once.
         """
+        dormant = DormantWait._make(row)
         if self.paused.dormant.pop(dormant.run_id, None) is not None:
             del self._dormant_rows[dormant.row]
-            self._dispatcher.remove_wait(dormant)
+            self._dispatcher.remove_wait(row)
+        pinned = self._pinned.pop(dormant.run_id, None)
         if self.readable is not None and not self.readable(dormant):
             runs = self._paused_of.get(dormant.workflow_id)
             if runs is not None:
@@ -338,11 +457,12 @@ class Parking:
             journaled=True,
         )
         parked = ParkedRun.found(dormant, wait)
+        parked.pinned = pinned
         self.adopt_wait(wait)
         self.adopt_parked(parked)
         return parked
 
-    def _materialize_wait(self, dormant: DormantWait) -> Wait | None:
+    def _materialize_wait(self, dormant: DormantRow) -> Wait | None:
         parked = self._materialize(dormant)
         return None if parked is None else parked.wait
 
@@ -608,10 +728,7 @@ def _equality_keys(text: str) -> list[tuple[str, Hashable]] | None:
     None when the text is not a list of ``[path, "==", operand]`` clauses: such a wait is
     built (and checked) at once instead.
     """
-    try:
-        clauses = json.loads(text)
-    except ValueError:
-        return None
+    clauses = _parse(text)
     if not isinstance(clauses, list):
         return None
     keys = []
@@ -621,11 +738,35 @@ def _equality_keys(text: str) -> list[tuple[str, Hashable]] | None:
         path, op, operand = clause
         # Only ``==`` clauses on valid paths: `Conditions.from_json` accepts any JSON
         # operand for them, so building the wait later cannot fail.
-        if op != "==" or not isinstance(path, str) or "" in path.split("."):
+        if op != "==" or not isinstance(path, str) or not _valid_path(path):
             return None
         if (key := index_key(operand)) is not None:
             keys.append((path, key))
     return keys
+
+
+@functools.lru_cache(maxsize=256)
+def _valid_path(path: str) -> bool:
+    """Whether `path` is a dotted path with no empty segment (a few distinct ones recur)."""
+    return "" not in path.split(".")
+
+
+# One C call: what `json.loads` does through three Python layers (not in typeshed).
+_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _parse(text: str) -> Any:
+    """`json.loads(text)`, or None if it is not JSON (a journaled row no process wrote)."""
+    try:
+        value, end = _scan(text, 0)
+        if end == len(text):
+            return value
+    except (StopIteration, ValueError):
+        pass
+    try:  # leading or trailing spaces, or not JSON at all
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 def _key(conditions: Conditions) -> str:

@@ -634,9 +634,7 @@ class Runtime:
         control = self._require_control()
         if key is not None:
             return await control.emit_keyed(event_type, data, key=key)
-        event_id = control.emit(event_type, data)
-        await self._writer.flush()
-        return event_id
+        return await control.emit_committed(event_type, data)
 
     async def resume(self, run_id: str, patch: Any = None) -> None:
         """Merge `patch` into a paused run's state and continue with its next step."""

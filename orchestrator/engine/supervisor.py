@@ -68,6 +68,8 @@ class Supervisor:
         # and maybe some that have (see `_own`).
         self.working: set[asyncio.Task[None]] = set()
         self._sweep_at = SWEEP_MIN
+        # How many run tasks were started so far (so a caller can tell whether it started any).
+        self.spawned = 0
 
     def start_run(
         self,
@@ -415,6 +417,7 @@ class Supervisor:
         return writes
 
     def _spawn(self, run: ActiveRun, lifecycle: str = "run.started") -> None:
+        self.spawned += 1
         self.active[run.run_id] = run
         run.task = self._own(self._drive(run, lifecycle), name=f"run-{run.run_id}")
 
@@ -537,8 +540,8 @@ class Supervisor:
     async def _execute(self, run: ActiveRun) -> RunResult:
         outcome = await execute(run, self._env)
         while isinstance(outcome, PauseRequest):
-            parked = self.parking.park_or_drain(run, outcome)
-            if parked is None:  # a buffered event was waiting: go on at once
+            waiting = self.parking.park_or_drain(run, outcome)
+            if waiting is None:  # a buffered event was waiting: go on at once
                 outcome = await execute(run, self._env)
                 continue
             # Before any await: a resume may come next.
@@ -548,10 +551,10 @@ class Supervisor:
                 ok=True,
                 status=RunStatus.PAUSED,
                 run_id=run.run_id,
-                state=decode_state(parked.state_text),
+                state=decode_state(run.state_text),
             )
             if self._env.wants("run.paused"):
-                await self._env.notify("run.paused", run, {"wait": parked.wait.describe()})
+                await self._env.notify("run.paused", run, {"wait": waiting})
             return result
         return outcome
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # the CLI's small commands must not load asyncio
         CommandOutcome,
         CommandRecord,
         DaemonRecord,
-        DormantWait,
+        DormantRow,
         EventListeners,
         EventRecord,
         EventRouting,
@@ -209,12 +209,12 @@ class JournalQueries(ChangeFeed, Protocol):
         `dormant` False: without the waits `dormant_waits` returns.
         """
 
-    async def dormant_waits(self) -> list[DormantWait]:
+    async def dormant_waits(self) -> list[DormantRow]:
         """Paused runs parked on their only live wait, an event wait with no timeout or join.
 
-        In any order, each with its run's last state: one read at start-up, so that
-        these runs are re-armed without an object per run until an event or a command
-        needs one.
+        In any order, each with its run's last state, as plain tuples of `DormantWait`'s
+        fields: one read at start-up, so that these runs are re-armed without an object
+        per run until an event or a command needs one.
         """
 
     async def unclosed_service_scopes(

@@ -106,8 +106,10 @@ class DormantWait(NamedTuple):
     """A paused run parked on a plain event wait, as one row (start-up re-arms it lazily).
 
     Plain: its run's only live wait, on an event type, with no timeout and no join; its
-    conditions still as journaled JSON text. A tuple, not an object per field: a restart
-    with 100,000 paused runs keeps 100,000 of them.
+    conditions still as journaled JSON text. `dormant_waits` returns these fields as plain
+    tuples (`DormantRow`), and the engine keeps them so: the garbage collector stops
+    tracking a plain tuple of scalars, never a NamedTuple, and a restart with 100,000
+    paused runs keeps 100,000 of them. ``DormantWait._make(row)`` names a row's fields.
     """
 
     wait_id: int
@@ -124,6 +126,12 @@ class DormantWait(NamedTuple):
     persistent: bool
     into: str | None
     on_timeout: str
+
+
+# `DormantWait`'s fields, in its order, as a plain tuple.
+DormantRow = tuple[
+    int, int, str, str, str, str, int, str | None, str, str, str, bool, str | None, str
+]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -38,7 +38,7 @@ from ..records import (
     CommandOutcome,
     CommandRecord,
     DaemonRecord,
-    DormantWait,
+    DormantRow,
     EventRecord,
     LoadErrorRecord,
     LogEntry,
@@ -425,10 +425,11 @@ class PostgresReader:
         )
         return wait_records(rows, buffered)
 
-    async def dormant_waits(self) -> list[DormantWait]:
+    async def dormant_waits(self) -> list[DormantRow]:
         """Paused runs parked on their only live wait, an event wait with no timeout or join.
 
-        In no particular order: routing orders the waits an event matches itself.
+        In no particular order: routing orders the waits an event matches itself. Plain
+        tuples of `DormantWait`'s fields (see there).
         """
         rows = await self.fetch(
             "SELECT w.id, r.id, r.run_id, r.workflow_id, r.trigger_id, r.version, r.position,"
@@ -437,7 +438,7 @@ class PostgresReader:
             " JOIN checkpoints c ON c.run = r.id AND c.position = r.position"
             f" WHERE w.status = 'parked' AND r.status = 'paused' AND {_DORMANT}"
         )
-        return [DormantWait(*(*row[:8], state_text(row[8], row[9]), *row[10:])) for row in rows]
+        return [(*row[:8], state_text(row[8], row[9]), *row[10:]) for row in rows]
 
     async def unclosed_service_scopes(
         self, workflow_id: str

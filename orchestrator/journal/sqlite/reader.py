@@ -35,7 +35,7 @@ from ..records import (
     CommandOutcome,
     CommandRecord,
     DaemonRecord,
-    DormantWait,
+    DormantRow,
     EventRecord,
     LoadErrorRecord,
     LogEntry,
@@ -137,13 +137,19 @@ class JournalReader:
             self._probe_drops += 1
             probe.close()
 
-    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    async def _fetch(
+        self, sql: str, params: Sequence[Any] = (), *, plain: bool = False
+    ) -> list[sqlite3.Row]:
+        """The rows of one query; `plain`: each a plain tuple instead (typed as a row)."""
         # Executed and fetched in one call on the connection's thread: the cursor never
         # reaches this task. A cursor handed back to a task cancelled before it closes it
         # keeps its statement unfinished: its read transaction holds WAL checkpoints back,
         # and `close` cannot close the file until the garbage collector frees it.
         try:
-            return list(await self._conn.execute_fetchall(sql, params))
+            rows = await self._conn.execute_fetchall(sql, params)
+            if plain:
+                return [tuple(row) for row in rows]  # type: ignore[misc]
+            return list(rows)
         except SQLITE_ERRORS as exc:
             if is_corrupt(exc):
                 raise not_a_journal(self.path, exc) from exc
@@ -302,20 +308,22 @@ class JournalReader:
         )
         return wait_records(rows, buffered)
 
-    async def dormant_waits(self) -> list[DormantWait]:
+    async def dormant_waits(self) -> list[DormantRow]:
         """Paused runs parked on their only live wait, an event wait with no timeout or join.
 
         In no particular order (sorting 100,000 rows costs more than the rest of the read):
-        routing orders the waits an event matches itself.
+        routing orders the waits an event matches itself. Plain tuples, not `sqlite3.Row`s:
+        the garbage collector stops tracking them (see `DormantWait`).
         """
-        rows = await self._fetch(
+        rows: list[Any] = await self._fetch(
             "SELECT w.id, r.id, r.run_id, r.workflow_id, r.trigger_id, r.version, r.position,"
             f" r.step, {state_of('c')}, w.event_type, w.conditions, w.persistent, w.into_key,"
             " w.on_timeout FROM waits w JOIN runs r ON r.id = w.run"
             " JOIN checkpoints c ON c.run = r.id AND c.position = r.position"
-            f" WHERE w.status = 'parked' AND r.status = 'paused' AND {_DORMANT}"
+            f" WHERE w.status = 'parked' AND r.status = 'paused' AND {_DORMANT}",
+            plain=True,
         )
-        return [DormantWait(*row) for row in rows]
+        return rows
 
     async def unclosed_service_scopes(
         self, workflow_id: str
