@@ -8,7 +8,7 @@ inbox's one-statement union, `outcomes` and `dormant_waits`, the hot paths, in t
 dialect's best shape). This module knows no SQL and imports no driver.
 
 A checkpoint's state is one column on SQLite (`json_patch` in SQL) and two on PostgreSQL
-(its whole and its patch, put together in Python): `_state` reads it wherever it stands,
+(its whole and its patch, put together in Python): `state_at` reads it wherever it stands,
 so the columns after it are read by their names or from the row's end.
 """
 
@@ -35,9 +35,11 @@ from .decoding import (
 from .records import (
     CommandOutcome,
     CommandRecord,
+    DaemonRecord,
     EventRecord,
     LoadErrorRecord,
     LogEntry,
+    RunMatches,
     StoredCheckpoint,
     StoredRun,
     SwitchRecord,
@@ -103,15 +105,31 @@ class SharedReads:
         """The rows of one query of this backend's dialect."""
         raise NotImplementedError
 
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run one read query for another journal module (the dashboard's views)."""
+        raise NotImplementedError
+
+    async def data_version(self) -> int:
+        """Changes whenever another connection commits (each backend its own way)."""
+        raise NotImplementedError
+
+    async def match_runs(self, prefix: str, *, limit: int = 5) -> RunMatches:
+        """The runs whose id starts with `prefix`: the first `limit` by id, and how many."""
+        raise NotImplementedError
+
+    async def daemon(self) -> DaemonRecord | None:
+        """The live process holding the journal, or None."""
+        raise NotImplementedError
+
     def _names_nothing(self, *keys: str | None) -> bool:
         """Whether any of `keys` cannot name a row of this journal (PostgreSQL: a NUL)."""
         return False
 
-    def _limit(self, limit: int) -> int | None:
-        """A LIMIT's parameter for `limit`, which is negative for all."""
+    def limit_param(self, limit: int) -> int | None:
+        """A LIMIT's parameter for `limit`, which is negative for all (the views' too)."""
         return limit
 
-    def _state(self, row: Sequence[Any], at: int) -> str:
+    def state_at(self, row: Sequence[Any], at: int) -> str:
         """The checkpoint state whose column(s) start at `at` in `row`."""
         return row[at]  # type: ignore[no-any-return]
 
@@ -151,7 +169,7 @@ class SharedReads:
                 where.append(condition)
                 params.append(value)
         sql = self._sql.list_runs.format(where=" AND ".join(where))
-        rows = await self._fetch(sql, [*params, self._limit(limit)])
+        rows = await self._fetch(sql, [*params, self.limit_param(limit)])
         return [self._run_info(row) for row in rows]
 
     async def checkpoints(self, run_id: str) -> list[Checkpoint]:
@@ -159,7 +177,7 @@ class SharedReads:
         if self._names_nothing(run_id):
             return []
         rows = await self._fetch(self._sql.checkpoints, [run_id])
-        return [checkpoint_of(row, self._state(row, 4)) for row in rows]
+        return [checkpoint_of(row, self.state_at(row, 4)) for row in rows]
 
     async def timeline(self, run_id: str) -> list[TimelineEntry] | None:
         """Everything a run did, in order; None if the journal has no such run."""
@@ -184,7 +202,7 @@ class SharedReads:
             where += self._sql.log_of_run
             params.append(run_id)
         sql = self._sql.log_entries.format(where=where)
-        rows = await self._fetch(sql, [*params, self._limit(limit)])
+        rows = await self._fetch(sql, [*params, self.limit_param(limit)])
         return [
             LogEntry(row["id"], row["run_id"], row_entry(row), row["workflow_id"]) for row in rows
         ]
@@ -217,7 +235,7 @@ class SharedReads:
         if self._names_nothing(run_id):
             return []
         rows = await self._fetch(self._sql.stored_checkpoints, [run_id])
-        return [StoredCheckpoint(row[0], row[1], self._state(row, 2)) for row in rows]
+        return [StoredCheckpoint(row[0], row[1], self.state_at(row, 2)) for row in rows]
 
     async def live_waits(self, *, dormant: bool = True) -> list[WaitRecord]:
         """Armed and parked waits, oldest first, each with its buffered events in order.
@@ -238,7 +256,7 @@ class SharedReads:
         if self._names_nothing(workflow_id):
             return []
         rows = await self._fetch(self._sql.unclosed_service_scopes, [workflow_id])
-        return service_scopes((row[0], row[1], self._state(row, 2), row[-1]) for row in rows)
+        return service_scopes((row[0], row[1], self.state_at(row, 2), row[-1]) for row in rows)
 
     async def workflows_with_unclosed_service_scopes(self) -> set[str]:
         """Ids of the workflows that have ended runs with run-scoped services never closed.
@@ -268,12 +286,12 @@ class SharedReads:
 
     async def unrouted_events(self, after: int, limit: int = 1000) -> list[EventRecord]:
         """Events written by other processes and not routed yet, oldest first."""
-        rows = await self._fetch(self._sql.unrouted_events, [after, self._limit(limit)])
+        rows = await self._fetch(self._sql.unrouted_events, [after, self.limit_param(limit)])
         return [event_record(row) for row in rows]
 
     async def pending_commands(self, after: int, limit: int = 1000) -> list[CommandRecord]:
         """Commands not applied yet, oldest first."""
-        rows = await self._fetch(self._sql.pending_commands, [after, self._limit(limit)])
+        rows = await self._fetch(self._sql.pending_commands, [after, self.limit_param(limit)])
         return [command_record(row) for row in rows]
 
     async def has_pending(self, after_event: int, after_command: int) -> bool:

@@ -347,10 +347,12 @@ class PostgresReader(SharedReads):
     def _names_nothing(self, *keys: str | None) -> bool:
         return _nul(*keys)
 
-    def _limit(self, limit: int) -> int | None:
+    def limit_param(self, limit: int) -> int | None:
+        """NULL for a negative limit: all rows (as SQLite's -1)."""
         return _all_if_negative(limit)
 
-    def _state(self, row: Sequence[Any], at: int) -> str:
+    def state_at(self, row: Sequence[Any], at: int) -> str:
+        """The state of the two columns of `parts` at `at`, its patch applied."""
         return state_text(row[at], row[at + 1])
 
     def _run_info(self, row: Any) -> RunInfo:
