@@ -3,14 +3,16 @@
 Which statuses allow which command, the checks of a switch and of a fork's step against
 what the journal last saw, how a payload and a queued run's input are kept, and the event
 triggers of a journaled workflow. `sqlite/commands.py` and `postgres/commands.py` run the
-same rules with their own SQL.
+same rules with their own SQL; `SharedRoutingReads` is what `emit` reads of its event, each
+backend's `routing.py` giving its SQL as a `RoutingSQL` table.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from ..errors import StepNotFound, TriggerNotFound, ValidationError
 from ..records import RunStatus, id_problem
@@ -141,3 +143,39 @@ def event_triggers(text: object) -> list[tuple[str, str]]:
         for t in triggers
         if isinstance(t, dict) and t.get("type") == "event" and "event" in t
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingSQL:
+    """One dialect's statements for `SharedRoutingReads`."""
+
+    event: str  # (type, routed_at) of the event bound
+    routes: str  # (action, run_id, workflow_id, trigger_id) of the event bound
+    switched_off: str
+    workflows: str
+    waited: str
+
+
+class SharedRoutingReads:
+    """What `RoutingReads` reads the same way on every backend, with its dialect's SQL."""
+
+    _sql: ClassVar[RoutingSQL]
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """The rows of one query (blocking)."""
+        raise NotImplementedError
+
+    def event_routing(self, event_id: str) -> EventRouting | None:
+        """The event's type, whether it is routed, and its routes (by run row, then action)."""
+        found = self._rows(self._sql.event, (event_id,))
+        if not found:
+            return None
+        return routing_of(event_id, found[0], self._rows(self._sql.routes, (event_id,)))
+
+    def event_listeners(self) -> EventListeners:
+        """The registered workflows' event triggers (split by switch) and the waited types."""
+        return listeners_of(
+            self._rows(self._sql.switched_off),
+            self._rows(self._sql.workflows),
+            self._rows(self._sql.waited),
+        )

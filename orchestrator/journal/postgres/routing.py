@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from ...clock import Clock
 from ...errors import JournalError
-from ..command_rules import listeners_of, routing_of
+from ..command_rules import RoutingSQL, SharedRoutingReads
 from ..liveness import STALE_AFTER_US
-from ..records import EventListeners, EventRouting
 from .blocking import Tx, connect_blocking, journal_version
 from .commands import LIVE_DAEMON_SQL
 from .connection import describe, load_psycopg, parse_url, unreachable
@@ -27,18 +26,29 @@ from .connection import describe, load_psycopg, parse_url, unreachable
 if TYPE_CHECKING:
     import psycopg
 
-_ROUTES_SQL = (
-    "SELECT er.action, r.run_id, r.workflow_id, r.trigger_id FROM event_routes er"
-    " JOIN runs r ON r.id = er.run WHERE er.event_id = %s ORDER BY r.id, er.action"
-)
-_WAITED_SQL = (
-    "SELECT event_type, count(DISTINCT run) FROM waits"
-    " WHERE status IN ('armed', 'parked') AND event_type IS NOT NULL GROUP BY event_type"
+SQL = RoutingSQL(
+    event="SELECT type, routed_at FROM events WHERE event_id = %s",
+    routes=(
+        "SELECT er.action, r.run_id, r.workflow_id, r.trigger_id FROM event_routes er"
+        " JOIN runs r ON r.id = er.run WHERE er.event_id = %s ORDER BY r.id, er.action"
+    ),
+    switched_off="SELECT workflow_id, trigger_id FROM switches WHERE enabled = 0",
+    workflows=(
+        "SELECT workflow_id, triggers FROM workflows WHERE present = 1"
+        ' ORDER BY workflow_id COLLATE "C"'
+    ),
+    # The partial index `waits_live` holds exactly these waits.
+    waited=(
+        "SELECT event_type, count(DISTINCT run) FROM waits"
+        " WHERE status IN ('armed', 'parked') AND event_type IS NOT NULL GROUP BY event_type"
+    ),
 )
 
 
-class PostgresRoutingReads:
+class PostgresRoutingReads(SharedRoutingReads):
     """`RoutingReads` over one autocommit connection to the journal at `url`."""
+
+    _sql = SQL
 
     def __init__(self, url: str) -> None:
         self.url = url  # may hold a password: messages use `describe`
@@ -67,24 +77,6 @@ class PostgresRoutingReads:
     def daemon_live(self) -> bool:
         """Whether a live daemon holds the journal."""
         return bool(self._rows(LIVE_DAEMON_SQL, (Clock().now_us() - STALE_AFTER_US,)))
-
-    def event_routing(self, event_id: str) -> EventRouting | None:
-        """The event's type, whether it is routed, and its routes (by run row, then action)."""
-        found = self._rows("SELECT type, routed_at FROM events WHERE event_id = %s", (event_id,))
-        if not found:
-            return None
-        return routing_of(event_id, found[0], self._rows(_ROUTES_SQL, (event_id,)))
-
-    def event_listeners(self) -> EventListeners:
-        """The registered workflows' event triggers (split by switch) and the waited types."""
-        return listeners_of(
-            self._rows("SELECT workflow_id, trigger_id FROM switches WHERE enabled = 0"),
-            self._rows(
-                "SELECT workflow_id, triggers FROM workflows WHERE present = 1"
-                ' ORDER BY workflow_id COLLATE "C"'
-            ),
-            self._rows(_WAITED_SQL),
-        )
 
     def _tx(self) -> Tx:
         if self._conn is None:

@@ -10,30 +10,37 @@ as its ``routed_at`` mark (`engine.events`), so a routed event's routes are comp
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ...clock import Clock
 from ...errors import JournalError
-from ..command_rules import listeners_of, routing_of
-from ..records import EventListeners, EventRouting
+from ..command_rules import RoutingSQL, SharedRoutingReads
 from . import lease
 from .connection import SQLITE_ERRORS, open_error, read_write_uri
 
 _BUSY_TIMEOUT_MS = 1_000
-_ROUTES_SQL = (
-    "SELECT er.action, r.run_id, r.workflow_id, r.trigger_id FROM event_routes er"
-    " JOIN runs r ON r.id = er.run WHERE er.event_id = ? ORDER BY r.id, er.action"
-)
-# The partial index `waits_live` holds exactly these waits.
-_WAITED_SQL = (
-    "SELECT event_type, count(DISTINCT run) FROM waits"
-    " WHERE status IN ('armed', 'parked') AND event_type IS NOT NULL GROUP BY event_type"
+SQL = RoutingSQL(
+    event="SELECT type, routed_at FROM events WHERE event_id = ?",
+    routes=(
+        "SELECT er.action, r.run_id, r.workflow_id, r.trigger_id FROM event_routes er"
+        " JOIN runs r ON r.id = er.run WHERE er.event_id = ? ORDER BY r.id, er.action"
+    ),
+    switched_off="SELECT workflow_id, trigger_id FROM switches WHERE enabled = 0",
+    workflows="SELECT workflow_id, triggers FROM workflows WHERE present = 1 ORDER BY workflow_id",
+    # The partial index `waits_live` holds exactly these waits.
+    waited=(
+        "SELECT event_type, count(DISTINCT run) FROM waits"
+        " WHERE status IN ('armed', 'parked') AND event_type IS NOT NULL GROUP BY event_type"
+    ),
 )
 
 
-class SqliteRoutingReads:
+class SqliteRoutingReads(SharedRoutingReads):
     """`RoutingReads` over one read-only connection to the journal file at `path`."""
+
+    _sql = SQL
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -66,24 +73,7 @@ class SqliteRoutingReads:
         holder = lease.holder_from(rows[0] if rows else None)
         return holder is not None and lease.is_live(holder, Clock().now_us())
 
-    def event_routing(self, event_id: str) -> EventRouting | None:
-        """The event's type, whether it is routed, and its routes (by run row, then action)."""
-        found = self._rows("SELECT type, routed_at FROM events WHERE event_id = ?", (event_id,))
-        if not found:
-            return None
-        return routing_of(event_id, found[0], self._rows(_ROUTES_SQL, (event_id,)))
-
-    def event_listeners(self) -> EventListeners:
-        """The registered workflows' event triggers (split by switch) and the waited types."""
-        return listeners_of(
-            self._rows("SELECT workflow_id, trigger_id FROM switches WHERE enabled = 0"),
-            self._rows(
-                "SELECT workflow_id, triggers FROM workflows WHERE present = 1 ORDER BY workflow_id"
-            ),
-            self._rows(_WAITED_SQL),
-        )
-
-    def _rows(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         if self._conn is None:
             raise JournalError(f"journal {self.path}: routing reads used outside their `with`")
         try:
