@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol
 
 from ..errors import DefinitionError
 from ..journal.ops import Op
+from ..records import event_type_problem
 from .conditions import Conditions
 
 OnTimeout = Literal["continue", "fail"]
@@ -136,9 +137,9 @@ def pause_request(
             f"{label}: timeout must be seconds >= 0 (at most {MAX_WAIT_SECONDS:,}, a thousand"
             f" years) or None, got {timeout!r}"
         )
-    if into is not None and (not isinstance(into, str) or not into):
+    if into is not None and (not isinstance(into, str) or not into or not _encodes(into)):
         raise DefinitionError(
-            f"{label}: into must be a state key (a non-empty string), got {into!r}"
+            f"{label}: into must be a state key (a non-empty string, valid Unicode), got {into!r}"
         )
     if wait is not None:
         if event is not None or where is not None:
@@ -151,6 +152,9 @@ def pause_request(
         raise DefinitionError(
             f"{label}: pause needs event=TYPE (or wait=...; for a delay use ctx.sleep)"
         )
+    problem = event_type_problem(event)
+    if problem is not None:  # a lone surrogate would fail the writer's batch
+        raise DefinitionError(f"{label}: {problem}")
     conditions = Conditions.parse(where, label=label)
     mode = "fail" if on_timeout == "fail" else "continue"
     return PauseRequest(event, conditions, into, timeout, mode)
@@ -164,6 +168,15 @@ def sleep_request(seconds: float, *, label: str) -> PauseRequest:
             f" years), got {seconds!r}"
         )
     return PauseRequest(None, Conditions.parse(None, label=label), None, float(seconds), "continue")
+
+
+def _encodes(text: str) -> bool:
+    """Whether `text` is valid Unicode (no lone surrogate): the journal can store it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_seconds(value: object) -> bool:
@@ -205,6 +218,9 @@ class PauseService:
         label = f"run {self._run_id}: pause_service.register"
         if not isinstance(event, str) or not event.strip():
             raise DefinitionError(f"{label}: event must be an event type, got {event!r}")
+        problem = event_type_problem(event)
+        if problem is not None:
+            raise DefinitionError(f"{label}: {problem}")
         return self._registry.register_wait(
             self._row, self._run_id, event, Conditions.parse(where, label=label)
         )
