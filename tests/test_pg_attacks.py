@@ -1,0 +1,155 @@
+"""A daemon on a PostgreSQL journal under attack: real processes, a real server.
+
+The server stopped and started again under a running daemon; a daemon frozen past its
+lease while another takes its journal over. Acknowledged work is never lost, a run ends
+once, a fenced daemon's writes never land, and no password reaches a log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from postgres import Cluster, start_cluster
+from procs import Daemon, cli, query
+
+from orchestrator.clock import Clock
+from orchestrator.journal.liveness import STALE_AFTER_US
+from orchestrator.testing import eventually_blocking
+
+STEPS = 6
+PASSWORD = "s3cret"
+
+
+def slow_flow(folder: Path, seconds: float) -> None:
+    """A workflow whose `STEPS` steps each take `seconds` and count in ``state["n"]``."""
+    folder.mkdir()
+    (folder / "slow.py").write_text(
+        textwrap.dedent(
+            f"""\
+            import time
+
+            from orchestrator import Workflow
+
+
+            def step(state):
+                time.sleep({seconds})
+                return {{**state, "n": state.get("n", 0) + 1}}
+
+
+            workflow = Workflow(id="slow", pipelines={{"go": [step] * {STEPS}}})
+            """
+        )
+    )
+
+
+def with_password(url: str) -> str:
+    return url.replace("postgresql://postgres@", f"postgresql://postgres:{PASSWORD}@")
+
+
+def invoke(url: str, count: int) -> list[str]:
+    """`count` runs of ``slow``, acknowledged by the CLI: their ids."""
+    ids = []
+    for _ in range(count):
+        done = cli("invoke", "slow", "go", "--db", url)
+        assert done.returncode == 0, done.stderr
+        ids.append(done.stdout.strip())
+    return ids
+
+
+def checkpoints(url: str) -> int:
+    return int(query(url, "SELECT count(*) FROM checkpoints")[0][0])
+
+
+def assert_each_ran_once(url: str, run_ids: list[str]) -> None:
+    """Each run's steps are all there, in order, none twice, and its state says so."""
+    for run_id in run_ids:
+        rows = query(
+            url,
+            "SELECT c.position FROM checkpoints c JOIN runs r ON r.id = c.run"
+            " WHERE r.run_id = ? ORDER BY c.position",
+            (run_id,),
+        )
+        assert [row[0] for row in rows] == list(range(STEPS + 1)), run_id
+        shown = cli("show", run_id, "--json", "--db", url)
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["state"] == {"n": STEPS}, run_id
+
+
+def all_completed(url: str, run_ids: list[str]) -> bool:
+    rows = query(url, "SELECT run_id, status FROM runs")
+    done = {run_id for run_id, status in rows if status == "completed"}
+    return done >= set(run_ids)
+
+
+@pytest.fixture
+def own_cluster(pg_cluster: Cluster) -> Iterator[Cluster]:
+    """A server of this test alone (it is stopped under the daemon); skipped as `pg_cluster`."""
+    cluster = start_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_a_server_stopped_and_started_again_under_a_daemon_loses_nothing(
+    tmp_path: Path, own_cluster: Cluster
+) -> None:
+    url = with_password(own_cluster.create_database("outage"))
+    folder = tmp_path / "flows"
+    slow_flow(folder, 0.2)
+    with Daemon(folder, url) as daemon:  # type: ignore[arg-type]
+        daemon.start()
+        run_ids = invoke(url, 4)
+        daemon.wait_until(lambda: checkpoints(url) > len(run_ids), 60, "the runs to be running")
+        own_cluster.halt()
+        daemon.wait_until(lambda: "journal writes failing" in daemon.log(), 60, "the outage")
+        own_cluster.resume()  # well within the writer's patience (30 s)
+        daemon.wait_until(lambda: all_completed(url, run_ids), 120, "the runs to complete")
+        assert_each_ran_once(url, run_ids)
+        assert "journal writes recovered" in daemon.log()
+        assert daemon.stop() == 0, daemon.log()
+    log = daemon.log()
+    assert "Traceback" not in log and PASSWORD not in log
+
+
+def test_a_frozen_daemon_is_fenced_by_the_next_and_its_writes_never_land(
+    tmp_path: Path, pg_url: str
+) -> None:
+    url = with_password(pg_url)
+    folder = tmp_path / "flows"
+    slow_flow(folder, 0.3)
+    with Daemon(folder, url) as first, Daemon(folder, url) as second:  # type: ignore[arg-type]
+        first.start()
+        run_ids = invoke(url, 3)
+        first.wait_until(lambda: checkpoints(url) > len(run_ids), 60, "the runs to be running")
+        os.kill(first.pid, signal.SIGSTOP)
+        try:
+
+            def stale() -> bool:
+                rows = query(url, "SELECT heartbeat_at FROM daemons WHERE pid = ?", (first.pid,))
+                return rows[0][0] < Clock().now_us() - STALE_AFTER_US
+
+            eventually_blocking(stale, what="the frozen daemon to be stale", timeout=60)
+            second.start()  # takes the journal over: fences the first
+            second.wait_until(lambda: all_completed(url, run_ids), 120, "the runs to complete")
+        finally:
+            os.kill(first.pid, signal.SIGCONT)
+        assert first.proc is not None
+        assert first.proc.wait(timeout=60) == 3, first.log()  # its next batch is refused
+        assert "fenced" in first.log()
+        # Every batch of a daemon writes its heartbeat: none of the first's landed after
+        # the fence.
+        [(heartbeat_at, fenced_at)] = query(
+            url, "SELECT heartbeat_at, fenced_at FROM daemons WHERE pid = ?", (first.pid,)
+        )
+        assert fenced_at is not None and heartbeat_at < fenced_at
+        assert_each_ran_once(url, run_ids)
+        assert second.stop() == 0, second.log()
+    log = first.log()  # both daemons write to the one log file
+    assert "Traceback" not in log and PASSWORD not in log
