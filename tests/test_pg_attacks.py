@@ -1,8 +1,9 @@
 """A daemon on a PostgreSQL journal under attack: real processes, a real server.
 
 The server stopped and started again under a running daemon; a daemon frozen past its
-lease while another takes its journal over. Acknowledged work is never lost, a run ends
-once, a fenced daemon's writes never land, and no password reaches a log.
+lease while another takes its journal over (running and paused runs); hostile input on the
+command line. Acknowledged work is never lost, no step's checkpoint is written twice, a
+fenced daemon's writes never land, and no password reaches a log or an error.
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ def slow_flow(folder: Path, seconds: float) -> None:
 
 
             workflow = Workflow(id="slow", pipelines={{"go": [step] * {STEPS}}})
+
+
+            def wait(state, ctx):
+                return ctx.pause(event="go.on", into="got")
+
+
+            waiting = Workflow(id="waiting", pipelines={{"go": [wait, step]}})
             """
         )
     )
@@ -127,6 +135,16 @@ def test_a_frozen_daemon_is_fenced_by_the_next_and_its_writes_never_land(
     with Daemon(folder, url) as first, Daemon(folder, url) as second:  # type: ignore[arg-type]
         first.start()
         run_ids = invoke(url, 3)
+        paused = cli("invoke", "waiting", "go", "--db", url)
+        assert paused.returncode == 0, paused.stderr
+        waiting = paused.stdout.strip()
+        first.wait_until(
+            lambda: (
+                query(url, "SELECT status FROM runs WHERE run_id = ?", (waiting,)) == [("paused",)]
+            ),
+            60,
+            "a run to pause",
+        )
         first.wait_until(lambda: checkpoints(url) > len(run_ids), 60, "the runs to be running")
         os.kill(first.pid, signal.SIGSTOP)
         try:
@@ -137,7 +155,10 @@ def test_a_frozen_daemon_is_fenced_by_the_next_and_its_writes_never_land(
 
             eventually_blocking(stale, what="the frozen daemon to be stale", timeout=60)
             second.start()  # takes the journal over: fences the first
-            second.wait_until(lambda: all_completed(url, run_ids), 120, "the runs to complete")
+            emitted = cli("emit", "go.on", '{"ok": true}', "--db", url)
+            assert emitted.returncode == 0, emitted.stderr  # resumes the paused run
+            everything = [*run_ids, waiting]
+            second.wait_until(lambda: all_completed(url, everything), 120, "the runs to complete")
         finally:
             os.kill(first.pid, signal.SIGCONT)
         assert first.proc is not None
@@ -150,6 +171,43 @@ def test_a_frozen_daemon_is_fenced_by_the_next_and_its_writes_never_land(
         )
         assert fenced_at is not None and heartbeat_at < fenced_at
         assert_each_ran_once(url, run_ids)
+        shown = cli("show", waiting, "--json", "--db", url)
+        assert json.loads(shown.stdout)["state"] == {"got": {"ok": True}, "n": 1}
         assert second.stop() == 0, second.log()
     log = first.log()  # both daemons write to the one log file
     assert "Traceback" not in log and PASSWORD not in log
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("emit", "t\x01y", "{}"),
+        ("emit", "t", '{"a": "\\u0000"}'),
+        ("emit", "t", "{}", "--key", "k\x7f"),
+        ("emit", "t", '{"a": "\\ud800"}'),
+        ("emit", "t", "[" * 5000 + "]" * 5000),
+        ("emit", "t" * 2000, "{}"),
+        ("emit", "t", "{}", "--key", "k" * 300),
+        ("emit", os.fsdecode(b"t\xff"), "{}"),
+        ("invoke", os.fsdecode(b"w\xff"), "go"),
+        ("show", os.fsdecode(b"\xfe")),
+        ("runs", "--workflow", os.fsdecode(b"a\xffb")),
+        ("logs", "a" * 5000),
+        ("resume", "nope", '{"a": "\\ud800"}'),
+        ("signal", "nope", "x" * 100_000),
+    ],
+    ids=lambda args: f"{args[0]}:{ascii(args[1:])[:30]}",
+)
+def test_hostile_cli_input_on_a_postgresql_journal_gets_one_line(
+    tmp_path: Path, pg_url: str, args: tuple[str, ...]
+) -> None:
+    """A clean result or one error line; never a traceback, never the password."""
+    url = with_password(pg_url)
+    assert cli("journal", "migrate", "--db", url).returncode == 0
+    done = cli(*args, "--db", url)
+    assert "Traceback" not in done.stderr and PASSWORD not in done.stdout + done.stderr
+    if done.returncode != 0:
+        assert done.returncode in (1, 2), done
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error")]
+        assert len(errors) == 1 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert cli("emit", "still.works", "{}", "--db", url).returncode == 0
