@@ -15,12 +15,14 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from postgres import Cluster, start_cluster
 from procs import Daemon, cli, query
 
 from orchestrator.clock import Clock
 from orchestrator.journal.liveness import STALE_AFTER_US
+from orchestrator.journal.postgres.connection import connect_options, parse_url
 from orchestrator.testing import eventually_blocking
 
 STEPS = 6
@@ -211,3 +213,23 @@ def test_hostile_cli_input_on_a_postgresql_journal_gets_one_line(
         errors = [line for line in done.stderr.splitlines() if line.startswith("error")]
         assert len(errors) == 1 and len(done.stderr.splitlines()) == 1, done.stderr
     assert cli("emit", "still.works", "{}", "--db", url).returncode == 0
+
+
+def test_a_url_with_its_own_options_keeps_them_and_finds_the_journal(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """``?options=...`` replaced the journal's search_path: "relation runs does not exist"."""
+    url = with_password(pg_url) + "?options=-c%20statement_timeout%3D4321"
+    folder = tmp_path / "flows"
+    slow_flow(folder, 0)
+    with Daemon(folder, url) as daemon:  # type: ignore[arg-type]
+        daemon.start()
+        [run_id] = invoke(url, 1)
+        daemon.wait_until(lambda: all_completed(url, [run_id]), 60, "the run to complete")
+        listed = cli("runs", "--json", "--db", url)
+        assert listed.returncode == 0 and run_id in listed.stdout, listed.stderr
+        assert daemon.stop() == 0, daemon.log()
+    options = connect_options(parse_url(url))
+    with psycopg.connect(url, **options) as conn:
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("4321ms",)
+        assert conn.execute("SELECT count(*) FROM runs").fetchone() == (1,)
