@@ -128,6 +128,31 @@ def test_a_server_stopped_and_started_again_under_a_daemon_loses_nothing(
     assert "Traceback" not in log and PASSWORD not in log
 
 
+def test_a_daemon_stopped_while_the_server_is_down_never_says_it_exited_cleanly(
+    tmp_path: Path, own_cluster: Cluster
+) -> None:
+    """SIGTERM during an outage: its last writes cannot land, so exit 3 (not 0); a daemon
+    started once the server is back finishes every run."""
+    url = with_password(own_cluster.create_database("down"))
+    folder = tmp_path / "flows"
+    slow_flow(folder, 0.2)
+    with Daemon(folder, url) as daemon:  # type: ignore[arg-type]
+        daemon.start()
+        run_ids = invoke(url, 3)
+        daemon.wait_until(lambda: checkpoints(url) > len(run_ids), 60, "the runs to be running")
+        own_cluster.halt()
+        daemon.wait_until(lambda: "journal writes failing" in daemon.log(), 60, "the outage")
+        assert daemon.stop() == 3, daemon.log()
+        assert "runs can no longer be recorded" in daemon.log()
+    own_cluster.resume()
+    with Daemon(folder, url) as again:  # type: ignore[arg-type]
+        again.start()
+        again.wait_until(lambda: all_completed(url, run_ids), 120, "the runs to complete")
+        assert_each_ran_once(url, run_ids)
+        assert again.stop() == 0, again.log()
+    assert "Traceback" not in again.log() and PASSWORD not in again.log()
+
+
 def test_a_frozen_daemon_is_fenced_by_the_next_and_its_writes_never_land(
     tmp_path: Path, pg_url: str
 ) -> None:
