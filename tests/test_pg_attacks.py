@@ -178,7 +178,7 @@ def test_a_frozen_daemon_is_fenced_by_the_next_and_its_writes_never_land(
 
             def stale() -> bool:
                 rows = query(url, "SELECT heartbeat_at FROM daemons WHERE pid = ?", (first.pid,))
-                return rows[0][0] < Clock().now_us() - STALE_AFTER_US
+                return bool(rows[0][0] < Clock().now_us() - STALE_AFTER_US)
 
             eventually_blocking(stale, what="the frozen daemon to be stale", timeout=60)
             second.start()  # takes the journal over: fences the first
