@@ -292,7 +292,10 @@ class RemoteError(Exception):
 def describe_exception(exc: BaseException) -> str:
     """One line naming the exception's type and message (where it was raised)."""
     name = exc.type_name if isinstance(exc, RemoteError) else type(exc).__name__
-    text = str(exc)
+    try:
+        text = str(exc)
+    except Exception as failed:  # noqa: BLE001 - user code: its run must still fail clearly
+        text = f"<its str() raised {type(failed).__name__}>"
     return f"{name}: {text}" if text else name
 
 

@@ -103,6 +103,15 @@ class Cluster:
             self._watchdog.communicate(timeout=START_TIMEOUT)  # closes its pipe: it ends
             self._watchdog = None
 
+    def halt(self) -> None:
+        """Stop the server at once, as a crash would (``-m immediate``); its data stays."""
+        pg_ctl = str(self.bindir / "pg_ctl")
+        _as_server_user([pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop"], 60)
+
+    def resume(self) -> None:
+        """Start a `halt`ed server again on its port (it recovers from its WAL)."""
+        _start_on(self.bindir, self.folder, self.port, FAST_OPTIONS)
+
     def watch(self) -> None:
         """Start the watchdog that removes this cluster once this process is gone."""
         self._watchdog = subprocess.Popen(
@@ -142,13 +151,8 @@ def _start(bindir: Path, folder: Path, extra: tuple[str, ...]) -> int:
     """Start the server on a free port (tried again if another process took it first)."""
     for attempt in range(3):
         port = _free_port()
-        options = " ".join(
-            ("-c listen_addresses=127.0.0.1", f"-p {port}", f"-k {folder}", *SERVER_OPTIONS, *extra)
-        )
-        command = [str(bindir / "pg_ctl"), "-D", str(folder / "data"), "-l"]
-        command += [str(folder / "server.log"), "-o", options, "-w", "-t", "60", "start"]
         try:
-            _as_server_user(command, timeout=START_TIMEOUT + 10)
+            _start_on(bindir, folder, port, extra)
             return port
         except subprocess.CalledProcessError:
             if attempt == 2:
@@ -157,6 +161,15 @@ def _start(bindir: Path, folder: Path, extra: tuple[str, ...]) -> int:
                     "PostgreSQL did not start: " + (log.read_text()[-2000:] if log.exists() else "")
                 ) from None
     raise AssertionError("unreachable")
+
+
+def _start_on(bindir: Path, folder: Path, port: int, extra: tuple[str, ...]) -> None:
+    options = " ".join(
+        ("-c listen_addresses=127.0.0.1", f"-p {port}", f"-k {folder}", *SERVER_OPTIONS, *extra)
+    )
+    command = [str(bindir / "pg_ctl"), "-D", str(folder / "data"), "-l"]
+    command += [str(folder / "server.log"), "-o", options, "-w", "-t", "60", "start"]
+    _as_server_user(command, timeout=START_TIMEOUT + 10)
 
 
 def _free_port() -> int:

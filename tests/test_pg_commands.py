@@ -802,3 +802,38 @@ def test_a_conflict_is_retried_a_bounded_number_of_times(pg_url: str) -> None:
     with pytest.raises(JournalError, match=f"after {ATTEMPTS} attempts") as caught:
         transaction(pg_url, conflicting(ATTEMPTS))
     assert len(tries) == ATTEMPTS and "\n" not in str(caught.value)
+
+
+def test_invokes_after_a_daemon_wrote_runs_take_ids_past_its_runs(pg_url: str) -> None:
+    """A daemon writes its runs' ids itself; the runs sequence stays behind them.
+
+    `orchestrator invoke` with the daemon stopped failed on that: "duplicate key value
+    violates unique constraint runs_pkey".
+    """
+    import asyncio
+
+    async def daemon_runs() -> None:
+        flow = Workflow(id="w", pipelines={"t": [touch]})
+        async with Runtime(pg_url, workflows=[flow]) as rt:
+            for _ in range(3):
+                assert (await rt.invoke("w", "t", {})).status == "completed"
+
+    asyncio.run(daemon_runs())
+    commands = PostgresJournal(pg_url).commands
+    start = threading.Barrier(4)
+    queued: list[str] = []
+
+    def invoke() -> None:
+        start.wait()
+        queued.append(commands.queue_invoke("w", "t", {}))
+
+    threads = [threading.Thread(target=invoke) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with psycopg.connect(pg_url, options="-c search_path=orchestrator") as conn:
+        rows = conn.execute("SELECT id, run_id, status FROM runs ORDER BY id").fetchall()
+    assert [row[0] for row in rows] == [1, 2, 3, 4, 5, 6, 7]
+    assert sorted(row[1] for row in rows[3:]) == sorted(queued)
+    assert {row[2] for row in rows[3:]} == {"queued"}

@@ -468,3 +468,26 @@ async def test_a_lost_connection_that_cannot_be_made_again_is_unreachable(pg_url
         assert "s3cret" not in str(caught.value)
     finally:
         await reader.close()
+
+
+async def test_a_poll_that_failed_fails_again_until_one_answers(pg_url: str) -> None:
+    """A journal that is down never looks fine between two polls (the inbox logged
+    "works again" every other second while the server was stopped)."""
+    await migrate_journal(pg_url)
+    reader = await PostgresReader.open(pg_url, poll_seconds=3600, retry_seconds=(3600, 3600))
+    try:
+        url, lost = reader.url, reader.backend_pid
+        with socket.socket() as sock:  # a port nothing listens on once it is closed
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        reader.url = f"postgresql://postgres@127.0.0.1:{port}/gone?connect_timeout=2"
+        query(pg_url, "SELECT pg_terminate_backend(%s)", (lost,))
+        gone = "SELECT count(*) FROM pg_stat_activity WHERE pid = %s"
+        await eventually(lambda: query(pg_url, gone, (lost,))[0][0] == 0, what="it to be gone")
+        for _ in range(2):  # the second call is within the hour's poll interval
+            with pytest.raises(JournalUnreachable):
+                await reader.data_version()
+        reader.url = url
+        await reader.data_version()  # the server answers: the feed works again
+    finally:
+        await reader.close()

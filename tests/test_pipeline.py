@@ -224,6 +224,18 @@ async def test_a_pipeline_that_is_not_a_list_of_callables() -> None:
         await run([add("a", 1), 42], {})  # type: ignore[list-item]
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [{"backoff": math.nan}, {"backoff": math.inf}, {"timeout": math.nan}, {"timeout": math.inf}],
+    ids=["backoff-nan", "backoff-inf", "timeout-nan", "timeout-inf"],
+)
+def test_a_step_refuses_seconds_that_are_not_finite(bad: dict[str, float]) -> None:
+    """A NaN backoff gave no retry at all, a NaN timeout no limit, an infinite one a run
+    that never ends: each is refused where the step is defined."""
+    with pytest.raises(DefinitionError, match="seconds"):
+        Step(lambda state: state, retries=2, **bad)  # type: ignore[arg-type]
+
+
 async def test_retries_with_doubling_backoff_on_the_clock() -> None:
     clock = FakeClock()
     start = clock.now_us()

@@ -140,6 +140,47 @@ async def test_failing_step_fails_the_run_and_names_the_step(db: Path) -> None:
         ]
 
 
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise ValueError("no text")
+
+
+def _raise(exc: BaseException) -> Any:
+    raise exc
+
+
+NOISE = "".join(f"{n * 7919 % 100003:05x}" for n in range(2000))  # 10,000 characters, no repeats
+
+
+@pytest.mark.parametrize(
+    ("hostile", "said"),
+    [
+        pytest.param(lambda s, ctx: _raise(RuntimeError(NOISE)), NOISE[:100], id="long-error"),
+        pytest.param(lambda s, ctx: _raise(Unprintable()), "its str() raised", id="unprintable"),
+        pytest.param(lambda s, ctx: ctx.emit("t\ud800", {}), "lone surrogate", id="emit-type"),
+        pytest.param(lambda s, ctx: ctx.start("w\ud800", "go"), "lone surrogate", id="start-id"),
+        pytest.param(lambda s, ctx: ctx.pause(event="e\ud800"), "valid Unicode", id="pause-event"),
+        pytest.param(lambda s, ctx: ctx.pause(event="e", into="\ud800"), "valid", id="into"),
+    ],
+)
+async def test_hostile_step_fails_its_run_and_never_the_writer(
+    db: Path, hostile: Any, said: str
+) -> None:
+    """Each of these once reached the journal writer and failed its batch: the runtime
+    stopped (PostgreSQL: a long error broke the index on errors; both: a lone surrogate
+    could not be encoded), or (unprintable) the run was never driven to an end."""
+
+    def step(state: dict[str, Any], ctx: Any) -> Any:
+        hostile(state, ctx)
+        return state
+
+    async with Runtime(db) as rt:
+        await rt.register(Workflow(id="w", pipelines={"go": [step], "ok": [inc]}))
+        result = await rt.invoke("w", "go", {"n": 0})
+        assert result.status == "failed" and said in (result.error or ""), result.error
+        assert (await rt.invoke("w", "ok", {"n": 0})).state == {"n": 1}  # the writer goes on
+
+
 @pytest.mark.parametrize(
     "bad",
     [

@@ -162,3 +162,29 @@ async def test_after_downtime_a_schedule_fires_once_or_catches_up(tmp_path: Path
         ) as rt:
             await rt.idle()
             assert len(await _scheduled(rt)) == expected  # each tick fired once, not again
+
+
+@pytest.mark.parametrize(
+    "ask",
+    [
+        lambda ctx: ctx.sleep(1e300),
+        lambda ctx: ctx.sleep(float("inf")),
+        lambda ctx: ctx.sleep(float("nan")),
+        lambda ctx: ctx.pause(event="e", timeout=1e300),
+        lambda ctx: ctx.join([], into="j", timeout=float("nan")),
+    ],
+    ids=["sleep-1e300", "sleep-inf", "sleep-nan", "pause-1e300", "join-nan"],
+)
+async def test_a_deadline_the_journal_cannot_hold_fails_the_step_not_the_writer(
+    db: Path, ask: Any
+) -> None:
+    """It once reached the writer, whose batch failed: the daemon stopped (exit 3)."""
+
+    def park(state: dict[str, Any], ctx: Any) -> Any:
+        return ask(ctx)
+
+    flows = [Workflow(id="w", pipelines={"go": [park]}), Workflow(id="ok", pipelines={"go": [nap]})]
+    async with Runtime(db, clock=FakeClock(), workflows=flows) as rt:
+        failed = await rt.wait((await rt.invoke("w", "go", {})).run_id, timeout=5)
+        assert failed.status == "failed" and "a thousand years" in (failed.error or "")
+        assert (await rt.invoke("ok", "go", {})).status == "paused"  # the writer goes on

@@ -7,6 +7,7 @@ the executor and the pipeline runner.
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import types
 import weakref
@@ -83,7 +84,10 @@ class BoundStep:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A finite number of seconds (NaN slipped past every comparison: no retry, no limit)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    return math.isfinite(value)
 
 
 def bind_pipeline(pipeline: object, *, where: str = "pipeline") -> list[BoundStep]:

@@ -92,9 +92,20 @@ def keyed_id(kind: str, key: str) -> str:
 
 
 def checked_name(value: Any, what: str, label: str) -> str:
-    """A workflow id, trigger id or event type: a non-empty string."""
+    """A workflow id, trigger id or event type: a non-empty string, valid Unicode.
+
+    A lone surrogate cannot be encoded: it would fail the journal batch of the step's
+    checkpoint, and with it the writer.
+    """
     if not isinstance(value, str) or not value.strip():
         raise DefinitionError(f"{label}: {what} must be a non-empty string, got {value!r}")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DefinitionError(
+                f"{label}: {what} must be valid Unicode (no lone surrogates), got {value!r}"
+            ) from None
     return value
 
 

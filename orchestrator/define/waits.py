@@ -8,14 +8,19 @@ service, a buffer of matching events that arrived while the run was not parked o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from ..errors import DefinitionError
 from ..journal.ops import Op
+from ..records import event_type_problem
 from .conditions import Conditions
 
 OnTimeout = Literal["continue", "fail"]
+# The longest sleep or pause timeout: its deadline (microseconds since the epoch) must fit
+# the journal's 64-bit integers, which hold about 292,000 years.
+MAX_WAIT_SECONDS = 1000 * 365 * 86_400
 WaitStatus = Literal["armed", "parked", "done", "cancelled"]
 
 
@@ -127,13 +132,14 @@ def pause_request(
         raise DefinitionError(
             f"{label}: on_timeout must be 'continue' or 'fail', got {on_timeout!r}"
         )
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0
-    ):
-        raise DefinitionError(f"{label}: timeout must be seconds >= 0 or None, got {timeout!r}")
-    if into is not None and (not isinstance(into, str) or not into):
+    if timeout is not None and not _is_seconds(timeout):
         raise DefinitionError(
-            f"{label}: into must be a state key (a non-empty string), got {into!r}"
+            f"{label}: timeout must be seconds >= 0 (at most {MAX_WAIT_SECONDS:,}, a thousand"
+            f" years) or None, got {timeout!r}"
+        )
+    if into is not None and (not isinstance(into, str) or not into or not _encodes(into)):
+        raise DefinitionError(
+            f"{label}: into must be a state key (a non-empty string, valid Unicode), got {into!r}"
         )
     if wait is not None:
         if event is not None or where is not None:
@@ -146,6 +152,9 @@ def pause_request(
         raise DefinitionError(
             f"{label}: pause needs event=TYPE (or wait=...; for a delay use ctx.sleep)"
         )
+    problem = event_type_problem(event)
+    if problem is not None:  # a lone surrogate would fail the writer's batch
+        raise DefinitionError(f"{label}: {problem}")
     conditions = Conditions.parse(where, label=label)
     mode = "fail" if on_timeout == "fail" else "continue"
     return PauseRequest(event, conditions, into, timeout, mode)
@@ -153,9 +162,28 @@ def pause_request(
 
 def sleep_request(seconds: float, *, label: str) -> PauseRequest:
     """A durable sleep of `seconds`."""
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
-        raise DefinitionError(f"{label}: sleep needs seconds >= 0, got {seconds!r}")
+    if not _is_seconds(seconds):
+        raise DefinitionError(
+            f"{label}: sleep needs seconds >= 0 (at most {MAX_WAIT_SECONDS:,}, a thousand"
+            f" years), got {seconds!r}"
+        )
     return PauseRequest(None, Conditions.parse(None, label=label), None, float(seconds), "continue")
+
+
+def _encodes(text: str) -> bool:
+    """Whether `text` is valid Unicode (no lone surrogate): the journal can store it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_seconds(value: object) -> bool:
+    """Whether `value` is a delay a deadline can be journaled for (not NaN, not infinite)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and 0 <= value <= MAX_WAIT_SECONDS
 
 
 class WaitRegistry(Protocol):
@@ -190,6 +218,9 @@ class PauseService:
         label = f"run {self._run_id}: pause_service.register"
         if not isinstance(event, str) or not event.strip():
             raise DefinitionError(f"{label}: event must be an event type, got {event!r}")
+        problem = event_type_problem(event)
+        if problem is not None:
+            raise DefinitionError(f"{label}: {problem}")
         return self._registry.register_wait(
             self._row, self._run_id, event, Conditions.parse(where, label=label)
         )

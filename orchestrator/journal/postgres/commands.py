@@ -9,9 +9,12 @@ transaction: of two processes racing on one key, the second waits for the first'
 finds the key taken and returns the first one's target, writing nothing.
 
 A run row for an invoke is written here only while no daemon is live (the daemon record
-of pgcommon: not fenced, not stopped, a fresh heartbeat). Ids come from the tables'
-identity sequences, so unlike SQLite's lease-held counter any process may take one; the
-daemon that applies the invoke adopts the row, as on SQLite.
+of pgcommon: not fenced, not stopped, a fresh heartbeat); the daemon that applies the
+invoke adopts the row, as on SQLite. Events and inbox rows take ids from their identity
+sequences. A run row does not: a daemon writes its runs' ids itself (counting up from
+`max(runs.id)`, as on SQLite), which never moves the `runs` sequence, so its next value may
+be taken already. The row takes ``max(id) + 1`` under the advisory lock `RUN_IDS_LOCK`
+(two commands at once take two ids).
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ from ..liveness import STALE_AFTER_US
 from ..records import DaemonRecord, RunMatch, RunMatches
 from .blocking import Tx, transaction
 from .connection import describe
+
+# "ORCH" and 2 (schema.MIGRATION_LOCK is 1): held by a command writing a run row.
+RUN_IDS_LOCK = 0x4F524348_00000002
 
 if TYPE_CHECKING:
     from .routing import PostgresRoutingReads
@@ -306,10 +312,12 @@ def _insert_queued(
     version = tx.one(
         "SELECT version FROM workflows WHERE workflow_id = %s AND present = 1", (workflow_id,)
     )
+    tx.run("SELECT pg_advisory_xact_lock(%s)", (RUN_IDS_LOCK,))  # until this commits
     row = tx.one(
-        "INSERT INTO runs (run_id, workflow_id, trigger_id, version, status, step,"
+        "INSERT INTO runs (id, run_id, workflow_id, trigger_id, version, status, step,"
         " step_started_at, created_at, updated_at)"
-        " VALUES (%s, %s, %s, %s, 'queued', NULL, NULL, %s, %s) RETURNING id",
+        " VALUES ((SELECT coalesce(max(id), 0) + 1 FROM runs), %s, %s, %s, %s, 'queued',"
+        " NULL, NULL, %s, %s) RETURNING id",
         (run_id, workflow_id, trigger_id, version[0] if version else "", at, at),
     )
     tx.run(

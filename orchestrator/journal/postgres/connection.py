@@ -68,13 +68,14 @@ async def connect(url: str, *, autocommit: bool = False) -> psycopg.AsyncConnect
 def connect_options(params: dict[str, str]) -> dict[str, Any]:
     """What every connection adds to its URL: a connect timeout, the journal's schema first.
 
-    The URL's own ``connect_timeout`` or ``options`` win: they are the user's.
+    The URL's own ``connect_timeout`` wins. Its ``options`` (a ``statement_timeout``, say)
+    are kept, the journal's ``search_path`` after them: without it no table is found.
     """
     extra: dict[str, Any] = {}
     if "connect_timeout" not in params:
         extra["connect_timeout"] = CONNECT_TIMEOUT
-    if "options" not in params:
-        extra["options"] = f"-c search_path={SCHEMA},pg_catalog"
+    ours = f"-c search_path={SCHEMA},pg_catalog"
+    extra["options"] = f"{params['options']} {ours}" if params.get("options") else ours
     return extra
 
 

@@ -84,8 +84,10 @@ class ChangeFeed:
             )
         now = time.monotonic()
         if self._polled_at is None or now - self._polled_at >= self._poll_seconds:
-            self._polled_at = now
             seen = tuple(await self._poll())
+            # Only a poll that answered counts: after a failed one the next call polls
+            # again, so a journal that is down keeps failing (no stale version in between).
+            self._polled_at = now
             if self._seen is not None and seen != self._seen:
                 self._version += 1
             self._seen = seen
