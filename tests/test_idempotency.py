@@ -116,7 +116,7 @@ async def test_keys_survive_a_restart(db: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize("key", ["", "x" * 257, "bad\udcff", 7])
+@pytest.mark.parametrize("key", ["", "x" * 257, "bad\udcff", 7, "a\x00b"])
 async def test_a_bad_key_is_a_validation_error(db: Path, key: Any) -> None:
     async with Runtime(db, workflows=[COUNTER]) as rt:
         with pytest.raises(ValidationError, match="idempotency key"):

@@ -373,7 +373,8 @@ KEY_KINDS = ("emit", "invoke")
 
 
 def checked_key(key: object) -> str:
-    """`key` if it is a usable idempotency key: a non-empty, bounded, valid Unicode string.
+    """`key` if it is a usable idempotency key: a non-empty, bounded, valid Unicode string
+    with no NUL character.
 
     Raises:
         ValidationError: It is not.
@@ -386,4 +387,6 @@ def checked_key(key: object) -> str:
         )
     if not key.isascii() and valid_text(key) != key:
         raise ValidationError(f"an idempotency key must be valid Unicode, got {key!r}")
+    if "\x00" in key:  # PostgreSQL text cannot hold it: one key on every backend
+        raise ValidationError(f"an idempotency key must not contain a NUL character, got {key!r}")
     return key
