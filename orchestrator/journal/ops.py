@@ -373,8 +373,7 @@ KEY_KINDS = ("emit", "invoke")
 
 
 def checked_key(key: object) -> str:
-    """`key` if it is a usable idempotency key: a non-empty, bounded, valid Unicode string
-    with no NUL character.
+    """`key` if it is a usable idempotency key: non-empty, bounded, valid Unicode, no NUL.
 
     Raises:
         ValidationError: It is not.
