@@ -10,6 +10,7 @@ backend's `routing.py` giving its SQL as a `RoutingSQL` table.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -156,14 +157,14 @@ class RoutingSQL:
     waited: str
 
 
-class SharedRoutingReads:
+class SharedRoutingReads(ABC):
     """What `RoutingReads` reads the same way on every backend, with its dialect's SQL."""
 
     _sql: ClassVar[RoutingSQL]
 
+    @abstractmethod
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """The rows of one query (blocking)."""
-        raise NotImplementedError
 
     def event_routing(self, event_id: str) -> EventRouting | None:
         """The event's type, whether it is routed, and its routes (by run row, then action)."""

@@ -14,6 +14,7 @@ so the columns after it are read by their names or from the row's end.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -96,30 +97,30 @@ class ReaderSQL:
     run_status: str
 
 
-class SharedReads:
+class SharedReads(ABC):
     """The queries of `JournalQueries` that differ between backends only by their SQL."""
 
     _sql: ClassVar[ReaderSQL]
 
+    @abstractmethod
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """The rows of one query of this backend's dialect."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Run one read query for another journal module (the dashboard's views)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def data_version(self) -> int:
         """Changes whenever another connection commits (each backend its own way)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def match_runs(self, prefix: str, *, limit: int = 5) -> RunMatches:
         """The runs whose id starts with `prefix`: the first `limit` by id, and how many."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def daemon(self) -> DaemonRecord | None:
         """The live process holding the journal, or None."""
-        raise NotImplementedError
 
     def _names_nothing(self, *keys: str | None) -> bool:
         """Whether any of `keys` cannot name a row of this journal (PostgreSQL: a NUL)."""

@@ -10,6 +10,7 @@ pipeline's parameters. This module knows no SQL and imports no driver.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -82,46 +83,46 @@ class ViewSQL:
     routes: str
 
 
-class SharedViews:
+class SharedViews(ABC):
     """The dashboard's queries over one reader, for every backend (`DashboardViews`)."""
 
     _sql: ClassVar[ViewSQL]
     reader: SharedReads
 
+    @abstractmethod
     async def status_counts(self, workflow: str | None = None) -> dict[str, int]:
         """How many runs are in each status (of one workflow, or all)."""
-        raise NotImplementedError
 
     async def _collate(self) -> str:
         """What `order_by`'s ``{collate}`` stands for (text in byte order)."""
         return ""
 
+    @abstractmethod
     async def _search(self, wanted: RunFilter, page: dict[str, Any]) -> tuple[list[Any], int]:
         """A page of the runs `wanted.search` matches, and how many (`run_search.search`).
 
         `page` holds its select, where, params, order, offset and limit.
         """
-        raise NotImplementedError
 
+    @abstractmethod
     async def _total(self, wanted: RunFilter) -> int:
         """How many runs of `wanted`'s status and workflow there are."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _pipeline(self, row: Any) -> tuple[str, list[Any]]:
         """The statement and parameters of the pipeline a run's detail lists."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _type_filter(self, text: str) -> tuple[str, list[Any]] | None:
         """A condition on ``e.type`` containing `text`, or None when no type can."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _among(self, column: str, values: list[str]) -> tuple[str, list[Any]]:
         """A condition: `column` is one of `values`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _figures_params(self, start: int) -> list[Any]:
         """The parameters of `workflow_figures` for runs since `start` (microseconds)."""
-        raise NotImplementedError
 
     async def data_version(self) -> int:
         """Changes whenever another connection commits."""
