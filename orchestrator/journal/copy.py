@@ -80,7 +80,8 @@ async def copy_journal(source: str | os.PathLike[str], destination: str) -> Copy
     url = postgres_url(destination)
     target = await columns_of(url)  # migrates the destination first
     with exported(Path(os.fspath(source))) as export:
-        unknown = ", ".join(sorted(export.tables() - set(COPIED) - set(LEFT_BEHIND)))
+        present = export.tables()
+        unknown = ", ".join(sorted(present - set(COPIED) - set(LEFT_BEHIND)))
         if unknown:
             raise JournalError(
                 f"{source} holds tables this orchestrator does not know ({unknown}): "
@@ -88,7 +89,7 @@ async def copy_journal(source: str | os.PathLike[str], destination: str) -> Copy
             )
         tables = []
         for name in COPIED:
-            if name not in export.tables():
+            if name not in present:
                 continue
             columns = export.columns(name)
             lost = [c for c in columns if c not in target.get(name, ())]

@@ -16,9 +16,6 @@ from ...errors import JournalError
 from . import schema
 from .connection import connect, describe, load_psycopg
 
-# Tables whose `id` is an identity column: their sequences continue after the copied ids.
-_IDENTITIES = ("daemons", "runs", "timeline", "events", "waits", "inbox")
-
 
 @dataclass(frozen=True)
 class TableRows:
@@ -77,11 +74,15 @@ async def load(url: str, tables: Iterable[TableRows]) -> dict[str, int]:
                 "INSERT INTO run_counts (workflow_id, trigger_id, status, n)"
                 " SELECT workflow_id, trigger_id, status, count(*) FROM runs GROUP BY 1, 2, 3"
             )
-            for name in _IDENTITIES:
+            identities = await conn.execute(
+                "SELECT table_name, column_name FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND is_identity = 'YES'"
+            )
+            for table, column in await identities.fetchall():
                 await conn.execute(
-                    "SELECT setval(pg_get_serial_sequence(%s, 'id'), max(id)) FROM "
-                    f"{name} HAVING max(id) IS NOT NULL",
-                    (name,),
+                    f"SELECT setval(pg_get_serial_sequence(%s, %s), max({column})) FROM"
+                    f" {table} HAVING max({column}) IS NOT NULL",
+                    (table, column),
                 )
     finally:
         await conn.close()
