@@ -279,3 +279,22 @@ def test_the_standby_line_names_the_active_daemon_in_every_daemon_log(
         finally:
             for standby in third:
                 standby.kill()
+
+
+def test_a_standby_outlives_a_lost_connection(folder: Path, pg_url: str) -> None:
+    with daemon(folder, pg_url, "a") as first, daemon(folder, pg_url, "b") as second:
+        active_and_standby(first, second)
+        (token,) = pg(pg_url, "SELECT token FROM daemons WHERE stopped_at IS NULL")[0]
+        # The standby's connection is the other writer connection of this database.
+        ended = pg(
+            pg_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name LIKE 'orchestrator-writer-%%'"
+            " AND application_name <> %s",
+            (f"orchestrator-writer-{token}",),
+        )
+        assert ended == [(True,)]
+        second.wait_until(lambda: "connected to journal" in second.log(), 60, "a new connection")
+        assert first.stop() == 0
+        second.wait_until(second.is_ready, TAKE_OVER_TIMEOUT, "the standby to take over")
+        assert second.stop() == 0

@@ -176,7 +176,10 @@ class PostgresWriter(WriterStatus):
         await schema.migrate(self.url)
         conn = await self._connect()
         try:
-            max_row = await (self._stand_by(conn) if standby else self._register(conn))
+            if standby:
+                conn, max_row = await self._stand_by(conn)
+            else:
+                max_row = await self._register(conn)
         except BaseException:
             await conn.close()
             raise
@@ -206,16 +209,35 @@ class PostgresWriter(WriterStatus):
         assert row is not None
         self._server_ahead_us = int(row[0]) - (before + after) // 2
 
-    async def _stand_by(self, conn: psycopg.AsyncConnection[Any]) -> int:
-        """Wait while another daemon is live, then register; the highest run row."""
+    async def _stand_by(
+        self, conn: psycopg.AsyncConnection[Any]
+    ) -> tuple[psycopg.AsyncConnection[Any], int]:
+        """Wait while another daemon is live, then register: the connection, the highest run row.
+
+        A standby outlives the server going away: it connects again until the server is
+        back (an active daemon gives up after `RECONNECT_PATIENCE`; its standbys then take
+        over from it).
+        """
         announced: int | None = None
+        lost = False
         while True:
-            holder = await self._live_holder(conn)
-            if holder is None:
-                try:
-                    return await self._register(conn)
-                except JournalLocked:  # another standby registered first
-                    continue
+            try:
+                holder = await self._live_holder(conn)
+                if holder is None:
+                    return conn, await self._register(conn)
+            except JournalLocked:  # another standby registered first
+                continue
+            except JournalError:
+                if not (conn.closed or conn.broken):
+                    raise
+                if not lost:
+                    _log.warning("standby: lost the connection to journal %s", self.location)
+                lost = True
+                conn = await self._connect_again(conn)
+                continue
+            if lost:
+                lost = False
+                _log.info("standby: connected to journal %s again", self.location)
             if holder[0] != announced:
                 announced = holder[0]
                 _log.info(
@@ -228,6 +250,19 @@ class PostgresWriter(WriterStatus):
                     extra={"standby": True},
                 )
             await asyncio.sleep(STANDBY_POLL)
+
+    async def _connect_again(
+        self, old: psycopg.AsyncConnection[Any]
+    ) -> psycopg.AsyncConnection[Any]:
+        """A new connection once the server answers again (`old`, broken, is closed)."""
+        await old.close()
+        delay = STANDBY_POLL
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                return await self._connect()
+            except JournalUnreachable:
+                delay = min(delay * 2, RETRY_MAX)
 
     async def _cut_off_stale(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """End the writer connections of daemons that are no longer live, before fencing them.
@@ -260,7 +295,7 @@ class PostgresWriter(WriterStatus):
         try:
             rows = await (await conn.execute(_HOLDERS)).fetchall()
         except load_psycopg().Error as exc:
-            raise JournalUnreachable(f"journal {self.location}: {_reason(exc)}") from None
+            raise JournalError(f"journal {self.location}: {_reason(exc)}") from None
         for row in rows:
             holder = lease.holder_from(row[1:])
             assert holder is not None
@@ -287,7 +322,8 @@ class PostgresWriter(WriterStatus):
                     await conn.execute(_FENCE, (now, stale))
                     await conn.execute(_RELEASE_RUNS, (stale,))
                     _log.warning(
-                        "journal %s: fenced daemon %s (its process ended or its heartbeat stopped); taking over",
+                        "journal %s: fenced daemon %s (its process ended or its heartbeat"
+                        " stopped); taking over",
                         self.location,
                         ", ".join(map(str, stale)),
                     )
