@@ -310,6 +310,10 @@ class PostgresWriter(WriterStatus):
         try:
             async with conn.transaction():
                 await conn.execute(f"SET LOCAL lock_timeout = '{REGISTER_LOCK_TIMEOUT}'")
+                # Frozen in here, this daemon would hold every other one's registration.
+                await conn.execute(
+                    f"SET LOCAL idle_in_transaction_session_timeout = '{REGISTER_LOCK_TIMEOUT}'"
+                )
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (DAEMONS_LOCK,))
                 stale = []
                 for row in await (await conn.execute(_LIVE)).fetchall():
