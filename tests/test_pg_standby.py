@@ -9,6 +9,7 @@ and exits 3; a standby stops at once on SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -16,11 +17,13 @@ import sys
 import textwrap
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 from procs import ROOT, Daemon, cli, query
 
 from orchestrator import Runtime, StepContext, Workflow
+from orchestrator.journal.liveness import HOST
 from orchestrator.testing import eventually, eventually_blocking
 
 # A daemon's heartbeat is stale after 5 s: a frozen one is taken over after that, plus the
@@ -84,6 +87,14 @@ def folder(tmp_path: Path) -> Path:
     return flows
 
 
+def workflows(url: str) -> dict[str, Any]:
+    """What `orchestrator workflows --json` shows."""
+    done = cli("workflows", "--json", "--db", url)
+    assert done.returncode == 0, done.stderr
+    shown: dict[str, Any] = json.loads(done.stdout)
+    return shown
+
+
 def emit(url: str, event_type: str, data: str) -> None:
     done = cli("emit", event_type, data, "--db", url)
     assert done.returncode == 0, done.stderr
@@ -111,8 +122,15 @@ def test_a_standby_takes_over_a_killed_daemon_and_its_paused_runs(
 def test_a_standby_stops_at_once_on_sigterm(folder: Path, pg_url: str) -> None:
     with daemon(folder, pg_url, "a") as first, daemon(folder, pg_url, "b") as second:
         active_and_standby(first, second)
+        shown = workflows(pg_url)
+        assert shown["daemon"]["pid"] == first.pid
+        assert [(s["pid"], s["host"]) for s in shown["standbys"]] == [(second.pid, HOST)]
+        assert (
+            f"standby: pid {second.pid} on {HOST}, since" in cli("workflows", "--db", pg_url).stdout
+        )
         assert second.stop(signal.SIGTERM, timeout=30) == 0
         assert "stopped cleanly" in second.log()
+        assert workflows(pg_url)["standbys"] == []  # it said goodbye
         assert first.is_ready()  # the active daemon never noticed
         assert first.stop() == 0
 
@@ -130,6 +148,7 @@ def test_a_daemon_stopped_cleanly_hands_over_without_a_fence(folder: Path, pg_ur
 FROZEN = """
 import asyncio, os, signal, sys
 from orchestrator import Runtime, StepContext, Workflow
+from orchestrator.journal.liveness import HOST
 from orchestrator.journal.faults import BEFORE_COMMIT, FaultPoints
 
 
