@@ -9,6 +9,7 @@ and exits 3; a standby stops at once on SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -20,11 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pilots import until
 from procs import ROOT, Daemon, cli, query
+from test_tui import static_text
 
 from orchestrator import Runtime, StepContext, Workflow
 from orchestrator.journal.liveness import HOST
 from orchestrator.testing import eventually, eventually_blocking
+from tui.app import DashboardApp
+from tui.live import JournalBanner
 
 # A daemon's heartbeat is stale after 5 s: a frozen one is taken over after that, plus the
 # server cutting off its open transaction (5 s); bounds for the waits below.
@@ -317,3 +322,21 @@ def test_a_standby_outlives_a_lost_connection(folder: Path, pg_url: str) -> None
         assert first.stop() == 0
         second.wait_until(second.is_ready, TAKE_OVER_TIMEOUT, "the standby to take over")
         assert second.stop() == 0
+
+
+async def test_the_dashboard_counts_the_daemons_standing_by(pg_url: str) -> None:
+    async with Runtime(pg_url):
+        standby = Runtime(pg_url, standby=True)
+        waiting = asyncio.create_task(standby.start())
+        app = DashboardApp(pg_url)
+        async with app.run_test(size=(160, 40)) as pilot:
+            await until(pilot, lambda: "1 standing by" in banner(app), "the standby in the banner")
+            assert "daemon pid" in banner(app)
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+            await until(pilot, lambda: "standing by" not in banner(app), "the standby gone")
+
+
+def banner(app: DashboardApp) -> str:
+    return static_text(app.screen.query_one(JournalBanner))

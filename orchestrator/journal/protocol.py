@@ -336,6 +336,9 @@ class DashboardViews(ChangeFeed, Protocol):
     async def daemon(self) -> DaemonRecord | None:
         """The live process holding the journal's lease, or None."""
 
+    async def standbys(self) -> list[StandbyRecord]:
+        """The daemons standing by to take the journal over, oldest first (a file has none)."""
+
 
 class JournalCommands(Protocol):
     """Writes from another process, blocking and short: the daemon picks them up.
