@@ -17,7 +17,6 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ...clock import Clock
 from ...errors import JournalCorrupt, JournalError
 from ...records import RunInfo
 from ..decoding import (
@@ -27,7 +26,6 @@ from ..decoding import (
     run_info,
     stored_fields,
 )
-from ..liveness import STALE_AFTER_US
 from ..reading import ReaderSQL, SharedReads
 from ..records import (
     CommandRecord,
@@ -39,6 +37,7 @@ from ..records import (
 )
 from . import prefixes
 from .connection import SCHEMA, connect, describe, load_psycopg
+from .daemon_rows import LIVE_DAEMONS_SQL, newest_live
 from .feed import POLL_SECONDS, POLL_SQL, RETRY_SECONDS, ChangeFeed
 from .schema import MIGRATIONS
 from .states import parts, state_text
@@ -443,17 +442,8 @@ class PostgresReader(SharedReads):
         )
 
     async def daemon(self) -> DaemonRecord | None:
-        """The newest live daemon (not fenced, not stopped, its heartbeat fresh), or None."""
-        rows = await self.fetch(
-            "SELECT pid, host, started_at, ready, degraded FROM daemons"
-            " WHERE fenced_at IS NULL AND stopped_at IS NULL AND heartbeat_at > %s"
-            " ORDER BY id DESC LIMIT 1",
-            [Clock().now_us() - STALE_AFTER_US],
-        )
-        if not rows:
-            return None
-        pid, host, started_at, ready, degraded = rows[0]
-        return DaemonRecord(pid, host, started_at, bool(ready), degraded)
+        """The newest live daemon (`daemon_rows`: as its writer judges it), or None."""
+        return newest_live(await self.fetch(LIVE_DAEMONS_SQL))
 
     async def outcomes(self, run_ids: Sequence[str]) -> dict[str, RunOutcome]:
         """Status, last state and error of each of `run_ids` the journal has (a join's)."""
