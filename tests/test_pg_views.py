@@ -30,12 +30,14 @@ from test_tui import keys, row_text, runs_table, static_text
 from textual.widgets import DataTable, Static
 
 from orchestrator.journal import DashboardViews, RunFilter, open_journal
+from orchestrator.journal.backends import migrate_journal
 from orchestrator.journal.copy import copy_journal
 from orchestrator.journal.postgres import run_search as pg_search
 from orchestrator.journal.postgres.states import UNREADABLE, merge, state_text
 from orchestrator.journal.postgres.views import BYTE_ORDER, PostgresViews
 from orchestrator.journal.sqlite import run_search as sqlite_search
 from orchestrator.journal.view_records import SORTS
+from orchestrator.testing import eventually
 from tui.app import DashboardApp
 from tui.detail import RunDetailScreen
 from tui.events import EventsScreen
@@ -305,6 +307,25 @@ async def test_the_busy_timeout_is_a_lock_timeout(
     await pg.set_busy_timeout(1_500)
     assert (await pg.reader.fetch("SHOW lock_timeout"))[0][0] == "1500ms"
     assert (await pg.reader.fetch("SHOW statement_timeout"))[0][0] == "0"
+
+
+async def test_the_busy_timeout_holds_on_a_connection_made_again(pg_url: str) -> None:
+    """The reader opens a new connection when its own was lost: the setting comes along."""
+    await migrate_journal(pg_url)
+    views = await PostgresViews.open(pg_url)
+    try:
+        await views.set_busy_timeout(1_500)
+        lost = views.reader.backend_pid
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(%s)", (lost,))
+            gone = "SELECT count(*) FROM pg_stat_activity WHERE pid = %s"
+            await eventually(
+                lambda: conn.execute(gone, (lost,)).fetchone() == (0,), what="it to be gone"
+            )
+        assert (await views.reader.fetch("SHOW lock_timeout"))[0][0] == "1500ms"
+        assert views.reader.backend_pid != lost
+    finally:
+        await views.close()
 
 
 def test_merge_patches_as_sqlite_json_patch() -> None:

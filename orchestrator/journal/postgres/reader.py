@@ -263,6 +263,8 @@ class PostgresReader(SharedReads):
         self.url = url  # may hold a password: `location` is what is shown
         self._closed = False
         self._reconnecting = asyncio.Lock()
+        # Session settings (`set_config`) made on the connection, made again on a new one.
+        self._settings: dict[str, str] = {}
         self.feed = ChangeFeed(
             url, self._poll, poll_seconds=poll_seconds, retry_seconds=retry_seconds
         )
@@ -380,7 +382,23 @@ class PostgresReader(SharedReads):
                 return
             conn = await connect(self.url, autocommit=True)
             conn.row_factory = row_factory
+            try:
+                for name, value in self._settings.items():
+                    await conn.execute(_SET_CONFIG, [name, value])
+            except load_psycopg().Error as exc:
+                await conn.close()
+                raise _read_failed(self.location, exc) from exc
             self._conn = conn
+
+    async def set_lock_timeout(self, milliseconds: int) -> None:
+        """Wait at most `milliseconds` for a lock (``lock_timeout``), on every connection.
+
+        The setting belongs to the connection: a connection made again after one was lost
+        gets it too.
+        """
+        value = f"{max(0, int(milliseconds))}ms"
+        self._settings["lock_timeout"] = value
+        await self.fetch(_SET_CONFIG, ["lock_timeout", value])
 
     @property
     def backend_pid(self) -> int:
@@ -457,6 +475,9 @@ class PostgresReader(SharedReads):
             [wanted],
         )
         return {row[0]: outcome_of(row, state_text(row[4], row[5])) for row in rows}
+
+
+_SET_CONFIG = "SELECT set_config(%s, %s, false)"
 
 
 def _read_failed(location: str, exc: BaseException) -> JournalError:
