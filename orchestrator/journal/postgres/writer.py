@@ -51,7 +51,12 @@ from ..writing import (
     LAZY_FLUSH_SECONDS,
     RETRY_FIRST,
     RETRY_MAX,
+    Callers,
+    Outcomes,
+    Refused,
+    Together,
     WriterStatus,
+    outcome,
     resolve,
 )
 from . import schema
@@ -93,6 +98,9 @@ _NOTIFY = "SELECT pg_notify(%s, '')"
 _TRANSIENT_CLASSES = ("40", "53", "58")  # serialization/deadlock, resources, system I/O
 _TRANSIENT_CODES = frozenset({"55P03", "57014"})  # lock not available, statement cancelled
 _LOST_CLASSES = ("08", "57P")  # connection exceptions, the server shutting down
+# SQLSTATE classes of a value or row the journal refuses (a caller's ops, not the journal):
+# data exceptions, integrity constraints, a program limit (an index entry too large).
+_REFUSED_CLASSES = ("22", "23", "54")
 
 
 class _Transient(JournalError):
@@ -133,6 +141,10 @@ class PostgresWriter(WriterStatus):
         self._attempt_beat = 0
         self._batch: asyncio.Future[None] | None = None
         self._inflight: asyncio.Future[None] | None = None
+        # The callers of the batch being filled, and of the one in flight.
+        self._callers = Callers()
+        self._inflight_callers = Callers()
+        self._together = Together()
         self._urgent = False
         self._closing = False
         self._closing_at: float | None = None
@@ -249,23 +261,22 @@ class PostgresWriter(WriterStatus):
             raise self._failure
         if self._stopped:
             raise JournalError(f"journal {self.location} is closed")
-        self._pending.extend(ops)
-        batch = self._batch
-        if batch is None:
-            batch = self._batch = asyncio.get_running_loop().create_future()
+        future = self._callers.join(self._pending, ops, self._together)
+        if self._batch is None:
+            self._batch = asyncio.get_running_loop().create_future()
             self._wake.set()
         if urgent and not self._urgent:
             self._urgent = True
             self._wake.set()
-        return batch
+        return future
 
     def together(self) -> contextlib.AbstractContextManager[object]:
-        """Every `enqueue` made inside joins the same batch.
+        """Every `enqueue` made inside joins the same batch, as one caller (`Together`).
 
         The writer is a task of the same event loop: it cannot take a batch while a block
         without an await runs, so the block needs no lock.
         """
-        return contextlib.nullcontext()
+        return self._together
 
     async def write(self, ops: Iterable[Op]) -> None:
         """Write ops and return once they are committed."""
@@ -293,11 +304,15 @@ class PostgresWriter(WriterStatus):
         finally:
             self._stopped = True
             stranded = [f for f in (self._inflight, self._batch) if f is not None]
+            callers = (self._inflight_callers, self._callers)
             self._inflight, self._batch, self._pending = None, None, []
+            self._inflight_callers, self._callers = Callers(), Callers()
             if stranded and self._failure is None:  # only on a bug: it is re-raised
                 self._failure = JournalError("the journal writer stopped unexpectedly")
             for future in stranded:
                 resolve(future, JournalError("the journal writer stopped"))
+            for stopped in callers:
+                stopped.settle(JournalError("the journal writer stopped"))
             await self._close_connection()
 
     async def _commit_next(self) -> bool:
@@ -305,9 +320,28 @@ class PostgresWriter(WriterStatus):
         ops, batch, closing = await self._take_batch()
         if batch is None:
             return not closing
+        callers = self._inflight_callers
         error = await self._apply_retrying(ops)
-        self._settle(batch, error)
+        outcomes: Outcomes = []
+        if isinstance(error, Refused):
+            error, outcomes = await self._apply_each(ops, callers)
+        self._settle(batch, callers, error, outcomes)
         return error is None
+
+    async def _apply_each(
+        self, ops: list[Op], callers: Callers
+    ) -> tuple[JournalError | None, Outcomes]:
+        """Commit each caller's ops of a refused batch in a transaction of its own, in order.
+
+        Only a caller whose own ops are refused fails; the others commit. Returns the error
+        that stops the writer, if any, and the outcome of each caller tried before it.
+        """
+        outcomes: list[JournalError | None] = []
+        for mine in callers.each(ops):
+            stop = outcome(await self._apply_retrying(mine), outcomes)
+            if stop is not None:
+                return stop, outcomes
+        return None, outcomes
 
     async def _take_batch(self) -> tuple[list[Op], asyncio.Future[None] | None, bool]:
         deadline: float | None = None
@@ -325,18 +359,28 @@ class PostgresWriter(WriterStatus):
                     await self._wake.wait()
         ops, batch = self._pending, self._batch
         self._pending, self._batch, self._inflight = [], None, batch
+        self._inflight_callers, self._callers = self._callers, Callers()
         self._urgent = False
         return ops, batch, self._closing
 
-    def _settle(self, batch: asyncio.Future[None], error: JournalError | None) -> None:
+    def _settle(
+        self,
+        batch: asyncio.Future[None],
+        callers: Callers,
+        error: JournalError | None,
+        outcomes: Outcomes,
+    ) -> None:
         if self._inflight is batch:
             self._inflight = None
+            self._inflight_callers = Callers()
+        callers.settle(error, outcomes)
         if error is None:
             resolve(batch, None)
             return
         self._failure = error
         waiting = [batch, *([self._batch] if self._batch is not None else [])]
-        self._pending, self._batch = [], None
+        self._callers.settle(error)
+        self._pending, self._batch, self._callers = [], None, Callers()
         for future in waiting:
             resolve(future, error)
 
@@ -353,7 +397,7 @@ class PostgresWriter(WriterStatus):
                 return JournalError(f"simulated crash at {exc}")
             except _HasNul as exc:
                 if escaped:
-                    return JournalError(str(exc))
+                    return Refused(str(exc))
                 ops, escaped = _without_nul(ops), True
                 continue
             except (_Lost, _Transient) as exc:
@@ -464,6 +508,8 @@ class PostgresWriter(WriterStatus):
             return _Transient(message)
         if not state and "NUL" in str(exc):  # psycopg refuses it before sending anything
             return _HasNul(message)
+        if state.startswith(_REFUSED_CLASSES):
+            return Refused(message)
         return JournalError(message)
 
     async def _reconnect(self) -> bool:
