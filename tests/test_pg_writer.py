@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import shutil
 import sqlite3
 import sys
@@ -426,6 +427,27 @@ async def test_a_batch_refused_for_one_callers_ops_commits_every_other_caller(
         assert writer.failure is None
         await writer.write([ops.add_event("e4", "t", "{}", "api", 5)])
     assert events() == [("e1",), ("e3",), ("e4",)]
+
+
+async def test_a_failed_pipelined_batch_leaves_psycopg_nothing_to_log(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """psycopg logged "error ignored terminating <AsyncPipeline ...>: pipeline aborted" (on
+    stderr, with no logging set up) when a statement of a pipelined batch failed."""
+    caplog.set_level(logging.WARNING, logger="psycopg")
+    create = ops.create_run(
+        1, "r1", "wf", "t", "v", status=RunStatus.QUEUED, first_step="a", state="{}", at=1
+    )
+    async with running(PostgresWriter(pg_url)) as writer:
+        await writer.write(create)
+        # The run row fails first; its error comes back while the log lines are still sent.
+        lines = [ops.add_timeline(None, n, "run", "log", message="x" * 100) for n in range(5000)]
+        for _ in range(3):
+            with pytest.raises(JournalError, match="runs_pkey"):
+                await writer.write([ops.add_event("e1", "t", "{}", "api", 2), *create, *lines])
+        await writer.write([ops.add_event("e2", "t", "{}", "api", 3)])
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("psycopg")] == []
+    assert query(pg_url, "SELECT event_id FROM events") == [("e2",)]
 
 
 async def test_failing_commits_are_retried_and_the_writer_says_it_is_degraded(

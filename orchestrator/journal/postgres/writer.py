@@ -469,20 +469,12 @@ class PostgresWriter(WriterStatus):
         beat = self._attempt_beat = self._next_beat()
         try:
             async with conn.transaction():
-                async with conn.pipeline():
-                    check = conn.cursor()
-                    await check.execute(_CHECK, (self.daemon_id,))
-                    cursor = conn.cursor()
-                    await cursor.execute(_BEAT, (beat, self.daemon_id))
-                    for stmt, rows in grouped(ops):
-                        if stmt is Stmt.INSERT_CHECKPOINT:
-                            rows, snapshots = self._deltas.encode(rows)
-                            if snapshots:
-                                await cursor.executemany(SNAPSHOT_SQL, snapshots)
-                        elif stmt is Stmt.SET_STATUS:
-                            self._deltas.forget([r[-1] for r in rows if r[0] in FINAL_STATUSES])
-                        await cursor.executemany(SQL[stmt], rows)
-                    await cursor.execute(_NOTIFY, (NOTIFY_CHANNEL,))
+                async with conn.pipeline() as pipeline:
+                    try:
+                        check = await self._send(conn, ops, beat)
+                    except pg.Error:
+                        await _drain(pipeline)
+                        raise
                 row = await check.fetchone()
                 if row is None or row[0] != self._epoch or row[1] is not None:
                     raise self._fenced()
@@ -498,6 +490,25 @@ class PostgresWriter(WriterStatus):
             raise
         self._deltas.commit()
         self._fault(AFTER_COMMIT)
+
+    async def _send(
+        self, conn: psycopg.AsyncConnection[Any], ops: list[Op], beat: int
+    ) -> psycopg.AsyncCursor[Any]:
+        """Send a batch's statements into the pipeline; the cursor of its epoch check."""
+        check = conn.cursor()
+        await check.execute(_CHECK, (self.daemon_id,))
+        cursor = conn.cursor()
+        await cursor.execute(_BEAT, (beat, self.daemon_id))
+        for stmt, rows in grouped(ops):
+            if stmt is Stmt.INSERT_CHECKPOINT:
+                rows, snapshots = self._deltas.encode(rows)
+                if snapshots:
+                    await cursor.executemany(SNAPSHOT_SQL, snapshots)
+            elif stmt is Stmt.SET_STATUS:
+                self._deltas.forget([r[-1] for r in rows if r[0] in FINAL_STATUSES])
+            await cursor.executemany(SQL[stmt], rows)
+        await cursor.execute(_NOTIFY, (NOTIFY_CHANNEL,))
+        return check
 
     def _translate(self, exc: Exception, conn: psycopg.AsyncConnection[Any]) -> JournalError:
         message = f"journal {self.location}: write failed: {_reason(exc)}"
@@ -575,6 +586,16 @@ class PostgresWriter(WriterStatus):
     def _fault(self, point: str) -> None:
         if self._faults is not None:
             self._faults.hit(point)
+
+
+async def _drain(pipeline: psycopg.AsyncPipeline) -> None:
+    """Take the results a failed statement left in `pipeline` (the rest of the batch, aborted).
+
+    Else leaving the block syncs them, fails with "pipeline aborted" on top of the error
+    already raised, and psycopg logs that as a warning ("error ignored terminating").
+    """
+    with contextlib.suppress(load_psycopg().Error):
+        await pipeline.sync()
 
 
 def _reason(exc: BaseException) -> str:
