@@ -19,7 +19,7 @@ from orchestrator.journal.backends import migrate_journal
 from orchestrator.journal.liveness import HOST
 from orchestrator.journal.postgres.backend import PostgresJournal
 from orchestrator.journal.postgres.routing import PostgresRoutingReads
-from orchestrator.journal.records import DaemonRecord
+from orchestrator.journal.records import DaemonRecord, StandbyRecord
 
 
 def query(url: str, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
@@ -82,3 +82,20 @@ async def test_a_daemon_whose_process_is_gone_is_dead_at_once_for_every_reader(
     assert await daemons_seen(pg_url) == [live, live, live, True]
     query(pg_url, "UPDATE daemons SET pid = %s WHERE token = 'older'", (gone_pid(),))
     assert await daemons_seen(pg_url) == [None, None, None, False]
+
+
+async def test_a_standby_whose_process_is_gone_is_not_listed(pg_url: str, running_pid: int) -> None:
+    await migrate_journal(pg_url)
+    for token, pid in (("waiting", running_pid), ("killed", gone_pid())):
+        query(
+            pg_url,
+            "INSERT INTO standbys (token, pid, host, started_at, seen_at)"
+            " VALUES (%s, %s, %s, 7, (extract(epoch FROM clock_timestamp()) * 1e6)::bigint)",
+            (token, pid, HOST),
+        )
+    journal = PostgresJournal(pg_url)
+    views = await journal.open_views()
+    try:
+        assert await views.standbys() == [StandbyRecord(running_pid, HOST, 7)]
+    finally:
+        await views.close()

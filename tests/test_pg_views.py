@@ -290,7 +290,7 @@ async def test_the_readers_views_match(both: tuple[DashboardViews, PostgresViews
 async def test_the_runs_keys_are_in_byte_order_whatever_the_databases_collation(
     both: tuple[DashboardViews, PostgresViews],
 ) -> None:
-    """Migration 2 declares them COLLATE "C": the plain indexes serve prefixes and sorts,
+    """Migration 3 declares them COLLATE "C": the plain indexes serve prefixes and sorts,
     in a database of the C collation as under ICU, and no query needs to say COLLATE."""
     _, pg = both
     assert await pg.collate() == ""
@@ -335,13 +335,13 @@ async def test_the_busy_timeout_holds_on_a_connection_made_again(pg_url: str) ->
 async def test_a_search_of_errors_reads_an_index_of_them_long_errors_too(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Migration 2 keeps errors beside their run ids: the search reads no run's row.
+    """Migration 3 keeps errors beside their run ids: the search reads no run's row.
 
-    A journal that migration 1 made, with runs, gets migration 2; an error too long for a
+    A journal that migrations 1 and 2 made, with runs, gets migration 3; an error too long for a
     btree entry is found too (an index of its id only).
     """
     with monkeypatch.context() as patch:
-        patch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
+        patch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:2])
         await migrate_journal(pg_url)
     long = "card declined: " + "".join(chr(0x4E00 + i % 5000) for i in range(1000))  # 3 KB
     errors = {"r1": "Card DECLINED", "r2": long, "r3": None, "r4": "timeout"}

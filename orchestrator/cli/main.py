@@ -812,7 +812,7 @@ async def _cmd_up(args: argparse.Namespace) -> int:
 
 async def _serve(args: argparse.Namespace, registration: Registration) -> int:
     from ..journal.backends import is_postgres_url
-    from .daemon import DaemonSettings, configure_logging, serve
+    from .daemon import DaemonSettings, configure_logging, serve, show_standby
 
     db = db_target(args)
     dashboard = not args.headless and sys.stdin.isatty() and sys.stdout.isatty()
@@ -828,6 +828,7 @@ async def _serve(args: argparse.Namespace, registration: Registration) -> int:
         ) from None
     if log_file is not None:
         print(f"orchestrator: the daemon logs to {log_file} while the dashboard runs")
+        show_standby()  # the terminal stays blank until the dashboard: say why
     registration.report()
     settings = DaemonSettings(
         grace=args.grace,
@@ -944,15 +945,16 @@ async def _cmd_workflows(args: argparse.Namespace) -> int:
 
     async with _reading(journal_of(args)) as reader:
         if reader is None:
-            loaded, errors, daemon = [], [], None
+            loaded, errors, daemon, standbys = [], [], None, []
         else:
-            loaded, errors, daemon = (
+            loaded, errors, daemon, standbys = (
                 await reader.workflows(),
                 await reader.load_errors(),
                 await reader.daemon(),
+                await reader.standbys(),
             )
     render = output.workflows_json if args.json else output.workflows_text
-    _out(render(loaded, errors, daemon))
+    _out(render(loaded, errors, daemon, standbys))
     return EXIT_OK
 
 

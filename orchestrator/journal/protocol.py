@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # the CLI's small commands must not load asyncio
         Opened,
         RunMatches,
         RunOutcome,
+        StandbyRecord,
         StoredCheckpoint,
         StoredRun,
         SwitchRecord,
@@ -102,8 +103,13 @@ class JournalWriter(Protocol):
         writer has failed.
         """
 
-    async def open(self) -> Opened:
-        """Connect, bring the schema up to date and take the lease (`JournalLocked` if held)."""
+    async def open(self, *, standby: bool = False) -> Opened:
+        """Connect, bring the schema up to date and take the lease (`JournalLocked` if held).
+
+        With `standby` (a `JournalBackend.shared` journal only), a lease another daemon holds
+        is waited for instead: the call returns once that daemon stopped or went stale and
+        this one took over.
+        """
 
     async def run(self) -> None:
         """Commit batches until `close` (or cancellation); the caller's task owns it."""
@@ -267,6 +273,9 @@ class JournalQueries(ChangeFeed, Protocol):
     async def daemon(self) -> DaemonRecord | None:
         """The live holder of the lease, or None when no process holds it."""
 
+    async def standbys(self) -> list[StandbyRecord]:
+        """The daemons standing by to take the journal over, oldest first (a file has none)."""
+
     async def command_outcome(self, run_id: str) -> CommandOutcome | None:
         """The latest command about `run_id` (an invoke names its run), or None."""
 
@@ -326,6 +335,9 @@ class DashboardViews(ChangeFeed, Protocol):
 
     async def daemon(self) -> DaemonRecord | None:
         """The live process holding the journal's lease, or None."""
+
+    async def standbys(self) -> list[StandbyRecord]:
+        """The daemons standing by to take the journal over, oldest first (a file has none)."""
 
 
 class JournalCommands(Protocol):
@@ -495,6 +507,10 @@ class JournalBackend(Protocol):
 
         A file's real path; for a server (to come), its URL without the password.
         """
+
+    @property
+    def shared(self) -> bool:
+        """Whether daemons on several machines may run it: one active, the others standing by."""
 
     @property
     def commands(self) -> JournalCommands:

@@ -26,6 +26,7 @@ from ..decoding import (
     run_info,
     stored_fields,
 )
+from ..liveness import HOST, STALE_AFTER_US, pid_alive
 from ..reading import ReaderSQL, SharedReads
 from ..records import (
     CommandRecord,
@@ -34,10 +35,11 @@ from ..records import (
     EventRecord,
     RunMatches,
     RunOutcome,
+    StandbyRecord,
 )
 from . import prefixes
 from .connection import SCHEMA, connect, describe, load_psycopg
-from .daemon_rows import LIVE_DAEMONS_SQL, newest_live
+from .daemon_rows import LIVE_DAEMONS_SQL, SERVER_NOW_US, newest_live
 from .feed import POLL_SECONDS, POLL_SQL, RETRY_SECONDS, ChangeFeed
 from .schema import MIGRATIONS
 from .states import parts, state_text
@@ -462,6 +464,22 @@ class PostgresReader(SharedReads):
     async def daemon(self) -> DaemonRecord | None:
         """The newest live daemon (`daemon_rows`: as its writer judges it), or None."""
         return newest_live(await self.fetch(LIVE_DAEMONS_SQL))
+
+    async def standbys(self) -> list[StandbyRecord]:
+        """The daemons standing by whose row was renewed within the heartbeat's timeout.
+
+        One of this host whose process is gone is left out at once, as `daemon` does.
+        """
+        rows = await self.fetch(
+            "SELECT pid, host, started_at FROM standbys"
+            f" WHERE seen_at > {SERVER_NOW_US} - %s ORDER BY started_at, token",
+            [STALE_AFTER_US],
+        )
+        return [
+            StandbyRecord(int(pid), str(host), int(started))
+            for pid, host, started in rows
+            if host != HOST or pid_alive(pid)
+        ]
 
     async def outcomes(self, run_ids: Sequence[str]) -> dict[str, RunOutcome]:
         """Status, last state and error of each of `run_ids` the journal has (a join's)."""

@@ -36,7 +36,7 @@ DENSE: Final = 5_000
 # Matched pairs read one index range each at most.
 _MAX_PAIRS: Final = 100
 _PREFIX_END = "\U0010ffff"  # sorts after every character a run id may continue with
-# The conditions of the partial indexes of errors (schema migration 2), word for word: an
+# The conditions of the partial indexes of errors (schema migration 3), word for word: an
 # error that fits in a btree entry beside its code, and one that does not.
 _ERROR_BYTES = "octet_length(error) + coalesce(octet_length(error_code), 0)"
 _ERROR_SIZES = (f"{_ERROR_BYTES} <= 2000", f"{_ERROR_BYTES} > 2000")

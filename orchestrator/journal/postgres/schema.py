@@ -283,7 +283,17 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER runs_deleted AFTER DELETE ON runs
         FOR EACH ROW EXECUTE FUNCTION runs_changed();
     """,
-    # 2: the dashboard's search of errors reads an index, not the runs (run_search.py): an
+    # 2: the daemons standing by to take over (each renews its row while it waits).
+    """
+    CREATE TABLE standbys (
+        token TEXT PRIMARY KEY,
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        started_at BIGINT NOT NULL,
+        seen_at BIGINT NOT NULL
+    );
+    """,
+    # 3: the dashboard's search of errors reads an index, not the runs (run_search.py): an
     # error short enough for a btree entry (at most 2,704 bytes) is kept in one beside its
     # run's id; the few longer ones are found by a second index, of their ids. The runs'
     # text keys in byte order (measured on 1,000,000 runs: bench/README.md).
