@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,13 +30,18 @@ from postgres import Cluster
 from test_tui import keys, row_text, runs_table, static_text
 from textual.widgets import DataTable, Static
 
-from orchestrator.journal import DashboardViews, RunFilter, open_journal
+from orchestrator.journal import DashboardViews, RunFilter, open_journal, ops
+from orchestrator.journal.backends import migrate_journal
 from orchestrator.journal.copy import copy_journal
 from orchestrator.journal.postgres import run_search as pg_search
+from orchestrator.journal.postgres import schema
 from orchestrator.journal.postgres.states import UNREADABLE, merge, state_text
-from orchestrator.journal.postgres.views import BYTE_ORDER, PostgresViews
+from orchestrator.journal.postgres.views import PostgresViews
+from orchestrator.journal.postgres.writer import PostgresWriter
 from orchestrator.journal.sqlite import run_search as sqlite_search
 from orchestrator.journal.view_records import SORTS
+from orchestrator.records import RunStatus
+from orchestrator.testing import eventually
 from tui.app import DashboardApp
 from tui.detail import RunDetailScreen
 from tui.events import EventsScreen
@@ -281,21 +287,21 @@ async def test_the_readers_views_match(both: tuple[DashboardViews, PostgresViews
         assert await pg.match_runs(prefix) == await lite.match_runs(prefix)
 
 
-async def test_byte_order_is_written_only_where_the_columns_lack_it(
-    both: tuple[DashboardViews, PostgresViews], pg_journal: str
+async def test_the_runs_keys_are_in_byte_order_whatever_the_databases_collation(
+    both: tuple[DashboardViews, PostgresViews],
 ) -> None:
-    """On a C database the run id index serves a prefix as written; under ICU it says COLLATE."""
+    """Migration 3 declares them COLLATE "C": the plain indexes serve prefixes and sorts,
+    in a database of the C collation as under ICU, and no query needs to say COLLATE."""
     _, pg = both
-    icu = "icu" in pg_journal
-    assert await pg.collate() == (BYTE_ORDER if icu else "")
-    if icu:
-        return  # served by index only where an index is in byte order (docs/POSTGRES.md)
+    assert await pg.collate() == ""
     await pg.reader.fetch("SELECT set_config('enable_seqscan', 'off', false)")  # few rows
-    plan = await pg.reader.fetch(
-        "EXPLAIN SELECT id FROM runs r WHERE " + pg_search.prefix("r.run_id", ""),
-        pg_search.bounds("ab"),
-    )
-    assert "Index" in "\n".join(str(row[0]) for row in plan)
+    for sql, params in (
+        ("SELECT id FROM runs r WHERE " + pg_search.prefix("r.run_id", ""), pg_search.bounds("ab")),
+        ("SELECT id FROM runs r ORDER BY r.status, r.id DESC LIMIT 5", []),
+        ("SELECT id FROM runs r ORDER BY r.workflow_id, r.id DESC LIMIT 5", []),
+    ):
+        plan = "\n".join(str(row[0]) for row in await pg.reader.fetch("EXPLAIN " + sql, params))
+        assert "Index" in plan and "Sort" not in plan, plan
 
 
 async def test_the_busy_timeout_is_a_lock_timeout(
@@ -305,6 +311,76 @@ async def test_the_busy_timeout_is_a_lock_timeout(
     await pg.set_busy_timeout(1_500)
     assert (await pg.reader.fetch("SHOW lock_timeout"))[0][0] == "1500ms"
     assert (await pg.reader.fetch("SHOW statement_timeout"))[0][0] == "0"
+
+
+async def test_the_busy_timeout_holds_on_a_connection_made_again(pg_url: str) -> None:
+    """The reader opens a new connection when its own was lost: the setting comes along."""
+    await migrate_journal(pg_url)
+    views = await PostgresViews.open(pg_url)
+    try:
+        await views.set_busy_timeout(1_500)
+        lost = views.reader.backend_pid
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(%s)", (lost,))
+            gone = "SELECT count(*) FROM pg_stat_activity WHERE pid = %s"
+            await eventually(
+                lambda: conn.execute(gone, (lost,)).fetchone() == (0,), what="it to be gone"
+            )
+        assert (await views.reader.fetch("SHOW lock_timeout"))[0][0] == "1500ms"
+        assert views.reader.backend_pid != lost
+    finally:
+        await views.close()
+
+
+async def test_a_search_of_errors_reads_an_index_of_them_long_errors_too(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 3 keeps errors beside their run ids: the search reads no run's row.
+
+    A journal that migrations 1 and 2 made, with runs, gets migration 3; an error too long for a
+    btree entry is found too (an index of its id only).
+    """
+    with monkeypatch.context() as patch:
+        patch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:2])
+        await migrate_journal(pg_url)
+    long = "card declined: " + "".join(chr(0x4E00 + i % 5000) for i in range(1000))  # 3 KB
+    errors = {"r1": "Card DECLINED", "r2": long, "r3": None, "r4": "timeout"}
+    queued = functools.partial(ops.create_run, status=RunStatus.QUEUED, first_step="a", state="{}")
+    writer = PostgresWriter(pg_url)
+    await writer.open()
+    task = asyncio.create_task(writer.run())
+    try:
+        for row, (run_id, error) in enumerate(errors.items(), start=1):
+            status = RunStatus.FAILED if error else RunStatus.COMPLETED
+            await writer.write(
+                [
+                    *queued(row, run_id, "wf", "t", "v", at=row),
+                    ops.set_status(row, status, row + 1, error=error),
+                ]
+            )
+    finally:
+        await writer.close()
+        await task
+    await migrate_journal(pg_url)
+    views = await PostgresViews.open(pg_url)
+    try:
+        page = await views.runs_page(RunFilter(search="declined"), offset=0, limit=10)
+        assert ([row.run_id for row in page.rows], page.total) == (["r2", "r1"], 2)
+        page = await views.runs_page(RunFilter(search="nowhere"), offset=0, limit=10)
+        assert (page.rows, page.total) == ([], 0)
+        with psycopg.connect(pg_url, autocommit=True) as conn:  # the visibility map an
+            conn.execute("VACUUM orchestrator.runs")  # index-only scan reads
+        for setting in ("enable_seqscan", "enable_bitmapscan"):  # 4 runs: a scan is cheaper
+            await views.reader.fetch("SELECT set_config(%s, 'off', false)", [setting])
+        plan = await views.reader.fetch(
+            "EXPLAIN SELECT id FROM runs WHERE error IS NOT NULL"
+            " AND octet_length(error) + coalesce(octet_length(error_code), 0) <= 2000"
+            f" AND {pg_search.contains('error')}",
+            [pg_search.like("declined")],
+        )
+        assert "Index Only Scan using runs_errors_short" in str([row[0] for row in plan])
+    finally:
+        await views.close()
 
 
 def test_merge_patches_as_sqlite_json_patch() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import shutil
 import sqlite3
 import sys
@@ -384,23 +385,69 @@ async def test_each_batch_is_one_transaction_with_one_notification(pg_url: str) 
     assert query(pg_url, "SELECT count(*) FROM runs") == [(50,)]
 
 
-async def test_a_batch_with_a_failing_statement_commits_nothing(pg_url: str) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_batch_refused_for_one_callers_ops_commits_every_other_caller(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A batch holds several callers' ops: one caller's refused ops fail that caller alone.
+
+    The batch is committed again caller by caller (a `together` block is one caller), in
+    order; the writer goes on.
+    """
+    if backend == "sqlite":
+        path = tmp_path / "journal.db"
+        writer: Any = GroupCommitWriter(path)
+
+        def events() -> list[Any]:
+            with sqlite3.connect(path) as conn:
+                return conn.execute("SELECT event_id FROM events ORDER BY id").fetchall()
+    else:
+        url = request.getfixturevalue("pg_url")
+        writer = PostgresWriter(url)
+
+        def events() -> list[Any]:
+            return query(url, "SELECT event_id FROM events ORDER BY id")
+
+    create = ops.create_run(
+        1, "r1", "wf", "t", "v", status=RunStatus.QUEUED, first_step="a", state="{}", at=1
+    )
+    async with running(writer):
+        await writer.write(create)
+        before = writer.enqueue([ops.add_event("e1", "t", "{}", "api", 2)])
+        with writer.together():  # one caller: its ops commit or fail as one
+            guilty = writer.enqueue([ops.add_event("e2", "t", "{}", "api", 3)])
+            again = writer.enqueue(create)  # the same run row again: a unique violation
+        after = writer.enqueue([ops.add_event("e3", "t", "{}", "api", 4)])
+        assert guilty is again and len({id(before), id(guilty), id(after)}) == 3
+        await writer.flush()
+        with pytest.raises(JournalError, match="write failed"):
+            await guilty
+        await before
+        await after
+        assert writer.failure is None
+        await writer.write([ops.add_event("e4", "t", "{}", "api", 5)])
+    assert events() == [("e1",), ("e3",), ("e4",)]
+
+
+async def test_a_failed_pipelined_batch_leaves_psycopg_nothing_to_log(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """psycopg logged "error ignored terminating <AsyncPipeline ...>: pipeline aborted" (on
+    stderr, with no logging set up) when a statement of a pipelined batch failed."""
+    caplog.set_level(logging.WARNING, logger="psycopg")
     create = ops.create_run(
         1, "r1", "wf", "t", "v", status=RunStatus.QUEUED, first_step="a", state="{}", at=1
     )
     async with running(PostgresWriter(pg_url)) as writer:
         await writer.write(create)
-        good = writer.enqueue([ops.add_event("e1", "t", "{}", "api", 2)])
-        bad = writer.enqueue(create)  # the same run row again: a unique violation
-        assert good is bad
-        with pytest.raises(JournalError, match="write failed"):
-            await writer.flush()
-        assert isinstance(writer.failure, JournalError)
-        assert not isinstance(writer.failure, JournalLocked)
-        with pytest.raises(JournalError):
-            writer.enqueue([])
-    assert query(pg_url, "SELECT count(*) FROM events") == [(0,)]
-    assert query(pg_url, "SELECT count(*) FROM runs") == [(1,)]
+        # The run row fails first; its error comes back while the log lines are still sent.
+        lines = [ops.add_timeline(None, n, "run", "log", message="x" * 100) for n in range(5000)]
+        for _ in range(3):
+            with pytest.raises(JournalError, match="runs_pkey"):
+                await writer.write([ops.add_event("e1", "t", "{}", "api", 2), *create, *lines])
+        await writer.write([ops.add_event("e2", "t", "{}", "api", 3)])
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("psycopg")] == []
+    assert query(pg_url, "SELECT event_id FROM events") == [("e2",)]
 
 
 async def test_failing_commits_are_retried_and_the_writer_says_it_is_degraded(

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
+from collections.abc import Iterable, Iterator, Sequence
 
 from ..errors import JournalError
 from .liveness import STALE_AFTER_US
@@ -22,6 +24,103 @@ RETRY_MAX = 5.0
 # How long `close` keeps retrying a failing batch before giving it up (and failing).
 CLOSE_PATIENCE = 5.0
 _log = logging.getLogger("orchestrator.journal")
+
+
+class Refused(JournalError):
+    """The journal refused one caller's ops (a constraint, a value it cannot hold).
+
+    The journal itself works: the batch's other callers are committed without them
+    (`Callers.each`), and only this caller's future fails.
+    """
+
+
+# What became of each of the first callers of a batch: None committed, else refused.
+Outcomes = Sequence[BaseException | None]
+
+
+class Together:
+    """`JournalWriter.together`: every `enqueue` inside the block is one caller.
+
+    Its ops join one batch and commit or fail as one. Reentrant. On SQLite the block also
+    holds the writer's lock (the writer thread cannot take the batch in the middle); on
+    PostgreSQL the writer is a task of the same event loop, which cannot take it while a
+    block without an await runs. A class, not a generator: a run passes here twice.
+    """
+
+    __slots__ = ("_lock", "depth", "future")
+
+    def __init__(self, lock: threading.RLock | None = None) -> None:
+        self._lock = lock
+        self.depth = 0
+        # The future of the block's caller, once its first `enqueue` made one.
+        self.future: asyncio.Future[None] | None = None
+
+    def __enter__(self) -> Together:
+        if self._lock is not None:
+            self._lock.acquire()
+        self.depth += 1
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.depth -= 1
+        if not self.depth:
+            self.future = None
+        if self._lock is not None:
+            self._lock.release()
+
+
+class Callers:
+    """The callers of one batch: where each one's ops start in it, and each one's future.
+
+    Each `enqueue` call is a caller, or each `together` block: a batch that fails for one
+    caller's ops (`Refused`) is committed again caller by caller (`each`), so only that
+    caller's future fails.
+    """
+
+    __slots__ = ("futures", "starts")
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.futures: list[asyncio.Future[None]] = []
+
+    def join(
+        self, pending: list[Op], ops: Iterable[Op], together: Together
+    ) -> asyncio.Future[None]:
+        """Append `ops` to `pending` as one caller's (the `together` block's, inside one)."""
+        start = len(pending)
+        pending.extend(ops)
+        future = together.future
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self.starts.append(start)
+            self.futures.append(future)
+            if together.depth:
+                together.future = future
+        return future
+
+    def each(self, ops: list[Op]) -> Iterator[list[Op]]:
+        """Each caller's ops in `ops` (the batch they were added to), in order."""
+        ends = [*self.starts[1:], len(ops)]
+        for start, end in zip(self.starts, ends, strict=True):
+            yield ops[start:end]
+
+    def settle(self, error: BaseException | None, outcomes: Outcomes = ()) -> None:
+        """Settle each caller's future: the first ones with `outcomes`, the others `error`."""
+        for n, future in enumerate(self.futures):
+            resolve(future, outcomes[n] if n < len(outcomes) else error)
+
+
+def outcome(error: JournalError | None, outcomes: list[JournalError | None]) -> JournalError | None:
+    """Add what committing one caller's ops gave to `outcomes`; the error that stops the writer.
+
+    A caller refused (`Refused`) is logged: its writes may have been made by no one waiting.
+    """
+    if error is not None and not isinstance(error, Refused):
+        return error
+    if error is not None:
+        _log.error("%s; the batch's other writes are committed without it", error)
+    outcomes.append(error)
+    return None
 
 
 class WriterStatus:

@@ -36,10 +36,10 @@ from ..command_rules import (
     payload_text,
     queued_state,
 )
-from ..liveness import STALE_AFTER_US
 from ..records import DaemonRecord, RunMatch, RunMatches
 from .blocking import Tx, transaction
 from .connection import describe
+from .daemon_rows import LIVE_DAEMONS_SQL, newest_live
 
 # "ORCH" and 2 (schema.MIGRATION_LOCK is 1): held by a command writing a run row.
 RUN_IDS_LOCK = 0x4F524348_00000002
@@ -47,10 +47,6 @@ RUN_IDS_LOCK = 0x4F524348_00000002
 if TYPE_CHECKING:
     from .routing import PostgresRoutingReads
 
-LIVE_DAEMON_SQL = (
-    "SELECT pid, host, started_at, ready, degraded FROM daemons WHERE fenced_at IS NULL"
-    " AND stopped_at IS NULL AND heartbeat_at > %s ORDER BY started_at DESC, id DESC LIMIT 1"
-)
 # The pipeline as the journal last saw it: %s workflow (twice), then the run's version.
 PIPELINE_SQL = (
     "SELECT v.definition FROM workflow_versions v WHERE v.workflow_id = %s AND v.version ="
@@ -67,10 +63,7 @@ PREFIX_SQL = (
 
 def live_daemon(tx: Tx) -> DaemonRecord | None:
     """The newest live daemon of the journal, as `JournalQueries.daemon` tells it."""
-    row = tx.one(LIVE_DAEMON_SQL, (Clock().now_us() - STALE_AFTER_US,))
-    if row is None:
-        return None
-    return DaemonRecord(row[0], row[1], row[2], bool(row[3]), row[4])
+    return newest_live(tx.rows(LIVE_DAEMONS_SQL))
 
 
 def match_prefix(tx: Tx, prefix: str, limit: int) -> RunMatches:

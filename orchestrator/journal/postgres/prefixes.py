@@ -3,8 +3,8 @@
 SQLite compares text as UTF-8 bytes; a PostgreSQL database compares it by its collation
 (``en_US.UTF-8`` sorts ``a-b`` near ``ab``), under which a range is not a prefix. So the
 range is compared ``COLLATE "C"`` (bytes, the code points' order, as SQLite), read from
-the ``runs_by_run_id`` index made under that collation: finding the runs of a short
-prefix among a million reads a few index entries, and the runs come in SQLite's order.
+the index of ``run_id``, a column of that collation (schema migration 3): finding the runs
+of a short prefix among a million reads a few index entries, in SQLite's order.
 No psycopg here: the same SQL serves the reader and the CLI's synchronous commands.
 """
 

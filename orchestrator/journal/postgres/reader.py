@@ -17,7 +17,6 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ...clock import Clock
 from ...errors import JournalCorrupt, JournalError
 from ...records import RunInfo
 from ..decoding import (
@@ -27,7 +26,7 @@ from ..decoding import (
     run_info,
     stored_fields,
 )
-from ..liveness import STALE_AFTER_US
+from ..liveness import HOST, STALE_AFTER_US, pid_alive
 from ..reading import ReaderSQL, SharedReads
 from ..records import (
     CommandRecord,
@@ -40,6 +39,7 @@ from ..records import (
 )
 from . import prefixes
 from .connection import SCHEMA, connect, describe, load_psycopg
+from .daemon_rows import LIVE_DAEMONS_SQL, SERVER_NOW_US, newest_live
 from .feed import POLL_SECONDS, POLL_SQL, RETRY_SECONDS, ChangeFeed
 from .schema import MIGRATIONS
 from .states import parts, state_text
@@ -265,6 +265,8 @@ class PostgresReader(SharedReads):
         self.url = url  # may hold a password: `location` is what is shown
         self._closed = False
         self._reconnecting = asyncio.Lock()
+        # Session settings (`set_config`) made on the connection, made again on a new one.
+        self._settings: dict[str, str] = {}
         self.feed = ChangeFeed(
             url, self._poll, poll_seconds=poll_seconds, retry_seconds=retry_seconds
         )
@@ -382,7 +384,23 @@ class PostgresReader(SharedReads):
                 return
             conn = await connect(self.url, autocommit=True)
             conn.row_factory = row_factory
+            try:
+                for name, value in self._settings.items():
+                    await conn.execute(_SET_CONFIG, [name, value])
+            except load_psycopg().Error as exc:
+                await conn.close()
+                raise _read_failed(self.location, exc) from exc
             self._conn = conn
+
+    async def set_lock_timeout(self, milliseconds: int) -> None:
+        """Wait at most `milliseconds` for a lock (``lock_timeout``), on every connection.
+
+        The setting belongs to the connection: a connection made again after one was lost
+        gets it too.
+        """
+        value = f"{max(0, int(milliseconds))}ms"
+        self._settings["lock_timeout"] = value
+        await self.fetch(_SET_CONFIG, ["lock_timeout", value])
 
     @property
     def backend_pid(self) -> int:
@@ -444,27 +462,24 @@ class PostgresReader(SharedReads):
         )
 
     async def daemon(self) -> DaemonRecord | None:
-        """The newest live daemon (not fenced, not stopped, its heartbeat fresh), or None."""
-        rows = await self.fetch(
-            "SELECT pid, host, started_at, ready, degraded FROM daemons"
-            " WHERE fenced_at IS NULL AND stopped_at IS NULL AND heartbeat_at > %s"
-            " ORDER BY id DESC LIMIT 1",
-            [Clock().now_us() - STALE_AFTER_US],
-        )
-        if not rows:
-            return None
-        pid, host, started_at, ready, degraded = rows[0]
-        return DaemonRecord(pid, host, started_at, bool(ready), degraded)
+        """The newest live daemon (`daemon_rows`: as its writer judges it), or None."""
+        return newest_live(await self.fetch(LIVE_DAEMONS_SQL))
 
     async def standbys(self) -> list[StandbyRecord]:
-        """The daemons standing by whose row was renewed within the heartbeat's timeout."""
+        """The daemons standing by whose row was renewed within the heartbeat's timeout.
+
+        One of this host whose process is gone is left out at once, as `daemon` does.
+        """
         rows = await self.fetch(
             "SELECT pid, host, started_at FROM standbys"
-            " WHERE seen_at > (extract(epoch FROM clock_timestamp()) * 1000000)::bigint - %s"
-            " ORDER BY started_at, token",
+            f" WHERE seen_at > {SERVER_NOW_US} - %s ORDER BY started_at, token",
             [STALE_AFTER_US],
         )
-        return [StandbyRecord(int(pid), str(host), int(started)) for pid, host, started in rows]
+        return [
+            StandbyRecord(int(pid), str(host), int(started))
+            for pid, host, started in rows
+            if host != HOST or pid_alive(pid)
+        ]
 
     async def outcomes(self, run_ids: Sequence[str]) -> dict[str, RunOutcome]:
         """Status, last state and error of each of `run_ids` the journal has (a join's)."""
@@ -478,6 +493,9 @@ class PostgresReader(SharedReads):
             [wanted],
         )
         return {row[0]: outcome_of(row, state_text(row[4], row[5])) for row in rows}
+
+
+_SET_CONFIG = "SELECT set_config(%s, %s, false)"
 
 
 def _read_failed(location: str, exc: BaseException) -> JournalError:

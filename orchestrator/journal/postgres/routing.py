@@ -15,13 +15,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ...clock import Clock
 from ...errors import JournalError
 from ..command_rules import RoutingSQL, SharedRoutingReads
-from ..liveness import STALE_AFTER_US
 from .blocking import Tx, connect_blocking, journal_version
-from .commands import LIVE_DAEMON_SQL
 from .connection import describe, load_psycopg, parse_url, unreachable
+from .daemon_rows import LIVE_DAEMONS_SQL, newest_live
 
 if TYPE_CHECKING:
     import psycopg
@@ -76,7 +74,7 @@ class PostgresRoutingReads(SharedRoutingReads):
 
     def daemon_live(self) -> bool:
         """Whether a live daemon holds the journal."""
-        return bool(self._rows(LIVE_DAEMON_SQL, (Clock().now_us() - STALE_AFTER_US,)))
+        return newest_live(self._rows(LIVE_DAEMONS_SQL)) is not None
 
     def _tx(self) -> Tx:
         if self._conn is None:

@@ -36,6 +36,10 @@ DENSE: Final = 5_000
 # Matched pairs read one index range each at most.
 _MAX_PAIRS: Final = 100
 _PREFIX_END = "\U0010ffff"  # sorts after every character a run id may continue with
+# The conditions of the partial indexes of errors (schema migration 3), word for word: an
+# error that fits in a btree entry beside its code, and one that does not.
+_ERROR_BYTES = "octet_length(error) + coalesce(octet_length(error_code), 0)"
+_ERROR_SIZES = (f"{_ERROR_BYTES} <= 2000", f"{_ERROR_BYTES} > 2000")
 
 
 def contains(column: str) -> str:
@@ -117,14 +121,18 @@ async def search(
         [pattern, pattern, wanted.status, wanted.status, wanted.workflow, wanted.workflow],
     )
     # Ids that start with the text (as typed, and in lower case: generated ids are), and
-    # runs with an error that matches (the partial index `runs_errors`).
+    # runs with an error that matches (the partial indexes `runs_errors_short`, read alone,
+    # and `runs_errors_long`).
     starts = sorted({text, text.lower()})
     sparse: list[tuple[str, list[Any]]] = [
         *((f"SELECT id FROM runs WHERE {prefix('run_id', collate)}", bounds(s)) for s in starts),
-        (
-            "SELECT id FROM runs WHERE error IS NOT NULL"
-            f" AND ({contains('error')} OR {contains('error_code')})",
-            [pattern, pattern],
+        *(
+            (
+                f"SELECT id FROM runs WHERE error IS NOT NULL AND {size}"
+                f" AND ({contains('error')} OR {contains('error_code')})",
+                [pattern, pattern],
+            )
+            for size in _ERROR_SIZES
         ),
     ]
     pair_params = [value for pair in pairs for value in pair[:2]]
@@ -145,6 +153,8 @@ async def search(
         )
         if rows:
             return rows, int(rows[0]["matched"])
+        if not offset and limit:  # the first page is empty: nothing matches
+            return rows, 0
         counted = await reader.fetch(  # a page past the end: the total alone
             f"SELECT count(*) FROM runs r WHERE {chosen}", [*ids_params, *params]
         )

@@ -10,8 +10,7 @@ lock is released by the commit or rollback, also when the process dies.
 Migration 1 maps the SQLite journal's tables (``sqlite/schema.py``, all its migrations)
 one to one, plus what several daemons need (docs/POSTGRES.md): ``daemons`` with their
 epochs, the ``coordinator`` lease, who executes each run, mode ``gates`` and
-``schedule_ticks``. Until the backend ships, migration 1 may still change; after that this
-list is append-only, as SQLite's is.
+``schedule_ticks``. Migration 1 shipped: this list is append-only, as SQLite's is.
 """
 
 from __future__ import annotations
@@ -293,6 +292,40 @@ MIGRATIONS: tuple[str, ...] = (
         started_at BIGINT NOT NULL,
         seen_at BIGINT NOT NULL
     );
+    """,
+    # 3: the dashboard's search of errors reads an index, not the runs (run_search.py): an
+    # error short enough for a btree entry (at most 2,704 bytes) is kept in one beside its
+    # run's id; the few longer ones are found by a second index, of their ids. The runs'
+    # text keys in byte order (measured on 1,000,000 runs: bench/README.md).
+    """
+    DROP INDEX runs_errors;
+    CREATE INDEX runs_errors_short ON runs (id) INCLUDE (error, error_code)
+        WHERE error IS NOT NULL
+        AND octet_length(error) + coalesce(octet_length(error_code), 0) <= 2000;
+    CREATE INDEX runs_errors_long ON runs (id)
+        WHERE error IS NOT NULL
+        AND octet_length(error) + coalesce(octet_length(error_code), 0) > 2000;
+    -- The runs' ids, workflows, triggers and statuses compare in byte order, as SQLite's
+    -- BINARY, whatever the database's collation: their plain indexes serve the run list's
+    -- id prefixes and sorts (postgres/views.py, `collate`). The trigger naming columns
+    -- goes while their type changes.
+    DROP TRIGGER run_counts_update ON runs;
+    DROP INDEX runs_by_run_id;
+    DROP INDEX runs_by_status;
+    DROP INDEX runs_by_workflow;
+    ALTER TABLE runs
+        ALTER COLUMN run_id TYPE TEXT COLLATE "C",
+        ALTER COLUMN workflow_id TYPE TEXT COLLATE "C",
+        ALTER COLUMN trigger_id TYPE TEXT COLLATE "C",
+        ALTER COLUMN status TYPE TEXT COLLATE "C";
+    -- Newest first within a status or a workflow: the run list's order, read in order.
+    CREATE INDEX runs_by_status ON runs (status, id DESC);
+    CREATE INDEX runs_by_workflow ON runs (workflow_id, id DESC);
+    CREATE TRIGGER run_counts_update AFTER UPDATE OF workflow_id, trigger_id, status ON runs
+        FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status
+            OR OLD.workflow_id IS DISTINCT FROM NEW.workflow_id
+            OR OLD.trigger_id IS DISTINCT FROM NEW.trigger_id)
+        EXECUTE FUNCTION runs_changed();
     """,
 )
 

@@ -203,9 +203,7 @@ class PostgresViews(SharedViews):
         SQLite's ``busy_timeout`` does; ``statement_timeout`` is left alone, so a slow but
         working query (a search in a million runs) is never cut short.
         """
-        await self.reader.fetch(
-            "SELECT set_config('lock_timeout', %s, false)", [f"{max(0, int(milliseconds))}ms"]
-        )
+        await self.reader.set_lock_timeout(milliseconds)
 
     async def status_counts(self, workflow: str | None = None) -> dict[str, int]:
         """How many runs are in each status (of one workflow, or all)."""

@@ -51,7 +51,12 @@ from ..writing import (
     LAZY_FLUSH_SECONDS,
     RETRY_FIRST,
     RETRY_MAX,
+    Callers,
+    Outcomes,
+    Refused,
+    Together,
     WriterStatus,
+    outcome,
     resolve,
 )
 from . import schema
@@ -115,6 +120,9 @@ _CUT_OFF = (
 _TRANSIENT_CLASSES = ("40", "53", "58")  # serialization/deadlock, resources, system I/O
 _TRANSIENT_CODES = frozenset({"55P03", "57014"})  # lock not available, statement cancelled
 _LOST_CLASSES = ("08", "57P")  # connection exceptions, the server shutting down
+# SQLSTATE classes of a value or row the journal refuses (a caller's ops, not the journal):
+# data exceptions, integrity constraints, a program limit (an index entry too large).
+_REFUSED_CLASSES = ("22", "23", "54")
 
 
 class _Transient(JournalError):
@@ -156,6 +164,10 @@ class PostgresWriter(WriterStatus):
         self._server_ahead_us = 0  # the server's clock minus this host's (`_connect`)
         self._batch: asyncio.Future[None] | None = None
         self._inflight: asyncio.Future[None] | None = None
+        # The callers of the batch being filled, and of the one in flight.
+        self._callers = Callers()
+        self._inflight_callers = Callers()
+        self._together = Together()
         self._urgent = False
         self._closing = False
         self._closing_at: float | None = None
@@ -424,23 +436,22 @@ class PostgresWriter(WriterStatus):
             raise self._failure
         if self._stopped:
             raise JournalError(f"journal {self.location} is closed")
-        self._pending.extend(ops)
-        batch = self._batch
-        if batch is None:
-            batch = self._batch = asyncio.get_running_loop().create_future()
+        future = self._callers.join(self._pending, ops, self._together)
+        if self._batch is None:
+            self._batch = asyncio.get_running_loop().create_future()
             self._wake.set()
         if urgent and not self._urgent:
             self._urgent = True
             self._wake.set()
-        return batch
+        return future
 
     def together(self) -> contextlib.AbstractContextManager[object]:
-        """Every `enqueue` made inside joins the same batch.
+        """Every `enqueue` made inside joins the same batch, as one caller (`Together`).
 
         The writer is a task of the same event loop: it cannot take a batch while a block
         without an await runs, so the block needs no lock.
         """
-        return contextlib.nullcontext()
+        return self._together
 
     async def write(self, ops: Iterable[Op]) -> None:
         """Write ops and return once they are committed."""
@@ -468,11 +479,15 @@ class PostgresWriter(WriterStatus):
         finally:
             self._stopped = True
             stranded = [f for f in (self._inflight, self._batch) if f is not None]
+            callers = (self._inflight_callers, self._callers)
             self._inflight, self._batch, self._pending = None, None, []
+            self._inflight_callers, self._callers = Callers(), Callers()
             if stranded and self._failure is None:  # only on a bug: it is re-raised
                 self._failure = JournalError("the journal writer stopped unexpectedly")
             for future in stranded:
                 resolve(future, JournalError("the journal writer stopped"))
+            for stopped in callers:
+                stopped.settle(JournalError("the journal writer stopped"))
             await self._close_connection()
 
     async def _commit_next(self) -> bool:
@@ -480,9 +495,28 @@ class PostgresWriter(WriterStatus):
         ops, batch, closing = await self._take_batch()
         if batch is None:
             return not closing
+        callers = self._inflight_callers
         error = await self._apply_retrying(ops)
-        self._settle(batch, error)
+        outcomes: Outcomes = []
+        if isinstance(error, Refused):
+            error, outcomes = await self._apply_each(ops, callers)
+        self._settle(batch, callers, error, outcomes)
         return error is None
+
+    async def _apply_each(
+        self, ops: list[Op], callers: Callers
+    ) -> tuple[JournalError | None, Outcomes]:
+        """Commit each caller's ops of a refused batch in a transaction of its own, in order.
+
+        Only a caller whose own ops are refused fails; the others commit. Returns the error
+        that stops the writer, if any, and the outcome of each caller tried before it.
+        """
+        outcomes: list[JournalError | None] = []
+        for mine in callers.each(ops):
+            stop = outcome(await self._apply_retrying(mine), outcomes)
+            if stop is not None:
+                return stop, outcomes
+        return None, outcomes
 
     async def _take_batch(self) -> tuple[list[Op], asyncio.Future[None] | None, bool]:
         deadline: float | None = None
@@ -500,18 +534,28 @@ class PostgresWriter(WriterStatus):
                     await self._wake.wait()
         ops, batch = self._pending, self._batch
         self._pending, self._batch, self._inflight = [], None, batch
+        self._inflight_callers, self._callers = self._callers, Callers()
         self._urgent = False
         return ops, batch, self._closing
 
-    def _settle(self, batch: asyncio.Future[None], error: JournalError | None) -> None:
+    def _settle(
+        self,
+        batch: asyncio.Future[None],
+        callers: Callers,
+        error: JournalError | None,
+        outcomes: Outcomes,
+    ) -> None:
         if self._inflight is batch:
             self._inflight = None
+            self._inflight_callers = Callers()
+        callers.settle(error, outcomes)
         if error is None:
             resolve(batch, None)
             return
         self._failure = error
         waiting = [batch, *([self._batch] if self._batch is not None else [])]
-        self._pending, self._batch = [], None
+        self._callers.settle(error)
+        self._pending, self._batch, self._callers = [], None, Callers()
         for future in waiting:
             resolve(future, error)
 
@@ -528,7 +572,7 @@ class PostgresWriter(WriterStatus):
                 return JournalError(f"simulated crash at {exc}")
             except _HasNul as exc:
                 if escaped:
-                    return JournalError(str(exc))
+                    return Refused(str(exc))
                 ops, escaped = _without_nul(ops), True
                 continue
             except (_Lost, _Transient) as exc:
@@ -600,20 +644,12 @@ class PostgresWriter(WriterStatus):
         beat = self._attempt_beat = self._next_beat()
         try:
             async with conn.transaction():
-                async with conn.pipeline():
-                    check = conn.cursor()
-                    await check.execute(_CHECK, (self.daemon_id,))
-                    cursor = conn.cursor()
-                    await cursor.execute(_BEAT, (beat, self.daemon_id))
-                    for stmt, rows in grouped(ops):
-                        if stmt is Stmt.INSERT_CHECKPOINT:
-                            rows, snapshots = self._deltas.encode(rows)
-                            if snapshots:
-                                await cursor.executemany(SNAPSHOT_SQL, snapshots)
-                        elif stmt is Stmt.SET_STATUS:
-                            self._deltas.forget([r[-1] for r in rows if r[0] in FINAL_STATUSES])
-                        await cursor.executemany(SQL[stmt], rows)
-                    await cursor.execute(_NOTIFY, (NOTIFY_CHANNEL,))
+                async with conn.pipeline() as pipeline:
+                    try:
+                        check = await self._send(conn, ops, beat)
+                    except pg.Error:
+                        await _drain(pipeline)
+                        raise
                 row = await check.fetchone()
                 if row is None or row[0] != self._epoch or row[1] is not None:
                     raise self._fenced()
@@ -630,6 +666,25 @@ class PostgresWriter(WriterStatus):
         self._deltas.commit()
         self._fault(AFTER_COMMIT)
 
+    async def _send(
+        self, conn: psycopg.AsyncConnection[Any], ops: list[Op], beat: int
+    ) -> psycopg.AsyncCursor[Any]:
+        """Send a batch's statements into the pipeline; the cursor of its epoch check."""
+        check = conn.cursor()
+        await check.execute(_CHECK, (self.daemon_id,))
+        cursor = conn.cursor()
+        await cursor.execute(_BEAT, (beat, self.daemon_id))
+        for stmt, rows in grouped(ops):
+            if stmt is Stmt.INSERT_CHECKPOINT:
+                rows, snapshots = self._deltas.encode(rows)
+                if snapshots:
+                    await cursor.executemany(SNAPSHOT_SQL, snapshots)
+            elif stmt is Stmt.SET_STATUS:
+                self._deltas.forget([r[-1] for r in rows if r[0] in FINAL_STATUSES])
+            await cursor.executemany(SQL[stmt], rows)
+        await cursor.execute(_NOTIFY, (NOTIFY_CHANNEL,))
+        return check
+
     def _translate(self, exc: Exception, conn: psycopg.AsyncConnection[Any]) -> JournalError:
         message = f"journal {self.location}: write failed: {_reason(exc)}"
         state = getattr(exc, "sqlstate", None) or ""
@@ -639,6 +694,8 @@ class PostgresWriter(WriterStatus):
             return _Transient(message)
         if not state and "NUL" in str(exc):  # psycopg refuses it before sending anything
             return _HasNul(message)
+        if state.startswith(_REFUSED_CLASSES):
+            return Refused(message)
         return JournalError(message)
 
     async def _reconnect(self) -> bool:
@@ -704,6 +761,16 @@ class PostgresWriter(WriterStatus):
     def _fault(self, point: str) -> None:
         if self._faults is not None:
             self._faults.hit(point)
+
+
+async def _drain(pipeline: psycopg.AsyncPipeline) -> None:
+    """Take the results a failed statement left in `pipeline` (the rest of the batch, aborted).
+
+    Else leaving the block syncs them, fails with "pipeline aborted" on top of the error
+    already raised, and psycopg logs that as a warning ("error ignored terminating").
+    """
+    with contextlib.suppress(load_psycopg().Error):
+        await pipeline.sync()
 
 
 def _reason(exc: BaseException) -> str:

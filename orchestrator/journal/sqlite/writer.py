@@ -45,7 +45,12 @@ from ..writing import (
     LAZY_FLUSH_SECONDS,
     RETRY_FIRST,
     RETRY_MAX,
+    Callers,
+    Outcomes,
+    Refused,
+    Together,
     WriterStatus,
+    outcome,
     resolve,
 )
 from . import lease
@@ -64,6 +69,11 @@ from .statements import BULK, SQL
 BULK_ROWS = 16
 # The rows of a `BULK` statement, as JSON (a NUL is kept out: see `execute_rows`).
 _ROWS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+# What one caller's ops, not the journal, cause: a constraint, a value SQLite cannot bind or
+# hold (too large an int, too long a text).
+_REFUSED = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError, OverflowError)
 
 
 class _Transient(JournalError):
@@ -95,6 +105,10 @@ class GroupCommitWriter(WriterStatus):
         self._cond = threading.Condition(self._lock)
         self._batch: asyncio.Future[None] | None = None
         self._inflight: asyncio.Future[None] | None = None
+        # The callers of the batch being filled, and of the one in flight.
+        self._callers = Callers()
+        self._inflight_callers = Callers()
+        self._together = Together(self._lock)
         self._urgent = False
         self._closing = False
         self._crashed = False
@@ -185,26 +199,25 @@ class GroupCommitWriter(WriterStatus):
                 raise self._failure
             if self._stopped:
                 raise JournalError(f"journal {self.path} is closed")
-            self._pending.extend(ops)
-            batch = self._batch
-            if batch is None:
-                batch = self._batch = asyncio.get_running_loop().create_future()
+            future = self._callers.join(self._pending, ops, self._together)
+            if self._batch is None:
+                self._batch = asyncio.get_running_loop().create_future()
                 self._cond.notify()
             if urgent and not self._urgent:
                 self._urgent = True
                 self._cond.notify()
-            return batch
+            return future
 
     def together(self) -> contextlib.AbstractContextManager[object]:
         """Every `enqueue` made inside joins the same batch (the writer thread waits).
 
         For writes that must commit atomically but are enqueued by different parts of
         the code: an event with the runs it starts, a schedule tick with its run. Never
-        await inside: the writer thread is held back until the block ends. The block
-        holds the writer's (reentrant) lock itself: no generator per call, as a run
-        passes here at least twice.
+        await inside: the writer thread is held back until the block ends (the block
+        holds the writer's reentrant lock: `Together`). The block is one caller: its ops
+        commit or fail as one.
         """
-        return self._lock
+        return self._together
 
     async def write(self, ops: Iterable[Op]) -> None:
         """Write ops and return once they are committed."""
@@ -236,23 +249,43 @@ class GroupCommitWriter(WriterStatus):
             with self._lock:
                 self._stopped = True
                 stranded = [f for f in (self._inflight, self._batch) if f is not None]
+                callers = (self._inflight_callers, self._callers)
                 self._inflight, self._batch, self._pending = None, None, []
+                self._inflight_callers, self._callers = Callers(), Callers()
                 if stranded and self._failure is None:  # only on a bug: it is re-raised below
                     self._failure = JournalError("the journal writer stopped unexpectedly")
             # Queued after any `_settle` already sent, so a settled batch stays settled.
             for future in stranded:
                 self._call_soon(resolve, future, JournalError("the journal writer stopped"))
+            for stopped in callers:
+                self._call_soon(stopped.settle, JournalError("the journal writer stopped"))
             self._close_connection()
             self._call_soon(resolve, done, None)
 
     def _commit_next(self) -> bool:
         """Commit one batch; False once the thread should stop."""
-        ops, batch, closing = self._take_batch()
+        ops, batch, callers, closing = self._take_batch()
         if batch is None:
             return not closing
         error = self._apply_retrying(ops)
-        self._call_soon(self._settle, batch, error)
+        outcomes: Outcomes = []
+        if isinstance(error, Refused):
+            error, outcomes = self._apply_each(ops, callers)
+        self._call_soon(self._settle, batch, callers, error, outcomes)
         return error is None
+
+    def _apply_each(self, ops: list[Op], callers: Callers) -> tuple[JournalError | None, Outcomes]:
+        """Commit each caller's ops of a refused batch in a transaction of its own, in order.
+
+        Only a caller whose own ops are refused fails; the others commit. Returns the error
+        that stops the writer, if any, and the outcome of each caller tried before it.
+        """
+        outcomes: list[JournalError | None] = []
+        for mine in callers.each(ops):
+            stop = outcome(self._apply_retrying(mine), outcomes)
+            if stop is not None:
+                return stop, outcomes
+        return None, outcomes
 
     def _apply_retrying(self, ops: list[Op]) -> JournalError | None:
         """Commit `ops`, retrying transient failures; the error that stops the writer, if any."""
@@ -311,7 +344,7 @@ class GroupCommitWriter(WriterStatus):
             f"journal {self.path}: another process took over the lease; this runtime stops writing"
         )
 
-    def _take_batch(self) -> tuple[list[Op], asyncio.Future[None] | None, bool]:
+    def _take_batch(self) -> tuple[list[Op], asyncio.Future[None] | None, Callers, bool]:
         with self._lock:
             deadline: float | None = None
             while not (self._urgent or self._closing):
@@ -323,22 +356,34 @@ class GroupCommitWriter(WriterStatus):
                 if now >= deadline:
                     break
                 self._cond.wait(deadline - now)
-            ops, batch = self._pending, self._batch
+            ops, batch, callers = self._pending, self._batch, self._callers
             self._pending, self._batch, self._inflight = [], None, batch
+            self._inflight_callers, self._callers = callers, Callers()
             self._urgent = False
-            return ops, batch, self._closing
+            return ops, batch, callers, self._closing
 
-    def _settle(self, batch: asyncio.Future[None], error: BaseException | None) -> None:
+    def _settle(
+        self,
+        batch: asyncio.Future[None],
+        callers: Callers,
+        error: BaseException | None,
+        outcomes: Outcomes,
+    ) -> None:
         with self._lock:
             if self._inflight is batch:
                 self._inflight = None
+                self._inflight_callers = Callers()
             if error is None:
+                callers.settle(None, outcomes)
                 resolve(batch, None)
                 return
             failure = error if isinstance(error, JournalError) else JournalError(str(error))
             self._failure = failure
             waiting = [batch, *([self._batch] if self._batch is not None else [])]
-            self._pending, self._batch = [], None
+            stopped = (callers, self._callers)
+            self._pending, self._batch, self._callers = [], None, Callers()
+        for caller in stopped:
+            caller.settle(failure, outcomes if caller is callers else ())
         for future in waiting:
             resolve(future, failure)
 
@@ -368,7 +413,7 @@ class GroupCommitWriter(WriterStatus):
             self._deltas.discard()
             _rollback_quietly(conn)
             raise _Transient(f"journal {self.path}: write failed: {exc}") from exc
-        except SQLITE_ERRORS as exc:
+        except (*SQLITE_ERRORS, OverflowError) as exc:
             self._deltas.discard()
             _rollback_quietly(conn)
             raise _translate(self.path, exc) from exc
@@ -436,4 +481,6 @@ def _translate(path: Path, exc: Exception) -> JournalError:
         return _Transient(message)
     if is_corrupt(exc):
         return JournalCorrupt(message)
+    if isinstance(exc, _REFUSED):
+        return Refused(message)
     return JournalError(message)
