@@ -7,6 +7,10 @@ writes on, as in production) serves every PostgreSQL column. Columns:
 
 - SQLite: our runtime on a journal file (WAL, synchronous=FULL).
 - PostgreSQL, 1 daemon: our runtime on a ``postgresql://`` journal (synchronous_commit=on).
+- PostgreSQL, 3 daemons: the same runtime, the active daemon, with two standby daemons
+  (``orchestrator up`` processes) on the same journal. One daemon runs a journal's runs at
+  a time; the standbys only watch it, to take over: this column is 1 daemon's, minus what
+  their watching costs. Spreading runs across daemons is the next step.
 - DBOS on PostgreSQL: DBOS Transact with its system database in another database of the
   same server (an async workflow of three async steps; recv/send for event -> resume).
 
@@ -15,6 +19,11 @@ paused on an event, resumed by `emit`, timed to its completion's commit). For Po
 it also prints the server's own limit: WAL flushes per second (one-row autocommit INSERTs
 from one connection) and our runs per commit (transactions counted by the server), whose
 product is the ceiling group commit can reach.
+
+Then the take-over time (`pg_daemons.takeovers`): three ``orchestrator up`` daemons on one
+folder and journal, runs in flight and runs paused; the active daemon is SIGKILLed, or
+frozen with SIGSTOP past its 5 s heartbeat and then continued; printed: the seconds until a
+standby logged ready, and until the first and the last run interrupted completed.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from common import (
     parse_args,
     percentile,
 )
+from pg_daemons import standbys, takeover_lines, takeovers
 
 from orchestrator import Runtime
 
@@ -55,10 +65,13 @@ class Counts:
     parked: int  # runs paused, then resumed one at a time (each one a latency sample)
     warmup: int
     flushes: int  # one-row autocommit INSERTs timed for the WAL-flush rate
+    takeovers: tuple[str, ...]  # the signal the active daemon gets, one round each
+    held: int  # runs in flight (in a step) when it gets it
+    paused: int  # runs paused on an event meanwhile (each take-over re-arms them)
 
 
-FULL = Counts(500, (1_000, 5_000), 500, 50, 2_000)
-QUICK = Counts(100, (500,), 100, 10, 500)
+FULL = Counts(500, (1_000, 5_000), 500, 50, 2_000, ("SIGKILL",) * 3 + ("SIGSTOP",) * 2, 100, 1_000)
+QUICK = Counts(100, (500,), 100, 10, 500, ("SIGKILL", "SIGSTOP"), 20, 100)
 
 
 @dataclass
@@ -110,23 +123,32 @@ def commits(url: str) -> int:
 # -- ours ----------------------------------------------------------------------------------
 
 
-async def ours(db: str | Path, counts: Counts, url: str | None) -> Column:
-    column = Column()
-    async with Runtime(db) as rt:
-        await rt.register(workflow("async"))
-        column.rates["sequential"] = await timed_sequential(
-            lambda: ours_invoke(rt), counts.warmup, counts.sequential
-        )
-        for n in counts.in_flight:
-            before = commits(url) if url else 0
-            start = time.perf_counter()
-            check(list(await asyncio.gather(*(ours_invoke(rt) for _ in range(n)))))
-            column.rates[f"N={n:,}"] = n / (time.perf_counter() - start)
-            if url:
-                column.per_commit = n / max(commits(url) - before, 1)
-                column.note = f"{column.per_commit:.1f} runs per commit at N={n:,}"
+async def ours(
+    db: str | Path, counts: Counts, url: str | None, spare: Path | None = None
+) -> Column:
+    """Our column; with `spare` (a folder), two standby daemons watch the journal meanwhile."""
     async with Runtime(db, workflows=[ORDERS]) as rt:
-        column.latency = await resume_latency(rt, counts)
+        await rt.register(workflow("async"))
+        if spare is None or url is None:
+            return await measured(rt, counts, url)
+        async with standbys(url, spare):
+            return await measured(rt, counts, url)
+
+
+async def measured(rt: Runtime, counts: Counts, url: str | None) -> Column:
+    column = Column()
+    column.rates["sequential"] = await timed_sequential(
+        lambda: ours_invoke(rt), counts.warmup, counts.sequential
+    )
+    for n in counts.in_flight:
+        before = commits(url) if url else 0
+        start = time.perf_counter()
+        check(list(await asyncio.gather(*(ours_invoke(rt) for _ in range(n)))))
+        column.rates[f"N={n:,}"] = n / (time.perf_counter() - start)
+        if url:
+            column.per_commit = n / max(commits(url) - before, 1)
+            column.note = f"{column.per_commit:.1f} runs per commit at N={n:,}"
+    column.latency = await resume_latency(rt, counts)
     return column
 
 
@@ -151,6 +173,16 @@ async def guarded(what: str, measure: Callable[[], Awaitable[Column]]) -> Column
     except Exception as exc:  # a backend that cannot run here yet: say so, go on
         print(f"{what}: not measured: {type(exc).__name__}: {exc}")
         return Column(note="not measured")
+
+
+def take_over(url: str, counts: Counts) -> list[str]:
+    """The take-over table's lines, or why it could not be measured."""
+    try:
+        with fresh_dir() as tmp:
+            results = takeovers(url, tmp, counts.takeovers, counts.held, counts.paused)
+    except Exception as exc:  # a backend that cannot run here yet: say so, go on
+        return [f"take-over: not measured: {type(exc).__name__}: {exc}"]
+    return takeover_lines(results, counts.held, counts.paused)
 
 
 # -- DBOS ----------------------------------------------------------------------------------
@@ -253,6 +285,12 @@ async def main(argv: list[str]) -> None:
         columns["PostgreSQL, 1 daemon"] = await guarded(
             "PostgreSQL, 1 daemon", lambda: ours(url, counts, url)
         )
+        url3 = cluster.create_database("ours3")
+        with fresh_dir() as tmp:
+            (tmp / "standby").mkdir()  # the standbys' folder: empty (they run nothing)
+            columns["PostgreSQL, 3 daemons"] = await guarded(
+                "PostgreSQL, 3 daemons", lambda: ours(url3, counts, url3, tmp / "standby")
+            )
         skip = dbos_unavailable(args.no_dbos, import_dbos())
         if skip:
             print(skip)
@@ -262,11 +300,14 @@ async def main(argv: list[str]) -> None:
             columns[f"DBOS {version}, PostgreSQL"] = await guarded(
                 "DBOS", lambda: dbos_column(dbos_url, counts)
             )
-        print(
-            "PostgreSQL, 3 daemons and take-over time: not measured yet (several daemons on "
-            "one journal are the next step of the PostgreSQL backend)"
-        )
+        taken = take_over(cluster.create_database("takeover"), counts)
+    print(
+        "PostgreSQL, 3 daemons: this process's runtime is the active daemon, two "
+        "`orchestrator up` standbys watch the journal (one active daemon at a time)"
+    )
     print_table(columns, counts)
+    for line in taken:
+        print(line)
     ours_pg = columns.get("PostgreSQL, 1 daemon")
     if ours_pg is not None and ours_pg.per_commit:
         print(
