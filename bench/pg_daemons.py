@@ -153,7 +153,7 @@ def _look(
 @contextlib.asynccontextmanager
 async def standbys(url: str, folder: Path, n: int = 2) -> AsyncIterator[list[Up]]:
     """`n` standby daemons on `url` (an active daemon must run it), stopped at the end."""
-    started = [Up(folder, url, folder.parent / f"standby-{i}.log") for i in range(n)]
+    started = [Up(folder, url, folder / f"standby-{i}.log") for i in range(n)]
     try:
         await until_async(lambda: all(up.standby() for up in started), "the standbys", started)
         yield started
