@@ -11,6 +11,7 @@ types the next command, and checks what the README says happened.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -24,9 +25,11 @@ from documented import Block, Shell, section
 from postgres import Cluster
 from procs import ROOT, query
 
+from orchestrator.journal.records import DaemonRecord, StandbyRecord
 from orchestrator.testing import eventually_blocking
 
 HEADING = "### Three daemons on one PostgreSQL, step by step"
+LISTED = "orchestrator workflows --db postgresql:///shop | grep -E '^(daemon|standby):'"
 WALKTHROUGH = section((ROOT / "README.md").read_text(), HEADING)
 DATABASE = "shop"
 TIMEOUT = 60.0
@@ -116,12 +119,18 @@ def terminal(pg_cluster: Cluster, tmp_path: Path) -> Iterator[Terminal]:
             conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
 
 
-def active_daemon(url: str) -> tuple[int, bool] | None:
-    """The journal's live daemon: its pid and whether it is ready."""
+def daemons(url: str) -> tuple[DaemonRecord | None, list[StandbyRecord]]:
+    """The journal's active daemon and its standbys, as `orchestrator workflows` reads them."""
     from orchestrator.journal import open_journal
 
-    record = open_journal(url).commands.daemon()
-    return None if record is None else (record.pid, record.ready)
+    async def read() -> tuple[DaemonRecord | None, list[StandbyRecord]]:
+        reader = await open_journal(url).open_reader()
+        try:
+            return await reader.daemon(), await reader.standbys()
+        finally:
+            await reader.close()
+
+    return asyncio.run(read())
 
 
 def orders(url: str) -> list[str]:
@@ -143,13 +152,21 @@ class Walk:
 
     def taken_over(self) -> int | None:
         """The pid of the ready daemon, if it is none of those killed or frozen."""
-        daemon = active_daemon(self.url)
-        return daemon[0] if daemon and daemon[1] and daemon[0] not in self.killed else None
+        daemon, _ = daemons(self.url)
+        ready = daemon is not None and daemon.ready and daemon.pid not in self.killed
+        return daemon.pid if daemon is not None and ready else None
+
+    def settled(self) -> bool:
+        """Whether a new daemon is ready, with the standbys left (two, less one a take-over)."""
+        _, standbys = daemons(self.url)
+        return self.taken_over() is not None and len(standbys) == 2 - len(self.killed)
 
     def until(self, check: Callable[[], object], what: str) -> None:
         eventually_blocking(check, what=what, timeout=TIMEOUT, details=self.logs)
 
     def before(self, command: str) -> None:
+        if LISTED in command:  # typed once the README's "a second later" has passed
+            self.until(self.settled, "the daemons to settle")
         if command.startswith(("kill -9", "kill -STOP")):
             pid = eventually_blocking(self.taken_over, what="the active daemon", timeout=TIMEOUT)
             self.killed.append(pid)
@@ -160,9 +177,11 @@ class Walk:
             self.until(lambda: self.logs().count("standby: ") == 2, "two standbys")
         elif command.startswith(("kill -9", "kill -STOP")):
             self.until(self.taken_over, "a standby to take over")
-        elif "head -1" in command:  # the active daemon, never one killed or frozen
+        elif LISTED in command:  # the active daemon, never one killed or frozen; standbys
             shown = re.search(r"^daemon: pid (\d+) on .*, ready$", printed, re.M)
             assert shown and int(shown[1]) not in self.killed, (printed, self.killed)
+            standbys = re.findall(r"^standby: pid \d+ on .*, since .*$", printed, re.M)
+            assert len(standbys) == 2 - len(self.killed), printed
         elif "emit order.created" in command:
             self.until(lambda: orders(self.url) == ["paused"], "the order's run to pause")
         elif "emit payment.received" in command:  # resumed under the second daemon
