@@ -7,25 +7,36 @@ writes on, as in production) serves every PostgreSQL column. Columns:
 
 - SQLite: our runtime on a journal file (WAL, synchronous=FULL).
 - PostgreSQL, 1 daemon: our runtime on a ``postgresql://`` journal (synchronous_commit=on).
+- PostgreSQL, 3 daemons: the same runtime, the active daemon, with two standby daemons
+  (``orchestrator up`` processes) on the same journal. One daemon runs a journal's runs at
+  a time; the standbys only watch it, to take over: this column is 1 daemon's, minus what
+  their watching costs. Spreading runs across daemons is the next step.
 - DBOS on PostgreSQL: DBOS Transact with its system database in another database of the
   same server (an async workflow of three async steps; recv/send for event -> resume).
 
 Rows: 3-step runs/s one at a time and with N in flight; event -> resume p50/p99 (a run
 paused on an event, resumed by `emit`, timed to its completion's commit). For PostgreSQL
 it also prints the server's own limit: WAL flushes per second (one-row autocommit INSERTs
-from one connection) and our runs per commit (transactions counted by the server), whose
-product is the ceiling group commit can reach.
+from one connection) and our runs per commit (write transactions, by the server's
+transaction ids), whose product is the ceiling group commit can reach.
+
+Then the take-over time (`pg_daemons.takeovers`): three ``orchestrator up`` daemons on one
+folder and journal, runs in flight and runs paused; the active daemon is SIGKILLed, or
+frozen with SIGSTOP past its 5 s heartbeat and then continued; printed: the seconds until a
+standby logged ready, and until the first and the last run interrupted completed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +52,7 @@ from common import (
     parse_args,
     percentile,
 )
+from pg_daemons import standbys, takeover_lines, takeovers
 
 from orchestrator import Runtime
 
@@ -55,10 +67,16 @@ class Counts:
     parked: int  # runs paused, then resumed one at a time (each one a latency sample)
     warmup: int
     flushes: int  # one-row autocommit INSERTs timed for the WAL-flush rate
+    takeovers: tuple[str, ...]  # the signal the active daemon gets, one round each
+    held: int  # runs in flight (in a step) when it gets it
+    paused: int  # runs paused on an event meanwhile (each take-over re-arms them)
+    rounds: int  # turns of the two PostgreSQL columns (1 daemon, 3 daemons): medians
 
 
-FULL = Counts(500, (1_000, 5_000), 500, 50, 2_000)
-QUICK = Counts(100, (500,), 100, 10, 500)
+FULL = Counts(
+    500, (1_000, 5_000), 500, 50, 2_000, ("SIGKILL",) * 3 + ("SIGSTOP",) * 2, 100, 1_000, 3
+)
+QUICK = Counts(100, (500,), 100, 10, 500, ("SIGKILL", "SIGSTOP"), 20, 100, 1)
 
 
 @dataclass
@@ -96,37 +114,50 @@ def wal_flushes_per_second(url: str, n: int) -> float:
 
 
 def commits(url: str) -> int:
-    """Transactions committed in `url`'s database so far (the server's own count)."""
+    """The server's transaction id counter: it moves by one per transaction that wrote.
+
+    Read transactions (the standbys' polls, our reads) take no id, and nothing else writes
+    to this server while a column is measured: the difference over a burst is our commits
+    (plus one for this call). The statistics' ``xact_commit``, used before, counts reads as
+    well (the standbys' polls among them) and is reported by each backend at most once a
+    second, after the burst.
+    """
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("SELECT pg_stat_clear_snapshot()")
-        row = conn.execute(
-            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
-        ).fetchone()
+        row = conn.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()
     return int(row[0]) if row else 0
 
 
 # -- ours ----------------------------------------------------------------------------------
 
 
-async def ours(db: str | Path, counts: Counts, url: str | None) -> Column:
-    column = Column()
-    async with Runtime(db) as rt:
-        await rt.register(workflow("async"))
-        column.rates["sequential"] = await timed_sequential(
-            lambda: ours_invoke(rt), counts.warmup, counts.sequential
-        )
-        for n in counts.in_flight:
-            before = commits(url) if url else 0
-            start = time.perf_counter()
-            check(list(await asyncio.gather(*(ours_invoke(rt) for _ in range(n)))))
-            column.rates[f"N={n:,}"] = n / (time.perf_counter() - start)
-            if url:
-                column.per_commit = n / max(commits(url) - before, 1)
-                column.note = f"{column.per_commit:.1f} runs per commit at N={n:,}"
+async def ours(
+    db: str | Path, counts: Counts, url: str | None, spare: Path | None = None
+) -> Column:
+    """Our column; with `spare` (a folder), two standby daemons watch the journal meanwhile."""
     async with Runtime(db, workflows=[ORDERS]) as rt:
-        column.latency = await resume_latency(rt, counts)
+        await rt.register(workflow("async"))
+        if spare is None or url is None:
+            return await measured(rt, counts, url)
+        async with standbys(url, spare):
+            return await measured(rt, counts, url)
+
+
+async def measured(rt: Runtime, counts: Counts, url: str | None) -> Column:
+    column = Column()
+    column.rates["sequential"] = await timed_sequential(
+        lambda: ours_invoke(rt), counts.warmup, counts.sequential
+    )
+    for n in counts.in_flight:
+        before = commits(url) if url else 0
+        start = time.perf_counter()
+        check(list(await asyncio.gather(*(ours_invoke(rt) for _ in range(n)))))
+        column.rates[f"N={n:,}"] = n / (time.perf_counter() - start)
+        if url:
+            column.per_commit = n / max(commits(url) - before - 1, 1)
+            column.note = f"{column.per_commit:.1f} runs per commit at N={n:,}"
+    column.latency = await resume_latency(rt, counts)
     return column
 
 
@@ -151,6 +182,52 @@ async def guarded(what: str, measure: Callable[[], Awaitable[Column]]) -> Column
     except Exception as exc:  # a backend that cannot run here yet: say so, go on
         print(f"{what}: not measured: {type(exc).__name__}: {exc}")
         return Column(note="not measured")
+
+
+PG1, PG3 = "PostgreSQL, 1 daemon", "PostgreSQL, 3 daemons"
+
+
+async def ours_postgres(cluster: Cluster, counts: Counts) -> dict[str, Column]:
+    """Our two PostgreSQL columns, measured in turns (1, 3, 3, 1, ...) on a shared machine.
+
+    Each cell is the median of its rounds, each on a new database; latencies pool the
+    rounds' samples. Taking turns spreads whatever else loads the machine over both.
+    """
+    rounds: dict[str, list[Column]] = {PG1: [], PG3: []}
+    for number in range(counts.rounds):
+        for name in (PG1, PG3) if number % 2 == 0 else (PG3, PG1):
+            url = cluster.create_database("ours")
+            with fresh_dir() as tmp:  # the standbys' folder: empty, they run nothing
+                spare = None if name == PG1 else tmp
+                measure = partial(ours, url, counts, url, spare)
+                rounds[name].append(await guarded(name, measure))
+    n = counts.in_flight[-1]
+    return {name: median_column(columns, n) for name, columns in rounds.items()}
+
+
+def median_column(rounds: list[Column], n: int) -> Column:
+    """Each rate the median of the rounds', the latency samples pooled."""
+    measured = [column for column in rounds if column.rates]
+    if not measured:
+        return Column(note="not measured")
+    rates: dict[str, float | None] = {
+        row: statistics.median(values)
+        for row in measured[0].rates
+        if (values := [v for c in measured if (v := c.rates.get(row)) is not None])
+    }
+    per_commit = statistics.median(column.per_commit for column in measured)
+    note = f"median of {len(measured)} rounds; {per_commit:.1f} runs per commit at N={n:,}"
+    return Column(rates, [x for c in measured for x in c.latency], per_commit, note)
+
+
+def take_over(url: str, counts: Counts) -> list[str]:
+    """The take-over table's lines, or why it could not be measured."""
+    try:
+        with fresh_dir() as tmp:
+            results = takeovers(url, tmp, counts.takeovers, counts.held, counts.paused)
+    except Exception as exc:  # a backend that cannot run here yet: say so, go on
+        return [f"take-over: not measured: {type(exc).__name__}: {exc}"]
+    return takeover_lines(results, counts.held, counts.paused)
 
 
 # -- DBOS ----------------------------------------------------------------------------------
@@ -249,10 +326,7 @@ async def main(argv: list[str]) -> None:
             f"PostgreSQL {cluster.bindir.parent.name} on 127.0.0.1 (fsync on): "
             f"{flushes:,.0f} WAL flushes/s (one-row autocommit INSERTs, one connection)"
         )
-        url = cluster.create_database("ours")
-        columns["PostgreSQL, 1 daemon"] = await guarded(
-            "PostgreSQL, 1 daemon", lambda: ours(url, counts, url)
-        )
+        columns.update(await ours_postgres(cluster, counts))
         skip = dbos_unavailable(args.no_dbos, import_dbos())
         if skip:
             print(skip)
@@ -262,12 +336,15 @@ async def main(argv: list[str]) -> None:
             columns[f"DBOS {version}, PostgreSQL"] = await guarded(
                 "DBOS", lambda: dbos_column(dbos_url, counts)
             )
-        print(
-            "PostgreSQL, 3 daemons and take-over time: not measured yet (several daemons on "
-            "one journal are the next step of the PostgreSQL backend)"
-        )
+        taken = take_over(cluster.create_database("takeover"), counts)
+    print(
+        "PostgreSQL, 3 daemons: this process's runtime is the active daemon, two "
+        "`orchestrator up` standbys watch the journal (one active daemon at a time)"
+    )
     print_table(columns, counts)
-    ours_pg = columns.get("PostgreSQL, 1 daemon")
+    for line in taken:
+        print(line)
+    ours_pg = columns.get(PG1)
     if ours_pg is not None and ours_pg.per_commit:
         print(
             f"group-commit ceiling: {flushes:,.0f} flushes/s x {ours_pg.per_commit:.1f} runs "

@@ -75,6 +75,21 @@ def blocks(markdown: str) -> list[Block]:
     return found
 
 
+def section(markdown: str, heading: str) -> list[Block]:
+    """The fenced blocks under the line `heading` (``### Title``), up to the next heading."""
+    lines, fenced, inside = markdown.splitlines(), False, False
+    starts: list[int] = []  # the opening fence's line (1-based) of each block in the section
+    for number, line in enumerate(lines, 1):
+        if FENCE.match(line):
+            if not fenced and inside:
+                starts.append(number)
+            fenced = not fenced
+        elif not fenced and line.startswith("#"):
+            inside = line == heading
+    assert heading in lines, f"no heading {heading!r}"
+    return [block for block in blocks(markdown) if block.line in starts]
+
+
 def normalized(text: str) -> str:
     """`text` with its ids and times replaced by placeholders."""
     for pattern, placeholder in VARYING:

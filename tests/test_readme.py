@@ -19,6 +19,8 @@ a block no check claims fails `test_every_block_is_checked`:
 - ``text``: what a real command prints (`TEXT_OUTPUT`) reads as documented (see
   `documented.mismatch`).
 - `NOT_RUN`: the quick start, with the reason.
+- `ELSEWHERE`: the sections another test runs (three daemons on PostgreSQL:
+  test_readme_postgres.py).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from documented import Block, Shell, blocks, mismatch
+from documented import Block, Shell, blocks, mismatch, section
 from procs import ROOT, Daemon
 
 from orchestrator import Runtime, Workflow
@@ -53,6 +55,17 @@ NOT_RUN = {
     "litestream": "the disaster-recovery recipe needs the litestream program and an object "
     "store; test_a_journal_survives_what_litestream_does_to_it checks what it relies on",
 }
+# The README's sections whose blocks another test runs, and which.
+ELSEWHERE = {
+    "### Three daemons on one PostgreSQL, step by step": "tests/test_readme_postgres.py runs "
+    "them against the suite's PostgreSQL server",
+}
+RUN_ELSEWHERE = {
+    block.line: why
+    for heading, why in ELSEWHERE.items()
+    for block in section((ROOT / "README.md").read_text(), heading)
+}
+SKIPPED = {*NOT_RUN.values(), *ELSEWHERE.values()}
 # The first key of a json block -> the command whose --json output it shows.
 JSON_OUTPUT = {
     "run_id": ["runs", "--json"],
@@ -87,7 +100,7 @@ def daemon_line() -> str:
     (line,) = [
         line
         for block in of("bash")
-        if checked_by(block) not in NOT_RUN.values()
+        if checked_by(block) not in SKIPPED
         for line in block.text.splitlines()
         if line.startswith("orchestrator up ")
     ]
@@ -100,6 +113,8 @@ def daemon_line() -> str:
 def checked_by(block: Block) -> str | None:
     """Why `block` is checked (or deliberately not run), or None if nothing checks it."""
     first_command = block.first.split()[0] if block.first.strip() else ""
+    if block.line in RUN_ELSEWHERE:
+        return RUN_ELSEWHERE[block.line]
     if first_command in NOT_RUN:
         return NOT_RUN[first_command]
     if block.info in ("python", "bash", "toml", "yaml"):
@@ -222,7 +237,7 @@ def test_a_toml_block_parses(block: Block, tmp_path: Path) -> None:
 
 def test_the_bash_blocks_run_in_sequence(shell: Shell) -> None:
     for block in of("bash"):
-        if checked_by(block) in NOT_RUN.values():
+        if checked_by(block) in SKIPPED:
             continue
         for line in block.text.splitlines():
             comment = line.partition("#")[2]

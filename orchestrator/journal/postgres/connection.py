@@ -6,6 +6,7 @@ host, port, database and user instead.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from ...errors import JournalBackendUnavailable, JournalPathInvalid, JournalUnreachable
@@ -44,12 +45,23 @@ def parse_url(url: str) -> dict[str, str]:
 
 
 def describe(url: str) -> str:
-    """Where `url` points, without its password: ``database D on HOST:PORT as USER``."""
-    params = parse_url(url)
+    """Where `url` points, without its password: ``database D on HOST:PORT as USER``.
+
+    What the URL leaves out is libpq's environment (``PGHOST``, ``PGPORT``, ...), as it
+    connects: ``postgresql:///shop`` is named where it really goes.
+    """
+    params = {**_from_environment(), **parse_url(url)}
     host = params.get("host") or params.get("hostaddr") or "the local socket"
     port = params.get("port") or "5432"
     where = f"database {params.get('dbname') or '(the user name)'} on {host}:{port}"
     return f"{where} as {params['user']}" if params.get("user") else where
+
+
+def _from_environment() -> dict[str, str]:
+    """The connection parameters libpq reads from the environment, by parameter name."""
+    names = {"PGHOST": "host", "PGHOSTADDR": "hostaddr", "PGPORT": "port"}
+    names.update(PGDATABASE="dbname", PGUSER="user")
+    return {param: os.environ[var] for var, param in names.items() if os.environ.get(var)}
 
 
 async def connect(url: str, *, autocommit: bool = False) -> psycopg.AsyncConnection[Any]:
