@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,14 @@ def configure_logging(file: Path | None = None) -> None:
     root = logging.getLogger("orchestrator")
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+
+
+def show_standby() -> None:
+    """Also print on stdout the line saying this daemon stands by (the others go to a file)."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.addFilter(lambda record: bool(getattr(record, "standby", False)))
+    handler.setFormatter(_EscapingFormatter("orchestrator: %(message)s"))
+    logging.getLogger("orchestrator.journal").addHandler(handler)
 
 
 class PrivateFileHandler(logging.FileHandler):
@@ -169,9 +177,13 @@ async def serve(
         max_recoveries=settings.max_recoveries,
         isolate=settings.isolate,
         workers=Workers() if settings.workers is None else Workers(max=settings.workers),
+        standby=open_journal(db).shared,
     )
     try:
-        async with runtime as rt:
+        if not await _started_unless_stopped(runtime, stop):
+            _log.info("stopped cleanly (it was standing by)")
+            return 0
+        async with _stopped_after(runtime) as rt:
             loaded = ", ".join(rt.list_workflows()) or "none yet"
             tune_process()
             _log.info(
@@ -199,6 +211,36 @@ async def serve(
     code = _report(rt.failure)
     _exit_if_steps_linger(code)
     return code
+
+
+@contextlib.asynccontextmanager
+async def _stopped_after(runtime: Runtime) -> AsyncIterator[Runtime]:
+    """A started runtime, stopped when the block ends however it ends."""
+    try:
+        yield runtime
+    finally:
+        await runtime.stop()
+
+
+async def _started_unless_stopped(runtime: Runtime, stop: asyncio.Event) -> bool:
+    """Start `runtime`; False if a stop signal came first (a standby waiting to take over).
+
+    Raises:
+        OrchestratorError: The runtime failed to start (it cleaned up after itself).
+    """
+    starting = asyncio.create_task(runtime.start(), name="start")
+    stopping = asyncio.create_task(stop.wait(), name="stop-signal")
+    try:
+        await asyncio.wait((starting, stopping), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not starting.done():
+            starting.cancel()
+            await asyncio.wait((starting,))  # its clean-up runs before we go on
+    if starting.cancelled():
+        return False
+    starting.result()  # start's own error, if it failed
+    return True
 
 
 async def _stop_on_failure(rt: Runtime, stop: asyncio.Event) -> None:

@@ -812,7 +812,7 @@ async def _cmd_up(args: argparse.Namespace) -> int:
 
 async def _serve(args: argparse.Namespace, registration: Registration) -> int:
     from ..journal.backends import is_postgres_url
-    from .daemon import DaemonSettings, configure_logging, serve
+    from .daemon import DaemonSettings, configure_logging, serve, show_standby
 
     db = db_target(args)
     dashboard = not args.headless and sys.stdin.isatty() and sys.stdout.isatty()
@@ -828,6 +828,7 @@ async def _serve(args: argparse.Namespace, registration: Registration) -> int:
         ) from None
     if log_file is not None:
         print(f"orchestrator: the daemon logs to {log_file} while the dashboard runs")
+        show_standby()  # the terminal stays blank until the dashboard: say why
     registration.report()
     settings = DaemonSettings(
         grace=args.grace,

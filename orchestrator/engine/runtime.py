@@ -90,6 +90,9 @@ class Runtime:
         isolate: Run sync steps in worker processes unless a step, its workflow or its
             folder's ``orchestrator.toml`` says otherwise (``orchestrator up`` passes True).
         workers: How the worker processes of isolated steps are kept (`Workers`).
+        standby: On a journal several daemons share (PostgreSQL), wait in `start` while
+            another daemon runs it, and take over once it stops or its heartbeat goes stale,
+            instead of failing with `JournalLocked` (``orchestrator up`` passes True there).
     """
 
     def __init__(
@@ -109,6 +112,7 @@ class Runtime:
         max_recoveries: int | None = 3,
         isolate: bool = False,
         workers: Workers | None = None,
+        standby: bool = False,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
@@ -120,6 +124,12 @@ class Runtime:
             raise ValueError(f"max_recoveries must be an int >= 0 or None, got {max_recoveries!r}")
         self._max_recoveries = max_recoveries
         self._journal = open_journal(db)  # a backend that is not available fails here
+        if standby is not False and (standby is not True or not self._journal.shared):
+            raise ValueError(
+                f"standby takes True only on a journal several daemons share (a postgresql://"
+                f" URL); got {standby!r} for {self._journal.location}"
+            )
+        self._standby = standby
         self.db = Path(db)
         self._initial = list(workflows)
         # Read once: later changes to os.environ do not move a running runtime's env.
@@ -168,13 +178,16 @@ class Runtime:
         await self.stop()
 
     async def start(self) -> None:
-        """Open the journal under its lease, recover, register `workflows`, start routing."""
+        """Open the journal under its lease, recover, register `workflows`, start routing.
+
+        With ``standby=True``, first wait while another daemon runs the journal.
+        """
         if self._state != "new":
             raise RuntimeNotStarted("a Runtime can be started once; create a new one")
         self._know_secrets(Redactor(self._runtime_env, extra_keys=self._secrets).values)
         guard_handlers(logging.getLogger("orchestrator"))
         try:
-            opened = await self._writer.open()
+            opened = await self._writer.open(standby=self._standby)
         except BaseException:
             await self._writer.close()  # ends its thread; it holds no lease
             self._threads.shutdown(wait=False)

@@ -102,8 +102,13 @@ class JournalWriter(Protocol):
         writer has failed.
         """
 
-    async def open(self) -> Opened:
-        """Connect, bring the schema up to date and take the lease (`JournalLocked` if held)."""
+    async def open(self, *, standby: bool = False) -> Opened:
+        """Connect, bring the schema up to date and take the lease (`JournalLocked` if held).
+
+        With `standby` (a `JournalBackend.shared` journal only), a lease another daemon holds
+        is waited for instead: the call returns once that daemon stopped or went stale and
+        this one took over.
+        """
 
     async def run(self) -> None:
         """Commit batches until `close` (or cancellation); the caller's task owns it."""
@@ -495,6 +500,10 @@ class JournalBackend(Protocol):
 
         A file's real path; for a server (to come), its URL without the password.
         """
+
+    @property
+    def shared(self) -> bool:
+        """Whether daemons on several machines may run it: one active, the others standing by."""
 
     @property
     def commands(self) -> JournalCommands:

@@ -119,8 +119,8 @@ class RecordingJournal:
         """True until a commit has failed: the double holds its lease for ever."""
         return self._failure is None
 
-    async def open(self) -> Opened:
-        """Nothing to connect: report `max_run_row`."""
+    async def open(self, *, standby: bool = False) -> Opened:
+        """Nothing to connect, no one to wait for: report `max_run_row`."""
         self.opened = True
         return Opened(max_run_row=self._max_run_row)
 

@@ -40,6 +40,11 @@ class PostgresJournal:
         host = params.get("host") or params.get("hostaddr") or "localhost"
         return f"postgresql://{host}:{params.get('port') or '5432'}/{params.get('dbname', '')}"
 
+    @property
+    def shared(self) -> bool:
+        """Daemons on several machines may run it: one active, the others standing by."""
+        return True
+
     @cached_property
     def commands(self) -> PostgresCommands:
         """Writes for the CLI and the dashboard, each one short transaction."""

@@ -65,12 +65,24 @@ if TYPE_CHECKING:
 RECONNECT_PATIENCE = 30.0
 # Daemons register one at a time under this advisory lock ("ORCH" and 2).
 DAEMONS_LOCK = 0x4F524348_00000002
+# A standby reads the daemons table this often (seconds) while another daemon is active.
+STANDBY_POLL = 0.5
+# Each writer's connection is named after its daemon's token, so that a daemon taking over
+# can end the connections of the stale one: one frozen in the middle of a batch (SIGSTOP, a
+# suspended VM) holds its row's share lock, which the fence would otherwise wait for.
+APPLICATION_NAME = "orchestrator-writer-{token}"
+# How long a registration waits for the daemons' row locks before it tries again.
+REGISTER_LOCK_TIMEOUT = "10s"
 _log = logging.getLogger("orchestrator.journal")
 
-_LIVE = (
+_HOLDERS = (
     "SELECT id, pid, host, started_at, heartbeat_at, ready, token, degraded FROM daemons"
-    " WHERE fenced_at IS NULL AND stopped_at IS NULL ORDER BY id FOR UPDATE"
+    " WHERE fenced_at IS NULL AND stopped_at IS NULL ORDER BY id"
 )
+_LIVE = _HOLDERS + " FOR UPDATE"
+# The server's clock, in microseconds since the epoch: every heartbeat is written and
+# judged in it, so daemons on hosts whose clocks disagree still agree on who is stale.
+_SERVER_NOW = "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
 _FENCE = (
     "UPDATE daemons SET epoch = epoch + 1, fenced_at = %s WHERE id = ANY(%s) AND fenced_at IS NULL"
 )
@@ -89,6 +101,10 @@ _BEAT_ALONE = (
 )
 _STOP = "UPDATE daemons SET stopped_at = %s WHERE id = %s AND epoch = %s AND fenced_at IS NULL"
 _NOTIFY = "SELECT pg_notify(%s, '')"
+_CUT_OFF = (
+    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+    " WHERE application_name = ANY(%s) AND pid <> pg_backend_pid()"
+)
 # SQLSTATE classes and codes that may pass: a batch failing so is kept and tried again.
 _TRANSIENT_CLASSES = ("40", "53", "58")  # serialization/deadlock, resources, system I/O
 _TRANSIENT_CODES = frozenset({"55P03", "57014"})  # lock not available, statement cancelled
@@ -131,6 +147,7 @@ class PostgresWriter(WriterStatus):
         # The last heartbeat written: each batch writes a new one (see the module).
         self._beat = 0
         self._attempt_beat = 0
+        self._server_ahead_us = 0  # the server's clock minus this host's (`_connect`)
         self._batch: asyncio.Future[None] | None = None
         self._inflight: asyncio.Future[None] | None = None
         self._urgent = False
@@ -150,12 +167,19 @@ class PostgresWriter(WriterStatus):
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def open(self) -> Opened:
-        """Migrate, connect and register this daemon; `JournalLocked` if another one runs."""
+    async def open(self, *, standby: bool = False) -> Opened:
+        """Migrate, connect and register this daemon.
+
+        Another live daemon's journal is refused with `JournalLocked`; with `standby`, it is
+        waited for instead, and this daemon registers once that one stops or goes stale.
+        """
         await schema.migrate(self.url)
         conn = await self._connect()
         try:
-            max_row = await self._register(conn)
+            if standby:
+                conn, max_row = await self._stand_by(conn)
+            else:
+                max_row = await self._register(conn)
         except BaseException:
             await conn.close()
             raise
@@ -169,16 +193,127 @@ class PostgresWriter(WriterStatus):
         level = "on" if self._synchronous == "FULL" else "off"
         try:
             await conn.execute(f"SET synchronous_commit = {level}")
+            name = APPLICATION_NAME.format(token=self._token)
+            await conn.execute("SELECT set_config('application_name', %s, false)", (name,))
+            await self._learn_server_clock(conn)
         except load_psycopg().Error as exc:
             await conn.close()
             raise JournalUnreachable(f"journal {self.location}: {_reason(exc)}") from None
         return conn
 
+    async def _learn_server_clock(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """How far the server's clock is ahead of this host's (half the round trip assumed)."""
+        before = self._wall.now_us()
+        row = await (await conn.execute(_SERVER_NOW)).fetchone()
+        after = self._wall.now_us()
+        assert row is not None
+        self._server_ahead_us = int(row[0]) - (before + after) // 2
+
+    async def _stand_by(
+        self, conn: psycopg.AsyncConnection[Any]
+    ) -> tuple[psycopg.AsyncConnection[Any], int]:
+        """Wait while another daemon is live, then register: the connection, the highest run row.
+
+        A standby outlives the server going away: it connects again until the server is
+        back (an active daemon gives up after `RECONNECT_PATIENCE`; its standbys then take
+        over from it).
+        """
+        announced: int | None = None
+        lost = False
+        while True:
+            try:
+                holder = await self._live_holder(conn)
+                if holder is None:
+                    return conn, await self._register(conn)
+            except JournalLocked:  # another standby registered first
+                continue
+            except JournalError:
+                if not (conn.closed or conn.broken):
+                    raise
+                if not lost:
+                    _log.warning("standby: lost the connection to journal %s", self.location)
+                lost = True
+                conn = await self._connect_again(conn)
+                continue
+            if lost:
+                lost = False
+                _log.info("standby: connected to journal %s again", self.location)
+            if holder[0] != announced:
+                announced = holder[0]
+                _log.info(
+                    "standby: journal %s is run by daemon %d (pid %d on %s); this daemon"
+                    " takes over when it stops",
+                    self.location,
+                    holder[0],
+                    holder[1].pid,
+                    holder[1].host,
+                    extra={"standby": True},
+                )
+            await asyncio.sleep(STANDBY_POLL)
+
+    async def _connect_again(
+        self, old: psycopg.AsyncConnection[Any]
+    ) -> psycopg.AsyncConnection[Any]:
+        """A new connection once the server answers again (`old`, broken, is closed)."""
+        await old.close()
+        delay = STANDBY_POLL
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                return await self._connect()
+            except JournalUnreachable:
+                delay = min(delay * 2, RETRY_MAX)
+
+    async def _cut_off_stale(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """End the writer connections of daemons that are no longer live, before fencing them.
+
+        A daemon frozen inside a batch keeps its transaction, and its row lock, open on the
+        server for as long as it is frozen. Ending its connection rolls that batch back.
+        """
+        now = self._next_beat()
+        try:
+            rows = await (await conn.execute(_HOLDERS)).fetchall()
+            stale = [
+                APPLICATION_NAME.format(token=holder.token)
+                for holder in (lease.holder_from(row[1:]) for row in rows)
+                if holder is not None and not lease.is_live(holder, now)
+            ]
+            if stale:
+                await conn.execute(_CUT_OFF, (stale,))
+        except load_psycopg().Error as exc:  # no right to: the fence waits for its lock
+            _log.warning(
+                "journal %s: cannot end a stale daemon's connection: %s",
+                self.location,
+                _reason(exc),
+            )
+
+    async def _live_holder(
+        self, conn: psycopg.AsyncConnection[Any]
+    ) -> tuple[int, lease.LeaseHolder] | None:
+        """The first live daemon of the journal, read without a lock; None if there is none."""
+        now = self._next_beat()
+        try:
+            rows = await (await conn.execute(_HOLDERS)).fetchall()
+        except load_psycopg().Error as exc:
+            raise JournalError(f"journal {self.location}: {_reason(exc)}") from None
+        for row in rows:
+            holder = lease.holder_from(row[1:])
+            assert holder is not None
+            if lease.is_live(holder, now):
+                return int(row[0]), holder
+        return None
+
     async def _register(self, conn: psycopg.AsyncConnection[Any]) -> int:
         """Fence stale daemons, refuse a live one, add this one's row; the highest run row."""
+        await self._cut_off_stale(conn)
         now = self._next_beat()
         try:
             async with conn.transaction():
+                await conn.execute(f"SET LOCAL lock_timeout = '{REGISTER_LOCK_TIMEOUT}'")
+                # Frozen in here, this daemon would hold every other one's registration.
+                await conn.execute(
+                    f"SET LOCAL idle_in_transaction_session_timeout = '{REGISTER_LOCK_TIMEOUT}'"
+                )
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (DAEMONS_LOCK,))
                 stale = []
                 for row in await (await conn.execute(_LIVE)).fetchall():
@@ -190,6 +325,12 @@ class PostgresWriter(WriterStatus):
                 if stale:
                     await conn.execute(_FENCE, (now, stale))
                     await conn.execute(_RELEASE_RUNS, (stale,))
+                    _log.warning(
+                        "journal %s: fenced daemon %s (its process ended or its heartbeat"
+                        " stopped); taking over",
+                        self.location,
+                        ", ".join(map(str, stale)),
+                    )
                 cursor = await conn.execute(
                     _REGISTER, (self._token, os.getpid(), lease.HOST, now, now)
                 )
@@ -200,6 +341,11 @@ class PostgresWriter(WriterStatus):
                 top = await cursor.fetchone()
                 assert top is not None
         except load_psycopg().Error as exc:
+            if getattr(exc, "sqlstate", None) == "55P03":  # a daemon holds its row too long
+                raise JournalLocked(
+                    f"journal {self.location}: another daemon's row stayed locked for"
+                    f" {REGISTER_LOCK_TIMEOUT}; try again"
+                ) from None
             raise JournalError(f"journal {self.location}: opening failed: {_reason(exc)}") from None
         return int(top[0])
 
@@ -413,8 +559,8 @@ class PostgresWriter(WriterStatus):
         self._close_requested.clear()
 
     def _next_beat(self) -> int:
-        """A heartbeat time (microseconds) newer than every one this writer wrote before."""
-        self._beat = max(self._wall.now_us(), self._beat + 1)
+        """A heartbeat time (the server's clock, in µs) newer than every one this writer wrote."""
+        self._beat = max(self._wall.now_us() + self._server_ahead_us, self._beat + 1)
         return self._beat
 
     async def _apply(self, ops: list[Op]) -> None:
@@ -521,7 +667,7 @@ class PostgresWriter(WriterStatus):
         try:
             if not self._crashed and not (conn.closed or conn.broken):
                 with contextlib.suppress(load_psycopg().Error):
-                    await conn.execute(_STOP, (self._wall.now_us(), self.daemon_id, self._epoch))
+                    await conn.execute(_STOP, (self._next_beat(), self.daemon_id, self._epoch))
         finally:
             lease.LIVE_TOKENS.discard(self._token)
             await conn.close()

@@ -38,6 +38,11 @@ class SqliteJournal:
         """The file's real path (symbolic links resolved), whether or not it exists yet."""
         return os.path.realpath(self.path)
 
+    @property
+    def shared(self) -> bool:
+        """A file is run by one daemon; a second is refused, never kept standing by."""
+        return False
+
     @cached_property
     def commands(self) -> SqliteCommands:
         """Writes for the CLI and the dashboard, each one short transaction."""

@@ -109,8 +109,10 @@ class GroupCommitWriter(WriterStatus):
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def open(self) -> Opened:
+    async def open(self, *, standby: bool = False) -> Opened:
         """Connect, migrate, and take the lease; raises `JournalLocked` if it is held."""
+        if standby:
+            raise ValueError("a SQLite journal is run by one daemon: it has no standby")
         return await asyncio.to_thread(self._open_sync)
 
     def _open_sync(self) -> Opened:
