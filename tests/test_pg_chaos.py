@@ -57,7 +57,7 @@ from orchestrator.journal import open_journal
 from orchestrator.journal.backends import migrate_journal
 from orchestrator.testing import eventually_blocking
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # ~1 min; more on a busy machine
 
 DAEMONS = 3
 ORDERS = 1_550  # order.created events: ~95% match `orders`, ~10% `audits`
