@@ -9,6 +9,8 @@ and exits 3; a standby stops at once on SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import os
 import signal
@@ -16,12 +18,18 @@ import sys
 import textwrap
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pilots import until
 from procs import ROOT, Daemon, cli, query
+from test_tui import static_text
 
 from orchestrator import Runtime, StepContext, Workflow
+from orchestrator.journal.liveness import HOST
 from orchestrator.testing import eventually, eventually_blocking
+from tui.app import DashboardApp
+from tui.live import JournalBanner
 
 # A daemon's heartbeat is stale after 5 s: a frozen one is taken over after that, plus the
 # server cutting off its open transaction (5 s); bounds for the waits below.
@@ -84,6 +92,14 @@ def folder(tmp_path: Path) -> Path:
     return flows
 
 
+def workflows(url: str) -> dict[str, Any]:
+    """What `orchestrator workflows --json` shows."""
+    done = cli("workflows", "--json", "--db", url)
+    assert done.returncode == 0, done.stderr
+    shown: dict[str, Any] = json.loads(done.stdout)
+    return shown
+
+
 def emit(url: str, event_type: str, data: str) -> None:
     done = cli("emit", event_type, data, "--db", url)
     assert done.returncode == 0, done.stderr
@@ -111,8 +127,15 @@ def test_a_standby_takes_over_a_killed_daemon_and_its_paused_runs(
 def test_a_standby_stops_at_once_on_sigterm(folder: Path, pg_url: str) -> None:
     with daemon(folder, pg_url, "a") as first, daemon(folder, pg_url, "b") as second:
         active_and_standby(first, second)
+        shown = workflows(pg_url)
+        assert shown["daemon"]["pid"] == first.pid
+        assert [(s["pid"], s["host"]) for s in shown["standbys"]] == [(second.pid, HOST)]
+        assert (
+            f"standby: pid {second.pid} on {HOST}, since" in cli("workflows", "--db", pg_url).stdout
+        )
         assert second.stop(signal.SIGTERM, timeout=30) == 0
         assert "stopped cleanly" in second.log()
+        assert workflows(pg_url)["standbys"] == []  # it said goodbye
         assert first.is_ready()  # the active daemon never noticed
         assert first.stop() == 0
 
@@ -130,6 +153,7 @@ def test_a_daemon_stopped_cleanly_hands_over_without_a_fence(folder: Path, pg_ur
 FROZEN = """
 import asyncio, os, signal, sys
 from orchestrator import Runtime, StepContext, Workflow
+from orchestrator.journal.liveness import HOST
 from orchestrator.journal.faults import BEFORE_COMMIT, FaultPoints
 
 
@@ -298,3 +322,21 @@ def test_a_standby_outlives_a_lost_connection(folder: Path, pg_url: str) -> None
         assert first.stop() == 0
         second.wait_until(second.is_ready, TAKE_OVER_TIMEOUT, "the standby to take over")
         assert second.stop() == 0
+
+
+async def test_the_dashboard_counts_the_daemons_standing_by(pg_url: str) -> None:
+    async with Runtime(pg_url):
+        standby = Runtime(pg_url, standby=True)
+        waiting = asyncio.create_task(standby.start())
+        app = DashboardApp(pg_url)
+        async with app.run_test(size=(160, 40)) as pilot:
+            await until(pilot, lambda: "1 standing by" in banner(app), "the standby in the banner")
+            assert "daemon pid" in banner(app)
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+            await until(pilot, lambda: "standing by" not in banner(app), "the standby gone")
+
+
+def banner(app: DashboardApp) -> str:
+    return static_text(app.screen.query_one(JournalBanner))

@@ -101,6 +101,7 @@ class DashboardApp(App[None]):
         self.source = JournalSource(self.journal)
         self.actions = Actions(self)
         self.daemon: DaemonRecord | None = None
+        self.standbys = 0  # daemons standing by to take the journal over
         self._on_quit = on_quit
         self._active_runs = active_runs
         self._poll_seconds = poll_seconds
@@ -316,6 +317,7 @@ class DashboardApp(App[None]):
             return
         try:
             self.daemon = await queries.daemon()
+            self.standbys = len(await queries.standbys())
         except OrchestratorError as exc:
             await self.source.fail(exc)
 
@@ -338,6 +340,8 @@ class DashboardApp(App[None]):
                         f" · journal writes failing, retrying: {self.daemon.degraded}", "bold red"
                     )
                 )
+        if self.standbys:
+            parts.append(literal(f" · {self.standbys} standing by", "green"))
         if self.read_only:
             parts.append(literal(" · read-only", "bold cyan"))
         return join(*parts)

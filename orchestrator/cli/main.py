@@ -945,15 +945,16 @@ async def _cmd_workflows(args: argparse.Namespace) -> int:
 
     async with _reading(journal_of(args)) as reader:
         if reader is None:
-            loaded, errors, daemon = [], [], None
+            loaded, errors, daemon, standbys = [], [], None, []
         else:
-            loaded, errors, daemon = (
+            loaded, errors, daemon, standbys = (
                 await reader.workflows(),
                 await reader.load_errors(),
                 await reader.daemon(),
+                await reader.standbys(),
             )
     render = output.workflows_json if args.json else output.workflows_text
-    _out(render(loaded, errors, daemon))
+    _out(render(loaded, errors, daemon, standbys))
     return EXIT_OK
 
 

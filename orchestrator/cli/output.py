@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..clock import to_datetime, to_iso
-from ..journal import DaemonRecord, LoadErrorRecord, LogEntry, WorkflowRecord
+from ..journal import DaemonRecord, LoadErrorRecord, LogEntry, StandbyRecord, WorkflowRecord
 from ..records import FINAL_STATUSES, RunInfo, TimelineEntry
 
 # C0 and C1 controls, DEL, lone surrogates (undecodable bytes), and the Unicode line
@@ -252,8 +252,9 @@ def workflows_document(
     loaded: Sequence[WorkflowRecord],
     errors: Sequence[LoadErrorRecord],
     daemon: DaemonRecord | None,
+    standbys: Sequence[StandbyRecord] = (),
 ) -> dict[str, Any]:
-    """`workflows --json`: what the daemon has loaded, what failed, and the daemon."""
+    """`workflows --json`: what the daemon has loaded, what failed, the daemon, its standbys."""
     return {
         "workflows": [
             {
@@ -275,6 +276,9 @@ def workflows_document(
             "ready": daemon.ready,
             "degraded": daemon.degraded,
         },
+        "standbys": [
+            {"pid": s.pid, "host": s.host, "since": to_iso(s.started_at)} for s in standbys
+        ],
     }
 
 
@@ -293,17 +297,20 @@ def workflows_json(
     loaded: Sequence[WorkflowRecord],
     errors: Sequence[LoadErrorRecord],
     daemon: DaemonRecord | None,
+    standbys: Sequence[StandbyRecord] = (),
 ) -> str:
     """`workflows --json` as text."""
-    return json.dumps(workflows_document(loaded, errors, daemon), indent=2, ensure_ascii=False)
+    document = workflows_document(loaded, errors, daemon, standbys)
+    return json.dumps(document, indent=2, ensure_ascii=False)
 
 
 def workflows_text(
     loaded: Sequence[WorkflowRecord],
     errors: Sequence[LoadErrorRecord],
     daemon: DaemonRecord | None,
+    standbys: Sequence[StandbyRecord] = (),
 ) -> str:
-    """`workflows`: one line a workflow, then load errors, then the daemon."""
+    """`workflows`: the daemon and its standbys, one line a workflow, then load errors."""
     lines = []
     if daemon is None:
         lines.append("daemon: none running (this is what the last one had loaded)")
@@ -312,6 +319,9 @@ def workflows_text(
         lines.append(f"daemon: pid {daemon.pid} on {daemon.host}, {state}")
         if daemon.degraded is not None:
             lines.append(f"daemon: journal writes failing, retrying: {daemon.degraded}")
+    for standby in standbys:
+        since = _local(to_datetime(standby.started_at))
+        lines.append(f"standby: pid {standby.pid} on {standby.host}, since {since}")
     if not loaded:
         lines.append("no workflows loaded")
     for w in loaded:

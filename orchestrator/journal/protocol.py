@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # the CLI's small commands must not load asyncio
         Opened,
         RunMatches,
         RunOutcome,
+        StandbyRecord,
         StoredCheckpoint,
         StoredRun,
         SwitchRecord,
@@ -272,6 +273,9 @@ class JournalQueries(ChangeFeed, Protocol):
     async def daemon(self) -> DaemonRecord | None:
         """The live holder of the lease, or None when no process holds it."""
 
+    async def standbys(self) -> list[StandbyRecord]:
+        """The daemons standing by to take the journal over, oldest first (a file has none)."""
+
     async def command_outcome(self, run_id: str) -> CommandOutcome | None:
         """The latest command about `run_id` (an invoke names its run), or None."""
 
@@ -331,6 +335,9 @@ class DashboardViews(ChangeFeed, Protocol):
 
     async def daemon(self) -> DaemonRecord | None:
         """The live process holding the journal's lease, or None."""
+
+    async def standbys(self) -> list[StandbyRecord]:
+        """The daemons standing by to take the journal over, oldest first (a file has none)."""
 
 
 class JournalCommands(Protocol):

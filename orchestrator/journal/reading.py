@@ -41,6 +41,7 @@ from .records import (
     LoadErrorRecord,
     LogEntry,
     RunMatches,
+    StandbyRecord,
     StoredCheckpoint,
     StoredRun,
     SwitchRecord,
@@ -121,6 +122,10 @@ class SharedReads(ABC):
     @abstractmethod
     async def daemon(self) -> DaemonRecord | None:
         """The live process holding the journal, or None."""
+
+    @abstractmethod
+    async def standbys(self) -> list[StandbyRecord]:
+        """The daemons standing by to take the journal over, oldest first."""
 
     def _names_nothing(self, *keys: str | None) -> bool:
         """Whether any of `keys` cannot name a row of this journal (PostgreSQL: a NUL)."""

@@ -218,6 +218,15 @@ class DaemonRecord:
 
 
 @dataclass(frozen=True)
+class StandbyRecord:
+    """A daemon standing by to take the journal over (a PostgreSQL journal's)."""
+
+    pid: int
+    host: str
+    started_at: int  # when it started standing by
+
+
+@dataclass(frozen=True)
 class CommandOutcome:
     """What became of a command: ``None`` while it is pending, else "ok" or the error."""
 

@@ -21,7 +21,7 @@ from ..records import Checkpoint, TimelineEntry
 from .command_rules import pipeline_steps
 from .decoding import forked_from
 from .reading import SharedReads
-from .records import DaemonRecord, LogEntry, RunMatches
+from .records import DaemonRecord, LogEntry, RunMatches, StandbyRecord
 from .timeline import assemble_timeline, loads_or_text
 from .view_records import (
     CHILDREN_SHOWN,
@@ -253,6 +253,10 @@ class SharedViews(ABC):
     async def daemon(self) -> DaemonRecord | None:
         """The live process holding the journal, or None."""
         return await self.reader.daemon()
+
+    async def standbys(self) -> list[StandbyRecord]:
+        """The daemons standing by to take the journal over, oldest first."""
+        return await self.reader.standbys()
 
     async def _timeline(self, run: Any) -> list[TimelineEntry]:
         checkpoints = await self.reader.fetch(

@@ -36,6 +36,7 @@ from ..records import (
     EventRecord,
     RunMatches,
     RunOutcome,
+    StandbyRecord,
 )
 from . import prefixes
 from .connection import SCHEMA, connect, describe, load_psycopg
@@ -454,6 +455,16 @@ class PostgresReader(SharedReads):
             return None
         pid, host, started_at, ready, degraded = rows[0]
         return DaemonRecord(pid, host, started_at, bool(ready), degraded)
+
+    async def standbys(self) -> list[StandbyRecord]:
+        """The daemons standing by whose row was renewed within the heartbeat's timeout."""
+        rows = await self.fetch(
+            "SELECT pid, host, started_at FROM standbys"
+            " WHERE seen_at > (extract(epoch FROM clock_timestamp()) * 1000000)::bigint - %s"
+            " ORDER BY started_at, token",
+            [STALE_AFTER_US],
+        )
+        return [StandbyRecord(int(pid), str(host), int(started)) for pid, host, started in rows]
 
     async def outcomes(self, run_ids: Sequence[str]) -> dict[str, RunOutcome]:
         """Status, last state and error of each of `run_ids` the journal has (a join's)."""

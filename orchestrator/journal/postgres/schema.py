@@ -284,6 +284,16 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER runs_deleted AFTER DELETE ON runs
         FOR EACH ROW EXECUTE FUNCTION runs_changed();
     """,
+    # 2: the daemons standing by to take over (each renews its row while it waits).
+    """
+    CREATE TABLE standbys (
+        token TEXT PRIMARY KEY,
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        started_at BIGINT NOT NULL,
+        seen_at BIGINT NOT NULL
+    );
+    """,
 )
 
 

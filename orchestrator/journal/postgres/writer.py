@@ -101,6 +101,12 @@ _BEAT_ALONE = (
 )
 _STOP = "UPDATE daemons SET stopped_at = %s WHERE id = %s AND epoch = %s AND fenced_at IS NULL"
 _NOTIFY = "SELECT pg_notify(%s, '')"
+# A standby's row, renewed at each look at the daemons table: what `workflows` shows.
+_STANDING_BY = (
+    "INSERT INTO standbys (token, pid, host, started_at, seen_at) VALUES (%s, %s, %s, %s, %s)"
+    " ON CONFLICT (token) DO UPDATE SET seen_at = EXCLUDED.seen_at"
+)
+_NOT_STANDING_BY = "DELETE FROM standbys WHERE token = %s OR seen_at < %s"
 _CUT_OFF = (
     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
     " WHERE application_name = ANY(%s) AND pid <> pg_backend_pid()"
@@ -220,36 +226,53 @@ class PostgresWriter(WriterStatus):
         """
         announced: int | None = None
         lost = False
-        while True:
-            try:
-                holder = await self._live_holder(conn)
-                if holder is None:
-                    return conn, await self._register(conn)
-            except JournalLocked:  # another standby registered first
-                continue
-            except JournalError:
-                if not (conn.closed or conn.broken):
-                    raise
-                if not lost:
-                    _log.warning("standby: lost the connection to journal %s", self.location)
-                lost = True
-                conn = await self._connect_again(conn)
-                continue
-            if lost:
-                lost = False
-                _log.info("standby: connected to journal %s again", self.location)
-            if holder[0] != announced:
-                announced = holder[0]
-                _log.info(
-                    "standby: journal %s is run by daemon %d (pid %d on %s); this daemon"
-                    " takes over when it stops",
-                    self.location,
-                    holder[0],
-                    holder[1].pid,
-                    holder[1].host,
-                    extra={"standby": True},
-                )
-            await asyncio.sleep(STANDBY_POLL)
+        since = self._next_beat()
+        try:
+            while True:
+                try:
+                    holder = await self._live_holder(conn, since)
+                    if holder is None:
+                        return conn, await self._register(conn)
+                except JournalLocked:  # another standby registered first
+                    continue
+                except JournalError:
+                    if not (conn.closed or conn.broken):
+                        raise
+                    if not lost:
+                        _log.warning("standby: lost the connection to journal %s", self.location)
+                    lost = True
+                    conn = await self._connect_again(conn)
+                    continue
+                if lost:
+                    lost = False
+                    _log.info("standby: connected to journal %s again", self.location)
+                if holder[0] != announced:
+                    announced = holder[0]
+                    self._announce(holder[0], holder[1])
+                await asyncio.sleep(STANDBY_POLL)
+        except BaseException:
+            await self._leave_standby(conn)
+            await conn.close()  # `open` closes the first one; this may be a later one
+            raise
+
+    def _announce(self, daemon_id: int, holder: lease.LeaseHolder) -> None:
+        _log.info(
+            "standby: journal %s is run by daemon %d (pid %d on %s); this daemon"
+            " takes over when it stops",
+            self.location,
+            daemon_id,
+            holder.pid,
+            holder.host,
+            extra={"standby": True},
+        )
+
+    async def _leave_standby(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Remove this daemon's standby row, if the connection still works (best effort)."""
+        if conn.closed or conn.broken:
+            return
+        with contextlib.suppress(load_psycopg().Error, TimeoutError):
+            async with asyncio.timeout(CLOSE_PATIENCE):
+                await conn.execute(_NOT_STANDING_BY, (self._token, 0))
 
     async def _connect_again(
         self, old: psycopg.AsyncConnection[Any]
@@ -288,11 +311,16 @@ class PostgresWriter(WriterStatus):
             )
 
     async def _live_holder(
-        self, conn: psycopg.AsyncConnection[Any]
+        self, conn: psycopg.AsyncConnection[Any], since: int
     ) -> tuple[int, lease.LeaseHolder] | None:
-        """The first live daemon of the journal, read without a lock; None if there is none."""
+        """The first live daemon of the journal, read without a lock; None if there is none.
+
+        Renews this standby's row (standing by `since`) on the way.
+        """
         now = self._next_beat()
+        standing = (self._token, os.getpid(), lease.HOST, since, now)
         try:
+            await conn.execute(_STANDING_BY, standing)
             rows = await (await conn.execute(_HOLDERS)).fetchall()
         except load_psycopg().Error as exc:
             raise JournalError(f"journal {self.location}: {_reason(exc)}") from None
@@ -331,6 +359,7 @@ class PostgresWriter(WriterStatus):
                         self.location,
                         ", ".join(map(str, stale)),
                     )
+                await conn.execute(_NOT_STANDING_BY, (self._token, now - lease.STALE_AFTER_US))
                 cursor = await conn.execute(
                     _REGISTER, (self._token, os.getpid(), lease.HOST, now, now)
                 )

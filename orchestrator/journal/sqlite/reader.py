@@ -25,6 +25,7 @@ from ..records import (
     EventRecord,
     RunMatches,
     RunOutcome,
+    StandbyRecord,
 )
 from . import lease, prefixes
 from .connection import (
@@ -338,6 +339,10 @@ class JournalReader(SharedReads):
             self._close_probe()
         rows = await self._fetch("PRAGMA data_version")
         return -1 - (epoch + int(rows[0][0]))
+
+    async def standbys(self) -> list[StandbyRecord]:
+        """None: a file is run by one daemon, a second one is refused."""
+        return []
 
     async def daemon(self) -> DaemonRecord | None:
         """The live holder of the lease, or None when no process holds it."""
