@@ -41,6 +41,7 @@ import os
 import random
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -366,24 +367,27 @@ class Cluster:
         self.slots[self.slots.index(old)] = new
         return new
 
-    def active(self) -> Daemon | None:
-        """The live, ready daemon the journal names, if it is one of ours and still runs."""
+    def active(self, *, ready: bool = True) -> Daemon | None:
+        """The live daemon the journal names (`ready`: once ready), if it is ours and runs."""
         record = open_journal(self.url).commands.daemon()
-        if record is None or not record.ready:
+        if record is None or (ready and not record.ready):
             return None
         for daemon in self.slots:
             if daemon.pid == record.pid and daemon.proc is not None and daemon.proc.poll() is None:
                 return daemon
         return None
 
-    def wait_active(self, timeout: float = 60.0, other_than: Daemon | None = None) -> Daemon:
+    def wait_active(
+        self, timeout: float = 60.0, other_than: Daemon | None = None, *, ready: bool = True
+    ) -> Daemon:
+        """Wait for an active daemon (another than `other_than`), ready or only registered."""
+
         def found() -> Daemon | None:
-            daemon = self.active()
+            daemon = self.active(ready=ready)
             return daemon if daemon is not other_than else None
 
-        return eventually_blocking(
-            found, what="a ready active daemon", timeout=timeout, details=self.logs
-        )
+        what = "a ready active daemon" if ready else "a daemon taking over"
+        return eventually_blocking(found, what=what, timeout=timeout, details=self.logs)
 
     def logs(self) -> str:
         return "\n".join(
@@ -411,6 +415,7 @@ class Frozen:
     pid: int
     code: int | None  # None: it did not exit within a minute
     continued_us: int
+    takeover_s: float  # from SIGSTOP to another daemon ready
     log: str
 
 
@@ -418,9 +423,11 @@ def freeze(cluster: Cluster, active: Daemon) -> Frozen:
     """SIGSTOP the active daemon until a standby has taken over, SIGCONT it, wait for its exit."""
     assert active.proc is not None
     active.proc.send_signal(signal.SIGSTOP)
+    stopped = time.monotonic()
     try:
         cluster.wait_active(timeout=LEASE_SECONDS + 60, other_than=active)
     finally:
+        takeover_s = time.monotonic() - stopped
         continued_us = time.time_ns() // 1000
         active.proc.send_signal(signal.SIGCONT)
     try:
@@ -429,7 +436,7 @@ def freeze(cluster: Cluster, active: Daemon) -> Frozen:
         code = None
         active.kill()
     cluster.replace(active)
-    return Frozen(active.pid, code, continued_us, active.log())
+    return Frozen(active.pid, code, continued_us, takeover_s, active.log())
 
 
 def test_three_daemons_under_kills_and_a_freeze_keep_every_guarantee(
@@ -451,15 +458,26 @@ def test_three_daemons_under_kills_and_a_freeze_keep_every_guarantee(
     for emitter in emitters:
         emitter.start()
 
-    kills, frozen = 0, None
+    kills, sigkills, frozen, takeovers, in_takeover = 0, 0, None, [], 0
     while kills <= FREEZE_AT_KILL or any(emitter.is_alive() for emitter in emitters):
         time.sleep(rng.uniform(*KILL_EVERY))  # the chaos's pace, not a wait for something
         active = cluster.wait_active()
         if kills == FREEZE_AT_KILL:
             frozen = freeze(cluster, active)
         else:
+            killed_at = time.monotonic()
             active.kill()
             cluster.replace(active)
+            sigkills += 1
+            if kills % 4 == 3:  # the next one too, as soon as it takes over (its recovery)
+                heir = cluster.wait_active(other_than=active, ready=False)
+                in_takeover += not heir.is_ready()
+                heir.kill()
+                cluster.replace(heir)
+                sigkills += 1
+            else:
+                cluster.wait_active(other_than=active)
+                takeovers.append(time.monotonic() - killed_at)
         kills += 1
     for emitter in emitters:
         emitter.join(timeout=120)
@@ -509,7 +527,10 @@ def test_three_daemons_under_kills_and_a_freeze_keep_every_guarantee(
     by_workflow = collections.Counter(workflows.values())
     print(
         f"{len(acked)} events acknowledged, {len(workflows)} runs ({dict(by_workflow)});"
-        f" {kills - 1} SIGKILLs and a freeze in {chaos_s:.1f} s;"
+        f" {sigkills} SIGKILLs ({in_takeover} during a take-over) and a freeze (taken over in"
+        f" {frozen.takeover_s:.1f} s) in"
+        f" {chaos_s:.1f} s; SIGKILL to the next daemon ready: median"
+        f" {statistics.median(takeovers):.2f} s, max {max(takeovers):.2f} s;"
         f" settled and stopped at {total_s:.1f} s; {len(cluster.started)} daemons started"
     )
 
