@@ -2,9 +2,9 @@
 
 Three real daemons (``orchestrator up DIR --db postgresql://...``, the same folder) share
 one journal: one is active, the others are standbys that take over when it dies. Emitter
-threads journal about 3,000 events with idempotency keys through the CLI's commands API (and
-some with the real ``orchestrator emit``), starting about 2,000 runs of five workflows that
-mix what the daemons coordinate:
+threads journal about 3,200 events with idempotency keys through the CLI's commands API
+(some twice, some with the real ``orchestrator emit``), starting about 2,000 runs of six
+workflows that mix what the daemons coordinate:
 
 - ``orders``: a trigger with a condition (``total > 0``); its first step registers a wait
   for the order's payment, the second pauses for it (a 3 s timeout), so a payment emitted
@@ -13,20 +13,24 @@ mix what the daemons coordinate:
   (``total > 900``): one event, two runs;
 - ``deploys``: ``Serialized()``, ``env == "prod"`` only, with a durable sleep between its
   steps (a paused run keeps the slot);
-- ``locks``: ``Exclusive(on_busy="queue_single")``, pausing for a release event or its
-  timeout;
+- ``locks``: ``Exclusive(on_busy="queue_single")``, pausing up to 2 s for a release event;
+- ``alerts``: started by the system event of each completed ``deploys`` run; since it
+  listens to ``run.completed``, every run's end is journaled as such an event;
 - ``ticks``: a cron `Schedule` with ``catch_up=True``; the daemons run through
   ``tests/fast_cron_up.py``, where a cron minute lasts one second.
 
-Meanwhile the test SIGKILLs the active daemon every few seconds and starts a new standby
-in its place, and once SIGSTOPs the active one past its lease, waits for a standby to take
-over, SIGCONTs it: it must exit 3, fenced. Once the emits are done and every run is final
-(polled, bounded), the journal must show: each acknowledged emit is one event with the id
-its emitter got, routed once (one run per matching trigger, none for the others); each run
-final once (one end in its timeline, matching its status); never two active runs of a
-``Serialized`` or ``Exclusive`` workflow at once; one run per schedule tick, none missed;
-no write of the frozen daemon after it was fenced. Steps write the daemon's pid into the
-state they return, so the checkpoints say which daemon ran them.
+Meanwhile the test SIGKILLs the active daemon every 2-4 s and starts a new standby in its
+place (every fourth time it also kills the daemon taking over, during its recovery), and
+once SIGSTOPs the active one past its lease, waits for a standby to take over, SIGCONTs
+it: it must exit 3, fenced. Once the emits are done, the schedule disabled and every run
+final (polled, bounded), the journal must show: each acknowledged emit is one event with
+the id its emitter got, routed, starting one run per matching trigger and none for the
+others; each run ended once (one ``run.completed`` system event, or one ``run.dropped`` /
+``run.rejected`` timeline entry) with the status its mode allows, its checkpoints ending
+with its last step; never two active runs of a ``Serialized`` or ``Exclusive`` workflow at
+once; one run per schedule tick, none missed; each payment that resumed an order in its
+state; no write of the frozen daemon after it was fenced. Steps write the daemon's pid into
+the state they return, so the checkpoints say which daemon ran them.
 
 ``CHAOS_SEED=N`` replays the random choices (the kills' timing, the events' data).
 """
@@ -69,7 +73,6 @@ REPEATS = 0.04  # the share of emits sent again with the same key
 KILL_EVERY = (2.0, 4.0)  # seconds between SIGKILLs of the active daemon
 FREEZE_AT_KILL = 2  # the active daemon is frozen instead of killed at this kill
 LEASE_SECONDS = 5.0  # a heartbeat older than this is stale: the daemon is taken over
-FINAL = ("completed", "failed", "aborted", "dropped", "rejected")
 # The last step of each workflow: a completed run's last checkpoint.
 LAST_STEPS = {
     "alerts": "alert",
@@ -347,7 +350,7 @@ def folder(tmp_path: Path) -> Path:
     return flows
 
 
-class Cluster:
+class DaemonSlots:
     """The test's daemons: `DAEMONS` slots, each holding its latest daemon process."""
 
     def __init__(self, folder: Path, url: str) -> None:
@@ -400,8 +403,8 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(folder: Path, pg_url: str) -> Iterator[Cluster]:
-    daemons = Cluster(folder, pg_url)
+def cluster(folder: Path, pg_url: str) -> Iterator[DaemonSlots]:
+    daemons = DaemonSlots(folder, pg_url)
     try:
         yield daemons
     finally:
@@ -419,7 +422,7 @@ class Frozen:
     log: str
 
 
-def freeze(cluster: Cluster, active: Daemon) -> Frozen:
+def freeze(cluster: DaemonSlots, active: Daemon) -> Frozen:
     """SIGSTOP the active daemon until a standby has taken over, SIGCONT it, wait for its exit."""
     assert active.proc is not None
     active.proc.send_signal(signal.SIGSTOP)
@@ -440,7 +443,7 @@ def freeze(cluster: Cluster, active: Daemon) -> Frozen:
 
 
 def test_three_daemons_under_kills_and_a_freeze_keep_every_guarantee(
-    cluster: Cluster, pg_url: str
+    cluster: DaemonSlots, pg_url: str
 ) -> None:
     seed = int(os.environ.get("CHAOS_SEED", random.randrange(2**32)))
     print(f"chaos seed: {seed} (rerun with CHAOS_SEED={seed})")
