@@ -369,7 +369,7 @@ def test_invoke_exit_codes_with_a_ready_daemon(folder: Path, db: Path) -> None:
 
 
 def test_workflows_on_a_missing_journal_prints_an_empty_result(db: Path) -> None:
-    assert workflows(db) == {"workflows": [], "errors": [], "daemon": None}
+    assert workflows(db) == {"workflows": [], "errors": [], "daemon": None, "standbys": []}
     text = cli("workflows", "--db", str(db))
     assert text.returncode == 0
     assert "daemon: none running" in text.stdout and "no workflows loaded" in text.stdout
