@@ -265,11 +265,22 @@ class Daemon:
     Use as a context manager: the process is always reaped (SIGKILL if still running).
     """
 
-    def __init__(self, folder: Path, db: Path, *extra: str) -> None:
-        self.folder, self.db, self.extra = folder, db, extra
-        # Beside the journal file, or in the folder's parent for a PostgreSQL journal.
+    def __init__(
+        self,
+        folder: Path,
+        db: Path | str,
+        *extra: str,
+        launcher: tuple[str, ...] = ("-m", "orchestrator"),
+        log: Path | None = None,
+    ) -> None:
+        """`launcher`: what follows ``python`` before ``up`` (a script wrapping the CLI).
+
+        `log`: where its stderr goes; by default beside the journal file, or in the
+        folder's parent for a PostgreSQL journal.
+        """
+        self.folder, self.db, self.extra, self.launcher = folder, db, extra, launcher
         where = folder.parent / "journal" if str(db).startswith("postgresql:") else db
-        self.log_path = Path(f"{where}.daemon")
+        self.log_path = log or Path(f"{where}.daemon")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *, ready: bool = True, timeout: float = 60.0) -> Daemon:
@@ -278,8 +289,7 @@ class Daemon:
             self.proc = subprocess.Popen(
                 [
                     sys.executable,
-                    "-m",
-                    "orchestrator",
+                    *self.launcher,
                     "up",
                     str(self.folder),
                     "--db",
@@ -317,7 +327,7 @@ class Daemon:
             except JournalError:  # no journal yet: the daemon has not migrated it
                 return False
             return record is not None and record.pid == self.pid and record.ready
-        if not self.db.exists():
+        if not Path(self.db).exists():
             return False
         try:
             rows = query(self.db, "SELECT pid, ready FROM lease WHERE id = 1")

@@ -14,7 +14,7 @@ from orchestrator import JournalError, Runtime, Trigger, Workflow
 from orchestrator.engine import inbox
 from orchestrator.engine.events import EventBus
 from orchestrator.engine.inbox import InboxPoller
-from orchestrator.journal import JournalQueries, open_journal
+from orchestrator.journal import EventRecord, JournalQueries, open_journal
 from orchestrator.journal.sqlite.commands import emit_event, queue_command
 from orchestrator.journal.sqlite.reader import JournalReader
 
@@ -183,3 +183,36 @@ async def test_a_query_cancelled_after_it_ran_leaves_nothing_open(db: Path) -> N
     assert [tuple(r) for r in await reader.fetch("SELECT type FROM events")] == [("go",)]
     await reader.close()
     assert _open_files(db) == []
+
+
+class OutOfOrderReader:
+    """Unrouted events whose ids and times disagree, as concurrent writers can commit them."""
+
+    def __init__(self, rows: list[EventRecord]) -> None:
+        self.rows = rows
+        self.asked_after: list[int] = []
+
+    async def inbox(
+        self, after_event: int, after_command: int, limit: int = 1000
+    ) -> tuple[list[EventRecord], list[Any]]:
+        self.asked_after.append(after_event)
+        return [row for row in self.rows if row.id > after_event], []
+
+
+async def test_an_event_with_a_lower_id_but_a_later_time_takes_no_event_twice() -> None:
+    accepted: list[str] = []
+    bus = SimpleNamespace(accept=lambda event_id, *args, **kwargs: accepted.append(event_id))
+    rows = [
+        EventRecord(id=8, event_id="e8", type="t", data={}, source="cli", created_at=100),
+        EventRecord(id=7, event_id="e7", type="t", data={}, source="cli", created_at=200),
+    ]
+    reader = OutOfOrderReader(rows)
+
+    async def apply(command: Any) -> None:
+        raise AssertionError("no command is pending")
+
+    poller = InboxPoller(cast(JournalQueries, reader), cast(EventBus, bus), apply)
+    await poller.drain()
+    await poller.drain()
+    assert accepted == ["e8", "e7"], "each once, in the order of their times"
+    assert reader.asked_after == [0, 8], "the cursor never moves back to a lower id"

@@ -121,7 +121,7 @@ class InboxPoller:
 
     async def _hand_on(self, row: EventRecord | CommandRecord) -> None:
         if isinstance(row, EventRecord):
-            self._last_event = row.id
+            self._last_event = max(self._last_event, row.id)  # rows come in time order
             if row.event_id in self._here:
                 return
             if row.problem is not None:
@@ -130,5 +130,5 @@ class InboxPoller:
                 return
             self._bus.accept(row.event_id, row.type, row.data, source=row.source, external=True)
         else:
-            self._last_command = row.id
+            self._last_command = max(self._last_command, row.id)
             await self._apply(row)

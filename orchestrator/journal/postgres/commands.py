@@ -15,6 +15,12 @@ sequences. A run row does not: a daemon writes its runs' ids itself (counting up
 `max(runs.id)`, as on SQLite), which never moves the `runs` sequence, so its next value may
 be taken already. The row takes ``max(id) + 1`` under the advisory lock `RUN_IDS_LOCK`
 (two commands at once take two ids).
+
+Every write of an event or an inbox row first takes the advisory lock `INBOX_LOCK` until
+it commits, and reads its clock after: such rows commit one at a time, in the order of
+their ids and times. The daemon's inbox takes them by id (everything after the last one it
+took): without the lock, an event holding id 7 could commit after one holding id 8 was
+taken, and the daemon would never route it (measured: 8 of 480 events from 6 threads).
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ from .daemon_rows import LIVE_DAEMONS_SQL, newest_live
 
 # "ORCH" and 2 (schema.MIGRATION_LOCK is 1): held by a command writing a run row.
 RUN_IDS_LOCK = 0x4F524348_00000002
+# "ORCH" and 3: held by a command writing an event or an inbox row, until it commits.
+INBOX_LOCK = 0x4F524348_00000003
 
 if TYPE_CHECKING:
     from .routing import PostgresRoutingReads
@@ -100,7 +108,7 @@ class PostgresCommands:
         text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
         def insert(tx: Tx) -> str:
-            now = Clock().now_us()
+            now = _inbox_turn(tx)
             if key is not None:
                 first = _claim(tx, "emit", key, new, now)
                 if first != new:
@@ -124,6 +132,7 @@ class PostgresCommands:
         statuses, rule = ALLOWED[command]
 
         def insert(tx: Tx) -> int:
+            _inbox_turn(tx)
             row = tx.one("SELECT status FROM runs WHERE run_id = %s", (run_id,))
             if row is None:
                 raise RunNotFound(f"no run {run_id!r} in journal {describe(self.url)}")
@@ -160,6 +169,7 @@ class PostgresCommands:
         payload = {"new_run_id": new, "from_step": from_step, "patch": patch}
 
         def insert(tx: Tx) -> str:
+            _inbox_turn(tx)
             row = tx.one(
                 "SELECT workflow_id, trigger_id, version FROM runs WHERE run_id = %s", (run_id,)
             )
@@ -184,7 +194,7 @@ class PostgresCommands:
         payload = {"data": data}
 
         def insert(tx: Tx) -> tuple[str, int | None]:
-            now = Clock().now_us()
+            now = _inbox_turn(tx)
             if key is not None:
                 first = _claim(tx, "invoke", key, run_id, now)
                 if first != run_id:
@@ -202,7 +212,7 @@ class PostgresCommands:
         Its ``run.aborted`` system event is journaled in the same transaction.
         """
         return transaction(
-            self.url, lambda tx: _abort_unapplied(tx, run_id, new_id(), Clock().now_us())
+            self.url, lambda tx: _abort_unapplied(tx, run_id, new_id(), _inbox_turn(tx))
         )
 
     def queue_switch(self, command: str, workflow_id: str, trigger_id: str | None = None) -> int:
@@ -215,6 +225,7 @@ class PostgresCommands:
         check_switch(command, workflow_id, trigger_id)
 
         def insert(tx: Tx) -> int:
+            _inbox_turn(tx)
             if trigger_id is not None:
                 row = tx.one(
                     "SELECT triggers FROM workflows WHERE workflow_id = %s AND present = 1",
@@ -263,6 +274,15 @@ class PostgresCommands:
         from .routing import PostgresRoutingReads
 
         return PostgresRoutingReads(self.url)
+
+
+def _inbox_turn(tx: Tx) -> int:
+    """Wait for the events' and inbox's writers before this one to commit; the time now.
+
+    Call first in a transaction that writes an event or an inbox row (see the module).
+    """
+    tx.run("SELECT pg_advisory_xact_lock(%s)", (INBOX_LOCK,))
+    return Clock().now_us()
 
 
 def _claim(tx: Tx, kind: str, key: str, target: str, at: int) -> str:
