@@ -138,7 +138,7 @@ def test_two_processes_migrating_at_once_one_waits_both_end_on_the_same_version(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
         "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
     )
-    lock = schema.MIGRATION_LOCK
+    lock = connection.MIGRATION_LOCK
     with psycopg.connect(pg_url) as holder:
         holder.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
         procs = [cli("journal", "migrate", "--db", pg_url, "--json") for _ in range(2)]

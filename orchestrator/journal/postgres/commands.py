@@ -44,13 +44,8 @@ from ..command_rules import (
 )
 from ..records import DaemonRecord, RunMatch, RunMatches
 from .blocking import Tx, transaction
-from .connection import describe
+from .connection import INBOX_LOCK, RUN_IDS_LOCK, describe
 from .daemon_rows import LIVE_DAEMONS_SQL, newest_live
-
-# "ORCH" and 2 (schema.MIGRATION_LOCK is 1): held by a command writing a run row.
-RUN_IDS_LOCK = 0x4F524348_00000002
-# "ORCH" and 3: held by a command writing an event or an inbox row, until it commits.
-INBOX_LOCK = 0x4F524348_00000003
 
 if TYPE_CHECKING:
     from .routing import PostgresRoutingReads

@@ -19,6 +19,13 @@ CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise: an unreachable h
 SCHEMA = "orchestrator"  # the journal's tables live in this schema of the database
 NOTIFY_CHANNEL = "orchestrator"  # each writer commit ends with one pg_notify on it
 
+# The journal's advisory lock keys, "ORCH" and a number: each serializes one kind of write
+# among every process of every version, so a number is never reused for another kind.
+MIGRATION_LOCK = 0x4F524348_00000001  # migrating the schema
+DAEMONS_LOCK = 0x4F524348_00000002  # a daemon registering (fencing stale ones)
+INBOX_LOCK = 0x4F524348_00000003  # a command writing an event or an inbox row, to its commit
+RUN_IDS_LOCK = 0x4F524348_00000004  # a command writing a run row (it shared 2 at first)
+
 
 def load_psycopg() -> Any:
     """The psycopg module, or `JournalBackendUnavailable` saying how to install it."""

@@ -19,10 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import JournalCorrupt, JournalError
-from .connection import SCHEMA, connect, load_psycopg
-
-# "ORCH" as a 64-bit advisory lock key: the same in every process that migrates.
-MIGRATION_LOCK = 0x4F524348_00000001
+from .connection import MIGRATION_LOCK, SCHEMA, connect, load_psycopg
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the SQLite journal's tables, and the daemons that share the journal.

@@ -60,7 +60,7 @@ from ..writing import (
     resolve,
 )
 from . import schema
-from .connection import NOTIFY_CHANNEL, connect, describe, load_psycopg
+from .connection import DAEMONS_LOCK, NOTIFY_CHANNEL, connect, describe, load_psycopg
 from .statements import SNAPSHOT_SQL, SQL
 
 if TYPE_CHECKING:
@@ -68,8 +68,6 @@ if TYPE_CHECKING:
 
 # How long a lost connection is tried again before the writer fails (`JournalUnreachable`).
 RECONNECT_PATIENCE = 30.0
-# Daemons register one at a time under this advisory lock ("ORCH" and 2).
-DAEMONS_LOCK = 0x4F524348_00000002
 # A standby reads the daemons table this often (seconds) while another daemon is active.
 STANDBY_POLL = 0.5
 # Each writer's connection is named after its daemon's token, so that a daemon taking over
