@@ -204,6 +204,10 @@ def set_paused_in(row: int, step: str | None) -> Op:
     return Stmt.SET_PAUSED_IN, (step, row)
 
 
+# A timeline entry's data as compact JSON (`json.dumps` with options builds one per call).
+_DATA = json.JSONEncoder(separators=(",", ":"), default=repr)
+
+
 def add_timeline(
     row: int | None,
     at: int,
@@ -220,7 +224,7 @@ def add_timeline(
     `data` is stored as compact JSON; what JSON cannot hold is stored as its repr, so a
     timeline entry never fails to be written.
     """
-    text = None if data is None else json.dumps(data, separators=(",", ":"), default=repr)
+    text = None if data is None else _DATA.encode(data)
     return Stmt.ADD_TIMELINE, (row, position, at, source, kind, step, valid_text(message), text)
 
 
