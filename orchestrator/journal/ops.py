@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import json
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ValidationError
@@ -86,6 +87,13 @@ def grouped(ops: list[Op]) -> list[tuple[Stmt, list[tuple[Any, ...]]]]:
     by_stmt: defaultdict[Stmt, list[tuple[Any, ...]]] = defaultdict(list)
     for stmt, params in ops:
         by_stmt[stmt].append(params)
+    return in_order(by_stmt)
+
+
+def in_order(
+    by_stmt: Mapping[Stmt, list[tuple[Any, ...]]],
+) -> list[tuple[Stmt, list[tuple[Any, ...]]]]:
+    """`grouped` of a batch whose parameter rows are grouped by statement already."""
     result = []
     for stmt in Stmt:
         rows = by_stmt.get(stmt)

@@ -37,7 +37,7 @@ from ...errors import JournalCorrupt, JournalError, JournalLocked
 from ...records import FINAL_STATUSES
 from ..deltas import Deltas
 from ..faults import AFTER_COMMIT, BEFORE_COMMIT, FaultPoints, SimulatedCrash, SimulatedDiskFull
-from ..ops import Op, Stmt, grouped
+from ..ops import Op, Stmt, in_order
 from ..protocol import Synchronous
 from ..records import Opened
 from ..writing import (
@@ -60,6 +60,8 @@ from .deltas import SNAPSHOT_SQL
 from .schema import migrate
 from .statements import BULK, SQL
 
+# A batch: its ops' parameter rows by statement, each in the order they were enqueued.
+Rows = dict[Stmt, list[tuple[Any, ...]]]
 # From this many rows of a statement in a batch, they run as one `BULK` statement.
 BULK_ROWS = 16
 # The rows of a `BULK` statement, as JSON (a NUL is kept out: see `execute_rows`).
@@ -95,6 +97,11 @@ class GroupCommitWriter(WriterStatus):
         self._cond = threading.Condition(self._lock)
         self._batch: asyncio.Future[None] | None = None
         self._inflight: asyncio.Future[None] | None = None
+        # The pending batch's parameter rows by statement (not `_pending`'s ops: an op is
+        # a tuple holding an enum member, which the garbage collector tracks for as long
+        # as it waits; its parameters alone it stops tracking), and how many there are.
+        self._rows: Rows = {}
+        self._queued = 0
         self._urgent = False
         self._closing = False
         self._crashed = False
@@ -167,6 +174,11 @@ class GroupCommitWriter(WriterStatus):
     # -- writing ---------------------------------------------------------------------------
 
     @property
+    def backlog(self) -> int:
+        """Ops waiting for the next batch."""
+        return self._queued
+
+    @property
     def committed(self) -> bool:
         """Whether everything enqueued so far has committed (or failed): nothing in flight."""
         with self._lock:
@@ -183,7 +195,15 @@ class GroupCommitWriter(WriterStatus):
                 raise self._failure
             if self._stopped:
                 raise JournalError(f"journal {self.path} is closed")
-            self._pending.extend(ops)
+            by_stmt, queued = self._rows, self._queued
+            for stmt, params in ops:
+                rows = by_stmt.get(stmt)
+                if rows is None:
+                    by_stmt[stmt] = [params]
+                else:
+                    rows.append(params)
+                queued += 1
+            self._queued = queued
             batch = self._batch
             if batch is None:
                 batch = self._batch = asyncio.get_running_loop().create_future()
@@ -234,7 +254,7 @@ class GroupCommitWriter(WriterStatus):
             with self._lock:
                 self._stopped = True
                 stranded = [f for f in (self._inflight, self._batch) if f is not None]
-                self._inflight, self._batch, self._pending = None, None, []
+                self._inflight, self._batch, self._rows, self._queued = None, None, {}, 0
                 if stranded and self._failure is None:  # only on a bug: it is re-raised below
                     self._failure = JournalError("the journal writer stopped unexpectedly")
             # Queued after any `_settle` already sent, so a settled batch stays settled.
@@ -252,7 +272,7 @@ class GroupCommitWriter(WriterStatus):
         self._call_soon(self._settle, batch, error)
         return error is None
 
-    def _apply_retrying(self, ops: list[Op]) -> JournalError | None:
+    def _apply_retrying(self, ops: Rows) -> JournalError | None:
         """Commit `ops`, retrying transient failures; the error that stops the writer, if any."""
         delay = RETRY_FIRST
         while True:
@@ -309,7 +329,7 @@ class GroupCommitWriter(WriterStatus):
             f"journal {self.path}: another process took over the lease; this runtime stops writing"
         )
 
-    def _take_batch(self) -> tuple[list[Op], asyncio.Future[None] | None, bool]:
+    def _take_batch(self) -> tuple[Rows, asyncio.Future[None] | None, bool]:
         with self._lock:
             deadline: float | None = None
             while not (self._urgent or self._closing):
@@ -321,8 +341,8 @@ class GroupCommitWriter(WriterStatus):
                 if now >= deadline:
                     break
                 self._cond.wait(deadline - now)
-            ops, batch = self._pending, self._batch
-            self._pending, self._batch, self._inflight = [], None, batch
+            ops, batch = self._rows, self._batch
+            self._rows, self._queued, self._batch, self._inflight = {}, 0, None, batch
             self._urgent = False
             return ops, batch, self._closing
 
@@ -336,7 +356,7 @@ class GroupCommitWriter(WriterStatus):
             failure = error if isinstance(error, JournalError) else JournalError(str(error))
             self._failure = failure
             waiting = [batch, *([self._batch] if self._batch is not None else [])]
-            self._pending, self._batch = [], None
+            self._rows, self._queued, self._batch = {}, 0, None
         for future in waiting:
             resolve(future, failure)
 
@@ -345,14 +365,14 @@ class GroupCommitWriter(WriterStatus):
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 self._loop.call_soon_threadsafe(callback, *args)  # type: ignore[arg-type]
 
-    def _apply(self, ops: list[Op]) -> None:
+    def _apply(self, ops: Rows) -> None:
         conn = self._require_conn()
         try:
             rollback_if_open(conn)  # a rollback that failed last time
             conn.execute("BEGIN IMMEDIATE")
             if not lease.heartbeat(conn, self._token, self._wall.now_us()):
                 raise self._lost()
-            for stmt, rows in grouped(ops):
+            for stmt, rows in in_order(ops):
                 if stmt is Stmt.INSERT_CHECKPOINT:
                     rows, snapshots = self._deltas.encode(rows)
                     if snapshots:  # each call gives the GIL up, for nothing if empty
