@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import json
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..errors import ValidationError
@@ -214,6 +214,20 @@ def set_paused_in(row: int, step: str | None) -> Op:
 
 # A timeline entry's data as compact JSON (`json.dumps` with options builds one per call).
 _DATA = json.JSONEncoder(separators=(",", ":"), default=repr)
+# Its C core (`JSONEncoder.encode` reaches it through two Python calls; not in typeshed).
+_MAKE_ENCODER: Callable[..., Callable[[object, int], Iterable[str]]] | None = getattr(
+    json.encoder, "c_make_encoder", None
+)
+
+
+def _data_text(data: dict[str, Any]) -> str:
+    """`data` as `_DATA` encodes it (cycles refused: `markers` is a fresh dict)."""
+    if _MAKE_ENCODER is None:  # an interpreter without the C accelerator
+        return _DATA.encode(data)
+    chunks = _MAKE_ENCODER(
+        {}, repr, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True
+    )
+    return "".join(chunks(data, 0))
 
 
 def add_timeline(
@@ -232,7 +246,7 @@ def add_timeline(
     `data` is stored as compact JSON; what JSON cannot hold is stored as its repr, so a
     timeline entry never fails to be written.
     """
-    text = None if data is None else _DATA.encode(data)
+    text = None if data is None else _data_text(data)
     return Stmt.ADD_TIMELINE, (row, position, at, source, kind, step, valid_text(message), text)
 
 
