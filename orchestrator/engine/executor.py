@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from threading import get_ident
 from typing import Any
 
 from ..clock import Clock
@@ -222,8 +223,9 @@ async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> Pause
         state=text,
         next_step=run.next_step,
     )
-    outbox = made[-1].outbox if made else None
-    if outbox:  # what the step started and emitted: in the checkpoint's batch, exactly once
+    outbox = made[-1].sent() if made else None
+    # What the step started and emitted: in the checkpoint's batch, exactly once.
+    if outbox is not None:
         writes += outbox.writes(run.run_id, ended)
     env.writer.enqueue(writes)
     if run.commit_next_checkpoint or env.writer.backlog > HIGH_WATER:
@@ -330,16 +332,6 @@ def _context(
     env: ExecutorEnv,
     made: list[StepContext] | None = None,
 ) -> StepContext:
-    log = RunLogger(
-        writer=env.writer,
-        clock=env.clock,
-        loop=asyncio.get_running_loop(),
-        row=run.row,
-        position=run.position,
-        step=bound.name,
-        logger=env.logger,
-        redact=run.workflow.redactor.redact,
-    )
     ctx = StepContext(
         run_id=run.run_id,
         workflow_id=run.workflow.id,
@@ -347,7 +339,16 @@ def _context(
         step_name=bound.name,
         step_index=bound.index,
         attempt=attempt,
-        log=log,
+        # Made on first use (most steps log nothing), knowing the loop's thread from here.
+        log=functools.partial(
+            _logger,
+            run,
+            bound,
+            env,
+            run.position,
+            asyncio.get_running_loop(),
+            get_ident(),
+        ),
         pause_service=PauseService(env.waits, run.row, run.run_id) if env.waits else None,
         env=run.workflow.env,
         scope=functools.partial(run_scope, run, env),
@@ -356,6 +357,32 @@ def _context(
     if made is not None:
         made.append(ctx)
     return ctx
+
+
+def _logger(
+    run: ActiveRun,
+    bound: BoundStep,
+    env: ExecutorEnv,
+    position: int,
+    loop: asyncio.AbstractEventLoop,
+    loop_thread: int,
+) -> RunLogger:
+    """The ``ctx.log`` of step `bound` of `run`, at `position` (made on its first use).
+
+    Its first use may be in a worker thread (a sync step): the loop and its thread come
+    from where the step's ctx was made.
+    """
+    return RunLogger(
+        writer=env.writer,
+        clock=env.clock,
+        loop=loop,
+        row=run.row,
+        position=position,
+        step=bound.name,
+        logger=env.logger,
+        redact=run.workflow.redactor.redact,
+        loop_thread=loop_thread,
+    )
 
 
 def _record_retry(

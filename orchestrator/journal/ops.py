@@ -230,6 +230,27 @@ def _data_text(data: dict[str, Any]) -> str:
     return "".join(chunks(data, 0))
 
 
+def conditions_text(conditions: list[list[Any]]) -> str:
+    """A wait's conditions (`Conditions.to_json`) as journaled: what `json.dumps` writes."""
+    if _MAKE_ENCODER is None:
+        return json.dumps(conditions)
+    chunks = _MAKE_ENCODER(
+        {},
+        _PLAIN.default,
+        json.encoder.encode_basestring_ascii,
+        None,
+        ": ",
+        ", ",
+        False,
+        False,
+        True,
+    )
+    return "".join(chunks(conditions, 0))
+
+
+_PLAIN = json.JSONEncoder()
+
+
 def add_timeline(
     row: int | None,
     at: int,
