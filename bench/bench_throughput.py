@@ -149,8 +149,8 @@ async def one_run_ops(db: Path) -> tuple[list[Op], int, str]:
     batches: list[list[Op]] = []
     apply = sqlite_writer.GroupCommitWriter._apply
 
-    def recording(self: sqlite_writer.GroupCommitWriter, ops: list[Op]) -> None:
-        batches.append(list(ops))
+    def recording(self: sqlite_writer.GroupCommitWriter, ops: sqlite_writer.Rows) -> None:
+        batches.append([(stmt, params) for stmt, rows in ops.items() for params in rows])
         apply(self, ops)
 
     sqlite_writer.GroupCommitWriter._apply = recording  # type: ignore[method-assign]
@@ -248,7 +248,7 @@ async def phases(runs: int) -> dict[str, float]:
         mark("end enqueued" if urgent else "first op enqueued")
         return enqueue(self, ops, urgent=urgent)
 
-    def apply_marked(self: Any, ops: list[Op]) -> None:
+    def apply_marked(self: Any, ops: sqlite_writer.Rows) -> None:
         mark("commit began")
         apply(self, ops)
         mark("commit returned")

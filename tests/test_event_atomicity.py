@@ -29,7 +29,7 @@ from orchestrator import JournalError, Runtime, Schedule, Trigger, Workflow
 from orchestrator.journal.faults import SimulatedCrash
 from orchestrator.journal.ops import Op, Stmt
 from orchestrator.journal.sqlite.commands import emit_event
-from orchestrator.journal.sqlite.writer import GroupCommitWriter
+from orchestrator.journal.sqlite.writer import GroupCommitWriter, Rows
 from orchestrator.testing import eventually
 
 
@@ -66,9 +66,9 @@ def preempt_then_crash(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
             time.sleep(0.5)  # preempted: the writer's lazy flush comes due meanwhile
         return batch
 
-    def crashing_apply(self: GroupCommitWriter, ops: list[Op]) -> None:
-        apply(self, ops)
-        if creates_a_run(ops) and not crashed:
+    def crashing_apply(self: GroupCommitWriter, rows: Rows) -> None:
+        apply(self, rows)
+        if Stmt.INSERT_RUN in rows and not crashed:
             crashed.append(True)
             raise SimulatedCrash("right after the first commit that creates a run")
 

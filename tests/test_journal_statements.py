@@ -41,9 +41,14 @@ def test_a_batch_applies_statements_in_the_order_the_keys_are_declared() -> None
     assert [stmt for stmt, _ in grouped(ops)] == list(Stmt)
 
 
-def _bulk_rows(run_ids: list[str]) -> list[Op]:
-    """Rows of every `BULK` statement, with values JSON could bend: text, NUL, big ints."""
-    texts = ["é€😀", 'q"\\/\n\t\x01\x1f\u2028', "", "a\x00b", '{"n":"\\u0000"}']
+def _bulk_rows(run_ids: list[str], *, nul: bool = True) -> list[Op]:
+    """Rows of every `BULK` statement, with values JSON could bend: text, NUL, big ints.
+
+    With `nul`, some texts hold a NUL (or its JSON escape): those statements go row by row.
+    """
+    texts = ["é€😀", 'q"\\/\n\t\x01\x1f\u2028', ""]
+    if nul:
+        texts += ["a\x00b", '{"n":"\\u0000"}']
     writes: list[Op] = []
     for i, run_id in enumerate(run_ids, start=1):
         text = texts[i % len(texts)]
@@ -59,6 +64,28 @@ def _bulk_rows(run_ids: list[str]) -> list[Op]:
                 i, RunStatus.FAILED, at + 1, error=text or None, code=RunCode.STEP_FAILED
             )
         )
+        where = f'[["k","==",{i}]]'
+        writes += [
+            ops.add_wait(
+                i,
+                i,
+                text or None,
+                where,
+                persistent=i % 2 == 0,
+                status="parked",
+                into=text or None,
+                timeout_at=at if i % 3 else None,
+                on_timeout="continue",
+                at=at,
+                joins=None if i % 2 else f'["{run_id}"]',
+            ),
+            ops.set_paused_in(i, "a"),
+            ops.set_paused_in(i, text or None),  # the last one of a run wins
+            ops.add_timeline(i, at, "runtime", "run.paused", position=1, message=text),
+            ops.add_timeline(
+                None if i % 4 == 0 else i, at, "logger", "info", step=text, data={"t": text}
+            ),
+        ]
     return writes
 
 
@@ -77,15 +104,20 @@ def _apply(path: Path, writes: list[Op], *, bulk: bool) -> list[Any]:
         conn.execute("COMMIT")
         runs = conn.execute("SELECT * FROM runs ORDER BY id").fetchall()
         checkpoints = conn.execute("SELECT * FROM checkpoints ORDER BY run, position").fetchall()
-        return [runs, checkpoints]
+        waits = conn.execute("SELECT * FROM waits ORDER BY id").fetchall()
+        timeline = conn.execute("SELECT * FROM timeline ORDER BY id").fetchall()
+        return [runs, checkpoints, waits, timeline]
     finally:
         conn.close()
 
 
+@pytest.mark.parametrize("nul", [True, False])
 @pytest.mark.parametrize("count", [BULK_ROWS - 1, BULK_ROWS, 3 * BULK_ROWS])
-def test_bulk_statements_write_what_row_by_row_statements_write(tmp_path: Path, count: int) -> None:
+def test_bulk_statements_write_what_row_by_row_statements_write(
+    tmp_path: Path, count: int, nul: bool
+) -> None:
     assert set(BULK) <= set(Stmt)
-    writes = _bulk_rows([f"{i:032x}" for i in range(count)])
+    writes = _bulk_rows([f"{i:032x}" for i in range(count)], nul=nul)
     expected = _apply(tmp_path / "rows.db", writes, bulk=False)
     written = _apply(tmp_path / "bulk.db", writes, bulk=True)
     assert written == expected

@@ -21,12 +21,16 @@ from orchestrator import (
     Runtime,
     RuntimeNotStarted,
     Step,
+    StepContext,
     TriggerNotFound,
     ValidationError,
     Workflow,
     WorkflowNotFound,
 )
 from orchestrator.journal import open_journal
+from orchestrator.journal.ops import Stmt
+from orchestrator.journal.sqlite.writer import GroupCommitWriter, Rows
+from orchestrator.testing import eventually
 
 pytestmark = pytest.mark.both_backends  # each test taking `db` runs on SQLite and PostgreSQL
 
@@ -575,3 +579,46 @@ async def test_a_run_end_given_up_leaves_its_batch_to_the_other_runs_in_it() -> 
             assert waiter.done()
             assert waiter.exception() is outcome
     assert errors == []
+
+
+@pytest.mark.parametrize("ending", ["completed", "paused"])
+async def test_a_run_settled_by_its_batch_returns_only_once_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    """Its task ends once its end (or pause) is enqueued; `invoke` still waits for COMMIT."""
+    reached, release = threading.Event(), threading.Event()
+    apply = GroupCommitWriter._apply
+
+    def holding(self: GroupCommitWriter, ops: Rows) -> None:
+        statuses = [row[0] for row in ops.get(Stmt.SET_STATUS, [])]
+        if ending in statuses and not reached.is_set():
+            reached.set()
+            release.wait(30)
+        apply(self, ops)
+
+    async def waits(state: dict[str, Any], ctx: StepContext) -> Any:
+        return ctx.pause(event="go.on")
+
+    monkeypatch.setattr(GroupCommitWriter, "_apply", holding)
+    async with Runtime(tmp_path / "journal.db") as rt:
+        steps = [inc] if ending == "completed" else [waits]
+        await rt.register(Workflow(id="w", pipelines={"go": steps}))
+        invoked = asyncio.ensure_future(rt.invoke("w", "go", {"n": 0}))
+        await eventually(lambda: reached.is_set() or None, what="the run's batch to commit")
+        try:
+            assert not invoked.done()
+            assert rt.active_runs() == 1  # active until settled, as when its task waited
+            control: Any = rt._control
+            (run,) = control.runs.active.values()
+            assert run.task is None  # its task has ended: the batch settles it
+        finally:
+            release.set()
+        result = await invoked
+        assert result.status == ending
+        assert rt.active_runs() == 0
+        conn = sqlite3.connect(tmp_path / "journal.db")
+        try:
+            row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (result.run_id,))
+            assert row.fetchone() == (ending,)
+        finally:
+            conn.close()

@@ -230,34 +230,44 @@ def _parse_clause(path: object, spec: object, label: str) -> Clause:
         raise DefinitionError(
             f"{label}: where key {_show(path)} is not a string; write 'customer.id'"
         )
-    where = f"{label}: where {path!r}"
     keys = tuple(path.split("."))
     if "" in keys:
         what = "empty path" if not path else "empty path segment"
-        raise DefinitionError(f"{where}: {what}; write dotted keys like 'customer.id'")
+        raise DefinitionError(
+            f"{_where(label, path)}: {what}; write dotted keys like 'customer.id'"
+        )
     if not isinstance(spec, list | tuple) or len(spec) != 2:
         raise DefinitionError(
-            f"{where}: {_show(spec)} is not a pair; write (op, value), like ('==', 7)"
+            f"{_where(label, path)}: {_show(spec)} is not a pair; write (op, value), like ('==', 7)"
         )
     op, operand = spec
     if not isinstance(op, str) or op not in OPERATORS:
-        raise DefinitionError(f"{where}: unknown operator {_show(op)}; use {', '.join(OPERATORS)}")
+        raise DefinitionError(
+            f"{_where(label, path)}: unknown operator {_show(op)}; use {', '.join(OPERATORS)}"
+        )
     if op == "exists" and not isinstance(operand, bool):
         raise DefinitionError(
-            f"{where}: 'exists' takes True (present) or False, not {_show(operand)}"
+            f"{_where(label, path)}: 'exists' takes True (present) or False, not {_show(operand)}"
         )
-    operand = _plain(operand, where)
+    operand = _plain(operand, label, path)
     if op in _ORDERING and _kind(operand) not in ("number", "string"):
         hint = "; a bool works with == and != only" if isinstance(operand, bool) else ""
-        raise DefinitionError(f"{where}: use a number or a string with {op}, not {operand!r}{hint}")
+        raise DefinitionError(
+            f"{_where(label, path)}: use a number or a string with {op}, not {operand!r}{hint}"
+        )
     return Clause(path, keys, op, operand)
+
+
+def _where(label: str, path: str) -> str:
+    """Where a clause is, for its errors (made only when one is raised)."""
+    return f"{label}: where {path!r}"
 
 
 # An int below this in size is plain JSON as it is (a huge one cannot be written as text).
 _SMALL_INT = 2**63
 
 
-def _plain(value: object, where: str) -> Any:
+def _plain(value: object, label: str, path: str) -> Any:
     """A plain JSON copy of an operand, or a `DefinitionError` saying what is not JSON."""
     # Most operands are plain as they are: no round trip through JSON text. Exact types:
     # a subclass (an enum) may be written otherwise.
@@ -270,20 +280,25 @@ def _plain(value: object, where: str) -> Any:
         plain = json.loads(json.dumps(value, allow_nan=False))
     except (TypeError, ValueError, RecursionError) as exc:
         raise DefinitionError(
-            f"{where}: operand {_show(value)} is not JSON ({exc}); "
+            f"{_where(label, path)}: operand {_show(value)} is not JSON ({exc}); "
             "use None, a bool, a finite number, a string, a list or a dict"
         ) from None
     if not _equal(plain, value):  # json.dumps turned non-string keys into strings
         raise DefinitionError(
-            f"{where}: operand {_show(value)} has a key that is not a string; use str keys"
+            f"{_where(label, path)}: operand {_show(value)} has a key that is not a string; "
+            "use str keys"
         )
     return plain
+
+
+# An operand as `describe` shows it (`json.dumps` with options builds an encoder per call).
+_OPERAND = json.JSONEncoder(ensure_ascii=False)
 
 
 def _describe(clause: Clause) -> str:
     if clause.op == "exists":
         return f"{clause.path} {'exists' if clause.operand else 'does not exist'}"
-    return f"{clause.path} {clause.op} {json.dumps(clause.operand, ensure_ascii=False)}"
+    return f"{clause.path} {clause.op} {_OPERAND.encode(clause.operand)}"
 
 
 def _show(value: object) -> str:

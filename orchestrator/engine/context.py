@@ -89,9 +89,11 @@ class RunLogger(StepLogger):
         step: str,
         logger: logging.Logger,
         redact: Callable[[str], str] = str,
+        loop_thread: int | None = None,
     ) -> None:
         self._writer, self._clock, self._loop = writer, clock, loop
-        self._loop_thread = threading.get_ident()
+        # The event loop's thread (None: this one): lines from others are handed to it.
+        self._loop_thread = threading.get_ident() if loop_thread is None else loop_thread
         self._row, self._position, self._step = row, position, step
         self._logger = logger
         self._redact = redact
@@ -159,13 +161,14 @@ class StepContext:
         step_name: str,
         step_index: int,
         attempt: int,
-        log: StepLogger,
+        log: StepLogger | Callable[[], StepLogger],
         pause_service: PauseService | None = None,
         env: Env | None = None,
         scope: Callable[[], ServiceScope] | None = None,
         keyed: Callable[[str, str], str | None] | None = None,
     ) -> None:
-        self.outbox = Outbox()
+        # Made on first use: most steps neither start, emit nor log.
+        self._outbox: Outbox | None = None
         # What a key of a kind ("invoke", "emit") made first, if this process can tell.
         self._keyed = keyed
         self.run_id = run_id
@@ -175,10 +178,34 @@ class StepContext:
         self.step_index = step_index
         self.attempt = attempt
         self.idempotency_key = f"{run_id}:{step_name}"
-        self.log = log
+        # The logger, or what makes it on first use.
+        self._log = log
         self._pause_service = pause_service
         self.env = env if env is not None else Env()
         self._scope = scope
+
+    @property
+    def log(self) -> StepLogger:
+        """A logger whose lines land in the run's timeline."""
+        log = self._log
+        if not isinstance(log, StepLogger):
+            log = self._log = log()
+        return log
+
+    @property
+    def outbox(self) -> Outbox:
+        """What this attempt of the step started and emitted, journaled with its checkpoint."""
+        if self._outbox is None:
+            self._outbox = Outbox()
+        return self._outbox
+
+    @outbox.setter
+    def outbox(self, outbox: Outbox) -> None:
+        self._outbox = outbox
+
+    def sent(self) -> Outbox | None:
+        """The outbox if the step started or emitted anything (None: it did not)."""
+        return self._outbox if self._outbox else None
 
     async def use(self, service_id: str) -> Any:
         """The instance of a service, by id: run, workflow or runtime (global) scope.

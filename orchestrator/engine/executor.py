@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from threading import get_ident
 from typing import Any
 
 from ..clock import Clock
@@ -73,6 +74,8 @@ class ActiveRun:
     warned: set[str] | None = field(default=None, repr=False)
     # Instances of its "run" services, made on first use, closed when its task ends.
     service_scope: ServiceScope | None = field(default=None, repr=False)
+    # How it ended (or paused), while its batch commits, when that batch is to settle it.
+    ending: Ending | None = field(default=None, repr=False)
 
     @property
     def next_step(self) -> str | None:
@@ -106,13 +109,31 @@ class _RunFailed(Exception):
         self.message, self.code, self.step, self.trace = message, code, step, trace
 
 
-async def execute(run: ActiveRun, env: ExecutorEnv) -> RunResult | PauseRequest:
-    """Run the remaining steps of `run` and record how it ends, or how it wants to pause.
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """A run's end, enqueued: the batch it commits in, and what the run ended with.
+
+    `settle` waits for that batch and makes the run's `RunResult`; a caller with nothing
+    to do after the commit (no hook, no listener) may settle the run from a callback on
+    `batch` instead, without a task waiting.
+    """
+
+    batch: asyncio.Future[None]
+    status: RunStatus
+    error: str | None
+    code: RunCode | None
+    # The step it failed in, for the ``step.failed`` notification (None: no step failed).
+    failed_step: str | None
+
+
+async def execute(run: ActiveRun, env: ExecutorEnv) -> Ending | PauseRequest:
+    """Run the remaining steps of `run` and enqueue how it ends, or how it wants to pause.
 
     A run with `invalid_input` fails before any step: its input was not a JSON object; one
     with `crash_loop`, before its next step: its process kept dying in that step. A
     returned `PauseRequest` means a step asked to park the run at its boundary; the
-    step's checkpoint is already enqueued, and parking is the caller's job.
+    step's checkpoint is already enqueued, and parking is the caller's job. A returned
+    `Ending` is enqueued, not yet committed (`settle`).
 
     Raises:
         asyncio.CancelledError: On shutdown; the run stays ``running`` in the journal and
@@ -127,22 +148,26 @@ async def execute(run: ActiveRun, env: ExecutorEnv) -> RunResult | PauseRequest:
             pause = await _run_step(run, run.steps[run.step_index], env)
             if pause is not None:
                 return pause
-        return await _finish(run, env, RunStatus.COMPLETED)
+        return _finish(run, env, RunStatus.COMPLETED)
     except _RunFailed as failure:
-        return await _finish(run, env, RunStatus.FAILED, failure)
+        return _finish(run, env, RunStatus.FAILED, failure)
     except asyncio.CancelledError:
         if not run.abort_requested or run.finishing:
             raise
         task = asyncio.current_task()
         if task is not None:
             task.uncancel()
-        return await finish_aborted(run, env)
+        return _aborted(run, env)
 
 
 async def finish_aborted(run: ActiveRun, env: ExecutorEnv) -> RunResult:
     """Record that `run` was aborted."""
+    return await settle(run, env, _aborted(run, env))
+
+
+def _aborted(run: ActiveRun, env: ExecutorEnv) -> Ending:
     failure = _RunFailed(run.abort_reason, run.abort_code, None)
-    return await _finish(run, env, RunStatus.ABORTED, failure)
+    return _finish(run, env, RunStatus.ABORTED, failure)
 
 
 async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> PauseRequest | None:
@@ -198,8 +223,9 @@ async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> Pause
         state=text,
         next_step=run.next_step,
     )
-    outbox = made[-1].outbox if made else None
-    if outbox:  # what the step started and emitted: in the checkpoint's batch, exactly once
+    outbox = made[-1].sent() if made else None
+    # What the step started and emitted: in the checkpoint's batch, exactly once.
+    if outbox is not None:
         writes += outbox.writes(run.run_id, ended)
     env.writer.enqueue(writes)
     if run.commit_next_checkpoint or env.writer.backlog > HIGH_WATER:
@@ -306,16 +332,6 @@ def _context(
     env: ExecutorEnv,
     made: list[StepContext] | None = None,
 ) -> StepContext:
-    log = RunLogger(
-        writer=env.writer,
-        clock=env.clock,
-        loop=asyncio.get_running_loop(),
-        row=run.row,
-        position=run.position,
-        step=bound.name,
-        logger=env.logger,
-        redact=run.workflow.redactor.redact,
-    )
     ctx = StepContext(
         run_id=run.run_id,
         workflow_id=run.workflow.id,
@@ -323,7 +339,16 @@ def _context(
         step_name=bound.name,
         step_index=bound.index,
         attempt=attempt,
-        log=log,
+        # Made on first use (most steps log nothing), knowing the loop's thread from here.
+        log=functools.partial(
+            _logger,
+            run,
+            bound,
+            env,
+            run.position,
+            asyncio.get_running_loop(),
+            get_ident(),
+        ),
         pause_service=PauseService(env.waits, run.row, run.run_id) if env.waits else None,
         env=run.workflow.env,
         scope=functools.partial(run_scope, run, env),
@@ -332,6 +357,32 @@ def _context(
     if made is not None:
         made.append(ctx)
     return ctx
+
+
+def _logger(
+    run: ActiveRun,
+    bound: BoundStep,
+    env: ExecutorEnv,
+    position: int,
+    loop: asyncio.AbstractEventLoop,
+    loop_thread: int,
+) -> RunLogger:
+    """The ``ctx.log`` of step `bound` of `run`, at `position` (made on its first use).
+
+    Its first use may be in a worker thread (a sync step): the loop and its thread come
+    from where the step's ctx was made.
+    """
+    return RunLogger(
+        writer=env.writer,
+        clock=env.clock,
+        loop=loop,
+        row=run.row,
+        position=position,
+        step=bound.name,
+        logger=env.logger,
+        redact=run.workflow.redactor.redact,
+        loop_thread=loop_thread,
+    )
 
 
 def _record_retry(
@@ -404,9 +455,9 @@ def log_failed(
     )
 
 
-async def _finish(
+def _finish(
     run: ActiveRun, env: ExecutorEnv, status: RunStatus, failure: _RunFailed | None = None
-) -> RunResult:
+) -> Ending:
     run.finishing = True
     now = env.clock.now_us()
     # As journaled: a huge message is cut, a lone surrogate escaped.
@@ -435,23 +486,41 @@ async def _finish(
         committed = env.writer.enqueue(writes, urgent=True)
         if env.ended is not None:
             env.ended(run.run_id, run.workflow.id, run.trigger_id, status, error, code)
-    # Shielded: once the end is decided, an abort or shutdown must not split it. Cancelling
-    # the task cancels `waiter`, never the batch (`asyncio.shield`, lighter: one callback
-    # a run instead of two and their closures; a run's end passes here).
-    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    committed.add_done_callback(functools.partial(_relay, waiter))
-    await waiter
-    result = RunResult(
-        ok=is_ok(status),
-        status=status,
+    return Ending(committed, status, error, code, failure.step if failure is not None else None)
+
+
+def quiet(ending: Ending, env: ExecutorEnv) -> bool:
+    """Whether no ``rt.on`` listener waits to hear of `ending` (nothing to notify)."""
+    if ending.failed_step is not None and env.wants("step.failed"):
+        return False
+    return not env.wants(f"run.{ending.status}")
+
+
+def result_of(run: ActiveRun, ending: Ending) -> RunResult:
+    """The `RunResult` of a run that ended as `ending` says (once its batch committed)."""
+    return RunResult(
+        ok=is_ok(ending.status),
+        status=ending.status,
         run_id=run.run_id,
         state=decode_state(run.state_text),
-        error=error,
-        error_code=code,
+        error=ending.error,
+        error_code=ending.code,
     )
-    if failure is not None and failure.step is not None and env.wants("step.failed"):
-        extra = {"step": failure.step, "error": error, "retry": False}
+
+
+async def settle(run: ActiveRun, env: ExecutorEnv, ending: Ending) -> RunResult:
+    """Wait for `ending` to commit, tell the listeners, and return the run's result."""
+    # Shielded: once the end is decided, an abort or shutdown must not split it. Cancelling
+    # the task cancels `waiter`, never the batch (`asyncio.shield`, lighter: one callback
+    # a run instead of two and their closures).
+    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    ending.batch.add_done_callback(functools.partial(_relay, waiter))
+    await waiter
+    result = result_of(run, ending)
+    if ending.failed_step is not None and env.wants("step.failed"):
+        extra = {"step": ending.failed_step, "error": ending.error, "retry": False}
         await env.notify("step.failed", run, extra)
+    status = ending.status
     if env.wants(f"run.{status}"):
         await env.notify(f"run.{status}", run, {"status": status, "error": result.error})
     return result

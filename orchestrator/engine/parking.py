@@ -262,7 +262,7 @@ class Parking:
         self._next_wait += 1
         wait_id = self._next_wait
         where = request.conditions.to_json()
-        text = json.dumps(where)
+        text = ops.conditions_text(where)
         dormant: DormantRow = (  # `DormantWait`'s fields
             wait_id,
             run.row,
@@ -691,7 +691,7 @@ class Parking:
                 wait.id,
                 wait.row,
                 wait.event_type,
-                json.dumps(wait.conditions.to_json()),
+                ops.conditions_text(wait.conditions.to_json()),
                 persistent=wait.persistent,
                 status=wait.status,
                 into=wait.into,

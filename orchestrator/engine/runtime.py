@@ -592,10 +592,9 @@ class Runtime:
         control = self._require_control()
         if key is not None:
             return await self._invoke_keyed(control, workflow_id, trigger_id, data, key)
-        dispatched = control.invoke(workflow_id, trigger_id, data)
         # Not shielded: `settled` is this call's own future, and cancelling this call only
         # cancels the wait; the run itself goes on (saves a shield per run).
-        return await dispatched.settled
+        return await control.invoke(workflow_id, trigger_id, data).settled
 
     async def _invoke_keyed(
         self, control: Control, workflow_id: str, trigger_id: str, data: Any, key: str

@@ -22,7 +22,17 @@ from ..journal import ops
 from ..records import RunCode, RunResult, RunStatus
 from ..state import StateEncodingError, decode_state, encode_state
 from .admission import Admission, Origin
-from .executor import ActiveRun, ExecutorEnv, context_for, execute, finish_aborted
+from .executor import (
+    ActiveRun,
+    Ending,
+    ExecutorEnv,
+    context_for,
+    execute,
+    finish_aborted,
+    quiet,
+    result_of,
+    settle,
+)
 from .recovery import Resumable, crash_loop, plan
 from .registry import RegisteredWorkflow
 
@@ -70,6 +80,8 @@ class Supervisor:
         self._sweep_at = SWEEP_MIN
         # How many run tasks were started so far (so a caller can tell whether it started any).
         self.spawned = 0
+        # The runs each batch settles once it commits (their tasks have ended already).
+        self._settling: dict[asyncio.Future[None], list[ActiveRun]] = {}
 
     def start_run(
         self,
@@ -225,12 +237,14 @@ class Supervisor:
         if run.task is not None:
             run.task.cancel()
             await asyncio.wait([run.task])
-        if run.run_id in self.active:  # cancelled, or held, before its first step began
+        if run.run_id in self.active and not run.finishing:  # held before its first step
             result = await finish_aborted(run, self._env)
             self.active.pop(run.run_id, None)
             if not run.settled.done():
                 run.settled.set_result(result)
             await self.finished(run.workflow, run.row, run.run_id, result)
+        else:  # its task may have left its end to its batch to settle (`_committed`)
+            await self._writer.flush()
 
     def note_missing(self, registered: Callable[[str], bool]) -> None:
         """Give recovered runs whose workflow is not registered the reason they wait."""
@@ -422,9 +436,11 @@ class Supervisor:
         run.task = self._own(self._drive(run, lifecycle), name=f"run-{run.run_id}")
 
     async def _drive(self, run: ActiveRun, lifecycle: str) -> None:
+        later = False  # its batch settles it (`_committed`), after this task has ended
         try:
             await self._begin(run, lifecycle)
             result = await self._execute(run)
+            later = result is None
         except asyncio.CancelledError:
             if not run.settled.done():
                 _fail(
@@ -438,19 +454,26 @@ class Supervisor:
         except Exception as exc:  # noqa: BLE001 - a journal failure or a bug: keep serving
             self._not_driven(run, exc)
         else:
-            if not run.settled.done():  # an `invoke` caller that was cancelled cancels it
-                run.settled.set_result(result)
-            if result.status != RunStatus.PAUSED:
-                try:
-                    await self.finished(run.workflow, run.row, run.run_id, result)
-                except JournalError as exc:  # stopping: the end is committed, the rest waits
-                    _log.warning("run %s: bookkeeping after its end failed: %s", run.run_id, exc)
+            if result is not None:
+                await self._settled(run, result)
         finally:
-            if self.active.get(run.run_id) is run:  # a resumed run may have taken its place
+            if later:  # it stays active until settled; its task is done and can go
+                run.task = None
+            elif self.active.get(run.run_id) is run:  # a resumed run may have taken its place
                 del self.active[run.run_id]
             if run.service_scope is not None:
                 await self._close_services(run)
             self.working.discard(asyncio.current_task())
+
+    async def _settled(self, run: ActiveRun, result: RunResult) -> None:
+        """Tell `run`'s caller how it ended up; if it ended, free its slot (with its hooks)."""
+        if not run.settled.done():  # an `invoke` caller that was cancelled cancels it
+            run.settled.set_result(result)
+        if result.status != RunStatus.PAUSED:
+            try:
+                await self.finished(run.workflow, run.row, run.run_id, result)
+            except JournalError as exc:  # stopping: the end is committed, the rest waits
+                _log.warning("run %s: bookkeeping after its end failed: %s", run.run_id, exc)
 
     def _not_driven(self, run: ActiveRun, exc: Exception) -> None:
         if self._writer.failure is None:  # else the runtime reports it, once, not per run
@@ -537,7 +560,14 @@ class Supervisor:
                 ]
             )
 
-    async def _execute(self, run: ActiveRun) -> RunResult:
+    async def _execute(self, run: ActiveRun) -> RunResult | None:
+        """How `run` ended or paused, once committed; None: its batch settles it later.
+
+        Most runs need nothing once their end (or pause) commits but to be settled: no
+        hook, no ``rt.on`` listener, no run services to close. Such a run's task ends as
+        soon as its last writes are enqueued; a callback on their batch settles it
+        (`_committed`), and until then it stays active, as if its task still waited.
+        """
         outcome = await execute(run, self._env)
         while isinstance(outcome, PauseRequest):
             waiting = self.parking.park_or_drain(run, outcome)
@@ -546,7 +576,12 @@ class Supervisor:
                 continue
             # Before any await: a resume may come next.
             self.admission.paused(run.workflow.id, run.run_id)
-            await self._writer.flush()  # `invoke` returns "paused" only once it is durable
+            # `invoke` returns "paused" only once it is durable.
+            if run.service_scope is None and not self._env.wants("run.paused"):
+                urged = self._writer.enqueue((), urgent=True)  # the batch of the pause
+                self._settle_later(run, Ending(urged, RunStatus.PAUSED, None, None, None))
+                return None
+            await self._writer.flush()
             result = RunResult(
                 ok=True,
                 status=RunStatus.PAUSED,
@@ -556,7 +591,60 @@ class Supervisor:
             if self._env.wants("run.paused"):
                 await self._env.notify("run.paused", run, {"wait": waiting})
             return result
-        return outcome
+        hooks = run.workflow.hooks
+        if (
+            run.service_scope is None
+            and hooks.on_complete is None
+            and hooks.on_cleanup is None
+            and quiet(outcome, self._env)
+        ):
+            self._settle_later(run, outcome)
+            return None
+        return await settle(run, self._env, outcome)
+
+    def _settle_later(self, run: ActiveRun, ending: Ending) -> None:
+        """Settle `run` as `ending` says once its batch commits (`_committed`).
+
+        One callback per batch for all its runs: per run, no callback, closure or context.
+        """
+        run.ending = ending
+        runs = self._settling.get(ending.batch)
+        if runs is None:
+            runs = self._settling[ending.batch] = []
+            ending.batch.add_done_callback(self._batch_settled)
+        runs.append(run)
+
+    def _batch_settled(self, batch: asyncio.Future[None]) -> None:
+        for run in self._settling.pop(batch, ()):
+            try:
+                self._committed(run, batch)
+            except Exception:  # noqa: BLE001 - a bug: the batch's other runs still settle
+                _log.exception("run %s could not be settled", run.run_id)
+
+    def _committed(self, run: ActiveRun, batch: asyncio.Future[None]) -> None:
+        """Settle a run whose task ended before its end (or pause) committed in `batch`.
+
+        What `_drive` does after awaiting `settle` (or the flush of a pause), in a callback.
+        """
+        ending, run.ending = run.ending, None
+        if ending is None:  # settled already
+            return
+        try:
+            failure = None if batch.cancelled() else batch.exception()
+            if batch.cancelled() or failure is not None:
+                stopped = JournalError("the journal writer stopped")
+                self._not_driven(run, failure if isinstance(failure, Exception) else stopped)
+                return
+            if not run.settled.done():  # an `invoke` caller that was cancelled cancels it
+                run.settled.set_result(result_of(run, ending))
+            if ending.status != RunStatus.PAUSED:
+                try:
+                    self.admission.ended(run.workflow.id, run.run_id)
+                except JournalError as exc:  # stopping: the end is committed, the rest waits
+                    _log.warning("run %s: bookkeeping after its end failed: %s", run.run_id, exc)
+        finally:
+            if self.active.get(run.run_id) is run:  # a resumed run may have taken its place
+                del self.active[run.run_id]
 
 
 def _fail(settled: asyncio.Future[RunResult], error: BaseException) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import json
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..errors import ValidationError
@@ -86,6 +87,13 @@ def grouped(ops: list[Op]) -> list[tuple[Stmt, list[tuple[Any, ...]]]]:
     by_stmt: defaultdict[Stmt, list[tuple[Any, ...]]] = defaultdict(list)
     for stmt, params in ops:
         by_stmt[stmt].append(params)
+    return in_order(by_stmt)
+
+
+def in_order(
+    by_stmt: Mapping[Stmt, list[tuple[Any, ...]]],
+) -> list[tuple[Stmt, list[tuple[Any, ...]]]]:
+    """`grouped` of a batch whose parameter rows are grouped by statement already."""
     result = []
     for stmt in Stmt:
         rows = by_stmt.get(stmt)
@@ -204,6 +212,45 @@ def set_paused_in(row: int, step: str | None) -> Op:
     return Stmt.SET_PAUSED_IN, (step, row)
 
 
+# A timeline entry's data as compact JSON (`json.dumps` with options builds one per call).
+_DATA = json.JSONEncoder(separators=(",", ":"), default=repr)
+# Its C core (`JSONEncoder.encode` reaches it through two Python calls; not in typeshed).
+_MAKE_ENCODER: Callable[..., Callable[[object, int], Iterable[str]]] | None = getattr(
+    json.encoder, "c_make_encoder", None
+)
+
+
+def _data_text(data: dict[str, Any]) -> str:
+    """`data` as `_DATA` encodes it (cycles refused: `markers` is a fresh dict)."""
+    if _MAKE_ENCODER is None:  # an interpreter without the C accelerator
+        return _DATA.encode(data)
+    chunks = _MAKE_ENCODER(
+        {}, repr, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True
+    )
+    return "".join(chunks(data, 0))
+
+
+def conditions_text(conditions: list[list[Any]]) -> str:
+    """A wait's conditions (`Conditions.to_json`) as journaled: what `json.dumps` writes."""
+    if _MAKE_ENCODER is None:
+        return json.dumps(conditions)
+    chunks = _MAKE_ENCODER(
+        {},
+        _PLAIN.default,
+        json.encoder.encode_basestring_ascii,
+        None,
+        ": ",
+        ", ",
+        False,
+        False,
+        True,
+    )
+    return "".join(chunks(conditions, 0))
+
+
+_PLAIN = json.JSONEncoder()
+
+
 def add_timeline(
     row: int | None,
     at: int,
@@ -220,7 +267,7 @@ def add_timeline(
     `data` is stored as compact JSON; what JSON cannot hold is stored as its repr, so a
     timeline entry never fails to be written.
     """
-    text = None if data is None else json.dumps(data, separators=(",", ":"), default=repr)
+    text = None if data is None else _data_text(data)
     return Stmt.ADD_TIMELINE, (row, position, at, source, kind, step, valid_text(message), text)
 
 

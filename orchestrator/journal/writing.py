@@ -12,10 +12,11 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 from ..errors import JournalError
 from .liveness import STALE_AFTER_US
-from .ops import Op
+from .ops import Op, Stmt
 
 LAZY_FLUSH_SECONDS = 0.005
 # A failing batch is tried again after RETRY_FIRST seconds, doubling up to RETRY_MAX.
@@ -108,6 +109,55 @@ class Callers:
         """Settle each caller's future: the first ones with `outcomes`, the others `error`."""
         for n, future in enumerate(self.futures):
             resolve(future, outcomes[n] if n < len(outcomes) else error)
+
+
+# A batch as the SQLite writer keeps it: its ops' parameter rows by statement, each list in
+# the order they were enqueued (not the ops: an op is a tuple holding an enum member, which
+# the garbage collector tracks for as long as it waits; its parameters alone it stops tracking).
+Rows = dict[Stmt, list[tuple[Any, ...]]]
+
+
+class CallersByStatement(Callers):
+    """`Callers` of a batch kept as `Rows`: where each caller's rows start, by statement."""
+
+    __slots__ = ("marks",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.marks: list[dict[Stmt, int]] = []
+
+    def join_rows(
+        self, rows: Rows, ops: Iterable[Op], together: Together
+    ) -> tuple[asyncio.Future[None], int]:
+        """Add `ops`' parameter rows to `rows` as one caller's: its future, how many ops."""
+        future = together.future
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self.marks.append({stmt: len(mine) for stmt, mine in rows.items()})
+            self.futures.append(future)
+            if together.depth:
+                together.future = future
+        count = 0
+        for stmt, params in ops:
+            same = rows.get(stmt)
+            if same is None:
+                rows[stmt] = [params]
+            else:
+                same.append(params)
+            count += 1
+        return future, count
+
+    def each_rows(self, rows: Rows) -> Iterator[Rows]:
+        """Each caller's rows in `rows` (the batch they were added to), in order."""
+        ends: list[dict[Stmt, int] | None] = [*self.marks[1:], None]
+        for start, end in zip(self.marks, ends, strict=True):
+            mine = {
+                stmt: all_rows[
+                    start.get(stmt, 0) : len(all_rows) if end is None else end.get(stmt, 0)
+                ]
+                for stmt, all_rows in rows.items()
+            }
+            yield {stmt: part for stmt, part in mine.items() if part}
 
 
 def outcome(error: JournalError | None, outcomes: list[JournalError | None]) -> JournalError | None:

@@ -161,4 +161,17 @@ BULK: Final[dict[Stmt, str]] = {
         f" updated_at = max(updated_at, {_at(3)}) FROM json_each(?) AS j"
         f" WHERE runs.id = {_at(4)}"
     ),
+    # Runs parking (their waits, the step they wait in) and every run's timeline entries.
+    Stmt.INSERT_WAIT: (
+        "INSERT INTO waits (id, run, event_type, conditions, persistent, status, into_key,"
+        f" timeout_at, on_timeout, created_at, joins) SELECT {_each(11)} FROM json_each(?) AS j"
+    ),
+    Stmt.SET_PAUSED_IN: (
+        f"UPDATE runs SET paused_in = {_at(0)} FROM json_each(?) AS j WHERE runs.id = {_at(1)}"
+    ),
+    # In the order of the array: timeline ids keep the order the entries were made in.
+    Stmt.ADD_TIMELINE: (
+        "INSERT INTO timeline (run, position, at, source, kind, step, message, data)"
+        f" SELECT {_each(8)} FROM json_each(?) AS j ORDER BY j.key"
+    ),
 }

@@ -37,7 +37,7 @@ from ...errors import JournalCorrupt, JournalError, JournalLocked
 from ...records import FINAL_STATUSES
 from ..deltas import Deltas
 from ..faults import AFTER_COMMIT, BEFORE_COMMIT, FaultPoints, SimulatedCrash, SimulatedDiskFull
-from ..ops import Op, Stmt, grouped
+from ..ops import Op, Stmt, in_order
 from ..protocol import Synchronous
 from ..records import Opened
 from ..writing import (
@@ -45,9 +45,10 @@ from ..writing import (
     LAZY_FLUSH_SECONDS,
     RETRY_FIRST,
     RETRY_MAX,
-    Callers,
+    CallersByStatement,
     Outcomes,
     Refused,
+    Rows,
     Together,
     WriterStatus,
     outcome,
@@ -105,9 +106,12 @@ class GroupCommitWriter(WriterStatus):
         self._cond = threading.Condition(self._lock)
         self._batch: asyncio.Future[None] | None = None
         self._inflight: asyncio.Future[None] | None = None
+        # The batch being filled, as its ops' parameter rows by statement, and how many ops.
+        self._rows: Rows = {}
+        self._queued = 0
         # The callers of the batch being filled, and of the one in flight.
-        self._callers = Callers()
-        self._inflight_callers = Callers()
+        self._callers = CallersByStatement()
+        self._inflight_callers = CallersByStatement()
         self._together = Together(self._lock)
         self._urgent = False
         self._closing = False
@@ -188,6 +192,11 @@ class GroupCommitWriter(WriterStatus):
         with self._lock:
             return self._batch is None and self._inflight is None
 
+    @property
+    def backlog(self) -> int:
+        """Ops waiting for the next batch."""
+        return self._queued
+
     def enqueue(self, ops: Iterable[Op], *, urgent: bool = False) -> asyncio.Future[None]:
         """Add ops to the next batch; the future resolves once that batch has committed.
 
@@ -199,7 +208,8 @@ class GroupCommitWriter(WriterStatus):
                 raise self._failure
             if self._stopped:
                 raise JournalError(f"journal {self.path} is closed")
-            future = self._callers.join(self._pending, ops, self._together)
+            future, count = self._callers.join_rows(self._rows, ops, self._together)
+            self._queued += count
             if self._batch is None:
                 self._batch = asyncio.get_running_loop().create_future()
                 self._cond.notify()
@@ -250,8 +260,8 @@ class GroupCommitWriter(WriterStatus):
                 self._stopped = True
                 stranded = [f for f in (self._inflight, self._batch) if f is not None]
                 callers = (self._inflight_callers, self._callers)
-                self._inflight, self._batch, self._pending = None, None, []
-                self._inflight_callers, self._callers = Callers(), Callers()
+                self._inflight, self._batch, self._rows, self._queued = None, None, {}, 0
+                self._inflight_callers, self._callers = CallersByStatement(), CallersByStatement()
                 if stranded and self._failure is None:  # only on a bug: it is re-raised below
                     self._failure = JournalError("the journal writer stopped unexpectedly")
             # Queued after any `_settle` already sent, so a settled batch stays settled.
@@ -274,20 +284,22 @@ class GroupCommitWriter(WriterStatus):
         self._call_soon(self._settle, batch, callers, error, outcomes)
         return error is None
 
-    def _apply_each(self, ops: list[Op], callers: Callers) -> tuple[JournalError | None, Outcomes]:
+    def _apply_each(
+        self, ops: Rows, callers: CallersByStatement
+    ) -> tuple[JournalError | None, Outcomes]:
         """Commit each caller's ops of a refused batch in a transaction of its own, in order.
 
         Only a caller whose own ops are refused fails; the others commit. Returns the error
         that stops the writer, if any, and the outcome of each caller tried before it.
         """
         outcomes: list[JournalError | None] = []
-        for mine in callers.each(ops):
+        for mine in callers.each_rows(ops):
             stop = outcome(self._apply_retrying(mine), outcomes)
             if stop is not None:
                 return stop, outcomes
         return None, outcomes
 
-    def _apply_retrying(self, ops: list[Op]) -> JournalError | None:
+    def _apply_retrying(self, ops: Rows) -> JournalError | None:
         """Commit `ops`, retrying transient failures; the error that stops the writer, if any."""
         delay = RETRY_FIRST
         while True:
@@ -344,7 +356,9 @@ class GroupCommitWriter(WriterStatus):
             f"journal {self.path}: another process took over the lease; this runtime stops writing"
         )
 
-    def _take_batch(self) -> tuple[list[Op], asyncio.Future[None] | None, Callers, bool]:
+    def _take_batch(
+        self,
+    ) -> tuple[Rows, asyncio.Future[None] | None, CallersByStatement, bool]:
         with self._lock:
             deadline: float | None = None
             while not (self._urgent or self._closing):
@@ -356,23 +370,23 @@ class GroupCommitWriter(WriterStatus):
                 if now >= deadline:
                     break
                 self._cond.wait(deadline - now)
-            ops, batch, callers = self._pending, self._batch, self._callers
-            self._pending, self._batch, self._inflight = [], None, batch
-            self._inflight_callers, self._callers = callers, Callers()
+            ops, batch, callers = self._rows, self._batch, self._callers
+            self._rows, self._queued, self._batch, self._inflight = {}, 0, None, batch
+            self._inflight_callers, self._callers = callers, CallersByStatement()
             self._urgent = False
             return ops, batch, callers, self._closing
 
     def _settle(
         self,
         batch: asyncio.Future[None],
-        callers: Callers,
+        callers: CallersByStatement,
         error: BaseException | None,
         outcomes: Outcomes,
     ) -> None:
         with self._lock:
             if self._inflight is batch:
                 self._inflight = None
-                self._inflight_callers = Callers()
+                self._inflight_callers = CallersByStatement()
             if error is None:
                 callers.settle(None, outcomes)
                 resolve(batch, None)
@@ -381,7 +395,8 @@ class GroupCommitWriter(WriterStatus):
             self._failure = failure
             waiting = [batch, *([self._batch] if self._batch is not None else [])]
             stopped = (callers, self._callers)
-            self._pending, self._batch, self._callers = [], None, Callers()
+            self._rows, self._queued, self._batch = {}, 0, None
+            self._callers = CallersByStatement()
         for caller in stopped:
             caller.settle(failure, outcomes if caller is callers else ())
         for future in waiting:
@@ -392,14 +407,14 @@ class GroupCommitWriter(WriterStatus):
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 self._loop.call_soon_threadsafe(callback, *args)  # type: ignore[arg-type]
 
-    def _apply(self, ops: list[Op]) -> None:
+    def _apply(self, ops: Rows) -> None:
         conn = self._require_conn()
         try:
             rollback_if_open(conn)  # a rollback that failed last time
             conn.execute("BEGIN IMMEDIATE")
             if not lease.heartbeat(conn, self._token, self._wall.now_us()):
                 raise self._lost()
-            for stmt, rows in grouped(ops):
+            for stmt, rows in in_order(ops):
                 if stmt is Stmt.INSERT_CHECKPOINT:
                     rows, snapshots = self._deltas.encode(rows)
                     if snapshots:  # each call gives the GIL up, for nothing if empty
