@@ -1,0 +1,27 @@
+"""A batch kept as rows by statement still knows each caller's rows (for a refused batch)."""
+
+from __future__ import annotations
+
+from orchestrator.errors import JournalError
+from orchestrator.journal.ops import Stmt
+from orchestrator.journal.writing import CallersByStatement, Rows, Together
+
+A, B, C = list(Stmt)[:3]
+
+
+async def test_each_caller_gets_back_exactly_its_rows_in_order() -> None:
+    callers, rows, together = CallersByStatement(), Rows(), Together()
+    first, _ = callers.join_rows(rows, [(A, (1,)), (B, (2,)), (A, (3,))], together)
+    second, counted = callers.join_rows(rows, [(C, (4,))], together)
+    with together:  # a block is one caller, however many enqueues it makes
+        third, _ = callers.join_rows(rows, [(B, (5,))], together)
+        again, _ = callers.join_rows(rows, [(A, (6,)), (C, (7,))], together)
+    assert counted == 1 and third is again and len({first, second, third}) == 3
+    assert rows == {A: [(1,), (3,), (6,)], B: [(2,), (5,)], C: [(4,), (7,)]}
+    assert list(callers.each_rows(rows)) == [
+        {A: [(1,), (3,)], B: [(2,)]},
+        {C: [(4,)]},
+        {B: [(5,)], A: [(6,)], C: [(7,)]},
+    ]
+    callers.settle(None, [None, JournalError("refused")])
+    assert first.done() and second.exception() is not None and third.done()
