@@ -124,7 +124,7 @@ class Runtime:
             raise ValueError(f"max_recoveries must be an int >= 0 or None, got {max_recoveries!r}")
         self._max_recoveries = max_recoveries
         self._journal = open_journal(db)  # a backend that is not available fails here
-        if standby is not False and (standby is not True or not self._journal.shared):
+        if not isinstance(standby, bool) or (standby and not self._journal.shared):
             raise ValueError(
                 f"standby takes True only on a journal several daemons share (a postgresql://"
                 f" URL); got {standby!r} for {self._journal.location}"

@@ -8,10 +8,11 @@ their own ways; what they report (`JournalWriter.backlog`, `failure`, `degraded`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from ..errors import JournalError
@@ -158,6 +159,21 @@ class CallersByStatement(Callers):
                 for stmt, all_rows in rows.items()
             }
             yield {stmt: part for stmt, part in mine.items() if part}
+
+
+async def run_until_done(done: asyncio.Future[None], request_close: Callable[[], None]) -> None:
+    """Wait for a writer's thread or task (`done`); cancelled, close it and wait it out first.
+
+    The writer ends its batch in flight before it stops: cancelling it outright could
+    leave a commit whose caller never hears how it went.
+    """
+    try:
+        await asyncio.shield(done)
+    except asyncio.CancelledError:
+        request_close()
+        with contextlib.suppress(BaseException):
+            await done
+        raise
 
 
 def outcome(error: JournalError | None, outcomes: list[JournalError | None]) -> JournalError | None:

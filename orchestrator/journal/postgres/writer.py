@@ -58,6 +58,7 @@ from ..writing import (
     WriterStatus,
     outcome,
     resolve,
+    run_until_done,
 )
 from . import schema
 from .connection import DAEMONS_LOCK, NOTIFY_CHANNEL, connect, describe, load_psycopg
@@ -305,14 +306,10 @@ class PostgresWriter(WriterStatus):
         """
         now = self._next_beat()
         try:
-            rows = await (await conn.execute(_HOLDERS)).fetchall()
-            stale = [
-                APPLICATION_NAME.format(token=holder.token)
-                for holder in (lease.holder_from(row[1:]) for row in rows)
-                if holder is not None and not lease.is_live(holder, now)
-            ]
+            _, stale = _judged(await (await conn.execute(_HOLDERS)).fetchall(), now)
             if stale:
-                await conn.execute(_CUT_OFF, (stale,))
+                names = [APPLICATION_NAME.format(token=holder.token) for _, holder in stale]
+                await conn.execute(_CUT_OFF, (names,))
         except load_psycopg().Error as exc:  # no right to: the fence waits for its lock
             _log.warning(
                 "journal %s: cannot end a stale daemon's connection: %s",
@@ -334,12 +331,8 @@ class PostgresWriter(WriterStatus):
             rows = await (await conn.execute(_HOLDERS)).fetchall()
         except load_psycopg().Error as exc:
             raise JournalError(f"journal {self.location}: {_reason(exc)}") from None
-        for row in rows:
-            holder = lease.holder_from(row[1:])
-            assert holder is not None
-            if lease.is_live(holder, now):
-                return int(row[0]), holder
-        return None
+        live, _ = _judged(rows, now)
+        return live[0] if live else None
 
     async def _register(self, conn: psycopg.AsyncConnection[Any]) -> int:
         """Fence stale daemons, refuse a live one, add this one's row; the highest run row."""
@@ -353,13 +346,10 @@ class PostgresWriter(WriterStatus):
                     f"SET LOCAL idle_in_transaction_session_timeout = '{REGISTER_LOCK_TIMEOUT}'"
                 )
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (DAEMONS_LOCK,))
-                stale = []
-                for row in await (await conn.execute(_LIVE)).fetchall():
-                    holder = lease.holder_from(row[1:])
-                    assert holder is not None
-                    if lease.is_live(holder, now):
-                        raise lease.in_use(self.location, holder, now)
-                    stale.append(row[0])
+                live, judged_stale = _judged(await (await conn.execute(_LIVE)).fetchall(), now)
+                if live:
+                    raise lease.in_use(self.location, live[0][1], now)
+                stale = [daemon_id for daemon_id, _ in judged_stale]
                 if stale:
                     await conn.execute(_FENCE, (now, stale))
                     await conn.execute(_RELEASE_RUNS, (stale,))
@@ -393,13 +383,7 @@ class PostgresWriter(WriterStatus):
         task = self._task = asyncio.get_running_loop().create_task(
             self._main(), name="journal-writer-postgres"
         )
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            self._request_close()
-            with contextlib.suppress(BaseException):
-                await task
-            raise
+        await run_until_done(task, self._request_close)
 
     async def close(self) -> None:
         """Commit what is pending, mark this daemon stopped, and close the connection."""
@@ -769,6 +753,19 @@ async def _drain(pipeline: psycopg.AsyncPipeline) -> None:
     """
     with contextlib.suppress(load_psycopg().Error):
         await pipeline.sync()
+
+
+def _judged(
+    rows: list[Any], now: int
+) -> tuple[list[tuple[int, lease.LeaseHolder]], list[tuple[int, lease.LeaseHolder]]]:
+    """The daemons of `rows` (`_HOLDERS`' columns) live at `now`, and those that are not."""
+    live: list[tuple[int, lease.LeaseHolder]] = []
+    stale: list[tuple[int, lease.LeaseHolder]] = []
+    for row in rows:
+        holder = lease.holder_from(row[1:])
+        assert holder is not None
+        (live if lease.is_live(holder, now) else stale).append((int(row[0]), holder))
+    return live, stale
 
 
 def _reason(exc: BaseException) -> str:

@@ -53,6 +53,7 @@ from ..writing import (
     WriterStatus,
     outcome,
     resolve,
+    run_until_done,
 )
 from . import lease
 from .connection import (
@@ -160,13 +161,7 @@ class GroupCommitWriter(WriterStatus):
             target=self._thread_main, args=(done,), name="journal-writer", daemon=True
         )
         self._thread.start()
-        try:
-            await asyncio.shield(done)
-        except asyncio.CancelledError:
-            self._request_close()
-            with contextlib.suppress(BaseException):
-                await done
-            raise
+        await run_until_done(done, self._request_close)
 
     async def close(self) -> None:
         """Commit what is pending, release the lease, and close the connection."""
