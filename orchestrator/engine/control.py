@@ -69,7 +69,7 @@ from .supervisor import Supervisor
 from .switches import Switches
 from .system_events import SystemEvents
 from .timers import Timers
-from .workers import WorkerPool
+from .workers import StepRunner
 
 _log = logging.getLogger("orchestrator.runtime")
 T = TypeVar("T")
@@ -111,7 +111,7 @@ class Control:
         max_seq: int,
         last_ticks: dict[tuple[str, str], int],
         max_recoveries: int | None = None,
-        workers: WorkerPool | None = None,
+        workers: StepRunner | None = None,
         commands: JournalCommands,
         switches: list[SwitchRecord] | None = None,
     ) -> None:

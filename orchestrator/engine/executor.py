@@ -29,7 +29,7 @@ from ..records import RunCode, RunResult, RunStatus, is_ok
 from ..state import EncodedState, StateEncodingError, Unencodable, decode_state, encode_state
 from .context import RunLogger, StepContext
 from .registry import RegisteredWorkflow
-from .workers import WorkerCrashed, WorkerPool
+from .workers import StepRunner, WorkerCrashed
 
 _log = logging.getLogger("orchestrator.runtime")
 
@@ -94,7 +94,7 @@ class ExecutorEnv:
     wants: Callable[[str], bool]
     logger: logging.Logger
     waits: WaitRegistry | None = None
-    workers: WorkerPool | None = None
+    workers: StepRunner | None = None
     # Called in the batch of each run's end (the system events); None: none are emitted.
     ended: Ended | None = None
     # What a key of a kind made first, as far as this process can tell without waiting.

@@ -39,6 +39,7 @@ from ..journal import (
     FaultPoints,
     JournalQueries,
     JournalWriter,
+    Opened,
     Synchronous,
     open_journal,
     ops,
@@ -62,7 +63,7 @@ from .inbox import InboxPoller
 from .lifecycle import Handler, Lifecycle
 from .registry import RegisteredWorkflow, Registry, register
 from .retention import Pruner
-from .workers import WorkerPool, Workers, plan_isolation
+from .workers import SpreadPool, StepRunner, StepServer, WorkerPool, Workers, plan_isolation
 
 HEARTBEAT_SECONDS = 1.0
 STEP_THREADS = "orchestrator-step"  # the name prefix of the worker threads of sync steps
@@ -187,7 +188,7 @@ class Runtime:
         self._know_secrets(Redactor(self._runtime_env, extra_keys=self._secrets).values)
         guard_handlers(logging.getLogger("orchestrator"))
         try:
-            opened = await self._writer.open(standby=self._standby)
+            opened = await self._open_writer()
         except BaseException:
             await self._writer.close()  # ends its thread; it holds no lease
             self._threads.shutdown(wait=False)
@@ -201,6 +202,36 @@ class Runtime:
             await self.stop()
             raise
 
+    async def _open_writer(self) -> Opened:
+        """Open the writer; a standby runs offered steps while it waits to take over."""
+        step_jobs = self._journal.step_jobs() if self._standby else None
+        identity = self._writer.identity
+        if step_jobs is None or identity is None or self._folder is None:
+            return await self._writer.open(standby=self._standby)
+        server = StepServer(
+            step_jobs,
+            self._folder.path,
+            self._workers,
+            token=identity.token,
+            runtime_env=self._runtime_env,
+            clock=self._clock,
+        )
+        async with asyncio.TaskGroup() as tasks:
+            serving = tasks.create_task(server.run(), name="serve-steps")
+            try:
+                return await self._writer.open(standby=True)
+            finally:
+                serving.cancel()
+
+    def _step_runner(self) -> StepRunner:
+        """This daemon's workers; on a shared journal, and the standbys' too."""
+        step_jobs = self._journal.step_jobs()
+        if step_jobs is None:
+            return self._workers
+        return SpreadPool(
+            self._workers, step_jobs, identity=lambda: self._writer.identity, clock=self._clock
+        )
+
     async def _assemble(self, max_run_row: int) -> None:
         assert self._stack is not None
         tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
@@ -208,6 +239,9 @@ class Runtime:
         self._background.append(tasks.create_task(self._heartbeat(), name="heartbeat"))
         reader = self._reader = await self._journal.open_reader()
         max_wait, max_seq = await reader.max_ids()
+        workers = self._step_runner()
+        if isinstance(workers, SpreadPool):
+            self._background.append(tasks.create_task(workers.run(), name="spread-steps"))
         control = self._control = Control(
             writer=self._writer,
             reader=reader,
@@ -221,7 +255,7 @@ class Runtime:
             max_seq=max_seq,
             last_ticks=await reader.schedule_ticks(),
             max_recoveries=self._max_recoveries,
-            workers=self._workers,
+            workers=workers,
             commands=self._journal.commands,
             switches=await reader.switches(),
         )

@@ -15,7 +15,7 @@ answers are the dataclasses of `records` and `view_records`. Nothing here knows 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -41,12 +41,16 @@ if TYPE_CHECKING:  # the CLI's small commands must not load asyncio
         RunMatches,
         RunOutcome,
         StandbyRecord,
+        StepJob,
+        StepOffer,
+        StepReply,
         StoredCheckpoint,
         StoredRun,
         SwitchRecord,
         UnfinishedRun,
         WaitRecord,
         WorkflowRecord,
+        WriterIdentity,
     )
     from .view_records import (
         EventView,
@@ -135,6 +139,10 @@ class JournalWriter(Protocol):
 
     async def mark_ready(self) -> None:
         """Record in the lease that recovery and loading are done."""
+
+    @property
+    def identity(self) -> WriterIdentity | None:
+        """Who this writer is on a journal several daemons share; None on one only one runs."""
 
 
 class JournalQueries(ChangeFeed, Protocol):
@@ -494,6 +502,63 @@ class RoutingReads(Protocol):
         """The event types the registered workflows' triggers and the waiting runs take."""
 
 
+class StepJobs(Protocol):
+    """Isolated steps the active daemon offers and the daemons standing by run (shared journals).
+
+    Two sides of one table: the active daemon offers, takes replies and gives up jobs; a
+    standby claims, replies and learns which of its jobs were withdrawn. No env and no
+    file text pass through it: a standby finds the file by its digest in its own folder.
+    """
+
+    async def open(self) -> None:
+        """Connect (one connection for queries, one listening for news)."""
+
+    async def close(self) -> None:
+        """Disconnect; idempotent, quiet about a connection already lost."""
+
+    async def offer(
+        self, offers: Sequence[StepOffer], *, daemon_id: int, epoch: int, now: int
+    ) -> list[int]:
+        """Offer steps; their ids. `JournalLocked` (nothing offered) if that daemon is fenced."""
+
+    async def cancel(self, ids: Sequence[int]) -> None:
+        """Mark jobs cancelled, claimed or not."""
+
+    async def take_replies(self, ids: Collection[int]) -> list[StepReply]:
+        """The replies among `ids` that have arrived; those jobs are removed."""
+
+    async def unclaimed(self, ids: Collection[int]) -> set[int]:
+        """Those of `ids` no standby has claimed (nor replied to)."""
+
+    async def forget(self, ids: Sequence[int]) -> None:
+        """Remove jobs given up (a timeout, an abort): a standby running one withdraws it."""
+
+    async def requeue_abandoned(self, *, daemon_id: int, now: int, max_attempts: int) -> int:
+        """Offer again the jobs of `daemon_id` whose standby went away; how many were."""
+
+    async def clear(self, *, daemon_id: int) -> int:
+        """Remove every job another daemon offered (at a take-over); how many were."""
+
+    async def servers(self, *, now: int) -> int:
+        """How many daemons stand by (fresh `standbys` rows): who can run offered steps."""
+
+    async def claim(
+        self, *, token: str, digests: Collection[str], limit: int, now: int
+    ) -> list[StepJob]:
+        """Claim up to `limit` open jobs of files in `digests`, offered by a live daemon."""
+
+    async def reply(
+        self, job_id: int, *, token: str, attempts: int, reply: dict[str, Any], now: int
+    ) -> bool:
+        """Write how a claimed job went; False if it is no longer this claim's."""
+
+    async def withdrawn(self, ids: Collection[int], *, token: str) -> set[int]:
+        """Those of `ids` cancelled, removed or no longer claimed by `token`."""
+
+    async def wait(self, seconds: float) -> None:
+        """Until news of jobs arrives, or `seconds` pass (it never hangs)."""
+
+
 class JournalBackend(Protocol):
     """One journal, named by ``db``: made by `open_journal`, which connects nothing yet."""
 
@@ -529,3 +594,6 @@ class JournalBackend(Protocol):
 
     async def open_views(self) -> DashboardViews:
         """The dashboard's views on an existing journal (`JournalCorrupt` if it is not one)."""
+
+    def step_jobs(self) -> StepJobs | None:
+        """Offered isolated steps, not connected yet; None where no daemon stands by (SQLite)."""

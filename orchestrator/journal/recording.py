@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import JournalError
 from .ops import Op, Stmt
-from .records import Opened
+from .records import Opened, WriterIdentity
 
 if TYPE_CHECKING:
     from .protocol import JournalWriter
@@ -113,6 +113,11 @@ class RecordingJournal:
     @property
     def degraded(self) -> str | None:
         """Always None: the double's commits fail for good or not at all."""
+        return None
+
+    @property
+    def identity(self) -> WriterIdentity | None:
+        """None: no other daemon shares an in-memory journal."""
         return None
 
     def lease_fresh(self) -> bool:

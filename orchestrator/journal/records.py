@@ -226,6 +226,45 @@ class StandbyRecord:
     started_at: int  # when it started standing by
 
 
+@dataclass(frozen=True, slots=True)
+class WriterIdentity:
+    """Who a writer is on a journal several daemons share: its token, its daemon row, epoch."""
+
+    token: str  # its `standbys` row while it stands by, its daemon row's once registered
+    daemon_id: int  # 0 until it registered as the active daemon
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class StepOffer:
+    """An isolated step the active daemon offers to the daemons standing by."""
+
+    run_id: str
+    digest: str  # the content hash of the workflow file the step is in
+    request: dict[str, Any]
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class StepJob:
+    """An offered step a standby claimed: what it runs, and its claim (`attempts`)."""
+
+    id: int
+    run_id: str
+    digest: str
+    request: dict[str, Any]
+    state: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class StepReply:
+    """How an offered step went, as the daemon that ran it wrote it."""
+
+    id: int
+    reply: dict[str, Any]
+
+
 @dataclass(frozen=True)
 class CommandOutcome:
     """What became of a command: ``None`` while it is pending, else "ok" or the error."""

@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import JournalError
 from .liveness import STALE_AFTER_US
 from .ops import Op, Stmt
+from .records import WriterIdentity
 
 LAZY_FLUSH_SECONDS = 0.005
 # A failing batch is tried again after RETRY_FIRST seconds, doubling up to RETRY_MAX.
@@ -215,6 +216,11 @@ class WriterStatus:
     def degraded(self) -> str | None:
         """Why writes are failing now (they are being retried), or None while they succeed."""
         return self._degraded
+
+    @property
+    def identity(self) -> WriterIdentity | None:
+        """None: a journal only one daemon runs (the PostgreSQL writer says who it is)."""
+        return None
 
     def lease_fresh(self) -> bool:
         """Whether the lease was refreshed recently enough that no one can have taken it."""

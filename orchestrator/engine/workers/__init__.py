@@ -2,9 +2,23 @@
 
 `plan` decides which steps are isolated and how a worker finds each; `pool` keeps the
 warm workers on the daemon's side; `child` is a worker process; `wire` is what they say.
+On a journal several daemons share, `spread` offers steps to the standbys, `serve` is a
+standby running them, and `jobs` is what the two say through the journal.
 """
 
 from .plan import Plan, plan_isolation
-from .pool import StepRef, WorkerCrashed, WorkerPool, Workers
+from .pool import StepRef, StepRunner, WorkerCrashed, WorkerPool, Workers
+from .serve import StepServer
+from .spread import SpreadPool
 
-__all__ = ["Plan", "StepRef", "WorkerCrashed", "WorkerPool", "Workers", "plan_isolation"]
+__all__ = [
+    "Plan",
+    "SpreadPool",
+    "StepRef",
+    "StepRunner",
+    "StepServer",
+    "WorkerCrashed",
+    "WorkerPool",
+    "Workers",
+    "plan_isolation",
+]

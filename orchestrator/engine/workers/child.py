@@ -167,6 +167,10 @@ class _Worker:
         self._loads: dict[str, dict[str, Any]] = {}
         self._found: dict[tuple[str | None, ...], _Found] = {}
         self._envs: dict[str, Env] = {}
+        # Each env as the daemon sent it, until a step of it runs: the values, and whether
+        # they lie under the workflow's own env (a daemon serving another's steps sends only
+        # its own runtime env; the workflow's env is in the file it loads here).
+        self._layers: dict[str, tuple[dict[str, str], bool]] = {}
         self._global = ServiceScope({}, parent=None, scope="global")
         self._scopes: dict[str, ServiceScope] = {}
         self._loop = asyncio.Runner()
@@ -187,11 +191,13 @@ class _Worker:
         if "load" in header:
             self._loads[header["ref"]["key"]] = header["load"]
         if "env" in header:
-            self._envs[header["ctx"]["env_key"]] = Env(header["env"])
+            self._layers[header["ctx"]["env_key"]] = (header["env"], bool(header.get("layered")))
         run_scope: ServiceScope | None = None
         try:
             fn, workflow = self._resolve(header["ref"])
             ctx_spec = header.get("ctx")
+            if ctx_spec is not None:
+                self._make_env(ctx_spec["env_key"], workflow)
             args: tuple[Any, ...] = (decode_state(state_text),)
             ctx: StepContext | None = None
             if header["takes_ctx"] and ctx_spec is not None:
@@ -334,6 +340,14 @@ class _Worker:
             state=state,
             idempotency_key=f"{ctx['run_id']}:services",
         )
+
+    def _make_env(self, key: str, workflow: Workflow | None) -> None:
+        sent = self._layers.pop(key, None)
+        if sent is None:
+            return
+        values, layered = sent
+        workflow_env = workflow.env if layered and workflow is not None else {}
+        self._envs[key] = Env(workflow_env, values)
 
     def _context(self, spec: dict[str, Any], scope: ServiceScope) -> StepContext:
         return _WorkerContext(

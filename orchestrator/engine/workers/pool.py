@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ...define.outbox import Outbox
 from ...errors import RemoteError, describe_exception
@@ -108,6 +108,9 @@ class StepRef:
     is_async: bool
     env_key: str
     env: dict[str, str]
+    # `env` lies under the workflow's own env, which the worker takes from the file it
+    # loads (a daemon serving another daemon's steps knows only its own runtime env).
+    layered: bool = False
 
     @property
     def key(self) -> str:
@@ -214,6 +217,8 @@ class _Process:
             header["load"] = step.load
         if ctx is not None and step.env_key not in self.envs:
             header["env"] = step.env
+            if step.layered:
+                header["layered"] = True
         stdin = self.proc.stdin
         assert stdin is not None
         try:
@@ -355,6 +360,15 @@ def _context_spec(ctx: StepContext, env_key: str) -> dict[str, Any]:
         "attempt": ctx.attempt,
         "env_key": env_key,
     }
+
+
+class StepRunner(Protocol):
+    """What runs one attempt of an isolated step: a `WorkerPool`, or a `SpreadPool`."""
+
+    async def call(
+        self, step: StepRef, state_text: str, ctx: StepContext | None, time_limit: float | None
+    ) -> object:
+        """The new state (encoded) or a pause; raises as `WorkerPool.call` does."""
 
 
 class WorkerPool:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         DashboardViews,
         JournalQueries,
         JournalWriter,
+        StepJobs,
         Synchronous,
     )
     from .commands import PostgresCommands
@@ -87,6 +88,12 @@ class PostgresJournal:
         from .views import PostgresViews
 
         return await PostgresViews.open(self.url)
+
+    def step_jobs(self) -> StepJobs:
+        """The offered isolated steps (`postgres.step_jobs`), not connected yet."""
+        from .step_jobs import PostgresStepJobs
+
+        return PostgresStepJobs(self.url)
 
 
 def open_postgres(url: str) -> PostgresJournal:

@@ -45,7 +45,7 @@ from ..deltas import Deltas
 from ..faults import AFTER_COMMIT, BEFORE_COMMIT, FaultPoints, SimulatedCrash, SimulatedDiskFull
 from ..ops import Op, Stmt, grouped
 from ..protocol import Synchronous
-from ..records import Opened
+from ..records import Opened, WriterIdentity
 from ..writing import (
     CLOSE_PATIENCE,
     LAZY_FLUSH_SECONDS,
@@ -402,6 +402,11 @@ class PostgresWriter(WriterStatus):
         self._wake.set()
 
     # -- writing ---------------------------------------------------------------------------
+
+    @property
+    def identity(self) -> WriterIdentity:
+        """Its token (its standby row's, then its daemon row's), daemon row and epoch."""
+        return WriterIdentity(self._token, self.daemon_id, self._epoch)
 
     @property
     def committed(self) -> bool:

@@ -87,3 +87,7 @@ class SqliteJournal:
         from .views import DashboardQueries
 
         return DashboardQueries(await self.open_reader())
+
+    def step_jobs(self) -> None:
+        """None: one daemon runs a SQLite journal, so no one stands by to run steps."""
+        return None

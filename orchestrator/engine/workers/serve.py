@@ -1,0 +1,241 @@
+"""A standby daemon serving the isolated steps the active daemon offers (shared journals).
+
+While it stands by, a daemon claims offered steps of the files it has (by digest, in its
+own copy of the folder), runs each in a worker of its own pool and writes the reply. The
+active daemon keeps each run's bookkeeping and journal writes; a standby only computes.
+A job the active daemon gives up (a timeout, an abort, a take-over) is withdrawn: its
+worker is killed. Journal trouble never stops a standby: it waits and tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from ...clock import Clock
+from ...errors import JournalError, RemoteError
+from ...folder.loader import FileSource, FolderConfig, LoadFailed, digest_of
+from ...journal import StepJob, StepJobs
+from ...journal.liveness import HOST
+from ...redaction import SECRETS
+from ..context import StepContext
+from . import jobs
+from .pool import StepRef, WorkerCrashed, WorkerPool
+
+_log = logging.getLogger("orchestrator.workers")
+
+NEWS_WAIT = 0.5  # seconds between looks at the journal without a notification
+RESCAN_EVERY = 1.0  # seconds between looks at the folder for changed files
+BACKOFF_MAX = 5.0  # seconds between tries while the journal cannot be reached
+
+
+class FolderIndex:
+    """The workflow files of a folder by content digest, read again when they change."""
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+        self._seen: dict[Path, tuple[int, int]] = {}  # path -> (mtime_ns, size)
+        self._by_path: dict[Path, FileSource] = {}
+        self._config = FolderConfig()
+        self._looked_at = float("-inf")
+
+    def digests(self) -> set[str]:
+        """The digests of the files as they are now (looked at once a second at most)."""
+        if time.monotonic() - self._looked_at >= RESCAN_EVERY:
+            self._rescan()
+        return {source.digest for source in self._by_path.values()}
+
+    def get(self, digest: str) -> FileSource | None:
+        """The file with `digest`, if the folder has it."""
+        for source in self._by_path.values():
+            if source.digest == digest:
+                return source
+        return None
+
+    def _rescan(self) -> None:
+        self._looked_at = time.monotonic()
+        try:
+            config = FolderConfig.read(self._folder)
+        except LoadFailed:
+            config = self._config  # the previous settings stay, as the folder's sync does
+        if config != self._config:
+            self._config, self._seen, self._by_path = config, {}, {}
+        present: dict[Path, tuple[int, int]] = {}
+        for path in _workflow_files(self._folder):
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            present[path] = (stat.st_mtime_ns, stat.st_size)
+            if self._seen.get(path) != present[path]:
+                self._read(path)
+        for gone in set(self._by_path) - set(present):
+            del self._by_path[gone]
+        self._seen = present
+
+    def _read(self, path: Path) -> None:
+        try:
+            data = path.read_bytes()
+            text = data.decode("utf-8")
+        except (OSError, UnicodeDecodeError):
+            self._by_path.pop(path, None)
+            return
+        self._by_path[path] = FileSource(path, digest_of(data), text, self._config)
+
+
+def _workflow_files(folder: Path) -> list[Path]:
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return []
+    return [p for p in entries if p.suffix == ".py" and not p.name.startswith(("_", "."))]
+
+
+class StepServer:
+    """Claims offered steps, runs them in `pool`, replies; until cancelled."""
+
+    def __init__(
+        self,
+        jobs: StepJobs,
+        folder: Path,
+        pool: WorkerPool,
+        *,
+        token: str,
+        runtime_env: dict[str, str],
+        clock: Clock,
+    ) -> None:
+        self._jobs = jobs
+        self._index = FolderIndex(folder)
+        self._pool = pool
+        self._token = token
+        self._runtime_env = runtime_env
+        self._clock = clock
+        self._serving: dict[int, asyncio.Task[None]] = {}
+        self._by = f"pid {os.getpid()} on {HOST}"
+        self.served = 0  # steps it replied to
+
+    async def run(self) -> None:
+        """Serve until cancelled; then every step it runs is given up (its worker killed)."""
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                await self._serve_forever(tasks)
+        finally:
+            for task in self._serving.values():
+                task.cancel()
+            await self._jobs.close()
+
+    async def _serve_forever(self, tasks: asyncio.TaskGroup) -> None:
+        connected, backoff = False, 0.0
+        while True:
+            try:
+                if not connected:
+                    await self._jobs.open()
+                    connected = True
+                await self._turn(tasks)
+                await self._jobs.wait(NEWS_WAIT)
+                backoff = 0.0
+            except JournalError as exc:
+                if backoff == 0.0:
+                    _log.warning("serving offered steps: %s; trying again", exc)
+                connected, backoff = False, min(BACKOFF_MAX, max(0.5, backoff * 2))
+                await self._jobs.close()
+                await asyncio.sleep(backoff)
+
+    async def _turn(self, tasks: asyncio.TaskGroup) -> None:
+        if self._serving:
+            for job_id in await self._jobs.withdrawn(list(self._serving), token=self._token):
+                task = self._serving.pop(job_id, None)
+                if task is not None:
+                    task.cancel()  # its worker is killed, as a local timeout kills it
+        room = self._pool.settings.max - len(self._serving)
+        digests = self._index.digests()
+        if room <= 0 or not digests:
+            return
+        claimed = await self._jobs.claim(
+            token=self._token, digests=digests, limit=room, now=self._clock.now_us()
+        )
+        for job in claimed:
+            self._serving[job.id] = tasks.create_task(self._serve(job), name=f"step-job-{job.id}")
+
+    async def _serve(self, job: StepJob) -> None:
+        try:
+            reply = await self._run(job)
+            reply["by"] = self._by
+            kept = await self._jobs.reply(
+                job.id,
+                token=self._token,
+                attempts=job.attempts,
+                reply=SECRETS.redact_data(reply),
+                now=self._clock.now_us(),
+            )
+            self.served += kept
+        except JournalError as exc:  # the active daemon offers it again if we are gone
+            _log.warning("step job %d: its reply could not be written: %s", job.id, exc)
+        except Exception:  # noqa: BLE001 - a bug here must not stop serving other steps
+            _log.exception("step job %d could not be served", job.id)
+        finally:
+            self._serving.pop(job.id, None)
+
+    async def _run(self, job: StepJob) -> dict[str, Any]:
+        request = job.request
+        source = self._index.get(job.digest)
+        if source is None:
+            name = request.get("file", "?")
+            return {"crashed": f"this daemon's folder has no version {job.digest} of {name}"}
+        step = _step_ref(source, request, self._runtime_env)
+        log = jobs.CollectedLog()
+        ctx = _context(request["ctx"], log) if request.get("ctx") is not None else None
+        try:
+            outcome: object = await self._pool.call(step, job.state, ctx, request["time_limit"])
+        except (RemoteError, WorkerCrashed, TimeoutError) as exc:
+            outcome = exc
+        reply = jobs.reply_of(outcome)
+        if ctx is not None:
+            reply["logs"] = log.reported()
+            sent = ctx.sent()
+            if sent is not None:
+                reply["outbox"] = sent.to_json()
+        return reply
+
+
+def _step_ref(source: FileSource, request: dict[str, Any], runtime_env: dict[str, str]) -> StepRef:
+    """How a worker of this daemon finds the step: this folder's file of the same digest."""
+    workflow = str(request["workflow"])
+    key = f"{source.path}@{source.digest}"
+    return StepRef(
+        ref={
+            "key": key,
+            "workflow": workflow,
+            "trigger": request["trigger"],
+            "step": request["step"],
+        },
+        load={
+            "kind": "file",
+            "path": str(source.path),
+            "digest": source.digest,
+            "text": source.text,
+            "config": dataclasses.asdict(source.config),
+        },
+        takes_ctx=bool(request["takes_ctx"]),
+        is_async=bool(request["is_async"]),
+        env_key=f"served:{workflow}@{source.digest}",
+        env=runtime_env,
+        layered=True,
+    )
+
+
+def _context(spec: dict[str, Any], log: jobs.CollectedLog) -> StepContext:
+    return StepContext(
+        run_id=str(spec["run_id"]),
+        workflow_id=str(spec["workflow_id"]),
+        trigger_id=str(spec["trigger_id"]),
+        step_name=str(spec["step_name"]),
+        step_index=int(spec["step_index"]),
+        attempt=int(spec["attempt"]),
+        log=log,
+    )

@@ -1,0 +1,263 @@
+"""Isolated steps spread over the daemons of a shared journal: here, or offered to a standby.
+
+The active daemon runs each isolated step in its own workers up to its share of them (its
+pool's size over the daemons that can run steps); past that share, a step of a workflow
+file is offered through the journal (`StepJobs`), a standby claims and runs it, and its
+reply comes back as a local worker's outcome would. Everything else about the run stays
+here: checkpoints, logs, timeouts, retries, what the step started and emitted.
+
+- A step given up here (its run aborted, the daemon stopping) is withdrawn: the standby
+  running it kills its worker.
+- A standby that goes away with a step is replaced: the step is offered again (up to
+  `MAX_ATTEMPTS` times, then it fails as a crashed worker would), and once no standby is
+  left, the steps still offered run here.
+- Journal trouble while offering runs the step here; nothing is lost, a step may run twice
+  (steps are at-least-once, as after a crash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...clock import Clock
+from ...errors import JournalError
+from ...journal import StepJobs, StepOffer, WriterIdentity
+from ..context import StepContext
+from . import jobs
+from .pool import StepRef, WorkerPool
+
+_log = logging.getLogger("orchestrator.workers")
+
+NEWS_WAIT = 0.5  # seconds between looks for replies without a notification
+LOOK_EVERY = 1.0  # seconds between counts of standbys (and offers of abandoned steps again)
+MAX_ATTEMPTS = 3  # standbys that may go away with one step before it fails
+# Seconds an offered step may wait for a standby to claim it before it runs here instead
+# (every standby is busy, or none has this version of its file).
+CLAIM_PATIENCE = 2.0
+BACKOFF_MAX = 5.0
+
+Reply = dict[str, Any] | None  # None: run it here after all
+
+
+@dataclass(eq=False, slots=True)
+class _Offered:
+    offer: StepOffer
+    reply: asyncio.Future[Reply]
+    job_id: int | None = field(default=None)
+
+
+class SpreadPool:
+    """`WorkerPool.call` over this daemon's workers and those of the daemons standing by."""
+
+    def __init__(
+        self,
+        local: WorkerPool,
+        step_jobs: StepJobs,
+        *,
+        identity: Callable[[], WriterIdentity | None],
+        clock: Clock,
+        keep_here: int | None = None,
+    ) -> None:
+        self.local = local
+        # Steps at once this daemon keeps in its own workers before it offers the next
+        # (None: its share, its pool's size over the daemons that can run steps).
+        self._keep_here = keep_here
+        self._jobs = step_jobs
+        self._identity = identity
+        self._clock = clock
+        self.servers = 0  # standbys that can run steps, as last counted (0 until `run` counts)
+        self._busy_here = 0
+        self._to_offer: list[_Offered] = []
+        self._offering = asyncio.Event()
+        # Invariant: a job id is in at most one of `_waiting` and `_to_forget`.
+        self._waiting: dict[int, asyncio.Future[Reply]] = {}
+        self._offered_at: dict[int, float] = {}  # monotonic, of each job in `_waiting`
+        self._to_forget: list[int] = []
+        self.offered = 0  # steps offered so far (figures and tests)
+
+    async def call(
+        self, step: StepRef, state_text: str, ctx: StepContext | None, time_limit: float | None
+    ) -> object:
+        """As `WorkerPool.call`; the step may run in a standby's worker."""
+        if self._goes_out(step):
+            reply = await self._offer(step, state_text, ctx, time_limit)
+            if reply is not None:
+                return jobs.outcome_of(reply, ctx)
+        self._busy_here += 1
+        try:
+            return await self.local.call(step, state_text, ctx, time_limit)
+        finally:
+            self._busy_here -= 1
+
+    def _goes_out(self, step: StepRef) -> bool:
+        if self.servers == 0 or not jobs.servable(step):
+            return False
+        share = self._keep_here
+        if share is None:
+            share = max(1, self.local.settings.max // (self.servers + 1))
+        return self._busy_here >= share
+
+    async def _offer(
+        self, step: StepRef, state_text: str, ctx: StepContext | None, time_limit: float | None
+    ) -> Reply:
+        offer = StepOffer(
+            run_id=ctx.run_id if ctx is not None else "",
+            digest=str(step.load["digest"]),
+            request=jobs.request_of(step, ctx, time_limit),
+            state=state_text,
+        )
+        offered = _Offered(offer, asyncio.get_running_loop().create_future())
+        self._to_offer.append(offered)
+        self._offering.set()
+        try:
+            return await offered.reply
+        except asyncio.CancelledError:
+            self._give_up(offered)
+            raise
+
+    def _give_up(self, offered: _Offered) -> None:
+        """Withdraw a step no one here waits for any more (its reply is not needed)."""
+        if offered.job_id is None:
+            return  # not offered yet (dropped from the queue), or in flight (`_offer_next`)
+        if self._pop(offered.job_id) is not None:
+            self._to_forget.append(offered.job_id)
+
+    async def run(self) -> None:
+        """Offer steps and take their replies, until cancelled (the runtime's task)."""
+        try:
+            await self._connect()
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._offer_forever(), name="offer-steps")
+                tasks.create_task(self._take_forever(), name="step-replies")
+        finally:
+            self.servers = 0
+            self._run_here(list(self._waiting))
+            await self._jobs.close()
+
+    async def _connect(self) -> None:
+        backoff = 0.0
+        while True:
+            try:
+                await self._jobs.open()
+                identity = self._identity()
+                if identity is not None:  # steps offered by a daemon this one took over
+                    await self._jobs.clear(daemon_id=identity.daemon_id)
+                self.servers = await self._jobs.servers(now=self._clock.now_us())
+                return
+            except JournalError as exc:
+                backoff = await self._back_off(backoff, exc)
+
+    async def _back_off(self, backoff: float, exc: JournalError) -> float:
+        if backoff == 0.0:
+            _log.warning("steps offered to standbys: %s; trying again", exc)
+        await self._jobs.close()
+        backoff = min(BACKOFF_MAX, max(0.5, backoff * 2))
+        await asyncio.sleep(backoff)
+        return backoff
+
+    async def _offer_forever(self) -> None:
+        while True:
+            await self._offering.wait()
+            self._offering.clear()
+            await self._offer_next()
+
+    async def _offer_next(self) -> None:
+        batch, self._to_offer = self._to_offer, []
+        batch = [offered for offered in batch if not offered.reply.done()]
+        identity = self._identity()
+        if not batch or identity is None:
+            self._settle_here(batch)
+            return
+        try:
+            ids = await self._jobs.offer(
+                [offered.offer for offered in batch],
+                daemon_id=identity.daemon_id,
+                epoch=identity.epoch,
+                now=self._clock.now_us(),
+            )
+        except JournalError as exc:
+            _log.warning("could not offer %d steps (%s): they run here", len(batch), exc)
+            self._settle_here(batch)
+            return
+        self.offered += len(ids)
+        for offered, job_id in zip(batch, ids, strict=True):
+            offered.job_id = job_id
+            if offered.reply.done():  # given up while it was being offered
+                self._to_forget.append(job_id)
+            else:
+                self._waiting[job_id] = offered.reply
+                self._offered_at[job_id] = time.monotonic()
+
+    def _settle_here(self, batch: list[_Offered]) -> None:
+        for offered in batch:
+            if not offered.reply.done():
+                offered.reply.set_result(None)
+
+    async def _take_forever(self) -> None:
+        backoff, looked = 0.0, time.monotonic()
+        while True:
+            try:
+                await self._jobs.wait(NEWS_WAIT)
+                await self._take_replies()
+                if time.monotonic() - looked >= LOOK_EVERY:
+                    looked = time.monotonic()
+                    await self._look_after_standbys()
+                backoff = 0.0
+            except JournalError as exc:
+                backoff = await self._back_off(backoff, exc)
+                await self._reconnect()
+
+    async def _reconnect(self) -> None:
+        try:
+            await self._jobs.open()
+        except JournalError:
+            return  # the next turn backs off again
+
+    async def _take_replies(self) -> None:
+        if self._to_forget:
+            forgotten, self._to_forget = self._to_forget, []
+            try:
+                await self._jobs.forget(forgotten)
+            except JournalError:
+                self._to_forget.extend(forgotten)
+                raise
+        if not self._waiting:
+            return
+        for reply in await self._jobs.take_replies(list(self._waiting)):
+            waiter = self._pop(reply.id)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(reply.reply)
+
+    async def _look_after_standbys(self) -> None:
+        now = self._clock.now_us()
+        self.servers = await self._jobs.servers(now=now)
+        identity = self._identity()
+        if identity is None or not self._waiting:
+            return
+        await self._jobs.requeue_abandoned(
+            daemon_id=identity.daemon_id, now=now, max_attempts=MAX_ATTEMPTS
+        )
+        if self.servers == 0:  # no one left to run them: they run here
+            back = list(self._waiting)
+        else:
+            patience = time.monotonic() - CLAIM_PATIENCE
+            overdue = [job for job in self._waiting if self._offered_at[job] < patience]
+            back = list(await self._jobs.unclaimed(overdue)) if overdue else []
+        if back:
+            await self._jobs.forget(back)
+            self._run_here(back)
+
+    def _run_here(self, ids: list[int]) -> None:
+        for job_id in ids:
+            waiter = self._pop(job_id)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    def _pop(self, job_id: int) -> asyncio.Future[Reply] | None:
+        self._offered_at.pop(job_id, None)
+        return self._waiting.pop(job_id, None)

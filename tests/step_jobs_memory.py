@@ -1,0 +1,147 @@
+"""An in-memory `StepJobs` for unit tests of the spread and serve sides (one process).
+
+It keeps the protocol's rules (claims by digest, a reply only for the claim it answers,
+withdrawn jobs, requeued abandoned ones) without a server; `tests/test_pg_step_jobs.py`
+checks the PostgreSQL table against the same rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.errors import JournalLocked
+from orchestrator.journal import StepJob, StepOffer, StepReply
+
+
+@dataclass
+class _Row:
+    offer: StepOffer
+    offered_by: int
+    claimed_by: str | None = None
+    attempts: int = 0
+    cancelled: bool = False
+    reply: dict[str, Any] | None = None
+
+
+class MemoryStepJobs:
+    """Jobs in a dict, shared by every `MemoryStepJobs` made with the same `table`."""
+
+    def __init__(self, table: MemoryTable) -> None:
+        self.table = table
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def offer(
+        self, offers: Sequence[StepOffer], *, daemon_id: int, epoch: int, now: int
+    ) -> list[int]:
+        if daemon_id in self.table.fenced:
+            raise JournalLocked("fenced")
+        ids = []
+        for offer in offers:
+            self.table.next_id += 1
+            self.table.rows[self.table.next_id] = _Row(offer, daemon_id)
+            ids.append(self.table.next_id)
+        self.table.notify()
+        return ids
+
+    async def cancel(self, ids: Sequence[int]) -> None:
+        for job_id in ids:
+            if job_id in self.table.rows:
+                self.table.rows[job_id].cancelled = True
+        self.table.notify()
+
+    async def take_replies(self, ids: Collection[int]) -> list[StepReply]:
+        taken = []
+        for job_id in ids:
+            row = self.table.rows.get(job_id)
+            if row is not None and row.reply is not None:
+                taken.append(StepReply(job_id, row.reply))
+                del self.table.rows[job_id]
+        return taken
+
+    async def unclaimed(self, ids: Collection[int]) -> set[int]:
+        rows = self.table.rows
+        return {i for i in ids if i in rows and rows[i].claimed_by is None and not rows[i].reply}
+
+    async def forget(self, ids: Sequence[int]) -> None:
+        for job_id in ids:
+            self.table.rows.pop(job_id, None)
+        self.table.notify()
+
+    async def requeue_abandoned(self, *, daemon_id: int, now: int, max_attempts: int) -> int:
+        count = 0
+        for row in self.table.rows.values():
+            gone = row.claimed_by is not None and row.claimed_by not in self.table.standbys
+            if row.offered_by == daemon_id and row.reply is None and gone:
+                count += 1
+                row.claimed_by, row.attempts = None, row.attempts + 1
+                if row.attempts >= max_attempts:
+                    row.reply = {"crashed": f"the daemons serving it stopped {row.attempts} times"}
+        return count
+
+    async def clear(self, *, daemon_id: int) -> int:
+        mine = {i: r for i, r in self.table.rows.items() if r.offered_by == daemon_id}
+        count = len(self.table.rows) - len(mine)
+        self.table.rows = mine
+        return count
+
+    async def servers(self, *, now: int) -> int:
+        return len(self.table.standbys)
+
+    async def claim(
+        self, *, token: str, digests: Collection[str], limit: int, now: int
+    ) -> list[StepJob]:
+        claimed = []
+        for job_id, row in self.table.rows.items():
+            if len(claimed) >= limit:
+                break
+            open_job = row.claimed_by is None and not row.cancelled and row.reply is None
+            if open_job and row.offer.digest in digests:
+                row.claimed_by = token
+                o = row.offer
+                claimed.append(
+                    StepJob(job_id, o.run_id, o.digest, o.request, o.state, row.attempts)
+                )
+        return claimed
+
+    async def reply(
+        self, job_id: int, *, token: str, attempts: int, reply: dict[str, Any], now: int
+    ) -> bool:
+        row = self.table.rows.get(job_id)
+        if row is None or row.claimed_by != token or row.attempts != attempts or row.reply:
+            return False
+        row.reply = reply
+        self.table.notify()
+        return True
+
+    async def withdrawn(self, ids: Collection[int], *, token: str) -> set[int]:
+        rows = self.table.rows
+        return {i for i in ids if i not in rows or rows[i].cancelled or rows[i].claimed_by != token}
+
+    async def wait(self, seconds: float) -> None:
+        news = self.table.news
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(news.wait(), seconds)
+
+
+class MemoryTable:
+    """The shared table, the tokens of the standbys alive, and the daemons fenced."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, _Row] = {}
+        self.next_id = 0
+        self.standbys: set[str] = set()
+        self.fenced: set[int] = set()
+        self.news = asyncio.Event()
+
+    def notify(self) -> None:
+        self.news.set()
+        self.news = asyncio.Event()

@@ -1,0 +1,212 @@
+"""Isolated steps offered to a standby and served by it, over an in-memory table.
+
+Both sides run here with real worker processes and a real workflow file; the table is
+`tests/step_jobs_memory.py`. The real thing (PostgreSQL, daemons in processes of their own,
+killed and frozen) is `tests/test_pg_spread_steps.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from orchestrator.clock import Clock
+from orchestrator.define.env import Env
+from orchestrator.engine.context import StepContext
+from orchestrator.engine.workers import SpreadPool, StepRef, StepServer, WorkerPool, Workers
+from orchestrator.engine.workers.jobs import CollectedLog
+from orchestrator.engine.workers.plan import plan_isolation
+from orchestrator.errors import RemoteError
+from orchestrator.folder.loader import FolderConfig, load_file
+from orchestrator.journal import WriterIdentity
+from orchestrator.state import EncodedState, decode_state
+from orchestrator.testing import eventually
+from tests.step_jobs_memory import MemoryStepJobs, MemoryTable
+
+STEPS = """
+import os
+import pathlib
+import time
+
+from orchestrator import Workflow
+
+
+def add(state, ctx):
+    ctx.log.info("adding one")
+    ctx.emit("added", {"n": state["n"]})
+    env = {key: ctx.env.get(key) for key in ("WHERE", "RUNTIME", "SECRET_TOKEN")}
+    return {**state, "n": state["n"] + 1, "worker": os.getpid(), "env": env}
+
+
+def fails(state):
+    raise ValueError("no good")
+
+
+def exits(state):
+    os._exit(3)
+
+
+def blocks(state):
+    pathlib.Path(state["started"]).write_text(str(os.getpid()))
+    time.sleep(60)
+    return state
+
+
+workflow = Workflow(
+    id="wf",
+    env={"WHERE": "the file"},
+    pipelines={"add": [add], "fails": [fails], "exits": [exits], "blocks": [blocks]},
+)
+"""
+
+
+@dataclass
+class Setup:
+    spread: SpreadPool
+    server: StepServer
+    table: MemoryTable
+    steps: dict[str, StepRef]
+
+
+async def _steps(folder: Path) -> dict[str, StepRef]:
+    path = folder / "steps.py"
+    loaded = await load_file(path, path.read_bytes(), FolderConfig(), probed=False)
+    (workflow, _), *_ = loaded.workflows
+    env = Env(workflow.env, {"RUNTIME": "the active daemon", "SECRET_TOKEN": "active-secret"})
+    plan = plan_isolation(
+        workflow, version=loaded.digest, env=env, source=loaded.source, default=True
+    )
+    return {trigger: step for (trigger, _), step in plan.items()}
+
+
+@asynccontextmanager
+async def spread(
+    tmp_path: Path, *, standbys: int = 1, served_folder: Path | None = None
+) -> AsyncIterator[Setup]:
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    (folder / "steps.py").write_text(STEPS)
+    table = MemoryTable()
+    table.standbys = {f"standby-{i}" for i in range(standbys)}
+    local = WorkerPool(Workers(max=1, warm=0))
+    pool = SpreadPool(
+        local,
+        MemoryStepJobs(table),
+        identity=lambda: WriterIdentity("active", 1, 1),
+        clock=Clock(),
+        keep_here=0,  # every step goes out while a standby can take it
+    )
+    served = WorkerPool(Workers(max=2, warm=0))
+    server = StepServer(
+        MemoryStepJobs(table),
+        served_folder or folder,
+        served,
+        token="standby-0",
+        runtime_env={"RUNTIME": "the standby"},
+        clock=Clock(),
+    )
+    tasks = [asyncio.create_task(pool.run()), asyncio.create_task(server.run())]
+    try:
+        await eventually(
+            lambda: pool.servers == standbys or None, what="standbys counted", timeout=10
+        )
+        yield Setup(pool, server, table, await _steps(folder))
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await local.close()
+        await served.close()
+
+
+def _ctx(step: str, log: CollectedLog) -> StepContext:
+    return StepContext(
+        run_id="run-1",
+        workflow_id="wf",
+        trigger_id=step,
+        step_name=step,
+        step_index=0,
+        attempt=1,
+        log=log,
+    )
+
+
+async def test_an_offered_step_runs_on_the_standby_with_its_env_logs_and_outbox(
+    tmp_path: Path,
+) -> None:
+    async with spread(tmp_path) as setup:
+        log = CollectedLog()
+        ctx = _ctx("add", log)
+        result = await setup.spread.call(setup.steps["add"], '{"n": 1}', ctx, None)
+        assert setup.spread.offered == 1 and setup.server.served == 1
+    assert isinstance(result, EncodedState)
+    state = decode_state(result.text)
+    assert state["n"] == 2 and state["worker"] != os.getpid()
+    # The workflow's env from the standby's copy of the file, over the standby's own env:
+    # the active daemon's env (and its secret) never went through the table.
+    assert state["env"] == {"WHERE": "the file", "RUNTIME": "the standby", "SECRET_TOKEN": None}
+    assert log.lines == [["info", "adding one"]]
+    sent = ctx.sent()
+    assert sent is not None and [emit.type for emit in sent.emits] == ["added"]
+
+
+async def test_a_served_step_fails_crashes_and_times_out_as_a_local_one(tmp_path: Path) -> None:
+    async with spread(tmp_path) as setup:
+        steps, log = setup.steps, CollectedLog()
+        with pytest.raises(RemoteError) as raised:
+            await setup.spread.call(steps["fails"], "{}", _ctx("fails", log), None)
+        assert raised.value.type_name == "ValueError" and raised.value.message == "no good"
+        with pytest.raises(Exception, match="exited with code 3") as crashed:
+            await setup.spread.call(steps["exits"], "{}", _ctx("exits", log), None)
+        assert type(crashed.value).__name__ == "WorkerCrashed"
+        state = f'{{"started": "{tmp_path / "started"}"}}'
+        with pytest.raises(TimeoutError):
+            await setup.spread.call(steps["blocks"], state, _ctx("blocks", log), 0.5)
+        assert setup.server.served == 3
+
+
+async def test_a_step_given_up_here_is_withdrawn_and_its_worker_killed(tmp_path: Path) -> None:
+    started = tmp_path / "started"
+    async with spread(tmp_path) as setup:
+        state = f'{{"started": "{started}"}}'
+        call = asyncio.create_task(
+            setup.spread.call(setup.steps["blocks"], state, _ctx("blocks", CollectedLog()), None)
+        )
+        await eventually(lambda: started.exists() or None, what="the step started", timeout=30)
+        pid = int(started.read_text())
+        call.cancel()  # an abort, or this daemon stopping
+        await asyncio.gather(call, return_exceptions=True)
+        await eventually(lambda: not _alive(pid) or None, what="its worker killed", timeout=30)
+        await eventually(lambda: not setup.table.rows or None, what="the job removed", timeout=10)
+
+
+async def test_without_standbys_steps_run_here(tmp_path: Path) -> None:
+    async with spread(tmp_path, standbys=0) as setup:
+        ctx = _ctx("add", CollectedLog())
+        result = await setup.spread.call(setup.steps["add"], '{"n": 1}', ctx, None)
+        assert isinstance(result, EncodedState) and setup.spread.offered == 0
+
+
+async def test_a_step_no_standby_can_take_comes_back_here(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "other"
+    elsewhere.mkdir()  # the standby's folder has no copy of the file
+    async with spread(tmp_path, served_folder=elsewhere) as setup:
+        log = CollectedLog()
+        result = await setup.spread.call(setup.steps["add"], '{"n": 1}', _ctx("add", log), None)
+        assert setup.spread.offered == 1 and setup.server.served == 0
+    assert isinstance(result, EncodedState)
+    assert decode_state(result.text)["env"]["RUNTIME"] == "the active daemon"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
