@@ -147,7 +147,7 @@ class SpreadPool:
                 identity = self._identity()
                 if identity is not None:  # steps offered by a daemon this one took over
                     await self._jobs.clear(daemon_id=identity.daemon_id)
-                self.servers = await self._jobs.servers(now=self._clock.now_us())
+                self._count(await self._jobs.servers(now=self._clock.now_us()))
                 return
             except JournalError as exc:
                 backoff = await self._back_off(backoff, exc)
@@ -235,7 +235,7 @@ class SpreadPool:
 
     async def _look_after_standbys(self) -> None:
         now = self._clock.now_us()
-        self.servers = await self._jobs.servers(now=now)
+        self._count(await self._jobs.servers(now=now))
         identity = self._identity()
         if identity is None or not self._waiting:
             return
@@ -251,6 +251,11 @@ class SpreadPool:
         if back:
             await self._jobs.forget(back)
             self._run_here(back)
+
+    def _count(self, servers: int) -> None:
+        if servers != self.servers:
+            _log.info("isolated steps: %d daemons standing by can run them", servers)
+        self.servers = servers
 
     def _run_here(self, ids: list[int]) -> None:
         for job_id in ids:

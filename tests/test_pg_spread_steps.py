@@ -1,0 +1,228 @@
+"""Standby daemons run the isolated steps the active daemon offers (real daemons, PostgreSQL).
+
+Each test starts an active daemon with one worker and standbys behind it. A workflow's
+sync step (isolated, as `orchestrator up` runs sync steps) writes a mark naming the daemon
+whose worker runs it (the worker's parent) and waits for a gate file; then the test kills,
+freezes or aborts, opens the gate, and reads the journal: every run completes once, on the
+daemon the test expects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from functools import partial
+from pathlib import Path
+
+import pytest
+from procs import Daemon, cli, query
+
+# A standby's row is stale 5 s after its last renewal; then its steps are offered again.
+TAKE_BACK_TIMEOUT = 60.0
+
+FLOW = """
+import os
+import pathlib
+import time
+
+from orchestrator import Trigger, Workflow
+
+MARKS = pathlib.Path(__file__).resolve().parent.parent / "marks"
+
+
+def work(state):
+    # A worker's parent is the daemon that lent it: the mark names who runs this step.
+    (MARKS / f"{state['n']}.start").write_text(f"{os.getppid()} {os.getpid()}")
+    deadline = time.monotonic() + 120
+    while not (MARKS / "gate").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return {**state, "daemon": os.getppid()}
+
+
+async def done(state):
+    return {**state, "done": True}
+
+
+workflow = Workflow(id="job", triggers={"go": Trigger(event="job")}, pipelines={"go": [work, done]})
+"""
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "job.py").write_text(FLOW)
+    (tmp_path / "marks").mkdir()
+    return flows
+
+
+@contextmanager
+def daemons(folder: Path, url: str, *workers: int) -> Iterator[list[Daemon]]:
+    """An active daemon, then standbys behind it; `workers`: each one's worker processes.
+
+    The test goes on once the active daemon counts its standbys as able to run steps.
+    """
+    with ExitStack() as stack:
+        started: list[Daemon] = []
+        for index, count in enumerate(workers):
+            log = folder.parent / f"daemon-{index}.log"
+            each = stack.enter_context(Daemon(folder, url, "--workers", str(count), log=log))
+            started.append(each.start(ready=index == 0))
+            if index:
+                each.wait_until(partial(_standing_by, each), 60, "a standby")
+        count = len(workers) - 1
+        line = f"isolated steps: {count} daemons standing by can run them"
+        started[0].wait_until(lambda: line in started[0].log(), 60, "standbys counted")
+        yield started
+
+
+def _standing_by(daemon: Daemon) -> bool:
+    return "standby:" in daemon.log()
+
+
+def emit(url: str, n: int) -> None:
+    done = cli("emit", "job", json.dumps({"n": n}), "--db", url)
+    assert done.returncode == 0, done.stderr
+
+
+def mark(folder: Path, n: int) -> tuple[int, int] | None:
+    """(daemon pid, worker pid) of the step of run `n`, once it started."""
+    path = folder.parent / "marks" / f"{n}.start"
+    try:
+        daemon, worker = path.read_text().split()
+    except (OSError, ValueError):
+        return None
+    return int(daemon), int(worker)
+
+
+def marks(folder: Path, runs: tuple[int, ...]) -> list[tuple[int, int]] | None:
+    """The marks of `runs`, once each of their steps started."""
+    found = [m for n in runs if (m := mark(folder, n)) is not None]
+    return found if len(found) == len(runs) else None
+
+
+def runs_on(folder: Path, n: int, pid: int) -> bool | None:
+    """Whether the step of run `n` runs (or ran) in a worker of daemon `pid`."""
+    found = mark(folder, n)
+    return True if found is not None and found[0] == pid else None
+
+
+def open_gate(folder: Path) -> None:
+    (folder.parent / "marks" / "gate").write_text("go")
+
+
+def finals(url: str) -> dict[int, tuple[str, dict[str, object]]]:
+    """Run `n` -> (status, final state), for the runs that ended."""
+    ended: dict[int, tuple[str, dict[str, object]]] = {}
+    for run_id, status in query(url, "SELECT run_id, status FROM runs"):
+        shown = cli("show", str(run_id), "--json", "--db", url)
+        assert shown.returncode == 0, shown.stderr
+        state = json.loads(shown.stdout)["state"]
+        if status in ("completed", "failed", "aborted"):
+            ended[int(state["n"])] = (str(status), state)
+    return ended
+
+
+def all_ended(url: str, count: int) -> dict[int, tuple[str, dict[str, object]]] | None:
+    ended = finals(url)
+    return ended if len(ended) == count else None
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_steps_past_the_active_daemons_share_run_on_the_standby(folder: Path, pg_url: str) -> None:
+    with daemons(folder, pg_url, 1, 2) as (active, standby):
+        for n in (1, 2, 3):
+            emit(pg_url, n)
+        started = active.wait_until(partial(marks, folder, (1, 2, 3)), 60, "three steps")
+        ran_on = sorted(daemon for daemon, _ in started)
+        # One step in the active daemon's only worker, two in the standby's.
+        assert ran_on == sorted([active.pid, standby.pid, standby.pid])
+        open_gate(folder)
+        ended = active.wait_until(partial(all_ended, pg_url, 3), 60, "the runs to end")
+    assert {n: status for n, (status, _) in ended.items()} == {
+        1: "completed",
+        2: "completed",
+        3: "completed",
+    }
+    assert sorted(state["daemon"] for _, state in ended.values()) == ran_on  # type: ignore[type-var]
+    assert all(state["done"] for _, state in ended.values())
+    stored = query(pg_url, "SELECT count(*) FROM step_jobs")
+    assert stored == [(0,)]  # every reply taken
+
+
+def test_a_killed_standbys_step_runs_on_another_standby(folder: Path, pg_url: str) -> None:
+    with daemons(folder, pg_url, 1, 1, 1) as (active, first, second):
+        emit(pg_url, 1)
+        active.wait_until(partial(mark, folder, 1), 60, "the first step")  # in the active's worker
+        emit(pg_url, 2)
+        daemon, _ = active.wait_until(partial(mark, folder, 2), 60, "the second step")
+        assert daemon in (first.pid, second.pid)
+        killed, other = (first, second) if daemon == first.pid else (second, first)
+        killed.kill()
+        active.wait_until(
+            partial(runs_on, folder, 2, other.pid),
+            TAKE_BACK_TIMEOUT,
+            "the step offered again and run by the other standby",
+        )
+        open_gate(folder)
+        ended = active.wait_until(partial(all_ended, pg_url, 2), 60, "the runs to end")
+    assert ended[2][0] == "completed" and ended[2][1]["daemon"] == other.pid
+    assert ended[1][1]["daemon"] == active.pid
+
+
+def test_a_frozen_standbys_step_comes_back_and_its_late_reply_is_refused(
+    folder: Path, pg_url: str
+) -> None:
+    with daemons(folder, pg_url, 2, 1) as (active, standby):
+        emit(pg_url, 1)
+        active.wait_until(partial(mark, folder, 1), 60, "the first step")
+        emit(pg_url, 2)
+        daemon, _ = active.wait_until(partial(mark, folder, 2), 60, "the second step")
+        assert daemon == standby.pid
+        os.kill(standby.pid, signal.SIGSTOP)
+        try:
+            # Its row goes stale; with no standby left the step runs in the active daemon.
+            active.wait_until(
+                partial(runs_on, folder, 2, active.pid),
+                TAKE_BACK_TIMEOUT,
+                "the step taken back",
+            )
+        finally:
+            os.kill(standby.pid, signal.SIGCONT)
+        open_gate(folder)  # the standby's worker returns too: its reply comes too late
+        ended = active.wait_until(partial(all_ended, pg_url, 2), 60, "the runs to end")
+        assert standby.proc is not None and standby.proc.poll() is None  # it stands by still
+    assert ended[2][0] == "completed" and ended[2][1]["daemon"] == active.pid
+    steps = query(
+        pg_url,
+        "SELECT count(*) FROM checkpoints c JOIN runs r ON r.id = c.run_row WHERE c.step = 'work'",
+    )
+    assert steps == [(2,)]  # one checkpoint of `work` per run: the late reply changed nothing
+
+
+def test_aborting_a_run_kills_the_standbys_worker_running_its_step(
+    folder: Path, pg_url: str
+) -> None:
+    with daemons(folder, pg_url, 1, 1) as (active, standby):
+        emit(pg_url, 1)
+        active.wait_until(partial(mark, folder, 1), 60, "the first step")
+        emit(pg_url, 2)
+        daemon, worker = active.wait_until(partial(mark, folder, 2), 60, "the second step")
+        assert daemon == standby.pid
+        _, (second,) = query(pg_url, "SELECT run_id FROM runs ORDER BY id")  # emitted second
+        aborted = cli("abort", str(second), "--db", pg_url)
+        assert aborted.returncode == 0, aborted.stderr
+        standby.wait_until(lambda: not alive(worker) or None, 60, "its worker killed")
+        open_gate(folder)
+        ended = active.wait_until(partial(all_ended, pg_url, 2), 60, "the runs to end")
+    assert ended[2][0] == "aborted" and ended[1][0] == "completed"
