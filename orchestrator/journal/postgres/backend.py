@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         Synchronous,
     )
     from .commands import PostgresCommands
+    from .step_jobs import PostgresStepJobs
 
 
 class PostgresJournal:
@@ -87,6 +88,12 @@ class PostgresJournal:
         from .views import PostgresViews
 
         return await PostgresViews.open(self.url)
+
+    def step_jobs(self) -> PostgresStepJobs:
+        """Isolated steps offered to the standbys (`postgres.step_jobs`), not connected yet."""
+        from .step_jobs import PostgresStepJobs
+
+        return PostgresStepJobs(self.url)
 
 
 def open_postgres(url: str) -> PostgresJournal:

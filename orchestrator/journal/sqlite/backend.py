@@ -15,7 +15,7 @@ from ...errors import JournalPathInvalid
 
 if TYPE_CHECKING:
     from ..faults import FaultPoints
-    from ..protocol import Synchronous
+    from ..protocol import StepJobs, Synchronous
     from .commands import SqliteCommands
     from .reader import JournalReader
     from .views import DashboardQueries
@@ -87,3 +87,7 @@ class SqliteJournal:
         from .views import DashboardQueries
 
         return DashboardQueries(await self.open_reader())
+
+    def step_jobs(self) -> StepJobs | None:
+        """None: a file has no standbys to run steps for its daemon."""
+        return None
