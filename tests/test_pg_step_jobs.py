@@ -329,6 +329,16 @@ async def test_text_the_journal_cannot_keep_is_refused_and_the_rest_kept_exactly
     assert await active.take_replies([job_id]) == [StepReply(job_id, reply)]
 
 
+async def test_a_row_written_by_someone_else_is_corrupt_not_a_traceback(
+    pg_url: str, step_jobs: Opener
+) -> None:
+    jobs = await step_jobs()
+    (job_id,) = await jobs.offer(offers(1), daemon_id=add_daemon(pg_url), epoch=1, now=NOW)
+    query(pg_url, "UPDATE step_jobs SET reply = '[1'")
+    with pytest.raises(JournalCorrupt, match=f"step job {job_id} has a reply that is not"):
+        await jobs.take_replies([job_id])
+
+
 async def test_a_journal_without_the_table_is_refused_with_the_fix(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,7 +8,8 @@ package's API, never a backend (an import-linter contract checks it):
   refused with `JournalBackendUnavailable` until that backend exists.
 - `protocol` says what a backend offers: the runtime's `JournalWriter` (group commit under
   the lease), `JournalQueries` for the engine and the CLI, `DashboardViews`, the
-  `JournalCommands` another process writes, and the `ChangeFeed` both readers poll.
+  `JournalCommands` another process writes, the `ChangeFeed` both readers poll, and the
+  `StepJobs` through which standbys run isolated steps (PostgreSQL only).
 - `ops` builds the writes as statement keys and parameters; each backend holds the
   statements themselves.
 - `records` and `view_records` are what reads return, the same for every backend.
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
         JournalQueries,
         JournalWriter,
         RoutingReads,
+        StepJobs,
         Synchronous,
     )
     from .recording import RecordingJournal
@@ -57,6 +59,9 @@ if TYPE_CHECKING:
         RunMatches,
         RunOutcome,
         StandbyRecord,
+        StepJob,
+        StepOffer,
+        StepReply,
         StoredCheckpoint,
         StoredRun,
         SwitchRecord,
@@ -117,6 +122,10 @@ _EXPORTS = {
     "SimulatedCrash": ".faults",
     "RunOutcome": ".records",
     "StandbyRecord": ".records",
+    "StepJob": ".records",
+    "StepJobs": ".protocol",
+    "StepOffer": ".records",
+    "StepReply": ".records",
     "StoredCheckpoint": ".records",
     "StoredRun": ".records",
     "Synchronous": ".protocol",
@@ -167,6 +176,10 @@ __all__ = [
     "RunRow",
     "SimulatedCrash",
     "StandbyRecord",
+    "StepJob",
+    "StepJobs",
+    "StepOffer",
+    "StepReply",
     "StoredCheckpoint",
     "StoredRun",
     "Synchronous",

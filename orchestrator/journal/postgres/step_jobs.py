@@ -193,7 +193,7 @@ class PostgresStepJobs:
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> list[StepReply]:
             rows = await (await conn.execute(_TAKE, (list(ids),))).fetchall()
-            return [StepReply(int(r[0]), json.loads(r[1])) for r in sorted(rows)]
+            return [StepReply(int(i), self._parsed(i, "reply", text)) for i, text in sorted(rows)]
 
         return await self._run("taking step replies", work)
 
@@ -259,7 +259,9 @@ class PostgresStepJobs:
         async def work(conn: psycopg.AsyncConnection[Any]) -> list[StepJob]:
             rows = await (await conn.execute(_CLAIM, params)).fetchall()
             return [
-                StepJob(int(i), run_id, digest, json.loads(request), state, int(attempts))
+                StepJob(
+                    int(i), run_id, digest, self._parsed(i, "request", request), state, attempts
+                )
                 for i, run_id, digest, request, state, attempts in sorted(rows)
             ]
 
@@ -307,6 +309,19 @@ class PostgresStepJobs:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._woken.wait(), max(timeout, 0.0))
         self._woken.clear()
+
+    def _parsed(self, job_id: int, what: str, text: str) -> dict[str, Any]:
+        """A job's JSON column as written (`JournalCorrupt` if something else wrote it)."""
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            raise JournalCorrupt(
+                f"journal {self.location}: step job {job_id} has a {what} that is not a JSON"
+                " object: something other than the orchestrator wrote it"
+            )
+        return value
 
     # Connections.
 
