@@ -8,7 +8,8 @@ package's API, never a backend (an import-linter contract checks it):
   refused with `JournalBackendUnavailable` until that backend exists.
 - `protocol` says what a backend offers: the runtime's `JournalWriter` (group commit under
   the lease), `JournalQueries` for the engine and the CLI, `DashboardViews`, the
-  `JournalCommands` another process writes, and the `ChangeFeed` both readers poll.
+  `JournalCommands` another process writes, the `ChangeFeed` both readers poll, and the
+  `StepJobs` through which standbys run isolated steps (PostgreSQL only).
 - `ops` builds the writes as statement keys and parameters; each backend holds the
   statements themselves.
 - `records` and `view_records` are what reads return, the same for every backend.
@@ -126,7 +127,6 @@ _EXPORTS = {
     "StepJobs": ".protocol",
     "StepOffer": ".records",
     "StepReply": ".records",
-    "WriterIdentity": ".records",
     "StoredCheckpoint": ".records",
     "StoredRun": ".records",
     "Synchronous": ".protocol",
@@ -136,6 +136,7 @@ _EXPORTS = {
     "WaitView": ".view_records",
     "WorkflowFigures": ".view_records",
     "WorkflowRecord": ".records",
+    "WriterIdentity": ".records",
     "WorkflowView": ".view_records",
     "open_journal": ".backends",
 }

@@ -10,7 +10,8 @@ answers are the dataclasses of `records` and `view_records`. Nothing here knows 
     ├── JournalQueries   what the engine and the CLI read (a ChangeFeed too)
     ├── DashboardViews   what the dashboard reads (a ChangeFeed too)
     ├── JournalCommands  events and commands from another process (the CLI, the dashboard)
-    └── RoutingReads     what routing did with an event (`orchestrator emit`), without asyncio
+    ├── RoutingReads     what routing did with an event (`orchestrator emit`), without asyncio
+    └── StepJobs         isolated steps the active daemon offers to its standbys (PostgreSQL)
 """
 
 from __future__ import annotations
@@ -503,60 +504,76 @@ class RoutingReads(Protocol):
 
 
 class StepJobs(Protocol):
-    """Isolated steps the active daemon offers and the daemons standing by run (shared journals).
+    """Isolated steps the active daemon offers to its standbys, through the journal.
 
-    Two sides of one table: the active daemon offers, takes replies and gives up jobs; a
-    standby claims, replies and learns which of its jobs were withdrawn. No env and no
-    file text pass through it: a standby finds the file by its digest in its own folder.
+    The active daemon offers a step as a row; a standby claims it (``FOR UPDATE SKIP
+    LOCKED``), runs it in a worker of its own and writes the reply; the active daemon takes
+    the reply and carries on as with a local worker (it keeps every journal write). `now`
+    is microseconds of the server-corrected clock, written as the rows' times; freshness
+    (of the standbys' rows) is judged by the server's clock. Every failure is a
+    `JournalError` (a lost connection `JournalUnreachable`: the next call connects again);
+    a request, state or reply the journal cannot hold (a NUL in text, a lone surrogate) is
+    a `ValueError` saying which.
     """
 
     async def open(self) -> None:
-        """Connect (one connection for queries, one listening for news)."""
+        """Connect: one connection for the queries, one listening for offers and replies."""
 
     async def close(self) -> None:
-        """Disconnect; idempotent, quiet about a connection already lost."""
+        """Disconnect (idempotent; a lost connection is not an error)."""
 
     async def offer(
         self, offers: Sequence[StepOffer], *, daemon_id: int, epoch: int, now: int
     ) -> list[int]:
-        """Offer steps; their ids. `JournalLocked` (nothing offered) if that daemon is fenced."""
+        """Offer `offers` (the ids of their jobs, in order) as daemon `daemon_id` of `epoch`.
+
+        Raises:
+            JournalLocked: That daemon was fenced, stopped or moved past `epoch`: nothing
+                is offered.
+        """
 
     async def cancel(self, ids: Sequence[int]) -> None:
-        """Mark jobs cancelled, claimed or not."""
+        """Mark the jobs `ids` cancelled (claimed or not): their standbys stop them."""
 
     async def take_replies(self, ids: Collection[int]) -> list[StepReply]:
-        """The replies among `ids` that have arrived; those jobs are removed."""
+        """The replies of those of `ids` answered, their jobs deleted (by id)."""
 
     async def unclaimed(self, ids: Collection[int]) -> set[int]:
         """Those of `ids` no standby has claimed (nor replied to)."""
 
     async def forget(self, ids: Sequence[int]) -> None:
-        """Remove jobs given up (a timeout, an abort): a standby running one withdraws it."""
+        """Delete the jobs `ids`, answered or not (given up: a timeout, an abort)."""
 
     async def requeue_abandoned(self, *, daemon_id: int, now: int, max_attempts: int) -> int:
-        """Offer again the jobs of `daemon_id` whose standby went away; how many were."""
+        """Offer again the jobs of `daemon_id` whose standby stopped; how many moved.
+
+        A standby stopped when its `standbys` row is stale (by the server's clock) or gone,
+        or, on this host, its process is. Each such job counts one more attempt; one that
+        reaches `max_attempts` is answered ``{"crashed": "the daemons serving it stopped N
+        times"}`` instead.
+        """
 
     async def clear(self, *, daemon_id: int) -> int:
-        """Remove every job another daemon offered (at a take-over); how many were."""
+        """Delete every job offered by a daemon other than `daemon_id`; how many."""
 
     async def servers(self, *, now: int) -> int:
-        """How many daemons stand by (fresh `standbys` rows): who can run offered steps."""
+        """How many standbys are standing by (their rows fresh), to serve offers."""
 
     async def claim(
         self, *, token: str, digests: Collection[str], limit: int, now: int
     ) -> list[StepJob]:
-        """Claim up to `limit` open jobs of files in `digests`, offered by a live daemon."""
+        """Claim up to `limit` open jobs of live daemons whose file is one of `digests`."""
 
     async def reply(
         self, job_id: int, *, token: str, attempts: int, reply: dict[str, Any], now: int
     ) -> bool:
-        """Write how a claimed job went; False if it is no longer this claim's."""
+        """Answer the job `job_id`; False when it is no longer this claim's (requeued, gone)."""
 
     async def withdrawn(self, ids: Collection[int], *, token: str) -> set[int]:
-        """Those of `ids` cancelled, removed or no longer claimed by `token`."""
+        """Those of `ids` (claimed by `token`) cancelled, gone, or no longer claimed by it."""
 
-    async def wait(self, seconds: float) -> None:
-        """Until news of jobs arrives, or `seconds` pass (it never hangs)."""
+    async def wait(self, timeout: float) -> None:  # noqa: ASYNC109 - a polling bound
+        """Until an offer, reply or cancel is notified, or `timeout` seconds passed."""
 
 
 class JournalBackend(Protocol):
@@ -596,4 +613,4 @@ class JournalBackend(Protocol):
         """The dashboard's views on an existing journal (`JournalCorrupt` if it is not one)."""
 
     def step_jobs(self) -> StepJobs | None:
-        """Offered isolated steps, not connected yet; None where no daemon stands by (SQLite)."""
+        """Isolated steps offered to standbys, not connected yet; None without standbys."""

@@ -235,36 +235,6 @@ class WriterIdentity:
     epoch: int
 
 
-@dataclass(frozen=True, slots=True)
-class StepOffer:
-    """An isolated step the active daemon offers to the daemons standing by."""
-
-    run_id: str
-    digest: str  # the content hash of the workflow file the step is in
-    request: dict[str, Any]
-    state: str
-
-
-@dataclass(frozen=True, slots=True)
-class StepJob:
-    """An offered step a standby claimed: what it runs, and its claim (`attempts`)."""
-
-    id: int
-    run_id: str
-    digest: str
-    request: dict[str, Any]
-    state: str
-    attempts: int
-
-
-@dataclass(frozen=True, slots=True)
-class StepReply:
-    """How an offered step went, as the daemon that ran it wrote it."""
-
-    id: int
-    reply: dict[str, Any]
-
-
 @dataclass(frozen=True)
 class CommandOutcome:
     """What became of a command: ``None`` while it is pending, else "ok" or the error."""
@@ -348,3 +318,37 @@ class EventListeners:
     def types(self) -> set[str]:
         """Every event type something listens to (a disabled trigger's too)."""
         return {*self.triggers, *self.disabled, *self.waits}
+
+
+@dataclass(frozen=True, slots=True)
+class StepOffer:
+    """An isolated step the active daemon offers to its standbys (a `StepJobs` row to be).
+
+    Nothing secret: no env, no file text. A standby finds the step's file by `digest` in
+    its own copy of the folder and builds the env itself.
+    """
+
+    run_id: str
+    digest: str  # the version hash of the step's workflow file
+    request: dict[str, Any]  # the worker request's header (engine/workers/wire.py)
+    state: str  # the state the step starts from, as JSON text
+
+
+@dataclass(frozen=True, slots=True)
+class StepJob:
+    """An offered step a standby claimed: run it, then reply with the same `attempts`."""
+
+    id: int
+    run_id: str
+    digest: str
+    request: dict[str, Any]
+    state: str
+    attempts: int  # how many times the daemons serving it stopped before this claim
+
+
+@dataclass(frozen=True, slots=True)
+class StepReply:
+    """What a standby answered for the step job `id` (or ``{"crashed": ...}``)."""
+
+    id: int
+    reply: dict[str, Any]

@@ -17,10 +17,10 @@ if TYPE_CHECKING:
         DashboardViews,
         JournalQueries,
         JournalWriter,
-        StepJobs,
         Synchronous,
     )
     from .commands import PostgresCommands
+    from .step_jobs import PostgresStepJobs
 
 
 class PostgresJournal:
@@ -89,8 +89,8 @@ class PostgresJournal:
 
         return await PostgresViews.open(self.url)
 
-    def step_jobs(self) -> StepJobs:
-        """The offered isolated steps (`postgres.step_jobs`), not connected yet."""
+    def step_jobs(self) -> PostgresStepJobs:
+        """Isolated steps offered to the standbys (`postgres.step_jobs`), not connected yet."""
         from .step_jobs import PostgresStepJobs
 
         return PostgresStepJobs(self.url)

@@ -9,7 +9,12 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from ...errors import JournalBackendUnavailable, JournalPathInvalid, JournalUnreachable
+from ...errors import (
+    JournalBackendUnavailable,
+    JournalError,
+    JournalPathInvalid,
+    JournalUnreachable,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -18,6 +23,9 @@ INSTALL_HINT = "pip install 'durable-orchestrator[postgres]'"
 CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise: an unreachable host never hangs
 SCHEMA = "orchestrator"  # the journal's tables live in this schema of the database
 NOTIFY_CHANNEL = "orchestrator"  # each writer commit ends with one pg_notify on it
+STEP_JOBS_CHANNEL = "orchestrator_steps"  # each step job offered, answered or cancelled
+# SQLSTATE classes of a lost connection: connection exceptions, the server shutting down.
+LOST_CLASSES = ("08", "57P")
 
 # The journal's advisory lock keys, "ORCH" and a number: each serializes one kind of write
 # among every process of every version, so a number is never reused for another kind.
@@ -108,3 +116,25 @@ def unreachable(url: str, params: dict[str, str], exc: BaseException) -> Journal
         f"cannot connect to the PostgreSQL journal ({describe(url)}): {reason}; "
         "check that the server runs and the URL (--db or $ORCHESTRATOR_DB) is right"
     )
+
+
+def reason(exc: BaseException) -> str:
+    """`exc`'s message on one line (its type's name if it has none)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def lost(exc: BaseException, conn: psycopg.AsyncConnection[Any] | None) -> bool:
+    """Whether `exc`, raised on `conn`, means the connection is gone (not the statement)."""
+    state = getattr(exc, "sqlstate", None) or ""
+    return conn is None or conn.closed or conn.broken or state.startswith(LOST_CLASSES)
+
+
+def failed(
+    location: str, doing: str, exc: BaseException, conn: psycopg.AsyncConnection[Any] | None
+) -> JournalError:
+    """The error of `doing` on the journal at `location` failing with `exc` on `conn`.
+
+    A lost connection is `JournalUnreachable`, any other failure a `JournalError`.
+    """
+    message = f"journal {location}: {doing} failed: {reason(exc)}"
+    return JournalUnreachable(message) if lost(exc, conn) else JournalError(message)

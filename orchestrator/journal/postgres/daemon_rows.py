@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..liveness import STALE_AFTER_US, holder_from, is_live
+from ..liveness import HOST, STALE_AFTER_US, holder_from, is_live, pid_alive
 from ..records import DaemonRecord
 
 # The server's clock, in microseconds since the epoch (the heartbeats' clock).
@@ -25,6 +25,9 @@ LIVE_DAEMONS_SQL = (
     f" ON d.heartbeat_at > n.now_us - {STALE_AFTER_US}"
     " WHERE d.fenced_at IS NULL AND d.stopped_at IS NULL ORDER BY d.started_at DESC, d.id DESC"
 )
+# A condition on a `standbys` row (columns unqualified): renewed within the heartbeat's
+# timeout, by the server's clock. `standby_alive` then judges its process.
+FRESH_STANDBY = f"seen_at > {SERVER_NOW_US} - {STALE_AFTER_US}"
 
 
 def newest_live(rows: Sequence[Sequence[Any]]) -> DaemonRecord | None:
@@ -37,3 +40,8 @@ def newest_live(rows: Sequence[Sequence[Any]]) -> DaemonRecord | None:
                 holder.pid, holder.host, holder.started_at, holder.ready, holder.degraded
             )
     return None
+
+
+def standby_alive(pid: int, host: str) -> bool:
+    """Whether a standby with a fresh row still runs: on this host, its process exists."""
+    return host != HOST or pid_alive(pid)

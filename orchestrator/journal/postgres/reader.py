@@ -26,7 +26,6 @@ from ..decoding import (
     run_info,
     stored_fields,
 )
-from ..liveness import HOST, STALE_AFTER_US, pid_alive
 from ..reading import ReaderSQL, SharedReads
 from ..records import (
     CommandRecord,
@@ -39,7 +38,7 @@ from ..records import (
 )
 from . import prefixes
 from .connection import SCHEMA, connect, describe, load_psycopg
-from .daemon_rows import LIVE_DAEMONS_SQL, SERVER_NOW_US, newest_live
+from .daemon_rows import FRESH_STANDBY, LIVE_DAEMONS_SQL, newest_live, standby_alive
 from .feed import POLL_SECONDS, POLL_SQL, RETRY_SECONDS, ChangeFeed
 from .schema import MIGRATIONS
 from .states import parts, state_text
@@ -471,14 +470,13 @@ class PostgresReader(SharedReads):
         One of this host whose process is gone is left out at once, as `daemon` does.
         """
         rows = await self.fetch(
-            "SELECT pid, host, started_at FROM standbys"
-            f" WHERE seen_at > {SERVER_NOW_US} - %s ORDER BY started_at, token",
-            [STALE_AFTER_US],
+            f"SELECT pid, host, started_at FROM standbys WHERE {FRESH_STANDBY}"
+            " ORDER BY started_at, token"
         )
         return [
             StandbyRecord(int(pid), str(host), int(started))
             for pid, host, started in rows
-            if host != HOST or pid_alive(pid)
+            if standby_alive(pid, host)
         ]
 
     async def outcomes(self, run_ids: Sequence[str]) -> dict[str, RunOutcome]:

@@ -61,7 +61,15 @@ from ..writing import (
     run_until_done,
 )
 from . import schema
-from .connection import DAEMONS_LOCK, NOTIFY_CHANNEL, connect, describe, load_psycopg
+from .connection import (
+    DAEMONS_LOCK,
+    NOTIFY_CHANNEL,
+    connect,
+    describe,
+    load_psycopg,
+    lost,
+    reason,
+)
 from .statements import SNAPSHOT_SQL, SQL
 
 if TYPE_CHECKING:
@@ -118,7 +126,6 @@ _CUT_OFF = (
 # SQLSTATE classes and codes that may pass: a batch failing so is kept and tried again.
 _TRANSIENT_CLASSES = ("40", "53", "58")  # serialization/deadlock, resources, system I/O
 _TRANSIENT_CODES = frozenset({"55P03", "57014"})  # lock not available, statement cancelled
-_LOST_CLASSES = ("08", "57P")  # connection exceptions, the server shutting down
 # SQLSTATE classes of a value or row the journal refuses (a caller's ops, not the journal):
 # data exceptions, integrity constraints, a program limit (an index entry too large).
 _REFUSED_CLASSES = ("22", "23", "54")
@@ -215,7 +222,7 @@ class PostgresWriter(WriterStatus):
             await self._learn_server_clock(conn)
         except load_psycopg().Error as exc:
             await conn.close()
-            raise JournalUnreachable(f"journal {self.location}: {_reason(exc)}") from None
+            raise JournalUnreachable(f"journal {self.location}: {reason(exc)}") from None
         return conn
 
     async def _learn_server_clock(self, conn: psycopg.AsyncConnection[Any]) -> None:
@@ -314,7 +321,7 @@ class PostgresWriter(WriterStatus):
             _log.warning(
                 "journal %s: cannot end a stale daemon's connection: %s",
                 self.location,
-                _reason(exc),
+                reason(exc),
             )
 
     async def _live_holder(
@@ -330,7 +337,7 @@ class PostgresWriter(WriterStatus):
             await conn.execute(_STANDING_BY, standing)
             rows = await (await conn.execute(_HOLDERS)).fetchall()
         except load_psycopg().Error as exc:
-            raise JournalError(f"journal {self.location}: {_reason(exc)}") from None
+            raise JournalError(f"journal {self.location}: {reason(exc)}") from None
         live, _ = _judged(rows, now)
         return live[0] if live else None
 
@@ -375,7 +382,7 @@ class PostgresWriter(WriterStatus):
                     f"journal {self.location}: another daemon's row stayed locked for"
                     f" {REGISTER_LOCK_TIMEOUT}; try again"
                 ) from None
-            raise JournalError(f"journal {self.location}: opening failed: {_reason(exc)}") from None
+            raise JournalError(f"journal {self.location}: opening failed: {reason(exc)}") from None
         return int(top[0])
 
     async def run(self) -> None:
@@ -673,9 +680,9 @@ class PostgresWriter(WriterStatus):
         return check
 
     def _translate(self, exc: Exception, conn: psycopg.AsyncConnection[Any]) -> JournalError:
-        message = f"journal {self.location}: write failed: {_reason(exc)}"
+        message = f"journal {self.location}: write failed: {reason(exc)}"
         state = getattr(exc, "sqlstate", None) or ""
-        if conn.closed or conn.broken or state.startswith(_LOST_CLASSES):
+        if lost(exc, conn):
             return _Lost(message)
         if state.startswith(_TRANSIENT_CLASSES) or state in _TRANSIENT_CODES:
             return _Transient(message)
@@ -703,7 +710,7 @@ class PostgresWriter(WriterStatus):
             row = await cursor.fetchone()
         except load_psycopg().Error as exc:
             await conn.close()
-            raise JournalUnreachable(f"journal {self.location}: {_reason(exc)}") from None
+            raise JournalUnreachable(f"journal {self.location}: {reason(exc)}") from None
         self._conn = conn
         _log.warning("journal connection made again")
         return row is not None and row[0] == self._attempt_beat
@@ -771,10 +778,6 @@ def _judged(
         assert holder is not None
         (live if lease.is_live(holder, now) else stale).append((int(row[0]), holder))
     return live, stale
-
-
-def _reason(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _without_nul(ops: list[Op]) -> list[Op]:

@@ -15,7 +15,7 @@ from ...errors import JournalPathInvalid
 
 if TYPE_CHECKING:
     from ..faults import FaultPoints
-    from ..protocol import Synchronous
+    from ..protocol import StepJobs, Synchronous
     from .commands import SqliteCommands
     from .reader import JournalReader
     from .views import DashboardQueries
@@ -88,6 +88,6 @@ class SqliteJournal:
 
         return DashboardQueries(await self.open_reader())
 
-    def step_jobs(self) -> None:
-        """None: one daemon runs a SQLite journal, so no one stands by to run steps."""
+    def step_jobs(self) -> StepJobs | None:
+        """None: a file has no standbys to run steps for its daemon."""
         return None
