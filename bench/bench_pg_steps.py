@@ -39,6 +39,7 @@ STEP_MS = 50  # CPU per step, about
 FLOW = f'''\
 """One CPU-heavy step."""
 
+import os
 import time
 
 from orchestrator import Workflow
@@ -49,15 +50,17 @@ def crunch(state):
     total = 0
     while time.process_time() < end:
         total += sum(range(1000))
-    return {{**state, "total": total}}
+    return {{**state, "total": total, "daemon": os.getppid()}}
 
 
 workflow = Workflow(id="crunch", pipelines={{"go": [crunch]}})
 '''
 
 
-async def measure(url: str, folder: Path, runs: int, standbys: int) -> tuple[float, float, int]:
-    """Runs/s, median seconds per run, steps offered: the active daemon and `standbys`."""
+async def measure(
+    url: str, folder: Path, runs: int, standbys: int
+) -> tuple[float, float, int, list[int]]:
+    """Runs/s, median s per run, steps offered, steps per daemon: the active one first."""
     async with Runtime(url, workflows_dir=folder, isolate=True, workers=Workers(max=1)) as rt:
         ups = [
             Up(folder, url, folder.parent / f"standby-{standbys}-{i}.log") for i in range(standbys)
@@ -70,12 +73,15 @@ async def measure(url: str, folder: Path, runs: int, standbys: int) -> tuple[flo
             await asyncio.gather(*(rt.invoke("crunch", "go", {"n": -i}) for i in range(4)))
             offered_before = getattr(rt._control.env.workers, "offered", 0)  # type: ignore[union-attr]
             times: list[float] = []
+            ran_on: dict[int, int] = {}
 
             async def one(n: int) -> None:
                 began = time.perf_counter()
                 result = await rt.invoke("crunch", "go", {"n": n})
                 assert result.ok, result.error
                 times.append(time.perf_counter() - began)
+                daemon = int(result.state["daemon"])
+                ran_on[daemon] = ran_on.get(daemon, 0) + 1
 
             start = time.perf_counter()
             await asyncio.gather(*(one(n) for n in range(runs)))
@@ -84,7 +90,8 @@ async def measure(url: str, folder: Path, runs: int, standbys: int) -> tuple[flo
         finally:
             for up in ups:
                 up.stop()
-    return runs / elapsed, statistics.median(times), offered
+    per_daemon = [ran_on.get(pid, 0) for pid in [os.getpid(), *(up.pid for up in ups)]]
+    return runs / elapsed, statistics.median(times), offered, per_daemon
 
 
 async def main(argv: list[str]) -> None:
@@ -100,11 +107,11 @@ async def main(argv: list[str]) -> None:
                 folder = tmp / "flows"
                 folder.mkdir()
                 (folder / "crunch.py").write_text(FLOW)
-                rate, median, offered = await measure(url, folder, runs, standbys)
+                rate, median, offered, per_daemon = await measure(url, folder, runs, standbys)
                 label = "1 daemon" if not standbys else f"+ {standbys} standbys"
                 print(
                     f"{label:<14} {rate:7.1f} runs/s   median {median:6.2f} s per run   "
-                    f"steps offered {offered}"
+                    f"steps offered {offered}, run by each daemon {per_daemon}"
                 )
     finally:
         cluster.stop()

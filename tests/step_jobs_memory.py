@@ -67,9 +67,13 @@ class MemoryStepJobs:
                 del self.table.rows[job_id]
         return taken
 
-    async def unclaimed(self, ids: Collection[int]) -> set[int]:
+    async def take_back(self, ids: Collection[int], limit: int) -> list[int]:
         rows = self.table.rows
-        return {i for i in ids if i in rows and rows[i].claimed_by is None and not rows[i].reply}
+        free = [i for i in sorted(ids) if i in rows and rows[i].claimed_by is None]
+        taken = [i for i in free if not rows[i].reply][:limit]
+        for job_id in taken:
+            del rows[job_id]
+        return taken
 
     async def forget(self, ids: Sequence[int]) -> None:
         for job_id in ids:

@@ -54,7 +54,9 @@ def exits(state):
 
 def blocks(state):
     pathlib.Path(state["started"]).write_text(str(os.getpid()))
-    time.sleep(60)
+    deadline = time.monotonic() + 60
+    while not pathlib.Path(state["gate"]).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
     return state
 
 
@@ -87,7 +89,7 @@ async def _steps(folder: Path) -> dict[str, StepRef]:
 
 @asynccontextmanager
 async def spread(
-    tmp_path: Path, *, standbys: int = 1, served_folder: Path | None = None
+    tmp_path: Path, *, standbys: int = 1, served_folder: Path | None = None, keep_here: int = 0
 ) -> AsyncIterator[Setup]:
     folder = tmp_path / "flows"
     folder.mkdir()
@@ -100,7 +102,7 @@ async def spread(
         MemoryStepJobs(table),
         identity=lambda: WriterIdentity("active", 1, 1),
         clock=Clock(),
-        keep_here=0,  # every step goes out while a standby can take it
+        keep_here=keep_here,  # 0: every step goes out while a standby can take it
     )
     served = WorkerPool(Workers(max=2, warm=0))
     server = StepServer(
@@ -165,7 +167,7 @@ async def test_a_served_step_fails_crashes_and_times_out_as_a_local_one(tmp_path
         with pytest.raises(Exception, match="exited with code 3") as crashed:
             await setup.spread.call(steps["exits"], "{}", _ctx("exits", log), None)
         assert type(crashed.value).__name__ == "WorkerCrashed"
-        state = f'{{"started": "{tmp_path / "started"}"}}'
+        state = f'{{"started": "{tmp_path / "started"}", "gate": "{tmp_path / "gate"}"}}'
         with pytest.raises(TimeoutError):
             await setup.spread.call(steps["blocks"], state, _ctx("blocks", log), 0.5)
         assert setup.server.served == 3
@@ -174,7 +176,7 @@ async def test_a_served_step_fails_crashes_and_times_out_as_a_local_one(tmp_path
 async def test_a_step_given_up_here_is_withdrawn_and_its_worker_killed(tmp_path: Path) -> None:
     started = tmp_path / "started"
     async with spread(tmp_path) as setup:
-        state = f'{{"started": "{started}"}}'
+        state = f'{{"started": "{started}", "gate": "{tmp_path / "gate"}"}}'
         call = asyncio.create_task(
             setup.spread.call(setup.steps["blocks"], state, _ctx("blocks", CollectedLog()), None)
         )
@@ -193,12 +195,26 @@ async def test_without_standbys_steps_run_here(tmp_path: Path) -> None:
         assert isinstance(result, EncodedState) and setup.spread.offered == 0
 
 
-async def test_a_step_no_standby_can_take_comes_back_here(tmp_path: Path) -> None:
+async def test_a_step_no_standby_can_take_comes_back_once_a_worker_here_is_free(
+    tmp_path: Path,
+) -> None:
     elsewhere = tmp_path / "other"
     elsewhere.mkdir()  # the standby's folder has no copy of the file
-    async with spread(tmp_path, served_folder=elsewhere) as setup:
+    started, gate = tmp_path / "started", tmp_path / "gate"
+    async with spread(tmp_path, served_folder=elsewhere, keep_here=1) as setup:
+        state = f'{{"started": "{started}", "gate": "{gate}"}}'
+        here = asyncio.create_task(
+            setup.spread.call(setup.steps["blocks"], state, _ctx("blocks", CollectedLog()), None)
+        )
+        await eventually(lambda: started.exists() or None, what="the step here", timeout=30)
         log = CollectedLog()
-        result = await setup.spread.call(setup.steps["add"], '{"n": 1}', _ctx("add", log), None)
+        offered = asyncio.create_task(
+            setup.spread.call(setup.steps["add"], '{"n": 1}', _ctx("add", log), None)
+        )
+        await eventually(lambda: setup.table.rows or None, what="the offer", timeout=10)
+        gate.write_text("go")  # the worker here is free again: the offer comes back
+        result = await offered
+        await here
         assert setup.spread.offered == 1 and setup.server.served == 0
     assert isinstance(result, EncodedState)
     assert decode_state(result.text)["env"]["RUNTIME"] == "the active daemon"

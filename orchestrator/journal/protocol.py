@@ -538,8 +538,8 @@ class StepJobs(Protocol):
     async def take_replies(self, ids: Collection[int]) -> list[StepReply]:
         """The replies of those of `ids` answered, their jobs deleted (by id)."""
 
-    async def unclaimed(self, ids: Collection[int]) -> set[int]:
-        """Those of `ids` no standby has claimed (nor replied to)."""
+    async def take_back(self, ids: Collection[int], limit: int) -> list[int]:
+        """Delete up to `limit` of `ids` no standby has claimed, first offered first; theirs."""
 
     async def forget(self, ids: Sequence[int]) -> None:
         """Delete the jobs `ids`, answered or not (given up: a timeout, an abort)."""

@@ -116,6 +116,7 @@ class StepServer:
         self._runtime_env = runtime_env
         self._clock = clock
         self._serving: dict[int, asyncio.Task[None]] = {}
+        self._room = asyncio.Event()  # set when a served step ends: claim the next at once
         self._by = f"pid {os.getpid()} on {HOST}"
         self.served = 0  # steps it replied to
 
@@ -137,7 +138,7 @@ class StepServer:
                     await self._jobs.open()
                     connected = True
                 await self._turn(tasks)
-                await self._jobs.wait(NEWS_WAIT)
+                await jobs.news_or(self._room, self._jobs, NEWS_WAIT)
                 backoff = 0.0
             except JournalError as exc:
                 if backoff == 0.0:
@@ -180,6 +181,7 @@ class StepServer:
             _log.exception("step job %d could not be served", job.id)
         finally:
             self._serving.pop(job.id, None)
+            self._room.set()
 
     async def _run(self, job: StepJob) -> dict[str, Any]:
         request = job.request

@@ -36,9 +36,6 @@ _log = logging.getLogger("orchestrator.workers")
 NEWS_WAIT = 0.5  # seconds between looks for replies without a notification
 LOOK_EVERY = 1.0  # seconds between counts of standbys (and offers of abandoned steps again)
 MAX_ATTEMPTS = 3  # standbys that may go away with one step before it fails
-# Seconds an offered step may wait for a standby to claim it before it runs here instead
-# (every standby is busy, or none has this version of its file).
-CLAIM_PATIENCE = 2.0
 BACKOFF_MAX = 5.0
 
 Reply = dict[str, Any] | None  # None: run it here after all
@@ -76,7 +73,8 @@ class SpreadPool:
         self._offering = asyncio.Event()
         # Invariant: a job id is in at most one of `_waiting` and `_to_forget`.
         self._waiting: dict[int, asyncio.Future[Reply]] = {}
-        self._offered_at: dict[int, float] = {}  # monotonic, of each job in `_waiting`
+        # Set when a worker here is free: steps offered but not claimed yet come back.
+        self._room_here = asyncio.Event()
         self._to_forget: list[int] = []
         self.offered = 0  # steps offered so far (figures and tests)
 
@@ -93,14 +91,19 @@ class SpreadPool:
             return await self.local.call(step, state_text, ctx, time_limit)
         finally:
             self._busy_here -= 1
+            if self._waiting:
+                self._room_here.set()
 
     def _goes_out(self, step: StepRef) -> bool:
         if self.servers == 0 or not jobs.servable(step):
             return False
-        share = self._keep_here
-        if share is None:
-            share = max(1, self.local.settings.max // (self.servers + 1))
-        return self._busy_here >= share
+        return self._busy_here >= self._share()
+
+    def _share(self) -> int:
+        """How many steps at once this daemon runs in its own workers before it offers."""
+        if self._keep_here is not None:
+            return self._keep_here
+        return max(1, self.local.settings.max // (self.servers + 1))
 
     async def _offer(
         self, step: StepRef, state_text: str, ctx: StepContext | None, time_limit: float | None
@@ -191,7 +194,6 @@ class SpreadPool:
                 self._to_forget.append(job_id)
             else:
                 self._waiting[job_id] = offered.reply
-                self._offered_at[job_id] = time.monotonic()
 
     def _settle_here(self, batch: list[_Offered]) -> None:
         for offered in batch:
@@ -202,8 +204,9 @@ class SpreadPool:
         backoff, looked = 0.0, time.monotonic()
         while True:
             try:
-                await self._jobs.wait(NEWS_WAIT)
+                await jobs.news_or(self._room_here, self._jobs, NEWS_WAIT)
                 await self._take_replies()
+                await self._take_back(self._share() - self._busy_here)
                 if time.monotonic() - looked >= LOOK_EVERY:
                     looked = time.monotonic()
                     await self._look_after_standbys()
@@ -244,13 +247,17 @@ class SpreadPool:
         )
         if self.servers == 0:  # no one left to run them: they run here
             back = list(self._waiting)
-        else:
-            patience = time.monotonic() - CLAIM_PATIENCE
-            overdue = [job for job in self._waiting if self._offered_at[job] < patience]
-            back = list(await self._jobs.unclaimed(overdue)) if overdue else []
-        if back:
             await self._jobs.forget(back)
             self._run_here(back)
+
+    async def _take_back(self, room: int) -> None:
+        """Run here the first steps offered that no standby claimed yet, `room` at most.
+
+        Steps are offered as they come, past this daemon's share: once its own workers
+        are free again, the steps still waiting in the journal are better run here.
+        """
+        if room > 0 and self._waiting:
+            self._run_here(await self._jobs.take_back(list(self._waiting), room))
 
     def _count(self, servers: int) -> None:
         if servers != self.servers:
@@ -264,5 +271,4 @@ class SpreadPool:
                 waiter.set_result(None)
 
     def _pop(self, job_id: int) -> asyncio.Future[Reply] | None:
-        self._offered_at.pop(job_id, None)
         return self._waiting.pop(job_id, None)

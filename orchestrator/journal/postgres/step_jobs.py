@@ -86,7 +86,11 @@ _REPLY = (
     " WHERE id = %s AND claimed_by = %s AND attempts = %s AND reply IS NULL"
 )
 _STILL_OURS = "SELECT id FROM step_jobs WHERE id = ANY(%s) AND claimed_by = %s AND cancelled = 0"
-_UNCLAIMED = "SELECT id FROM step_jobs WHERE id = ANY(%s) AND claimed_by IS NULL AND reply IS NULL"
+_TAKE_BACK = (
+    "DELETE FROM step_jobs WHERE id IN (SELECT id FROM step_jobs WHERE id = ANY(%s)"
+    " AND claimed_by IS NULL AND reply IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)"
+    " RETURNING id"
+)
 
 
 class PostgresStepJobs:
@@ -300,17 +304,17 @@ class PostgresStepJobs:
 
         return await self._run("checking claimed steps", work)
 
-    async def unclaimed(self, ids: Collection[int]) -> set[int]:
-        """Those of `ids` no standby has claimed (nor replied to)."""
-        if not ids:
-            return set()
-        params = (list(ids),)
+    async def take_back(self, ids: Collection[int], limit: int) -> list[int]:
+        """Delete up to `limit` of `ids` no standby has claimed, first offered first."""
+        if not ids or limit < 1:
+            return []
+        params = (list(ids), limit)
 
-        async def work(conn: psycopg.AsyncConnection[Any]) -> set[int]:
-            rows = await (await conn.execute(_UNCLAIMED, params)).fetchall()
-            return {int(row[0]) for row in rows}
+        async def work(conn: psycopg.AsyncConnection[Any]) -> list[int]:
+            rows = await (await conn.execute(_TAKE_BACK, params)).fetchall()
+            return sorted(int(row[0]) for row in rows)
 
-        return await self._run("looking for unclaimed steps", work)
+        return await self._run("taking steps back", work)
 
     async def wait(self, timeout: float) -> None:  # noqa: ASYNC109 - a polling bound
         """Until a notification on the channel arrives or `timeout` seconds pass.
