@@ -108,12 +108,12 @@ def connect_options(params: dict[str, str]) -> dict[str, Any]:
 
 def unreachable(url: str, params: dict[str, str], exc: BaseException) -> JournalUnreachable:
     """The error for a connection to `url` that failed with `exc`, the password masked."""
-    reason = " ".join(str(exc).split()) or type(exc).__name__
+    why = reason(exc)
     password = params.get("password")
     if password:
-        reason = reason.replace(password, "***")
+        why = why.replace(password, "***")
     return JournalUnreachable(
-        f"cannot connect to the PostgreSQL journal ({describe(url)}): {reason}; "
+        f"cannot connect to the PostgreSQL journal ({describe(url)}): {why}; "
         "check that the server runs and the URL (--db or $ORCHESTRATOR_DB) is right"
     )
 
