@@ -216,12 +216,16 @@ class Runtime:
             runtime_env=self._runtime_env,
             clock=self._clock,
         )
-        async with asyncio.TaskGroup() as tasks:
-            serving = tasks.create_task(server.run(), name="serve-steps")
-            try:
-                return await self._writer.open(standby=True)
-            finally:
-                serving.cancel()
+        # Owned here, not by a task group: a group would wrap the writer's own error
+        # (an unreachable server, a newer schema) in an exception group.
+        serving = asyncio.create_task(server.run(), name="serve-steps")
+        try:
+            return await self._writer.open(standby=True)
+        finally:
+            serving.cancel()
+            (ended,) = await asyncio.gather(serving, return_exceptions=True)
+            if isinstance(ended, Exception):  # a bug: serving stopped, standing by did not
+                _log.error("serving offered steps failed", exc_info=ended)
 
     def _step_runner(self) -> StepRunner:
         """This daemon's workers; on a shared journal, and the standbys' too."""

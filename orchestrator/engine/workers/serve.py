@@ -141,9 +141,9 @@ class StepServer:
                 await jobs.news_or(self._room, self._jobs, NEWS_WAIT)
                 backoff = 0.0
             except JournalError as exc:
-                if backoff == 0.0:
-                    _log.warning("serving offered steps: %s; trying again", exc)
                 connected, backoff = False, min(BACKOFF_MAX, max(0.5, backoff * 2))
+                if backoff == 1.0:  # twice in a row (once: the schema may be migrating)
+                    _log.warning("serving offered steps: %s; trying again", exc)
                 await self._jobs.close()
                 await asyncio.sleep(backoff)
 
