@@ -9,8 +9,9 @@ writes on, as in production) serves every PostgreSQL column. Columns:
 - PostgreSQL, 1 daemon: our runtime on a ``postgresql://`` journal (synchronous_commit=on).
 - PostgreSQL, 3 daemons: the same runtime, the active daemon, with two standby daemons
   (``orchestrator up`` processes) on the same journal. One daemon runs a journal's runs at
-  a time; the standbys only watch it, to take over: this column is 1 daemon's, minus what
-  their watching costs. Spreading runs across daemons is the next step.
+  a time; the standbys watch it, to take over, and run the isolated steps it offers, but
+  these runs' steps are async (they stay in the active daemon): this column is 1 daemon's,
+  minus what the standbys cost. ``bench_pg_steps.py`` measures steps spread to standbys.
 - DBOS on PostgreSQL: DBOS Transact with its system database in another database of the
   same server (an async workflow of three async steps; recv/send for event -> resume).
 
