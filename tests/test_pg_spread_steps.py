@@ -131,6 +131,14 @@ def all_ended(url: str, count: int) -> dict[int, tuple[str, dict[str, object]]] 
     return ended if len(ended) == count else None
 
 
+def second_step(active: Daemon, folder: Path, url: str) -> tuple[int, int]:
+    """Run 1's step in the active daemon's worker, then run 2's: its (daemon, worker) pids."""
+    emit(url, 1)
+    active.wait_until(partial(mark, folder, 1), 60, "the first step")
+    emit(url, 2)
+    return active.wait_until(partial(mark, folder, 2), 60, "the second step")
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -162,10 +170,7 @@ def test_steps_past_the_active_daemons_share_run_on_the_standby(folder: Path, pg
 
 def test_a_killed_standbys_step_runs_on_another_standby(folder: Path, pg_url: str) -> None:
     with daemons(folder, pg_url, 1, 1, 1) as (active, first, second):
-        emit(pg_url, 1)
-        active.wait_until(partial(mark, folder, 1), 60, "the first step")  # in the active's worker
-        emit(pg_url, 2)
-        daemon, _ = active.wait_until(partial(mark, folder, 2), 60, "the second step")
+        daemon, _ = second_step(active, folder, pg_url)
         assert daemon in (first.pid, second.pid)
         killed, other = (first, second) if daemon == first.pid else (second, first)
         killed.kill()
@@ -184,10 +189,7 @@ def test_a_frozen_standbys_step_comes_back_and_its_late_reply_is_refused(
     folder: Path, pg_url: str
 ) -> None:
     with daemons(folder, pg_url, 2, 1) as (active, standby):
-        emit(pg_url, 1)
-        active.wait_until(partial(mark, folder, 1), 60, "the first step")
-        emit(pg_url, 2)
-        daemon, _ = active.wait_until(partial(mark, folder, 2), 60, "the second step")
+        daemon, _ = second_step(active, folder, pg_url)
         assert daemon == standby.pid
         os.kill(standby.pid, signal.SIGSTOP)
         try:
@@ -214,10 +216,7 @@ def test_aborting_a_run_kills_the_standbys_worker_running_its_step(
     folder: Path, pg_url: str
 ) -> None:
     with daemons(folder, pg_url, 1, 1) as (active, standby):
-        emit(pg_url, 1)
-        active.wait_until(partial(mark, folder, 1), 60, "the first step")
-        emit(pg_url, 2)
-        daemon, worker = active.wait_until(partial(mark, folder, 2), 60, "the second step")
+        daemon, worker = second_step(active, folder, pg_url)
         assert daemon == standby.pid
         _, (second,) = query(pg_url, "SELECT run_id FROM runs ORDER BY id")  # emitted second
         aborted = cli("abort", str(second), "--db", pg_url)

@@ -25,7 +25,7 @@ from ...journal import StepJobs
 from ...state import EncodedState, Unencodable
 from ..context import StepContext, StepLogger
 from . import wire
-from .pool import StepRef, WorkerCrashed
+from .pool import StepRef, WorkerCrashed, context_spec
 
 # Lines of `ctx.log` one served step sends back at most, and their characters in all.
 MAX_LOG_LINES = 1_000
@@ -41,19 +41,8 @@ def request_of(step: StepRef, ctx: StepContext | None, time_limit: float | None)
         "file": Path(step.load["path"]).name,  # for messages only
         "takes_ctx": step.takes_ctx,
         "is_async": step.is_async,
-        "ctx": None if ctx is None else _ctx_of(ctx),
+        "ctx": None if ctx is None else context_spec(ctx),
         "time_limit": time_limit,
-    }
-
-
-def _ctx_of(ctx: StepContext) -> dict[str, Any]:
-    return {
-        "run_id": ctx.run_id,
-        "workflow_id": ctx.workflow_id,
-        "trigger_id": ctx.trigger_id,
-        "step_name": ctx.step_name,
-        "step_index": ctx.step_index,
-        "attempt": ctx.attempt,
     }
 
 

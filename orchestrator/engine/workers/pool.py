@@ -211,7 +211,7 @@ class _Process:
             "ref": step.ref,
             "takes_ctx": step.takes_ctx,
             "is_async": step.is_async,
-            "ctx": None if ctx is None else _context_spec(ctx, step.env_key),
+            "ctx": None if ctx is None else {**context_spec(ctx), "env_key": step.env_key},
         }
         if step.key not in self.loaded:
             header["load"] = step.load
@@ -350,7 +350,8 @@ def describe_exit(code: int, pid: int) -> str:
     return f"(pid {pid}) was killed by {name} ({-code}){hint}"
 
 
-def _context_spec(ctx: StepContext, env_key: str) -> dict[str, Any]:
+def context_spec(ctx: StepContext) -> dict[str, Any]:
+    """What a worker needs of a step's ctx to make its own (its env aside)."""
     return {
         "run_id": ctx.run_id,
         "workflow_id": ctx.workflow_id,
@@ -358,7 +359,6 @@ def _context_spec(ctx: StepContext, env_key: str) -> dict[str, Any]:
         "step_name": ctx.step_name,
         "step_index": ctx.step_index,
         "attempt": ctx.attempt,
-        "env_key": env_key,
     }
 
 
