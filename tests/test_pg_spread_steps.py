@@ -155,6 +155,10 @@ def test_steps_past_the_active_daemons_share_run_on_the_standby(folder: Path, pg
         ran_on = sorted(daemon for daemon, _ in started)
         # One step in the active daemon's only worker, two in the standby's.
         assert ran_on == sorted([active.pid, standby.pid, standby.pid])
+        shown = cli("workflows", "--json", "--db", pg_url)
+        assert [s["running"] for s in json.loads(shown.stdout)["standbys"]] == [2]
+        text = cli("workflows", "--db", pg_url).stdout
+        assert f"standby: pid {standby.pid} on" in text and ", running 2 steps" in text
         open_gate(folder)
         ended = active.wait_until(partial(all_ended, pg_url, 3), 60, "the runs to end")
     assert {n: status for n, (status, _) in ended.items()} == {

@@ -102,6 +102,7 @@ class DashboardApp(App[None]):
         self.actions = Actions(self)
         self.daemon: DaemonRecord | None = None
         self.standbys = 0  # daemons standing by to take the journal over
+        self.standby_steps = 0  # steps they run for the active daemon now
         self._on_quit = on_quit
         self._active_runs = active_runs
         self._poll_seconds = poll_seconds
@@ -317,7 +318,9 @@ class DashboardApp(App[None]):
             return
         try:
             self.daemon = await queries.daemon()
-            self.standbys = len(await queries.standbys())
+            standbys = await queries.standbys()
+            self.standbys = len(standbys)
+            self.standby_steps = sum(standby.running for standby in standbys)
         except OrchestratorError as exc:
             await self.source.fail(exc)
 
@@ -341,7 +344,8 @@ class DashboardApp(App[None]):
                     )
                 )
         if self.standbys:
-            parts.append(literal(f" · {self.standbys} standing by", "green"))
+            running = f", running {self.standby_steps} steps" if self.standby_steps else ""
+            parts.append(literal(f" · {self.standbys} standing by{running}", "green"))
         if self.read_only:
             parts.append(literal(" · read-only", "bold cyan"))
         return join(*parts)

@@ -277,7 +277,8 @@ def workflows_document(
             "degraded": daemon.degraded,
         },
         "standbys": [
-            {"pid": s.pid, "host": s.host, "since": to_iso(s.started_at)} for s in standbys
+            {"pid": s.pid, "host": s.host, "since": to_iso(s.started_at), "running": s.running}
+            for s in standbys
         ],
     }
 
@@ -321,7 +322,8 @@ def workflows_text(
             lines.append(f"daemon: journal writes failing, retrying: {daemon.degraded}")
     for standby in standbys:
         since = _local(to_datetime(standby.started_at))
-        lines.append(f"standby: pid {standby.pid} on {standby.host}, since {since}")
+        running = f", running {standby.running} steps" if standby.running else ""
+        lines.append(f"standby: pid {standby.pid} on {standby.host}, since {since}{running}")
     if not loaded:
         lines.append("no workflows loaded")
     for w in loaded:

@@ -224,6 +224,7 @@ class StandbyRecord:
     pid: int
     host: str
     started_at: int  # when it started standing by
+    running: int = 0  # steps of the active daemon it runs now (claimed, not answered yet)
 
 
 @dataclass(frozen=True, slots=True)

@@ -470,12 +470,13 @@ class PostgresReader(SharedReads):
         One of this host whose process is gone is left out at once, as `daemon` does.
         """
         rows = await self.fetch(
-            f"SELECT pid, host, started_at FROM standbys WHERE {FRESH_STANDBY}"
-            " ORDER BY started_at, token"
+            "SELECT pid, host, started_at, (SELECT count(*) FROM step_jobs j"
+            " WHERE j.claimed_by = standbys.token AND j.reply IS NULL AND j.cancelled = 0)"
+            f" FROM standbys WHERE {FRESH_STANDBY} ORDER BY started_at, token"
         )
         return [
-            StandbyRecord(int(pid), str(host), int(started))
-            for pid, host, started in rows
+            StandbyRecord(int(pid), str(host), int(started), int(running))
+            for pid, host, started, running in rows
             if standby_alive(pid, host)
         ]
 
