@@ -229,3 +229,33 @@ def test_aborting_a_run_kills_the_standbys_worker_running_its_step(
         open_gate(folder)
         ended = active.wait_until(partial(all_ended, pg_url, 2), 60, "the runs to end")
     assert ended[2][0] == "aborted" and ended[1][0] == "completed"
+
+
+def test_a_standby_where_the_file_does_not_load_leaves_its_steps_to_others(
+    folder: Path, pg_url: str
+) -> None:
+    # The same file (the same digest) imports a helper that only the active daemon's
+    # folder has, as a package missing on the standby's machine would be.
+    text = FLOW.replace("import time\n", "import time\n\nimport _only_here  # noqa: F401\n", 1)
+    (folder / "job.py").write_text(text)
+    (folder / "_only_here.py").write_text("")
+    elsewhere = folder.parent / "flows-b"
+    elsewhere.mkdir()
+    (elsewhere / "job.py").write_text(text)
+    log = folder.parent / "standby.log"
+    with (
+        Daemon(folder, pg_url, "--workers", "1", log=folder.parent / "active.log") as active,
+        Daemon(elsewhere, pg_url, "--workers", "1", log=log) as standby,
+    ):
+        active.start()
+        standby.start(ready=False)
+        standby.wait_until(lambda: "does not load here" in standby.log() or None, 60, "its load")
+        assert "_only_here" in standby.log()
+        emit(pg_url, 1)
+        active.wait_until(partial(mark, folder, 1), 60, "the first step")
+        emit(pg_url, 2)  # offered: the active daemon's one worker is busy
+        unclaimed = "SELECT count(*) FROM step_jobs WHERE claimed_by IS NULL"
+        active.wait_until(lambda: query(pg_url, unclaimed) == [(1,)] or None, 60, "the offer")
+        open_gate(folder)  # the worker here is free: the step comes back
+        ended = active.wait_until(partial(all_ended, pg_url, 2), 60, "the runs to end")
+    assert [state["daemon"] for _, state in ended.values()] == [active.pid, active.pid]

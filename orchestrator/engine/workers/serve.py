@@ -13,13 +13,15 @@ import asyncio
 import dataclasses
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from ...clock import Clock
 from ...errors import JournalError, RemoteError
-from ...folder.loader import FileSource, FolderConfig, LoadFailed, digest_of
+from ...folder.loader import FileSource, FolderConfig, LoadFailed, load_file
+from ...folder.names import shown
 from ...journal import StepJob, StepJobs
 from ...journal.liveness import HOST
 from ...redaction import SECRETS
@@ -35,7 +37,12 @@ BACKOFF_MAX = 5.0  # seconds between tries while the journal cannot be reached
 
 
 class FolderIndex:
-    """The workflow files of a folder by content digest, read again when they change."""
+    """The workflow files of a folder that load here, by digest; read again when they change.
+
+    A file is loaded as the folder's sync loads it (a probe in a subprocess, then an
+    import): a standby offers to run only the steps of files that load on its machine, so
+    a package it lacks sends those steps elsewhere instead of failing them.
+    """
 
     def __init__(self, folder: Path) -> None:
         self._folder = folder
@@ -44,10 +51,10 @@ class FolderIndex:
         self._config = FolderConfig()
         self._looked_at = float("-inf")
 
-    def digests(self) -> set[str]:
+    async def digests(self) -> set[str]:
         """The digests of the files as they are now (looked at once a second at most)."""
         if time.monotonic() - self._looked_at >= RESCAN_EVERY:
-            self._rescan()
+            await self._rescan()
         return {source.digest for source in self._by_path.values()}
 
     def get(self, digest: str) -> FileSource | None:
@@ -57,7 +64,7 @@ class FolderIndex:
                 return source
         return None
 
-    def _rescan(self) -> None:
+    async def _rescan(self) -> None:
         self._looked_at = time.monotonic()
         try:
             config = FolderConfig.read(self._folder)
@@ -73,19 +80,36 @@ class FolderIndex:
                 continue
             present[path] = (stat.st_mtime_ns, stat.st_size)
             if self._seen.get(path) != present[path]:
-                self._read(path)
+                await self._load(path)
         for gone in set(self._by_path) - set(present):
             del self._by_path[gone]
         self._seen = present
+        self._looked_at = time.monotonic()
 
-    def _read(self, path: Path) -> None:
-        try:
-            data = path.read_bytes()
-            text = data.decode("utf-8")
-        except (OSError, UnicodeDecodeError):
-            self._by_path.pop(path, None)
+    async def _load(self, path: Path) -> None:
+        self._by_path.pop(path, None)
+        if str(self._folder) not in sys.path:  # its helpers (`_*.py`) import by name
+            sys.path.insert(0, str(self._folder))
+        data = _read(path)
+        if data is None:
             return
-        self._by_path[path] = FileSource(path, digest_of(data), text, self._config)
+        try:
+            loaded = await load_file(path, data, self._config)
+        except LoadFailed as exc:
+            _log.warning(
+                "standby: %s does not load here (%s): its steps run in other daemons",
+                shown(path),
+                exc.message,
+            )
+            return
+        self._by_path[path] = loaded.source
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 def _workflow_files(folder: Path) -> list[Path]:
@@ -154,7 +178,7 @@ class StepServer:
                 if task is not None:
                     task.cancel()  # its worker is killed, as a local timeout kills it
         room = self._pool.settings.max - len(self._serving)
-        digests = self._index.digests()
+        digests = await self._index.digests()
         if room <= 0 or not digests:
             return
         claimed = await self._jobs.claim(
