@@ -62,9 +62,8 @@ async def measure(
 ) -> tuple[float, float, int, list[int]]:
     """Runs/s, median s per run, steps offered, steps per daemon: the active one first."""
     async with Runtime(url, workflows_dir=folder, isolate=True, workers=Workers(max=1)) as rt:
-        ups = [
-            Up(folder, url, folder.parent / f"standby-{standbys}-{i}.log") for i in range(standbys)
-        ]
+        logs = [folder.parent / f"standby-{standbys}-{i}.log" for i in range(standbys)]
+        ups = [Up(folder, url, log, "--workers", "1") for log in logs]
         try:
             if ups:
                 await until_async(lambda: all(up.standby() for up in ups), "the standbys", ups)

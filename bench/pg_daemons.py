@@ -68,7 +68,7 @@ workflow = Workflow(id="takeover", pipelines={"held": [hold, done], "parked": [w
 class Up:
     """``orchestrator up FOLDER --db URL --headless``: a real daemon, its output in `log`."""
 
-    def __init__(self, folder: Path, url: str, log: Path) -> None:
+    def __init__(self, folder: Path, url: str, log: Path, *extra: str) -> None:
         self.log = log
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
@@ -81,6 +81,7 @@ class Up:
                     "--db",
                     url,
                     "--headless",
+                    *extra,
                 ],
                 cwd=ROOT,
                 stdin=subprocess.DEVNULL,

@@ -77,6 +77,7 @@ class SpreadPool:
         self._room_here = asyncio.Event()
         self._to_forget: list[int] = []
         self.offered = 0  # steps offered so far (figures and tests)
+        self.taken_back = 0  # of those, run here after all
 
     async def call(
         self, step: StepRef, state_text: str, ctx: StepContext | None, time_limit: float | None
@@ -257,7 +258,9 @@ class SpreadPool:
         are free again, the steps still waiting in the journal are better run here.
         """
         if room > 0 and self._waiting:
-            self._run_here(await self._jobs.take_back(list(self._waiting), room))
+            back = await self._jobs.take_back(list(self._waiting), room)
+            self.taken_back += len(back)
+            self._run_here(back)
 
     def _count(self, servers: int) -> None:
         if servers != self.servers:
