@@ -34,6 +34,17 @@ each payment that resumed an order in its state; no write of the frozen daemon a
 was fenced. Steps write the daemon's pid into the state they return, so the checkpoints
 say which daemon ran them.
 
+The daemons also spread steps: the sync steps (``ship``, ``audit``, ``build``,
+``release``, ``acquire``, ``unlock``, ``tick``: a little CPU work each) run in worker
+processes, and with ``--workers 2`` the active daemon keeps one at a time and offers the
+next ones to the standbys (``step_jobs``); such a step records its worker's parent, the
+daemon that lent it, and when it started. The chaos hits the standbys too: before every
+third kill one is SIGKILLed while it holds a step (a new one starts in its place), and
+once one holding a step is SIGSTOPped until the step was offered again, then SIGCONTed.
+Then: standbys ran a share of the steps (at least two of them), each run's sync steps
+were journaled once each, no late reply of the frozen standby was kept, no step failed
+``STEP_CRASHED``, and ``step_jobs`` is empty.
+
 ``CHAOS_SEED=N`` replays the random choices (the kills' timing, the events' data).
 """
 
@@ -52,7 +63,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +86,8 @@ CALM_EMITS = 300  # the last events, emitted after the last kill
 REPEATS = 0.04  # the share of emits sent again with the same key
 KILL_EVERY = (2.0, 4.0)  # seconds between SIGKILLs of the active daemon
 FREEZE_AT_KILL = 2  # the active daemon is frozen instead of killed at this kill
+FREEZE_STANDBY_AT_KILL = 3  # a standby serving a step is frozen past its lease before it
+KILL_STANDBY_EVERY = 3  # a standby serving a step is SIGKILLed before every third kill
 LEASE_SECONDS = 5.0  # a heartbeat older than this is stale: the daemon is taken over
 # The last step of each workflow: a completed run's last checkpoint.
 LAST_STEPS = {
@@ -85,13 +98,43 @@ LAST_STEPS = {
     "locks": "unlock",
     "ticks": "tick",
 }
+# What each step that records who ran it writes into the state: `<prefix>_by`, the pid of
+# the daemon that ran it; a sync step `<prefix>_at` too, when it started (epoch us).
+RECORDS = {
+    "alert": "alerted",
+    "reserve": "reserved",
+    "ship": "shipped",
+    "audit": "audited",
+    "build": "built",
+    "release": "released",
+    "acquire": "acquired",
+    "unlock": "unlocked",
+    "tick": "ticked",
+}
+# The sync steps (isolated: `orchestrator up` runs them in worker processes, the active
+# daemon's or a standby's), each once in its pipeline.
+SYNC_STEPS = ["ship", "audit", "build", "release", "acquire", "unlock", "tick"]
 # Kills land mid-step on purpose, again and again: a run caught in one step by four kills
 # would end CRASH_LOOP (tests/test_crash_loop.py tests that guard), not what this tests.
-DAEMON_OPTIONS = ("--max-recoveries", "1000")
+# Two workers each: the active daemon keeps one step at a time (its share of the three
+# daemons' workers) and offers the next ones to the standbys.
+DAEMON_OPTIONS = ("--max-recoveries", "1000", "--workers", "2")
 LAUNCHER = (str(ROOT / "tests" / "fast_cron_up.py"),)
 EVENT_ID = re.compile(r"[0-9a-f]{32}")
 
 WORKFLOWS = {
+    # A helper module (`_*.py`), imported by the sync steps: isolated, they run in a worker
+    # process, whose parent is the daemon that lent it (the active one, or a standby).
+    "_served.py": """\
+import os
+import time
+
+
+def served(verb):
+    at = time.time_ns() // 1000
+    sum(i * i for i in range(20_000))  # a few ms of CPU
+    return {f"{verb}_by": os.getppid(), f"{verb}_at": at}
+""",
     # Named to load first: every run's end is then journaled as a system event.
     "alerts.py": """\
 import os
@@ -115,6 +158,8 @@ import os
 
 from orchestrator import Trigger, Workflow
 
+from _served import served
+
 
 async def reserve(state, ctx):
     # The wait is registered now: a payment that arrives before the pause is kept.
@@ -134,9 +179,8 @@ async def wait_for_payment(state, ctx):
     )
 
 
-async def ship(state, ctx):
-    await asyncio.sleep(0.005)
-    return {**state, "shipped_by": os.getpid()}
+def ship(state):
+    return {**state, **served("shipped")}
 
 
 workflow = Workflow(
@@ -146,15 +190,13 @@ workflow = Workflow(
 )
 """,
     "audits.py": """\
-import asyncio
-import os
-
 from orchestrator import Exclusive, Trigger, Workflow
 
+from _served import served
 
-async def audit(state, ctx):
-    await asyncio.sleep(0.05)
-    return {**state, "audited_by": os.getpid()}
+
+def audit(state):
+    return {**state, **served("audited")}
 
 
 workflow = Workflow(
@@ -165,23 +207,21 @@ workflow = Workflow(
 )
 """,
     "deploys.py": """\
-import asyncio
-import os
-
 from orchestrator import Serialized, Trigger, Workflow
 
+from _served import served
 
-async def build(state, ctx):
-    await asyncio.sleep(0.01)
-    return {**state, "built_by": os.getpid()}
+
+def build(state):
+    return {**state, **served("built")}
 
 
 async def settle(state, ctx):
     return ctx.sleep(0.1)
 
 
-async def release(state, ctx):
-    return {**state, "released_by": os.getpid()}
+def release(state):
+    return {**state, **served("released")}
 
 
 workflow = Workflow(
@@ -192,15 +232,13 @@ workflow = Workflow(
 )
 """,
     "locks.py": """\
-import asyncio
-import os
-
 from orchestrator import Exclusive, Trigger, Workflow
 
+from _served import served
 
-async def acquire(state, ctx):
-    await asyncio.sleep(0.01)
-    return {**state, "acquired_by": os.getpid()}
+
+def acquire(state):
+    return {**state, **served("acquired")}
 
 
 async def hold(state, ctx):
@@ -209,8 +247,8 @@ async def hold(state, ctx):
     )
 
 
-async def unlock(state, ctx):
-    return {**state, "unlocked_by": os.getpid()}
+def unlock(state):
+    return {**state, **served("unlocked")}
 
 
 workflow = Workflow(
@@ -221,13 +259,13 @@ workflow = Workflow(
 )
 """,
     "ticks.py": """\
-import os
-
 from orchestrator import Schedule, Workflow
 
+from _served import served
 
-async def tick(state, ctx):
-    return {**state, "ticked_by": os.getpid()}
+
+def tick(state):
+    return {**state, **served("ticked")}
 
 
 workflow = Workflow(
@@ -445,24 +483,141 @@ def freeze(cluster: DaemonSlots, active: Daemon) -> Frozen:
     return Frozen(active.pid, code, continued_us, takeover_s, active.log())
 
 
+HELD = (
+    "SELECT j.id, j.run_id, j.claimed_by FROM step_jobs j JOIN standbys s"
+    " ON s.token = j.claimed_by WHERE s.pid = ? AND j.reply IS NULL ORDER BY j.id"
+)
+
+
+def serving(cluster: DaemonSlots, active: Daemon) -> Daemon | None:
+    """A standby of ours holding a claimed step not answered yet."""
+    for daemon in cluster.slots:
+        if daemon is active or daemon.proc is None or daemon.proc.poll() is not None:
+            continue
+        if query(cluster.url, HELD, (daemon.pid,)):
+            return daemon
+    return None
+
+
+def stop_serving(
+    cluster: DaemonSlots, active: Daemon, timeout: float, *, going: Callable[[], bool]
+) -> tuple[Daemon | None, list[tuple[Any, ...]], int]:
+    """SIGSTOP a standby while it holds steps: it, the steps (job, run, token), when (us).
+
+    None once `going` says no more steps are coming (the emits are done).
+    """
+
+    def stopped() -> tuple[Daemon | None, list[tuple[Any, ...]], int] | None:
+        if not going():
+            return None, [], 0
+        daemon = serving(cluster, active)
+        if daemon is None or daemon.proc is None:
+            return None
+        daemon.proc.send_signal(signal.SIGSTOP)
+        stopped_us = time.time_ns() // 1000
+        held = query(cluster.url, HELD, (daemon.pid,))  # it cannot reply while stopped
+        if held:
+            return daemon, held, stopped_us
+        daemon.proc.send_signal(signal.SIGCONT)  # it replied just before: another try
+        return None
+
+    return eventually_blocking(stopped, what="a standby serving a step", timeout=timeout)
+
+
+@dataclass(frozen=True)
+class FrozenStandby:
+    """The standby the test froze with steps in hand: when, and which steps (job, run)."""
+
+    pid: int
+    stopped_us: int
+    continued_us: int
+    held: list[tuple[int, str]]
+
+
+def freeze_standby(cluster: DaemonSlots, active: Daemon) -> FrozenStandby:
+    """SIGSTOP a standby while it holds a step, until that step was taken from it; SIGCONT.
+
+    The step's worker ends during the freeze (only the daemon is stopped): once continued,
+    the standby replies, too late; the reply must be refused.
+    """
+    daemon, held, stopped_us = stop_serving(cluster, active, timeout=60, going=lambda: True)
+    assert daemon is not None and daemon.proc is not None
+    jobs, token = [job for job, *_ in held], held[0][2]
+
+    def jobs_state() -> str:
+        rows = query(cluster.url, "SELECT * FROM step_jobs WHERE id = ANY(?)", (jobs,))
+        standbys = query(cluster.url, "SELECT * FROM standbys")
+        return f"its steps {rows}\nstandbys {standbys}\n{cluster.logs()}"
+
+    try:
+        eventually_blocking(
+            lambda: (
+                not query(
+                    cluster.url,
+                    "SELECT id FROM step_jobs WHERE id = ANY(?) AND claimed_by = ?"
+                    " AND reply IS NULL",
+                    (jobs, token),
+                )
+            ),
+            what="the frozen standby's steps offered again",
+            timeout=LEASE_SECONDS + 60,
+            details=jobs_state,
+        )
+    finally:
+        continued_us = time.time_ns() // 1000
+        daemon.proc.send_signal(signal.SIGCONT)
+    return FrozenStandby(daemon.pid, stopped_us, continued_us, [(j, r) for j, r, _ in held])
+
+
+def kill_standby(cluster: DaemonSlots, active: Daemon, emitters: list[Emitter]) -> bool:
+    """SIGKILL a standby, while it holds a step if one does soon; whether it held one."""
+
+    def going() -> bool:
+        return any(emitter.is_alive() for emitter in emitters)
+
+    try:
+        daemon, _, _ = stop_serving(cluster, active, timeout=30, going=going)
+    except AssertionError:  # no step out at the moment
+        daemon = None
+    held = daemon is not None
+    if daemon is None:  # any standby
+        daemon = next(d for d in cluster.slots if d is not active)
+    daemon.kill()
+    cluster.replace(daemon)
+    return held
+
+
 @dataclass(frozen=True)
 class Storm:
-    """What the chaos did: the daemon it froze, its SIGKILLs, how long take-overs took."""
+    """What the chaos did: the daemons it froze, its SIGKILLs, how long take-overs took."""
 
     frozen: Frozen
+    frozen_standby: FrozenStandby
     sigkills: int
     in_takeover: int  # daemons killed while taking over, before they were ready
     takeovers: list[float]  # seconds from a SIGKILL to the next daemon ready
+    standby_kills: int
+    serving_kills: int  # standbys killed holding a step
 
 
 def rage(cluster: DaemonSlots, rng: random.Random, emitters: list[Emitter]) -> Storm:
-    """Kill the active daemon every few seconds, freeze it once, until the emitters are done."""
-    kills, sigkills, in_takeover = 0, 0, 0
+    """Kill the active daemon every few seconds, freeze it once, until the emitters are done.
+
+    Standbys too: one serving a step is killed now and then, and one is frozen once.
+    """
+    kills, sigkills, in_takeover, standby_kills, serving_kills = 0, 0, 0, 0, 0
     frozen: Frozen | None = None
+    frozen_standby: FrozenStandby | None = None
     takeovers: list[float] = []
-    while kills <= FREEZE_AT_KILL or any(emitter.is_alive() for emitter in emitters):
+    while kills <= FREEZE_STANDBY_AT_KILL or any(emitter.is_alive() for emitter in emitters):
         time.sleep(rng.uniform(*KILL_EVERY))  # the chaos's pace, not a wait for something
         active = cluster.wait_active()
+        if kills == FREEZE_STANDBY_AT_KILL:
+            frozen_standby = freeze_standby(cluster, active)
+            active = cluster.wait_active()
+        elif kills % KILL_STANDBY_EVERY == 1:
+            serving_kills += kill_standby(cluster, active, emitters)
+            standby_kills += 1
         if kills == FREEZE_AT_KILL:
             frozen = freeze(cluster, active)
         else:
@@ -480,8 +635,10 @@ def rage(cluster: DaemonSlots, rng: random.Random, emitters: list[Emitter]) -> S
                 cluster.wait_active(other_than=active)
                 takeovers.append(time.monotonic() - killed_at)
         kills += 1
-    assert frozen is not None
-    return Storm(frozen, sigkills, in_takeover, takeovers)
+    assert frozen is not None and frozen_standby is not None
+    return Storm(
+        frozen, frozen_standby, sigkills, in_takeover, takeovers, standby_kills, serving_kills
+    )
 
 
 def test_three_daemons_under_kills_and_a_freeze_keep_every_guarantee(
@@ -561,6 +718,14 @@ def test_three_daemons_under_kills_and_a_freeze_keep_every_guarantee(
     assert_no_write_after_the_fence(pg_url, frozen)
     assert frozen.code == 3, f"the frozen daemon exited {frozen.code}:\n{frozen.log}"
     assert "fenced" in frozen.log, frozen.log
+    served = assert_isolated_steps_spread(pg_url)
+    assert_late_replies_refused(pg_url, storm.frozen_standby)
+    assert query(pg_url, "SELECT id, run_id, attempts FROM step_jobs") == [], (
+        "every step job's reply was taken or forgotten"
+    )
+    crashed = query(pg_url, "SELECT run_id, error FROM runs WHERE error_code = 'STEP_CRASHED'")
+    assert not crashed, f"steps failed as crashed: {crashed[:5]}"
+    assert storm.serving_kills > 0, "a standby was killed while it served a step"
     by_workflow = collections.Counter(workflows.values())
     print(
         f"{len(acked)} events acknowledged, {len(workflows)} runs ({dict(by_workflow)});"
@@ -569,6 +734,14 @@ def test_three_daemons_under_kills_and_a_freeze_keep_every_guarantee(
         f" daemon ready: median {statistics.median(storm.takeovers):.2f} s,"
         f" max {max(storm.takeovers):.2f} s; settled and stopped at {total_s:.1f} s;"
         f" {len(cluster.started)} daemons started"
+    )
+    on_standbys = sum(n for n, _ in served.values())
+    print(
+        f"isolated steps: {on_standbys} of {sum(a + b for a, b in served.values())} ran on"
+        f" standbys; by daemon (as a standby, as the active one): {served}; standbys killed:"
+        f" {storm.standby_kills} ({storm.serving_kills} holding a step); one frozen with"
+        f" {len(storm.frozen_standby.held)} steps for"
+        f" {(storm.frozen_standby.continued_us - storm.frozen_standby.stopped_us) / 1e6:.1f} s"
     )
 
 
@@ -797,6 +970,74 @@ def assert_no_write_after_the_fence(url: str, frozen: Frozen) -> None:
             " WHERE c.ended_at >= ?",
             (frozen.continued_us,),
         )
-        if frozen.pid in (value for key, value in json.loads(state).items() if key.endswith("_by"))
+        # The step's own record: an earlier step's (before the freeze) is carried along.
+        if step in RECORDS and json.loads(state)[f"{RECORDS[step]}_by"] == frozen.pid
     ]
     assert not late, f"steps the fenced daemon ran after it was continued were kept: {late[:3]}"
+
+
+# The sync steps each workflow's completed runs have, once each.
+SYNC_PIPELINES = {
+    "orders": ["ship"],
+    "audits": ["audit"],
+    "deploys": ["build", "release"],
+    "locks": ["acquire", "unlock"],
+    "ticks": ["tick"],
+    "alerts": [],
+}
+
+
+def assert_isolated_steps_spread(url: str) -> dict[int, tuple[int, int]]:
+    """Each run's sync steps were journaled once each, and standbys ran a share of them.
+
+    A sync step records the daemon whose worker ran it (the worker's parent) and when it
+    started: that daemon was a standby then if it registered as the active daemon (its
+    ``daemons`` row) only later, or never. Returns, by daemon pid, how many steps it ran
+    as a standby and as the active daemon.
+    """
+    wrong = [
+        (run_id, workflow, status, steps)
+        for run_id, workflow, status, steps in query(
+            url,
+            "SELECT r.run_id, r.workflow_id, r.status, array_remove(array_agg(c.step), NULL)"
+            " FROM runs r LEFT JOIN checkpoints c ON c.run = r.id AND c.step = ANY(?)"
+            " GROUP BY r.id",
+            (SYNC_STEPS,),
+        )
+        if sorted(steps) != (sorted(SYNC_PIPELINES[workflow]) if status == "completed" else [])
+    ]
+    assert not wrong, f"runs whose sync steps were not journaled once each: {wrong[:5]}"
+    active_since = dict(query(url, "SELECT pid, started_at FROM daemons"))
+    ran: dict[int, list[int]] = collections.defaultdict(lambda: [0, 0])
+    for step, state, base in query(
+        url, "SELECT step, state, base FROM checkpoints WHERE step = ANY(?)", (SYNC_STEPS,)
+    ):
+        assert base is None, "small states are kept whole"
+        data = json.loads(state)
+        by, at = data[f"{RECORDS[step]}_by"], data[f"{RECORDS[step]}_at"]
+        ran[by][by in active_since and active_since[by] <= at] += 1
+    served = {pid: (standby, here) for pid, (standby, here) in sorted(ran.items())}
+    standbys = [pid for pid, (standby, _) in served.items() if standby]
+    assert len(standbys) >= 2, f"isolated steps ran on {len(standbys)} standbys: {served}"
+    return served
+
+
+def assert_late_replies_refused(url: str, frozen: FrozenStandby) -> None:
+    """No step the frozen standby ran before it was continued was journaled after that.
+
+    Its steps were offered again while it was stopped: its replies, written once it was
+    continued, must have been refused (the step's checkpoint is the other daemon's).
+    """
+    assert frozen.held, "the standby was frozen holding steps"
+    late = [
+        (run_id, step, ended_at)
+        for run_id, step, state, ended_at in query(
+            url,
+            "SELECT r.run_id, c.step, c.state, c.ended_at FROM checkpoints c"
+            " JOIN runs r ON r.id = c.run WHERE c.step = ANY(?) AND c.ended_at >= ?",
+            (SYNC_STEPS, frozen.continued_us),
+        )
+        if json.loads(state)[f"{RECORDS[step]}_by"] == frozen.pid
+        and json.loads(state)[f"{RECORDS[step]}_at"] < frozen.continued_us
+    ]
+    assert not late, f"late replies of the frozen standby were kept: {late[:3]}"

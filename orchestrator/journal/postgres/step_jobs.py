@@ -52,6 +52,11 @@ _OFFER = (
     " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id"
 )
 _NOTIFY = "SELECT pg_notify(%s, '')"
+# A daemon frozen inside a transaction (an offer share-locks its `daemons` row, a requeue
+# locks jobs) would hold those locks as long as it is frozen: its fence, and the standbys'
+# replies, would wait for it. The server ends such a session instead (its writer's
+# connection is ended by the daemon fencing it; this one is not named after its token).
+_IDLE_LIMIT = "SET idle_in_transaction_session_timeout = '2s'"
 _CANCEL = "UPDATE step_jobs SET cancelled = 1 WHERE id = ANY(%s) AND cancelled = 0"
 _TAKE = "DELETE FROM step_jobs WHERE id = ANY(%s) AND reply IS NOT NULL RETURNING id, reply"
 _FORGET = "DELETE FROM step_jobs WHERE id = ANY(%s)"
@@ -354,7 +359,14 @@ class PostgresStepJobs:
                     with contextlib.suppress(Exception):
                         await conn.close()
                 self._conn = None
-                conn = self._conn = await connect(self.url, autocommit=True)
+                conn = await connect(self.url, autocommit=True)
+                try:
+                    await conn.execute(_IDLE_LIMIT)
+                except pg.Error as exc:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+                    raise failed(self.location, doing, exc, conn) from None
+                self._conn = conn
             try:
                 return await work(conn)
             except pg.Error as exc:
