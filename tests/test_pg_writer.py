@@ -294,18 +294,18 @@ async def test_a_runtimes_writes_give_the_same_rows_on_both_backends(
     tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch, together: bool
 ) -> None:
     recorded: list[list[Op]] = []
-    enqueue = GroupCommitWriter.enqueue
+    join = GroupCommitWriter._join
 
     def recording(
-        self: GroupCommitWriter, batch: Iterable[Op], *, urgent: bool = False
-    ) -> asyncio.Future[None]:
+        self: GroupCommitWriter, batch: Iterable[Op], urgent: bool, *, wanted: bool
+    ) -> asyncio.Future[None] | None:
         batch = list(batch)
         recorded.append(batch)
-        return enqueue(self, batch, urgent=urgent)
+        return join(self, batch, urgent, wanted=wanted)
 
-    monkeypatch.setattr(GroupCommitWriter, "enqueue", recording)
+    monkeypatch.setattr(GroupCommitWriter, "_join", recording)
     await seed(tmp_path / "seeded.db")
-    monkeypatch.setattr(GroupCommitWriter, "enqueue", enqueue)
+    monkeypatch.setattr(GroupCommitWriter, "_join", join)
     kinds = {stmt for batch in recorded for stmt, _ in batch}
     assert {Stmt.INSERT_RUN, Stmt.INSERT_WAIT, Stmt.ADD_ROUTE, Stmt.SET_LOAD_ERROR} <= kinds
     path = await both(tmp_path, pg_url, recorded, together=together)

@@ -107,9 +107,8 @@ class GroupCommitWriter(WriterStatus):
         self._cond = threading.Condition(self._lock)
         self._batch: asyncio.Future[None] | None = None
         self._inflight: asyncio.Future[None] | None = None
-        # The batch being filled, as its ops' parameter rows by statement, and how many ops.
+        # The batch being filled, as its ops' parameter rows by statement.
         self._rows: Rows = {}
-        self._queued = 0
         # The callers of the batch being filled, and of the one in flight.
         self._callers = CallersByStatement()
         self._inflight_callers = CallersByStatement()
@@ -190,7 +189,7 @@ class GroupCommitWriter(WriterStatus):
     @property
     def backlog(self) -> int:
         """Ops waiting for the next batch."""
-        return self._queued
+        return len(self._callers.kinds)
 
     def enqueue(self, ops: Iterable[Op], *, urgent: bool = False) -> asyncio.Future[None]:
         """Add ops to the next batch; the future resolves once that batch has committed.
@@ -198,13 +197,23 @@ class GroupCommitWriter(WriterStatus):
         Call on the event loop. Without `urgent`, the batch commits within
         `LAZY_FLUSH_SECONDS` (or sooner, with the next urgent write).
         """
+        future = self._join(ops, urgent, wanted=True)
+        assert future is not None  # `wanted` makes one
+        return future
+
+    def submit(self, ops: Iterable[Op], *, urgent: bool = False) -> None:
+        """`enqueue` with no one to tell how it went: no future (a refusal is logged)."""
+        self._join(ops, urgent, wanted=False)
+
+    def _join(
+        self, ops: Iterable[Op], urgent: bool, *, wanted: bool
+    ) -> asyncio.Future[None] | None:
         with self._lock:
             if self._failure is not None:
                 raise self._failure
             if self._stopped:
                 raise JournalError(f"journal {self.path} is closed")
-            future, count = self._callers.join_rows(self._rows, ops, self._together)
-            self._queued += count
+            future = self._callers.join_rows(self._rows, ops, self._together, wanted=wanted)
             if self._batch is None:
                 self._batch = asyncio.get_running_loop().create_future()
                 self._cond.notify()
@@ -255,7 +264,7 @@ class GroupCommitWriter(WriterStatus):
                 self._stopped = True
                 stranded = [f for f in (self._inflight, self._batch) if f is not None]
                 callers = (self._inflight_callers, self._callers)
-                self._inflight, self._batch, self._rows, self._queued = None, None, {}, 0
+                self._inflight, self._batch, self._rows = None, None, {}
                 self._inflight_callers, self._callers = CallersByStatement(), CallersByStatement()
                 if stranded and self._failure is None:  # only on a bug: it is re-raised below
                     self._failure = JournalError("the journal writer stopped unexpectedly")
@@ -366,7 +375,7 @@ class GroupCommitWriter(WriterStatus):
                     break
                 self._cond.wait(deadline - now)
             ops, batch, callers = self._rows, self._batch, self._callers
-            self._rows, self._queued, self._batch, self._inflight = {}, 0, None, batch
+            self._rows, self._batch, self._inflight = {}, None, batch
             self._inflight_callers, self._callers = callers, CallersByStatement()
             self._urgent = False
             return ops, batch, callers, self._closing
@@ -390,7 +399,7 @@ class GroupCommitWriter(WriterStatus):
             self._failure = failure
             waiting = [batch, *([self._batch] if self._batch is not None else [])]
             stopped = (callers, self._callers)
-            self._rows, self._queued, self._batch = {}, 0, None
+            self._rows, self._batch = {}, None
             self._callers = CallersByStatement()
         for caller in stopped:
             caller.settle(failure, outcomes if caller is callers else ())
