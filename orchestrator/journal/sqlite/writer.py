@@ -1,9 +1,10 @@
 """The single writer: one connection, one thread, many runs' writes in each commit.
 
-Callers on the event loop `enqueue` ops and get the future of the batch they joined. The
-writer thread takes everything pending, applies it in one ``BEGIN IMMEDIATE`` transaction
-(one fsync) and resolves that future only after COMMIT returned. While it commits, the next
-batch fills up, and the event loop keeps running steps: that is the group commit.
+Callers on the event loop `enqueue` ops and get a future of their own (or `submit` them
+and get none: most writes are awaited by no one). The writer thread takes everything
+pending, applies it in one ``BEGIN IMMEDIATE`` transaction (one fsync) and resolves the
+futures only after COMMIT returned. While it commits, the next batch fills up, and the
+event loop keeps running steps: that is the group commit.
 
 Ops nobody waits for (checkpoints, log lines) are committed within `LAZY_FLUSH_SECONDS`;
 a `write` or `flush` (someone waits: a run's end, an API call) wakes the thread at once.
