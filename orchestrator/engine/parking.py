@@ -300,6 +300,7 @@ class Parking:
             "timeout_at": None,
             "on_timeout": request.on_timeout,
         }
+        carried, row_ops = _paused_row(run, carried, now)
         committed = self._writer.enqueue(
             [
                 *carried,
@@ -316,8 +317,7 @@ class Parking:
                     at=self._clock.now_us(),  # read as the live path reads it (`_wait_op`)
                     joins=None,
                 ),
-                ops.set_status(run.row, RunStatus.PAUSED, now),
-                ops.set_paused_in(run.row, _pausing_step(run)),
+                *row_ops,
                 self._timeline(
                     run.row, run.position, "runtime", "run.paused", f"waiting for {waiting}", data
                 ),
@@ -353,12 +353,12 @@ class Parking:
         }
         if wait.joins is not None:
             data["joins"] = len(wait.joins)
+        carried, row_ops = _paused_row(run, carried, now)
         committed = self._writer.enqueue(
             [
                 *carried,
                 self._wait_op(wait),
-                ops.set_status(run.row, RunStatus.PAUSED, now),
-                ops.set_paused_in(run.row, _pausing_step(run)),
+                *row_ops,
                 self._timeline(
                     run.row,
                     run.position,
@@ -788,6 +788,24 @@ def _parse(text: str) -> Any:
 
 def _key(conditions: Conditions) -> str:
     return json.dumps(conditions.to_json(), sort_keys=True)
+
+
+def _paused_row(
+    run: ActiveRun, carried: list[ops.Op], now: int
+) -> tuple[list[ops.Op], list[ops.Op]]:
+    """The writes `run`'s step carried, less its progress, and its row's pause.
+
+    With the step's progress carried, the row's pause is that progress and the pause in
+    one update (`ops.parked`); else it is its status and the step it pauses in.
+    """
+    step = _pausing_step(run)
+    for n, op in enumerate(carried):
+        if op[0] is ops.Stmt.SET_PROGRESS and op[1][-1] == run.row:
+            return [*carried[:n], *carried[n + 1 :]], [ops.parked(op, step, now)]
+    return carried, [
+        ops.set_status(run.row, RunStatus.PAUSED, now),
+        ops.set_paused_in(run.row, step),
+    ]
 
 
 def _pausing_step(run: ActiveRun) -> str | None:

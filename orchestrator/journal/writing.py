@@ -161,6 +161,13 @@ class CallersByStatement(Callers):
             kinds.append(stmt)
         return future
 
+    def each_kinds(self) -> Iterator[list[Stmt]]:
+        """Each caller's statements (`kinds`), in the order of `each_rows`."""
+        kinds = self.kinds
+        ends = [*self.starts[1:], len(kinds)]
+        for start, end in zip(self.starts, ends, strict=True):
+            yield kinds[start:end]
+
     def each_rows(self, rows: Rows) -> Iterator[Rows]:
         """Each caller's rows in `rows` (the batch they were added to), in order."""
         kinds = self.kinds

@@ -38,7 +38,7 @@ from ...errors import JournalCorrupt, JournalError, JournalLocked
 from ...records import FINAL_STATUSES
 from ..deltas import Deltas
 from ..faults import AFTER_COMMIT, BEFORE_COMMIT, FaultPoints, SimulatedCrash, SimulatedDiskFull
-from ..ops import Op, Stmt, in_order
+from ..ops import Op, Stmt, in_order, untangled
 from ..protocol import Synchronous
 from ..records import Opened
 from ..writing import (
@@ -282,7 +282,7 @@ class GroupCommitWriter(WriterStatus):
         ops, batch, callers, closing = self._take_batch()
         if batch is None:
             return not closing
-        error = self._apply_retrying(ops)
+        error = self._apply_retrying(untangled(ops, callers.kinds))
         outcomes: Outcomes = []
         if isinstance(error, Refused):
             error, outcomes = self._apply_each(ops, callers)
@@ -298,8 +298,8 @@ class GroupCommitWriter(WriterStatus):
         that stops the writer, if any, and the outcome of each caller tried before it.
         """
         outcomes: list[JournalError | None] = []
-        for mine in callers.each_rows(ops):
-            stop = outcome(self._apply_retrying(mine), outcomes)
+        for mine, kinds in zip(callers.each_rows(ops), callers.each_kinds(), strict=True):
+            stop = outcome(self._apply_retrying(untangled(mine, kinds)), outcomes)
             if stop is not None:
                 return stop, outcomes
         return None, outcomes
