@@ -9,7 +9,9 @@ Invariant: ops for one run are submitted in causal order with nondecreasing time
 (the `Clock` guarantees it), and two statements that touch the same row and column are the
 same key (a backend's statements only ever raise ``updated_at``, with ``max``), so applying
 a batch grouped by statement, keeping the last of each run's absolute updates, equals
-applying it op by op.
+applying it op by op. One exception: `SET_PARKED` sets what three other keys set (a pause
+in one update); a batch that has one of them for the same run runs it as those three
+(`untangled`).
 """
 
 from __future__ import annotations
