@@ -56,12 +56,12 @@ def preempt_then_crash(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 
     Returns a list that holds one item once the crash has happened.
     """
-    enqueue, apply = GroupCommitWriter.enqueue, GroupCommitWriter._apply
+    join, apply = GroupCommitWriter._join, GroupCommitWriter._apply
     crashed: list[bool] = []
 
-    def stalling_enqueue(self: GroupCommitWriter, ops: Iterable[Op], **kwargs: Any) -> Any:
+    def stalling_join(self: GroupCommitWriter, ops: Iterable[Op], *args: Any, **kwargs: Any) -> Any:
         ops = list(ops)
-        batch = enqueue(self, ops, **kwargs)
+        batch = join(self, ops, *args, **kwargs)
         if creates_a_run(ops) and not crashed:
             time.sleep(0.5)  # preempted: the writer's lazy flush comes due meanwhile
         return batch
@@ -72,7 +72,7 @@ def preempt_then_crash(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
             crashed.append(True)
             raise SimulatedCrash("right after the first commit that creates a run")
 
-    monkeypatch.setattr(GroupCommitWriter, "enqueue", stalling_enqueue)
+    monkeypatch.setattr(GroupCommitWriter, "_join", stalling_join)
     monkeypatch.setattr(GroupCommitWriter, "_apply", crashing_apply)
     return crashed
 

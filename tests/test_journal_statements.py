@@ -37,7 +37,7 @@ def test_each_statement_compiles_against_the_latest_schema(tmp_path: Path, stmt:
 
 
 def test_a_batch_applies_statements_in_the_order_the_keys_are_declared() -> None:
-    ops = [(stmt, (1,)) for stmt in reversed(list(Stmt))]
+    ops = [(stmt, (n,)) for n, stmt in enumerate(reversed(list(Stmt)))]
     assert [stmt for stmt, _ in grouped(ops)] == list(Stmt)
 
 
@@ -56,14 +56,18 @@ def _bulk_rows(run_ids: list[str], *, nul: bool = True) -> list[Op]:
         writes += ops.create_run(
             i, run_id, "wf", "t", "v1", status=RunStatus.RUNNING, first_step="a", state="{}", at=at
         )
-        writes += ops.checkpoint(
+        step = ops.checkpoint(
             i, 1, text, started_at=at, ended_at=at, state='{"s":1}', next_step=text
         )
-        writes.append(
-            ops.set_status(
-                i, RunStatus.FAILED, at + 1, error=text or None, code=RunCode.STEP_FAILED
+        if i % 2 == 0:  # paused: its progress and its pause in one update
+            writes += [step[0], ops.parked(step[1], text or None, at + 1)]
+        else:
+            writes += step
+            writes.append(
+                ops.set_status(
+                    i, RunStatus.FAILED, at + 1, error=text or None, code=RunCode.STEP_FAILED
+                )
             )
-        )
         where = f'[["k","==",{i}]]'
         writes += [
             ops.add_wait(
@@ -79,8 +83,11 @@ def _bulk_rows(run_ids: list[str], *, nul: bool = True) -> list[Op]:
                 at=at,
                 joins=None if i % 2 else f'["{run_id}"]',
             ),
-            ops.set_paused_in(i, "a"),
-            ops.set_paused_in(i, text or None),  # the last one of a run wins
+            *(
+                []
+                if i % 2 == 0
+                else [ops.set_paused_in(i, "a"), ops.set_paused_in(i, text or None)]
+            ),  # the last one of a run wins
             ops.add_timeline(i, at, "runtime", "run.paused", position=1, message=text),
             ops.add_timeline(
                 None if i % 4 == 0 else i, at, "logger", "info", step=text, data={"t": text}
@@ -126,7 +133,9 @@ def test_bulk_statements_write_what_row_by_row_statements_write(
         ends = conn.execute("SELECT updated_at, position, status FROM runs").fetchall()
     finally:
         conn.close()
-    assert sorted(ends) == [(2**62 + i + 1, 1, "failed") for i in range(1, count + 1)]
+    assert sorted(ends) == [
+        (2**62 + i + 1, 1, "paused" if i % 2 == 0 else "failed") for i in range(1, count + 1)
+    ]
 
 
 def test_bulk_rows_run_as_one_statement_unless_a_nul_is_in_them(tmp_path: Path) -> None:
@@ -149,3 +158,64 @@ def test_bulk_rows_run_as_one_statement_unless_a_nul_is_in_them(tmp_path: Path) 
         assert conn.execute(nuls).fetchone() == (len(nul),)
     finally:
         conn.close()
+
+
+def test_a_run_parked_and_updated_again_in_one_batch_ends_as_applied_op_by_op(
+    tmp_path: Path,
+) -> None:
+    """A `SET_PARKED` row runs as its parts when the batch updates its run's row again."""
+    at = 1_000
+    writes: list[Op] = []
+    steps = {}
+    for row in (1, 2, 3):
+        writes += ops.create_run(
+            row,
+            f"r{row}",
+            "wf",
+            "t",
+            "v1",
+            status=RunStatus.RUNNING,
+            first_step="a",
+            state="{}",
+            at=at,
+        )
+        steps[row] = ops.checkpoint(
+            row, row, "a", started_at=at + 1, ended_at=at + 1, state="{}", next_step="b"
+        )
+    writes += [  # run 1 parks, then an event wakes it and its next step starts
+        steps[1][0],
+        ops.parked(steps[1][1], "a", at + 2),
+        ops.set_status(1, RunStatus.RUNNING, at + 3),
+        ops.set_paused_in(1, None),
+        ops.step_started(1, 1, "b", at + 3),
+    ]
+    writes += [  # run 2 is resumed, then parks again
+        ops.set_status(2, RunStatus.RUNNING, at + 1),
+        ops.set_paused_in(2, None),
+        steps[2][0],
+        ops.parked(steps[2][1], "a", at + 4),
+    ]
+    writes += [steps[3][0], ops.parked(steps[3][1], "a", at + 2)]  # run 3 parks, alone
+
+    def runs(path: Path, batches: list[list[Op]]) -> list[Any]:
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            migrate(conn, path)
+            for batch in batches:
+                for stmt, rows in grouped(batch):
+                    if stmt is Stmt.INSERT_CHECKPOINT:
+                        rows = [(*row, None) for row in rows]
+                    conn.executemany(SQL[stmt], rows)
+            return conn.execute(
+                "SELECT id, status, step, position, paused_in, updated_at FROM runs ORDER BY id"
+            ).fetchall()
+        finally:
+            conn.close()
+
+    one_by_one = runs(tmp_path / "ops.db", [[op] for op in writes])
+    assert runs(tmp_path / "batch.db", [writes]) == one_by_one
+    assert one_by_one == [
+        (1, "running", "b", 1, None, at + 3),
+        (2, "paused", "b", 2, "a", at + 4),
+        (3, "paused", "b", 3, "a", at + 2),
+    ]

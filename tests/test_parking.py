@@ -88,8 +88,9 @@ def routes(journal: RecordingJournal) -> list[tuple[str, str]]:
 
 async def test_an_event_for_a_parked_run_wakes_it_with_the_data_in_its_state() -> None:
     h = Harness()
-    waiting = h.parking.park_or_drain(h.run(7), paid(7))
-    assert waiting == "paid where order == 7" and list(h.parking.paused) == ["run-1"]
+    paused = h.parking.park_or_drain(h.run(7), paid(7))
+    assert paused is not None and paused.waiting == "paid where order == 7"
+    assert list(h.parking.paused) == ["run-1"]
     h.deliver("e-other", {"order": 8})
     assert h.woken == []
     h.deliver("e-1", {"order": 7, "amount": 12})

@@ -294,18 +294,18 @@ async def test_a_runtimes_writes_give_the_same_rows_on_both_backends(
     tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch, together: bool
 ) -> None:
     recorded: list[list[Op]] = []
-    enqueue = GroupCommitWriter.enqueue
+    join = GroupCommitWriter._join
 
     def recording(
-        self: GroupCommitWriter, batch: Iterable[Op], *, urgent: bool = False
-    ) -> asyncio.Future[None]:
+        self: GroupCommitWriter, batch: Iterable[Op], urgent: bool, *, wanted: bool
+    ) -> asyncio.Future[None] | None:
         batch = list(batch)
         recorded.append(batch)
-        return enqueue(self, batch, urgent=urgent)
+        return join(self, batch, urgent, wanted=wanted)
 
-    monkeypatch.setattr(GroupCommitWriter, "enqueue", recording)
+    monkeypatch.setattr(GroupCommitWriter, "_join", recording)
     await seed(tmp_path / "seeded.db")
-    monkeypatch.setattr(GroupCommitWriter, "enqueue", enqueue)
+    monkeypatch.setattr(GroupCommitWriter, "_join", join)
     kinds = {stmt for batch in recorded for stmt, _ in batch}
     assert {Stmt.INSERT_RUN, Stmt.INSERT_WAIT, Stmt.ADD_ROUTE, Stmt.SET_LOAD_ERROR} <= kinds
     path = await both(tmp_path, pg_url, recorded, together=together)
@@ -427,6 +427,39 @@ async def test_a_batch_refused_for_one_callers_ops_commits_every_other_caller(
         assert writer.failure is None
         await writer.write([ops.add_event("e4", "t", "{}", "api", 5)])
     assert events() == [("e1",), ("e3",), ("e4",)]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_refused_caller_with_no_future_is_left_out_alone(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """`submit` makes no future: its refused ops are left out, the others commit."""
+    if backend == "sqlite":
+        path = tmp_path / "journal.db"
+        writer: Any = GroupCommitWriter(path)
+
+        def events() -> list[Any]:
+            with sqlite3.connect(path) as conn:
+                return conn.execute("SELECT event_id FROM events ORDER BY id").fetchall()
+    else:
+        url = request.getfixturevalue("pg_url")
+        writer = PostgresWriter(url)
+
+        def events() -> list[Any]:
+            return query(url, "SELECT event_id FROM events ORDER BY id")
+
+    create = ops.create_run(
+        1, "r1", "wf", "t", "v", status=RunStatus.QUEUED, first_step="a", state="{}", at=1
+    )
+    async with running(writer):
+        await writer.write(create)
+        writer.submit([ops.add_event("e1", "t", "{}", "api", 2)])
+        writer.submit([ops.add_event("e2", "t", "{}", "api", 3), *create])  # refused
+        after = writer.enqueue([ops.add_event("e3", "t", "{}", "api", 4)])
+        await writer.flush()
+        await after
+        assert writer.failure is None
+    assert events() == [("e1",), ("e3",)]
 
 
 async def test_a_failed_pipelined_batch_leaves_psycopg_nothing_to_log(

@@ -591,6 +591,7 @@ async def test_a_run_settled_by_its_batch_returns_only_once_committed(
 
     def holding(self: GroupCommitWriter, ops: Rows) -> None:
         statuses = [row[0] for row in ops.get(Stmt.SET_STATUS, [])]
+        statuses += ["paused" for _ in ops.get(Stmt.SET_PARKED, [])]  # a pause's row
         if ending in statuses and not reached.is_set():
             reached.set()
             release.wait(30)

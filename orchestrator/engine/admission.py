@@ -383,11 +383,11 @@ class Admission:
         parked = self._parking.paused.get(holder)
         settled: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
         if parked is not None:
-            self._writer.enqueue(self._parking.signal(parked, patch))
+            self._writer.submit(self._parking.signal(parked, patch))
             state, status, row = parked.state_text, RunStatus.PAUSED, parked.row
         else:
             run = self._runs.active[holder]
-            self._writer.enqueue(self._runs.signal_active(run, patch))
+            self._writer.submit(self._runs.signal_active(run, patch))
             state, status, row = run.state_text, RunStatus.RUNNING, run.row
         result = RunResult(ok=True, status=status, run_id=holder, state=decode_state(state))
         settled.set_result(result)
@@ -396,7 +396,7 @@ class Admission:
     def _signalled_instead(self, row: int, holder: str) -> None:
         now = self._clock.now_us()
         message = f"signalled into the active run {holder} instead (the workflow is busy)"
-        self._writer.enqueue(
+        self._writer.submit(
             [
                 ops.set_status(row, RunStatus.DROPPED, now, error=message, code=RunCode.DROPPED),
                 ops.add_timeline(row, now, "runtime", "run.dropped", message=message),
@@ -407,7 +407,7 @@ class Admission:
         reason = f"replaced by run {new_id}"
         parked = self._parking.paused.get(holder)
         if parked is not None:
-            self._writer.enqueue(
+            self._writer.submit(
                 self._parking.fail_parked(
                     parked, reason, RunCode.REPLACED, status=RunStatus.ABORTED
                 )
@@ -423,7 +423,7 @@ class Admission:
             return
         message = f"superseded by run {new_id} (latest wins)"
         now = self._clock.now_us()
-        self._writer.enqueue(
+        self._writer.submit(
             [
                 ops.set_status(
                     run.row, RunStatus.DROPPED, now, error=message, code=RunCode.SUPERSEDED
@@ -472,7 +472,7 @@ class Admission:
         ]
         if code is not None:
             writes.append(ops.set_status(run.row, status, now, error=_reason(decision), code=code))
-        self._writer.enqueue(writes)
+        self._writer.submit(writes)
 
 
 # The gate's decisions `rt.on` hears of at once (a start is announced as its run begins).

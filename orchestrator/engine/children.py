@@ -111,10 +111,10 @@ class Children:
             message = f"the join's results do not fit in the run's state: {exc}"
             with self._writer.together():  # the end and its system event: one batch
                 writes = self._parking.fail_parked(parked, message, RunCode.INVALID_STATE)
-                self._writer.enqueue(writes, urgent=True)
+                self._writer.submit(writes, urgent=True)
             return
         writes = self._parking.wake(parked, patch, reason, extra=extra, show_patch=False)
-        self._writer.enqueue(writes, urgent=True)
+        self._writer.submit(writes, urgent=True)
 
     async def _abort_children(self, parent: str) -> None:
         """Abort the unfinished children of an aborted run."""

@@ -121,7 +121,7 @@ class RunLogger(StepLogger):
     def _submit(self, op: ops.Op) -> None:
         # A log line must never fail the step; a dead writer fails the run elsewhere.
         with contextlib.suppress(JournalError):
-            self._writer.enqueue([op])
+            self._writer.submit([op])
 
 
 def _format(msg: str, args: tuple[object, ...]) -> str:

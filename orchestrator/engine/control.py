@@ -231,7 +231,7 @@ class Control:
                 *self.parking.release(run.row),
             ]
             with self._writer.together():
-                self._writer.enqueue(writes)
+                self._writer.submit(writes)
                 self.system.ended(
                     run.run_id,
                     run.workflow_id,
@@ -407,10 +407,10 @@ class Control:
                 self.settling[run_id] = dispatched.settled
                 # Once settled the journal answers (`Runtime._first_run`): nothing piles up.
                 dispatched.settled.add_done_callback(lambda _: self.settling.pop(run_id, None))
-                self._writer.enqueue([ops.inbox_done(command, "ok", self._clock.now_us())])
+                self._writer.submit([ops.inbox_done(command, "ok", self._clock.now_us())])
         except OrchestratorError as exc:  # deregistered meanwhile: the command says why
             outcome = f"{exc.code}: {exc}"
-            self._writer.enqueue([ops.inbox_done(command, outcome, self._clock.now_us())])
+            self._writer.submit([ops.inbox_done(command, outcome, self._clock.now_us())])
             raise
         return run_id
 
@@ -564,7 +564,7 @@ class Control:
         with self._writer.together():  # no await inside: the writer thread waits
             self.runs.retry(run, writes)
             if command is not None:
-                self._writer.enqueue([self._done(command, "ok")])
+                self._writer.submit([self._done(command, "ok")])
         return run.settled
 
     async def fork(
@@ -609,7 +609,7 @@ class Control:
                 registered, stored.trigger_id, point.state, run_id=new_run_id, origin=origin
             )
             if command is not None:
-                self._writer.enqueue([self._done(command, "ok")])
+                self._writer.submit([self._done(command, "ok")])
         return dispatched
 
     async def _restart_command(self, command: CommandRecord) -> None:
@@ -646,7 +646,7 @@ class Control:
                 target = await self._abortable(command.run_id or "")
                 with self._writer.together():  # the end, its system event and the mark
                     writes = [] if target is None else self._abort_now(target)
-                    self._writer.enqueue([*writes, self._done(command, "ok")])
+                    self._writer.submit([*writes, self._done(command, "ok")])
                 return
             if command.command in ("retry", "fork"):
                 await self._restart_command(command)
@@ -655,9 +655,9 @@ class Control:
         except OrchestratorError as exc:
             if command.command in ("retry", "fork"):  # the CLI returned before this check
                 _log.warning("%s of run %s refused: %s", command.command, command.run_id, exc)
-            self._writer.enqueue([self._done(command, f"{exc.code}: {exc}")])
+            self._writer.submit([self._done(command, f"{exc.code}: {exc}")])
             return
-        self._writer.enqueue([*writes, self._done(command, "ok")])
+        self._writer.submit([*writes, self._done(command, "ok")])
 
     def _done(self, command: CommandRecord, outcome: str) -> ops.Op:
         return ops.inbox_done(command.id, outcome, self._clock.now_us())
@@ -683,7 +683,7 @@ class Control:
         found = await self._reader.run_status(command.run_id) if command.run_id else None
         if found is not None and found[1] != RunStatus.QUEUED:
             outcome = f"not started: run {command.run_id} is {found[1]} already"
-            self._writer.enqueue([self._done(command, outcome)])
+            self._writer.submit([self._done(command, outcome)])
             return
         row = None if found is None else found[0]
         parent = await self._aborted_parent(command)
@@ -691,13 +691,13 @@ class Control:
             if parent is not None:  # started by a step of a run aborted since
                 why = f"not started: its parent run {parent} was aborted"
                 aborted = self._refused(command, why, row, status=RunStatus.ABORTED)
-                self._writer.enqueue([*aborted, self._done(command, why)])
+                self._writer.submit([*aborted, self._done(command, why)])
                 return
             try:
                 self._invoke_command(command, row)
             except WorkflowDisabled as exc:  # its run ends rejected, visibly
                 refused = self._refused(command, str(exc), row)
-                self._writer.enqueue([*refused, self._done(command, f"{exc.code}: {exc}")])
+                self._writer.submit([*refused, self._done(command, f"{exc.code}: {exc}")])
                 return
             except OrchestratorError as exc:
                 if row is None and self._is_child(command):  # a row, so a join of it ends
@@ -705,9 +705,9 @@ class Control:
                 if row is None:
                     raise
                 self._not_invocable(command, row, exc)
-                self._writer.enqueue([self._done(command, f"{exc.code}: {exc}")])
+                self._writer.submit([self._done(command, f"{exc.code}: {exc}")])
                 return
-            self._writer.enqueue([self._done(command, "ok")])
+            self._writer.submit([self._done(command, "ok")])
 
     async def _aborted_parent(self, command: CommandRecord) -> str | None:
         """The parent of a child run's invoke (`ctx.start`), if that parent is aborted."""
@@ -734,7 +734,7 @@ class Control:
         row, writes = self.runs.unstartable_row(
             command.run_id or "", command.workflow_id or "", command.trigger_id or "", state
         )
-        self._writer.enqueue(writes)
+        self._writer.submit(writes)
         return row
 
     def _keyed(self, kind: str, key: str) -> str | None:
@@ -753,7 +753,7 @@ class Control:
         error = f"{exc}; load it (or fix the name) and invoke it again"
         code = RunCode.NOT_INVOCABLE
         now = self._clock.now_us()
-        self._writer.enqueue([ops.set_status(row, RunStatus.FAILED, now, error=error, code=code)])
+        self._writer.submit([ops.set_status(row, RunStatus.FAILED, now, error=error, code=code)])
         log_failed(command.run_id or "", command.workflow_id or "", None, code, error)
         self.system.ended(
             command.run_id or "",

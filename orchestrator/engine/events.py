@@ -60,7 +60,7 @@ class EventBus:
 
     def skip(self, event_id: str) -> None:
         """Mark an event from another process routed without routing it (it is unreadable)."""
-        self._writer.enqueue([ops.mark_routed(event_id, self._clock.now_us())])
+        self._writer.submit([ops.mark_routed(event_id, self._clock.now_us())])
 
     def _route(
         self,
@@ -104,5 +104,5 @@ class EventBus:
             )
         for wait in routing.waits:
             writes += self._parking.deliver(wait, event_id, data)
-        self._writer.enqueue(writes)
+        self._writer.submit(writes)
         return started

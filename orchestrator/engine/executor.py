@@ -76,6 +76,8 @@ class ActiveRun:
     service_scope: ServiceScope | None = field(default=None, repr=False)
     # How it ended (or paused), while its batch commits, when that batch is to settle it.
     ending: Ending | None = field(default=None, repr=False)
+    # A pausing step's checkpoint, not enqueued yet: its pause enqueues it (one caller).
+    carried: list[ops.Op] | None = field(default=None, repr=False)
 
     @property
     def next_step(self) -> str | None:
@@ -227,7 +229,17 @@ async def _run_step(run: ActiveRun, bound: BoundStep, env: ExecutorEnv) -> Pause
     # What the step started and emitted: in the checkpoint's batch, exactly once.
     if outbox is not None:
         writes += outbox.writes(run.run_id, ended)
-    env.writer.enqueue(writes)
+    if (
+        pause is not None
+        and not run.commit_next_checkpoint
+        and not env.wants("step.completed")
+        and env.writer.backlog <= HIGH_WATER
+    ):
+        # Enqueued with its pause, which follows at once (`Parking.park_or_drain`): one
+        # caller, and the step's progress and the pause one update of the run's row.
+        run.carried = writes
+        return pause
+    env.writer.submit(writes)
     if run.commit_next_checkpoint or env.writer.backlog > HIGH_WATER:
         run.commit_next_checkpoint = False
         await env.writer.flush()
@@ -308,7 +320,7 @@ def run_scope(run: ActiveRun, env: ExecutorEnv) -> ServiceScope:
 def _service_opened(run: ActiveRun, env: ExecutorEnv, service_id: str) -> None:
     # Journaled so that, if the process dies before the run's scope is closed, recovery
     # builds the service again and runs its cleanups: run-scoped cleanup is at least once.
-    env.writer.enqueue(
+    env.writer.submit(
         [
             ops.add_timeline(
                 run.row, env.clock.now_us(), "runtime", "service.opened", message=service_id
@@ -416,7 +428,7 @@ def _note(
     data: dict[str, Any] | None = None,
 ) -> None:
     """A timeline entry about the step `bound` of `run` (not awaited: it is not an answer)."""
-    env.writer.enqueue(
+    env.writer.submit(
         [
             ops.add_timeline(
                 run.row,

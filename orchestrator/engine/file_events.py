@@ -301,18 +301,18 @@ class JournalFileLedger:
         with self._writer.together():
             if not self._emit(FILE_CREATED, data):
                 return False
-            self._writer.enqueue([ops.file_seen(str(folder), glob, name, inode, self._now_us())])
+            self._writer.submit([ops.file_seen(str(folder), glob, name, inode, self._now_us())])
         return True
 
     def gone(self, watch: Watch, name: str) -> None:
         """Record that the name is free again (a file created under it will be new)."""
         folder, glob = watch
-        self._writer.enqueue([ops.file_seen(str(folder), glob, name, None, self._now_us())])
+        self._writer.submit([ops.file_seen(str(folder), glob, name, None, self._now_us())])
 
     def unnamed(self, path: Path, present: bool) -> None:
         """Journal it as a load error of that (escaped) path, or clear that error."""
         message = UNNAMED if present else None
-        self._writer.enqueue([ops.load_error(shown(path), None, message, self._now_us())])
+        self._writer.submit([ops.load_error(shown(path), None, message, self._now_us())])
 
 
 def _reason(exc: BaseException) -> str:

@@ -16,7 +16,7 @@ import json
 import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..clock import Clock
 from ..define.conditions import Conditions, index_key
@@ -29,6 +29,13 @@ from .dispatcher import Dispatcher
 from .executor import ActiveRun, log_failed
 from .registry import RegisteredWorkflow
 from .timers import Timers
+
+
+class Paused(NamedTuple):
+    """A run parked (`Parking.park_or_drain`): what it waits for, and its pause's commit."""
+
+    waiting: str
+    committed: asyncio.Future[None]
 
 
 @dataclass(eq=False, kw_only=True)
@@ -151,7 +158,7 @@ class Parking:
         if existing is not None:
             return existing
         wait = self._new_wait(row, run_id, event, conditions, persistent=True, status="armed")
-        self._writer.enqueue([self._wait_op(wait)])
+        self._writer.submit([self._wait_op(wait)])
         return wait
 
     async def _register_async(
@@ -168,7 +175,7 @@ class Parking:
             return
         if wait.status == "parked":
             raise RunNotActive("a wait a run is parked on cannot be cancelled; abort the run")
-        self._writer.enqueue([self._retire(wait, "cancelled")])
+        self._writer.submit([self._retire(wait, "cancelled")])
 
     def release(self, row: int) -> list[ops.Op]:
         """The run ended: retire all its waits."""
@@ -178,24 +185,26 @@ class Parking:
 
     # -- parking and waking ----------------------------------------------------------------
 
-    def park_or_drain(self, run: ActiveRun, request: PauseRequest) -> str | None:
+    def park_or_drain(self, run: ActiveRun, request: PauseRequest) -> Paused | None:
         """Park `run` on its request's wait, or consume what that wait buffered.
 
-        Returns what the run now waits for, in words; None when a buffered event was
+        Returns what the run now waits for, in words, and the future of its pause's writes
+        (with the checkpoint its step `carried`, if any); None when a buffered event was
         consumed: the run goes on at once. A plain event wait (`_plain`) is parked dormant,
         as a restart finds it: a tuple filed in the dispatcher, not a `ParkedRun` and a
         `Wait` (built when an event is a candidate or a command looks the run up).
         """
+        carried, run.carried = run.carried or [], None
         if request.joins is not None:
             joined = self._new_wait(
                 run.row, run.run_id, None, request.conditions, persistent=False, status="parked"
             )
             joined.joins = request.joins
-            return self._park(run, joined, request, self._clock.now_us()).wait.describe()
+            return self._park(run, joined, request, self._clock.now_us(), carried)
         now = self._clock.now_us()
         keys = self._plain(run.row, request)
         if keys is not None:
-            return self._park_dormant(run, request, keys, now)
+            return self._park_dormant(run, request, keys, now, carried)
         wait = request.wait or (
             self._find(run.row, request.event, request.conditions, persistent=True)
             if request.event is not None
@@ -206,8 +215,9 @@ class Parking:
             patch = {request.into: event.data} if request.into else {}
             run.position += 1
             run.state_text = encode_state({**decode_state(run.state_text), **patch})
-            self._writer.enqueue(
+            self._writer.submit(
                 [
+                    *carried,
                     ops.drain_event(wait.id, event.seq),
                     *ops.state_change(run.row, run.position, "resume", run.state_text, now),
                     ops.add_route(event.event_id, run.row, "resumed", wait.id),
@@ -231,7 +241,7 @@ class Parking:
                 persistent=False,
                 status="parked",
             )
-        return self._park(run, wait, request, now).wait.describe()
+        return self._park(run, wait, request, now, carried)
 
     def _plain(self, row: int, request: PauseRequest) -> tuple[tuple[str, Hashable], ...] | None:
         """The ``==`` keys of a request a run can park on dormant, or None if it cannot.
@@ -256,8 +266,9 @@ class Parking:
         request: PauseRequest,
         keys: tuple[tuple[str, Hashable], ...],
         now: int,
-    ) -> str:
-        """Park `run` on a plain event wait as a `DormantRow`; what it waits for, in words."""
+        carried: list[ops.Op],
+    ) -> Paused:
+        """Park `run` on a plain event wait as a `DormantRow` (`park_or_drain`)."""
         event = request.event or ""
         self._next_wait += 1
         wait_id = self._next_wait
@@ -289,8 +300,10 @@ class Parking:
             "timeout_at": None,
             "on_timeout": request.on_timeout,
         }
-        self._writer.enqueue(
+        carried, row_ops = _paused_row(run, carried, now)
+        committed = self._writer.enqueue(
             [
+                *carried,
                 ops.add_wait(
                     wait_id,
                     run.row,
@@ -304,16 +317,18 @@ class Parking:
                     at=self._clock.now_us(),  # read as the live path reads it (`_wait_op`)
                     joins=None,
                 ),
-                ops.set_status(run.row, RunStatus.PAUSED, now),
-                ops.set_paused_in(run.row, _pausing_step(run)),
+                *row_ops,
                 self._timeline(
                     run.row, run.position, "runtime", "run.paused", f"waiting for {waiting}", data
                 ),
-            ]
+            ],
+            urgent=True,
         )
-        return waiting
+        return Paused(waiting, committed)
 
-    def _park(self, run: ActiveRun, wait: Wait, request: PauseRequest, now: int) -> ParkedRun:
+    def _park(
+        self, run: ActiveRun, wait: Wait, request: PauseRequest, now: int, carried: list[ops.Op]
+    ) -> Paused:
         wait.status, wait.into, wait.on_timeout = "parked", request.into, request.on_timeout
         wait.timeout_at = None if request.timeout is None else now + int(request.timeout * 1e6)
         parked = ParkedRun(
@@ -338,11 +353,12 @@ class Parking:
         }
         if wait.joins is not None:
             data["joins"] = len(wait.joins)
-        self._writer.enqueue(
+        carried, row_ops = _paused_row(run, carried, now)
+        committed = self._writer.enqueue(
             [
+                *carried,
                 self._wait_op(wait),
-                ops.set_status(run.row, RunStatus.PAUSED, now),
-                ops.set_paused_in(run.row, _pausing_step(run)),
+                *row_ops,
                 self._timeline(
                     run.row,
                     run.position,
@@ -351,12 +367,13 @@ class Parking:
                     f"waiting for {wait.describe()}",
                     data,
                 ),
-            ]
+            ],
+            urgent=True,
         )
         self._arm_timeout(parked)
         if wait.joins is not None and self.on_join is not None:
             self.on_join(wait)
-        return parked
+        return Paused(wait.describe(), committed)
 
     def paused_of(self, workflow_id: str) -> list[str]:
         """The run ids of a workflow's paused runs."""
@@ -594,9 +611,9 @@ class Parking:
                 writes = self.fail_parked(
                     parked, f"timed out waiting for {wait.describe()}", RunCode.PAUSE_TIMEOUT
                 )
-                self._writer.enqueue(writes, urgent=True)
+                self._writer.submit(writes, urgent=True)
             return
-        self._writer.enqueue(writes, urgent=True)
+        self._writer.submit(writes, urgent=True)
 
     def fail_parked(
         self,
@@ -771,6 +788,24 @@ def _parse(text: str) -> Any:
 
 def _key(conditions: Conditions) -> str:
     return json.dumps(conditions.to_json(), sort_keys=True)
+
+
+def _paused_row(
+    run: ActiveRun, carried: list[ops.Op], now: int
+) -> tuple[list[ops.Op], list[ops.Op]]:
+    """The writes `run`'s step carried, less its progress, and its row's pause.
+
+    With the step's progress carried, the row's pause is that progress and the pause in
+    one update (`ops.parked`); else it is its status and the step it pauses in.
+    """
+    step = _pausing_step(run)
+    for n, op in enumerate(carried):
+        if op[0] is ops.Stmt.SET_PROGRESS and op[1][-1] == run.row:
+            return [*carried[:n], *carried[n + 1 :]], [ops.parked(op, step, now)]
+    return carried, [
+        ops.set_status(run.row, RunStatus.PAUSED, now),
+        ops.set_paused_in(run.row, step),
+    ]
 
 
 def _pausing_step(run: ActiveRun) -> str | None:

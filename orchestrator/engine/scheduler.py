@@ -58,21 +58,21 @@ class Scheduler:
         for trigger_id in self._armed_of.pop(workflow_id, ()):
             self._timers.cancel(("schedule", workflow_id, trigger_id))
             self._armed.discard((workflow_id, trigger_id))
-            self._writer.enqueue([ops.schedule_next(workflow_id, trigger_id, None)])
+            self._writer.submit([ops.schedule_next(workflow_id, trigger_id, None)])
 
     def _arm_one(self, registered: RegisteredWorkflow, trigger_id: str, trigger: Schedule) -> None:
         key = (registered.id, trigger_id)
         if not self._switches.enabled(*key):
-            self._writer.enqueue([ops.schedule_next(*key, None)])
+            self._writer.submit([ops.schedule_next(*key, None)])
             return
         now = self._clock.now_us()
         if key not in self._last:
             self._last[key] = now
-            self._writer.enqueue([ops.arm_schedule(registered.id, trigger_id, now)])
+            self._writer.submit([ops.arm_schedule(registered.id, trigger_id, now)])
         since = self._switches.enabled_since(*key)
         if since > self._last[key]:  # enabled again: what it missed while disabled is skipped
             self._last[key] = since
-            self._writer.enqueue([ops.schedule_fired(registered.id, trigger_id, since)])
+            self._writer.submit([ops.schedule_fired(registered.id, trigger_id, since)])
         missed = schedules.due_ticks_us(
             trigger.cron, trigger.tz, last_us=self._last[key], now_us=now, catch_up=trigger.catch_up
         )
@@ -87,7 +87,7 @@ class Scheduler:
         # From the last tick, not from now: a tick that fell due while this process was
         # busy is overdue and fires at once (downtime is handled by `_arm_one`).
         due = schedules.next_tick_us(trigger.cron, trigger.tz, self._last[key])
-        self._writer.enqueue([ops.schedule_next(*key, due)])
+        self._writer.submit([ops.schedule_next(*key, due)])
         self._timers.set(
             ("schedule", *key), due, lambda: self._on_tick(registered, trigger_id, trigger, due)
         )
@@ -111,5 +111,5 @@ class Scheduler:
         # Invariant: the run's creation and the tick's record join the same batch.
         with self._writer.together():
             self._start_run(registered, trigger_id, data)
-            self._writer.enqueue([ops.schedule_fired(registered.id, trigger_id, tick)])
+            self._writer.submit([ops.schedule_fired(registered.id, trigger_id, tick)])
         self._last[(registered.id, trigger_id)] = tick

@@ -122,11 +122,11 @@ class Supervisor:
             except StateEncodingError as exc:
                 run.invalid_input = f"the run's input is invalid: {exc}"
         if row is not None:
-            self._writer.enqueue(self._adopted(run, status))
+            self._writer.submit(self._adopted(run, status))
         else:
             self._enqueue_new(run, status)
         if origin is not None:
-            self._writer.enqueue(_forked(run, origin, self._env.clock.now_us()))
+            self._writer.submit(_forked(run, origin, self._env.clock.now_us()))
         if status == RunStatus.RUNNING:
             self._spawn(run)
         return run
@@ -165,7 +165,7 @@ class Supervisor:
 
     def _enqueue_new(self, run: ActiveRun, status: RunStatus) -> None:
         registered = run.workflow
-        self._writer.enqueue(
+        self._writer.submit(
             ops.create_run(
                 run.row,
                 run.run_id,
@@ -190,16 +190,16 @@ class Supervisor:
         """
         decision = self.admission.readmit(run)
         now = self._env.clock.now_us()
-        self._writer.enqueue(writes)
+        self._writer.submit(writes)
         self.admission.readmitted(run, decision)
         if run.run_id in self.admission.queued:
-            self._writer.enqueue([ops.set_status(run.row, RunStatus.QUEUED, now)])
+            self._writer.submit([ops.set_status(run.row, RunStatus.QUEUED, now)])
             self.announce("run.retried", run, {"step": run.next_step})
             return
         started = [ops.set_status(run.row, RunStatus.RUNNING, now)]
         if run.next_step is not None:
             started.append(ops.step_started(run.row, run.position, run.next_step, now))
-        self._writer.enqueue(started)
+        self._writer.submit(started)
         self._spawn(run, lifecycle="run.retried")
 
     def signal_active(self, run: ActiveRun, patch: dict[str, Any]) -> list[ops.Op]:
@@ -217,7 +217,7 @@ class Supervisor:
         ]
         if run.next_step is not None:
             writes.append(ops.step_started(run.row, run.position, run.next_step, now))
-        self._writer.enqueue(writes)
+        self._writer.submit(writes)
         self._spawn(run, lifecycle="run.started")
 
     def replace(self, run: ActiveRun, reason: str) -> None:
@@ -253,7 +253,7 @@ class Supervisor:
             if registered(workflow_id):
                 continue
             reason = _missing(workflow_id)
-            self._writer.enqueue(
+            self._writer.submit(
                 [
                     ops.set_status(
                         run.row, run.status, now, error=reason, code=RunCode.WORKFLOW_MISSING
@@ -287,7 +287,7 @@ class Supervisor:
         uncounted = [_not_a_crash(run, step) for run in interrupted if (step := run.next_step)]
         if uncounted:
             try:
-                self._writer.enqueue(uncounted)
+                self._writer.submit(uncounted)
             except JournalError as exc:  # the journal failed: recovery counts them as crashes
                 _log.warning("cannot record that stopping interrupted runs: %s", exc)
 
@@ -316,7 +316,7 @@ class Supervisor:
                 queued.append(_active_from(unfinished, registered, resumption.step_index))
             elif resumption.step_index is None:
                 kept.append(unfinished)
-                self._writer.enqueue(
+                self._writer.submit(
                     [
                         ops.set_status(
                             unfinished.row,
@@ -377,7 +377,7 @@ class Supervisor:
             )
         else:
             writes += self._recovery_writes(unfinished, run, now)
-        self._writer.enqueue(writes)
+        self._writer.submit(writes)
         self.active[run.run_id] = run
         return run
 
@@ -528,7 +528,7 @@ class Supervisor:
             writes.append(ops.add_timeline(row, now, "runtime", "cleanup.failed", message=message))
         writes.append(ops.add_timeline(row, now, "runtime", "services.closed"))
         if self._writer.failure is None:  # else recovery closes them again, at least once
-            self._writer.enqueue(writes)
+            self._writer.submit(writes)
 
     async def _begin(self, run: ActiveRun, lifecycle: str) -> None:
         if run.crash_loop is not None:  # recovery fails it: it neither prepares nor resumes
@@ -552,7 +552,7 @@ class Supervisor:
         failure = await call_hook(hook, *args, name=name, where=f"workflow {registered.id!r}")
         if failure is not None:
             message = registered.redactor.redact(failure)
-            self._writer.enqueue(
+            self._writer.submit(
                 [
                     ops.add_timeline(
                         row, self._env.clock.now_us(), "runtime", "hook.failed", message=message
@@ -570,18 +570,18 @@ class Supervisor:
         """
         outcome = await execute(run, self._env)
         while isinstance(outcome, PauseRequest):
-            waiting = self.parking.park_or_drain(run, outcome)
-            if waiting is None:  # a buffered event was waiting: go on at once
+            paused = self.parking.park_or_drain(run, outcome)
+            if paused is None:  # a buffered event was waiting: go on at once
                 outcome = await execute(run, self._env)
                 continue
             # Before any await: a resume may come next.
             self.admission.paused(run.workflow.id, run.run_id)
-            # `invoke` returns "paused" only once it is durable.
+            # `invoke` returns "paused" only once it is durable (its pause's own commit).
             if run.service_scope is None and not self._env.wants("run.paused"):
-                urged = self._writer.enqueue((), urgent=True)  # the batch of the pause
-                self._settle_later(run, Ending(urged, RunStatus.PAUSED, None, None, None))
+                ending = Ending(paused.committed, RunStatus.PAUSED, None, None, None)
+                self._settle_later(run, ending)
                 return None
-            await self._writer.flush()
+            await asyncio.shield(paused.committed)
             result = RunResult(
                 ok=True,
                 status=RunStatus.PAUSED,
@@ -589,7 +589,7 @@ class Supervisor:
                 state=decode_state(run.state_text),
             )
             if self._env.wants("run.paused"):
-                await self._env.notify("run.paused", run, {"wait": waiting})
+                await self._env.notify("run.paused", run, {"wait": paused.waiting})
             return result
         hooks = run.workflow.hooks
         if (

@@ -136,9 +136,15 @@ class Deltas:
         ``snapshots`` rows ``(id, state)`` to write beside them.
         """
         written, spilled = [], []
+        staged, bases = self._staged, self._bases
         for row in rows:
             run, position, state = row[0], row[1], row[5]
-            base = self._staged[run] if run in self._staged else self._bases.get(run)
+            if len(state) < MIN_DELTA_CHARS:  # whole, in its row (`SPILL_CHARS` is more)
+                if run in staged or run in bases:  # its snapshot is no base any more
+                    staged[run] = None
+                written.append((*row, None))
+                continue
+            base = staged[run] if run in staged else bases.get(run)
             patchable = MIN_DELTA_CHARS <= len(state) <= MAX_DELTA_CHARS
             if patchable and base is not None and base[0] < position:
                 patch = _patch_text(base[1], state)

@@ -9,7 +9,9 @@ Invariant: ops for one run are submitted in causal order with nondecreasing time
 (the `Clock` guarantees it), and two statements that touch the same row and column are the
 same key (a backend's statements only ever raise ``updated_at``, with ``max``), so applying
 a batch grouped by statement, keeping the last of each run's absolute updates, equals
-applying it op by op.
+applying it op by op. One exception: `SET_PARKED` sets what three other keys set (a pause
+in one update); a batch that has one of them for the same run runs it as those three
+(`untangled`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class Stmt(enum.Enum):
     CLEAR_RECOVERIES = enum.auto()
     SET_RECOVERIES = enum.auto()
     SET_STATUS = enum.auto()
+    SET_PARKED = enum.auto()
     SET_PAUSED_IN = enum.auto()
     SET_WAIT = enum.auto()
     ADD_BUFFERED = enum.auto()
@@ -78,8 +81,13 @@ _LAST_WINS = frozenset(
         Stmt.SET_PAUSED_IN,
         Stmt.SET_VERSION,
         Stmt.SET_WAIT,
+        Stmt.SET_PARKED,
     }
 )
+# The updates a `SET_PARKED` row is made of (`parked_parts`): they set the same columns of
+# a run's row absolutely, so a batch that has one of them for a parked run runs its
+# `SET_PARKED` rows as their parts, in the order enqueued (`untangled`).
+_PARKED_PARTS = (Stmt.SET_PROGRESS, Stmt.SET_STATUS, Stmt.SET_PAUSED_IN)
 
 
 def grouped(ops: list[Op]) -> list[tuple[Stmt, list[tuple[Any, ...]]]]:
@@ -87,7 +95,40 @@ def grouped(ops: list[Op]) -> list[tuple[Stmt, list[tuple[Any, ...]]]]:
     by_stmt: defaultdict[Stmt, list[tuple[Any, ...]]] = defaultdict(list)
     for stmt, params in ops:
         by_stmt[stmt].append(params)
-    return in_order(by_stmt)
+    return in_order(untangled(by_stmt, [stmt for stmt, _ in ops]))
+
+
+def untangled(
+    by_stmt: dict[Stmt, list[tuple[Any, ...]]], kinds: Iterable[Stmt]
+) -> dict[Stmt, list[tuple[Any, ...]]]:
+    """`by_stmt`, or, if a run parked in it has another update of its row, its parts.
+
+    `kinds` is the statement of each op of the batch in the order enqueued (each list of
+    `by_stmt` in that order too). Grouped by statement, a `SET_PARKED` row would be run
+    apart from updates of the same columns made before or after it in the batch (a run
+    woken at once, a run resumed and parked again): such a batch runs every `SET_PARKED`
+    row as its three parts, in place, which is applying it op by op.
+    """
+    parked = by_stmt.get(Stmt.SET_PARKED)
+    if not parked:
+        return by_stmt
+    runs = {params[-1] for params in parked}
+    if len(runs) == len(parked) and not any(
+        params[-1] in runs for stmt in _PARKED_PARTS for params in by_stmt.get(stmt, ())
+    ):
+        return by_stmt
+    parts: dict[Stmt, list[tuple[Any, ...]]] = defaultdict(list)
+    taken: dict[Stmt, int] = {}
+    for stmt in kinds:
+        n = taken.get(stmt, 0)
+        taken[stmt] = n + 1
+        params = by_stmt[stmt][n]
+        if stmt is Stmt.SET_PARKED:
+            for part, part_params in parked_parts(params):
+                parts[part].append(part_params)
+        else:
+            parts[stmt].append(params)
+    return parts
 
 
 def in_order(
@@ -210,6 +251,26 @@ def set_status(
 def set_paused_in(row: int, step: str | None) -> Op:
     """Run `row` pauses in `step` (the step that asked to wait); None: it woke."""
     return Stmt.SET_PAUSED_IN, (step, row)
+
+
+def parked(progress: Op, step: str | None, at: int) -> Op:
+    """A step's progress (`checkpoint`'s `SET_PROGRESS`), then the run pausing in `step`.
+
+    One update of the run's row for three: `SET_PROGRESS`, `SET_STATUS` to ``paused`` at
+    `at` and `SET_PAUSED_IN` (`parked_parts`).
+    """
+    position, next_step, started_at, _, row = progress[1]
+    return Stmt.SET_PARKED, (position, next_step, started_at, step, at, row)
+
+
+def parked_parts(params: tuple[Any, ...]) -> list[Op]:
+    """The three updates a `SET_PARKED` row stands for, in order."""
+    position, next_step, started_at, step, at, row = params
+    return [
+        (Stmt.SET_PROGRESS, (position, next_step, started_at, at, row)),
+        set_status(row, RunStatus.PAUSED, at),
+        set_paused_in(row, step),
+    ]
 
 
 # A timeline entry's data as compact JSON (`json.dumps` with options builds one per call).

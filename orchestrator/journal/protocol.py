@@ -129,6 +129,16 @@ class JournalWriter(Protocol):
             JournalError: The writer has failed or is closed.
         """
 
+    def submit(self, ops: Iterable[Op], *, urgent: bool = False) -> None:
+        """`enqueue` for a caller that awaits nothing: no future is made.
+
+        The ops commit (or are refused, alone: the refusal is logged) as `enqueue`'s do;
+        most writes are made this way, and a future per caller costs.
+
+        Raises:
+            JournalError: The writer has failed or is closed.
+        """
+
     def together(self) -> AbstractContextManager[object]:
         """Every `enqueue` made inside the block joins the same batch (never await inside)."""
 

@@ -153,6 +153,10 @@ class RecordingJournal:
             self.commit()
         return batch
 
+    def submit(self, ops: Iterable[Op], *, urgent: bool = False) -> None:
+        """`enqueue` with no one to tell how it went."""
+        self.enqueue(ops, urgent=urgent)
+
     @contextlib.contextmanager
     def together(self) -> Iterator[None]:
         """Every `enqueue` inside joins one batch, committed (with auto_commit) at the end."""

@@ -50,13 +50,13 @@ class Together:
     block without an await runs. A class, not a generator: a run passes here twice.
     """
 
-    __slots__ = ("_lock", "depth", "future")
+    __slots__ = ("_lock", "caller", "depth")
 
     def __init__(self, lock: threading.RLock | None = None) -> None:
         self._lock = lock
         self.depth = 0
-        # The future of the block's caller, once its first `enqueue` made one.
-        self.future: asyncio.Future[None] | None = None
+        # The block's caller (its number in its batch's `Callers`), once it enqueued.
+        self.caller: int | None = None
 
     def __enter__(self) -> Together:
         if self._lock is not None:
@@ -67,7 +67,7 @@ class Together:
     def __exit__(self, *exc_info: object) -> None:
         self.depth -= 1
         if not self.depth:
-            self.future = None
+            self.caller = None
         if self._lock is not None:
             self._lock.release()
 
@@ -77,28 +77,41 @@ class Callers:
 
     Each `enqueue` call is a caller, or each `together` block: a batch that fails for one
     caller's ops (`Refused`) is committed again caller by caller (`each`), so only that
-    caller's future fails.
+    caller's future fails. A caller that awaits nothing (`JournalWriter.submit`) has no
+    future (None): refused, its ops are left out all the same, and the refusal is logged.
     """
 
     __slots__ = ("futures", "starts")
 
     def __init__(self) -> None:
         self.starts: list[int] = []
-        self.futures: list[asyncio.Future[None]] = []
+        self.futures: list[asyncio.Future[None] | None] = []
+
+    def caller(self, start: int, together: Together, wanted: bool) -> asyncio.Future[None] | None:
+        """The future of a caller whose ops start at `start` (None: not `wanted`).
+
+        Inside a `together` block, its first call makes the block's caller; later ones
+        are the same caller (given a future once one of them wants it).
+        """
+        n = together.caller
+        if n is not None:
+            future = self.futures[n]
+            if future is None and wanted:
+                future = self.futures[n] = asyncio.get_running_loop().create_future()
+            return future
+        future = asyncio.get_running_loop().create_future() if wanted else None
+        self.starts.append(start)
+        self.futures.append(future)
+        if together.depth:
+            together.caller = len(self.futures) - 1
+        return future
 
     def join(
-        self, pending: list[Op], ops: Iterable[Op], together: Together
-    ) -> asyncio.Future[None]:
+        self, pending: list[Op], ops: Iterable[Op], together: Together, *, wanted: bool = True
+    ) -> asyncio.Future[None] | None:
         """Append `ops` to `pending` as one caller's (the `together` block's, inside one)."""
-        start = len(pending)
+        future = self.caller(len(pending), together, wanted)
         pending.extend(ops)
-        future = together.future
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
-            self.starts.append(start)
-            self.futures.append(future)
-            if together.depth:
-                together.future = future
         return future
 
     def each(self, ops: list[Op]) -> Iterator[list[Op]]:
@@ -110,7 +123,8 @@ class Callers:
     def settle(self, error: BaseException | None, outcomes: Outcomes = ()) -> None:
         """Settle each caller's future: the first ones with `outcomes`, the others `error`."""
         for n, future in enumerate(self.futures):
-            resolve(future, outcomes[n] if n < len(outcomes) else error)
+            if future is not None:
+                resolve(future, outcomes[n] if n < len(outcomes) else error)
 
 
 # A batch as the SQLite writer keeps it: its ops' parameter rows by statement, each list in
@@ -120,46 +134,57 @@ Rows = dict[Stmt, list[tuple[Any, ...]]]
 
 
 class CallersByStatement(Callers):
-    """`Callers` of a batch kept as `Rows`: where each caller's rows start, by statement."""
+    """`Callers` of a batch kept as `Rows`: each op's statement in order, where each caller's start.
 
-    __slots__ = ("marks",)
+    One flat list for the batch, not a mark per caller: a caller costs an int and a list
+    slot; which rows are whose is worked out only for a refused batch (`each_rows`).
+    """
+
+    __slots__ = ("kinds",)
 
     def __init__(self) -> None:
         super().__init__()
-        self.marks: list[dict[Stmt, int]] = []
+        # The statement of every op of the batch, in the order they were enqueued.
+        self.kinds: list[Stmt] = []
 
     def join_rows(
-        self, rows: Rows, ops: Iterable[Op], together: Together
-    ) -> tuple[asyncio.Future[None], int]:
-        """Add `ops`' parameter rows to `rows` as one caller's: its future, how many ops."""
-        future = together.future
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
-            self.marks.append({stmt: len(mine) for stmt, mine in rows.items()})
-            self.futures.append(future)
-            if together.depth:
-                together.future = future
-        count = 0
+        self, rows: Rows, ops: Iterable[Op], together: Together, *, wanted: bool = True
+    ) -> asyncio.Future[None] | None:
+        """Add `ops`' parameter rows to `rows` as one caller's; its future (if `wanted`)."""
+        kinds = self.kinds
+        future = self.caller(len(kinds), together, wanted)
         for stmt, params in ops:
             same = rows.get(stmt)
             if same is None:
                 rows[stmt] = [params]
             else:
                 same.append(params)
-            count += 1
-        return future, count
+            kinds.append(stmt)
+        return future
+
+    def each_kinds(self) -> Iterator[list[Stmt]]:
+        """Each caller's statements (`kinds`), in the order of `each_rows`."""
+        kinds = self.kinds
+        ends = [*self.starts[1:], len(kinds)]
+        for start, end in zip(self.starts, ends, strict=True):
+            yield kinds[start:end]
 
     def each_rows(self, rows: Rows) -> Iterator[Rows]:
         """Each caller's rows in `rows` (the batch they were added to), in order."""
-        ends: list[dict[Stmt, int] | None] = [*self.marks[1:], None]
-        for start, end in zip(self.marks, ends, strict=True):
-            mine = {
-                stmt: all_rows[
-                    start.get(stmt, 0) : len(all_rows) if end is None else end.get(stmt, 0)
-                ]
-                for stmt, all_rows in rows.items()
-            }
-            yield {stmt: part for stmt, part in mine.items() if part}
+        kinds = self.kinds
+        taken: dict[Stmt, int] = {}
+        ends = [*self.starts[1:], len(kinds)]
+        for start, end in zip(self.starts, ends, strict=True):
+            mine: Rows = {}
+            for stmt in kinds[start:end]:
+                first = taken.get(stmt, 0)
+                taken[stmt] = first + 1
+                part = mine.get(stmt)
+                if part is None:
+                    mine[stmt] = [rows[stmt][first]]
+                else:
+                    part.append(rows[stmt][first])
+            yield mine
 
 
 async def run_until_done(done: asyncio.Future[None], request_close: Callable[[], None]) -> None:

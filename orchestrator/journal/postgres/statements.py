@@ -79,6 +79,12 @@ SQL: Final[dict[Stmt, str]] = {
         "UPDATE runs SET status = %s, error = %s, error_code = %s,"
         " updated_at = GREATEST(updated_at, %s) WHERE id = %s"
     ),
+    # `SET_PROGRESS`, `SET_STATUS` to paused and `SET_PAUSED_IN` at once (`ops.parked`).
+    Stmt.SET_PARKED: (
+        "UPDATE runs SET position = GREATEST(position, %s), step = %s, step_started_at = %s,"
+        " paused_in = %s, status = 'paused', error = NULL, error_code = NULL,"
+        " updated_at = GREATEST(updated_at, %s) WHERE id = %s"
+    ),
     Stmt.SET_PAUSED_IN: "UPDATE runs SET paused_in = %s WHERE id = %s",
     Stmt.SET_WAIT: (
         "UPDATE waits SET status = %s, timeout_at = %s, into_key = %s, on_timeout = %s"

@@ -426,11 +426,22 @@ class PostgresWriter(WriterStatus):
         Call on the event loop. Without `urgent`, the batch commits within
         `LAZY_FLUSH_SECONDS` (or sooner, with the next urgent write).
         """
+        future = self._join(ops, urgent, wanted=True)
+        assert future is not None  # `wanted` makes one
+        return future
+
+    def submit(self, ops: Iterable[Op], *, urgent: bool = False) -> None:
+        """`enqueue` with no one to tell how it went: no future (a refusal is logged)."""
+        self._join(ops, urgent, wanted=False)
+
+    def _join(
+        self, ops: Iterable[Op], urgent: bool, *, wanted: bool
+    ) -> asyncio.Future[None] | None:
         if self._failure is not None:
             raise self._failure
         if self._stopped:
             raise JournalError(f"journal {self.location} is closed")
-        future = self._callers.join(self._pending, ops, self._together)
+        future = self._callers.join(self._pending, ops, self._together, wanted=wanted)
         if self._batch is None:
             self._batch = asyncio.get_running_loop().create_future()
             self._wake.set()

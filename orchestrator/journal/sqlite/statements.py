@@ -70,6 +70,12 @@ SQL: Final[dict[Stmt, str]] = {
         "UPDATE runs SET status = ?, error = ?, error_code = ?,"
         " updated_at = max(updated_at, ?) WHERE id = ?"
     ),
+    # `SET_PROGRESS`, `SET_STATUS` to paused and `SET_PAUSED_IN` at once (`ops.parked`).
+    Stmt.SET_PARKED: (
+        "UPDATE runs SET position = max(position, ?), step = ?, step_started_at = ?,"
+        " paused_in = ?, status = 'paused', error = NULL, error_code = NULL,"
+        " updated_at = max(updated_at, ?) WHERE id = ?"
+    ),
     Stmt.SET_PAUSED_IN: "UPDATE runs SET paused_in = ? WHERE id = ?",
     Stmt.SET_WAIT: (
         "UPDATE waits SET status = ?, timeout_at = ?, into_key = ?, on_timeout = ? WHERE id = ?"
@@ -168,6 +174,12 @@ BULK: Final[dict[Stmt, str]] = {
     ),
     Stmt.SET_PAUSED_IN: (
         f"UPDATE runs SET paused_in = {_at(0)} FROM json_each(?) AS j WHERE runs.id = {_at(1)}"
+    ),
+    Stmt.SET_PARKED: (
+        f"UPDATE runs SET position = max(position, {_at(0)}), step = {_at(1)},"
+        f" step_started_at = {_at(2)}, paused_in = {_at(3)}, status = 'paused',"
+        f" error = NULL, error_code = NULL, updated_at = max(updated_at, {_at(4)})"
+        f" FROM json_each(?) AS j WHERE runs.id = {_at(5)}"
     ),
     # In the order of the array: timeline ids keep the order the entries were made in.
     Stmt.ADD_TIMELINE: (

@@ -1,9 +1,10 @@
 """The single writer: one connection, one thread, many runs' writes in each commit.
 
-Callers on the event loop `enqueue` ops and get the future of the batch they joined. The
-writer thread takes everything pending, applies it in one ``BEGIN IMMEDIATE`` transaction
-(one fsync) and resolves that future only after COMMIT returned. While it commits, the next
-batch fills up, and the event loop keeps running steps: that is the group commit.
+Callers on the event loop `enqueue` ops and get a future of their own (or `submit` them
+and get none: most writes are awaited by no one). The writer thread takes everything
+pending, applies it in one ``BEGIN IMMEDIATE`` transaction (one fsync) and resolves the
+futures only after COMMIT returned. While it commits, the next batch fills up, and the
+event loop keeps running steps: that is the group commit.
 
 Ops nobody waits for (checkpoints, log lines) are committed within `LAZY_FLUSH_SECONDS`;
 a `write` or `flush` (someone waits: a run's end, an API call) wakes the thread at once.
@@ -37,7 +38,7 @@ from ...errors import JournalCorrupt, JournalError, JournalLocked
 from ...records import FINAL_STATUSES
 from ..deltas import Deltas
 from ..faults import AFTER_COMMIT, BEFORE_COMMIT, FaultPoints, SimulatedCrash, SimulatedDiskFull
-from ..ops import Op, Stmt, in_order
+from ..ops import Op, Stmt, in_order, untangled
 from ..protocol import Synchronous
 from ..records import Opened
 from ..writing import (
@@ -107,9 +108,8 @@ class GroupCommitWriter(WriterStatus):
         self._cond = threading.Condition(self._lock)
         self._batch: asyncio.Future[None] | None = None
         self._inflight: asyncio.Future[None] | None = None
-        # The batch being filled, as its ops' parameter rows by statement, and how many ops.
+        # The batch being filled, as its ops' parameter rows by statement.
         self._rows: Rows = {}
-        self._queued = 0
         # The callers of the batch being filled, and of the one in flight.
         self._callers = CallersByStatement()
         self._inflight_callers = CallersByStatement()
@@ -190,7 +190,7 @@ class GroupCommitWriter(WriterStatus):
     @property
     def backlog(self) -> int:
         """Ops waiting for the next batch."""
-        return self._queued
+        return len(self._callers.kinds)
 
     def enqueue(self, ops: Iterable[Op], *, urgent: bool = False) -> asyncio.Future[None]:
         """Add ops to the next batch; the future resolves once that batch has committed.
@@ -198,13 +198,23 @@ class GroupCommitWriter(WriterStatus):
         Call on the event loop. Without `urgent`, the batch commits within
         `LAZY_FLUSH_SECONDS` (or sooner, with the next urgent write).
         """
+        future = self._join(ops, urgent, wanted=True)
+        assert future is not None  # `wanted` makes one
+        return future
+
+    def submit(self, ops: Iterable[Op], *, urgent: bool = False) -> None:
+        """`enqueue` with no one to tell how it went: no future (a refusal is logged)."""
+        self._join(ops, urgent, wanted=False)
+
+    def _join(
+        self, ops: Iterable[Op], urgent: bool, *, wanted: bool
+    ) -> asyncio.Future[None] | None:
         with self._lock:
             if self._failure is not None:
                 raise self._failure
             if self._stopped:
                 raise JournalError(f"journal {self.path} is closed")
-            future, count = self._callers.join_rows(self._rows, ops, self._together)
-            self._queued += count
+            future = self._callers.join_rows(self._rows, ops, self._together, wanted=wanted)
             if self._batch is None:
                 self._batch = asyncio.get_running_loop().create_future()
                 self._cond.notify()
@@ -255,7 +265,7 @@ class GroupCommitWriter(WriterStatus):
                 self._stopped = True
                 stranded = [f for f in (self._inflight, self._batch) if f is not None]
                 callers = (self._inflight_callers, self._callers)
-                self._inflight, self._batch, self._rows, self._queued = None, None, {}, 0
+                self._inflight, self._batch, self._rows = None, None, {}
                 self._inflight_callers, self._callers = CallersByStatement(), CallersByStatement()
                 if stranded and self._failure is None:  # only on a bug: it is re-raised below
                     self._failure = JournalError("the journal writer stopped unexpectedly")
@@ -272,7 +282,7 @@ class GroupCommitWriter(WriterStatus):
         ops, batch, callers, closing = self._take_batch()
         if batch is None:
             return not closing
-        error = self._apply_retrying(ops)
+        error = self._apply_retrying(untangled(ops, callers.kinds))
         outcomes: Outcomes = []
         if isinstance(error, Refused):
             error, outcomes = self._apply_each(ops, callers)
@@ -288,8 +298,8 @@ class GroupCommitWriter(WriterStatus):
         that stops the writer, if any, and the outcome of each caller tried before it.
         """
         outcomes: list[JournalError | None] = []
-        for mine in callers.each_rows(ops):
-            stop = outcome(self._apply_retrying(mine), outcomes)
+        for mine, kinds in zip(callers.each_rows(ops), callers.each_kinds(), strict=True):
+            stop = outcome(self._apply_retrying(untangled(mine, kinds)), outcomes)
             if stop is not None:
                 return stop, outcomes
         return None, outcomes
@@ -366,7 +376,7 @@ class GroupCommitWriter(WriterStatus):
                     break
                 self._cond.wait(deadline - now)
             ops, batch, callers = self._rows, self._batch, self._callers
-            self._rows, self._queued, self._batch, self._inflight = {}, 0, None, batch
+            self._rows, self._batch, self._inflight = {}, None, batch
             self._inflight_callers, self._callers = callers, CallersByStatement()
             self._urgent = False
             return ops, batch, callers, self._closing
@@ -390,7 +400,7 @@ class GroupCommitWriter(WriterStatus):
             self._failure = failure
             waiting = [batch, *([self._batch] if self._batch is not None else [])]
             stopped = (callers, self._callers)
-            self._rows, self._queued, self._batch = {}, 0, None
+            self._rows, self._batch = {}, None
             self._callers = CallersByStatement()
         for caller in stopped:
             caller.settle(failure, outcomes if caller is callers else ())
