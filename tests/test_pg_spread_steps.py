@@ -251,6 +251,8 @@ def test_a_standby_where_the_file_does_not_load_leaves_its_steps_to_others(
         standby.start(ready=False)
         standby.wait_until(lambda: "does not load here" in standby.log() or None, 60, "its load")
         assert "_only_here" in standby.log()
+        counted = "isolated steps: 1 daemons standing by can run them"
+        active.wait_until(lambda: counted in active.log() or None, 60, "the standby counted")
         emit(pg_url, 1)
         active.wait_until(partial(mark, folder, 1), 60, "the first step")
         emit(pg_url, 2)  # offered: the active daemon's one worker is busy
