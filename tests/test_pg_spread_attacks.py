@@ -1,0 +1,111 @@
+"""Attacks on the steps standbys serve (real daemons, PostgreSQL): hostile rows and timing.
+
+The active daemon has one worker; a first run's step holds it (a gate file), so the next
+run's step is offered to the standby. Each test then attacks the table or the processes
+and reads the journal: every run ends, no daemon exits, no secret reaches `step_jobs`.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+
+import pytest
+from procs import cli, query
+from test_pg_spread_steps import all_ended, daemons, emit, mark, open_gate
+
+WAIT = 60.0
+SECRET = "s3cr3t-of-the-workflow-env"
+RUNTIME_SECRET = "s3cr3t-of-the-active-daemon"
+
+FLOW = """
+import os
+import pathlib
+import time
+
+from orchestrator import Step, Trigger, Workflow
+
+MARKS = pathlib.Path(__file__).resolve().parent.parent / "marks"
+
+
+def work(state, ctx):
+    (MARKS / f"{state['n']}.start").write_text(f"{os.getppid()} {os.getpid()}")
+    mode = state.get("mode", "")
+    if mode == "secret":
+        ctx.log.info(f"env {ctx.env['API_SECRET']} runtime {ctx.env.get('SHOP_TOKEN', '-')}")
+    deadline = time.monotonic() + 120
+    while not (MARKS / "gate").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if mode == "secret":
+        raise RuntimeError(f"refused with {ctx.env['API_SECRET']}")
+    return {**state, "daemon": os.getppid()}
+
+
+async def done(state):
+    return {**state, "done": True}
+
+
+workflow = Workflow(
+    id="job",
+    triggers={"go": Trigger(event="job")},
+    pipelines={"go": [Step(work), done]},
+    env={"API_SECRET": "THE-VALUE"},
+)
+""".replace("THE-VALUE", SECRET)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "job.py").write_text(FLOW)
+    (tmp_path / "marks").mkdir()
+    return flows
+
+
+def emit_state(url: str, state: dict[str, object]) -> None:
+    done = cli("emit", "job", json.dumps(state), "--db", url)
+    assert done.returncode == 0, done.stderr
+
+
+AUDIT = """
+CREATE TABLE step_jobs_seen (id bigint, request text, state text, reply text);
+CREATE FUNCTION step_jobs_seen() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO step_jobs_seen VALUES (NEW.id, NEW.request, NEW.state, NEW.reply);
+  RETURN NEW;
+END $$;
+CREATE TRIGGER step_jobs_seen AFTER INSERT OR UPDATE ON step_jobs
+  FOR EACH ROW EXECUTE FUNCTION step_jobs_seen();
+"""
+
+
+def audit(url: str) -> None:
+    """Keep every version of every `step_jobs` row (in `step_jobs_seen`)."""
+    query(url, AUDIT)
+
+
+def seen(url: str) -> list[tuple[object, ...]]:
+    return query(url, "SELECT id, request, state, reply FROM step_jobs_seen")
+
+
+def test_no_secret_reaches_the_step_jobs_table(
+    folder: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHOP_TOKEN", RUNTIME_SECRET)
+    with daemons(folder, pg_url, 1, 1) as (active, standby):
+        audit(pg_url)
+        emit(pg_url, 1)
+        active.wait_until(partial(mark, folder, 1), WAIT, "the first step")
+        emit_state(pg_url, {"n": 2, "mode": "secret"})
+        daemon, _ = active.wait_until(partial(mark, folder, 2), WAIT, "the second step")
+        assert daemon == standby.pid
+        open_gate(folder)
+        ended = active.wait_until(partial(all_ended, pg_url, 2), WAIT, "the runs to end")
+        rows = seen(pg_url)
+    assert ended[2][0] == "failed"
+    assert any(row[3] is not None for row in rows)  # the reply, as the standby wrote it
+    text = "\n".join(json.dumps(row) for row in rows)
+    assert "refused with" in text
+    assert SECRET not in text and RUNTIME_SECRET not in text
