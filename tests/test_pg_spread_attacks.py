@@ -32,6 +32,8 @@ MARKS = pathlib.Path(__file__).resolve().parent.parent / "marks"
 def work(state, ctx):
     (MARKS / f"{state['n']}.start").write_text(f"{os.getppid()} {os.getpid()}")
     mode = state.get("mode", "")
+    if mode.startswith("corrupt"):
+        return {**state, "daemon": os.getppid()}
     if mode == "secret":
         ctx.log.info(f"env {ctx.env['API_SECRET']} runtime {ctx.env.get('SHOP_TOKEN', '-')}")
     deadline = time.monotonic() + 120
@@ -109,3 +111,60 @@ def test_no_secret_reaches_the_step_jobs_table(
     text = "\n".join(json.dumps(row) for row in rows)
     assert "refused with" in text
     assert SECRET not in text and RUNTIME_SECRET not in text
+
+
+# Another process corrupting the rows: a request as it is offered, a reply as it is written
+# (what it becomes: the state's "mode" says).
+CORRUPT = """
+CREATE FUNCTION corrupt() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF strpos(NEW.state, '"corrupt request text"') > 0 THEN NEW.request := 'not json {'; END IF;
+  IF strpos(NEW.state, '"corrupt request shape"') > 0 THEN NEW.request := '{"workflow": 1}'; END IF;
+  IF NEW.reply IS NOT NULL THEN
+    IF strpos(NEW.state, '"corrupt reply text"') > 0 THEN NEW.reply := 'not json {'; END IF;
+    IF strpos(NEW.state, '"corrupt reply list"') > 0 THEN NEW.reply := '[1, 2]'; END IF;
+    IF strpos(NEW.state, '"corrupt reply shape"') > 0 THEN
+      NEW.reply := '{"ok": 5, "logs": [[1, 2, 3]], "outbox": "x"}';
+    END IF;
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER corrupt BEFORE INSERT OR UPDATE ON step_jobs
+  FOR EACH ROW EXECUTE FUNCTION corrupt();
+"""
+MODES = (
+    "corrupt request text",
+    "corrupt request shape",
+    "corrupt reply text",
+    "corrupt reply list",
+    "corrupt reply shape",
+)
+
+
+def error_of(url: str, n: int) -> str | None:
+    """The error code of the failed run `n` (by its state), once it failed."""
+    for run_id, status in query(url, "SELECT run_id, status FROM runs"):
+        shown = json.loads(cli("show", str(run_id), "--json", "--db", url).stdout)
+        if shown["state"].get("n") == n and status == "failed":
+            return f"{shown['error_code']}: {shown['error']}"
+    return None
+
+
+def test_corrupt_rows_fail_their_steps_and_no_daemon(folder: Path, pg_url: str) -> None:
+    with daemons(folder, pg_url, 1, 2) as (active, standby):
+        query(pg_url, CORRUPT)
+        emit(pg_url, 1)
+        active.wait_until(partial(mark, folder, 1), WAIT, "the first step")  # holds the worker
+        for n, mode in enumerate(MODES, start=2):
+            emit_state(pg_url, {"n": n, "mode": mode})
+        for n in range(2, 2 + len(MODES)):
+            code = active.wait_until(partial(error_of, pg_url, n), WAIT, f"run {n} to fail")
+            assert code.startswith("STEP_CRASHED"), code
+        open_gate(folder)
+        ended = active.wait_until(partial(all_ended, pg_url, 6), WAIT, "the runs to end")
+        assert ended[1][0] == "completed"
+        assert active.proc is not None and active.proc.poll() is None
+        assert standby.proc is not None and standby.proc.poll() is None
+        assert query(pg_url, "SELECT count(*) FROM step_jobs") == [(0,)]
+    assert "request that is not a JSON object" in standby.log()
+    assert "Traceback" not in active.log()

@@ -329,14 +329,25 @@ async def test_text_the_journal_cannot_keep_is_refused_and_the_rest_kept_exactly
     assert await active.take_replies([job_id]) == [StepReply(job_id, reply)]
 
 
-async def test_a_row_written_by_someone_else_is_corrupt_not_a_traceback(
+async def test_a_row_written_by_someone_else_fails_its_step_not_the_others(
     pg_url: str, step_jobs: Opener
 ) -> None:
+    """A reply taken (deleted) with others is a crash of its step; a request is empty."""
     jobs = await step_jobs()
-    (job_id,) = await jobs.offer(offers(1), daemon_id=add_daemon(pg_url), epoch=1, now=NOW)
-    query(pg_url, "UPDATE step_jobs SET reply = '[1'")
-    with pytest.raises(JournalCorrupt, match=f"step job {job_id} has a reply that is not"):
-        await jobs.take_replies([job_id])
+    ids = await jobs.offer(offers(3), daemon_id=add_daemon(pg_url), epoch=1, now=NOW)
+    query(pg_url, "UPDATE step_jobs SET request = '[1' WHERE id = ?", (ids[0],))
+    claimed = await jobs.claim(token="s", digests={"d1"}, limit=3, now=NOW)
+    assert [job.request == {} for job in claimed] == [True, False, False]
+    for job in claimed:
+        assert await jobs.reply(job.id, token="s", attempts=0, reply={"ok": "{}"}, now=NOW)
+    query(pg_url, "UPDATE step_jobs SET reply = '[1' WHERE id = ?", (ids[0],))
+    query(pg_url, "UPDATE step_jobs SET reply = 'x' WHERE id = ?", (ids[1],))
+    taken = await jobs.take_replies(ids)
+    assert [reply.id for reply in taken] == ids
+    assert taken[2].reply == {"ok": "{}"}
+    for reply in taken[:2]:
+        assert f"step job {reply.id} has a reply that is not" in reply.reply["crashed"]
+    assert query(pg_url, "SELECT count(*) FROM step_jobs") == [(0,)]
 
 
 async def test_a_journal_without_the_table_is_refused_with_the_fix(

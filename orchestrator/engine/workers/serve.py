@@ -165,7 +165,11 @@ class StepServer:
 
     async def _serve(self, job: StepJob) -> None:
         try:
-            reply = await self._run(job)
+            try:
+                reply = await self._run(job)
+            except Exception as exc:  # noqa: BLE001 - a request it cannot read fails its step
+                _log.warning("step job %d could not be run here: %r", job.id, exc)
+                reply = {"crashed": f"the daemon serving it could not run it: {exc!r}"}
             reply["by"] = self._by
             kept = await self._jobs.reply(
                 job.id,

@@ -198,7 +198,7 @@ class PostgresStepJobs:
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> list[StepReply]:
             rows = await (await conn.execute(_TAKE, (list(ids),))).fetchall()
-            return [StepReply(int(i), self._parsed(i, "reply", text)) for i, text in sorted(rows)]
+            return [StepReply(int(i), self._reply_of(i, text)) for i, text in sorted(rows)]
 
         return await self._run("taking step replies", work)
 
@@ -264,9 +264,7 @@ class PostgresStepJobs:
         async def work(conn: psycopg.AsyncConnection[Any]) -> list[StepJob]:
             rows = await (await conn.execute(_CLAIM, params)).fetchall()
             return [
-                StepJob(
-                    int(i), run_id, digest, self._parsed(i, "request", request), state, attempts
-                )
+                StepJob(int(i), run_id, digest, self._request_of(i, request), state, attempts)
                 for i, run_id, digest, request, state, attempts in sorted(rows)
             ]
 
@@ -327,18 +325,34 @@ class PostgresStepJobs:
                 await asyncio.wait_for(self._woken.wait(), max(timeout, 0.0))
         self._woken.clear()
 
-    def _parsed(self, job_id: int, what: str, text: str) -> dict[str, Any]:
-        """A job's JSON column as written (`JournalCorrupt` if something else wrote it)."""
-        try:
-            value = json.loads(text)
-        except ValueError:
-            value = None
-        if not isinstance(value, dict):
-            raise JournalCorrupt(
-                f"journal {self.location}: step job {job_id} has a {what} that is not a JSON"
-                " object: something other than the orchestrator wrote it"
-            )
+    def _reply_of(self, job_id: int, text: str) -> dict[str, Any]:
+        """A reply as written; one something else wrote fails its step as a crash would.
+
+        Its row is deleted already: raising would lose the other replies taken with it.
+        """
+        value = _object(text)
+        if value is None:
+            why = self._corrupt(job_id, "reply")
+            _log.warning("%s: its step fails", why)
+            return {"crashed": why}
         return value
+
+    def _request_of(self, job_id: int, text: str) -> dict[str, Any]:
+        """A request as written; one something else wrote is empty (the standby says so).
+
+        Its row is claimed already: raising would strand the other jobs claimed with it.
+        """
+        value = _object(text)
+        if value is None:
+            _log.warning("%s: it is answered as crashed", self._corrupt(job_id, "request"))
+            return {}
+        return value
+
+    def _corrupt(self, job_id: int, what: str) -> str:
+        return (
+            f"journal {self.location}: step job {job_id} has a {what} that is not a JSON"
+            " object: something other than the orchestrator wrote it"
+        )
 
     # Connections.
 
@@ -427,6 +441,15 @@ async def _one(cursor: psycopg.AsyncCursor[Any]) -> Any:
     row = await cursor.fetchone()
     assert row is not None
     return row
+
+
+def _object(text: str) -> dict[str, Any] | None:
+    """The JSON object `text` holds, or None."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _json(value: dict[str, Any], what: str) -> str:
