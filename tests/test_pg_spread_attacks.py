@@ -8,10 +8,12 @@ and reads the journal: every run ends, no daemon exits, no secret reaches `step_
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
 import pytest
+from postgres import Cluster, start_cluster
 from procs import cli, query
 from test_pg_spread_steps import all_ended, daemons, emit, mark, open_gate
 
@@ -168,3 +170,34 @@ def test_corrupt_rows_fail_their_steps_and_no_daemon(folder: Path, pg_url: str) 
         assert query(pg_url, "SELECT count(*) FROM step_jobs") == [(0,)]
     assert "request that is not a JSON object" in standby.log()
     assert "Traceback" not in active.log()
+
+
+@pytest.fixture
+def own_cluster(pg_cluster: Cluster) -> Iterator[Cluster]:
+    """A server of this test alone (it is stopped under the daemons)."""
+    cluster = start_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_steps_in_flight_survive_a_server_restart(folder: Path, own_cluster: Cluster) -> None:
+    """The standby's reply, refused while the server is down, is written once it is back."""
+    url = own_cluster.create_database("spread")
+    with daemons(folder, url, 1, 1) as (active, standby):
+        emit(url, 1)
+        active.wait_until(partial(mark, folder, 1), WAIT, "the first step")
+        emit(url, 2)
+        daemon, _ = active.wait_until(partial(mark, folder, 2), WAIT, "the second step")
+        assert daemon == standby.pid
+        own_cluster.halt()
+        open_gate(folder)  # both steps end while the server is down
+        standby.wait_until(
+            lambda: "its reply could not be written" in standby.log(), WAIT, "the reply refused"
+        )
+        own_cluster.resume()  # well within the active daemon's patience (30 s)
+        ended = active.wait_until(partial(all_ended, url, 2), WAIT, "the runs to end")
+        assert {n: status for n, (status, _) in ended.items()} == {1: "completed", 2: "completed"}
+        assert active.proc is not None and active.proc.poll() is None
+        assert standby.proc is not None and standby.proc.poll() is None
