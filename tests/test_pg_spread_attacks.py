@@ -125,6 +125,12 @@ BEGIN
   IF NEW.reply IS NOT NULL THEN
     IF strpos(NEW.state, '"corrupt reply text"') > 0 THEN NEW.reply := 'not json {'; END IF;
     IF strpos(NEW.state, '"corrupt reply list"') > 0 THEN NEW.reply := '[1, 2]'; END IF;
+    IF strpos(NEW.state, '"corrupt reply state"') > 0 THEN
+      NEW.reply := '{"ok": "not json {"}';
+    END IF;
+    IF strpos(NEW.state, '"corrupt reply outbox"') > 0 THEN
+      NEW.reply := '{"ok": "{}", "outbox": {"emits": [[1, 2, 3]], "starts": [["r", 5, 6, 7]]}}';
+    END IF;
     IF strpos(NEW.state, '"corrupt reply shape"') > 0 THEN
       NEW.reply := '{"ok": 5, "logs": [[1, 2, 3]], "outbox": "x"}';
     END IF;
@@ -140,6 +146,8 @@ MODES = (
     "corrupt reply text",
     "corrupt reply list",
     "corrupt reply shape",
+    "corrupt reply state",
+    "corrupt reply outbox",
 )
 
 
@@ -163,7 +171,9 @@ def test_corrupt_rows_fail_their_steps_and_no_daemon(folder: Path, pg_url: str) 
             code = active.wait_until(partial(error_of, pg_url, n), WAIT, f"run {n} to fail")
             assert code.startswith("STEP_CRASHED"), code
         open_gate(folder)
-        ended = active.wait_until(partial(all_ended, pg_url, 6), WAIT, "the runs to end")
+        ended = active.wait_until(
+            partial(all_ended, pg_url, 1 + len(MODES)), WAIT, "the runs to end"
+        )
         assert ended[1][0] == "completed"
         assert active.proc is not None and active.proc.poll() is None
         assert standby.proc is not None and standby.proc.poll() is None
