@@ -374,3 +374,22 @@ async def test_migration_4_made_the_table(pg_url: str) -> None:
     await migrate_journal(pg_url)
     indexes = query(pg_url, "SELECT indexname FROM pg_indexes WHERE tablename = 'step_jobs'")
     assert {"step_jobs_open", "step_jobs_replied"} <= {row[0] for row in indexes}
+
+
+def connections(url: str) -> int:
+    """Connections to `url`'s database other than this query's own."""
+    found = query(
+        url,
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    return int(found[0][0])
+
+
+async def test_closed_at_once_after_opening_it_leaves_no_connection(pg_url: str) -> None:
+    """The listening connection is closed even if its task never got to run."""
+    await migrate_journal(pg_url)
+    jobs = PostgresStepJobs(pg_url)
+    await jobs.open()
+    await jobs.close()  # before the listener's first turn
+    await eventually(lambda: connections(pg_url) == 0, what="no connection left", timeout=BOUND)

@@ -106,6 +106,8 @@ class PostgresStepJobs:
         # since the last `wait` returned.
         self._woken = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
+        # The listener's connection, closed by `close` too (its task may never have run).
+        self._listening_conn: psycopg.AsyncConnection[Any] | None = None
 
     @property
     def location(self) -> str:
@@ -136,6 +138,10 @@ class PostgresStepJobs:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
+        listening, self._listening_conn = self._listening_conn, None
+        if listening is not None:
+            with contextlib.suppress(Exception):
+                await listening.close()
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
@@ -402,7 +408,7 @@ class PostgresStepJobs:
 
     async def _listening(self) -> psycopg.AsyncConnection[Any]:
         """A new connection listening on the channel (`JournalUnreachable` if none)."""
-        conn = await connect(self.url, autocommit=True)
+        conn = self._listening_conn = await connect(self.url, autocommit=True)
         try:
             await conn.execute(f"LISTEN {STEP_JOBS_CHANNEL}")
         except load_psycopg().Error as exc:
