@@ -329,14 +329,25 @@ async def test_text_the_journal_cannot_keep_is_refused_and_the_rest_kept_exactly
     assert await active.take_replies([job_id]) == [StepReply(job_id, reply)]
 
 
-async def test_a_row_written_by_someone_else_is_corrupt_not_a_traceback(
+async def test_a_row_written_by_someone_else_fails_its_step_not_the_others(
     pg_url: str, step_jobs: Opener
 ) -> None:
+    """A reply taken (deleted) with others is a crash of its step; a request is empty."""
     jobs = await step_jobs()
-    (job_id,) = await jobs.offer(offers(1), daemon_id=add_daemon(pg_url), epoch=1, now=NOW)
-    query(pg_url, "UPDATE step_jobs SET reply = '[1'")
-    with pytest.raises(JournalCorrupt, match=f"step job {job_id} has a reply that is not"):
-        await jobs.take_replies([job_id])
+    ids = await jobs.offer(offers(3), daemon_id=add_daemon(pg_url), epoch=1, now=NOW)
+    query(pg_url, "UPDATE step_jobs SET request = '[1' WHERE id = ?", (ids[0],))
+    claimed = await jobs.claim(token="s", digests={"d1"}, limit=3, now=NOW)
+    assert [job.request == {} for job in claimed] == [True, False, False]
+    for job in claimed:
+        assert await jobs.reply(job.id, token="s", attempts=0, reply={"ok": "{}"}, now=NOW)
+    query(pg_url, "UPDATE step_jobs SET reply = '[1' WHERE id = ?", (ids[0],))
+    query(pg_url, "UPDATE step_jobs SET reply = 'x' WHERE id = ?", (ids[1],))
+    taken = await jobs.take_replies(ids)
+    assert [reply.id for reply in taken] == ids
+    assert taken[2].reply == {"ok": "{}"}
+    for reply in taken[:2]:
+        assert f"step job {reply.id} has a reply that is not" in reply.reply["crashed"]
+    assert query(pg_url, "SELECT count(*) FROM step_jobs") == [(0,)]
 
 
 async def test_a_journal_without_the_table_is_refused_with_the_fix(
@@ -363,3 +374,22 @@ async def test_migration_4_made_the_table(pg_url: str) -> None:
     await migrate_journal(pg_url)
     indexes = query(pg_url, "SELECT indexname FROM pg_indexes WHERE tablename = 'step_jobs'")
     assert {"step_jobs_open", "step_jobs_replied"} <= {row[0] for row in indexes}
+
+
+def connections(url: str) -> int:
+    """Connections to `url`'s database other than this query's own."""
+    found = query(
+        url,
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    return int(found[0][0])
+
+
+async def test_closed_at_once_after_opening_it_leaves_no_connection(pg_url: str) -> None:
+    """The listening connection is closed even if its task never got to run."""
+    await migrate_journal(pg_url)
+    jobs = PostgresStepJobs(pg_url)
+    await jobs.open()
+    await jobs.close()  # before the listener's first turn
+    await eventually(lambda: connections(pg_url) == 0, what="no connection left", timeout=BOUND)

@@ -28,13 +28,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ...define.env import Env
+from ...define.env import Env, Redactor
 from ...define.model import Workflow
 from ...define.outbox import Outbox
 from ...define.services import ServiceScope
 from ...define.waits import PauseRequest
 from ...errors import RuntimeNotStarted, ServiceNotFound, describe_exception, format_traceback
 from ...folder.loader import FileSource, FolderConfig
+from ...redaction import SECRETS
 from ...state import StateEncodingError, decode_state, encode_state
 from ..context import StepContext, StepLogger
 from . import wire
@@ -347,7 +348,11 @@ class _Worker:
             return
         values, layered = sent
         workflow_env = workflow.env if layered and workflow is not None else {}
-        self._envs[key] = Env(workflow_env, values)
+        env = self._envs[key] = Env(workflow_env, values)
+        if layered:
+            # A standby's step: its daemon knows none of the file's secrets, so this worker
+            # masks them in what it sends (log lines, errors), which go through the journal.
+            SECRETS.add(Redactor(env).values)
 
     def _context(self, spec: dict[str, Any], scope: ServiceScope) -> StepContext:
         return _WorkerContext(
@@ -412,8 +417,8 @@ def _cap(text: str, limit: int) -> str:
 
 
 def _clean(text: str) -> str:
-    """Text the daemon can journal: lone surrogates replaced."""
-    return text.encode("utf-8", "replace").decode("utf-8")
+    """Text the daemon can journal: lone surrogates replaced, secrets this worker knows masked."""
+    return SECRETS.redact(text.encode("utf-8", "replace").decode("utf-8"))
 
 
 def _soundness() -> tuple[object, ...]:

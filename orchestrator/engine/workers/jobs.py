@@ -22,7 +22,7 @@ from ...define.outbox import Outbox
 from ...define.waits import PauseRequest
 from ...errors import RemoteError
 from ...journal import StepJobs
-from ...state import EncodedState, Unencodable
+from ...state import EncodedState, Unencodable, parse_payload
 from ..context import StepContext, StepLogger
 from . import wire
 from .pool import StepRef, WorkerCrashed, context_spec
@@ -117,9 +117,11 @@ def _outcome(reply: dict[str, Any], ctx: StepContext | None) -> object:
         for level, text in reply.get("logs") or ():
             ctx.log.line(str(level), str(text))
         if reply.get("outbox"):
-            ctx.outbox = Outbox.from_json(reply["outbox"])
+            ctx.outbox = _outbox(reply["outbox"])
     if "ok" in reply:
-        return EncodedState(_text(reply["ok"]))
+        text = _text(reply["ok"])
+        parse_payload(text)  # journaled as it is: a row something else wrote is checked
+        return EncodedState(text)
     if "pause" in reply:
         return wire.pause_from_json(reply["pause"])
     if "invalid" in reply:
@@ -133,6 +135,25 @@ def _outcome(reply: dict[str, Any], ctx: StepContext | None) -> object:
     if reply.get("timeout") is True:
         raise TimeoutError
     raise ValueError(f"no outcome in {sorted(reply)}")
+
+
+def _outbox(value: object) -> Outbox:
+    """The starts and emits a reply carries, their fields checked (journaled as they are)."""
+    outbox = Outbox.from_json(value)
+    for start in outbox.starts:
+        _names(start.run_id, start.workflow, start.trigger, start.data, start.key)
+    for emit in outbox.emits:
+        _names(emit.event_id, emit.type, emit.data, emit.key)
+    return outbox
+
+
+def _names(*fields: object) -> None:
+    """Text fields, then a JSON object and a key (text or None)."""
+    *names, data, key = fields
+    for name in names:
+        _text(name)
+    if not isinstance(data, dict) or not (key is None or isinstance(key, str)):
+        raise TypeError("a start or an emit that is not one")
 
 
 def _text(value: object) -> str:

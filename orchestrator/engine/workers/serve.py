@@ -189,23 +189,42 @@ class StepServer:
 
     async def _serve(self, job: StepJob) -> None:
         try:
-            reply = await self._run(job)
+            try:
+                reply = await self._run(job)
+            except Exception as exc:  # noqa: BLE001 - a request it cannot read fails its step
+                _log.warning("step job %d could not be run here: %r", job.id, exc)
+                reply = {"crashed": f"the daemon serving it could not run it: {exc!r}"}
             reply["by"] = self._by
-            kept = await self._jobs.reply(
-                job.id,
-                token=self._token,
-                attempts=job.attempts,
-                reply=SECRETS.redact_data(reply),
-                now=self._clock.now_us(),
-            )
-            self.served += kept
-        except JournalError as exc:  # the active daemon offers it again if we are gone
-            _log.warning("step job %d: its reply could not be written: %s", job.id, exc)
+            self.served += await self._reply(job, SECRETS.redact_data(reply))
         except Exception:  # noqa: BLE001 - a bug here must not stop serving other steps
             _log.exception("step job %d could not be served", job.id)
         finally:
             self._serving.pop(job.id, None)
             self._room.set()
+
+    async def _reply(self, job: StepJob, reply: dict[str, Any]) -> bool:
+        """Write `reply`; while the journal cannot be reached, try again (until withdrawn).
+
+        A reply lost here would leave its step waiting for good: this standby is alive,
+        so the active daemon never offers it again.
+        """
+        backoff = 0.0
+        while True:
+            try:
+                return await self._jobs.reply(
+                    job.id,
+                    token=self._token,
+                    attempts=job.attempts,
+                    reply=reply,
+                    now=self._clock.now_us(),
+                )
+            except JournalError as exc:
+                if backoff == 0.0:
+                    _log.warning(
+                        "step job %d: its reply could not be written: %s; trying again", job.id, exc
+                    )
+                backoff = min(BACKOFF_MAX, max(0.5, backoff * 2))
+                await asyncio.sleep(backoff)
 
     async def _run(self, job: StepJob) -> dict[str, Any]:
         request = job.request

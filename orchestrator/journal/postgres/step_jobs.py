@@ -111,6 +111,8 @@ class PostgresStepJobs:
         # since the last `wait` returned.
         self._woken = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
+        # The listener's connection, closed by `close` too (its task may never have run).
+        self._listening_conn: psycopg.AsyncConnection[Any] | None = None
 
     @property
     def location(self) -> str:
@@ -141,6 +143,10 @@ class PostgresStepJobs:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
+        listening, self._listening_conn = self._listening_conn, None
+        if listening is not None:
+            with contextlib.suppress(Exception):
+                await listening.close()
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
@@ -203,7 +209,7 @@ class PostgresStepJobs:
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> list[StepReply]:
             rows = await (await conn.execute(_TAKE, (list(ids),))).fetchall()
-            return [StepReply(int(i), self._parsed(i, "reply", text)) for i, text in sorted(rows)]
+            return [StepReply(int(i), self._reply_of(i, text)) for i, text in sorted(rows)]
 
         return await self._run("taking step replies", work)
 
@@ -269,9 +275,7 @@ class PostgresStepJobs:
         async def work(conn: psycopg.AsyncConnection[Any]) -> list[StepJob]:
             rows = await (await conn.execute(_CLAIM, params)).fetchall()
             return [
-                StepJob(
-                    int(i), run_id, digest, self._parsed(i, "request", request), state, attempts
-                )
+                StepJob(int(i), run_id, digest, self._request_of(i, request), state, attempts)
                 for i, run_id, digest, request, state, attempts in sorted(rows)
             ]
 
@@ -332,18 +336,34 @@ class PostgresStepJobs:
                 await asyncio.wait_for(self._woken.wait(), max(timeout, 0.0))
         self._woken.clear()
 
-    def _parsed(self, job_id: int, what: str, text: str) -> dict[str, Any]:
-        """A job's JSON column as written (`JournalCorrupt` if something else wrote it)."""
-        try:
-            value = json.loads(text)
-        except ValueError:
-            value = None
-        if not isinstance(value, dict):
-            raise JournalCorrupt(
-                f"journal {self.location}: step job {job_id} has a {what} that is not a JSON"
-                " object: something other than the orchestrator wrote it"
-            )
+    def _reply_of(self, job_id: int, text: str) -> dict[str, Any]:
+        """A reply as written; one something else wrote fails its step as a crash would.
+
+        Its row is deleted already: raising would lose the other replies taken with it.
+        """
+        value = _object(text)
+        if value is None:
+            why = self._corrupt(job_id, "reply")
+            _log.warning("%s: its step fails", why)
+            return {"crashed": why}
         return value
+
+    def _request_of(self, job_id: int, text: str) -> dict[str, Any]:
+        """A request as written; one something else wrote is empty (the standby says so).
+
+        Its row is claimed already: raising would strand the other jobs claimed with it.
+        """
+        value = _object(text)
+        if value is None:
+            _log.warning("%s: it is answered as crashed", self._corrupt(job_id, "request"))
+            return {}
+        return value
+
+    def _corrupt(self, job_id: int, what: str) -> str:
+        return (
+            f"journal {self.location}: step job {job_id} has a {what} that is not a JSON"
+            " object: something other than the orchestrator wrote it"
+        )
 
     # Connections.
 
@@ -400,7 +420,7 @@ class PostgresStepJobs:
 
     async def _listening(self) -> psycopg.AsyncConnection[Any]:
         """A new connection listening on the channel (`JournalUnreachable` if none)."""
-        conn = await connect(self.url, autocommit=True)
+        conn = self._listening_conn = await connect(self.url, autocommit=True)
         try:
             await conn.execute(f"LISTEN {STEP_JOBS_CHANNEL}")
         except load_psycopg().Error as exc:
@@ -439,6 +459,15 @@ async def _one(cursor: psycopg.AsyncCursor[Any]) -> Any:
     row = await cursor.fetchone()
     assert row is not None
     return row
+
+
+def _object(text: str) -> dict[str, Any] | None:
+    """The JSON object `text` holds, or None."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _json(value: dict[str, Any], what: str) -> str:

@@ -1,0 +1,213 @@
+"""Attacks on the steps standbys serve (real daemons, PostgreSQL): hostile rows and timing.
+
+The active daemon has one worker; a first run's step holds it (a gate file), so the next
+run's step is offered to the standby. Each test then attacks the table or the processes
+and reads the journal: every run ends, no daemon exits, no secret reaches `step_jobs`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import pytest
+from postgres import Cluster, start_cluster
+from procs import cli, query
+from test_pg_spread_steps import all_ended, daemons, emit, mark, open_gate
+
+WAIT = 60.0
+SECRET = "s3cr3t-of-the-workflow-env"
+RUNTIME_SECRET = "s3cr3t-of-the-active-daemon"
+
+FLOW = """
+import os
+import pathlib
+import time
+
+from orchestrator import Step, Trigger, Workflow
+
+MARKS = pathlib.Path(__file__).resolve().parent.parent / "marks"
+
+
+def work(state, ctx):
+    (MARKS / f"{state['n']}.start").write_text(f"{os.getppid()} {os.getpid()}")
+    mode = state.get("mode", "")
+    if mode.startswith("corrupt"):
+        return {**state, "daemon": os.getppid()}
+    if mode == "secret":
+        ctx.log.info(f"env {ctx.env['API_SECRET']} runtime {ctx.env.get('SHOP_TOKEN', '-')}")
+    deadline = time.monotonic() + 120
+    while not (MARKS / "gate").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if mode == "secret":
+        raise RuntimeError(f"refused with {ctx.env['API_SECRET']}")
+    return {**state, "daemon": os.getppid()}
+
+
+async def done(state):
+    return {**state, "done": True}
+
+
+workflow = Workflow(
+    id="job",
+    triggers={"go": Trigger(event="job")},
+    pipelines={"go": [Step(work), done]},
+    env={"API_SECRET": "THE-VALUE"},
+)
+""".replace("THE-VALUE", SECRET)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "job.py").write_text(FLOW)
+    (tmp_path / "marks").mkdir()
+    return flows
+
+
+def emit_state(url: str, state: dict[str, object]) -> None:
+    done = cli("emit", "job", json.dumps(state), "--db", url)
+    assert done.returncode == 0, done.stderr
+
+
+AUDIT = """
+CREATE TABLE step_jobs_seen (id bigint, request text, state text, reply text);
+CREATE FUNCTION step_jobs_seen() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO step_jobs_seen VALUES (NEW.id, NEW.request, NEW.state, NEW.reply);
+  RETURN NEW;
+END $$;
+CREATE TRIGGER step_jobs_seen AFTER INSERT OR UPDATE ON step_jobs
+  FOR EACH ROW EXECUTE FUNCTION step_jobs_seen();
+"""
+
+
+def audit(url: str) -> None:
+    """Keep every version of every `step_jobs` row (in `step_jobs_seen`)."""
+    query(url, AUDIT)
+
+
+def seen(url: str) -> list[tuple[object, ...]]:
+    return query(url, "SELECT id, request, state, reply FROM step_jobs_seen")
+
+
+def test_no_secret_reaches_the_step_jobs_table(
+    folder: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHOP_TOKEN", RUNTIME_SECRET)
+    with daemons(folder, pg_url, 1, 1) as (active, standby):
+        audit(pg_url)
+        emit(pg_url, 1)
+        active.wait_until(partial(mark, folder, 1), WAIT, "the first step")
+        emit_state(pg_url, {"n": 2, "mode": "secret"})
+        daemon, _ = active.wait_until(partial(mark, folder, 2), WAIT, "the second step")
+        assert daemon == standby.pid
+        open_gate(folder)
+        ended = active.wait_until(partial(all_ended, pg_url, 2), WAIT, "the runs to end")
+        rows = seen(pg_url)
+    assert ended[2][0] == "failed"
+    assert any(row[3] is not None for row in rows)  # the reply, as the standby wrote it
+    text = "\n".join(json.dumps(row) for row in rows)
+    assert "refused with" in text
+    assert SECRET not in text and RUNTIME_SECRET not in text
+
+
+# Another process corrupting the rows: a request as it is offered, a reply as it is written
+# (what it becomes: the state's "mode" says).
+CORRUPT = """
+CREATE FUNCTION corrupt() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF strpos(NEW.state, '"corrupt request text"') > 0 THEN NEW.request := 'not json {'; END IF;
+  IF strpos(NEW.state, '"corrupt request shape"') > 0 THEN NEW.request := '{"workflow": 1}'; END IF;
+  IF NEW.reply IS NOT NULL THEN
+    IF strpos(NEW.state, '"corrupt reply text"') > 0 THEN NEW.reply := 'not json {'; END IF;
+    IF strpos(NEW.state, '"corrupt reply list"') > 0 THEN NEW.reply := '[1, 2]'; END IF;
+    IF strpos(NEW.state, '"corrupt reply state"') > 0 THEN
+      NEW.reply := '{"ok": "not json {"}';
+    END IF;
+    IF strpos(NEW.state, '"corrupt reply outbox"') > 0 THEN
+      NEW.reply := '{"ok": "{}", "outbox": {"emits": [[1, 2, 3]], "starts": [["r", 5, 6, 7]]}}';
+    END IF;
+    IF strpos(NEW.state, '"corrupt reply shape"') > 0 THEN
+      NEW.reply := '{"ok": 5, "logs": [[1, 2, 3]], "outbox": "x"}';
+    END IF;
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER corrupt BEFORE INSERT OR UPDATE ON step_jobs
+  FOR EACH ROW EXECUTE FUNCTION corrupt();
+"""
+MODES = (
+    "corrupt request text",
+    "corrupt request shape",
+    "corrupt reply text",
+    "corrupt reply list",
+    "corrupt reply shape",
+    "corrupt reply state",
+    "corrupt reply outbox",
+)
+
+
+def error_of(url: str, n: int) -> str | None:
+    """The error code of the failed run `n` (by its state), once it failed."""
+    for run_id, status in query(url, "SELECT run_id, status FROM runs"):
+        shown = json.loads(cli("show", str(run_id), "--json", "--db", url).stdout)
+        if shown["state"].get("n") == n and status == "failed":
+            return f"{shown['error_code']}: {shown['error']}"
+    return None
+
+
+def test_corrupt_rows_fail_their_steps_and_no_daemon(folder: Path, pg_url: str) -> None:
+    with daemons(folder, pg_url, 1, 2) as (active, standby):
+        query(pg_url, CORRUPT)
+        emit(pg_url, 1)
+        active.wait_until(partial(mark, folder, 1), WAIT, "the first step")  # holds the worker
+        for n, mode in enumerate(MODES, start=2):
+            emit_state(pg_url, {"n": n, "mode": mode})
+        for n in range(2, 2 + len(MODES)):
+            code = active.wait_until(partial(error_of, pg_url, n), WAIT, f"run {n} to fail")
+            assert code.startswith("STEP_CRASHED"), code
+        open_gate(folder)
+        ended = active.wait_until(
+            partial(all_ended, pg_url, 1 + len(MODES)), WAIT, "the runs to end"
+        )
+        assert ended[1][0] == "completed"
+        assert active.proc is not None and active.proc.poll() is None
+        assert standby.proc is not None and standby.proc.poll() is None
+        assert query(pg_url, "SELECT count(*) FROM step_jobs") == [(0,)]
+    assert "request that is not a JSON object" in standby.log()
+    assert "Traceback" not in active.log()
+
+
+@pytest.fixture
+def own_cluster(pg_cluster: Cluster) -> Iterator[Cluster]:
+    """A server of this test alone (it is stopped under the daemons)."""
+    cluster = start_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_steps_in_flight_survive_a_server_restart(folder: Path, own_cluster: Cluster) -> None:
+    """The standby's reply, refused while the server is down, is written once it is back."""
+    url = own_cluster.create_database("spread")
+    with daemons(folder, url, 1, 1) as (active, standby):
+        emit(url, 1)
+        active.wait_until(partial(mark, folder, 1), WAIT, "the first step")
+        emit(url, 2)
+        daemon, _ = active.wait_until(partial(mark, folder, 2), WAIT, "the second step")
+        assert daemon == standby.pid
+        own_cluster.halt()
+        open_gate(folder)  # both steps end while the server is down
+        standby.wait_until(
+            lambda: "its reply could not be written" in standby.log(), WAIT, "the reply refused"
+        )
+        own_cluster.resume()  # well within the active daemon's patience (30 s)
+        ended = active.wait_until(partial(all_ended, url, 2), WAIT, "the runs to end")
+        assert {n: status for n, (status, _) in ended.items()} == {1: "completed", 2: "completed"}
+        assert active.proc is not None and active.proc.poll() is None
+        assert standby.proc is not None and standby.proc.poll() is None
