@@ -226,3 +226,20 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+async def test_a_step_the_table_cannot_hold_runs_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def refused(*args: object, **kwargs: object) -> list[int]:
+        raise ValueError("the request holds a lone surrogate")  # as PostgresStepJobs says
+
+    async with spread(tmp_path) as setup:
+        monkeypatch.setattr(MemoryStepJobs, "offer", refused)
+        ctx = _ctx("add", CollectedLog())
+        result = await setup.spread.call(setup.steps["add"], '{"n": 1}', ctx, None)
+        assert isinstance(result, EncodedState) and setup.server.served == 0
+        # The loop that offers goes on: the next step is offered again.
+        monkeypatch.undo()
+        again = await setup.spread.call(setup.steps["add"], '{"n": 2}', ctx, None)
+        assert isinstance(again, EncodedState) and setup.server.served == 1

@@ -184,7 +184,7 @@ class SpreadPool:
                 epoch=identity.epoch,
                 now=self._clock.now_us(),
             )
-        except JournalError as exc:
+        except (JournalError, ValueError) as exc:  # ValueError: text the journal cannot keep
             _log.warning("could not offer %d steps (%s): they run here", len(batch), exc)
             self._settle_here(batch)
             return
