@@ -15,7 +15,8 @@ import shutil
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -385,6 +386,22 @@ async def test_each_batch_is_one_transaction_with_one_notification(pg_url: str) 
     assert query(pg_url, "SELECT count(*) FROM runs") == [(50,)]
 
 
+def _writer_and_events(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> tuple[Any, Callable[[], list[Any]]]:
+    """A writer on `backend`, and what reads its journal's event ids back in order."""
+    if backend == "sqlite":
+        path = tmp_path / "journal.db"
+
+        def sqlite_events() -> list[Any]:
+            with sqlite3.connect(path) as conn:
+                return conn.execute("SELECT event_id FROM events ORDER BY id").fetchall()
+
+        return GroupCommitWriter(path), sqlite_events
+    url = request.getfixturevalue("pg_url")
+    return PostgresWriter(url), partial(query, url, "SELECT event_id FROM events ORDER BY id")
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_a_batch_refused_for_one_callers_ops_commits_every_other_caller(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
@@ -394,20 +411,7 @@ async def test_a_batch_refused_for_one_callers_ops_commits_every_other_caller(
     The batch is committed again caller by caller (a `together` block is one caller), in
     order; the writer goes on.
     """
-    if backend == "sqlite":
-        path = tmp_path / "journal.db"
-        writer: Any = GroupCommitWriter(path)
-
-        def events() -> list[Any]:
-            with sqlite3.connect(path) as conn:
-                return conn.execute("SELECT event_id FROM events ORDER BY id").fetchall()
-    else:
-        url = request.getfixturevalue("pg_url")
-        writer = PostgresWriter(url)
-
-        def events() -> list[Any]:
-            return query(url, "SELECT event_id FROM events ORDER BY id")
-
+    writer, events = _writer_and_events(backend, tmp_path, request)
     create = ops.create_run(
         1, "r1", "wf", "t", "v", status=RunStatus.QUEUED, first_step="a", state="{}", at=1
     )
@@ -434,20 +438,7 @@ async def test_a_refused_caller_with_no_future_is_left_out_alone(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """`submit` makes no future: its refused ops are left out, the others commit."""
-    if backend == "sqlite":
-        path = tmp_path / "journal.db"
-        writer: Any = GroupCommitWriter(path)
-
-        def events() -> list[Any]:
-            with sqlite3.connect(path) as conn:
-                return conn.execute("SELECT event_id FROM events ORDER BY id").fetchall()
-    else:
-        url = request.getfixturevalue("pg_url")
-        writer = PostgresWriter(url)
-
-        def events() -> list[Any]:
-            return query(url, "SELECT event_id FROM events ORDER BY id")
-
+    writer, events = _writer_and_events(backend, tmp_path, request)
     create = ops.create_run(
         1, "r1", "wf", "t", "v", status=RunStatus.QUEUED, first_step="a", state="{}", at=1
     )

@@ -420,20 +420,6 @@ class PostgresWriter(WriterStatus):
         """Whether everything enqueued so far has committed (or failed): nothing in flight."""
         return self._batch is None and self._inflight is None
 
-    def enqueue(self, ops: Iterable[Op], *, urgent: bool = False) -> asyncio.Future[None]:
-        """Add ops to the next batch; the future resolves once that batch has committed.
-
-        Call on the event loop. Without `urgent`, the batch commits within
-        `LAZY_FLUSH_SECONDS` (or sooner, with the next urgent write).
-        """
-        future = self._join(ops, urgent, wanted=True)
-        assert future is not None  # `wanted` makes one
-        return future
-
-    def submit(self, ops: Iterable[Op], *, urgent: bool = False) -> None:
-        """`enqueue` with no one to tell how it went: no future (a refusal is logged)."""
-        self._join(ops, urgent, wanted=False)
-
     def _join(
         self, ops: Iterable[Op], urgent: bool, *, wanted: bool
     ) -> asyncio.Future[None] | None:
