@@ -236,6 +236,14 @@ def test_a_step_refuses_seconds_that_are_not_finite(bad: dict[str, float]) -> No
         Step(lambda state: state, retries=2, **bad)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("name", ["w\ud800x", "a\x00b"], ids=["lone-surrogate", "nul"])
+def test_a_step_name_a_journal_cannot_keep_is_refused_where_it_is_defined(name: str) -> None:
+    """It used to be accepted, then stopped the PostgreSQL writer (and the daemon) at its
+    first checkpoint."""
+    with pytest.raises(DefinitionError, match="no NUL, no lone surrogate"):
+        Step(lambda state: state, name=name)
+
+
 async def test_retries_with_doubling_backoff_on_the_clock() -> None:
     clock = FakeClock()
     start = clock.now_us()

@@ -63,6 +63,11 @@ class Step:
             raise DefinitionError(f"Step timeout must be seconds > 0, got {self.timeout!r}")
         if self.name is not None and (not isinstance(self.name, str) or not self.name):
             raise DefinitionError(f"Step name must be a non-empty string, got {self.name!r}")
+        if self.name is not None and not _is_plain_text(self.name):
+            raise DefinitionError(
+                f"Step name must be text a journal can keep (no NUL, no lone surrogate), "
+                f"got {self.name!r}"
+            )
         if self.isolate is not None and not isinstance(self.isolate, bool):
             raise DefinitionError(f"Step isolate must be True, False or None, got {self.isolate!r}")
         if self.isolate and self.inline:
@@ -88,6 +93,17 @@ def _is_number(value: object) -> bool:
     if not isinstance(value, int | float) or isinstance(value, bool):
         return False
     return math.isfinite(value)
+
+
+def _is_plain_text(text: str) -> bool:
+    """Whether `text` holds no NUL (PostgreSQL's text cannot) and no lone surrogate."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def bind_pipeline(pipeline: object, *, where: str = "pipeline") -> list[BoundStep]:
