@@ -21,6 +21,7 @@ from orchestrator.journal import StepJob, StepOffer, StepReply
 class _Row:
     offer: StepOffer
     offered_by: int
+    at: int = 0
     claimed_by: str | None = None
     attempts: int = 0
     cancelled: bool = False
@@ -47,7 +48,7 @@ class MemoryStepJobs:
         ids = []
         for offer in offers:
             self.table.next_id += 1
-            self.table.rows[self.table.next_id] = _Row(offer, daemon_id)
+            self.table.rows[self.table.next_id] = _Row(offer, daemon_id, now)
             ids.append(self.table.next_id)
         self.table.notify()
         return ids
@@ -90,6 +91,29 @@ class MemoryStepJobs:
                 if row.attempts >= max_attempts:
                     row.reply = {"crashed": f"the daemons serving it stopped {row.attempts} times"}
         return count
+
+    async def missing(self, ids: Collection[int]) -> set[int]:
+        return {job_id for job_id in ids if job_id not in self.table.rows}
+
+    async def forget_strays(self, *, daemon_id: int, keep: Collection[int], before: int) -> int:
+        strays = [
+            i
+            for i, r in self.table.rows.items()
+            if r.offered_by == daemon_id and r.at < before and i not in keep
+        ]
+        for job_id in strays:
+            del self.table.rows[job_id]
+        return len(strays)
+
+    async def unclaim_strays(self, *, token: str, keep: Collection[int]) -> int:
+        strays = [
+            r
+            for i, r in self.table.rows.items()
+            if r.claimed_by == token and r.reply is None and i not in keep
+        ]
+        for row in strays:
+            row.claimed_by = None
+        return len(strays)
 
     async def clear(self, *, daemon_id: int) -> int:
         mine = {i: r for i, r in self.table.rows.items() if r.offered_by == daemon_id}

@@ -233,6 +233,28 @@ async def test_clear_removes_other_daemons_jobs_only(pg_url: str, step_jobs: Ope
     assert await jobs.clear(daemon_id=new) == 0
 
 
+async def test_what_went_unheard_is_found_after_a_lost_connection(
+    pg_url: str, step_jobs: Opener
+) -> None:
+    """`missing`, `forget_strays` and `unclaim_strays`: a daemon's and a standby's catch-up."""
+    active, standby = await step_jobs(), await step_jobs()
+    mine, other = add_daemon(pg_url, "mine"), add_daemon(pg_url, "other")
+    kept, old, young = await active.offer(offers(3), daemon_id=mine, epoch=1, now=NOW)
+    (theirs,) = await active.offer(offers(1), daemon_id=other, epoch=1, now=NOW)
+    await active.forget([kept])
+    assert await active.missing([kept, old, 999]) == {kept, 999}
+    query(pg_url, "UPDATE step_jobs SET offered_at = %s WHERE id = %s", (NOW + 10, young))
+    # Offered before NOW + 5 and not waited for: `old` only (`young` may be in flight).
+    assert await active.forget_strays(daemon_id=mine, keep=[], before=NOW + 5) == 1
+    assert {row[0] for row in query(pg_url, "SELECT id FROM step_jobs")} == {young, theirs}
+    claimed = await standby.claim(token="s", digests=["d1"], limit=9, now=NOW)
+    assert {job.id for job in claimed} == {young, theirs}
+    await standby.reply(theirs, token="s", attempts=0, reply={"ok": "{}"}, now=NOW)
+    # The claim of `young` went unheard: released; `theirs`, answered, stays.
+    assert await standby.unclaim_strays(token="s", keep=[]) == 1
+    assert await active.take_back([young], 1) == [young]
+
+
 async def test_servers_counts_the_fresh_standbys_of_live_processes(
     pg_url: str, step_jobs: Opener
 ) -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,9 +21,11 @@ from orchestrator.clock import Clock
 from orchestrator.define.env import Env
 from orchestrator.engine.context import StepContext
 from orchestrator.engine.workers import SpreadPool, StepRef, StepServer, WorkerPool, Workers
+from orchestrator.engine.workers import serve as serve_module
+from orchestrator.engine.workers import spread as spread_module
 from orchestrator.engine.workers.jobs import CollectedLog
 from orchestrator.engine.workers.plan import plan_isolation
-from orchestrator.errors import RemoteError
+from orchestrator.errors import JournalUnreachable, RemoteError
 from orchestrator.folder.loader import FolderConfig, load_file
 from orchestrator.journal import WriterIdentity
 from orchestrator.state import EncodedState, decode_state
@@ -243,3 +246,54 @@ async def test_a_step_the_table_cannot_hold_runs_here(
         monkeypatch.undo()
         again = await setup.spread.call(setup.steps["add"], '{"n": 2}', ctx, None)
         assert isinstance(again, EncodedState) and setup.server.served == 1
+
+
+def _unheard_once(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """`method` that commits its first time with rows but loses the answer (a dropped link)."""
+    lost: list[bool] = []
+
+    async def unheard(self: MemoryStepJobs, *args: Any, **kwargs: Any) -> Any:
+        answer = await method(self, *args, **kwargs)
+        if answer and not lost:
+            lost.append(True)
+            raise JournalUnreachable("the connection dropped before the answer came")
+        return answer
+
+    return unheard
+
+
+async def test_a_reply_taken_unheard_runs_its_step_here_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spread_module, "BACKOFF_MAX", 0.5)
+    unheard = _unheard_once(MemoryStepJobs.take_replies)
+    monkeypatch.setattr(MemoryStepJobs, "take_replies", unheard)
+    async with spread(tmp_path) as setup:
+        ctx = _ctx("add", CollectedLog())
+        result = await setup.spread.call(setup.steps["add"], '{"n": 1}', ctx, None)
+        assert isinstance(result, EncodedState) and setup.server.served == 1
+        assert decode_state(result.text)["env"]["RUNTIME"] == "the active daemon"  # again here
+
+
+async def test_a_claim_made_unheard_is_released_and_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(serve_module, "BACKOFF_MAX", 0.5)
+    monkeypatch.setattr(MemoryStepJobs, "claim", _unheard_once(MemoryStepJobs.claim))
+    async with spread(tmp_path) as setup:
+        ctx = _ctx("add", CollectedLog())
+        result = await setup.spread.call(setup.steps["add"], '{"n": 1}', ctx, None)
+        assert isinstance(result, EncodedState) and setup.server.served == 1
+        assert decode_state(result.text)["env"]["RUNTIME"] == "the standby"
+
+
+async def test_an_offer_committed_unheard_leaves_no_stray_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spread_module, "STRAY_AGE_US", 0)
+    monkeypatch.setattr(MemoryStepJobs, "offer", _unheard_once(MemoryStepJobs.offer))
+    async with spread(tmp_path) as setup:
+        ctx = _ctx("add", CollectedLog())
+        result = await setup.spread.call(setup.steps["add"], '{"n": 1}', ctx, None)
+        assert isinstance(result, EncodedState)  # run here
+        await eventually(lambda: not setup.table.rows or None, what="the stray gone", timeout=10)

@@ -563,6 +563,18 @@ class StepJobs(Protocol):
         times"}`` instead.
         """
 
+    async def missing(self, ids: Collection[int]) -> set[int]:
+        """Those of `ids` whose jobs are gone (a reply taken or a job deleted unheard)."""
+
+    async def forget_strays(self, *, daemon_id: int, keep: Collection[int], before: int) -> int:
+        """Delete the jobs `daemon_id` offered before `before` (µs) but for `keep`; how many.
+
+        After a lost connection, an offer may have committed unheard: its jobs are strays.
+        """
+
+    async def unclaim_strays(self, *, token: str, keep: Collection[int]) -> int:
+        """Release the unanswered jobs `token` claimed but for `keep` (a claim lost unheard)."""
+
     async def clear(self, *, daemon_id: int) -> int:
         """Delete every job offered by a daemon other than `daemon_id`; how many."""
 

@@ -141,6 +141,7 @@ class StepServer:
         self._clock = clock
         self._serving: dict[int, asyncio.Task[None]] = {}
         self._room = asyncio.Event()  # set when a served step ends: claim the next at once
+        self._unsure = False  # set by a failure to reach the journal (see `_turn`)
         self._by = f"pid {os.getpid()} on {HOST}"
         self.served = 0  # steps it replied to
 
@@ -165,6 +166,7 @@ class StepServer:
                 await jobs.news_or(self._room, self._jobs, NEWS_WAIT)
                 backoff = 0.0
             except JournalError as exc:
+                self._unsure = True
                 connected, backoff = False, min(BACKOFF_MAX, max(0.5, backoff * 2))
                 if backoff == 1.0:  # twice in a row (once: the schema may be migrating)
                     _log.warning("serving offered steps: %s; trying again", exc)
@@ -172,6 +174,9 @@ class StepServer:
                 await asyncio.sleep(backoff)
 
     async def _turn(self, tasks: asyncio.TaskGroup) -> None:
+        if self._unsure:  # a claim may have committed unheard: its jobs are released
+            await self._jobs.unclaim_strays(token=self._token, keep=list(self._serving))
+            self._unsure = False
         if self._serving:
             for job_id in await self._jobs.withdrawn(list(self._serving), token=self._token):
                 task = self._serving.pop(job_id, None)

@@ -36,6 +36,9 @@ _log = logging.getLogger("orchestrator.workers")
 NEWS_WAIT = 0.5  # seconds between looks for replies without a notification
 LOOK_EVERY = 1.0  # seconds between counts of standbys (and offers of abandoned steps again)
 MAX_ATTEMPTS = 3  # standbys that may go away with one step before it fails
+# An offer's jobs this daemon does not know of, this old, were offered unheard (the
+# connection was lost after their commit): they are deleted.
+STRAY_AGE_US = 10_000_000
 BACKOFF_MAX = 5.0
 
 Reply = dict[str, Any] | None  # None: run it here after all
@@ -76,6 +79,8 @@ class SpreadPool:
         # Set when a worker here is free: steps offered but not claimed yet come back.
         self._room_here = asyncio.Event()
         self._to_forget: list[int] = []
+        # Set by a failure to reach the journal: what was committed unheard is looked for.
+        self._unsure = False
         self.offered = 0  # steps offered so far (figures and tests)
         self.taken_back = 0  # of those, run here after all
 
@@ -185,6 +190,7 @@ class SpreadPool:
                 now=self._clock.now_us(),
             )
         except (JournalError, ValueError) as exc:  # ValueError: text the journal cannot keep
+            self._unsure = True  # the offer may have committed unheard
             _log.warning("could not offer %d steps (%s): they run here", len(batch), exc)
             self._settle_here(batch)
             return
@@ -206,6 +212,8 @@ class SpreadPool:
         while True:
             try:
                 await jobs.news_or(self._room_here, self._jobs, NEWS_WAIT)
+                if self._unsure:
+                    await self._reconcile()
                 await self._take_replies()
                 await self._take_back(self._share() - self._busy_here)
                 if time.monotonic() - looked >= LOOK_EVERY:
@@ -213,6 +221,7 @@ class SpreadPool:
                     await self._look_after_standbys()
                 backoff = 0.0
             except JournalError as exc:
+                self._unsure = True  # a reply taken or a step taken back may be unheard
                 backoff = await self._back_off(backoff, exc)
                 await self._reconnect()
 
@@ -221,6 +230,24 @@ class SpreadPool:
             await self._jobs.open()
         except JournalError:
             return  # the next turn backs off again
+
+    async def _reconcile(self) -> None:
+        """After a lost connection: run here the steps whose rows went unheard, drop strays.
+
+        A reply taken (or a step taken back) whose answer was lost left its step waiting
+        for good: it runs here (again, maybe: steps are at-least-once). An offer that
+        committed unheard left jobs no one waits for: they are deleted.
+        """
+        identity = self._identity()
+        if identity is None:
+            return
+        gone = await self._jobs.missing(list(self._waiting))
+        self._run_here(sorted(gone))
+        before = self._clock.now_us() - STRAY_AGE_US
+        await self._jobs.forget_strays(
+            daemon_id=identity.daemon_id, keep=list(self._waiting), before=before
+        )
+        self._unsure = False
 
     async def _take_replies(self) -> None:
         if self._to_forget:

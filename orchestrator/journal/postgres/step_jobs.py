@@ -61,6 +61,14 @@ _CANCEL = "UPDATE step_jobs SET cancelled = 1 WHERE id = ANY(%s) AND cancelled =
 _TAKE = "DELETE FROM step_jobs WHERE id = ANY(%s) AND reply IS NOT NULL RETURNING id, reply"
 _FORGET = "DELETE FROM step_jobs WHERE id = ANY(%s)"
 _CLEAR = "DELETE FROM step_jobs WHERE offered_by <> %s"
+_PRESENT = "SELECT id FROM step_jobs WHERE id = ANY(%s)"
+_FORGET_STRAYS = (
+    "DELETE FROM step_jobs WHERE offered_by = %s AND offered_at < %s AND NOT (id = ANY(%s))"
+)
+_UNCLAIM_STRAYS = (
+    "UPDATE step_jobs SET claimed_by = NULL, claimed_at = NULL"
+    " WHERE claimed_by = %s AND reply IS NULL AND NOT (id = ANY(%s))"
+)
 # The standbys running jobs of a daemon: their row's process and whether it is fresh (NULLs:
 # no row).
 _SERVING = (
@@ -243,6 +251,28 @@ class PostgresStepJobs:
                 return int(cursor.rowcount)
 
         return await self._run("requeueing abandoned steps", work)
+
+    async def missing(self, ids: Collection[int]) -> set[int]:
+        """Those of `ids` whose jobs are gone."""
+        if not ids:
+            return set()
+        params = (list(ids),)
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> set[int]:
+            rows = await (await conn.execute(_PRESENT, params)).fetchall()
+            return set(ids) - {int(row[0]) for row in rows}
+
+        return await self._run("looking for steps gone", work)
+
+    async def forget_strays(self, *, daemon_id: int, keep: Collection[int], before: int) -> int:
+        """Delete the jobs `daemon_id` offered before `before` but for `keep`; how many."""
+        params = (daemon_id, before, list(keep))
+        return await self._statement("forgetting stray steps", _FORGET_STRAYS, params)
+
+    async def unclaim_strays(self, *, token: str, keep: Collection[int]) -> int:
+        """Release the unanswered jobs `token` claimed but for `keep`; how many."""
+        params = (_text(token, "token"), list(keep))
+        return await self._statement("releasing stray claims", _UNCLAIM_STRAYS, params)
 
     async def clear(self, *, daemon_id: int) -> int:
         """Delete every job offered by a daemon other than `daemon_id`; how many."""
