@@ -115,6 +115,7 @@ def _frozen(pid: int, db: Path) -> Iterator[None]:
     """SIGSTOP `pid` at a moment it holds no write lock on `db` (else the lease is stuck)."""
     for _ in range(200):
         os.kill(pid, signal.SIGSTOP)
+        _until_stopped(pid)  # the signal is delivered after `kill` returns
         conn = sqlite3.connect(db, timeout=0, isolation_level=None)
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -130,6 +131,15 @@ def _frozen(pid: int, db: Path) -> Iterator[None]:
         yield
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+def _until_stopped(pid: int) -> None:
+    """Return once `pid` is stopped (its state in /proc is ``T``)."""
+    eventually_blocking(
+        lambda: Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T" or None,
+        what=f"process {pid} to stop",
+        timeout=TIMEOUT,
+    )
 
 
 def _lease_stale(db: Path) -> bool:

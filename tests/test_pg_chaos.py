@@ -86,7 +86,7 @@ CALM_EMITS = 300  # the last events, emitted after the last kill
 REPEATS = 0.04  # the share of emits sent again with the same key
 KILL_EVERY = (2.0, 4.0)  # seconds between SIGKILLs of the active daemon
 FREEZE_AT_KILL = 2  # the active daemon is frozen instead of killed at this kill
-FREEZE_STANDBY_AT_KILL = 3  # a standby serving a step is frozen past its lease before it
+FREEZE_STANDBY_AT_KILL = 1  # a standby serving a step is frozen past its lease before it
 KILL_STANDBY_EVERY = 3  # a standby serving a step is SIGKILLed before every third kill
 LEASE_SECONDS = 5.0  # a heartbeat older than this is stale: the daemon is taken over
 # The last step of each workflow: a completed run's last checkpoint.
@@ -133,6 +133,7 @@ import time
 def served(verb):
     at = time.time_ns() // 1000
     sum(i * i for i in range(20_000))  # a few ms of CPU
+    time.sleep(0.02)  # and some waiting: standbys hold steps long enough to be caught at it
     return {f"{verb}_by": os.getppid(), f"{verb}_at": at}
 """,
     # Named to load first: every run's end is then journaled as a system event.
@@ -615,7 +616,7 @@ def rage(cluster: DaemonSlots, rng: random.Random, emitters: list[Emitter]) -> S
         if kills == FREEZE_STANDBY_AT_KILL:
             frozen_standby = freeze_standby(cluster, active)
             active = cluster.wait_active()
-        elif kills % KILL_STANDBY_EVERY == 1:
+        elif kills % KILL_STANDBY_EVERY == 0:
             serving_kills += kill_standby(cluster, active, emitters)
             standby_kills += 1
         if kills == FREEZE_AT_KILL:

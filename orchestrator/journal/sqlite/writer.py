@@ -58,6 +58,7 @@ from ..writing import (
 )
 from . import lease
 from .connection import (
+    BUSY_TIMEOUT_MS,
     SQLITE_ERRORS,
     connect_writer,
     is_corrupt,
@@ -137,7 +138,7 @@ class GroupCommitWriter(WriterStatus):
     def _open_sync(self) -> Opened:
         conn = connect_writer(self.path, self._synchronous)
         try:
-            migrate(conn, self.path)
+            self._migrate(conn)
             conn.execute("BEGIN IMMEDIATE")
             try:
                 lease.acquire(conn, self.path, self._token, self._wall.now_us())
@@ -151,6 +152,18 @@ class GroupCommitWriter(WriterStatus):
         self._conn = conn
         self._renewed_at = time.monotonic()
         return Opened(max_run_row=int(max_row))
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        try:
+            migrate(conn, self.path)
+        except sqlite3.OperationalError as exc:
+            if not is_transient(exc):
+                raise
+            raise JournalLocked(
+                f"journal {self.path} stayed locked by another process writing to it for "
+                f"{BUSY_TIMEOUT_MS // 1000} s (a daemon frozen inside a write, or a disk that "
+                "does not answer): continue or stop that process, then start again"
+            ) from None
 
     async def run(self) -> None:
         """Run the writer thread until `close`; the caller's task owns it."""
