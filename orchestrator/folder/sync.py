@@ -82,19 +82,11 @@ class WorkflowFolder:
         return dict(self._config.retention)
 
     def candidates(self) -> list[Path]:
-        """The folder's workflow files now: ``*.py`` not starting with ``_`` or ``.``.
+        """The folder's workflow files now (`workflow_files`).
 
         Files whose names are not UTF-8 are among them: `sync` reports each as a load error.
         """
-        try:
-            entries = sorted(self.path.iterdir())
-        except OSError:
-            return []
-        return [
-            p
-            for p in entries
-            if p.suffix == ".py" and not p.name.startswith(("_", ".")) and p.is_file()
-        ]
+        return workflow_files(self.path)
 
     def _refuse_names(self, present: list[Path]) -> list[Path]:
         """The files whose names are valid UTF-8; each other one is a load error (once)."""
@@ -316,3 +308,16 @@ def _line_of(exc: OrchestratorError, loaded: LoadedFile) -> int | None:
         if repr(workflow.id) in message:
             return line
     return None
+
+
+def workflow_files(folder: Path) -> list[Path]:
+    """A folder's workflow files now, sorted: ``*.py`` not starting with ``_`` or ``.``."""
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return []
+    return [
+        p
+        for p in entries
+        if p.suffix == ".py" and not p.name.startswith(("_", ".")) and p.is_file()
+    ]

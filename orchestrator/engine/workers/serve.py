@@ -22,6 +22,7 @@ from ...clock import Clock
 from ...errors import JournalError, RemoteError
 from ...folder.loader import FileSource, FolderConfig, LoadFailed, load_file
 from ...folder.names import shown
+from ...folder.sync import workflow_files
 from ...journal import StepJob, StepJobs
 from ...journal.liveness import HOST
 from ...redaction import SECRETS
@@ -48,6 +49,7 @@ class FolderIndex:
         self._folder = folder
         self._seen: dict[Path, tuple[int, int]] = {}  # path -> (mtime_ns, size)
         self._by_path: dict[Path, FileSource] = {}
+        self._by_digest: dict[str, FileSource] = {}  # `_by_path` by digest, made by a rescan
         self._config = FolderConfig()
         self._looked_at = float("-inf")
 
@@ -55,14 +57,11 @@ class FolderIndex:
         """The digests of the files as they are now (looked at once a second at most)."""
         if time.monotonic() - self._looked_at >= RESCAN_EVERY:
             await self._rescan()
-        return {source.digest for source in self._by_path.values()}
+        return set(self._by_digest)
 
     def get(self, digest: str) -> FileSource | None:
         """The file with `digest`, if the folder has it."""
-        for source in self._by_path.values():
-            if source.digest == digest:
-                return source
-        return None
+        return self._by_digest.get(digest)
 
     async def _rescan(self) -> None:
         self._looked_at = time.monotonic()
@@ -73,7 +72,7 @@ class FolderIndex:
         if config != self._config:
             self._config, self._seen, self._by_path = config, {}, {}
         present: dict[Path, tuple[int, int]] = {}
-        for path in _workflow_files(self._folder):
+        for path in workflow_files(self._folder):
             try:
                 stat = path.stat()
             except OSError:
@@ -84,6 +83,7 @@ class FolderIndex:
         for gone in set(self._by_path) - set(present):
             del self._by_path[gone]
         self._seen = present
+        self._by_digest = {source.digest: source for source in self._by_path.values()}
         self._looked_at = time.monotonic()
 
     async def _load(self, path: Path) -> None:
@@ -110,14 +110,6 @@ def _read(path: Path) -> bytes | None:
         return path.read_bytes()
     except OSError:
         return None
-
-
-def _workflow_files(folder: Path) -> list[Path]:
-    try:
-        entries = list(folder.iterdir())
-    except OSError:
-        return []
-    return [p for p in entries if p.suffix == ".py" and not p.name.startswith(("_", "."))]
 
 
 class StepServer:
