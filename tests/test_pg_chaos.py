@@ -2,8 +2,8 @@
 
 Three real daemons (``orchestrator up DIR --db postgresql://...``, the same folder) share
 one journal: one is active, the others are standbys that take over when it dies. Emitter
-threads journal about 3,200 events with idempotency keys through the CLI's commands API
-(some twice, some with the real ``orchestrator emit``), starting about 2,000 runs of six
+threads journal about 3,800 events with idempotency keys through the CLI's commands API
+(some twice, some with the real ``orchestrator emit``), starting over 2,000 runs of six
 workflows that mix what the daemons coordinate:
 
 - ``orders``: a trigger with a condition (``total > 0``); its first step registers a wait
@@ -78,7 +78,7 @@ from orchestrator.testing import eventually_blocking
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # ~1 min; more on a busy machine
 
 DAEMONS = 3
-ORDERS = 1_550  # order.created events: ~95% match `orders`, ~10% `audits`
+ORDERS = 1_850  # order.created events: ~95% match `orders`, ~10% `audits`
 DEPLOYS = 100  # deploy.requested events: ~80% are for prod and start a run
 LOCKS = 250  # lock.requested events
 CLI_EMITS = 16  # of the events above, emitted by the real `orchestrator emit`
@@ -727,6 +727,7 @@ def test_three_daemons_under_kills_and_a_freeze_keep_every_guarantee(
     crashed = query(pg_url, "SELECT run_id, error FROM runs WHERE error_code = 'STEP_CRASHED'")
     assert not crashed, f"steps failed as crashed: {crashed[:5]}"
     assert storm.serving_kills > 0, "a standby was killed while it served a step"
+    assert len(workflows) >= 2_000, f"seed {seed}: only {len(workflows)} runs started"
     by_workflow = collections.Counter(workflows.values())
     print(
         f"{len(acked)} events acknowledged, {len(workflows)} runs ({dict(by_workflow)});"
