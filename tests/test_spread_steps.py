@@ -55,6 +55,11 @@ def exits(state):
     os._exit(3)
 
 
+def odd_pause(state, ctx):
+    # A pause a worker accepts whose reply the journal cannot keep (a lone surrogate).
+    return ctx.pause(event="go", where={"x": ("==", "\\udc80")})
+
+
 def blocks(state):
     pathlib.Path(state["started"]).write_text(str(os.getpid()))
     deadline = time.monotonic() + 60
@@ -66,7 +71,13 @@ def blocks(state):
 workflow = Workflow(
     id="wf",
     env={"WHERE": "the file"},
-    pipelines={"add": [add], "fails": [fails], "exits": [exits], "blocks": [blocks]},
+    pipelines={
+        "add": [add],
+        "fails": [fails],
+        "exits": [exits],
+        "blocks": [blocks],
+        "odd_pause": [odd_pause],
+    },
 )
 """
 
@@ -174,6 +185,17 @@ async def test_a_served_step_fails_crashes_and_times_out_as_a_local_one(tmp_path
         with pytest.raises(TimeoutError):
             await setup.spread.call(steps["blocks"], state, _ctx("blocks", log), 0.5)
         assert setup.server.served == 3
+
+
+async def test_a_reply_the_journal_cannot_keep_fails_its_step_instead_of_hanging(
+    tmp_path: Path,
+) -> None:
+    async with spread(tmp_path) as setup:
+        ctx = _ctx("odd_pause", CollectedLog())
+        with pytest.raises(Exception, match="reply could not be written") as crashed:
+            await setup.spread.call(setup.steps["odd_pause"], "{}", ctx, None)
+        assert type(crashed.value).__name__ == "WorkerCrashed"
+        assert setup.server.served == 1 and not setup.table.rows
 
 
 async def test_a_step_given_up_here_is_withdrawn_and_its_worker_killed(tmp_path: Path) -> None:

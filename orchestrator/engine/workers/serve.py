@@ -186,18 +186,38 @@ class StepServer:
 
     async def _serve(self, job: StepJob) -> None:
         try:
-            try:
-                reply = await self._run(job)
-            except Exception as exc:  # noqa: BLE001 - a request it cannot read fails its step
-                _log.warning("step job %d could not be run here: %r", job.id, exc)
-                reply = {"crashed": f"the daemon serving it could not run it: {exc!r}"}
-            reply["by"] = self._by
-            self.served += await self._reply(job, SECRETS.redact_data(reply))
+            self.served += await self._answer(job, await self._outcome(job))
         except Exception:  # noqa: BLE001 - a bug here must not stop serving other steps
             _log.exception("step job %d could not be served", job.id)
         finally:
             self._serving.pop(job.id, None)
             self._room.set()
+
+    async def _outcome(self, job: StepJob) -> dict[str, Any]:
+        """The reply to `job`: how its step went here, or why it could not run."""
+        try:
+            return await self._run(job)
+        except Exception as exc:  # noqa: BLE001 - a request it cannot read fails its step
+            _log.warning("step job %d could not be run here: %r", job.id, exc)
+            return {"crashed": f"the daemon serving it could not run it: {exc!r}"}
+
+    async def _answer(self, job: StepJob, reply: dict[str, Any]) -> bool:
+        """Write `reply`; one holding text the journal cannot keep, as a crash saying why.
+
+        Unanswered, the step would wait for good (this standby is alive, so its job is
+        never offered again): a pause whose condition holds a lone surrogate, say.
+        """
+        try:
+            return await self._reply(job, self._signed(reply))
+        except ValueError as exc:
+            _log.warning("step job %d: its reply cannot be kept (%s): its step fails", job.id, exc)
+            crashed = {"crashed": f"its reply could not be written: {exc}"}
+            return await self._reply(job, self._signed(crashed))
+
+    def _signed(self, reply: dict[str, Any]) -> dict[str, Any]:
+        """`reply` saying which daemon ran it, the secrets this daemon knows masked."""
+        signed: dict[str, Any] = SECRETS.redact_data({**reply, "by": self._by})
+        return signed
 
     async def _reply(self, job: StepJob, reply: dict[str, Any]) -> bool:
         """Write `reply`; while the journal cannot be reached, try again (until withdrawn).
