@@ -88,6 +88,7 @@ class Setup:
     server: StepServer
     table: MemoryTable
     steps: dict[str, StepRef]
+    spreading: asyncio.Task[None]  # the active daemon's loop (`SpreadPool.run`)
 
 
 async def _steps(folder: Path) -> dict[str, StepRef]:
@@ -132,7 +133,7 @@ async def spread(
         await eventually(
             lambda: pool.servers == standbys or None, what="standbys counted", timeout=10
         )
-        yield Setup(pool, server, table, await _steps(folder))
+        yield Setup(pool, server, table, await _steps(folder), tasks[0])
     finally:
         for task in tasks:
             task.cancel()
@@ -268,6 +269,35 @@ async def test_a_step_the_table_cannot_hold_runs_here(
         monkeypatch.undo()
         again = await setup.spread.call(setup.steps["add"], '{"n": 2}', ctx, None)
         assert isinstance(again, EncodedState) and setup.server.served == 1
+
+
+async def test_steps_being_offered_when_the_loop_stops_run_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    offering = asyncio.Event()
+
+    async def unanswered(*args: object, **kwargs: object) -> list[int]:
+        offering.set()
+        await asyncio.Event().wait()  # the journal never answers: the offer is in flight
+        raise AssertionError("unreachable")
+
+    async with spread(tmp_path) as setup:
+        monkeypatch.setattr(MemoryStepJobs, "offer", unanswered)
+        calls = [
+            asyncio.create_task(
+                setup.spread.call(
+                    setup.steps["add"], f'{{"n": {n}}}', _ctx("add", CollectedLog()), None
+                )
+            )
+            for n in (1, 2)
+        ]
+        await eventually(lambda: offering.is_set() or None, what="an offer in flight", timeout=10)
+        setup.spreading.cancel()  # this daemon stopping: its steps finish here
+        async with asyncio.timeout(30):
+            results = await asyncio.gather(*calls)
+    for result in results:
+        assert isinstance(result, EncodedState)
+        assert decode_state(result.text)["env"]["RUNTIME"] == "the active daemon"
 
 
 def _unheard_once(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:

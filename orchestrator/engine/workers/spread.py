@@ -144,7 +144,9 @@ class SpreadPool:
                 tasks.create_task(self._offer_forever(), name="offer-steps")
                 tasks.create_task(self._take_forever(), name="step-replies")
         finally:
-            self.servers = 0
+            self.servers = 0  # from now on every step runs here, those offered or queued too
+            queued, self._to_offer = self._to_offer, []
+            self._settle_here(queued)
             self._run_here(list(self._waiting))
             await self._jobs.close()
 
@@ -194,6 +196,9 @@ class SpreadPool:
             _log.warning("could not offer %d steps (%s): they run here", len(batch), exc)
             self._settle_here(batch)
             return
+        except asyncio.CancelledError:  # the loop stops: they run here, as those waiting do
+            self._settle_here(batch)
+            raise
         self.offered += len(ids)
         for offered, job_id in zip(batch, ids, strict=True):
             offered.job_id = job_id
