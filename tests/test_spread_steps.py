@@ -20,14 +20,14 @@ import pytest
 from orchestrator.clock import Clock
 from orchestrator.define.env import Env
 from orchestrator.engine.context import StepContext
-from orchestrator.engine.workers import SpreadPool, StepRef, StepServer, WorkerPool, Workers
+from orchestrator.engine.workers import SpreadPool, StepRef, StepServer, WorkerPool, Workers, jobs
 from orchestrator.engine.workers import serve as serve_module
 from orchestrator.engine.workers import spread as spread_module
 from orchestrator.engine.workers.jobs import CollectedLog
 from orchestrator.engine.workers.plan import plan_isolation
 from orchestrator.errors import JournalUnreachable, RemoteError
 from orchestrator.folder.loader import FolderConfig, load_file
-from orchestrator.journal import WriterIdentity
+from orchestrator.journal import StepOffer, WriterIdentity
 from orchestrator.state import EncodedState, decode_state
 from orchestrator.testing import eventually
 from tests.step_jobs_memory import MemoryStepJobs, MemoryTable
@@ -298,6 +298,65 @@ async def test_steps_being_offered_when_the_loop_stops_run_here(
     for result in results:
         assert isinstance(result, EncodedState)
         assert decode_state(result.text)["env"]["RUNTIME"] == "the active daemon"
+
+
+class _SlowToKillPool:
+    """A pool whose steps run until given up, and whose workers die only when let go."""
+
+    settings = Workers(max=2, warm=0)
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.running = 0
+        self.let_go = asyncio.Event()
+
+    async def call(self, *args: object) -> object:
+        self.calls += 1
+        self.running += 1
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.let_go.wait()  # killing the worker takes a while
+            self.running -= 1
+        raise AssertionError("unreachable")
+
+
+async def test_a_job_claimed_again_while_its_old_worker_dies_can_still_be_withdrawn(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    (folder / "steps.py").write_text(STEPS)
+    step = (await _steps(folder))["add"]
+    table, pool = MemoryTable(), _SlowToKillPool()
+    server = StepServer(
+        MemoryStepJobs(table),
+        folder,
+        pool,  # type: ignore[arg-type]
+        token="standby-0",
+        runtime_env={},
+        clock=Clock(),
+    )
+    serving = asyncio.create_task(server.run())
+    try:
+        request = jobs.request_of(step, _ctx("add", CollectedLog()), None)
+        offer = StepOffer("run-1", str(step.load["digest"]), request, '{"n": 1}')
+        (job_id,) = await MemoryStepJobs(table).offer([offer], daemon_id=1, epoch=1, now=0)
+        await eventually(lambda: pool.calls == 1 or None, what="the step served", timeout=30)
+        # Requeued (this standby was judged stopped: it froze), then claimed by it again.
+        row = table.rows[job_id]
+        row.claimed_by, row.attempts = None, row.attempts + 1
+        table.notify()
+        await eventually(lambda: pool.calls == 2 or None, what="claimed again", timeout=30)
+        pool.let_go.set()  # the first worker dies
+        await eventually(
+            lambda: pool.running == 1 or None, what="the first worker dead", timeout=30
+        )
+        await MemoryStepJobs(table).cancel([job_id])  # an abort: the second is withdrawn
+        await eventually(lambda: pool.running == 0 or None, what="its worker killed", timeout=30)
+    finally:
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
 
 
 def _unheard_once(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:

@@ -190,7 +190,10 @@ class StepServer:
         except Exception:  # noqa: BLE001 - a bug here must not stop serving other steps
             _log.exception("step job %d could not be served", job.id)
         finally:
-            self._serving.pop(job.id, None)
+            # Not the task of the same job claimed again (requeued to this standby) while
+            # this one's worker was being killed: that one must stay withdrawable.
+            if self._serving.get(job.id) is asyncio.current_task():
+                del self._serving[job.id]
             self._room.set()
 
     async def _outcome(self, job: StepJob) -> dict[str, Any]:
