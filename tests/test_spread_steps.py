@@ -20,8 +20,15 @@ import pytest
 from orchestrator.clock import Clock
 from orchestrator.define.env import Env
 from orchestrator.engine.context import StepContext
-from orchestrator.engine.workers import SpreadPool, StepRef, StepServer, WorkerPool, Workers, jobs
-from orchestrator.engine.workers import serve as serve_module
+from orchestrator.engine.workers import (
+    SpreadPool,
+    StepRef,
+    StepServer,
+    WorkerPool,
+    Workers,
+    jobs,
+    pacing,
+)
 from orchestrator.engine.workers import spread as spread_module
 from orchestrator.engine.workers.jobs import CollectedLog
 from orchestrator.engine.workers.plan import plan_isolation
@@ -376,7 +383,7 @@ def _unheard_once(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaita
 async def test_a_reply_taken_unheard_runs_its_step_here_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(spread_module, "BACKOFF_MAX", 0.5)
+    monkeypatch.setattr(pacing, "BACKOFF_MAX", 0.5)
     unheard = _unheard_once(MemoryStepJobs.take_replies)
     monkeypatch.setattr(MemoryStepJobs, "take_replies", unheard)
     async with spread(tmp_path) as setup:
@@ -389,7 +396,7 @@ async def test_a_reply_taken_unheard_runs_its_step_here_again(
 async def test_a_claim_made_unheard_is_released_and_served(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(serve_module, "BACKOFF_MAX", 0.5)
+    monkeypatch.setattr(pacing, "BACKOFF_MAX", 0.5)
     monkeypatch.setattr(MemoryStepJobs, "claim", _unheard_once(MemoryStepJobs.claim))
     async with spread(tmp_path) as setup:
         ctx = _ctx("add", CollectedLog())

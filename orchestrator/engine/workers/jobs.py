@@ -14,14 +14,12 @@ A reply is one of ``{"ok": state}``, ``{"pause": ...}``, ``{"invalid": message}`
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
 from ...define.outbox import Outbox
 from ...define.waits import PauseRequest
 from ...errors import RemoteError
-from ...journal import StepJobs
 from ...state import EncodedState, Unencodable, parse_payload
 from ..context import StepContext, StepLogger
 from . import wire
@@ -160,17 +158,3 @@ def _text(value: object) -> str:
     if not isinstance(value, str):
         raise TypeError(f"expected text, got {type(value).__name__}")
     return value
-
-
-async def news_or(event: asyncio.Event, step_jobs: StepJobs, seconds: float) -> None:
-    """Until `event` is set or news of jobs comes (at most `seconds`); `event` is cleared."""
-    if not event.is_set():
-        news = asyncio.ensure_future(step_jobs.wait(seconds))
-        woken = asyncio.ensure_future(event.wait())
-        try:
-            await asyncio.wait((news, woken), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            news.cancel()
-            woken.cancel()
-            await asyncio.gather(news, woken, return_exceptions=True)
-    event.clear()

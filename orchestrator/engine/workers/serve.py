@@ -28,13 +28,13 @@ from ...journal.liveness import HOST
 from ...redaction import SECRETS
 from ..context import StepContext
 from . import jobs
+from .pacing import Backoff, news_or
 from .pool import StepRef, WorkerCrashed, WorkerPool
 
 _log = logging.getLogger("orchestrator.workers")
 
 NEWS_WAIT = 0.5  # seconds between looks at the journal without a notification
 RESCAN_EVERY = 1.0  # seconds between looks at the folder for changed files
-BACKOFF_MAX = 5.0  # seconds between tries while the journal cannot be reached
 
 
 class FolderIndex:
@@ -148,22 +148,21 @@ class StepServer:
             await self._jobs.close()
 
     async def _serve_forever(self, tasks: asyncio.TaskGroup) -> None:
-        connected, backoff = False, 0.0
+        connected, backoff = False, Backoff()
         while True:
             try:
                 if not connected:
                     await self._jobs.open()
                     connected = True
                 await self._turn(tasks)
-                await jobs.news_or(self._room, self._jobs, NEWS_WAIT)
-                backoff = 0.0
+                await news_or(self._room, self._jobs, NEWS_WAIT)
+                backoff.reset()
             except JournalError as exc:
-                self._unsure = True
-                connected, backoff = False, min(BACKOFF_MAX, max(0.5, backoff * 2))
-                if backoff == 1.0:  # twice in a row (once: the schema may be migrating)
+                self._unsure, connected = True, False
+                if backoff.failures == 1:  # twice in a row (once: the schema may be migrating)
                     _log.warning("serving offered steps: %s; trying again", exc)
                 await self._jobs.close()
-                await asyncio.sleep(backoff)
+                await backoff.pause()
 
     async def _turn(self, tasks: asyncio.TaskGroup) -> None:
         if self._unsure:  # a claim may have committed unheard: its jobs are released
@@ -228,7 +227,7 @@ class StepServer:
         A reply lost here would leave its step waiting for good: this standby is alive,
         so the active daemon never offers it again.
         """
-        backoff = 0.0
+        backoff = Backoff()
         while True:
             try:
                 return await self._jobs.reply(
@@ -239,12 +238,11 @@ class StepServer:
                     now=self._clock.now_us(),
                 )
             except JournalError as exc:
-                if backoff == 0.0:
+                if backoff.failures == 0:
                     _log.warning(
                         "step job %d: its reply could not be written: %s; trying again", job.id, exc
                     )
-                backoff = min(BACKOFF_MAX, max(0.5, backoff * 2))
-                await asyncio.sleep(backoff)
+                await backoff.pause()
 
     async def _run(self, job: StepJob) -> dict[str, Any]:
         request = job.request
