@@ -10,7 +10,6 @@ worker is killed. Journal trouble never stops a standby: it waits and tries agai
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import sys
@@ -29,6 +28,7 @@ from ...redaction import SECRETS
 from ..context import StepContext
 from . import jobs
 from .pacing import Backoff, news_or
+from .plan import file_ref
 from .pool import StepRef, WorkerCrashed, WorkerPool
 
 _log = logging.getLogger("orchestrator.workers")
@@ -269,21 +269,10 @@ class StepServer:
 def _step_ref(source: FileSource, request: dict[str, Any], runtime_env: dict[str, str]) -> StepRef:
     """How a worker of this daemon finds the step: this folder's file of the same digest."""
     workflow = str(request["workflow"])
-    key = f"{source.path}@{source.digest}"
+    ref, load = file_ref(source, workflow, request["trigger"], request["step"])
     return StepRef(
-        ref={
-            "key": key,
-            "workflow": workflow,
-            "trigger": request["trigger"],
-            "step": request["step"],
-        },
-        load={
-            "kind": "file",
-            "path": str(source.path),
-            "digest": source.digest,
-            "text": source.text,
-            "config": dataclasses.asdict(source.config),
-        },
+        ref=ref,
+        load=load,
         takes_ctx=bool(request["takes_ctx"]),
         is_async=bool(request["is_async"]),
         env_key=f"served:{workflow}@{source.digest}",
