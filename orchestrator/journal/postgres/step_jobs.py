@@ -152,13 +152,9 @@ class PostgresStepJobs:
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
         listening, self._listening_conn = self._listening_conn, None
-        if listening is not None:
-            with contextlib.suppress(Exception):
-                await listening.close()
+        await _close_quietly(listening)
         conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close()
+        await _close_quietly(conn)
 
     # The active daemon's side.
 
@@ -405,22 +401,31 @@ class PostgresStepJobs:
         async with self._lock:
             conn = self._conn
             if conn is None or conn.closed or conn.broken:
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
                 self._conn = None
-                conn = await connect(self.url, autocommit=True)
-                try:
-                    await conn.execute(_IDLE_LIMIT)
-                except pg.Error as exc:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
-                    raise failed(self.location, doing, exc, conn) from None
-                self._conn = conn
+                await _close_quietly(conn)
+                conn = self._conn = await self._connect(doing, _IDLE_LIMIT)
             try:
                 return await work(conn)
             except pg.Error as exc:
                 raise failed(self.location, doing, exc, conn) from None
+
+    async def _connect(self, doing: str, setup: str) -> psycopg.AsyncConnection[Any]:
+        """A new connection that ran `setup`; closed again if it did not.
+
+        Raises:
+            JournalUnreachable: The server cannot be reached (or the connection dropped).
+            JournalError: `setup` failed.
+        """
+        conn = await connect(self.url, autocommit=True)
+        try:
+            await conn.execute(setup)
+        except load_psycopg().Error as exc:
+            await _close_quietly(conn)
+            raise failed(self.location, doing, exc, conn) from None
+        except BaseException:  # cancelled meanwhile: the connection is not left open
+            await _close_quietly(conn)
+            raise
+        return conn
 
     async def _statement(self, doing: str, sql: str, params: Sequence[Any]) -> int:
         """One statement in its own transaction; how many rows it changed."""
@@ -450,13 +455,8 @@ class PostgresStepJobs:
 
     async def _listening(self) -> psycopg.AsyncConnection[Any]:
         """A new connection listening on the channel (`JournalUnreachable` if none)."""
-        conn = self._listening_conn = await connect(self.url, autocommit=True)
-        try:
-            await conn.execute(f"LISTEN {STEP_JOBS_CHANNEL}")
-        except load_psycopg().Error as exc:
-            with contextlib.suppress(Exception):
-                await conn.close()
-            raise failed(self.location, "listening for step jobs", exc, conn) from None
+        listen = f"LISTEN {STEP_JOBS_CHANNEL}"
+        conn = self._listening_conn = await self._connect("listening for step jobs", listen)
         return conn
 
     async def _listen(self, conn: psycopg.AsyncConnection[Any] | None) -> None:
@@ -471,8 +471,7 @@ class PostgresStepJobs:
                 except pg.Error:
                     pass  # lost: listen again
                 finally:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
+                    await _close_quietly(conn)
                 self._woken.set()  # what was notified while no one listened is unknown
                 _log.info("step jobs: listening connection lost; connecting again")
                 pause = self._retry[0]
@@ -483,6 +482,13 @@ class PostgresStepJobs:
                 conn, pause = None, min(pause * 2, self._retry[1])
                 continue
             self._woken.set()
+
+
+async def _close_quietly(conn: psycopg.AsyncConnection[Any] | None) -> None:
+    """Close `conn` if there is one; a connection already lost closes without a word."""
+    if conn is not None:
+        with contextlib.suppress(Exception):
+            await conn.close()
 
 
 async def _one(cursor: psycopg.AsyncCursor[Any]) -> Any:
