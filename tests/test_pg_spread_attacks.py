@@ -131,6 +131,14 @@ BEGIN
     IF strpos(NEW.state, '"corrupt reply outbox"') > 0 THEN
       NEW.reply := '{"ok": "{}", "outbox": {"emits": [[1, 2, 3]], "starts": [["r", 5, 6, 7]]}}';
     END IF;
+    IF strpos(NEW.state, '"corrupt reply pause"') > 0 THEN
+      NEW.reply := '{"pause": {"event": "go", "conditions": "x", "into": null, "timeout": null,'
+        || ' "on_timeout": "fail"}}';
+    END IF;
+    IF strpos(NEW.state, '"corrupt reply wait"') > 0 THEN
+      NEW.reply := '{"pause": {"event": 5, "conditions": [], "into": 7, "timeout": "soon",'
+        || ' "on_timeout": "fail"}}';
+    END IF;
     IF strpos(NEW.state, '"corrupt reply shape"') > 0 THEN
       NEW.reply := '{"ok": 5, "logs": [[1, 2, 3]], "outbox": "x"}';
     END IF;
@@ -148,6 +156,8 @@ MODES = (
     "corrupt reply shape",
     "corrupt reply state",
     "corrupt reply outbox",
+    "corrupt reply pause",
+    "corrupt reply wait",
 )
 
 

@@ -19,6 +19,7 @@ import pytest
 
 from orchestrator.clock import Clock
 from orchestrator.define.env import Env
+from orchestrator.define.waits import PauseRequest
 from orchestrator.engine.context import StepContext
 from orchestrator.engine.workers import (
     SpreadPool,
@@ -204,6 +205,37 @@ async def test_a_reply_the_journal_cannot_keep_fails_its_step_instead_of_hanging
             await setup.spread.call(setup.steps["odd_pause"], "{}", ctx, None)
         assert type(crashed.value).__name__ == "WorkerCrashed"
         assert setup.server.served == 1 and not setup.table.rows
+
+
+GOOD_PAUSE = {"event": "go", "conditions": [["x", "==", 1]], "into": "got", "timeout": 5.0}
+
+
+@pytest.mark.parametrize(
+    "pause",
+    [
+        {**GOOD_PAUSE, "timeout": "soon"},
+        {**GOOD_PAUSE, "into": 7},
+        {**GOOD_PAUSE, "event": 5},
+        {**GOOD_PAUSE, "conditions": "x"},
+        {**GOOD_PAUSE, "event": None, "into": None, "timeout": -1},  # a sleep
+        {**GOOD_PAUSE, "event": None, "joins": ["run-2"], "into": ""},  # a join
+    ],
+)
+def test_a_reply_with_a_pause_no_step_could_make_is_a_crash(pause: dict[str, Any]) -> None:
+    reply = {"pause": {**pause, "on_timeout": "fail"}}
+    with pytest.raises(Exception, match="reply that cannot be read") as crashed:
+        jobs.outcome_of(reply, _ctx("add", CollectedLog()))
+    assert type(crashed.value).__name__ == "WorkerCrashed"
+
+
+def test_a_reply_with_a_pause_a_step_made_pauses() -> None:
+    for pause in (
+        GOOD_PAUSE,
+        {**GOOD_PAUSE, "event": None, "conditions": [], "into": None},  # a sleep
+        {**GOOD_PAUSE, "event": None, "conditions": [], "joins": ["run-2"]},  # a join
+    ):
+        outcome = jobs.outcome_of({"pause": {**pause, "on_timeout": "fail"}}, None)
+        assert isinstance(outcome, PauseRequest) and outcome.timeout == 5.0
 
 
 async def test_a_step_given_up_here_is_withdrawn_and_its_worker_killed(tmp_path: Path) -> None:

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ...define.outbox import Outbox
-from ...define.waits import PauseRequest
-from ...errors import RemoteError
+from ...define.waits import PauseRequest, join_request, pause_request, sleep_request
+from ...errors import DefinitionError, RemoteError
 from ...state import EncodedState, Unencodable, parse_payload
 from ..context import StepContext, StepLogger
 from . import wire
@@ -98,12 +98,13 @@ def outcome_of(reply: dict[str, Any], ctx: StepContext | None) -> object:
 
     Raises:
         RemoteError: The step raised.
-        WorkerCrashed: Its worker (or the daemon serving it) died; or the reply is not one.
+        WorkerCrashed: Its worker (or the daemon serving it) died; or the reply is not one
+            (a pause, a state or an outbox that a step could not have made, say).
         TimeoutError: The step ran past its time limit.
     """
     try:
         return _outcome(reply, ctx)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, DefinitionError) as exc:
         raise WorkerCrashed(
             f"the daemon that ran it sent a reply that cannot be read ({exc!r})"
         ) from None
@@ -121,7 +122,7 @@ def _outcome(reply: dict[str, Any], ctx: StepContext | None) -> object:
         parse_payload(text)  # journaled as it is: a row something else wrote is checked
         return EncodedState(text)
     if "pause" in reply:
-        return wire.pause_from_json(reply["pause"])
+        return _pause(reply["pause"])
     if "invalid" in reply:
         return Unencodable(_text(reply["invalid"]))
     if "raised" in reply:
@@ -133,6 +134,39 @@ def _outcome(reply: dict[str, Any], ctx: StepContext | None) -> object:
     if reply.get("timeout") is True:
         raise TimeoutError
     raise ValueError(f"no outcome in {sorted(reply)}")
+
+
+def _pause(value: Any) -> PauseRequest:
+    """A reply's pause, checked as `ctx.pause`, `ctx.sleep` or `ctx.join` checks one.
+
+    It is parked as it is: a row something else wrote (a timeout that is not seconds)
+    would otherwise stop its run in the middle of parking.
+    """
+    pause = wire.pause_from_json(value)
+    label = "a served step's pause"
+    if pause.joins is not None:
+        join_request(
+            list(pause.joins),
+            into=pause.into,
+            timeout=pause.timeout,
+            on_timeout=pause.on_timeout,
+            label=label,
+        )
+    elif pause.event is None:  # a sleep: its seconds are its timeout
+        if pause.into is not None or pause.timeout is None:
+            raise ValueError("a sleep with a state key or without seconds")
+        sleep_request(pause.timeout, label=label)
+    else:
+        pause_request(
+            event=pause.event,
+            where=None,  # its conditions were checked as they were read
+            into=pause.into,
+            timeout=pause.timeout,
+            on_timeout=pause.on_timeout,
+            wait=None,
+            label=label,
+        )
+    return pause
 
 
 def _outbox(value: object) -> Outbox:
