@@ -64,7 +64,6 @@ class FolderIndex:
         return self._by_digest.get(digest)
 
     async def _rescan(self) -> None:
-        self._looked_at = time.monotonic()
         try:
             config = FolderConfig.read(self._folder)
         except LoadFailed:
@@ -140,11 +139,10 @@ class StepServer:
     async def run(self) -> None:
         """Serve until cancelled; then every step it runs is given up (its worker killed)."""
         try:
+            # Leaving the group cancels the steps served and waits for them to end.
             async with asyncio.TaskGroup() as tasks:
                 await self._serve_forever(tasks)
         finally:
-            for task in self._serving.values():
-                task.cancel()
             await self._jobs.close()
 
     async def _serve_forever(self, tasks: asyncio.TaskGroup) -> None:

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ...clock import Clock
@@ -48,7 +48,7 @@ Reply = dict[str, Any] | None  # None: run it here after all
 class _Offered:
     offer: StepOffer
     reply: asyncio.Future[Reply]
-    job_id: int | None = field(default=None)
+    job_id: int | None = None  # once offered
 
 
 class SpreadPool:
