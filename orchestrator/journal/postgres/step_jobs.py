@@ -250,15 +250,7 @@ class PostgresStepJobs:
 
     async def missing(self, ids: Collection[int]) -> set[int]:
         """Those of `ids` whose jobs are gone."""
-        if not ids:
-            return set()
-        params = (list(ids),)
-
-        async def work(conn: psycopg.AsyncConnection[Any]) -> set[int]:
-            rows = await (await conn.execute(_PRESENT, params)).fetchall()
-            return set(ids) - {int(row[0]) for row in rows}
-
-        return await self._run("looking for steps gone", work)
+        return await self._absent("looking for steps gone", _PRESENT, ids)
 
     async def forget_strays(self, *, daemon_id: int, keep: Collection[int], before: int) -> int:
         """Delete the jobs `daemon_id` offered before `before` but for `keep`; how many."""
@@ -329,15 +321,7 @@ class PostgresStepJobs:
 
     async def withdrawn(self, ids: Collection[int], *, token: str) -> set[int]:
         """Those of `ids` cancelled, gone, or no longer claimed by `token`."""
-        if not ids:
-            return set()
-        params = (list(ids), _text(token, "token"))
-
-        async def work(conn: psycopg.AsyncConnection[Any]) -> set[int]:
-            ours = await (await conn.execute(_STILL_OURS, params)).fetchall()
-            return set(ids) - {int(row[0]) for row in ours}
-
-        return await self._run("checking claimed steps", work)
+        return await self._absent("checking claimed steps", _STILL_OURS, ids, _text(token, "token"))
 
     async def take_back(self, ids: Collection[int], limit: int) -> list[int]:
         """Delete up to `limit` of `ids` no standby has claimed, first offered first."""
@@ -432,6 +416,17 @@ class PostgresStepJobs:
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> int:
             return int((await conn.execute(sql, params)).rowcount)
+
+        return await self._run(doing, work)
+
+    async def _absent(self, doing: str, sql: str, ids: Collection[int], *more: Any) -> set[int]:
+        """Those of `ids` whose rows `sql` (of the ids, then `more`) does not find."""
+        if not ids:
+            return set()
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> set[int]:
+            rows = await (await conn.execute(sql, (list(ids), *more))).fetchall()
+            return set(ids) - {int(row[0]) for row in rows}
 
         return await self._run(doing, work)
 
