@@ -8,14 +8,13 @@ and reads the journal: every run ends, no daemon exits, no secret reaches `step_
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
 import pytest
-from postgres import Cluster, start_cluster
+from postgres import Cluster
 from procs import cli, query
-from test_pg_spread_steps import all_ended, daemons, emit, mark, open_gate
+from test_pg_spread_steps import all_ended, daemons, emit, flows_folder, mark, open_gate
 
 WAIT = 60.0
 SECRET = "s3cr3t-of-the-workflow-env"
@@ -61,11 +60,7 @@ workflow = Workflow(
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
-    flows = tmp_path / "flows"
-    flows.mkdir()
-    (flows / "job.py").write_text(FLOW)
-    (tmp_path / "marks").mkdir()
-    return flows
+    return flows_folder(tmp_path, FLOW)
 
 
 def emit_state(url: str, state: dict[str, object]) -> None:
@@ -190,16 +185,6 @@ def test_corrupt_rows_fail_their_steps_and_no_daemon(folder: Path, pg_url: str) 
         assert query(pg_url, "SELECT count(*) FROM step_jobs") == [(0,)]
     assert "request that is not a JSON object" in standby.log()
     assert "Traceback" not in active.log()
-
-
-@pytest.fixture
-def own_cluster(pg_cluster: Cluster) -> Iterator[Cluster]:
-    """A server of this test alone (it is stopped under the daemons)."""
-    cluster = start_cluster()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def test_steps_in_flight_survive_a_server_restart(folder: Path, own_cluster: Cluster) -> None:
