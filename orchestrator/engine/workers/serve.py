@@ -163,14 +163,24 @@ class StepServer:
                 await backoff.pause()
 
     async def _turn(self, tasks: asyncio.TaskGroup) -> None:
+        """One look at the journal: stray claims released, withdrawn steps stopped, new claimed."""
         if self._unsure:  # a claim may have committed unheard: its jobs are released
             await self._jobs.unclaim_strays(token=self._token, keep=list(self._serving))
             self._unsure = False
-        if self._serving:
-            for job_id in await self._jobs.withdrawn(list(self._serving), token=self._token):
-                task = self._serving.pop(job_id, None)
-                if task is not None:
-                    task.cancel()  # its worker is killed, as a local timeout kills it
+        await self._stop_withdrawn()
+        await self._claim(tasks)
+
+    async def _stop_withdrawn(self) -> None:
+        """Stop the steps served whose jobs were withdrawn (cancelled, forgotten, requeued)."""
+        if not self._serving:
+            return
+        for job_id in await self._jobs.withdrawn(list(self._serving), token=self._token):
+            task = self._serving.pop(job_id, None)
+            if task is not None:
+                task.cancel()  # its worker is killed, as a local timeout kills it
+
+    async def _claim(self, tasks: asyncio.TaskGroup) -> None:
+        """Claim offered steps of the files this folder has, as many as workers are free."""
         room = self._pool.settings.max - len(self._serving)
         digests = await self._index.digests()
         if room <= 0 or not digests:
