@@ -134,6 +134,14 @@ BEGIN
       NEW.reply := '{"pause": {"event": 5, "conditions": [], "into": 7, "timeout": "soon",'
         || ' "on_timeout": "fail"}}';
     END IF;
+    IF strpos(NEW.state, '"corrupt reply emit"') > 0 THEN
+      NEW.reply := '{"ok": "{}", "outbox": {"emits": [["' || repeat('e', 32)
+        || '", "a\\u0000b", {}, null]]}}';
+    END IF;
+    IF strpos(NEW.state, '"corrupt reply start"') > 0 THEN
+      NEW.reply := '{"ok": "{}", "outbox": {"starts": [["' || repeat('f', 32)
+        || '", "job", "go", {"x": "\\ud800"}, null]]}}';
+    END IF;
     IF strpos(NEW.state, '"corrupt reply shape"') > 0 THEN
       NEW.reply := '{"ok": 5, "logs": [[1, 2, 3]], "outbox": "x"}';
     END IF;
@@ -153,6 +161,8 @@ MODES = (
     "corrupt reply outbox",
     "corrupt reply pause",
     "corrupt reply wait",
+    "corrupt reply emit",
+    "corrupt reply start",
 )
 
 

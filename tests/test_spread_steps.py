@@ -238,6 +238,35 @@ def test_a_reply_with_a_pause_a_step_made_pauses() -> None:
         assert isinstance(outcome, PauseRequest) and outcome.timeout == 5.0
 
 
+EMIT = ["0" * 32, "done", {}, None]
+START = ["1" * 32, "wf", "add", {}, None]
+
+
+@pytest.mark.parametrize(
+    "outbox",
+    [
+        {"emits": [[*EMIT[:1], "a\x00b", *EMIT[2:]]]},  # a NUL PostgreSQL cannot keep
+        {"emits": [[*EMIT[:2], {"x": "\ud800"}, None]]},  # a lone surrogate
+        {"emits": [["e1", *EMIT[1:]]]},  # not an id
+        {"emits": [[*EMIT[:3], ""]]},  # an empty key
+        {"starts": [[*START[:2], "\ud800", *START[3:]]]},
+        {"starts": [[*START[:3], ["not", "an", "object"], None]]},
+    ],
+)
+def test_a_reply_with_an_outbox_no_step_could_make_is_a_crash(outbox: dict[str, Any]) -> None:
+    with pytest.raises(Exception, match="reply that cannot be read") as crashed:
+        jobs.outcome_of({"ok": "{}", "outbox": outbox}, _ctx("add", CollectedLog()))
+    assert type(crashed.value).__name__ == "WorkerCrashed"
+
+
+def test_a_reply_with_an_outbox_a_step_made_is_kept() -> None:
+    ctx = _ctx("add", CollectedLog())
+    jobs.outcome_of({"ok": "{}", "outbox": {"emits": [EMIT], "starts": [START]}}, ctx)
+    sent = ctx.sent()
+    assert sent is not None and [e.type for e in sent.emits] == ["done"]
+    assert [s.run_id for s in sent.starts] == ["1" * 32]
+
+
 async def test_a_step_given_up_here_is_withdrawn_and_its_worker_killed(tmp_path: Path) -> None:
     started = tmp_path / "started"
     async with spread(tmp_path) as setup:

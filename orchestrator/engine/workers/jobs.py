@@ -14,10 +14,11 @@ A reply is one of ``{"ok": state}``, ``{"pause": ...}``, ``{"invalid": message}`
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
-from ...define.outbox import Outbox
+from ...define.outbox import Emit, Outbox, Start, checked_data, checked_key, checked_name
 from ...define.waits import PauseRequest, join_request, pause_request, sleep_request
 from ...errors import DefinitionError, RemoteError
 from ...state import EncodedState, Unencodable, parse_payload
@@ -28,6 +29,7 @@ from .pool import StepRef, WorkerCrashed, context_spec
 # Lines of `ctx.log` one served step sends back at most, and their characters in all.
 MAX_LOG_LINES = 1_000
 MAX_LOG_CHARS = 1_000_000
+_ID = re.compile("[0-9a-f]{32}")  # a run's or an event's id (`clock.new_id`, `keyed_id`)
 
 
 def request_of(step: StepRef, ctx: StepContext | None, time_limit: float | None) -> dict[str, Any]:
@@ -170,22 +172,48 @@ def _pause(value: Any) -> PauseRequest:
 
 
 def _outbox(value: object) -> Outbox:
-    """The starts and emits a reply carries, their fields checked (journaled as they are)."""
+    """The starts and emits a reply carries, checked as `ctx.start` and `ctx.emit` check theirs.
+
+    They are journaled as they are, in the batch of the step's checkpoint: a field no step
+    could have made (a lone surrogate, a NUL) would fail that batch, and with it the writer.
+    """
     outbox = Outbox.from_json(value)
-    for start in outbox.starts:
-        _names(start.run_id, start.workflow, start.trigger, start.data, start.key)
-    for emit in outbox.emits:
-        _names(emit.event_id, emit.type, emit.data, emit.key)
-    return outbox
+    label = "a served step's outbox"
+    starts = [
+        Start(
+            _id(start.run_id),
+            _name(start.workflow, "the workflow id", label),
+            _name(start.trigger, "the trigger id", label),
+            checked_data(start.data, label),
+            checked_key(start.key, label),
+        )
+        for start in outbox.starts
+    ]
+    emits = [
+        Emit(
+            _id(emit.event_id),
+            _name(emit.type, "the event type", label),
+            checked_data(emit.data, label),
+            checked_key(emit.key, label),
+        )
+        for emit in outbox.emits
+    ]
+    return Outbox(starts, emits)
 
 
-def _names(*fields: object) -> None:
-    """Text fields, then a JSON object and a key (text or None)."""
-    *names, data, key = fields
-    for name in names:
-        _text(name)
-    if not isinstance(data, dict) or not (key is None or isinstance(key, str)):
-        raise TypeError("a start or an emit that is not one")
+def _id(value: object) -> str:
+    """A run's or an event's id as `new_id` and `keyed_id` make them: 32 hex digits."""
+    if not isinstance(value, str) or _ID.fullmatch(value) is None:
+        raise ValueError(f"not a run or event id: {value!r}")
+    return value
+
+
+def _name(value: object, what: str, label: str) -> str:
+    """A workflow id, trigger id or event type a PostgreSQL journal can keep (no NUL)."""
+    name = checked_name(value, what, label)
+    if "\x00" in name:
+        raise ValueError(f"{label}: {what} holds a NUL character: {name!r}")
+    return name
 
 
 def _text(value: object) -> str:
