@@ -142,6 +142,9 @@ BEGIN
       NEW.reply := '{"ok": "{}", "outbox": {"starts": [["' || repeat('f', 32)
         || '", "job", "go", {"x": "\\ud800"}, null]]}}';
     END IF;
+    IF strpos(NEW.state, '"corrupt reply crashed"') > 0 THEN
+      NEW.reply := '{"crashed": "a\\u0000\\ud800", "by": "\\ud800"}';
+    END IF;
     IF strpos(NEW.state, '"corrupt reply shape"') > 0 THEN
       NEW.reply := '{"ok": 5, "logs": [[1, 2, 3]], "outbox": "x"}';
     END IF;
@@ -163,6 +166,7 @@ MODES = (
     "corrupt reply wait",
     "corrupt reply emit",
     "corrupt reply start",
+    "corrupt reply crashed",
 )
 
 
