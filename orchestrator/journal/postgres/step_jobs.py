@@ -145,16 +145,22 @@ class PostgresStepJobs:
         )
 
     async def close(self) -> None:
-        """Stop listening and disconnect; idempotent, quiet about a lost connection."""
+        """Stop listening and disconnect; idempotent, quiet about a lost connection.
+
+        Cancelled meanwhile, it still closes both connections, then is cancelled.
+        """
         listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
-        listening, self._listening_conn = self._listening_conn, None
-        await _close_quietly(listening)
-        conn, self._conn = self._conn, None
-        await _close_quietly(conn)
+        try:
+            if listener is not None:
+                listener.cancel()
+                # Not `await listener` under suppress(CancelledError): that would swallow
+                # this caller's own cancellation too.
+                await asyncio.wait([listener])
+        finally:
+            listening, self._listening_conn = self._listening_conn, None
+            conn, self._conn = self._conn, None
+            await _close_quietly(listening)
+            await _close_quietly(conn)
 
     # The active daemon's side.
 
