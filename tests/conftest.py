@@ -100,6 +100,16 @@ def pg_url(pg_cluster: Cluster, request: pytest.FixtureRequest) -> str:
     return pg_cluster.create_database(request.node.name)
 
 
+@pytest.fixture
+def own_cluster(pg_cluster: Cluster) -> Iterator[Cluster]:
+    """A server of this test alone (it may stop it under its daemons); skipped as `pg_cluster`."""
+    cluster = start_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for cluster in _started:
         terminalreporter.write_line(

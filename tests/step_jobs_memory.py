@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -143,6 +144,8 @@ class MemoryStepJobs:
     async def reply(
         self, job_id: int, *, token: str, attempts: int, reply: dict[str, Any], now: int
     ) -> bool:
+        # As PostgreSQL's: text the journal cannot keep (a lone surrogate) is refused.
+        json.dumps(reply, ensure_ascii=False).encode("utf-8")
         row = self.table.rows.get(job_id)
         if row is None or row.claimed_by != token or row.attempts != attempts or row.reply:
             return False

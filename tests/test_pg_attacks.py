@@ -12,12 +12,11 @@ import json
 import os
 import signal
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from postgres import Cluster, start_cluster
+from postgres import Cluster
 from procs import Daemon, cli, query
 
 from orchestrator.clock import Clock
@@ -95,16 +94,6 @@ def all_completed(url: str, run_ids: list[str]) -> bool:
     rows = query(url, "SELECT run_id, status FROM runs")
     done = {run_id for run_id, status in rows if status == "completed"}
     return done >= set(run_ids)
-
-
-@pytest.fixture
-def own_cluster(pg_cluster: Cluster) -> Iterator[Cluster]:
-    """A server of this test alone (it is stopped under the daemon); skipped as `pg_cluster`."""
-    cluster = start_cluster()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def test_a_server_stopped_and_started_again_under_a_daemon_loses_nothing(

@@ -8,14 +8,13 @@ and reads the journal: every run ends, no daemon exits, no secret reaches `step_
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
 import pytest
-from postgres import Cluster, start_cluster
+from postgres import Cluster
 from procs import cli, query
-from test_pg_spread_steps import all_ended, daemons, emit, mark, open_gate
+from test_pg_spread_steps import all_ended, daemons, emit, flows_folder, mark, open_gate
 
 WAIT = 60.0
 SECRET = "s3cr3t-of-the-workflow-env"
@@ -61,11 +60,7 @@ workflow = Workflow(
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
-    flows = tmp_path / "flows"
-    flows.mkdir()
-    (flows / "job.py").write_text(FLOW)
-    (tmp_path / "marks").mkdir()
-    return flows
+    return flows_folder(tmp_path, FLOW)
 
 
 def emit_state(url: str, state: dict[str, object]) -> None:
@@ -131,6 +126,25 @@ BEGIN
     IF strpos(NEW.state, '"corrupt reply outbox"') > 0 THEN
       NEW.reply := '{"ok": "{}", "outbox": {"emits": [[1, 2, 3]], "starts": [["r", 5, 6, 7]]}}';
     END IF;
+    IF strpos(NEW.state, '"corrupt reply pause"') > 0 THEN
+      NEW.reply := '{"pause": {"event": "go", "conditions": "x", "into": null, "timeout": null,'
+        || ' "on_timeout": "fail"}}';
+    END IF;
+    IF strpos(NEW.state, '"corrupt reply wait"') > 0 THEN
+      NEW.reply := '{"pause": {"event": 5, "conditions": [], "into": 7, "timeout": "soon",'
+        || ' "on_timeout": "fail"}}';
+    END IF;
+    IF strpos(NEW.state, '"corrupt reply emit"') > 0 THEN
+      NEW.reply := '{"ok": "{}", "outbox": {"emits": [["' || repeat('e', 32)
+        || '", "a\\u0000b", {}, null]]}}';
+    END IF;
+    IF strpos(NEW.state, '"corrupt reply start"') > 0 THEN
+      NEW.reply := '{"ok": "{}", "outbox": {"starts": [["' || repeat('f', 32)
+        || '", "job", "go", {"x": "\\ud800"}, null]]}}';
+    END IF;
+    IF strpos(NEW.state, '"corrupt reply crashed"') > 0 THEN
+      NEW.reply := '{"crashed": "a\\u0000\\ud800", "by": "\\ud800"}';
+    END IF;
     IF strpos(NEW.state, '"corrupt reply shape"') > 0 THEN
       NEW.reply := '{"ok": 5, "logs": [[1, 2, 3]], "outbox": "x"}';
     END IF;
@@ -148,6 +162,11 @@ MODES = (
     "corrupt reply shape",
     "corrupt reply state",
     "corrupt reply outbox",
+    "corrupt reply pause",
+    "corrupt reply wait",
+    "corrupt reply emit",
+    "corrupt reply start",
+    "corrupt reply crashed",
 )
 
 
@@ -180,16 +199,6 @@ def test_corrupt_rows_fail_their_steps_and_no_daemon(folder: Path, pg_url: str) 
         assert query(pg_url, "SELECT count(*) FROM step_jobs") == [(0,)]
     assert "request that is not a JSON object" in standby.log()
     assert "Traceback" not in active.log()
-
-
-@pytest.fixture
-def own_cluster(pg_cluster: Cluster) -> Iterator[Cluster]:
-    """A server of this test alone (it is stopped under the daemons)."""
-    cluster = start_cluster()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def test_steps_in_flight_survive_a_server_restart(folder: Path, own_cluster: Cluster) -> None:

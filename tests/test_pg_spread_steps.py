@@ -50,13 +50,18 @@ workflow = Workflow(id="job", triggers={"go": Trigger(event="job")}, pipelines={
 """
 
 
-@pytest.fixture
-def folder(tmp_path: Path) -> Path:
+def flows_folder(tmp_path: Path, flow: str) -> Path:
+    """A workflows folder holding `flow` as ``job.py``, and beside it the steps' marks."""
     flows = tmp_path / "flows"
     flows.mkdir()
-    (flows / "job.py").write_text(FLOW)
+    (flows / "job.py").write_text(flow)
     (tmp_path / "marks").mkdir()
     return flows
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    return flows_folder(tmp_path, FLOW)
 
 
 @contextmanager

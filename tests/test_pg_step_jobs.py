@@ -415,3 +415,16 @@ async def test_closed_at_once_after_opening_it_leaves_no_connection(pg_url: str)
     await jobs.open()
     await jobs.close()  # before the listener's first turn
     await eventually(lambda: connections(pg_url) == 0, what="no connection left", timeout=BOUND)
+
+
+async def test_a_close_cancelled_midway_is_cancelled_and_leaves_no_connection(pg_url: str) -> None:
+    """Cancellation propagates out of `close` (a daemon stopping), and both connections close."""
+    await migrate_journal(pg_url)
+    jobs = PostgresStepJobs(pg_url)
+    await jobs.open()
+    closing = asyncio.create_task(jobs.close())
+    await asyncio.sleep(0)  # one turn of the loop: it waits for its listener to end
+    closing.cancel()
+    await asyncio.wait([closing])
+    assert closing.cancelled()
+    await eventually(lambda: connections(pg_url) == 0, what="no connection left", timeout=BOUND)

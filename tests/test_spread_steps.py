@@ -19,15 +19,23 @@ import pytest
 
 from orchestrator.clock import Clock
 from orchestrator.define.env import Env
+from orchestrator.define.waits import PauseRequest
 from orchestrator.engine.context import StepContext
-from orchestrator.engine.workers import SpreadPool, StepRef, StepServer, WorkerPool, Workers
-from orchestrator.engine.workers import serve as serve_module
+from orchestrator.engine.workers import (
+    SpreadPool,
+    StepRef,
+    StepServer,
+    WorkerPool,
+    Workers,
+    jobs,
+    pacing,
+)
 from orchestrator.engine.workers import spread as spread_module
 from orchestrator.engine.workers.jobs import CollectedLog
 from orchestrator.engine.workers.plan import plan_isolation
 from orchestrator.errors import JournalUnreachable, RemoteError
 from orchestrator.folder.loader import FolderConfig, load_file
-from orchestrator.journal import WriterIdentity
+from orchestrator.journal import StepOffer, WriterIdentity
 from orchestrator.state import EncodedState, decode_state
 from orchestrator.testing import eventually
 from tests.step_jobs_memory import MemoryStepJobs, MemoryTable
@@ -55,6 +63,11 @@ def exits(state):
     os._exit(3)
 
 
+def odd_pause(state, ctx):
+    # A pause a worker accepts whose reply the journal cannot keep (a lone surrogate).
+    return ctx.pause(event="go", where={"x": ("==", "\\udc80")})
+
+
 def blocks(state):
     pathlib.Path(state["started"]).write_text(str(os.getpid()))
     deadline = time.monotonic() + 60
@@ -66,7 +79,13 @@ def blocks(state):
 workflow = Workflow(
     id="wf",
     env={"WHERE": "the file"},
-    pipelines={"add": [add], "fails": [fails], "exits": [exits], "blocks": [blocks]},
+    pipelines={
+        "add": [add],
+        "fails": [fails],
+        "exits": [exits],
+        "blocks": [blocks],
+        "odd_pause": [odd_pause],
+    },
 )
 """
 
@@ -77,6 +96,7 @@ class Setup:
     server: StepServer
     table: MemoryTable
     steps: dict[str, StepRef]
+    spreading: asyncio.Task[None]  # the active daemon's loop (`SpreadPool.run`)
 
 
 async def _steps(folder: Path) -> dict[str, StepRef]:
@@ -121,7 +141,7 @@ async def spread(
         await eventually(
             lambda: pool.servers == standbys or None, what="standbys counted", timeout=10
         )
-        yield Setup(pool, server, table, await _steps(folder))
+        yield Setup(pool, server, table, await _steps(folder), tasks[0])
     finally:
         for task in tasks:
             task.cancel()
@@ -174,6 +194,77 @@ async def test_a_served_step_fails_crashes_and_times_out_as_a_local_one(tmp_path
         with pytest.raises(TimeoutError):
             await setup.spread.call(steps["blocks"], state, _ctx("blocks", log), 0.5)
         assert setup.server.served == 3
+
+
+async def test_a_reply_the_journal_cannot_keep_fails_its_step_instead_of_hanging(
+    tmp_path: Path,
+) -> None:
+    async with spread(tmp_path) as setup:
+        ctx = _ctx("odd_pause", CollectedLog())
+        with pytest.raises(Exception, match="reply could not be written") as crashed:
+            await setup.spread.call(setup.steps["odd_pause"], "{}", ctx, None)
+        assert type(crashed.value).__name__ == "WorkerCrashed"
+        assert setup.server.served == 1 and not setup.table.rows
+
+
+GOOD_PAUSE = {"event": "go", "conditions": [["x", "==", 1]], "into": "got", "timeout": 5.0}
+
+
+@pytest.mark.parametrize(
+    "pause",
+    [
+        {**GOOD_PAUSE, "timeout": "soon"},
+        {**GOOD_PAUSE, "into": 7},
+        {**GOOD_PAUSE, "event": 5},
+        {**GOOD_PAUSE, "conditions": "x"},
+        {**GOOD_PAUSE, "event": None, "into": None, "timeout": -1},  # a sleep
+        {**GOOD_PAUSE, "event": None, "joins": ["run-2"], "into": ""},  # a join
+    ],
+)
+def test_a_reply_with_a_pause_no_step_could_make_is_a_crash(pause: dict[str, Any]) -> None:
+    reply = {"pause": {**pause, "on_timeout": "fail"}}
+    with pytest.raises(Exception, match="reply that cannot be read") as crashed:
+        jobs.outcome_of(reply, _ctx("add", CollectedLog()))
+    assert type(crashed.value).__name__ == "WorkerCrashed"
+
+
+def test_a_reply_with_a_pause_a_step_made_pauses() -> None:
+    for pause in (
+        GOOD_PAUSE,
+        {**GOOD_PAUSE, "event": None, "conditions": [], "into": None},  # a sleep
+        {**GOOD_PAUSE, "event": None, "conditions": [], "joins": ["run-2"]},  # a join
+    ):
+        outcome = jobs.outcome_of({"pause": {**pause, "on_timeout": "fail"}}, None)
+        assert isinstance(outcome, PauseRequest) and outcome.timeout == 5.0
+
+
+EMIT = ["0" * 32, "done", {}, None]
+START = ["1" * 32, "wf", "add", {}, None]
+
+
+@pytest.mark.parametrize(
+    "outbox",
+    [
+        {"emits": [[*EMIT[:1], "a\x00b", *EMIT[2:]]]},  # a NUL PostgreSQL cannot keep
+        {"emits": [[*EMIT[:2], {"x": "\ud800"}, None]]},  # a lone surrogate
+        {"emits": [["e1", *EMIT[1:]]]},  # not an id
+        {"emits": [[*EMIT[:3], ""]]},  # an empty key
+        {"starts": [[*START[:2], "\ud800", *START[3:]]]},
+        {"starts": [[*START[:3], ["not", "an", "object"], None]]},
+    ],
+)
+def test_a_reply_with_an_outbox_no_step_could_make_is_a_crash(outbox: dict[str, Any]) -> None:
+    with pytest.raises(Exception, match="reply that cannot be read") as crashed:
+        jobs.outcome_of({"ok": "{}", "outbox": outbox}, _ctx("add", CollectedLog()))
+    assert type(crashed.value).__name__ == "WorkerCrashed"
+
+
+def test_a_reply_with_an_outbox_a_step_made_is_kept() -> None:
+    ctx = _ctx("add", CollectedLog())
+    jobs.outcome_of({"ok": "{}", "outbox": {"emits": [EMIT], "starts": [START]}}, ctx)
+    sent = ctx.sent()
+    assert sent is not None and [e.type for e in sent.emits] == ["done"]
+    assert [s.run_id for s in sent.starts] == ["1" * 32]
 
 
 async def test_a_step_given_up_here_is_withdrawn_and_its_worker_killed(tmp_path: Path) -> None:
@@ -248,6 +339,94 @@ async def test_a_step_the_table_cannot_hold_runs_here(
         assert isinstance(again, EncodedState) and setup.server.served == 1
 
 
+async def test_steps_being_offered_when_the_loop_stops_run_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    offering = asyncio.Event()
+
+    async def unanswered(*args: object, **kwargs: object) -> list[int]:
+        offering.set()
+        await asyncio.Event().wait()  # the journal never answers: the offer is in flight
+        raise AssertionError("unreachable")
+
+    async with spread(tmp_path) as setup:
+        monkeypatch.setattr(MemoryStepJobs, "offer", unanswered)
+        calls = [
+            asyncio.create_task(
+                setup.spread.call(
+                    setup.steps["add"], f'{{"n": {n}}}', _ctx("add", CollectedLog()), None
+                )
+            )
+            for n in (1, 2)
+        ]
+        await eventually(lambda: offering.is_set() or None, what="an offer in flight", timeout=10)
+        setup.spreading.cancel()  # this daemon stopping: its steps finish here
+        async with asyncio.timeout(30):
+            results = await asyncio.gather(*calls)
+    for result in results:
+        assert isinstance(result, EncodedState)
+        assert decode_state(result.text)["env"]["RUNTIME"] == "the active daemon"
+
+
+class _SlowToKillPool:
+    """A pool whose steps run until given up, and whose workers die only when let go."""
+
+    settings = Workers(max=2, warm=0)
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.running = 0
+        self.let_go = asyncio.Event()
+
+    async def call(self, *args: object) -> object:
+        self.calls += 1
+        self.running += 1
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.let_go.wait()  # killing the worker takes a while
+            self.running -= 1
+        raise AssertionError("unreachable")
+
+
+async def test_a_job_claimed_again_while_its_old_worker_dies_can_still_be_withdrawn(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    (folder / "steps.py").write_text(STEPS)
+    step = (await _steps(folder))["add"]
+    table, pool = MemoryTable(), _SlowToKillPool()
+    server = StepServer(
+        MemoryStepJobs(table),
+        folder,
+        pool,  # type: ignore[arg-type]
+        token="standby-0",
+        runtime_env={},
+        clock=Clock(),
+    )
+    serving = asyncio.create_task(server.run())
+    try:
+        request = jobs.request_of(step, _ctx("add", CollectedLog()), None)
+        offer = StepOffer("run-1", str(step.load["digest"]), request, '{"n": 1}')
+        (job_id,) = await MemoryStepJobs(table).offer([offer], daemon_id=1, epoch=1, now=0)
+        await eventually(lambda: pool.calls == 1 or None, what="the step served", timeout=30)
+        # Requeued (this standby was judged stopped: it froze), then claimed by it again.
+        row = table.rows[job_id]
+        row.claimed_by, row.attempts = None, row.attempts + 1
+        table.notify()
+        await eventually(lambda: pool.calls == 2 or None, what="claimed again", timeout=30)
+        pool.let_go.set()  # the first worker dies
+        await eventually(
+            lambda: pool.running == 1 or None, what="the first worker dead", timeout=30
+        )
+        await MemoryStepJobs(table).cancel([job_id])  # an abort: the second is withdrawn
+        await eventually(lambda: pool.running == 0 or None, what="its worker killed", timeout=30)
+    finally:
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+
+
 def _unheard_once(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     """`method` that commits its first time with rows but loses the answer (a dropped link)."""
     lost: list[bool] = []
@@ -265,7 +444,7 @@ def _unheard_once(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaita
 async def test_a_reply_taken_unheard_runs_its_step_here_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(spread_module, "BACKOFF_MAX", 0.5)
+    monkeypatch.setattr(pacing, "BACKOFF_MAX", 0.5)
     unheard = _unheard_once(MemoryStepJobs.take_replies)
     monkeypatch.setattr(MemoryStepJobs, "take_replies", unheard)
     async with spread(tmp_path) as setup:
@@ -278,7 +457,7 @@ async def test_a_reply_taken_unheard_runs_its_step_here_again(
 async def test_a_claim_made_unheard_is_released_and_served(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(serve_module, "BACKOFF_MAX", 0.5)
+    monkeypatch.setattr(pacing, "BACKOFF_MAX", 0.5)
     monkeypatch.setattr(MemoryStepJobs, "claim", _unheard_once(MemoryStepJobs.claim))
     async with spread(tmp_path) as setup:
         ctx = _ctx("add", CollectedLog())

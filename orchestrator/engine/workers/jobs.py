@@ -14,14 +14,13 @@ A reply is one of ``{"ok": state}``, ``{"pause": ...}``, ``{"invalid": message}`
 
 from __future__ import annotations
 
-import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
-from ...define.outbox import Outbox
-from ...define.waits import PauseRequest
-from ...errors import RemoteError
-from ...journal import StepJobs
+from ...define.outbox import Emit, Outbox, Start, checked_data, checked_key, checked_name
+from ...define.waits import PauseRequest, join_request, pause_request, sleep_request
+from ...errors import DefinitionError, RemoteError
 from ...state import EncodedState, Unencodable, parse_payload
 from ..context import StepContext, StepLogger
 from . import wire
@@ -30,6 +29,7 @@ from .pool import StepRef, WorkerCrashed, context_spec
 # Lines of `ctx.log` one served step sends back at most, and their characters in all.
 MAX_LOG_LINES = 1_000
 MAX_LOG_CHARS = 1_000_000
+_ID = re.compile("[0-9a-f]{32}")  # a run's or an event's id (`clock.new_id`, `keyed_id`)
 
 
 def request_of(step: StepRef, ctx: StepContext | None, time_limit: float | None) -> dict[str, Any]:
@@ -100,12 +100,13 @@ def outcome_of(reply: dict[str, Any], ctx: StepContext | None) -> object:
 
     Raises:
         RemoteError: The step raised.
-        WorkerCrashed: Its worker (or the daemon serving it) died; or the reply is not one.
+        WorkerCrashed: Its worker (or the daemon serving it) died; or the reply is not one
+            (a pause, a state or an outbox that a step could not have made, say).
         TimeoutError: The step ran past its time limit.
     """
     try:
         return _outcome(reply, ctx)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, DefinitionError) as exc:
         raise WorkerCrashed(
             f"the daemon that ran it sent a reply that cannot be read ({exc!r})"
         ) from None
@@ -123,7 +124,7 @@ def _outcome(reply: dict[str, Any], ctx: StepContext | None) -> object:
         parse_payload(text)  # journaled as it is: a row something else wrote is checked
         return EncodedState(text)
     if "pause" in reply:
-        return wire.pause_from_json(reply["pause"])
+        return _pause(reply["pause"])
     if "invalid" in reply:
         return Unencodable(_text(reply["invalid"]))
     if "raised" in reply:
@@ -137,40 +138,85 @@ def _outcome(reply: dict[str, Any], ctx: StepContext | None) -> object:
     raise ValueError(f"no outcome in {sorted(reply)}")
 
 
+def _pause(value: Any) -> PauseRequest:
+    """A reply's pause, checked as `ctx.pause`, `ctx.sleep` or `ctx.join` checks one.
+
+    It is parked as it is: a row something else wrote (a timeout that is not seconds)
+    would otherwise stop its run in the middle of parking.
+    """
+    pause = wire.pause_from_json(value)
+    label = "a served step's pause"
+    if pause.joins is not None:
+        join_request(
+            list(pause.joins),
+            into=pause.into,
+            timeout=pause.timeout,
+            on_timeout=pause.on_timeout,
+            label=label,
+        )
+    elif pause.event is None:  # a sleep: its seconds are its timeout
+        if pause.into is not None or pause.timeout is None:
+            raise ValueError("a sleep with a state key or without seconds")
+        sleep_request(pause.timeout, label=label)
+    else:
+        pause_request(
+            event=pause.event,
+            where=None,  # its conditions were checked as they were read
+            into=pause.into,
+            timeout=pause.timeout,
+            on_timeout=pause.on_timeout,
+            wait=None,
+            label=label,
+        )
+    return pause
+
+
 def _outbox(value: object) -> Outbox:
-    """The starts and emits a reply carries, their fields checked (journaled as they are)."""
+    """The starts and emits a reply carries, checked as `ctx.start` and `ctx.emit` check theirs.
+
+    They are journaled as they are, in the batch of the step's checkpoint: a field no step
+    could have made (a lone surrogate, a NUL) would fail that batch, and with it the writer.
+    """
     outbox = Outbox.from_json(value)
-    for start in outbox.starts:
-        _names(start.run_id, start.workflow, start.trigger, start.data, start.key)
-    for emit in outbox.emits:
-        _names(emit.event_id, emit.type, emit.data, emit.key)
-    return outbox
+    label = "a served step's outbox"
+    starts = [
+        Start(
+            _id(start.run_id),
+            _name(start.workflow, "the workflow id", label),
+            _name(start.trigger, "the trigger id", label),
+            checked_data(start.data, label),
+            checked_key(start.key, label),
+        )
+        for start in outbox.starts
+    ]
+    emits = [
+        Emit(
+            _id(emit.event_id),
+            _name(emit.type, "the event type", label),
+            checked_data(emit.data, label),
+            checked_key(emit.key, label),
+        )
+        for emit in outbox.emits
+    ]
+    return Outbox(starts, emits)
 
 
-def _names(*fields: object) -> None:
-    """Text fields, then a JSON object and a key (text or None)."""
-    *names, data, key = fields
-    for name in names:
-        _text(name)
-    if not isinstance(data, dict) or not (key is None or isinstance(key, str)):
-        raise TypeError("a start or an emit that is not one")
+def _id(value: object) -> str:
+    """A run's or an event's id as `new_id` and `keyed_id` make them: 32 hex digits."""
+    if not isinstance(value, str) or _ID.fullmatch(value) is None:
+        raise ValueError(f"not a run or event id: {value!r}")
+    return value
+
+
+def _name(value: object, what: str, label: str) -> str:
+    """A workflow id, trigger id or event type a PostgreSQL journal can keep (no NUL)."""
+    name = checked_name(value, what, label)
+    if "\x00" in name:
+        raise ValueError(f"{label}: {what} holds a NUL character: {name!r}")
+    return name
 
 
 def _text(value: object) -> str:
     if not isinstance(value, str):
         raise TypeError(f"expected text, got {type(value).__name__}")
     return value
-
-
-async def news_or(event: asyncio.Event, step_jobs: StepJobs, seconds: float) -> None:
-    """Until `event` is set or news of jobs comes (at most `seconds`); `event` is cleared."""
-    if not event.is_set():
-        news = asyncio.ensure_future(step_jobs.wait(seconds))
-        woken = asyncio.ensure_future(event.wait())
-        try:
-            await asyncio.wait((news, woken), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            news.cancel()
-            woken.cancel()
-            await asyncio.gather(news, woken, return_exceptions=True)
-    event.clear()

@@ -39,7 +39,7 @@ def plan_isolation(
             if not _isolated(bound, workflow.isolate, folder_default, default):
                 continue
             if source is not None:
-                ref, load = _file_ref(source, workflow.id, trigger_id, bound)
+                ref, load = file_ref(source, workflow.id, trigger_id, bound.name)
             else:
                 ref, load = _module_ref(workflow.id, trigger_id, bound)
             plan[trigger_id, bound.index] = StepRef(
@@ -64,11 +64,12 @@ def _isolated(bound: BoundStep, workflow: bool | None, folder: bool | None, runt
     return runtime
 
 
-def _file_ref(
-    source: FileSource, workflow_id: str, trigger_id: str, bound: BoundStep
+def file_ref(
+    source: FileSource, workflow_id: str, trigger_id: str, step_name: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A `StepRef`'s ref and load for a step of a workflow file: that version of the file."""
     key = f"{source.path}@{source.digest}"
-    ref = {"key": key, "workflow": workflow_id, "trigger": trigger_id, "step": bound.name}
+    ref = {"key": key, "workflow": workflow_id, "trigger": trigger_id, "step": step_name}
     load = {
         "kind": "file",
         "path": str(source.path),

@@ -10,7 +10,6 @@ worker is killed. Journal trouble never stops a standby: it waits and tries agai
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import sys
@@ -28,13 +27,14 @@ from ...journal.liveness import HOST
 from ...redaction import SECRETS
 from ..context import StepContext
 from . import jobs
+from .pacing import Backoff, news_or
+from .plan import file_ref
 from .pool import StepRef, WorkerCrashed, WorkerPool
 
 _log = logging.getLogger("orchestrator.workers")
 
 NEWS_WAIT = 0.5  # seconds between looks at the journal without a notification
 RESCAN_EVERY = 1.0  # seconds between looks at the folder for changed files
-BACKOFF_MAX = 5.0  # seconds between tries while the journal cannot be reached
 
 
 class FolderIndex:
@@ -64,7 +64,6 @@ class FolderIndex:
         return self._by_digest.get(digest)
 
     async def _rescan(self) -> None:
-        self._looked_at = time.monotonic()
         try:
             config = FolderConfig.read(self._folder)
         except LoadFailed:
@@ -140,40 +139,48 @@ class StepServer:
     async def run(self) -> None:
         """Serve until cancelled; then every step it runs is given up (its worker killed)."""
         try:
+            # Leaving the group cancels the steps served and waits for them to end.
             async with asyncio.TaskGroup() as tasks:
                 await self._serve_forever(tasks)
         finally:
-            for task in self._serving.values():
-                task.cancel()
             await self._jobs.close()
 
     async def _serve_forever(self, tasks: asyncio.TaskGroup) -> None:
-        connected, backoff = False, 0.0
+        connected, backoff = False, Backoff()
         while True:
             try:
                 if not connected:
                     await self._jobs.open()
                     connected = True
                 await self._turn(tasks)
-                await jobs.news_or(self._room, self._jobs, NEWS_WAIT)
-                backoff = 0.0
+                await news_or(self._room, self._jobs, NEWS_WAIT)
+                backoff.reset()
             except JournalError as exc:
-                self._unsure = True
-                connected, backoff = False, min(BACKOFF_MAX, max(0.5, backoff * 2))
-                if backoff == 1.0:  # twice in a row (once: the schema may be migrating)
+                self._unsure, connected = True, False
+                if backoff.failures == 1:  # twice in a row (once: the schema may be migrating)
                     _log.warning("serving offered steps: %s; trying again", exc)
                 await self._jobs.close()
-                await asyncio.sleep(backoff)
+                await backoff.pause()
 
     async def _turn(self, tasks: asyncio.TaskGroup) -> None:
+        """One look at the journal: stray claims released, withdrawn steps stopped, new claimed."""
         if self._unsure:  # a claim may have committed unheard: its jobs are released
             await self._jobs.unclaim_strays(token=self._token, keep=list(self._serving))
             self._unsure = False
-        if self._serving:
-            for job_id in await self._jobs.withdrawn(list(self._serving), token=self._token):
-                task = self._serving.pop(job_id, None)
-                if task is not None:
-                    task.cancel()  # its worker is killed, as a local timeout kills it
+        await self._stop_withdrawn()
+        await self._claim(tasks)
+
+    async def _stop_withdrawn(self) -> None:
+        """Stop the steps served whose jobs were withdrawn (cancelled, forgotten, requeued)."""
+        if not self._serving:
+            return
+        for job_id in await self._jobs.withdrawn(list(self._serving), token=self._token):
+            task = self._serving.pop(job_id, None)
+            if task is not None:
+                task.cancel()  # its worker is killed, as a local timeout kills it
+
+    async def _claim(self, tasks: asyncio.TaskGroup) -> None:
+        """Claim offered steps of the files this folder has, as many as workers are free."""
         room = self._pool.settings.max - len(self._serving)
         digests = await self._index.digests()
         if room <= 0 or not digests:
@@ -186,18 +193,41 @@ class StepServer:
 
     async def _serve(self, job: StepJob) -> None:
         try:
-            try:
-                reply = await self._run(job)
-            except Exception as exc:  # noqa: BLE001 - a request it cannot read fails its step
-                _log.warning("step job %d could not be run here: %r", job.id, exc)
-                reply = {"crashed": f"the daemon serving it could not run it: {exc!r}"}
-            reply["by"] = self._by
-            self.served += await self._reply(job, SECRETS.redact_data(reply))
+            self.served += await self._answer(job, await self._outcome(job))
         except Exception:  # noqa: BLE001 - a bug here must not stop serving other steps
             _log.exception("step job %d could not be served", job.id)
         finally:
-            self._serving.pop(job.id, None)
+            # Not the task of the same job claimed again (requeued to this standby) while
+            # this one's worker was being killed: that one must stay withdrawable.
+            if self._serving.get(job.id) is asyncio.current_task():
+                del self._serving[job.id]
             self._room.set()
+
+    async def _outcome(self, job: StepJob) -> dict[str, Any]:
+        """The reply to `job`: how its step went here, or why it could not run."""
+        try:
+            return await self._run(job)
+        except Exception as exc:  # noqa: BLE001 - a request it cannot read fails its step
+            _log.warning("step job %d could not be run here: %r", job.id, exc)
+            return {"crashed": f"the daemon serving it could not run it: {exc!r}"}
+
+    async def _answer(self, job: StepJob, reply: dict[str, Any]) -> bool:
+        """Write `reply`; one holding text the journal cannot keep, as a crash saying why.
+
+        Unanswered, the step would wait for good (this standby is alive, so its job is
+        never offered again): a pause whose condition holds a lone surrogate, say.
+        """
+        try:
+            return await self._reply(job, self._signed(reply))
+        except ValueError as exc:
+            _log.warning("step job %d: its reply cannot be kept (%s): its step fails", job.id, exc)
+            crashed = {"crashed": f"its reply could not be written: {exc}"}
+            return await self._reply(job, self._signed(crashed))
+
+    def _signed(self, reply: dict[str, Any]) -> dict[str, Any]:
+        """`reply` saying which daemon ran it, the secrets this daemon knows masked."""
+        signed: dict[str, Any] = SECRETS.redact_data({**reply, "by": self._by})
+        return signed
 
     async def _reply(self, job: StepJob, reply: dict[str, Any]) -> bool:
         """Write `reply`; while the journal cannot be reached, try again (until withdrawn).
@@ -205,7 +235,7 @@ class StepServer:
         A reply lost here would leave its step waiting for good: this standby is alive,
         so the active daemon never offers it again.
         """
-        backoff = 0.0
+        backoff = Backoff()
         while True:
             try:
                 return await self._jobs.reply(
@@ -216,12 +246,11 @@ class StepServer:
                     now=self._clock.now_us(),
                 )
             except JournalError as exc:
-                if backoff == 0.0:
+                if backoff.failures == 0:
                     _log.warning(
                         "step job %d: its reply could not be written: %s; trying again", job.id, exc
                     )
-                backoff = min(BACKOFF_MAX, max(0.5, backoff * 2))
-                await asyncio.sleep(backoff)
+                await backoff.pause()
 
     async def _run(self, job: StepJob) -> dict[str, Any]:
         request = job.request
@@ -248,21 +277,10 @@ class StepServer:
 def _step_ref(source: FileSource, request: dict[str, Any], runtime_env: dict[str, str]) -> StepRef:
     """How a worker of this daemon finds the step: this folder's file of the same digest."""
     workflow = str(request["workflow"])
-    key = f"{source.path}@{source.digest}"
+    ref, load = file_ref(source, workflow, request["trigger"], request["step"])
     return StepRef(
-        ref={
-            "key": key,
-            "workflow": workflow,
-            "trigger": request["trigger"],
-            "step": request["step"],
-        },
-        load={
-            "kind": "file",
-            "path": str(source.path),
-            "digest": source.digest,
-            "text": source.text,
-            "config": dataclasses.asdict(source.config),
-        },
+        ref=ref,
+        load=load,
         takes_ctx=bool(request["takes_ctx"]),
         is_async=bool(request["is_async"]),
         env_key=f"served:{workflow}@{source.digest}",

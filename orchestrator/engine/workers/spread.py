@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ...clock import Clock
@@ -29,6 +29,7 @@ from ...errors import JournalError
 from ...journal import StepJobs, StepOffer, WriterIdentity
 from ..context import StepContext
 from . import jobs
+from .pacing import Backoff, news_or
 from .pool import StepRef, WorkerPool
 
 _log = logging.getLogger("orchestrator.workers")
@@ -39,7 +40,6 @@ MAX_ATTEMPTS = 3  # standbys that may go away with one step before it fails
 # An offer's jobs this daemon does not know of, this old, were offered unheard (the
 # connection was lost after their commit): they are deleted.
 STRAY_AGE_US = 10_000_000
-BACKOFF_MAX = 5.0
 
 Reply = dict[str, Any] | None  # None: run it here after all
 
@@ -48,7 +48,7 @@ Reply = dict[str, Any] | None  # None: run it here after all
 class _Offered:
     offer: StepOffer
     reply: asyncio.Future[Reply]
-    job_id: int | None = field(default=None)
+    job_id: int | None = None  # once offered
 
 
 class SpreadPool:
@@ -144,12 +144,14 @@ class SpreadPool:
                 tasks.create_task(self._offer_forever(), name="offer-steps")
                 tasks.create_task(self._take_forever(), name="step-replies")
         finally:
-            self.servers = 0
+            self.servers = 0  # from now on every step runs here, those offered or queued too
+            queued, self._to_offer = self._to_offer, []
+            self._settle_here(queued)
             self._run_here(list(self._waiting))
             await self._jobs.close()
 
     async def _connect(self) -> None:
-        backoff = 0.0
+        backoff = Backoff()
         while True:
             try:
                 await self._jobs.open()
@@ -159,15 +161,13 @@ class SpreadPool:
                 self._count(await self._jobs.servers(now=self._clock.now_us()))
                 return
             except JournalError as exc:
-                backoff = await self._back_off(backoff, exc)
+                await self._back_off(backoff, exc)
 
-    async def _back_off(self, backoff: float, exc: JournalError) -> float:
-        if backoff == 0.0:
+    async def _back_off(self, backoff: Backoff, exc: JournalError) -> None:
+        if backoff.failures == 0:
             _log.warning("steps offered to standbys: %s; trying again", exc)
         await self._jobs.close()
-        backoff = min(BACKOFF_MAX, max(0.5, backoff * 2))
-        await asyncio.sleep(backoff)
-        return backoff
+        await backoff.pause()
 
     async def _offer_forever(self) -> None:
         while True:
@@ -194,6 +194,9 @@ class SpreadPool:
             _log.warning("could not offer %d steps (%s): they run here", len(batch), exc)
             self._settle_here(batch)
             return
+        except asyncio.CancelledError:  # the loop stops: they run here, as those waiting do
+            self._settle_here(batch)
+            raise
         self.offered += len(ids)
         for offered, job_id in zip(batch, ids, strict=True):
             offered.job_id = job_id
@@ -208,10 +211,10 @@ class SpreadPool:
                 offered.reply.set_result(None)
 
     async def _take_forever(self) -> None:
-        backoff, looked = 0.0, time.monotonic()
+        backoff, looked = Backoff(), time.monotonic()
         while True:
             try:
-                await jobs.news_or(self._room_here, self._jobs, NEWS_WAIT)
+                await news_or(self._room_here, self._jobs, NEWS_WAIT)
                 if self._unsure:
                     await self._reconcile()
                 await self._take_replies()
@@ -219,10 +222,10 @@ class SpreadPool:
                 if time.monotonic() - looked >= LOOK_EVERY:
                     looked = time.monotonic()
                     await self._look_after_standbys()
-                backoff = 0.0
+                backoff.reset()
             except JournalError as exc:
                 self._unsure = True  # a reply taken or a step taken back may be unheard
-                backoff = await self._back_off(backoff, exc)
+                await self._back_off(backoff, exc)
                 await self._reconnect()
 
     async def _reconnect(self) -> None:

@@ -145,20 +145,22 @@ class PostgresStepJobs:
         )
 
     async def close(self) -> None:
-        """Stop listening and disconnect; idempotent, quiet about a lost connection."""
+        """Stop listening and disconnect; idempotent, quiet about a lost connection.
+
+        Cancelled meanwhile, it still closes both connections, then is cancelled.
+        """
         listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
-        listening, self._listening_conn = self._listening_conn, None
-        if listening is not None:
-            with contextlib.suppress(Exception):
-                await listening.close()
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close()
+        try:
+            if listener is not None:
+                listener.cancel()
+                # Not `await listener` under suppress(CancelledError): that would swallow
+                # this caller's own cancellation too.
+                await asyncio.wait([listener])
+        finally:
+            listening, self._listening_conn = self._listening_conn, None
+            conn, self._conn = self._conn, None
+            await _close_quietly(listening)
+            await _close_quietly(conn)
 
     # The active daemon's side.
 
@@ -254,15 +256,7 @@ class PostgresStepJobs:
 
     async def missing(self, ids: Collection[int]) -> set[int]:
         """Those of `ids` whose jobs are gone."""
-        if not ids:
-            return set()
-        params = (list(ids),)
-
-        async def work(conn: psycopg.AsyncConnection[Any]) -> set[int]:
-            rows = await (await conn.execute(_PRESENT, params)).fetchall()
-            return set(ids) - {int(row[0]) for row in rows}
-
-        return await self._run("looking for steps gone", work)
+        return await self._absent("looking for steps gone", _PRESENT, ids)
 
     async def forget_strays(self, *, daemon_id: int, keep: Collection[int], before: int) -> int:
         """Delete the jobs `daemon_id` offered before `before` but for `keep`; how many."""
@@ -333,15 +327,7 @@ class PostgresStepJobs:
 
     async def withdrawn(self, ids: Collection[int], *, token: str) -> set[int]:
         """Those of `ids` cancelled, gone, or no longer claimed by `token`."""
-        if not ids:
-            return set()
-        params = (list(ids), _text(token, "token"))
-
-        async def work(conn: psycopg.AsyncConnection[Any]) -> set[int]:
-            ours = await (await conn.execute(_STILL_OURS, params)).fetchall()
-            return set(ids) - {int(row[0]) for row in ours}
-
-        return await self._run("checking claimed steps", work)
+        return await self._absent("checking claimed steps", _STILL_OURS, ids, _text(token, "token"))
 
     async def take_back(self, ids: Collection[int], limit: int) -> list[int]:
         """Delete up to `limit` of `ids` no standby has claimed, first offered first."""
@@ -405,28 +391,48 @@ class PostgresStepJobs:
         async with self._lock:
             conn = self._conn
             if conn is None or conn.closed or conn.broken:
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
                 self._conn = None
-                conn = await connect(self.url, autocommit=True)
-                try:
-                    await conn.execute(_IDLE_LIMIT)
-                except pg.Error as exc:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
-                    raise failed(self.location, doing, exc, conn) from None
-                self._conn = conn
+                await _close_quietly(conn)
+                conn = self._conn = await self._connect(doing, _IDLE_LIMIT)
             try:
                 return await work(conn)
             except pg.Error as exc:
                 raise failed(self.location, doing, exc, conn) from None
+
+    async def _connect(self, doing: str, setup: str) -> psycopg.AsyncConnection[Any]:
+        """A new connection that ran `setup`; closed again if it did not.
+
+        Raises:
+            JournalUnreachable: The server cannot be reached (or the connection dropped).
+            JournalError: `setup` failed.
+        """
+        conn = await connect(self.url, autocommit=True)
+        try:
+            await conn.execute(setup)
+        except load_psycopg().Error as exc:
+            await _close_quietly(conn)
+            raise failed(self.location, doing, exc, conn) from None
+        except BaseException:  # cancelled meanwhile: the connection is not left open
+            await _close_quietly(conn)
+            raise
+        return conn
 
     async def _statement(self, doing: str, sql: str, params: Sequence[Any]) -> int:
         """One statement in its own transaction; how many rows it changed."""
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> int:
             return int((await conn.execute(sql, params)).rowcount)
+
+        return await self._run(doing, work)
+
+    async def _absent(self, doing: str, sql: str, ids: Collection[int], *more: Any) -> set[int]:
+        """Those of `ids` whose rows `sql` (of the ids, then `more`) does not find."""
+        if not ids:
+            return set()
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> set[int]:
+            rows = await (await conn.execute(sql, (list(ids), *more))).fetchall()
+            return set(ids) - {int(row[0]) for row in rows}
 
         return await self._run(doing, work)
 
@@ -450,13 +456,8 @@ class PostgresStepJobs:
 
     async def _listening(self) -> psycopg.AsyncConnection[Any]:
         """A new connection listening on the channel (`JournalUnreachable` if none)."""
-        conn = self._listening_conn = await connect(self.url, autocommit=True)
-        try:
-            await conn.execute(f"LISTEN {STEP_JOBS_CHANNEL}")
-        except load_psycopg().Error as exc:
-            with contextlib.suppress(Exception):
-                await conn.close()
-            raise failed(self.location, "listening for step jobs", exc, conn) from None
+        listen = f"LISTEN {STEP_JOBS_CHANNEL}"
+        conn = self._listening_conn = await self._connect("listening for step jobs", listen)
         return conn
 
     async def _listen(self, conn: psycopg.AsyncConnection[Any] | None) -> None:
@@ -471,8 +472,7 @@ class PostgresStepJobs:
                 except pg.Error:
                     pass  # lost: listen again
                 finally:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
+                    await _close_quietly(conn)
                 self._woken.set()  # what was notified while no one listened is unknown
                 _log.info("step jobs: listening connection lost; connecting again")
                 pause = self._retry[0]
@@ -483,6 +483,13 @@ class PostgresStepJobs:
                 conn, pause = None, min(pause * 2, self._retry[1])
                 continue
             self._woken.set()
+
+
+async def _close_quietly(conn: psycopg.AsyncConnection[Any] | None) -> None:
+    """Close `conn` if there is one; a connection already lost closes without a word."""
+    if conn is not None:
+        with contextlib.suppress(Exception):
+            await conn.close()
 
 
 async def _one(cursor: psycopg.AsyncCursor[Any]) -> Any:
