@@ -45,6 +45,11 @@ def event_type_problem(value: object) -> str | None:
         return f"an event type must be a non-empty string, got {value!r}"
     if len(value) > MAX_EVENT_TYPE:
         return f"an event type is at most {MAX_EVENT_TYPE} characters, got {len(value):,}"
+    if "\x00" in value:
+        return (
+            "an event type must not hold a NUL character (a journal cannot key on it),"
+            f" got {value!r}"
+        )
     if not value.isascii():
         try:
             value.encode("utf-8")

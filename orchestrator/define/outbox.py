@@ -99,6 +99,11 @@ def checked_name(value: Any, what: str, label: str) -> str:
     """
     if not isinstance(value, str) or not value.strip():
         raise DefinitionError(f"{label}: {what} must be a non-empty string, got {value!r}")
+    if "\x00" in value:
+        raise DefinitionError(
+            f"{label}: {what} must not hold a NUL character (a journal cannot key on it),"
+            f" got {value!r}"
+        )
     if not value.isascii():
         try:
             value.encode("utf-8")
