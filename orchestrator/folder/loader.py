@@ -14,12 +14,14 @@ import ast
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import functools
 import hashlib
 import json
 import linecache
 import os
 import signal
+import stat
 import sys
 import tomllib
 import traceback
@@ -31,7 +33,7 @@ from typing import Any
 from ..clock import parse_duration
 from ..define.model import Workflow
 from ..pipeline.sources import ImportGuard
-from ..pipeline.validation import ImportPolicy, check_source
+from ..pipeline.validation import TOO_DEEP, ImportPolicy, check_source
 from ..records import FINAL_STATUSES
 
 CONFIG_FILE = "orchestrator.toml"
@@ -79,7 +81,7 @@ class FolderConfig:
         """The folder's configuration (defaults without a file); `LoadFailed` if invalid."""
         path = folder / CONFIG_FILE
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = tomllib.loads(read_file(path).decode("utf-8"))
         except FileNotFoundError:
             return cls()
         except (OSError, UnicodeDecodeError) as exc:
@@ -146,6 +148,19 @@ def _retention(table: object) -> dict[str, float]:
         except ValueError as exc:
             raise LoadFailed(f"{CONFIG_FILE}: retention.{status}: {exc}") from None
     return seconds
+
+
+def read_file(path: Path) -> bytes:
+    """A regular file's bytes; `OSError` for anything else (a FIFO, a device, a folder).
+
+    Opened without blocking: a FIFO named ``x.py`` (or one swapped in after the folder was
+    listed) would otherwise block the daemon until something writes to it.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        return file.read()
 
 
 def _string_list(value: object) -> bool:
@@ -299,6 +314,8 @@ def check(source: str, path: Path, policy: ImportPolicy | None) -> ast.Module:
         return ast.parse(source, filename=str(path))
     except SyntaxError as exc:
         raise LoadFailed(f"syntax error: {exc.msg}", exc.lineno) from None
+    except (RecursionError, MemoryError):  # `1+1+...` a million times: Python's own limit
+        raise LoadFailed(TOO_DEEP) from None
 
 
 def _strip_location(message: str, path: Path) -> str:

@@ -15,9 +15,22 @@ import os
 import sys
 from pathlib import Path
 
+FORKED = (
+    "the file forked a process at import (os.fork, multiprocessing): the daemon imports it "
+    "too and would go on as two daemons; start processes inside a step instead"
+)
+_forks = 0
+
+
+def _forking() -> None:
+    global _forks
+    _forks += 1
+
 
 def main() -> None:
     """Probe the file named on the command line, or (``--batch CONFIG``) several files."""
+    # A fork at import is a load error; its child ends at once, before any more of the file.
+    os.register_at_fork(before=_forking, after_in_child=lambda: os._exit(0))
     if sys.argv[1] == "--batch":
         _batch(sys.argv[2])
     path = Path(sys.argv[1])
@@ -50,12 +63,15 @@ def _probe_one(path: Path, data: bytes, config_json: str) -> dict[str, object]:
 
     if str(path.parent) not in sys.path:
         sys.path.insert(0, str(path.parent))  # as in the daemon: helpers import by name
+    forks = _forks
     try:
         config = FolderConfig(**json.loads(config_json))
         source = decode(data)
         tree = check(source, path, config.policy)
         module = execute(path, digest_of(data), source, tree, config.policy)
         workflows_of(module, tree)
+        if _forks != forks:
+            raise LoadFailed(FORKED)
     except LoadFailed as exc:
         return {"ok": False, "line": exc.line, "message": exc.message}
     return {"ok": True}

@@ -30,6 +30,7 @@ from .loader import (
     digest_of,
     load_file,
     module_name,
+    read_file,
 )
 from .names import is_text, shown
 
@@ -38,6 +39,7 @@ UNNAMED = "the file name is not valid UTF-8, so the file is not loaded: rename i
 # A file whose bytes change while it fails to load is being written: read it again (a
 # bounded number of times; the watcher reports the next change anyway).
 REREADS = 3
+UNREADABLE = b"\0unreadable"  # what an unreadable orchestrator.toml compares as
 
 
 class FolderTarget(Protocol):
@@ -129,7 +131,7 @@ class WorkflowFolder:
         helpers = {}
         for path in sorted(self.path.glob("_*.py")):
             try:
-                helpers[path.name] = digest_of(path.read_bytes())
+                helpers[path.name] = digest_of(read_file(path))
             except OSError:
                 continue
         if helpers == self._helpers:
@@ -145,9 +147,11 @@ class WorkflowFolder:
         """Read ``orchestrator.toml``; True if it changed (every file loads again)."""
         config_path = self.path / CONFIG_FILE
         try:
-            text: bytes | None = config_path.read_bytes()
-        except OSError:
+            text: bytes | None = read_file(config_path)
+        except FileNotFoundError:
             text = None
+        except OSError:  # unreadable, a FIFO...: `FolderConfig.read` says why, once
+            text = UNREADABLE
         if text == self._config_text:
             return False
         try:
@@ -198,7 +202,7 @@ class WorkflowFolder:
         for _ in range(REREADS):
             if data is None:
                 try:
-                    data = path.read_bytes()  # noqa: ASYNC240 - a small local file
+                    data = read_file(path)
                 except OSError:
                     await self._unload(path)
                     return
@@ -289,14 +293,14 @@ def _contents(paths: list[Path]) -> dict[Path, bytes]:
     contents = {}
     for path in paths:
         with contextlib.suppress(OSError):
-            contents[path] = path.read_bytes()
+            contents[path] = read_file(path)
     return contents
 
 
 def _changed_since(path: Path, data: bytes) -> bytes | None:
     """The file's bytes now if they are not `data` (it is being written), else None."""
     try:
-        now = path.read_bytes()
+        now = read_file(path)
     except OSError:
         return None
     return now if now != data else None

@@ -1,0 +1,153 @@
+"""Hostile workflow folders: files that would hang, crash or split the daemon.
+
+Each test puts one such file beside a good one and checks that the daemon reports a clear
+load error naming the file, loads every other file and stays responsive (and stoppable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+from procs import Daemon, cli
+from test_loader import (
+    TIMEOUT,
+    journal,
+    journal_error,
+    registered_version,
+    workflow_source,
+    write,
+)
+
+from orchestrator import Runtime
+from orchestrator.folder.loader import digest_of, read_file
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    path = tmp_path / "workflows"
+    path.mkdir()
+    return path
+
+
+async def test_a_file_nested_too_deeply_to_parse_is_a_load_error_and_later_files_load(
+    folder: Path, db: Path
+) -> None:
+    write(folder / "a_good.py", workflow_source("a_good", "a"))
+    (folder / "deep.py").write_text("x = " + "1 + " * 200_000 + "1\n")
+    write(folder / "z_good.py", workflow_source("z_good", "z"))
+    async with asyncio.timeout(TIMEOUT), Runtime(db, workflows_dir=folder) as rt:
+        assert rt.list_workflows() == ["a_good", "z_good"]
+        error = await journal_error(db, "deep.py")
+        assert "nested too deeply" in error.message
+        # Added while the daemon runs: the same error, and a file after it still loads.
+        (folder / "deep2.py").write_text("x = " + "-" * 200_000 + "1\n")
+        zz_good = write(folder / "zz_good.py", workflow_source("zz_good", "zz"))
+        assert "nested too deeply" in (await journal_error(db, "deep2.py")).message
+        await registered_version(rt, "zz_good", digest_of(zz_good))
+        assert (await rt.invoke("zz_good", "go", {})).state == {"value": "zz"}
+
+
+def test_run_of_pipeline_source_nested_too_deeply_is_a_usage_error(tmp_path: Path) -> None:
+    source = tmp_path / "deep.py"
+    source.write_text("x = " + "1 + " * 200_000 + "1\n")
+    out = cli("run", str(source), "--db", str(tmp_path / "j.db"))
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    assert "nested too deeply" in out.stderr
+
+
+async def test_fifos_in_the_folder_neither_hang_the_daemon_nor_stop_other_files(
+    folder: Path, db: Path
+) -> None:
+    write(folder / "good.py", workflow_source("good", "ok"))
+    os.mkfifo(folder / "_helper.py")  # a helper module, read on each sync
+    os.mkfifo(folder / "orchestrator.toml")
+    os.mkfifo(folder / "pipe.py")  # not a regular file: not a workflow file
+    async with asyncio.timeout(TIMEOUT), Runtime(db, workflows_dir=folder) as rt:
+        assert rt.list_workflows() == ["good"]
+        error = await journal_error(db, "orchestrator.toml")
+        assert "not a regular file" in error.message
+        later = write(folder / "later.py", workflow_source("later", "later"))
+        await registered_version(rt, "later", digest_of(later))
+        assert (await rt.invoke("later", "go", {})).state == {"value": "later"}
+        assert "pipe.py" not in (await journal(db))[1]
+
+
+def test_read_file_refuses_a_fifo_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "x.py")
+    with pytest.raises(OSError, match="not a regular file"):
+        read_file(tmp_path / "x.py")
+
+
+async def test_a_file_that_forks_at_import_is_a_load_error_not_a_second_daemon(
+    folder: Path, db: Path, tmp_path: Path
+) -> None:
+    children = tmp_path / "children"
+    write(folder / "good.py", workflow_source("good", "ok"))
+    write(
+        folder / "forks.py",
+        f"""\
+        import os
+        from pathlib import Path
+
+        from orchestrator import Workflow
+
+        if os.fork() == 0:
+            Path({str(children)!r}).open("a").write(f"{{os.getpid()}}\\n")
+
+
+        def step(state):
+            return state
+
+
+        workflow = Workflow(id="forks", pipelines={{"go": [step]}})
+        """,
+    )
+    async with asyncio.timeout(TIMEOUT), Runtime(db, workflows_dir=folder) as rt:
+        error = await journal_error(db, "forks.py")
+        assert "forked a process at import" in error.message
+        assert rt.list_workflows() == ["good"]
+        assert (await rt.invoke("good", "go", {})).state == {"value": "ok"}
+    assert not children.exists(), "a forked child ran the rest of the file"
+
+
+def test_a_thread_a_workflow_file_starts_at_import_does_not_keep_a_stopped_daemon_alive(
+    folder: Path, db: Path
+) -> None:
+    write(folder / "good.py", workflow_source("good", "ok"))
+    write(
+        folder / "spins.py",
+        textwrap.dedent(
+            """\
+            import threading
+            import time
+
+            from orchestrator import Workflow
+
+
+            def forever():
+                while True:
+                    time.sleep(0.05)
+
+
+            threading.Thread(target=forever, name="spinner").start()
+
+
+            def step(state):
+                return state
+
+
+            workflow = Workflow(id="spins", pipelines={"go": [step]})
+            """
+        ),
+    )
+    with Daemon(folder, db) as daemon:
+        daemon.start()
+        assert daemon.stop(timeout=TIMEOUT) == 0, daemon.log()
+    assert "stopped cleanly" in daemon.log()
+    assert "exiting without waiting for threads" in daemon.log()
+    assert "spinner" in daemon.log()
