@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from procs import Daemon, cli, fill_disk, small_disk
 
 from orchestrator.testing import eventually_blocking
@@ -66,6 +67,41 @@ def test_a_damaged_wal_stops_the_daemon_at_once_with_one_line(tmp_path: Path) ->
     assert len(failures) == 1, log
     assert str(db) in failures[0] and "not a database" in failures[0]
     assert len(log.splitlines()) < 10, log  # no flood of retries
+
+
+@pytest.mark.parametrize("how", ["replaced", "deleted"])
+def test_a_journal_replaced_or_deleted_under_the_daemon_stops_it_with_exit_3(
+    tmp_path: Path, how: str
+) -> None:
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    _one_step_flow(folder)
+    db = tmp_path / "j.db"
+    with Daemon(folder, db, log=tmp_path / "daemon.log") as daemon:
+        daemon.start()
+        assert cli("invoke", "flow", "go", "{}", "--wait", "--db", str(db)).returncode == 0
+        if how == "replaced":  # a restore from a backup, a copy over it: not a journal here
+            stranger = tmp_path / "stranger"
+            stranger.write_bytes(b"not a journal")
+            stranger.chmod(0o600)
+            stranger.replace(db)
+        else:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{db}{suffix}").unlink(missing_ok=True)
+        eventually_blocking(
+            lambda: daemon.proc is not None and daemon.proc.poll() is not None,
+            what="the daemon to exit on its own",
+            timeout=TIMEOUT,
+            details=daemon.log,
+        )
+        code = daemon.stop()
+    log = daemon.log()
+    assert code == EXIT_JOURNAL_FAILED, log
+    assert "stopped cleanly" not in log
+    failures = [line for line in log.splitlines() if "the journal failed" in line]
+    assert len(failures) == 1, log
+    assert str(db) in failures[0]
+    assert ("replaced by another file" if how == "replaced" else "was deleted") in failures[0]
 
 
 # A workflow whose steps append "start PID" and "end PID" to a counter file under a lock.
