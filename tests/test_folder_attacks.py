@@ -15,6 +15,7 @@ import pytest
 from procs import Daemon, cli
 from test_loader import (
     TIMEOUT,
+    gone,
     journal,
     journal_error,
     registered_version,
@@ -151,3 +152,29 @@ def test_a_thread_a_workflow_file_starts_at_import_does_not_keep_a_stopped_daemo
     assert "stopped cleanly" in daemon.log()
     assert "exiting without waiting for threads" in daemon.log()
     assert "spinner" in daemon.log()
+
+
+@pytest.mark.parametrize("how", ["swapped", "removed then made again"])
+async def test_a_folder_swapped_or_made_again_under_the_daemon_is_watched_anew(
+    folder: Path, db: Path, tmp_path: Path, how: str
+) -> None:
+    write(folder / "old.py", workflow_source("old", "old"))
+    async with asyncio.timeout(2 * TIMEOUT), Runtime(db, workflows_dir=folder) as rt:
+        assert rt.list_workflows() == ["old"]
+        if how == "swapped":  # a deploy: the new folder made beside it, renamed over it
+            new = tmp_path / "new"
+            new.mkdir()
+            write(new / "old.py", workflow_source("old", "old"))
+            folder.rename(tmp_path / "previous")
+            new.rename(folder)
+        else:
+            for path in folder.iterdir():
+                path.unlink()
+            folder.rmdir()
+            await gone(rt, "old")
+            folder.mkdir()
+        fresh = write(folder / "fresh.py", workflow_source("fresh", "fresh"))
+        await registered_version(rt, "fresh", digest_of(fresh))
+        assert (await rt.invoke("fresh", "go", {})).state == {"value": "fresh"}
+        edited = write(folder / "fresh.py", workflow_source("fresh", "edited"))
+        await registered_version(rt, "fresh", digest_of(edited))
