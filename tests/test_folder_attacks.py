@@ -178,3 +178,17 @@ async def test_a_folder_swapped_or_made_again_under_the_daemon_is_watched_anew(
         assert (await rt.invoke("fresh", "go", {})).state == {"value": "fresh"}
         edited = write(folder / "fresh.py", workflow_source("fresh", "edited"))
         await registered_version(rt, "fresh", digest_of(edited))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_run_of_a_file_that_is_not_regular_is_refused_not_waited_on(
+    tmp_path: Path, kind: str
+) -> None:
+    source = tmp_path / "pipe.py"
+    if kind == "fifo":
+        os.mkfifo(source)
+    else:
+        source.mkdir()
+    out = cli("run", str(source), "--db", str(tmp_path / "j.db"))
+    assert out.returncode == 2, out.stderr
+    assert out.stderr == f"error: cannot read {source}: [Errno 22] not a regular file: '{source}'\n"

@@ -490,11 +490,12 @@ def parse_json_object(text: str, what: str) -> dict[str, Any]:
 
 
 async def _cmd_run(args: argparse.Namespace) -> int:
+    from ..folder.loader import read_file
     from ..pipeline.runner import run
 
     state = parse_json_object(args.state, "--state")
     try:
-        source = args.file.read_text(encoding="utf-8")
+        source = read_file(args.file).decode("utf-8")  # a FIFO is refused, not waited on
     except FileNotFoundError:
         raise UsageError(f"no such file: {args.file}") from None
     except (OSError, UnicodeDecodeError) as exc:
