@@ -24,7 +24,7 @@ from test_loader import (
 )
 
 from orchestrator import Runtime
-from orchestrator.folder.loader import digest_of, read_file
+from orchestrator.folder.loader import MAX_FILE_BYTES, digest_of, read_file
 
 
 @pytest.fixture
@@ -192,3 +192,49 @@ def test_run_of_a_file_that_is_not_regular_is_refused_not_waited_on(
     out = cli("run", str(source), "--db", str(tmp_path / "j.db"))
     assert out.returncode == 2, out.stderr
     assert out.stderr == f"error: cannot read {source}: [Errno 22] not a regular file: '{source}'\n"
+
+
+async def test_a_file_past_the_size_limit_is_a_load_error_and_the_last_good_version_stays(
+    folder: Path, db: Path
+) -> None:
+    path = folder / "flow.py"
+    v1 = write(path, workflow_source("flow", "v1"))
+    async with asyncio.timeout(TIMEOUT), Runtime(db, workflows_dir=folder) as rt:
+        await registered_version(rt, "flow", digest_of(v1))
+        huge = workflow_source("flow", "v2") + "DATA = [" + "1, " * 4_000_000 + "]\n"
+        path.write_text(huge)
+        assert len(huge) > MAX_FILE_BYTES
+        error = await journal_error(db, "flow.py", "larger than 10 MB")
+        assert "read it in a step" in error.message
+        assert (await rt.invoke("flow", "go", {})).state == {"value": "v1"}
+
+
+def test_signal_handlers_a_file_sets_at_import_do_not_make_the_daemon_unstoppable(
+    folder: Path, db: Path
+) -> None:
+    write(folder / "good.py", workflow_source("good", "ok"))
+    write(
+        folder / "deaf.py",
+        textwrap.dedent(
+            """\
+            import signal
+
+            from orchestrator import Workflow
+
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+            def step(state):
+                return state
+
+
+            workflow = Workflow(id="deaf", pipelines={"go": [step]})
+            """
+        ),
+    )
+    with Daemon(folder, db) as daemon:
+        daemon.start()
+        assert "the file set a handler for SIGTERM at import" in daemon.log()
+        assert daemon.stop(timeout=TIMEOUT) == 0, daemon.log()
+    assert "stopped cleanly" in daemon.log()

@@ -490,12 +490,14 @@ def parse_json_object(text: str, what: str) -> dict[str, Any]:
 
 
 async def _cmd_run(args: argparse.Namespace) -> int:
-    from ..folder.loader import read_file
+    from ..folder.loader import LoadFailed, decode, read_file
     from ..pipeline.runner import run
 
     state = parse_json_object(args.state, "--state")
     try:
-        source = read_file(args.file).decode("utf-8")  # a FIFO is refused, not waited on
+        source = decode(read_file(args.file))  # a FIFO is refused, not waited on
+    except LoadFailed as exc:
+        raise UsageError(f"cannot read {args.file}: {exc.message}") from None
     except FileNotFoundError:
         raise UsageError(f"no such file: {args.file}") from None
     except (OSError, UnicodeDecodeError) as exc:

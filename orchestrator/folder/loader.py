@@ -19,13 +19,16 @@ import functools
 import hashlib
 import json
 import linecache
+import logging
 import os
 import signal
 import stat
 import sys
+import threading
 import tomllib
 import traceback
 import types
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,10 +38,15 @@ from ..define.model import Workflow
 from ..pipeline.sources import ImportGuard
 from ..pipeline.validation import TOO_DEEP, ImportPolicy, check_source
 from ..records import FINAL_STATUSES
+from .names import shown
 
+_log = logging.getLogger("orchestrator.loader")
 CONFIG_FILE = "orchestrator.toml"
 MODULE_PREFIX = "orchestrator_workflows"
 DEFAULT_PROBE_TIMEOUT = 5.0
+# A file of 10,000 workflows is about 1.5 MB. Past this, parsing alone would hold the
+# daemon's event loop for seconds (a 20 MB list literal: 19 s and 2 GB).
+MAX_FILE_BYTES = 10 * 1024 * 1024
 PARALLEL_PROBES = min(8, os.cpu_count() or 1)
 
 
@@ -151,7 +159,7 @@ def _retention(table: object) -> dict[str, float]:
 
 
 def read_file(path: Path) -> bytes:
-    """A regular file's bytes; `OSError` for anything else (a FIFO, a device, a folder).
+    """A regular file's bytes (at most `MAX_FILE_BYTES` + 1); `OSError` for anything else.
 
     Opened without blocking: a FIFO named ``x.py`` (or one swapped in after the folder was
     listed) would otherwise block the daemon until something writes to it.
@@ -166,7 +174,7 @@ def read_file(path: Path) -> bytes:
         os.close(fd)
         raise OSError(errno.EINVAL, "not a regular file", str(path))
     with open(fd, "rb") as file:
-        return file.read()
+        return file.read(MAX_FILE_BYTES + 1)  # enough for `decode` to refuse it
 
 
 def _string_list(value: object) -> bool:
@@ -300,7 +308,12 @@ class ProbesAhead:
 
 
 def decode(data: bytes) -> str:
-    """The file's text; `LoadFailed` if it is not UTF-8."""
+    """The file's text; `LoadFailed` if it is too large or not UTF-8."""
+    if len(data) > MAX_FILE_BYTES:
+        raise LoadFailed(
+            f"the file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB, too large for a "
+            "workflow file: keep data in a file of its own and read it in a step"
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -344,7 +357,8 @@ def execute(
     sys.modules.setdefault(MODULE_PREFIX, types.ModuleType(MODULE_PREFIX))
     sys.modules[name] = module  # dataclasses and pickle look modules up by name
     try:
-        exec(compile(tree, str(path), "exec"), module.__dict__)
+        with _signals_kept(path):
+            exec(compile(tree, str(path), "exec"), module.__dict__)
     except SystemExit as exc:
         sys.modules.pop(name, None)
         line = _line_in(exc, path)
@@ -354,6 +368,31 @@ def execute(
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         raise LoadFailed(text, _line_in(exc, path)) from None
     return module
+
+
+# What a file's import may not change in the process importing it: the daemon stops on
+# SIGINT/SIGTERM, and its subprocesses are reaped by waiting for them (SIGCHLD).
+KEPT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD)
+
+
+@contextlib.contextmanager
+def _signals_kept(path: Path) -> Iterator[None]:
+    """Put back the handlers of `KEPT_SIGNALS` that the import of `path` changed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers: an import elsewhere changes none
+        return
+    before = {sig: signal.getsignal(sig) for sig in KEPT_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            if handler is not None and signal.getsignal(sig) != handler:
+                signal.signal(sig, handler)
+                _log.warning(
+                    "%s: the file set a handler for %s at import; the daemon's is kept",
+                    shown(path),
+                    sig.name,
+                )
 
 
 def _line_in(exc: BaseException, path: Path) -> int | None:
