@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from procs import Daemon, cli, fill_disk, small_disk
+from procs import ROOT, Daemon, cli, fill_disk, small_disk
 
 from orchestrator.testing import eventually_blocking
 
@@ -102,6 +102,39 @@ def test_a_journal_replaced_or_deleted_under_the_daemon_stops_it_with_exit_3(
     assert len(failures) == 1, log
     assert str(db) in failures[0]
     assert ("replaced by another file" if how == "replaced" else "was deleted") in failures[0]
+
+
+def test_a_step_that_changes_directory_leaves_a_relative_journal_path_working(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    (folder / "wander.py").write_text(
+        textwrap.dedent(
+            """\
+            import os
+
+            from orchestrator import Workflow
+
+
+            async def wander(state):
+                os.chdir(os.path.dirname(__file__))
+                return state
+
+
+            workflow = Workflow(id="wander", pipelines={"go": [wander]})
+            """
+        )
+    )
+    db = tmp_path / "j.db"
+    relative = os.path.relpath(db, ROOT)  # the daemon runs in ROOT
+    with Daemon(folder, relative, log=tmp_path / "daemon.log") as daemon:
+        daemon.start()
+        for _ in range(2):
+            out = cli("invoke", "wander", "go", "{}", "--wait", "--db", str(db))
+            assert out.returncode == 0, out.stderr + daemon.log()
+        assert daemon.stop() == 0, daemon.log()
+    assert "stopped cleanly" in daemon.log()
 
 
 # A workflow whose steps append "start PID" and "end PID" to a counter file under a lock.

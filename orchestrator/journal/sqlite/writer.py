@@ -103,6 +103,8 @@ class GroupCommitWriter(WriterStatus):
         self._token = uuid.uuid4().hex
         self._conn: sqlite3.Connection | None = None
         self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
+        # The path made absolute at open: a step or workflow file may change directory.
+        self._absolute = path
         self._loop: asyncio.AbstractEventLoop | None = None
         # Invariant: the fields below are only touched with `_lock` held.
         # Reentrant, so `together` can hold it around several `enqueue` calls. Blocks hold
@@ -140,7 +142,8 @@ class GroupCommitWriter(WriterStatus):
     def _open_sync(self) -> Opened:
         conn = connect_writer(self.path, self._synchronous)
         try:
-            self._file = _identity(self.path)
+            self._absolute = Path(os.path.abspath(self.path))
+            self._file = _identity(self._absolute)
             self._migrate(conn)
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -458,7 +461,7 @@ class GroupCommitWriter(WriterStatus):
             JournalError: The file was deleted or replaced; the writer stops.
         """
         try:
-            now: tuple[int, int] | None = _identity(self.path)
+            now: tuple[int, int] | None = _identity(self._absolute)
         except OSError:
             now = None
         if now != self._file:
