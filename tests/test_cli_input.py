@@ -265,3 +265,12 @@ def test_an_orchestrator_db_that_is_not_utf8_is_refused_as_db_is(
     err = refused(out)
     assert "$ORCHESTRATOR_DB is not valid UTF-8 (byte 0xff" in err
     assert os.listdir(tmp_path) == [], "no journal was created"
+
+
+def test_up_refuses_a_folder_whose_path_is_not_utf8(tmp_path: Path) -> None:
+    folder = os.fsdecode(bytes(tmp_path) + b"/flows-\xff")
+    os.mkdir(folder)
+    err = refused(run("up", folder, "--headless", "--db", str(tmp_path / "j.db")))
+    assert "flows-\\xff has a path that is not valid UTF-8" in err
+    assert "rename it" in err
+    assert not (tmp_path / "j.db").exists()

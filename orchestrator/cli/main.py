@@ -802,8 +802,15 @@ def _resolve(journal: JournalBackend, text: str) -> str:
 
 
 async def _cmd_up(args: argparse.Namespace) -> int:
+    from ..folder.names import is_text, shown
+
     if not args.folder.is_dir():
-        raise UsageError(f"{args.folder} is not a folder of workflow files")
+        raise UsageError(f"{shown(args.folder)} is not a folder of workflow files")
+    if not is_text(str(args.folder.resolve())):  # the watcher takes UTF-8 paths only
+        raise UsageError(
+            f"the folder {shown(args.folder.resolve())} has a path that is not valid UTF-8, "
+            "so it cannot be watched; rename it (or the folder it is in)"
+        )
     from .daemons import register
 
     # A backend that is not available is bad input, before logging starts; so is a folder
