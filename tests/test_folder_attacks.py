@@ -7,7 +7,10 @@ load error naming the file, loads every other file and stays responsive (and sto
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import os
+import sys
 import textwrap
 from pathlib import Path
 
@@ -238,3 +241,57 @@ def test_signal_handlers_a_file_sets_at_import_do_not_make_the_daemon_unstoppabl
         assert "the file set a handler for SIGTERM at import" in daemon.log()
         assert daemon.stop(timeout=TIMEOUT) == 0, daemon.log()
     assert "stopped cleanly" in daemon.log()
+
+
+async def test_process_settings_a_file_changes_at_import_are_put_back(
+    folder: Path, db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write(
+        folder / "rude.py",
+        """\
+        import gc
+        import logging
+        import os
+        import sys
+
+        from orchestrator import Workflow
+
+        sys.setrecursionlimit(sys.getrecursionlimit() - 1)
+        sys.setswitchinterval(1.0)
+        gc.disable()
+        logging.disable(logging.CRITICAL)
+        os.chdir("/")
+        sys.path[:] = ["/nowhere"]
+
+
+        def step(state):
+            return state
+
+
+        workflow = Workflow(id="rude", pipelines={"go": [step]})
+        """,
+    )
+    before = (
+        sys.getrecursionlimit(),
+        sys.getswitchinterval(),
+        gc.isenabled(),
+        logging.root.manager.disable,
+        os.getcwd(),
+    )
+    entries = list(sys.path)
+    async with asyncio.timeout(TIMEOUT), Runtime(db, workflows_dir=folder) as rt:
+        assert rt.list_workflows() == ["rude"]
+        assert (
+            sys.getrecursionlimit(),
+            sys.getswitchinterval(),
+            gc.isenabled(),
+            logging.root.manager.disable,
+            os.getcwd(),
+        ) == before
+        assert all(entry in sys.path for entry in entries)
+        later = write(folder / "later.py", workflow_source("later", "later"))
+        await registered_version(rt, "later", digest_of(later))
+    warned = [r.getMessage() for r in caplog.records if "rude.py" in r.getMessage()]
+    assert any("changed the recursion limit" in line for line in warned), warned
+    assert any("changed the working directory" in line for line in warned), warned
+    assert any("took entries off sys.path" in line for line in warned), warned

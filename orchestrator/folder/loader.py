@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import errno
 import functools
+import gc
 import hashlib
 import json
 import linecache
@@ -28,7 +29,7 @@ import threading
 import tomllib
 import traceback
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -357,7 +358,7 @@ def execute(
     sys.modules.setdefault(MODULE_PREFIX, types.ModuleType(MODULE_PREFIX))
     sys.modules[name] = module  # dataclasses and pickle look modules up by name
     try:
-        with _signals_kept(path):
+        with _process_kept(path), _signals_kept(path):
             exec(compile(tree, str(path), "exec"), module.__dict__)
     except SystemExit as exc:
         sys.modules.pop(name, None)
@@ -393,6 +394,59 @@ def _signals_kept(path: Path) -> Iterator[None]:
                     shown(path),
                     sig.name,
                 )
+
+
+def _cwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # removed
+        return None
+
+
+def _set_gc(enabled: object) -> None:
+    (gc.enable if enabled else gc.disable)()
+
+
+# The process's own settings a file's import may not change (name, get, set): the daemon
+# tunes some, and the others would break it (a recursion limit of 50, logging disabled,
+# another working directory for its relative paths).
+_SETTINGS: tuple[tuple[str, Callable[[], Any], Callable[[Any], object]], ...] = (
+    ("the recursion limit", sys.getrecursionlimit, sys.setrecursionlimit),
+    ("the thread switch interval", sys.getswitchinterval, sys.setswitchinterval),
+    ("the garbage collector's thresholds", gc.get_threshold, lambda t: gc.set_threshold(*t)),
+    ("whether the garbage collector runs", gc.isenabled, _set_gc),
+    ("the logging level disabled", lambda: logging.root.manager.disable, logging.disable),
+    ("the working directory", _cwd, os.chdir),
+)
+
+
+@contextlib.contextmanager
+def _process_kept(path: Path) -> Iterator[None]:
+    """Put back the `_SETTINGS` the import of `path` changed, and what it took off sys.path.
+
+    Entries it added to ``sys.path`` stay (its steps may import from them later).
+    """
+    before = [(name, get(), get, put) for name, get, put in _SETTINGS]
+    entries = list(sys.path)
+    try:
+        yield
+    finally:
+        changed = [name for name, value, get, _ in before if value is not None and get() != value]
+        for name, value, _, put in before:  # all put back first: logging may be off
+            if name in changed:
+                with contextlib.suppress(OSError, ValueError):
+                    put(value)
+        for name in changed:
+            _log.warning(
+                "%s: the file changed %s at import; the daemon's is kept", shown(path), name
+            )
+        missing = [entry for entry in entries if entry not in sys.path]
+        if missing:
+            sys.path.extend(missing)
+            _log.warning(
+                "%s: the file took entries off sys.path at import; they are put back",
+                shown(path),
+            )
 
 
 def _line_in(exc: BaseException, path: Path) -> int | None:
