@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from procs import ROOT, Daemon, cli, fill_disk, small_disk
+from procs import ROOT, Daemon, cli, fill_disk, query, small_disk
 
 from orchestrator.testing import eventually_blocking
 
@@ -69,7 +69,7 @@ def test_a_damaged_wal_stops_the_daemon_at_once_with_one_line(tmp_path: Path) ->
     assert len(log.splitlines()) < 10, log  # no flood of retries
 
 
-@pytest.mark.parametrize("how", ["replaced", "deleted"])
+@pytest.mark.parametrize("how", ["replaced", "deleted", "wal deleted"])
 def test_a_journal_replaced_or_deleted_under_the_daemon_stops_it_with_exit_3(
     tmp_path: Path, how: str
 ) -> None:
@@ -85,9 +85,12 @@ def test_a_journal_replaced_or_deleted_under_the_daemon_stops_it_with_exit_3(
             stranger.write_bytes(b"not a journal")
             stranger.chmod(0o600)
             stranger.replace(db)
-        else:
+        elif how == "deleted":
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{db}{suffix}").unlink(missing_ok=True)
+        else:  # commands would see a journal without its last commits
+            for suffix in ("-wal", "-shm"):
+                Path(f"{db}{suffix}").unlink()
         eventually_blocking(
             lambda: daemon.proc is not None and daemon.proc.poll() is not None,
             what="the daemon to exit on its own",
@@ -101,7 +104,14 @@ def test_a_journal_replaced_or_deleted_under_the_daemon_stops_it_with_exit_3(
     failures = [line for line in log.splitlines() if "the journal failed" in line]
     assert len(failures) == 1, log
     assert str(db) in failures[0]
-    assert ("replaced by another file" if how == "replaced" else "was deleted") in failures[0]
+    said = {
+        "replaced": "the file was replaced by another file",
+        "deleted": "the file was deleted",
+        "wal deleted": "its file j.db-wal was deleted",
+    }
+    assert said[how] in failures[0]
+    if how == "wal deleted":  # the daemon's last connection wrote its commits back
+        assert query(db, "SELECT count(*) FROM runs WHERE status = 'completed'") == [(1,)]
 
 
 def test_a_step_that_changes_directory_leaves_a_relative_journal_path_working(

@@ -103,6 +103,7 @@ class GroupCommitWriter(WriterStatus):
         self._token = uuid.uuid4().hex
         self._conn: sqlite3.Connection | None = None
         self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
+        self._wal: tuple[int, int] | None = None  # and of its -wal, if it has one
         # The path made absolute at open: a step or workflow file may change directory.
         self._absolute = path
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -156,6 +157,8 @@ class GroupCommitWriter(WriterStatus):
             conn.close()
             raise
         self._conn = conn
+        with contextlib.suppress(OSError):  # it stays while a connection is open
+            self._wal = _identity(_wal_of(self._absolute))
         self._renewed_at = time.monotonic()
         return Opened(max_run_row=int(max_row))
 
@@ -460,16 +463,20 @@ class GroupCommitWriter(WriterStatus):
         Raises:
             JournalError: The file was deleted or replaced; the writer stops.
         """
-        try:
-            now: tuple[int, int] | None = _identity(self._absolute)
-        except OSError:
-            now = None
-        if now != self._file:
-            what = "deleted" if now is None else "replaced by another file"
-            raise JournalError(
-                f"journal {self.path}: the file was {what} while this runtime had it open; "
-                "this runtime stops writing (put the journal back and start again)"
-            )
+        for path, opened in ((self._absolute, self._file), (_wal_of(self._absolute), self._wal)):
+            if opened is None:
+                continue
+            try:
+                now: tuple[int, int] | None = _identity(path)
+            except OSError:
+                now = None
+            if now != opened:
+                what = "deleted" if now is None else "replaced by another file"
+                name = "the file" if path == self._absolute else f"its file {path.name}"
+                raise JournalError(
+                    f"journal {self.path}: {name} was {what} while this runtime had it open; "
+                    "this runtime stops writing; start it again once the journal is in place"
+                )
 
     def _close_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -514,6 +521,10 @@ def execute_rows(conn: sqlite3.Connection, stmt: Stmt, rows: list[tuple[Any, ...
             conn.execute(bulk, (text,))
             return
     conn.executemany(SQL[stmt], rows)
+
+
+def _wal_of(path: Path) -> Path:
+    return path.with_name(f"{path.name}-wal")
 
 
 def _identity(path: Path) -> tuple[int, int]:
