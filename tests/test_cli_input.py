@@ -66,6 +66,8 @@ def refused(out: subprocess.CompletedProcess[bytes]) -> str:
         (["prune", "--older-than", "99999999999999999999d"], "a thousand years"),
         (["runs", "--status", "\x1b[2J"], r"invalid choice: '\x1b[2J'"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["invoke", "w" * 100_000, "go"], "workflow id 'wwwww"),
+        (["invoke", "w", "bad trigger"], "trigger id 'bad trigger' is invalid"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(db: Path, args: list[str | bytes], says: str) -> None:
