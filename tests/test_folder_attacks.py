@@ -70,7 +70,7 @@ async def test_fifos_in_the_folder_neither_hang_the_daemon_nor_stop_other_files(
     write(folder / "good.py", workflow_source("good", "ok"))
     os.mkfifo(folder / "_helper.py")  # a helper module, read on each sync
     os.mkfifo(folder / "orchestrator.toml")
-    os.mkfifo(folder / "pipe.py")  # not a regular file: not a workflow file
+    os.mkfifo(folder / "pipe.py")  # named as a workflow file: a load error
     async with asyncio.timeout(TIMEOUT), Runtime(db, workflows_dir=folder) as rt:
         assert rt.list_workflows() == ["good"]
         error = await journal_error(db, "orchestrator.toml")
@@ -78,7 +78,8 @@ async def test_fifos_in_the_folder_neither_hang_the_daemon_nor_stop_other_files(
         later = write(folder / "later.py", workflow_source("later", "later"))
         await registered_version(rt, "later", digest_of(later))
         assert (await rt.invoke("later", "go", {})).state == {"value": "later"}
-        assert "pipe.py" not in (await journal(db))[1]
+        error = await journal_error(db, "pipe.py")
+        assert error.message == "cannot read the file: not a regular file"
 
 
 def test_read_file_refuses_a_fifo_without_waiting_for_a_writer(tmp_path: Path) -> None:
@@ -295,3 +296,26 @@ async def test_process_settings_a_file_changes_at_import_are_put_back(
     assert any("changed the recursion limit" in line for line in warned), warned
     assert any("changed the working directory" in line for line in warned), warned
     assert any("took entries off sys.path" in line for line in warned), warned
+
+
+async def test_a_workflow_file_that_cannot_be_read_is_a_load_error_and_its_last_version_stays(
+    folder: Path, db: Path
+) -> None:
+    write(folder / "good.py", workflow_source("good", "ok"))
+    (folder / "loop.py").symlink_to("loop.py")
+    (folder / "dangling.py").symlink_to("nowhere.py")
+    v1 = write(folder / "flow.py", workflow_source("flow", "v1"))
+    async with asyncio.timeout(TIMEOUT), Runtime(db, workflows_dir=folder) as rt:
+        await registered_version(rt, "flow", digest_of(v1))
+        assert "symbolic links" in (await journal_error(db, "loop.py")).message
+        dangling = await journal_error(db, "dangling.py")
+        assert dangling.message == "cannot read the file: a symbolic link to nothing"
+        # Replaced by a FIFO: reported, and its last good version stays.
+        (folder / "flow.py").unlink()
+        os.mkfifo(folder / "flow.py")
+        await journal_error(db, "flow.py", "not a regular file")
+        assert (await rt.invoke("flow", "go", {})).state == {"value": "v1"}
+        (folder / "flow.py").unlink()
+        await gone(rt, "flow")
+        assert "flow.py" not in (await journal(db))[1]
+        assert rt.list_workflows() == ["good"]

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,8 +204,8 @@ class WorkflowFolder:
             if data is None:
                 try:
                     data = read_file(path)
-                except OSError:
-                    await self._unload(path)
+                except OSError as exc:
+                    await self._unreadable(path, state, exc)
                     return
             digest = digest_of(data)
             if not force and digest == state.loaded:
@@ -220,6 +221,21 @@ class WorkflowFolder:
                     continue
                 self._fail(path, state, digest, exc)
             return
+
+    async def _unreadable(self, path: Path, state: _FileState, exc: OSError) -> None:
+        """A file gone since the listing is unloaded; one that cannot be read is an error.
+
+        A FIFO, a symbolic link that loops or leads nowhere, a file without read
+        permission: reported once (as its last good version, if any, stays registered).
+        """
+        dangling = isinstance(exc, FileNotFoundError) and os.path.lexists(path)  # noqa: ASYNC240
+        if isinstance(exc, FileNotFoundError) and not dangling:
+            await self._unload(path)
+            return
+        reason = "a symbolic link to nothing" if dangling else (exc.strerror or str(exc))
+        unreadable = f"unreadable: {reason}"  # stands for its digest: reported once
+        if state.failed != unreadable:
+            self._fail(path, state, unreadable, LoadFailed(f"cannot read the file: {reason}"))
 
     async def _register(self, path: Path, state: _FileState, loaded: LoadedFile) -> None:
         for workflow, line in loaded.workflows:
@@ -320,8 +336,9 @@ def workflow_files(folder: Path) -> list[Path]:
         entries = sorted(folder.iterdir())
     except OSError:
         return []
+    # Anything but a folder: a FIFO or a broken symbolic link named x.py is a load error.
     return [
         p
         for p in entries
-        if p.suffix == ".py" and not p.name.startswith(("_", ".")) and p.is_file()
+        if p.suffix == ".py" and not p.name.startswith(("_", ".")) and not p.is_dir()
     ]
