@@ -27,7 +27,7 @@ from test_loader import (
 )
 
 from orchestrator import Runtime
-from orchestrator.folder.loader import MAX_FILE_BYTES, digest_of, read_file
+from orchestrator.folder.loader import MAX_FILE_BYTES, PARALLEL_PROBES, digest_of, read_file
 
 
 @pytest.fixture
@@ -319,3 +319,33 @@ async def test_a_workflow_file_that_cannot_be_read_is_a_load_error_and_its_last_
         await gone(rt, "flow")
         assert "flow.py" not in (await journal(db))[1]
         assert rt.list_workflows() == ["good"]
+
+
+async def test_a_file_reading_stdin_at_import_takes_nothing_from_other_files_probes(
+    folder: Path, db: Path
+) -> None:
+    write(
+        folder / "a_reads.py",
+        """\
+        import sys
+
+        TAKEN = sys.stdin.read()
+
+        from orchestrator import Workflow
+
+
+        def step(state):
+            return {**state, "taken": len(TAKEN)}
+
+
+        workflow = Workflow(id="reads", pipelines={"go": [step]})
+        """,
+    )
+    # Enough files that the reading one shares its probe batch with others, on any machine.
+    ids = [f"flow_{n:02d}" for n in range(2 * PARALLEL_PROBES)]
+    for workflow_id in ids:
+        write(folder / f"{workflow_id}.py", workflow_source(workflow_id, workflow_id))
+    async with asyncio.timeout(TIMEOUT), Runtime(db, workflows_dir=folder) as rt:
+        assert rt.list_workflows() == sorted([*ids, "reads"])
+        assert (await journal(db))[1] == {}
+        assert (await rt.invoke("reads", "go", {})).state == {"taken": 0}

@@ -428,9 +428,13 @@ def _process_kept(path: Path) -> Iterator[None]:
     """
     before = [(name, get(), get, put) for name, get, put in _SETTINGS]
     entries = list(sys.path)
+    stdin, nothing = sys.stdin, open(os.devnull)  # noqa: SIM115 - closed below
+    sys.stdin = nothing  # an import reading stdin gets nothing: it must not wait on a terminal
     try:
         yield
     finally:
+        nothing.close()
+        sys.stdin = stdin
         changed = [name for name, value, get, _ in before if value is not None and get() != value]
         for name, value, _, put in before:  # all put back first: logging may be off
             if name in changed:

@@ -35,6 +35,7 @@ def main() -> None:
         _batch(sys.argv[2])
     path = Path(sys.argv[1])
     data = sys.stdin.buffer.read()
+    _detach_stdin()
     # Keep stdout for the report: what the file prints goes to stderr.
     report_to, sys.stdout = sys.stdout, sys.stderr
     print(json.dumps(_probe_one(path, data, sys.argv[2])), file=report_to, flush=True)
@@ -50,12 +51,23 @@ def _batch(config: str) -> None:
     reported yet one by one.
     """
     listing = json.loads(sys.stdin.buffer.readline())
+    # Every file's bytes before any import: a file reading stdin at import must not eat
+    # the next file's (which would then be probed as something it is not).
+    files = [(path, sys.stdin.buffer.read(size)) for path, size in listing]
+    _detach_stdin()
     report_to, sys.stdout = sys.stdout, sys.stderr
-    for index, (path, size) in enumerate(listing):
-        data = sys.stdin.buffer.read(size)
+    for index, (path, data) in enumerate(files):
         report = {"index": index, **_probe_one(Path(path), data, config)}
         print(json.dumps(report), file=report_to, flush=True)
     os._exit(0)
+
+
+def _detach_stdin() -> None:
+    """Stdin from /dev/null from now on: an import reading it gets nothing, at once."""
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the process's own stdin
 
 
 def _probe_one(path: Path, data: bytes, config_json: str) -> dict[str, object]:
