@@ -202,8 +202,14 @@ def to_iso(us: int) -> str:
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+MAX_DURATION_SECONDS = 1000 * 365 * 86_400
+"""The longest duration `parse_duration` takes: a thousand years."""
+
+
 def parse_duration(text: str | float) -> float:
     """Seconds from ``45s``, ``90m``, ``12h``, ``30d`` or a number of seconds (>= 0).
+
+    At most `MAX_DURATION_SECONDS` (a thousand years).
 
     Raises:
         ValueError: Anything else, with what is accepted.
@@ -223,5 +229,9 @@ def parse_duration(text: str | float) -> float:
     if not seconds >= 0 or seconds == float("inf"):  # NaN, negative, junk
         raise ValueError(
             f"invalid duration {text!r}: use 45s, 90m, 12h, 30d or a number of seconds >= 0"
+        )
+    if seconds > MAX_DURATION_SECONDS:  # its cutoff would not fit a 64-bit microsecond time
+        raise ValueError(
+            f"invalid duration {text!r}: at most {MAX_DURATION_SECONDS:,} s (a thousand years)"
         )
     return seconds

@@ -62,8 +62,12 @@ def refused(out: subprocess.CompletedProcess[bytes]) -> str:
         (["emit", "t", b'{"a": 1,\n,}'], "not valid JSON: Expecting property name"),
         (["runs", "--limit", b"1" * 5000 + b"x"], "argument --limit: expected a whole number"),
         (["runs", "--limit", "0"], "argument --limit: expected a number >= 1"),
+        (["prune", "--older-than", "1e308s"], "at most 31,536,000,000 s (a thousand years)"),
+        (["prune", "--older-than", "99999999999999999999d"], "a thousand years"),
         (["runs", "--status", "\x1b[2J"], r"invalid choice: '\x1b[2J'"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["invoke", "w" * 100_000, "go"], "workflow id 'wwwww"),
+        (["invoke", "w", "bad trigger"], "trigger id 'bad trigger' is invalid"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(db: Path, args: list[str | bytes], says: str) -> None:
@@ -245,3 +249,30 @@ def test_a_damaged_schema_page_is_corruption_not_a_traceback(tmp_path: Path) -> 
     (tmp_path / "flows").mkdir()
     err = refused(run("up", str(tmp_path / "flows"), "--headless", "--db", str(db)))
     assert "JOURNAL_CORRUPT" in err, err
+
+
+@pytest.mark.parametrize("command", [["emit", "t", "{}"], ["runs"], ["up", ".", "--headless"]])
+def test_an_orchestrator_db_that_is_not_utf8_is_refused_as_db_is(
+    tmp_path: Path, command: list[str]
+) -> None:
+    env = {**os.environ, "ORCHESTRATOR_DB": os.fsdecode(bytes(tmp_path) + b"/j\xff.db")}
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator", *command],
+        capture_output=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    err = refused(out)
+    assert "$ORCHESTRATOR_DB is not valid UTF-8 (byte 0xff" in err
+    assert os.listdir(tmp_path) == [], "no journal was created"
+
+
+def test_up_refuses_a_folder_whose_path_is_not_utf8(tmp_path: Path) -> None:
+    folder = os.fsdecode(bytes(tmp_path) + b"/flows-\xff")
+    os.mkdir(folder)
+    err = refused(run("up", folder, "--headless", "--db", str(tmp_path / "j.db")))
+    assert "flows-\\xff has a path that is not valid UTF-8" in err
+    assert "rename it" in err
+    assert not (tmp_path / "j.db").exists()

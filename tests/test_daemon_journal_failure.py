@@ -18,7 +18,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from procs import Daemon, cli, fill_disk, small_disk
+import pytest
+from procs import ROOT, Daemon, cli, fill_disk, query, small_disk
 
 from orchestrator.testing import eventually_blocking
 
@@ -66,6 +67,84 @@ def test_a_damaged_wal_stops_the_daemon_at_once_with_one_line(tmp_path: Path) ->
     assert len(failures) == 1, log
     assert str(db) in failures[0] and "not a database" in failures[0]
     assert len(log.splitlines()) < 10, log  # no flood of retries
+
+
+@pytest.mark.parametrize("how", ["replaced", "deleted", "wal deleted"])
+def test_a_journal_replaced_or_deleted_under_the_daemon_stops_it_with_exit_3(
+    tmp_path: Path, how: str
+) -> None:
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    _one_step_flow(folder)
+    db = tmp_path / "j.db"
+    with Daemon(folder, db, log=tmp_path / "daemon.log") as daemon:
+        daemon.start()
+        assert cli("invoke", "flow", "go", "{}", "--wait", "--db", str(db)).returncode == 0
+        if how == "replaced":  # a restore from a backup, a copy over it: not a journal here
+            stranger = tmp_path / "stranger"
+            stranger.write_bytes(b"not a journal")
+            stranger.chmod(0o600)
+            stranger.replace(db)
+        elif how == "deleted":
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{db}{suffix}").unlink(missing_ok=True)
+        else:  # commands would see a journal without its last commits
+            for suffix in ("-wal", "-shm"):
+                Path(f"{db}{suffix}").unlink()
+        eventually_blocking(
+            lambda: daemon.proc is not None and daemon.proc.poll() is not None,
+            what="the daemon to exit on its own",
+            timeout=TIMEOUT,
+            details=daemon.log,
+        )
+        code = daemon.stop()
+    log = daemon.log()
+    assert code == EXIT_JOURNAL_FAILED, log
+    assert "stopped cleanly" not in log
+    failures = [line for line in log.splitlines() if "the journal failed" in line]
+    assert len(failures) == 1, log
+    assert str(db) in failures[0]
+    said = {
+        "replaced": "the file was replaced by another file",
+        "deleted": "the file was deleted",
+        "wal deleted": "its file j.db-wal was deleted",
+    }
+    assert said[how] in failures[0]
+    if how == "wal deleted":  # the daemon's last connection wrote its commits back
+        assert query(db, "SELECT count(*) FROM runs WHERE status = 'completed'") == [(1,)]
+
+
+def test_a_step_that_changes_directory_leaves_a_relative_journal_path_working(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    (folder / "wander.py").write_text(
+        textwrap.dedent(
+            """\
+            import os
+
+            from orchestrator import Workflow
+
+
+            async def wander(state):
+                os.chdir(os.path.dirname(__file__))
+                return state
+
+
+            workflow = Workflow(id="wander", pipelines={"go": [wander]})
+            """
+        )
+    )
+    db = tmp_path / "j.db"
+    relative = os.path.relpath(db, ROOT)  # the daemon runs in ROOT
+    with Daemon(folder, relative, log=tmp_path / "daemon.log") as daemon:
+        daemon.start()
+        for _ in range(2):
+            out = cli("invoke", "wander", "go", "{}", "--wait", "--db", str(db))
+            assert out.returncode == 0, out.stderr + daemon.log()
+        assert daemon.stop() == 0, daemon.log()
+    assert "stopped cleanly" in daemon.log()
 
 
 # A workflow whose steps append "start PID" and "end PID" to a counter file under a lock.

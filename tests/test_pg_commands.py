@@ -39,6 +39,7 @@ from orchestrator.errors import (
     JournalError,
     JournalUnreachable,
     OrchestratorError,
+    ValidationError,
 )
 from orchestrator.journal.backends import migrate_journal
 from orchestrator.journal.copy import COPIED, copy_journal
@@ -726,18 +727,23 @@ def test_a_daemon_on_a_postgresql_journal_logs_where_it_runs_never_its_password(
 def test_text_postgresql_cannot_hold_is_refused_in_one_line_and_nothing_is_written(
     pg_url: str,
 ) -> None:
-    """A NUL in a plain text column (a key, a workflow id): SQLite keeps it, PostgreSQL not."""
+    """A NUL in a plain text column (an event's or an invoke's key): SQLite keeps it.
+
+    A workflow id holding one is refused before any SQL, as one no workflow could have.
+    """
     import asyncio
 
     asyncio.run(migrate_journal(pg_url))
     commands = PostgresJournal(with_password(pg_url)).commands
     for work in (
         lambda: commands.emit_event("x", {}, key="a\x00b"),
-        lambda: commands.queue_invoke("w\x00", "t", {}),
+        lambda: commands.queue_invoke("w", "t", {}, key="a\x00b"),
     ):
         with pytest.raises(JournalError, match="NUL") as caught:
             work()
         assert "\n" not in str(caught.value) and "s3cret" not in str(caught.value)
+    with pytest.raises(ValidationError, match=r"workflow id .* is invalid"):
+        commands.queue_invoke("w\x00", "t", {})
     with psycopg.connect(pg_url, options="-c search_path=orchestrator") as conn:
         counts = conn.execute(
             "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM inbox),"

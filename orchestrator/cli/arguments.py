@@ -8,6 +8,7 @@ that are not UTF-8, a NUL). No command code here: `main` owns the commands.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -76,6 +77,10 @@ def check_text(args: argparse.Namespace) -> None:
             problem = _not_text(text)
             if problem is not None:
                 raise UsageError(f"{_shown(name, args.command)} {problem}; pass UTF-8 text")
+    from_env = os.environ.get("ORCHESTRATOR_DB") if vars(args).get("db", "") is None else None
+    problem = None if from_env is None else _not_text(from_env)
+    if problem is not None:  # as --db: the journal named in messages must be text
+        raise UsageError(f"$ORCHESTRATOR_DB {problem}; set it to UTF-8 text or pass --db")
 
 
 def _shown(name: str, command: str) -> str:

@@ -35,6 +35,8 @@ from .output import escape
 _log = logging.getLogger("orchestrator.daemon")
 # How long a stopped daemon waits for idle worker threads to end before exiting anyway.
 THREADS_EXIT_SECONDS = 1.0
+# Threads of asyncio's executor and of watchfiles (AnyIO), which end with the event loop.
+OWN_THREADS = ("asyncio_", "AnyIO worker thread")
 # The exit code of a daemon whose journal failed (0: a clean stop; 1 and 2: see the CLI).
 EXIT_JOURNAL_FAILED = 3
 # The garbage collector's thresholds in the daemon's process (Python's: 700, 10, 10). With
@@ -262,11 +264,14 @@ def _report(failure: JournalError | None) -> int:
 
 
 def _exit_if_steps_linger(code: int) -> None:
-    """Exit at once if a sync step still runs in a worker thread.
+    """Exit at once if a sync step (or a thread a workflow file started) still runs.
 
     A sync step cannot be interrupted, and Python waits for every worker thread at exit:
     a step sleeping for an hour would keep a stopped daemon (its lease released) alive for
-    an hour. Its run is checkpointed and runs the step again after the next start.
+    an hour. Its run is checkpointed and runs the step again after the next start. A
+    workflow file that starts a thread at import that never ends would keep the daemon
+    alive for ever: the daemon's own threads are done by now, so any other thread that is
+    not a daemon thread is not waited for either.
     """
     deadline = time.monotonic() + THREADS_EXIT_SECONDS
     threads = [t for t in threading.enumerate() if t.name.startswith(STEP_THREADS)]
@@ -275,6 +280,19 @@ def _exit_if_steps_linger(code: int) -> None:
     busy = [t.name for t in threads if t.is_alive()]
     if busy:
         _log.warning("exiting without waiting for sync steps still running in %s", busy)
+    others = [
+        t.name
+        for t in threading.enumerate()
+        if not t.daemon
+        and t is not threading.main_thread()
+        and t.name not in busy
+        and not t.name.startswith(OWN_THREADS)
+    ]
+    if others:
+        _log.warning(
+            "exiting without waiting for threads a workflow file or step started: %s", others
+        )
+    if busy or others:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

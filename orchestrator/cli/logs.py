@@ -9,6 +9,7 @@ the last row id printed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from collections.abc import Callable, Sequence
 
@@ -38,18 +39,45 @@ async def print_logs(
     not exist yet is waited for. Without it, a missing journal prints nothing. With
     `as_json`, one JSON object a line.
     """
-    while not journal.exists():
-        if not follow:
+    render = log_json_lines if as_json else log_lines
+    while True:
+        while not journal.exists():
+            if not follow:
+                return
+            await asyncio.sleep(POLL_SECONDS)
+        incarnation = journal.incarnation()
+        reader = await journal.open_reader()
+        try:
+            await _print(
+                reader,
+                journal.location,
+                run_text,
+                follow=follow,
+                limit=limit,
+                out=out,
+                render=render,
+                same=functools.partial(_same, journal, incarnation),
+            )
             return
-        await asyncio.sleep(POLL_SECONDS)
-    reader = await journal.open_reader()
-    try:
-        render = log_json_lines if as_json else log_lines
-        await _print(
-            reader, journal.location, run_text, follow=follow, limit=limit, out=out, render=render
+        except _Replaced:
+            pass
+        finally:
+            await reader.close()
+        # Deleted or replaced (a restore, a new journal): its reader would read the old
+        # file for ever. Follow the journal now under that name, as if started anew.
+        print(
+            f"note: journal {journal.location} was deleted or replaced; following it anew",
+            file=sys.stderr,
         )
-    finally:
-        await reader.close()
+        sys.stderr.flush()
+
+
+def _same(journal: JournalBackend, incarnation: object) -> bool:
+    return journal.incarnation() == incarnation
+
+
+class _Replaced(Exception):
+    """The journal followed is no longer the file under its name."""
 
 
 async def _print(
@@ -61,6 +89,7 @@ async def _print(
     limit: int,
     out: Callable[[str], None],
     render: Callable[[Sequence[LogEntry]], list[str]],
+    same: Callable[[], bool],
 ) -> None:
     run_id = None
     if run_text is not None:
@@ -80,3 +109,5 @@ async def _print(
             return
         batch = -1  # once following, every new entry
         await asyncio.sleep(pause)
+        if not same():
+            raise _Replaced

@@ -490,11 +490,14 @@ def parse_json_object(text: str, what: str) -> dict[str, Any]:
 
 
 async def _cmd_run(args: argparse.Namespace) -> int:
+    from ..folder.loader import LoadFailed, decode, read_file
     from ..pipeline.runner import run
 
     state = parse_json_object(args.state, "--state")
     try:
-        source = args.file.read_text(encoding="utf-8")
+        source = decode(read_file(args.file))  # a FIFO is refused, not waited on
+    except LoadFailed as exc:
+        raise UsageError(f"cannot read {args.file}: {exc.message}") from None
     except FileNotFoundError:
         raise UsageError(f"no such file: {args.file}") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -799,8 +802,15 @@ def _resolve(journal: JournalBackend, text: str) -> str:
 
 
 async def _cmd_up(args: argparse.Namespace) -> int:
+    from ..folder.names import is_text, shown
+
     if not args.folder.is_dir():
-        raise UsageError(f"{args.folder} is not a folder of workflow files")
+        raise UsageError(f"{shown(args.folder)} is not a folder of workflow files")
+    if not is_text(str(args.folder.resolve())):  # the watcher takes UTF-8 paths only
+        raise UsageError(
+            f"the folder {shown(args.folder.resolve())} has a path that is not valid UTF-8, "
+            "so it cannot be watched; rename it (or the folder it is in)"
+        )
     from .daemons import register
 
     # A backend that is not available is bad input, before logging starts; so is a folder

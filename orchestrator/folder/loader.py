@@ -14,16 +14,22 @@ import ast
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import functools
+import gc
 import hashlib
 import json
 import linecache
+import logging
 import os
 import signal
+import stat
 import sys
+import threading
 import tomllib
 import traceback
 import types
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,12 +37,17 @@ from typing import Any
 from ..clock import parse_duration
 from ..define.model import Workflow
 from ..pipeline.sources import ImportGuard
-from ..pipeline.validation import ImportPolicy, check_source
+from ..pipeline.validation import TOO_DEEP, ImportPolicy, check_source
 from ..records import FINAL_STATUSES
+from .names import shown
 
+_log = logging.getLogger("orchestrator.loader")
 CONFIG_FILE = "orchestrator.toml"
 MODULE_PREFIX = "orchestrator_workflows"
 DEFAULT_PROBE_TIMEOUT = 5.0
+# A file of 10,000 workflows is about 1.5 MB. Past this, parsing alone would hold the
+# daemon's event loop for seconds (a 20 MB list literal: 19 s and 2 GB).
+MAX_FILE_BYTES = 10 * 1024 * 1024
 PARALLEL_PROBES = min(8, os.cpu_count() or 1)
 
 
@@ -79,7 +90,7 @@ class FolderConfig:
         """The folder's configuration (defaults without a file); `LoadFailed` if invalid."""
         path = folder / CONFIG_FILE
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = tomllib.loads(read_file(path).decode("utf-8"))
         except FileNotFoundError:
             return cls()
         except (OSError, UnicodeDecodeError) as exc:
@@ -146,6 +157,25 @@ def _retention(table: object) -> dict[str, float]:
         except ValueError as exc:
             raise LoadFailed(f"{CONFIG_FILE}: retention.{status}: {exc}") from None
     return seconds
+
+
+def read_file(path: Path) -> bytes:
+    """A regular file's bytes (at most `MAX_FILE_BYTES` + 1); `OSError` for anything else.
+
+    Opened without blocking: a FIFO named ``x.py`` (or one swapped in after the folder was
+    listed) would otherwise block the daemon until something writes to it.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        os.close(fd)
+        raise
+    if not regular:
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    with open(fd, "rb") as file:
+        return file.read(MAX_FILE_BYTES + 1)  # enough for `decode` to refuse it
 
 
 def _string_list(value: object) -> bool:
@@ -279,7 +309,12 @@ class ProbesAhead:
 
 
 def decode(data: bytes) -> str:
-    """The file's text; `LoadFailed` if it is not UTF-8."""
+    """The file's text; `LoadFailed` if it is too large or not UTF-8."""
+    if len(data) > MAX_FILE_BYTES:
+        raise LoadFailed(
+            f"the file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB, too large for a "
+            "workflow file: keep data in a file of its own and read it in a step"
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -299,6 +334,8 @@ def check(source: str, path: Path, policy: ImportPolicy | None) -> ast.Module:
         return ast.parse(source, filename=str(path))
     except SyntaxError as exc:
         raise LoadFailed(f"syntax error: {exc.msg}", exc.lineno) from None
+    except (RecursionError, MemoryError):  # `1+1+...` a million times: Python's own limit
+        raise LoadFailed(TOO_DEEP) from None
 
 
 def _strip_location(message: str, path: Path) -> str:
@@ -321,7 +358,8 @@ def execute(
     sys.modules.setdefault(MODULE_PREFIX, types.ModuleType(MODULE_PREFIX))
     sys.modules[name] = module  # dataclasses and pickle look modules up by name
     try:
-        exec(compile(tree, str(path), "exec"), module.__dict__)
+        with _process_kept(path), _signals_kept(path):
+            exec(compile(tree, str(path), "exec"), module.__dict__)
     except SystemExit as exc:
         sys.modules.pop(name, None)
         line = _line_in(exc, path)
@@ -331,6 +369,88 @@ def execute(
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         raise LoadFailed(text, _line_in(exc, path)) from None
     return module
+
+
+# What a file's import may not change in the process importing it: the daemon stops on
+# SIGINT/SIGTERM, and its subprocesses are reaped by waiting for them (SIGCHLD).
+KEPT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD)
+
+
+@contextlib.contextmanager
+def _signals_kept(path: Path) -> Iterator[None]:
+    """Put back the handlers of `KEPT_SIGNALS` that the import of `path` changed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers: an import elsewhere changes none
+        return
+    before = {sig: signal.getsignal(sig) for sig in KEPT_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            if handler is not None and signal.getsignal(sig) != handler:
+                signal.signal(sig, handler)
+                _log.warning(
+                    "%s: the file set a handler for %s at import; the daemon's is kept",
+                    shown(path),
+                    sig.name,
+                )
+
+
+def _cwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # removed
+        return None
+
+
+def _set_gc(enabled: object) -> None:
+    (gc.enable if enabled else gc.disable)()
+
+
+# The process's own settings a file's import may not change (name, get, set): the daemon
+# tunes some, and the others would break it (a recursion limit of 50, logging disabled,
+# another working directory for its relative paths).
+_SETTINGS: tuple[tuple[str, Callable[[], Any], Callable[[Any], object]], ...] = (
+    ("the recursion limit", sys.getrecursionlimit, sys.setrecursionlimit),
+    ("the thread switch interval", sys.getswitchinterval, sys.setswitchinterval),
+    ("the garbage collector's thresholds", gc.get_threshold, lambda t: gc.set_threshold(*t)),
+    ("whether the garbage collector runs", gc.isenabled, _set_gc),
+    ("the logging level disabled", lambda: logging.root.manager.disable, logging.disable),
+    ("the working directory", _cwd, os.chdir),
+)
+
+
+@contextlib.contextmanager
+def _process_kept(path: Path) -> Iterator[None]:
+    """Put back the `_SETTINGS` the import of `path` changed, and what it took off sys.path.
+
+    Entries it added to ``sys.path`` stay (its steps may import from them later).
+    """
+    before = [(name, get(), get, put) for name, get, put in _SETTINGS]
+    entries = list(sys.path)
+    stdin, nothing = sys.stdin, open(os.devnull)  # noqa: SIM115 - closed below
+    sys.stdin = nothing  # an import reading stdin gets nothing: it must not wait on a terminal
+    try:
+        yield
+    finally:
+        nothing.close()
+        sys.stdin = stdin
+        changed = [name for name, value, get, _ in before if value is not None and get() != value]
+        for name, value, _, put in before:  # all put back first: logging may be off
+            if name in changed:
+                with contextlib.suppress(OSError, ValueError):
+                    put(value)
+        for name in changed:
+            _log.warning(
+                "%s: the file changed %s at import; the daemon's is kept", shown(path), name
+            )
+        missing = [entry for entry in entries if entry not in sys.path]
+        if missing:
+            sys.path.extend(missing)
+            _log.warning(
+                "%s: the file took entries off sys.path at import; they are put back",
+                shown(path),
+            )
 
 
 def _line_in(exc: BaseException, path: Path) -> int | None:

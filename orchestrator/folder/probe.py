@@ -15,13 +15,27 @@ import os
 import sys
 from pathlib import Path
 
+FORKED = (
+    "the file forked a process at import (os.fork, multiprocessing): the daemon imports it "
+    "too and would go on as two daemons; start processes inside a step instead"
+)
+_forks = 0
+
+
+def _forking() -> None:
+    global _forks
+    _forks += 1
+
 
 def main() -> None:
     """Probe the file named on the command line, or (``--batch CONFIG``) several files."""
+    # A fork at import is a load error; its child ends at once, before any more of the file.
+    os.register_at_fork(before=_forking, after_in_child=lambda: os._exit(0))
     if sys.argv[1] == "--batch":
         _batch(sys.argv[2])
     path = Path(sys.argv[1])
     data = sys.stdin.buffer.read()
+    _detach_stdin()
     # Keep stdout for the report: what the file prints goes to stderr.
     report_to, sys.stdout = sys.stdout, sys.stderr
     print(json.dumps(_probe_one(path, data, sys.argv[2])), file=report_to, flush=True)
@@ -37,12 +51,23 @@ def _batch(config: str) -> None:
     reported yet one by one.
     """
     listing = json.loads(sys.stdin.buffer.readline())
+    # Every file's bytes before any import: a file reading stdin at import must not eat
+    # the next file's (which would then be probed as something it is not).
+    files = [(path, sys.stdin.buffer.read(size)) for path, size in listing]
+    _detach_stdin()
     report_to, sys.stdout = sys.stdout, sys.stderr
-    for index, (path, size) in enumerate(listing):
-        data = sys.stdin.buffer.read(size)
+    for index, (path, data) in enumerate(files):
         report = {"index": index, **_probe_one(Path(path), data, config)}
         print(json.dumps(report), file=report_to, flush=True)
     os._exit(0)
+
+
+def _detach_stdin() -> None:
+    """Stdin from /dev/null from now on: an import reading it gets nothing, at once."""
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the process's own stdin
 
 
 def _probe_one(path: Path, data: bytes, config_json: str) -> dict[str, object]:
@@ -50,12 +75,15 @@ def _probe_one(path: Path, data: bytes, config_json: str) -> dict[str, object]:
 
     if str(path.parent) not in sys.path:
         sys.path.insert(0, str(path.parent))  # as in the daemon: helpers import by name
+    forks = _forks
     try:
         config = FolderConfig(**json.loads(config_json))
         source = decode(data)
         tree = check(source, path, config.policy)
         module = execute(path, digest_of(data), source, tree, config.policy)
         workflows_of(module, tree)
+        if _forks != forks:
+            raise LoadFailed(FORKED)
     except LoadFailed as exc:
         return {"ok": False, "line": exc.line, "message": exc.message}
     return {"ok": True}

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from .loader import (
     digest_of,
     load_file,
     module_name,
+    read_file,
 )
 from .names import is_text, shown
 
@@ -38,6 +40,7 @@ UNNAMED = "the file name is not valid UTF-8, so the file is not loaded: rename i
 # A file whose bytes change while it fails to load is being written: read it again (a
 # bounded number of times; the watcher reports the next change anyway).
 REREADS = 3
+UNREADABLE = b"\0unreadable"  # what an unreadable orchestrator.toml compares as
 
 
 class FolderTarget(Protocol):
@@ -129,7 +132,7 @@ class WorkflowFolder:
         helpers = {}
         for path in sorted(self.path.glob("_*.py")):
             try:
-                helpers[path.name] = digest_of(path.read_bytes())
+                helpers[path.name] = digest_of(read_file(path))
             except OSError:
                 continue
         if helpers == self._helpers:
@@ -145,9 +148,11 @@ class WorkflowFolder:
         """Read ``orchestrator.toml``; True if it changed (every file loads again)."""
         config_path = self.path / CONFIG_FILE
         try:
-            text: bytes | None = config_path.read_bytes()
-        except OSError:
+            text: bytes | None = read_file(config_path)
+        except FileNotFoundError:
             text = None
+        except OSError:  # unreadable, a FIFO...: `FolderConfig.read` says why, once
+            text = UNREADABLE
         if text == self._config_text:
             return False
         try:
@@ -198,9 +203,9 @@ class WorkflowFolder:
         for _ in range(REREADS):
             if data is None:
                 try:
-                    data = path.read_bytes()  # noqa: ASYNC240 - a small local file
-                except OSError:
-                    await self._unload(path)
+                    data = read_file(path)
+                except OSError as exc:
+                    await self._unreadable(path, state, exc)
                     return
             digest = digest_of(data)
             if not force and digest == state.loaded:
@@ -216,6 +221,21 @@ class WorkflowFolder:
                     continue
                 self._fail(path, state, digest, exc)
             return
+
+    async def _unreadable(self, path: Path, state: _FileState, exc: OSError) -> None:
+        """A file gone since the listing is unloaded; one that cannot be read is an error.
+
+        A FIFO, a symbolic link that loops or leads nowhere, a file without read
+        permission: reported once (as its last good version, if any, stays registered).
+        """
+        dangling = isinstance(exc, FileNotFoundError) and os.path.lexists(path)  # noqa: ASYNC240
+        if isinstance(exc, FileNotFoundError) and not dangling:
+            await self._unload(path)
+            return
+        reason = "a symbolic link to nothing" if dangling else (exc.strerror or str(exc))
+        unreadable = f"unreadable: {reason}"  # stands for its digest: reported once
+        if state.failed != unreadable:
+            self._fail(path, state, unreadable, LoadFailed(f"cannot read the file: {reason}"))
 
     async def _register(self, path: Path, state: _FileState, loaded: LoadedFile) -> None:
         for workflow, line in loaded.workflows:
@@ -289,14 +309,14 @@ def _contents(paths: list[Path]) -> dict[Path, bytes]:
     contents = {}
     for path in paths:
         with contextlib.suppress(OSError):
-            contents[path] = path.read_bytes()
+            contents[path] = read_file(path)
     return contents
 
 
 def _changed_since(path: Path, data: bytes) -> bytes | None:
     """The file's bytes now if they are not `data` (it is being written), else None."""
     try:
-        now = path.read_bytes()
+        now = read_file(path)
     except OSError:
         return None
     return now if now != data else None
@@ -316,8 +336,9 @@ def workflow_files(folder: Path) -> list[Path]:
         entries = sorted(folder.iterdir())
     except OSError:
         return []
+    # Anything but a folder: a FIFO or a broken symbolic link named x.py is a load error.
     return [
         p
         for p in entries
-        if p.suffix == ".py" and not p.name.startswith(("_", ".")) and p.is_file()
+        if p.suffix == ".py" and not p.name.startswith(("_", ".")) and not p.is_dir()
     ]

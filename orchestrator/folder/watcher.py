@@ -9,12 +9,18 @@ watchfiles raises, and ends its watch, on a change to a file whose name is not U
 (``WatchfilesRustInternalError``), and the other changes of that burst are lost with it.
 A failed watch is therefore started again, and the folder compared as a whole once the
 new watch is live, so nothing is missed; the failure is logged once per watch.
+
+A watch follows the folder it started on (its inode): a folder renamed away, or removed,
+and another put in its place (a deploy that swaps folders) would go unseen. The folder's
+identity is checked every `IDENTITY_SECONDS`; a change ends the watch as a failure does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -28,12 +34,14 @@ DEBOUNCE_MS = 50
 STEP_MS = 10
 LIVE_SECONDS = 0.2  # a watch started this long ago is live: a sync then misses nothing
 RETRY_SECONDS = 2.0  # between restarts of a watch that keeps failing
+IDENTITY_SECONDS = 1.0  # between checks that the path still names the folder watched
 _log = logging.getLogger("orchestrator.loader")
 
 
-def _workflow_related(change: Change, path: str) -> bool:
+def _workflow_related(folder: str, change: Change, path: str) -> bool:
+    """A change to a workflow file, a helper, the settings, or the folder itself."""
     name = Path(path).name
-    return name.endswith(".py") or name == CONFIG_FILE
+    return name.endswith(".py") or name == CONFIG_FILE or os.path.abspath(path) == folder
 
 
 async def watch_folder(folder: Path, on_change: Callable[[], Awaitable[None]]) -> None:
@@ -55,18 +63,46 @@ async def watch_folder(folder: Path, on_change: Callable[[], Awaitable[None]]) -
                 await asyncio.sleep(RETRY_SECONDS)
 
 
+class FolderReplaced(Exception):
+    """The folder's path names another folder now, or none: the watch starts again."""
+
+
 async def _watch(folder: Path, on_change: Callable[[], Awaitable[None]], *, resync: bool) -> None:
+    watched, itself = _identity(folder), os.path.abspath(folder)  # noqa: ASYNC240 - no I/O
     async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(_until_replaced(folder, watched))
         if resync:  # what the failed watch lost: compare the folder once this one is live
             tasks.create_task(_later(LIVE_SECONDS, on_change))
-        async for _ in awatch(
+        async for changes in awatch(
             folder,
-            watch_filter=_workflow_related,
+            watch_filter=functools.partial(_workflow_related, itself),
             debounce=DEBOUNCE_MS,
             step=STEP_MS,
             recursive=False,
         ):
             await on_change()
+            if (Change.deleted, itself) in {(c, os.path.abspath(p)) for c, p in changes}:  # noqa: ASYNC240
+                # Removed (its watch ends with it), and maybe made again already: the
+                # inode of a new folder may be the old one's, so its identity is no proof.
+                raise FolderReplaced("the folder was removed")
+
+
+def _identity(folder: Path) -> tuple[int, int]:
+    stat = os.stat(folder)
+    return stat.st_dev, stat.st_ino
+
+
+async def _until_replaced(folder: Path, watched: tuple[int, int]) -> None:
+    """Raise `FolderReplaced` once `folder` names another folder, or none."""
+    while True:
+        await asyncio.sleep(IDENTITY_SECONDS)
+        try:
+            now: tuple[int, int] | None = _identity(folder)
+        except OSError:
+            now = None
+        if now != watched:
+            what = "removed" if now is None else "replaced by another folder"
+            raise FolderReplaced(f"the folder was {what}")
 
 
 async def _later(seconds: float, work: Callable[[], Awaitable[None]]) -> None:

@@ -43,6 +43,18 @@ def check_switch(command: str, workflow_id: str, trigger_id: str | None) -> None
             raise ValidationError(problem)
 
 
+def check_invoke(workflow_id: str, trigger_id: str) -> None:
+    """An invoke's workflow and trigger ids (`ValidationError` if no workflow could have them).
+
+    Checked before the run is queued: with no daemon running, it would wait for one that
+    can only fail it.
+    """
+    for value, what in ((workflow_id, "workflow"), (trigger_id, "trigger")):
+        problem = id_problem(value, what)
+        if problem is not None:
+            raise ValidationError(problem)
+
+
 def check_trigger(triggers: str | None, workflow_id: str, trigger_id: str) -> None:
     """`TriggerNotFound` unless the loaded workflow (its `triggers` JSON) has `trigger_id`.
 

@@ -623,6 +623,13 @@ class JournalBackend(Protocol):
     def exists(self) -> bool:
         """Whether there is a journal to read (readers never create one)."""
 
+    def incarnation(self) -> object:
+        """What changes when the journal is deleted or replaced under its name (None if gone).
+
+        A file's device and inode: a reader opened on the old file reads only that one. A
+        server's database stays the same one: always the same value.
+        """
+
     def writer(
         self, *, synchronous: Synchronous = "FULL", faults: FaultPoints | None = None
     ) -> JournalWriter:

@@ -145,6 +145,9 @@ def validate_source(
     check_source(source, ImportPolicy.build(allow=allow, block=block), filename=filename)
 
 
+TOO_DEEP = "the source is nested too deeply (or is too large) for Python to parse"
+
+
 def check_source(
     source: str, policy: ImportPolicy, *, filename: str = "<pipeline>", package: str | None = None
 ) -> ast.Module:
@@ -165,6 +168,8 @@ def check_source(
     except SyntaxError as exc:
         where = location(filename, exc.lineno)
         raise ValidationError(f"{where}: syntax error: {exc.msg}", line=exc.lineno) from exc
+    except (RecursionError, MemoryError):
+        raise ValidationError(f"{filename}: {TOO_DEEP}") from None
     for node in sorted(ast.walk(tree), key=_position):
         for module, reason in _violations(node, policy, package):
             line = getattr(node, "lineno", None)

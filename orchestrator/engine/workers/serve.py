@@ -19,7 +19,7 @@ from typing import Any
 
 from ...clock import Clock
 from ...errors import JournalError, RemoteError
-from ...folder.loader import FileSource, FolderConfig, LoadFailed, load_file
+from ...folder.loader import FileSource, FolderConfig, LoadFailed, load_file, read_file
 from ...folder.names import shown
 from ...folder.sync import workflow_files
 from ...journal import StepJob, StepJobs
@@ -106,7 +106,7 @@ class FolderIndex:
 
 def _read(path: Path) -> bytes | None:
     try:
-        return path.read_bytes()
+        return read_file(path)
     except OSError:
         return None
 

@@ -69,6 +69,10 @@ class PostgresJournal:
         finally:
             conn.close()
 
+    def incarnation(self) -> object:
+        """Always the same: a reader's connection follows the database, not a file."""
+        return self.url
+
     def writer(
         self, *, synchronous: Synchronous = "FULL", faults: FaultPoints | None = None
     ) -> JournalWriter:

@@ -37,6 +37,7 @@ from ..command_rules import (
     ALLOWED,
     QUEUED_MESSAGE,
     check_fork_step,
+    check_invoke,
     check_switch,
     check_trigger,
     payload_text,
@@ -141,6 +142,7 @@ class PostgresCommands:
         self, workflow_id: str, trigger_id: str, data: dict[str, Any], *, key: str | None = None
     ) -> str:
         """Queue a run for the daemon; returns its id (the first run's, with a `key` seen)."""
+        check_invoke(workflow_id, trigger_id)
         return self.claim_invoke(new_id(), workflow_id, trigger_id, data, key=key)[0]
 
     def queue_fork(

@@ -68,6 +68,14 @@ class SqliteJournal:
         except ValueError as exc:  # a NUL in the path
             raise JournalPathInvalid(f"journal path {self.path!r} cannot be used: {exc}") from exc
 
+    def incarnation(self) -> object:
+        """The file's device and inode, or None if it is not there (or cannot be reached)."""
+        try:
+            stat = self.path.stat()
+        except (OSError, ValueError):
+            return None
+        return stat.st_dev, stat.st_ino
+
     def writer(
         self, *, synchronous: Synchronous = "FULL", faults: FaultPoints | None = None
     ) -> GroupCommitWriter:

@@ -21,6 +21,7 @@ from ...records import event_type_problem
 from ..command_rules import (
     ALLOWED,
     check_fork_step,
+    check_invoke,
     check_switch,
     check_trigger,
     payload_text,
@@ -369,6 +370,7 @@ class SqliteCommands:
         self, workflow_id: str, trigger_id: str, data: dict[str, Any], *, key: str | None = None
     ) -> str:
         """Queue a run for the daemon; returns its id (the first run's, with a `key` seen)."""
+        check_invoke(workflow_id, trigger_id)
         return queue_invoke(self.path, workflow_id, trigger_id, data, key=key)
 
     def claim_invoke(

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -101,6 +102,10 @@ class GroupCommitWriter(WriterStatus):
         self._wall = Clock()
         self._token = uuid.uuid4().hex
         self._conn: sqlite3.Connection | None = None
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
+        self._wal: tuple[int, int] | None = None  # and of its -wal, if it has one
+        # The path made absolute at open: a step or workflow file may change directory.
+        self._absolute = path
         self._loop: asyncio.AbstractEventLoop | None = None
         # Invariant: the fields below are only touched with `_lock` held.
         # Reentrant, so `together` can hold it around several `enqueue` calls. Blocks hold
@@ -138,6 +143,8 @@ class GroupCommitWriter(WriterStatus):
     def _open_sync(self) -> Opened:
         conn = connect_writer(self.path, self._synchronous)
         try:
+            self._absolute = Path(os.path.abspath(self.path))
+            self._file = _identity(self._absolute)
             self._migrate(conn)
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -150,6 +157,8 @@ class GroupCommitWriter(WriterStatus):
             conn.close()
             raise
         self._conn = conn
+        with contextlib.suppress(OSError):  # it stays while a connection is open
+            self._wal = _identity(_wal_of(self._absolute))
         self._renewed_at = time.monotonic()
         return Opened(max_run_row=int(max_row))
 
@@ -413,6 +422,7 @@ class GroupCommitWriter(WriterStatus):
 
     def _apply(self, ops: Rows) -> None:
         conn = self._require_conn()
+        self._check_same_file()
         try:
             rollback_if_open(conn)  # a rollback that failed last time
             conn.execute("BEGIN IMMEDIATE")
@@ -442,6 +452,31 @@ class GroupCommitWriter(WriterStatus):
             raise
         self._deltas.commit()
         self._fault(AFTER_COMMIT)
+
+    def _check_same_file(self) -> None:
+        """Raise if the journal's path no longer names the file this writer has open.
+
+        Deleted or replaced under a running daemon (a restore, a stray ``rm``), the file
+        it has open is one nobody else sees: commands and a second daemon would use the new
+        one, and what this writer commits would be lost with the old one.
+
+        Raises:
+            JournalError: The file was deleted or replaced; the writer stops.
+        """
+        for path, opened in ((self._absolute, self._file), (_wal_of(self._absolute), self._wal)):
+            if opened is None:
+                continue
+            try:
+                now: tuple[int, int] | None = _identity(path)
+            except OSError:
+                now = None
+            if now != opened:
+                what = "deleted" if now is None else "replaced by another file"
+                name = "the file" if path == self._absolute else f"its file {path.name}"
+                raise JournalError(
+                    f"journal {self.path}: {name} was {what} while this runtime had it open; "
+                    "this runtime stops writing; start it again once the journal is in place"
+                )
 
     def _close_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -486,6 +521,16 @@ def execute_rows(conn: sqlite3.Connection, stmt: Stmt, rows: list[tuple[Any, ...
             conn.execute(bulk, (text,))
             return
     conn.executemany(SQL[stmt], rows)
+
+
+def _wal_of(path: Path) -> Path:
+    return path.with_name(f"{path.name}-wal")
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    """The device and inode of the file `path` names (following symlinks)."""
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino
 
 
 def _rollback_quietly(conn: sqlite3.Connection) -> None:
