@@ -106,6 +106,7 @@ class GroupCommitWriter(WriterStatus):
         self._wal: tuple[int, int] | None = None  # and of its -wal, if it has one
         # The path made absolute at open: a step or workflow file may change directory.
         self._absolute = path
+        self._absolute_wal = _wal_of(path)
         self._loop: asyncio.AbstractEventLoop | None = None
         # Invariant: the fields below are only touched with `_lock` held.
         # Reentrant, so `together` can hold it around several `enqueue` calls. Blocks hold
@@ -144,6 +145,7 @@ class GroupCommitWriter(WriterStatus):
         conn = connect_writer(self.path, self._synchronous)
         try:
             self._absolute = Path(os.path.abspath(self.path))
+            self._absolute_wal = _wal_of(self._absolute)
             self._file = _identity(self._absolute)
             self._migrate(conn)
             conn.execute("BEGIN IMMEDIATE")
@@ -158,7 +160,7 @@ class GroupCommitWriter(WriterStatus):
             raise
         self._conn = conn
         with contextlib.suppress(OSError):  # it stays while a connection is open
-            self._wal = _identity(_wal_of(self._absolute))
+            self._wal = _identity(self._absolute_wal)
         self._renewed_at = time.monotonic()
         return Opened(max_run_row=int(max_row))
 
@@ -463,7 +465,7 @@ class GroupCommitWriter(WriterStatus):
         Raises:
             JournalError: The file was deleted or replaced; the writer stops.
         """
-        for path, opened in ((self._absolute, self._file), (_wal_of(self._absolute), self._wal)):
+        for path, opened in ((self._absolute, self._file), (self._absolute_wal, self._wal)):
             if opened is None:
                 continue
             try:
