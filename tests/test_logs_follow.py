@@ -6,6 +6,7 @@ journal now under the name (a restore from a backup, a new journal a daemon made
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -63,7 +64,7 @@ class Follower:
             stream.close()
 
 
-@pytest.mark.parametrize("how", ["replaced", "deleted then made again"])
+@pytest.mark.parametrize("how", ["replaced", "deleted then made again", "caught half made"])
 def test_logs_follow_goes_on_with_the_journal_now_under_its_name(tmp_path: Path, how: str) -> None:
     db = tmp_path / "j.db"
     _, first = seed(db)
@@ -73,6 +74,23 @@ def test_logs_follow_goes_on_with_the_journal_now_under_its_name(tmp_path: Path,
         if how == "replaced":
             other = tmp_path / "other.db"
             _, second = seed(other)
+            other.replace(db)
+        elif how == "caught half made":
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{db}{suffix}").unlink(missing_ok=True)
+            # An SQLite file without the journal's schema yet, as one being made looks.
+            with sqlite3.connect(db) as half:
+                half.execute("CREATE TABLE being_made (x)")
+            half.close()
+            eventually_blocking(
+                lambda: any("following it anew" in line for line in follower.err),
+                what="logs -f to notice the journal went",
+                timeout=TIMEOUT,
+            )
+            other = tmp_path / "other.db"
+            _, second = seed(other)
+            for suffix in ("-wal", "-shm"):
+                Path(f"{db}{suffix}").unlink(missing_ok=True)
             other.replace(db)
         else:
             for suffix in ("", "-wal", "-shm"):

@@ -13,6 +13,7 @@ import functools
 import sys
 from collections.abc import Callable, Sequence
 
+from ..errors import JournalCorrupt
 from ..journal import JournalBackend, JournalQueries, LogEntry
 from .output import log_json_lines, log_lines
 from .run_ids import SHOWN, resolved
@@ -22,6 +23,9 @@ from .run_ids import SHOWN, resolved
 # within a few tens of ms, and an idle follower polls no more often than before.
 FAST_POLL, SLOW_POLL, BACKOFF = 0.02, 0.2, 1.5
 POLL_SECONDS = SLOW_POLL  # how long a missing journal is waited for between looks
+# A journal made again under the followed name may be caught half made (its file there, its
+# schema not yet): it is looked at again for this long before it is called no journal.
+REMADE_PATIENCE = 10.0
 
 
 async def print_logs(
@@ -40,13 +44,14 @@ async def print_logs(
     `as_json`, one JSON object a line.
     """
     render = log_json_lines if as_json else log_lines
+    remade = False
     while True:
         while not journal.exists():
             if not follow:
                 return
             await asyncio.sleep(POLL_SECONDS)
         incarnation = journal.incarnation()
-        reader = await journal.open_reader()
+        reader = await (_reopened(journal) if remade else journal.open_reader())
         try:
             await _print(
                 reader,
@@ -70,6 +75,24 @@ async def print_logs(
             file=sys.stderr,
         )
         sys.stderr.flush()
+        remade = True
+
+
+async def _reopened(journal: JournalBackend) -> JournalQueries:
+    """A reader of a journal made again under the followed name, once it is one.
+
+    Raises:
+        JournalCorrupt: After `REMADE_PATIENCE` seconds it is still no journal.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + REMADE_PATIENCE
+    while True:
+        try:
+            return await journal.open_reader()
+        except JournalCorrupt:
+            if loop.time() >= deadline:
+                raise
+        await asyncio.sleep(POLL_SECONDS)
 
 
 def _same(journal: JournalBackend, incarnation: object) -> bool:
