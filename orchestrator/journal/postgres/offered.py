@@ -151,6 +151,25 @@ class OfferedTable:
 
         return await self._run(doing, work)
 
+    def _offered_row(
+        self,
+        daemon_id: int,
+        now: int,
+        run_id: str,
+        digest: str,
+        request: dict[str, Any],
+        state: str,
+    ) -> tuple[Any, ...]:
+        """The columns every offer starts with, checked (`ValueError` naming the field)."""
+        return (
+            daemon_id,
+            now,
+            self._text(run_id, "run id"),
+            self._text(digest, "digest"),
+            self._json(request, "request"),
+            self._text(state, "state"),
+        )
+
     async def cancel(self, ids: Sequence[int]) -> None:
         """Mark the rows `ids` cancelled, claimed or not (their standbys stop them)."""
         if ids:

@@ -83,19 +83,11 @@ class PostgresStepJobs(OfferedTable):
     ) -> list[int]:
         """Offer `offers` as daemon `daemon_id` of `epoch`: their jobs' ids, in order.
 
-        Raises:
-            ValueError: An offer holds text the journal cannot keep (nothing is offered).
-            JournalLocked: The daemon was fenced or stopped, or its epoch moved on.
+        Text the journal cannot keep is a `ValueError` (nothing offered); a daemon fenced,
+        stopped or past `epoch` offers nothing (`JournalLocked`).
         """
         rows = [
-            (
-                daemon_id,
-                now,
-                self._text(o.run_id, "run id"),
-                self._text(o.digest, "digest"),
-                self._json(o.request, "request"),
-                self._text(o.state, "state"),
-            )
+            self._offered_row(daemon_id, now, o.run_id, o.digest, o.request, o.state)
             for o in offers
         ]
         return await self._offer("offering steps", _OFFER, rows, daemon_id, epoch)
