@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from procs import query
+from run_tasks_memory import MemoryRunTasks, MemoryTaskTable
 from test_journal_copy import write_journal
 from test_pg_step_jobs import (
     BOUND,
@@ -418,3 +422,120 @@ async def test_migration_5_upgrades_a_schema_4_journal_with_rows(
         assert [task.id for task in claimed] == [task_id]
     finally:
         await tasks.close()
+
+
+# The in-memory double against the table: the same calls, the same answers.
+
+TOKENS = st.sampled_from(["a", "b"])
+CALLS = st.lists(
+    st.one_of(
+        st.tuples(st.just("offer"), st.integers(1, 3), st.sampled_from(["d1", "d2"])),
+        st.tuples(
+            st.just("claim"),
+            TOKENS,
+            st.sampled_from([(), ("d1",), ("d1", "d2")]),
+            st.integers(0, 3),
+        ),
+        st.tuples(
+            st.just("patch"),
+            st.integers(0, 2),
+            st.dictionaries(
+                st.sampled_from(["x", "日"]),
+                st.one_of(st.none(), st.integers(0, 9), st.text(max_size=3)),
+                min_size=1,
+                max_size=2,
+            ),
+        ),
+        st.tuples(st.just("take_patches"), TOKENS),
+        st.tuples(st.just("reply"), st.integers(0, 6), TOKENS, st.integers(0, 2)),
+        st.tuples(st.just("held"), TOKENS),
+        st.tuples(st.just("cancel"), st.integers(0, 6)),
+        st.tuples(st.just("forget"), st.integers(0, 6)),
+        st.tuples(st.just("gone"), TOKENS),
+        st.tuples(st.just("requeue")),
+        st.tuples(st.just("take_replies")),
+    ),
+    max_size=30,
+)
+
+
+async def call(
+    tasks: PostgresRunTasks | MemoryRunTasks, step: tuple[Any, ...], daemon: int, ids: list[int]
+) -> object:
+    """One call of `step` on `tasks`: what it returned, or the type of what it raised."""
+    name, *args = step
+    pick = ids[args[0] % len(ids)] if ids and args and isinstance(args[0], int) else 0
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
+        "offer": lambda: tasks.offer(
+            tasks_of(args[0], digest=args[1]), daemon_id=daemon, epoch=1, now=NOW
+        ),
+        "claim": lambda: tasks.claim(token=args[0], digests=args[1], limit=args[2], now=NOW),
+        "patch": lambda: tasks.patch(pick, args[1]),
+        "take_patches": lambda: tasks.take_patches(ids, token=args[0]),
+        "reply": lambda: tasks.reply(
+            pick, token=args[1], attempts=args[2], reply={"n": pick}, now=NOW
+        ),
+        # Some at attempt 0, some at 1: a requeued task is held at its new attempt only.
+        "held": lambda: tasks.held({i: n % 2 for n, i in enumerate(ids)}, token=args[0]),
+        "cancel": lambda: tasks.cancel([pick]),
+        "forget": lambda: tasks.forget([pick]),
+        "requeue": lambda: tasks.requeue_abandoned(daemon_id=daemon, now=NOW, max_attempts=2),
+        "take_replies": lambda: tasks.take_replies(ids),
+    }
+    try:
+        return await calls[name]()
+    except JournalLocked:
+        return JournalLocked
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(calls=CALLS)
+@example(
+    calls=[
+        ("offer", 2, "d1"),
+        ("patch", 0, {"x": 1}),
+        ("patch", 0, {"x": 2, "日": None}),
+        ("claim", "a", ("d1",), 1),
+        ("patch", 0, {"x": 3}),
+        ("held", "a"),
+        ("gone", "a"),
+        ("take_patches", "a"),
+        ("requeue",),
+        ("claim", "b", ("d1", "d2"), 3),
+        ("take_patches", "b"),
+        ("reply", 0, "b", 1),
+        ("take_replies",),
+    ]
+)
+def test_the_in_memory_double_answers_as_the_table(
+    pg_url: str, calls: list[tuple[Any, ...]]
+) -> None:
+    async def both() -> None:
+        await migrate_journal(pg_url)
+        query(pg_url, "TRUNCATE run_tasks, standbys RESTART IDENTITY")
+        query(pg_url, "DELETE FROM daemons")
+        daemon = add_daemon(pg_url)
+        memory = MemoryTaskTable()
+        for token in ("a", "b"):
+            add_standby(pg_url, token)
+            memory.standbys.add(token)
+        table, double = PostgresRunTasks(pg_url), MemoryRunTasks(memory)
+        await table.open()
+        try:
+            ids: list[int] = []
+            for step in calls:
+                if step[0] == "gone":
+                    query(pg_url, "DELETE FROM standbys WHERE token = %s", (step[1],))
+                    memory.standbys.discard(step[1])
+                    continue
+                got = await call(table, step, daemon, ids)
+                assert await call(double, step, daemon, ids) == got, step
+                if step[0] == "offer":
+                    assert isinstance(got, list)
+                    ids += got
+        finally:
+            await table.close()
+
+    asyncio.run(both())
