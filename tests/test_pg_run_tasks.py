@@ -229,7 +229,8 @@ async def test_a_batch_holding_its_tasks_commits_before_the_fence(
         await conn.rollback()
         async with conn.transaction():
             assert await executor.held_in(conn, claims, token="e") == set(ids)
-            query(pg_url, "UPDATE standbys SET seen_at = 1 WHERE token = 'e'")  # judged gone
+            # Its row goes stale (an UPDATE, as its heartbeat: it does not wait for the batch).
+            query(pg_url, "UPDATE standbys SET seen_at = 1 WHERE token = 'e'")
             requeue = asyncio.create_task(
                 coordinator.requeue_abandoned(daemon_id=daemon, now=NOW + 1, max_attempts=3)
             )
@@ -239,9 +240,14 @@ async def test_a_batch_holding_its_tasks_commits_before_the_fence(
             )
             await eventually(lambda: query(pg_url, waiting) == [(1,)], what="the fence waits")
             assert not requeue.done()
+            # A cancel waits too (its coordinator then ends the run after this batch).
+            other = await run_tasks()
+            cancel = asyncio.create_task(other.cancel([ids[1]]))
+            await eventually(lambda: query(pg_url, waiting) == [(2,)], what="the cancel waits")
             # The batch's last checkpoint answers one task; the other is still running.
             text = executor.reply_text({"status": "completed"})
             assert await executor.reply_in(conn, ids[0], token="e", attempts=0, reply=text, now=NOW)
+        await asyncio.wait_for(cancel, BOUND)
         assert await asyncio.wait_for(requeue, BOUND) == 1  # the unanswered one
         async with conn.transaction():  # the next batch sees the fence
             assert await executor.held_in(conn, claims, token="e") == set()

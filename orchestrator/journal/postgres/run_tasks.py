@@ -12,10 +12,12 @@ as step jobs judge standbys (its row stale by the server's clock, gone, or its p
 from this host), and in one transaction sets its row's `fenced_at` and requeues its tasks.
 A fenced executor claims nothing (`JournalLocked`), replies nothing, and `held` tells it it
 holds nothing: `held_in` runs at the start of each of its writer's batches, taking its
-`standbys` row and its tasks ``FOR KEY SHARE``; the fence locks that row ``FOR UPDATE``
-first, so it waits for a batch in flight, and a batch after the fence sees it. (``FOR
-SHARE`` would make the executor's own heartbeat, an UPDATE of the row, wait for its batches
-too; ``KEY SHARE`` does not, and a new coordinator's `clear`, a DELETE, still waits.)
+tasks ``FOR SHARE`` and its `standbys` row ``FOR KEY SHARE``. Every change of those tasks
+(a cancel, a patch, a requeue, a clear) waits for a batch in flight, which commits first;
+the fence locks the row ``FOR UPDATE`` first, so it waits too, and a batch after it sees
+it. The row is only key-share-locked so that the executor's own heartbeat (an UPDATE of
+its `seen_at`) does not wait for its batches. An executor frozen inside a batch holds those
+locks: its writer's connection wants an ``idle_in_transaction_session_timeout``.
 
 Connections, the statements shared with `step_jobs` and the check of text (a NUL in plain
 text or a lone surrogate anywhere is a `ValueError` before anything is sent) are
@@ -46,7 +48,7 @@ _OFFER = (
 # The executor's own row, key-share-locked: a fence (which locks the row FOR UPDATE first)
 # waits for this transaction, its heartbeat (an UPDATE of `seen_at`) does not.
 _STANDBY = "SELECT fenced_at FROM standbys WHERE token = %s FOR KEY SHARE"
-_LOCK_GONE = "SELECT token FROM standbys WHERE token = ANY(%s) FOR UPDATE"
+_LOCK_GONE = "SELECT token FROM standbys WHERE token = ANY(%s) ORDER BY token FOR UPDATE"
 _FENCE = "UPDATE standbys SET fenced_at = %s WHERE token = ANY(%s) AND fenced_at IS NULL"
 _OPEN_PATCHES = (
     "SELECT patches FROM run_tasks WHERE id = %s AND reply IS NULL AND cancelled = 0 FOR UPDATE"
@@ -71,7 +73,7 @@ _TAKE_PATCHES = (
 )
 _HELD = (
     "SELECT id, attempts FROM run_tasks WHERE id = ANY(%s) AND claimed_by = %s"
-    " AND cancelled = 0 AND reply IS NULL FOR KEY SHARE"
+    " AND cancelled = 0 AND reply IS NULL FOR SHARE"
 )
 _REPLY = (
     "UPDATE run_tasks SET reply = %s, replied_at = %s"
@@ -238,11 +240,11 @@ class PostgresRunTasks(OfferedTable):
     async def held_in(
         self, conn: psycopg.AsyncConnection[Any], claims: Mapping[int, int], *, token: str
     ) -> set[int]:
-        """`held` inside the caller's open transaction on `conn`, its rows key-share-locked.
+        """`held` inside the caller's open transaction on `conn`, its rows share-locked.
 
-        Until that transaction ends, `requeue_abandoned` waits to fence `token` and to
-        requeue those tasks: the batch commits first, or (called after the fence) holds
-        nothing.
+        Until that transaction ends, a cancel, patch, requeue or clear of those tasks waits,
+        and so does a fence of `token`: the batch commits first, or (called after the
+        fence) holds nothing.
         """
         _in_transaction(conn, "held_in")
         if not claims or await self._standby_fenced(conn, token):
