@@ -9,14 +9,13 @@ has no transactions to share.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.errors import JournalLocked
 from orchestrator.journal import RunTask, RunTaskOffer, RunTaskReply
+from tests.step_jobs_memory import MemoryOffered, OfferedRows
 
 
 @dataclass
@@ -34,36 +33,17 @@ class _Row:
         return self.reply is None and not self.cancelled
 
 
-class MemoryRunTasks:
+class MemoryRunTasks(MemoryOffered["MemoryTaskTable"]):
     """Tasks in a dict, shared by every `MemoryRunTasks` made with the same `table`."""
-
-    def __init__(self, table: MemoryTaskTable) -> None:
-        self.table = table
-
-    async def open(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
 
     async def offer(
         self, tasks: Sequence[RunTaskOffer], *, daemon_id: int, epoch: int, now: int
     ) -> list[int]:
         if daemon_id in self.table.fenced_daemons:
             raise JournalLocked("fenced")
-        ids = []
-        for task in tasks:
-            self.table.next_id += 1
-            self.table.rows[self.table.next_id] = _Row(task, daemon_id)
-            ids.append(self.table.next_id)
+        ids = [self.table.add(_Row(task, daemon_id)) for task in tasks]
         self.table.notify()
         return ids
-
-    async def cancel(self, ids: Sequence[int]) -> None:
-        for task_id in ids:
-            if task_id in self.table.rows:
-                self.table.rows[task_id].cancelled = True
-        self.table.notify()
 
     async def patch(self, task_id: int, patch: dict[str, Any]) -> bool:
         row = self.table.rows.get(task_id)
@@ -81,16 +61,6 @@ class MemoryRunTasks:
                 taken.append(RunTaskReply(task_id, row.reply))
                 del self.table.rows[task_id]
         return taken
-
-    async def forget(self, ids: Sequence[int]) -> None:
-        for task_id in ids:
-            self.table.rows.pop(task_id, None)
-
-    async def clear(self, *, daemon_id: int) -> int:
-        mine = {i: r for i, r in self.table.rows.items() if r.offered_by == daemon_id}
-        count = len(self.table.rows) - len(mine)
-        self.table.rows = mine
-        return count
 
     async def requeue_abandoned(self, *, daemon_id: int, now: int, max_attempts: int) -> int:
         count = 0
@@ -170,13 +140,8 @@ class MemoryRunTasks:
         self.table.notify()
         return True
 
-    async def wait(self, seconds: float) -> None:
-        news = self.table.news
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(news.wait(), seconds)
 
-
-class MemoryTaskTable:
+class MemoryTaskTable(OfferedRows[_Row]):
     """The shared table; the executors registered and those fenced; the daemons fenced.
 
     A test registers an executor's token in `standbys` and removes it to have it judged
@@ -184,19 +149,13 @@ class MemoryTaskTable:
     """
 
     def __init__(self) -> None:
-        self.rows: dict[int, _Row] = {}
-        self.next_id = 0
+        super().__init__()
         self.standbys: set[str] = set()
         self.fenced_standbys: set[str] = set()
         self.fenced_daemons: set[int] = set()
-        self.news = asyncio.Event()
 
     def live(self, token: str) -> bool:
         return token in self.standbys and token not in self.fenced_standbys
 
     def fence(self, token: str) -> None:
         self.fenced_standbys.add(token)
-
-    def notify(self) -> None:
-        self.news.set()
-        self.news = asyncio.Event()

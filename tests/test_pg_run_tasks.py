@@ -17,7 +17,6 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from procs import query
-from run_tasks_memory import MemoryRunTasks, MemoryTaskTable
 from test_journal_copy import write_journal
 from test_pg_step_jobs import (
     BOUND,
@@ -40,6 +39,7 @@ from orchestrator.journal.postgres.run_tasks import PostgresRunTasks
 from orchestrator.journal.records import RunTask, RunTaskOffer, RunTaskReply
 from orchestrator.journal.sqlite.backend import SqliteJournal
 from orchestrator.testing import eventually
+from tests.run_tasks_memory import MemoryRunTasks, MemoryTaskTable
 
 Open = Opener[PostgresRunTasks]
 
