@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -28,14 +29,17 @@ from test_pg_step_jobs import (
     opened_tables,
     race_two_claimers,
 )
+from test_pg_writer import running
 
 from orchestrator.errors import JournalCorrupt, JournalLocked
 from orchestrator.journal.backends import migrate_journal
 from orchestrator.journal.copy import copy_journal
-from orchestrator.journal.postgres import schema
+from orchestrator.journal.liveness import HOST
+from orchestrator.journal.postgres import schema, writer
 from orchestrator.journal.postgres.backend import PostgresJournal
 from orchestrator.journal.postgres.connection import connect
 from orchestrator.journal.postgres.run_tasks import PostgresRunTasks
+from orchestrator.journal.postgres.writer import PostgresWriter
 from orchestrator.journal.records import RunTask, RunTaskOffer, RunTaskReply
 from orchestrator.journal.sqlite.backend import SqliteJournal
 from orchestrator.testing import eventually
@@ -545,3 +549,19 @@ def test_the_in_memory_double_answers_as_the_table(
             await table.close()
 
     asyncio.run(both())
+
+
+async def test_a_daemon_registering_keeps_the_fenced_rows_of_stale_standbys(
+    pg_url: str, run_tasks: Open
+) -> None:
+    """Else a fenced executor woken again would write its row anew, unfenced, and claim."""
+    executor = await run_tasks()
+    add_standby(pg_url, "fenced", stale=True)
+    add_standby(pg_url, "stale", stale=True)
+    query(pg_url, "UPDATE standbys SET fenced_at = 5 WHERE token = 'fenced'")
+    async with running(PostgresWriter(pg_url)):
+        assert fenced(pg_url) == {"fenced": 5}
+    # Its renewal (the writer's upsert of `seen_at`) leaves it fenced.
+    query(pg_url, writer._STANDING_BY, ("fenced", os.getpid(), HOST, 7, 9))
+    with pytest.raises(JournalLocked, match="fenced"):
+        await executor.claim(token="fenced", digests=["d1"], limit=1, now=NOW)
