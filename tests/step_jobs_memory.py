@@ -12,10 +12,74 @@ import contextlib
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from orchestrator.errors import JournalLocked
 from orchestrator.journal import StepJob, StepOffer, StepReply
+
+
+class _Offered(Protocol):
+    offered_by: int
+    cancelled: bool
+
+
+RowT = TypeVar("RowT", bound=_Offered)
+
+
+class OfferedRows(Generic[RowT]):
+    """What an in-memory table of offered work keeps: its rows by id and a notification."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, RowT] = {}
+        self.next_id = 0
+        self.news = asyncio.Event()
+
+    def add(self, row: RowT) -> int:
+        self.next_id += 1
+        self.rows[self.next_id] = row
+        return self.next_id
+
+    def notify(self) -> None:
+        self.news.set()
+        self.news = asyncio.Event()
+
+
+TableT = TypeVar("TableT", bound=OfferedRows[Any])
+
+
+class MemoryOffered(Generic[TableT]):
+    """What both in-memory doubles do alike over a `table` shared by the ones made with it."""
+
+    def __init__(self, table: TableT) -> None:
+        self.table = table
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def cancel(self, ids: Sequence[int]) -> None:
+        for row_id in ids:
+            if row_id in self.table.rows:
+                self.table.rows[row_id].cancelled = True
+        self.table.notify()
+
+    async def forget(self, ids: Sequence[int]) -> None:
+        for row_id in ids:
+            self.table.rows.pop(row_id, None)
+        self.table.notify()
+
+    async def clear(self, *, daemon_id: int) -> int:
+        mine = {i: r for i, r in self.table.rows.items() if r.offered_by == daemon_id}
+        count = len(self.table.rows) - len(mine)
+        self.table.rows = mine
+        return count
+
+    async def wait(self, seconds: float) -> None:
+        news = self.table.news
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(news.wait(), seconds)
 
 
 @dataclass
@@ -29,36 +93,17 @@ class _Row:
     reply: dict[str, Any] | None = None
 
 
-class MemoryStepJobs:
+class MemoryStepJobs(MemoryOffered["MemoryTable"]):
     """Jobs in a dict, shared by every `MemoryStepJobs` made with the same `table`."""
-
-    def __init__(self, table: MemoryTable) -> None:
-        self.table = table
-
-    async def open(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
 
     async def offer(
         self, offers: Sequence[StepOffer], *, daemon_id: int, epoch: int, now: int
     ) -> list[int]:
         if daemon_id in self.table.fenced:
             raise JournalLocked("fenced")
-        ids = []
-        for offer in offers:
-            self.table.next_id += 1
-            self.table.rows[self.table.next_id] = _Row(offer, daemon_id, now)
-            ids.append(self.table.next_id)
+        ids = [self.table.add(_Row(offer, daemon_id, now)) for offer in offers]
         self.table.notify()
         return ids
-
-    async def cancel(self, ids: Sequence[int]) -> None:
-        for job_id in ids:
-            if job_id in self.table.rows:
-                self.table.rows[job_id].cancelled = True
-        self.table.notify()
 
     async def take_replies(self, ids: Collection[int]) -> list[StepReply]:
         taken = []
@@ -76,11 +121,6 @@ class MemoryStepJobs:
         for job_id in taken:
             del rows[job_id]
         return taken
-
-    async def forget(self, ids: Sequence[int]) -> None:
-        for job_id in ids:
-            self.table.rows.pop(job_id, None)
-        self.table.notify()
 
     async def requeue_abandoned(self, *, daemon_id: int, now: int, max_attempts: int) -> int:
         count = 0
@@ -115,12 +155,6 @@ class MemoryStepJobs:
         for row in strays:
             row.claimed_by = None
         return len(strays)
-
-    async def clear(self, *, daemon_id: int) -> int:
-        mine = {i: r for i, r in self.table.rows.items() if r.offered_by == daemon_id}
-        count = len(self.table.rows) - len(mine)
-        self.table.rows = mine
-        return count
 
     async def servers(self, *, now: int) -> int:
         return len(self.table.standbys)
@@ -157,22 +191,11 @@ class MemoryStepJobs:
         rows = self.table.rows
         return {i for i in ids if i not in rows or rows[i].cancelled or rows[i].claimed_by != token}
 
-    async def wait(self, seconds: float) -> None:
-        news = self.table.news
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(news.wait(), seconds)
 
-
-class MemoryTable:
+class MemoryTable(OfferedRows[_Row]):
     """The shared table, the tokens of the standbys alive, and the daemons fenced."""
 
     def __init__(self) -> None:
-        self.rows: dict[int, _Row] = {}
-        self.next_id = 0
+        super().__init__()
         self.standbys: set[str] = set()
         self.fenced: set[int] = set()
-        self.news = asyncio.Event()
-
-    def notify(self) -> None:
-        self.news.set()
-        self.news = asyncio.Event()

@@ -8,11 +8,13 @@ a bound, a reconnection with `eventually`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from procs import query
@@ -22,6 +24,8 @@ from orchestrator.journal.backends import migrate_journal
 from orchestrator.journal.liveness import HOST
 from orchestrator.journal.postgres import schema
 from orchestrator.journal.postgres.backend import PostgresJournal
+from orchestrator.journal.postgres.offered import OfferedTable
+from orchestrator.journal.postgres.run_tasks import PostgresRunTasks
 from orchestrator.journal.postgres.step_jobs import PostgresStepJobs
 from orchestrator.journal.records import StepJob, StepOffer, StepReply
 from orchestrator.journal.sqlite.backend import SqliteJournal
@@ -31,24 +35,32 @@ SERVER_NOW = "(extract(epoch FROM clock_timestamp()) * 1e6)::bigint"
 NOW = 1_700_000_000_000_000
 BOUND = 30.0  # seconds: a notification that never comes fails the test, never hangs it
 
-Opener = Callable[[], Awaitable[PostgresStepJobs]]
+Table = TypeVar("Table", bound=OfferedTable)
+Opener = Callable[[], Awaitable[Table]]
+
+
+@contextlib.asynccontextmanager
+async def opened_tables(url: str, make: Callable[[str], Table]) -> AsyncIterator[Opener[Table]]:
+    """Opens tables made by `make` on the migrated `url`, each closed at the end."""
+    await migrate_journal(url)
+    opened: list[Table] = []
+
+    async def open_one() -> Table:
+        table = make(url)
+        await table.open()
+        opened.append(table)
+        return table
+
+    yield open_one
+    for table in opened:
+        await table.close()
 
 
 @pytest.fixture
-async def step_jobs(pg_url: str) -> AsyncIterator[Opener]:
+async def step_jobs(pg_url: str) -> AsyncIterator[Opener[PostgresStepJobs]]:
     """Opens `PostgresStepJobs` on the migrated `pg_url`, each closed at the test's end."""
-    await migrate_journal(pg_url)
-    opened: list[PostgresStepJobs] = []
-
-    async def open_one() -> PostgresStepJobs:
-        jobs = PostgresStepJobs(pg_url)
-        await jobs.open()
-        opened.append(jobs)
-        return jobs
-
-    yield open_one
-    for jobs in opened:
-        await jobs.close()
+    async with opened_tables(pg_url, PostgresStepJobs) as open_one:
+        yield open_one
 
 
 def add_daemon(url: str, token: str = "active") -> int:
@@ -92,7 +104,7 @@ def gone_pid() -> int:
 
 
 async def test_an_offer_is_claimed_answered_and_its_reply_taken(
-    pg_url: str, step_jobs: Opener
+    pg_url: str, step_jobs: Opener[PostgresStepJobs]
 ) -> None:
     active, standby = await step_jobs(), await step_jobs()
     daemon = add_daemon(pg_url)
@@ -117,25 +129,36 @@ async def test_an_offer_is_claimed_answered_and_its_reply_taken(
 
 
 async def test_two_standbys_racing_never_claim_one_job_twice(
-    pg_url: str, step_jobs: Opener
+    pg_url: str, step_jobs: Opener[PostgresStepJobs]
 ) -> None:
     active, first, second = await step_jobs(), await step_jobs(), await step_jobs()
     ids = await active.offer(offers(50), daemon_id=add_daemon(pg_url), epoch=1, now=NOW)
 
-    async def claim_all(jobs: PostgresStepJobs, token: str) -> list[int]:
+    await race_two_claimers(pg_url, first, second, ids)
+
+
+Claimer = PostgresStepJobs | PostgresRunTasks
+
+
+async def race_two_claimers(url: str, first: Claimer, second: Claimer, ids: list[int]) -> None:
+    """`first` (as "a") and `second` (as "b") claim `ids` (of d1) at once: each once, all."""
+
+    async def claim_all(table: Claimer, token: str) -> list[int]:
         got: list[int] = []
-        while batch := await jobs.claim(token=token, digests=["d1"], limit=3, now=NOW):
-            got += [job.id for job in batch]
+        while batch := await table.claim(token=token, digests=["d1"], limit=3, now=NOW):
+            got += [row.id for row in batch]
         return got
 
     a, b = await asyncio.gather(claim_all(first, "a"), claim_all(second, "b"))
     assert not set(a) & set(b)
     assert sorted(a + b) == ids
-    by_row = {row[0]: row[1] for row in rows(pg_url)}
+    by_row = dict(query(url, f"SELECT id, claimed_by FROM {first.TABLE}"))
     assert by_row == {**dict.fromkeys(a, "a"), **dict.fromkeys(b, "b")}
 
 
-async def test_a_standby_claims_only_the_files_it_has(pg_url: str, step_jobs: Opener) -> None:
+async def test_a_standby_claims_only_the_files_it_has(
+    pg_url: str, step_jobs: Opener[PostgresStepJobs]
+) -> None:
     active, standby = await step_jobs(), await step_jobs()
     daemon = add_daemon(pg_url)
     one = await active.offer(offers(2, digest="d1"), daemon_id=daemon, epoch=1, now=NOW)
@@ -150,7 +173,7 @@ async def test_a_standby_claims_only_the_files_it_has(pg_url: str, step_jobs: Op
 
 
 async def test_a_cancelled_or_forgotten_job_is_withdrawn_from_its_standby(
-    pg_url: str, step_jobs: Opener
+    pg_url: str, step_jobs: Opener[PostgresStepJobs]
 ) -> None:
     active, standby = await step_jobs(), await step_jobs()
     ids = await active.offer(offers(4), daemon_id=add_daemon(pg_url), epoch=1, now=NOW)
@@ -167,7 +190,7 @@ async def test_a_cancelled_or_forgotten_job_is_withdrawn_from_its_standby(
 
 
 async def test_a_stopped_standbys_jobs_are_offered_again_then_crash(
-    pg_url: str, step_jobs: Opener
+    pg_url: str, step_jobs: Opener[PostgresStepJobs]
 ) -> None:
     active, standby = await step_jobs(), await step_jobs()
     daemon = add_daemon(pg_url)
@@ -194,7 +217,9 @@ async def test_a_stopped_standbys_jobs_are_offered_again_then_crash(
     assert await active.claim(token="s", digests=["d1"], limit=9, now=NOW) != []
 
 
-async def test_requeue_leaves_other_daemons_jobs(pg_url: str, step_jobs: Opener) -> None:
+async def test_requeue_leaves_other_daemons_jobs(
+    pg_url: str, step_jobs: Opener[PostgresStepJobs]
+) -> None:
     active = await step_jobs()
     mine, other = add_daemon(pg_url, "mine"), add_daemon(pg_url, "other")
     await active.offer(offers(1), daemon_id=other, epoch=1, now=NOW)
@@ -203,7 +228,9 @@ async def test_requeue_leaves_other_daemons_jobs(pg_url: str, step_jobs: Opener)
     assert await active.requeue_abandoned(daemon_id=other, now=NOW, max_attempts=1) == 1
 
 
-async def test_a_fenced_or_stopped_daemon_offers_nothing(pg_url: str, step_jobs: Opener) -> None:
+async def test_a_fenced_or_stopped_daemon_offers_nothing(
+    pg_url: str, step_jobs: Opener[PostgresStepJobs]
+) -> None:
     active, standby = await step_jobs(), await step_jobs()
     daemon = add_daemon(pg_url)
     await active.offer(offers(1), daemon_id=daemon, epoch=1, now=NOW)
@@ -223,7 +250,9 @@ async def test_a_fenced_or_stopped_daemon_offers_nothing(pg_url: str, step_jobs:
     assert len(rows(pg_url)) == 1
 
 
-async def test_clear_removes_other_daemons_jobs_only(pg_url: str, step_jobs: Opener) -> None:
+async def test_clear_removes_other_daemons_jobs_only(
+    pg_url: str, step_jobs: Opener[PostgresStepJobs]
+) -> None:
     jobs = await step_jobs()
     old, new = add_daemon(pg_url, "old"), add_daemon(pg_url, "new")
     await jobs.offer(offers(3), daemon_id=old, epoch=1, now=NOW)
@@ -234,7 +263,7 @@ async def test_clear_removes_other_daemons_jobs_only(pg_url: str, step_jobs: Ope
 
 
 async def test_what_went_unheard_is_found_after_a_lost_connection(
-    pg_url: str, step_jobs: Opener
+    pg_url: str, step_jobs: Opener[PostgresStepJobs]
 ) -> None:
     """`missing`, `forget_strays` and `unclaim_strays`: a daemon's and a standby's catch-up."""
     active, standby = await step_jobs(), await step_jobs()
@@ -256,7 +285,7 @@ async def test_what_went_unheard_is_found_after_a_lost_connection(
 
 
 async def test_servers_counts_the_fresh_standbys_of_live_processes(
-    pg_url: str, step_jobs: Opener
+    pg_url: str, step_jobs: Opener[PostgresStepJobs]
 ) -> None:
     jobs = await step_jobs()
     assert await jobs.servers(now=NOW) == 0
@@ -267,7 +296,7 @@ async def test_servers_counts_the_fresh_standbys_of_live_processes(
 
 
 async def test_wait_returns_on_a_notification_or_after_its_timeout(
-    pg_url: str, step_jobs: Opener
+    pg_url: str, step_jobs: Opener[PostgresStepJobs]
 ) -> None:
     active, standby = await step_jobs(), await step_jobs()
     daemon = add_daemon(pg_url)
@@ -286,7 +315,7 @@ async def test_wait_returns_on_a_notification_or_after_its_timeout(
 
 
 async def test_wait_returns_when_its_listening_connection_drops_and_listens_again(
-    pg_url: str, step_jobs: Opener
+    pg_url: str, step_jobs: Opener[PostgresStepJobs]
 ) -> None:
     active, standby = await step_jobs(), await step_jobs()
     listening = (
@@ -304,7 +333,7 @@ async def test_wait_returns_when_its_listening_connection_drops_and_listens_agai
 
 
 async def test_a_lost_query_connection_is_unreachable_then_made_again(
-    pg_url: str, step_jobs: Opener
+    pg_url: str, step_jobs: Opener[PostgresStepJobs]
 ) -> None:
     jobs = await step_jobs()
     daemon = add_daemon(pg_url)
@@ -323,7 +352,7 @@ async def test_a_lost_query_connection_is_unreachable_then_made_again(
 
 
 async def test_text_the_journal_cannot_keep_is_refused_and_the_rest_kept_exactly(
-    pg_url: str, step_jobs: Opener
+    pg_url: str, step_jobs: Opener[PostgresStepJobs]
 ) -> None:
     active, standby = await step_jobs(), await step_jobs()
     daemon = add_daemon(pg_url)
@@ -352,7 +381,7 @@ async def test_text_the_journal_cannot_keep_is_refused_and_the_rest_kept_exactly
 
 
 async def test_a_row_written_by_someone_else_fails_its_step_not_the_others(
-    pg_url: str, step_jobs: Opener
+    pg_url: str, step_jobs: Opener[PostgresStepJobs]
 ) -> None:
     """A reply taken (deleted) with others is a crash of its step; a request is empty."""
     jobs = await step_jobs()
@@ -392,7 +421,7 @@ def test_only_a_postgresql_journal_has_step_jobs(tmp_path: Path) -> None:
 
 
 async def test_migration_4_made_the_table(pg_url: str) -> None:
-    assert len(schema.MIGRATIONS) == 4
+    assert len(schema.MIGRATIONS) >= 4
     await migrate_journal(pg_url)
     indexes = query(pg_url, "SELECT indexname FROM pg_indexes WHERE tablename = 'step_jobs'")
     assert {"step_jobs_open", "step_jobs_replied"} <= {row[0] for row in indexes}

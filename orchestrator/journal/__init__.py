@@ -9,7 +9,8 @@ package's API, never a backend (an import-linter contract checks it):
 - `protocol` says what a backend offers: the runtime's `JournalWriter` (group commit under
   the lease), `JournalQueries` for the engine and the CLI, `DashboardViews`, the
   `JournalCommands` another process writes, the `ChangeFeed` both readers poll, and the
-  `StepJobs` through which standbys run isolated steps (PostgreSQL only).
+  `StepJobs` through which standbys run isolated steps, `RunTasks` through which they
+  execute segments of runs (PostgreSQL only).
 - `ops` builds the writes as statement keys and parameters; each backend holds the
   statements themselves.
 - `records` and `view_records` are what reads return, the same for every backend.
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
         JournalQueries,
         JournalWriter,
         RoutingReads,
+        RunTasks,
         StepJobs,
         Synchronous,
     )
@@ -58,6 +60,9 @@ if TYPE_CHECKING:
         RunMatch,
         RunMatches,
         RunOutcome,
+        RunTask,
+        RunTaskOffer,
+        RunTaskReply,
         StandbyRecord,
         StepJob,
         StepOffer,
@@ -122,6 +127,10 @@ _EXPORTS = {
     "SORTS": ".view_records",
     "SimulatedCrash": ".faults",
     "RunOutcome": ".records",
+    "RunTask": ".records",
+    "RunTaskOffer": ".records",
+    "RunTaskReply": ".records",
+    "RunTasks": ".protocol",
     "StandbyRecord": ".records",
     "StepJob": ".records",
     "StepJobs": ".protocol",
@@ -176,6 +185,10 @@ __all__ = [
     "RunOutcome",
     "RunPage",
     "RunRow",
+    "RunTask",
+    "RunTaskOffer",
+    "RunTaskReply",
+    "RunTasks",
     "SimulatedCrash",
     "StandbyRecord",
     "StepJob",

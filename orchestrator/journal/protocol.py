@@ -12,6 +12,7 @@ answers are the dataclasses of `records` and `view_records`. Nothing here knows 
     ├── JournalCommands  events and commands from another process (the CLI, the dashboard)
     ├── RoutingReads     what routing did with an event (`orchestrator emit`), without asyncio
     └── StepJobs         isolated steps the active daemon offers to its standbys (PostgreSQL)
+    └── RunTasks         segments of runs the coordinator offers to executors (PostgreSQL)
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ if TYPE_CHECKING:  # the CLI's small commands must not load asyncio
         Opened,
         RunMatches,
         RunOutcome,
+        RunTask,
+        RunTaskOffer,
+        RunTaskReply,
         StandbyRecord,
         StepJob,
         StepOffer,
@@ -598,6 +602,79 @@ class StepJobs(Protocol):
         """Until an offer, reply or cancel is notified, or `timeout` seconds passed."""
 
 
+class RunTasks(Protocol):
+    """Segments of runs the coordinator offers to executors (daemons standing by).
+
+    Claimed as step jobs are (by file digest, ``FOR UPDATE SKIP LOCKED``, an attempt
+    counted at each requeue), with two fences more: an executor judged gone has its
+    `standbys` row fenced in the transaction that requeues its tasks, and a fenced
+    executor claims, replies and holds nothing. Signals for a task are merged into its
+    `patches` (a JSON object, later keys win) and taken by its executor. Failures and text
+    the journal cannot hold are as `StepJobs`' (`JournalError`, `ValueError`).
+    """
+
+    async def open(self) -> None:
+        """Connect: one connection for the queries, one listening for the channel."""
+
+    async def close(self) -> None:
+        """Disconnect (idempotent; a lost connection is not an error)."""
+
+    async def offer(
+        self, tasks: Sequence[RunTaskOffer], *, daemon_id: int, epoch: int, now: int
+    ) -> list[int]:
+        """Offer `tasks` (their ids, in order) as daemon `daemon_id` of `epoch`.
+
+        Raises:
+            JournalLocked: That daemon was fenced, stopped or moved past `epoch`.
+        """
+
+    async def cancel(self, ids: Sequence[int]) -> None:
+        """Mark the tasks `ids` cancelled: their executors stop those runs."""
+
+    async def patch(self, task_id: int, patch: dict[str, Any]) -> bool:
+        """Merge `patch` into the task's `patches`; False if it is answered, cancelled or gone."""
+
+    async def take_replies(self, ids: Collection[int]) -> list[RunTaskReply]:
+        """The replies of those of `ids` answered, their tasks deleted (by id)."""
+
+    async def forget(self, ids: Sequence[int]) -> None:
+        """Delete the tasks `ids`, answered or not."""
+
+    async def clear(self, *, daemon_id: int) -> int:
+        """Delete every task offered by a daemon other than `daemon_id`; how many."""
+
+    async def requeue_abandoned(self, *, daemon_id: int, now: int, max_attempts: int) -> int:
+        """Fence the executors of `daemon_id`'s tasks judged gone and requeue their tasks.
+
+        Judged as `StepJobs.requeue_abandoned` judges standbys; their `standbys` rows get
+        `fenced_at = now` in the same transaction. At `max_attempts` a task is answered
+        ``{"crashed": "the daemons serving it stopped N times"}``. How many tasks moved.
+        """
+
+    async def claim(
+        self, *, token: str, digests: Collection[str], limit: int, now: int
+    ) -> list[RunTask]:
+        """Claim up to `limit` open tasks of live daemons whose file is one of `digests`.
+
+        Raises:
+            JournalLocked: `token`'s `standbys` row is fenced or gone (register again).
+        """
+
+    async def take_patches(self, ids: Collection[int], *, token: str) -> dict[int, dict[str, Any]]:
+        """The patches of those of `ids` still claimed by `token`, cleared (by id)."""
+
+    async def held(self, claims: Mapping[int, int], *, token: str) -> set[int]:
+        """Those of `claims` (task id: attempts) still `token`'s, uncancelled, it unfenced."""
+
+    async def reply(
+        self, task_id: int, *, token: str, attempts: int, reply: dict[str, Any], now: int
+    ) -> bool:
+        """Answer the task; False when no longer this claim's or `token` is fenced."""
+
+    async def wait(self, timeout: float) -> None:  # noqa: ASYNC109 - a polling bound
+        """Until an offer, patch, reply, cancel or requeue is notified, or `timeout` passed."""
+
+
 class JournalBackend(Protocol):
     """One journal, named by ``db``: made by `open_journal`, which connects nothing yet."""
 
@@ -643,3 +720,6 @@ class JournalBackend(Protocol):
 
     def step_jobs(self) -> StepJobs | None:
         """Isolated steps offered to standbys, not connected yet; None without standbys."""
+
+    def run_tasks(self) -> RunTasks | None:
+        """Segments of runs offered to executors, not connected yet; None without standbys."""

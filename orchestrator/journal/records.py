@@ -353,3 +353,40 @@ class StepReply:
 
     id: int
     reply: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RunTaskOffer:
+    """A segment of a run the coordinator offers to an executor (a `RunTasks` row to be).
+
+    `request` (the trigger, the step index, the position, attempt details...) is opaque to
+    the journal; `state` is the run's state as JSON text. No env, no file text.
+    """
+
+    run_row: int  # the run's `runs.id`
+    run_id: str
+    digest: str  # the version hash of the run's workflow file
+    request: dict[str, Any]
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunTask:
+    """An offered segment an executor claimed: execute it, reply with the same `attempts`."""
+
+    id: int
+    run_row: int
+    run_id: str
+    digest: str
+    request: dict[str, Any]
+    state: str
+    patches: dict[str, Any]  # signals merged for it before this claim (taken with it)
+    attempts: int  # how many times the executors running it were judged gone before
+
+
+@dataclass(frozen=True, slots=True)
+class RunTaskReply:
+    """What an executor answered for the run task `id` (or ``{"crashed": ...}``)."""
+
+    id: int
+    reply: dict[str, Any]

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         Synchronous,
     )
     from .commands import PostgresCommands
+    from .run_tasks import PostgresRunTasks
     from .step_jobs import PostgresStepJobs
 
 
@@ -98,6 +99,12 @@ class PostgresJournal:
         from .step_jobs import PostgresStepJobs
 
         return PostgresStepJobs(self.url)
+
+    def run_tasks(self) -> PostgresRunTasks:
+        """Segments of runs offered to executors (`postgres.run_tasks`), not connected yet."""
+        from .run_tasks import PostgresRunTasks
+
+        return PostgresRunTasks(self.url)
 
 
 def open_postgres(url: str) -> PostgresJournal:

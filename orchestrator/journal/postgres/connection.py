@@ -24,6 +24,7 @@ CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise: an unreachable h
 SCHEMA = "orchestrator"  # the journal's tables live in this schema of the database
 NOTIFY_CHANNEL = "orchestrator"  # each writer commit ends with one pg_notify on it
 STEP_JOBS_CHANNEL = "orchestrator_steps"  # each step job offered, answered or cancelled
+RUN_TASKS_CHANNEL = "orchestrator_runs"  # each run task offered, patched, answered, cancelled
 # SQLSTATE classes of a lost connection: connection exceptions, the server shutting down.
 LOST_CLASSES = ("08", "57P")
 

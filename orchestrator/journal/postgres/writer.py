@@ -118,7 +118,9 @@ _STANDING_BY = (
     "INSERT INTO standbys (token, pid, host, started_at, seen_at) VALUES (%s, %s, %s, %s, %s)"
     " ON CONFLICT (token) DO UPDATE SET seen_at = EXCLUDED.seen_at"
 )
-_NOT_STANDING_BY = "DELETE FROM standbys WHERE token = %s OR seen_at < %s"
+# A fenced row stays (docs/POSTGRES.md, "A fence stays"): deleted, its standby woken again
+# would write it anew, unfenced.
+_NOT_STANDING_BY = "DELETE FROM standbys WHERE token = %s OR (seen_at < %s AND fenced_at IS NULL)"
 _CUT_OFF = (
     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
     " WHERE application_name = ANY(%s) AND pid <> pg_backend_pid()"

@@ -15,7 +15,7 @@ from ...errors import JournalPathInvalid
 
 if TYPE_CHECKING:
     from ..faults import FaultPoints
-    from ..protocol import StepJobs, Synchronous
+    from ..protocol import RunTasks, StepJobs, Synchronous
     from .commands import SqliteCommands
     from .reader import JournalReader
     from .views import DashboardQueries
@@ -98,4 +98,8 @@ class SqliteJournal:
 
     def step_jobs(self) -> StepJobs | None:
         """None: a file has no standbys to run steps for its daemon."""
+        return None
+
+    def run_tasks(self) -> RunTasks | None:
+        """None: a file has no standbys to execute runs for its daemon."""
         return None
