@@ -38,6 +38,8 @@ def work(state, ctx):
         return {**state, "daemon": os.getppid()}
     if mode == "secret":
         ctx.log.info(f"env {ctx.env['API_SECRET']} runtime {ctx.env.get('SHOP_TOKEN', '-')}")
+    if mode == "print":  # what step code prints reaches its daemon's log
+        print(f"printed {ctx.env['API_SECRET']} and {ctx.env.get('SHOP_TOKEN', '-')}", flush=True)
     deadline = time.monotonic() + 120
     while not (MARKS / "gate").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -113,6 +115,25 @@ def test_no_secret_reaches_the_step_jobs_table(
     text = "\n".join(json.dumps(row) for row in rows)
     assert "refused with" in text
     assert SECRET not in text and RUNTIME_SECRET not in text
+
+
+def test_what_a_step_prints_on_a_standby_is_masked_in_the_standbys_log(
+    folder: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The standby's log masks the workflow's secrets as the active daemon's log does."""
+    monkeypatch.setenv("SHOP_TOKEN", RUNTIME_SECRET)
+    with daemons(folder, pg_url, 1, 1) as (active, standby):
+        emit(pg_url, 1)
+        active.wait_until(partial(mark, folder, 1), WAIT, "the first step")
+        emit_state(pg_url, {"n": 2, "mode": "print"})
+        daemon, _ = active.wait_until(partial(mark, folder, 2), WAIT, "the second step")
+        assert daemon == standby.pid
+        standby.wait_until(lambda: "printed" in standby.log() or None, WAIT, "the printed line")
+        open_gate(folder)
+        ended = active.wait_until(partial(all_ended, pg_url, 2), WAIT, "the runs to end")
+    assert ended[2][0] == "completed"
+    assert "printed *** and ***" in standby.log(), standby.log()
+    assert SECRET not in standby.log() and RUNTIME_SECRET not in standby.log()
 
 
 # Another process corrupting the rows: a request as it is offered, a reply as it is written
