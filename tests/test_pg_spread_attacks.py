@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from postgres import Cluster, start_cluster
 from procs import cli, query
-from test_pg_spread_steps import all_ended, daemons, emit, mark, open_gate
+from test_pg_spread_steps import all_ended, daemons, emit, mark, marks, open_gate
 
 WAIT = 60.0
 SECRET = "s3cr3t-of-the-workflow-env"
@@ -232,3 +232,29 @@ def test_steps_in_flight_survive_a_server_restart(folder: Path, own_cluster: Clu
         assert {n: status for n, (status, _) in ended.items()} == {1: "completed", 2: "completed"}
         assert active.proc is not None and active.proc.poll() is None
         assert standby.proc is not None and standby.proc.poll() is None
+
+
+def test_three_daemons_outlive_a_server_restart_and_every_run_ends(
+    folder: Path, own_cluster: Cluster
+) -> None:
+    """The server stops while three daemons run and serve steps; once it is back, every
+    run completes, no daemon exited, and each one stops cleanly (exit 0)."""
+    url = own_cluster.create_database("restart3")
+    with daemons(folder, url, 1, 1, 1) as started:
+        active = started[0]
+        for n in range(1, 5):
+            emit(url, n)
+        active.wait_until(partial(marks, folder, (1, 2, 3)), WAIT, "three steps")
+        own_cluster.halt()
+        open_gate(folder)  # the steps end while the server is down
+        active.wait_until(
+            lambda: "journal writes failing" in active.log() or None, WAIT, "the outage"
+        )
+        own_cluster.resume()
+        ended = active.wait_until(partial(all_ended, url, 4), WAIT, "the runs to end")
+        assert {status for status, _ in ended.values()} == {"completed"}, ended
+        for each in started:
+            assert each.proc is not None and each.proc.poll() is None, each.log()
+        codes = [each.stop() for each in started]
+    assert codes == [0, 0, 0], [each.log() for each in started]
+    assert query(url, "SELECT count(*) FROM step_jobs") == [(0,)]
