@@ -38,6 +38,12 @@ def work(state, ctx):
         return {**state, "daemon": os.getppid()}
     if mode == "secret":
         ctx.log.info(f"env {ctx.env['API_SECRET']} runtime {ctx.env.get('SHOP_TOKEN', '-')}")
+    if mode == "huge":
+        return {**state, "daemon": os.getppid(), "big": "x" * 5_000_000}
+    if mode == "surrogate":
+        return {**state, "daemon": os.getppid(), "bad": "a\\udcffb"}
+    if mode == "nul":
+        return {**state, "daemon": os.getppid(), "k\\x00": "v\\x00"}
     if mode == "print":  # what step code prints reaches its daemon's log
         print(f"printed {ctx.env['API_SECRET']} and {ctx.env.get('SHOP_TOKEN', '-')}", flush=True)
     deadline = time.monotonic() + 120
@@ -258,3 +264,33 @@ def test_three_daemons_outlive_a_server_restart_and_every_run_ends(
         codes = [each.stop() for each in started]
     assert codes == [0, 0, 0], [each.log() for each in started]
     assert query(url, "SELECT count(*) FROM step_jobs") == [(0,)]
+
+
+@pytest.mark.parametrize("mode", ["huge", "surrogate", "nul"])
+def test_a_hostile_state_returned_on_a_standby_ends_as_it_would_on_the_active_daemon(
+    folder: Path, pg_url: str, mode: str
+) -> None:
+    """5 MB of state, a lone surrogate, a NUL in a key and a value: run 2's step on the
+    standby and run 3's on the active daemon end alike."""
+    with daemons(folder, pg_url, 1, 1) as (active, standby):
+        emit(pg_url, 1)
+        active.wait_until(partial(mark, folder, 1), WAIT, "the first step")  # holds the worker
+        emit_state(pg_url, {"n": 2, "mode": mode})
+        daemon, _ = active.wait_until(partial(mark, folder, 2), WAIT, "the second step")
+        assert daemon == standby.pid
+        active.wait_until(partial(all_ended, pg_url, 1), WAIT, "the standby's run to end")
+        open_gate(folder)
+        active.wait_until(partial(all_ended, pg_url, 2), WAIT, "the first run to end")
+        emit_state(pg_url, {"n": 3, "mode": mode})  # the active daemon's own worker is free
+        daemon, _ = active.wait_until(partial(mark, folder, 3), WAIT, "the third step")
+        assert daemon == active.pid
+        ended = active.wait_until(partial(all_ended, pg_url, 3), WAIT, "the runs to end")
+        assert active.proc is not None and active.proc.poll() is None
+        assert standby.proc is not None and standby.proc.poll() is None
+        errors = [error_of(pg_url, n) for n in (2, 3)]
+    assert ended[2][0] == ended[3][0] == ("failed" if mode == "surrogate" else "completed")
+    assert errors[0] == errors[1]  # None, or the same INVALID_STATE
+    if mode != "surrogate":
+        assert {key: value for key, value in ended[2][1].items() if key not in ("n", "daemon")} == {
+            key: value for key, value in ended[3][1].items() if key not in ("n", "daemon")
+        }
