@@ -14,6 +14,7 @@ from typing import Any
 from ..journal import JournalBackend, JournalQueries
 from ..records import FINAL_STATUSES, RunInfo, RunStatus
 from .daemons import db_argument, other_daemon
+from .outages import Outages
 
 POLL_SECONDS = 0.05
 # How long to wait for a daemon to appear before saying that none runs.
@@ -41,15 +42,25 @@ async def wait_for_run(journal: JournalBackend, run_id: str) -> Outcome:
 
 async def _follow(reader: JournalQueries, run_id: str, identity: str) -> Outcome:
     daemon_seen = time.monotonic()
-    while True:
+    outages = Outages()  # a server's restart is waited out, as the daemons wait it out
+
+    async def look() -> tuple[RunInfo | None, Outcome | None, bool]:
+        """The run, how its command ended if the daemon refused it, whether a daemon runs."""
         info = await reader.get_run(run_id)
         if info is not None and (info.status in FINAL_STATUSES or info.status == RunStatus.PAUSED):
-            return _settled(info)
+            return info, _settled(info), True
         if info is None:
             command = await reader.command_outcome(run_id)
             if command is not None and command.outcome not in (None, "ok"):
-                return Outcome(False, f"the daemon did not start run {run_id}: {command.outcome}")
-        if await reader.daemon() is not None:
+                refused = f"the daemon did not start run {run_id}: {command.outcome}"
+                return info, Outcome(False, refused), True
+        return info, None, await reader.daemon() is not None
+
+    while True:
+        info, outcome, daemon_runs = await outages.read(look)
+        if outcome is not None:
+            return outcome
+        if daemon_runs:
             daemon_seen = time.monotonic()
         elif time.monotonic() - daemon_seen > NO_DAEMON_SECONDS:
             return Outcome(False, _no_daemon(reader.location, identity, run_id, info))

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 
 from ..journal import JournalBackend, JournalQueries, LogEntry
+from .outages import Outages
 from .output import log_json_lines, log_lines
 from .run_ids import SHOWN, resolved
 
@@ -66,12 +68,14 @@ async def _print(
     if run_text is not None:
         run_id = resolved(run_text, await reader.match_runs(run_text, limit=SHOWN), location)
     last, version, batch, pause = 0, None, limit, SLOW_POLL
+    outages = Outages()  # following, a server's restart is waited out
     while True:
-        seen = await reader.data_version()
+        seen = await outages.read(reader.data_version)
         pause = min(pause * BACKOFF, SLOW_POLL)
         if seen != version:
             version = seen
-            entries = await reader.log_entries(run_id=run_id, after=last, limit=batch)
+            read = partial(reader.log_entries, run_id=run_id, after=last, limit=batch)
+            entries = await outages.read(read)
             if entries:
                 last, pause = entries[-1].id, FAST_POLL
                 out("\n".join(render(entries)))
