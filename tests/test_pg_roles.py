@@ -9,13 +9,22 @@ it, never "check that the server runs".
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import re
+import signal
+import sys
+import textwrap
 from pathlib import Path
 
 import psycopg
 import pytest
-from procs import Daemon, cli, query
+from procs import ROOT, Daemon, cli, query
+from test_pg_standby import FROZEN, TAKE_OVER_TIMEOUT
+
+from orchestrator import Runtime
+from orchestrator.testing import eventually
 
 FLOW = """
 from orchestrator import Trigger, Workflow
@@ -114,3 +123,45 @@ def test_a_role_that_may_not_create_the_schema_is_told_who_must_migrate(
         line = one_error_line(done)
         assert "[JOURNAL_PERMISSION_DENIED]" in line, line
         assert "orchestrator journal migrate" in line, line
+
+
+async def test_a_frozen_daemon_of_a_plain_role_is_taken_over_by_one_of_the_same_role(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """A plain role may end its own connections: the frozen daemon's batch is cut off,
+    a standby of that role takes over, and the frozen batch never lands."""
+    assert cli("journal", "migrate", "--db", pg_url).returncode == 0
+    url = plain_role(pg_url, *GRANTS)
+    script = tmp_path / "frozen.py"
+    script.write_text(textwrap.dedent(FROZEN))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(script),
+        url,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        assert (await asyncio.wait_for(proc.stdout.readline(), 60)).strip() == b"ready"
+
+        def frozen() -> bool:
+            with open(f"/proc/{proc.pid}/stat") as stat:
+                return stat.read().rpartition(")")[2].split()[0] == "T"
+
+        await eventually(frozen, what="the process to freeze in its batch")
+        standby = Runtime(url, standby=True)
+        await asyncio.wait_for(standby.start(), TAKE_OVER_TIMEOUT)
+        try:
+            assert standby.failure is None
+        finally:
+            await standby.stop()
+        os.kill(proc.pid, signal.SIGCONT)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert b"failure JOURNAL_LOCKED" in out, (out, err)
+    assert query(pg_url, "SELECT count(*) FROM runs") == [(0,)]  # the frozen batch never landed
