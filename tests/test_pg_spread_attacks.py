@@ -44,6 +44,11 @@ def work(state, ctx):
         return {**state, "daemon": os.getppid(), "bad": "a\\udcffb"}
     if mode == "nul":
         return {**state, "daemon": os.getppid(), "k\\x00": "v\\x00"}
+    if mode == "raise surrogate":
+        raise RuntimeError("bad \\udcff text")
+    if mode == "log surrogate":
+        ctx.log.info("bad \\udcff line")
+        return {**state, "daemon": os.getppid()}
     if mode == "print":  # what step code prints reaches its daemon's log
         print(f"printed {ctx.env['API_SECRET']} and {ctx.env.get('SHOP_TOKEN', '-')}", flush=True)
     deadline = time.monotonic() + 120
@@ -266,7 +271,7 @@ def test_three_daemons_outlive_a_server_restart_and_every_run_ends(
     assert query(url, "SELECT count(*) FROM step_jobs") == [(0,)]
 
 
-@pytest.mark.parametrize("mode", ["huge", "surrogate", "nul"])
+@pytest.mark.parametrize("mode", ["huge", "surrogate", "nul", "raise surrogate", "log surrogate"])
 def test_a_hostile_state_returned_on_a_standby_ends_as_it_would_on_the_active_daemon(
     folder: Path, pg_url: str, mode: str
 ) -> None:
@@ -288,9 +293,10 @@ def test_a_hostile_state_returned_on_a_standby_ends_as_it_would_on_the_active_da
         assert active.proc is not None and active.proc.poll() is None
         assert standby.proc is not None and standby.proc.poll() is None
         errors = [error_of(pg_url, n) for n in (2, 3)]
-    assert ended[2][0] == ended[3][0] == ("failed" if mode == "surrogate" else "completed")
-    assert errors[0] == errors[1]  # None, or the same INVALID_STATE
-    if mode != "surrogate":
+    failing = mode in ("surrogate", "raise surrogate")
+    assert ended[2][0] == ended[3][0] == ("failed" if failing else "completed")
+    assert errors[0] == errors[1]  # None, or the same error
+    if not failing:
         assert {key: value for key, value in ended[2][1].items() if key not in ("n", "daemon")} == {
             key: value for key, value in ended[3][1].items() if key not in ("n", "daemon")
         }
