@@ -46,6 +46,8 @@ def work(state, ctx):
         return {**state, "daemon": os.getppid(), "k\\x00": "v\\x00"}
     if mode == "raise surrogate":
         raise RuntimeError("bad \\udcff text")
+    if mode == "raise surrogate type":
+        raise type("Bad\\udcffError", (Exception,), {})("a message")
     if mode == "log surrogate":
         ctx.log.info("bad \\udcff line")
         return {**state, "daemon": os.getppid()}
@@ -271,7 +273,10 @@ def test_three_daemons_outlive_a_server_restart_and_every_run_ends(
     assert query(url, "SELECT count(*) FROM step_jobs") == [(0,)]
 
 
-@pytest.mark.parametrize("mode", ["huge", "surrogate", "nul", "raise surrogate", "log surrogate"])
+@pytest.mark.parametrize(
+    "mode",
+    ["huge", "surrogate", "nul", "raise surrogate", "raise surrogate type", "log surrogate"],
+)
 def test_a_hostile_state_returned_on_a_standby_ends_as_it_would_on_the_active_daemon(
     folder: Path, pg_url: str, mode: str
 ) -> None:
@@ -293,7 +298,7 @@ def test_a_hostile_state_returned_on_a_standby_ends_as_it_would_on_the_active_da
         assert active.proc is not None and active.proc.poll() is None
         assert standby.proc is not None and standby.proc.poll() is None
         errors = [error_of(pg_url, n) for n in (2, 3)]
-    failing = mode in ("surrogate", "raise surrogate")
+    failing = mode in ("surrogate", "raise surrogate", "raise surrogate type")
     assert ended[2][0] == ended[3][0] == ("failed" if failing else "completed")
     assert errors[0] == errors[1]  # None, or the same error
     if not failing:
