@@ -62,7 +62,7 @@ async def _follow(reader: JournalQueries, run_id: str, identity: str) -> Outcome
             return outcome
         if daemon_runs:
             daemon_seen = time.monotonic()
-        elif time.monotonic() - daemon_seen > NO_DAEMON_SECONDS:
+        elif time.monotonic() - max(daemon_seen, outages.ended_at) > NO_DAEMON_SECONDS:
             return Outcome(False, _no_daemon(reader.location, identity, run_id, info))
         await asyncio.sleep(POLL_SECONDS)
 

@@ -28,6 +28,9 @@ class Outages:
     def __init__(self, patience: float = PATIENCE) -> None:
         self._patience = patience
         self._since: float | None = None  # when the current outage began
+        # When the last outage ended (monotonic): what a follower saw of the daemons before
+        # it is old news (their heartbeats are renewed by their first batch after it).
+        self.ended_at = float("-inf")
 
     async def read(self, call: Callable[[], Awaitable[T]]) -> T:
         """`call()`'s result, called again while it raises `JournalUnreachable`."""
@@ -48,6 +51,6 @@ class Outages:
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
             if self._since is not None:
-                self._since = None
+                self._since, self.ended_at = None, time.monotonic()
                 print("note: the journal answers again", file=sys.stderr, flush=True)
             return result
