@@ -279,13 +279,19 @@ def test_invoke_wait_and_logs_follow_outlast_a_server_restart(
     tmp_path: Path, own_cluster: Cluster
 ) -> None:
     """Both exited 2 ("cannot connect ... the database system is shutting down") on a
-    restart of a second, while the daemon went on and the run completed."""
+    restart of a second, while the daemon went on and the run completed.
+
+    The outage begins once both follow: the invoke printed its run's id (queued, its
+    reader may still be opening) and the follower printed an earlier run's line.
+    """
     url = with_password(own_cluster.create_database("follow"))
     folder = tmp_path / "flows"
     slow_flow(folder, 0.5)
     (folder / "talk.py").write_text(TALK)
     with Daemon(folder, url) as daemon:  # type: ignore[arg-type]
         daemon.start()
+        said = cli("invoke", "talk", "go", "--wait", "--db", url)
+        assert said.returncode == 0, said.stderr
         [run_id] = invoke(url, 1)
         command = [sys.executable, "-m", "orchestrator"]
         outs = {name: (tmp_path / f"{name}.out", tmp_path / f"{name}.err") for name in ("w", "f")}
@@ -296,22 +302,25 @@ def test_invoke_wait_and_logs_follow_outlast_a_server_restart(
                 procs[name] = subprocess.Popen(
                     [*command, *args, "--db", url], stdout=stdout, stderr=stderr, cwd=ROOT
                 )
+
+        def said_lines() -> int:
+            return outs["f"][0].read_text().count("said after the restart")
+
         try:
-            daemon.wait_until(lambda: checkpoints(url) > 2, 60, "the runs to be running")
+            daemon.wait_until(lambda: said_lines() == 1 or None, 60, "the follower to follow")
+            daemon.wait_until(lambda: outs["w"][0].read_text().strip() or None, 60, "the invoke")
             own_cluster.halt()
             daemon.wait_until(lambda: "journal writes failing" in daemon.log(), 60, "the outage")
             own_cluster.resume()
             waited = procs["w"].wait(timeout=120)
-            waited_id = outs["w"][0].read_text().strip()
-            daemon.wait_until(lambda: all_completed(url, [run_id, waited_id]), 120, "the runs")
-            assert waited == 0, outs["w"][1].read_text()
+            assert waited == 0, (outs["w"][1].read_text(), daemon.log())
             assert "completed" in outs["w"][1].read_text()
+            waited_id = outs["w"][0].read_text().strip()
+            daemon.wait_until(lambda: all_completed(url, [run_id, waited_id]), 60, "the runs")
             talked = cli("invoke", "talk", "go", "--db", url)
             assert talked.returncode == 0, talked.stderr
             daemon.wait_until(  # the follower prints what was journaled after the restart
-                lambda: "said after the restart" in outs["f"][0].read_text() or None,
-                60,
-                "the follower to print the new run's line",
+                lambda: said_lines() == 2 or None, 60, "the follower to print the new run's line"
             )
             assert procs["f"].poll() is None, outs["f"][1].read_text()
         finally:

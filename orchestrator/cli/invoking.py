@@ -33,16 +33,19 @@ class Outcome:
 
 async def wait_for_run(journal: JournalBackend, run_id: str) -> Outcome:
     """Wait until run `run_id` completes or pauses (ok), or fails, ends or is refused."""
-    reader = await journal.open_reader()
+    outages = Outages()  # the run is queued: a server's restart is waited out
+    reader = await outages.read(journal.open_reader)
     try:
-        return await _follow(reader, run_id, journal.identity)
+        return await _follow(reader, run_id, journal.identity, outages)
     finally:
         await reader.close()
 
 
-async def _follow(reader: JournalQueries, run_id: str, identity: str) -> Outcome:
+async def _follow(
+    reader: JournalQueries, run_id: str, identity: str, outages: Outages | None = None
+) -> Outcome:
     daemon_seen = time.monotonic()
-    outages = Outages()  # a server's restart is waited out, as the daemons wait it out
+    outages = outages or Outages()  # a server's restart is waited out, as the daemons do
 
     async def look() -> tuple[RunInfo | None, Outcome | None, bool]:
         """The run, how its command ended if the daemon refused it, whether a daemon runs."""

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
+from typing import TypeVar
 
 from ..journal import JournalBackend, JournalQueries, LogEntry
 from .outages import Outages
@@ -23,6 +24,7 @@ from .run_ids import SHOWN, resolved
 # within a few tens of ms, and an idle follower polls no more often than before.
 FAST_POLL, SLOW_POLL, BACKOFF = 0.02, 0.2, 1.5
 POLL_SECONDS = SLOW_POLL  # how long a missing journal is waited for between looks
+T = TypeVar("T")
 
 
 async def print_logs(
@@ -40,15 +42,27 @@ async def print_logs(
     not exist yet is waited for. Without it, a missing journal prints nothing. With
     `as_json`, one JSON object a line.
     """
-    while not journal.exists():
+    outages = Outages() if follow else None  # following, a server's restart is waited out
+
+    async def exists() -> bool:
+        return journal.exists()
+
+    while not await _read(outages, exists):
         if not follow:
             return
         await asyncio.sleep(POLL_SECONDS)
-    reader = await journal.open_reader()
+    reader = await _read(outages, journal.open_reader)
     try:
         render = log_json_lines if as_json else log_lines
         await _print(
-            reader, journal.location, run_text, follow=follow, limit=limit, out=out, render=render
+            reader,
+            journal.location,
+            run_text,
+            follow=follow,
+            limit=limit,
+            out=out,
+            render=render,
+            outages=outages,
         )
     finally:
         await reader.close()
@@ -63,19 +77,19 @@ async def _print(
     limit: int,
     out: Callable[[str], None],
     render: Callable[[Sequence[LogEntry]], list[str]],
+    outages: Outages | None,
 ) -> None:
     run_id = None
     if run_text is not None:
         run_id = resolved(run_text, await reader.match_runs(run_text, limit=SHOWN), location)
     last, version, batch, pause = 0, None, limit, SLOW_POLL
-    outages = Outages()  # following, a server's restart is waited out
     while True:
-        seen = await outages.read(reader.data_version)
+        seen = await _read(outages, reader.data_version)
         pause = min(pause * BACKOFF, SLOW_POLL)
         if seen != version:
             version = seen
             read = partial(reader.log_entries, run_id=run_id, after=last, limit=batch)
-            entries = await outages.read(read)
+            entries = await _read(outages, read)
             if entries:
                 last, pause = entries[-1].id, FAST_POLL
                 out("\n".join(render(entries)))
@@ -84,3 +98,8 @@ async def _print(
             return
         batch = -1  # once following, every new entry
         await asyncio.sleep(pause)
+
+
+async def _read(outages: Outages | None, call: Callable[[], Awaitable[T]]) -> T:
+    """`call()`, through `outages` when following."""
+    return await (outages.read(call) if outages is not None else call())

@@ -107,7 +107,8 @@ class FolderIndex:
             env = Env(workflow.env, self._runtime_env)
             values |= Redactor(env, extra_keys=self._secret_keys).values
         self._forget_secrets(path)
-        self._secret_tokens[path] = SECRETS.add(values)
+        if values:
+            self._secret_tokens[path] = SECRETS.add(values)
 
     def _forget_secrets(self, path: Path) -> None:
         token = self._secret_tokens.pop(path, None)
