@@ -225,7 +225,12 @@ class StepServer:
                 _log.warning("step job %d could not be run here: %r", job.id, exc)
                 reply = {"crashed": f"the daemon serving it could not run it: {exc!r}"}
             reply["by"] = self._by
-            self.served += await self._reply(job, SECRETS.redact_data(reply))
+            try:
+                self.served += await self._reply(job, SECRETS.redact_data(reply))
+            except ValueError as exc:  # unkept, its step would wait for good: it crashes
+                _log.warning("step job %d: its reply cannot be written: %s", job.id, exc)
+                why = f"the daemon serving it could not write its reply: {exc}"
+                self.served += await self._reply(job, {"crashed": why, "by": self._by})
         except Exception:  # noqa: BLE001 - a bug here must not stop serving other steps
             _log.exception("step job %d could not be served", job.id)
         finally:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...errors import JournalCorrupt, JournalError, JournalLocked
 from ..records import StepJob, StepOffer, StepReply
-from .connection import STEP_JOBS_CHANNEL, connect, describe, failed, load_psycopg
+from .connection import STEP_JOBS_CHANNEL, connect, describe, failed, load_psycopg, reason
 from .daemon_rows import FRESH_STANDBY, standby_alive
 
 if TYPE_CHECKING:
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
 
+# SQLSTATE classes of a value the server refuses (data exceptions, a program limit).
+_REFUSED_CLASSES = ("22", "54")
 # Pauses before a lost listening connection is made again: doubling from the first to the last.
 RETRY_SECONDS = (0.1, 5.0)
 
@@ -317,16 +319,24 @@ class PostgresStepJobs:
         """Answer the job `job_id`; False when it is no longer this claim's.
 
         Raises:
-            ValueError: `reply` holds text the journal cannot keep.
+            ValueError: `reply` holds text the journal cannot keep, or the server refused
+                it for its value (SQLSTATE classes 22 and 54: too long, say): written
+                again, it would be refused again.
         """
         params = (_json(reply, "reply"), now, job_id, _text(token, "token"), attempts)
+        pg = load_psycopg()
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> bool:
-            async with conn.transaction():
-                cursor = await conn.execute(_REPLY, params)
-                if cursor.rowcount != 1:
-                    return False
-                await conn.execute(_NOTIFY, (STEP_JOBS_CHANNEL,))
+            try:
+                async with conn.transaction():
+                    cursor = await conn.execute(_REPLY, params)
+                    if cursor.rowcount != 1:
+                        return False
+                    await conn.execute(_NOTIFY, (STEP_JOBS_CHANNEL,))
+            except pg.Error as exc:
+                if (getattr(exc, "sqlstate", None) or "")[:2] in _REFUSED_CLASSES:
+                    raise ValueError(f"a step job's reply cannot be kept: {reason(exc)}") from None
+                raise
             return True
 
         return await self._run("replying to a step", work)
