@@ -20,6 +20,8 @@ from orchestrator import JournalLocked, Runtime, Trigger, Workflow
 from orchestrator.errors import JournalError, ValidationError
 from orchestrator.journal.backends import migrate_journal
 from orchestrator.journal.copy import COPIED, LEFT_BEHIND, copy_journal
+from orchestrator.journal.postgres.connection import DAEMONS_LOCK
+from orchestrator.testing import eventually
 
 BIG = "é" * 3000  # a state this large is stored as merge patches against a snapshot
 
@@ -175,4 +177,37 @@ async def test_text_that_is_not_utf8_stops_the_copy_with_what_to_do(db: Path, pg
     ) as caught:
         await copy_journal(db, pg_url)
     assert ".recover" in str(caught.value)
+    assert pg_rows(pg_url, "runs", ["id"]) == []
+
+
+async def test_a_daemon_registering_during_the_copy_is_waited_for_and_refuses_it(
+    db: Path, pg_url: str
+) -> None:
+    """The copy counted no daemon while one was registering (not committed yet): that
+    daemon read no runs, so its run ids would clash with the ones the copy brings."""
+    await write_journal(db)
+    await migrate_journal(pg_url)
+    with psycopg.connect(pg_url, options="-c search_path=orchestrator") as daemon:
+        # A daemon registering as `PostgresWriter` does: the daemons lock, then its row.
+        daemon.execute("SELECT pg_advisory_xact_lock(%s)", (DAEMONS_LOCK,))
+        daemon.execute(
+            "INSERT INTO daemons (token, pid, host, started_at, heartbeat_at)"
+            " VALUES ('t', 1, 'h', 0, 0)"
+        )
+        copying = asyncio.create_task(copy_journal(db, pg_url))
+
+        def waiting() -> bool | None:
+            # Its own connection: a transaction sees one snapshot of pg_stat_activity.
+            with psycopg.connect(pg_url, autocommit=True) as look:
+                rows = look.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'"
+                    " AND datname = current_database()"
+                ).fetchone()
+            return copying.done() or bool(rows and rows[0]) or None
+
+        await eventually(waiting, what="the copy to end or wait for the daemons lock")
+        assert not copying.done(), "the copy went on while a daemon registered"
+        daemon.commit()
+    with pytest.raises(JournalError, match=r"holds a journal already \(0 runs.*1 daemons"):
+        await copying
     assert pg_rows(pg_url, "runs", ["id"]) == []

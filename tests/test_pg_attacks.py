@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import psycopg
 import pytest
 from postgres import Cluster
-from procs import Daemon, cli, query
+from procs import ROOT, Daemon, cli, query
 
 from orchestrator.clock import Clock
 from orchestrator.journal.liveness import STALE_AFTER_US
@@ -247,3 +249,75 @@ def test_a_url_with_its_own_options_keeps_them_and_finds_the_journal(
     with psycopg.connect(url, **options) as conn:
         assert conn.execute("SHOW statement_timeout").fetchone() == ("4321ms",)
         assert conn.execute("SELECT count(*) FROM runs").fetchone() == (1,)
+
+
+TALK = """
+from orchestrator import Workflow
+
+
+def say(state, ctx):
+    ctx.log.info("said after the restart")
+    return state
+
+
+workflow = Workflow(id="talk", pipelines={"go": [say]})
+"""
+
+
+def test_invoke_wait_and_logs_follow_outlast_a_server_restart(
+    tmp_path: Path, own_cluster: Cluster
+) -> None:
+    """Both exited 2 ("cannot connect ... the database system is shutting down") on a
+    restart of a second, while the daemon went on and the run completed.
+
+    The outage begins once both follow: the invoke printed its run's id (queued, its
+    reader may still be opening) and the follower printed an earlier run's line.
+    """
+    url = with_password(own_cluster.create_database("follow"))
+    folder = tmp_path / "flows"
+    slow_flow(folder, 0.5)
+    (folder / "talk.py").write_text(TALK)
+    with Daemon(folder, url) as daemon:  # type: ignore[arg-type]
+        daemon.start()
+        said = cli("invoke", "talk", "go", "--wait", "--db", url)
+        assert said.returncode == 0, said.stderr
+        [run_id] = invoke(url, 1)
+        command = [sys.executable, "-m", "orchestrator"]
+        outs = {name: (tmp_path / f"{name}.out", tmp_path / f"{name}.err") for name in ("w", "f")}
+        procs = {}
+        for name, args in (("w", ["invoke", "slow", "go", "--wait"]), ("f", ["logs", "-f"])):
+            out, err = outs[name]
+            with out.open("w") as stdout, err.open("w") as stderr:
+                procs[name] = subprocess.Popen(
+                    [*command, *args, "--db", url], stdout=stdout, stderr=stderr, cwd=ROOT
+                )
+
+        def said_lines() -> int:
+            return outs["f"][0].read_text().count("said after the restart")
+
+        try:
+            daemon.wait_until(lambda: said_lines() == 1 or None, 60, "the follower to follow")
+            daemon.wait_until(lambda: outs["w"][0].read_text().strip() or None, 60, "the invoke")
+            own_cluster.halt()
+            daemon.wait_until(lambda: "journal writes failing" in daemon.log(), 60, "the outage")
+            own_cluster.resume()
+            waited = procs["w"].wait(timeout=120)
+            assert waited == 0, (outs["w"][1].read_text(), daemon.log())
+            assert "completed" in outs["w"][1].read_text()
+            waited_id = outs["w"][0].read_text().strip()
+            daemon.wait_until(lambda: all_completed(url, [run_id, waited_id]), 60, "the runs")
+            talked = cli("invoke", "talk", "go", "--db", url)
+            assert talked.returncode == 0, talked.stderr
+            daemon.wait_until(  # the follower prints what was journaled after the restart
+                lambda: said_lines() == 2 or None, 60, "the follower to print the new run's line"
+            )
+            assert procs["f"].poll() is None, outs["f"][1].read_text()
+        finally:
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.terminate()
+                proc.wait(timeout=60)
+        assert daemon.stop() == 0, daemon.log()
+    for _, err in outs.values():
+        text = err.read_text()
+        assert "Traceback" not in text and PASSWORD not in text, text

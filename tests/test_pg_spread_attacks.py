@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from postgres import Cluster
 from procs import cli, query
-from test_pg_spread_steps import all_ended, daemons, emit, flows_folder, mark, open_gate
+from test_pg_spread_steps import all_ended, daemons, emit, flows_folder, mark, marks, open_gate
 
 WAIT = 60.0
 SECRET = "s3cr3t-of-the-workflow-env"
@@ -37,6 +37,21 @@ def work(state, ctx):
         return {**state, "daemon": os.getppid()}
     if mode == "secret":
         ctx.log.info(f"env {ctx.env['API_SECRET']} runtime {ctx.env.get('SHOP_TOKEN', '-')}")
+    if mode == "huge":
+        return {**state, "daemon": os.getppid(), "big": "x" * 5_000_000}
+    if mode == "surrogate":
+        return {**state, "daemon": os.getppid(), "bad": "a\\udcffb"}
+    if mode == "nul":
+        return {**state, "daemon": os.getppid(), "k\\x00": "v\\x00"}
+    if mode == "raise surrogate":
+        raise RuntimeError("bad \\udcff text")
+    if mode == "raise surrogate type":
+        raise type("Bad\\udcffError", (Exception,), {})("a message")
+    if mode == "log surrogate":
+        ctx.log.info("bad \\udcff line")
+        return {**state, "daemon": os.getppid()}
+    if mode == "print":  # what step code prints reaches its daemon's log
+        print(f"printed {ctx.env['API_SECRET']} and {ctx.env.get('SHOP_TOKEN', '-')}", flush=True)
     deadline = time.monotonic() + 120
     while not (MARKS / "gate").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -108,6 +123,25 @@ def test_no_secret_reaches_the_step_jobs_table(
     text = "\n".join(json.dumps(row) for row in rows)
     assert "refused with" in text
     assert SECRET not in text and RUNTIME_SECRET not in text
+
+
+def test_what_a_step_prints_on_a_standby_is_masked_in_the_standbys_log(
+    folder: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The standby's log masks the workflow's secrets as the active daemon's log does."""
+    monkeypatch.setenv("SHOP_TOKEN", RUNTIME_SECRET)
+    with daemons(folder, pg_url, 1, 1) as (active, standby):
+        emit(pg_url, 1)
+        active.wait_until(partial(mark, folder, 1), WAIT, "the first step")
+        emit_state(pg_url, {"n": 2, "mode": "print"})
+        daemon, _ = active.wait_until(partial(mark, folder, 2), WAIT, "the second step")
+        assert daemon == standby.pid
+        standby.wait_until(lambda: "printed" in standby.log() or None, WAIT, "the printed line")
+        open_gate(folder)
+        ended = active.wait_until(partial(all_ended, pg_url, 2), WAIT, "the runs to end")
+    assert ended[2][0] == "completed"
+    assert "printed *** and ***" in standby.log(), standby.log()
+    assert SECRET not in standby.log() and RUNTIME_SECRET not in standby.log()
 
 
 # Another process corrupting the rows: a request as it is offered, a reply as it is written
@@ -220,3 +254,63 @@ def test_steps_in_flight_survive_a_server_restart(folder: Path, own_cluster: Clu
         assert {n: status for n, (status, _) in ended.items()} == {1: "completed", 2: "completed"}
         assert active.proc is not None and active.proc.poll() is None
         assert standby.proc is not None and standby.proc.poll() is None
+
+
+def test_three_daemons_outlive_a_server_restart_and_every_run_ends(
+    folder: Path, own_cluster: Cluster
+) -> None:
+    """The server stops while three daemons run and serve steps; once it is back, every
+    run completes, no daemon exited, and each one stops cleanly (exit 0)."""
+    url = own_cluster.create_database("restart3")
+    with daemons(folder, url, 1, 1, 1) as started:
+        active = started[0]
+        for n in range(1, 5):
+            emit(url, n)
+        active.wait_until(partial(marks, folder, (1, 2, 3)), WAIT, "three steps")
+        own_cluster.halt()
+        open_gate(folder)  # the steps end while the server is down
+        active.wait_until(
+            lambda: "journal writes failing" in active.log() or None, WAIT, "the outage"
+        )
+        own_cluster.resume()
+        ended = active.wait_until(partial(all_ended, url, 4), WAIT, "the runs to end")
+        assert {status for status, _ in ended.values()} == {"completed"}, ended
+        for each in started:
+            assert each.proc is not None and each.proc.poll() is None, each.log()
+        codes = [each.stop() for each in started]
+    assert codes == [0, 0, 0], [each.log() for each in started]
+    assert query(url, "SELECT count(*) FROM step_jobs") == [(0,)]
+
+
+@pytest.mark.parametrize(
+    "mode",
+    ["huge", "surrogate", "nul", "raise surrogate", "raise surrogate type", "log surrogate"],
+)
+def test_a_hostile_state_returned_on_a_standby_ends_as_it_would_on_the_active_daemon(
+    folder: Path, pg_url: str, mode: str
+) -> None:
+    """5 MB of state, a lone surrogate, a NUL in a key and a value: run 2's step on the
+    standby and run 3's on the active daemon end alike."""
+    with daemons(folder, pg_url, 1, 1) as (active, standby):
+        emit(pg_url, 1)
+        active.wait_until(partial(mark, folder, 1), WAIT, "the first step")  # holds the worker
+        emit_state(pg_url, {"n": 2, "mode": mode})
+        daemon, _ = active.wait_until(partial(mark, folder, 2), WAIT, "the second step")
+        assert daemon == standby.pid
+        active.wait_until(partial(all_ended, pg_url, 1), WAIT, "the standby's run to end")
+        open_gate(folder)
+        active.wait_until(partial(all_ended, pg_url, 2), WAIT, "the first run to end")
+        emit_state(pg_url, {"n": 3, "mode": mode})  # the active daemon's own worker is free
+        daemon, _ = active.wait_until(partial(mark, folder, 3), WAIT, "the third step")
+        assert daemon == active.pid
+        ended = active.wait_until(partial(all_ended, pg_url, 3), WAIT, "the runs to end")
+        assert active.proc is not None and active.proc.poll() is None
+        assert standby.proc is not None and standby.proc.poll() is None
+        errors = [error_of(pg_url, n) for n in (2, 3)]
+    failing = mode in ("surrogate", "raise surrogate", "raise surrogate type")
+    assert ended[2][0] == ended[3][0] == ("failed" if failing else "completed")
+    assert errors[0] == errors[1]  # None, or the same error
+    if not failing:
+        assert {key: value for key, value in ended[2][1].items() if key not in ("n", "daemon")} == {
+            key: value for key, value in ended[3][1].items() if key not in ("n", "daemon")
+        }

@@ -266,3 +266,28 @@ def test_a_standby_where_the_file_does_not_load_leaves_its_steps_to_others(
         open_gate(folder)  # the worker here is free: the step comes back
         ended = active.wait_until(partial(all_ended, pg_url, 2), 60, "the runs to end")
     assert [state["daemon"] for _, state in ended.values()] == [active.pid, active.pid]
+
+
+def test_a_standby_with_another_version_of_the_file_never_runs_its_steps(
+    folder: Path, pg_url: str
+) -> None:
+    elsewhere = folder.parent / "flows-b"
+    elsewhere.mkdir()
+    (elsewhere / "job.py").write_text(FLOW + "\n# another version of the file\n")
+    with (
+        Daemon(folder, pg_url, "--workers", "1", log=folder.parent / "active.log") as active,
+        Daemon(elsewhere, pg_url, "--workers", "1", log=folder.parent / "standby.log") as standby,
+    ):
+        active.start()
+        standby.start(ready=False)
+        counted = "isolated steps: 1 daemons standing by can run them"
+        active.wait_until(lambda: counted in active.log() or None, 60, "the standby counted")
+        emit(pg_url, 1)
+        active.wait_until(partial(mark, folder, 1), 60, "the first step")
+        emit(pg_url, 2)  # offered: the active daemon's one worker is busy
+        unclaimed = "SELECT count(*) FROM step_jobs WHERE claimed_by IS NULL"
+        active.wait_until(lambda: query(pg_url, unclaimed) == [(1,)] or None, 60, "the offer")
+        open_gate(folder)  # the worker here is free: the step comes back
+        ended = active.wait_until(partial(all_ended, pg_url, 2), 60, "the runs to end")
+    assert [state["daemon"] for _, state in ended.values()] == [active.pid, active.pid]
+    assert "step job" not in standby.log()

@@ -457,3 +457,26 @@ async def test_a_close_cancelled_midway_is_cancelled_and_leaves_no_connection(pg
     await asyncio.wait([closing])
     assert closing.cancelled()
     await eventually(lambda: connections(pg_url) == 0, what="no connection left", timeout=BOUND)
+
+
+async def test_a_reply_the_server_refuses_for_its_value_is_a_value_error(
+    pg_url: str, step_jobs: Opener
+) -> None:
+    """Refused for what it holds (too long, say: SQLSTATE classes 22 and 54), a reply was a
+    JournalError, which the standby writes again for good: its step never ended."""
+    jobs = await step_jobs()
+    (job_id,) = await jobs.offer(offers(1), daemon_id=add_daemon(pg_url), epoch=1, now=NOW)
+    await jobs.claim(token="s", digests={"d1"}, limit=1, now=NOW)
+    query(
+        pg_url,
+        "CREATE FUNCTION too_long() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " IF strpos(NEW.reply, 'crashed') = 0 THEN"
+        " RAISE EXCEPTION 'string too long' USING ERRCODE = '54000'; END IF;"
+        " RETURN NEW; END $$;"
+        " CREATE TRIGGER too_long BEFORE UPDATE OF reply ON step_jobs"
+        " FOR EACH ROW EXECUTE FUNCTION too_long()",
+    )
+    with pytest.raises(ValueError, match=r"reply cannot be kept.*string too long"):
+        await jobs.reply(job_id, token="s", attempts=0, reply={"ok": "{}"}, now=NOW)
+    crashed = {"crashed": "its reply could not be written"}
+    assert await jobs.reply(job_id, token="s", attempts=0, reply=crashed, now=NOW)

@@ -13,7 +13,9 @@ import pytest
 from procs import Daemon, cli, query
 
 from orchestrator import Runtime, Serialized, Workflow
+from orchestrator.errors import JournalUnreachable
 from orchestrator.journal import open_journal
+from orchestrator.testing import eventually
 
 HELLO = """
 from orchestrator import Workflow
@@ -142,3 +144,38 @@ async def test_queued_rows_go_through_the_mode_gate_when_adopted(db: Path) -> No
         assert kinds[:3] == ["run.queued", "run.queued", "run.started"]
         assert kinds[-1] == "run.completed"
         assert len(await rt.list_runs()) == 2
+
+
+async def test_a_command_applied_while_the_journal_is_unreachable_is_applied_again(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read failing for a server's restart marked the command done with that error
+    ("JOURNAL_UNREACHABLE: ..."): the invoke was acknowledged, its run never started."""
+
+    async def greet(state: dict[str, Any]) -> dict[str, Any]:
+        return {**state, "greeted": True}
+
+    flow = Workflow(id="hello", pipelines={"go": [greet]})
+    async with Runtime(db, workflows=[flow]) as rt:
+        reader = rt._reader
+        assert reader is not None
+        real = reader.run_status
+        failures: list[str] = []
+
+        async def restarting(run_id: str) -> Any:
+            if not failures:
+                failures.append(run_id)
+                raise JournalUnreachable("cannot connect: the database system is shutting down")
+            return await real(run_id)
+
+        monkeypatch.setattr(reader, "run_status", restarting)
+        run_id = open_journal(db).commands.queue_invoke("hello", "go", {"n": 1})
+
+        async def completed() -> bool | None:
+            statuses = {run.run_id: run.status for run in await rt.list_runs()}
+            return statuses.get(run_id) == "completed" or None
+
+        await eventually(completed, what="the invoked run to complete", timeout=30)
+        assert failures == [run_id]
+        outcomes = query(db, "SELECT outcome FROM inbox")
+        assert outcomes == [("ok",)], outcomes

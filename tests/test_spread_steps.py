@@ -476,3 +476,24 @@ async def test_an_offer_committed_unheard_leaves_no_stray_job(
         result = await setup.spread.call(setup.steps["add"], '{"n": 1}', ctx, None)
         assert isinstance(result, EncodedState)  # run here
         await eventually(lambda: not setup.table.rows or None, what="the stray gone", timeout=10)
+
+
+async def test_a_reply_the_table_cannot_keep_fails_its_step_instead_of_leaving_it_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The standby logged "could not be served" and wrote no reply: its step waited for
+    good (the standby is alive, so the step is never offered again)."""
+    real = MemoryStepJobs.reply
+
+    async def refusing(self: MemoryStepJobs, job_id: int, **kwargs: Any) -> bool:
+        if "crashed" not in kwargs["reply"]:
+            raise ValueError("a step job's reply is not valid Unicode")  # as PostgresStepJobs
+        return await real(self, job_id, **kwargs)
+
+    monkeypatch.setattr(MemoryStepJobs, "reply", refusing)
+    async with spread(tmp_path) as setup:
+        ctx = _ctx("add", CollectedLog())
+        with pytest.raises(Exception, match="could not write its reply") as crashed:
+            await asyncio.wait_for(setup.spread.call(setup.steps["add"], '{"n": 1}', ctx, None), 60)
+        assert type(crashed.value).__name__ == "WorkerCrashed"
+        assert setup.server.served == 1

@@ -14,6 +14,7 @@ from typing import Any
 from ..journal import JournalBackend, JournalQueries
 from ..records import FINAL_STATUSES, RunInfo, RunStatus
 from .daemons import db_argument, other_daemon
+from .outages import Outages
 
 POLL_SECONDS = 0.05
 # How long to wait for a daemon to appear before saying that none runs.
@@ -32,26 +33,39 @@ class Outcome:
 
 async def wait_for_run(journal: JournalBackend, run_id: str) -> Outcome:
     """Wait until run `run_id` completes or pauses (ok), or fails, ends or is refused."""
-    reader = await journal.open_reader()
+    outages = Outages()  # the run is queued: a server's restart is waited out
+    reader = await outages.read(journal.open_reader)
     try:
-        return await _follow(reader, run_id, journal.identity)
+        return await _follow(reader, run_id, journal.identity, outages)
     finally:
         await reader.close()
 
 
-async def _follow(reader: JournalQueries, run_id: str, identity: str) -> Outcome:
+async def _follow(
+    reader: JournalQueries, run_id: str, identity: str, outages: Outages | None = None
+) -> Outcome:
     daemon_seen = time.monotonic()
-    while True:
+    outages = outages or Outages()  # a server's restart is waited out, as the daemons do
+
+    async def look() -> tuple[RunInfo | None, Outcome | None, bool]:
+        """The run, how its command ended if the daemon refused it, whether a daemon runs."""
         info = await reader.get_run(run_id)
         if info is not None and (info.status in FINAL_STATUSES or info.status == RunStatus.PAUSED):
-            return _settled(info)
+            return info, _settled(info), True
         if info is None:
             command = await reader.command_outcome(run_id)
             if command is not None and command.outcome not in (None, "ok"):
-                return Outcome(False, f"the daemon did not start run {run_id}: {command.outcome}")
-        if await reader.daemon() is not None:
+                refused = f"the daemon did not start run {run_id}: {command.outcome}"
+                return info, Outcome(False, refused), True
+        return info, None, await reader.daemon() is not None
+
+    while True:
+        info, outcome, daemon_runs = await outages.read(look)
+        if outcome is not None:
+            return outcome
+        if daemon_runs:
             daemon_seen = time.monotonic()
-        elif time.monotonic() - daemon_seen > NO_DAEMON_SECONDS:
+        elif time.monotonic() - max(daemon_seen, outages.ended_at) > NO_DAEMON_SECONDS:
             return Outcome(False, _no_daemon(reader.location, identity, run_id, info))
         await asyncio.sleep(POLL_SECONDS)
 

@@ -9,12 +9,14 @@ the last row id printed.
 from __future__ import annotations
 
 import asyncio
-import functools
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import TypeVar
 
 from ..errors import JournalCorrupt
 from ..journal import JournalBackend, JournalQueries, LogEntry
+from .outages import Outages
 from .output import log_json_lines, log_lines
 from .run_ids import SHOWN, resolved
 
@@ -26,6 +28,7 @@ POLL_SECONDS = SLOW_POLL  # how long a missing journal is waited for between loo
 # A journal made again under the followed name may be caught half made (its file there, its
 # schema not yet): it is looked at again for this long before it is called no journal.
 REMADE_PATIENCE = 10.0
+T = TypeVar("T")
 
 
 async def print_logs(
@@ -40,18 +43,25 @@ async def print_logs(
     """Print the last `limit` entries (of the run `run_text` names, or of all runs).
 
     With `follow`, keep printing new ones until cancelled (Ctrl-C); a journal that does
-    not exist yet is waited for. Without it, a missing journal prints nothing. With
-    `as_json`, one JSON object a line.
+    not exist yet is waited for, a server's restart waited out, and a journal deleted or
+    replaced under its name followed anew. Without it, a missing journal prints nothing.
+    With `as_json`, one JSON object a line.
     """
     render = log_json_lines if as_json else log_lines
+    outages = Outages() if follow else None
     remade = False
+
+    async def exists() -> bool:
+        return journal.exists()
+
     while True:
-        while not journal.exists():
+        while not await _read(outages, exists):
             if not follow:
                 return
             await asyncio.sleep(POLL_SECONDS)
         incarnation = journal.incarnation()
-        reader = await (_reopened(journal) if remade else journal.open_reader())
+        opening = partial(_reopened, journal) if remade else journal.open_reader
+        reader = await _read(outages, opening)
         try:
             await _print(
                 reader,
@@ -61,7 +71,8 @@ async def print_logs(
                 limit=limit,
                 out=out,
                 render=render,
-                same=functools.partial(_same, journal, incarnation),
+                outages=outages,
+                same=partial(_same, journal, incarnation),
             )
             return
         except _Replaced:
@@ -112,6 +123,7 @@ async def _print(
     limit: int,
     out: Callable[[str], None],
     render: Callable[[Sequence[LogEntry]], list[str]],
+    outages: Outages | None,
     same: Callable[[], bool],
 ) -> None:
     run_id = None
@@ -119,11 +131,12 @@ async def _print(
         run_id = resolved(run_text, await reader.match_runs(run_text, limit=SHOWN), location)
     last, version, batch, pause = 0, None, limit, SLOW_POLL
     while True:
-        seen = await reader.data_version()
+        seen = await _read(outages, reader.data_version)
         pause = min(pause * BACKOFF, SLOW_POLL)
         if seen != version:
             version = seen
-            entries = await reader.log_entries(run_id=run_id, after=last, limit=batch)
+            read = partial(reader.log_entries, run_id=run_id, after=last, limit=batch)
+            entries = await _read(outages, read)
             if entries:
                 last, pause = entries[-1].id, FAST_POLL
                 out("\n".join(render(entries)))
@@ -134,3 +147,8 @@ async def _print(
         await asyncio.sleep(pause)
         if not same():
             raise _Replaced
+
+
+async def _read(outages: Outages | None, call: Callable[[], Awaitable[T]]) -> T:
+    """`call()`, through `outages` when following."""
+    return await (outages.read(call) if outages is not None else call())

@@ -22,6 +22,7 @@ from ..define.conditions import Conditions
 from ..define.model import FILE_CREATED, Trigger
 from ..define.services import ServiceScope
 from ..errors import (
+    JournalUnreachable,
     OrchestratorError,
     RunNotActive,
     RunNotFound,
@@ -632,7 +633,9 @@ class Control:
         """Apply a command written by another process, recording how it went.
 
         Invariant: the command's effects and its ``done`` mark join one batch, so after a
-        crash a command is applied again only if none of it was committed.
+        crash a command is applied again only if none of it was committed. A journal that
+        cannot be reached (`JournalUnreachable`, a server's restart) is raised, the command
+        left pending: marking it done with that error would drop an acknowledged command.
         """
         if command.command == "invoke" and command.run_id in self.keys.here:
             return  # claimed under a key by this process, which applies it itself
@@ -652,6 +655,8 @@ class Control:
                 await self._restart_command(command)
                 return
             writes = await self._command_writes(command)
+        except JournalUnreachable:
+            raise  # not the command's fault: it stays pending, applied once the journal answers
         except OrchestratorError as exc:
             if command.command in ("retry", "fork"):  # the CLI returned before this check
                 _log.warning("%s of run %s refused: %s", command.command, command.run_id, exc)

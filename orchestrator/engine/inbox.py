@@ -130,5 +130,5 @@ class InboxPoller:
                 return
             self._bus.accept(row.event_id, row.type, row.data, source=row.source, external=True)
         else:
+            await self._apply(row)  # raised (the journal unreachable): taken again next tick
             self._last_command = max(self._last_command, row.id)
-            await self._apply(row)

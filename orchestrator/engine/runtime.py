@@ -215,6 +215,7 @@ class Runtime:
             token=identity.token,
             runtime_env=self._runtime_env,
             clock=self._clock,
+            secret_keys=self._secrets,
         )
         # Owned here, not by a task group: a group would wrap the writer's own error
         # (an unreachable server, a newer schema) in an exception group.

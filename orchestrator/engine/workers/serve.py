@@ -18,8 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from ...clock import Clock
+from ...define.env import Env, Redactor
 from ...errors import JournalError, RemoteError
-from ...folder.loader import FileSource, FolderConfig, LoadFailed, load_file, read_file
+from ...folder.loader import (
+    FileSource,
+    FolderConfig,
+    LoadedFile,
+    LoadFailed,
+    load_file,
+    read_file,
+)
 from ...folder.names import shown
 from ...folder.sync import workflow_files
 from ...journal import StepJob, StepJobs
@@ -42,11 +50,19 @@ class FolderIndex:
 
     A file is loaded as the folder's sync loads it (a probe in a subprocess, then an
     import): a standby offers to run only the steps of files that load on its machine, so
-    a package it lacks sends those steps elsewhere instead of failing them.
+    a package it lacks sends those steps elsewhere instead of failing them. The secret
+    values of a loaded file's workflows (their env over `runtime_env`, as the active daemon
+    registers them) are masked in this process (its log: what their steps print) while the
+    file is indexed; `close` forgets them.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(
+        self, folder: Path, runtime_env: dict[str, str], secret_keys: tuple[str, ...] = ()
+    ) -> None:
         self._folder = folder
+        self._runtime_env = runtime_env
+        self._secret_keys = secret_keys
+        self._secret_tokens: dict[Path, int] = {}  # path -> its `SECRETS` token
         self._seen: dict[Path, tuple[int, int]] = {}  # path -> (mtime_ns, size)
         self._by_path: dict[Path, FileSource] = {}
         self._by_digest: dict[str, FileSource] = {}  # `_by_path` by digest, made by a rescan
@@ -81,12 +97,33 @@ class FolderIndex:
                 await self._load(path)
         for gone in set(self._by_path) - set(present):
             del self._by_path[gone]
+            self._forget_secrets(gone)
         self._seen = present
         self._by_digest = {source.digest: source for source in self._by_path.values()}
         self._looked_at = time.monotonic()
 
+    def close(self) -> None:
+        """Forget the secrets of every file indexed."""
+        for path in list(self._secret_tokens):
+            self._forget_secrets(path)
+
+    def _know_secrets(self, path: Path, loaded: LoadedFile) -> None:
+        values: set[str] = set()
+        for workflow, _ in loaded.workflows:
+            env = Env(workflow.env, self._runtime_env)
+            values |= Redactor(env, extra_keys=self._secret_keys).values
+        self._forget_secrets(path)
+        if values:
+            self._secret_tokens[path] = SECRETS.add(values)
+
+    def _forget_secrets(self, path: Path) -> None:
+        token = self._secret_tokens.pop(path, None)
+        if token is not None:
+            SECRETS.discard(token)
+
     async def _load(self, path: Path) -> None:
         self._by_path.pop(path, None)
+        self._forget_secrets(path)
         if str(self._folder) not in sys.path:  # its helpers (`_*.py`) import by name
             sys.path.insert(0, str(self._folder))
         data = _read(path)
@@ -101,6 +138,7 @@ class FolderIndex:
                 exc.message,
             )
             return
+        self._know_secrets(path, loaded)
         self._by_path[path] = loaded.source
 
 
@@ -123,9 +161,10 @@ class StepServer:
         token: str,
         runtime_env: dict[str, str],
         clock: Clock,
+        secret_keys: tuple[str, ...] = (),
     ) -> None:
         self._jobs = jobs
-        self._index = FolderIndex(folder)
+        self._index = FolderIndex(folder, runtime_env, secret_keys)
         self._pool = pool
         self._token = token
         self._runtime_env = runtime_env
@@ -143,6 +182,7 @@ class StepServer:
             async with asyncio.TaskGroup() as tasks:
                 await self._serve_forever(tasks)
         finally:
+            self._index.close()
             await self._jobs.close()
 
     async def _serve_forever(self, tasks: asyncio.TaskGroup) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from .connection import describe, load_psycopg, parse_url, unreachable
+from .connection import denied, describe, load_psycopg, parse_url, unreachable
 
 if TYPE_CHECKING:
     from ..faults import FaultPoints
@@ -66,7 +66,8 @@ class PostgresJournal:
         try:
             return journal_version(Tx(conn)) > 0
         except load_psycopg().Error as exc:
-            raise unreachable(self.url, parse_url(self.url), exc) from None
+            refused = denied(describe(self.url), "reading", exc)
+            raise refused or unreachable(self.url, parse_url(self.url), exc) from None
         finally:
             conn.close()
 

@@ -22,6 +22,7 @@ from .connection import (
     NOTIFY_CHANNEL,
     SCHEMA,
     connect_options,
+    denied,
     describe,
     load_psycopg,
     parse_url,
@@ -155,6 +156,9 @@ class Session:
 
 def failed(url: str, exc: BaseException) -> JournalError:
     """A statement's failure as one line (psycopg's message, on one line)."""
+    refused = denied(describe(url), "write", exc)
+    if refused is not None:
+        return refused
     reason = " ".join(str(exc).split()) or type(exc).__name__
     return JournalError(f"journal {describe(url)}: write failed: {reason}")
 

@@ -13,6 +13,7 @@ from ...errors import (
     JournalBackendUnavailable,
     JournalError,
     JournalPathInvalid,
+    JournalPermissionDenied,
     JournalUnreachable,
 )
 
@@ -27,6 +28,13 @@ STEP_JOBS_CHANNEL = "orchestrator_steps"  # each step job offered, answered or c
 RUN_TASKS_CHANNEL = "orchestrator_runs"  # each run task offered, patched, answered, cancelled
 # SQLSTATE classes of a lost connection: connection exceptions, the server shutting down.
 LOST_CLASSES = ("08", "57P")
+INSUFFICIENT_PRIVILEGE = "42501"  # the role lacks a right (a GRANT, CREATE on the database)
+# What a role needs on a journal its owner migrated (docs/POSTGRES.md, "Roles").
+GRANTS = (
+    f"GRANT USAGE ON SCHEMA {SCHEMA} TO ROLE; "
+    f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {SCHEMA} TO ROLE; "
+    f"GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {SCHEMA} TO ROLE"
+)
 
 # The journal's advisory lock keys, "ORCH" and a number: each serializes one kind of write
 # among every process of every version, so a number is never reused for another kind.
@@ -119,6 +127,16 @@ def unreachable(url: str, params: dict[str, str], exc: BaseException) -> Journal
     )
 
 
+def denied(location: str, doing: str, exc: BaseException) -> JournalPermissionDenied | None:
+    """The error of `doing` refused for want of a right (SQLSTATE 42501), else None."""
+    if getattr(exc, "sqlstate", None) != INSUFFICIENT_PRIVILEGE:
+        return None
+    return JournalPermissionDenied(
+        f"journal {location}: {doing} failed: {reason(exc)}; the role in the URL lacks a right"
+        f" on the journal: its owner may grant it what daemons and commands need: {GRANTS}"
+    )
+
+
 def reason(exc: BaseException) -> str:
     """`exc`'s message on one line (its type's name if it has none)."""
     return " ".join(str(exc).split()) or type(exc).__name__
@@ -137,5 +155,8 @@ def failed(
 
     A lost connection is `JournalUnreachable`, any other failure a `JournalError`.
     """
+    refused = denied(location, doing, exc)
+    if refused is not None:
+        return refused
     message = f"journal {location}: {doing} failed: {reason(exc)}"
     return JournalUnreachable(message) if lost(exc, conn) else JournalError(message)

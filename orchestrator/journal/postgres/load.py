@@ -14,7 +14,7 @@ from typing import Any
 
 from ...errors import JournalError
 from . import schema
-from .connection import connect, describe, load_psycopg
+from .connection import DAEMONS_LOCK, connect, describe, load_psycopg
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,9 @@ async def load(url: str, tables: Iterable[TableRows]) -> dict[str, int]:
     counts: dict[str, int] = {}
     try:
         async with conn.transaction():
+            # As a daemon registering takes it: one registering now (its row and its
+            # highest run id read, not committed yet) is counted, not raced.
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (DAEMONS_LOCK,))
             await _refuse_a_journal_in_use(conn, url)
             # Counted once at the end: the trigger would update the same few `run_counts`
             # rows once per run, for a million runs in one transaction (minutes, not seconds).

@@ -37,7 +37,7 @@ from ..records import (
     StandbyRecord,
 )
 from . import prefixes
-from .connection import SCHEMA, connect, describe, load_psycopg
+from .connection import SCHEMA, connect, denied, describe, load_psycopg
 from .daemon_rows import FRESH_STANDBY, LIVE_DAEMONS_SQL, newest_live, standby_alive
 from .feed import POLL_SECONDS, POLL_SQL, RETRY_SECONDS, ChangeFeed
 from .schema import MIGRATIONS
@@ -498,6 +498,9 @@ _SET_CONFIG = "SELECT set_config(%s, %s, false)"
 
 
 def _read_failed(location: str, exc: BaseException) -> JournalError:
+    refused = denied(location, "read", exc)
+    if refused is not None:
+        return refused
     reason = " ".join(str(exc).split())
     return JournalError(f"journal {location}: read failed: {reason}")
 

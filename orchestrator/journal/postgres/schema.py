@@ -18,8 +18,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ...errors import JournalCorrupt, JournalError
-from .connection import MIGRATION_LOCK, SCHEMA, connect, load_psycopg
+from ...errors import JournalCorrupt, JournalError, JournalPermissionDenied
+from .connection import (
+    GRANTS,
+    INSUFFICIENT_PRIVILEGE,
+    MIGRATION_LOCK,
+    SCHEMA,
+    connect,
+    describe,
+    load_psycopg,
+    reason,
+)
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the SQLite journal's tables, and the daemons that share the journal.
@@ -400,6 +409,7 @@ async def migrate(url: str) -> Migrated:
     Raises:
         JournalUnreachable: no connection could be made.
         JournalCorrupt: the ``orchestrator`` schema holds tables that are not a journal's.
+        JournalPermissionDenied: the URL's role may not read the schema, or change it.
         JournalError: the journal is newer than this orchestrator, or a statement failed.
     """
     conn = await connect(url)
@@ -407,6 +417,13 @@ async def migrate(url: str) -> Migrated:
         async with conn.transaction():
             return await _upgrade(conn)
     except load_psycopg().Error as exc:
+        if getattr(exc, "sqlstate", None) == INSUFFICIENT_PRIVILEGE:
+            raise JournalPermissionDenied(
+                f"migrating the PostgreSQL journal ({describe(url)}) failed: {reason(exc)};"
+                " the role in the URL may not read the journal's schema or change it: run"
+                " `orchestrator journal migrate --db URL` with a role that may (the"
+                f" database's owner), which may then grant this one what it needs: {GRANTS}"
+            ) from None
         raise JournalError(f"migrating the PostgreSQL journal failed: {exc}") from exc
     finally:
         await conn.close()
@@ -415,7 +432,11 @@ async def migrate(url: str) -> Migrated:
 async def _upgrade(conn: Any) -> Migrated:
     """`migrate` inside the caller's transaction: lock, read the version, apply the rest."""
     await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+    # Not `IF NOT EXISTS`: that checks the right to create in the database even when the
+    # schema is there, and a role granted only the journal's tables could not start.
+    cursor = await conn.execute("SELECT to_regnamespace(%s) IS NULL", (SCHEMA,))
+    if (await cursor.fetchone())[0]:
+        await conn.execute(f"CREATE SCHEMA {SCHEMA}")
     await conn.execute(f"SET LOCAL search_path TO {SCHEMA}, pg_catalog")
     before = await _version(conn)
     for number in range(before + 1, len(MIGRATIONS) + 1):

@@ -27,13 +27,15 @@ from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..records import StepJob, StepOffer, StepReply
-from .connection import STEP_JOBS_CHANNEL
+from .connection import STEP_JOBS_CHANNEL, load_psycopg, reason
 from .daemon_rows import FRESH_STANDBY, standby_alive
 from .offered import OfferedTable, fits
 
 if TYPE_CHECKING:
     import psycopg
 
+# SQLSTATE classes of a value the server refuses (data exceptions, a program limit).
+_REFUSED_CLASSES = ("22", "54")
 _OFFER = (
     "INSERT INTO step_jobs (offered_by, offered_at, run_id, digest, request, state)"
     " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id"
@@ -171,10 +173,27 @@ class PostgresStepJobs(OfferedTable):
         """Answer the job `job_id`; False when it is no longer this claim's.
 
         Raises:
-            ValueError: `reply` holds text the journal cannot keep.
+            ValueError: `reply` holds text the journal cannot keep, or the server refused
+                it for its value (SQLSTATE classes 22 and 54: too long, say): written
+                again, it would be refused again.
         """
         params = (self._json(reply, "reply"), now, job_id, self._text(token, "token"), attempts)
-        return bool(await self._notifying("replying to a step", _REPLY, params))
+        pg = load_psycopg()
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> bool:
+            try:
+                async with conn.transaction():
+                    cursor = await conn.execute(_REPLY, params)
+                    if cursor.rowcount != 1:
+                        return False
+                    await self._notify(conn)
+            except pg.Error as exc:
+                if (getattr(exc, "sqlstate", None) or "")[:2] in _REFUSED_CLASSES:
+                    raise ValueError(f"a step job's reply cannot be kept: {reason(exc)}") from None
+                raise
+            return True
+
+        return await self._run("replying to a step", work)
 
     async def withdrawn(self, ids: Collection[int], *, token: str) -> set[int]:
         """Those of `ids` cancelled, gone, or no longer claimed by `token`."""

@@ -65,6 +65,7 @@ from .connection import (
     DAEMONS_LOCK,
     NOTIFY_CHANNEL,
     connect,
+    denied,
     describe,
     load_psycopg,
     lost,
@@ -339,7 +340,8 @@ class PostgresWriter(WriterStatus):
             await conn.execute(_STANDING_BY, standing)
             rows = await (await conn.execute(_HOLDERS)).fetchall()
         except load_psycopg().Error as exc:
-            raise JournalError(f"journal {self.location}: {reason(exc)}") from None
+            refused = denied(self.location, "standing by", exc)
+            raise refused or JournalError(f"journal {self.location}: {reason(exc)}") from None
         live, _ = _judged(rows, now)
         return live[0] if live else None
 
@@ -384,7 +386,9 @@ class PostgresWriter(WriterStatus):
                     f"journal {self.location}: another daemon's row stayed locked for"
                     f" {REGISTER_LOCK_TIMEOUT}; try again"
                 ) from None
-            raise JournalError(f"journal {self.location}: opening failed: {reason(exc)}") from None
+            refused = denied(self.location, "opening", exc)
+            message = f"journal {self.location}: opening failed: {reason(exc)}"
+            raise refused or JournalError(message) from None
         return int(top[0])
 
     async def run(self) -> None:
