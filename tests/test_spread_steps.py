@@ -493,7 +493,7 @@ async def test_a_reply_the_table_cannot_keep_fails_its_step_instead_of_leaving_i
     monkeypatch.setattr(MemoryStepJobs, "reply", refusing)
     async with spread(tmp_path) as setup:
         ctx = _ctx("add", CollectedLog())
-        with pytest.raises(Exception, match="could not write its reply") as crashed:
+        with pytest.raises(Exception, match="its reply could not be written") as crashed:
             await asyncio.wait_for(setup.spread.call(setup.steps["add"], '{"n": 1}', ctx, None), 60)
         assert type(crashed.value).__name__ == "WorkerCrashed"
         assert setup.server.served == 1
