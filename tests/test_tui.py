@@ -33,6 +33,7 @@ from textual.widgets import (
 )
 
 from orchestrator import Runtime, Trigger, Workflow, WorkflowDisabled
+from orchestrator.testing import eventually
 from tui.app import DashboardApp
 from tui.detail import RunDetailScreen
 from tui.dialogs import ConfirmDialog, ForkDialog, HelpScreen, JsonDialog, parse_object
@@ -323,6 +324,42 @@ async def test_detail_shows_summary_error_timeline_states_and_diff(
         )
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, RunsScreen), "back to the list")
+
+
+class HeldMount(RunDetailScreen):
+    """A run screen whose mount waits for `release` (a slow machine, held still)."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(run_id)
+        self.composed, self.release = asyncio.Event(), asyncio.Event()
+
+    async def on_mount(self) -> None:
+        """Wait; then RunDetailScreen.on_mount adds the tables' columns."""
+        self.composed.set()
+        await self.release.wait()
+
+
+async def test_a_run_opened_as_the_journal_changes_shows_all_of_it(
+    journal: Path, ids: dict[str, str]
+) -> None:
+    """The poll reloads the screen on top, which may be one not yet mounted.
+
+    That reload used to draw into tables that had no columns yet: the draw failed, was
+    remembered as done, and the timeline and children stayed empty until the run changed.
+    """
+    app = DashboardApp(journal)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, RunsScreen), "the list")
+        screen = HeldMount(ids["failed"])
+        app.push_screen(screen)
+        await eventually(screen.composed.is_set, what="the screen composed")
+        assert app.screen is screen and not screen.is_mounted
+        await screen.reload()  # as the poll does when something was committed
+        screen.release.set()
+        timeline = screen.query_one("#timeline-table", DataTable)
+        await until(pilot, lambda: timeline.row_count > 0, "the run's timeline")
+        assert "run.failed" in table_text(timeline)
+        assert ids["failed"] in static_text(screen.query_one("#summary", Static))
 
 
 async def test_a_failed_run_shows_its_traceback(journal: Path, ids: dict[str, str]) -> None:

@@ -109,8 +109,9 @@ class RunDetailScreen(RunScreen):
         detail = await queries.run_detail(self.run_id)
         if detail is None:
             return
-        self.detail, self._fingerprint = detail, fingerprint
+        self.detail = detail
         self._draw(detail)
+        self._fingerprint = fingerprint  # only once drawn: a failed draw is tried again
 
     def tick(self) -> None:
         """The duration of a run that has not ended grows."""

@@ -65,10 +65,15 @@ class LiveScreen(Screen[None]):
         return cast("DashboardApp", self.app)
 
     async def reload(self) -> None:
-        """Re-query and redraw (one load at a time); failures are shown, never raised."""
+        """Re-query and redraw (one load at a time); failures are shown, never raised.
+
+        Not before the screen is mounted: its tables get their columns in `on_mount`, and
+        the journal may change while a screen opens (the app's poll then reloads it). The
+        screen loads once mounted, when it is resumed.
+        """
         async with self._lock:
             queries = self.dashboard.source.queries
-            if queries is None or not self.is_attached:
+            if queries is None or not self.is_attached or not self.is_mounted:
                 return
             try:
                 await self.load(queries)
