@@ -231,6 +231,71 @@ async def test_a_daemon_frozen_inside_a_batch_is_fenced_and_its_batch_refused(
     assert pg(pg_url, "SELECT count(*) FROM runs") == [(0,)]  # nor after it woke up
 
 
+IDLE_DAEMON = """
+import asyncio, sys
+from orchestrator import Runtime
+
+
+async def main() -> None:
+    async with Runtime(sys.argv[1]):
+        print("ready", flush=True)
+        await asyncio.Event().wait()
+
+
+asyncio.run(main())
+"""
+
+
+async def test_a_daemon_frozen_inside_an_offer_is_cut_off_and_taken_over(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """An offer holds its daemon's row (FOR SHARE) in a session of its own, which the
+    server's idle-in-transaction timeout does not end after a pipelined statement: the
+    standby ends it as it ends the frozen writer's, or the fence would wait for good."""
+    import psycopg
+
+    from orchestrator.journal.postgres.connection import OFFERING_NAME
+
+    script = tmp_path / "idle.py"
+    script.write_text(textwrap.dedent(IDLE_DAEMON))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), pg_url, cwd=ROOT, stdout=asyncio.subprocess.PIPE
+    )
+    holder: psycopg.Connection[Any] | None = None
+    try:
+        assert proc.stdout is not None
+        assert (await asyncio.wait_for(proc.stdout.readline(), 60)).strip() == b"ready"
+        ((daemon_id,),) = pg(pg_url, "SELECT id FROM daemons WHERE fenced_at IS NULL")
+        os.kill(proc.pid, signal.SIGSTOP)
+        # Frozen inside an offer: its transaction named as offers name it, the row held.
+        holder = psycopg.connect(pg_url)
+        holder.execute(
+            "SELECT set_config('application_name', %s, true) FROM orchestrator.daemons"
+            " WHERE id = %s FOR SHARE",
+            (OFFERING_NAME.format(daemon=daemon_id), daemon_id),
+        )
+        standby = Runtime(pg_url, standby=True)
+        await asyncio.wait_for(standby.start(), TAKE_OVER_TIMEOUT)
+        try:
+            assert standby.failure is None
+            fenced = pg(
+                pg_url, "SELECT fenced_at IS NOT NULL FROM daemons WHERE id = ?", (daemon_id,)
+            )
+            assert fenced == [(True,)]
+        finally:
+            await standby.stop()
+        with pytest.raises(psycopg.OperationalError):
+            holder.execute("SELECT 1")  # its session was ended
+    finally:
+        if holder is not None:
+            holder.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGCONT)
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
 async def test_start_waits_while_another_runtime_runs_the_journal(
     pg_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

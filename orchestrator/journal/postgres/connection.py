@@ -88,6 +88,12 @@ def _from_environment() -> dict[str, str]:
     return {param: os.environ[var] for var, param in names.items() if os.environ.get(var)}
 
 
+# A daemon's offer transaction names its session so while it holds the daemon's row
+# (transaction-local): a standby cutting off a daemon frozen there ends it as it ends the
+# frozen writer's (an idle-in-transaction timeout does not, after a pipelined statement).
+OFFERING_NAME = "orchestrator-offering-{daemon}"
+
+
 async def connect(url: str, *, autocommit: bool = False) -> psycopg.AsyncConnection[Any]:
     """An async connection to `url` (`JournalUnreachable` if it cannot be made)."""
     pg = load_psycopg()

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ...errors import JournalCorrupt, JournalError, JournalLocked
-from .connection import connect, describe, failed, load_psycopg
+from .connection import OFFERING_NAME, connect, describe, failed, load_psycopg
 from .daemon_rows import FRESH_STANDBY, standby_alive
 
 if TYPE_CHECKING:
@@ -35,7 +35,10 @@ _log = logging.getLogger(__name__)
 RETRY_SECONDS = (0.1, 5.0)
 
 # The offering daemon's row, share-locked as its writer's batches lock it: a fence waits.
-_CHECK = "SELECT epoch, fenced_at, stopped_at FROM daemons WHERE id = %s FOR SHARE"
+_CHECK = (
+    "SELECT epoch, fenced_at, stopped_at, set_config('application_name', %s, true)"
+    " FROM daemons WHERE id = %s FOR SHARE"
+)
 _NOTIFY = "SELECT pg_notify(%s, '')"
 # A daemon frozen inside a transaction (an offer share-locks its `daemons` row, a requeue
 # locks rows) would hold those locks as long as it is frozen: its fence, and the standbys'
@@ -135,7 +138,8 @@ class OfferedTable:
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> list[int]:
             async with conn.transaction():
-                row = await (await conn.execute(_CHECK, (daemon_id,))).fetchone()
+                named = OFFERING_NAME.format(daemon=daemon_id)
+                row = await (await conn.execute(_CHECK, (named, daemon_id))).fetchone()
                 if row is None or row[0] != epoch or row[1] is not None or row[2] is not None:
                     raise JournalLocked(
                         f"journal {self.location}: daemon {daemon_id} (epoch {epoch}) was"

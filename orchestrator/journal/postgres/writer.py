@@ -64,6 +64,7 @@ from . import schema
 from .connection import (
     DAEMONS_LOCK,
     NOTIFY_CHANNEL,
+    OFFERING_NAME,
     connect,
     denied,
     describe,
@@ -319,6 +320,7 @@ class PostgresWriter(WriterStatus):
             _, stale = _judged(await (await conn.execute(_HOLDERS)).fetchall(), now)
             if stale:
                 names = [APPLICATION_NAME.format(token=holder.token) for _, holder in stale]
+                names += [OFFERING_NAME.format(daemon=daemon) for daemon, _ in stale]
                 await conn.execute(_CUT_OFF, (names,))
         except load_psycopg().Error as exc:  # no right to: the fence waits for its lock
             _log.warning(
