@@ -121,8 +121,11 @@ async def test_a_file_that_forks_at_import_is_a_load_error_not_a_second_daemon(
 
 
 def test_a_thread_a_workflow_file_starts_at_import_does_not_keep_a_stopped_daemon_alive(
-    folder: Path, db: Path
+    folder: Path, db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    runtime = tmp_path / "run"  # a registry of live daemons of this test's own
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
     write(folder / "good.py", workflow_source("good", "ok"))
     write(
         folder / "spins.py",
@@ -156,6 +159,10 @@ def test_a_thread_a_workflow_file_starts_at_import_does_not_keep_a_stopped_daemo
     assert "stopped cleanly" in daemon.log()
     assert "exiting without waiting for threads" in daemon.log()
     assert "spinner" in daemon.log()
+    # Exiting at once, it still left the registry of live daemons, as a clean stop does.
+    assert [
+        p.name for p in (runtime / "orchestrator").iterdir() if p.name.startswith("daemon-")
+    ] == []
 
 
 @pytest.mark.parametrize("how", ["swapped", "removed then made again"])

@@ -164,9 +164,18 @@ class DaemonSettings:
 
 
 async def serve(
-    folder: Path, db: str | Path, settings: DaemonSettings, *, foreground: Foreground | None = None
+    folder: Path,
+    db: str | Path,
+    settings: DaemonSettings,
+    *,
+    foreground: Foreground | None = None,
+    leaving: Callable[[], None] | None = None,
 ) -> int:
-    """Run the daemon on journal `db` (a path or a URL) until a stop signal (or `foreground`)."""
+    """Run the daemon on journal `db` (a path or a URL) until a stop signal (or `foreground`).
+
+    `leaving` is called before the process exits at once (steps or threads that linger:
+    `_exit_if_steps_linger`), for what a normal return would have closed (the registry entry).
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -211,7 +220,7 @@ async def serve(
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
     code = _report(rt.failure)
-    _exit_if_steps_linger(code)
+    _exit_if_steps_linger(code, leaving)
     return code
 
 
@@ -263,7 +272,7 @@ def _report(failure: JournalError | None) -> int:
     return EXIT_JOURNAL_FAILED
 
 
-def _exit_if_steps_linger(code: int) -> None:
+def _exit_if_steps_linger(code: int, leaving: Callable[[], None] | None = None) -> None:
     """Exit at once if a sync step (or a thread a workflow file started) still runs.
 
     A sync step cannot be interrupted, and Python waits for every worker thread at exit:
@@ -293,6 +302,8 @@ def _exit_if_steps_linger(code: int) -> None:
             "exiting without waiting for threads a workflow file or step started: %s", others
         )
     if busy or others:
+        if leaving is not None:
+            leaving()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

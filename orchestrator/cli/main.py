@@ -846,11 +846,12 @@ async def _serve(args: argparse.Namespace, registration: Registration) -> int:
         isolate=not args.no_isolate,
         workers=args.workers,
     )
+    leaving = registration.close  # also before an exit at once (steps that linger)
     if not dashboard:
-        return await serve(args.folder, db, settings)
+        return await serve(args.folder, db, settings, leaving=leaving)
     from .dashboard import in_daemon  # only `up` on a terminal needs Textual
 
-    return await serve(args.folder, db, settings, foreground=in_daemon(Path(db)))
+    return await serve(args.folder, db, settings, foreground=in_daemon(Path(db)), leaving=leaving)
 
 
 def _cmd_tui(args: argparse.Namespace) -> int:
