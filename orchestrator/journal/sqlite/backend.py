@@ -70,11 +70,9 @@ class SqliteJournal:
 
     def incarnation(self) -> object:
         """The file's device and inode, or None if it is not there (or cannot be reached)."""
-        try:
-            stat = self.path.stat()
-        except (OSError, ValueError):
-            return None
-        return stat.st_dev, stat.st_ino
+        from .connection import file_identity
+
+        return file_identity(self.path)
 
     def writer(
         self, *, synchronous: Synchronous = "FULL", faults: FaultPoints | None = None

@@ -309,3 +309,15 @@ def rollback_if_open(conn: sqlite3.Connection) -> None:
     """
     if conn.in_transaction:
         conn.rollback()
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """The device and inode of the file `path` names (following symlinks); None if none.
+
+    What tells a journal file from another put under its name (a restore, a stray ``rm``).
+    """
+    try:
+        stat = os.stat(path)
+    except (OSError, ValueError):  # not there, unreachable, or a NUL in the path
+        return None
+    return stat.st_dev, stat.st_ino

@@ -62,6 +62,7 @@ from .connection import (
     BUSY_TIMEOUT_MS,
     SQLITE_ERRORS,
     connect_writer,
+    file_identity,
     is_corrupt,
     is_transient,
     rollback_if_open,
@@ -146,7 +147,7 @@ class GroupCommitWriter(WriterStatus):
         try:
             self._absolute = Path(os.path.abspath(self.path))
             self._absolute_wal = _wal_of(self._absolute)
-            self._file = _identity(self._absolute)
+            self._file = file_identity(self._absolute)
             self._migrate(conn)
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -159,8 +160,7 @@ class GroupCommitWriter(WriterStatus):
             conn.close()
             raise
         self._conn = conn
-        with contextlib.suppress(OSError):  # it stays while a connection is open
-            self._wal = _identity(self._absolute_wal)
+        self._wal = file_identity(self._absolute_wal)  # it stays while a connection is open
         self._renewed_at = time.monotonic()
         return Opened(max_run_row=int(max_row))
 
@@ -468,10 +468,7 @@ class GroupCommitWriter(WriterStatus):
         for path, opened in ((self._absolute, self._file), (self._absolute_wal, self._wal)):
             if opened is None:
                 continue
-            try:
-                now: tuple[int, int] | None = _identity(path)
-            except OSError:
-                now = None
+            now = file_identity(path)
             if now != opened:
                 what = "deleted" if now is None else "replaced by another file"
                 name = "the file" if path == self._absolute else f"its file {path.name}"
@@ -527,12 +524,6 @@ def execute_rows(conn: sqlite3.Connection, stmt: Stmt, rows: list[tuple[Any, ...
 
 def _wal_of(path: Path) -> Path:
     return path.with_name(f"{path.name}-wal")
-
-
-def _identity(path: Path) -> tuple[int, int]:
-    """The device and inode of the file `path` names (following symlinks)."""
-    stat = os.stat(path)
-    return stat.st_dev, stat.st_ino
 
 
 def _rollback_quietly(conn: sqlite3.Connection) -> None:
