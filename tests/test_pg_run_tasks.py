@@ -396,7 +396,7 @@ def test_only_a_postgresql_journal_has_run_tasks(tmp_path: Path) -> None:
     assert "secret" not in made.location
 
 
-async def test_migration_5_upgrades_a_schema_4_journal_with_rows(
+async def test_migrations_5_and_6_upgrade_a_schema_4_journal_with_rows(
     tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A journal copied by main's migrations 1-4, with runs, daemons, standbys and step jobs."""
@@ -421,7 +421,9 @@ async def test_migration_5_upgrades_a_schema_4_journal_with_rows(
         await tasks.open()
     await tasks.close()
     migrated = await migrate_journal(pg_url)
-    assert (migrated.before, migrated.after) == (4, 5)
+    assert (migrated.before, migrated.after) == (4, 6)
+    standing = "SELECT token, executes_for, wrote_at FROM standbys"
+    assert query(pg_url, standing) == [("e", None, None)]  # a standby, not an executor
     after = {t: query(pg_url, f"SELECT count(*) FROM {t}") for t in ("runs", "events", "step_jobs")}
     assert after == before and before["runs"] != [(0,)]
     assert fenced(pg_url) == {"e": None}

@@ -128,6 +128,18 @@ class Ending:
     failed_step: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """How a segment ended its run, decided and not journaled yet (`end` journals it)."""
+
+    status: RunStatus
+    error: str | None = None
+    code: RunCode | None = None
+    # The step it failed in (None: before any step), and the traceback of what it raised.
+    step: str | None = None
+    trace: str | None = None
+
+
 async def execute(run: ActiveRun, env: ExecutorEnv) -> Ending | PauseRequest:
     """Run the remaining steps of `run` and enqueue how it ends, or how it wants to pause.
 
@@ -142,6 +154,27 @@ async def execute(run: ActiveRun, env: ExecutorEnv) -> Ending | PauseRequest:
             continues from its last committed checkpoint when the journal is next opened.
     """
     try:
+        outcome = await run_segment(run, env)
+    except asyncio.CancelledError:
+        if not run.abort_requested or run.finishing:
+            raise
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        return _aborted(run, env)
+    return outcome if isinstance(outcome, PauseRequest) else end(run, env, outcome)
+
+
+async def run_segment(run: ActiveRun, env: ExecutorEnv) -> Finished | PauseRequest:
+    """Run the remaining steps of `run` until it pauses or ends; journal its checkpoints.
+
+    How it ends is returned, not journaled (`end` journals it): an executor of a shared
+    journal replies with it, and its coordinator journals the end.
+
+    Raises:
+        asyncio.CancelledError: Shutdown or an abort (`execute` tells them apart).
+    """
+    try:
         if run.invalid_input is not None:
             raise _RunFailed(run.invalid_input, RunCode.INVALID_STATE, None)
         if run.crash_loop is not None:
@@ -150,16 +183,25 @@ async def execute(run: ActiveRun, env: ExecutorEnv) -> Ending | PauseRequest:
             pause = await _run_step(run, run.steps[run.step_index], env)
             if pause is not None:
                 return pause
-        return _finish(run, env, RunStatus.COMPLETED)
+        return Finished(RunStatus.COMPLETED)
     except _RunFailed as failure:
-        return _finish(run, env, RunStatus.FAILED, failure)
-    except asyncio.CancelledError:
-        if not run.abort_requested or run.finishing:
-            raise
-        task = asyncio.current_task()
-        if task is not None:
-            task.uncancel()
-        return _aborted(run, env)
+        return Finished(
+            RunStatus.FAILED, failure.message, failure.code, failure.step, failure.trace
+        )
+
+
+def end(run: ActiveRun, env: ExecutorEnv, finished: Finished) -> Ending:
+    """Enqueue the end of `run` as `finished` says (`settle` waits for its commit)."""
+    failure = None
+    if finished.code is not None:
+        message = finished.error or finished.status
+        failure = _RunFailed(message, finished.code, finished.step, finished.trace)
+    return _finish(run, env, finished.status, failure)
+
+
+def aborted(run: ActiveRun, env: ExecutorEnv) -> Ending:
+    """Enqueue the end of `run`, aborted (by request, or replaced: `run.abort_code`)."""
+    return _aborted(run, env)
 
 
 async def finish_aborted(run: ActiveRun, env: ExecutorEnv) -> RunResult:

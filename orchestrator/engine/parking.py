@@ -567,20 +567,7 @@ class Parking:
 
     def signal(self, parked: ParkedRun | ActiveRun, patch: dict[str, Any]) -> list[ops.Op]:
         """Merge a patch into a parked (or running) run's state; it goes on as it was."""
-        now = self._clock.now_us()
-        parked.position += 1
-        parked.state_text = encode_state({**decode_state(parked.state_text), **patch})
-        return [
-            *ops.state_change(parked.row, parked.position, "signal", parked.state_text, now),
-            self._timeline(
-                parked.row,
-                parked.position,
-                "runtime",
-                "run.signalled",
-                "state patched by a signal",
-                {"patch": patch},
-            ),
-        ]
+        return signalled(parked, patch, self._clock.now_us())
 
     def end(self, parked: ParkedRun) -> list[ops.Op]:
         """A parked run is ended (aborted or failed) without resuming."""
@@ -812,3 +799,21 @@ def _pausing_step(run: ActiveRun) -> str | None:
     """The step that asked `run` to wait (it has just ended: `step_index` is past it)."""
     index = run.step_index - 1
     return run.steps[index].name if 0 <= index < len(run.steps) else None
+
+
+def signalled(target: ParkedRun | ActiveRun, patch: dict[str, Any], now: int) -> list[ops.Op]:
+    """Merge `patch` into `target`'s state as a checkpoint of its own; what that journals."""
+    target.position += 1
+    target.state_text = encode_state({**decode_state(target.state_text), **patch})
+    return [
+        *ops.state_change(target.row, target.position, "signal", target.state_text, now),
+        ops.add_timeline(
+            target.row,
+            now,
+            "runtime",
+            "run.signalled",
+            position=target.position,
+            message="state patched by a signal",
+            data={"patch": patch},
+        ),
+    ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -63,7 +64,10 @@ from .inbox import InboxPoller
 from .lifecycle import Handler, Lifecycle
 from .registry import RegisteredWorkflow, Registry, register
 from .retention import Pruner
+from .segments.offering import Offering
+from .segments.serving import RunServer
 from .workers import SpreadPool, StepRunner, StepServer, WorkerPool, Workers, plan_isolation
+from .workers.serve import FolderIndex
 
 HEARTBEAT_SECONDS = 1.0
 STEP_THREADS = "orchestrator-step"  # the name prefix of the worker threads of sync steps
@@ -159,6 +163,7 @@ class Runtime:
         self._reader: JournalQueries | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._background: list[asyncio.Task[None]] = []
+        self._offering: asyncio.Task[None] | None = None
         self._state = "new"
         self._folder = (
             None if workflows_dir is None else WorkflowFolder(Path(workflows_dir).resolve(), self)
@@ -203,30 +208,69 @@ class Runtime:
             raise
 
     async def _open_writer(self) -> Opened:
-        """Open the writer; a standby runs offered steps while it waits to take over."""
+        """Open the writer; a standby serves offered steps and segments while it waits."""
         step_jobs = self._journal.step_jobs() if self._standby else None
+        run_tasks = self._journal.run_tasks() if self._standby else None
         identity = self._writer.identity
         if step_jobs is None or identity is None or self._folder is None:
             return await self._writer.open(standby=self._standby)
-        server = StepServer(
-            step_jobs,
-            self._folder.path,
-            self._workers,
-            token=identity.token,
-            runtime_env=self._runtime_env,
-            clock=self._clock,
-            secret_keys=self._secrets,
-        )
+        index = FolderIndex(self._folder.path, self._runtime_env, self._secrets)
+        servers = [
+            StepServer(
+                step_jobs,
+                self._folder.path,
+                self._workers,
+                token=identity.token,
+                runtime_env=self._runtime_env,
+                clock=self._clock,
+                secret_keys=self._secrets,
+                index=index,
+            ).run()
+        ]
+        scopes: dict[str, ServiceScope] = {}
+        if run_tasks is not None:
+            prepare = functools.partial(self._prepare_elsewhere, scopes)
+            server = RunServer(
+                run_tasks,
+                index,
+                writer_for=self._journal.executor_writer,
+                prepare=prepare,
+                standby_token=identity.token,
+                clock=self._clock,
+                threads=self._threads,
+                workers=self._workers,
+            )
+            servers.append(server.run())
         # Owned here, not by a task group: a group would wrap the writer's own error
         # (an unreachable server, a newer schema) in an exception group.
-        serving = asyncio.create_task(server.run(), name="serve-steps")
+        serving = [asyncio.create_task(work, name="serve-standby") for work in servers]
         try:
             return await self._writer.open(standby=True)
         finally:
-            serving.cancel()
-            (ended,) = await asyncio.gather(serving, return_exceptions=True)
-            if isinstance(ended, Exception):  # a bug: serving stopped, standing by did not
-                _log.error("serving offered steps failed", exc_info=ended)
+            for task in serving:
+                task.cancel()
+            for ended in await asyncio.gather(*serving, return_exceptions=True):
+                if isinstance(ended, Exception):  # a bug: serving stopped, standing by did not
+                    _log.error("serving the active daemon failed", exc_info=ended)
+            index.close()
+            for scope in scopes.values():
+                for error in await scope.close():
+                    _log.error("a service cleanup failed: %r", error)
+
+    def _prepare_elsewhere(
+        self, scopes: dict[str, ServiceScope], source: FileSource, workflow: Workflow
+    ) -> RegisteredWorkflow:
+        """A workflow of a file as an executor runs its segments (its own service scope)."""
+        registered = self._prepare(workflow, source=source)
+        scope = scopes.setdefault(
+            f"{workflow.id}@{source.digest}",
+            ServiceScope(
+                {service.id: service for service in workflow.services},
+                parent=self._global_services,
+                scope="workflow",
+            ),
+        )
+        return dataclasses.replace(registered, service_scope=scope)
 
     def _step_runner(self) -> StepRunner:
         """This daemon's workers; on a shared journal, and the standbys' too."""
@@ -247,6 +291,7 @@ class Runtime:
         workers = self._step_runner()
         if isinstance(workers, SpreadPool):
             self._background.append(tasks.create_task(workers.run(), name="spread-steps"))
+        run_tasks = self._journal.run_tasks() if self._folder is not None else None
         control = self._control = Control(
             writer=self._writer,
             reader=reader,
@@ -264,6 +309,17 @@ class Runtime:
             commands=self._journal.commands,
             switches=await reader.switches(),
         )
+        if run_tasks is not None:
+            offering = control.runs.offering = Offering(
+                run_tasks,
+                writer=self._writer,
+                reader=reader,
+                clock=self._clock,
+                identity=lambda: self._writer.identity,
+                wants=control.env.wants,
+            )
+            # Not in `_background`: it stops after the runs do (their executors answer).
+            self._offering = tasks.create_task(offering.run(), name="offer-segments")
         self._writer.enqueue(ops.reset_workflows())
         await self._apply_switches(control, reader)
         await control.restore()
@@ -347,6 +403,9 @@ class Runtime:
         if self._control is not None:
             # After a journal failure nothing a step does can be recorded: no grace.
             await self._control.runs.stop(self._grace if self._failure is None else 0)
+        if self._offering is not None:
+            self._offering.cancel()
+            await asyncio.gather(self._offering, return_exceptions=True)
         for scope in [*self._workflow_scopes.values(), self._global_services]:
             for error in await scope.close():
                 _log.error("a service cleanup failed at stop: %r", error)

@@ -26,7 +26,10 @@ from .executor import (
     ActiveRun,
     Ending,
     ExecutorEnv,
+    Finished,
+    aborted,
     context_for,
+    end,
     execute,
     finish_aborted,
     quiet,
@@ -35,6 +38,7 @@ from .executor import (
 )
 from .recovery import Resumable, crash_loop, plan
 from .registry import RegisteredWorkflow
+from .segments.offering import ABORTED, Offering
 
 if TYPE_CHECKING:
     from .parking import ParkedRun, Parking
@@ -82,6 +86,8 @@ class Supervisor:
         self.spawned = 0
         # The runs each batch settles once it commits (their tasks have ended already).
         self._settling: dict[asyncio.Future[None], list[ActiveRun]] = {}
+        # On a shared journal: where segments of runs are offered to executors.
+        self.offering: Offering | None = None
 
     def start_run(
         self,
@@ -203,7 +209,12 @@ class Supervisor:
         self._spawn(run, lifecycle="run.retried")
 
     def signal_active(self, run: ActiveRun, patch: dict[str, Any]) -> list[ops.Op]:
-        """Merge `patch` into a running run: journaled now, and it wins over the step's result."""
+        """Merge `patch` into a running run: journaled now, and it wins over the step's result.
+
+        A run executed elsewhere gets it from its executor, which journals it.
+        """
+        if self.offering is not None and self.offering.signal(run, patch):
+            return []
         run.pending_patch = {**(run.pending_patch or {}), **patch}
         return self.parking.signal(run, patch)
 
@@ -568,11 +579,11 @@ class Supervisor:
         soon as its last writes are enqueued; a callback on their batch settles it
         (`_committed`), and until then it stays active, as if its task still waited.
         """
-        outcome = await execute(run, self._env)
+        outcome = await self._segment(run)
         while isinstance(outcome, PauseRequest):
             paused = self.parking.park_or_drain(run, outcome)
             if paused is None:  # a buffered event was waiting: go on at once
-                outcome = await execute(run, self._env)
+                outcome = await self._segment(run)
                 continue
             # Before any await: a resume may come next.
             self.admission.paused(run.workflow.id, run.run_id)
@@ -601,6 +612,19 @@ class Supervisor:
             self._settle_later(run, outcome)
             return None
         return await settle(run, self._env, outcome)
+
+    async def _segment(self, run: ActiveRun) -> Ending | PauseRequest:
+        """Execute `run` until it pauses or ends: here, or offered to an executor."""
+        offering = self.offering
+        if offering is not None and offering.takes(run, len(self.active)):
+            outcome = await offering.run_elsewhere(run)
+            if isinstance(outcome, PauseRequest):
+                return outcome
+            if isinstance(outcome, Finished):
+                return end(run, self._env, outcome)
+            if outcome is ABORTED or run.abort_requested:
+                return aborted(run, self._env)
+        return await execute(run, self._env)
 
     def _settle_later(self, run: ActiveRun, ending: Ending) -> None:
         """Settle `run` as `ending` says once its batch commits (`_committed`).

@@ -651,6 +651,35 @@ class RunTasks(Protocol):
         ``{"crashed": "the daemons serving it stopped N times"}``. How many tasks moved.
         """
 
+    async def abandon(self, *, daemon_id: int, now: int) -> list[int]:
+        """Fence the executors of `daemon_id`'s tasks judged gone; delete their open tasks.
+
+        Their writers' connections are ended first; a batch of theirs in flight commits
+        before the fence. The ids deleted: those runs continue from their last committed
+        checkpoints.
+        """
+
+    async def fence_others(self, *, daemon_id: int, now: int) -> int:
+        """Fence every executor of another daemon's tasks, then delete those tasks."""
+
+    async def take_back(self, ids: Collection[int], limit: int) -> list[int]:
+        """Delete up to `limit` of `ids` no executor has claimed yet (the ids deleted)."""
+
+    async def executors(self) -> int:
+        """How many executors are enlisted and fresh."""
+
+    async def enlist(self, *, token: str, executes_for: str) -> None:
+        """Add an executor's row under a new `token` (for the standby `executes_for`)."""
+
+    async def renew(self, token: str) -> bool:
+        """Renew `token`'s executor row; False once it is fenced or gone (enlist anew)."""
+
+    async def leave(self, token: str) -> None:
+        """Delete `token`'s executor row."""
+
+    async def withdrawn(self, ids: Collection[int], *, token: str) -> set[int]:
+        """Those of `ids` cancelled, gone, or no longer claimed by `token`."""
+
     async def claim(
         self, *, token: str, digests: Collection[str], limit: int, now: int
     ) -> list[RunTask]:
@@ -723,3 +752,9 @@ class JournalBackend(Protocol):
 
     def run_tasks(self) -> RunTasks | None:
         """Segments of runs offered to executors, not connected yet; None without standbys."""
+
+    def executor_writer(self, token: str) -> JournalWriter | None:
+        """The writer of the executor `token`'s run segments, not open; None without standbys.
+
+        Its batches are fenced by that executor's row (`RunTasks.enlist`), not a daemon's.
+        """

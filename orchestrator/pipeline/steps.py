@@ -93,7 +93,7 @@ async def run_step(
         except BaseException as exc:  # noqa: BLE001 - user code: whatever it raises fails it
             # SystemExit, KeyboardInterrupt, a CancelledError of its own: that run's failure,
             # never the process's exit nor the end of the loop.
-            raise_if_cancelled(exc)
+            _raise_if_not_its_failure(exc)
             failure, timed_out = exc, False
         if attempt > bound.step.retries:
             raise StepFailed(failure, attempts=attempt, timed_out=timed_out) from failure
@@ -109,6 +109,22 @@ def _awaitable(result: object) -> bool:
     """Whether what an async step returned is to be awaited once more."""
     # A dict first: `isawaitable` ends in an ABC check, and nearly every step returns one.
     return type(result) is not dict and inspect.isawaitable(result)
+
+
+class StepElsewhere(BaseException):
+    """Raised into a step that needs what only another process has: it runs there instead.
+
+    A `BaseException`, so that a step's ``except Exception`` lets it through; never
+    retried, never a failure of the run (an executor of a shared journal hands the run
+    back to its coordinator, where the step runs again from its start).
+    """
+
+
+def _raise_if_not_its_failure(exc: BaseException) -> None:
+    """Raise `exc` again if it is no failure of the step: a cancel, or `StepElsewhere`."""
+    raise_if_cancelled(exc)
+    if isinstance(exc, StepElsewhere):
+        raise exc
 
 
 class _Timeout(Exception):

@@ -124,7 +124,7 @@ def _outcome(reply: dict[str, Any], ctx: StepContext | None) -> object:
         parse_payload(text)  # journaled as it is: a row something else wrote is checked
         return EncodedState(text)
     if "pause" in reply:
-        return _pause(reply["pause"])
+        return checked_pause(reply["pause"])
     if "invalid" in reply:
         return Unencodable(_text(reply["invalid"]))
     if "raised" in reply:
@@ -138,7 +138,7 @@ def _outcome(reply: dict[str, Any], ctx: StepContext | None) -> object:
     raise ValueError(f"no outcome in {sorted(reply)}")
 
 
-def _pause(value: Any) -> PauseRequest:
+def checked_pause(value: Any) -> PauseRequest:
     """A reply's pause, checked as `ctx.pause`, `ctx.sleep` or `ctx.join` checks one.
 
     It is parked as it is: a row something else wrote (a timeout that is not seconds)

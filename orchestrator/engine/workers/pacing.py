@@ -1,4 +1,4 @@
-"""How both sides of the step jobs pace their looks at the journal (`spread`, `serve`).
+"""How both sides of step jobs and run tasks pace their looks at the journal (`spread`, `serve`).
 
 `news_or` waits for news of jobs or a wake-up in this process, never longer than asked;
 `Backoff` spaces the tries while the journal cannot be reached. Neither reads a row.
@@ -7,8 +7,15 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
-from ...journal import StepJobs
+
+class _News(Protocol):
+    """A table of offered work whose notifications `news_or` waits for."""
+
+    async def wait(self, timeout: float) -> None:  # noqa: ASYNC109 - a polling bound
+        """Until a notification, or `timeout` seconds."""
+
 
 BACKOFF_FIRST = 0.5  # seconds before the first try again
 BACKOFF_MAX = 5.0  # seconds between tries at most, doubling from the first
@@ -31,10 +38,10 @@ class Backoff:
         await asyncio.sleep(seconds)
 
 
-async def news_or(event: asyncio.Event, step_jobs: StepJobs, seconds: float) -> None:
-    """Until `event` is set or news of jobs comes (at most `seconds`); `event` is cleared."""
+async def news_or(event: asyncio.Event, table: _News, seconds: float) -> None:
+    """Until `event` is set or news of `table` comes (at most `seconds`); `event` cleared."""
     if not event.is_set():
-        news = asyncio.ensure_future(step_jobs.wait(seconds))
+        news = asyncio.ensure_future(table.wait(seconds))
         woken = asyncio.ensure_future(event.wait())
         try:
             await asyncio.wait((news, woken), return_when=asyncio.FIRST_COMPLETED)

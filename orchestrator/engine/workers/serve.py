@@ -64,8 +64,8 @@ class FolderIndex:
         self._secret_keys = secret_keys
         self._secret_tokens: dict[Path, int] = {}  # path -> its `SECRETS` token
         self._seen: dict[Path, tuple[int, int]] = {}  # path -> (mtime_ns, size)
-        self._by_path: dict[Path, FileSource] = {}
-        self._by_digest: dict[str, FileSource] = {}  # `_by_path` by digest, made by a rescan
+        self._by_path: dict[Path, LoadedFile] = {}
+        self._by_digest: dict[str, LoadedFile] = {}  # `_by_path` by digest, made by a rescan
         self._config = FolderConfig()
         self._looked_at = float("-inf")
 
@@ -77,6 +77,11 @@ class FolderIndex:
 
     def get(self, digest: str) -> FileSource | None:
         """The file with `digest`, if the folder has it."""
+        loaded = self._by_digest.get(digest)
+        return None if loaded is None else loaded.source
+
+    def loaded(self, digest: str) -> LoadedFile | None:
+        """The file with `digest` as loaded here (its workflows), if the folder has it."""
         return self._by_digest.get(digest)
 
     async def _rescan(self) -> None:
@@ -99,7 +104,7 @@ class FolderIndex:
             del self._by_path[gone]
             self._forget_secrets(gone)
         self._seen = present
-        self._by_digest = {source.digest: source for source in self._by_path.values()}
+        self._by_digest = {loaded.source.digest: loaded for loaded in self._by_path.values()}
         self._looked_at = time.monotonic()
 
     def close(self) -> None:
@@ -139,7 +144,7 @@ class FolderIndex:
             )
             return
         self._know_secrets(path, loaded)
-        self._by_path[path] = loaded.source
+        self._by_path[path] = loaded
 
 
 def _read(path: Path) -> bytes | None:
@@ -162,9 +167,12 @@ class StepServer:
         runtime_env: dict[str, str],
         clock: Clock,
         secret_keys: tuple[str, ...] = (),
+        index: FolderIndex | None = None,
     ) -> None:
         self._jobs = jobs
-        self._index = FolderIndex(folder, runtime_env, secret_keys)
+        # An index given is shared (with the run server) and closed by its owner.
+        self._owns_index = index is None
+        self._index = index or FolderIndex(folder, runtime_env, secret_keys)
         self._pool = pool
         self._token = token
         self._runtime_env = runtime_env
@@ -182,7 +190,8 @@ class StepServer:
             async with asyncio.TaskGroup() as tasks:
                 await self._serve_forever(tasks)
         finally:
-            self._index.close()
+            if self._owns_index:
+                self._index.close()
             await self._jobs.close()
 
     async def _serve_forever(self, tasks: asyncio.TaskGroup) -> None:

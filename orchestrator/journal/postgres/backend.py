@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         Synchronous,
     )
     from .commands import PostgresCommands
+    from .executor_writer import ExecutorWriter
     from .run_tasks import PostgresRunTasks
     from .step_jobs import PostgresStepJobs
 
@@ -106,6 +107,12 @@ class PostgresJournal:
         from .run_tasks import PostgresRunTasks
 
         return PostgresRunTasks(self.url)
+
+    def executor_writer(self, token: str) -> ExecutorWriter:
+        """The writer of executor `token`'s run segments (`postgres.executor_writer`)."""
+        from .executor_writer import ExecutorWriter
+
+        return ExecutorWriter(self.url, token=token)
 
 
 def open_postgres(url: str) -> PostgresJournal:

@@ -193,6 +193,30 @@ class OfferedTable:
         sql = f"DELETE FROM {self.TABLE} WHERE offered_by <> %s"
         return await self._statement(f"clearing {self.PLURAL}", sql, (daemon_id,))
 
+    async def take_back(self, ids: Collection[int], limit: int) -> list[int]:
+        """Delete up to `limit` of `ids` nothing has claimed yet, first offered first."""
+        if not ids or limit < 1:
+            return []
+        sql = (
+            f"DELETE FROM {self.TABLE} WHERE id IN (SELECT id FROM {self.TABLE}"
+            " WHERE id = ANY(%s) AND claimed_by IS NULL AND reply IS NULL ORDER BY id"
+            " LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id"
+        )
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> list[int]:
+            rows = await (await conn.execute(sql, (list(ids), limit))).fetchall()
+            return sorted(int(row[0]) for row in rows)
+
+        return await self._run(f"taking {self.PLURAL} back", work)
+
+    async def withdrawn(self, ids: Collection[int], *, token: str) -> set[int]:
+        """Those of `ids` cancelled, gone, or no longer claimed by `token`."""
+        sql = (
+            f"SELECT id FROM {self.TABLE} WHERE id = ANY(%s) AND claimed_by = %s AND cancelled = 0"
+        )
+        token = self._text(token, "token")
+        return await self._absent(f"checking claimed {self.PLURAL}", sql, ids, token)
+
     async def _take(self, ids: Collection[int]) -> list[tuple[int, dict[str, Any]]]:
         """The replies of those of `ids` answered, by id; their rows deleted."""
         if not ids:

@@ -471,8 +471,11 @@ class PostgresReader(SharedReads):
         """
         rows = await self.fetch(
             "SELECT pid, host, started_at, (SELECT count(*) FROM step_jobs j"
-            " WHERE j.claimed_by = standbys.token AND j.reply IS NULL AND j.cancelled = 0)"
-            f" FROM standbys WHERE {FRESH_STANDBY} ORDER BY started_at, token"
+            " WHERE j.claimed_by = s.token AND j.reply IS NULL AND j.cancelled = 0)"
+            " + (SELECT count(*) FROM run_tasks t JOIN standbys x ON x.token = t.claimed_by"
+            " WHERE x.executes_for = s.token AND t.reply IS NULL AND t.cancelled = 0)"
+            f" FROM standbys s WHERE s.executes_for IS NULL AND s.{FRESH_STANDBY}"
+            " ORDER BY s.started_at, s.token"
         )
         return [
             StandbyRecord(int(pid), str(host), int(started), int(running))

@@ -28,12 +28,16 @@ transaction: their psycopg errors are the caller's to translate, as its batch's 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ...errors import JournalLocked
+from ...errors import JournalError, JournalLocked
+from ..liveness import HOST
 from ..records import RunTask, RunTaskOffer, RunTaskReply
 from .connection import RUN_TASKS_CHANNEL, load_psycopg
+from .daemon_rows import FRESH_STANDBY, SERVER_NOW_US, standby_alive
+from .executor_writer import EXECUTOR_NAME
 from .offered import OfferedTable, fits, json_object
 
 if TYPE_CHECKING:
@@ -50,6 +54,32 @@ _OFFER = (
 _STANDBY = "SELECT fenced_at FROM standbys WHERE token = %s FOR KEY SHARE"
 _LOCK_GONE = "SELECT token FROM standbys WHERE token = ANY(%s) ORDER BY token FOR UPDATE"
 _FENCE = "UPDATE standbys SET fenced_at = %s WHERE token = ANY(%s) AND fenced_at IS NULL"
+# An executor's own row: enlisted under a new token each time (a row fenced or deleted is
+# never written back: the fence stays), renewed by its loop, deleted when it stops.
+_ENLIST = (
+    "INSERT INTO standbys (token, pid, host, started_at, seen_at, executes_for)"
+    f" VALUES (%s, %s, %s, {SERVER_NOW_US}, {SERVER_NOW_US}, %s)"
+)
+_RENEW = (
+    f"UPDATE standbys SET seen_at = {SERVER_NOW_US}"
+    " WHERE token = %s AND fenced_at IS NULL AND executes_for IS NOT NULL"
+)
+_LEAVE = "DELETE FROM standbys WHERE token = %s"
+_EXECUTORS = (
+    "SELECT pid, host FROM standbys"
+    f" WHERE executes_for IS NOT NULL AND fenced_at IS NULL AND {FRESH_STANDBY}"
+)
+_CUT_OFF = (
+    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+    " WHERE application_name = ANY(%s) AND pid <> pg_backend_pid()"
+)
+_DROP_ABANDONED = (
+    "DELETE FROM run_tasks WHERE offered_by = %s AND claimed_by = ANY(%s) AND reply IS NULL"
+    " RETURNING id"
+)
+_OTHERS_CLAIMERS = (
+    "SELECT DISTINCT claimed_by FROM run_tasks WHERE offered_by <> %s AND claimed_by IS NOT NULL"
+)
 _OPEN_PATCHES = (
     "SELECT patches FROM run_tasks WHERE id = %s AND reply IS NULL AND cancelled = 0 FOR UPDATE"
 )
@@ -159,7 +189,83 @@ class PostgresRunTasks(OfferedTable):
 
         return await self._run("requeueing abandoned run tasks", work)
 
+    async def abandon(self, *, daemon_id: int, now: int) -> list[int]:
+        """Fence the executors of `daemon_id`'s tasks judged gone; delete their tasks.
+
+        Judged as `requeue_abandoned` judges them. Their writers' connections are ended
+        first (one frozen inside a batch holds its row's lock), then their rows are locked
+        (a batch in flight commits first) and fenced, and their unanswered tasks deleted:
+        the coordinator continues those runs from their last committed checkpoints. The
+        ids of the tasks deleted. A task they answered stays, for `take_replies`.
+        """
+
+        async def judge(conn: psycopg.AsyncConnection[Any]) -> list[str]:
+            return await self._abandoned(conn, daemon_id)
+
+        if not await self._run("looking for executors gone", judge):
+            return []
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> list[int]:
+            async with conn.transaction():
+                gone = await self._abandoned(conn, daemon_id)
+                if not gone:
+                    return []
+                await self._fence_tokens(conn, gone, now)
+                rows = await (await conn.execute(_DROP_ABANDONED, (daemon_id, gone))).fetchall()
+                if rows:
+                    await self._notify(conn)
+            return sorted(int(row[0]) for row in rows)
+
+        await self._cut_off(await self._run("looking for executors gone", judge))
+        return await self._run("abandoning run tasks", work)
+
+    async def fence_others(self, *, daemon_id: int, now: int) -> int:
+        """A new coordinator's start: fence every executor of another daemon's tasks.
+
+        Then every task of other daemons is deleted (`clear`): those runs continue from
+        their last committed checkpoints, and no batch of their old executors lands after
+        this returns. How many executors were fenced.
+        """
+
+        async def claimers(conn: psycopg.AsyncConnection[Any]) -> list[str]:
+            rows = await (await conn.execute(_OTHERS_CLAIMERS, (daemon_id,))).fetchall()
+            return sorted(str(row[0]) for row in rows)
+
+        tokens = await self._run("looking for executors of other daemons", claimers)
+        if tokens:
+            await self._cut_off(tokens)
+
+            async def work(conn: psycopg.AsyncConnection[Any]) -> None:
+                async with conn.transaction():
+                    await self._fence_tokens(conn, tokens, now)
+
+            await self._run("fencing executors of other daemons", work)
+        await self.clear(daemon_id=daemon_id)
+        return len(tokens)
+
+    async def executors(self) -> int:
+        """How many executors are enlisted (their rows fresh by the server's clock)."""
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> int:
+            rows = await (await conn.execute(_EXECUTORS)).fetchall()
+            return sum(1 for pid, host in rows if standby_alive(pid, host))
+
+        return await self._run("counting executors", work)
+
     # An executor's side.
+
+    async def enlist(self, *, token: str, executes_for: str) -> None:
+        """Add an executor's row under `token` (a new one: a row is never written back)."""
+        params = (self._text(token, "token"), os.getpid(), HOST, executes_for)
+        await self._statement("enlisting an executor", _ENLIST, params)
+
+    async def renew(self, token: str) -> bool:
+        """Renew the executor row of `token`; False if it was fenced or deleted."""
+        return await self._statement("renewing an executor", _RENEW, (token,)) == 1
+
+    async def leave(self, token: str) -> None:
+        """Delete the executor row of `token` (it stops; its tasks are abandoned)."""
+        await self._statement("an executor leaving", _LEAVE, (token,))
 
     async def claim(
         self, *, token: str, digests: Collection[str], limit: int, now: int
@@ -299,6 +405,23 @@ class PostgresRunTasks(OfferedTable):
         return self._json(reply, "reply")
 
     # Helpers.
+
+    async def _fence_tokens(
+        self, conn: psycopg.AsyncConnection[Any], tokens: list[str], now: int
+    ) -> None:
+        """Lock `tokens`' rows (waiting for their batches in flight) and fence them."""
+        await conn.execute(_LOCK_GONE, (tokens,))
+        await conn.execute(_FENCE, (now, tokens))
+
+    async def _cut_off(self, tokens: list[str]) -> None:
+        """End the writer connections of the executors `tokens` (best effort: a right)."""
+        if not tokens:
+            return
+        names = [EXECUTOR_NAME.format(token=token) for token in tokens]
+        try:
+            await self._statement("ending stale executors' connections", _CUT_OFF, (names,))
+        except JournalError as exc:  # no right to: the fence waits for their locks
+            _log.warning("%s", exc)
 
     async def _standby_fenced(self, conn: psycopg.AsyncConnection[Any], token: str) -> bool:
         """Whether `token`'s `standbys` row is fenced or gone; the row share-locked."""

@@ -392,6 +392,14 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX run_tasks_replied ON run_tasks (id) WHERE reply IS NOT NULL;
     CREATE INDEX run_tasks_by_daemon ON run_tasks (offered_by);
     """,
+    # 6: executors (run_tasks.py) keep rows of their own in `standbys` (`executes_for`: the
+    # token of the standby they execute for), and each batch of theirs marks its row
+    # (`wrote_at`, executor_writer.py): the fence it checks, and how a writer that lost its
+    # connection mid-commit tells whether that batch landed.
+    """
+    ALTER TABLE standbys ADD COLUMN executes_for TEXT;
+    ALTER TABLE standbys ADD COLUMN wrote_at BIGINT;
+    """,
 )
 
 

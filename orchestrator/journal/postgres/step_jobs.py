@@ -48,7 +48,7 @@ _UNCLAIM_STRAYS = (
     "UPDATE step_jobs SET claimed_by = NULL, claimed_at = NULL"
     " WHERE claimed_by = %s AND reply IS NULL AND NOT (id = ANY(%s))"
 )
-_SERVERS = f"SELECT pid, host FROM standbys WHERE {FRESH_STANDBY}"
+_SERVERS = f"SELECT pid, host FROM standbys WHERE executes_for IS NULL AND {FRESH_STANDBY}"
 # Open jobs of live daemons whose file this standby has, oldest first; locked rows skipped.
 _CLAIM = (
     "UPDATE step_jobs j SET claimed_by = %s, claimed_at = %s FROM (SELECT s.id FROM step_jobs s"
@@ -61,12 +61,6 @@ _CLAIM = (
 _REPLY = (
     "UPDATE step_jobs SET reply = %s, replied_at = %s"
     " WHERE id = %s AND claimed_by = %s AND attempts = %s AND reply IS NULL"
-)
-_STILL_OURS = "SELECT id FROM step_jobs WHERE id = ANY(%s) AND claimed_by = %s AND cancelled = 0"
-_TAKE_BACK = (
-    "DELETE FROM step_jobs WHERE id IN (SELECT id FROM step_jobs WHERE id = ANY(%s)"
-    " AND claimed_by IS NULL AND reply IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)"
-    " RETURNING id"
 )
 
 
@@ -194,20 +188,3 @@ class PostgresStepJobs(OfferedTable):
             return True
 
         return await self._run("replying to a step", work)
-
-    async def withdrawn(self, ids: Collection[int], *, token: str) -> set[int]:
-        """Those of `ids` cancelled, gone, or no longer claimed by `token`."""
-        token = self._text(token, "token")
-        return await self._absent("checking claimed steps", _STILL_OURS, ids, token)
-
-    async def take_back(self, ids: Collection[int], limit: int) -> list[int]:
-        """Delete up to `limit` of `ids` no standby has claimed, first offered first."""
-        if not ids or limit < 1:
-            return []
-        params = (list(ids), limit)
-
-        async def work(conn: psycopg.AsyncConnection[Any]) -> list[int]:
-            rows = await (await conn.execute(_TAKE_BACK, params)).fetchall()
-            return sorted(int(row[0]) for row in rows)
-
-        return await self._run("taking steps back", work)

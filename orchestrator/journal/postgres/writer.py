@@ -150,6 +150,9 @@ class _HasNul(JournalError):
 class PostgresWriter(WriterStatus):
     """Owns the journal's write connection, its writer task and this daemon's row."""
 
+    # Its connection's `application_name` (a daemon taking over ends a stale one's).
+    NAME = APPLICATION_NAME
+
     def __init__(
         self,
         url: str,
@@ -221,7 +224,7 @@ class PostgresWriter(WriterStatus):
         level = "on" if self._synchronous == "FULL" else "off"
         try:
             await conn.execute(f"SET synchronous_commit = {level}")
-            name = APPLICATION_NAME.format(token=self._token)
+            name = self.NAME.format(token=self._token)
             await conn.execute("SELECT set_config('application_name', %s, false)", (name,))
             await self._learn_server_clock(conn)
         except load_psycopg().Error as exc:
@@ -649,8 +652,7 @@ class PostgresWriter(WriterStatus):
                     except pg.Error:
                         await _drain(pipeline)
                         raise
-                row = await check.fetchone()
-                if row is None or row[0] != self._epoch or row[1] is not None:
+                if not self._fence_holds(await check.fetchone()):
                     raise self._fenced()
                 self._fault(BEFORE_COMMIT)
         except SimulatedDiskFull as exc:
@@ -668,11 +670,9 @@ class PostgresWriter(WriterStatus):
     async def _send(
         self, conn: psycopg.AsyncConnection[Any], ops: list[Op], beat: int
     ) -> psycopg.AsyncCursor[Any]:
-        """Send a batch's statements into the pipeline; the cursor of its epoch check."""
-        check = conn.cursor()
-        await check.execute(_CHECK, (self.daemon_id,))
+        """Send a batch's statements into the pipeline; the cursor of its fence check."""
+        check = await self._send_fence(conn, beat)
         cursor = conn.cursor()
-        await cursor.execute(_BEAT, (beat, self.daemon_id))
         for stmt, rows in grouped(ops):
             if stmt is Stmt.INSERT_CHECKPOINT:
                 rows, snapshots = self._deltas.encode(rows)
@@ -683,6 +683,19 @@ class PostgresWriter(WriterStatus):
             await cursor.executemany(SQL[stmt], rows)
         await cursor.execute(_NOTIFY, (NOTIFY_CHANNEL,))
         return check
+
+    async def _send_fence(
+        self, conn: psycopg.AsyncConnection[Any], beat: int
+    ) -> psycopg.AsyncCursor[Any]:
+        """A batch's first statements: its fence check (the cursor returned), its heartbeat."""
+        check = conn.cursor()
+        await check.execute(_CHECK, (self.daemon_id,))
+        await conn.cursor().execute(_BEAT, (beat, self.daemon_id))
+        return check
+
+    def _fence_holds(self, row: Any) -> bool:
+        """Whether the fence check's row lets the batch commit: this epoch, not fenced."""
+        return row is not None and row[0] == self._epoch and row[1] is None
 
     def _translate(self, exc: Exception, conn: psycopg.AsyncConnection[Any]) -> JournalError:
         message = f"journal {self.location}: write failed: {reason(exc)}"
@@ -709,16 +722,17 @@ class PostgresWriter(WriterStatus):
                 await old.close()
         conn = await self._connect()
         try:
-            cursor = await conn.execute(
-                "SELECT heartbeat_at FROM daemons WHERE id = %s", (self.daemon_id,)
-            )
-            row = await cursor.fetchone()
+            row = await (await conn.execute(*self._landed_query())).fetchone()
         except load_psycopg().Error as exc:
             await conn.close()
             raise JournalUnreachable(f"journal {self.location}: {reason(exc)}") from None
         self._conn = conn
         _log.warning("journal connection made again")
         return row is not None and row[0] == self._attempt_beat
+
+    def _landed_query(self) -> tuple[str, tuple[Any, ...]]:
+        """What reads back the mark each batch writes (its heartbeat) and its parameters."""
+        return "SELECT heartbeat_at FROM daemons WHERE id = %s", (self.daemon_id,)
 
     async def _heartbeat_alone(self) -> None:
         """Renew the heartbeat in a statement of its own, saying why writes fail, if it can.

@@ -15,7 +15,7 @@ from ...errors import JournalPathInvalid
 
 if TYPE_CHECKING:
     from ..faults import FaultPoints
-    from ..protocol import RunTasks, StepJobs, Synchronous
+    from ..protocol import JournalWriter, RunTasks, StepJobs, Synchronous
     from .commands import SqliteCommands
     from .reader import JournalReader
     from .views import DashboardQueries
@@ -100,4 +100,9 @@ class SqliteJournal:
 
     def run_tasks(self) -> RunTasks | None:
         """None: a file has no standbys to execute runs for its daemon."""
+        return None
+
+    def executor_writer(self, token: str) -> JournalWriter | None:
+        """None: a file has no executors."""
+        del token
         return None

@@ -1,0 +1,244 @@
+"""Whole run segments executed by the daemons standing by (real daemons, PostgreSQL).
+
+An active daemon and standbys behind it share a journal. A workflow's first step (async:
+it runs in the event loop of whichever daemon executes the segment) writes a mark naming
+that daemon's pid and waits for a gate file; then the test kills, aborts or signals, opens
+the gate, and reads the journal: every run ends once, where the test expects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from functools import partial
+from pathlib import Path
+
+import pytest
+from procs import Daemon, cli, query
+
+# A standby's row is stale 5 s after its last renewal; then its runs continue elsewhere.
+TAKE_OVER_TIMEOUT = 60.0
+
+FLOW = """
+import asyncio
+import os
+import pathlib
+
+from orchestrator import Trigger, Workflow
+
+MARKS = pathlib.Path(__file__).resolve().parent.parent / "marks"
+
+
+async def work(state, ctx):
+    n = state["n"]
+    (MARKS / f"{n}.{os.getpid()}").write_text(ctx.run_id)
+    for _ in range(6000):
+        if (MARKS / "gate").exists():
+            break
+        await asyncio.sleep(0.02)
+    return {**state, "ran": state.get("ran", []) + [os.getpid()]}
+
+
+async def done(state):
+    return {**state, "done": os.getpid()}
+
+
+workflow = Workflow(id="job", triggers={"go": Trigger(event="job")}, pipelines={"go": [work, done]})
+"""
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "job.py").write_text(FLOW)
+    (tmp_path / "marks").mkdir()
+    return flows
+
+
+@contextmanager
+def daemons(folder: Path, url: str, count: int) -> Iterator[list[Daemon]]:
+    """An active daemon and `count - 1` standbys; once it counts them as executors."""
+    with ExitStack() as stack:
+        started: list[Daemon] = []
+        for index in range(count):
+            log = folder.parent / f"daemon-{index}.log"
+            each = stack.enter_context(Daemon(folder, url, log=log))
+            started.append(each.start(ready=index == 0))
+        line = f"run segments: {count - 1} daemons standing by can execute them"
+        started[0].wait_until(lambda: line in started[0].log(), 60, "executors counted")
+        yield started
+
+
+def emit(url: str, n: int) -> None:
+    done = cli("emit", "job", json.dumps({"n": n}), "--db", url)
+    assert done.returncode == 0, done.stderr
+
+
+def started_on(folder: Path, runs: range) -> dict[int, set[int]] | None:
+    """Run `n` -> the pids its first step started in, once each of `runs` started."""
+    found: dict[int, set[int]] = {}
+    for path in (folder.parent / "marks").iterdir():
+        n, _, pid = path.name.partition(".")
+        if pid.isdigit():
+            found.setdefault(int(n), set()).add(int(pid))
+    return found if all(n in found for n in runs) else None
+
+
+def started_again(folder: Path, runs: range, which: Iterable[int], pid: int) -> bool | None:
+    """Whether the first step of each of `which` started (again) in daemon `pid`."""
+    found = started_on(folder, runs)
+    return True if found is not None and all(pid in found[n] for n in which) else None
+
+
+def has_status(url: str, run_id: str, status: str) -> bool | None:
+    rows = query(url, "SELECT status FROM runs WHERE run_id = ?", (run_id,))
+    return True if rows == [(status,)] else None
+
+
+def open_gate(folder: Path) -> None:
+    (folder.parent / "marks" / "gate").write_text("go")
+
+
+def finals(url: str) -> dict[int, tuple[str, dict[str, object]]] | None:
+    """Run `n` -> (status, final state), once no run is unfinished."""
+    rows = query(url, "SELECT run_id, status FROM runs")
+    if not rows or any(status not in ("completed", "failed", "aborted") for _, status in rows):
+        return None
+    ended: dict[int, tuple[str, dict[str, object]]] = {}
+    for run_id, status in rows:
+        shown = cli("show", str(run_id), "--json", "--db", url)
+        assert shown.returncode == 0, shown.stderr
+        state = json.loads(shown.stdout)["state"]
+        ended[int(state["n"])] = (str(status), state)
+    return ended
+
+
+def test_runs_past_the_coordinators_share_execute_on_the_standby(folder: Path, pg_url: str) -> None:
+    with daemons(folder, pg_url, 2) as (active, standby):
+        for n in range(1, 11):
+            emit(pg_url, n)
+        started = active.wait_until(partial(started_on, folder, range(1, 11)), 60, "ten runs")
+        where = [pids for _, pids in sorted(started.items())]
+        assert all(len(pids) == 1 for pids in where)
+        on_standby = sum(1 for pids in where if pids == {standby.pid})
+        assert 1 <= on_standby <= 9, where  # both daemons execute runs
+        assert all(pids <= {active.pid, standby.pid} for pids in where)
+        open_gate(folder)
+        ended = active.wait_until(partial(finals, pg_url), 60, "the runs to end")
+        assert query(pg_url, "SELECT count(*) FROM run_tasks") == [(0,)]
+    assert sorted(ended) == list(range(1, 11))
+    assert {status for status, _ in ended.values()} == {"completed"}
+    for n, (_, state) in ended.items():
+        assert state["ran"] == sorted(started[n]), n  # each step ran once
+        assert state["done"] in (active.pid, standby.pid)
+    elsewhere = [n for n, pids in started.items() if pids == {standby.pid}]
+    run_id = (folder.parent / "marks" / f"{elsewhere[0]}.{standby.pid}").read_text()
+    timeline = cli("show", run_id, "--db", pg_url).stdout
+    assert f"executing on a daemon standing by: pid {standby.pid} on" in timeline
+
+
+def test_a_killed_executors_runs_continue_on_the_coordinator(folder: Path, pg_url: str) -> None:
+    with daemons(folder, pg_url, 2) as (active, standby):
+        for n in range(1, 7):
+            emit(pg_url, n)
+        started = active.wait_until(partial(started_on, folder, range(1, 7)), 60, "six runs")
+        moved = [n for n, pids in started.items() if pids == {standby.pid}]
+        assert moved
+        standby.kill()
+        # Its runs start their first step again, here, once it is judged gone.
+        active.wait_until(
+            partial(started_again, folder, range(1, 7), moved, active.pid),
+            TAKE_OVER_TIMEOUT,
+            "the killed executor's runs to start again here",
+        )
+        open_gate(folder)
+        ended = active.wait_until(partial(finals, pg_url), 60, "the runs to end")
+        assert "its executor stopped or was judged gone" in active.log()
+    assert {status for status, _ in ended.values()} == {"completed"}
+    for n in moved:
+        assert ended[n][1]["ran"] == [active.pid]  # the lost step's state never landed
+        assert ended[n][1]["done"] == active.pid
+
+
+def test_an_abort_stops_a_run_its_executor_runs(folder: Path, pg_url: str) -> None:
+    with daemons(folder, pg_url, 2) as (active, standby):
+        for n in range(1, 5):
+            emit(pg_url, n)
+        started = active.wait_until(partial(started_on, folder, range(1, 5)), 60, "four runs")
+        moved = next(n for n, pids in started.items() if pids == {standby.pid})
+        run_id = (folder.parent / "marks" / f"{moved}.{standby.pid}").read_text()
+        aborted = cli("abort", run_id, "--db", pg_url)
+        assert aborted.returncode == 0, aborted.stderr
+        active.wait_until(partial(has_status, pg_url, run_id, "aborted"), 60, "the abort")
+        signalled = next(n for n, pids in started.items() if pids == {standby.pid} and n != moved)
+        other = (folder.parent / "marks" / f"{signalled}.{standby.pid}").read_text()
+        sent = cli("signal", other, json.dumps({"extra": 7}), "--db", pg_url)
+        assert sent.returncode == 0, sent.stderr
+        active.wait_until(
+            lambda: "run.signalled" in cli("show", other, "--db", pg_url).stdout or None,
+            60,
+            "the signal journaled",
+        )
+        open_gate(folder)
+        ended = active.wait_until(partial(finals, pg_url), 60, "the runs to end")
+    assert ended[moved][0] == "aborted" and "ran" not in ended[moved][1]
+    assert ended[signalled][0] == "completed"
+    assert ended[signalled][1]["extra"] == 7 and ended[signalled][1]["ran"] == [standby.pid]
+
+
+PAUSE_SERVICE_FLOW = """
+import asyncio
+import os
+import pathlib
+
+from orchestrator import Trigger, Workflow
+
+MARKS = pathlib.Path(__file__).resolve().parent.parent / "marks"
+
+
+async def arm(state, ctx):
+    (MARKS / f"{state['n']}.{os.getpid()}").write_text(ctx.run_id)
+    for _ in range(6000):
+        if (MARKS / "gate").exists():
+            break
+        await asyncio.sleep(0.02)
+    wait = ctx.pause_service.register(event="paid", where={"n": ("==", state["n"])})
+    return ctx.pause(wait=wait, into="paid")
+
+
+async def done(state):
+    return {**state, "done": os.getpid()}
+
+
+workflow = Workflow(id="job", triggers={"go": Trigger(event="job")}, pipelines={"go": [arm, done]})
+"""
+
+
+def test_a_step_registering_a_wait_ahead_is_handed_back_to_the_coordinator(
+    folder: Path, pg_url: str
+) -> None:
+    (folder / "job.py").write_text(PAUSE_SERVICE_FLOW)
+    with daemons(folder, pg_url, 2) as (active, standby):
+        for n in range(1, 7):
+            emit(pg_url, n)
+        started = active.wait_until(partial(started_on, folder, range(1, 7)), 60, "six runs")
+        moved = [n for n, pids in started.items() if pids == {standby.pid}]
+        assert moved
+        open_gate(folder)
+        # Handed back, each runs its first step again on the coordinator.
+        active.wait_until(
+            partial(started_again, folder, range(1, 7), range(1, 7), active.pid),
+            60,
+            "every run's first step on the coordinator",
+        )
+        assert "registers waits ahead; its runs execute on the coordinator" in active.log()
+        for n in range(1, 7):
+            done = cli("emit", "paid", json.dumps({"n": n}), "--db", pg_url)
+            assert done.returncode == 0, done.stderr
+        ended = active.wait_until(partial(finals, pg_url), 60, "the runs to end")
+    assert {status for status, _ in ended.values()} == {"completed"}
+    assert all(state["paid"] == {"n": n} for n, (_, state) in ended.items())
+    assert os.getpid() not in {state["done"] for _, state in ended.values()}
