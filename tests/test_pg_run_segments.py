@@ -8,8 +8,10 @@ the gate, and reads the journal: every run ends once, where the test expects.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
+import signal
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from functools import partial
@@ -25,6 +27,7 @@ FLOW = """
 import asyncio
 import os
 import pathlib
+import uuid
 
 from orchestrator import Trigger, Workflow
 
@@ -34,6 +37,7 @@ MARKS = pathlib.Path(__file__).resolve().parent.parent / "marks"
 async def work(state, ctx):
     n = state["n"]
     (MARKS / f"{n}.{os.getpid()}").write_text(ctx.run_id)
+    (MARKS / f"{n}.{os.getpid()}.{uuid.uuid4().hex}").write_text(ctx.run_id)
     for _ in range(6000):
         if (MARKS / "gate").exists():
             break
@@ -82,7 +86,7 @@ def started_on(folder: Path, runs: range) -> dict[int, set[int]] | None:
     found: dict[int, set[int]] = {}
     for path in (folder.parent / "marks").iterdir():
         n, _, pid = path.name.partition(".")
-        if pid.isdigit():
+        if n.isdigit() and pid.isdigit():
             found.setdefault(int(n), set()).add(int(pid))
     return found if all(n in found for n in runs) else None
 
@@ -96,6 +100,12 @@ def started_again(folder: Path, runs: range, which: Iterable[int], pid: int) -> 
 def has_status(url: str, run_id: str, status: str) -> bool | None:
     rows = query(url, "SELECT status FROM runs WHERE run_id = ?", (run_id,))
     return True if rows == [(status,)] else None
+
+
+def starts(folder: Path) -> collections.Counter[int]:
+    """How many times the first step of each run started."""
+    names = [path.name.split(".") for path in (folder.parent / "marks").iterdir()]
+    return collections.Counter(int(name[0]) for name in names if len(name) == 3)
 
 
 def open_gate(folder: Path) -> None:
@@ -193,6 +203,7 @@ PAUSE_SERVICE_FLOW = """
 import asyncio
 import os
 import pathlib
+import uuid
 
 from orchestrator import Trigger, Workflow
 
@@ -242,3 +253,60 @@ def test_a_step_registering_a_wait_ahead_is_handed_back_to_the_coordinator(
     assert {status for status, _ in ended.values()} == {"completed"}
     assert all(state["paid"] == {"n": n} for n, (_, state) in ended.items())
     assert os.getpid() not in {state["done"] for _, state in ended.values()}
+
+
+def test_a_frozen_executors_runs_continue_and_its_late_writes_are_refused(
+    folder: Path, pg_url: str
+) -> None:
+    with daemons(folder, pg_url, 2) as (active, standby):
+        for n in range(1, 7):
+            emit(pg_url, n)
+        started = active.wait_until(partial(started_on, folder, range(1, 7)), 60, "six runs")
+        moved = [n for n, pids in started.items() if pids == {standby.pid}]
+        assert moved
+        os.kill(standby.pid, signal.SIGSTOP)
+        try:
+            active.wait_until(
+                partial(started_again, folder, range(1, 7), moved, active.pid),
+                TAKE_OVER_TIMEOUT,
+                "the frozen executor's runs to start again here",
+            )
+            open_gate(folder)
+            ended = active.wait_until(partial(finals, pg_url), 60, "the runs to end")
+        finally:
+            os.kill(standby.pid, signal.SIGCONT)
+        # Woken, its steps see the gate open and end: their checkpoints are refused.
+        standby.wait_until(lambda: "fenced" in standby.log() or None, 60, "the fence seen")
+        assert finals(pg_url) == ended
+    assert {status for status, _ in ended.values()} == {"completed"}
+    for n in moved:
+        assert ended[n][1]["ran"] == [active.pid], n
+
+
+def test_a_new_coordinator_fences_the_old_ones_executors_and_every_run_ends_once(
+    folder: Path, pg_url: str
+) -> None:
+    with daemons(folder, pg_url, 3) as (active, first, second):
+        for n in range(1, 10):
+            emit(pg_url, n)
+        started = active.wait_until(partial(started_on, folder, range(1, 10)), 60, "nine runs")
+        assert any(pids <= {first.pid, second.pid} for pids in started.values()), started
+        active.kill()
+        survivors = (first, second)
+        new = first.wait_until(
+            lambda: next((d for d in survivors if d.is_ready()), None), 60, "a take-over"
+        )
+        # Every run starts its first step again: the old coordinator's tasks are cleared,
+        # their executors fenced, the runs recovered from their checkpoints.
+        new.wait_until(
+            lambda: True if all(starts(folder)[n] >= 2 for n in range(1, 10)) else None,
+            TAKE_OVER_TIMEOUT,
+            "every run's first step started again",
+        )
+        open_gate(folder)
+        ended = new.wait_until(partial(finals, pg_url), 60, "the runs to end")
+    assert sorted(ended) == list(range(1, 10))
+    assert {status for status, _ in ended.values()} == {"completed"}
+    for _, state in ended.values():
+        ran = state["ran"]
+        assert isinstance(ran, list) and len(ran) == 1 and ran[0] in (first.pid, second.pid)

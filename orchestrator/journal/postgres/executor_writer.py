@@ -26,6 +26,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ...errors import JournalLocked
+from ..faults import FaultPoints
 from ..protocol import Synchronous
 from ..records import Opened
 from .writer import PostgresWriter
@@ -47,8 +48,15 @@ class ExecutorWriter(PostgresWriter):
 
     NAME = EXECUTOR_NAME
 
-    def __init__(self, url: str, *, token: str, synchronous: Synchronous = "FULL") -> None:
-        super().__init__(url, synchronous=synchronous)
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str,
+        synchronous: Synchronous = "FULL",
+        faults: FaultPoints | None = None,
+    ) -> None:
+        super().__init__(url, synchronous=synchronous, faults=faults)
         self._token = token
 
     async def open(self, *, standby: bool = False) -> Opened:
