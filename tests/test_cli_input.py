@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -176,6 +178,41 @@ def test_writing_commands_create_no_missing_folder(tmp_path: Path, args: list[st
     assert f"its folder {db.parent} does not exist" in err and "JOURNAL_PATH_INVALID" in err
     assert list(tmp_path.iterdir()) == []
     assert run("runs", "--db", str(db)).stdout == b"no runs\n", "reading: an empty result"
+
+
+# Every command that opens a journal path to read it, as well as `logs -f` and `prune`.
+ALSO_READING = [["logs"], ["logs", "-f"], ["logs", "r"], ["prune", "--older-than", "1d"]]
+
+
+@pytest.mark.parametrize("args", WRITING + ALSO_WRITING + READING + ALSO_READING)
+def test_a_fifo_is_no_journal_and_is_never_waited_on(tmp_path: Path, args: list[str]) -> None:
+    """`runs`, `workflows` and `logs` took a FIFO for a journal not made yet ("no runs", exit
+    0; `logs -f` waited for ever), writers said "disk I/O error": each says what it is now."""
+    db = tmp_path / "j.db"
+    os.mkfifo(db, 0o600)
+    (tmp_path / "flows").mkdir()
+    args = [str(tmp_path / "flows") if arg == "FOLDER" else arg for arg in args]
+    err = refused(run(*args, "--db", str(db)))
+    assert f"journal {db} is a FIFO (named pipe), not a regular file" in err
+    assert "JOURNAL_PATH_INVALID" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flows", "j.db"]
+    assert stat.S_ISFIFO(db.stat().st_mode)
+
+
+def test_a_fifo_is_no_journal_to_copy(tmp_path: Path) -> None:
+    """It was "empty: there is no journal to copy"; checked before any server is reached."""
+    db = tmp_path / "j.db"
+    os.mkfifo(db, 0o600)
+    err = refused(run("journal", "copy", str(db), "postgresql://nobody@127.0.0.1:1/none"))
+    assert "is a FIFO (named pipe), not a regular file" in err
+
+
+def test_a_socket_is_no_journal(tmp_path: Path) -> None:
+    db = tmp_path / "j.db"
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(str(db))
+        err = refused(run("runs", "--db", str(db)))
+    assert f"journal {db} is a socket, not a regular file" in err
 
 
 async def test_a_runtime_creates_no_missing_folder(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from test_loader import (
     TIMEOUT,
     gone,
     journal,
+    journal_clean,
     journal_error,
     registered_version,
     workflow_source,
@@ -189,6 +190,73 @@ async def test_a_folder_swapped_or_made_again_under_the_daemon_is_watched_anew(
         assert (await rt.invoke("fresh", "go", {})).state == {"value": "fresh"}
         edited = write(folder / "fresh.py", workflow_source("fresh", "edited"))
         await registered_version(rt, "fresh", digest_of(edited))
+
+
+USES_HELPER = textwrap.dedent(
+    """\
+    from _shared import VALUE
+
+    from orchestrator import Workflow
+
+
+    def step(state):
+        return {**state, "value": VALUE}
+
+
+    workflow = Workflow(id="uses", pipelines={"go": [step]})
+    """
+)
+
+
+def swap_link(link: Path, target: Path) -> None:
+    """``ln -sfn TARGET LINK-tmp && mv -T LINK-tmp LINK``: a deploy's atomic switch."""
+    tmp = link.with_name(f"{link.name}-tmp")
+    tmp.symlink_to(target)
+    os.replace(tmp, link)
+
+
+async def test_a_symlink_swapped_to_another_release_loads_it_as_an_edit_of_each_file(
+    db: Path, tmp_path: Path
+) -> None:
+    """The folder was resolved once at start: a link swapped to a new release went unseen."""
+    releases = [tmp_path / f"release{n}" for n in (1, 2, 3)]
+    for release in releases:
+        release.mkdir()
+    write(releases[0] / "flow.py", workflow_source("flow", "v1"))
+    write(releases[0] / "old.py", workflow_source("old", "old"))
+    for release, value in zip(releases[:2], ("helper 1", "helper 2"), strict=True):
+        write(release / "_shared.py", f"VALUE = {value!r}\n")  # each release's own helper
+        write(release / "a_uses.py", USES_HELPER)  # the same file in both: loaded anew
+    v2 = write(releases[1] / "flow.py", workflow_source("flow", "v2"))
+    new = write(releases[1] / "new.py", workflow_source("new", "new"))
+    write(releases[1] / "bad.py", "def broken(:\n")
+    write(releases[2] / "flow.py", "def broken(:\n")  # a broken release: v2 stays
+    write(releases[2] / "new.py", workflow_source("new", "new"))
+    current = tmp_path / "current"
+    current.symlink_to(releases[0])
+    async with asyncio.timeout(3 * TIMEOUT), Runtime(db, workflows_dir=current) as rt:
+        assert rt.list_workflows() == ["flow", "old", "uses"]
+        assert (await rt.invoke("uses", "go", {})).state == {"value": "helper 1"}
+        swap_link(current, releases[1])
+        await registered_version(rt, "flow", digest_of(v2))  # after a_uses.py, in one sync
+        assert (await rt.invoke("uses", "go", {})).state == {"value": "helper 2"}
+        await registered_version(rt, "new", digest_of(new))
+        await gone(rt, "old")
+        assert (await journal_error(db, "bad.py")).file == str(releases[1] / "bad.py")
+        assert (await rt.invoke("flow", "go", {})).state == {"value": "v2"}
+
+        swap_link(current, releases[2])
+        error = await journal_error(db, "flow.py")
+        assert error.file == str(releases[2] / "flow.py")
+        assert error.line == 1
+        await journal_clean(db, "bad.py")  # release2's error is withdrawn with release2
+        assert rt.registry("flow").version == digest_of(v2)
+        assert rt.list_workflows() == ["flow", "new"]  # release3 has no a_uses.py
+        assert (await rt.invoke("flow", "go", {})).state == {"value": "v2"}
+        # The new release is the folder watched now: an edit there loads.
+        v3 = write(releases[2] / "flow.py", workflow_source("flow", "v3"))
+        await registered_version(rt, "flow", digest_of(v3))
+        await journal_clean(db, "flow.py")
 
 
 @pytest.mark.parametrize("kind", ["fifo", "folder"])

@@ -33,7 +33,7 @@ from orchestrator.journal.copy import copy_journal
 from orchestrator.journal.faults import FaultPoints
 from orchestrator.journal.ops import Op, Stmt
 from orchestrator.journal.postgres.backend import PostgresJournal
-from orchestrator.journal.postgres.connection import NOTIFY_CHANNEL
+from orchestrator.journal.postgres.connection import NOTIFY_CHANNEL, refused
 from orchestrator.journal.postgres.statements import SQL
 from orchestrator.journal.postgres.writer import PostgresWriter
 from orchestrator.journal.sqlite.writer import GroupCommitWriter
@@ -431,6 +431,34 @@ async def test_a_batch_refused_for_one_callers_ops_commits_every_other_caller(
         assert writer.failure is None
         await writer.write([ops.add_event("e4", "t", "{}", "api", 5)])
     assert events() == [("e1",), ("e3",), ("e4",)]
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "is_refused"),
+    [
+        ("22001", True),  # string data right truncation: too long
+        ("22P05", True),  # untranslatable character
+        ("23505", True),  # unique violation: a row written twice
+        ("23514", True),  # check violation
+        ("54000", True),  # program limit exceeded: an index entry too large
+        ("40001", False),  # serialization failure: may pass
+        ("53100", False),  # disk full: may pass
+        ("57014", False),  # statement cancelled
+        ("55P03", False),  # lock not available
+        ("42501", False),  # insufficient privilege: the role, not the value
+        ("42P01", False),  # undefined table: the journal, not the value
+    ],
+)
+def test_one_rule_says_which_server_errors_refuse_a_callers_value(
+    pg_url: str, sqlstate: str, is_refused: bool
+) -> None:
+    """The writer and the step jobs' replies each listed the refused SQLSTATE classes (the
+    replies' list lacked 23); `connection.refused` is now the one rule both follow."""
+    with psycopg.connect(pg_url, autocommit=True) as conn, pytest.raises(psycopg.Error) as caught:
+        conn.execute(f"DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '{sqlstate}'; END $$")
+    assert caught.value.sqlstate == sqlstate
+    assert refused(caught.value) is is_refused
+    assert not refused(ValueError("not the server's"))
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

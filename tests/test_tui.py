@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -743,6 +744,22 @@ async def test_a_file_that_is_not_a_journal_is_reported_and_retried(tmp_path: Pa
     async with app.run_test(size=SIZE) as pilot:
         banner = app.screen.query_one(JournalBanner)
         await until(pilot, lambda: "not a journal" in static_text(banner), "the error")
+        assert "retrying" in static_text(banner)
+        db.unlink()
+        async with Runtime(db, workflows=[LABELS]) as rt:
+            result = await rt.invoke("labels", "print", {"order_id": 1})
+            await until(pilot, lambda: keys(runs_table(app)) == [result.run_id], "the run")
+
+
+async def test_a_fifo_named_as_the_journal_is_reported_and_retried(tmp_path: Path) -> None:
+    """The FIFO's check raised out of the dashboard's poll: a traceback, no dashboard."""
+    db = tmp_path / "pipe.db"
+    os.mkfifo(db)
+    app = DashboardApp(db)
+    async with app.run_test(size=SIZE) as pilot:
+        banner = app.screen.query_one(JournalBanner)
+        await until(pilot, lambda: "FIFO" in static_text(banner), "the error")
+        assert "not a regular file" in static_text(banner)
         assert "retrying" in static_text(banner)
         db.unlink()
         async with Runtime(db, workflows=[LABELS]) as rt:

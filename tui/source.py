@@ -85,12 +85,12 @@ class JournalSource:
         self._next_attempt = self._monotonic() + self._retry
         before = self.state
         where = self.journal.location
-        if not self.journal.exists():
-            self.state = SourceState(
-                "waiting", f"waiting for journal {where} (start a daemon or a runtime on it)"
-            )
-            return self.state != before
-        try:
+        try:  # a path that cannot hold a journal (a FIFO, say) is an error shown, not raised
+            if not self.journal.exists():
+                self.state = SourceState(
+                    "waiting", f"waiting for journal {where} (start a daemon or a runtime on it)"
+                )
+                return self.state != before
             queries = await self.journal.open_views()
         except OrchestratorError as exc:
             self.state = SourceState("error", f"{exc}; retrying")

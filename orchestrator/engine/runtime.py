@@ -165,9 +165,7 @@ class Runtime:
         self._background: list[asyncio.Task[None]] = []
         self._offering: asyncio.Task[None] | None = None
         self._state = "new"
-        self._folder = (
-            None if workflows_dir is None else WorkflowFolder(Path(workflows_dir).resolve(), self)
-        )
+        self._folder = None if workflows_dir is None else WorkflowFolder(Path(workflows_dir), self)
         self._file_events: FileEvents | None = None
         self._idleness: Idleness | None = None
         self._detach_clock: Callable[[], None] | None = None
@@ -384,7 +382,7 @@ class Runtime:
                 "create it or pass another folder"
             )
         # Watch first, so a change made while the folder loads is not missed.
-        watch = tasks.create_task(watch_folder(folder.path, folder.sync), name="watch-folder")
+        watch = tasks.create_task(watch_folder(folder.given, folder.sync), name="watch-folder")
         self._background.append(watch)
         await folder.sync()
 

@@ -4,6 +4,10 @@
 unloads the files that differ, so a missed or reordered file-system event costs nothing:
 the next sync sees the folder as it is. A file that fails keeps its last good version
 registered; a workflow id defined in two files stays with the file that loaded first.
+
+The folder is named by the path it was given, and each sync follows that path to the
+folder it names now: a deploy that swaps a symbolic link (``ln -sfn release2 tmp && mv -T
+tmp current``) is loaded as an edit of every file at once (`WorkflowFolder._follow`).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ UNNAMED = "the file name is not valid UTF-8, so the file is not loaded: rename i
 # bounded number of times; the watcher reports the next change anyway).
 REREADS = 3
 UNREADABLE = b"\0unreadable"  # what an unreadable orchestrator.toml compares as
+ELSEWHERE = b"\0elsewhere"  # what the settings of a folder left for another compare as
 
 
 class FolderTarget(Protocol):
@@ -68,7 +73,8 @@ class WorkflowFolder:
     """The workflow files of one folder and what each registered."""
 
     def __init__(self, path: Path, target: FolderTarget) -> None:
-        self.path = path
+        self.given = path.absolute()  # as given: a symbolic link is followed at each sync
+        self.path = Path(os.path.realpath(self.given))  # the folder it names now
         self._target = target
         self._config = FolderConfig()
         self._config_text: bytes | None = None
@@ -106,7 +112,8 @@ class WorkflowFolder:
     async def sync(self) -> None:
         """Load what changed, unload what is gone."""
         async with self._lock:
-            force = self._read_config()
+            force = self._follow()
+            force = self._read_config() or force
             force = self._refresh_helpers() or force
             present = self._refuse_names(self.candidates())
             for gone in [p for p in self._files if p not in present]:
@@ -118,6 +125,38 @@ class WorkflowFolder:
             if self._freed:
                 self._freed = False
                 await self._retry_clashes(present)
+
+    def _follow(self) -> bool:
+        """Follow the path given to the folder it names now; True if that is another one.
+
+        Each file's state moves to the file of the same name there, so that file is a new
+        version of the one loaded, by the rules of an edit (every file loads again, and one
+        that fails keeps its last good version registered); a file the new folder lacks is
+        unloaded as a removed one. What was reported of the old folder's files is withdrawn:
+        the new folder's errors are reported under its own paths. A path that names no
+        folder now (a link made again, a folder removed) is followed once it does.
+        """
+        now = Path(os.path.realpath(self.given))
+        if now == self.path or not now.is_dir():
+            return False
+        old, self.path = self.path, now
+        _log.info("%s now names %s (was %s): loading it", shown(self.given), shown(now), shown(old))
+        for path, state in self._files.items():
+            if state.failed is not None or state.clash:
+                self._target.report_load(path, None, None)
+            state.failed, state.clash = None, False
+        for path in self._unnamed:
+            self._target.report_load(path, None, None)
+        self._unnamed = set()
+        self._target.report_load(old / CONFIG_FILE, None, None)
+        self._config_text = ELSEWHERE  # read again, and compared with the settings in force
+        self._files = {now / path.name: state for path, state in self._files.items()}
+        self._owner = {workflow_id: now / p.name for workflow_id, p in self._owner.items()}
+        with contextlib.suppress(ValueError):
+            sys.path.remove(str(old))
+        _forget_helpers(old)
+        self._helpers = None
+        return True
 
     def _refresh_helpers(self) -> bool:
         """Make ``_*.py`` helpers importable; True if one changed (every file loads again).
@@ -138,10 +177,7 @@ class WorkflowFolder:
         if helpers == self._helpers:
             return False
         first, self._helpers = self._helpers is None, helpers
-        for name, module in list(sys.modules.items()):
-            file = getattr(module, "__file__", None)
-            if file and Path(file).parent == self.path and not name.startswith(MODULE_PREFIX):
-                del sys.modules[name]
+        _forget_helpers(self.path)
         return not first
 
     def _read_config(self) -> bool:
@@ -302,6 +338,17 @@ class WorkflowFolder:
             state = self._files.get(path)
             if state is not None and state.clash:
                 await self._sync_file(path, force=True)
+
+
+def _forget_helpers(folder: Path) -> None:
+    """Drop the helpers imported from `folder` from ``sys.modules``, to be read again.
+
+    Runs in progress keep the helper code they started with.
+    """
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if file and Path(file).parent == folder and not name.startswith(MODULE_PREFIX):
+            del sys.modules[name]
 
 
 def _contents(paths: list[Path]) -> dict[Path, bytes]:

@@ -11,8 +11,10 @@ A failed watch is therefore started again, and the folder compared as a whole on
 new watch is live, so nothing is missed; the failure is logged once per watch.
 
 A watch follows the folder it started on (its inode): a folder renamed away, or removed,
-and another put in its place (a deploy that swaps folders) would go unseen. The folder's
-identity is checked every `IDENTITY_SECONDS`; a change ends the watch as a failure does.
+and another put in its place (a deploy that swaps folders), or a symbolic link on the path
+made to lead to another folder (a deploy that swaps a link), would go unseen. The folder
+the path names is checked every `IDENTITY_SECONDS`; a change ends the watch as a failure
+does, and the new watch follows the path again.
 """
 
 from __future__ import annotations
@@ -68,13 +70,14 @@ class FolderReplaced(Exception):
 
 
 async def _watch(folder: Path, on_change: Callable[[], Awaitable[None]], *, resync: bool) -> None:
-    watched, itself = _identity(folder), os.path.abspath(folder)  # noqa: ASYNC240 - no I/O
+    itself = os.path.realpath(folder)  # noqa: ASYNC240 - a few lstat calls
+    watched = _identity(Path(itself))  # a link swapped meanwhile is seen as a replacement
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(_until_replaced(folder, watched))
         if resync:  # what the failed watch lost: compare the folder once this one is live
             tasks.create_task(_later(LIVE_SECONDS, on_change))
         async for changes in awatch(
-            folder,
+            itself,
             watch_filter=functools.partial(_workflow_related, itself),
             debounce=DEBOUNCE_MS,
             step=STEP_MS,
@@ -93,7 +96,7 @@ def _identity(folder: Path) -> tuple[int, int]:
 
 
 async def _until_replaced(folder: Path, watched: tuple[int, int]) -> None:
-    """Raise `FolderReplaced` once `folder` names another folder, or none."""
+    """Raise `FolderReplaced` once `folder` names another folder (a link swapped), or none."""
     while True:
         await asyncio.sleep(IDENTITY_SECONDS)
         try:

@@ -74,10 +74,11 @@ async def copy_journal(source: str | os.PathLike[str], destination: str) -> Copy
         )
     from .postgres.connection import describe
     from .postgres.load import TableRows, columns_of, load
-    from .sqlite.export import exported
+    from .sqlite.export import check_source, exported
 
     began = time.monotonic()
     url = postgres_url(destination)
+    check_source(Path(os.fspath(source)))  # bad input here, before the server is reached
     target = await columns_of(url)  # migrates the destination first
     with exported(Path(os.fspath(source))) as export:
         present = export.tables()

@@ -28,6 +28,10 @@ STEP_JOBS_CHANNEL = "orchestrator_steps"  # each step job offered, answered or c
 RUN_TASKS_CHANNEL = "orchestrator_runs"  # each run task offered, patched, answered, cancelled
 # SQLSTATE classes of a lost connection: connection exceptions, the server shutting down.
 LOST_CLASSES = ("08", "57P")
+# SQLSTATE classes of a value or row the server refuses for what a caller gave (not the
+# journal's fault): data exceptions (too long, a bad encoding), integrity constraints (a
+# unique key written twice), a program limit (an index entry too large). See `refused`.
+REFUSED_CLASSES = ("22", "23", "54")
 INSUFFICIENT_PRIVILEGE = "42501"  # the role lacks a right (a GRANT, CREATE on the database)
 # What a role needs on a journal its owner migrated (docs/POSTGRES.md, "Roles").
 GRANTS = (
@@ -146,6 +150,14 @@ def denied(location: str, doing: str, exc: BaseException) -> JournalPermissionDe
 def reason(exc: BaseException) -> str:
     """`exc`'s message on one line (its type's name if it has none)."""
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether the server refused `exc`'s statement for a caller's value (`REFUSED_CLASSES`).
+
+    Written again, it would be refused again: the caller is told, nothing is retried.
+    """
+    return (getattr(exc, "sqlstate", None) or "").startswith(REFUSED_CLASSES)
 
 
 def lost(exc: BaseException, conn: psycopg.AsyncConnection[Any] | None) -> bool:

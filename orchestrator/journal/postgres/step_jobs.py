@@ -27,15 +27,13 @@ from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..records import StepJob, StepOffer, StepReply
-from .connection import STEP_JOBS_CHANNEL, load_psycopg, reason
+from .connection import STEP_JOBS_CHANNEL, load_psycopg, reason, refused
 from .daemon_rows import FRESH_STANDBY, standby_alive
 from .offered import OfferedTable, fits
 
 if TYPE_CHECKING:
     import psycopg
 
-# SQLSTATE classes of a value the server refuses (data exceptions, a program limit).
-_REFUSED_CLASSES = ("22", "54")
 _OFFER = (
     "INSERT INTO step_jobs (offered_by, offered_at, run_id, digest, request, state)"
     " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id"
@@ -168,8 +166,8 @@ class PostgresStepJobs(OfferedTable):
 
         Raises:
             ValueError: `reply` holds text the journal cannot keep, or the server refused
-                it for its value (SQLSTATE classes 22 and 54: too long, say): written
-                again, it would be refused again.
+                it for its value (`connection.refused`: too long, say): written again, it
+                would be refused again.
         """
         params = (self._json(reply, "reply"), now, job_id, self._text(token, "token"), attempts)
         pg = load_psycopg()
@@ -182,7 +180,7 @@ class PostgresStepJobs(OfferedTable):
                         return False
                     await self._notify(conn)
             except pg.Error as exc:
-                if (getattr(exc, "sqlstate", None) or "")[:2] in _REFUSED_CLASSES:
+                if refused(exc):
                     raise ValueError(f"a step job's reply cannot be kept: {reason(exc)}") from None
                 raise
             return True

@@ -71,6 +71,7 @@ from .connection import (
     load_psycopg,
     lost,
     reason,
+    refused,
 )
 from .statements import SNAPSHOT_SQL, SQL
 
@@ -130,9 +131,6 @@ _CUT_OFF = (
 # SQLSTATE classes and codes that may pass: a batch failing so is kept and tried again.
 _TRANSIENT_CLASSES = ("40", "53", "58")  # serialization/deadlock, resources, system I/O
 _TRANSIENT_CODES = frozenset({"55P03", "57014"})  # lock not available, statement cancelled
-# SQLSTATE classes of a value or row the journal refuses (a caller's ops, not the journal):
-# data exceptions, integrity constraints, a program limit (an index entry too large).
-_REFUSED_CLASSES = ("22", "23", "54")
 
 
 class _Transient(JournalError):
@@ -345,8 +343,8 @@ class PostgresWriter(WriterStatus):
             await conn.execute(_STANDING_BY, standing)
             rows = await (await conn.execute(_HOLDERS)).fetchall()
         except load_psycopg().Error as exc:
-            refused = denied(self.location, "standing by", exc)
-            raise refused or JournalError(f"journal {self.location}: {reason(exc)}") from None
+            denial = denied(self.location, "standing by", exc)
+            raise denial or JournalError(f"journal {self.location}: {reason(exc)}") from None
         live, _ = _judged(rows, now)
         return live[0] if live else None
 
@@ -391,9 +389,9 @@ class PostgresWriter(WriterStatus):
                     f"journal {self.location}: another daemon's row stayed locked for"
                     f" {REGISTER_LOCK_TIMEOUT}; try again"
                 ) from None
-            refused = denied(self.location, "opening", exc)
+            denial = denied(self.location, "opening", exc)
             message = f"journal {self.location}: opening failed: {reason(exc)}"
-            raise refused or JournalError(message) from None
+            raise denial or JournalError(message) from None
         return int(top[0])
 
     async def run(self) -> None:
@@ -706,7 +704,7 @@ class PostgresWriter(WriterStatus):
             return _Transient(message)
         if not state and "NUL" in str(exc):  # psycopg refuses it before sending anything
             return _HasNul(message)
-        if state.startswith(_REFUSED_CLASSES):
+        if refused(exc):  # a caller's ops, not the journal
             return Refused(message)
         return JournalError(message)
 

@@ -55,18 +55,21 @@ class SqliteJournal:
 
         Raises:
             JournalPermissionDenied: A folder on the way may not be searched.
-            JournalPathInvalid: The path cannot name a file (too long, a NUL).
+            JournalPathInvalid: The path cannot name a file (too long, a NUL), or names a
+                FIFO, a socket or a device: a reader says so, never "no runs".
         """
-        from .connection import path_error
+        from .connection import check_regular, path_error
 
         try:
-            return self.path.stat().st_size > 0
+            info = self.path.stat()
         except (FileNotFoundError, NotADirectoryError):
             return False
         except OSError as exc:
             raise path_error(self.path, exc, "reach") from exc
         except ValueError as exc:  # a NUL in the path
             raise JournalPathInvalid(f"journal path {self.path!r} cannot be used: {exc}") from exc
+        check_regular(self.path, info.st_mode)
+        return info.st_size > 0
 
     def incarnation(self) -> object:
         """The file's device and inode, or None if it is not there (or cannot be reached)."""

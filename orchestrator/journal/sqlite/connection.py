@@ -19,10 +19,12 @@ journal (`JournalCorrupt`, with how to recover it).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shlex
 import sqlite3
+import stat
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -81,6 +83,8 @@ def check_path(path: Path) -> None:
                 f"journal {path} is a directory, not a file; pass a file path, "
                 f"e.g. {path / 'orchestrator.db'}"
             )
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            check_regular(path, path.stat().st_mode)
         if not path.parent.is_dir():
             missing = "is not a folder" if path.parent.exists() else "does not exist"
             raise JournalPathInvalid(
@@ -91,6 +95,34 @@ def check_path(path: Path) -> None:
         raise path_error(path, exc, "reach") from exc
     except ValueError as exc:  # a NUL in the path
         raise JournalPathInvalid(f"journal path {path!r} cannot be used: {exc}") from exc
+
+
+def check_regular(path: Path, mode: int) -> None:
+    """Refuse a journal path that is there as a FIFO, a socket or a device (`mode`).
+
+    None can hold a journal, and opening a FIFO waits for a writer: it is refused from its
+    `os.stat`, never opened. A folder is refused by `check_path`, with its own fix.
+
+    Raises:
+        JournalPathInvalid: Says what the path is and what to pass instead.
+    """
+    kind = _special_kind(mode)
+    if kind is not None:
+        raise JournalPathInvalid(
+            f"journal {path} is {kind}, not a regular file, so it cannot hold a journal; "
+            "pass the path of a journal file, or of a new one to create"
+        )
+
+
+def _special_kind(mode: int) -> str | None:
+    """What a file of `mode` is if it is neither a regular file nor a folder."""
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return None
 
 
 def path_error(path: Path, exc: OSError, doing: str) -> JournalError:

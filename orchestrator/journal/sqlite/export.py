@@ -17,7 +17,14 @@ from typing import Any
 
 from ...errors import JournalCorrupt, JournalError, JournalLocked
 from . import lease
-from .connection import SQLITE_ERRORS, connect_writer, open_error, path_error, rollback_if_open
+from .connection import (
+    SQLITE_ERRORS,
+    check_regular,
+    connect_writer,
+    open_error,
+    path_error,
+    rollback_if_open,
+)
 from .schema import upgrade
 
 
@@ -66,6 +73,23 @@ class _Rows:
         return row
 
 
+def check_source(path: Path) -> None:
+    """Refuse a `path` that holds no journal to copy: missing, empty, a FIFO, a device.
+
+    Raises:
+        JournalError: Says what `path` is instead.
+    """
+    try:
+        info = path.stat()
+        check_regular(path, info.st_mode)  # a FIFO is refused as such, not as "empty"
+        if info.st_size == 0:
+            raise JournalError(f"{path} is empty: there is no journal to copy")
+    except FileNotFoundError:
+        raise JournalError(f"there is no journal at {path}: pass the path of one") from None
+    except OSError as exc:
+        raise path_error(path, exc, "read") from exc
+
+
 @contextmanager
 def exported(path: Path) -> Iterator[Export]:
     """The journal at `path`, locked for writing (and unchanged) until the block ends.
@@ -74,13 +98,7 @@ def exported(path: Path) -> Iterator[Export]:
         JournalError: There is no journal at `path`, or it cannot be read.
         JournalLocked: A live daemon holds it; stop it first.
     """
-    try:
-        if path.stat().st_size == 0:
-            raise JournalError(f"{path} is empty: there is no journal to copy")
-    except FileNotFoundError:
-        raise JournalError(f"there is no journal at {path}: pass the path of one") from None
-    except OSError as exc:
-        raise path_error(path, exc, "read") from exc
+    check_source(path)
     conn = connect_writer(path, "FULL")
     try:
         conn.execute("BEGIN IMMEDIATE")
