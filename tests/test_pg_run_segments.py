@@ -310,3 +310,66 @@ def test_a_new_coordinator_fences_the_old_ones_executors_and_every_run_ends_once
     for _, state in ended.values():
         ran = state["ran"]
         assert isinstance(ran, list) and len(ran) == 1 and ran[0] in (first.pid, second.pid)
+
+
+CHILDREN_FLOW = """
+import asyncio
+import os
+import pathlib
+import uuid
+
+from orchestrator import Trigger, Workflow
+
+MARKS = pathlib.Path(__file__).resolve().parent.parent / "marks"
+
+
+async def fan(state, ctx):
+    n = state["n"]
+    (MARKS / f"{n}.{os.getpid()}").write_text(ctx.run_id)
+    (MARKS / f"{n}.{os.getpid()}.{uuid.uuid4().hex}").write_text(ctx.run_id)
+    for _ in range(6000):
+        if (MARKS / "gate").exists():
+            break
+        await asyncio.sleep(0.02)
+    ids = [ctx.start("child", "one", {"x": n * 10 + i}, key=f"{n}-{i}") for i in range(2)]
+    return ctx.join(ids, into="children")
+
+
+async def total(state):
+    return {**state, "total": sum(c["state"]["y"] for c in state["children"])}
+
+
+async def double(state):
+    return {**state, "y": state["x"] * 2, "by": os.getpid()}
+
+
+parent = Workflow(id="job", triggers={"go": Trigger(event="job")}, pipelines={"go": [fan, total]})
+child = Workflow(id="child", pipelines={"one": [double]})
+"""
+
+
+def test_a_run_executed_elsewhere_starts_and_joins_child_runs(folder: Path, pg_url: str) -> None:
+    (folder / "job.py").write_text(CHILDREN_FLOW)
+    with daemons(folder, pg_url, 2) as (active, standby):
+        for n in range(1, 7):
+            emit(pg_url, n)
+        started = active.wait_until(partial(started_on, folder, range(1, 7)), 60, "six runs")
+        assert any(pids == {standby.pid} for pids in started.values()), started
+        open_gate(folder)
+        active.wait_until(
+            lambda: (
+                True
+                if query(pg_url, "SELECT count(*) FROM runs WHERE status = 'completed'") == [(18,)]
+                else None
+            ),
+            60,
+            "six parents and their twelve children to complete",
+        )
+        parents = {
+            run_id: json.loads(cli("show", run_id, "--json", "--db", pg_url).stdout)["state"]
+            for (run_id,) in query(pg_url, "SELECT run_id FROM runs WHERE workflow_id = 'job'")
+        }
+    assert sorted(state["total"] for state in parents.values()) == [
+        (n * 10) * 2 + (n * 10 + 1) * 2 for n in range(1, 7)
+    ]
+    assert query(pg_url, "SELECT count(*) FROM runs") == [(18,)]  # each child started once
