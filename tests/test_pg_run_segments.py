@@ -373,3 +373,96 @@ def test_a_run_executed_elsewhere_starts_and_joins_child_runs(folder: Path, pg_u
         (n * 10) * 2 + (n * 10 + 1) * 2 for n in range(1, 7)
     ]
     assert query(pg_url, "SELECT count(*) FROM runs") == [(18,)]  # each child started once
+
+
+FAILING_FLOW = """
+import asyncio
+import os
+import pathlib
+import uuid
+
+from orchestrator import Service, Trigger, Workflow
+
+MARKS = pathlib.Path(__file__).resolve().parent.parent / "marks"
+
+
+def opened(ctx):
+    pid = os.getpid()
+    ctx.on_cleanup(lambda: (MARKS / f"closed.{pid}.{uuid.uuid4().hex}").write_text("closed"))
+    return {"by": pid}
+
+
+async def work(state, ctx):
+    n = state["n"]
+    conn = await ctx.use("conn")
+    (MARKS / f"{n}.{os.getpid()}").write_text(ctx.run_id)
+    for _ in range(6000):
+        if (MARKS / "gate").exists():
+            break
+        await asyncio.sleep(0.02)
+    return {**state, "service_by": conn["by"]}
+
+
+def shout(state):
+    if state["n"] % 2:
+        raise RuntimeError(f"card declined for order {state['n']}")
+    return {**state, "shouted": os.getppid()}
+
+
+workflow = Workflow(
+    id="job",
+    triggers={"go": Trigger(event="job")},
+    pipelines={"go": [work, shout]},
+    services=[Service("conn", opened, scope="run")],
+)
+"""
+
+
+def test_a_run_failing_elsewhere_reports_its_error_as_one_failing_here(
+    folder: Path, pg_url: str
+) -> None:
+    (folder / "job.py").write_text(FAILING_FLOW)
+    with daemons(folder, pg_url, 2) as (active, standby):
+        for n in range(1, 9):
+            emit(pg_url, n)
+        started = active.wait_until(partial(started_on, folder, range(1, 9)), 60, "eight runs")
+        elsewhere = [n for n, pids in started.items() if pids == {standby.pid}]
+        assert elsewhere
+        open_gate(folder)
+        ended = active.wait_until(partial(finals, pg_url), 60, "the runs to end")
+        runs = {n: (folder.parent / "marks" / f"{n}.{min(started[n])}").read_text() for n in ended}
+        shown = {n: cli("show", runs[n], "--db", pg_url).stdout for n in elsewhere}
+    for n, (status, state) in ended.items():
+        assert status == ("failed" if n % 2 else "completed"), n
+        assert state["service_by"] == min(started[n])  # its run service was its executor's
+        if n % 2 == 0 and n in elsewhere:
+            assert state["shouted"] == standby.pid  # its isolated step: its executor's workers
+    for n in elsewhere:
+        if n % 2:
+            assert f"card declined for order {n}" in shown[n]
+            assert "Traceback" in shown[n] and "RuntimeError" in shown[n]
+    closed = [p for p in (folder.parent / "marks").iterdir() if p.name.startswith("closed.")]
+    assert sorted(int(p.name.split(".")[1]) for p in closed) == sorted(
+        min(pids) for pids in started.values()
+    )  # each run's service closed once, where it was made
+
+
+def test_a_standby_with_another_version_of_the_file_executes_none_of_its_runs(
+    folder: Path, tmp_path: Path, pg_url: str
+) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "job.py").write_text(FLOW + "\n# another version\n")
+    with ExitStack() as stack:
+        active = stack.enter_context(Daemon(folder, pg_url, log=tmp_path / "a.log")).start()
+        standby = stack.enter_context(Daemon(other, pg_url, log=tmp_path / "b.log"))
+        standby.start(ready=False)
+        line = "run segments: 1 daemons standing by can execute them"
+        active.wait_until(lambda: line in active.log() or None, 60, "the executor counted")
+        for n in range(1, 5):
+            emit(pg_url, n)
+        started = active.wait_until(partial(started_on, folder, range(1, 5)), 60, "four runs")
+        open_gate(folder)
+        ended = active.wait_until(partial(finals, pg_url), 60, "the runs to end")
+    assert all(pids == {active.pid} for pids in started.values()), started
+    assert {status for status, _ in ended.values()} == {"completed"}

@@ -263,7 +263,7 @@ class RunServer:
                 commit_next_checkpoint=bool(request.get("commit_next")),
                 recovered_at=None if recovered is None else (str(recovered[0]), int(recovered[1])),
             )
-        except (KeyError, TypeError, ValueError, IndexError, JournalError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a request or a workflow it cannot take
             _log.warning("run task %d cannot be executed here: %r", task.id, exc)
             return None
         return _Served(task, run)
