@@ -392,3 +392,60 @@ def fill_disk(disk: Path) -> Path:
             except OSError as exc:
                 assert exc.errno == errno.ENOSPC, exc
                 return filler
+
+
+# -- a writer frozen inside its batch ---------------------------------------------------------
+
+# The start of a script whose writer stops its own process (SIGSTOP) at the last point
+# before a batch's COMMIT once `FreezeInsideABatch.armed`: frozen inside its transaction,
+# holding its row's lock, as a suspended VM would be.
+FREEZE_INSIDE_A_BATCH = """
+import asyncio, os, signal, sys
+from orchestrator.journal.faults import BEFORE_COMMIT, FaultPoints
+
+
+class FreezeInsideABatch(FaultPoints):
+    armed = False
+
+    def hit(self, point: str) -> None:
+        if point == BEFORE_COMMIT and self.armed:
+            os.kill(os.getpid(), signal.SIGSTOP)
+"""
+
+
+def stopped(pid: int) -> bool:
+    """Whether process `pid` is stopped (SIGSTOP): its state in /proc is ``T``."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "T"
+
+
+@contextlib.asynccontextmanager
+async def frozen_script(
+    where: Path, script: str, *args: str
+) -> collections.abc.AsyncIterator[asyncio.subprocess.Process]:
+    """Run `script` (`FREEZE_INSIDE_A_BATCH` and more) with `args`, until it froze.
+
+    The script prints ``ready`` and then stops itself inside a batch; yields the process
+    (continue it with SIGCONT, read what it printed with ``communicate``); it is killed
+    if it still runs at the end.
+    """
+    from orchestrator.testing import eventually
+
+    path = where / "frozen.py"
+    path.write_text(script)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(path),
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        assert (await asyncio.wait_for(proc.stdout.readline(), 60)).strip() == b"ready"
+        await eventually(lambda: stopped(proc.pid), what="the process to freeze in its batch")
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -11,13 +11,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
-import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from procs import ROOT, query
+from procs import FREEZE_INSIDE_A_BATCH, frozen_script, query
 from test_pg_run_tasks import tasks_of
 from test_pg_step_jobs import NOW, add_daemon
 
@@ -26,7 +24,6 @@ from orchestrator.journal import ops
 from orchestrator.journal.backends import migrate_journal
 from orchestrator.journal.postgres.executor_writer import ExecutorWriter
 from orchestrator.journal.postgres.run_tasks import PostgresRunTasks
-from orchestrator.testing import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -107,19 +104,11 @@ async def test_a_row_deleted_fences_as_well(pg_url: str, coordinator: PostgresRu
     assert notes(pg_url) == []
 
 
-FROZEN = """
-import asyncio, os, signal, sys
+FROZEN = (
+    FREEZE_INSIDE_A_BATCH
+    + """
 from orchestrator.journal import ops
-from orchestrator.journal.faults import BEFORE_COMMIT, FaultPoints
 from orchestrator.journal.postgres.executor_writer import ExecutorWriter
-
-
-class FreezeInsideABatch(FaultPoints):
-    armed = False
-
-    def hit(self, point: str) -> None:
-        if point == BEFORE_COMMIT and self.armed:
-            os.kill(os.getpid(), signal.SIGSTOP)
 
 
 async def main() -> None:
@@ -141,6 +130,7 @@ async def main() -> None:
 
 asyncio.run(main())
 """
+)
 
 
 async def test_an_executor_frozen_inside_a_batch_is_cut_off_fenced_and_refused(
@@ -149,33 +139,10 @@ async def test_an_executor_frozen_inside_a_batch_is_cut_off_fenced_and_refused(
     """Frozen, its batch holds its row's lock: the fence would wait for it as long."""
     daemon, task_id = await claim_one(pg_url, coordinator, "f")
     go_stale(pg_url, "f")  # now: once frozen in its batch, its row is locked
-    script = tmp_path / "frozen.py"
-    script.write_text(textwrap.dedent(FROZEN))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(script),
-        pg_url,
-        "f",
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        assert proc.stdout is not None
-        assert (await asyncio.wait_for(proc.stdout.readline(), 60)).strip() == b"ready"
-
-        def frozen() -> bool:
-            with open(f"/proc/{proc.pid}/stat") as stat:
-                return stat.read().rpartition(")")[2].split()[0] == "T"
-
-        await eventually(frozen, what="the executor to freeze in its batch")
+    async with frozen_script(tmp_path, FROZEN, pg_url, "f") as proc:
         abandoned = await asyncio.wait_for(coordinator.abandon(daemon_id=daemon, now=NOW), 30)
         assert abandoned == [task_id]
         os.kill(proc.pid, signal.SIGCONT)
         out, err = await asyncio.wait_for(proc.communicate(), 60)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
     assert b"refused JOURNAL_LOCKED" in out, (out, err)
     assert notes(pg_url) == []  # neither the frozen batch nor its retry committed

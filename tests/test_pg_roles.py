@@ -14,17 +14,14 @@ import json
 import os
 import re
 import signal
-import sys
-import textwrap
 from pathlib import Path
 
 import psycopg
 import pytest
-from procs import ROOT, Daemon, cli, query
+from procs import Daemon, cli, frozen_script, query
 from test_pg_standby import FROZEN, TAKE_OVER_TIMEOUT
 
 from orchestrator import Runtime
-from orchestrator.testing import eventually
 
 FLOW = """
 from orchestrator import Trigger, Workflow
@@ -132,25 +129,7 @@ async def test_a_frozen_daemon_of_a_plain_role_is_taken_over_by_one_of_the_same_
     a standby of that role takes over, and the frozen batch never lands."""
     assert cli("journal", "migrate", "--db", pg_url).returncode == 0
     url = plain_role(pg_url, *GRANTS)
-    script = tmp_path / "frozen.py"
-    script.write_text(textwrap.dedent(FROZEN))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(script),
-        url,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        assert proc.stdout is not None
-        assert (await asyncio.wait_for(proc.stdout.readline(), 60)).strip() == b"ready"
-
-        def frozen() -> bool:
-            with open(f"/proc/{proc.pid}/stat") as stat:
-                return stat.read().rpartition(")")[2].split()[0] == "T"
-
-        await eventually(frozen, what="the process to freeze in its batch")
+    async with frozen_script(tmp_path, FROZEN, url) as proc:
         standby = Runtime(url, standby=True)
         await asyncio.wait_for(standby.start(), TAKE_OVER_TIMEOUT)
         try:
@@ -159,9 +138,5 @@ async def test_a_frozen_daemon_of_a_plain_role_is_taken_over_by_one_of_the_same_
             await standby.stop()
         os.kill(proc.pid, signal.SIGCONT)
         out, err = await asyncio.wait_for(proc.communicate(), 60)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
     assert b"failure JOURNAL_LOCKED" in out, (out, err)
     assert query(pg_url, "SELECT count(*) FROM runs") == [(0,)]  # the frozen batch never landed

@@ -23,25 +23,35 @@ from procs import Daemon, cli, query
 # A standby's row is stale 5 s after its last renewal; then its runs continue elsewhere.
 TAKE_OVER_TIMEOUT = 60.0
 
-FLOW = """
+# What every flow here starts with: a step calls `started` first, which marks the run as
+# started in this daemon (`N.PID`, and one file per start: `N.PID.UUID`), then waits for
+# the test's gate file.
+PRELUDE = """
 import asyncio
 import os
 import pathlib
 import uuid
 
-from orchestrator import Trigger, Workflow
+from orchestrator import Service, Trigger, Workflow
 
 MARKS = pathlib.Path(__file__).resolve().parent.parent / "marks"
 
 
-async def work(state, ctx):
-    n = state["n"]
+async def started(n, ctx):
     (MARKS / f"{n}.{os.getpid()}").write_text(ctx.run_id)
     (MARKS / f"{n}.{os.getpid()}.{uuid.uuid4().hex}").write_text(ctx.run_id)
     for _ in range(6000):
         if (MARKS / "gate").exists():
-            break
+            return
         await asyncio.sleep(0.02)
+"""
+
+FLOW = (
+    PRELUDE
+    + """
+
+async def work(state, ctx):
+    await started(state["n"], ctx)
     return {**state, "ran": state.get("ran", []) + [os.getpid()]}
 
 
@@ -51,6 +61,7 @@ async def done(state):
 
 workflow = Workflow(id="job", triggers={"go": Trigger(event="job")}, pipelines={"go": [work, done]})
 """
+)
 
 
 @pytest.fixture
@@ -105,7 +116,9 @@ def has_status(url: str, run_id: str, status: str) -> bool | None:
 def starts(folder: Path) -> collections.Counter[int]:
     """How many times the first step of each run started."""
     names = [path.name.split(".") for path in (folder.parent / "marks").iterdir()]
-    return collections.Counter(int(name[0]) for name in names if len(name) == 3)
+    return collections.Counter(
+        int(name[0]) for name in names if len(name) == 3 and name[0].isdigit()
+    )
 
 
 def open_gate(folder: Path) -> None:
@@ -199,23 +212,12 @@ def test_an_abort_stops_a_run_its_executor_runs(folder: Path, pg_url: str) -> No
     assert ended[signalled][1]["extra"] == 7 and ended[signalled][1]["ran"] == [standby.pid]
 
 
-PAUSE_SERVICE_FLOW = """
-import asyncio
-import os
-import pathlib
-import uuid
-
-from orchestrator import Trigger, Workflow
-
-MARKS = pathlib.Path(__file__).resolve().parent.parent / "marks"
-
+PAUSE_SERVICE_FLOW = (
+    PRELUDE
+    + """
 
 async def arm(state, ctx):
-    (MARKS / f"{state['n']}.{os.getpid()}").write_text(ctx.run_id)
-    for _ in range(6000):
-        if (MARKS / "gate").exists():
-            break
-        await asyncio.sleep(0.02)
+    await started(state["n"], ctx)
     wait = ctx.pause_service.register(event="paid", where={"n": ("==", state["n"])})
     return ctx.pause(wait=wait, into="paid")
 
@@ -226,6 +228,7 @@ async def done(state):
 
 workflow = Workflow(id="job", triggers={"go": Trigger(event="job")}, pipelines={"go": [arm, done]})
 """
+)
 
 
 def test_a_step_registering_a_wait_ahead_is_handed_back_to_the_coordinator(
@@ -312,25 +315,13 @@ def test_a_new_coordinator_fences_the_old_ones_executors_and_every_run_ends_once
         assert isinstance(ran, list) and len(ran) == 1 and ran[0] in (first.pid, second.pid)
 
 
-CHILDREN_FLOW = """
-import asyncio
-import os
-import pathlib
-import uuid
-
-from orchestrator import Trigger, Workflow
-
-MARKS = pathlib.Path(__file__).resolve().parent.parent / "marks"
-
+CHILDREN_FLOW = (
+    PRELUDE
+    + """
 
 async def fan(state, ctx):
     n = state["n"]
-    (MARKS / f"{n}.{os.getpid()}").write_text(ctx.run_id)
-    (MARKS / f"{n}.{os.getpid()}.{uuid.uuid4().hex}").write_text(ctx.run_id)
-    for _ in range(6000):
-        if (MARKS / "gate").exists():
-            break
-        await asyncio.sleep(0.02)
+    await started(n, ctx)
     ids = [ctx.start("child", "one", {"x": n * 10 + i}, key=f"{n}-{i}") for i in range(2)]
     return ctx.join(ids, into="children")
 
@@ -346,6 +337,7 @@ async def double(state):
 parent = Workflow(id="job", triggers={"go": Trigger(event="job")}, pipelines={"go": [fan, total]})
 child = Workflow(id="child", pipelines={"one": [double]})
 """
+)
 
 
 def test_a_run_executed_elsewhere_starts_and_joins_child_runs(folder: Path, pg_url: str) -> None:
@@ -375,16 +367,9 @@ def test_a_run_executed_elsewhere_starts_and_joins_child_runs(folder: Path, pg_u
     assert query(pg_url, "SELECT count(*) FROM runs") == [(18,)]  # each child started once
 
 
-FAILING_FLOW = """
-import asyncio
-import os
-import pathlib
-import uuid
-
-from orchestrator import Service, Trigger, Workflow
-
-MARKS = pathlib.Path(__file__).resolve().parent.parent / "marks"
-
+FAILING_FLOW = (
+    PRELUDE
+    + """
 
 def opened(ctx):
     pid = os.getpid()
@@ -393,13 +378,8 @@ def opened(ctx):
 
 
 async def work(state, ctx):
-    n = state["n"]
     conn = await ctx.use("conn")
-    (MARKS / f"{n}.{os.getpid()}").write_text(ctx.run_id)
-    for _ in range(6000):
-        if (MARKS / "gate").exists():
-            break
-        await asyncio.sleep(0.02)
+    await started(state["n"], ctx)
     return {**state, "service_by": conn["by"]}
 
 
@@ -416,6 +396,7 @@ workflow = Workflow(
     services=[Service("conn", opened, scope="run")],
 )
 """
+)
 
 
 def test_a_run_failing_elsewhere_reports_its_error_as_one_failing_here(

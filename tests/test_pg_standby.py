@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from pilots import until
-from procs import ROOT, Daemon, cli, query
+from procs import FREEZE_INSIDE_A_BATCH, ROOT, Daemon, cli, frozen_script, query
 from test_tui import static_text
 
 from orchestrator import Runtime, StepContext, Workflow
@@ -150,21 +150,10 @@ def test_a_daemon_stopped_cleanly_hands_over_without_a_fence(folder: Path, pg_ur
         assert fenced == [(0,)]
 
 
-FROZEN = """
-import asyncio, os, signal, sys
+FROZEN = (
+    FREEZE_INSIDE_A_BATCH
+    + """
 from orchestrator import Runtime, StepContext, Workflow
-from orchestrator.journal.liveness import HOST
-from orchestrator.journal.faults import BEFORE_COMMIT, FaultPoints
-
-
-class FreezeInsideABatch(FaultPoints):
-    '''Stop this process (SIGSTOP) inside a batch's transaction once it is ready.'''
-
-    armed = False
-
-    def hit(self, point: str) -> None:
-        if point == BEFORE_COMMIT and self.armed:
-            os.kill(os.getpid(), signal.SIGSTOP)
 
 
 async def step(state):
@@ -187,31 +176,14 @@ async def main() -> None:
 
 asyncio.run(main())
 """
+)
 
 
 async def test_a_daemon_frozen_inside_a_batch_is_fenced_and_its_batch_refused(
     tmp_path: Path, pg_url: str
 ) -> None:
-    script = tmp_path / "frozen.py"
-    script.write_text(textwrap.dedent(FROZEN))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(script),
-        pg_url,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        assert proc.stdout is not None
-        assert (await asyncio.wait_for(proc.stdout.readline(), 60)).strip() == b"ready"
-
-        def frozen() -> bool:
-            with open(f"/proc/{proc.pid}/stat") as stat:
-                return stat.read().rpartition(")")[2].split()[0] == "T"
-
+    async with frozen_script(tmp_path, FROZEN, pg_url) as proc:
         # It stopped inside its batch's transaction, holding its daemon row's share lock.
-        await eventually(frozen, what="the process to freeze in its batch")
         standby = Runtime(pg_url, standby=True)
         await asyncio.wait_for(standby.start(), TAKE_OVER_TIMEOUT)
         try:
@@ -221,10 +193,6 @@ async def test_a_daemon_frozen_inside_a_batch_is_fenced_and_its_batch_refused(
             await standby.stop()
         os.kill(proc.pid, signal.SIGCONT)
         out, err = await asyncio.wait_for(proc.communicate(), 60)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
     assert runs == [(0,)]  # the frozen batch never committed
     assert b"refused JOURNAL_LOCKED" in out, (out, err)
     assert b"failure JOURNAL_LOCKED" in out, (out, err)
