@@ -121,6 +121,20 @@ def starts(folder: Path) -> collections.Counter[int]:
     )
 
 
+def start_runs(active: Daemon, folder: Path, url: str, count: int) -> dict[int, set[int]]:
+    """Emit runs 1 to `count`; once each started its first step: run -> the pids it started in."""
+    for n in range(1, count + 1):
+        emit(url, n)
+    return active.wait_until(partial(started_on, folder, range(1, count + 1)), 60, "the runs")
+
+
+def executed_by(started: dict[int, set[int]], daemon: Daemon) -> list[int]:
+    """The runs whose first step started in `daemon` only; at least one."""
+    runs = [n for n, pids in started.items() if pids == {daemon.pid}]
+    assert runs, f"no run started in daemon {daemon.pid}: {started}"
+    return runs
+
+
 def open_gate(folder: Path) -> None:
     (folder.parent / "marks" / "gate").write_text("go")
 
@@ -141,9 +155,7 @@ def finals(url: str) -> dict[int, tuple[str, dict[str, object]]] | None:
 
 def test_runs_past_the_coordinators_share_execute_on_the_standby(folder: Path, pg_url: str) -> None:
     with daemons(folder, pg_url, 2) as (active, standby):
-        for n in range(1, 11):
-            emit(pg_url, n)
-        started = active.wait_until(partial(started_on, folder, range(1, 11)), 60, "ten runs")
+        started = start_runs(active, folder, pg_url, 10)
         where = [pids for _, pids in sorted(started.items())]
         assert all(len(pids) == 1 for pids in where)
         on_standby = sum(1 for pids in where if pids == {standby.pid})
@@ -165,11 +177,8 @@ def test_runs_past_the_coordinators_share_execute_on_the_standby(folder: Path, p
 
 def test_a_killed_executors_runs_continue_on_the_coordinator(folder: Path, pg_url: str) -> None:
     with daemons(folder, pg_url, 2) as (active, standby):
-        for n in range(1, 7):
-            emit(pg_url, n)
-        started = active.wait_until(partial(started_on, folder, range(1, 7)), 60, "six runs")
-        moved = [n for n, pids in started.items() if pids == {standby.pid}]
-        assert moved
+        started = start_runs(active, folder, pg_url, 6)
+        moved = executed_by(started, standby)
         standby.kill()
         # Its runs start their first step again, here, once it is judged gone.
         active.wait_until(
@@ -188,10 +197,8 @@ def test_a_killed_executors_runs_continue_on_the_coordinator(folder: Path, pg_ur
 
 def test_an_abort_stops_a_run_its_executor_runs(folder: Path, pg_url: str) -> None:
     with daemons(folder, pg_url, 2) as (active, standby):
-        for n in range(1, 5):
-            emit(pg_url, n)
-        started = active.wait_until(partial(started_on, folder, range(1, 5)), 60, "four runs")
-        moved = next(n for n, pids in started.items() if pids == {standby.pid})
+        started = start_runs(active, folder, pg_url, 4)
+        moved = executed_by(started, standby)[0]
         run_id = (folder.parent / "marks" / f"{moved}.{standby.pid}").read_text()
         aborted = cli("abort", run_id, "--db", pg_url)
         assert aborted.returncode == 0, aborted.stderr
@@ -236,11 +243,8 @@ def test_a_step_registering_a_wait_ahead_is_handed_back_to_the_coordinator(
 ) -> None:
     (folder / "job.py").write_text(PAUSE_SERVICE_FLOW)
     with daemons(folder, pg_url, 2) as (active, standby):
-        for n in range(1, 7):
-            emit(pg_url, n)
-        started = active.wait_until(partial(started_on, folder, range(1, 7)), 60, "six runs")
-        moved = [n for n, pids in started.items() if pids == {standby.pid}]
-        assert moved
+        started = start_runs(active, folder, pg_url, 6)
+        executed_by(started, standby)
         open_gate(folder)
         # Handed back, each runs its first step again on the coordinator.
         active.wait_until(
@@ -262,11 +266,8 @@ def test_a_frozen_executors_runs_continue_and_its_late_writes_are_refused(
     folder: Path, pg_url: str
 ) -> None:
     with daemons(folder, pg_url, 2) as (active, standby):
-        for n in range(1, 7):
-            emit(pg_url, n)
-        started = active.wait_until(partial(started_on, folder, range(1, 7)), 60, "six runs")
-        moved = [n for n, pids in started.items() if pids == {standby.pid}]
-        assert moved
+        started = start_runs(active, folder, pg_url, 6)
+        moved = executed_by(started, standby)
         os.kill(standby.pid, signal.SIGSTOP)
         try:
             active.wait_until(
@@ -290,9 +291,7 @@ def test_a_new_coordinator_fences_the_old_ones_executors_and_every_run_ends_once
     folder: Path, pg_url: str
 ) -> None:
     with daemons(folder, pg_url, 3) as (active, first, second):
-        for n in range(1, 10):
-            emit(pg_url, n)
-        started = active.wait_until(partial(started_on, folder, range(1, 10)), 60, "nine runs")
+        started = start_runs(active, folder, pg_url, 9)
         assert any(pids <= {first.pid, second.pid} for pids in started.values()), started
         active.kill()
         survivors = (first, second)
@@ -343,10 +342,8 @@ child = Workflow(id="child", pipelines={"one": [double]})
 def test_a_run_executed_elsewhere_starts_and_joins_child_runs(folder: Path, pg_url: str) -> None:
     (folder / "job.py").write_text(CHILDREN_FLOW)
     with daemons(folder, pg_url, 2) as (active, standby):
-        for n in range(1, 7):
-            emit(pg_url, n)
-        started = active.wait_until(partial(started_on, folder, range(1, 7)), 60, "six runs")
-        assert any(pids == {standby.pid} for pids in started.values()), started
+        started = start_runs(active, folder, pg_url, 6)
+        executed_by(started, standby)
         open_gate(folder)
         active.wait_until(
             lambda: (
@@ -404,11 +401,8 @@ def test_a_run_failing_elsewhere_reports_its_error_as_one_failing_here(
 ) -> None:
     (folder / "job.py").write_text(FAILING_FLOW)
     with daemons(folder, pg_url, 2) as (active, standby):
-        for n in range(1, 9):
-            emit(pg_url, n)
-        started = active.wait_until(partial(started_on, folder, range(1, 9)), 60, "eight runs")
-        elsewhere = [n for n, pids in started.items() if pids == {standby.pid}]
-        assert elsewhere
+        started = start_runs(active, folder, pg_url, 8)
+        elsewhere = executed_by(started, standby)
         open_gate(folder)
         ended = active.wait_until(partial(finals, pg_url), 60, "the runs to end")
         runs = {n: (folder.parent / "marks" / f"{n}.{min(started[n])}").read_text() for n in ended}
@@ -440,9 +434,7 @@ def test_a_standby_with_another_version_of_the_file_executes_none_of_its_runs(
         standby.start(ready=False)
         line = "run segments: 1 daemons standing by can execute them"
         active.wait_until(lambda: line in active.log() or None, 60, "the executor counted")
-        for n in range(1, 5):
-            emit(pg_url, n)
-        started = active.wait_until(partial(started_on, folder, range(1, 5)), 60, "four runs")
+        started = start_runs(active, folder, pg_url, 4)
         open_gate(folder)
         ended = active.wait_until(partial(finals, pg_url), 60, "the runs to end")
     assert all(pids == {active.pid} for pids in started.values()), started
