@@ -51,6 +51,9 @@ class Idleness:
         reasons += [self._describe(task) for task in self._working()]
         if not self._writer.committed:
             reasons.append(f"journal writes are not committed yet ({self._writer.backlog} queued)")
+        elif self._control.runs.settling:
+            # Their batch committed and its callback is queued: their `invoke` callers learn next.
+            reasons.append(f"{self._control.runs.settling} runs ended and are being settled")
         due = self._control.timers.next_due()
         if due is not None and due <= self._clock.now_us():
             reasons.append(f"a timer due at {to_iso(due)} has not fired yet")

@@ -626,6 +626,11 @@ class Supervisor:
                 return aborted(run, self._env)
         return await execute(run, self._env)
 
+    @property
+    def settling(self) -> int:
+        """How many runs ended (or paused) and wait for their batch's callback to settle."""
+        return sum(len(runs) for runs in self._settling.values())
+
     def _settle_later(self, run: ActiveRun, ending: Ending) -> None:
         """Settle `run` as `ending` says once its batch commits (`_committed`).
 
