@@ -332,10 +332,10 @@ class RunServer:
         if served.back:  # the step caught StepElsewhere: it runs again on the coordinator
             return wire.stopped_reply(run, back=True, signals=served.signals, coordinator=True)
         if isinstance(outcome, PauseRequest):
-            if run.carried is not None:
-                writer.submit(run.carried)
-                run.carried = None
-            return wire.pause_reply(run, outcome, served.signals)
+            # The step's checkpoint, if it carried it, commits with the pause, on the
+            # coordinator: lost with this executor, the step runs again, the pause is kept.
+            carried, run.carried = run.carried, None
+            return wire.pause_reply(run, outcome, served.signals, carried)
         return wire.end_reply(run, outcome, served.signals)
 
     async def _reply(self, token: str, task: RunTask, reply: dict[str, Any]) -> bool:

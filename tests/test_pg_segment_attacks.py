@@ -1,0 +1,106 @@
+"""Attacks on run segments executed by the daemons standing by (real daemons, PostgreSQL).
+
+Each test drives the daemons of `test_pg_run_segments` into a narrow window (a reply held
+back by a row lock the test takes, a kill, a stop) and reads the journal: every run ends
+once, where it should, and no pause, signal or step is lost.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+
+import psycopg
+from procs import cli, query
+from test_pg_run_segments import (
+    PRELUDE,
+    TAKE_OVER_TIMEOUT,
+    daemons,
+    executed_by,
+    finals,
+    folder,
+    open_gate,
+    start_runs,
+)
+
+__all__ = ["folder"]  # the fixture, shared
+
+PAUSING_FLOW = (
+    PRELUDE
+    + """
+
+async def arm(state, ctx):
+    await started(state["n"], ctx)
+    (MARKS / f"returned.{state['n']}").write_text("")
+    return ctx.pause(event="paid", where={"n": ("==", state["n"])}, into="paid")
+
+
+async def done(state):
+    return {**state, "done": os.getpid()}
+
+
+workflow = Workflow(id="job", triggers={"go": Trigger(event="job")}, pipelines={"go": [arm, done]})
+"""
+)
+
+
+@contextmanager
+def replies_held(url: str) -> Iterator[None]:
+    """Lock every run task's row: an executor's reply (an UPDATE of its row) waits."""
+    with psycopg.connect(url, options="-c search_path=orchestrator") as conn:
+        conn.execute("SELECT id FROM run_tasks FOR UPDATE").fetchall()
+        yield
+        conn.rollback()
+
+
+def run_ids(folder: Path, runs: list[int], pid: int) -> list[str]:
+    return [(folder.parent / "marks" / f"{n}.{pid}").read_text() for n in runs]
+
+
+def replying(folder: Path, url: str, runs: list[int]) -> bool | None:
+    """Whether each of `runs` returned from its step, and a reply waits for the test's lock."""
+    marks = folder.parent / "marks"
+    if not all((marks / f"returned.{n}").exists() for n in runs):
+        return None
+    waiting = query(
+        url,
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE ?",
+        ("UPDATE run_tasks SET reply%",),
+    )
+    return True if waiting[0][0] >= 1 else None
+
+
+def statuses(url: str, ids: list[str], among: set[str]) -> dict[str, str] | None:
+    rows = dict(query(url, "SELECT run_id, status FROM runs WHERE run_id = ANY(?)", (ids,)))
+    return rows if len(rows) == len(ids) and set(rows.values()) <= among else None
+
+
+def test_a_pause_committed_by_an_executor_killed_before_its_reply_is_kept(
+    folder: Path, pg_url: str
+) -> None:
+    (folder / "job.py").write_text(PAUSING_FLOW)
+    with daemons(folder, pg_url, 2) as (active, standby):
+        started = start_runs(active, folder, pg_url, 6)
+        elsewhere = executed_by(started, standby)
+        moved = run_ids(folder, elsewhere, standby.pid)
+        with replies_held(pg_url):
+            open_gate(folder)
+            # Its steps return their pauses; its replies wait for the test's lock.
+            standby.wait_until(partial(replying, folder, pg_url, elsewhere), 60, "a reply")
+            standby.kill()
+        # Judged gone, its runs continue here from their checkpoints: still paused.
+        ended = active.wait_until(
+            partial(statuses, pg_url, moved, {"paused", "completed"}),
+            TAKE_OVER_TIMEOUT,
+            "the killed executor's runs to pause again, or end",
+        )
+        assert set(ended.values()) == {"paused"}, ended
+        for n in range(1, 7):
+            paid = cli("emit", "paid", json.dumps({"n": n}), "--db", pg_url)
+            assert paid.returncode == 0, paid.stderr
+        final = active.wait_until(partial(finals, pg_url), 60, "the runs to end")
+    assert {status for status, _ in final.values()} == {"completed"}
+    assert all(state["paid"] == {"n": n} for n, (_, state) in final.items())
