@@ -8,7 +8,10 @@ once, where it should, and no pause, signal or step is lost.
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -104,3 +107,108 @@ def test_a_pause_committed_by_an_executor_killed_before_its_reply_is_kept(
         final = active.wait_until(partial(finals, pg_url), 60, "the runs to end")
     assert {status for status, _ in final.values()} == {"completed"}
     assert all(state["paid"] == {"n": n} for n, (_, state) in final.items())
+
+
+LAST_STEP_FLOW = (
+    PRELUDE
+    + """
+
+async def work(state, ctx):
+    await started(state["n"], ctx)
+    (MARKS / f"returned.{state['n']}").write_text("")
+    return {**state, "ran": os.getpid()}
+
+
+workflow = Workflow(id="job", triggers={"go": Trigger(event="job")}, pipelines={"go": [work]})
+"""
+)
+
+
+def executor_backends(url: str) -> list[int]:
+    """The server processes of the executors' writer connections."""
+    rows = query(
+        url,
+        "SELECT pid FROM pg_stat_activity WHERE application_name LIKE ?",
+        ("orchestrator-executor-%",),
+    )
+    return [int(pid) for (pid,) in rows]
+
+
+@contextmanager
+def frozen(pids: list[int]) -> Iterator[None]:
+    """Those server processes stopped (SIGSTOP): what they were sent waits for them."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+def patch_taken(url: str, run_id: str, before: str) -> bool | None:
+    """Whether the task of `run_id` was patched and its patches taken since `before` (xmin)."""
+    rows = query(url, "SELECT xmin::text, patches FROM run_tasks WHERE run_id = ?", (run_id,))
+    return True if rows and rows[0][0] != before and rows[0][1] is None else None
+
+
+def test_an_abort_taken_while_the_segments_last_writes_commit_still_ends_the_run(
+    folder: Path, pg_url: str
+) -> None:
+    (folder / "job.py").write_text(LAST_STEP_FLOW)
+    with daemons(folder, pg_url, 2) as (active, standby), ThreadPoolExecutor(1) as pool:
+        started = start_runs(active, folder, pg_url, 4)
+        n = executed_by(started, standby)[0]
+        run_id = run_ids(folder, [n], standby.pid)[0]
+        backends = executor_backends(pg_url)
+        assert len(backends) == 1, backends
+        with frozen(backends):
+            # Its step returns; its segment's last writes wait for the frozen connection.
+            open_gate(folder)
+            returned = folder.parent / "marks" / f"returned.{n}"
+            standby.wait_until(lambda: returned.exists() or None, 60, "the step's return")
+            ((before,),) = query(
+                pg_url, "SELECT xmin::text FROM run_tasks WHERE run_id = ?", (run_id,)
+            )
+            aborting = pool.submit(cli, "abort", run_id, "--db", pg_url)
+            standby.wait_until(partial(patch_taken, pg_url, run_id, before), 60, "the abort taken")
+        final = active.wait_until(partial(finals, pg_url), 60, "every run to end")
+        assert aborting.result().returncode in (0, 1)
+    assert final[n][0] in ("completed", "aborted"), final[n]
+    assert {status for m, (status, _) in final.items() if m != n} == {"completed"}
+
+
+def waiting_on_lock(url: str, statement: str) -> bool | None:
+    """Whether a statement starting with `statement` waits for a lock."""
+    rows = query(
+        url,
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE ?",
+        (statement + "%",),
+    )
+    return True if rows[0][0] >= 1 else None
+
+
+def test_an_abort_racing_a_pause_elsewhere_aborts_the_run(folder: Path, pg_url: str) -> None:
+    (folder / "job.py").write_text(PAUSING_FLOW)
+    with daemons(folder, pg_url, 2) as (active, standby), ThreadPoolExecutor(1) as pool:
+        started = start_runs(active, folder, pg_url, 4)
+        elsewhere = executed_by(started, standby)
+        run_id = run_ids(folder, elsewhere[:1], standby.pid)[0]
+        with replies_held(pg_url):
+            open_gate(folder)
+            standby.wait_until(partial(replying, folder, pg_url, elsewhere), 60, "a reply")
+            aborting = pool.submit(cli, "abort", run_id, "--db", pg_url)
+            # The abort's patch waits for the test's lock too, behind the reply.
+            active.wait_until(
+                partial(waiting_on_lock, pg_url, "SELECT patches FROM run_tasks"), 60, "the patch"
+            )
+        status = active.wait_until(
+            lambda: statuses(pg_url, [run_id], {"aborted", "completed"}), 60, "the abort"
+        )
+        assert status == {run_id: "aborted"}
+        assert aborting.result().returncode == 0, aborting.result().stderr
+        for n in range(1, 5):
+            paid = cli("emit", "paid", json.dumps({"n": n}), "--db", pg_url)
+            assert paid.returncode == 0, paid.stderr
+        final = active.wait_until(partial(finals, pg_url), 60, "the runs to end")
+    assert sorted(status for status, _ in final.values()) == ["aborted"] + ["completed"] * 3
