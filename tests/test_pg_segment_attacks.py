@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 
 import psycopg
+import pytest
 from procs import cli, query
 from test_pg_run_segments import (
     PRELUDE,
@@ -27,6 +28,7 @@ from test_pg_run_segments import (
     folder,
     open_gate,
     start_runs,
+    started_again,
 )
 
 __all__ = ["folder"]  # the fixture, shared
@@ -212,3 +214,71 @@ def test_an_abort_racing_a_pause_elsewhere_aborts_the_run(folder: Path, pg_url: 
             assert paid.returncode == 0, paid.stderr
         final = active.wait_until(partial(finals, pg_url), 60, "the runs to end")
     assert sorted(status for status, _ in final.values()) == ["aborted"] + ["completed"] * 3
+
+
+THREE_STEP_FLOW = (
+    PRELUDE
+    + """
+
+def first(state):
+    return {**state, "first": state.get("first", []) + [os.getpid()]}
+
+
+async def work(state, ctx):
+    await started(state["n"], ctx)
+    return {**state, "ran": state.get("ran", []) + [os.getpid()]}
+
+
+async def done(state):
+    return {**state, "done": os.getpid()}
+
+
+workflow = Workflow(
+    id="job", triggers={"go": Trigger(event="job")}, pipelines={"go": [first, work, done]}
+)
+"""
+)
+
+
+def test_a_standby_stopped_hands_its_runs_back_from_their_last_steps(
+    folder: Path, pg_url: str
+) -> None:
+    (folder / "job.py").write_text(THREE_STEP_FLOW)
+    with daemons(folder, pg_url, 2) as (active, standby):
+        started = start_runs(active, folder, pg_url, 6)
+        moved = executed_by(started, standby)
+        assert standby.stop(signal.SIGTERM, timeout=30) == 0
+        # Handed back, each runs the step it was in again here; its first step stays done.
+        active.wait_until(
+            partial(started_again, folder, range(1, 7), moved, active.pid),
+            60,
+            "the stopped standby's runs to start their step again here",
+        )
+        open_gate(folder)
+        final = active.wait_until(partial(finals, pg_url), 60, "the runs to end")
+    assert {status for status, _ in final.values()} == {"completed"}
+    for n in moved:
+        state = final[n][1]
+        assert len(state["first"]) == 1 and state["ran"] == [active.pid], state
+
+
+@pytest.mark.parametrize("gate_in_grace", [True, False], ids=["ending-in-grace", "cut-off"])
+def test_a_coordinator_stopped_while_segments_run_elsewhere_ends_every_run_once(
+    folder: Path, pg_url: str, gate_in_grace: bool
+) -> None:
+    with daemons(folder, pg_url, 2) as (active, standby):
+        started = start_runs(active, folder, pg_url, 6)
+        executed_by(started, standby)
+        active.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        if gate_in_grace:
+            active.wait_until(lambda: "running steps have" in active.log() or None, 30, "grace")
+            open_gate(folder)
+        assert active.proc.wait(timeout=60) == 0  # type: ignore[union-attr]
+        standby.wait_until(standby.is_ready, 60, "the standby's take-over")
+        if not gate_in_grace:
+            open_gate(folder)
+        final = standby.wait_until(partial(finals, pg_url), 60, "the runs to end")
+        assert query(pg_url, "SELECT count(*) FROM runs") == [(6,)]
+    assert {status for status, _ in final.values()} == {"completed"}, final
+    for n, (_, state) in final.items():
+        assert isinstance(state["ran"], list) and len(state["ran"]) == 1, (n, state)

@@ -163,6 +163,9 @@ class Runtime:
         self._reader: JournalQueries | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._background: list[asyncio.Task[None]] = []
+        # Stopped after the runs (the grace period): the lease's heartbeat, or a standby
+        # takes the runs over while their steps still run here; the loop of steps offered.
+        self._after_runs: list[asyncio.Task[None]] = []
         self._offering: asyncio.Task[None] | None = None
         self._state = "new"
         self._folder = None if workflows_dir is None else WorkflowFolder(Path(workflows_dir), self)
@@ -283,12 +286,12 @@ class Runtime:
         assert self._stack is not None
         tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
         tasks.create_task(self._write(), name="journal-writer")
-        self._background.append(tasks.create_task(self._heartbeat(), name="heartbeat"))
+        self._after_runs.append(tasks.create_task(self._heartbeat(), name="heartbeat"))
         reader = self._reader = await self._journal.open_reader()
         max_wait, max_seq = await reader.max_ids()
         workers = self._step_runner()
         if isinstance(workers, SpreadPool):
-            self._background.append(tasks.create_task(workers.run(), name="spread-steps"))
+            self._after_runs.append(tasks.create_task(workers.run(), name="spread-steps"))
         run_tasks = self._journal.run_tasks() if self._folder is not None else None
         control = self._control = Control(
             writer=self._writer,
@@ -404,6 +407,9 @@ class Runtime:
         if self._offering is not None:
             self._offering.cancel()
             await asyncio.gather(self._offering, return_exceptions=True)
+        for task in self._after_runs:
+            task.cancel()
+        await asyncio.gather(*self._after_runs, return_exceptions=True)
         for scope in [*self._workflow_scopes.values(), self._global_services]:
             for error in await scope.close():
                 _log.error("a service cleanup failed at stop: %r", error)
