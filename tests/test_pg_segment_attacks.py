@@ -7,6 +7,7 @@ once, where it should, and no pause, signal or step is lost.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from postgres import Cluster
 from procs import cli, query
 from test_pg_run_segments import (
     PRELUDE,
@@ -282,3 +284,93 @@ def test_a_coordinator_stopped_while_segments_run_elsewhere_ends_every_run_once(
     assert {status for status, _ in final.values()} == {"completed"}, final
     for n, (_, state) in final.items():
         assert isinstance(state["ran"], list) and len(state["ran"]) == 1, (n, state)
+
+
+def terminate(url: str, names: str) -> int:
+    """End the server sessions whose application name is LIKE `names`; how many."""
+    rows = query(
+        url,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        " WHERE application_name LIKE ? AND pid <> pg_backend_pid()",
+        (names,),
+    )
+    return int(rows[0][0])
+
+
+@pytest.mark.parametrize("fault", ["server-restart", "executor-sessions-ended"])
+def test_segments_survive_the_server_restarting_or_their_sessions_ending(
+    folder: Path, own_cluster: Cluster, fault: str
+) -> None:
+    url = own_cluster.create_database("segments")
+    with daemons(folder, url, 2) as (active, standby):
+        started = start_runs(active, folder, url, 6)
+        executed_by(started, standby)
+        if fault == "server-restart":
+            own_cluster.halt()
+            own_cluster.resume()
+        else:
+            assert terminate(url, "orchestrator-executor-%") >= 1
+        open_gate(folder)
+        final = active.wait_until(partial(finals, url), 120, "the runs to end")
+        assert query(url, "SELECT count(*) FROM runs") == [(6,)]
+        logs = active.log() + standby.log()
+    assert {status for status, _ in final.values()} == {"completed"}, final
+    assert "Traceback" not in logs, logs
+    for n, (_, state) in final.items():
+        assert state["done"] in (active.pid, standby.pid), (n, state)
+
+
+RETRY_SLEEP_FLOW = (
+    PRELUDE
+    + """
+from orchestrator import Step
+
+
+async def work(state, ctx):
+    await started(state["n"], ctx)
+    return {**state, "text": "\\u0000 é 😀 " + "x" * 2_000_000}
+
+
+async def flaky(state, ctx):
+    tries = MARKS / f"tries.{state['n']}.{uuid.uuid4().hex}"
+    tries.write_text(str(os.getpid()))
+    if len(list(MARKS.glob(f"tries.{state['n']}.*"))) == 1:
+        await asyncio.sleep(60)  # the first attempt times out
+    return {**state, "flaky": os.getpid()}
+
+
+async def nap(state, ctx):
+    return ctx.sleep(0.5)
+
+
+async def done(state):
+    return {**state, "done": os.getpid()}
+
+
+workflow = Workflow(
+    id="job",
+    triggers={"go": Trigger(event="job")},
+    pipelines={"go": [work, Step(flaky, retries=2, timeout=1, backoff=0), nap, done]},
+)
+"""
+)
+
+
+def test_retries_timeouts_sleeps_and_large_states_elsewhere(folder: Path, pg_url: str) -> None:
+    (folder / "job.py").write_text(RETRY_SLEEP_FLOW)
+    with daemons(folder, pg_url, 2) as (active, standby):
+        started = start_runs(active, folder, pg_url, 6)
+        executed_by(started, standby)
+        open_gate(folder)
+        final = active.wait_until(partial(finals, pg_url), 120, "the runs to end")
+        tries = collections.Counter(
+            p.name.split(".")[1] for p in (folder.parent / "marks").glob("tries.*")
+        )
+    assert {status for status, _ in final.values()} == {"completed"}, final
+    assert all(tries[str(n)] == 2 for n in range(1, 7)), tries
+    for n, (_, state) in final.items():
+        assert state["text"] == "\u0000 é 😀 " + "x" * 2_000_000, n
+        assert state["flaky"] in (active.pid, standby.pid) and state["done"] in (
+            active.pid,
+            standby.pid,
+        )
