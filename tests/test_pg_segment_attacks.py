@@ -31,6 +31,7 @@ from test_pg_run_segments import (
     open_gate,
     start_runs,
     started_again,
+    starts,
 )
 
 __all__ = ["folder"]  # the fixture, shared
@@ -374,3 +375,82 @@ def test_retries_timeouts_sleeps_and_large_states_elsewhere(folder: Path, pg_url
             active.pid,
             standby.pid,
         )
+
+
+def test_the_coordinator_and_an_executor_killed_together_every_run_ends_once(
+    folder: Path, pg_url: str
+) -> None:
+    with daemons(folder, pg_url, 3) as (active, first, second):
+        started = start_runs(active, folder, pg_url, 9)
+        moved = executed_by(started, first)
+        first.kill()
+        active.kill()
+        second.wait_until(second.is_ready, 60, "the last daemon's take-over")
+        second.wait_until(
+            lambda: True if all(starts(folder)[n] >= 2 for n in moved) else None,
+            TAKE_OVER_TIMEOUT,
+            "the killed executor's runs to start again",
+        )
+        open_gate(folder)
+        final = second.wait_until(partial(finals, pg_url), 60, "the runs to end")
+        assert query(pg_url, "SELECT count(*) FROM runs") == [(9,)]
+    assert {status for status, _ in final.values()} == {"completed"}, final
+    for n, (_, state) in final.items():
+        assert isinstance(state["ran"], list) and len(state["ran"]) == 1, (n, state)
+        assert state["done"] == second.pid, (n, state)  # the gate opened after the kills
+
+
+@contextmanager
+def executor_row_held(url: str, pid: int) -> Iterator[None]:
+    """Key-share-lock the executor row of daemon `pid`: a fence of it (FOR UPDATE) waits."""
+    with psycopg.connect(url, options="-c search_path=orchestrator") as conn:
+        rows = conn.execute(
+            "SELECT token FROM standbys WHERE executes_for IS NOT NULL AND pid = %s FOR KEY SHARE",
+            (pid,),
+        ).fetchall()
+        assert len(rows) == 1, rows
+        yield
+        conn.rollback()
+
+
+def test_a_new_coordinator_starts_no_recovered_run_before_the_old_executors_are_fenced(
+    folder: Path, pg_url: str
+) -> None:
+    with daemons(folder, pg_url, 3) as (active, first, second):
+        started = start_runs(active, folder, pg_url, 9)
+        frozen_one, survivor = (
+            (first, second)
+            if any(pids == {first.pid} for pids in started.values())
+            else (second, first)
+        )
+        moved = executed_by(started, frozen_one)
+        with executor_row_held(pg_url, frozen_one.pid):
+            os.kill(frozen_one.pid, signal.SIGSTOP)
+            try:
+                active.kill()
+                # Its fence waits for the test's lock: the runs it executes must wait too.
+                waiting = "recovered runs wait until the executors of the daemon before"
+                seen = survivor.wait_until(
+                    lambda: (
+                        "waiting"
+                        if waiting in survivor.log()
+                        else "started"
+                        if started_again(folder, range(1, 10), moved[:1], survivor.pid)
+                        else None
+                    ),
+                    60,
+                    "the recovered runs to wait for the fence, or to start",
+                )
+                assert seen == "waiting", "a run started again while its executor was not fenced"
+            finally:
+                os.kill(frozen_one.pid, signal.SIGCONT)
+        survivor.wait_until(
+            partial(started_again, folder, range(1, 10), moved, survivor.pid),
+            TAKE_OVER_TIMEOUT,
+            "the fenced executor's runs to start again",
+        )
+        open_gate(folder)
+        final = survivor.wait_until(partial(finals, pg_url), 60, "the runs to end")
+    assert {status for status, _ in final.values()} == {"completed"}, final
+    for n, (_, state) in final.items():
+        assert state["ran"] == [survivor.pid], (n, state)

@@ -343,6 +343,7 @@ class Runtime:
             here=control.keys.here,
         )
         await self._apply_inbox(poller)
+        await self._fenced_before()
         control.runs.release_recovered()
         self._background.append(tasks.create_task(poller.run(), name="inbox"))
         self._idleness = Idleness(control, poller, self._file_events, self._writer, self._clock)
@@ -355,6 +356,26 @@ class Runtime:
             keep = self._pruner.keep(lambda: folder.retention)
             self._background.append(tasks.create_task(keep, name="retention"))
         await self._writer.mark_ready()
+
+    async def _fenced_before(self) -> None:
+        """Wait until the executors of the daemon before this one are fenced (or none).
+
+        A run recovered from it may still execute on one of them, its writes landing,
+        until the offering's start fences them (`Offering.fenced_before`).
+        """
+        offering = None if self._control is None else self._control.runs.offering
+        task = self._offering
+        if offering is None or task is None or offering.fenced_before.is_set():
+            return
+        _log.warning(
+            "run segments: recovered runs wait until the executors of the daemon before"
+            " this one are fenced"
+        )
+        fenced = asyncio.ensure_future(offering.fenced_before.wait())
+        try:
+            await asyncio.wait([fenced, task], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            fenced.cancel()
 
     async def _apply_inbox(self, poller: InboxPoller) -> None:
         """Route events and apply commands written while no process held the journal.

@@ -101,6 +101,8 @@ class Offering:
         self._next_signal = 0
         self._wake = asyncio.Event()
         self._opened = False
+        # Set once the executors of the coordinator before this one are fenced (`_open`).
+        self.fenced_before = asyncio.Event()
         self.offered = 0  # segments offered so far (for tests and the bench)
 
     # -- the supervisor's side -------------------------------------------------------------
@@ -195,7 +197,11 @@ class Offering:
             await self._stop()
 
     async def _open(self, backoff: Backoff) -> None:
-        """Connect; fence the executors of the coordinator before this one."""
+        """Connect; fence the executors of the coordinator before this one.
+
+        Until then (`fenced_before`), the runs recovered from it must not start here: an
+        executor of its not fenced yet may still be executing them, its writes landing.
+        """
         while True:
             identity = self._identity()
             try:
@@ -210,6 +216,7 @@ class Offering:
                             fenced,
                         )
                 self._opened = True
+                self.fenced_before.set()
                 return
             except JournalError as exc:
                 _log.warning("run tasks: %s; trying again", exc)
