@@ -20,6 +20,7 @@ from orchestrator.define.waits import join_request, pause_request, sleep_request
 from orchestrator.engine.executor import ActiveRun, Finished
 from orchestrator.engine.registry import register
 from orchestrator.engine.segments import wire
+from orchestrator.journal import ops
 from orchestrator.records import RunCode, RunStatus
 
 
@@ -79,9 +80,25 @@ def test_an_end_is_read_back_as_written() -> None:
     ],
 )
 def test_a_pause_is_read_back_as_written(pause: Any) -> None:
-    reply = through_the_journal(wire.pause_reply(a_run(), pause, 0))
+    reply = through_the_journal(wire.pause_reply(a_run(), pause, 0, None))
     assert reply.outcome is not None and not isinstance(reply.outcome, Finished)
-    assert wire.pause_reply(a_run(), reply.outcome, 0) == wire.pause_reply(a_run(), pause, 0)
+    assert reply.carried is None
+    again = wire.pause_reply(a_run(), reply.outcome, 0, None)
+    assert again == wire.pause_reply(a_run(), pause, 0, None)
+
+
+def test_a_pausing_steps_writes_travel_with_its_pause() -> None:
+    """Its checkpoint and outbox commit with the pause on the coordinator, as written."""
+    carried = [
+        *ops.checkpoint(
+            3, 5, "_step", started_at=1, ended_at=2, state='{"n":"\u0000é"}', next_step="_step"
+        ),
+        *ops.outbox_event("e1", "paid", '{"n":1}', 2, key="k"),
+        *ops.outbox_invoke("r", "w", "p", "{}", 2),
+        ops.add_child("c", "r", 2, 0),
+    ]
+    reply = through_the_journal(wire.pause_reply(a_run(), sleep_request(5, label="t"), 0, carried))
+    assert reply.carried == carried
 
 
 def test_aborted_and_handed_back_are_told_apart() -> None:
@@ -133,6 +150,21 @@ PROGRESS = {"step_index": 1, "position": 2, "state": "{}"}
             "end": {"status": "failed", "error": "x", "code": "NOPE", "step": None, "trace": None},
         },
         {"progress": PROGRESS, "pause": {"event": "e"}},
+        *(
+            {
+                "progress": PROGRESS,
+                "pause": wire.pause_to_json(sleep_request(5, label="t")),
+                "carried": bad,
+            }
+            for bad in (
+                {"SET_PROGRESS": [1]},
+                [["SET_STATUS", [3, "completed", 1]]],  # not a step's write
+                [["NOPE", []]],
+                [["SET_PROGRESS", [1, {"x": 1}, 2, 2, 3]]],
+                [["SET_PROGRESS", 1]],
+                [["SET_PROGRESS"]],
+            )
+        ),
         {
             "progress": PROGRESS,
             "pause": {
@@ -158,7 +190,9 @@ JSON = st.recursive(
     ),
     max_leaves=20,
 )
-KEYS = st.sampled_from(["progress", "end", "pause", "aborted", "back", "signals", "coordinator"])
+KEYS = st.sampled_from(
+    ["progress", "end", "pause", "aborted", "back", "signals", "coordinator", "carried"]
+)
 
 
 @settings(max_examples=300, deadline=None)

@@ -163,6 +163,9 @@ class Runtime:
         self._reader: JournalQueries | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._background: list[asyncio.Task[None]] = []
+        # Stopped after the runs (the grace period): the lease's heartbeat, or a standby
+        # takes the runs over while their steps still run here; the loop of steps offered.
+        self._after_runs: list[asyncio.Task[None]] = []
         self._offering: asyncio.Task[None] | None = None
         self._state = "new"
         self._folder = None if workflows_dir is None else WorkflowFolder(Path(workflows_dir), self)
@@ -283,12 +286,12 @@ class Runtime:
         assert self._stack is not None
         tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
         tasks.create_task(self._write(), name="journal-writer")
-        self._background.append(tasks.create_task(self._heartbeat(), name="heartbeat"))
+        self._after_runs.append(tasks.create_task(self._heartbeat(), name="heartbeat"))
         reader = self._reader = await self._journal.open_reader()
         max_wait, max_seq = await reader.max_ids()
         workers = self._step_runner()
         if isinstance(workers, SpreadPool):
-            self._background.append(tasks.create_task(workers.run(), name="spread-steps"))
+            self._after_runs.append(tasks.create_task(workers.run(), name="spread-steps"))
         run_tasks = self._journal.run_tasks() if self._folder is not None else None
         control = self._control = Control(
             writer=self._writer,
@@ -340,6 +343,7 @@ class Runtime:
             here=control.keys.here,
         )
         await self._apply_inbox(poller)
+        await self._fenced_before()
         control.runs.release_recovered()
         self._background.append(tasks.create_task(poller.run(), name="inbox"))
         self._idleness = Idleness(control, poller, self._file_events, self._writer, self._clock)
@@ -352,6 +356,26 @@ class Runtime:
             keep = self._pruner.keep(lambda: folder.retention)
             self._background.append(tasks.create_task(keep, name="retention"))
         await self._writer.mark_ready()
+
+    async def _fenced_before(self) -> None:
+        """Wait until the executors of the daemon before this one are fenced (or none).
+
+        A run recovered from it may still execute on one of them, its writes landing,
+        until the offering's start fences them (`Offering.fenced_before`).
+        """
+        offering = None if self._control is None else self._control.runs.offering
+        task = self._offering
+        if offering is None or task is None or offering.fenced_before.is_set():
+            return
+        _log.warning(
+            "run segments: recovered runs wait until the executors of the daemon before"
+            " this one are fenced"
+        )
+        fenced = asyncio.ensure_future(offering.fenced_before.wait())
+        try:
+            await asyncio.wait([fenced, task], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            fenced.cancel()
 
     async def _apply_inbox(self, poller: InboxPoller) -> None:
         """Route events and apply commands written while no process held the journal.
@@ -404,6 +428,9 @@ class Runtime:
         if self._offering is not None:
             self._offering.cancel()
             await asyncio.gather(self._offering, return_exceptions=True)
+        for task in self._after_runs:
+            task.cancel()
+        await asyncio.gather(*self._after_runs, return_exceptions=True)
         for scope in [*self._workflow_scopes.values(), self._global_services]:
             for error in await scope.close():
                 _log.error("a service cleanup failed at stop: %r", error)

@@ -101,6 +101,8 @@ class Offering:
         self._next_signal = 0
         self._wake = asyncio.Event()
         self._opened = False
+        # Set once the executors of the coordinator before this one are fenced (`_open`).
+        self.fenced_before = asyncio.Event()
         self.offered = 0  # segments offered so far (for tests and the bench)
 
     # -- the supervisor's side -------------------------------------------------------------
@@ -195,7 +197,11 @@ class Offering:
             await self._stop()
 
     async def _open(self, backoff: Backoff) -> None:
-        """Connect; fence the executors of the coordinator before this one."""
+        """Connect; fence the executors of the coordinator before this one.
+
+        Until then (`fenced_before`), the runs recovered from it must not start here: an
+        executor of its not fenced yet may still be executing them, its writes landing.
+        """
         while True:
             identity = self._identity()
             try:
@@ -210,6 +216,7 @@ class Offering:
                             fenced,
                         )
                 self._opened = True
+                self.fenced_before.set()
                 return
             except JournalError as exc:
                 _log.warning("run tasks: %s; trying again", exc)
@@ -303,14 +310,20 @@ class Offering:
             _settle(segment, ABORTED)
             return
         if isinstance(reply.outcome, PauseRequest):
-            self._merge_late_signals(segment, reply.signals)
+            late = self._late_signals(segment, reply.signals)
+            if reply.carried is None:  # its executor committed the step's checkpoint
+                self._writer.submit(late)
+            else:  # committed with the pause (`Parking.park_or_drain`), after the signals
+                run.carried = [*_moved_to(reply.carried, run.row, run.position), *late]
         _settle(segment, reply.outcome)
 
-    def _merge_late_signals(self, segment: _Segment, merged: int) -> None:
-        """Journal here the signals its executor did not take before the run paused."""
+    def _late_signals(self, segment: _Segment, merged: int) -> list[ops.Op]:
+        """The writes of the signals its executor did not take before the run paused."""
         late = [patch for number, patch in sorted(segment.signals.items()) if number > merged]
+        writes: list[ops.Op] = []
         for patch in late:
-            self._writer.submit(signalled(segment.run, patch, self._clock.now_us()))
+            writes += signalled(segment.run, patch, self._clock.now_us())
+        return writes
 
     async def _take_back(self) -> None:
         """Run here what waited too long for an executor (or every task, with none)."""
@@ -382,6 +395,20 @@ class Offering:
                         await self._tasks.cancel(offered)
         finally:
             await self._tasks.close()
+
+
+def _moved_to(carried: list[ops.Op], row: int, position: int) -> list[ops.Op]:
+    """`carried` with its run's progress at `position` (past the signals merged after it).
+
+    Its pause updates the run's row from that progress (`ops.parked`), after the signals'
+    own updates of the row: the row's position must not go back.
+    """
+    return [
+        (stmt, (position, *params[1:]))
+        if stmt is ops.Stmt.SET_PROGRESS and params[-1] == row
+        else (stmt, params)
+        for stmt, params in carried
+    ]
 
 
 def _settle(segment: _Segment, outcome: Outcome) -> None:

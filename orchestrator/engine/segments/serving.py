@@ -200,13 +200,21 @@ class RunServer:
                 self._patched(served, patch)
 
     def _patched(self, served: _Served, patch: dict[str, Any]) -> None:
-        """Apply a task's patches: signals in their order, then an abort."""
+        """Apply a task's patches: signals in their order, then an abort.
+
+        None once its outcome is made: cancelling the segment then (while its last writes
+        commit, or its reply is written) would leave its task unanswered, its run stuck.
+        """
         signals = sorted(
             (int(key.removeprefix(wire.SIGNAL_PREFIX)), value)
             for key, value in patch.items()
             if key.startswith(wire.SIGNAL_PREFIX) and isinstance(value, dict)
         )
         run = served.run
+        if served.reply is not None:
+            # Its outcome is made, its reply coming: the coordinator merges the signals
+            # the reply does not count, and acts on the abort once it has the outcome.
+            return
         for number, changes in signals:
             if number <= served.signals or run.finishing:
                 continue
@@ -332,10 +340,10 @@ class RunServer:
         if served.back:  # the step caught StepElsewhere: it runs again on the coordinator
             return wire.stopped_reply(run, back=True, signals=served.signals, coordinator=True)
         if isinstance(outcome, PauseRequest):
-            if run.carried is not None:
-                writer.submit(run.carried)
-                run.carried = None
-            return wire.pause_reply(run, outcome, served.signals)
+            # The step's checkpoint, if it carried it, commits with the pause, on the
+            # coordinator: lost with this executor, the step runs again, the pause is kept.
+            carried, run.carried = run.carried, None
+            return wire.pause_reply(run, outcome, served.signals, carried)
         return wire.end_reply(run, outcome, served.signals)
 
     async def _reply(self, token: str, task: RunTask, reply: dict[str, Any]) -> bool:

@@ -5,7 +5,10 @@ trigger, where the run is (`step_index`, `position`), and what recovery noted ab
 The reply: where the run got to (`progress`: position, step index, state) and one of
 
 - ``end``: how it ended (status, error, code, the step it failed in, a traceback);
-- ``pause``: the `PauseRequest` its last step returned (its checkpoint is committed);
+- ``pause``: the `PauseRequest` its last step returned, with that step's checkpoint (and
+  outbox) as writes it `carried`, uncommitted: the coordinator commits them with the
+  pause, as a run pausing here does, so an executor lost before its reply loses the step
+  (it runs again), never the pause;
 - ``aborted``: it stopped on an abort the coordinator sent (its signals: `patches`);
 - ``back``: it needs what only the coordinator has (a step registered a wait ahead with
   ``ctx.pause_service``): it continues there, from `progress`, that step run again.
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...define.waits import PauseRequest
+from ...journal import ops
 from ...records import RunCode, RunStatus
 from ...state import parse_payload
 from ..executor import ActiveRun, Finished
@@ -57,6 +61,7 @@ class Reply:
     back: bool = False  # handed back: it continues on the coordinator
     signals: int = 0  # the highest signal number merged into its state
     coordinator: bool = False  # handed back for good: its workflow's steps need the coordinator
+    carried: list[ops.Op] | None = None  # a pausing step's writes, to commit with its pause
 
 
 def request_of(run: ActiveRun) -> dict[str, Any]:
@@ -88,9 +93,14 @@ def end_reply(run: ActiveRun, finished: Finished, signals: int) -> dict[str, Any
     return {"progress": progress_of(run), "end": end, "signals": signals}
 
 
-def pause_reply(run: ActiveRun, pause: PauseRequest, signals: int) -> dict[str, Any]:
-    """The reply of a segment whose last step asked to pause."""
-    return {"progress": progress_of(run), "pause": pause_to_json(pause), "signals": signals}
+def pause_reply(
+    run: ActiveRun, pause: PauseRequest, signals: int, carried: list[ops.Op] | None
+) -> dict[str, Any]:
+    """The reply of a segment whose last step asked to pause (`carried`: its writes)."""
+    reply = {"progress": progress_of(run), "pause": pause_to_json(pause), "signals": signals}
+    if carried is not None:
+        reply["carried"] = [[stmt.name, list(params)] for stmt, params in carried]
+    return reply
 
 
 def stopped_reply(
@@ -119,7 +129,8 @@ def read_reply(value: dict[str, Any]) -> Reply:
         if "end" in value:
             return Reply(progress, _finished(value["end"]), signals=signals)
         if "pause" in value:
-            return Reply(progress, checked_pause(value["pause"]), signals=signals)
+            carried = _carried(value.get("carried"))
+            return Reply(progress, checked_pause(value["pause"]), signals=signals, carried=carried)
         if value.get("aborted") is True:
             return Reply(progress, None, signals=signals)
         if value.get("back") is True:
@@ -138,6 +149,36 @@ def _progress(value: Any) -> Progress:
         raise ValueError("a progress without a state")
     parse_payload(state)  # journaled as it is: a row something else wrote is checked
     return Progress(step_index, position, state)
+
+
+# What a pausing step's checkpoint is made of (`ops.checkpoint` and its outbox's writes).
+_CARRIED = frozenset(
+    {
+        ops.Stmt.INSERT_CHECKPOINT,
+        ops.Stmt.SET_PROGRESS,
+        ops.Stmt.CLAIM_KEY,
+        ops.Stmt.OUTBOX_INVOKE,
+        ops.Stmt.OUTBOX_EVENT,
+        ops.Stmt.ADD_CHILD,
+    }
+)
+
+
+def _carried(value: Any) -> list[ops.Op] | None:
+    """A pausing step's writes as an executor sent them; None if it committed them itself."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise ValueError("a pause's writes that are not a list")
+    carried: list[ops.Op] = []
+    for name, params in value:
+        stmt = ops.Stmt[name]
+        if stmt not in _CARRIED or not isinstance(params, list):
+            raise ValueError(f"a pause cannot carry {name!r}")
+        if not all(p is None or isinstance(p, int | str) for p in params):
+            raise ValueError(f"a write {name!r} with values that are not plain")
+        carried.append((stmt, tuple(params)))
+    return carried
 
 
 def _finished(value: Any) -> Finished:
