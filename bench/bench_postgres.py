@@ -30,7 +30,10 @@ standby logged ready, and until the first and the last run interrupted completed
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.metadata
+import logging
+import os
 import statistics
 import sys
 import time
@@ -41,8 +44,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench_events import ORDERS, PAYMENT, Completions, Dbos, order, park
-from bench_runs import check, load_dbos, ours_invoke, timed_sequential, workflow
+from bench_events import PAYMENT, Completions, Dbos, order, park
+from bench_runs import check, load_dbos, ours_invoke, timed_sequential
 from common import (
     dbos_launched,
     dbos_unavailable,
@@ -72,18 +75,33 @@ class Counts:
     held: int  # runs in flight (in a step) when it gets it
     paused: int  # runs paused on an event meanwhile (each take-over re-arms them)
     rounds: int  # turns of the two PostgreSQL columns (1 daemon, 3 daemons): medians
+    busy: int  # runs in flight whose 3 steps each do about 1 ms of pure Python
 
 
 FULL = Counts(
-    500, (1_000, 5_000), 500, 50, 2_000, ("SIGKILL",) * 3 + ("SIGSTOP",) * 2, 100, 1_000, 3
+    500, (1_000, 5_000), 500, 50, 2_000, ("SIGKILL",) * 3 + ("SIGSTOP",) * 2, 100, 1_000, 3, 1_000
 )
-QUICK = Counts(100, (500,), 100, 10, 500, ("SIGKILL", "SIGSTOP"), 20, 100, 1)
+QUICK = Counts(100, (500,), 100, 10, 500, ("SIGKILL", "SIGSTOP"), 20, 100, 1, 300)
+STEP_MS = 1.0  # the CPU work of a step of the "busy" runs, in ms of pure Python (calibrated)
+STANDBYS = 2
+
+
+def rows(counts: Counts) -> list[str]:
+    """The table's rows of runs/s, in order (the keys of `Column.rates`)."""
+    return ["sequential", *(f"N={n:,}" for n in counts.in_flight), busy_row(counts)]
+
+
+def busy_row(counts: Counts) -> str:
+    return f"N={counts.busy:,}, CPU steps"
 
 
 @dataclass
 class Column:
     rates: dict[str, float | None] = field(default_factory=dict)
     latency: list[float] = field(default_factory=list)  # seconds, emit -> completion
+    # Runs executed on a standby, by row of `rates` ("resume": the runs resumed one at a
+    # time), from the journal's `run.elsewhere` timeline entries; None: not counted.
+    elsewhere: dict[str, int] = field(default_factory=dict)
     per_commit: float = 0.0  # runs per commit at the largest N (PostgreSQL: server's count)
     note: str = ""
 
@@ -132,39 +150,164 @@ def commits(url: str) -> int:
 
 # -- ours ----------------------------------------------------------------------------------
 
+# The workflows every column of ours runs, from files in a workflows folder: only runs of
+# workflows loaded from files are offered to the daemons standing by (another machine may
+# not have the module of a workflow registered in code). `bench_runs.workflow("async")`'s
+# three steps, the same steps each doing `turns` loop turns of pure Python, and
+# `bench_events.ORDERS`.
+BENCH_FILE = '''\
+"""bench_postgres.py's runs: three trivial async steps, or three of about {ms} ms of CPU."""
+
+from orchestrator import Workflow
+
+TURNS = {turns}
+
+
+async def inc(state):
+    return {{**state, "n": state["n"] + 1}}
+
+
+async def busy(state):
+    total = 0
+    for i in range(TURNS):
+        total += i * i % 7
+    return {{**state, "n": state["n"] + 1, "total": total}}
+
+
+workflow = Workflow(id="bench", pipelines={{"three": [inc, inc, inc], "busy": [busy, busy, busy]}})
+'''
+ORDERS_FILE = '''\
+"""bench_postgres.py's runs paused on an event: bench_events.ORDERS."""
+
+from orchestrator import Workflow
+
+
+async def wait_for_payment(state, ctx):
+    where = {"order_id": ("==", state["order_id"])}
+    return ctx.pause(event="payment.received", where=where, into="payment")
+
+
+async def done(state):
+    return {**state, "done": True}
+
+
+workflow = Workflow(id="orders", pipelines={"pay": [wait_for_payment, done]})
+'''
+
+
+def busy_turns(ms: float = STEP_MS) -> int:
+    """Loop turns of `busy` that take about `ms` here (the fastest of a few timings)."""
+    turns, best = 20_000, float("inf")
+    for _ in range(20):
+        start = time.perf_counter()
+        total = 0
+        for i in range(turns):
+            total += i * i % 7
+        best = min(best, time.perf_counter() - start)
+    return max(1, round(turns * ms / 1000 / best))
+
+
+def write_flows(folder: Path, turns: int) -> Path:
+    """The workflows folder of every column of ours."""
+    folder.mkdir()
+    (folder / "bench.py").write_text(BENCH_FILE.format(ms=STEP_MS, turns=turns))
+    (folder / "orders.py").write_text(ORDERS_FILE)
+    return folder
+
+
+@contextlib.contextmanager
+def executors_counted(n: int) -> Iterator[asyncio.Event]:
+    """Set once this process's coordinator logs that `n` daemons stand by as executors."""
+    seen = asyncio.Event()
+    line = f"run segments: {n} daemons standing by can execute them"
+
+    class Counted(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if line in record.getMessage():
+                seen.set()
+
+    logger = logging.getLogger("orchestrator.runtime")
+    handler, level = Counted(logging.INFO), logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield seen
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+class Elsewhere:
+    """Counts the `run.elsewhere` timeline entries: segments executed on a standby."""
+
+    def __init__(self, url: str | None) -> None:
+        self.url, self.last = url, 0
+
+    def since(self) -> int | None:
+        """The runs with a segment executed on a standby since the last call (None: SQLite)."""
+        if self.url is None:
+            return None
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(DISTINCT run), coalesce(max(id), %s) FROM orchestrator.timeline"
+                " WHERE kind = 'run.elsewhere' AND id > %s",
+                (self.last, self.last),
+            ).fetchone()
+        assert row is not None
+        self.last = int(row[1])
+        return int(row[0])
+
 
 async def ours(
-    db: str | Path, counts: Counts, url: str | None, spare: Path | None = None
+    db: str | Path, counts: Counts, url: str | None, flows: Path, logs: Path | None = None
 ) -> Column:
-    """Our column; with `spare` (a folder), two standby daemons watch the journal meanwhile."""
-    async with Runtime(db, workflows=[ORDERS]) as rt:
-        await rt.register(workflow("async"))
-        if spare is None or url is None:
+    """Our column on the workflows in `flows`; with `logs` (a folder for their logs), two
+    standby daemons run the same folder on the journal meanwhile, executors of its runs."""
+    async with Runtime(db, workflows_dir=flows) as rt:
+        if logs is None or url is None:
             return await measured(rt, counts, url)
-        async with standbys(url, spare):
-            return await measured(rt, counts, url)
+        with executors_counted(STANDBYS) as counted:
+            async with standbys(url, flows, logs, STANDBYS):
+                async with asyncio.timeout(60):
+                    await counted.wait()  # else the first runs would all execute here
+                return await measured(rt, counts, url)
 
 
 async def measured(rt: Runtime, counts: Counts, url: str | None) -> Column:
-    column = Column()
+    column, elsewhere = Column(), Elsewhere(url)
+    elsewhere.since()
     column.rates["sequential"] = await timed_sequential(
         lambda: ours_invoke(rt), counts.warmup, counts.sequential
     )
-    for n in counts.in_flight:
+    count(column, "sequential", elsewhere)
+    bursts = [(f"N={n:,}", n, "three") for n in counts.in_flight]
+    for row, n, trigger in [*bursts, (busy_row(counts), counts.busy, "busy")]:
         before = commits(url) if url else 0
         start = time.perf_counter()
-        check(list(await asyncio.gather(*(ours_invoke(rt) for _ in range(n)))))
-        column.rates[f"N={n:,}"] = n / (time.perf_counter() - start)
-        if url:
+        check(list(await asyncio.gather(*(ours_invoke(rt, trigger) for _ in range(n)))))
+        column.rates[row] = n / (time.perf_counter() - start)
+        if url and trigger == "three":
             column.per_commit = n / max(commits(url) - before - 1, 1)
-            column.note = f"{column.per_commit:.1f} runs per commit at N={n:,}"
-    column.latency = await resume_latency(rt, counts)
+            column.note = f"{column.per_commit:.1f} runs per commit at {row}"
+        count(column, row, elsewhere)
+    column.latency = await resume_latency(rt, counts, elsewhere)
+    count(column, "resume", elsewhere)
     return column
 
 
-async def resume_latency(rt: Runtime, counts: Counts) -> list[float]:
+def count(column: Column, row: str, elsewhere: Elsewhere) -> None:
+    ran = elsewhere.since()
+    if ran is not None:
+        column.elsewhere[row] = ran
+
+
+async def resume_latency(rt: Runtime, counts: Counts, elsewhere: Elsewhere) -> list[float]:
     done_at = Completions(rt)
     runs = await park(rt, 0, counts.warmup + counts.parked)
+    elsewhere.since()  # the runs parked: spread as any burst; their resumes are counted
     samples = []
     for i, (order_id, run_id) in enumerate(runs.items()):
         finished = done_at.of(run_id)
@@ -188,7 +331,7 @@ async def guarded(what: str, measure: Callable[[], Awaitable[Column]]) -> Column
 PG1, PG3 = "PostgreSQL, 1 daemon", "PostgreSQL, 3 daemons"
 
 
-async def ours_postgres(cluster: Cluster, counts: Counts) -> dict[str, Column]:
+async def ours_postgres(cluster: Cluster, counts: Counts, flows: Path) -> dict[str, Column]:
     """Our two PostgreSQL columns, measured in turns (1, 3, 3, 1, ...) on a shared machine.
 
     Each cell is the median of its rounds, each on a new database; latencies pool the
@@ -198,16 +341,16 @@ async def ours_postgres(cluster: Cluster, counts: Counts) -> dict[str, Column]:
     for number in range(counts.rounds):
         for name in (PG1, PG3) if number % 2 == 0 else (PG3, PG1):
             url = cluster.create_database("ours")
-            with fresh_dir() as tmp:  # the standbys' folder: empty, they run nothing
-                spare = None if name == PG1 else tmp
-                measure = partial(ours, url, counts, url, spare)
+            with fresh_dir() as tmp:  # the standbys' logs
+                logs = None if name == PG1 else tmp
+                measure = partial(ours, url, counts, url, flows, logs)
                 rounds[name].append(await guarded(name, measure))
     n = counts.in_flight[-1]
     return {name: median_column(columns, n) for name, columns in rounds.items()}
 
 
 def median_column(rounds: list[Column], n: int) -> Column:
-    """Each rate the median of the rounds', the latency samples pooled."""
+    """Each rate and count the median of the rounds', the latency samples pooled."""
     measured = [column for column in rounds if column.rates]
     if not measured:
         return Column(note="not measured")
@@ -216,9 +359,14 @@ def median_column(rounds: list[Column], n: int) -> Column:
         for row in measured[0].rates
         if (values := [v for c in measured if (v := c.rates.get(row)) is not None])
     }
+    elsewhere = {
+        row: round(statistics.median(c.elsewhere.get(row, 0) for c in measured))
+        for row in measured[0].elsewhere
+    }
     per_commit = statistics.median(column.per_commit for column in measured)
     note = f"median of {len(measured)} rounds; {per_commit:.1f} runs per commit at N={n:,}"
-    return Column(rates, [x for c in measured for x in c.latency], per_commit, note)
+    latency = [x for c in measured for x in c.latency]
+    return Column(rates, latency, elsewhere, per_commit, note)
 
 
 def take_over(url: str, counts: Counts) -> list[str]:
@@ -234,8 +382,8 @@ def take_over(url: str, counts: Counts) -> list[str]:
 # -- DBOS ----------------------------------------------------------------------------------
 
 
-async def dbos_column(url: str, counts: Counts) -> Column:
-    runs, events = load_dbos(), Dbos(_dbos_class())
+async def dbos_column(url: str, counts: Counts, turns: int) -> Column:
+    runs, events, busy = load_dbos(), Dbos(_dbos_class()), dbos_busy(turns)
     assert runs is not None
     column = Column()
     with dbos_launched(runs.cls, url):
@@ -252,8 +400,34 @@ async def dbos_column(url: str, counts: Counts) -> Column:
             start = time.perf_counter()
             check(list(await asyncio.gather(*(one() for _ in range(n)))))
             column.rates[f"N={n:,}"] = n / (time.perf_counter() - start)
+
+        async def one_busy() -> Any:
+            async with gate:
+                return await busy({"n": 0})
+
+        start = time.perf_counter()
+        check(list(await asyncio.gather(*(one_busy() for _ in range(counts.busy)))))
+        column.rates[busy_row(counts)] = counts.busy / (time.perf_counter() - start)
         column.latency = await dbos_resume_latency(events, counts)
     return column
+
+
+def dbos_busy(turns: int) -> Any:
+    """A DBOS workflow of three async steps of `turns` loop turns each (ours' "busy" runs)."""
+    cls = _dbos_class()
+
+    @cls.step()
+    async def dbos_busy_step(state: dict[str, int]) -> dict[str, int]:
+        total = 0
+        for i in range(turns):
+            total += i * i % 7
+        return {**state, "n": state["n"] + 1, "total": total}
+
+    @cls.workflow()
+    async def dbos_busy_three(state: dict[str, int]) -> dict[str, int]:
+        return await dbos_busy_step(await dbos_busy_step(await dbos_busy_step(state)))
+
+    return dbos_busy_three
 
 
 def _dbos_class() -> Any:
@@ -292,55 +466,70 @@ async def dbos_resume_latency(dbos: Dbos, counts: Counts) -> list[float]:
 def print_table(columns: dict[str, Column], counts: Counts) -> None:
     names = list(columns)
     print(f"{'':28}" + "".join(f"{name:>24}" for name in names))
-    rows = ["sequential", *(f"N={n:,}" for n in counts.in_flight)]
-    for row in rows:
+    for row in rows(counts):
         cells = [fmt(columns[name].rates.get(row)) for name in names]
         print(f"{'runs/s ' + row:28}" + "".join(f"{cell:>24}" for cell in cells))
+        print_elsewhere(columns, row, "  of which on standbys")
     for p in (50, 99):
         cells = [
             f"{percentile(c.latency, p) * 1000:.1f}" if c.latency else "-" for c in columns.values()
         ]
         print(f"{f'event -> resume p{p} ms':28}" + "".join(f"{cell:>24}" for cell in cells))
+    print_elsewhere(columns, "resume", "  resumed on standbys")
     for name, column in columns.items():
         if column.note:
             print(f"{name}: {column.note}")
 
 
+def print_elsewhere(columns: dict[str, Column], row: str, label: str) -> None:
+    """The runs of `row` executed on a standby, where some column could spread them."""
+    if not any(column.elsewhere for column in columns.values()):
+        return
+    cells = [fmt(c.elsewhere.get(row)) if c.elsewhere else "-" for c in columns.values()]
+    print(f"{label:28}" + "".join(f"{cell:>24}" for cell in cells))
+
+
 async def main(argv: list[str]) -> None:
     args = parse_args("Durable runs per journal backend, and DBOS on the same PostgreSQL.", argv)
     counts = QUICK if args.quick else FULL
+    turns = busy_turns()
     print(machine_line())
     print(
-        f"3-step async runs; {counts.sequential} one at a time, then N in flight; "
-        f"{counts.parked} runs resumed one at a time (after {counts.warmup} warm-up)"
+        f"3-step async runs of a workflow file; {counts.sequential} one at a time, then N in "
+        f"flight; {counts.busy:,} in flight whose steps each do about {STEP_MS:g} ms of pure "
+        f"Python ({turns:,} loop turns); {counts.parked} runs resumed one at a time (after "
+        f"{counts.warmup} warm-up)"
     )
     columns: dict[str, Column] = {}
     with fresh_dir() as tmp:
-        columns["SQLite"] = await ours(tmp / "journal.db", counts, None)
-    if find_bindir() is None:
-        print("PostgreSQL: not installed here; its columns are skipped")
-        print_table(columns, counts)
-        return
-    with server() as cluster:
-        flushes = wal_flushes_per_second(cluster.create_database("flushes"), counts.flushes)
-        print(
-            f"PostgreSQL {cluster.bindir.parent.name} on 127.0.0.1 (fsync on): "
-            f"{flushes:,.0f} WAL flushes/s (one-row autocommit INSERTs, one connection)"
-        )
-        columns.update(await ours_postgres(cluster, counts))
-        skip = dbos_unavailable(args.no_dbos, import_dbos())
-        if skip:
-            print(skip)
-        else:
-            version = importlib.metadata.version("dbos")
-            dbos_url = cluster.create_database("dbos")
-            columns[f"DBOS {version}, PostgreSQL"] = await guarded(
-                "DBOS", lambda: dbos_column(dbos_url, counts)
+        flows = write_flows(tmp / "flows", turns)
+        columns["SQLite"] = await ours(tmp / "journal.db", counts, None, flows)
+        if find_bindir() is None:
+            print("PostgreSQL: not installed here; its columns are skipped")
+            print_table(columns, counts)
+            return
+        with server() as cluster:
+            flushes = wal_flushes_per_second(cluster.create_database("flushes"), counts.flushes)
+            print(
+                f"PostgreSQL {cluster.bindir.parent.name} on 127.0.0.1 (fsync on): "
+                f"{flushes:,.0f} WAL flushes/s (one-row autocommit INSERTs, one connection)"
             )
-        taken = take_over(cluster.create_database("takeover"), counts)
+            columns.update(await ours_postgres(cluster, counts, flows))
+            skip = dbos_unavailable(args.no_dbos, import_dbos())
+            if skip:
+                print(skip)
+            else:
+                version = importlib.metadata.version("dbos")
+                dbos_url = cluster.create_database("dbos")
+                columns[f"DBOS {version}, PostgreSQL"] = await guarded(
+                    "DBOS", lambda: dbos_column(dbos_url, counts, turns)
+                )
+            taken = take_over(cluster.create_database("takeover"), counts)
     print(
-        "PostgreSQL, 3 daemons: this process's runtime is the active daemon, two "
-        "`orchestrator up` standbys watch the journal (one active daemon at a time)"
+        f"PostgreSQL, 3 daemons: this process's runtime is the active daemon (the coordinator),"
+        f" two `orchestrator up` standbys on the same folder and journal execute the runs it "
+        f"offers past its share (a third of those in flight each); all {os.cpu_count()} cores"
+        f" are shared by the 3 daemons, PostgreSQL and this process's client side"
     )
     print_table(columns, counts)
     for line in taken:
