@@ -3,23 +3,36 @@
 Prints figures; it is not a test. Run: ``python bench/bench_postgres.py [--quick] [--no-dbos]``.
 
 One throwaway PostgreSQL server (``tests/postgres.py``, started durable: fsync and full-page
-writes on, as in production) serves every PostgreSQL column. Columns:
+writes on, as in production) serves every PostgreSQL column. Every column of ours runs the
+same workflows from files in a workflows folder (`Runtime(workflows_dir=...)`): only runs
+of file workflows are spread to daemons standing by. Columns:
 
 - SQLite: our runtime on a journal file (WAL, synchronous=FULL).
 - PostgreSQL, 1 daemon: our runtime on a ``postgresql://`` journal (synchronous_commit=on).
-- PostgreSQL, 3 daemons: the same runtime, the active daemon, with two standby daemons
-  (``orchestrator up`` processes) on the same journal. One daemon runs a journal's runs at
-  a time; the standbys watch it, to take over, and run the isolated steps it offers, but
-  these runs' steps are async (they stay in the active daemon): this column is 1 daemon's,
-  minus what the standbys cost. ``bench_pg_steps.py`` measures steps spread to standbys.
+- PostgreSQL, 3 daemons: the same runtime, the active daemon (the coordinator), with two
+  standby daemons (``orchestrator up`` processes on the same folder and journal). The
+  standbys enlist as executors; past its share of the runs in flight (a third of them,
+  with two executors) the coordinator offers each run's segment as a run task, which an
+  executor claims, executes with its own writer and answers (docs/POSTGRES.md, "Run
+  tasks"). Measuring starts once the coordinator has counted both executors.
 - DBOS on PostgreSQL: DBOS Transact with its system database in another database of the
   same server (an async workflow of three async steps; recv/send for event -> resume).
 
-Rows: 3-step runs/s one at a time and with N in flight; event -> resume p50/p99 (a run
-paused on an event, resumed by `emit`, timed to its completion's commit). For PostgreSQL
-it also prints the server's own limit: WAL flushes per second (one-row autocommit INSERTs
-from one connection) and our runs per commit (write transactions, by the server's
-transaction ids), whose product is the ceiling group commit can reach.
+Rows: 3-step runs/s one at a time and with N in flight (trivial async steps); runs/s with
+N in flight whose three async steps each do about 1 ms of pure Python (loop turns
+calibrated here at start: the same work in every column); event -> resume p50/p99 (a run
+paused on an event, resumed by `emit`, timed to its completion's commit). Under each,
+for the PostgreSQL columns, how many of those runs executed on a standby: runs with a
+`run.elsewhere` timeline entry (an executor journals one per segment it executes). Runs
+one at a time are never offered (one run in flight is the coordinator's share). For
+PostgreSQL it also prints the server's own limit: WAL flushes per second (one-row
+autocommit INSERTs from one connection) and our runs per commit (write transactions, by
+the server's transaction ids: the executors' batches and replies count too), whose product
+is the ceiling group commit can reach.
+
+This machine may have 2 cores: the 3 daemons, PostgreSQL and the bench's own client side
+share them (the header line says how many), so spreading can add at most the cores the
+coordinator leaves idle.
 
 Then the take-over time (`pg_daemons.takeovers`): three ``orchestrator up`` daemons on one
 folder and journal, runs in flight and runs paused; the active daemon is SIGKILLed, or
