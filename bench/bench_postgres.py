@@ -47,6 +47,7 @@ import contextlib
 import importlib.metadata
 import logging
 import os
+import re
 import statistics
 import sys
 import time
@@ -69,7 +70,7 @@ from common import (
     parse_args,
     percentile,
 )
-from pg_daemons import standbys, takeover_lines, takeovers
+from pg_daemons import TIMEOUT, standbys, takeover_lines, takeovers
 
 from orchestrator import Runtime
 
@@ -113,8 +114,10 @@ class Column:
     rates: dict[str, float | None] = field(default_factory=dict)
     latency: list[float] = field(default_factory=list)  # seconds, emit -> completion
     # Runs executed on a standby, by row of `rates` ("resume": the runs resumed one at a
-    # time), from the journal's `run.elsewhere` timeline entries; None: not counted.
+    # time), from the journal's `run.elsewhere` timeline entries; empty: not counted.
     elsewhere: dict[str, int] = field(default_factory=dict)
+    # Runs whose executor was judged gone (fenced) meanwhile: continued on the coordinator.
+    taken_back: dict[str, int] = field(default_factory=dict)
     per_commit: float = 0.0  # runs per commit at the largest N (PostgreSQL: server's count)
     note: str = ""
 
@@ -228,37 +231,69 @@ def write_flows(folder: Path, turns: int) -> Path:
     return folder
 
 
+class Coordinator(logging.Handler):
+    """What this process's coordinator logs about its executors (figures only): how many
+    it counts, and how many runs it continued itself because their executor was judged
+    gone (fenced: its row in `standbys` went stale)."""
+
+    COUNTED = re.compile(r"run segments: (\d+) daemons standing by can execute them")
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.executors = 0
+        self.taken_back = 0
+        self._changed = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if counted := self.COUNTED.search(message):
+            self.executors = int(counted[1])
+            self._changed.set()
+        elif "or was judged gone; continuing here from checkpoint" in message:
+            self.taken_back += 1
+
+    async def counting(self, n: int) -> None:
+        """Until it counts `n` executors (after a fence they enlist again in a few s)."""
+        async with asyncio.timeout(TIMEOUT):
+            while self.executors != n:
+                self._changed.clear()
+                await self._changed.wait()
+
+
 @contextlib.contextmanager
-def executors_counted(n: int) -> Iterator[asyncio.Event]:
-    """Set once this process's coordinator logs that `n` daemons stand by as executors."""
-    seen = asyncio.Event()
-    line = f"run segments: {n} daemons standing by can execute them"
-
-    class Counted(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if line in record.getMessage():
-                seen.set()
-
+def coordinator_log() -> Iterator[Coordinator]:
+    """A `Coordinator` on the runtime's logger while the block runs."""
     logger = logging.getLogger("orchestrator.runtime")
-    handler, level = Counted(logging.INFO), logger.level
+    handler, level = Coordinator(), logger.level
     logger.addHandler(handler)
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)
     try:
-        yield seen
+        yield handler
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
 
 
-class Elsewhere:
-    """Counts the `run.elsewhere` timeline entries: segments executed on a standby."""
+class Tally:
+    """Per row: the runs executed on a standby and those taken back from a standby.
 
-    def __init__(self, url: str | None) -> None:
-        self.url, self.last = url, 0
+    Executed on a standby: runs with a `run.elsewhere` timeline entry (an executor writes
+    one for each segment it executes), counted in the journal; taken back: the
+    coordinator's log (`Coordinator`). Neither on SQLite.
+    """
 
-    def since(self) -> int | None:
-        """The runs with a segment executed on a standby since the last call (None: SQLite)."""
+    def __init__(self, url: str | None, coordinator: Coordinator | None) -> None:
+        self.url, self.coordinator = url, coordinator
+        self.last_entry, self.taken_back = 0, 0
+
+    async def ready(self) -> None:
+        """Until the coordinator counts every standby as an executor (at once if none)."""
+        if self.coordinator is not None:
+            await self.coordinator.counting(STANDBYS)
+
+    def since(self) -> tuple[int, int] | None:
+        """(executed on a standby, taken back) since the last call; None on SQLite."""
         if self.url is None:
             return None
         import psycopg
@@ -267,11 +302,18 @@ class Elsewhere:
             row = conn.execute(
                 "SELECT count(DISTINCT run), coalesce(max(id), %s) FROM orchestrator.timeline"
                 " WHERE kind = 'run.elsewhere' AND id > %s",
-                (self.last, self.last),
+                (self.last_entry, self.last_entry),
             ).fetchone()
         assert row is not None
-        self.last = int(row[1])
-        return int(row[0])
+        self.last_entry = int(row[1])
+        total = self.coordinator.taken_back if self.coordinator is not None else 0
+        taken_back, self.taken_back = total - self.taken_back, total
+        return int(row[0]), taken_back
+
+    def count(self, column: Column, row: str) -> None:
+        counted = self.since()
+        if counted is not None:
+            column.elsewhere[row], column.taken_back[row] = counted
 
 
 async def ours(
@@ -281,23 +323,25 @@ async def ours(
     standby daemons run the same folder on the journal meanwhile, executors of its runs."""
     async with Runtime(db, workflows_dir=flows) as rt:
         if logs is None or url is None:
-            return await measured(rt, counts, url)
-        with executors_counted(STANDBYS) as counted:
+            return await measured(rt, counts, Tally(url, None))
+        with coordinator_log() as coordinator:
             async with standbys(url, flows, logs, STANDBYS):
-                async with asyncio.timeout(60):
-                    await counted.wait()  # else the first runs would all execute here
-                return await measured(rt, counts, url)
+                return await measured(rt, counts, Tally(url, coordinator))
 
 
-async def measured(rt: Runtime, counts: Counts, url: str | None) -> Column:
-    column, elsewhere = Column(), Elsewhere(url)
-    elsewhere.since()
+async def measured(rt: Runtime, counts: Counts, tally: Tally) -> Column:
+    """Each row; with standbys, each starts once the coordinator counts both as executors."""
+    column, url = Column(), tally.url
+    await tally.ready()
+    tally.since()
     column.rates["sequential"] = await timed_sequential(
         lambda: ours_invoke(rt), counts.warmup, counts.sequential
     )
-    count(column, "sequential", elsewhere)
+    tally.count(column, "sequential")
     bursts = [(f"N={n:,}", n, "three") for n in counts.in_flight]
     for row, n, trigger in [*bursts, (busy_row(counts), counts.busy, "busy")]:
+        await tally.ready()
+        tally.since()
         before = commits(url) if url else 0
         start = time.perf_counter()
         check(list(await asyncio.gather(*(ours_invoke(rt, trigger) for _ in range(n)))))
@@ -305,22 +349,17 @@ async def measured(rt: Runtime, counts: Counts, url: str | None) -> Column:
         if url and trigger == "three":
             column.per_commit = n / max(commits(url) - before - 1, 1)
             column.note = f"{column.per_commit:.1f} runs per commit at {row}"
-        count(column, row, elsewhere)
-    column.latency = await resume_latency(rt, counts, elsewhere)
-    count(column, "resume", elsewhere)
+        tally.count(column, row)
+    await tally.ready()
+    column.latency = await resume_latency(rt, counts, tally)
+    tally.count(column, "resume")
     return column
 
 
-def count(column: Column, row: str, elsewhere: Elsewhere) -> None:
-    ran = elsewhere.since()
-    if ran is not None:
-        column.elsewhere[row] = ran
-
-
-async def resume_latency(rt: Runtime, counts: Counts, elsewhere: Elsewhere) -> list[float]:
+async def resume_latency(rt: Runtime, counts: Counts, tally: Tally) -> list[float]:
     done_at = Completions(rt)
     runs = await park(rt, 0, counts.warmup + counts.parked)
-    elsewhere.since()  # the runs parked: spread as any burst; their resumes are counted
+    tally.since()  # the runs parked: spread as any burst; their resumes are counted
     samples = []
     for i, (order_id, run_id) in enumerate(runs.items()):
         finished = done_at.of(run_id)
@@ -372,14 +411,17 @@ def median_column(rounds: list[Column], n: int) -> Column:
         for row in measured[0].rates
         if (values := [v for c in measured if (v := c.rates.get(row)) is not None])
     }
-    elsewhere = {
-        row: round(statistics.median(c.elsewhere.get(row, 0) for c in measured))
-        for row in measured[0].elsewhere
-    }
+    elsewhere, taken_back = (
+        {
+            row: round(statistics.median(getattr(c, name).get(row, 0) for c in measured))
+            for row in measured[0].elsewhere
+        }
+        for name in ("elsewhere", "taken_back")
+    )
     per_commit = statistics.median(column.per_commit for column in measured)
     note = f"median of {len(measured)} rounds; {per_commit:.1f} runs per commit at N={n:,}"
     latency = [x for c in measured for x in c.latency]
-    return Column(rates, latency, elsewhere, per_commit, note)
+    return Column(rates, latency, elsewhere, taken_back, per_commit, note)
 
 
 def take_over(url: str, counts: Counts) -> list[str]:
@@ -482,24 +524,25 @@ def print_table(columns: dict[str, Column], counts: Counts) -> None:
     for row in rows(counts):
         cells = [fmt(columns[name].rates.get(row)) for name in names]
         print(f"{'runs/s ' + row:28}" + "".join(f"{cell:>24}" for cell in cells))
-        print_elsewhere(columns, row, "  of which on standbys")
+        print_elsewhere(columns, row)
     for p in (50, 99):
         cells = [
             f"{percentile(c.latency, p) * 1000:.1f}" if c.latency else "-" for c in columns.values()
         ]
         print(f"{f'event -> resume p{p} ms':28}" + "".join(f"{cell:>24}" for cell in cells))
-    print_elsewhere(columns, "resume", "  resumed on standbys")
+    print_elsewhere(columns, "resume", "  resumed")
     for name, column in columns.items():
         if column.note:
             print(f"{name}: {column.note}")
 
 
-def print_elsewhere(columns: dict[str, Column], row: str, label: str) -> None:
-    """The runs of `row` executed on a standby, where some column could spread them."""
+def print_elsewhere(columns: dict[str, Column], row: str, what: str = "  runs") -> None:
+    """The runs of `row` executed on a standby, and those taken back from one (judged gone)."""
     if not any(column.elsewhere for column in columns.values()):
         return
-    cells = [fmt(c.elsewhere.get(row)) if c.elsewhere else "-" for c in columns.values()]
-    print(f"{label:28}" + "".join(f"{cell:>24}" for cell in cells))
+    for label, counts in ((" on standbys", "elsewhere"), (" taken back", "taken_back")):
+        cells = [fmt(getattr(c, counts).get(row)) if c.elsewhere else "-" for c in columns.values()]
+        print(f"{what + label:28}" + "".join(f"{cell:>24}" for cell in cells))
 
 
 async def main(argv: list[str]) -> None:
