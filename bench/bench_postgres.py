@@ -22,13 +22,14 @@ Rows: 3-step runs/s one at a time and with N in flight (trivial async steps); ru
 N in flight whose three async steps each do about 1 ms of pure Python (loop turns
 calibrated here at start: the same work in every column); event -> resume p50/p99 (a run
 paused on an event, resumed by `emit`, timed to its completion's commit). Under each,
-for the PostgreSQL columns, how many of those runs executed on a standby: runs with a
-`run.elsewhere` timeline entry (an executor journals one per segment it executes). Runs
-one at a time are never offered (one run in flight is the coordinator's share). For
-PostgreSQL it also prints the server's own limit: WAL flushes per second (one-row
-autocommit INSERTs from one connection) and our runs per commit (write transactions, by
-the server's transaction ids: the executors' batches and replies count too), whose product
-is the ceiling group commit can reach.
+for the PostgreSQL columns, how many of those runs executed on a standby (runs with a
+`run.elsewhere` timeline entry: an executor journals one per segment it executes) and how
+many the coordinator took back, continuing them itself, from an executor it judged gone
+(its log). Runs one at a time are never offered (one run in flight is the coordinator's
+share). For PostgreSQL it also prints the server's own limit: WAL flushes per second
+(one-row autocommit INSERTs from one connection) and our runs per commit (write
+transactions, by the server's transaction ids: the executors' batches and replies count
+too), whose product is the ceiling group commit can reach.
 
 This machine may have 2 cores: the 3 daemons, PostgreSQL and the bench's own client side
 share them (the header line says how many), so spreading can add at most the cores the
