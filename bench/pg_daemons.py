@@ -5,8 +5,9 @@ Real daemons are ``orchestrator up FOLDER --db URL --headless`` processes, each 
 file of its own. One daemon is active at a time; the others are hot standbys that check the
 journal's daemons table every 0.5 s and take over when the active one stops, dies or freezes.
 
-- `standbys`: two standby daemons beside a `Runtime` of this process (the active one), so
-  the 3-daemon column measures what the standbys cost the active daemon.
+- `standbys`: two standby daemons beside a `Runtime` of this process (the active one, the
+  coordinator), on the same workflows folder: they enlist as executors and run the
+  segments of its file workflows' runs that it offers (runs past its share).
 - `takeovers`: three daemons on a folder; runs in flight and runs paused; the active daemon
   SIGKILLed (or frozen with SIGSTOP, then continued); how long until a standby logged
   ready, and until the interrupted runs completed under it.
@@ -152,9 +153,10 @@ def _look(
 
 
 @contextlib.asynccontextmanager
-async def standbys(url: str, folder: Path, n: int = 2) -> AsyncIterator[list[Up]]:
-    """`n` standby daemons on `url` (an active daemon must run it), stopped at the end."""
-    started = [Up(folder, url, folder / f"standby-{i}.log") for i in range(n)]
+async def standbys(url: str, folder: Path, logs: Path, n: int = 2) -> AsyncIterator[list[Up]]:
+    """`n` standby daemons on `url` and `folder` (an active daemon must run the journal),
+    each logging to a file in `logs` (not `folder`: they watch it), stopped at the end."""
+    started = [Up(folder, url, logs / f"standby-{i}.log") for i in range(n)]
     try:
         await until_async(lambda: all(up.standby() for up in started), "the standbys", started)
         yield started
