@@ -326,6 +326,8 @@ class RunServer:
             waits=self._waits,
             workers=self._workers,
         )
+        if run.abort_requested:  # aborted before it was claimed: the claim brought the abort
+            return wire.stopped_reply(run, back=False, signals=served.signals)
         try:
             outcome: Finished | PauseRequest = await run_segment(run, env)
         except StepElsewhere:
