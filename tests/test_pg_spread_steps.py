@@ -69,12 +69,14 @@ def daemons(folder: Path, url: str, *workers: int) -> Iterator[list[Daemon]]:
     """An active daemon, then standbys behind it; `workers`: each one's worker processes.
 
     The test goes on once the active daemon counts its standbys as able to run steps.
+    Whole runs stay on the active daemon (``--no-run-segments``): these tests are about
+    the steps it offers (`step_jobs`); tests/test_pg_run_segments.py spreads runs.
     """
     with ExitStack() as stack:
         started: list[Daemon] = []
         for index, count in enumerate(workers):
             log = folder.parent / f"daemon-{index}.log"
-            each = stack.enter_context(Daemon(folder, url, "--workers", str(count), log=log))
+            each = stack.enter_context(Daemon(folder, url, "--workers", str(count), "--no-run-segments", log=log))
             started.append(each.start(ready=index == 0))
             if index:
                 each.wait_until(partial(_standing_by, each), 60, "a standby")

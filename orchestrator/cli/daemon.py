@@ -161,6 +161,7 @@ class DaemonSettings:
     max_recoveries: int | None = 3
     isolate: bool = True  # sync steps run in worker processes
     workers: int | None = None  # worker processes at most; None: `Workers`' default
+    run_segments: bool = True  # on a shared journal, whole runs spread over the daemons
 
 
 async def serve(
@@ -189,6 +190,7 @@ async def serve(
         isolate=settings.isolate,
         workers=Workers() if settings.workers is None else Workers(max=settings.workers),
         standby=open_journal(db).shared,
+        run_segments=settings.run_segments,
     )
     try:
         if not await _started_unless_stopped(runtime, stop):

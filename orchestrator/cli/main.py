@@ -277,6 +277,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run sync steps in threads, not worker processes (unless they ask otherwise)",
     )
+    up.add_argument(
+        "--no-run-segments",
+        action="store_true",
+        help="on a shared journal, spread isolated steps only, not whole runs, over the daemons",
+    )
 
     tui = _command(commands, "tui", _cmd_tui, "the dashboard, attached to a journal")
     tui.add_argument("--read-only", action="store_true", help="show everything, change nothing")
@@ -845,6 +850,7 @@ async def _serve(args: argparse.Namespace, registration: Registration) -> int:
         max_recoveries=args.max_recoveries,
         isolate=not args.no_isolate,
         workers=args.workers,
+        run_segments=not args.no_run_segments,
     )
     leaving = registration.close  # also before an exit at once (steps that linger)
     if not dashboard:

@@ -98,6 +98,9 @@ class Runtime:
         standby: On a journal several daemons share (PostgreSQL), wait in `start` while
             another daemon runs it, and take over once it stops or its heartbeat goes stale,
             instead of failing with `JournalLocked` (``orchestrator up`` passes True there).
+        run_segments: On such a journal, whole runs past the active daemon's share execute
+            on the daemons standing by (run segments). False: this daemon neither offers
+            them when active nor executes them standing by; isolated steps still spread.
     """
 
     def __init__(
@@ -118,6 +121,7 @@ class Runtime:
         isolate: bool = False,
         workers: Workers | None = None,
         standby: bool = False,
+        run_segments: bool = True,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
@@ -135,6 +139,9 @@ class Runtime:
                 f" URL); got {standby!r} for {self._journal.location}"
             )
         self._standby = standby
+        if not isinstance(run_segments, bool):
+            raise ValueError(f"run_segments takes True or False, got {run_segments!r}")
+        self._run_segments = run_segments
         self.db = Path(db)
         self._initial = list(workflows)
         # Read once: later changes to os.environ do not move a running runtime's env.
@@ -211,7 +218,7 @@ class Runtime:
     async def _open_writer(self) -> Opened:
         """Open the writer; a standby serves offered steps and segments while it waits."""
         step_jobs = self._journal.step_jobs() if self._standby else None
-        run_tasks = self._journal.run_tasks() if self._standby else None
+        run_tasks = self._journal.run_tasks() if self._standby and self._run_segments else None
         identity = self._writer.identity
         if step_jobs is None or identity is None or self._folder is None:
             return await self._writer.open(standby=self._standby)
@@ -318,6 +325,7 @@ class Runtime:
                 clock=self._clock,
                 identity=lambda: self._writer.identity,
                 wants=control.env.wants,
+                offers=self._run_segments,  # without, it still fences an old one's executors
             )
             # Not in `_background`: it stops after the runs do (their executors answer).
             self._offering = tasks.create_task(offering.run(), name="offer-segments")

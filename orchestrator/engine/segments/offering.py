@@ -86,8 +86,10 @@ class Offering:
         clock: Clock,
         identity: Callable[[], WriterIdentity | None],
         wants: Callable[[str], bool],
+        offers: bool = True,
     ) -> None:
         self._tasks = tasks
+        self._offers = offers  # False: it offers nothing, and still fences old executors
         self._writer = writer
         self._reader = reader
         self._clock = clock
@@ -112,7 +114,7 @@ class Offering:
 
         `in_flight`: the runs this daemon has active (here and elsewhere).
         """
-        if not self._opened or self._executors == 0 or run.workflow.file is None:
+        if not (self._offers and self._opened) or self._executors == 0 or run.workflow.file is None:
             return False
         if run.invalid_input is not None or run.crash_loop is not None:
             return False
@@ -343,7 +345,7 @@ class Offering:
 
     async def _look_after_executors(self) -> None:
         executors = await self._tasks.executors()
-        if executors != self._executors:
+        if executors != self._executors and self._offers:
             _log.info("run segments: %d daemons standing by can execute them", executors)
         self._executors = executors
         identity = self._identity()
