@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.errors import JournalLocked
-from orchestrator.journal import RunTask, RunTaskOffer, RunTaskReply
+from orchestrator.journal import RunTask, RunTaskAnswer, RunTaskOffer, RunTaskReply
+from orchestrator.journal.postgres.offered import json_text
 from tests.step_jobs_memory import MemoryOffered, OfferedRows
 
 
@@ -139,6 +140,24 @@ class MemoryRunTasks(MemoryOffered["MemoryTaskTable"]):
         row.reply = reply
         self.table.notify()
         return True
+
+    async def reply_all(
+        self, answers: Sequence[RunTaskAnswer], *, token: str, now: int
+    ) -> tuple[set[int], dict[int, str]]:
+        answered: set[int] = set()
+        unkept: dict[int, str] = {}
+        for answer in answers:
+            try:
+                json_text(answer.reply, "a run task's reply")
+            except ValueError as exc:
+                unkept[answer.id] = str(exc)
+                continue
+            attempts = answer.attempts
+            if await self.reply(
+                answer.id, token=token, attempts=attempts, reply=answer.reply, now=now
+            ):
+                answered.add(answer.id)
+        return answered, unkept
 
 
 class MemoryTaskTable(OfferedRows[_Row]):

@@ -992,6 +992,18 @@ SYNC_PIPELINES = {
 }
 
 
+def _history(url: str, run_id: str) -> list[tuple[Any, ...]]:
+    """A run's checkpoints and timeline, in order: what a failed assertion shows."""
+    return query(
+        url,
+        "SELECT 'checkpoint', c.position, c.step, c.ended_at, c.state FROM checkpoints c"
+        " JOIN runs r ON r.id = c.run WHERE r.run_id = ? UNION ALL"
+        " SELECT t.kind, t.position, t.step, t.at, t.message FROM timeline t"
+        " JOIN runs r ON r.id = t.run WHERE r.run_id = ? ORDER BY 4",
+        (run_id, run_id),
+    )
+
+
 def assert_isolated_steps_spread(url: str) -> dict[int, tuple[int, int]]:
     """Each run's sync steps were journaled once each, and standbys ran a share of them.
 
@@ -1011,7 +1023,10 @@ def assert_isolated_steps_spread(url: str) -> dict[int, tuple[int, int]]:
         )
         if sorted(steps) != (sorted(SYNC_PIPELINES[workflow]) if status == "completed" else [])
     ]
-    assert not wrong, f"runs whose sync steps were not journaled once each: {wrong[:5]}"
+    assert not wrong, (
+        f"runs whose sync steps were not journaled once each: {wrong[:5]}; the first one's"
+        f" history: {_history(url, wrong[0][0])}"
+    )
     active_since = dict(query(url, "SELECT pid, started_at FROM daemons"))
     ran: dict[int, list[int]] = collections.defaultdict(lambda: [0, 0])
     for step, state, base in query(

@@ -40,7 +40,7 @@ from orchestrator.journal.postgres.backend import PostgresJournal
 from orchestrator.journal.postgres.connection import connect
 from orchestrator.journal.postgres.run_tasks import PostgresRunTasks
 from orchestrator.journal.postgres.writer import PostgresWriter
-from orchestrator.journal.records import RunTask, RunTaskOffer, RunTaskReply
+from orchestrator.journal.records import RunTask, RunTaskAnswer, RunTaskOffer, RunTaskReply
 from orchestrator.journal.sqlite.backend import SqliteJournal
 from orchestrator.testing import eventually
 from tests.run_tasks_memory import MemoryRunTasks, MemoryTaskTable
@@ -97,6 +97,36 @@ async def test_a_task_is_offered_claimed_answered_and_its_reply_taken(
     assert await coordinator.take_replies(ids) == [RunTaskReply(ids[0], outcome)]
     assert [row[0] for row in rows(pg_url)] == [ids[1]]
     assert await coordinator.offer([], daemon_id=daemon, epoch=1, now=NOW) == []
+
+
+async def test_replies_written_together_answer_each_claim_once(
+    pg_url: str, run_tasks: Open
+) -> None:
+    """`reply_all`: one transaction; each id answered as `reply` would; bad text left out."""
+    coordinator, executor = await run_tasks(), await run_tasks()
+    add_standby(pg_url, "e1")
+    add_standby(pg_url, "e2")
+    ids = await coordinator.offer(tasks_of(5), daemon_id=add_daemon(pg_url), epoch=1, now=NOW)
+    await executor.claim(token="e1", digests={"d1"}, limit=4, now=NOW)
+    await executor.claim(token="e2", digests={"d1"}, limit=1, now=NOW)
+    done = {"status": "completed", "state": '{"n":2}'}
+    answers = [
+        RunTaskAnswer(ids[0], 0, done),
+        RunTaskAnswer(ids[1], 1, done),  # another attempt's claim
+        RunTaskAnswer(ids[2], 0, {"status": "failed", "error": "bad \udcff text"}),
+        RunTaskAnswer(ids[3], 0, {**done, "big": "x" * 3_000_000}),
+        RunTaskAnswer(ids[4], 0, done),  # e2's task
+    ]
+    answered, unkept = await executor.reply_all(answers, token="e1", now=NOW)
+    assert answered == {ids[0], ids[3]}
+    assert list(unkept) == [ids[2]] and "surrogate" in unkept[ids[2]]
+    again, _ = await executor.reply_all(answers[:1], token="e1", now=NOW)
+    assert again == set()  # answered once
+    replies = await coordinator.take_replies(ids)
+    assert sorted(reply.id for reply in replies) == [ids[0], ids[3]]
+    assert await executor.reply_all([], token="e1", now=NOW) == (set(), {})
+    query(pg_url, "UPDATE standbys SET fenced_at = 1 WHERE token = 'e2'")
+    assert await executor.reply_all(answers[4:], token="e2", now=NOW) == (set(), {})
 
 
 async def test_two_executors_racing_never_claim_one_task_twice(

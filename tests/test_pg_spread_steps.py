@@ -76,7 +76,9 @@ def daemons(folder: Path, url: str, *workers: int) -> Iterator[list[Daemon]]:
         started: list[Daemon] = []
         for index, count in enumerate(workers):
             log = folder.parent / f"daemon-{index}.log"
-            each = stack.enter_context(Daemon(folder, url, "--workers", str(count), "--no-run-segments", log=log))
+            each = stack.enter_context(
+                Daemon(folder, url, "--workers", str(count), "--no-run-segments", log=log)
+            )
             started.append(each.start(ready=index == 0))
             if index:
                 each.wait_until(partial(_standing_by, each), 60, "a standby")

@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # the CLI's small commands must not load asyncio
         RunMatches,
         RunOutcome,
         RunTask,
+        RunTaskAnswer,
         RunTaskOffer,
         RunTaskReply,
         StandbyRecord,
@@ -699,6 +700,16 @@ class RunTasks(Protocol):
         self, task_id: int, *, token: str, attempts: int, reply: dict[str, Any], now: int
     ) -> bool:
         """Answer the task; False when no longer this claim's or `token` is fenced."""
+
+    async def reply_all(
+        self, answers: Sequence[RunTaskAnswer], *, token: str, now: int
+    ) -> tuple[set[int], dict[int, str]]:
+        """Write `answers` in one transaction: the ids answered, and those not kept, why.
+
+        A reply holding text the journal cannot keep is left out, its id mapped to why
+        (the others are written); an id is not answered when no longer this claim's or
+        `token` is fenced.
+        """
 
     async def wait(self, timeout: float) -> None:  # noqa: ASYNC109 - a polling bound
         """Until an offer, patch, reply, cancel or requeue is notified, or `timeout` passed."""

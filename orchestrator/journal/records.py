@@ -385,6 +385,15 @@ class RunTask:
 
 
 @dataclass(frozen=True, slots=True)
+class RunTaskAnswer:
+    """An executor's reply to its claim (`attempts`) of the run task `id`, to be written."""
+
+    id: int
+    attempts: int
+    reply: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class RunTaskReply:
     """What an executor answered for the run task `id` (or ``{"crashed": ...}``)."""
 

@@ -44,6 +44,7 @@ from ..workers import StepRunner
 from ..workers.pacing import Backoff, news_or
 from ..workers.serve import FolderIndex
 from . import wire
+from .replying import Replier
 
 _log = logging.getLogger("orchestrator.runtime")
 
@@ -149,14 +150,15 @@ class RunServer:
             return
         await self._tasks.enlist(token=token, executes_for=self._standby_token)
         writing: asyncio.Task[None] | None = None
+        replier = Replier(self._tasks, writer, token, self._clock)
         try:
             await writer.open()
             self._writer = writer
             writing = asyncio.create_task(writer.run(), name="executor-writer")
             try:
-                await self._serve(token, writer, backoff)
+                await self._serve(token, writer, backoff, replier)
             finally:
-                await self._stop_all(token, writer)
+                await self._stop_all(writer, replier)
         finally:
             self._writer = None
             if writing is not None:
@@ -167,7 +169,9 @@ class RunServer:
             with contextlib.suppress(JournalError):
                 await self._tasks.leave(token)
 
-    async def _serve(self, token: str, writer: JournalWriter, backoff: Backoff) -> None:
+    async def _serve(
+        self, token: str, writer: JournalWriter, backoff: Backoff, replier: Replier
+    ) -> None:
         renewed = 0.0
         while True:
             if writer.failure is not None:
@@ -178,7 +182,7 @@ class RunServer:
                 renewed = time.monotonic()
             await self._stop_withdrawn(token)
             await self._take_patches(token)
-            await self._claim(token, writer)
+            await self._claim(token, writer, replier)
             backoff.reset()
             await news_or(self._room, self._tasks, NEWS_WAIT)
 
@@ -228,7 +232,7 @@ class RunServer:
             if served.worker is not None:
                 served.worker.cancel()
 
-    async def _claim(self, token: str, writer: JournalWriter) -> None:
+    async def _claim(self, token: str, writer: JournalWriter, replier: Replier) -> None:
         room = self._capacity - len(self._served)
         digests = await self._index.digests()
         if room <= 0 or not digests:
@@ -239,14 +243,14 @@ class RunServer:
         for task in claimed:
             served = self._served_of(task)
             if served is None:
-                await self._reply(token, task, _unservable(task, "its workflow is not here"))
+                await replier.reply(task, _unservable(task, "its workflow is not here"))
                 continue
             self._served[task.id] = served
             self._by_row[task.run_row] = served
             if task.patches:
                 self._patched(served, task.patches)
             served.worker = asyncio.create_task(
-                self._execute(served, token, writer), name=f"run-task-{task.id}"
+                self._execute(served, writer, replier), name=f"run-task-{task.id}"
             )
 
     def _served_of(self, task: RunTask) -> _Served | None:
@@ -291,15 +295,19 @@ class RunServer:
                 return registered
         return None
 
-    async def _execute(self, served: _Served, token: str, writer: JournalWriter) -> None:
+    async def _execute(self, served: _Served, writer: JournalWriter, replier: Replier) -> None:
         run = served.run
         try:
             writer.submit([_executing_here(run, self._clock.now_us())])
-            reply = served.reply = await self._segment(served, writer)
+            reply: dict[str, Any] | None
+            if run.abort_requested:  # aborted before it was claimed: the claim brought it
+                reply = wire.stopped_reply(run, back=False, signals=served.signals)
+            else:
+                reply = await self._segment(served, writer)
+            served.reply = reply
             if reply is None:
                 return  # withdrawn: no reply
-            await writer.flush()
-            if await self._reply(token, served.task, reply):
+            if await replier.reply(served.task, reply):
                 self.executed += 1
         except JournalError as exc:
             _log.warning("run %s: its segment stopped: %s", run.run_id, exc)
@@ -326,8 +334,6 @@ class RunServer:
             waits=self._waits,
             workers=self._workers,
         )
-        if run.abort_requested:  # aborted before it was claimed: the claim brought the abort
-            return wire.stopped_reply(run, back=False, signals=served.signals)
         try:
             outcome: Finished | PauseRequest = await run_segment(run, env)
         except StepElsewhere:
@@ -348,22 +354,6 @@ class RunServer:
             return wire.pause_reply(run, outcome, served.signals, carried)
         return wire.end_reply(run, outcome, served.signals)
 
-    async def _reply(self, token: str, task: RunTask, reply: dict[str, Any]) -> bool:
-        try:
-            return await self._tasks.reply(
-                task.id, token=token, attempts=task.attempts, reply=reply, now=self._clock.now_us()
-            )
-        except ValueError as exc:  # text the journal cannot keep: the coordinator recovers it
-            _log.warning("run task %d: its reply cannot be kept: %s", task.id, exc)
-            crashed = {"crashed": f"its reply could not be kept: {exc}"}
-            return await self._tasks.reply(
-                task.id,
-                token=token,
-                attempts=task.attempts,
-                reply=crashed,
-                now=self._clock.now_us(),
-            )
-
     async def _close_services(self, run: ActiveRun, writer: JournalWriter) -> None:
         scope, run.service_scope = run.service_scope, None
         if scope is None:
@@ -383,7 +373,7 @@ class RunServer:
         if writer.failure is None:
             writer.submit(writes)
 
-    async def _stop_all(self, token: str, writer: JournalWriter) -> None:
+    async def _stop_all(self, writer: JournalWriter, replier: Replier) -> None:
         """Stop every segment; hand back what can be, once its checkpoints committed."""
         served = list(self._served.values())
         for each in served:
@@ -396,12 +386,16 @@ class RunServer:
             return
         with contextlib.suppress(JournalError, TimeoutError):
             async with asyncio.timeout(REPLY_PATIENCE):
-                await writer.flush()
-                for each in served:
-                    reply = each.reply or wire.stopped_reply(
-                        each.run, back=True, signals=each.signals
+                await asyncio.gather(
+                    *(
+                        replier.reply(
+                            each.task,
+                            each.reply
+                            or wire.stopped_reply(each.run, back=True, signals=each.signals),
+                        )
+                        for each in served
                     )
-                    await self._reply(token, each.task, reply)
+                )
 
 
 def _executing_here(run: ActiveRun, now: int) -> ops.Op:

@@ -16,8 +16,8 @@ commits before the fence; every batch after it finds no row and the writer stops
 an executor never writes its row back, it enlists again under a new token.
 
 `wrote_at` is also how a writer that lost its connection mid-commit tells whether that
-batch landed. The writer never migrates, registers or marks itself stopped; its executor's
-own loop renews the row's `seen_at`.
+batch landed. The writer never migrates, registers or marks itself stopped; each batch
+renews the row's `seen_at`, and so does its executor's own loop while it writes nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from ...errors import JournalLocked
 from ..faults import FaultPoints
 from ..protocol import Synchronous
 from ..records import Opened
+from .daemon_rows import SERVER_NOW_US
 from .writer import PostgresWriter
 
 if TYPE_CHECKING:
@@ -36,8 +37,11 @@ if TYPE_CHECKING:
 
 # The application name of an executor's writer connection (`abandon` ends a stale one's).
 EXECUTOR_NAME = "orchestrator-executor-{token}"
+# It renews the row's `seen_at` too: an executor busy writing is alive, whatever its loop's
+# renewal waits for (under load it queued behind replies, and executors were judged gone).
 _MARK = (
-    "UPDATE standbys SET wrote_at = %s WHERE token = %s AND fenced_at IS NULL"
+    f"UPDATE standbys SET wrote_at = %s, seen_at = {SERVER_NOW_US} WHERE token = %s"
+    " AND fenced_at IS NULL"
     " AND executes_for IS NOT NULL RETURNING token"
 )
 _LANDED = "SELECT wrote_at FROM standbys WHERE token = %s"
