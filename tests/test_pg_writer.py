@@ -338,6 +338,32 @@ async def test_a_copied_journal_takes_the_same_writes_on_both_backends(
     assert len(rows["runs"]) == opened[0].max_run_row + 3
 
 
+async def test_a_step_started_late_never_pairs_an_earlier_step_with_a_later_checkpoint(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """A coordinator's stale "step a starts at 0" lands after an executor's checkpoint 1.
+
+    The run keeps checkpoint 1 and its next step (none): read as (1, "a"), the next
+    recovery would run step a again, at checkpoint 2 (the chaos test saw a step twice).
+    Each write is a batch of its own: they come from two writers (one writer's ops for a
+    run are in causal order, and a batch keeps the last of each run's updates).
+    """
+    at = 1_700_000_000_000_000
+    created = ops.create_run(
+        1, "r1", "wf", "t", "v1", status=RunStatus.RUNNING, first_step="a", state="{}", at=at
+    )
+    done = ops.checkpoint(1, 1, "a", started_at=at, ended_at=at + 1, state="{}", next_step=None)
+    late, again = ops.step_started(1, 0, "a", at + 2), ops.step_started(1, 1, "a", at + 3)
+    await migrate_journal(pg_url)
+    for last, expected in ((late, (1, None)), (again, (1, "a"))):  # the same position moves it
+        _empty(pg_url)
+        folder = tmp_path / str(expected[1])
+        folder.mkdir()
+        path = await both(folder, pg_url, [created, done, [last]], together=False)
+        assert_same_rows(path, pg_url)
+        assert query(pg_url, "SELECT position, step FROM runs") == [expected]
+
+
 async def test_a_nul_in_plain_text_is_kept_escaped(pg_url: str) -> None:
     async with running(PostgresWriter(pg_url)) as writer:
         await writer.write([ops.add_timeline(None, 1, "run", "log", message="a\x00b")])

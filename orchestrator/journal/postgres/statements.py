@@ -60,10 +60,17 @@ SQL: Final[dict[Stmt, str]] = {
         " ended_at = excluded.ended_at, state = excluded.state, kind = excluded.kind,"
         " base = excluded.base"
     ),
-    # A step ends or (re)starts: the run no longer waits in a step (`paused_in`).
+    # A step ends or (re)starts: the run no longer waits in a step (`paused_in`). The step
+    # goes with the newest position: several writers (a coordinator recovering a run while
+    # its executor's last checkpoint commits) could otherwise pair a later checkpoint with
+    # an earlier step, and the next recovery would run that step again.
     Stmt.SET_PROGRESS: (
-        "UPDATE runs SET position = GREATEST(position, %s), step = %s, step_started_at = %s,"
-        " updated_at = GREATEST(updated_at, %s), paused_in = NULL WHERE id = %s"
+        "UPDATE runs r SET position = GREATEST(r.position, v.p),"
+        " step = CASE WHEN v.p >= r.position THEN v.s ELSE r.step END,"
+        " step_started_at = CASE WHEN v.p >= r.position THEN v.at ELSE r.step_started_at END,"
+        " updated_at = GREATEST(r.updated_at, v.up), paused_in = NULL"
+        " FROM (SELECT %s::integer AS p, %s::text AS s, %s::bigint AS at, %s::bigint AS up) v"
+        " WHERE r.id = %s"
     ),
     Stmt.SET_POSITION: (
         "UPDATE runs SET position = GREATEST(position, %s),"

@@ -53,9 +53,13 @@ SQL: Final[dict[Stmt, str]] = {
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
     ),
     # A step ends or (re)starts: the run no longer waits in a step (`paused_in`).
+    # The step goes with the newest position (as on PostgreSQL, where several writers
+    # share a journal: an earlier step never pairs with a later checkpoint).
     Stmt.SET_PROGRESS: (
-        "UPDATE runs SET position = max(position, ?), step = ?, step_started_at = ?,"
-        " updated_at = max(updated_at, ?), paused_in = NULL WHERE id = ?"
+        "UPDATE runs SET position = max(position, ?1),"
+        " step = CASE WHEN ?1 >= position THEN ?2 ELSE step END,"
+        " step_started_at = CASE WHEN ?1 >= position THEN ?3 ELSE step_started_at END,"
+        " updated_at = max(updated_at, ?4), paused_in = NULL WHERE id = ?5"
     ),
     Stmt.SET_POSITION: (
         "UPDATE runs SET position = max(position, ?), updated_at = max(updated_at, ?) WHERE id = ?"
@@ -158,8 +162,11 @@ BULK: Final[dict[Stmt, str]] = {
     ),
     # Each run once per batch: `ops.grouped` keeps the last of each run's updates.
     Stmt.SET_PROGRESS: (
-        f"UPDATE runs SET position = max(position, {_at(0)}), step = {_at(1)},"
-        f" step_started_at = {_at(2)}, updated_at = max(updated_at, {_at(3)}),"
+        f"UPDATE runs SET position = max(position, {_at(0)}),"
+        f" step = CASE WHEN {_at(0)} >= position THEN {_at(1)} ELSE step END,"
+        f" step_started_at = CASE WHEN {_at(0)} >= position THEN {_at(2)}"
+        " ELSE step_started_at END,"
+        f" updated_at = max(updated_at, {_at(3)}),"
         f" paused_in = NULL FROM json_each(?) AS j WHERE runs.id = {_at(4)}"
     ),
     Stmt.SET_STATUS: (
