@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 from procs import Daemon, cli, query
@@ -153,6 +154,25 @@ def finals(url: str) -> dict[int, tuple[str, dict[str, object]]] | None:
     return ended
 
 
+def continued_on(
+    daemon: Daemon, folder: Path, url: str, count: int, moved: Iterable[int], what: str
+) -> dict[int, tuple[str, dict[str, Any]]]:
+    """Runs `moved` (of 1..`count`) start their step again on `daemon`; then all end.
+
+    The gate is opened once they started again: returns each run's final status and state.
+    """
+    daemon.wait_until(
+        partial(started_again, folder, range(1, count + 1), moved, daemon.pid),
+        TAKE_OVER_TIMEOUT,
+        what,
+    )
+    open_gate(folder)
+    ended: dict[int, tuple[str, dict[str, Any]]] = daemon.wait_until(
+        partial(finals, url), 60, "the runs to end"
+    )
+    return ended
+
+
 def test_runs_past_the_coordinators_share_execute_on_the_standby(folder: Path, pg_url: str) -> None:
     with daemons(folder, pg_url, 2) as (active, standby):
         started = start_runs(active, folder, pg_url, 10)
@@ -181,13 +201,8 @@ def test_a_killed_executors_runs_continue_on_the_coordinator(folder: Path, pg_ur
         moved = executed_by(started, standby)
         standby.kill()
         # Its runs start their first step again, here, once it is judged gone.
-        active.wait_until(
-            partial(started_again, folder, range(1, 7), moved, active.pid),
-            TAKE_OVER_TIMEOUT,
-            "the killed executor's runs to start again here",
-        )
-        open_gate(folder)
-        ended = active.wait_until(partial(finals, pg_url), 60, "the runs to end")
+        what = "the killed executor's runs to start again here"
+        ended = continued_on(active, folder, pg_url, 6, moved, what)
         assert "its executor stopped or was judged gone" in active.log()
     assert {status for status, _ in ended.values()} == {"completed"}
     for n in moved:
@@ -270,13 +285,8 @@ def test_a_frozen_executors_runs_continue_and_its_late_writes_are_refused(
         moved = executed_by(started, standby)
         os.kill(standby.pid, signal.SIGSTOP)
         try:
-            active.wait_until(
-                partial(started_again, folder, range(1, 7), moved, active.pid),
-                TAKE_OVER_TIMEOUT,
-                "the frozen executor's runs to start again here",
-            )
-            open_gate(folder)
-            ended = active.wait_until(partial(finals, pg_url), 60, "the runs to end")
+            what = "the frozen executor's runs to start again here"
+            ended = continued_on(active, folder, pg_url, 6, moved, what)
         finally:
             os.kill(standby.pid, signal.SIGCONT)
         # Woken, its steps see the gate open and end: their checkpoints are refused.

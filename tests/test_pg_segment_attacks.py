@@ -24,6 +24,7 @@ from procs import cli, query
 from test_pg_run_segments import (
     PRELUDE,
     TAKE_OVER_TIMEOUT,
+    continued_on,
     daemons,
     executed_by,
     finals,
@@ -252,13 +253,8 @@ def test_a_standby_stopped_hands_its_runs_back_from_their_last_steps(
         moved = executed_by(started, standby)
         assert standby.stop(signal.SIGTERM, timeout=30) == 0
         # Handed back, each runs the step it was in again here; its first step stays done.
-        active.wait_until(
-            partial(started_again, folder, range(1, 7), moved, active.pid),
-            60,
-            "the stopped standby's runs to start their step again here",
-        )
-        open_gate(folder)
-        final = active.wait_until(partial(finals, pg_url), 60, "the runs to end")
+        what = "the stopped standby's runs to start their step again here"
+        final = continued_on(active, folder, pg_url, 6, moved, what)
     assert {status for status, _ in final.values()} == {"completed"}
     for n in moved:
         state = final[n][1]
@@ -444,13 +440,8 @@ def test_a_new_coordinator_starts_no_recovered_run_before_the_old_executors_are_
                 assert seen == "waiting", "a run started again while its executor was not fenced"
             finally:
                 os.kill(frozen_one.pid, signal.SIGCONT)
-        survivor.wait_until(
-            partial(started_again, folder, range(1, 10), moved, survivor.pid),
-            TAKE_OVER_TIMEOUT,
-            "the fenced executor's runs to start again",
-        )
-        open_gate(folder)
-        final = survivor.wait_until(partial(finals, pg_url), 60, "the runs to end")
+        what = "the fenced executor's runs to start again"
+        final = continued_on(survivor, folder, pg_url, 9, moved, what)
     assert {status for status, _ in final.values()} == {"completed"}, final
     for n, (_, state) in final.items():
         assert state["ran"] == [survivor.pid], (n, state)
