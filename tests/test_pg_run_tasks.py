@@ -129,6 +129,25 @@ async def test_replies_written_together_answer_each_claim_once(
     assert await executor.reply_all(answers[4:], token="e2", now=NOW) == (set(), {})
 
 
+async def test_a_reply_the_server_refuses_leaves_the_others_of_its_batch_answered(
+    pg_url: str, run_tasks: Open
+) -> None:
+    """Refused for its value, one reply is left out; the rest commit (one at a time then)."""
+    coordinator, executor = await run_tasks(), await run_tasks()
+    add_standby(pg_url, "e1")
+    ids = await coordinator.offer(tasks_of(3), daemon_id=add_daemon(pg_url), epoch=1, now=NOW)
+    await executor.claim(token="e1", digests={"d1"}, limit=3, now=NOW)
+    # Any value refused by the server (SQLSTATE class 23 here; 54, too long, in real life).
+    query(pg_url, "ALTER TABLE run_tasks ADD CONSTRAINT small CHECK (length(reply) < 1000)")
+    big = {"status": "completed", "state": "x" * 2_000}
+    answers = [RunTaskAnswer(i, 0, big if i == ids[1] else {"n": i}) for i in ids]
+    answered, unkept = await executor.reply_all(answers, token="e1", now=NOW)
+    assert answered == {ids[0], ids[2]}
+    assert list(unkept) == [ids[1]] and "cannot be kept" in unkept[ids[1]]
+    alone = await executor.reply_all([answers[1]], token="e1", now=NOW)
+    assert alone[0] == set() and list(alone[1]) == [ids[1]]
+
+
 async def test_two_executors_racing_never_claim_one_task_twice(
     pg_url: str, run_tasks: Open
 ) -> None:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from ...errors import JournalError, JournalLocked
 from ..liveness import HOST
 from ..records import RunTask, RunTaskAnswer, RunTaskOffer, RunTaskReply
-from .connection import RUN_TASKS_CHANNEL, load_psycopg
+from .connection import RUN_TASKS_CHANNEL, load_psycopg, reason, refused
 from .daemon_rows import FRESH_STANDBY, SERVER_NOW_US, standby_alive
 from .executor_writer import EXECUTOR_NAME
 from .offered import OfferedTable, fits, json_object
@@ -384,6 +384,9 @@ class PostgresRunTasks(OfferedTable):
 
         One transaction for every segment that ended meanwhile, not one per run: under
         load, an executor's replies were its bottleneck (a round trip and a commit each).
+        A batch the server refuses for a value (`connection.refused`: a reply too long,
+        say) is written again one reply at a time, so only the refused ones are left out:
+        written again together, the batch would be refused for ever.
         """
         token = self._text(token, "token")
         texts: list[tuple[RunTaskAnswer, str]] = []
@@ -395,27 +398,51 @@ class PostgresRunTasks(OfferedTable):
                 unkept[answer.id] = str(exc)
         if not texts:
             return set(), unkept
+        try:
+            return await self._replies(texts, token, now), unkept
+        except ValueError as exc:
+            if len(texts) == 1:
+                unkept[texts[0][0].id] = str(exc)
+                return set(), unkept
+        answered: set[int] = set()
+        for each in texts:
+            try:
+                answered |= await self._replies([each], token, now)
+            except ValueError as exc:
+                unkept[each[0].id] = str(exc)
+        return answered, unkept
+
+    async def _replies(
+        self, texts: list[tuple[RunTaskAnswer, str]], token: str, now: int
+    ) -> set[int]:
+        """`reply_all`'s transaction; `ValueError` if the server refused one of the values."""
+        pg = load_psycopg()
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> set[int]:
-            async with conn.transaction():
-                if await self._standby_fenced(conn, token):
-                    return set()
-                async with conn.pipeline():
-                    cursors = [
-                        (
-                            answer.id,
-                            await conn.execute(
-                                _REPLY, (text, now, answer.id, token, answer.attempts)
-                            ),
-                        )
-                        for answer, text in texts
-                    ]
-                answered = {task_id for task_id, cursor in cursors if cursor.rowcount == 1}
-                if answered:
-                    await self._notify(conn)
-                return answered
+            try:
+                async with conn.transaction():
+                    if await self._standby_fenced(conn, token):
+                        return set()
+                    async with conn.pipeline():
+                        cursors = [
+                            (
+                                answer.id,
+                                await conn.execute(
+                                    _REPLY, (text, now, answer.id, token, answer.attempts)
+                                ),
+                            )
+                            for answer, text in texts
+                        ]
+                    answered = {i for i, cursor in cursors if cursor.rowcount == 1}
+                    if answered:
+                        await self._notify(conn)
+                    return answered
+            except pg.Error as exc:
+                if refused(exc):
+                    raise ValueError(f"a run task's reply cannot be kept: {reason(exc)}") from None
+                raise
 
-        return await self._run("replying to run tasks", work), unkept
+        return await self._run("replying to run tasks", work)
 
     async def reply_in(
         self,
