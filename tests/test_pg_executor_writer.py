@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from procs import FREEZE_INSIDE_A_BATCH, frozen_script, query
 from test_pg_run_tasks import tasks_of
-from test_pg_step_jobs import NOW, add_daemon
+from test_pg_step_jobs import NOW, add_daemon, add_standby
 
 from orchestrator.errors import JournalLocked
 from orchestrator.journal import ops
@@ -102,6 +102,31 @@ async def test_a_row_deleted_fences_as_well(pg_url: str, coordinator: PostgresRu
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
     assert notes(pg_url) == []
+
+
+async def test_the_standby_it_executes_for_fenced_fences_the_executor(
+    pg_url: str, coordinator: PostgresRunTasks
+) -> None:
+    """Judged gone for the steps it serves, a standby's executor writes nothing more."""
+    add_standby(pg_url, "standby")
+    await coordinator.enlist(token="w", executes_for="standby")
+    writer = ExecutorWriter(pg_url, token="w")
+    await writer.open()
+    running = asyncio.create_task(writer.run())
+    try:
+        await writer.write(note("before"))
+        query(pg_url, "UPDATE standbys SET fenced_at = 1 WHERE token = 'standby'")
+        with pytest.raises(JournalLocked):
+            await writer.write(note("after"))
+        assert not await coordinator.renew("w")  # its loop enlists anew, and cannot:
+        with pytest.raises(JournalLocked, match="fenced this standby"):
+            await coordinator.enlist(token="v", executes_for="standby")
+        assert await coordinator.executors() == 0
+    finally:
+        await writer.close()
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    assert notes(pg_url) == [("before",)]
 
 
 FROZEN = (

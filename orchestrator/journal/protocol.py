@@ -670,10 +670,15 @@ class RunTasks(Protocol):
         """How many executors are enlisted and fresh."""
 
     async def enlist(self, *, token: str, executes_for: str) -> None:
-        """Add an executor's row under a new `token` (for the standby `executes_for`)."""
+        """Add an executor's row under a new `token` (for the standby `executes_for`).
+
+        Raises:
+            JournalLocked: The standby `executes_for` was fenced (one process: its
+                executor's writes are refused too).
+        """
 
     async def renew(self, token: str) -> bool:
-        """Renew `token`'s executor row; False once it is fenced or gone (enlist anew)."""
+        """Renew `token`'s executor row; False once it or its standby is fenced, or gone."""
 
     async def leave(self, token: str) -> None:
         """Delete `token`'s executor row."""

@@ -28,6 +28,12 @@ LIVE_DAEMONS_SQL = (
 # A condition on a `standbys` row (columns unqualified): renewed within the heartbeat's
 # timeout, by the server's clock. `standby_alive` then judges its process.
 FRESH_STANDBY = f"seen_at > {SERVER_NOW_US} - {STALE_AFTER_US}"
+# An executor row `e` whose standby (the same process) is not fenced: once the active
+# daemon judged that standby gone, its executor renews, counts and writes nothing more.
+OWNER_NOT_FENCED = (
+    "NOT EXISTS (SELECT 1 FROM standbys o WHERE o.token = e.executes_for"
+    " AND o.fenced_at IS NOT NULL)"
+)
 
 
 def newest_live(rows: Sequence[Sequence[Any]]) -> DaemonRecord | None:

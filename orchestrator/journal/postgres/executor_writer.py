@@ -29,7 +29,7 @@ from ...errors import JournalLocked
 from ..faults import FaultPoints
 from ..protocol import Synchronous
 from ..records import Opened
-from .daemon_rows import SERVER_NOW_US
+from .daemon_rows import OWNER_NOT_FENCED, SERVER_NOW_US
 from .writer import PostgresWriter
 
 if TYPE_CHECKING:
@@ -40,9 +40,9 @@ EXECUTOR_NAME = "orchestrator-executor-{token}"
 # It renews the row's `seen_at` too: an executor busy writing is alive, whatever its loop's
 # renewal waits for (under load it queued behind replies, and executors were judged gone).
 _MARK = (
-    f"UPDATE standbys SET wrote_at = %s, seen_at = {SERVER_NOW_US} WHERE token = %s"
-    " AND fenced_at IS NULL"
-    " AND executes_for IS NOT NULL RETURNING token"
+    f"UPDATE standbys e SET wrote_at = %s, seen_at = {SERVER_NOW_US} WHERE e.token = %s"
+    f" AND e.fenced_at IS NULL AND e.executes_for IS NOT NULL AND {OWNER_NOT_FENCED}"
+    " RETURNING e.token"
 )
 _LANDED = "SELECT wrote_at FROM standbys WHERE token = %s"
 

@@ -36,7 +36,7 @@ from ...errors import JournalError, JournalLocked
 from ..liveness import HOST
 from ..records import RunTask, RunTaskAnswer, RunTaskOffer, RunTaskReply
 from .connection import RUN_TASKS_CHANNEL, load_psycopg, reason, refused
-from .daemon_rows import FRESH_STANDBY, SERVER_NOW_US, standby_alive
+from .daemon_rows import FRESH_STANDBY, OWNER_NOT_FENCED, SERVER_NOW_US, standby_alive
 from .executor_writer import EXECUTOR_NAME
 from .offered import OfferedTable, fits, json_object
 
@@ -56,18 +56,23 @@ _LOCK_GONE = "SELECT token FROM standbys WHERE token = ANY(%s) ORDER BY token FO
 _FENCE = "UPDATE standbys SET fenced_at = %s WHERE token = ANY(%s) AND fenced_at IS NULL"
 # An executor's own row: enlisted under a new token each time (a row fenced or deleted is
 # never written back: the fence stays), renewed by its loop, deleted when it stops.
+# Not for a standby fenced (judged gone by the active daemon): the same process, its
+# executor's writes would be refused (`executor_writer._MARK`).
+_OWNER_FENCED = "EXISTS (SELECT 1 FROM standbys o WHERE o.token = %s AND o.fenced_at IS NOT NULL)"
 _ENLIST = (
     "INSERT INTO standbys (token, pid, host, started_at, seen_at, executes_for)"
-    f" VALUES (%s, %s, %s, {SERVER_NOW_US}, {SERVER_NOW_US}, %s)"
+    f" SELECT %s, %s, %s, {SERVER_NOW_US}, {SERVER_NOW_US}, %s WHERE NOT {_OWNER_FENCED}"
 )
 _RENEW = (
-    f"UPDATE standbys SET seen_at = {SERVER_NOW_US}"
-    " WHERE token = %s AND fenced_at IS NULL AND executes_for IS NOT NULL"
+    f"UPDATE standbys e SET seen_at = {SERVER_NOW_US}"
+    " WHERE e.token = %s AND e.fenced_at IS NULL AND e.executes_for IS NOT NULL"
+    f" AND {OWNER_NOT_FENCED}"
 )
 _LEAVE = "DELETE FROM standbys WHERE token = %s"
 _EXECUTORS = (
-    "SELECT pid, host FROM standbys"
-    f" WHERE executes_for IS NOT NULL AND fenced_at IS NULL AND {FRESH_STANDBY}"
+    "SELECT pid, host FROM standbys e"
+    f" WHERE e.executes_for IS NOT NULL AND e.fenced_at IS NULL AND {FRESH_STANDBY}"
+    f" AND {OWNER_NOT_FENCED}"
 )
 _CUT_OFF = (
     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
@@ -255,9 +260,17 @@ class PostgresRunTasks(OfferedTable):
     # An executor's side.
 
     async def enlist(self, *, token: str, executes_for: str) -> None:
-        """Add an executor's row under `token` (a new one: a row is never written back)."""
-        params = (self._text(token, "token"), os.getpid(), HOST, executes_for)
-        await self._statement("enlisting an executor", _ENLIST, params)
+        """Add an executor's row under `token` (a new one: a row is never written back).
+
+        Raises:
+            JournalLocked: The standby `executes_for` was fenced: it executes nothing more.
+        """
+        params = (self._text(token, "token"), os.getpid(), HOST, executes_for, executes_for)
+        if await self._statement("enlisting an executor", _ENLIST, params) != 1:
+            raise JournalLocked(
+                f"journal {self.location}: the active daemon fenced this standby (judged it"
+                " gone); it executes no run segments"
+            )
 
     async def renew(self, token: str) -> bool:
         """Renew the executor row of `token`; False if it was fenced or deleted."""
