@@ -616,7 +616,17 @@ class Supervisor:
     async def _segment(self, run: ActiveRun) -> Ending | PauseRequest:
         """Execute `run` until it pauses or ends: here, or offered to an executor."""
         offering = self.offering
-        if offering is not None and offering.takes(run, len(self.active)):
+        if offering is not None and not offering.takes(run, len(self.active)):
+            try:
+                await offering.sent()  # the offers queued before it go out first
+            except asyncio.CancelledError:
+                if not run.abort_requested:
+                    raise
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+                return aborted(run, self._env)
+        elif offering is not None:
             outcome = await offering.run_elsewhere(run)
             if isinstance(outcome, PauseRequest):
                 return outcome

@@ -50,6 +50,8 @@ NEWS_WAIT = 0.5
 LOOK_AFTER_EVERY = 1.0
 # Seconds a stopping coordinator spends cancelling the tasks it offered.
 CANCEL_PATIENCE = 2.0
+# Seconds a run kept here waits for the offers queued before it to be made (`sent`).
+OFFERS_FIRST = 0.05
 
 
 class Elsewhere(enum.Enum):
@@ -102,6 +104,8 @@ class Offering:
         self._here_only: set[str] = set()  # workflows whose runs a step handed back
         self._next_signal = 0
         self._wake = asyncio.Event()
+        self._sent = asyncio.Event()  # clear while offers are queued
+        self._sent.set()
         self._opened = False
         # Set once the executors of the coordinator before this one are fenced (`_open`).
         self.fenced_before = asyncio.Event()
@@ -139,6 +143,7 @@ class Offering:
         segment = _Segment(run, asyncio.get_running_loop().create_future())
         self._queued.append(segment)
         self._by_run[run.run_id] = segment
+        self._sent.clear()
         self._wake.set()
         try:
             try:
@@ -154,6 +159,19 @@ class Offering:
                 return await asyncio.shield(segment.done)
         finally:
             self._let_go(segment)
+
+    async def sent(self) -> None:
+        """Return once the offers queued so far are made (waiting `OFFERS_FIRST` at most).
+
+        A run kept here waits for them before its steps start: CPU-bound steps of this
+        daemon's own share would otherwise hold the event loop, and the offers made on it,
+        until they are done, the daemons standing by idle meanwhile.
+        """
+        if self._sent.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(OFFERS_FIRST):
+                await self._sent.wait()
 
     def signal(self, run: ActiveRun, patch: dict[str, Any]) -> bool:
         """Send a signal to the executor of `run`; False if `run` executes here."""
@@ -171,6 +189,8 @@ class Offering:
             del self._by_run[segment.run.run_id]
         if segment in self._queued:
             self._queued.remove(segment)
+            if not self._queued:
+                self._sent.set()
         if segment.task_id is not None:
             self._offered.pop(segment.task_id, None)
         if not segment.done.done():
@@ -232,6 +252,13 @@ class Offering:
         await self._take_back()
 
     async def _offer_queued(self) -> None:
+        try:
+            await self._offer_each_queued()
+        finally:
+            if not self._queued:
+                self._sent.set()
+
+    async def _offer_each_queued(self) -> None:
         queued, self._queued = self._queued, []
         queued = [segment for segment in queued if not segment.done.done()]
         identity = self._identity()
