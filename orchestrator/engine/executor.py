@@ -156,13 +156,23 @@ async def execute(run: ActiveRun, env: ExecutorEnv) -> Ending | PauseRequest:
     try:
         outcome = await run_segment(run, env)
     except asyncio.CancelledError:
-        if not run.abort_requested or run.finishing:
+        if run.finishing or not abort_consumed(run):
             raise
-        task = asyncio.current_task()
-        if task is not None:
-            task.uncancel()
         return _aborted(run, env)
     return outcome if isinstance(outcome, PauseRequest) else end(run, env, outcome)
+
+
+def abort_consumed(run: ActiveRun) -> bool:
+    """In ``except CancelledError``: whether the cancel is `run`'s abort (then consumed).
+
+    False: another cancel (shutdown), for the caller to re-raise.
+    """
+    if not run.abort_requested:
+        return False
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    return True
 
 
 async def run_segment(run: ActiveRun, env: ExecutorEnv) -> Finished | PauseRequest:

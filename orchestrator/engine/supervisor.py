@@ -27,6 +27,7 @@ from .executor import (
     Ending,
     ExecutorEnv,
     Finished,
+    abort_consumed,
     aborted,
     context_for,
     end,
@@ -620,11 +621,8 @@ class Supervisor:
             try:
                 await offering.sent()  # the offers queued before it go out first
             except asyncio.CancelledError:
-                if not run.abort_requested:
+                if not abort_consumed(run):
                     raise
-                current = asyncio.current_task()
-                if current is not None:
-                    current.uncancel()
                 return aborted(run, self._env)
         elif offering is not None:
             outcome = await offering.run_elsewhere(run)

@@ -35,7 +35,7 @@ from ...clock import Clock
 from ...define.waits import PauseRequest
 from ...errors import JournalError
 from ...journal import JournalQueries, JournalWriter, RunTaskOffer, RunTasks, WriterIdentity, ops
-from ..executor import ActiveRun, Finished
+from ..executor import ActiveRun, Finished, abort_consumed
 from ..parking import signalled
 from ..recovery import Resumable, plan
 from ..workers.pacing import Backoff, news_or
@@ -149,11 +149,8 @@ class Offering:
             try:
                 return await asyncio.shield(segment.done)
             except asyncio.CancelledError:
-                if not run.abort_requested or segment.done.done():
+                if segment.done.done() or not abort_consumed(run):
                     raise
-                current = asyncio.current_task()
-                if current is not None:
-                    current.uncancel()
                 segment.patches.append({wire.ABORT: run.abort_reason})
                 self._wake.set()
                 return await asyncio.shield(segment.done)

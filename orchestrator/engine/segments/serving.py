@@ -37,7 +37,7 @@ from ...folder.loader import FileSource
 from ...journal import JournalWriter, RunTask, RunTasks, ops
 from ...journal.liveness import HOST
 from ...pipeline.steps import StepElsewhere
-from ..executor import ActiveRun, ExecutorEnv, Finished, run_segment
+from ..executor import ActiveRun, ExecutorEnv, Finished, abort_consumed, run_segment
 from ..parking import signalled
 from ..registry import RegisteredWorkflow
 from ..workers import StepRunner
@@ -339,11 +339,8 @@ class RunServer:
         except StepElsewhere:
             return wire.stopped_reply(run, back=True, signals=served.signals, coordinator=True)
         except asyncio.CancelledError:
-            if not run.abort_requested:
+            if not abort_consumed(run):
                 raise
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
             return wire.stopped_reply(run, back=False, signals=served.signals)
         if served.back:  # the step caught StepElsewhere: it runs again on the coordinator
             return wire.stopped_reply(run, back=True, signals=served.signals, coordinator=True)
