@@ -99,16 +99,25 @@ async def test_a_task_is_offered_claimed_answered_and_its_reply_taken(
     assert await coordinator.offer([], daemon_id=daemon, epoch=1, now=NOW) == []
 
 
+async def claimed_by(
+    url: str, run_tasks: Open, claims: dict[str, int]
+) -> tuple[PostgresRunTasks, PostgresRunTasks, list[int]]:
+    """A coordinator's tasks claimed by executors (token: how many, in order), and their ids."""
+    coordinator, executor = await run_tasks(), await run_tasks()
+    for token in claims:
+        add_standby(url, token)
+    count = sum(claims.values())
+    ids = await coordinator.offer(tasks_of(count), daemon_id=add_daemon(url), epoch=1, now=NOW)
+    for token, limit in claims.items():
+        await executor.claim(token=token, digests={"d1"}, limit=limit, now=NOW)
+    return coordinator, executor, ids
+
+
 async def test_replies_written_together_answer_each_claim_once(
     pg_url: str, run_tasks: Open
 ) -> None:
     """`reply_all`: one transaction; each id answered as `reply` would; bad text left out."""
-    coordinator, executor = await run_tasks(), await run_tasks()
-    add_standby(pg_url, "e1")
-    add_standby(pg_url, "e2")
-    ids = await coordinator.offer(tasks_of(5), daemon_id=add_daemon(pg_url), epoch=1, now=NOW)
-    await executor.claim(token="e1", digests={"d1"}, limit=4, now=NOW)
-    await executor.claim(token="e2", digests={"d1"}, limit=1, now=NOW)
+    coordinator, executor, ids = await claimed_by(pg_url, run_tasks, {"e1": 4, "e2": 1})
     done = {"status": "completed", "state": '{"n":2}'}
     answers = [
         RunTaskAnswer(ids[0], 0, done),
@@ -133,10 +142,7 @@ async def test_a_reply_the_server_refuses_leaves_the_others_of_its_batch_answere
     pg_url: str, run_tasks: Open
 ) -> None:
     """Refused for its value, one reply is left out; the rest commit (one at a time then)."""
-    coordinator, executor = await run_tasks(), await run_tasks()
-    add_standby(pg_url, "e1")
-    ids = await coordinator.offer(tasks_of(3), daemon_id=add_daemon(pg_url), epoch=1, now=NOW)
-    await executor.claim(token="e1", digests={"d1"}, limit=3, now=NOW)
+    _, executor, ids = await claimed_by(pg_url, run_tasks, {"e1": 3})
     # Any value refused by the server (SQLSTATE class 23 here; 54, too long, in real life).
     query(pg_url, "ALTER TABLE run_tasks ADD CONSTRAINT small CHECK (length(reply) < 1000)")
     big = {"status": "completed", "state": "x" * 2_000}

@@ -250,12 +250,12 @@ class Offering:
 
     async def _offer_queued(self) -> None:
         try:
-            await self._offer_each_queued()
+            await self._make_offers()
         finally:
             if not self._queued:
                 self._sent.set()
 
-    async def _offer_each_queued(self) -> None:
+    async def _make_offers(self) -> None:
         queued, self._queued = self._queued, []
         queued = [segment for segment in queued if not segment.done.done()]
         identity = self._identity()

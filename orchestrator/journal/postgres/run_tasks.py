@@ -58,10 +58,10 @@ _FENCE = "UPDATE standbys SET fenced_at = %s WHERE token = ANY(%s) AND fenced_at
 # never written back: the fence stays), renewed by its loop, deleted when it stops.
 # Not for a standby fenced (judged gone by the active daemon): the same process, its
 # executor's writes would be refused (`executor_writer._MARK`).
-_OWNER_FENCED = "EXISTS (SELECT 1 FROM standbys o WHERE o.token = %s AND o.fenced_at IS NOT NULL)"
 _ENLIST = (
     "INSERT INTO standbys (token, pid, host, started_at, seen_at, executes_for)"
-    f" SELECT %s, %s, %s, {SERVER_NOW_US}, {SERVER_NOW_US}, %s WHERE NOT {_OWNER_FENCED}"
+    f" SELECT %s, %s, %s, {SERVER_NOW_US}, {SERVER_NOW_US}, e.executes_for"
+    f" FROM (SELECT %s::text AS executes_for) e WHERE {OWNER_NOT_FENCED}"
 )
 _RENEW = (
     f"UPDATE standbys e SET seen_at = {SERVER_NOW_US}"
@@ -265,7 +265,7 @@ class PostgresRunTasks(OfferedTable):
         Raises:
             JournalLocked: The standby `executes_for` was fenced: it executes nothing more.
         """
-        params = (self._text(token, "token"), os.getpid(), HOST, executes_for, executes_for)
+        params = (self._text(token, "token"), os.getpid(), HOST, executes_for)
         if await self._statement("enlisting an executor", _ENLIST, params) != 1:
             raise JournalLocked(
                 f"journal {self.location}: the active daemon fenced this standby (judged it"
@@ -377,18 +377,13 @@ class PostgresRunTasks(OfferedTable):
         """Answer the task `task_id`; False when no longer this claim's or `token` is fenced.
 
         Raises:
-            ValueError: `reply` holds text the journal cannot keep.
+            ValueError: `reply` holds text the journal cannot keep, or the server refused it.
         """
-        text = self._json(reply, "reply")
-        token = self._text(token, "token")
-
-        async def work(conn: psycopg.AsyncConnection[Any]) -> bool:
-            async with conn.transaction():
-                return await self.reply_in(
-                    conn, task_id, token=token, attempts=attempts, reply=text, now=now
-                )
-
-        return await self._run("replying to a run task", work)
+        answer = RunTaskAnswer(task_id, attempts, reply)
+        answered, unkept = await self.reply_all([answer], token=token, now=now)
+        if task_id in unkept:
+            raise ValueError(unkept[task_id])
+        return task_id in answered
 
     async def reply_all(
         self, answers: Sequence[RunTaskAnswer], *, token: str, now: int
